@@ -1,0 +1,133 @@
+//! Length-prefixed framing and MessagePack encoding, once for every transport.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use serde::Serialize;
+use tokio_util::codec::Decoder;
+
+use super::{FrameError, FromWorker, ToWorker};
+
+/// Default maximum frame body: 16 MiB.
+pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
+
+const PREFIX: usize = 4;
+
+/// Splits a byte stream into frame bodies.
+///
+/// The length is checked against the maximum *before* any buffer is reserved for
+/// the body, so a corrupt or hostile prefix cannot make the reader allocate.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameCodec {
+    max_frame: usize,
+}
+
+impl FrameCodec {
+    /// A codec that refuses bodies longer than `max_frame` bytes.
+    pub fn new(max_frame: usize) -> Self {
+        Self { max_frame }
+    }
+
+    /// The configured maximum body length.
+    pub fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+}
+
+impl Default for FrameCodec {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_FRAME)
+    }
+}
+
+impl Decoder for FrameCodec {
+    type Item = Bytes;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
+        if src.len() < PREFIX {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
+        if len > self.max_frame {
+            return Err(FrameError::TooLarge {
+                len,
+                max: self.max_frame,
+            });
+        }
+        if src.len() < PREFIX + len {
+            src.reserve(PREFIX + len - src.len());
+            return Ok(None);
+        }
+        src.advance(PREFIX);
+        Ok(Some(src.split_to(len).freeze()))
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
+        match self.decode(src)? {
+            Some(frame) => Ok(Some(frame)),
+            None if src.is_empty() => Ok(None),
+            None => {
+                let expected = if src.len() >= PREFIX {
+                    PREFIX + u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize
+                } else {
+                    PREFIX
+                };
+                Err(FrameError::Truncated {
+                    expected,
+                    got: src.len(),
+                })
+            }
+        }
+    }
+}
+
+/// Appends one frame (prefix and MessagePack body) holding `message` to `dst`.
+///
+/// The body is written straight into `dst`, so a payload is copied exactly once.
+///
+/// # Errors
+/// [`FrameError::TooLarge`] when the body exceeds `max_frame` (then `dst` is left as
+/// it was), [`FrameError::Malformed`] when the value cannot be encoded.
+pub fn encode_frame<T: Serialize + ?Sized>(
+    message: &T,
+    dst: &mut BytesMut,
+    max_frame: usize,
+) -> Result<(), FrameError> {
+    let start = dst.len();
+    dst.put_u32(0);
+    let mut writer = dst.writer();
+    let encoded = rmp_serde::encode::write_named(&mut writer, message);
+    let dst = writer.into_inner();
+    if let Err(e) = encoded {
+        dst.truncate(start);
+        return Err(FrameError::Malformed(e.to_string()));
+    }
+    let len = dst.len() - start - PREFIX;
+    if len > max_frame || u32::try_from(len).is_err() {
+        dst.truncate(start);
+        return Err(FrameError::TooLarge {
+            len,
+            max: max_frame,
+        });
+    }
+    dst[start..start + PREFIX].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(())
+}
+
+/// Decodes a frame body sent by a worker. Borrowed fields point into `body`.
+///
+/// # Errors
+/// [`FrameError::Malformed`] when the body is not a known message.
+pub fn decode_from_worker(body: &[u8]) -> Result<FromWorker<'_>, FrameError> {
+    rmp_serde::from_slice(body).map_err(|e| FrameError::Malformed(e.to_string()))
+}
+
+/// Decodes a frame body sent by the manager. Borrowed fields point into `body`.
+///
+/// # Errors
+/// [`FrameError::Malformed`] when the body is not a known message.
+pub fn decode_to_worker(body: &[u8]) -> Result<ToWorker<'_>, FrameError> {
+    rmp_serde::from_slice(body).map_err(|e| FrameError::Malformed(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests;
