@@ -27,11 +27,24 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod balance;
+pub mod error;
 pub mod health;
+pub mod manager;
 pub mod process;
 pub mod protocol;
+pub mod queue;
+pub mod task;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 pub mod transport;
 
 pub use balance::{BalancePolicy, WorkerSnapshot};
+pub use error::{ConfigError, StartError, SubmitError};
 pub use health::{HealthProbe, Verdict, Vitals};
+pub use manager::{
+    Failure, FinalStatus, Pool, PoolBuilder, PoolConfig, PoolEvent, PoolMetrics, TaskError,
+    TaskHandle, TaskOutput, WorkerCommand,
+};
+pub use queue::RetryPolicy;
+pub use task::Task;
 pub use transport::{LaunchError, Link, Transport, WorkerSpec};

@@ -60,7 +60,7 @@ pub type Cleanup = Box<dyn FnOnce() + Send>;
 
 /// Owns a worker's process: kills its group on drop, reaps it on [`wait`](Self::wait).
 pub struct WorkerProcess {
-    child: Child,
+    child: Inner,
     pid: u32,
     stderr: StderrTail,
     stderr_reader: Option<tokio::task::JoinHandle<()>>,
@@ -70,6 +70,12 @@ pub struct WorkerProcess {
 /// How long [`WorkerProcess::wait`] waits for the last stderr lines after the exit
 /// (a grandchild may hold the pipe open).
 const STDERR_DRAIN: std::time::Duration = std::time::Duration::from_millis(250);
+
+enum Inner {
+    Os(Child),
+    #[cfg(any(test, feature = "test-util"))]
+    Simulated(crate::testing::SimulatedProcess),
+}
 
 impl fmt::Debug for WorkerProcess {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -91,10 +97,21 @@ impl WorkerProcess {
             .take()
             .map(|pipe| tokio::spawn(collect_stderr(pipe, stderr.clone(), worker_id.to_owned())));
         Self {
-            child,
+            child: Inner::Os(child),
             pid,
             stderr,
             stderr_reader,
+            cleanup: None,
+        }
+    }
+
+    #[cfg(any(test, feature = "test-util"))]
+    pub(crate) fn simulated(process: crate::testing::SimulatedProcess, pid: u32) -> Self {
+        Self {
+            child: Inner::Simulated(process),
+            pid,
+            stderr: StderrTail::default(),
+            stderr_reader: None,
             cleanup: None,
         }
     }
@@ -118,7 +135,12 @@ impl WorkerProcess {
     /// Sends `signal` to the worker's whole process group. Does nothing once the
     /// worker has been reaped (so a recycled pid is never hit).
     pub fn signal(&mut self, signal: GroupSignal) {
-        if self.child.id().is_none() {
+        let child = match &mut self.child {
+            Inner::Os(child) => child,
+            #[cfg(any(test, feature = "test-util"))]
+            Inner::Simulated(sim) => return sim.signal(signal),
+        };
+        if child.id().is_none() {
             return;
         }
         let Some(pgid) = i32::try_from(self.pid)
@@ -143,7 +165,11 @@ impl WorkerProcess {
     /// Cancel safe: dropping the future leaves the process as it was (or reaped,
     /// after which [`signal`](Self::signal) does nothing).
     pub async fn wait(&mut self) -> std::io::Result<ExitStatus> {
-        let status = self.child.wait().await?;
+        let status = match &mut self.child {
+            Inner::Os(child) => child.wait().await?,
+            #[cfg(any(test, feature = "test-util"))]
+            Inner::Simulated(sim) => sim.wait().await,
+        };
         if let Some(reader) = self.stderr_reader.as_mut() {
             if tokio::time::timeout(STDERR_DRAIN, reader).await.is_ok() {
                 self.stderr_reader = None;

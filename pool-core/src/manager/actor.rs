@@ -1,0 +1,392 @@
+//! The actor: the only owner of the pool's state. It reacts to commands from
+//! [`Pool`](super::Pool) handles, events from worker I/O tasks and timers, then
+//! dispatches whatever can run.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::{broadcast, mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio_util::time::{delay_queue, DelayQueue};
+
+use super::config::PoolConfig;
+use super::events::PoolEvent;
+use super::handle::Outcome;
+use super::metrics::{Stats, WorkerStatus};
+use super::pool::WorkerCommand;
+use super::worker_io::WorkerEvent;
+use crate::balance::{BalancePolicy, WorkerSnapshot};
+use crate::error::{ConfigError, StartError};
+use crate::health::HealthProbe;
+use crate::process::GroupSignal;
+use crate::queue::{DeadLetter, DeadLetterQueue, PriorityQueue};
+use crate::task::Task;
+use crate::transport::Transport;
+
+/// Worker events buffered between the I/O tasks and the actor.
+const WORKER_EVENT_BUFFER: usize = 4096;
+/// Worker events handled per wake-up.
+const EVENT_BATCH: usize = 256;
+
+/// State shared by the actor and every [`Pool`](super::Pool) handle.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) stats: Stats,
+    pub(crate) events: broadcast::Sender<PoolEvent>,
+    pub(crate) next_task_id: AtomicU64,
+    pub(crate) queue_slots: Arc<Semaphore>,
+    pub(crate) closed: AtomicBool,
+}
+
+impl Shared {
+    pub(crate) fn new(config: &PoolConfig) -> Self {
+        Self {
+            stats: Stats::new(),
+            events: broadcast::channel(config.event_capacity).0,
+            next_task_id: AtomicU64::new(1),
+            queue_slots: Arc::new(Semaphore::new(config.max_queue_len)),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Emits an event built only when someone listens.
+    pub(crate) fn emit(&self, event: impl FnOnce() -> PoolEvent) {
+        if self.events.receiver_count() > 0 {
+            let _ = self.events.send(event());
+        }
+    }
+}
+
+/// A request from a [`Pool`](super::Pool) handle.
+pub(crate) enum Command {
+    Submit(Vec<Pending>),
+    Cancel(u64),
+    Workers(oneshot::Sender<Vec<WorkerStatus>>),
+    DeadLetters(oneshot::Sender<Vec<DeadLetter>>),
+    TakeDeadLetters {
+        ids: Option<Vec<u64>>,
+        reply: oneshot::Sender<Vec<DeadLetter>>,
+    },
+    ClearDeadLetters(oneshot::Sender<usize>),
+    Scale {
+        target: usize,
+        reply: oneshot::Sender<Result<usize, ConfigError>>,
+    },
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A task waiting for (another) attempt.
+pub(crate) struct Pending {
+    pub(crate) id: u64,
+    pub(crate) task: Task,
+    pub(crate) attempts: u32,
+    pub(crate) reply: oneshot::Sender<Outcome>,
+    pub(crate) permit: Option<OwnedSemaphorePermit>,
+    pub(crate) queued_at: Instant,
+    pub(crate) last_worker: Option<String>,
+}
+
+/// A task attempt on a worker.
+pub(crate) struct Running {
+    pub(crate) pending: Pending,
+    pub(crate) worker: u64,
+    pub(crate) started: Instant,
+    pub(crate) deadline: Option<delay_queue::Key>,
+    pub(crate) cancel_requested: bool,
+}
+
+/// Something the actor scheduled for later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Timer {
+    Deadline { task: u64, attempt: u32 },
+    Retry { task: u64 },
+    CancelGrace { task: u64 },
+    Respawn,
+    RetireKill { worker: u64 },
+    DrainDeadline,
+    Terminate,
+    Kill,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WorkerState {
+    Ready,
+    Suspect,
+    Retiring,
+    Killing,
+}
+
+/// Why the pool is ending a worker (its exit is then expected).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum KillCause {
+    TimedOut { task: u64, after: Duration },
+    CancelIgnored { task: u64 },
+    Unhealthy(String),
+    Retired,
+    Shutdown,
+}
+
+pub(crate) struct Worker {
+    pub(crate) name: String,
+    pub(crate) pid: u32,
+    pub(crate) frames: Option<mpsc::UnboundedSender<Bytes>>,
+    pub(crate) control: mpsc::UnboundedSender<GroupSignal>,
+    pub(crate) in_flight: Vec<u64>,
+    pub(crate) dispatched: u64,
+    pub(crate) completed: u64,
+    pub(crate) last_heard: Instant,
+    pub(crate) ready_at: Instant,
+    pub(crate) rss_bytes: u64,
+    pub(crate) state: WorkerState,
+    pub(crate) kill_cause: Option<KillCause>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Starting,
+    Running,
+    Draining,
+    Stopping,
+}
+
+pub(crate) struct Actor {
+    pub(crate) config: PoolConfig,
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) command: WorkerCommand,
+    pub(crate) policy: Box<dyn BalancePolicy>,
+    pub(crate) probes: Vec<Box<dyn HealthProbe>>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) queue: PriorityQueue<Pending>,
+    pub(crate) retrying: HashMap<u64, Pending>,
+    pub(crate) running: HashMap<u64, Running>,
+    pub(crate) workers: BTreeMap<u64, Worker>,
+    pub(crate) launching: HashSet<u64>,
+    pub(crate) respawns_pending: usize,
+    pub(crate) next_worker: u64,
+    pub(crate) target: usize,
+    pub(crate) dlq: DeadLetterQueue,
+    pub(crate) timers: DelayQueue<Timer>,
+    pub(crate) crash_streak: u32,
+    pub(crate) start_failures: u32,
+    pub(crate) phase: Phase,
+    pub(crate) start_reply: Option<oneshot::Sender<Result<(), StartError>>>,
+    pub(crate) shutdown_waiters: Vec<oneshot::Sender<()>>,
+    pub(crate) events_tx: mpsc::Sender<WorkerEvent>,
+    pub(crate) candidates: Vec<WorkerSnapshot>,
+}
+
+/// Everything the actor is built from.
+pub(crate) struct ActorParts {
+    pub(crate) config: PoolConfig,
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) command: WorkerCommand,
+    pub(crate) policy: Box<dyn BalancePolicy>,
+    pub(crate) probes: Vec<Box<dyn HealthProbe>>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+/// Runs the actor until the pool has shut down and every worker is reaped.
+pub(crate) async fn run(
+    parts: ActorParts,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    start_reply: oneshot::Sender<Result<(), StartError>>,
+) {
+    let (events_tx, mut events_rx) = mpsc::channel(WORKER_EVENT_BUFFER);
+    let target = parts.config.initial_size();
+    let mut actor = Actor {
+        dlq: DeadLetterQueue::new(parts.config.dlq_capacity),
+        config: parts.config,
+        transport: parts.transport,
+        command: parts.command,
+        policy: parts.policy,
+        probes: parts.probes,
+        shared: parts.shared,
+        queue: PriorityQueue::new(),
+        retrying: HashMap::new(),
+        running: HashMap::new(),
+        workers: BTreeMap::new(),
+        launching: HashSet::new(),
+        respawns_pending: 0,
+        next_worker: 0,
+        target,
+        timers: DelayQueue::new(),
+        crash_streak: 0,
+        start_failures: 0,
+        phase: Phase::Starting,
+        start_reply: Some(start_reply),
+        shutdown_waiters: Vec::new(),
+        events_tx,
+        candidates: Vec::new(),
+    };
+    actor.shared.stats.target_size.store(target as u64, Relaxed);
+    for _ in 0..target {
+        actor.launch_worker();
+    }
+    let mut health = tokio::time::interval(actor.health_period());
+    health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut commands_open = true;
+    let mut batch = Vec::with_capacity(EVENT_BATCH);
+    loop {
+        tokio::select! {
+            _ = events_rx.recv_many(&mut batch, EVENT_BATCH) => {
+                for event in batch.drain(..) {
+                    actor.on_worker_event(event);
+                }
+            }
+            command = commands.recv(), if commands_open => match command {
+                Some(command) => actor.on_command(command),
+                None => {
+                    commands_open = false;
+                    actor.begin_shutdown(None);
+                }
+            },
+            Some(expired) = actor.timers.next(), if !actor.timers.is_empty() => {
+                actor.on_timer(expired.into_inner());
+            }
+            _ = health.tick() => actor.check_health(),
+        }
+        actor.dispatch();
+        actor.after_change();
+        if actor.finished() {
+            break;
+        }
+    }
+    actor.finish();
+}
+
+impl Actor {
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Submit(tasks) => {
+                for pending in tasks {
+                    self.accept(pending);
+                }
+            }
+            Command::Cancel(id) => self.cancel(id),
+            Command::Workers(reply) => {
+                let _ = reply.send(self.worker_statuses());
+            }
+            Command::DeadLetters(reply) => {
+                let _ = reply.send(self.dlq.iter().cloned().collect());
+            }
+            Command::TakeDeadLetters { ids, reply } => {
+                let taken = match ids {
+                    None => self.dlq.take_all(),
+                    Some(ids) => ids.into_iter().filter_map(|id| self.dlq.take(id)).collect(),
+                };
+                self.shared
+                    .stats
+                    .dlq_len
+                    .store(self.dlq.len() as u64, Relaxed);
+                let _ = reply.send(taken);
+            }
+            Command::ClearDeadLetters(reply) => {
+                let n = self.dlq.clear();
+                self.shared.stats.dlq_len.store(0, Relaxed);
+                let _ = reply.send(n);
+            }
+            Command::Scale { target, reply } => {
+                let _ = reply.send(self.scale_to(target));
+            }
+            Command::Shutdown(reply) => self.begin_shutdown(Some(reply)),
+        }
+    }
+
+    fn on_timer(&mut self, timer: Timer) {
+        match timer {
+            Timer::Deadline { task, attempt } => self.on_deadline(task, attempt),
+            Timer::Retry { task } => self.on_retry_due(task),
+            Timer::CancelGrace { task } => self.on_cancel_grace(task),
+            Timer::Respawn => self.on_respawn_due(),
+            Timer::RetireKill { worker } => self.signal_worker(worker, GroupSignal::Kill),
+            Timer::DrainDeadline => self.on_drain_deadline(),
+            Timer::Terminate => self.signal_all(GroupSignal::Terminate),
+            Timer::Kill => self.signal_all(GroupSignal::Kill),
+        }
+    }
+
+    fn health_period(&self) -> Duration {
+        (self.config.suspect_after / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
+    }
+
+    pub(crate) fn signal_worker(&mut self, num: u64, signal: GroupSignal) {
+        if let Some(worker) = self.workers.get(&num) {
+            let _ = worker.control.send(signal);
+        }
+    }
+
+    fn signal_all(&mut self, signal: GroupSignal) {
+        for worker in self.workers.values() {
+            let _ = worker.control.send(signal);
+        }
+    }
+
+    fn worker_statuses(&self) -> Vec<WorkerStatus> {
+        let now = Instant::now();
+        self.workers
+            .values()
+            .map(|w| WorkerStatus {
+                id: w.name.clone(),
+                pid: w.pid,
+                state: match w.state {
+                    WorkerState::Ready if w.in_flight.is_empty() => "ready",
+                    WorkerState::Ready => "busy",
+                    WorkerState::Suspect => "suspect",
+                    WorkerState::Retiring => "retiring",
+                    WorkerState::Killing => "killing",
+                },
+                in_flight: w.in_flight.len() as u32,
+                tasks_done: w.completed,
+                rss_bytes: w.rss_bytes,
+                last_heard_ms: now.duration_since(w.last_heard).as_millis() as u64,
+                uptime_ms: now.duration_since(w.ready_at).as_millis() as u64,
+            })
+            .collect()
+    }
+
+    /// Publishes gauges and moves the shutdown along after any change.
+    fn after_change(&mut self) {
+        let stats = &self.shared.stats;
+        let cap = self.config.worker_concurrency as usize;
+        let (mut ready, mut busy, mut unhealthy) = (0, 0, 0);
+        for w in self.workers.values() {
+            match w.state {
+                WorkerState::Ready if w.in_flight.len() < cap => ready += 1,
+                WorkerState::Suspect => unhealthy += 1,
+                _ => {}
+            }
+            if !w.in_flight.is_empty() {
+                busy += 1;
+            }
+        }
+        stats
+            .workers_total
+            .store(self.workers.len() as u64, Relaxed);
+        stats.workers_ready.store(ready, Relaxed);
+        stats.workers_busy.store(busy, Relaxed);
+        stats.workers_unhealthy.store(unhealthy, Relaxed);
+        stats
+            .queued
+            .store((self.queue.len() + self.retrying.len()) as u64, Relaxed);
+        stats.in_flight.store(self.running.len() as u64, Relaxed);
+        if self.phase == Phase::Draining && self.running.is_empty() {
+            self.enter_stopping();
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.phase == Phase::Stopping && self.workers.is_empty() && self.launching.is_empty()
+    }
+
+    fn finish(&mut self) {
+        self.shared.closed.store(true, Relaxed);
+        self.shared.queue_slots.close();
+        self.shared.emit(|| PoolEvent::PoolShutdown);
+        for waiter in self.shutdown_waiters.drain(..) {
+            let _ = waiter.send(());
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! [`PoolConfig`]: every tunable of the pool, with the original's defaults, in one place.
+
+use std::time::Duration;
+
+use crate::error::ConfigError;
+use crate::protocol::DEFAULT_MAX_FRAME;
+use crate::queue::RetryPolicy;
+
+/// The pool's settings. `Default` gives the original's defaults; every field's doc
+/// states its default. [`validate`](Self::validate) runs when the pool starts.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct PoolConfig {
+    /// Workers to start, clamped to `min_workers..=max_workers`. Default 20.
+    pub pool_size: usize,
+    /// Lower bound of the pool's size. Default 5.
+    pub min_workers: usize,
+    /// Upper bound of the pool's size. Default 50.
+    pub max_workers: usize,
+    /// Tasks in flight per worker at once. Default 1.
+    pub worker_concurrency: u32,
+    /// New tasks that may wait in the queue; `try_submit` refuses past it and
+    /// `submit` waits for room. Retries re-enter the queue regardless. Default 100 000.
+    pub max_queue_len: usize,
+    /// Retries and backoff. Default 3 retries, 1 s base, 30 s cap, no jitter.
+    pub retry: RetryPolicy,
+    /// Per-attempt timeout when a task sets none. Default 5 min.
+    pub task_timeout: Duration,
+    /// Dead-letter queue bound (oldest evicted). Default 10 000.
+    pub dlq_capacity: usize,
+    /// How often workers send heartbeats. Default 5 s.
+    pub heartbeat_interval: Duration,
+    /// Silence after which a worker gets no new tasks. Default 15 s.
+    pub suspect_after: Duration,
+    /// Silence after which a worker is killed and replaced. Default 30 s.
+    pub zombie_after: Duration,
+    /// Time a worker has to launch and complete its handshake. Default 10 s.
+    pub start_timeout: Duration,
+    /// On shutdown, time given to in-flight tasks before they are abandoned. Default 30 s.
+    pub shutdown_timeout: Duration,
+    /// Time between asking a worker to exit, SIGTERM, and SIGKILL. Default 5 s.
+    pub kill_grace: Duration,
+    /// First delay before replacing a worker that crashed. Default 100 ms.
+    pub restart_backoff_base: Duration,
+    /// Longest delay before replacing a worker. Default 30 s.
+    pub restart_backoff_cap: Duration,
+    /// Consecutive failed starts that open the restart breaker (the pool turns
+    /// critical and retries only at the backoff cap). Default 5.
+    pub max_start_failures: u32,
+    /// Time a running task has to stop after a cancel before its worker is killed.
+    /// Default 5 s.
+    pub cancel_grace: Duration,
+    /// Largest frame body either side may send. Default 16 MiB.
+    pub max_frame: usize,
+    /// Events buffered per subscriber before the oldest are dropped. Default 1 024.
+    pub event_capacity: usize,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            pool_size: 20,
+            min_workers: 5,
+            max_workers: 50,
+            worker_concurrency: 1,
+            max_queue_len: 100_000,
+            retry: RetryPolicy::default(),
+            task_timeout: Duration::from_secs(300),
+            dlq_capacity: 10_000,
+            heartbeat_interval: Duration::from_secs(5),
+            suspect_after: Duration::from_secs(15),
+            zombie_after: Duration::from_secs(30),
+            start_timeout: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(30),
+            kill_grace: Duration::from_secs(5),
+            restart_backoff_base: Duration::from_millis(100),
+            restart_backoff_cap: Duration::from_secs(30),
+            max_start_failures: 5,
+            cancel_grace: Duration::from_secs(5),
+            max_frame: DEFAULT_MAX_FRAME,
+            event_capacity: 1024,
+        }
+    }
+}
+
+impl PoolConfig {
+    /// Checks every value; the error names the offending key.
+    ///
+    /// # Errors
+    /// [`ConfigError`] for the first value that does not make sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = |key, d: Duration| {
+            if d.is_zero() {
+                Err(ConfigError::new(key, "must be greater than zero"))
+            } else {
+                Ok(())
+            }
+        };
+        if self.max_workers == 0 {
+            return Err(ConfigError::new("max_workers", "must be at least 1"));
+        }
+        if self.min_workers > self.max_workers {
+            return Err(ConfigError::new(
+                "min_workers",
+                format!(
+                    "{} is above max_workers ({})",
+                    self.min_workers, self.max_workers
+                ),
+            ));
+        }
+        if self.worker_concurrency == 0 {
+            return Err(ConfigError::new("worker_concurrency", "must be at least 1"));
+        }
+        if self.max_queue_len == 0 {
+            return Err(ConfigError::new("max_queue_len", "must be at least 1"));
+        }
+        positive("task_timeout", self.task_timeout)?;
+        positive("heartbeat_interval", self.heartbeat_interval)?;
+        positive("suspect_after", self.suspect_after)?;
+        positive("start_timeout", self.start_timeout)?;
+        if self.zombie_after < self.suspect_after {
+            return Err(ConfigError::new(
+                "zombie_after",
+                "must not be shorter than suspect_after",
+            ));
+        }
+        if self.heartbeat_interval >= self.suspect_after {
+            return Err(ConfigError::new(
+                "heartbeat_interval",
+                "must be shorter than suspect_after, or healthy workers look silent",
+            ));
+        }
+        if self.restart_backoff_cap < self.restart_backoff_base {
+            return Err(ConfigError::new(
+                "restart_backoff_cap",
+                "must not be below restart_backoff_base",
+            ));
+        }
+        if self.max_frame < 1024 || u32::try_from(self.max_frame).is_err() {
+            return Err(ConfigError::new(
+                "max_frame",
+                "must be between 1 KiB and 4 GiB − 1",
+            ));
+        }
+        if self.event_capacity == 0 {
+            return Err(ConfigError::new("event_capacity", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// The number of workers the pool starts with: `pool_size` clamped to the bounds.
+    pub fn initial_size(&self) -> usize {
+        self.pool_size.clamp(self.min_workers, self.max_workers)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_originals_and_valid() {
+        let c = PoolConfig::default();
+        assert_eq!((c.pool_size, c.min_workers, c.max_workers), (20, 5, 50));
+        assert_eq!(c.retry.max_retries(), 3);
+        assert_eq!(c.task_timeout, Duration::from_secs(300));
+        assert_eq!(c.dlq_capacity, 10_000);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn pool_size_is_clamped_to_the_bounds() {
+        let mut c = PoolConfig {
+            pool_size: 2,
+            ..PoolConfig::default()
+        };
+        assert_eq!(c.initial_size(), 5);
+        c.pool_size = 500;
+        assert_eq!(c.initial_size(), 50);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let c = PoolConfig {
+            min_workers: 9,
+            max_workers: 3,
+            ..PoolConfig::default()
+        };
+        assert_eq!(c.validate().unwrap_err().key, "min_workers");
+        let c = PoolConfig {
+            task_timeout: Duration::ZERO,
+            ..PoolConfig::default()
+        };
+        assert_eq!(c.validate().unwrap_err().key, "task_timeout");
+    }
+}

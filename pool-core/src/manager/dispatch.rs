@@ -1,0 +1,427 @@
+//! The task path inside the actor: accept, dispatch, replies, retries, settlement.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Instant, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+
+use super::actor::{Actor, KillCause, Pending, Phase, Running, Timer, WorkerState};
+use super::events::PoolEvent;
+use super::failure::Failure;
+use super::handle::{FinalStatus, TaskError, TaskOutput};
+use super::metrics::Stats;
+use super::worker_io::WorkerMessage;
+use crate::balance::WorkerSnapshot;
+use crate::process::GroupSignal;
+use crate::protocol::{encode_frame, TaskFrame, ToWorker};
+use crate::queue::DeadLetter;
+
+impl Actor {
+    /// A new task from a caller.
+    pub(crate) fn accept(&mut self, pending: Pending) {
+        Stats::bump(&self.shared.stats.submitted);
+        if matches!(self.phase, Phase::Draining | Phase::Stopping) {
+            return self.settle_error(pending, FinalStatus::Failed, Failure::ShuttingDown);
+        }
+        let (id, priority) = (pending.id, pending.task.priority);
+        self.queue.push(priority, pending);
+        self.shared
+            .emit(|| PoolEvent::TaskQueued { task: id, priority });
+    }
+
+    /// Sends queued tasks to workers with free capacity, as the policy picks them.
+    pub(crate) fn dispatch(&mut self) {
+        if !matches!(self.phase, Phase::Starting | Phase::Running) {
+            return;
+        }
+        let capacity = self.config.worker_concurrency;
+        while !self.queue.is_empty() {
+            self.candidates.clear();
+            self.candidates.extend(
+                self.workers
+                    .iter()
+                    .filter(|(_, w)| {
+                        w.state == WorkerState::Ready && (w.in_flight.len() as u32) < capacity
+                    })
+                    .map(|(num, w)| {
+                        WorkerSnapshot::new(*num, w.in_flight.len() as u32, w.completed, capacity)
+                    }),
+            );
+            if self.candidates.is_empty() {
+                return;
+            }
+            let picked = self.policy.pick(&self.candidates);
+            let index = if picked < self.candidates.len() {
+                picked
+            } else {
+                tracing::warn!(
+                    policy = self.policy.name(),
+                    picked,
+                    candidates = self.candidates.len(),
+                    "balance policy picked an index out of range; using the first candidate"
+                );
+                0
+            };
+            let num = self.candidates[index].id;
+            let Some(pending) = self.queue.pop() else {
+                return;
+            };
+            self.assign(num, pending);
+        }
+    }
+
+    fn assign(&mut self, num: u64, mut pending: Pending) {
+        let timeout = pending.task.timeout.unwrap_or(self.config.task_timeout);
+        let attempt = pending.attempts + 1;
+        let frame = match self.encode_task(&pending, attempt, timeout.as_millis() as u64) {
+            Ok(frame) => frame,
+            Err(message) => {
+                return self.settle_error(
+                    pending,
+                    FinalStatus::Failed,
+                    Failure::Protocol { message },
+                )
+            }
+        };
+        let Some(worker) = self.workers.get_mut(&num) else {
+            return self.queue.push_front(pending.task.priority, pending);
+        };
+        let sent = worker
+            .frames
+            .as_ref()
+            .is_some_and(|frames| frames.send(frame).is_ok());
+        if !sent {
+            worker.state = WorkerState::Killing;
+            return self.queue.push_front(pending.task.priority, pending);
+        }
+        let now = Instant::now();
+        let stats = &self.shared.stats;
+        Stats::bump(&stats.dispatches);
+        if worker.dispatched > 0 {
+            Stats::bump(&stats.reused_dispatches);
+        }
+        let waited = now.duration_since(pending.queued_at);
+        stats
+            .wait_us_total
+            .fetch_add(waited.as_micros() as u64, Relaxed);
+        worker.dispatched += 1;
+        worker.in_flight.push(pending.id);
+        pending.attempts = attempt;
+        pending.permit = None;
+        pending.last_worker = Some(worker.name.clone());
+        let id = pending.id;
+        let deadline = self
+            .timers
+            .insert(Timer::Deadline { task: id, attempt }, timeout);
+        self.shared.emit(|| PoolEvent::TaskAssigned {
+            task: id,
+            worker: worker.name.clone(),
+            attempt,
+            queued_ms: waited.as_millis() as u64,
+        });
+        self.running.insert(
+            id,
+            Running {
+                pending,
+                worker: num,
+                started: now,
+                deadline: Some(deadline),
+                cancel_requested: false,
+            },
+        );
+    }
+
+    fn encode_task(
+        &self,
+        pending: &Pending,
+        attempt: u32,
+        timeout_ms: u64,
+    ) -> Result<Bytes, String> {
+        let task = &pending.task;
+        let mut buf = BytesMut::with_capacity(task.payload.len() + task.task_type.len() + 64);
+        let message = ToWorker::Task(TaskFrame {
+            id: pending.id,
+            task_type: &task.task_type,
+            payload: &task.payload,
+            attempt,
+            timeout_ms,
+        });
+        encode_frame(&message, &mut buf, self.config.max_frame).map_err(|e| e.to_string())?;
+        Ok(buf.freeze())
+    }
+
+    /// A message from a ready worker.
+    pub(crate) fn on_message(&mut self, num: u64, message: WorkerMessage) {
+        let Some(worker) = self.workers.get_mut(&num) else {
+            return;
+        };
+        worker.last_heard = Instant::now();
+        match message {
+            WorkerMessage::Result { id, payload } => {
+                if let Some(running) = self.take_running(num, id) {
+                    self.complete(running, payload);
+                }
+            }
+            WorkerMessage::Error {
+                id,
+                kind,
+                message,
+                retryable,
+            } => {
+                if let Some(running) = self.take_running(num, id) {
+                    let failure = Failure::Handler { kind, message };
+                    self.attempt_failed(running, failure, retryable);
+                }
+            }
+            WorkerMessage::Heartbeat(heartbeat) => worker.rss_bytes = heartbeat.rss_bytes,
+            WorkerMessage::Log { level, message } => {
+                let name = &worker.name;
+                match level {
+                    crate::protocol::LogLevel::Error => {
+                        tracing::error!(worker.id = %name, "{message}")
+                    }
+                    crate::protocol::LogLevel::Warn => {
+                        tracing::warn!(worker.id = %name, "{message}")
+                    }
+                    crate::protocol::LogLevel::Info => {
+                        tracing::info!(worker.id = %name, "{message}")
+                    }
+                    crate::protocol::LogLevel::Debug => {
+                        tracing::debug!(worker.id = %name, "{message}")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Removes task `id` from worker `num`'s in-flight set, if it is running there.
+    /// Replies for tasks the worker does not hold (already settled) are ignored.
+    fn take_running(&mut self, num: u64, id: u64) -> Option<Running> {
+        let worker = self.workers.get_mut(&num)?;
+        let Some(pos) = worker.in_flight.iter().position(|t| *t == id) else {
+            tracing::debug!(worker.id = %worker.name, task.id = id, "reply for a task the worker does not hold; ignored");
+            return None;
+        };
+        worker.in_flight.swap_remove(pos);
+        worker.completed += 1;
+        let retire = worker.state == WorkerState::Retiring && worker.in_flight.is_empty();
+        let mut running = self.running.remove(&id)?;
+        if let Some(key) = running.deadline.take() {
+            self.timers.try_remove(&key);
+        }
+        if retire {
+            self.release_worker(num);
+        }
+        Some(running)
+    }
+
+    fn complete(&mut self, running: Running, payload: Bytes) {
+        if running.cancel_requested {
+            return self.settle_error(running.pending, FinalStatus::Cancelled, Failure::Cancelled);
+        }
+        let now = Instant::now();
+        let run_time = now.duration_since(running.started);
+        let pending = running.pending;
+        let stats = &self.shared.stats;
+        Stats::bump(&stats.completed);
+        stats
+            .run_us_total
+            .fetch_add(run_time.as_micros() as u64, Relaxed);
+        let worker = pending.last_worker.clone().unwrap_or_default();
+        let reused = self
+            .workers
+            .get(&running.worker)
+            .is_some_and(|w| w.dispatched > 1);
+        self.shared.emit(|| PoolEvent::TaskCompleted {
+            task: pending.id,
+            worker: worker.clone(),
+            attempts: pending.attempts,
+            run_ms: run_time.as_millis() as u64,
+            worker_reused: reused,
+        });
+        let output = TaskOutput {
+            id: pending.id,
+            payload,
+            attempts: pending.attempts,
+            worker,
+            run_time,
+            queue_time: running.started.duration_since(pending.queued_at),
+        };
+        let _ = pending.reply.send(Ok(output));
+    }
+
+    /// An attempt failed: retry it, dead-letter it, or fail it for good.
+    pub(crate) fn attempt_failed(&mut self, running: Running, failure: Failure, retryable: bool) {
+        if running.cancel_requested {
+            return self.settle_error(running.pending, FinalStatus::Cancelled, Failure::Cancelled);
+        }
+        let pending = running.pending;
+        let max_retries = pending
+            .task
+            .max_retries
+            .unwrap_or(self.config.retry.max_retries());
+        let retries_left = pending.attempts <= max_retries;
+        let accepting = matches!(self.phase, Phase::Starting | Phase::Running);
+        let will_retry = retryable && retries_left && accepting;
+        self.shared.emit(|| PoolEvent::TaskAttemptFailed {
+            task: pending.id,
+            worker: pending.last_worker.clone(),
+            attempt: pending.attempts,
+            kind: failure.kind().to_owned(),
+            message: failure.to_string(),
+            will_retry,
+        });
+        if will_retry {
+            self.schedule_retry(pending);
+        } else if retryable && !retries_left {
+            self.dead_letter(pending, failure);
+        } else {
+            self.settle_error(pending, FinalStatus::Failed, failure);
+        }
+    }
+
+    fn schedule_retry(&mut self, pending: Pending) {
+        let backoff = self.config.retry.backoff(pending.attempts);
+        let id = pending.id;
+        Stats::bump(&self.shared.stats.retried);
+        self.shared.emit(|| PoolEvent::TaskRetried {
+            task: id,
+            next_attempt: pending.attempts + 1,
+            backoff_ms: backoff.as_millis() as u64,
+        });
+        self.retrying.insert(id, pending);
+        self.timers.insert(Timer::Retry { task: id }, backoff);
+    }
+
+    pub(crate) fn on_retry_due(&mut self, id: u64) {
+        if let Some(mut pending) = self.retrying.remove(&id) {
+            pending.queued_at = Instant::now();
+            self.queue.push(pending.task.priority, pending);
+        }
+    }
+
+    fn dead_letter(&mut self, pending: Pending, failure: Failure) {
+        let stats = &self.shared.stats;
+        Stats::bump(&stats.dead_lettered);
+        self.shared.emit(|| PoolEvent::TaskDeadLettered {
+            task: pending.id,
+            attempts: pending.attempts,
+            kind: failure.kind().to_owned(),
+        });
+        let error = TaskError {
+            id: pending.id,
+            status: FinalStatus::DeadLettered,
+            failure: failure.clone(),
+            attempts: pending.attempts,
+            worker: pending.last_worker.clone(),
+        };
+        self.dlq.push(DeadLetter {
+            id: pending.id,
+            task: pending.task,
+            attempts: pending.attempts,
+            failure,
+            at: SystemTime::now(),
+        });
+        stats.dlq_len.store(self.dlq.len() as u64, Relaxed);
+        stats.dlq_evicted.store(self.dlq.evicted(), Relaxed);
+        let _ = pending.reply.send(Err(error));
+    }
+
+    /// Ends a task without a result (not through the DLQ).
+    pub(crate) fn settle_error(&mut self, pending: Pending, status: FinalStatus, failure: Failure) {
+        let stats = &self.shared.stats;
+        match status {
+            FinalStatus::Cancelled => {
+                Stats::bump(&stats.cancelled);
+                self.shared
+                    .emit(|| PoolEvent::TaskCancelled { task: pending.id });
+            }
+            _ => Stats::bump(&stats.failed),
+        }
+        let error = TaskError {
+            id: pending.id,
+            status,
+            failure,
+            attempts: pending.attempts,
+            worker: pending.last_worker,
+        };
+        let _ = pending.reply.send(Err(error));
+    }
+
+    /// A caller cancels task `id`.
+    pub(crate) fn cancel(&mut self, id: u64) {
+        if let Some(pending) = self.queue.remove_first(|p| p.id == id) {
+            return self.settle_error(pending, FinalStatus::Cancelled, Failure::Cancelled);
+        }
+        if let Some(pending) = self.retrying.remove(&id) {
+            return self.settle_error(pending, FinalStatus::Cancelled, Failure::Cancelled);
+        }
+        let Some(running) = self.running.get_mut(&id) else {
+            return;
+        };
+        if running.cancel_requested {
+            return;
+        }
+        running.cancel_requested = true;
+        let num = running.worker;
+        let mut frame = BytesMut::new();
+        if encode_frame(&ToWorker::Cancel { id }, &mut frame, self.config.max_frame).is_ok() {
+            if let Some(frames) = self.workers.get(&num).and_then(|w| w.frames.as_ref()) {
+                let _ = frames.send(frame.freeze());
+            }
+        }
+        self.timers
+            .insert(Timer::CancelGrace { task: id }, self.config.cancel_grace);
+    }
+
+    /// A cancelled task did not stop in time: kill its worker.
+    pub(crate) fn on_cancel_grace(&mut self, id: u64) {
+        let Some(num) = self.running.get(&id).map(|r| r.worker) else {
+            return;
+        };
+        self.kill_worker(num, KillCause::CancelIgnored { task: id });
+    }
+
+    /// An attempt's timeout expired: the worker cannot be trusted. Kill it; the
+    /// attempt is failed when the worker is reaped, so the task can never run again
+    /// on it after its caller hears of the timeout.
+    pub(crate) fn on_deadline(&mut self, id: u64, attempt: u32) {
+        let Some(running) = self.running.get_mut(&id) else {
+            return;
+        };
+        if running.pending.attempts != attempt {
+            return;
+        }
+        running.deadline = None;
+        let num = running.worker;
+        let after = running
+            .pending
+            .task
+            .timeout
+            .unwrap_or(self.config.task_timeout);
+        Stats::bump(&self.shared.stats.timed_out);
+        if let Some(worker) = self.workers.get(&num) {
+            let name = worker.name.clone();
+            self.shared.emit(|| PoolEvent::TaskTimedOut {
+                task: id,
+                worker: name,
+                timeout_ms: after.as_millis() as u64,
+            });
+        }
+        self.kill_worker(num, KillCause::TimedOut { task: id, after });
+    }
+
+    /// Kills worker `num` for `cause` (the first cause wins); a replacement starts
+    /// at once and the worker's tasks are settled when it is reaped.
+    pub(crate) fn kill_worker(&mut self, num: u64, cause: KillCause) {
+        let Some(worker) = self.workers.get_mut(&num) else {
+            return;
+        };
+        if worker.kill_cause.is_none() {
+            worker.kill_cause = Some(cause);
+        }
+        worker.state = WorkerState::Killing;
+        let _ = worker.control.send(GroupSignal::Kill);
+        self.replenish();
+    }
+}

@@ -1,0 +1,145 @@
+//! [`TaskHandle`]: the caller's side of one submitted task.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use tokio::sync::{mpsc, oneshot};
+
+use super::actor::Command;
+use super::failure::Failure;
+
+/// A task's successful outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TaskOutput {
+    /// The task's id.
+    pub id: u64,
+    /// The worker's result bytes (MessagePack by convention), never decoded by the pool.
+    pub payload: Bytes,
+    /// Attempts it took (1 when the first one succeeded).
+    pub attempts: u32,
+    /// The worker that produced it (`worker-N`).
+    pub worker: String,
+    /// How long the successful attempt ran.
+    pub run_time: Duration,
+    /// How long the task waited in the queue before its successful attempt.
+    pub queue_time: Duration,
+}
+
+impl TaskOutput {
+    /// Decodes the result as MessagePack into `T`.
+    ///
+    /// # Errors
+    /// When the bytes are not a MessagePack encoding of `T`.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, rmp_serde::decode::Error> {
+        rmp_serde::from_slice(&self.payload)
+    }
+}
+
+/// How a task that produced no result ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FinalStatus {
+    /// It failed without a retry left to try (a non-retryable error, a shutdown).
+    Failed,
+    /// Every attempt failed; it is in the dead-letter queue.
+    DeadLettered,
+    /// The caller cancelled it.
+    Cancelled,
+}
+
+/// A task's unsuccessful outcome: how it ended and the real cause.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("task {id} {}: {failure}", status_text(*.status))]
+#[non_exhaustive]
+pub struct TaskError {
+    /// The task's id.
+    pub id: u64,
+    /// How it ended.
+    pub status: FinalStatus,
+    /// Why its last attempt failed.
+    pub failure: Failure,
+    /// How many attempts ran.
+    pub attempts: u32,
+    /// The worker of the last attempt, if any ran.
+    pub worker: Option<String>,
+}
+
+fn status_text(status: FinalStatus) -> &'static str {
+    match status {
+        FinalStatus::Failed => "failed",
+        FinalStatus::DeadLettered => "was dead-lettered",
+        FinalStatus::Cancelled => "was cancelled",
+    }
+}
+
+pub(crate) type Outcome = Result<TaskOutput, TaskError>;
+
+/// The caller's handle on a submitted task: its id, a future of its outcome, and
+/// cancellation.
+///
+/// Dropping the handle does not cancel the task; call [`cancel`](Self::cancel).
+pub struct TaskHandle {
+    id: u64,
+    outcome: oneshot::Receiver<Outcome>,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl fmt::Debug for TaskHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskHandle")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TaskHandle {
+    pub(crate) fn new(
+        id: u64,
+        outcome: oneshot::Receiver<Outcome>,
+        commands: mpsc::UnboundedSender<Command>,
+    ) -> Self {
+        Self {
+            id,
+            outcome,
+            commands,
+        }
+    }
+
+    /// The task's id, unique within the pool.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Asks the pool to cancel the task. A queued task is removed at once; a running
+    /// one is told to stop and its worker killed if it does not answer in time. The
+    /// handle then resolves to a [`FinalStatus::Cancelled`] error — unless the task
+    /// had already finished.
+    pub fn cancel(&self) {
+        let _ = self.commands.send(Command::Cancel(self.id));
+    }
+}
+
+impl Future for TaskHandle {
+    type Output = Outcome;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
+        let id = self.id;
+        Pin::new(&mut self.outcome).poll(cx).map(|r| {
+            r.unwrap_or_else(|_| {
+                Err(TaskError {
+                    id,
+                    status: FinalStatus::Failed,
+                    failure: Failure::ShuttingDown,
+                    attempts: 0,
+                    worker: None,
+                })
+            })
+        })
+    }
+}

@@ -1,0 +1,523 @@
+//! The worker path inside the actor: launching, readiness, death and replacement,
+//! health verdicts, scaling, and shutdown.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::sync::oneshot;
+
+use super::actor::{Actor, KillCause, Phase, Timer, Worker, WorkerState};
+use super::events::{AlertSeverity, PoolEvent};
+use super::failure::Failure;
+use super::handle::FinalStatus;
+use super::metrics::Stats;
+use super::worker_io::{run_worker, WorkerEvent, WorkerLaunch};
+use crate::error::{ConfigError, StartError};
+use crate::health::{Verdict, Vitals};
+use crate::process::GroupSignal;
+use crate::protocol::{encode_frame, FrameError, ToWorker};
+use crate::transport::WorkerSpec;
+
+impl Actor {
+    /// Starts one worker process now.
+    pub(crate) fn launch_worker(&mut self) {
+        let num = self.next_worker;
+        self.next_worker += 1;
+        let name = format!("worker-{num}");
+        let mut spec = WorkerSpec::new(name.clone(), self.command.program.clone())
+            .args(self.command.args.iter().cloned());
+        spec.env.clone_from(&self.command.env);
+        spec.max_frame = self.config.max_frame;
+        self.launching.insert(num);
+        Stats::bump(&self.shared.stats.workers_spawned);
+        tokio::spawn(run_worker(WorkerLaunch {
+            num,
+            transport: self.transport.clone(),
+            spec,
+            heartbeat_ms: self.config.heartbeat_interval.as_millis() as u64,
+            start_timeout: self.config.start_timeout,
+            events: self.events_tx.clone(),
+        }));
+        self.shared
+            .emit(|| PoolEvent::WorkerSpawned { worker: name });
+    }
+
+    pub(crate) fn on_worker_event(&mut self, event: WorkerEvent) {
+        match event {
+            WorkerEvent::Ready {
+                num,
+                pid,
+                frames,
+                control,
+            } => self.on_ready(num, pid, frames, control),
+            WorkerEvent::StartFailed {
+                num,
+                reason,
+                exit,
+                stderr_tail,
+            } => self.on_start_failed(num, reason, exit, stderr_tail),
+            WorkerEvent::Message { num, message } => self.on_message(num, message),
+            WorkerEvent::Gone {
+                num,
+                pid,
+                protocol_error,
+                exit,
+                stderr_tail,
+            } => self.on_gone(num, pid, protocol_error, exit, stderr_tail),
+        }
+    }
+
+    fn on_ready(
+        &mut self,
+        num: u64,
+        pid: u32,
+        frames: tokio::sync::mpsc::UnboundedSender<bytes::Bytes>,
+        control: tokio::sync::mpsc::UnboundedSender<GroupSignal>,
+    ) {
+        self.launching.remove(&num);
+        let now = Instant::now();
+        let name = format!("worker-{num}");
+        self.shared.emit(|| PoolEvent::WorkerReady {
+            worker: name.clone(),
+            pid,
+        });
+        self.workers.insert(
+            num,
+            Worker {
+                name,
+                pid,
+                frames: Some(frames),
+                control,
+                in_flight: Vec::new(),
+                dispatched: 0,
+                completed: 0,
+                last_heard: now,
+                ready_at: now,
+                rss_bytes: 0,
+                state: WorkerState::Ready,
+                kill_cause: None,
+            },
+        );
+        self.start_failures = 0;
+        self.crash_streak = 0;
+        self.shared.stats.breaker_open.store(false, Relaxed);
+        match self.phase {
+            Phase::Starting if self.launching.is_empty() => {
+                self.phase = Phase::Running;
+                self.shared.stats.initialized.store(true, Relaxed);
+                if let Some(reply) = self.start_reply.take() {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            Phase::Stopping => self.release_worker(num),
+            _ => {}
+        }
+        if self.live_count() > self.target && self.phase == Phase::Running {
+            self.shrink_to_target();
+        }
+    }
+
+    fn on_start_failed(
+        &mut self,
+        num: u64,
+        reason: String,
+        exit: Option<String>,
+        stderr_tail: String,
+    ) {
+        self.launching.remove(&num);
+        tracing::warn!(worker.id = num, %reason, "worker failed to start");
+        if self.phase == Phase::Starting {
+            if let Some(reply) = self.start_reply.take() {
+                let _ = reply.send(Err(StartError::Worker {
+                    reason,
+                    exit,
+                    stderr_tail,
+                }));
+            }
+            self.shared.closed.store(true, Relaxed);
+            self.enter_stopping();
+            return;
+        }
+        if self.phase != Phase::Running {
+            return;
+        }
+        self.start_failures += 1;
+        if self.start_failures >= self.config.max_start_failures
+            && !self.shared.stats.breaker_open.swap(true, Relaxed)
+        {
+            let message = format!(
+                "{} consecutive worker starts failed; retrying every {} ms. Last: {reason}",
+                self.start_failures,
+                self.config.restart_backoff_cap.as_millis()
+            );
+            self.shared.emit(|| PoolEvent::Alert {
+                severity: AlertSeverity::Critical,
+                kind: "restart-breaker-open".to_owned(),
+                message,
+            });
+        }
+        self.replenish();
+    }
+
+    fn on_gone(
+        &mut self,
+        num: u64,
+        pid: u32,
+        protocol_error: Option<FrameError>,
+        exit: String,
+        stderr_tail: String,
+    ) {
+        let Some(worker) = self.workers.remove(&num) else {
+            return;
+        };
+        let expected = worker.kill_cause.is_some();
+        if !expected {
+            Stats::bump(&self.shared.stats.workers_crashed);
+            self.crash_streak += 1;
+        }
+        self.shared.emit(|| PoolEvent::WorkerExited {
+            worker: worker.name.clone(),
+            pid,
+            exit: exit.clone(),
+            expected,
+        });
+        let general = match (&worker.kill_cause, protocol_error) {
+            (Some(KillCause::Unhealthy(reason)), _) => Failure::Unhealthy {
+                reason: reason.clone(),
+            },
+            (Some(KillCause::Shutdown), _) => Failure::ShuttingDown,
+            (_, Some(e)) => Failure::Protocol {
+                message: e.to_string(),
+            },
+            _ => Failure::WorkerDied { exit, stderr_tail },
+        };
+        for id in worker.in_flight {
+            let Some(mut running) = self.running.remove(&id) else {
+                continue;
+            };
+            if let Some(key) = running.deadline.take() {
+                self.timers.try_remove(&key);
+            }
+            match &worker.kill_cause {
+                Some(KillCause::TimedOut { task, after }) if *task == id => {
+                    let failure = Failure::TimedOut { after: *after };
+                    self.attempt_failed(running, failure, true);
+                }
+                Some(KillCause::CancelIgnored { task }) if *task == id => {
+                    self.settle_error(running.pending, FinalStatus::Cancelled, Failure::Cancelled);
+                }
+                Some(KillCause::TimedOut { .. } | KillCause::CancelIgnored { .. }) => {
+                    // Collateral: this attempt was not at fault, so it does not count.
+                    running.pending.attempts -= 1;
+                    let priority = running.pending.task.priority;
+                    self.queue.push_front(priority, running.pending);
+                }
+                Some(KillCause::Shutdown) => {
+                    self.settle_error(running.pending, FinalStatus::Failed, Failure::ShuttingDown);
+                }
+                _ => self.attempt_failed(running, general.clone(), true),
+            }
+        }
+        self.replenish();
+    }
+
+    /// Workers that count towards the target: alive and not on their way out,
+    /// starting, or due to start.
+    pub(crate) fn live_count(&self) -> usize {
+        let staying = self
+            .workers
+            .values()
+            .filter(|w| matches!(w.state, WorkerState::Ready | WorkerState::Suspect))
+            .count();
+        staying + self.launching.len() + self.respawns_pending
+    }
+
+    /// Starts (or schedules) workers until the target is met.
+    pub(crate) fn replenish(&mut self) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        while self.live_count() < self.target {
+            let delay = self.restart_delay();
+            Stats::bump(&self.shared.stats.workers_restarted);
+            if delay.is_zero() {
+                self.launch_worker();
+            } else {
+                self.respawns_pending += 1;
+                self.timers.insert(Timer::Respawn, delay);
+            }
+            let name = format!("worker-{}", self.next_worker);
+            self.shared.emit(|| PoolEvent::WorkerRestarted {
+                worker: name,
+                backoff_ms: delay.as_millis() as u64,
+            });
+        }
+    }
+
+    /// Exponential restart backoff over consecutive crashes and failed starts;
+    /// the cap once the breaker is open.
+    fn restart_delay(&self) -> Duration {
+        let failures = self.crash_streak.max(self.start_failures);
+        if failures == 0 {
+            return Duration::ZERO;
+        }
+        if self.shared.stats.breaker_open.load(Relaxed) {
+            return self.config.restart_backoff_cap;
+        }
+        let doublings = (failures - 1).min(20);
+        self.config
+            .restart_backoff_base
+            .saturating_mul(1 << doublings)
+            .min(self.config.restart_backoff_cap)
+    }
+
+    pub(crate) fn on_respawn_due(&mut self) {
+        if self.respawns_pending == 0 {
+            return;
+        }
+        self.respawns_pending -= 1;
+        if self.phase == Phase::Running && self.live_count() < self.target {
+            self.launch_worker();
+        }
+    }
+
+    /// Asks worker `num` to exit once idle: no new tasks; a graceful shutdown frame
+    /// and EOF when its last task is done; SIGKILL if it lingers.
+    pub(crate) fn release_worker(&mut self, num: u64) {
+        let grace = self.config.kill_grace;
+        let max_frame = self.config.max_frame;
+        let Some(worker) = self.workers.get_mut(&num) else {
+            return;
+        };
+        if worker.kill_cause.is_none() {
+            worker.kill_cause = Some(KillCause::Retired);
+        }
+        if worker.state != WorkerState::Killing {
+            worker.state = WorkerState::Retiring;
+        }
+        if !worker.in_flight.is_empty() {
+            return;
+        }
+        if let Some(frames) = worker.frames.take() {
+            let mut frame = BytesMut::new();
+            if encode_frame(
+                &ToWorker::Shutdown { graceful: true },
+                &mut frame,
+                max_frame,
+            )
+            .is_ok()
+            {
+                let _ = frames.send(frame.freeze());
+            }
+            self.timers.insert(Timer::RetireKill { worker: num }, grace);
+        }
+    }
+
+    /// Retires the newest idle workers first until the live count meets the target.
+    fn shrink_to_target(&mut self) {
+        while self.live_count() > self.target && self.respawns_pending > 0 {
+            self.respawns_pending -= 1;
+        }
+        let mut excess = self.live_count().saturating_sub(self.target);
+        let mut order: Vec<(bool, u64)> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| matches!(w.state, WorkerState::Ready | WorkerState::Suspect))
+            .map(|(num, w)| (!w.in_flight.is_empty(), *num))
+            .collect();
+        order.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        for (_, num) in order {
+            if excess == 0 {
+                break;
+            }
+            if let Some(w) = self.workers.get(&num) {
+                let name = w.name.clone();
+                self.shared.emit(|| PoolEvent::WorkerRecycled {
+                    worker: name,
+                    reason: "scaled down".to_owned(),
+                });
+            }
+            self.release_worker(num);
+            excess -= 1;
+        }
+    }
+
+    /// Sets the target size within `min_workers..=max_workers`.
+    pub(crate) fn scale_to(&mut self, target: usize) -> Result<usize, ConfigError> {
+        if target < self.config.min_workers || target > self.config.max_workers {
+            return Err(ConfigError::new(
+                "pool_size",
+                format!(
+                    "{target} is outside min_workers..=max_workers ({}..={})",
+                    self.config.min_workers, self.config.max_workers
+                ),
+            ));
+        }
+        if self.phase != Phase::Running {
+            return Err(ConfigError::new("pool_size", "the pool is not running"));
+        }
+        let old = self.target;
+        self.target = target;
+        self.shared.stats.target_size.store(target as u64, Relaxed);
+        if target > old {
+            for _ in 0..(target.saturating_sub(self.live_count())) {
+                self.launch_worker();
+            }
+            self.shared.emit(|| PoolEvent::PoolScaledUp {
+                count: target - old,
+                new_size: target,
+            });
+        } else if target < old {
+            self.shrink_to_target();
+            self.shared.emit(|| PoolEvent::PoolScaledDown {
+                count: old - target,
+                new_size: target,
+            });
+        }
+        Ok(target)
+    }
+
+    /// Runs the health probes over every worker and acts on their verdicts.
+    pub(crate) fn check_health(&mut self) {
+        if !matches!(self.phase, Phase::Running | Phase::Draining) {
+            return;
+        }
+        let now = Instant::now();
+        let mut verdicts = Vec::new();
+        for (num, w) in &self.workers {
+            if w.state == WorkerState::Killing {
+                continue;
+            }
+            let vitals = Vitals {
+                worker_id: *num,
+                since_heard: now.duration_since(w.last_heard),
+                age: now.duration_since(w.ready_at),
+                rss_bytes: w.rss_bytes,
+                tasks_done: w.completed,
+                in_flight: w.in_flight.len() as u32,
+                oldest_task_age: None,
+            };
+            let verdict = self
+                .probes
+                .iter()
+                .map(|p| p.check(&vitals))
+                .fold(Verdict::Healthy, Verdict::worst);
+            verdicts.push((*num, verdict));
+        }
+        for (num, verdict) in verdicts {
+            self.apply_verdict(num, verdict);
+        }
+    }
+
+    fn apply_verdict(&mut self, num: u64, verdict: Verdict) {
+        let Some(worker) = self.workers.get_mut(&num) else {
+            return;
+        };
+        match verdict {
+            Verdict::Healthy => {
+                if worker.state == WorkerState::Suspect {
+                    worker.state = WorkerState::Ready;
+                }
+            }
+            Verdict::Suspect(reason) => {
+                if worker.state == WorkerState::Ready {
+                    tracing::warn!(worker.id = %worker.name, %reason, "worker is suspect");
+                    worker.state = WorkerState::Suspect;
+                }
+            }
+            Verdict::Recycle(reason) => {
+                if matches!(worker.state, WorkerState::Ready | WorkerState::Suspect) {
+                    let name = worker.name.clone();
+                    self.shared.emit(|| PoolEvent::WorkerRecycled {
+                        worker: name,
+                        reason,
+                    });
+                    self.release_worker(num);
+                    self.replenish();
+                }
+            }
+            Verdict::Kill(reason) => {
+                Stats::bump(&self.shared.stats.zombies_killed);
+                let name = worker.name.clone();
+                tracing::warn!(worker.id = %name, %reason, "killing unhealthy worker");
+                let r = reason.clone();
+                self.shared.emit(|| PoolEvent::ZombieDetected {
+                    worker: name,
+                    reason: r,
+                });
+                self.kill_worker(num, KillCause::Unhealthy(reason));
+            }
+        }
+    }
+
+    /// Stops taking work: queued tasks are failed with "shutting down", in-flight
+    /// ones get `shutdown_timeout` to finish.
+    pub(crate) fn begin_shutdown(&mut self, waiter: Option<oneshot::Sender<()>>) {
+        if let Some(waiter) = waiter {
+            self.shutdown_waiters.push(waiter);
+        }
+        if matches!(self.phase, Phase::Draining | Phase::Stopping) {
+            return;
+        }
+        self.shared.closed.store(true, Relaxed);
+        self.shared.stats.shutting_down.store(true, Relaxed);
+        if let Some(reply) = self.start_reply.take() {
+            let _ = reply.send(Err(StartError::Config(ConfigError::new(
+                "pool",
+                "shut down before it started",
+            ))));
+        }
+        let queued: Vec<_> = self.queue.drain().collect();
+        let retrying: Vec<_> = self.retrying.drain().map(|(_, p)| p).collect();
+        for pending in queued.into_iter().chain(retrying) {
+            self.settle_error(pending, FinalStatus::Failed, Failure::ShuttingDown);
+        }
+        self.phase = Phase::Draining;
+        self.timers
+            .insert(Timer::DrainDeadline, self.config.shutdown_timeout);
+    }
+
+    /// In-flight tasks did not finish in time: their workers are killed and the
+    /// tasks fail with "shutting down".
+    pub(crate) fn on_drain_deadline(&mut self) {
+        if self.phase != Phase::Draining {
+            return;
+        }
+        let busy: Vec<u64> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| !w.in_flight.is_empty())
+            .map(|(num, _)| *num)
+            .collect();
+        for num in busy {
+            if let Some(worker) = self.workers.get_mut(&num) {
+                worker.kill_cause = Some(KillCause::Shutdown);
+                worker.state = WorkerState::Killing;
+                let _ = worker.control.send(GroupSignal::Kill);
+            }
+        }
+        self.enter_stopping();
+    }
+
+    /// Asks every worker to exit, then SIGTERM after `kill_grace`, SIGKILL after
+    /// twice that; the actor ends when every worker is reaped.
+    pub(crate) fn enter_stopping(&mut self) {
+        if self.phase == Phase::Stopping {
+            return;
+        }
+        self.phase = Phase::Stopping;
+        let nums: Vec<u64> = self.workers.keys().copied().collect();
+        for num in nums {
+            if let Some(worker) = self.workers.get_mut(&num) {
+                if worker.kill_cause.is_none() {
+                    worker.kill_cause = Some(KillCause::Retired);
+                }
+            }
+            self.release_worker(num);
+        }
+        let grace = self.config.kill_grace;
+        self.timers.insert(Timer::Terminate, grace);
+        self.timers.insert(Timer::Kill, grace * 2);
+    }
+}

@@ -1,0 +1,320 @@
+//! Running counters kept by the actor and the snapshots built from them.
+//!
+//! The actor updates plain atomics as things happen, so [`Pool::metrics`]
+//! (super::Pool::metrics) costs a few loads, never a scan.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::Instant;
+
+use serde::Serialize;
+
+/// The counters and gauges the actor maintains.
+#[derive(Debug)]
+pub(crate) struct Stats {
+    pub(crate) started: Instant,
+    pub(crate) initialized: AtomicBool,
+    pub(crate) shutting_down: AtomicBool,
+    pub(crate) submitted: AtomicU64,
+    pub(crate) completed: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) dead_lettered: AtomicU64,
+    pub(crate) cancelled: AtomicU64,
+    pub(crate) retried: AtomicU64,
+    pub(crate) timed_out: AtomicU64,
+    pub(crate) queued: AtomicU64,
+    pub(crate) in_flight: AtomicU64,
+    pub(crate) dlq_len: AtomicU64,
+    pub(crate) dlq_evicted: AtomicU64,
+    pub(crate) dispatches: AtomicU64,
+    pub(crate) reused_dispatches: AtomicU64,
+    pub(crate) wait_us_total: AtomicU64,
+    pub(crate) run_us_total: AtomicU64,
+    pub(crate) workers_spawned: AtomicU64,
+    pub(crate) workers_restarted: AtomicU64,
+    pub(crate) workers_crashed: AtomicU64,
+    pub(crate) zombies_killed: AtomicU64,
+    pub(crate) workers_total: AtomicU64,
+    pub(crate) workers_ready: AtomicU64,
+    pub(crate) workers_busy: AtomicU64,
+    pub(crate) workers_unhealthy: AtomicU64,
+    pub(crate) target_size: AtomicU64,
+    pub(crate) breaker_open: AtomicBool,
+}
+
+impl Stats {
+    pub(crate) fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            initialized: AtomicBool::new(false),
+            shutting_down: AtomicBool::new(false),
+            submitted: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            dead_lettered: AtomicU64::new(0),
+            cancelled: AtomicU64::new(0),
+            retried: AtomicU64::new(0),
+            timed_out: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            dlq_len: AtomicU64::new(0),
+            dlq_evicted: AtomicU64::new(0),
+            dispatches: AtomicU64::new(0),
+            reused_dispatches: AtomicU64::new(0),
+            wait_us_total: AtomicU64::new(0),
+            run_us_total: AtomicU64::new(0),
+            workers_spawned: AtomicU64::new(0),
+            workers_restarted: AtomicU64::new(0),
+            workers_crashed: AtomicU64::new(0),
+            zombies_killed: AtomicU64::new(0),
+            workers_total: AtomicU64::new(0),
+            workers_ready: AtomicU64::new(0),
+            workers_busy: AtomicU64::new(0),
+            workers_unhealthy: AtomicU64::new(0),
+            target_size: AtomicU64::new(0),
+            breaker_open: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> PoolMetrics {
+        let get = |c: &AtomicU64| c.load(Relaxed);
+        let completed = get(&self.completed);
+        let dispatches = get(&self.dispatches);
+        let reused = get(&self.reused_dispatches);
+        let reuse_ratio = if dispatches == 0 {
+            0.0
+        } else {
+            reused as f64 / dispatches as f64
+        };
+        let total = get(&self.workers_total);
+        let unhealthy = get(&self.workers_unhealthy);
+        let target = get(&self.target_size);
+        let healthy = total.saturating_sub(unhealthy);
+        let status = if healthy * 2 < target {
+            "critical"
+        } else if healthy * 5 < target * 4 || self.breaker_open.load(Relaxed) {
+            "degraded"
+        } else {
+            "healthy"
+        };
+        PoolMetrics {
+            pool: PoolSection {
+                size: total,
+                target_size: target,
+                initialized: self.initialized.load(Relaxed),
+                shutting_down: self.shutting_down.load(Relaxed),
+                uptime_ms: self.started.elapsed().as_millis() as u64,
+            },
+            workers: WorkersSection {
+                total,
+                ready: get(&self.workers_ready),
+                busy: get(&self.workers_busy),
+                unhealthy,
+                healthy,
+            },
+            tasks: TasksSection {
+                submitted: get(&self.submitted),
+                completed,
+                failed: get(&self.failed),
+                queued: get(&self.queued),
+                dlq: get(&self.dlq_len),
+                in_flight: get(&self.in_flight),
+                retried: get(&self.retried),
+                dead_lettered: get(&self.dead_lettered),
+                cancelled: get(&self.cancelled),
+                timed_out: get(&self.timed_out),
+            },
+            performance: PerformanceSection {
+                worker_reuse_rate: format!("{}%", (reuse_ratio * 100.0).round() as u64),
+                worker_reuse_ratio: reuse_ratio,
+                dispatches,
+                workers_spawned: get(&self.workers_spawned),
+                workers_restarted: get(&self.workers_restarted),
+                workers_crashed: get(&self.workers_crashed),
+                zombies_killed: get(&self.zombies_killed),
+                avg_task_wait_time_ms: avg_ms(get(&self.wait_us_total), dispatches),
+                avg_task_duration_ms: avg_ms(get(&self.run_us_total), completed),
+            },
+            health: HealthSection {
+                status,
+                restart_breaker_open: self.breaker_open.load(Relaxed),
+            },
+            queue: QueueSection {
+                queue_depth: get(&self.queued),
+                dlq_size: get(&self.dlq_len),
+                dlq_evicted: get(&self.dlq_evicted),
+            },
+        }
+    }
+}
+
+fn avg_ms(total_us: u64, count: u64) -> f64 {
+    if count == 0 {
+        0.0
+    } else {
+        total_us as f64 / count as f64 / 1000.0
+    }
+}
+
+/// A snapshot of the pool's metrics, in the original's JSON shape (camelCase field
+/// names) with new fields added. Eventually consistent: fields are read one by one.
+///
+/// The identity `submitted = completed + failed + deadLettered + cancelled + queued
+/// + inFlight` holds whenever the pool is idle between events: `failed` counts tasks
+/// that ended without a result and outside the DLQ (non-retryable errors, shutdown),
+/// `queued` includes tasks waiting for a retry.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct PoolMetrics {
+    /// The pool itself.
+    pub pool: PoolSection,
+    /// Worker counts.
+    pub workers: WorkersSection,
+    /// Task counts.
+    pub tasks: TasksSection,
+    /// Rates and averages.
+    pub performance: PerformanceSection,
+    /// Overall health.
+    pub health: HealthSection,
+    /// Queue statistics.
+    pub queue: QueueSection,
+}
+
+/// `pool` section of [`PoolMetrics`].
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct PoolSection {
+    /// Live workers.
+    pub size: u64,
+    /// The size the pool keeps itself at.
+    pub target_size: u64,
+    /// Whether start-up completed.
+    pub initialized: bool,
+    /// Whether shutdown began.
+    pub shutting_down: bool,
+    /// Time since the pool was built, in milliseconds.
+    pub uptime_ms: u64,
+}
+
+/// `workers` section of [`PoolMetrics`].
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct WorkersSection {
+    /// Live workers (ready or not).
+    pub total: u64,
+    /// Workers with free capacity that may take tasks.
+    pub ready: u64,
+    /// Workers with at least one task in flight.
+    pub busy: u64,
+    /// Workers a probe judged suspect or worse.
+    pub unhealthy: u64,
+    /// `total − unhealthy`.
+    pub healthy: u64,
+}
+
+/// `tasks` section of [`PoolMetrics`].
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct TasksSection {
+    /// Tasks accepted.
+    pub submitted: u64,
+    /// Tasks that produced a result.
+    pub completed: u64,
+    /// Tasks that ended without a result outside the DLQ.
+    pub failed: u64,
+    /// Tasks waiting (for a worker or for a retry).
+    pub queued: u64,
+    /// Entries in the dead-letter queue now.
+    pub dlq: u64,
+    /// Tasks running on a worker now.
+    pub in_flight: u64,
+    /// Retries scheduled.
+    pub retried: u64,
+    /// Tasks that ran out of attempts (lifetime count).
+    pub dead_lettered: u64,
+    /// Tasks cancelled by their caller.
+    pub cancelled: u64,
+    /// Attempts that ran past their timeout.
+    pub timed_out: u64,
+}
+
+/// `performance` section of [`PoolMetrics`].
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct PerformanceSection {
+    /// Kept for compatibility: `workerReuseRatio` as a rounded percentage string.
+    pub worker_reuse_rate: String,
+    /// Share of dispatches that went to a worker that had already run a task.
+    pub worker_reuse_ratio: f64,
+    /// Attempts sent to workers.
+    pub dispatches: u64,
+    /// Worker processes started.
+    pub workers_spawned: u64,
+    /// Workers started to replace one that died.
+    pub workers_restarted: u64,
+    /// Workers that died without being asked to.
+    pub workers_crashed: u64,
+    /// Workers killed for missing heartbeats.
+    pub zombies_killed: u64,
+    /// Mean time from (re)queueing to dispatch, in milliseconds.
+    pub avg_task_wait_time_ms: f64,
+    /// Mean run time of successful attempts, in milliseconds.
+    pub avg_task_duration_ms: f64,
+}
+
+/// `health` section of [`PoolMetrics`].
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct HealthSection {
+    /// `critical` when fewer than half the target workers are healthy, `degraded`
+    /// when fewer than 80 % are or the restart breaker is open, else `healthy`.
+    /// A busy pool is healthy: utilisation is load, not health.
+    pub status: &'static str,
+    /// Whether workers keep failing to start.
+    pub restart_breaker_open: bool,
+}
+
+/// `queue` section of [`PoolMetrics`].
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct QueueSection {
+    /// Tasks waiting.
+    pub queue_depth: u64,
+    /// Entries in the dead-letter queue.
+    pub dlq_size: u64,
+    /// Entries evicted from the full dead-letter queue.
+    pub dlq_evicted: u64,
+}
+
+/// One worker's state, from [`Pool::workers`](super::Pool::workers).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct WorkerStatus {
+    /// Its name.
+    pub id: String,
+    /// Its process id.
+    pub pid: u32,
+    /// `ready`, `busy`, `suspect`, `retiring` or `killing`.
+    pub state: &'static str,
+    /// Tasks in flight on it.
+    pub in_flight: u32,
+    /// Tasks it finished.
+    pub tasks_done: u64,
+    /// Resident set size as last reported, in bytes.
+    pub rss_bytes: u64,
+    /// Time since it was last heard from, in milliseconds.
+    pub last_heard_ms: u64,
+    /// Time since it became ready, in milliseconds.
+    pub uptime_ms: u64,
+}

@@ -1,0 +1,382 @@
+//! [`Pool`]: the cloneable handle callers use, and [`PoolBuilder`].
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use super::actor::{self, ActorParts, Command, Pending, Shared};
+use super::config::PoolConfig;
+use super::events::PoolEvent;
+use super::handle::TaskHandle;
+use super::metrics::{PoolMetrics, WorkerStatus};
+use crate::balance::{BalancePolicy, FirstAvailable};
+use crate::error::{ConfigError, StartError, SubmitError};
+use crate::health::{HealthProbe, HeartbeatProbe};
+use crate::queue::DeadLetter;
+use crate::task::{Task, PRIORITY_LOWEST};
+use crate::transport::Transport;
+
+/// The worker program every worker of a pool runs.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct WorkerCommand {
+    /// The program.
+    pub program: PathBuf,
+    /// Its arguments.
+    pub args: Vec<OsString>,
+    /// Extra environment variables.
+    pub env: Vec<(OsString, OsString)>,
+}
+
+impl WorkerCommand {
+    /// Runs `program` with no arguments.
+    pub fn new(program: impl Into<PathBuf>) -> Self {
+        Self {
+            program: program.into(),
+            args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+
+    /// Adds arguments.
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Adds an environment variable.
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+}
+
+/// Configures and starts a [`Pool`].
+pub struct PoolBuilder {
+    transport: Arc<dyn Transport>,
+    command: WorkerCommand,
+    config: PoolConfig,
+    policy: Box<dyn BalancePolicy>,
+    probes: Vec<Box<dyn HealthProbe>>,
+}
+
+impl fmt::Debug for PoolBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolBuilder")
+            .field("transport", &self.transport.name())
+            .field("command", &self.command)
+            .field("config", &self.config)
+            .field("policy", &self.policy.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PoolBuilder {
+    /// Sets the configuration (default: [`PoolConfig::default`]).
+    pub fn config(mut self, config: PoolConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Sets the balance policy (default: the first worker with free capacity).
+    pub fn policy(mut self, policy: impl BalancePolicy) -> Self {
+        self.policy = Box::new(policy);
+        self
+    }
+
+    /// Sets a boxed balance policy (for policies chosen at run time).
+    pub fn boxed_policy(mut self, policy: Box<dyn BalancePolicy>) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Adds a health probe. The heartbeat probe built from the configuration's
+    /// `suspect_after`/`zombie_after` is always present.
+    pub fn probe(mut self, probe: impl HealthProbe) -> Self {
+        self.probes.push(Box::new(probe));
+        self
+    }
+
+    /// Validates the configuration, starts the workers and waits until every one
+    /// has completed its handshake.
+    ///
+    /// # Errors
+    /// [`StartError::Config`] for an invalid configuration; [`StartError::Worker`]
+    /// when a worker cannot be launched or fails its handshake, with its exit status
+    /// and stderr tail. Then every worker already started is stopped and reaped, and
+    /// none is respawned.
+    pub async fn start(self) -> Result<Pool, StartError> {
+        self.config.validate()?;
+        let shared = Arc::new(Shared::new(&self.config));
+        let mut probes = self.probes;
+        probes.insert(
+            0,
+            Box::new(HeartbeatProbe::new(
+                self.config.suspect_after,
+                self.config.zombie_after,
+            )),
+        );
+        let (commands_tx, commands_rx) = mpsc::unbounded_channel();
+        let (start_tx, start_rx) = oneshot::channel();
+        let parts = ActorParts {
+            config: self.config,
+            transport: self.transport,
+            command: self.command,
+            policy: self.policy,
+            probes,
+            shared: shared.clone(),
+        };
+        let actor = tokio::spawn(actor::run(parts, commands_rx, start_tx));
+        let pool = Pool {
+            commands: commands_tx,
+            shared,
+        };
+        match start_rx.await {
+            Ok(Ok(())) => Ok(pool),
+            Ok(Err(e)) => {
+                drop(pool);
+                let _ = actor.await;
+                Err(e)
+            }
+            Err(_) => Err(StartError::Config(ConfigError::new(
+                "pool",
+                "the pool's actor ended during start-up",
+            ))),
+        }
+    }
+}
+
+/// A pool of long-lived worker processes. Cheap to clone; every clone talks to the
+/// same pool. When the last clone is dropped the pool shuts down gracefully.
+///
+/// # Examples
+/// ```no_run
+/// # async fn demo(transport: impl pool_core::Transport) -> Result<(), Box<dyn std::error::Error>> {
+/// use pool_core::{Pool, PoolConfig, Task, WorkerCommand};
+///
+/// let pool = Pool::builder(transport, WorkerCommand::new("my-worker"))
+///     .config(PoolConfig { pool_size: 4, min_workers: 1, ..PoolConfig::default() })
+///     .start()
+///     .await?;
+/// let handle = pool.submit(Task::msgpack("echo", "hello")?).await?;
+/// let output = handle.await?;
+/// assert_eq!(output.decode::<String>()?, "hello");
+/// pool.shutdown().await;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Pool {
+    commands: mpsc::UnboundedSender<Command>,
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool").finish_non_exhaustive()
+    }
+}
+
+impl Pool {
+    /// A builder for a pool whose workers run `command` over `transport`.
+    pub fn builder(transport: impl Transport, command: WorkerCommand) -> PoolBuilder {
+        Self::builder_arc(Arc::new(transport), command)
+    }
+
+    /// Like [`builder`](Self::builder), for a transport chosen at run time.
+    pub fn builder_arc(transport: Arc<dyn Transport>, command: WorkerCommand) -> PoolBuilder {
+        PoolBuilder {
+            transport,
+            command,
+            config: PoolConfig::default(),
+            policy: Box::new(FirstAvailable),
+            probes: Vec::new(),
+        }
+    }
+
+    /// Submits a task, waiting for room when the queue is full.
+    ///
+    /// # Errors
+    /// [`SubmitError::ShuttingDown`] once shutdown began, [`SubmitError::InvalidPriority`]
+    /// for a priority above 100. The task is given back either way.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: if the future is dropped while waiting for room, the task is not
+    /// submitted.
+    pub async fn submit(&self, task: Task) -> Result<TaskHandle, SubmitError> {
+        let task = self.check(task)?;
+        let Ok(permit) = self.shared.queue_slots.clone().acquire_owned().await else {
+            return Err(SubmitError::ShuttingDown(task));
+        };
+        self.send(task, Some(permit))
+    }
+
+    /// Submits a task if the queue has room now.
+    ///
+    /// # Errors
+    /// [`SubmitError::QueueFull`] when `max_queue_len` tasks wait already, plus the
+    /// errors of [`submit`](Self::submit).
+    pub fn try_submit(&self, task: Task) -> Result<TaskHandle, SubmitError> {
+        let task = self.check(task)?;
+        match self.shared.queue_slots.clone().try_acquire_owned() {
+            Ok(permit) => self.send(task, Some(permit)),
+            Err(tokio::sync::TryAcquireError::NoPermits) => Err(SubmitError::QueueFull(task)),
+            Err(tokio::sync::TryAcquireError::Closed) => Err(SubmitError::ShuttingDown(task)),
+        }
+    }
+
+    /// Submits many tasks in one message to the pool, waiting for room as needed.
+    /// Cheaper per task than [`submit`](Self::submit) for large batches.
+    ///
+    /// # Errors
+    /// As [`submit`](Self::submit), for the first task refused; tasks before it were
+    /// submitted and their handles are dropped (they still run).
+    pub async fn submit_many(
+        &self,
+        tasks: impl IntoIterator<Item = Task>,
+    ) -> Result<Vec<TaskHandle>, SubmitError> {
+        let mut handles = Vec::new();
+        let mut batch = Vec::new();
+        for task in tasks {
+            let task = self.check(task)?;
+            let Ok(permit) = self.shared.queue_slots.clone().acquire_owned().await else {
+                return Err(SubmitError::ShuttingDown(task));
+            };
+            let (pending, handle) = self.pending(task, Some(permit));
+            batch.push(pending);
+            handles.push(handle);
+        }
+        if self.commands.send(Command::Submit(batch)).is_err() {
+            return Err(SubmitError::ShuttingDown(Task::new("", Vec::new())));
+        }
+        Ok(handles)
+    }
+
+    fn check(&self, task: Task) -> Result<Task, SubmitError> {
+        if self.shared.closed.load(Relaxed) {
+            return Err(SubmitError::ShuttingDown(task));
+        }
+        if task.priority > PRIORITY_LOWEST {
+            return Err(SubmitError::InvalidPriority(task));
+        }
+        Ok(task)
+    }
+
+    fn pending(
+        &self,
+        task: Task,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> (Pending, TaskHandle) {
+        let id = self.shared.next_task_id.fetch_add(1, Relaxed);
+        let (reply, outcome) = oneshot::channel();
+        let pending = Pending {
+            id,
+            task,
+            attempts: 0,
+            reply,
+            permit,
+            queued_at: Instant::now(),
+            last_worker: None,
+        };
+        (pending, TaskHandle::new(id, outcome, self.commands.clone()))
+    }
+
+    fn send(
+        &self,
+        task: Task,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Result<TaskHandle, SubmitError> {
+        let (pending, handle) = self.pending(task, permit);
+        match self.commands.send(Command::Submit(vec![pending])) {
+            Ok(()) => Ok(handle),
+            Err(mpsc::error::SendError(Command::Submit(mut back))) => match back.pop() {
+                Some(p) => Err(SubmitError::ShuttingDown(p.task)),
+                None => Err(SubmitError::ShuttingDown(Task::new("", Vec::new()))),
+            },
+            Err(_) => Err(SubmitError::ShuttingDown(Task::new("", Vec::new()))),
+        }
+    }
+
+    /// A snapshot of the pool's metrics (a few atomic loads; eventually consistent).
+    pub fn metrics(&self) -> PoolMetrics {
+        self.shared.stats.snapshot()
+    }
+
+    /// Subscribes to the pool's events from now on.
+    pub fn events(&self) -> broadcast::Receiver<PoolEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// Each live worker's state.
+    pub async fn workers(&self) -> Vec<WorkerStatus> {
+        self.ask(Command::Workers).await.unwrap_or_default()
+    }
+
+    /// The dead-letter queue's entries, oldest first.
+    pub async fn dead_letters(&self) -> Vec<DeadLetter> {
+        self.ask(Command::DeadLetters).await.unwrap_or_default()
+    }
+
+    /// Takes entries out of the dead-letter queue (all of them when `ids` is `None`)
+    /// and submits each again as a new task with fresh attempts.
+    ///
+    /// # Errors
+    /// As [`submit`](Self::submit); entries not yet resubmitted are lost with the
+    /// error only if the pool is shutting down.
+    pub async fn retry_dead_letters(
+        &self,
+        ids: Option<Vec<u64>>,
+    ) -> Result<Vec<TaskHandle>, SubmitError> {
+        let taken = self
+            .ask(|reply| Command::TakeDeadLetters { ids, reply })
+            .await
+            .unwrap_or_default();
+        let mut handles = Vec::with_capacity(taken.len());
+        for entry in taken {
+            handles.push(self.submit(entry.task).await?);
+        }
+        Ok(handles)
+    }
+
+    /// Empties the dead-letter queue; returns how many entries were removed.
+    pub async fn clear_dead_letters(&self) -> usize {
+        self.ask(Command::ClearDeadLetters).await.unwrap_or(0)
+    }
+
+    /// Sets the number of workers the pool keeps. Growing starts workers at once;
+    /// shrinking retires idle workers first and lets busy ones finish their tasks.
+    ///
+    /// # Errors
+    /// When `size` is outside `min_workers..=max_workers` or the pool is not running.
+    pub async fn scale_to(&self, size: usize) -> Result<usize, ConfigError> {
+        self.ask(|reply| Command::Scale {
+            target: size,
+            reply,
+        })
+        .await
+        .unwrap_or_else(|| Err(ConfigError::new("pool_size", "the pool is not running")))
+    }
+
+    /// Shuts the pool down: queued tasks fail with "shutting down", in-flight tasks
+    /// get `shutdown_timeout` to finish, then workers are asked to exit, then
+    /// SIGTERM, then SIGKILL; returns once every worker is reaped. Every caller of
+    /// `shutdown` waits for the same completion.
+    pub async fn shutdown(&self) {
+        let _ = self.ask(Command::Shutdown).await;
+    }
+
+    async fn ask<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(command(tx)).ok()?;
+        rx.await.ok()
+    }
+}

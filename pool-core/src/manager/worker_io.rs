@@ -1,0 +1,315 @@
+//! The per-worker I/O tasks: launch and handshake, the frame reader, the batching
+//! writer, and reaping. They report to the actor through [`WorkerEvent`]s.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::sync::mpsc;
+use tokio_util::codec::FramedRead;
+
+use crate::process::{describe_exit, GroupSignal, WorkerProcess};
+use crate::protocol::{
+    decode_from_worker, encode_frame, FrameCodec, FrameError, FromWorker, Heartbeat, LogLevel,
+    ToWorker, PROTOCOL_VERSION,
+};
+use crate::transport::{Link, LinkWriter, Transport, WorkerSpec};
+
+/// After the worker closes its link, how long it has to exit before SIGKILL.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
+/// A worker that failed its handshake gets this long to exit with its own status.
+const START_EXIT_GRACE: Duration = Duration::from_millis(500);
+/// Frames written per batch before a flush.
+const WRITE_BATCH: usize = 64;
+
+/// What a worker's I/O tasks tell the actor.
+#[derive(Debug)]
+pub(crate) enum WorkerEvent {
+    /// Handshake done: frames for the worker go to `frames`, signals to `control`.
+    Ready {
+        num: u64,
+        pid: u32,
+        frames: mpsc::UnboundedSender<Bytes>,
+        control: mpsc::UnboundedSender<GroupSignal>,
+    },
+    /// The worker never became ready; its process (if any) is reaped.
+    StartFailed {
+        num: u64,
+        reason: String,
+        exit: Option<String>,
+        stderr_tail: String,
+    },
+    /// A message from a ready worker.
+    Message { num: u64, message: WorkerMessage },
+    /// A ready worker is gone and reaped.
+    Gone {
+        num: u64,
+        pid: u32,
+        protocol_error: Option<FrameError>,
+        exit: String,
+        stderr_tail: String,
+    },
+}
+
+/// A worker's message, owned (payloads share the frame's buffer).
+#[derive(Debug)]
+pub(crate) enum WorkerMessage {
+    Result {
+        id: u64,
+        payload: Bytes,
+    },
+    Error {
+        id: u64,
+        kind: String,
+        message: String,
+        retryable: bool,
+    },
+    Heartbeat(Heartbeat),
+    Log {
+        level: LogLevel,
+        message: String,
+    },
+}
+
+/// What one worker task needs to run.
+pub(crate) struct WorkerLaunch {
+    pub(crate) num: u64,
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) spec: WorkerSpec,
+    pub(crate) heartbeat_ms: u64,
+    pub(crate) start_timeout: Duration,
+    pub(crate) events: mpsc::Sender<WorkerEvent>,
+}
+
+/// Launches the worker, runs the handshake, then reads its frames until it is gone.
+pub(crate) async fn run_worker(launch: WorkerLaunch) {
+    let WorkerLaunch {
+        num,
+        transport,
+        spec,
+        heartbeat_ms,
+        start_timeout,
+        events,
+    } = launch;
+    let link = match tokio::time::timeout(start_timeout, transport.launch(&spec)).await {
+        Ok(Ok(link)) => link,
+        Ok(Err(e)) => return start_failed(&events, num, e.to_string(), None, String::new()).await,
+        Err(_) => {
+            let reason = format!("launch took longer than {} ms", start_timeout.as_millis());
+            return start_failed(&events, num, reason, None, String::new()).await;
+        }
+    };
+    let Link {
+        reader,
+        writer,
+        mut process,
+    } = link;
+    let max_frame = spec.max_frame;
+    let (frames_tx, frames_rx) = mpsc::unbounded_channel();
+    tokio::spawn(write_frames(writer, frames_rx));
+    let mut hello = BytesMut::new();
+    let hello_msg = ToWorker::Hello {
+        version: PROTOCOL_VERSION,
+        worker_id: &spec.worker_id,
+        heartbeat_ms,
+        max_frame: u32::try_from(max_frame).unwrap_or(u32::MAX),
+    };
+    if let Err(e) = encode_frame(&hello_msg, &mut hello, max_frame) {
+        return fail_start(&events, num, process, e.to_string()).await;
+    }
+    let _ = frames_tx.send(hello.freeze());
+    let mut frames = FramedRead::new(reader, FrameCodec::new(max_frame));
+
+    let handshake = tokio::time::timeout(start_timeout, frames.next()).await;
+    let checked = match handshake {
+        Err(_) => Err(format!(
+            "no handshake within {} ms",
+            start_timeout.as_millis()
+        )),
+        Ok(None) => Err("worker closed its link before the handshake".to_owned()),
+        Ok(Some(Err(e))) => Err(e.to_string()),
+        Ok(Some(Ok(body))) => check_ready(&body),
+    };
+    if let Err(reason) = checked {
+        return fail_start(&events, num, process, reason).await;
+    }
+    let (control_tx, mut control_rx) = mpsc::unbounded_channel();
+    let ready = WorkerEvent::Ready {
+        num,
+        pid: process.pid(),
+        frames: frames_tx,
+        control: control_tx,
+    };
+    if events.send(ready).await.is_err() {
+        process.signal(GroupSignal::Kill);
+        let _ = process.wait().await;
+        return;
+    }
+
+    let protocol_error = loop {
+        tokio::select! {
+            frame = frames.next() => match frame {
+                None => break None,
+                Some(Err(e)) => break Some(e),
+                Some(Ok(body)) => match to_message(&body) {
+                    Ok(message) => {
+                        if events.send(WorkerEvent::Message { num, message }).await.is_err() {
+                            break None;
+                        }
+                    }
+                    Err(e) => break Some(e),
+                },
+            },
+            Some(signal) = control_rx.recv() => process.signal(signal),
+        }
+    };
+    if protocol_error.is_some() {
+        process.signal(GroupSignal::Kill);
+    }
+    drop(frames);
+    let exit = reap(&mut process, &mut control_rx).await;
+    let gone = WorkerEvent::Gone {
+        num,
+        pid: process.pid(),
+        protocol_error,
+        exit,
+        stderr_tail: process.stderr_tail().text(),
+    };
+    let _ = events.send(gone).await;
+}
+
+fn check_ready(body: &Bytes) -> Result<(), String> {
+    match decode_from_worker(body) {
+        Ok(FromWorker::Ready { version, .. }) if version == PROTOCOL_VERSION => Ok(()),
+        Ok(FromWorker::Ready { version, .. }) => Err(FrameError::VersionMismatch {
+            worker: version,
+            manager: PROTOCOL_VERSION,
+        }
+        .to_string()),
+        Ok(other) => Err(FrameError::Unexpected {
+            expected: "ready",
+            got: message_name(&other).to_owned(),
+        }
+        .to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn message_name(message: &FromWorker<'_>) -> &'static str {
+    match message {
+        FromWorker::Ready { .. } => "ready",
+        FromWorker::Result { .. } => "result",
+        FromWorker::Error(_) => "error",
+        FromWorker::Heartbeat(_) => "heartbeat",
+        FromWorker::Log { .. } => "log",
+    }
+}
+
+fn to_message(body: &Bytes) -> Result<WorkerMessage, FrameError> {
+    Ok(match decode_from_worker(body)? {
+        FromWorker::Result { id, payload } => WorkerMessage::Result {
+            id,
+            payload: body.slice_ref(payload),
+        },
+        FromWorker::Error(e) => WorkerMessage::Error {
+            id: e.id,
+            kind: e.kind.to_owned(),
+            message: e.message.to_owned(),
+            retryable: e.retryable,
+        },
+        FromWorker::Heartbeat(h) => WorkerMessage::Heartbeat(h),
+        FromWorker::Log { level, message } => WorkerMessage::Log {
+            level,
+            message: message.to_owned(),
+        },
+        other => {
+            return Err(FrameError::Unexpected {
+                expected: "result, error, heartbeat or log",
+                got: message_name(&other).to_owned(),
+            })
+        }
+    })
+}
+
+/// Waits for the worker to exit, obeying signals from the actor meanwhile and
+/// killing it if it lingers after closing its link.
+async fn reap(
+    process: &mut WorkerProcess,
+    control: &mut mpsc::UnboundedReceiver<GroupSignal>,
+) -> String {
+    let grace = tokio::time::sleep(EXIT_GRACE);
+    tokio::pin!(grace);
+    let mut grace_done = false;
+    loop {
+        tokio::select! {
+            status = process.wait() => {
+                return match status {
+                    Ok(status) => describe_exit(&status),
+                    Err(e) => format!("unknown exit ({e})"),
+                };
+            }
+            Some(signal) = control.recv() => process.signal(signal),
+            () = &mut grace, if !grace_done => {
+                grace_done = true;
+                process.signal(GroupSignal::Kill);
+            }
+        }
+    }
+}
+
+async fn fail_start(
+    events: &mpsc::Sender<WorkerEvent>,
+    num: u64,
+    mut process: WorkerProcess,
+    reason: String,
+) {
+    if tokio::time::timeout(START_EXIT_GRACE, process.wait())
+        .await
+        .is_err()
+    {
+        process.signal(GroupSignal::Kill);
+    }
+    let exit = match process.wait().await {
+        Ok(status) => Some(describe_exit(&status)),
+        Err(_) => None,
+    };
+    let tail = process.stderr_tail().text();
+    start_failed(events, num, reason, exit, tail).await;
+}
+
+async fn start_failed(
+    events: &mpsc::Sender<WorkerEvent>,
+    num: u64,
+    reason: String,
+    exit: Option<String>,
+    stderr_tail: String,
+) {
+    let _ = events
+        .send(WorkerEvent::StartFailed {
+            num,
+            reason,
+            exit,
+            stderr_tail,
+        })
+        .await;
+}
+
+/// Writes queued frames, several per syscall batch; closing the channel closes the
+/// worker's input (it sees EOF).
+async fn write_frames(writer: LinkWriter, mut frames: mpsc::UnboundedReceiver<Bytes>) {
+    let mut out = BufWriter::with_capacity(64 * 1024, writer);
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    while frames.recv_many(&mut batch, WRITE_BATCH).await > 0 {
+        for frame in batch.drain(..) {
+            if out.write_all(&frame).await.is_err() {
+                return;
+            }
+        }
+        if out.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = out.shutdown().await;
+}

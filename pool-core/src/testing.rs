@@ -1,0 +1,372 @@
+//! In-process test doubles (feature `test-util`): a scripted [`MockTransport`] whose
+//! "workers" are tasks speaking the real protocol over `tokio::io::duplex`, so the
+//! manager's logic can be tested with paused time and no processes.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+
+use crate::process::{GroupSignal, WorkerProcess};
+use crate::protocol::{
+    decode_to_worker, encode_frame, ErrorReply, FrameCodec, FromWorker, Heartbeat, ToWorker,
+    PROTOCOL_VERSION,
+};
+use crate::transport::{LaunchError, Link, Transport, WorkerSpec};
+
+/// The stand-in for a worker process behind a [`MockTransport`] link.
+#[derive(Debug)]
+pub struct SimulatedProcess {
+    kill: CancellationToken,
+    exit: Option<oneshot::Receiver<i32>>,
+    status: Option<ExitStatus>,
+}
+
+impl SimulatedProcess {
+    pub(crate) fn signal(&mut self, _signal: GroupSignal) {
+        self.kill.cancel();
+    }
+
+    pub(crate) async fn wait(&mut self) -> ExitStatus {
+        if let Some(status) = self.status {
+            return status;
+        }
+        let raw = match &mut self.exit {
+            Some(rx) => rx.await.unwrap_or(9),
+            None => 9,
+        };
+        self.exit = None;
+        let status = ExitStatus::from_raw(raw);
+        self.status = Some(status);
+        status
+    }
+}
+
+/// One task as a mock worker saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MockTask {
+    /// The task id.
+    pub id: u64,
+    /// Its type.
+    pub task_type: String,
+    /// Its payload.
+    pub payload: Vec<u8>,
+    /// Which attempt.
+    pub attempt: u32,
+    /// The worker running it.
+    pub worker: String,
+}
+
+/// What a mock worker does with a task.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum MockAction {
+    /// Reply with the payload.
+    Echo,
+    /// Reply with the payload after a delay.
+    EchoAfter(Duration),
+    /// Reply with an error.
+    Fail {
+        /// Whether the pool may retry.
+        retryable: bool,
+    },
+    /// Never reply (heartbeats continue).
+    Hang,
+    /// The worker exits with this code at once.
+    Crash(i32),
+    /// The worker stops answering and stops its heartbeats (like SIGSTOP).
+    Freeze,
+    /// The worker writes a frame that is not a valid message.
+    Garbage,
+}
+
+type Script = dyn Fn(&MockTask) -> MockAction + Send + Sync;
+
+/// What the mock workers did, for assertions.
+#[derive(Debug, Default)]
+pub struct MockRecorder {
+    inner: Mutex<RecorderState>,
+    launches: AtomicU32,
+    fail_launches: AtomicU32,
+}
+
+#[derive(Debug, Default)]
+struct RecorderState {
+    started: Vec<MockTask>,
+    running: HashMap<String, u32>,
+    max_concurrent: u32,
+    replies: Vec<(u64, u32)>,
+}
+
+impl MockRecorder {
+    /// Every task attempt a worker started, in order.
+    pub fn started(&self) -> Vec<MockTask> {
+        self.lock().started.clone()
+    }
+
+    /// `(task id, attempt)` of every reply a worker sent, in order.
+    pub fn replies(&self) -> Vec<(u64, u32)> {
+        self.lock().replies.clone()
+    }
+
+    /// The most tasks one worker ever ran at the same time.
+    pub fn max_concurrent(&self) -> u32 {
+        self.lock().max_concurrent
+    }
+
+    /// How many workers were launched.
+    pub fn launches(&self) -> u32 {
+        self.launches.load(SeqCst)
+    }
+
+    /// Makes the next `n` launches fail.
+    pub fn fail_next_launches(&self, n: u32) {
+        self.fail_launches.store(n, SeqCst);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RecorderState> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn begin(&self, task: &MockTask) {
+        let mut s = self.lock();
+        s.started.push(task.clone());
+        let n = s.running.entry(task.worker.clone()).or_default();
+        *n += 1;
+        let n = *n;
+        s.max_concurrent = s.max_concurrent.max(n);
+    }
+
+    fn end(&self, task: &MockTask, replied: bool) {
+        let mut s = self.lock();
+        if let Some(n) = s.running.get_mut(&task.worker) {
+            *n = n.saturating_sub(1);
+        }
+        if replied {
+            s.replies.push((task.id, task.attempt));
+        }
+    }
+}
+
+/// A transport whose workers are in-process tasks following a script.
+pub struct MockTransport {
+    script: Arc<Script>,
+    recorder: Arc<MockRecorder>,
+}
+
+impl fmt::Debug for MockTransport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MockTransport").finish_non_exhaustive()
+    }
+}
+
+impl MockTransport {
+    /// A transport whose workers answer each task as `script` says; the recorder
+    /// observes them.
+    pub fn new(
+        script: impl Fn(&MockTask) -> MockAction + Send + Sync + 'static,
+    ) -> (Self, Arc<MockRecorder>) {
+        let recorder = Arc::new(MockRecorder::default());
+        (
+            Self {
+                script: Arc::new(script),
+                recorder: recorder.clone(),
+            },
+            recorder,
+        )
+    }
+}
+
+#[async_trait]
+impl Transport for MockTransport {
+    fn name(&self) -> &'static str {
+        "mock"
+    }
+
+    async fn launch(&self, spec: &WorkerSpec) -> Result<Link, LaunchError> {
+        let n = self.recorder.launches.fetch_add(1, SeqCst) + 1;
+        let failing = self.recorder.fail_launches.load(SeqCst);
+        if failing > 0 {
+            self.recorder.fail_launches.store(failing - 1, SeqCst);
+            return Err(LaunchError::Spawn {
+                program: spec.program.clone(),
+                source: std::io::ErrorKind::NotFound.into(),
+            });
+        }
+        let (manager_end, worker_end) = tokio::io::duplex(1 << 20);
+        let kill = CancellationToken::new();
+        let (exit_tx, exit_rx) = oneshot::channel();
+        tokio::spawn(fake_worker(
+            spec.worker_id.clone(),
+            worker_end,
+            self.script.clone(),
+            self.recorder.clone(),
+            kill.clone(),
+            exit_tx,
+        ));
+        let (reader, writer) = tokio::io::split(manager_end);
+        let process = SimulatedProcess {
+            kill,
+            exit: Some(exit_rx),
+            status: None,
+        };
+        Ok(Link {
+            reader: Box::pin(reader),
+            writer: Box::pin(writer),
+            process: WorkerProcess::simulated(process, 10_000 + n),
+        })
+    }
+}
+
+fn frame(message: &FromWorker<'_>) -> Bytes {
+    let mut buf = BytesMut::new();
+    let _ = encode_frame(message, &mut buf, usize::MAX >> 1);
+    buf.freeze()
+}
+
+async fn fake_worker(
+    name: String,
+    stream: tokio::io::DuplexStream,
+    script: Arc<Script>,
+    recorder: Arc<MockRecorder>,
+    kill: CancellationToken,
+    exit_tx: oneshot::Sender<i32>,
+) {
+    let (reader, mut writer) = tokio::io::split(stream);
+    let dead = CancellationToken::new();
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Bytes>();
+    let writer_dead = dead.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = writer_dead.cancelled() => break,
+                next = out_rx.recv() => match next {
+                    Some(bytes) => if writer.write_all(&bytes).await.is_err() { break },
+                    None => break,
+                },
+            }
+        }
+    });
+    let (crash_tx, mut crash_rx) = mpsc::unbounded_channel::<i32>();
+    let frozen = CancellationToken::new();
+    let mut frames = FramedRead::new(reader, FrameCodec::default());
+    let code = 'life: {
+        let Some(Ok(hello)) = frames.next().await else {
+            break 'life 1;
+        };
+        let heartbeat_ms = match decode_to_worker(&hello) {
+            Ok(ToWorker::Hello { heartbeat_ms, .. }) => heartbeat_ms,
+            _ => break 'life 1,
+        };
+        let _ = out_tx.send(frame(&FromWorker::Ready {
+            version: PROTOCOL_VERSION,
+            pid: 0,
+            task_types: vec![],
+        }));
+        let beats = out_tx.clone();
+        let (beat_dead, beat_frozen) = (dead.clone(), frozen.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(heartbeat_ms.max(1)));
+            loop {
+                tokio::select! {
+                    () = beat_dead.cancelled() => break,
+                    () = beat_frozen.cancelled() => break,
+                    _ = tick.tick() => {
+                        let _ = beats.send(frame(&FromWorker::Heartbeat(Heartbeat::default())));
+                    }
+                }
+            }
+        });
+        loop {
+            tokio::select! {
+                () = kill.cancelled() => break 'life 9,
+                Some(code) = crash_rx.recv() => break 'life code << 8,
+                next = frames.next() => {
+                    let Some(Ok(body)) = next else { break 'life 0 };
+                    match decode_to_worker(&body) {
+                        Ok(ToWorker::Task(t)) => {
+                            let task = MockTask {
+                                id: t.id,
+                                task_type: t.task_type.to_owned(),
+                                payload: t.payload.to_vec(),
+                                attempt: t.attempt,
+                                worker: name.clone(),
+                            };
+                            let action = script(&task);
+                            recorder.begin(&task);
+                            tokio::spawn(run_task(
+                                task, action, recorder.clone(), out_tx.clone(),
+                                crash_tx.clone(), frozen.clone(), dead.clone(),
+                            ));
+                        }
+                        Ok(ToWorker::Shutdown { .. }) => break 'life 0,
+                        Ok(_) => {}
+                        Err(_) => break 'life 1,
+                    }
+                }
+            }
+        }
+    };
+    dead.cancel();
+    let _ = exit_tx.send(code);
+}
+
+async fn run_task(
+    task: MockTask,
+    action: MockAction,
+    recorder: Arc<MockRecorder>,
+    out: mpsc::UnboundedSender<Bytes>,
+    crash: mpsc::UnboundedSender<i32>,
+    frozen: CancellationToken,
+    dead: CancellationToken,
+) {
+    let reply = match action {
+        MockAction::Echo => Some(frame(&FromWorker::Result {
+            id: task.id,
+            payload: &task.payload,
+        })),
+        MockAction::EchoAfter(delay) => {
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = dead.cancelled() => return recorder.end(&task, false),
+            }
+            Some(frame(&FromWorker::Result {
+                id: task.id,
+                payload: &task.payload,
+            }))
+        }
+        MockAction::Fail { retryable } => Some(frame(&FromWorker::Error(ErrorReply {
+            id: task.id,
+            kind: "handler",
+            message: "scripted failure",
+            retryable,
+        }))),
+        MockAction::Hang => None,
+        MockAction::Crash(code) => {
+            let _ = crash.send(code);
+            None
+        }
+        MockAction::Freeze => {
+            frozen.cancel();
+            None
+        }
+        MockAction::Garbage => Some(Bytes::from_static(b"\x00\x00\x00\x03\xc1\xc1\xc1")),
+    };
+    let replied = reply.is_some() && !frozen.is_cancelled() && !dead.is_cancelled();
+    if let (Some(bytes), true) = (reply, replied) {
+        let _ = out.send(bytes);
+    }
+    recorder.end(&task, replied);
+}
