@@ -8,8 +8,9 @@ use crate::queue::RetryPolicy;
 
 /// The pool's settings. `Default` gives the original's defaults; every field's doc
 /// states its default. [`validate`](Self::validate) runs when the pool starts.
+///
+/// Build one with struct-update syntax: `PoolConfig { pool_size: 4, ..PoolConfig::default() }`.
 #[derive(Debug, Clone)]
-#[non_exhaustive]
 pub struct PoolConfig {
     /// Workers to start, clamped to `min_workers..=max_workers`. Default 20.
     pub pool_size: usize,

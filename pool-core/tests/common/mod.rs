@@ -1,0 +1,43 @@
+//! Helpers shared by the manager's tests: a pool over the mock transport.
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pool_core::testing::{MockAction, MockRecorder, MockTask, MockTransport};
+use pool_core::{Pool, PoolConfig, RetryPolicy, Task, WorkerCommand};
+
+/// A small, fast configuration: `workers` workers, 3 retries at 1 s base.
+pub fn config(workers: usize) -> PoolConfig {
+    PoolConfig {
+        pool_size: workers,
+        min_workers: 1,
+        max_workers: 16,
+        heartbeat_interval: Duration::from_millis(100),
+        suspect_after: Duration::from_millis(400),
+        zombie_after: Duration::from_millis(800),
+        task_timeout: Duration::from_secs(60),
+        kill_grace: Duration::from_millis(200),
+        retry: RetryPolicy::new(3, Duration::from_secs(1), Duration::from_secs(30), false).unwrap(),
+        ..PoolConfig::default()
+    }
+}
+
+/// Starts a pool whose mock workers follow `script`.
+pub async fn start(
+    config: PoolConfig,
+    script: impl Fn(&MockTask) -> MockAction + Send + Sync + 'static,
+) -> (Pool, Arc<MockRecorder>) {
+    let (transport, recorder) = MockTransport::new(script);
+    let pool = Pool::builder(transport, WorkerCommand::new("mock-worker"))
+        .config(config)
+        .start()
+        .await
+        .expect("pool starts");
+    (pool, recorder)
+}
+
+/// A task of `task_type` whose payload is `n` as MessagePack.
+pub fn task(task_type: &str, n: u32) -> Task {
+    Task::msgpack(task_type, &n).unwrap()
+}

@@ -1,0 +1,83 @@
+//! Priority order and FIFO within a priority, through a real pool (mock workers).
+
+mod common;
+
+use std::time::Duration;
+
+use pool_core::testing::MockAction;
+use pool_core::SubmitError;
+
+#[tokio::test(start_paused = true)]
+async fn priorities_are_served_lowest_number_first_and_fifo_within_a_level() {
+    let (pool, recorder) = common::start(common::config(1), |t| {
+        if t.task_type == "blocker" {
+            MockAction::EchoAfter(Duration::from_secs(1))
+        } else {
+            MockAction::Echo
+        }
+    })
+    .await;
+    let blocker = pool.submit(common::task("blocker", 0)).await.unwrap();
+    tokio::task::yield_now().await;
+    let plan = [
+        (20, 1),
+        (0, 2),
+        (10, 3),
+        (0, 4),
+        (20, 5),
+        (10, 6),
+        (100, 7),
+        (0, 8),
+    ];
+    let mut handles = Vec::new();
+    for (priority, n) in plan {
+        let task = common::task("work", n).with_priority(priority);
+        handles.push(pool.submit(task).await.unwrap());
+    }
+    blocker.await.unwrap();
+    for h in handles {
+        h.await.unwrap();
+    }
+    let order: Vec<u32> = recorder
+        .started()
+        .iter()
+        .filter(|t| t.task_type == "work")
+        .map(|t| rmp_serde::from_slice(&t.payload).unwrap())
+        .collect();
+    assert_eq!(order, [2, 4, 8, 3, 6, 1, 5, 7]);
+    pool.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_priority_above_100_is_refused_with_the_task() {
+    let (pool, _) = common::start(common::config(1), |_| MockAction::Echo).await;
+    let err = pool
+        .submit(common::task("work", 1).with_priority(101))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SubmitError::InvalidPriority(_)));
+    assert_eq!(err.into_task().priority, 101);
+    pool.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn try_submit_gives_the_task_back_when_the_queue_is_full() {
+    let config = pool_core::PoolConfig {
+        max_queue_len: 2,
+        ..common::config(1)
+    };
+    let (pool, _) = common::start(config, |_| MockAction::EchoAfter(Duration::from_secs(5))).await;
+    let running = pool.try_submit(common::task("work", 1)).unwrap();
+    tokio::task::yield_now().await;
+    // Let the actor dispatch the first task so its queue slot is freed.
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let q1 = pool.try_submit(common::task("work", 2)).unwrap();
+    let q2 = pool.try_submit(common::task("work", 3)).unwrap();
+    let err = pool.try_submit(common::task("work", 4)).unwrap_err();
+    assert!(matches!(err, SubmitError::QueueFull(_)), "{err:?}");
+    assert_eq!(err.into_task().payload, common::task("work", 4).payload);
+    for h in [running, q1, q2] {
+        h.await.unwrap();
+    }
+    pool.shutdown().await;
+}
