@@ -239,3 +239,59 @@ fn check_catches_drift() -> TestResult {
     assert!(err.contains("re-encoding differs"), "{err}");
     Ok(())
 }
+
+/// A MessagePack fixstr.
+fn s(text: &str) -> Vec<u8> {
+    let mut out = vec![0xa0 | text.len() as u8];
+    out.extend_from_slice(text.as_bytes());
+    out
+}
+
+/// A fixmap body from already-encoded keys and values.
+fn map(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut out = vec![0x80 | entries.len() as u8];
+    for (key, value) in entries {
+        out.extend(s(key));
+        out.extend_from_slice(value);
+    }
+    out
+}
+
+#[test]
+fn documented_decoding_rules_hold() -> TestResult {
+    let cancel = s("cancel");
+    // Keys in any order.
+    let body = map(&[("id", &[0x2a]), ("type", &cancel)]);
+    assert_eq!(decode_to_worker(&body)?, ToWorker::Cancel { id: 42 });
+    // Unknown keys are ignored.
+    let body = map(&[("type", &cancel), ("id", &[0x2a]), ("later", &[0xc0])]);
+    assert_eq!(decode_to_worker(&body)?, ToWorker::Cancel { id: 42 });
+    // Any integer encoding of a non-negative value: uint 64, int 8.
+    let body = map(&[
+        ("type", &cancel),
+        ("id", &[0xcf, 0, 0, 0, 0, 0, 0, 0, 0x2a]),
+    ]);
+    assert_eq!(decode_to_worker(&body)?, ToWorker::Cancel { id: 42 });
+    let body = map(&[("type", &cancel), ("id", &[0xd0, 0x2a])]);
+    assert_eq!(decode_to_worker(&body)?, ToWorker::Cancel { id: 42 });
+    // `ready.task_types` is optional.
+    let body = map(&[("type", &s("ready")), ("version", &[1]), ("pid", &[7])]);
+    assert_eq!(
+        decode_from_worker(&body)?,
+        FromWorker::Ready {
+            version: 1,
+            pid: 7,
+            task_types: vec![]
+        }
+    );
+    // Heartbeat fields read as 0 when missing.
+    let body = map(&[("type", &s("heartbeat")), ("in_flight", &[3])]);
+    assert_eq!(
+        decode_from_worker(&body)?,
+        FromWorker::Heartbeat(pool_core::protocol::Heartbeat::new(0, 0, 0, 3))
+    );
+    // An unknown message type is refused.
+    let body = map(&[("type", &s("gossip"))]);
+    assert!(decode_from_worker(&body).is_err());
+    Ok(())
+}
