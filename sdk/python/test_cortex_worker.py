@@ -1,0 +1,303 @@
+"""Drives example_worker.py over stdio with frames built from docs/PROTOCOL.md.
+
+Run from sdk/python with ``python3 -m unittest`` (needs ``pip install msgpack``).
+"""
+
+import os
+import queue
+import re
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+import msgpack
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+WORKER = os.path.join(HERE, "example_worker.py")
+PROTOCOL_MD = os.path.join(HERE, "..", "..", "docs", "PROTOCOL.md")
+TIMEOUT = 10.0
+
+
+def doc_examples():
+    """The ```hex <direction> <message> blocks of PROTOCOL.md, as frame bytes."""
+    with open(PROTOCOL_MD) as f:
+        text = f.read()
+    out = {}
+    for m in re.finditer(r"^```hex (\S+) (\S+)\n(.*?)^```", text, re.S | re.M):
+        data = " ".join(line.split("#")[0] for line in m.group(3).splitlines())
+        out[(m.group(1), m.group(2))] = bytes.fromhex(data)
+    return out
+
+
+EXAMPLES = doc_examples()
+
+
+def frame(message):
+    """One frame as PROTOCOL.md says: u32 big-endian body length, MessagePack map body."""
+    body = msgpack.packb(message, use_bin_type=True)
+    return struct.pack(">I", len(body)) + body
+
+
+def hello(version=1, heartbeat_ms=60_000, max_frame=16 * 1024 * 1024):
+    return frame(
+        {"type": "hello", "version": version, "worker_id": "worker-7", "heartbeat_ms": heartbeat_ms, "max_frame": max_frame}
+    )
+
+
+def task(task_id, task_type, payload=None, attempt=1, timeout_ms=30_000, **extra):
+    message = {
+        "type": "task",
+        "id": task_id,
+        "task_type": task_type,
+        "payload": b"" if payload is None else msgpack.packb(payload, use_bin_type=True),
+        "attempt": attempt,
+        "timeout_ms": timeout_ms,
+    }
+    message.update(extra)
+    return frame(message)
+
+
+class WorkerProcess:
+    """example_worker.py as a child, its stdout split into frames by a reader thread."""
+
+    def __init__(self, transport_env=None):
+        env = dict(os.environ)
+        env.update({"CORTEX_WORKER_ID": "worker-7", "CORTEX_TRANSPORT": "stdio", "CORTEX_MAX_FRAME": str(16 * 1024 * 1024)})
+        env.update(transport_env or {})
+        self.stderr = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(
+            [sys.executable, WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, env=env, cwd=HERE
+        )
+        self.frames = queue.Queue()
+        self.heartbeats = []
+        threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True).start()
+
+    def _read(self, stream):
+        while True:
+            prefix = stream.read(4)
+            if len(prefix) < 4:
+                self.frames.put(None if not prefix else ("truncated", prefix))
+                return
+            (length,) = struct.unpack(">I", prefix)
+            body = stream.read(length)
+            self.frames.put(prefix + body)
+
+    def send(self, data):
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
+
+    def raw(self, timeout=TIMEOUT, skip_heartbeats=True):
+        """The next whole frame's bytes (prefix included), or None at EOF."""
+        deadline = time.monotonic() + timeout
+        while True:
+            item = self.frames.get(timeout=max(0.0, deadline - time.monotonic()))
+            if isinstance(item, tuple):
+                raise AssertionError(f"worker stream truncated: {item!r}")
+            if item is None:
+                return None
+            message = msgpack.unpackb(item[4:], raw=False)
+            if skip_heartbeats and message["type"] == "heartbeat":
+                self.heartbeats.append(message)
+                continue
+            return item
+
+    def recv(self, timeout=TIMEOUT, skip_heartbeats=True):
+        item = self.raw(timeout, skip_heartbeats)
+        return None if item is None else msgpack.unpackb(item[4:], raw=False)
+
+    def handshake(self, **kwargs):
+        self.send(hello(**kwargs))
+        ready = self.recv()
+        assert ready["type"] == "ready", ready
+        return ready
+
+    def wait(self, timeout=TIMEOUT):
+        return self.proc.wait(timeout)
+
+    def stderr_text(self):
+        self.stderr.seek(0)
+        return self.stderr.read().decode(errors="replace")
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for f in (self.proc.stdin, self.proc.stdout):
+            try:
+                f.close()
+            except OSError:
+                pass
+        self.stderr.close()
+
+
+class WorkerTest(unittest.TestCase):
+    def setUp(self):
+        self.w = WorkerProcess()
+        self.addCleanup(self.w.close)
+
+    def test_doc_has_every_example(self):
+        for name in ("hello", "task", "cancel", "shutdown"):
+            self.assertIn(("to-worker", name), EXAMPLES)
+        for name in ("ready", "result", "error", "heartbeat", "log"):
+            self.assertIn(("from-worker", name), EXAMPLES)
+
+    def test_handshake_with_the_documented_hello(self):
+        self.w.send(EXAMPLES[("to-worker", "hello")])
+        ready = self.w.recv()
+        self.assertEqual(ready["type"], "ready")
+        self.assertEqual(ready["version"], 1)
+        self.assertEqual(ready["pid"], self.w.proc.pid)
+        self.assertEqual(ready["task_types"], ["crash", "echo", "fail", "noisy", "sleep"])
+
+    def test_version_mismatch_ends_the_worker(self):
+        self.w.send(hello(version=99))
+        self.assertIsNone(self.w.recv())
+        self.assertNotEqual(self.w.wait(), 0)
+        self.assertIn("version", self.w.stderr_text())
+
+    def test_documented_task_gets_the_documented_result(self):
+        self.w.handshake()
+        self.w.send(EXAMPLES[("to-worker", "task")])
+        self.assertEqual(self.w.raw(), EXAMPLES[("from-worker", "result")])
+
+    def test_echo_round_trip_ignoring_unknown_keys(self):
+        self.w.handshake()
+        payload = {"text": "héllo", "blob": bytes(range(256)) * 40, "n": [1, -2, 3.5, None, True]}
+        self.w.send(task(9, "echo", payload, from_the_future="ignored"))
+        reply = self.w.recv()
+        self.assertEqual(reply["type"], "result")
+        self.assertEqual(reply["id"], 9)
+        self.assertIsInstance(reply["payload"], bytes)
+        self.assertEqual(msgpack.unpackb(reply["payload"], raw=False), payload)
+
+    def test_handler_error_is_retryable_then_succeeds(self):
+        self.w.handshake()
+        self.w.send(task(1, "fail", {"times": 1}, attempt=1))
+        error = self.w.recv()
+        self.assertEqual((error["type"], error["id"], error["kind"], error["retryable"]), ("error", 1, "handler", True))
+        self.assertIn("failing attempt 1 of 1", error["message"])
+        self.w.send(task(1, "fail", {"times": 1}, attempt=2))
+        result = self.w.recv()
+        self.assertEqual(result["type"], "result")
+        self.assertEqual(msgpack.unpackb(result["payload"]), {"attempt": 2})
+
+    def test_fatal_error_is_not_retryable(self):
+        self.w.handshake()
+        self.w.send(task(2, "fail", {"times": 5, "fatal": True}))
+        error = self.w.recv()
+        self.assertEqual((error["kind"], error["retryable"]), ("handler", False))
+
+    def test_unknown_type_and_bad_input(self):
+        self.w.handshake()
+        self.w.send(task(3, "nope", {}))
+        error = self.w.recv()
+        self.assertEqual((error["id"], error["kind"], error["retryable"]), (3, "unknown_type", False))
+        bad = {"type": "task", "id": 4, "task_type": "echo", "payload": b"\xc1", "attempt": 1, "timeout_ms": 0}
+        self.w.send(frame(bad))
+        error = self.w.recv()
+        self.assertEqual((error["id"], error["kind"], error["retryable"]), (4, "bad_input", False))
+
+    def test_crash_exits_with_the_code(self):
+        self.w.handshake()
+        self.w.send(task(5, "crash", {"code": 7}))
+        self.assertEqual(self.w.wait(), 7)
+        self.assertIsNone(self.w.recv())
+
+    def test_cancel_answers_cancelled(self):
+        self.w.handshake()
+        self.w.send(task(42, "sleep", {"ms": 60_000}))
+        self.w.send(task(43, "echo", "first"))
+        # Tasks run concurrently: the echo overtakes the sleep.
+        self.assertEqual(self.w.recv()["id"], 43)
+        started = time.monotonic()
+        self.w.send(EXAMPLES[("to-worker", "cancel")])
+        error = self.w.recv()
+        self.assertEqual((error["type"], error["id"], error["kind"], error["retryable"]), ("error", 42, "cancelled", False))
+        self.assertLess(time.monotonic() - started, 5)
+        # A cancel for a task that is not in flight is ignored.
+        self.w.send(frame({"type": "cancel", "id": 42}))
+        self.w.send(task(44, "echo", "still fine"))
+        self.assertEqual(self.w.recv()["id"], 44)
+
+    def test_print_in_a_handler_does_not_corrupt_the_stream(self):
+        self.w.handshake()
+        self.w.send(task(6, "noisy", "payload"))
+        reply = self.w.recv()
+        self.assertEqual((reply["type"], reply["id"]), ("result", 6))
+        self.w.send(task(7, "echo", "after"))
+        self.assertEqual(msgpack.unpackb(self.w.recv()["payload"]), "after")
+        self.w.send(EXAMPLES[("to-worker", "shutdown")])
+        self.assertEqual(self.w.wait(), 0)
+        err = self.w.stderr_text()
+        for how in ("print()", "sys.stdout.write", "os.write(1)"):
+            self.assertIn(f"noisy handler: {how}", err)
+
+    def test_graceful_shutdown_finishes_in_flight(self):
+        self.w.handshake()
+        self.w.send(task(8, "sleep", {"ms": 300}))
+        self.w.send(frame({"type": "shutdown", "graceful": True}))
+        result = self.w.recv()
+        self.assertEqual((result["type"], result["id"]), ("result", 8))
+        self.assertIsNone(self.w.recv())
+        self.assertEqual(self.w.wait(), 0)
+
+    def test_immediate_shutdown_does_not_wait(self):
+        self.w.handshake()
+        self.w.send(task(8, "sleep", {"ms": 60_000}))
+        self.w.send(frame({"type": "shutdown", "graceful": False}))
+        self.assertEqual(self.w.wait(timeout=5), 0)
+
+    def test_eof_exits_zero_promptly(self):
+        self.w.handshake()
+        self.w.send(task(10, "sleep", {"ms": 60_000}))
+        self.w.proc.stdin.close()
+        self.assertEqual(self.w.wait(timeout=5), 0)
+
+    def test_eof_before_hello_exits_zero(self):
+        self.w.proc.stdin.close()
+        self.assertEqual(self.w.wait(), 0)
+
+    def test_heartbeats_come_while_a_handler_is_busy(self):
+        self.w.handshake(heartbeat_ms=50)
+        self.w.send(task(11, "sleep", {"ms": 400}))
+        result = self.w.recv()
+        self.assertEqual(result["id"], 11)
+        self.assertGreaterEqual(len(self.w.heartbeats), 3, self.w.heartbeats)
+        beat = self.w.heartbeats[0]
+        self.assertEqual(set(beat), {"type", "rss_bytes", "cpu_ms", "tasks_done", "in_flight"})
+        self.assertEqual((beat["in_flight"], beat["tasks_done"]), (1, 0))
+        self.assertGreater(beat["rss_bytes"], 0)
+        later = self.w.recv(skip_heartbeats=False)
+        self.assertEqual((later["type"], later["tasks_done"], later["in_flight"]), ("heartbeat", 1, 0))
+
+
+class FifoTest(unittest.TestCase):
+    def test_fifo_transport(self):
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        to_worker = os.path.join(tmp.name, "to-worker")
+        from_worker = os.path.join(tmp.name, "from-worker")
+        os.mkfifo(to_worker, 0o600)
+        os.mkfifo(from_worker, 0o600)
+        env = dict(os.environ, CORTEX_TRANSPORT="fifo", CORTEX_FIFO_TO_WORKER=to_worker, CORTEX_FIFO_FROM_WORKER=from_worker)
+        proc = subprocess.Popen([sys.executable, WORKER], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env, cwd=HERE)
+        self.addCleanup(lambda: proc.poll() is None and (proc.kill(), proc.wait()))
+        # The worker opens to-worker for reading first, then from-worker for writing.
+        with open(to_worker, "wb") as out, open(from_worker, "rb") as inp:
+            out.write(hello() + task(1, "echo", [1, 2]))
+            out.flush()
+            messages = []
+            for _ in range(2):
+                (length,) = struct.unpack(">I", inp.read(4))
+                messages.append(msgpack.unpackb(inp.read(length), raw=False))
+            self.assertEqual([m["type"] for m in messages], ["ready", "result"])
+            self.assertEqual(msgpack.unpackb(messages[1]["payload"]), [1, 2])
+        self.assertEqual(proc.wait(TIMEOUT), 0)
+
+
+if __name__ == "__main__":
+    unittest.main()
