@@ -1,7 +1,8 @@
 //! The task path inside the actor: accept, dispatch, replies, retries, settlement.
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
+use tokio::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 

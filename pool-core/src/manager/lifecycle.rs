@@ -2,7 +2,8 @@
 //! health verdicts, scaling, and shutdown.
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use bytes::BytesMut;
 use tokio::sync::oneshot;

@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -159,12 +159,17 @@ impl PoolBuilder {
 /// same pool. When the last clone is dropped the pool shuts down gracefully.
 ///
 /// # Examples
-/// ```no_run
-/// # async fn demo(transport: impl pool_core::Transport) -> Result<(), Box<dyn std::error::Error>> {
+/// A pool of two workers (in-process mock workers here; a real program passes a
+/// transport such as `transport_ipc::StdioTransport` and its worker binary):
+/// ```
+/// use pool_core::testing::{MockAction, MockTransport};
 /// use pool_core::{Pool, PoolConfig, Task, WorkerCommand};
 ///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let (transport, _recorder) = MockTransport::new(|_task| MockAction::Echo);
 /// let pool = Pool::builder(transport, WorkerCommand::new("my-worker"))
-///     .config(PoolConfig { pool_size: 4, min_workers: 1, ..PoolConfig::default() })
+///     .config(PoolConfig { pool_size: 2, min_workers: 1, ..PoolConfig::default() })
 ///     .start()
 ///     .await?;
 /// let handle = pool.submit(Task::msgpack("echo", "hello")?).await?;

@@ -1,0 +1,48 @@
+//! One task per worker by default, more when configured; balance policies are used.
+
+mod common;
+
+use std::time::Duration;
+
+use pool_core::testing::MockAction;
+use pool_core::PoolConfig;
+
+#[tokio::test(start_paused = true)]
+async fn no_worker_ever_runs_two_tasks_at_once_with_concurrency_one() {
+    let (pool, recorder) = common::start(common::config(4), |t| {
+        let n: u32 = rmp_serde::from_slice(&t.payload).unwrap();
+        MockAction::EchoAfter(Duration::from_millis(u64::from(n % 7) * 3 + 1))
+    })
+    .await;
+    let handles = pool
+        .submit_many((0..200).map(|n| common::task("work", n)))
+        .await
+        .unwrap();
+    for (n, h) in handles.into_iter().enumerate() {
+        assert_eq!(h.await.unwrap().decode::<u32>().unwrap(), n as u32);
+    }
+    assert_eq!(recorder.max_concurrent(), 1);
+    let workers: std::collections::HashSet<_> =
+        recorder.started().into_iter().map(|t| t.worker).collect();
+    assert_eq!(workers.len(), 4, "all workers took part");
+    pool.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_multiplexing_worker_gets_up_to_its_concurrency() {
+    let config = PoolConfig {
+        worker_concurrency: 3,
+        ..common::config(1)
+    };
+    let (pool, recorder) =
+        common::start(config, |_| MockAction::EchoAfter(Duration::from_millis(50))).await;
+    let handles = pool
+        .submit_many((0..12).map(|n| common::task("work", n)))
+        .await
+        .unwrap();
+    for h in handles {
+        h.await.unwrap();
+    }
+    assert_eq!(recorder.max_concurrent(), 3);
+    pool.shutdown().await;
+}

@@ -1,0 +1,179 @@
+//! Workers that crash, break the protocol, go silent, or cannot start.
+
+mod common;
+
+use std::time::Duration;
+
+use pool_core::testing::{MockAction, MockTransport};
+use pool_core::{FinalStatus, Pool, PoolConfig, StartError, WorkerCommand};
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_mid_task_requeues_the_task_on_another_worker() {
+    let (pool, recorder) = common::start(common::config(2), |t| {
+        if t.attempt == 1 {
+            MockAction::Crash(3)
+        } else {
+            MockAction::Echo
+        }
+    })
+    .await;
+    let out = pool
+        .submit(common::task("work", 9))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(out.attempts, 2);
+    let started = recorder.started();
+    assert_ne!(started[0].worker, started[1].worker);
+    let m = pool.metrics();
+    assert_eq!(m.performance.workers_crashed, 1);
+    assert_eq!(m.workers.total, 2, "the crashed worker was replaced");
+    pool.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_poison_task_that_keeps_killing_workers_ends_in_the_dlq() {
+    let (pool, recorder) = common::start(common::config(2), |t| {
+        if t.task_type == "poison" {
+            MockAction::Crash(7)
+        } else {
+            MockAction::Echo
+        }
+    })
+    .await;
+    let err = pool
+        .submit(common::task("poison", 1))
+        .await
+        .unwrap()
+        .await
+        .unwrap_err();
+    assert_eq!(err.status, FinalStatus::DeadLettered);
+    assert_eq!(err.attempts, 4);
+    assert_eq!(err.failure.kind(), "worker_crashed");
+    assert!(
+        err.failure.to_string().contains("exit code 7"),
+        "{}",
+        err.failure
+    );
+    assert_eq!(pool.dead_letters().await.len(), 1);
+    // The pool is still whole and serving.
+    let ok = pool
+        .submit(common::task("fine", 2))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(ok.decode::<u32>().unwrap(), 2);
+    assert_eq!(
+        recorder
+            .started()
+            .iter()
+            .filter(|t| t.task_type == "poison")
+            .count(),
+        4
+    );
+    pool.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_malformed_frame_is_a_protocol_failure_and_the_worker_is_replaced() {
+    let (pool, recorder) = common::start(common::config(1), |t| {
+        if t.attempt == 1 {
+            MockAction::Garbage
+        } else {
+            MockAction::Echo
+        }
+    })
+    .await;
+    let mut events = pool.events();
+    let out = pool
+        .submit(common::task("work", 1))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(out.attempts, 2);
+    assert_eq!(recorder.launches(), 2);
+    let mut saw_protocol_failure = false;
+    while let Ok(event) = events.try_recv() {
+        if let pool_core::PoolEvent::TaskAttemptFailed { kind, .. } = event {
+            saw_protocol_failure |= kind == "protocol";
+        }
+    }
+    assert!(saw_protocol_failure);
+    pool.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_worker_is_killed_as_a_zombie_once_and_its_task_completes_elsewhere() {
+    let (pool, recorder) = common::start(common::config(2), |t| {
+        if t.attempt == 1 {
+            MockAction::Freeze
+        } else {
+            MockAction::Echo
+        }
+    })
+    .await;
+    let mut events = pool.events();
+    let out = pool
+        .submit(common::task("work", 1))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(out.attempts, 2);
+    assert_eq!(out.worker, recorder.started()[1].worker);
+    let mut zombies = 0;
+    while let Ok(event) = events.try_recv() {
+        if matches!(event, pool_core::PoolEvent::ZombieDetected { .. }) {
+            zombies += 1;
+        }
+    }
+    assert_eq!(zombies, 1);
+    let m = pool.metrics();
+    assert_eq!(m.performance.zombies_killed, 1);
+    assert_eq!(
+        recorder.launches(),
+        3,
+        "two workers plus exactly one replacement"
+    );
+    pool.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_that_cannot_start_fails_start_without_a_respawn_storm() {
+    let (transport, recorder) = MockTransport::new(|_| MockAction::Echo);
+    recorder.fail_next_launches(1);
+    let result = Pool::builder(transport, WorkerCommand::new("/missing/worker"))
+        .config(common::config(3))
+        .start()
+        .await;
+    let err = result.unwrap_err();
+    assert!(matches!(err, StartError::Worker { .. }), "{err}");
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(
+        recorder.launches(),
+        3,
+        "no worker was launched after the failure"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn repeated_start_failures_back_off_and_open_the_breaker() {
+    let config = PoolConfig {
+        max_start_failures: 3,
+        ..common::config(1)
+    };
+    let (pool, recorder) = common::start(config, |_| MockAction::Crash(1)).await;
+    recorder.fail_next_launches(1000);
+    let _handle = pool.submit(common::task("boom", 1)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let launches = recorder.launches();
+    // 100, 200, 400 ms ... capped at 30 s: at most a handful in 10 s, never a storm.
+    assert!(launches < 15, "{launches} launches in ~10 s");
+    let m = pool.metrics();
+    assert!(m.health.restart_breaker_open);
+    assert_eq!(m.health.status, "critical");
+    pool.shutdown().await;
+}
