@@ -18,7 +18,8 @@ pub fn config(workers: usize) -> PoolConfig {
         zombie_after: Duration::from_millis(800),
         task_timeout: Duration::from_secs(60),
         kill_grace: Duration::from_millis(200),
-        retry: RetryPolicy::new(3, Duration::from_secs(1), Duration::from_secs(30), false).unwrap(),
+        retry: RetryPolicy::new(3, Duration::from_secs(1), Duration::from_secs(30), false)
+            .expect("valid retry policy"),
         ..PoolConfig::default()
     }
 }
@@ -39,5 +40,5 @@ pub async fn start(
 
 /// A task of `task_type` whose payload is `n` as MessagePack.
 pub fn task(task_type: &str, n: u32) -> Task {
-    Task::msgpack(task_type, &n).unwrap()
+    Task::msgpack(task_type, &n).expect("a u32 encodes")
 }
