@@ -43,10 +43,10 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(config: &PoolConfig) -> Self {
+    pub(crate) fn new(config: &PoolConfig, events: Option<broadcast::Sender<PoolEvent>>) -> Self {
         Self {
             stats: Stats::new(),
-            events: broadcast::channel(config.event_capacity).0,
+            events: events.unwrap_or_else(|| broadcast::channel(config.event_capacity).0),
             next_task_id: AtomicU64::new(1),
             queue_slots: Arc::new(Semaphore::new(config.max_queue_len)),
             closed: AtomicBool::new(false),

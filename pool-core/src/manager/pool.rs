@@ -67,6 +67,7 @@ pub struct PoolBuilder {
     config: PoolConfig,
     policy: Box<dyn BalancePolicy>,
     probes: Vec<Box<dyn HealthProbe>>,
+    events: Option<broadcast::Sender<PoolEvent>>,
 }
 
 impl fmt::Debug for PoolBuilder {
@@ -106,6 +107,16 @@ impl PoolBuilder {
         self
     }
 
+    /// Subscribes to the pool's events before it starts, so start-up events
+    /// (`worker-spawned`, `worker-ready`) are seen too. Call after
+    /// [`config`](Self::config): the buffer is `event_capacity` events.
+    pub fn subscribe(&mut self) -> broadcast::Receiver<PoolEvent> {
+        let capacity = self.config.event_capacity.max(1);
+        self.events
+            .get_or_insert_with(|| broadcast::channel(capacity).0)
+            .subscribe()
+    }
+
     /// Validates the configuration, starts the workers and waits until every one
     /// has completed its handshake.
     ///
@@ -116,7 +127,7 @@ impl PoolBuilder {
     /// none is respawned.
     pub async fn start(self) -> Result<Pool, StartError> {
         self.config.validate()?;
-        let shared = Arc::new(Shared::new(&self.config));
+        let shared = Arc::new(Shared::new(&self.config, self.events));
         let mut probes = self.probes;
         probes.insert(
             0,
@@ -205,6 +216,7 @@ impl Pool {
             config: PoolConfig::default(),
             policy: Box::new(FirstAvailable),
             probes: Vec::new(),
+            events: None,
         }
     }
 

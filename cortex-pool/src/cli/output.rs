@@ -1,0 +1,123 @@
+//! One output line of `cortex-pool run`:
+//! `{"id", "status", "result" | "error": {"kind", "message"}, "attempts", "worker", "duration_ms"}`.
+
+use pool_core::{FinalStatus, SubmitError, TaskError, TaskOutput};
+use serde_json::{json, Map, Value};
+
+/// How one input line ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Status {
+    Ok,
+    Failed,
+    DeadLetter,
+    Invalid,
+}
+
+impl Status {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Failed => "failed",
+            Self::DeadLetter => "dead_letter",
+            Self::Invalid => "invalid",
+        }
+    }
+}
+
+/// A finished line: its JSON and what the summary needs.
+#[derive(Debug)]
+pub(crate) struct Line {
+    pub(crate) status: Status,
+    pub(crate) duration_ms: f64,
+    pub(crate) json: Value,
+}
+
+fn base(id: &str, status: Status) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("id".into(), json!(id));
+    m.insert("status".into(), json!(status.as_str()));
+    m
+}
+
+/// The line of a task that produced a result.
+pub(crate) fn ok(id: &str, out: &TaskOutput, duration_ms: f64) -> Line {
+    let mut m = base(id, Status::Ok);
+    match rmp_serde::from_slice::<Value>(&out.payload) {
+        Ok(value) => m.insert("result".into(), value),
+        Err(_) => m.insert("result_hex".into(), json!(hex(&out.payload))),
+    };
+    m.insert("attempts".into(), json!(out.attempts));
+    m.insert("worker".into(), json!(out.worker));
+    m.insert("duration_ms".into(), json!(round3(duration_ms)));
+    Line {
+        status: Status::Ok,
+        duration_ms,
+        json: Value::Object(m),
+    }
+}
+
+/// The line of a task that ended without a result.
+pub(crate) fn failed(id: &str, err: &TaskError, duration_ms: f64) -> Line {
+    let status = match err.status {
+        FinalStatus::DeadLettered => Status::DeadLetter,
+        _ => Status::Failed,
+    };
+    let mut m = base(id, status);
+    m.insert(
+        "error".into(),
+        json!({"kind": err.failure.kind(), "message": err.failure.to_string()}),
+    );
+    m.insert("attempts".into(), json!(err.attempts));
+    m.insert("worker".into(), json!(err.worker));
+    m.insert("duration_ms".into(), json!(round3(duration_ms)));
+    Line {
+        status,
+        duration_ms,
+        json: Value::Object(m),
+    }
+}
+
+/// The line of a task the pool refused (it is shutting down).
+pub(crate) fn refused(id: &str, refused: &SubmitError) -> Line {
+    let kind = match refused {
+        SubmitError::QueueFull(_) => "queue_full",
+        SubmitError::InvalidPriority(_) => "invalid_input",
+        _ => "shutting_down",
+    };
+    let mut m = base(id, Status::Failed);
+    m.insert("error".into(), json!({"kind": kind, "message": refused.to_string()}));
+    m.insert("attempts".into(), json!(0));
+    m.insert("worker".into(), Value::Null);
+    m.insert("duration_ms".into(), json!(0.0));
+    Line {
+        status: Status::Failed,
+        duration_ms: 0.0,
+        json: Value::Object(m),
+    }
+}
+
+/// The line of an input line that is not a valid task.
+pub(crate) fn invalid(line_no: u64, message: &str) -> Line {
+    let mut m = base(&line_no.to_string(), Status::Invalid);
+    m.insert("line".into(), json!(line_no));
+    m.insert(
+        "error".into(),
+        json!({"kind": "invalid_input", "message": message}),
+    );
+    m.insert("attempts".into(), json!(0));
+    m.insert("worker".into(), Value::Null);
+    m.insert("duration_ms".into(), json!(0.0));
+    Line {
+        status: Status::Invalid,
+        duration_ms: 0.0,
+        json: Value::Object(m),
+    }
+}
+
+fn round3(ms: f64) -> f64 {
+    (ms * 1000.0).round() / 1000.0
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,30 @@
+//! `cargo xtask`: the project's automation, in Rust so it runs wherever cargo does.
+//!
+//! - `cargo xtask test`: the whole test suite (nextest, doc-tests, the facade's
+//!   feature matrix, docs with warnings denied, every example, the Python SDK).
+//! - `cargo xtask ci`: `cargo fmt --check`, clippy with `-D warnings`, then `test`
+//!   (what `.ci/run` runs).
+
+mod steps;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let task = std::env::args().nth(1).unwrap_or_default();
+    let result = match task.as_str() {
+        "ci" => steps::lint().and_then(|()| steps::test()),
+        "test" => steps::test(),
+        "lint" => steps::lint(),
+        _ => {
+            eprintln!("usage: cargo xtask <ci|test|lint>");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
