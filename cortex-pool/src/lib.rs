@@ -34,10 +34,9 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub use pool_core::{
-    error, health, manager, protocol, queue, task, transport, BalancePolicy, ConfigError,
-    Failure, FinalStatus, HealthProbe, Pool, PoolBuilder, PoolConfig, PoolEvent, PoolMetrics,
-    RetryPolicy, StartError, SubmitError, Task, TaskError, TaskHandle, TaskOutput, Transport,
-    WorkerCommand,
+    error, health, manager, protocol, queue, task, transport, BalancePolicy, ConfigError, Failure,
+    FinalStatus, HealthProbe, Pool, PoolBuilder, PoolConfig, PoolEvent, PoolMetrics, RetryPolicy,
+    StartError, SubmitError, Task, TaskError, TaskHandle, TaskOutput, Transport, WorkerCommand,
 };
 
 /// The stdio-pipe transport.

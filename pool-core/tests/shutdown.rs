@@ -38,7 +38,11 @@ async fn shutdown_finishes_in_flight_work_and_rejects_the_queue() {
 async fn futures_like_collect(pool: &pool_core::Pool, n: u32) -> Vec<pool_core::TaskHandle> {
     let mut out = Vec::new();
     for i in 0..n {
-        out.push(pool.submit(common::task("queued", 10 + i)).await.expect("accepted"));
+        out.push(
+            pool.submit(common::task("queued", 10 + i))
+                .await
+                .expect("accepted"),
+        );
     }
     out
 }

@@ -85,7 +85,10 @@ pub(crate) fn refused(id: &str, refused: &SubmitError) -> Line {
         _ => "shutting_down",
     };
     let mut m = base(id, Status::Failed);
-    m.insert("error".into(), json!({"kind": kind, "message": refused.to_string()}));
+    m.insert(
+        "error".into(),
+        json!({"kind": kind, "message": refused.to_string()}),
+    );
     m.insert("attempts".into(), json!(0));
     m.insert("worker".into(), Value::Null);
     m.insert("duration_ms".into(), json!(0.0));

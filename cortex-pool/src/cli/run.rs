@@ -106,8 +106,11 @@ fn worker_command(args: &RunArgs) -> Result<WorkerCommand, UsageError> {
         (false, true) => &args.worker,
         (true, false) => &args.worker_after_dashes,
         (true, true) => {
-            let me = std::env::current_exe()
-                .map_err(|e| UsageError(format!("cannot find this program to run its demo worker: {e}")))?;
+            let me = std::env::current_exe().map_err(|e| {
+                UsageError(format!(
+                    "cannot find this program to run its demo worker: {e}"
+                ))
+            })?;
             return Ok(WorkerCommand::new(me).args(["worker"]));
         }
     };
@@ -117,7 +120,9 @@ fn worker_command(args: &RunArgs) -> Result<WorkerCommand, UsageError> {
     Ok(WorkerCommand::new(program).args(rest))
 }
 
-async fn open_tasks(path: &Option<PathBuf>) -> Result<Box<dyn AsyncRead + Unpin + Send>, UsageError> {
+async fn open_tasks(
+    path: &Option<PathBuf>,
+) -> Result<Box<dyn AsyncRead + Unpin + Send>, UsageError> {
     match path {
         None => Ok(Box::new(tokio::io::stdin())),
         Some(p) if p.as_os_str() == "-" => Ok(Box::new(tokio::io::stdin())),
@@ -252,7 +257,11 @@ async fn write_lines(mut lines: mpsc::UnboundedReceiver<Line>, submitted: Arc<At
         }
         if progress && last_progress.elapsed() > Duration::from_millis(200) {
             last_progress = Instant::now();
-            eprint!("\r{} / {} tasks done", tally.total(), submitted.load(Relaxed));
+            eprint!(
+                "\r{} / {} tasks done",
+                tally.total(),
+                submitted.load(Relaxed)
+            );
         }
     }
     let _ = out.flush();

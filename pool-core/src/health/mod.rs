@@ -1,10 +1,16 @@
 //! Worker health: the [`HealthProbe`] trait, the [`Vitals`] it judges, and the
-//! probes the pool ships.
+//! probes the pool ships (heartbeat, memory, task count).
 
 mod heartbeat;
+mod max_tasks;
+mod memory;
 mod probe;
+mod proc_stat;
 mod vitals;
 
 pub use heartbeat::HeartbeatProbe;
+pub use max_tasks::MaxTasksProbe;
+pub use memory::MemoryProbe;
 pub use probe::{HealthProbe, Verdict};
+pub use proc_stat::process_rss;
 pub use vitals::Vitals;

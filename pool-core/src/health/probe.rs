@@ -19,7 +19,8 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    fn rank(&self) -> u8 {
+    /// How severe the verdict is: 0 (healthy) … 3 (kill).
+    pub fn rank(&self) -> u8 {
         match self {
             Self::Healthy => 0,
             Self::Suspect(_) => 1,

@@ -55,6 +55,15 @@ pub struct PoolConfig {
     pub max_frame: usize,
     /// Events buffered per subscriber before the oldest are dropped. Default 1 024.
     pub event_capacity: usize,
+    /// Recycle a worker after about this many tasks (minus up to 10 % jitter per
+    /// worker, so they do not all retire together). Default: never.
+    pub max_tasks_per_worker: Option<u64>,
+    /// Recycle a worker whose RSS exceeds this many bytes (it finishes its current
+    /// tasks; its replacement starts first). Default: no limit.
+    pub max_rss_bytes: Option<u64>,
+    /// Kill a worker whose RSS exceeds this many bytes; its tasks are retried.
+    /// Default: no limit.
+    pub kill_rss_bytes: Option<u64>,
 }
 
 impl Default for PoolConfig {
@@ -80,6 +89,9 @@ impl Default for PoolConfig {
             cancel_grace: Duration::from_secs(5),
             max_frame: DEFAULT_MAX_FRAME,
             event_capacity: 1024,
+            max_tasks_per_worker: None,
+            max_rss_bytes: None,
+            kill_rss_bytes: None,
         }
     }
 }
@@ -142,6 +154,20 @@ impl PoolConfig {
                 "max_frame",
                 "must be between 1 KiB and 4 GiB − 1",
             ));
+        }
+        if self.max_tasks_per_worker == Some(0) {
+            return Err(ConfigError::new(
+                "max_tasks_per_worker",
+                "must be at least 1",
+            ));
+        }
+        if let (Some(soft), Some(hard)) = (self.max_rss_bytes, self.kill_rss_bytes) {
+            if hard < soft {
+                return Err(ConfigError::new(
+                    "kill_rss_bytes",
+                    "must not be below max_rss_bytes",
+                ));
+            }
         }
         if self.event_capacity == 0 {
             return Err(ConfigError::new("event_capacity", "must be at least 1"));

@@ -212,6 +212,8 @@ impl Actor {
         }
         if retire {
             self.release_worker(num);
+        } else {
+            self.judge_worker(num, false);
         }
         Some(running)
     }

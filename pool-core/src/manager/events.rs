@@ -61,6 +61,13 @@ pub enum PoolEvent {
         /// The probe's reason.
         reason: String,
     },
+    /// A worker's RSS crossed a configured memory limit.
+    HighMemory {
+        /// Its name.
+        worker: String,
+        /// Its resident set size, in bytes.
+        rss_bytes: u64,
+    },
     /// A worker is being retired and replaced (health, task count, scale-down).
     WorkerRecycled {
         /// Its name.

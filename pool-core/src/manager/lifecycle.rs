@@ -15,7 +15,7 @@ use super::handle::FinalStatus;
 use super::metrics::Stats;
 use super::worker_io::{run_worker, WorkerEvent, WorkerLaunch};
 use crate::error::{ConfigError, StartError};
-use crate::health::{Verdict, Vitals};
+use crate::health::{process_rss, Verdict, Vitals};
 use crate::process::GroupSignal;
 use crate::protocol::{encode_frame, FrameError, ToWorker};
 use crate::transport::WorkerSpec;
@@ -379,39 +379,59 @@ impl Actor {
         Ok(target)
     }
 
-    /// Runs the health probes over every worker and acts on their verdicts.
+    /// Refreshes each worker's RSS from `/proc` (the pool does not have to trust
+    /// the worker's own report), runs the health probes, and acts on the worst
+    /// verdict for each worker.
     pub(crate) fn check_health(&mut self) {
         if !matches!(self.phase, Phase::Running | Phase::Draining) {
             return;
         }
-        let now = Instant::now();
-        let mut verdicts = Vec::new();
-        for (num, w) in &self.workers {
-            if w.state == WorkerState::Killing {
-                continue;
-            }
-            let vitals = Vitals {
-                worker_id: *num,
-                since_heard: now.duration_since(w.last_heard),
-                age: now.duration_since(w.ready_at),
-                rss_bytes: w.rss_bytes,
-                tasks_done: w.completed,
-                in_flight: w.in_flight.len() as u32,
-                oldest_task_age: None,
-            };
-            let verdict = self
-                .probes
-                .iter()
-                .map(|p| p.check(&vitals))
-                .fold(Verdict::Healthy, Verdict::worst);
-            verdicts.push((*num, verdict));
-        }
-        for (num, verdict) in verdicts {
-            self.apply_verdict(num, verdict);
+        let nums: Vec<u64> = self.workers.keys().copied().collect();
+        for num in nums {
+            self.judge_worker(num, true);
         }
     }
 
-    fn apply_verdict(&mut self, num: u64, verdict: Verdict) {
+    /// Runs the probes over one worker and acts on the worst verdict. With
+    /// `read_proc`, its RSS is first refreshed from `/proc`.
+    pub(crate) fn judge_worker(&mut self, num: u64, read_proc: bool) {
+        let now = Instant::now();
+        let Some(w) = self.workers.get_mut(&num) else {
+            return;
+        };
+        if matches!(w.state, WorkerState::Killing | WorkerState::Retiring) {
+            return;
+        }
+        if read_proc {
+            if let Some(rss) = process_rss(w.pid) {
+                w.rss_bytes = rss;
+            }
+        }
+        let vitals = Vitals {
+            worker_id: num,
+            since_heard: now.duration_since(w.last_heard),
+            age: now.duration_since(w.ready_at),
+            rss_bytes: w.rss_bytes,
+            tasks_done: w.completed,
+            in_flight: w.in_flight.len() as u32,
+            oldest_task_age: None,
+        };
+        let mut worst = (Verdict::Healthy, "");
+        for probe in &self.probes {
+            let verdict = probe.check(&vitals);
+            if verdict.rank() > worst.0.rank() {
+                worst = (verdict, probe.name());
+            }
+        }
+        if worst.1 == "memory" {
+            let (worker, rss_bytes) = (w.name.clone(), w.rss_bytes);
+            self.shared
+                .emit(|| PoolEvent::HighMemory { worker, rss_bytes });
+        }
+        self.apply_verdict(num, worst.0, worst.1);
+    }
+
+    fn apply_verdict(&mut self, num: u64, verdict: Verdict, probe: &str) {
         let Some(worker) = self.workers.get_mut(&num) else {
             return;
         };
@@ -430,6 +450,7 @@ impl Actor {
             Verdict::Recycle(reason) => {
                 if matches!(worker.state, WorkerState::Ready | WorkerState::Suspect) {
                     let name = worker.name.clone();
+                    Stats::bump(&self.shared.stats.workers_recycled);
                     self.shared.emit(|| PoolEvent::WorkerRecycled {
                         worker: name,
                         reason,
@@ -439,14 +460,16 @@ impl Actor {
                 }
             }
             Verdict::Kill(reason) => {
-                Stats::bump(&self.shared.stats.zombies_killed);
                 let name = worker.name.clone();
-                tracing::warn!(worker.id = %name, %reason, "killing unhealthy worker");
-                let r = reason.clone();
-                self.shared.emit(|| PoolEvent::ZombieDetected {
-                    worker: name,
-                    reason: r,
-                });
+                tracing::warn!(worker.id = %name, %reason, probe, "killing unhealthy worker");
+                if probe == "heartbeat" {
+                    Stats::bump(&self.shared.stats.zombies_killed);
+                    let r = reason.clone();
+                    self.shared.emit(|| PoolEvent::ZombieDetected {
+                        worker: name,
+                        reason: r,
+                    });
+                }
                 self.kill_worker(num, KillCause::Unhealthy(reason));
             }
         }

@@ -33,6 +33,7 @@ pub(crate) struct Stats {
     pub(crate) workers_restarted: AtomicU64,
     pub(crate) workers_crashed: AtomicU64,
     pub(crate) zombies_killed: AtomicU64,
+    pub(crate) workers_recycled: AtomicU64,
     pub(crate) workers_total: AtomicU64,
     pub(crate) workers_ready: AtomicU64,
     pub(crate) workers_busy: AtomicU64,
@@ -66,6 +67,7 @@ impl Stats {
             workers_restarted: AtomicU64::new(0),
             workers_crashed: AtomicU64::new(0),
             zombies_killed: AtomicU64::new(0),
+            workers_recycled: AtomicU64::new(0),
             workers_total: AtomicU64::new(0),
             workers_ready: AtomicU64::new(0),
             workers_busy: AtomicU64::new(0),
@@ -135,6 +137,7 @@ impl Stats {
                 workers_restarted: get(&self.workers_restarted),
                 workers_crashed: get(&self.workers_crashed),
                 zombies_killed: get(&self.zombies_killed),
+                workers_recycled: get(&self.workers_recycled),
                 avg_task_wait_time_ms: avg_ms(get(&self.wait_us_total), dispatches),
                 avg_task_duration_ms: avg_ms(get(&self.run_us_total), completed),
             },
@@ -264,6 +267,8 @@ pub struct PerformanceSection {
     pub workers_crashed: u64,
     /// Workers killed for missing heartbeats.
     pub zombies_killed: u64,
+    /// Workers retired by a probe (memory, task count) and replaced.
+    pub workers_recycled: u64,
     /// Mean time from (re)queueing to dispatch, in milliseconds.
     pub avg_task_wait_time_ms: f64,
     /// Mean run time of successful attempts, in milliseconds.

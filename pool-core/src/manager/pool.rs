@@ -16,7 +16,7 @@ use super::handle::TaskHandle;
 use super::metrics::{PoolMetrics, WorkerStatus};
 use crate::balance::{BalancePolicy, FirstAvailable};
 use crate::error::{ConfigError, StartError, SubmitError};
-use crate::health::{HealthProbe, HeartbeatProbe};
+use crate::health::{HealthProbe, HeartbeatProbe, MaxTasksProbe, MemoryProbe};
 use crate::queue::DeadLetter;
 use crate::task::{Task, PRIORITY_LOWEST};
 use crate::transport::Transport;
@@ -101,7 +101,9 @@ impl PoolBuilder {
     }
 
     /// Adds a health probe. The heartbeat probe built from the configuration's
-    /// `suspect_after`/`zombie_after` is always present.
+    /// `suspect_after`/`zombie_after` is always present, and the memory and
+    /// task-count probes when `max_rss_bytes`, `kill_rss_bytes` or
+    /// `max_tasks_per_worker` are set.
     pub fn probe(mut self, probe: impl HealthProbe) -> Self {
         self.probes.push(Box::new(probe));
         self
@@ -128,14 +130,20 @@ impl PoolBuilder {
     pub async fn start(self) -> Result<Pool, StartError> {
         self.config.validate()?;
         let shared = Arc::new(Shared::new(&self.config, self.events));
-        let mut probes = self.probes;
-        probes.insert(
-            0,
-            Box::new(HeartbeatProbe::new(
-                self.config.suspect_after,
-                self.config.zombie_after,
-            )),
-        );
+        let mut probes: Vec<Box<dyn HealthProbe>> = vec![Box::new(HeartbeatProbe::new(
+            self.config.suspect_after,
+            self.config.zombie_after,
+        ))];
+        if self.config.max_rss_bytes.is_some() || self.config.kill_rss_bytes.is_some() {
+            probes.push(Box::new(MemoryProbe::new(
+                self.config.max_rss_bytes,
+                self.config.kill_rss_bytes,
+            )));
+        }
+        if let Some(max) = self.config.max_tasks_per_worker {
+            probes.push(Box::new(MaxTasksProbe::new(max, max / 10)));
+        }
+        probes.extend(self.probes);
         let (commands_tx, commands_rx) = mpsc::unbounded_channel();
         let (start_tx, start_rx) = oneshot::channel();
         let parts = ActorParts {

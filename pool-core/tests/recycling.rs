@@ -1,0 +1,43 @@
+//! Task-count recycling: workers retire after their limit, replacements start
+//! first, no task is lost.
+
+mod common;
+
+use pool_core::testing::MockAction;
+use pool_core::{PoolConfig, PoolEvent};
+
+#[tokio::test(start_paused = true)]
+async fn workers_are_recycled_after_their_task_limit_without_losing_tasks() {
+    let config = PoolConfig {
+        max_tasks_per_worker: Some(10),
+        ..common::config(2)
+    };
+    let (pool, recorder) = common::start(config, |_| MockAction::Echo).await;
+    let mut events = pool.events();
+    for n in 0..100u32 {
+        let out = pool
+            .submit(common::task("work", n))
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert_eq!(out.decode::<u32>().unwrap(), n);
+        assert!(pool.metrics().workers.total >= 1);
+    }
+    let m = pool.metrics();
+    assert!(m.performance.workers_recycled >= 5, "{:?}", m.performance);
+    assert!(recorder.launches() >= 7);
+    let mut per_worker = std::collections::HashMap::<String, u32>::new();
+    for t in recorder.started() {
+        *per_worker.entry(t.worker).or_default() += 1;
+    }
+    assert!(per_worker.values().all(|n| *n <= 10), "{per_worker:?}");
+    let mut recycled = 0;
+    while let Ok(e) = events.try_recv() {
+        if matches!(e, PoolEvent::WorkerRecycled { .. }) {
+            recycled += 1;
+        }
+    }
+    assert!(recycled >= 5);
+    pool.shutdown().await;
+}
