@@ -1,7 +1,7 @@
 //! [`PoolDir`]: the private directory one transport owns, and [`FifoPair`], the two
 //! FIFOs of one worker inside it.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -12,7 +12,7 @@ use std::sync::Arc;
 use rustix::fs::{AtFlags, FlockOperation, Mode, OFlags};
 use rustix::io::Errno;
 
-use crate::paths::{fifo_names, pool_dir_name, FifoNames, LOCK_FILE};
+use crate::paths::{fifo_names, pool_dir_name, staging_dir_name, FifoNames, LOCK_FILE};
 use crate::stale;
 
 /// How many random names are tried before giving up on creating a directory.
@@ -40,6 +40,10 @@ impl fmt::Debug for PoolDir {
 
 impl PoolDir {
     /// Sweeps stale pool directories under `base`, then creates ours there.
+    ///
+    /// The directory is made and locked under a staging name the sweep ignores, and
+    /// only then renamed to its scheme name: no other pool's sweep can ever see an
+    /// unlocked directory of a live pool.
     pub(crate) fn create(base: &Path) -> io::Result<Self> {
         let base = base.canonicalize()?;
         let base_fd = rustix::fs::openat(
@@ -49,41 +53,27 @@ impl PoolDir {
             Mode::empty(),
         )?;
         stale::sweep(base_fd.as_fd(), &base);
-        let name = make_unique_dir(base_fd.as_fd())?;
-        Self::adopt(base_fd, &base, name)
-    }
-
-    /// Opens, checks and locks the directory `name` just made under `base_fd`;
-    /// removes it again on failure.
-    fn adopt(base_fd: OwnedFd, base: &Path, name: OsString) -> io::Result<Self> {
-        let setup = || -> io::Result<(OwnedFd, OwnedFd)> {
-            let fd = rustix::fs::openat(&base_fd, &name, stale::DIR_FLAGS, Mode::empty())?;
-            // mkdir applied the umask; make the mode exactly 0700.
-            rustix::fs::fchmod(&fd, Mode::RWXU)?;
-            let lock = rustix::fs::openat(
-                &fd,
-                LOCK_FILE,
-                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::RUSR | Mode::WUSR,
-            )?;
-            rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive)?;
-            Ok((fd, lock))
-        };
-        match setup() {
-            Ok((fd, lock)) => Ok(Self {
+        let staging = make_staging_dir(base_fd.as_fd())?;
+        let published = set_up(base_fd.as_fd(), &staging).and_then(|(fd, lock)| {
+            let name = publish(base_fd.as_fd(), &staging)?;
+            Ok((name, fd, lock))
+        });
+        match published {
+            Ok((name, fd, lock)) => Ok(Self {
                 path: base.join(&name),
                 base_fd,
-                name,
+                name: name.into(),
                 fd,
                 _lock: lock,
                 next_seq: AtomicU64::new(0),
             }),
             Err(e) => {
-                if let Ok(fd) = rustix::fs::openat(&base_fd, &name, stale::DIR_FLAGS, Mode::empty())
+                if let Ok(fd) =
+                    rustix::fs::openat(&base_fd, &staging, stale::DIR_FLAGS, Mode::empty())
                 {
                     let _ = stale::clear_entries(fd.as_fd());
                 }
-                let _ = stale::remove_dir(base_fd.as_fd(), &name);
+                let _ = stale::remove_dir(base_fd.as_fd(), OsStr::new(&staging));
                 Err(e)
             }
         }
@@ -121,12 +111,12 @@ impl Drop for PoolDir {
     }
 }
 
-/// Makes a new 0700 directory with a fresh name of our scheme under `base_fd`.
-fn make_unique_dir(base_fd: BorrowedFd<'_>) -> io::Result<OsString> {
+/// Makes a new 0700 directory with a fresh staging name under `base_fd`.
+fn make_staging_dir(base_fd: BorrowedFd<'_>) -> io::Result<String> {
     for _ in 0..NAME_ATTEMPTS {
-        let name = pool_dir_name(std::process::id(), fastrand::u64(..));
+        let name = staging_dir_name(std::process::id(), fastrand::u64(..));
         match rustix::fs::mkdirat(base_fd, &name, Mode::RWXU) {
-            Ok(()) => return Ok(name.into()),
+            Ok(()) => return Ok(name),
             Err(Errno::EXIST) => continue,
             Err(e) => return Err(e.into()),
         }
@@ -135,6 +125,54 @@ fn make_unique_dir(base_fd: BorrowedFd<'_>) -> io::Result<OsString> {
         io::ErrorKind::AlreadyExists,
         "no free name for a FIFO dir",
     ))
+}
+
+/// Opens the staging directory, makes its mode exactly 0700 (mkdir applied the
+/// umask), and creates and locks its lock file.
+fn set_up(base_fd: BorrowedFd<'_>, staging: &str) -> io::Result<(OwnedFd, OwnedFd)> {
+    let fd = rustix::fs::openat(base_fd, staging, stale::DIR_FLAGS, Mode::empty())?;
+    rustix::fs::fchmod(&fd, Mode::RWXU)?;
+    let lock = rustix::fs::openat(
+        &fd,
+        LOCK_FILE,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::RUSR | Mode::WUSR,
+    )?;
+    rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive)?;
+    Ok((fd, lock))
+}
+
+/// Renames the staging directory to a fresh name of our scheme, never replacing
+/// anything.
+fn publish(base_fd: BorrowedFd<'_>, staging: &str) -> io::Result<String> {
+    for _ in 0..NAME_ATTEMPTS {
+        let name = pool_dir_name(std::process::id(), fastrand::u64(..));
+        match rename_noreplace(base_fd, staging, &name) {
+            Ok(()) => return Ok(name),
+            Err(Errno::EXIST | Errno::NOTEMPTY) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        "no free name for a FIFO dir",
+    ))
+}
+
+#[cfg(any(target_os = "linux", target_os = "android", target_vendor = "apple"))]
+fn rename_noreplace(dir: BorrowedFd<'_>, from: &str, to: &str) -> Result<(), Errno> {
+    rustix::fs::renameat_with(dir, from, dir, to, rustix::fs::RenameFlags::NOREPLACE)
+}
+
+/// Without an atomic no-replace rename, checks first (the random name makes a
+/// collision in the gap all but impossible).
+#[cfg(not(any(target_os = "linux", target_os = "android", target_vendor = "apple")))]
+fn rename_noreplace(dir: BorrowedFd<'_>, from: &str, to: &str) -> Result<(), Errno> {
+    match rustix::fs::statat(dir, to, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(_) => Err(Errno::EXIST),
+        Err(Errno::NOENT) => rustix::fs::renameat(dir, from, dir, to),
+        Err(e) => Err(e),
+    }
 }
 
 /// The two FIFOs of one worker; unlinked when dropped.

@@ -42,7 +42,9 @@
 //! The directory is `BASE/cortex-fifo-<pid>-<16 hex digits>`, where `BASE` is the
 //! directory given to [`FifoTransport::in_dir`], or `$XDG_RUNTIME_DIR` when set, or
 //! the system temp dir. It holds a lock file `pool.lock`, locked with `flock(2)`
-//! while the transport lives, and the FIFOs of live workers, which are unlinked when
+//! while the transport lives (the directory is set up and locked under a staging
+//! name, then renamed, so no sweep ever sees a live pool's directory unlocked),
+//! and the FIFOs of live workers, which are unlinked when
 //! their worker is gone. The directory is removed when the transport (all its
 //! clones) and its last worker are gone. Every FIFO is opened relative to the
 //! directory with `O_NOFOLLOW` and checked to be a FIFO: a symlink or any other

@@ -25,6 +25,12 @@ pub(crate) fn pool_dir_name(pid: u32, nonce: u64) -> String {
     format!("{DIR_PREFIX}{pid}-{nonce:016x}")
 }
 
+/// The name of a pool directory being set up (ignored by the sweep, which only
+/// ever sees a directory once it is locked and renamed to its scheme name).
+pub(crate) fn staging_dir_name(pid: u32, nonce: u64) -> String {
+    format!(".{DIR_PREFIX}staging-{pid}-{nonce:016x}")
+}
+
 /// The owning pid, when `name` is a pool directory name of our scheme.
 pub(crate) fn parse_pool_dir_name(name: &OsStr) -> Option<u32> {
     let rest = name.to_str()?.strip_prefix(DIR_PREFIX)?;
@@ -89,6 +95,8 @@ mod tests {
         let name = pool_dir_name(4242, 0xdead_beef);
         assert_eq!(name, "cortex-fifo-4242-00000000deadbeef");
         assert_eq!(parse_pool_dir_name(OsStr::new(&name)), Some(4242));
+        let staging = staging_dir_name(4242, 1);
+        assert_eq!(parse_pool_dir_name(OsStr::new(&staging)), None);
     }
 
     #[test]
