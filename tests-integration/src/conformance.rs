@@ -1,8 +1,8 @@
 //! The transport conformance checks, generic over [`Transport`].
 //!
 //! Each check launches the fixture worker through the transport under test and
-//! proves one property of the byte link. Run them with [`conformance_suite!`]
-//! (crate::conformance_suite), which wraps each in [`watchdog`].
+//! proves one property of the byte link. Run them with
+//! [`conformance_suite!`](crate::conformance_suite), which wraps each in [`watchdog`].
 
 use std::error::Error;
 use std::future::Future;

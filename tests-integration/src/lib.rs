@@ -8,7 +8,8 @@
 //!
 //! # Examples
 //! ```
-//! use tests_integration::conformance::{Subject, TestResult};
+//! use tests_integration::conformance::TestResult;
+//! use tests_integration::Subject;
 //! use transport_ipc::StdioTransport;
 //!
 //! fn subject() -> TestResult<Subject<StdioTransport>> {
