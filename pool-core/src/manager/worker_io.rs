@@ -122,15 +122,14 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
     let _ = frames_tx.send(hello.freeze());
     let mut frames = FramedRead::new(reader, FrameCodec::new(max_frame));
 
-    let handshake = tokio::time::timeout(start_timeout, frames.next()).await;
-    let checked = match handshake {
-        Err(_) => Err(format!(
-            "no handshake within {} ms",
-            start_timeout.as_millis()
-        )),
-        Ok(None) => Err("worker closed its link before the handshake".to_owned()),
-        Ok(Some(Err(e))) => Err(e.to_string()),
-        Ok(Some(Ok(body))) => check_ready(&body),
+    let checked = tokio::select! {
+        handshake = tokio::time::timeout(start_timeout, frames.next()) => match handshake {
+            Err(_) => Err(format!("no handshake within {} ms", start_timeout.as_millis())),
+            Ok(None) => Err("worker closed its link before the handshake".to_owned()),
+            Ok(Some(Err(e))) => Err(e.to_string()),
+            Ok(Some(Ok(body))) => check_ready(&body),
+        },
+        _ = process.wait() => Err("worker exited before the handshake".to_owned()),
     };
     if let Err(reason) = checked {
         return fail_start(&events, num, process, reason).await;
@@ -148,8 +147,18 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
         return;
     }
 
+    // Read until EOF. If the process exits first, keep reading what it wrote
+    // (its link closes once it is reaped) for at most EXIT_GRACE.
+    let mut exited = false;
+    let drain = tokio::time::sleep(Duration::MAX / 4);
+    tokio::pin!(drain);
     let protocol_error = loop {
         tokio::select! {
+            _ = process.wait(), if !exited => {
+                exited = true;
+                drain.as_mut().reset(tokio::time::Instant::now() + EXIT_GRACE);
+            }
+            () = &mut drain, if exited => break None,
             frame = frames.next() => match frame {
                 None => break None,
                 Some(Err(e)) => break Some(e),

@@ -1,0 +1,158 @@
+//! Safe removal of pool directories: our own on drop, and those a crashed pool
+//! left behind, found when a transport starts.
+//!
+//! A directory is removed only when every entry in it is ours by name *and* type
+//! (the lock file as a regular file, FIFOs of the scheme as FIFOs); anything else
+//! keeps the whole directory where it is. Nothing is followed through a symlink.
+
+use std::ffi::{CStr, CString, OsStr};
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+
+use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags};
+use rustix::io::Errno;
+
+use crate::paths::{is_fifo_name, parse_pool_dir_name, LOCK_FILE};
+
+/// Flags to open a directory we may delete from, without following a symlink.
+pub(crate) const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
+
+/// Removes the pool directories under `base` whose owner is gone. Errors are
+/// logged and skipped: a stale directory left in place is harmless.
+pub(crate) fn sweep(base_fd: BorrowedFd<'_>, base: &Path) {
+    let entries = match std::fs::read_dir(base) {
+        Ok(entries) => entries,
+        Err(e) => {
+            tracing::debug!(base = %base.display(), error = %e, "cannot list the FIFO base dir");
+            return;
+        }
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = parse_pool_dir_name(&name) else {
+            continue;
+        };
+        match sweep_one(base_fd, &name, pid) {
+            Ok(true) => tracing::info!(dir = ?name, "removed a stale FIFO dir"),
+            Ok(false) => {}
+            Err(e) => tracing::debug!(dir = ?name, error = %e, "left a FIFO dir in place"),
+        }
+    }
+}
+
+/// Removes one pool directory when its owner is gone; `Ok(false)` when it is kept.
+fn sweep_one(base_fd: BorrowedFd<'_>, name: &OsStr, pid: u32) -> io::Result<bool> {
+    let dir = match rustix::fs::openat(base_fd, name, DIR_FLAGS, Mode::empty()) {
+        Ok(dir) => dir,
+        // A symlink (ELOOP) or a non-directory of our name: not ours to touch.
+        Err(Errno::LOOP | Errno::NOTDIR | Errno::NOENT | Errno::ACCESS) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
+    if rustix::fs::fstat(&dir)?.st_uid != rustix::process::geteuid().as_raw() {
+        return Ok(false);
+    }
+    // The lock stays held until the directory is gone.
+    let Owner::Gone(_lock) = owner(&dir, pid)? else {
+        return Ok(false);
+    };
+    if !clear_entries(dir.as_fd())? {
+        return Ok(false);
+    }
+    remove_dir(base_fd, name)
+}
+
+/// Whether a pool directory's owner still lives.
+enum Owner {
+    /// Its lock is held, or (no lock file yet) its process exists.
+    Alive,
+    /// Gone; we now hold its lock (when it had one).
+    Gone(Option<OwnedFd>),
+}
+
+/// Finds out whether the owner of pool directory `dir` (made by process `pid`) lives,
+/// taking its lock when it does not.
+fn owner(dir: &OwnedFd, pid: u32) -> io::Result<Owner> {
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+    match rustix::fs::openat(dir, LOCK_FILE, flags, Mode::empty()) {
+        Ok(lock) => {
+            if FileType::from_raw_mode(rustix::fs::fstat(&lock)?.st_mode) != FileType::RegularFile {
+                return Ok(Owner::Alive);
+            }
+            match rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => Ok(Owner::Gone(Some(lock))),
+                Err(Errno::WOULDBLOCK) => Ok(Owner::Alive),
+                Err(e) => Err(e.into()),
+            }
+        }
+        Err(Errno::NOENT) if !process_alive(pid) => Ok(Owner::Gone(None)),
+        Err(Errno::NOENT | Errno::LOOP) => Ok(Owner::Alive),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether process `pid` exists (or might: any doubt counts as alive).
+fn process_alive(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
+    }
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return true;
+    };
+    !matches!(rustix::process::test_kill_process(pid), Err(Errno::SRCH))
+}
+
+/// Unlinks every entry of `dir` when all of them are ours by name and type.
+/// Returns `Ok(false)`, having deleted nothing, when something foreign is inside.
+pub(crate) fn clear_entries(dir: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut ours: Vec<CString> = Vec::new();
+    for entry in rustix::fs::Dir::read_from(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name == c"." || name == c".." {
+            continue;
+        }
+        if !is_ours(dir, name)? {
+            tracing::warn!(entry = ?name, "a FIFO dir holds something the pool did not create; keeping it");
+            return Ok(false);
+        }
+        ours.push(name.to_owned());
+    }
+    for name in ours {
+        match rustix::fs::unlinkat(dir, name.as_c_str(), AtFlags::empty()) {
+            Ok(()) | Err(Errno::NOENT) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(true)
+}
+
+/// Whether `name` in `dir` is the lock file or a FIFO of our scheme, by name and type.
+fn is_ours(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<bool> {
+    let stat = match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(stat) => stat,
+        Err(Errno::NOENT) => return Ok(true),
+        Err(e) => return Err(e.into()),
+    };
+    let kind = FileType::from_raw_mode(stat.st_mode);
+    let bytes = name.to_bytes();
+    Ok(
+        (bytes == LOCK_FILE.as_bytes() && kind == FileType::RegularFile)
+            || (is_fifo_name(bytes) && kind == FileType::Fifo),
+    )
+}
+
+/// Removes the (empty) directory `name` of `base_fd`; `Ok(false)` when it is not empty.
+pub(crate) fn remove_dir(base_fd: BorrowedFd<'_>, name: &OsStr) -> io::Result<bool> {
+    match rustix::fs::unlinkat(base_fd, name, AtFlags::REMOVEDIR) {
+        Ok(()) | Err(Errno::NOENT) => Ok(true),
+        Err(Errno::NOTEMPTY | Errno::EXIST) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
