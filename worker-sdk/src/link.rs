@@ -29,7 +29,8 @@ pub(crate) struct EnvLink {
 ///
 /// For `fifo` the FIFO to the worker is opened for reading first, then the one from the
 /// worker for writing — the order the manager expects. Both opens block until the
-/// manager has the other ends open.
+/// manager has the other ends open. fd 1 points at stderr here too, so stray output
+/// lands in the same logs whatever the transport.
 pub(crate) fn from_env() -> io::Result<EnvLink> {
     let max_frame = match std::env::var(env::MAX_FRAME) {
         Err(_) => DEFAULT_MAX_FRAME,
@@ -79,6 +80,7 @@ fn open_fifos() -> io::Result<(OwnedFd, OwnedFd)> {
     let from_worker = path(env::FIFO_FROM_WORKER)?;
     let reader = File::open(&to_worker)?;
     let writer = OpenOptions::new().write(true).open(&from_worker)?;
+    rustix::stdio::dup2_stdout(rustix::stdio::stderr())?;
     Ok((reader.into(), writer.into()))
 }
 
