@@ -1,0 +1,50 @@
+//! Type erasure of user handlers: decode the input, call, encode the output.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::{HandlerError, TaskContext};
+
+/// What an erased handler produces: the encoded result, or why there is none.
+pub(crate) type HandlerOutput = Result<Vec<u8>, HandlerError>;
+
+/// A handler's future with its types erased.
+pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = HandlerOutput> + Send>>;
+
+/// A registered handler: takes the context and the raw MessagePack payload.
+pub(crate) type ErasedHandler = Arc<dyn Fn(TaskContext, Bytes) -> BoxFuture + Send + Sync>;
+
+/// Wraps a typed handler so the dispatcher can call it with raw bytes.
+///
+/// Decoding, the call and encoding all happen inside the returned future, i.e. on the
+/// task's own tokio task, never on the dispatcher.
+pub(crate) fn erase<T, O, F, Fut>(handler: F) -> ErasedHandler
+where
+    T: DeserializeOwned + Send + 'static,
+    O: Serialize + Send + 'static,
+    F: Fn(TaskContext, T) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<O, HandlerError>> + Send + 'static,
+{
+    let handler = Arc::new(handler);
+    Arc::new(move |ctx: TaskContext, payload: Bytes| -> BoxFuture {
+        let handler = Arc::clone(&handler);
+        Box::pin(async move {
+            let input: T = rmp_serde::from_slice(&payload).map_err(|e| {
+                HandlerError::fatal(format!(
+                    "payload does not decode into the handler's input type: {e}"
+                ))
+                .with_kind("bad_input")
+            })?;
+            let output = handler(ctx, input).await?;
+            rmp_serde::to_vec_named(&output).map_err(|e| {
+                HandlerError::fatal(format!("the handler's output cannot be encoded: {e}"))
+                    .with_kind("bad_output")
+            })
+        })
+    })
+}

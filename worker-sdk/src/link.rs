@@ -1,0 +1,106 @@
+//! The worker's end of the link, found from the environment the manager sets
+//! (see [`pool_core::transport::env`]).
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::OwnedFd;
+
+use pool_core::protocol::DEFAULT_MAX_FRAME;
+use pool_core::transport::env;
+use rustix::fs::OFlags;
+use tokio::io::AsyncRead;
+
+/// The protocol descriptors, before the runtime exists.
+#[derive(Debug)]
+pub(crate) struct EnvLink {
+    /// Frames from the manager.
+    pub(crate) reader: OwnedFd,
+    /// Frames to the manager (blocking; owned by the writer thread).
+    pub(crate) writer: File,
+    /// `CORTEX_MAX_FRAME`, or the default.
+    pub(crate) max_frame: usize,
+}
+
+/// Opens the link named by `CORTEX_TRANSPORT`.
+///
+/// For `stdio` (or no variable) the protocol moves off fd 0 and fd 1 first: both are
+/// duplicated to new descriptors, then fd 1 points at stderr and fd 0 at `/dev/null`,
+/// so a handler's `println!` lands in the logs instead of corrupting the stream.
+///
+/// For `fifo` the FIFO to the worker is opened for reading first, then the one from the
+/// worker for writing — the order the manager expects. Both opens block until the
+/// manager has the other ends open. fd 1 points at stderr here too, so stray output
+/// lands in the same logs whatever the transport.
+pub(crate) fn from_env() -> io::Result<EnvLink> {
+    let max_frame = match std::env::var(env::MAX_FRAME) {
+        Err(_) => DEFAULT_MAX_FRAME,
+        Ok(text) => text.trim().parse().map_err(|_| {
+            invalid(format!(
+                "{} must be a number of bytes, got {text:?}",
+                env::MAX_FRAME
+            ))
+        })?,
+    };
+    let transport = std::env::var(env::TRANSPORT).unwrap_or_default();
+    let (reader, writer) = match transport.as_str() {
+        "" | "stdio" => take_stdio()?,
+        "fifo" => open_fifos()?,
+        other => {
+            return Err(invalid(format!(
+                "{} names an unknown transport {other:?} (expected stdio or fifo)",
+                env::TRANSPORT
+            )))
+        }
+    };
+    // The writer thread does blocking writes: make sure nobody left O_NONBLOCK set.
+    let flags = rustix::fs::fcntl_getfl(&writer)?;
+    rustix::fs::fcntl_setfl(&writer, flags.difference(OFlags::NONBLOCK))?;
+    Ok(EnvLink {
+        reader,
+        writer: File::from(writer),
+        max_frame,
+    })
+}
+
+fn take_stdio() -> io::Result<(OwnedFd, OwnedFd)> {
+    use rustix::stdio;
+    let reader = rustix::io::fcntl_dupfd_cloexec(stdio::stdin(), 3)?;
+    let writer = rustix::io::fcntl_dupfd_cloexec(stdio::stdout(), 3)?;
+    stdio::dup2_stdout(stdio::stderr())?;
+    stdio::dup2_stdin(File::open("/dev/null")?)?;
+    Ok((reader, writer))
+}
+
+fn open_fifos() -> io::Result<(OwnedFd, OwnedFd)> {
+    let path = |name: &str| {
+        std::env::var_os(name)
+            .ok_or_else(|| invalid(format!("the fifo transport needs {name} to be set")))
+    };
+    let to_worker = path(env::FIFO_TO_WORKER)?;
+    let from_worker = path(env::FIFO_FROM_WORKER)?;
+    let reader = File::open(&to_worker)?;
+    let writer = OpenOptions::new().write(true).open(&from_worker)?;
+    rustix::stdio::dup2_stdout(rustix::stdio::stderr())?;
+    Ok((reader.into(), writer.into()))
+}
+
+/// Wraps the read descriptor for the runtime: a truly async pipe reader when it is a
+/// pipe or FIFO, a blocking-pool reader otherwise (a file, a socket).
+///
+/// Must be called inside the tokio runtime.
+pub(crate) fn async_reader(fd: OwnedFd) -> io::Result<Box<dyn AsyncRead + Send + Unpin>> {
+    let is_pipe = rustix::fs::fstat(&fd)
+        .map(|st| rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Fifo)
+        .unwrap_or(false);
+    if is_pipe {
+        Ok(Box::new(tokio::net::unix::pipe::Receiver::from_owned_fd(
+            fd,
+        )?))
+    } else {
+        Ok(Box::new(tokio::fs::File::from_std(File::from(fd))))
+    }
+}
+
+fn invalid(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, message)
+}

@@ -1,0 +1,243 @@
+//! [`Worker`]: the handler registry and the session driver.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use pool_core::protocol::{
+    decode_to_worker, FrameCodec, FrameError, FromWorker, ToWorker, DEFAULT_MAX_FRAME,
+    PROTOCOL_VERSION,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::io::AsyncRead;
+use tokio_util::codec::FramedRead;
+
+use crate::dispatch::Dispatcher;
+use crate::handler::{erase, ErasedHandler};
+use crate::stats::Stats;
+use crate::{heartbeat, link, writer, HandlerError, ServeError, TaskContext};
+
+/// How long a closing session waits for its last frames to be written.
+const FLUSH_GRACE: Duration = Duration::from_secs(2);
+
+/// How a session ended when nothing went wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Stopped {
+    /// The manager sent `shutdown` (after a graceful one, every in-flight task replied).
+    Shutdown,
+    /// The manager went away: end of input, or it stopped reading.
+    Disconnected,
+}
+
+/// A worker: a set of task handlers, plus the loop that serves them to the manager.
+///
+/// # Examples
+/// ```
+/// use worker_sdk::{HandlerError, TaskContext, Worker};
+///
+/// let worker = Worker::new()
+///     .handle("double", |_ctx: TaskContext, n: u64| async move {
+///         n.checked_mul(2).ok_or_else(|| HandlerError::fatal("overflow"))
+///     });
+/// assert_eq!(worker.task_types(), ["double"]);
+/// ```
+pub struct Worker {
+    handlers: HashMap<String, ErasedHandler>,
+    max_frame: usize,
+}
+
+impl fmt::Debug for Worker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Worker")
+            .field("task_types", &self.task_types())
+            .field("max_frame", &self.max_frame)
+            .finish()
+    }
+}
+
+impl Default for Worker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Worker {
+    /// A worker with no handlers.
+    pub fn new() -> Self {
+        Self {
+            handlers: HashMap::new(),
+            max_frame: DEFAULT_MAX_FRAME,
+        }
+    }
+
+    /// Registers `handler` for tasks of type `task_type` (replacing an earlier one).
+    ///
+    /// The task's payload is decoded from MessagePack into `T` (a payload that does
+    /// not decode is answered with a `bad_input` error, not retried); the handler's
+    /// output is encoded with `rmp_serde::to_vec_named`. Handlers run concurrently, each
+    /// on its own tokio task; a panic becomes a `panic` error reply and the worker
+    /// keeps serving. CPU-heavy work belongs in
+    /// [`spawn_blocking`](tokio::task::spawn_blocking).
+    pub fn handle<T, O, F, Fut>(mut self, task_type: impl Into<String>, handler: F) -> Self
+    where
+        T: DeserializeOwned + Send + 'static,
+        O: Serialize + Send + 'static,
+        F: Fn(TaskContext, T) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<O, HandlerError>> + Send + 'static,
+    {
+        self.handlers.insert(task_type.into(), erase(handler));
+        self
+    }
+
+    /// Limits frames to `bytes` until the manager's hello sets the limit (default
+    /// [`DEFAULT_MAX_FRAME`]; [`run`](Self::run) takes it from `CORTEX_MAX_FRAME`).
+    pub fn max_frame(mut self, bytes: usize) -> Self {
+        self.max_frame = bytes;
+        self
+    }
+
+    /// The registered task types, sorted.
+    pub fn task_types(&self) -> Vec<&str> {
+        let mut types: Vec<&str> = self.handlers.keys().map(String::as_str).collect();
+        types.sort_unstable();
+        types
+    }
+
+    /// Runs the worker on the link the manager set up, and returns the process exit
+    /// code: 0 after a shutdown or when the manager went away, 2 on a protocol
+    /// version mismatch or another protocol error, 1 when the link cannot be used.
+    ///
+    /// Before anything else the protocol is moved off stdin/stdout (for the `stdio`
+    /// transport), so a stray `println!` goes to stderr. Builds a multi-threaded tokio
+    /// runtime; call it from `main`, not from inside a runtime. Errors are written to
+    /// stderr in one line.
+    pub fn run(self) -> ExitCode {
+        let link = match link::from_env() {
+            Ok(link) => link,
+            Err(e) => return fail(&ServeError::Io(e)),
+        };
+        let runtime = match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(e) => return fail(&ServeError::Io(e)),
+        };
+        let worker = self.max_frame(link.max_frame);
+        let outcome = runtime.block_on(async move {
+            let reader = link::async_reader(link.reader).map_err(ServeError::Io)?;
+            worker.serve(reader, link.writer).await
+        });
+        // Handlers still running (a hung one, blocking work) must not delay the exit.
+        runtime.shutdown_background();
+        match outcome {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        }
+    }
+
+    /// Serves the manager over any byte streams: frames arrive on `reader` and leave
+    /// through `writer`. [`run`](Self::run) calls it with the link from the environment;
+    /// tests call it with in-memory streams or pipes.
+    ///
+    /// `writer` is a blocking [`Write`] owned by a dedicated thread, so heartbeats and
+    /// replies keep flowing even while every runtime thread runs a CPU-bound handler.
+    /// Heartbeats come from another dedicated thread. Must be called inside a tokio
+    /// runtime (any flavour). Tasks still running when it returns are aborted.
+    ///
+    /// # Errors
+    /// [`ServeError::VersionMismatch`] when the hello announces another version,
+    /// [`ServeError::Protocol`] on a bad frame or a missing hello, [`ServeError::Io`]
+    /// when reading fails or the writer thread cannot start.
+    pub async fn serve<R, W>(self, reader: R, writer: W) -> Result<Stopped, ServeError>
+    where
+        R: AsyncRead + Unpin,
+        W: Write + Send + 'static,
+    {
+        let mut frames = FramedRead::new(reader, FrameCodec::new(self.max_frame));
+        let mut out = writer::spawn(writer, self.max_frame).map_err(ServeError::Io)?;
+        let result = self.session(&mut frames, &mut out).await;
+        // Flush what the session queued (the replies of a graceful shutdown) before
+        // returning, but never hang on a manager that stopped reading.
+        let _ = tokio::time::timeout(FLUSH_GRACE, out.close()).await;
+        result
+    }
+
+    async fn session<R: AsyncRead + Unpin>(
+        self,
+        frames: &mut FramedRead<R, FrameCodec>,
+        out: &mut writer::WriterHandle,
+    ) -> Result<Stopped, ServeError> {
+        let Some(body) = frames.next().await.transpose()? else {
+            return Ok(Stopped::Disconnected);
+        };
+        let (worker_id, heartbeat_ms, max_frame) = match decode_to_worker(&body)? {
+            ToWorker::Hello {
+                version,
+                worker_id,
+                heartbeat_ms,
+                max_frame,
+            } => {
+                if version != PROTOCOL_VERSION {
+                    return Err(ServeError::VersionMismatch {
+                        manager: version,
+                        worker: PROTOCOL_VERSION,
+                    });
+                }
+                (
+                    Arc::<str>::from(worker_id),
+                    heartbeat_ms,
+                    max_frame as usize,
+                )
+            }
+            other => {
+                return Err(ServeError::Protocol(FrameError::Unexpected {
+                    expected: "hello",
+                    got: format!("{other:?}"),
+                }))
+            }
+        };
+        *frames.decoder_mut() = FrameCodec::new(max_frame);
+        out.set_max_frame(max_frame);
+        let task_types = self.task_types();
+        out.outbox().send(&FromWorker::Ready {
+            version: PROTOCOL_VERSION,
+            pid: std::process::id(),
+            task_types,
+        })?;
+        let stats = Arc::new(Stats::default());
+        let _heartbeat = match heartbeat_ms {
+            0 => None,
+            ms => Some(
+                heartbeat::spawn(
+                    Duration::from_millis(ms),
+                    out.outbox().clone(),
+                    Arc::clone(&stats),
+                )
+                .map_err(ServeError::Io)?,
+            ),
+        };
+        Dispatcher {
+            frames,
+            outbox: out.outbox().clone(),
+            broken: out.broken().clone(),
+            handlers: Arc::new(self.handlers),
+            worker_id,
+            stats,
+        }
+        .run()
+        .await
+    }
+}
+
+fn fail(error: &ServeError) -> ExitCode {
+    eprintln!("cortex worker: {error}");
+    ExitCode::from(error.exit_code())
+}

@@ -1,0 +1,258 @@
+//! A real worker process (the `noisy_worker` example) over the stdio and fifo links:
+//! a handler's `println!` must not corrupt the protocol stream.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use futures_util::StreamExt;
+use pool_core::protocol::{
+    decode_from_worker, encode_frame, FrameCodec, FromWorker, TaskFrame, ToWorker, PROTOCOL_VERSION,
+};
+use pool_core::transport::env;
+use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::process::{Child, Command};
+use tokio_util::codec::FramedRead;
+
+const MAX_FRAME: usize = 1 << 20;
+const WATCHDOG: Duration = Duration::from_secs(20);
+
+/// The example worker, built by `cargo test` next to this test's own executable.
+fn example_worker() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/child_process-<hash> → target/<profile>/examples/noisy_worker
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = profile_dir.join("examples").join("noisy_worker");
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build -p worker-sdk --examples` \
+         (plain `cargo test -p worker-sdk` does)",
+        path.display()
+    );
+    path
+}
+
+/// A worker command that is killed when dropped, stderr captured.
+fn worker_command() -> Command {
+    let mut cmd = Command::new(example_worker());
+    cmd.env(env::WORKER_ID, "worker-1")
+        .env(env::MAX_FRAME, MAX_FRAME.to_string())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Runs the conversation every link must carry, then checks the exit and stderr.
+async fn converse<R, W>(mut child: Child, reader: R, mut writer: W)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut frames = FramedRead::new(reader, FrameCodec::new(MAX_FRAME));
+    let mut input = BytesMut::new();
+    let hello = ToWorker::Hello {
+        version: PROTOCOL_VERSION,
+        worker_id: "worker-1",
+        heartbeat_ms: 0,
+        max_frame: MAX_FRAME as u32,
+    };
+    encode_frame(&hello, &mut input, MAX_FRAME).expect("hello");
+    let payload = rmp_serde::to_vec_named(&json!({ "text": "hi" })).expect("payload");
+    for (id, task_type) in [(1, "shout"), (2, "echo")] {
+        let task = ToWorker::Task(TaskFrame {
+            id,
+            task_type,
+            payload: &payload,
+            attempt: 1,
+            timeout_ms: 10_000,
+        });
+        encode_frame(&task, &mut input, MAX_FRAME).expect("task");
+    }
+    writer.write_all(&input).await.expect("send frames");
+
+    let mut results = Vec::new();
+    while results.len() < 3 {
+        let body = tokio::time::timeout(WATCHDOG, frames.next())
+            .await
+            .expect("the worker answered in time")
+            .expect("the worker's output is open")
+            .expect("an intact frame: stdout was not corrupted");
+        match decode_from_worker(&body).expect("a known message") {
+            FromWorker::Ready {
+                version,
+                task_types,
+                pid,
+            } => {
+                assert!(results.is_empty(), "ready comes first");
+                assert_eq!(version, PROTOCOL_VERSION);
+                assert_eq!(task_types, ["echo", "shout"]);
+                assert_eq!(Some(pid), child.id());
+                results.push((0, Value::Null));
+            }
+            FromWorker::Result { id, payload } => {
+                results.push((id, rmp_serde::from_slice(payload).expect("result")));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    results.sort_by_key(|(id, _)| *id);
+    assert_eq!(results[1], (1, json!({ "text": "hi" })));
+    assert_eq!(results[2], (2, json!({ "text": "hi" })));
+
+    input.clear();
+    encode_frame(
+        &ToWorker::Shutdown { graceful: true },
+        &mut input,
+        MAX_FRAME,
+    )
+    .expect("bye");
+    writer.write_all(&input).await.expect("send shutdown");
+    let mut stderr = child.stderr.take().expect("stderr piped");
+    let status = tokio::time::timeout(WATCHDOG, child.wait())
+        .await
+        .expect("the worker exited in time")
+        .expect("wait");
+    assert!(status.success(), "{status:?}");
+    let mut logs = String::new();
+    stderr.read_to_string(&mut logs).await.expect("stderr");
+    assert!(
+        logs.contains("task 1 says"),
+        "the println! went to stderr: {logs:?}"
+    );
+}
+
+#[tokio::test]
+async fn println_in_a_handler_does_not_corrupt_the_stdio_link() {
+    let mut child = worker_command()
+        .env(env::TRANSPORT, "stdio")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn the example worker");
+    let stdin = child.stdin.take().expect("stdin piped");
+    let stdout = child.stdout.take().expect("stdout piped");
+    converse(child, stdout, stdin).await;
+}
+
+#[tokio::test]
+async fn the_fifo_link_is_opened_in_the_managers_order() {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "worker-sdk-test-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let _cleanup = RemoveDir(dir.clone());
+    let (to_worker, from_worker) = (dir.join("to-worker"), dir.join("from-worker"));
+    for fifo in [&to_worker, &from_worker] {
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+        )
+        .expect("mkfifo");
+    }
+    let child = worker_command()
+        .env(env::TRANSPORT, "fifo")
+        .env(env::FIFO_TO_WORKER, &to_worker)
+        .env(env::FIFO_FROM_WORKER, &from_worker)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn the example worker");
+    // The manager's order: its receiver first (never blocks), then its sender, which
+    // fails with ENXIO until the worker has opened its read end.
+    let reader = tokio::net::unix::pipe::OpenOptions::new()
+        .open_receiver(&from_worker)
+        .expect("open receiver");
+    let deadline = Instant::now() + WATCHDOG;
+    let writer = loop {
+        match tokio::net::unix::pipe::OpenOptions::new().open_sender(&to_worker) {
+            Ok(sender) => break sender,
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NXIO.raw_os_error()) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the worker never opened its fifo"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err(e) => panic!("open sender: {e}"),
+        }
+    };
+    converse(child, reader, writer).await;
+}
+
+/// Removes the test's FIFO directory, even when the test fails.
+struct RemoveDir(PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Spawns the example worker on stdio and sends it a hello of `version`.
+async fn stdio_worker_after_hello(version: u32) -> (Child, tokio::process::ChildStdin) {
+    let mut child = worker_command()
+        .env(env::TRANSPORT, "stdio")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn the example worker");
+    let mut stdin = child.stdin.take().expect("stdin piped");
+    let mut input = BytesMut::new();
+    let hello = ToWorker::Hello {
+        version,
+        worker_id: "worker-1",
+        heartbeat_ms: 5,
+        max_frame: MAX_FRAME as u32,
+    };
+    encode_frame(&hello, &mut input, MAX_FRAME).expect("hello");
+    stdin.write_all(&input).await.expect("send hello");
+    (child, stdin)
+}
+
+async fn exit_and_logs(mut child: Child) -> (std::process::ExitStatus, String) {
+    let mut stderr = child.stderr.take().expect("stderr piped");
+    let status = tokio::time::timeout(WATCHDOG, child.wait())
+        .await
+        .expect("the worker exited in time")
+        .expect("wait");
+    let mut logs = String::new();
+    stderr.read_to_string(&mut logs).await.expect("stderr");
+    (status, logs)
+}
+
+#[tokio::test]
+async fn the_worker_exits_quietly_when_the_manager_goes_away() {
+    let (mut child, stdin) = stdio_worker_after_hello(PROTOCOL_VERSION).await;
+    let stdout = child.stdout.take().expect("stdout piped");
+    let mut frames = FramedRead::new(stdout, FrameCodec::new(MAX_FRAME));
+    let ready = tokio::time::timeout(WATCHDOG, frames.next())
+        .await
+        .expect("ready in time")
+        .expect("output open")
+        .expect("intact frame");
+    assert!(matches!(
+        decode_from_worker(&ready),
+        Ok(FromWorker::Ready { .. })
+    ));
+    drop(stdin);
+    drop(frames);
+    let (status, logs) = exit_and_logs(child).await;
+    assert_eq!(status.code(), Some(0), "{logs}");
+    assert_eq!(logs, "", "no noise when the manager leaves");
+}
+
+#[tokio::test]
+async fn a_version_mismatch_exits_with_code_2_and_says_why() {
+    let (child, _stdin) = stdio_worker_after_hello(PROTOCOL_VERSION + 1).await;
+    let (status, logs) = exit_and_logs(child).await;
+    assert_eq!(status.code(), Some(2), "{logs}");
+    assert!(logs.contains("version"), "{logs:?}");
+    assert_eq!(logs.lines().count(), 1, "{logs:?}");
+}

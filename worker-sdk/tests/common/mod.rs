@@ -1,0 +1,306 @@
+//! Shared harness: drives an in-process worker the way the manager would.
+#![allow(dead_code, unreachable_pub)]
+
+use std::fs::File;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use pool_core::protocol::{
+    decode_from_worker, encode_frame, FrameCodec, FromWorker, Heartbeat, TaskFrame, ToWorker,
+    PROTOCOL_VERSION,
+};
+use serde_json::{json, Value};
+use tokio::io::{AsyncWriteExt, DuplexStream};
+use tokio::net::unix::pipe;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio_util::codec::FramedRead;
+use worker_sdk::{HandlerError, ServeError, Stopped, TaskContext, Worker};
+
+pub const MAX_FRAME: usize = 64 * 1024;
+/// Bounds every wait of a test: a hang fails the test instead of blocking CI.
+pub const WATCHDOG: Duration = Duration::from_secs(20);
+/// A heartbeat interval that never fires during a test.
+pub const NO_HEARTBEAT: u64 = 0;
+
+/// A frame from the worker, owned.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    Ready {
+        version: u32,
+        task_types: Vec<String>,
+    },
+    Result {
+        id: u64,
+        value: Value,
+    },
+    Error {
+        id: u64,
+        kind: String,
+        message: String,
+        retryable: bool,
+    },
+    Heartbeat(Heartbeat),
+}
+
+/// The manager's end of an in-process link.
+pub struct Peer {
+    input: Option<DuplexStream>,
+    output: FramedRead<pipe::Receiver, FrameCodec>,
+    pub worker: JoinHandle<Result<Stopped, ServeError>>,
+}
+
+/// Lets a test hold a handler until it says so: `gated` waits asynchronously,
+/// `block` occupies its runtime thread.
+#[derive(Clone)]
+pub struct Gate {
+    permits: Arc<Semaphore>,
+    unblock: Arc<Mutex<mpsc::Sender<()>>>,
+    blocked: Arc<Mutex<mpsc::Receiver<()>>>,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        let (tx, rx) = mpsc::channel();
+        Self {
+            permits: Arc::new(Semaphore::new(0)),
+            unblock: Arc::new(Mutex::new(tx)),
+            blocked: Arc::new(Mutex::new(rx)),
+        }
+    }
+}
+
+impl Gate {
+    /// Lets one `gated` handler finish.
+    pub fn open(&self) {
+        self.permits.add_permits(1);
+    }
+
+    /// Lets one `block` handler finish.
+    pub fn unblock(&self) {
+        self.unblock
+            .lock()
+            .expect("lock")
+            .send(())
+            .expect("block handler alive");
+    }
+}
+
+/// The handlers most tests use.
+pub fn test_worker(gate: Gate) -> Worker {
+    #[derive(serde::Deserialize)]
+    struct Add {
+        a: i64,
+        b: i64,
+    }
+    Worker::new()
+        .handle("echo", |_ctx: TaskContext, v: Value| async move {
+            Ok::<_, HandlerError>(v)
+        })
+        .handle("add", |_ctx: TaskContext, x: Add| async move {
+            Ok::<_, HandlerError>(json!({ "sum": x.a + x.b }))
+        })
+        .handle("fail", |_ctx: TaskContext, v: Value| async move {
+            if v["retryable"] == json!(true) {
+                Err::<Value, _>(HandlerError::retryable("try again"))
+            } else {
+                Err(HandlerError::fatal("never").with_kind("invalid"))
+            }
+        })
+        .handle("panic", |_ctx: TaskContext, _: Value| async move {
+            if true {
+                panic!("boom");
+            }
+            Ok::<Value, HandlerError>(Value::Null)
+        })
+        .handle("big", |_ctx: TaskContext, n: usize| async move {
+            Ok::<_, HandlerError>("x".repeat(n))
+        })
+        .handle("attempt", |ctx: TaskContext, _: Value| async move {
+            Ok::<_, HandlerError>(json!({ "attempt": ctx.attempt(), "worker": ctx.worker_id() }))
+        })
+        .handle("until_cancelled", |ctx: TaskContext, v: Value| async move {
+            ctx.cancelled().await;
+            if v["finish"] == json!(true) {
+                Ok(json!("finished anyway"))
+            } else {
+                Err(HandlerError::retryable("stopped"))
+            }
+        })
+        .handle("gated", {
+            let permits = Arc::clone(&gate.permits);
+            move |_ctx: TaskContext, v: Value| {
+                let permits = Arc::clone(&permits);
+                async move {
+                    permits
+                        .acquire()
+                        .await
+                        .map_err(HandlerError::from)?
+                        .forget();
+                    Ok::<_, HandlerError>(v)
+                }
+            }
+        })
+        .handle("block", move |_ctx: TaskContext, _: Value| {
+            // Occupies its runtime thread until the test's signal (a std channel).
+            let blocked = Arc::clone(&gate.blocked);
+            async move {
+                let rx = blocked
+                    .lock()
+                    .map_err(|_| HandlerError::fatal("poisoned"))?;
+                rx.recv_timeout(WATCHDOG).map_err(HandlerError::from)?;
+                Ok::<_, HandlerError>("unblocked")
+            }
+        })
+}
+
+impl Peer {
+    /// Starts `worker` on an in-memory input and an OS pipe as output.
+    pub fn start(worker: Worker) -> Self {
+        let (input, worker_input) = tokio::io::duplex(MAX_FRAME * 2);
+        let (read_end, write_end) = rustix::pipe::pipe().expect("pipe");
+        let output = pipe::Receiver::from_owned_fd(read_end).expect("pipe receiver");
+        let worker = tokio::spawn(
+            worker
+                .max_frame(MAX_FRAME)
+                .serve(worker_input, File::from(write_end)),
+        );
+        Self {
+            input: Some(input),
+            output: FramedRead::new(output, FrameCodec::new(MAX_FRAME)),
+            worker,
+        }
+    }
+
+    /// Starts `worker` and does the handshake.
+    pub async fn ready(worker: Worker, heartbeat_ms: u64) -> Self {
+        let mut peer = Self::start(worker);
+        peer.hello(PROTOCOL_VERSION, heartbeat_ms, MAX_FRAME as u32)
+            .await;
+        match peer.next().await {
+            Some(Reply::Ready { version, .. }) => assert_eq!(version, PROTOCOL_VERSION),
+            other => panic!("expected ready, got {other:?}"),
+        }
+        peer
+    }
+
+    pub async fn send(&mut self, message: &ToWorker<'_>) {
+        let mut buf = BytesMut::new();
+        encode_frame(message, &mut buf, MAX_FRAME).expect("encode");
+        self.send_raw(&buf).await;
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        let input = self.input.as_mut().expect("input still open");
+        input.write_all(bytes).await.expect("write to worker");
+    }
+
+    pub async fn hello(&mut self, version: u32, heartbeat_ms: u64, max_frame: u32) {
+        self.send(&ToWorker::Hello {
+            version,
+            worker_id: "worker-7",
+            heartbeat_ms,
+            max_frame,
+        })
+        .await;
+    }
+
+    pub async fn task(&mut self, id: u64, task_type: &str, payload: &Value) {
+        self.task_attempt(id, task_type, payload, 1).await;
+    }
+
+    pub async fn task_attempt(&mut self, id: u64, task_type: &str, payload: &Value, attempt: u32) {
+        let payload = rmp_serde::to_vec_named(payload).expect("payload");
+        self.task_bytes(id, task_type, &payload, attempt).await;
+    }
+
+    pub async fn task_bytes(&mut self, id: u64, task_type: &str, payload: &[u8], attempt: u32) {
+        self.send(&ToWorker::Task(TaskFrame {
+            id,
+            task_type,
+            payload,
+            attempt,
+            timeout_ms: 60_000,
+        }))
+        .await;
+    }
+
+    /// Closes the manager's side of the input (end of file for the worker).
+    pub fn close_input(&mut self) {
+        self.input = None;
+    }
+
+    /// The next frame, heartbeats included; `None` at end of output.
+    pub async fn next(&mut self) -> Option<Reply> {
+        let frame = tokio::time::timeout(WATCHDOG, self.output.next())
+            .await
+            .expect("the worker answered within the watchdog")?;
+        Some(decode(&frame.expect("a valid frame")))
+    }
+
+    /// The next frame that is not a heartbeat.
+    pub async fn reply(&mut self) -> Reply {
+        loop {
+            match self.next().await {
+                Some(Reply::Heartbeat(_)) => continue,
+                Some(reply) => return reply,
+                None => panic!("the worker closed its output"),
+            }
+        }
+    }
+
+    /// Waits for the worker to stop and for its output to end.
+    pub async fn finish(mut self) -> Result<Stopped, ServeError> {
+        let result = tokio::time::timeout(WATCHDOG, &mut self.worker)
+            .await
+            .expect("the worker stopped within the watchdog")
+            .expect("the worker task did not panic");
+        while let Some(frame) = self.next().await {
+            assert!(
+                matches!(frame, Reply::Heartbeat(_)),
+                "unexpected frame after the end: {frame:?}"
+            );
+        }
+        result
+    }
+}
+
+fn decode(body: &Bytes) -> Reply {
+    match decode_from_worker(body).expect("a known message") {
+        FromWorker::Ready {
+            version,
+            task_types,
+            ..
+        } => Reply::Ready {
+            version,
+            task_types: task_types.into_iter().map(str::to_owned).collect(),
+        },
+        FromWorker::Result { id, payload } => Reply::Result {
+            id,
+            value: rmp_serde::from_slice(payload).expect("a MessagePack result"),
+        },
+        FromWorker::Error(e) => Reply::Error {
+            id: e.id,
+            kind: e.kind.to_owned(),
+            message: e.message.to_owned(),
+            retryable: e.retryable,
+        },
+        FromWorker::Heartbeat(h) => Reply::Heartbeat(h),
+        other => panic!("unexpected message {other:?}"),
+    }
+}
+
+/// The error reply's kind and retry flag, for short assertions.
+pub fn error_of(reply: &Reply, want_id: u64) -> (&str, bool) {
+    match reply {
+        Reply::Error {
+            id,
+            kind,
+            retryable,
+            ..
+        } if *id == want_id => (kind, *retryable),
+        other => panic!("expected an error for task {want_id}, got {other:?}"),
+    }
+}

@@ -1,0 +1,141 @@
+//! Cancellation, shutdown, end of input and heartbeats.
+
+mod common;
+
+use common::{error_of, Gate, Peer, Reply, NO_HEARTBEAT};
+use pool_core::protocol::ToWorker;
+use serde_json::json;
+use worker_sdk::Stopped;
+
+#[tokio::test]
+async fn cancel_ends_a_cooperative_task_with_a_cancelled_error() {
+    let mut peer = Peer::ready(common::test_worker(Gate::default()), NO_HEARTBEAT).await;
+    peer.task(1, "until_cancelled", &json!({})).await;
+    peer.send(&ToWorker::Cancel { id: 1 }).await;
+    assert_eq!(error_of(&peer.reply().await, 1), ("cancelled", false));
+    peer.send(&ToWorker::Shutdown { graceful: true }).await;
+    assert_eq!(peer.finish().await.expect("clean stop"), Stopped::Shutdown);
+}
+
+#[tokio::test]
+async fn a_handler_that_finishes_despite_cancel_sends_its_result() {
+    let mut peer = Peer::ready(common::test_worker(Gate::default()), NO_HEARTBEAT).await;
+    peer.task(1, "until_cancelled", &json!({ "finish": true }))
+        .await;
+    peer.send(&ToWorker::Cancel { id: 1 }).await;
+    assert_eq!(
+        peer.reply().await,
+        Reply::Result {
+            id: 1,
+            value: json!("finished anyway")
+        }
+    );
+    peer.send(&ToWorker::Shutdown { graceful: true }).await;
+    assert_eq!(peer.finish().await.expect("clean stop"), Stopped::Shutdown);
+}
+
+#[tokio::test]
+async fn cancel_for_an_unknown_task_is_ignored() {
+    let mut peer = Peer::ready(common::test_worker(Gate::default()), NO_HEARTBEAT).await;
+    peer.send(&ToWorker::Cancel { id: 99 }).await;
+    peer.task(1, "echo", &json!("after")).await;
+    assert_eq!(
+        peer.reply().await,
+        Reply::Result {
+            id: 1,
+            value: json!("after")
+        }
+    );
+    peer.send(&ToWorker::Shutdown { graceful: true }).await;
+    assert_eq!(peer.finish().await.expect("clean stop"), Stopped::Shutdown);
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_in_flight_tasks_first() {
+    let gate = Gate::default();
+    let mut peer = Peer::ready(common::test_worker(gate.clone()), NO_HEARTBEAT).await;
+    peer.task(1, "gated", &json!("in flight")).await;
+    peer.send(&ToWorker::Shutdown { graceful: true }).await;
+    // A task after the shutdown is refused (retryable elsewhere), proving the shutdown
+    // was seen while task 1 still runs.
+    peer.task(2, "echo", &json!("late")).await;
+    assert_eq!(error_of(&peer.reply().await, 2), ("shutting_down", true));
+    assert!(!peer.worker.is_finished());
+    gate.open();
+    assert_eq!(
+        peer.reply().await,
+        Reply::Result {
+            id: 1,
+            value: json!("in flight")
+        }
+    );
+    assert_eq!(peer.finish().await.expect("clean stop"), Stopped::Shutdown);
+}
+
+#[tokio::test]
+async fn immediate_shutdown_does_not_wait_for_tasks() {
+    let mut peer = Peer::ready(common::test_worker(Gate::default()), NO_HEARTBEAT).await;
+    peer.task(1, "gated", &json!("never released")).await;
+    peer.send(&ToWorker::Shutdown { graceful: false }).await;
+    // `finish` asserts that nothing but heartbeats follows.
+    assert_eq!(peer.finish().await.expect("clean stop"), Stopped::Shutdown);
+}
+
+#[tokio::test]
+async fn end_of_input_stops_promptly_even_with_a_task_in_flight() {
+    let mut peer = Peer::ready(common::test_worker(Gate::default()), NO_HEARTBEAT).await;
+    peer.task(1, "gated", &json!("never released")).await;
+    peer.close_input();
+    assert_eq!(
+        peer.finish().await.expect("clean stop"),
+        Stopped::Disconnected
+    );
+}
+
+#[tokio::test]
+async fn heartbeats_arrive_with_the_worker_counters() {
+    let mut peer = Peer::ready(common::test_worker(Gate::default()), 10).await;
+    peer.task(1, "echo", &json!(1)).await;
+    let mut saw_result = false;
+    // Heartbeats keep coming; once the result is out, one reports the finished task.
+    loop {
+        match peer.next().await.expect("the worker is still running") {
+            Reply::Result { id: 1, .. } => saw_result = true,
+            Reply::Heartbeat(beat) if saw_result && beat.tasks_done == 1 => {
+                assert_eq!(beat.in_flight, 0);
+                assert!(beat.rss_bytes > 0, "{beat:?}");
+                break;
+            }
+            Reply::Heartbeat(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    peer.send(&ToWorker::Shutdown { graceful: true }).await;
+    assert_eq!(peer.finish().await.expect("clean stop"), Stopped::Shutdown);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_flow_while_a_handler_blocks_its_thread() {
+    let gate = Gate::default();
+    let mut peer = Peer::ready(common::test_worker(gate.clone()), 10).await;
+    peer.task(1, "block", &json!(null)).await;
+    // The handler holds a runtime thread until released; a heartbeat reporting it as
+    // in flight must still arrive.
+    loop {
+        match peer.next().await.expect("the worker is still running") {
+            Reply::Heartbeat(beat) if beat.in_flight == 1 => break,
+            Reply::Heartbeat(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    gate.unblock();
+    assert_eq!(
+        peer.reply().await,
+        Reply::Result {
+            id: 1,
+            value: json!("unblocked")
+        }
+    );
+    peer.send(&ToWorker::Shutdown { graceful: true }).await;
+    assert_eq!(peer.finish().await.expect("clean stop"), Stopped::Shutdown);
+}

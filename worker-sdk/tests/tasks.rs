@@ -1,0 +1,146 @@
+//! Task replies: results, handler errors, panics, unknown types, bad input, limits.
+
+mod common;
+
+use common::{error_of, Gate, Peer, Reply, NO_HEARTBEAT};
+use pool_core::protocol::ToWorker;
+use serde_json::json;
+use worker_sdk::Stopped;
+
+async fn ready() -> Peer {
+    Peer::ready(common::test_worker(Gate::default()), NO_HEARTBEAT).await
+}
+
+async fn stop(mut peer: Peer) {
+    peer.send(&ToWorker::Shutdown { graceful: true }).await;
+    assert_eq!(peer.finish().await.expect("clean stop"), Stopped::Shutdown);
+}
+
+#[tokio::test]
+async fn a_result_round_trips() {
+    let mut peer = ready().await;
+    let payload = json!({ "name": "cat.png", "sizes": [1, 2, 3], "nested": { "ok": true } });
+    peer.task(1, "echo", &payload).await;
+    assert_eq!(
+        peer.reply().await,
+        Reply::Result {
+            id: 1,
+            value: payload
+        }
+    );
+    peer.task(2, "add", &json!({ "a": 40, "b": 2 })).await;
+    assert_eq!(
+        peer.reply().await,
+        Reply::Result {
+            id: 2,
+            value: json!({ "sum": 42 })
+        }
+    );
+    stop(peer).await;
+}
+
+#[tokio::test]
+async fn the_context_carries_attempt_and_worker_id() {
+    let mut peer = ready().await;
+    peer.task_attempt(5, "attempt", &json!(null), 3).await;
+    assert_eq!(
+        peer.reply().await,
+        Reply::Result {
+            id: 5,
+            value: json!({ "attempt": 3, "worker": "worker-7" })
+        }
+    );
+    stop(peer).await;
+}
+
+#[tokio::test]
+async fn handler_errors_keep_their_retry_hint_and_kind() {
+    let mut peer = ready().await;
+    peer.task(1, "fail", &json!({ "retryable": true })).await;
+    let reply = peer.reply().await;
+    assert_eq!(error_of(&reply, 1), ("handler", true));
+    assert!(matches!(&reply, Reply::Error { message, .. } if message == "try again"));
+    peer.task(2, "fail", &json!({ "retryable": false })).await;
+    assert_eq!(error_of(&peer.reply().await, 2), ("invalid", false));
+    stop(peer).await;
+}
+
+#[tokio::test]
+async fn a_panic_becomes_an_error_and_the_worker_keeps_serving() {
+    let mut peer = ready().await;
+    peer.task(1, "panic", &json!(null)).await;
+    let reply = peer.reply().await;
+    assert_eq!(error_of(&reply, 1), ("panic", true));
+    assert!(matches!(&reply, Reply::Error { message, .. } if message.contains("boom")));
+    peer.task(2, "echo", &json!("still here")).await;
+    assert_eq!(
+        peer.reply().await,
+        Reply::Result {
+            id: 2,
+            value: json!("still here")
+        }
+    );
+    stop(peer).await;
+}
+
+#[tokio::test]
+async fn an_unknown_type_is_not_retryable() {
+    let mut peer = ready().await;
+    peer.task(1, "nope", &json!(null)).await;
+    let reply = peer.reply().await;
+    assert_eq!(error_of(&reply, 1), ("unknown_type", false));
+    assert!(matches!(&reply, Reply::Error { message, .. } if message.contains("nope")));
+    stop(peer).await;
+}
+
+#[tokio::test]
+async fn bad_input_is_not_retryable() {
+    let mut peer = ready().await;
+    peer.task(1, "add", &json!({ "a": "forty" })).await;
+    assert_eq!(error_of(&peer.reply().await, 1), ("bad_input", false));
+    peer.task_bytes(2, "echo", &[0xc1], 1).await; // 0xc1 is never valid MessagePack
+    assert_eq!(error_of(&peer.reply().await, 2), ("bad_input", false));
+    stop(peer).await;
+}
+
+#[tokio::test]
+async fn a_result_larger_than_a_frame_becomes_an_error() {
+    let mut peer = ready().await;
+    peer.task(1, "big", &json!(common::MAX_FRAME + 1)).await;
+    let reply = peer.reply().await;
+    assert_eq!(error_of(&reply, 1), ("result_too_large", false));
+    peer.task(2, "big", &json!(10)).await;
+    assert_eq!(
+        peer.reply().await,
+        Reply::Result {
+            id: 2,
+            value: json!("x".repeat(10))
+        }
+    );
+    stop(peer).await;
+}
+
+#[tokio::test]
+async fn tasks_run_concurrently() {
+    let gate = Gate::default();
+    let mut peer = Peer::ready(common::test_worker(gate.clone()), NO_HEARTBEAT).await;
+    peer.task(1, "gated", &json!("first")).await;
+    peer.task(2, "echo", &json!("second")).await;
+    // The second task finishes while the first still waits.
+    assert_eq!(
+        peer.reply().await,
+        Reply::Result {
+            id: 2,
+            value: json!("second")
+        }
+    );
+    gate.open();
+    assert_eq!(
+        peer.reply().await,
+        Reply::Result {
+            id: 1,
+            value: json!("first")
+        }
+    );
+    stop(peer).await;
+}
