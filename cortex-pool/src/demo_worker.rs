@@ -11,6 +11,7 @@
 //! | `hang` | anything | never replies unless cancelled; heartbeats keep flowing |
 //! | `alloc` | `{"mb": N}` | allocates and touches N MiB, kept for the worker's lifetime, returns `"ok"` |
 //! | `noise` | anything | prints a few lines with `println!`, returns `"ok"` |
+//! | `stop` | `{"times": N}` | while the attempt is ≤ N, stops its own process with SIGSTOP (a hung worker whose heartbeats stop too), then returns `"ok"` |
 
 use std::process::ExitCode;
 use std::sync::{Mutex, PoisonError};
@@ -36,6 +37,7 @@ pub(crate) fn run() -> ExitCode {
         .handle("hang", hang)
         .handle("alloc", alloc)
         .handle("noise", noise)
+        .handle("stop", stop)
         .run()
 }
 
@@ -85,6 +87,16 @@ async fn crash(_ctx: TaskContext, input: Value) -> Result<Value, HandlerError> {
     let code = number(&input, "code", Some(1))?;
     let code = i32::try_from(code).map_err(|_| bad_input("`code` must fit an i32"))?;
     std::process::exit(code)
+}
+
+async fn stop(ctx: TaskContext, input: Value) -> Result<Value, HandlerError> {
+    let times = number(&input, "times", Some(1))?;
+    if u64::from(ctx.attempt()) <= times {
+        let me = rustix::process::getpid();
+        rustix::process::kill_process(me, rustix::process::Signal::STOP)
+            .map_err(|e| HandlerError::fatal(format!("cannot stop myself: {e}")))?;
+    }
+    Ok(json!("ok"))
 }
 
 async fn hang(ctx: TaskContext, _input: Value) -> Result<Value, HandlerError> {

@@ -7,6 +7,7 @@
 //! | feature   | what it adds                                                   |
 //! |-----------|----------------------------------------------------------------|
 //! | `ipc`     | [`ipc::StdioTransport`]: the worker's stdin/stdout as the link |
+//! | `fifo`    | `fifo::FifoTransport`: a pair of named FIFOs per worker (Unix)  |
 //! | `balance` | [`balance`]: round-robin, least-loaded, power-of-two choices   |
 //! | `cli`     | the `cortex-pool` binary (`run`, the demo `worker`)            |
 //!
@@ -43,6 +44,11 @@ pub use pool_core::{
 #[cfg(feature = "ipc")]
 #[cfg_attr(docsrs, doc(cfg(feature = "ipc")))]
 pub use transport_ipc as ipc;
+
+/// The named-FIFO transport.
+#[cfg(all(unix, feature = "fifo"))]
+#[cfg_attr(docsrs, doc(cfg(all(unix, feature = "fifo"))))]
+pub use transport_fifo as fifo;
 
 /// Balance policies.
 #[cfg(feature = "balance")]

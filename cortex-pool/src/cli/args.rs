@@ -46,6 +46,23 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 300_000)]
     pub(crate) timeout_ms: u64,
 
+    /// Transport between the pool and its workers: stdio | fifo.
+    #[arg(long, value_name = "NAME", default_value = "stdio")]
+    pub(crate) transport: String,
+
+    /// Directory under which the fifo transport makes its private FIFO directory
+    /// [default: $XDG_RUNTIME_DIR, else the system temp dir].
+    #[arg(long, value_name = "DIR")]
+    pub(crate) fifo_dir: Option<PathBuf>,
+
+    /// Recycle a worker after about N tasks (with jitter) [default: never].
+    #[arg(long, value_name = "N")]
+    pub(crate) max_tasks_per_worker: Option<u64>,
+
+    /// Recycle a worker whose RSS exceeds N MiB, after its current task [default: no limit].
+    #[arg(long, value_name = "N")]
+    pub(crate) max_rss_mb: Option<u64>,
+
     /// Write the final metrics snapshot as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub(crate) metrics_json: Option<PathBuf>,

@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use pool_core::{Pool, PoolConfig, RetryPolicy, WorkerCommand};
+use pool_core::{Pool, PoolConfig, RetryPolicy, Transport, WorkerCommand};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::{broadcast, mpsc};
+use transport_fifo::FifoTransport;
 use transport_ipc::StdioTransport;
 
 use super::args::RunArgs;
@@ -55,6 +56,7 @@ fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 
@@ -92,8 +94,30 @@ fn config(args: &RunArgs) -> Result<PoolConfig, UsageError> {
     } else if args.heartbeat_ms.is_some() || args.suspect_ms.is_some() {
         config.zombie_after = config.suspect_after * 2;
     }
+    config.max_tasks_per_worker = args.max_tasks_per_worker;
+    config.max_rss_bytes = args.max_rss_mb.map(|mb| mb * 1024 * 1024);
     config.validate()?;
     Ok(config)
+}
+
+fn transport(args: &RunArgs) -> Result<Arc<dyn Transport>, UsageError> {
+    if args.fifo_dir.is_some() && args.transport != "fifo" {
+        return Err(UsageError("--fifo-dir needs --transport fifo".into()));
+    }
+    match args.transport.as_str() {
+        "stdio" => Ok(Arc::new(StdioTransport::new())),
+        "fifo" => {
+            let fifo = match &args.fifo_dir {
+                Some(dir) => FifoTransport::in_dir(dir),
+                None => FifoTransport::new(),
+            }
+            .map_err(|e| UsageError(format!("cannot set up the fifo transport: {e}")))?;
+            Ok(Arc::new(fifo))
+        }
+        other => Err(UsageError(format!(
+            "unknown transport {other:?}: expected stdio or fifo"
+        ))),
+    }
 }
 
 fn worker_command(args: &RunArgs) -> Result<WorkerCommand, UsageError> {
@@ -147,7 +171,7 @@ async fn run_async(args: RunArgs) -> Result<bool, UsageError> {
         ),
         None => None,
     };
-    let mut builder = Pool::builder(StdioTransport::new(), command)
+    let mut builder = Pool::builder_arc(transport(&args)?, command)
         .config(config)
         .boxed_policy(policy);
     let event_writer = events_file.map(|file| {

@@ -1,0 +1,149 @@
+//! `cortex-pool run`: the JSON-lines contract, exit codes and invalid lines.
+
+mod common;
+
+use serde_json::json;
+
+#[test]
+fn the_shipped_example_runs_every_task_ok_and_exits_0() {
+    let tasks = std::fs::read_to_string(common::example("tasks.jsonl")).unwrap();
+    let run = common::run(&["-w", "2", "--backoff-ms", "10"], &tasks);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.lines.len(), tasks.lines().count());
+    for line in &run.lines {
+        assert_eq!(line["status"], "ok", "{line}");
+        assert!(line["attempts"].as_u64().unwrap() >= 1);
+        assert!(line["worker"].as_str().unwrap().starts_with("worker-"));
+        assert!(line["duration_ms"].as_f64().unwrap() >= 0.0);
+    }
+    assert_eq!(
+        run.line("hello")["result"],
+        json!({"greeting": "hello, pool"})
+    );
+    assert_eq!(run.line("flaky")["attempts"], 2);
+    assert_eq!(
+        run.line("9")["result"],
+        json!([1, 2, 3]),
+        "no id: the line number"
+    );
+    assert_eq!(
+        run.line("chatty")["result"],
+        "ok",
+        "println! in a handler is harmless"
+    );
+    assert!(run.stderr.contains("10 ok, 0 failed"), "{}", run.stderr);
+}
+
+#[test]
+fn failures_dead_letters_and_invalid_lines_are_reported_and_exit_1() {
+    let tasks = std::fs::read_to_string(common::example("reliability.jsonl")).unwrap();
+    let run = common::run(
+        &["-w", "2", "--backoff-ms", "10", "--max-retries", "2"],
+        &tasks,
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.lines.len(), 6);
+    assert_eq!(run.line("ok")["status"], "ok");
+    assert_eq!(run.line("retried")["attempts"], 3);
+    let poison = run.line("poison");
+    assert_eq!(poison["status"], "dead_letter");
+    assert_eq!(poison["error"]["kind"], "worker_crashed");
+    assert!(poison["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("exit code 3"));
+    let stuck = run.line("stuck");
+    assert_eq!(
+        (stuck["status"].as_str(), stuck["attempts"].as_u64()),
+        (Some("dead_letter"), Some(3))
+    );
+    assert_eq!(stuck["error"]["kind"], "timeout");
+    assert_eq!(run.line("always-fails")["error"]["kind"], "handler");
+    let invalid = run.line("6");
+    assert_eq!(
+        (invalid["status"].as_str(), invalid["line"].as_u64()),
+        (Some("invalid"), Some(6))
+    );
+}
+
+#[test]
+fn a_non_retryable_failure_is_failed_not_dead_lettered() {
+    let run = common::run(&["-w", "1"], "{\"id\":\"x\",\"type\":\"no-such-type\"}\n");
+    assert_eq!(run.code, 1);
+    let x = run.line("x");
+    assert_eq!(
+        (x["status"].as_str(), x["attempts"].as_u64()),
+        (Some("failed"), Some(1))
+    );
+    assert_eq!(x["error"]["kind"], "unknown_type");
+}
+
+#[test]
+fn an_empty_input_is_fine() {
+    let run = common::run(&["-w", "1"], "");
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.lines.is_empty());
+}
+
+#[test]
+fn usage_and_configuration_errors_exit_2_with_a_message() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--policy", "fastest"], "fastest"),
+        (&["--workers", "0"], "--workers"),
+        (&["--transport", "carrier-pigeon"], "carrier-pigeon"),
+        (&["/no/such/tasks.jsonl"], "/no/such/tasks.jsonl"),
+        (
+            &["--heartbeat-ms", "5000", "--suspect-ms", "1000"],
+            "heartbeat_interval",
+        ),
+        (
+            &["-w", "1", "--worker", "/no/such/worker-binary"],
+            "/no/such/worker-binary",
+        ),
+        (&["--bogus-flag"], "--bogus-flag"),
+    ];
+    for (args, needle) in cases {
+        let run = common::run(args, "");
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+        assert!(run.stderr.contains(needle), "{args:?}: {}", run.stderr);
+        assert!(run.lines.is_empty());
+    }
+}
+
+#[test]
+fn a_worker_that_dies_at_start_fails_with_its_exit_status_and_stderr() {
+    let run = common::run(
+        &[
+            "-w",
+            "2",
+            "--",
+            "sh",
+            "-c",
+            "echo 'no config file' >&2; exit 3",
+        ],
+        "{\"type\":\"echo\"}\n",
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("exit code 3"), "{}", run.stderr);
+    assert!(run.stderr.contains("no config file"), "{}", run.stderr);
+}
+
+#[test]
+fn priority_zero_is_served_before_the_default() {
+    let mut tasks =
+        String::from("{\"id\":\"block\",\"type\":\"sleep\",\"payload\":{\"ms\":300}}\n");
+    for i in 0..5 {
+        tasks.push_str(&format!(
+            "{{\"id\":\"d{i}\",\"type\":\"echo\",\"payload\":{i}}}\n"
+        ));
+    }
+    tasks.push_str("{\"id\":\"first\",\"type\":\"echo\",\"payload\":0,\"priority\":0}\n");
+    let run = common::run(&["-w", "1", "--policy", "round-robin"], &tasks);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let order: Vec<&str> = run
+        .lines
+        .iter()
+        .map(|l| l["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(order, ["block", "first", "d0", "d1", "d2", "d3", "d4"]);
+}
