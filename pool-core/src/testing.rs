@@ -90,6 +90,9 @@ pub enum MockAction {
     Freeze,
     /// The worker writes a frame that is not a valid message.
     Garbage,
+    /// The worker reports this RSS (bytes) in its heartbeats from now on, and
+    /// replies with the payload.
+    Bloat(u64),
 }
 
 type Script = dyn Fn(&MockTask) -> MockAction + Send + Sync;
@@ -225,7 +228,7 @@ impl Transport for MockTransport {
         Ok(Link {
             reader: Box::pin(reader),
             writer: Box::pin(writer),
-            process: WorkerProcess::simulated(process, 10_000 + n),
+            process: WorkerProcess::simulated(process, u32::MAX - n),
         })
     }
 }
@@ -260,6 +263,7 @@ async fn fake_worker(
         }
     });
     let (crash_tx, mut crash_rx) = mpsc::unbounded_channel::<i32>();
+    let rss = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let frozen = CancellationToken::new();
     let mut frames = FramedRead::new(reader, FrameCodec::default());
     let code = 'life: {
@@ -276,7 +280,7 @@ async fn fake_worker(
             task_types: vec![],
         }));
         let beats = out_tx.clone();
-        let (beat_dead, beat_frozen) = (dead.clone(), frozen.clone());
+        let (beat_dead, beat_frozen, beat_rss) = (dead.clone(), frozen.clone(), rss.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(heartbeat_ms.max(1)));
             loop {
@@ -284,7 +288,8 @@ async fn fake_worker(
                     () = beat_dead.cancelled() => break,
                     () = beat_frozen.cancelled() => break,
                     _ = tick.tick() => {
-                        let _ = beats.send(frame(&FromWorker::Heartbeat(Heartbeat::default())));
+                        let rss = beat_rss.load(SeqCst);
+                        let _ = beats.send(frame(&FromWorker::Heartbeat(Heartbeat::new(rss, 0, 0, 0))));
                     }
                 }
             }
@@ -305,6 +310,9 @@ async fn fake_worker(
                                 worker: name.clone(),
                             };
                             let action = script(&task);
+                            if let MockAction::Bloat(bytes) = action {
+                                rss.store(bytes, SeqCst);
+                            }
                             recorder.begin(&task);
                             tokio::spawn(run_task(
                                 task, action, recorder.clone(), out_tx.clone(),
@@ -333,7 +341,7 @@ async fn run_task(
     dead: CancellationToken,
 ) {
     let reply = match action {
-        MockAction::Echo => Some(frame(&FromWorker::Result {
+        MockAction::Echo | MockAction::Bloat(_) => Some(frame(&FromWorker::Result {
             id: task.id,
             payload: &task.payload,
         })),

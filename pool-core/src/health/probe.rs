@@ -29,6 +29,14 @@ impl Verdict {
         }
     }
 
+    /// The reason given with the verdict (empty for `Healthy`).
+    pub fn reason(&self) -> &str {
+        match self {
+            Self::Healthy => "",
+            Self::Suspect(r) | Self::Recycle(r) | Self::Kill(r) => r,
+        }
+    }
+
     /// The more severe of two verdicts (the first on a tie).
     pub fn worst(self, other: Verdict) -> Verdict {
         if other.rank() > self.rank() {

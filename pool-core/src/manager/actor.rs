@@ -13,6 +13,7 @@ use futures_util::StreamExt;
 use tokio::sync::{broadcast, mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::time::{delay_queue, DelayQueue};
 
+use super::alerts::{Alert, AlertLog};
 use super::config::PoolConfig;
 use super::events::PoolEvent;
 use super::handle::Outcome;
@@ -67,6 +68,7 @@ pub(crate) enum Command {
     Cancel(u64),
     Workers(oneshot::Sender<Vec<WorkerStatus>>),
     DeadLetters(oneshot::Sender<Vec<DeadLetter>>),
+    Alerts(oneshot::Sender<Vec<Alert>>),
     TakeDeadLetters {
         ids: Option<Vec<u64>>,
         reply: oneshot::Sender<Vec<DeadLetter>>,
@@ -143,7 +145,15 @@ pub(crate) struct Worker {
     pub(crate) rss_bytes: u64,
     pub(crate) state: WorkerState,
     pub(crate) kill_cause: Option<KillCause>,
+    /// A probe asked for this worker to be recycled: it keeps serving until its
+    /// replacement is ready, then retires.
+    pub(crate) replace_pending: bool,
+    /// Arrival times of its last heartbeats (at most [`HEARTBEAT_HISTORY`]).
+    pub(crate) heartbeats: std::collections::VecDeque<Instant>,
 }
+
+/// Heartbeats remembered per worker (freed with the worker).
+pub(crate) const HEARTBEAT_HISTORY: usize = 100;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
@@ -177,6 +187,8 @@ pub(crate) struct Actor {
     pub(crate) shutdown_waiters: Vec<oneshot::Sender<()>>,
     pub(crate) events_tx: mpsc::Sender<WorkerEvent>,
     pub(crate) candidates: Vec<WorkerSnapshot>,
+    pub(crate) alerts: AlertLog,
+    pub(crate) window_started: Instant,
 }
 
 /// Everything the actor is built from.
@@ -221,6 +233,8 @@ pub(crate) async fn run(
         shutdown_waiters: Vec::new(),
         events_tx,
         candidates: Vec::new(),
+        alerts: AlertLog::default(),
+        window_started: Instant::now(),
     };
     actor.shared.stats.target_size.store(target as u64, Relaxed);
     for _ in 0..target {
@@ -269,6 +283,9 @@ impl Actor {
             Command::Cancel(id) => self.cancel(id),
             Command::Workers(reply) => {
                 let _ = reply.send(self.worker_statuses());
+            }
+            Command::Alerts(reply) => {
+                let _ = reply.send(self.alerts.history().cloned().collect());
             }
             Command::DeadLetters(reply) => {
                 let _ = reply.send(self.dlq.iter().cloned().collect());
@@ -343,6 +360,14 @@ impl Actor {
                 tasks_done: w.completed,
                 rss_bytes: w.rss_bytes,
                 last_heard_ms: now.duration_since(w.last_heard).as_millis() as u64,
+                heartbeats_seen: w.heartbeats.len() as u32,
+                max_heartbeat_gap_ms: w
+                    .heartbeats
+                    .iter()
+                    .zip(w.heartbeats.iter().skip(1))
+                    .map(|(a, b)| b.duration_since(*a).as_millis() as u64)
+                    .max()
+                    .unwrap_or(0),
                 uptime_ms: now.duration_since(w.ready_at).as_millis() as u64,
             })
             .collect()
@@ -384,6 +409,7 @@ impl Actor {
 
     fn finish(&mut self) {
         self.shared.closed.store(true, Relaxed);
+        self.shared.stats.target_size.store(0, Relaxed);
         self.shared.queue_slots.close();
         self.shared.emit(|| PoolEvent::PoolShutdown);
         for waiter in self.shutdown_waiters.drain(..) {

@@ -6,8 +6,10 @@ use tokio::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use super::actor::{Actor, KillCause, Pending, Phase, Running, Timer, WorkerState};
-use super::events::PoolEvent;
+use super::actor::{
+    Actor, KillCause, Pending, Phase, Running, Timer, WorkerState, HEARTBEAT_HISTORY,
+};
+use super::events::{AlertSeverity, PoolEvent};
 use super::failure::Failure;
 use super::handle::{FinalStatus, TaskError, TaskOutput};
 use super::metrics::Stats;
@@ -105,6 +107,7 @@ impl Actor {
         stats
             .wait_us_total
             .fetch_add(waited.as_micros() as u64, Relaxed);
+        stats.queue_wait.record(waited.as_micros() as u64);
         worker.dispatched += 1;
         worker.in_flight.push(pending.id);
         pending.attempts = attempt;
@@ -174,7 +177,13 @@ impl Actor {
                     self.attempt_failed(running, failure, retryable);
                 }
             }
-            WorkerMessage::Heartbeat(heartbeat) => worker.rss_bytes = heartbeat.rss_bytes,
+            WorkerMessage::Heartbeat(heartbeat) => {
+                worker.rss_bytes = heartbeat.rss_bytes;
+                if worker.heartbeats.len() == HEARTBEAT_HISTORY {
+                    worker.heartbeats.pop_front();
+                }
+                worker.heartbeats.push_back(worker.last_heard);
+            }
             WorkerMessage::Log { level, message } => {
                 let name = &worker.name;
                 match level {
@@ -230,6 +239,7 @@ impl Actor {
         stats
             .run_us_total
             .fetch_add(run_time.as_micros() as u64, Relaxed);
+        stats.run_time.record(run_time.as_micros() as u64);
         let worker = pending.last_worker.clone().unwrap_or_default();
         let reused = self
             .workers
@@ -304,13 +314,21 @@ impl Actor {
     }
 
     fn dead_letter(&mut self, pending: Pending, failure: Failure) {
-        let stats = &self.shared.stats;
-        Stats::bump(&stats.dead_lettered);
+        Stats::bump(&self.shared.stats.dead_lettered);
         self.shared.emit(|| PoolEvent::TaskDeadLettered {
             task: pending.id,
             attempts: pending.attempts,
             kind: failure.kind().to_owned(),
         });
+        self.raise_alert(
+            AlertSeverity::Info,
+            "task-dead-lettered",
+            None,
+            format!(
+                "task {} dead-lettered after {} attempts: {failure}",
+                pending.id, pending.attempts
+            ),
+        );
         let error = TaskError {
             id: pending.id,
             status: FinalStatus::DeadLettered,
@@ -325,6 +343,7 @@ impl Actor {
             failure,
             at: SystemTime::now(),
         });
+        let stats = &self.shared.stats;
         stats.dlq_len.store(self.dlq.len() as u64, Relaxed);
         stats.dlq_evicted.store(self.dlq.evicted(), Relaxed);
         let _ = pending.reply.send(Err(error));

@@ -171,8 +171,10 @@ pub enum PoolEvent {
     Alert {
         /// How serious.
         severity: AlertSeverity,
-        /// A short class (`restart-breaker-open`, `worker-start-failed`, …).
+        /// A short class (`restart-breaker-open`, `zombie-detected`, …).
         kind: String,
+        /// The worker concerned, if any.
+        worker: Option<String>,
         /// Details for people.
         message: String,
     },

@@ -20,7 +20,40 @@ use crate::process::GroupSignal;
 use crate::protocol::{encode_frame, FrameError, ToWorker};
 use crate::transport::WorkerSpec;
 
+/// The recent latency window is the last one to two of these.
+const LATENCY_HALF_WINDOW: Duration = Duration::from_secs(60);
+
 impl Actor {
+    /// Records an alert (unless it duplicates a recent one) and emits it.
+    pub(crate) fn raise_alert(
+        &mut self,
+        severity: AlertSeverity,
+        kind: &str,
+        worker: Option<&str>,
+        message: String,
+    ) {
+        let now = Instant::now();
+        let raised = self.alerts.raise(now, severity, kind, worker, message);
+        self.shared
+            .stats
+            .alerts_suppressed
+            .store(self.alerts.suppressed(), Relaxed);
+        let Some(alert) = raised else {
+            return;
+        };
+        let stats = &self.shared.stats;
+        stats.alerts_total.store(self.alerts.raised(), Relaxed);
+        stats
+            .critical_alerts_recent
+            .store(self.alerts.recent_critical(now) as u64, Relaxed);
+        self.shared.emit(|| PoolEvent::Alert {
+            severity,
+            kind: alert.kind,
+            worker: alert.worker_id,
+            message: alert.message,
+        });
+    }
+
     /// Starts one worker process now.
     pub(crate) fn launch_worker(&mut self) {
         let num = self.next_worker;
@@ -98,8 +131,18 @@ impl Actor {
                 rss_bytes: 0,
                 state: WorkerState::Ready,
                 kill_cause: None,
+                replace_pending: false,
+                heartbeats: std::collections::VecDeque::new(),
             },
         );
+        let replaced = self
+            .workers
+            .iter()
+            .find(|(_, w)| w.replace_pending && w.state != WorkerState::Killing)
+            .map(|(n, _)| *n);
+        if let Some(old) = replaced {
+            self.release_worker(old);
+        }
         self.start_failures = 0;
         self.crash_streak = 0;
         self.shared.stats.breaker_open.store(false, Relaxed);
@@ -144,6 +187,13 @@ impl Actor {
             return;
         }
         self.start_failures += 1;
+        let worker = format!("worker-{num}");
+        self.raise_alert(
+            AlertSeverity::Warning,
+            "worker-start-failed",
+            None,
+            format!("{worker} failed to start: {reason}"),
+        );
         if self.start_failures >= self.config.max_start_failures
             && !self.shared.stats.breaker_open.swap(true, Relaxed)
         {
@@ -152,11 +202,12 @@ impl Actor {
                 self.start_failures,
                 self.config.restart_backoff_cap.as_millis()
             );
-            self.shared.emit(|| PoolEvent::Alert {
-                severity: AlertSeverity::Critical,
-                kind: "restart-breaker-open".to_owned(),
+            self.raise_alert(
+                AlertSeverity::Critical,
+                "restart-breaker-open",
+                None,
                 message,
-            });
+            );
         }
         self.replenish();
     }
@@ -176,6 +227,12 @@ impl Actor {
         if !expected {
             Stats::bump(&self.shared.stats.workers_crashed);
             self.crash_streak += 1;
+            self.raise_alert(
+                AlertSeverity::Warning,
+                "worker-crashed",
+                Some(&worker.name),
+                format!("{} died unexpectedly ({exit})", worker.name),
+            );
         }
         self.shared.emit(|| PoolEvent::WorkerExited {
             worker: worker.name.clone(),
@@ -229,7 +286,9 @@ impl Actor {
         let staying = self
             .workers
             .values()
-            .filter(|w| matches!(w.state, WorkerState::Ready | WorkerState::Suspect))
+            .filter(|w| {
+                matches!(w.state, WorkerState::Ready | WorkerState::Suspect) && !w.replace_pending
+            })
             .count();
         staying + self.launching.len() + self.respawns_pending
     }
@@ -241,6 +300,7 @@ impl Actor {
         }
         while self.live_count() < self.target {
             let delay = self.restart_delay();
+            let name = format!("worker-{}", self.next_worker + self.respawns_pending as u64);
             Stats::bump(&self.shared.stats.workers_restarted);
             if delay.is_zero() {
                 self.launch_worker();
@@ -248,7 +308,6 @@ impl Actor {
                 self.respawns_pending += 1;
                 self.timers.insert(Timer::Respawn, delay);
             }
-            let name = format!("worker-{}", self.next_worker);
             self.shared.emit(|| PoolEvent::WorkerRestarted {
                 worker: name,
                 backoff_ms: delay.as_millis() as u64,
@@ -383,6 +442,17 @@ impl Actor {
     /// the worker's own report), runs the health probes, and acts on the worst
     /// verdict for each worker.
     pub(crate) fn check_health(&mut self) {
+        let now = Instant::now();
+        let critical = self.alerts.recent_critical(now) as u64;
+        self.shared
+            .stats
+            .critical_alerts_recent
+            .store(critical, Relaxed);
+        if now.duration_since(self.window_started) >= LATENCY_HALF_WINDOW {
+            self.window_started = now;
+            self.shared.stats.queue_wait.rotate();
+            self.shared.stats.run_time.rotate();
+        }
         if !matches!(self.phase, Phase::Running | Phase::Draining) {
             return;
         }
@@ -402,6 +472,7 @@ impl Actor {
         if matches!(w.state, WorkerState::Killing | WorkerState::Retiring) {
             return;
         }
+        let recycling = w.replace_pending;
         if read_proc {
             if let Some(rss) = process_rss(w.pid) {
                 w.rss_bytes = rss;
@@ -418,13 +489,23 @@ impl Actor {
         };
         let mut worst = (Verdict::Healthy, "");
         for probe in &self.probes {
-            let verdict = probe.check(&vitals);
+            let verdict = match probe.check(&vitals) {
+                Verdict::Recycle(_) if recycling => continue,
+                verdict => verdict,
+            };
             if verdict.rank() > worst.0.rank() {
                 worst = (verdict, probe.name());
             }
         }
         if worst.1 == "memory" {
             let (worker, rss_bytes) = (w.name.clone(), w.rss_bytes);
+            let message = format!("{worker}: {}", worst.0.reason());
+            self.raise_alert(
+                AlertSeverity::Warning,
+                "high-memory",
+                Some(&worker),
+                message,
+            );
             self.shared
                 .emit(|| PoolEvent::HighMemory { worker, rss_bytes });
         }
@@ -445,23 +526,39 @@ impl Actor {
                 if worker.state == WorkerState::Ready {
                     tracing::warn!(worker.id = %worker.name, %reason, "worker is suspect");
                     worker.state = WorkerState::Suspect;
+                    let name = worker.name.clone();
+                    let message = format!("{name}: {reason}");
+                    self.raise_alert(
+                        AlertSeverity::Warning,
+                        "missed-heartbeat",
+                        Some(&name),
+                        message,
+                    );
                 }
             }
             Verdict::Recycle(reason) => {
-                if matches!(worker.state, WorkerState::Ready | WorkerState::Suspect) {
+                if matches!(worker.state, WorkerState::Ready | WorkerState::Suspect)
+                    && !worker.replace_pending
+                {
+                    worker.replace_pending = true;
                     let name = worker.name.clone();
                     Stats::bump(&self.shared.stats.workers_recycled);
                     self.shared.emit(|| PoolEvent::WorkerRecycled {
                         worker: name,
                         reason,
                     });
-                    self.release_worker(num);
                     self.replenish();
                 }
             }
             Verdict::Kill(reason) => {
                 let name = worker.name.clone();
                 tracing::warn!(worker.id = %name, %reason, probe, "killing unhealthy worker");
+                let (severity, kind) = if probe == "heartbeat" {
+                    (AlertSeverity::Critical, "zombie-detected")
+                } else {
+                    (AlertSeverity::Warning, "worker-killed")
+                };
+                self.raise_alert(severity, kind, Some(&name), format!("{name}: {reason}"));
                 if probe == "heartbeat" {
                     Stats::bump(&self.shared.stats.zombies_killed);
                     let r = reason.clone();

@@ -8,6 +8,8 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use super::histogram::{Latency, LatencySummary};
+
 /// The counters and gauges the actor maintains.
 #[derive(Debug)]
 pub(crate) struct Stats {
@@ -40,6 +42,11 @@ pub(crate) struct Stats {
     pub(crate) workers_unhealthy: AtomicU64,
     pub(crate) target_size: AtomicU64,
     pub(crate) breaker_open: AtomicBool,
+    pub(crate) alerts_total: AtomicU64,
+    pub(crate) alerts_suppressed: AtomicU64,
+    pub(crate) critical_alerts_recent: AtomicU64,
+    pub(crate) queue_wait: Latency,
+    pub(crate) run_time: Latency,
 }
 
 impl Stats {
@@ -74,6 +81,11 @@ impl Stats {
             workers_unhealthy: AtomicU64::new(0),
             target_size: AtomicU64::new(0),
             breaker_open: AtomicBool::new(false),
+            alerts_total: AtomicU64::new(0),
+            alerts_suppressed: AtomicU64::new(0),
+            critical_alerts_recent: AtomicU64::new(0),
+            queue_wait: Latency::new(),
+            run_time: Latency::new(),
         }
     }
 
@@ -93,19 +105,11 @@ impl Stats {
         };
         let total = get(&self.workers_total);
         let unhealthy = get(&self.workers_unhealthy);
-        let target = get(&self.target_size);
-        let healthy = total.saturating_sub(unhealthy);
-        let status = if healthy * 2 < target {
-            "critical"
-        } else if healthy * 5 < target * 4 || self.breaker_open.load(Relaxed) {
-            "degraded"
-        } else {
-            "healthy"
-        };
+        let health = self.health(total, unhealthy);
         PoolMetrics {
             pool: PoolSection {
                 size: total,
-                target_size: target,
+                target_size: get(&self.target_size),
                 initialized: self.initialized.load(Relaxed),
                 shutting_down: self.shutting_down.load(Relaxed),
                 uptime_ms: self.started.elapsed().as_millis() as u64,
@@ -115,7 +119,7 @@ impl Stats {
                 ready: get(&self.workers_ready),
                 busy: get(&self.workers_busy),
                 unhealthy,
-                healthy,
+                healthy: total.saturating_sub(unhealthy),
             },
             tasks: TasksSection {
                 submitted: get(&self.submitted),
@@ -141,15 +145,69 @@ impl Stats {
                 avg_task_wait_time_ms: avg_ms(get(&self.wait_us_total), dispatches),
                 avg_task_duration_ms: avg_ms(get(&self.run_us_total), completed),
             },
-            health: HealthSection {
-                status,
-                restart_breaker_open: self.breaker_open.load(Relaxed),
-            },
+            health,
             queue: QueueSection {
                 queue_depth: get(&self.queued),
                 dlq_size: get(&self.dlq_len),
                 dlq_evicted: get(&self.dlq_evicted),
             },
+            latency: LatencySection {
+                queue_wait: self.queue_wait.snapshot(),
+                run_time: self.run_time.snapshot(),
+            },
+        }
+    }
+
+    /// The health summary, with explicit rules: `critical` when a critical alert
+    /// was raised in the last 5 minutes or fewer than half the target workers are
+    /// healthy; `degraded` when fewer than 80 % are healthy or the restart breaker is
+    /// open; else `healthy`. Utilisation is load, not health: a busy pool is healthy.
+    pub(crate) fn health(&self, total: u64, unhealthy: u64) -> HealthSummary {
+        let get = |c: &AtomicU64| c.load(Relaxed);
+        let target = get(&self.target_size);
+        let healthy = total.saturating_sub(unhealthy);
+        let busy = get(&self.workers_busy).min(healthy);
+        let critical = get(&self.critical_alerts_recent);
+        let breaker = self.breaker_open.load(Relaxed);
+        let capacity_percent = (healthy * 100)
+            .checked_div(target)
+            .map_or(100, |p| p.min(100));
+        let status = if critical > 0 || healthy * 2 < target {
+            "critical"
+        } else if healthy * 5 < target * 4 || breaker {
+            "degraded"
+        } else {
+            "healthy"
+        };
+        let alerts_total = get(&self.alerts_total);
+        HealthSummary {
+            timestamp: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            monitoring: self.initialized.load(Relaxed) && !self.shutting_down.load(Relaxed),
+            capacity: CapacitySection {
+                total: target,
+                healthy,
+                unhealthy,
+                busy,
+                idle: healthy - busy,
+                capacity_percent,
+                utilization_percent: (busy * 100).checked_div(healthy).unwrap_or(0),
+                degraded: capacity_percent < 80,
+            },
+            alerts: AlertCounts {
+                total: alerts_total,
+                recent: alerts_total.min(10),
+                critical,
+                suppressed: get(&self.alerts_suppressed),
+            },
+            workers: HealthWorkers {
+                total,
+                healthy,
+                unhealthy,
+            },
+            status,
+            restart_breaker_open: breaker,
         }
     }
 }
@@ -182,9 +240,11 @@ pub struct PoolMetrics {
     /// Rates and averages.
     pub performance: PerformanceSection,
     /// Overall health.
-    pub health: HealthSection,
+    pub health: HealthSummary,
     /// Queue statistics.
     pub queue: QueueSection,
+    /// Latency percentiles.
+    pub latency: LatencySection,
 }
 
 /// `pool` section of [`PoolMetrics`].
@@ -275,17 +335,89 @@ pub struct PerformanceSection {
     pub avg_task_duration_ms: f64,
 }
 
-/// `health` section of [`PoolMetrics`].
+/// The pool's health summary (the original's shape, with explicit rules); the
+/// `health` section of [`PoolMetrics`] and [`Pool::health`](super::Pool::health).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
-pub struct HealthSection {
-    /// `critical` when fewer than half the target workers are healthy, `degraded`
-    /// when fewer than 80 % are or the restart breaker is open, else `healthy`.
-    /// A busy pool is healthy: utilisation is load, not health.
+pub struct HealthSummary {
+    /// When it was taken, in milliseconds since the Unix epoch.
+    pub timestamp: u64,
+    /// Whether the pool is running and watching its workers.
+    pub monitoring: bool,
+    /// Capacity against the target size.
+    pub capacity: CapacitySection,
+    /// Alert counts.
+    pub alerts: AlertCounts,
+    /// Worker counts.
+    pub workers: HealthWorkers,
+    /// `healthy`, `degraded` or `critical` (rules: see [`PoolMetrics`]'s docs).
     pub status: &'static str,
     /// Whether workers keep failing to start.
     pub restart_breaker_open: bool,
+}
+
+/// `capacity` of [`HealthSummary`].
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct CapacitySection {
+    /// The target size.
+    pub total: u64,
+    /// Healthy workers.
+    pub healthy: u64,
+    /// Suspect workers.
+    pub unhealthy: u64,
+    /// Healthy workers with a task.
+    pub busy: u64,
+    /// Healthy workers without one.
+    pub idle: u64,
+    /// `healthy / target` in percent (100 for an empty target).
+    pub capacity_percent: u64,
+    /// `busy / healthy` in percent: load, not health.
+    pub utilization_percent: u64,
+    /// `capacityPercent < 80`.
+    pub degraded: bool,
+}
+
+/// `alerts` of [`HealthSummary`].
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct AlertCounts {
+    /// Alerts raised over the pool's lifetime (duplicates suppressed).
+    pub total: u64,
+    /// `min(10, total)`, as the original reported.
+    pub recent: u64,
+    /// Critical alerts raised in the last 5 minutes.
+    pub critical: u64,
+    /// Duplicate alerts suppressed (rate limiting).
+    pub suppressed: u64,
+}
+
+/// `workers` of [`HealthSummary`].
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct HealthWorkers {
+    /// Live workers.
+    pub total: u64,
+    /// Healthy ones.
+    pub healthy: u64,
+    /// Suspect ones.
+    pub unhealthy: u64,
+}
+
+/// Latency percentiles: queue wait (submission or retry to dispatch) and run time
+/// (dispatch to result) of each attempt.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct LatencySection {
+    /// Time tasks waited for a worker.
+    pub queue_wait: LatencySummary,
+    /// Time successful attempts ran.
+    pub run_time: LatencySummary,
 }
 
 /// `queue` section of [`PoolMetrics`].
@@ -320,6 +452,66 @@ pub struct WorkerStatus {
     pub rss_bytes: u64,
     /// Time since it was last heard from, in milliseconds.
     pub last_heard_ms: u64,
+    /// Heartbeats remembered (the last 100 at most).
+    pub heartbeats_seen: u32,
+    /// Longest gap between two of the remembered heartbeats, in milliseconds.
+    pub max_heartbeat_gap_ms: u64,
     /// Time since it became ready, in milliseconds.
     pub uptime_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(target: u64, total: u64, unhealthy: u64) -> Stats {
+        let s = Stats::new();
+        s.target_size.store(target, Relaxed);
+        s.workers_total.store(total, Relaxed);
+        s.workers_unhealthy.store(unhealthy, Relaxed);
+        s
+    }
+
+    fn status(s: &Stats) -> &'static str {
+        s.health(
+            s.workers_total.load(Relaxed),
+            s.workers_unhealthy.load(Relaxed),
+        )
+        .status
+    }
+
+    #[test]
+    fn status_rules_follow_healthy_share_alerts_and_the_breaker() {
+        assert_eq!(status(&stats(10, 10, 0)), "healthy");
+        assert_eq!(status(&stats(10, 10, 2)), "healthy", "80 % is enough");
+        assert_eq!(status(&stats(10, 10, 3)), "degraded");
+        assert_eq!(
+            status(&stats(10, 10, 5)),
+            "degraded",
+            "half is not critical"
+        );
+        assert_eq!(status(&stats(10, 4, 0)), "critical");
+        assert_eq!(
+            status(&stats(0, 0, 0)),
+            "healthy",
+            "an empty pool is not critical"
+        );
+        let s = stats(10, 10, 0);
+        s.breaker_open.store(true, Relaxed);
+        assert_eq!(status(&s), "degraded");
+        s.critical_alerts_recent.store(1, Relaxed);
+        assert_eq!(status(&s), "critical");
+    }
+
+    #[test]
+    fn reuse_is_the_share_of_dispatches_to_workers_that_had_run_a_task() {
+        let s = Stats::new();
+        s.dispatches.store(8, Relaxed);
+        s.reused_dispatches.store(6, Relaxed);
+        let p = s.snapshot().performance;
+        assert_eq!(
+            (p.worker_reuse_ratio, p.worker_reuse_rate.as_str()),
+            (0.75, "75%")
+        );
+    }
 }

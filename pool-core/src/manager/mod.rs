@@ -2,19 +2,26 @@
 //! in-flight map; [`Pool`] handles talk to it over channels.
 
 mod actor;
+mod alerts;
 mod config;
 mod dispatch;
 mod events;
 mod failure;
 mod handle;
+mod histogram;
 mod lifecycle;
 mod metrics;
 mod pool;
 mod worker_io;
 
+pub use alerts::Alert;
 pub use config::PoolConfig;
 pub use events::{AlertSeverity, PoolEvent};
 pub use failure::Failure;
 pub use handle::{FinalStatus, TaskError, TaskHandle, TaskOutput};
-pub use metrics::{PoolMetrics, WorkerStatus};
+pub use histogram::{LatencySummary, Percentiles};
+pub use metrics::{
+    AlertCounts, CapacitySection, HealthSummary, HealthWorkers, LatencySection, PerformanceSection,
+    PoolMetrics, PoolSection, QueueSection, TasksSection, WorkerStatus, WorkersSection,
+};
 pub use pool::{Pool, PoolBuilder, WorkerCommand};

@@ -10,10 +10,11 @@ use tokio::time::Instant;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::actor::{self, ActorParts, Command, Pending, Shared};
+use super::alerts::Alert;
 use super::config::PoolConfig;
 use super::events::PoolEvent;
 use super::handle::TaskHandle;
-use super::metrics::{PoolMetrics, WorkerStatus};
+use super::metrics::{HealthSummary, PoolMetrics, WorkerStatus};
 use crate::balance::{BalancePolicy, FirstAvailable};
 use crate::error::{ConfigError, StartError, SubmitError};
 use crate::health::{HealthProbe, HeartbeatProbe, MaxTasksProbe, MemoryProbe};
@@ -334,6 +335,22 @@ impl Pool {
     /// A snapshot of the pool's metrics (a few atomic loads; eventually consistent).
     pub fn metrics(&self) -> PoolMetrics {
         self.shared.stats.snapshot()
+    }
+
+    /// The pool's health summary (a few atomic loads).
+    pub fn health(&self) -> HealthSummary {
+        self.metrics().health
+    }
+
+    /// The alert history (at most 1 000, oldest first; duplicates of an alert
+    /// raised in the last minute for the same worker are suppressed).
+    pub async fn alerts(&self) -> Vec<Alert> {
+        self.ask(Command::Alerts).await.unwrap_or_default()
+    }
+
+    /// One worker's state, by name (`worker-N`).
+    pub async fn worker(&self, name: &str) -> Option<WorkerStatus> {
+        self.workers().await.into_iter().find(|w| w.id == name)
     }
 
     /// Subscribes to the pool's events from now on.
