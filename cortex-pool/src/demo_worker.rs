@@ -95,6 +95,9 @@ async fn stop(ctx: TaskContext, input: Value) -> Result<Value, HandlerError> {
         let me = rustix::process::getpid();
         rustix::process::kill_process(me, rustix::process::Signal::STOP)
             .map_err(|e| HandlerError::fatal(format!("cannot stop myself: {e}")))?;
+        // A signal sent to one's own process stops the other threads a moment
+        // later; without this pause the reply could leave before the stop lands.
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(json!("ok"))
 }

@@ -56,10 +56,12 @@ pub struct PoolConfig {
     /// Events buffered per subscriber before the oldest are dropped. Default 1 024.
     pub event_capacity: usize,
     /// Recycle a worker after about this many tasks (minus up to 10 % jitter per
-    /// worker, so they do not all retire together). Default: never.
+    /// worker, so they do not all retire together). The limit is soft: the worker
+    /// keeps serving until its replacement is ready, so capacity never dips.
+    /// Default: never.
     pub max_tasks_per_worker: Option<u64>,
-    /// Recycle a worker whose RSS exceeds this many bytes (it finishes its current
-    /// tasks; its replacement starts first). Default: no limit.
+    /// Recycle a worker whose RSS exceeds this many bytes: its replacement starts
+    /// first, then it finishes its current tasks and exits. Default: no limit.
     pub max_rss_bytes: Option<u64>,
     /// Kill a worker whose RSS exceeds this many bytes; its tasks are retried.
     /// Default: no limit.
