@@ -1,0 +1,105 @@
+//! `cortex-pool run --transport fifo`: the same results as stdio, no FIFO left
+//! behind, and a stale directory from a SIGKILLed pool cleaned on the next start.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Scratch;
+use serde_json::Value;
+
+/// What must match between transports for one line (workers and times may differ).
+fn essence(line: &Value) -> (String, String, u64, String) {
+    (
+        line["id"].as_str().unwrap_or_default().to_owned(),
+        line["status"].as_str().unwrap_or_default().to_owned(),
+        line["attempts"].as_u64().unwrap_or_default(),
+        line["error"]["kind"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    )
+}
+
+fn sorted(run: &common::Run) -> Vec<(String, String, u64, String)> {
+    let mut v: Vec<_> = run.lines.iter().map(essence).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn fifo_gives_the_same_results_as_stdio_including_crash_timeout_and_retry() {
+    let mut tasks = std::fs::read_to_string(common::example("tasks.jsonl")).unwrap();
+    tasks.push_str(&std::fs::read_to_string(common::example("reliability.jsonl")).unwrap());
+    let tasks = tasks.replace("\"id\": \"ok\"", "\"id\": \"ok2\"");
+    let args = ["-w", "2", "--backoff-ms", "10", "--max-retries", "2"];
+    let stdio = common::run(&args, &tasks);
+    let dir = Scratch::new("fifo-same");
+    let mut fifo_args = args.to_vec();
+    fifo_args.extend(["--transport", "fifo", "--fifo-dir", dir.path()]);
+    let fifo = common::run(&fifo_args, &tasks);
+    assert_eq!(
+        (stdio.code, fifo.code),
+        (1, 1),
+        "{}\n{}",
+        stdio.stderr,
+        fifo.stderr
+    );
+    assert_eq!(sorted(&stdio), sorted(&fifo));
+    assert_eq!(fifo.lines.len(), 16);
+    assert!(dir.entries().is_empty(), "left behind: {:?}", dir.entries());
+}
+
+#[test]
+fn a_sigkilled_pool_leaves_a_stale_fifo_dir_that_the_next_start_removes() {
+    let dir = Scratch::new("fifo-stale");
+    let mut child = Command::new(common::bin())
+        .args([
+            "run",
+            "-w",
+            "2",
+            "--transport",
+            "fifo",
+            "--fifo-dir",
+            dir.path(),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !dir
+        .entries()
+        .iter()
+        .any(|p| p.to_string_lossy().ends_with(".fifo"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the pool never created its FIFOs"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !dir.entries().is_empty(),
+        "SIGKILL leaves the directory behind"
+    );
+
+    let run = common::run(
+        &["-w", "1", "--transport", "fifo", "--fifo-dir", dir.path()],
+        "{\"id\":\"a\",\"type\":\"echo\",\"payload\":\"again\"}\n",
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.line("a")["result"], "again");
+    assert!(dir.entries().is_empty(), "left behind: {:?}", dir.entries());
+}
+
+#[test]
+fn fifo_dir_without_the_fifo_transport_is_a_usage_error() {
+    let run = common::run(&["--fifo-dir", "/tmp"], "");
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("--transport fifo"), "{}", run.stderr);
+}
