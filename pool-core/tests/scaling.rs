@@ -31,3 +31,52 @@ async fn scale_up_and_down_within_bounds_while_tasks_run() {
     assert_eq!(m.tasks.completed, 100);
     pool.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn scale_up_and_down_by_steps_respect_the_bounds() {
+    let (pool, _) = common::start(common::config(2), |_| MockAction::Echo).await;
+    assert_eq!(pool.scale_up(3).await.unwrap(), 5);
+    assert_eq!(pool.scale_down(4).await.unwrap(), 1);
+    assert!(pool.scale_down(1).await.is_err(), "below min_workers");
+    assert!(pool.scale_up(16).await.is_err(), "above max_workers");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(pool.metrics().workers.total, 1);
+    pool.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_autoscaler_grows_under_a_backlog_and_shrinks_when_idle() {
+    let config = pool_core::PoolConfig {
+        min_workers: 1,
+        max_workers: 4,
+        autoscale: Some(pool_core::manager::Autoscale {
+            queue_per_worker: 2,
+            sustain: Duration::from_millis(500),
+            idle_after: Duration::from_secs(5),
+            ..Default::default()
+        }),
+        ..common::config(1)
+    };
+    let (pool, _) = common::start(config, |_| {
+        MockAction::EchoAfter(Duration::from_millis(200))
+    })
+    .await;
+    let handles = pool
+        .submit_many((0..60).map(|n| common::task("work", n)))
+        .await
+        .unwrap();
+    let mut peak = 0;
+    for h in handles {
+        h.await.unwrap();
+        peak = peak.max(pool.metrics().pool.target_size);
+    }
+    assert_eq!(peak, 4, "grew to max_workers under the backlog");
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let m = pool.metrics();
+    assert_eq!(
+        (m.pool.target_size, m.workers.total),
+        (1, 1),
+        "shrank back when idle"
+    );
+    pool.shutdown().await;
+}

@@ -1,7 +1,8 @@
 //! Worker health: the [`HealthProbe`] trait, the [`Vitals`] it judges, and the
-//! probes the pool ships (heartbeat, memory, task count).
+//! probes the pool ships (heartbeat, memory, task count, lifetime).
 
 mod heartbeat;
+mod lifetime;
 mod max_tasks;
 mod memory;
 mod probe;
@@ -9,6 +10,7 @@ mod proc_stat;
 mod vitals;
 
 pub use heartbeat::HeartbeatProbe;
+pub use lifetime::LifetimeProbe;
 pub use max_tasks::MaxTasksProbe;
 pub use memory::MemoryProbe;
 pub use probe::{HealthProbe, Verdict};

@@ -14,6 +14,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio_util::time::{delay_queue, DelayQueue};
 
 use super::alerts::{Alert, AlertLog};
+use super::autoscale::AutoscaleState;
 use super::config::PoolConfig;
 use super::events::PoolEvent;
 use super::handle::Outcome;
@@ -189,6 +190,7 @@ pub(crate) struct Actor {
     pub(crate) candidates: Vec<WorkerSnapshot>,
     pub(crate) alerts: AlertLog,
     pub(crate) window_started: Instant,
+    pub(crate) autoscale_state: AutoscaleState,
 }
 
 /// Everything the actor is built from.
@@ -235,6 +237,7 @@ pub(crate) async fn run(
         candidates: Vec::new(),
         alerts: AlertLog::default(),
         window_started: Instant::now(),
+        autoscale_state: AutoscaleState::default(),
     };
     actor.shared.stats.target_size.store(target as u64, Relaxed);
     for _ in 0..target {

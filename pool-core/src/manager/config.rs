@@ -6,6 +6,8 @@ use crate::error::ConfigError;
 use crate::protocol::DEFAULT_MAX_FRAME;
 use crate::queue::RetryPolicy;
 
+use super::autoscale::Autoscale;
+
 /// The pool's settings. `Default` gives the original's defaults; every field's doc
 /// states its default. [`validate`](Self::validate) runs when the pool starts.
 ///
@@ -66,6 +68,10 @@ pub struct PoolConfig {
     /// Kill a worker whose RSS exceeds this many bytes; its tasks are retried.
     /// Default: no limit.
     pub kill_rss_bytes: Option<u64>,
+    /// Recycle a worker once it has lived this long. Default: never.
+    pub max_worker_age: Option<Duration>,
+    /// Grow and shrink the pool with the load. Default: off (fixed size).
+    pub autoscale: Option<Autoscale>,
 }
 
 impl Default for PoolConfig {
@@ -94,6 +100,8 @@ impl Default for PoolConfig {
             max_tasks_per_worker: None,
             max_rss_bytes: None,
             kill_rss_bytes: None,
+            max_worker_age: None,
+            autoscale: None,
         }
     }
 }

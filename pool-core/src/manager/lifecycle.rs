@@ -456,6 +456,7 @@ impl Actor {
         if !matches!(self.phase, Phase::Running | Phase::Draining) {
             return;
         }
+        self.autoscale(now);
         let nums: Vec<u64> = self.workers.keys().copied().collect();
         for num in nums {
             self.judge_worker(num, true);

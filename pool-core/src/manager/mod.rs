@@ -3,6 +3,7 @@
 
 mod actor;
 mod alerts;
+mod autoscale;
 mod config;
 mod dispatch;
 mod events;
@@ -15,6 +16,7 @@ mod pool;
 mod worker_io;
 
 pub use alerts::Alert;
+pub use autoscale::Autoscale;
 pub use config::PoolConfig;
 pub use events::{AlertSeverity, PoolEvent};
 pub use failure::Failure;

@@ -17,7 +17,7 @@ use super::handle::TaskHandle;
 use super::metrics::{HealthSummary, PoolMetrics, WorkerStatus};
 use crate::balance::{BalancePolicy, FirstAvailable};
 use crate::error::{ConfigError, StartError, SubmitError};
-use crate::health::{HealthProbe, HeartbeatProbe, MaxTasksProbe, MemoryProbe};
+use crate::health::{HealthProbe, HeartbeatProbe, LifetimeProbe, MaxTasksProbe, MemoryProbe};
 use crate::queue::DeadLetter;
 use crate::task::{Task, PRIORITY_LOWEST};
 use crate::transport::Transport;
@@ -140,6 +140,9 @@ impl PoolBuilder {
                 self.config.max_rss_bytes,
                 self.config.kill_rss_bytes,
             )));
+        }
+        if let Some(age) = self.config.max_worker_age {
+            probes.push(Box::new(LifetimeProbe::new(age)));
         }
         if let Some(max) = self.config.max_tasks_per_worker {
             probes.push(Box::new(MaxTasksProbe::new(max, max / 10)));
@@ -351,6 +354,31 @@ impl Pool {
     /// One worker's state, by name (`worker-N`).
     pub async fn worker(&self, name: &str) -> Option<WorkerStatus> {
         self.workers().await.into_iter().find(|w| w.id == name)
+    }
+
+    /// Adds `n` workers to the target size (at most `max_workers`).
+    ///
+    /// # Errors
+    /// When the result would leave `min_workers..=max_workers`.
+    pub async fn scale_up(&self, n: usize) -> Result<usize, ConfigError> {
+        let target = self.metrics().pool.target_size as usize;
+        self.scale_to(target + n).await
+    }
+
+    /// Removes `n` workers from the target size (idle ones first; busy ones finish
+    /// their tasks).
+    ///
+    /// # Errors
+    /// When the result would leave `min_workers..=max_workers`.
+    pub async fn scale_down(&self, n: usize) -> Result<usize, ConfigError> {
+        let target = self.metrics().pool.target_size as usize;
+        let Some(target) = target.checked_sub(n) else {
+            return Err(ConfigError::new(
+                "pool_size",
+                "cannot scale below zero workers",
+            ));
+        };
+        self.scale_to(target).await
     }
 
     /// Subscribes to the pool's events from now on.

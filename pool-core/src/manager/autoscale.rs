@@ -1,0 +1,96 @@
+//! The opt-in autoscaler: grow the pool while work waits, shrink it after a quiet
+//! period, always within `min_workers..=max_workers`.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::actor::{Actor, Phase};
+
+/// When to grow and shrink (see [`PoolConfig::autoscale`](super::PoolConfig::autoscale)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Autoscale {
+    /// Grow when more than this many tasks wait per live worker… Default 4.
+    pub queue_per_worker: usize,
+    /// …or when the next task to run has waited longer than this. Default 1 s.
+    pub max_queue_wait: Duration,
+    /// Either condition must hold this long before each step up. Default 2 s.
+    pub sustain: Duration,
+    /// Shrink one step after nothing has waited and some worker has been idle for
+    /// this long. Default 60 s.
+    pub idle_after: Duration,
+    /// Workers added or removed per step. Default 1.
+    pub step: usize,
+}
+
+impl Default for Autoscale {
+    fn default() -> Self {
+        Self {
+            queue_per_worker: 4,
+            max_queue_wait: Duration::from_secs(1),
+            sustain: Duration::from_secs(2),
+            idle_after: Duration::from_secs(60),
+            step: 1,
+        }
+    }
+}
+
+/// The autoscaler's memory between health ticks.
+#[derive(Debug, Default)]
+pub(crate) struct AutoscaleState {
+    pressure_since: Option<Instant>,
+    idle_since: Option<Instant>,
+}
+
+impl Actor {
+    /// One autoscaler decision; runs on every health tick.
+    pub(crate) fn autoscale(&mut self, now: Instant) {
+        let Some(rules) = self.config.autoscale else {
+            return;
+        };
+        if self.phase != Phase::Running {
+            return;
+        }
+        let live = self.live_count().max(1);
+        let waited = self
+            .queue
+            .peek()
+            .map_or(Duration::ZERO, |p| now.duration_since(p.queued_at));
+        let pressure =
+            self.queue.len() > rules.queue_per_worker * live || waited > rules.max_queue_wait;
+        let idle = self.queue.is_empty()
+            && self.retrying.is_empty()
+            && self.workers.values().any(|w| w.in_flight.is_empty());
+
+        let state = &mut self.autoscale_state;
+        state.pressure_since = if pressure {
+            Some(state.pressure_since.unwrap_or(now))
+        } else {
+            None
+        };
+        state.idle_since = if idle {
+            Some(state.idle_since.unwrap_or(now))
+        } else {
+            None
+        };
+        let grow = state
+            .pressure_since
+            .is_some_and(|since| now.duration_since(since) >= rules.sustain);
+        let shrink = state
+            .idle_since
+            .is_some_and(|since| now.duration_since(since) >= rules.idle_after);
+        let step = rules.step.max(1);
+        if grow && self.target < self.config.max_workers {
+            self.autoscale_state.pressure_since = Some(now);
+            let target = (self.target + step).min(self.config.max_workers);
+            let _ = self.scale_to(target);
+        } else if shrink && self.target > self.config.min_workers {
+            self.autoscale_state.idle_since = Some(now);
+            let target = self
+                .target
+                .saturating_sub(step)
+                .max(self.config.min_workers);
+            let _ = self.scale_to(target);
+        }
+    }
+}
