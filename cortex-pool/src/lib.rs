@@ -33,6 +33,7 @@
 //! ```
 #![doc(test(attr(deny(warnings))))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
+#![warn(clippy::unwrap_used)]
 
 pub use pool_core::{
     error, health, manager, protocol, queue, task, transport, BalancePolicy, ConfigError, Failure,

@@ -46,6 +46,7 @@
 //! ```
 #![doc(test(attr(deny(warnings))))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
+#![warn(clippy::unwrap_used)]
 
 mod by_name;
 mod fn_policy;

@@ -25,6 +25,7 @@
 //! ```
 #![doc(test(attr(deny(warnings))))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
+#![warn(clippy::unwrap_used)]
 
 pub mod balance;
 pub mod error;

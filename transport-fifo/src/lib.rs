@@ -88,6 +88,7 @@
 //! ```
 #![doc(test(attr(deny(warnings))))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
+#![warn(clippy::unwrap_used)]
 
 #[cfg(not(unix))]
 compile_error!(

@@ -15,6 +15,7 @@
 //! assert_eq!(transport.name(), "stdio");
 //! ```
 #![doc(test(attr(deny(warnings))))]
+#![warn(clippy::unwrap_used)]
 
 mod stdio;
 

@@ -94,6 +94,7 @@
 #![doc(test(attr(deny(warnings))))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(clippy::print_stdout)]
+#![warn(clippy::unwrap_used)]
 
 mod context;
 mod dispatch;
