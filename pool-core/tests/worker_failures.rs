@@ -177,3 +177,35 @@ async fn repeated_start_failures_back_off_and_open_the_breaker() {
     assert_eq!(m.health.status, "critical");
     pool.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn workers_that_always_crash_open_the_breaker_instead_of_looping() {
+    let config = PoolConfig {
+        retry: pool_core::RetryPolicy::default().with_max_retries(0),
+        ..common::config(1)
+    };
+    let (pool, recorder) = common::start(config, |_| MockAction::Crash(9)).await;
+    let mut handles = Vec::new();
+    for n in 0..50 {
+        handles.push(pool.submit(common::task("doomed", n)).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    // 100 ms, 200 ms, 400 ms, 800 ms, then the breaker: one start per 30 s.
+    let launches = recorder.launches();
+    assert!(
+        (6..=9).contains(&launches),
+        "{launches} launches in a minute"
+    );
+    let m = pool.metrics();
+    assert!(m.health.restart_breaker_open);
+    assert_eq!(m.health.status, "critical");
+    let alerts = pool.alerts().await;
+    assert!(
+        alerts.iter().any(|a| a.kind == "restart-breaker-open"),
+        "{alerts:?}"
+    );
+    pool.shutdown().await;
+    for h in handles {
+        assert!(h.await.is_err());
+    }
+}

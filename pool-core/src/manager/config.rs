@@ -47,8 +47,10 @@ pub struct PoolConfig {
     pub restart_backoff_base: Duration,
     /// Longest delay before replacing a worker. Default 30 s.
     pub restart_backoff_cap: Duration,
-    /// Consecutive failed starts that open the restart breaker (the pool turns
-    /// critical and retries only at the backoff cap). Default 5.
+    /// Consecutive failed starts, or consecutive crashes with no successful task
+    /// in between, that open the restart breaker: a critical alert, and
+    /// replacements only every `restart_backoff_cap`. Restart budgets are kept for
+    /// the pool as a whole. Default 5.
     pub max_start_failures: u32,
     /// Time a running task has to stop after a cancel before its worker is killed.
     /// Default 5 s.

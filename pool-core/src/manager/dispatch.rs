@@ -234,6 +234,12 @@ impl Actor {
         let now = Instant::now();
         let run_time = now.duration_since(running.started);
         let pending = running.pending;
+        if self.crash_streak > 0 {
+            self.crash_streak = 0;
+            if self.start_failures < self.config.max_start_failures {
+                self.shared.stats.breaker_open.store(false, Relaxed);
+            }
+        }
         let stats = &self.shared.stats;
         Stats::bump(&stats.completed);
         stats

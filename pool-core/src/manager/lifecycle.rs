@@ -144,8 +144,9 @@ impl Actor {
             self.release_worker(old);
         }
         self.start_failures = 0;
-        self.crash_streak = 0;
-        self.shared.stats.breaker_open.store(false, Relaxed);
+        if self.crash_streak < self.config.max_start_failures {
+            self.shared.stats.breaker_open.store(false, Relaxed);
+        }
         match self.phase {
             Phase::Starting if self.launching.is_empty() => {
                 self.phase = Phase::Running;
@@ -233,6 +234,21 @@ impl Actor {
                 Some(&worker.name),
                 format!("{} died unexpectedly ({exit})", worker.name),
             );
+            if self.crash_streak >= self.config.max_start_failures
+                && !self.shared.stats.breaker_open.swap(true, Relaxed)
+            {
+                let message = format!(
+                    "{} workers in a row crashed; restarting one every {} ms until a task succeeds",
+                    self.crash_streak,
+                    self.config.restart_backoff_cap.as_millis()
+                );
+                self.raise_alert(
+                    AlertSeverity::Critical,
+                    "restart-breaker-open",
+                    None,
+                    message,
+                );
+            }
         }
         self.shared.emit(|| PoolEvent::WorkerExited {
             worker: worker.name.clone(),
