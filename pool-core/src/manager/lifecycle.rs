@@ -224,7 +224,10 @@ impl Actor {
         let Some(worker) = self.workers.remove(&num) else {
             return;
         };
-        let expected = worker.kill_cause.is_some();
+        let expected = worker.kill_cause.is_some() || protocol_error.is_some();
+        if protocol_error.is_some() && worker.kill_cause.is_none() {
+            self.crash_streak += 1;
+        }
         if !expected {
             Stats::bump(&self.shared.stats.workers_crashed);
             self.crash_streak += 1;

@@ -323,7 +323,8 @@ pub struct PerformanceSection {
     pub workers_spawned: u64,
     /// Workers started to replace one that died.
     pub workers_restarted: u64,
-    /// Workers that died without being asked to.
+    /// Workers that died without being asked to (kills for a protocol violation
+    /// are not counted: they were asked to).
     pub workers_crashed: u64,
     /// Workers killed for missing heartbeats.
     pub zombies_killed: u64,
