@@ -209,3 +209,36 @@ async fn workers_that_always_crash_open_the_breaker_instead_of_looping() {
         assert!(h.await.is_err());
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn replacements_inherit_the_slot_and_count_its_restarts() {
+    let (pool, _) = common::start(common::config(2), |t| {
+        if t.task_type == "crash" && t.attempt == 1 {
+            MockAction::Crash(1)
+        } else if t.task_type == "slow" && t.attempt == 1 {
+            MockAction::Hang
+        } else {
+            MockAction::Echo
+        }
+    })
+    .await;
+    pool.submit(common::task("crash", 1))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let slow = common::task("slow", 2).with_timeout(Duration::from_secs(1));
+    pool.submit(slow).await.unwrap().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let workers = pool.workers().await;
+    let mut slots: Vec<(Option<u32>, u32)> = workers.iter().map(|w| (w.slot, w.restarts)).collect();
+    slots.sort();
+    assert_eq!(slots.len(), 2);
+    assert_eq!(
+        slots.iter().map(|s| s.0).collect::<Vec<_>>(),
+        [Some(0), Some(1)],
+        "replacements reuse the two slots: {workers:?}"
+    );
+    assert_eq!(slots.iter().map(|s| s.1).sum::<u32>(), 2, "{workers:?}");
+    pool.shutdown().await;
+}

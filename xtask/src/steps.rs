@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Features of the facade that must build on their own.
-const FACADE_FEATURES: &[&str] = &["ipc", "balance", "cli"];
+const FACADE_FEATURES: &[&str] = &["ipc", "fifo", "balance", "cli"];
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

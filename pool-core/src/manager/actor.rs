@@ -2,7 +2,7 @@
 //! [`Pool`](super::Pool) handles, events from worker I/O tasks and timers, then
 //! dispatches whatever can run.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -149,8 +149,19 @@ pub(crate) struct Worker {
     /// A probe asked for this worker to be recycled: it keeps serving until its
     /// replacement is ready, then retires.
     pub(crate) replace_pending: bool,
+    /// The place in the pool this worker fills (`None` once handed to its
+    /// replacement).
+    pub(crate) slot: Option<Slot>,
     /// Arrival times of its last heartbeats (at most [`HEARTBEAT_HISTORY`]).
     pub(crate) heartbeats: std::collections::VecDeque<Instant>,
+}
+
+/// A place in the pool: a replacement inherits the slot of the worker it replaces,
+/// so restarts can be counted per place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Slot {
+    pub(crate) id: u32,
+    pub(crate) restarts: u32,
 }
 
 /// Heartbeats remembered per worker (freed with the worker).
@@ -175,7 +186,9 @@ pub(crate) struct Actor {
     pub(crate) retrying: HashMap<u64, Pending>,
     pub(crate) running: HashMap<u64, Running>,
     pub(crate) workers: BTreeMap<u64, Worker>,
-    pub(crate) launching: HashSet<u64>,
+    pub(crate) launching: HashMap<u64, Slot>,
+    pub(crate) vacant_slots: std::collections::VecDeque<Slot>,
+    pub(crate) next_slot: u32,
     pub(crate) respawns_pending: usize,
     pub(crate) next_worker: u64,
     pub(crate) target: usize,
@@ -223,7 +236,9 @@ pub(crate) async fn run(
         retrying: HashMap::new(),
         running: HashMap::new(),
         workers: BTreeMap::new(),
-        launching: HashSet::new(),
+        launching: HashMap::new(),
+        vacant_slots: std::collections::VecDeque::new(),
+        next_slot: 0,
         respawns_pending: 0,
         next_worker: 0,
         target,
@@ -364,6 +379,8 @@ impl Actor {
                 rss_bytes: w.rss_bytes,
                 last_heard_ms: now.duration_since(w.last_heard).as_millis() as u64,
                 heartbeats_seen: w.heartbeats.len() as u32,
+                slot: w.slot.map(|s| s.id),
+                restarts: w.slot.map_or(0, |s| s.restarts),
                 max_heartbeat_gap_ms: w
                     .heartbeats
                     .iter()

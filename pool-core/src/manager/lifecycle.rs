@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use bytes::BytesMut;
 use tokio::sync::oneshot;
 
-use super::actor::{Actor, KillCause, Phase, Timer, Worker, WorkerState};
+use super::actor::{Actor, KillCause, Phase, Slot, Timer, Worker, WorkerState};
 use super::events::{AlertSeverity, PoolEvent};
 use super::failure::Failure;
 use super::handle::FinalStatus;
@@ -63,7 +63,14 @@ impl Actor {
             .args(self.command.args.iter().cloned());
         spec.env.clone_from(&self.command.env);
         spec.max_frame = self.config.max_frame;
-        self.launching.insert(num);
+        let slot = self.vacant_slots.pop_front().unwrap_or_else(|| {
+            self.next_slot += 1;
+            Slot {
+                id: self.next_slot - 1,
+                restarts: 0,
+            }
+        });
+        self.launching.insert(num, slot);
         Stats::bump(&self.shared.stats.workers_spawned);
         tokio::spawn(run_worker(WorkerLaunch {
             num,
@@ -109,7 +116,7 @@ impl Actor {
         frames: tokio::sync::mpsc::UnboundedSender<bytes::Bytes>,
         control: tokio::sync::mpsc::UnboundedSender<GroupSignal>,
     ) {
-        self.launching.remove(&num);
+        let slot = self.launching.remove(&num);
         let now = Instant::now();
         let name = format!("worker-{num}");
         self.shared.emit(|| PoolEvent::WorkerReady {
@@ -132,6 +139,7 @@ impl Actor {
                 state: WorkerState::Ready,
                 kill_cause: None,
                 replace_pending: false,
+                slot,
                 heartbeats: std::collections::VecDeque::new(),
             },
         );
@@ -170,7 +178,12 @@ impl Actor {
         exit: Option<String>,
         stderr_tail: String,
     ) {
-        self.launching.remove(&num);
+        if let Some(slot) = self.launching.remove(&num) {
+            self.vacant_slots.push_back(Slot {
+                id: slot.id,
+                restarts: slot.restarts + 1,
+            });
+        }
         tracing::warn!(worker.id = num, %reason, "worker failed to start");
         if self.phase == Phase::Starting {
             if let Some(reply) = self.start_reply.take() {
@@ -224,6 +237,13 @@ impl Actor {
         let Some(worker) = self.workers.remove(&num) else {
             return;
         };
+        if let Some(slot) = worker.slot {
+            let retired = matches!(worker.kill_cause, Some(KillCause::Retired));
+            self.vacant_slots.push_back(Slot {
+                id: slot.id,
+                restarts: slot.restarts + u32::from(!retired),
+            });
+        }
         let expected = worker.kill_cause.is_some() || protocol_error.is_some();
         if protocol_error.is_some() && worker.kill_cause.is_none() {
             self.crash_streak += 1;
@@ -561,6 +581,12 @@ impl Actor {
                     && !worker.replace_pending
                 {
                     worker.replace_pending = true;
+                    if let Some(slot) = worker.slot.take() {
+                        self.vacant_slots.push_front(Slot {
+                            id: slot.id,
+                            restarts: slot.restarts + 1,
+                        });
+                    }
                     let name = worker.name.clone();
                     Stats::bump(&self.shared.stats.workers_recycled);
                     self.shared.emit(|| PoolEvent::WorkerRecycled {

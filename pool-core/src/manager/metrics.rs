@@ -453,6 +453,11 @@ pub struct WorkerStatus {
     pub rss_bytes: u64,
     /// Time since it was last heard from, in milliseconds.
     pub last_heard_ms: u64,
+    /// The place in the pool it fills (kept by its replacements).
+    pub slot: Option<u32>,
+    /// How many times that place's worker was replaced after dying, being killed
+    /// or being recycled.
+    pub restarts: u32,
     /// Heartbeats remembered (the last 100 at most).
     pub heartbeats_seen: u32,
     /// Longest gap between two of the remembered heartbeats, in milliseconds.
