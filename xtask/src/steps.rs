@@ -50,6 +50,9 @@ pub(crate) fn lint() -> Result<(), String> {
 /// The whole test suite.
 pub(crate) fn test() -> Result<(), String> {
     ensure_nextest()?;
+    // Before nextest: `cortex-pool/tests/python_worker.rs` runs the Python SDK's
+    // example worker and fails when python3 or msgpack is missing.
+    let python = ensure_python_msgpack()?;
     let mut nextest = cargo();
     nextest.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
     run("cargo nextest run --workspace", nextest)?;
@@ -72,7 +75,51 @@ pub(crate) fn test() -> Result<(), String> {
         ]);
         run(&format!("facade with feature `{feature}` alone"), check)?;
     }
-    python_sdk()
+    examples()?;
+    if python {
+        python_sdk()?;
+    }
+    Ok(())
+}
+
+/// The facade's examples, found in `cortex-pool/examples/` (`NAME.rs` or
+/// `NAME/main.rs`), so a new example is never forgotten.
+fn example_names(dir: &Path) -> Result<Vec<String>, String> {
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+    let mut names = Vec::new();
+    for entry in entries {
+        let path = entry
+            .map_err(|e| format!("cannot list {}: {e}", dir.display()))?
+            .path();
+        let name = if path.is_dir() {
+            path.join("main.rs").is_file().then(|| path.file_name())
+        } else {
+            (path.extension() == Some("rs".as_ref())).then(|| path.file_stem())
+        };
+        if let Some(name) = name.flatten() {
+            names.push(name.to_string_lossy().into_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Builds and runs every example; each asserts what it shows and must exit 0.
+fn examples() -> Result<(), String> {
+    let names = example_names(&root().join("cortex-pool/examples"))?;
+    if names.is_empty() {
+        return Err("no examples found in cortex-pool/examples".into());
+    }
+    let mut build = cargo();
+    build.args(["build", "-p", "cortex-pool", "--examples"]);
+    run("build the examples", build)?;
+    for name in &names {
+        let mut example = cargo();
+        example.args(["run", "--quiet", "-p", "cortex-pool", "--example", name]);
+        run(&format!("example `{name}`"), example)?;
+    }
+    Ok(())
 }
 
 fn ensure_nextest() -> Result<(), String> {
@@ -88,15 +135,23 @@ fn ensure_nextest() -> Result<(), String> {
     run("install cargo-nextest", install)
 }
 
-/// The Python worker SDK's tests (needs python3; installs msgpack from PyPI).
-fn python_sdk() -> Result<(), String> {
+/// Makes sure `python3` can `import msgpack` (installing msgpack from PyPI if
+/// needed). Without python3 the suite fails, unless `CORTEX_SKIP_PYTHON=1` asks to
+/// skip the Python tests (SDK unit tests and `cortex-pool/tests/python_worker.rs`);
+/// returns whether they run.
+fn ensure_python_msgpack() -> Result<bool, String> {
+    if std::env::var_os("CORTEX_SKIP_PYTHON").is_some_and(|v| v == "1") {
+        eprintln!("\n==> CORTEX_SKIP_PYTHON=1: the Python tests are SKIPPED");
+        return Ok(false);
+    }
     let has_python = Command::new("python3")
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
     if !has_python {
-        eprintln!("\n==> Python SDK tests SKIPPED: python3 is not installed");
-        return Ok(());
+        return Err("python3 is not installed: the Python worker tests need it \
+             (install python3, or set CORTEX_SKIP_PYTHON=1 to skip them)"
+            .into());
     }
     let has_msgpack = Command::new("python3")
         .args(["-c", "import msgpack"])
@@ -107,6 +162,11 @@ fn python_sdk() -> Result<(), String> {
         pip.args(["-m", "pip", "install", "--quiet", "msgpack"]);
         run("pip install msgpack", pip)?;
     }
+    Ok(true)
+}
+
+/// The Python worker SDK's own unit tests.
+fn python_sdk() -> Result<(), String> {
     let mut unittest = Command::new("python3");
     unittest
         .args(["-m", "unittest", "-v"])
