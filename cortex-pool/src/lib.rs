@@ -60,3 +60,8 @@ pub use policy_balance as balance;
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
+
+/// The Rust blocks of `docs/integration.md`, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/integration.md")]
+pub struct IntegrationGuideDoctests;

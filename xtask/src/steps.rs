@@ -76,6 +76,7 @@ pub(crate) fn test() -> Result<(), String> {
         run(&format!("facade with feature `{feature}` alone"), check)?;
     }
     examples()?;
+    quickstart()?;
     if python {
         python_sdk()?;
     }
@@ -106,7 +107,7 @@ fn example_names(dir: &Path) -> Result<Vec<String>, String> {
 }
 
 /// Builds and runs every example; each asserts what it shows and must exit 0.
-fn examples() -> Result<(), String> {
+pub(crate) fn examples() -> Result<(), String> {
     let names = example_names(&root().join("cortex-pool/examples"))?;
     if names.is_empty() {
         return Err("no examples found in cortex-pool/examples".into());
@@ -133,6 +134,63 @@ fn ensure_nextest() -> Result<(), String> {
     let mut install = cargo();
     install.args(["install", "cargo-nextest", "--locked"]);
     run("install cargo-nextest", install)
+}
+
+/// Runs the commands of `docs/quickstart.md` (its blocks marked `sh quickstart`),
+/// in order, as one bash script from the repository root, with the guide's
+/// `../hello-worker` moved to a temporary directory; then checks the results the
+/// guide shows.
+pub(crate) fn quickstart() -> Result<(), String> {
+    let guide = root().join("docs/quickstart.md");
+    let text = std::fs::read_to_string(&guide)
+        .map_err(|e| format!("cannot read {}: {e}", guide.display()))?;
+    let mut script = String::new();
+    let mut inside = false;
+    for line in text.lines() {
+        match (inside, line.trim_end()) {
+            (false, "```sh quickstart") => inside = true,
+            (true, "```") => inside = false,
+            (true, _) => {
+                script.push_str(line);
+                script.push('\n');
+            }
+            _ => {}
+        }
+    }
+    if script.is_empty() || inside {
+        return Err("docs/quickstart.md: no complete `sh quickstart` blocks".into());
+    }
+    let dir = std::env::temp_dir().join(format!("cortex-quickstart-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let script = script.replace(
+        "../hello-worker",
+        &format!("{}/hello-worker", dir.display()),
+    );
+    eprintln!("\n==> quickstart (docs/quickstart.md)");
+    let output = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script])
+        .current_dir(root())
+        .stderr(std::process::Stdio::inherit())
+        .output();
+    let _ = std::fs::remove_dir_all(&dir);
+    let output = output.map_err(|e| format!("quickstart: cannot run bash: {e}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(format!("quickstart failed ({}):\n{stdout}", output.status));
+    }
+    for expected in [
+        r#""result":{"greeting":"hello, pool"}"#,
+        "custom_worker: ok",
+        r#""id":"ada","result":{"greeting":"Hello, Ada!"},"status":"ok""#,
+        r#""message":"name is empty"},"id":"nobody","status":"failed""#,
+    ] {
+        if !stdout.contains(expected) {
+            return Err(format!(
+                "quickstart: the output lacks {expected}:\n{stdout}"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Makes sure `python3` can `import msgpack` (installing msgpack from PyPI if
