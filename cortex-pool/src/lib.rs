@@ -55,3 +55,14 @@ pub use transport_fifo as fifo;
 #[cfg(feature = "balance")]
 #[cfg_attr(docsrs, doc(cfg(feature = "balance")))]
 pub use policy_balance as balance;
+
+/// The code blocks of the repository's `README.md`, compiled by `cargo test --doc`
+/// so the README's library and worker examples cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
+/// The Rust blocks of `docs/integration.md`, compiled by `cargo test --doc`.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/integration.md")]
+pub struct IntegrationGuideDoctests;

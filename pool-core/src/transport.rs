@@ -1,7 +1,7 @@
 //! How the manager starts a worker and reaches it: the [`Transport`] trait.
 //!
 //! A transport moves bytes and nothing else; framing lives in [`crate::protocol`].
-//! The worker side of the contract is the set of environment variables in [`env`].
+//! The worker side of the contract is the set of environment variables in [`env`](mod@env).
 
 use std::ffi::OsString;
 use std::fmt;
@@ -166,7 +166,6 @@ pub enum LaunchError {
 /// }
 /// let transport: Box<dyn Transport> = Box::new(Pipes);
 /// assert_eq!(transport.name(), "pipes");
-/// ```
 /// ```
 #[async_trait]
 pub trait Transport: Send + Sync + fmt::Debug + 'static {

@@ -2,6 +2,8 @@
 //!
 //! - `cargo xtask test`: the whole test suite (nextest, doc-tests, the facade's
 //!   feature matrix, docs with warnings denied, every example, the Python SDK).
+//! - `cargo xtask examples`, `cargo xtask quickstart`: just those steps of `test`
+//!   (every example; the commands of `docs/quickstart.md`).
 //! - `cargo xtask ci`: `cargo fmt --check`, clippy with `-D warnings`, then `test`
 //!   (what `.ci/run` runs).
 
@@ -15,8 +17,10 @@ fn main() -> ExitCode {
         "ci" => steps::lint().and_then(|()| steps::test()),
         "test" => steps::test(),
         "lint" => steps::lint(),
+        "examples" => steps::examples(),
+        "quickstart" => steps::quickstart(),
         _ => {
-            eprintln!("usage: cargo xtask <ci|test|lint>");
+            eprintln!("usage: cargo xtask <ci|test|lint|examples|quickstart>");
             return ExitCode::from(2);
         }
     };

@@ -50,6 +50,9 @@ pub(crate) fn lint() -> Result<(), String> {
 /// The whole test suite.
 pub(crate) fn test() -> Result<(), String> {
     ensure_nextest()?;
+    // Before nextest: `cortex-pool/tests/python_worker.rs` runs the Python SDK's
+    // example worker and fails when python3 or msgpack is missing.
+    let python = ensure_python_msgpack()?;
     let mut nextest = cargo();
     nextest.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
     run("cargo nextest run --workspace", nextest)?;
@@ -72,7 +75,52 @@ pub(crate) fn test() -> Result<(), String> {
         ]);
         run(&format!("facade with feature `{feature}` alone"), check)?;
     }
-    python_sdk()
+    examples()?;
+    quickstart()?;
+    if python {
+        python_sdk()?;
+    }
+    Ok(())
+}
+
+/// The facade's examples, found in `cortex-pool/examples/` (`NAME.rs` or
+/// `NAME/main.rs`), so a new example is never forgotten.
+fn example_names(dir: &Path) -> Result<Vec<String>, String> {
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+    let mut names = Vec::new();
+    for entry in entries {
+        let path = entry
+            .map_err(|e| format!("cannot list {}: {e}", dir.display()))?
+            .path();
+        let name = if path.is_dir() {
+            path.join("main.rs").is_file().then(|| path.file_name())
+        } else {
+            (path.extension() == Some("rs".as_ref())).then(|| path.file_stem())
+        };
+        if let Some(name) = name.flatten() {
+            names.push(name.to_string_lossy().into_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Builds and runs every example; each asserts what it shows and must exit 0.
+pub(crate) fn examples() -> Result<(), String> {
+    let names = example_names(&root().join("cortex-pool/examples"))?;
+    if names.is_empty() {
+        return Err("no examples found in cortex-pool/examples".into());
+    }
+    let mut build = cargo();
+    build.args(["build", "-p", "cortex-pool", "--examples"]);
+    run("build the examples", build)?;
+    for name in &names {
+        let mut example = cargo();
+        example.args(["run", "--quiet", "-p", "cortex-pool", "--example", name]);
+        run(&format!("example `{name}`"), example)?;
+    }
+    Ok(())
 }
 
 fn ensure_nextest() -> Result<(), String> {
@@ -88,15 +136,80 @@ fn ensure_nextest() -> Result<(), String> {
     run("install cargo-nextest", install)
 }
 
-/// The Python worker SDK's tests (needs python3; installs msgpack from PyPI).
-fn python_sdk() -> Result<(), String> {
+/// Runs the commands of `docs/quickstart.md` (its blocks marked `sh quickstart`),
+/// in order, as one bash script from the repository root, with the guide's
+/// `../hello-worker` moved to a temporary directory; then checks the results the
+/// guide shows.
+pub(crate) fn quickstart() -> Result<(), String> {
+    let guide = root().join("docs/quickstart.md");
+    let text = std::fs::read_to_string(&guide)
+        .map_err(|e| format!("cannot read {}: {e}", guide.display()))?;
+    let mut script = String::new();
+    let mut inside = false;
+    for line in text.lines() {
+        match (inside, line.trim_end()) {
+            (false, "```sh quickstart") => inside = true,
+            (true, "```") => inside = false,
+            (true, _) => {
+                script.push_str(line);
+                script.push('\n');
+            }
+            _ => {}
+        }
+    }
+    if script.is_empty() || inside {
+        return Err("docs/quickstart.md: no complete `sh quickstart` blocks".into());
+    }
+    let dir = std::env::temp_dir().join(format!("cortex-quickstart-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let script = script.replace(
+        "../hello-worker",
+        &format!("{}/hello-worker", dir.display()),
+    );
+    eprintln!("\n==> quickstart (docs/quickstart.md)");
+    let output = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script])
+        .current_dir(root())
+        .stderr(std::process::Stdio::inherit())
+        .output();
+    let _ = std::fs::remove_dir_all(&dir);
+    let output = output.map_err(|e| format!("quickstart: cannot run bash: {e}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(format!("quickstart failed ({}):\n{stdout}", output.status));
+    }
+    for expected in [
+        r#""result":{"greeting":"hello, pool"}"#,
+        "custom_worker: ok",
+        r#""id":"ada","result":{"greeting":"Hello, Ada!"},"status":"ok""#,
+        r#""message":"name is empty"},"id":"nobody","status":"failed""#,
+    ] {
+        if !stdout.contains(expected) {
+            return Err(format!(
+                "quickstart: the output lacks {expected}:\n{stdout}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Makes sure `python3` can `import msgpack` (installing msgpack from PyPI if
+/// needed). Without python3 the suite fails, unless `CORTEX_SKIP_PYTHON=1` asks to
+/// skip the Python tests (SDK unit tests and `cortex-pool/tests/python_worker.rs`);
+/// returns whether they run.
+fn ensure_python_msgpack() -> Result<bool, String> {
+    if std::env::var_os("CORTEX_SKIP_PYTHON").is_some_and(|v| v == "1") {
+        eprintln!("\n==> CORTEX_SKIP_PYTHON=1: the Python tests are SKIPPED");
+        return Ok(false);
+    }
     let has_python = Command::new("python3")
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
     if !has_python {
-        eprintln!("\n==> Python SDK tests SKIPPED: python3 is not installed");
-        return Ok(());
+        return Err("python3 is not installed: the Python worker tests need it \
+             (install python3, or set CORTEX_SKIP_PYTHON=1 to skip them)"
+            .into());
     }
     let has_msgpack = Command::new("python3")
         .args(["-c", "import msgpack"])
@@ -107,6 +220,11 @@ fn python_sdk() -> Result<(), String> {
         pip.args(["-m", "pip", "install", "--quiet", "msgpack"]);
         run("pip install msgpack", pip)?;
     }
+    Ok(true)
+}
+
+/// The Python worker SDK's own unit tests.
+fn python_sdk() -> Result<(), String> {
     let mut unittest = Command::new("python3");
     unittest
         .args(["-m", "unittest", "-v"])
