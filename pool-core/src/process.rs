@@ -135,6 +135,8 @@ impl WorkerProcess {
     /// Sends `signal` to the worker's whole process group. Does nothing once the
     /// worker has been reaped (so a recycled pid is never hit).
     pub fn signal(&mut self, signal: GroupSignal) {
+        // With `test-util` off, `Inner` has one variant.
+        #[allow(clippy::infallible_destructuring_match)]
         let child = match &mut self.child {
             Inner::Os(child) => child,
             #[cfg(any(test, feature = "test-util"))]

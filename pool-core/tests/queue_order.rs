@@ -81,3 +81,12 @@ async fn try_submit_gives_the_task_back_when_the_queue_is_full() {
     }
     pool.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn metrics_count_every_worker_as_soon_as_start_returns() {
+    let (pool, _) = common::start(common::config(4), |_| MockAction::Echo).await;
+    let m = pool.metrics();
+    assert_eq!((m.workers.total, m.workers.ready), (4, 4));
+    assert_eq!(m.health.status, "healthy");
+    pool.shutdown().await;
+}

@@ -395,6 +395,14 @@ impl Actor {
 
     /// Publishes gauges and moves the shutdown along after any change.
     fn after_change(&mut self) {
+        self.publish_gauges();
+        if self.phase == Phase::Draining && self.running.is_empty() {
+            self.enter_stopping();
+        }
+    }
+
+    /// Publishes the worker and queue gauges the metrics snapshot reads.
+    pub(crate) fn publish_gauges(&self) {
         let stats = &self.shared.stats;
         let cap = self.config.worker_concurrency as usize;
         let (mut ready, mut busy, mut unhealthy) = (0, 0, 0);
@@ -418,9 +426,6 @@ impl Actor {
             .queued
             .store((self.queue.len() + self.retrying.len()) as u64, Relaxed);
         stats.in_flight.store(self.running.len() as u64, Relaxed);
-        if self.phase == Phase::Draining && self.running.is_empty() {
-            self.enter_stopping();
-        }
     }
 
     fn finished(&self) -> bool {

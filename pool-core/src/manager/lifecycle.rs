@@ -159,6 +159,7 @@ impl Actor {
             Phase::Starting if self.launching.is_empty() => {
                 self.phase = Phase::Running;
                 self.shared.stats.initialized.store(true, Relaxed);
+                self.publish_gauges();
                 if let Some(reply) = self.start_reply.take() {
                     let _ = reply.send(Ok(()));
                 }
