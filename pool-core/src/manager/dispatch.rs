@@ -7,7 +7,7 @@ use tokio::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 use super::actor::{
-    Actor, KillCause, Pending, Phase, Running, Slot, Timer, WorkerState, HEARTBEAT_HISTORY,
+    Actor, KillCause, Pending, Phase, Running, Timer, WorkerState, HEARTBEAT_HISTORY,
 };
 use super::events::{AlertSeverity, PoolEvent};
 use super::failure::Failure;
@@ -451,10 +451,7 @@ impl Actor {
         worker.state = WorkerState::Killing;
         let _ = worker.control.send(GroupSignal::Kill);
         if let Some(slot) = worker.slot.take() {
-            self.vacant_slots.push_front(Slot {
-                id: slot.id,
-                restarts: slot.restarts + 1,
-            });
+            self.vacate(slot, true);
         }
         self.replenish();
     }

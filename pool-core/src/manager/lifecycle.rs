@@ -54,6 +54,35 @@ impl Actor {
         });
     }
 
+    /// Makes `slot` available to the next worker launched, counting a restart
+    /// when its worker did not leave by the pool's choice.
+    pub(crate) fn vacate(&mut self, slot: Slot, restarted: bool) {
+        self.vacant_slots.push_back(Slot {
+            id: slot.id,
+            restarts: slot.restarts + u32::from(restarted),
+        });
+    }
+
+    /// Opens the restart breaker once `failures` reaches `max_start_failures`: a
+    /// critical alert, and replacements only every `restart_backoff_cap`.
+    fn open_breaker_after(&mut self, failures: u32, what: &str) {
+        if failures < self.config.max_start_failures
+            || self.shared.stats.breaker_open.swap(true, Relaxed)
+        {
+            return;
+        }
+        let message = format!(
+            "{failures} {what}; one replacement every {} ms until a worker succeeds",
+            self.config.restart_backoff_cap.as_millis()
+        );
+        self.raise_alert(
+            AlertSeverity::Critical,
+            "restart-breaker-open",
+            None,
+            message,
+        );
+    }
+
     /// Starts one worker process now.
     pub(crate) fn launch_worker(&mut self) {
         let num = self.next_worker;
@@ -180,10 +209,7 @@ impl Actor {
         stderr_tail: String,
     ) {
         if let Some(slot) = self.launching.remove(&num) {
-            self.vacant_slots.push_back(Slot {
-                id: slot.id,
-                restarts: slot.restarts + 1,
-            });
+            self.vacate(slot, true);
         }
         tracing::warn!(worker.id = num, %reason, "worker failed to start");
         if self.phase == Phase::Starting {
@@ -209,21 +235,11 @@ impl Actor {
             None,
             format!("{worker} failed to start: {reason}"),
         );
-        if self.start_failures >= self.config.max_start_failures
-            && !self.shared.stats.breaker_open.swap(true, Relaxed)
-        {
-            let message = format!(
-                "{} consecutive worker starts failed; retrying every {} ms. Last: {reason}",
-                self.start_failures,
-                self.config.restart_backoff_cap.as_millis()
-            );
-            self.raise_alert(
-                AlertSeverity::Critical,
-                "restart-breaker-open",
-                None,
-                message,
-            );
-        }
+        let failures = self.start_failures;
+        self.open_breaker_after(
+            failures,
+            &format!("consecutive worker starts failed (last: {reason})"),
+        );
         self.replenish();
     }
 
@@ -240,10 +256,7 @@ impl Actor {
         };
         if let Some(slot) = worker.slot {
             let retired = matches!(worker.kill_cause, Some(KillCause::Retired));
-            self.vacant_slots.push_back(Slot {
-                id: slot.id,
-                restarts: slot.restarts + u32::from(!retired),
-            });
+            self.vacate(slot, !retired);
         }
         let expected = worker.kill_cause.is_some() || protocol_error.is_some();
         if protocol_error.is_some() && worker.kill_cause.is_none() {
@@ -258,21 +271,8 @@ impl Actor {
                 Some(&worker.name),
                 format!("{} died unexpectedly ({exit})", worker.name),
             );
-            if self.crash_streak >= self.config.max_start_failures
-                && !self.shared.stats.breaker_open.swap(true, Relaxed)
-            {
-                let message = format!(
-                    "{} workers in a row crashed; restarting one every {} ms until a task succeeds",
-                    self.crash_streak,
-                    self.config.restart_backoff_cap.as_millis()
-                );
-                self.raise_alert(
-                    AlertSeverity::Critical,
-                    "restart-breaker-open",
-                    None,
-                    message,
-                );
-            }
+            let crashes = self.crash_streak;
+            self.open_breaker_after(crashes, "workers in a row crashed with no task succeeding");
         }
         self.shared.emit(|| PoolEvent::WorkerExited {
             worker: worker.name.clone(),
@@ -582,13 +582,11 @@ impl Actor {
                     && !worker.replace_pending
                 {
                     worker.replace_pending = true;
-                    if let Some(slot) = worker.slot.take() {
-                        self.vacant_slots.push_front(Slot {
-                            id: slot.id,
-                            restarts: slot.restarts + 1,
-                        });
-                    }
+                    let slot = worker.slot.take();
                     let name = worker.name.clone();
+                    if let Some(slot) = slot {
+                        self.vacate(slot, true);
+                    }
                     Stats::bump(&self.shared.stats.workers_recycled);
                     self.shared.emit(|| PoolEvent::WorkerRecycled {
                         worker: name,
