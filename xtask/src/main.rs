@@ -4,7 +4,11 @@
 //!   feature matrix, docs with warnings denied, every example, the Python SDK).
 //! - `cargo xtask ci`: `cargo fmt --check`, clippy with `-D warnings`, then `test`
 //!   (what `.ci/run` runs).
+//! - `cargo xtask peers`: builds the benches in release and runs our pool next to
+//!   its peers (Python, Node, spawn-per-task, the raw pipe limit); prints one
+//!   Markdown table (see `docs/benchmarks.md`).
 
+mod peers;
 mod steps;
 
 use std::process::ExitCode;
@@ -15,8 +19,9 @@ fn main() -> ExitCode {
         "ci" => steps::lint().and_then(|()| steps::test()),
         "test" => steps::test(),
         "lint" => steps::lint(),
+        "peers" => peers::peers(),
         _ => {
-            eprintln!("usage: cargo xtask <ci|test|lint>");
+            eprintln!("usage: cargo xtask <ci|test|lint|peers>");
             return ExitCode::from(2);
         }
     };
