@@ -248,13 +248,14 @@ impl Actor {
         }
         let now = Instant::now();
         let run_time = now.duration_since(running.started);
-        let pending = running.pending;
+        let mut pending = running.pending;
         let stats = &self.shared.stats;
         Stats::bump(&stats.completed);
         stats
             .run_us_total
             .fetch_add(run_time.as_micros() as u64, Relaxed);
-        let worker = pending.last_worker.clone().unwrap_or_default();
+        // Settled here: the name moves into the output instead of being cloned.
+        let worker = pending.last_worker.take().unwrap_or_default();
         let reused = self
             .workers
             .get(&running.worker)
