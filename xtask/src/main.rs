@@ -6,7 +6,11 @@
 //!   (every example; the commands of `docs/quickstart.md`).
 //! - `cargo xtask ci`: `cargo fmt --check`, clippy with `-D warnings`, then `test`
 //!   (what `.ci/run` runs).
+//! - `cargo xtask peers`: builds the benches in release and runs our pool next to
+//!   its peers (Python, Node, spawn-per-task, the raw pipe limit); prints one
+//!   Markdown table (see `docs/benchmarks.md`).
 
+mod peers;
 mod steps;
 
 use std::process::ExitCode;
@@ -19,8 +23,9 @@ fn main() -> ExitCode {
         "lint" => steps::lint(),
         "examples" => steps::examples(),
         "quickstart" => steps::quickstart(),
+        "peers" => peers::peers(),
         _ => {
-            eprintln!("usage: cargo xtask <ci|test|lint|examples|quickstart>");
+            eprintln!("usage: cargo xtask <ci|test|lint|examples|quickstart|peers>");
             return ExitCode::from(2);
         }
     };

@@ -6,19 +6,19 @@ use std::process::Command;
 /// Features of the facade that must build on their own.
 const FACADE_FEATURES: &[&str] = &["ipc", "fifo", "balance", "cli"];
 
-fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(root());
     cmd
 }
 
-fn run(what: &str, mut cmd: Command) -> Result<(), String> {
+pub(crate) fn run(what: &str, mut cmd: Command) -> Result<(), String> {
     eprintln!("\n==> {what}");
     let status = cmd
         .status()

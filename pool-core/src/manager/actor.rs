@@ -34,6 +34,39 @@ const WORKER_EVENT_BUFFER: usize = 4096;
 /// Worker events handled per wake-up.
 const EVENT_BATCH: usize = 256;
 
+/// Hashes the pool's own task ids (sequential `u64`s, never chosen by a caller):
+/// one multiply (Fibonacci hashing) instead of SipHash on every insert and
+/// lookup of the task path.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct IdHash;
+
+impl std::hash::BuildHasher for IdHash {
+    type Hasher = IdHasher;
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher(0)
+    }
+}
+
+/// The hasher of [`IdHash`].
+#[derive(Debug, Default)]
+pub(crate) struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        // hashbrown takes the top 7 bits as the tag and the low bits as the index:
+        // the multiply spreads a sequential id over both.
+        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8)) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 /// State shared by the actor and every [`Pool`](super::Pool) handle.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -183,8 +216,8 @@ pub(crate) struct Actor {
     pub(crate) probes: Vec<Box<dyn HealthProbe>>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) queue: PriorityQueue<Pending>,
-    pub(crate) retrying: HashMap<u64, Pending>,
-    pub(crate) running: HashMap<u64, Running>,
+    pub(crate) retrying: HashMap<u64, Pending, IdHash>,
+    pub(crate) running: HashMap<u64, Running, IdHash>,
     pub(crate) workers: BTreeMap<u64, Worker>,
     pub(crate) launching: HashMap<u64, Slot>,
     pub(crate) vacant_slots: std::collections::VecDeque<Slot>,
@@ -233,8 +266,8 @@ pub(crate) async fn run(
         probes: parts.probes,
         shared: parts.shared,
         queue: PriorityQueue::new(),
-        retrying: HashMap::new(),
-        running: HashMap::new(),
+        retrying: HashMap::default(),
+        running: HashMap::default(),
         workers: BTreeMap::new(),
         launching: HashMap::new(),
         vacant_slots: std::collections::VecDeque::new(),

@@ -19,6 +19,17 @@ use crate::process::GroupSignal;
 use crate::protocol::{encode_frame, TaskFrame, ToWorker};
 use crate::queue::DeadLetter;
 
+/// What became of one assignment.
+enum Assigned {
+    /// The task is on its way to the worker.
+    Yes,
+    /// The task could not be encoded and was failed; the worker is unchanged.
+    TaskFailed,
+    /// The worker cannot take tasks (gone or its link closed); the task is back in
+    /// the queue.
+    WorkerUnusable,
+}
+
 impl Actor {
     /// A new task from a caller.
     pub(crate) fn accept(&mut self, pending: Pending) {
@@ -33,26 +44,27 @@ impl Actor {
     }
 
     /// Sends queued tasks to workers with free capacity, as the policy picks them.
+    ///
+    /// The candidate list is built once per call (O(workers)) and then kept up to
+    /// date as tasks are assigned, so each task costs one policy pick, not a
+    /// rebuild of the list.
     pub(crate) fn dispatch(&mut self) {
-        if !matches!(self.phase, Phase::Starting | Phase::Running) {
+        if !matches!(self.phase, Phase::Starting | Phase::Running) || self.queue.is_empty() {
             return;
         }
         let capacity = self.config.worker_concurrency;
-        while !self.queue.is_empty() {
-            self.candidates.clear();
-            self.candidates.extend(
-                self.workers
-                    .iter()
-                    .filter(|(_, w)| {
-                        w.state == WorkerState::Ready && (w.in_flight.len() as u32) < capacity
-                    })
-                    .map(|(num, w)| {
-                        WorkerSnapshot::new(*num, w.in_flight.len() as u32, w.completed, capacity)
-                    }),
-            );
-            if self.candidates.is_empty() {
-                return;
-            }
+        self.candidates.clear();
+        self.candidates.extend(
+            self.workers
+                .iter()
+                .filter(|(_, w)| {
+                    w.state == WorkerState::Ready && (w.in_flight.len() as u32) < capacity
+                })
+                .map(|(num, w)| {
+                    WorkerSnapshot::new(*num, w.in_flight.len() as u32, w.completed, capacity)
+                }),
+        );
+        while !self.queue.is_empty() && !self.candidates.is_empty() {
             let picked = self.policy.pick(&self.candidates);
             let index = if picked < self.candidates.len() {
                 picked
@@ -69,25 +81,35 @@ impl Actor {
             let Some(pending) = self.queue.pop() else {
                 return;
             };
-            self.assign(num, pending);
+            match self.assign(num, pending) {
+                Assigned::Yes => {
+                    let c = &mut self.candidates[index];
+                    c.in_flight += 1;
+                    if c.in_flight >= capacity {
+                        self.candidates.remove(index);
+                    }
+                }
+                Assigned::TaskFailed => {}
+                Assigned::WorkerUnusable => {
+                    self.candidates.remove(index);
+                }
+            }
         }
     }
 
-    fn assign(&mut self, num: u64, mut pending: Pending) {
+    fn assign(&mut self, num: u64, mut pending: Pending) -> Assigned {
         let timeout = pending.task.timeout.unwrap_or(self.config.task_timeout);
         let attempt = pending.attempts + 1;
         let frame = match self.encode_task(&pending, attempt, timeout.as_millis() as u64) {
             Ok(frame) => frame,
             Err(message) => {
-                return self.settle_error(
-                    pending,
-                    FinalStatus::Failed,
-                    Failure::Protocol { message },
-                )
+                self.settle_error(pending, FinalStatus::Failed, Failure::Protocol { message });
+                return Assigned::TaskFailed;
             }
         };
         let Some(worker) = self.workers.get_mut(&num) else {
-            return self.queue.push_front(pending.task.priority, pending);
+            self.queue.push_front(pending.task.priority, pending);
+            return Assigned::WorkerUnusable;
         };
         let sent = worker
             .frames
@@ -95,7 +117,8 @@ impl Actor {
             .is_some_and(|frames| frames.send(frame).is_ok());
         if !sent {
             worker.state = WorkerState::Killing;
-            return self.queue.push_front(pending.task.priority, pending);
+            self.queue.push_front(pending.task.priority, pending);
+            return Assigned::WorkerUnusable;
         }
         let now = Instant::now();
         let stats = &self.shared.stats;
@@ -133,6 +156,7 @@ impl Actor {
                 cancel_requested: false,
             },
         );
+        Assigned::Yes
     }
 
     fn encode_task(
@@ -233,7 +257,7 @@ impl Actor {
         }
         let now = Instant::now();
         let run_time = now.duration_since(running.started);
-        let pending = running.pending;
+        let mut pending = running.pending;
         if self.crash_streak > 0 {
             self.crash_streak = 0;
             if self.start_failures < self.config.max_start_failures {
@@ -246,7 +270,8 @@ impl Actor {
             .run_us_total
             .fetch_add(run_time.as_micros() as u64, Relaxed);
         stats.run_time.record(run_time.as_micros() as u64);
-        let worker = pending.last_worker.clone().unwrap_or_default();
+        // Settled here: the name moves into the output instead of being cloned.
+        let worker = pending.last_worker.take().unwrap_or_default();
         let reused = self
             .workers
             .get(&running.worker)

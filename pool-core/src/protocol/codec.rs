@@ -118,6 +118,9 @@ pub fn encode_frame<T: Serialize + ?Sized>(
 /// # Errors
 /// [`FrameError::Malformed`] when the body is not a known message.
 pub fn decode_from_worker(body: &[u8]) -> Result<FromWorker<'_>, FrameError> {
+    if let Some(message) = super::fast::result(body) {
+        return Ok(message);
+    }
     rmp_serde::from_slice(body).map_err(|e| FrameError::Malformed(e.to_string()))
 }
 
@@ -126,6 +129,9 @@ pub fn decode_from_worker(body: &[u8]) -> Result<FromWorker<'_>, FrameError> {
 /// # Errors
 /// [`FrameError::Malformed`] when the body is not a known message.
 pub fn decode_to_worker(body: &[u8]) -> Result<ToWorker<'_>, FrameError> {
+    if let Some(message) = super::fast::task(body) {
+        return Ok(message);
+    }
     rmp_serde::from_slice(body).map_err(|e| FrameError::Malformed(e.to_string()))
 }
 

@@ -10,6 +10,7 @@
 
 mod codec;
 mod error;
+mod fast;
 mod message;
 
 pub use codec::{

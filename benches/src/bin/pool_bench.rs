@@ -1,0 +1,365 @@
+//! The throughput/latency driver behind `cargo xtask peers`. Prints `RESULT {json}`
+//! lines (the format of `shared/perf`).
+//!
+//! ```text
+//! pool-bench tput  [N=100000] [WORKERS=2]   64 B echo, all submitted at once
+//! pool-bench lat   [N=10000]                sequential round trips, 1 worker
+//! pool-bench big   [N=1000]   [WORKERS=2]   1 MiB echo, all submitted at once
+//! pool-bench start [WORKERS=20]             start() until every worker is ready
+//! pool-bench mem   [N=1000000]              RSS growth per queued 64 B task
+//! pool-bench flat  [N=10000000]             RSS over a long run, sampled
+//! pool-bench raw-lat [N=10000]              raw tokio pipe RTT to raw-echo (baseline)
+//! pool-bench raw-tput [N=1000000]           raw pipelined 64 B, 2 children, 64 in flight
+//! pool-bench raw-big [N=1000]               raw 1 MiB, 2 children, 8 in flight, 1 MiB pipes
+//! pool-bench spawn [SECS=2]                 spawn-per-task (spawn raw-echo, echo, reap)
+//! ```
+//! Environment: `CONC` tasks in flight per worker (default 64 for tput/big, 1 for
+//! lat), `TRANSPORT` stdio|fifo (default stdio), `TAG` a suffix for bench ids.
+
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use benches::{
+    config, echo, msgpack_bin, report_latency, result, rss_bytes, sibling, start_pool, Link,
+};
+use pool_core::{Pool, Task};
+
+const MIB: usize = 1 << 20;
+
+fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn id(base: &str) -> String {
+    let mut s = base.to_owned();
+    let link = std::env::var("TRANSPORT").unwrap_or_default();
+    if link == "fifo" {
+        s.push_str(".fifo");
+    }
+    if let Ok(tag) = std::env::var("TAG") {
+        if !tag.is_empty() {
+            s.push('.');
+            s.push_str(&tag);
+        }
+    }
+    s
+}
+
+fn link() -> Link {
+    Link::parse(&std::env::var("TRANSPORT").unwrap_or_else(|_| "stdio".into()))
+        .expect("TRANSPORT must be stdio or fifo")
+}
+
+async fn pool(workers: usize, conc: u32) -> Pool {
+    start_pool(link(), sibling("bench-worker"), config(workers, conc))
+        .await
+        .expect("pool starts")
+}
+
+async fn run_all(pool: &Pool, payload: &bytes::Bytes, n: usize) -> usize {
+    let handles = pool
+        .submit_many((0..n).map(|_| echo(payload)))
+        .await
+        .expect("submit");
+    let mut bytes = 0;
+    for h in handles {
+        bytes += h.await.expect("echo").payload.len();
+    }
+    bytes
+}
+
+async fn bulk(name: &str, n: usize, workers: usize, size: usize) {
+    let conc = env_or("CONC", 64u32);
+    let pool = pool(workers, conc).await;
+    let payload = msgpack_bin(size);
+    run_all(&pool, &msgpack_bin(64), 200).await; // workers up and warm
+    let t = Instant::now();
+    let got = run_all(&pool, &payload, n).await;
+    let dt = t.elapsed().as_secs_f64();
+    assert_eq!(got, n * payload.len(), "echo mismatch");
+    result(&id(name), "rate", n as f64 / dt, "task/s");
+    if size >= MIB {
+        result(&id(name), "bw", (n * size) as f64 / dt / 1e9, "GB/s");
+    }
+    pool.shutdown().await;
+}
+
+async fn lat(n: usize) {
+    let pool = pool(1, env_or("CONC", 1u32)).await;
+    let payload = msgpack_bin(64);
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..500 + n {
+        let t = Instant::now();
+        let out = pool.submit(echo(&payload)).await.expect("submit").await;
+        let out = out.expect("echo");
+        if i >= 500 {
+            samples.push(t.elapsed().as_nanos() as u64);
+        }
+        assert_eq!(out.payload, payload);
+    }
+    report_latency(&id("ours.lat"), samples);
+    pool.shutdown().await;
+}
+
+async fn start(workers: usize) {
+    let t = Instant::now();
+    let pool = pool(workers, 1).await;
+    let dt = t.elapsed();
+    result(
+        &id(&format!("ours.start.{workers}")),
+        "ready",
+        dt.as_secs_f64() * 1e3,
+        "ms",
+    );
+    pool.shutdown().await;
+}
+
+/// RSS growth per queued task: one worker is kept busy by a `block` task, `n`
+/// echo tasks of 64 B (each with its own payload buffer) wait in the queue; the
+/// callers' handles are dropped (the tasks stay queued), so what remains is the
+/// manager's own state per task plus the payload.
+async fn mem(n: usize) {
+    let pool = pool(1, 1).await;
+    let blocker = pool
+        .submit(Task::new("block", msgpack_bin(0)))
+        .await
+        .expect("submit");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let payloads: Vec<bytes::Bytes> = (0..n).map(|_| msgpack_bin(64)).collect();
+    let payload_bytes: usize = payloads.iter().map(bytes::Bytes::len).sum();
+    let before = rss_bytes();
+    let mut it = payloads.into_iter();
+    while it.len() > 0 {
+        let chunk: Vec<Task> = it.by_ref().take(100_000).map(|p| echo(&p)).collect();
+        drop(pool.submit_many(chunk).await.expect("submit"));
+    }
+    // Wait for the actor to take everything in.
+    while pool.metrics().tasks.queued < n as u64 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let after = rss_bytes();
+    let per_task = (after.saturating_sub(before)) as f64 / n as f64;
+    let payload = payload_bytes as f64 / n as f64;
+    result(&id("ours.mem"), "rss_per_task", per_task, "B");
+    result(
+        &id("ours.mem"),
+        "overhead_per_task",
+        per_task - payload,
+        "B",
+    );
+    blocker.cancel();
+    drop(blocker);
+    pool.shutdown().await;
+}
+
+/// RSS sampled every tenth of a long run (64 B echo, submitted in chunks).
+async fn flat(n: usize) {
+    let pool = pool(2, env_or("CONC", 64u32)).await;
+    let payload = msgpack_bin(64);
+    let chunk = 100_000.min(n);
+    let mut samples = Vec::new();
+    let t = Instant::now();
+    let mut done = 0;
+    while done < n {
+        run_all(&pool, &payload, chunk).await;
+        done += chunk;
+        if done % (n / 10).max(chunk) == 0 {
+            samples.push(rss_bytes());
+        }
+    }
+    let dt = t.elapsed().as_secs_f64();
+    let first = samples.first().copied().unwrap_or(0) as f64;
+    let max = samples.iter().copied().max().unwrap_or(0) as f64;
+    let last = samples.last().copied().unwrap_or(0) as f64;
+    result(&id("ours.flat"), "rate", n as f64 / dt, "task/s");
+    result(&id("ours.flat"), "rss_first", first / MIB as f64, "MiB");
+    result(&id("ours.flat"), "rss_max", max / MIB as f64, "MiB");
+    result(&id("ours.flat"), "rss_last", last / MIB as f64, "MiB");
+    pool.shutdown().await;
+}
+
+fn frame(size: usize) -> Vec<u8> {
+    let mut f = (size as u32).to_le_bytes().to_vec();
+    f.extend((0..size).map(|i| (i % 251) as u8));
+    f
+}
+
+fn spawn_raw() -> tokio::process::Child {
+    tokio::process::Command::new(sibling("raw-echo"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn raw-echo")
+}
+
+/// Raw tokio pipe round trip (the limits crate's `tokio-mt`): a spawned task
+/// writes one 64 B frame and reads the echo, `500 + n` times.
+async fn raw_lat(n: usize) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let samples = tokio::spawn(async move {
+        let mut c = spawn_raw();
+        let mut w = c.stdin.take().expect("stdin");
+        let mut r = tokio::io::BufReader::new(c.stdout.take().expect("stdout"));
+        let f = frame(64);
+        let mut reply = vec![0u8; f.len()];
+        let mut samples = Vec::with_capacity(n);
+        for i in 0..500 + n {
+            let t = Instant::now();
+            w.write_all(&f).await.expect("write");
+            r.read_exact(&mut reply).await.expect("read");
+            if i >= 500 {
+                samples.push(t.elapsed().as_nanos() as u64);
+            }
+        }
+        assert_eq!(reply, f);
+        drop(w);
+        let _ = c.wait().await;
+        samples
+    })
+    .await
+    .expect("join");
+    report_latency(&id("raw.lat"), samples);
+}
+
+/// Raw pipelined echo with std threads (the limits crate's `throughput`): per
+/// child a writer keeps up to `window` frames in flight, a reader returns credits.
+fn raw_throughput(children: usize, window: usize, size: usize, n: usize, pipe: bool) -> f64 {
+    let mut procs = Vec::new();
+    let mut readers = Vec::new();
+    let start = Instant::now();
+    for _ in 0..children {
+        let mut c = Command::new(sibling("raw-echo"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn raw-echo");
+        let w = c.stdin.take().expect("stdin");
+        let r = c.stdout.take().expect("stdout");
+        if pipe {
+            grow_pipe(&w);
+            grow_pipe(&r);
+        }
+        procs.push(c);
+        let (credit_tx, credit_rx) = mpsc::channel::<()>();
+        for _ in 0..window {
+            credit_tx.send(()).expect("credit");
+        }
+        let writer = thread::spawn(move || {
+            let f = frame(size);
+            let mut w = BufWriter::with_capacity(64 * 1024, w);
+            let mut sent = 0;
+            while sent < n {
+                credit_rx.recv().expect("credit");
+                let mut k = 1;
+                while k < n - sent && credit_rx.try_recv().is_ok() {
+                    k += 1;
+                }
+                for _ in 0..k {
+                    w.write_all(&f).expect("write");
+                }
+                w.flush().expect("flush");
+                sent += k;
+            }
+            w
+        });
+        readers.push(thread::spawn(move || {
+            let mut r = BufReader::with_capacity(256 * 1024, r);
+            let mut hdr = [0u8; 4];
+            let mut buf = vec![0u8; size];
+            for _ in 0..n {
+                r.read_exact(&mut hdr).expect("read");
+                r.read_exact(&mut buf).expect("read");
+                let _ = credit_tx.send(());
+            }
+            let end = Instant::now();
+            drop(writer.join().expect("writer"));
+            end
+        }));
+    }
+    let mut end = start;
+    for r in readers {
+        end = end.max(r.join().expect("reader"));
+    }
+    for mut c in procs {
+        let _ = c.wait();
+    }
+    (children * n) as f64 / (end - start).as_secs_f64()
+}
+
+/// Asks for a 1 MiB pipe, as `StdioTransport` does.
+fn grow_pipe(fd: &impl std::os::fd::AsFd) {
+    let _ = rustix::pipe::fcntl_setpipe_size(fd, MIB);
+}
+
+fn spawn_rate(secs: f64) -> f64 {
+    let f = frame(64);
+    let start = Instant::now();
+    let mut count = 0u64;
+    while start.elapsed().as_secs_f64() < secs {
+        let mut c = Command::new(sibling("raw-echo"))
+            .arg("oneshot")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn raw-echo");
+        c.stdin.take().expect("stdin").write_all(&f).expect("write");
+        let mut out = Vec::with_capacity(f.len());
+        c.stdout
+            .take()
+            .expect("stdout")
+            .read_to_end(&mut out)
+            .expect("read");
+        assert!(c.wait().expect("wait").success());
+        assert_eq!(out, f);
+        count += 1;
+    }
+    count as f64 / start.elapsed().as_secs_f64()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let num = |i: usize, d: usize| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(d);
+    let mode = args.first().map_or("tput", String::as_str);
+    match mode {
+        "raw-tput" => {
+            let rate = raw_throughput(2, 64, 64, num(1, 1_000_000), false);
+            return result(&id("raw.tput"), "rate", rate, "msg/s");
+        }
+        "raw-big" => {
+            let rate = raw_throughput(2, 8, MIB, num(1, 1_000), true);
+            result(&id("raw.big"), "rate", rate, "msg/s");
+            return result(&id("raw.big"), "bw", rate * MIB as f64 / 1e9, "GB/s");
+        }
+        "spawn" => {
+            let secs = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(2.0);
+            return result(&id("raw.spawn"), "rate", spawn_rate(secs), "task/s");
+        }
+        _ => {}
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        match mode {
+            "tput" => bulk("ours.tput", num(1, 100_000), num(2, 2), 64).await,
+            "big" => bulk("ours.big", num(1, 1_000), num(2, 2), MIB).await,
+            "lat" => lat(num(1, 10_000)).await,
+            "start" => start(num(1, 20)).await,
+            "mem" => mem(num(1, 1_000_000)).await,
+            "flat" => flat(num(1, 10_000_000)).await,
+            "raw-lat" => raw_lat(num(1, 10_000)).await,
+            other => {
+                eprintln!("unknown mode {other}; see the doc comment of pool-bench");
+                std::process::exit(2);
+            }
+        }
+    });
+}

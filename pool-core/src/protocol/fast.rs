@@ -1,0 +1,215 @@
+//! Fast paths for the two messages of the task hot path: a worker's `result` and
+//! the manager's `task`.
+//!
+//! serde decodes an internally tagged enum by first buffering the whole map into
+//! an intermediate tree (allocations per field), because the tag may come last.
+//! These readers walk the MessagePack map directly, borrowing from the frame, and
+//! give up (return `None`) on anything unusual — another message type, an
+//! unknown or repeated key, a value of an unexpected MessagePack type, trailing
+//! bytes — so the caller falls back to serde and the outcome, errors included,
+//! is exactly serde's. Only the common case gets faster.
+
+use super::{FromWorker, TaskFrame, ToWorker};
+
+/// Reads a map key or a string value.
+fn read_str<'a>(rd: &mut &'a [u8]) -> Option<&'a str> {
+    let (s, rest) = rmp::decode::read_str_from_slice(*rd).ok()?;
+    *rd = rest;
+    Some(s)
+}
+
+fn read_bin<'a>(rd: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let len = rmp::decode::read_bin_len(rd).ok()? as usize;
+    if rd.len() < len {
+        return None;
+    }
+    let (bin, rest) = rd.split_at(len);
+    *rd = rest;
+    Some(bin)
+}
+
+fn read_uint<T: num_like::FromU64>(rd: &mut &[u8]) -> Option<T> {
+    let v: u64 = rmp::decode::read_int(rd).ok()?;
+    T::from_u64(v)
+}
+
+mod num_like {
+    pub(super) trait FromU64: Sized {
+        fn from_u64(v: u64) -> Option<Self>;
+    }
+    impl FromU64 for u64 {
+        fn from_u64(v: u64) -> Option<Self> {
+            Some(v)
+        }
+    }
+    impl FromU64 for u32 {
+        fn from_u64(v: u64) -> Option<Self> {
+            u32::try_from(v).ok()
+        }
+    }
+}
+
+/// `{"type": "result", "id": u64, "payload": bin}` in any key order.
+pub(super) fn result(body: &[u8]) -> Option<FromWorker<'_>> {
+    let mut rd = body;
+    let n = rmp::decode::read_map_len(&mut rd).ok()?;
+    if n != 3 {
+        return None;
+    }
+    let (mut tag, mut id, mut payload) = (false, None, None);
+    for _ in 0..n {
+        match read_str(&mut rd)? {
+            "type" if !tag => {
+                if read_str(&mut rd)? != "result" {
+                    return None;
+                }
+                tag = true;
+            }
+            "id" if id.is_none() => id = Some(read_uint::<u64>(&mut rd)?),
+            "payload" if payload.is_none() => payload = Some(read_bin(&mut rd)?),
+            _ => return None,
+        }
+    }
+    if !tag || !rd.is_empty() {
+        return None;
+    }
+    Some(FromWorker::Result {
+        id: id?,
+        payload: payload?,
+    })
+}
+
+/// `{"type": "task", "id", "task_type", "payload", "attempt", "timeout_ms"}` in any
+/// key order.
+pub(super) fn task(body: &[u8]) -> Option<ToWorker<'_>> {
+    let mut rd = body;
+    let n = rmp::decode::read_map_len(&mut rd).ok()?;
+    if n != 6 {
+        return None;
+    }
+    let mut tag = false;
+    let (mut id, mut task_type, mut payload, mut attempt, mut timeout_ms) =
+        (None, None, None, None, None);
+    for _ in 0..n {
+        match read_str(&mut rd)? {
+            "type" if !tag => {
+                if read_str(&mut rd)? != "task" {
+                    return None;
+                }
+                tag = true;
+            }
+            "id" if id.is_none() => id = Some(read_uint::<u64>(&mut rd)?),
+            "task_type" if task_type.is_none() => task_type = Some(read_str(&mut rd)?),
+            "payload" if payload.is_none() => payload = Some(read_bin(&mut rd)?),
+            "attempt" if attempt.is_none() => attempt = Some(read_uint::<u32>(&mut rd)?),
+            "timeout_ms" if timeout_ms.is_none() => {
+                timeout_ms = Some(read_uint::<u64>(&mut rd)?);
+            }
+            _ => return None,
+        }
+    }
+    if !tag || !rd.is_empty() {
+        return None;
+    }
+    Some(ToWorker::Task(TaskFrame {
+        id: id?,
+        task_type: task_type?,
+        payload: payload?,
+        attempt: attempt?,
+        timeout_ms: timeout_ms?,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{ErrorReply, Heartbeat};
+
+    fn body<T: serde::Serialize>(m: &T) -> Vec<u8> {
+        rmp_serde::to_vec_named(m).unwrap()
+    }
+
+    #[test]
+    fn result_matches_serde() {
+        for payload in [&b""[..], b"abc", &[7u8; 70_000][..]] {
+            for id in [0, 1, 127, 128, 65_536, u64::MAX] {
+                let m = FromWorker::Result { id, payload };
+                let b = body(&m);
+                assert_eq!(result(&b), Some(m.clone()));
+                let serde: FromWorker<'_> = rmp_serde::from_slice(&b).unwrap();
+                assert_eq!(serde, m);
+            }
+        }
+    }
+
+    #[test]
+    fn task_matches_serde() {
+        let m = ToWorker::Task(TaskFrame {
+            id: 1 << 40,
+            task_type: "echo",
+            payload: b"\x91\x01",
+            attempt: 3,
+            timeout_ms: 300_000,
+        });
+        let b = body(&m);
+        assert_eq!(task(&b), Some(m.clone()));
+        let serde: ToWorker<'_> = rmp_serde::from_slice(&b).unwrap();
+        assert_eq!(serde, m);
+    }
+
+    #[test]
+    fn anything_else_falls_back() {
+        let others = [
+            body(&FromWorker::Heartbeat(Heartbeat::new(1, 2, 3, 4))),
+            body(&FromWorker::Error(ErrorReply {
+                id: 1,
+                kind: "k",
+                message: "m",
+                retryable: true,
+            })),
+            body(&ToWorker::Cancel { id: 3 }),
+        ];
+        for b in &others {
+            assert_eq!(result(b), None);
+            assert_eq!(task(b), None);
+        }
+        // Keys in another order still decode; a payload sent as a string does not
+        // take the fast path; trailing bytes and repeats fall back.
+        let mut reordered = Vec::new();
+        rmp::encode::write_map_len(&mut reordered, 3).unwrap();
+        rmp::encode::write_str(&mut reordered, "payload").unwrap();
+        rmp::encode::write_bin(&mut reordered, b"xy").unwrap();
+        rmp::encode::write_str(&mut reordered, "id").unwrap();
+        rmp::encode::write_uint(&mut reordered, 9).unwrap();
+        rmp::encode::write_str(&mut reordered, "type").unwrap();
+        rmp::encode::write_str(&mut reordered, "result").unwrap();
+        assert_eq!(
+            result(&reordered),
+            Some(FromWorker::Result {
+                id: 9,
+                payload: b"xy"
+            })
+        );
+        let mut trailing = reordered.clone();
+        trailing.push(0xc0);
+        assert_eq!(result(&trailing), None);
+        let mut as_str = Vec::new();
+        rmp::encode::write_map_len(&mut as_str, 3).unwrap();
+        rmp::encode::write_str(&mut as_str, "type").unwrap();
+        rmp::encode::write_str(&mut as_str, "result").unwrap();
+        rmp::encode::write_str(&mut as_str, "id").unwrap();
+        rmp::encode::write_uint(&mut as_str, 9).unwrap();
+        rmp::encode::write_str(&mut as_str, "payload").unwrap();
+        rmp::encode::write_str(&mut as_str, "xy").unwrap();
+        assert_eq!(result(&as_str), None);
+        let mut negative = Vec::new();
+        rmp::encode::write_map_len(&mut negative, 3).unwrap();
+        rmp::encode::write_str(&mut negative, "type").unwrap();
+        rmp::encode::write_str(&mut negative, "result").unwrap();
+        rmp::encode::write_str(&mut negative, "id").unwrap();
+        rmp::encode::write_sint(&mut negative, -1).unwrap();
+        rmp::encode::write_str(&mut negative, "payload").unwrap();
+        rmp::encode::write_bin(&mut negative, b"").unwrap();
+        assert_eq!(result(&negative), None);
+    }
+}
