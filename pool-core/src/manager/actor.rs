@@ -77,6 +77,10 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Result<usize, ConfigError>>,
     },
     Shutdown(oneshot::Sender<()>),
+    Roll {
+        command: Option<WorkerCommand>,
+        reply: oneshot::Sender<Result<usize, ConfigError>>,
+    },
 }
 
 /// A task waiting for (another) attempt.
@@ -177,6 +181,7 @@ pub(crate) struct Actor {
     pub(crate) shutdown_waiters: Vec<oneshot::Sender<()>>,
     pub(crate) events_tx: mpsc::Sender<WorkerEvent>,
     pub(crate) candidates: Vec<WorkerSnapshot>,
+    pub(crate) roll: Option<super::roll::Roll>,
 }
 
 /// Everything the actor is built from.
@@ -221,6 +226,7 @@ pub(crate) async fn run(
         shutdown_waiters: Vec::new(),
         events_tx,
         candidates: Vec::new(),
+        roll: None,
     };
     actor.shared.stats.target_size.store(target as u64, Relaxed);
     for _ in 0..target {
@@ -250,6 +256,7 @@ pub(crate) async fn run(
             _ = health.tick() => actor.check_health(),
         }
         actor.dispatch();
+        actor.advance_roll();
         actor.after_change();
         if actor.finished() {
             break;
@@ -293,6 +300,7 @@ impl Actor {
                 let _ = reply.send(self.scale_to(target));
             }
             Command::Shutdown(reply) => self.begin_shutdown(Some(reply)),
+            Command::Roll { command, reply } => self.begin_roll(command, reply),
         }
     }
 

@@ -10,6 +10,7 @@ mod handle;
 mod lifecycle;
 mod metrics;
 mod pool;
+mod roll;
 mod worker_io;
 
 pub use config::PoolConfig;
