@@ -159,12 +159,27 @@ fn start(config: &ConfigArgs) -> Outcome {
             let mut client = Client::connect(&paths.socket).await?;
             client.call(&Request::Ping).await
         });
-        if let Ok(Reply::Json { value }) = ping {
-            let pid = value.get("pid").and_then(Value::as_u64).unwrap_or(0);
-            if pid == u64::from(child.id()) {
-                println!("started (pid {pid}); log: {}", paths.log.display());
+        match ping {
+            Ok(Reply::Json { value }) => {
+                let pid = value.get("pid").and_then(Value::as_u64).unwrap_or(0);
+                if pid == u64::from(child.id()) {
+                    println!("started (pid {pid}); log: {}", paths.log.display());
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
+            // It answers, but not to us: up all the same if it holds the PID file.
+            Ok(Reply::Error { kind, .. })
+                if kind == "unauthorized"
+                    && matches!(probe(&paths.pid), Ok(Probe::Running(p)) if p == child.id()) =>
+            {
+                println!(
+                    "started (pid {}); log: {}; note: your uid is not in allowed_uids",
+                    child.id(),
+                    paths.log.display()
+                );
                 return Ok(ExitCode::SUCCESS);
             }
+            _ => {}
         }
         if Instant::now() > deadline {
             let _ = child.kill();
