@@ -67,7 +67,12 @@ impl Client {
     /// # Errors
     /// As [`send`](Self::send) and [`next`](Self::next).
     pub(crate) async fn call(&mut self, request: &Request) -> io::Result<Reply> {
-        self.send(request).await?;
-        self.next().await
+        // A daemon that refuses us replies and closes at once, perhaps before our
+        // request is fully written: read its reply even when the write failed.
+        let sent = self.send(request).await;
+        match self.next().await {
+            Ok(reply) => Ok(reply),
+            Err(e) => Err(sent.err().unwrap_or(e)),
+        }
     }
 }
