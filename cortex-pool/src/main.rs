@@ -1,8 +1,9 @@
-//! The `cortex-pool` binary: `run` a batch of tasks on a pool, or act as the
-//! built-in demo `worker`.
+//! The `cortex-pool` binary: `run` a batch of tasks on a pool, run the pool
+//! `daemon` and talk to it, or act as the built-in demo `worker`.
 #![warn(clippy::unwrap_used)]
 
 mod cli;
+mod daemon;
 mod demo_worker;
 
 fn main() -> std::process::ExitCode {

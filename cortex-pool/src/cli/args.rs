@@ -18,6 +18,24 @@ pub(crate) enum Command {
     Run(Box<RunArgs>),
     /// Act as the built-in demo worker (speaks the protocol on stdin/stdout).
     Worker,
+    /// Run, start, stop and inspect the pool daemon.
+    Daemon {
+        #[command(subcommand)]
+        command: DaemonCommand,
+    },
+    /// Submit tasks to the daemon.
+    Submit(Box<SubmitArgs>),
+    /// The daemon's metrics.
+    Metrics(MetricsArgs),
+    /// Per-worker status.
+    Workers(WorkersArgs),
+    /// The daemon's dead-letter queue.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+    /// Set the number of workers.
+    Scale(ScaleArgs),
 }
 
 /// `cortex-pool run [OPTIONS] [TASKS]`.
@@ -91,4 +109,141 @@ pub(crate) struct RunArgs {
     /// The worker program and its arguments, after `--`.
     #[arg(last = true, value_name = "CMD")]
     pub(crate) worker_after_dashes: Vec<String>,
+}
+
+/// Where the daemon's configuration comes from (also how clients find its socket).
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ConfigArgs {
+    /// A TOML configuration file.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+
+    /// Override one key (highest precedence; repeatable), e.g. `--set pool_size=4`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub(crate) set: Vec<String>,
+}
+
+/// `cortex-pool daemon …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum DaemonCommand {
+    /// Run in the foreground (systemd, containers); logs to stderr.
+    Run {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Started by `daemon start`: become a session leader.
+        #[arg(long, hide = true)]
+        detached: bool,
+    },
+    /// Detach, write the PID file, log to a file (appending).
+    Start {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Drain gracefully, wait for the exit, escalate; exit 0 only when it is gone.
+    Stop {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Seconds to wait for a graceful drain before forcing.
+        #[arg(long, value_name = "N", default_value_t = 60)]
+        timeout_s: u64,
+    },
+    /// Stop (when running), then start.
+    Restart {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Seconds to wait for a graceful drain before forcing.
+        #[arg(long, value_name = "N", default_value_t = 60)]
+        timeout_s: u64,
+    },
+    /// Pool, workers, queue, health; exit 3 when not running.
+    Status {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Print the full status as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a stale PID file, socket and FIFO directory left by a dead daemon.
+    Cleanup {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+/// `cortex-pool submit`.
+#[derive(Debug, Args)]
+pub(crate) struct SubmitArgs {
+    #[command(flatten)]
+    pub(crate) config: ConfigArgs,
+    /// Submit one task of this type (instead of reading TASKS).
+    #[arg(long = "type", value_name = "T")]
+    pub(crate) task_type: Option<String>,
+    /// The task's payload, as JSON (with --type).
+    #[arg(long, value_name = "JSON")]
+    pub(crate) payload: Option<String>,
+    /// Priority 0 (highest) … 100; for lines that set none.
+    #[arg(long, value_name = "N")]
+    pub(crate) priority: Option<u8>,
+    /// Per-attempt timeout in milliseconds; for lines that set none.
+    #[arg(long, value_name = "N")]
+    pub(crate) timeout_ms: Option<u64>,
+    /// Wait and print one JSON line per task (the `run` output format).
+    #[arg(long)]
+    pub(crate) wait: bool,
+    /// A JSON-lines file of tasks; standard input when absent or "-".
+    pub(crate) tasks: Option<PathBuf>,
+}
+
+/// `cortex-pool metrics`.
+#[derive(Debug, Args)]
+pub(crate) struct MetricsArgs {
+    #[command(flatten)]
+    pub(crate) config: ConfigArgs,
+    /// JSON (the default).
+    #[arg(long, conflicts_with = "prometheus")]
+    pub(crate) json: bool,
+    /// The Prometheus text exposition format.
+    #[arg(long)]
+    pub(crate) prometheus: bool,
+}
+
+/// `cortex-pool workers`.
+#[derive(Debug, Args)]
+pub(crate) struct WorkersArgs {
+    #[command(flatten)]
+    pub(crate) config: ConfigArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `cortex-pool dlq …`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum DlqCommand {
+    /// List the dead letters as JSON.
+    List {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Submit dead letters again (all when no ID is given).
+    Retry {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Entries to retry.
+        ids: Vec<u64>,
+    },
+    /// Empty the dead-letter queue.
+    Purge {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+/// `cortex-pool scale N`.
+#[derive(Debug, Args)]
+pub(crate) struct ScaleArgs {
+    #[command(flatten)]
+    pub(crate) config: ConfigArgs,
+    /// The new number of workers.
+    pub(crate) size: usize,
 }

@@ -1,10 +1,10 @@
 //! The command line: argument parsing and one module per command.
 
-mod args;
-mod input;
-mod output;
+pub(crate) mod args;
+pub(crate) mod input;
+pub(crate) mod output;
 mod run;
-mod summary;
+pub(crate) mod summary;
 
 use std::process::ExitCode;
 
@@ -21,5 +21,11 @@ pub(crate) fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => run::run(*args),
         Command::Worker => crate::demo_worker::run(),
+        Command::Daemon { command } => crate::daemon::commands::daemon(command),
+        Command::Submit(args) => crate::daemon::commands::submit(*args),
+        Command::Metrics(args) => crate::daemon::commands::metrics(args),
+        Command::Workers(args) => crate::daemon::commands::workers(args),
+        Command::Dlq { command } => crate::daemon::commands::dlq(command),
+        Command::Scale(args) => crate::daemon::commands::scale(args),
     }
 }

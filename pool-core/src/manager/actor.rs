@@ -113,6 +113,10 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Result<usize, ConfigError>>,
     },
     Shutdown(oneshot::Sender<()>),
+    Roll {
+        command: Option<WorkerCommand>,
+        reply: oneshot::Sender<Result<usize, ConfigError>>,
+    },
 }
 
 /// A task waiting for (another) attempt.
@@ -237,6 +241,7 @@ pub(crate) struct Actor {
     pub(crate) alerts: AlertLog,
     pub(crate) window_started: Instant,
     pub(crate) autoscale_state: AutoscaleState,
+    pub(crate) roll: Option<super::roll::Roll>,
 }
 
 /// Everything the actor is built from.
@@ -286,6 +291,7 @@ pub(crate) async fn run(
         alerts: AlertLog::default(),
         window_started: Instant::now(),
         autoscale_state: AutoscaleState::default(),
+        roll: None,
     };
     actor.shared.stats.target_size.store(target as u64, Relaxed);
     for _ in 0..target {
@@ -315,6 +321,7 @@ pub(crate) async fn run(
             _ = health.tick() => actor.check_health(),
         }
         actor.dispatch();
+        actor.advance_roll();
         actor.after_change();
         if actor.finished() {
             break;
@@ -361,6 +368,7 @@ impl Actor {
                 let _ = reply.send(self.scale_to(target));
             }
             Command::Shutdown(reply) => self.begin_shutdown(Some(reply)),
+            Command::Roll { command, reply } => self.begin_roll(command, reply),
         }
     }
 

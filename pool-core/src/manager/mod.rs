@@ -13,6 +13,7 @@ mod histogram;
 mod lifecycle;
 mod metrics;
 mod pool;
+mod roll;
 mod worker_io;
 
 pub use alerts::Alert;

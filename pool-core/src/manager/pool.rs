@@ -436,6 +436,21 @@ impl Pool {
         .unwrap_or_else(|| Err(ConfigError::new("pool_size", "the pool is not running")))
     }
 
+    /// Replaces every worker, one at a time: each replacement is started and ready
+    /// before the worker it replaces is retired (that one finishes its tasks first),
+    /// so capacity never dips and no task is dropped. With `command`, replacements
+    /// and every later worker run it instead of the pool's current command.
+    /// Returns how many workers were replaced, once the last one was retired.
+    ///
+    /// # Errors
+    /// When the pool is not running, begins shutting down during the roll, or
+    /// another roll is in progress.
+    pub async fn roll_workers(&self, command: Option<WorkerCommand>) -> Result<usize, ConfigError> {
+        self.ask(|reply| Command::Roll { command, reply })
+            .await
+            .unwrap_or_else(|| Err(ConfigError::new("pool", "the pool is not running")))
+    }
+
     /// Shuts the pool down: queued tasks fail with "shutting down", in-flight tasks
     /// get `shutdown_timeout` to finish, then workers are asked to exit, then
     /// SIGTERM, then SIGKILL; returns once every worker is reaped. Every caller of

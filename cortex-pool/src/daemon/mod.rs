@@ -1,0 +1,54 @@
+//! The pool daemon: a service that keeps a pool running, takes tasks and answers
+//! queries over a Unix control socket, and stops without leaving anything behind.
+//!
+//! - `service` — `daemon run`: PID file, socket, pool, signals, clean exit.
+//! - `commands` — the client commands (`daemon start|stop|…`, `submit`, …).
+//! - `config` — TOML file + environment + `--set` → validated [`config::Settings`].
+//! - `paths`, `pidfile` — the runtime directory and the locked PID file.
+//! - `protocol`, `server`, `client` — the control socket's requests and replies.
+//! - `signals` — drain, forced stop, reload with a rolling restart.
+//! - `prometheus`, `http` — the exposition format and the optional scrape endpoint.
+
+pub(crate) mod client;
+pub(crate) mod commands;
+pub(crate) mod config;
+pub(crate) mod http;
+pub(crate) mod paths;
+pub(crate) mod pidfile;
+pub(crate) mod prometheus;
+pub(crate) mod protocol;
+pub(crate) mod server;
+pub(crate) mod service;
+pub(crate) mod signals;
+pub(crate) mod state;
+
+use std::path::Path;
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum DaemonError {
+    /// Another daemon holds the PID file.
+    #[error("already running (pid {0})")]
+    AlreadyRunning(u32),
+    /// A file or directory could not be made or used.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Anything else that stopped the start.
+    #[error("{0}")]
+    Start(String),
+}
+
+impl DaemonError {
+    fn io(path: &Path, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! Where the daemon keeps its files: one runtime directory holding `daemon.sock`,
+//! `daemon.pid`, `daemon.log` and `fifo/`, each of which can be configured apart.
+
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// The daemon's file locations, resolved from its settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Paths {
+    /// The runtime directory (created 0700).
+    pub(crate) dir: PathBuf,
+    /// The control socket.
+    pub(crate) socket: PathBuf,
+    /// The PID file (locked while the daemon lives).
+    pub(crate) pid: PathBuf,
+    /// The log file `daemon start` appends to.
+    pub(crate) log: PathBuf,
+    /// The base directory of the fifo transport's private directories.
+    pub(crate) fifo: PathBuf,
+}
+
+/// The default runtime directory: `$CORTEX_POOL_RUNTIME_DIR`, else
+/// `$XDG_RUNTIME_DIR/cortex-pool`, else `/tmp/cortex-pool-<uid>`.
+pub(crate) fn default_runtime_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CORTEX_POOL_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("cortex-pool");
+    }
+    PathBuf::from(format!("/tmp/cortex-pool-{}", uid()))
+}
+
+/// This process's real user id.
+pub(crate) fn uid() -> u32 {
+    rustix::process::getuid().as_raw()
+}
+
+impl Paths {
+    /// The locations under `dir`, each replaced by its override when given.
+    pub(crate) fn new(
+        dir: PathBuf,
+        socket: Option<PathBuf>,
+        pid: Option<PathBuf>,
+        log: Option<PathBuf>,
+        fifo: Option<PathBuf>,
+    ) -> Self {
+        Self {
+            socket: socket.unwrap_or_else(|| dir.join("daemon.sock")),
+            pid: pid.unwrap_or_else(|| dir.join("daemon.pid")),
+            log: log.unwrap_or_else(|| dir.join("daemon.log")),
+            fifo: fifo.unwrap_or_else(|| dir.join("fifo")),
+            dir,
+        }
+    }
+
+    /// Whether the fifo base is the runtime directory's own `fifo/` (which the
+    /// daemon creates and removes) rather than one the user configured.
+    pub(crate) fn owns_fifo_dir(&self) -> bool {
+        self.fifo == self.dir.join("fifo")
+    }
+}
+
+/// Creates `dir` (and missing parents) with mode 0700, or checks an existing one:
+/// it must be a directory owned by us; group and other bits are removed.
+///
+/// # Errors
+/// When it cannot be created, is not a directory, or belongs to another user.
+pub(crate) fn ensure_private_dir(dir: &Path) -> io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let meta = std::fs::symlink_metadata(dir)?;
+    if !meta.is_dir() {
+        return Err(io::Error::other(format!(
+            "{} is not a directory",
+            dir.display()
+        )));
+    }
+    if meta.uid() != uid() {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} belongs to uid {}, not to us (uid {})",
+                dir.display(),
+                meta.uid(),
+                uid()
+            ),
+        ));
+    }
+    if meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Makes sure the parent directory of `file` exists (0700 when we create it).
+pub(crate) fn ensure_parent(file: &Path) -> io::Result<()> {
+    match file.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() && !parent.exists() => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_live_in_the_runtime_dir_unless_configured() {
+        let p = Paths::new("/r".into(), None, Some("/x/p.pid".into()), None, None);
+        assert_eq!(p.socket, PathBuf::from("/r/daemon.sock"));
+        assert_eq!(p.pid, PathBuf::from("/x/p.pid"));
+        assert_eq!(p.log, PathBuf::from("/r/daemon.log"));
+        assert!(p.owns_fifo_dir());
+        let p = Paths::new("/r".into(), None, None, None, Some("/f".into()));
+        assert!(!p.owns_fifo_dir());
+    }
+
+    #[test]
+    fn a_private_dir_is_created_0700_and_tightened() {
+        let base = std::env::temp_dir().join(format!("cp-paths-{}", std::process::id()));
+        let dir = base.join("a/b");
+        ensure_private_dir(&dir).unwrap();
+        assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        ensure_private_dir(&dir).unwrap();
+        assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o777, 0o700);
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+}

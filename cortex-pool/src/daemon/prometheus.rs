@@ -1,0 +1,174 @@
+//! The Prometheus text exposition format, encoded by the official
+//! `prometheus-client` crate from a metrics snapshot.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use super::state::Daemon;
+
+/// Renders the pool's metrics (counters, gauges, and the task latency
+/// histogram with `_bucket`/`_sum`/`_count`) as Prometheus text.
+pub(crate) fn render(daemon: &Daemon) -> String {
+    let m = daemon.pool.metrics();
+    let mut registry = Registry::with_prefix("cortex_pool");
+    let counter = |registry: &mut Registry, name: &str, help: &str, value: u64| {
+        let c = Counter::<u64>::default();
+        c.inc_by(value);
+        registry.register(name, help, c);
+    };
+    let gauge = |registry: &mut Registry, name: &str, help: &str, value: u64| {
+        let g = Gauge::<i64>::default();
+        g.set(i64::try_from(value).unwrap_or(i64::MAX));
+        registry.register(name, help, g);
+    };
+    counter(
+        &mut registry,
+        "tasks_submitted",
+        "Tasks accepted",
+        m.tasks.submitted,
+    );
+    counter(
+        &mut registry,
+        "tasks_completed",
+        "Tasks that produced a result",
+        m.tasks.completed,
+    );
+    counter(
+        &mut registry,
+        "tasks_failed",
+        "Tasks that ended without a result",
+        m.tasks.failed,
+    );
+    counter(
+        &mut registry,
+        "tasks_retried",
+        "Retries scheduled",
+        m.tasks.retried,
+    );
+    counter(
+        &mut registry,
+        "tasks_dead_lettered",
+        "Tasks that ran out of attempts",
+        m.tasks.dead_lettered,
+    );
+    counter(
+        &mut registry,
+        "tasks_cancelled",
+        "Tasks cancelled by their caller",
+        m.tasks.cancelled,
+    );
+    counter(
+        &mut registry,
+        "tasks_timed_out",
+        "Attempts that ran past their timeout",
+        m.tasks.timed_out,
+    );
+    counter(
+        &mut registry,
+        "dispatches",
+        "Attempts sent to workers",
+        m.performance.dispatches,
+    );
+    counter(
+        &mut registry,
+        "workers_spawned",
+        "Worker processes started",
+        m.performance.workers_spawned,
+    );
+    counter(
+        &mut registry,
+        "workers_restarted",
+        "Workers started to replace one that died",
+        m.performance.workers_restarted,
+    );
+    counter(
+        &mut registry,
+        "workers_crashed",
+        "Workers that died without being asked to",
+        m.performance.workers_crashed,
+    );
+    counter(
+        &mut registry,
+        "workers_recycled",
+        "Workers retired and replaced",
+        m.performance.workers_recycled,
+    );
+    counter(
+        &mut registry,
+        "zombies_killed",
+        "Workers killed for missing heartbeats",
+        m.performance.zombies_killed,
+    );
+    gauge(&mut registry, "workers", "Live workers", m.workers.total);
+    gauge(
+        &mut registry,
+        "workers_ready",
+        "Workers with free capacity",
+        m.workers.ready,
+    );
+    gauge(
+        &mut registry,
+        "workers_busy",
+        "Workers running a task",
+        m.workers.busy,
+    );
+    gauge(
+        &mut registry,
+        "workers_unhealthy",
+        "Workers judged suspect or worse",
+        m.workers.unhealthy,
+    );
+    gauge(
+        &mut registry,
+        "pool_target_size",
+        "The size the pool keeps itself at",
+        m.pool.target_size,
+    );
+    gauge(
+        &mut registry,
+        "queue_depth",
+        "Tasks waiting",
+        m.tasks.queued,
+    );
+    gauge(
+        &mut registry,
+        "in_flight",
+        "Tasks running on a worker",
+        m.tasks.in_flight,
+    );
+    gauge(
+        &mut registry,
+        "dlq_size",
+        "Entries in the dead-letter queue",
+        m.queue.dlq_size,
+    );
+    let healthy = match m.health.status {
+        "healthy" => 2,
+        "degraded" => 1,
+        _ => 0,
+    };
+    gauge(
+        &mut registry,
+        "health",
+        "2 healthy, 1 degraded, 0 critical",
+        healthy,
+    );
+    gauge(
+        &mut registry,
+        "uptime_seconds",
+        "Time since the daemon started",
+        daemon.started.elapsed().as_secs(),
+    );
+    registry.register(
+        "task_duration_seconds",
+        "Time from submission to result of tasks submitted through the daemon",
+        daemon.latency.clone(),
+    );
+    let mut text = String::new();
+    if encode(&mut text, &registry).is_err() {
+        text.clear();
+    }
+    text
+}

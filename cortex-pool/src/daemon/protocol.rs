@@ -1,0 +1,171 @@
+//! Control requests and replies: MessagePack maps in the pool's own frames
+//! (u32 big-endian length prefix, see `pool_core::protocol`).
+
+use bytes::BytesMut;
+use pool_core::protocol::{encode_frame, FrameError};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+/// Largest reply frame a client accepts.
+pub(crate) const MAX_REPLY: usize = pool_core::protocol::DEFAULT_MAX_FRAME;
+
+/// A request from a client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub(crate) enum Request {
+    /// Is the daemon there? Replies `Json` `{pid, version}`.
+    Ping,
+    /// Pool, workers, queue and health.
+    Status,
+    /// The metrics snapshot (`Json`), or the Prometheus text (`Text`).
+    Metrics {
+        /// Text exposition format instead of JSON.
+        prometheus: bool,
+    },
+    /// Per-worker state.
+    Workers,
+    /// Tasks as JSON lines in `run`'s input format. With `wait`, one `Line` per
+    /// task as it ends, then `Done`; without, `Done` once all were accepted.
+    Submit {
+        /// The lines.
+        lines: Vec<String>,
+        /// Stream results back.
+        wait: bool,
+        /// Number of the first line (for ids and error messages).
+        first_line: u64,
+    },
+    /// The dead-letter queue.
+    DlqList,
+    /// Resubmit dead letters (all when `ids` is absent).
+    DlqRetry {
+        /// Which entries.
+        ids: Option<Vec<u64>>,
+    },
+    /// Empty the dead-letter queue.
+    DlqPurge,
+    /// Set the pool's size.
+    Scale {
+        /// The new size.
+        size: usize,
+    },
+}
+
+/// A reply from the daemon.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub(crate) enum Reply {
+    /// The request failed; the connection is closed after it when `fatal`.
+    Error {
+        /// A stable, short kind: `unauthorized`, `too_large`, `malformed`, `busy`,
+        /// `invalid`, `shutting_down`.
+        kind: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A JSON document.
+    Json {
+        /// The document.
+        value: serde_json::Value,
+    },
+    /// Plain text.
+    Text {
+        /// The text.
+        text: String,
+    },
+    /// One result line in `run`'s output format.
+    Line {
+        /// The line.
+        line: serde_json::Value,
+    },
+    /// A submit ended: how many lines were taken and how many were refused.
+    Done {
+        /// Tasks accepted by the pool.
+        accepted: u64,
+        /// Lines refused (invalid or not accepted).
+        refused: u64,
+    },
+}
+
+impl Reply {
+    /// An error reply.
+    pub(crate) fn error(kind: &str, message: impl Into<String>) -> Self {
+        Self::Error {
+            kind: kind.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Encodes `message` as one frame (named MessagePack map).
+///
+/// # Errors
+/// When it does not encode or is larger than `max`.
+pub(crate) fn frame<T: Serialize>(message: &T, max: usize) -> Result<BytesMut, FrameError> {
+    let mut buf = BytesMut::new();
+    encode_frame(message, &mut buf, max)?;
+    Ok(buf)
+}
+
+/// Writes `message` as one frame.
+///
+/// # Errors
+/// An encoding error or the writer's I/O error.
+pub(crate) async fn write<W, T>(writer: &mut W, message: &T, max: usize) -> std::io::Result<()>
+where
+    W: AsyncWrite + Unpin,
+    T: Serialize,
+{
+    let buf = frame(message, max).map_err(std::io::Error::other)?;
+    writer.write_all(&buf).await?;
+    writer.flush().await
+}
+
+/// Decodes a frame body.
+///
+/// # Errors
+/// When the body is not a valid message of type `T`.
+pub(crate) fn decode<'a, T: Deserialize<'a>>(
+    body: &'a [u8],
+) -> Result<T, rmp_serde::decode::Error> {
+    rmp_serde::from_slice(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_and_replies_round_trip() {
+        let requests = [
+            Request::Ping,
+            Request::Metrics { prometheus: true },
+            Request::Submit {
+                lines: vec![r#"{"type":"echo"}"#.into()],
+                wait: true,
+                first_line: 1,
+            },
+            Request::DlqRetry {
+                ids: Some(vec![1, 2]),
+            },
+            Request::Scale { size: 3 },
+        ];
+        for r in requests {
+            let f = frame(&r, 1 << 20).unwrap();
+            assert_eq!(decode::<Request>(&f[4..]).unwrap(), r);
+        }
+        let replies = [
+            Reply::error("busy", "x"),
+            Reply::Json {
+                value: serde_json::json!({"a": [1, "b", null, 2.5]}),
+            },
+            Reply::Done {
+                accepted: 3,
+                refused: 0,
+            },
+        ];
+        for r in replies {
+            let f = frame(&r, 1 << 20).unwrap();
+            assert_eq!(decode::<Reply>(&f[4..]).unwrap(), r);
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! `cortex-pool daemon run`: the daemon itself. It takes the PID file, binds the
+//! control socket, starts the pool and serves until SIGTERM/SIGINT, then drains
+//! and removes every file it made.
+
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use interprocess::local_socket::tokio::prelude::*;
+use interprocess::local_socket::{GenericFilePath, ListenerOptions};
+use interprocess::os::unix::local_socket::ListenerOptionsExt;
+use pool_core::{Pool, Transport};
+use tokio_util::sync::CancellationToken;
+
+use super::config::{Settings, Sources, TransportKind};
+use super::paths::{ensure_parent, ensure_private_dir};
+use super::pidfile::{PidFile, PidFileError};
+use super::signals;
+use super::state::Daemon;
+use super::{http, server, DaemonError};
+
+/// Runs the daemon in the foreground until it is told to stop.
+///
+/// # Errors
+/// When it cannot start: another daemon runs, a file cannot be made, the pool
+/// does not start.
+pub(crate) async fn run(settings: Settings, sources: Sources) -> Result<(), DaemonError> {
+    let paths = settings.paths.clone();
+    ensure_private_dir(&paths.dir).map_err(|e| DaemonError::io(&paths.dir, e))?;
+    ensure_parent(&paths.pid).map_err(|e| DaemonError::io(&paths.pid, e))?;
+    ensure_parent(&paths.socket).map_err(|e| DaemonError::io(&paths.socket, e))?;
+    let pid_file = PidFile::acquire(&paths.pid).map_err(|e| match e {
+        PidFileError::AlreadyRunning { pid } => DaemonError::AlreadyRunning(pid),
+        other => DaemonError::Start(other.to_string()),
+    })?;
+    // We hold the lock, so a socket file left there belongs to a dead daemon.
+    remove_socket(&paths.socket);
+    let name = paths
+        .socket
+        .as_path()
+        .to_fs_name::<GenericFilePath>()
+        .map_err(|e| DaemonError::io(&paths.socket, e))?;
+    let listener = ListenerOptions::new()
+        .name(name)
+        .mode(0o600)
+        .create_tokio()
+        .map_err(|e| DaemonError::io(&paths.socket, e))?;
+    std::fs::set_permissions(&paths.socket, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| DaemonError::io(&paths.socket, e))?;
+
+    let made_fifo_dir = settings.transport == TransportKind::Fifo && !paths.fifo.exists();
+    let transport: Arc<dyn Transport> = match settings.transport {
+        TransportKind::Stdio => Arc::new(transport_ipc::StdioTransport::new()),
+        TransportKind::Fifo => {
+            ensure_private_dir(&paths.fifo).map_err(|e| DaemonError::io(&paths.fifo, e))?;
+            Arc::new(
+                transport_fifo::FifoTransport::in_dir(&paths.fifo)
+                    .map_err(|e| DaemonError::io(&paths.fifo, e))?,
+            )
+        }
+    };
+    let started = Pool::builder_arc(transport.clone(), settings.worker.clone())
+        .config(settings.pool.clone())
+        .boxed_policy(settings.policy())
+        .start()
+        .await;
+    let pool = match started {
+        Ok(pool) => pool,
+        Err(e) => {
+            remove_socket(&paths.socket);
+            drop(transport);
+            if made_fifo_dir {
+                let _ = std::fs::remove_dir(&paths.fifo);
+            }
+            drop(pid_file);
+            return Err(DaemonError::Start(format!("the pool did not start: {e}")));
+        }
+    };
+    let metrics_addr = settings.metrics_addr;
+    let daemon = Arc::new(Daemon::new(pool.clone(), Arc::new(RwLock::new(settings))));
+    let stop = CancellationToken::new();
+    let server = tokio::spawn(server::serve(listener, daemon.clone(), stop.clone()));
+    let scraper = match metrics_addr {
+        Some(addr) => match http::bind(addr).await {
+            Ok(listener) => Some(tokio::spawn(http::serve(
+                listener,
+                daemon.clone(),
+                stop.clone(),
+            ))),
+            Err(e) => {
+                tracing::error!(%addr, error = %e, "cannot serve metrics_addr; continuing without it");
+                None
+            }
+        },
+        None => None,
+    };
+    tracing::info!(
+        pid = std::process::id(),
+        socket = %paths.socket.display(),
+        workers = pool.metrics().workers.total,
+        "daemon ready"
+    );
+
+    signals::serve_until_stopped(&daemon, &sources).await;
+
+    stop.cancel();
+    let _ = server.await;
+    if let Some(scraper) = scraper {
+        let _ = scraper.await;
+    }
+    drop(pool);
+    drop(daemon);
+    // The pool's actor holds the transport until it has finished; its FIFO
+    // directory is removed when the last holder lets go.
+    for _ in 0..100 {
+        if Arc::strong_count(&transport) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(transport);
+    if made_fifo_dir || paths.owns_fifo_dir() {
+        let _ = std::fs::remove_dir(&paths.fifo);
+    }
+    remove_socket(&paths.socket);
+    drop(pid_file);
+    tracing::info!("daemon stopped");
+    Ok(())
+}
+
+/// Removes `path` if it is a socket (never anything else).
+pub(crate) fn remove_socket(path: &std::path::Path) {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if meta.file_type().is_socket() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! What every part of a running daemon shares.
+
+use std::time::Instant;
+
+use pool_core::Pool;
+use prometheus_client::metrics::histogram::Histogram;
+
+use super::config::SharedSettings;
+
+/// The running daemon's shared state.
+#[derive(Debug)]
+pub(crate) struct Daemon {
+    /// The pool.
+    pub(crate) pool: Pool,
+    /// The current settings (replaced on reload).
+    pub(crate) settings: SharedSettings,
+    /// When the daemon started.
+    pub(crate) started: Instant,
+    /// Latency of tasks submitted through the socket, submit to end, in seconds.
+    pub(crate) latency: Histogram,
+}
+
+impl Daemon {
+    /// State around a started pool.
+    pub(crate) fn new(pool: Pool, settings: SharedSettings) -> Self {
+        Self {
+            pool,
+            settings,
+            started: Instant::now(),
+            latency: Histogram::new([
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            ]),
+        }
+    }
+
+    /// A copy of one value of the current settings.
+    pub(crate) fn setting<T>(&self, f: impl FnOnce(&super::config::Settings) -> T) -> T {
+        match self.settings.read() {
+            Ok(guard) => f(&guard),
+            Err(poisoned) => f(&poisoned.into_inner()),
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! The daemon end to end: start, status, 1 000 tasks with `--wait` through a
+//! worker killed with SIGKILL and a SIGHUP rolling restart, stop, nothing left.
+
+mod daemon_util;
+
+use std::collections::HashSet;
+use std::process::Stdio;
+
+use daemon_util::{alive, text, wait_for, Daemon};
+use serde_json::Value;
+
+#[test]
+fn start_submit_kill_a_worker_reload_stop_and_nothing_is_left() {
+    let mut d = Daemon::new(
+        "lifecycle",
+        &[
+            ("CORTEX_POOL_POOL_SIZE", "4"),
+            ("CORTEX_POOL_TRANSPORT", "fifo"),
+        ],
+    );
+    d.watchdog(120);
+    let pid = d.start();
+    assert!(alive(pid));
+
+    // A second start is refused, naming the running daemon.
+    let again = d.cli(&["daemon", "start"]);
+    assert_eq!(again.status.code(), Some(1), "{}", text(&again));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains(&format!("already running (pid {pid})")),
+        "{}",
+        text(&again)
+    );
+    // cleanup refuses while the daemon lives.
+    let cleanup = d.cli(&["daemon", "cleanup"]);
+    assert_eq!(cleanup.status.code(), Some(1), "{}", text(&cleanup));
+    assert!(d.socket().exists());
+
+    let status = d.status();
+    assert_eq!(status["pid"], pid);
+    assert_eq!(status["metrics"]["workers"]["total"], 4);
+    assert!(d.dir.join("fifo").is_dir());
+
+    // 1 000 tasks; while they run, one worker is killed and the pool is rolled.
+    let tasks: String = (1..=1000)
+        .map(|i| format!("{{\"id\":\"t{i}\",\"type\":\"sleep\",\"payload\":{{\"ms\":4}}}}\n"))
+        .collect();
+    let file = d.dir.join("tasks.jsonl");
+    std::fs::write(&file, tasks).unwrap();
+    let submit = d
+        .command(&["submit", "--wait", file.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let completed = |d: &Daemon| {
+        let m: Value =
+            serde_json::from_slice(&d.cli(&["metrics", "--json"]).stdout).unwrap_or_default();
+        m["tasks"]["completed"].as_u64().unwrap_or(0)
+    };
+    assert!(wait_for(30, || completed(&d) >= 100), "tasks did not start");
+    let victim = d.workers()[0]["pid"].as_u64().unwrap();
+    assert!(std::process::Command::new("kill")
+        .args(["-9", &victim.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    assert!(wait_for(30, || completed(&d) >= 300));
+    let before: HashSet<u64> = d
+        .workers()
+        .iter()
+        .filter_map(|w| w["pid"].as_u64())
+        .collect();
+    assert!(std::process::Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+
+    let out = submit.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1000);
+    let ids: HashSet<&str> = lines.iter().map(|l| l["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 1000, "every task reported exactly once");
+    assert!(lines.iter().all(|l| l["status"] == "ok"));
+    assert!(
+        lines.iter().any(|l| l["attempts"].as_u64() > Some(1)),
+        "the killed worker's task was retried"
+    );
+
+    // The rolling restart replaces every worker and keeps the size.
+    assert!(
+        wait_for(30, || {
+            let now: HashSet<u64> = d
+                .workers()
+                .iter()
+                .filter_map(|w| w["pid"].as_u64())
+                .collect();
+            now.len() == 4 && now.is_disjoint(&before)
+        }),
+        "workers were not all replaced"
+    );
+    let m: Value = serde_json::from_slice(&d.cli(&["metrics", "--json"]).stdout).unwrap();
+    assert_eq!(m["tasks"]["completed"], 1000);
+    assert_eq!(m["tasks"]["failed"], 0);
+    let workers: Vec<u64> = d
+        .workers()
+        .iter()
+        .filter_map(|w| w["pid"].as_u64())
+        .collect();
+
+    let stop = d.stop();
+    assert_eq!(stop.status.code(), Some(0), "{}", text(&stop));
+    assert!(!alive(pid));
+    assert!(
+        wait_for(10, || workers.iter().all(|w| !alive(*w as u32))),
+        "a worker outlived the daemon"
+    );
+    for leftover in ["daemon.sock", "daemon.pid", "fifo"] {
+        assert!(!d.dir.join(leftover).exists(), "{leftover} was left behind");
+    }
+    assert!(d.dir.join("daemon.log").exists(), "the log is kept");
+
+    // Stopping a stopped daemon says so and fails; status says not running.
+    let again = d.cli(&["daemon", "stop"]);
+    assert_eq!(again.status.code(), Some(3), "{}", text(&again));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not running"));
+    assert_eq!(d.cli(&["daemon", "status"]).status.code(), Some(3));
+}
+
+#[test]
+fn a_daemon_killed_with_sigkill_leaves_stale_files_that_cleanup_removes() {
+    let mut d = Daemon::new("stale", &[("CORTEX_POOL_TRANSPORT", "fifo")]);
+    d.watchdog(60);
+    let pid = d.run_foreground();
+    let workers: Vec<u64> = d
+        .workers()
+        .iter()
+        .filter_map(|w| w["pid"].as_u64())
+        .collect();
+    assert!(std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let _ = d.stop(); // reaps the foreground child; the daemon is already gone
+                      // The lock went with the process: status and stop see a stale file, not a daemon.
+    assert_eq!(d.cli(&["daemon", "status"]).status.code(), Some(3));
+    assert!(d.dir.join("daemon.pid").exists());
+    let cleanup = d.cli(&["daemon", "cleanup"]);
+    assert!(cleanup.status.success(), "{}", text(&cleanup));
+    for leftover in ["daemon.sock", "daemon.pid", "fifo"] {
+        assert!(!d.dir.join(leftover).exists(), "{leftover} was left behind");
+    }
+    for w in workers {
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &w.to_string()])
+            .status();
+    }
+    // A new daemon starts over the cleaned directory.
+    let pid = d.start();
+    assert!(alive(pid));
+    assert_eq!(d.stop().status.code(), Some(0));
+}

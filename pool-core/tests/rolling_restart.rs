@@ -1,0 +1,68 @@
+//! Rolling restarts: every worker is replaced, each replacement ready before the
+//! worker it replaces retires, and no task is lost.
+
+mod common;
+
+use std::time::Duration;
+
+use pool_core::testing::MockAction;
+use pool_core::{PoolEvent, WorkerCommand};
+
+#[tokio::test(start_paused = true)]
+async fn every_worker_is_replaced_replacement_first_and_no_task_is_lost() {
+    let (pool, recorder) = common::start(common::config(3), |_| {
+        MockAction::EchoAfter(Duration::from_millis(30))
+    })
+    .await;
+    let mut events = pool.events();
+    let mut handles = Vec::new();
+    for n in 0..60u32 {
+        handles.push(pool.submit(common::task("work", n)).await.unwrap());
+    }
+    let rolled = pool.roll_workers(None).await.unwrap();
+    assert_eq!(rolled, 3);
+    for (n, handle) in handles.into_iter().enumerate() {
+        assert_eq!(handle.await.unwrap().decode::<u32>().unwrap(), n as u32);
+    }
+    assert_eq!(recorder.launches(), 6);
+    // Capacity never dipped: before each retirement, one more worker was ready
+    // than were retired so far, on top of the original three.
+    let (mut ready, mut retired) = (3usize, 0usize);
+    while let Ok(event) = events.try_recv() {
+        match event {
+            PoolEvent::WorkerReady { .. } => ready += 1,
+            PoolEvent::WorkerRecycled { reason, .. } => {
+                assert_eq!(reason, "rolling restart");
+                retired += 1;
+                assert!(ready - retired >= 3, "ready {ready}, retired {retired}");
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(retired, 3);
+    let m = pool.metrics();
+    assert_eq!(m.tasks.completed, 60);
+    assert_eq!(m.performance.workers_crashed, 0);
+    pool.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_command_is_used_by_the_replacements_and_a_second_roll_is_refused() {
+    let (pool, recorder) = common::start(common::config(2), |_| MockAction::Echo).await;
+    let (first, second) = tokio::join!(
+        pool.roll_workers(Some(WorkerCommand::new("mock-worker-v2"))),
+        pool.roll_workers(None)
+    );
+    assert!(second.is_err());
+    assert_eq!(first.unwrap(), 2);
+    assert_eq!(recorder.launches(), 4);
+    let out = pool
+        .submit(common::task("work", 7))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(out.decode::<u32>().unwrap(), 7);
+    assert_eq!(pool.metrics().workers.total, 2);
+    pool.shutdown().await;
+}
