@@ -10,7 +10,7 @@
 //! ratio to our pool) followed by the targets of issue 6.
 //!
 //! A peer whose runtime is missing is skipped with a line that says so.
-//! Environment: `REPS` (default 3), `FLAT` tasks for the long flat-memory run
+//! Environment: `REPS` (default 2), `FLAT` tasks for the long flat-memory run
 //! (default 10 000 000; 0 skips it), `ONLY` a space-separated subset of
 //! `ours raw python node`.
 
@@ -243,7 +243,7 @@ fn ours_for(bench: &str, metric: &str) -> Option<(String, bool)> {
 }
 
 pub(crate) fn peers() -> Result<(), String> {
-    let reps = env_num("REPS", 3).max(1);
+    let reps = env_num("REPS", 2).max(1);
     let flat = env_num("FLAT", 10_000_000);
     let only = std::env::var("ONLY").unwrap_or_else(|_| "ours raw python node".into());
     let want = |g: &str| only.split_whitespace().any(|w| w == g);

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Multi-core scaling of pool throughput: 64 B echo tasks submitted at once, on 1..W
+# workers, next to the raw pipe limit and Python's multiprocessing.Pool on the same
+# worker counts. Prints RESULT lines and a Markdown table.
+#
+#   benches/scaling.sh [BIN_DIR] [WORKER_COUNTS]
+#
+# BIN_DIR holds release builds of pool-bench, bench-worker and raw-echo (default
+# target/release); WORKER_COUNTS defaults to "1 2 4 8 14". N (default 200000) tasks
+# per run, REPS (default 2) runs per point, interleaved.
+set -uo pipefail
+bin=${1:-target/release}
+counts=${2:-"1 2 4 8 14"}
+n=${N:-200000}
+reps=${REPS:-2}
+log=$(mktemp)
+echo "# $(nproc) cpus: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
+py_mp() { # py_mp WORKERS N
+  python3 - "$1" "$2" <<'PY'
+import multiprocessing as mp, sys, time, json
+from itertools import repeat
+def echo(x): return x
+w, n = int(sys.argv[1]), int(sys.argv[2])
+with mp.Pool(w) as pool:
+    list(pool.imap_unordered(echo, [b"x" * 64] * 200, chunksize=1))
+    t = time.perf_counter()
+    got = sum(len(r) for r in pool.imap_unordered(echo, repeat(b"x" * 64, n), chunksize=1))
+    dt = time.perf_counter() - t
+print("RESULT " + json.dumps({"bench": f"py.mp.tput.w{w}", "metric": "rate", "value": n / dt, "unit": "task/s"}))
+PY
+}
+for rep in $(seq "$reps"); do
+  for w in $counts; do
+    TAG="w$w" "$bin/pool-bench" tput "$n" "$w" | tee -a "$log"
+    if command -v python3 >/dev/null; then py_mp "$w" "$((n / 4))" | tee -a "$log"; fi
+  done
+  "$bin/pool-bench" raw-tput 1000000 | tee -a "$log"
+done
+echo
+echo "| workers | cortex-pool (task/s, median) | multiprocessing.Pool (task/s, median) | ratio |"
+echo "|---:|---:|---:|---:|"
+for w in $counts; do
+  ours=$(grep "\"bench\":\"ours.tput.w$w\"" "$log" | grep -o '"value": *[0-9.e+]*' | awk -F: '{print $2}' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+  py=$(grep "py.mp.tput.w$w\"" "$log" | grep -o '"value": *[0-9.e+]*' | awk -F: '{print $2}' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+  ratio=$(awk -v a="${ours:-0}" -v b="${py:-0}" 'BEGIN { if (b > 0) printf "%.1f×", a / b; else print "—" }')
+  printf "| %s | %.0f | %.0f | %s |\n" "$w" "${ours:-0}" "${py:-0}" "$ratio"
+done
+rm -f "$log"
