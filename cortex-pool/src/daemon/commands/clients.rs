@@ -1,0 +1,104 @@
+//! The small clients: `metrics`, `workers`, `dlq`, `scale`.
+
+use crate::cli::args::{DlqCommand, MetricsArgs, ScaleArgs, WorkersArgs};
+use crate::daemon::protocol::Request;
+use serde_json::Value;
+use std::process::ExitCode;
+
+use super::{call, finish, runtime, settings};
+
+/// `cortex-pool metrics`.
+pub(crate) fn metrics(args: MetricsArgs) -> ExitCode {
+    finish((|| {
+        let settings = settings(&args.config)?;
+        let rt = runtime()?;
+        let value = call(
+            &rt,
+            &settings,
+            Request::Metrics {
+                prometheus: args.prometheus,
+            },
+        )?;
+        match value {
+            Value::String(text) => print!("{text}"),
+            value => println!(
+                "{}",
+                serde_json::to_string_pretty(&value).unwrap_or_default()
+            ),
+        }
+        Ok(ExitCode::SUCCESS)
+    })())
+}
+
+/// `cortex-pool workers`.
+pub(crate) fn workers(args: WorkersArgs) -> ExitCode {
+    finish((|| {
+        let settings = settings(&args.config)?;
+        let rt = runtime()?;
+        let value = call(&rt, &settings, Request::Workers)?;
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&value).unwrap_or_default()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        println!(
+            "{:<12} {:>8} {:<9} {:>9} {:>10} {:>10} {:>12}",
+            "ID", "PID", "STATE", "IN_FLIGHT", "DONE", "RSS_MB", "UPTIME_S"
+        );
+        for w in value.as_array().into_iter().flatten() {
+            println!(
+                "{:<12} {:>8} {:<9} {:>9} {:>10} {:>10.1} {:>12.1}",
+                w["id"].as_str().unwrap_or("?"),
+                w["pid"].as_u64().unwrap_or(0),
+                w["state"].as_str().unwrap_or("?"),
+                w["inFlight"].as_u64().unwrap_or(0),
+                w["tasksDone"].as_u64().unwrap_or(0),
+                w["rssBytes"].as_f64().unwrap_or(0.0) / 1_048_576.0,
+                w["uptimeMs"].as_f64().unwrap_or(0.0) / 1000.0,
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    })())
+}
+
+/// `cortex-pool dlq …`.
+pub(crate) fn dlq(command: DlqCommand) -> ExitCode {
+    finish((|| {
+        let (config, request) = match &command {
+            DlqCommand::List { config } => (config, Request::DlqList),
+            DlqCommand::Retry { config, ids } => (
+                config,
+                Request::DlqRetry {
+                    ids: (!ids.is_empty()).then(|| ids.clone()),
+                },
+            ),
+            DlqCommand::Purge { config } => (config, Request::DlqPurge),
+        };
+        let settings = settings(config)?;
+        let rt = runtime()?;
+        let value = call(&rt, &settings, request)?;
+        match command {
+            DlqCommand::List { .. } => {
+                for entry in value.as_array().into_iter().flatten() {
+                    println!("{entry}");
+                }
+            }
+            DlqCommand::Retry { .. } => println!("resubmitted {}", value["done"]),
+            DlqCommand::Purge { .. } => println!("removed {}", value["done"]),
+        }
+        Ok(ExitCode::SUCCESS)
+    })())
+}
+
+/// `cortex-pool scale N`.
+pub(crate) fn scale(args: ScaleArgs) -> ExitCode {
+    finish((|| {
+        let settings = settings(&args.config)?;
+        let rt = runtime()?;
+        let value = call(&rt, &settings, Request::Scale { size: args.size })?;
+        println!("target size {}", value["size"]);
+        Ok(ExitCode::SUCCESS)
+    })())
+}

@@ -1,0 +1,200 @@
+//! `submit`: send task lines to the daemon, optionally waiting for their results.
+
+use crate::cli::args::SubmitArgs;
+use crate::cli::output::Status;
+use crate::cli::summary::Tally;
+use crate::daemon::client::Client;
+use crate::daemon::protocol::{Reply, Request};
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use super::{connect_error, finish, runtime, settings, Fail, Outcome};
+/// Largest batch of task lines sent in one request (the daemon's default limit is
+/// 1 MiB).
+const BATCH_BYTES: usize = 256 * 1024;
+
+/// `cortex-pool submit`.
+pub(crate) fn submit(args: SubmitArgs) -> ExitCode {
+    finish(submit_inner(&args))
+}
+
+fn submit_inner(args: &SubmitArgs) -> Outcome {
+    let settings = settings(&args.config)?;
+    let usage = |m: String| Fail(crate::cli::EXIT_USAGE, m);
+    let lines: Vec<String> = match &args.task_type {
+        Some(task_type) => {
+            if args.tasks.is_some() {
+                return Err(usage("give either --type or a TASKS file, not both".into()));
+            }
+            let payload: Value = match &args.payload {
+                Some(text) => serde_json::from_str(text)
+                    .map_err(|e| usage(format!("--payload is not JSON: {e}")))?,
+                None => Value::Null,
+            };
+            vec![serde_json::json!({"type": task_type, "payload": payload}).to_string()]
+        }
+        None => {
+            if args.payload.is_some() {
+                return Err(usage("--payload needs --type".into()));
+            }
+            let mut text = String::new();
+            let read = match &args.tasks {
+                Some(p) if p.as_os_str() != "-" => {
+                    std::fs::File::open(p).and_then(|mut f| f.read_to_string(&mut text))
+                }
+                _ => std::io::stdin().read_to_string(&mut text),
+            };
+            read.map_err(|e| usage(format!("cannot read the tasks: {e}")))?;
+            text.lines().map(str::to_owned).collect()
+        }
+    };
+    let lines = with_defaults(lines, args.priority, args.timeout_ms);
+    let rt = runtime()?;
+    let started = Instant::now();
+    let mut tally = Tally::default();
+    let (mut accepted, mut refused) = (0u64, 0u64);
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let result: std::io::Result<()> = rt.block_on(async {
+        let mut client = Client::connect(&settings.paths.socket).await?;
+        let mut first_line = 1u64;
+        for batch in batches(&lines) {
+            let n = batch.len() as u64;
+            client
+                .send(&Request::Submit {
+                    lines: batch.to_vec(),
+                    wait: args.wait,
+                    first_line,
+                })
+                .await?;
+            first_line += n;
+            loop {
+                match client.next().await? {
+                    Reply::Line { line } => {
+                        tally.add(
+                            status_of(&line),
+                            line["duration_ms"].as_f64().unwrap_or(0.0),
+                        );
+                        let _ = serde_json::to_writer(&mut out, &line);
+                        let _ = out.write_all(b"\n");
+                    }
+                    Reply::Done {
+                        accepted: a,
+                        refused: r,
+                    } => {
+                        accepted += a;
+                        refused += r;
+                        break;
+                    }
+                    Reply::Error { kind, message } => {
+                        return Err(std::io::Error::other(format!("{kind}: {message}")));
+                    }
+                    _ => {}
+                }
+            }
+            let _ = out.flush();
+        }
+        Ok(())
+    });
+    let _ = out.flush();
+    drop(out);
+    if let Err(e) = result {
+        return Err(match e.kind() {
+            std::io::ErrorKind::Other => Fail(1, e.to_string()),
+            _ => connect_error(&settings, &e),
+        });
+    }
+    if args.wait {
+        eprintln!("{}", tally.render(started.elapsed(), None));
+        return Ok(if tally.all_ok() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
+    eprintln!("cortex-pool: submitted {accepted} tasks, {refused} refused");
+    Ok(if refused == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn status_of(line: &Value) -> Status {
+    match line["status"].as_str() {
+        Some("ok") => Status::Ok,
+        Some("dead_letter") => Status::DeadLetter,
+        Some("invalid") => Status::Invalid,
+        _ => Status::Failed,
+    }
+}
+
+/// Fills in `priority` and `timeout_ms` on lines that set none.
+fn with_defaults(lines: Vec<String>, priority: Option<u8>, timeout_ms: Option<u64>) -> Vec<String> {
+    if priority.is_none() && timeout_ms.is_none() {
+        return lines;
+    }
+    lines
+        .into_iter()
+        .map(|line| match serde_json::from_str::<Value>(&line) {
+            Ok(Value::Object(mut map)) => {
+                if let Some(p) = priority {
+                    map.entry("priority").or_insert(p.into());
+                }
+                if let Some(t) = timeout_ms {
+                    map.entry("timeout_ms").or_insert(t.into());
+                }
+                Value::Object(map).to_string()
+            }
+            _ => line,
+        })
+        .collect()
+}
+
+/// Splits lines into request-sized batches.
+fn batches(lines: &[String]) -> Vec<&[String]> {
+    let mut out = Vec::new();
+    let (mut start, mut size) = (0, 0);
+    for (i, line) in lines.iter().enumerate() {
+        if size + line.len() + 8 > BATCH_BYTES && i > start {
+            out.push(&lines[start..i]);
+            start = i;
+            size = 0;
+        }
+        size += line.len() + 8;
+    }
+    if start < lines.len() {
+        out.push(&lines[start..]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_cover_every_line_in_order() {
+        let lines: Vec<String> = (0..20_000)
+            .map(|i| format!("{{\"type\":\"echo\",\"payload\":{i}}}"))
+            .collect();
+        let b = batches(&lines);
+        assert!(b.len() > 1);
+        assert_eq!(b.iter().map(|s| s.len()).sum::<usize>(), 20_000);
+        assert_eq!(b.concat(), lines);
+        assert!(batches(&[]).is_empty());
+    }
+
+    #[test]
+    fn defaults_fill_only_missing_fields() {
+        let lines = vec![
+            r#"{"type":"echo","priority":1}"#.to_owned(),
+            r#"{"type":"echo"}"#.to_owned(),
+        ];
+        let out = with_defaults(lines, Some(5), Some(100));
+        assert!(out[0].contains("\"priority\":1"));
+        assert!(out[1].contains("\"priority\":5") && out[1].contains("\"timeout_ms\":100"));
+    }
+}
