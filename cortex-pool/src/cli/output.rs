@@ -62,19 +62,13 @@ pub(crate) fn failed(id: &str, err: &TaskError, duration_ms: f64) -> Line {
         FinalStatus::DeadLettered => Status::DeadLetter,
         _ => Status::Failed,
     };
-    let mut m = base(id, status);
-    m.insert(
-        "error".into(),
-        json!({"kind": err.failure.kind(), "message": err.failure.to_string()}),
-    );
-    m.insert("attempts".into(), json!(err.attempts));
-    m.insert("worker".into(), json!(err.worker));
-    m.insert("duration_ms".into(), json!(round3(duration_ms)));
-    Line {
-        status,
-        duration_ms,
-        json: Value::Object(m),
+    let failure = err.failure.to_string();
+    let mut line = error_line(id, status, err.failure.kind(), &failure, duration_ms);
+    if let Value::Object(m) = &mut line.json {
+        m.insert("attempts".into(), json!(err.attempts));
+        m.insert("worker".into(), json!(err.worker));
     }
+    line
 }
 
 /// The line of a task the pool refused (it is shutting down).
@@ -84,35 +78,34 @@ pub(crate) fn refused(id: &str, refused: &SubmitError) -> Line {
         SubmitError::InvalidPriority(_) => "invalid_input",
         _ => "shutting_down",
     };
-    let mut m = base(id, Status::Failed);
-    m.insert(
-        "error".into(),
-        json!({"kind": kind, "message": refused.to_string()}),
-    );
-    m.insert("attempts".into(), json!(0));
-    m.insert("worker".into(), Value::Null);
-    m.insert("duration_ms".into(), json!(0.0));
-    Line {
-        status: Status::Failed,
-        duration_ms: 0.0,
-        json: Value::Object(m),
-    }
+    error_line(id, Status::Failed, kind, &refused.to_string(), 0.0)
 }
 
 /// The line of an input line that is not a valid task.
 pub(crate) fn invalid(line_no: u64, message: &str) -> Line {
-    let mut m = base(&line_no.to_string(), Status::Invalid);
-    m.insert("line".into(), json!(line_no));
-    m.insert(
-        "error".into(),
-        json!({"kind": "invalid_input", "message": message}),
+    let mut line = error_line(
+        &line_no.to_string(),
+        Status::Invalid,
+        "invalid_input",
+        message,
+        0.0,
     );
+    if let Value::Object(m) = &mut line.json {
+        m.insert("line".into(), json!(line_no));
+    }
+    line
+}
+
+/// A line without a result: `error: {kind, message}`, no attempts, no worker.
+fn error_line(id: &str, status: Status, kind: &str, message: &str, duration_ms: f64) -> Line {
+    let mut m = base(id, status);
+    m.insert("error".into(), json!({"kind": kind, "message": message}));
     m.insert("attempts".into(), json!(0));
     m.insert("worker".into(), Value::Null);
-    m.insert("duration_ms".into(), json!(0.0));
+    m.insert("duration_ms".into(), json!(round3(duration_ms)));
     Line {
-        status: Status::Invalid,
-        duration_ms: 0.0,
+        status,
+        duration_ms,
         json: Value::Object(m),
     }
 }
