@@ -97,6 +97,21 @@ fn a_sigkilled_pool_leaves_a_stale_fifo_dir_that_the_next_start_removes() {
     assert!(dir.entries().is_empty(), "left behind: {:?}", dir.entries());
 }
 
+/// Processes whose FIFOs live under `dir`.
+fn workers_of(dir: &str) -> Vec<u32> {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| String::from_utf8_lossy(&env).contains(dir))
+        })
+        .collect()
+}
+
 #[test]
 fn fifo_dir_without_the_fifo_transport_is_a_usage_error() {
     let run = common::run(&["--fifo-dir", "/tmp"], "");

@@ -4,6 +4,8 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::OwnedFd;
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::{Duration, Instant};
 
 use pool_core::protocol::DEFAULT_MAX_FRAME;
 use pool_core::transport::env;
@@ -78,11 +80,47 @@ fn open_fifos() -> io::Result<(OwnedFd, OwnedFd)> {
     };
     let to_worker = path(env::FIFO_TO_WORKER)?;
     let from_worker = path(env::FIFO_FROM_WORKER)?;
-    let reader = File::open(&to_worker)?;
-    let writer = OpenOptions::new().write(true).open(&from_worker)?;
+    // The opens block until the manager opens its ends. If the manager dies first
+    // they would block forever, so they run on a thread of their own while this one
+    // watches for the manager's death (we are re-parented) and a deadline.
+    let manager = rustix::process::getppid();
+    let (opened_tx, opened) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let open = || -> io::Result<(File, File)> {
+            let reader = File::open(&to_worker)?;
+            let writer = OpenOptions::new().write(true).open(&from_worker)?;
+            Ok((reader, writer))
+        };
+        let _ = opened_tx.send(open());
+    });
+    let deadline = Instant::now() + FIFO_OPEN_TIMEOUT;
+    let (reader, writer) = loop {
+        match opened.recv_timeout(Duration::from_millis(100)) {
+            Ok(result) => break result?,
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(io::Error::other("the FIFO opener thread died"))
+            }
+            Err(RecvTimeoutError::Timeout) if rustix::process::getppid() != manager => {
+                return Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "the manager went away before opening its FIFOs",
+                ))
+            }
+            Err(RecvTimeoutError::Timeout) if Instant::now() >= deadline => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the manager did not open its FIFOs in time",
+                ))
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+    };
     rustix::stdio::dup2_stdout(rustix::stdio::stderr())?;
     Ok((reader.into(), writer.into()))
 }
+
+/// How long a worker waits for the manager to open its ends of the FIFOs.
+const FIFO_OPEN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Wraps the read descriptor for the runtime: a truly async pipe reader when it is a
 /// pipe or FIFO, a blocking-pool reader otherwise (a file, a socket).
