@@ -87,6 +87,17 @@ fn a_sigkilled_pool_leaves_a_stale_fifo_dir_that_the_next_start_removes() {
         !dir.entries().is_empty(),
         "SIGKILL leaves the directory behind"
     );
+    // Orphaned workers notice: those connected see EOF, those still waiting for the
+    // manager to open its FIFOs see they were re-parented. None lingers.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !workers_of(dir.path()).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "orphaned workers linger: {:?}",
+            workers_of(dir.path())
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     let run = common::run(
         &["-w", "1", "--transport", "fifo", "--fifo-dir", dir.path()],
