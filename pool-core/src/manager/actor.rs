@@ -174,6 +174,9 @@ pub(crate) struct Worker {
     pub(crate) name: String,
     pub(crate) pid: u32,
     pub(crate) frames: Option<mpsc::UnboundedSender<Bytes>>,
+    /// Task frames encoded during a dispatch pass, handed to the writer task in one
+    /// piece at its end (empty between passes).
+    pub(crate) outbuf: bytes::BytesMut,
     pub(crate) control: mpsc::UnboundedSender<GroupSignal>,
     pub(crate) in_flight: Vec<u64>,
     pub(crate) dispatched: u64,
@@ -238,6 +241,8 @@ pub(crate) struct Actor {
     pub(crate) shutdown_waiters: Vec<oneshot::Sender<()>>,
     pub(crate) events_tx: mpsc::Sender<WorkerEvent>,
     pub(crate) candidates: Vec<WorkerSnapshot>,
+    /// Workers with frames in their `outbuf` during a dispatch pass.
+    pub(crate) unflushed: Vec<u64>,
     pub(crate) alerts: AlertLog,
     pub(crate) window_started: Instant,
     pub(crate) autoscale_state: AutoscaleState,
@@ -288,6 +293,7 @@ pub(crate) async fn run(
         shutdown_waiters: Vec::new(),
         events_tx,
         candidates: Vec::new(),
+        unflushed: Vec::new(),
         alerts: AlertLog::default(),
         window_started: Instant::now(),
         autoscale_state: AutoscaleState::default(),

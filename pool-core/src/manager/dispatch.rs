@@ -79,7 +79,7 @@ impl Actor {
             };
             let num = self.candidates[index].id;
             let Some(pending) = self.queue.pop() else {
-                return;
+                break;
             };
             match self.assign(num, pending) {
                 Assigned::Yes => {
@@ -95,30 +95,42 @@ impl Actor {
                 }
             }
         }
+        self.flush_frames();
     }
 
     fn assign(&mut self, num: u64, mut pending: Pending) -> Assigned {
         let timeout = pending.task.timeout.unwrap_or(self.config.task_timeout);
         let attempt = pending.attempts + 1;
-        let frame = match self.encode_task(&pending, attempt, timeout.as_millis() as u64) {
-            Ok(frame) => frame,
-            Err(message) => {
-                self.settle_error(pending, FinalStatus::Failed, Failure::Protocol { message });
-                return Assigned::TaskFailed;
-            }
-        };
+        let max_frame = self.config.max_frame;
         let Some(worker) = self.workers.get_mut(&num) else {
             self.queue.push_front(pending.task.priority, pending);
             return Assigned::WorkerUnusable;
         };
-        let sent = worker
+        // Encoded into the worker's batch, sent when the dispatch pass ends.
+        let was_empty = worker.outbuf.is_empty();
+        let mark = worker.outbuf.len();
+        if let Err(message) = encode_task(
+            &pending,
+            attempt,
+            timeout.as_millis() as u64,
+            max_frame,
+            &mut worker.outbuf,
+        ) {
+            self.settle_error(pending, FinalStatus::Failed, Failure::Protocol { message });
+            return Assigned::TaskFailed;
+        }
+        let open = worker
             .frames
             .as_ref()
-            .is_some_and(|frames| frames.send(frame).is_ok());
-        if !sent {
+            .is_some_and(|frames| !frames.is_closed());
+        if !open {
+            worker.outbuf.truncate(mark);
             worker.state = WorkerState::Killing;
             self.queue.push_front(pending.task.priority, pending);
             return Assigned::WorkerUnusable;
+        }
+        if was_empty {
+            self.unflushed.push(num);
         }
         let now = Instant::now();
         let stats = &self.shared.stats;
@@ -159,23 +171,22 @@ impl Actor {
         Assigned::Yes
     }
 
-    fn encode_task(
-        &self,
-        pending: &Pending,
-        attempt: u32,
-        timeout_ms: u64,
-    ) -> Result<Bytes, String> {
-        let task = &pending.task;
-        let mut buf = BytesMut::with_capacity(task.payload.len() + task.task_type.len() + 64);
-        let message = ToWorker::Task(TaskFrame {
-            id: pending.id,
-            task_type: &task.task_type,
-            payload: &task.payload,
-            attempt,
-            timeout_ms,
-        });
-        encode_frame(&message, &mut buf, self.config.max_frame).map_err(|e| e.to_string())?;
-        Ok(buf.freeze())
+    /// Hands each worker the task frames this dispatch pass encoded for it.
+    fn flush_frames(&mut self) {
+        for num in self.unflushed.drain(..) {
+            let Some(worker) = self.workers.get_mut(&num) else {
+                continue;
+            };
+            if worker.outbuf.is_empty() {
+                continue;
+            }
+            let batch = worker.outbuf.split().freeze();
+            if let Some(frames) = &worker.frames {
+                // A link that closed since `assign` looked: its tasks are settled
+                // when the worker is reaped, like those lost in the writer's pipe.
+                let _ = frames.send(batch);
+            }
+        }
     }
 
     /// A message from a ready worker.
@@ -480,4 +491,25 @@ impl Actor {
         }
         self.replenish();
     }
+}
+
+/// Appends the task frame of `pending`'s next attempt to `buf` (left as it was on
+/// error).
+fn encode_task(
+    pending: &Pending,
+    attempt: u32,
+    timeout_ms: u64,
+    max_frame: usize,
+    buf: &mut BytesMut,
+) -> Result<(), String> {
+    let task = &pending.task;
+    buf.reserve(task.payload.len() + task.task_type.len() + 64);
+    let message = ToWorker::Task(TaskFrame {
+        id: pending.id,
+        task_type: &task.task_type,
+        payload: &task.payload,
+        attempt,
+        timeout_ms,
+    });
+    encode_frame(&message, buf, max_frame).map_err(|e| e.to_string())
 }

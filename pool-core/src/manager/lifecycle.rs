@@ -158,6 +158,7 @@ impl Actor {
                 name,
                 pid,
                 frames: Some(frames),
+                outbuf: bytes::BytesMut::new(),
                 control,
                 in_flight: Vec::new(),
                 dispatched: 0,
