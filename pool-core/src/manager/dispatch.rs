@@ -149,9 +149,20 @@ impl Actor {
         pending.permit = None;
         pending.last_worker = Some(worker.name.clone());
         let id = pending.id;
-        let deadline = self
-            .timers
-            .insert(Timer::Deadline { task: id, attempt }, timeout);
+        let deadline = now + timeout;
+        match worker.deadline_timer {
+            None => {
+                let key = self
+                    .timers
+                    .insert_at(Timer::Deadline { worker: num }, deadline);
+                worker.deadline_timer = Some((key, deadline));
+            }
+            Some((key, armed)) if deadline < armed => {
+                self.timers.reset_at(&key, deadline);
+                worker.deadline_timer = Some((key, deadline));
+            }
+            Some(_) => {}
+        }
         self.shared.emit(|| PoolEvent::TaskAssigned {
             task: id,
             worker: worker.name.clone(),
@@ -250,10 +261,13 @@ impl Actor {
         worker.in_flight.swap_remove(pos);
         worker.completed += 1;
         let retire = worker.state == WorkerState::Retiring && worker.in_flight.is_empty();
-        let mut running = self.running.remove(&id)?;
-        if let Some(key) = running.deadline.take() {
-            self.timers.try_remove(&key);
+        if worker.in_flight.is_empty() {
+            // Nothing left to time out: no timer may outlive the worker's last task.
+            if let Some((key, _)) = worker.deadline_timer.take() {
+                self.timers.try_remove(&key);
+            }
         }
+        let running = self.running.remove(&id)?;
         if retire {
             self.release_worker(num);
         } else {
@@ -446,16 +460,49 @@ impl Actor {
         self.kill_worker(num, KillCause::CancelIgnored { task: id });
     }
 
+    /// Worker `num`'s deadline timer fired: every task of it whose deadline has
+    /// passed times out (earliest deadline first), then the timer is armed for the
+    /// next deadline, if any.
+    pub(crate) fn on_worker_deadline(&mut self, num: u64) {
+        let now = Instant::now();
+        let Some(worker) = self.workers.get_mut(&num) else {
+            return;
+        };
+        // The timer that fired is gone from the queue; it counts as reached even if
+        // the queue's millisecond ticks let it fire a moment before its instant.
+        let reached = match worker.deadline_timer.take() {
+            Some((_, armed)) => armed.max(now),
+            None => now,
+        };
+        let mut expired: Vec<(Instant, u64)> = Vec::new();
+        let mut next: Option<Instant> = None;
+        for id in &worker.in_flight {
+            let Some(deadline) = self.running.get(id).and_then(|r| r.deadline) else {
+                continue;
+            };
+            if deadline <= reached {
+                expired.push((deadline, *id));
+            } else if next.is_none_or(|n| deadline < n) {
+                next = Some(deadline);
+            }
+        }
+        if let Some(at) = next {
+            let key = self.timers.insert_at(Timer::Deadline { worker: num }, at);
+            worker.deadline_timer = Some((key, at));
+        }
+        expired.sort_unstable();
+        for (_, id) in expired {
+            self.on_deadline(id);
+        }
+    }
+
     /// An attempt's timeout expired: the worker cannot be trusted. Kill it; the
     /// attempt is failed when the worker is reaped, so the task can never run again
     /// on it after its caller hears of the timeout.
-    pub(crate) fn on_deadline(&mut self, id: u64, attempt: u32) {
+    fn on_deadline(&mut self, id: u64) {
         let Some(running) = self.running.get_mut(&id) else {
             return;
         };
-        if running.pending.attempts != attempt {
-            return;
-        }
         running.deadline = None;
         let num = running.worker;
         let after = running
