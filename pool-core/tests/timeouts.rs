@@ -63,3 +63,77 @@ async fn a_task_that_always_times_out_settles_once_and_never_runs_again() {
     assert!(recorder.replies().is_empty());
     pool.shutdown().await;
 }
+
+/// Tasks sharing a worker share its deadline timer: a later task with a shorter
+/// timeout still times out on its own deadline, and the longer one it shared the
+/// worker with is re-queued without losing an attempt.
+#[tokio::test(start_paused = true)]
+async fn a_shorter_timeout_behind_a_longer_one_on_the_same_worker_fires_first() {
+    let config = PoolConfig {
+        worker_concurrency: 2,
+        ..common::config(1)
+    };
+    let (pool, recorder) = common::start(config, |t| {
+        if t.worker == "worker-0" {
+            MockAction::Hang
+        } else {
+            MockAction::Echo
+        }
+    })
+    .await;
+    let long = pool
+        .submit(common::task("long", 1).with_timeout(Duration::from_secs(600)))
+        .await
+        .unwrap();
+    let short = pool
+        .submit(common::task("short", 2).with_timeout(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    assert_eq!(short.await.unwrap().attempts, 2, "timed out once, then ran");
+    let out = long.await.unwrap();
+    assert_eq!(out.attempts, 1, "the collateral attempt did not count");
+    // Paused clock: virtual time, deterministic.
+    assert!(
+        started.elapsed() < Duration::from_secs(600),
+        "the short deadline fired before the long one"
+    );
+    assert_eq!(pool.metrics().tasks.timed_out, 1);
+    assert_eq!(recorder.started().len(), 4);
+    pool.shutdown().await;
+}
+
+/// A task that completes leaves its worker's timer armed for the others: the one
+/// still hanging times out on its own deadline, the finished one is unaffected.
+#[tokio::test(start_paused = true)]
+async fn a_completed_task_does_not_disarm_the_deadline_of_one_still_running() {
+    let config = PoolConfig {
+        worker_concurrency: 2,
+        retry: RetryPolicy::new(0, Duration::from_millis(100), Duration::from_secs(1), false)
+            .unwrap(),
+        ..common::config(1)
+    };
+    let (pool, _recorder) = common::start(config, |t| match t.task_type.as_str() {
+        "fast" => MockAction::EchoAfter(Duration::from_millis(500)),
+        _ => MockAction::Hang,
+    })
+    .await;
+    let fast = pool
+        .submit(common::task("fast", 1).with_timeout(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    let hung = pool
+        .submit(common::task("hung", 2).with_timeout(Duration::from_secs(3)))
+        .await
+        .unwrap();
+    assert_eq!(fast.await.unwrap().attempts, 1);
+    let err = hung.await.unwrap_err();
+    assert_eq!(
+        err.failure,
+        Failure::TimedOut {
+            after: Duration::from_secs(3)
+        }
+    );
+    assert_eq!(pool.metrics().tasks.timed_out, 1);
+    pool.shutdown().await;
+}

@@ -5,7 +5,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, StreamExt};
 use pool_core::protocol::{
     decode_to_worker, ErrorReply, FrameCodec, FrameError, FromWorker, TaskFrame, ToWorker,
@@ -19,6 +19,9 @@ use crate::handler::{ErasedHandler, HandlerOutput};
 use crate::stats::{InFlight, Stats};
 use crate::writer::Outbox;
 use crate::{ServeError, Stopped, TaskContext};
+
+/// Frames handled per read batch before the replies are handed to the writer.
+const READ_BATCH: usize = 256;
 
 /// Everything the dispatch loop owns.
 pub(crate) struct Dispatcher<'a, R> {
@@ -38,13 +41,34 @@ struct Running {
     ids: HashMap<Id, u64>,
 }
 
+impl Running {
+    /// Drops the entries of a task that ended.
+    fn forget(&mut self, joined: Result<(Id, ()), tokio::task::JoinError>) {
+        let tokio_id = match joined {
+            Ok((id, ())) => id,
+            Err(e) => e.id(),
+        };
+        if let Some(task_id) = self.ids.remove(&tokio_id) {
+            self.tokens.remove(&task_id);
+        }
+    }
+
+    /// Forgets every task that has ended by now.
+    fn reap_finished(&mut self) {
+        while let Some(joined) = self.set.try_join_next_with_id() {
+            self.forget(joined);
+        }
+    }
+}
+
 impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
     /// Serves tasks until shutdown, end of input, or a protocol error.
     ///
     /// On return, tasks still running are aborted when `self` is dropped.
-    pub(crate) async fn run(self) -> Result<Stopped, ServeError> {
+    pub(crate) async fn run(mut self) -> Result<Stopped, ServeError> {
         let mut running = Running::default();
         let mut draining = false;
+        let mut replies = BytesMut::new();
         loop {
             if draining && running.set.is_empty() {
                 return Ok(Stopped::Shutdown);
@@ -52,73 +76,140 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
             tokio::select! {
                 biased;
                 () = self.broken.cancelled() => return Ok(Stopped::Disconnected),
-                Some(joined) = running.set.join_next_with_id() => {
-                    let tokio_id = match joined {
-                        Ok((id, ())) => id,
-                        Err(e) => e.id(),
-                    };
-                    if let Some(task_id) = running.ids.remove(&tokio_id) {
-                        running.tokens.remove(&task_id);
-                    }
-                }
+                Some(joined) = running.set.join_next_with_id() => running.forget(joined),
                 frame = self.frames.next() => {
-                    let Some(body) = frame.transpose()? else {
-                        return Ok(Stopped::Disconnected);
-                    };
-                    match decode_to_worker(&body)? {
-                        ToWorker::Task(task) if draining => self.refuse(&task, "shutting_down",
-                            "the worker is shutting down", true),
-                        ToWorker::Task(task) => self.start(&body, &task, &mut running),
-                        ToWorker::Cancel { id } => {
-                            if let Some(token) = running.tokens.get(&id) {
-                                token.cancel();
-                            }
-                        }
-                        ToWorker::Shutdown { graceful: true } => draining = true,
-                        ToWorker::Shutdown { graceful: false } => {
-                            for token in running.tokens.values() {
-                                token.cancel();
-                            }
-                            return Ok(Stopped::Shutdown);
-                        }
-                        ToWorker::Hello { .. } => {
-                            return Err(ServeError::Protocol(FrameError::Unexpected {
-                                expected: "task, cancel or shutdown",
-                                got: "a second hello".into(),
-                            }));
-                        }
-                        other => {
-                            return Err(ServeError::Protocol(FrameError::Unexpected {
-                                expected: "task, cancel or shutdown",
-                                got: format!("{other:?}"),
-                            }));
-                        }
+                    // Handle this frame and every further one already readable, then
+                    // hand the replies of those that finished at once to the writer
+                    // thread in one piece (one wake-up per batch, not per task).
+                    let outcome = self.read_batch(frame, &mut draining, &mut running, &mut replies);
+                    if !replies.is_empty() {
+                        self.outbox.send_encoded(replies.split());
+                    }
+                    if let Some(stop) = outcome? {
+                        return Ok(stop);
                     }
                 }
             }
         }
     }
 
+    /// Handles `first` and then up to [`READ_BATCH`] frames that are readable without
+    /// waiting; replies of tasks that finished at once are appended to `replies`.
+    /// `Some` when the session ends.
+    fn read_batch(
+        &mut self,
+        first: Option<Result<Bytes, FrameError>>,
+        draining: &mut bool,
+        running: &mut Running,
+        replies: &mut BytesMut,
+    ) -> Result<Option<Stopped>, ServeError> {
+        let mut frame = first;
+        for _ in 0..READ_BATCH {
+            let Some(body) = frame.transpose()? else {
+                return Ok(Some(Stopped::Disconnected));
+            };
+            if let Some(stop) = self.on_frame(&body, draining, running, replies)? {
+                return Ok(Some(stop));
+            }
+            // Back to the main loop, which looks at these first, as it always did.
+            if *draining || self.broken.is_cancelled() {
+                break;
+            }
+            match self.frames.next().now_or_never() {
+                Some(next) => frame = next,
+                None => break,
+            }
+        }
+        Ok(None)
+    }
+
+    /// Handles one frame from the manager.
+    fn on_frame(
+        &self,
+        body: &Bytes,
+        draining: &mut bool,
+        running: &mut Running,
+        replies: &mut BytesMut,
+    ) -> Result<Option<Stopped>, ServeError> {
+        match decode_to_worker(body)? {
+            ToWorker::Task(task) if *draining => self.refuse(
+                &task,
+                "shutting_down",
+                "the worker is shutting down",
+                true,
+                replies,
+            ),
+            ToWorker::Task(task) => self.start(body, &task, running, replies),
+            ToWorker::Cancel { id } => {
+                if let Some(token) = running.tokens.get(&id) {
+                    token.cancel();
+                }
+            }
+            ToWorker::Shutdown { graceful: true } => *draining = true,
+            ToWorker::Shutdown { graceful: false } => {
+                for token in running.tokens.values() {
+                    token.cancel();
+                }
+                return Ok(Some(Stopped::Shutdown));
+            }
+            ToWorker::Hello { .. } => {
+                return Err(ServeError::Protocol(FrameError::Unexpected {
+                    expected: "task, cancel or shutdown",
+                    got: "a second hello".into(),
+                }));
+            }
+            other => {
+                return Err(ServeError::Protocol(FrameError::Unexpected {
+                    expected: "task, cancel or shutdown",
+                    got: format!("{other:?}"),
+                }));
+            }
+        }
+        Ok(None)
+    }
+
     /// Replies with an error at once, without running anything.
-    fn refuse(&self, task: &TaskFrame<'_>, kind: &str, message: &str, retryable: bool) {
+    fn refuse(
+        &self,
+        task: &TaskFrame<'_>,
+        kind: &str,
+        message: &str,
+        retryable: bool,
+        replies: &mut BytesMut,
+    ) {
         self.stats.count_done();
         send_reply(
-            &self.outbox,
+            &mut Sink::Batch(&self.outbox, replies),
             task.id,
             Err(crate::HandlerError::retryable(message)),
             Some((kind, retryable)),
         );
     }
 
-    /// Spawns the task's handler, or refuses the task.
-    fn start(&self, body: &Bytes, task: &TaskFrame<'_>, running: &mut Running) {
+    /// Runs the task's handler, or refuses the task.
+    ///
+    /// The handler's future is polled once right here: when it finishes at once (a
+    /// handler with nothing to wait for, like most small ones), its reply joins
+    /// `replies` and no tokio task, cancellation entry or thread hop is spent on it.
+    /// Otherwise the future moves onto its own tokio task, as every task did before.
+    fn start(
+        &self,
+        body: &Bytes,
+        task: &TaskFrame<'_>,
+        running: &mut Running,
+        replies: &mut BytesMut,
+    ) {
         let Some(handler) = self.handlers.get(task.task_type) else {
             let message = format!("no handler for task type {:?}", task.task_type);
-            return self.refuse(task, "unknown_type", &message, false);
+            return self.refuse(task, "unknown_type", &message, false, replies);
         };
         if running.tokens.contains_key(&task.id) {
+            // A task that just finished may not have been reaped yet.
+            running.reap_finished();
+        }
+        if running.tokens.contains_key(&task.id) {
             let message = format!("task {} is already running in this worker", task.id);
-            return self.refuse(task, "duplicate_task", &message, false);
+            return self.refuse(task, "duplicate_task", &message, false, replies);
         }
         let token = CancellationToken::new();
         let ctx = TaskContext::new(
@@ -131,41 +222,87 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
         );
         // The payload stays in the frame's buffer: no copy.
         let payload = body.slice_ref(task.payload);
-        let handler = Arc::clone(handler);
-        let outbox = self.outbox.clone();
         let in_flight = InFlight::start(&self.stats);
         let id = task.id;
+        let mut future = AssertUnwindSafe(handler(ctx, payload)).catch_unwind();
+        if let Some(output) = (&mut future).now_or_never() {
+            let override_kind = reply_kind(&output, &token);
+            drop(in_flight);
+            send_reply(
+                &mut Sink::Batch(&self.outbox, replies),
+                id,
+                output_of(output),
+                override_kind,
+            );
+            return;
+        }
+        let outbox = self.outbox.clone();
         let cancelled = token.clone();
         let abort = running.set.spawn(async move {
-            let output = AssertUnwindSafe(async move { handler(ctx, payload).await })
-                .catch_unwind()
-                .await;
-            let output: HandlerOutput = output.unwrap_or_else(|panic| {
-                let text = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "the handler panicked".to_owned());
-                Err(
-                    crate::HandlerError::retryable(format!("handler panicked: {text}"))
-                        .with_kind("panic"),
-                )
-            });
-            let override_kind = match &output {
-                Err(_) if cancelled.is_cancelled() => Some(("cancelled", false)),
-                _ => None,
-            };
+            let output = future.await;
+            let override_kind = reply_kind(&output, &cancelled);
             drop(in_flight);
-            send_reply(&outbox, id, output, override_kind);
+            send_reply(
+                &mut Sink::Direct(&outbox),
+                id,
+                output_of(output),
+                override_kind,
+            );
         });
         running.tokens.insert(task.id, token);
         running.ids.insert(abort.id(), task.id);
     }
 }
 
+/// What a handler's future gave: its output, or the panic it raised.
+type Caught = Result<HandlerOutput, Box<dyn std::any::Any + Send>>;
+
+/// A panic becomes a retryable `panic` error.
+fn output_of(output: Caught) -> HandlerOutput {
+    output.unwrap_or_else(|panic| {
+        let text = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "the handler panicked".to_owned());
+        Err(crate::HandlerError::retryable(format!("handler panicked: {text}")).with_kind("panic"))
+    })
+}
+
+/// An error after the task was cancelled is reported as `cancelled`.
+fn reply_kind(output: &Caught, token: &CancellationToken) -> Option<(&'static str, bool)> {
+    match output {
+        Ok(Ok(_)) => None,
+        _ if token.is_cancelled() => Some(("cancelled", false)),
+        _ => None,
+    }
+}
+
+/// Where a reply goes: straight to the writer thread, or into a batch that the
+/// dispatcher hands over after its read batch.
+enum Sink<'a> {
+    Direct(&'a Outbox),
+    Batch(&'a Outbox, &'a mut BytesMut),
+}
+
+impl Sink<'_> {
+    fn send(&mut self, message: &FromWorker<'_>) -> Result<(), FrameError> {
+        match self {
+            Self::Direct(outbox) => outbox.send(message),
+            Self::Batch(outbox, buf) => outbox.encode(message, buf),
+        }
+    }
+
+    fn max_frame(&self) -> usize {
+        match self {
+            Self::Direct(outbox) | Self::Batch(outbox, _) => outbox.max_frame(),
+        }
+    }
+}
+
 /// Sends a task's reply; a result too large for the link becomes an error reply.
 fn send_reply(
-    outbox: &Outbox,
+    outbox: &mut Sink<'_>,
     id: u64,
     output: HandlerOutput,
     override_kind: Option<(&str, bool)>,

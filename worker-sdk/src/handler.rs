@@ -21,8 +21,8 @@ pub(crate) type ErasedHandler = Arc<dyn Fn(TaskContext, Bytes) -> BoxFuture + Se
 
 /// Wraps a typed handler so the dispatcher can call it with raw bytes.
 ///
-/// Decoding, the call and encoding all happen inside the returned future, i.e. on the
-/// task's own tokio task, never on the dispatcher.
+/// Decoding, the call and encoding all happen inside the returned future: on the
+/// dispatcher for its first poll, then on the task's own tokio task if it waits.
 pub(crate) fn erase<T, O, F, Fut>(handler: F) -> ErasedHandler
 where
     T: DeserializeOwned + Send + 'static,

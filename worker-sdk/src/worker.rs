@@ -81,10 +81,12 @@ impl Worker {
     ///
     /// The task's payload is decoded from MessagePack into `T` (a payload that does
     /// not decode is answered with a `bad_input` error, not retried); the handler's
-    /// output is encoded with `rmp_serde::to_vec_named`. Handlers run concurrently, each
-    /// on its own tokio task; a panic becomes a `panic` error reply and the worker
-    /// keeps serving. CPU-heavy work belongs in
-    /// [`spawn_blocking`](tokio::task::spawn_blocking).
+    /// output is encoded with `rmp_serde::to_vec_named`. Handlers run concurrently: a
+    /// handler's future is polled once as its task arrives, and if it does not finish
+    /// right then, it goes on on its own tokio task; a panic becomes a `panic` error
+    /// reply and the worker keeps serving. CPU-heavy work belongs in
+    /// [`spawn_blocking`](tokio::task::spawn_blocking) (until it awaits something, a
+    /// handler holds up the reading of the next task).
     pub fn handle<T, O, F, Fut>(mut self, task_type: impl Into<String>, handler: F) -> Self
     where
         T: DeserializeOwned + Send + 'static,

@@ -121,6 +121,25 @@ impl Outbox {
         Ok(())
     }
 
+    /// Encodes `message` and appends it to `buf`, to be handed over later with
+    /// [`send_encoded`](Self::send_encoded).
+    ///
+    /// # Errors
+    /// [`FrameError::TooLarge`] when the frame exceeds the link's maximum (`buf` is
+    /// left as it was).
+    pub(crate) fn encode(
+        &self,
+        message: &FromWorker<'_>,
+        buf: &mut BytesMut,
+    ) -> Result<(), FrameError> {
+        encode_frame(message, buf, self.max_frame)
+    }
+
+    /// Queues whole frames encoded by [`encode`](Self::encode).
+    pub(crate) fn send_encoded(&self, frames: BytesMut) {
+        let _ = self.tx.send(Out::Frame(frames));
+    }
+
     /// Queues a heartbeat unless one is already waiting to be written.
     pub(crate) fn send_heartbeat(&self, message: &FromWorker<'_>) {
         if self.heartbeat_queued.swap(true, Ordering::AcqRel) {

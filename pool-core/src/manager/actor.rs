@@ -135,18 +135,29 @@ pub(crate) struct Running {
     pub(crate) pending: Pending,
     pub(crate) worker: u64,
     pub(crate) started: Instant,
-    pub(crate) deadline: Option<delay_queue::Key>,
+    /// When the attempt times out (`None` once that was acted on). Watched by the
+    /// worker's one deadline timer, not by a timer per task.
+    pub(crate) deadline: Option<Instant>,
     pub(crate) cancel_requested: bool,
 }
 
 /// Something the actor scheduled for later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Timer {
-    Deadline { task: u64, attempt: u32 },
-    Retry { task: u64 },
-    CancelGrace { task: u64 },
+    /// The earliest deadline of a task on `worker` may have passed.
+    Deadline {
+        worker: u64,
+    },
+    Retry {
+        task: u64,
+    },
+    CancelGrace {
+        task: u64,
+    },
     Respawn,
-    RetireKill { worker: u64 },
+    RetireKill {
+        worker: u64,
+    },
     DrainDeadline,
     Terminate,
     Kill,
@@ -174,6 +185,13 @@ pub(crate) struct Worker {
     pub(crate) name: String,
     pub(crate) pid: u32,
     pub(crate) frames: Option<mpsc::UnboundedSender<Bytes>>,
+    /// Task frames encoded during a dispatch pass, handed to the writer task in one
+    /// piece at its end (empty between passes).
+    pub(crate) outbuf: bytes::BytesMut,
+    /// The timer armed for the earliest deadline of its tasks, and that deadline.
+    /// Completions leave it alone; when it fires, expired tasks time out and it is
+    /// armed again for the next deadline.
+    pub(crate) deadline_timer: Option<(delay_queue::Key, Instant)>,
     pub(crate) control: mpsc::UnboundedSender<GroupSignal>,
     pub(crate) in_flight: Vec<u64>,
     pub(crate) dispatched: u64,
@@ -238,6 +256,8 @@ pub(crate) struct Actor {
     pub(crate) shutdown_waiters: Vec<oneshot::Sender<()>>,
     pub(crate) events_tx: mpsc::Sender<WorkerEvent>,
     pub(crate) candidates: Vec<WorkerSnapshot>,
+    /// Workers with frames in their `outbuf` during a dispatch pass.
+    pub(crate) unflushed: Vec<u64>,
     pub(crate) alerts: AlertLog,
     pub(crate) window_started: Instant,
     pub(crate) autoscale_state: AutoscaleState,
@@ -288,6 +308,7 @@ pub(crate) async fn run(
         shutdown_waiters: Vec::new(),
         events_tx,
         candidates: Vec::new(),
+        unflushed: Vec::new(),
         alerts: AlertLog::default(),
         window_started: Instant::now(),
         autoscale_state: AutoscaleState::default(),
@@ -374,7 +395,7 @@ impl Actor {
 
     fn on_timer(&mut self, timer: Timer) {
         match timer {
-            Timer::Deadline { task, attempt } => self.on_deadline(task, attempt),
+            Timer::Deadline { worker } => self.on_worker_deadline(worker),
             Timer::Retry { task } => self.on_retry_due(task),
             Timer::CancelGrace { task } => self.on_cancel_grace(task),
             Timer::Respawn => self.on_respawn_due(),

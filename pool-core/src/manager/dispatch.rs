@@ -79,7 +79,7 @@ impl Actor {
             };
             let num = self.candidates[index].id;
             let Some(pending) = self.queue.pop() else {
-                return;
+                break;
             };
             match self.assign(num, pending) {
                 Assigned::Yes => {
@@ -95,30 +95,42 @@ impl Actor {
                 }
             }
         }
+        self.flush_frames();
     }
 
     fn assign(&mut self, num: u64, mut pending: Pending) -> Assigned {
         let timeout = pending.task.timeout.unwrap_or(self.config.task_timeout);
         let attempt = pending.attempts + 1;
-        let frame = match self.encode_task(&pending, attempt, timeout.as_millis() as u64) {
-            Ok(frame) => frame,
-            Err(message) => {
-                self.settle_error(pending, FinalStatus::Failed, Failure::Protocol { message });
-                return Assigned::TaskFailed;
-            }
-        };
+        let max_frame = self.config.max_frame;
         let Some(worker) = self.workers.get_mut(&num) else {
             self.queue.push_front(pending.task.priority, pending);
             return Assigned::WorkerUnusable;
         };
-        let sent = worker
+        // Encoded into the worker's batch, sent when the dispatch pass ends.
+        let was_empty = worker.outbuf.is_empty();
+        let mark = worker.outbuf.len();
+        if let Err(message) = encode_task(
+            &pending,
+            attempt,
+            timeout.as_millis() as u64,
+            max_frame,
+            &mut worker.outbuf,
+        ) {
+            self.settle_error(pending, FinalStatus::Failed, Failure::Protocol { message });
+            return Assigned::TaskFailed;
+        }
+        let open = worker
             .frames
             .as_ref()
-            .is_some_and(|frames| frames.send(frame).is_ok());
-        if !sent {
+            .is_some_and(|frames| !frames.is_closed());
+        if !open {
+            worker.outbuf.truncate(mark);
             worker.state = WorkerState::Killing;
             self.queue.push_front(pending.task.priority, pending);
             return Assigned::WorkerUnusable;
+        }
+        if was_empty {
+            self.unflushed.push(num);
         }
         let now = Instant::now();
         let stats = &self.shared.stats;
@@ -137,9 +149,20 @@ impl Actor {
         pending.permit = None;
         pending.last_worker = Some(worker.name.clone());
         let id = pending.id;
-        let deadline = self
-            .timers
-            .insert(Timer::Deadline { task: id, attempt }, timeout);
+        let deadline = now + timeout;
+        match worker.deadline_timer {
+            None => {
+                let key = self
+                    .timers
+                    .insert_at(Timer::Deadline { worker: num }, deadline);
+                worker.deadline_timer = Some((key, deadline));
+            }
+            Some((key, armed)) if deadline < armed => {
+                self.timers.reset_at(&key, deadline);
+                worker.deadline_timer = Some((key, deadline));
+            }
+            Some(_) => {}
+        }
         self.shared.emit(|| PoolEvent::TaskAssigned {
             task: id,
             worker: worker.name.clone(),
@@ -159,23 +182,22 @@ impl Actor {
         Assigned::Yes
     }
 
-    fn encode_task(
-        &self,
-        pending: &Pending,
-        attempt: u32,
-        timeout_ms: u64,
-    ) -> Result<Bytes, String> {
-        let task = &pending.task;
-        let mut buf = BytesMut::with_capacity(task.payload.len() + task.task_type.len() + 64);
-        let message = ToWorker::Task(TaskFrame {
-            id: pending.id,
-            task_type: &task.task_type,
-            payload: &task.payload,
-            attempt,
-            timeout_ms,
-        });
-        encode_frame(&message, &mut buf, self.config.max_frame).map_err(|e| e.to_string())?;
-        Ok(buf.freeze())
+    /// Hands each worker the task frames this dispatch pass encoded for it.
+    fn flush_frames(&mut self) {
+        for num in self.unflushed.drain(..) {
+            let Some(worker) = self.workers.get_mut(&num) else {
+                continue;
+            };
+            if worker.outbuf.is_empty() {
+                continue;
+            }
+            let batch = worker.outbuf.split().freeze();
+            if let Some(frames) = &worker.frames {
+                // A link that closed since `assign` looked: its tasks are settled
+                // when the worker is reaped, like those lost in the writer's pipe.
+                let _ = frames.send(batch);
+            }
+        }
     }
 
     /// A message from a ready worker.
@@ -239,10 +261,13 @@ impl Actor {
         worker.in_flight.swap_remove(pos);
         worker.completed += 1;
         let retire = worker.state == WorkerState::Retiring && worker.in_flight.is_empty();
-        let mut running = self.running.remove(&id)?;
-        if let Some(key) = running.deadline.take() {
-            self.timers.try_remove(&key);
+        if worker.in_flight.is_empty() {
+            // Nothing left to time out: no timer may outlive the worker's last task.
+            if let Some((key, _)) = worker.deadline_timer.take() {
+                self.timers.try_remove(&key);
+            }
         }
+        let running = self.running.remove(&id)?;
         if retire {
             self.release_worker(num);
         } else {
@@ -435,16 +460,49 @@ impl Actor {
         self.kill_worker(num, KillCause::CancelIgnored { task: id });
     }
 
+    /// Worker `num`'s deadline timer fired: every task of it whose deadline has
+    /// passed times out (earliest deadline first), then the timer is armed for the
+    /// next deadline, if any.
+    pub(crate) fn on_worker_deadline(&mut self, num: u64) {
+        let now = Instant::now();
+        let Some(worker) = self.workers.get_mut(&num) else {
+            return;
+        };
+        // The timer that fired is gone from the queue; it counts as reached even if
+        // the queue's millisecond ticks let it fire a moment before its instant.
+        let reached = match worker.deadline_timer.take() {
+            Some((_, armed)) => armed.max(now),
+            None => now,
+        };
+        let mut expired: Vec<(Instant, u64)> = Vec::new();
+        let mut next: Option<Instant> = None;
+        for id in &worker.in_flight {
+            let Some(deadline) = self.running.get(id).and_then(|r| r.deadline) else {
+                continue;
+            };
+            if deadline <= reached {
+                expired.push((deadline, *id));
+            } else if next.is_none_or(|n| deadline < n) {
+                next = Some(deadline);
+            }
+        }
+        if let Some(at) = next {
+            let key = self.timers.insert_at(Timer::Deadline { worker: num }, at);
+            worker.deadline_timer = Some((key, at));
+        }
+        expired.sort_unstable();
+        for (_, id) in expired {
+            self.on_deadline(id);
+        }
+    }
+
     /// An attempt's timeout expired: the worker cannot be trusted. Kill it; the
     /// attempt is failed when the worker is reaped, so the task can never run again
     /// on it after its caller hears of the timeout.
-    pub(crate) fn on_deadline(&mut self, id: u64, attempt: u32) {
+    fn on_deadline(&mut self, id: u64) {
         let Some(running) = self.running.get_mut(&id) else {
             return;
         };
-        if running.pending.attempts != attempt {
-            return;
-        }
         running.deadline = None;
         let num = running.worker;
         let after = running
@@ -480,4 +538,25 @@ impl Actor {
         }
         self.replenish();
     }
+}
+
+/// Appends the task frame of `pending`'s next attempt to `buf` (left as it was on
+/// error).
+fn encode_task(
+    pending: &Pending,
+    attempt: u32,
+    timeout_ms: u64,
+    max_frame: usize,
+    buf: &mut BytesMut,
+) -> Result<(), String> {
+    let task = &pending.task;
+    buf.reserve(task.payload.len() + task.task_type.len() + 64);
+    let message = ToWorker::Task(TaskFrame {
+        id: pending.id,
+        task_type: &task.task_type,
+        payload: &task.payload,
+        attempt,
+        timeout_ms,
+    });
+    encode_frame(&message, buf, max_frame).map_err(|e| e.to_string())
 }

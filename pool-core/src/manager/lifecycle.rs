@@ -158,6 +158,8 @@ impl Actor {
                 name,
                 pid,
                 frames: Some(frames),
+                outbuf: bytes::BytesMut::new(),
+                deadline_timer: None,
                 control,
                 in_flight: Vec::new(),
                 dispatched: 0,
@@ -254,6 +256,9 @@ impl Actor {
         let Some(worker) = self.workers.remove(&num) else {
             return;
         };
+        if let Some((key, _)) = worker.deadline_timer {
+            self.timers.try_remove(&key);
+        }
         if let Some(slot) = worker.slot {
             let retired = matches!(worker.kill_cause, Some(KillCause::Retired));
             self.vacate(slot, !retired);
@@ -294,9 +299,7 @@ impl Actor {
             let Some(mut running) = self.running.remove(&id) else {
                 continue;
             };
-            if let Some(key) = running.deadline.take() {
-                self.timers.try_remove(&key);
-            }
+            running.deadline = None;
             match &worker.kill_cause {
                 Some(KillCause::TimedOut { task, after }) if *task == id => {
                     let failure = Failure::TimedOut { after: *after };
