@@ -9,11 +9,14 @@ mod dispatch;
 mod events;
 mod failure;
 mod handle;
+mod health_check;
 mod histogram;
 mod lifecycle;
 mod metrics;
 mod pool;
 mod roll;
+mod scaling;
+mod shutdown;
 mod worker_io;
 
 pub use alerts::Alert;

@@ -1,0 +1,184 @@
+//! Health inside the actor: probes, verdicts, alerts.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+use tokio::time::Instant;
+
+use super::actor::{Actor, KillCause, Phase, WorkerState};
+use super::events::{AlertSeverity, PoolEvent};
+use super::metrics::Stats;
+use crate::health::{process_rss, Verdict, Vitals};
+
+/// The recent latency window is the last one to two of these.
+const LATENCY_HALF_WINDOW: Duration = Duration::from_secs(60);
+
+impl Actor {
+    /// Records an alert (unless it duplicates a recent one) and emits it.
+    pub(crate) fn raise_alert(
+        &mut self,
+        severity: AlertSeverity,
+        kind: &str,
+        worker: Option<&str>,
+        message: String,
+    ) {
+        let now = Instant::now();
+        let raised = self.alerts.raise(now, severity, kind, worker, message);
+        self.shared
+            .stats
+            .alerts_suppressed
+            .store(self.alerts.suppressed(), Relaxed);
+        let Some(alert) = raised else {
+            return;
+        };
+        let stats = &self.shared.stats;
+        stats.alerts_total.store(self.alerts.raised(), Relaxed);
+        stats
+            .critical_alerts_recent
+            .store(self.alerts.recent_critical(now) as u64, Relaxed);
+        self.shared.emit(|| PoolEvent::Alert {
+            severity,
+            kind: alert.kind,
+            worker: alert.worker_id,
+            message: alert.message,
+        });
+    }
+
+    /// Refreshes each worker's RSS from `/proc` (the pool does not have to trust
+    /// the worker's own report), runs the health probes, and acts on the worst
+    /// verdict for each worker.
+    pub(crate) fn check_health(&mut self) {
+        let now = Instant::now();
+        let critical = self.alerts.recent_critical(now) as u64;
+        self.shared
+            .stats
+            .critical_alerts_recent
+            .store(critical, Relaxed);
+        if now.duration_since(self.window_started) >= LATENCY_HALF_WINDOW {
+            self.window_started = now;
+            self.shared.stats.queue_wait.rotate();
+            self.shared.stats.run_time.rotate();
+        }
+        if !matches!(self.phase, Phase::Running | Phase::Draining) {
+            return;
+        }
+        self.autoscale(now);
+        let nums: Vec<u64> = self.workers.keys().copied().collect();
+        for num in nums {
+            self.judge_worker(num, true);
+        }
+    }
+
+    /// Runs the probes over one worker and acts on the worst verdict. With
+    /// `read_proc`, its RSS is first refreshed from `/proc`.
+    pub(crate) fn judge_worker(&mut self, num: u64, read_proc: bool) {
+        let now = Instant::now();
+        let Some(w) = self.workers.get_mut(&num) else {
+            return;
+        };
+        if matches!(w.state, WorkerState::Killing | WorkerState::Retiring) {
+            return;
+        }
+        let recycling = w.replace_pending;
+        if read_proc {
+            if let Some(rss) = process_rss(w.pid) {
+                w.rss_bytes = rss;
+            }
+        }
+        let vitals = Vitals {
+            worker_id: num,
+            since_heard: now.duration_since(w.last_heard),
+            age: now.duration_since(w.ready_at),
+            rss_bytes: w.rss_bytes,
+            tasks_done: w.completed,
+            in_flight: w.in_flight.len() as u32,
+            oldest_task_age: None,
+        };
+        let mut worst = (Verdict::Healthy, "");
+        for probe in &self.probes {
+            let verdict = match probe.check(&vitals) {
+                Verdict::Recycle(_) if recycling => continue,
+                verdict => verdict,
+            };
+            if verdict.rank() > worst.0.rank() {
+                worst = (verdict, probe.name());
+            }
+        }
+        if worst.1 == "memory" {
+            let (worker, rss_bytes) = (w.name.clone(), w.rss_bytes);
+            let message = format!("{worker}: {}", worst.0.reason());
+            self.raise_alert(
+                AlertSeverity::Warning,
+                "high-memory",
+                Some(&worker),
+                message,
+            );
+            self.shared
+                .emit(|| PoolEvent::HighMemory { worker, rss_bytes });
+        }
+        self.apply_verdict(num, worst.0, worst.1);
+    }
+
+    fn apply_verdict(&mut self, num: u64, verdict: Verdict, probe: &str) {
+        let Some(worker) = self.workers.get_mut(&num) else {
+            return;
+        };
+        match verdict {
+            Verdict::Healthy => {
+                if worker.state == WorkerState::Suspect {
+                    worker.state = WorkerState::Ready;
+                }
+            }
+            Verdict::Suspect(reason) => {
+                if worker.state == WorkerState::Ready {
+                    tracing::warn!(worker.id = %worker.name, %reason, "worker is suspect");
+                    worker.state = WorkerState::Suspect;
+                    let name = worker.name.clone();
+                    let message = format!("{name}: {reason}");
+                    self.raise_alert(
+                        AlertSeverity::Warning,
+                        "missed-heartbeat",
+                        Some(&name),
+                        message,
+                    );
+                }
+            }
+            Verdict::Recycle(reason) => {
+                if matches!(worker.state, WorkerState::Ready | WorkerState::Suspect)
+                    && !worker.replace_pending
+                {
+                    worker.replace_pending = true;
+                    let slot = worker.slot.take();
+                    let name = worker.name.clone();
+                    if let Some(slot) = slot {
+                        self.vacate(slot, true);
+                    }
+                    Stats::bump(&self.shared.stats.workers_recycled);
+                    self.shared.emit(|| PoolEvent::WorkerRecycled {
+                        worker: name,
+                        reason,
+                    });
+                    self.replenish();
+                }
+            }
+            Verdict::Kill(reason) => {
+                let name = worker.name.clone();
+                tracing::warn!(worker.id = %name, %reason, probe, "killing unhealthy worker");
+                let (severity, kind) = if probe == "heartbeat" {
+                    (AlertSeverity::Critical, "zombie-detected")
+                } else {
+                    (AlertSeverity::Warning, "worker-killed")
+                };
+                self.raise_alert(severity, kind, Some(&name), format!("{name}: {reason}"));
+                if probe == "heartbeat" {
+                    Stats::bump(&self.shared.stats.zombies_killed);
+                    let r = reason.clone();
+                    self.shared.emit(|| PoolEvent::ZombieDetected {
+                        worker: name,
+                        reason: r,
+                    });
+                }
+                self.kill_worker(num, KillCause::Unhealthy(reason));
+            }
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! Scaling inside the actor: setting the target size and retiring the surplus.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::actor::{Actor, Phase, WorkerState};
+use super::events::PoolEvent;
+use crate::error::ConfigError;
+
+impl Actor {
+    /// Retires the newest idle workers first until the live count meets the target.
+    pub(crate) fn shrink_to_target(&mut self) {
+        while self.live_count() > self.target && self.respawns_pending > 0 {
+            self.respawns_pending -= 1;
+        }
+        let mut excess = self.live_count().saturating_sub(self.target);
+        let mut order: Vec<(bool, u64)> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| matches!(w.state, WorkerState::Ready | WorkerState::Suspect))
+            .map(|(num, w)| (!w.in_flight.is_empty(), *num))
+            .collect();
+        order.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        for (_, num) in order {
+            if excess == 0 {
+                break;
+            }
+            if let Some(w) = self.workers.get(&num) {
+                let name = w.name.clone();
+                self.shared.emit(|| PoolEvent::WorkerRecycled {
+                    worker: name,
+                    reason: "scaled down".to_owned(),
+                });
+            }
+            self.release_worker(num);
+            excess -= 1;
+        }
+    }
+
+    /// Sets the target size within `min_workers..=max_workers`.
+    pub(crate) fn scale_to(&mut self, target: usize) -> Result<usize, ConfigError> {
+        if target < self.config.min_workers || target > self.config.max_workers {
+            return Err(ConfigError::new(
+                "pool_size",
+                format!(
+                    "{target} is outside min_workers..=max_workers ({}..={})",
+                    self.config.min_workers, self.config.max_workers
+                ),
+            ));
+        }
+        if self.phase != Phase::Running {
+            return Err(ConfigError::new("pool_size", "the pool is not running"));
+        }
+        let old = self.target;
+        self.target = target;
+        self.shared.stats.target_size.store(target as u64, Relaxed);
+        if target > old {
+            for _ in 0..(target.saturating_sub(self.live_count())) {
+                self.launch_worker();
+            }
+            self.shared.emit(|| PoolEvent::PoolScaledUp {
+                count: target - old,
+                new_size: target,
+            });
+        } else if target < old {
+            self.shrink_to_target();
+            self.shared.emit(|| PoolEvent::PoolScaledDown {
+                count: old - target,
+                new_size: target,
+            });
+        }
+        Ok(target)
+    }
+}
