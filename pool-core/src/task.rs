@@ -1,5 +1,6 @@
 //! [`Task`]: what a caller submits.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,8 +20,9 @@ pub const PRIORITY_DEFAULT: u8 = 10;
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Task {
-    /// Which handler runs it.
-    pub task_type: String,
+    /// Which handler runs it. Shared (`Arc<str>`): the pool keeps one copy per
+    /// distinct type however many tasks wait.
+    pub task_type: Arc<str>,
     /// The input, opaque to the pool.
     pub payload: Bytes,
     /// 0 (highest) … 100 (lowest); default 10.
@@ -33,7 +35,7 @@ pub struct Task {
 
 impl Task {
     /// A task of `task_type` with raw payload bytes and default settings.
-    pub fn new(task_type: impl Into<String>, payload: impl Into<Bytes>) -> Self {
+    pub fn new(task_type: impl Into<Arc<str>>, payload: impl Into<Bytes>) -> Self {
         Self {
             task_type: task_type.into(),
             payload: payload.into(),
@@ -48,7 +50,7 @@ impl Task {
     /// # Errors
     /// When `value` cannot be encoded.
     pub fn msgpack<T: Serialize + ?Sized>(
-        task_type: impl Into<String>,
+        task_type: impl Into<Arc<str>>,
         value: &T,
     ) -> Result<Self, rmp_serde::encode::Error> {
         Ok(Self::new(task_type, rmp_serde::to_vec_named(value)?))

@@ -90,3 +90,33 @@ async fn metrics_count_every_worker_as_soon_as_start_returns() {
     assert_eq!(m.health.status, "healthy");
     pool.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn queue_slots_come_back_when_queued_tasks_are_cancelled_or_dispatched() {
+    let config = pool_core::PoolConfig {
+        max_queue_len: 2,
+        ..common::config(1)
+    };
+    let (pool, _) = common::start(config, |_| MockAction::EchoAfter(Duration::from_secs(1))).await;
+    let running = pool.try_submit(common::task("work", 0)).unwrap();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let a = pool.try_submit(common::task("work", 1)).unwrap();
+    let b = pool.try_submit(common::task("work", 2)).unwrap();
+    assert!(matches!(
+        pool.try_submit(common::task("work", 3)),
+        Err(SubmitError::QueueFull(_))
+    ));
+    a.cancel();
+    assert!(a.await.is_err());
+    let c = pool
+        .try_submit(common::task("work", 4))
+        .expect("the cancelled task's slot");
+    for h in [running, b, c] {
+        h.await.unwrap();
+    }
+    for n in 5..7 {
+        pool.try_submit(common::task("work", n))
+            .expect("slots free again");
+    }
+    pool.shutdown().await;
+}

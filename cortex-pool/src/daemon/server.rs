@@ -168,7 +168,7 @@ async fn answer(
                         .unwrap_or(serde_json::Value::Null);
                     json!({
                         "id": d.id,
-                        "type": d.task.task_type,
+                        "type": &*d.task.task_type,
                         "payload": payload,
                         "attempts": d.attempts,
                         "error": {"kind": d.failure.kind(), "message": d.failure.to_string()},

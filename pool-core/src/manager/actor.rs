@@ -10,14 +10,14 @@ use tokio::time::Instant;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::sync::{broadcast, mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{broadcast, mpsc, oneshot, Semaphore};
 use tokio_util::time::{delay_queue, DelayQueue};
 
 use super::alerts::{Alert, AlertLog};
 use super::autoscale::AutoscaleState;
 use super::config::PoolConfig;
 use super::events::PoolEvent;
-use super::handle::Outcome;
+use super::handle::BoxedOutcome;
 use super::metrics::{Stats, WorkerStatus};
 use super::pool::WorkerCommand;
 use super::worker_io::WorkerEvent;
@@ -124,10 +124,18 @@ pub(crate) struct Pending {
     pub(crate) id: u64,
     pub(crate) task: Task,
     pub(crate) attempts: u32,
-    pub(crate) reply: oneshot::Sender<Outcome>,
-    pub(crate) permit: Option<OwnedSemaphorePermit>,
+    pub(crate) reply: oneshot::Sender<BoxedOutcome>,
+    /// Whether it still holds one of the queue's `max_queue_len` slots (released
+    /// when it first leaves the queue; retries re-enter without one).
+    pub(crate) holds_queue_slot: bool,
     pub(crate) queued_at: Instant,
-    pub(crate) last_worker: Option<String>,
+    /// The number of the worker that ran its last attempt (`worker-N`).
+    pub(crate) last_worker: Option<u64>,
+}
+
+/// The name of worker number `num`.
+pub(crate) fn worker_name(num: u64) -> String {
+    format!("worker-{num}")
 }
 
 /// A task attempt on a worker.
@@ -261,6 +269,7 @@ pub(crate) struct Actor {
     pub(crate) alerts: AlertLog,
     pub(crate) window_started: Instant,
     pub(crate) autoscale_state: AutoscaleState,
+    pub(crate) task_types: std::collections::HashSet<Arc<str>>,
     pub(crate) roll: Option<super::roll::Roll>,
 }
 
@@ -312,6 +321,7 @@ pub(crate) async fn run(
         alerts: AlertLog::default(),
         window_started: Instant::now(),
         autoscale_state: AutoscaleState::default(),
+        task_types: std::collections::HashSet::new(),
         roll: None,
     };
     actor.shared.stats.target_size.store(target as u64, Relaxed);

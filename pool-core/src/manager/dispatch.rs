@@ -7,7 +7,8 @@ use tokio::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 use super::actor::{
-    Actor, KillCause, Pending, Phase, Running, Timer, WorkerState, HEARTBEAT_HISTORY,
+    worker_name, Actor, KillCause, Pending, Phase, Running, Shared, Timer, WorkerState,
+    HEARTBEAT_HISTORY,
 };
 use super::events::{AlertSeverity, PoolEvent};
 use super::failure::Failure;
@@ -30,9 +31,13 @@ enum Assigned {
     WorkerUnusable,
 }
 
+/// Distinct task types whose names the actor shares between tasks.
+const MAX_INTERNED_TYPES: usize = 1024;
+
 impl Actor {
     /// A new task from a caller.
-    pub(crate) fn accept(&mut self, pending: Pending) {
+    pub(crate) fn accept(&mut self, mut pending: Pending) {
+        self.intern_task_type(&mut pending.task);
         Stats::bump(&self.shared.stats.submitted);
         if matches!(self.phase, Phase::Draining | Phase::Stopping) {
             return self.settle_error(pending, FinalStatus::Failed, Failure::ShuttingDown);
@@ -41,6 +46,16 @@ impl Actor {
         self.queue.push(priority, pending);
         self.shared
             .emit(|| PoolEvent::TaskQueued { task: id, priority });
+    }
+
+    /// Makes every waiting task of a type share one allocation of its name (up to
+    /// [`MAX_INTERNED_TYPES`] distinct types; beyond, tasks keep their own).
+    fn intern_task_type(&mut self, task: &mut crate::task::Task) {
+        if let Some(shared) = self.task_types.get(&task.task_type) {
+            task.task_type = shared.clone();
+        } else if self.task_types.len() < MAX_INTERNED_TYPES {
+            self.task_types.insert(task.task_type.clone());
+        }
     }
 
     /// Sends queued tasks to workers with free capacity, as the policy picks them.
@@ -146,8 +161,8 @@ impl Actor {
         worker.dispatched += 1;
         worker.in_flight.push(pending.id);
         pending.attempts = attempt;
-        pending.permit = None;
-        pending.last_worker = Some(worker.name.clone());
+        release_queue_slot(&self.shared, &mut pending);
+        pending.last_worker = Some(num);
         let id = pending.id;
         let deadline = now + timeout;
         match worker.deadline_timer {
@@ -282,7 +297,7 @@ impl Actor {
         }
         let now = Instant::now();
         let run_time = now.duration_since(running.started);
-        let mut pending = running.pending;
+        let pending = running.pending;
         if self.crash_streak > 0 {
             self.crash_streak = 0;
             if self.start_failures < self.config.max_start_failures {
@@ -296,7 +311,7 @@ impl Actor {
             .fetch_add(run_time.as_micros() as u64, Relaxed);
         stats.run_time.record(run_time.as_micros() as u64);
         // Settled here: the name moves into the output instead of being cloned.
-        let worker = pending.last_worker.take().unwrap_or_default();
+        let worker = pending.last_worker.map(worker_name).unwrap_or_default();
         let reused = self
             .workers
             .get(&running.worker)
@@ -316,7 +331,7 @@ impl Actor {
             run_time,
             queue_time: running.started.duration_since(pending.queued_at),
         };
-        let _ = pending.reply.send(Ok(output));
+        let _ = pending.reply.send(Box::new(Ok(output)));
     }
 
     /// An attempt failed: retry it, dead-letter it, or fail it for good.
@@ -334,7 +349,7 @@ impl Actor {
         let will_retry = retryable && retries_left && accepting;
         self.shared.emit(|| PoolEvent::TaskAttemptFailed {
             task: pending.id,
-            worker: pending.last_worker.clone(),
+            worker: pending.last_worker.map(worker_name),
             attempt: pending.attempts,
             kind: failure.kind().to_owned(),
             message: failure.to_string(),
@@ -390,7 +405,7 @@ impl Actor {
             status: FinalStatus::DeadLettered,
             failure: failure.clone(),
             attempts: pending.attempts,
-            worker: pending.last_worker.clone(),
+            worker: pending.last_worker.map(worker_name),
         };
         self.dlq.push(DeadLetter {
             id: pending.id,
@@ -402,11 +417,17 @@ impl Actor {
         let stats = &self.shared.stats;
         stats.dlq_len.store(self.dlq.len() as u64, Relaxed);
         stats.dlq_evicted.store(self.dlq.evicted(), Relaxed);
-        let _ = pending.reply.send(Err(error));
+        let _ = pending.reply.send(Box::new(Err(error)));
     }
 
     /// Ends a task without a result (not through the DLQ).
-    pub(crate) fn settle_error(&mut self, pending: Pending, status: FinalStatus, failure: Failure) {
+    pub(crate) fn settle_error(
+        &mut self,
+        mut pending: Pending,
+        status: FinalStatus,
+        failure: Failure,
+    ) {
+        release_queue_slot(&self.shared, &mut pending);
         let stats = &self.shared.stats;
         match status {
             FinalStatus::Cancelled => {
@@ -421,9 +442,9 @@ impl Actor {
             status,
             failure,
             attempts: pending.attempts,
-            worker: pending.last_worker,
+            worker: pending.last_worker.map(worker_name),
         };
-        let _ = pending.reply.send(Err(error));
+        let _ = pending.reply.send(Box::new(Err(error)));
     }
 
     /// A caller cancels task `id`.
@@ -559,4 +580,11 @@ fn encode_task(
         timeout_ms,
     });
     encode_frame(&message, buf, max_frame).map_err(|e| e.to_string())
+}
+
+/// Gives back the queue slot `pending` took at submission, if it still holds it.
+fn release_queue_slot(shared: &Shared, pending: &mut Pending) {
+    if std::mem::take(&mut pending.holds_queue_slot) {
+        shared.queue_slots.add_permits(1);
+    }
 }

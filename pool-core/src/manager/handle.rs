@@ -80,13 +80,17 @@ fn status_text(status: FinalStatus) -> &'static str {
 
 pub(crate) type Outcome = Result<TaskOutput, TaskError>;
 
+/// What travels through a task's completion channel: boxed, so the channel a
+/// queued task holds stays small (the outcome is allocated only when it exists).
+pub(crate) type BoxedOutcome = Box<Outcome>;
+
 /// The caller's handle on a submitted task: its id, a future of its outcome, and
 /// cancellation.
 ///
 /// Dropping the handle does not cancel the task; call [`cancel`](Self::cancel).
 pub struct TaskHandle {
     id: u64,
-    outcome: oneshot::Receiver<Outcome>,
+    outcome: oneshot::Receiver<BoxedOutcome>,
     commands: mpsc::UnboundedSender<Command>,
 }
 
@@ -101,7 +105,7 @@ impl fmt::Debug for TaskHandle {
 impl TaskHandle {
     pub(crate) fn new(
         id: u64,
-        outcome: oneshot::Receiver<Outcome>,
+        outcome: oneshot::Receiver<BoxedOutcome>,
         commands: mpsc::UnboundedSender<Command>,
     ) -> Self {
         Self {
@@ -130,16 +134,15 @@ impl Future for TaskHandle {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
         let id = self.id;
-        Pin::new(&mut self.outcome).poll(cx).map(|r| {
-            r.unwrap_or_else(|_| {
-                Err(TaskError {
-                    id,
-                    status: FinalStatus::Failed,
-                    failure: Failure::ShuttingDown,
-                    attempts: 0,
-                    worker: None,
-                })
-            })
+        Pin::new(&mut self.outcome).poll(cx).map(|r| match r {
+            Ok(outcome) => *outcome,
+            Err(_) => Err(TaskError {
+                id,
+                status: FinalStatus::Failed,
+                failure: Failure::ShuttingDown,
+                attempts: 0,
+                worker: None,
+            }),
         })
     }
 }

@@ -7,7 +7,7 @@ use tokio::time::Instant;
 
 use bytes::BytesMut;
 
-use super::actor::{Actor, KillCause, Phase, Slot, Timer, Worker, WorkerState};
+use super::actor::{worker_name, Actor, KillCause, Phase, Slot, Timer, Worker, WorkerState};
 use super::events::{AlertSeverity, PoolEvent};
 use super::failure::Failure;
 use super::handle::FinalStatus;
@@ -52,7 +52,7 @@ impl Actor {
     pub(crate) fn launch_worker(&mut self) {
         let num = self.next_worker;
         self.next_worker += 1;
-        let name = format!("worker-{num}");
+        let name = worker_name(num);
         let mut spec = WorkerSpec::new(name.clone(), self.command.program.clone())
             .args(self.command.args.iter().cloned());
         spec.env.clone_from(&self.command.env);
@@ -112,7 +112,7 @@ impl Actor {
     ) {
         let slot = self.launching.remove(&num);
         let now = Instant::now();
-        let name = format!("worker-{num}");
+        let name = worker_name(num);
         self.shared.emit(|| PoolEvent::WorkerReady {
             worker: name.clone(),
             pid,
@@ -195,7 +195,7 @@ impl Actor {
             return;
         }
         self.start_failures += 1;
-        let worker = format!("worker-{num}");
+        let worker = worker_name(num);
         self.raise_alert(
             AlertSeverity::Warning,
             "worker-start-failed",
@@ -308,7 +308,7 @@ impl Actor {
         }
         while self.live_count() < self.target {
             let delay = self.restart_delay();
-            let name = format!("worker-{}", self.next_worker + self.respawns_pending as u64);
+            let name = worker_name(self.next_worker + self.respawns_pending as u64);
             Stats::bump(&self.shared.stats.workers_restarted);
             if delay.is_zero() {
                 self.launch_worker();

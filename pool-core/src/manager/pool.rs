@@ -243,10 +243,11 @@ impl Pool {
     /// submitted.
     pub async fn submit(&self, task: Task) -> Result<TaskHandle, SubmitError> {
         let task = self.check(task)?;
-        let Ok(permit) = self.shared.queue_slots.clone().acquire_owned().await else {
+        let Ok(permit) = self.shared.queue_slots.acquire().await else {
             return Err(SubmitError::ShuttingDown(task));
         };
-        self.send(task, Some(permit))
+        permit.forget();
+        self.send(task)
     }
 
     /// Submits a task if the queue has room now.
@@ -256,8 +257,11 @@ impl Pool {
     /// errors of [`submit`](Self::submit).
     pub fn try_submit(&self, task: Task) -> Result<TaskHandle, SubmitError> {
         let task = self.check(task)?;
-        match self.shared.queue_slots.clone().try_acquire_owned() {
-            Ok(permit) => self.send(task, Some(permit)),
+        match self.shared.queue_slots.try_acquire() {
+            Ok(permit) => {
+                permit.forget();
+                self.send(task)
+            }
             Err(tokio::sync::TryAcquireError::NoPermits) => Err(SubmitError::QueueFull(task)),
             Err(tokio::sync::TryAcquireError::Closed) => Err(SubmitError::ShuttingDown(task)),
         }
@@ -277,16 +281,17 @@ impl Pool {
         let mut batch = Vec::new();
         for task in tasks {
             let task = self.check(task)?;
-            let Ok(permit) = self.shared.queue_slots.clone().acquire_owned().await else {
+            let Ok(permit) = self.shared.queue_slots.acquire().await else {
                 return Err(SubmitError::ShuttingDown(task));
             };
-            let (pending, handle) = self.pending(task, Some(permit));
+            permit.forget();
+            let (pending, handle) = self.pending(task);
             batch.push(pending);
             handles.push(handle);
         }
-        if self.commands.send(Command::Submit(batch)).is_err() {
-            return Err(SubmitError::ShuttingDown(Task::new("", Vec::new())));
-        }
+        self.commands
+            .send(Command::Submit(batch))
+            .map_err(|refused| SubmitError::ShuttingDown(first_task(refused.0)))?;
         Ok(handles)
     }
 
@@ -300,11 +305,9 @@ impl Pool {
         Ok(task)
     }
 
-    fn pending(
-        &self,
-        task: Task,
-        permit: Option<tokio::sync::OwnedSemaphorePermit>,
-    ) -> (Pending, TaskHandle) {
+    /// A pending record for `task`, which holds one of the queue's slots (taken by
+    /// the caller and released by the actor when the task leaves the queue).
+    fn pending(&self, task: Task) -> (Pending, TaskHandle) {
         let id = self.shared.next_task_id.fetch_add(1, Relaxed);
         let (reply, outcome) = oneshot::channel();
         let pending = Pending {
@@ -312,27 +315,19 @@ impl Pool {
             task,
             attempts: 0,
             reply,
-            permit,
+            holds_queue_slot: true,
             queued_at: Instant::now(),
             last_worker: None,
         };
         (pending, TaskHandle::new(id, outcome, self.commands.clone()))
     }
 
-    fn send(
-        &self,
-        task: Task,
-        permit: Option<tokio::sync::OwnedSemaphorePermit>,
-    ) -> Result<TaskHandle, SubmitError> {
-        let (pending, handle) = self.pending(task, permit);
-        match self.commands.send(Command::Submit(vec![pending])) {
-            Ok(()) => Ok(handle),
-            Err(mpsc::error::SendError(Command::Submit(mut back))) => match back.pop() {
-                Some(p) => Err(SubmitError::ShuttingDown(p.task)),
-                None => Err(SubmitError::ShuttingDown(Task::new("", Vec::new()))),
-            },
-            Err(_) => Err(SubmitError::ShuttingDown(Task::new("", Vec::new()))),
-        }
+    fn send(&self, task: Task) -> Result<TaskHandle, SubmitError> {
+        let (pending, handle) = self.pending(task);
+        self.commands
+            .send(Command::Submit(vec![pending]))
+            .map_err(|refused| SubmitError::ShuttingDown(first_task(refused.0)))?;
+        Ok(handle)
     }
 
     /// A snapshot of the pool's metrics (a few atomic loads; eventually consistent).
@@ -463,5 +458,16 @@ impl Pool {
         let (tx, rx) = oneshot::channel();
         self.commands.send(command(tx)).ok()?;
         rx.await.ok()
+    }
+}
+
+/// The first task of a submission the actor never received (it is gone).
+fn first_task(refused: Command) -> Task {
+    match refused {
+        Command::Submit(batch) => batch
+            .into_iter()
+            .next()
+            .map_or_else(|| Task::new("", Vec::new()), |p| p.task),
+        _ => Task::new("", Vec::new()),
     }
 }
