@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use pool_core::{Pool, PoolConfig, RetryPolicy, Transport, WorkerCommand};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::{broadcast, mpsc};
@@ -185,8 +186,16 @@ async fn run_async(args: RunArgs) -> Result<bool, UsageError> {
         .map_err(|e| UsageError(e.to_string()))?;
 
     let (lines_tx, lines_rx) = mpsc::unbounded_channel::<Line>();
+    let (accepted_tx, accepted_rx) = mpsc::unbounded_channel::<Accepted>();
     let submitted = Arc::new(AtomicU64::new(0));
-    let feeder = tokio::spawn(feed(pool.clone(), tasks, lines_tx, submitted.clone()));
+    let feeder = tokio::spawn(feed(
+        pool.clone(),
+        tasks,
+        lines_tx.clone(),
+        accepted_tx,
+        submitted.clone(),
+    ));
+    tokio::spawn(collect(accepted_rx, lines_tx));
     let interrupt = pool.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
@@ -218,6 +227,7 @@ async fn feed(
     pool: Pool,
     tasks: Box<dyn AsyncRead + Unpin + Send>,
     lines: mpsc::UnboundedSender<Line>,
+    accepted: mpsc::UnboundedSender<Accepted>,
     submitted: Arc<AtomicU64>,
 ) {
     let mut reader = BufReader::new(tasks).lines();
@@ -247,20 +257,51 @@ async fn feed(
         let since = Instant::now();
         match pool.submit(parsed.task).await {
             Ok(handle) => {
-                let lines = lines.clone();
-                tokio::spawn(async move {
-                    let outcome = handle.await;
-                    let ms = since.elapsed().as_secs_f64() * 1000.0;
-                    let line = match outcome {
-                        Ok(out) => output::ok(&parsed.id, &out, ms),
-                        Err(err) => output::failed(&parsed.id, &err, ms),
-                    };
-                    let _ = lines.send(line);
+                let _ = accepted.send(Accepted {
+                    id: parsed.id,
+                    since,
+                    handle,
                 });
             }
             Err(refused) => {
                 let _ = lines.send(output::refused(&parsed.id, &refused));
             }
+        }
+    }
+}
+
+/// A task the pool accepted, waiting for its outcome.
+struct Accepted {
+    id: String,
+    since: Instant,
+    handle: pool_core::TaskHandle,
+}
+
+/// Turns outcomes into lines in the order the pool settles the tasks: the handles
+/// are polled together and a `FuturesUnordered` yields them in wake-up order.
+async fn collect(
+    mut accepted: mpsc::UnboundedReceiver<Accepted>,
+    lines: mpsc::UnboundedSender<Line>,
+) {
+    let mut waiting = FuturesUnordered::new();
+    let mut open = true;
+    while open || !waiting.is_empty() {
+        tokio::select! {
+            biased;
+            Some(line) = waiting.next(), if !waiting.is_empty() => {
+                let _ = lines.send(line);
+            }
+            next = accepted.recv(), if open => match next {
+                Some(Accepted { id, since, handle }) => waiting.push(async move {
+                    let outcome = handle.await;
+                    let ms = since.elapsed().as_secs_f64() * 1000.0;
+                    match outcome {
+                        Ok(out) => output::ok(&id, &out, ms),
+                        Err(err) => output::failed(&id, &err, ms),
+                    }
+                }),
+                None => open = false,
+            },
         }
     }
 }
