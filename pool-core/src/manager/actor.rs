@@ -440,6 +440,7 @@ impl Actor {
                 id: w.name.clone(),
                 pid: w.pid,
                 state: match w.state {
+                    WorkerState::Ready | WorkerState::Suspect if w.replace_pending => "recycling",
                     WorkerState::Ready if w.in_flight.is_empty() => "ready",
                     WorkerState::Ready => "busy",
                     WorkerState::Suspect => "suspect",

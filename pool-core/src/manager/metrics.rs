@@ -443,7 +443,8 @@ pub struct WorkerStatus {
     pub id: String,
     /// Its process id.
     pub pid: u32,
-    /// `ready`, `busy`, `suspect`, `retiring` or `killing`.
+    /// `ready`, `busy`, `suspect`, `recycling` (serving until its replacement is
+    /// ready), `retiring` (finishing its tasks, then exiting) or `killing`.
     pub state: &'static str,
     /// Tasks in flight on it.
     pub in_flight: u32,
