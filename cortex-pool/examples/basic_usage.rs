@@ -15,10 +15,7 @@ use cortex_pool::{Pool, PoolConfig, Task};
 use serde_json::{json, Value};
 
 fn main() -> ExitCode {
-    if let Some(code) = common::serve_if_worker() {
-        return code;
-    }
-    common::run(example())
+    common::main(example)
 }
 
 async fn example() -> common::Result {

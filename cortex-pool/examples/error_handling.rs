@@ -16,10 +16,7 @@ use cortex_pool::{Failure, FinalStatus, Pool, PoolConfig, PoolEvent, RetryPolicy
 use serde_json::{json, Value};
 
 fn main() -> ExitCode {
-    if let Some(code) = common::serve_if_worker() {
-        return code;
-    }
-    common::run(example())
+    common::main(example)
 }
 
 async fn example() -> common::Result {

@@ -18,10 +18,7 @@ const WORKERS: usize = 3;
 const TASKS: usize = 10;
 
 fn main() -> ExitCode {
-    if let Some(code) = common::serve_if_worker() {
-        return code;
-    }
-    common::run(example())
+    common::main(example)
 }
 
 async fn example() -> common::Result {

@@ -17,10 +17,7 @@ const WORKERS: usize = 3;
 const MAX_TASKS_PER_WORKER: u64 = 4;
 
 fn main() -> ExitCode {
-    if let Some(code) = common::serve_if_worker() {
-        return code;
-    }
-    common::run(example())
+    common::main(example)
 }
 
 async fn example() -> common::Result {

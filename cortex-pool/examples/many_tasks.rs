@@ -19,10 +19,7 @@ use serde_json::json;
 const WORKERS: usize = 4;
 
 fn main() -> ExitCode {
-    if let Some(code) = common::serve_if_worker() {
-        return code;
-    }
-    common::run(example())
+    common::main(example)
 }
 
 async fn example() -> common::Result {

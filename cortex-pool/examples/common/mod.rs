@@ -44,6 +44,15 @@ pub(crate) fn worker_command() -> WorkerCommand {
     WorkerCommand::new(me).args([WORKER_FLAG])
 }
 
+/// An example's `main`: serve as its worker when started with [`WORKER_FLAG`],
+/// else run `body` (the manager side).
+pub(crate) fn main<F: Future<Output = Result>>(body: impl FnOnce() -> F) -> ExitCode {
+    match serve_if_worker() {
+        Some(code) => code,
+        None => run(body()),
+    }
+}
+
 /// Runs an example's body on a multi-threaded runtime; exit 0 when it returns `Ok`.
 /// A failed assertion panics, which exits with status 101.
 pub(crate) fn run(body: impl Future<Output = Result>) -> ExitCode {
