@@ -9,14 +9,7 @@ use pool_core::{Failure, FinalStatus};
 
 #[tokio::test(start_paused = true)]
 async fn a_queued_task_is_cancelled_without_running() {
-    let (pool, recorder) = common::start(common::config(1), |t| {
-        if t.task_type == "blocker" {
-            MockAction::EchoAfter(Duration::from_secs(1))
-        } else {
-            MockAction::Echo
-        }
-    })
-    .await;
+    let (pool, recorder) = common::start(common::config(1), common::blocker_then_echo).await;
     let blocker = pool.submit(common::task("blocker", 0)).await.unwrap();
     let queued = pool.submit(common::task("victim", 1)).await.unwrap();
     queued.cancel();

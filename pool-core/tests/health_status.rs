@@ -34,14 +34,8 @@ async fn a_fresh_pool_and_a_fully_busy_pool_are_healthy() {
 
 #[tokio::test(start_paused = true)]
 async fn a_zombie_raises_one_critical_alert_that_keeps_the_pool_critical_for_five_minutes() {
-    let (pool, _) = common::start(common::config(2), |t| {
-        if t.attempt == 1 {
-            MockAction::Freeze
-        } else {
-            MockAction::Echo
-        }
-    })
-    .await;
+    let (pool, _) =
+        common::start(common::config(2), common::first_attempt(MockAction::Freeze)).await;
     pool.submit(common::task("work", 1))
         .await
         .unwrap()

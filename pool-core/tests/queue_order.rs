@@ -9,14 +9,7 @@ use pool_core::SubmitError;
 
 #[tokio::test(start_paused = true)]
 async fn priorities_are_served_lowest_number_first_and_fifo_within_a_level() {
-    let (pool, recorder) = common::start(common::config(1), |t| {
-        if t.task_type == "blocker" {
-            MockAction::EchoAfter(Duration::from_secs(1))
-        } else {
-            MockAction::Echo
-        }
-    })
-    .await;
+    let (pool, recorder) = common::start(common::config(1), common::blocker_then_echo).await;
     let blocker = pool.submit(common::task("blocker", 0)).await.unwrap();
     tokio::task::yield_now().await;
     let plan = [

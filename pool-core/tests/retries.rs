@@ -94,13 +94,10 @@ async fn a_non_retryable_error_fails_at_once_and_skips_the_dlq() {
 
 #[tokio::test(start_paused = true)]
 async fn a_task_that_fails_once_then_succeeds_reports_two_attempts() {
-    let (pool, _) = common::start(common::config(1), |t| {
-        if t.attempt == 1 {
-            MockAction::Fail { retryable: true }
-        } else {
-            MockAction::Echo
-        }
-    })
+    let (pool, _) = common::start(
+        common::config(1),
+        common::first_attempt(MockAction::Fail { retryable: true }),
+    )
     .await;
     let out = pool
         .submit(common::task("flaky", 7))

@@ -10,14 +10,8 @@ use pool_core::{Failure, FinalStatus, PoolConfig, RetryPolicy};
 
 #[tokio::test(start_paused = true)]
 async fn a_timeout_kills_the_worker_replaces_it_and_retries_elsewhere() {
-    let (pool, recorder) = common::start(common::config(1), |t| {
-        if t.attempt == 1 {
-            MockAction::Hang
-        } else {
-            MockAction::Echo
-        }
-    })
-    .await;
+    let (pool, recorder) =
+        common::start(common::config(1), common::first_attempt(MockAction::Hang)).await;
     let task = common::task("slow", 5).with_timeout(Duration::from_secs(2));
     let out = pool.submit(task).await.unwrap().await.unwrap();
     assert_eq!(out.attempts, 2);

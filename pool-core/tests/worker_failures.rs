@@ -9,13 +9,10 @@ use pool_core::{FinalStatus, Pool, PoolConfig, StartError, WorkerCommand};
 
 #[tokio::test(start_paused = true)]
 async fn a_crash_mid_task_requeues_the_task_on_another_worker() {
-    let (pool, recorder) = common::start(common::config(2), |t| {
-        if t.attempt == 1 {
-            MockAction::Crash(3)
-        } else {
-            MockAction::Echo
-        }
-    })
+    let (pool, recorder) = common::start(
+        common::config(2),
+        common::first_attempt(MockAction::Crash(3)),
+    )
     .await;
     let out = pool
         .submit(common::task("work", 9))
@@ -78,13 +75,10 @@ async fn a_poison_task_that_keeps_killing_workers_ends_in_the_dlq() {
 
 #[tokio::test(start_paused = true)]
 async fn a_malformed_frame_is_a_protocol_failure_and_the_worker_is_replaced() {
-    let (pool, recorder) = common::start(common::config(1), |t| {
-        if t.attempt == 1 {
-            MockAction::Garbage
-        } else {
-            MockAction::Echo
-        }
-    })
+    let (pool, recorder) = common::start(
+        common::config(1),
+        common::first_attempt(MockAction::Garbage),
+    )
     .await;
     let mut events = pool.events();
     let out = pool
@@ -107,14 +101,8 @@ async fn a_malformed_frame_is_a_protocol_failure_and_the_worker_is_replaced() {
 
 #[tokio::test(start_paused = true)]
 async fn a_silent_worker_is_killed_as_a_zombie_once_and_its_task_completes_elsewhere() {
-    let (pool, recorder) = common::start(common::config(2), |t| {
-        if t.attempt == 1 {
-            MockAction::Freeze
-        } else {
-            MockAction::Echo
-        }
-    })
-    .await;
+    let (pool, recorder) =
+        common::start(common::config(2), common::first_attempt(MockAction::Freeze)).await;
     let mut events = pool.events();
     let out = pool
         .submit(common::task("work", 1))

@@ -42,3 +42,23 @@ pub async fn start(
 pub fn task(task_type: &str, n: u32) -> Task {
     Task::msgpack(task_type, &n).expect("a u32 encodes")
 }
+
+/// A script whose workers do `first` on a task's first attempt and echo after.
+pub fn first_attempt(first: MockAction) -> impl Fn(&MockTask) -> MockAction + Send + Sync {
+    move |t| {
+        if t.attempt == 1 {
+            first.clone()
+        } else {
+            MockAction::Echo
+        }
+    }
+}
+
+/// A script whose `blocker` tasks hold their worker for a second; others echo.
+pub fn blocker_then_echo(t: &MockTask) -> MockAction {
+    if t.task_type == "blocker" {
+        MockAction::EchoAfter(Duration::from_secs(1))
+    } else {
+        MockAction::Echo
+    }
+}
