@@ -5,6 +5,7 @@
 mod cli;
 mod daemon;
 mod demo_worker;
+mod top;
 
 fn main() -> std::process::ExitCode {
     cli::main()

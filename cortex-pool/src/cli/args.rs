@@ -36,6 +36,10 @@ pub(crate) enum Command {
     },
     /// Set the number of workers.
     Scale(ScaleArgs),
+    /// Replace every worker, one at a time (a rolling restart).
+    Roll(RollArgs),
+    /// A live view of the daemon: health, throughput, workers, alerts.
+    Top(Box<crate::top::TopArgs>),
 }
 
 /// `cortex-pool run [OPTIONS] [TASKS]`.
@@ -246,4 +250,11 @@ pub(crate) struct ScaleArgs {
     pub(crate) config: ConfigArgs,
     /// The new number of workers.
     pub(crate) size: usize,
+}
+
+/// `cortex-pool roll`.
+#[derive(Debug, Args)]
+pub(crate) struct RollArgs {
+    #[command(flatten)]
+    pub(crate) config: ConfigArgs,
 }

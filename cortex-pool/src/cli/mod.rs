@@ -27,5 +27,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Workers(args) => crate::daemon::commands::workers(args),
         Command::Dlq { command } => crate::daemon::commands::dlq(command),
         Command::Scale(args) => crate::daemon::commands::scale(args),
+        Command::Roll(args) => crate::daemon::commands::roll(args),
+        Command::Top(args) => crate::top::top(*args),
     }
 }

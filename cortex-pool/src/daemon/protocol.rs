@@ -48,6 +48,15 @@ pub(crate) enum Request {
         /// The new size.
         size: usize,
     },
+    /// The most recent alerts, oldest first (`Json` array of the pool's alerts).
+    Alerts {
+        /// At most this many.
+        last: usize,
+    },
+    /// Replace every worker, one at a time, on the current worker command (the
+    /// roll a `SIGHUP` does, without re-reading the configuration). Replies
+    /// `Json` `{replaced}` once the last one was retired.
+    Roll,
 }
 
 /// A reply from the daemon.
@@ -148,6 +157,8 @@ mod tests {
                 ids: Some(vec![1, 2]),
             },
             Request::Scale { size: 3 },
+            Request::Alerts { last: 20 },
+            Request::Roll,
         ];
         for r in requests {
             let f = frame(&r, 1 << 20).unwrap();

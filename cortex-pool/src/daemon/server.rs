@@ -197,6 +197,19 @@ async fn answer(
             },
             Err(e) => Reply::error("invalid", e.to_string()),
         },
+        Request::Alerts { last } => {
+            let alerts = pool.alerts().await;
+            let skip = alerts.len().saturating_sub(last);
+            Reply::Json {
+                value: json!(alerts[skip..]),
+            }
+        }
+        Request::Roll => match pool.roll_workers(None).await {
+            Ok(replaced) => Reply::Json {
+                value: json!({"replaced": replaced}),
+            },
+            Err(e) => Reply::error("invalid", e.to_string()),
+        },
     };
     out.send(reply).await
 }

@@ -1,0 +1,135 @@
+//! The control requests a key asks for, each on its own connection in the
+//! background (a rolling restart answers only when it is over), with the same
+//! requests and authorisation as `cortex-pool scale`, `roll` and `dlq`.
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+
+use serde_json::Value;
+
+use super::source::{connect, json_reply, DeadLetter};
+use crate::daemon::client::Client;
+use crate::daemon::protocol::{Reply, Request};
+
+/// What a key asks the daemon to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Action {
+    /// Set the pool's size.
+    Scale(usize),
+    /// Replace every worker, one at a time.
+    Roll,
+    /// List the dead-letter queue.
+    DlqList,
+    /// Resubmit one dead letter.
+    DlqRetry(u64),
+}
+
+/// What came back.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// It worked: a line for the log.
+    Done(String),
+    /// It failed: why.
+    Failed(String),
+    /// The dead-letter queue's entries.
+    DeadLetters(Vec<DeadLetter>),
+}
+
+/// Runs actions on a runtime and collects their outcomes.
+#[derive(Debug)]
+pub(crate) struct Actions {
+    socket: PathBuf,
+    runtime: tokio::runtime::Handle,
+    sender: mpsc::Sender<Outcome>,
+    outcomes: mpsc::Receiver<Outcome>,
+}
+
+impl Actions {
+    /// Actions against the daemon at `socket`, run on `runtime`.
+    pub(crate) fn new(socket: PathBuf, runtime: tokio::runtime::Handle) -> Self {
+        let (sender, outcomes) = mpsc::channel();
+        Self {
+            socket,
+            runtime,
+            sender,
+            outcomes,
+        }
+    }
+
+    /// Starts `action`; its outcome arrives through [`next`](Self::next).
+    pub(crate) fn start(&self, action: Action) {
+        let socket = self.socket.clone();
+        let sender = self.sender.clone();
+        self.runtime.spawn(async move {
+            for outcome in perform(&socket, action).await {
+                let _ = sender.send(outcome);
+            }
+        });
+    }
+
+    /// An outcome that arrived, if any.
+    pub(crate) fn next(&self) -> Option<Outcome> {
+        self.outcomes.try_recv().ok()
+    }
+}
+
+async fn perform(socket: &std::path::Path, action: Action) -> Vec<Outcome> {
+    let mut client = match connect(socket).await {
+        Ok(client) => client,
+        Err(e) => return vec![Outcome::Failed(e)],
+    };
+    match action {
+        Action::Scale(size) => vec![match call(&mut client, Request::Scale { size })
+            .await
+            .and_then(json_reply::<Value>)
+        {
+            Ok(v) => Outcome::Done(format!("scale: target size {}", v["size"])),
+            Err(e) => Outcome::Failed(format!("scale to {size} refused: {e}")),
+        }],
+        Action::Roll => vec![match call(&mut client, Request::Roll)
+            .await
+            .and_then(json_reply::<Value>)
+        {
+            Ok(v) => Outcome::Done(format!(
+                "rolling restart done: {} worker(s) replaced",
+                v["replaced"]
+            )),
+            Err(e) => Outcome::Failed(format!("rolling restart failed: {e}")),
+        }],
+        Action::DlqList => vec![list(call(&mut client, Request::DlqList).await)],
+        Action::DlqRetry(id) => {
+            let retried = match call(
+                &mut client,
+                Request::DlqRetry {
+                    ids: Some(vec![id]),
+                },
+            )
+            .await
+            {
+                Ok(Reply::Done { accepted: 1.., .. }) => {
+                    Outcome::Done(format!("dead letter {id} resubmitted"))
+                }
+                Ok(Reply::Done { .. }) => {
+                    Outcome::Failed(format!("dead letter {id} is no longer in the queue"))
+                }
+                Ok(other) => Outcome::Failed(match json_reply::<Value>(other) {
+                    Err(e) => format!("retry of dead letter {id} failed: {e}"),
+                    Ok(v) => format!("retry of dead letter {id}: unexpected reply {v}"),
+                }),
+                Err(e) => Outcome::Failed(format!("retry of dead letter {id} failed: {e}")),
+            };
+            vec![retried, list(call(&mut client, Request::DlqList).await)]
+        }
+    }
+}
+
+async fn call(client: &mut Client, request: Request) -> Result<Reply, String> {
+    client.call(&request).await.map_err(|e| e.to_string())
+}
+
+fn list(reply: Result<Reply, String>) -> Outcome {
+    match reply.and_then(json_reply::<Vec<DeadLetter>>) {
+        Ok(entries) => Outcome::DeadLetters(entries),
+        Err(e) => Outcome::Failed(format!("cannot list the dead letters: {e}")),
+    }
+}

@@ -1,0 +1,303 @@
+//! What successive snapshots tell that one cannot: throughput per second over the
+//! last minute, counts over the last minute, and a log of what changed (workers
+//! started and gone, health, breaker, target size, dead letters, new alerts).
+
+use std::collections::{HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use super::source::Snapshot;
+
+/// Seconds of throughput kept (the sparkline's span).
+const SPAN: usize = 60;
+/// Log lines kept.
+const LOG_KEPT: usize = 200;
+
+/// How serious a log line is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Severity {
+    /// Something happened.
+    Info,
+    /// Something needs a look.
+    Warning,
+    /// Something is wrong.
+    Critical,
+}
+
+impl Severity {
+    /// An alert's severity as the pool names it.
+    pub(crate) fn of_alert(name: &str) -> Self {
+        match name {
+            "critical" => Self::Critical,
+            "warning" => Self::Warning,
+            _ => Self::Info,
+        }
+    }
+}
+
+/// One line of the alerts-and-events log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LogLine {
+    /// When, in milliseconds since the Unix epoch.
+    pub(crate) at_ms: u64,
+    /// How serious.
+    pub(crate) severity: Severity,
+    /// What.
+    pub(crate) text: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    at: Instant,
+    completed: u64,
+    failed: u64,
+    retried: u64,
+}
+
+/// The history of snapshots `top` has seen.
+#[derive(Debug, Default)]
+pub(crate) struct History {
+    bucket: Option<Sample>,
+    per_second: VecDeque<u64>,
+    minute: VecDeque<Sample>,
+    log: VecDeque<LogLine>,
+    last: Option<Snapshot>,
+}
+
+/// Counts over the last minute (or since `top` started, when shorter).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct LastMinute {
+    /// Tasks completed.
+    pub(crate) completed: u64,
+    /// Tasks failed.
+    pub(crate) failed: u64,
+    /// Retries scheduled.
+    pub(crate) retried: u64,
+    /// The span they cover.
+    pub(crate) span: Duration,
+}
+
+impl History {
+    /// Takes in a snapshot taken at `now` (`wall_ms`: the same instant on the
+    /// wall clock, for log lines).
+    pub(crate) fn observe(&mut self, now: Instant, wall_ms: u64, snapshot: &Snapshot) {
+        let tasks = &snapshot.metrics.tasks;
+        let sample = Sample {
+            at: now,
+            completed: tasks.completed,
+            failed: tasks.failed,
+            retried: tasks.retried,
+        };
+        match self.bucket {
+            Some(start) if now.duration_since(start.at) >= Duration::from_secs(1) => {
+                let secs = now.duration_since(start.at).as_secs_f64();
+                let done = sample.completed.saturating_sub(start.completed) as f64;
+                if self.per_second.len() == SPAN {
+                    self.per_second.pop_front();
+                }
+                self.per_second.push_back((done / secs).round() as u64);
+                self.bucket = Some(sample);
+            }
+            Some(_) => {}
+            None => self.bucket = Some(sample),
+        }
+        self.minute.push_back(sample);
+        while self
+            .minute
+            .get(1)
+            .is_some_and(|s| now.duration_since(s.at) >= Duration::from_secs(SPAN as u64))
+        {
+            self.minute.pop_front();
+        }
+        let lines = match &self.last {
+            None => first_lines(snapshot),
+            Some(last) => changes(last, snapshot),
+        };
+        for (severity, text) in lines {
+            self.push(wall_ms, severity, text);
+        }
+        self.last = Some(snapshot.clone());
+    }
+
+    /// Adds a line to the log (also used for the outcome of actions).
+    pub(crate) fn push(&mut self, at_ms: u64, severity: Severity, text: String) {
+        if self.log.len() == LOG_KEPT {
+            self.log.pop_front();
+        }
+        self.log.push_back(LogLine {
+            at_ms,
+            severity,
+            text,
+        });
+    }
+
+    /// Tasks completed per second, one value per second, oldest first.
+    pub(crate) fn throughput(&self) -> Vec<u64> {
+        self.per_second.iter().copied().collect()
+    }
+
+    /// The counts over the last minute.
+    pub(crate) fn last_minute(&self) -> LastMinute {
+        let (Some(first), Some(last)) = (self.minute.front(), self.minute.back()) else {
+            return LastMinute::default();
+        };
+        LastMinute {
+            completed: last.completed.saturating_sub(first.completed),
+            failed: last.failed.saturating_sub(first.failed),
+            retried: last.retried.saturating_sub(first.retried),
+            span: last.at.duration_since(first.at),
+        }
+    }
+
+    /// The log, oldest first.
+    pub(crate) fn log(&self) -> impl DoubleEndedIterator<Item = &LogLine> + ExactSizeIterator {
+        self.log.iter()
+    }
+}
+
+fn first_lines(now: &Snapshot) -> Vec<(Severity, String)> {
+    let mut lines: Vec<_> = now
+        .alerts
+        .iter()
+        .map(|a| (Severity::of_alert(&a.severity), alert_text(a)))
+        .collect();
+    lines.push((
+        Severity::Info,
+        format!(
+            "watching: {} workers, health {}",
+            now.workers.len(),
+            now.metrics.health.status
+        ),
+    ));
+    lines
+}
+
+fn changes(before: &Snapshot, now: &Snapshot) -> Vec<(Severity, String)> {
+    let mut lines = Vec::new();
+    let (b, n) = (&before.metrics, &now.metrics);
+    let seen: HashSet<&str> = before.alerts.iter().map(|a| a.id.as_str()).collect();
+    for alert in now.alerts.iter().filter(|a| !seen.contains(a.id.as_str())) {
+        lines.push((Severity::of_alert(&alert.severity), alert_text(alert)));
+    }
+    if b.health.status != n.health.status {
+        let severity = match n.health.status.as_str() {
+            "critical" => Severity::Critical,
+            "degraded" => Severity::Warning,
+            _ => Severity::Info,
+        };
+        lines.push((
+            severity,
+            format!("health {} → {}", b.health.status, n.health.status),
+        ));
+    }
+    match (b.health.restart_breaker_open, n.health.restart_breaker_open) {
+        (false, true) => lines.push((
+            Severity::Critical,
+            "restart breaker opened: workers keep failing to start".into(),
+        )),
+        (true, false) => lines.push((Severity::Info, "restart breaker closed".into())),
+        _ => {}
+    }
+    if b.pool.target_size != n.pool.target_size {
+        lines.push((
+            Severity::Info,
+            format!(
+                "target size {} → {}",
+                b.pool.target_size, n.pool.target_size
+            ),
+        ));
+    }
+    let old: HashSet<&str> = before.workers.iter().map(|w| w.id.as_str()).collect();
+    let new: HashSet<&str> = now.workers.iter().map(|w| w.id.as_str()).collect();
+    for w in now.workers.iter().filter(|w| !old.contains(w.id.as_str())) {
+        lines.push((Severity::Info, format!("{} started (pid {})", w.id, w.pid)));
+    }
+    for w in before
+        .workers
+        .iter()
+        .filter(|w| !new.contains(w.id.as_str()))
+    {
+        lines.push((Severity::Info, format!("{} gone (pid {})", w.id, w.pid)));
+    }
+    if n.tasks.dlq > b.tasks.dlq {
+        lines.push((
+            Severity::Warning,
+            format!(
+                "{} new dead letter(s), {} now",
+                n.tasks.dlq - b.tasks.dlq,
+                n.tasks.dlq
+            ),
+        ));
+    }
+    lines
+}
+
+fn alert_text(alert: &super::source::Alert) -> String {
+    match &alert.worker_id {
+        Some(worker) => format!("alert {} {worker}: {}", alert.kind, alert.message),
+        None => format!("alert {}: {}", alert.kind, alert.message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::top::source::{Alert, Worker};
+
+    fn snapshot(completed: u64, workers: &[&str]) -> Snapshot {
+        let mut s = Snapshot::default();
+        s.metrics.tasks.completed = completed;
+        s.metrics.health.status = "healthy".into();
+        s.workers = workers
+            .iter()
+            .map(|id| Worker {
+                id: (*id).into(),
+                ..Worker::default()
+            })
+            .collect();
+        s
+    }
+
+    #[test]
+    fn throughput_is_per_second_and_the_minute_counts_span_sixty_seconds() {
+        let mut h = History::default();
+        let t0 = Instant::now();
+        for i in 0..=70u64 {
+            h.observe(t0 + Duration::from_secs(i), 0, &snapshot(i * 100, &[]));
+        }
+        let series = h.throughput();
+        assert_eq!(series.len(), SPAN);
+        assert!(series.iter().all(|&v| v == 100), "{series:?}");
+        let minute = h.last_minute();
+        assert_eq!(minute.span, Duration::from_secs(60));
+        assert_eq!(minute.completed, 6_000);
+    }
+
+    #[test]
+    fn changes_become_log_lines() {
+        let mut h = History::default();
+        let t0 = Instant::now();
+        h.observe(t0, 0, &snapshot(0, &["worker-1", "worker-2"]));
+        let mut next = snapshot(0, &["worker-2", "worker-3"]);
+        next.metrics.health.status = "critical".into();
+        next.metrics.health.restart_breaker_open = true;
+        next.alerts.push(Alert {
+            id: "alert-1".into(),
+            severity: "critical".into(),
+            kind: "zombie-detected".into(),
+            worker_id: Some("worker-1".into()),
+            message: "no heartbeat".into(),
+            timestamp: 0,
+        });
+        h.observe(t0 + Duration::from_millis(100), 0, &next);
+        let texts: Vec<_> = h.log().map(|l| l.text.as_str()).collect();
+        for expected in [
+            "alert zombie-detected worker-1: no heartbeat",
+            "health healthy → critical",
+            "restart breaker opened: workers keep failing to start",
+            "worker-3 started (pid 0)",
+            "worker-1 gone (pid 0)",
+        ] {
+            assert!(texts.contains(&expected), "{expected:?} not in {texts:?}");
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! The header: health and why, workers ready/target, the restart breaker, queue,
+//! retries over the last minute, the dead-letter queue.
+
+use ratatui::layout::Rect;
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Paragraph, Wrap};
+use ratatui::Frame;
+
+use super::format;
+use crate::top::app::App;
+use crate::top::source::Snapshot;
+
+/// How long an alert counts as active (the window that keeps a pool critical).
+const ACTIVE_MS: u64 = 5 * 60 * 1000;
+
+/// Rows the header wants.
+pub(super) const HEIGHT: u16 = 3;
+
+/// Draws the header in `area` (wrapping when it is narrow).
+pub(super) fn draw(frame: &mut Frame<'_>, area: Rect, app: &App) {
+    frame.render_widget(Paragraph::new(lines(app)).wrap(Wrap { trim: true }), area);
+}
+
+/// The header's lines.
+pub(super) fn lines(app: &App) -> Vec<Line<'static>> {
+    let Some(s) = &app.snapshot else {
+        let why = app.error.clone().unwrap_or_else(|| "connecting…".into());
+        return vec![
+            Line::from(vec![title(), Span::styled(" no data ", bad())]),
+            Line::from(why),
+        ];
+    };
+    let m = &s.metrics;
+    let minute = app.history.last_minute();
+    let breaker = if m.health.restart_breaker_open {
+        Span::styled("OPEN", bad())
+    } else {
+        Span::raw("closed")
+    };
+    let mut first = vec![
+        title(),
+        health(&m.health.status),
+        Span::raw(format!(
+            " workers {}/{} ready │ breaker ",
+            m.workers.ready, m.pool.target_size
+        )),
+        breaker,
+        Span::raw(format!(" │ up {}", format::age(s.uptime_ms))),
+    ];
+    if m.pool.shutting_down {
+        first.push(Span::styled(" │ SHUTTING DOWN", bad()));
+    }
+    let why = reasons(s, app.wall_ms);
+    let second = if why.is_empty() {
+        Line::from(" why: nothing wrong")
+    } else {
+        Line::from(vec![
+            Span::raw(" why: "),
+            Span::styled(why.join("; "), Style::default().fg(Color::Yellow)),
+        ])
+    };
+    let dlq = Span::styled(
+        format!("DLQ {}", m.tasks.dlq),
+        if m.tasks.dlq > 0 {
+            warn()
+        } else {
+            Style::default()
+        },
+    );
+    let third = Line::from(vec![
+        Span::raw(format!(
+            " queue {} │ in flight {} │ retried {} /1m │ ",
+            m.tasks.queued, m.tasks.in_flight, minute.retried
+        )),
+        dlq,
+        Span::raw(format!(
+            " │ done {} │ failed {}",
+            m.tasks.completed, m.tasks.failed
+        )),
+    ]);
+    vec![Line::from(first), second, third]
+}
+
+/// Why the pool is not healthy, most serious first (the rules of
+/// `pool_core::PoolMetrics`' health status), then the active alerts.
+pub(super) fn reasons(s: &Snapshot, wall_ms: u64) -> Vec<String> {
+    let h = &s.metrics.health;
+    let mut why = Vec::new();
+    if h.restart_breaker_open {
+        why.push("restart breaker open: workers keep failing to start".to_owned());
+    }
+    let (healthy, target) = (h.capacity.healthy, h.capacity.total);
+    if healthy * 2 < target {
+        why.push(format!("only {healthy} of {target} workers healthy"));
+    } else if healthy * 5 < target * 4 {
+        why.push(format!("capacity {}% < 80%", h.capacity.capacity_percent));
+    }
+    if h.alerts.critical > 0 {
+        why.push(format!("{} critical alert(s) in 5 min", h.alerts.critical));
+    }
+    let active = s
+        .alerts
+        .iter()
+        .rev()
+        .filter(|a| a.timestamp + ACTIVE_MS >= wall_ms)
+        .map(|a| match &a.worker_id {
+            Some(w) => format!("{} {w}", a.kind),
+            None => a.kind.clone(),
+        });
+    why.extend(active);
+    why
+}
+
+fn title() -> Span<'static> {
+    Span::styled(
+        " cortex-pool top ",
+        Style::default().add_modifier(Modifier::BOLD),
+    )
+}
+
+fn health(status: &str) -> Span<'static> {
+    let style = match status {
+        "healthy" => Style::default().fg(Color::Black).bg(Color::Green),
+        "degraded" => Style::default().fg(Color::Black).bg(Color::Yellow),
+        _ => Style::default().fg(Color::White).bg(Color::Red),
+    };
+    Span::styled(
+        format!(" {} ", status.to_uppercase()),
+        style.add_modifier(Modifier::BOLD),
+    )
+}
+
+fn bad() -> Style {
+    Style::default().fg(Color::Red).add_modifier(Modifier::BOLD)
+}
+
+fn warn() -> Style {
+    Style::default().fg(Color::Yellow)
+}
