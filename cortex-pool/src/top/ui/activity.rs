@@ -40,7 +40,7 @@ pub(super) fn draw(frame: &mut Frame<'_>, area: Rect, app: &App) {
     let Some(s) = &app.snapshot else { return };
     let l = &s.metrics.latency;
     let rows = vec![
-        Line::from(format!("{:<6}{:>9}{:>9}{:>9}", "1m", "p50", "p95", "p99")),
+        Line::from(format!("{:<6}{:>9}{:>9}{:>9}", "", "p50", "p95", "p99")),
         row("wait", &l.queue_wait.recent),
         row("run", &l.run_time.recent),
     ];

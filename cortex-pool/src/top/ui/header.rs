@@ -4,7 +4,7 @@
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Paragraph, Wrap};
+use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
 use super::format;
@@ -17,9 +17,10 @@ const ACTIVE_MS: u64 = 5 * 60 * 1000;
 /// Rows the header wants.
 pub(super) const HEIGHT: u16 = 3;
 
-/// Draws the header in `area` (wrapping when it is narrow).
+/// Draws the header in `area`, one line per row (cut at the right edge: every
+/// alert is also in the log panel).
 pub(super) fn draw(frame: &mut Frame<'_>, area: Rect, app: &App) {
-    frame.render_widget(Paragraph::new(lines(app)).wrap(Wrap { trim: true }), area);
+    frame.render_widget(Paragraph::new(lines(app)), area);
 }
 
 /// The header's lines.

@@ -1,2 +1,251 @@
 //! Render tests on ratatui's test backend: each panel, an empty pool, an open
 //! breaker, 200 workers, and screens smaller than 80×24.
+
+use std::time::{Duration, Instant};
+
+use crate::top::actions::Outcome;
+use crate::top::app::{App, Mode, SortKey};
+use crate::top::run::render_text;
+use crate::top::source::{Alert, DeadLetter, DeadLetterError, Snapshot, Worker};
+
+const NOW_MS: u64 = 1_700_000_000_000;
+
+fn pool(workers: usize) -> Snapshot {
+    let mut s = Snapshot {
+        uptime_ms: 3_723_000,
+        ..Snapshot::default()
+    };
+    let m = &mut s.metrics;
+    m.pool.size = workers as u64;
+    m.pool.target_size = workers as u64;
+    m.workers.total = workers as u64;
+    m.workers.ready = workers as u64;
+    m.health.status = "healthy".into();
+    m.health.capacity.total = workers as u64;
+    m.health.capacity.healthy = workers as u64;
+    m.health.capacity.capacity_percent = 100;
+    s.workers = (0..workers)
+        .map(|i| Worker {
+            id: format!("worker-{i}"),
+            pid: 1000 + i as u32,
+            state: "ready".into(),
+            tasks_done: i as u64 * 10,
+            rss_bytes: 20 << 20,
+            last_heard_ms: 150,
+            slot: Some(i as u32),
+            uptime_ms: 60_000,
+            ..Worker::default()
+        })
+        .collect();
+    s
+}
+
+fn app_with(snapshot: Snapshot) -> App {
+    let mut app = App::new(1000);
+    app.refreshed(Instant::now(), NOW_MS, Ok(snapshot));
+    app
+}
+
+fn screen(app: &App, width: u16, height: u16) -> String {
+    let text = render_text(app, width, height);
+    assert_eq!(text.lines().count(), usize::from(height), "{text}");
+    for line in text.lines() {
+        assert!(
+            line.chars().count() <= usize::from(width),
+            "{line:?} is wider than {width}"
+        );
+    }
+    text
+}
+
+fn assert_shows(text: &str, expected: &[&str]) {
+    for e in expected {
+        assert!(text.contains(e), "{e:?} not on the screen:\n{text}");
+    }
+}
+
+#[test]
+fn an_empty_pool_shows_every_panel_at_80x24() {
+    let text = screen(&app_with(pool(0)), 80, 24);
+    assert_shows(
+        &text,
+        &[
+            " HEALTHY ",
+            "workers 0/0 ready",
+            "breaker closed",
+            "up 1h02m",
+            "why: nothing wrong",
+            "queue 0 │ in flight 0 │ retried 0 /1m │ DLQ 0",
+            "throughput: measuring",
+            "wait",
+            "workers 0 │ sort name ↑",
+            "NAME",
+            "alerts & events",
+            "watching: 0 workers, health healthy",
+            "q quit",
+        ],
+    );
+}
+
+#[test]
+fn an_open_breaker_and_active_alerts_explain_the_health() {
+    let mut s = pool(4);
+    let h = &mut s.metrics.health;
+    h.status = "critical".into();
+    h.restart_breaker_open = true;
+    h.alerts.total = 2;
+    h.alerts.critical = 1;
+    s.metrics.tasks.dlq = 3;
+    s.alerts = vec![
+        Alert {
+            id: "alert-1".into(),
+            severity: "warning".into(),
+            kind: "high-memory".into(),
+            worker_id: Some("worker-1".into()),
+            message: "rss 900M".into(),
+            timestamp: NOW_MS - 3_600_000,
+        },
+        Alert {
+            id: "alert-2".into(),
+            severity: "critical".into(),
+            kind: "restart-breaker".into(),
+            worker_id: None,
+            message: "5 failed starts in 60 s".into(),
+            timestamp: NOW_MS - 10_000,
+        },
+    ];
+    let text = screen(&app_with(s), 80, 24);
+    assert_shows(
+        &text,
+        &[
+            " CRITICAL ",
+            "breaker OPEN",
+            "why: restart breaker open: workers keep failing to start; 1 critical alert(s) i",
+            "DLQ 3",
+            "alert restart-breaker: 5 failed starts in 60 s",
+        ],
+    );
+    let why = text.lines().nth(1).unwrap_or_default();
+    assert!(
+        !why.contains("high-memory"),
+        "an hour-old alert is not a reason: {why}"
+    );
+}
+
+#[test]
+fn two_hundred_workers_scroll_and_sort() {
+    let mut app = app_with(pool(200));
+    let text = screen(&app, 80, 24);
+    assert_shows(
+        &text,
+        &["workers 200", "1-8 of 200", "worker-0 ", "worker-7 "],
+    );
+    assert!(!text.contains("worker-8 "), "{text}");
+    app.scroll = 1_000;
+    assert_shows(&screen(&app, 80, 24), &["193-200 of 200", "worker-199"]);
+    app.scroll = 0;
+    app.sort = SortKey::Done;
+    app.descending = true;
+    let text = screen(&app, 80, 24);
+    assert_shows(&text, &["sort done ↓", "worker-199", "1990"]);
+    app.filter = "worker-12".into();
+    assert_shows(&screen(&app, 80, 24), &["/worker-12 → 11", "worker-129"]);
+}
+
+#[test]
+fn throughput_and_latency_fill_the_activity_panel() {
+    let mut app = App::new(100);
+    let t0 = Instant::now();
+    for i in 0..=5u64 {
+        let mut s = pool(2);
+        s.metrics.tasks.completed = i * 250;
+        s.metrics.latency.queue_wait.recent.count = 10;
+        s.metrics.latency.queue_wait.recent.p50_ms = 0.12;
+        s.metrics.latency.queue_wait.recent.p99_ms = 3.5;
+        s.metrics.latency.run_time.recent.count = 10;
+        s.metrics.latency.run_time.recent.p95_ms = 42.0;
+        app.refreshed(t0 + Duration::from_secs(i), NOW_MS, Ok(s));
+    }
+    let text = screen(&app, 80, 24);
+    assert_shows(
+        &text,
+        &[
+            "throughput 250/s │ 1250 done in 5s",
+            "p50",
+            "p99",
+            "0.12ms",
+            "3.50ms",
+            "42.0ms",
+        ],
+    );
+}
+
+#[test]
+fn the_footer_prompts_and_the_overlays_draw() {
+    let mut app = app_with(pool(2));
+    app.mode = Mode::Scale("12".into());
+    assert_shows(&screen(&app, 80, 24), &["scale to:", "12_", "Enter apply"]);
+    app.mode = Mode::Help;
+    assert_shows(
+        &screen(&app, 80, 24),
+        &["keys", "rolling restart", "filter workers"],
+    );
+    app.mode = Mode::Dlq(None);
+    assert_shows(&screen(&app, 80, 24), &["dead letters: loading"]);
+    app.outcome(Outcome::DeadLetters(vec![DeadLetter {
+        id: 42,
+        task_type: "fail".into(),
+        attempts: 4,
+        error: DeadLetterError {
+            kind: "task".into(),
+            message: "boom".into(),
+        },
+    }]));
+    assert_shows(
+        &screen(&app, 80, 24),
+        &["dead letters: 1", "42 fail", "4× task: boom"],
+    );
+    app.mode = Mode::Normal;
+    app.outcome(Outcome::Failed(
+        "scale to 99 refused: invalid: too big".into(),
+    ));
+    assert_shows(&screen(&app, 80, 24), &["scale to 99 refused"]);
+}
+
+#[test]
+fn an_unreachable_daemon_says_why() {
+    let mut app = App::new(500);
+    app.refreshed(
+        Instant::now(),
+        NOW_MS,
+        Err("cannot reach the daemon at /x.sock".into()),
+    );
+    let text = screen(&app, 80, 24);
+    assert_shows(
+        &text,
+        &[
+            "no data",
+            "cannot reach the daemon at /x.sock",
+            "retrying every 500 ms",
+        ],
+    );
+}
+
+#[test]
+fn smaller_screens_drop_panels_then_keep_only_the_header() {
+    let app = app_with(pool(3));
+    let medium = screen(&app, 60, 14);
+    assert_shows(&medium, &["workers 3", "NAME", "STATE", "worker-2"]);
+    assert!(
+        !medium.contains("RSS"),
+        "narrow screens drop columns:\n{medium}"
+    );
+    assert!(!medium.contains("alerts & events"), "{medium}");
+    assert!(!medium.contains("throughput"), "{medium}");
+    let tiny = screen(&app, 30, 6);
+    assert_shows(&tiny, &["HEALTHY"]);
+    assert!(!tiny.contains("NAME"), "{tiny}");
+    for (w, h) in [(1, 1), (10, 2), (39, 7), (80, 1)] {
+        screen(&app, w, h);
+    }
+}
