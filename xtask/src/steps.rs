@@ -53,6 +53,7 @@ pub(crate) fn test() -> Result<(), String> {
     // Before nextest: `cortex-pool/tests/python_worker.rs` runs the Python SDK's
     // example worker and fails when python3 or msgpack is missing.
     let python = ensure_python_msgpack()?;
+    ensure_tmux()?;
     let mut nextest = cargo();
     nextest.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
     run("cargo nextest run --workspace", nextest)?;
@@ -221,6 +222,21 @@ fn ensure_python_msgpack() -> Result<bool, String> {
         run("pip install msgpack", pip)?;
     }
     Ok(true)
+}
+
+/// Installs `tmux` with apt-get when it is missing: `cortex-pool/tests/top_tmux.rs`
+/// runs `cortex-pool top` under it (and fails, saying so, without it).
+fn ensure_tmux() -> Result<(), String> {
+    let present = Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if present {
+        return Ok(());
+    }
+    let mut apt = Command::new("apt-get");
+    apt.args(["install", "-y", "tmux"]);
+    run("apt-get install -y tmux", apt)
 }
 
 /// The Python worker SDK's own unit tests.

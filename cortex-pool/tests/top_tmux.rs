@@ -1,0 +1,195 @@
+//! `cortex-pool top` end to end: a real daemon, `top` in a real terminal (a
+//! detached `tmux` session on a private tmux socket), keys sent with
+//! `send-keys`, the screen read with `capture-pane`. Scaling from the keyboard
+//! must change the daemon's worker count, and `q` must end `top`.
+//!
+//! Needs `tmux` (`cargo xtask test` installs it with apt-get); without it the test
+//! fails and says so.
+
+mod daemon_util;
+
+use std::process::{Command, Output};
+
+use daemon_util::{bin, text, wait_for, Daemon};
+
+/// A tmux server of our own (`tmux -L NAME`), killed when dropped.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn new() -> Self {
+        let present = Command::new("tmux")
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(
+            present,
+            "tmux is not installed: this test runs `cortex-pool top` under tmux. \
+             `cargo xtask test` installs it; by hand: `sudo apt-get install -y tmux`"
+        );
+        Self {
+            socket: format!("cortex-top-test-{}", std::process::id()),
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("tmux runs")
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", "top"]).stdout).into_owned()
+    }
+
+    /// A tmux format (`#{pane_dead}`, …) of the `top` pane.
+    fn pane(&self, format: &str) -> String {
+        let out = self.run(&["display-message", "-p", "-t", "top", format]);
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "top"];
+        args.extend_from_slice(keys);
+        let out = self.run(&args);
+        assert!(out.status.success(), "send-keys failed: {}", text(&out));
+    }
+
+    fn wait_screen(&self, secs: u64, what: &str) {
+        let found = wait_for(secs, || self.screen().contains(what));
+        assert!(
+            found,
+            "{what:?} did not show within {secs} s; the screen:\n{}",
+            self.screen()
+        );
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[test]
+fn scaling_from_the_keyboard_changes_the_worker_count_and_q_quits() {
+    let daemon = Daemon::new("top-tmux", &[("CORTEX_POOL_POOL_SIZE", "2")]);
+    daemon.watchdog(90);
+    daemon.start();
+    let tmux = Tmux::new();
+    let command = format!(
+        "exec env CORTEX_POOL_RUNTIME_DIR={} {} top --interval-ms 200",
+        quote(&daemon.dir.display().to_string()),
+        quote(bin())
+    );
+    let out = tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "top",
+        "-x",
+        "80",
+        "-y",
+        "24",
+        &command,
+    ]);
+    assert!(
+        out.status.success(),
+        "tmux new-session failed: {}",
+        text(&out)
+    );
+    tmux.run(&["set-option", "-t", "top", "remain-on-exit", "on"]);
+    tmux.wait_screen(20, "workers 2/2 ready");
+    tmux.wait_screen(5, "q quit");
+    tmux.keys(&["s"]);
+    tmux.wait_screen(5, "scale to:");
+    tmux.keys(&["4", "Enter"]);
+
+    let four = wait_for(30, || daemon.workers().len() == 4);
+    assert!(
+        four,
+        "the daemon did not reach 4 workers: {:?}",
+        daemon.workers()
+    );
+    tmux.wait_screen(20, "workers 4/4 ready");
+    tmux.wait_screen(5, "target size 2 → 4");
+
+    tmux.keys(&["q"]);
+    let gone = wait_for(10, || tmux.pane("#{pane_dead}") == "1");
+    assert!(
+        gone,
+        "top did not exit on q; the screen:\n{}",
+        tmux.screen()
+    );
+    assert_eq!(
+        tmux.pane("#{pane_dead_status}"),
+        "0",
+        "top's exit status after q"
+    );
+    assert!(
+        !tmux.screen().contains("q quit"),
+        "the alternate screen was left:\n{}",
+        tmux.screen()
+    );
+}
+
+#[test]
+fn sigterm_restores_the_terminal_and_exits_cleanly() {
+    let daemon = Daemon::new("top-sigterm", &[]);
+    daemon.watchdog(60);
+    daemon.start();
+    let tmux = Tmux::new();
+    let command = format!(
+        "exec env CORTEX_POOL_RUNTIME_DIR={} {} top --interval-ms 200",
+        quote(&daemon.dir.display().to_string()),
+        quote(bin())
+    );
+    let out = tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "top",
+        "-x",
+        "80",
+        "-y",
+        "24",
+        &command,
+    ]);
+    assert!(
+        out.status.success(),
+        "tmux new-session failed: {}",
+        text(&out)
+    );
+    tmux.run(&["set-option", "-t", "top", "remain-on-exit", "on"]);
+    tmux.wait_screen(20, "q quit");
+    let pid = tmux.pane("#{pane_pid}");
+    let out = Command::new("kill")
+        .args(["-TERM", &pid])
+        .output()
+        .expect("kill runs");
+    assert!(out.status.success(), "kill -TERM {pid}: {}", text(&out));
+    let gone = wait_for(10, || tmux.pane("#{pane_dead}") == "1");
+    assert!(
+        gone,
+        "top did not exit on SIGTERM; the screen:\n{}",
+        tmux.screen()
+    );
+    assert_eq!(
+        tmux.pane("#{pane_dead_status}"),
+        "0",
+        "top's exit status after SIGTERM"
+    );
+    assert!(
+        !tmux.screen().contains("q quit"),
+        "the alternate screen was left:\n{}",
+        tmux.screen()
+    );
+}
