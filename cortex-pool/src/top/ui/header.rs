@@ -40,11 +40,11 @@ pub(super) fn lines(app: &App) -> Vec<Line<'static>> {
         Span::raw("closed")
     };
     let mut first = vec![
-        title(),
+        Span::raw(" "),
         health(&m.health.status),
         Span::raw(format!(
-            " workers {}/{} ready │ breaker ",
-            m.workers.ready, m.pool.target_size
+            " workers {}/{} ready ({} live) │ breaker ",
+            m.workers.ready, m.pool.target_size, m.workers.total
         )),
         breaker,
         Span::raw(format!(" │ up {}", format::age(s.uptime_ms))),
@@ -53,11 +53,16 @@ pub(super) fn lines(app: &App) -> Vec<Line<'static>> {
         first.push(Span::styled(" │ SHUTTING DOWN", bad()));
     }
     let why = reasons(s, app.wall_ms);
+    let label = if m.health.status == "healthy" {
+        " alerts (5 min): "
+    } else {
+        " why: "
+    };
     let second = if why.is_empty() {
         Line::from(" why: nothing wrong")
     } else {
         Line::from(vec![
-            Span::raw(" why: "),
+            Span::raw(label),
             Span::styled(why.join("; "), Style::default().fg(Color::Yellow)),
         ])
     };

@@ -71,7 +71,7 @@ fn an_empty_pool_shows_every_panel_at_80x24() {
         &text,
         &[
             " HEALTHY ",
-            "workers 0/0 ready",
+            "workers 0/0 ready (0 live)",
             "breaker closed",
             "up 1h02m",
             "why: nothing wrong",

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# What `cortex-pool top` refreshing 10 times a second costs the daemon: 64 B echo
+# tasks through `submit --wait`, with and without `top --interval-ms 100` running
+# (in a detached tmux session, so it has a terminal), interleaved in one run.
+#
+#   cargo build --release -p cortex-pool && scripts/top-overhead.sh
+#   BIN=target/release/cortex-pool N=100000 REPS=5 WORKERS=2 scripts/top-overhead.sh
+#
+# Prints one line per run and, at the end, the median throughput of each side and
+# their ratio.
+set -euo pipefail
+
+BIN=$(realpath "${BIN:-target/release/cortex-pool}")
+N=${N:-100000}
+REPS=${REPS:-5}
+WORKERS=${WORKERS:-2}
+command -v tmux >/dev/null || { echo "tmux is needed: sudo apt-get install -y tmux" >&2; exit 2; }
+
+dir=$(mktemp -d)
+export CORTEX_POOL_RUNTIME_DIR="$dir/run"
+export CORTEX_POOL_POOL_SIZE="$WORKERS" CORTEX_POOL_MIN_WORKERS=1
+tmux_socket="cortex-top-overhead-$$"
+cleanup() {
+    tmux -L "$tmux_socket" kill-server 2>/dev/null || true
+    "$BIN" daemon stop --timeout-s 20 >/dev/null 2>&1 || true
+    rm -rf "$dir"
+}
+trap cleanup EXIT
+
+# A 64-byte payload: a JSON string of 62 characters and its quotes.
+payload=$(printf 'x%.0s' $(seq 62))
+awk -v n="$N" -v p="$payload" \
+    'BEGIN { for (i = 0; i < n; i++) printf "{\"type\":\"echo\",\"payload\":\"%s\"}\n", p }' \
+    > "$dir/tasks.jsonl"
+
+"$BIN" daemon start >/dev/null
+
+# Tasks per second of one `submit --wait` of every line.
+one_run() {
+    local t0 t1
+    t0=$(date +%s%N)
+    "$BIN" submit --wait "$dir/tasks.jsonl" >/dev/null
+    t1=$(date +%s%N)
+    echo $((N * 1000000000 / (t1 - t0)))
+}
+
+top_on() {
+    tmux -L "$tmux_socket" new-session -d -s top -x 80 -y 24 \
+        "exec env CORTEX_POOL_RUNTIME_DIR='$CORTEX_POOL_RUNTIME_DIR' '$BIN' top --interval-ms 100"
+    for _ in $(seq 100); do
+        tmux -L "$tmux_socket" capture-pane -p -t top 2>/dev/null | grep -q "q quit" && return
+        sleep 0.1
+    done
+    echo "top did not start" >&2
+    exit 1
+}
+
+top_off() { tmux -L "$tmux_socket" kill-server 2>/dev/null || true; }
+
+one_run >/dev/null # warm-up
+without=() with=()
+for rep in $(seq "$REPS"); do
+    # Alternate which side goes first, so a drift in the machine's load hits both.
+    if ((rep % 2)); then order="without with"; else order="with without"; fi
+    for side in $order; do
+        if [[ $side == with ]]; then top_on; fi
+        rate=$(one_run)
+        top_off
+        echo "rep $rep $side top: $rate tasks/s"
+        if [[ $side == with ]]; then with+=("$rate"); else without+=("$rate"); fi
+    done
+done
+
+median() { printf '%s\n' "$@" | sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+m_without=$(median "${without[@]}")
+m_with=$(median "${with[@]}")
+echo "median without top: $m_without tasks/s; with top at 10 refreshes/s: $m_with tasks/s"
+awk -v a="$m_without" -v b="$m_with" 'BEGIN { printf "ratio with/without: %.3f (%+.1f %%)\n", b / a, (b / a - 1) * 100 }'
