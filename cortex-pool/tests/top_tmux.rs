@@ -1,7 +1,8 @@
 //! `cortex-pool top` end to end: a real daemon, `top` in a real terminal (a
 //! detached `tmux` session on a private tmux socket), keys sent with
 //! `send-keys`, the screen read with `capture-pane`. Scaling from the keyboard
-//! must change the daemon's worker count, and `q` must end `top`.
+//! must change the daemon's worker count, `r` must replace every worker, `d`
+//! must list and retry a dead letter, and `q` must end `top`.
 //!
 //! Needs `tmux` (`cargo xtask test` installs it with apt-get); without it the test
 //! fails and says so.
@@ -80,7 +81,7 @@ fn quote(s: &str) -> String {
 }
 
 #[test]
-fn scaling_from_the_keyboard_changes_the_worker_count_and_q_quits() {
+fn keys_scale_roll_retry_a_dead_letter_and_quit() {
     let daemon = Daemon::new("top-tmux", &[("CORTEX_POOL_POOL_SIZE", "2")]);
     daemon.watchdog(90);
     daemon.start();
@@ -121,6 +122,33 @@ fn scaling_from_the_keyboard_changes_the_worker_count_and_q_quits() {
     );
     tmux.wait_screen(20, "workers 4/4 ready");
     tmux.wait_screen(5, "target size 2 → 4");
+
+    let before: Vec<_> = daemon.workers().iter().map(|w| w["pid"].clone()).collect();
+    tmux.keys(&["r"]);
+    tmux.wait_screen(60, "rolling restart done: 4 worker(s) replaced");
+    let after: Vec<_> = daemon.workers().iter().map(|w| w["pid"].clone()).collect();
+    assert!(
+        before.iter().all(|pid| !after.contains(pid)),
+        "{before:?} → {after:?}"
+    );
+
+    let out = daemon.cli(&[
+        "submit",
+        "--type",
+        "fail",
+        "--payload",
+        r#"{"times":99}"#,
+        "--wait",
+    ]);
+    assert!(
+        !out.status.success(),
+        "a task failing 99 times ends in the DLQ: {}",
+        text(&out)
+    );
+    tmux.keys(&["d"]);
+    tmux.wait_screen(10, "dead letters: 1");
+    tmux.keys(&["Enter", "Escape"]);
+    tmux.wait_screen(10, "resubmitted");
 
     tmux.keys(&["q"]);
     let gone = wait_for(10, || tmux.pane("#{pane_dead}") == "1");
