@@ -97,7 +97,19 @@ pub async fn start_pool(
     worker: PathBuf,
     config: PoolConfig,
 ) -> Result<Pool, StartError> {
-    Pool::builder_arc(link.transport(), WorkerCommand::new(worker))
+    start_pool_command(link, WorkerCommand::new(worker), config).await
+}
+
+/// Starts a pool of workers run by `command`.
+///
+/// # Errors
+/// When a worker cannot start.
+pub async fn start_pool_command(
+    link: Link,
+    command: WorkerCommand,
+    config: PoolConfig,
+) -> Result<Pool, StartError> {
+    Pool::builder_arc(link.transport(), command)
         .config(config)
         .start()
         .await

@@ -18,7 +18,17 @@ decoded (``None`` when empty) and ``ctx`` a :class:`Context` with the task's ``i
 ``attempt``, ``deadline`` and ``cancelled`` flag. Its return value is encoded with
 MessagePack as the result. Raise :class:`RetryableError` or :class:`FatalError` to
 fail the attempt with ``retryable`` true or false; any other exception fails it with
-kind ``handler``, retryable. Tasks run concurrently, one thread each.
+kind ``handler``, retryable.
+
+**Batches.** The worker reads whatever the manager has written, decodes every
+complete frame in it, runs the handlers, and writes all the replies that are ready in
+one write. Tasks run on a set of reusable threads, at most ``hello.concurrency`` at
+once (every task at once when the manager sends no ``concurrency``); tasks beyond the
+limit wait and start in arrival order, and a ``cancel`` of a waiting task is answered
+at once with kind ``cancelled``. A handler registered with ``inline=True`` (one that
+never blocks, like an echo) runs on the reading thread itself when a slot is free and
+no task waits before it: no thread hop, its reply leaves with the batch; it sees
+``cancelled`` only as it was when it started.
 
 **Never write to the protocol stream.** With the ``stdio`` transport the protocol
 uses copies of descriptors 0 and 1 and descriptor 1 is pointed at standard error at
@@ -27,6 +37,7 @@ start-up, so ``print()`` lands in the worker's log instead of corrupting the str
 Dependencies: the standard library and ``msgpack`` (``pip install msgpack``).
 """
 
+import collections
 import os
 import struct
 import sys
@@ -103,8 +114,10 @@ class Cancelled(Exception):
 class Link:
     """One worker's two byte streams and the framing on them (PROTOCOL.md, Framing).
 
-    ``reader`` and ``writer`` are binary file objects. Frames are written whole under a
-    lock, so any thread may call :meth:`send`.
+    ``reader`` and ``writer`` are binary file objects. Reads take whatever is available
+    (``read1`` when the reader has it), so a batch of frames costs one system call.
+    Frames are written whole under a lock, so any thread may call :meth:`send` or
+    :meth:`send_many`.
     """
 
     def __init__(self, reader, writer, max_frame=DEFAULT_MAX_FRAME):
@@ -112,62 +125,105 @@ class Link:
         self.writer = writer
         self.max_frame = max_frame
         self._lock = threading.Lock()
+        self._read = getattr(reader, "read1", None) or reader.read
+        self._buf = bytearray()
+        self._eof = False
+        self._pending = collections.deque()  # bodies split off but not yet returned
+
+    def read_bodies(self):
+        """Returns the bodies of every complete frame available, reading once if none is.
+
+        Blocks only while no complete frame is buffered. Returns an empty list at a
+        clean end of input. Raises :class:`ProtocolError` on a length over ``max_frame``
+        or a stream that ends inside a frame.
+        """
+        while True:
+            bodies = self._split()
+            if bodies or self._eof:
+                if self._eof and self._buf and not bodies:
+                    raise ProtocolError(f"stream ended {len(self._buf)} bytes into a frame")
+                return bodies
+            chunk = self._read(READ_CHUNK)
+            if not chunk:
+                self._eof = True
+            else:
+                self._buf += chunk
+
+    def _split(self):
+        buf = self._buf
+        size = len(buf)
+        offset = 0
+        bodies = []
+        while size - offset >= 4:
+            (length,) = _PREFIX.unpack_from(buf, offset)
+            if length > self.max_frame:
+                raise ProtocolError(f"frame of {length} bytes exceeds the maximum of {self.max_frame}")
+            end = offset + 4 + length
+            if end > size:
+                break
+            bodies.append(bytes(buf[offset + 4 : end]))
+            offset = end
+        if offset:
+            del buf[:offset]
+        return bodies
 
     def read_frame(self):
-        """Returns the next frame's body as ``bytes``, or ``None`` at a clean EOF.
+        """Returns the next frame's body as ``bytes``, or ``None`` at a clean EOF."""
+        if not self._pending:
+            self._pending.extend(self.read_bodies())
+        return self._pending.popleft() if self._pending else None
 
-        Raises :class:`ProtocolError` on a length over ``max_frame`` or a truncated frame.
-        """
-        prefix = self._read_exact(_PREFIX.size)
-        if prefix is None:
-            return None
-        (length,) = _PREFIX.unpack(prefix)
-        if length > self.max_frame:
-            raise ProtocolError(f"frame of {length} bytes exceeds the maximum of {self.max_frame}")
-        body = self._read_exact(length)
-        if body is None and length:
-            raise ProtocolError("stream ended inside a frame")
-        return body or b""
-
-    def _read_exact(self, n):
-        chunks = []
-        got = 0
-        while got < n:
-            chunk = self.reader.read(n - got)
-            if not chunk:
-                if got:
-                    raise ProtocolError(f"stream ended {got} bytes into a {n}-byte read")
-                return None
-            chunks.append(chunk)
-            got += len(chunk)
-        return b"".join(chunks)
+    def read_messages(self):
+        """Every message available (see :meth:`read_bodies`); empty at end of input."""
+        bodies = self.read_bodies() if not self._pending else list(self._pending)
+        self._pending.clear()
+        return [decode(body) for body in bodies]
 
     def read_message(self):
         """Returns the next message as a ``dict``, or ``None`` at EOF."""
         body = self.read_frame()
-        if body is None:
-            return None
-        try:
-            message = msgpack.unpackb(body, raw=False)
-        except Exception as e:  # msgpack raises several unrelated types
-            raise ProtocolError(f"malformed message: {e}") from e
-        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
-            raise ProtocolError("a message must be a map with a string `type`")
-        return message
+        return None if body is None else decode(body)
 
     @staticmethod
     def encode(message):
         """The frame body for ``message`` (a ``dict`` whose first key is ``type``)."""
         return msgpack.packb(message, use_bin_type=True)
 
-    def send(self, message):
-        """Encodes and writes one frame. Raises :class:`ProtocolError` if it is too large."""
-        body = self.encode(message)
+    def frame(self, message):
+        """The whole frame (prefix and body) for ``message``.
+
+        Raises :class:`ProtocolError` if it is larger than ``max_frame``.
+        """
+        body = msgpack.packb(message, use_bin_type=True)
         if len(body) > self.max_frame:
             raise ProtocolError(f"frame of {len(body)} bytes exceeds the maximum of {self.max_frame}")
+        return _PREFIX.pack(len(body)) + body
+
+    def send(self, message):
+        """Encodes and writes one frame. Raises :class:`ProtocolError` if it is too large."""
+        self.send_many([self.frame(message)])
+
+    def send_many(self, frames):
+        """Writes whole frames (from :meth:`frame`) in one write."""
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
         with self._lock:
-            self.writer.write(_PREFIX.pack(len(body)) + body)
+            self.writer.write(data)
             self.writer.flush()
+
+
+READ_CHUNK = 256 * 1024
+"""The most bytes one read asks for."""
+
+
+def decode(body):
+    """The message in a frame body, as a ``dict``; :class:`ProtocolError` if it is none."""
+    try:
+        message = msgpack.unpackb(body, raw=False)
+    except Exception as e:  # msgpack raises several unrelated types
+        raise ProtocolError(f"malformed message: {e}") from e
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        raise ProtocolError("a message must be a map with a string `type`")
+    return message
 
 
 def open_link(environ=None):
@@ -190,10 +246,10 @@ def open_link(environ=None):
         os.close(devnull)
         os.dup2(2, 1)
         sys.stdout = sys.stderr
-        reader = os.fdopen(proto_in, "rb")
+        reader = os.fdopen(proto_in, "rb", buffering=0)
         writer = os.fdopen(proto_out, "wb")
     elif transport == "fifo":
-        reader = open(env["CORTEX_FIFO_TO_WORKER"], "rb")
+        reader = open(env["CORTEX_FIFO_TO_WORKER"], "rb", buffering=0)
         writer = open(env["CORTEX_FIFO_FROM_WORKER"], "wb")
     else:
         raise ProtocolError(f"unsupported CORTEX_TRANSPORT {transport!r} (expected stdio or fifo)")
@@ -204,29 +260,51 @@ class Context:
     """What a handler knows about the task attempt it runs.
 
     Attributes: ``id``, ``task_type``, ``attempt`` (1 for the first), ``deadline``
-    (a :func:`time.monotonic` value, or ``None`` without a time limit).
+    (a :func:`time.monotonic` value, or ``None`` without a time limit), counted from
+    when the task started (a task waiting for a free slot has not started).
     """
+
+    __slots__ = ("id", "task_type", "attempt", "deadline", "_timeout_ms", "_worker", "_cancelled", "_event")
 
     def __init__(self, worker, task_id, task_type, attempt, timeout_ms):
         self.id = task_id
         self.task_type = task_type
         self.attempt = attempt
-        self.deadline = time.monotonic() + timeout_ms / 1000 if timeout_ms else None
+        self._timeout_ms = timeout_ms
+        self.deadline = None
         self._worker = worker
-        self._cancel = threading.Event()
+        self._cancelled = False
+        self._event = None
+
+    def _started(self):
+        if self._timeout_ms:
+            self.deadline = time.monotonic() + self._timeout_ms / 1000
+
+    def _cancel(self):
+        with self._worker._state:
+            self._cancelled = True
+            event = self._event
+        if event is not None:
+            event.set()
 
     @property
     def cancelled(self):
         """Whether the manager has cancelled this task."""
-        return self._cancel.is_set()
+        return self._cancelled
 
     def wait_cancelled(self, timeout=None):
         """Sleeps up to ``timeout`` seconds or until cancelled; returns ``cancelled``."""
-        return self._cancel.wait(timeout)
+        with self._worker._state:
+            if self._cancelled:
+                return True
+            if self._event is None:
+                self._event = threading.Event()
+            event = self._event
+        return event.wait(timeout)
 
     def check_cancelled(self):
         """Raises :class:`Cancelled` if the task has been cancelled."""
-        if self.cancelled:
+        if self._cancelled:
             raise Cancelled(f"task {self.id} cancelled")
 
     def remaining(self):
@@ -245,18 +323,33 @@ class Worker:
 
     def __init__(self):
         self._handlers = {}
-        self._tasks = {}
-        self._threads = {}
+        self._inline = set()
         self._state = threading.Lock()
+        self._work = threading.Condition(self._state)
+        self._waiting = collections.deque()  # (ctx, payload) in arrival order
+        self._running = {}  # task id -> Context, tasks started and not answered
+        self._limit = None  # hello.concurrency; None: every task at once
+        self._threads = 0
+        self._idle = 0
+        self._draining = False
+        self._replies = []  # frames of finished tasks not yet written
         self._tasks_done = 0
         self._link = None
         self._stop = threading.Event()
 
-    def handler(self, task_type):
-        """Decorator registering ``fn(ctx, payload)`` for tasks of ``task_type``."""
+    def handler(self, task_type, inline=False):
+        """Decorator registering ``fn(ctx, payload)`` for tasks of ``task_type``.
+
+        ``inline=True`` declares a handler that never blocks: it may run on the
+        reading thread (see the module documentation).
+        """
 
         def register(fn):
             self._handlers[task_type] = fn
+            if inline:
+                self._inline.add(task_type)
+            else:
+                self._inline.discard(task_type)
             return fn
 
         return register
@@ -305,6 +398,12 @@ class Worker:
                 file=sys.stderr,
             )
             return 2
+        concurrency = hello.get("concurrency")
+        if concurrency is not None:
+            if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+                print(f"cortex_worker: hello.concurrency must be an integer >= 1, got {concurrency!r}", file=sys.stderr)
+                return 2
+            self._limit = concurrency
         if hello.get("max_frame"):
             link.max_frame = int(hello["max_frame"])
         self._link = link
@@ -325,29 +424,26 @@ class Worker:
 
     def _serve(self, link):
         while True:
-            message = link.read_message()
-            if message is None:
+            messages = link.read_messages()
+            if not messages:
                 return 0  # end of input: nobody is left to read replies
-            kind = message["type"]
-            if kind == "task" and isinstance(message.get("id"), int):
-                self._start_task(message)
-            elif kind == "cancel":
-                with self._state:
-                    ctx = self._tasks.get(message.get("id"))
-                if ctx is not None:
-                    ctx._cancel.set()
-            elif kind == "shutdown":
-                if message.get("graceful", True):
-                    with self._state:
-                        threads = list(self._threads.values())
-                    for t in threads:
-                        t.join()
-                return 0
-            # hello again or a message type from a newer protocol: ignore it
+            for message in messages:
+                kind = message["type"]
+                if kind == "task" and isinstance(message.get("id"), int):
+                    self._on_task(message)
+                elif kind == "cancel":
+                    self._on_cancel(message.get("id"))
+                elif kind == "shutdown":
+                    self._flush()
+                    if message.get("graceful", True):
+                        self._drain()
+                    return 0
+                # hello again or a message type from a newer protocol: ignore it
+            self._flush()
 
     # --- tasks -----------------------------------------------------------------------
 
-    def _start_task(self, task):
+    def _on_task(self, task):
         ctx = Context(
             self,
             task["id"],
@@ -356,23 +452,92 @@ class Worker:
             task.get("timeout_ms", 0),
         )
         payload = task.get("payload", b"")
-        thread = threading.Thread(target=self._run_task, args=(ctx, payload), name=f"cortex-task-{ctx.id}", daemon=True)
         with self._state:
-            self._tasks[ctx.id] = ctx
-            self._threads[ctx.id] = thread
-        thread.start()
+            limit = self._limit
+            free = limit is None or (not self._waiting and len(self._running) < limit)
+            if free and ctx.task_type in self._inline:
+                self._running[ctx.id] = ctx
+                inline = True
+            else:
+                self._waiting.append((ctx, payload))
+                inline = False
+                if len(self._waiting) > self._idle and (limit is None or self._threads < limit):
+                    self._threads += 1
+                    self._idle += 1
+                    threading.Thread(target=self._executor, name="cortex-task", daemon=True).start()
+                else:
+                    self._work.notify()
+        if inline:
+            self._finish(ctx, self._attempt(ctx, payload))
 
-    def _run_task(self, ctx, payload):
-        try:
+    def _on_cancel(self, task_id):
+        with self._state:
+            ctx = self._running.get(task_id)
+            if ctx is None:
+                for i, (waiting, _) in enumerate(self._waiting):
+                    if waiting.id == task_id:
+                        del self._waiting[i]
+                        self._tasks_done += 1
+                        self._replies.append(
+                            self._link.frame(_error(task_id, "cancelled", f"task {task_id} cancelled before it started", False))
+                        )
+                        break
+        if ctx is not None:
+            ctx._cancel()
+        # A cancel for a task that is not here (already answered) is ignored.
+
+    def _executor(self):
+        """One task thread: runs waiting tasks in arrival order while there are any."""
+        state = self._state
+        while True:
+            with state:
+                while not self._waiting or (self._limit is not None and len(self._running) >= self._limit):
+                    if not self._waiting:
+                        self._flush_locked()
+                    self._work.wait()
+                self._idle -= 1
+                ctx, payload = self._waiting.popleft()
+                self._running[ctx.id] = ctx
             reply = self._attempt(ctx, payload)
-        finally:
-            with self._state:
-                self._tasks.pop(ctx.id, None)
-                self._threads.pop(ctx.id, None)
-                self._tasks_done += 1
-        self._send(reply)
+            with state:
+                self._idle += 1
+            self._finish(ctx, reply)
+
+    def _finish(self, ctx, reply):
+        with self._state:
+            self._running.pop(ctx.id, None)
+            self._tasks_done += 1
+            try:
+                self._replies.append(self._link.frame(reply))
+            except ProtocolError as e:
+                self._replies.append(self._link.frame(_error(ctx.id, "result_too_large", str(e), False)))
+            if self._draining:
+                self._work.notify_all()
+            elif self._waiting:
+                self._work.notify()
+
+    def _flush(self):
+        with self._state:
+            self._flush_locked()
+
+    def _flush_locked(self):
+        """Writes every reply not yet written, in one write (holding ``_state``)."""
+        if self._replies:
+            frames = self._replies
+            self._replies = []
+            self._write(frames)
+
+    def _drain(self):
+        """Waits until every accepted task has been answered, then writes the replies."""
+        with self._state:
+            self._draining = True
+            while self._waiting or self._running:
+                self._flush_locked()
+                self._work.wait()
+            self._flush_locked()
 
     def _attempt(self, ctx, payload):
+        ctx._started()
         fn = self._handlers.get(ctx.task_type)
         if fn is None:
             return _error(ctx.id, "unknown_type", f"no handler for task type {ctx.task_type!r}", False)
@@ -387,26 +552,23 @@ class Worker:
         except TaskError as e:
             return _error(ctx.id, e.kind, _describe(e), e.retryable)
         except Exception as e:
-            if ctx.cancelled:
+            if ctx._cancelled:
                 return _error(ctx.id, "cancelled", f"cancelled ({_describe(e)})", False)
             return _error(ctx.id, "handler", _describe(e), True)
         try:
             body = msgpack.packb(result, use_bin_type=True)
         except Exception as e:
             return _error(ctx.id, "handler", f"result is not MessagePack-serialisable: {e}", False)
-        reply = {"type": "result", "id": ctx.id, "payload": body}
-        # Envelope overhead is small; check the real frame size.
-        if len(Link.encode(reply)) > self._link.max_frame:
-            return _error(
-                ctx.id, "result_too_large", f"result of {len(body)} bytes does not fit max_frame", False
-            )
-        return reply
+        return {"type": "result", "id": ctx.id, "payload": body}
 
     # --- output ----------------------------------------------------------------------
 
     def _send(self, message):
+        self._write([self._link.frame(message)])
+
+    def _write(self, frames):
         try:
-            self._link.send(message)
+            self._link.send_many(frames)
         except (BrokenPipeError, ConnectionResetError, ValueError):
             # The manager is gone (or the stream closed under us): exit promptly.
             sys.stderr.flush()
@@ -416,7 +578,7 @@ class Worker:
         while not self._stop.wait(interval):
             with self._state:
                 done = self._tasks_done
-                in_flight = len(self._tasks)
+                in_flight = len(self._running) + len(self._waiting)
             self._send(
                 {
                     "type": "heartbeat",

@@ -11,9 +11,9 @@ from cortex_worker import Cancelled, FatalError, Worker
 worker = Worker()
 
 
-@worker.handler("echo")
+@worker.handler("echo", inline=True)
 def echo(ctx, payload):
-    """Returns its payload unchanged."""
+    """Returns its payload unchanged (never blocks: runs on the reading thread)."""
     return payload
 
 

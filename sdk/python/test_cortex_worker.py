@@ -3,6 +3,7 @@
 Run from sdk/python with ``python3 -m unittest`` (needs ``pip install msgpack``).
 """
 
+import io
 import os
 import queue
 import re
@@ -42,10 +43,10 @@ def frame(message):
     return struct.pack(">I", len(body)) + body
 
 
-def hello(version=1, heartbeat_ms=60_000, max_frame=16 * 1024 * 1024):
-    return frame(
-        {"type": "hello", "version": version, "worker_id": "worker-7", "heartbeat_ms": heartbeat_ms, "max_frame": max_frame}
-    )
+def hello(version=1, heartbeat_ms=60_000, max_frame=16 * 1024 * 1024, **extra):
+    message = {"type": "hello", "version": version, "worker_id": "worker-7", "heartbeat_ms": heartbeat_ms, "max_frame": max_frame}
+    message.update(extra)
+    return frame(message)
 
 
 def task(task_id, task_type, payload=None, attempt=1, timeout_ms=30_000, **extra):
@@ -273,6 +274,112 @@ class WorkerTest(unittest.TestCase):
         self.assertGreater(beat["rss_bytes"], 0)
         later = self.w.recv(skip_heartbeats=False)
         self.assertEqual((later["type"], later["tasks_done"], later["in_flight"]), ("heartbeat", 1, 0))
+
+
+class ConcurrencyTest(unittest.TestCase):
+    """``hello.concurrency``: how many tasks run at once; the rest wait in arrival order."""
+
+    def setUp(self):
+        self.w = WorkerProcess()
+        self.addCleanup(self.w.close)
+
+    def test_with_concurrency_one_a_second_task_waits_and_its_cancel_is_answered_at_once(self):
+        self.w.handshake(concurrency=1)
+        self.w.send(task(1, "sleep", {"ms": 60_000}) + task(2, "echo", "waits") + task(3, "echo", "third"))
+        # Task 2 cannot have run (it would have answered with a result): it waits.
+        self.w.send(frame({"type": "cancel", "id": 2}))
+        error = self.w.recv()
+        self.assertEqual((error["type"], error["id"], error["kind"], error["retryable"]), ("error", 2, "cancelled", False))
+        self.assertIn("before it started", error["message"])
+        # Task 3 starts only when task 1 ends.
+        self.w.send(frame({"type": "cancel", "id": 1}))
+        first = self.w.recv()
+        self.assertEqual((first["type"], first["id"], first["kind"]), ("error", 1, "cancelled"))
+        third = self.w.recv()
+        self.assertEqual((third["type"], third["id"]), ("result", 3))
+        self.assertEqual(msgpack.unpackb(third["payload"]), "third")
+
+    def test_with_concurrency_two_two_tasks_run_and_the_third_waits(self):
+        self.w.handshake(concurrency=2)
+        self.w.send(task(1, "sleep", {"ms": 60_000}) + task(2, "echo", "runs beside task 1"))
+        self.assertEqual(self.w.recv()["id"], 2)
+        self.w.send(task(3, "sleep", {"ms": 60_000}) + task(4, "echo", "waits"))
+        self.w.send(frame({"type": "cancel", "id": 4}))
+        error = self.w.recv()
+        self.assertEqual((error["id"], error["kind"], error["retryable"]), (4, "cancelled", False))
+        self.assertIn("before it started", error["message"])
+        for task_id in (1, 3):
+            self.w.send(frame({"type": "cancel", "id": task_id}))
+            self.assertEqual(self.w.recv()["id"], task_id)
+
+    def test_waiting_tasks_start_in_arrival_order(self):
+        self.w.handshake(concurrency=1)
+        batch = task(1, "sleep", {"ms": 200}) + b"".join(task(i, "echo", i) for i in range(2, 30))
+        self.w.send(batch)
+        self.assertEqual([self.w.recv()["id"] for _ in range(29)], list(range(1, 30)))
+
+    def test_graceful_shutdown_runs_the_waiting_tasks_too(self):
+        self.w.handshake(concurrency=1)
+        self.w.send(task(1, "sleep", {"ms": 200}) + task(2, "echo", "after") + frame({"type": "shutdown", "graceful": True}))
+        self.assertEqual([(m["type"], m["id"]) for m in (self.w.recv(), self.w.recv())], [("result", 1), ("result", 2)])
+        self.assertIsNone(self.w.recv())
+        self.assertEqual(self.w.wait(), 0)
+
+    def test_a_bad_concurrency_ends_the_worker_and_says_why(self):
+        self.w.send(hello(concurrency=0))
+        self.assertIsNone(self.w.recv())
+        self.assertEqual(self.w.wait(), 2)
+        self.assertIn("concurrency", self.w.stderr_text())
+
+
+class _Recorder(io.RawIOBase):
+    """A writer that keeps every write apart."""
+
+    def __init__(self):
+        self.writes = []
+
+    def writable(self):
+        return True
+
+    def write(self, data):
+        self.writes.append(bytes(data))
+        return len(data)
+
+
+def _split(data):
+    out = []
+    while data:
+        (length,) = struct.unpack(">I", data[:4])
+        out.append(msgpack.unpackb(data[4 : 4 + length], raw=False))
+        data = data[4 + length :]
+    return out
+
+
+class BatchTest(unittest.TestCase):
+    """In process: what one read brings in leaves in one write."""
+
+    def test_the_replies_of_one_read_leave_in_one_write(self):
+        sys.path.insert(0, HERE)
+        self.addCleanup(sys.path.remove, HERE)
+        import cortex_worker
+
+        worker = cortex_worker.Worker()
+        ran_on = []
+
+        @worker.handler("echo", inline=True)
+        def echo(ctx, payload):
+            ran_on.append(threading.current_thread())
+            return payload
+
+        tasks = b"".join(task(i, "echo", i) for i in range(1, 51))
+        reader = io.BytesIO(hello(concurrency=1) + tasks + frame({"type": "shutdown", "graceful": True}))
+        writer = _Recorder()
+        self.assertEqual(worker.run(cortex_worker.Link(reader, writer)), 0)
+        self.assertEqual([m["type"] for m in _split(writer.writes[0])], ["ready"])
+        self.assertEqual(len(writer.writes), 2, "one write for ready, one for the 50 replies")
+        replies = _split(writer.writes[1])
+        self.assertEqual([(m["type"], m["id"]) for m in replies], [("result", i) for i in range(1, 51)])
+        self.assertEqual(set(ran_on), {threading.current_thread()}, "inline handlers ran on the reading thread")
 
 
 class FifoTest(unittest.TestCase):

@@ -1,6 +1,7 @@
-//! The dispatcher: reads manager frames after the handshake and runs tasks.
+//! The dispatcher: reads manager frames after the handshake and runs tasks, at most
+//! `hello.concurrency` at once; the others wait in arrival order.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use tokio::task::{Id, JoinSet};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
-use crate::handler::{ErasedHandler, HandlerOutput};
+use crate::handler::{HandlerOutput, Registered};
 use crate::stats::{InFlight, Stats};
 use crate::writer::Outbox;
 use crate::{ServeError, Stopped, TaskContext};
@@ -28,9 +29,21 @@ pub(crate) struct Dispatcher<'a, R> {
     pub(crate) frames: &'a mut FramedRead<R, FrameCodec>,
     pub(crate) outbox: Outbox,
     pub(crate) broken: CancellationToken,
-    pub(crate) handlers: Arc<HashMap<String, ErasedHandler>>,
+    pub(crate) handlers: Arc<HashMap<String, Registered>>,
     pub(crate) worker_id: Arc<str>,
     pub(crate) stats: Arc<Stats>,
+    /// The most tasks running at once (`hello.concurrency`; `usize::MAX` without it).
+    pub(crate) limit: usize,
+}
+
+/// A task that arrived while every slot was taken: what it needs to start later.
+struct Waiting {
+    id: u64,
+    attempt: u32,
+    timeout_ms: u64,
+    handler: Registered,
+    /// Sliced from the frame's buffer: no copy.
+    payload: Bytes,
 }
 
 /// The tasks in flight: their cancellation tokens, by task id and by tokio task id.
@@ -67,21 +80,35 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
     /// On return, tasks still running are aborted when `self` is dropped.
     pub(crate) async fn run(mut self) -> Result<Stopped, ServeError> {
         let mut running = Running::default();
+        let mut waiting = VecDeque::new();
         let mut draining = false;
         let mut replies = BytesMut::new();
         loop {
-            if draining && running.set.is_empty() {
+            if draining && running.set.is_empty() && waiting.is_empty() {
                 return Ok(Stopped::Shutdown);
             }
             tokio::select! {
                 biased;
                 () = self.broken.cancelled() => return Ok(Stopped::Disconnected),
-                Some(joined) = running.set.join_next_with_id() => running.forget(joined),
+                Some(joined) = running.set.join_next_with_id() => {
+                    running.forget(joined);
+                    // A slot is free: start the tasks waiting for one.
+                    self.start_waiting(&mut running, &mut waiting, &mut replies);
+                    if !replies.is_empty() {
+                        self.outbox.send_encoded(replies.split());
+                    }
+                }
                 frame = self.frames.next() => {
                     // Handle this frame and every further one already readable, then
                     // hand the replies of those that finished at once to the writer
                     // thread in one piece (one wake-up per batch, not per task).
-                    let outcome = self.read_batch(frame, &mut draining, &mut running, &mut replies);
+                    let mut batch = Batch {
+                        draining: &mut draining,
+                        running: &mut running,
+                        waiting: &mut waiting,
+                        replies: &mut replies,
+                    };
+                    let outcome = self.read_batch(frame, &mut batch);
                     if !replies.is_empty() {
                         self.outbox.send_encoded(replies.split());
                     }
@@ -93,26 +120,39 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
         }
     }
 
+    /// Starts waiting tasks, oldest first, while a slot is free.
+    fn start_waiting(
+        &self,
+        running: &mut Running,
+        waiting: &mut VecDeque<Waiting>,
+        replies: &mut BytesMut,
+    ) {
+        while running.tokens.len() < self.limit {
+            let Some(task) = waiting.pop_front() else {
+                return;
+            };
+            self.run_task(task, running, replies);
+        }
+    }
+
     /// Handles `first` and then up to [`READ_BATCH`] frames that are readable without
     /// waiting; replies of tasks that finished at once are appended to `replies`.
     /// `Some` when the session ends.
     fn read_batch(
         &mut self,
         first: Option<Result<Bytes, FrameError>>,
-        draining: &mut bool,
-        running: &mut Running,
-        replies: &mut BytesMut,
+        batch: &mut Batch<'_>,
     ) -> Result<Option<Stopped>, ServeError> {
         let mut frame = first;
         for _ in 0..READ_BATCH {
             let Some(body) = frame.transpose()? else {
                 return Ok(Some(Stopped::Disconnected));
             };
-            if let Some(stop) = self.on_frame(&body, draining, running, replies)? {
+            if let Some(stop) = self.on_frame(&body, batch)? {
                 return Ok(Some(stop));
             }
             // Back to the main loop, which looks at these first, as it always did.
-            if *draining || self.broken.is_cancelled() {
+            if *batch.draining || self.broken.is_cancelled() {
                 break;
             }
             match self.frames.next().now_or_never() {
@@ -124,30 +164,20 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
     }
 
     /// Handles one frame from the manager.
-    fn on_frame(
-        &self,
-        body: &Bytes,
-        draining: &mut bool,
-        running: &mut Running,
-        replies: &mut BytesMut,
-    ) -> Result<Option<Stopped>, ServeError> {
+    fn on_frame(&self, body: &Bytes, batch: &mut Batch<'_>) -> Result<Option<Stopped>, ServeError> {
         match decode_to_worker(body)? {
-            ToWorker::Task(task) if *draining => self.refuse(
-                &task,
+            ToWorker::Task(task) if *batch.draining => self.refuse(
+                task.id,
                 "shutting_down",
                 "the worker is shutting down",
                 true,
-                replies,
+                batch.replies,
             ),
-            ToWorker::Task(task) => self.start(body, &task, running, replies),
-            ToWorker::Cancel { id } => {
-                if let Some(token) = running.tokens.get(&id) {
-                    token.cancel();
-                }
-            }
-            ToWorker::Shutdown { graceful: true } => *draining = true,
+            ToWorker::Task(task) => self.on_task(body, &task, batch),
+            ToWorker::Cancel { id } => self.on_cancel(id, batch),
+            ToWorker::Shutdown { graceful: true } => *batch.draining = true,
             ToWorker::Shutdown { graceful: false } => {
-                for token in running.tokens.values() {
+                for token in batch.running.tokens.values() {
                     token.cancel();
                 }
                 return Ok(Some(Stopped::Shutdown));
@@ -168,63 +198,81 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
         Ok(None)
     }
 
+    /// Cancels a running task, or answers a waiting one as `cancelled` at once (it
+    /// never runs). A cancel for a task that is not here is ignored.
+    fn on_cancel(&self, id: u64, batch: &mut Batch<'_>) {
+        if let Some(token) = batch.running.tokens.get(&id) {
+            token.cancel();
+        } else if let Some(at) = batch.waiting.iter().position(|w| w.id == id) {
+            batch.waiting.remove(at);
+            let message = format!("task {id} was cancelled before it started");
+            self.refuse(id, "cancelled", &message, false, batch.replies);
+        }
+    }
+
     /// Replies with an error at once, without running anything.
-    fn refuse(
-        &self,
-        task: &TaskFrame<'_>,
-        kind: &str,
-        message: &str,
-        retryable: bool,
-        replies: &mut BytesMut,
-    ) {
+    fn refuse(&self, id: u64, kind: &str, message: &str, retryable: bool, replies: &mut BytesMut) {
         self.stats.count_done();
         send_reply(
             &mut Sink::Batch(&self.outbox, replies),
-            task.id,
+            id,
             Err(crate::HandlerError::retryable(message)),
             Some((kind, retryable)),
         );
     }
 
-    /// Runs the task's handler, or refuses the task.
+    /// Starts the task when a slot is free and nothing waits before it, makes it wait
+    /// otherwise, or refuses it (unknown type, an id already here).
+    fn on_task(&self, body: &Bytes, task: &TaskFrame<'_>, batch: &mut Batch<'_>) {
+        let Some(handler) = self.handlers.get(task.task_type) else {
+            let message = format!("no handler for task type {:?}", task.task_type);
+            return self.refuse(task.id, "unknown_type", &message, false, batch.replies);
+        };
+        if batch.running.tokens.contains_key(&task.id) {
+            // A task that just finished may not have been reaped yet.
+            batch.running.reap_finished();
+        }
+        if batch.running.tokens.contains_key(&task.id)
+            || batch.waiting.iter().any(|w| w.id == task.id)
+        {
+            let message = format!("task {} is already running in this worker", task.id);
+            return self.refuse(task.id, "duplicate_task", &message, false, batch.replies);
+        }
+        let task = Waiting {
+            id: task.id,
+            attempt: task.attempt,
+            timeout_ms: task.timeout_ms,
+            handler: handler.clone(),
+            // The payload stays in the frame's buffer: no copy.
+            payload: body.slice_ref(task.payload),
+        };
+        if batch.waiting.is_empty() && batch.running.tokens.len() < self.limit {
+            self.run_task(task, batch.running, batch.replies);
+        } else {
+            batch.waiting.push_back(task);
+        }
+    }
+
+    /// Runs the task's handler.
     ///
     /// The handler's future is polled once right here: when it finishes at once (a
     /// handler with nothing to wait for, like most small ones), its reply joins
     /// `replies` and no tokio task, cancellation entry or thread hop is spent on it.
-    /// Otherwise the future moves onto its own tokio task, as every task did before.
-    fn start(
-        &self,
-        body: &Bytes,
-        task: &TaskFrame<'_>,
-        running: &mut Running,
-        replies: &mut BytesMut,
-    ) {
-        let Some(handler) = self.handlers.get(task.task_type) else {
-            let message = format!("no handler for task type {:?}", task.task_type);
-            return self.refuse(task, "unknown_type", &message, false, replies);
-        };
-        if running.tokens.contains_key(&task.id) {
-            // A task that just finished may not have been reaped yet.
-            running.reap_finished();
-        }
-        if running.tokens.contains_key(&task.id) {
-            let message = format!("task {} is already running in this worker", task.id);
-            return self.refuse(task, "duplicate_task", &message, false, replies);
-        }
+    /// Otherwise the future moves onto its own tokio task and holds a slot until it
+    /// ends.
+    fn run_task(&self, task: Waiting, running: &mut Running, replies: &mut BytesMut) {
         let token = CancellationToken::new();
         let ctx = TaskContext::new(
             task.id,
             task.attempt,
             Duration::from_millis(task.timeout_ms),
-            task.task_type.into(),
+            Arc::clone(&task.handler.task_type),
             Arc::clone(&self.worker_id),
             token.clone(),
         );
-        // The payload stays in the frame's buffer: no copy.
-        let payload = body.slice_ref(task.payload);
         let in_flight = InFlight::start(&self.stats);
         let id = task.id;
-        let mut future = AssertUnwindSafe(handler(ctx, payload)).catch_unwind();
+        let mut future = AssertUnwindSafe((task.handler.handler)(ctx, task.payload)).catch_unwind();
         if let Some(output) = (&mut future).now_or_never() {
             let override_kind = reply_kind(&output, &token);
             drop(in_flight);
@@ -249,9 +297,17 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
                 override_kind,
             );
         });
-        running.tokens.insert(task.id, token);
-        running.ids.insert(abort.id(), task.id);
+        running.tokens.insert(id, token);
+        running.ids.insert(abort.id(), id);
     }
+}
+
+/// What one read batch works on.
+struct Batch<'a> {
+    draining: &'a mut bool,
+    running: &'a mut Running,
+    waiting: &'a mut VecDeque<Waiting>,
+    replies: &'a mut BytesMut,
 }
 
 /// What a handler's future gave: its output, or the panic it raised.

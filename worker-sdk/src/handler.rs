@@ -19,6 +19,13 @@ pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = HandlerOutput> + Send>>;
 /// A registered handler: takes the context and the raw MessagePack payload.
 pub(crate) type ErasedHandler = Arc<dyn Fn(TaskContext, Bytes) -> BoxFuture + Send + Sync>;
 
+/// A handler with its task type, shared (not copied) by every task's context.
+#[derive(Clone)]
+pub(crate) struct Registered {
+    pub(crate) task_type: Arc<str>,
+    pub(crate) handler: ErasedHandler,
+}
+
 /// Wraps a typed handler so the dispatcher can call it with raw bytes.
 ///
 /// Decoding, the call and encoding all happen inside the returned future: on the

@@ -25,7 +25,7 @@
 //! | `unknown_type` | no handler is registered for the task type | no |
 //! | `bad_input` | the payload does not decode into the handler's input | no |
 //! | `bad_output` | the handler's output cannot be encoded | no |
-//! | `cancelled` | the task was cancelled and the handler returned an error | no |
+//! | `cancelled` | the task was cancelled and the handler returned an error, or it was cancelled while waiting for a slot (`hello.concurrency`) | no |
 //! | `result_too_large` | the encoded result exceeds the frame limit | no |
 //! | `shutting_down` | the task arrived after a graceful shutdown began | yes |
 //!

@@ -19,7 +19,7 @@ use tokio::io::AsyncRead;
 use tokio_util::codec::FramedRead;
 
 use crate::dispatch::Dispatcher;
-use crate::handler::{erase, ErasedHandler};
+use crate::handler::{erase, Registered};
 use crate::stats::Stats;
 use crate::{heartbeat, link, writer, HandlerError, ServeError, TaskContext};
 
@@ -49,7 +49,7 @@ pub enum Stopped {
 /// assert_eq!(worker.task_types(), ["double"]);
 /// ```
 pub struct Worker {
-    handlers: HashMap<String, ErasedHandler>,
+    handlers: HashMap<String, Registered>,
     max_frame: usize,
 }
 
@@ -81,10 +81,13 @@ impl Worker {
     ///
     /// The task's payload is decoded from MessagePack into `T` (a payload that does
     /// not decode is answered with a `bad_input` error, not retried); the handler's
-    /// output is encoded with `rmp_serde::to_vec_named`. Handlers run concurrently: a
-    /// handler's future is polled once as its task arrives, and if it does not finish
-    /// right then, it goes on on its own tokio task; a panic becomes a `panic` error
-    /// reply and the worker keeps serving. CPU-heavy work belongs in
+    /// output is encoded with `rmp_serde::to_vec_named`. Handlers run concurrently, at
+    /// most `hello.concurrency` at once when the manager sends that key (tasks beyond
+    /// it wait and start in arrival order; a `cancel` of a waiting task is answered at
+    /// once with a `cancelled` error): a handler's future is polled once as its task
+    /// starts, and if it does not finish right then, it goes on on its own tokio task
+    /// and holds its slot until it ends; a panic becomes a `panic` error reply and the
+    /// worker keeps serving. CPU-heavy work belongs in
     /// [`spawn_blocking`](tokio::task::spawn_blocking) (until it awaits something, a
     /// handler holds up the reading of the next task).
     pub fn handle<T, O, F, Fut>(mut self, task_type: impl Into<String>, handler: F) -> Self
@@ -94,7 +97,12 @@ impl Worker {
         F: Fn(TaskContext, T) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<O, HandlerError>> + Send + 'static,
     {
-        self.handlers.insert(task_type.into(), erase(handler));
+        let task_type: String = task_type.into();
+        let registered = Registered {
+            task_type: Arc::from(task_type.as_str()),
+            handler: erase(handler),
+        };
+        self.handlers.insert(task_type, registered);
         self
     }
 
@@ -186,6 +194,7 @@ impl Worker {
                 worker_id,
                 heartbeat_ms,
                 max_frame,
+                ..
             } => {
                 if version != PROTOCOL_VERSION {
                     return Err(ServeError::VersionMismatch {
@@ -206,6 +215,7 @@ impl Worker {
                 }))
             }
         };
+        let limit = concurrency(&body)?;
         *frames.decoder_mut() = FrameCodec::new(max_frame);
         out.set_max_frame(max_frame);
         let task_types = self.task_types();
@@ -233,9 +243,30 @@ impl Worker {
             handlers: Arc::new(self.handlers),
             worker_id,
             stats,
+            limit,
         }
         .run()
         .await
+    }
+}
+
+/// `hello.concurrency`: the most tasks to run at once (`usize::MAX` when the
+/// manager does not say).
+fn concurrency(hello: &[u8]) -> Result<usize, ServeError> {
+    #[derive(serde::Deserialize)]
+    struct Window {
+        #[serde(default)]
+        concurrency: Option<u32>,
+    }
+    let window: Window = rmp_serde::from_slice(hello).map_err(|e| {
+        ServeError::Protocol(FrameError::Malformed(format!("hello.concurrency: {e}")))
+    })?;
+    match window.concurrency {
+        None => Ok(usize::MAX),
+        Some(0) => Err(ServeError::Protocol(FrameError::Malformed(
+            "hello.concurrency must be at least 1, got 0".into(),
+        ))),
+        Some(n) => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
     }
 }
 

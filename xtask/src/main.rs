@@ -9,7 +9,10 @@
 //! - `cargo xtask peers`: builds the benches in release and runs our pool next to
 //!   its peers (Python, Node, spawn-per-task, the raw pipe limit); prints one
 //!   Markdown table (see `docs/benchmarks.md`).
+//! - `cargo xtask callgrind`: instructions per 64 B echo task, manager side and
+//!   worker side, counted with `valgrind --tool=callgrind` (`RESULT` lines).
 
+mod callgrind;
 mod peers;
 mod steps;
 
@@ -24,8 +27,9 @@ fn main() -> ExitCode {
         "examples" => steps::examples(),
         "quickstart" => steps::quickstart(),
         "peers" => peers::peers(),
+        "callgrind" => callgrind::callgrind(),
         _ => {
-            eprintln!("usage: cargo xtask <ci|test|lint|examples|quickstart|peers>");
+            eprintln!("usage: cargo xtask <ci|test|lint|examples|quickstart|peers|callgrind>");
             return ExitCode::from(2);
         }
     };

@@ -8,6 +8,9 @@
 //! Every program prints `RESULT {json}` lines; they are collected in
 //! `target/peers/raw.log` and summarised as one Markdown table (median, min–max,
 //! ratio to our pool) followed by the targets of issue 6.
+//! With the Python peers come the rows `ours.sdk.python.tput` and
+//! `ours.sdk.python.lat`: `pool-bench` driving `sdk/python/example_worker.py`
+//! through `WORKER_CMD`, so the Python SDK is compared with `multiprocessing.Pool`.
 //!
 //! A peer whose runtime is missing is skipped with a line that says so.
 //! Environment: `REPS` (default 2), `FLAT` tasks for the long flat-memory run
@@ -51,7 +54,7 @@ fn has(program: &str, arg: &str) -> bool {
 }
 
 /// The cargo target directory (honours `CARGO_TARGET_DIR`).
-fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
         let dir = PathBuf::from(dir);
         return if dir.is_absolute() {
@@ -190,6 +193,7 @@ fn label(bench: &str) -> String {
     };
     let parts: Vec<&str> = bench.split('.').collect();
     let who = match parts.first().copied().unwrap_or("") {
+        "ours" if parts.get(1) == Some(&"sdk") => "cortex-pool + Python SDK worker",
         "ours" => "cortex-pool",
         "raw" => "raw pipe limit",
         "py" if parts.get(1) == Some(&"ppe") => "Python ProcessPoolExecutor",
@@ -211,6 +215,11 @@ fn label(bench: &str) -> String {
         (Some("ours"), Some("start"), _) => "start() until 20 workers are ready",
         (Some("ours"), Some("mem"), _) => "RSS per queued 64 B task (1 M queued)",
         (Some("ours"), Some("flat"), _) => "long run: RSS sampled every 10 %",
+        (Some("ours"), Some("sdk"), _) => match parts.get(3).copied() {
+            Some("tput") => "64 B × 20k at once, 2 workers",
+            Some("lat") => "2k sequential round trips, 1 worker",
+            _ => "",
+        },
         (Some("ours"), Some(w), _) => workload(w),
         (_, _, Some(w)) => workload(w),
         _ => "",
@@ -283,6 +292,16 @@ pub(crate) fn peers() -> Result<(), String> {
     }
     if want("python") {
         if has("python3", "--version") {
+            // Our pool driving the Python SDK's example worker (rows `ours.sdk.python.*`).
+            let sdk = root().join("sdk/python/example_worker.py");
+            let worker = format!("python3 {}", sdk.to_string_lossy());
+            for (m, n) in [("tput", "20000"), ("lat", "2000")] {
+                let mut j = job("python", &[&pb, m, n], 180);
+                j.label = format!("WORKER_CMD='{worker}' {}", j.label);
+                j.env.push(("WORKER_CMD", worker.clone()));
+                j.env.push(("WORKER_NAME", "sdk.python".into()));
+                jobs.push(j);
+            }
             let py = root().join("benches/peers/python/bench.py");
             let py = py.to_string_lossy().into_owned();
             for p in ["ppe", "mp"] {
@@ -533,6 +552,22 @@ fn targets(m: &BTreeMap<(String, String), f64>) -> String {
         get("ours.mem", "overhead_per_task"),
         &|v| format!("{} B", fmt(v)),
         &|v| v <= 200.0,
+    );
+    let sdk = get("ours.sdk.python.tput", "rate");
+    let mp = get("py.mp.tput", "rate");
+    row(
+        "Python SDK worker, 64 B × 20k, 2 workers",
+        "≥ 1.5× multiprocessing.Pool(2)",
+        sdk.zip(mp).map(|(o, p)| o / p),
+        &|r| {
+            format!(
+                "{} task/s vs {} task/s = {}×",
+                fmt(sdk.unwrap_or(0.0)),
+                fmt(mp.unwrap_or(0.0)),
+                fmt(r)
+            )
+        },
+        &|r| r >= 1.5,
     );
     let flat = get("ours.flat", "rss_first").zip(get("ours.flat", "rss_max"));
     row(

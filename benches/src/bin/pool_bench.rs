@@ -12,9 +12,17 @@
 //! pool-bench raw-tput [N=1000000]           raw pipelined 64 B, 2 children, 64 in flight
 //! pool-bench raw-big [N=1000]               raw 1 MiB, 2 children, 8 in flight, 1 MiB pipes
 //! pool-bench spawn [SECS=2]                 spawn-per-task (spawn raw-echo, echo, reap)
+//! pool-bench frames [N=100000]              writes hello, N 64 B echo tasks and a
+//!                                           graceful shutdown to stdout (a worker's
+//!                                           whole input, for `cargo xtask callgrind`)
 //! ```
 //! Environment: `CONC` tasks in flight per worker (default 64 for tput/big, 1 for
-//! lat), `TRANSPORT` stdio|fifo (default stdio), `TAG` a suffix for bench ids.
+//! lat), `TRANSPORT` stdio|fifo (default stdio), `TAG` a suffix for bench ids,
+//! `WORKER_CMD` a command line (split on whitespace) that replaces the bundled
+//! `bench-worker` in `tput`, `lat` and `big` (any worker with an `echo` handler that
+//! returns its MessagePack payload, e.g. `python3 sdk/python/example_worker.py`); its
+//! bench ids then read `ours.<WORKER_NAME>.tput` and so on (`WORKER_NAME` defaults to
+//! `custom`).
 
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::process::{Command, Stdio};
@@ -23,9 +31,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use benches::{
-    config, echo, msgpack_bin, report_latency, result, rss_bytes, sibling, start_pool, Link,
+    config, echo, msgpack_bin, report_latency, result, rss_bytes, sibling, start_pool,
+    start_pool_command, Link,
 };
-use pool_core::{Pool, Task};
+use pool_core::protocol::{encode_frame, TaskFrame, ToWorker, PROTOCOL_VERSION};
+use pool_core::{Pool, Task, WorkerCommand};
 
 const MIB: usize = 1 << 20;
 
@@ -38,6 +48,12 @@ fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
 
 fn id(base: &str) -> String {
     let mut s = base.to_owned();
+    if worker_cmd().is_some() {
+        let name = std::env::var("WORKER_NAME").unwrap_or_else(|_| "custom".into());
+        if let Some(rest) = base.strip_prefix("ours.") {
+            s = format!("ours.{name}.{rest}");
+        }
+    }
     let link = std::env::var("TRANSPORT").unwrap_or_default();
     if link == "fifo" {
         s.push_str(".fifo");
@@ -56,8 +72,29 @@ fn link() -> Link {
         .expect("TRANSPORT must be stdio or fifo")
 }
 
+/// `WORKER_CMD` split on whitespace, when set and not empty.
+fn worker_cmd() -> Option<Vec<String>> {
+    let line = std::env::var("WORKER_CMD").ok()?;
+    let words: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+    (!words.is_empty()).then_some(words)
+}
+
+/// The worker of `tput`, `lat` and `big`: `WORKER_CMD`, or the bundled `bench-worker`.
+fn echo_worker() -> WorkerCommand {
+    match worker_cmd() {
+        Some(words) => WorkerCommand::new(&words[0]).args(&words[1..]),
+        None => WorkerCommand::new(sibling("bench-worker")),
+    }
+}
+
 async fn pool(workers: usize, conc: u32) -> Pool {
     start_pool(link(), sibling("bench-worker"), config(workers, conc))
+        .await
+        .expect("pool starts")
+}
+
+async fn echo_pool(workers: usize, conc: u32) -> Pool {
+    start_pool_command(link(), echo_worker(), config(workers, conc))
         .await
         .expect("pool starts")
 }
@@ -76,7 +113,7 @@ async fn run_all(pool: &Pool, payload: &bytes::Bytes, n: usize) -> usize {
 
 async fn bulk(name: &str, n: usize, workers: usize, size: usize) {
     let conc = env_or("CONC", 64u32);
-    let pool = pool(workers, conc).await;
+    let pool = echo_pool(workers, conc).await;
     let payload = msgpack_bin(size);
     run_all(&pool, &msgpack_bin(64), 200).await; // workers up and warm
     let t = Instant::now();
@@ -91,7 +128,7 @@ async fn bulk(name: &str, n: usize, workers: usize, size: usize) {
 }
 
 async fn lat(n: usize) {
-    let pool = pool(1, env_or("CONC", 1u32)).await;
+    let pool = echo_pool(1, env_or("CONC", 1u32)).await;
     let payload = msgpack_bin(64);
     let mut samples = Vec::with_capacity(n);
     for i in 0..500 + n {
@@ -323,6 +360,40 @@ fn spawn_rate(secs: f64) -> f64 {
     count as f64 / start.elapsed().as_secs_f64()
 }
 
+/// A worker's whole input for `n` 64 B echo tasks, written to stdout: hello (no
+/// heartbeats), the tasks, a graceful shutdown.
+fn frames(n: usize) {
+    let max_frame = 1 << 20;
+    let payload = msgpack_bin(64);
+    let mut buf = bytes::BytesMut::new();
+    let hello = ToWorker::Hello {
+        version: PROTOCOL_VERSION,
+        worker_id: "worker-1",
+        heartbeat_ms: 0,
+        max_frame: max_frame as u32,
+    };
+    encode_frame(&hello, &mut buf, max_frame).expect("encode hello");
+    let mut out = std::io::stdout().lock();
+    for id in 1..=n as u64 {
+        let task = ToWorker::Task(TaskFrame {
+            id,
+            task_type: "echo",
+            payload: &payload,
+            attempt: 1,
+            timeout_ms: 600_000,
+        });
+        encode_frame(&task, &mut buf, max_frame).expect("encode task");
+        if buf.len() >= 64 * 1024 {
+            out.write_all(&buf).expect("write frames");
+            buf.clear();
+        }
+    }
+    encode_frame(&ToWorker::Shutdown { graceful: true }, &mut buf, max_frame)
+        .expect("encode shutdown");
+    out.write_all(&buf).expect("write frames");
+    out.flush().expect("flush frames");
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let num = |i: usize, d: usize| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(d);
@@ -337,6 +408,7 @@ fn main() {
             result(&id("raw.big"), "rate", rate, "msg/s");
             return result(&id("raw.big"), "bw", rate * MIB as f64 / 1e9, "GB/s");
         }
+        "frames" => return frames(num(1, 100_000)),
         "spawn" => {
             let secs = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(2.0);
             return result(&id("raw.spawn"), "rate", spawn_rate(secs), "task/s");

@@ -186,6 +186,46 @@ impl Peer {
         peer
     }
 
+    /// Starts `worker` and does the handshake with a hello that carries
+    /// `concurrency` (the most tasks the worker may run at once).
+    pub async fn ready_with_concurrency(worker: Worker, concurrency: u32) -> Self {
+        let mut peer = Self::start(worker);
+        peer.hello_with_concurrency(concurrency).await;
+        match peer.next().await {
+            Some(Reply::Ready { version, .. }) => assert_eq!(version, PROTOCOL_VERSION),
+            other => panic!("expected ready, got {other:?}"),
+        }
+        peer
+    }
+
+    /// Sends a hello with the `concurrency` key.
+    pub async fn hello_with_concurrency(&mut self, concurrency: u32) {
+        #[derive(serde::Serialize)]
+        struct Hello {
+            r#type: &'static str,
+            version: u32,
+            worker_id: &'static str,
+            heartbeat_ms: u64,
+            max_frame: u32,
+            concurrency: u32,
+        }
+        let body = rmp_serde::to_vec_named(&Hello {
+            r#type: "hello",
+            version: PROTOCOL_VERSION,
+            worker_id: "worker-7",
+            heartbeat_ms: NO_HEARTBEAT,
+            max_frame: MAX_FRAME as u32,
+            concurrency,
+        })
+        .expect("encode hello");
+        let mut frame = u32::try_from(body.len())
+            .expect("small")
+            .to_be_bytes()
+            .to_vec();
+        frame.extend_from_slice(&body);
+        self.send_raw(&frame).await;
+    }
+
     pub async fn send(&mut self, message: &ToWorker<'_>) {
         let mut buf = BytesMut::new();
         encode_frame(message, &mut buf, MAX_FRAME).expect("encode");

@@ -1,0 +1,158 @@
+//! `cargo xtask callgrind`: instructions per 64 B echo task, manager side and worker
+//! side, counted by `valgrind --tool=callgrind` (repeatable where wall-clock timings
+//! are not).
+//!
+//! Each side runs twice, with `N` and `2N` tasks; start-up, warm-up and shutdown cost
+//! the same in both runs, so `(Ir(2N) − Ir(N)) / N` is what one task costs.
+//!
+//! - **manager**: `pool-bench tput N 2` under callgrind (the process that hosts the
+//!   pool and its caller; the two `bench-worker`s run natively, untraced).
+//! - **worker**: `bench-worker` under callgrind, its stdin a pipe fed with the frames
+//!   of `pool-bench frames N` (hello, `N` echo tasks, a graceful shutdown), its
+//!   stdout `/dev/null`.
+//!
+//! Prints `RESULT {json}` lines (bench `callgrind.manager` / `callgrind.worker`,
+//! metric `ir_per_task`, unit `instr`) in `pool-bench`'s format. Environment: `N`
+//! (default 20 000), `WORKER_CMD` (a command line split on whitespace) to count
+//! another worker than `bench-worker` (e.g. a Python SDK worker). The callgrind
+//! files are kept in `target/callgrind/`.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::peers::target_dir;
+use crate::steps::{cargo, root, run};
+
+pub(crate) fn callgrind() -> Result<(), String> {
+    let n = std::env::var("N")
+        .ok()
+        .map(|v| {
+            v.trim()
+                .parse::<u64>()
+                .map_err(|_| format!("N must be a number of tasks, got {v:?}"))
+        })
+        .transpose()?
+        .unwrap_or(20_000)
+        .max(1);
+    let found = Command::new("valgrind")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        return Err(
+            "valgrind is not installed (apt-get install valgrind); it counts the instructions"
+                .into(),
+        );
+    }
+    let mut build = cargo();
+    build.args(["build", "--release", "-p", "benches", "--bins"]);
+    run("cargo build --release -p benches --bins", build)?;
+    let bin = target_dir().join("release");
+    let out = target_dir().join("callgrind");
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let pool_bench = bin.join("pool-bench");
+
+    let manager = |tasks: u64| -> Result<u64, String> {
+        let file = out.join(format!("manager.{tasks}.out"));
+        let mut cmd = valgrind(&file);
+        cmd.arg(&pool_bench)
+            .args(["tput", &tasks.to_string(), "2"])
+            .stdout(Stdio::null());
+        counted(cmd, &file)
+    };
+    let per_task = (manager(2 * n)?.saturating_sub(manager(n)?)) as f64 / n as f64;
+    result("callgrind.manager", per_task);
+
+    let worker_cmd: Vec<String> = match std::env::var("WORKER_CMD") {
+        Ok(line) if !line.trim().is_empty() => line.split_whitespace().map(str::to_owned).collect(),
+        _ => vec![bin.join("bench-worker").to_string_lossy().into_owned()],
+    };
+    let worker = |tasks: u64| -> Result<u64, String> {
+        let frames = out.join(format!("frames.{tasks}.bin"));
+        let mut gen = Command::new(&pool_bench);
+        gen.args(["frames", &tasks.to_string()]);
+        let made = gen
+            .output()
+            .map_err(|e| format!("pool-bench frames: {e}"))?;
+        if !made.status.success() {
+            return Err(format!("pool-bench frames failed ({})", made.status));
+        }
+        File::create(&frames)
+            .and_then(|mut f| f.write_all(&made.stdout))
+            .map_err(|e| format!("{}: {e}", frames.display()))?;
+        let file = out.join(format!("worker.{tasks}.out"));
+        let mut cmd = valgrind(&file);
+        cmd.args(&worker_cmd)
+            .env("CORTEX_TRANSPORT", "stdio")
+            .env("CORTEX_WORKER_ID", "worker-1")
+            .current_dir(root())
+            .stdout(Stdio::null());
+        fed(cmd, made.stdout)?;
+        totals(&file)
+    };
+    let per_task = (worker(2 * n)?.saturating_sub(worker(n)?)) as f64 / n as f64;
+    result("callgrind.worker", per_task);
+    eprintln!("callgrind files: {}", out.display());
+    Ok(())
+}
+
+fn valgrind(file: &Path) -> Command {
+    let mut cmd = Command::new("valgrind");
+    cmd.args(["--tool=callgrind", "--trace-children=no"])
+        .arg(format!("--callgrind-out-file={}", file.display()))
+        .stderr(Stdio::null());
+    cmd
+}
+
+/// Runs `cmd` to completion and reads its instruction total from `file`.
+fn counted(mut cmd: Command, file: &Path) -> Result<u64, String> {
+    let status = cmd.status().map_err(|e| format!("valgrind: {e}"))?;
+    if !status.success() {
+        return Err(format!("{cmd:?} failed ({status})"));
+    }
+    totals(file)
+}
+
+/// Runs `cmd` with `input` written into its stdin (a pipe) by a thread.
+fn fed(mut cmd: Command, input: Vec<u8>) -> Result<(), String> {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("valgrind: {e}"))?;
+    let mut stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| "the worker's stdin is not a pipe".to_owned())?;
+    let feeder = std::thread::spawn(move || stdin.write_all(&input));
+    let status = child.wait().map_err(|e| format!("valgrind: {e}"))?;
+    let fed = feeder
+        .join()
+        .map_err(|_| "the feeder thread panicked".to_owned())?;
+    if !status.success() {
+        return Err(format!("{cmd:?} failed ({status})"));
+    }
+    fed.map_err(|e| format!("feeding the worker: {e}"))
+}
+
+/// The `summary:` (or `totals:`) line of a callgrind output file: instructions
+/// executed by every thread of the process.
+fn totals(file: &Path) -> Result<u64, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("summary:")
+                .or_else(|| l.strip_prefix("totals:"))
+        })
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("{}: no summary line", file.display()))
+}
+
+fn result(bench: &str, value: f64) {
+    println!(
+        "RESULT {{\"bench\":\"{bench}\",\"metric\":\"ir_per_task\",\"value\":{value:.3},\"unit\":\"instr\"}}"
+    );
+}
