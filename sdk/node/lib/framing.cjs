@@ -1,0 +1,92 @@
+'use strict';
+// Frames: a u32 big-endian length, then a MessagePack map of that many bytes (PROTOCOL.md, Framing).
+
+const { encode, decode } = require('@msgpack/msgpack');
+const { ProtocolError } = require('./errors.cjs');
+
+/** The frame body limit when `CORTEX_MAX_FRAME` is not set: 16 MiB. */
+const DEFAULT_MAX_FRAME = 16 * 1024 * 1024;
+
+// Envelope keys `id` may be uint64: decode those as bigint, never as a rounded number.
+const ENVELOPE = { useBigInt64: true };
+
+/** The frame (prefix and body) for `message`, an object whose first key is `type`. */
+function encodeFrame(message) {
+  const body = encode(message, ENVELOPE);
+  const frame = Buffer.allocUnsafe(4 + body.length);
+  frame.writeUInt32BE(body.length, 0);
+  frame.set(body, 4);
+  return frame;
+}
+
+/** A u64 from the wire as a JS number when it is exactly representable, else a bigint. */
+function wireInt(value) {
+  if (typeof value === 'bigint' && value <= BigInt(Number.MAX_SAFE_INTEGER)) return Number(value);
+  return value;
+}
+
+/**
+ * Cuts a byte stream into messages. `push(chunk)` returns the complete messages so far;
+ * a length over `maxFrame`, a zero length or a body that is not a map with a string
+ * `type` throws a ProtocolError. The body is checked against the limit before any of
+ * it is buffered.
+ */
+class FrameReader {
+  constructor(maxFrame = DEFAULT_MAX_FRAME) {
+    this.maxFrame = maxFrame;
+    this.chunks = [];
+    this.buffered = 0;
+    this.need = -1; // body length of the frame being read, -1 while reading its prefix
+  }
+
+  /** Bytes of an unfinished frame (non-zero at EOF means the stream ended inside a frame). */
+  get pending() {
+    return this.buffered;
+  }
+
+  push(chunk) {
+    this.chunks.push(chunk);
+    this.buffered += chunk.length;
+    const messages = [];
+    for (;;) {
+      if (this.need < 0) {
+        if (this.buffered < 4) break;
+        const length = this.take(4).readUInt32BE(0);
+        if (length === 0) throw new ProtocolError('a frame with an empty body');
+        if (length > this.maxFrame) {
+          throw new ProtocolError(`frame of ${length} bytes exceeds the maximum of ${this.maxFrame}`);
+        }
+        this.need = length;
+      }
+      if (this.buffered < this.need) break;
+      const body = this.take(this.need);
+      this.need = -1;
+      messages.push(decodeMessage(body));
+    }
+    return messages;
+  }
+
+  take(n) {
+    const all = this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks, this.buffered);
+    const out = all.subarray(0, n);
+    const rest = all.subarray(n);
+    this.chunks = rest.length ? [rest] : [];
+    this.buffered = rest.length;
+    return out;
+  }
+}
+
+function decodeMessage(body) {
+  let message;
+  try {
+    message = decode(body, ENVELOPE);
+  } catch (e) {
+    throw new ProtocolError(`malformed message: ${e.message}`);
+  }
+  if (message === null || typeof message !== 'object' || Array.isArray(message) || typeof message.type !== 'string') {
+    throw new ProtocolError('a message must be a map with a string `type`');
+  }
+  return message;
+}
+
+module.exports = { DEFAULT_MAX_FRAME, FrameReader, encodeFrame, wireInt };

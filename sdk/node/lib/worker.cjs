@@ -1,0 +1,339 @@
+'use strict';
+// The Worker: handlers by task type, the handshake, the task queue honouring
+// `hello.concurrency`, cancellation, heartbeats, shutdown (PROTOCOL.md, Worker checklist).
+
+const { encode, decode } = require('@msgpack/msgpack');
+const { encodeFrame, FrameReader, wireInt } = require('./framing.cjs');
+const { openLink } = require('./link.cjs');
+const { TaskError, CancelledError, ProtocolError } = require('./errors.cjs');
+const { runInThread } = require('./threads.cjs');
+
+/** The protocol version this SDK speaks. */
+const PROTOCOL_VERSION = 1;
+const LEVELS = ['error', 'warn', 'info', 'debug'];
+
+/** What a handler knows about the task attempt it runs. */
+class Context {
+  constructor(worker, task) {
+    this.worker = worker;
+    /** The task's id (a number; a bigint only above 2^53). */
+    this.id = task.id;
+    /** The task type, the name the handler was registered under. */
+    this.taskType = task.taskType;
+    /** 1 for the first attempt, 2 for the first retry, ... */
+    this.attempt = task.attempt;
+    /** When the manager gives up on this attempt, in Date.now() milliseconds, or null for no limit. */
+    this.deadline = null;
+    this.controller = new AbortController();
+    /** Fires when the manager cancels the task; its `reason` is a CancelledError. */
+    this.signal = this.controller.signal;
+  }
+
+  /** Milliseconds left before the deadline (Infinity without one, never negative). */
+  remainingMs() {
+    return this.deadline === null ? Infinity : Math.max(0, this.deadline - Date.now());
+  }
+
+  /** Sends a `log` frame tagged with the task id (level: error, warn, info or debug). */
+  log(level, message) {
+    this.worker.log(level, `task ${this.id}: ${message}`);
+  }
+}
+
+/** The state of one task the worker has received and not yet answered. */
+class Task {
+  constructor(message) {
+    this.id = wireInt(message.id);
+    this.taskType = typeof message.task_type === 'string' ? message.task_type : '';
+    this.attempt = Number(wireInt(message.attempt ?? 1));
+    this.timeoutMs = Number(wireInt(message.timeout_ms ?? 0));
+    this.payload = message.payload instanceof Uint8Array ? message.payload : new Uint8Array(0);
+    this.ctx = null; // set when the task starts running
+  }
+}
+
+/** A set of handlers and the loop that serves them over the link. */
+class Worker {
+  /**
+   * @param {{concurrency?: number, handlers?: Record<string, Function>}} [options]
+   *   `concurrency`: the most handlers this worker runs at once (the manager's
+   *   `hello.concurrency` lowers it further); `handlers`: as for handleAll().
+   */
+  constructor(options = {}) {
+    this.handlers = new Map();
+    this.limit = options.concurrency ?? Infinity;
+    if (!(this.limit >= 1)) throw new RangeError('concurrency must be at least 1');
+    this.tasks = new Map(); // id -> Task, every task received and not answered
+    this.waiting = []; // Tasks not started yet, in arrival order
+    this.running = 0;
+    this.tasksDone = 0;
+    this.link = null;
+    this.state = 'starting'; // starting -> serving -> draining -> stopped
+    if (options.handlers) this.handleAll(options.handlers);
+  }
+
+  /** Registers `handler(payload, ctx)` for tasks of `type`; returns the worker. */
+  handle(type, handler) {
+    if (typeof type !== 'string' || type === '') throw new TypeError('a task type must be a non-empty string');
+    if (typeof handler !== 'function') throw new TypeError(`the handler for ${JSON.stringify(type)} must be a function`);
+    this.handlers.set(type, handler);
+    return this;
+  }
+
+  /** Registers every `type: handler` of an object (the original's handler map); returns the worker. */
+  handleAll(handlers) {
+    for (const [type, handler] of Object.entries(handlers)) this.handle(type, handler);
+    return this;
+  }
+
+  /**
+   * Registers a handler that runs in its own `worker_threads` thread per task, so it
+   * may block (CPU work) without stopping heartbeats. `module` is a path or URL of a
+   * module whose export `exportName` is `(payload, ctx) => result`; a cancel
+   * terminates the thread. Returns the worker.
+   */
+  handleInThread(type, module, exportName = 'default') {
+    return this.handle(type, (payload, ctx) => runInThread(module, exportName, payload, ctx));
+  }
+
+  /** Sends a `log` frame to the manager (to stderr before the handshake). */
+  log(level, message) {
+    if (!LEVELS.includes(level)) throw new RangeError(`log level must be one of ${LEVELS.join(', ')}`);
+    if (this.state === 'starting' || this.state === 'stopped') {
+      process.stderr.write(`[${level}] ${message}\n`);
+      return;
+    }
+    this.send({ type: 'log', level, message: String(message) });
+  }
+
+  /**
+   * Serves tasks on the link from the environment until shutdown or end of input,
+   * then exits the process: 0 after a shutdown or at end of input, 2 when the link
+   * or the handshake fails. Never resolves.
+   */
+  async run(options = {}) {
+    let code;
+    try {
+      code = await this.serve(await openLink(options.env ?? process.env));
+    } catch (e) {
+      process.stderr.write(`cortex-pool-worker: ${e instanceof ProtocolError ? e.message : e.stack}\n`);
+      code = 2;
+    }
+    this.state = 'stopped';
+    if (this.link) await this.link.flush();
+    process.exit(code);
+  }
+
+  serve(link) {
+    this.link = link;
+    const reader = new FrameReader(link.maxFrame);
+    return new Promise((resolve) => {
+      this.finish = (code) => {
+        this.state = 'stopped';
+        clearInterval(this.heartbeat);
+        link.input.removeAllListeners('data');
+        link.input.pause();
+        resolve(code);
+      };
+      link.input.on('data', (chunk) => {
+        let messages;
+        try {
+          messages = reader.push(chunk);
+        } catch (e) {
+          process.stderr.write(`cortex-pool-worker: ${e.message}\n`);
+          this.finish(2);
+          return;
+        }
+        for (const message of messages) {
+          if (this.state === 'stopped') return;
+          this.dispatch(message, reader);
+        }
+      });
+      // End of input: the manager closed the stream or died; nobody reads replies.
+      link.input.on('end', () => this.finish(0));
+      link.input.on('close', () => this.finish(0));
+      link.input.on('error', (e) => {
+        if (e instanceof ProtocolError) process.stderr.write(`cortex-pool-worker: ${e.message}\n`);
+        this.finish(e instanceof ProtocolError ? 2 : 0);
+      });
+    });
+  }
+
+  dispatch(message, reader) {
+    if (this.state === 'starting') {
+      this.link.opened();
+      this.handshake(message, reader);
+      return;
+    }
+    switch (message.type) {
+      case 'task':
+        if (this.state === 'serving') this.receive(new Task(message));
+        break;
+      case 'cancel':
+        this.cancel(wireInt(message.id));
+        break;
+      case 'shutdown':
+        if (message.graceful === false) {
+          this.finish(0);
+        } else {
+          this.state = 'draining';
+          this.drained();
+        }
+        break;
+      default:
+      // Another hello, or a message from a newer protocol: ignored.
+    }
+  }
+
+  handshake(hello, reader) {
+    if (hello.type !== 'hello') {
+      process.stderr.write(`cortex-pool-worker: expected hello first, got ${JSON.stringify(hello.type)}\n`);
+      this.finish(2);
+      return;
+    }
+    const version = wireInt(hello.version);
+    if (version !== PROTOCOL_VERSION) {
+      process.stderr.write(
+        `cortex-pool-worker: the manager speaks protocol version ${String(version)}, this worker speaks ${PROTOCOL_VERSION}\n`,
+      );
+      this.finish(2);
+      return;
+    }
+    const maxFrame = Number(wireInt(hello.max_frame ?? 0));
+    if (maxFrame > 0) {
+      this.link.maxFrame = maxFrame;
+      reader.maxFrame = maxFrame;
+    }
+    const concurrency = Number(wireInt(hello.concurrency ?? 0));
+    if (concurrency >= 1) this.limit = Math.min(this.limit, concurrency);
+    this.state = 'serving';
+    this.send({ type: 'ready', version: PROTOCOL_VERSION, pid: process.pid, task_types: [...this.handlers.keys()].sort() });
+    const period = Math.max(1, Number(wireInt(hello.heartbeat_ms ?? 1000)) || 1000);
+    const manager = process.ppid;
+    this.heartbeat = setInterval(() => {
+      // A manager that died without closing our input (it cannot, but be sure).
+      if (process.ppid !== manager) this.finish(0);
+      else this.sendHeartbeat();
+    }, period);
+  }
+
+  sendHeartbeat() {
+    const cpu = process.cpuUsage();
+    this.send({
+      type: 'heartbeat',
+      rss_bytes: process.memoryUsage.rss(),
+      cpu_ms: Math.floor((cpu.user + cpu.system) / 1000),
+      tasks_done: this.tasksDone,
+      in_flight: this.tasks.size,
+    });
+  }
+
+  receive(task) {
+    if (this.tasks.has(task.id)) return; // a duplicate id is a manager bug; the first one wins
+    this.tasks.set(task.id, task);
+    this.waiting.push(task);
+    this.startWaiting();
+  }
+
+  startWaiting() {
+    while (this.running < this.limit && this.waiting.length > 0) {
+      const task = this.waiting.shift();
+      this.running += 1;
+      this.execute(task).then((reply) => {
+        this.running -= 1;
+        this.answer(task, reply);
+        this.startWaiting();
+      });
+    }
+  }
+
+  cancel(id) {
+    const task = this.tasks.get(id);
+    if (task === undefined) return; // already answered or unknown: not an error
+    if (task.ctx === null) {
+      // Still waiting for a slot: it never runs.
+      this.waiting.splice(this.waiting.indexOf(task), 1);
+      this.answer(task, errorReply(task.id, 'cancelled', `task ${String(id)} cancelled before it started`, false));
+      return;
+    }
+    if (!task.ctx.signal.aborted) task.ctx.controller.abort(new CancelledError(`task ${String(id)} cancelled`));
+  }
+
+  answer(task, reply) {
+    if (this.tasks.get(task.id) !== task) return;
+    this.tasks.delete(task.id);
+    this.tasksDone += 1;
+    if (this.state !== 'stopped') {
+      let frame = encodeFrame(reply);
+      if (frame.length - 4 > this.link.maxFrame) {
+        const size = reply.payload.length;
+        const limit = this.link.maxFrame;
+        frame = encodeFrame(
+          errorReply(task.id, 'result_too_large', `a result of ${size} bytes does not fit a frame of ${limit} bytes`, false),
+        );
+      }
+      this.link.write(frame);
+    }
+    this.drained();
+  }
+
+  drained() {
+    if (this.state === 'draining' && this.tasks.size === 0) this.finish(0);
+  }
+
+  async execute(task) {
+    const ctx = new Context(this, task);
+    if (task.timeoutMs > 0) ctx.deadline = Date.now() + task.timeoutMs;
+    task.ctx = ctx;
+    const handler = this.handlers.get(task.taskType);
+    if (handler === undefined) {
+      return errorReply(task.id, 'unknown_type', `no handler for task type ${JSON.stringify(task.taskType)}`, false);
+    }
+    let payload;
+    try {
+      payload = task.payload.length ? decode(task.payload) : null;
+    } catch (e) {
+      return errorReply(task.id, 'bad_input', `payload is not MessagePack: ${e.message}`, false);
+    }
+    let value;
+    try {
+      value = await handler(payload, ctx);
+    } catch (e) {
+      return failure(task.id, e, ctx.signal);
+    }
+    let body;
+    try {
+      body = encode(value === undefined ? null : value, { useBigInt64: true });
+    } catch (e) {
+      return errorReply(task.id, 'handler', `the result cannot be encoded as MessagePack: ${e.message}`, false);
+    }
+    return { type: 'result', id: task.id, payload: body };
+  }
+
+  send(message) {
+    this.link.write(encodeFrame(message));
+  }
+}
+
+function errorReply(id, kind, message, retryable) {
+  return { type: 'error', id, kind, message: oneLine(message), retryable };
+}
+
+/** The error reply for what a handler threw (PROTOCOL.md, Error kinds). */
+function failure(id, error, signal) {
+  if (error instanceof TaskError) return errorReply(id, error.kind, describe(error), error.retryable);
+  if (signal.aborted) return errorReply(id, 'cancelled', `cancelled (${describe(error)})`, false);
+  const retryable = !(error !== null && typeof error === 'object' && error.retryable === false);
+  return errorReply(id, 'handler', describe(error), retryable);
+}
+
+function describe(error) {
+  if (error instanceof Error) return error.message || error.name;
+  return String(error);
+}
+
+function oneLine(text) {
+  return String(text).replace(/\s*\n\s*/g, ' ');
+}
+
+module.exports = { Worker, Context, PROTOCOL_VERSION };

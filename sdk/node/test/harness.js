@@ -1,0 +1,184 @@
+// A fake manager for the SDK's tests: spawns a worker script with the CORTEX_*
+// environment, speaks the protocol to it over stdio or FIFOs, and records every frame.
+import { spawn, execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { encode, decode } from '@msgpack/msgpack';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+/** The SDK's example worker. */
+export const EXAMPLE = path.join(HERE, '..', 'examples', 'example-worker.mjs');
+/** The bound of every wait in the tests. */
+export const WAIT_MS = 15_000;
+
+/** Encodes one frame (prefix + body). */
+export function frame(message) {
+  const body = encode(message, { useBigInt64: true });
+  const out = Buffer.alloc(4 + body.length);
+  out.writeUInt32BE(body.length, 0);
+  out.set(body, 4);
+  return out;
+}
+
+/** A running worker and the manager side of its link. */
+export class Manager {
+  /**
+   * @param {string} script the worker script
+   * @param {{transport?: 'stdio'|'fifo', env?: object}} [options]
+   */
+  static async start(script = EXAMPLE, options = {}) {
+    const transport = options.transport ?? 'stdio';
+    const env = { ...process.env, CORTEX_TRANSPORT: transport, CORTEX_WORKER_ID: 'worker-1', ...options.env };
+    const m = new Manager();
+    if (transport === 'fifo') {
+      m.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cortex-node-test-'));
+      const to = path.join(m.dir, 'to.fifo');
+      const from = path.join(m.dir, 'from.fifo');
+      execFileSync('mkfifo', ['-m', '600', to, from]);
+      env.CORTEX_FIFO_TO_WORKER = to;
+      env.CORTEX_FIFO_FROM_WORKER = from;
+      // As the real manager does: our read end (non-blocking opens succeed at once).
+      const readFd = fs.openSync(from, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+      m.keepAlive = fs.openSync(from, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
+      m.child = spawn(process.execPath, [script], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+      m.input = new net.Socket({ fd: readFd, readable: true, writable: false });
+      const writeFd = await openWhenReader(to, m.child);
+      m.output = new net.Socket({ fd: writeFd, readable: false, writable: true });
+      m.stdout = m.child.stdout;
+    } else {
+      m.child = spawn(process.execPath, [script], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+      m.input = m.child.stdout;
+      m.output = m.child.stdin;
+      m.output.on('error', () => {});
+      m.stdout = null;
+    }
+    m.frames = [];
+    m.waiters = [];
+    m.stderr = '';
+    m.stdoutText = '';
+    m.child.stderr.on('data', (d) => {
+      m.stderr += d;
+    });
+    if (m.stdout) m.stdout.on('data', (d) => (m.stdoutText += d));
+    m.exited = new Promise((resolve) => m.child.on('exit', (code, signal) => resolve({ code, signal })));
+    let pending = Buffer.alloc(0);
+    m.input.on('data', (chunk) => {
+      pending = Buffer.concat([pending, chunk]);
+      while (pending.length >= 4 && pending.length >= 4 + pending.readUInt32BE(0)) {
+        const n = pending.readUInt32BE(0);
+        const message = decode(pending.subarray(4, 4 + n), { useBigInt64: true });
+        message.at = Date.now();
+        pending = pending.subarray(4 + n);
+        m.frames.push(message);
+        m.poke();
+      }
+    });
+    m.input.on('error', () => {});
+    m.trailing = () => pending.length;
+    return m;
+  }
+
+  poke() {
+    for (const w of [...this.waiters]) w();
+  }
+
+  send(message) {
+    this.output.write(frame(message));
+  }
+
+  /** Sends hello (defaults overridable) and waits for ready. */
+  async hello(extra = {}) {
+    this.send({ type: 'hello', version: 1, worker_id: 'worker-1', heartbeat_ms: 1000, max_frame: 16777216, ...extra });
+    return this.next((f) => f.type === 'ready');
+  }
+
+  /** Waits for the first recorded frame (from index `from`) matching `pred`. */
+  next(pred, from = 0) {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        const found = this.frames.slice(from).find(pred);
+        if (found) {
+          done();
+          resolve(found);
+        }
+      };
+      const timer = setTimeout(() => {
+        done();
+        reject(new Error(`no matching frame within ${WAIT_MS} ms; frames: ${JSON.stringify(this.frames.map((f) => f.type))}; stderr: ${this.stderr}`));
+      }, WAIT_MS);
+      const done = () => {
+        clearTimeout(timer);
+        this.waiters = this.waiters.filter((w) => w !== check);
+      };
+      this.waiters.push(check);
+      check();
+    });
+  }
+
+  /** The reply (result or error) for task `id`. */
+  reply(id) {
+    return this.next((f) => (f.type === 'result' || f.type === 'error') && Number(f.id) === id);
+  }
+
+  /** Sends a task with a MessagePack payload. */
+  task(id, taskType, payload, extra = {}) {
+    const bytes = payload === undefined ? new Uint8Array(0) : encode(payload);
+    this.send({ type: 'task', id, task_type: taskType, payload: bytes, attempt: 1, timeout_ms: 30000, ...extra });
+  }
+
+  /** Waits (bounded) for the worker process to exit. */
+  async exit() {
+    let timer;
+    const timeout = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`the worker did not exit within ${WAIT_MS} ms; stderr: ${this.stderr}`)), WAIT_MS);
+    });
+    try {
+      return await Promise.race([this.exited, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Closes the manager's write end (end of input for the worker). */
+  closeInput() {
+    if (this.keepAlive !== undefined) {
+      fs.closeSync(this.keepAlive);
+      this.keepAlive = undefined;
+    }
+    this.output.end();
+  }
+
+  /** Kills the worker if it still runs, removes the FIFOs. Safe to call twice. */
+  cleanup() {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
+    if (this.keepAlive !== undefined) {
+      fs.closeSync(this.keepAlive);
+      this.keepAlive = undefined;
+    }
+    this.input.destroy();
+    this.output.destroy();
+    if (this.dir) fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** Decodes a result frame's payload. */
+export function payloadOf(reply) {
+  return reply.payload.length ? decode(reply.payload) : null;
+}
+
+async function openWhenReader(fifo, child) {
+  const deadline = Date.now() + WAIT_MS;
+  for (;;) {
+    try {
+      return fs.openSync(fifo, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
+    } catch (e) {
+      if (e.code !== 'ENXIO') throw e;
+    }
+    if (child.exitCode !== null) throw new Error(`the worker exited (${child.exitCode}) before opening its FIFO`);
+    if (Date.now() > deadline) throw new Error('the worker did not open its FIFO in time');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}

@@ -1,0 +1,249 @@
+// The SDK against a fake manager (harness.js): handshake, replies, errors,
+// cancellation, concurrency, heartbeats, stdout, shutdown, both transports.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Manager, payloadOf } from './harness.js';
+
+const EXTRA = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'extra-worker.mjs');
+
+/** Starts a worker (cleaned up after the test) and completes the handshake. */
+async function started(t, options = {}, hello = {}) {
+  const m = await Manager.start(options.script, options);
+  t.after(() => m.cleanup());
+  const ready = await m.hello(hello);
+  return { m, ready };
+}
+
+for (const transport of ['stdio', 'fifo']) {
+  test(`[${transport}] handshake: ready with version, pid and sorted task types`, async (t) => {
+    const { m, ready } = await started(t, { transport });
+    assert.equal(ready.version, 1);
+    assert.equal(ready.pid, m.child.pid);
+    assert.deepEqual(ready.task_types, ['block', 'crash', 'echo', 'fail', 'noisy', 'sleep', 'spin']);
+    assert.equal(m.frames[0].type, 'ready', 'ready is the first frame');
+  });
+
+  test(`[${transport}] echo: payloads of every shape, and a 4 MiB one, come back unchanged`, async (t) => {
+    const { m } = await started(t, { transport });
+    const payloads = [{ msg: 'hi', n: 42, nested: { list: [1, 2.5, null, true] } }, 'ünïcödé', [1, 2, 3], null, -7];
+    payloads.forEach((p, i) => m.task(i + 1, 'echo', p));
+    for (const [i, p] of payloads.entries()) {
+      const reply = await m.reply(i + 1);
+      assert.equal(reply.type, 'result');
+      assert.deepEqual(payloadOf(reply), p);
+    }
+    const big = 'x'.repeat(4 * 1024 * 1024);
+    m.task(100, 'echo', { big });
+    const reply = await m.reply(100);
+    assert.equal(reply.type, 'result', JSON.stringify(reply.message));
+    assert.equal(payloadOf(reply).big.length, big.length);
+  });
+
+  test(`[${transport}] stdout from a handler goes to stderr, never into the frame stream`, async (t) => {
+    const { m } = await started(t, { transport });
+    m.task(1, 'noisy', { a: 1 });
+    assert.deepEqual(payloadOf(await m.reply(1)), { a: 1 });
+    m.task(2, 'echo', 'after the noise');
+    assert.equal(payloadOf(await m.reply(2)), 'after the noise', 'the stream is still in sync');
+    assert.match(m.stderr, /noisy handler: console.log/);
+    assert.match(m.stderr, /noisy handler: process.stdout.write/);
+    assert.equal(m.stdoutText, '', 'nothing on stdout');
+  });
+
+  test(`[${transport}] end of input: the worker exits 0 at once, without waiting for a running task`, async (t) => {
+    const { m } = await started(t, { transport });
+    m.task(1, 'sleep', { ms: 60_000 });
+    await m.next((f) => f.type === 'heartbeat' || f.type === 'ready');
+    m.closeInput();
+    assert.deepEqual(await m.exit(), { code: 0, signal: null });
+    assert.equal(m.frames.filter((f) => f.type === 'result' || f.type === 'error').length, 0);
+  });
+}
+
+test('ids: small, 2^40 and above 2^53 (a bigint) are echoed exactly', async (t) => {
+  const { m } = await started(t);
+  for (const id of [0, 2 ** 40, 2n ** 63n + 5n]) {
+    m.task(id, 'echo', 'x');
+    const reply = await m.next((f) => f.type === 'result' && BigInt(f.id) === BigInt(id));
+    assert.equal(BigInt(reply.id), BigInt(id));
+  }
+});
+
+test('errors: retryable, FatalError, retryable:false, bare values, custom kinds, bad input, unknown type', async (t) => {
+  const { m } = await started(t, { script: EXTRA });
+  const { m: ex } = await started(t);
+  ex.task(1, 'fail', { times: 1 });
+  assert.deepEqual(pick(await ex.reply(1)), ['error', 'handler', 'failing attempt 1 of 1', true]);
+  ex.task(2, 'fail', { times: 1 }, { attempt: 2 });
+  assert.deepEqual(payloadOf(await ex.reply(2)), { attempt: 2 });
+  ex.task(3, 'fail', { fatal: true });
+  assert.deepEqual(pick(await ex.reply(3)), ['error', 'handler', 'fatal failure on attempt 1', false]);
+
+  m.task(1, 'plain-fatal', null);
+  assert.deepEqual(pick(await m.reply(1)), ['error', 'handler', 'no retry can fix this', false]);
+  m.task(2, 'not-an-error', null);
+  assert.deepEqual(pick(await m.reply(2)), ['error', 'handler', 'a bare string', true]);
+  m.task(3, 'bad', null);
+  assert.deepEqual(pick(await m.reply(3)), ['error', 'bad_input', 'need a name', false]);
+  m.task(4, 'custom', null);
+  assert.deepEqual(pick(await m.reply(4)), ['error', 'quota', 'multi line', false]);
+  m.task(5, 'nope', null);
+  assert.deepEqual(pick(await m.reply(5)), ['error', 'unknown_type', 'no handler for task type "nope"', false]);
+  m.send({ type: 'task', id: 6, task_type: 'echo', payload: new Uint8Array([0xc1]), attempt: 1, timeout_ms: 0 });
+  const bad = await m.reply(6);
+  assert.deepEqual([bad.kind, bad.retryable], ['bad_input', false]);
+  m.task(7, 'nothing', null);
+  assert.equal(payloadOf(await m.reply(7)), null, 'undefined becomes nil');
+  m.task(8, 'echo');
+  assert.equal(payloadOf(await m.reply(8)), null, 'an empty payload reads as null');
+});
+
+test('ctx: id, task type, attempt, deadline from timeout_ms, log frames', async (t) => {
+  const { m } = await started(t, { script: EXTRA });
+  const before = Date.now();
+  m.task(9, 'ctx', null, { attempt: 3, timeout_ms: 5000 });
+  const out = payloadOf(await m.reply(9));
+  assert.deepEqual([out.id, out.taskType, out.attempt], ['9', 'ctx', 3]);
+  assert.ok(out.deadline >= before + 5000 && out.deadline <= Date.now() + 5000, `deadline ${out.deadline}`);
+  assert.ok(out.remaining > 0 && out.remaining <= 5000);
+  const log = await m.next((f) => f.type === 'log');
+  assert.deepEqual([log.level, log.message], ['info', 'task 9: hello from the handler']);
+  m.task(10, 'ctx', null, { timeout_ms: 0 });
+  const unlimited = payloadOf(await m.reply(10));
+  assert.equal(unlimited.deadline, null, 'timeout_ms 0: no deadline');
+});
+
+test('result_too_large: a result that does not fit max_frame is an error, and the link lives on', async (t) => {
+  const { m } = await started(t, { script: EXTRA }, { max_frame: 1024 });
+  // A result of n bytes (bin 16: n + 3) makes a body of n + 31 bytes (the envelope: 28).
+  m.task(1, 'bytes', { n: 1024 - 31 });
+  assert.equal((await m.reply(1)).type, 'result', 'a result whose frame is exactly max_frame fits');
+  m.task(2, 'bytes', { n: 1024 - 30 });
+  assert.deepEqual([(await m.reply(2)).kind, (await m.reply(2)).retryable], ['result_too_large', false]);
+  m.task(3, 'echo', 'still alive');
+  assert.equal(payloadOf(await m.reply(3)), 'still alive');
+});
+
+test('cancel: the signal fires, the reply is `cancelled`, unknown ids are ignored', async (t) => {
+  const { m } = await started(t);
+  m.task(1, 'sleep', { ms: 60_000 });
+  m.send({ type: 'cancel', id: 777 });
+  await m.next((f) => f.type === 'heartbeat');
+  const at = Date.now();
+  m.send({ type: 'cancel', id: 1 });
+  const reply = await m.reply(1);
+  assert.deepEqual([reply.type, reply.kind, reply.retryable], ['error', 'cancelled', false]);
+  assert.ok(Date.now() - at < 10_000);
+  m.task(2, 'echo', 'alive');
+  assert.equal(payloadOf(await m.reply(2)), 'alive');
+});
+
+test('concurrency from hello: one at a time in arrival order; a waiting task is cancelled at once', async (t) => {
+  const { m } = await started(t, {}, { concurrency: 1 });
+  m.task(1, 'sleep', { ms: 400 });
+  m.task(2, 'echo', 'second');
+  m.task(3, 'echo', 'third');
+  m.send({ type: 'cancel', id: 3 });
+  const order = [];
+  for (const id of [1, 2, 3]) m.reply(id).then((r) => order.push([id, r.type, r.kind]));
+  await Promise.all([1, 2, 3].map((id) => m.reply(id)));
+  assert.deepEqual(order, [[3, 'error', 'cancelled'], [1, 'result', undefined], [2, 'result', undefined]]);
+  const cancelled = await m.reply(3);
+  assert.equal(cancelled.retryable, false);
+});
+
+test('without a concurrency key, tasks run at once', async (t) => {
+  const { m } = await started(t);
+  m.task(1, 'sleep', { ms: 60_000 });
+  m.task(2, 'echo', 'not blocked by the sleeper');
+  assert.equal(payloadOf(await m.reply(2)), 'not blocked by the sleeper');
+});
+
+test('heartbeats: on the hello period, with vitals', async (t) => {
+  const { m } = await started(t, {}, { heartbeat_ms: 50 });
+  m.task(1, 'sleep', { ms: 60_000 });
+  const hb = await m.next((f) => f.type === 'heartbeat' && f.in_flight === 1);
+  assert.ok(hb.rss_bytes > 1_000_000, `rss ${hb.rss_bytes}`);
+  assert.ok(hb.cpu_ms >= 0);
+  assert.equal(hb.tasks_done, 0);
+  await m.next((f, i) => m.frames.filter((g) => g.type === 'heartbeat').length >= 3);
+});
+
+test('a handler that blocks the event loop stops heartbeats; handleInThread keeps them flowing', async (t) => {
+  const { m } = await started(t, {}, { heartbeat_ms: 50 });
+  await m.next((f) => f.type === 'heartbeat');
+  const beats = (from, to) => m.frames.slice(from, to).filter((f) => f.type === 'heartbeat').length;
+
+  let start = m.frames.length;
+  m.task(1, 'block', { ms: 1000 });
+  await m.reply(1);
+  let end = m.frames.findIndex((f) => Number(f.id) === 1 && f.type === 'result');
+  // Twenty periods passed; at most one heartbeat slipped in before the task was read.
+  assert.ok(beats(start, end) <= 1, `${beats(start, end)} heartbeats while blocked`);
+
+  start = m.frames.length;
+  m.task(2, 'spin', { ms: 1000 });
+  assert.deepEqual(payloadOf(await m.reply(2)), { spun_ms: 1000 });
+  end = m.frames.findIndex((f) => Number(f.id) === 2 && f.type === 'result');
+  assert.ok(beats(start, end) >= 3, `${beats(start, end)} heartbeats while the thread spun`);
+});
+
+test('handleInThread: a cancel terminates the thread', async (t) => {
+  const { m } = await started(t);
+  m.task(1, 'spin', { ms: 60_000 });
+  await m.next((f) => f.type === 'heartbeat');
+  m.send({ type: 'cancel', id: 1 });
+  const reply = await m.reply(1);
+  assert.deepEqual([reply.kind, reply.retryable], ['cancelled', false]);
+});
+
+test('shutdown graceful: running tasks finish and are answered, then exit 0', async (t) => {
+  const { m } = await started(t);
+  m.task(1, 'sleep', { ms: 300 });
+  m.send({ type: 'shutdown', graceful: true });
+  assert.deepEqual(await m.exit(), { code: 0, signal: null });
+  assert.deepEqual(payloadOf(await m.reply(1)), { slept_ms: 300 });
+});
+
+test('shutdown not graceful: exit 0 now', async (t) => {
+  const { m } = await started(t);
+  m.task(1, 'sleep', { ms: 60_000 });
+  m.send({ type: 'shutdown', graceful: false });
+  assert.deepEqual(await m.exit(), { code: 0, signal: null });
+});
+
+test('a crash mid-task ends the process with its status', async (t) => {
+  const { m } = await started(t);
+  m.task(1, 'crash', { code: 5 });
+  assert.deepEqual(await m.exit(), { code: 5, signal: null });
+});
+
+test('a manager speaking another version: exit 2, nothing sent', async (t) => {
+  const m = await Manager.start();
+  t.after(() => m.cleanup());
+  m.send({ type: 'hello', version: 2, worker_id: 'worker-1', heartbeat_ms: 1000, max_frame: 1024 });
+  assert.deepEqual(await m.exit(), { code: 2, signal: null });
+  assert.equal(m.frames.length, 0);
+  assert.match(m.stderr, /protocol version 2/);
+});
+
+test('an oversized frame from the manager: exit 2 before reading its body', async (t) => {
+  const m = await Manager.start(undefined, { env: { CORTEX_MAX_FRAME: '100' } });
+  t.after(() => m.cleanup());
+  m.output.write(Buffer.from([0, 0, 1, 0]));
+  assert.deepEqual(await m.exit(), { code: 2, signal: null });
+  assert.match(m.stderr, /frame of 256 bytes exceeds the maximum of 100/);
+});
+
+test('an unknown transport: exit 2 with a message', async (t) => {
+  const m = await Manager.start(undefined, { env: { CORTEX_TRANSPORT: 'carrier-pigeon' } });
+  t.after(() => m.cleanup());
+  assert.deepEqual(await m.exit(), { code: 2, signal: null });
+  assert.match(m.stderr, /unsupported CORTEX_TRANSPORT "carrier-pigeon"/);
+});
+
+function pick(reply) {
+  return [reply.type, reply.kind, reply.message, reply.retryable];
+}
