@@ -5,6 +5,10 @@ use std::time::Duration;
 use pool_core::Task;
 use serde::Deserialize;
 
+/// The longest duration, in milliseconds, any user input may give (a task's
+/// `timeout_ms`, the duration flags): [`pool_core::task::MAX_TIMEOUT`].
+pub(crate) const MAX_DURATION_MS: u64 = pool_core::task::MAX_TIMEOUT.as_millis() as u64;
+
 /// A parsed task line.
 #[derive(Debug)]
 pub(crate) struct TaskLine {
@@ -42,6 +46,11 @@ pub(crate) fn parse(line: &str, line_no: u64) -> Result<TaskLine, String> {
         if ms == 0 {
             return Err("timeout_ms must be greater than zero".to_owned());
         }
+        if ms > MAX_DURATION_MS {
+            return Err(format!(
+                "timeout_ms {ms} is above the maximum {MAX_DURATION_MS} (365 days)"
+            ));
+        }
         task = task.with_timeout(Duration::from_millis(ms));
     }
     let id = raw.id.unwrap_or_else(|| line_no.to_string());
@@ -75,5 +84,7 @@ mod tests {
         assert!(parse(r#"{"type":"echo","priority":101}"#, 1).is_err());
         assert!(parse(r#"{"type":"echo","timeout_ms":0}"#, 1).is_err());
         assert!(parse(r#"{"type":"echo","typo":1}"#, 1).is_err());
+        let huge = parse(r#"{"type":"echo","timeout_ms":68719476735}"#, 1).unwrap_err();
+        assert!(huge.contains("timeout_ms 68719476735"), "{huge}");
     }
 }
