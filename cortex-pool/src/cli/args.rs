@@ -105,6 +105,11 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=super::input::MAX_DURATION_MS))]
     pub(crate) zombie_ms: Option<u64>,
 
+    /// Longest input line, in bytes; a longer line is reported invalid without
+    /// being read into memory whole.
+    #[arg(long, value_name = "N", default_value_t = super::reader::DEFAULT_MAX_LINE_BYTES)]
+    pub(crate) max_line_bytes: usize,
+
     /// The worker program and its arguments (the rest of the command line);
     /// default: this binary's built-in demo worker.
     #[arg(long, value_name = "CMD", num_args = 1.., allow_hyphen_values = true)]

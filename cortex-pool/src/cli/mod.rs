@@ -3,6 +3,7 @@
 pub(crate) mod args;
 pub(crate) mod input;
 pub(crate) mod output;
+mod reader;
 mod run;
 pub(crate) mod summary;
 

@@ -83,13 +83,14 @@ pub(crate) fn refused(id: &str, refused: &SubmitError) -> Line {
 
 /// The line of an input line that is not a valid task.
 pub(crate) fn invalid(line_no: u64, message: &str) -> Line {
-    let mut line = error_line(
-        &line_no.to_string(),
-        Status::Invalid,
-        "invalid_input",
-        message,
-        0.0,
-    );
+    invalid_with_id(None, line_no, message)
+}
+
+/// The line of an input line that is not a valid task, under the user's own id
+/// when it had one (its line number otherwise); `line` is always there.
+pub(crate) fn invalid_with_id(id: Option<&str>, line_no: u64, message: &str) -> Line {
+    let id = id.map_or_else(|| line_no.to_string(), str::to_owned);
+    let mut line = error_line(&id, Status::Invalid, "invalid_input", message, 0.0);
     if let Value::Object(m) = &mut line.json {
         m.insert("line".into(), json!(line_no));
     }

@@ -9,15 +9,19 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use pool_core::{Pool, PoolConfig, RetryPolicy, Transport, WorkerCommand};
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncRead, BufReader};
 use tokio::sync::{broadcast, mpsc};
 use transport_fifo::FifoTransport;
 use transport_ipc::StdioTransport;
 
 use super::args::RunArgs;
 use super::output::{self, Line};
+use super::reader::{LineReader, RawLine};
 use super::summary::Tally;
 use super::{input, EXIT_USAGE};
+
+/// How many finished lines, and accepted tasks, may wait between the stages.
+const CHANNEL_DEPTH: usize = 1024;
 
 /// A usage or configuration problem: exit status 2.
 struct UsageError(String);
@@ -185,12 +189,13 @@ async fn run_async(args: RunArgs) -> Result<bool, UsageError> {
         .await
         .map_err(|e| UsageError(e.to_string()))?;
 
-    let (lines_tx, lines_rx) = mpsc::unbounded_channel::<Line>();
-    let (accepted_tx, accepted_rx) = mpsc::unbounded_channel::<Accepted>();
+    let (lines_tx, lines_rx) = mpsc::channel::<Line>(CHANNEL_DEPTH);
+    let (accepted_tx, accepted_rx) = mpsc::channel::<Accepted>(CHANNEL_DEPTH);
     let submitted = Arc::new(AtomicU64::new(0));
     let feeder = tokio::spawn(feed(
         pool.clone(),
         tasks,
+        args.max_line_bytes,
         lines_tx.clone(),
         accepted_tx,
         submitted.clone(),
@@ -203,7 +208,10 @@ async fn run_async(args: RunArgs) -> Result<bool, UsageError> {
             interrupt.shutdown().await;
         }
     });
-    let mut tally = write_lines(lines_rx, submitted).await;
+    let writer_submitted = submitted.clone();
+    let mut tally = tokio::task::spawn_blocking(move || write_lines(lines_rx, writer_submitted))
+        .await
+        .map_err(|e| UsageError(format!("the output writer failed: {e}")))?;
     let _ = feeder.await;
     let elapsed = started.elapsed();
     let metrics = pool.metrics();
@@ -222,49 +230,69 @@ async fn run_async(args: RunArgs) -> Result<bool, UsageError> {
 }
 
 /// Reads task lines, submits them (waiting for queue room), and hands each
-/// outcome to the writer as soon as it is known.
+/// outcome to the writer as soon as it is known. Every channel is bounded, so a
+/// slow standard output stops the reading.
 async fn feed(
     pool: Pool,
     tasks: Box<dyn AsyncRead + Unpin + Send>,
-    lines: mpsc::UnboundedSender<Line>,
-    accepted: mpsc::UnboundedSender<Accepted>,
+    max_line_bytes: usize,
+    lines: mpsc::Sender<Line>,
+    accepted: mpsc::Sender<Accepted>,
     submitted: Arc<AtomicU64>,
 ) {
-    let mut reader = BufReader::new(tasks).lines();
+    let mut reader = LineReader::new(BufReader::new(tasks), max_line_bytes);
+    let mut ids = input::Ids::default();
     let mut line_no = 0u64;
     loop {
-        let text = match reader.next_line().await {
-            Ok(Some(text)) => text,
+        let raw = match reader.next_line().await {
+            Ok(Some(raw)) => raw,
             Ok(None) => break,
             Err(e) => {
                 line_no += 1;
-                let _ = lines.send(output::invalid(line_no, &format!("unreadable line: {e}")));
+                submitted.fetch_add(1, Relaxed);
+                let message = format!("line {line_no} is unreadable: {e}");
+                let _ = lines.send(output::invalid(line_no, &message)).await;
                 break;
             }
         };
         line_no += 1;
-        if text.trim().is_empty() {
+        let bytes = match raw {
+            RawLine::Bytes(bytes) => bytes,
+            RawLine::TooLong(len) => {
+                submitted.fetch_add(1, Relaxed);
+                let message = format!(
+                    "line {line_no} is {len} bytes, longer than --max-line-bytes ({max_line_bytes})"
+                );
+                let _ = lines.send(output::invalid(line_no, &message)).await;
+                continue;
+            }
+        };
+        if bytes.trim_ascii().is_empty() {
             continue;
         }
         submitted.fetch_add(1, Relaxed);
-        let parsed = match input::parse(&text, line_no) {
+        let parsed = match input::parse_line(&bytes, line_no, &mut ids) {
             Ok(parsed) => parsed,
-            Err(message) => {
-                let _ = lines.send(output::invalid(line_no, &message));
+            Err(invalid) => {
+                let line =
+                    output::invalid_with_id(invalid.id.as_deref(), line_no, &invalid.message);
+                let _ = lines.send(line).await;
                 continue;
             }
         };
         let since = Instant::now();
         match pool.submit(parsed.task).await {
             Ok(handle) => {
-                let _ = accepted.send(Accepted {
-                    id: parsed.id,
-                    since,
-                    handle,
-                });
+                let _ = accepted
+                    .send(Accepted {
+                        id: parsed.id,
+                        since,
+                        handle,
+                    })
+                    .await;
             }
             Err(refused) => {
-                let _ = lines.send(output::refused(&parsed.id, &refused));
+                let _ = lines.send(output::refused(&parsed.id, &refused)).await;
             }
         }
     }
@@ -279,17 +307,14 @@ struct Accepted {
 
 /// Turns outcomes into lines in the order the pool settles the tasks: the handles
 /// are polled together and a `FuturesUnordered` yields them in wake-up order.
-async fn collect(
-    mut accepted: mpsc::UnboundedReceiver<Accepted>,
-    lines: mpsc::UnboundedSender<Line>,
-) {
+async fn collect(mut accepted: mpsc::Receiver<Accepted>, lines: mpsc::Sender<Line>) {
     let mut waiting = FuturesUnordered::new();
     let mut open = true;
     while open || !waiting.is_empty() {
         tokio::select! {
             biased;
             Some(line) = waiting.next(), if !waiting.is_empty() => {
-                let _ = lines.send(line);
+                let _ = lines.send(line).await;
             }
             next = accepted.recv(), if open => match next {
                 Some(Accepted { id, since, handle }) => waiting.push(async move {
@@ -306,14 +331,15 @@ async fn collect(
     }
 }
 
-/// Writes lines to stdout as they come, with a progress line on a terminal.
-async fn write_lines(mut lines: mpsc::UnboundedReceiver<Line>, submitted: Arc<AtomicU64>) -> Tally {
+/// Writes lines to stdout as they come, with a progress line on a terminal. Runs on
+/// a blocking thread: a slow standard output blocks it, not the runtime.
+fn write_lines(mut lines: mpsc::Receiver<Line>, submitted: Arc<AtomicU64>) -> Tally {
     let mut tally = Tally::default();
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let progress = std::io::stderr().is_terminal();
     let mut last_progress = Instant::now();
-    while let Some(line) = lines.recv().await {
+    while let Some(line) = lines.blocking_recv() {
         tally.add(line.status, line.duration_ms);
         let _ = serde_json::to_writer(&mut out, &line.json);
         let _ = out.write_all(b"\n");
