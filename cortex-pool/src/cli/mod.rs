@@ -2,6 +2,7 @@
 
 pub(crate) mod args;
 pub(crate) mod input;
+mod interrupt;
 pub(crate) mod output;
 mod reader;
 mod run;

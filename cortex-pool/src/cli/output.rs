@@ -71,6 +71,13 @@ pub(crate) fn failed(id: &str, err: &TaskError, duration_ms: f64) -> Line {
     line
 }
 
+/// The line of a task cancelled by a second interrupt whose worker did not answer
+/// in time: it is not waited for (its worker is killed as `run` exits).
+pub(crate) fn abandoned(id: &str, duration_ms: f64) -> Line {
+    let message = "interrupted twice: cancelled and not waited for";
+    error_line(id, Status::Failed, "cancelled", message, duration_ms)
+}
+
 /// The line of a task the pool refused (it is shutting down).
 pub(crate) fn refused(id: &str, refused: &SubmitError) -> Line {
     let kind = match refused {

@@ -10,15 +10,22 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use pool_core::{Pool, PoolConfig, RetryPolicy, Transport, WorkerCommand};
 use tokio::io::{AsyncRead, BufReader};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 use transport_fifo::FifoTransport;
 use transport_ipc::StdioTransport;
 
 use super::args::RunArgs;
+use super::interrupt::{self, Phase};
 use super::output::{self, Line};
 use super::reader::{LineReader, RawLine};
 use super::summary::Tally;
 use super::{input, EXIT_USAGE};
+
+/// How long the runtime's shutdown waits for blocking threads (a read of stdin).
+const RUNTIME_SHUTDOWN: Duration = Duration::from_millis(500);
+
+/// How long a task cancelled by a second signal may take to settle.
+const CANCEL_WAIT: Duration = Duration::from_millis(300);
 
 /// How many finished lines, and accepted tasks, may wait between the stages.
 const CHANNEL_DEPTH: usize = 1024;
@@ -43,7 +50,10 @@ pub(crate) fn run(args: RunArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return usage_exit(&format!("cannot start the async runtime: {e}")),
     };
-    match runtime.block_on(run_async(args)) {
+    let outcome = runtime.block_on(run_async(args));
+    // A read of standard input may still block a thread; do not wait for it.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    match outcome {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(UsageError(message)) => usage_exit(&message),
@@ -192,7 +202,10 @@ async fn run_async(args: RunArgs) -> Result<bool, UsageError> {
     let (lines_tx, lines_rx) = mpsc::channel::<Line>(CHANNEL_DEPTH);
     let (accepted_tx, accepted_rx) = mpsc::channel::<Accepted>(CHANNEL_DEPTH);
     let submitted = Arc::new(AtomicU64::new(0));
+    let phase = interrupt::watch_signals(pool.clone())
+        .map_err(|e| UsageError(format!("cannot install the signal handlers: {e}")))?;
     let feeder = tokio::spawn(feed(
+        phase.clone(),
         pool.clone(),
         tasks,
         args.max_line_bytes,
@@ -200,14 +213,7 @@ async fn run_async(args: RunArgs) -> Result<bool, UsageError> {
         accepted_tx,
         submitted.clone(),
     ));
-    tokio::spawn(collect(accepted_rx, lines_tx));
-    let interrupt = pool.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("cortex-pool: interrupted; finishing running tasks");
-            interrupt.shutdown().await;
-        }
-    });
+    tokio::spawn(collect(accepted_rx, lines_tx, phase.clone()));
     let writer_submitted = submitted.clone();
     let mut tally = tokio::task::spawn_blocking(move || write_lines(lines_rx, writer_submitted))
         .await
@@ -220,10 +226,19 @@ async fn run_async(args: RunArgs) -> Result<bool, UsageError> {
         std::fs::write(path, json)
             .map_err(|e| UsageError(format!("cannot write {}: {e}", path.display())))?;
     }
-    pool.shutdown().await;
-    drop(pool);
-    if let Some(writer) = event_writer {
-        let _ = writer.await;
+    // After a second signal nothing is waited for: the runtime's shutdown drops
+    // the pool, which kills every worker's process group.
+    let mut stopping = phase.clone();
+    tokio::select! {
+        biased;
+        () = interrupt::reached(&mut stopping, Phase::Stopping) => {}
+        () = async {
+            pool.shutdown().await;
+            drop(pool);
+            if let Some(writer) = event_writer {
+                let _ = writer.await;
+            }
+        } => {}
     }
     eprintln!("{}", tally.render(elapsed, Some(&metrics)));
     Ok(tally.all_ok())
@@ -233,6 +248,7 @@ async fn run_async(args: RunArgs) -> Result<bool, UsageError> {
 /// outcome to the writer as soon as it is known. Every channel is bounded, so a
 /// slow standard output stops the reading.
 async fn feed(
+    mut phase: watch::Receiver<Phase>,
     pool: Pool,
     tasks: Box<dyn AsyncRead + Unpin + Send>,
     max_line_bytes: usize,
@@ -244,7 +260,12 @@ async fn feed(
     let mut ids = input::Ids::default();
     let mut line_no = 0u64;
     loop {
-        let raw = match reader.next_line().await {
+        let next = tokio::select! {
+            biased;
+            () = interrupt::reached(&mut phase, Phase::Draining) => break,
+            next = reader.next_line() => next,
+        };
+        let raw = match next {
             Ok(Some(raw)) => raw,
             Ok(None) => break,
             Err(e) => {
@@ -307,7 +328,15 @@ struct Accepted {
 
 /// Turns outcomes into lines in the order the pool settles the tasks: the handles
 /// are polled together and a `FuturesUnordered` yields them in wake-up order.
-async fn collect(mut accepted: mpsc::Receiver<Accepted>, lines: mpsc::Sender<Line>) {
+///
+/// After a second signal each waiting task is cancelled and given [`CANCEL_WAIT`]
+/// to settle; one that has not (its worker does not answer) gets a `cancelled`
+/// line without waiting further.
+async fn collect(
+    mut accepted: mpsc::Receiver<Accepted>,
+    lines: mpsc::Sender<Line>,
+    phase: watch::Receiver<Phase>,
+) {
     let mut waiting = FuturesUnordered::new();
     let mut open = true;
     while open || !waiting.is_empty() {
@@ -317,17 +346,34 @@ async fn collect(mut accepted: mpsc::Receiver<Accepted>, lines: mpsc::Sender<Lin
                 let _ = lines.send(line).await;
             }
             next = accepted.recv(), if open => match next {
-                Some(Accepted { id, since, handle }) => waiting.push(async move {
-                    let outcome = handle.await;
-                    let ms = since.elapsed().as_secs_f64() * 1000.0;
-                    match outcome {
-                        Ok(out) => output::ok(&id, &out, ms),
-                        Err(err) => output::failed(&id, &err, ms),
-                    }
-                }),
+                Some(accepted) => waiting.push(settle(accepted, phase.clone())),
                 None => open = false,
             },
         }
+    }
+}
+
+/// The line of one accepted task, once it settles or, after a second signal, is
+/// given up on.
+async fn settle(accepted: Accepted, mut phase: watch::Receiver<Phase>) -> Line {
+    let Accepted {
+        id,
+        since,
+        mut handle,
+    } = accepted;
+    let outcome = tokio::select! {
+        biased;
+        outcome = &mut handle => Some(outcome),
+        () = interrupt::reached(&mut phase, Phase::Stopping) => {
+            handle.cancel();
+            tokio::time::timeout(CANCEL_WAIT, &mut handle).await.ok()
+        }
+    };
+    let ms = since.elapsed().as_secs_f64() * 1000.0;
+    match outcome {
+        Some(Ok(out)) => output::ok(&id, &out, ms),
+        Some(Err(err)) => output::failed(&id, &err, ms),
+        None => output::abandoned(&id, ms),
     }
 }
 
@@ -383,6 +429,9 @@ async fn write_events(mut events: broadcast::Receiver<pool_core::PoolEvent>, fil
         map.insert("ts_ms".into(), ts.into());
         let _ = serde_json::to_writer(&mut out, &map);
         let _ = out.write_all(b"\n");
+        if events.is_empty() {
+            let _ = out.flush();
+        }
         if matches!(event, pool_core::PoolEvent::PoolShutdown) {
             break;
         }
