@@ -105,6 +105,12 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=super::input::MAX_DURATION_MS))]
     pub(crate) zombie_ms: Option<u64>,
 
+    /// The progress line on stderr (`N / TOTAL tasks done`; TOTAL is the task
+    /// count when TASKS is a file): auto draws it when stderr is a terminal. When
+    /// stdout is the same terminal it is cleared before each result line.
+    #[arg(long, value_name = "WHEN", value_enum, default_value = "auto")]
+    pub(crate) progress: super::progress::ProgressMode,
+
     /// Longest input line, in bytes; a longer line is reported invalid without
     /// being read into memory whole.
     #[arg(long, value_name = "N", default_value_t = super::reader::DEFAULT_MAX_LINE_BYTES)]

@@ -4,6 +4,7 @@ pub(crate) mod args;
 pub(crate) mod input;
 mod interrupt;
 pub(crate) mod output;
+mod progress;
 mod reader;
 mod run;
 pub(crate) mod summary;

@@ -17,6 +17,7 @@ use transport_ipc::StdioTransport;
 use super::args::RunArgs;
 use super::interrupt::{self, Phase};
 use super::output::{self, Line};
+use super::progress::{self, Progress};
 use super::reader::{LineReader, RawLine};
 use super::summary::Tally;
 use super::{input, EXIT_USAGE};
@@ -193,6 +194,7 @@ async fn run_async(args: RunArgs) -> Result<bool, UsageError> {
         let events = builder.subscribe();
         tokio::spawn(write_events(events, file))
     });
+    let progress = progress_line(&args).await;
     let started = Instant::now();
     let pool = builder
         .start()
@@ -215,9 +217,10 @@ async fn run_async(args: RunArgs) -> Result<bool, UsageError> {
     ));
     tokio::spawn(collect(accepted_rx, lines_tx, phase.clone()));
     let writer_submitted = submitted.clone();
-    let mut tally = tokio::task::spawn_blocking(move || write_lines(lines_rx, writer_submitted))
-        .await
-        .map_err(|e| UsageError(format!("the output writer failed: {e}")))?;
+    let mut tally =
+        tokio::task::spawn_blocking(move || write_lines(lines_rx, writer_submitted, progress))
+            .await
+            .map_err(|e| UsageError(format!("the output writer failed: {e}")))?;
     let _ = feeder.await;
     let elapsed = started.elapsed();
     let metrics = pool.metrics();
@@ -242,6 +245,24 @@ async fn run_async(args: RunArgs) -> Result<bool, UsageError> {
     }
     eprintln!("{}", tally.render(elapsed, Some(&metrics)));
     Ok(tally.all_ok())
+}
+
+/// The progress line `--progress` asks for; a task file's tasks are counted first
+/// when it is drawn.
+async fn progress_line(args: &RunArgs) -> Progress {
+    let path = args.tasks.clone().filter(|p| p.as_os_str() != "-");
+    let mode = args.progress;
+    let probe = Progress::new(mode, None);
+    match path {
+        Some(path) if probe.enabled() => {
+            let total = tokio::task::spawn_blocking(move || progress::count_tasks(&path))
+                .await
+                .ok()
+                .flatten();
+            Progress::new(mode, total)
+        }
+        _ => probe,
+    }
 }
 
 /// Reads task lines, submits them (waiting for queue room), and hands each
@@ -377,34 +398,28 @@ async fn settle(accepted: Accepted, mut phase: watch::Receiver<Phase>) -> Line {
     }
 }
 
-/// Writes lines to stdout as they come, with a progress line on a terminal. Runs on
+/// Writes lines to stdout as they come, with the progress line on stderr. Runs on
 /// a blocking thread: a slow standard output blocks it, not the runtime.
-fn write_lines(mut lines: mpsc::Receiver<Line>, submitted: Arc<AtomicU64>) -> Tally {
+fn write_lines(
+    mut lines: mpsc::Receiver<Line>,
+    submitted: Arc<AtomicU64>,
+    mut progress: Progress,
+) -> Tally {
     let mut tally = Tally::default();
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let progress = std::io::stderr().is_terminal();
-    let mut last_progress = Instant::now();
     while let Some(line) = lines.blocking_recv() {
         tally.add(line.status, line.duration_ms);
+        progress.before_line();
         let _ = serde_json::to_writer(&mut out, &line.json);
         let _ = out.write_all(b"\n");
         if lines.is_empty() {
             let _ = out.flush();
-        }
-        if progress && last_progress.elapsed() > Duration::from_millis(200) {
-            last_progress = Instant::now();
-            eprint!(
-                "\r{} / {} tasks done",
-                tally.total(),
-                submitted.load(Relaxed)
-            );
+            progress.after_flush(tally.total(), submitted.load(Relaxed));
         }
     }
     let _ = out.flush();
-    if progress {
-        eprint!("\r\x1b[2K");
-    }
+    progress.finish();
     tally
 }
 
