@@ -11,6 +11,7 @@
 //! | `hang` | anything | never replies unless cancelled; heartbeats keep flowing |
 //! | `alloc` | `{"mb": N}` | allocates and touches N MiB, kept for the worker's lifetime, returns `"ok"` |
 //! | `noise` | anything | prints a few lines with `println!`, returns `"ok"` |
+//! | `stderr` | `{"hex": "6869ff0a", "repeat": N}` | writes the bytes (hex-encoded; any bytes, newlines only where given) to stderr N times (default 1), returns `"ok"` |
 //! | `stop` | `{"times": N}` | while the attempt is ≤ N, stops its own process with SIGSTOP (a hung worker whose heartbeats stop too), then returns `"ok"` |
 
 use std::process::ExitCode;
@@ -37,6 +38,7 @@ pub(crate) fn run() -> ExitCode {
         .handle("hang", hang)
         .handle("alloc", alloc)
         .handle("noise", noise)
+        .handle("stderr", stderr)
         .handle("stop", stop)
         .run()
 }
@@ -134,6 +136,31 @@ async fn noise(ctx: TaskContext, _input: Value) -> Result<Value, HandlerError> {
         println!("noise from task {}: line {line} of 3", ctx.id());
     }
     Ok(json!("ok"))
+}
+
+async fn stderr(_ctx: TaskContext, input: Value) -> Result<Value, HandlerError> {
+    let hex = input
+        .get("hex")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad_input("`hex` must be a string of hex digits"))?;
+    let bytes = (0..hex.len())
+        .step_by(2)
+        .map(|i| {
+            hex.get(i..i + 2)
+                .and_then(|b| u8::from_str_radix(b, 16).ok())
+        })
+        .collect::<Option<Vec<u8>>>()
+        .ok_or_else(|| bad_input("`hex` must be a string of hex digits"))?;
+    let repeat = number(&input, "repeat", Some(1))?;
+    tokio::task::spawn_blocking(move || {
+        let mut err = std::io::stderr().lock();
+        for _ in 0..repeat {
+            std::io::Write::write_all(&mut err, &bytes)
+                .map_err(|e| HandlerError::fatal(format!("cannot write stderr: {e}")))?;
+        }
+        Ok(json!("ok"))
+    })
+    .await?
 }
 
 /// A non-negative integer field, or `default` when absent.

@@ -6,7 +6,7 @@ use std::fmt;
 use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::AsyncReadExt;
 use tokio::process::{Child, ChildStderr};
 
 /// How many stderr lines are kept for error messages.
@@ -19,15 +19,7 @@ const STDERR_LINE_MAX: usize = 512;
 pub struct StderrTail(Arc<Mutex<VecDeque<String>>>);
 
 impl StderrTail {
-    fn push(&self, mut line: String) {
-        if line.len() > STDERR_LINE_MAX {
-            let mut cut = STDERR_LINE_MAX;
-            while !line.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            line.truncate(cut);
-            line.push('…');
-        }
+    fn push(&self, line: String) {
         let mut ring = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if ring.len() == STDERR_TAIL_LINES {
             ring.pop_front();
@@ -88,7 +80,8 @@ impl fmt::Debug for WorkerProcess {
 impl WorkerProcess {
     /// Takes ownership of a spawned child (which must lead its own process group,
     /// as [`WorkerSpec::command`](crate::transport::WorkerSpec::command) arranges) and
-    /// starts collecting its stderr, forwarded to `tracing` at debug level.
+    /// starts collecting its stderr: read as bytes, decoded lossily, kept as a tail of
+    /// bounded lines and forwarded to `tracing` at `info` (rate-limited).
     pub fn new(mut child: Child, worker_id: &str) -> Self {
         let pid = child.id().unwrap_or(0);
         let stderr = StderrTail::default();
@@ -193,11 +186,121 @@ impl Drop for WorkerProcess {
     }
 }
 
-async fn collect_stderr(pipe: ChildStderr, tail: StderrTail, worker_id: String) {
-    let mut lines = BufReader::new(pipe).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        tracing::debug!(worker.id = %worker_id, "{line}");
+async fn collect_stderr(mut pipe: ChildStderr, tail: StderrTail, worker_id: String) {
+    let mut lines = StderrLines::default();
+    let mut forward = Forwarder::default();
+    let mut buf = vec![0u8; 8192];
+    loop {
+        let n = match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        for line in lines.feed(&buf[..n]) {
+            forward.line(&worker_id, &line);
+            tail.push(line);
+        }
+    }
+    if let Some(line) = lines.finish() {
+        forward.line(&worker_id, &line);
         tail.push(line);
+    }
+    forward.flush(&worker_id);
+}
+
+/// Splits a worker's stderr bytes into lines, decoded lossily (a byte that is not
+/// UTF-8 becomes U+FFFD and spoils nothing else). At most [`STDERR_LINE_MAX`] bytes
+/// of a line are kept, so stderr without newlines costs bounded memory.
+#[derive(Debug, Default)]
+struct StderrLines {
+    partial: Vec<u8>,
+    /// Bytes of the current line dropped past the cap.
+    dropped: usize,
+}
+
+impl StderrLines {
+    fn feed(&mut self, mut bytes: &[u8]) -> Vec<String> {
+        let mut out = Vec::new();
+        while !bytes.is_empty() {
+            let (part, rest, end) = match bytes.iter().position(|&b| b == b'\n') {
+                Some(i) => (&bytes[..i], &bytes[i + 1..], true),
+                None => (bytes, &[][..], false),
+            };
+            let room = STDERR_LINE_MAX.saturating_sub(self.partial.len());
+            let keep = part.len().min(room);
+            self.partial.extend_from_slice(&part[..keep]);
+            self.dropped += part.len() - keep;
+            if end {
+                out.push(self.take());
+            }
+            bytes = rest;
+        }
+        out
+    }
+
+    fn finish(&mut self) -> Option<String> {
+        (!self.partial.is_empty() || self.dropped > 0).then(|| self.take())
+    }
+
+    fn take(&mut self) -> String {
+        if self.partial.last() == Some(&b'\r') {
+            self.partial.pop();
+        }
+        let mut line = String::from_utf8_lossy(&self.partial).into_owned();
+        if self.dropped > 0 {
+            line.push_str(&format!("… ({} more bytes)", self.dropped));
+        }
+        self.partial.clear();
+        self.dropped = 0;
+        line
+    }
+}
+
+/// Forwards stderr lines to `tracing` at `info`, at most [`FORWARD_PER_SECOND`] a
+/// second per worker; the rest are counted and reported once the second is over.
+#[derive(Debug)]
+struct Forwarder {
+    window: std::time::Instant,
+    sent: u32,
+    suppressed: u64,
+}
+
+/// Stderr lines per second and worker forwarded to the log.
+const FORWARD_PER_SECOND: u32 = 50;
+
+impl Default for Forwarder {
+    fn default() -> Self {
+        Self {
+            window: std::time::Instant::now(),
+            sent: 0,
+            suppressed: 0,
+        }
+    }
+}
+
+impl Forwarder {
+    fn line(&mut self, worker_id: &str, line: &str) {
+        if self.window.elapsed() >= std::time::Duration::from_secs(1) {
+            self.flush(worker_id);
+            self.window = std::time::Instant::now();
+            self.sent = 0;
+        }
+        if self.sent < FORWARD_PER_SECOND {
+            self.sent += 1;
+            tracing::info!(worker.id = %worker_id, "{line}");
+        } else {
+            self.suppressed += 1;
+        }
+    }
+
+    fn flush(&mut self, worker_id: &str) {
+        if self.suppressed > 0 {
+            tracing::info!(
+                worker.id = %worker_id,
+                suppressed = self.suppressed,
+                "worker stderr lines not logged (more than {FORWARD_PER_SECOND} a second)"
+            );
+            self.suppressed = 0;
+        }
     }
 }
 
@@ -208,5 +311,50 @@ pub fn describe_exit(status: &ExitStatus) -> String {
         (Some(code), _) => format!("exit code {code}"),
         (None, Some(sig)) => format!("signal {sig}"),
         (None, None) => "unknown exit status".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stderr_without_newlines_is_held_up_to_the_cap_only() {
+        let mut lines = StderrLines::default();
+        for _ in 0..1000 {
+            assert!(lines.feed(&[b'x'; 8192]).is_empty());
+            assert!(lines.partial.len() <= STDERR_LINE_MAX);
+        }
+        let out = lines.feed(b"\nnext\n");
+        assert_eq!(out.len(), 2);
+        assert!(out[0].starts_with(&"x".repeat(STDERR_LINE_MAX)));
+        assert!(out[0].ends_with(&format!("… ({} more bytes)", 8192 * 1000 - STDERR_LINE_MAX)));
+        assert_eq!(out[1], "next");
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_replaced_and_reading_goes_on() {
+        let mut lines = StderrLines::default();
+        let out = lines.feed(b"bad \xff byte\r\nafter\nunfinished");
+        assert_eq!(out, ["bad \u{fffd} byte", "after"]);
+        assert_eq!(lines.finish().as_deref(), Some("unfinished"));
+        assert_eq!(lines.finish(), None);
+    }
+
+    #[tokio::test]
+    async fn a_real_process_flooding_stderr_keeps_a_tail_with_its_last_line() {
+        let mut cmd = tokio::process::Command::new("sh");
+        cmd.args([
+            "-c",
+            "head -c 4000000 /dev/zero | tr '\\0' y >&2; printf '\\n\\377 then the last line\\n' >&2",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+        let mut worker = WorkerProcess::new(cmd.spawn().unwrap(), "worker-test");
+        assert!(worker.wait().await.unwrap().success());
+        let text = worker.stderr_tail().text();
+        assert!(text.ends_with("\u{fffd} then the last line"), "{text:.200}");
+        assert!(text.len() < 2 * STDERR_LINE_MAX, "{}", text.len());
     }
 }

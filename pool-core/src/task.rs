@@ -12,6 +12,10 @@ pub const PRIORITY_HIGHEST: u8 = 0;
 pub const PRIORITY_LOWEST: u8 = 100;
 /// The priority of a task that does not set one.
 pub const PRIORITY_DEFAULT: u8 = 10;
+/// The longest per-attempt timeout a task may ask for (365 days). Longer ones are
+/// cut to it by [`Task::with_timeout`]; front ends (the CLI, the daemon) refuse them
+/// with this bound in the message.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
 /// A unit of work: a type that names the worker's handler and an opaque payload.
 ///
@@ -63,9 +67,9 @@ impl Task {
         self
     }
 
-    /// Sets the per-attempt timeout.
+    /// Sets the per-attempt timeout, saturated at [`MAX_TIMEOUT`].
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
+        self.timeout = Some(timeout.min(MAX_TIMEOUT));
         self
     }
 
@@ -73,5 +77,20 @@ impl Task {
     pub fn with_max_retries(mut self, retries: u32) -> Self {
         self.max_retries = Some(retries);
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timeout_beyond_the_maximum_is_saturated() {
+        let huge = Task::new("t", Vec::new()).with_timeout(Duration::from_millis(68_719_476_735));
+        assert_eq!(huge.timeout, Some(MAX_TIMEOUT));
+        let max = Task::new("t", Vec::new()).with_timeout(Duration::MAX);
+        assert_eq!(max.timeout, Some(MAX_TIMEOUT));
+        let short = Task::new("t", Vec::new()).with_timeout(Duration::from_millis(5));
+        assert_eq!(short.timeout, Some(Duration::from_millis(5)));
     }
 }

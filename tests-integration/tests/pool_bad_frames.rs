@@ -1,5 +1,5 @@
-//! A worker that writes garbage or an oversized frame gets a typed protocol failure
-//! and is replaced; the pool keeps serving.
+//! A worker that writes garbage, an oversized frame, an array body or a field of the
+//! wrong type gets a typed protocol failure and is replaced; the pool keeps serving.
 
 use std::time::Duration;
 
@@ -27,7 +27,7 @@ async fn garbage_and_oversized_frames_fail_the_attempt_replace_the_worker_and_th
     let watchdog = Duration::from_secs(60);
     tokio::time::timeout(watchdog, async {
         let pool = pool().await;
-        for kind in ["garbage", "oversized"] {
+        for kind in ["garbage", "oversized", "array_result", "wrong_types"] {
             let err = pool
                 .submit(Task::new(kind, b"x".to_vec()))
                 .await
@@ -46,7 +46,7 @@ async fn garbage_and_oversized_frames_fail_the_attempt_replace_the_worker_and_th
             .unwrap();
         assert_eq!(&out.payload[..], b"still here");
         let m = pool.metrics();
-        assert_eq!(m.performance.workers_restarted, 4, "{:?}", m.performance);
+        assert_eq!(m.performance.workers_restarted, 8, "{:?}", m.performance);
         assert_eq!(
             m.performance.workers_crashed, 0,
             "protocol kills are not crashes"

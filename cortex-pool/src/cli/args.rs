@@ -4,6 +4,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+/// The largest RSS limit the flags take, in MiB (1 PiB): beyond it the byte count
+/// would overflow.
+pub(crate) const MAX_RSS_MB: u64 = 1 << 30;
+
 /// Keep a pool of long-lived worker processes and feed them tasks.
 #[derive(Debug, Parser)]
 #[command(name = "cortex-pool", version, about)]
@@ -61,11 +65,11 @@ pub(crate) struct RunArgs {
     pub(crate) max_retries: u32,
 
     /// Base of the exponential retry backoff, in milliseconds.
-    #[arg(long, value_name = "N", default_value_t = 1000)]
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=super::input::MAX_DURATION_MS))]
     pub(crate) backoff_ms: u64,
 
     /// Per-attempt timeout, in milliseconds (a task's `timeout_ms` overrides it).
-    #[arg(long, value_name = "N", default_value_t = 300_000)]
+    #[arg(long, value_name = "N", default_value_t = 300_000, value_parser = clap::value_parser!(u64).range(1..=super::input::MAX_DURATION_MS))]
     pub(crate) timeout_ms: u64,
 
     /// Transport between the pool and its workers: stdio | fifo.
@@ -82,7 +86,7 @@ pub(crate) struct RunArgs {
     pub(crate) max_tasks_per_worker: Option<u64>,
 
     /// Recycle a worker whose RSS exceeds N MiB, after its current task [default: no limit].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=MAX_RSS_MB))]
     pub(crate) max_rss_mb: Option<u64>,
 
     /// Write the final metrics snapshot as JSON to FILE.
@@ -94,16 +98,27 @@ pub(crate) struct RunArgs {
     pub(crate) events: Option<PathBuf>,
 
     /// Interval of worker heartbeats, in milliseconds [default: 5000].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=super::input::MAX_DURATION_MS))]
     pub(crate) heartbeat_ms: Option<u64>,
 
     /// Silence after which a worker gets no new tasks, in milliseconds [default: 15000].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=super::input::MAX_DURATION_MS))]
     pub(crate) suspect_ms: Option<u64>,
 
     /// Silence after which a worker is killed and replaced, in milliseconds [default: 30000].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=super::input::MAX_DURATION_MS))]
     pub(crate) zombie_ms: Option<u64>,
+
+    /// The progress line on stderr (`N / TOTAL tasks done`; TOTAL is the task
+    /// count when TASKS is a file): auto draws it when stderr is a terminal. When
+    /// stdout is the same terminal it is cleared before each result line.
+    #[arg(long, value_name = "WHEN", value_enum, default_value = "auto")]
+    pub(crate) progress: super::progress::ProgressMode,
+
+    /// Longest input line, in bytes; a longer line is reported invalid without
+    /// being read into memory whole.
+    #[arg(long, value_name = "N", default_value_t = super::reader::DEFAULT_MAX_LINE_BYTES)]
+    pub(crate) max_line_bytes: usize,
 
     /// The worker program and its arguments (the rest of the command line);
     /// default: this binary's built-in demo worker.
@@ -189,7 +204,7 @@ pub(crate) struct SubmitArgs {
     #[arg(long, value_name = "N")]
     pub(crate) priority: Option<u8>,
     /// Per-attempt timeout in milliseconds; for lines that set none.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=super::input::MAX_DURATION_MS))]
     pub(crate) timeout_ms: Option<u64>,
     /// Wait and print one JSON line per task (the `run` output format).
     #[arg(long)]

@@ -1,9 +1,14 @@
 //! One input line of `cortex-pool run`: `{"id", "type", "payload", "priority", "timeout_ms"}`.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use pool_core::Task;
 use serde::Deserialize;
+
+/// The longest duration, in milliseconds, any user input may give (a task's
+/// `timeout_ms`, the duration flags): [`pool_core::task::MAX_TIMEOUT`].
+pub(crate) const MAX_DURATION_MS: u64 = pool_core::task::MAX_TIMEOUT.as_millis() as u64;
 
 /// A parsed task line.
 #[derive(Debug)]
@@ -24,6 +29,69 @@ struct Raw {
     timeout_ms: Option<u64>,
 }
 
+/// Why an input line is not a task: the user's id when the line had one, and a
+/// message that names what was wrong.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Invalid {
+    /// The line's own `id`, when it is a JSON object with a string `id`.
+    pub(crate) id: Option<String>,
+    /// What was wrong.
+    pub(crate) message: String,
+}
+
+/// The ids already used in one input, with the line that used each first.
+#[derive(Debug, Default)]
+pub(crate) struct Ids(HashMap<String, u64>);
+
+/// Parses the bytes of line `line_no` (1-based) of an input in which `ids` were
+/// already used: bytes that are not UTF-8, JSON errors (with the real line and
+/// column) and a repeated id make the line invalid.
+pub(crate) fn parse_line(bytes: &[u8], line_no: u64, ids: &mut Ids) -> Result<TaskLine, Invalid> {
+    let text = std::str::from_utf8(bytes).map_err(|e| Invalid {
+        id: None,
+        message: format!(
+            "line {line_no} is not valid UTF-8 (column {})",
+            e.valid_up_to() + 1
+        ),
+    })?;
+    let parsed = parse(text, line_no).map_err(|message| Invalid {
+        id: own_id(text),
+        message: at_line(message, line_no),
+    })?;
+    if let Some(first) = ids.0.get(&parsed.id) {
+        return Err(Invalid {
+            id: Some(parsed.id.clone()),
+            message: format!("duplicate id {:?}: already used on line {first}", parsed.id),
+        });
+    }
+    ids.0.insert(parsed.id.clone(), line_no);
+    Ok(parsed)
+}
+
+/// The `id` of a line that is a JSON object with a string `id`, valid or not.
+fn own_id(text: &str) -> Option<String> {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(mut map)) => match map.remove("id") {
+            Some(serde_json::Value::String(id)) => Some(id),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// serde_json counts lines within the text it was given (always line 1 here):
+/// name the input's real line instead.
+fn at_line(message: String, line_no: u64) -> String {
+    match message.rfind(" at line 1 column ") {
+        Some(at) => format!(
+            "{} at line {line_no} column {}",
+            &message[..at],
+            &message[at + " at line 1 column ".len()..]
+        ),
+        None => message,
+    }
+}
+
 /// Parses line `line_no` (1-based). A task without an id gets its line number.
 pub(crate) fn parse(line: &str, line_no: u64) -> Result<TaskLine, String> {
     let raw: Raw = serde_json::from_str(line).map_err(|e| e.to_string())?;
@@ -41,6 +109,11 @@ pub(crate) fn parse(line: &str, line_no: u64) -> Result<TaskLine, String> {
     if let Some(ms) = raw.timeout_ms {
         if ms == 0 {
             return Err("timeout_ms must be greater than zero".to_owned());
+        }
+        if ms > MAX_DURATION_MS {
+            return Err(format!(
+                "timeout_ms {ms} is above the maximum {MAX_DURATION_MS} (365 days)"
+            ));
         }
         task = task.with_timeout(Duration::from_millis(ms));
     }
@@ -69,11 +142,54 @@ mod tests {
     }
 
     #[test]
+    fn parse_errors_name_the_real_line_and_column_and_keep_the_users_id() {
+        let mut ids = Ids::default();
+        let bad = parse_line(b"{\"type\": 1}", 42, &mut ids).unwrap_err();
+        assert!(
+            bad.message.ends_with("at line 42 column 10"),
+            "{}",
+            bad.message
+        );
+        assert_eq!(bad.id, None);
+        let with_id = parse_line(
+            br#"{"id":"mine","type":"echo","priority":500}"#,
+            3,
+            &mut ids,
+        );
+        assert_eq!(with_id.unwrap_err().id.as_deref(), Some("mine"));
+        let utf8 = parse_line(b"{\"type\":\"\xff\"}", 5, &mut ids).unwrap_err();
+        assert!(
+            utf8.message.contains("line 5 is not valid UTF-8"),
+            "{}",
+            utf8.message
+        );
+    }
+
+    #[test]
+    fn a_repeated_id_is_invalid_and_names_its_first_line() {
+        let mut ids = Ids::default();
+        parse_line(br#"{"id":"a","type":"echo"}"#, 1, &mut ids).unwrap();
+        parse_line(br#"{"type":"echo"}"#, 2, &mut ids).unwrap();
+        let again = parse_line(br#"{"id":"a","type":"echo"}"#, 3, &mut ids).unwrap_err();
+        assert_eq!(again.id.as_deref(), Some("a"));
+        assert!(
+            again.message.contains("duplicate id \"a\""),
+            "{}",
+            again.message
+        );
+        assert!(again.message.contains("line 1"), "{}", again.message);
+        let clash = parse_line(br#"{"id":"2","type":"echo"}"#, 4, &mut ids).unwrap_err();
+        assert!(clash.message.contains("duplicate id"), "{}", clash.message);
+    }
+
+    #[test]
     fn bad_lines_are_refused_with_a_reason() {
         assert!(parse("not json", 1).is_err());
         assert!(parse(r#"{"payload":1}"#, 1).is_err());
         assert!(parse(r#"{"type":"echo","priority":101}"#, 1).is_err());
         assert!(parse(r#"{"type":"echo","timeout_ms":0}"#, 1).is_err());
         assert!(parse(r#"{"type":"echo","typo":1}"#, 1).is_err());
+        let huge = parse(r#"{"type":"echo","timeout_ms":68719476735}"#, 1).unwrap_err();
+        assert!(huge.contains("timeout_ms 68719476735"), "{huge}");
     }
 }

@@ -2,7 +2,10 @@
 
 pub(crate) mod args;
 pub(crate) mod input;
+mod interrupt;
 pub(crate) mod output;
+mod progress;
+mod reader;
 mod run;
 pub(crate) mod summary;
 

@@ -71,6 +71,13 @@ pub(crate) fn failed(id: &str, err: &TaskError, duration_ms: f64) -> Line {
     line
 }
 
+/// The line of a task cancelled by a second interrupt whose worker did not answer
+/// in time: it is not waited for (its worker is killed as `run` exits).
+pub(crate) fn abandoned(id: &str, duration_ms: f64) -> Line {
+    let message = "interrupted twice: cancelled and not waited for";
+    error_line(id, Status::Failed, "cancelled", message, duration_ms)
+}
+
 /// The line of a task the pool refused (it is shutting down).
 pub(crate) fn refused(id: &str, refused: &SubmitError) -> Line {
     let kind = match refused {
@@ -83,13 +90,14 @@ pub(crate) fn refused(id: &str, refused: &SubmitError) -> Line {
 
 /// The line of an input line that is not a valid task.
 pub(crate) fn invalid(line_no: u64, message: &str) -> Line {
-    let mut line = error_line(
-        &line_no.to_string(),
-        Status::Invalid,
-        "invalid_input",
-        message,
-        0.0,
-    );
+    invalid_with_id(None, line_no, message)
+}
+
+/// The line of an input line that is not a valid task, under the user's own id
+/// when it had one (its line number otherwise); `line` is always there.
+pub(crate) fn invalid_with_id(id: Option<&str>, line_no: u64, message: &str) -> Line {
+    let id = id.map_or_else(|| line_no.to_string(), str::to_owned);
+    let mut line = error_line(&id, Status::Invalid, "invalid_input", message, 0.0);
     if let Value::Object(m) = &mut line.json {
         m.insert("line".into(), json!(line_no));
     }

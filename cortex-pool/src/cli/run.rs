@@ -9,15 +9,27 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use pool_core::{Pool, PoolConfig, RetryPolicy, Transport, WorkerCommand};
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::sync::{broadcast, mpsc};
+use tokio::io::{AsyncRead, BufReader};
+use tokio::sync::{broadcast, mpsc, watch};
 use transport_fifo::FifoTransport;
 use transport_ipc::StdioTransport;
 
 use super::args::RunArgs;
+use super::interrupt::{self, Phase};
 use super::output::{self, Line};
+use super::progress::{self, Progress};
+use super::reader::{LineReader, RawLine};
 use super::summary::Tally;
 use super::{input, EXIT_USAGE};
+
+/// How long the runtime's shutdown waits for blocking threads (a read of stdin).
+const RUNTIME_SHUTDOWN: Duration = Duration::from_millis(500);
+
+/// How long a task cancelled by a second signal may take to settle.
+const CANCEL_WAIT: Duration = Duration::from_millis(300);
+
+/// How many finished lines, and accepted tasks, may wait between the stages.
+const CHANNEL_DEPTH: usize = 1024;
 
 /// A usage or configuration problem: exit status 2.
 struct UsageError(String);
@@ -39,7 +51,10 @@ pub(crate) fn run(args: RunArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return usage_exit(&format!("cannot start the async runtime: {e}")),
     };
-    match runtime.block_on(run_async(args)) {
+    let outcome = runtime.block_on(run_async(args));
+    // A read of standard input may still block a thread; do not wait for it.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    match outcome {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(UsageError(message)) => usage_exit(&message),
@@ -179,31 +194,33 @@ async fn run_async(args: RunArgs) -> Result<bool, UsageError> {
         let events = builder.subscribe();
         tokio::spawn(write_events(events, file))
     });
+    let progress = progress_line(&args).await;
     let started = Instant::now();
     let pool = builder
         .start()
         .await
         .map_err(|e| UsageError(e.to_string()))?;
 
-    let (lines_tx, lines_rx) = mpsc::unbounded_channel::<Line>();
-    let (accepted_tx, accepted_rx) = mpsc::unbounded_channel::<Accepted>();
+    let (lines_tx, lines_rx) = mpsc::channel::<Line>(CHANNEL_DEPTH);
+    let (accepted_tx, accepted_rx) = mpsc::channel::<Accepted>(CHANNEL_DEPTH);
     let submitted = Arc::new(AtomicU64::new(0));
+    let phase = interrupt::watch_signals(pool.clone())
+        .map_err(|e| UsageError(format!("cannot install the signal handlers: {e}")))?;
     let feeder = tokio::spawn(feed(
+        phase.clone(),
         pool.clone(),
         tasks,
+        args.max_line_bytes,
         lines_tx.clone(),
         accepted_tx,
         submitted.clone(),
     ));
-    tokio::spawn(collect(accepted_rx, lines_tx));
-    let interrupt = pool.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("cortex-pool: interrupted; finishing running tasks");
-            interrupt.shutdown().await;
-        }
-    });
-    let mut tally = write_lines(lines_rx, submitted).await;
+    tokio::spawn(collect(accepted_rx, lines_tx, phase.clone()));
+    let writer_submitted = submitted.clone();
+    let mut tally =
+        tokio::task::spawn_blocking(move || write_lines(lines_rx, writer_submitted, progress))
+            .await
+            .map_err(|e| UsageError(format!("the output writer failed: {e}")))?;
     let _ = feeder.await;
     let elapsed = started.elapsed();
     let metrics = pool.metrics();
@@ -212,59 +229,112 @@ async fn run_async(args: RunArgs) -> Result<bool, UsageError> {
         std::fs::write(path, json)
             .map_err(|e| UsageError(format!("cannot write {}: {e}", path.display())))?;
     }
-    pool.shutdown().await;
-    drop(pool);
-    if let Some(writer) = event_writer {
-        let _ = writer.await;
+    // After a second signal nothing is waited for: the runtime's shutdown drops
+    // the pool, which kills every worker's process group.
+    let mut stopping = phase.clone();
+    tokio::select! {
+        biased;
+        () = interrupt::reached(&mut stopping, Phase::Stopping) => {}
+        () = async {
+            pool.shutdown().await;
+            drop(pool);
+            if let Some(writer) = event_writer {
+                let _ = writer.await;
+            }
+        } => {}
     }
     eprintln!("{}", tally.render(elapsed, Some(&metrics)));
     Ok(tally.all_ok())
 }
 
+/// The progress line `--progress` asks for; a task file's tasks are counted first
+/// when it is drawn.
+async fn progress_line(args: &RunArgs) -> Progress {
+    let path = args.tasks.clone().filter(|p| p.as_os_str() != "-");
+    let mode = args.progress;
+    let probe = Progress::new(mode, None);
+    match path {
+        Some(path) if probe.enabled() => {
+            let total = tokio::task::spawn_blocking(move || progress::count_tasks(&path))
+                .await
+                .ok()
+                .flatten();
+            Progress::new(mode, total)
+        }
+        _ => probe,
+    }
+}
+
 /// Reads task lines, submits them (waiting for queue room), and hands each
-/// outcome to the writer as soon as it is known.
+/// outcome to the writer as soon as it is known. Every channel is bounded, so a
+/// slow standard output stops the reading.
 async fn feed(
+    mut phase: watch::Receiver<Phase>,
     pool: Pool,
     tasks: Box<dyn AsyncRead + Unpin + Send>,
-    lines: mpsc::UnboundedSender<Line>,
-    accepted: mpsc::UnboundedSender<Accepted>,
+    max_line_bytes: usize,
+    lines: mpsc::Sender<Line>,
+    accepted: mpsc::Sender<Accepted>,
     submitted: Arc<AtomicU64>,
 ) {
-    let mut reader = BufReader::new(tasks).lines();
+    let mut reader = LineReader::new(BufReader::new(tasks), max_line_bytes);
+    let mut ids = input::Ids::default();
     let mut line_no = 0u64;
     loop {
-        let text = match reader.next_line().await {
-            Ok(Some(text)) => text,
+        let next = tokio::select! {
+            biased;
+            () = interrupt::reached(&mut phase, Phase::Draining) => break,
+            next = reader.next_line() => next,
+        };
+        let raw = match next {
+            Ok(Some(raw)) => raw,
             Ok(None) => break,
             Err(e) => {
                 line_no += 1;
-                let _ = lines.send(output::invalid(line_no, &format!("unreadable line: {e}")));
+                submitted.fetch_add(1, Relaxed);
+                let message = format!("line {line_no} is unreadable: {e}");
+                let _ = lines.send(output::invalid(line_no, &message)).await;
                 break;
             }
         };
         line_no += 1;
-        if text.trim().is_empty() {
+        let bytes = match raw {
+            RawLine::Bytes(bytes) => bytes,
+            RawLine::TooLong(len) => {
+                submitted.fetch_add(1, Relaxed);
+                let message = format!(
+                    "line {line_no} is {len} bytes, longer than --max-line-bytes ({max_line_bytes})"
+                );
+                let _ = lines.send(output::invalid(line_no, &message)).await;
+                continue;
+            }
+        };
+        if bytes.trim_ascii().is_empty() {
             continue;
         }
         submitted.fetch_add(1, Relaxed);
-        let parsed = match input::parse(&text, line_no) {
+        let parsed = match input::parse_line(&bytes, line_no, &mut ids) {
             Ok(parsed) => parsed,
-            Err(message) => {
-                let _ = lines.send(output::invalid(line_no, &message));
+            Err(invalid) => {
+                let line =
+                    output::invalid_with_id(invalid.id.as_deref(), line_no, &invalid.message);
+                let _ = lines.send(line).await;
                 continue;
             }
         };
         let since = Instant::now();
         match pool.submit(parsed.task).await {
             Ok(handle) => {
-                let _ = accepted.send(Accepted {
-                    id: parsed.id,
-                    since,
-                    handle,
-                });
+                let _ = accepted
+                    .send(Accepted {
+                        id: parsed.id,
+                        since,
+                        handle,
+                    })
+                    .await;
             }
             Err(refused) => {
-                let _ = lines.send(output::refused(&parsed.id, &refused));
+                let _ = lines.send(output::refused(&parsed.id, &refused)).await;
             }
         }
     }
@@ -279,9 +349,14 @@ struct Accepted {
 
 /// Turns outcomes into lines in the order the pool settles the tasks: the handles
 /// are polled together and a `FuturesUnordered` yields them in wake-up order.
+///
+/// After a second signal each waiting task is cancelled and given [`CANCEL_WAIT`]
+/// to settle; one that has not (its worker does not answer) gets a `cancelled`
+/// line without waiting further.
 async fn collect(
-    mut accepted: mpsc::UnboundedReceiver<Accepted>,
-    lines: mpsc::UnboundedSender<Line>,
+    mut accepted: mpsc::Receiver<Accepted>,
+    lines: mpsc::Sender<Line>,
+    phase: watch::Receiver<Phase>,
 ) {
     let mut waiting = FuturesUnordered::new();
     let mut open = true;
@@ -289,50 +364,62 @@ async fn collect(
         tokio::select! {
             biased;
             Some(line) = waiting.next(), if !waiting.is_empty() => {
-                let _ = lines.send(line);
+                let _ = lines.send(line).await;
             }
             next = accepted.recv(), if open => match next {
-                Some(Accepted { id, since, handle }) => waiting.push(async move {
-                    let outcome = handle.await;
-                    let ms = since.elapsed().as_secs_f64() * 1000.0;
-                    match outcome {
-                        Ok(out) => output::ok(&id, &out, ms),
-                        Err(err) => output::failed(&id, &err, ms),
-                    }
-                }),
+                Some(accepted) => waiting.push(settle(accepted, phase.clone())),
                 None => open = false,
             },
         }
     }
 }
 
-/// Writes lines to stdout as they come, with a progress line on a terminal.
-async fn write_lines(mut lines: mpsc::UnboundedReceiver<Line>, submitted: Arc<AtomicU64>) -> Tally {
+/// The line of one accepted task, once it settles or, after a second signal, is
+/// given up on.
+async fn settle(accepted: Accepted, mut phase: watch::Receiver<Phase>) -> Line {
+    let Accepted {
+        id,
+        since,
+        mut handle,
+    } = accepted;
+    let outcome = tokio::select! {
+        biased;
+        outcome = &mut handle => Some(outcome),
+        () = interrupt::reached(&mut phase, Phase::Stopping) => {
+            handle.cancel();
+            tokio::time::timeout(CANCEL_WAIT, &mut handle).await.ok()
+        }
+    };
+    let ms = since.elapsed().as_secs_f64() * 1000.0;
+    match outcome {
+        Some(Ok(out)) => output::ok(&id, &out, ms),
+        Some(Err(err)) => output::failed(&id, &err, ms),
+        None => output::abandoned(&id, ms),
+    }
+}
+
+/// Writes lines to stdout as they come, with the progress line on stderr. Runs on
+/// a blocking thread: a slow standard output blocks it, not the runtime.
+fn write_lines(
+    mut lines: mpsc::Receiver<Line>,
+    submitted: Arc<AtomicU64>,
+    mut progress: Progress,
+) -> Tally {
     let mut tally = Tally::default();
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let progress = std::io::stderr().is_terminal();
-    let mut last_progress = Instant::now();
-    while let Some(line) = lines.recv().await {
+    while let Some(line) = lines.blocking_recv() {
         tally.add(line.status, line.duration_ms);
+        progress.before_line();
         let _ = serde_json::to_writer(&mut out, &line.json);
         let _ = out.write_all(b"\n");
         if lines.is_empty() {
             let _ = out.flush();
-        }
-        if progress && last_progress.elapsed() > Duration::from_millis(200) {
-            last_progress = Instant::now();
-            eprint!(
-                "\r{} / {} tasks done",
-                tally.total(),
-                submitted.load(Relaxed)
-            );
+            progress.after_flush(tally.total(), submitted.load(Relaxed));
         }
     }
     let _ = out.flush();
-    if progress {
-        eprint!("\r\x1b[2K");
-    }
+    progress.finish();
     tally
 }
 
@@ -357,6 +444,9 @@ async fn write_events(mut events: broadcast::Receiver<pool_core::PoolEvent>, fil
         map.insert("ts_ms".into(), ts.into());
         let _ = serde_json::to_writer(&mut out, &map);
         let _ = out.write_all(b"\n");
+        if events.is_empty() {
+            let _ = out.flush();
+        }
         if matches!(event, pool_core::PoolEvent::PoolShutdown) {
             break;
         }

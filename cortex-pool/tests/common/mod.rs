@@ -39,6 +39,21 @@ impl Run {
 
 /// Runs `cortex-pool run ARGS` with `stdin` as its standard input.
 pub fn run(args: &[&str], stdin: &str) -> Run {
+    run_bytes(args, stdin.as_bytes())
+}
+
+/// A child process killed (and reaped) when the guard drops, even on panic.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `cortex-pool run ARGS` with `stdin` (any bytes) as its standard input.
+pub fn run_bytes(args: &[&str], stdin: &[u8]) -> Run {
     let mut child = Command::new(bin())
         .arg("run")
         .args(args)
@@ -47,12 +62,15 @@ pub fn run(args: &[&str], stdin: &str) -> Run {
         .stderr(Stdio::piped())
         .spawn()
         .expect("cortex-pool starts");
-    child
-        .stdin
-        .take()
-        .expect("stdin is piped")
-        .write_all(stdin.as_bytes())
-        .expect("stdin takes the tasks");
+    let written = child.stdin.take().expect("stdin is piped").write_all(stdin);
+    // A run that refuses its arguments exits without reading its input.
+    if let Err(e) = written {
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::BrokenPipe,
+            "writing the tasks: {e}"
+        );
+    }
     finish(child.wait_with_output().expect("cortex-pool runs"))
 }
 

@@ -121,6 +121,7 @@ pub fn decode_from_worker(body: &[u8]) -> Result<FromWorker<'_>, FrameError> {
     if let Some(message) = super::fast::result(body) {
         return Ok(message);
     }
+    require_map(body)?;
     rmp_serde::from_slice(body).map_err(|e| FrameError::Malformed(e.to_string()))
 }
 
@@ -132,8 +133,21 @@ pub fn decode_to_worker(body: &[u8]) -> Result<ToWorker<'_>, FrameError> {
     if let Some(message) = super::fast::task(body) {
         return Ok(message);
     }
+    require_map(body)?;
     rmp_serde::from_slice(body).map_err(|e| FrameError::Malformed(e.to_string()))
 }
 
 #[cfg(test)]
 mod tests;
+
+/// A body is a MessagePack map (PROTOCOL.md: "never an array"); serde would also
+/// take an array of the fields in order, so anything else is refused before it.
+fn require_map(body: &[u8]) -> Result<(), FrameError> {
+    match body.first() {
+        Some(0x80..=0x8f | 0xde | 0xdf) => Ok(()),
+        Some(marker) => Err(FrameError::Malformed(format!(
+            "the body must be a MessagePack map, not marker 0x{marker:02x}"
+        ))),
+        None => Err(FrameError::Malformed("the body is empty".to_owned())),
+    }
+}

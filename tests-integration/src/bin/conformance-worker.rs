@@ -10,7 +10,16 @@
 //! - `die_mid_frame`: writes half of a result frame, then exits with code 0;
 //! - `slow`: stops reading for the milliseconds in the payload (`u64` big-endian),
 //!   then echoes;
-//! - `exit`: exits with the code in the payload's first byte (3 when empty).
+//! - `exit`: exits with the code in the payload's first byte (3 when empty);
+//! - `array_result`: writes a `result` whose body is an array, not a map;
+//! - `wrong_types`: writes a `result` whose `id` is a string;
+//! - `duplicate`: writes its result twice;
+//! - `unknown`: writes a result for a task id it was never given, then its own;
+//! - `stolen`: writes a result for the task id one below its own (another task's,
+//!   possibly on another worker), then its own;
+//! - `stderr_lines`: writes 10 000 stderr lines, then echoes;
+//! - `stderr_no_newline`: writes 8 MiB to stderr without a newline, then echoes;
+//! - `stderr_bad_utf8`: writes bytes that are not UTF-8 to stderr, then echoes.
 //!
 //! With `CONFORMANCE_EXIT_AT_START=<code>` it exits at once, opening nothing.
 
@@ -27,13 +36,21 @@ use pool_core::protocol::{
 use pool_core::transport::env;
 
 /// The task types this worker knows.
-const TASK_TYPES: [&str; 6] = [
+const TASK_TYPES: [&str; 14] = [
     "echo",
     "garbage",
     "oversized",
     "die_mid_frame",
     "slow",
     "exit",
+    "array_result",
+    "wrong_types",
+    "duplicate",
+    "unknown",
+    "stolen",
+    "stderr_lines",
+    "stderr_no_newline",
+    "stderr_bad_utf8",
 ];
 
 fn main() {
@@ -89,6 +106,15 @@ fn open_link() -> io::Result<(File, File)> {
 
 fn required(var: &str) -> io::Result<String> {
     std::env::var(var).map_err(|_| io::Error::other(format!("{var} is not set")))
+}
+
+/// A `result` whose `id` has the wrong type.
+#[derive(serde::Serialize)]
+struct WrongResult<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    id: String,
+    payload: &'a serde_bytes::Bytes,
 }
 
 struct Worker {
@@ -176,6 +202,52 @@ impl Worker {
                 self.result(id, task.payload)?;
             }
             "exit" => return Ok(Some(task.payload.first().map_or(3, |&c| i32::from(c)))),
+            "array_result" => {
+                let body =
+                    rmp_serde::to_vec(&("result", id, serde_bytes::Bytes::new(task.payload)))
+                        .map_err(io::Error::other)?;
+                self.raw_frame(&body)?;
+            }
+            "wrong_types" => {
+                let body = rmp_serde::to_vec_named(&WrongResult {
+                    kind: "result",
+                    id: id.to_string(),
+                    payload: serde_bytes::Bytes::new(task.payload),
+                })
+                .map_err(io::Error::other)?;
+                self.raw_frame(&body)?;
+            }
+            "duplicate" => {
+                self.result(id, task.payload)?;
+                self.result(id, task.payload)?;
+            }
+            "unknown" => {
+                self.result(id.wrapping_add(1_000_000), task.payload)?;
+                self.result(id, task.payload)?;
+            }
+            "stolen" => {
+                self.result(id.saturating_sub(1), b"stolen")?;
+                self.result(id, task.payload)?;
+            }
+            "stderr_lines" => {
+                let mut err = io::stderr().lock();
+                for line in 0..10_000 {
+                    writeln!(err, "conformance-worker stderr line {line}")?;
+                }
+                self.result(id, task.payload)?;
+            }
+            "stderr_no_newline" => {
+                let chunk = [b'z'; 64 * 1024];
+                let mut err = io::stderr().lock();
+                for _ in 0..128 {
+                    err.write_all(&chunk)?;
+                }
+                self.result(id, task.payload)?;
+            }
+            "stderr_bad_utf8" => {
+                io::stderr().lock().write_all(b"bad \xff\xfe bytes\n")?;
+                self.result(id, task.payload)?;
+            }
             other => self.send(&FromWorker::Error(ErrorReply {
                 id,
                 kind: "unknown_type",
@@ -184,6 +256,13 @@ impl Worker {
             }))?,
         }
         Ok(None)
+    }
+
+    /// Writes `body` as one frame, whatever it holds.
+    fn raw_frame(&mut self, body: &[u8]) -> io::Result<()> {
+        let len = u32::try_from(body.len()).map_err(io::Error::other)?;
+        self.write(&len.to_be_bytes())?;
+        self.write(body)
     }
 
     fn result(&mut self, id: u64, payload: &[u8]) -> io::Result<()> {

@@ -138,3 +138,22 @@ fn encoding_over_the_maximum_leaves_the_buffer_untouched() {
     assert!(matches!(err, FrameError::TooLarge { max: 64, .. }));
     assert_eq!(&buf[..], b"keep");
 }
+
+#[test]
+fn an_array_body_is_malformed_even_where_serde_would_take_it() {
+    let array = rmp_serde::to_vec(&("result", 7u64, serde_bytes::Bytes::new(b"x"))).unwrap();
+    let err = decode_from_worker(&array).unwrap_err();
+    assert!(
+        matches!(&err, FrameError::Malformed(m) if m.contains("map")),
+        "{err}"
+    );
+    let task = rmp_serde::to_vec(&("cancel", 7u64)).unwrap();
+    assert!(matches!(
+        decode_to_worker(&task),
+        Err(FrameError::Malformed(_))
+    ));
+    assert!(matches!(
+        decode_from_worker(b""),
+        Err(FrameError::Malformed(_))
+    ));
+}

@@ -1,0 +1,64 @@
+//! SIGINT and SIGTERM for `cortex-pool run`: the first one drains (no more input is
+//! read, queued tasks end `shutting_down`, running ones may finish), the second one
+//! stops at once (running tasks are cancelled and not waited for).
+
+use pool_core::Pool;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+
+/// Where `run` is in its life; it only moves forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Phase {
+    /// Reading input and running tasks.
+    Running,
+    /// One signal came: read no more, let the pool drain.
+    Draining,
+    /// A second signal came: cancel what runs, write every line, exit.
+    Stopping,
+}
+
+/// Installs the handlers and returns the phase they drive. The first signal also
+/// starts the pool's shutdown.
+///
+/// # Errors
+/// When a handler cannot be installed.
+pub(crate) fn watch_signals(pool: Pool) -> std::io::Result<watch::Receiver<Phase>> {
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let (tx, rx) = watch::channel(Phase::Running);
+    tokio::spawn(async move {
+        for (phase, what) in [
+            (
+                Phase::Draining,
+                "finishing running tasks (signal again to stop now)",
+            ),
+            (Phase::Stopping, "cancelling running tasks"),
+        ] {
+            let name = tokio::select! {
+                _ = interrupt.recv() => "SIGINT",
+                _ = terminate.recv() => "SIGTERM",
+            };
+            eprintln!("cortex-pool: interrupted ({name}); {what}");
+            let _ = tx.send(phase);
+            if phase == Phase::Draining {
+                let pool = pool.clone();
+                tokio::spawn(async move { pool.shutdown().await });
+            }
+        }
+        // Keep the handlers installed: a third signal changes nothing.
+        loop {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// Waits until `phase` is reached (forever if the handlers are gone).
+pub(crate) async fn reached(rx: &mut watch::Receiver<Phase>, phase: Phase) {
+    if rx.wait_for(|now| *now >= phase).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
