@@ -138,7 +138,11 @@ fn priority_zero_is_served_before_the_default() {
         ));
     }
     tasks.push_str("{\"id\":\"first\",\"type\":\"echo\",\"payload\":0,\"priority\":0}\n");
-    let run = common::run(&["-w", "1", "--policy", "round-robin"], &tasks);
+    // Strict priority order is what `--prefetch 0` promises.
+    let run = common::run(
+        &["-w", "1", "--policy", "round-robin", "--prefetch", "0"],
+        &tasks,
+    );
     assert_eq!(run.code, 0, "{}", run.stderr);
     let order: Vec<&str> = run
         .lines

@@ -152,6 +152,11 @@ impl MockRecorder {
         s.max_concurrent = s.max_concurrent.max(n);
     }
 
+    /// A task answered without running (cancelled while it waited).
+    fn answered_unrun(&self, task: &MockTask) {
+        self.lock().replies.push((task.id, task.attempt));
+    }
+
     fn end(&self, task: &MockTask, replied: bool) {
         let mut s = self.lock();
         if let Some(n) = s.running.get_mut(&task.worker) {
@@ -274,6 +279,10 @@ async fn fake_worker(
             Ok(ToWorker::Hello { heartbeat_ms, .. }) => heartbeat_ms,
             _ => break 'life 1,
         };
+        let concurrency = rmp_serde::from_slice::<HelloConcurrency>(&hello)
+            .ok()
+            .and_then(|h| h.concurrency)
+            .map_or(usize::MAX, |c| c.max(1) as usize);
         let _ = out_tx.send(frame(&FromWorker::Ready {
             version: PROTOCOL_VERSION,
             pid: 0,
@@ -294,30 +303,38 @@ async fn fake_worker(
                 }
             }
         });
+        // Tasks beyond `concurrency` wait here, in arrival order, as the
+        // protocol asks of a worker that honours the key.
+        let mut waiting: std::collections::VecDeque<MockTask> = std::collections::VecDeque::new();
+        let mut running = 0usize;
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<()>();
         loop {
             tokio::select! {
                 () = kill.cancelled() => break 'life 9,
                 Some(code) = crash_rx.recv() => break 'life code << 8,
+                Some(()) = done_rx.recv() => running = running.saturating_sub(1),
                 next = frames.next() => {
                     let Some(Ok(body)) = next else { break 'life 0 };
                     match decode_to_worker(&body) {
-                        Ok(ToWorker::Task(t)) => {
-                            let task = MockTask {
-                                id: t.id,
-                                task_type: t.task_type.to_owned(),
-                                payload: t.payload.to_vec(),
-                                attempt: t.attempt,
-                                worker: name.clone(),
-                            };
-                            let action = script(&task);
-                            if let MockAction::Bloat(bytes) = action {
-                                rss.store(bytes, SeqCst);
+                        Ok(ToWorker::Task(t)) => waiting.push_back(MockTask {
+                            id: t.id,
+                            task_type: t.task_type.to_owned(),
+                            payload: t.payload.to_vec(),
+                            attempt: t.attempt,
+                            worker: name.clone(),
+                        }),
+                        Ok(ToWorker::Cancel { id }) => {
+                            if let Some(pos) = waiting.iter().position(|t| t.id == id) {
+                                if let Some(task) = waiting.remove(pos) {
+                                    recorder.answered_unrun(&task);
+                                    let _ = out_tx.send(frame(&FromWorker::Error(ErrorReply {
+                                        id,
+                                        kind: "cancelled",
+                                        message: "cancelled before it started",
+                                        retryable: false,
+                                    })));
+                                }
                             }
-                            recorder.begin(&task);
-                            tokio::spawn(run_task(
-                                task, action, recorder.clone(), out_tx.clone(),
-                                crash_tx.clone(), frozen.clone(), dead.clone(),
-                            ));
                         }
                         Ok(ToWorker::Shutdown { .. }) => break 'life 0,
                         Ok(_) => {}
@@ -325,10 +342,42 @@ async fn fake_worker(
                     }
                 }
             }
+            while running < concurrency {
+                let Some(task) = waiting.pop_front() else {
+                    break;
+                };
+                running += 1;
+                let action = script(&task);
+                if let MockAction::Bloat(bytes) = action {
+                    rss.store(bytes, SeqCst);
+                }
+                recorder.begin(&task);
+                let done = done_tx.clone();
+                let run = run_task(
+                    task,
+                    action,
+                    recorder.clone(),
+                    out_tx.clone(),
+                    crash_tx.clone(),
+                    frozen.clone(),
+                    dead.clone(),
+                );
+                tokio::spawn(async move {
+                    run.await;
+                    let _ = done.send(());
+                });
+            }
         }
     };
     dead.cancel();
     let _ = exit_tx.send(code);
+}
+
+/// The optional `hello` key a [`ToWorker::Hello`] does not carry.
+#[derive(serde::Deserialize)]
+struct HelloConcurrency {
+    #[serde(default)]
+    concurrency: Option<u32>,
 }
 
 async fn run_task(
@@ -361,13 +410,18 @@ async fn run_task(
             message: "scripted failure",
             retryable,
         }))),
-        MockAction::Hang => None,
+        MockAction::Hang => {
+            // Holds its run slot until the worker dies.
+            dead.cancelled().await;
+            None
+        }
         MockAction::Crash(code) => {
             let _ = crash.send(code);
             None
         }
         MockAction::Freeze => {
             frozen.cancel();
+            dead.cancelled().await;
             None
         }
         MockAction::Garbage => Some(Bytes::from_static(b"\x00\x00\x00\x03\xc1\xc1\xc1")),

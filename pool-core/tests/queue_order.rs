@@ -9,7 +9,12 @@ use pool_core::SubmitError;
 
 #[tokio::test(start_paused = true)]
 async fn priorities_are_served_lowest_number_first_and_fifo_within_a_level() {
-    let (pool, recorder) = common::start(common::config(1), common::blocker_then_echo).await;
+    // Strict priority order is what `prefetch: 0` promises.
+    let config = pool_core::PoolConfig {
+        prefetch: 0,
+        ..common::config(1)
+    };
+    let (pool, recorder) = common::start(config, common::blocker_then_echo).await;
     let blocker = pool.submit(common::task("blocker", 0)).await.unwrap();
     tokio::task::yield_now().await;
     let plan = [
@@ -38,6 +43,36 @@ async fn priorities_are_served_lowest_number_first_and_fifo_within_a_level() {
         .map(|t| rmp_serde::from_slice(&t.payload).unwrap())
         .collect();
     assert_eq!(order, [2, 4, 8, 3, 6, 1, 5, 7]);
+    pool.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_a_prefetch_window_a_task_waits_behind_at_most_the_window() {
+    let config = pool_core::PoolConfig {
+        prefetch: 2,
+        ..common::config(1)
+    };
+    let (pool, recorder) = common::start(config, common::blocker_then_echo).await;
+    let blocker = pool.submit(common::task("blocker", 0)).await.unwrap();
+    tokio::task::yield_now().await;
+    let mut handles = Vec::new();
+    for (priority, n) in [(50, 1), (50, 2), (50, 3), (50, 4), (0, 5)] {
+        let task = common::task("work", n).with_priority(priority);
+        handles.push(pool.submit(task).await.unwrap());
+    }
+    blocker.await.unwrap();
+    for h in handles {
+        h.await.unwrap();
+    }
+    let order: Vec<u32> = recorder
+        .started()
+        .iter()
+        .filter(|t| t.task_type == "work")
+        .map(|t| rmp_serde::from_slice(&t.payload).unwrap())
+        .collect();
+    // 1 and 2 were already in the worker's window when 5 arrived; 5 overtakes the
+    // rest of the queue.
+    assert_eq!(order, [1, 2, 5, 3, 4]);
     pool.shutdown().await;
 }
 

@@ -81,6 +81,15 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "DIR")]
     pub(crate) fifo_dir: Option<PathBuf>,
 
+    /// Tasks each worker runs at once.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub(crate) concurrency: u32,
+
+    /// Tasks written to each worker beyond --concurrency, so it never waits a round
+    /// trip for its next one; 0 keeps strict priority order [default: 16].
+    #[arg(long, value_name = "N")]
+    pub(crate) prefetch: Option<u32>,
+
     /// Recycle a worker after about N tasks (with jitter) [default: never].
     #[arg(long, value_name = "N")]
     pub(crate) max_tasks_per_worker: Option<u64>,

@@ -111,6 +111,8 @@ fn config(args: &RunArgs) -> Result<PoolConfig, UsageError> {
         config.zombie_after = config.suspect_after * 2;
     }
     config.max_tasks_per_worker = args.max_tasks_per_worker;
+    config.worker_concurrency = args.concurrency;
+    config.prefetch = args.prefetch.unwrap_or(config.prefetch);
     config.max_rss_bytes = args.max_rss_mb.map(|mb| mb * 1024 * 1024);
     config.validate()?;
     Ok(config)

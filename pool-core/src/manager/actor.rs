@@ -128,10 +128,19 @@ pub(crate) struct Pending {
     /// Whether it still holds one of the queue's `max_queue_len` slots (released
     /// when it first leaves the queue; retries re-enter without one).
     pub(crate) holds_queue_slot: bool,
+    /// Times it went back to the queue from a dead worker's prefetch window
+    /// without losing an attempt (bounded by [`MAX_UNCOUNTED_REQUEUES`]).
+    pub(crate) uncounted_requeues: u8,
     pub(crate) queued_at: Instant,
     /// The number of the worker that ran its last attempt (`worker-N`).
     pub(crate) last_worker: Option<u64>,
 }
+
+/// How often a task may leave a dead worker's prefetch window without losing an
+/// attempt. A worker that honours `hello.concurrency` never started such a task;
+/// one that ignores the key may have, and a task that kills every worker it is
+/// sent to must still run out of attempts.
+pub(crate) const MAX_UNCOUNTED_REQUEUES: u8 = 2;
 
 /// The name of worker number `num`.
 pub(crate) fn worker_name(num: u64) -> String {
@@ -142,11 +151,19 @@ pub(crate) fn worker_name(num: u64) -> String {
 pub(crate) struct Running {
     pub(crate) pending: Pending,
     pub(crate) worker: u64,
-    pub(crate) started: Instant,
-    /// When the attempt times out (`None` once that was acted on). Watched by the
-    /// worker's one deadline timer, not by a timer per task.
+    /// When the attempt was written to its worker.
+    pub(crate) sent: Instant,
+    /// When it became one of the first `worker_concurrency` unanswered tasks of
+    /// its worker (its run start); `None` while it waits in the prefetch window.
+    pub(crate) run_start: Option<Instant>,
+    /// When the attempt times out (`None` before its run start and once that was
+    /// acted on). Watched by the worker's one deadline timer, not by a timer per
+    /// task.
     pub(crate) deadline: Option<Instant>,
     pub(crate) cancel_requested: bool,
+    /// Taken back from its worker's prefetch window at shutdown (a `cancel` was
+    /// sent): an error reply ends it as "shutting down", its attempt not counted.
+    pub(crate) withdrawn: bool,
 }
 
 /// Something the actor scheduled for later.
@@ -201,6 +218,8 @@ pub(crate) struct Worker {
     /// armed again for the next deadline.
     pub(crate) deadline_timer: Option<(delay_queue::Key, Instant)>,
     pub(crate) control: mpsc::UnboundedSender<GroupSignal>,
+    /// Its unanswered tasks in the order they were written: the first
+    /// `worker_concurrency` are running, the rest wait in its prefetch window.
     pub(crate) in_flight: Vec<u64>,
     pub(crate) dispatched: u64,
     pub(crate) completed: u64,

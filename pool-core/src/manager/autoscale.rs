@@ -56,8 +56,9 @@ impl Actor {
             .queue
             .peek()
             .map_or(Duration::ZERO, |p| now.duration_since(p.queued_at));
-        let pressure =
-            self.queue.len() > rules.queue_per_worker * live || waited > rules.max_queue_wait;
+        // Tasks waiting in prefetch windows are backlog too.
+        let backlog = self.queue.len() + self.prefetched_count();
+        let pressure = backlog > rules.queue_per_worker * live || waited > rules.max_queue_wait;
         let idle = self.queue.is_empty()
             && self.retrying.is_empty()
             && self.workers.values().any(|w| w.in_flight.is_empty());

@@ -1,10 +1,11 @@
 //! The task path inside the actor: accept, dispatch, replies, retries, settlement.
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use tokio_util::time::DelayQueue;
 
 use super::actor::{
     worker_name, Actor, KillCause, Pending, Phase, Running, Shared, Timer, WorkerState,
@@ -58,16 +59,27 @@ impl Actor {
         }
     }
 
-    /// Sends queued tasks to workers with free capacity, as the policy picks them.
+    /// Sends queued tasks to workers: first to workers with a free run slot, as
+    /// the policy picks them; then, while tasks remain, into the prefetch windows,
+    /// evenly (the least-filled window first).
     ///
-    /// The candidate list is built once per call (O(workers)) and then kept up to
-    /// date as tasks are assigned, so each task costs one policy pick, not a
-    /// rebuild of the list.
+    /// The candidate list is built once per stage (O(workers)) and then kept up to
+    /// date as tasks are assigned, so each task costs one pick, not a rebuild of
+    /// the list.
     pub(crate) fn dispatch(&mut self) {
         if !matches!(self.phase, Phase::Starting | Phase::Running) || self.queue.is_empty() {
             return;
         }
-        let capacity = self.config.worker_concurrency;
+        self.dispatch_up_to(self.config.worker_concurrency, true);
+        if self.config.prefetch > 0 && !self.queue.is_empty() {
+            self.dispatch_up_to(self.config.worker_window(), false);
+        }
+        self.flush_frames();
+    }
+
+    /// Assigns queued tasks to ready workers holding fewer than `capacity` tasks;
+    /// the policy picks when `by_policy`, else the worker holding the fewest.
+    fn dispatch_up_to(&mut self, capacity: u32, by_policy: bool) {
         self.candidates.clear();
         self.candidates.extend(
             self.workers
@@ -80,17 +92,10 @@ impl Actor {
                 }),
         );
         while !self.queue.is_empty() && !self.candidates.is_empty() {
-            let picked = self.policy.pick(&self.candidates);
-            let index = if picked < self.candidates.len() {
-                picked
+            let index = if by_policy {
+                self.policy_pick()
             } else {
-                tracing::warn!(
-                    policy = self.policy.name(),
-                    picked,
-                    candidates = self.candidates.len(),
-                    "balance policy picked an index out of range; using the first candidate"
-                );
-                0
+                least_filled(&self.candidates)
             };
             let num = self.candidates[index].id;
             let Some(pending) = self.queue.pop() else {
@@ -110,11 +115,27 @@ impl Actor {
                 }
             }
         }
-        self.flush_frames();
+    }
+
+    /// The policy's pick among the candidates (the first when it picks out of
+    /// range).
+    fn policy_pick(&mut self) -> usize {
+        let picked = self.policy.pick(&self.candidates);
+        if picked < self.candidates.len() {
+            return picked;
+        }
+        tracing::warn!(
+            policy = self.policy.name(),
+            picked,
+            candidates = self.candidates.len(),
+            "balance policy picked an index out of range; using the first candidate"
+        );
+        0
     }
 
     fn assign(&mut self, num: u64, mut pending: Pending) -> Assigned {
-        let timeout = pending.task.timeout.unwrap_or(self.config.task_timeout);
+        let timeout = self.timeout_of(&pending);
+        let concurrency = self.config.worker_concurrency as usize;
         let attempt = pending.attempts + 1;
         let max_frame = self.config.max_frame;
         let Some(worker) = self.workers.get_mut(&num) else {
@@ -127,7 +148,7 @@ impl Actor {
         if let Err(message) = encode_task(
             &pending,
             attempt,
-            timeout.as_millis() as u64,
+            u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
             max_frame,
             &mut worker.outbuf,
         ) {
@@ -159,25 +180,19 @@ impl Actor {
             .fetch_add(waited.as_micros() as u64, Relaxed);
         stats.queue_wait.record(waited.as_micros() as u64);
         worker.dispatched += 1;
+        let runs_now = worker.in_flight.len() < concurrency;
         worker.in_flight.push(pending.id);
         pending.attempts = attempt;
         release_queue_slot(&self.shared, &mut pending);
         pending.last_worker = Some(num);
         let id = pending.id;
-        let deadline = now + timeout;
-        match worker.deadline_timer {
-            None => {
-                let key = self
-                    .timers
-                    .insert_at(Timer::Deadline { worker: num }, deadline);
-                worker.deadline_timer = Some((key, deadline));
-            }
-            Some((key, armed)) if deadline < armed => {
-                self.timers.reset_at(&key, deadline);
-                worker.deadline_timer = Some((key, deadline));
-            }
-            Some(_) => {}
-        }
+        let deadline = if runs_now {
+            let deadline = deadline_after(now, timeout);
+            arm_deadline(&mut self.timers, worker, num, deadline);
+            Some(deadline)
+        } else {
+            None
+        };
         self.shared.emit(|| PoolEvent::TaskAssigned {
             task: id,
             worker: worker.name.clone(),
@@ -189,9 +204,11 @@ impl Actor {
             Running {
                 pending,
                 worker: num,
-                started: now,
-                deadline: Some(deadline),
+                sent: now,
+                run_start: runs_now.then_some(now),
+                deadline,
                 cancel_requested: false,
+                withdrawn: false,
             },
         );
         Assigned::Yes
@@ -273,7 +290,7 @@ impl Actor {
             tracing::debug!(worker.id = %worker.name, task.id = id, "reply for a task the worker does not hold; ignored");
             return None;
         };
-        worker.in_flight.swap_remove(pos);
+        worker.in_flight.remove(pos);
         worker.completed += 1;
         let retire = worker.state == WorkerState::Retiring && worker.in_flight.is_empty();
         if worker.in_flight.is_empty() {
@@ -283,6 +300,7 @@ impl Actor {
             }
         }
         let running = self.running.remove(&id)?;
+        self.start_runs(num);
         if retire {
             self.release_worker(num);
         } else {
@@ -296,7 +314,10 @@ impl Actor {
             return self.settle_error(running.pending, FinalStatus::Cancelled, Failure::Cancelled);
         }
         let now = Instant::now();
-        let run_time = now.duration_since(running.started);
+        // A worker that ignores `concurrency` may answer a task still in its
+        // window: it started when it was sent.
+        let started = running.run_start.unwrap_or(running.sent);
+        let run_time = now.duration_since(started);
         let pending = running.pending;
         if self.crash_streak > 0 {
             self.crash_streak = 0;
@@ -329,7 +350,7 @@ impl Actor {
             attempts: pending.attempts,
             worker,
             run_time,
-            queue_time: running.started.duration_since(pending.queued_at),
+            queue_time: started.duration_since(pending.queued_at),
         };
         let _ = pending.reply.send(Box::new(Ok(output)));
     }
@@ -338,6 +359,11 @@ impl Actor {
     pub(crate) fn attempt_failed(&mut self, running: Running, failure: Failure, retryable: bool) {
         if running.cancel_requested {
             return self.settle_error(running.pending, FinalStatus::Cancelled, Failure::Cancelled);
+        }
+        if running.withdrawn {
+            let mut pending = running.pending;
+            pending.attempts = pending.attempts.saturating_sub(1);
+            return self.settle_error(pending, FinalStatus::Failed, Failure::ShuttingDown);
         }
         let pending = running.pending;
         let max_retries = pending
@@ -463,14 +489,89 @@ impl Actor {
         }
         running.cancel_requested = true;
         let num = running.worker;
+        let started = running.run_start.is_some();
         let mut frame = BytesMut::new();
         if encode_frame(&ToWorker::Cancel { id }, &mut frame, self.config.max_frame).is_ok() {
             if let Some(frames) = self.workers.get(&num).and_then(|w| w.frames.as_ref()) {
                 let _ = frames.send(frame.freeze());
             }
         }
-        self.timers
-            .insert(Timer::CancelGrace { task: id }, self.config.cancel_grace);
+        // A task still in the window gets its grace when it starts running.
+        if started {
+            self.timers
+                .insert(Timer::CancelGrace { task: id }, self.config.cancel_grace);
+        }
+    }
+
+    /// Sends `cancel` for every task still waiting in a prefetch window, so it
+    /// ends as "shutting down" instead of running during the drain.
+    pub(crate) fn withdraw_prefetched(&mut self) {
+        let max_frame = self.config.max_frame;
+        for worker in self.workers.values() {
+            let Some(frames) = &worker.frames else {
+                continue;
+            };
+            let mut batch = BytesMut::new();
+            for id in &worker.in_flight {
+                let Some(running) = self.running.get_mut(id) else {
+                    continue;
+                };
+                if running.run_start.is_some() || running.cancel_requested {
+                    continue;
+                }
+                running.withdrawn = true;
+                let _ = encode_frame(&ToWorker::Cancel { id: *id }, &mut batch, max_frame);
+            }
+            if !batch.is_empty() {
+                let _ = frames.send(batch.freeze());
+            }
+        }
+    }
+
+    /// Tasks written to workers that have not started (they wait in windows).
+    pub(crate) fn prefetched_count(&self) -> usize {
+        let concurrency = self.config.worker_concurrency as usize;
+        self.workers
+            .values()
+            .map(|w| w.in_flight.len().saturating_sub(concurrency))
+            .sum()
+    }
+
+    /// The timeout of `pending`'s attempts.
+    pub(crate) fn timeout_of(&self, pending: &Pending) -> Duration {
+        pending.task.timeout.unwrap_or(self.config.task_timeout)
+    }
+
+    /// Starts the run of every task of worker `num` that became one of its first
+    /// `worker_concurrency` unanswered tasks: its timeout counts from now.
+    fn start_runs(&mut self, num: u64) {
+        let concurrency = self.config.worker_concurrency as usize;
+        let grace = self.config.cancel_grace;
+        let default_timeout = self.config.task_timeout;
+        let Some(worker) = self.workers.get_mut(&num) else {
+            return;
+        };
+        let now = Instant::now();
+        let mut earliest: Option<Instant> = None;
+        for id in worker.in_flight.iter().take(concurrency) {
+            let Some(running) = self.running.get_mut(id) else {
+                continue;
+            };
+            if running.run_start.is_some() {
+                continue;
+            }
+            running.run_start = Some(now);
+            let timeout = running.pending.task.timeout.unwrap_or(default_timeout);
+            let deadline = deadline_after(now, timeout);
+            running.deadline = Some(deadline);
+            earliest = Some(earliest.map_or(deadline, |e| e.min(deadline)));
+            if running.cancel_requested {
+                self.timers.insert(Timer::CancelGrace { task: *id }, grace);
+            }
+        }
+        if let Some(deadline) = earliest {
+            arm_deadline(&mut self.timers, worker, num, deadline);
+        }
     }
 
     /// A cancelled task did not stop in time: kill its worker.
@@ -508,8 +609,7 @@ impl Actor {
             }
         }
         if let Some(at) = next {
-            let key = self.timers.insert_at(Timer::Deadline { worker: num }, at);
-            worker.deadline_timer = Some((key, at));
+            arm_deadline(&mut self.timers, worker, num, at);
         }
         expired.sort_unstable();
         for (_, id) in expired {
@@ -558,6 +658,56 @@ impl Actor {
             self.vacate(slot, true);
         }
         self.replenish();
+    }
+}
+
+/// The candidate holding the fewest tasks (the first of equals).
+fn least_filled(candidates: &[WorkerSnapshot]) -> usize {
+    let mut best = 0;
+    for (i, c) in candidates.iter().enumerate() {
+        if c.in_flight < candidates[best].in_flight {
+            best = i;
+        }
+    }
+    best
+}
+
+/// The longest a timer is armed ahead (the timer wheel's range is about two
+/// years); a later deadline is re-checked when it fires.
+const LONGEST_TIMER: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// When a run that starts at `start` and may take `timeout` ends; a timeout too
+/// large to represent saturates to "not in this program's life".
+fn deadline_after(start: Instant, timeout: Duration) -> Instant {
+    start
+        .checked_add(timeout)
+        .or_else(|| start.checked_add(LONGEST_TIMER * 100))
+        .or_else(|| start.checked_add(LONGEST_TIMER))
+        .unwrap_or(start)
+}
+
+/// Makes worker `num`'s deadline timer fire no later than `deadline` (or within
+/// [`LONGEST_TIMER`], when it is further away).
+fn arm_deadline(
+    timers: &mut DelayQueue<Timer>,
+    worker: &mut super::actor::Worker,
+    num: u64,
+    deadline: Instant,
+) {
+    let at = match Instant::now().checked_add(LONGEST_TIMER) {
+        Some(horizon) => deadline.min(horizon),
+        None => deadline,
+    };
+    match worker.deadline_timer {
+        None => {
+            let key = timers.insert_at(Timer::Deadline { worker: num }, at);
+            worker.deadline_timer = Some((key, at));
+        }
+        Some((key, armed)) if at < armed => {
+            timers.reset_at(&key, at);
+            worker.deadline_timer = Some((key, at));
+        }
+        Some(_) => {}
     }
 }
 

@@ -7,7 +7,9 @@ use tokio::time::Instant;
 
 use bytes::BytesMut;
 
-use super::actor::{worker_name, Actor, KillCause, Phase, Slot, Timer, Worker, WorkerState};
+use super::actor::{
+    worker_name, Actor, KillCause, Phase, Slot, Timer, Worker, WorkerState, MAX_UNCOUNTED_REQUEUES,
+};
 use super::events::{AlertSeverity, PoolEvent};
 use super::failure::Failure;
 use super::handle::FinalStatus;
@@ -71,6 +73,7 @@ impl Actor {
             transport: self.transport.clone(),
             spec,
             heartbeat_ms: self.config.heartbeat_interval.as_millis() as u64,
+            concurrency: self.config.worker_concurrency,
             start_timeout: self.config.start_timeout,
             events: self.events_tx.clone(),
         }));
@@ -260,11 +263,22 @@ impl Actor {
             },
             _ => Failure::WorkerDied { exit, stderr_tail },
         };
-        for id in worker.in_flight {
+        // Last written first: the unstarted go back to the head of the queue in
+        // their order.
+        for id in worker.in_flight.into_iter().rev() {
             let Some(mut running) = self.running.remove(&id) else {
                 continue;
             };
             running.deadline = None;
+            if running.run_start.is_none()
+                && !running.cancel_requested
+                && running.pending.uncounted_requeues < MAX_UNCOUNTED_REQUEUES
+            {
+                // Still in the prefetch window: it never ran, so it loses no attempt.
+                running.pending.uncounted_requeues += 1;
+                self.requeue_unstarted(running.pending);
+                continue;
+            }
             match &worker.kill_cause {
                 Some(KillCause::TimedOut { task, after }) if *task == id => {
                     let failure = Failure::TimedOut { after: *after };
@@ -275,9 +289,7 @@ impl Actor {
                 }
                 Some(KillCause::TimedOut { .. } | KillCause::CancelIgnored { .. }) => {
                     // Collateral: this attempt was not at fault, so it does not count.
-                    running.pending.attempts -= 1;
-                    let priority = running.pending.task.priority;
-                    self.queue.push_front(priority, running.pending);
+                    self.requeue_unstarted(running.pending);
                 }
                 Some(KillCause::Shutdown) => {
                     self.settle_error(running.pending, FinalStatus::Failed, Failure::ShuttingDown);
@@ -286,6 +298,18 @@ impl Actor {
             }
         }
         self.replenish();
+    }
+
+    /// Puts back at the head of its level a task whose last attempt does not count
+    /// (it never started, or its worker was killed for another task's fault); once
+    /// the pool stops taking work it fails with "shutting down" instead.
+    pub(crate) fn requeue_unstarted(&mut self, mut pending: super::actor::Pending) {
+        if !matches!(self.phase, Phase::Starting | Phase::Running) {
+            return self.settle_error(pending, FinalStatus::Failed, Failure::ShuttingDown);
+        }
+        pending.attempts = pending.attempts.saturating_sub(1);
+        let priority = pending.task.priority;
+        self.queue.push_front(priority, pending);
     }
 
     /// Workers that count towards the target: alive and not on their way out,

@@ -316,6 +316,7 @@ impl Pool {
             attempts: 0,
             reply,
             holds_queue_slot: true,
+            uncounted_requeues: 0,
             queued_at: Instant::now(),
             last_worker: None,
         };

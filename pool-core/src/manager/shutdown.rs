@@ -34,6 +34,7 @@ impl Actor {
             self.settle_error(pending, FinalStatus::Failed, Failure::ShuttingDown);
         }
         self.phase = Phase::Draining;
+        self.withdraw_prefetched();
         self.timers
             .insert(Timer::DrainDeadline, self.config.shutdown_timeout);
     }

@@ -13,7 +13,7 @@ use tokio_util::codec::FramedRead;
 use crate::process::{describe_exit, GroupSignal, WorkerProcess};
 use crate::protocol::{
     decode_from_worker, encode_frame, FrameCodec, FrameError, FromWorker, Heartbeat, LogLevel,
-    ToWorker, PROTOCOL_VERSION,
+    PROTOCOL_VERSION,
 };
 use crate::transport::{Link, LinkWriter, Transport, WorkerSpec};
 
@@ -79,8 +79,24 @@ pub(crate) struct WorkerLaunch {
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) spec: WorkerSpec,
     pub(crate) heartbeat_ms: u64,
+    /// The most tasks the worker should run at once (the `hello` key `concurrency`).
+    pub(crate) concurrency: u32,
     pub(crate) start_timeout: Duration,
     pub(crate) events: mpsc::Sender<WorkerEvent>,
+}
+
+/// The manager's `hello`: [`ToWorker::Hello`](crate::protocol::ToWorker::Hello) plus the optional key
+/// `concurrency` (see `docs/PROTOCOL.md`), which a worker that does not know it
+/// ignores.
+#[derive(serde::Serialize)]
+struct Hello<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    version: u32,
+    worker_id: &'a str,
+    heartbeat_ms: u64,
+    max_frame: u32,
+    concurrency: u32,
 }
 
 /// Launches the worker, runs the handshake, then reads its frames until it is gone.
@@ -90,6 +106,7 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
         transport,
         spec,
         heartbeat_ms,
+        concurrency,
         start_timeout,
         events,
     } = launch;
@@ -110,11 +127,13 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
     let (frames_tx, frames_rx) = mpsc::unbounded_channel();
     tokio::spawn(write_frames(writer, frames_rx));
     let mut hello = BytesMut::new();
-    let hello_msg = ToWorker::Hello {
+    let hello_msg = Hello {
+        kind: "hello",
         version: PROTOCOL_VERSION,
         worker_id: &spec.worker_id,
         heartbeat_ms,
         max_frame: u32::try_from(max_frame).unwrap_or(u32::MAX),
+        concurrency,
     };
     if let Err(e) = encode_frame(&hello_msg, &mut hello, max_frame) {
         return fail_start(&events, num, process, e.to_string()).await;
