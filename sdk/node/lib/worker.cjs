@@ -4,7 +4,7 @@
 
 const { encode, decode } = require('@msgpack/msgpack');
 const { encodeFrame, FrameReader, wireInt } = require('./framing.cjs');
-const { openLink } = require('./link.cjs');
+const { openLink, managerGone } = require('./link.cjs');
 const { TaskError, CancelledError, ProtocolError } = require('./errors.cjs');
 const { runInThread } = require('./threads.cjs');
 
@@ -209,10 +209,9 @@ class Worker {
     this.state = 'serving';
     this.send({ type: 'ready', version: PROTOCOL_VERSION, pid: process.pid, task_types: [...this.handlers.keys()].sort() });
     const period = Math.max(1, Number(wireInt(hello.heartbeat_ms ?? 1000)) || 1000);
-    const manager = process.ppid;
     this.heartbeat = setInterval(() => {
       // A manager that died without closing our input (it cannot, but be sure).
-      if (process.ppid !== manager) this.finish(0);
+      if (managerGone()) this.finish(0);
       else this.sendHeartbeat();
     }, period);
   }
