@@ -54,6 +54,9 @@ pub(crate) fn test() -> Result<(), String> {
     // example worker and fails when python3 or msgpack is missing.
     let python = ensure_python_msgpack()?;
     ensure_tmux()?;
+    // Before nextest too: `cortex-pool/tests/node_worker.rs` needs sdk/node's
+    // dependencies, installed from its committed lock file.
+    ensure_node_sdk()?;
     let mut nextest = cargo();
     nextest.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
     run("cargo nextest run --workspace", nextest)?;
@@ -81,6 +84,7 @@ pub(crate) fn test() -> Result<(), String> {
     if python {
         python_sdk()?;
     }
+    node_sdk()?;
     Ok(())
 }
 
@@ -246,4 +250,34 @@ fn python_sdk() -> Result<(), String> {
         .args(["-m", "unittest", "-v"])
         .current_dir(root().join("sdk/python"));
     run("Python SDK tests", unittest)
+}
+
+/// Installs the Node SDK's dependencies with `npm ci` from `sdk/node/package-lock.json`.
+/// Fails (never skips) when `node` or `npm` is missing, saying how to install them.
+fn ensure_node_sdk() -> Result<(), String> {
+    for tool in ["node", "npm"] {
+        let present = Command::new(tool)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !present {
+            return Err(format!(
+                "`{tool}` is not installed: the Node.js worker SDK's tests need Node.js 18 \
+                 or later with npm (https://nodejs.org/en/download, or \
+                 `apt-get install nodejs npm`)"
+            ));
+        }
+    }
+    let mut ci = Command::new("npm");
+    ci.args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(root().join("sdk/node"));
+    run("npm ci (sdk/node)", ci)
+}
+
+/// The Node SDK's own tests (`node --test`, through `npm test`).
+fn node_sdk() -> Result<(), String> {
+    let mut test = Command::new("npm");
+    test.args(["test", "--silent"])
+        .current_dir(root().join("sdk/node"));
+    run("Node SDK tests", test)
 }

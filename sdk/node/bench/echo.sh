@@ -7,7 +7,7 @@
 # interleaved rep by rep:
 #   tput  TASKS echo tasks of 64 B at once, `run -w 2` (each worker runs one task at
 #         a time, the default): tasks/s.
-#   rtt   TASKS/4 echo tasks, `run -w 1`: one worker, one task at a time, so the time
+#   rtt   TASKS echo tasks, `run -w 1`: one worker, one task at a time, so the time
 #         per task is one sequential round trip through the pool (µs/task).
 # Start-up and shutdown are taken out: each figure uses the wall time of the run minus
 # the wall time of the same run on an empty input.
@@ -17,7 +17,7 @@ cd "$(dirname "$0")/../../.."
 BIN=${1:-target/release/cortex-pool}
 TASKS=${2:-20000}
 REPS=${3:-3}
-RTT_TASKS=$((TASKS / 4))
+RTT_TASKS=$TASKS
 [ -x "$BIN" ] || { echo "no $BIN: cargo build --release -p cortex-pool" >&2; exit 2; }
 command -v node >/dev/null || { echo "node is missing (Node.js 18+)" >&2; exit 2; }
 [ -d sdk/node/node_modules/@msgpack/msgpack ] || { echo "run npm ci in sdk/node first" >&2; exit 2; }

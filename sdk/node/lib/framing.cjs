@@ -1,18 +1,20 @@
 'use strict';
 // Frames: a u32 big-endian length, then a MessagePack map of that many bytes (PROTOCOL.md, Framing).
 
-const { encode, decode } = require('@msgpack/msgpack');
+const { Encoder, Decoder } = require('@msgpack/msgpack');
 const { ProtocolError } = require('./errors.cjs');
 
 /** The frame body limit when `CORTEX_MAX_FRAME` is not set: 16 MiB. */
 const DEFAULT_MAX_FRAME = 16 * 1024 * 1024;
 
 // Envelope keys `id` may be uint64: decode those as bigint, never as a rounded number.
-const ENVELOPE = { useBigInt64: true };
+// One encoder and one decoder, reused (they keep their buffers and key caches).
+const envelopeEncoder = new Encoder({ useBigInt64: true });
+const envelopeDecoder = new Decoder({ useBigInt64: true });
 
 /** The frame (prefix and body) for `message`, an object whose first key is `type`. */
 function encodeFrame(message) {
-  const body = encode(message, ENVELOPE);
+  const body = envelopeEncoder.encodeSharedRef(message); // copied into the frame below
   const frame = Buffer.allocUnsafe(4 + body.length);
   frame.writeUInt32BE(body.length, 0);
   frame.set(body, 4);
@@ -79,7 +81,7 @@ class FrameReader {
 function decodeMessage(body) {
   let message;
   try {
-    message = decode(body, ENVELOPE);
+    message = envelopeDecoder.decode(body);
   } catch (e) {
     throw new ProtocolError(`malformed message: ${e.message}`);
   }

@@ -13,6 +13,14 @@ const { ProtocolError } = require('./errors.cjs');
 /** How long a worker waits for the manager to open its ends of the FIFOs. */
 const FIFO_OPEN_TIMEOUT_MS = 60_000;
 
+// The manager is our parent; read as early as possible (when the SDK is loaded).
+const MANAGER_PID = process.ppid;
+
+/** Whether the manager process is gone (we were re-parented). */
+function managerGone() {
+  return process.ppid !== MANAGER_PID;
+}
+
 /**
  * Points `process.stdout.write` (and so `console.log`, `console.info`, ...) at standard
  * error, and returns the original stdout writer. Idempotent.
@@ -88,9 +96,8 @@ async function openFifos(env, maxFrame) {
   const output = new net.Socket({ fd: writeFd, readable: false, writable: true });
   // The manager's death shows as EOF on input; a write error means the same.
   output.on('error', () => input.destroy());
-  const manager = process.ppid;
   const watch = setInterval(() => {
-    if (process.ppid !== manager) input.destroy(new ProtocolError('the manager went away before sending hello'));
+    if (managerGone()) input.destroy(new ProtocolError('the manager went away before sending hello'));
   }, 100);
   let last = Promise.resolve();
   return {
@@ -113,7 +120,6 @@ async function openFifos(env, maxFrame) {
 
 /** Opens the from-worker FIFO for writing, retrying while the manager has no reader. */
 async function openWriter(path, flags) {
-  const manager = process.ppid;
   const deadline = Date.now() + FIFO_OPEN_TIMEOUT_MS;
   for (let pause = 1; ; pause = Math.min(pause * 2, 25)) {
     try {
@@ -121,10 +127,10 @@ async function openWriter(path, flags) {
     } catch (e) {
       if (e.code !== 'ENXIO') throw e;
     }
-    if (process.ppid !== manager) throw new ProtocolError('the manager went away before opening its FIFOs');
+    if (managerGone()) throw new ProtocolError('the manager went away before opening its FIFOs');
     if (Date.now() >= deadline) throw new ProtocolError('the manager did not open its FIFOs in time');
     await new Promise((resolve) => setTimeout(resolve, pause));
   }
 }
 
-module.exports = { openLink, protectStdout, maxFrameFrom };
+module.exports = { openLink, protectStdout, maxFrameFrom, managerGone };

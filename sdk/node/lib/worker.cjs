@@ -2,15 +2,18 @@
 // The Worker: handlers by task type, the handshake, the task queue honouring
 // `hello.concurrency`, cancellation, heartbeats, shutdown (PROTOCOL.md, Worker checklist).
 
-const { encode, decode } = require('@msgpack/msgpack');
+const { Encoder, Decoder } = require('@msgpack/msgpack');
 const { encodeFrame, FrameReader, wireInt } = require('./framing.cjs');
-const { openLink } = require('./link.cjs');
+const { openLink, managerGone } = require('./link.cjs');
 const { TaskError, CancelledError, ProtocolError } = require('./errors.cjs');
 const { runInThread } = require('./threads.cjs');
 
 /** The protocol version this SDK speaks. */
 const PROTOCOL_VERSION = 1;
 const LEVELS = ['error', 'warn', 'info', 'debug'];
+// Reused for every payload and result; encode() copies (the reply is sent later).
+const payloadDecoder = new Decoder();
+const resultEncoder = new Encoder({ useBigInt64: true });
 
 /** What a handler knows about the task attempt it runs. */
 class Context {
@@ -209,10 +212,9 @@ class Worker {
     this.state = 'serving';
     this.send({ type: 'ready', version: PROTOCOL_VERSION, pid: process.pid, task_types: [...this.handlers.keys()].sort() });
     const period = Math.max(1, Number(wireInt(hello.heartbeat_ms ?? 1000)) || 1000);
-    const manager = process.ppid;
     this.heartbeat = setInterval(() => {
       // A manager that died without closing our input (it cannot, but be sure).
-      if (process.ppid !== manager) this.finish(0);
+      if (managerGone()) this.finish(0);
       else this.sendHeartbeat();
     }, period);
   }
@@ -291,7 +293,7 @@ class Worker {
     }
     let payload;
     try {
-      payload = task.payload.length ? decode(task.payload) : null;
+      payload = task.payload.length ? payloadDecoder.decode(task.payload) : null;
     } catch (e) {
       return errorReply(task.id, 'bad_input', `payload is not MessagePack: ${e.message}`, false);
     }
@@ -303,7 +305,7 @@ class Worker {
     }
     let body;
     try {
-      body = encode(value === undefined ? null : value, { useBigInt64: true });
+      body = resultEncoder.encode(value === undefined ? null : value);
     } catch (e) {
       return errorReply(task.id, 'handler', `the result cannot be encoded as MessagePack: ${e.message}`, false);
     }

@@ -107,7 +107,7 @@ export class Manager {
       };
       const timer = setTimeout(() => {
         done();
-        reject(new Error(`no matching frame within ${WAIT_MS} ms; frames: ${JSON.stringify(this.frames.map((f) => f.type))}; stderr: ${this.stderr}`));
+        reject(new Error(`no matching frame within ${WAIT_MS} ms; ${this.frames.length} frames, the last: ${JSON.stringify(this.frames.slice(-10).map((f) => f.type))}; stderr: ${this.stderr}`));
       }, WAIT_MS);
       const done = () => {
         clearTimeout(timer);

@@ -2,9 +2,12 @@
 // cancellation, concurrency, heartbeats, stdout, shutdown, both transports.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync, spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Manager, payloadOf } from './harness.js';
+import { EXAMPLE, Manager, WAIT_MS, payloadOf } from './harness.js';
 
 const EXTRA = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'extra-worker.mjs');
 
@@ -246,4 +249,54 @@ test('an unknown transport: exit 2 with a message', async (t) => {
 
 function pick(reply) {
   return [reply.type, reply.kind, reply.message, reply.retryable];
+}
+
+test('[fifo] a manager that dies before hello: the worker notices and exits', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cortex-node-orphan-'));
+  const to = path.join(dir, 'to.fifo');
+  const from = path.join(dir, 'from.fifo');
+  execFileSync('mkfifo', ['-m', '600', to, from]);
+  // Our ends stay open, so the worker sees no EOF: only its parent's death tells it.
+  const readFd = fs.openSync(from, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+  let pid = 0;
+  t.after(() => {
+    if (pid && alive(pid)) process.kill(pid, 'SIGKILL');
+    fs.closeSync(readFd);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  // An intermediate shell starts the worker, and exits when we close its stdin: once
+  // the worker has opened its read end (and so knows its parent), it is orphaned.
+  const env = { ...process.env, CORTEX_TRANSPORT: 'fifo', CORTEX_FIFO_TO_WORKER: to, CORTEX_FIFO_FROM_WORKER: from };
+  const shell = spawn('sh', ['-c', `"${process.execPath}" "${EXAMPLE}" </dev/null >/dev/null 2>&1 & echo $!; read _`], {
+    env,
+    stdio: ['pipe', 'pipe', 'ignore'],
+  });
+  pid = Number(await new Promise((resolve) => shell.stdout.once('data', (d) => resolve(String(d).trim()))));
+  assert.ok(pid > 0);
+  const opened = Date.now() + WAIT_MS;
+  for (;;) {
+    try {
+      fs.closeSync(fs.openSync(to, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK));
+      break;
+    } catch (e) {
+      assert.equal(e.code, 'ENXIO');
+      assert.ok(Date.now() < opened, 'the worker opened its FIFO');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+  shell.stdin.end();
+  await new Promise((resolve) => shell.on('exit', resolve));
+  const deadline = Date.now() + WAIT_MS;
+  while (alive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  assert.equal(alive(pid), false, 'the orphaned worker exited');
+});
+
+/** Whether `pid` runs (a zombie waiting for its reaper counts as gone). */
+function alive(pid) {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return !/^\d+ \(.*\) [ZX] /.test(stat);
+  } catch {
+    return false;
+  }
 }
