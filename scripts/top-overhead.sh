@@ -7,13 +7,16 @@
 #   BIN=target/release/cortex-pool N=100000 REPS=5 WORKERS=2 scripts/top-overhead.sh
 #
 # Prints one line per run and, at the end, the median throughput of each side and
-# their ratio.
+# their ratio; then the CPU time the idle daemon and `top` itself spend over
+# SECS seconds with `top` refreshing (from /proc/PID/stat, so the machine's load
+# does not blur it).
 set -euo pipefail
 
 BIN=$(realpath "${BIN:-target/release/cortex-pool}")
 N=${N:-100000}
 REPS=${REPS:-5}
 WORKERS=${WORKERS:-2}
+SECS=${SECS:-10}
 command -v tmux >/dev/null || { echo "tmux is needed: sudo apt-get install -y tmux" >&2; exit 2; }
 
 dir=$(mktemp -d)
@@ -76,3 +79,18 @@ m_without=$(median "${without[@]}")
 m_with=$(median "${with[@]}")
 echo "median without top: $m_without tasks/s; with top at 10 refreshes/s: $m_with tasks/s"
 awk -v a="$m_without" -v b="$m_with" 'BEGIN { printf "ratio with/without: %.3f (%+.1f %%)\n", b / a, (b / a - 1) * 100 }'
+
+# CPU time (user + system, all threads) of a process, in clock ticks.
+ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
+daemon_pid=$(cat "$CORTEX_POOL_RUNTIME_DIR/daemon.pid")
+d0=$(ticks "$daemon_pid"); sleep "$SECS"; d1=$(ticks "$daemon_pid")
+top_on
+top_pid=$(tmux -L "$tmux_socket" display-message -p -t top '#{pane_pid}')
+d2=$(ticks "$daemon_pid"); t2=$(ticks "$top_pid"); sleep "$SECS"
+d3=$(ticks "$daemon_pid"); t3=$(ticks "$top_pid")
+top_off
+awk -v idle=$((d1 - d0)) -v with=$((d3 - d2)) -v top=$((t3 - t2)) -v hz="$hz" -v s="$SECS" 'BEGIN {
+    printf "idle daemon CPU: %.1f ms/s without top, %.1f ms/s with top at 10 refreshes/s; top itself: %.1f ms/s\n",
+        idle * 1000 / hz / s, with * 1000 / hz / s, top * 1000 / hz / s }'
+

@@ -83,7 +83,7 @@ fn quote(s: &str) -> String {
 #[test]
 fn keys_scale_roll_retry_a_dead_letter_and_quit() {
     let daemon = Daemon::new("top-tmux", &[("CORTEX_POOL_POOL_SIZE", "2")]);
-    daemon.watchdog(90);
+    daemon.watchdog(180);
     daemon.start();
     let tmux = Tmux::new();
     let command = format!(
