@@ -33,12 +33,14 @@ struct Attempt {
     ran: Ran,
 }
 
-/// Tasks in the pool at once: enough to keep every worker busy, few enough that
-/// a crash re-runs little.
+/// Tasks in the pool at once: enough to keep every worker busy between two
+/// claims, few enough that a crash re-runs little (every claimed task counts
+/// as started).
 fn window(daemon: &Daemon) -> usize {
+    let workers = usize::try_from(daemon.pool.metrics().workers.total).unwrap_or(usize::MAX);
     daemon.setting(|s| {
-        let slots = s.pool.max_workers * s.pool.worker_concurrency as usize;
-        (slots * 64).clamp(256, 4096).min(s.pool.max_queue_len)
+        let slots = workers.max(s.pool.initial_size()) * s.pool.worker_concurrency as usize;
+        (slots * 64).clamp(64, 4096).min(s.pool.max_queue_len)
     })
 }
 
