@@ -326,3 +326,38 @@ fn a_store_that_cannot_write_refuses_new_tasks_with_the_reason_and_keeps_what_it
     drop(d);
     assert!(started.elapsed() < Duration::from_secs(30));
 }
+
+#[test]
+fn past_max_queue_len_new_tasks_are_refused_queue_full() {
+    let d = Daemon::new(
+        "queue-full",
+        &[
+            ("CORTEX_POOL_MAX_QUEUE_LEN", "100"),
+            ("CORTEX_POOL_POOL_SIZE", "1"),
+        ],
+    );
+    d.watchdog(60);
+    d.start();
+    let lines: String = (0..300)
+        .map(|i| format!("{{\"id\":\"q{i}\",\"type\":\"sleep\",\"payload\":{{\"ms\":2000}}}}\n"))
+        .collect();
+    let out = d.cli_with_input(&["submit"], &lines);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let all = json_lines(&out.stdout);
+    assert_eq!(all.len(), 300);
+    let accepted = all.iter().filter(|l| l["status"] == "accepted").count();
+    assert_eq!(accepted, 100, "exactly max_queue_len tasks are taken");
+    for l in all.iter().filter(|l| l["status"] == "refused") {
+        assert!(
+            l["error"].as_str().unwrap().starts_with("queue_full"),
+            "{l}"
+        );
+    }
+    let status = d.status();
+    let rows = status["store"]["rows"].as_object().unwrap();
+    let stored: u64 = rows.values().filter_map(Value::as_u64).sum();
+    assert_eq!(
+        stored, 100,
+        "only the accepted tasks are in the store: {rows:?}"
+    );
+}

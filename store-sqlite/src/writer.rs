@@ -132,6 +132,7 @@ fn commit(conn: &Connection, writes: Vec<WriteJob>, shared: &Shared) {
         }
         return;
     }
+    let changes_before = conn.total_changes();
     let mut finishes = Vec::with_capacity(writes.len());
     let mut failed = None;
     for w in writes {
@@ -147,8 +148,11 @@ fn commit(conn: &Connection, writes: Vec<WriteJob>, shared: &Shared) {
     };
     match result {
         Ok(()) => {
-            shared.committed(started.elapsed().as_secs_f64() * 1000.0);
-            shared.set_health(SourceHealth::Ok);
+            // Only a commit that wrote something proves the store writes again.
+            if conn.total_changes() != changes_before {
+                shared.committed(started.elapsed().as_secs_f64() * 1000.0);
+                shared.set_health(SourceHealth::Ok);
+            }
             for finish in finishes {
                 finish(None);
             }

@@ -143,11 +143,13 @@ async fn answer(
             }
         }
         Request::Metrics { prometheus: true } => Reply::Text {
-            text: super::prometheus::render(daemon),
+            text: super::prometheus::render(daemon, daemon.source.stats().await.ok().as_ref()),
         },
-        Request::Metrics { prometheus: false } => Reply::Json {
-            value: json!(pool.metrics()),
-        },
+        Request::Metrics { prometheus: false } => {
+            let mut value = json!(pool.metrics());
+            value["store"] = api::store_status(daemon).await;
+            Reply::Json { value }
+        }
         Request::Workers => Reply::Json {
             value: json!(pool.workers().await),
         },

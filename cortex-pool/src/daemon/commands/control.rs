@@ -67,17 +67,11 @@ fn start(config: &ConfigArgs) -> Outcome {
     }
     ensure_private_dir(&paths.dir).map_err(|e| Fail(1, format!("{}: {e}", paths.dir.display())))?;
     ensure_parent(&paths.log).map_err(|e| Fail(1, format!("{}: {e}", paths.log.display())))?;
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(&paths.log)
-        .map_err(|e| {
-            Fail(
-                1,
-                format!("cannot open the log {}: {e}", paths.log.display()),
-            )
-        })?;
+    let log = crate::daemon::paths::open_private(
+        &paths.log,
+        OpenOptions::new().create(true).append(true).mode(0o600),
+    )
+    .map_err(|e| Fail(1, format!("cannot open the log: {e}")))?;
     let log_err = log
         .try_clone()
         .map_err(|e| Fail(1, format!("cannot open the log: {e}")))?;
