@@ -98,6 +98,11 @@ pub(crate) enum Reply {
         /// The line.
         line: serde_json::Value,
     },
+    /// Several lines at once (a submitted batch's answers, in input order).
+    Lines {
+        /// The lines.
+        lines: Vec<serde_json::Value>,
+    },
     /// A submit ended: how many lines were taken and how many were refused.
     Done {
         /// Tasks accepted by the pool.

@@ -167,6 +167,7 @@ async fn send_batch(
     loop {
         match c.next().await? {
             Reply::Line { line } => answers.push(line),
+            Reply::Lines { lines } => answers.extend(lines),
             Reply::Done { .. } => return Ok(answers),
             Reply::Error { kind, message } => {
                 return Err(std::io::Error::other(format!("{kind}: {message}")));

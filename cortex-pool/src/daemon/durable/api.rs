@@ -58,6 +58,7 @@ pub(crate) async fn submit(
     }
     let mut admitted = tasks.iter().zip(admissions);
     let mut waiting = Vec::new();
+    let mut answers = Vec::with_capacity(replies.len());
     for slot in replies {
         let line = match slot {
             Some(line) => {
@@ -86,8 +87,9 @@ pub(crate) async fn submit(
                 }
             }
         };
-        out.send(Reply::Line { line }).await?;
+        answers.push(line);
     }
+    out.send(Reply::Lines { lines: answers }).await?;
     if wait {
         out.send(Reply::Done {
             accepted,
