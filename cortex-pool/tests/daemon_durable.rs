@@ -361,3 +361,22 @@ fn past_max_queue_len_new_tasks_are_refused_queue_full() {
         "only the accepted tasks are in the store: {rows:?}"
     );
 }
+
+#[test]
+fn start_with_a_missing_worker_program_exits_2_quoting_only_this_start() {
+    let d = Daemon::new(
+        "no-worker",
+        &[
+            ("CORTEX_POOL_WORKER", "/nonexistent/worker-prog"),
+            ("CORTEX_POOL_START_TIMEOUT_MS", "2000"),
+        ],
+    );
+    d.watchdog(60);
+    std::fs::create_dir_all(&d.dir).unwrap();
+    std::fs::write(d.dir.join("daemon.log"), "an earlier start's line\n").unwrap();
+    let out = d.cli(&["daemon", "start"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/worker-prog"), "{}", text(&out));
+    assert!(!err.contains("an earlier start's line"), "{}", text(&out));
+}

@@ -40,6 +40,9 @@ pub(crate) enum DaemonError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The pool did not start (its workers cannot be started).
+    #[error("the pool did not start: {0}")]
+    PoolStart(String),
     /// Anything else that stopped the start.
     #[error("{0}")]
     Start(String),

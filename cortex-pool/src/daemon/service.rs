@@ -104,7 +104,7 @@ pub(crate) async fn run(settings: Settings, sources: Sources) -> Result<(), Daem
                 let _ = std::fs::remove_dir(&paths.fifo);
             }
             drop(pid_file);
-            return Err(DaemonError::Start(format!("the pool did not start: {e}")));
+            return Err(DaemonError::PoolStart(e.to_string()));
         }
     };
     let metrics_addr = settings.metrics_addr;

@@ -55,7 +55,11 @@ fn run(config: &ConfigArgs, detached: bool) -> Outcome {
         .build()
         .map_err(|e| Fail(1, format!("cannot start the async runtime: {e}")))?;
     rt.block_on(crate::daemon::service::run(settings, sources(config)))
-        .map_err(|e| Fail(1, e.to_string()))?;
+        .map_err(|e| match e {
+            // The worker program cannot start: a configuration error, as in `run`.
+            crate::daemon::DaemonError::PoolStart(_) => Fail(crate::cli::EXIT_USAGE, e.to_string()),
+            e => Fail(1, e.to_string()),
+        })?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -72,6 +76,8 @@ fn start(config: &ConfigArgs) -> Outcome {
         OpenOptions::new().create(true).append(true).mode(0o600),
     )
     .map_err(|e| Fail(1, format!("cannot open the log: {e}")))?;
+    // Only this start's lines are quoted when it fails.
+    let log_start = log.metadata().map_or(0, |m| m.len());
     let log_err = log
         .try_clone()
         .map_err(|e| Fail(1, format!("cannot open the log: {e}")))?;
@@ -95,12 +101,17 @@ fn start(config: &ConfigArgs) -> Outcome {
     let deadline = Instant::now() + settings.pool.start_timeout + Duration::from_secs(20);
     loop {
         if let Ok(Some(status)) = child.try_wait() {
+            let code = if status.code() == Some(crate::cli::EXIT_USAGE.into()) {
+                crate::cli::EXIT_USAGE
+            } else {
+                1
+            };
             return Err(Fail(
-                1,
+                code,
                 format!(
                     "the daemon exited during start-up ({status}); from {}:\n{}",
                     paths.log.display(),
-                    log_tail(&paths.log, 10)
+                    log_tail(&paths.log, log_start, 10)
                 ),
             ));
         }
@@ -145,11 +156,15 @@ fn start(config: &ConfigArgs) -> Outcome {
     }
 }
 
-fn log_tail(path: &Path, lines: usize) -> String {
-    let mut text = String::new();
+/// The last `lines` lines written to the log after byte `from`.
+fn log_tail(path: &Path, from: u64, lines: usize) -> String {
+    use std::io::Seek;
+    let mut bytes = Vec::new();
     if let Ok(mut file) = std::fs::File::open(path) {
-        let _ = file.read_to_string(&mut text);
+        let _ = file.seek(std::io::SeekFrom::Start(from));
+        let _ = file.read_to_end(&mut bytes);
     }
+    let text = String::from_utf8_lossy(&bytes);
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
