@@ -32,5 +32,8 @@ pub(crate) fn main() -> ExitCode {
         Command::Scale(args) => crate::daemon::commands::scale(args),
         Command::Roll(args) => crate::daemon::commands::roll(args),
         Command::Top(args) => crate::top::top(*args),
+        Command::Result(args) => crate::daemon::commands::result(args),
+        Command::Wait(args) => crate::daemon::commands::wait(args),
+        Command::Tasks(args) => crate::daemon::commands::tasks(args),
     }
 }

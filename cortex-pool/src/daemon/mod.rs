@@ -12,6 +12,7 @@
 pub(crate) mod client;
 pub(crate) mod commands;
 pub(crate) mod config;
+pub(crate) mod durable;
 pub(crate) mod http;
 pub(crate) mod paths;
 pub(crate) mod pidfile;
@@ -39,6 +40,9 @@ pub(crate) enum DaemonError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The pool did not start (its workers cannot be started).
+    #[error("the pool did not start: {0}")]
+    PoolStart(String),
     /// Anything else that stopped the start.
     #[error("{0}")]
     Start(String),

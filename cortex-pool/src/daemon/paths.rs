@@ -96,6 +96,44 @@ pub(crate) fn ensure_private_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Opens a file of the runtime directory with `options` plus `O_NOFOLLOW`, then
+/// checks what was opened: a regular file owned by us (group and other bits are
+/// removed). A planted symlink, a foreign file or a non-file is refused with an
+/// error naming the path.
+///
+/// # Errors
+/// The open's error, or the refusal.
+pub(crate) fn open_private(
+    path: &Path,
+    options: &mut std::fs::OpenOptions,
+) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let refuse = |why: String| {
+        io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("{}: {why}; refusing to use it", path.display()),
+        )
+    };
+    let file = options
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+        .map_err(|e| match rustix::io::Errno::from_io_error(&e) {
+            Some(rustix::io::Errno::LOOP) => refuse("is a symbolic link".into()),
+            _ => io::Error::new(e.kind(), format!("{}: {e}", path.display())),
+        })?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(refuse("is not a regular file".into()));
+    }
+    if meta.uid() != rustix::process::geteuid().as_raw() {
+        return Err(refuse(format!("belongs to uid {}, not to us", meta.uid())));
+    }
+    if meta.mode() & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(meta.mode() & 0o700))?;
+    }
+    Ok(file)
+}
+
 /// Makes sure the parent directory of `file` exists (0700 when we create it).
 pub(crate) fn ensure_parent(file: &Path) -> io::Result<()> {
     match file.parent() {
@@ -122,6 +160,33 @@ mod tests {
         assert!(p.owns_fifo_dir());
         let p = Paths::new("/r".into(), None, None, None, Some("/f".into()));
         assert!(!p.owns_fifo_dir());
+    }
+
+    #[test]
+    fn a_planted_symlink_is_refused_and_the_victim_left_alone() {
+        let base = std::env::temp_dir().join(format!("cp-open-{}", std::process::id()));
+        ensure_private_dir(&base).unwrap();
+        let victim = base.join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let link = base.join("daemon.pid");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let err = open_private(
+            &link,
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("is a symbolic link"), "{err}");
+        assert!(err.to_string().contains("daemon.pid"), "{err}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        let own = base.join("own.log");
+        std::fs::write(&own, "").unwrap();
+        std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o644)).unwrap();
+        open_private(&own, std::fs::OpenOptions::new().append(true)).unwrap();
+        assert_eq!(std::fs::metadata(&own).unwrap().mode() & 0o777, 0o600);
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]

@@ -48,14 +48,16 @@ impl PidFile {
             source,
         };
         loop {
-            let mut file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o600)
-                .open(path)
-                .map_err(io_err)?;
+            let mut file = super::paths::open_private(
+                path,
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .mode(0o600),
+            )
+            .map_err(io_err)?;
             match flock(&file, FlockOperation::NonBlockingLockExclusive) {
                 Ok(()) => {}
                 Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
@@ -108,7 +110,7 @@ pub(crate) enum Probe {
 /// Looks at the PID file without disturbing a live daemon: a lock that can be
 /// taken (and is released at once) means the file is stale.
 pub(crate) fn probe(path: &Path) -> io::Result<Probe> {
-    let mut file = match File::open(path) {
+    let mut file = match super::paths::open_private(path, std::fs::OpenOptions::new().read(true)) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Probe::Absent),
         Err(e) => return Err(e),

@@ -3,6 +3,7 @@
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
@@ -10,7 +11,7 @@ use super::state::Daemon;
 
 /// Renders the pool's metrics (counters, gauges, and the task latency
 /// histogram with `_bucket`/`_sum`/`_count`) as Prometheus text.
-pub(crate) fn render(daemon: &Daemon) -> String {
+pub(crate) fn render(daemon: &Daemon, store: Option<&task_source::SourceStats>) -> String {
     let m = daemon.pool.metrics();
     let mut registry = Registry::with_prefix("cortex_pool");
     let counter = |registry: &mut Registry, name: &str, help: &str, value: u64| {
@@ -166,6 +167,33 @@ pub(crate) fn render(daemon: &Daemon) -> String {
         "Time from submission to result of tasks submitted through the daemon",
         daemon.latency.clone(),
     );
+    if let Some(store) = store {
+        gauge(
+            &mut registry,
+            "store_size_bytes",
+            "Bytes the task store takes on disk (database and log)",
+            store.size_bytes,
+        );
+        let rows = Family::<Vec<(String, String)>, Gauge<i64>>::default();
+        for (state, n) in &store.rows {
+            rows.get_or_create(&vec![("state".to_owned(), state.clone())])
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
+        }
+        registry.register("store_tasks", "Tasks in the task store by state", rows);
+        counter(
+            &mut registry,
+            "store_commits",
+            "Transactions the task store committed",
+            store.commits,
+        );
+        let sum = Counter::<f64, std::sync::atomic::AtomicU64>::default();
+        sum.inc_by(store.commit_ms_sum / 1000.0);
+        registry.register(
+            "store_commit_seconds",
+            "Total time spent committing task store transactions",
+            sum,
+        );
+    }
     let mut text = String::new();
     if encode(&mut text, &registry).is_err() {
         text.clear();

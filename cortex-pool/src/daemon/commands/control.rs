@@ -55,7 +55,11 @@ fn run(config: &ConfigArgs, detached: bool) -> Outcome {
         .build()
         .map_err(|e| Fail(1, format!("cannot start the async runtime: {e}")))?;
     rt.block_on(crate::daemon::service::run(settings, sources(config)))
-        .map_err(|e| Fail(1, e.to_string()))?;
+        .map_err(|e| match e {
+            // The worker program cannot start: a configuration error, as in `run`.
+            crate::daemon::DaemonError::PoolStart(_) => Fail(crate::cli::EXIT_USAGE, e.to_string()),
+            e => Fail(1, e.to_string()),
+        })?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -67,17 +71,13 @@ fn start(config: &ConfigArgs) -> Outcome {
     }
     ensure_private_dir(&paths.dir).map_err(|e| Fail(1, format!("{}: {e}", paths.dir.display())))?;
     ensure_parent(&paths.log).map_err(|e| Fail(1, format!("{}: {e}", paths.log.display())))?;
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(&paths.log)
-        .map_err(|e| {
-            Fail(
-                1,
-                format!("cannot open the log {}: {e}", paths.log.display()),
-            )
-        })?;
+    let log = crate::daemon::paths::open_private(
+        &paths.log,
+        OpenOptions::new().create(true).append(true).mode(0o600),
+    )
+    .map_err(|e| Fail(1, format!("cannot open the log: {e}")))?;
+    // Only this start's lines are quoted when it fails.
+    let log_start = log.metadata().map_or(0, |m| m.len());
     let log_err = log
         .try_clone()
         .map_err(|e| Fail(1, format!("cannot open the log: {e}")))?;
@@ -101,12 +101,17 @@ fn start(config: &ConfigArgs) -> Outcome {
     let deadline = Instant::now() + settings.pool.start_timeout + Duration::from_secs(20);
     loop {
         if let Ok(Some(status)) = child.try_wait() {
+            let code = if status.code() == Some(crate::cli::EXIT_USAGE.into()) {
+                crate::cli::EXIT_USAGE
+            } else {
+                1
+            };
             return Err(Fail(
-                1,
+                code,
                 format!(
                     "the daemon exited during start-up ({status}); from {}:\n{}",
                     paths.log.display(),
-                    log_tail(&paths.log, 10)
+                    log_tail(&paths.log, log_start, 10)
                 ),
             ));
         }
@@ -151,11 +156,15 @@ fn start(config: &ConfigArgs) -> Outcome {
     }
 }
 
-fn log_tail(path: &Path, lines: usize) -> String {
-    let mut text = String::new();
+/// The last `lines` lines written to the log after byte `from`.
+fn log_tail(path: &Path, from: u64, lines: usize) -> String {
+    use std::io::Seek;
+    let mut bytes = Vec::new();
     if let Ok(mut file) = std::fs::File::open(path) {
-        let _ = file.read_to_string(&mut text);
+        let _ = file.seek(std::io::SeekFrom::Start(from));
+        let _ = file.read_to_end(&mut bytes);
     }
+    let text = String::from_utf8_lossy(&bytes);
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
@@ -313,6 +322,27 @@ fn status(config: &ConfigArgs, json: bool) -> Outcome {
         m["tasks"]["completed"],
         m["tasks"]["failed"],
         m["tasks"]["dlq"],
+    );
+    let store = &value["store"];
+    let rows = &store["rows"];
+    println!(
+        "store: {} ({}), {}; {} queued, {} running, {} retrying, {} ok, {} failed, {} dead letters; {:.1} MiB",
+        store["path"].as_str().unwrap_or("memory"),
+        store["durability"].as_str().unwrap_or("?"),
+        match store["health"]["state"].as_str() {
+            Some("ok") => "accepting".to_owned(),
+            _ => format!(
+                "REFUSING new tasks: {}",
+                store["health"]["reason"].as_str().unwrap_or("unknown")
+            ),
+        },
+        rows["queued"],
+        rows["running"],
+        rows["retrying"],
+        rows["ok"],
+        rows["failed"],
+        rows["dead_letter"],
+        store["size_bytes"].as_f64().unwrap_or(0.0) / 1_048_576.0,
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,435 @@
+//! A durable [`TaskSource`]: one SQLite file in WAL mode.
+//!
+//! One thread owns the connection. Every request becomes a job on its queue; the
+//! thread takes all pending jobs, runs their writes in one transaction and
+//! answers them when the commit returns (group commit: one sync per batch, not
+//! per task). With [`Durability::Fsync`] a commit is synced to the device
+//! (`synchronous = FULL`); with [`Durability::Relaxed`] it survives a crash of
+//! the process but not of the machine (`synchronous = NORMAL`).
+//!
+//! The schema version is kept in `PRAGMA user_version`; a store written by a
+//! newer version is refused, and so is a corrupt one.
+//!
+//! ```
+//! use store_sqlite::{Durability, SqliteSource};
+//! use task_source::{Admission, NewTask, TaskSource};
+//!
+//! let dir = std::env::temp_dir().join(format!("store-doc-{}", std::process::id()));
+//! std::fs::create_dir_all(&dir).unwrap();
+//! let path = dir.join("store.db");
+//! let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+//! rt.block_on(async {
+//!     let store = SqliteSource::open(&path, Durability::Relaxed).unwrap();
+//!     let task = NewTask {
+//!         id: "a".into(),
+//!         task_type: "echo".into(),
+//!         payload: "1".into(),
+//!         priority: 10,
+//!         timeout_ms: None,
+//!     };
+//!     assert_eq!(store.accept(vec![task]).await.unwrap(), vec![Admission::Accepted]);
+//! });
+//! std::fs::remove_dir_all(&dir).unwrap();
+//! ```
+
+mod ops;
+mod schema;
+mod writer;
+
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags};
+use task_source::{
+    now_ms, Admission, Claimed, Filter, NewTask, Requeue, Settlement, SourceError, SourceHealth,
+    SourceStats, TaskRecord, TaskSource, TaskState,
+};
+use tokio::sync::oneshot;
+
+pub use schema::SCHEMA_VERSION;
+use writer::{classify, Finish, Job, Shared};
+
+/// How durable an accepted task is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Every commit is synced to the device: survives a power cut.
+    Fsync,
+    /// Commits reach the operating system, not the device: survives a crash of
+    /// the process, not of the machine.
+    Relaxed,
+}
+
+/// Why a store could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The file could not be created or checked.
+    #[error("the task store {path}: {message}")]
+    File {
+        /// The store's path.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The file is not a readable SQLite database, or fails its integrity check.
+    #[error("the task store {path} is corrupt: {detail}; move it aside (the daemon then starts with an empty store) or restore a backup")]
+    Corrupt {
+        /// The store's path.
+        path: PathBuf,
+        /// What SQLite said.
+        detail: String,
+    },
+    /// A newer cortex-pool wrote it.
+    #[error("the task store {path} has schema version {found}, newer than this cortex-pool supports ({supported}); run the newer version or move the store aside")]
+    NewerSchema {
+        /// The store's path.
+        path: PathBuf,
+        /// Its version.
+        found: i64,
+        /// Ours.
+        supported: i64,
+    },
+}
+
+/// The SQLite task source.
+#[derive(Debug)]
+pub struct SqliteSource {
+    path: PathBuf,
+    jobs: mpsc::Sender<Job>,
+    shared: Arc<Shared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for SqliteSource {
+    /// Closes the store: the writer finishes its jobs and checkpoints the log.
+    fn drop(&mut self) {
+        let (closed, _) = mpsc::channel();
+        drop(std::mem::replace(&mut self.jobs, closed));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Job::Write(_) => "Write",
+            Job::Read(_) => "Read",
+        })
+    }
+}
+
+/// Creates the file 0600 without following a symlink, or checks an existing
+/// one: a regular file owned by us; group and other bits are removed.
+fn prepare_file(path: &Path) -> Result<(), OpenError> {
+    let fail = |message: String| OpenError::File {
+        path: path.to_owned(),
+        message,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+        .or_else(|e| {
+            // A read-only file is opened read-only: the store then refuses writes.
+            if e.kind() == std::io::ErrorKind::PermissionDenied {
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                    .open(path)
+            } else {
+                Err(e)
+            }
+        })
+        .map_err(|e| match rustix::io::Errno::from_io_error(&e) {
+            Some(rustix::io::Errno::LOOP) => {
+                fail("is a symbolic link; refusing to follow it".into())
+            }
+            _ => fail(e.to_string()),
+        })?;
+    let meta = file.metadata().map_err(|e| fail(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(fail("is not a regular file".into()));
+    }
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(fail(format!(
+            "belongs to uid {}, not to this user (uid {me}); refusing to use it",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(meta.mode() & 0o700))
+            .map_err(|e| fail(e.to_string()))?;
+    }
+    Ok(())
+}
+
+impl SqliteSource {
+    /// Opens (creating if needed) the store at `path` and starts its writer thread.
+    ///
+    /// # Errors
+    /// When the file cannot be made or used, is corrupt, or has a newer schema.
+    pub fn open(path: &Path, durability: Durability) -> Result<Self, OpenError> {
+        prepare_file(path)?;
+        let corrupt = |e: rusqlite::Error| OpenError::Corrupt {
+            path: path.to_owned(),
+            detail: e.to_string(),
+        };
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_NOFOLLOW,
+        )
+        .map_err(|e| OpenError::File {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(corrupt)?;
+        let check: String = conn
+            .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
+            .map_err(corrupt)?;
+        if check != "ok" {
+            return Err(OpenError::Corrupt {
+                path: path.to_owned(),
+                detail: check,
+            });
+        }
+        let read_only = conn
+            .is_readonly(rusqlite::DatabaseName::Main)
+            .unwrap_or(false);
+        let mut health = SourceHealth::Ok;
+        if read_only {
+            health = SourceHealth::Failing {
+                reason: format!("{} is read-only", path.display()),
+            };
+        } else {
+            let sync = match durability {
+                Durability::Fsync => "FULL",
+                Durability::Relaxed => "NORMAL",
+            };
+            conn.execute_batch(&format!(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync};"
+            ))
+            .map_err(|e| match classify(&e) {
+                SourceError::Unwritable(reason) if !reason.contains("corrupt") => OpenError::File {
+                    path: path.to_owned(),
+                    message: reason,
+                },
+                _ => corrupt(e),
+            })?;
+            match schema::migrate(&conn) {
+                Ok(schema::Version::Current) => {}
+                Ok(schema::Version::Newer(found)) => {
+                    return Err(OpenError::NewerSchema {
+                        path: path.to_owned(),
+                        found,
+                        supported: SCHEMA_VERSION,
+                    })
+                }
+                Err(e) => match classify(&e) {
+                    SourceError::Unwritable(reason) if !reason.contains("corrupt") => {
+                        health = SourceHealth::Failing { reason }
+                    }
+                    _ => return Err(corrupt(e)),
+                },
+            }
+        }
+        if read_only {
+            let version: i64 = conn
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .map_err(corrupt)?;
+            if version > SCHEMA_VERSION {
+                return Err(OpenError::NewerSchema {
+                    path: path.to_owned(),
+                    found: version,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+        }
+        let shared = Arc::new(Shared::new(health));
+        let (jobs, rx) = mpsc::channel();
+        let thread_shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("task-store".into())
+            .spawn(move || writer::serve(conn, rx, thread_shared))
+            .map_err(|e| OpenError::File {
+                path: path.to_owned(),
+                message: format!("cannot start the store's thread: {e}"),
+            })?;
+        Ok(Self {
+            path: path.to_owned(),
+            jobs,
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// The store's file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the store takes writes now.
+    pub fn health(&self) -> SourceHealth {
+        match self.shared.health.lock() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    async fn write<T, F>(&self, f: F) -> Result<T, SourceError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel::<Result<T, SourceError>>();
+        let job = Job::Write(Box::new(move |conn| {
+            let Some(conn) = conn else {
+                let finish: Finish = Box::new(move |e| {
+                    let _ = tx.send(Err(e.unwrap_or(SourceError::Closed)));
+                });
+                return (finish, None);
+            };
+            match f(conn) {
+                Ok(value) => {
+                    let finish: Finish = Box::new(move |e| {
+                        let _ = tx.send(match e {
+                            None => Ok(value),
+                            Some(e) => Err(e),
+                        });
+                    });
+                    (finish, None)
+                }
+                Err(e) => {
+                    let finish: Finish = Box::new(move |err| {
+                        let _ = tx.send(Err(err.unwrap_or(SourceError::Closed)));
+                    });
+                    (finish, Some(e))
+                }
+            }
+        }));
+        self.jobs.send(job).map_err(|_| SourceError::Closed)?;
+        rx.await.map_err(|_| SourceError::Closed)?
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T, SourceError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel::<Result<T, SourceError>>();
+        let job = Job::Read(Box::new(move |conn| {
+            let _ = tx.send(f(conn).map_err(|e| classify(&e)));
+        }));
+        self.jobs.send(job).map_err(|_| SourceError::Closed)?;
+        rx.await.map_err(|_| SourceError::Closed)?
+    }
+
+    fn refuse_if_failing(&self) -> Result<(), SourceError> {
+        match self.health() {
+            SourceHealth::Ok => Ok(()),
+            SourceHealth::Failing { reason } => Err(SourceError::Unwritable(reason)),
+        }
+    }
+
+    fn file_size(&self) -> u64 {
+        let mut total = 0;
+        for suffix in ["", "-wal"] {
+            let mut p = self.path.clone().into_os_string();
+            p.push(suffix);
+            total += std::fs::metadata(&p).map_or(0, |m| m.len());
+        }
+        total
+    }
+}
+
+#[async_trait]
+impl TaskSource for SqliteSource {
+    async fn accept(&self, tasks: Vec<NewTask>) -> Result<Vec<Admission>, SourceError> {
+        let now = now_ms();
+        // A store that failed earlier may write again (space freed): always try.
+        self.write(move |c| ops::accept(c, &tasks, now)).await
+    }
+
+    async fn claim(&self, max: usize, now_ms: u64) -> Result<Vec<Claimed>, SourceError> {
+        self.write(move |c| ops::claim(c, max, now_ms)).await
+    }
+
+    async fn settle(&self, settlements: Vec<Settlement>) -> Result<(), SourceError> {
+        let now = now_ms();
+        self.write(move |c| ops::settle(c, &settlements, now)).await
+    }
+
+    async fn recover(&self) -> Result<u64, SourceError> {
+        self.refuse_if_failing()?;
+        let now = now_ms();
+        self.write(move |c| ops::recover(c, now)).await
+    }
+
+    async fn get(&self, ids: Vec<String>) -> Result<Vec<Option<TaskRecord>>, SourceError> {
+        self.read(move |c| ops::get(c, &ids)).await
+    }
+
+    async fn list(&self, filter: Filter) -> Result<Vec<TaskRecord>, SourceError> {
+        self.read(move |c| ops::list(c, &filter)).await
+    }
+
+    async fn requeue_dead(
+        &self,
+        ids: Option<Vec<String>>,
+    ) -> Result<Vec<(String, Requeue)>, SourceError> {
+        let now = now_ms();
+        self.write(move |c| ops::requeue_dead(c, ids, now)).await
+    }
+
+    async fn purge_dead(&self) -> Result<Vec<String>, SourceError> {
+        self.write(ops::purge_dead).await
+    }
+
+    async fn prune(
+        &self,
+        settled_before_ms: u64,
+        max_bytes: Option<u64>,
+    ) -> Result<u64, SourceError> {
+        self.write(move |c| ops::prune(c, settled_before_ms, max_bytes))
+            .await
+    }
+
+    async fn unsettled(&self) -> Result<u64, SourceError> {
+        self.read(ops::unsettled).await
+    }
+
+    async fn stats(&self) -> Result<SourceStats, SourceError> {
+        let counted = self.read(ops::rows).await?;
+        let mut rows: std::collections::BTreeMap<String, u64> = TaskState::ALL
+            .iter()
+            .map(|s| (s.as_str().to_owned(), 0))
+            .collect();
+        rows.extend(counted);
+        let c = match self.shared.commits.lock() {
+            Ok(g) => *g,
+            Err(p) => *p.into_inner(),
+        };
+        Ok(SourceStats {
+            backend: "sqlite".to_owned(),
+            path: Some(self.path.display().to_string()),
+            health: self.health(),
+            size_bytes: self.file_size(),
+            rows,
+            commits: c.count,
+            commit_ms_last: c.last_ms,
+            commit_ms_max: c.max_ms,
+            commit_ms_sum: c.sum_ms,
+        })
+    }
+}

@@ -1,0 +1,295 @@
+//! The SQL of each [`TaskSource`](task_source::TaskSource) operation.
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use task_source::{
+    Admission, Claimed, ErrorInfo, Filter, HistoryEntry, NewTask, Outcome, Requeue, Settlement,
+    TaskRecord, TaskState,
+};
+
+const COLS: &str = "id, type, payload, priority, timeout_ms, state, attempts, error_kind, \
+                    error_message, line, created_ms, updated_ms, due_ms, history";
+
+/// Appends a history entry `(event, attempt)` at `?1` ms: an SQL expression.
+fn push_history(event: &str, attempt: &str) -> String {
+    format!(
+        "history = json_insert(history, '$[#]', json_object('at_ms', ?1, 'event', '{event}', 'attempt', {attempt}))"
+    )
+}
+
+fn record(row: &Row<'_>) -> rusqlite::Result<TaskRecord> {
+    let state: String = row.get(5)?;
+    let kind: Option<String> = row.get(7)?;
+    let message: Option<String> = row.get(8)?;
+    let history: String = row.get(13)?;
+    Ok(TaskRecord {
+        task: NewTask {
+            id: row.get(0)?,
+            task_type: row.get(1)?,
+            payload: row.get(2)?,
+            priority: row.get(3)?,
+            timeout_ms: row.get(4)?,
+        },
+        state: TaskState::parse(&state).unwrap_or(TaskState::Failed),
+        attempts: row.get(6)?,
+        error: kind.map(|kind| ErrorInfo {
+            kind,
+            message: message.unwrap_or_default(),
+        }),
+        line: row.get(9)?,
+        created_ms: row.get(10)?,
+        updated_ms: row.get(11)?,
+        due_ms: row.get(12)?,
+        history: serde_json::from_str::<Vec<HistoryEntry>>(&history).unwrap_or_default(),
+    })
+}
+
+pub(crate) fn accept(
+    conn: &Connection,
+    tasks: &[NewTask],
+    now: u64,
+) -> rusqlite::Result<Vec<Admission>> {
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO tasks (id, type, payload, priority, timeout_ms, state, created_ms, updated_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?6) ON CONFLICT (id) DO NOTHING",
+    )?;
+    let mut known = conn.prepare_cached("SELECT state FROM tasks WHERE id = ?1")?;
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        let n = insert.execute(params![
+            t.id,
+            t.task_type,
+            t.payload,
+            t.priority,
+            t.timeout_ms,
+            now
+        ])?;
+        if n == 1 {
+            out.push(Admission::Accepted);
+        } else {
+            let state: String = known.query_row([&t.id], |r| r.get(0))?;
+            out.push(Admission::Known(
+                TaskState::parse(&state).unwrap_or(TaskState::Failed),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) fn claim(conn: &Connection, max: usize, now: u64) -> rusqlite::Result<Vec<Claimed>> {
+    let mut select = conn.prepare_cached(
+        "SELECT seq, id, type, payload, priority, timeout_ms, attempts FROM tasks
+         WHERE state IN ('queued','retrying') AND due_ms <= ?1
+         ORDER BY priority, seq LIMIT ?2",
+    )?;
+    let rows: Vec<(i64, NewTask, u32)> = select
+        .query_map(params![now, max as i64], |r| {
+            Ok((
+                r.get(0)?,
+                NewTask {
+                    id: r.get(1)?,
+                    task_type: r.get(2)?,
+                    payload: r.get(3)?,
+                    priority: r.get(4)?,
+                    timeout_ms: r.get(5)?,
+                },
+                r.get(6)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut update = conn.prepare_cached(&format!(
+        "UPDATE tasks SET state = 'running', attempts = attempts + 1, due_ms = 0, updated_ms = ?1, {}
+         WHERE seq = ?2",
+        push_history("attempt", "attempts + 1")
+    ))?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (seq, task, attempts) in rows {
+        update.execute(params![now, seq])?;
+        out.push(Claimed {
+            task,
+            attempt: attempts + 1,
+        });
+    }
+    Ok(out)
+}
+
+pub(crate) fn settle(conn: &Connection, all: &[Settlement], now: u64) -> rusqlite::Result<()> {
+    let mut done = conn.prepare_cached(&format!(
+        "UPDATE tasks SET state = ?2, line = ?3, error_kind = coalesce(?4, error_kind),
+         error_message = coalesce(?5, error_message), updated_ms = ?1, {}
+         WHERE id = ?6 AND state = 'running' AND attempts = ?7",
+        push_history("' || ?2 || '", "?7")
+    ))?;
+    let mut retry = conn.prepare_cached(&format!(
+        "UPDATE tasks SET state = 'retrying', due_ms = ?2, error_kind = ?3, error_message = ?4,
+         updated_ms = ?1, {} WHERE id = ?5 AND state = 'running' AND attempts = ?6",
+        push_history("retry", "?6")
+    ))?;
+    let mut back = conn.prepare_cached(&format!(
+        "UPDATE tasks SET state = 'queued', updated_ms = ?1, {}
+         WHERE id = ?2 AND state = 'running' AND attempts = ?3",
+        push_history("interrupted", "?3")
+    ))?;
+    for s in all {
+        match &s.outcome {
+            Outcome::Settled { state, line, error } => {
+                let (kind, message) = match error {
+                    Some(e) => (Some(&e.kind), Some(&e.message)),
+                    None => (None, None),
+                };
+                done.execute(params![
+                    now,
+                    state.as_str(),
+                    line,
+                    kind,
+                    message,
+                    s.id,
+                    s.attempt
+                ])?;
+            }
+            Outcome::Retry { due_ms, error } => {
+                retry.execute(params![
+                    now,
+                    due_ms,
+                    error.kind,
+                    error.message,
+                    s.id,
+                    s.attempt
+                ])?;
+            }
+            Outcome::Interrupted => {
+                back.execute(params![now, s.id, s.attempt])?;
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn recover(conn: &Connection, now: u64) -> rusqlite::Result<u64> {
+    let n = conn.execute(
+        &format!(
+            "UPDATE tasks SET state = 'queued', updated_ms = ?1, {} WHERE state = 'running'",
+            push_history("interrupted", "attempts")
+        ),
+        [now],
+    )?;
+    Ok(n as u64)
+}
+
+pub(crate) fn get(conn: &Connection, ids: &[String]) -> rusqlite::Result<Vec<Option<TaskRecord>>> {
+    let mut select = conn.prepare_cached(&format!("SELECT {COLS} FROM tasks WHERE id = ?1"))?;
+    ids.iter()
+        .map(|id| select.query_row([id], record).optional())
+        .collect()
+}
+
+pub(crate) fn list(conn: &Connection, filter: &Filter) -> rusqlite::Result<Vec<TaskRecord>> {
+    let limit = if filter.limit == 0 {
+        -1
+    } else {
+        filter.limit as i64
+    };
+    let mut select = conn.prepare_cached(&format!(
+        "SELECT {COLS} FROM tasks WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR type = ?2)
+         ORDER BY seq DESC LIMIT ?3"
+    ))?;
+    let rows = select.query_map(
+        params![filter.state.map(TaskState::as_str), filter.task_type, limit],
+        record,
+    )?;
+    rows.collect()
+}
+
+pub(crate) fn requeue_dead(
+    conn: &Connection,
+    ids: Option<Vec<String>>,
+    now: u64,
+) -> rusqlite::Result<Vec<(String, Requeue)>> {
+    let ids = match ids {
+        Some(ids) => ids,
+        None => conn
+            .prepare_cached("SELECT id FROM tasks WHERE state = 'dead_letter' ORDER BY seq")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?,
+    };
+    let mut state = conn.prepare_cached("SELECT state FROM tasks WHERE id = ?1")?;
+    let mut update = conn.prepare_cached(&format!(
+        "UPDATE tasks SET state = 'queued', attempts = 0, due_ms = 0, line = NULL, updated_ms = ?1, {}
+         WHERE id = ?2",
+        push_history("requeued", "0")
+    ))?;
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let found: Option<String> = state.query_row([&id], |r| r.get(0)).optional()?;
+        let verdict = match found.as_deref().map(TaskState::parse) {
+            None => Requeue::Unknown,
+            Some(Some(TaskState::DeadLetter)) => {
+                update.execute(params![now, id])?;
+                Requeue::Requeued
+            }
+            Some(s) => Requeue::NotDeadLettered(s.unwrap_or(TaskState::Failed)),
+        };
+        out.push((id, verdict));
+    }
+    Ok(out)
+}
+
+pub(crate) fn purge_dead(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+    let ids: Vec<String> = conn
+        .prepare_cached("SELECT id FROM tasks WHERE state = 'dead_letter' ORDER BY seq")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    conn.execute("DELETE FROM tasks WHERE state = 'dead_letter'", [])?;
+    Ok(ids)
+}
+
+/// Bytes the store's live pages take.
+pub(crate) fn used_bytes(conn: &Connection) -> rusqlite::Result<u64> {
+    let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+    let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+    let size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    Ok(((pages - free).max(0) * size) as u64)
+}
+
+/// Settled tasks other than dead letters (those stay until retried or purged).
+const PRUNABLE: &str = "('ok','failed','cancelled')";
+
+pub(crate) fn prune(
+    conn: &Connection,
+    before: u64,
+    max_bytes: Option<u64>,
+) -> rusqlite::Result<u64> {
+    let mut removed = conn.execute(
+        &format!("DELETE FROM tasks WHERE state IN {PRUNABLE} AND updated_ms < ?1"),
+        [before],
+    )? as u64;
+    if let Some(max) = max_bytes {
+        while used_bytes(conn)? > max {
+            let n = conn.execute(
+                &format!(
+                    "DELETE FROM tasks WHERE seq IN (SELECT seq FROM tasks WHERE state IN {PRUNABLE}
+                     ORDER BY seq LIMIT 1000)"
+                ),
+                [],
+            )?;
+            if n == 0 {
+                break;
+            }
+            removed += n as u64;
+        }
+    }
+    Ok(removed)
+}
+
+pub(crate) fn unsettled(conn: &Connection) -> rusqlite::Result<u64> {
+    conn.query_row(
+        "SELECT count(*) FROM tasks WHERE state IN ('queued','running','retrying')",
+        [],
+        |r| r.get(0),
+    )
+}
+
+pub(crate) fn rows(conn: &Connection) -> rusqlite::Result<Vec<(String, u64)>> {
+    conn.prepare_cached("SELECT state, count(*) FROM tasks GROUP BY state")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect()
+}

@@ -1,0 +1,205 @@
+//! The SQLite source through its trait: idempotent accept, claim, settle,
+//! recovery after a crash, the DLQ, and the refusals (newer schema, corrupt file).
+
+use std::path::PathBuf;
+
+use store_sqlite::{Durability, OpenError, SqliteSource};
+use task_source::{
+    Admission, ErrorInfo, Filter, NewTask, Outcome, Requeue, Settlement, TaskSource, TaskState,
+};
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("store-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+    fn db(&self) -> PathBuf {
+        self.0.join("store.db")
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn task(id: &str) -> NewTask {
+    NewTask {
+        id: id.into(),
+        task_type: "echo".into(),
+        payload: format!("{{\"n\":\"{id}\"}}"),
+        priority: 10,
+        timeout_ms: None,
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn tasks_survive_a_reopen_and_running_ones_are_requeued_as_interrupted() {
+    let dir = Dir::new("reopen");
+    rt().block_on(async {
+        let s = SqliteSource::open(&dir.db(), Durability::Fsync).unwrap();
+        let a = s
+            .accept(vec![task("a"), task("b"), task("a")])
+            .await
+            .unwrap();
+        assert_eq!(
+            a,
+            vec![
+                Admission::Accepted,
+                Admission::Accepted,
+                Admission::Known(TaskState::Queued)
+            ]
+        );
+        let claimed = s.claim(1, task_source::now_ms()).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].task.id, "a");
+        assert_eq!(claimed[0].attempt, 1);
+    });
+    // "Crash": the source is dropped with `a` running; reopen.
+    rt().block_on(async {
+        let s = SqliteSource::open(&dir.db(), Durability::Fsync).unwrap();
+        assert_eq!(s.recover().await.unwrap(), 1);
+        let claimed = s.claim(10, task_source::now_ms()).await.unwrap();
+        let ids: Vec<&str> = claimed.iter().map(|c| c.task.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"]);
+        assert_eq!(claimed[0].attempt, 2, "the attempt count is carried over");
+        s.settle(vec![
+            Settlement {
+                id: "a".into(),
+                attempt: 2,
+                outcome: Outcome::Settled {
+                    state: TaskState::Ok,
+                    line: "{\"id\":\"a\",\"status\":\"ok\"}".into(),
+                    error: None,
+                },
+            },
+            // A stale settlement (older attempt) is ignored.
+            Settlement {
+                id: "a".into(),
+                attempt: 1,
+                outcome: Outcome::Interrupted,
+            },
+            Settlement {
+                id: "b".into(),
+                attempt: 1,
+                outcome: Outcome::Retry {
+                    due_ms: task_source::now_ms() + 60_000,
+                    error: ErrorInfo {
+                        kind: "handler".into(),
+                        message: "boom".into(),
+                    },
+                },
+            },
+        ])
+        .await
+        .unwrap();
+        let got = s
+            .get(vec!["a".into(), "b".into(), "zz".into()])
+            .await
+            .unwrap();
+        let a = got[0].as_ref().unwrap();
+        assert_eq!(a.state, TaskState::Ok);
+        assert_eq!(a.attempts, 2);
+        let events: Vec<&str> = a.history.iter().map(|h| h.event.as_str()).collect();
+        assert_eq!(events, ["attempt", "interrupted", "attempt", "ok"]);
+        assert_eq!(got[1].as_ref().unwrap().state, TaskState::Retrying);
+        assert!(got[2].is_none());
+        // Not due yet: nothing to claim.
+        assert!(s.claim(10, task_source::now_ms()).await.unwrap().is_empty());
+        let stats = s.stats().await.unwrap();
+        assert_eq!(stats.rows["ok"], 1);
+        assert_eq!(stats.rows["retrying"], 1);
+        assert!(stats.commits > 0);
+    });
+}
+
+#[test]
+fn dead_letters_are_requeued_by_id_and_purged() {
+    let dir = Dir::new("dlq");
+    rt().block_on(async {
+        let s = SqliteSource::open(&dir.db(), Durability::Relaxed).unwrap();
+        s.accept(vec![task("x"), task("y")]).await.unwrap();
+        for c in s.claim(10, 0).await.unwrap() {
+            s.settle(vec![Settlement {
+                id: c.task.id.clone(),
+                attempt: c.attempt,
+                outcome: Outcome::Settled {
+                    state: TaskState::DeadLetter,
+                    line: "{}".into(),
+                    error: Some(ErrorInfo {
+                        kind: "k".into(),
+                        message: "m".into(),
+                    }),
+                },
+            }])
+            .await
+            .unwrap();
+        }
+        let dead = s
+            .list(Filter {
+                state: Some(TaskState::DeadLetter),
+                ..Filter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(dead.len(), 2);
+        let r = s
+            .requeue_dead(Some(vec!["x".into(), "nope".into()]))
+            .await
+            .unwrap();
+        assert_eq!(r[0], ("x".into(), Requeue::Requeued));
+        assert_eq!(r[1], ("nope".into(), Requeue::Unknown));
+        let again = s.claim(10, 0).await.unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].attempt, 1, "attempts are reset");
+        assert_eq!(s.purge_dead().await.unwrap(), vec!["y".to_owned()]);
+    });
+}
+
+#[test]
+fn a_newer_schema_and_a_corrupt_file_are_refused_clearly() {
+    let dir = Dir::new("refuse");
+    drop(SqliteSource::open(&dir.db(), Durability::Fsync).unwrap());
+    {
+        let c = rusqlite_free_bump(&dir.db());
+        assert!(c);
+    }
+    let err = SqliteSource::open(&dir.db(), Durability::Fsync).unwrap_err();
+    assert!(
+        matches!(err, OpenError::NewerSchema { found: 99, .. }),
+        "{err}"
+    );
+    assert!(err
+        .to_string()
+        .contains("newer than this cortex-pool supports"));
+
+    let bad = dir.0.join("bad.db");
+    std::fs::write(&bad, vec![b'x'; 8192]).unwrap();
+    let err = SqliteSource::open(&bad, Durability::Fsync).unwrap_err();
+    assert!(matches!(err, OpenError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("is corrupt"), "{err}");
+}
+
+/// Sets `user_version` to 99 by editing the header (bytes 60..64, big-endian).
+fn rusqlite_free_bump(path: &std::path::Path) -> bool {
+    // Checkpointed on close, so the main file holds the header.
+    let mut bytes = std::fs::read(path).unwrap();
+    if bytes.len() < 100 {
+        return false;
+    }
+    bytes[60..64].copy_from_slice(&99u32.to_be_bytes());
+    std::fs::write(path, bytes).unwrap();
+    true
+}

@@ -1,0 +1,112 @@
+//! [`TaskSource`]: the one seam between the daemon's dispatch and where its tasks live.
+
+use async_trait::async_trait;
+
+use crate::record::{
+    Admission, Claimed, Filter, NewTask, Settlement, SourceError, SourceStats, TaskRecord,
+};
+
+/// What [`TaskSource::requeue_dead`] did with one id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requeue {
+    /// Back in the queue under the same id, attempts reset.
+    Requeued,
+    /// The source knows no task with this id.
+    Unknown,
+    /// The task is not in the dead-letter queue; its state.
+    NotDeadLettered(crate::TaskState),
+}
+
+/// Where the daemon's tasks live and how their lives are recorded.
+///
+/// The daemon accepts tasks into the source, claims ready ones (which starts an
+/// attempt), runs each claimed attempt once on the pool, and settles it: ok,
+/// failed, dead-lettered or cancelled for good, or retried after a delay. The
+/// retry and dead-letter decisions are the daemon's (from its retry policy); a
+/// source only records them, so a broker that redelivers with a delay or
+/// terminates a message expresses the same outcomes.
+///
+/// Every method may be called from many tasks at once.
+#[async_trait]
+pub trait TaskSource: Send + Sync + std::fmt::Debug {
+    /// Stores new tasks, in order, idempotently by id: a known id is left as it
+    /// is and answered with its state. Answered only once the tasks are as
+    /// durable as the source promises.
+    ///
+    /// # Errors
+    /// When nothing could be stored (the whole batch is refused).
+    async fn accept(&self, tasks: Vec<NewTask>) -> Result<Vec<Admission>, SourceError>;
+
+    /// Hands out up to `max` ready tasks (queued, or retrying and due by
+    /// `now_ms`), highest priority then oldest first, and records each one's
+    /// attempt as started.
+    ///
+    /// # Errors
+    /// When the source cannot record the attempts.
+    async fn claim(&self, max: usize, now_ms: u64) -> Result<Vec<Claimed>, SourceError>;
+
+    /// Records how attempts ended.
+    ///
+    /// # Errors
+    /// When the source cannot record them.
+    async fn settle(&self, settlements: Vec<Settlement>) -> Result<(), SourceError>;
+
+    /// Puts every task whose attempt was running back in the queue (after a
+    /// crash), recording `interrupted`; returns how many.
+    ///
+    /// # Errors
+    /// When the source cannot record it.
+    async fn recover(&self) -> Result<u64, SourceError>;
+
+    /// The records of `ids`, in order (`None` for an unknown id).
+    ///
+    /// # Errors
+    /// When the source cannot be read.
+    async fn get(&self, ids: Vec<String>) -> Result<Vec<Option<TaskRecord>>, SourceError>;
+
+    /// Recent tasks matching `filter`, newest first.
+    ///
+    /// # Errors
+    /// When the source cannot be read.
+    async fn list(&self, filter: Filter) -> Result<Vec<TaskRecord>, SourceError>;
+
+    /// Puts dead letters back in the queue under their ids with their attempts
+    /// reset (every dead letter when `ids` is `None`).
+    ///
+    /// # Errors
+    /// When the source cannot record it.
+    async fn requeue_dead(
+        &self,
+        ids: Option<Vec<String>>,
+    ) -> Result<Vec<(String, Requeue)>, SourceError>;
+
+    /// Removes every dead letter; returns their ids.
+    ///
+    /// # Errors
+    /// When the source cannot record it.
+    async fn purge_dead(&self) -> Result<Vec<String>, SourceError>;
+
+    /// Forgets settled tasks last changed before `settled_before_ms`, and the
+    /// oldest settled ones while the store is above `max_bytes`; returns how
+    /// many were removed.
+    ///
+    /// # Errors
+    /// When the source cannot record it.
+    async fn prune(
+        &self,
+        settled_before_ms: u64,
+        max_bytes: Option<u64>,
+    ) -> Result<u64, SourceError>;
+
+    /// The number of tasks not yet settled.
+    ///
+    /// # Errors
+    /// When the source cannot be read.
+    async fn unsettled(&self) -> Result<u64, SourceError>;
+
+    /// Size, rows by state, commit latency, health.
+    ///
+    /// # Errors
+    /// When the source cannot be read.
+    async fn stats(&self) -> Result<SourceStats, SourceError>;
+}
