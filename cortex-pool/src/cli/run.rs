@@ -112,6 +112,7 @@ fn config(args: &RunArgs) -> Result<PoolConfig, UsageError> {
     }
     config.max_tasks_per_worker = args.max_tasks_per_worker;
     config.max_rss_bytes = args.max_rss_mb.map(|mb| mb * 1024 * 1024);
+    config.kill_rss_bytes = args.kill_rss_mb.map(|mb| mb * 1024 * 1024);
     config.validate()?;
     Ok(config)
 }
