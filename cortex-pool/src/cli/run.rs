@@ -177,6 +177,8 @@ async fn open_tasks(
 }
 
 async fn run_async(args: RunArgs) -> Result<bool, UsageError> {
+    let signals = interrupt::Signals::install()
+        .map_err(|e| UsageError(format!("cannot install the signal handlers: {e}")))?;
     let config = config(&args)?;
     let command = worker_command(&args)?;
     let policy = policy_balance::by_name(&args.policy)?;
@@ -205,8 +207,7 @@ async fn run_async(args: RunArgs) -> Result<bool, UsageError> {
     let (lines_tx, lines_rx) = mpsc::channel::<Line>(CHANNEL_DEPTH);
     let (accepted_tx, accepted_rx) = mpsc::channel::<Accepted>(CHANNEL_DEPTH);
     let submitted = Arc::new(AtomicU64::new(0));
-    let phase = interrupt::watch_signals(pool.clone())
-        .map_err(|e| UsageError(format!("cannot install the signal handlers: {e}")))?;
+    let phase = signals.watch(pool.clone());
     let feeder = tokio::spawn(feed(
         phase.clone(),
         pool.clone(),
