@@ -171,6 +171,16 @@ async fn open_tasks(
             let file = tokio::fs::File::open(p)
                 .await
                 .map_err(|e| UsageError(format!("cannot open {}: {e}", p.display())))?;
+            let meta = file
+                .metadata()
+                .await
+                .map_err(|e| UsageError(format!("cannot read {}: {e}", p.display())))?;
+            if meta.is_dir() {
+                return Err(UsageError(format!(
+                    "cannot read tasks from {}: it is a directory",
+                    p.display()
+                )));
+            }
             Ok(Box::new(file))
         }
     }
