@@ -92,6 +92,7 @@ fn usage_and_configuration_errors_exit_2_with_a_message() {
         (&["--workers", "0"], "--workers"),
         (&["--transport", "carrier-pigeon"], "carrier-pigeon"),
         (&["/no/such/tasks.jsonl"], "/no/such/tasks.jsonl"),
+        (&["/"], "it is a directory"),
         (
             &["--heartbeat-ms", "5000", "--suspect-ms", "1000"],
             "heartbeat_interval",

@@ -129,3 +129,47 @@ fn fifo_dir_without_the_fifo_transport_is_a_usage_error() {
     assert_eq!(run.code, 2);
     assert!(run.stderr.contains("--transport fifo"), "{}", run.stderr);
 }
+
+#[test]
+fn a_missing_fifo_dir_is_created_private_and_a_bad_one_is_named() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = Scratch::new("fifo-create");
+    let missing = dir.0.join("made/by/run");
+    let run = common::run(
+        &[
+            "-w",
+            "1",
+            "--transport",
+            "fifo",
+            "--fifo-dir",
+            missing.to_str().unwrap(),
+        ],
+        "{\"id\":\"a\",\"type\":\"echo\",\"payload\":1}\n",
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.line("a")["result"], 1);
+    for made in [dir.0.join("made"), dir.0.join("made/by"), missing.clone()] {
+        let mode = std::fs::metadata(&made).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", made.display());
+    }
+    let file = dir.0.join("a-file");
+    std::fs::write(&file, b"").unwrap();
+    let under_file = file.join("sub");
+    let run = common::run(
+        &[
+            "-w",
+            "1",
+            "--transport",
+            "fifo",
+            "--fifo-dir",
+            under_file.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&under_file.display().to_string()),
+        "{}",
+        run.stderr
+    );
+}

@@ -130,3 +130,21 @@ fn max_tasks_per_worker_recycles_workers() {
     );
     assert!(m["performance"]["workersSpawned"].as_u64().unwrap() >= 4);
 }
+
+#[test]
+fn kill_rss_mb_kills_a_worker_over_the_hard_limit_mid_task() {
+    let run = common::run(
+        &["-w", "1", "--kill-rss-mb", "50", "--max-retries", "0"],
+        "{\"id\":\"big\",\"type\":\"alloc\",\"payload\":{\"mb\":200}}\n",
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let big = run.line("big");
+    assert_eq!(big["error"]["kind"], "unhealthy", "{big}");
+    assert!(
+        big["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("over the hard limit of 50 MiB"),
+        "{big}"
+    );
+}

@@ -190,9 +190,20 @@ async fn a_worker_that_exits_before_opening_fails_the_launch_at_once() -> TestRe
 }
 
 #[tokio::test]
-async fn a_missing_base_dir_is_an_error() -> TestResult {
+async fn a_missing_base_dir_is_created_and_a_base_under_a_file_is_an_error_naming_it() -> TestResult
+{
     let base = Scratch::new("fifo-missing")?;
-    assert!(FifoTransport::in_dir(base.path().join("nope")).is_err());
+    let missing = base.path().join("nope/deeper");
+    let transport = FifoTransport::in_dir(&missing)?;
+    assert!(transport.dir().starts_with(missing.canonicalize()?));
+    drop(transport);
+    let file = base.path().join("file");
+    std::fs::write(&file, b"")?;
+    let err = FifoTransport::in_dir(file.join("x")).expect_err("a file is no directory");
+    assert!(
+        err.to_string().contains(&file.display().to_string()),
+        "{err}"
+    );
     Ok(())
 }
 

@@ -48,16 +48,22 @@ impl FifoTransport {
         Self::in_dir(paths::default_base())
     }
 
-    /// A transport whose directory is created under `base`, which must exist. Stale
-    /// directories of crashed pools under `base` are removed first (only those whose
-    /// owner is gone and which hold nothing but what a pool creates).
+    /// A transport whose directory is created under `base`. A missing `base` is
+    /// created, mode 0700, with its missing parents (a directory created so that
+    /// turns out to be a symlink or another user's is refused). Stale directories of
+    /// crashed pools under `base` are removed first (only those whose owner is gone
+    /// and which hold nothing but what a pool creates).
     ///
     /// # Errors
-    /// When `base` is missing or not a directory, or the private directory cannot
-    /// be created, set to mode 0700 or locked there.
+    /// When `base` cannot be created or is not a directory, or the private
+    /// directory cannot be created, set to mode 0700 or locked there; the message
+    /// names the path.
     pub fn in_dir(base: impl AsRef<Path>) -> io::Result<Self> {
+        let base = base.as_ref();
+        crate::base::ensure(base)?;
+        let dir = PoolDir::create(base).map_err(|e| crate::base::with_path(base, &e))?;
         Ok(Self {
-            dir: Arc::new(PoolDir::create(base.as_ref())?),
+            dir: Arc::new(dir),
             open_timeout: DEFAULT_OPEN_TIMEOUT,
             pipe_size: DEFAULT_PIPE_SIZE,
         })

@@ -97,6 +97,8 @@ compile_error!(
 );
 
 #[cfg(unix)]
+mod base;
+#[cfg(unix)]
 mod dir;
 #[cfg(unix)]
 mod fifo;

@@ -81,6 +81,7 @@ pub(crate) fn test() -> Result<(), String> {
     }
     examples()?;
     quickstart()?;
+    crate::chaos::chaos()?;
     if python {
         python_sdk()?;
     }

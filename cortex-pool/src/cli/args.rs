@@ -104,6 +104,10 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=MAX_RSS_MB))]
     pub(crate) max_rss_mb: Option<u64>,
 
+    /// Kill a worker whose RSS exceeds N MiB at once (its tasks are retried) [default: no limit].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=MAX_RSS_MB))]
+    pub(crate) kill_rss_mb: Option<u64>,
+
     /// Write the final metrics snapshot as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub(crate) metrics_json: Option<PathBuf>,

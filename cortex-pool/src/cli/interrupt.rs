@@ -3,7 +3,7 @@
 //! stops at once (running tasks are cancelled and not waited for).
 
 use pool_core::Pool;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 
 /// Where `run` is in its life; it only moves forward.
@@ -17,43 +17,62 @@ pub(crate) enum Phase {
     Stopping,
 }
 
-/// Installs the handlers and returns the phase they drive. The first signal also
-/// starts the pool's shutdown.
-///
-/// # Errors
-/// When a handler cannot be installed.
-pub(crate) fn watch_signals(pool: Pool) -> std::io::Result<watch::Receiver<Phase>> {
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    let (tx, rx) = watch::channel(Phase::Running);
-    tokio::spawn(async move {
-        for (phase, what) in [
-            (
-                Phase::Draining,
-                "finishing running tasks (signal again to stop now)",
-            ),
-            (Phase::Stopping, "cancelling running tasks"),
-        ] {
-            let name = tokio::select! {
-                _ = interrupt.recv() => "SIGINT",
-                _ = terminate.recv() => "SIGTERM",
-            };
-            eprintln!("cortex-pool: interrupted ({name}); {what}");
-            let _ = tx.send(phase);
-            if phase == Phase::Draining {
-                let pool = pool.clone();
-                tokio::spawn(async move { pool.shutdown().await });
+/// SIGINT and SIGTERM, caught from the moment they are installed (a signal that
+/// comes while the pool starts is kept, not fatal).
+pub(crate) struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl Signals {
+    /// Installs the handlers.
+    ///
+    /// # Errors
+    /// When a handler cannot be installed.
+    pub(crate) fn install() -> std::io::Result<Self> {
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// Drives the phase from the signals; the first one also starts the pool's
+    /// shutdown.
+    pub(crate) fn watch(self, pool: Pool) -> watch::Receiver<Phase> {
+        let Self {
+            mut interrupt,
+            mut terminate,
+        } = self;
+        let (tx, rx) = watch::channel(Phase::Running);
+        tokio::spawn(async move {
+            for (phase, what) in [
+                (
+                    Phase::Draining,
+                    "finishing running tasks (signal again to stop now)",
+                ),
+                (Phase::Stopping, "cancelling running tasks"),
+            ] {
+                let name = tokio::select! {
+                    _ = interrupt.recv() => "SIGINT",
+                    _ = terminate.recv() => "SIGTERM",
+                };
+                eprintln!("cortex-pool: interrupted ({name}); {what}");
+                let _ = tx.send(phase);
+                if phase == Phase::Draining {
+                    let pool = pool.clone();
+                    tokio::spawn(async move { pool.shutdown().await });
+                }
             }
-        }
-        // Keep the handlers installed: a third signal changes nothing.
-        loop {
-            tokio::select! {
-                _ = interrupt.recv() => {}
-                _ = terminate.recv() => {}
+            // Keep the handlers installed: a third signal changes nothing.
+            loop {
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {}
+                }
             }
-        }
-    });
-    Ok(rx)
+        });
+        rx
+    }
 }
 
 /// Waits until `phase` is reached (forever if the handlers are gone).

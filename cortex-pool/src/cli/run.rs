@@ -114,6 +114,7 @@ fn config(args: &RunArgs) -> Result<PoolConfig, UsageError> {
     config.worker_concurrency = args.concurrency;
     config.prefetch = args.prefetch.unwrap_or(config.prefetch);
     config.max_rss_bytes = args.max_rss_mb.map(|mb| mb * 1024 * 1024);
+    config.kill_rss_bytes = args.kill_rss_mb.map(|mb| mb * 1024 * 1024);
     config.validate()?;
     Ok(config)
 }
@@ -172,12 +173,24 @@ async fn open_tasks(
             let file = tokio::fs::File::open(p)
                 .await
                 .map_err(|e| UsageError(format!("cannot open {}: {e}", p.display())))?;
+            let meta = file
+                .metadata()
+                .await
+                .map_err(|e| UsageError(format!("cannot read {}: {e}", p.display())))?;
+            if meta.is_dir() {
+                return Err(UsageError(format!(
+                    "cannot read tasks from {}: it is a directory",
+                    p.display()
+                )));
+            }
             Ok(Box::new(file))
         }
     }
 }
 
 async fn run_async(args: RunArgs) -> Result<bool, UsageError> {
+    let signals = interrupt::Signals::install()
+        .map_err(|e| UsageError(format!("cannot install the signal handlers: {e}")))?;
     let config = config(&args)?;
     let command = worker_command(&args)?;
     let policy = policy_balance::by_name(&args.policy)?;
@@ -206,8 +219,7 @@ async fn run_async(args: RunArgs) -> Result<bool, UsageError> {
     let (lines_tx, lines_rx) = mpsc::channel::<Line>(CHANNEL_DEPTH);
     let (accepted_tx, accepted_rx) = mpsc::channel::<Accepted>(CHANNEL_DEPTH);
     let submitted = Arc::new(AtomicU64::new(0));
-    let phase = interrupt::watch_signals(pool.clone())
-        .map_err(|e| UsageError(format!("cannot install the signal handlers: {e}")))?;
+    let phase = signals.watch(pool.clone());
     let feeder = tokio::spawn(feed(
         phase.clone(),
         pool.clone(),

@@ -101,7 +101,14 @@ pub struct ErrorReply<'a> {
     #[serde(borrow)]
     pub message: &'a str,
     /// Whether another attempt could succeed; `false` skips the remaining retries.
+    /// Optional on the wire: absent means `true` (the pool's retry policy applies,
+    /// as for any failure the worker did not mark final).
+    #[serde(default = "retryable_by_default")]
     pub retryable: bool,
+}
+
+fn retryable_by_default() -> bool {
+    true
 }
 
 /// A worker's heartbeat: its own view of its vitals.

@@ -157,3 +157,50 @@ fn an_array_body_is_malformed_even_where_serde_would_take_it() {
         Err(FrameError::Malformed(_))
     ));
 }
+
+#[test]
+fn an_error_without_retryable_is_retryable_not_a_protocol_error() {
+    #[derive(serde::Serialize)]
+    struct Bare<'a> {
+        #[serde(rename = "type")]
+        kind_of: &'a str,
+        id: u64,
+        kind: &'a str,
+        message: &'a str,
+    }
+    let body = rmp_serde::to_vec_named(&Bare {
+        kind_of: "error",
+        id: 9,
+        kind: "handler",
+        message: "boom",
+    })
+    .unwrap();
+    assert_eq!(
+        decode_from_worker(&body).unwrap(),
+        FromWorker::Error(ErrorReply {
+            id: 9,
+            kind: "handler",
+            message: "boom",
+            retryable: true,
+        })
+    );
+}
+
+#[test]
+fn a_result_payload_sent_as_str_is_taken_as_its_bytes() {
+    let mut body = Vec::new();
+    rmp::encode::write_map_len(&mut body, 3).unwrap();
+    rmp::encode::write_str(&mut body, "type").unwrap();
+    rmp::encode::write_str(&mut body, "result").unwrap();
+    rmp::encode::write_str(&mut body, "id").unwrap();
+    rmp::encode::write_uint(&mut body, 9).unwrap();
+    rmp::encode::write_str(&mut body, "payload").unwrap();
+    rmp::encode::write_str(&mut body, "xy").unwrap();
+    assert_eq!(
+        decode_from_worker(&body).unwrap(),
+        FromWorker::Result {
+            id: 9,
+            payload: b"xy"
+        }
+    );
+}
