@@ -142,6 +142,16 @@ pub(crate) struct Pending {
 /// sent to must still run out of attempts.
 pub(crate) const MAX_UNCOUNTED_REQUEUES: u8 = 2;
 
+/// The longest a timer is armed ahead (the timer wheel's range is about two
+/// years, and inserting past it panics); a later deadline is re-checked when it
+/// fires, a longer delay is served as this.
+pub(crate) const LONGEST_TIMER: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// A timer delay the timer queue accepts: `delay`, at most [`LONGEST_TIMER`].
+pub(crate) fn capped(delay: Duration) -> Duration {
+    delay.min(LONGEST_TIMER)
+}
+
 /// The name of worker number `num`.
 pub(crate) fn worker_name(num: u64) -> String {
     format!("worker-{num}")

@@ -8,8 +8,8 @@ use bytes::{Bytes, BytesMut};
 use tokio_util::time::DelayQueue;
 
 use super::actor::{
-    worker_name, Actor, KillCause, Pending, Phase, Running, Shared, Timer, WorkerState,
-    HEARTBEAT_HISTORY,
+    capped, worker_name, Actor, KillCause, Pending, Phase, Running, Shared, Timer, WorkerState,
+    HEARTBEAT_HISTORY, LONGEST_TIMER,
 };
 use super::events::{AlertSeverity, PoolEvent};
 use super::failure::Failure;
@@ -400,7 +400,8 @@ impl Actor {
             backoff_ms: backoff.as_millis() as u64,
         });
         self.retrying.insert(id, pending);
-        self.timers.insert(Timer::Retry { task: id }, backoff);
+        self.timers
+            .insert(Timer::Retry { task: id }, capped(backoff));
     }
 
     pub(crate) fn on_retry_due(&mut self, id: u64) {
@@ -498,8 +499,10 @@ impl Actor {
         }
         // A task still in the window gets its grace when it starts running.
         if started {
-            self.timers
-                .insert(Timer::CancelGrace { task: id }, self.config.cancel_grace);
+            self.timers.insert(
+                Timer::CancelGrace { task: id },
+                capped(self.config.cancel_grace),
+            );
         }
     }
 
@@ -566,7 +569,8 @@ impl Actor {
             running.deadline = Some(deadline);
             earliest = Some(earliest.map_or(deadline, |e| e.min(deadline)));
             if running.cancel_requested {
-                self.timers.insert(Timer::CancelGrace { task: *id }, grace);
+                self.timers
+                    .insert(Timer::CancelGrace { task: *id }, capped(grace));
             }
         }
         if let Some(deadline) = earliest {
@@ -671,10 +675,6 @@ fn least_filled(candidates: &[WorkerSnapshot]) -> usize {
     }
     best
 }
-
-/// The longest a timer is armed ahead (the timer wheel's range is about two
-/// years); a later deadline is re-checked when it fires.
-const LONGEST_TIMER: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// When a run that starts at `start` and may take `timeout` ends; a timeout too
 /// large to represent saturates to "not in this program's life".

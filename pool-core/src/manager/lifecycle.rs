@@ -8,7 +8,8 @@ use tokio::time::Instant;
 use bytes::BytesMut;
 
 use super::actor::{
-    worker_name, Actor, KillCause, Phase, Slot, Timer, Worker, WorkerState, MAX_UNCOUNTED_REQUEUES,
+    capped, worker_name, Actor, KillCause, Phase, Slot, Timer, Worker, WorkerState,
+    MAX_UNCOUNTED_REQUEUES,
 };
 use super::events::{AlertSeverity, PoolEvent};
 use super::failure::Failure;
@@ -338,7 +339,7 @@ impl Actor {
                 self.launch_worker();
             } else {
                 self.respawns_pending += 1;
-                self.timers.insert(Timer::Respawn, delay);
+                self.timers.insert(Timer::Respawn, capped(delay));
             }
             self.shared.emit(|| PoolEvent::WorkerRestarted {
                 worker: name,
@@ -402,7 +403,8 @@ impl Actor {
             {
                 let _ = frames.send(frame.freeze());
             }
-            self.timers.insert(Timer::RetireKill { worker: num }, grace);
+            self.timers
+                .insert(Timer::RetireKill { worker: num }, capped(grace));
         }
     }
 }
