@@ -75,6 +75,8 @@ pub(crate) struct Shared {
     pub(crate) next_task_id: AtomicU64,
     pub(crate) queue_slots: Arc<Semaphore>,
     pub(crate) closed: AtomicBool,
+    /// The pool's `max_frame`, checked at submit.
+    pub(crate) max_frame: usize,
 }
 
 impl Shared {
@@ -85,6 +87,7 @@ impl Shared {
             next_task_id: AtomicU64::new(1),
             queue_slots: Arc::new(Semaphore::new(config.max_queue_len)),
             closed: AtomicBool::new(false),
+            max_frame: config.max_frame,
         }
     }
 

@@ -352,6 +352,7 @@ impl Actor {
             run_time,
             queue_time: started.duration_since(pending.queued_at),
         };
+        self.publish_task_gauges();
         let _ = pending.reply.send(Box::new(Ok(output)));
     }
 
@@ -444,6 +445,7 @@ impl Actor {
         let stats = &self.shared.stats;
         stats.dlq_len.store(self.dlq.len() as u64, Relaxed);
         stats.dlq_evicted.store(self.dlq.evicted(), Relaxed);
+        self.publish_task_gauges();
         let _ = pending.reply.send(Box::new(Err(error)));
     }
 
@@ -471,6 +473,7 @@ impl Actor {
             attempts: pending.attempts,
             worker: pending.last_worker.map(worker_name),
         };
+        self.publish_task_gauges();
         let _ = pending.reply.send(Box::new(Err(error)));
     }
 
@@ -504,6 +507,16 @@ impl Actor {
                 capped(self.config.cancel_grace),
             );
         }
+    }
+
+    /// Publishes the queued and in-flight gauges before a caller hears of a
+    /// settlement, so a snapshot taken after the last task settled reads 0 for both.
+    fn publish_task_gauges(&self) {
+        let stats = &self.shared.stats;
+        stats
+            .queued
+            .store((self.queue.len() + self.retrying.len()) as u64, Relaxed);
+        stats.in_flight.store(self.running.len() as u64, Relaxed);
     }
 
     /// Sends `cancel` for every task still waiting in a prefetch window, so it

@@ -232,6 +232,9 @@ impl Actor {
             let retired = matches!(worker.kill_cause, Some(KillCause::Retired));
             self.vacate(slot, !retired);
         }
+        if let Some(e) = &protocol_error {
+            tracing::warn!(worker.id = %worker.name, pid, reason = %e, "worker broke the protocol; killed");
+        }
         let expected = worker.kill_cause.is_some() || protocol_error.is_some();
         if protocol_error.is_some() && worker.kill_cause.is_none() {
             self.crash_streak += 1;
