@@ -235,6 +235,9 @@ pub(crate) struct Worker {
     /// `worker_concurrency` are running, the rest wait in its prefetch window.
     pub(crate) in_flight: Vec<u64>,
     pub(crate) dispatched: u64,
+    /// The most attempts it is given (`max_tasks_per_worker` with this worker's
+    /// jitter); its replacement starts when the last one is handed out.
+    pub(crate) task_limit: Option<u64>,
     pub(crate) completed: u64,
     pub(crate) last_heard: Instant,
     pub(crate) ready_at: Instant,

@@ -17,6 +17,7 @@ use super::handle::{FinalStatus, TaskError, TaskOutput};
 use super::metrics::Stats;
 use super::worker_io::WorkerMessage;
 use crate::balance::WorkerSnapshot;
+use crate::health::Verdict;
 use crate::process::GroupSignal;
 use crate::protocol::{encode_frame, TaskFrame, ToWorker};
 use crate::queue::DeadLetter;
@@ -85,7 +86,9 @@ impl Actor {
             self.workers
                 .iter()
                 .filter(|(_, w)| {
-                    w.state == WorkerState::Ready && (w.in_flight.len() as u32) < capacity
+                    w.state == WorkerState::Ready
+                        && (w.in_flight.len() as u32) < capacity
+                        && w.task_limit.is_none_or(|limit| w.dispatched < limit)
                 })
                 .map(|(num, w)| {
                     WorkerSnapshot::new(*num, w.in_flight.len() as u32, w.completed, capacity)
@@ -103,9 +106,14 @@ impl Actor {
             };
             match self.assign(num, pending) {
                 Assigned::Yes => {
+                    let at_limit = self.reached_task_limit(num);
                     let c = &mut self.candidates[index];
                     c.in_flight += 1;
-                    if c.in_flight >= capacity {
+                    if at_limit {
+                        self.candidates.remove(index);
+                        let reason = "was handed its last task (max_tasks_per_worker)";
+                        self.apply_verdict(num, Verdict::Recycle(reason.to_owned()), "max-tasks");
+                    } else if c.in_flight >= capacity {
                         self.candidates.remove(index);
                     }
                 }
@@ -115,6 +123,14 @@ impl Actor {
                 }
             }
         }
+    }
+
+    /// Whether worker `num` was handed as many tasks as its limit allows.
+    fn reached_task_limit(&self, num: u64) -> bool {
+        self.workers
+            .get(&num)
+            .and_then(|w| w.task_limit.map(|limit| w.dispatched >= limit))
+            .unwrap_or(false)
     }
 
     /// The policy's pick among the candidates (the first when it picks out of

@@ -132,6 +132,10 @@ impl Actor {
                 control,
                 in_flight: Vec::new(),
                 dispatched: 0,
+                task_limit: self
+                    .config
+                    .max_tasks_per_worker
+                    .map(|max| crate::health::MaxTasksProbe::new(max, max / 10).limit_for(num)),
                 completed: 0,
                 last_heard: now,
                 ready_at: now,
