@@ -68,13 +68,41 @@ pub enum SubmitError {
     /// The priority is above 100.
     #[error("priority {} is out of range 0..=100", .0.priority)]
     InvalidPriority(Task),
+    /// The task's frame would exceed `max_frame`: its payload and type, plus
+    /// [`TASK_FRAME_OVERHEAD`] bytes for the frame's other keys.
+    #[error(
+        "payload too large: {} bytes of payload and type leave no room in a frame of at most {max_frame} bytes",
+        task.payload.len() + task.task_type.len()
+    )]
+    PayloadTooLarge {
+        /// The refused task.
+        task: Task,
+        /// The pool's `max_frame`.
+        max_frame: usize,
+    },
 }
+
+/// Bytes a task frame needs beyond its payload and type (its prefix, keys, id,
+/// attempt and timeout), as [`Pool::submit`](crate::Pool::submit) counts them.
+pub const TASK_FRAME_OVERHEAD: usize = 96;
 
 impl SubmitError {
     /// The task that was refused.
     pub fn into_task(self) -> Task {
         match self {
             Self::QueueFull(t) | Self::ShuttingDown(t) | Self::InvalidPriority(t) => t,
+            Self::PayloadTooLarge { task, .. } => task,
+        }
+    }
+
+    /// A short machine-readable class: `queue_full`, `shutting_down`,
+    /// `invalid_priority` or `payload_too_large`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::QueueFull(_) => "queue_full",
+            Self::ShuttingDown(_) => "shutting_down",
+            Self::InvalidPriority(_) => "invalid_priority",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
         }
     }
 }
@@ -85,6 +113,7 @@ impl std::fmt::Debug for SubmitError {
             Self::QueueFull(_) => "QueueFull",
             Self::ShuttingDown(_) => "ShuttingDown",
             Self::InvalidPriority(_) => "InvalidPriority",
+            Self::PayloadTooLarge { .. } => "PayloadTooLarge",
         };
         f.debug_tuple(name).finish_non_exhaustive()
     }

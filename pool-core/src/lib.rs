@@ -40,7 +40,7 @@ pub mod testing;
 pub mod transport;
 
 pub use balance::{BalancePolicy, WorkerSnapshot};
-pub use error::{ConfigError, StartError, SubmitError};
+pub use error::{ConfigError, StartError, SubmitError, TASK_FRAME_OVERHEAD};
 pub use health::{HealthProbe, Verdict, Vitals};
 pub use manager::{
     Failure, FinalStatus, Pool, PoolBuilder, PoolConfig, PoolEvent, PoolMetrics, TaskError,

@@ -310,6 +310,7 @@ async fn fake_worker(
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<()>();
         loop {
             tokio::select! {
+                biased;
                 () = kill.cancelled() => break 'life 9,
                 Some(code) = crash_rx.recv() => break 'life code << 8,
                 Some(()) = done_rx.recv() => running = running.saturating_sub(1),
@@ -416,7 +417,9 @@ async fn run_task(
             None
         }
         MockAction::Crash(code) => {
+            // The process is gone at once: nothing else starts after this.
             let _ = crash.send(code);
+            dead.cancelled().await;
             None
         }
         MockAction::Freeze => {

@@ -54,3 +54,15 @@ async fn submitted_equals_the_sum_of_every_ending_after_a_mixed_run() {
     assert!(m.performance.worker_reuse_ratio > 0.5);
     pool.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_and_queued_read_zero_as_soon_as_the_last_task_settled() {
+    let (pool, _) = common::start(common::config(2), |_| MockAction::Echo).await;
+    for round in 0..300u32 {
+        let handle = pool.submit(common::task("work", round)).await.unwrap();
+        handle.await.unwrap();
+        let t = pool.metrics().tasks;
+        assert_eq!((t.in_flight, t.queued), (0, 0), "round {round}: {t:?}");
+    }
+    pool.shutdown().await;
+}

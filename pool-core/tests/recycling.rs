@@ -41,3 +41,35 @@ async fn workers_are_recycled_after_their_task_limit_without_losing_tasks() {
     assert!(recycled >= 5);
     pool.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_is_never_handed_more_than_max_tasks_per_worker() {
+    let config = pool_core::PoolConfig {
+        max_tasks_per_worker: Some(10),
+        ..common::config(2)
+    };
+    let (pool, recorder) = common::start(config, |_| {
+        MockAction::EchoAfter(std::time::Duration::from_millis(1))
+    })
+    .await;
+    let handles = pool
+        .submit_many((0..200).map(|n| common::task("work", n)))
+        .await
+        .unwrap();
+    for h in handles {
+        assert_eq!(h.await.unwrap().attempts, 1);
+    }
+    let mut per_worker = std::collections::HashMap::<String, u32>::new();
+    for t in recorder.started() {
+        *per_worker.entry(t.worker).or_default() += 1;
+    }
+    assert!(
+        per_worker.values().all(|&n| n <= 10),
+        "a worker ran past its limit: {per_worker:?}"
+    );
+    // 200 tasks at 9 or 10 per worker: 20 to 23 workers, plus at most the two
+    // replacements started ahead for the last ones.
+    let launches = recorder.launches();
+    assert!((20..=25).contains(&launches), "{launches} launches");
+    pool.shutdown().await;
+}

@@ -131,3 +131,26 @@ async fn a_completed_task_does_not_disarm_the_deadline_of_one_still_running() {
     assert_eq!(pool.metrics().tasks.timed_out, 1);
     pool.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_huge_timeout_or_grace_saturates_instead_of_panicking_the_pool() {
+    let config = pool_core::PoolConfig {
+        task_timeout: Duration::MAX,
+        shutdown_timeout: Duration::MAX,
+        kill_grace: Duration::MAX,
+        cancel_grace: Duration::MAX,
+        ..common::config(1)
+    };
+    let (pool, _) = common::start(config, |_| MockAction::Echo).await;
+    // `"timeout_ms": 68719476735` from the reproduction, and the pool's
+    // own default of `Duration::MAX`.
+    let huge = common::task("work", 1).with_timeout(Duration::from_millis(68_719_476_735));
+    let first = pool.submit(huge).await.unwrap();
+    let second = pool.submit(common::task("work", 2)).await.unwrap();
+    assert_eq!(first.await.unwrap().decode::<u32>().unwrap(), 1);
+    assert_eq!(second.await.unwrap().decode::<u32>().unwrap(), 2);
+    let third = pool.submit(common::task("work", 3)).await.unwrap();
+    assert_eq!(third.await.unwrap().decode::<u32>().unwrap(), 3);
+    pool.shutdown().await;
+    assert_eq!(pool.metrics().workers.total, 0, "the pool stopped cleanly");
+}

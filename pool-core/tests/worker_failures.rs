@@ -230,3 +230,26 @@ async fn replacements_inherit_the_slot_and_count_its_restarts() {
     assert_eq!(slots.iter().map(|s| s.1).sum::<u32>(), 2, "{workers:?}");
     pool.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_payload_above_max_frame_is_refused_at_submit_and_kills_no_worker() {
+    let config = pool_core::PoolConfig {
+        max_frame: 4096,
+        ..common::config(1)
+    };
+    let (pool, recorder) = common::start(config, |_| MockAction::Echo).await;
+    let big = pool_core::Task::new("work", vec![7u8; 8192]);
+    let refused = pool.submit(big).await.unwrap_err();
+    assert_eq!(refused.kind(), "payload_too_large");
+    assert!(refused.to_string().contains("4096"), "{refused}");
+    assert_eq!(
+        refused.into_task().payload.len(),
+        8192,
+        "the task is given back"
+    );
+    let out = pool.submit(common::task("work", 1)).await.unwrap().await;
+    assert_eq!(out.unwrap().decode::<u32>().unwrap(), 1);
+    assert_eq!(recorder.launches(), 1, "no worker was killed");
+    assert!(recorder.started().iter().all(|t| t.payload.len() < 4096));
+    pool.shutdown().await;
+}

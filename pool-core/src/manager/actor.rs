@@ -75,6 +75,8 @@ pub(crate) struct Shared {
     pub(crate) next_task_id: AtomicU64,
     pub(crate) queue_slots: Arc<Semaphore>,
     pub(crate) closed: AtomicBool,
+    /// The pool's `max_frame`, checked at submit.
+    pub(crate) max_frame: usize,
 }
 
 impl Shared {
@@ -85,6 +87,7 @@ impl Shared {
             next_task_id: AtomicU64::new(1),
             queue_slots: Arc::new(Semaphore::new(config.max_queue_len)),
             closed: AtomicBool::new(false),
+            max_frame: config.max_frame,
         }
     }
 
@@ -141,6 +144,16 @@ pub(crate) struct Pending {
 /// one that ignores the key may have, and a task that kills every worker it is
 /// sent to must still run out of attempts.
 pub(crate) const MAX_UNCOUNTED_REQUEUES: u8 = 2;
+
+/// The longest a timer is armed ahead (the timer wheel's range is about two
+/// years, and inserting past it panics); a later deadline is re-checked when it
+/// fires, a longer delay is served as this.
+pub(crate) const LONGEST_TIMER: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// A timer delay the timer queue accepts: `delay`, at most [`LONGEST_TIMER`].
+pub(crate) fn capped(delay: Duration) -> Duration {
+    delay.min(LONGEST_TIMER)
+}
 
 /// The name of worker number `num`.
 pub(crate) fn worker_name(num: u64) -> String {
@@ -222,6 +235,9 @@ pub(crate) struct Worker {
     /// `worker_concurrency` are running, the rest wait in its prefetch window.
     pub(crate) in_flight: Vec<u64>,
     pub(crate) dispatched: u64,
+    /// The most attempts it is given (`max_tasks_per_worker` with this worker's
+    /// jitter); its replacement starts when the last one is handed out.
+    pub(crate) task_limit: Option<u64>,
     pub(crate) completed: u64,
     pub(crate) last_heard: Instant,
     pub(crate) ready_at: Instant,

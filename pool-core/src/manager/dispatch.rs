@@ -8,8 +8,8 @@ use bytes::{Bytes, BytesMut};
 use tokio_util::time::DelayQueue;
 
 use super::actor::{
-    worker_name, Actor, KillCause, Pending, Phase, Running, Shared, Timer, WorkerState,
-    HEARTBEAT_HISTORY,
+    capped, worker_name, Actor, KillCause, Pending, Phase, Running, Shared, Timer, WorkerState,
+    HEARTBEAT_HISTORY, LONGEST_TIMER,
 };
 use super::events::{AlertSeverity, PoolEvent};
 use super::failure::Failure;
@@ -17,6 +17,7 @@ use super::handle::{FinalStatus, TaskError, TaskOutput};
 use super::metrics::Stats;
 use super::worker_io::WorkerMessage;
 use crate::balance::WorkerSnapshot;
+use crate::health::Verdict;
 use crate::process::GroupSignal;
 use crate::protocol::{encode_frame, TaskFrame, ToWorker};
 use crate::queue::DeadLetter;
@@ -85,7 +86,9 @@ impl Actor {
             self.workers
                 .iter()
                 .filter(|(_, w)| {
-                    w.state == WorkerState::Ready && (w.in_flight.len() as u32) < capacity
+                    w.state == WorkerState::Ready
+                        && (w.in_flight.len() as u32) < capacity
+                        && w.task_limit.is_none_or(|limit| w.dispatched < limit)
                 })
                 .map(|(num, w)| {
                     WorkerSnapshot::new(*num, w.in_flight.len() as u32, w.completed, capacity)
@@ -103,9 +106,14 @@ impl Actor {
             };
             match self.assign(num, pending) {
                 Assigned::Yes => {
+                    let at_limit = self.reached_task_limit(num);
                     let c = &mut self.candidates[index];
                     c.in_flight += 1;
-                    if c.in_flight >= capacity {
+                    if at_limit {
+                        self.candidates.remove(index);
+                        let reason = "was handed its last task (max_tasks_per_worker)";
+                        self.apply_verdict(num, Verdict::Recycle(reason.to_owned()), "max-tasks");
+                    } else if c.in_flight >= capacity {
                         self.candidates.remove(index);
                     }
                 }
@@ -115,6 +123,14 @@ impl Actor {
                 }
             }
         }
+    }
+
+    /// Whether worker `num` was handed as many tasks as its limit allows.
+    fn reached_task_limit(&self, num: u64) -> bool {
+        self.workers
+            .get(&num)
+            .and_then(|w| w.task_limit.map(|limit| w.dispatched >= limit))
+            .unwrap_or(false)
     }
 
     /// The policy's pick among the candidates (the first when it picks out of
@@ -352,6 +368,7 @@ impl Actor {
             run_time,
             queue_time: started.duration_since(pending.queued_at),
         };
+        self.publish_task_gauges();
         let _ = pending.reply.send(Box::new(Ok(output)));
     }
 
@@ -400,7 +417,8 @@ impl Actor {
             backoff_ms: backoff.as_millis() as u64,
         });
         self.retrying.insert(id, pending);
-        self.timers.insert(Timer::Retry { task: id }, backoff);
+        self.timers
+            .insert(Timer::Retry { task: id }, capped(backoff));
     }
 
     pub(crate) fn on_retry_due(&mut self, id: u64) {
@@ -443,6 +461,7 @@ impl Actor {
         let stats = &self.shared.stats;
         stats.dlq_len.store(self.dlq.len() as u64, Relaxed);
         stats.dlq_evicted.store(self.dlq.evicted(), Relaxed);
+        self.publish_task_gauges();
         let _ = pending.reply.send(Box::new(Err(error)));
     }
 
@@ -470,6 +489,7 @@ impl Actor {
             attempts: pending.attempts,
             worker: pending.last_worker.map(worker_name),
         };
+        self.publish_task_gauges();
         let _ = pending.reply.send(Box::new(Err(error)));
     }
 
@@ -498,9 +518,21 @@ impl Actor {
         }
         // A task still in the window gets its grace when it starts running.
         if started {
-            self.timers
-                .insert(Timer::CancelGrace { task: id }, self.config.cancel_grace);
+            self.timers.insert(
+                Timer::CancelGrace { task: id },
+                capped(self.config.cancel_grace),
+            );
         }
+    }
+
+    /// Publishes the queued and in-flight gauges before a caller hears of a
+    /// settlement, so a snapshot taken after the last task settled reads 0 for both.
+    fn publish_task_gauges(&self) {
+        let stats = &self.shared.stats;
+        stats
+            .queued
+            .store((self.queue.len() + self.retrying.len()) as u64, Relaxed);
+        stats.in_flight.store(self.running.len() as u64, Relaxed);
     }
 
     /// Sends `cancel` for every task still waiting in a prefetch window, so it
@@ -566,7 +598,8 @@ impl Actor {
             running.deadline = Some(deadline);
             earliest = Some(earliest.map_or(deadline, |e| e.min(deadline)));
             if running.cancel_requested {
-                self.timers.insert(Timer::CancelGrace { task: *id }, grace);
+                self.timers
+                    .insert(Timer::CancelGrace { task: *id }, capped(grace));
             }
         }
         if let Some(deadline) = earliest {
@@ -671,10 +704,6 @@ fn least_filled(candidates: &[WorkerSnapshot]) -> usize {
     }
     best
 }
-
-/// The longest a timer is armed ahead (the timer wheel's range is about two
-/// years); a later deadline is re-checked when it fires.
-const LONGEST_TIMER: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// When a run that starts at `start` and may take `timeout` ends; a timeout too
 /// large to represent saturates to "not in this program's life".

@@ -118,7 +118,7 @@ impl Actor {
         self.apply_verdict(num, worst.0, worst.1);
     }
 
-    fn apply_verdict(&mut self, num: u64, verdict: Verdict, probe: &str) {
+    pub(crate) fn apply_verdict(&mut self, num: u64, verdict: Verdict, probe: &str) {
         let Some(worker) = self.workers.get_mut(&num) else {
             return;
         };

@@ -8,7 +8,8 @@ use tokio::time::Instant;
 use bytes::BytesMut;
 
 use super::actor::{
-    worker_name, Actor, KillCause, Phase, Slot, Timer, Worker, WorkerState, MAX_UNCOUNTED_REQUEUES,
+    capped, worker_name, Actor, KillCause, Phase, Slot, Timer, Worker, WorkerState,
+    MAX_UNCOUNTED_REQUEUES,
 };
 use super::events::{AlertSeverity, PoolEvent};
 use super::failure::Failure;
@@ -131,6 +132,10 @@ impl Actor {
                 control,
                 in_flight: Vec::new(),
                 dispatched: 0,
+                task_limit: self
+                    .config
+                    .max_tasks_per_worker
+                    .map(|max| crate::health::MaxTasksProbe::new(max, max / 10).limit_for(num)),
                 completed: 0,
                 last_heard: now,
                 ready_at: now,
@@ -230,6 +235,9 @@ impl Actor {
         if let Some(slot) = worker.slot {
             let retired = matches!(worker.kill_cause, Some(KillCause::Retired));
             self.vacate(slot, !retired);
+        }
+        if let Some(e) = &protocol_error {
+            tracing::warn!(worker.id = %worker.name, pid, reason = %e, "worker broke the protocol; killed");
         }
         let expected = worker.kill_cause.is_some() || protocol_error.is_some();
         if protocol_error.is_some() && worker.kill_cause.is_none() {
@@ -338,7 +346,7 @@ impl Actor {
                 self.launch_worker();
             } else {
                 self.respawns_pending += 1;
-                self.timers.insert(Timer::Respawn, delay);
+                self.timers.insert(Timer::Respawn, capped(delay));
             }
             self.shared.emit(|| PoolEvent::WorkerRestarted {
                 worker: name,
@@ -402,7 +410,8 @@ impl Actor {
             {
                 let _ = frames.send(frame.freeze());
             }
-            self.timers.insert(Timer::RetireKill { worker: num }, grace);
+            self.timers
+                .insert(Timer::RetireKill { worker: num }, capped(grace));
         }
     }
 }

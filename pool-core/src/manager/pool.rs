@@ -236,7 +236,8 @@ impl Pool {
     ///
     /// # Errors
     /// [`SubmitError::ShuttingDown`] once shutdown began, [`SubmitError::InvalidPriority`]
-    /// for a priority above 100. The task is given back either way.
+    /// for a priority above 100, [`SubmitError::PayloadTooLarge`] for a task whose
+    /// frame would exceed `max_frame`. The task is given back either way.
     ///
     /// # Cancel safety
     /// Cancel safe: if the future is dropped while waiting for room, the task is not
@@ -301,6 +302,11 @@ impl Pool {
         }
         if task.priority > PRIORITY_LOWEST {
             return Err(SubmitError::InvalidPriority(task));
+        }
+        let max_frame = self.shared.max_frame;
+        let size = task.payload.len() + task.task_type.len();
+        if size.saturating_add(crate::error::TASK_FRAME_OVERHEAD) > max_frame {
+            return Err(SubmitError::PayloadTooLarge { task, max_frame });
         }
         Ok(task)
     }

@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use tokio::sync::oneshot;
 
-use super::actor::{Actor, KillCause, Phase, Timer, WorkerState};
+use super::actor::{capped, Actor, KillCause, Phase, Timer, WorkerState};
 use super::failure::Failure;
 use super::handle::FinalStatus;
 use crate::error::{ConfigError, StartError};
@@ -36,7 +36,7 @@ impl Actor {
         self.phase = Phase::Draining;
         self.withdraw_prefetched();
         self.timers
-            .insert(Timer::DrainDeadline, self.config.shutdown_timeout);
+            .insert(Timer::DrainDeadline, capped(self.config.shutdown_timeout));
     }
 
     /// In-flight tasks did not finish in time: their workers are killed and the
@@ -78,7 +78,8 @@ impl Actor {
             self.release_worker(num);
         }
         let grace = self.config.kill_grace;
-        self.timers.insert(Timer::Terminate, grace);
-        self.timers.insert(Timer::Kill, grace * 2);
+        self.timers.insert(Timer::Terminate, capped(grace));
+        self.timers
+            .insert(Timer::Kill, capped(grace.saturating_mul(2)));
     }
 }
