@@ -8,18 +8,16 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, StreamExt};
-use pool_core::protocol::{
-    decode_to_worker, ErrorReply, FrameCodec, FrameError, FromWorker, TaskFrame, ToWorker,
-};
+use pool_core::protocol::{ErrorReply, FrameCodec, FrameError, FromWorker, TaskFrame, ToWorker};
 use tokio::io::AsyncRead;
 use tokio::task::{Id, JoinSet};
-use tokio_util::codec::FramedRead;
+use tokio_util::codec::{Decoder, FramedRead};
 use tokio_util::sync::CancellationToken;
 
-use crate::handler::{HandlerOutput, Registered};
+use crate::handler::{HandlerOutput, Handlers, Registered};
 use crate::stats::{InFlight, Stats};
 use crate::writer::Outbox;
-use crate::{ServeError, Stopped, TaskContext};
+use crate::{wire, ServeError, Stopped, TaskContext};
 
 /// Frames handled per read batch before the replies are handed to the writer.
 const READ_BATCH: usize = 256;
@@ -29,7 +27,7 @@ pub(crate) struct Dispatcher<'a, R> {
     pub(crate) frames: &'a mut FramedRead<R, FrameCodec>,
     pub(crate) outbox: Outbox,
     pub(crate) broken: CancellationToken,
-    pub(crate) handlers: Arc<HashMap<String, Registered>>,
+    pub(crate) handlers: Arc<Handlers>,
     pub(crate) worker_id: Arc<str>,
     pub(crate) stats: Arc<Stats>,
     /// The most tasks running at once (`hello.concurrency`; `usize::MAX` without it).
@@ -155,17 +153,29 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
             if *batch.draining || self.broken.is_cancelled() {
                 break;
             }
-            match self.frames.next().now_or_never() {
-                Some(next) => frame = next,
-                None => break,
-            }
+            frame = match self.buffered() {
+                // A whole frame already read: no poll of the stream needed.
+                Ok(Some(body)) => Some(Ok(body)),
+                Err(e) => Some(Err(e)),
+                Ok(None) => match self.frames.next().now_or_never() {
+                    Some(next) => next,
+                    None => break,
+                },
+            };
         }
         Ok(None)
     }
 
+    /// The next frame already in the read buffer, taken with the link's own codec.
+    fn buffered(&mut self) -> Result<Option<Bytes>, FrameError> {
+        // The codec is a stateless `Copy` value: a copy decodes exactly as the stream's.
+        let mut codec = *self.frames.decoder();
+        codec.decode(self.frames.read_buffer_mut())
+    }
+
     /// Handles one frame from the manager.
     fn on_frame(&self, body: &Bytes, batch: &mut Batch<'_>) -> Result<Option<Stopped>, ServeError> {
-        match decode_to_worker(body)? {
+        match wire::decode(body)? {
             ToWorker::Task(task) if *batch.draining => self.refuse(
                 task.id,
                 "shutting_down",
@@ -349,6 +359,19 @@ impl Sink<'_> {
         }
     }
 
+    /// Sends a `result` frame (encoded without serde, see [`wire`]).
+    fn result(&mut self, id: u64, payload: &[u8]) -> Result<(), FrameError> {
+        match self {
+            Self::Direct(outbox) => {
+                let mut buf = BytesMut::new();
+                wire::encode_result(id, payload, &mut buf, outbox.max_frame())?;
+                outbox.send_encoded(buf);
+                Ok(())
+            }
+            Self::Batch(outbox, buf) => wire::encode_result(id, payload, buf, outbox.max_frame()),
+        }
+    }
+
     fn max_frame(&self) -> usize {
         match self {
             Self::Direct(outbox) | Self::Batch(outbox, _) => outbox.max_frame(),
@@ -364,10 +387,7 @@ fn send_reply(
     override_kind: Option<(&str, bool)>,
 ) {
     let error = match output {
-        Ok(payload) => match outbox.send(&FromWorker::Result {
-            id,
-            payload: &payload,
-        }) {
+        Ok(payload) => match outbox.result(id, &payload) {
             Ok(()) => return,
             Err(e) => crate::HandlerError::fatal(format!(
                 "the result of {} bytes does not fit in a frame of at most {} bytes ({e})",

@@ -1,6 +1,8 @@
 //! Type erasure of user handlers: decode the input, call, encode the output.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -18,6 +20,33 @@ pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = HandlerOutput> + Send>>;
 
 /// A registered handler: takes the context and the raw MessagePack payload.
 pub(crate) type ErasedHandler = Arc<dyn Fn(TaskContext, Bytes) -> BoxFuture + Send + Sync>;
+
+/// The handlers by task type. Task types come from the manager, not from strangers,
+/// so a cheap FNV-1a hash serves the lookup of every task (SipHash cost more than the
+/// rest of the lookup).
+pub(crate) type Handlers = HashMap<String, Registered, BuildHasherDefault<Fnv>>;
+
+/// FNV-1a, 64 bits.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 /// A handler with its task type, shared (not copied) by every task's context.
 #[derive(Clone)]
@@ -48,10 +77,15 @@ where
                 .with_kind("bad_input")
             })?;
             let output = handler(ctx, input).await?;
-            rmp_serde::to_vec_named(&output).map_err(|e| {
-                HandlerError::fatal(format!("the handler's output cannot be encoded: {e}"))
-                    .with_kind("bad_output")
-            })
+            // Sized for an output about as large as the input (an echo, a transform):
+            // no regrowth on the way.
+            let mut encoded = Vec::with_capacity(payload.len() + 16);
+            rmp_serde::encode::write_named(&mut encoded, &output)
+                .map(|()| encoded)
+                .map_err(|e| {
+                    HandlerError::fatal(format!("the handler's output cannot be encoded: {e}"))
+                        .with_kind("bad_output")
+                })
         })
     })
 }

@@ -1,6 +1,5 @@
 //! [`Worker`]: the handler registry and the session driver.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::io::Write;
@@ -19,7 +18,7 @@ use tokio::io::AsyncRead;
 use tokio_util::codec::FramedRead;
 
 use crate::dispatch::Dispatcher;
-use crate::handler::{erase, Registered};
+use crate::handler::{erase, Handlers, Registered};
 use crate::stats::Stats;
 use crate::{heartbeat, link, writer, HandlerError, ServeError, TaskContext};
 
@@ -49,7 +48,7 @@ pub enum Stopped {
 /// assert_eq!(worker.task_types(), ["double"]);
 /// ```
 pub struct Worker {
-    handlers: HashMap<String, Registered>,
+    handlers: Handlers,
     max_frame: usize,
 }
 
@@ -72,7 +71,7 @@ impl Worker {
     /// A worker with no handlers.
     pub fn new() -> Self {
         Self {
-            handlers: HashMap::new(),
+            handlers: Handlers::default(),
             max_frame: DEFAULT_MAX_FRAME,
         }
     }
