@@ -13,7 +13,25 @@ use serde::Serialize;
 use crate::{HandlerError, TaskContext};
 
 /// What an erased handler produces: the encoded result, or why there is none.
-pub(crate) type HandlerOutput = Result<Vec<u8>, HandlerError>;
+pub(crate) type HandlerOutput = Result<Encoded, HandlerError>;
+
+/// A result's bytes: encoded by the SDK from a typed output, or given as they are by
+/// a raw handler (no copy either way until the reply frame is written).
+pub(crate) enum Encoded {
+    Vec(Vec<u8>),
+    Bytes(Bytes),
+}
+
+impl std::ops::Deref for Encoded {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Self::Vec(v) => v,
+            Self::Bytes(b) => b,
+        }
+    }
+}
 
 /// A handler's future with its types erased.
 pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = HandlerOutput> + Send>>;
@@ -55,6 +73,19 @@ pub(crate) struct Registered {
     pub(crate) handler: ErasedHandler,
 }
 
+/// Wraps a raw handler (bytes in, bytes out) for the dispatcher.
+pub(crate) fn erase_raw<F, Fut>(handler: F) -> ErasedHandler
+where
+    F: Fn(TaskContext, Bytes) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Bytes, HandlerError>> + Send + 'static,
+{
+    let handler = Arc::new(handler);
+    Arc::new(move |ctx: TaskContext, payload: Bytes| -> BoxFuture {
+        let handler = Arc::clone(&handler);
+        Box::pin(async move { handler(ctx, payload).await.map(Encoded::Bytes) })
+    })
+}
+
 /// Wraps a typed handler so the dispatcher can call it with raw bytes.
 ///
 /// Decoding, the call and encoding all happen inside the returned future: on the
@@ -81,7 +112,7 @@ where
             // no regrowth on the way.
             let mut encoded = Vec::with_capacity(payload.len() + 16);
             rmp_serde::encode::write_named(&mut encoded, &output)
-                .map(|()| encoded)
+                .map(|()| Encoded::Vec(encoded))
                 .map_err(|e| {
                     HandlerError::fatal(format!("the handler's output cannot be encoded: {e}"))
                         .with_kind("bad_output")
