@@ -4,7 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, StreamExt};
@@ -101,6 +101,7 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
                     // hand the replies of those that finished at once to the writer
                     // thread in one piece (one wake-up per batch, not per task).
                     let mut batch = Batch {
+                        now: None,
                         draining: &mut draining,
                         running: &mut running,
                         waiting: &mut waiting,
@@ -125,11 +126,12 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
         waiting: &mut VecDeque<Waiting>,
         replies: &mut BytesMut,
     ) {
+        let started = Instant::now();
         while running.tokens.len() < self.limit {
             let Some(task) = waiting.pop_front() else {
                 return;
             };
-            self.run_task(task, running, replies);
+            self.run_task(task, started, running, replies);
         }
     }
 
@@ -257,7 +259,8 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
             payload: body.slice_ref(task.payload),
         };
         if batch.waiting.is_empty() && batch.running.tokens.len() < self.limit {
-            self.run_task(task, batch.running, batch.replies);
+            let started = *batch.now.get_or_insert_with(Instant::now);
+            self.run_task(task, started, batch.running, batch.replies);
         } else {
             batch.waiting.push_back(task);
         }
@@ -270,11 +273,19 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
     /// `replies` and no tokio task, cancellation entry or thread hop is spent on it.
     /// Otherwise the future moves onto its own tokio task and holds a slot until it
     /// ends.
-    fn run_task(&self, task: Waiting, running: &mut Running, replies: &mut BytesMut) {
+    /// `started` is when the task starts: one clock read serves a whole batch.
+    fn run_task(
+        &self,
+        task: Waiting,
+        started: Instant,
+        running: &mut Running,
+        replies: &mut BytesMut,
+    ) {
         let token = CancellationToken::new();
         let ctx = TaskContext::new(
             task.id,
             task.attempt,
+            started,
             Duration::from_millis(task.timeout_ms),
             Arc::clone(&task.handler.task_type),
             Arc::clone(&self.worker_id),
@@ -314,6 +325,8 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
 
 /// What one read batch works on.
 struct Batch<'a> {
+    /// When the batch's first task started (read once, on the first task).
+    now: Option<Instant>,
     draining: &'a mut bool,
     running: &'a mut Running,
     waiting: &'a mut VecDeque<Waiting>,
