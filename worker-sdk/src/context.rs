@@ -34,6 +34,7 @@ impl TaskContext {
         Self::new(
             id,
             1,
+            Instant::now(),
             Duration::from_secs(24 * 3600),
             task_type.into(),
             "test-worker".into(),
@@ -44,6 +45,7 @@ impl TaskContext {
     pub(crate) fn new(
         id: u64,
         attempt: u32,
+        received: Instant,
         timeout: Duration,
         task_type: Arc<str>,
         worker_id: Arc<str>,
@@ -52,7 +54,7 @@ impl TaskContext {
         Self {
             id,
             attempt,
-            received: Instant::now(),
+            received,
             timeout,
             task_type,
             worker_id,
@@ -85,8 +87,8 @@ impl TaskContext {
         self.timeout
     }
 
-    /// When the manager will give up on this attempt: the moment the task frame was
-    /// received plus [`timeout`](Self::timeout).
+    /// When the manager will give up on this attempt: the moment the task started
+    /// (its frame was read, or a slot freed up for it) plus [`timeout`](Self::timeout).
     pub fn deadline(&self) -> Instant {
         self.received
             .checked_add(self.timeout)

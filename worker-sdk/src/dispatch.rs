@@ -4,22 +4,20 @@
 use std::collections::{HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, StreamExt};
-use pool_core::protocol::{
-    decode_to_worker, ErrorReply, FrameCodec, FrameError, FromWorker, TaskFrame, ToWorker,
-};
+use pool_core::protocol::{ErrorReply, FrameCodec, FrameError, FromWorker, TaskFrame, ToWorker};
 use tokio::io::AsyncRead;
 use tokio::task::{Id, JoinSet};
-use tokio_util::codec::FramedRead;
+use tokio_util::codec::{Decoder, FramedRead};
 use tokio_util::sync::CancellationToken;
 
-use crate::handler::{HandlerOutput, Registered};
+use crate::handler::{HandlerOutput, Handlers, Registered};
 use crate::stats::{InFlight, Stats};
 use crate::writer::Outbox;
-use crate::{ServeError, Stopped, TaskContext};
+use crate::{wire, ServeError, Stopped, TaskContext};
 
 /// Frames handled per read batch before the replies are handed to the writer.
 const READ_BATCH: usize = 256;
@@ -29,7 +27,7 @@ pub(crate) struct Dispatcher<'a, R> {
     pub(crate) frames: &'a mut FramedRead<R, FrameCodec>,
     pub(crate) outbox: Outbox,
     pub(crate) broken: CancellationToken,
-    pub(crate) handlers: Arc<HashMap<String, Registered>>,
+    pub(crate) handlers: Arc<Handlers>,
     pub(crate) worker_id: Arc<str>,
     pub(crate) stats: Arc<Stats>,
     /// The most tasks running at once (`hello.concurrency`; `usize::MAX` without it).
@@ -103,6 +101,7 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
                     // hand the replies of those that finished at once to the writer
                     // thread in one piece (one wake-up per batch, not per task).
                     let mut batch = Batch {
+                        now: None,
                         draining: &mut draining,
                         running: &mut running,
                         waiting: &mut waiting,
@@ -127,11 +126,12 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
         waiting: &mut VecDeque<Waiting>,
         replies: &mut BytesMut,
     ) {
+        let started = Instant::now();
         while running.tokens.len() < self.limit {
             let Some(task) = waiting.pop_front() else {
                 return;
             };
-            self.run_task(task, running, replies);
+            self.run_task(task, started, running, replies);
         }
     }
 
@@ -155,17 +155,29 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
             if *batch.draining || self.broken.is_cancelled() {
                 break;
             }
-            match self.frames.next().now_or_never() {
-                Some(next) => frame = next,
-                None => break,
-            }
+            frame = match self.buffered() {
+                // A whole frame already read: no poll of the stream needed.
+                Ok(Some(body)) => Some(Ok(body)),
+                Err(e) => Some(Err(e)),
+                Ok(None) => match self.frames.next().now_or_never() {
+                    Some(next) => next,
+                    None => break,
+                },
+            };
         }
         Ok(None)
     }
 
+    /// The next frame already in the read buffer, taken with the link's own codec.
+    fn buffered(&mut self) -> Result<Option<Bytes>, FrameError> {
+        // The codec is a stateless `Copy` value: a copy decodes exactly as the stream's.
+        let mut codec = *self.frames.decoder();
+        codec.decode(self.frames.read_buffer_mut())
+    }
+
     /// Handles one frame from the manager.
     fn on_frame(&self, body: &Bytes, batch: &mut Batch<'_>) -> Result<Option<Stopped>, ServeError> {
-        match decode_to_worker(body)? {
+        match wire::decode(body)? {
             ToWorker::Task(task) if *batch.draining => self.refuse(
                 task.id,
                 "shutting_down",
@@ -247,7 +259,8 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
             payload: body.slice_ref(task.payload),
         };
         if batch.waiting.is_empty() && batch.running.tokens.len() < self.limit {
-            self.run_task(task, batch.running, batch.replies);
+            let started = *batch.now.get_or_insert_with(Instant::now);
+            self.run_task(task, started, batch.running, batch.replies);
         } else {
             batch.waiting.push_back(task);
         }
@@ -260,11 +273,19 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
     /// `replies` and no tokio task, cancellation entry or thread hop is spent on it.
     /// Otherwise the future moves onto its own tokio task and holds a slot until it
     /// ends.
-    fn run_task(&self, task: Waiting, running: &mut Running, replies: &mut BytesMut) {
+    /// `started` is when the task starts: one clock read serves a whole batch.
+    fn run_task(
+        &self,
+        task: Waiting,
+        started: Instant,
+        running: &mut Running,
+        replies: &mut BytesMut,
+    ) {
         let token = CancellationToken::new();
         let ctx = TaskContext::new(
             task.id,
             task.attempt,
+            started,
             Duration::from_millis(task.timeout_ms),
             Arc::clone(&task.handler.task_type),
             Arc::clone(&self.worker_id),
@@ -304,6 +325,8 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
 
 /// What one read batch works on.
 struct Batch<'a> {
+    /// When the batch's first task started (read once, on the first task).
+    now: Option<Instant>,
     draining: &'a mut bool,
     running: &'a mut Running,
     waiting: &'a mut VecDeque<Waiting>,
@@ -349,6 +372,19 @@ impl Sink<'_> {
         }
     }
 
+    /// Sends a `result` frame (encoded without serde, see [`wire`]).
+    fn result(&mut self, id: u64, payload: &[u8]) -> Result<(), FrameError> {
+        match self {
+            Self::Direct(outbox) => {
+                let mut buf = BytesMut::new();
+                wire::encode_result(id, payload, &mut buf, outbox.max_frame())?;
+                outbox.send_encoded(buf);
+                Ok(())
+            }
+            Self::Batch(outbox, buf) => wire::encode_result(id, payload, buf, outbox.max_frame()),
+        }
+    }
+
     fn max_frame(&self) -> usize {
         match self {
             Self::Direct(outbox) | Self::Batch(outbox, _) => outbox.max_frame(),
@@ -364,10 +400,7 @@ fn send_reply(
     override_kind: Option<(&str, bool)>,
 ) {
     let error = match output {
-        Ok(payload) => match outbox.send(&FromWorker::Result {
-            id,
-            payload: &payload,
-        }) {
+        Ok(payload) => match outbox.result(id, &payload) {
             Ok(()) => return,
             Err(e) => crate::HandlerError::fatal(format!(
                 "the result of {} bytes does not fit in a frame of at most {} bytes ({e})",

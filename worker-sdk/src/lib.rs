@@ -103,6 +103,7 @@ mod handler;
 mod heartbeat;
 mod link;
 mod stats;
+mod wire;
 mod worker;
 mod writer;
 

@@ -1,6 +1,5 @@
 //! [`Worker`]: the handler registry and the session driver.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::io::Write;
@@ -8,6 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::StreamExt;
 use pool_core::protocol::{
     decode_to_worker, FrameCodec, FrameError, FromWorker, ToWorker, DEFAULT_MAX_FRAME,
@@ -19,7 +19,7 @@ use tokio::io::AsyncRead;
 use tokio_util::codec::FramedRead;
 
 use crate::dispatch::Dispatcher;
-use crate::handler::{erase, Registered};
+use crate::handler::{erase, erase_raw, ErasedHandler, Handlers, Registered};
 use crate::stats::Stats;
 use crate::{heartbeat, link, writer, HandlerError, ServeError, TaskContext};
 
@@ -49,7 +49,7 @@ pub enum Stopped {
 /// assert_eq!(worker.task_types(), ["double"]);
 /// ```
 pub struct Worker {
-    handlers: HashMap<String, Registered>,
+    handlers: Handlers,
     max_frame: usize,
 }
 
@@ -72,7 +72,7 @@ impl Worker {
     /// A worker with no handlers.
     pub fn new() -> Self {
         Self {
-            handlers: HashMap::new(),
+            handlers: Handlers::default(),
             max_frame: DEFAULT_MAX_FRAME,
         }
     }
@@ -90,17 +90,46 @@ impl Worker {
     /// worker keeps serving. CPU-heavy work belongs in
     /// [`spawn_blocking`](tokio::task::spawn_blocking) (until it awaits something, a
     /// handler holds up the reading of the next task).
-    pub fn handle<T, O, F, Fut>(mut self, task_type: impl Into<String>, handler: F) -> Self
+    pub fn handle<T, O, F, Fut>(self, task_type: impl Into<String>, handler: F) -> Self
     where
         T: DeserializeOwned + Send + 'static,
         O: Serialize + Send + 'static,
         F: Fn(TaskContext, T) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<O, HandlerError>> + Send + 'static,
     {
-        let task_type: String = task_type.into();
+        self.register(task_type.into(), erase(handler))
+    }
+
+    /// Registers `handler` for tasks of type `task_type`, on raw bytes: it gets the
+    /// task's payload as it arrived (a slice of the frame, no copy, not decoded) and
+    /// returns the result's bytes as they should leave (not checked: by convention
+    /// MessagePack, which the manager hands to the caller undecoded). Everything else
+    /// — concurrency, cancellation, panics, error replies — is as for
+    /// [`handle`](Self::handle). For proxies, caches and echoes that need no typed
+    /// view of the data, and for measuring the SDK without serde.
+    ///
+    /// # Examples
+    /// ```
+    /// use bytes::Bytes;
+    /// use worker_sdk::{HandlerError, TaskContext, Worker};
+    ///
+    /// let worker = Worker::new().handle_raw("echo", |_ctx: TaskContext, payload: Bytes| async move {
+    ///     Ok::<_, HandlerError>(payload)
+    /// });
+    /// assert_eq!(worker.task_types(), ["echo"]);
+    /// ```
+    pub fn handle_raw<F, Fut>(self, task_type: impl Into<String>, handler: F) -> Self
+    where
+        F: Fn(TaskContext, Bytes) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Bytes, HandlerError>> + Send + 'static,
+    {
+        self.register(task_type.into(), erase_raw(handler))
+    }
+
+    fn register(mut self, task_type: String, handler: ErasedHandler) -> Self {
         let registered = Registered {
             task_type: Arc::from(task_type.as_str()),
-            handler: erase(handler),
+            handler,
         };
         self.handlers.insert(task_type, registered);
         self

@@ -9,7 +9,7 @@
 //! reply per task in flight (the manager bounds those) and at most one heartbeat,
 //! because the heartbeat thread skips a beat while the previous one is still queued.
 
-use std::io::{self, BufWriter, Write};
+use std::io::{self, IoSlice, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
@@ -84,28 +84,61 @@ pub(crate) fn spawn<W: Write + Send + 'static>(
 }
 
 fn write_loop<W: Write>(
-    writer: W,
+    mut writer: W,
     rx: &mpsc::Receiver<Out>,
     queued: &AtomicBool,
 ) -> io::Result<()> {
-    let mut out = BufWriter::with_capacity(64 * 1024, writer);
+    let mut frames: Vec<BytesMut> = Vec::new();
     while let Ok(first) = rx.recv() {
         let mut next = Some(first);
-        // Write everything already waiting, then flush once.
+        let mut closing = false;
+        // Take everything already waiting, then write it in one vectored write (no
+        // copy into a buffer of our own).
         while let Some(item) = next.take() {
             match item {
-                Out::Frame(frame) => out.write_all(&frame)?,
+                Out::Frame(frame) => frames.push(frame),
                 Out::Heartbeat(frame) => {
                     queued.store(false, Ordering::Release);
-                    out.write_all(&frame)?;
+                    frames.push(frame);
                 }
-                Out::Close => return out.flush(),
+                Out::Close => {
+                    closing = true;
+                    break;
+                }
+            }
+            if frames.len() == MAX_SLICES {
+                break;
             }
             next = rx.try_recv().ok();
         }
-        out.flush()?;
+        write_all(&mut writer, &frames)?;
+        frames.clear();
+        writer.flush()?;
+        if closing {
+            return Ok(());
+        }
     }
-    out.flush()
+    writer.flush()
+}
+
+/// The most buffers handed to one vectored write (Linux accepts 1024).
+const MAX_SLICES: usize = 512;
+
+/// Writes every byte of `frames`, in as few `write_vectored` calls as the stream
+/// takes.
+fn write_all<W: Write>(writer: &mut W, frames: &[BytesMut]) -> io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = frames.iter().map(|f| IoSlice::new(f)).collect();
+    let mut rest = &mut slices[..];
+    IoSlice::advance_slices(&mut rest, 0);
+    while !rest.is_empty() {
+        match writer.write_vectored(rest) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut rest, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 impl Outbox {
@@ -179,5 +212,36 @@ impl WriterHandle {
     pub(crate) async fn close(self) {
         let _ = self.outbox.tx.send(Out::Close);
         let _ = self.done.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Takes at most 3 bytes per call, from the first non-empty buffer only.
+    struct Trickle(Vec<u8>);
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let n = buf.len().min(3);
+            self.0.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn short_writes_still_deliver_every_frame_in_order() {
+        let frames: Vec<BytesMut> = ["", "abcde", "f", "", "ghijklmno"]
+            .into_iter()
+            .map(|s| BytesMut::from(s.as_bytes()))
+            .collect();
+        let mut out = Trickle(Vec::new());
+        write_all(&mut out, &frames).expect("written");
+        assert_eq!(out.0, b"abcdefghijklmno");
     }
 }

@@ -144,3 +144,25 @@ async fn tasks_run_concurrently() {
     );
     stop(peer).await;
 }
+
+#[tokio::test]
+async fn a_raw_handler_gets_and_returns_the_bytes_as_they_travel() {
+    let worker = worker_sdk::Worker::new().handle_raw(
+        "raw",
+        |_ctx: worker_sdk::TaskContext, payload: bytes::Bytes| async move {
+            // Not decoded: the MessagePack string "hi" arrives as its three bytes.
+            assert_eq!(&payload[..], b"\xa2hi");
+            Ok::<_, worker_sdk::HandlerError>(bytes::Bytes::from_static(b"\xa3bye"))
+        },
+    );
+    let mut peer = Peer::ready(worker, common::NO_HEARTBEAT).await;
+    peer.task_bytes(1, "raw", b"\xa2hi", 1).await;
+    assert_eq!(
+        peer.reply().await,
+        Reply::Result {
+            id: 1,
+            value: json!("bye")
+        }
+    );
+    stop(peer).await;
+}

@@ -8,16 +8,17 @@
 //! - **manager**: `pool-bench tput N 2` under callgrind (the process that hosts the
 //!   pool and its caller; the two `bench-worker`s run natively, untraced).
 //! - **worker**: `bench-worker` under callgrind, its stdin a pipe fed with the frames
-//!   of `pool-bench frames N` (hello, `N` echo tasks, a graceful shutdown), its
-//!   stdout `/dev/null`.
+//!   of `pool-bench frames N TYPE` (hello, `N` tasks, a graceful shutdown), its
+//!   stdout `/dev/null`; once with `echo` (a typed handler: serde decodes and
+//!   encodes the payload, bench `callgrind.worker`) and once with `echo_raw` (a raw
+//!   handler, bytes in and out: what the SDK itself costs, `callgrind.worker.raw`).
 //!
-//! Prints `RESULT {json}` lines (bench `callgrind.manager` / `callgrind.worker`,
+//! Prints `RESULT {json}` lines (bench `callgrind.manager` / `callgrind.worker[.raw]`,
 //! metric `ir_per_task`, unit `instr`) in `pool-bench`'s format. Environment: `N`
 //! (default 20 000), `WORKER_CMD` (a command line split on whitespace) to count
 //! another worker than `bench-worker` (e.g. a Python SDK worker). The callgrind
 //! files are kept in `target/callgrind/`.
 
-use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -66,35 +67,45 @@ pub(crate) fn callgrind() -> Result<(), String> {
     let per_task = (manager(2 * n)?.saturating_sub(manager(n)?)) as f64 / n as f64;
     result("callgrind.manager", per_task);
 
-    let worker_cmd: Vec<String> = match std::env::var("WORKER_CMD") {
-        Ok(line) if !line.trim().is_empty() => line.split_whitespace().map(str::to_owned).collect(),
-        _ => vec![bin.join("bench-worker").to_string_lossy().into_owned()],
-    };
-    let worker = |tasks: u64| -> Result<u64, String> {
-        let frames = out.join(format!("frames.{tasks}.bin"));
-        let mut gen = Command::new(&pool_bench);
-        gen.args(["frames", &tasks.to_string()]);
-        let made = gen
-            .output()
-            .map_err(|e| format!("pool-bench frames: {e}"))?;
-        if !made.status.success() {
-            return Err(format!("pool-bench frames failed ({})", made.status));
+    let custom: Option<Vec<String>> = match std::env::var("WORKER_CMD") {
+        Ok(line) if !line.trim().is_empty() => {
+            Some(line.split_whitespace().map(str::to_owned).collect())
         }
-        File::create(&frames)
-            .and_then(|mut f| f.write_all(&made.stdout))
-            .map_err(|e| format!("{}: {e}", frames.display()))?;
-        let file = out.join(format!("worker.{tasks}.out"));
-        let mut cmd = valgrind(&file);
-        cmd.args(&worker_cmd)
-            .env("CORTEX_TRANSPORT", "stdio")
-            .env("CORTEX_WORKER_ID", "worker-1")
-            .current_dir(root())
-            .stdout(Stdio::null());
-        fed(cmd, made.stdout)?;
-        totals(&file)
+        _ => None,
     };
-    let per_task = (worker(2 * n)?.saturating_sub(worker(n)?)) as f64 / n as f64;
-    result("callgrind.worker", per_task);
+    let bench_worker = vec![bin.join("bench-worker").to_string_lossy().into_owned()];
+    // The bundled worker twice: a typed handler (serde decodes and encodes the
+    // payload) and a raw one (bytes in, bytes out: the SDK alone).
+    let runs: Vec<(&str, &str, Vec<String>)> = match custom {
+        Some(cmd) => vec![("callgrind.worker", "echo", cmd)],
+        None => vec![
+            ("callgrind.worker", "echo", bench_worker.clone()),
+            ("callgrind.worker.raw", "echo_raw", bench_worker),
+        ],
+    };
+    for (bench, task_type, worker_cmd) in runs {
+        let worker = |tasks: u64| -> Result<u64, String> {
+            let mut gen = Command::new(&pool_bench);
+            gen.args(["frames", &tasks.to_string(), task_type]);
+            let made = gen
+                .output()
+                .map_err(|e| format!("pool-bench frames: {e}"))?;
+            if !made.status.success() {
+                return Err(format!("pool-bench frames failed ({})", made.status));
+            }
+            let file = out.join(format!("{bench}.{tasks}.out"));
+            let mut cmd = valgrind(&file);
+            cmd.args(&worker_cmd)
+                .env("CORTEX_TRANSPORT", "stdio")
+                .env("CORTEX_WORKER_ID", "worker-1")
+                .current_dir(root())
+                .stdout(Stdio::null());
+            fed(cmd, made.stdout)?;
+            totals(&file)
+        };
+        let per_task = (worker(2 * n)?.saturating_sub(worker(n)?)) as f64 / n as f64;
+        result(bench, per_task);
+    }
     eprintln!("callgrind files: {}", out.display());
     Ok(())
 }

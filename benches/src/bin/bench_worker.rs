@@ -3,16 +3,21 @@
 //! | task type | does |
 //! |---|---|
 //! | `echo` | returns its payload (MessagePack bin) unchanged |
+//! | `echo_raw` | the same with a raw handler (bytes in, bytes out, no serde) |
 //! | `block` | waits until cancelled (keeps its worker busy, for the memory bench) |
 
 use std::process::ExitCode;
 
+use bytes::Bytes;
 use serde_bytes::ByteBuf;
 use worker_sdk::{HandlerError, TaskContext, Worker};
 
 fn main() -> ExitCode {
     Worker::new()
         .handle("echo", |_ctx: TaskContext, payload: ByteBuf| async move {
+            Ok::<_, HandlerError>(payload)
+        })
+        .handle_raw("echo_raw", |_ctx: TaskContext, payload: Bytes| async move {
             Ok::<_, HandlerError>(payload)
         })
         .handle("block", |ctx: TaskContext, _payload: ByteBuf| async move {

@@ -12,7 +12,7 @@
 //! pool-bench raw-tput [N=1000000]           raw pipelined 64 B, 2 children, 64 in flight
 //! pool-bench raw-big [N=1000]               raw 1 MiB, 2 children, 8 in flight, 1 MiB pipes
 //! pool-bench spawn [SECS=2]                 spawn-per-task (spawn raw-echo, echo, reap)
-//! pool-bench frames [N=100000]              writes hello, N 64 B echo tasks and a
+//! pool-bench frames [N=100000] [TYPE=echo]  writes hello, N 64 B TYPE tasks and a
 //!                                           graceful shutdown to stdout (a worker's
 //!                                           whole input, for `cargo xtask callgrind`)
 //! ```
@@ -360,9 +360,9 @@ fn spawn_rate(secs: f64) -> f64 {
     count as f64 / start.elapsed().as_secs_f64()
 }
 
-/// A worker's whole input for `n` 64 B echo tasks, written to stdout: hello (no
-/// heartbeats), the tasks, a graceful shutdown.
-fn frames(n: usize) {
+/// A worker's whole input for `n` 64 B tasks of `task_type`, written to stdout:
+/// hello (no heartbeats), the tasks, a graceful shutdown.
+fn frames(n: usize, task_type: &str) {
     let max_frame = 1 << 20;
     let payload = msgpack_bin(64);
     let mut buf = bytes::BytesMut::new();
@@ -377,7 +377,7 @@ fn frames(n: usize) {
     for id in 1..=n as u64 {
         let task = ToWorker::Task(TaskFrame {
             id,
-            task_type: "echo",
+            task_type,
             payload: &payload,
             attempt: 1,
             timeout_ms: 600_000,
@@ -408,7 +408,7 @@ fn main() {
             result(&id("raw.big"), "rate", rate, "msg/s");
             return result(&id("raw.big"), "bw", rate * MIB as f64 / 1e9, "GB/s");
         }
-        "frames" => return frames(num(1, 100_000)),
+        "frames" => return frames(num(1, 100_000), args.get(2).map_or("echo", String::as_str)),
         "spawn" => {
             let secs = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(2.0);
             return result(&id("raw.spawn"), "rate", spawn_rate(secs), "task/s");

@@ -1,0 +1,334 @@
+//! The worker's hot path on the wire: reading a `task` frame and writing a `result`
+//! frame without serde.
+//!
+//! Both are shortcuts for the common case and agree byte for byte with
+//! `pool_core::protocol` (the tests below check it): [`decode`] reads a `task` map
+//! whose keys come in the order the manager writes them by comparing raw bytes (no
+//! UTF-8 check of a key it already knows, no serde) and hands anything else —
+//! another message, another key order, an unknown or repeated key, an unexpected
+//! value type — to [`decode_to_worker`], so results and errors stay exactly the
+//! protocol's. [`encode_result`] writes the bytes `encode_frame` writes
+//! for `FromWorker::Result`.
+
+use bytes::BytesMut;
+use pool_core::protocol::{decode_to_worker, FrameError, TaskFrame, ToWorker};
+
+/// Decodes a frame body sent by the manager (a `task` without serde).
+///
+/// # Errors
+/// [`FrameError::Malformed`] when the body is not a known message.
+pub(crate) fn decode(body: &[u8]) -> Result<ToWorker<'_>, FrameError> {
+    match task(body) {
+        Some(task) => Ok(ToWorker::Task(task)),
+        None => decode_to_worker(body),
+    }
+}
+
+/// Appends the frame of `{"type": "result", "id": id, "payload": payload}` to `dst`.
+///
+/// # Errors
+/// [`FrameError::TooLarge`] when the body would exceed `max_frame` (`dst` is left
+/// as it was).
+pub(crate) fn encode_result(
+    id: u64,
+    payload: &[u8],
+    dst: &mut BytesMut,
+    max_frame: usize,
+) -> Result<(), FrameError> {
+    let len = RESULT_HEAD.len()
+        + uint_len(id)
+        + PAYLOAD_KEY.len()
+        + bin_head_len(payload.len())
+        + payload.len();
+    if len > max_frame || u32::try_from(len).is_err() {
+        return Err(FrameError::TooLarge {
+            len,
+            max: max_frame,
+        });
+    }
+    // Prefix and everything before the payload, built on the stack and appended in
+    // one piece (at most 4 + 16 + 9 + 8 + 5 = 42 bytes).
+    let mut head = [0u8; 48];
+    let mut at = 0;
+    let mut put = |bytes: &[u8]| {
+        head[at..at + bytes.len()].copy_from_slice(bytes);
+        at += bytes.len();
+    };
+    put(&(len as u32).to_be_bytes());
+    put(RESULT_HEAD);
+    put_uint(&mut put, id);
+    put(PAYLOAD_KEY);
+    put_bin_head(&mut put, payload.len());
+    dst.reserve(at + payload.len());
+    dst.extend_from_slice(&head[..at]);
+    dst.extend_from_slice(payload);
+    Ok(())
+}
+
+/// map(3), "type", "result", "id"
+const RESULT_HEAD: &[u8] = b"\x83\xa4type\xa6result\xa2id";
+/// "payload"
+const PAYLOAD_KEY: &[u8] = b"\xa7payload";
+
+fn uint_len(v: u64) -> usize {
+    match v {
+        0..=0x7f => 1,
+        0x80..=0xff => 2,
+        0x100..=0xffff => 3,
+        0x1_0000..=0xffff_ffff => 5,
+        _ => 9,
+    }
+}
+
+/// The smallest MessagePack unsigned integer, as `rmp::encode::write_uint` writes it.
+fn put_uint(put: &mut impl FnMut(&[u8]), v: u64) {
+    if let Ok(small) = u8::try_from(v) {
+        if small <= 0x7f {
+            put(&[small]);
+        } else {
+            put(&[0xcc, small]);
+        }
+    } else if let Ok(v) = u16::try_from(v) {
+        put(&[0xcd]);
+        put(&v.to_be_bytes());
+    } else if let Ok(v) = u32::try_from(v) {
+        put(&[0xce]);
+        put(&v.to_be_bytes());
+    } else {
+        put(&[0xcf]);
+        put(&v.to_be_bytes());
+    }
+}
+
+fn bin_head_len(len: usize) -> usize {
+    match len {
+        0..=0xff => 2,
+        0x100..=0xffff => 3,
+        _ => 5,
+    }
+}
+
+/// The `bin` marker and length (`len` fits in u32: the caller checked the frame).
+fn put_bin_head(put: &mut impl FnMut(&[u8]), len: usize) {
+    if let Ok(len) = u8::try_from(len) {
+        put(&[0xc4, len]);
+    } else if let Ok(len) = u16::try_from(len) {
+        put(&[0xc5]);
+        put(&len.to_be_bytes());
+    } else {
+        put(&[0xc6]);
+        put(&(len as u32).to_be_bytes());
+    }
+}
+
+/// Takes `expected` off the front of `rd`.
+fn exact(rd: &mut &[u8], expected: &[u8]) -> Option<()> {
+    *rd = rd.strip_prefix(expected)?;
+    Some(())
+}
+
+/// Takes `n` bytes off the front of `rd`.
+fn take<'a>(rd: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    if rd.len() < n {
+        return None;
+    }
+    let (head, rest) = rd.split_at(n);
+    *rd = rest;
+    Some(head)
+}
+
+fn be<const N: usize>(rd: &mut &[u8]) -> Option<[u8; N]> {
+    take(rd, N)?.try_into().ok()
+}
+
+/// An unsigned integer in any of MessagePack's unsigned forms.
+fn uint(rd: &mut &[u8]) -> Option<u64> {
+    let (&marker, rest) = rd.split_first()?;
+    *rd = rest;
+    match marker {
+        0x00..=0x7f => Some(u64::from(marker)),
+        0xcc => Some(u64::from(u8::from_be_bytes(be(rd)?))),
+        0xcd => Some(u64::from(u16::from_be_bytes(be(rd)?))),
+        0xce => Some(u64::from(u32::from_be_bytes(be(rd)?))),
+        0xcf => Some(u64::from_be_bytes(be(rd)?)),
+        _ => None,
+    }
+}
+
+/// A `str` in any of its forms, checked to be UTF-8.
+fn string<'a>(rd: &mut &'a [u8]) -> Option<&'a str> {
+    let (&marker, rest) = rd.split_first()?;
+    *rd = rest;
+    let len = match marker {
+        0xa0..=0xbf => usize::from(marker & 0x1f),
+        0xd9 => usize::from(u8::from_be_bytes(be(rd)?)),
+        0xda => usize::from(u16::from_be_bytes(be(rd)?)),
+        0xdb => usize::try_from(u32::from_be_bytes(be(rd)?)).ok()?,
+        _ => return None,
+    };
+    let bytes = take(rd, len)?;
+    std::str::from_utf8(bytes).ok()
+}
+
+/// A `bin` in any of its forms.
+fn bin<'a>(rd: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let (&marker, rest) = rd.split_first()?;
+    *rd = rest;
+    let len = match marker {
+        0xc4 => usize::from(u8::from_be_bytes(be(rd)?)),
+        0xc5 => usize::from(u16::from_be_bytes(be(rd)?)),
+        0xc6 => usize::try_from(u32::from_be_bytes(be(rd)?)).ok()?,
+        _ => return None,
+    };
+    take(rd, len)
+}
+
+/// A `task` map with its keys in the order the manager writes them (`type`, `id`,
+/// `task_type`, `payload`, `attempt`, `timeout_ms`); `None` for anything else,
+/// which the caller leaves to serde.
+fn task(body: &[u8]) -> Option<TaskFrame<'_>> {
+    let mut rd = body;
+    exact(&mut rd, b"\x86\xa4type\xa4task\xa2id")?;
+    let id = uint(&mut rd)?;
+    exact(&mut rd, b"\xa9task_type")?;
+    let task_type = string(&mut rd)?;
+    exact(&mut rd, b"\xa7payload")?;
+    let payload = bin(&mut rd)?;
+    exact(&mut rd, b"\xa7attempt")?;
+    let attempt = u32::try_from(uint(&mut rd)?).ok()?;
+    exact(&mut rd, b"\xaatimeout_ms")?;
+    let timeout_ms = uint(&mut rd)?;
+    rd.is_empty().then_some(TaskFrame {
+        id,
+        task_type,
+        payload,
+        attempt,
+        timeout_ms,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pool_core::protocol::{encode_frame, FromWorker};
+
+    fn frame_of(message: &ToWorker<'_>) -> BytesMut {
+        let mut buf = BytesMut::new();
+        encode_frame(message, &mut buf, usize::MAX >> 1).expect("encode");
+        buf
+    }
+
+    #[test]
+    fn task_frames_decode_as_the_protocol_decodes_them() {
+        for payload in [
+            &b""[..],
+            b"\x92\x01\x02",
+            &[7u8; 300][..],
+            &[1u8; 70_000][..],
+        ] {
+            for id in [0, 1, 127, 128, 255, 256, 65_536, u64::MAX] {
+                for task_type in [
+                    "echo",
+                    "",
+                    "ünïcödé",
+                    "a-rather-long-task-type-name-over-31",
+                ] {
+                    let message = ToWorker::Task(TaskFrame {
+                        id,
+                        task_type,
+                        payload,
+                        attempt: 3,
+                        timeout_ms: u64::from(u32::MAX) + 1,
+                    });
+                    let frame = frame_of(&message);
+                    let body = &frame[4..];
+                    assert_eq!(decode(body).expect("decodes"), message);
+                    assert_eq!(decode_to_worker(body).expect("decodes"), message);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn anything_unusual_is_left_to_the_protocol() {
+        let other = [
+            ToWorker::Cancel { id: 9 },
+            ToWorker::Shutdown { graceful: true },
+        ];
+        for message in other {
+            let frame = frame_of(&message);
+            assert_eq!(task(&frame[4..]), None);
+            assert_eq!(decode(&frame[4..]).expect("decodes"), message);
+        }
+        // A task map with an unknown seventh key, a repeated key, a wrong value type.
+        let odd: [&[u8]; 3] = [
+            b"\x87\xa4type\xa4task\xa2id\x01\xa9task_type\xa4echo\xa7payload\xc4\x00\xa7attempt\x01\xaatimeout_ms\x01\xa1x\x01",
+            b"\x86\xa4type\xa4task\xa2id\x01\xa2id\x01\xa7payload\xc4\x00\xa7attempt\x01\xaatimeout_ms\x01",
+            b"\x86\xa4type\xa4task\xa2id\xa1x\xa9task_type\xa4echo\xa7payload\xc4\x00\xa7attempt\x01\xaatimeout_ms\x01",
+        ];
+        for body in odd {
+            assert_eq!(task(body), None);
+            assert_eq!(
+                decode(body).map_err(|e| e.to_string()),
+                decode_to_worker(body).map_err(|e| e.to_string())
+            );
+        }
+        assert!(
+            decode(b"\xc1").is_err(),
+            "garbage is an error, as in the protocol"
+        );
+    }
+
+    #[test]
+    fn ascii_and_other_strings() {
+        for text in ["echo", "", "ünïcödé", "日本"] {
+            let encoded = rmp_serde::to_vec(text).expect("encode");
+            assert_eq!(string(&mut &encoded[..]), Some(text));
+        }
+        // Not UTF-8: refused (the protocol's serde path then reports it).
+        assert_eq!(string(&mut &b"\xa2\xff\xfe"[..]), None);
+        assert_eq!(
+            string(&mut &b"\xa2\xc3"[..]),
+            None,
+            "shorter than announced"
+        );
+    }
+
+    #[test]
+    fn result_frames_are_the_bytes_the_protocol_writes() {
+        for payload in [
+            &b""[..],
+            b"\x01",
+            &[7u8; 255][..],
+            &[7u8; 256][..],
+            &[1u8; 70_000][..],
+        ] {
+            for id in [
+                0,
+                127,
+                128,
+                255,
+                256,
+                65_535,
+                65_536,
+                u64::from(u32::MAX),
+                u64::MAX,
+            ] {
+                let mut ours = BytesMut::from(&b"earlier"[..]);
+                encode_result(id, payload, &mut ours, 1 << 20).expect("fits");
+                let mut theirs = BytesMut::from(&b"earlier"[..]);
+                encode_frame(&FromWorker::Result { id, payload }, &mut theirs, 1 << 20)
+                    .expect("fits");
+                assert_eq!(ours, theirs, "id {id}, {} bytes", payload.len());
+            }
+        }
+    }
+
+    #[test]
+    fn a_result_over_the_limit_is_refused_and_nothing_written() {
+        let mut buf = BytesMut::from(&b"kept"[..]);
+        let err = encode_result(1, &[0u8; 100], &mut buf, 50).expect_err("too large");
+        assert!(matches!(err, FrameError::TooLarge { max: 50, .. }), "{err}");
+        assert_eq!(&buf[..], b"kept");
+    }
+}
