@@ -10,6 +10,7 @@
 //!   its peers (Python, Node, spawn-per-task, the raw pipe limit); prints one
 //!   Markdown table (see `docs/benchmarks.md`).
 
+mod nats;
 mod peers;
 mod steps;
 

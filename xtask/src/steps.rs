@@ -53,8 +53,12 @@ pub(crate) fn test() -> Result<(), String> {
     // Before nextest: `cortex-pool/tests/python_worker.rs` runs the Python SDK's
     // example worker and fails when python3 or msgpack is missing.
     let python = ensure_python_msgpack()?;
+    // The JetStream tests start this server (and fail when it is missing).
+    let nats_server = crate::nats::ensure_nats()?;
     let mut nextest = cargo();
-    nextest.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
+    nextest
+        .args(["nextest", "run", "--workspace", "--no-fail-fast"])
+        .env("NATS_SERVER_BIN", &nats_server);
     run("cargo nextest run --workspace", nextest)?;
     let mut doc_tests = cargo();
     doc_tests.args(["test", "--doc", "--workspace"]);
