@@ -36,6 +36,12 @@ pub(crate) enum Command {
     },
     /// Set the number of workers.
     Scale(ScaleArgs),
+    /// Each task's result line (or its state) by id.
+    Result(crate::daemon::commands::ResultArgs),
+    /// Wait until tasks settle and print their result lines.
+    Wait(crate::daemon::commands::WaitArgs),
+    /// List recent tasks.
+    Tasks(crate::daemon::commands::TasksArgs),
 }
 
 /// `cortex-pool run [OPTIONS] [TASKS]`.
@@ -225,14 +231,15 @@ pub(crate) enum DlqCommand {
         #[command(flatten)]
         config: ConfigArgs,
     },
-    /// Submit dead letters again (all when no ID is given).
+    /// Put dead letters back in the queue under their ids, attempts reset (all
+    /// when no ID is given).
     Retry {
         #[command(flatten)]
         config: ConfigArgs,
-        /// Entries to retry.
-        ids: Vec<u64>,
+        /// Task ids to retry.
+        ids: Vec<String>,
     },
-    /// Empty the dead-letter queue.
+    /// Remove every dead letter, printing each id removed.
     Purge {
         #[command(flatten)]
         config: ConfigArgs,

@@ -27,5 +27,8 @@ pub(crate) fn main() -> ExitCode {
         Command::Workers(args) => crate::daemon::commands::workers(args),
         Command::Dlq { command } => crate::daemon::commands::dlq(command),
         Command::Scale(args) => crate::daemon::commands::scale(args),
+        Command::Result(args) => crate::daemon::commands::result(args),
+        Command::Wait(args) => crate::daemon::commands::wait(args),
+        Command::Tasks(args) => crate::daemon::commands::tasks(args),
     }
 }

@@ -1,11 +1,12 @@
 //! The daemon's commands: `daemon run|start|stop|restart|status|cleanup` and the
-//! clients `submit`, `metrics`, `workers`, `dlq`, `scale`.
+//! clients `submit`, `result`, `wait`, `tasks`, `metrics`, `workers`, `dlq`, `scale`.
 //!
 //! Exit status: 0 done, 1 failed (or a task did not succeed), 2 usage or
 //! configuration error, 3 the daemon is not running.
 
 mod clients;
 mod control;
+mod lookup;
 mod submit;
 
 use super::client::Client;
@@ -19,6 +20,7 @@ use std::process::ExitCode;
 
 pub(crate) use clients::{dlq, metrics, scale, workers};
 pub(crate) use control::daemon;
+pub(crate) use lookup::{result, tasks, wait, ResultArgs, TasksArgs, WaitArgs};
 pub(crate) use submit::submit;
 
 /// Exit status when the daemon is not running.

@@ -46,6 +46,10 @@ pub(crate) const KEYS: &[&str] = &[
     "max_request_bytes",
     "max_connections",
     "metrics_addr",
+    "store",
+    "durability",
+    "result_ttl",
+    "store_max_mb",
 ];
 
 /// The original daemon's environment variables (SPEC §1.8) and their keys.
@@ -126,6 +130,10 @@ pub(crate) struct Raw {
     max_request_bytes: Option<usize>,
     max_connections: Option<usize>,
     metrics_addr: Option<String>,
+    store: Option<PathBuf>,
+    durability: Option<String>,
+    result_ttl: Option<toml::Value>,
+    store_max_mb: Option<u64>,
 }
 
 /// Which transport the workers use.
@@ -158,6 +166,8 @@ pub(crate) struct Settings {
     pub(crate) max_connections: usize,
     /// Loopback address of the HTTP `/metrics` and `/healthz` endpoint. Default off.
     pub(crate) metrics_addr: Option<std::net::SocketAddr>,
+    /// The task store: where, how durable, how long results are kept.
+    pub(crate) store: super::durable::StoreSettings,
 }
 
 impl Sources {
@@ -408,7 +418,16 @@ impl Raw {
                 Some(addr)
             }
         };
+        let store = super::durable::StoreSettings::resolve(
+            &paths.dir,
+            self.store,
+            self.durability.as_deref(),
+            self.result_ttl.as_ref(),
+            self.store_max_mb,
+        )
+        .map_err(|(key, message)| SettingsError::new(key, message))?;
         Ok(Settings {
+            store,
             pool,
             policy,
             transport,

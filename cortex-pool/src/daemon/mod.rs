@@ -12,6 +12,7 @@
 pub(crate) mod client;
 pub(crate) mod commands;
 pub(crate) mod config;
+pub(crate) mod durable;
 pub(crate) mod http;
 pub(crate) mod paths;
 pub(crate) mod pidfile;

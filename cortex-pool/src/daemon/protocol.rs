@@ -34,12 +34,33 @@ pub(crate) enum Request {
         /// Number of the first line (for ids and error messages).
         first_line: u64,
     },
+    /// Each task's line now: `Line` per id, then `Done` (accepted = settled ok).
+    Result {
+        /// The task ids.
+        ids: Vec<String>,
+    },
+    /// As `Result`, once every task has settled (or the timeout passed).
+    Wait {
+        /// The task ids.
+        ids: Vec<String>,
+        /// Give up after this long; the lines then show the current state.
+        timeout_ms: Option<u64>,
+    },
+    /// Recent tasks, newest first (`Json` array).
+    Tasks {
+        /// Only this status.
+        status: Option<String>,
+        /// Only this type.
+        task_type: Option<String>,
+        /// At most this many.
+        limit: usize,
+    },
     /// The dead-letter queue.
     DlqList,
-    /// Resubmit dead letters (all when `ids` is absent).
+    /// Put dead letters back in the queue by id (all when `ids` is absent).
     DlqRetry {
-        /// Which entries.
-        ids: Option<Vec<u64>>,
+        /// Which tasks.
+        ids: Option<Vec<String>>,
     },
     /// Empty the dead-letter queue.
     DlqPurge,
@@ -145,7 +166,11 @@ mod tests {
                 first_line: 1,
             },
             Request::DlqRetry {
-                ids: Some(vec![1, 2]),
+                ids: Some(vec!["a".into(), "b".into()]),
+            },
+            Request::Wait {
+                ids: vec!["x".into()],
+                timeout_ms: Some(5),
             },
             Request::Scale { size: 3 },
         ];

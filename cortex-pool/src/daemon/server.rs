@@ -3,7 +3,7 @@
 //! error reply and a closed connection; everyone else is served as before.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use interprocess::local_socket::tokio::prelude::*;
@@ -14,13 +14,12 @@ type SendHalf = WriteHalf<LocalSocketStream>;
 use pool_core::protocol::FrameCodec;
 use serde_json::json;
 use tokio::sync::{mpsc, Semaphore};
-use tokio::task::JoinSet;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
+use super::durable::api;
 use super::protocol::{self, Reply, Request, MAX_REPLY};
 use super::state::Daemon;
-use crate::cli::{input, output};
 
 /// How long a connection may sit idle (or in the middle of a frame).
 const IDLE: Duration = Duration::from_secs(60);
@@ -138,6 +137,7 @@ async fn answer(
                     "socket": paths.socket,
                     "pid_file": paths.pid,
                     "metrics": pool.metrics(),
+                    "store": api::store_status(daemon).await,
                     "workers": pool.workers().await,
                 }),
             }
@@ -156,41 +156,21 @@ async fn answer(
             wait,
             first_line,
         } => {
-            return submit(lines, wait, first_line, daemon, out).await;
+            return api::submit(lines, wait, first_line, daemon, out).await;
         }
-        Request::DlqList => {
-            let entries: Vec<_> = pool
-                .dead_letters()
-                .await
-                .into_iter()
-                .map(|d| {
-                    let payload = rmp_serde::from_slice::<serde_json::Value>(&d.task.payload)
-                        .unwrap_or(serde_json::Value::Null);
-                    json!({
-                        "id": d.id,
-                        "type": &*d.task.task_type,
-                        "payload": payload,
-                        "attempts": d.attempts,
-                        "error": {"kind": d.failure.kind(), "message": d.failure.to_string()},
-                        "at_ms": d.at.duration_since(std::time::UNIX_EPOCH).map_or(0, |t| t.as_millis() as u64),
-                    })
-                })
-                .collect();
-            Reply::Json {
-                value: json!(entries),
-            }
+        Request::Result { ids } => return api::lookup(ids, None, daemon, out).await,
+        Request::Wait { ids, timeout_ms } => {
+            let timeout = timeout_ms.map(Duration::from_millis);
+            return api::lookup(ids, Some(timeout), daemon, out).await;
         }
-        Request::DlqRetry { ids } => match pool.retry_dead_letters(ids).await {
-            Ok(handles) => Reply::Done {
-                accepted: handles.len() as u64,
-                refused: 0,
-            },
-            Err(e) => Reply::error("shutting_down", e.to_string()),
-        },
-        Request::DlqPurge => Reply::Done {
-            accepted: pool.clear_dead_letters().await as u64,
-            refused: 0,
-        },
+        Request::Tasks {
+            status,
+            task_type,
+            limit,
+        } => api::tasks(daemon, status, task_type, limit).await,
+        Request::DlqList => api::dlq_list(daemon).await,
+        Request::DlqRetry { ids } => api::dlq_retry(daemon, ids).await,
+        Request::DlqPurge => api::dlq_purge(daemon).await,
         Request::Scale { size } => match pool.scale_to(size).await {
             Ok(size) => Reply::Json {
                 value: json!({"size": size}),
@@ -199,63 +179,4 @@ async fn answer(
         },
     };
     out.send(reply).await
-}
-
-/// Submits each line; with `wait`, streams one result line per task as it ends.
-async fn submit(
-    lines: Vec<String>,
-    wait: bool,
-    first_line: u64,
-    daemon: &Arc<Daemon>,
-    out: &mpsc::Sender<Reply>,
-) -> Result<(), Closed> {
-    let (mut accepted, mut refused) = (0u64, 0u64);
-    let mut running = JoinSet::new();
-    for (n, text) in lines.iter().enumerate() {
-        let line_no = first_line + n as u64;
-        if text.trim().is_empty() {
-            continue;
-        }
-        let parsed = match input::parse(text, line_no) {
-            Ok(parsed) => parsed,
-            Err(message) => {
-                refused += 1;
-                out.send(Reply::Line {
-                    line: output::invalid(line_no, &message).json,
-                })
-                .await?;
-                continue;
-            }
-        };
-        let since = Instant::now();
-        match daemon.pool.submit(parsed.task).await {
-            Ok(handle) => {
-                accepted += 1;
-                if wait {
-                    let out = out.clone();
-                    let daemon = daemon.clone();
-                    running.spawn(async move {
-                        let outcome = handle.await;
-                        let elapsed = since.elapsed();
-                        daemon.latency.observe(elapsed.as_secs_f64());
-                        let ms = elapsed.as_secs_f64() * 1000.0;
-                        let line = match outcome {
-                            Ok(result) => output::ok(&parsed.id, &result, ms),
-                            Err(err) => output::failed(&parsed.id, &err, ms),
-                        };
-                        let _ = out.send(Reply::Line { line: line.json }).await;
-                    });
-                }
-            }
-            Err(e) => {
-                refused += 1;
-                out.send(Reply::Line {
-                    line: output::refused(&parsed.id, &e).json,
-                })
-                .await?;
-            }
-        }
-    }
-    while running.join_next().await.is_some() {}
-    out.send(Reply::Done { accepted, refused }).await
 }

@@ -33,7 +33,38 @@ pub(crate) async fn run(settings: Settings, sources: Sources) -> Result<(), Daem
         PidFileError::AlreadyRunning { pid } => DaemonError::AlreadyRunning(pid),
         other => DaemonError::Start(other.to_string()),
     })?;
-    // We hold the lock, so a socket file left there belongs to a dead daemon.
+    // We hold the lock, so the store is ours and a socket file left there
+    // belongs to a dead daemon.
+    let store = settings.store.clone();
+    let source = match super::durable::open(&store) {
+        Ok(source) => source,
+        Err(e) => {
+            drop(pid_file);
+            return Err(DaemonError::Start(e));
+        }
+    };
+    // Tasks that were running when the last daemon died run again, before
+    // anything new is accepted.
+    match source.recover().await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            tasks = n,
+            "re-queued tasks interrupted by the last daemon's end"
+        ),
+        Err(e) => tracing::error!(error = %e, "cannot re-queue interrupted tasks"),
+    }
+    if let Ok(stats) = source.stats().await {
+        if let task_source::SourceHealth::Failing { reason } = &stats.health {
+            tracing::error!(%reason, "the task store cannot write: new tasks will be refused");
+        }
+        tracing::info!(
+            durability = store.durability.as_str(),
+            store = stats.path.as_deref().unwrap_or("memory"),
+            queued = stats.rows.get("queued").copied().unwrap_or(0),
+            retrying = stats.rows.get("retrying").copied().unwrap_or(0),
+            "task store open"
+        );
+    }
     remove_socket(&paths.socket);
     let name = paths
         .socket
@@ -77,8 +108,14 @@ pub(crate) async fn run(settings: Settings, sources: Sources) -> Result<(), Daem
         }
     };
     let metrics_addr = settings.metrics_addr;
-    let daemon = Arc::new(Daemon::new(pool.clone(), Arc::new(RwLock::new(settings))));
+    let daemon = Arc::new(Daemon::new(
+        pool.clone(),
+        Arc::new(RwLock::new(settings)),
+        source,
+    ));
     let stop = CancellationToken::new();
+    let feeder = tokio::spawn(super::durable::feeder::run(daemon.clone()));
+    let pruner = tokio::spawn(super::durable::prune::run(daemon.clone(), stop.clone()));
     let server = tokio::spawn(server::serve(listener, daemon.clone(), stop.clone()));
     let scraper = match metrics_addr {
         Some(addr) => match http::bind(addr).await {
@@ -103,8 +140,16 @@ pub(crate) async fn run(settings: Settings, sources: Sources) -> Result<(), Daem
 
     signals::serve_until_stopped(&daemon, &sources).await;
 
+    daemon.draining.cancel();
+    if tokio::time::timeout(Duration::from_secs(10), feeder)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the feeder did not finish recording outcomes in time");
+    }
     stop.cancel();
     let _ = server.await;
+    let _ = pruner.await;
     if let Some(scraper) = scraper {
         let _ = scraper.await;
     }

@@ -17,6 +17,7 @@ pub(crate) async fn serve_until_stopped(daemon: &Arc<Daemon>, sources: &Sources)
         signal(SignalKind::hangup()),
     ) else {
         tracing::error!("cannot install signal handlers; shutting down");
+        daemon.draining.cancel();
         daemon.pool.shutdown().await;
         return;
     };
@@ -31,7 +32,8 @@ pub(crate) async fn serve_until_stopped(daemon: &Arc<Daemon>, sources: &Sources)
             }
         }
     }
-    tracing::info!("draining: running tasks finish, queued ones are refused");
+    tracing::info!("draining: running tasks finish, queued ones stay in the store");
+    daemon.draining.cancel();
     let pool = daemon.pool.clone();
     let mut drain = tokio::spawn(async move { pool.shutdown().await });
     tokio::select! {

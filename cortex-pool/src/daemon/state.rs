@@ -1,9 +1,15 @@
 //! What every part of a running daemon shares.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use pool_core::Pool;
 use prometheus_client::metrics::histogram::Histogram;
+use task_source::TaskSource;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::durable::waiters::Waiters;
 
 use super::config::SharedSettings;
 
@@ -16,14 +22,26 @@ pub(crate) struct Daemon {
     pub(crate) settings: SharedSettings,
     /// When the daemon started.
     pub(crate) started: Instant,
-    /// Latency of tasks submitted through the socket, submit to end, in seconds.
+    /// Latency of tasks submitted through the socket, claim to end, in seconds.
     pub(crate) latency: Histogram,
+    /// Where the tasks live: the only source of truth for their state.
+    pub(crate) source: Arc<dyn TaskSource>,
+    /// Who waits for which task id.
+    pub(crate) waiters: Waiters,
+    /// Tells the feeder that new tasks are ready.
+    pub(crate) wake: Notify,
+    /// Cancelled when the daemon starts to drain: the feeder claims no more.
+    pub(crate) draining: CancellationToken,
 }
 
 impl Daemon {
     /// State around a started pool.
-    pub(crate) fn new(pool: Pool, settings: SharedSettings) -> Self {
+    pub(crate) fn new(pool: Pool, settings: SharedSettings, source: Arc<dyn TaskSource>) -> Self {
         Self {
+            source,
+            waiters: Waiters::default(),
+            wake: Notify::new(),
+            draining: CancellationToken::new(),
             pool,
             settings,
             started: Instant::now(),

@@ -5,7 +5,7 @@ use crate::daemon::protocol::Request;
 use serde_json::Value;
 use std::process::ExitCode;
 
-use super::{call, finish, runtime, settings};
+use super::{call, finish, runtime, settings, Fail};
 
 /// `cortex-pool metrics`.
 pub(crate) fn metrics(args: MetricsArgs) -> ExitCode {
@@ -85,8 +85,32 @@ pub(crate) fn dlq(command: DlqCommand) -> ExitCode {
                     println!("{entry}");
                 }
             }
-            DlqCommand::Retry { .. } => println!("resubmitted {}", value["done"]),
-            DlqCommand::Purge { .. } => println!("removed {}", value["done"]),
+            DlqCommand::Retry { .. } => {
+                for id in value["requeued"].as_array().into_iter().flatten() {
+                    println!("requeued {}", id.as_str().unwrap_or("?"));
+                }
+                let mut missing = Vec::new();
+                for id in value["unknown"].as_array().into_iter().flatten() {
+                    missing.push(format!("no such task: {}", id.as_str().unwrap_or("?")));
+                }
+                for t in value["not_dead"].as_array().into_iter().flatten() {
+                    missing.push(format!(
+                        "task {} is not in the dead-letter queue (status {})",
+                        t["id"].as_str().unwrap_or("?"),
+                        t["status"].as_str().unwrap_or("?")
+                    ));
+                }
+                if !missing.is_empty() {
+                    return Err(Fail(1, missing.join("\ncortex-pool: ")));
+                }
+            }
+            DlqCommand::Purge { .. } => {
+                let ids = value.as_array().cloned().unwrap_or_default();
+                for id in &ids {
+                    println!("removed {}", id.as_str().unwrap_or("?"));
+                }
+                println!("purged {} dead letters", ids.len());
+            }
         }
         Ok(ExitCode::SUCCESS)
     })())

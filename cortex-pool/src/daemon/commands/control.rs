@@ -314,5 +314,26 @@ fn status(config: &ConfigArgs, json: bool) -> Outcome {
         m["tasks"]["failed"],
         m["tasks"]["dlq"],
     );
+    let store = &value["store"];
+    let rows = &store["rows"];
+    println!(
+        "store: {} ({}), {}; {} queued, {} running, {} retrying, {} ok, {} failed, {} dead letters; {:.1} MiB",
+        store["path"].as_str().unwrap_or("memory"),
+        store["durability"].as_str().unwrap_or("?"),
+        match store["health"]["state"].as_str() {
+            Some("ok") => "accepting".to_owned(),
+            _ => format!(
+                "REFUSING new tasks: {}",
+                store["health"]["reason"].as_str().unwrap_or("unknown")
+            ),
+        },
+        rows["queued"],
+        rows["running"],
+        rows["retrying"],
+        rows["ok"],
+        rows["failed"],
+        rows["dead_letter"],
+        store["size_bytes"].as_f64().unwrap_or(0.0) / 1_048_576.0,
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -8,9 +8,12 @@ use crate::daemon::protocol::{Reply, Request};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::{connect_error, finish, runtime, settings, Fail, Outcome};
+
+/// How long `submit` keeps trying to reach a daemon that went away mid-way.
+const RECONNECT_FOR: Duration = Duration::from_secs(60);
 /// Largest batch of task lines sent in one request (the daemon's default limit is
 /// 1 MiB).
 const BATCH_BYTES: usize = 256 * 1024;
@@ -50,63 +53,80 @@ fn submit_inner(args: &SubmitArgs) -> Outcome {
             text.lines().map(str::to_owned).collect()
         }
     };
-    let lines = with_defaults(lines, args.priority, args.timeout_ms);
+    let lines = with_ids(with_defaults(lines, args.priority, args.timeout_ms));
     let rt = runtime()?;
     let started = Instant::now();
     let mut tally = Tally::default();
     let (mut accepted, mut refused) = (0u64, 0u64);
+    let mut ids = Vec::new();
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let result: std::io::Result<()> = rt.block_on(async {
-        let mut client = Client::connect(&settings.paths.socket).await?;
+        // Not running at all is an answer at once (exit 3); a daemon that goes
+        // away later is waited for.
+        let mut client = Some(Client::connect(&settings.paths.socket).await?);
         let mut first_line = 1u64;
         for batch in batches(&lines) {
-            let n = batch.len() as u64;
-            client
-                .send(&Request::Submit {
-                    lines: batch.to_vec(),
-                    wait: args.wait,
-                    first_line,
-                })
-                .await?;
-            first_line += n;
-            loop {
-                match client.next().await? {
-                    Reply::Line { line } => {
-                        tally.add(
-                            status_of(&line),
-                            line["duration_ms"].as_f64().unwrap_or(0.0),
-                        );
-                        let _ = serde_json::to_writer(&mut out, &line);
-                        let _ = out.write_all(b"\n");
+            let mut lost_since: Option<Instant> = None;
+            // A batch whose answer was lost is sent again: every line has an id,
+            // so the daemon takes each task once.
+            let answers = loop {
+                match send_batch(&settings, &mut client, batch, first_line).await {
+                    Ok(answers) => break answers,
+                    Err(e) if e.kind() == std::io::ErrorKind::Other => return Err(e),
+                    Err(e) => {
+                        client = None;
+                        let since = *lost_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() > RECONNECT_FOR {
+                            return Err(e);
+                        }
+                        tokio::time::sleep(Duration::from_millis(200)).await;
                     }
-                    Reply::Done {
-                        accepted: a,
-                        refused: r,
-                    } => {
-                        accepted += a;
-                        refused += r;
-                        break;
-                    }
-                    Reply::Error { kind, message } => {
-                        return Err(std::io::Error::other(format!("{kind}: {message}")));
-                    }
-                    _ => {}
                 }
+            };
+            first_line += batch.len() as u64;
+            for line in answers {
+                if line["status"] == "accepted" {
+                    accepted += 1;
+                    if let Some(id) = line["id"].as_str() {
+                        ids.push(id.to_owned());
+                    }
+                    if args.wait {
+                        continue;
+                    }
+                } else {
+                    refused += 1;
+                    tally.add(Status::Invalid, 0.0);
+                }
+                let _ = serde_json::to_writer(&mut out, &line);
+                let _ = out.write_all(b"\n");
             }
             let _ = out.flush();
         }
         Ok(())
     });
-    let _ = out.flush();
-    drop(out);
     if let Err(e) = result {
+        let _ = out.flush();
         return Err(match e.kind() {
             std::io::ErrorKind::Other => Fail(1, e.to_string()),
             _ => connect_error(&settings, &e),
         });
     }
     if args.wait {
+        let waited = rt.block_on(super::lookup::lines_for(
+            &settings,
+            ids,
+            Some(None),
+            &mut |line| {
+                tally.add(status_of(line), line["duration_ms"].as_f64().unwrap_or(0.0));
+                let _ = serde_json::to_writer(&mut out, line);
+                let _ = out.write_all(b"\n");
+                let _ = out.flush();
+            },
+        ));
+        let _ = out.flush();
+        drop(out);
+        waited?;
         eprintln!("{}", tally.render(started.elapsed(), None));
         return Ok(if tally.all_ok() {
             ExitCode::SUCCESS
@@ -114,12 +134,66 @@ fn submit_inner(args: &SubmitArgs) -> Outcome {
             ExitCode::from(1)
         });
     }
+    let _ = out.flush();
+    drop(out);
     eprintln!("cortex-pool: submitted {accepted} tasks, {refused} refused");
     Ok(if refused == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+/// Sends one batch (connecting first if needed) and returns its answer lines.
+async fn send_batch(
+    settings: &crate::daemon::config::Settings,
+    client: &mut Option<Client>,
+    batch: &[String],
+    first_line: u64,
+) -> std::io::Result<Vec<Value>> {
+    if client.is_none() {
+        *client = Some(Client::connect(&settings.paths.socket).await?);
+    }
+    let Some(c) = client.as_mut() else {
+        return Err(std::io::Error::other("no connection"));
+    };
+    c.send(&Request::Submit {
+        lines: batch.to_vec(),
+        wait: false,
+        first_line,
+    })
+    .await?;
+    let mut answers = Vec::with_capacity(batch.len());
+    loop {
+        match c.next().await? {
+            Reply::Line { line } => answers.push(line),
+            Reply::Done { .. } => return Ok(answers),
+            Reply::Error { kind, message } => {
+                return Err(std::io::Error::other(format!("{kind}: {message}")));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Gives every line that is a JSON object without an `id` a generated one, so
+/// a batch sent again after a lost connection is taken once.
+fn with_ids(lines: Vec<String>) -> Vec<String> {
+    lines
+        .into_iter()
+        .map(|line| {
+            if line.contains("\"id\"") {
+                return line;
+            }
+            match serde_json::from_str::<Value>(&line) {
+                Ok(Value::Object(mut map)) if !map.contains_key("id") => {
+                    map.insert("id".into(), crate::daemon::durable::ids::generate().into());
+                    Value::Object(map).to_string()
+                }
+                _ => line,
+            }
+        })
+        .collect()
 }
 
 fn status_of(line: &Value) -> Status {

@@ -1,0 +1,246 @@
+//! `result`, `wait` and `tasks`: tasks by id, from the daemon's store. `wait`
+//! (and `submit --wait`) reconnect when the daemon restarts and go on waiting
+//! for the ids not yet settled.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use serde_json::Value;
+
+use super::{call, connect_error, finish, runtime, settings, Fail, Outcome};
+use crate::cli::args::ConfigArgs;
+use crate::daemon::client::Client;
+use crate::daemon::config::Settings;
+use crate::daemon::protocol::{Reply, Request};
+
+/// How long a waiting client keeps trying to reach a daemon that went away.
+const RECONNECT_FOR: Duration = Duration::from_secs(60);
+
+/// Ids per request, by bytes (the daemon's default request limit is 1 MiB).
+const IDS_BYTES: usize = 256 * 1024;
+
+/// `cortex-pool result ID…`.
+#[derive(Debug, Args)]
+pub(crate) struct ResultArgs {
+    #[command(flatten)]
+    pub(crate) config: ConfigArgs,
+    /// Task ids.
+    #[arg(required = true)]
+    pub(crate) ids: Vec<String>,
+}
+
+/// `cortex-pool wait [--timeout-s N] ID…`.
+#[derive(Debug, Args)]
+pub(crate) struct WaitArgs {
+    #[command(flatten)]
+    pub(crate) config: ConfigArgs,
+    /// Give up after N seconds; the lines then show the current state.
+    #[arg(long, value_name = "N")]
+    pub(crate) timeout_s: Option<u64>,
+    /// Task ids.
+    #[arg(required = true)]
+    pub(crate) ids: Vec<String>,
+}
+
+/// `cortex-pool tasks [--status S] [--type T] [--limit N] [--json]`.
+#[derive(Debug, Args)]
+pub(crate) struct TasksArgs {
+    #[command(flatten)]
+    pub(crate) config: ConfigArgs,
+    /// Only tasks in this status (queued, running, retrying, ok, failed,
+    /// dead_letter, cancelled).
+    #[arg(long, value_name = "S")]
+    pub(crate) status: Option<String>,
+    /// Only tasks of this type.
+    #[arg(long = "type", value_name = "T")]
+    pub(crate) task_type: Option<String>,
+    /// At most N tasks, newest first.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub(crate) limit: usize,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `cortex-pool result`.
+pub(crate) fn result(args: ResultArgs) -> ExitCode {
+    finish((|| {
+        let settings = settings(&args.config)?;
+        let rt = runtime()?;
+        let mut out = std::io::stdout().lock();
+        let ok = rt.block_on(lines_for(&settings, args.ids, None, &mut |line| {
+            let _ = writeln!(out, "{line}");
+        }))?;
+        Ok(exit(ok))
+    })())
+}
+
+/// `cortex-pool wait`.
+pub(crate) fn wait(args: WaitArgs) -> ExitCode {
+    finish((|| {
+        let settings = settings(&args.config)?;
+        let rt = runtime()?;
+        let mut out = std::io::stdout().lock();
+        let timeout = args.timeout_s.map(Duration::from_secs);
+        let ok = rt.block_on(lines_for(&settings, args.ids, Some(timeout), &mut |line| {
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }))?;
+        Ok(exit(ok))
+    })())
+}
+
+fn exit(all_ok: bool) -> ExitCode {
+    if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn chunks(ids: &[String]) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    let mut current = Vec::new();
+    let mut size = 0;
+    for id in ids {
+        if size + id.len() + 8 > IDS_BYTES && !current.is_empty() {
+            out.push(std::mem::take(&mut current));
+            size = 0;
+        }
+        size += id.len() + 8;
+        current.push(id.clone());
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+/// Prints one line per id through `emit` (waiting for each to settle when
+/// `wait` is given, reconnecting to a restarted daemon); true when every task
+/// settled ok.
+pub(crate) async fn lines_for(
+    settings: &Settings,
+    ids: Vec<String>,
+    wait: Option<Option<Duration>>,
+    emit: &mut dyn FnMut(&Value),
+) -> Result<bool, Fail> {
+    let deadline = wait.flatten().map(|t| Instant::now() + t);
+    let mut all_ok = true;
+    for chunk in chunks(&ids) {
+        let mut left: Vec<String> = chunk;
+        let mut lost_since: Option<Instant> = None;
+        while !left.is_empty() {
+            let request = match wait {
+                None => Request::Result { ids: left.clone() },
+                Some(_) => Request::Wait {
+                    ids: left.clone(),
+                    timeout_ms: deadline
+                        .map(|d| d.saturating_duration_since(Instant::now()).as_millis() as u64),
+                },
+            };
+            match stream(settings, &request, &mut left, &mut all_ok, emit).await {
+                Ok(()) => break,
+                Err(e) if wait.is_some() => {
+                    // The daemon went away: wait for it to come back.
+                    let since = *lost_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > RECONNECT_FOR
+                        || deadline.is_some_and(|d| Instant::now() > d)
+                    {
+                        return Err(connect_error(settings, &e));
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(connect_error(settings, &e)),
+            }
+        }
+    }
+    Ok(all_ok)
+}
+
+/// Sends one look-up and streams its lines, removing each answered id from `left`.
+async fn stream(
+    settings: &Settings,
+    request: &Request,
+    left: &mut Vec<String>,
+    all_ok: &mut bool,
+    emit: &mut dyn FnMut(&Value),
+) -> std::io::Result<()> {
+    let mut client = Client::connect(&settings.paths.socket).await?;
+    client.send(request).await?;
+    let mut answered = HashSet::new();
+    let result = loop {
+        match client.next().await {
+            Ok(Reply::Line { line }) => {
+                if line["status"] != "ok" {
+                    *all_ok = false;
+                }
+                if let Some(id) = line["id"].as_str() {
+                    answered.insert(id.to_owned());
+                }
+                emit(&line);
+            }
+            Ok(Reply::Done { .. }) => break Ok(()),
+            Ok(Reply::Error { kind, message }) => {
+                break Err(std::io::Error::other(format!("{kind}: {message}")))
+            }
+            Ok(_) => {}
+            Err(e) => break Err(e),
+        }
+    };
+    left.retain(|id| !answered.contains(id));
+    result
+}
+
+/// `cortex-pool tasks`.
+pub(crate) fn tasks(args: TasksArgs) -> ExitCode {
+    finish((|| -> Outcome {
+        let settings = settings(&args.config)?;
+        let rt = runtime()?;
+        let value = call(
+            &rt,
+            &settings,
+            Request::Tasks {
+                status: args.status.clone(),
+                task_type: args.task_type.clone(),
+                limit: args.limit,
+            },
+        )?;
+        let rows = value.as_array().cloned().unwrap_or_default();
+        if args.json {
+            for row in &rows {
+                println!("{row}");
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        println!(
+            "{:<28} {:<12} {:<11} {:>8}  ERROR",
+            "ID", "TYPE", "STATUS", "ATTEMPTS"
+        );
+        for r in &rows {
+            println!(
+                "{:<28} {:<12} {:<11} {:>8}  {}",
+                r["id"].as_str().unwrap_or("?"),
+                r["type"].as_str().unwrap_or("?"),
+                r["status"].as_str().unwrap_or("?"),
+                r["attempts"].as_u64().unwrap_or(0),
+                r["error"]["message"].as_str().unwrap_or(""),
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    })())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ids_are_split_into_request_sized_chunks_in_order() {
+        let ids: Vec<String> = (0..40_000).map(|i| format!("{i:026}")).collect();
+        let c = super::chunks(&ids);
+        assert!(c.len() > 1);
+        assert_eq!(c.concat(), ids);
+    }
+}

@@ -1,0 +1,362 @@
+//! The control requests about tasks: `submit`, `result`, `wait`, `tasks` and
+//! the `dlq` commands, answered from the task source.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use serde_json::{json, Value};
+use task_source::{Admission, Filter, NewTask, Requeue, SourceHealth, TaskState};
+use tokio::sync::mpsc;
+
+use super::lines;
+use super::parse;
+use crate::daemon::protocol::Reply;
+use crate::daemon::state::Daemon;
+
+type Closed = mpsc::error::SendError<Reply>;
+
+fn refused(id: &str, error: &str) -> Value {
+    json!({"id": id, "status": "refused", "error": error})
+}
+
+/// Stores each line's task (answered once committed); one line per task:
+/// `{"id", "status": "accepted"}` or `{"id", "status": "refused", "error"}`.
+/// With `wait`, then one result line per accepted task as it settles.
+pub(crate) async fn submit(
+    text_lines: Vec<String>,
+    wait: bool,
+    first_line: u64,
+    daemon: &Arc<Daemon>,
+    out: &mpsc::Sender<Reply>,
+) -> Result<(), Closed> {
+    let (mut accepted, mut refused_n) = (0u64, 0u64);
+    let mut tasks: Vec<NewTask> = Vec::with_capacity(text_lines.len());
+    // Refusals by position, so replies keep the input's order.
+    let mut replies: Vec<Option<Value>> = Vec::with_capacity(text_lines.len());
+    for (n, text) in text_lines.iter().enumerate() {
+        if text.trim().is_empty() {
+            continue;
+        }
+        match parse::parse(text) {
+            Ok(task) => {
+                tasks.push(task);
+                replies.push(None);
+            }
+            Err(r) => {
+                let line_no = first_line + n as u64;
+                let mut line = refused(r.id.as_deref().unwrap_or(&line_no.to_string()), &r.reason);
+                line["line"] = line_no.into();
+                replies.push(Some(line));
+            }
+        }
+    }
+    let admissions = admit(daemon, &tasks).await;
+    if admissions.iter().any(|a| matches!(a, Admission::Accepted)) {
+        daemon.wake.notify_one();
+    }
+    let mut admitted = tasks.iter().zip(admissions);
+    let mut waiting = Vec::new();
+    for slot in replies {
+        let line = match slot {
+            Some(line) => {
+                refused_n += 1;
+                line
+            }
+            None => {
+                let Some((task, admission)) = admitted.next() else {
+                    break;
+                };
+                match admission {
+                    Admission::Accepted => {
+                        accepted += 1;
+                        waiting.push(task.id.clone());
+                        json!({"id": task.id, "status": "accepted"})
+                    }
+                    Admission::Known(state) => {
+                        accepted += 1;
+                        waiting.push(task.id.clone());
+                        json!({"id": task.id, "status": "accepted", "duplicate": true, "state": state.as_str()})
+                    }
+                    Admission::Refused(reason) => {
+                        refused_n += 1;
+                        refused(&task.id, &reason)
+                    }
+                }
+            }
+        };
+        out.send(Reply::Line { line }).await?;
+    }
+    if wait {
+        out.send(Reply::Done {
+            accepted,
+            refused: refused_n,
+        })
+        .await?;
+        return lookup(waiting, Some(None), daemon, out).await;
+    }
+    out.send(Reply::Done {
+        accepted,
+        refused: refused_n,
+    })
+    .await
+}
+
+/// Stores the tasks, refusing them with the reason when the store cannot take
+/// them or the queue is full (`max_queue_len` unsettled tasks).
+async fn admit(daemon: &Daemon, tasks: &[NewTask]) -> Vec<Admission> {
+    if tasks.is_empty() {
+        return Vec::new();
+    }
+    let refuse_all = |reason: String| vec![Admission::Refused(reason); tasks.len()];
+    let max = daemon.setting(|s| s.pool.max_queue_len) as u64;
+    let unsettled = match daemon.source.unsettled().await {
+        Ok(n) => n,
+        Err(e) => return refuse_all(e.to_string()),
+    };
+    let room = max.saturating_sub(unsettled) as usize;
+    let (fits, over) = tasks.split_at(room.min(tasks.len()));
+    let mut admissions = if fits.is_empty() {
+        Vec::new()
+    } else {
+        match daemon.source.accept(fits.to_vec()).await {
+            Ok(a) => a,
+            Err(e) => return refuse_all(e.to_string()),
+        }
+    };
+    if !over.is_empty() {
+        // Known ids are still answered with their state; new ones are refused.
+        let known = daemon
+            .source
+            .get(over.iter().map(|t| t.id.clone()).collect())
+            .await
+            .unwrap_or_default();
+        for (i, _) in over.iter().enumerate() {
+            admissions.push(match known.get(i).and_then(Option::as_ref) {
+                Some(r) => Admission::Known(r.state),
+                None => Admission::Refused(format!(
+                    "queue_full: {unsettled} tasks are waiting or running (max_queue_len {max})"
+                )),
+            });
+        }
+    }
+    admissions
+}
+
+/// One line per id (in order for `result`; as they settle for `wait`), then
+/// `Done` with `accepted` = settled ok and `refused` = the others. `wait`:
+/// `None` answers at once, `Some(timeout)` waits for every id to settle.
+pub(crate) async fn lookup(
+    ids: Vec<String>,
+    wait: Option<Option<Duration>>,
+    daemon: &Arc<Daemon>,
+    out: &mpsc::Sender<Reply>,
+) -> Result<(), Closed> {
+    let mut receivers = HashMap::new();
+    if wait.is_some() {
+        for id in &ids {
+            receivers.insert(id.clone(), daemon.waiters.register(id));
+        }
+    }
+    let (mut ok, mut not_ok) = (0u64, 0u64);
+    let records = match daemon.source.get(ids.clone()).await {
+        Ok(r) => r,
+        Err(e) => {
+            return out.send(Reply::error("store", e.to_string())).await;
+        }
+    };
+    let mut pending = Vec::new();
+    for (id, record) in ids.iter().zip(&records) {
+        let settled = record.as_ref().is_some_and(|r| r.state.is_settled());
+        if wait.is_some() && !settled && record.is_some() {
+            pending.push(id.clone());
+            continue;
+        }
+        receivers.remove(id);
+        if lines::settled_ok(record.as_ref()) {
+            ok += 1;
+        } else {
+            not_ok += 1;
+        }
+        out.send(Reply::Line {
+            line: lines::lookup(id, record.as_ref()),
+        })
+        .await?;
+    }
+    if let Some(timeout) = wait {
+        let mut woken: FuturesUnordered<_> = pending
+            .iter()
+            .filter_map(|id| {
+                let rx = receivers.remove(id)?;
+                let id = id.clone();
+                Some(async move {
+                    let _ = rx.await;
+                    id
+                })
+            })
+            .collect();
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let mut left: std::collections::HashSet<String> = pending.into_iter().collect();
+        while !left.is_empty() {
+            let next = match deadline {
+                Some(d) => tokio::time::timeout_at(d, woken.next())
+                    .await
+                    .ok()
+                    .flatten(),
+                None => woken.next().await,
+            };
+            let Some(first) = next else { break };
+            let mut batch = vec![first];
+            while let Some(Some(more)) = futures_util::FutureExt::now_or_never(woken.next()) {
+                batch.push(more);
+            }
+            let records = daemon.source.get(batch.clone()).await.unwrap_or_default();
+            for (id, record) in batch.iter().zip(&records) {
+                left.remove(id);
+                if lines::settled_ok(record.as_ref()) {
+                    ok += 1;
+                } else {
+                    not_ok += 1;
+                }
+                out.send(Reply::Line {
+                    line: lines::lookup(id, record.as_ref()),
+                })
+                .await?;
+            }
+        }
+        // Timed out: the rest as they are now.
+        let rest: Vec<String> = left.into_iter().collect();
+        if !rest.is_empty() {
+            let records = daemon.source.get(rest.clone()).await.unwrap_or_default();
+            for (id, record) in rest.iter().zip(&records) {
+                not_ok += u64::from(!lines::settled_ok(record.as_ref()));
+                ok += u64::from(lines::settled_ok(record.as_ref()));
+                out.send(Reply::Line {
+                    line: lines::lookup(id, record.as_ref()),
+                })
+                .await?;
+            }
+        }
+    }
+    out.send(Reply::Done {
+        accepted: ok,
+        refused: not_ok,
+    })
+    .await
+}
+
+/// `tasks`: recent tasks as entries.
+pub(crate) async fn tasks(
+    daemon: &Daemon,
+    status: Option<String>,
+    task_type: Option<String>,
+    limit: usize,
+) -> Reply {
+    let state = match status.as_deref().map(|s| (s, TaskState::parse(s))) {
+        None => None,
+        Some((_, Some(state))) => Some(state),
+        Some((s, None)) => {
+            return Reply::error(
+                "invalid",
+                format!("unknown status {s:?}: expected one of queued, running, retrying, ok, failed, dead_letter, cancelled"),
+            )
+        }
+    };
+    match daemon
+        .source
+        .list(Filter {
+            state,
+            task_type,
+            limit,
+        })
+        .await
+    {
+        Ok(records) => Reply::Json {
+            value: Value::Array(records.iter().map(lines::entry).collect()),
+        },
+        Err(e) => Reply::error("store", e.to_string()),
+    }
+}
+
+/// `dlq list`: the dead letters by id, oldest first.
+pub(crate) async fn dlq_list(daemon: &Daemon) -> Reply {
+    match daemon
+        .source
+        .list(Filter {
+            state: Some(TaskState::DeadLetter),
+            ..Filter::default()
+        })
+        .await
+    {
+        Ok(records) => Reply::Json {
+            value: Value::Array(
+                records
+                    .iter()
+                    .rev()
+                    .map(|r| {
+                        json!({
+                            "id": r.task.id,
+                            "type": r.task.task_type,
+                            "attempts": r.attempts,
+                            "error": r.error.as_ref().map(|e| json!({"kind": e.kind, "message": e.message})),
+                            "at_ms": r.updated_ms,
+                        })
+                    })
+                    .collect(),
+            ),
+        },
+        Err(e) => Reply::error("store", e.to_string()),
+    }
+}
+
+/// `dlq retry`: `{"requeued": [ids], "unknown": [ids], "not_dead": [{id, status}]}`.
+pub(crate) async fn dlq_retry(daemon: &Daemon, ids: Option<Vec<String>>) -> Reply {
+    match daemon.source.requeue_dead(ids).await {
+        Ok(results) => {
+            daemon.wake.notify_one();
+            let mut requeued = Vec::new();
+            let mut unknown = Vec::new();
+            let mut not_dead = Vec::new();
+            for (id, r) in results {
+                match r {
+                    Requeue::Requeued => requeued.push(json!(id)),
+                    Requeue::Unknown => unknown.push(json!(id)),
+                    Requeue::NotDeadLettered(s) => {
+                        not_dead.push(json!({"id": id, "status": s.as_str()}));
+                    }
+                }
+            }
+            Reply::Json {
+                value: json!({"requeued": requeued, "unknown": unknown, "not_dead": not_dead}),
+            }
+        }
+        Err(e) => Reply::error("store", e.to_string()),
+    }
+}
+
+/// `dlq purge`: the ids removed.
+pub(crate) async fn dlq_purge(daemon: &Daemon) -> Reply {
+    match daemon.source.purge_dead().await {
+        Ok(ids) => Reply::Json { value: json!(ids) },
+        Err(e) => Reply::error("store", e.to_string()),
+    }
+}
+
+/// The store's part of `daemon status` and the metrics.
+pub(crate) async fn store_status(daemon: &Daemon) -> Value {
+    let durability = daemon.setting(|s| s.store.durability.as_str());
+    match daemon.source.stats().await {
+        Ok(stats) => {
+            let mut v = json!(stats);
+            v["durability"] = json!(durability);
+            v["accepting"] = json!(stats.health == SourceHealth::Ok);
+            v
+        }
+        Err(e) => json!({
+            "durability": durability,
+            "health": {"state": "failing", "reason": e.to_string()},
+            "accepting": false,
+        }),
+    }
+}

@@ -1,0 +1,214 @@
+//! The feeder: claims ready tasks from the source, runs each claimed attempt
+//! once on the pool (no pool-level retries), and settles it: ok, failed, or,
+//! for a retryable failure, a retry after the policy's backoff until the
+//! retries run out and it is dead-lettered. Settlements of tasks that end
+//! together are committed together.
+//!
+//! The pool sees every attempt as its first (pool-core has no way to set the
+//! attempt number a worker sees); the attempt count lives in the source and is
+//! what look-ups and result lines show.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::future::{BoxFuture, FutureExt};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use pool_core::{Failure, FinalStatus, Task, TaskError, TaskOutput};
+use serde_json::Value;
+use task_source::{now_ms, Claimed, ErrorInfo, Outcome, Settlement, TaskState};
+
+use crate::cli::output;
+use crate::daemon::state::Daemon;
+
+/// How an attempt on the pool ended.
+enum Ran {
+    Done(Result<TaskOutput, TaskError>),
+    /// The pool did not take it (it is stopping).
+    NotTaken,
+}
+
+struct Attempt {
+    claimed: Claimed,
+    started: Instant,
+    ran: Ran,
+}
+
+/// Tasks in the pool at once: enough to keep every worker busy, few enough that
+/// a crash re-runs little.
+fn window(daemon: &Daemon) -> usize {
+    daemon.setting(|s| {
+        let slots = s.pool.max_workers * s.pool.worker_concurrency as usize;
+        (slots * 64).clamp(256, 4096).min(s.pool.max_queue_len)
+    })
+}
+
+/// Runs until the daemon drains and every attempt it started has settled.
+pub(crate) async fn run(daemon: Arc<Daemon>) {
+    let mut running: FuturesUnordered<BoxFuture<'static, Attempt>> = FuturesUnordered::new();
+    let mut unsaved: Vec<(Settlement, Option<String>)> = Vec::new();
+    let mut claim_failed_at: Option<Instant> = None;
+    loop {
+        let draining = daemon.draining.is_cancelled();
+        if draining && running.is_empty() {
+            if !unsaved.is_empty() {
+                save(&daemon, &mut unsaved).await;
+            }
+            break;
+        }
+        let window = window(&daemon);
+        let may_claim = claim_failed_at.is_none_or(|t| t.elapsed() > Duration::from_millis(500));
+        let in_flight = running.len();
+        if !draining && may_claim && in_flight <= window / 2 {
+            match daemon.source.claim(window - in_flight, now_ms()).await {
+                Ok(claimed) => {
+                    claim_failed_at = None;
+                    let mut started = Vec::with_capacity(claimed.len());
+                    for c in claimed {
+                        started.push(start(&daemon, c).await);
+                    }
+                    running.extend(started);
+                }
+                Err(e) => {
+                    if claim_failed_at.is_none() {
+                        tracing::error!(error = %e, "cannot claim tasks from the store");
+                    }
+                    claim_failed_at = Some(Instant::now());
+                }
+            }
+        }
+        tokio::select! {
+            Some(first) = running.next(), if !running.is_empty() => {
+                let mut batch = vec![first];
+                while let Some(Some(more)) = running.next().now_or_never() {
+                    batch.push(more);
+                }
+                let pool_dead_letters = batch.iter().any(|a| matches!(&a.ran, Ran::Done(Err(e)) if e.status == FinalStatus::DeadLettered));
+                unsaved.extend(batch.into_iter().map(|a| settlement(&daemon, a)));
+                save(&daemon, &mut unsaved).await;
+                if pool_dead_letters {
+                    // The source keeps the dead-letter queue; the pool's own copy
+                    // of a one-attempt failure is not needed.
+                    daemon.pool.clear_dead_letters().await;
+                }
+            }
+            () = daemon.wake.notified() => {}
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            () = daemon.draining.cancelled(), if !draining => {}
+        }
+    }
+}
+
+async fn start(daemon: &Daemon, claimed: Claimed) -> BoxFuture<'static, Attempt> {
+    let started = Instant::now();
+    let payload: Value = serde_json::from_str(&claimed.task.payload).unwrap_or(Value::Null);
+    let bytes = rmp_serde::to_vec_named(&payload).unwrap_or_default();
+    let mut task = Task::new(claimed.task.task_type.as_str(), bytes)
+        .with_priority(claimed.task.priority)
+        .with_max_retries(0);
+    if let Some(ms) = claimed.task.timeout_ms {
+        task = task.with_timeout(Duration::from_millis(ms));
+    }
+    match daemon.pool.submit(task).await {
+        Ok(handle) => async move {
+            let outcome = handle.await;
+            Attempt {
+                claimed,
+                started,
+                ran: Ran::Done(outcome),
+            }
+        }
+        .boxed(),
+        Err(_) => futures_util::future::ready(Attempt {
+            claimed,
+            started,
+            ran: Ran::NotTaken,
+        })
+        .boxed(),
+    }
+}
+
+/// The settlement of one attempt, and the id to wake when it is final.
+fn settlement(daemon: &Daemon, a: Attempt) -> (Settlement, Option<String>) {
+    let id = a.claimed.task.id.clone();
+    let attempt = a.claimed.attempt;
+    let elapsed = a.started.elapsed();
+    let ms = elapsed.as_secs_f64() * 1000.0;
+    let with_attempts = |mut line: Value| {
+        if let Value::Object(m) = &mut line {
+            m.insert("attempts".into(), attempt.into());
+        }
+        line.to_string()
+    };
+    let outcome = match a.ran {
+        Ran::NotTaken => Outcome::Interrupted,
+        Ran::Done(Ok(out)) => {
+            daemon.latency.observe(elapsed.as_secs_f64());
+            Outcome::Settled {
+                state: TaskState::Ok,
+                line: with_attempts(output::ok(&id, &out, ms).json),
+                error: None,
+            }
+        }
+        Ran::Done(Err(err)) => match (&err.status, &err.failure) {
+            (FinalStatus::Cancelled, _) | (_, Failure::ShuttingDown | Failure::Cancelled) => {
+                Outcome::Interrupted
+            }
+            (FinalStatus::DeadLettered, failure) => {
+                let retry = daemon.setting(|s| s.pool.retry);
+                let error = ErrorInfo {
+                    kind: failure.kind().to_owned(),
+                    message: failure.to_string(),
+                };
+                if attempt <= retry.max_retries() {
+                    let due = now_ms() + retry.backoff(attempt).as_millis() as u64;
+                    Outcome::Retry { due_ms: due, error }
+                } else {
+                    daemon.latency.observe(elapsed.as_secs_f64());
+                    Outcome::Settled {
+                        state: TaskState::DeadLetter,
+                        line: with_attempts(output::failed(&id, &err, ms).json),
+                        error: Some(error),
+                    }
+                }
+            }
+            (_, failure) => {
+                daemon.latency.observe(elapsed.as_secs_f64());
+                Outcome::Settled {
+                    state: TaskState::Failed,
+                    line: with_attempts(output::failed(&id, &err, ms).json),
+                    error: Some(ErrorInfo {
+                        kind: failure.kind().to_owned(),
+                        message: failure.to_string(),
+                    }),
+                }
+            }
+        },
+    };
+    let wake = matches!(outcome, Outcome::Settled { .. }).then(|| id.clone());
+    (
+        Settlement {
+            id,
+            attempt,
+            outcome,
+        },
+        wake,
+    )
+}
+
+/// Commits the settlements; on success wakes their waiters, on failure keeps
+/// them for the next try.
+async fn save(daemon: &Daemon, unsaved: &mut Vec<(Settlement, Option<String>)>) {
+    let batch: Vec<Settlement> = unsaved.iter().map(|(s, _)| s.clone()).collect();
+    match daemon.source.settle(batch).await {
+        Ok(()) => {
+            daemon
+                .waiters
+                .settled(unsaved.iter().filter_map(|(_, w)| w.as_deref()));
+            unsaved.clear();
+        }
+        Err(e) => {
+            tracing::error!(error = %e, pending = unsaved.len(), "cannot record task outcomes; will retry");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! The JSON lines of look-ups: a settled task's `run`-format line, else
+//! `{"id", "status": "queued"|"running"|"retrying"|"unknown"}`.
+
+use serde_json::{json, Value};
+use task_source::{TaskRecord, TaskState};
+
+/// The line for `id`, given what the source knows.
+pub(crate) fn lookup(id: &str, record: Option<&TaskRecord>) -> Value {
+    match record {
+        None => json!({"id": id, "status": "unknown"}),
+        Some(r) if r.state.is_settled() => r
+            .line
+            .as_deref()
+            .and_then(|l| serde_json::from_str(l).ok())
+            .unwrap_or_else(|| json!({"id": id, "status": r.state.as_str()})),
+        Some(r) => json!({"id": id, "status": r.state.as_str(), "attempts": r.attempts}),
+    }
+}
+
+/// Whether a record settled ok.
+pub(crate) fn settled_ok(record: Option<&TaskRecord>) -> bool {
+    record.is_some_and(|r| r.state == TaskState::Ok)
+}
+
+/// A record as a `tasks` / `dlq list` entry.
+pub(crate) fn entry(r: &TaskRecord) -> Value {
+    json!({
+        "id": r.task.id,
+        "type": r.task.task_type,
+        "status": r.state.as_str(),
+        "attempts": r.attempts,
+        "priority": r.task.priority,
+        "error": r.error.as_ref().map(|e| json!({"kind": e.kind, "message": e.message})),
+        "created_ms": r.created_ms,
+        "updated_ms": r.updated_ms,
+        "due_ms": (r.due_ms > 0).then_some(r.due_ms),
+        "history": r.history.iter().map(|h| json!({"at_ms": h.at_ms, "event": h.event, "attempt": h.attempt})).collect::<Vec<_>>(),
+    })
+}

@@ -1,0 +1,45 @@
+//! The daemon's durable task life: the task source (memory or an SQLite store),
+//! the feeder that runs claimed tasks on the pool and settles them, waiting by
+//! id, and retention.
+//!
+//! - `api` — the control requests about tasks (`submit`, `result`, `wait`, …).
+//! - `settings` — the `store`, `durability`, `result_ttl`, `store_max_mb` keys.
+//! - `ids` — sortable generated task ids.
+//! - `parse` — a submitted line → a [`task_source::NewTask`].
+//! - `feeder` — claim → pool (one attempt each) → settle or retry or DLQ.
+//! - `waiters` — who waits for which id.
+//! - `lines` — the JSON lines of look-ups.
+//! - `prune` — the background retention.
+
+pub(crate) mod api;
+pub(crate) mod feeder;
+pub(crate) mod ids;
+pub(crate) mod lines;
+pub(crate) mod parse;
+pub(crate) mod prune;
+mod settings;
+pub(crate) mod waiters;
+
+use std::sync::Arc;
+
+pub(crate) use settings::{Durability, StoreSettings};
+use task_source::{MemorySource, TaskSource};
+
+/// Opens the task source the settings name.
+///
+/// # Errors
+/// The store's refusal (unusable file, corrupt, newer schema), as text.
+pub(crate) fn open(settings: &StoreSettings) -> Result<Arc<dyn TaskSource>, String> {
+    let durability = match settings.durability {
+        Durability::Memory => return Ok(Arc::new(MemorySource::new())),
+        Durability::Fsync => store_sqlite::Durability::Fsync,
+        Durability::Relaxed => store_sqlite::Durability::Relaxed,
+    };
+    if let Some(parent) = settings.path.parent() {
+        super::paths::ensure_private_dir(parent)
+            .map_err(|e| format!("{}: {e}", parent.display()))?;
+    }
+    store_sqlite::SqliteSource::open(&settings.path, durability)
+        .map(|s| Arc::new(s) as Arc<dyn TaskSource>)
+        .map_err(|e| e.to_string())
+}

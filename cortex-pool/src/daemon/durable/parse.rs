@@ -1,0 +1,108 @@
+//! A submitted line (`run`'s input format) → a [`NewTask`] for the source: the
+//! same fields and checks as `run`, the payload kept as JSON text, and an id
+//! generated when the line has none.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use task_source::NewTask;
+
+/// The longest per-attempt timeout a task may ask for: 30 days.
+pub(crate) const MAX_TIMEOUT_MS: u64 = 30 * 86_400 * 1000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw<'a> {
+    id: Option<String>,
+    #[serde(rename = "type")]
+    task_type: String,
+    #[serde(borrow, default)]
+    payload: Option<&'a RawValue>,
+    priority: Option<u8>,
+    timeout_ms: Option<u64>,
+}
+
+/// Why a line was refused: the reason, and the user's id when the line had one.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Refused {
+    pub(crate) id: Option<String>,
+    pub(crate) reason: String,
+}
+
+/// Parses one line.
+pub(crate) fn parse(line: &str) -> Result<NewTask, Refused> {
+    let raw: Raw<'_> = serde_json::from_str(line).map_err(|e| Refused {
+        id: user_id(line),
+        reason: format!("invalid_input: {e}"),
+    })?;
+    let refuse = |reason: String| Refused {
+        id: raw.id.clone(),
+        reason: format!("invalid_input: {reason}"),
+    };
+    if raw.task_type.is_empty() {
+        return Err(refuse("\"type\" must not be empty".into()));
+    }
+    if let Some(id) = &raw.id {
+        if id.is_empty() || id.len() > 256 {
+            return Err(refuse("\"id\" must have 1 to 256 bytes".into()));
+        }
+    }
+    let priority = raw.priority.unwrap_or(pool_core::task::PRIORITY_DEFAULT);
+    if priority > pool_core::task::PRIORITY_LOWEST {
+        return Err(refuse(format!(
+            "priority {priority} is out of range 0..=100"
+        )));
+    }
+    match raw.timeout_ms {
+        Some(0) => return Err(refuse("timeout_ms must be greater than zero".into())),
+        Some(ms) if ms > MAX_TIMEOUT_MS => {
+            return Err(refuse(format!(
+                "timeout_ms {ms} is above the limit {MAX_TIMEOUT_MS} (30 days)"
+            )))
+        }
+        _ => {}
+    }
+    Ok(NewTask {
+        id: raw.id.clone().unwrap_or_else(super::ids::generate),
+        task_type: raw.task_type,
+        payload: raw
+            .payload
+            .map_or_else(|| "null".to_owned(), |p| p.get().to_owned()),
+        priority,
+        timeout_ms: raw.timeout_ms,
+    })
+}
+
+/// The `id` of a line that did not parse as a task, if it is an object with one.
+fn user_id(line: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+    value.get("id")?.as_str().map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_become_tasks_with_their_own_or_a_generated_id() {
+        let t = parse(r#"{"id":"a","type":"echo","payload":{"x": 1},"priority":3}"#).unwrap();
+        assert_eq!(
+            (t.id.as_str(), t.payload.as_str(), t.priority),
+            ("a", r#"{"x": 1}"#, 3)
+        );
+        let t = parse(r#"{"type":"echo"}"#).unwrap();
+        assert_eq!(t.id.len(), 26);
+        assert_eq!(t.payload, "null");
+    }
+
+    #[test]
+    fn bad_lines_are_refused_naming_the_field_and_keeping_the_id() {
+        let r = parse(r#"{"id":"k","type":"echo","timeout_ms":68719476735}"#).unwrap_err();
+        assert_eq!(r.id.as_deref(), Some("k"));
+        assert!(r.reason.contains("timeout_ms"), "{}", r.reason);
+        assert!(parse(r#"{"type":"echo","priority":101}"#).is_err());
+        assert!(parse(r#"{"type":""}"#).is_err());
+        let r = parse(r#"{"id":"z","type":"echo","typo":1}"#).unwrap_err();
+        assert_eq!(r.id.as_deref(), Some("z"));
+        assert!(parse("not json").unwrap_err().id.is_none());
+    }
+}
