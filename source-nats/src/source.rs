@@ -421,6 +421,8 @@ impl TaskSource for NatsSource {
     async fn settle(&self, settlements: Vec<Settlement>) -> Result<(), SourceError> {
         let started = Instant::now();
         let results = join_all(settlements.into_iter().map(|s| self.settle_one(s))).await;
+        // Acks are plain publishes: out of the client's buffer before we answer.
+        self.inner.queue.client.flush().await.map_err(backend)?;
         self.inner.counters.settled(started.elapsed());
         results
             .into_iter()
@@ -600,7 +602,12 @@ impl TaskSource for NatsSource {
 
     async fn stats(&self) -> Result<SourceStats, SourceError> {
         let connected = self.connected();
-        let mut rows = std::collections::BTreeMap::new();
+        // Retrying tasks wait inside the stream (a NAK with a delay) and settled
+        // ones live in the bucket: the queue counts neither apart.
+        let mut rows: std::collections::BTreeMap<String, u64> = TaskState::ALL
+            .iter()
+            .map(|s| (s.as_str().to_owned(), 0))
+            .collect();
         let mut size_bytes = 0;
         if connected {
             let q = self.queue_stats().await?;

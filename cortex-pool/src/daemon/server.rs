@@ -143,10 +143,11 @@ async fn answer(
             }
         }
         Request::Metrics { prometheus: true } => Reply::Text {
-            text: super::prometheus::render(daemon),
+            text: super::queue::metrics::prometheus(super::prometheus::render(daemon), daemon)
+                .await,
         },
         Request::Metrics { prometheus: false } => Reply::Json {
-            value: json!(pool.metrics()),
+            value: super::queue::metrics::with_queue(json!(pool.metrics()), daemon).await,
         },
         Request::Workers => Reply::Json {
             value: json!(pool.workers().await),
