@@ -19,6 +19,7 @@
 
 mod callgrind;
 mod chaos;
+mod nats;
 mod peers;
 mod steps;
 

@@ -57,8 +57,12 @@ pub(crate) fn test() -> Result<(), String> {
     // Before nextest too: `cortex-pool/tests/node_worker.rs` needs sdk/node's
     // dependencies, installed from its committed lock file.
     ensure_node_sdk()?;
+    // The JetStream tests start this server (and fail when it is missing).
+    let nats_server = crate::nats::ensure_nats()?;
     let mut nextest = cargo();
-    nextest.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
+    nextest
+        .args(["nextest", "run", "--workspace", "--no-fail-fast"])
+        .env("NATS_SERVER_BIN", &nats_server);
     run("cargo nextest run --workspace", nextest)?;
     let mut doc_tests = cargo();
     doc_tests.args(["test", "--doc", "--workspace"]);

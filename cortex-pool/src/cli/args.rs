@@ -228,6 +228,9 @@ pub(crate) struct SubmitArgs {
     /// Wait and print one JSON line per task (the `run` output format).
     #[arg(long)]
     pub(crate) wait: bool,
+    /// Act on the NATS JetStream queue at URL directly (no daemon).
+    #[arg(long, value_name = "URL")]
+    pub(crate) queue: Option<String>,
     /// A JSON-lines file of tasks; standard input when absent or "-".
     pub(crate) tasks: Option<PathBuf>,
 }
@@ -262,12 +265,18 @@ pub(crate) enum DlqCommand {
     List {
         #[command(flatten)]
         config: ConfigArgs,
+        /// Act on the NATS JetStream queue at URL directly (no daemon).
+        #[arg(long, value_name = "URL")]
+        queue: Option<String>,
     },
     /// Put dead letters back in the queue under their ids, attempts reset (all
     /// when no ID is given).
     Retry {
         #[command(flatten)]
         config: ConfigArgs,
+        /// Act on the NATS JetStream queue at URL directly (no daemon).
+        #[arg(long, value_name = "URL")]
+        queue: Option<String>,
         /// Task ids to retry.
         ids: Vec<String>,
     },
@@ -275,6 +284,9 @@ pub(crate) enum DlqCommand {
     Purge {
         #[command(flatten)]
         config: ConfigArgs,
+        /// Act on the NATS JetStream queue at URL directly (no daemon).
+        #[arg(long, value_name = "URL")]
+        queue: Option<String>,
     },
 }
 

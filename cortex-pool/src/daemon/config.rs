@@ -51,6 +51,14 @@ pub(crate) const KEYS: &[&str] = &[
     "durability",
     "result_ttl",
     "store_max_mb",
+    "queue",
+    "queue_stream",
+    "queue_subject_prefix",
+    "queue_credentials",
+    "queue_ack_wait_ms",
+    "queue_tls_ca",
+    "queue_tls_cert",
+    "queue_tls_key",
 ];
 
 /// The original daemon's environment variables (SPEC §1.8) and their keys.
@@ -136,6 +144,14 @@ pub(crate) struct Raw {
     durability: Option<String>,
     result_ttl: Option<toml::Value>,
     store_max_mb: Option<u64>,
+    queue: Option<String>,
+    queue_stream: Option<String>,
+    queue_subject_prefix: Option<String>,
+    queue_credentials: Option<PathBuf>,
+    queue_ack_wait_ms: Option<u64>,
+    queue_tls_ca: Option<PathBuf>,
+    queue_tls_cert: Option<PathBuf>,
+    queue_tls_key: Option<PathBuf>,
 }
 
 /// Which transport the workers use.
@@ -170,6 +186,8 @@ pub(crate) struct Settings {
     pub(crate) metrics_addr: Option<std::net::SocketAddr>,
     /// The task store: where, how durable, how long results are kept.
     pub(crate) store: super::durable::StoreSettings,
+    /// A NATS JetStream queue instead of the local store (`queue = "nats://…"`).
+    pub(crate) queue: Option<super::queue::QueueSettings>,
 }
 
 impl Sources {
@@ -429,7 +447,19 @@ impl Raw {
             self.store_max_mb,
         )
         .map_err(|(key, message)| SettingsError::new(key, message))?;
+        let queue = super::queue::QueueSettings::resolve(super::queue::RawQueue {
+            url: self.queue,
+            stream: self.queue_stream,
+            subject_prefix: self.queue_subject_prefix,
+            credentials: self.queue_credentials,
+            ack_wait_ms: self.queue_ack_wait_ms,
+            tls_ca: self.queue_tls_ca,
+            tls_cert: self.queue_tls_cert,
+            tls_key: self.queue_tls_key,
+        })
+        .map_err(|(key, message)| SettingsError::new(key, message))?;
         Ok(Settings {
+            queue,
             store,
             pool,
             policy,

@@ -18,6 +18,7 @@ pub(crate) mod paths;
 pub(crate) mod pidfile;
 pub(crate) mod prometheus;
 pub(crate) mod protocol;
+pub(crate) mod queue;
 pub(crate) mod server;
 pub(crate) mod service;
 pub(crate) mod signals;

@@ -143,12 +143,18 @@ async fn answer(
             }
         }
         Request::Metrics { prometheus: true } => Reply::Text {
-            text: super::prometheus::render(daemon, daemon.source.stats().await.ok().as_ref()),
+            text: super::queue::metrics::prometheus(
+                super::prometheus::render(daemon, daemon.source.stats().await.ok().as_ref()),
+                daemon,
+            )
+            .await,
         },
         Request::Metrics { prometheus: false } => {
             let mut value = json!(pool.metrics());
             value["store"] = api::store_status(daemon).await;
-            Reply::Json { value }
+            Reply::Json {
+                value: super::queue::metrics::with_queue(value, daemon).await,
+            }
         }
         Request::Workers => Reply::Json {
             value: json!(pool.workers().await),

@@ -36,7 +36,22 @@ pub(crate) async fn run(settings: Settings, sources: Sources) -> Result<(), Daem
     // We hold the lock, so the store is ours and a socket file left there
     // belongs to a dead daemon.
     let store = settings.store.clone();
-    let source = match super::durable::open(&store) {
+    // With `queue = "nats://…"` the tasks live on the shared queue instead.
+    let nats = match &settings.queue {
+        Some(queue) => match super::queue::open(queue, &settings).await {
+            Ok(nats) => Some(nats),
+            Err(e) => {
+                drop(pid_file);
+                return Err(DaemonError::Start(e));
+            }
+        },
+        None => None,
+    };
+    let opened = match &nats {
+        Some(nats) => Ok(Arc::new(nats.clone()) as Arc<dyn task_source::TaskSource>),
+        None => super::durable::open(&store),
+    };
+    let source = match opened {
         Ok(source) => source,
         Err(e) => {
             drop(pid_file);
@@ -113,6 +128,9 @@ pub(crate) async fn run(settings: Settings, sources: Sources) -> Result<(), Daem
         Arc::new(RwLock::new(settings)),
         source,
     ));
+    if let Some(nats) = nats {
+        let _ = daemon.queue.set(nats);
+    }
     let stop = CancellationToken::new();
     let feeder = tokio::spawn(super::durable::feeder::run(daemon.clone()));
     let pruner = tokio::spawn(super::durable::prune::run(daemon.clone(), stop.clone()));

@@ -32,6 +32,8 @@ pub(crate) struct Daemon {
     pub(crate) wake: Notify,
     /// Cancelled when the daemon starts to drain: the feeder claims no more.
     pub(crate) draining: CancellationToken,
+    /// The NATS queue `source` is, when the daemon runs on one (its metrics).
+    pub(crate) queue: std::sync::OnceLock<source_nats::NatsSource>,
 }
 
 impl Daemon {
@@ -42,6 +44,7 @@ impl Daemon {
             waiters: Waiters::default(),
             wake: Notify::new(),
             draining: CancellationToken::new(),
+            queue: std::sync::OnceLock::new(),
             pool,
             settings,
             started: Instant::now(),

@@ -2,6 +2,7 @@
 
 use crate::cli::args::{DlqCommand, MetricsArgs, ScaleArgs, WorkersArgs};
 use crate::daemon::protocol::Request;
+use crate::daemon::queue::cli as queue_cli;
 use serde_json::Value;
 use std::process::ExitCode;
 
@@ -66,19 +67,28 @@ pub(crate) fn workers(args: WorkersArgs) -> ExitCode {
 /// `cortex-pool dlq …`.
 pub(crate) fn dlq(command: DlqCommand) -> ExitCode {
     finish((|| {
-        let (config, request) = match &command {
-            DlqCommand::List { config } => (config, Request::DlqList),
-            DlqCommand::Retry { config, ids } => (
+        let (config, queue, request) = match &command {
+            DlqCommand::List { config, queue } => (config, queue, Request::DlqList),
+            DlqCommand::Retry { config, queue, ids } => (
                 config,
+                queue,
                 Request::DlqRetry {
                     ids: (!ids.is_empty()).then(|| ids.clone()),
                 },
             ),
-            DlqCommand::Purge { config } => (config, Request::DlqPurge),
+            DlqCommand::Purge { config, queue } => (config, queue, Request::DlqPurge),
         };
         let settings = settings(config)?;
         let rt = runtime()?;
-        let value = call(&rt, &settings, request)?;
+        let value = match queue {
+            Some(url) => rt
+                .block_on(async {
+                    let source = queue_cli::connect(&settings, url).await?;
+                    queue_cli::dlq(&source, request).await
+                })
+                .map_err(|e| Fail(1, e))?,
+            None => call(&rt, &settings, request)?,
+        };
         match command {
             DlqCommand::List { .. } => {
                 for entry in value.as_array().into_iter().flatten() {

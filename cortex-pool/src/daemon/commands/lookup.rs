@@ -15,6 +15,7 @@ use crate::cli::args::ConfigArgs;
 use crate::daemon::client::Client;
 use crate::daemon::config::Settings;
 use crate::daemon::protocol::{Reply, Request};
+use crate::daemon::queue::cli as queue_cli;
 
 /// How long a waiting client keeps trying to reach a daemon that went away.
 const RECONNECT_FOR: Duration = Duration::from_secs(60);
@@ -27,6 +28,9 @@ const IDS_BYTES: usize = 256 * 1024;
 pub(crate) struct ResultArgs {
     #[command(flatten)]
     pub(crate) config: ConfigArgs,
+    /// Read the results bucket of the NATS JetStream queue at URL (no daemon).
+    #[arg(long, value_name = "URL")]
+    pub(crate) queue: Option<String>,
     /// Task ids.
     #[arg(required = true)]
     pub(crate) ids: Vec<String>,
@@ -37,6 +41,9 @@ pub(crate) struct ResultArgs {
 pub(crate) struct WaitArgs {
     #[command(flatten)]
     pub(crate) config: ConfigArgs,
+    /// Read the results bucket of the NATS JetStream queue at URL (no daemon).
+    #[arg(long, value_name = "URL")]
+    pub(crate) queue: Option<String>,
     /// Give up after N seconds; the lines then show the current state.
     #[arg(long, value_name = "N")]
     pub(crate) timeout_s: Option<u64>,
@@ -71,9 +78,18 @@ pub(crate) fn result(args: ResultArgs) -> ExitCode {
         let settings = settings(&args.config)?;
         let rt = runtime()?;
         let mut out = std::io::stdout().lock();
-        let ok = rt.block_on(lines_for(&settings, args.ids, None, &mut |line| {
+        let mut emit = |line: &Value| {
             let _ = writeln!(out, "{line}");
-        }))?;
+        };
+        let ok = match &args.queue {
+            Some(url) => rt
+                .block_on(async {
+                    let source = queue_cli::connect(&settings, url).await?;
+                    queue_cli::lines_for(&source, args.ids, None, &mut emit).await
+                })
+                .map_err(|e| Fail(1, e))?,
+            None => rt.block_on(lines_for(&settings, args.ids, None, &mut emit))?,
+        };
         Ok(exit(ok))
     })())
 }
@@ -85,10 +101,19 @@ pub(crate) fn wait(args: WaitArgs) -> ExitCode {
         let rt = runtime()?;
         let mut out = std::io::stdout().lock();
         let timeout = args.timeout_s.map(Duration::from_secs);
-        let ok = rt.block_on(lines_for(&settings, args.ids, Some(timeout), &mut |line| {
+        let mut emit = |line: &Value| {
             let _ = writeln!(out, "{line}");
             let _ = out.flush();
-        }))?;
+        };
+        let ok = match &args.queue {
+            Some(url) => rt
+                .block_on(async {
+                    let source = queue_cli::connect(&settings, url).await?;
+                    queue_cli::lines_for(&source, args.ids, Some(timeout), &mut emit).await
+                })
+                .map_err(|e| Fail(1, e))?,
+            None => rt.block_on(lines_for(&settings, args.ids, Some(timeout), &mut emit))?,
+        };
         Ok(exit(ok))
     })())
 }

@@ -4,7 +4,9 @@ use crate::cli::args::SubmitArgs;
 use crate::cli::output::Status;
 use crate::cli::summary::Tally;
 use crate::daemon::client::Client;
+use crate::daemon::config::Settings;
 use crate::daemon::protocol::{Reply, Request};
+use crate::daemon::queue::cli as queue_cli;
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -54,6 +56,9 @@ fn submit_inner(args: &SubmitArgs) -> Outcome {
         }
     };
     let lines = with_ids(with_defaults(lines, args.priority, args.timeout_ms));
+    if let Some(url) = &args.queue {
+        return submit_to_queue(&settings, url, &lines, args.wait);
+    }
     let rt = runtime()?;
     let started = Instant::now();
     let mut tally = Tally::default();
@@ -136,6 +141,59 @@ fn submit_inner(args: &SubmitArgs) -> Outcome {
     }
     let _ = out.flush();
     drop(out);
+    eprintln!("cortex-pool: submitted {accepted} tasks, {refused} refused");
+    Ok(if refused == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// `submit --queue URL`: straight onto the shared queue (no daemon); with
+/// `--wait`, then the result lines from the bucket as tasks settle.
+fn submit_to_queue(settings: &Settings, url: &str, lines: &[String], wait: bool) -> Outcome {
+    let rt = runtime()?;
+    let started = Instant::now();
+    let mut tally = Tally::default();
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let done = rt.block_on(async {
+        let source = queue_cli::connect(settings, url).await?;
+        let (ids, refused) = queue_cli::submit(&source, lines, &mut |line| {
+            if line["status"] != "accepted" {
+                tally.add(Status::Invalid, 0.0);
+            } else if wait {
+                return;
+            }
+            let _ = serde_json::to_writer(&mut out, line);
+            let _ = out.write_all(b"\n");
+        })
+        .await?;
+        let accepted = ids.len();
+        let all_ok = if wait {
+            queue_cli::lines_for(&source, ids, Some(None), &mut |line| {
+                tally.add(status_of(line), line["duration_ms"].as_f64().unwrap_or(0.0));
+                let _ = serde_json::to_writer(&mut out, line);
+                let _ = out.write_all(b"\n");
+                let _ = out.flush();
+            })
+            .await?
+        } else {
+            true
+        };
+        Ok::<_, String>((accepted, refused, all_ok))
+    });
+    let _ = out.flush();
+    drop(out);
+    let (accepted, refused, all_ok) = done.map_err(|e| Fail(1, e))?;
+    if wait {
+        eprintln!("{}", tally.render(started.elapsed(), None));
+        return Ok(if tally.all_ok() && all_ok && refused == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
     eprintln!("cortex-pool: submitted {accepted} tasks, {refused} refused");
     Ok(if refused == 0 {
         ExitCode::SUCCESS

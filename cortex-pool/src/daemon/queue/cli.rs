@@ -1,0 +1,189 @@
+//! The client commands with `--queue URL`: they act on the shared queue
+//! directly (no daemon needed), printing what the local commands print.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use source_nats::{NatsConfig, NatsSource};
+use task_source::{Admission, Filter, NewTask, Requeue, TaskSource, TaskState};
+
+use crate::daemon::config::Settings;
+use crate::daemon::durable::{lines, parse};
+use crate::daemon::protocol::Request;
+
+/// How often `wait --queue` looks at the bucket again.
+const POLL: Duration = Duration::from_millis(100);
+
+/// Ids looked up at once.
+const LOOKUP_CHUNK: usize = 512;
+
+/// Connects to `url` with the configuration's other `queue*` keys.
+pub(crate) async fn connect(settings: &Settings, url: &str) -> Result<NatsSource, String> {
+    let mut config = settings
+        .queue
+        .as_ref()
+        .map_or_else(|| NatsConfig::new(url), |q| q.config.clone());
+    url.clone_into(&mut config.url);
+    config.result_ttl = settings.store.result_ttl;
+    NatsSource::connect(config).await.map_err(|e| e.to_string())
+}
+
+/// `submit --queue`: publishes each line (an id generated where it has none)
+/// and emits `{"id", "status": "accepted"}` or `{"id", "status": "refused",
+/// "error"}` per line, in order; returns the accepted ids and the refusals.
+pub(crate) async fn submit(
+    source: &NatsSource,
+    text_lines: &[String],
+    emit: &mut dyn FnMut(&Value),
+) -> Result<(Vec<String>, u64), String> {
+    let mut tasks: Vec<NewTask> = Vec::new();
+    let mut slots: Vec<Option<Value>> = Vec::new();
+    for (n, text) in text_lines.iter().enumerate() {
+        if text.trim().is_empty() {
+            continue;
+        }
+        match parse::parse(text) {
+            Ok(task) => {
+                tasks.push(task);
+                slots.push(None);
+            }
+            Err(r) => {
+                let line_no = n as u64 + 1;
+                let id = r.id.unwrap_or_else(|| line_no.to_string());
+                slots.push(Some(
+                    json!({"id": id, "status": "refused", "error": r.reason, "line": line_no}),
+                ));
+            }
+        }
+    }
+    let admissions = source
+        .accept(tasks.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut admitted = tasks.iter().zip(admissions);
+    let (mut ids, mut refused) = (Vec::new(), 0);
+    for slot in slots {
+        let line = match slot {
+            Some(line) => {
+                refused += 1;
+                line
+            }
+            None => {
+                let Some((task, admission)) = admitted.next() else {
+                    break;
+                };
+                match admission {
+                    Admission::Accepted => {
+                        ids.push(task.id.clone());
+                        json!({"id": task.id, "status": "accepted"})
+                    }
+                    Admission::Known(state) => {
+                        ids.push(task.id.clone());
+                        json!({"id": task.id, "status": "accepted", "duplicate": true, "state": state.as_str()})
+                    }
+                    Admission::Refused(reason) => {
+                        refused += 1;
+                        json!({"id": task.id, "status": "refused", "error": reason})
+                    }
+                }
+            }
+        };
+        emit(&line);
+    }
+    Ok((ids, refused))
+}
+
+/// `result --queue` (`wait` = `None`) and `wait --queue` (`Some(timeout)`):
+/// one line per id, from the results bucket, in the given order for `result`
+/// and as they settle for `wait`; true when every task settled ok. An id with
+/// no outcome in the bucket reads `unknown` (not yet settled, or never
+/// submitted: the queue does not say which).
+pub(crate) async fn lines_for(
+    source: &NatsSource,
+    ids: Vec<String>,
+    wait: Option<Option<Duration>>,
+    emit: &mut dyn FnMut(&Value),
+) -> Result<bool, String> {
+    let deadline = wait.flatten().map(|t| Instant::now() + t);
+    let mut pending: Vec<String> = {
+        let mut seen = HashSet::new();
+        ids.into_iter()
+            .filter(|id| seen.insert(id.clone()))
+            .collect()
+    };
+    let mut all_ok = true;
+    loop {
+        let mut still = Vec::new();
+        for chunk in pending.chunks(LOOKUP_CHUNK) {
+            let records = source
+                .get(chunk.to_vec())
+                .await
+                .map_err(|e| e.to_string())?;
+            for (id, record) in chunk.iter().zip(records) {
+                let settled = record.as_ref().is_some_and(|r| r.state.is_settled());
+                if wait.is_some() && !settled && deadline.is_none_or(|d| Instant::now() < d) {
+                    still.push(id.clone());
+                    continue;
+                }
+                all_ok &= lines::settled_ok(record.as_ref());
+                emit(&lines::lookup(id, record.as_ref()));
+            }
+        }
+        if still.is_empty() {
+            return Ok(all_ok);
+        }
+        pending = still;
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// `dlq list` and `dlq retry` with `--queue`: the same JSON answer the daemon
+/// gives for the request.
+pub(crate) async fn dlq(source: &NatsSource, request: Request) -> Result<Value, String> {
+    match request {
+        Request::DlqList => {
+            let records = source
+                .list(Filter {
+                    state: Some(TaskState::DeadLetter),
+                    ..Filter::default()
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(Value::Array(
+                records
+                    .iter()
+                    .rev()
+                    .map(|r| {
+                        json!({
+                            "id": r.task.id,
+                            "type": r.task.task_type,
+                            "attempts": r.attempts,
+                            "error": r.error.as_ref().map(|e| json!({"kind": e.kind, "message": e.message})),
+                            "at_ms": r.updated_ms,
+                        })
+                    })
+                    .collect(),
+            ))
+        }
+        Request::DlqRetry { ids } => {
+            let results = source.requeue_dead(ids).await.map_err(|e| e.to_string())?;
+            let (mut requeued, mut unknown, mut not_dead) = (Vec::new(), Vec::new(), Vec::new());
+            for (id, r) in results {
+                match r {
+                    Requeue::Requeued => requeued.push(json!(id)),
+                    Requeue::Unknown => unknown.push(json!(id)),
+                    Requeue::NotDeadLettered(s) => {
+                        not_dead.push(json!({"id": id, "status": s.as_str()}));
+                    }
+                }
+            }
+            Ok(json!({"requeued": requeued, "unknown": unknown, "not_dead": not_dead}))
+        }
+        Request::DlqPurge => {
+            let ids = source.purge_dead().await.map_err(|e| e.to_string())?;
+            Ok(json!(ids))
+        }
+        other => Err(format!("{other:?} is not a queue command")),
+    }
+}

@@ -1,0 +1,96 @@
+//! The queue's metrics: `metrics` JSON gains a `queue` object, the Prometheus
+//! text `cortex_pool_queue_*` series (lag, redeliveries, fetch batch sizes, …).
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde_json::{json, Value};
+use source_nats::QueueStats;
+
+use crate::daemon::state::Daemon;
+
+async fn stats(daemon: &Daemon) -> Option<Result<QueueStats, String>> {
+    let nats = daemon.queue.get()?;
+    Some(nats.queue_stats().await.map_err(|e| e.to_string()))
+}
+
+/// `metrics` (JSON): the pool's figures plus `queue` when the daemon runs on one.
+pub(crate) async fn with_queue(mut metrics: Value, daemon: &Daemon) -> Value {
+    if let Some(stats) = stats(daemon).await {
+        metrics["queue"] = match stats {
+            Ok(s) => json!(s),
+            Err(e) => json!({"connected": false, "error": e}),
+        };
+    }
+    metrics
+}
+
+/// The Prometheus text `base` plus the queue's series, before the final `# EOF`.
+pub(crate) async fn prometheus(base: String, daemon: &Daemon) -> String {
+    let Some(Ok(s)) = stats(daemon).await else {
+        return base;
+    };
+    let mut registry = Registry::with_prefix("cortex_pool_queue");
+    let gauge = |registry: &mut Registry, name: &str, help: &str, value: u64| {
+        let g = Gauge::<i64>::default();
+        g.set(i64::try_from(value).unwrap_or(i64::MAX));
+        registry.register(name, help, g);
+    };
+    let counter = |registry: &mut Registry, name: &str, help: &str, value: u64| {
+        let c = Counter::<u64>::default();
+        c.inc_by(value);
+        registry.register(name, help, c);
+    };
+    gauge(
+        &mut registry,
+        "connected",
+        "1 when connected to NATS",
+        u64::from(s.connected),
+    );
+    gauge(
+        &mut registry,
+        "lag",
+        "Messages waiting in the stream, not yet delivered",
+        s.lag,
+    );
+    gauge(
+        &mut registry,
+        "ack_pending",
+        "Messages delivered and not yet acked (every daemon)",
+        s.ack_pending,
+    );
+    gauge(&mut registry, "held", "Messages this daemon holds", s.held);
+    gauge(
+        &mut registry,
+        "dead_letters",
+        "Messages in the dead-letter stream",
+        s.dead_letters,
+    );
+    counter(
+        &mut registry,
+        "redeliveries",
+        "Messages received again (delivery count above 1)",
+        s.redeliveries,
+    );
+    counter(&mut registry, "fetches", "Fetches made", s.fetches);
+    counter(&mut registry, "fetched", "Messages fetched", s.fetched);
+    gauge(
+        &mut registry,
+        "fetch_batch_last",
+        "The last fetch's batch size",
+        s.fetch_batch_last,
+    );
+    gauge(
+        &mut registry,
+        "fetch_batch_max",
+        "The largest fetch batch",
+        s.fetch_batch_max,
+    );
+    let mut text = String::new();
+    if encode(&mut text, &registry).is_err() {
+        return base;
+    }
+    let strip = |t: &str| t.trim_end().trim_end_matches("# EOF").to_owned();
+    format!("{}{}# EOF\n", strip(&base), strip(&text))
+}

@@ -1,0 +1,136 @@
+//! Connecting: the client's options (credentials, TLS) and the streams,
+//! consumers and bucket the source needs, created when absent.
+
+use async_nats::jetstream::{self, consumer, kv, stream};
+use async_nats::ConnectOptions;
+
+use crate::config::NatsConfig;
+use crate::message::Band;
+use crate::NatsError;
+
+/// Everything one connection holds.
+pub(crate) struct Queue {
+    pub(crate) client: async_nats::Client,
+    pub(crate) js: jetstream::Context,
+    pub(crate) tasks: stream::Stream,
+    pub(crate) dlq: stream::Stream,
+    pub(crate) consumers: Vec<(Band, consumer::PullConsumer)>,
+    pub(crate) results: kv::Store,
+}
+
+/// The client options for `config`: credentials, TLS, endless reconnects.
+async fn options(config: &NatsConfig) -> Result<ConnectOptions, NatsError> {
+    let mut options = ConnectOptions::new()
+        .name("cortex-pool")
+        .max_reconnects(None)
+        .event_callback(|event| async move {
+            tracing::info!(%event, "NATS connection event");
+        });
+    if let Some(path) = &config.credentials {
+        let text = tokio::fs::read_to_string(path)
+            .await
+            .map_err(|e| NatsError::Credentials(path.display().to_string(), e.to_string()))?;
+        options = if text.contains("BEGIN NATS USER JWT") {
+            options
+                .credentials(&text)
+                .map_err(|e| NatsError::Credentials(path.display().to_string(), e.to_string()))?
+        } else {
+            options.nkey(text.trim().to_owned())
+        };
+    }
+    if config.tls_ca.is_some() || config.tls_cert.is_some() {
+        options = options.require_tls(true);
+    }
+    if let Some(ca) = &config.tls_ca {
+        options = options.add_root_certificates(ca.clone());
+    }
+    match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        (None, None) => {}
+        _ => {
+            return Err(NatsError::Config(
+                "queue_tls_cert and queue_tls_key go together: set both or neither".into(),
+            ))
+        }
+    }
+    Ok(options)
+}
+
+/// Connects and makes sure the streams, consumers and bucket exist.
+pub(crate) async fn connect(config: &NatsConfig) -> Result<Queue, NatsError> {
+    let client = options(config)
+        .await?
+        .connect(config.url.as_str())
+        .await
+        .map_err(|e| NatsError::Connect(config.url.clone(), e.to_string()))?;
+    let js = jetstream::new(client.clone());
+    let setup =
+        |what: &str, e: &dyn std::fmt::Display| NatsError::Setup(what.to_owned(), e.to_string());
+    let tasks = js
+        .get_or_create_stream(stream::Config {
+            name: config.stream.clone(),
+            subjects: Band::ALL
+                .iter()
+                .map(|b| b.subject(&config.subject_prefix))
+                .collect(),
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: stream::StorageType::File,
+            duplicate_window: config.duplicate_window,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| setup(&format!("stream {}", config.stream), &e))?;
+    let dlq = js
+        .get_or_create_stream(stream::Config {
+            name: config.dlq_stream.clone(),
+            subjects: vec![config.dlq_subject()],
+            retention: stream::RetentionPolicy::Limits,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| setup(&format!("stream {}", config.dlq_stream), &e))?;
+    let mut consumers = Vec::with_capacity(Band::ALL.len());
+    for band in Band::ALL {
+        let name = format!("{}-{}", config.durable, band.name());
+        let consumer = tasks
+            .get_or_create_consumer(
+                &name,
+                consumer::pull::Config {
+                    durable_name: Some(name.clone()),
+                    filter_subject: band.subject(&config.subject_prefix),
+                    ack_policy: consumer::AckPolicy::Explicit,
+                    ack_wait: config.ack_wait,
+                    max_deliver: -1,
+                    max_ack_pending: 65_536,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| setup(&format!("consumer {name}"), &e))?;
+        consumers.push((band, consumer));
+    }
+    let results = match js.get_key_value(config.results_bucket.as_str()).await {
+        Ok(store) => store,
+        Err(_) => js
+            .create_key_value(kv::Config {
+                bucket: config.results_bucket.clone(),
+                history: 1,
+                max_age: config.result_ttl,
+                storage: stream::StorageType::File,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| setup(&format!("bucket {}", config.results_bucket), &e))?,
+    };
+    Ok(Queue {
+        client,
+        js,
+        tasks,
+        dlq,
+        consumers,
+        results,
+    })
+}

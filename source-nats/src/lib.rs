@@ -1,0 +1,65 @@
+//! A task source on NATS JetStream: many daemons on many hosts share one work
+//! queue.
+//!
+//! [`NatsSource`] implements [`task_source::TaskSource`]: `accept` publishes
+//! each task on a work-queue stream with its id as the `Nats-Msg-Id` (a
+//! resubmitted id inside the duplicate window is not enqueued twice); `claim`
+//! fetches at most what the local pool can start from one durable pull
+//! consumer per priority band, highest band first; `settle` stores the outcome
+//! in a key-value bucket and only then acks (a retry is a NAK with the delay,
+//! a dead letter a TERM plus a record in the dead-letter stream); held
+//! messages get in-progress acks so long tasks are not redelivered. The wire
+//! format is in `docs/queue.md`.
+//!
+//! ```no_run
+//! use source_nats::{NatsConfig, NatsSource};
+//! use task_source::{NewTask, TaskSource};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut config = NatsConfig::new("nats://127.0.0.1:4222");
+//! config.max_in_flight = 4;
+//! let source = NatsSource::connect(config).await?;
+//! let task = NewTask {
+//!     id: "a".into(),
+//!     task_type: "echo".into(),
+//!     payload: "1".into(),
+//!     priority: 10,
+//!     timeout_ms: None,
+//! };
+//! source.accept(vec![task]).await?;
+//! let claimed = source.claim(4, 0).await?;
+//! assert!(claimed.len() <= 4);
+//! # Ok(())
+//! # }
+//! ```
+
+mod config;
+mod connect;
+pub mod message;
+mod records;
+mod source;
+mod stats;
+#[cfg(feature = "test-server")]
+pub mod test_server;
+
+pub use config::NatsConfig;
+pub use source::NatsSource;
+pub use stats::QueueStats;
+
+/// Why the source could not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NatsError {
+    /// The server at the URL cannot be reached.
+    #[error("cannot connect to NATS at {0}: {1}")]
+    Connect(String, String),
+    /// The credentials file cannot be read or parsed.
+    #[error("cannot use the NATS credentials in {0}: {1}")]
+    Credentials(String, String),
+    /// A stream, consumer or bucket cannot be created.
+    #[error("cannot set up the NATS {0}: {1}")]
+    Setup(String, String),
+    /// An inconsistent setting.
+    #[error("bad queue setting: {0}")]
+    Config(String),
+}

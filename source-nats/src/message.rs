@@ -1,0 +1,167 @@
+//! The message format on the queue: subjects by priority band, headers and a
+//! JSON body (documented in `docs/queue.md`).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use task_source::NewTask;
+
+/// The header naming the task id on a dead letter.
+pub const HEADER_ID: &str = "Cortex-Id";
+/// The header with a dead letter's error kind.
+pub const HEADER_ERROR_KIND: &str = "Cortex-Error-Kind";
+/// The header with a dead letter's error message.
+pub const HEADER_ERROR: &str = "Cortex-Error";
+/// The header with a dead letter's attempts.
+pub const HEADER_ATTEMPTS: &str = "Cortex-Attempts";
+
+/// A priority band: priorities 0…100 map onto three subjects, fetched highest
+/// first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Band {
+    /// Priorities 0…33.
+    High,
+    /// Priorities 34…66.
+    Normal,
+    /// Priorities 67…100.
+    Low,
+}
+
+impl Band {
+    /// Every band, highest first.
+    pub const ALL: [Self; 3] = [Self::High, Self::Normal, Self::Low];
+
+    /// The band of `priority` (0 highest).
+    pub fn of(priority: u8) -> Self {
+        match priority {
+            0..=33 => Self::High,
+            34..=66 => Self::Normal,
+            _ => Self::Low,
+        }
+    }
+
+    /// The band's name: the last token of its subject.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::High => "high",
+            Self::Normal => "normal",
+            Self::Low => "low",
+        }
+    }
+
+    /// The band's subject under `prefix`.
+    pub fn subject(self, prefix: &str) -> String {
+        format!("{prefix}.{}", self.name())
+    }
+}
+
+/// A task's message body: `run`'s input line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Body {
+    /// The task id (also the `Nats-Msg-Id` header).
+    pub id: String,
+    /// The handler.
+    #[serde(rename = "type")]
+    pub task_type: String,
+    /// Any JSON value.
+    #[serde(default)]
+    pub payload: Value,
+    /// 0 (highest) … 100 (lowest).
+    #[serde(default = "default_priority")]
+    pub priority: u8,
+    /// Per-attempt timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+fn default_priority() -> u8 {
+    50
+}
+
+impl Body {
+    /// The body of `task`.
+    pub fn of(task: &NewTask) -> Self {
+        Self {
+            id: task.id.clone(),
+            task_type: task.task_type.clone(),
+            payload: serde_json::from_str(&task.payload).unwrap_or(Value::Null),
+            priority: task.priority,
+            timeout_ms: task.timeout_ms,
+        }
+    }
+
+    /// The task it carries.
+    pub fn into_task(self) -> NewTask {
+        NewTask {
+            id: self.id,
+            task_type: self.task_type,
+            payload: self.payload.to_string(),
+            priority: self.priority.min(100),
+            timeout_ms: self.timeout_ms,
+        }
+    }
+}
+
+/// The results bucket's key for a task id: the id itself when it is a valid
+/// key (letters, digits, `-`, `_`, `=`, `/`, and `.` not at either end), else
+/// `=` followed by the id's bytes in lower-case hex.
+pub fn result_key(id: &str) -> String {
+    let valid = !id.is_empty()
+        && !id.starts_with(['.', '='])
+        && !id.ends_with('.')
+        && !id.contains("..")
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_=/.".contains(&b));
+    if valid {
+        id.to_owned()
+    } else {
+        let mut key = String::with_capacity(1 + 2 * id.len());
+        key.push('=');
+        for b in id.bytes() {
+            key.push_str(&format!("{b:02x}"));
+        }
+        key
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bands_cover_every_priority_highest_first() {
+        assert_eq!(Band::of(0), Band::High);
+        assert_eq!(Band::of(33), Band::High);
+        assert_eq!(Band::of(34), Band::Normal);
+        assert_eq!(Band::of(66), Band::Normal);
+        assert_eq!(Band::of(67), Band::Low);
+        assert_eq!(Band::of(100), Band::Low);
+        assert_eq!(Band::High.subject("cortex.tasks"), "cortex.tasks.high");
+    }
+
+    #[test]
+    fn keys_are_the_id_or_its_hex() {
+        assert_eq!(result_key("task-1.a"), "task-1.a");
+        assert_eq!(result_key("a b"), "=612062");
+        assert_eq!(result_key(".x"), "=2e78");
+        assert_eq!(result_key("=1"), "=3d31");
+    }
+
+    #[test]
+    fn the_body_is_the_run_input_line() {
+        let task = NewTask {
+            id: "a".into(),
+            task_type: "echo".into(),
+            payload: r#"{"x":1}"#.into(),
+            priority: 7,
+            timeout_ms: Some(5),
+        };
+        let text = serde_json::to_string(&Body::of(&task)).unwrap();
+        assert_eq!(
+            text,
+            r#"{"id":"a","type":"echo","payload":{"x":1},"priority":7,"timeout_ms":5}"#
+        );
+        let back: Body = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.into_task(), task);
+    }
+}

