@@ -129,6 +129,7 @@ async fn answer(
         },
         Request::Status => {
             let paths = daemon.setting(|s| s.paths.clone());
+            let store = api::store_status(daemon).await;
             Reply::Json {
                 value: json!({
                     "pid": std::process::id(),
@@ -136,8 +137,8 @@ async fn answer(
                     "uptime_ms": daemon.started.elapsed().as_millis() as u64,
                     "socket": paths.socket,
                     "pid_file": paths.pid,
-                    "metrics": pool.metrics(),
-                    "store": api::store_status(daemon).await,
+                    "metrics": api::with_store_dlq(json!(pool.metrics()), &store),
+                    "store": store,
                     "workers": pool.workers().await,
                 }),
             }
@@ -150,8 +151,9 @@ async fn answer(
             .await,
         },
         Request::Metrics { prometheus: false } => {
-            let mut value = json!(pool.metrics());
-            value["store"] = api::store_status(daemon).await;
+            let store = api::store_status(daemon).await;
+            let mut value = api::with_store_dlq(json!(pool.metrics()), &store);
+            value["store"] = store;
             Reply::Json {
                 value: super::queue::metrics::with_queue(value, daemon).await,
             }

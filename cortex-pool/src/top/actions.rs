@@ -21,7 +21,7 @@ pub(crate) enum Action {
     /// List the dead-letter queue.
     DlqList,
     /// Resubmit one dead letter.
-    DlqRetry(u64),
+    DlqRetry(String),
 }
 
 /// What came back.
@@ -101,21 +101,16 @@ async fn perform(socket: &std::path::Path, action: Action) -> Vec<Outcome> {
             let retried = match call(
                 &mut client,
                 Request::DlqRetry {
-                    ids: Some(vec![id]),
+                    ids: Some(vec![id.clone()]),
                 },
             )
             .await
+            .and_then(json_reply::<Value>)
             {
-                Ok(Reply::Done { accepted: 1.., .. }) => {
+                Ok(v) if v["requeued"].as_array().is_some_and(|r| !r.is_empty()) => {
                     Outcome::Done(format!("dead letter {id} resubmitted"))
                 }
-                Ok(Reply::Done { .. }) => {
-                    Outcome::Failed(format!("dead letter {id} is no longer in the queue"))
-                }
-                Ok(other) => Outcome::Failed(match json_reply::<Value>(other) {
-                    Err(e) => format!("retry of dead letter {id} failed: {e}"),
-                    Ok(v) => format!("retry of dead letter {id}: unexpected reply {v}"),
-                }),
+                Ok(_) => Outcome::Failed(format!("dead letter {id} is no longer in the queue")),
                 Err(e) => Outcome::Failed(format!("retry of dead letter {id} failed: {e}")),
             };
             vec![retried, list(call(&mut client, Request::DlqList).await)]

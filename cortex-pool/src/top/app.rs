@@ -274,7 +274,7 @@ impl App {
                 let selected = entries
                     .as_ref()
                     .and_then(|e| e.get(self.dlq_selected))
-                    .map(|d| d.id);
+                    .map(|d| d.id.clone());
                 match key.code {
                     KeyCode::Down | KeyCode::Char('j') => {
                         self.dlq_selected = (self.dlq_selected + 1).min(len.saturating_sub(1));
@@ -366,18 +366,18 @@ mod tests {
         );
         app.outcome(Outcome::DeadLetters(vec![
             DeadLetter {
-                id: 7,
+                id: "7".into(),
                 ..DeadLetter::default()
             },
             DeadLetter {
-                id: 9,
+                id: "9".into(),
                 ..DeadLetter::default()
             },
         ]));
         press(&mut app, KeyCode::Down);
         assert_eq!(
             press(&mut app, KeyCode::Enter),
-            KeyOutcome::Act(Action::DlqRetry(9))
+            KeyOutcome::Act(Action::DlqRetry("9".into()))
         );
         press(&mut app, KeyCode::Esc);
         press(&mut app, KeyCode::Char('/'));

@@ -154,11 +154,11 @@ pub(crate) struct Alert {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub(crate) struct DeadLetter {
-    pub(crate) id: u64,
+    pub(crate) id: String,
     #[serde(rename = "type")]
     pub(crate) task_type: String,
     pub(crate) attempts: u32,
-    pub(crate) error: DeadLetterError,
+    pub(crate) error: Option<DeadLetterError>,
 }
 
 /// Why a dead letter failed.

@@ -345,6 +345,15 @@ pub(crate) async fn dlq_purge(daemon: &Daemon) -> Reply {
     }
 }
 
+/// The pool's metrics with `tasks.dlq` taken from the store: the daemon's
+/// dead letters live there, not in the pool's own dead-letter queue.
+pub(crate) fn with_store_dlq(mut metrics: Value, store: &Value) -> Value {
+    if let Some(dead) = store["rows"]["dead_letter"].as_u64() {
+        metrics["tasks"]["dlq"] = Value::from(dead);
+    }
+    metrics
+}
+
 /// The store's part of `daemon status` and the metrics.
 pub(crate) async fn store_status(daemon: &Daemon) -> Value {
     let durability = daemon.setting(|s| s.store.durability.as_str());

@@ -61,9 +61,13 @@ pub(super) fn dlq(
         .skip(first)
         .take(rows)
         .map(|(i, d)| {
+            let (kind, message) = d
+                .error
+                .as_ref()
+                .map_or(("", ""), |e| (e.kind.as_str(), e.message.as_str()));
             let text = format!(
-                " {:>6} {:<12} {:>2}× {}: {}",
-                d.id, d.task_type, d.attempts, d.error.kind, d.error.message
+                " {:>6} {:<12} {:>2}× {kind}: {message}",
+                d.id, d.task_type, d.attempts
             );
             let style = if i == selected {
                 Style::default().add_modifier(Modifier::REVERSED)

@@ -193,13 +193,13 @@ fn the_footer_prompts_and_the_overlays_draw() {
     app.mode = Mode::Dlq(None);
     assert_shows(&screen(&app, 80, 24), &["dead letters: loading"]);
     app.outcome(Outcome::DeadLetters(vec![DeadLetter {
-        id: 42,
+        id: "42".into(),
         task_type: "fail".into(),
         attempts: 4,
-        error: DeadLetterError {
+        error: Some(DeadLetterError {
             kind: "task".into(),
             message: "boom".into(),
-        },
+        }),
     }]));
     assert_shows(
         &screen(&app, 80, 24),
