@@ -6,8 +6,8 @@
 
 mod clients;
 mod control;
-mod roll;
 mod lookup;
+mod roll;
 mod submit;
 
 use super::client::Client;
@@ -21,8 +21,8 @@ use std::process::ExitCode;
 
 pub(crate) use clients::{dlq, metrics, scale, workers};
 pub(crate) use control::daemon;
-pub(crate) use roll::roll;
 pub(crate) use lookup::{result, tasks, wait, ResultArgs, TasksArgs, WaitArgs};
+pub(crate) use roll::roll;
 pub(crate) use submit::submit;
 
 /// Exit status when the daemon is not running.
