@@ -160,6 +160,30 @@ fn the_same_file_submitted_twice_runs_each_task_once() {
 }
 
 #[test]
+fn a_retried_task_is_run_with_its_real_attempt_number() {
+    let d = Daemon::new(
+        "attempts",
+        &[
+            ("CORTEX_POOL_MAX_RETRIES", "3"),
+            ("CORTEX_POOL_RETRY_BACKOFF_MS", "10"),
+        ],
+    );
+    d.watchdog(60);
+    d.start();
+    let file = d.dir.join("tasks.jsonl");
+    std::fs::write(
+        &file,
+        "{\"id\":\"twice\",\"type\":\"fail\",\"payload\":{\"times\":2}}\n",
+    )
+    .unwrap();
+    let out = d.cli(&["submit", "--wait", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let lines = json_lines(&out.stdout);
+    assert_eq!(lines[0]["status"], "ok", "{}", lines[0]);
+    assert_eq!(lines[0]["attempts"], 3, "{}", lines[0]);
+}
+
+#[test]
 fn dead_letters_are_kept_by_id_retried_under_it_and_purged() {
     let d = Daemon::new("dlq", &[("CORTEX_POOL_MAX_RETRIES", "1")]);
     d.watchdog(60);

@@ -35,6 +35,10 @@ pub struct Task {
     pub timeout: Option<Duration>,
     /// Retries after the first attempt; the pool's default when `None`.
     pub max_retries: Option<u32>,
+    /// Attempts made before this submission (by whoever submitted it before, such
+    /// as a daemon that keeps a task's attempts in its store): the attempt number
+    /// a worker sees is this plus the pool's own count. Default 0.
+    pub attempts_before: u32,
 }
 
 impl Task {
@@ -46,6 +50,7 @@ impl Task {
             priority: PRIORITY_DEFAULT,
             timeout: None,
             max_retries: None,
+            attempts_before: 0,
         }
     }
 
@@ -76,6 +81,13 @@ impl Task {
     /// Sets how many retries follow a failed first attempt (0 = none).
     pub fn with_max_retries(mut self, retries: u32) -> Self {
         self.max_retries = Some(retries);
+        self
+    }
+
+    /// Sets how many attempts were made before this submission, so the worker
+    /// sees the task's real attempt number (see [`Task::attempts_before`]).
+    pub fn with_attempts_before(mut self, attempts: u32) -> Self {
+        self.attempts_before = attempts;
         self
     }
 }

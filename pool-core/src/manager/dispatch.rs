@@ -163,7 +163,7 @@ impl Actor {
         let mark = worker.outbuf.len();
         if let Err(message) = encode_task(
             &pending,
-            attempt,
+            pending.task.attempts_before.saturating_add(attempt),
             u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
             max_frame,
             &mut worker.outbuf,

@@ -106,7 +106,8 @@ async fn start(daemon: &Daemon, claimed: Claimed) -> BoxFuture<'static, Attempt>
     let bytes = rmp_serde::to_vec_named(&payload).unwrap_or_default();
     let mut task = Task::new(claimed.task.task_type.as_str(), bytes)
         .with_priority(claimed.task.priority)
-        .with_max_retries(0);
+        .with_max_retries(0)
+        .with_attempts_before(claimed.attempt.saturating_sub(1));
     if let Some(ms) = claimed.task.timeout_ms {
         task = task.with_timeout(Duration::from_millis(ms));
     }
