@@ -42,7 +42,7 @@ fn start_submit_kill_a_worker_reload_stop_and_nothing_is_left() {
 
     // 1 000 tasks; while they run, one worker is killed and the pool is rolled.
     let tasks: String = (1..=1000)
-        .map(|i| format!("{{\"id\":\"t{i}\",\"type\":\"sleep\",\"payload\":{{\"ms\":4}}}}\n"))
+        .map(|i| format!("{{\"id\":\"t{i}\",\"type\":\"sleep\",\"payload\":{{\"ms\":8}}}}\n"))
         .collect();
     let file = d.dir.join("tasks.jsonl");
     std::fs::write(&file, tasks).unwrap();
@@ -58,7 +58,20 @@ fn start_submit_kill_a_worker_reload_stop_and_nothing_is_left() {
         m["tasks"]["completed"].as_u64().unwrap_or(0)
     };
     assert!(wait_for(30, || completed(&d) >= 100), "tasks did not start");
-    let victim = d.workers()[0]["pid"].as_u64().unwrap();
+    // A worker with a task in flight, so its death is that task's failed attempt.
+    let mut victim = 0;
+    assert!(
+        wait_for(30, || {
+            victim = d
+                .workers()
+                .iter()
+                .find(|w| w["inFlight"].as_u64() > Some(0))
+                .and_then(|w| w["pid"].as_u64())
+                .unwrap_or(0);
+            victim != 0
+        }),
+        "no worker had a task in flight"
+    );
     assert!(std::process::Command::new("kill")
         .args(["-9", &victim.to_string()])
         .status()
