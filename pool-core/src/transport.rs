@@ -27,6 +27,9 @@ pub mod env {
     pub const FIFO_TO_WORKER: &str = "CORTEX_FIFO_TO_WORKER";
     /// For the `fifo` transport: the FIFO the worker writes (worker → manager).
     pub const FIFO_FROM_WORKER: &str = "CORTEX_FIFO_FROM_WORKER";
+    /// The manager's process id: a worker whose parent is no longer this process
+    /// was orphaned (even when that happened before it could look).
+    pub const MANAGER_PID: &str = "CORTEX_MANAGER_PID";
 }
 
 /// The reading half of a link.
@@ -83,6 +86,7 @@ impl WorkerSpec {
             .env(env::WORKER_ID, &self.worker_id)
             .env(env::TRANSPORT, transport)
             .env(env::MAX_FRAME, self.max_frame.to_string())
+            .env(env::MANAGER_PID, std::process::id().to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -106,7 +106,8 @@ async fn higher_bands_are_fetched_first_and_claims_stop_at_max_in_flight() {
         .accept(vec![task("low", 90), task("mid", 50), task("high", 0)])
         .await
         .unwrap();
-    let first = source.claim(10, now_ms()).await.unwrap();
+    // A fetch may come back empty while the consumers catch up: claim until two.
+    let first = claim_n(&source, 2).await;
     let ids: Vec<&str> = first.iter().map(|c| c.task.id.as_str()).collect();
     assert_eq!(ids, ["high", "mid"]);
     assert!(source.claim(10, now_ms()).await.unwrap().is_empty());

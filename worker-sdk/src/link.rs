@@ -83,7 +83,14 @@ fn open_fifos() -> io::Result<(OwnedFd, OwnedFd)> {
     // The opens block until the manager opens its ends. If the manager dies first
     // they would block forever, so they run on a thread of their own while this one
     // watches for the manager's death (we are re-parented) and a deadline.
-    let manager = rustix::process::getppid();
+    // The manager's pid from the environment: a worker orphaned before this line
+    // ran already has another parent, which getppid() alone would take as the
+    // manager.
+    let manager = std::env::var(env::MANAGER_PID)
+        .ok()
+        .and_then(|pid| pid.parse::<i32>().ok())
+        .and_then(rustix::process::Pid::from_raw)
+        .or_else(rustix::process::getppid);
     let (opened_tx, opened) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let open = || -> io::Result<(File, File)> {
