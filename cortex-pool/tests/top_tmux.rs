@@ -80,17 +80,52 @@ fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
+/// A file the pane's shell writes top's exit status into (tmux 3.3 does not
+/// always record `pane_dead_status`); removed on drop.
+struct ExitStatus(std::path::PathBuf);
+
+impl ExitStatus {
+    fn new(name: &str) -> Self {
+        Self(std::env::temp_dir().join(format!("cortex-top-status-{}-{name}", std::process::id())))
+    }
+
+    /// The pane's command: top, then its exit status into the file.
+    fn wrap(&self, top: &str) -> String {
+        format!("{top}; echo $? > {}", quote(&self.0.display().to_string()))
+    }
+
+    /// top's exit status, once the shell wrote it (within `secs`).
+    fn wait(&self, secs: u64) -> Option<String> {
+        let mut status = None;
+        wait_for(secs, || {
+            status = std::fs::read_to_string(&self.0)
+                .ok()
+                .filter(|s| s.ends_with('\n'))
+                .map(|s| s.trim().to_owned());
+            status.is_some()
+        });
+        status
+    }
+}
+
+impl Drop for ExitStatus {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 #[test]
 fn keys_scale_roll_retry_a_dead_letter_and_quit() {
     let daemon = Daemon::new("top-tmux", &[("CORTEX_POOL_POOL_SIZE", "2")]);
     daemon.watchdog(180);
     daemon.start();
     let tmux = Tmux::new();
-    let command = format!(
-        "exec env CORTEX_POOL_RUNTIME_DIR={} {} top --interval-ms 200",
+    let exit = ExitStatus::new("keys");
+    let command = exit.wrap(&format!(
+        "env CORTEX_POOL_RUNTIME_DIR={} {} top --interval-ms 200",
         quote(&daemon.dir.display().to_string()),
         quote(bin())
-    );
+    ));
     let out = tmux.run(&[
         "new-session",
         "-d",
@@ -158,8 +193,8 @@ fn keys_scale_roll_retry_a_dead_letter_and_quit() {
         tmux.screen()
     );
     assert_eq!(
-        tmux.pane("#{pane_dead_status}"),
-        "0",
+        exit.wait(10).as_deref(),
+        Some("0"),
         "top's exit status after q"
     );
     assert!(
@@ -175,11 +210,12 @@ fn sigterm_restores_the_terminal_and_exits_cleanly() {
     daemon.watchdog(60);
     daemon.start();
     let tmux = Tmux::new();
-    let command = format!(
-        "exec env CORTEX_POOL_RUNTIME_DIR={} {} top --interval-ms 200",
+    let exit = ExitStatus::new("sigterm");
+    let command = exit.wrap(&format!(
+        "env CORTEX_POOL_RUNTIME_DIR={} {} top --interval-ms 200",
         quote(&daemon.dir.display().to_string()),
         quote(bin())
-    );
+    ));
     let out = tmux.run(&[
         "new-session",
         "-d",
@@ -198,12 +234,17 @@ fn sigterm_restores_the_terminal_and_exits_cleanly() {
     );
     tmux.run(&["set-option", "-t", "top", "remain-on-exit", "on"]);
     tmux.wait_screen(20, "q quit");
-    let pid = tmux.pane("#{pane_pid}");
-    let out = Command::new("kill")
-        .args(["-TERM", &pid])
+    // The pane runs a shell that runs top: signal its child, top.
+    let shell = tmux.pane("#{pane_pid}");
+    let out = Command::new("pkill")
+        .args(["-TERM", "-P", &shell])
         .output()
-        .expect("kill runs");
-    assert!(out.status.success(), "kill -TERM {pid}: {}", text(&out));
+        .expect("pkill runs");
+    assert!(
+        out.status.success(),
+        "pkill -TERM -P {shell}: {}",
+        text(&out)
+    );
     let gone = wait_for(10, || tmux.pane("#{pane_dead}") == "1");
     assert!(
         gone,
@@ -211,8 +252,8 @@ fn sigterm_restores_the_terminal_and_exits_cleanly() {
         tmux.screen()
     );
     assert_eq!(
-        tmux.pane("#{pane_dead_status}"),
-        "0",
+        exit.wait(10).as_deref(),
+        Some("0"),
         "top's exit status after SIGTERM"
     );
     assert!(
