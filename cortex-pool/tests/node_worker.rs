@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used)] // Test code: a failed unwrap is a failed test.
 
 mod daemon_util;
+mod sdk_util;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -19,9 +20,7 @@ use std::time::{Duration, Instant};
 
 use cortex_pool::fifo::FifoTransport;
 use cortex_pool::ipc::StdioTransport;
-use cortex_pool::{
-    Failure, FinalStatus, Pool, PoolConfig, PoolEvent, RetryPolicy, Task, Transport, WorkerCommand,
-};
+use cortex_pool::{Failure, FinalStatus, Pool, PoolEvent, Task, Transport, WorkerCommand};
 use daemon_util::{text, Daemon};
 use serde_json::{json, Value};
 
@@ -64,27 +63,6 @@ fn migration_worker() -> PathBuf {
     sdk_dir().join("examples/migration/worker.cjs")
 }
 
-/// A private directory for the FIFOs, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("{name}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        Self(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[test]
 fn node_worker_over_stdio() {
     if node_available() {
@@ -95,7 +73,7 @@ fn node_worker_over_stdio() {
 #[test]
 fn node_worker_over_fifo() {
     if node_available() {
-        let scratch = Scratch::new("node-fifo");
+        let scratch = sdk_util::Scratch::new("node-fifo");
         let transport = FifoTransport::in_dir(&scratch.0).expect("fifo transport");
         run(Arc::new(transport));
         drop(scratch);
@@ -103,29 +81,12 @@ fn node_worker_over_fifo() {
 }
 
 fn run(transport: Arc<dyn Transport>) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        tokio::time::timeout(Duration::from_secs(90), scenario(transport))
-            .await
-            .expect("the scenario finishes within 90 s");
-    });
+    sdk_util::run_bounded(90, scenario(transport));
 }
 
 async fn scenario(transport: Arc<dyn Transport>) {
     let name = transport.name();
-    let config = PoolConfig {
-        pool_size: WORKERS,
-        min_workers: 1,
-        retry: RetryPolicy::new(2, Duration::from_millis(10), Duration::from_secs(1), false)
-            .unwrap(),
-        restart_backoff_base: Duration::from_millis(10),
-        cancel_grace: Duration::from_secs(20),
-        ..PoolConfig::default()
-    };
+    let config = sdk_util::config(WORKERS);
     let pool = Pool::builder_arc(transport, example_worker())
         .config(config)
         .start()
@@ -363,7 +324,7 @@ fn migration_example_under_cortex_pool_run() {
     }
     let tasks = sdk_dir().join("examples/migration/tasks.jsonl");
     for transport in ["stdio", "fifo"] {
-        let scratch = Scratch::new("node-run");
+        let scratch = sdk_util::Scratch::new("node-run");
         let mut cmd = Command::new(daemon_util::bin());
         cmd.args([
             "run",
