@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde_json::{json, Value};
-use task_source::{Admission, Filter, NewTask, Requeue, SourceHealth, TaskState};
+use task_source::{Admission, Filter, NewTask, Requeue, SourceHealth, TaskRecord, TaskState};
 use tokio::sync::mpsc;
 
 use super::lines;
@@ -161,7 +161,7 @@ pub(crate) async fn lookup(
             receivers.insert(id.clone(), daemon.waiters.register(id));
         }
     }
-    let (mut ok, mut not_ok) = (0u64, 0u64);
+    let mut tally = Tally::default();
     let records = match daemon.source.get(ids.clone()).await {
         Ok(r) => r,
         Err(e) => {
@@ -176,15 +176,7 @@ pub(crate) async fn lookup(
             continue;
         }
         receivers.remove(id);
-        if lines::settled_ok(record.as_ref()) {
-            ok += 1;
-        } else {
-            not_ok += 1;
-        }
-        out.send(Reply::Line {
-            line: lines::lookup(id, record.as_ref()),
-        })
-        .await?;
+        tally.send(id, record.as_ref(), out).await?;
     }
     if let Some(timeout) = wait {
         let mut woken: FuturesUnordered<_> = pending
@@ -216,15 +208,7 @@ pub(crate) async fn lookup(
             let records = daemon.source.get(batch.clone()).await.unwrap_or_default();
             for (id, record) in batch.iter().zip(&records) {
                 left.remove(id);
-                if lines::settled_ok(record.as_ref()) {
-                    ok += 1;
-                } else {
-                    not_ok += 1;
-                }
-                out.send(Reply::Line {
-                    line: lines::lookup(id, record.as_ref()),
-                })
-                .await?;
+                tally.send(id, record.as_ref(), out).await?;
             }
         }
         // Timed out: the rest as they are now.
@@ -232,20 +216,42 @@ pub(crate) async fn lookup(
         if !rest.is_empty() {
             let records = daemon.source.get(rest.clone()).await.unwrap_or_default();
             for (id, record) in rest.iter().zip(&records) {
-                not_ok += u64::from(!lines::settled_ok(record.as_ref()));
-                ok += u64::from(lines::settled_ok(record.as_ref()));
-                out.send(Reply::Line {
-                    line: lines::lookup(id, record.as_ref()),
-                })
-                .await?;
+                tally.send(id, record.as_ref(), out).await?;
             }
         }
     }
     out.send(Reply::Done {
-        accepted: ok,
-        refused: not_ok,
+        accepted: tally.ok,
+        refused: tally.not_ok,
     })
     .await
+}
+
+/// The lines a look-up sent, counted as settled ok or not.
+#[derive(Debug, Default)]
+struct Tally {
+    ok: u64,
+    not_ok: u64,
+}
+
+impl Tally {
+    /// Sends `id`'s line and counts it.
+    async fn send(
+        &mut self,
+        id: &str,
+        record: Option<&TaskRecord>,
+        out: &mpsc::Sender<Reply>,
+    ) -> Result<(), Closed> {
+        if lines::settled_ok(record) {
+            self.ok += 1;
+        } else {
+            self.not_ok += 1;
+        }
+        out.send(Reply::Line {
+            line: lines::lookup(id, record),
+        })
+        .await
+    }
 }
 
 /// `tasks`: recent tasks as entries.
@@ -292,21 +298,7 @@ pub(crate) async fn dlq_list(daemon: &Daemon) -> Reply {
         .await
     {
         Ok(records) => Reply::Json {
-            value: Value::Array(
-                records
-                    .iter()
-                    .rev()
-                    .map(|r| {
-                        json!({
-                            "id": r.task.id,
-                            "type": r.task.task_type,
-                            "attempts": r.attempts,
-                            "error": r.error.as_ref().map(|e| json!({"kind": e.kind, "message": e.message})),
-                            "at_ms": r.updated_ms,
-                        })
-                    })
-                    .collect(),
-            ),
+            value: Value::Array(records.iter().rev().map(lines::dead_letter).collect()),
         },
         Err(e) => Reply::error("store", e.to_string()),
     }

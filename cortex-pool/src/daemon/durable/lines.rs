@@ -22,7 +22,19 @@ pub(crate) fn settled_ok(record: Option<&TaskRecord>) -> bool {
     record.is_some_and(|r| r.state == TaskState::Ok)
 }
 
-/// A record as a `tasks` / `dlq list` entry.
+/// A dead letter as a `dlq list` entry (the same shape for the local store and a
+/// queue).
+pub(crate) fn dead_letter(r: &TaskRecord) -> Value {
+    json!({
+        "id": r.task.id,
+        "type": r.task.task_type,
+        "attempts": r.attempts,
+        "error": r.error.as_ref().map(|e| json!({"kind": e.kind, "message": e.message})),
+        "at_ms": r.updated_ms,
+    })
+}
+
+/// A record as a `tasks` entry.
 pub(crate) fn entry(r: &TaskRecord) -> Value {
     json!({
         "id": r.task.id,

@@ -151,19 +151,7 @@ pub(crate) async fn dlq(source: &NatsSource, request: Request) -> Result<Value, 
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(Value::Array(
-                records
-                    .iter()
-                    .rev()
-                    .map(|r| {
-                        json!({
-                            "id": r.task.id,
-                            "type": r.task.task_type,
-                            "attempts": r.attempts,
-                            "error": r.error.as_ref().map(|e| json!({"kind": e.kind, "message": e.message})),
-                            "at_ms": r.updated_ms,
-                        })
-                    })
-                    .collect(),
+                records.iter().rev().map(lines::dead_letter).collect(),
             ))
         }
         Request::DlqRetry { ids } => {
