@@ -73,3 +73,34 @@ async fn a_worker_is_never_handed_more_than_max_tasks_per_worker() {
     assert!((20..=25).contains(&launches), "{launches} launches");
     pool.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn every_recycled_worker_retires_and_the_pool_settles_back_to_its_size() {
+    let config = pool_core::PoolConfig {
+        max_tasks_per_worker: Some(4),
+        ..common::config(3)
+    };
+    // Tasks outlast a replacement's start, so a retiree is still finishing its
+    // last task when the next worker's replacement becomes ready.
+    let (pool, _recorder) = common::start(config, |_| {
+        MockAction::EchoAfter(std::time::Duration::from_millis(50))
+    })
+    .await;
+    for _ in 0..8 {
+        let handles = pool
+            .submit_many((0..3).map(|n| common::task("work", n)))
+            .await
+            .unwrap();
+        for h in handles {
+            h.await.unwrap();
+        }
+    }
+    // Long past every replacement's start and every retiree's exit.
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let workers = pool.workers().await;
+    let states: Vec<_> = workers.iter().map(|w| (w.id.clone(), w.state)).collect();
+    assert_eq!(workers.len(), 3, "{states:?}");
+    assert!(workers.iter().all(|w| w.state == "ready"), "{states:?}");
+    assert_eq!(pool.metrics().workers.total, 3);
+    pool.shutdown().await;
+}

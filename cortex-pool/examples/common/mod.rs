@@ -83,7 +83,12 @@ pub(crate) async fn until(
             return Ok(metrics);
         }
         if tokio::time::Instant::now() >= deadline {
-            return Err(format!("timed out waiting for: {what}").into());
+            return Err(format!(
+                "timed out waiting for: {what}; last metrics: workers {}, performance {}",
+                serde_json::to_string(&metrics.workers)?,
+                serde_json::to_string(&metrics.performance)?
+            )
+            .into());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -150,7 +150,9 @@ impl Actor {
         let replaced = self
             .workers
             .iter()
-            .find(|(_, w)| w.replace_pending && w.state != WorkerState::Killing)
+            .find(|(_, w)| {
+                w.replace_pending && matches!(w.state, WorkerState::Ready | WorkerState::Suspect)
+            })
             .map(|(n, _)| *n);
         if let Some(old) = replaced {
             self.release_worker(old);
