@@ -36,6 +36,10 @@ fn prometheus_text_has_counters_gauges_and_a_histogram_and_http_serves_it() {
         "cortex_pool_task_duration_seconds_bucket{le=\"+Inf\"} 1",
         "cortex_pool_task_duration_seconds_count 1",
         "cortex_pool_task_duration_seconds_sum",
+        "cortex_pool_queue_depth_by_band{band=\"high\"} 0",
+        "cortex_pool_queue_depth_by_band{band=\"normal\"} 0",
+        "cortex_pool_queue_depth_by_band{band=\"low\"} 0",
+        "cortex_pool_queue_retrying 0",
     ] {
         assert!(body.contains(needle), "missing {needle:?} in\n{body}");
     }

@@ -148,3 +148,44 @@ async fn queue_slots_come_back_when_queued_tasks_are_cancelled_or_dispatched() {
     }
     pool.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn metrics_show_queue_depth_by_priority_band() {
+    let config = pool_core::PoolConfig {
+        prefetch: 0,
+        ..common::config(1)
+    };
+    let (pool, _recorder) = common::start(config, common::blocker_then_echo).await;
+    let blocker = pool.submit(common::task("blocker", 0)).await.unwrap();
+    let mut handles = Vec::new();
+    for (n, priority) in [0, 9, 10, 10, 49, 50, 100].into_iter().enumerate() {
+        let task = common::task("work", n as u32).with_priority(priority);
+        handles.push(pool.submit(task).await.unwrap());
+    }
+    // `workers()` is answered by the pool's actor after it took in every submission.
+    let _ = pool.workers().await;
+    let queue = pool.metrics().queue;
+    assert_eq!(
+        (
+            queue.by_priority.high,
+            queue.by_priority.normal,
+            queue.by_priority.low
+        ),
+        (2, 3, 2)
+    );
+    assert_eq!((queue.queue_depth, queue.retrying), (7, 0));
+    blocker.await.unwrap();
+    for h in handles {
+        h.await.unwrap();
+    }
+    let queue = pool.metrics().queue;
+    assert_eq!(
+        (
+            queue.by_priority.high,
+            queue.by_priority.normal,
+            queue.by_priority.low
+        ),
+        (0, 0, 0)
+    );
+    pool.shutdown().await;
+}

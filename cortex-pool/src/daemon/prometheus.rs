@@ -133,6 +133,27 @@ pub(crate) fn render(daemon: &Daemon, store: Option<&task_source::SourceStats>) 
         "Tasks waiting",
         m.tasks.queued,
     );
+    let bands = Family::<Vec<(&'static str, &'static str)>, Gauge<i64>>::default();
+    for (band, depth) in [
+        ("high", m.queue.by_priority.high),
+        ("normal", m.queue.by_priority.normal),
+        ("low", m.queue.by_priority.low),
+    ] {
+        bands
+            .get_or_create(&vec![("band", band)])
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+    registry.register(
+        "queue_depth_by_band",
+        "Tasks in the queue by priority band: high 0-9, normal 10-49, low 50-100",
+        bands,
+    );
+    gauge(
+        &mut registry,
+        "queue_retrying",
+        "Tasks waiting out a retry backoff",
+        m.queue.retrying,
+    );
     gauge(
         &mut registry,
         "in_flight",

@@ -34,6 +34,7 @@ pub(crate) struct Metrics {
     pub(crate) pool: PoolPart,
     pub(crate) workers: WorkersPart,
     pub(crate) tasks: TasksPart,
+    pub(crate) queue: QueuePart,
     pub(crate) health: HealthPart,
     pub(crate) latency: LatencyPart,
 }
@@ -67,6 +68,23 @@ pub(crate) struct TasksPart {
     pub(crate) dlq: u64,
     pub(crate) in_flight: u64,
     pub(crate) retried: u64,
+}
+
+/// `queue` of the metrics: where the waiting tasks are.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub(crate) struct QueuePart {
+    pub(crate) by_priority: Bands,
+    pub(crate) retrying: u64,
+}
+
+/// Queued tasks by priority band (`pool_core::queue::PriorityBand`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct Bands {
+    pub(crate) high: u64,
+    pub(crate) normal: u64,
+    pub(crate) low: u64,
 }
 
 /// `health` of the metrics.

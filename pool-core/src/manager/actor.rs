@@ -530,10 +530,7 @@ impl Actor {
         stats.workers_ready.store(ready, Relaxed);
         stats.workers_busy.store(busy, Relaxed);
         stats.workers_unhealthy.store(unhealthy, Relaxed);
-        stats
-            .queued
-            .store((self.queue.len() + self.retrying.len()) as u64, Relaxed);
-        stats.in_flight.store(self.running.len() as u64, Relaxed);
+        self.publish_task_gauges();
     }
 
     fn finished(&self) -> bool {

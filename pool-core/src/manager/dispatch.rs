@@ -527,11 +527,15 @@ impl Actor {
 
     /// Publishes the queued and in-flight gauges before a caller hears of a
     /// settlement, so a snapshot taken after the last task settled reads 0 for both.
-    fn publish_task_gauges(&self) {
+    pub(crate) fn publish_task_gauges(&self) {
         let stats = &self.shared.stats;
         stats
             .queued
             .store((self.queue.len() + self.retrying.len()) as u64, Relaxed);
+        for (gauge, depth) in stats.queued_by_band.iter().zip(self.queue.depth_by_band()) {
+            gauge.store(depth as u64, Relaxed);
+        }
+        stats.retrying.store(self.retrying.len() as u64, Relaxed);
         stats.in_flight.store(self.running.len() as u64, Relaxed);
     }
 

@@ -24,6 +24,8 @@ pub(crate) struct Stats {
     pub(crate) retried: AtomicU64,
     pub(crate) timed_out: AtomicU64,
     pub(crate) queued: AtomicU64,
+    pub(crate) queued_by_band: [AtomicU64; 3],
+    pub(crate) retrying: AtomicU64,
     pub(crate) in_flight: AtomicU64,
     pub(crate) dlq_len: AtomicU64,
     pub(crate) dlq_evicted: AtomicU64,
@@ -63,6 +65,8 @@ impl Stats {
             retried: AtomicU64::new(0),
             timed_out: AtomicU64::new(0),
             queued: AtomicU64::new(0),
+            queued_by_band: Default::default(),
+            retrying: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             dlq_len: AtomicU64::new(0),
             dlq_evicted: AtomicU64::new(0),
@@ -148,6 +152,11 @@ impl Stats {
             health,
             queue: QueueSection {
                 queue_depth: get(&self.queued),
+                by_priority: {
+                    let [high, normal, low] = self.queued_by_band.each_ref().map(get);
+                    BandDepths { high, normal, low }
+                },
+                retrying: get(&self.retrying),
                 dlq_size: get(&self.dlq_len),
                 dlq_evicted: get(&self.dlq_evicted),
             },
@@ -426,12 +435,30 @@ pub struct LatencySection {
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct QueueSection {
-    /// Tasks waiting.
+    /// Tasks waiting: in the queue plus waiting out a retry backoff.
     pub queue_depth: u64,
+    /// Tasks in the queue by priority band (tasks waiting for a retry are not
+    /// in a band until their backoff ends: see `retrying`).
+    pub by_priority: BandDepths,
+    /// Tasks waiting out a retry backoff.
+    pub retrying: u64,
     /// Entries in the dead-letter queue.
     pub dlq_size: u64,
     /// Entries evicted from the full dead-letter queue.
     pub dlq_evicted: u64,
+}
+
+/// Queue depth by [`PriorityBand`](crate::queue::PriorityBand), in
+/// [`QueueSection::by_priority`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct BandDepths {
+    /// Priorities 0–9.
+    pub high: u64,
+    /// Priorities 10–49 (the default, 10, is here).
+    pub normal: u64,
+    /// Priorities 50–100.
+    pub low: u64,
 }
 
 /// One worker's state, from [`Pool::workers`](super::Pool::workers).

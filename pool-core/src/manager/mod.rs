@@ -27,7 +27,8 @@ pub use failure::Failure;
 pub use handle::{FinalStatus, TaskError, TaskHandle, TaskOutput};
 pub use histogram::{LatencySummary, Percentiles};
 pub use metrics::{
-    AlertCounts, CapacitySection, HealthSummary, HealthWorkers, LatencySection, PerformanceSection,
-    PoolMetrics, PoolSection, QueueSection, TasksSection, WorkerStatus, WorkersSection,
+    AlertCounts, BandDepths, CapacitySection, HealthSummary, HealthWorkers, LatencySection,
+    PerformanceSection, PoolMetrics, PoolSection, QueueSection, TasksSection, WorkerStatus,
+    WorkersSection,
 };
 pub use pool::{Pool, PoolBuilder, WorkerCommand};

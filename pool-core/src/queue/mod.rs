@@ -5,5 +5,5 @@ mod priority;
 mod retry;
 
 pub use dead_letter::{DeadLetter, DeadLetterQueue};
-pub use priority::PriorityQueue;
+pub use priority::{PriorityBand, PriorityQueue};
 pub use retry::{InvalidRetryPolicy, RetryPolicy};

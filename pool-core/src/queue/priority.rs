@@ -6,6 +6,44 @@ use crate::task::PRIORITY_LOWEST;
 
 const LEVELS: usize = PRIORITY_LOWEST as usize + 1;
 
+/// A coarse range of priorities, for reporting queue depth at a glance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PriorityBand {
+    /// Priorities 0–9: ahead of tasks that set none.
+    High,
+    /// Priorities 10–49: the default (10) and just behind it.
+    Normal,
+    /// Priorities 50–100: background work.
+    Low,
+}
+
+impl PriorityBand {
+    /// Every band, highest first (the order of [`PriorityQueue::depth_by_band`]).
+    pub const ALL: [PriorityBand; 3] = [Self::High, Self::Normal, Self::Low];
+
+    /// The band `priority` falls in (above 100 counts as 100).
+    pub fn of(priority: u8) -> Self {
+        match priority {
+            0..=9 => Self::High,
+            10..=49 => Self::Normal,
+            _ => Self::Low,
+        }
+    }
+
+    /// Its name in metrics: `high`, `normal` or `low`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::High => "high",
+            Self::Normal => "normal",
+            Self::Low => "low",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// A queue of items by priority, 0 (first) … 100 (last), strictly FIFO within a
 /// priority.
 ///
@@ -18,6 +56,7 @@ pub struct PriorityQueue<T> {
     levels: Vec<VecDeque<T>>,
     non_empty: u128,
     len: usize,
+    bands: [usize; 3],
 }
 
 impl<T> Default for PriorityQueue<T> {
@@ -33,6 +72,7 @@ impl<T> PriorityQueue<T> {
             levels: (0..LEVELS).map(|_| VecDeque::new()).collect(),
             non_empty: 0,
             len: 0,
+            bands: [0; 3],
         }
     }
 
@@ -43,6 +83,7 @@ impl<T> PriorityQueue<T> {
         self.levels[level].push_back(item);
         self.non_empty |= 1 << level;
         self.len += 1;
+        self.bands[PriorityBand::of(priority).index()] += 1;
     }
 
     /// Adds `item` in front of every item of the same priority (for work that was
@@ -52,6 +93,7 @@ impl<T> PriorityQueue<T> {
         self.levels[level].push_front(item);
         self.non_empty |= 1 << level;
         self.len += 1;
+        self.bands[PriorityBand::of(priority).index()] += 1;
     }
 
     /// Removes and returns the first item of the highest priority.
@@ -63,6 +105,7 @@ impl<T> PriorityQueue<T> {
         }
         if item.is_some() {
             self.len -= 1;
+            self.bands[PriorityBand::of(level as u8).index()] -= 1;
         }
         item
     }
@@ -86,6 +129,7 @@ impl<T> PriorityQueue<T> {
                     self.non_empty &= !(1 << level);
                 }
                 self.len -= 1;
+                self.bands[PriorityBand::of(level as u8).index()] -= 1;
                 return item;
             }
         }
@@ -96,6 +140,7 @@ impl<T> PriorityQueue<T> {
     pub fn drain(&mut self) -> impl Iterator<Item = T> + '_ {
         self.non_empty = 0;
         self.len = 0;
+        self.bands = [0; 3];
         self.levels.iter_mut().flat_map(|level| level.drain(..))
     }
 
@@ -116,6 +161,12 @@ impl<T> PriorityQueue<T> {
             .enumerate()
             .filter(|(_, q)| !q.is_empty())
             .map(|(p, q)| (p as u8, q.len()))
+    }
+
+    /// How many items wait in each band, in [`PriorityBand::ALL`] order. O(1):
+    /// kept up to date by every push and pop.
+    pub fn depth_by_band(&self) -> [usize; 3] {
+        self.bands
     }
 
     fn first_level(&self) -> Option<usize> {
@@ -175,6 +226,33 @@ mod tests {
         assert_eq!(q.pop(), Some(1));
         assert_eq!(q.pop(), Some(3));
         assert_eq!(q.pop(), None);
+    }
+
+    #[test]
+    fn band_depths_follow_every_push_and_pop() {
+        let mut q = PriorityQueue::new();
+        for (priority, item) in [
+            (0, 'a'),
+            (9, 'b'),
+            (10, 'c'),
+            (49, 'd'),
+            (50, 'e'),
+            (200, 'f'),
+        ] {
+            q.push(priority, item);
+        }
+        q.push_front(10, 'g');
+        assert_eq!(q.depth_by_band(), [2, 3, 2]);
+        assert_eq!(q.pop(), Some('a'));
+        assert_eq!(q.remove_first(|x| *x == 'e'), Some('e'));
+        assert_eq!(q.depth_by_band(), [1, 3, 1]);
+        assert_eq!(PriorityBand::of(200), PriorityBand::Low);
+        assert_eq!(
+            PriorityBand::ALL.map(PriorityBand::name),
+            ["high", "normal", "low"]
+        );
+        let _ = q.drain().count();
+        assert_eq!(q.depth_by_band(), [0, 0, 0]);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use ratatui::Frame;
 
 use super::format;
 use crate::top::app::App;
-use crate::top::source::Snapshot;
+use crate::top::source::{QueuePart, Snapshot};
 
 /// How long an alert counts as active (the window that keeps a pool critical).
 const ACTIVE_MS: u64 = 5 * 60 * 1000;
@@ -76,8 +76,11 @@ pub(super) fn lines(app: &App) -> Vec<Line<'static>> {
     );
     let third = Line::from(vec![
         Span::raw(format!(
-            " queue {} │ in flight {} │ retried {} /1m │ ",
-            m.tasks.queued, m.tasks.in_flight, minute.retried
+            " queue {}{} │ in flight {} │ retried {} /1m │ ",
+            m.tasks.queued,
+            queue_parts(&m.queue),
+            m.tasks.in_flight,
+            minute.retried
         )),
         dlq,
         Span::raw(format!(
@@ -86,6 +89,26 @@ pub(super) fn lines(app: &App) -> Vec<Line<'static>> {
         )),
     ]);
     vec![Line::from(first), second, third]
+}
+
+/// Where the queued tasks wait, non-empty parts only: ` (high 2, normal 5,
+/// retrying 1)`; nothing for an empty queue.
+fn queue_parts(q: &QueuePart) -> String {
+    let parts: Vec<String> = [
+        ("high", q.by_priority.high),
+        ("normal", q.by_priority.normal),
+        ("low", q.by_priority.low),
+        ("retrying", q.retrying),
+    ]
+    .into_iter()
+    .filter(|(_, n)| *n > 0)
+    .map(|(name, n)| format!("{name} {n}"))
+    .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", parts.join(", "))
+    }
 }
 
 /// Why the pool is not healthy, most serious first (the rules of

@@ -133,6 +133,20 @@ fn an_open_breaker_and_active_alerts_explain_the_health() {
 }
 
 #[test]
+fn the_queue_shows_its_priority_bands_and_retries() {
+    let mut s = pool(2);
+    s.metrics.tasks.queued = 9;
+    s.metrics.queue.by_priority.high = 2;
+    s.metrics.queue.by_priority.low = 6;
+    s.metrics.queue.retrying = 1;
+    let text = screen(&app_with(s), 80, 24);
+    assert_shows(
+        &text,
+        &["queue 9 (high 2, low 6, retrying 1) │ in flight 0"],
+    );
+}
+
+#[test]
 fn two_hundred_workers_scroll_and_sort() {
     let mut app = app_with(pool(200));
     let text = screen(&app, 80, 24);
