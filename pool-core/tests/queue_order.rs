@@ -158,7 +158,7 @@ async fn metrics_show_queue_depth_by_priority_band() {
     let (pool, _recorder) = common::start(config, common::blocker_then_echo).await;
     let blocker = pool.submit(common::task("blocker", 0)).await.unwrap();
     let mut handles = Vec::new();
-    for (n, priority) in [0, 9, 10, 10, 49, 50, 100].into_iter().enumerate() {
+    for (n, priority) in [0, 33, 34, 50, 66, 67, 100].into_iter().enumerate() {
         let task = common::task("work", n as u32).with_priority(priority);
         handles.push(pool.submit(task).await.unwrap());
     }

@@ -145,7 +145,7 @@ pub(crate) fn render(daemon: &Daemon, store: Option<&task_source::SourceStats>) 
     }
     registry.register(
         "queue_depth_by_band",
-        "Tasks in the queue by priority band: high 0-9, normal 10-49, low 50-100",
+        "Tasks in the queue by priority band: high 0-33, normal 34-66, low 67-100",
         bands,
     );
     gauge(

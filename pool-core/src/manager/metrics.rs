@@ -453,11 +453,11 @@ pub struct QueueSection {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct BandDepths {
-    /// Priorities 0–9.
+    /// Priorities 0–33 (the default, 10, is here).
     pub high: u64,
-    /// Priorities 10–49 (the default, 10, is here).
+    /// Priorities 34–66.
     pub normal: u64,
-    /// Priorities 50–100.
+    /// Priorities 67–100.
     pub low: u64,
 }
 

@@ -6,14 +6,15 @@ use crate::task::PRIORITY_LOWEST;
 
 const LEVELS: usize = PRIORITY_LOWEST as usize + 1;
 
-/// A coarse range of priorities, for reporting queue depth at a glance.
+/// A coarse range of priorities, for reporting queue depth at a glance (the same
+/// thirds the NATS queue uses for its subjects).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PriorityBand {
-    /// Priorities 0–9: ahead of tasks that set none.
+    /// Priorities 0–33 (the default, 10, is here).
     High,
-    /// Priorities 10–49: the default (10) and just behind it.
+    /// Priorities 34–66.
     Normal,
-    /// Priorities 50–100: background work.
+    /// Priorities 67–100.
     Low,
 }
 
@@ -24,8 +25,8 @@ impl PriorityBand {
     /// The band `priority` falls in (above 100 counts as 100).
     pub fn of(priority: u8) -> Self {
         match priority {
-            0..=9 => Self::High,
-            10..=49 => Self::Normal,
+            0..=33 => Self::High,
+            34..=66 => Self::Normal,
             _ => Self::Low,
         }
     }
@@ -233,15 +234,15 @@ mod tests {
         let mut q = PriorityQueue::new();
         for (priority, item) in [
             (0, 'a'),
-            (9, 'b'),
-            (10, 'c'),
-            (49, 'd'),
-            (50, 'e'),
+            (33, 'b'),
+            (34, 'c'),
+            (66, 'd'),
+            (67, 'e'),
             (200, 'f'),
         ] {
             q.push(priority, item);
         }
-        q.push_front(10, 'g');
+        q.push_front(34, 'g');
         assert_eq!(q.depth_by_band(), [2, 3, 2]);
         assert_eq!(q.pop(), Some('a'));
         assert_eq!(q.remove_first(|x| *x == 'e'), Some('e'));
