@@ -7,6 +7,7 @@ use std::sync::mpsc;
 
 use serde_json::Value;
 
+use super::queue_watch::QueueWatch;
 use super::source::{connect, json_reply, DeadLetter};
 use crate::daemon::client::Client;
 use crate::daemon::protocol::{Reply, Request};
@@ -35,21 +36,30 @@ pub(crate) enum Outcome {
     DeadLetters(Vec<DeadLetter>),
 }
 
+/// Whom the actions go to.
+#[derive(Debug, Clone)]
+pub(crate) enum Target {
+    /// The daemon listening on this control socket.
+    Daemon(PathBuf),
+    /// The shared queue.
+    Queue(QueueWatch),
+}
+
 /// Runs actions on a runtime and collects their outcomes.
 #[derive(Debug)]
 pub(crate) struct Actions {
-    socket: PathBuf,
+    target: Target,
     runtime: tokio::runtime::Handle,
     sender: mpsc::Sender<Outcome>,
     outcomes: mpsc::Receiver<Outcome>,
 }
 
 impl Actions {
-    /// Actions against the daemon at `socket`, run on `runtime`.
-    pub(crate) fn new(socket: PathBuf, runtime: tokio::runtime::Handle) -> Self {
+    /// Actions against `target`, run on `runtime`.
+    pub(crate) fn new(target: Target, runtime: tokio::runtime::Handle) -> Self {
         let (sender, outcomes) = mpsc::channel();
         Self {
-            socket,
+            target,
             runtime,
             sender,
             outcomes,
@@ -58,10 +68,14 @@ impl Actions {
 
     /// Starts `action`; its outcome arrives through [`next`](Self::next).
     pub(crate) fn start(&self, action: Action) {
-        let socket = self.socket.clone();
+        let target = self.target.clone();
         let sender = self.sender.clone();
         self.runtime.spawn(async move {
-            for outcome in perform(&socket, action).await {
+            let outcomes = match &target {
+                Target::Daemon(socket) => perform(socket, action).await,
+                Target::Queue(queue) => queue.perform(action).await,
+            };
+            for outcome in outcomes {
                 let _ = sender.send(outcome);
             }
         });

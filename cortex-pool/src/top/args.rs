@@ -16,8 +16,9 @@ pub(crate) struct TopArgs {
     /// Print one plain-text frame (80×24, or the terminal's size) and exit.
     #[arg(long)]
     pub(crate) once: bool,
-    /// Watch a task queue instead of a daemon (not available in this build: it
-    /// comes with the queue task source; exits 2).
+    /// Watch the shared NATS queue at URL instead of one daemon: tasks waiting,
+    /// tasks held by daemons, dead letters (with `d` to list and retry them).
+    /// The other `queue*` keys (credentials, TLS) come from --config/--set.
     #[arg(long, value_name = "URL")]
     pub(crate) queue: Option<String>,
 }

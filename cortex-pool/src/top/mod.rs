@@ -8,6 +8,8 @@
 //!
 //! - `args` — the command line.
 //! - `source` — one snapshot of the daemon (status and recent alerts).
+//! - `queue_watch` — `--queue URL`: snapshots and dead-letter actions straight
+//!   from the shared NATS queue instead of a daemon.
 //! - `history` — what successive snapshots tell: throughput, derived events.
 //! - `app` — the screen's state and what each key does.
 //! - `actions` — the control requests a key asks for, run in the background.
@@ -19,6 +21,7 @@ mod actions;
 mod app;
 mod args;
 mod history;
+mod queue_watch;
 mod run;
 mod source;
 mod terminal;

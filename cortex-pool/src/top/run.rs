@@ -8,10 +8,11 @@ use crossterm::event::{self, Event};
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 
-use super::actions::Actions;
+use super::actions::{Actions, Target};
 use super::app::{App, KeyOutcome};
 use super::args::TopArgs;
-use super::source::Source;
+use super::queue_watch::QueueWatch;
+use super::source::{Snapshot, Source};
 use super::terminal::{Stop, TerminalGuard};
 use super::ui;
 use crate::cli::EXIT_USAGE;
@@ -21,7 +22,8 @@ use crate::daemon::config::{Settings, Sources};
 const TICK: Duration = Duration::from_millis(100);
 
 /// `cortex-pool top`. Exit status: 0 done, 1 the terminal or the daemon failed,
-/// 2 usage or configuration error, 3 (`--once`) the daemon is not running.
+/// 2 usage or configuration error, 3 (`--once`) the daemon is not running or
+/// (`--queue`) the queue cannot be reached.
 pub(crate) fn top(args: TopArgs) -> ExitCode {
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -35,15 +37,6 @@ pub(crate) fn top(args: TopArgs) -> ExitCode {
 type Failure = (u8, String);
 
 fn run(args: &TopArgs) -> Result<(), Failure> {
-    if let Some(url) = &args.queue {
-        return Err((
-            EXIT_USAGE,
-            format!(
-                "--queue {url}: a queue source is not available in this build; \
-                 `top` watches the daemon named by --config/--set"
-            ),
-        ));
-    }
     let settings = Settings::load(&Sources {
         file: args.config.config.clone(),
         overrides: args.config.set.clone(),
@@ -54,13 +47,26 @@ fn run(args: &TopArgs) -> Result<(), Failure> {
         .enable_all()
         .build()
         .map_err(|e| (1, format!("cannot start the async runtime: {e}")))?;
-    let socket = settings.paths.socket.clone();
-    let mut source = Source::new(socket.clone());
+    let (mut source, target) = match &args.queue {
+        Some(url) => {
+            let queue = runtime
+                .block_on(QueueWatch::connect(&settings, url))
+                .map_err(|e| (3, e))?;
+            (Watched::Queue(queue.clone()), Target::Queue(queue))
+        }
+        None => {
+            let socket = settings.paths.socket.clone();
+            (
+                Watched::Daemon(Source::new(socket.clone())),
+                Target::Daemon(socket),
+            )
+        }
+    };
     if args.once {
         return once(&runtime, &mut source, args.interval_ms);
     }
     let stop = Stop::watch(&runtime).map_err(|e| (1, format!("cannot watch signals: {e}")))?;
-    let actions = Actions::new(socket, runtime.handle().clone());
+    let actions = Actions::new(target, runtime.handle().clone());
     let mut app = App::new(args.interval_ms);
     let mut guard =
         TerminalGuard::enter().map_err(|e| (1, format!("cannot use the terminal: {e}")))?;
@@ -100,11 +106,27 @@ fn run(args: &TopArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// What `top` watches: one daemon, or the shared queue.
+#[derive(Debug)]
+enum Watched {
+    Daemon(Source),
+    Queue(QueueWatch),
+}
+
+impl Watched {
+    async fn fetch(&mut self) -> Result<Snapshot, String> {
+        match self {
+            Self::Daemon(source) => source.fetch().await,
+            Self::Queue(queue) => queue.fetch().await,
+        }
+    }
+}
+
 /// One frame as plain text, the terminal's size (80×24 when the output is not a
 /// terminal).
 fn once(
     runtime: &tokio::runtime::Runtime,
-    source: &mut Source,
+    source: &mut Watched,
     interval_ms: u64,
 ) -> Result<(), Failure> {
     let snapshot = runtime.block_on(source.fetch()).map_err(|e| (3, e))?;

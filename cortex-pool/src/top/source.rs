@@ -25,6 +25,17 @@ pub(crate) struct Snapshot {
     pub(crate) workers: Vec<Worker>,
     /// The most recent alerts, oldest first.
     pub(crate) alerts: Vec<Alert>,
+    /// Set when watching the shared queue (`--queue URL`) instead of a daemon.
+    pub(crate) shared_queue: Option<SharedQueue>,
+}
+
+/// The shared queue being watched.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SharedQueue {
+    /// Its URL.
+    pub(crate) url: String,
+    /// Whether the client is connected to it now.
+    pub(crate) connected: bool,
 }
 
 /// The parts of `pool_core::PoolMetrics` shown (missing keys read as zero).
@@ -246,6 +257,7 @@ impl Source {
             metrics: status.metrics,
             workers: status.workers,
             alerts: self.alerts.clone(),
+            shared_queue: None,
         })
     }
 

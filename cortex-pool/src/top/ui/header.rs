@@ -9,7 +9,7 @@ use ratatui::Frame;
 
 use super::format;
 use crate::top::app::App;
-use crate::top::source::{QueuePart, Snapshot};
+use crate::top::source::{QueuePart, SharedQueue, Snapshot};
 
 /// How long an alert counts as active (the window that keeps a pool critical).
 const ACTIVE_MS: u64 = 5 * 60 * 1000;
@@ -32,6 +32,9 @@ pub(super) fn lines(app: &App) -> Vec<Line<'static>> {
             Line::from(why),
         ];
     };
+    if let Some(queue) = &s.shared_queue {
+        return queue_lines(s, queue, app.wall_ms);
+    }
     let m = &s.metrics;
     let minute = app.history.last_minute();
     let breaker = if m.health.restart_breaker_open {
@@ -91,6 +94,50 @@ pub(super) fn lines(app: &App) -> Vec<Line<'static>> {
     vec![Line::from(first), second, third]
 }
 
+/// The header when watching the shared queue: its state, what waits, what the
+/// daemons hold, the dead letters.
+fn queue_lines(s: &Snapshot, queue: &SharedQueue, wall_ms: u64) -> Vec<Line<'static>> {
+    let m = &s.metrics;
+    let link = if queue.connected {
+        Span::raw("connected")
+    } else {
+        Span::styled("DISCONNECTED", bad())
+    };
+    let first = Line::from(vec![
+        Span::raw(" "),
+        health(&m.health.status),
+        Span::raw(format!(" shared queue {} │ ", queue.url)),
+        link,
+        Span::raw(format!(" │ watched {}", format::age(s.uptime_ms))),
+    ]);
+    let why = reasons(s, wall_ms);
+    let second = if why.is_empty() {
+        Line::from(" why: nothing wrong")
+    } else {
+        Line::from(vec![
+            Span::raw(" why: "),
+            Span::styled(why.join("; "), Style::default().fg(Color::Yellow)),
+        ])
+    };
+    let dlq = Span::styled(
+        format!("DLQ {}", m.tasks.dlq),
+        if m.tasks.dlq > 0 {
+            warn()
+        } else {
+            Style::default()
+        },
+    );
+    let third = Line::from(vec![
+        Span::raw(format!(
+            " waiting {} │ held by daemons {} │ ",
+            m.tasks.queued, m.tasks.in_flight
+        )),
+        dlq,
+        Span::raw(" │ workers: run top on a daemon"),
+    ]);
+    vec![first, second, third]
+}
+
 /// Where the queued tasks wait, non-empty parts only: ` (high 2, normal 5,
 /// retrying 1)`; nothing for an empty queue.
 fn queue_parts(q: &QueuePart) -> String {
@@ -116,6 +163,9 @@ fn queue_parts(q: &QueuePart) -> String {
 pub(super) fn reasons(s: &Snapshot, wall_ms: u64) -> Vec<String> {
     let h = &s.metrics.health;
     let mut why = Vec::new();
+    if let Some(queue) = s.shared_queue.as_ref().filter(|q| !q.connected) {
+        why.push(format!("disconnected from {} (reconnecting)", queue.url));
+    }
     if h.restart_breaker_open {
         why.push("restart breaker open: workers keep failing to start".to_owned());
     }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::top::actions::Outcome;
 use crate::top::app::{App, Mode, SortKey};
 use crate::top::run::render_text;
-use crate::top::source::{Alert, DeadLetter, DeadLetterError, Snapshot, Worker};
+use crate::top::source::{Alert, DeadLetter, DeadLetterError, SharedQueue, Snapshot, Worker};
 
 const NOW_MS: u64 = 1_700_000_000_000;
 
@@ -143,6 +143,40 @@ fn the_queue_shows_its_priority_bands_and_retries() {
     assert_shows(
         &text,
         &["queue 9 (high 2, low 6, retrying 1) │ in flight 0"],
+    );
+}
+
+#[test]
+fn watching_the_shared_queue_shows_its_state_and_why_when_disconnected() {
+    let mut s = pool(0);
+    s.metrics.tasks.queued = 120;
+    s.metrics.tasks.in_flight = 16;
+    s.metrics.tasks.dlq = 2;
+    s.shared_queue = Some(SharedQueue {
+        url: "nats://127.0.0.1:4222".into(),
+        connected: true,
+    });
+    let text = screen(&app_with(s.clone()), 80, 24);
+    assert_shows(
+        &text,
+        &[
+            " HEALTHY  shared queue nats://127.0.0.1:4222 │ connected",
+            "why: nothing wrong",
+            "waiting 120 │ held by daemons 16 │ DLQ 2",
+        ],
+    );
+    s.metrics.health.status = "critical".into();
+    s.shared_queue = Some(SharedQueue {
+        url: "nats://127.0.0.1:4222".into(),
+        connected: false,
+    });
+    let text = screen(&app_with(s), 80, 24);
+    assert_shows(
+        &text,
+        &[
+            "DISCONNECTED",
+            "why: disconnected from nats://127.0.0.1:4222 (reconnecting)",
+        ],
     );
 }
 
