@@ -61,22 +61,8 @@ pub(super) fn lines(app: &App) -> Vec<Line<'static>> {
     } else {
         " why: "
     };
-    let second = if why.is_empty() {
-        Line::from(" why: nothing wrong")
-    } else {
-        Line::from(vec![
-            Span::raw(label),
-            Span::styled(why.join("; "), Style::default().fg(Color::Yellow)),
-        ])
-    };
-    let dlq = Span::styled(
-        format!("DLQ {}", m.tasks.dlq),
-        if m.tasks.dlq > 0 {
-            warn()
-        } else {
-            Style::default()
-        },
-    );
+    let second = why_line(label, &why);
+    let dlq = dlq_span(m.tasks.dlq);
     let third = Line::from(vec![
         Span::raw(format!(
             " queue {}{} │ in flight {} │ retried {} /1m │ ",
@@ -92,6 +78,24 @@ pub(super) fn lines(app: &App) -> Vec<Line<'static>> {
         )),
     ]);
     vec![Line::from(first), second, third]
+}
+
+/// The second line: `label` and the reasons, or "nothing wrong".
+fn why_line(label: &'static str, why: &[String]) -> Line<'static> {
+    if why.is_empty() {
+        Line::from(" why: nothing wrong")
+    } else {
+        Line::from(vec![
+            Span::raw(label),
+            Span::styled(why.join("; "), Style::default().fg(Color::Yellow)),
+        ])
+    }
+}
+
+/// `DLQ n`, in the warning colour when there is any.
+fn dlq_span(dlq: u64) -> Span<'static> {
+    let style = if dlq > 0 { warn() } else { Style::default() };
+    Span::styled(format!("DLQ {dlq}"), style)
 }
 
 /// The header when watching the shared queue: its state, what waits, what the
@@ -110,23 +114,8 @@ fn queue_lines(s: &Snapshot, queue: &SharedQueue, wall_ms: u64) -> Vec<Line<'sta
         link,
         Span::raw(format!(" │ watched {}", format::age(s.uptime_ms))),
     ]);
-    let why = reasons(s, wall_ms);
-    let second = if why.is_empty() {
-        Line::from(" why: nothing wrong")
-    } else {
-        Line::from(vec![
-            Span::raw(" why: "),
-            Span::styled(why.join("; "), Style::default().fg(Color::Yellow)),
-        ])
-    };
-    let dlq = Span::styled(
-        format!("DLQ {}", m.tasks.dlq),
-        if m.tasks.dlq > 0 {
-            warn()
-        } else {
-            Style::default()
-        },
-    );
+    let second = why_line(" why: ", &reasons(s, wall_ms));
+    let dlq = dlq_span(m.tasks.dlq);
     let third = Line::from(vec![
         Span::raw(format!(
             " waiting {} │ held by daemons {} │ ",
