@@ -232,7 +232,9 @@ def open_link(environ=None):
     ``stdio``: the protocol moves to duplicates of descriptors 0 and 1; descriptor 0 is
     replaced by ``/dev/null``, descriptor 1 and ``sys.stdout`` by standard error.
     ``fifo``: opens ``CORTEX_FIFO_TO_WORKER`` for reading, then
-    ``CORTEX_FIFO_FROM_WORKER`` for writing.
+    ``CORTEX_FIFO_FROM_WORKER`` for writing; exits 2 with a message if the manager
+    (``CORTEX_MANAGER_PID``) goes away first or does not open its ends within
+    ``FIFO_OPEN_TIMEOUT`` seconds.
     """
     env = os.environ if environ is None else environ
     max_frame = int(env.get("CORTEX_MAX_FRAME") or DEFAULT_MAX_FRAME)
@@ -249,11 +251,56 @@ def open_link(environ=None):
         reader = os.fdopen(proto_in, "rb", buffering=0)
         writer = os.fdopen(proto_out, "wb")
     elif transport == "fifo":
-        reader = open(env["CORTEX_FIFO_TO_WORKER"], "rb", buffering=0)
-        writer = open(env["CORTEX_FIFO_FROM_WORKER"], "wb")
+        reader, writer = _open_fifos(env)
     else:
         raise ProtocolError(f"unsupported CORTEX_TRANSPORT {transport!r} (expected stdio or fifo)")
     return Link(reader, writer, max_frame)
+
+
+#: How long a fifo worker waits for the manager to open its ends, in seconds.
+FIFO_OPEN_TIMEOUT = 60.0
+
+
+def _manager_pid(env):
+    """The manager's pid: ``CORTEX_MANAGER_PID`` when it is one, else our parent.
+
+    The variable matters: a worker orphaned before it looked already has another
+    parent, which ``os.getppid()`` alone would take for the manager.
+    """
+    try:
+        pid = int(env.get("CORTEX_MANAGER_PID", ""))
+    except ValueError:
+        pid = 0
+    return pid if pid > 0 else os.getppid()
+
+
+def _open_fifos(env):
+    """Opens both FIFOs while a watcher thread ends the process (exit 2) if the
+    manager goes away or does not open its ends in time: the opens block until it
+    does, and nothing else would ever wake them."""
+    manager = _manager_pid(env)
+    opened = threading.Event()
+
+    def watch():
+        deadline = time.monotonic() + FIFO_OPEN_TIMEOUT
+        while not opened.wait(0.1):
+            if os.getppid() != manager:
+                reason = "the manager went away before opening its FIFOs"
+            elif time.monotonic() > deadline:
+                reason = "the manager did not open its FIFOs in time"
+            else:
+                continue
+            sys.stderr.write(f"cortex_worker: {reason}\n")
+            sys.stderr.flush()
+            os._exit(2)
+
+    threading.Thread(target=watch, name="cortex-fifo-watch", daemon=True).start()
+    try:
+        reader = open(env["CORTEX_FIFO_TO_WORKER"], "rb", buffering=0)
+        writer = open(env["CORTEX_FIFO_FROM_WORKER"], "wb")
+    finally:
+        opened.set()
+    return reader, writer
 
 
 class Context:

@@ -405,6 +405,39 @@ class FifoTest(unittest.TestCase):
             self.assertEqual(msgpack.unpackb(messages[1]["payload"]), [1, 2])
         self.assertEqual(proc.wait(TIMEOUT), 0)
 
+    def test_a_worker_whose_manager_is_not_its_parent_exits(self):
+        # Its parent (this test) lives on, but the manager it was told of is pid 1:
+        # it was orphaned before it looked, and must not wait for FIFOs nobody opens.
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        to_worker = os.path.join(tmp.name, "to-worker")
+        from_worker = os.path.join(tmp.name, "from-worker")
+        os.mkfifo(to_worker, 0o600)
+        os.mkfifo(from_worker, 0o600)
+        env = dict(
+            os.environ,
+            CORTEX_TRANSPORT="fifo",
+            CORTEX_FIFO_TO_WORKER=to_worker,
+            CORTEX_FIFO_FROM_WORKER=from_worker,
+            CORTEX_MANAGER_PID="1",
+        )
+        proc = subprocess.Popen(
+            [sys.executable, WORKER], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, env=env, cwd=HERE,
+        )
+        self.addCleanup(lambda: proc.poll() is None and (proc.kill(), proc.wait()))
+        self.assertEqual(proc.wait(TIMEOUT), 2)
+        self.assertIn(b"the manager went away before opening its FIFOs", proc.stderr.read())
+        proc.stderr.close()
+
+    def test_manager_pid_comes_from_the_environment_when_it_is_a_pid(self):
+        import cortex_worker
+
+        self.assertEqual(cortex_worker._manager_pid({"CORTEX_MANAGER_PID": "4242"}), 4242)
+        for bad in ["", "abc", "-3", "0", "1.5"]:
+            self.assertEqual(cortex_worker._manager_pid({"CORTEX_MANAGER_PID": bad}), os.getppid(), bad)
+        self.assertEqual(cortex_worker._manager_pid({}), os.getppid())
+
 
 if __name__ == "__main__":
     unittest.main()

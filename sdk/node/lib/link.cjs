@@ -13,8 +13,17 @@ const { ProtocolError } = require('./errors.cjs');
 /** How long a worker waits for the manager to open its ends of the FIFOs. */
 const FIFO_OPEN_TIMEOUT_MS = 60_000;
 
-// The manager is our parent; read as early as possible (when the SDK is loaded).
-const MANAGER_PID = process.ppid;
+// The manager's pid: CORTEX_MANAGER_PID (PROTOCOL.md), else our parent read as early
+// as possible (when the SDK is loaded). The variable matters: a worker orphaned before
+// this line ran already has another parent, which process.ppid alone would take for
+// the manager.
+const MANAGER_PID = managerPidFrom(process.env, process.ppid);
+
+/** The manager's pid from `env.CORTEX_MANAGER_PID`, or `fallback` when unset or invalid. */
+function managerPidFrom(env, fallback) {
+  const pid = Number(env.CORTEX_MANAGER_PID);
+  return Number.isSafeInteger(pid) && pid > 0 ? pid : fallback;
+}
 
 /** Whether the manager process is gone (we were re-parented). */
 function managerGone() {
@@ -133,4 +142,4 @@ async function openWriter(path, flags) {
   }
 }
 
-module.exports = { openLink, protectStdout, maxFrameFrom, managerGone };
+module.exports = { openLink, protectStdout, maxFrameFrom, managerGone, managerPidFrom };

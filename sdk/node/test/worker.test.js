@@ -291,6 +291,43 @@ test('[fifo] a manager that dies before hello: the worker notices and exits', as
   assert.equal(alive(pid), false, 'the orphaned worker exited');
 });
 
+test('[fifo] CORTEX_MANAGER_PID names the manager: a worker whose parent is another process exits', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cortex-node-manager-pid-'));
+  const to = path.join(dir, 'to.fifo');
+  const from = path.join(dir, 'from.fifo');
+  execFileSync('mkfifo', ['-m', '600', to, from]);
+  // Its parent (this test) lives on, but the manager it was told of is pid 1: it was
+  // orphaned before the SDK loaded, and must not wait for FIFOs nobody will open.
+  const env = {
+    ...process.env,
+    CORTEX_TRANSPORT: 'fifo',
+    CORTEX_FIFO_TO_WORKER: to,
+    CORTEX_FIFO_FROM_WORKER: from,
+    CORTEX_MANAGER_PID: '1',
+  };
+  const child = spawn(process.execPath, [EXAMPLE], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d) => { stderr += d; });
+  t.after(() => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  const exited = await Promise.race([
+    new Promise((resolve) => child.on('exit', (code) => resolve(code))),
+    new Promise((resolve) => setTimeout(() => resolve('still running'), WAIT_MS)),
+  ]);
+  assert.notEqual(exited, 'still running', 'the worker noticed it has no manager');
+  assert.match(stderr, /the manager went away/);
+});
+
+test('managerPidFrom: the variable when it is a pid, else the fallback', async () => {
+  const { managerPidFrom } = await import('../lib/link.cjs');
+  assert.equal(managerPidFrom({ CORTEX_MANAGER_PID: '4242' }, 7), 4242);
+  for (const bad of [undefined, '', 'abc', '-3', '0', '1.5']) {
+    assert.equal(managerPidFrom({ CORTEX_MANAGER_PID: bad }, 7), 7, `for ${bad}`);
+  }
+});
+
 /** Whether `pid` runs (a zombie waiting for its reaper counts as gone). */
 function alive(pid) {
   try {
