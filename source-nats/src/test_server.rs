@@ -115,6 +115,20 @@ impl NatsServer {
         self.kill();
         self.launch();
     }
+
+    /// Kills the server (`SIGKILL`), keeping its port and store for
+    /// [`resume`](Self::resume): clients see the connection drop.
+    pub fn stop(&mut self) {
+        self.kill();
+    }
+
+    /// Starts a stopped server again on the same port and store; does nothing
+    /// while it runs.
+    pub fn resume(&mut self) {
+        if self.child.is_none() {
+            self.launch();
+        }
+    }
 }
 
 impl Drop for NatsServer {
