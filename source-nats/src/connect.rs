@@ -58,13 +58,53 @@ async fn options(config: &NatsConfig) -> Result<ConnectOptions, NatsError> {
     Ok(options)
 }
 
+/// Names what failed: the credentials, TLS, or reaching the server.
+fn connect_error(config: &NatsConfig, e: &async_nats::ConnectError) -> NatsError {
+    use async_nats::ConnectErrorKind as Kind;
+    let url = config.url.clone();
+    let reason = e.to_string();
+    match e.kind() {
+        Kind::AuthorizationViolation | Kind::Authentication => NatsError::Refused {
+            url,
+            credentials: config.credentials.as_ref().map_or_else(
+                || "the connection: no queue_credentials are set".to_owned(),
+                |p| format!("the credentials in {} (queue_credentials)", p.display()),
+            ),
+            reason,
+        },
+        _ if tls_failed(e) => NatsError::Tls { url, reason },
+        _ => NatsError::Connect(url, reason),
+    }
+}
+
+/// Whether the TLS layer failed: the kind says so, or (an untrusted server
+/// certificate, a rejected client certificate) an I/O error carries a rustls
+/// error.
+fn tls_failed(e: &async_nats::ConnectError) -> bool {
+    use async_nats::rustls::Error as Rustls;
+    if e.kind() == async_nats::ConnectErrorKind::Tls {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let io_inner = s
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref);
+        if s.is::<Rustls>() || io_inner.is_some_and(|inner| inner.is::<Rustls>()) {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
 /// Connects and makes sure the streams, consumers and bucket exist.
 pub(crate) async fn connect(config: &NatsConfig) -> Result<Queue, NatsError> {
     let client = options(config)
         .await?
         .connect(config.url.as_str())
         .await
-        .map_err(|e| NatsError::Connect(config.url.clone(), e.to_string()))?;
+        .map_err(|e| connect_error(config, &e))?;
     let js = jetstream::new(client.clone());
     let setup =
         |what: &str, e: &dyn std::fmt::Display| NatsError::Setup(what.to_owned(), e.to_string());

@@ -40,6 +40,8 @@ mod records;
 mod source;
 mod stats;
 #[cfg(feature = "test-server")]
+mod test_secrets;
+#[cfg(feature = "test-server")]
 pub mod test_server;
 
 pub use config::NatsConfig;
@@ -56,6 +58,31 @@ pub enum NatsError {
     /// The credentials file cannot be read or parsed.
     #[error("cannot use the NATS credentials in {0}: {1}")]
     Credentials(String, String),
+    /// The server refused the client's credentials (or asked for some and
+    /// none were set).
+    #[error("the NATS server at {url} refused {credentials}: {reason}")]
+    Refused {
+        /// The server(s).
+        url: String,
+        /// Which credentials: `the credentials in FILE (queue_credentials)`,
+        /// or `the connection: no queue_credentials are set`.
+        credentials: String,
+        /// What the server or client said.
+        reason: String,
+    },
+    /// The TLS handshake failed: an untrusted server certificate, a client
+    /// certificate the server does not accept, or TLS asked of a server
+    /// without it.
+    #[error(
+        "TLS with the NATS server at {url} failed (check queue_tls_ca, queue_tls_cert and \
+         queue_tls_key): {reason}"
+    )]
+    Tls {
+        /// The server(s).
+        url: String,
+        /// What the TLS layer said.
+        reason: String,
+    },
     /// A stream, consumer or bucket cannot be created.
     #[error("cannot set up the NATS {0}: {1}")]
     Setup(String, String),

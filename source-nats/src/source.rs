@@ -92,6 +92,12 @@ impl NatsSource {
         self.inner.queue.client.connection_state() == State::Connected
     }
 
+    /// How many claimed tasks this source holds now (running, or settled
+    /// but not yet acknowledged to the server).
+    pub fn held_count(&self) -> usize {
+        self.held().len()
+    }
+
     fn held(&self) -> MutexGuard<'_, HashMap<(String, u32), Held>> {
         self.inner
             .held

