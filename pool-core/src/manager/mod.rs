@@ -15,6 +15,7 @@ mod lifecycle;
 mod metrics;
 mod pool;
 mod roll;
+mod routing;
 mod scaling;
 mod shutdown;
 mod worker_io;
