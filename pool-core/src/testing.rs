@@ -263,6 +263,14 @@ impl Transport for MockTransport {
     }
 }
 
+/// Makes `pool`'s actor (the task that owns its state) panic, as a bug would,
+/// to test what callers see of a pool whose actor is gone:
+/// [`Pool::failure`](crate::Pool::failure) says why, submits are refused, the
+/// health status reads `failed`.
+pub fn panic_actor(pool: &crate::Pool) {
+    pool.send_command(crate::manager::Command::Panic);
+}
+
 fn frame(message: &FromWorker<'_>) -> Bytes {
     let mut buf = BytesMut::new();
     let _ = encode_frame(message, &mut buf, usize::MAX >> 1);

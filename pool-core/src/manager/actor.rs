@@ -120,6 +120,9 @@ pub(crate) enum Command {
         command: Option<WorkerCommand>,
         reply: oneshot::Sender<Result<usize, ConfigError>>,
     },
+    /// Makes the actor panic ([`crate::testing::panic_actor`]).
+    #[cfg(feature = "test-util")]
+    Panic,
 }
 
 /// A task waiting for (another) attempt.
@@ -446,6 +449,8 @@ impl Actor {
             }
             Command::Shutdown(reply) => self.begin_shutdown(Some(reply)),
             Command::Roll { command, reply } => self.begin_roll(command, reply),
+            #[cfg(feature = "test-util")]
+            Command::Panic => panic!("panic requested by pool_core::testing::panic_actor"),
         }
     }
 

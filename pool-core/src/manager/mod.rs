@@ -20,6 +20,8 @@ mod scaling;
 mod shutdown;
 mod worker_io;
 
+#[cfg(feature = "test-util")]
+pub(crate) use actor::Command;
 pub use alerts::Alert;
 pub use autoscale::Autoscale;
 pub use config::PoolConfig;
