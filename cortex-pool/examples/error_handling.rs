@@ -85,16 +85,17 @@ async fn example() -> common::Result {
         matches!(&err.failure, Failure::WorkerDied { exit, .. } if exit.contains("exit code 3"))
     );
 
-    // A non-retryable error (here: a task type no handler serves, the original's
-    // `risky-operation`) fails at once: no retry, no dead letter.
+    // A task type no worker serves (the original's `risky-operation`) fails at
+    // once: the workers listed their task types, so it is never sent to one
+    // (`unroutable`, no attempt), no retry, no dead letter.
     let err = pool
         .submit(Task::msgpack("risky-operation", &())?)
         .await?
         .await
         .expect_err("no handler");
     println!("{err}");
-    assert_eq!((err.status, err.attempts), (FinalStatus::Failed, 1));
-    assert_eq!(err.failure.kind(), "unknown_type");
+    assert_eq!((err.status, err.attempts), (FinalStatus::Failed, 0));
+    assert_eq!(err.failure.kind(), "unroutable");
 
     // Cancellation: the worker is told to stop; the handle resolves as cancelled.
     let hang = pool.submit(Task::msgpack("hang", &())?).await?;

@@ -69,3 +69,63 @@ fn a_non_loopback_metrics_addr_is_refused_naming_the_key() {
         text(&out)
     );
 }
+
+/// Item 21 of issue 11: the task-duration histogram counts every task that
+/// settled, submitted with `--wait` or not, and once every task settled the
+/// snapshot reads 0 in flight and 0 queued, every time (rounds repeat the
+/// scenario that once read `inFlight: 1` about one time in twelve).
+#[test]
+fn every_settled_task_is_counted_and_nothing_reads_in_flight_once_all_settled() {
+    const ROUNDS: usize = 12;
+    const PER_ROUND: usize = 40;
+    let mut d = Daemon::new("metrics-settled", &[]);
+    d.watchdog(120);
+    d.run_foreground();
+    let mut settled = 0;
+    for round in 0..ROUNDS {
+        let ids: Vec<String> = (0..PER_ROUND).map(|i| format!("r{round}-{i}")).collect();
+        let lines: String = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| format!("{{\"id\":\"{id}\",\"type\":\"echo\",\"payload\":{i}}}\n"))
+            .collect();
+        // Half the rounds with `--wait`, half without.
+        let wait = round % 2 == 0;
+        let args: &[&str] = if wait {
+            &["submit", "--wait"]
+        } else {
+            &["submit"]
+        };
+        let out = d.cli_with_input(args, &lines);
+        assert!(out.status.success(), "round {round}: {}", text(&out));
+        if !wait {
+            let mut args = vec!["wait", "--timeout-s", "60"];
+            args.extend(ids.iter().map(String::as_str));
+            let out = d.cli(&args);
+            assert!(out.status.success(), "round {round}: {}", text(&out));
+        }
+        settled += PER_ROUND;
+        let out = d.cli(&["metrics"]);
+        assert!(out.status.success(), "{}", text(&out));
+        let m: serde_json::Value = serde_json::from_slice(&out.stdout).expect("metrics JSON");
+        assert_eq!(
+            (
+                m["tasks"]["inFlight"].as_u64(),
+                m["tasks"]["queued"].as_u64()
+            ),
+            (Some(0), Some(0)),
+            "round {round}: every task settled: {}",
+            m["tasks"]
+        );
+        assert_eq!(m["tasks"]["completed"].as_u64(), Some(settled as u64));
+        let out = d.cli(&["metrics", "--prometheus"]);
+        assert!(out.status.success(), "{}", text(&out));
+        let body = String::from_utf8_lossy(&out.stdout);
+        let needle = format!("cortex_pool_task_duration_seconds_count {settled}\n");
+        assert!(
+            body.contains(&needle),
+            "round {round} (wait: {wait}): missing {needle:?} in\n{body}"
+        );
+    }
+    assert_eq!(d.stop().status.code(), Some(0));
+}

@@ -68,14 +68,15 @@ fn failures_dead_letters_and_invalid_lines_are_reported_and_exit_1() {
 
 #[test]
 fn a_non_retryable_failure_is_failed_not_dead_lettered() {
-    let run = common::run(&["-w", "1"], "{\"id\":\"x\",\"type\":\"no-such-type\"}\n");
+    let input = "{\"id\":\"x\",\"type\":\"sleep\",\"payload\":{\"ms\":\"soon\"}}\n";
+    let run = common::run(&["-w", "1"], input);
     assert_eq!(run.code, 1);
     let x = run.line("x");
     assert_eq!(
         (x["status"].as_str(), x["attempts"].as_u64()),
         (Some("failed"), Some(1))
     );
-    assert_eq!(x["error"]["kind"], "unknown_type");
+    assert_eq!(x["error"]["kind"], "bad_input");
 }
 
 #[test]

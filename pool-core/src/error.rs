@@ -65,6 +65,14 @@ pub enum SubmitError {
     /// The pool is shutting down or gone.
     #[error("pool is shutting down")]
     ShuttingDown(Task),
+    /// The pool stopped working: its actor ended without a shutdown (a panic).
+    #[error("the pool stopped working: {reason}")]
+    Failed {
+        /// The refused task.
+        task: Task,
+        /// Why it stopped (as [`Pool::failure`](crate::Pool::failure) says).
+        reason: String,
+    },
     /// The priority is above 100.
     #[error("priority {} is out of range 0..=100", .0.priority)]
     InvalidPriority(Task),
@@ -91,18 +99,19 @@ impl SubmitError {
     pub fn into_task(self) -> Task {
         match self {
             Self::QueueFull(t) | Self::ShuttingDown(t) | Self::InvalidPriority(t) => t,
-            Self::PayloadTooLarge { task, .. } => task,
+            Self::PayloadTooLarge { task, .. } | Self::Failed { task, .. } => task,
         }
     }
 
     /// A short machine-readable class: `queue_full`, `shutting_down`,
-    /// `invalid_priority` or `payload_too_large`.
+    /// `invalid_priority`, `payload_too_large` or `pool_failed`.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::QueueFull(_) => "queue_full",
             Self::ShuttingDown(_) => "shutting_down",
             Self::InvalidPriority(_) => "invalid_priority",
             Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::Failed { .. } => "pool_failed",
         }
     }
 }
@@ -114,6 +123,7 @@ impl std::fmt::Debug for SubmitError {
             Self::ShuttingDown(_) => "ShuttingDown",
             Self::InvalidPriority(_) => "InvalidPriority",
             Self::PayloadTooLarge { .. } => "PayloadTooLarge",
+            Self::Failed { .. } => "Failed",
         };
         f.debug_tuple(name).finish_non_exhaustive()
     }

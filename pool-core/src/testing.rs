@@ -96,6 +96,7 @@ pub enum MockAction {
 }
 
 type Script = dyn Fn(&MockTask) -> MockAction + Send + Sync;
+type TypesFor = dyn Fn(&str) -> Vec<String> + Send + Sync;
 
 /// What the mock workers did, for assertions.
 #[derive(Debug, Default)]
@@ -172,6 +173,7 @@ impl MockRecorder {
 pub struct MockTransport {
     script: Arc<Script>,
     recorder: Arc<MockRecorder>,
+    task_types: Arc<TypesFor>,
 }
 
 impl fmt::Debug for MockTransport {
@@ -191,9 +193,30 @@ impl MockTransport {
             Self {
                 script: Arc::new(script),
                 recorder: recorder.clone(),
+                task_types: Arc::new(|_| Vec::new()),
             },
             recorder,
         )
+    }
+
+    /// Makes each worker list, in its `ready`, the task types `types_for` gives
+    /// for its name (`worker-N`); by default a mock worker lists none.
+    ///
+    /// ```
+    /// use pool_core::testing::{MockAction, MockTransport};
+    ///
+    /// let (transport, _recorder) = MockTransport::new(|_task| MockAction::Echo);
+    /// let _transport = transport.with_task_types(|worker| match worker {
+    ///     "worker-0" => vec!["echo".to_owned()],
+    ///     _ => Vec::new(),
+    /// });
+    /// ```
+    pub fn with_task_types(
+        mut self,
+        types_for: impl Fn(&str) -> Vec<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.task_types = Arc::new(types_for);
+        self
     }
 }
 
@@ -216,7 +239,9 @@ impl Transport for MockTransport {
         let (manager_end, worker_end) = tokio::io::duplex(1 << 20);
         let kill = CancellationToken::new();
         let (exit_tx, exit_rx) = oneshot::channel();
+        let task_types = (self.task_types)(&spec.worker_id);
         tokio::spawn(fake_worker(
+            task_types,
             spec.worker_id.clone(),
             worker_end,
             self.script.clone(),
@@ -238,6 +263,14 @@ impl Transport for MockTransport {
     }
 }
 
+/// Makes `pool`'s actor (the task that owns its state) panic, as a bug would,
+/// to test what callers see of a pool whose actor is gone:
+/// [`Pool::failure`](crate::Pool::failure) says why, submits are refused, the
+/// health status reads `failed`.
+pub fn panic_actor(pool: &crate::Pool) {
+    pool.send_command(crate::manager::Command::Panic);
+}
+
 fn frame(message: &FromWorker<'_>) -> Bytes {
     let mut buf = BytesMut::new();
     let _ = encode_frame(message, &mut buf, usize::MAX >> 1);
@@ -245,6 +278,7 @@ fn frame(message: &FromWorker<'_>) -> Bytes {
 }
 
 async fn fake_worker(
+    task_types: Vec<String>,
     name: String,
     stream: tokio::io::DuplexStream,
     script: Arc<Script>,
@@ -286,7 +320,7 @@ async fn fake_worker(
         let _ = out_tx.send(frame(&FromWorker::Ready {
             version: PROTOCOL_VERSION,
             pid: 0,
-            task_types: vec![],
+            task_types: task_types.iter().map(String::as_str).collect(),
         }));
         let beats = out_tx.clone();
         let (beat_dead, beat_frozen, beat_rss) = (dead.clone(), frozen.clone(), rss.clone());

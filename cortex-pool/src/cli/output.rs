@@ -83,6 +83,7 @@ pub(crate) fn refused(id: &str, refused: &SubmitError) -> Line {
     let kind = match refused {
         SubmitError::QueueFull(_) => "queue_full",
         SubmitError::InvalidPriority(_) => "invalid_input",
+        SubmitError::Failed { .. } => "pool_failed",
         _ => "shutting_down",
     };
     error_line(id, Status::Failed, kind, &refused.to_string(), 0.0)

@@ -16,6 +16,8 @@ pub(crate) mod durable;
 pub(crate) mod http;
 pub(crate) mod paths;
 pub(crate) mod pidfile;
+#[cfg(test)]
+mod pool_failure_tests;
 pub(crate) mod prometheus;
 pub(crate) mod protocol;
 pub(crate) mod queue;

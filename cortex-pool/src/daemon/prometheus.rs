@@ -174,7 +174,7 @@ pub(crate) fn render(daemon: &Daemon, store: Option<&task_source::SourceStats>) 
     gauge(
         &mut registry,
         "health",
-        "2 healthy, 1 degraded, 0 critical",
+        "2 healthy, 1 degraded, 0 critical or failed",
         healthy,
     );
     gauge(

@@ -117,6 +117,24 @@ async fn write_replies(mut send: SendHalf, mut rx: mpsc::Receiver<Reply>) {
 
 type Closed = mpsc::error::SendError<Reply>;
 
+/// The `status` reply: the daemon, its pool's metrics (health `failed` with a
+/// `failure` reason when the pool's actor died), the store and the workers.
+pub(crate) async fn status(daemon: &Daemon) -> serde_json::Value {
+    let paths = daemon.setting(|s| s.paths.clone());
+    let store = api::store_status(daemon).await;
+    json!({
+        "pid": std::process::id(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_ms": daemon.started.elapsed().as_millis() as u64,
+        "socket": paths.socket,
+        "pid_file": paths.pid,
+        "metrics": api::with_store_dlq(json!(daemon.pool.metrics()), &store),
+        "store": store,
+        "workers": daemon.pool.workers().await,
+        "queue": super::queue::metrics::status(daemon),
+    })
+}
+
 async fn answer(
     request: Request,
     daemon: &Arc<Daemon>,
@@ -127,23 +145,9 @@ async fn answer(
         Request::Ping => Reply::Json {
             value: json!({"pid": std::process::id(), "version": env!("CARGO_PKG_VERSION")}),
         },
-        Request::Status => {
-            let paths = daemon.setting(|s| s.paths.clone());
-            let store = api::store_status(daemon).await;
-            Reply::Json {
-                value: json!({
-                    "pid": std::process::id(),
-                    "version": env!("CARGO_PKG_VERSION"),
-                    "uptime_ms": daemon.started.elapsed().as_millis() as u64,
-                    "socket": paths.socket,
-                    "pid_file": paths.pid,
-                    "metrics": api::with_store_dlq(json!(pool.metrics()), &store),
-                    "store": store,
-                    "workers": pool.workers().await,
-                    "queue": super::queue::metrics::status(daemon),
-                }),
-            }
-        }
+        Request::Status => Reply::Json {
+            value: status(daemon).await,
+        },
         Request::Metrics { prometheus: true } => Reply::Text {
             text: super::queue::metrics::prometheus(
                 super::prometheus::render(daemon, daemon.source.stats().await.ok().as_ref()),

@@ -120,6 +120,9 @@ pub(crate) enum Command {
         command: Option<WorkerCommand>,
         reply: oneshot::Sender<Result<usize, ConfigError>>,
     },
+    /// Makes the actor panic ([`crate::testing::panic_actor`]).
+    #[cfg(feature = "test-util")]
+    Panic,
 }
 
 /// A task waiting for (another) attempt.
@@ -252,6 +255,8 @@ pub(crate) struct Worker {
     pub(crate) slot: Option<Slot>,
     /// Arrival times of its last heartbeats (at most [`HEARTBEAT_HISTORY`]).
     pub(crate) heartbeats: std::collections::VecDeque<Instant>,
+    /// The task types it takes (all when it stated none).
+    pub(crate) task_types: super::routing::TaskTypes,
 }
 
 /// A place in the pool: a replacement inherits the slot of the worker it replaces,
@@ -306,6 +311,12 @@ pub(crate) struct Actor {
     pub(crate) autoscale_state: AutoscaleState,
     pub(crate) task_types: std::collections::HashSet<Arc<str>>,
     pub(crate) roll: Option<super::roll::Roll>,
+    /// Tasks no candidate took by type (routing by task type).
+    pub(crate) held: super::routing::Held,
+    /// Scratch for routed dispatch: the candidates that take one task's type,
+    /// and their places in `candidates`.
+    pub(crate) eligible: Vec<WorkerSnapshot>,
+    pub(crate) eligible_at: Vec<usize>,
 }
 
 /// Everything the actor is built from.
@@ -358,6 +369,9 @@ pub(crate) async fn run(
         autoscale_state: AutoscaleState::default(),
         task_types: std::collections::HashSet::new(),
         roll: None,
+        held: super::routing::Held::default(),
+        eligible: Vec::new(),
+        eligible_at: Vec::new(),
     };
     actor.shared.stats.target_size.store(target as u64, Relaxed);
     for _ in 0..target {
@@ -435,6 +449,8 @@ impl Actor {
             }
             Command::Shutdown(reply) => self.begin_shutdown(Some(reply)),
             Command::Roll { command, reply } => self.begin_roll(command, reply),
+            #[cfg(feature = "test-util")]
+            Command::Panic => panic!("panic requested by pool_core::testing::panic_actor"),
         }
     }
 
@@ -531,6 +547,11 @@ impl Actor {
         stats.workers_busy.store(busy, Relaxed);
         stats.workers_unhealthy.store(unhealthy, Relaxed);
         self.publish_task_gauges();
+    }
+
+    /// Tasks waiting: queued, held for a worker of their type, or due to retry.
+    pub(crate) fn queued_count(&self) -> usize {
+        self.queue.len() + self.held.len() + self.retrying.len()
     }
 
     fn finished(&self) -> bool {

@@ -23,7 +23,7 @@ use crate::protocol::{encode_frame, TaskFrame, ToWorker};
 use crate::queue::DeadLetter;
 
 /// What became of one assignment.
-enum Assigned {
+pub(super) enum Assigned {
     /// The task is on its way to the worker.
     Yes,
     /// The task could not be encoded and was failed; the worker is unchanged.
@@ -68,11 +68,12 @@ impl Actor {
     /// date as tasks are assigned, so each task costs one pick, not a rebuild of
     /// the list.
     pub(crate) fn dispatch(&mut self) {
-        if !matches!(self.phase, Phase::Starting | Phase::Running) || self.queue.is_empty() {
+        let waiting = !self.queue.is_empty() || !self.held.is_empty();
+        if !matches!(self.phase, Phase::Starting | Phase::Running) || !waiting {
             return;
         }
         self.dispatch_up_to(self.config.worker_concurrency, true);
-        if self.config.prefetch > 0 && !self.queue.is_empty() {
+        if self.config.prefetch > 0 && (!self.queue.is_empty() || !self.held.is_empty()) {
             self.dispatch_up_to(self.config.worker_window(), false);
         }
         self.flush_frames();
@@ -80,20 +81,28 @@ impl Actor {
 
     /// Assigns queued tasks to ready workers holding fewer than `capacity` tasks;
     /// the policy picks when `by_policy`, else the worker holding the fewest.
+    /// When a candidate stated its task types (or tasks are held for a type),
+    /// the routed pass of [`routing`](super::routing) assigns instead.
     fn dispatch_up_to(&mut self, capacity: u32, by_policy: bool) {
         self.candidates.clear();
-        self.candidates.extend(
-            self.workers
-                .iter()
-                .filter(|(_, w)| {
-                    w.state == WorkerState::Ready
-                        && (w.in_flight.len() as u32) < capacity
-                        && w.task_limit.is_none_or(|limit| w.dispatched < limit)
-                })
-                .map(|(num, w)| {
-                    WorkerSnapshot::new(*num, w.in_flight.len() as u32, w.completed, capacity)
-                }),
-        );
+        let mut typed = false;
+        for (num, w) in &self.workers {
+            if w.state == WorkerState::Ready
+                && (w.in_flight.len() as u32) < capacity
+                && w.task_limit.is_none_or(|limit| w.dispatched < limit)
+            {
+                typed |= w.task_types.stated();
+                self.candidates.push(WorkerSnapshot::new(
+                    *num,
+                    w.in_flight.len() as u32,
+                    w.completed,
+                    capacity,
+                ));
+            }
+        }
+        if typed || !self.held.is_empty() {
+            return self.dispatch_routed(capacity, by_policy);
+        }
         while !self.queue.is_empty() && !self.candidates.is_empty() {
             let index = if by_policy {
                 self.policy_pick()
@@ -104,23 +113,35 @@ impl Actor {
             let Some(pending) = self.queue.pop() else {
                 break;
             };
-            match self.assign(num, pending) {
-                Assigned::Yes => {
-                    let at_limit = self.reached_task_limit(num);
-                    let c = &mut self.candidates[index];
-                    c.in_flight += 1;
-                    if at_limit {
-                        self.candidates.remove(index);
-                        let reason = "was handed its last task (max_tasks_per_worker)";
-                        self.apply_verdict(num, Verdict::Recycle(reason.to_owned()), "max-tasks");
-                    } else if c.in_flight >= capacity {
-                        self.candidates.remove(index);
-                    }
-                }
-                Assigned::TaskFailed => {}
-                Assigned::WorkerUnusable => {
+            let assigned = self.assign(num, pending);
+            self.after_assign(index, num, capacity, assigned);
+        }
+    }
+
+    /// Keeps candidate `index` (worker `num`) up to date after an assignment.
+    pub(super) fn after_assign(
+        &mut self,
+        index: usize,
+        num: u64,
+        capacity: u32,
+        assigned: Assigned,
+    ) {
+        match assigned {
+            Assigned::Yes => {
+                let at_limit = self.reached_task_limit(num);
+                let c = &mut self.candidates[index];
+                c.in_flight += 1;
+                if at_limit {
+                    self.candidates.remove(index);
+                    let reason = "was handed its last task (max_tasks_per_worker)";
+                    self.apply_verdict(num, Verdict::Recycle(reason.to_owned()), "max-tasks");
+                } else if c.in_flight >= capacity {
                     self.candidates.remove(index);
                 }
+            }
+            Assigned::TaskFailed => {}
+            Assigned::WorkerUnusable => {
+                self.candidates.remove(index);
             }
         }
     }
@@ -149,7 +170,7 @@ impl Actor {
         0
     }
 
-    fn assign(&mut self, num: u64, mut pending: Pending) -> Assigned {
+    pub(super) fn assign(&mut self, num: u64, mut pending: Pending) -> Assigned {
         let timeout = self.timeout_of(&pending);
         let concurrency = self.config.worker_concurrency as usize;
         let attempt = pending.attempts + 1;
@@ -501,6 +522,9 @@ impl Actor {
         if let Some(pending) = self.retrying.remove(&id) {
             return self.settle_error(pending, FinalStatus::Cancelled, Failure::Cancelled);
         }
+        if let Some(pending) = self.held.remove(id) {
+            return self.settle_error(pending, FinalStatus::Cancelled, Failure::Cancelled);
+        }
         let Some(running) = self.running.get_mut(&id) else {
             return;
         };
@@ -529,9 +553,7 @@ impl Actor {
     /// settlement, so a snapshot taken after the last task settled reads 0 for both.
     pub(crate) fn publish_task_gauges(&self) {
         let stats = &self.shared.stats;
-        stats
-            .queued
-            .store((self.queue.len() + self.retrying.len()) as u64, Relaxed);
+        stats.queued.store(self.queued_count() as u64, Relaxed);
         for (gauge, depth) in stats.queued_by_band.iter().zip(self.queue.depth_by_band()) {
             gauge.store(depth as u64, Relaxed);
         }
@@ -699,7 +721,7 @@ impl Actor {
 }
 
 /// The candidate holding the fewest tasks (the first of equals).
-fn least_filled(candidates: &[WorkerSnapshot]) -> usize {
+pub(super) fn least_filled(candidates: &[WorkerSnapshot]) -> usize {
     let mut best = 0;
     for (i, c) in candidates.iter().enumerate() {
         if c.in_flight < candidates[best].in_flight {

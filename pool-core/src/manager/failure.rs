@@ -36,6 +36,17 @@ pub enum Failure {
         /// The probe's reason.
         reason: String,
     },
+    /// No worker takes the task's type: every live worker listed its task types
+    /// and none lists this one, with no other worker on its way (or none came
+    /// within the task's timeout). The task never ran.
+    Unroutable {
+        /// The task's type.
+        task_type: String,
+        /// The types the live workers take (sorted).
+        offered: Vec<String>,
+        /// Set when the task waited its timeout for a worker that might take it.
+        waited: Option<Duration>,
+    },
     /// The caller cancelled the task.
     Cancelled,
     /// The pool shut down before the task could finish.
@@ -44,7 +55,8 @@ pub enum Failure {
 
 impl Failure {
     /// A short machine-readable class: the handler's own kind, or `timeout`,
-    /// `worker_crashed`, `protocol`, `unhealthy`, `cancelled`, `shutting_down`.
+    /// `worker_crashed`, `protocol`, `unhealthy`, `unroutable`, `cancelled`,
+    /// `shutting_down`.
     pub fn kind(&self) -> &str {
         match self {
             Self::Handler { kind, .. } => kind,
@@ -52,6 +64,7 @@ impl Failure {
             Self::WorkerDied { .. } => "worker_crashed",
             Self::Protocol { .. } => "protocol",
             Self::Unhealthy { .. } => "unhealthy",
+            Self::Unroutable { .. } => "unroutable",
             Self::Cancelled => "cancelled",
             Self::ShuttingDown => "shutting_down",
         }
@@ -73,6 +86,25 @@ impl fmt::Display for Failure {
             }
             Self::Protocol { message } => write!(f, "worker broke the protocol: {message}"),
             Self::Unhealthy { reason } => write!(f, "worker killed as unhealthy: {reason}"),
+            Self::Unroutable {
+                task_type,
+                offered,
+                waited,
+            } => {
+                match waited {
+                    None => write!(f, "no worker takes task type `{task_type}`")?,
+                    Some(t) => write!(
+                        f,
+                        "no worker took task type `{task_type}` within the task's timeout ({} ms)",
+                        t.as_millis()
+                    )?,
+                }
+                if offered.is_empty() {
+                    f.write_str(" (no worker that lists its task types is running)")
+                } else {
+                    write!(f, " (the workers take: {})", offered.join(", "))
+                }
+            }
             Self::Cancelled => f.write_str("cancelled"),
             Self::ShuttingDown => f.write_str("pool is shutting down"),
         }

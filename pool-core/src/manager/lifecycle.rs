@@ -89,7 +89,8 @@ impl Actor {
                 pid,
                 frames,
                 control,
-            } => self.on_ready(num, pid, frames, control),
+                task_types,
+            } => self.on_ready(num, pid, frames, control, task_types),
             WorkerEvent::StartFailed {
                 num,
                 reason,
@@ -113,6 +114,7 @@ impl Actor {
         pid: u32,
         frames: tokio::sync::mpsc::UnboundedSender<bytes::Bytes>,
         control: tokio::sync::mpsc::UnboundedSender<GroupSignal>,
+        task_types: super::routing::TaskTypes,
     ) {
         let slot = self.launching.remove(&num);
         let now = Instant::now();
@@ -145,6 +147,7 @@ impl Actor {
                 replace_pending: false,
                 slot,
                 heartbeats: std::collections::VecDeque::new(),
+                task_types,
             },
         );
         let replaced = self

@@ -49,6 +49,8 @@ pub(crate) struct Stats {
     pub(crate) critical_alerts_recent: AtomicU64,
     pub(crate) queue_wait: Latency,
     pub(crate) run_time: Latency,
+    /// Why the pool stopped working, when its actor ended without a shutdown.
+    pub(crate) failure: std::sync::OnceLock<String>,
 }
 
 impl Stats {
@@ -90,6 +92,26 @@ impl Stats {
             critical_alerts_recent: AtomicU64::new(0),
             queue_wait: Latency::new(),
             run_time: Latency::new(),
+            failure: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Records that the actor ended without a shutdown: no worker and no task
+    /// is left (the workers see their links close and exit; waiting callers
+    /// hear "shutting down").
+    pub(crate) fn fail(&self, reason: String) {
+        if self.failure.set(reason).is_err() {
+            return;
+        }
+        for gauge in [
+            &self.workers_total,
+            &self.workers_ready,
+            &self.workers_busy,
+            &self.workers_unhealthy,
+            &self.queued,
+            &self.in_flight,
+        ] {
+            gauge.store(0, Relaxed);
         }
     }
 
@@ -167,7 +189,9 @@ impl Stats {
         }
     }
 
-    /// The health summary, with explicit rules: `critical` when a critical alert
+    /// The health summary, with explicit rules: `failed` when the pool's actor
+    /// ended without a shutdown (a panic: the pool takes no more tasks, and
+    /// `failure` says why); `critical` when a critical alert
     /// was raised in the last 5 minutes or fewer than half the target workers are
     /// healthy; `degraded` when fewer than 80 % are healthy or the restart breaker is
     /// open; else `healthy`. Utilisation is load, not health: a busy pool is healthy.
@@ -181,7 +205,10 @@ impl Stats {
         let capacity_percent = (healthy * 100)
             .checked_div(target)
             .map_or(100, |p| p.min(100));
-        let status = if critical > 0 || healthy * 2 < target {
+        let failure = self.failure.get().cloned();
+        let status = if failure.is_some() {
+            "failed"
+        } else if critical > 0 || healthy * 2 < target {
             "critical"
         } else if healthy * 5 < target * 4 || breaker {
             "degraded"
@@ -217,6 +244,7 @@ impl Stats {
             },
             status,
             restart_breaker_open: breaker,
+            failure,
         }
     }
 }
@@ -361,10 +389,14 @@ pub struct HealthSummary {
     pub alerts: AlertCounts,
     /// Worker counts.
     pub workers: HealthWorkers,
-    /// `healthy`, `degraded` or `critical` (rules: see [`PoolMetrics`]'s docs).
+    /// `healthy`, `degraded`, `critical` (rules: see [`PoolMetrics`]'s docs), or
+    /// `failed` when the pool's actor ended without a shutdown (see `failure`).
     pub status: &'static str,
     /// Whether workers keep failing to start.
     pub restart_breaker_open: bool,
+    /// Why the pool stopped working (status `failed`); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
 }
 
 /// `capacity` of [`HealthSummary`].
@@ -435,7 +467,8 @@ pub struct LatencySection {
 #[serde(rename_all = "camelCase")]
 #[non_exhaustive]
 pub struct QueueSection {
-    /// Tasks waiting: in the queue plus waiting out a retry backoff.
+    /// Tasks waiting: in the queue, held for a worker of their type, or waiting
+    /// out a retry backoff.
     pub queue_depth: u64,
     /// Tasks in the queue by priority band (tasks waiting for a retry are not
     /// in a band until their backoff ends: see `retrying`).

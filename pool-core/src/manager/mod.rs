@@ -15,10 +15,13 @@ mod lifecycle;
 mod metrics;
 mod pool;
 mod roll;
+mod routing;
 mod scaling;
 mod shutdown;
 mod worker_io;
 
+#[cfg(feature = "test-util")]
+pub(crate) use actor::Command;
 pub use alerts::Alert;
 pub use autoscale::Autoscale;
 pub use config::PoolConfig;

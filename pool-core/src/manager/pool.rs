@@ -159,6 +159,7 @@ impl PoolBuilder {
             shared: shared.clone(),
         };
         let actor = tokio::spawn(actor::run(parts, commands_rx, start_tx));
+        let watcher = tokio::spawn(watch_actor(actor, shared.clone()));
         let pool = Pool {
             commands: commands_tx,
             shared,
@@ -167,13 +168,17 @@ impl PoolBuilder {
             Ok(Ok(())) => Ok(pool),
             Ok(Err(e)) => {
                 drop(pool);
-                let _ = actor.await;
+                let _ = watcher.await;
                 Err(e)
             }
-            Err(_) => Err(StartError::Config(ConfigError::new(
-                "pool",
-                "the pool's actor ended during start-up",
-            ))),
+            Err(_) => {
+                let _ = watcher.await;
+                let reason = pool.failure().unwrap_or_default();
+                Err(StartError::Config(ConfigError::new(
+                    "pool",
+                    format!("the pool's actor ended during start-up: {reason}"),
+                )))
+            }
         }
     }
 }
@@ -245,7 +250,7 @@ impl Pool {
     pub async fn submit(&self, task: Task) -> Result<TaskHandle, SubmitError> {
         let task = self.check(task)?;
         let Ok(permit) = self.shared.queue_slots.acquire().await else {
-            return Err(SubmitError::ShuttingDown(task));
+            return Err(self.gone(task));
         };
         permit.forget();
         self.send(task)
@@ -264,7 +269,7 @@ impl Pool {
                 self.send(task)
             }
             Err(tokio::sync::TryAcquireError::NoPermits) => Err(SubmitError::QueueFull(task)),
-            Err(tokio::sync::TryAcquireError::Closed) => Err(SubmitError::ShuttingDown(task)),
+            Err(tokio::sync::TryAcquireError::Closed) => Err(self.gone(task)),
         }
     }
 
@@ -283,7 +288,7 @@ impl Pool {
         for task in tasks {
             let task = self.check(task)?;
             let Ok(permit) = self.shared.queue_slots.acquire().await else {
-                return Err(SubmitError::ShuttingDown(task));
+                return Err(self.gone(task));
             };
             permit.forget();
             let (pending, handle) = self.pending(task);
@@ -292,13 +297,22 @@ impl Pool {
         }
         self.commands
             .send(Command::Submit(batch))
-            .map_err(|refused| SubmitError::ShuttingDown(first_task(refused.0)))?;
+            .map_err(|refused| self.gone(first_task(refused.0)))?;
         Ok(handles)
+    }
+
+    /// The refusal of `task` by a pool that takes no more tasks: failed, or
+    /// shutting down.
+    fn gone(&self, task: Task) -> SubmitError {
+        match self.failure() {
+            Some(reason) => SubmitError::Failed { task, reason },
+            None => SubmitError::ShuttingDown(task),
+        }
     }
 
     fn check(&self, task: Task) -> Result<Task, SubmitError> {
         if self.shared.closed.load(Relaxed) {
-            return Err(SubmitError::ShuttingDown(task));
+            return Err(self.gone(task));
         }
         if task.priority > PRIORITY_LOWEST {
             return Err(SubmitError::InvalidPriority(task));
@@ -333,8 +347,18 @@ impl Pool {
         let (pending, handle) = self.pending(task);
         self.commands
             .send(Command::Submit(vec![pending]))
-            .map_err(|refused| SubmitError::ShuttingDown(first_task(refused.0)))?;
+            .map_err(|refused| self.gone(first_task(refused.0)))?;
         Ok(handle)
+    }
+
+    /// Why the pool stopped working, when its actor (the task that owns the
+    /// pool's state) ended without a shutdown, which only a bug (a panic) does.
+    /// Then every submit is refused with [`SubmitError::Failed`], tasks in
+    /// flight end as "shutting down", the workers exit as their links close,
+    /// and the health status reads `failed` with this reason. `None` while the
+    /// pool works, and after a shutdown.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.stats.failure.get().cloned()
     }
 
     /// A snapshot of the pool's metrics (a few atomic loads; eventually consistent).
@@ -461,11 +485,40 @@ impl Pool {
         let _ = self.ask(Command::Shutdown).await;
     }
 
+    /// Sends `command` to the actor (for [`crate::testing`]).
+    #[cfg(feature = "test-util")]
+    pub(crate) fn send_command(&self, command: Command) {
+        let _ = self.commands.send(command);
+    }
+
     async fn ask<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> Command) -> Option<T> {
         let (tx, rx) = oneshot::channel();
         self.commands.send(command(tx)).ok()?;
         rx.await.ok()
     }
+}
+
+/// Waits for the actor to end; one that panicked (or was cancelled with its
+/// runtime) marks the pool failed, so handles refuse submits and the metrics say
+/// why instead of showing the last gauges of a pool that is gone.
+async fn watch_actor(actor: tokio::task::JoinHandle<()>, shared: Arc<Shared>) {
+    let reason = match actor.await {
+        Ok(()) => return,
+        Err(e) if e.is_panic() => {
+            let payload = e.into_panic();
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_owned());
+            format!("the pool's actor panicked: {message}")
+        }
+        Err(_) => "the pool's actor was cancelled".to_owned(),
+    };
+    tracing::error!(%reason, "the pool stopped working; it takes no more tasks");
+    shared.stats.fail(reason);
+    shared.closed.store(true, Relaxed);
+    shared.queue_slots.close();
 }
 
 /// The first task of a submission the actor never received (it is gone).

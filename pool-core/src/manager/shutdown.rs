@@ -28,7 +28,8 @@ impl Actor {
                 "shut down before it started",
             ))));
         }
-        let queued: Vec<_> = self.queue.drain().collect();
+        let mut queued: Vec<_> = self.queue.drain().collect();
+        queued.extend(self.held.take_all());
         let retrying: Vec<_> = self.retrying.drain().map(|(_, p)| p).collect();
         for pending in queued.into_iter().chain(retrying) {
             self.settle_error(pending, FinalStatus::Failed, Failure::ShuttingDown);

@@ -10,6 +10,7 @@ use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 
+use super::routing::TaskTypes;
 use crate::process::{describe_exit, GroupSignal, WorkerProcess};
 use crate::protocol::{
     decode_from_worker, encode_frame, FrameCodec, FrameError, FromWorker, Heartbeat, LogLevel,
@@ -33,6 +34,8 @@ pub(crate) enum WorkerEvent {
         pid: u32,
         frames: mpsc::UnboundedSender<Bytes>,
         control: mpsc::UnboundedSender<GroupSignal>,
+        /// The task types it listed in `ready`.
+        task_types: TaskTypes,
     },
     /// The worker never became ready; its process (if any) is reaped.
     StartFailed {
@@ -150,15 +153,17 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
         },
         _ = process.wait() => Err("worker exited before the handshake".to_owned()),
     };
-    if let Err(reason) = checked {
-        return fail_start(&events, num, process, reason).await;
-    }
+    let task_types = match checked {
+        Ok(task_types) => task_types,
+        Err(reason) => return fail_start(&events, num, process, reason).await,
+    };
     let (control_tx, mut control_rx) = mpsc::unbounded_channel();
     let ready = WorkerEvent::Ready {
         num,
         pid: process.pid(),
         frames: frames_tx,
         control: control_tx,
+        task_types,
     };
     if events.send(ready).await.is_err() {
         process.signal(GroupSignal::Kill);
@@ -208,9 +213,13 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
     let _ = events.send(gone).await;
 }
 
-fn check_ready(body: &Bytes) -> Result<(), String> {
+fn check_ready(body: &Bytes) -> Result<TaskTypes, String> {
     match decode_from_worker(body) {
-        Ok(FromWorker::Ready { version, .. }) if version == PROTOCOL_VERSION => Ok(()),
+        Ok(FromWorker::Ready {
+            version,
+            task_types,
+            ..
+        }) if version == PROTOCOL_VERSION => Ok(TaskTypes::from_ready(&task_types)),
         Ok(FromWorker::Ready { version, .. }) => Err(FrameError::VersionMismatch {
             worker: version,
             manager: PROTOCOL_VERSION,

@@ -307,6 +307,9 @@ fn status(config: &ConfigArgs, json: bool) -> Outcome {
         value["uptime_ms"].as_f64().unwrap_or(0.0) / 1000.0,
         m["health"]["status"].as_str().unwrap_or("?"),
     );
+    if let Some(failure) = m["health"]["failure"].as_str() {
+        println!("POOL FAILED: {failure}; new tasks are refused: restart the daemon");
+    }
     println!(
         "workers: {} total, {} ready, {} busy, {} unhealthy (target {})",
         m["workers"]["total"],

@@ -105,13 +105,19 @@ pub(crate) async fn submit(
     .await
 }
 
-/// Stores the tasks, refusing them with the reason when the store cannot take
-/// them or the queue is full (`max_queue_len` unsettled tasks).
+/// Stores the tasks, refusing them with the reason when the pool stopped
+/// working, the store cannot take them or the queue is full (`max_queue_len`
+/// unsettled tasks).
 async fn admit(daemon: &Daemon, tasks: &[NewTask]) -> Vec<Admission> {
     if tasks.is_empty() {
         return Vec::new();
     }
     let refuse_all = |reason: String| vec![Admission::Refused(reason); tasks.len()];
+    if let Some(failure) = daemon.pool.failure() {
+        return refuse_all(format!(
+            "pool_failed: the pool stopped working ({failure}); restart the daemon"
+        ));
+    }
     let max = daemon.setting(|s| s.pool.max_queue_len) as u64;
     let unsettled = match daemon.source.unsettled().await {
         Ok(n) => n,

@@ -58,7 +58,10 @@ pub(crate) async fn run(daemon: Arc<Daemon>) {
             break;
         }
         let window = window(&daemon);
-        let may_claim = claim_failed_at.is_none_or(|t| t.elapsed() > Duration::from_millis(500));
+        // A pool that stopped working takes nothing: claimed tasks stay queued
+        // in the store for the next daemon.
+        let may_claim = claim_failed_at.is_none_or(|t| t.elapsed() > Duration::from_millis(500))
+            && daemon.pool.failure().is_none();
         let in_flight = running.len();
         if !draining && may_claim && in_flight <= window / 2 {
             match daemon.source.claim(window - in_flight, now_ms()).await {

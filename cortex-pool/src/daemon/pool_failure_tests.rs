@@ -1,0 +1,84 @@
+//! A daemon whose pool's actor died says so in `status` (health `failed` and
+//! the reason, no phantom workers) and refuses new tasks, naming why.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use pool_core::testing::{panic_actor, MockAction, MockTransport};
+use pool_core::{Pool, WorkerCommand};
+use tokio::sync::mpsc;
+
+use super::config::Sources;
+use super::durable::api;
+use super::protocol::Reply;
+use super::state::Daemon;
+
+async fn daemon() -> Arc<Daemon> {
+    let settings = Sources::default()
+        .load_with(|_| None)
+        .and_then(super::config::Raw::resolve)
+        .expect("default settings");
+    let (transport, _recorder) = MockTransport::new(|_| MockAction::Echo);
+    let pool = Pool::builder(transport, WorkerCommand::new("mock-worker"))
+        .config(settings.pool.clone())
+        .start()
+        .await
+        .expect("pool starts");
+    Arc::new(Daemon::new(
+        pool,
+        Arc::new(RwLock::new(settings)),
+        Arc::new(task_source::MemorySource::new()),
+    ))
+}
+
+#[tokio::test]
+async fn status_reveals_a_dead_pool_actor_and_submits_are_refused() {
+    let daemon = daemon().await;
+    let before = super::server::status(&daemon).await;
+    assert_eq!(before["metrics"]["health"]["status"], "healthy");
+    let workers = daemon.pool.metrics().workers.total;
+    assert!(workers > 0);
+    assert_eq!(before["metrics"]["workers"]["ready"], workers);
+
+    panic_actor(&daemon.pool);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while daemon.pool.failure().is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "failure noticed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    let after = super::server::status(&daemon).await;
+    let health = &after["metrics"]["health"];
+    assert_eq!(health["status"], "failed", "{after}");
+    let reason = health["failure"].as_str().expect("a reason");
+    assert!(reason.contains("panicked"), "{reason}");
+    assert_eq!(
+        after["metrics"]["workers"]["total"], 0,
+        "no phantom workers"
+    );
+    assert_eq!(after["metrics"]["workers"]["ready"], 0);
+    assert_eq!(after["workers"], serde_json::json!([]));
+
+    let (tx, mut rx) = mpsc::channel(16);
+    let line = r#"{"id":"t1","type":"echo","payload":1}"#.to_owned();
+    api::submit(vec![line], false, 1, &daemon, &tx)
+        .await
+        .expect("answered");
+    drop(tx);
+    let Some(Reply::Lines { lines }) = rx.recv().await else {
+        panic!("a line per task");
+    };
+    assert_eq!(lines[0]["status"], "refused", "{lines:?}");
+    let error = lines[0]["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("pool_failed: the pool stopped working (the pool's actor panicked"),
+        "{error}"
+    );
+    assert!(matches!(
+        rx.recv().await,
+        Some(Reply::Done {
+            accepted: 0,
+            refused: 1
+        })
+    ));
+}
