@@ -1,7 +1,8 @@
 //! Issue 13's `queue_credentials` and TLS options, through the real binary
 //! and a real `nats-server` secured with throwaway secrets made at test time:
-//! a daemon with the right ones runs tasks; a wrong or missing one stops the
-//! start with an error naming what failed.
+//! a daemon with the right ones (mutual TLS, an nkey seed, a `.creds` file)
+//! runs tasks; a wrong or missing one stops the start with an error naming
+//! what failed.
 
 mod daemon_util;
 
@@ -172,5 +173,42 @@ fn a_daemon_reaches_an_nkey_server_and_a_wrong_seed_is_named() {
         String::from_utf8_lossy(&out.stderr).contains("(queue_credentials)"),
         "{}",
         text(&out)
+    );
+}
+
+#[test]
+fn a_daemon_reaches_a_jwt_server_with_a_creds_file_and_a_wrong_one_is_named() {
+    let server = NatsServer::start_with(Security::Creds);
+    let url = server.url();
+    let files = server.client().clone();
+    let creds = path(files.creds.as_ref());
+    let mut daemon = Daemon::new(
+        "queue-creds",
+        &[
+            ("CORTEX_POOL_QUEUE", &url),
+            ("CORTEX_POOL_QUEUE_CREDENTIALS", &creds),
+        ],
+    );
+    daemon.watchdog(90);
+    daemon.run_foreground();
+    assert_eq!(daemon.status()["queue"]["connection"], "connected");
+    round_trip(&daemon, &url);
+    let stopped = daemon.stop();
+    assert!(stopped.status.success(), "stop failed: {}", text(&stopped));
+
+    // A user of an account the server does not know.
+    let wrong = path(files.wrong_creds.as_ref());
+    let err = refused_start(
+        "queue-creds-wrong",
+        &[
+            ("CORTEX_POOL_QUEUE", &url),
+            ("CORTEX_POOL_QUEUE_CREDENTIALS", &wrong),
+        ],
+    );
+    assert!(
+        err.contains(&format!(
+            "the NATS server at {url} refused the credentials in {wrong} (queue_credentials)"
+        )),
+        "{err}"
     );
 }

@@ -1,8 +1,11 @@
 //! Throwaway secrets for a test server (feature `test-server`): a CA, a
-//! server and a client certificate signed by it (rcgen), and nkey users.
+//! server and a client certificate signed by it (rcgen), nkey users, and an
+//! operator, account and user JWTs for `.creds` files.
 //! Made at test time in the server's own directory and removed with it.
 
 use std::path::{Path, PathBuf};
+
+use serde_json::json;
 
 use rcgen::{
     BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -24,6 +27,9 @@ pub enum Security {
     },
     /// One nkey user; a client proves it holds the user's seed.
     Nkey,
+    /// Decentralized JWT auth: an operator, an account with JetStream, and a
+    /// user whose `.creds` file (JWT + seed) the client presents.
+    Creds,
 }
 
 /// The client side of a secured server's secrets: what a test hands the
@@ -42,6 +48,10 @@ pub struct ClientFiles {
     pub seed: Option<PathBuf>,
     /// The seed of a user the server does not know.
     pub wrong_seed: Option<PathBuf>,
+    /// The user's `.creds` file (`queue_credentials`).
+    pub creds: Option<PathBuf>,
+    /// A `.creds` file for a user of an account the server does not know.
+    pub wrong_creds: Option<PathBuf>,
 }
 
 fn write(path: &Path, text: &str) -> PathBuf {
@@ -133,6 +143,89 @@ pub(crate) fn make(security: Security, dir: &Path) -> (String, ClientFiles) {
                 user.public_key()
             )
         }
+        Security::Creds => {
+            let operator = nkeys::KeyPair::new_operator();
+            let account = nkeys::KeyPair::new_account();
+            let user = nkeys::KeyPair::new_user();
+            let stranger = nkeys::KeyPair::new_account();
+            let other_user = nkeys::KeyPair::new_user();
+            // JetStream needs a system account in operator mode.
+            let system = nkeys::KeyPair::new_account();
+            let operator_jwt = jwt(
+                &operator,
+                &operator,
+                json!({"type": "operator", "version": 2, "system_account": system.public_key()}),
+            );
+            let system_jwt = jwt(&operator, &system, json!({"type": "account", "version": 2}));
+            let account_jwt = jwt(
+                &operator,
+                &account,
+                json!({
+                    "type": "account",
+                    "version": 2,
+                    "limits": {
+                        "subs": -1, "data": -1, "payload": -1, "imports": -1,
+                        "exports": -1, "wildcards": true, "conn": -1, "leaf": -1,
+                        "mem_storage": -1, "disk_storage": -1, "streams": -1,
+                        "consumer": -1
+                    }
+                }),
+            );
+            files.creds = Some(write(&dir.join("user.creds"), &creds(&account, &user)));
+            files.wrong_creds = Some(write(
+                &dir.join("stranger.creds"),
+                &creds(&stranger, &other_user),
+            ));
+            format!(
+                "operator: {operator_jwt:?}\nsystem_account: {}\nresolver: MEMORY\n\
+                 resolver_preload: {{\n  {}: {system_jwt:?}\n  {}: {account_jwt:?}\n}}\n",
+                system.public_key(),
+                system.public_key(),
+                account.public_key()
+            )
+        }
     };
     (conf, files)
+}
+
+/// A NATS JWT for `subject`, signed by `issuer` (ed25519-nkey, base64url).
+fn jwt(issuer: &nkeys::KeyPair, subject: &nkeys::KeyPair, nats: serde_json::Value) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+    use base64::Engine as _;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let header = B64.encode(json!({"typ": "JWT", "alg": "ed25519-nkey"}).to_string());
+    let claims = B64.encode(
+        json!({
+            "jti": format!("{}{now}", subject.public_key()),
+            "iat": now,
+            "iss": issuer.public_key(),
+            "name": "cortex-pool test",
+            "sub": subject.public_key(),
+            "nats": nats,
+        })
+        .to_string(),
+    );
+    let signed = format!("{header}.{claims}");
+    let signature = issuer
+        .sign(signed.as_bytes())
+        .unwrap_or_else(|e| panic!("cannot sign a JWT: {e}"));
+    format!("{signed}.{}", B64.encode(signature))
+}
+
+/// A user `.creds` file: the user's JWT (issued by `account`) and its seed.
+fn creds(account: &nkeys::KeyPair, user: &nkeys::KeyPair) -> String {
+    let token = jwt(
+        account,
+        user,
+        json!({"type": "user", "version": 2, "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1}),
+    );
+    let seed = user
+        .seed()
+        .unwrap_or_else(|e| panic!("cannot encode an nkey seed: {e}"));
+    format!(
+        "-----BEGIN NATS USER JWT-----\n{token}\n------END NATS USER JWT------\n\n\
+         -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n"
+    )
 }

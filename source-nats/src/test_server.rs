@@ -99,6 +99,10 @@ impl NatsServer {
         if let Err(e) = std::fs::create_dir_all(&self.dir) {
             panic!("cannot create {}: {e}", self.dir.display());
         }
+        // Its log, to say why when it does not come up.
+        let log_path = self.dir.join("server.log");
+        let log = std::fs::File::create(&log_path)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", log_path.display()));
         let mut command = Command::new(&bin);
         if let Some(conf) = &self.conf {
             command.arg("-c").arg(conf);
@@ -110,12 +114,20 @@ impl NatsServer {
             .arg(&self.dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}; {INSTALL_HINT}", bin.display()));
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                let said = std::fs::read_to_string(&log_path).unwrap_or_default();
+                panic!("nats-server exited ({status}) before listening: {said}");
+            }
             assert!(
                 Instant::now() < deadline,
                 "nats-server did not listen on port {} within 20 s",
