@@ -5,7 +5,7 @@ use async_nats::jetstream::{self, consumer, kv, stream};
 use async_nats::ConnectOptions;
 
 use crate::config::NatsConfig;
-use crate::message::Band;
+use crate::message::{subject, Band};
 use crate::NatsError;
 
 /// Everything one connection holds.
@@ -113,7 +113,7 @@ pub(crate) async fn connect(config: &NatsConfig) -> Result<Queue, NatsError> {
             name: config.stream.clone(),
             subjects: Band::ALL
                 .iter()
-                .map(|b| b.subject(&config.subject_prefix))
+                .map(|&b| subject(b, &config.subject_prefix))
                 .collect(),
             retention: stream::RetentionPolicy::WorkQueue,
             storage: stream::StorageType::File,
@@ -140,7 +140,7 @@ pub(crate) async fn connect(config: &NatsConfig) -> Result<Queue, NatsError> {
                 &name,
                 consumer::pull::Config {
                     durable_name: Some(name.clone()),
-                    filter_subject: band.subject(&config.subject_prefix),
+                    filter_subject: subject(band, &config.subject_prefix),
                     ack_policy: consumer::AckPolicy::Explicit,
                     ack_wait: config.ack_wait,
                     max_deliver: -1,

@@ -15,43 +15,12 @@ pub const HEADER_ERROR: &str = "Cortex-Error";
 pub const HEADER_ATTEMPTS: &str = "Cortex-Attempts";
 
 /// A priority band: priorities 0…100 map onto three subjects, fetched highest
-/// first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Band {
-    /// Priorities 0…33.
-    High,
-    /// Priorities 34…66.
-    Normal,
-    /// Priorities 67…100.
-    Low,
-}
+/// first — the pool's own bands, so `queue.byPriority` and the subjects agree.
+pub use pool_core::queue::PriorityBand as Band;
 
-impl Band {
-    /// Every band, highest first.
-    pub const ALL: [Self; 3] = [Self::High, Self::Normal, Self::Low];
-
-    /// The band of `priority` (0 highest).
-    pub fn of(priority: u8) -> Self {
-        match priority {
-            0..=33 => Self::High,
-            34..=66 => Self::Normal,
-            _ => Self::Low,
-        }
-    }
-
-    /// The band's name: the last token of its subject.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::High => "high",
-            Self::Normal => "normal",
-            Self::Low => "low",
-        }
-    }
-
-    /// The band's subject under `prefix`.
-    pub fn subject(self, prefix: &str) -> String {
-        format!("{prefix}.{}", self.name())
-    }
+/// The subject of `band` under `prefix`: `PREFIX.high`, `.normal` or `.low`.
+pub fn subject(band: Band, prefix: &str) -> String {
+    format!("{prefix}.{}", band.name())
 }
 
 /// A task's message body: `run`'s input line.
@@ -136,7 +105,7 @@ mod tests {
         assert_eq!(Band::of(66), Band::Normal);
         assert_eq!(Band::of(67), Band::Low);
         assert_eq!(Band::of(100), Band::Low);
-        assert_eq!(Band::High.subject("cortex.tasks"), "cortex.tasks.high");
+        assert_eq!(subject(Band::High, "cortex.tasks"), "cortex.tasks.high");
     }
 
     #[test]

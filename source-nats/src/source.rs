@@ -20,7 +20,7 @@ use task_source::{
 use crate::config::NatsConfig;
 use crate::connect::{connect, Queue};
 use crate::message::{
-    result_key, Band, Body, HEADER_ATTEMPTS, HEADER_ERROR, HEADER_ERROR_KIND, HEADER_ID,
+    result_key, subject, Band, Body, HEADER_ATTEMPTS, HEADER_ERROR, HEADER_ERROR_KIND, HEADER_ID,
 };
 use crate::records::{dead_letter, from_line, DeadLetter};
 use crate::stats::{Counters, QueueStats};
@@ -161,7 +161,7 @@ impl NatsSource {
             let mut headers = HeaderMap::new();
             headers.insert(NATS_MESSAGE_ID, msg_id.as_str());
             let body = serde_json::to_vec(&Body::of(task)).unwrap_or_default();
-            let subject = Band::of(task.priority).subject(&self.inner.config.subject_prefix);
+            let subject = subject(Band::of(task.priority), &self.inner.config.subject_prefix);
             acks.push(
                 self.inner
                     .queue
