@@ -122,35 +122,10 @@ fn a_daemon_reaches_an_nkey_server_and_a_wrong_seed_is_named() {
     let server = NatsServer::start_with(Security::Nkey);
     let url = server.url();
     let files = server.client().clone();
-    let seed = path(files.seed.as_ref());
-    let mut daemon = Daemon::new(
-        "queue-nkey",
-        &[
-            ("CORTEX_POOL_QUEUE", &url),
-            ("CORTEX_POOL_QUEUE_CREDENTIALS", &seed),
-        ],
-    );
-    daemon.watchdog(90);
-    daemon.run_foreground();
-    assert_eq!(daemon.status()["queue"]["connection"], "connected");
-    round_trip(&daemon, &url);
-    let stopped = daemon.stop();
-    assert!(stopped.status.success(), "stop failed: {}", text(&stopped));
-
+    serves_with_credentials("queue-nkey", &url, &path(files.seed.as_ref()));
     let wrong = path(files.wrong_seed.as_ref());
-    let err = refused_start(
-        "queue-nkey-wrong",
-        &[
-            ("CORTEX_POOL_QUEUE", &url),
-            ("CORTEX_POOL_QUEUE_CREDENTIALS", &wrong),
-        ],
-    );
-    assert!(
-        err.contains(&format!(
-            "the NATS server at {url} refused the credentials in {wrong} (queue_credentials)"
-        )) && err.contains("authorization violation"),
-        "{err}"
-    );
+    let err = refused_credentials("queue-nkey-wrong", &url, &wrong);
+    assert!(err.contains("authorization violation"), "{err}");
     let err = refused_start("queue-nkey-none", &[("CORTEX_POOL_QUEUE", &url)]);
     assert!(
         err.contains("no queue_credentials are set") && err.contains("authorization violation"),
@@ -181,34 +156,43 @@ fn a_daemon_reaches_a_jwt_server_with_a_creds_file_and_a_wrong_one_is_named() {
     let server = NatsServer::start_with(Security::Creds);
     let url = server.url();
     let files = server.client().clone();
-    let creds = path(files.creds.as_ref());
+    serves_with_credentials("queue-creds", &url, &path(files.creds.as_ref()));
+    // A user of an account the server does not know.
+    refused_credentials("queue-creds-wrong", &url, &path(files.wrong_creds.as_ref()));
+}
+
+/// A daemon with `credentials` connects to `url` and runs a task through it.
+fn serves_with_credentials(name: &str, url: &str, credentials: &str) {
     let mut daemon = Daemon::new(
-        "queue-creds",
+        name,
         &[
-            ("CORTEX_POOL_QUEUE", &url),
-            ("CORTEX_POOL_QUEUE_CREDENTIALS", &creds),
+            ("CORTEX_POOL_QUEUE", url),
+            ("CORTEX_POOL_QUEUE_CREDENTIALS", credentials),
         ],
     );
     daemon.watchdog(90);
     daemon.run_foreground();
     assert_eq!(daemon.status()["queue"]["connection"], "connected");
-    round_trip(&daemon, &url);
+    round_trip(&daemon, url);
     let stopped = daemon.stop();
     assert!(stopped.status.success(), "stop failed: {}", text(&stopped));
+}
 
-    // A user of an account the server does not know.
-    let wrong = path(files.wrong_creds.as_ref());
+/// A daemon with `credentials` the server refuses does not start, naming the
+/// file and the key; returns what it said.
+fn refused_credentials(name: &str, url: &str, credentials: &str) -> String {
     let err = refused_start(
-        "queue-creds-wrong",
+        name,
         &[
-            ("CORTEX_POOL_QUEUE", &url),
-            ("CORTEX_POOL_QUEUE_CREDENTIALS", &wrong),
+            ("CORTEX_POOL_QUEUE", url),
+            ("CORTEX_POOL_QUEUE_CREDENTIALS", credentials),
         ],
     );
     assert!(
         err.contains(&format!(
-            "the NATS server at {url} refused the credentials in {wrong} (queue_credentials)"
+            "the NATS server at {url} refused the credentials in {credentials} (queue_credentials)"
         )),
         "{err}"
     );
+    err
 }

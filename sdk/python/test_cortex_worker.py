@@ -383,16 +383,32 @@ class BatchTest(unittest.TestCase):
 
 
 class FifoTest(unittest.TestCase):
-    def test_fifo_transport(self):
+    def start_fifo_worker(self, **extra_env):
+        """Starts the example worker over two fresh FIFOs (removed after the test);
+        returns the process and the FIFOs' paths (to the worker, from the worker)."""
         tmp = tempfile.TemporaryDirectory()
         self.addCleanup(tmp.cleanup)
         to_worker = os.path.join(tmp.name, "to-worker")
         from_worker = os.path.join(tmp.name, "from-worker")
         os.mkfifo(to_worker, 0o600)
         os.mkfifo(from_worker, 0o600)
-        env = dict(os.environ, CORTEX_TRANSPORT="fifo", CORTEX_FIFO_TO_WORKER=to_worker, CORTEX_FIFO_FROM_WORKER=from_worker)
-        proc = subprocess.Popen([sys.executable, WORKER], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env, cwd=HERE)
+        env = dict(
+            os.environ,
+            CORTEX_TRANSPORT="fifo",
+            CORTEX_FIFO_TO_WORKER=to_worker,
+            CORTEX_FIFO_FROM_WORKER=from_worker,
+            **extra_env,
+        )
+        proc = subprocess.Popen(
+            [sys.executable, WORKER], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, env=env, cwd=HERE,
+        )
+        self.addCleanup(proc.stderr.close)
         self.addCleanup(lambda: proc.poll() is None and (proc.kill(), proc.wait()))
+        return proc, to_worker, from_worker
+
+    def test_fifo_transport(self):
+        proc, to_worker, from_worker = self.start_fifo_worker()
         # The worker opens to-worker for reading first, then from-worker for writing.
         with open(to_worker, "wb") as out, open(from_worker, "rb") as inp:
             out.write(hello() + task(1, "echo", [1, 2]))
@@ -408,27 +424,9 @@ class FifoTest(unittest.TestCase):
     def test_a_worker_whose_manager_is_not_its_parent_exits(self):
         # Its parent (this test) lives on, but the manager it was told of is pid 1:
         # it was orphaned before it looked, and must not wait for FIFOs nobody opens.
-        tmp = tempfile.TemporaryDirectory()
-        self.addCleanup(tmp.cleanup)
-        to_worker = os.path.join(tmp.name, "to-worker")
-        from_worker = os.path.join(tmp.name, "from-worker")
-        os.mkfifo(to_worker, 0o600)
-        os.mkfifo(from_worker, 0o600)
-        env = dict(
-            os.environ,
-            CORTEX_TRANSPORT="fifo",
-            CORTEX_FIFO_TO_WORKER=to_worker,
-            CORTEX_FIFO_FROM_WORKER=from_worker,
-            CORTEX_MANAGER_PID="1",
-        )
-        proc = subprocess.Popen(
-            [sys.executable, WORKER], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE, env=env, cwd=HERE,
-        )
-        self.addCleanup(lambda: proc.poll() is None and (proc.kill(), proc.wait()))
+        proc, _, _ = self.start_fifo_worker(CORTEX_MANAGER_PID="1")
         self.assertEqual(proc.wait(TIMEOUT), 2)
         self.assertIn(b"the manager went away before opening its FIFOs", proc.stderr.read())
-        proc.stderr.close()
 
     def test_manager_pid_comes_from_the_environment_when_it_is_a_pid(self):
         import cortex_worker
