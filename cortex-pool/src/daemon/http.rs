@@ -60,7 +60,7 @@ async fn answer(mut conn: TcpStream, daemon: &Daemon) -> std::io::Result<()> {
         ),
         ("GET", "/healthz") => {
             let health = daemon.pool.metrics().health.status;
-            let status = if health == "critical" {
+            let status = if health == pool_core::HealthStatus::Critical {
                 "503 Service Unavailable"
             } else {
                 "200 OK"

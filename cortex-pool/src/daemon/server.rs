@@ -140,6 +140,10 @@ async fn answer(
                     "metrics": api::with_store_dlq(json!(pool.metrics()), &store),
                     "store": store,
                     "workers": pool.workers().await,
+                    "alerts": super::health_view::active(
+                        pool.alerts().await,
+                        super::health_view::now_ms(),
+                    ),
                 }),
             }
         }

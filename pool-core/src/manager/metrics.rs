@@ -9,6 +9,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::histogram::{Latency, LatencySummary};
+use super::HealthStatus;
 
 /// The counters and gauges the actor maintains.
 #[derive(Debug)]
@@ -173,11 +174,11 @@ impl Stats {
             .checked_div(target)
             .map_or(100, |p| p.min(100));
         let status = if critical > 0 || healthy * 2 < target {
-            "critical"
+            HealthStatus::Critical
         } else if healthy * 5 < target * 4 || breaker {
-            "degraded"
+            HealthStatus::Degraded
         } else {
-            "healthy"
+            HealthStatus::Healthy
         };
         let alerts_total = get(&self.alerts_total);
         HealthSummary {
@@ -353,7 +354,7 @@ pub struct HealthSummary {
     /// Worker counts.
     pub workers: HealthWorkers,
     /// `healthy`, `degraded` or `critical` (rules: see [`PoolMetrics`]'s docs).
-    pub status: &'static str,
+    pub status: HealthStatus,
     /// Whether workers keep failing to start.
     pub restart_breaker_open: bool,
 }
@@ -485,6 +486,7 @@ mod tests {
             s.workers_unhealthy.load(Relaxed),
         )
         .status
+        .as_str()
     }
 
     #[test]
