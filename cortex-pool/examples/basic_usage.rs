@@ -47,7 +47,7 @@ async fn example() -> common::Result {
     println!("{}", serde_json::to_string_pretty(&metrics)?);
     assert_eq!(metrics.tasks.submitted, 1);
     assert_eq!(metrics.tasks.completed, 1);
-    assert_eq!(metrics.health.status, "healthy");
+    assert_eq!(metrics.health.status, cortex_pool::HealthStatus::Healthy);
 
     // Queued tasks fail, running ones finish, workers exit and are reaped.
     pool.shutdown().await;

@@ -52,7 +52,7 @@ async fn example() -> common::Result {
     assert_eq!(workers.len(), WORKERS);
     let metrics = pool.metrics();
     println!("health: {}", serde_json::to_string(&metrics.health)?);
-    assert_eq!(metrics.health.status, "healthy");
+    assert_eq!(metrics.health.status, cortex_pool::HealthStatus::Healthy);
     assert_eq!(
         (metrics.workers.healthy, metrics.workers.unhealthy),
         (WORKERS as u64, 0)
@@ -75,7 +75,11 @@ async fn example() -> common::Result {
     })
     .await?;
     assert_eq!(metrics.performance.workers_crashed, 1);
-    assert_eq!(metrics.health.status, "healthy", "back to full strength");
+    assert_eq!(
+        metrics.health.status,
+        cortex_pool::HealthStatus::Healthy,
+        "back to full strength"
+    );
 
     // 3. Recycling: after about MAX_TASKS_PER_WORKER tasks a worker is replaced,
     //    bounding leaks in long-lived workers. It keeps serving until its
@@ -110,7 +114,10 @@ async fn example() -> common::Result {
             w.tasks_done
         );
     }
-    assert_eq!(pool.metrics().health.status, "healthy");
+    assert_eq!(
+        pool.metrics().health.status,
+        cortex_pool::HealthStatus::Healthy
+    );
 
     pool.shutdown().await;
     println!("health_monitoring: ok");

@@ -37,8 +37,9 @@
 
 pub use pool_core::{
     error, health, manager, protocol, queue, task, transport, BalancePolicy, ConfigError, Failure,
-    FinalStatus, HealthProbe, Pool, PoolBuilder, PoolConfig, PoolEvent, PoolMetrics, RetryPolicy,
-    StartError, SubmitError, Task, TaskError, TaskHandle, TaskOutput, Transport, WorkerCommand,
+    FinalStatus, HealthProbe, HealthStatus, Pool, PoolBuilder, PoolConfig, PoolEvent, PoolMetrics,
+    PoolSettings, RetryPolicy, StartError, SubmitError, Task, TaskError, TaskHandle, TaskOutput,
+    Transport, WorkerCommand,
 };
 
 /// The stdio-pipe transport.

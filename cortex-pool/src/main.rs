@@ -5,6 +5,7 @@
 mod cli;
 mod daemon;
 mod demo_worker;
+mod pool_settings;
 mod top;
 
 fn main() -> std::process::ExitCode {

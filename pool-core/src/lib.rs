@@ -43,8 +43,8 @@ pub use balance::{BalancePolicy, WorkerSnapshot};
 pub use error::{ConfigError, StartError, SubmitError, TASK_FRAME_OVERHEAD};
 pub use health::{HealthProbe, Verdict, Vitals};
 pub use manager::{
-    Failure, FinalStatus, Pool, PoolBuilder, PoolConfig, PoolEvent, PoolMetrics, TaskError,
-    TaskHandle, TaskOutput, WorkerCommand,
+    Failure, FinalStatus, HealthStatus, Pool, PoolBuilder, PoolConfig, PoolEvent, PoolMetrics,
+    PoolSettings, TaskError, TaskHandle, TaskOutput, WorkerCommand,
 };
 pub use queue::RetryPolicy;
 pub use task::Task;

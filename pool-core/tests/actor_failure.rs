@@ -49,7 +49,7 @@ async fn a_panicked_actor_is_reported_and_refuses_new_tasks() {
         "the pool's actor panicked: panic requested by pool_core::testing::panic_actor"
     );
     let m = pool.metrics();
-    assert_eq!(m.health.status, "failed");
+    assert_eq!(m.health.status, pool_core::HealthStatus::Failed);
     assert_eq!(m.health.failure.as_deref(), Some(reason.as_str()));
     assert_eq!(
         (m.workers.total, m.workers.ready, m.tasks.in_flight),

@@ -22,12 +22,19 @@ fn drain(events: &mut tokio::sync::broadcast::Receiver<PoolEvent>) -> Vec<PoolEv
 async fn a_fresh_pool_and_a_fully_busy_pool_are_healthy() {
     let (pool, _) = common::start(common::config(2), |_| MockAction::Hang).await;
     let h = pool.health();
-    assert_eq!((h.status, h.capacity.capacity_percent), ("healthy", 100));
+    assert_eq!(
+        (h.status, h.capacity.capacity_percent),
+        (pool_core::HealthStatus::Healthy, 100)
+    );
     let _a = pool.submit(common::task("busy", 1)).await.unwrap();
     let _b = pool.submit(common::task("busy", 2)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     let h = pool.health();
-    assert_eq!(h.status, "healthy", "utilisation is load, not health");
+    assert_eq!(
+        h.status,
+        pool_core::HealthStatus::Healthy,
+        "utilisation is load, not health"
+    );
     assert_eq!(h.capacity.utilization_percent, 100);
     pool.shutdown().await;
 }
@@ -51,10 +58,17 @@ async fn a_zombie_raises_one_critical_alert_that_keeps_the_pool_critical_for_fiv
     assert_eq!(zombies[0].worker_id.as_deref(), Some("worker-0"));
     assert!(alerts.iter().any(|a| a.kind == "missed-heartbeat"));
     let h = pool.health();
-    assert_eq!((h.status, h.alerts.critical), ("critical", 1));
+    assert_eq!(
+        (h.status, h.alerts.critical),
+        (pool_core::HealthStatus::Critical, 1)
+    );
     tokio::time::sleep(Duration::from_secs(301)).await;
     let h = pool.health();
-    assert_eq!((h.status, h.alerts.critical), ("healthy", 0), "{h:?}");
+    assert_eq!(
+        (h.status, h.alerts.critical),
+        (pool_core::HealthStatus::Healthy, 0),
+        "{h:?}"
+    );
     pool.shutdown().await;
 }
 

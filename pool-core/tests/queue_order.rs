@@ -115,7 +115,7 @@ async fn metrics_count_every_worker_as_soon_as_start_returns() {
     let (pool, _) = common::start(common::config(4), |_| MockAction::Echo).await;
     let m = pool.metrics();
     assert_eq!((m.workers.total, m.workers.ready), (4, 4));
-    assert_eq!(m.health.status, "healthy");
+    assert_eq!(m.health.status, pool_core::HealthStatus::Healthy);
     pool.shutdown().await;
 }
 

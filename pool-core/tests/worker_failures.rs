@@ -162,7 +162,7 @@ async fn repeated_start_failures_back_off_and_open_the_breaker() {
     assert!(launches < 15, "{launches} launches in ~10 s");
     let m = pool.metrics();
     assert!(m.health.restart_breaker_open);
-    assert_eq!(m.health.status, "critical");
+    assert_eq!(m.health.status, pool_core::HealthStatus::Critical);
     pool.shutdown().await;
 }
 
@@ -186,7 +186,7 @@ async fn workers_that_always_crash_open_the_breaker_instead_of_looping() {
     );
     let m = pool.metrics();
     assert!(m.health.restart_breaker_open);
-    assert_eq!(m.health.status, "critical");
+    assert_eq!(m.health.status, pool_core::HealthStatus::Critical);
     let alerts = pool.alerts().await;
     assert!(
         alerts.iter().any(|a| a.kind == "restart-breaker-open"),

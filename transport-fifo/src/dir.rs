@@ -205,10 +205,18 @@ impl FifoPair {
             created: [false; 2],
         };
         for (i, name) in order.iter().enumerate() {
-            rustix::fs::mkfifoat(pair.dir.fd(), name.as_str(), fifo_mode)?;
+            let named = |e: Errno| {
+                let path = pair.dir.path().join(name);
+                io::Error::new(
+                    io::Error::from(e).kind(),
+                    format!("cannot make the FIFO {}: {e}", path.display()),
+                )
+            };
+            rustix::fs::mkfifoat(pair.dir.fd(), name.as_str(), fifo_mode).map_err(named)?;
             pair.created[i] = true;
             // mkfifo applied the umask; make the mode exactly 0600.
-            rustix::fs::chmodat(pair.dir.fd(), name.as_str(), fifo_mode, AtFlags::empty())?;
+            rustix::fs::chmodat(pair.dir.fd(), name.as_str(), fifo_mode, AtFlags::empty())
+                .map_err(named)?;
         }
         Ok(pair)
     }
@@ -233,5 +241,28 @@ impl Drop for FifoPair {
                 Err(e) => tracing::warn!(fifo = %name, error = %e, "cannot unlink a FIFO"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fifo_that_cannot_be_made_is_named_by_its_path() {
+        let base = std::env::temp_dir().join(format!("fifo-dir-named-{}", std::process::id()));
+        std::fs::create_dir_all(&base).unwrap();
+        let dir = Arc::new(PoolDir::create(&base).unwrap());
+        let planted = dir.path().join(fifo_names(0).to_worker);
+        std::fs::write(&planted, b"in the way").unwrap();
+        let err = FifoPair::create(Arc::clone(&dir)).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(&format!("cannot make the FIFO {}", planted.display())),
+            "{err}"
+        );
+        std::fs::remove_file(&planted).unwrap();
+        drop(dir);
+        std::fs::remove_dir_all(&base).unwrap();
     }
 }

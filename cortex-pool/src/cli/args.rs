@@ -295,7 +295,7 @@ pub(crate) enum DlqCommand {
 pub(crate) struct ScaleArgs {
     #[command(flatten)]
     pub(crate) config: ConfigArgs,
-    /// The new number of workers.
+    /// The new number of workers, within min_workers..=max_workers.
     pub(crate) size: usize,
 }
 

@@ -8,11 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use pool_core::{Pool, PoolConfig, RetryPolicy, Transport, WorkerCommand};
+use pool_core::{Pool, PoolConfig, PoolSettings, Transport, WorkerCommand};
 use tokio::io::{AsyncRead, BufReader};
 use tokio::sync::{broadcast, mpsc, watch};
-use transport_fifo::FifoTransport;
-use transport_ipc::StdioTransport;
 
 use super::args::RunArgs;
 use super::interrupt::{self, Phase};
@@ -21,6 +19,7 @@ use super::progress::{self, Progress};
 use super::reader::{LineReader, RawLine};
 use super::summary::Tally;
 use super::{input, EXIT_USAGE};
+use crate::pool_settings::TransportKind;
 
 /// How long the runtime's shutdown waits for blocking threads (a read of stdin).
 const RUNTIME_SHUTDOWN: Duration = Duration::from_millis(500);
@@ -76,67 +75,38 @@ fn init_tracing() {
         .try_init();
 }
 
+/// The pool's configuration from the flags, through the loader the daemon uses.
 fn config(args: &RunArgs) -> Result<PoolConfig, UsageError> {
     let workers = match args.workers {
         Some(0) => return Err(UsageError("--workers must be at least 1".into())),
         Some(n) => n,
         None => std::thread::available_parallelism().map_or(1, usize::from),
     };
-    let base = Duration::from_millis(args.backoff_ms);
-    let cap = base.max(Duration::from_secs(30));
-    let retry = RetryPolicy::new(args.max_retries, base, cap, false)?;
-    let mut config = PoolConfig {
-        pool_size: workers,
-        min_workers: 1,
-        max_workers: workers.max(50),
-        retry,
-        task_timeout: Duration::from_millis(args.timeout_ms),
-        max_queue_len: 10_000,
-        ..PoolConfig::default()
+    let settings = PoolSettings {
+        pool_size: Some(workers),
+        max_retries: Some(args.max_retries),
+        retry_backoff_ms: Some(args.backoff_ms),
+        task_timeout_ms: Some(args.timeout_ms),
+        max_queue_len: Some(10_000),
+        heartbeat_interval_ms: args.heartbeat_ms,
+        suspect_after_ms: args.suspect_ms,
+        zombie_after_ms: args.zombie_ms,
+        max_tasks_per_worker: args.max_tasks_per_worker,
+        worker_concurrency: Some(args.concurrency),
+        prefetch: args.prefetch,
+        max_rss_mb: args.max_rss_mb,
+        kill_rss_mb: args.kill_rss_mb,
+        ..PoolSettings::default()
     };
-    if let Some(ms) = args.heartbeat_ms {
-        config.heartbeat_interval = Duration::from_millis(ms);
-    }
-    if let Some(ms) = args.suspect_ms {
-        config.suspect_after = Duration::from_millis(ms);
-    } else if args.heartbeat_ms.is_some() {
-        config.suspect_after = config.heartbeat_interval * 3;
-    }
-    if let Some(ms) = args.zombie_ms {
-        config.zombie_after = Duration::from_millis(ms);
-        if args.suspect_ms.is_none() {
-            config.suspect_after = config.suspect_after.min(config.zombie_after);
-        }
-    } else if args.heartbeat_ms.is_some() || args.suspect_ms.is_some() {
-        config.zombie_after = config.suspect_after * 2;
-    }
-    config.max_tasks_per_worker = args.max_tasks_per_worker;
-    config.worker_concurrency = args.concurrency;
-    config.prefetch = args.prefetch.unwrap_or(config.prefetch);
-    config.max_rss_bytes = args.max_rss_mb.map(|mb| mb * 1024 * 1024);
-    config.kill_rss_bytes = args.kill_rss_mb.map(|mb| mb * 1024 * 1024);
-    config.validate()?;
-    Ok(config)
+    Ok(settings.resolve()?)
 }
 
 fn transport(args: &RunArgs) -> Result<Arc<dyn Transport>, UsageError> {
-    if args.fifo_dir.is_some() && args.transport != "fifo" {
+    let kind: TransportKind = args.transport.parse().map_err(UsageError)?;
+    if args.fifo_dir.is_some() && kind != TransportKind::Fifo {
         return Err(UsageError("--fifo-dir needs --transport fifo".into()));
     }
-    match args.transport.as_str() {
-        "stdio" => Ok(Arc::new(StdioTransport::new())),
-        "fifo" => {
-            let fifo = match &args.fifo_dir {
-                Some(dir) => FifoTransport::in_dir(dir),
-                None => FifoTransport::new(),
-            }
-            .map_err(|e| UsageError(format!("cannot set up the fifo transport: {e}")))?;
-            Ok(Arc::new(fifo))
-        }
-        other => Err(UsageError(format!(
-            "unknown transport {other:?}: expected stdio or fifo"
-        ))),
-    }
+    kind.open(args.fifo_dir.as_deref()).map_err(UsageError)
 }
 
 fn worker_command(args: &RunArgs) -> Result<WorkerCommand, UsageError> {

@@ -1,39 +1,23 @@
 //! The daemon's configuration: a TOML file, then environment variables (the
 //! original's names and `CORTEX_POOL_<KEY>` for every key), then `--set KEY=VALUE`
-//! flags, each overriding the one before. The pool's defaults come from
-//! [`PoolConfig::default`], the daemon's from [`Settings::resolve`]; every value is
-//! validated at start with a message that names its key.
+//! flags, each overriding the one before. The pool's keys are resolved by the loader
+//! `run` shares ([`crate::pool_settings`], [`PoolSettings`]), the daemon's by
+//! [`Raw::resolve`]; every value is validated at start with a message that names
+//! its key.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
-use pool_core::{BalancePolicy, PoolConfig, RetryPolicy, WorkerCommand};
+use pool_core::{BalancePolicy, PoolConfig, PoolSettings, WorkerCommand};
 use serde::Deserialize;
 
 use super::paths::{self, Paths};
+use crate::pool_settings::take_pool_config;
+pub(crate) use crate::pool_settings::{SettingsError, TransportKind};
 
-/// Every key a file, `CORTEX_POOL_<KEY>` or `--set` may give.
-pub(crate) const KEYS: &[&str] = &[
-    "pool_size",
-    "min_workers",
-    "max_workers",
-    "worker_concurrency",
-    "prefetch",
-    "max_queue_len",
-    "max_retries",
-    "retry_backoff_ms",
-    "task_timeout_ms",
-    "dlq_capacity",
-    "heartbeat_interval_ms",
-    "suspect_after_ms",
-    "zombie_after_ms",
-    "start_timeout_ms",
-    "shutdown_timeout_ms",
-    "kill_grace_ms",
-    "max_tasks_per_worker",
-    "max_rss_mb",
-    "kill_rss_mb",
+/// The daemon's own keys; the pool's are [`PoolSettings::KEYS`]. A file,
+/// `CORTEX_POOL_<KEY>` or `--set` may give any of both.
+pub(crate) const DAEMON_KEYS: &[&str] = &[
     "policy",
     "auto_restart",
     "transport",
@@ -61,6 +45,15 @@ pub(crate) const KEYS: &[&str] = &[
     "queue_tls_key",
 ];
 
+/// Every key: the pool's, then the daemon's.
+fn keys() -> impl Iterator<Item = &'static str> {
+    PoolSettings::KEYS.iter().chain(DAEMON_KEYS).copied()
+}
+
+fn is_key(key: &str) -> bool {
+    keys().any(|k| k == key)
+}
+
 /// The original daemon's environment variables (SPEC §1.8) and their keys.
 const LEGACY_ENV: &[(&str, &str)] = &[
     ("POOL_SIZE", "pool_size"),
@@ -74,26 +67,6 @@ const LEGACY_ENV: &[(&str, &str)] = &[
     ("PID_FILE", "pid_file"),
 ];
 
-/// A configuration value that does not make sense.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid configuration: {key}: {message}")]
-#[non_exhaustive]
-pub(crate) struct SettingsError {
-    /// The key (or source) at fault.
-    pub(crate) key: String,
-    /// What is wrong.
-    pub(crate) message: String,
-}
-
-impl SettingsError {
-    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            key: key.into(),
-            message: message.into(),
-        }
-    }
-}
-
 /// Where the configuration comes from: a file and `--set` pairs (the environment
 /// is read by [`Sources::load`]).
 #[derive(Debug, Clone, Default)]
@@ -104,29 +77,18 @@ pub(crate) struct Sources {
     pub(crate) overrides: Vec<String>,
 }
 
-/// Raw settings, every one optional; absent ones take their defaults.
+/// The settings as read: the pool's, resolved by the shared loader
+/// ([`take_pool_config`]), and the daemon's own keys, every one optional.
+#[derive(Debug, Clone)]
+pub(crate) struct Raw {
+    pool: PoolConfig,
+    daemon: DaemonRaw,
+}
+
+/// The daemon's own keys ([`DAEMON_KEYS`]); absent ones take their defaults.
 #[derive(Debug, Default, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct Raw {
-    pool_size: Option<usize>,
-    min_workers: Option<usize>,
-    max_workers: Option<usize>,
-    worker_concurrency: Option<u32>,
-    prefetch: Option<u32>,
-    max_queue_len: Option<usize>,
-    max_retries: Option<u32>,
-    retry_backoff_ms: Option<u64>,
-    task_timeout_ms: Option<u64>,
-    dlq_capacity: Option<usize>,
-    heartbeat_interval_ms: Option<u64>,
-    suspect_after_ms: Option<u64>,
-    zombie_after_ms: Option<u64>,
-    start_timeout_ms: Option<u64>,
-    shutdown_timeout_ms: Option<u64>,
-    kill_grace_ms: Option<u64>,
-    max_tasks_per_worker: Option<u64>,
-    max_rss_mb: Option<u64>,
-    kill_rss_mb: Option<u64>,
+struct DaemonRaw {
     policy: Option<String>,
     auto_restart: Option<bool>,
     transport: Option<String>,
@@ -152,15 +114,6 @@ pub(crate) struct Raw {
     queue_tls_ca: Option<PathBuf>,
     queue_tls_cert: Option<PathBuf>,
     queue_tls_key: Option<PathBuf>,
-}
-
-/// Which transport the workers use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum TransportKind {
-    /// stdin/stdout pipes.
-    Stdio,
-    /// A pair of named FIFOs per worker.
-    Fifo,
 }
 
 /// The daemon's validated settings.
@@ -221,10 +174,10 @@ impl Sources {
                 toml::Value::String(log.to_string_lossy().into_owned()),
             );
         }
-        for key in KEYS {
+        for key in keys() {
             let var = format!("CORTEX_POOL_{}", key.to_ascii_uppercase());
             if let Some(value) = env(&var) {
-                table.insert((*key).to_owned(), env_value(key, &value));
+                table.insert(key.to_owned(), env_value(key, &value));
             }
         }
         for pair in &self.overrides {
@@ -232,7 +185,7 @@ impl Sources {
                 .split_once('=')
                 .ok_or_else(|| SettingsError::new(pair.clone(), "--set takes KEY=VALUE"))?;
             let key = key.trim();
-            if !KEYS.contains(&key) {
+            if !is_key(key) {
                 return Err(SettingsError::new(key, "unknown key"));
             }
             table.insert(key.to_owned(), env_value(key, value));
@@ -268,24 +221,22 @@ fn env_value(key: &str, text: &str) -> toml::Value {
     }
 }
 
-fn from_table(table: toml::Table) -> Result<Raw, SettingsError> {
+fn from_table(mut table: toml::Table) -> Result<Raw, SettingsError> {
     for key in table.keys() {
-        if !KEYS.contains(&key.as_str()) {
+        if !is_key(key) {
             return Err(SettingsError::new(key.clone(), "unknown key"));
         }
     }
-    Raw::deserialize(table).map_err(|e| {
+    let pool = take_pool_config(&mut table)?;
+    let daemon = DaemonRaw::deserialize(table).map_err(|e| {
         let message = e.to_string();
-        let key = KEYS
+        let key = DAEMON_KEYS
             .iter()
             .find(|k| message.contains(&format!("`{k}`")))
             .map_or("config", |k| k);
         SettingsError::new(key, message.trim().to_owned())
-    })
-}
-
-fn ms(v: u64) -> Duration {
-    Duration::from_millis(v)
+    })?;
+    Ok(Raw { pool, daemon })
 }
 
 impl Raw {
@@ -294,104 +245,22 @@ impl Raw {
     /// # Errors
     /// The first value that does not make sense, naming its key.
     pub(crate) fn resolve(self) -> Result<Settings, SettingsError> {
-        let d = PoolConfig::default();
-        let positive_ms = |key: &str, v: Option<u64>, default: Duration| match v {
-            Some(0) => Err(SettingsError::new(key, "must be greater than zero")),
-            Some(v) => Ok(ms(v)),
-            None => Ok(default),
-        };
-        let heartbeat_interval = positive_ms(
-            "heartbeat_interval_ms",
-            self.heartbeat_interval_ms,
-            d.heartbeat_interval,
-        )?;
-        // A faster heartbeat scales the silence limits with it unless they are given.
-        let suspect_default = if self.heartbeat_interval_ms.is_some() {
-            heartbeat_interval * 3
-        } else {
-            d.suspect_after
-        };
-        let suspect_after =
-            positive_ms("suspect_after_ms", self.suspect_after_ms, suspect_default)?;
-        let zombie_after = positive_ms(
-            "zombie_after_ms",
-            self.zombie_after_ms,
-            if self.suspect_after_ms.is_some() || self.heartbeat_interval_ms.is_some() {
-                suspect_after * 2
-            } else {
-                d.zombie_after
-            },
-        )?;
-        let retry = match (self.max_retries, self.retry_backoff_ms) {
-            (None, None) => d.retry,
-            (retries, backoff) => {
-                let base = backoff.map_or(Duration::from_secs(1), ms);
-                RetryPolicy::new(
-                    retries.unwrap_or(d.retry.max_retries()),
-                    base,
-                    base.max(Duration::from_secs(30)),
-                    false,
-                )
-                .map_err(|e| SettingsError::new("retry_backoff_ms", e.to_string()))?
-            }
-        };
-        let pool = PoolConfig {
-            pool_size: self.pool_size.unwrap_or(d.pool_size),
-            min_workers: self.min_workers.unwrap_or(d.min_workers),
-            max_workers: self.max_workers.unwrap_or(d.max_workers),
-            worker_concurrency: self.worker_concurrency.unwrap_or(d.worker_concurrency),
-            prefetch: self.prefetch.unwrap_or(d.prefetch),
-            max_queue_len: self.max_queue_len.unwrap_or(d.max_queue_len),
-            retry,
-            task_timeout: positive_ms("task_timeout_ms", self.task_timeout_ms, d.task_timeout)?,
-            dlq_capacity: self.dlq_capacity.unwrap_or(d.dlq_capacity),
-            heartbeat_interval,
-            suspect_after,
-            zombie_after,
-            start_timeout: positive_ms("start_timeout_ms", self.start_timeout_ms, d.start_timeout)?,
-            shutdown_timeout: self.shutdown_timeout_ms.map_or(d.shutdown_timeout, ms),
-            kill_grace: self.kill_grace_ms.map_or(d.kill_grace, ms),
-            max_tasks_per_worker: self.max_tasks_per_worker.or(d.max_tasks_per_worker),
-            max_rss_bytes: self
-                .max_rss_mb
-                .map(|mb| mb * 1024 * 1024)
-                .or(d.max_rss_bytes),
-            kill_rss_bytes: self
-                .kill_rss_mb
-                .map(|mb| mb * 1024 * 1024)
-                .or(d.kill_rss_bytes),
-            ..d
-        };
-        pool.validate().map_err(|e| {
-            let key = match e.key {
-                k @ ("task_timeout" | "heartbeat_interval" | "suspect_after" | "zombie_after"
-                | "start_timeout") => format!("{k}_ms"),
-                "max_rss_bytes" => "max_rss_mb".to_owned(),
-                "kill_rss_bytes" => "kill_rss_mb".to_owned(),
-                k => k.to_owned(),
-            };
-            SettingsError::new(key, e.message)
-        })?;
-        let policy = self.policy.unwrap_or_else(|| "least-loaded".to_owned());
+        let Raw { pool, daemon: raw } = self;
+        let policy = raw.policy.unwrap_or_else(|| "least-loaded".to_owned());
         policy_balance::by_name(&policy)
             .map_err(|e| SettingsError::new("policy", e.to_string()))?;
-        if self.auto_restart == Some(false) {
+        if raw.auto_restart == Some(false) {
             return Err(SettingsError::new(
                 "auto_restart",
                 "false is not supported: the pool always replaces workers that die",
             ));
         }
-        let transport = match self.transport.as_deref().unwrap_or("stdio") {
-            "stdio" => TransportKind::Stdio,
-            "fifo" => TransportKind::Fifo,
-            other => {
-                return Err(SettingsError::new(
-                    "transport",
-                    format!("unknown transport {other:?}: expected stdio or fifo"),
-                ))
-            }
-        };
-        let worker = match self.worker {
+        let transport = raw
+            .transport
+            .as_deref()
+            .map_or(Ok(TransportKind::Stdio), str::parse)
+            .map_err(|e| SettingsError::new("transport", e))?;
+        let worker = match raw.worker {
             Some(cmd) => {
                 let (program, args) = cmd
                     .split_first()
@@ -405,26 +274,20 @@ impl Raw {
                 WorkerCommand::new(me).args(["worker"])
             }
         };
-        let dir = self.runtime_dir.unwrap_or_else(paths::default_runtime_dir);
-        let paths = Paths::new(
-            dir,
-            self.socket,
-            self.pid_file,
-            self.log_file,
-            self.fifo_dir,
-        );
-        let max_request_bytes = self.max_request_bytes.unwrap_or(1024 * 1024);
+        let dir = raw.runtime_dir.unwrap_or_else(paths::default_runtime_dir);
+        let paths = Paths::new(dir, raw.socket, raw.pid_file, raw.log_file, raw.fifo_dir);
+        let max_request_bytes = raw.max_request_bytes.unwrap_or(1024 * 1024);
         if !(64..=64 * 1024 * 1024).contains(&max_request_bytes) {
             return Err(SettingsError::new(
                 "max_request_bytes",
                 "must be between 64 bytes and 64 MiB",
             ));
         }
-        let max_connections = self.max_connections.unwrap_or(64);
+        let max_connections = raw.max_connections.unwrap_or(64);
         if max_connections == 0 {
             return Err(SettingsError::new("max_connections", "must be at least 1"));
         }
-        let metrics_addr = match self.metrics_addr.as_deref() {
+        let metrics_addr = match raw.metrics_addr.as_deref() {
             None | Some("" | "off") => None,
             Some(text) => {
                 let addr: std::net::SocketAddr = text
@@ -441,21 +304,21 @@ impl Raw {
         };
         let store = super::durable::StoreSettings::resolve(
             &paths.dir,
-            self.store,
-            self.durability.as_deref(),
-            self.result_ttl.as_ref(),
-            self.store_max_mb,
+            raw.store,
+            raw.durability.as_deref(),
+            raw.result_ttl.as_ref(),
+            raw.store_max_mb,
         )
         .map_err(|(key, message)| SettingsError::new(key, message))?;
         let queue = super::queue::QueueSettings::resolve(super::queue::RawQueue {
-            url: self.queue,
-            stream: self.queue_stream,
-            subject_prefix: self.queue_subject_prefix,
-            credentials: self.queue_credentials,
-            ack_wait_ms: self.queue_ack_wait_ms,
-            tls_ca: self.queue_tls_ca,
-            tls_cert: self.queue_tls_cert,
-            tls_key: self.queue_tls_key,
+            url: raw.queue,
+            stream: raw.queue_stream,
+            subject_prefix: raw.queue_subject_prefix,
+            credentials: raw.queue_credentials,
+            ack_wait_ms: raw.queue_ack_wait_ms,
+            tls_ca: raw.queue_tls_ca,
+            tls_cert: raw.queue_tls_cert,
+            tls_key: raw.queue_tls_key,
         })
         .map_err(|(key, message)| SettingsError::new(key, message))?;
         Ok(Settings {
@@ -466,7 +329,7 @@ impl Raw {
             transport,
             worker,
             paths,
-            allowed_uids: self.allowed_uids.unwrap_or_else(|| vec![paths::uid()]),
+            allowed_uids: raw.allowed_uids.unwrap_or_else(|| vec![paths::uid()]),
             max_request_bytes,
             max_connections,
             metrics_addr,
@@ -520,6 +383,19 @@ mod tests {
     }
 
     #[test]
+    fn a_pool_size_alone_moves_the_bounds_it_is_outside() {
+        let s = Sources {
+            file: None,
+            overrides: vec!["pool_size=4".into()],
+        }
+        .load_with(env(&[]))
+        .unwrap()
+        .resolve()
+        .unwrap();
+        assert_eq!((s.pool.pool_size, s.pool.min_workers), (4, 4));
+    }
+
+    #[test]
     fn file_then_env_then_flags() {
         let file = std::env::temp_dir().join(format!("cp-cfg-{}.toml", std::process::id()));
         std::fs::write(&file, "pool_size = 3\nmin_workers = 1\npolicy = \"p2c\"\n").unwrap();
@@ -554,7 +430,14 @@ mod tests {
         };
         assert_eq!(bad(&[("CORTEX_POOL_POOL_SIZE", "many")]), "pool_size");
         assert_eq!(bad(&[("TASK_TIMEOUT", "0")]), "task_timeout_ms");
-        assert_eq!(bad(&[("MIN_WORKERS", "90")]), "min_workers");
+        assert_eq!(
+            bad(&[("MIN_WORKERS", "90"), ("MAX_WORKERS", "50")]),
+            "min_workers"
+        );
+        assert_eq!(
+            bad(&[("POOL_SIZE", "4"), ("MIN_WORKERS", "5")]),
+            "pool_size"
+        );
         assert_eq!(
             bad(&[("CORTEX_POOL_METRICS_ADDR", "0.0.0.0:9")]),
             "metrics_addr"

@@ -60,7 +60,10 @@ async fn answer(mut conn: TcpStream, daemon: &Daemon) -> std::io::Result<()> {
         ),
         ("GET", "/healthz") => {
             let health = daemon.pool.metrics().health.status;
-            let status = if matches!(health, "critical" | "failed") {
+            let status = if matches!(
+                health,
+                pool_core::HealthStatus::Critical | pool_core::HealthStatus::Failed
+            ) {
                 "503 Service Unavailable"
             } else {
                 "200 OK"

@@ -7,12 +7,16 @@
 //! - `paths`, `pidfile` — the runtime directory and the locked PID file.
 //! - `protocol`, `server`, `client` — the control socket's requests and replies.
 //! - `signals` — drain, forced stop, reload with a rolling restart.
+//! - `event_log` — the pool's events and the restart breaker in the daemon's log.
+//! - `health_view` — the active alerts in `status`, and why health is what it is.
 //! - `prometheus`, `http` — the exposition format and the optional scrape endpoint.
 
 pub(crate) mod client;
 pub(crate) mod commands;
 pub(crate) mod config;
 pub(crate) mod durable;
+pub(crate) mod event_log;
+pub(crate) mod health_view;
 pub(crate) mod http;
 pub(crate) mod paths;
 pub(crate) mod pidfile;
@@ -43,6 +47,9 @@ pub(crate) enum DaemonError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A file or directory could not be made or used; the error names it.
+    #[error("{0}")]
+    Fs(std::io::Error),
     /// The pool did not start (its workers cannot be started).
     #[error("the pool did not start: {0}")]
     PoolStart(String),

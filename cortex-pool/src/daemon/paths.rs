@@ -66,18 +66,26 @@ impl Paths {
 /// it must be a directory owned by us; group and other bits are removed.
 ///
 /// # Errors
-/// When it cannot be created, is not a directory, or belongs to another user.
+/// When it cannot be created, is not a directory, or belongs to another user; every
+/// error names the path.
 pub(crate) fn ensure_private_dir(dir: &Path) -> io::Result<()> {
+    let not_a_dir = || {
+        io::Error::new(
+            io::ErrorKind::NotADirectory,
+            format!("{}: is not a directory", dir.display()),
+        )
+    };
+    if std::fs::symlink_metadata(dir).is_ok_and(|m| !m.is_dir()) {
+        return Err(not_a_dir());
+    }
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(dir)?;
-    let meta = std::fs::symlink_metadata(dir)?;
+        .create(dir)
+        .map_err(|e| with_path(dir, &e))?;
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| with_path(dir, &e))?;
     if !meta.is_dir() {
-        return Err(io::Error::other(format!(
-            "{} is not a directory",
-            dir.display()
-        )));
+        return Err(not_a_dir());
     }
     if meta.uid() != uid() {
         return Err(io::Error::new(
@@ -91,9 +99,15 @@ pub(crate) fn ensure_private_dir(dir: &Path) -> io::Result<()> {
         ));
     }
     if meta.mode() & 0o077 != 0 {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| with_path(dir, &e))?;
     }
     Ok(())
+}
+
+/// `e`, with the path it concerns in front of its message.
+pub(crate) fn with_path(path: &Path, e: &io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
 /// Opens a file of the runtime directory with `options` plus `O_NOFOLLOW`, then
@@ -121,7 +135,7 @@ pub(crate) fn open_private(
             Some(rustix::io::Errno::LOOP) => refuse("is a symbolic link".into()),
             _ => io::Error::new(e.kind(), format!("{}: {e}", path.display())),
         })?;
-    let meta = file.metadata()?;
+    let meta = file.metadata().map_err(|e| with_path(path, &e))?;
     if !meta.is_file() {
         return Err(refuse("is not a regular file".into()));
     }
@@ -129,12 +143,16 @@ pub(crate) fn open_private(
         return Err(refuse(format!("belongs to uid {}, not to us", meta.uid())));
     }
     if meta.mode() & 0o077 != 0 {
-        file.set_permissions(std::fs::Permissions::from_mode(meta.mode() & 0o700))?;
+        file.set_permissions(std::fs::Permissions::from_mode(meta.mode() & 0o700))
+            .map_err(|e| with_path(path, &e))?;
     }
     Ok(file)
 }
 
 /// Makes sure the parent directory of `file` exists (0700 when we create it).
+///
+/// # Errors
+/// When it cannot be created; the error names the parent.
 pub(crate) fn ensure_parent(file: &Path) -> io::Result<()> {
     match file.parent() {
         Some(parent) if !parent.as_os_str().is_empty() && !parent.exists() => {
@@ -142,6 +160,7 @@ pub(crate) fn ensure_parent(file: &Path) -> io::Result<()> {
                 .recursive(true)
                 .mode(0o700)
                 .create(parent)
+                .map_err(|e| with_path(parent, &e))
         }
         _ => Ok(()),
     }

@@ -19,7 +19,10 @@ pub(crate) enum PidFileError {
         /// The pid written in the file.
         pid: u32,
     },
-    /// The file could not be opened, locked or written.
+    /// The file could not be opened (the cause names it).
+    #[error("cannot use the PID file: {0}")]
+    Open(io::Error),
+    /// The file could not be locked or written.
     #[error("cannot use the PID file {path}: {source}")]
     Io {
         /// The file.
@@ -57,7 +60,7 @@ impl PidFile {
                     .truncate(false)
                     .mode(0o600),
             )
-            .map_err(io_err)?;
+            .map_err(PidFileError::Open)?;
             match flock(&file, FlockOperation::NonBlockingLockExclusive) {
                 Ok(()) => {}
                 Err(e) if e == rustix::io::Errno::WOULDBLOCK => {

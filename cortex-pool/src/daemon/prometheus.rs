@@ -167,9 +167,9 @@ pub(crate) fn render(daemon: &Daemon, store: Option<&task_source::SourceStats>) 
         m.queue.dlq_size,
     );
     let healthy = match m.health.status {
-        "healthy" => 2,
-        "degraded" => 1,
-        _ => 0,
+        pool_core::HealthStatus::Healthy => 2,
+        pool_core::HealthStatus::Degraded => 1,
+        pool_core::HealthStatus::Critical | pool_core::HealthStatus::Failed => 0,
     };
     gauge(
         &mut registry,

@@ -132,6 +132,10 @@ pub(crate) async fn status(daemon: &Daemon) -> serde_json::Value {
         "store": store,
         "workers": daemon.pool.workers().await,
         "queue": super::queue::metrics::status(daemon),
+        "alerts": super::health_view::active(
+            daemon.pool.alerts().await,
+            super::health_view::now_ms(),
+        ),
     })
 }
 

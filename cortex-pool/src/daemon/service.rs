@@ -9,7 +9,7 @@ use std::time::Duration;
 use interprocess::local_socket::tokio::prelude::*;
 use interprocess::local_socket::{GenericFilePath, ListenerOptions};
 use interprocess::os::unix::local_socket::ListenerOptionsExt;
-use pool_core::{Pool, Transport};
+use pool_core::Pool;
 use tokio_util::sync::CancellationToken;
 
 use super::config::{Settings, Sources, TransportKind};
@@ -26,9 +26,10 @@ use super::{http, server, DaemonError};
 /// does not start.
 pub(crate) async fn run(settings: Settings, sources: Sources) -> Result<(), DaemonError> {
     let paths = settings.paths.clone();
-    ensure_private_dir(&paths.dir).map_err(|e| DaemonError::io(&paths.dir, e))?;
-    ensure_parent(&paths.pid).map_err(|e| DaemonError::io(&paths.pid, e))?;
-    ensure_parent(&paths.socket).map_err(|e| DaemonError::io(&paths.socket, e))?;
+    // These name their paths.
+    ensure_private_dir(&paths.dir).map_err(DaemonError::Fs)?;
+    ensure_parent(&paths.pid).map_err(DaemonError::Fs)?;
+    ensure_parent(&paths.socket).map_err(DaemonError::Fs)?;
     let pid_file = PidFile::acquire(&paths.pid).map_err(|e| match e {
         PidFileError::AlreadyRunning { pid } => DaemonError::AlreadyRunning(pid),
         other => DaemonError::Start(other.to_string()),
@@ -95,21 +96,18 @@ pub(crate) async fn run(settings: Settings, sources: Sources) -> Result<(), Daem
         .map_err(|e| DaemonError::io(&paths.socket, e))?;
 
     let made_fifo_dir = settings.transport == TransportKind::Fifo && !paths.fifo.exists();
-    let transport: Arc<dyn Transport> = match settings.transport {
-        TransportKind::Stdio => Arc::new(transport_ipc::StdioTransport::new()),
-        TransportKind::Fifo => {
-            ensure_private_dir(&paths.fifo).map_err(|e| DaemonError::io(&paths.fifo, e))?;
-            Arc::new(
-                transport_fifo::FifoTransport::in_dir(&paths.fifo)
-                    .map_err(|e| DaemonError::io(&paths.fifo, e))?,
-            )
-        }
-    };
-    let started = Pool::builder_arc(transport.clone(), settings.worker.clone())
+    if settings.transport == TransportKind::Fifo {
+        ensure_private_dir(&paths.fifo).map_err(DaemonError::Fs)?;
+    }
+    let transport = settings
+        .transport
+        .open(Some(&paths.fifo))
+        .map_err(DaemonError::Start)?;
+    let mut builder = Pool::builder_arc(transport.clone(), settings.worker.clone())
         .config(settings.pool.clone())
-        .boxed_policy(settings.policy())
-        .start()
-        .await;
+        .boxed_policy(settings.policy());
+    let events = builder.subscribe();
+    let started = builder.start().await;
     let pool = match started {
         Ok(pool) => pool,
         Err(e) => {
@@ -132,6 +130,12 @@ pub(crate) async fn run(settings: Settings, sources: Sources) -> Result<(), Daem
         let _ = daemon.queue.set(nats);
     }
     let stop = CancellationToken::new();
+    let log_stop = CancellationToken::new();
+    let event_log = tokio::spawn(super::event_log::run(
+        pool.clone(),
+        events,
+        log_stop.clone(),
+    ));
     let feeder = tokio::spawn(super::durable::feeder::run(daemon.clone()));
     let pruner = tokio::spawn(super::durable::prune::run(daemon.clone(), stop.clone()));
     let server = tokio::spawn(server::serve(listener, daemon.clone(), stop.clone()));
@@ -171,6 +175,8 @@ pub(crate) async fn run(settings: Settings, sources: Sources) -> Result<(), Daem
     if let Some(scraper) = scraper {
         let _ = scraper.await;
     }
+    log_stop.cancel();
+    let _ = event_log.await;
     drop(pool);
     drop(daemon);
     // The pool's actor holds the transport until it has finished; its FIFO

@@ -179,10 +179,12 @@ fn changes(before: &Snapshot, now: &Snapshot) -> Vec<(Severity, String)> {
         lines.push((Severity::of_alert(&alert.severity), alert_text(alert)));
     }
     if b.health.status != n.health.status {
-        let severity = match n.health.status.as_str() {
-            "critical" => Severity::Critical,
-            "degraded" => Severity::Warning,
-            _ => Severity::Info,
+        let severity = match n.health.status {
+            pool_core::HealthStatus::Critical | pool_core::HealthStatus::Failed => {
+                Severity::Critical
+            }
+            pool_core::HealthStatus::Degraded => Severity::Warning,
+            pool_core::HealthStatus::Healthy => Severity::Info,
         };
         lines.push((
             severity,
@@ -246,7 +248,7 @@ mod tests {
     fn snapshot(completed: u64, workers: &[&str]) -> Snapshot {
         let mut s = Snapshot::default();
         s.metrics.tasks.completed = completed;
-        s.metrics.health.status = "healthy".into();
+        s.metrics.health.status = pool_core::HealthStatus::Healthy;
         s.workers = workers
             .iter()
             .map(|id| Worker {
@@ -278,7 +280,7 @@ mod tests {
         let t0 = Instant::now();
         h.observe(t0, 0, &snapshot(0, &["worker-1", "worker-2"]));
         let mut next = snapshot(0, &["worker-2", "worker-3"]);
-        next.metrics.health.status = "critical".into();
+        next.metrics.health.status = pool_core::HealthStatus::Critical;
         next.metrics.health.restart_breaker_open = true;
         next.alerts.push(Alert {
             id: "alert-1".into(),

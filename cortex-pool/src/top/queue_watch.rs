@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use pool_core::HealthStatus;
 use serde_json::Value;
 use source_nats::NatsSource;
 
@@ -59,11 +60,10 @@ impl QueueWatch {
         m.tasks.in_flight = stats.ack_pending;
         m.tasks.dlq = stats.dead_letters;
         m.health.status = if stats.connected {
-            "healthy"
+            HealthStatus::Healthy
         } else {
-            "critical"
-        }
-        .to_owned();
+            HealthStatus::Critical
+        };
         snapshot.shared_queue = Some(SharedQueue {
             url: self.url.clone(),
             connected: stats.connected,

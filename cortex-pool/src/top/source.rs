@@ -102,7 +102,7 @@ pub(crate) struct Bands {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub(crate) struct HealthPart {
-    pub(crate) status: String,
+    pub(crate) status: pool_core::HealthStatus,
     pub(crate) restart_breaker_open: bool,
     pub(crate) alerts: AlertCounts,
     pub(crate) capacity: Capacity,

@@ -2,19 +2,32 @@
 
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::ConfigError;
 use crate::protocol::DEFAULT_MAX_FRAME;
 use crate::queue::RetryPolicy;
 
 use super::autoscale::Autoscale;
 
+mod settings;
+
+pub use settings::{AutoscaleSettings, PoolSettings};
+
 /// The pool's settings. `Default` gives the original's defaults; every field's doc
 /// states its default. [`validate`](Self::validate) runs when the pool starts.
 ///
-/// Build one with struct-update syntax: `PoolConfig { pool_size: 4, ..PoolConfig::default() }`.
-#[derive(Debug, Clone)]
+/// Build one with struct-update syntax:
+/// `PoolConfig { pool_size: 4, min_workers: 1, ..PoolConfig::default() }`.
+///
+/// It (de)serializes as [`PoolSettings`]: flat keys, durations in milliseconds
+/// (`task_timeout_ms`), memory in MiB (`max_rss_mb`); deserializing applies the
+/// same adapted defaults and checks as [`PoolSettings::resolve`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(try_from = "PoolSettings", into = "PoolSettings")]
 pub struct PoolConfig {
-    /// Workers to start, clamped to `min_workers..=max_workers`. Default 20.
+    /// Workers to start. Must lie within `min_workers..=max_workers` (the same rule
+    /// as [`Pool::scale_to`](super::Pool::scale_to)). Default 20.
     pub pool_size: usize,
     /// Lower bound of the pool's size. Default 5.
     pub min_workers: usize,
@@ -156,6 +169,7 @@ impl PoolConfig {
                 ),
             ));
         }
+        self.check_size(self.pool_size)?;
         if self.worker_concurrency == 0 {
             return Err(ConfigError::new("worker_concurrency", "must be at least 1"));
         }
@@ -210,15 +224,35 @@ impl PoolConfig {
         Ok(())
     }
 
+    /// The pool-size rule shared by the configuration and scaling: a size must lie
+    /// within `min_workers..=max_workers`.
+    ///
+    /// # Errors
+    /// [`ConfigError`] for `pool_size`, stating the rule and the bounds.
+    pub fn check_size(&self, size: usize) -> Result<(), ConfigError> {
+        if (self.min_workers..=self.max_workers).contains(&size) {
+            return Ok(());
+        }
+        Err(ConfigError::new(
+            "pool_size",
+            format!(
+                "{size} is outside min_workers..=max_workers ({}..={}): the pool size \
+                 must lie within them (set min_workers or max_workers to move them)",
+                self.min_workers, self.max_workers
+            ),
+        ))
+    }
+
     /// The most tasks written to one worker at once: its concurrency plus its
     /// prefetch window.
     pub fn worker_window(&self) -> u32 {
         self.worker_concurrency.saturating_add(self.prefetch)
     }
 
-    /// The number of workers the pool starts with: `pool_size` clamped to the bounds.
+    /// The number of workers the pool starts with: `pool_size` (which
+    /// [`validate`](Self::validate) keeps within the bounds).
     pub fn initial_size(&self) -> usize {
-        self.pool_size.clamp(self.min_workers, self.max_workers)
+        self.pool_size
     }
 }
 
@@ -237,14 +271,19 @@ mod tests {
     }
 
     #[test]
-    fn pool_size_is_clamped_to_the_bounds() {
+    fn a_pool_size_outside_the_bounds_is_refused() {
         let mut c = PoolConfig {
             pool_size: 2,
             ..PoolConfig::default()
         };
-        assert_eq!(c.initial_size(), 5);
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.key, "pool_size");
+        assert!(e.message.contains("(5..=50)"), "{e}");
         c.pool_size = 500;
-        assert_eq!(c.initial_size(), 50);
+        assert_eq!(c.validate().unwrap_err().key, "pool_size");
+        c.pool_size = 5;
+        c.validate().unwrap();
+        assert_eq!(c.initial_size(), 5);
     }
 
     #[test]

@@ -46,6 +46,8 @@ pub enum PoolEvent {
         exit: String,
         /// Whether the pool asked it to (shutdown, recycling, a kill for cause).
         expected: bool,
+        /// The last lines it wrote on stderr (empty when none).
+        stderr_tail: String,
     },
     /// A replacement was started for a worker that died.
     WorkerRestarted {

@@ -265,6 +265,7 @@ impl Actor {
             pid,
             exit: exit.clone(),
             expected,
+            stderr_tail: stderr_tail.clone(),
         });
         let general = match (&worker.kill_cause, protocol_error) {
             (Some(KillCause::Unhealthy(reason)), _) => Failure::Unhealthy {

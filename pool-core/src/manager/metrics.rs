@@ -9,6 +9,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::histogram::{Latency, LatencySummary};
+use super::HealthStatus;
 
 /// The counters and gauges the actor maintains.
 #[derive(Debug)]
@@ -207,13 +208,13 @@ impl Stats {
             .map_or(100, |p| p.min(100));
         let failure = self.failure.get().cloned();
         let status = if failure.is_some() {
-            "failed"
+            HealthStatus::Failed
         } else if critical > 0 || healthy * 2 < target {
-            "critical"
+            HealthStatus::Critical
         } else if healthy * 5 < target * 4 || breaker {
-            "degraded"
+            HealthStatus::Degraded
         } else {
-            "healthy"
+            HealthStatus::Healthy
         };
         let alerts_total = get(&self.alerts_total);
         HealthSummary {
@@ -391,7 +392,7 @@ pub struct HealthSummary {
     pub workers: HealthWorkers,
     /// `healthy`, `degraded`, `critical` (rules: see [`PoolMetrics`]'s docs), or
     /// `failed` when the pool's actor ended without a shutdown (see `failure`).
-    pub status: &'static str,
+    pub status: HealthStatus,
     /// Whether workers keep failing to start.
     pub restart_breaker_open: bool,
     /// Why the pool stopped working (status `failed`); absent otherwise.
@@ -545,6 +546,7 @@ mod tests {
             s.workers_unhealthy.load(Relaxed),
         )
         .status
+        .as_str()
     }
 
     #[test]

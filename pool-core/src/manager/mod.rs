@@ -10,6 +10,7 @@ mod events;
 mod failure;
 mod handle;
 mod health_check;
+mod health_status;
 mod histogram;
 mod lifecycle;
 mod metrics;
@@ -24,10 +25,11 @@ mod worker_io;
 pub(crate) use actor::Command;
 pub use alerts::Alert;
 pub use autoscale::Autoscale;
-pub use config::PoolConfig;
+pub use config::{AutoscaleSettings, PoolConfig, PoolSettings};
 pub use events::{AlertSeverity, PoolEvent};
 pub use failure::Failure;
 pub use handle::{FinalStatus, TaskError, TaskHandle, TaskOutput};
+pub use health_status::HealthStatus;
 pub use histogram::{LatencySummary, Percentiles};
 pub use metrics::{
     AlertCounts, BandDepths, CapacitySection, HealthSummary, HealthWorkers, LatencySection,

@@ -38,15 +38,7 @@ impl Actor {
 
     /// Sets the target size within `min_workers..=max_workers`.
     pub(crate) fn scale_to(&mut self, target: usize) -> Result<usize, ConfigError> {
-        if target < self.config.min_workers || target > self.config.max_workers {
-            return Err(ConfigError::new(
-                "pool_size",
-                format!(
-                    "{target} is outside min_workers..=max_workers ({}..={})",
-                    self.config.min_workers, self.config.max_workers
-                ),
-            ));
-        }
+        self.config.check_size(target)?;
         if self.phase != Phase::Running {
             return Err(ConfigError::new("pool_size", "the pool is not running"));
         }

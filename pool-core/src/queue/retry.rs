@@ -48,6 +48,21 @@ impl RetryPolicy {
         self.max_retries
     }
 
+    /// The wait before the first retry.
+    pub fn base(&self) -> Duration {
+        self.base
+    }
+
+    /// The longest wait between attempts.
+    pub fn cap(&self) -> Duration {
+        self.cap
+    }
+
+    /// Whether waits are drawn from the upper half of their backoff.
+    pub fn jitter(&self) -> bool {
+        self.jitter
+    }
+
     /// The same policy with another retry count.
     pub fn with_max_retries(mut self, max_retries: u32) -> Self {
         self.max_retries = max_retries;

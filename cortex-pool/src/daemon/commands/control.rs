@@ -69,8 +69,9 @@ fn start(config: &ConfigArgs) -> Outcome {
     if let Ok(Probe::Running(pid)) = probe(&paths.pid) {
         return Err(Fail(1, format!("already running (pid {pid})")));
     }
-    ensure_private_dir(&paths.dir).map_err(|e| Fail(1, format!("{}: {e}", paths.dir.display())))?;
-    ensure_parent(&paths.log).map_err(|e| Fail(1, format!("{}: {e}", paths.log.display())))?;
+    // These name their paths.
+    ensure_private_dir(&paths.dir).map_err(|e| Fail(1, e.to_string()))?;
+    ensure_parent(&paths.log).map_err(|e| Fail(1, e.to_string()))?;
     let log = crate::daemon::paths::open_private(
         &paths.log,
         OpenOptions::new().create(true).append(true).mode(0o600),
@@ -309,6 +310,9 @@ fn status(config: &ConfigArgs, json: bool) -> Outcome {
     );
     if let Some(failure) = m["health"]["failure"].as_str() {
         println!("POOL FAILED: {failure}; new tasks are refused: restart the daemon");
+    }
+    for line in crate::daemon::health_view::lines(&value, crate::daemon::health_view::now_ms()) {
+        println!("{line}");
     }
     println!(
         "workers: {} total, {} ready, {} busy, {} unhealthy (target {})",

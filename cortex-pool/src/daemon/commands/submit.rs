@@ -45,13 +45,16 @@ fn submit_inner(args: &SubmitArgs) -> Outcome {
                 return Err(usage("--payload needs --type".into()));
             }
             let mut text = String::new();
-            let read = match &args.tasks {
-                Some(p) if p.as_os_str() != "-" => {
-                    std::fs::File::open(p).and_then(|mut f| f.read_to_string(&mut text))
-                }
-                _ => std::io::stdin().read_to_string(&mut text),
+            match &args.tasks {
+                Some(p) if p.as_os_str() != "-" => std::fs::File::open(p)
+                    .and_then(|mut f| f.read_to_string(&mut text))
+                    .map_err(|e| {
+                        usage(format!("cannot read the tasks from {}: {e}", p.display()))
+                    })?,
+                _ => std::io::stdin()
+                    .read_to_string(&mut text)
+                    .map_err(|e| usage(format!("cannot read the tasks from stdin: {e}")))?,
             };
-            read.map_err(|e| usage(format!("cannot read the tasks: {e}")))?;
             text.lines().map(str::to_owned).collect()
         }
     };

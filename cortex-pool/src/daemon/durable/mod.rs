@@ -36,8 +36,7 @@ pub(crate) fn open(settings: &StoreSettings) -> Result<Arc<dyn TaskSource>, Stri
         Durability::Relaxed => store_sqlite::Durability::Relaxed,
     };
     if let Some(parent) = settings.path.parent() {
-        super::paths::ensure_private_dir(parent)
-            .map_err(|e| format!("{}: {e}", parent.display()))?;
+        super::paths::ensure_private_dir(parent).map_err(|e| e.to_string())?;
     }
     store_sqlite::SqliteSource::open(&settings.path, durability)
         .map(|s| Arc::new(s) as Arc<dyn TaskSource>)

@@ -7,6 +7,8 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 use ratatui::Frame;
 
+use pool_core::HealthStatus;
+
 use super::format;
 use crate::top::app::App;
 use crate::top::source::{QueuePart, SharedQueue, Snapshot};
@@ -44,7 +46,7 @@ pub(super) fn lines(app: &App) -> Vec<Line<'static>> {
     };
     let mut first = vec![
         Span::raw(" "),
-        health(&m.health.status),
+        health(m.health.status),
         Span::raw(format!(
             " workers {}/{} ready ({} live) │ breaker ",
             m.workers.ready, m.pool.target_size, m.workers.total
@@ -56,7 +58,7 @@ pub(super) fn lines(app: &App) -> Vec<Line<'static>> {
         first.push(Span::styled(" │ SHUTTING DOWN", bad()));
     }
     let why = reasons(s, app.wall_ms);
-    let label = if m.health.status == "healthy" {
+    let label = if m.health.status == HealthStatus::Healthy {
         " alerts (5 min): "
     } else {
         " why: "
@@ -109,7 +111,7 @@ fn queue_lines(s: &Snapshot, queue: &SharedQueue, wall_ms: u64) -> Vec<Line<'sta
     };
     let first = Line::from(vec![
         Span::raw(" "),
-        health(&m.health.status),
+        health(m.health.status),
         Span::raw(format!(" shared queue {} │ ", queue.url)),
         link,
         Span::raw(format!(" │ watched {}", format::age(s.uptime_ms))),
@@ -187,14 +189,16 @@ fn title() -> Span<'static> {
     )
 }
 
-fn health(status: &str) -> Span<'static> {
+fn health(status: HealthStatus) -> Span<'static> {
     let style = match status {
-        "healthy" => Style::default().fg(Color::Black).bg(Color::Green),
-        "degraded" => Style::default().fg(Color::Black).bg(Color::Yellow),
-        _ => Style::default().fg(Color::White).bg(Color::Red),
+        HealthStatus::Healthy => Style::default().fg(Color::Black).bg(Color::Green),
+        HealthStatus::Degraded => Style::default().fg(Color::Black).bg(Color::Yellow),
+        HealthStatus::Critical | HealthStatus::Failed => {
+            Style::default().fg(Color::White).bg(Color::Red)
+        }
     };
     Span::styled(
-        format!(" {} ", status.to_uppercase()),
+        format!(" {} ", status.as_str().to_uppercase()),
         style.add_modifier(Modifier::BOLD),
     )
 }

@@ -20,7 +20,7 @@ fn pool(workers: usize) -> Snapshot {
     m.pool.target_size = workers as u64;
     m.workers.total = workers as u64;
     m.workers.ready = workers as u64;
-    m.health.status = "healthy".into();
+    m.health.status = pool_core::HealthStatus::Healthy;
     m.health.capacity.total = workers as u64;
     m.health.capacity.healthy = workers as u64;
     m.health.capacity.capacity_percent = 100;
@@ -91,7 +91,7 @@ fn an_empty_pool_shows_every_panel_at_80x24() {
 fn an_open_breaker_and_active_alerts_explain_the_health() {
     let mut s = pool(4);
     let h = &mut s.metrics.health;
-    h.status = "critical".into();
+    h.status = pool_core::HealthStatus::Critical;
     h.restart_breaker_open = true;
     h.alerts.total = 2;
     h.alerts.critical = 1;
@@ -165,7 +165,7 @@ fn watching_the_shared_queue_shows_its_state_and_why_when_disconnected() {
             "waiting 120 │ held by daemons 16 │ DLQ 2",
         ],
     );
-    s.metrics.health.status = "critical".into();
+    s.metrics.health.status = pool_core::HealthStatus::Critical;
     s.shared_queue = Some(SharedQueue {
         url: "nats://127.0.0.1:4222".into(),
         connected: false,
