@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use crate::steps::{cargo, root, run};
 
+mod daemon;
+
 /// One scenario: a name for the table and the function that plays it.
 struct Scenario {
     name: &'static str,
@@ -60,6 +62,14 @@ const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "planted symlinks",
         play: planted_symlinks,
+    },
+    Scenario {
+        name: "daemon SIGHUP rolls under load",
+        play: daemon::sighup_rolls,
+    },
+    Scenario {
+        name: "daemon control-socket fuzz",
+        play: daemon::control_socket_fuzz,
     },
 ];
 

@@ -8,7 +8,8 @@
 //! - `cargo xtask ci`: `cargo fmt --check`, clippy with `-D warnings`, then `test`
 //!   (what `.ci/run` runs).
 //! - `cargo xtask chaos`: attacks the real binary (kill storms, SIGSTOP, rogue
-//!   workers, hostile input, signals, resource limits, planted symlinks) and prints
+//!   workers, hostile input, signals, resource limits, planted symlinks; the
+//!   daemon under SIGHUP rolls and control-socket fuzz) and prints
 //!   a table of submitted / ok / failed / dead-lettered / lost / settled twice /
 //!   orphans per scenario; fails on any lost, twice, orphan or crash. Part of `test`.
 //! - `cargo xtask peers`: builds the benches in release and runs our pool next to

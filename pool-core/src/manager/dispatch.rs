@@ -15,6 +15,7 @@ use super::events::{AlertSeverity, PoolEvent};
 use super::failure::Failure;
 use super::handle::{FinalStatus, TaskError, TaskOutput};
 use super::metrics::Stats;
+use super::routing::TaskTypes;
 use super::worker_io::WorkerMessage;
 use crate::balance::WorkerSnapshot;
 use crate::health::Verdict;
@@ -82,16 +83,26 @@ impl Actor {
     /// Assigns queued tasks to ready workers holding fewer than `capacity` tasks;
     /// the policy picks when `by_policy`, else the worker holding the fewest.
     /// When a candidate stated its task types (or tasks are held for a type),
-    /// the routed pass of [`routing`](super::routing) assigns instead.
+    /// [`routing`](super::routing) assigns instead: its uniform pass when every
+    /// candidate stated the same types, else its routed pass.
     fn dispatch_up_to(&mut self, capacity: u32, by_policy: bool) {
         self.candidates.clear();
+        // The candidates' task types when they all state the same (`uniform`).
         let mut typed = false;
+        let mut uniform = true;
+        let mut types: Option<&TaskTypes> = None;
         for (num, w) in &self.workers {
             if w.state == WorkerState::Ready
                 && (w.in_flight.len() as u32) < capacity
                 && w.task_limit.is_none_or(|limit| w.dispatched < limit)
             {
-                typed |= w.task_types.stated();
+                if w.task_types.stated() {
+                    typed = true;
+                    uniform = uniform && types.is_none_or(|t| *t == w.task_types);
+                    types.get_or_insert(&w.task_types);
+                } else {
+                    uniform = false;
+                }
                 self.candidates.push(WorkerSnapshot::new(
                     *num,
                     w.in_flight.len() as u32,
@@ -99,6 +110,10 @@ impl Actor {
                     capacity,
                 ));
             }
+        }
+        if typed && uniform && self.held.is_empty() {
+            let types = types.cloned().unwrap_or_default();
+            return self.dispatch_uniform(&types, capacity, by_policy);
         }
         if typed || !self.held.is_empty() {
             return self.dispatch_routed(capacity, by_policy);
@@ -156,7 +171,7 @@ impl Actor {
 
     /// The policy's pick among the candidates (the first when it picks out of
     /// range).
-    fn policy_pick(&mut self) -> usize {
+    pub(super) fn policy_pick(&mut self) -> usize {
         let picked = self.policy.pick(&self.candidates);
         if picked < self.candidates.len() {
             return picked;

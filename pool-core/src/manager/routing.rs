@@ -1,9 +1,12 @@
 //! Routing by task type: a worker that lists its task types in `ready` is sent
 //! only tasks of those types; a worker that lists none takes every task.
 //!
-//! The common case costs nothing per task: while building the candidate list,
-//! dispatch notes whether any candidate stated its types, and only then (or while
-//! tasks are held) takes the routed path here.
+//! Pools whose workers state no types pay nothing per task: while building the
+//! candidate list, dispatch notes whether any candidate stated its types, and
+//! only then (or while tasks are held) routes. When every candidate stated the
+//! same types (one worker program: the usual case with an SDK), a task costs one
+//! look-up in that sorted list ([`Actor::dispatch_uniform`]); mixed pools take the
+//! general routed pass ([`Actor::dispatch_routed`]).
 //!
 //! On the routed path a task that no candidate takes is *held* (set aside by type)
 //! instead of blocking the tasks behind it, and is served from there, by
@@ -29,10 +32,10 @@ use super::failure::Failure;
 use super::handle::FinalStatus;
 use crate::queue::PriorityQueue;
 
-/// The task types a worker stated in `ready`; `None` when it stated none (it
-/// takes every task).
+/// The task types a worker stated in `ready`, sorted; `None` when it stated
+/// none (it takes every task). Shared, so a dispatch pass copies it cheaply.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct TaskTypes(Option<Box<[Box<str>]>>);
+pub(crate) struct TaskTypes(Option<Arc<[Box<str>]>>);
 
 impl TaskTypes {
     /// From a `ready` frame's list (empty: not stated).
@@ -43,7 +46,7 @@ impl TaskTypes {
         let mut list: Vec<Box<str>> = types.iter().map(|t| Box::from(*t)).collect();
         list.sort_unstable();
         list.dedup();
-        Self(Some(list.into_boxed_slice()))
+        Self(Some(list.into()))
     }
 
     /// Whether the worker stated its types.
@@ -169,6 +172,34 @@ enum Route {
 }
 
 impl Actor {
+    /// Dispatch when every candidate takes exactly `types` and nothing is held:
+    /// the queue's head goes to the policy's pick if its type is listed, else it
+    /// is held (or fails `unroutable`) and the next one is looked at.
+    pub(crate) fn dispatch_uniform(&mut self, types: &TaskTypes, capacity: u32, by_policy: bool) {
+        while !self.candidates.is_empty() {
+            let Some(head) = self.queue.peek() else {
+                break;
+            };
+            if !types.accepts(&head.task.task_type) {
+                if let Some(pending) = self.queue.pop() {
+                    self.hold(pending);
+                }
+                continue;
+            }
+            let index = if by_policy {
+                self.policy_pick()
+            } else {
+                super::dispatch::least_filled(&self.candidates)
+            };
+            let num = self.candidates[index].id;
+            let Some(pending) = self.queue.pop() else {
+                break;
+            };
+            let assigned = self.assign(num, pending);
+            self.after_assign(index, num, capacity, assigned);
+        }
+    }
+
     /// The routed dispatch pass (see the module docs): the candidate list is
     /// built; each step serves the most urgent task some candidate takes.
     pub(crate) fn dispatch_routed(&mut self, capacity: u32, by_policy: bool) {
