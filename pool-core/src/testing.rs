@@ -103,6 +103,7 @@ pub struct MockRecorder {
     inner: Mutex<RecorderState>,
     launches: AtomicU32,
     fail_launches: AtomicU32,
+    crash_after_ready: AtomicU32,
 }
 
 #[derive(Debug, Default)]
@@ -137,6 +138,19 @@ impl MockRecorder {
     /// Makes the next `n` launches fail.
     pub fn fail_next_launches(&self, n: u32) {
         self.fail_launches.store(n, SeqCst);
+    }
+
+    /// Makes the next `n` workers launched exit (code 1) [`CRASH_AFTER_READY`]
+    /// after their handshake, whether or not they were given a task.
+    pub fn crash_next_after_ready(&self, n: u32) {
+        self.crash_after_ready.store(n, SeqCst);
+    }
+
+    /// Takes one from a counter of launches still to be affected.
+    fn take_one(counter: &AtomicU32) -> bool {
+        counter
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+            .is_ok()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, RecorderState> {
@@ -205,23 +219,25 @@ impl Transport for MockTransport {
 
     async fn launch(&self, spec: &WorkerSpec) -> Result<Link, LaunchError> {
         let n = self.recorder.launches.fetch_add(1, SeqCst) + 1;
-        let failing = self.recorder.fail_launches.load(SeqCst);
-        if failing > 0 {
-            self.recorder.fail_launches.store(failing - 1, SeqCst);
+        if MockRecorder::take_one(&self.recorder.fail_launches) {
             return Err(LaunchError::Spawn {
                 program: spec.program.clone(),
                 source: std::io::ErrorKind::NotFound.into(),
             });
         }
+        let crash_after_ready = MockRecorder::take_one(&self.recorder.crash_after_ready);
         let (manager_end, worker_end) = tokio::io::duplex(1 << 20);
         let kill = CancellationToken::new();
         let (exit_tx, exit_rx) = oneshot::channel();
         tokio::spawn(fake_worker(
-            spec.worker_id.clone(),
+            FakeWorker {
+                name: spec.worker_id.clone(),
+                script: self.script.clone(),
+                recorder: self.recorder.clone(),
+                kill: kill.clone(),
+                crash_after_ready,
+            },
             worker_end,
-            self.script.clone(),
-            self.recorder.clone(),
-            kill.clone(),
             exit_tx,
         ));
         let (reader, writer) = tokio::io::split(manager_end);
@@ -244,14 +260,31 @@ fn frame(message: &FromWorker<'_>) -> Bytes {
     buf.freeze()
 }
 
-async fn fake_worker(
+/// How long a worker made by [`MockRecorder::crash_next_after_ready`] lives after
+/// its handshake.
+pub const CRASH_AFTER_READY: Duration = Duration::from_millis(10);
+
+/// What a simulated worker is made of.
+struct FakeWorker {
     name: String,
-    stream: tokio::io::DuplexStream,
     script: Arc<Script>,
     recorder: Arc<MockRecorder>,
     kill: CancellationToken,
+    crash_after_ready: bool,
+}
+
+async fn fake_worker(
+    worker: FakeWorker,
+    stream: tokio::io::DuplexStream,
     exit_tx: oneshot::Sender<i32>,
 ) {
+    let FakeWorker {
+        name,
+        script,
+        recorder,
+        kill,
+        crash_after_ready,
+    } = worker;
     let (reader, mut writer) = tokio::io::split(stream);
     let dead = CancellationToken::new();
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Bytes>();
@@ -288,6 +321,13 @@ async fn fake_worker(
             pid: 0,
             task_types: vec![],
         }));
+        if crash_after_ready {
+            let crash = crash_tx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(CRASH_AFTER_READY).await;
+                let _ = crash.send(1);
+            });
+        }
         let beats = out_tx.clone();
         let (beat_dead, beat_frozen, beat_rss) = (dead.clone(), frozen.clone(), rss.clone());
         tokio::spawn(async move {
