@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
-use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,10 +31,24 @@ pub struct SimulatedProcess {
     kill: CancellationToken,
     exit: Option<oneshot::Receiver<i32>>,
     status: Option<ExitStatus>,
+    worker: String,
+    recorder: Arc<MockRecorder>,
+    /// Set while a [`MockAction::Stubborn`] task runs: SIGTERM is ignored.
+    stubborn: Arc<AtomicBool>,
 }
 
 impl SimulatedProcess {
-    pub(crate) fn signal(&mut self, _signal: GroupSignal) {
+    /// Records the signal and ends the worker (a stubborn one survives SIGTERM).
+    /// Like a real process, a reaped one is not signalled.
+    pub(crate) fn signal(&mut self, signal: GroupSignal) {
+        if self.status.is_some() {
+            return;
+        }
+        self.recorder
+            .receive(&self.worker, MockReceived::Signal(signal));
+        if signal == GroupSignal::Terminate && self.stubborn.load(SeqCst) {
+            return;
+        }
         self.kill.cancel();
     }
 
@@ -93,6 +107,28 @@ pub enum MockAction {
     /// The worker reports this RSS (bytes) in its heartbeats from now on, and
     /// replies with the payload.
     Bloat(u64),
+    /// Never reply, and make the worker ignore `cancel`, `shutdown`, the end of
+    /// its input and SIGTERM: only SIGKILL ends it.
+    Stubborn,
+    /// Run until a `cancel` for the task arrives, then answer it with an `error`
+    /// of kind `cancelled`.
+    UntilCancelled,
+    /// Run until a `cancel` for the task arrives, then the worker exits with
+    /// status 0 without answering.
+    ExitOnCancel,
+}
+
+/// Something a mock worker was sent that is not a task (see
+/// [`MockRecorder::received`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MockReceived {
+    /// A `cancel` frame for this task id.
+    Cancel(u64),
+    /// A `shutdown` frame.
+    Shutdown,
+    /// A signal to its process group.
+    Signal(GroupSignal),
 }
 
 type Script = dyn Fn(&MockTask) -> MockAction + Send + Sync;
@@ -112,6 +148,7 @@ struct RecorderState {
     running: HashMap<String, u32>,
     max_concurrent: u32,
     replies: Vec<(u64, u32)>,
+    received: Vec<(String, tokio::time::Instant, MockReceived)>,
 }
 
 impl MockRecorder {
@@ -123,6 +160,22 @@ impl MockRecorder {
     /// `(task id, attempt)` of every reply a worker sent, in order.
     pub fn replies(&self) -> Vec<(u64, u32)> {
         self.lock().replies.clone()
+    }
+
+    /// What worker `worker` (`worker-N`) was sent besides tasks, in order, with
+    /// when (on tokio's clock) it arrived.
+    pub fn received(&self, worker: &str) -> Vec<(tokio::time::Instant, MockReceived)> {
+        self.lock()
+            .received
+            .iter()
+            .filter(|(w, _, _)| w == worker)
+            .map(|(_, at, what)| (*at, *what))
+            .collect()
+    }
+
+    fn receive(&self, worker: &str, what: MockReceived) {
+        let now = tokio::time::Instant::now();
+        self.lock().received.push((worker.to_owned(), now, what));
     }
 
     /// The most tasks one worker ever ran at the same time.
@@ -228,6 +281,7 @@ impl Transport for MockTransport {
         let crash_after_ready = MockRecorder::take_one(&self.recorder.crash_after_ready);
         let (manager_end, worker_end) = tokio::io::duplex(1 << 20);
         let kill = CancellationToken::new();
+        let stubborn = Arc::new(AtomicBool::new(false));
         let (exit_tx, exit_rx) = oneshot::channel();
         tokio::spawn(fake_worker(
             FakeWorker {
@@ -236,6 +290,7 @@ impl Transport for MockTransport {
                 recorder: self.recorder.clone(),
                 kill: kill.clone(),
                 crash_after_ready,
+                stubborn: stubborn.clone(),
             },
             worker_end,
             exit_tx,
@@ -245,6 +300,9 @@ impl Transport for MockTransport {
             kill,
             exit: Some(exit_rx),
             status: None,
+            worker: spec.worker_id.clone(),
+            recorder: self.recorder.clone(),
+            stubborn,
         };
         Ok(Link {
             reader: Box::pin(reader),
@@ -271,6 +329,7 @@ struct FakeWorker {
     recorder: Arc<MockRecorder>,
     kill: CancellationToken,
     crash_after_ready: bool,
+    stubborn: Arc<AtomicBool>,
 }
 
 async fn fake_worker(
@@ -284,6 +343,7 @@ async fn fake_worker(
         recorder,
         kill,
         crash_after_ready,
+        stubborn,
     } = worker;
     let (reader, mut writer) = tokio::io::split(stream);
     let dead = CancellationToken::new();
@@ -347,15 +407,27 @@ async fn fake_worker(
         // protocol asks of a worker that honours the key.
         let mut waiting: std::collections::VecDeque<MockTask> = std::collections::VecDeque::new();
         let mut running = 0usize;
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<()>();
+        // The cancellation of each running task.
+        let mut cancels: HashMap<u64, CancellationToken> = HashMap::new();
+        let mut input_open = true;
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<u64>();
         loop {
             tokio::select! {
                 biased;
                 () = kill.cancelled() => break 'life 9,
                 Some(code) = crash_rx.recv() => break 'life code << 8,
-                Some(()) = done_rx.recv() => running = running.saturating_sub(1),
-                next = frames.next() => {
-                    let Some(Ok(body)) = next else { break 'life 0 };
+                Some(id) = done_rx.recv() => {
+                    running = running.saturating_sub(1);
+                    cancels.remove(&id);
+                }
+                next = frames.next(), if input_open => {
+                    let Some(Ok(body)) = next else {
+                        if stubborn.load(SeqCst) {
+                            input_open = false;
+                            continue;
+                        }
+                        break 'life 0
+                    };
                     match decode_to_worker(&body) {
                         Ok(ToWorker::Task(t)) => waiting.push_back(MockTask {
                             id: t.id,
@@ -365,6 +437,10 @@ async fn fake_worker(
                             worker: name.clone(),
                         }),
                         Ok(ToWorker::Cancel { id }) => {
+                            recorder.receive(&name, MockReceived::Cancel(id));
+                            if let Some(token) = cancels.get(&id) {
+                                token.cancel();
+                            }
                             if let Some(pos) = waiting.iter().position(|t| t.id == id) {
                                 if let Some(task) = waiting.remove(pos) {
                                     recorder.answered_unrun(&task);
@@ -377,7 +453,12 @@ async fn fake_worker(
                                 }
                             }
                         }
-                        Ok(ToWorker::Shutdown { .. }) => break 'life 0,
+                        Ok(ToWorker::Shutdown { .. }) => {
+                            recorder.receive(&name, MockReceived::Shutdown);
+                            if !stubborn.load(SeqCst) {
+                                break 'life 0;
+                            }
+                        }
                         Ok(_) => {}
                         Err(_) => break 'life 1,
                     }
@@ -389,23 +470,30 @@ async fn fake_worker(
                 };
                 running += 1;
                 let action = script(&task);
-                if let MockAction::Bloat(bytes) = action {
-                    rss.store(bytes, SeqCst);
+                match action {
+                    MockAction::Bloat(bytes) => rss.store(bytes, SeqCst),
+                    MockAction::Stubborn => stubborn.store(true, SeqCst),
+                    _ => {}
                 }
                 recorder.begin(&task);
                 let done = done_tx.clone();
+                let (id, cancelled) = (task.id, CancellationToken::new());
+                cancels.insert(id, cancelled.clone());
                 let run = run_task(
                     task,
                     action,
                     recorder.clone(),
-                    out_tx.clone(),
-                    crash_tx.clone(),
-                    frozen.clone(),
-                    dead.clone(),
+                    TaskLinks {
+                        out: out_tx.clone(),
+                        crash: crash_tx.clone(),
+                        frozen: frozen.clone(),
+                        dead: dead.clone(),
+                        cancelled,
+                    },
                 );
                 tokio::spawn(async move {
                     run.await;
-                    let _ = done.send(());
+                    let _ = done.send(id);
                 });
             }
         }
@@ -421,15 +509,29 @@ struct HelloConcurrency {
     concurrency: Option<u32>,
 }
 
-async fn run_task(
-    task: MockTask,
-    action: MockAction,
-    recorder: Arc<MockRecorder>,
+/// What a running task of a mock worker is connected to.
+struct TaskLinks {
     out: mpsc::UnboundedSender<Bytes>,
     crash: mpsc::UnboundedSender<i32>,
     frozen: CancellationToken,
     dead: CancellationToken,
+    /// Cancelled when a `cancel` for the task arrives.
+    cancelled: CancellationToken,
+}
+
+async fn run_task(
+    task: MockTask,
+    action: MockAction,
+    recorder: Arc<MockRecorder>,
+    links: TaskLinks,
 ) {
+    let TaskLinks {
+        out,
+        crash,
+        frozen,
+        dead,
+        cancelled,
+    } = links;
     let reply = match action {
         MockAction::Echo | MockAction::Bloat(_) => Some(frame(&FromWorker::Result {
             id: task.id,
@@ -451,8 +553,30 @@ async fn run_task(
             message: "scripted failure",
             retryable,
         }))),
-        MockAction::Hang => {
+        MockAction::Hang | MockAction::Stubborn => {
             // Holds its run slot until the worker dies.
+            dead.cancelled().await;
+            None
+        }
+        MockAction::UntilCancelled => {
+            tokio::select! {
+                () = cancelled.cancelled() => {}
+                () = dead.cancelled() => return recorder.end(&task, false),
+            }
+            Some(frame(&FromWorker::Error(ErrorReply {
+                id: task.id,
+                kind: "cancelled",
+                message: "cancelled",
+                retryable: false,
+            })))
+        }
+        MockAction::ExitOnCancel => {
+            tokio::select! {
+                () = cancelled.cancelled() => {
+                    let _ = crash.send(0);
+                }
+                () = dead.cancelled() => {}
+            }
             dead.cancelled().await;
             None
         }

@@ -193,12 +193,24 @@ pub(crate) enum Timer {
         task: u64,
     },
     Respawn,
-    RetireKill {
+    /// The next step of stopping `worker` is due (see [`StopStep`]).
+    StopStep {
         worker: u64,
     },
     DrainDeadline,
-    Terminate,
-    Kill,
+}
+
+/// How far the pool has got in stopping a worker that is on its way out; each step
+/// follows the last by `kill_grace`, and a worker that exits is never signalled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StopStep {
+    /// The drain deadline passed while it had tasks: it was sent `cancel` for each.
+    /// `shutdown` follows, at once when it has answered them all.
+    Cancelled,
+    /// It was sent `shutdown` and its input was closed; SIGTERM follows.
+    ShutdownSent,
+    /// Its group was sent SIGTERM; SIGKILL follows.
+    Terminated,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -252,6 +264,9 @@ pub(crate) struct Worker {
     pub(crate) slot: Option<Slot>,
     /// Arrival times of its last heartbeats (at most [`HEARTBEAT_HISTORY`]).
     pub(crate) heartbeats: std::collections::VecDeque<Instant>,
+    /// Where its stop stands, and the timer armed for the next step (`None`
+    /// until the pool starts stopping it).
+    pub(crate) stop: Option<(StopStep, delay_queue::Key)>,
 }
 
 /// A place in the pool: a replacement inherits the slot of the worker it replaces,
@@ -444,27 +459,13 @@ impl Actor {
             Timer::Retry { task } => self.on_retry_due(task),
             Timer::CancelGrace { task } => self.on_cancel_grace(task),
             Timer::Respawn => self.on_respawn_due(),
-            Timer::RetireKill { worker } => self.signal_worker(worker, GroupSignal::Kill),
+            Timer::StopStep { worker } => self.on_stop_step_due(worker),
             Timer::DrainDeadline => self.on_drain_deadline(),
-            Timer::Terminate => self.signal_all(GroupSignal::Terminate),
-            Timer::Kill => self.signal_all(GroupSignal::Kill),
         }
     }
 
     fn health_period(&self) -> Duration {
         (self.config.suspect_after / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
-    }
-
-    pub(crate) fn signal_worker(&mut self, num: u64, signal: GroupSignal) {
-        if let Some(worker) = self.workers.get(&num) {
-            let _ = worker.control.send(signal);
-        }
-    }
-
-    fn signal_all(&mut self, signal: GroupSignal) {
-        for worker in self.workers.values() {
-            let _ = worker.control.send(signal);
-        }
     }
 
     fn worker_statuses(&self) -> Vec<WorkerStatus> {

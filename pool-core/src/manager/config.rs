@@ -63,7 +63,8 @@ pub struct PoolConfig {
     pub start_timeout: Duration,
     /// On shutdown, time given to in-flight tasks before they are abandoned. Default 30 s.
     pub shutdown_timeout: Duration,
-    /// Time between asking a worker to exit, SIGTERM, and SIGKILL. Default 5 s.
+    /// Time between the steps of stopping a worker: `cancel` for its tasks (at the
+    /// drain deadline), `shutdown`, SIGTERM, SIGKILL. Default 5 s.
     pub kill_grace: Duration,
     /// First delay before replacing a worker that failed to start or died with no
     /// task running. Default 100 ms.

@@ -315,14 +315,16 @@ impl Actor {
                 self.timers.try_remove(&key);
             }
         }
-        let running = self.running.remove(&id)?;
+        // `None` for a task settled at the drain deadline: its answer still counts
+        // towards the worker's release.
+        let running = self.running.remove(&id);
         self.start_runs(num);
         if retire {
             self.release_worker(num);
         } else {
             self.judge_worker(num, false);
         }
-        Some(running)
+        running
     }
 
     fn complete(&mut self, running: Running, payload: Bytes) {

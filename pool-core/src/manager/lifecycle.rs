@@ -5,8 +5,6 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use tokio::time::Instant;
 
-use bytes::BytesMut;
-
 use super::actor::{
     capped, worker_name, Actor, KillCause, Phase, Slot, Timer, Worker, WorkerState,
     MAX_UNCOUNTED_REQUEUES,
@@ -18,7 +16,7 @@ use super::metrics::Stats;
 use super::worker_io::{run_worker, WorkerEvent, WorkerLaunch};
 use crate::error::StartError;
 use crate::process::GroupSignal;
-use crate::protocol::{encode_frame, FrameError, ToWorker};
+use crate::protocol::FrameError;
 use crate::transport::WorkerSpec;
 
 impl Actor {
@@ -145,6 +143,7 @@ impl Actor {
                 replace_pending: false,
                 slot,
                 heartbeats: std::collections::VecDeque::new(),
+                stop: None,
             },
         );
         let replaced = self
@@ -232,6 +231,10 @@ impl Actor {
             return;
         };
         if let Some((key, _)) = worker.deadline_timer {
+            self.timers.try_remove(&key);
+        }
+        if let Some((_, key)) = worker.stop {
+            // Gone before its next stop step: it is never signalled.
             self.timers.try_remove(&key);
         }
         if let Some(slot) = worker.slot {
@@ -413,11 +416,9 @@ impl Actor {
         }
     }
 
-    /// Asks worker `num` to exit once idle: no new tasks; a graceful shutdown frame
-    /// and EOF when its last task is done; SIGKILL if it lingers.
+    /// Asks worker `num` to exit once idle: no new tasks; `shutdown` and EOF when
+    /// its last task is done, then SIGTERM and SIGKILL if it lingers.
     pub(crate) fn release_worker(&mut self, num: u64) {
-        let grace = self.config.kill_grace;
-        let max_frame = self.config.max_frame;
         let Some(worker) = self.workers.get_mut(&num) else {
             return;
         };
@@ -427,22 +428,8 @@ impl Actor {
         if worker.state != WorkerState::Killing {
             worker.state = WorkerState::Retiring;
         }
-        if !worker.in_flight.is_empty() {
-            return;
-        }
-        if let Some(frames) = worker.frames.take() {
-            let mut frame = BytesMut::new();
-            if encode_frame(
-                &ToWorker::Shutdown { graceful: true },
-                &mut frame,
-                max_frame,
-            )
-            .is_ok()
-            {
-                let _ = frames.send(frame.freeze());
-            }
-            self.timers
-                .insert(Timer::RetireKill { worker: num }, capped(grace));
+        if worker.in_flight.is_empty() {
+            self.send_shutdown(num);
         }
     }
 }
