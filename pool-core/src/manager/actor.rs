@@ -321,6 +321,10 @@ pub(crate) struct Actor {
     pub(crate) autoscale_state: AutoscaleState,
     pub(crate) task_types: std::collections::HashSet<Arc<str>>,
     pub(crate) roll: Option<super::roll::Roll>,
+    /// A memory probe watches RSS: it is read from `/proc` after each completed
+    /// task and on each heartbeat, not only on the health tick (and never when no
+    /// probe needs it).
+    pub(crate) sample_rss: bool,
 }
 
 /// Everything the actor is built from.
@@ -341,6 +345,7 @@ pub(crate) async fn run(
 ) {
     let (events_tx, mut events_rx) = mpsc::channel(WORKER_EVENT_BUFFER);
     let target = parts.config.initial_size();
+    let sample_rss = parts.probes.iter().any(|p| p.name() == "memory");
     let mut actor = Actor {
         dlq: DeadLetterQueue::new(parts.config.dlq_capacity),
         config: parts.config,
@@ -373,6 +378,7 @@ pub(crate) async fn run(
         autoscale_state: AutoscaleState::default(),
         task_types: std::collections::HashSet::new(),
         roll: None,
+        sample_rss,
     };
     actor.shared.stats.target_size.store(target as u64, Relaxed);
     for _ in 0..target {

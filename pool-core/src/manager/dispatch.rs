@@ -277,6 +277,9 @@ impl Actor {
                     worker.heartbeats.pop_front();
                 }
                 worker.heartbeats.push_back(worker.last_heard);
+                if self.sample_rss {
+                    self.judge_worker(num, true);
+                }
             }
             WorkerMessage::Log { level, message } => {
                 let name = &worker.name;
@@ -322,7 +325,7 @@ impl Actor {
         if retire {
             self.release_worker(num);
         } else {
-            self.judge_worker(num, false);
+            self.judge_worker(num, self.sample_rss);
         }
         running
     }
