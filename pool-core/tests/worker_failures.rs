@@ -99,6 +99,58 @@ async fn a_malformed_frame_is_a_protocol_failure_and_the_worker_is_replaced() {
     pool.shutdown().await;
 }
 
+/// A log sink for one test (the runtime is current-thread, so the default
+/// subscriber set on this thread sees every task's events).
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_protocol_kill_is_logged_at_warn_with_the_worker_reason_and_the_bytes_in_hex() {
+    let log = Captured::default();
+    let sink = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || sink.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let (pool, _) = common::start(
+        common::config(1),
+        common::first_attempt(MockAction::Garbage),
+    )
+    .await;
+    pool.submit(common::task("work", 1))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    pool.shutdown().await;
+    let text =
+        String::from_utf8_lossy(&log.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned();
+    let line = text
+        .lines()
+        .find(|l| l.contains("broke the protocol"))
+        .unwrap_or_else(|| panic!("no protocol kill logged: {text}"));
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("worker-0"), "{line}");
+    assert!(line.contains("malformed message"), "{line}");
+    // The mock's garbage body: three 0xc1 bytes (never used in MessagePack).
+    assert!(line.contains("bytes=c1 c1 c1"), "{line}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_silent_worker_is_killed_as_a_zombie_once_and_its_task_completes_elsewhere() {
     let (pool, recorder) =

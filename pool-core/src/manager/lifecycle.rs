@@ -241,9 +241,6 @@ impl Actor {
             let retired = matches!(worker.kill_cause, Some(KillCause::Retired));
             self.vacate(slot, !retired);
         }
-        if let Some(e) = &protocol_error {
-            tracing::warn!(worker.id = %worker.name, pid, reason = %e, "worker broke the protocol; killed");
-        }
         let expected = worker.kill_cause.is_some() || protocol_error.is_some();
         // A worker that dies while running a task is that task's failure (it loses
         // the attempt below); only a death with no task running counts towards the
