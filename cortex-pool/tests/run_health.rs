@@ -148,3 +148,46 @@ fn kill_rss_mb_kills_a_worker_over_the_hard_limit_mid_task() {
         "{big}"
     );
 }
+
+#[test]
+fn the_soft_rss_limit_is_checked_when_the_task_that_crossed_it_completes() {
+    let dir = Scratch::new("rss-prompt");
+    let events_path = dir.0.join("events.jsonl");
+    let mut tasks = String::from("{\"id\":\"big\",\"type\":\"alloc\",\"payload\":{\"mb\":96}}\n");
+    for i in 0..5 {
+        tasks.push_str(&format!(
+            "{{\"id\":\"s{i}\",\"type\":\"sleep\",\"payload\":{{\"ms\":20}}}}\n"
+        ));
+    }
+    let run = common::run(
+        &[
+            "-w",
+            "1",
+            "--max-rss-mb",
+            "48",
+            "--events",
+            events_path.to_str().unwrap(),
+        ],
+        &tasks,
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let events: Vec<serde_json::Value> = std::fs::read_to_string(&events_path)
+        .expect("events file")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("an event line"))
+        .collect();
+    let pos = |event: &str, key: &str, value: &serde_json::Value| {
+        events
+            .iter()
+            .position(|e| e["event"] == event && e[key] == *value)
+    };
+    // The first line is the pool's task 1.
+    let assigned = pos("task-assigned", "task", &serde_json::json!(1)).expect("alloc assigned");
+    let worker = events[assigned]["worker"].clone();
+    let recycled = pos("worker-recycled", "worker", &worker).expect("the bloated worker recycled");
+    let completed = pos("task-completed", "task", &serde_json::json!(1)).expect("alloc completed");
+    assert!(
+        recycled < completed,
+        "RSS is read as the task completes, not on a later health tick: {events:#?}"
+    );
+}

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
-use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,10 +31,24 @@ pub struct SimulatedProcess {
     kill: CancellationToken,
     exit: Option<oneshot::Receiver<i32>>,
     status: Option<ExitStatus>,
+    worker: String,
+    recorder: Arc<MockRecorder>,
+    /// Set while a [`MockAction::Stubborn`] task runs: SIGTERM is ignored.
+    stubborn: Arc<AtomicBool>,
 }
 
 impl SimulatedProcess {
-    pub(crate) fn signal(&mut self, _signal: GroupSignal) {
+    /// Records the signal and ends the worker (a stubborn one survives SIGTERM).
+    /// Like a real process, a reaped one is not signalled.
+    pub(crate) fn signal(&mut self, signal: GroupSignal) {
+        if self.status.is_some() {
+            return;
+        }
+        self.recorder
+            .receive(&self.worker, MockReceived::Signal(signal));
+        if signal == GroupSignal::Terminate && self.stubborn.load(SeqCst) {
+            return;
+        }
         self.kill.cancel();
     }
 
@@ -93,6 +107,28 @@ pub enum MockAction {
     /// The worker reports this RSS (bytes) in its heartbeats from now on, and
     /// replies with the payload.
     Bloat(u64),
+    /// Never reply, and make the worker ignore `cancel`, `shutdown`, the end of
+    /// its input and SIGTERM: only SIGKILL ends it.
+    Stubborn,
+    /// Run until a `cancel` for the task arrives, then answer it with an `error`
+    /// of kind `cancelled`.
+    UntilCancelled,
+    /// Run until a `cancel` for the task arrives, then the worker exits with
+    /// status 0 without answering.
+    ExitOnCancel,
+}
+
+/// Something a mock worker was sent that is not a task (see
+/// [`MockRecorder::received`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MockReceived {
+    /// A `cancel` frame for this task id.
+    Cancel(u64),
+    /// A `shutdown` frame.
+    Shutdown,
+    /// A signal to its process group.
+    Signal(GroupSignal),
 }
 
 type Script = dyn Fn(&MockTask) -> MockAction + Send + Sync;
@@ -104,6 +140,7 @@ pub struct MockRecorder {
     inner: Mutex<RecorderState>,
     launches: AtomicU32,
     fail_launches: AtomicU32,
+    crash_after_ready: AtomicU32,
 }
 
 #[derive(Debug, Default)]
@@ -112,6 +149,7 @@ struct RecorderState {
     running: HashMap<String, u32>,
     max_concurrent: u32,
     replies: Vec<(u64, u32)>,
+    received: Vec<(String, tokio::time::Instant, MockReceived)>,
 }
 
 impl MockRecorder {
@@ -123,6 +161,22 @@ impl MockRecorder {
     /// `(task id, attempt)` of every reply a worker sent, in order.
     pub fn replies(&self) -> Vec<(u64, u32)> {
         self.lock().replies.clone()
+    }
+
+    /// What worker `worker` (`worker-N`) was sent besides tasks, in order, with
+    /// when (on tokio's clock) it arrived.
+    pub fn received(&self, worker: &str) -> Vec<(tokio::time::Instant, MockReceived)> {
+        self.lock()
+            .received
+            .iter()
+            .filter(|(w, _, _)| w == worker)
+            .map(|(_, at, what)| (*at, *what))
+            .collect()
+    }
+
+    fn receive(&self, worker: &str, what: MockReceived) {
+        let now = tokio::time::Instant::now();
+        self.lock().received.push((worker.to_owned(), now, what));
     }
 
     /// The most tasks one worker ever ran at the same time.
@@ -138,6 +192,19 @@ impl MockRecorder {
     /// Makes the next `n` launches fail.
     pub fn fail_next_launches(&self, n: u32) {
         self.fail_launches.store(n, SeqCst);
+    }
+
+    /// Makes the next `n` workers launched exit (code 1) [`CRASH_AFTER_READY`]
+    /// after their handshake, whether or not they were given a task.
+    pub fn crash_next_after_ready(&self, n: u32) {
+        self.crash_after_ready.store(n, SeqCst);
+    }
+
+    /// Takes one from a counter of launches still to be affected.
+    fn take_one(counter: &AtomicU32) -> bool {
+        counter
+            .fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1))
+            .is_ok()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, RecorderState> {
@@ -228,25 +295,29 @@ impl Transport for MockTransport {
 
     async fn launch(&self, spec: &WorkerSpec) -> Result<Link, LaunchError> {
         let n = self.recorder.launches.fetch_add(1, SeqCst) + 1;
-        let failing = self.recorder.fail_launches.load(SeqCst);
-        if failing > 0 {
-            self.recorder.fail_launches.store(failing - 1, SeqCst);
+        if MockRecorder::take_one(&self.recorder.fail_launches) {
             return Err(LaunchError::Spawn {
                 program: spec.program.clone(),
                 source: std::io::ErrorKind::NotFound.into(),
             });
         }
+        let crash_after_ready = MockRecorder::take_one(&self.recorder.crash_after_ready);
         let (manager_end, worker_end) = tokio::io::duplex(1 << 20);
         let kill = CancellationToken::new();
+        let stubborn = Arc::new(AtomicBool::new(false));
         let (exit_tx, exit_rx) = oneshot::channel();
         let task_types = (self.task_types)(&spec.worker_id);
         tokio::spawn(fake_worker(
-            task_types,
-            spec.worker_id.clone(),
+            FakeWorker {
+                task_types,
+                name: spec.worker_id.clone(),
+                script: self.script.clone(),
+                recorder: self.recorder.clone(),
+                kill: kill.clone(),
+                crash_after_ready,
+                stubborn: stubborn.clone(),
+            },
             worker_end,
-            self.script.clone(),
-            self.recorder.clone(),
-            kill.clone(),
             exit_tx,
         ));
         let (reader, writer) = tokio::io::split(manager_end);
@@ -254,6 +325,9 @@ impl Transport for MockTransport {
             kill,
             exit: Some(exit_rx),
             status: None,
+            worker: spec.worker_id.clone(),
+            recorder: self.recorder.clone(),
+            stubborn,
         };
         Ok(Link {
             reader: Box::pin(reader),
@@ -277,15 +351,35 @@ fn frame(message: &FromWorker<'_>) -> Bytes {
     buf.freeze()
 }
 
-async fn fake_worker(
+/// How long a worker made by [`MockRecorder::crash_next_after_ready`] lives after
+/// its handshake.
+pub const CRASH_AFTER_READY: Duration = Duration::from_millis(10);
+
+/// What a simulated worker is made of.
+struct FakeWorker {
     task_types: Vec<String>,
     name: String,
-    stream: tokio::io::DuplexStream,
     script: Arc<Script>,
     recorder: Arc<MockRecorder>,
     kill: CancellationToken,
+    crash_after_ready: bool,
+    stubborn: Arc<AtomicBool>,
+}
+
+async fn fake_worker(
+    worker: FakeWorker,
+    stream: tokio::io::DuplexStream,
     exit_tx: oneshot::Sender<i32>,
 ) {
+    let FakeWorker {
+        task_types,
+        name,
+        script,
+        recorder,
+        kill,
+        crash_after_ready,
+        stubborn,
+    } = worker;
     let (reader, mut writer) = tokio::io::split(stream);
     let dead = CancellationToken::new();
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Bytes>();
@@ -322,6 +416,13 @@ async fn fake_worker(
             pid: 0,
             task_types: task_types.iter().map(String::as_str).collect(),
         }));
+        if crash_after_ready {
+            let crash = crash_tx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(CRASH_AFTER_READY).await;
+                let _ = crash.send(1);
+            });
+        }
         let beats = out_tx.clone();
         let (beat_dead, beat_frozen, beat_rss) = (dead.clone(), frozen.clone(), rss.clone());
         tokio::spawn(async move {
@@ -341,15 +442,27 @@ async fn fake_worker(
         // protocol asks of a worker that honours the key.
         let mut waiting: std::collections::VecDeque<MockTask> = std::collections::VecDeque::new();
         let mut running = 0usize;
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<()>();
+        // The cancellation of each running task.
+        let mut cancels: HashMap<u64, CancellationToken> = HashMap::new();
+        let mut input_open = true;
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<u64>();
         loop {
             tokio::select! {
                 biased;
                 () = kill.cancelled() => break 'life 9,
                 Some(code) = crash_rx.recv() => break 'life code << 8,
-                Some(()) = done_rx.recv() => running = running.saturating_sub(1),
-                next = frames.next() => {
-                    let Some(Ok(body)) = next else { break 'life 0 };
+                Some(id) = done_rx.recv() => {
+                    running = running.saturating_sub(1);
+                    cancels.remove(&id);
+                }
+                next = frames.next(), if input_open => {
+                    let Some(Ok(body)) = next else {
+                        if stubborn.load(SeqCst) {
+                            input_open = false;
+                            continue;
+                        }
+                        break 'life 0
+                    };
                     match decode_to_worker(&body) {
                         Ok(ToWorker::Task(t)) => waiting.push_back(MockTask {
                             id: t.id,
@@ -359,6 +472,10 @@ async fn fake_worker(
                             worker: name.clone(),
                         }),
                         Ok(ToWorker::Cancel { id }) => {
+                            recorder.receive(&name, MockReceived::Cancel(id));
+                            if let Some(token) = cancels.get(&id) {
+                                token.cancel();
+                            }
                             if let Some(pos) = waiting.iter().position(|t| t.id == id) {
                                 if let Some(task) = waiting.remove(pos) {
                                     recorder.answered_unrun(&task);
@@ -371,7 +488,12 @@ async fn fake_worker(
                                 }
                             }
                         }
-                        Ok(ToWorker::Shutdown { .. }) => break 'life 0,
+                        Ok(ToWorker::Shutdown { .. }) => {
+                            recorder.receive(&name, MockReceived::Shutdown);
+                            if !stubborn.load(SeqCst) {
+                                break 'life 0;
+                            }
+                        }
                         Ok(_) => {}
                         Err(_) => break 'life 1,
                     }
@@ -383,23 +505,30 @@ async fn fake_worker(
                 };
                 running += 1;
                 let action = script(&task);
-                if let MockAction::Bloat(bytes) = action {
-                    rss.store(bytes, SeqCst);
+                match action {
+                    MockAction::Bloat(bytes) => rss.store(bytes, SeqCst),
+                    MockAction::Stubborn => stubborn.store(true, SeqCst),
+                    _ => {}
                 }
                 recorder.begin(&task);
                 let done = done_tx.clone();
+                let (id, cancelled) = (task.id, CancellationToken::new());
+                cancels.insert(id, cancelled.clone());
                 let run = run_task(
                     task,
                     action,
                     recorder.clone(),
-                    out_tx.clone(),
-                    crash_tx.clone(),
-                    frozen.clone(),
-                    dead.clone(),
+                    TaskLinks {
+                        out: out_tx.clone(),
+                        crash: crash_tx.clone(),
+                        frozen: frozen.clone(),
+                        dead: dead.clone(),
+                        cancelled,
+                    },
                 );
                 tokio::spawn(async move {
                     run.await;
-                    let _ = done.send(());
+                    let _ = done.send(id);
                 });
             }
         }
@@ -415,15 +544,29 @@ struct HelloConcurrency {
     concurrency: Option<u32>,
 }
 
-async fn run_task(
-    task: MockTask,
-    action: MockAction,
-    recorder: Arc<MockRecorder>,
+/// What a running task of a mock worker is connected to.
+struct TaskLinks {
     out: mpsc::UnboundedSender<Bytes>,
     crash: mpsc::UnboundedSender<i32>,
     frozen: CancellationToken,
     dead: CancellationToken,
+    /// Cancelled when a `cancel` for the task arrives.
+    cancelled: CancellationToken,
+}
+
+async fn run_task(
+    task: MockTask,
+    action: MockAction,
+    recorder: Arc<MockRecorder>,
+    links: TaskLinks,
 ) {
+    let TaskLinks {
+        out,
+        crash,
+        frozen,
+        dead,
+        cancelled,
+    } = links;
     let reply = match action {
         MockAction::Echo | MockAction::Bloat(_) => Some(frame(&FromWorker::Result {
             id: task.id,
@@ -445,8 +588,30 @@ async fn run_task(
             message: "scripted failure",
             retryable,
         }))),
-        MockAction::Hang => {
+        MockAction::Hang | MockAction::Stubborn => {
             // Holds its run slot until the worker dies.
+            dead.cancelled().await;
+            None
+        }
+        MockAction::UntilCancelled => {
+            tokio::select! {
+                () = cancelled.cancelled() => {}
+                () = dead.cancelled() => return recorder.end(&task, false),
+            }
+            Some(frame(&FromWorker::Error(ErrorReply {
+                id: task.id,
+                kind: "cancelled",
+                message: "cancelled",
+                retryable: false,
+            })))
+        }
+        MockAction::ExitOnCancel => {
+            tokio::select! {
+                () = cancelled.cancelled() => {
+                    let _ = crash.send(0);
+                }
+                () = dead.cancelled() => {}
+            }
             dead.cancelled().await;
             None
         }

@@ -162,3 +162,45 @@ async fn histories_stay_bounded_over_100_000_tasks() {
     assert_eq!(m.latency.run_time.lifetime.count, 90_000);
     pool.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_soft_rss_limit_is_checked_on_each_heartbeat_not_only_on_the_health_tick() {
+    // The health tick runs every second (suspect_after / 4, at most 1 s); the
+    // heartbeat every 50 ms.
+    let config = PoolConfig {
+        max_rss_bytes: Some(100 * MIB),
+        heartbeat_interval: Duration::from_millis(50),
+        suspect_after: Duration::from_secs(20),
+        zombie_after: Duration::from_secs(40),
+        ..common::config(1)
+    };
+    let (pool, _) = common::start(config, |t| {
+        if t.task_type == "grow" {
+            MockAction::Bloat(200 * MIB)
+        } else {
+            MockAction::Echo
+        }
+    })
+    .await;
+    // Past the tick that fires at start.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let mut events = pool.events();
+    pool.submit(common::task("grow", 0))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let recycled = tokio::time::timeout(Duration::from_millis(200), async {
+        loop {
+            match events.recv().await {
+                Ok(PoolEvent::WorkerRecycled { worker, .. }) => break worker,
+                Ok(_) => {}
+                Err(e) => panic!("events lost: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("recycled at the next heartbeat, well before the next health tick");
+    assert_eq!(recycled, "worker-0");
+    pool.shutdown().await;
+}

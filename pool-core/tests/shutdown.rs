@@ -5,7 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use pool_core::testing::MockAction;
+use pool_core::process::GroupSignal;
+use pool_core::testing::{MockAction, MockReceived};
 use pool_core::{Failure, FinalStatus, PoolConfig, SubmitError};
 
 #[tokio::test(start_paused = true)]
@@ -48,7 +49,7 @@ async fn futures_like_collect(pool: &pool_core::Pool, n: u32) -> Vec<pool_core::
 }
 
 #[tokio::test(start_paused = true)]
-async fn in_flight_work_past_the_deadline_is_abandoned_and_its_worker_killed() {
+async fn in_flight_work_past_the_deadline_is_abandoned_and_its_worker_stopped() {
     let config = PoolConfig {
         shutdown_timeout: Duration::from_secs(1),
         ..common::config(2)
@@ -76,4 +77,86 @@ async fn every_shutdown_caller_waits_for_the_same_completion() {
     let ((), ()) = (a, b);
     assert_eq!(pool.metrics().workers.total, 0);
     pool.shutdown().await;
+}
+
+/// A pool of one worker doing `action` with one task running when the drain
+/// deadline (1 s) passes; returns the task's outcome, when it settled (from the
+/// shutdown's start), and what the worker was sent besides its task.
+async fn shut_down_busy(
+    action: MockAction,
+) -> (
+    Result<pool_core::TaskOutput, pool_core::TaskError>,
+    Duration,
+    Vec<(tokio::time::Instant, MockReceived)>,
+    tokio::time::Instant,
+) {
+    let config = PoolConfig {
+        shutdown_timeout: Duration::from_secs(1),
+        ..common::config(1)
+    };
+    let (pool, recorder) = common::start(config, move |_| action.clone()).await;
+    let busy = pool.submit(common::task("busy", 1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let began = tokio::time::Instant::now();
+    let stopping = pool.clone();
+    let shutdown = tokio::spawn(async move { stopping.shutdown().await });
+    let outcome = busy.await;
+    let settled = began.elapsed();
+    shutdown.await.unwrap();
+    assert_eq!(pool.metrics().workers.total, 0);
+    let received = recorder.received("worker-0");
+    (outcome, settled, received, began)
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_the_drain_deadline_a_busy_worker_gets_cancel_shutdown_term_then_kill_a_grace_apart() {
+    let grace = common::config(1).kill_grace;
+    let (outcome, settled, received, began) = shut_down_busy(MockAction::Stubborn).await;
+    let err = outcome.unwrap_err();
+    assert_eq!(err.failure, Failure::ShuttingDown);
+    assert!(
+        settled >= Duration::from_secs(1) && settled < Duration::from_secs(1) + grace,
+        "the task ends at the drain deadline, not when its worker is gone: {settled:?}"
+    );
+    let what: Vec<MockReceived> = received.iter().map(|(_, w)| *w).collect();
+    assert_eq!(
+        what,
+        [
+            MockReceived::Cancel(err.id),
+            MockReceived::Shutdown,
+            MockReceived::Signal(GroupSignal::Terminate),
+            MockReceived::Signal(GroupSignal::Kill),
+        ]
+    );
+    let at: Vec<Duration> = received.iter().map(|(t, _)| *t - began).collect();
+    assert!(at[0] >= Duration::from_secs(1), "{at:?}");
+    for pair in at.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= grace && gap < grace + Duration::from_millis(20),
+            "steps are kill_grace ({grace:?}) apart: {at:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_that_exits_after_cancel_is_never_signalled() {
+    let (outcome, _, received, _) = shut_down_busy(MockAction::ExitOnCancel).await;
+    let err = outcome.unwrap_err();
+    assert_eq!(err.failure, Failure::ShuttingDown);
+    let what: Vec<MockReceived> = received.iter().map(|(_, w)| *w).collect();
+    assert_eq!(what, [MockReceived::Cancel(err.id)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_that_answers_the_cancel_is_sent_shutdown_at_once_and_never_signalled() {
+    let (outcome, _, received, _) = shut_down_busy(MockAction::UntilCancelled).await;
+    let err = outcome.unwrap_err();
+    assert_eq!(err.failure, Failure::ShuttingDown);
+    let what: Vec<MockReceived> = received.iter().map(|(_, w)| *w).collect();
+    assert_eq!(what, [MockReceived::Cancel(err.id), MockReceived::Shutdown]);
+    assert!(
+        received[1].0 - received[0].0 < Duration::from_millis(20),
+        "no grace is waited once the worker answered: {received:?}"
+    );
 }

@@ -99,6 +99,58 @@ async fn a_malformed_frame_is_a_protocol_failure_and_the_worker_is_replaced() {
     pool.shutdown().await;
 }
 
+/// A log sink for one test (the runtime is current-thread, so the default
+/// subscriber set on this thread sees every task's events).
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_protocol_kill_is_logged_at_warn_with_the_worker_reason_and_the_bytes_in_hex() {
+    let log = Captured::default();
+    let sink = log.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || sink.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let (pool, _) = common::start(
+        common::config(1),
+        common::first_attempt(MockAction::Garbage),
+    )
+    .await;
+    pool.submit(common::task("work", 1))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    pool.shutdown().await;
+    let text =
+        String::from_utf8_lossy(&log.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned();
+    let line = text
+        .lines()
+        .find(|l| l.contains("broke the protocol"))
+        .unwrap_or_else(|| panic!("no protocol kill logged: {text}"));
+    assert!(line.contains("WARN"), "{line}");
+    assert!(line.contains("worker-0"), "{line}");
+    assert!(line.contains("malformed message"), "{line}");
+    // The mock's garbage body: three 0xc1 bytes (never used in MessagePack).
+    assert!(line.contains("bytes=c1 c1 c1"), "{line}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_silent_worker_is_killed_as_a_zombie_once_and_its_task_completes_elsewhere() {
     let (pool, recorder) =
@@ -167,21 +219,20 @@ async fn repeated_start_failures_back_off_and_open_the_breaker() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn workers_that_always_crash_open_the_breaker_instead_of_looping() {
-    let config = PoolConfig {
-        retry: pool_core::RetryPolicy::default().with_max_retries(0),
-        ..common::config(1)
-    };
-    let (pool, recorder) = common::start(config, |_| MockAction::Crash(9)).await;
-    let mut handles = Vec::new();
-    for n in 0..50 {
-        handles.push(pool.submit(common::task("doomed", n)).await.unwrap());
-    }
+async fn workers_that_die_with_no_task_open_the_breaker_instead_of_looping() {
+    let (transport, recorder) = MockTransport::new(|_| MockAction::Echo);
+    // Every worker exits right after its handshake, before it is given any task.
+    recorder.crash_next_after_ready(1000);
+    let pool = Pool::builder(transport, WorkerCommand::new("mock-worker"))
+        .config(common::config(1))
+        .start()
+        .await
+        .expect("the first worker completes its handshake");
     tokio::time::sleep(Duration::from_secs(60)).await;
     // 100 ms, 200 ms, 400 ms, 800 ms, then the breaker: one start per 30 s.
     let launches = recorder.launches();
     assert!(
-        (6..=9).contains(&launches),
+        (6..=7).contains(&launches),
         "{launches} launches in a minute"
     );
     let m = pool.metrics();
@@ -193,9 +244,85 @@ async fn workers_that_always_crash_open_the_breaker_instead_of_looping() {
         "{alerts:?}"
     );
     pool.shutdown().await;
-    for h in handles {
-        assert!(h.await.is_err());
+}
+
+/// The reproduction: 30 tasks that crash their worker among 30 echo tasks,
+/// 2 workers, one retry. Crashes caused by tasks are the tasks' failures: they go
+/// to the DLQ after their attempts, each worker is replaced at once, and the echo
+/// tasks are never starved behind the restart breaker.
+#[tokio::test(start_paused = true)]
+async fn crashing_tasks_go_to_the_dlq_and_never_starve_the_pool() {
+    let config = PoolConfig {
+        retry: pool_core::RetryPolicy::new(
+            1,
+            Duration::from_secs(1),
+            Duration::from_secs(30),
+            false,
+        )
+        .unwrap(),
+        ..common::config(2)
+    };
+    let cap = config.restart_backoff_cap;
+    let (pool, recorder) = common::start(config, |t| {
+        if t.task_type == "crash" {
+            MockAction::Crash(1)
+        } else {
+            MockAction::Echo
+        }
+    })
+    .await;
+    let mut events = pool.events();
+    let began = tokio::time::Instant::now();
+    let mut handles = Vec::new();
+    for n in 0..30 {
+        handles.push((
+            "crash",
+            pool.submit(common::task("crash", n)).await.unwrap(),
+        ));
+        handles.push(("echo", pool.submit(common::task("echo", n)).await.unwrap()));
     }
+    for (kind, handle) in handles {
+        let outcome = handle.await;
+        if kind == "echo" {
+            let out = outcome.expect("an echo task succeeds");
+            assert_eq!(out.attempts, 1, "an echo task was never hit by a crash");
+        } else {
+            let err = outcome.expect_err("a crash task fails");
+            assert_eq!(err.status, FinalStatus::DeadLettered, "{err:?}");
+            assert_eq!(err.failure.kind(), "worker_crashed");
+            assert_eq!(err.attempts, 2);
+        }
+    }
+    let took = began.elapsed();
+    assert!(
+        took < cap,
+        "60 tasks took {took:?} of virtual time (restart_backoff_cap {cap:?})"
+    );
+    let m = pool.metrics();
+    assert!(!m.health.restart_breaker_open);
+    assert_eq!(m.performance.workers_crashed, 60);
+    assert_eq!(m.tasks.dead_lettered, 30);
+    assert_eq!(m.workers.total, 2, "the pool is back to its size");
+    assert_eq!(recorder.launches(), 62, "one replacement per crash");
+    let alerts = pool.alerts().await;
+    assert!(
+        alerts.iter().all(|a| a.kind != "restart-breaker-open"),
+        "{alerts:?}"
+    );
+    let mut restarts = 0;
+    loop {
+        match events.try_recv() {
+            Ok(pool_core::PoolEvent::WorkerRestarted { backoff_ms, .. }) => {
+                restarts += 1;
+                assert_eq!(backoff_ms, 0, "a task's crash delays no replacement");
+            }
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::TryRecvError::Empty) => break,
+            Err(e) => panic!("events lost: {e}"),
+        }
+    }
+    assert_eq!(restarts, 60);
+    pool.shutdown().await;
 }
 
 #[tokio::test(start_paused = true)]

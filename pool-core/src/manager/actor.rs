@@ -196,12 +196,24 @@ pub(crate) enum Timer {
         task: u64,
     },
     Respawn,
-    RetireKill {
+    /// The next step of stopping `worker` is due (see [`StopStep`]).
+    StopStep {
         worker: u64,
     },
     DrainDeadline,
-    Terminate,
-    Kill,
+}
+
+/// How far the pool has got in stopping a worker that is on its way out; each step
+/// follows the last by `kill_grace`, and a worker that exits is never signalled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StopStep {
+    /// The drain deadline passed while it had tasks: it was sent `cancel` for each.
+    /// `shutdown` follows, at once when it has answered them all.
+    Cancelled,
+    /// It was sent `shutdown` and its input was closed; SIGTERM follows.
+    ShutdownSent,
+    /// Its group was sent SIGTERM; SIGKILL follows.
+    Terminated,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -257,6 +269,9 @@ pub(crate) struct Worker {
     pub(crate) heartbeats: std::collections::VecDeque<Instant>,
     /// The task types it takes (all when it stated none).
     pub(crate) task_types: super::routing::TaskTypes,
+    /// Where its stop stands, and the timer armed for the next step (`None`
+    /// until the pool starts stopping it).
+    pub(crate) stop: Option<(StopStep, delay_queue::Key)>,
 }
 
 /// A place in the pool: a replacement inherits the slot of the worker it replaces,
@@ -317,6 +332,10 @@ pub(crate) struct Actor {
     /// and their places in `candidates`.
     pub(crate) eligible: Vec<WorkerSnapshot>,
     pub(crate) eligible_at: Vec<usize>,
+    /// A memory probe watches RSS: it is read from `/proc` after each completed
+    /// task and on each heartbeat, not only on the health tick (and never when no
+    /// probe needs it).
+    pub(crate) sample_rss: bool,
 }
 
 /// Everything the actor is built from.
@@ -337,6 +356,7 @@ pub(crate) async fn run(
 ) {
     let (events_tx, mut events_rx) = mpsc::channel(WORKER_EVENT_BUFFER);
     let target = parts.config.initial_size();
+    let sample_rss = parts.probes.iter().any(|p| p.name() == "memory");
     let mut actor = Actor {
         dlq: DeadLetterQueue::new(parts.config.dlq_capacity),
         config: parts.config,
@@ -372,6 +392,7 @@ pub(crate) async fn run(
         held: super::routing::Held::default(),
         eligible: Vec::new(),
         eligible_at: Vec::new(),
+        sample_rss,
     };
     actor.shared.stats.target_size.store(target as u64, Relaxed);
     for _ in 0..target {
@@ -460,27 +481,13 @@ impl Actor {
             Timer::Retry { task } => self.on_retry_due(task),
             Timer::CancelGrace { task } => self.on_cancel_grace(task),
             Timer::Respawn => self.on_respawn_due(),
-            Timer::RetireKill { worker } => self.signal_worker(worker, GroupSignal::Kill),
+            Timer::StopStep { worker } => self.on_stop_step_due(worker),
             Timer::DrainDeadline => self.on_drain_deadline(),
-            Timer::Terminate => self.signal_all(GroupSignal::Terminate),
-            Timer::Kill => self.signal_all(GroupSignal::Kill),
         }
     }
 
     fn health_period(&self) -> Duration {
         (self.config.suspect_after / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
-    }
-
-    pub(crate) fn signal_worker(&mut self, num: u64, signal: GroupSignal) {
-        if let Some(worker) = self.workers.get(&num) {
-            let _ = worker.control.send(signal);
-        }
-    }
-
-    fn signal_all(&mut self, signal: GroupSignal) {
-        for worker in self.workers.values() {
-            let _ = worker.control.send(signal);
-        }
     }
 
     fn worker_statuses(&self) -> Vec<WorkerStatus> {

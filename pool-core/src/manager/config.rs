@@ -76,16 +76,20 @@ pub struct PoolConfig {
     pub start_timeout: Duration,
     /// On shutdown, time given to in-flight tasks before they are abandoned. Default 30 s.
     pub shutdown_timeout: Duration,
-    /// Time between asking a worker to exit, SIGTERM, and SIGKILL. Default 5 s.
+    /// Time between the steps of stopping a worker: `cancel` for its tasks (at the
+    /// drain deadline), `shutdown`, SIGTERM, SIGKILL. Default 5 s.
     pub kill_grace: Duration,
-    /// First delay before replacing a worker that crashed. Default 100 ms.
+    /// First delay before replacing a worker that failed to start or died with no
+    /// task running. Default 100 ms.
     pub restart_backoff_base: Duration,
     /// Longest delay before replacing a worker. Default 30 s.
     pub restart_backoff_cap: Duration,
-    /// Consecutive failed starts, or consecutive crashes with no successful task
-    /// in between, that open the restart breaker: a critical alert, and
-    /// replacements only every `restart_backoff_cap`. Restart budgets are kept for
-    /// the pool as a whole. Default 5.
+    /// Consecutive failed starts, or consecutive deaths of workers running no task
+    /// with no successful task in between, that open the restart breaker: a
+    /// critical alert, and replacements only every `restart_backoff_cap`. A worker
+    /// that dies while running a task is that task's failure (an attempt) and is
+    /// replaced at once, without backoff. Restart budgets are kept for the pool as
+    /// a whole. Default 5.
     pub max_start_failures: u32,
     /// Time a running task has to stop after a cancel before its worker is killed.
     /// Default 5 s.

@@ -313,6 +313,9 @@ impl Actor {
                     worker.heartbeats.pop_front();
                 }
                 worker.heartbeats.push_back(worker.last_heard);
+                if self.sample_rss {
+                    self.judge_worker(num, true);
+                }
             }
             WorkerMessage::Log { level, message } => {
                 let name = &worker.name;
@@ -351,14 +354,16 @@ impl Actor {
                 self.timers.try_remove(&key);
             }
         }
-        let running = self.running.remove(&id)?;
+        // `None` for a task settled at the drain deadline: its answer still counts
+        // towards the worker's release.
+        let running = self.running.remove(&id);
         self.start_runs(num);
         if retire {
             self.release_worker(num);
         } else {
-            self.judge_worker(num, false);
+            self.judge_worker(num, self.sample_rss);
         }
-        Some(running)
+        running
     }
 
     fn complete(&mut self, running: Running, payload: Bytes) {

@@ -69,7 +69,8 @@ impl Actor {
     }
 
     /// Runs the probes over one worker and acts on the worst verdict. With
-    /// `read_proc`, its RSS is first refreshed from `/proc`.
+    /// `read_proc`, its RSS is first refreshed from `/proc` (on the health tick,
+    /// and after each task and heartbeat when a memory probe is installed).
     pub(crate) fn judge_worker(&mut self, num: u64, read_proc: bool) {
         let now = Instant::now();
         let Some(w) = self.workers.get_mut(&num) else {

@@ -5,8 +5,6 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use tokio::time::Instant;
 
-use bytes::BytesMut;
-
 use super::actor::{
     capped, worker_name, Actor, KillCause, Phase, Slot, Timer, Worker, WorkerState,
     MAX_UNCOUNTED_REQUEUES,
@@ -18,7 +16,7 @@ use super::metrics::Stats;
 use super::worker_io::{run_worker, WorkerEvent, WorkerLaunch};
 use crate::error::StartError;
 use crate::process::GroupSignal;
-use crate::protocol::{encode_frame, FrameError, ToWorker};
+use crate::protocol::FrameError;
 use crate::transport::WorkerSpec;
 
 impl Actor {
@@ -148,6 +146,7 @@ impl Actor {
                 slot,
                 heartbeats: std::collections::VecDeque::new(),
                 task_types,
+                stop: None,
             },
         );
         let replaced = self
@@ -237,28 +236,47 @@ impl Actor {
         if let Some((key, _)) = worker.deadline_timer {
             self.timers.try_remove(&key);
         }
+        if let Some((_, key)) = worker.stop {
+            // Gone before its next stop step: it is never signalled.
+            self.timers.try_remove(&key);
+        }
         if let Some(slot) = worker.slot {
             let retired = matches!(worker.kill_cause, Some(KillCause::Retired));
             self.vacate(slot, !retired);
         }
-        if let Some(e) = &protocol_error {
-            tracing::warn!(worker.id = %worker.name, pid, reason = %e, "worker broke the protocol; killed");
-        }
         let expected = worker.kill_cause.is_some() || protocol_error.is_some();
-        if protocol_error.is_some() && worker.kill_cause.is_none() {
-            self.crash_streak += 1;
-        }
+        // A worker that dies while running a task is that task's failure (it loses
+        // the attempt below); only a death with no task running counts towards the
+        // restart backoff and the breaker, so crashing tasks cannot starve the pool.
+        let running_task = worker
+            .in_flight
+            .iter()
+            .copied()
+            .find(|id| self.running.get(id).is_some_and(|r| r.run_start.is_some()));
         if !expected {
             Stats::bump(&self.shared.stats.workers_crashed);
-            self.crash_streak += 1;
+            let message = match running_task {
+                Some(task) => format!(
+                    "{} died unexpectedly ({exit}) while running task {task}",
+                    worker.name
+                ),
+                None => format!("{} died unexpectedly ({exit})", worker.name),
+            };
             self.raise_alert(
                 AlertSeverity::Warning,
                 "worker-crashed",
                 Some(&worker.name),
-                format!("{} died unexpectedly ({exit})", worker.name),
+                message,
             );
+        }
+        let task_at_fault = worker.kill_cause.is_none() && running_task.is_some();
+        if worker.kill_cause.is_none() && !task_at_fault {
+            self.crash_streak += 1;
             let crashes = self.crash_streak;
-            self.open_breaker_after(crashes, "workers in a row crashed with no task succeeding");
+            self.open_breaker_after(
+                crashes,
+                "workers in a row died with no task running and no task succeeding",
+            );
         }
         self.shared.emit(|| PoolEvent::WorkerExited {
             worker: worker.name.clone(),
@@ -311,7 +329,13 @@ impl Actor {
                 _ => self.attempt_failed(running, general.clone(), true),
             }
         }
-        self.replenish();
+        if task_at_fault {
+            // The task took the blame: its replacement starts at once, so one task
+            // never holds the pool below its size.
+            self.replenish_after(Duration::ZERO);
+        } else {
+            self.replenish();
+        }
     }
 
     /// Puts back at the head of its level a task whose last attempt does not count
@@ -339,13 +363,18 @@ impl Actor {
         staying + self.launching.len() + self.respawns_pending
     }
 
-    /// Starts (or schedules) workers until the target is met.
+    /// Starts (or schedules) workers until the target is met, after the restart
+    /// backoff.
     pub(crate) fn replenish(&mut self) {
+        self.replenish_after(self.restart_delay());
+    }
+
+    /// Starts (or schedules, `delay` from now) workers until the target is met.
+    fn replenish_after(&mut self, delay: Duration) {
         if self.phase != Phase::Running {
             return;
         }
         while self.live_count() < self.target {
-            let delay = self.restart_delay();
             let name = worker_name(self.next_worker + self.respawns_pending as u64);
             Stats::bump(&self.shared.stats.workers_restarted);
             if delay.is_zero() {
@@ -361,8 +390,8 @@ impl Actor {
         }
     }
 
-    /// Exponential restart backoff over consecutive crashes and failed starts;
-    /// the cap once the breaker is open.
+    /// Exponential restart backoff over consecutive failed starts and deaths with
+    /// no task running; the cap once the breaker is open.
     fn restart_delay(&self) -> Duration {
         let failures = self.crash_streak.max(self.start_failures);
         if failures == 0 {
@@ -388,11 +417,9 @@ impl Actor {
         }
     }
 
-    /// Asks worker `num` to exit once idle: no new tasks; a graceful shutdown frame
-    /// and EOF when its last task is done; SIGKILL if it lingers.
+    /// Asks worker `num` to exit once idle: no new tasks; `shutdown` and EOF when
+    /// its last task is done, then SIGTERM and SIGKILL if it lingers.
     pub(crate) fn release_worker(&mut self, num: u64) {
-        let grace = self.config.kill_grace;
-        let max_frame = self.config.max_frame;
         let Some(worker) = self.workers.get_mut(&num) else {
             return;
         };
@@ -402,22 +429,8 @@ impl Actor {
         if worker.state != WorkerState::Killing {
             worker.state = WorkerState::Retiring;
         }
-        if !worker.in_flight.is_empty() {
-            return;
-        }
-        if let Some(frames) = worker.frames.take() {
-            let mut frame = BytesMut::new();
-            if encode_frame(
-                &ToWorker::Shutdown { graceful: true },
-                &mut frame,
-                max_frame,
-            )
-            .is_ok()
-            {
-                let _ = frames.send(frame.freeze());
-            }
-            self.timers
-                .insert(Timer::RetireKill { worker: num }, capped(grace));
+        if worker.in_flight.is_empty() {
+            self.send_shutdown(num);
         }
     }
 }

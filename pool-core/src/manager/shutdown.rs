@@ -1,14 +1,19 @@
-//! Shutdown inside the actor: drain, abandon past the deadline, stop every worker.
+//! Shutdown inside the actor: drain, abandon past the deadline, and stop each
+//! worker step by step (`cancel` for its tasks, `shutdown`, SIGTERM, SIGKILL,
+//! `kill_grace` apart).
 
 use std::sync::atomic::Ordering::Relaxed;
 
 use tokio::sync::oneshot;
 
-use super::actor::{capped, Actor, KillCause, Phase, Timer, WorkerState};
+use bytes::BytesMut;
+
+use super::actor::{capped, Actor, KillCause, Phase, StopStep, Timer, WorkerState};
 use super::failure::Failure;
 use super::handle::FinalStatus;
 use crate::error::{ConfigError, StartError};
 use crate::process::GroupSignal;
+use crate::protocol::{encode_frame, ToWorker};
 
 impl Actor {
     /// Stops taking work: queued tasks are failed with "shutting down", in-flight
@@ -40,8 +45,8 @@ impl Actor {
             .insert(Timer::DrainDeadline, capped(self.config.shutdown_timeout));
     }
 
-    /// In-flight tasks did not finish in time: their workers are killed and the
-    /// tasks fail with "shutting down".
+    /// In-flight tasks did not finish in time: each ends now as "shutting down",
+    /// and its worker is stopped step by step (see [`StopStep`]).
     pub(crate) fn on_drain_deadline(&mut self) {
         if self.phase != Phase::Draining {
             return;
@@ -49,21 +54,57 @@ impl Actor {
         let busy: Vec<u64> = self
             .workers
             .iter()
-            .filter(|(_, w)| !w.in_flight.is_empty())
+            .filter(|(_, w)| !w.in_flight.is_empty() && w.state != WorkerState::Killing)
             .map(|(num, _)| *num)
             .collect();
         for num in busy {
-            if let Some(worker) = self.workers.get_mut(&num) {
-                worker.kill_cause = Some(KillCause::Shutdown);
-                worker.state = WorkerState::Killing;
-                let _ = worker.control.send(GroupSignal::Kill);
-            }
+            self.abandon_tasks(num);
         }
         self.enter_stopping();
     }
 
-    /// Asks every worker to exit, then SIGTERM after `kill_grace`, SIGKILL after
-    /// twice that; the actor ends when every worker is reaped.
+    /// Settles every task still on worker `num` as "shutting down" and sends the
+    /// worker `cancel` for each. The ids stay in its in-flight list, so that once
+    /// it has answered them all it is sent `shutdown` at once; otherwise
+    /// `shutdown` follows `kill_grace` later.
+    fn abandon_tasks(&mut self, num: u64) {
+        let max_frame = self.config.max_frame;
+        let Some(worker) = self.workers.get_mut(&num) else {
+            return;
+        };
+        worker.kill_cause = Some(KillCause::Shutdown);
+        worker.state = WorkerState::Retiring;
+        if let Some((key, _)) = worker.deadline_timer.take() {
+            self.timers.try_remove(&key);
+        }
+        let ids = worker.in_flight.clone();
+        let mut batch = BytesMut::new();
+        for id in &ids {
+            let _ = encode_frame(&ToWorker::Cancel { id: *id }, &mut batch, max_frame);
+        }
+        if let Some(frames) = &worker.frames {
+            let _ = frames.send(batch.freeze());
+        }
+        for id in ids {
+            let Some(running) = self.running.remove(&id) else {
+                continue;
+            };
+            let mut pending = running.pending;
+            if running.cancel_requested {
+                self.settle_error(pending, FinalStatus::Cancelled, Failure::Cancelled);
+            } else {
+                if running.withdrawn {
+                    // Still in its window: it never ran.
+                    pending.attempts = pending.attempts.saturating_sub(1);
+                }
+                self.settle_error(pending, FinalStatus::Failed, Failure::ShuttingDown);
+            }
+        }
+        self.schedule_stop_step(num, StopStep::Cancelled);
+    }
+
+    /// Asks every worker to exit: each idle one is sent `shutdown` now, a busy one
+    /// once its tasks are answered; the actor ends when every worker is reaped.
     pub(crate) fn enter_stopping(&mut self) {
         if self.phase == Phase::Stopping {
             return;
@@ -71,16 +112,61 @@ impl Actor {
         self.phase = Phase::Stopping;
         let nums: Vec<u64> = self.workers.keys().copied().collect();
         for num in nums {
-            if let Some(worker) = self.workers.get_mut(&num) {
-                if worker.kill_cause.is_none() {
-                    worker.kill_cause = Some(KillCause::Retired);
-                }
-            }
             self.release_worker(num);
         }
-        let grace = self.config.kill_grace;
-        self.timers.insert(Timer::Terminate, capped(grace));
-        self.timers
-            .insert(Timer::Kill, capped(grace.saturating_mul(2)));
+    }
+
+    /// Sends worker `num` `shutdown` and closes its input (once); SIGTERM follows
+    /// `kill_grace` later if it has not exited.
+    pub(crate) fn send_shutdown(&mut self, num: u64) {
+        let max_frame = self.config.max_frame;
+        let Some(frames) = self.workers.get_mut(&num).and_then(|w| w.frames.take()) else {
+            return;
+        };
+        let mut frame = BytesMut::new();
+        let shutdown = ToWorker::Shutdown { graceful: true };
+        if encode_frame(&shutdown, &mut frame, max_frame).is_ok() {
+            let _ = frames.send(frame.freeze());
+        }
+        // Dropping the sender closes the worker's input after the frame.
+        drop(frames);
+        self.schedule_stop_step(num, StopStep::ShutdownSent);
+    }
+
+    /// Records that worker `num` reached `step` and arms the timer for the next
+    /// one, `kill_grace` from now (replacing the timer of the previous step).
+    fn schedule_stop_step(&mut self, num: u64, step: StopStep) {
+        let grace = capped(self.config.kill_grace);
+        let Some(worker) = self.workers.get_mut(&num) else {
+            return;
+        };
+        if let Some((_, key)) = worker.stop.take() {
+            self.timers.try_remove(&key);
+        }
+        let key = self.timers.insert(Timer::StopStep { worker: num }, grace);
+        worker.stop = Some((step, key));
+    }
+
+    /// Worker `num` is still there `kill_grace` after its last stop step: take the
+    /// next one.
+    pub(crate) fn on_stop_step_due(&mut self, num: u64) {
+        let Some(worker) = self.workers.get_mut(&num) else {
+            return;
+        };
+        // The timer that fired is no longer in the queue: forget its key.
+        let Some((step, _)) = worker.stop.take() else {
+            return;
+        };
+        match step {
+            StopStep::Cancelled => self.send_shutdown(num),
+            StopStep::ShutdownSent => {
+                let _ = worker.control.send(GroupSignal::Terminate);
+                self.schedule_stop_step(num, StopStep::Terminated);
+            }
+            StopStep::Terminated => {
+                worker.state = WorkerState::Killing;
+                let _ = worker.control.send(GroupSignal::Kill);
+            }
+        }
     }
 }

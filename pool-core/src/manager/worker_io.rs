@@ -24,6 +24,9 @@ const EXIT_GRACE: Duration = Duration::from_secs(2);
 const START_EXIT_GRACE: Duration = Duration::from_millis(500);
 /// Frames written per batch before a flush.
 const WRITE_BATCH: usize = 64;
+/// The most bytes of an offending frame quoted (in hex) when a worker is killed
+/// for breaking the protocol.
+const QUOTED_BYTES: usize = 32;
 
 /// What a worker's I/O tasks tell the actor.
 #[derive(Debug)]
@@ -185,22 +188,32 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
             () = &mut drain, if exited => break None,
             frame = frames.next() => match frame {
                 None => break None,
-                Some(Err(e)) => break Some(e),
+                // The codec consumed nothing of the frame it refused: its prefix
+                // leads the read buffer.
+                Some(Err(e)) => break Some((e, hex_head(frames.read_buffer()))),
                 Some(Ok(body)) => match to_message(&body) {
                     Ok(message) => {
                         if events.send(WorkerEvent::Message { num, message }).await.is_err() {
                             break None;
                         }
                     }
-                    Err(e) => break Some(e),
+                    Err(e) => break Some((e, hex_head(&body))),
                 },
             },
             Some(signal) = control_rx.recv() => process.signal(signal),
         }
     };
-    if protocol_error.is_some() {
+    let protocol_error = protocol_error.map(|(e, head)| {
+        tracing::warn!(
+            worker.id = %spec.worker_id,
+            pid = process.pid(),
+            reason = %e,
+            bytes = %head,
+            "worker broke the protocol; killing it"
+        );
         process.signal(GroupSignal::Kill);
-    }
+        e
+    });
     drop(frames);
     let exit = reap(&mut process, &mut control_rx).await;
     let gone = WorkerEvent::Gone {
@@ -211,6 +224,23 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
         stderr_tail: process.stderr_tail().text(),
     };
     let _ = events.send(gone).await;
+}
+
+/// The first [`QUOTED_BYTES`] of `bytes` in hex, space-separated, with the total
+/// when they were cut (`"00 00 00 03 c1 c1 c1"`, `"… (4096 bytes)"`).
+pub(crate) fn hex_head(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(QUOTED_BYTES * 3 + 16);
+    for (i, b) in bytes.iter().take(QUOTED_BYTES).enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        let _ = write!(out, "{b:02x}");
+    }
+    if bytes.len() > QUOTED_BYTES {
+        let _ = write!(out, " … ({} bytes)", bytes.len());
+    }
+    out
 }
 
 fn check_ready(body: &Bytes) -> Result<TaskTypes, String> {
@@ -349,4 +379,28 @@ async fn write_frames(writer: LinkWriter, mut frames: mpsc::UnboundedReceiver<By
         }
     }
     let _ = out.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_head_quotes_short_frames_whole() {
+        assert_eq!(hex_head(b""), "");
+        assert_eq!(
+            hex_head(&[0, 0, 0, 3, 0xc1, 0xc1, 0xc1]),
+            "00 00 00 03 c1 c1 c1"
+        );
+    }
+
+    #[test]
+    fn hex_head_cuts_long_frames_at_32_bytes_and_gives_the_length() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        let head = hex_head(&bytes);
+        let expected: Vec<String> = (0..32).map(|b| format!("{b:02x}")).collect();
+        assert_eq!(head, format!("{} … (256 bytes)", expected.join(" ")));
+        let exactly: Vec<u8> = vec![0xab; 32];
+        assert!(!hex_head(&exactly).contains('…'));
+    }
 }

@@ -1,0 +1,107 @@
+//! Tasks that crash their worker, through the real binary (issue 11, item 3): they
+//! are the tasks' failures and end in the DLQ, echo tasks keep flowing, and the
+//! restart breaker (for workers that die with no task) never opens.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Killed, Scratch};
+
+/// How long the run may take before the test gives up on it (a bound against a
+/// hang, not a performance assertion: the run takes a few seconds).
+const DEADLINE: Duration = Duration::from_secs(120);
+
+#[test]
+fn crashing_tasks_are_dead_lettered_while_echo_tasks_flow_and_the_breaker_stays_shut() {
+    let dir = Scratch::new("crashing");
+    let events_path = dir.0.join("events.jsonl");
+    let metrics_path = dir.0.join("metrics.json");
+    let mut tasks = String::new();
+    for i in 0..30 {
+        tasks.push_str(&format!(
+            "{{\"id\":\"c{i}\",\"type\":\"crash\",\"payload\":{{\"code\":3}}}}\n"
+        ));
+        tasks.push_str(&format!(
+            "{{\"id\":\"e{i}\",\"type\":\"echo\",\"payload\":{i}}}\n"
+        ));
+    }
+    let mut child = Killed(
+        Command::new(common::bin())
+            .args(["run", "-w", "2", "--max-retries", "1", "--events"])
+            .arg(&events_path)
+            .arg("--metrics-json")
+            .arg(&metrics_path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cortex-pool starts"),
+    );
+    let mut stdin = child.0.stdin.take().expect("stdin is piped");
+    stdin
+        .write_all(tasks.as_bytes())
+        .expect("the tasks are written");
+    drop(stdin);
+    let mut stdout = child.0.stdout.take().expect("stdout is piped");
+    let mut stderr = child.0.stderr.take().expect("stderr is piped");
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let began = Instant::now();
+    let status = loop {
+        if let Some(status) = child.0.try_wait().expect("try_wait") {
+            break status;
+        }
+        assert!(
+            began.elapsed() < DEADLINE,
+            "run did not finish within {DEADLINE:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stdout = out.join().expect("stdout reader");
+    let stderr = err.join().expect("stderr reader");
+    assert_eq!(status.code(), Some(1), "some tasks failed: {stderr}");
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}")))
+        .collect();
+    assert_eq!(lines.len(), 60, "{stdout}");
+    for line in &lines {
+        let id = line["id"].as_str().expect("an id");
+        if id.starts_with('e') {
+            assert_eq!(line["status"], "ok", "{line}");
+            assert_eq!(line["attempts"], 1, "{line}");
+        } else {
+            assert_eq!(line["status"], "dead_letter", "{line}");
+            assert_eq!(line["error"]["kind"], "worker_crashed", "{line}");
+            assert_eq!(line["attempts"], 2, "{line}");
+        }
+    }
+    let events = std::fs::read_to_string(&events_path).expect("events file");
+    assert!(
+        !events.contains("restart-breaker-open"),
+        "the breaker opened: {events}"
+    );
+    let metrics: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&metrics_path).expect("metrics file"))
+            .expect("metrics JSON");
+    assert_eq!(
+        metrics["health"]["restartBreakerOpen"], false,
+        "{metrics:#}"
+    );
+    assert_eq!(metrics["performance"]["workersCrashed"], 60, "{metrics:#}");
+    assert!(
+        !stderr.contains("restart-breaker-open"),
+        "the breaker opened: {stderr}"
+    );
+}
