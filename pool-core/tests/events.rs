@@ -153,3 +153,44 @@ async fn every_event_is_emitted_in_order() {
         assert_eq!(endings, 1, "task {task}: {of_task:?}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn notable_events_leave_out_the_routine_ones_of_each_task() {
+    let (transport, _) = pool_core::testing::MockTransport::new(|t| match t.task_type.as_str() {
+        "poison" => MockAction::Fail { retryable: false },
+        _ => MockAction::Echo,
+    });
+    let mut builder = pool_core::Pool::builder(transport, pool_core::WorkerCommand::new("mock"))
+        .config(common::config(1));
+    let mut notable = builder.subscribe_notable();
+    let pool = builder.start().await.unwrap();
+    pool.submit(common::task("echo", 1))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let failed = pool.submit(common::task("poison", 2)).await.unwrap().await;
+    assert!(failed.is_err());
+    pool.shutdown().await;
+    let mut names = Vec::new();
+    while let Ok(e) = notable.try_recv() {
+        names.push(name(&e));
+    }
+    for routine in ["task-queued", "task-assigned", "task-completed"] {
+        assert!(
+            !names.iter().any(|n| n == routine),
+            "{routine} in {names:?}"
+        );
+    }
+    for wanted in [
+        "worker-spawned",
+        "worker-ready",
+        "task-attempt-failed",
+        "pool-shutdown",
+    ] {
+        assert!(
+            names.iter().any(|n| n == wanted),
+            "no {wanted} in {names:?}"
+        );
+    }
+}

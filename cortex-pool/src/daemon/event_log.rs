@@ -25,8 +25,9 @@ pub(crate) async fn run(pool: Pool, mut events: Receiver<PoolEvent>, stop: Cance
             () = stop.cancelled() => break,
             event = events.recv() => match event {
                 Ok(event) => log(&event),
-                // Task events come by the thousand under load; the worker events
-                // they may crowd out are also in the alert history.
+                // Failing tasks can come by the thousand; the worker events they
+                // may crowd out are also in the alert history. (Routine task
+                // events are not subscribed to: the pool does not even build them.)
                 Err(RecvError::Lagged(missed)) => {
                     tracing::debug!(missed, "pool events not logged: the log fell behind");
                 }

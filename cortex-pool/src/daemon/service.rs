@@ -106,7 +106,7 @@ pub(crate) async fn run(settings: Settings, sources: Sources) -> Result<(), Daem
     let mut builder = Pool::builder_arc(transport.clone(), settings.worker.clone())
         .config(settings.pool.clone())
         .boxed_policy(settings.policy());
-    let events = builder.subscribe();
+    let events = builder.subscribe_notable();
     let started = builder.start().await;
     let pool = match started {
         Ok(pool) => pool,

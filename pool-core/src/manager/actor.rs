@@ -71,7 +71,11 @@ impl std::hash::Hasher for IdHasher {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) stats: Stats,
+    /// Every event ([`Pool::events`](super::Pool::events)).
     pub(crate) events: broadcast::Sender<PoolEvent>,
+    /// Every event but the routine ones of each task (queued, assigned,
+    /// completed): [`Pool::notable_events`](super::Pool::notable_events).
+    pub(crate) notable: broadcast::Sender<PoolEvent>,
     pub(crate) next_task_id: AtomicU64,
     pub(crate) queue_slots: Arc<Semaphore>,
     pub(crate) closed: AtomicBool,
@@ -80,10 +84,12 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(config: &PoolConfig, events: Option<broadcast::Sender<PoolEvent>>) -> Self {
+    pub(crate) fn new(config: &PoolConfig, channels: EventChannels) -> Self {
+        let channel = || broadcast::channel(config.event_capacity.max(1)).0;
         Self {
             stats: Stats::new(),
-            events: events.unwrap_or_else(|| broadcast::channel(config.event_capacity).0),
+            events: channels.all.unwrap_or_else(channel),
+            notable: channels.notable.unwrap_or_else(channel),
             next_task_id: AtomicU64::new(1),
             queue_slots: Arc::new(Semaphore::new(config.max_queue_len)),
             closed: AtomicBool::new(false),
@@ -91,12 +97,42 @@ impl Shared {
         }
     }
 
-    /// Emits an event built only when someone listens.
+    /// Emits a notable event, built only when someone listens to either stream.
     pub(crate) fn emit(&self, event: impl FnOnce() -> PoolEvent) {
+        match (
+            self.events.receiver_count() > 0,
+            self.notable.receiver_count() > 0,
+        ) {
+            (false, false) => {}
+            (true, false) => {
+                let _ = self.events.send(event());
+            }
+            (false, true) => {
+                let _ = self.notable.send(event());
+            }
+            (true, true) => {
+                let event = event();
+                let _ = self.notable.send(event.clone());
+                let _ = self.events.send(event);
+            }
+        }
+    }
+
+    /// Emits a routine event of one task (queued, assigned, completed), built only
+    /// when someone listens to every event: a log of what goes wrong (the
+    /// daemon's) costs the task path nothing.
+    pub(crate) fn emit_routine(&self, event: impl FnOnce() -> PoolEvent) {
         if self.events.receiver_count() > 0 {
             let _ = self.events.send(event());
         }
     }
+}
+
+/// The event channels subscribed to before the pool started, if any.
+#[derive(Debug, Default)]
+pub(crate) struct EventChannels {
+    pub(crate) all: Option<broadcast::Sender<PoolEvent>>,
+    pub(crate) notable: Option<broadcast::Sender<PoolEvent>>,
 }
 
 /// A request from a [`Pool`](super::Pool) handle.

@@ -48,7 +48,7 @@ impl Actor {
         let (id, priority) = (pending.id, pending.task.priority);
         self.queue.push(priority, pending);
         self.shared
-            .emit(|| PoolEvent::TaskQueued { task: id, priority });
+            .emit_routine(|| PoolEvent::TaskQueued { task: id, priority });
     }
 
     /// Makes every waiting task of a type share one allocation of its name (up to
@@ -245,7 +245,7 @@ impl Actor {
         } else {
             None
         };
-        self.shared.emit(|| PoolEvent::TaskAssigned {
+        self.shared.emit_routine(|| PoolEvent::TaskAssigned {
             task: id,
             worker: worker.name.clone(),
             attempt,
@@ -394,7 +394,7 @@ impl Actor {
             .workers
             .get(&running.worker)
             .is_some_and(|w| w.dispatched > 1);
-        self.shared.emit(|| PoolEvent::TaskCompleted {
+        self.shared.emit_routine(|| PoolEvent::TaskCompleted {
             task: pending.id,
             worker: worker.clone(),
             attempts: pending.attempts,

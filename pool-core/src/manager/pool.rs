@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::actor::{self, ActorParts, Command, Pending, Shared};
+use super::actor::{self, ActorParts, Command, EventChannels, Pending, Shared};
 use super::alerts::Alert;
 use super::config::PoolConfig;
 use super::events::PoolEvent;
@@ -68,7 +68,7 @@ pub struct PoolBuilder {
     config: PoolConfig,
     policy: Box<dyn BalancePolicy>,
     probes: Vec<Box<dyn HealthProbe>>,
-    events: Option<broadcast::Sender<PoolEvent>>,
+    events: EventChannels,
 }
 
 impl fmt::Debug for PoolBuilder {
@@ -116,6 +116,17 @@ impl PoolBuilder {
     pub fn subscribe(&mut self) -> broadcast::Receiver<PoolEvent> {
         let capacity = self.config.event_capacity.max(1);
         self.events
+            .all
+            .get_or_insert_with(|| broadcast::channel(capacity).0)
+            .subscribe()
+    }
+
+    /// Like [`subscribe`](Self::subscribe), to the notable events only (see
+    /// [`Pool::notable_events`]).
+    pub fn subscribe_notable(&mut self) -> broadcast::Receiver<PoolEvent> {
+        let capacity = self.config.event_capacity.max(1);
+        self.events
+            .notable
             .get_or_insert_with(|| broadcast::channel(capacity).0)
             .subscribe()
     }
@@ -233,7 +244,7 @@ impl Pool {
             config: PoolConfig::default(),
             policy: Box::new(FirstAvailable),
             probes: Vec::new(),
-            events: None,
+            events: EventChannels::default(),
         }
     }
 
@@ -410,6 +421,15 @@ impl Pool {
     /// Subscribes to the pool's events from now on.
     pub fn events(&self) -> broadcast::Receiver<PoolEvent> {
         self.shared.events.subscribe()
+    }
+
+    /// Subscribes to the pool's notable events from now on: every event but the
+    /// routine ones of each task (`task-queued`, `task-assigned`,
+    /// `task-completed`), which are then not even built while nobody listens to
+    /// [`events`](Self::events). For logs and dashboards of what goes wrong:
+    /// failures, retries, dead letters and timeouts of tasks still come.
+    pub fn notable_events(&self) -> broadcast::Receiver<PoolEvent> {
+        self.shared.notable.subscribe()
     }
 
     /// Each live worker's state.
