@@ -142,8 +142,10 @@ fn line<'a>(lines: &'a [Value], id: &str) -> &'a Value {
 
 #[test]
 fn sigterm_drains_like_sigint_and_every_task_read_gets_its_line() {
+    // `--prefetch 0`: the second task waits in the pool's queue, not in the
+    // worker's window.
     let live = Live::start(
-        &["-w", "1"],
+        &["-w", "1", "--prefetch", "0"],
         concat!(
             "{\"id\":\"slow\",\"type\":\"sleep\",\"payload\":{\"ms\":700}}\n",
             "{\"id\":\"queued\",\"type\":\"echo\",\"payload\":1}\n",
@@ -168,9 +170,38 @@ fn sigterm_drains_like_sigint_and_every_task_read_gets_its_line() {
 }
 
 #[test]
-fn a_second_signal_stops_within_a_second_and_cancels_what_runs() {
+fn sigterm_withdraws_a_task_waiting_in_the_window_and_it_gets_its_line() {
+    // The default window: the second task is written to the worker and waits there.
     let live = Live::start(
-        &["-w", "2"],
+        &["-w", "1"],
+        concat!(
+            "{\"id\":\"slow\",\"type\":\"sleep\",\"payload\":{\"ms\":700}}\n",
+            "{\"id\":\"windowed\",\"type\":\"echo\",\"payload\":1}\n",
+        ),
+    );
+    live.wait_until("both tasks written to the worker", |l| {
+        l.count_events("task-assigned") == 2
+    });
+    live.signal("TERM");
+    let (code, lines, stderr, _) = live.finish(Duration::from_secs(30));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    assert_eq!(
+        line(&lines, "slow")["status"],
+        "ok",
+        "the running task drained"
+    );
+    let windowed = line(&lines, "windowed");
+    assert_eq!(windowed["error"]["kind"], "shutting_down", "{windowed}");
+    assert!(stderr.contains("1 ok, 1 failed"), "the summary: {stderr}");
+}
+
+#[test]
+fn a_second_signal_stops_within_a_second_and_cancels_what_runs() {
+    // `--prefetch 0`: the third task waits in the pool's queue, not in a
+    // worker's window.
+    let live = Live::start(
+        &["-w", "2", "--prefetch", "0"],
         concat!(
             "{\"id\":\"long\",\"type\":\"sleep\",\"payload\":{\"ms\":60000}}\n",
             "{\"id\":\"frozen\",\"type\":\"stop\"}\n",

@@ -107,3 +107,66 @@ async fn an_idle_worker_gets_a_task_before_any_window_is_filled() {
     assert_eq!(workers, ["worker-0", "worker-1"]);
     pool.shutdown().await;
 }
+
+/// Tasks before and behind a crash task in one full window: each task loses as
+/// many attempts as the mock worker really started it, and no more.
+async fn crash_in_a_full_window(worker_concurrency: u32) {
+    let config = PoolConfig {
+        worker_concurrency,
+        prefetch: 12,
+        ..common::config(1)
+    };
+    let (pool, recorder) = common::start(config, |t| match t.task_type.as_str() {
+        "crash" => MockAction::Crash(3),
+        _ => MockAction::EchoAfter(Duration::from_millis(10)),
+    })
+    .await;
+    let mut tasks: Vec<_> = (0..4).map(|n| common::task("work", n)).collect();
+    tasks.push(common::task("crash", 4));
+    tasks.extend((5..13).map(|n| common::task("work", n)));
+    let tasks = tasks.into_iter().map(|t| t.with_max_retries(1));
+    let handles = pool.submit_many(tasks).await.unwrap();
+    let crash_id = handles[4].id();
+    let mut charged = Vec::new();
+    for h in handles {
+        match h.await {
+            Ok(out) => charged.push((out.id, out.attempts)),
+            Err(e) if worker_concurrency == 1 => {
+                assert_eq!(
+                    (e.id, e.attempts),
+                    (crash_id, 2),
+                    "only the crash task fails: {e}"
+                );
+                charged.push((e.id, e.attempts));
+            }
+            Err(e) => {
+                assert!(
+                    matches!(e.failure, pool_core::Failure::WorkerDied { .. }),
+                    "{e}"
+                );
+                charged.push((e.id, e.attempts));
+            }
+        }
+    }
+    let started = recorder.started();
+    for (id, attempts) in charged {
+        let runs = started.iter().filter(|t| t.id == id).count();
+        assert_eq!(
+            attempts as usize, runs,
+            "task {id} is charged the attempts it really started"
+        );
+    }
+    let crash_runs = started.iter().filter(|t| t.task_type == "crash").count();
+    assert_eq!(crash_runs, 2, "the crash task ran out of its two attempts");
+    pool.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crash_in_a_full_window_charges_only_the_running_task() {
+    crash_in_a_full_window(1).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_concurrency_two_a_crash_in_a_full_window_charges_only_the_running_tasks() {
+    crash_in_a_full_window(2).await;
+}

@@ -21,8 +21,10 @@ fail the attempt with ``retryable`` true or false; any other exception fails it 
 kind ``handler``, retryable.
 
 **Batches.** The worker reads whatever the manager has written, decodes every
-complete frame in it, runs the handlers, and writes all the replies that are ready in
-one write. Tasks run on a set of reusable threads, at most ``hello.concurrency`` at
+complete frame in it, runs the handlers, and writes the replies that are ready in
+one write. A finished task's reply is written before any later task starts (so a
+task that kills the process cannot take earlier replies with it): replies are
+batched only when their tasks finished together. Tasks run on a set of reusable threads, at most ``hello.concurrency`` at
 once (every task at once when the manager sends no ``concurrency``); tasks beyond the
 limit wait and start in arrival order, and a ``cancel`` of a waiting task is answered
 at once with kind ``cancelled``. A handler registered with ``inline=True`` (one that
@@ -515,6 +517,7 @@ class Worker:
                 else:
                     self._work.notify()
         if inline:
+            self._flush()  # earlier replies leave before this task starts
             self._finish(ctx, self._attempt(ctx, payload))
 
     def _on_cancel(self, task_id):
@@ -545,6 +548,7 @@ class Worker:
                 self._idle -= 1
                 ctx, payload = self._waiting.popleft()
                 self._running[ctx.id] = ctx
+                self._flush_locked()  # earlier replies leave before this task starts
             reply = self._attempt(ctx, payload)
             with state:
                 self._idle += 1

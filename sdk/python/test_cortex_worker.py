@@ -356,29 +356,40 @@ def _split(data):
 
 
 class BatchTest(unittest.TestCase):
-    """In process: what one read brings in leaves in one write."""
+    """In process: what one read brings in runs in order, each reply written before the next task starts."""
 
-    def test_the_replies_of_one_read_leave_in_one_write(self):
+    def test_each_reply_is_written_before_the_next_task_starts(self):
         sys.path.insert(0, HERE)
         self.addCleanup(sys.path.remove, HERE)
         import cortex_worker
 
         worker = cortex_worker.Worker()
         ran_on = []
+        written_at_start = {}
+        writer = _Recorder()
+
+        def written_results():
+            return [m["id"] for data in writer.writes for m in _split(data) if m["type"] == "result"]
 
         @worker.handler("echo", inline=True)
         def echo(ctx, payload):
             ran_on.append(threading.current_thread())
+            written_at_start[ctx.id] = written_results()
             return payload
 
-        tasks = b"".join(task(i, "echo", i) for i in range(1, 51))
+        @worker.handler("slow_echo")
+        def slow_echo(ctx, payload):
+            written_at_start[ctx.id] = written_results()
+            return payload
+
+        tasks = b"".join(task(i, "echo", i) for i in range(1, 26))
+        tasks += b"".join(task(i, "slow_echo", i) for i in range(26, 51))
         reader = io.BytesIO(hello(concurrency=1) + tasks + frame({"type": "shutdown", "graceful": True}))
-        writer = _Recorder()
         self.assertEqual(worker.run(cortex_worker.Link(reader, writer)), 0)
         self.assertEqual([m["type"] for m in _split(writer.writes[0])], ["ready"])
-        self.assertEqual(len(writer.writes), 2, "one write for ready, one for the 50 replies")
-        replies = _split(writer.writes[1])
-        self.assertEqual([(m["type"], m["id"]) for m in replies], [("result", i) for i in range(1, 51)])
+        self.assertEqual(written_results(), list(range(1, 51)))
+        for i in range(1, 51):
+            self.assertEqual(written_at_start[i], list(range(1, i)), f"task {i} started after every earlier reply was written")
         self.assertEqual(set(ran_on), {threading.current_thread()}, "inline handlers ran on the reading thread")
 
 

@@ -92,14 +92,12 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
                     running.forget(joined);
                     // A slot is free: start the tasks waiting for one.
                     self.start_waiting(&mut running, &mut waiting, &mut replies);
-                    if !replies.is_empty() {
-                        self.outbox.send_encoded(replies.split());
-                    }
+                    self.flush(&mut replies);
                 }
                 frame = self.frames.next() => {
-                    // Handle this frame and every further one already readable, then
-                    // hand the replies of those that finished at once to the writer
-                    // thread in one piece (one wake-up per batch, not per task).
+                    // Handle this frame and every further one already readable; the
+                    // replies that are still unwritten when the batch ends (or before
+                    // a task starts) are written in one piece.
                     let mut batch = Batch {
                         now: None,
                         draining: &mut draining,
@@ -108,14 +106,20 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
                         replies: &mut replies,
                     };
                     let outcome = self.read_batch(frame, &mut batch);
-                    if !replies.is_empty() {
-                        self.outbox.send_encoded(replies.split());
-                    }
+                    self.flush(&mut replies);
                     if let Some(stop) = outcome? {
                         return Ok(stop);
                     }
                 }
             }
+        }
+    }
+
+    /// Writes the replies gathered so far, if any.
+    fn flush(&self, replies: &mut BytesMut) {
+        if !replies.is_empty() {
+            self.outbox.send_encoded(replies);
+            replies.clear();
         }
     }
 
@@ -268,11 +272,15 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
 
     /// Runs the task's handler.
     ///
+    /// The replies gathered so far are written first: a finished task's reply is on
+    /// the wire before a later task starts, so a task that kills the process cannot
+    /// take them with it (`docs/PROTOCOL.md`).
+    ///
     /// The handler's future is polled once right here: when it finishes at once (a
     /// handler with nothing to wait for, like most small ones), its reply joins
     /// `replies` and no tokio task, cancellation entry or thread hop is spent on it.
     /// Otherwise the future moves onto its own tokio task and holds a slot until it
-    /// ends.
+    /// ends; its reply is written by that task as soon as it finishes.
     /// `started` is when the task starts: one clock read serves a whole batch.
     fn run_task(
         &self,
@@ -281,6 +289,7 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
         running: &mut Running,
         replies: &mut BytesMut,
     ) {
+        self.flush(replies);
         let token = CancellationToken::new();
         let ctx = TaskContext::new(
             task.id,
@@ -357,8 +366,8 @@ fn reply_kind(output: &Caught, token: &CancellationToken) -> Option<(&'static st
     }
 }
 
-/// Where a reply goes: straight to the writer thread, or into a batch that the
-/// dispatcher hands over after its read batch.
+/// Where a reply goes: straight into the stream, or into a batch that the
+/// dispatcher writes before it starts another task or ends its read batch.
 enum Sink<'a> {
     Direct(&'a Outbox),
     Batch(&'a Outbox, &'a mut BytesMut),
@@ -378,7 +387,7 @@ impl Sink<'_> {
             Self::Direct(outbox) => {
                 let mut buf = BytesMut::new();
                 wire::encode_result(id, payload, &mut buf, outbox.max_frame())?;
-                outbox.send_encoded(buf);
+                outbox.send_encoded(&buf);
                 Ok(())
             }
             Self::Batch(outbox, buf) => wire::encode_result(id, payload, buf, outbox.max_frame()),

@@ -17,7 +17,7 @@ use tokio::io::AsyncRead;
 pub(crate) struct EnvLink {
     /// Frames from the manager.
     pub(crate) reader: OwnedFd,
-    /// Frames to the manager (blocking; owned by the writer thread).
+    /// Frames to the manager (blocking writes, shared by the writers under a lock).
     pub(crate) writer: File,
     /// `CORTEX_MAX_FRAME`, or the default.
     pub(crate) max_frame: usize,
@@ -54,7 +54,7 @@ pub(crate) fn from_env() -> io::Result<EnvLink> {
             )))
         }
     };
-    // The writer thread does blocking writes: make sure nobody left O_NONBLOCK set.
+    // Frames are written with blocking writes: make sure nobody left O_NONBLOCK set.
     let flags = rustix::fs::fcntl_getfl(&writer)?;
     rustix::fs::fcntl_setfl(&writer, flags.difference(OFlags::NONBLOCK))?;
     Ok(EnvLink {

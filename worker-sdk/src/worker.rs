@@ -23,7 +23,7 @@ use crate::handler::{erase, erase_raw, ErasedHandler, Handlers, Registered};
 use crate::stats::Stats;
 use crate::{heartbeat, link, writer, HandlerError, ServeError, TaskContext};
 
-/// How long a closing session waits for its last frames to be written.
+/// How long a closing session waits for a frame still being written.
 const FLUSH_GRACE: Duration = Duration::from_secs(2);
 
 /// How a session ended when nothing went wrong.
@@ -186,26 +186,29 @@ impl Worker {
     /// through `writer`. [`run`](Self::run) calls it with the link from the environment;
     /// tests call it with in-memory streams or pipes.
     ///
-    /// `writer` is a blocking [`Write`] owned by a dedicated thread, so heartbeats and
-    /// replies keep flowing even while every runtime thread runs a CPU-bound handler.
-    /// Heartbeats come from another dedicated thread. Must be called inside a tokio
+    /// `writer` is a blocking [`Write`], shared under a lock: each reply is written
+    /// and flushed before a later task starts, so a task that kills the process
+    /// cannot take the replies of the tasks before it along. Heartbeats come from a
+    /// dedicated thread that writes them itself, so they keep flowing even while
+    /// every runtime thread runs a CPU-bound handler. A write blocks while the other
+    /// end is not reading and the pipe is full. Must be called inside a tokio
     /// runtime (any flavour). Tasks still running when it returns are aborted.
     ///
     /// # Errors
     /// [`ServeError::VersionMismatch`] when the hello announces another version,
     /// [`ServeError::Protocol`] on a bad frame or a missing hello, [`ServeError::Io`]
-    /// when reading fails or the writer thread cannot start.
+    /// when reading fails or the heartbeat thread cannot start.
     pub async fn serve<R, W>(self, reader: R, writer: W) -> Result<Stopped, ServeError>
     where
         R: AsyncRead + Unpin,
         W: Write + Send + 'static,
     {
         let mut frames = FramedRead::new(reader, FrameCodec::new(self.max_frame));
-        let mut out = writer::spawn(writer, self.max_frame).map_err(ServeError::Io)?;
+        let mut out = writer::open(writer, self.max_frame);
         let result = self.session(&mut frames, &mut out).await;
-        // Flush what the session queued (the replies of a graceful shutdown) before
-        // returning, but never hang on a manager that stopped reading.
-        let _ = tokio::time::timeout(FLUSH_GRACE, out.close()).await;
+        // Close the stream (end of file for the manager), but never hang on a
+        // manager that stopped reading.
+        out.close(FLUSH_GRACE).await;
         result
     }
 

@@ -1,160 +1,82 @@
-//! The single writer: one std thread owns the output stream, fed by a channel.
+//! The output stream, shared: every frame the worker sends — handshake, replies,
+//! heartbeats — is written whole under one lock by the thread that produced it, and
+//! flushed before [`Outbox::send`] returns.
 //!
-//! Every frame the worker sends — handshake, replies, heartbeats — goes through
-//! [`Outbox::send`], so frames never interleave. The thread is independent of the
-//! tokio runtime on purpose: a heartbeat must get out even while every runtime thread
-//! is stuck in a CPU-bound handler.
+//! So a finished task's reply is on the wire before the dispatcher starts any later
+//! task (`docs/PROTOCOL.md`, "a worker writes a task's reply before it starts a later
+//! task"): when a later task kills the process, the manager still gets every reply
+//! of the tasks before it and charges the crash to the task that was running. Frames
+//! never interleave: each one (or a batch of whole frames) is one locked write.
 //!
-//! The channel is unbounded, but what can wait in it is bounded by the protocol: one
-//! reply per task in flight (the manager bounds those) and at most one heartbeat,
-//! because the heartbeat thread skips a beat while the previous one is still queued.
+//! Heartbeats come from their own thread, which writes them itself, so a beat gets
+//! out even while every runtime thread is stuck in a CPU-bound handler. A write
+//! blocks only while the pipe is full, that is while the manager is not reading.
 
-use std::io::{self, IoSlice, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
-use std::thread;
+use std::io::{self, Write};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::BytesMut;
 use pool_core::protocol::{encode_frame, FrameError, FromWorker};
-use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-enum Out {
-    Frame(BytesMut),
-    Heartbeat(BytesMut),
-    Close,
-}
-
-/// A handle to the writer thread; cheap to clone.
-#[derive(Debug, Clone)]
-pub(crate) struct Outbox {
-    tx: mpsc::Sender<Out>,
-    max_frame: usize,
-    heartbeat_queued: Arc<AtomicBool>,
-}
-
-/// Owned by the session: closes the writer and tells when the link broke.
-#[derive(Debug)]
-pub(crate) struct WriterHandle {
-    outbox: Outbox,
-    done: oneshot::Receiver<()>,
+/// The stream and what its failure tells the session.
+struct Shared {
+    /// `None` once closed or broken: later frames go nowhere.
+    stream: Mutex<Option<Box<dyn Write + Send>>>,
+    /// Fires when a write failed: the manager is no longer listening.
     broken: CancellationToken,
 }
 
-impl std::fmt::Debug for Out {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Frame(_) => "Frame",
-            Self::Heartbeat(_) => "Heartbeat",
-            Self::Close => "Close",
-        })
-    }
-}
-
-/// Starts the writer thread on `writer`; frames are limited to `max_frame` bytes.
-pub(crate) fn spawn<W: Write + Send + 'static>(
-    writer: W,
+/// A handle to the output stream; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Outbox {
+    shared: Arc<Shared>,
     max_frame: usize,
-) -> io::Result<WriterHandle> {
-    let (tx, rx) = mpsc::channel();
-    let (done_tx, done) = oneshot::channel();
-    let broken = CancellationToken::new();
-    let heartbeat_queued = Arc::new(AtomicBool::new(false));
-    let thread_broken = broken.clone();
-    let thread_queued = Arc::clone(&heartbeat_queued);
-    thread::Builder::new()
-        .name("cortex-writer".into())
-        .spawn(move || {
-            if write_loop(writer, &rx, &thread_queued).is_err() {
-                // The manager is gone (EPIPE) or the stream failed: nothing more can
-                // be said to anyone; the session ends as disconnected.
-                thread_broken.cancel();
-            }
-            let _ = done_tx.send(());
-        })?;
-    Ok(WriterHandle {
+}
+
+/// Owned by the session: closes the stream and tells when the link broke.
+#[derive(Debug)]
+pub(crate) struct WriterHandle {
+    outbox: Outbox,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("max_frame", &self.max_frame)
+            .field("broken", &self.shared.broken.is_cancelled())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Shares `writer`; frames are limited to `max_frame` bytes.
+pub(crate) fn open<W: Write + Send + 'static>(writer: W, max_frame: usize) -> WriterHandle {
+    WriterHandle {
         outbox: Outbox {
-            tx,
+            shared: Arc::new(Shared {
+                stream: Mutex::new(Some(Box::new(writer))),
+                broken: CancellationToken::new(),
+            }),
             max_frame,
-            heartbeat_queued,
         },
-        done,
-        broken,
-    })
-}
-
-fn write_loop<W: Write>(
-    mut writer: W,
-    rx: &mpsc::Receiver<Out>,
-    queued: &AtomicBool,
-) -> io::Result<()> {
-    let mut frames: Vec<BytesMut> = Vec::new();
-    while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
-        let mut closing = false;
-        // Take everything already waiting, then write it in one vectored write (no
-        // copy into a buffer of our own).
-        while let Some(item) = next.take() {
-            match item {
-                Out::Frame(frame) => frames.push(frame),
-                Out::Heartbeat(frame) => {
-                    queued.store(false, Ordering::Release);
-                    frames.push(frame);
-                }
-                Out::Close => {
-                    closing = true;
-                    break;
-                }
-            }
-            if frames.len() == MAX_SLICES {
-                break;
-            }
-            next = rx.try_recv().ok();
-        }
-        write_all(&mut writer, &frames)?;
-        frames.clear();
-        writer.flush()?;
-        if closing {
-            return Ok(());
-        }
     }
-    writer.flush()
-}
-
-/// The most buffers handed to one vectored write (Linux accepts 1024).
-const MAX_SLICES: usize = 512;
-
-/// Writes every byte of `frames`, in as few `write_vectored` calls as the stream
-/// takes.
-fn write_all<W: Write>(writer: &mut W, frames: &[BytesMut]) -> io::Result<()> {
-    let mut slices: Vec<IoSlice<'_>> = frames.iter().map(|f| IoSlice::new(f)).collect();
-    let mut rest = &mut slices[..];
-    IoSlice::advance_slices(&mut rest, 0);
-    while !rest.is_empty() {
-        match writer.write_vectored(rest) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut rest, n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 impl Outbox {
-    /// Encodes `message` and queues it.
+    /// Encodes `message` and writes it.
     ///
     /// # Errors
     /// [`FrameError::TooLarge`] when the frame exceeds the link's maximum (nothing is
-    /// sent then). A closed writer is not an error: the session is ending anyway.
+    /// sent then). A closed or broken stream is not an error: the session is ending
+    /// anyway.
     pub(crate) fn send(&self, message: &FromWorker<'_>) -> Result<(), FrameError> {
         let mut buf = BytesMut::new();
         encode_frame(message, &mut buf, self.max_frame)?;
-        let _ = self.tx.send(Out::Frame(buf));
+        self.send_encoded(&buf);
         Ok(())
     }
 
-    /// Encodes `message` and appends it to `buf`, to be handed over later with
+    /// Encodes `message` and appends it to `buf`, to be written later with
     /// [`send_encoded`](Self::send_encoded).
     ///
     /// # Errors
@@ -168,28 +90,51 @@ impl Outbox {
         encode_frame(message, buf, self.max_frame)
     }
 
-    /// Queues whole frames encoded by [`encode`](Self::encode).
-    pub(crate) fn send_encoded(&self, frames: BytesMut) {
-        let _ = self.tx.send(Out::Frame(frames));
+    /// Writes and flushes whole frames (encoded by [`encode`](Self::encode)) in one
+    /// locked write; on return they are in the stream (a pipe, for a real link).
+    pub(crate) fn send_encoded(&self, frames: &[u8]) {
+        let mut stream = self
+            .shared
+            .stream
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(writer) = stream.as_mut() else {
+            return;
+        };
+        if write_flushed(writer, frames).is_err() {
+            // The manager is gone (EPIPE) or the stream failed: nothing more can be
+            // said to anyone; the session ends as disconnected.
+            *stream = None;
+            self.shared.broken.cancel();
+        }
     }
 
-    /// Queues a heartbeat unless one is already waiting to be written.
+    /// Writes a heartbeat (a frame too large for the link is dropped).
     pub(crate) fn send_heartbeat(&self, message: &FromWorker<'_>) {
-        if self.heartbeat_queued.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let mut buf = BytesMut::new();
-        if encode_frame(message, &mut buf, self.max_frame).is_ok() {
-            let _ = self.tx.send(Out::Heartbeat(buf));
-        } else {
-            self.heartbeat_queued.store(false, Ordering::Release);
-        }
+        let _ = self.send(message);
     }
 
     /// The largest frame body this outbox lets through.
     pub(crate) fn max_frame(&self) -> usize {
         self.max_frame
     }
+
+    /// Closes the stream (end of file for the manager); later frames go nowhere.
+    fn close(&self) {
+        let mut stream = self
+            .shared
+            .stream
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(mut writer) = stream.take() {
+            let _ = writer.flush();
+        }
+    }
+}
+
+fn write_flushed(writer: &mut Box<dyn Write + Send>, frames: &[u8]) -> io::Result<()> {
+    writer.write_all(frames)?;
+    writer.flush()
 }
 
 impl WriterHandle {
@@ -205,13 +150,15 @@ impl WriterHandle {
 
     /// Fires when a write failed: the manager is no longer listening.
     pub(crate) fn broken(&self) -> &CancellationToken {
-        &self.broken
+        &self.outbox.shared.broken
     }
 
-    /// Writes what is queued, stops the thread and waits for it to finish.
-    pub(crate) async fn close(self) {
-        let _ = self.outbox.tx.send(Out::Close);
-        let _ = self.done.await;
+    /// Closes the stream once no frame is being written; a write stuck on a manager
+    /// that stopped reading is not waited for longer than `grace`.
+    pub(crate) async fn close(self, grace: std::time::Duration) {
+        let outbox = self.outbox;
+        let closing = tokio::task::spawn_blocking(move || outbox.close());
+        let _ = tokio::time::timeout(grace, closing).await;
     }
 }
 
@@ -219,13 +166,15 @@ impl WriterHandle {
 mod tests {
     use super::*;
 
-    /// Takes at most 3 bytes per call, from the first non-empty buffer only.
-    struct Trickle(Vec<u8>);
+    /// A stream whose bytes the test can look at while the outbox still holds it.
+    #[derive(Clone, Default)]
+    struct Seen(Arc<Mutex<Vec<u8>>>);
 
-    impl Write for Trickle {
+    impl Write for Seen {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            // Takes at most 3 bytes per call: short writes still deliver every byte.
             let n = buf.len().min(3);
-            self.0.extend_from_slice(&buf[..n]);
+            self.0.lock().expect("lock").extend_from_slice(&buf[..n]);
             Ok(n)
         }
 
@@ -234,14 +183,36 @@ mod tests {
         }
     }
 
+    /// Fails every write, like a pipe whose reader is gone.
+    struct Gone;
+
+    impl Write for Gone {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::BrokenPipe.into())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
     #[test]
-    fn short_writes_still_deliver_every_frame_in_order() {
-        let frames: Vec<BytesMut> = ["", "abcde", "f", "", "ghijklmno"]
-            .into_iter()
-            .map(|s| BytesMut::from(s.as_bytes()))
-            .collect();
-        let mut out = Trickle(Vec::new());
-        write_all(&mut out, &frames).expect("written");
-        assert_eq!(out.0, b"abcdefghijklmno");
+    fn a_frame_is_in_the_stream_when_send_returns() {
+        let seen = Seen::default();
+        let handle = open(seen.clone(), 1024);
+        handle.outbox().send_encoded(b"abcdefgh");
+        assert_eq!(*seen.0.lock().expect("lock"), b"abcdefgh");
+        handle.outbox().send_encoded(b"ij");
+        assert_eq!(*seen.0.lock().expect("lock"), b"abcdefghij");
+        assert!(!handle.broken().is_cancelled());
+    }
+
+    #[test]
+    fn a_failed_write_breaks_the_link_and_later_frames_go_nowhere() {
+        let handle = open(Gone, 1024);
+        handle.outbox().send_encoded(b"lost");
+        assert!(handle.broken().is_cancelled());
+        handle.outbox().send_encoded(b"also lost");
+        assert!(handle.broken().is_cancelled());
     }
 }

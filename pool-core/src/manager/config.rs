@@ -49,13 +49,14 @@ pub struct PoolConfig {
     /// `0` keeps strict priority order (a worker gets a task only when a run slot
     /// is free).
     ///
-    /// Default 0 (off). A window of 16 keeps a worker busy through a round trip
-    /// with 64 B echo tasks, but the shipped SDKs batch the replies of tasks that
-    /// finish together: when a later task in the window crashes the process, the
-    /// earlier replies can be lost with it, and the crash is then charged to a task
-    /// that had finished. Until every SDK writes a finished task's reply before it
-    /// starts the next one, exact crash attribution is the default and the window
-    /// is an opt-in for workloads whose tasks do not crash their worker.
+    /// Default 16: with 64 B echo tasks a round trip costs about as much as 10–20
+    /// tasks of work on the worker, so a window of 16 keeps a worker busy through a
+    /// round trip (the pool refills it in one batch as replies arrive) while
+    /// bounding priority inversion to 16 tasks per worker. Crash attribution stays
+    /// exact with it: a worker writes a finished task's reply before it starts a
+    /// later one (`docs/PROTOCOL.md`; the shipped SDKs do), so when a task kills
+    /// its worker the pool has every earlier reply, charges an attempt to the
+    /// `worker_concurrency` oldest unanswered tasks only, and requeues the rest.
     pub prefetch: u32,
     /// New tasks that may wait in the queue; `try_submit` refuses past it and
     /// `submit` waits for room. Retries re-enter the queue regardless. Default 100 000.
@@ -122,7 +123,7 @@ impl Default for PoolConfig {
             min_workers: 5,
             max_workers: 50,
             worker_concurrency: 1,
-            prefetch: 0,
+            prefetch: 16,
             max_queue_len: 100_000,
             retry: RetryPolicy::default(),
             task_timeout: Duration::from_secs(300),

@@ -56,10 +56,11 @@ function maxFrameFrom(env) {
 
 /**
  * Opens the link the environment describes. Resolves to
- * `{ transport, maxFrame, input, write(frame), flush(), opened() }`: `input` is a
- * Readable of bytes from the manager, `write` sends one whole frame, `flush` resolves
- * when every frame written so far has left the process, `opened` is called once the
- * first frame has arrived.
+ * `{ transport, maxFrame, input, write(frame), pending(), flush(), opened() }`: `input`
+ * is a Readable of bytes from the manager, `write` sends one whole frame (written at
+ * once unless the pipe is full), `pending` is the number of bytes written but still
+ * in the process, `flush` resolves when every frame written so far has left the
+ * process, `opened` is called once the first frame has arrived.
  */
 async function openLink(env = process.env) {
   const maxFrame = maxFrameFrom(env);
@@ -76,6 +77,7 @@ async function openLink(env = process.env) {
       write(frame) {
         last = new Promise((resolve) => writeStdout(frame, () => resolve()));
       },
+      pending: () => process.stdout.writableLength,
       flush: () => last,
       opened() {},
     };
@@ -116,6 +118,7 @@ async function openFifos(env, maxFrame) {
     write(frame) {
       last = new Promise((resolve) => output.write(frame, () => resolve()));
     },
+    pending: () => output.writableLength,
     flush: () => last,
     opened() {
       clearInterval(watch);

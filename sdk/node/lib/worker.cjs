@@ -69,6 +69,7 @@ class Worker {
     this.tasks = new Map(); // id -> Task, every task received and not answered
     this.waiting = []; // Tasks not started yet, in arrival order
     this.running = 0;
+    this.flushing = false; // waiting for a reply to leave before the next task starts
     this.tasksDone = 0;
     this.link = null;
     this.state = 'starting'; // starting -> serving -> draining -> stopped
@@ -238,6 +239,19 @@ class Worker {
   }
 
   startWaiting() {
+    if (this.running < this.limit && this.waiting.length > 0 && this.link.pending() > 0) {
+      // A finished task's reply is still in the process (the pipe was full): it must
+      // be on the wire before a later task starts, or a task that kills the process
+      // would take it along (PROTOCOL.md, Tasks, replies and concurrency).
+      if (!this.flushing) {
+        this.flushing = true;
+        this.link.flush().then(() => {
+          this.flushing = false;
+          this.startWaiting();
+        });
+      }
+      return;
+    }
     while (this.running < this.limit && this.waiting.length > 0) {
       const task = this.waiting.shift();
       this.running += 1;
