@@ -88,6 +88,14 @@ impl PoolDir {
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
+
+    /// The directory to open FIFOs in (descriptor and path).
+    pub(crate) fn at(&self) -> crate::open::At<'_> {
+        crate::open::At {
+            fd: self.fd(),
+            path: self.path(),
+        }
+    }
 }
 
 impl Drop for PoolDir {

@@ -101,7 +101,7 @@ impl FifoTransport {
         let mut backoff = FIRST_BACKOFF;
         loop {
             if let Some(sender) =
-                open::try_sender(pair.dir().fd(), name).map_err(LaunchError::Setup)?
+                open::try_sender(pair.dir().at(), name).map_err(LaunchError::Setup)?
             {
                 return Ok(sender);
             }
@@ -146,9 +146,9 @@ impl Transport for FifoTransport {
         // Our read end and its keep-alive writer first: neither blocks, and with a
         // reader present the worker's own write open will not block either.
         let receiver =
-            open::receiver(self.dir.fd(), &names.from_worker).map_err(LaunchError::Setup)?;
+            open::receiver(self.dir.at(), &names.from_worker).map_err(LaunchError::Setup)?;
         let keepalive = KeepAlive::new(
-            open::keepalive(self.dir.fd(), &names.from_worker).map_err(LaunchError::Setup)?,
+            open::keepalive(self.dir.at(), &names.from_worker).map_err(LaunchError::Setup)?,
         );
 
         let mut cmd = spec.command(self.name());

@@ -100,10 +100,15 @@ mod tests {
     }
 
     fn open_pair(path: &std::path::Path) -> (FifoReader, KeepAlive) {
-        let dir = std::fs::File::open(path.parent().unwrap()).unwrap();
+        let parent = path.parent().unwrap();
+        let dir = std::fs::File::open(parent).unwrap();
+        let at = crate::open::At {
+            fd: dir.as_fd(),
+            path: parent,
+        };
         let name = path.file_name().unwrap().to_str().unwrap();
-        let rx = crate::open::receiver(dir.as_fd(), name).unwrap();
-        let keepalive = KeepAlive::new(crate::open::keepalive(dir.as_fd(), name).unwrap());
+        let rx = crate::open::receiver(at, name).unwrap();
+        let keepalive = KeepAlive::new(crate::open::keepalive(at, name).unwrap());
         (FifoReader::new(rx, keepalive.clone()), keepalive)
     }
 
