@@ -99,6 +99,16 @@ fn check_with(
     for n in 0..AFTER {
         let id = format!("after-{n}");
         let line = run.line(&id);
+        if n == 0 && after_attempts_at_most > 1 {
+            // With several run slots the task right behind the crash may share
+            // every one of its attempts: charged each time, it may run out too.
+            let shared_its_fate = line["status"] == "dead_letter"
+                && line["error"]["kind"] == "worker_crashed"
+                && line["attempts"].as_u64() == Some(crash_attempts);
+            if shared_its_fate {
+                continue;
+            }
+        }
         assert_eq!(line["status"], "ok", "{line}");
         assert!(
             line["attempts"].as_u64() <= Some(after_attempts_at_most),
@@ -119,9 +129,10 @@ fn rust_worker_a_crash_in_a_full_window_is_charged_to_the_crash_task_alone() {
 #[test]
 fn rust_worker_with_concurrency_two_a_crash_charges_at_most_the_two_oldest() {
     // With two run slots the pool cannot tell which of its two oldest unanswered
-    // tasks was running: both are charged, so a task right behind a crash may
-    // need a retry (one per crash at most). The tasks that finished before it are
-    // never charged.
+    // tasks killed the worker: both are charged, so the task right behind a crash
+    // may need a retry per crash, and if it shares every attempt of the crash
+    // task it is dead-lettered with it. Every other task is charged at most once
+    // per crash; the tasks that finished before it never.
     check(&[], &["--concurrency", "2", "--max-retries", "2"], 3, 3);
 }
 

@@ -271,7 +271,8 @@ async fn crashing_tasks_go_to_the_dlq_and_never_starve_the_pool() {
         }
     })
     .await;
-    let mut events = pool.events();
+    // Routine task events would overflow the buffer: the worker events are enough.
+    let mut events = pool.notable_events();
     let began = tokio::time::Instant::now();
     let mut handles = Vec::new();
     for n in 0..30 {

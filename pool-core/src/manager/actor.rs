@@ -178,10 +178,13 @@ pub(crate) struct Pending {
     pub(crate) last_worker: Option<u64>,
 }
 
-/// How often a task may leave a dead worker's prefetch window without losing an
-/// attempt. A worker that honours `hello.concurrency` never started such a task;
-/// one that ignores the key may have, and a task that kills every worker it is
-/// sent to must still run out of attempts.
+/// How often a task may leave the prefetch window of a worker that died with no
+/// task running without losing an attempt. When a task was running, the death
+/// is charged to it and the window's tasks are innocent (a worker writes a
+/// task's reply before it starts a later one), however often that happens. With
+/// none running, a worker that ignores `hello.concurrency` may have started a
+/// window task after all, and a task that kills every worker it is sent to must
+/// still run out of attempts.
 pub(crate) const MAX_UNCOUNTED_REQUEUES: u8 = 2;
 
 /// The longest a timer is armed ahead (the timer wheel's range is about two

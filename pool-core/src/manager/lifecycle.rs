@@ -304,10 +304,13 @@ impl Actor {
             running.deadline = None;
             if running.run_start.is_none()
                 && !running.cancel_requested
-                && running.pending.uncounted_requeues < MAX_UNCOUNTED_REQUEUES
+                && (running_task.is_some()
+                    || running.pending.uncounted_requeues < MAX_UNCOUNTED_REQUEUES)
             {
                 // Still in the prefetch window: it never ran, so it loses no attempt.
-                running.pending.uncounted_requeues += 1;
+                if running_task.is_none() {
+                    running.pending.uncounted_requeues += 1;
+                }
                 self.requeue_unstarted(running.pending);
                 continue;
             }
