@@ -262,3 +262,48 @@ fn sigterm_restores_the_terminal_and_exits_cleanly() {
         tmux.screen()
     );
 }
+
+#[test]
+fn a_terminal_that_hangs_up_ends_top() {
+    let daemon = Daemon::new("top-hangup", &[]);
+    daemon.watchdog(60);
+    daemon.start();
+    let tmux = Tmux::new();
+    let command = format!(
+        "exec env CORTEX_POOL_RUNTIME_DIR={} {} top --interval-ms 200",
+        quote(&daemon.dir.display().to_string()),
+        quote(bin())
+    );
+    let out = tmux.run(&[
+        "new-session",
+        "-d",
+        "-s",
+        "top",
+        "-x",
+        "80",
+        "-y",
+        "24",
+        &command,
+    ]);
+    assert!(
+        out.status.success(),
+        "tmux new-session failed: {}",
+        text(&out)
+    );
+    tmux.wait_screen(20, "q quit");
+    let pid = tmux.pane("#{pane_pid}");
+    // The terminal goes away under top (an SSH session or a tmux server ending).
+    tmux.run(&["kill-server"]);
+    let alive = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| !stat.contains(") Z "))
+    };
+    let gone = wait_for(10, || !alive());
+    if !gone {
+        let _ = Command::new("kill").args(["-9", &pid]).status();
+    }
+    assert!(
+        gone,
+        "top (pid {pid}) kept running after its terminal hung up"
+    );
+}

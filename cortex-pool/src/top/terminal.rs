@@ -1,10 +1,14 @@
 //! The terminal while `top` runs: raw mode and the alternate screen, given back
 //! on every way out. A normal exit and an unwinding panic drop the guard; the
 //! panic hook `ratatui::try_init` installs restores before the message prints;
-//! SIGTERM, SIGHUP and SIGINT set [`Stop`], which the loop checks between frames.
+//! SIGTERM, SIGHUP and SIGINT set [`Stop`], which the loop checks between frames;
+//! so does the terminal hanging up (the SSH session or the tmux pane gone). If the
+//! loop is still running `STOP_GRACE` later — a terminal library spinning on a
+//! dead terminal never returns to it — the process restores what it can and exits.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use ratatui::DefaultTerminal;
 use tokio::signal::unix::{signal, SignalKind};
@@ -37,7 +41,26 @@ impl Drop for TerminalGuard {
     }
 }
 
-/// Set once a stop signal arrived.
+/// How long the loop has to return after a stop before the process exits anyway.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+/// How often the terminal is checked for a hang-up.
+const HANGUP_CHECK: Duration = Duration::from_millis(250);
+/// The exit status when the loop did not return in time (as for SIGHUP).
+const EXIT_STUCK: i32 = 129;
+
+/// Whether standard input is a terminal that hung up (`POLLHUP`).
+fn stdin_hung_up() -> bool {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let stdin = std::io::stdin();
+    let mut fds = [PollFd::new(&stdin, PollFlags::IN)];
+    let now = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    poll(&mut fds, Some(&now)).is_ok() && fds[0].revents().contains(PollFlags::HUP)
+}
+
+/// Set once a stop signal arrived or the terminal hung up.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Stop(Arc<AtomicBool>);
 
@@ -55,14 +78,38 @@ impl Stop {
             SignalKind::interrupt(),
         ] {
             let mut signals = signal(kind)?;
-            let flag = stop.0.clone();
+            let stop = stop.clone();
             runtime.spawn(async move {
                 if signals.recv().await.is_some() {
-                    flag.store(true, Ordering::SeqCst);
+                    stop.request();
                 }
             });
         }
+        let hangup = stop.clone();
+        std::thread::Builder::new()
+            .name("top-hangup".into())
+            .spawn(move || {
+                while !hangup.requested() && !stdin_hung_up() {
+                    std::thread::sleep(HANGUP_CHECK);
+                }
+                hangup.request();
+            })?;
         Ok(stop)
+    }
+
+    /// Asks the loop to stop, and ends the process `STOP_GRACE` later if the
+    /// loop has not returned by then.
+    fn request(&self) {
+        if self.0.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let _ = std::thread::Builder::new()
+            .name("top-stop-grace".into())
+            .spawn(|| {
+                std::thread::sleep(STOP_GRACE);
+                ratatui::restore();
+                std::process::exit(EXIT_STUCK);
+            });
     }
 
     /// Whether a stop signal arrived.
