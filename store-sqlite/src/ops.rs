@@ -289,7 +289,7 @@ pub(crate) fn unsettled(conn: &Connection) -> rusqlite::Result<u64> {
 }
 
 pub(crate) fn rows(conn: &Connection) -> rusqlite::Result<Vec<(String, u64)>> {
-    conn.prepare_cached("SELECT state, count(*) FROM tasks GROUP BY state")?
+    conn.prepare_cached("SELECT state, n FROM state_counts")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect()
 }

@@ -4,7 +4,7 @@ use rusqlite::Connection;
 
 /// The schema version this build writes. A store with a higher version was
 /// written by a newer cortex-pool and is refused.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const V1: &str = "
 CREATE TABLE tasks (
@@ -29,6 +29,28 @@ CREATE INDEX tasks_by_state ON tasks (state, updated_ms);
 PRAGMA user_version = 1;
 ";
 
+/// Version 2: the number of tasks in each state, kept by triggers in the same
+/// transaction as the change, so `stats` reads a few rows instead of scanning
+/// every task (a `status` of a store holding 300 000 tasks cost 60 ms).
+const V2: &str = "
+CREATE TABLE state_counts (state TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
+INSERT INTO state_counts (state, n) SELECT state, count(*) FROM tasks GROUP BY state;
+CREATE TRIGGER tasks_count_insert AFTER INSERT ON tasks BEGIN
+    INSERT INTO state_counts (state, n) VALUES (NEW.state, 1)
+        ON CONFLICT (state) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER tasks_count_delete AFTER DELETE ON tasks BEGIN
+    UPDATE state_counts SET n = n - 1 WHERE state = OLD.state;
+END;
+CREATE TRIGGER tasks_count_update AFTER UPDATE OF state ON tasks
+    WHEN OLD.state <> NEW.state BEGIN
+    UPDATE state_counts SET n = n - 1 WHERE state = OLD.state;
+    INSERT INTO state_counts (state, n) VALUES (NEW.state, 1)
+        ON CONFLICT (state) DO UPDATE SET n = n + 1;
+END;
+PRAGMA user_version = 2;
+";
+
 /// What the version check found.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Version {
@@ -45,7 +67,70 @@ pub(crate) fn migrate(conn: &Connection) -> rusqlite::Result<Version> {
         return Ok(Version::Newer(version));
     }
     if version == 0 {
-        conn.execute_batch(&format!("BEGIN IMMEDIATE; {V1} COMMIT;"))?;
+        conn.execute_batch(&format!("BEGIN IMMEDIATE; {V1} {V2} COMMIT;"))?;
+    } else if version == 1 {
+        conn.execute_batch(&format!("BEGIN IMMEDIATE; {V2} COMMIT;"))?;
     }
     Ok(Version::Current)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(conn: &Connection) -> Vec<(String, i64)> {
+        let mut stmt = conn
+            .prepare("SELECT state, n FROM state_counts WHERE n > 0 ORDER BY state")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    fn insert(conn: &Connection, id: &str, state: &str) {
+        conn.execute(
+            "INSERT INTO tasks (id, type, payload, priority, state, created_ms, updated_ms) \
+             VALUES (?1, 'echo', '1', 10, ?2, 0, 0)",
+            [id, state],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_version_1_store_gets_its_counts_and_they_follow_every_change() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(V1).unwrap();
+        insert(&conn, "a", "queued");
+        insert(&conn, "b", "queued");
+        insert(&conn, "c", "succeeded");
+        assert_eq!(migrate(&conn).unwrap(), Version::Current);
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!(
+            counts(&conn),
+            [("queued".to_owned(), 2), ("succeeded".to_owned(), 1)]
+        );
+        insert(&conn, "d", "running");
+        conn.execute("UPDATE tasks SET state = 'running' WHERE id = 'a'", [])
+            .unwrap();
+        conn.execute("UPDATE tasks SET attempts = 2 WHERE id = 'b'", [])
+            .unwrap();
+        conn.execute("DELETE FROM tasks WHERE id = 'c'", [])
+            .unwrap();
+        assert_eq!(
+            counts(&conn),
+            [("queued".to_owned(), 1), ("running".to_owned(), 2)]
+        );
+        let full: Vec<(String, i64)> = conn
+            .prepare("SELECT state, count(*) FROM tasks GROUP BY state ORDER BY state")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(counts(&conn), full);
+    }
 }
