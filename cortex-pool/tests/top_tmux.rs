@@ -60,6 +60,26 @@ impl Tmux {
         assert!(out.status.success(), "send-keys failed: {}", text(&out));
     }
 
+    /// Runs `command` in an 80×24 session named `top`.
+    fn start_top(&self, command: &str) {
+        let out = self.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            "top",
+            "-x",
+            "80",
+            "-y",
+            "24",
+            command,
+        ]);
+        assert!(
+            out.status.success(),
+            "tmux new-session failed: {}",
+            text(&out)
+        );
+    }
+
     fn wait_screen(&self, secs: u64, what: &str) {
         let found = wait_for(secs, || self.screen().contains(what));
         assert!(
@@ -126,22 +146,7 @@ fn keys_scale_roll_retry_a_dead_letter_and_quit() {
         quote(&daemon.dir.display().to_string()),
         quote(bin())
     ));
-    let out = tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "top",
-        "-x",
-        "80",
-        "-y",
-        "24",
-        &command,
-    ]);
-    assert!(
-        out.status.success(),
-        "tmux new-session failed: {}",
-        text(&out)
-    );
+    tmux.start_top(&command);
     tmux.run(&["set-option", "-t", "top", "remain-on-exit", "on"]);
     tmux.wait_screen(20, "workers 2/2 ready");
     tmux.wait_screen(5, "q quit");
@@ -216,22 +221,7 @@ fn sigterm_restores_the_terminal_and_exits_cleanly() {
         quote(&daemon.dir.display().to_string()),
         quote(bin())
     ));
-    let out = tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "top",
-        "-x",
-        "80",
-        "-y",
-        "24",
-        &command,
-    ]);
-    assert!(
-        out.status.success(),
-        "tmux new-session failed: {}",
-        text(&out)
-    );
+    tmux.start_top(&command);
     tmux.run(&["set-option", "-t", "top", "remain-on-exit", "on"]);
     tmux.wait_screen(20, "q quit");
     // The pane runs a shell that runs top: signal its child, top.
@@ -274,22 +264,7 @@ fn a_terminal_that_hangs_up_ends_top() {
         quote(&daemon.dir.display().to_string()),
         quote(bin())
     );
-    let out = tmux.run(&[
-        "new-session",
-        "-d",
-        "-s",
-        "top",
-        "-x",
-        "80",
-        "-y",
-        "24",
-        &command,
-    ]);
-    assert!(
-        out.status.success(),
-        "tmux new-session failed: {}",
-        text(&out)
-    );
+    tmux.start_top(&command);
     tmux.wait_screen(20, "q quit");
     let pid = tmux.pane("#{pane_pid}");
     // The terminal goes away under top (an SSH session or a tmux server ending).
