@@ -191,16 +191,21 @@ fn keys_scale_roll_retry_a_dead_letter_and_quit() {
     tmux.wait_screen(10, "resubmitted");
 
     tmux.keys(&["q"]);
+    exited_cleanly(&tmux, &exit, "q");
+}
+
+/// top's pane died after `how` with exit status 0 and the alternate screen left.
+fn exited_cleanly(tmux: &Tmux, exit: &ExitStatus, how: &str) {
     let gone = wait_for(10, || tmux.pane("#{pane_dead}") == "1");
     assert!(
         gone,
-        "top did not exit on q; the screen:\n{}",
+        "top did not exit on {how}; the screen:\n{}",
         tmux.screen()
     );
     assert_eq!(
         exit.wait(10).as_deref(),
         Some("0"),
-        "top's exit status after q"
+        "top's exit status after {how}"
     );
     assert!(
         !tmux.screen().contains("q quit"),
@@ -235,22 +240,7 @@ fn sigterm_restores_the_terminal_and_exits_cleanly() {
         "pkill -TERM -P {shell}: {}",
         text(&out)
     );
-    let gone = wait_for(10, || tmux.pane("#{pane_dead}") == "1");
-    assert!(
-        gone,
-        "top did not exit on SIGTERM; the screen:\n{}",
-        tmux.screen()
-    );
-    assert_eq!(
-        exit.wait(10).as_deref(),
-        Some("0"),
-        "top's exit status after SIGTERM"
-    );
-    assert!(
-        !tmux.screen().contains("q quit"),
-        "the alternate screen was left:\n{}",
-        tmux.screen()
-    );
+    exited_cleanly(&tmux, &exit, "SIGTERM");
 }
 
 #[test]
