@@ -1,6 +1,7 @@
 //! The durable daemon through the real binary: accepted tasks survive `kill -9`
 //! of the daemon (and of every worker's process group), each settles exactly
-//! once; the same file submitted twice runs once; a corrupt store, a store from
+//! once; `submit --wait` outlives a daemon restart and answers every id; the
+//! same file submitted twice runs once; a corrupt store, a store from
 //! a newer version and a full disk are refused clearly without losing what was
 //! accepted.
 
@@ -129,6 +130,90 @@ fn accepted_tasks_survive_twenty_kill_9s_and_each_settles_exactly_once() {
         "{KILLS} kills ({group_kills} with the workers' process groups): \
          {twice} of {TASKS} tasks ran more than once"
     );
+}
+
+/// Kills a child process (and waits for it) when dropped, so a failing test
+/// leaves no `submit` behind.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Reads `pipe` to its end on a thread.
+fn read_all(pipe: Option<impl std::io::Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes);
+        }
+        bytes
+    })
+}
+
+#[test]
+fn submit_wait_outlives_a_kill_9_of_the_daemon_and_waits_by_id_after_its_restart() {
+    const TASKS: usize = 1_000;
+    let d = Daemon::new("wait-restart", &[("CORTEX_POOL_DURABILITY", "relaxed")]);
+    d.watchdog(120);
+    d.start();
+    let tasks: String = (0..TASKS)
+        .map(|i| format!("{{\"id\":\"w{i}\",\"type\":\"sleep\",\"payload\":{{\"ms\":5}}}}\n"))
+        .collect();
+    let file = d.dir.join("tasks.jsonl");
+    std::fs::write(&file, tasks).unwrap();
+    let submit = d
+        .command(&["submit", "--wait", file.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    let mut submit = KillOnDrop(submit);
+    // Read its output as it comes: a full pipe would stall it.
+    let stdout = read_all(submit.0.stdout.take());
+    let stderr = read_all(submit.0.stderr.take());
+    // Every task is accepted (the first settles only after), then the daemon dies.
+    assert!(
+        wait_for(30, || d.cli(&["result", "w0"]).status.code() == Some(0)),
+        "the first task never settled"
+    );
+    let pid = d.read_pid().expect("a running daemon has a PID file");
+    kill9(&pid.to_string());
+    assert!(
+        wait_for(10, || !alive(pid)
+            && d.cli(&["daemon", "status"]).status.code() == Some(3)),
+        "the daemon survived kill -9"
+    );
+    assert!(
+        submit.0.try_wait().expect("try_wait").is_none(),
+        "`submit --wait` ended while its daemon was down (the kill came too late to test anything)"
+    );
+    d.start();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while submit.0.try_wait().expect("try_wait").is_none() {
+        assert!(Instant::now() < deadline, "`submit --wait` never ended");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = submit.0.wait().expect("wait");
+    let stdout = stdout.join().expect("stdout reader");
+    let stderr = String::from_utf8_lossy(&stderr.join().expect("stderr reader")).into_owned();
+    assert_eq!(status.code(), Some(0), "submit --wait: {stderr}");
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for line in json_lines(&stdout) {
+        assert_eq!(line["status"], "ok", "{line}");
+        *seen
+            .entry(line["id"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    assert_eq!(
+        seen.len(),
+        TASKS,
+        "an id is missing from the answer: {stderr}"
+    );
+    assert!(seen.values().all(|n| *n == 1), "an id was answered twice");
 }
 
 #[test]
