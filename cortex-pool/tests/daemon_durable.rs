@@ -245,7 +245,7 @@ fn the_same_file_submitted_twice_runs_each_task_once() {
 }
 
 #[test]
-fn a_retried_task_is_run_with_its_real_attempt_number() {
+fn a_retried_task_is_run_with_its_real_attempt_number_and_raises_no_dead_letter_alert() {
     let d = Daemon::new(
         "attempts",
         &[
@@ -266,6 +266,14 @@ fn a_retried_task_is_run_with_its_real_attempt_number() {
     let lines = json_lines(&out.stdout);
     assert_eq!(lines[0]["status"], "ok", "{}", lines[0]);
     assert_eq!(lines[0]["attempts"], 3, "{}", lines[0]);
+    // The store keeps the retries: a failed attempt is no dead letter of the pool's.
+    let status = d.status();
+    let alerts = status["alerts"].as_array().expect("status lists alerts");
+    assert!(
+        alerts.iter().all(|a| a["type"] != "task-dead-lettered"),
+        "a task that succeeded on its third attempt raised a dead-letter alert: {alerts:?}"
+    );
+    assert_eq!(status["metrics"]["tasks"]["deadLettered"], 0, "{status}");
 }
 
 #[test]

@@ -39,6 +39,12 @@ pub struct Task {
     /// as a daemon that keeps a task's attempts in its store): the attempt number
     /// a worker sees is this plus the pool's own count. Default 0.
     pub attempts_before: u32,
+    /// Whether a task whose retries run out goes to the pool's dead-letter queue
+    /// (the default). A submitter that keeps its own dead letters and retries (a
+    /// daemon with a task store) turns it off: such a task then ends as
+    /// [`FinalStatus::Exhausted`](crate::FinalStatus::Exhausted), with no
+    /// dead-letter entry, count or alert in the pool.
+    pub dead_letter: bool,
 }
 
 impl Task {
@@ -51,6 +57,7 @@ impl Task {
             timeout: None,
             max_retries: None,
             attempts_before: 0,
+            dead_letter: true,
         }
     }
 
@@ -88,6 +95,13 @@ impl Task {
     /// sees the task's real attempt number (see [`Task::attempts_before`]).
     pub fn with_attempts_before(mut self, attempts: u32) -> Self {
         self.attempts_before = attempts;
+        self
+    }
+
+    /// Sets whether the task goes to the pool's dead-letter queue when its retries
+    /// run out (see [`Task::dead_letter`]).
+    pub fn with_dead_letter(mut self, dead_letter: bool) -> Self {
+        self.dead_letter = dead_letter;
         self
     }
 }

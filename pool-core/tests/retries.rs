@@ -65,6 +65,28 @@ async fn zero_retries_means_one_attempt() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_task_that_keeps_its_own_dead_letters_ends_exhausted_with_no_entry_count_or_alert() {
+    let (pool, recorder) =
+        common::start(common::config(1), |_| MockAction::Fail { retryable: true }).await;
+    let task = common::task("flaky", 1)
+        .with_max_retries(1)
+        .with_dead_letter(false);
+    let err = pool.submit(task).await.unwrap().await.unwrap_err();
+    assert_eq!((err.status, err.attempts), (FinalStatus::Exhausted, 2));
+    assert_eq!(err.failure.kind(), "handler");
+    assert_eq!(recorder.started().len(), 2);
+    assert!(pool.dead_letters().await.is_empty());
+    let m = pool.metrics();
+    assert_eq!((m.tasks.dead_lettered, m.tasks.failed), (0, 1));
+    let alerts = pool.alerts().await;
+    assert!(
+        alerts.iter().all(|a| a.kind != "task-dead-lettered"),
+        "{alerts:?}"
+    );
+    pool.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_per_task_retry_count_overrides_the_pool_default() {
     let (pool, recorder) =
         common::start(common::config(1), |_| MockAction::Fail { retryable: true }).await;

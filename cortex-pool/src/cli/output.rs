@@ -59,7 +59,9 @@ pub(crate) fn ok(id: &str, out: &TaskOutput, duration_ms: f64) -> Line {
 /// The line of a task that ended without a result.
 pub(crate) fn failed(id: &str, err: &TaskError, duration_ms: f64) -> Line {
     let status = match err.status {
-        FinalStatus::DeadLettered => Status::DeadLetter,
+        // Out of attempts: dead-lettered by the pool, or by whoever keeps the
+        // task's retries (the daemon's task source) when the pool does not.
+        FinalStatus::DeadLettered | FinalStatus::Exhausted => Status::DeadLetter,
         _ => Status::Failed,
     };
     let failure = err.failure.to_string();

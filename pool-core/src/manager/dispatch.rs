@@ -441,8 +441,10 @@ impl Actor {
         });
         if will_retry {
             self.schedule_retry(pending);
-        } else if retryable && !retries_left {
+        } else if retryable && !retries_left && pending.task.dead_letter {
             self.dead_letter(pending, failure);
+        } else if retryable && !retries_left {
+            self.settle_error(pending, FinalStatus::Exhausted, failure);
         } else {
             self.settle_error(pending, FinalStatus::Failed, failure);
         }

@@ -51,6 +51,10 @@ pub enum FinalStatus {
     DeadLettered,
     /// The caller cancelled it.
     Cancelled,
+    /// Every attempt failed, the last with a retryable error, and it asked not to
+    /// be dead-lettered ([`Task::dead_letter`](crate::Task::dead_letter) off): its
+    /// submitter decides what comes next.
+    Exhausted,
 }
 
 /// A task's unsuccessful outcome: how it ended and the real cause.
@@ -75,6 +79,7 @@ fn status_text(status: FinalStatus) -> &'static str {
         FinalStatus::Failed => "failed",
         FinalStatus::DeadLettered => "was dead-lettered",
         FinalStatus::Cancelled => "was cancelled",
+        FinalStatus::Exhausted => "ran out of attempts",
     }
 }
 

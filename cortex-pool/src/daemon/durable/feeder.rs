@@ -87,14 +87,8 @@ pub(crate) async fn run(daemon: Arc<Daemon>) {
                 while let Some(Some(more)) = running.next().now_or_never() {
                     batch.push(more);
                 }
-                let pool_dead_letters = batch.iter().any(|a| matches!(&a.ran, Ran::Done(Err(e)) if e.status == FinalStatus::DeadLettered));
                 unsaved.extend(batch.into_iter().map(|a| settlement(&daemon, a)));
                 save(&daemon, &mut unsaved).await;
-                if pool_dead_letters {
-                    // The source keeps the dead-letter queue; the pool's own copy
-                    // of a one-attempt failure is not needed.
-                    daemon.pool.clear_dead_letters().await;
-                }
             }
             () = daemon.wake.notified() => {}
             () = tokio::time::sleep(Duration::from_millis(100)) => {
@@ -117,6 +111,9 @@ async fn start(daemon: &Daemon, claimed: Claimed) -> BoxFuture<'static, Attempt>
     let mut task = Task::new(claimed.task.task_type.as_str(), bytes)
         .with_priority(claimed.task.priority)
         .with_max_retries(0)
+        // The source keeps the retries and the dead-letter queue: a failed
+        // attempt is not a dead letter of the pool's (no entry, no alert).
+        .with_dead_letter(false)
         .with_attempts_before(claimed.attempt.saturating_sub(1));
     if let Some(ms) = claimed.task.timeout_ms {
         task = task.with_timeout(Duration::from_millis(ms));
@@ -166,7 +163,7 @@ fn settlement(daemon: &Daemon, a: Attempt) -> (Settlement, Option<String>) {
             (FinalStatus::Cancelled, _) | (_, Failure::ShuttingDown | Failure::Cancelled) => {
                 Outcome::Interrupted
             }
-            (FinalStatus::DeadLettered, failure) => {
+            (FinalStatus::Exhausted, failure) => {
                 let retry = daemon.setting(|s| s.pool.retry);
                 let error = ErrorInfo {
                     kind: failure.kind().to_owned(),
