@@ -75,12 +75,18 @@ pub(crate) fn accept(
     Ok(out)
 }
 
+/// The next ready tasks, best priority first, FIFO within a priority. It walks the
+/// partial index of ready tasks in its own order and stops after `?2` rows: left
+/// to itself the planner chose `tasks_by_state` and sorted every queued task on
+/// each claim (86 ms a claim with 30 000 queued, so a big submission ran in
+/// quadratic time; 0.4 ms through the index).
+pub(crate) const CLAIM: &str =
+    "SELECT seq, id, type, payload, priority, timeout_ms, attempts FROM tasks INDEXED BY tasks_ready
+     WHERE state IN ('queued','retrying') AND due_ms <= ?1
+     ORDER BY priority, seq LIMIT ?2";
+
 pub(crate) fn claim(conn: &Connection, max: usize, now: u64) -> rusqlite::Result<Vec<Claimed>> {
-    let mut select = conn.prepare_cached(
-        "SELECT seq, id, type, payload, priority, timeout_ms, attempts FROM tasks
-         WHERE state IN ('queued','retrying') AND due_ms <= ?1
-         ORDER BY priority, seq LIMIT ?2",
-    )?;
+    let mut select = conn.prepare_cached(CLAIM)?;
     let rows: Vec<(i64, NewTask, u32)> = select
         .query_map(params![now, max as i64], |r| {
             Ok((

@@ -98,6 +98,27 @@ mod tests {
     }
 
     #[test]
+    fn a_claim_walks_the_ready_index_in_order_and_sorts_nothing() {
+        let conn = Connection::open_in_memory().unwrap();
+        migrate(&conn).unwrap();
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", crate::ops::CLAIM))
+            .unwrap()
+            .query_map(rusqlite::params![0, 64], |r| r.get(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(
+            plan.iter().any(|step| step.contains("tasks_ready")),
+            "{plan:?}"
+        );
+        assert!(
+            !plan.iter().any(|step| step.contains("TEMP B-TREE")),
+            "a claim sorts every ready task: {plan:?}"
+        );
+    }
+
+    #[test]
     fn a_version_1_store_gets_its_counts_and_they_follow_every_change() {
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch(V1).unwrap();
