@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The daemon's own CPU time (user + system, all threads, from /proc/PID/stat) for
+# one `submit --wait` of N 64 B echo tasks to a fresh WORKERS-worker daemon, and the
+# throughput `submit` reports. CPU time barely moves with the machine's load, so it
+# compares two builds where wall-clock rates cannot.
+#
+#   cargo build --release -p cortex-pool && scripts/daemon-cpu.sh
+#   BIN=/tmp/old/cortex-pool N=30000 WORKERS=2 scripts/daemon-cpu.sh
+#   BACKLOG=1 scripts/daemon-cpu.sh
+#
+# With BACKLOG=1 the tasks are submitted without --wait (all of them queue up in
+# the store first) and the time runs until the pool has completed them all.
+set -euo pipefail
+
+BIN=$(realpath "${BIN:-target/release/cortex-pool}")
+N=${N:-30000}
+WORKERS=${WORKERS:-2}
+
+dir=$(mktemp -d)
+export CORTEX_POOL_RUNTIME_DIR="$dir/run"
+export CORTEX_POOL_POOL_SIZE="$WORKERS" CORTEX_POOL_MIN_WORKERS=1
+cleanup() {
+    "$BIN" daemon stop --timeout-s 20 >/dev/null 2>&1 || true
+    rm -rf "$dir"
+}
+trap cleanup EXIT
+
+payload=$(printf 'x%.0s' $(seq 62))
+awk -v n="$N" -v p="$payload" \
+    'BEGIN { for (i = 0; i < n; i++) printf "{\"type\":\"echo\",\"payload\":\"%s\"}\n", p }' \
+    > "$dir/tasks.jsonl"
+
+"$BIN" daemon start >/dev/null
+pid=$(cat "$CORTEX_POOL_RUNTIME_DIR/daemon.pid")
+ticks() { awk '{ print $14 + $15 }' "/proc/$pid/stat"; }
+completed() { "$BIN" metrics --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["tasks"]["completed"])'; }
+t0=$(ticks)
+if [[ ${BACKLOG:-0} == 1 ]]; then
+    start=$(date +%s%N)
+    "$BIN" submit "$dir/tasks.jsonl" >/dev/null
+    while (($(completed) < N)); do sleep 0.2; done
+    rate="$((N * 1000000000 / ($(date +%s%N) - start))) tasks/s (backlog)"
+else
+    rate=$("$BIN" submit --wait "$dir/tasks.jsonl" 2>&1 >/dev/null | grep -o '[0-9]* tasks/s')
+fi
+t1=$(ticks)
+hz=$(getconf CLK_TCK)
+awk -v t=$((t1 - t0)) -v hz="$hz" -v n="$N" -v rate="$rate" 'BEGIN {
+    printf "daemon CPU: %.2f s for %d tasks (%.1f us a task); submit --wait: %s\n", t / hz, n, t / hz / n * 1e6, rate }'
