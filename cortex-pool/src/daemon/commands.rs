@@ -10,6 +10,10 @@ mod lookup;
 mod roll;
 mod submit;
 
+/// How long a client (`submit`, `wait`, `result --wait`) keeps trying to reach a
+/// daemon that went away mid-way (a restart), before it gives up.
+const RECONNECT_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
 use super::client::Client;
 use super::config::{Settings, Sources};
 use super::pidfile::{probe, Probe};

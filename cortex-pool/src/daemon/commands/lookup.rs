@@ -10,15 +10,12 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde_json::Value;
 
-use super::{call, connect_error, finish, runtime, settings, Fail, Outcome};
+use super::{call, connect_error, finish, runtime, settings, Fail, Outcome, RECONNECT_FOR};
 use crate::cli::args::ConfigArgs;
 use crate::daemon::client::Client;
 use crate::daemon::config::Settings;
 use crate::daemon::protocol::{Reply, Request};
 use crate::daemon::queue::cli as queue_cli;
-
-/// How long a waiting client keeps trying to reach a daemon that went away.
-const RECONNECT_FOR: Duration = Duration::from_secs(60);
 
 /// Ids per request, by bytes (the daemon's default request limit is 1 MiB).
 const IDS_BYTES: usize = 256 * 1024;

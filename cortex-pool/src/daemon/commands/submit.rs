@@ -12,10 +12,8 @@ use std::io::{Read, Write};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use super::{connect_error, finish, runtime, settings, Fail, Outcome};
+use super::{connect_error, finish, runtime, settings, Fail, Outcome, RECONNECT_FOR};
 
-/// How long `submit` keeps trying to reach a daemon that went away mid-way.
-const RECONNECT_FOR: Duration = Duration::from_secs(60);
 /// Largest batch of task lines sent in one request (the daemon's default limit is
 /// 1 MiB).
 const BATCH_BYTES: usize = 256 * 1024;
