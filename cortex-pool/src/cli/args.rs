@@ -54,6 +54,12 @@ pub(crate) enum Command {
 
 /// `cortex-pool run [OPTIONS] [TASKS]`.
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Logs go to stderr at `warn` and above; `CORTEX_POOL_LOG=info` (an \
+    `EnvFilter` directive) adds the workers' log lines and stderr as they come. Exit \
+    status: 0 when every line is `ok`, 1 when one is `failed`, `dead_letter` or `invalid`, \
+    2 for bad usage or configuration (no task ran)."
+)]
 pub(crate) struct RunArgs {
     /// A JSON-lines file of tasks; standard input when absent or "-".
     pub(crate) tasks: Option<PathBuf>,
