@@ -198,3 +198,23 @@ async fn after_shutdown_returns_the_pool_holds_no_clone_of_the_transport() {
 async fn after_shutdown_now_returns_the_pool_holds_no_clone_of_the_transport() {
     transport_is_let_go_after(async |pool: &Pool| pool.shutdown_now().await).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_still_starting_when_shutdown_now_comes_is_killed_once_ready() {
+    let (pool, recorder) = common::start(common::config(1), |_| MockAction::Echo).await;
+    // Both commands reach the actor before the new worker's task first runs.
+    let (scaled, ()) = tokio::time::timeout(Duration::from_secs(60), async {
+        tokio::join!(pool.scale_to(2), pool.shutdown_now())
+    })
+    .await
+    .expect("the pool stops although a worker became ready during the stop");
+    assert_eq!(scaled.expect("within the bounds"), 2);
+    assert_eq!(recorder.launches(), 2, "the second worker was launched");
+    let got: Vec<MockReceived> = recorder
+        .received("worker-1")
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect();
+    assert_eq!(got, [MockReceived::Signal(GroupSignal::Kill)]);
+    assert_eq!(pool.metrics().workers.total, 0);
+}
