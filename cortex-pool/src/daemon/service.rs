@@ -179,14 +179,9 @@ pub(crate) async fn run(settings: Settings, sources: Sources) -> Result<(), Daem
     let _ = event_log.await;
     drop(pool);
     drop(daemon);
-    // The pool's actor holds the transport until it has finished; its FIFO
-    // directory is removed when the last holder lets go.
-    for _ in 0..100 {
-        if Arc::strong_count(&transport) == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // The pool's shutdown returned once its actor and every worker task had let
+    // go of the transport: this is the last clone, and dropping it removes the
+    // transport's FIFO directory.
     drop(transport);
     if made_fifo_dir || paths.owns_fifo_dir() {
         let _ = std::fs::remove_dir(&paths.fifo);

@@ -1,15 +1,20 @@
-//! Signals: SIGTERM/SIGINT drain gracefully (a second one forces a fast stop);
-//! SIGHUP reloads the configuration and rolls the workers.
+//! Signals: SIGTERM/SIGINT drain gracefully (a second one stops the pool at
+//! once, [`pool_core::Pool::shutdown_now`]); SIGHUP reloads the configuration
+//! and rolls the workers.
+//!
+//! The daemon never signals a worker by pid: only the pool does, through the
+//! task that owns each worker's process and has not reaped it, so a pid reused
+//! by another process can never be hit.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use super::config::{Settings, Sources};
 use super::state::Daemon;
 
-/// Serves signals until the pool has shut down (gracefully or forced).
+/// Serves signals until the pool has shut down (gracefully or at once) and let
+/// go of everything it held (the transport among them).
 pub(crate) async fn serve_until_stopped(daemon: &Arc<Daemon>, sources: &Sources) {
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -34,14 +39,11 @@ pub(crate) async fn serve_until_stopped(daemon: &Arc<Daemon>, sources: &Sources)
     }
     tracing::info!("draining: running tasks finish, queued ones stay in the store");
     daemon.draining.cancel();
-    let pool = daemon.pool.clone();
-    let mut drain = tokio::spawn(async move { pool.shutdown().await });
     tokio::select! {
-        _ = &mut drain => {}
+        () = daemon.pool.shutdown() => {}
         () = second(&mut term, &mut int) => {
-            tracing::warn!("second stop signal: stopping now");
-            force(daemon).await;
-            let _ = tokio::time::timeout(Duration::from_secs(3), drain).await;
+            tracing::warn!("second stop signal: killing every worker now");
+            daemon.pool.shutdown_now().await;
         }
     }
 }
@@ -50,21 +52,6 @@ async fn second(term: &mut Signal, int: &mut Signal) {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
-    }
-}
-
-/// Kills every worker's process group at once.
-async fn force(daemon: &Daemon) {
-    let workers = tokio::time::timeout(Duration::from_secs(1), daemon.pool.workers())
-        .await
-        .unwrap_or_default();
-    for w in workers {
-        let pid = i32::try_from(w.pid)
-            .ok()
-            .and_then(rustix::process::Pid::from_raw);
-        if let Some(pid) = pid {
-            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
-        }
     }
 }
 

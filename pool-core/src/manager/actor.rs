@@ -151,7 +151,11 @@ pub(crate) enum Command {
         target: usize,
         reply: oneshot::Sender<Result<usize, ConfigError>>,
     },
-    Shutdown(oneshot::Sender<()>),
+    /// A graceful shutdown ([`Pool::shutdown`](super::Pool::shutdown)).
+    Shutdown,
+    /// A shutdown that kills every worker at once
+    /// ([`Pool::shutdown_now`](super::Pool::shutdown_now)).
+    ShutdownNow,
     Roll {
         command: Option<WorkerCommand>,
         reply: oneshot::Sender<Result<usize, ConfigError>>,
@@ -330,6 +334,9 @@ pub(crate) enum Phase {
     Running,
     Draining,
     Stopping,
+    /// Stopped at once ([`Pool::shutdown_now`](super::Pool::shutdown_now)):
+    /// every worker's group was killed, and one that becomes ready is killed too.
+    Killing,
 }
 
 pub(crate) struct Actor {
@@ -355,7 +362,6 @@ pub(crate) struct Actor {
     pub(crate) start_failures: u32,
     pub(crate) phase: Phase,
     pub(crate) start_reply: Option<oneshot::Sender<Result<(), StartError>>>,
-    pub(crate) shutdown_waiters: Vec<oneshot::Sender<()>>,
     pub(crate) events_tx: mpsc::Sender<WorkerEvent>,
     pub(crate) candidates: Vec<WorkerSnapshot>,
     /// Workers with frames in their `outbuf` during a dispatch pass.
@@ -387,7 +393,9 @@ pub(crate) struct ActorParts {
     pub(crate) shared: Arc<Shared>,
 }
 
-/// Runs the actor until the pool has shut down and every worker is reaped.
+/// Runs the actor until the pool has shut down and every worker is reaped, then
+/// drops its state (the transport with it) and waits until every worker's I/O
+/// task has ended: when this returns, the pool holds nothing any more.
 pub(crate) async fn run(
     parts: ActorParts,
     mut commands: mpsc::UnboundedReceiver<Command>,
@@ -419,7 +427,6 @@ pub(crate) async fn run(
         start_failures: 0,
         phase: Phase::Starting,
         start_reply: Some(start_reply),
-        shutdown_waiters: Vec::new(),
         events_tx,
         candidates: Vec::new(),
         unflushed: Vec::new(),
@@ -452,7 +459,7 @@ pub(crate) async fn run(
                 Some(command) => actor.on_command(command),
                 None => {
                     commands_open = false;
-                    actor.begin_shutdown(None);
+                    actor.begin_shutdown();
                 }
             },
             Some(expired) = actor.timers.next(), if !actor.timers.is_empty() => {
@@ -468,6 +475,11 @@ pub(crate) async fn run(
         }
     }
     actor.finish();
+    drop(commands);
+    drop(actor);
+    // Every worker I/O task holds a sender of this channel until it has ended
+    // (its process reaped, its writer stopped), and the actor's own went with it.
+    while events_rx.recv().await.is_some() {}
 }
 
 impl Actor {
@@ -507,7 +519,8 @@ impl Actor {
             Command::Scale { target, reply } => {
                 let _ = reply.send(self.scale_to(target));
             }
-            Command::Shutdown(reply) => self.begin_shutdown(Some(reply)),
+            Command::Shutdown => self.begin_shutdown(),
+            Command::ShutdownNow => self.shutdown_now(),
             Command::Roll { command, reply } => self.begin_roll(command, reply),
             #[cfg(feature = "test-util")]
             Command::Panic => panic!("panic requested by pool_core::testing::panic_actor"),
@@ -601,7 +614,9 @@ impl Actor {
     }
 
     fn finished(&self) -> bool {
-        self.phase == Phase::Stopping && self.workers.is_empty() && self.launching.is_empty()
+        matches!(self.phase, Phase::Stopping | Phase::Killing)
+            && self.workers.is_empty()
+            && self.launching.is_empty()
     }
 
     fn finish(&mut self) {
@@ -609,8 +624,5 @@ impl Actor {
         self.shared.stats.target_size.store(0, Relaxed);
         self.shared.queue_slots.close();
         self.shared.emit(|| PoolEvent::PoolShutdown);
-        for waiter in self.shutdown_waiters.drain(..) {
-            let _ = waiter.send(());
-        }
     }
 }

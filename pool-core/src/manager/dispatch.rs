@@ -42,7 +42,7 @@ impl Actor {
     pub(crate) fn accept(&mut self, mut pending: Pending) {
         self.intern_task_type(&mut pending.task);
         Stats::bump(&self.shared.stats.submitted);
-        if matches!(self.phase, Phase::Draining | Phase::Stopping) {
+        if !matches!(self.phase, Phase::Starting | Phase::Running) {
             return self.settle_error(pending, FinalStatus::Failed, Failure::ShuttingDown);
         }
         let (id, priority) = (pending.id, pending.task.priority);

@@ -173,6 +173,7 @@ impl Actor {
                 }
             }
             Phase::Stopping => self.release_worker(num),
+            Phase::Killing => self.kill_now(num),
             _ => {}
         }
         if self.live_count() > self.target && self.phase == Phase::Running {
@@ -325,6 +326,9 @@ impl Actor {
                 Some(KillCause::TimedOut { .. } | KillCause::CancelIgnored { .. }) => {
                     // Collateral: this attempt was not at fault, so it does not count.
                     self.requeue_unstarted(running.pending);
+                }
+                Some(KillCause::Shutdown) if running.cancel_requested => {
+                    self.settle_error(running.pending, FinalStatus::Cancelled, Failure::Cancelled);
                 }
                 Some(KillCause::Shutdown) => {
                     self.settle_error(running.pending, FinalStatus::Failed, Failure::ShuttingDown);

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use tokio::time::Instant;
 
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::actor::{self, ActorParts, Command, EventChannels, Pending, Shared};
 use super::alerts::Alert;
@@ -170,10 +170,12 @@ impl PoolBuilder {
             shared: shared.clone(),
         };
         let actor = tokio::spawn(actor::run(parts, commands_rx, start_tx));
-        let watcher = tokio::spawn(watch_actor(actor, shared.clone()));
+        let (stopped_tx, stopped) = watch::channel(());
+        let watcher = tokio::spawn(watch_actor(actor, shared.clone(), stopped_tx));
         let pool = Pool {
             commands: commands_tx,
             shared,
+            stopped,
         };
         match start_rx.await {
             Ok(Ok(())) => Ok(pool),
@@ -222,6 +224,9 @@ impl PoolBuilder {
 pub struct Pool {
     commands: mpsc::UnboundedSender<Command>,
     shared: Arc<Shared>,
+    /// Closed (nothing is ever sent) once the pool has let go of everything:
+    /// see [`Pool::shutdown`].
+    stopped: watch::Receiver<()>,
 }
 
 impl fmt::Debug for Pool {
@@ -497,12 +502,46 @@ impl Pool {
             .unwrap_or_else(|| Err(ConfigError::new("pool", "the pool is not running")))
     }
 
-    /// Shuts the pool down: queued tasks fail with "shutting down", in-flight tasks
-    /// get `shutdown_timeout` to finish, then workers are asked to exit, then
-    /// SIGTERM, then SIGKILL; returns once every worker is reaped. Every caller of
-    /// `shutdown` waits for the same completion.
+    /// Shuts the pool down gracefully: queued tasks fail with "shutting down",
+    /// in-flight tasks get `shutdown_timeout` to finish; then each worker still
+    /// busy is sent `cancel` for its tasks, `shutdown`, SIGTERM and SIGKILL,
+    /// `kill_grace` apart, and an idle one `shutdown` at once.
+    ///
+    /// Returns once the pool has let go of everything: its actor has returned
+    /// (dropping the transport and all else it held) and every worker's I/O task
+    /// has ended, its process reaped. So when it returns the caller's clone of the
+    /// transport is the last one. Every caller, of this or of
+    /// [`shutdown_now`](Self::shutdown_now), waits for the same completion; a
+    /// call after it returns at once. On a pool that failed (see
+    /// [`failure`](Self::failure)) it returns at once: its workers exit as their
+    /// links close, and nothing waits for them.
     pub async fn shutdown(&self) {
-        let _ = self.ask(Command::Shutdown).await;
+        let _ = self.commands.send(Command::Shutdown);
+        self.stopped().await;
+    }
+
+    /// Shuts the pool down at once: every worker's process group is killed now
+    /// (SIGKILL) through the process guard that owns it, the worker's I/O task
+    /// holding its not yet reaped process, never by a pid read elsewhere, so no
+    /// other process can be hit. Tasks still queued fail with "shutting down" as
+    /// in [`shutdown`](Self::shutdown); each task running on a worker settles
+    /// once that worker is reaped, as "shutting down" (or "cancelled" when its
+    /// caller had cancelled it). A worker still starting is killed as soon as it
+    /// reports ready (or gives up after `start_timeout`).
+    ///
+    /// Works before and during a graceful [`shutdown`](Self::shutdown) (a
+    /// second stop signal): the steps still due are dropped. Returns as
+    /// `shutdown` does, once the pool has let go of everything.
+    pub async fn shutdown_now(&self) {
+        let _ = self.commands.send(Command::ShutdownNow);
+        self.stopped().await;
+    }
+
+    /// Waits until the watcher, having seen the actor return, lets go of the
+    /// `stopped` channel.
+    async fn stopped(&self) {
+        let mut stopped = self.stopped.clone();
+        while stopped.changed().await.is_ok() {}
     }
 
     /// Sends `command` to the actor (for [`crate::testing`]).
@@ -518,11 +557,23 @@ impl Pool {
     }
 }
 
-/// Waits for the actor to end; one that panicked (or was cancelled with its
-/// runtime) marks the pool failed, so handles refuse submits and the metrics say
-/// why instead of showing the last gauges of a pool that is gone.
-async fn watch_actor(actor: tokio::task::JoinHandle<()>, shared: Arc<Shared>) {
-    let reason = match actor.await {
+/// Waits for the actor to end, then closes `stopped` (by dropping it) for every
+/// [`Pool::shutdown`] waiting. An actor that panicked (or was cancelled with its
+/// runtime) marks the pool failed first, so handles refuse submits and the
+/// metrics say why instead of showing the last gauges of a pool that is gone.
+async fn watch_actor(
+    actor: tokio::task::JoinHandle<()>,
+    shared: Arc<Shared>,
+    stopped: watch::Sender<()>,
+) {
+    let outcome = actor.await;
+    mark_failed(outcome, &shared);
+    drop(stopped);
+}
+
+/// Marks the pool failed when its actor did not return normally.
+fn mark_failed(outcome: Result<(), tokio::task::JoinError>, shared: &Shared) {
+    let reason = match outcome {
         Ok(()) => return,
         Err(e) if e.is_panic() => {
             let payload = e.into_panic();

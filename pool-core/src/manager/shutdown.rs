@@ -1,10 +1,8 @@
 //! Shutdown inside the actor: drain, abandon past the deadline, and stop each
 //! worker step by step (`cancel` for its tasks, `shutdown`, SIGTERM, SIGKILL,
-//! `kill_grace` apart).
+//! `kill_grace` apart); or stop at once, killing every worker's group.
 
 use std::sync::atomic::Ordering::Relaxed;
-
-use tokio::sync::oneshot;
 
 use bytes::BytesMut;
 
@@ -18,11 +16,11 @@ use crate::protocol::{encode_frame, ToWorker};
 impl Actor {
     /// Stops taking work: queued tasks are failed with "shutting down", in-flight
     /// ones get `shutdown_timeout` to finish.
-    pub(crate) fn begin_shutdown(&mut self, waiter: Option<oneshot::Sender<()>>) {
-        if let Some(waiter) = waiter {
-            self.shutdown_waiters.push(waiter);
-        }
-        if matches!(self.phase, Phase::Draining | Phase::Stopping) {
+    pub(crate) fn begin_shutdown(&mut self) {
+        if matches!(
+            self.phase,
+            Phase::Draining | Phase::Stopping | Phase::Killing
+        ) {
             return;
         }
         self.shared.closed.store(true, Relaxed);
@@ -106,7 +104,7 @@ impl Actor {
     /// Asks every worker to exit: each idle one is sent `shutdown` now, a busy one
     /// once its tasks are answered; the actor ends when every worker is reaped.
     pub(crate) fn enter_stopping(&mut self) {
-        if self.phase == Phase::Stopping {
+        if matches!(self.phase, Phase::Stopping | Phase::Killing) {
             return;
         }
         self.phase = Phase::Stopping;
@@ -114,6 +112,42 @@ impl Actor {
         for num in nums {
             self.release_worker(num);
         }
+    }
+
+    /// Stops the pool at once, also while a graceful shutdown is under way: what
+    /// waits fails as [`begin_shutdown`](Self::begin_shutdown) says, and every
+    /// worker's process group is killed now. The signal travels to the worker's
+    /// I/O task, which owns its process and has not reaped it yet, so it can only
+    /// reach that worker's group, never a reused pid. Each worker's tasks settle
+    /// once it is reaped (`on_gone`); a worker still starting is
+    /// killed as soon as it reports ready.
+    pub(crate) fn shutdown_now(&mut self) {
+        self.begin_shutdown();
+        if self.phase == Phase::Killing {
+            return;
+        }
+        self.phase = Phase::Killing;
+        let nums: Vec<u64> = self.workers.keys().copied().collect();
+        for num in nums {
+            self.kill_now(num);
+        }
+    }
+
+    /// Kills worker `num`'s process group now; a stop step still due is dropped.
+    /// Its tasks end as "shutting down" unless it was already being killed for a
+    /// task's timeout or an ignored cancel (that task then ends as such).
+    pub(crate) fn kill_now(&mut self, num: u64) {
+        let Some(worker) = self.workers.get_mut(&num) else {
+            return;
+        };
+        if matches!(worker.kill_cause, None | Some(KillCause::Retired)) {
+            worker.kill_cause = Some(KillCause::Shutdown);
+        }
+        if let Some((_, key)) = worker.stop.take() {
+            self.timers.try_remove(&key);
+        }
+        worker.state = WorkerState::Killing;
+        let _ = worker.control.send(GroupSignal::Kill);
     }
 
     /// Sends worker `num` `shutdown` and closes its input (once); SIGTERM follows

@@ -8,6 +8,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::codec::FramedRead;
 
 use super::routing::TaskTypes;
@@ -105,8 +106,26 @@ struct Hello<'a> {
     concurrency: u32,
 }
 
-/// Launches the worker, runs the handshake, then reads its frames until it is gone.
+/// Launches the worker, runs the handshake, then reads its frames until it is
+/// gone; returns once its process is reaped and its writer task has ended.
+///
+/// The actor counts the pool as stopped when every clone of its event sender is
+/// gone, so the one held here is dropped only after the writer is stopped too.
 pub(crate) async fn run_worker(launch: WorkerLaunch) {
+    let events = launch.events.clone();
+    let mut writer = None;
+    serve_worker(launch, &mut writer).await;
+    if let Some(writer) = writer {
+        // Its worker is reaped: nothing still unwritten can be read.
+        writer.abort();
+        let _ = writer.await;
+    }
+    drop(events);
+}
+
+/// [`run_worker`] without the wait for the writer task, which it leaves in
+/// `writer_task`.
+async fn serve_worker(launch: WorkerLaunch, writer_task: &mut Option<JoinHandle<()>>) {
     let WorkerLaunch {
         num,
         transport,
@@ -131,7 +150,7 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
     } = link;
     let max_frame = spec.max_frame;
     let (frames_tx, frames_rx) = mpsc::unbounded_channel();
-    tokio::spawn(write_frames(writer, frames_rx));
+    *writer_task = Some(tokio::spawn(write_frames(writer, frames_rx)));
     let mut hello = BytesMut::new();
     let hello_msg = Hello {
         kind: "hello",

@@ -10,20 +10,17 @@ use serde_json::{json, Value};
 use task_source::{Admission, Filter, NewTask, Requeue, SourceHealth, TaskRecord, TaskState};
 use tokio::sync::mpsc;
 
+use super::answers;
 use super::lines;
-use super::parse;
 use crate::daemon::protocol::Reply;
 use crate::daemon::state::Daemon;
 
 type Closed = mpsc::error::SendError<Reply>;
 
-fn refused(id: &str, error: &str) -> Value {
-    json!({"id": id, "status": "refused", "error": error})
-}
-
 /// Stores each line's task (answered once committed); one line per task:
-/// `{"id", "status": "accepted"}` or `{"id", "status": "refused", "error"}`.
-/// With `wait`, then one result line per accepted task as it settles.
+/// `{"id", "status": "accepted"}` or `{"id", "status": "refused", "error"}`
+/// ([`answers`]). With `wait`, then one result line per accepted task as it
+/// settles.
 pub(crate) async fn submit(
     text_lines: Vec<String>,
     wait: bool,
@@ -31,78 +28,25 @@ pub(crate) async fn submit(
     daemon: &Arc<Daemon>,
     out: &mpsc::Sender<Reply>,
 ) -> Result<(), Closed> {
-    let (mut accepted, mut refused_n) = (0u64, 0u64);
-    let mut tasks: Vec<NewTask> = Vec::with_capacity(text_lines.len());
-    // Refusals by position, so replies keep the input's order.
-    let mut replies: Vec<Option<Value>> = Vec::with_capacity(text_lines.len());
-    for (n, text) in text_lines.iter().enumerate() {
-        if text.trim().is_empty() {
-            continue;
-        }
-        match parse::parse(text) {
-            Ok(task) => {
-                tasks.push(task);
-                replies.push(None);
-            }
-            Err(r) => {
-                let line_no = first_line + n as u64;
-                let mut line = refused(r.id.as_deref().unwrap_or(&line_no.to_string()), &r.reason);
-                line["line"] = line_no.into();
-                replies.push(Some(line));
-            }
-        }
-    }
-    let admissions = admit(daemon, &tasks).await;
+    let submitted = answers::Submitted::parse(&text_lines, first_line);
+    let admissions = admit(daemon, submitted.tasks()).await;
     if admissions.iter().any(|a| matches!(a, Admission::Accepted)) {
         daemon.wake.notify_one();
     }
-    let mut admitted = tasks.iter().zip(admissions);
-    let mut waiting = Vec::new();
-    let mut answers = Vec::with_capacity(replies.len());
-    for slot in replies {
-        let line = match slot {
-            Some(line) => {
-                refused_n += 1;
-                line
-            }
-            None => {
-                let Some((task, admission)) = admitted.next() else {
-                    break;
-                };
-                match admission {
-                    Admission::Accepted => {
-                        accepted += 1;
-                        waiting.push(task.id.clone());
-                        json!({"id": task.id, "status": "accepted"})
-                    }
-                    Admission::Known(state) => {
-                        accepted += 1;
-                        waiting.push(task.id.clone());
-                        json!({"id": task.id, "status": "accepted", "duplicate": true, "state": state.as_str()})
-                    }
-                    Admission::Refused(reason) => {
-                        refused_n += 1;
-                        refused(&task.id, &reason)
-                    }
-                }
-            }
-        };
-        answers.push(line);
-    }
-    out.send(Reply::Lines { lines: answers }).await?;
-    if wait {
-        out.send(Reply::Done {
-            accepted,
-            refused: refused_n,
-        })
-        .await?;
-        return lookup(waiting, Some(None), daemon, out).await;
-    }
-    out.send(Reply::Done {
-        accepted,
-        refused: refused_n,
+    let answers = submitted.answer(admissions);
+    out.send(Reply::Lines {
+        lines: answers.lines,
     })
-    .await
+    .await?;
+    out.send(Reply::Done {
+        accepted: answers.accepted.len() as u64,
+        refused: answers.refused,
+    })
+    .await?;
+    if wait {
+        return lookup(answers.accepted, Some(None), daemon, out).await;
+    }
+    Ok(())
 }
 
 /// Stores the tasks, refusing them with the reason when the pool stopped

@@ -6,11 +6,13 @@
 //! - `settings` — the `store`, `durability`, `result_ttl`, `store_max_mb` keys.
 //! - `ids` — sortable generated task ids.
 //! - `parse` — a submitted line → a [`task_source::NewTask`].
+//! - `answers` — the per-line answers of `submit` (also `submit --queue`'s).
 //! - `feeder` — claim → pool (one attempt each) → settle or retry or DLQ.
 //! - `waiters` — who waits for which id.
 //! - `lines` — the JSON lines of look-ups.
 //! - `prune` — the background retention.
 
+pub(crate) mod answers;
 pub(crate) mod api;
 pub(crate) mod feeder;
 pub(crate) mod ids;

@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use source_nats::{NatsConfig, NatsSource};
-use task_source::{Admission, Filter, NewTask, Requeue, TaskSource, TaskState};
+use task_source::{Filter, Requeue, TaskSource, TaskState};
 
 use crate::daemon::config::Settings;
-use crate::daemon::durable::{lines, parse};
+use crate::daemon::durable::{answers, lines};
 use crate::daemon::protocol::Request;
 
 /// How often `wait --queue` looks at the bucket again.
@@ -31,67 +31,23 @@ pub(crate) async fn connect(settings: &Settings, url: &str) -> Result<NatsSource
 
 /// `submit --queue`: publishes each line (an id generated where it has none)
 /// and emits `{"id", "status": "accepted"}` or `{"id", "status": "refused",
-/// "error"}` per line, in order; returns the accepted ids and the refusals.
+/// "error"}` per line, in order ([`answers`]); returns the accepted ids and the
+/// refusals.
 pub(crate) async fn submit(
     source: &NatsSource,
     text_lines: &[String],
     emit: &mut dyn FnMut(&Value),
 ) -> Result<(Vec<String>, u64), String> {
-    let mut tasks: Vec<NewTask> = Vec::new();
-    let mut slots: Vec<Option<Value>> = Vec::new();
-    for (n, text) in text_lines.iter().enumerate() {
-        if text.trim().is_empty() {
-            continue;
-        }
-        match parse::parse(text) {
-            Ok(task) => {
-                tasks.push(task);
-                slots.push(None);
-            }
-            Err(r) => {
-                let line_no = n as u64 + 1;
-                let id = r.id.unwrap_or_else(|| line_no.to_string());
-                slots.push(Some(
-                    json!({"id": id, "status": "refused", "error": r.reason, "line": line_no}),
-                ));
-            }
-        }
-    }
+    let submitted = answers::Submitted::parse(text_lines, 1);
     let admissions = source
-        .accept(tasks.clone())
+        .accept(submitted.tasks().to_vec())
         .await
         .map_err(|e| e.to_string())?;
-    let mut admitted = tasks.iter().zip(admissions);
-    let (mut ids, mut refused) = (Vec::new(), 0);
-    for slot in slots {
-        let line = match slot {
-            Some(line) => {
-                refused += 1;
-                line
-            }
-            None => {
-                let Some((task, admission)) = admitted.next() else {
-                    break;
-                };
-                match admission {
-                    Admission::Accepted => {
-                        ids.push(task.id.clone());
-                        json!({"id": task.id, "status": "accepted"})
-                    }
-                    Admission::Known(state) => {
-                        ids.push(task.id.clone());
-                        json!({"id": task.id, "status": "accepted", "duplicate": true, "state": state.as_str()})
-                    }
-                    Admission::Refused(reason) => {
-                        refused += 1;
-                        json!({"id": task.id, "status": "refused", "error": reason})
-                    }
-                }
-            }
-        };
-        emit(&line);
+    let answers = submitted.answer(admissions);
+    for line in &answers.lines {
+        emit(line);
     }
-    Ok((ids, refused))
+    Ok((answers.accepted, answers.refused))
 }
 
 /// `result --queue` (`wait` = `None`) and `wait --queue` (`Some(timeout)`):
