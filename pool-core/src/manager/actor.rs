@@ -20,6 +20,7 @@ use super::events::PoolEvent;
 use super::handle::BoxedOutcome;
 use super::metrics::{Stats, WorkerStatus};
 use super::pool::WorkerCommand;
+use super::probe_set::ProbeSet;
 use super::worker_io::WorkerEvent;
 use crate::balance::{BalancePolicy, WorkerSnapshot};
 use crate::error::{ConfigError, StartError};
@@ -337,7 +338,7 @@ pub(crate) struct Actor {
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) command: WorkerCommand,
     pub(crate) policy: Box<dyn BalancePolicy>,
-    pub(crate) probes: Vec<Box<dyn HealthProbe>>,
+    pub(crate) probes: ProbeSet,
     pub(crate) shared: Arc<Shared>,
     pub(crate) queue: PriorityQueue<Pending>,
     pub(crate) retrying: HashMap<u64, Pending, IdHash>,
@@ -371,10 +372,6 @@ pub(crate) struct Actor {
     /// and their places in `candidates`.
     pub(crate) eligible: Vec<WorkerSnapshot>,
     pub(crate) eligible_at: Vec<usize>,
-    /// A memory probe watches RSS: it is read from `/proc` after each completed
-    /// task and on each heartbeat, not only on the health tick (and never when no
-    /// probe needs it).
-    pub(crate) sample_rss: bool,
 }
 
 /// Everything the actor is built from.
@@ -395,14 +392,13 @@ pub(crate) async fn run(
 ) {
     let (events_tx, mut events_rx) = mpsc::channel(WORKER_EVENT_BUFFER);
     let target = parts.config.initial_size();
-    let sample_rss = parts.probes.iter().any(|p| p.name() == "memory");
     let mut actor = Actor {
         dlq: DeadLetterQueue::new(parts.config.dlq_capacity),
         config: parts.config,
         transport: parts.transport,
         command: parts.command,
         policy: parts.policy,
-        probes: parts.probes,
+        probes: ProbeSet::new(parts.probes),
         shared: parts.shared,
         queue: PriorityQueue::new(),
         retrying: HashMap::default(),
@@ -431,7 +427,6 @@ pub(crate) async fn run(
         held: super::routing::Held::default(),
         eligible: Vec::new(),
         eligible_at: Vec::new(),
-        sample_rss,
     };
     actor.shared.stats.target_size.store(target as u64, Relaxed);
     for _ in 0..target {

@@ -11,14 +11,16 @@ use super::actor::{
     capped, worker_name, Actor, KillCause, Pending, Phase, Running, Shared, Timer, WorkerState,
     HEARTBEAT_HISTORY, LONGEST_TIMER,
 };
+use super::alert_kind::AlertKind;
 use super::events::{AlertSeverity, PoolEvent};
 use super::failure::Failure;
 use super::handle::{FinalStatus, TaskError, TaskOutput};
 use super::metrics::Stats;
+use super::probe_set::Occasion;
 use super::routing::TaskTypes;
 use super::worker_io::WorkerMessage;
 use crate::balance::WorkerSnapshot;
-use crate::health::Verdict;
+use crate::health::{ProbeKind, Verdict};
 use crate::process::GroupSignal;
 use crate::protocol::{encode_frame, TaskFrame, ToWorker};
 use crate::queue::DeadLetter;
@@ -149,7 +151,8 @@ impl Actor {
                 if at_limit {
                     self.candidates.remove(index);
                     let reason = "was handed its last task (max_tasks_per_worker)";
-                    self.apply_verdict(num, Verdict::Recycle(reason.to_owned()), "max-tasks");
+                    let verdict = Verdict::Recycle(reason.to_owned());
+                    self.apply_verdict(num, verdict, ProbeKind::MaxTasks, "max-tasks");
                 } else if c.in_flight >= capacity {
                     self.candidates.remove(index);
                 }
@@ -313,9 +316,7 @@ impl Actor {
                     worker.heartbeats.pop_front();
                 }
                 worker.heartbeats.push_back(worker.last_heard);
-                if self.sample_rss {
-                    self.judge_worker(num, true);
-                }
+                self.judge_worker(num, Occasion::Heartbeat);
             }
             WorkerMessage::Log { level, message } => {
                 let name = &worker.name;
@@ -361,7 +362,7 @@ impl Actor {
         if retire {
             self.release_worker(num);
         } else {
-            self.judge_worker(num, self.sample_rss);
+            self.judge_worker(num, Occasion::Completion);
         }
         running
     }
@@ -478,7 +479,7 @@ impl Actor {
         });
         self.raise_alert(
             AlertSeverity::Info,
-            "task-dead-lettered",
+            AlertKind::TaskDeadLettered,
             None,
             format!(
                 "task {} dead-lettered after {} attempts: {failure}",

@@ -9,6 +9,7 @@ use super::actor::{
     capped, worker_name, Actor, KillCause, Phase, Slot, Timer, Worker, WorkerState,
     MAX_UNCOUNTED_REQUEUES,
 };
+use super::alert_kind::AlertKind;
 use super::events::{AlertSeverity, PoolEvent};
 use super::failure::Failure;
 use super::handle::FinalStatus;
@@ -43,7 +44,7 @@ impl Actor {
         );
         self.raise_alert(
             AlertSeverity::Critical,
-            "restart-breaker-open",
+            AlertKind::RestartBreakerOpen,
             None,
             message,
         );
@@ -210,7 +211,7 @@ impl Actor {
         let worker = worker_name(num);
         self.raise_alert(
             AlertSeverity::Warning,
-            "worker-start-failed",
+            AlertKind::WorkerStartFailed,
             None,
             format!("{worker} failed to start: {reason}"),
         );
@@ -264,7 +265,7 @@ impl Actor {
             };
             self.raise_alert(
                 AlertSeverity::Warning,
-                "worker-crashed",
+                AlertKind::WorkerCrashed,
                 Some(&worker.name),
                 message,
             );
