@@ -22,6 +22,7 @@ use super::metrics::{Stats, WorkerStatus};
 use super::pool::WorkerCommand;
 use super::probe_set::ProbeSet;
 use super::worker_io::WorkerEvent;
+use super::worker_life::WorkerLife;
 use crate::balance::{BalancePolicy, WorkerSnapshot};
 use crate::error::{ConfigError, StartError};
 use crate::health::HealthProbe;
@@ -236,42 +237,12 @@ pub(crate) enum Timer {
         task: u64,
     },
     Respawn,
-    /// The next step of stopping `worker` is due (see [`StopStep`]).
+    /// The next step of stopping `worker` is due (see
+    /// [`StopStep`](super::worker_life::StopStep)).
     StopStep {
         worker: u64,
     },
     DrainDeadline,
-}
-
-/// How far the pool has got in stopping a worker that is on its way out; each step
-/// follows the last by `kill_grace`, and a worker that exits is never signalled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum StopStep {
-    /// The drain deadline passed while it had tasks: it was sent `cancel` for each.
-    /// `shutdown` follows, at once when it has answered them all.
-    Cancelled,
-    /// It was sent `shutdown` and its input was closed; SIGTERM follows.
-    ShutdownSent,
-    /// Its group was sent SIGTERM; SIGKILL follows.
-    Terminated,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum WorkerState {
-    Ready,
-    Suspect,
-    Retiring,
-    Killing,
-}
-
-/// Why the pool is ending a worker (its exit is then expected).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum KillCause {
-    TimedOut { task: u64, after: Duration },
-    CancelIgnored { task: u64 },
-    Unhealthy(String),
-    Retired,
-    Shutdown,
 }
 
 pub(crate) struct Worker {
@@ -297,11 +268,9 @@ pub(crate) struct Worker {
     pub(crate) last_heard: Instant,
     pub(crate) ready_at: Instant,
     pub(crate) rss_bytes: u64,
-    pub(crate) state: WorkerState,
-    pub(crate) kill_cause: Option<KillCause>,
-    /// A probe asked for this worker to be recycled: it keeps serving until its
-    /// replacement is ready, then retires.
-    pub(crate) replace_pending: bool,
+    /// Where it stands: serving (suspect, recycling), retiring or being killed,
+    /// with the cause and its stop step.
+    pub(crate) life: WorkerLife,
     /// The place in the pool this worker fills (`None` once handed to its
     /// replacement).
     pub(crate) slot: Option<Slot>,
@@ -309,9 +278,6 @@ pub(crate) struct Worker {
     pub(crate) heartbeats: std::collections::VecDeque<Instant>,
     /// The task types it takes (all when it stated none).
     pub(crate) task_types: super::routing::TaskTypes,
-    /// Where its stop stands, and the timer armed for the next step (`None`
-    /// until the pool starts stopping it).
-    pub(crate) stop: Option<(StopStep, delay_queue::Key)>,
 }
 
 /// A place in the pool: a replacement inherits the slot of the worker it replaces,
@@ -531,14 +497,7 @@ impl Actor {
             .map(|w| WorkerStatus {
                 id: w.name.clone(),
                 pid: w.pid,
-                state: match w.state {
-                    WorkerState::Ready | WorkerState::Suspect if w.replace_pending => "recycling",
-                    WorkerState::Ready if w.in_flight.is_empty() => "ready",
-                    WorkerState::Ready => "busy",
-                    WorkerState::Suspect => "suspect",
-                    WorkerState::Retiring => "retiring",
-                    WorkerState::Killing => "killing",
-                },
+                state: w.life.status(w.in_flight.is_empty()),
                 in_flight: w.in_flight.len() as u32,
                 tasks_done: w.completed,
                 rss_bytes: w.rss_bytes,
@@ -572,10 +531,10 @@ impl Actor {
         let cap = self.config.worker_concurrency as usize;
         let (mut ready, mut busy, mut unhealthy) = (0, 0, 0);
         for w in self.workers.values() {
-            match w.state {
-                WorkerState::Ready if w.in_flight.len() < cap => ready += 1,
-                WorkerState::Suspect => unhealthy += 1,
-                _ => {}
+            if w.life.takes_tasks() && w.in_flight.len() < cap {
+                ready += 1;
+            } else if w.life.is_suspect() {
+                unhealthy += 1;
             }
             if !w.in_flight.is_empty() {
                 busy += 1;

@@ -8,8 +8,8 @@ use bytes::{Bytes, BytesMut};
 use tokio_util::time::DelayQueue;
 
 use super::actor::{
-    capped, worker_name, Actor, KillCause, Pending, Phase, Running, Shared, Timer, WorkerState,
-    HEARTBEAT_HISTORY, LONGEST_TIMER,
+    capped, worker_name, Actor, Pending, Phase, Running, Shared, Timer, HEARTBEAT_HISTORY,
+    LONGEST_TIMER,
 };
 use super::alert_kind::AlertKind;
 use super::events::{AlertSeverity, PoolEvent};
@@ -19,6 +19,7 @@ use super::metrics::Stats;
 use super::probe_set::Occasion;
 use super::routing::TaskTypes;
 use super::worker_io::WorkerMessage;
+use super::worker_life::KillCause;
 use crate::balance::WorkerSnapshot;
 use crate::health::{ProbeKind, Verdict};
 use crate::process::GroupSignal;
@@ -94,7 +95,7 @@ impl Actor {
         let mut uniform = true;
         let mut types: Option<&TaskTypes> = None;
         for (num, w) in &self.workers {
-            if w.state == WorkerState::Ready
+            if w.life.takes_tasks()
                 && (w.in_flight.len() as u32) < capacity
                 && w.task_limit.is_none_or(|limit| w.dispatched < limit)
             {
@@ -216,7 +217,7 @@ impl Actor {
             .is_some_and(|frames| !frames.is_closed());
         if !open {
             worker.outbuf.truncate(mark);
-            worker.state = WorkerState::Killing;
+            worker.life.mark_killing();
             self.queue.push_front(pending.task.priority, pending);
             return Assigned::WorkerUnusable;
         }
@@ -348,7 +349,7 @@ impl Actor {
         };
         worker.in_flight.remove(pos);
         worker.completed += 1;
-        let retire = worker.state == WorkerState::Retiring && worker.in_flight.is_empty();
+        let retire = worker.life.is_retiring() && worker.in_flight.is_empty();
         if worker.in_flight.is_empty() {
             // Nothing left to time out: no timer may outlive the worker's last task.
             if let Some((key, _)) = worker.deadline_timer.take() {
@@ -729,10 +730,7 @@ impl Actor {
         let Some(worker) = self.workers.get_mut(&num) else {
             return;
         };
-        if worker.kill_cause.is_none() {
-            worker.kill_cause = Some(cause);
-        }
-        worker.state = WorkerState::Killing;
+        worker.life.kill(cause);
         let _ = worker.control.send(GroupSignal::Kill);
         if let Some(slot) = worker.slot.take() {
             self.vacate(slot, true);

@@ -4,11 +4,12 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use tokio::time::Instant;
 
-use super::actor::{Actor, KillCause, Phase, WorkerState};
+use super::actor::{Actor, Phase};
 use super::alert_kind::AlertKind;
 use super::events::{AlertSeverity, PoolEvent};
 use super::metrics::Stats;
 use super::probe_set::Occasion;
+use super::worker_life::KillCause;
 use crate::health::{process_rss, ProbeKind, Verdict, Vitals};
 
 /// The recent latency window is the last one to two of these.
@@ -81,10 +82,10 @@ impl Actor {
         let Some(w) = self.workers.get_mut(&num) else {
             return;
         };
-        if matches!(w.state, WorkerState::Killing | WorkerState::Retiring) {
+        if !w.life.is_serving() {
             return;
         }
-        let recycling = w.replace_pending;
+        let recycling = w.life.is_recycling();
         if self.probes.reads_rss(occasion) {
             if let Some(rss) = process_rss(w.pid) {
                 w.rss_bytes = rss;
@@ -136,15 +137,10 @@ impl Actor {
             return;
         };
         match verdict {
-            Verdict::Healthy => {
-                if worker.state == WorkerState::Suspect {
-                    worker.state = WorkerState::Ready;
-                }
-            }
+            Verdict::Healthy => worker.life.recover(),
             Verdict::Suspect(reason) => {
-                if worker.state == WorkerState::Ready {
+                if worker.life.suspect() {
                     tracing::warn!(worker.id = %worker.name, %reason, probe, "worker is suspect");
-                    worker.state = WorkerState::Suspect;
                     let name = worker.name.clone();
                     if let Some((severity, alert)) = alert {
                         let message = format!("{name}: {reason}");
@@ -153,10 +149,7 @@ impl Actor {
                 }
             }
             Verdict::Recycle(reason) => {
-                if matches!(worker.state, WorkerState::Ready | WorkerState::Suspect)
-                    && !worker.replace_pending
-                {
-                    worker.replace_pending = true;
+                if worker.life.recycle() {
                     let slot = worker.slot.take();
                     let name = worker.name.clone();
                     if let Some(slot) = slot {

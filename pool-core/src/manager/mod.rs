@@ -22,6 +22,7 @@ mod routing;
 mod scaling;
 mod shutdown;
 mod worker_io;
+mod worker_life;
 
 #[cfg(feature = "test-util")]
 pub(crate) use actor::Command;
