@@ -104,7 +104,7 @@ impl Actor {
             // Only the tick consults every probe: a healthy worker there is no
             // longer suspect.
             if occasion == Occasion::Tick {
-                self.apply_verdict(num, Verdict::Healthy, ProbeKind::Custom, "");
+                w.life.recover();
             }
             return;
         };
