@@ -161,3 +161,46 @@ async fn a_probe_that_opts_in_is_shown_every_completion() {
     assert!(seen.is_superset(&expected), "{seen:?}");
     pool.shutdown().await;
 }
+
+/// Suspects every worker that has lived `after` or longer.
+#[derive(Debug)]
+struct SuspectOld {
+    after: Duration,
+}
+
+impl HealthProbe for SuspectOld {
+    fn name(&self) -> &'static str {
+        "old"
+    }
+
+    fn check(&self, vitals: &Vitals) -> Verdict {
+        if vitals.age >= self.after {
+            Verdict::Suspect("old".to_owned())
+        } else {
+            Verdict::Healthy
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_completion_judged_by_the_probes_that_opted_in_does_not_clear_a_suspicion() {
+    let (transport, _) = MockTransport::new(|_| MockAction::EchoAfter(Duration::from_secs(1)));
+    let pool = Pool::builder(transport, WorkerCommand::new("mock-worker"))
+        .config(common::config(1))
+        .probe(SuspectOld {
+            after: Duration::from_millis(200),
+        })
+        .probe(Counting::default())
+        .start()
+        .await
+        .expect("pool starts");
+    let handle = pool.submit(common::task("work", 1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(pool.workers().await[0].state, "suspect");
+    assert!(handle.await.is_ok());
+    // Only the opted-in probe (healthy) was consulted on the completion: the
+    // worker stays suspect.
+    let workers = pool.workers().await;
+    assert_eq!(workers[0].state, "suspect", "{workers:?}");
+    pool.shutdown().await;
+}
