@@ -41,7 +41,7 @@ pub mod transport;
 
 pub use balance::{BalancePolicy, WorkerSnapshot};
 pub use error::{ConfigError, StartError, SubmitError, TASK_FRAME_OVERHEAD};
-pub use health::{HealthProbe, Verdict, Vitals};
+pub use health::{HealthProbe, ProbeKind, Verdict, Vitals};
 pub use manager::{
     Failure, FinalStatus, HealthStatus, Pool, PoolBuilder, PoolConfig, PoolEvent, PoolMetrics,
     PoolSettings, TaskError, TaskHandle, TaskOutput, WorkerCommand,

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{HealthProbe, Verdict, Vitals};
+use super::{HealthProbe, ProbeKind, Verdict, Vitals};
 
 /// Judges a worker by how long it has been silent.
 ///
@@ -37,6 +37,10 @@ impl Default for HeartbeatProbe {
 impl HealthProbe for HeartbeatProbe {
     fn name(&self) -> &'static str {
         "heartbeat"
+    }
+
+    fn kind(&self) -> ProbeKind {
+        ProbeKind::Heartbeat
     }
 
     fn check(&self, vitals: &Vitals) -> Verdict {

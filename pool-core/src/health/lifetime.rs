@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{HealthProbe, Verdict, Vitals};
+use super::{HealthProbe, ProbeKind, Verdict, Vitals};
 
 /// Recycles a worker older than `max_age` (its replacement starts first).
 #[derive(Debug, Clone, Copy)]
@@ -20,6 +20,10 @@ impl LifetimeProbe {
 impl HealthProbe for LifetimeProbe {
     fn name(&self) -> &'static str {
         "lifetime"
+    }
+
+    fn kind(&self) -> ProbeKind {
+        ProbeKind::Lifetime
     }
 
     fn check(&self, vitals: &Vitals) -> Verdict {

@@ -1,6 +1,6 @@
 //! [`MaxTasksProbe`]: recycle a worker after a number of tasks, with jitter.
 
-use super::{HealthProbe, Verdict, Vitals};
+use super::{HealthProbe, ProbeKind, Verdict, Vitals};
 
 /// Recycles a worker once it has finished about `max_tasks` tasks.
 ///
@@ -35,6 +35,15 @@ impl MaxTasksProbe {
 impl HealthProbe for MaxTasksProbe {
     fn name(&self) -> &'static str {
         "max-tasks"
+    }
+
+    fn kind(&self) -> ProbeKind {
+        ProbeKind::MaxTasks
+    }
+
+    /// Its worker's task count changes with each completion.
+    fn wants_completions(&self) -> bool {
+        true
     }
 
     fn check(&self, vitals: &Vitals) -> Verdict {

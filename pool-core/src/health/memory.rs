@@ -1,6 +1,6 @@
 //! [`MemoryProbe`]: recycle a worker over a soft RSS limit, kill it over a hard one.
 
-use super::{HealthProbe, Verdict, Vitals};
+use super::{HealthProbe, ProbeKind, Verdict, Vitals};
 
 /// Judges a worker by its resident set size (read by the pool from `/proc`, or as
 /// the worker reported it).
@@ -24,6 +24,19 @@ impl MemoryProbe {
 impl HealthProbe for MemoryProbe {
     fn name(&self) -> &'static str {
         "memory"
+    }
+
+    fn kind(&self) -> ProbeKind {
+        ProbeKind::Memory
+    }
+
+    /// Memory grows with the tasks a worker runs: judged after each one.
+    fn wants_completions(&self) -> bool {
+        true
+    }
+
+    fn needs_rss(&self) -> bool {
+        true
     }
 
     fn check(&self, vitals: &Vitals) -> Verdict {

@@ -13,6 +13,6 @@ pub use heartbeat::HeartbeatProbe;
 pub use lifetime::LifetimeProbe;
 pub use max_tasks::MaxTasksProbe;
 pub use memory::MemoryProbe;
-pub use probe::{HealthProbe, Verdict};
+pub use probe::{HealthProbe, ProbeKind, Verdict};
 pub use proc_stat::process_rss;
 pub use vitals::Vitals;

@@ -20,7 +20,9 @@ use super::events::PoolEvent;
 use super::handle::BoxedOutcome;
 use super::metrics::{Stats, WorkerStatus};
 use super::pool::WorkerCommand;
+use super::probe_set::ProbeSet;
 use super::worker_io::WorkerEvent;
+use super::worker_life::WorkerLife;
 use crate::balance::{BalancePolicy, WorkerSnapshot};
 use crate::error::{ConfigError, StartError};
 use crate::health::HealthProbe;
@@ -239,42 +241,12 @@ pub(crate) enum Timer {
         task: u64,
     },
     Respawn,
-    /// The next step of stopping `worker` is due (see [`StopStep`]).
+    /// The next step of stopping `worker` is due (see
+    /// [`StopStep`](super::worker_life::StopStep)).
     StopStep {
         worker: u64,
     },
     DrainDeadline,
-}
-
-/// How far the pool has got in stopping a worker that is on its way out; each step
-/// follows the last by `kill_grace`, and a worker that exits is never signalled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum StopStep {
-    /// The drain deadline passed while it had tasks: it was sent `cancel` for each.
-    /// `shutdown` follows, at once when it has answered them all.
-    Cancelled,
-    /// It was sent `shutdown` and its input was closed; SIGTERM follows.
-    ShutdownSent,
-    /// Its group was sent SIGTERM; SIGKILL follows.
-    Terminated,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum WorkerState {
-    Ready,
-    Suspect,
-    Retiring,
-    Killing,
-}
-
-/// Why the pool is ending a worker (its exit is then expected).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum KillCause {
-    TimedOut { task: u64, after: Duration },
-    CancelIgnored { task: u64 },
-    Unhealthy(String),
-    Retired,
-    Shutdown,
 }
 
 pub(crate) struct Worker {
@@ -300,11 +272,9 @@ pub(crate) struct Worker {
     pub(crate) last_heard: Instant,
     pub(crate) ready_at: Instant,
     pub(crate) rss_bytes: u64,
-    pub(crate) state: WorkerState,
-    pub(crate) kill_cause: Option<KillCause>,
-    /// A probe asked for this worker to be recycled: it keeps serving until its
-    /// replacement is ready, then retires.
-    pub(crate) replace_pending: bool,
+    /// Where it stands: serving (suspect, recycling), retiring or being killed,
+    /// with the cause and its stop step.
+    pub(crate) life: WorkerLife,
     /// The place in the pool this worker fills (`None` once handed to its
     /// replacement).
     pub(crate) slot: Option<Slot>,
@@ -312,9 +282,6 @@ pub(crate) struct Worker {
     pub(crate) heartbeats: std::collections::VecDeque<Instant>,
     /// The task types it takes (all when it stated none).
     pub(crate) task_types: super::routing::TaskTypes,
-    /// Where its stop stands, and the timer armed for the next step (`None`
-    /// until the pool starts stopping it).
-    pub(crate) stop: Option<(StopStep, delay_queue::Key)>,
 }
 
 /// A place in the pool: a replacement inherits the slot of the worker it replaces,
@@ -344,7 +311,7 @@ pub(crate) struct Actor {
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) command: WorkerCommand,
     pub(crate) policy: Box<dyn BalancePolicy>,
-    pub(crate) probes: Vec<Box<dyn HealthProbe>>,
+    pub(crate) probes: ProbeSet,
     pub(crate) shared: Arc<Shared>,
     pub(crate) queue: PriorityQueue<Pending>,
     pub(crate) retrying: HashMap<u64, Pending, IdHash>,
@@ -377,10 +344,6 @@ pub(crate) struct Actor {
     /// and their places in `candidates`.
     pub(crate) eligible: Vec<WorkerSnapshot>,
     pub(crate) eligible_at: Vec<usize>,
-    /// A memory probe watches RSS: it is read from `/proc` after each completed
-    /// task and on each heartbeat, not only on the health tick (and never when no
-    /// probe needs it).
-    pub(crate) sample_rss: bool,
 }
 
 /// Everything the actor is built from.
@@ -403,14 +366,13 @@ pub(crate) async fn run(
 ) {
     let (events_tx, mut events_rx) = mpsc::channel(WORKER_EVENT_BUFFER);
     let target = parts.config.initial_size();
-    let sample_rss = parts.probes.iter().any(|p| p.name() == "memory");
     let mut actor = Actor {
         dlq: DeadLetterQueue::new(parts.config.dlq_capacity),
         config: parts.config,
         transport: parts.transport,
         command: parts.command,
         policy: parts.policy,
-        probes: parts.probes,
+        probes: ProbeSet::new(parts.probes),
         shared: parts.shared,
         queue: PriorityQueue::new(),
         retrying: HashMap::default(),
@@ -438,7 +400,6 @@ pub(crate) async fn run(
         held: super::routing::Held::default(),
         eligible: Vec::new(),
         eligible_at: Vec::new(),
-        sample_rss,
     };
     actor.shared.stats.target_size.store(target as u64, Relaxed);
     for _ in 0..target {
@@ -549,14 +510,7 @@ impl Actor {
             .map(|w| WorkerStatus {
                 id: w.name.clone(),
                 pid: w.pid,
-                state: match w.state {
-                    WorkerState::Ready | WorkerState::Suspect if w.replace_pending => "recycling",
-                    WorkerState::Ready if w.in_flight.is_empty() => "ready",
-                    WorkerState::Ready => "busy",
-                    WorkerState::Suspect => "suspect",
-                    WorkerState::Retiring => "retiring",
-                    WorkerState::Killing => "killing",
-                },
+                state: w.life.status(w.in_flight.is_empty()),
                 in_flight: w.in_flight.len() as u32,
                 tasks_done: w.completed,
                 rss_bytes: w.rss_bytes,
@@ -590,10 +544,10 @@ impl Actor {
         let cap = self.config.worker_concurrency as usize;
         let (mut ready, mut busy, mut unhealthy) = (0, 0, 0);
         for w in self.workers.values() {
-            match w.state {
-                WorkerState::Ready if w.in_flight.len() < cap => ready += 1,
-                WorkerState::Suspect => unhealthy += 1,
-                _ => {}
+            if w.life.takes_tasks() && w.in_flight.len() < cap {
+                ready += 1;
+            } else if w.life.is_suspect() {
+                unhealthy += 1;
             }
             if !w.in_flight.is_empty() {
                 busy += 1;

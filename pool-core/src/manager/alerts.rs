@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use tokio::time::Instant;
 
+use super::alert_kind::AlertKind;
 use super::events::AlertSeverity;
 
 /// Alerts kept in the history; the oldest are dropped past it.
@@ -26,7 +27,8 @@ pub struct Alert {
     pub id: String,
     /// How serious.
     pub severity: AlertSeverity,
-    /// A short class (`zombie-detected`, `high-memory`, …).
+    /// A short class (`zombie-detected`, `high-memory`, …): the string of an
+    /// [`AlertKind`].
     #[serde(rename = "type")]
     pub kind: String,
     /// The worker concerned, if any.
@@ -41,7 +43,7 @@ pub struct Alert {
 #[derive(Debug, Default)]
 pub(crate) struct AlertLog {
     history: VecDeque<Alert>,
-    last_raised: HashMap<(String, Option<String>), Instant>,
+    last_raised: HashMap<(AlertKind, Option<String>), Instant>,
     critical: VecDeque<Instant>,
     raised: u64,
     suppressed: u64,
@@ -53,11 +55,11 @@ impl AlertLog {
         &mut self,
         now: Instant,
         severity: AlertSeverity,
-        kind: &str,
+        kind: AlertKind,
         worker: Option<&str>,
         message: String,
     ) -> Option<Alert> {
-        let key = (kind.to_owned(), worker.map(str::to_owned));
+        let key = (kind, worker.map(str::to_owned));
         if let Some(at) = self.last_raised.get(&key) {
             if now.duration_since(*at) < DEDUP_WINDOW {
                 self.suppressed += 1;
@@ -73,7 +75,7 @@ impl AlertLog {
         let alert = Alert {
             id: format!("alert-{}", self.raised),
             severity,
-            kind: kind.to_owned(),
+            kind: kind.as_str().to_owned(),
             worker_id: worker.map(str::to_owned),
             message,
             timestamp: SystemTime::now()
@@ -133,7 +135,7 @@ mod tests {
             log.raise(
                 at,
                 AlertSeverity::Warning,
-                "high-memory",
+                AlertKind::HighMemory,
                 worker,
                 "m".into(),
             )
@@ -154,7 +156,7 @@ mod tests {
             log.raise(
                 t0,
                 AlertSeverity::Critical,
-                "zombie",
+                AlertKind::ZombieDetected,
                 Some(&worker),
                 String::new(),
             );

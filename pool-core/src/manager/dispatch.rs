@@ -8,17 +8,20 @@ use bytes::{Bytes, BytesMut};
 use tokio_util::time::DelayQueue;
 
 use super::actor::{
-    capped, worker_name, Actor, KillCause, Pending, Phase, Running, Shared, Timer, WorkerState,
-    HEARTBEAT_HISTORY, LONGEST_TIMER,
+    capped, worker_name, Actor, Pending, Phase, Running, Shared, Timer, HEARTBEAT_HISTORY,
+    LONGEST_TIMER,
 };
+use super::alert_kind::AlertKind;
 use super::events::{AlertSeverity, PoolEvent};
 use super::failure::Failure;
 use super::handle::{FinalStatus, TaskError, TaskOutput};
 use super::metrics::Stats;
+use super::probe_set::Occasion;
 use super::routing::TaskTypes;
 use super::worker_io::WorkerMessage;
+use super::worker_life::KillCause;
 use crate::balance::WorkerSnapshot;
-use crate::health::Verdict;
+use crate::health::{ProbeKind, Verdict};
 use crate::process::GroupSignal;
 use crate::protocol::{encode_frame, TaskFrame, ToWorker};
 use crate::queue::DeadLetter;
@@ -92,7 +95,7 @@ impl Actor {
         let mut uniform = true;
         let mut types: Option<&TaskTypes> = None;
         for (num, w) in &self.workers {
-            if w.state == WorkerState::Ready
+            if w.life.takes_tasks()
                 && (w.in_flight.len() as u32) < capacity
                 && w.task_limit.is_none_or(|limit| w.dispatched < limit)
             {
@@ -149,7 +152,8 @@ impl Actor {
                 if at_limit {
                     self.candidates.remove(index);
                     let reason = "was handed its last task (max_tasks_per_worker)";
-                    self.apply_verdict(num, Verdict::Recycle(reason.to_owned()), "max-tasks");
+                    let verdict = Verdict::Recycle(reason.to_owned());
+                    self.apply_verdict(num, verdict, ProbeKind::MaxTasks, "max-tasks");
                 } else if c.in_flight >= capacity {
                     self.candidates.remove(index);
                 }
@@ -213,7 +217,7 @@ impl Actor {
             .is_some_and(|frames| !frames.is_closed());
         if !open {
             worker.outbuf.truncate(mark);
-            worker.state = WorkerState::Killing;
+            worker.life.mark_killing();
             self.queue.push_front(pending.task.priority, pending);
             return Assigned::WorkerUnusable;
         }
@@ -313,9 +317,7 @@ impl Actor {
                     worker.heartbeats.pop_front();
                 }
                 worker.heartbeats.push_back(worker.last_heard);
-                if self.sample_rss {
-                    self.judge_worker(num, true);
-                }
+                self.judge_worker(num, Occasion::Heartbeat);
             }
             WorkerMessage::Log { level, message } => {
                 let name = &worker.name;
@@ -347,7 +349,7 @@ impl Actor {
         };
         worker.in_flight.remove(pos);
         worker.completed += 1;
-        let retire = worker.state == WorkerState::Retiring && worker.in_flight.is_empty();
+        let retire = worker.life.is_retiring() && worker.in_flight.is_empty();
         if worker.in_flight.is_empty() {
             // Nothing left to time out: no timer may outlive the worker's last task.
             if let Some((key, _)) = worker.deadline_timer.take() {
@@ -361,7 +363,7 @@ impl Actor {
         if retire {
             self.release_worker(num);
         } else {
-            self.judge_worker(num, self.sample_rss);
+            self.judge_worker(num, Occasion::Completion);
         }
         running
     }
@@ -480,7 +482,7 @@ impl Actor {
         });
         self.raise_alert(
             AlertSeverity::Info,
-            "task-dead-lettered",
+            AlertKind::TaskDeadLettered,
             None,
             format!(
                 "task {} dead-lettered after {} attempts: {failure}",
@@ -730,10 +732,7 @@ impl Actor {
         let Some(worker) = self.workers.get_mut(&num) else {
             return;
         };
-        if worker.kill_cause.is_none() {
-            worker.kill_cause = Some(cause);
-        }
-        worker.state = WorkerState::Killing;
+        worker.life.kill(cause);
         let _ = worker.control.send(GroupSignal::Kill);
         if let Some(slot) = worker.slot.take() {
             self.vacate(slot, true);

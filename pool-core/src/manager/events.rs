@@ -173,7 +173,8 @@ pub enum PoolEvent {
     Alert {
         /// How serious.
         severity: AlertSeverity,
-        /// A short class (`restart-breaker-open`, `zombie-detected`, …).
+        /// A short class (`restart-breaker-open`, `zombie-detected`, …): the
+        /// string of an [`AlertKind`](super::AlertKind).
         kind: String,
         /// The worker concerned, if any.
         worker: Option<String>,

@@ -4,10 +4,13 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use tokio::time::Instant;
 
-use super::actor::{Actor, KillCause, Phase, WorkerState};
+use super::actor::{Actor, Phase};
+use super::alert_kind::AlertKind;
 use super::events::{AlertSeverity, PoolEvent};
 use super::metrics::Stats;
-use crate::health::{process_rss, Verdict, Vitals};
+use super::probe_set::Occasion;
+use super::worker_life::KillCause;
+use crate::health::{process_rss, ProbeKind, Verdict, Vitals};
 
 /// The recent latency window is the last one to two of these.
 const LATENCY_HALF_WINDOW: Duration = Duration::from_secs(60);
@@ -17,7 +20,7 @@ impl Actor {
     pub(crate) fn raise_alert(
         &mut self,
         severity: AlertSeverity,
-        kind: &str,
+        kind: AlertKind,
         worker: Option<&str>,
         message: String,
     ) {
@@ -64,23 +67,26 @@ impl Actor {
         self.autoscale(now);
         let nums: Vec<u64> = self.workers.keys().copied().collect();
         for num in nums {
-            self.judge_worker(num, true);
+            self.judge_worker(num, Occasion::Tick);
         }
     }
 
-    /// Runs the probes over one worker and acts on the worst verdict. With
-    /// `read_proc`, its RSS is first refreshed from `/proc` (on the health tick,
-    /// and after each task and heartbeat when a memory probe is installed).
-    pub(crate) fn judge_worker(&mut self, num: u64, read_proc: bool) {
+    /// Consults the probes due on `occasion` about one worker and acts on the
+    /// worst verdict. Its RSS is first refreshed from `/proc` when one of them
+    /// needs it (always on the health tick).
+    pub(crate) fn judge_worker(&mut self, num: u64, occasion: Occasion) {
+        if !self.probes.consulted_on(occasion) {
+            return;
+        }
         let now = Instant::now();
         let Some(w) = self.workers.get_mut(&num) else {
             return;
         };
-        if matches!(w.state, WorkerState::Killing | WorkerState::Retiring) {
+        if !w.life.is_serving() {
             return;
         }
-        let recycling = w.replace_pending;
-        if read_proc {
+        let recycling = w.life.is_recycling();
+        if self.probes.reads_rss(occasion) {
             if let Some(rss) = process_rss(w.pid) {
                 w.rss_bytes = rss;
             }
@@ -94,60 +100,56 @@ impl Actor {
             in_flight: w.in_flight.len() as u32,
             oldest_task_age: None,
         };
-        let mut worst = (Verdict::Healthy, "");
-        for probe in &self.probes {
-            let verdict = match probe.check(&vitals) {
-                Verdict::Recycle(_) if recycling => continue,
-                verdict => verdict,
-            };
-            if verdict.rank() > worst.0.rank() {
-                worst = (verdict, probe.name());
+        let Some(finding) = self.probes.judge(occasion, &vitals, recycling) else {
+            // Only the tick consults every probe: a healthy worker there is no
+            // longer suspect.
+            if occasion == Occasion::Tick {
+                w.life.recover();
             }
-        }
-        if worst.1 == "memory" {
+            return;
+        };
+        if finding.kind == ProbeKind::Memory {
             let (worker, rss_bytes) = (w.name.clone(), w.rss_bytes);
-            let message = format!("{worker}: {}", worst.0.reason());
+            let message = format!("{worker}: {}", finding.verdict.reason());
             self.raise_alert(
                 AlertSeverity::Warning,
-                "high-memory",
+                AlertKind::HighMemory,
                 Some(&worker),
                 message,
             );
             self.shared
                 .emit(|| PoolEvent::HighMemory { worker, rss_bytes });
         }
-        self.apply_verdict(num, worst.0, worst.1);
+        self.apply_verdict(num, finding.verdict, finding.kind, finding.probe);
     }
 
-    pub(crate) fn apply_verdict(&mut self, num: u64, verdict: Verdict, probe: &str) {
+    /// Acts on `verdict`, given by a probe of `kind` named `probe`: raises the
+    /// alert its kind calls for ([`AlertKind::for_verdict`]) and moves the worker.
+    pub(crate) fn apply_verdict(
+        &mut self,
+        num: u64,
+        verdict: Verdict,
+        kind: ProbeKind,
+        probe: &str,
+    ) {
+        let alert = AlertKind::for_verdict(kind, &verdict);
         let Some(worker) = self.workers.get_mut(&num) else {
             return;
         };
         match verdict {
-            Verdict::Healthy => {
-                if worker.state == WorkerState::Suspect {
-                    worker.state = WorkerState::Ready;
-                }
-            }
+            Verdict::Healthy => worker.life.recover(),
             Verdict::Suspect(reason) => {
-                if worker.state == WorkerState::Ready {
-                    tracing::warn!(worker.id = %worker.name, %reason, "worker is suspect");
-                    worker.state = WorkerState::Suspect;
+                if worker.life.suspect() {
+                    tracing::warn!(worker.id = %worker.name, %reason, probe, "worker is suspect");
                     let name = worker.name.clone();
-                    let message = format!("{name}: {reason}");
-                    self.raise_alert(
-                        AlertSeverity::Warning,
-                        "missed-heartbeat",
-                        Some(&name),
-                        message,
-                    );
+                    if let Some((severity, alert)) = alert {
+                        let message = format!("{name}: {reason}");
+                        self.raise_alert(severity, alert, Some(&name), message);
+                    }
                 }
             }
             Verdict::Recycle(reason) => {
-                if matches!(worker.state, WorkerState::Ready | WorkerState::Suspect)
-                    && !worker.replace_pending
-                {
-                    worker.replace_pending = true;
+                if worker.life.recycle() {
                     let slot = worker.slot.take();
                     let name = worker.name.clone();
                     if let Some(slot) = slot {
@@ -164,13 +166,11 @@ impl Actor {
             Verdict::Kill(reason) => {
                 let name = worker.name.clone();
                 tracing::warn!(worker.id = %name, %reason, probe, "killing unhealthy worker");
-                let (severity, kind) = if probe == "heartbeat" {
-                    (AlertSeverity::Critical, "zombie-detected")
-                } else {
-                    (AlertSeverity::Warning, "worker-killed")
-                };
-                self.raise_alert(severity, kind, Some(&name), format!("{name}: {reason}"));
-                if probe == "heartbeat" {
+                if let Some((severity, alert)) = alert {
+                    let message = format!("{name}: {reason}");
+                    self.raise_alert(severity, alert, Some(&name), message);
+                }
+                if kind == ProbeKind::Heartbeat {
                     Stats::bump(&self.shared.stats.zombies_killed);
                     let r = reason.clone();
                     self.shared.emit(|| PoolEvent::ZombieDetected {

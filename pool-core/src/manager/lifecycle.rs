@@ -6,14 +6,15 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::actor::{
-    capped, worker_name, Actor, KillCause, Phase, Slot, Timer, Worker, WorkerState,
-    MAX_UNCOUNTED_REQUEUES,
+    capped, worker_name, Actor, Phase, Slot, Timer, Worker, MAX_UNCOUNTED_REQUEUES,
 };
+use super::alert_kind::AlertKind;
 use super::events::{AlertSeverity, PoolEvent};
 use super::failure::Failure;
 use super::handle::FinalStatus;
 use super::metrics::Stats;
 use super::worker_io::{run_worker, WorkerEvent, WorkerLaunch};
+use super::worker_life::{KillCause, WorkerLife};
 use crate::error::StartError;
 use crate::process::GroupSignal;
 use crate::protocol::FrameError;
@@ -43,7 +44,7 @@ impl Actor {
         );
         self.raise_alert(
             AlertSeverity::Critical,
-            "restart-breaker-open",
+            AlertKind::RestartBreakerOpen,
             None,
             message,
         );
@@ -140,21 +141,16 @@ impl Actor {
                 last_heard: now,
                 ready_at: now,
                 rss_bytes: 0,
-                state: WorkerState::Ready,
-                kill_cause: None,
-                replace_pending: false,
+                life: WorkerLife::new(),
                 slot,
                 heartbeats: std::collections::VecDeque::new(),
                 task_types,
-                stop: None,
             },
         );
         let replaced = self
             .workers
             .iter()
-            .find(|(_, w)| {
-                w.replace_pending && matches!(w.state, WorkerState::Ready | WorkerState::Suspect)
-            })
+            .find(|(_, w)| w.life.is_recycling())
             .map(|(n, _)| *n);
         if let Some(old) = replaced {
             self.release_worker(old);
@@ -211,7 +207,7 @@ impl Actor {
         let worker = worker_name(num);
         self.raise_alert(
             AlertSeverity::Warning,
-            "worker-start-failed",
+            AlertKind::WorkerStartFailed,
             None,
             format!("{worker} failed to start: {reason}"),
         );
@@ -231,21 +227,22 @@ impl Actor {
         exit: String,
         stderr_tail: String,
     ) {
-        let Some(worker) = self.workers.remove(&num) else {
+        let Some(mut worker) = self.workers.remove(&num) else {
             return;
         };
         if let Some((key, _)) = worker.deadline_timer {
             self.timers.try_remove(&key);
         }
-        if let Some((_, key)) = worker.stop {
+        if let Some((_, key)) = worker.life.take_stop() {
             // Gone before its next stop step: it is never signalled.
             self.timers.try_remove(&key);
         }
         if let Some(slot) = worker.slot {
-            let retired = matches!(worker.kill_cause, Some(KillCause::Retired));
+            let retired = matches!(worker.life.cause(), Some(KillCause::Retired));
             self.vacate(slot, !retired);
         }
-        let expected = worker.kill_cause.is_some() || protocol_error.is_some();
+        let cause = worker.life.cause();
+        let expected = cause.is_some() || protocol_error.is_some();
         // A worker that dies while running a task is that task's failure (it loses
         // the attempt below); only a death with no task running counts towards the
         // restart backoff and the breaker, so crashing tasks cannot starve the pool.
@@ -265,13 +262,13 @@ impl Actor {
             };
             self.raise_alert(
                 AlertSeverity::Warning,
-                "worker-crashed",
+                AlertKind::WorkerCrashed,
                 Some(&worker.name),
                 message,
             );
         }
-        let task_at_fault = worker.kill_cause.is_none() && running_task.is_some();
-        if worker.kill_cause.is_none() && !task_at_fault {
+        let task_at_fault = cause.is_none() && running_task.is_some();
+        if cause.is_none() && !task_at_fault {
             self.crash_streak += 1;
             let crashes = self.crash_streak;
             self.open_breaker_after(
@@ -286,7 +283,7 @@ impl Actor {
             expected,
             stderr_tail: stderr_tail.clone(),
         });
-        let general = match (&worker.kill_cause, protocol_error) {
+        let general = match (cause, protocol_error) {
             (Some(KillCause::Unhealthy(reason)), _) => Failure::Unhealthy {
                 reason: reason.clone(),
             },
@@ -315,7 +312,7 @@ impl Actor {
                 self.requeue_unstarted(running.pending);
                 continue;
             }
-            match &worker.kill_cause {
+            match cause {
                 Some(KillCause::TimedOut { task, after }) if *task == id => {
                     let failure = Failure::TimedOut { after: *after };
                     self.attempt_failed(running, failure, true);
@@ -363,9 +360,7 @@ impl Actor {
         let staying = self
             .workers
             .values()
-            .filter(|w| {
-                matches!(w.state, WorkerState::Ready | WorkerState::Suspect) && !w.replace_pending
-            })
+            .filter(|w| w.life.is_staying())
             .count();
         staying + self.launching.len() + self.respawns_pending
     }
@@ -430,12 +425,7 @@ impl Actor {
         let Some(worker) = self.workers.get_mut(&num) else {
             return;
         };
-        if worker.kill_cause.is_none() {
-            worker.kill_cause = Some(KillCause::Retired);
-        }
-        if worker.state != WorkerState::Killing {
-            worker.state = WorkerState::Retiring;
-        }
+        worker.life.retire();
         if worker.in_flight.is_empty() {
             self.send_shutdown(num);
         }

@@ -2,6 +2,7 @@
 //! in-flight map; [`Pool`] handles talk to it over channels.
 
 mod actor;
+mod alert_kind;
 mod alerts;
 mod autoscale;
 mod config;
@@ -15,14 +16,17 @@ mod histogram;
 mod lifecycle;
 mod metrics;
 mod pool;
+mod probe_set;
 mod roll;
 mod routing;
 mod scaling;
 mod shutdown;
 mod worker_io;
+mod worker_life;
 
 #[cfg(feature = "test-util")]
 pub(crate) use actor::Command;
+pub use alert_kind::AlertKind;
 pub use alerts::Alert;
 pub use autoscale::Autoscale;
 pub use config::{AutoscaleSettings, PoolConfig, PoolSettings};

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 
 use tokio::sync::oneshot;
 
-use super::actor::{Actor, Phase, WorkerState};
+use super::actor::{Actor, Phase};
 use super::events::PoolEvent;
 use super::pool::WorkerCommand;
 use crate::error::ConfigError;
@@ -51,7 +51,7 @@ impl Actor {
         let due = self
             .workers
             .iter()
-            .filter(|(_, w)| staying(w.state))
+            .filter(|(_, w)| w.life.is_serving())
             .map(|(num, _)| *num)
             .collect();
         self.roll = Some(Roll {
@@ -85,7 +85,11 @@ impl Actor {
                     roll.surged = None;
                     continue;
                 }
-                let ready = self.workers.values().filter(|w| staying(w.state)).count();
+                let ready = self
+                    .workers
+                    .values()
+                    .filter(|w| w.life.is_serving())
+                    .count();
                 if ready < self.target {
                     break; // the replacement is not ready yet
                 }
@@ -105,7 +109,7 @@ impl Actor {
                 continue;
             }
             while let Some(&num) = roll.due.front() {
-                if self.workers.get(&num).is_some_and(|w| staying(w.state)) {
+                if self.workers.get(&num).is_some_and(|w| w.life.is_serving()) {
                     break;
                 }
                 roll.due.pop_front(); // died or retired meanwhile; already replaced
@@ -121,8 +125,4 @@ impl Actor {
         }
         self.roll = Some(roll);
     }
-}
-
-fn staying(state: WorkerState) -> bool {
-    matches!(state, WorkerState::Ready | WorkerState::Suspect)
 }

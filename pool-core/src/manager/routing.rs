@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::actor::{Actor, Pending, Phase, WorkerState};
+use super::actor::{Actor, Pending, Phase};
 use super::failure::Failure;
 use super::handle::FinalStatus;
 use crate::queue::PriorityQueue;
@@ -328,7 +328,7 @@ impl Actor {
     fn route(&self, task_type: &str) -> Route {
         let mut live = false;
         for w in self.workers.values() {
-            if !matches!(w.state, WorkerState::Ready | WorkerState::Suspect) {
+            if !w.life.is_serving() {
                 continue;
             }
             if w.task_types.accepts(task_type) {
@@ -352,7 +352,7 @@ impl Actor {
         let mut offered: Vec<String> = self
             .workers
             .values()
-            .filter(|w| matches!(w.state, WorkerState::Ready | WorkerState::Suspect))
+            .filter(|w| w.life.is_serving())
             .flat_map(|w| w.task_types.names().map(str::to_owned))
             .collect();
         offered.sort_unstable();

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::actor::{Actor, Phase, WorkerState};
+use super::actor::{Actor, Phase};
 use super::events::PoolEvent;
 use crate::error::ConfigError;
 
@@ -16,7 +16,7 @@ impl Actor {
         let mut order: Vec<(bool, u64)> = self
             .workers
             .iter()
-            .filter(|(_, w)| matches!(w.state, WorkerState::Ready | WorkerState::Suspect))
+            .filter(|(_, w)| w.life.is_serving())
             .map(|(num, w)| (!w.in_flight.is_empty(), *num))
             .collect();
         order.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));

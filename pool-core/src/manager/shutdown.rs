@@ -6,9 +6,10 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::BytesMut;
 
-use super::actor::{capped, Actor, KillCause, Phase, StopStep, Timer, WorkerState};
+use super::actor::{capped, Actor, Phase, Timer};
 use super::failure::Failure;
 use super::handle::FinalStatus;
+use super::worker_life::StopStep;
 use crate::error::{ConfigError, StartError};
 use crate::process::GroupSignal;
 use crate::protocol::{encode_frame, ToWorker};
@@ -52,7 +53,7 @@ impl Actor {
         let busy: Vec<u64> = self
             .workers
             .iter()
-            .filter(|(_, w)| !w.in_flight.is_empty() && w.state != WorkerState::Killing)
+            .filter(|(_, w)| !w.in_flight.is_empty() && !w.life.is_killing())
             .map(|(num, _)| *num)
             .collect();
         for num in busy {
@@ -70,8 +71,7 @@ impl Actor {
         let Some(worker) = self.workers.get_mut(&num) else {
             return;
         };
-        worker.kill_cause = Some(KillCause::Shutdown);
-        worker.state = WorkerState::Retiring;
+        worker.life.abandon();
         if let Some((key, _)) = worker.deadline_timer.take() {
             self.timers.try_remove(&key);
         }
@@ -174,11 +174,15 @@ impl Actor {
         let Some(worker) = self.workers.get_mut(&num) else {
             return;
         };
-        if let Some((_, key)) = worker.stop.take() {
+        // A serving worker is never stopped step by step: it is released first.
+        let Some(stop) = worker.life.stop_mut() else {
+            return;
+        };
+        if let Some((_, key)) = stop.take() {
             self.timers.try_remove(&key);
         }
         let key = self.timers.insert(Timer::StopStep { worker: num }, grace);
-        worker.stop = Some((step, key));
+        *stop = Some((step, key));
     }
 
     /// Worker `num` is still there `kill_grace` after its last stop step: take the
@@ -188,7 +192,7 @@ impl Actor {
             return;
         };
         // The timer that fired is no longer in the queue: forget its key.
-        let Some((step, _)) = worker.stop.take() else {
+        let Some((step, _)) = worker.life.take_stop() else {
             return;
         };
         match step {
@@ -198,7 +202,7 @@ impl Actor {
                 self.schedule_stop_step(num, StopStep::Terminated);
             }
             StopStep::Terminated => {
-                worker.state = WorkerState::Killing;
+                worker.life.mark_killing();
                 let _ = worker.control.send(GroupSignal::Kill);
             }
         }
