@@ -9,7 +9,7 @@ use bytes::BytesMut;
 use super::actor::{capped, Actor, Phase, Timer};
 use super::failure::Failure;
 use super::handle::FinalStatus;
-use super::worker_life::StopStep;
+use super::worker_life::{KillCause, StopStep};
 use crate::error::{ConfigError, StartError};
 use crate::process::GroupSignal;
 use crate::protocol::{encode_frame, ToWorker};
@@ -140,13 +140,10 @@ impl Actor {
         let Some(worker) = self.workers.get_mut(&num) else {
             return;
         };
-        if matches!(worker.kill_cause, None | Some(KillCause::Retired)) {
-            worker.kill_cause = Some(KillCause::Shutdown);
-        }
-        if let Some((_, key)) = worker.stop.take() {
+        if let Some((_, key)) = worker.life.take_stop() {
             self.timers.try_remove(&key);
         }
-        worker.state = WorkerState::Killing;
+        worker.life.kill(KillCause::Shutdown);
         let _ = worker.control.send(GroupSignal::Kill);
     }
 

@@ -229,11 +229,16 @@ impl WorkerLife {
         };
     }
 
-    /// Killed for `cause`; the first cause wins.
+    /// Killed for `cause`. The first kill's cause wins, but it replaces a
+    /// retirement's: a task that timed out on a recycling worker is still the one
+    /// at fault (its bystanders lose nothing), and a retiring worker killed by
+    /// [`Pool::shutdown_now`](crate::Pool::shutdown_now) ends as a shutdown.
     pub(crate) fn kill(&mut self, cause: KillCause) {
         self.mark_killing();
         if let Self::Killing { cause: held, .. } = self {
-            held.get_or_insert(cause);
+            if matches!(held, None | Some(KillCause::Retired)) {
+                *held = Some(cause);
+            }
         }
     }
 
@@ -325,7 +330,7 @@ mod tests {
     }
 
     #[test]
-    fn the_first_kill_cause_wins() {
+    fn the_first_kill_cause_wins_over_a_later_one_and_replaces_a_retirement() {
         let mut life = WorkerLife::new();
         life.kill(KillCause::CancelIgnored { task: 1 });
         life.kill(KillCause::Unhealthy("later".into()));
@@ -338,9 +343,21 @@ mod tests {
 
         let mut retiring = WorkerLife::new();
         retiring.retire();
-        retiring.kill(KillCause::Unhealthy("zombie".into()));
+        let timed_out = KillCause::TimedOut {
+            task: 7,
+            after: std::time::Duration::from_secs(1),
+        };
+        retiring.kill(timed_out.clone());
         assert!(retiring.is_killing());
-        assert_eq!(retiring.cause(), Some(&KillCause::Retired));
+        assert_eq!(retiring.cause(), Some(&timed_out));
+        retiring.kill(KillCause::Shutdown);
+        assert_eq!(retiring.cause(), Some(&timed_out));
+
+        let mut abandoned = WorkerLife::new();
+        abandoned.retire();
+        abandoned.abandon();
+        abandoned.kill(KillCause::Unhealthy("zombie".into()));
+        assert_eq!(abandoned.cause(), Some(&KillCause::Shutdown));
     }
 
     #[test]
