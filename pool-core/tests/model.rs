@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pool_core::testing::{MockAction, MockTask};
-use pool_core::{PoolConfig, RetryPolicy, Task};
+use pool_core::{FinalStatus, PoolConfig, RetryPolicy, Task};
 use tokio::sync::oneshot;
 
 /// Cases of the task-path model per run.
@@ -273,4 +273,45 @@ async fn priority_case(seed: u64) {
         })
         .collect();
     assert_eq!(started, expected, "seed {seed}");
+}
+
+/// Found by the model (seed 0): a worker retiring after `max_tasks_per_worker`
+/// that is killed because a task ran past its timeout must fail that task as
+/// timed out, and give its bystander back to the queue without charging it an
+/// attempt, as on any other worker: the kill's cause replaces the retirement's.
+#[tokio::test(start_paused = true)]
+async fn a_task_timing_out_on_a_retiring_worker_fails_as_timed_out() {
+    let config = PoolConfig {
+        max_tasks_per_worker: Some(2),
+        worker_concurrency: 2,
+        task_timeout: Duration::from_millis(200),
+        retry: RetryPolicy::new(0, Duration::from_millis(5), Duration::from_millis(5), false)
+            .expect("a valid retry policy"),
+        ..common::config(1)
+    };
+    let (pool, _) = common::start(config, |t| match t.task_type.as_str() {
+        "hang" => MockAction::Hang,
+        _ => MockAction::EchoAfter(Duration::from_millis(30)),
+    })
+    .await;
+    let hang = pool
+        .submit(common::task("hang", 0))
+        .await
+        .expect("accepted");
+    let slow = pool
+        .submit(common::task("slow", 1).with_timeout(Duration::from_secs(10)))
+        .await
+        .expect("accepted");
+    let (hang, slow) = (hang.await, slow.await);
+    pool.shutdown().await;
+    let Err(e) = hang else {
+        panic!("a hanging task succeeded");
+    };
+    assert_eq!(
+        (e.status, e.failure.kind(), e.attempts),
+        (FinalStatus::DeadLettered, "timeout", 1),
+        "the task that timed out: {e}"
+    );
+    let out = slow.expect("the bystander runs again on the replacement");
+    assert_eq!((out.attempts, out.decode::<u32>().ok()), (1, Some(1)));
 }
