@@ -1,6 +1,7 @@
 //! A model test of the task path: seeded random sequences of submit (random
 //! priorities), cancel, complete, handler error (retryable or fatal), worker
-//! crash, timeout, recycle, scale, rolling restart and shutdown against the mock
+//! crash, protocol error, timeout (of tasks that ignore `cancel`, exit on it, or
+//! ignore SIGTERM too), recycle, scale, rolling restart and shutdown against the mock
 //! transport with paused time, on random pools (1–3 workers, `worker_concurrency`
 //! 1–2, `prefetch` 0–3, `max_retries` 0–2, `max_tasks_per_worker` sometimes).
 //!
@@ -68,11 +69,17 @@ enum Kind {
     Hang,
     /// Runs until a `cancel` comes, then answers `cancelled`.
     UntilCancelled,
+    /// Runs until a `cancel` comes, then its worker exits without answering.
+    ExitOnCancel,
+    /// Never answers, and its worker ignores `cancel`, `shutdown` and SIGTERM.
+    Stubborn,
+    /// Its worker writes a frame that is not a message (a protocol error).
+    Garbage,
 }
 
 impl Kind {
     /// What the generator draws from (echoing kinds twice as often).
-    const DRAW: [Self; 11] = [
+    const DRAW: [Self; 14] = [
         Self::Ok,
         Self::Ok,
         Self::Slow,
@@ -84,6 +91,9 @@ impl Kind {
         Self::Crash,
         Self::Hang,
         Self::UntilCancelled,
+        Self::ExitOnCancel,
+        Self::Stubborn,
+        Self::Garbage,
     ];
 
     fn name(self) -> &'static str {
@@ -97,6 +107,9 @@ impl Kind {
             Self::Crash => "crash",
             Self::Hang => "hang",
             Self::UntilCancelled => "until-cancelled",
+            Self::ExitOnCancel => "exit-on-cancel",
+            Self::Stubborn => "stubborn",
+            Self::Garbage => "garbage",
         }
     }
 
@@ -114,6 +127,9 @@ impl Kind {
             Self::Crash => MockAction::Crash(4),
             Self::Hang => MockAction::Hang,
             Self::UntilCancelled => MockAction::UntilCancelled,
+            Self::ExitOnCancel => MockAction::ExitOnCancel,
+            Self::Stubborn => MockAction::Stubborn,
+            Self::Garbage => MockAction::Garbage,
             Self::Ok | Self::ErrOnce | Self::CrashOnce => MockAction::Echo,
         }
     }
@@ -422,7 +438,8 @@ struct Context {
 ///   timeouts on every attempt dead-letter it after `max_retries + 1` attempts with
 ///   that failure;
 /// - a neighbour's crash on a worker running two tasks at once costs an attempt, so
-///   any task may end dead-lettered as `worker_crashed` after `max_retries + 1`;
+///   any task may end dead-lettered as `worker_crashed` (or `protocol`, when the
+///   neighbour wrote garbage) after `max_retries + 1`;
 /// - a task the caller cancelled may end `cancelled` (or as above, if it finished
 ///   first);
 /// - once shutdown was asked, a task may fail with "shutting down", or with the
@@ -452,14 +469,20 @@ fn allowed(n: u32, n_payload: Option<u32>, outcome: &Outcome, cx: Context) -> Re
             let handler = matches!(&e.failure, Failure::Handler { kind, .. } if kind == "handler");
             let crashed = matches!(e.failure, Failure::WorkerDied { .. });
             let timed_out = matches!(e.failure, Failure::TimedOut { .. });
+            let protocol = matches!(e.failure, Failure::Protocol { .. });
+            // What a neighbour that kills the worker costs this task.
+            let by_neighbour = cx.shared_worker && (crashed || protocol);
             // The failure an attempt of this kind ends with, when it fails.
             let own = match cx.kind {
                 Kind::ErrOnce | Kind::ErrAlways | Kind::Fatal => handler,
                 Kind::CrashOnce | Kind::Crash => crashed,
-                Kind::Hang | Kind::UntilCancelled => timed_out,
+                Kind::Hang | Kind::UntilCancelled | Kind::ExitOnCancel | Kind::Stubborn => {
+                    timed_out
+                }
+                Kind::Garbage => protocol,
                 Kind::Ok | Kind::Slow => false,
             };
-            let attempt_failure = own || (cx.shared_worker && crashed);
+            let attempt_failure = own || by_neighbour;
             let ok = match e.status {
                 FinalStatus::Cancelled => cx.cancel_asked && e.failure == Failure::Cancelled,
                 FinalStatus::Failed if cx.shutdown_asked && e.failure == Failure::ShuttingDown => {
@@ -475,10 +498,9 @@ fn allowed(n: u32, n_payload: Option<u32>, outcome: &Outcome, cx: Context) -> Re
                 FinalStatus::DeadLettered => {
                     let always_fails = match cx.kind {
                         Kind::ErrOnce | Kind::CrashOnce => !retried,
-                        Kind::ErrAlways | Kind::Crash | Kind::Hang | Kind::UntilCancelled => true,
                         Kind::Ok | Kind::Slow | Kind::Fatal => false,
+                        _ => true,
                     };
-                    let by_neighbour = cx.shared_worker && crashed;
                     ((always_fails && own) || by_neighbour) && e.attempts == last
                 }
                 _ => false,
@@ -509,7 +531,7 @@ fn check(
     let mut settled: Vec<Option<&Outcome>> = vec![None; count];
     // Per task: the attempt of its latest start, and whether it was answered.
     let mut last_start: Vec<Option<(u32, bool)>> = vec![None; count];
-    let answered: std::collections::HashSet<&(u64, u32, String)> = replies.iter().collect();
+    let answered = answered(kinds, log, replies);
     for seen in log {
         match seen {
             Seen::CancelAsked(n) => cancel_asked[*n as usize] = true,
@@ -556,7 +578,7 @@ fn check(
                         ),
                     );
                 }
-                let key = (*id, *attempt, worker.clone());
+                let key = (*id, *attempt, worker.as_str());
                 last_start[i] = Some((*attempt, answered.contains(&key)));
             }
             Seen::Settled { n, outcome } => {
@@ -607,6 +629,36 @@ fn check(
             ),
         );
     }
+}
+
+/// The starts `(task id, attempt, worker)` whose answer reached the pool: every
+/// reply, except a [`Kind::Garbage`] task's and those its worker wrote after it
+/// (the pool reads nothing past a frame that breaks the protocol).
+fn answered<'a>(
+    kinds: &[Kind],
+    log: &[Seen],
+    replies: &'a [(u64, u32, String)],
+) -> std::collections::HashSet<(u64, u32, &'a str)> {
+    let garbage: std::collections::HashSet<u64> = log
+        .iter()
+        .filter_map(|seen| match seen {
+            Seen::Started { n, id, .. } if kinds.get(*n as usize) == Some(&Kind::Garbage) => {
+                Some(*id)
+            }
+            _ => None,
+        })
+        .collect();
+    let mut garbled = std::collections::HashSet::new();
+    let mut answered = std::collections::HashSet::new();
+    for (id, attempt, worker) in replies {
+        if garbage.contains(id) {
+            garbled.insert(worker.as_str());
+        }
+        if !garbled.contains(worker.as_str()) {
+            answered.insert((*id, *attempt, worker.as_str()));
+        }
+    }
+    answered
 }
 
 #[test]
