@@ -20,8 +20,9 @@
 //!    timeout or ignored cancel).
 //!
 //! A second property checks priority order with `prefetch: 0`: one worker running
-//! one task at a time starts every task after each better one (lower priority
-//! number, then earlier submission) that was submitted before it started.
+//! one task at a time (or, in half the cases, 1–3 workers running 1–2 each)
+//! starts every task after each better one (lower priority number, then earlier
+//! submission) that was submitted before it started.
 //!
 //! Each property runs its seeds in [`SHARDS`] tests. A failing case prints its
 //! seed: `MODEL_SEED=N` reruns just that one (add `MODEL_TRACE=1` to print the
@@ -681,14 +682,21 @@ fn with_prefetch_zero_tasks_start_in_priority_order_shard_3() {
     run_cases(PRIORITY_CASES, 3, priority_case);
 }
 
-/// Bursts of tasks with random priorities, some slow enough to keep the only
-/// worker busy while the next burst queues.
+/// Bursts of tasks with random priorities, some slow enough to keep the workers
+/// busy while the next burst queues. Half the cases have one worker running one
+/// task at a time; the rest 1–3 workers running 1–2 each (with `prefetch: 0` a
+/// worker is handed a task only for a free run slot, so order holds for them too).
 async fn priority_case(seed: u64) {
     let mut rng = fastrand::Rng::with_seed(seed);
+    let (workers, concurrency) = if rng.bool() {
+        (1, 1)
+    } else {
+        (rng.usize(1..=3), rng.u32(1..=2))
+    };
     let config = PoolConfig {
         prefetch: 0,
-        worker_concurrency: 1,
-        ..common::config(1)
+        worker_concurrency: concurrency,
+        ..common::config(workers)
     };
     let log = Log::default();
     let (pool, _) = common::start(config, script(log.clone())).await;
