@@ -3,11 +3,15 @@
 //! crash, protocol error, timeout (of tasks that ignore `cancel`, exit on it, or
 //! ignore SIGTERM too), recycle, scale, rolling restart and shutdown against the mock
 //! transport with paused time, on random pools (1–3 workers, `worker_concurrency`
-//! 1–2, `prefetch` 0–3, `max_retries` 0–2, `max_tasks_per_worker` sometimes).
+//! 1–2, `prefetch` 0–3, `max_retries` 0–2 and sometimes a task's own,
+//! `max_tasks_per_worker` sometimes, a `max_queue_len` small enough for
+//! `try_submit` to be refused sometimes).
 //!
 //! Each case checks, and names in its failure message:
 //! 1. `settles`: every accepted task's handle resolves (a case that hangs fails),
 //!    and the pool's counters agree with what the handles said, outcome by outcome;
+//!    a submit is refused only as `queue_full` (from `try_submit`) or after
+//!    shutdown, gives its task back, and (`refused`) that task never starts;
 //! 2. `outcome`: each outcome is one its task's behaviour allows (see [`allowed`]);
 //! 3. `no start after settle`: a mock worker never starts a task after its handle
 //!    resolved;
@@ -35,7 +39,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pool_core::testing::{MockAction, MockTask};
-use pool_core::{Failure, FinalStatus, Pool, PoolConfig, RetryPolicy, Task, TaskError, TaskOutput};
+use pool_core::{
+    Failure, FinalStatus, Pool, PoolConfig, RetryPolicy, SubmitError, Task, TaskError, TaskOutput,
+};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -259,6 +265,9 @@ struct Shape {
     prefetch: u32,
     max_retries: u32,
     recycle_after: Option<u64>,
+    /// `max_queue_len`, when the case makes it small enough for `try_submit` to
+    /// be refused.
+    queue_len: Option<usize>,
 }
 
 impl Shape {
@@ -269,6 +278,7 @@ impl Shape {
             prefetch: rng.u32(0..=3),
             max_retries: rng.u32(0..=2),
             recycle_after: rng.bool().then(|| rng.u64(2..8)),
+            queue_len: rng.bool().then(|| rng.usize(1..6)),
         }
     }
 
@@ -294,16 +304,27 @@ impl Shape {
             restart_backoff_base: Duration::from_millis(5),
             restart_backoff_cap: Duration::from_millis(50),
             max_workers: 4,
+            max_queue_len: self.queue_len.unwrap_or(100_000),
             ..common::config(self.workers)
         }
     }
 }
 
+/// One task of a case, as the generator planned it.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    kind: Kind,
+    /// Its retries: its own `max_retries` when it set one, else the pool's.
+    max_retries: u32,
+    /// Whether the pool took it (a refused one must never start).
+    accepted: bool,
+}
+
 /// One task of a case, as the test submitted it.
 struct Submitted {
-    kind: Kind,
+    plan: Plan,
     cancel: Option<oneshot::Sender<()>>,
-    watcher: tokio::task::JoinHandle<()>,
+    watcher: Option<tokio::task::JoinHandle<()>>,
 }
 
 async fn one_case(seed: u64) {
@@ -319,23 +340,50 @@ async fn one_case(seed: u64) {
             0..=54 => {
                 let kind = Kind::DRAW[rng.usize(0..Kind::DRAW.len())];
                 let n = u32::try_from(tasks.len()).expect("few tasks");
-                let task = Task::msgpack(kind.name(), &n)
+                let mut task = Task::msgpack(kind.name(), &n)
                     .expect("a u32 encodes")
                     .with_priority(rng.u8(0..=100));
-                match pool.submit(task).await {
+                let mut plan = Plan {
+                    kind,
+                    max_retries: shape.max_retries,
+                    accepted: true,
+                };
+                if rng.u8(0..4) == 0 {
+                    plan.max_retries = rng.u32(0..=2);
+                    task = task.with_max_retries(plan.max_retries);
+                }
+                let submitted = if rng.bool() {
+                    pool.try_submit(task)
+                } else {
+                    pool.submit(task).await
+                };
+                let (cancel, watcher) = match submitted {
                     Ok(handle) => {
                         let (cancel, watcher) = watch(&log, n, handle);
-                        tasks.push(Submitted {
-                            kind,
-                            cancel: Some(cancel),
-                            watcher,
-                        });
+                        (Some(cancel), Some(watcher))
                     }
-                    Err(e) => assert!(
-                        shutdown.is_some(),
-                        "model seed {seed}: settles: a submit was refused before shutdown: {e}"
-                    ),
-                }
+                    Err(e) => {
+                        let full = matches!(e, SubmitError::QueueFull(_));
+                        assert!(
+                            shutdown.is_some() || (full && shape.queue_len.is_some()),
+                            "model seed {seed}: settles: a submit was refused before \
+                             shutdown: {e}; rerun with MODEL_SEED={seed}"
+                        );
+                        let back: Option<u32> = rmp_serde::from_slice(&e.into_task().payload).ok();
+                        assert_eq!(
+                            back,
+                            Some(n),
+                            "model seed {seed}: a refused task comes back"
+                        );
+                        plan.accepted = false;
+                        (None, None)
+                    }
+                };
+                tasks.push(Submitted {
+                    plan,
+                    cancel,
+                    watcher,
+                });
             }
             55..=64 => {
                 if !tasks.is_empty() {
@@ -361,9 +409,9 @@ async fn one_case(seed: u64) {
             _ => tokio::time::sleep(Duration::from_millis(rng.u64(1..80))).await,
         }
     }
-    let kinds: Vec<Kind> = tasks.iter().map(|t| t.kind).collect();
-    for task in tasks {
-        task.watcher.await.expect("a watcher does not panic");
+    let plans: Vec<Plan> = tasks.iter().map(|t| t.plan).collect();
+    for watcher in tasks.into_iter().filter_map(|t| t.watcher) {
+        watcher.await.expect("a watcher does not panic");
     }
     if let Some(shutdown) = shutdown {
         shutdown.await.expect("shutdown does not panic");
@@ -376,7 +424,7 @@ async fn one_case(seed: u64) {
             eprintln!("{seen:?}");
         }
     }
-    check(seed, shape, &kinds, &log.snapshot(), &replies, &pool);
+    check(seed, shape, &plans, &log.snapshot(), &replies, &pool);
 }
 
 /// With `MODEL_TRACE` set, prints the pool's events as they come (the log
@@ -518,7 +566,7 @@ fn allowed(n: u32, n_payload: Option<u32>, outcome: &Outcome, cx: Context) -> Re
 fn check(
     seed: u64,
     shape: Shape,
-    kinds: &[Kind],
+    plans: &[Plan],
     log: &[Seen],
     replies: &[(u64, u32, String)],
     pool: &Pool,
@@ -526,13 +574,13 @@ fn check(
     let fail = |what: &str, message: String| -> ! {
         panic!("model seed {seed}: {what}: {message}\n{shape:?}\nrerun with MODEL_SEED={seed}")
     };
-    let count = kinds.len();
+    let count = plans.len();
     let mut cancel_asked = vec![false; count];
     let mut shutdown_asked = false;
     let mut settled: Vec<Option<&Outcome>> = vec![None; count];
     // Per task: the attempt of its latest start, and whether it was answered.
     let mut last_start: Vec<Option<(u32, bool)>> = vec![None; count];
-    let answered = answered(kinds, log, replies);
+    let answered = answered(plans, log, replies);
     for seen in log {
         match seen {
             Seen::CancelAsked(n) => cancel_asked[*n as usize] = true,
@@ -551,6 +599,9 @@ fn check(
                         format!("a task the test never submitted ({n}) started"),
                     );
                 }
+                if !plans[i].accepted {
+                    fail("refused", format!("task {n} started though it was refused"));
+                }
                 if settled[i].is_some() {
                     fail(
                         "no start after settle",
@@ -559,8 +610,9 @@ fn check(
                 }
                 // On a worker running two tasks at once, a neighbour's crash can
                 // charge an attempt that had not reached the worker yet.
+                let max_retries = plans[i].max_retries;
                 let skip = if shape.concurrency > 1 {
-                    shape.max_retries
+                    max_retries
                 } else {
                     0
                 };
@@ -569,13 +621,13 @@ fn check(
                     Some((prev, true)) => prev + 1..=prev + 1 + skip,
                     Some((prev, false)) => prev..=prev + 1 + skip,
                 };
-                if !expected.contains(attempt) || *attempt > shape.max_retries + 1 {
+                if !expected.contains(attempt) || *attempt > max_retries + 1 {
                     fail(
                         "attempts",
                         format!(
                             "task {n} ({:?}) started attempt {attempt} on {worker}; its \
                              previous start (attempt, answered): {:?}",
-                            kinds[i], last_start[i]
+                            plans[i].kind, last_start[i]
                         ),
                     );
                 }
@@ -593,8 +645,8 @@ fn check(
                     .ok()
                     .and_then(|out| out.decode::<u32>().ok());
                 let cx = Context {
-                    kind: kinds[i],
-                    max_retries: shape.max_retries,
+                    kind: plans[i].kind,
+                    max_retries: plans[i].max_retries,
                     shared_worker: shape.concurrency > 1,
                     cancel_asked: cancel_asked[i],
                     shutdown_asked,
@@ -607,7 +659,11 @@ fn check(
         }
     }
     let mut by_status = [0u64; 4];
+    let accepted = plans.iter().filter(|p| p.accepted).count();
     for (n, outcome) in settled.iter().enumerate() {
+        if !plans[n].accepted {
+            continue;
+        }
         let Some(outcome) = outcome else {
             fail("settles", format!("task {n} never resolved"));
         };
@@ -621,12 +677,12 @@ fn check(
     }
     let t = pool.metrics().tasks;
     let counted = [t.completed, t.dead_lettered, t.cancelled, t.failed];
-    if (t.submitted, t.queued, t.in_flight, counted) != (count as u64, 0, 0, by_status) {
+    if (t.submitted, t.queued, t.in_flight, counted) != (accepted as u64, 0, 0, by_status) {
         fail(
             "settles",
             format!(
                 "the handles said [completed, dead-lettered, cancelled, failed] = \
-                 {by_status:?} of {count}, the pool counts {t:?}"
+                 {by_status:?} of {accepted}, the pool counts {t:?}"
             ),
         );
     }
@@ -636,14 +692,16 @@ fn check(
 /// reply, except a [`Kind::Garbage`] task's and those its worker wrote after it
 /// (the pool reads nothing past a frame that breaks the protocol).
 fn answered<'a>(
-    kinds: &[Kind],
+    plans: &[Plan],
     log: &[Seen],
     replies: &'a [(u64, u32, String)],
 ) -> std::collections::HashSet<(u64, u32, &'a str)> {
     let garbage: std::collections::HashSet<u64> = log
         .iter()
         .filter_map(|seen| match seen {
-            Seen::Started { n, id, .. } if kinds.get(*n as usize) == Some(&Kind::Garbage) => {
+            Seen::Started { n, id, .. }
+                if plans.get(*n as usize).map(|p| p.kind) == Some(Kind::Garbage) =>
+            {
                 Some(*id)
             }
             _ => None,
