@@ -5,7 +5,9 @@
 //! transport with paused time, on random pools (1–3 workers, `worker_concurrency`
 //! 1–2, `prefetch` 0–3, `max_retries` 0–2 and sometimes a task's own,
 //! `max_tasks_per_worker` sometimes, a `max_queue_len` small enough for
-//! `try_submit` to be refused sometimes).
+//! `try_submit` to be refused sometimes, a `shutdown_timeout` that cuts running
+//! tasks off sometimes; tasks with their own timeouts around a slow task's run
+//! time, so that timeouts race replies).
 //!
 //! Each case checks, and names in its failure message:
 //! 1. `settles`: every accepted task's handle resolves (a case that hangs fails),
@@ -19,9 +21,9 @@
 //!    numbers never pass `max_retries + 1`, start at 1 and grow by one (more only
 //!    on a worker running two tasks at once, where a neighbour's crash may charge
 //!    an attempt that had not reached the worker), and repeat only after a start
-//!    its worker never answered (the uncounted requeue of a task in a dead
-//!    worker's window, or the bystander of a worker killed for another task's
-//!    timeout or ignored cancel).
+//!    the pool did not surely hear answered (the uncounted requeue of a task in a
+//!    dead or killed worker's window, or the bystander of a worker killed for
+//!    another task's timeout or ignored cancel; see [`answered`]).
 //!
 //! A second property checks priority order with `prefetch: 0`: one worker running
 //! one task at a time (or, in half the cases, 1–3 workers running 1–2 each)
@@ -38,7 +40,8 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pool_core::testing::{MockAction, MockTask};
+use pool_core::process::GroupSignal;
+use pool_core::testing::{MockAction, MockReceived, MockRecorder, MockTask};
 use pool_core::{
     Failure, FinalStatus, Pool, PoolConfig, RetryPolicy, SubmitError, Task, TaskError, TaskOutput,
 };
@@ -49,6 +52,8 @@ use tokio::time::Instant;
 const CASES: u64 = 1200;
 /// Cases of the priority property per run.
 const PRIORITY_CASES: u64 = 200;
+/// How long a [`Kind::Slow`] task runs.
+const SLOW: Duration = Duration::from_millis(30);
 /// Per-attempt timeout of the model's pools.
 const TASK_TIMEOUT: Duration = Duration::from_millis(200);
 /// How long one case may take on tokio's (paused) clock before it counts as hung:
@@ -60,7 +65,7 @@ const CASE_LIMIT: Duration = Duration::from_secs(600);
 enum Kind {
     /// Echoes at once.
     Ok,
-    /// Echoes after 30 ms.
+    /// Echoes after [`SLOW`].
     Slow,
     /// A retryable handler error on attempt 1, then echoes.
     ErrOnce,
@@ -126,7 +131,7 @@ impl Kind {
 
     fn action(self, attempt: u32) -> MockAction {
         match self {
-            Self::Slow => MockAction::EchoAfter(Duration::from_millis(30)),
+            Self::Slow => MockAction::EchoAfter(SLOW),
             Self::ErrOnce if attempt == 1 => MockAction::Fail { retryable: true },
             Self::ErrAlways => MockAction::Fail { retryable: true },
             Self::Fatal => MockAction::Fail { retryable: false },
@@ -268,6 +273,8 @@ struct Shape {
     /// `max_queue_len`, when the case makes it small enough for `try_submit` to
     /// be refused.
     queue_len: Option<usize>,
+    /// `shutdown_timeout`: sometimes short enough to cut running tasks off.
+    shutdown_timeout: Duration,
 }
 
 impl Shape {
@@ -279,6 +286,7 @@ impl Shape {
             max_retries: rng.u32(0..=2),
             recycle_after: rng.bool().then(|| rng.u64(2..8)),
             queue_len: rng.bool().then(|| rng.usize(1..6)),
+            shutdown_timeout: Duration::from_millis([1, 50, 1000][rng.usize(0..3)]),
         }
     }
 
@@ -289,7 +297,7 @@ impl Shape {
             task_timeout: TASK_TIMEOUT,
             cancel_grace: Duration::from_millis(100),
             kill_grace: Duration::from_millis(100),
-            shutdown_timeout: Duration::from_secs(1),
+            shutdown_timeout: self.shutdown_timeout,
             heartbeat_interval: Duration::from_secs(1),
             suspect_after: Duration::from_secs(5),
             zombie_after: Duration::from_secs(10),
@@ -316,6 +324,8 @@ struct Plan {
     kind: Kind,
     /// Its retries: its own `max_retries` when it set one, else the pool's.
     max_retries: u32,
+    /// Its per-attempt timeout: its own when it set one, else the pool's.
+    timeout: Duration,
     /// Whether the pool took it (a refused one must never start).
     accepted: bool,
 }
@@ -346,11 +356,17 @@ async fn one_case(seed: u64) {
                 let mut plan = Plan {
                     kind,
                     max_retries: shape.max_retries,
+                    timeout: TASK_TIMEOUT,
                     accepted: true,
                 };
                 if rng.u8(0..4) == 0 {
                     plan.max_retries = rng.u32(0..=2);
                     task = task.with_max_retries(plan.max_retries);
+                }
+                if rng.u8(0..4) == 0 {
+                    // Around a slow task's 30 ms: a timeout racing its reply.
+                    plan.timeout = Duration::from_millis([10, 20, 30, 40, 60][rng.usize(0..5)]);
+                    task = task.with_timeout(plan.timeout);
                 }
                 let submitted = if rng.bool() {
                     pool.try_submit(task)
@@ -418,13 +434,24 @@ async fn one_case(seed: u64) {
     }
     pool.shutdown().await;
     let replies = recorder.replies_by_worker();
+    let killed = killed(&recorder, &log.snapshot());
     if let Some(tracer) = tracer {
         tracer.abort();
         for seen in log.snapshot() {
             eprintln!("{seen:?}");
         }
     }
-    check(seed, shape, &plans, &log.snapshot(), &replies, &pool);
+    check(
+        seed,
+        shape,
+        &plans,
+        &log.snapshot(),
+        &Answers {
+            replies: &replies,
+            killed: &killed,
+        },
+        &pool,
+    );
 }
 
 /// With `MODEL_TRACE` set, prints the pool's events as they come (the log
@@ -469,6 +496,8 @@ fn watch(
 struct Context {
     kind: Kind,
     max_retries: u32,
+    /// Its per-attempt timeout.
+    timeout: Duration,
     /// The worker ran more than one task at once, so a neighbour's crash can take
     /// an attempt from this task.
     shared_worker: bool,
@@ -481,7 +510,8 @@ struct Context {
 /// Whether `outcome` is one the pool promises for a task in `cx`:
 /// - a task that echoes (at once, or after failing its first attempt with a
 ///   retryable error or a crash, when a retry is left) ends with its own payload,
-///   in at most `max_retries + 1` attempts;
+///   in at most `max_retries + 1` attempts; a slow one whose timeout is shorter
+///   than its run time times out like one that hangs;
 /// - a non-retryable error fails it after 1 attempt (or a later one when a
 ///   neighbour's crash took the earlier ones); retryable errors, crashes and
 ///   timeouts on every attempt dead-letter it after `max_retries + 1` attempts with
@@ -496,10 +526,18 @@ struct Context {
 fn allowed(n: u32, n_payload: Option<u32>, outcome: &Outcome, cx: Context) -> Result<(), String> {
     let last = cx.max_retries + 1;
     let retried = cx.max_retries >= 1;
+    // A slow task's attempts all time out under a shorter timeout, none under a
+    // longer one; at exactly its run time either may win.
+    let (slow_may_succeed, slow_may_time_out) = match cx.timeout.cmp(&SLOW) {
+        std::cmp::Ordering::Less => (false, true),
+        std::cmp::Ordering::Equal => (true, true),
+        std::cmp::Ordering::Greater => (true, false),
+    };
     match outcome {
         Ok(out) => {
             let may_succeed = match cx.kind {
-                Kind::Ok | Kind::Slow => true,
+                Kind::Ok => true,
+                Kind::Slow => slow_may_succeed,
                 Kind::ErrOnce | Kind::CrashOnce => retried && out.attempts >= 2,
                 _ => false,
             };
@@ -529,7 +567,8 @@ fn allowed(n: u32, n_payload: Option<u32>, outcome: &Outcome, cx: Context) -> Re
                     timed_out
                 }
                 Kind::Garbage => protocol,
-                Kind::Ok | Kind::Slow => false,
+                Kind::Slow => slow_may_time_out && timed_out,
+                Kind::Ok => false,
             };
             let attempt_failure = own || by_neighbour;
             let ok = match e.status {
@@ -547,7 +586,8 @@ fn allowed(n: u32, n_payload: Option<u32>, outcome: &Outcome, cx: Context) -> Re
                 FinalStatus::DeadLettered => {
                     let always_fails = match cx.kind {
                         Kind::ErrOnce | Kind::CrashOnce => !retried,
-                        Kind::Ok | Kind::Slow | Kind::Fatal => false,
+                        Kind::Slow => slow_may_time_out,
+                        Kind::Ok | Kind::Fatal => false,
                         _ => true,
                     };
                     ((always_fails && own) || by_neighbour) && e.attempts == last
@@ -568,7 +608,7 @@ fn check(
     shape: Shape,
     plans: &[Plan],
     log: &[Seen],
-    replies: &[(u64, u32, String)],
+    answers: &Answers<'_>,
     pool: &Pool,
 ) {
     let fail = |what: &str, message: String| -> ! {
@@ -580,7 +620,7 @@ fn check(
     let mut settled: Vec<Option<&Outcome>> = vec![None; count];
     // Per task: the attempt of its latest start, and whether it was answered.
     let mut last_start: Vec<Option<(u32, bool)>> = vec![None; count];
-    let answered = answered(plans, log, replies);
+    let answered = answered(plans, log, answers);
     for seen in log {
         match seen {
             Seen::CancelAsked(n) => cancel_asked[*n as usize] = true,
@@ -647,6 +687,7 @@ fn check(
                 let cx = Context {
                     kind: plans[i].kind,
                     max_retries: plans[i].max_retries,
+                    timeout: plans[i].timeout,
                     shared_worker: shape.concurrency > 1,
                     cancel_asked: cancel_asked[i],
                     shutdown_asked,
@@ -688,13 +729,40 @@ fn check(
     }
 }
 
-/// The starts `(task id, attempt, worker)` whose answer reached the pool: every
-/// reply, except a [`Kind::Garbage`] task's and those its worker wrote after it
-/// (the pool reads nothing past a frame that breaks the protocol).
+/// What the mock workers answered, and which of them the pool killed.
+struct Answers<'a> {
+    /// `(task id, attempt, worker)` of every reply, in order.
+    replies: &'a [(u64, u32, String)],
+    /// The workers that got a SIGKILL.
+    killed: &'a std::collections::HashSet<String>,
+}
+
+/// The workers that got a SIGKILL from the pool.
+fn killed(recorder: &MockRecorder, log: &[Seen]) -> std::collections::HashSet<String> {
+    log.iter()
+        .filter_map(|seen| match seen {
+            Seen::Started { worker, .. } => Some(worker.clone()),
+            _ => None,
+        })
+        .filter(|worker| {
+            recorder
+                .received(worker)
+                .iter()
+                .any(|(_, what)| *what == MockReceived::Signal(GroupSignal::Kill))
+        })
+        .collect()
+}
+
+/// The starts `(task id, attempt, worker)` whose answer surely reached the pool:
+/// every reply, except a [`Kind::Garbage`] task's and those its worker wrote after
+/// it (the pool reads nothing past a frame that breaks the protocol), and those of
+/// a worker the pool killed (one killed for a timeout at the instant it answered,
+/// and started the next task of its window, is not heard: that task goes back to
+/// the queue as one that never started).
 fn answered<'a>(
     plans: &[Plan],
     log: &[Seen],
-    replies: &'a [(u64, u32, String)],
+    answers: &Answers<'a>,
 ) -> std::collections::HashSet<(u64, u32, &'a str)> {
     let garbage: std::collections::HashSet<u64> = log
         .iter()
@@ -709,11 +777,11 @@ fn answered<'a>(
         .collect();
     let mut garbled = std::collections::HashSet::new();
     let mut answered = std::collections::HashSet::new();
-    for (id, attempt, worker) in replies {
+    for (id, attempt, worker) in answers.replies {
         if garbage.contains(id) {
             garbled.insert(worker.as_str());
         }
-        if !garbled.contains(worker.as_str()) {
+        if !garbled.contains(worker.as_str()) && !answers.killed.contains(worker) {
             answered.insert((*id, *attempt, worker.as_str()));
         }
     }
