@@ -148,7 +148,8 @@ struct RecorderState {
     started: Vec<MockTask>,
     running: HashMap<String, u32>,
     max_concurrent: u32,
-    replies: Vec<(u64, u32)>,
+    /// `(task id, attempt, worker)` of every reply.
+    replies: Vec<(u64, u32, String)>,
     received: Vec<(String, tokio::time::Instant, MockReceived)>,
 }
 
@@ -160,6 +161,16 @@ impl MockRecorder {
 
     /// `(task id, attempt)` of every reply a worker sent, in order.
     pub fn replies(&self) -> Vec<(u64, u32)> {
+        self.lock()
+            .replies
+            .iter()
+            .map(|(id, attempt, _)| (*id, *attempt))
+            .collect()
+    }
+
+    /// `(task id, attempt, worker)` of every reply a worker sent, in order: which
+    /// start of a task that ran on several workers was answered.
+    pub fn replies_by_worker(&self) -> Vec<(u64, u32, String)> {
         self.lock().replies.clone()
     }
 
@@ -222,7 +233,9 @@ impl MockRecorder {
 
     /// A task answered without running (cancelled while it waited).
     fn answered_unrun(&self, task: &MockTask) {
-        self.lock().replies.push((task.id, task.attempt));
+        self.lock()
+            .replies
+            .push((task.id, task.attempt, task.worker.clone()));
     }
 
     fn end(&self, task: &MockTask, replied: bool) {
@@ -231,7 +244,7 @@ impl MockRecorder {
             *n = n.saturating_sub(1);
         }
         if replied {
-            s.replies.push((task.id, task.attempt));
+            s.replies.push((task.id, task.attempt, task.worker.clone()));
         }
     }
 }

@@ -726,12 +726,16 @@ impl Actor {
         self.kill_worker(num, KillCause::TimedOut { task: id, after });
     }
 
-    /// Kills worker `num` for `cause` (the first cause wins); a replacement starts
-    /// at once and the worker's tasks are settled when it is reaped.
+    /// Kills worker `num` for `cause` (the first kill's cause wins, and replaces a
+    /// retirement's); a replacement starts at once and the worker's tasks are
+    /// settled when it is reaped.
     pub(crate) fn kill_worker(&mut self, num: u64, cause: KillCause) {
         let Some(worker) = self.workers.get_mut(&num) else {
             return;
         };
+        // A kill's cause replaces a retirement's (see `WorkerLife::kill`): the task
+        // that timed out or ignored its cancel is still the one at fault, and its
+        // bystanders lose nothing.
         worker.life.kill(cause);
         let _ = worker.control.send(GroupSignal::Kill);
         if let Some(slot) = worker.slot.take() {
