@@ -123,7 +123,14 @@ fn start_submit_kill_a_worker_reload_stop_and_nothing_is_left() {
     );
     let m: Value = serde_json::from_slice(&d.cli(&["metrics", "--json"]).stdout).unwrap();
     assert_eq!(m["tasks"]["completed"], 1000);
-    assert_eq!(m["tasks"]["failed"], 0);
+    // The pool counts attempts: the killed worker's attempt failed, and the store
+    // ran that task again.
+    assert_eq!(m["tasks"]["deadLettered"], 0);
+    let rows = &m["store"]["rows"];
+    assert_eq!(rows["ok"], 1000, "{rows}");
+    for state in ["queued", "running", "retrying", "failed", "dead_letter"] {
+        assert_eq!(rows[state].as_u64().unwrap_or(0), 0, "{state}: {rows}");
+    }
     let workers: Vec<u64> = d
         .workers()
         .iter()
