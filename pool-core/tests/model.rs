@@ -1,7 +1,8 @@
 //! A model test of the task path: seeded random sequences of submit (random
 //! priorities), cancel, complete, handler error (retryable or fatal), worker
 //! crash, protocol error, timeout (of tasks that ignore `cancel`, exit on it, or
-//! ignore SIGTERM too), recycle, scale, rolling restart and shutdown against the mock
+//! ignore SIGTERM too), recycle, scale, rolling restart and shutdown (graceful, at
+//! once with `shutdown_now`, or the one after the other) against the mock
 //! transport with paused time, on random pools (1–3 workers, `worker_concurrency`
 //! 1–2, `prefetch` 0–3, `max_retries` 0–2 and sometimes a task's own,
 //! `max_tasks_per_worker` sometimes, a `max_queue_len` small enough for
@@ -345,6 +346,7 @@ async fn one_case(seed: u64) {
     let tracer = trace(&pool);
     let mut tasks: Vec<Submitted> = Vec::new();
     let mut shutdown: Option<tokio::task::JoinHandle<()>> = None;
+    let mut stopped_now: Option<tokio::task::JoinHandle<()>> = None;
     for _ in 0..rng.usize(5..40) {
         match rng.u8(0..100) {
             0..=54 => {
@@ -420,7 +422,17 @@ async fn one_case(seed: u64) {
             73..=74 if shutdown.is_none() => {
                 log.push(Seen::ShutdownAsked);
                 let pool = pool.clone();
-                shutdown = Some(tokio::spawn(async move { pool.shutdown().await }));
+                // A third of the stops are at once (`shutdown_now`).
+                shutdown = Some(if rng.usize(0..3) == 0 {
+                    tokio::spawn(async move { pool.shutdown_now().await })
+                } else {
+                    tokio::spawn(async move { pool.shutdown().await })
+                });
+            }
+            75 if shutdown.is_some() && stopped_now.is_none() => {
+                // A second stop signal during a graceful shutdown.
+                let pool = pool.clone();
+                stopped_now = Some(tokio::spawn(async move { pool.shutdown_now().await }));
             }
             _ => tokio::time::sleep(Duration::from_millis(rng.u64(1..80))).await,
         }
@@ -429,8 +441,8 @@ async fn one_case(seed: u64) {
     for watcher in tasks.into_iter().filter_map(|t| t.watcher) {
         watcher.await.expect("a watcher does not panic");
     }
-    if let Some(shutdown) = shutdown {
-        shutdown.await.expect("shutdown does not panic");
+    for stop in [shutdown, stopped_now].into_iter().flatten() {
+        stop.await.expect("shutdown does not panic");
     }
     pool.shutdown().await;
     let replies = recorder.replies_by_worker();

@@ -435,6 +435,16 @@ pub(crate) async fn run(
             break;
         }
     }
+    // Tasks sent while the actor was finishing are answered "shutting down" and
+    // counted like every other submission; a send after this is refused.
+    commands.close();
+    while let Ok(command) = commands.try_recv() {
+        if let Command::Submit(tasks) = command {
+            for pending in tasks {
+                actor.accept(pending);
+            }
+        }
+    }
     actor.finish();
     drop(commands);
     drop(actor);
