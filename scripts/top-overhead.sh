@@ -12,6 +12,7 @@
 # does not blur it).
 #
 #   MODE=windows WINDOWS=60 WINDOW_S=2 scripts/top-overhead.sh
+#   MODE=windows CORTEX_POOL_DURABILITY=memory scripts/top-overhead.sh
 #
 # measures finer: one long `submit --wait` runs while `top` is paused (SIGSTOP) and
 # resumed (SIGCONT) every WINDOW_S seconds; the daemon's completed-task counter at
@@ -82,8 +83,11 @@ completed() { "$BIN" metrics --json | python3 -c 'import json, sys; print(json.l
 # Throughput in windows with `top` paused and running, alternating.
 windows() {
     local count=${WINDOWS:-60} width=${WINDOW_S:-2}
-    # Enough tasks to outlast every window at well above today's rate.
+    # Enough tasks to outlast every window at well above today's rate, and room
+    # for all of them in the queue.
     local lines=$((count * width * 20000))
+    export CORTEX_POOL_MAX_QUEUE_LEN=$((lines + 1000))
+    "$BIN" daemon restart >/dev/null
     awk -v n="$lines" -v p="$payload" \
         'BEGIN { for (i = 0; i < n; i++) printf "{\"type\":\"echo\",\"payload\":\"%s\"}\n", p }' \
         > "$dir/long.jsonl"
@@ -93,7 +97,7 @@ windows() {
     kill -STOP "$top_pid"
     "$BIN" submit --wait "$dir/long.jsonl" >/dev/null &
     local submit=$!
-    sleep "$width" # the submission gets going
+    sleep $((2 * width)) # the submission gets going
     local rates=() states=() c0 c1 t0 t1 i
     c0=$(completed); t0=$(date +%s%N)
     for i in $(seq "$count"); do
@@ -112,8 +116,12 @@ windows() {
         { r[NR] = $1 }
         END {
             # Each on-window (odd) against the mean of the off-windows beside it.
-            for (i = 1; i <= n; i += 2) {
-                if (i == 1) off = r[2]; else if (i == n) off = r[i - 1]; else off = (r[i - 1] + r[i + 1]) / 2
+            # A window with nothing done ends the series (the submission ended).
+            for (i = 1; i <= n; i++) if (r[i] <= 0) { n = i - 1; break }
+            if (n % 2 == 0) n--
+            # The first pair is left out: the submission is still ramping up.
+            for (i = 3; i <= n; i += 2) {
+                if (i == n) off = r[i - 1]; else off = (r[i - 1] + r[i + 1]) / 2
                 if (off <= 0) continue
                 k++; q[k] = r[i] / off; sum += q[k]; sumsq += q[k] * q[k]
             }
