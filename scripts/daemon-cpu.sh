@@ -25,10 +25,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-payload=$(printf 'x%.0s' $(seq 62))
-awk -v n="$N" -v p="$payload" \
-    'BEGIN { for (i = 0; i < n; i++) printf "{\"type\":\"echo\",\"payload\":\"%s\"}\n", p }' \
-    > "$dir/tasks.jsonl"
+"$(dirname "$0")/echo-tasks.sh" "$N" > "$dir/tasks.jsonl"
 
 "$BIN" daemon start >/dev/null
 pid=$(cat "$CORTEX_POOL_RUNTIME_DIR/daemon.pid")

@@ -45,11 +45,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A 64-byte payload: a JSON string of 62 characters and its quotes.
-payload=$(printf 'x%.0s' $(seq 62))
-awk -v n="$N" -v p="$payload" \
-    'BEGIN { for (i = 0; i < n; i++) printf "{\"type\":\"echo\",\"payload\":\"%s\"}\n", p }' \
-    > "$dir/tasks.jsonl"
+"$(dirname "$0")/echo-tasks.sh" "$N" > "$dir/tasks.jsonl"
 
 "$BIN" daemon start >/dev/null
 
@@ -88,9 +84,7 @@ windows() {
     local lines=$((count * width * 20000))
     export CORTEX_POOL_MAX_QUEUE_LEN=$((lines + 1000))
     "$BIN" daemon restart >/dev/null
-    awk -v n="$lines" -v p="$payload" \
-        'BEGIN { for (i = 0; i < n; i++) printf "{\"type\":\"echo\",\"payload\":\"%s\"}\n", p }' \
-        > "$dir/long.jsonl"
+    "$(dirname "$0")/echo-tasks.sh" "$lines" > "$dir/long.jsonl"
     top_on
     local top_pid
     top_pid=$(tmux -L "$tmux_socket" display-message -p -t top '#{pane_pid}')
