@@ -148,15 +148,17 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
         batch: &mut Batch<'_>,
     ) -> Result<Option<Stopped>, ServeError> {
         let mut frame = first;
-        for _ in 0..READ_BATCH {
+        for handled in 1..=READ_BATCH {
             let Some(body) = frame.transpose()? else {
                 return Ok(Some(Stopped::Disconnected));
             };
             if let Some(stop) = self.on_frame(&body, batch)? {
                 return Ok(Some(stop));
             }
-            // Back to the main loop, which looks at these first, as it always did.
-            if *batch.draining || self.broken.is_cancelled() {
+            // Back to the main loop, which looks at these first, as it always did;
+            // and after a full batch, before a next frame is taken out of the
+            // stream (it would be dropped with this loop).
+            if *batch.draining || self.broken.is_cancelled() || handled == READ_BATCH {
                 break;
             }
             frame = match self.buffered() {

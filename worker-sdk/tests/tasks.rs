@@ -39,6 +39,40 @@ async fn a_result_round_trips() {
     stop(peer).await;
 }
 
+/// More frames readable at once than one read batch handles (256): every one of
+/// them is answered. The frame after a full batch used to be decoded and dropped,
+/// and its task never answered.
+#[tokio::test]
+async fn a_long_run_of_readable_frames_is_answered_whole() {
+    const TASKS: u64 = 1_000;
+    let mut peer = ready().await;
+    let payload = rmp_serde::to_vec_named(&json!("x")).expect("payload");
+    let mut frames = bytes::BytesMut::new();
+    for id in 1..=TASKS {
+        let task = ToWorker::Task(pool_core::protocol::TaskFrame {
+            id,
+            task_type: "echo",
+            payload: &payload,
+            attempt: 1,
+            timeout_ms: 60_000,
+        });
+        pool_core::protocol::encode_frame(&task, &mut frames, common::MAX_FRAME).expect("encode");
+    }
+    // About 40 KB in, 20 KB out: both fit in their pipes, so one write and then
+    // the reads need no second task.
+    peer.send_raw(&frames).await;
+    let mut ids = Vec::new();
+    while ids.len() < TASKS as usize {
+        match peer.reply().await {
+            Reply::Result { id, .. } => ids.push(id),
+            other => panic!("expected a result, got {other:?}"),
+        }
+    }
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=TASKS).collect::<Vec<_>>());
+    stop(peer).await;
+}
+
 #[tokio::test]
 async fn the_context_carries_attempt_and_worker_id() {
     let mut peer = ready().await;
