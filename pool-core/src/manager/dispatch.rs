@@ -357,7 +357,7 @@ impl Actor {
         // `None` for a task settled at the drain deadline: its answer still counts
         // towards the worker's release.
         let running = self.running.remove(&id);
-        self.start_runs(num);
+        self.start_runs(num, pos);
         if retire {
             self.release_worker(num);
         } else {
@@ -620,37 +620,51 @@ impl Actor {
         pending.task.timeout.unwrap_or(self.config.task_timeout)
     }
 
-    /// Starts the run of every task of worker `num` that became one of its first
-    /// `worker_concurrency` unanswered tasks: its timeout counts from now.
-    fn start_runs(&mut self, num: u64) {
+    /// Starts the run of the task of worker `num` that became one of its first
+    /// `worker_concurrency` unanswered tasks when the one at `removed` was
+    /// answered: its timeout counts from now.
+    ///
+    /// The first `worker_concurrency` unanswered tasks have always started (a task
+    /// starts when it is written into that range, or when it moves into it here),
+    /// so an answer from that range moves exactly one task in: the one now at
+    /// `worker_concurrency - 1`. An answer from the window moves none.
+    fn start_runs(&mut self, num: u64, removed: usize) {
         let concurrency = self.config.worker_concurrency as usize;
-        let grace = self.config.cancel_grace;
-        let default_timeout = self.config.task_timeout;
+        if removed >= concurrency {
+            return;
+        }
         let Some(worker) = self.workers.get_mut(&num) else {
             return;
         };
+        let Some(id) = concurrency
+            .checked_sub(1)
+            .and_then(|last| worker.in_flight.get(last))
+            .copied()
+        else {
+            return;
+        };
+        let Some(running) = self.running.get_mut(&id) else {
+            return;
+        };
+        if running.run_start.is_some() {
+            return;
+        }
         let now = Instant::now();
-        let mut earliest: Option<Instant> = None;
-        for id in worker.in_flight.iter().take(concurrency) {
-            let Some(running) = self.running.get_mut(id) else {
-                continue;
-            };
-            if running.run_start.is_some() {
-                continue;
-            }
-            running.run_start = Some(now);
-            let timeout = running.pending.task.timeout.unwrap_or(default_timeout);
-            let deadline = deadline_after(now, timeout);
-            running.deadline = Some(deadline);
-            earliest = Some(earliest.map_or(deadline, |e| e.min(deadline)));
-            if running.cancel_requested {
-                self.timers
-                    .insert(Timer::CancelGrace { task: *id }, capped(grace));
-            }
+        running.run_start = Some(now);
+        let timeout = running
+            .pending
+            .task
+            .timeout
+            .unwrap_or(self.config.task_timeout);
+        let deadline = deadline_after(now, timeout);
+        running.deadline = Some(deadline);
+        if running.cancel_requested {
+            self.timers.insert(
+                Timer::CancelGrace { task: id },
+                capped(self.config.cancel_grace),
+            );
         }
-        if let Some(deadline) = earliest {
-            arm_deadline(&mut self.timers, worker, num, deadline);
-        }
+        arm_deadline(&mut self.timers, worker, num, deadline);
     }
 
     /// A cancelled task did not stop in time: kill its worker.
