@@ -20,7 +20,7 @@ use super::worker_io::WorkerMessage;
 use crate::balance::WorkerSnapshot;
 use crate::health::Verdict;
 use crate::process::GroupSignal;
-use crate::protocol::{encode_frame, TaskFrame, ToWorker};
+use crate::protocol::{self, encode_frame, TaskFrame, ToWorker};
 use crate::queue::DeadLetter;
 
 /// What became of one assignment.
@@ -810,15 +810,14 @@ fn encode_task(
     buf: &mut BytesMut,
 ) -> Result<(), String> {
     let task = &pending.task;
-    buf.reserve(task.payload.len() + task.task_type.len() + 64);
-    let message = ToWorker::Task(TaskFrame {
+    let frame = TaskFrame {
         id: pending.id,
         task_type: &task.task_type,
         payload: &task.payload,
         attempt,
         timeout_ms,
-    });
-    encode_frame(&message, buf, max_frame).map_err(|e| e.to_string())
+    };
+    protocol::encode_task(&frame, buf, max_frame).map_err(|e| e.to_string())
 }
 
 /// Gives back the queue slot `pending` took at submission, if it still holds it.
