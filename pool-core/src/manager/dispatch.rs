@@ -284,12 +284,22 @@ impl Actor {
         }
     }
 
-    /// A message from a ready worker.
-    pub(crate) fn on_message(&mut self, num: u64, message: WorkerMessage) {
+    /// The messages one read of worker `num`'s link brought, in order.
+    pub(crate) fn on_messages(&mut self, num: u64, messages: Vec<WorkerMessage>) {
         let Some(worker) = self.workers.get_mut(&num) else {
             return;
         };
         worker.last_heard = Instant::now();
+        for message in messages {
+            self.on_message(num, message);
+        }
+    }
+
+    /// A message from a ready worker (heard at its `last_heard`).
+    fn on_message(&mut self, num: u64, message: WorkerMessage) {
+        let Some(worker) = self.workers.get_mut(&num) else {
+            return;
+        };
         match message {
             WorkerMessage::Result { id, payload } => {
                 if let Some(running) = self.take_running(num, id) {
