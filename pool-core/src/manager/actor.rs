@@ -375,6 +375,10 @@ pub(crate) struct Actor {
     /// task and on each heartbeat, not only on the health tick (and never when no
     /// probe needs it).
     pub(crate) sample_rss: bool,
+    /// The type of the last task accepted, interned (see `intern_task_type`).
+    pub(crate) last_task_type: Option<Arc<str>>,
+    /// Queue slots freed during a dispatch pass, given back when it ends.
+    pub(crate) freed_slots: usize,
 }
 
 /// Everything the actor is built from.
@@ -432,6 +436,8 @@ pub(crate) async fn run(
         eligible: Vec::new(),
         eligible_at: Vec::new(),
         sample_rss,
+        last_task_type: None,
+        freed_slots: 0,
     };
     actor.shared.stats.target_size.store(target as u64, Relaxed);
     for _ in 0..target {

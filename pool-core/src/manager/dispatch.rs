@@ -1,6 +1,7 @@
 //! The task path inside the actor: accept, dispatch, replies, retries, settlement.
 
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
@@ -52,12 +53,21 @@ impl Actor {
     }
 
     /// Makes every waiting task of a type share one allocation of its name (up to
-    /// [`MAX_INTERNED_TYPES`] distinct types; beyond, tasks keep their own).
+    /// [`MAX_INTERNED_TYPES`] distinct types; beyond, tasks keep their own). The
+    /// type of the last task is compared first: a batch is often of one type.
     fn intern_task_type(&mut self, task: &mut crate::task::Task) {
+        if let Some(last) = &self.last_task_type {
+            if Arc::ptr_eq(last, &task.task_type) || **last == *task.task_type {
+                task.task_type = last.clone();
+                return;
+            }
+        }
         if let Some(shared) = self.task_types.get(&task.task_type) {
+            self.last_task_type = Some(shared.clone());
             task.task_type = shared.clone();
         } else if self.task_types.len() < MAX_INTERNED_TYPES {
             self.task_types.insert(task.task_type.clone());
+            self.last_task_type = Some(task.task_type.clone());
         }
     }
 
@@ -235,12 +245,13 @@ impl Actor {
         let runs_now = worker.in_flight.len() < concurrency;
         worker.in_flight.push(pending.id);
         pending.attempts = attempt;
-        release_queue_slot(&self.shared, &mut pending);
+        // Given back in one call when the pass ends (`flush_frames`).
+        self.freed_slots += usize::from(std::mem::take(&mut pending.holds_queue_slot));
         pending.last_worker = Some(num);
         let id = pending.id;
         let deadline = if runs_now {
             let deadline = deadline_after(now, timeout);
-            arm_deadline(&mut self.timers, worker, num, deadline);
+            arm_deadline(&mut self.timers, worker, num, deadline, now);
             Some(deadline)
         } else {
             None
@@ -266,8 +277,13 @@ impl Actor {
         Assigned::Yes
     }
 
-    /// Hands each worker the task frames this dispatch pass encoded for it.
+    /// Hands each worker the task frames this dispatch pass encoded for it, and
+    /// gives back the queue slots of the tasks it took out of the queue.
     fn flush_frames(&mut self) {
+        let freed = std::mem::take(&mut self.freed_slots);
+        if freed > 0 {
+            self.shared.queue_slots.add_permits(freed);
+        }
         for num in self.unflushed.drain(..) {
             let Some(worker) = self.workers.get_mut(&num) else {
                 continue;
@@ -398,12 +414,11 @@ impl Actor {
             .run_us_total
             .fetch_add(run_time.as_micros() as u64, Relaxed);
         stats.run_time.record(run_time.as_micros() as u64);
-        // Settled here: the name moves into the output instead of being cloned.
-        let worker = pending.last_worker.map(worker_name).unwrap_or_default();
-        let reused = self
-            .workers
-            .get(&running.worker)
-            .is_some_and(|w| w.dispatched > 1);
+        // The worker's own name, copied (formatting a new one costs more).
+        let (worker, reused) = match self.workers.get(&running.worker) {
+            Some(w) => (w.name.clone(), w.dispatched > 1),
+            None => (worker_name(running.worker), false),
+        };
         self.shared.emit_routine(|| PoolEvent::TaskCompleted {
             task: pending.id,
             worker: worker.clone(),
@@ -674,7 +689,7 @@ impl Actor {
                 capped(self.config.cancel_grace),
             );
         }
-        arm_deadline(&mut self.timers, worker, num, deadline);
+        arm_deadline(&mut self.timers, worker, num, deadline, now);
     }
 
     /// A cancelled task did not stop in time: kill its worker.
@@ -712,7 +727,7 @@ impl Actor {
             }
         }
         if let Some(at) = next {
-            arm_deadline(&mut self.timers, worker, num, at);
+            arm_deadline(&mut self.timers, worker, num, at, now);
         }
         expired.sort_unstable();
         for (_, id) in expired {
@@ -786,14 +801,15 @@ fn deadline_after(start: Instant, timeout: Duration) -> Instant {
 }
 
 /// Makes worker `num`'s deadline timer fire no later than `deadline` (or within
-/// [`LONGEST_TIMER`], when it is further away).
+/// [`LONGEST_TIMER`] of `now`, when it is further away).
 fn arm_deadline(
     timers: &mut DelayQueue<Timer>,
     worker: &mut super::actor::Worker,
     num: u64,
     deadline: Instant,
+    now: Instant,
 ) {
-    let at = match Instant::now().checked_add(LONGEST_TIMER) {
+    let at = match now.checked_add(LONGEST_TIMER) {
         Some(horizon) => deadline.min(horizon),
         None => deadline,
     };
