@@ -57,21 +57,56 @@ pub(crate) fn encode_task(
             max: max_frame,
         });
     }
+    // Everything but the type's and the payload's bytes is built on the stack
+    // and appended in three pieces.
+    let mut head = Scratch::default();
+    head.put(&(len as u32).to_be_bytes());
+    head.put(TASK_HEAD);
+    put_uint(&mut head, task.id);
+    head.put(TASK_TYPE_KEY);
+    put_str_head(&mut head, kind.len());
+    let mut middle = Scratch::default();
+    middle.put(PAYLOAD_KEY);
+    put_bin_head(&mut middle, task.payload.len());
+    let mut tail = Scratch::default();
+    tail.put(ATTEMPT_KEY);
+    put_uint(&mut tail, u64::from(task.attempt));
+    tail.put(TIMEOUT_KEY);
+    put_uint(&mut tail, task.timeout_ms);
     dst.reserve(4 + len);
-    dst.extend_from_slice(&(len as u32).to_be_bytes());
-    dst.extend_from_slice(TASK_HEAD);
-    put_uint(dst, task.id);
-    dst.extend_from_slice(TASK_TYPE_KEY);
-    put_str_head(dst, kind.len());
+    dst.extend_from_slice(head.bytes());
     dst.extend_from_slice(kind);
-    dst.extend_from_slice(PAYLOAD_KEY);
-    put_bin_head(dst, task.payload.len());
+    dst.extend_from_slice(middle.bytes());
     dst.extend_from_slice(task.payload);
-    dst.extend_from_slice(ATTEMPT_KEY);
-    put_uint(dst, u64::from(task.attempt));
-    dst.extend_from_slice(TIMEOUT_KEY);
-    put_uint(dst, task.timeout_ms);
+    dst.extend_from_slice(tail.bytes());
     Ok(())
+}
+
+/// A few bytes of a frame built on the stack (at most 48: the longest piece is
+/// the head, 4 + 14 + 9 + 10 + 5 = 42 bytes).
+struct Scratch {
+    buf: [u8; 48],
+    len: usize,
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Self {
+            buf: [0; 48],
+            len: 0,
+        }
+    }
+}
+
+impl Scratch {
+    fn put(&mut self, bytes: &[u8]) {
+        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
 }
 
 /// Bytes of the smallest MessagePack unsigned integer holding `v`.
@@ -105,51 +140,51 @@ fn bin_head_len(len: usize) -> usize {
 }
 
 /// The smallest MessagePack unsigned integer, as `rmp::encode::write_uint` writes it.
-fn put_uint(dst: &mut BytesMut, v: u64) {
+fn put_uint(dst: &mut Scratch, v: u64) {
     if let Ok(small) = u8::try_from(v) {
         if small <= 0x7f {
-            dst.extend_from_slice(&[small]);
+            dst.put(&[small]);
         } else {
-            dst.extend_from_slice(&[0xcc, small]);
+            dst.put(&[0xcc, small]);
         }
     } else if let Ok(v) = u16::try_from(v) {
-        dst.extend_from_slice(&[0xcd]);
-        dst.extend_from_slice(&v.to_be_bytes());
+        dst.put(&[0xcd]);
+        dst.put(&v.to_be_bytes());
     } else if let Ok(v) = u32::try_from(v) {
-        dst.extend_from_slice(&[0xce]);
-        dst.extend_from_slice(&v.to_be_bytes());
+        dst.put(&[0xce]);
+        dst.put(&v.to_be_bytes());
     } else {
-        dst.extend_from_slice(&[0xcf]);
-        dst.extend_from_slice(&v.to_be_bytes());
+        dst.put(&[0xcf]);
+        dst.put(&v.to_be_bytes());
     }
 }
 
 /// A `str` marker and length, as `rmp::encode::write_str_len` writes it (`len`
 /// fits in u32: the caller checked the frame).
-fn put_str_head(dst: &mut BytesMut, len: usize) {
+fn put_str_head(dst: &mut Scratch, len: usize) {
     if len <= 0x1f {
-        dst.extend_from_slice(&[0xa0 | len as u8]);
+        dst.put(&[0xa0 | len as u8]);
     } else if let Ok(len) = u8::try_from(len) {
-        dst.extend_from_slice(&[0xd9, len]);
+        dst.put(&[0xd9, len]);
     } else if let Ok(len) = u16::try_from(len) {
-        dst.extend_from_slice(&[0xda]);
-        dst.extend_from_slice(&len.to_be_bytes());
+        dst.put(&[0xda]);
+        dst.put(&len.to_be_bytes());
     } else {
-        dst.extend_from_slice(&[0xdb]);
-        dst.extend_from_slice(&(len as u32).to_be_bytes());
+        dst.put(&[0xdb]);
+        dst.put(&(len as u32).to_be_bytes());
     }
 }
 
 /// A `bin` marker and length, as `rmp::encode::write_bin_len` writes it.
-fn put_bin_head(dst: &mut BytesMut, len: usize) {
+fn put_bin_head(dst: &mut Scratch, len: usize) {
     if let Ok(len) = u8::try_from(len) {
-        dst.extend_from_slice(&[0xc4, len]);
+        dst.put(&[0xc4, len]);
     } else if let Ok(len) = u16::try_from(len) {
-        dst.extend_from_slice(&[0xc5]);
-        dst.extend_from_slice(&len.to_be_bytes());
+        dst.put(&[0xc5]);
+        dst.put(&len.to_be_bytes());
     } else {
-        dst.extend_from_slice(&[0xc6]);
-        dst.extend_from_slice(&(len as u32).to_be_bytes());
+        dst.put(&[0xc6]);
+        dst.put(&(len as u32).to_be_bytes());
     }
 }
 
