@@ -344,6 +344,10 @@ pub(crate) struct Actor {
     /// and their places in `candidates`.
     pub(crate) eligible: Vec<WorkerSnapshot>,
     pub(crate) eligible_at: Vec<usize>,
+    /// The type of the last task accepted, interned (see `intern_task_type`).
+    pub(crate) last_task_type: Option<Arc<str>>,
+    /// Queue slots freed during a dispatch pass, given back when it ends.
+    pub(crate) freed_slots: usize,
 }
 
 /// Everything the actor is built from.
@@ -400,6 +404,8 @@ pub(crate) async fn run(
         held: super::routing::Held::default(),
         eligible: Vec::new(),
         eligible_at: Vec::new(),
+        last_task_type: None,
+        freed_slots: 0,
     };
     actor.shared.stats.target_size.store(target as u64, Relaxed);
     for _ in 0..target {

@@ -1,6 +1,7 @@
 //! The task path inside the actor: accept, dispatch, replies, retries, settlement.
 
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
@@ -23,7 +24,7 @@ use super::worker_life::KillCause;
 use crate::balance::WorkerSnapshot;
 use crate::health::{ProbeKind, Verdict};
 use crate::process::GroupSignal;
-use crate::protocol::{encode_frame, TaskFrame, ToWorker};
+use crate::protocol::{self, encode_frame, TaskFrame, ToWorker};
 use crate::queue::DeadLetter;
 
 /// What became of one assignment.
@@ -55,12 +56,21 @@ impl Actor {
     }
 
     /// Makes every waiting task of a type share one allocation of its name (up to
-    /// [`MAX_INTERNED_TYPES`] distinct types; beyond, tasks keep their own).
+    /// [`MAX_INTERNED_TYPES`] distinct types; beyond, tasks keep their own). The
+    /// type of the last task is compared first: a batch is often of one type.
     fn intern_task_type(&mut self, task: &mut crate::task::Task) {
+        if let Some(last) = &self.last_task_type {
+            if Arc::ptr_eq(last, &task.task_type) || **last == *task.task_type {
+                task.task_type = last.clone();
+                return;
+            }
+        }
         if let Some(shared) = self.task_types.get(&task.task_type) {
+            self.last_task_type = Some(shared.clone());
             task.task_type = shared.clone();
         } else if self.task_types.len() < MAX_INTERNED_TYPES {
             self.task_types.insert(task.task_type.clone());
+            self.last_task_type = Some(task.task_type.clone());
         }
     }
 
@@ -239,12 +249,13 @@ impl Actor {
         let runs_now = worker.in_flight.len() < concurrency;
         worker.in_flight.push(pending.id);
         pending.attempts = attempt;
-        release_queue_slot(&self.shared, &mut pending);
+        // Given back in one call when the pass ends (`flush_frames`).
+        self.freed_slots += usize::from(std::mem::take(&mut pending.holds_queue_slot));
         pending.last_worker = Some(num);
         let id = pending.id;
         let deadline = if runs_now {
             let deadline = deadline_after(now, timeout);
-            arm_deadline(&mut self.timers, worker, num, deadline);
+            arm_deadline(&mut self.timers, worker, num, deadline, now);
             Some(deadline)
         } else {
             None
@@ -270,8 +281,13 @@ impl Actor {
         Assigned::Yes
     }
 
-    /// Hands each worker the task frames this dispatch pass encoded for it.
+    /// Hands each worker the task frames this dispatch pass encoded for it, and
+    /// gives back the queue slots of the tasks it took out of the queue.
     fn flush_frames(&mut self) {
+        let freed = std::mem::take(&mut self.freed_slots);
+        if freed > 0 {
+            self.shared.queue_slots.add_permits(freed);
+        }
         for num in self.unflushed.drain(..) {
             let Some(worker) = self.workers.get_mut(&num) else {
                 continue;
@@ -288,12 +304,22 @@ impl Actor {
         }
     }
 
-    /// A message from a ready worker.
-    pub(crate) fn on_message(&mut self, num: u64, message: WorkerMessage) {
+    /// The messages one read of worker `num`'s link brought, in order.
+    pub(crate) fn on_messages(&mut self, num: u64, messages: Vec<WorkerMessage>) {
         let Some(worker) = self.workers.get_mut(&num) else {
             return;
         };
         worker.last_heard = Instant::now();
+        for message in messages {
+            self.on_message(num, message);
+        }
+    }
+
+    /// A message from a ready worker (heard at its `last_heard`).
+    fn on_message(&mut self, num: u64, message: WorkerMessage) {
+        let Some(worker) = self.workers.get_mut(&num) else {
+            return;
+        };
         match message {
             WorkerMessage::Result { id, payload } => {
                 if let Some(running) = self.take_running(num, id) {
@@ -359,7 +385,7 @@ impl Actor {
         // `None` for a task settled at the drain deadline: its answer still counts
         // towards the worker's release.
         let running = self.running.remove(&id);
-        self.start_runs(num);
+        self.start_runs(num, pos);
         if retire {
             self.release_worker(num);
         } else {
@@ -390,12 +416,11 @@ impl Actor {
             .run_us_total
             .fetch_add(run_time.as_micros() as u64, Relaxed);
         stats.run_time.record(run_time.as_micros() as u64);
-        // Settled here: the name moves into the output instead of being cloned.
-        let worker = pending.last_worker.map(worker_name).unwrap_or_default();
-        let reused = self
-            .workers
-            .get(&running.worker)
-            .is_some_and(|w| w.dispatched > 1);
+        // The worker's own name, copied (formatting a new one costs more).
+        let (worker, reused) = match self.workers.get(&running.worker) {
+            Some(w) => (w.name.clone(), w.dispatched > 1),
+            None => (worker_name(running.worker), false),
+        };
         self.shared.emit_routine(|| PoolEvent::TaskCompleted {
             task: pending.id,
             worker: worker.clone(),
@@ -624,37 +649,51 @@ impl Actor {
         pending.task.timeout.unwrap_or(self.config.task_timeout)
     }
 
-    /// Starts the run of every task of worker `num` that became one of its first
-    /// `worker_concurrency` unanswered tasks: its timeout counts from now.
-    fn start_runs(&mut self, num: u64) {
+    /// Starts the run of the task of worker `num` that became one of its first
+    /// `worker_concurrency` unanswered tasks when the one at `removed` was
+    /// answered: its timeout counts from now.
+    ///
+    /// The first `worker_concurrency` unanswered tasks have always started (a task
+    /// starts when it is written into that range, or when it moves into it here),
+    /// so an answer from that range moves exactly one task in: the one now at
+    /// `worker_concurrency - 1`. An answer from the window moves none.
+    fn start_runs(&mut self, num: u64, removed: usize) {
         let concurrency = self.config.worker_concurrency as usize;
-        let grace = self.config.cancel_grace;
-        let default_timeout = self.config.task_timeout;
+        if removed >= concurrency {
+            return;
+        }
         let Some(worker) = self.workers.get_mut(&num) else {
             return;
         };
+        let Some(id) = concurrency
+            .checked_sub(1)
+            .and_then(|last| worker.in_flight.get(last))
+            .copied()
+        else {
+            return;
+        };
+        let Some(running) = self.running.get_mut(&id) else {
+            return;
+        };
+        if running.run_start.is_some() {
+            return;
+        }
         let now = Instant::now();
-        let mut earliest: Option<Instant> = None;
-        for id in worker.in_flight.iter().take(concurrency) {
-            let Some(running) = self.running.get_mut(id) else {
-                continue;
-            };
-            if running.run_start.is_some() {
-                continue;
-            }
-            running.run_start = Some(now);
-            let timeout = running.pending.task.timeout.unwrap_or(default_timeout);
-            let deadline = deadline_after(now, timeout);
-            running.deadline = Some(deadline);
-            earliest = Some(earliest.map_or(deadline, |e| e.min(deadline)));
-            if running.cancel_requested {
-                self.timers
-                    .insert(Timer::CancelGrace { task: *id }, capped(grace));
-            }
+        running.run_start = Some(now);
+        let timeout = running
+            .pending
+            .task
+            .timeout
+            .unwrap_or(self.config.task_timeout);
+        let deadline = deadline_after(now, timeout);
+        running.deadline = Some(deadline);
+        if running.cancel_requested {
+            self.timers.insert(
+                Timer::CancelGrace { task: id },
+                capped(self.config.cancel_grace),
+            );
         }
-        if let Some(deadline) = earliest {
-            arm_deadline(&mut self.timers, worker, num, deadline);
-        }
+        arm_deadline(&mut self.timers, worker, num, deadline, now);
     }
 
     /// A cancelled task did not stop in time: kill its worker.
@@ -692,7 +731,7 @@ impl Actor {
             }
         }
         if let Some(at) = next {
-            arm_deadline(&mut self.timers, worker, num, at);
+            arm_deadline(&mut self.timers, worker, num, at, now);
         }
         expired.sort_unstable();
         for (_, id) in expired {
@@ -767,14 +806,15 @@ fn deadline_after(start: Instant, timeout: Duration) -> Instant {
 }
 
 /// Makes worker `num`'s deadline timer fire no later than `deadline` (or within
-/// [`LONGEST_TIMER`], when it is further away).
+/// [`LONGEST_TIMER`] of `now`, when it is further away).
 fn arm_deadline(
     timers: &mut DelayQueue<Timer>,
     worker: &mut super::actor::Worker,
     num: u64,
     deadline: Instant,
+    now: Instant,
 ) {
-    let at = match Instant::now().checked_add(LONGEST_TIMER) {
+    let at = match now.checked_add(LONGEST_TIMER) {
         Some(horizon) => deadline.min(horizon),
         None => deadline,
     };
@@ -801,15 +841,14 @@ fn encode_task(
     buf: &mut BytesMut,
 ) -> Result<(), String> {
     let task = &pending.task;
-    buf.reserve(task.payload.len() + task.task_type.len() + 64);
-    let message = ToWorker::Task(TaskFrame {
+    let frame = TaskFrame {
         id: pending.id,
         task_type: &task.task_type,
         payload: &task.payload,
         attempt,
         timeout_ms,
-    });
-    encode_frame(&message, buf, max_frame).map_err(|e| e.to_string())
+    };
+    protocol::encode_task(&frame, buf, max_frame).map_err(|e| e.to_string())
 }
 
 /// Gives back the queue slot `pending` took at submission, if it still holds it.

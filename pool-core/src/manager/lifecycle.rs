@@ -96,7 +96,7 @@ impl Actor {
                 exit,
                 stderr_tail,
             } => self.on_start_failed(num, reason, exit, stderr_tail),
-            WorkerEvent::Message { num, message } => self.on_message(num, message),
+            WorkerEvent::Messages { num, messages } => self.on_messages(num, messages),
             WorkerEvent::Gone {
                 num,
                 pid,

@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio_util::codec::FramedRead;
+use tokio_util::codec::{Decoder, FramedRead};
 
 use super::routing::TaskTypes;
 use crate::process::{describe_exit, GroupSignal, WorkerProcess};
@@ -23,6 +23,8 @@ use crate::transport::{Link, LinkWriter, Transport, WorkerSpec};
 const EXIT_GRACE: Duration = Duration::from_secs(2);
 /// A worker that failed its handshake gets this long to exit with its own status.
 const START_EXIT_GRACE: Duration = Duration::from_millis(500);
+/// The reader's buffer: how many bytes of frames one read can bring.
+const READ_BUFFER: usize = 64 * 1024;
 /// Frames written per batch before a flush.
 const WRITE_BATCH: usize = 64;
 /// The most bytes of an offending frame quoted (in hex) when a worker is killed
@@ -48,8 +50,12 @@ pub(crate) enum WorkerEvent {
         exit: Option<String>,
         stderr_tail: String,
     },
-    /// A message from a ready worker.
-    Message { num: u64, message: WorkerMessage },
+    /// The messages of a ready worker that one read brought, in the order it
+    /// wrote them (never empty).
+    Messages {
+        num: u64,
+        messages: Vec<WorkerMessage>,
+    },
     /// A ready worker is gone and reaped.
     Gone {
         num: u64,
@@ -164,7 +170,7 @@ async fn serve_worker(launch: WorkerLaunch, writer_task: &mut Option<JoinHandle<
         return fail_start(&events, num, process, e.to_string()).await;
     }
     let _ = frames_tx.send(hello.freeze());
-    let mut frames = FramedRead::new(reader, FrameCodec::new(max_frame));
+    let mut frames = FramedRead::with_capacity(reader, FrameCodec::new(max_frame), READ_BUFFER);
 
     let checked = tokio::select! {
         handshake = tokio::time::timeout(start_timeout, frames.next()) => match handshake {
@@ -210,14 +216,17 @@ async fn serve_worker(launch: WorkerLaunch, writer_task: &mut Option<JoinHandle<
                 // The codec consumed nothing of the frame it refused: its prefix
                 // leads the read buffer.
                 Some(Err(e)) => break Some((e, hex_head(frames.read_buffer()))),
-                Some(Ok(body)) => match to_message(&body) {
-                    Ok(message) => {
-                        if events.send(WorkerEvent::Message { num, message }).await.is_err() {
-                            break None;
-                        }
+                Some(Ok(body)) => {
+                    let (messages, failed) = read_batch(&mut frames, body);
+                    if !messages.is_empty()
+                        && events.send(WorkerEvent::Messages { num, messages }).await.is_err()
+                    {
+                        break None;
                     }
-                    Err(e) => break Some((e, hex_head(&body))),
-                },
+                    if failed.is_some() {
+                        break failed;
+                    }
+                }
             },
             Some(signal) = control_rx.recv() => process.signal(signal),
         }
@@ -243,6 +252,31 @@ async fn serve_worker(launch: WorkerLaunch, writer_task: &mut Option<JoinHandle<
         stderr_tail: process.stderr_tail().text(),
     };
     let _ = events.send(gone).await;
+}
+
+/// Decodes `first` and every further frame already in `frames`' read buffer, so
+/// one event carries what one read brought. Stops at the first frame that breaks
+/// the protocol: the messages before it and the error with the bytes to quote.
+fn read_batch<R>(
+    frames: &mut FramedRead<R, FrameCodec>,
+    first: Bytes,
+) -> (Vec<WorkerMessage>, Option<(FrameError, String)>) {
+    let mut codec = *frames.decoder();
+    let mut messages = Vec::new();
+    let mut next = Some(first);
+    while let Some(body) = next.take() {
+        match to_message(&body) {
+            Ok(message) => messages.push(message),
+            Err(e) => return (messages, Some((e, hex_head(&body)))),
+        }
+        // The codec consumes nothing of a frame it refuses: its prefix leads the
+        // read buffer, where the stream's own error would have found it.
+        match codec.decode(frames.read_buffer_mut()) {
+            Ok(body) => next = body,
+            Err(e) => return (messages, Some((e, hex_head(frames.read_buffer())))),
+        }
+    }
+    (messages, None)
 }
 
 /// The first [`QUOTED_BYTES`] of `bytes` in hex, space-separated, with the total

@@ -7,9 +7,244 @@
 //! give up (return `None`) on anything unusual — another message type, an
 //! unknown or repeated key, a value of an unexpected MessagePack type, trailing
 //! bytes — so the caller falls back to serde and the outcome, errors included,
-//! is exactly serde's. Only the common case gets faster.
+//! is exactly serde's. Only the common case gets faster: a `result` whose keys
+//! come in the order the SDKs write them is read by comparing raw bytes (no
+//! UTF-8 check of keys it already knows), any other order through `rmp`.
+//!
+//! [`encode_task`] writes a `task` frame byte for byte as
+//! [`encode_frame`](super::encode_frame) writes it through serde (tests below).
 
-use super::{FromWorker, TaskFrame, ToWorker};
+use bytes::BytesMut;
+
+use super::{FrameError, FromWorker, TaskFrame, ToWorker};
+
+/// map(6), "type", "task", "id"
+const TASK_HEAD: &[u8] = b"\x86\xa4type\xa4task\xa2id";
+/// map(3), "type", "result", "id"
+const RESULT_HEAD: &[u8] = b"\x83\xa4type\xa6result\xa2id";
+const TASK_TYPE_KEY: &[u8] = b"\xa9task_type";
+const PAYLOAD_KEY: &[u8] = b"\xa7payload";
+const ATTEMPT_KEY: &[u8] = b"\xa7attempt";
+const TIMEOUT_KEY: &[u8] = b"\xaatimeout_ms";
+
+/// Appends the frame (prefix and body) of `ToWorker::Task(task)` to `dst`, the
+/// bytes serde writes for it, without serde.
+///
+/// # Errors
+/// [`FrameError::TooLarge`] when the body would exceed `max_frame` (`dst` is left
+/// as it was).
+pub(crate) fn encode_task(
+    task: &TaskFrame<'_>,
+    dst: &mut BytesMut,
+    max_frame: usize,
+) -> Result<(), FrameError> {
+    let kind = task.task_type.as_bytes();
+    let len = TASK_HEAD.len()
+        + uint_len(task.id)
+        + TASK_TYPE_KEY.len()
+        + str_head_len(kind.len())
+        + kind.len()
+        + PAYLOAD_KEY.len()
+        + bin_head_len(task.payload.len())
+        + task.payload.len()
+        + ATTEMPT_KEY.len()
+        + uint_len(u64::from(task.attempt))
+        + TIMEOUT_KEY.len()
+        + uint_len(task.timeout_ms);
+    if len > max_frame || u32::try_from(len).is_err() {
+        return Err(FrameError::TooLarge {
+            len,
+            max: max_frame,
+        });
+    }
+    // Everything but the type's and the payload's bytes is built on the stack
+    // and appended in three pieces.
+    let mut head = Scratch::default();
+    head.put(&(len as u32).to_be_bytes());
+    head.put(TASK_HEAD);
+    put_uint(&mut head, task.id);
+    head.put(TASK_TYPE_KEY);
+    put_str_head(&mut head, kind.len());
+    let mut middle = Scratch::default();
+    middle.put(PAYLOAD_KEY);
+    put_bin_head(&mut middle, task.payload.len());
+    let mut tail = Scratch::default();
+    tail.put(ATTEMPT_KEY);
+    put_uint(&mut tail, u64::from(task.attempt));
+    tail.put(TIMEOUT_KEY);
+    put_uint(&mut tail, task.timeout_ms);
+    dst.reserve(4 + len);
+    dst.extend_from_slice(head.bytes());
+    dst.extend_from_slice(kind);
+    dst.extend_from_slice(middle.bytes());
+    dst.extend_from_slice(task.payload);
+    dst.extend_from_slice(tail.bytes());
+    Ok(())
+}
+
+/// A few bytes of a frame built on the stack (at most 48: the longest piece is
+/// the head, 4 + 14 + 9 + 10 + 5 = 42 bytes).
+struct Scratch {
+    buf: [u8; 48],
+    len: usize,
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Self {
+            buf: [0; 48],
+            len: 0,
+        }
+    }
+}
+
+impl Scratch {
+    fn put(&mut self, bytes: &[u8]) {
+        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+/// Bytes of the smallest MessagePack unsigned integer holding `v`.
+fn uint_len(v: u64) -> usize {
+    match v {
+        0..=0x7f => 1,
+        0x80..=0xff => 2,
+        0x100..=0xffff => 3,
+        0x1_0000..=0xffff_ffff => 5,
+        _ => 9,
+    }
+}
+
+/// Bytes of a `str` marker with its length (a fixstr up to 31 bytes).
+fn str_head_len(len: usize) -> usize {
+    match len {
+        0..=0x1f => 1,
+        0x20..=0xff => 2,
+        0x100..=0xffff => 3,
+        _ => 5,
+    }
+}
+
+/// Bytes of a `bin` marker with its length.
+fn bin_head_len(len: usize) -> usize {
+    match len {
+        0..=0xff => 2,
+        0x100..=0xffff => 3,
+        _ => 5,
+    }
+}
+
+/// The smallest MessagePack unsigned integer, as `rmp::encode::write_uint` writes it.
+fn put_uint(dst: &mut Scratch, v: u64) {
+    if let Ok(small) = u8::try_from(v) {
+        if small <= 0x7f {
+            dst.put(&[small]);
+        } else {
+            dst.put(&[0xcc, small]);
+        }
+    } else if let Ok(v) = u16::try_from(v) {
+        dst.put(&[0xcd]);
+        dst.put(&v.to_be_bytes());
+    } else if let Ok(v) = u32::try_from(v) {
+        dst.put(&[0xce]);
+        dst.put(&v.to_be_bytes());
+    } else {
+        dst.put(&[0xcf]);
+        dst.put(&v.to_be_bytes());
+    }
+}
+
+/// A `str` marker and length, as `rmp::encode::write_str_len` writes it (`len`
+/// fits in u32: the caller checked the frame).
+fn put_str_head(dst: &mut Scratch, len: usize) {
+    if len <= 0x1f {
+        dst.put(&[0xa0 | len as u8]);
+    } else if let Ok(len) = u8::try_from(len) {
+        dst.put(&[0xd9, len]);
+    } else if let Ok(len) = u16::try_from(len) {
+        dst.put(&[0xda]);
+        dst.put(&len.to_be_bytes());
+    } else {
+        dst.put(&[0xdb]);
+        dst.put(&(len as u32).to_be_bytes());
+    }
+}
+
+/// A `bin` marker and length, as `rmp::encode::write_bin_len` writes it.
+fn put_bin_head(dst: &mut Scratch, len: usize) {
+    if let Ok(len) = u8::try_from(len) {
+        dst.put(&[0xc4, len]);
+    } else if let Ok(len) = u16::try_from(len) {
+        dst.put(&[0xc5]);
+        dst.put(&len.to_be_bytes());
+    } else {
+        dst.put(&[0xc6]);
+        dst.put(&(len as u32).to_be_bytes());
+    }
+}
+
+/// Takes `expected` off the front of `rd`.
+fn exact(rd: &mut &[u8], expected: &[u8]) -> Option<()> {
+    *rd = rd.strip_prefix(expected)?;
+    Some(())
+}
+
+/// Takes `n` bytes off the front of `rd`.
+fn take<'a>(rd: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    if rd.len() < n {
+        return None;
+    }
+    let (head, rest) = rd.split_at(n);
+    *rd = rest;
+    Some(head)
+}
+
+fn be<const N: usize>(rd: &mut &[u8]) -> Option<[u8; N]> {
+    take(rd, N)?.try_into().ok()
+}
+
+/// An unsigned integer in any of MessagePack's unsigned forms.
+fn raw_uint(rd: &mut &[u8]) -> Option<u64> {
+    let (&marker, rest) = rd.split_first()?;
+    *rd = rest;
+    match marker {
+        0x00..=0x7f => Some(u64::from(marker)),
+        0xcc => Some(u64::from(u8::from_be_bytes(be(rd)?))),
+        0xcd => Some(u64::from(u16::from_be_bytes(be(rd)?))),
+        0xce => Some(u64::from(u32::from_be_bytes(be(rd)?))),
+        0xcf => Some(u64::from_be_bytes(be(rd)?)),
+        _ => None,
+    }
+}
+
+/// A `bin` in any of its forms.
+fn raw_bin<'a>(rd: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let (&marker, rest) = rd.split_first()?;
+    *rd = rest;
+    let len = match marker {
+        0xc4 => usize::from(u8::from_be_bytes(be(rd)?)),
+        0xc5 => usize::from(u16::from_be_bytes(be(rd)?)),
+        0xc6 => usize::try_from(u32::from_be_bytes(be(rd)?)).ok()?,
+        _ => return None,
+    };
+    take(rd, len)
+}
+
+/// A `result` map with its keys in the order the SDKs write them (`type`, `id`,
+/// `payload`), read by comparing raw bytes.
+fn result_in_order(body: &[u8]) -> Option<FromWorker<'_>> {
+    let mut rd = body;
+    exact(&mut rd, RESULT_HEAD)?;
+    let id = raw_uint(&mut rd)?;
+    exact(&mut rd, PAYLOAD_KEY)?;
+    let payload = raw_bin(&mut rd)?;
+    rd.is_empty().then_some(FromWorker::Result { id, payload })
+}
 
 /// Reads a map key or a string value.
 fn read_str<'a>(rd: &mut &'a [u8]) -> Option<&'a str> {
@@ -51,6 +286,9 @@ mod num_like {
 
 /// `{"type": "result", "id": u64, "payload": bin}` in any key order.
 pub(super) fn result(body: &[u8]) -> Option<FromWorker<'_>> {
+    if let Some(result) = result_in_order(body) {
+        return Some(result);
+    }
     let mut rd = body;
     let n = rmp::decode::read_map_len(&mut rd).ok()?;
     if n != 3 {
@@ -140,6 +378,86 @@ mod tests {
                 assert_eq!(serde, m);
             }
         }
+    }
+
+    #[test]
+    fn encode_task_writes_the_bytes_serde_writes() {
+        let long_type = "t".repeat(300);
+        let types = [
+            "",
+            "echo",
+            "ünïcödé",
+            "a-type-name-of-exactly-31-bytes",
+            &long_type,
+        ];
+        let big = vec![7u8; 70_000];
+        let payloads = [
+            &b""[..],
+            b"\x91\x01",
+            &[1u8; 255][..],
+            &[2u8; 256][..],
+            &big,
+        ];
+        let ints = [
+            0,
+            1,
+            127,
+            128,
+            255,
+            256,
+            65_535,
+            65_536,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ];
+        for task_type in types {
+            for payload in payloads {
+                for n in ints {
+                    let frame = TaskFrame {
+                        id: n,
+                        task_type,
+                        payload,
+                        attempt: u32::try_from(n).unwrap_or(u32::MAX),
+                        timeout_ms: n.rotate_left(7),
+                    };
+                    let mut fast = BytesMut::from(&b"kept"[..]);
+                    encode_task(&frame, &mut fast, usize::MAX >> 1).unwrap();
+                    let mut serde = BytesMut::from(&b"kept"[..]);
+                    crate::protocol::encode_frame(
+                        &ToWorker::Task(frame.clone()),
+                        &mut serde,
+                        usize::MAX >> 1,
+                    )
+                    .unwrap();
+                    assert_eq!(fast, serde, "{task_type:?}, {} B, {n}", payload.len());
+                    assert_eq!(task(&fast[8..]), Some(ToWorker::Task(frame)));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn encode_task_refuses_a_body_over_max_frame_as_serde_does_and_writes_nothing() {
+        let frame = TaskFrame {
+            id: 1,
+            task_type: "echo",
+            payload: &[0u8; 100],
+            attempt: 1,
+            timeout_ms: 1000,
+        };
+        let mut exact = BytesMut::new();
+        encode_task(&frame, &mut exact, usize::MAX >> 1).unwrap();
+        let body = exact.len() - 4;
+        let mut fits = BytesMut::new();
+        assert!(encode_task(&frame, &mut fits, body).is_ok());
+        let mut fast = BytesMut::from(&b"kept"[..]);
+        let fast_err = encode_task(&frame, &mut fast, body - 1).unwrap_err();
+        let mut serde = BytesMut::from(&b"kept"[..]);
+        let message = ToWorker::Task(frame);
+        let serde_err = crate::protocol::encode_frame(&message, &mut serde, body - 1).unwrap_err();
+        assert_eq!(fast_err.to_string(), serde_err.to_string());
+        assert_eq!(&fast[..], b"kept");
+        assert_eq!(&serde[..], b"kept");
     }
 
     #[test]
