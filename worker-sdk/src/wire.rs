@@ -11,6 +11,7 @@
 //! for `FromWorker::Result`.
 
 use bytes::BytesMut;
+use pool_core::protocol::cursor::{bin, exact, string, uint};
 use pool_core::protocol::{decode_to_worker, FrameError, TaskFrame, ToWorker};
 
 /// Decodes a frame body sent by the manager (a `task` without serde).
@@ -119,68 +120,6 @@ fn put_bin_head(put: &mut impl FnMut(&[u8]), len: usize) {
         put(&[0xc6]);
         put(&(len as u32).to_be_bytes());
     }
-}
-
-/// Takes `expected` off the front of `rd`.
-fn exact(rd: &mut &[u8], expected: &[u8]) -> Option<()> {
-    *rd = rd.strip_prefix(expected)?;
-    Some(())
-}
-
-/// Takes `n` bytes off the front of `rd`.
-fn take<'a>(rd: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-    if rd.len() < n {
-        return None;
-    }
-    let (head, rest) = rd.split_at(n);
-    *rd = rest;
-    Some(head)
-}
-
-fn be<const N: usize>(rd: &mut &[u8]) -> Option<[u8; N]> {
-    take(rd, N)?.try_into().ok()
-}
-
-/// An unsigned integer in any of MessagePack's unsigned forms.
-fn uint(rd: &mut &[u8]) -> Option<u64> {
-    let (&marker, rest) = rd.split_first()?;
-    *rd = rest;
-    match marker {
-        0x00..=0x7f => Some(u64::from(marker)),
-        0xcc => Some(u64::from(u8::from_be_bytes(be(rd)?))),
-        0xcd => Some(u64::from(u16::from_be_bytes(be(rd)?))),
-        0xce => Some(u64::from(u32::from_be_bytes(be(rd)?))),
-        0xcf => Some(u64::from_be_bytes(be(rd)?)),
-        _ => None,
-    }
-}
-
-/// A `str` in any of its forms, checked to be UTF-8.
-fn string<'a>(rd: &mut &'a [u8]) -> Option<&'a str> {
-    let (&marker, rest) = rd.split_first()?;
-    *rd = rest;
-    let len = match marker {
-        0xa0..=0xbf => usize::from(marker & 0x1f),
-        0xd9 => usize::from(u8::from_be_bytes(be(rd)?)),
-        0xda => usize::from(u16::from_be_bytes(be(rd)?)),
-        0xdb => usize::try_from(u32::from_be_bytes(be(rd)?)).ok()?,
-        _ => return None,
-    };
-    let bytes = take(rd, len)?;
-    std::str::from_utf8(bytes).ok()
-}
-
-/// A `bin` in any of its forms.
-fn bin<'a>(rd: &mut &'a [u8]) -> Option<&'a [u8]> {
-    let (&marker, rest) = rd.split_first()?;
-    *rd = rest;
-    let len = match marker {
-        0xc4 => usize::from(u8::from_be_bytes(be(rd)?)),
-        0xc5 => usize::from(u16::from_be_bytes(be(rd)?)),
-        0xc6 => usize::try_from(u32::from_be_bytes(be(rd)?)).ok()?,
-        _ => return None,
-    };
-    take(rd, len)
 }
 
 /// A `task` map with its keys in the order the manager writes them (`type`, `id`,

@@ -16,6 +16,7 @@
 
 use bytes::BytesMut;
 
+use super::cursor::{bin as raw_bin, exact, uint as raw_uint};
 use super::{FrameError, FromWorker, TaskFrame, ToWorker};
 
 /// map(6), "type", "task", "id"
@@ -186,53 +187,6 @@ fn put_bin_head(dst: &mut Scratch, len: usize) {
         dst.put(&[0xc6]);
         dst.put(&(len as u32).to_be_bytes());
     }
-}
-
-/// Takes `expected` off the front of `rd`.
-fn exact(rd: &mut &[u8], expected: &[u8]) -> Option<()> {
-    *rd = rd.strip_prefix(expected)?;
-    Some(())
-}
-
-/// Takes `n` bytes off the front of `rd`.
-fn take<'a>(rd: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-    if rd.len() < n {
-        return None;
-    }
-    let (head, rest) = rd.split_at(n);
-    *rd = rest;
-    Some(head)
-}
-
-fn be<const N: usize>(rd: &mut &[u8]) -> Option<[u8; N]> {
-    take(rd, N)?.try_into().ok()
-}
-
-/// An unsigned integer in any of MessagePack's unsigned forms.
-fn raw_uint(rd: &mut &[u8]) -> Option<u64> {
-    let (&marker, rest) = rd.split_first()?;
-    *rd = rest;
-    match marker {
-        0x00..=0x7f => Some(u64::from(marker)),
-        0xcc => Some(u64::from(u8::from_be_bytes(be(rd)?))),
-        0xcd => Some(u64::from(u16::from_be_bytes(be(rd)?))),
-        0xce => Some(u64::from(u32::from_be_bytes(be(rd)?))),
-        0xcf => Some(u64::from_be_bytes(be(rd)?)),
-        _ => None,
-    }
-}
-
-/// A `bin` in any of its forms.
-fn raw_bin<'a>(rd: &mut &'a [u8]) -> Option<&'a [u8]> {
-    let (&marker, rest) = rd.split_first()?;
-    *rd = rest;
-    let len = match marker {
-        0xc4 => usize::from(u8::from_be_bytes(be(rd)?)),
-        0xc5 => usize::from(u16::from_be_bytes(be(rd)?)),
-        0xc6 => usize::try_from(u32::from_be_bytes(be(rd)?)).ok()?,
-        _ => return None,
-    };
-    take(rd, len)
 }
 
 /// A `result` map with its keys in the order the SDKs write them (`type`, `id`,

@@ -9,6 +9,7 @@
 //! every message byte by byte.
 
 mod codec;
+pub mod cursor;
 mod error;
 mod fast;
 mod message;
