@@ -176,8 +176,12 @@ async fn mem(n: usize) {
         let chunk: Vec<Task> = it.by_ref().take(100_000).map(|p| echo(&p)).collect();
         drop(pool.submit_many(chunk).await.expect("submit"));
     }
-    // Wait for the actor to take everything in.
-    while pool.metrics().tasks.queued < n as u64 {
+    // Wait for the actor to take everything in: the blocker and the tasks in
+    // the worker's prefetch window count as in flight, the rest as queued.
+    while {
+        let t = pool.metrics().tasks;
+        t.queued + t.in_flight < n as u64 + 1
+    } {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
