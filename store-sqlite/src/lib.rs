@@ -32,6 +32,7 @@
 //! std::fs::remove_dir_all(&dir).unwrap();
 //! ```
 
+mod counts;
 mod ops;
 mod schema;
 mod writer;

@@ -6,6 +6,8 @@ use task_source::{
     TaskRecord, TaskState,
 };
 
+use crate::counts::StateDelta;
+
 const COLS: &str = "id, type, payload, priority, timeout_ms, state, attempts, error_kind, \
                     error_message, line, created_ms, updated_ms, due_ms, history";
 
@@ -54,6 +56,7 @@ pub(crate) fn accept(
     )?;
     let mut known = conn.prepare_cached("SELECT state FROM tasks WHERE id = ?1")?;
     let mut out = Vec::with_capacity(tasks.len());
+    let mut delta = StateDelta::default();
     for t in tasks {
         let n = insert.execute(params![
             t.id,
@@ -64,6 +67,7 @@ pub(crate) fn accept(
             now
         ])?;
         if n == 1 {
+            delta.add(TaskState::Queued, 1);
             out.push(Admission::Accepted);
         } else {
             let state: String = known.query_row([&t.id], |r| r.get(0))?;
@@ -72,6 +76,7 @@ pub(crate) fn accept(
             ));
         }
     }
+    delta.apply(conn)?;
     Ok(out)
 }
 
@@ -82,14 +87,15 @@ pub(crate) fn accept(
 /// queued, against 0.4 ms through the index), the bundled 3.46 does on a fresh
 /// store.
 pub(crate) const CLAIM: &str =
-    "SELECT seq, id, type, payload, priority, timeout_ms, attempts FROM tasks INDEXED BY tasks_ready
+    "SELECT seq, id, type, payload, priority, timeout_ms, attempts, state FROM tasks INDEXED BY tasks_ready
      WHERE state IN ('queued','retrying') AND due_ms <= ?1
      ORDER BY priority, seq LIMIT ?2";
 
 pub(crate) fn claim(conn: &Connection, max: usize, now: u64) -> rusqlite::Result<Vec<Claimed>> {
     let mut select = conn.prepare_cached(CLAIM)?;
-    let rows: Vec<(i64, NewTask, u32)> = select
+    let rows: Vec<(i64, NewTask, u32, TaskState)> = select
         .query_map(params![now, max as i64], |r| {
+            let state: String = r.get(7)?;
             Ok((
                 r.get(0)?,
                 NewTask {
@@ -100,6 +106,12 @@ pub(crate) fn claim(conn: &Connection, max: usize, now: u64) -> rusqlite::Result
                     timeout_ms: r.get(5)?,
                 },
                 r.get(6)?,
+                // The query takes only these two.
+                if state == TaskState::Retrying.as_str() {
+                    TaskState::Retrying
+                } else {
+                    TaskState::Queued
+                },
             ))
         })?
         .collect::<rusqlite::Result<_>>()?;
@@ -109,13 +121,16 @@ pub(crate) fn claim(conn: &Connection, max: usize, now: u64) -> rusqlite::Result
         push_history("attempt", "attempts + 1")
     ))?;
     let mut out = Vec::with_capacity(rows.len());
-    for (seq, task, attempts) in rows {
+    let mut delta = StateDelta::default();
+    for (seq, task, attempts, state) in rows {
         update.execute(params![now, seq])?;
+        delta.moved(state, TaskState::Running, 1);
         out.push(Claimed {
             task,
             attempt: attempts + 1,
         });
     }
+    delta.apply(conn)?;
     Ok(out)
 }
 
@@ -136,14 +151,17 @@ pub(crate) fn settle(conn: &Connection, all: &[Settlement], now: u64) -> rusqlit
          WHERE id = ?2 AND state = 'running' AND attempts = ?3",
         push_history("interrupted", "?3")
     ))?;
+    let mut delta = StateDelta::default();
     for s in all {
+        // Only a task still running this attempt changes: a stale settlement
+        // (the attempt was recovered, requeued, settled already) does not.
         match &s.outcome {
             Outcome::Settled { state, line, error } => {
                 let (kind, message) = match error {
                     Some(e) => (Some(&e.kind), Some(&e.message)),
                     None => (None, None),
                 };
-                done.execute(params![
+                let n = done.execute(params![
                     now,
                     state.as_str(),
                     line,
@@ -152,9 +170,10 @@ pub(crate) fn settle(conn: &Connection, all: &[Settlement], now: u64) -> rusqlit
                     s.id,
                     s.attempt
                 ])?;
+                delta.moved(TaskState::Running, *state, n as i64);
             }
             Outcome::Retry { due_ms, error } => {
-                retry.execute(params![
+                let n = retry.execute(params![
                     now,
                     due_ms,
                     error.kind,
@@ -162,13 +181,15 @@ pub(crate) fn settle(conn: &Connection, all: &[Settlement], now: u64) -> rusqlit
                     s.id,
                     s.attempt
                 ])?;
+                delta.moved(TaskState::Running, TaskState::Retrying, n as i64);
             }
             Outcome::Interrupted => {
-                back.execute(params![now, s.id, s.attempt])?;
+                let n = back.execute(params![now, s.id, s.attempt])?;
+                delta.moved(TaskState::Running, TaskState::Queued, n as i64);
             }
         }
     }
-    Ok(())
+    delta.apply(conn)
 }
 
 pub(crate) fn recover(conn: &Connection, now: u64) -> rusqlite::Result<u64> {
@@ -179,6 +200,9 @@ pub(crate) fn recover(conn: &Connection, now: u64) -> rusqlite::Result<u64> {
         ),
         [now],
     )?;
+    let mut delta = StateDelta::default();
+    delta.moved(TaskState::Running, TaskState::Queued, n as i64);
+    delta.apply(conn)?;
     Ok(n as u64)
 }
 
@@ -225,18 +249,21 @@ pub(crate) fn requeue_dead(
         push_history("requeued", "0")
     ))?;
     let mut out = Vec::with_capacity(ids.len());
+    let mut delta = StateDelta::default();
     for id in ids {
         let found: Option<String> = state.query_row([&id], |r| r.get(0)).optional()?;
         let verdict = match found.as_deref().map(TaskState::parse) {
             None => Requeue::Unknown,
             Some(Some(TaskState::DeadLetter)) => {
-                update.execute(params![now, id])?;
+                let n = update.execute(params![now, id])?;
+                delta.moved(TaskState::DeadLetter, TaskState::Queued, n as i64);
                 Requeue::Requeued
             }
             Some(s) => Requeue::NotDeadLettered(s.unwrap_or(TaskState::Failed)),
         };
         out.push((id, verdict));
     }
+    delta.apply(conn)?;
     Ok(out)
 }
 
@@ -245,7 +272,10 @@ pub(crate) fn purge_dead(conn: &Connection) -> rusqlite::Result<Vec<String>> {
         .prepare_cached("SELECT id FROM tasks WHERE state = 'dead_letter' ORDER BY seq")?
         .query_map([], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
-    conn.execute("DELETE FROM tasks WHERE state = 'dead_letter'", [])?;
+    let n = conn.execute("DELETE FROM tasks WHERE state = 'dead_letter'", [])?;
+    let mut delta = StateDelta::default();
+    delta.add(TaskState::DeadLetter, -(n as i64));
+    delta.apply(conn)?;
     Ok(ids)
 }
 
@@ -258,32 +288,44 @@ pub(crate) fn used_bytes(conn: &Connection) -> rusqlite::Result<u64> {
 }
 
 /// Settled tasks other than dead letters (those stay until retried or purged).
-const PRUNABLE: &str = "('ok','failed','cancelled')";
+const PRUNABLE: [TaskState; 3] = [TaskState::Ok, TaskState::Failed, TaskState::Cancelled];
 
 pub(crate) fn prune(
     conn: &Connection,
     before: u64,
     max_bytes: Option<u64>,
 ) -> rusqlite::Result<u64> {
-    let mut removed = conn.execute(
-        &format!("DELETE FROM tasks WHERE state IN {PRUNABLE} AND updated_ms < ?1"),
-        [before],
-    )? as u64;
+    let mut delta = StateDelta::default();
+    let mut removed = 0;
+    let mut older =
+        conn.prepare_cached("DELETE FROM tasks WHERE state = ?1 AND updated_ms < ?2")?;
+    for state in PRUNABLE {
+        let n = older.execute(params![state.as_str(), before])?;
+        delta.add(state, -(n as i64));
+        removed += n as u64;
+    }
     if let Some(max) = max_bytes {
+        let states = PRUNABLE.map(|s| format!("'{}'", s.as_str())).join(",");
+        let mut oldest = conn.prepare_cached(&format!(
+            "DELETE FROM tasks WHERE seq IN (SELECT seq FROM tasks WHERE state IN ({states})
+             ORDER BY seq LIMIT 1000) RETURNING state"
+        ))?;
         while used_bytes(conn)? > max {
-            let n = conn.execute(
-                &format!(
-                    "DELETE FROM tasks WHERE seq IN (SELECT seq FROM tasks WHERE state IN {PRUNABLE}
-                     ORDER BY seq LIMIT 1000)"
-                ),
-                [],
-            )?;
-            if n == 0 {
+            let states: Vec<String> = oldest
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            if states.is_empty() {
                 break;
             }
-            removed += n as u64;
+            for state in &states {
+                if let Some(state) = TaskState::parse(state) {
+                    delta.add(state, -1);
+                }
+            }
+            removed += states.len() as u64;
         }
     }
+    delta.apply(conn)?;
     Ok(removed)
 }
 

@@ -4,7 +4,7 @@ use rusqlite::Connection;
 
 /// The schema version this build writes. A store with a higher version was
 /// written by a newer cortex-pool and is refused.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const V1: &str = "
 CREATE TABLE tasks (
@@ -51,6 +51,16 @@ END;
 PRAGMA user_version = 2;
 ";
 
+/// Version 3: the write operations keep `state_counts` themselves, one statement
+/// per state a write touched (`counts.rs`), instead of the triggers' statements
+/// on every changed row. The counts carry over unchanged.
+const V3: &str = "
+DROP TRIGGER tasks_count_insert;
+DROP TRIGGER tasks_count_delete;
+DROP TRIGGER tasks_count_update;
+PRAGMA user_version = 3;
+";
+
 /// What the version check found.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Version {
@@ -66,11 +76,13 @@ pub(crate) fn migrate(conn: &Connection) -> rusqlite::Result<Version> {
     if version > SCHEMA_VERSION {
         return Ok(Version::Newer(version));
     }
-    if version == 0 {
-        conn.execute_batch(&format!("BEGIN IMMEDIATE; {V1} {V2} COMMIT;"))?;
-    } else if version == 1 {
-        conn.execute_batch(&format!("BEGIN IMMEDIATE; {V2} COMMIT;"))?;
-    }
+    let steps = match version {
+        0 => [V1, V2, V3].join(" "),
+        1 => [V2, V3].join(" "),
+        2 => V3.to_owned(),
+        _ => return Ok(Version::Current),
+    };
+    conn.execute_batch(&format!("BEGIN IMMEDIATE; {steps} COMMIT;"))?;
     Ok(Version::Current)
 }
 
@@ -118,40 +130,71 @@ mod tests {
         );
     }
 
+    fn full_counts(conn: &Connection) -> Vec<(String, i64)> {
+        conn.prepare("SELECT state, count(*) FROM tasks GROUP BY state ORDER BY state")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    fn triggers(conn: &Connection) -> i64 {
+        conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'trigger'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    }
+
+    fn version(conn: &Connection) -> i64 {
+        conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap()
+    }
+
     #[test]
-    fn a_version_1_store_gets_its_counts_and_they_follow_every_change() {
+    fn a_version_1_store_gets_its_counts() {
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch(V1).unwrap();
         insert(&conn, "a", "queued");
         insert(&conn, "b", "queued");
         insert(&conn, "c", "succeeded");
         assert_eq!(migrate(&conn).unwrap(), Version::Current);
-        let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!(version(&conn), SCHEMA_VERSION);
         assert_eq!(
             counts(&conn),
             [("queued".to_owned(), 2), ("succeeded".to_owned(), 1)]
         );
-        insert(&conn, "d", "running");
-        conn.execute("UPDATE tasks SET state = 'running' WHERE id = 'a'", [])
-            .unwrap();
-        conn.execute("UPDATE tasks SET attempts = 2 WHERE id = 'b'", [])
-            .unwrap();
-        conn.execute("DELETE FROM tasks WHERE id = 'c'", [])
-            .unwrap();
+        assert_eq!(counts(&conn), full_counts(&conn));
+        assert_eq!(triggers(&conn), 0);
+    }
+
+    #[test]
+    fn a_version_2_store_keeps_its_counts_and_drops_its_triggers() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(V1).unwrap();
+        conn.execute_batch(V2).unwrap();
+        insert(&conn, "a", "queued");
+        insert(&conn, "b", "ok");
+        assert_eq!(triggers(&conn), 3);
+        assert_eq!(migrate(&conn).unwrap(), Version::Current);
+        assert_eq!(version(&conn), SCHEMA_VERSION);
+        assert_eq!(triggers(&conn), 0);
         assert_eq!(
             counts(&conn),
-            [("queued".to_owned(), 1), ("running".to_owned(), 2)]
+            [("ok".to_owned(), 1), ("queued".to_owned(), 1)]
         );
-        let full: Vec<(String, i64)> = conn
-            .prepare("SELECT state, count(*) FROM tasks GROUP BY state ORDER BY state")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
-        assert_eq!(counts(&conn), full);
+    }
+
+    #[test]
+    fn a_store_of_this_version_is_left_as_it_is() {
+        let conn = Connection::open_in_memory().unwrap();
+        migrate(&conn).unwrap();
+        insert(&conn, "a", "queued");
+        assert_eq!(migrate(&conn).unwrap(), Version::Current);
+        assert_eq!(version(&conn), SCHEMA_VERSION);
+        conn.execute_batch("PRAGMA user_version = 4").unwrap();
+        assert_eq!(migrate(&conn).unwrap(), Version::Newer(4));
     }
 }
