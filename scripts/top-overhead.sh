@@ -19,7 +19,8 @@
 # each switch gives the throughput of each window. Neighbouring windows share the
 # machine's load, so the ratio of each on-window to the mean of the off-windows
 # around it cancels drift; prints the mean and median of those ratios and the
-# standard error of the mean.
+# standard error of the mean, and the ratio of the totals with its jackknife
+# standard error.
 set -euo pipefail
 
 BIN=$(realpath "${BIN:-target/release/cortex-pool}")
@@ -118,12 +119,21 @@ windows() {
                 if (i == n) off = r[i - 1]; else off = (r[i - 1] + r[i + 1]) / 2
                 if (off <= 0) continue
                 k++; q[k] = r[i] / off; sum += q[k]; sumsq += q[k] * q[k]
+                on_w[k] = r[i]; off_w[k] = off; son += r[i]; soff += off
             }
             mean = sum / k; sd = sqrt((sumsq - k * mean * mean) / (k - 1))
+            # The ratio of the totals, and its jackknife standard error (each
+            # pair left out in turn): one slow window moves it less than the mean.
+            tot = son / soff
+            for (a = 1; a <= k; a++) { jk[a] = (son - on_w[a]) / (soff - off_w[a]); jm += jk[a] / k }
+            for (a = 1; a <= k; a++) jv += (jk[a] - jm) ^ 2
+            jse = sqrt(jv * (k - 1) / k)
             for (a = 1; a <= k; a++) for (b = a + 1; b <= k; b++) if (q[b] < q[a]) { t = q[a]; q[a] = q[b]; q[b] = t }
             med = (k % 2) ? q[(k + 1) / 2] : (q[k / 2] + q[k / 2 + 1]) / 2
             printf "on/off ratio over %d window pairs: mean %.4f (%+.2f %%), standard error %.4f, median %.4f\n",
                 k, mean, (mean - 1) * 100, sd / sqrt(k), med
+            printf "ratio of totals (on / off beside them): %.4f (%+.2f %%), jackknife standard error %.4f\n",
+                tot, (tot - 1) * 100, jse
         }'
 }
 
