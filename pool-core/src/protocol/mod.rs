@@ -10,6 +10,7 @@
 
 mod codec;
 pub mod cursor;
+pub mod emit;
 mod error;
 mod fast;
 mod message;
