@@ -13,6 +13,9 @@
 use bytes::BytesMut;
 use pool_core::protocol::cursor::{bin, exact, string, uint};
 use pool_core::protocol::emit::{bin_head_len, uint_len, Scratch};
+use pool_core::protocol::layout::{
+    ATTEMPT_KEY, PAYLOAD_KEY, RESULT_HEAD, TASK_HEAD, TASK_TYPE_KEY, TIMEOUT_KEY,
+};
 use pool_core::protocol::{decode_to_worker, FrameError, TaskFrame, ToWorker};
 
 /// Decodes a frame body sent by the manager (a `task` without serde).
@@ -55,25 +58,20 @@ pub(crate) fn encode_result(
     Ok(())
 }
 
-/// map(3), "type", "result", "id"
-const RESULT_HEAD: &[u8] = b"\x83\xa4type\xa6result\xa2id";
-/// "payload"
-const PAYLOAD_KEY: &[u8] = b"\xa7payload";
-
 /// A `task` map with its keys in the order the manager writes them (`type`, `id`,
 /// `task_type`, `payload`, `attempt`, `timeout_ms`); `None` for anything else,
 /// which the caller leaves to serde.
 fn task(body: &[u8]) -> Option<TaskFrame<'_>> {
     let mut rd = body;
-    exact(&mut rd, b"\x86\xa4type\xa4task\xa2id")?;
+    exact(&mut rd, TASK_HEAD)?;
     let id = uint(&mut rd)?;
-    exact(&mut rd, b"\xa9task_type")?;
+    exact(&mut rd, TASK_TYPE_KEY)?;
     let task_type = string(&mut rd)?;
-    exact(&mut rd, b"\xa7payload")?;
+    exact(&mut rd, PAYLOAD_KEY)?;
     let payload = bin(&mut rd)?;
-    exact(&mut rd, b"\xa7attempt")?;
+    exact(&mut rd, ATTEMPT_KEY)?;
     let attempt = u32::try_from(uint(&mut rd)?).ok()?;
-    exact(&mut rd, b"\xaatimeout_ms")?;
+    exact(&mut rd, TIMEOUT_KEY)?;
     let timeout_ms = uint(&mut rd)?;
     rd.is_empty().then_some(TaskFrame {
         id,

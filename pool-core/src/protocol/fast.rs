@@ -18,16 +18,8 @@ use bytes::BytesMut;
 
 use super::cursor::{bin as raw_bin, exact, uint as raw_uint};
 use super::emit::{bin_head_len, str_head_len, uint_len, Scratch};
+use super::layout::{ATTEMPT_KEY, PAYLOAD_KEY, RESULT_HEAD, TASK_HEAD, TASK_TYPE_KEY, TIMEOUT_KEY};
 use super::{FrameError, FromWorker, TaskFrame, ToWorker};
-
-/// map(6), "type", "task", "id"
-const TASK_HEAD: &[u8] = b"\x86\xa4type\xa4task\xa2id";
-/// map(3), "type", "result", "id"
-const RESULT_HEAD: &[u8] = b"\x83\xa4type\xa6result\xa2id";
-const TASK_TYPE_KEY: &[u8] = b"\xa9task_type";
-const PAYLOAD_KEY: &[u8] = b"\xa7payload";
-const ATTEMPT_KEY: &[u8] = b"\xa7attempt";
-const TIMEOUT_KEY: &[u8] = b"\xaatimeout_ms";
 
 /// Appends the frame (prefix and body) of `ToWorker::Task(task)` to `dst`, the
 /// bytes serde writes for it, without serde.

@@ -13,6 +13,7 @@ pub mod cursor;
 pub mod emit;
 mod error;
 mod fast;
+pub mod layout;
 mod message;
 
 pub use codec::{
