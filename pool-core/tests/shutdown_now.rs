@@ -10,6 +10,7 @@ use std::time::Duration;
 use pool_core::process::GroupSignal;
 use pool_core::testing::{MockAction, MockReceived, MockRecorder, MockTransport};
 use pool_core::{Failure, FinalStatus, Pool, PoolConfig, TaskHandle, Transport, WorkerCommand};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// Two workers whose tasks never answer and which only SIGKILL ends, no
@@ -36,18 +37,57 @@ async fn submit(pool: &Pool, n: u32) -> Vec<TaskHandle> {
     handles
 }
 
-/// What each of the two workers received besides its tasks.
-fn received(recorder: &MockRecorder) -> [Vec<MockReceived>; 2] {
-    ["worker-0", "worker-1"].map(|w| recorder.received(w).into_iter().map(|(_, r)| r).collect())
+/// What `worker` received besides its tasks.
+fn received_by(recorder: &MockRecorder, worker: &str) -> Vec<MockReceived> {
+    recorder
+        .received(worker)
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect()
 }
 
+/// What each of the two workers received besides its tasks.
+fn received(recorder: &MockRecorder) -> [Vec<MockReceived>; 2] {
+    ["worker-0", "worker-1"].map(|w| received_by(recorder, w))
+}
+
+/// Both workers received SIGKILL and nothing else.
+fn assert_only_killed(recorder: &MockRecorder) {
+    let only_kill = vec![MockReceived::Signal(GroupSignal::Kill)];
+    assert_eq!(received(recorder), [only_kill.clone(), only_kill]);
+}
+
+/// Calls `shutdown_now` and checks that it, and then the graceful shutdown
+/// `graceful` running alongside if any, returned without waiting any grace.
+async fn shutdown_now_at_once(pool: &Pool, graceful: Option<JoinHandle<()>>) {
+    let began = Instant::now();
+    pool.shutdown_now().await;
+    if let Some(graceful) = graceful {
+        graceful.await.unwrap();
+    }
+    assert!(
+        began.elapsed() < Duration::from_millis(20),
+        "no grace is waited: {:?}",
+        began.elapsed()
+    );
+}
+
+/// A graceful shutdown of `pool` running on its own task.
+fn shutdown_in_background(pool: &Pool) -> JoinHandle<()> {
+    let pool = pool.clone();
+    tokio::spawn(async move { pool.shutdown().await })
+}
+
+/// `handle`'s task ended without an answer, with `status` and `failure`.
+async fn assert_ends_as(handle: TaskHandle, status: FinalStatus, failure: Failure) {
+    let err = handle.await.expect_err("the task never answered");
+    assert_eq!((err.status, err.failure), (status, failure));
+}
+
+/// Every task of `handles` failed because the pool was shutting down.
 async fn assert_shutting_down(handles: Vec<TaskHandle>) {
     for handle in handles {
-        let err = handle.await.expect_err("no task can finish");
-        assert_eq!(
-            (err.status, err.failure),
-            (FinalStatus::Failed, Failure::ShuttingDown)
-        );
+        assert_ends_as(handle, FinalStatus::Failed, Failure::ShuttingDown).await;
     }
 }
 
@@ -55,15 +95,8 @@ async fn assert_shutting_down(handles: Vec<TaskHandle>) {
 async fn shutdown_now_kills_workers_that_ignore_shutdown_and_term_and_returns_at_once() {
     let (pool, recorder) = stubborn_pool(Duration::from_secs(60)).await;
     let handles = submit(&pool, 3).await;
-    let began = Instant::now();
-    pool.shutdown_now().await;
-    assert!(
-        began.elapsed() < Duration::from_millis(20),
-        "no grace is waited: {:?}",
-        began.elapsed()
-    );
-    let only_kill = vec![MockReceived::Signal(GroupSignal::Kill)];
-    assert_eq!(received(&recorder), [only_kill.clone(), only_kill]);
+    shutdown_now_at_once(&pool, None).await;
+    assert_only_killed(&recorder);
     assert_shutting_down(handles).await;
     let m = pool.metrics();
     assert_eq!(
@@ -80,25 +113,14 @@ async fn shutdown_now_kills_workers_that_ignore_shutdown_and_term_and_returns_at
 async fn shutdown_now_during_the_drain_kills_at_once_and_ends_the_graceful_shutdown_too() {
     let (pool, recorder) = stubborn_pool(Duration::from_secs(60)).await;
     let handles = submit(&pool, 2).await;
-    let graceful = tokio::spawn({
-        let pool = pool.clone();
-        async move { pool.shutdown().await }
-    });
+    let graceful = shutdown_in_background(&pool);
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(
         !graceful.is_finished(),
         "the drain waits for the stuck tasks"
     );
-    let began = Instant::now();
-    pool.shutdown_now().await;
-    graceful.await.unwrap();
-    assert!(
-        began.elapsed() < Duration::from_millis(20),
-        "{:?}",
-        began.elapsed()
-    );
-    let only_kill = vec![MockReceived::Signal(GroupSignal::Kill)];
-    assert_eq!(received(&recorder), [only_kill.clone(), only_kill]);
+    shutdown_now_at_once(&pool, Some(graceful)).await;
+    assert_only_killed(&recorder);
     assert_shutting_down(handles).await;
     assert_eq!(pool.metrics().workers.total, 0);
 }
@@ -108,21 +130,11 @@ async fn shutdown_now_between_stop_steps_kills_at_once_and_skips_the_steps_still
     let grace = common::config(2).kill_grace;
     let (pool, recorder) = stubborn_pool(Duration::from_secs(1)).await;
     let handles = submit(&pool, 2).await;
-    let graceful = tokio::spawn({
-        let pool = pool.clone();
-        async move { pool.shutdown().await }
-    });
+    let graceful = shutdown_in_background(&pool);
     // Past the drain deadline (cancel) and one grace more (`shutdown`); SIGTERM
     // would follow one grace later.
     tokio::time::sleep(Duration::from_secs(1) + grace + grace / 2).await;
-    let began = Instant::now();
-    pool.shutdown_now().await;
-    graceful.await.unwrap();
-    assert!(
-        began.elapsed() < Duration::from_millis(20),
-        "{:?}",
-        began.elapsed()
-    );
+    shutdown_now_at_once(&pool, Some(graceful)).await;
     let ids: Vec<u64> = {
         let mut ids: Vec<u64> = recorder.started().iter().map(|t| t.id).collect();
         ids.sort_unstable();
@@ -154,11 +166,7 @@ async fn a_task_its_caller_cancelled_ends_cancelled_when_shutdown_now_kills_its_
     cancelled.cancel();
     tokio::time::sleep(Duration::from_millis(10)).await;
     pool.shutdown_now().await;
-    let err = cancelled.await.expect_err("it never answered");
-    assert_eq!(
-        (err.status, err.failure),
-        (FinalStatus::Cancelled, Failure::Cancelled)
-    );
+    assert_ends_as(cancelled, FinalStatus::Cancelled, Failure::Cancelled).await;
     assert_shutting_down(handles).await;
 }
 
@@ -210,11 +218,9 @@ async fn a_worker_still_starting_when_shutdown_now_comes_is_killed_once_ready() 
     .expect("the pool stops although a worker became ready during the stop");
     assert_eq!(scaled.expect("within the bounds"), 2);
     assert_eq!(recorder.launches(), 2, "the second worker was launched");
-    let got: Vec<MockReceived> = recorder
-        .received("worker-1")
-        .into_iter()
-        .map(|(_, r)| r)
-        .collect();
-    assert_eq!(got, [MockReceived::Signal(GroupSignal::Kill)]);
+    assert_eq!(
+        received_by(&recorder, "worker-1"),
+        [MockReceived::Signal(GroupSignal::Kill)]
+    );
     assert_eq!(pool.metrics().workers.total, 0);
 }

@@ -12,6 +12,10 @@
 
 use bytes::BytesMut;
 use pool_core::protocol::cursor::{bin, exact, string, uint};
+use pool_core::protocol::emit::{bin_head_len, uint_len, Scratch};
+use pool_core::protocol::layout::{
+    ATTEMPT_KEY, PAYLOAD_KEY, RESULT_HEAD, TASK_HEAD, TASK_TYPE_KEY, TIMEOUT_KEY,
+};
 use pool_core::protocol::{decode_to_worker, FrameError, TaskFrame, ToWorker};
 
 /// Decodes a frame body sent by the manager (a `task` without serde).
@@ -41,85 +45,17 @@ pub(crate) fn encode_result(
         + PAYLOAD_KEY.len()
         + bin_head_len(payload.len())
         + payload.len();
-    if len > max_frame || u32::try_from(len).is_err() {
-        return Err(FrameError::TooLarge {
-            len,
-            max: max_frame,
-        });
-    }
     // Prefix and everything before the payload, built on the stack and appended in
     // one piece (at most 4 + 16 + 9 + 8 + 5 = 42 bytes).
-    let mut head = [0u8; 48];
-    let mut at = 0;
-    let mut put = |bytes: &[u8]| {
-        head[at..at + bytes.len()].copy_from_slice(bytes);
-        at += bytes.len();
-    };
-    put(&(len as u32).to_be_bytes());
-    put(RESULT_HEAD);
-    put_uint(&mut put, id);
-    put(PAYLOAD_KEY);
-    put_bin_head(&mut put, payload.len());
-    dst.reserve(at + payload.len());
-    dst.extend_from_slice(&head[..at]);
+    let mut head = Scratch::frame(len, max_frame)?;
+    head.put(RESULT_HEAD);
+    head.uint(id);
+    head.put(PAYLOAD_KEY);
+    head.bin_head(payload.len());
+    dst.reserve(head.bytes().len() + payload.len());
+    dst.extend_from_slice(head.bytes());
     dst.extend_from_slice(payload);
     Ok(())
-}
-
-/// map(3), "type", "result", "id"
-const RESULT_HEAD: &[u8] = b"\x83\xa4type\xa6result\xa2id";
-/// "payload"
-const PAYLOAD_KEY: &[u8] = b"\xa7payload";
-
-fn uint_len(v: u64) -> usize {
-    match v {
-        0..=0x7f => 1,
-        0x80..=0xff => 2,
-        0x100..=0xffff => 3,
-        0x1_0000..=0xffff_ffff => 5,
-        _ => 9,
-    }
-}
-
-/// The smallest MessagePack unsigned integer, as `rmp::encode::write_uint` writes it.
-fn put_uint(put: &mut impl FnMut(&[u8]), v: u64) {
-    if let Ok(small) = u8::try_from(v) {
-        if small <= 0x7f {
-            put(&[small]);
-        } else {
-            put(&[0xcc, small]);
-        }
-    } else if let Ok(v) = u16::try_from(v) {
-        put(&[0xcd]);
-        put(&v.to_be_bytes());
-    } else if let Ok(v) = u32::try_from(v) {
-        put(&[0xce]);
-        put(&v.to_be_bytes());
-    } else {
-        put(&[0xcf]);
-        put(&v.to_be_bytes());
-    }
-}
-
-fn bin_head_len(len: usize) -> usize {
-    match len {
-        0..=0xff => 2,
-        0x100..=0xffff => 3,
-        _ => 5,
-    }
-}
-
-/// The `bin` marker and length (`len` fits in u32: the caller checked the frame).
-fn put_bin_head(put: &mut impl FnMut(&[u8]), len: usize) {
-    if let Ok(len) = u8::try_from(len) {
-        put(&[0xc4, len]);
-    } else if let Ok(len) = u16::try_from(len) {
-        put(&[0xc5]);
-        put(&len.to_be_bytes());
-    } else {
-        put(&[0xc6]);
-        put(&(len as u32).to_be_bytes());
-    }
 }
 
 /// A `task` map with its keys in the order the manager writes them (`type`, `id`,
@@ -127,15 +63,15 @@ fn put_bin_head(put: &mut impl FnMut(&[u8]), len: usize) {
 /// which the caller leaves to serde.
 fn task(body: &[u8]) -> Option<TaskFrame<'_>> {
     let mut rd = body;
-    exact(&mut rd, b"\x86\xa4type\xa4task\xa2id")?;
+    exact(&mut rd, TASK_HEAD)?;
     let id = uint(&mut rd)?;
-    exact(&mut rd, b"\xa9task_type")?;
+    exact(&mut rd, TASK_TYPE_KEY)?;
     let task_type = string(&mut rd)?;
-    exact(&mut rd, b"\xa7payload")?;
+    exact(&mut rd, PAYLOAD_KEY)?;
     let payload = bin(&mut rd)?;
-    exact(&mut rd, b"\xa7attempt")?;
+    exact(&mut rd, ATTEMPT_KEY)?;
     let attempt = u32::try_from(uint(&mut rd)?).ok()?;
-    exact(&mut rd, b"\xaatimeout_ms")?;
+    exact(&mut rd, TIMEOUT_KEY)?;
     let timeout_ms = uint(&mut rd)?;
     rd.is_empty().then_some(TaskFrame {
         id,

@@ -102,15 +102,16 @@ pub fn encode_frame<T: Serialize + ?Sized>(
         return Err(FrameError::Malformed(e.to_string()));
     }
     let len = dst.len() - start - PREFIX;
-    if len > max_frame || u32::try_from(len).is_err() {
-        dst.truncate(start);
-        return Err(FrameError::TooLarge {
-            len,
-            max: max_frame,
-        });
+    match super::emit::frame_prefix(len, max_frame) {
+        Ok(prefix) => {
+            dst[start..start + PREFIX].copy_from_slice(&prefix);
+            Ok(())
+        }
+        Err(e) => {
+            dst.truncate(start);
+            Err(e)
+        }
     }
-    dst[start..start + PREFIX].copy_from_slice(&(len as u32).to_be_bytes());
-    Ok(())
 }
 
 /// Decodes a frame body sent by a worker. Borrowed fields point into `body`.

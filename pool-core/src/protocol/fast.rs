@@ -17,16 +17,9 @@
 use bytes::BytesMut;
 
 use super::cursor::{bin as raw_bin, exact, uint as raw_uint};
+use super::emit::{bin_head_len, str_head_len, uint_len, Scratch};
+use super::layout::{ATTEMPT_KEY, PAYLOAD_KEY, RESULT_HEAD, TASK_HEAD, TASK_TYPE_KEY, TIMEOUT_KEY};
 use super::{FrameError, FromWorker, TaskFrame, ToWorker};
-
-/// map(6), "type", "task", "id"
-const TASK_HEAD: &[u8] = b"\x86\xa4type\xa4task\xa2id";
-/// map(3), "type", "result", "id"
-const RESULT_HEAD: &[u8] = b"\x83\xa4type\xa6result\xa2id";
-const TASK_TYPE_KEY: &[u8] = b"\xa9task_type";
-const PAYLOAD_KEY: &[u8] = b"\xa7payload";
-const ATTEMPT_KEY: &[u8] = b"\xa7attempt";
-const TIMEOUT_KEY: &[u8] = b"\xaatimeout_ms";
 
 /// Appends the frame (prefix and body) of `ToWorker::Task(task)` to `dst`, the
 /// bytes serde writes for it, without serde.
@@ -52,28 +45,22 @@ pub(crate) fn encode_task(
         + uint_len(u64::from(task.attempt))
         + TIMEOUT_KEY.len()
         + uint_len(task.timeout_ms);
-    if len > max_frame || u32::try_from(len).is_err() {
-        return Err(FrameError::TooLarge {
-            len,
-            max: max_frame,
-        });
-    }
     // Everything but the type's and the payload's bytes is built on the stack
-    // and appended in three pieces.
-    let mut head = Scratch::default();
-    head.put(&(len as u32).to_be_bytes());
+    // and appended in three pieces (the longest, the head, is at most
+    // 4 + 14 + 9 + 10 + 5 = 42 bytes).
+    let mut head = Scratch::frame(len, max_frame)?;
     head.put(TASK_HEAD);
-    put_uint(&mut head, task.id);
+    head.uint(task.id);
     head.put(TASK_TYPE_KEY);
-    put_str_head(&mut head, kind.len());
-    let mut middle = Scratch::default();
+    head.str_head(kind.len());
+    let mut middle = Scratch::new();
     middle.put(PAYLOAD_KEY);
-    put_bin_head(&mut middle, task.payload.len());
-    let mut tail = Scratch::default();
+    middle.bin_head(task.payload.len());
+    let mut tail = Scratch::new();
     tail.put(ATTEMPT_KEY);
-    put_uint(&mut tail, u64::from(task.attempt));
+    tail.uint(u64::from(task.attempt));
     tail.put(TIMEOUT_KEY);
-    put_uint(&mut tail, task.timeout_ms);
+    tail.uint(task.timeout_ms);
     dst.reserve(4 + len);
     dst.extend_from_slice(head.bytes());
     dst.extend_from_slice(kind);
@@ -81,112 +68,6 @@ pub(crate) fn encode_task(
     dst.extend_from_slice(task.payload);
     dst.extend_from_slice(tail.bytes());
     Ok(())
-}
-
-/// A few bytes of a frame built on the stack (at most 48: the longest piece is
-/// the head, 4 + 14 + 9 + 10 + 5 = 42 bytes).
-struct Scratch {
-    buf: [u8; 48],
-    len: usize,
-}
-
-impl Default for Scratch {
-    fn default() -> Self {
-        Self {
-            buf: [0; 48],
-            len: 0,
-        }
-    }
-}
-
-impl Scratch {
-    fn put(&mut self, bytes: &[u8]) {
-        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
-        self.len += bytes.len();
-    }
-
-    fn bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
-    }
-}
-
-/// Bytes of the smallest MessagePack unsigned integer holding `v`.
-fn uint_len(v: u64) -> usize {
-    match v {
-        0..=0x7f => 1,
-        0x80..=0xff => 2,
-        0x100..=0xffff => 3,
-        0x1_0000..=0xffff_ffff => 5,
-        _ => 9,
-    }
-}
-
-/// Bytes of a `str` marker with its length (a fixstr up to 31 bytes).
-fn str_head_len(len: usize) -> usize {
-    match len {
-        0..=0x1f => 1,
-        0x20..=0xff => 2,
-        0x100..=0xffff => 3,
-        _ => 5,
-    }
-}
-
-/// Bytes of a `bin` marker with its length.
-fn bin_head_len(len: usize) -> usize {
-    match len {
-        0..=0xff => 2,
-        0x100..=0xffff => 3,
-        _ => 5,
-    }
-}
-
-/// The smallest MessagePack unsigned integer, as `rmp::encode::write_uint` writes it.
-fn put_uint(dst: &mut Scratch, v: u64) {
-    if let Ok(small) = u8::try_from(v) {
-        if small <= 0x7f {
-            dst.put(&[small]);
-        } else {
-            dst.put(&[0xcc, small]);
-        }
-    } else if let Ok(v) = u16::try_from(v) {
-        dst.put(&[0xcd]);
-        dst.put(&v.to_be_bytes());
-    } else if let Ok(v) = u32::try_from(v) {
-        dst.put(&[0xce]);
-        dst.put(&v.to_be_bytes());
-    } else {
-        dst.put(&[0xcf]);
-        dst.put(&v.to_be_bytes());
-    }
-}
-
-/// A `str` marker and length, as `rmp::encode::write_str_len` writes it (`len`
-/// fits in u32: the caller checked the frame).
-fn put_str_head(dst: &mut Scratch, len: usize) {
-    if len <= 0x1f {
-        dst.put(&[0xa0 | len as u8]);
-    } else if let Ok(len) = u8::try_from(len) {
-        dst.put(&[0xd9, len]);
-    } else if let Ok(len) = u16::try_from(len) {
-        dst.put(&[0xda]);
-        dst.put(&len.to_be_bytes());
-    } else {
-        dst.put(&[0xdb]);
-        dst.put(&(len as u32).to_be_bytes());
-    }
-}
-
-/// A `bin` marker and length, as `rmp::encode::write_bin_len` writes it.
-fn put_bin_head(dst: &mut Scratch, len: usize) {
-    if let Ok(len) = u8::try_from(len) {
-        dst.put(&[0xc4, len]);
-    } else if let Ok(len) = u16::try_from(len) {
-        dst.put(&[0xc5]);
-        dst.put(&len.to_be_bytes());
-    } else {
-        dst.put(&[0xc6]);
-        dst.put(&(len as u32).to_be_bytes());
-    }
 }
 
 /// A `result` map with its keys in the order the SDKs write them (`type`, `id`,

@@ -10,8 +10,10 @@
 
 mod codec;
 pub mod cursor;
+pub mod emit;
 mod error;
 mod fast;
+pub mod layout;
 mod message;
 
 pub use codec::{
