@@ -17,7 +17,7 @@ use super::alerts::{Alert, AlertLog};
 use super::autoscale::AutoscaleState;
 use super::config::PoolConfig;
 use super::events::PoolEvent;
-use super::handle::BoxedOutcome;
+use super::ledger::Answer;
 use super::metrics::{Stats, WorkerStatus};
 use super::pool::WorkerCommand;
 use super::probe_set::ProbeSet;
@@ -172,7 +172,8 @@ pub(crate) struct Pending {
     pub(crate) id: u64,
     pub(crate) task: Task,
     pub(crate) attempts: u32,
-    pub(crate) reply: oneshot::Sender<BoxedOutcome>,
+    /// How its caller is told the outcome: only the ledger settles it.
+    pub(crate) answer: Answer,
     /// Whether it still holds one of the queue's `max_queue_len` slots (released
     /// when it first leaves the queue; retries re-enter without one).
     pub(crate) holds_queue_slot: bool,

@@ -411,7 +411,6 @@ impl Actor {
             }
         }
         let stats = &self.shared.stats;
-        Stats::bump(&stats.completed);
         stats
             .run_us_total
             .fetch_add(run_time.as_micros() as u64, Relaxed);
@@ -437,7 +436,7 @@ impl Actor {
             queue_time: started.duration_since(pending.queued_at),
         };
         self.publish_task_gauges();
-        let _ = pending.reply.send(Box::new(Ok(output)));
+        pending.answer.completed(&self.shared.stats, output);
     }
 
     /// An attempt failed: retry it, dead-letter it, or fail it for good.
@@ -499,7 +498,6 @@ impl Actor {
     }
 
     fn dead_letter(&mut self, pending: Pending, failure: Failure) {
-        Stats::bump(&self.shared.stats.dead_lettered);
         self.shared.emit(|| PoolEvent::TaskDeadLettered {
             task: pending.id,
             attempts: pending.attempts,
@@ -532,7 +530,7 @@ impl Actor {
         stats.dlq_len.store(self.dlq.len() as u64, Relaxed);
         stats.dlq_evicted.store(self.dlq.evicted(), Relaxed);
         self.publish_task_gauges();
-        let _ = pending.reply.send(Box::new(Err(error)));
+        pending.answer.failed(stats, error);
     }
 
     /// Ends a task without a result (not through the DLQ).
@@ -543,14 +541,9 @@ impl Actor {
         failure: Failure,
     ) {
         release_queue_slot(&self.shared, &mut pending);
-        let stats = &self.shared.stats;
-        match status {
-            FinalStatus::Cancelled => {
-                Stats::bump(&stats.cancelled);
-                self.shared
-                    .emit(|| PoolEvent::TaskCancelled { task: pending.id });
-            }
-            _ => Stats::bump(&stats.failed),
+        if status == FinalStatus::Cancelled {
+            self.shared
+                .emit(|| PoolEvent::TaskCancelled { task: pending.id });
         }
         let error = TaskError {
             id: pending.id,
@@ -560,7 +553,7 @@ impl Actor {
             worker: pending.last_worker.map(worker_name),
         };
         self.publish_task_gauges();
-        let _ = pending.reply.send(Box::new(Err(error)));
+        pending.answer.failed(&self.shared.stats, error);
     }
 
     /// A caller cancels task `id`.

@@ -13,6 +13,7 @@ mod handle;
 mod health_check;
 mod health_status;
 mod histogram;
+mod ledger;
 mod lifecycle;
 mod metrics;
 mod pool;

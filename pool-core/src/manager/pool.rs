@@ -14,6 +14,7 @@ use super::alerts::Alert;
 use super::config::PoolConfig;
 use super::events::PoolEvent;
 use super::handle::TaskHandle;
+use super::ledger::Answer;
 use super::metrics::{HealthSummary, PoolMetrics, WorkerStatus};
 use crate::balance::{BalancePolicy, FirstAvailable};
 use crate::error::{ConfigError, StartError, SubmitError};
@@ -345,12 +346,12 @@ impl Pool {
     /// the caller and released by the actor when the task leaves the queue).
     fn pending(&self, task: Task) -> (Pending, TaskHandle) {
         let id = self.shared.next_task_id.fetch_add(1, Relaxed);
-        let (reply, outcome) = oneshot::channel();
+        let (answer, outcome) = Answer::new();
         let pending = Pending {
             id,
             task,
             attempts: 0,
-            reply,
+            answer,
             holds_queue_slot: true,
             uncounted_requeues: 0,
             queued_at: Instant::now(),

@@ -1,0 +1,103 @@
+//! The task ledger: the one place a task is settled. A task's answer channel
+//! ([`Answer`]) can only be used through this module, and each way of settling
+//! consumes it, so a task is answered at most once by construction; settling
+//! also counts the outcome (completed, failed, cancelled, dead-lettered) just
+//! before the caller is told, so the counters and the answers cannot disagree.
+
+use tokio::sync::oneshot;
+
+use super::handle::{BoxedOutcome, FinalStatus, TaskError, TaskOutput};
+use super::metrics::Stats;
+
+/// The caller's side of one task: answered exactly once, by [`completed`] or
+/// [`failed`](Answer::failed).
+///
+/// [`completed`]: Answer::completed
+pub(crate) struct Answer(oneshot::Sender<BoxedOutcome>);
+
+impl Answer {
+    /// A new answer and the receiver its task handle waits on.
+    pub(crate) fn new() -> (Self, oneshot::Receiver<BoxedOutcome>) {
+        let (tx, rx) = oneshot::channel();
+        (Self(tx), rx)
+    }
+
+    /// Settles the task with its result.
+    pub(crate) fn completed(self, stats: &Stats, output: TaskOutput) {
+        Stats::bump(&stats.completed);
+        // A caller that dropped its handle is not waiting: nothing to tell.
+        let _ = self.0.send(Box::new(Ok(output)));
+    }
+
+    /// Settles the task without a result, counted by how it ended.
+    pub(crate) fn failed(self, stats: &Stats, error: TaskError) {
+        Stats::bump(match error.status {
+            FinalStatus::Cancelled => &stats.cancelled,
+            FinalStatus::DeadLettered => &stats.dead_lettered,
+            FinalStatus::Failed | FinalStatus::Exhausted => &stats.failed,
+        });
+        let _ = self.0.send(Box::new(Err(error)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::manager::Failure;
+
+    fn error(status: FinalStatus) -> TaskError {
+        TaskError {
+            id: 1,
+            status,
+            failure: Failure::Cancelled,
+            attempts: 1,
+            worker: None,
+        }
+    }
+
+    #[test]
+    fn each_outcome_is_counted_once_before_the_caller_hears_it() {
+        let stats = Stats::new();
+        let (answer, mut rx) = Answer::new();
+        answer.completed(
+            &stats,
+            TaskOutput {
+                id: 1,
+                payload: bytes::Bytes::new(),
+                attempts: 1,
+                worker: "worker-0".to_owned(),
+                run_time: Duration::ZERO,
+                queue_time: Duration::ZERO,
+            },
+        );
+        assert!(matches!(rx.try_recv().map(|o| o.is_ok()), Ok(true)));
+        assert_eq!(stats.completed.load(Relaxed), 1);
+        for status in [
+            FinalStatus::Cancelled,
+            FinalStatus::DeadLettered,
+            FinalStatus::Failed,
+            FinalStatus::Exhausted,
+        ] {
+            let (answer, mut rx) = Answer::new();
+            answer.failed(&stats, error(status));
+            let told = rx.try_recv().map(|o| o.err().map(|e| e.status));
+            assert!(matches!(told, Ok(Some(s)) if s == status), "{status:?}");
+        }
+        assert_eq!(stats.cancelled.load(Relaxed), 1);
+        assert_eq!(stats.dead_lettered.load(Relaxed), 1);
+        assert_eq!(stats.failed.load(Relaxed), 2);
+        assert_eq!(stats.completed.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn a_caller_that_dropped_its_handle_is_still_counted() {
+        let stats = Stats::new();
+        let (answer, rx) = Answer::new();
+        drop(rx);
+        answer.failed(&stats, error(FinalStatus::Failed));
+        assert_eq!(stats.failed.load(Relaxed), 1);
+    }
+}
