@@ -135,6 +135,7 @@ mod tests {
         assert_counts_true(&conn, "accept, twice for two ids");
         ops::claim(&conn, 6, 1).unwrap();
         assert_counts_true(&conn, "claim");
+        assert_eq!(ops::unsettled(&conn).unwrap(), 8, "6 running and 2 queued");
         let error = ErrorInfo {
             kind: "boom".to_owned(),
             message: "boom".to_owned(),
@@ -189,5 +190,17 @@ mod tests {
         ops::settle(&conn, &all, 11).unwrap();
         assert!(ops::prune(&conn, 0, Some(0)).unwrap() > 0);
         assert_counts_true(&conn, "prune by size");
+        let unsettled: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM tasks WHERE state IN ('queued','running','retrying')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(
+            ops::unsettled(&conn).unwrap(),
+            unsettled as u64,
+            "{unsettled}"
+        );
     }
 }

@@ -329,9 +329,11 @@ pub(crate) fn prune(
     Ok(removed)
 }
 
+/// Tasks waiting or running, from the kept counts: every `submit` asks, and
+/// counting the rows took time in proportion to the queue.
 pub(crate) fn unsettled(conn: &Connection) -> rusqlite::Result<u64> {
     conn.query_row(
-        "SELECT count(*) FROM tasks WHERE state IN ('queued','running','retrying')",
+        "SELECT coalesce(sum(n), 0) FROM state_counts WHERE state IN ('queued','running','retrying')",
         [],
         |r| r.get(0),
     )

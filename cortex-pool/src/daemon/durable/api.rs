@@ -134,10 +134,7 @@ pub(crate) async fn lookup(
             .filter_map(|id| {
                 let rx = receivers.remove(id)?;
                 let id = id.clone();
-                Some(async move {
-                    let _ = rx.await;
-                    id
-                })
+                Some(async move { (id, rx.await.ok()) })
             })
             .collect();
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
@@ -155,10 +152,24 @@ pub(crate) async fn lookup(
             while let Some(Some(more)) = futures_util::FutureExt::now_or_never(woken.next()) {
                 batch.push(more);
             }
-            let records = daemon.source.get(batch.clone()).await.unwrap_or_default();
-            for (id, record) in batch.iter().zip(&records) {
-                left.remove(id);
-                tally.send(id, record.as_ref(), out).await?;
+            // The feeder handed over each final line; an id without one
+            // (its waiter was dropped unanswered) is read from the store.
+            let mut unread = Vec::new();
+            for (id, settled) in batch {
+                left.remove(&id);
+                match settled {
+                    Some(s) => {
+                        let line = lines::settled(&id, s.state, Some(&s.line));
+                        tally.send_line(s.state == TaskState::Ok, line, out).await?;
+                    }
+                    None => unread.push(id),
+                }
+            }
+            if !unread.is_empty() {
+                let records = daemon.source.get(unread.clone()).await.unwrap_or_default();
+                for (id, record) in unread.iter().zip(&records) {
+                    tally.send(id, record.as_ref(), out).await?;
+                }
             }
         }
         // Timed out: the rest as they are now.
@@ -192,15 +203,23 @@ impl Tally {
         record: Option<&TaskRecord>,
         out: &mpsc::Sender<Reply>,
     ) -> Result<(), Closed> {
-        if lines::settled_ok(record) {
+        self.send_line(lines::settled_ok(record), lines::lookup(id, record), out)
+            .await
+    }
+
+    /// Sends one line, counted as settled ok or not.
+    async fn send_line(
+        &mut self,
+        ok: bool,
+        line: Value,
+        out: &mpsc::Sender<Reply>,
+    ) -> Result<(), Closed> {
+        if ok {
             self.ok += 1;
         } else {
             self.not_ok += 1;
         }
-        out.send(Reply::Line {
-            line: lines::lookup(id, record),
-        })
-        .await
+        out.send(Reply::Line { line }).await
     }
 }
 

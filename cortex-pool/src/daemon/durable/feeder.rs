@@ -47,7 +47,7 @@ fn window(daemon: &Daemon) -> usize {
 /// Runs until the daemon drains and every attempt it started has settled.
 pub(crate) async fn run(daemon: Arc<Daemon>) {
     let mut running: FuturesUnordered<BoxFuture<'static, Attempt>> = FuturesUnordered::new();
-    let mut unsaved: Vec<(Settlement, Option<String>)> = Vec::new();
+    let mut unsaved: Vec<Settlement> = Vec::new();
     let mut claim_failed_at: Option<Instant> = None;
     loop {
         let draining = daemon.draining.is_cancelled();
@@ -137,8 +137,8 @@ async fn start(daemon: &Daemon, claimed: Claimed) -> BoxFuture<'static, Attempt>
     }
 }
 
-/// The settlement of one attempt, and the id to wake when it is final.
-fn settlement(daemon: &Daemon, a: Attempt) -> (Settlement, Option<String>) {
+/// The settlement of one attempt.
+fn settlement(daemon: &Daemon, a: Attempt) -> Settlement {
     let id = a.claimed.task.id.clone();
     let attempt = a.claimed.attempt;
     let elapsed = a.started.elapsed();
@@ -194,26 +194,26 @@ fn settlement(daemon: &Daemon, a: Attempt) -> (Settlement, Option<String>) {
             }
         },
     };
-    let wake = matches!(outcome, Outcome::Settled { .. }).then(|| id.clone());
-    (
-        Settlement {
-            id,
-            attempt,
-            outcome,
-        },
-        wake,
-    )
+    Settlement {
+        id,
+        attempt,
+        outcome,
+    }
 }
 
-/// Commits the settlements; on success wakes their waiters, on failure keeps
-/// them for the next try.
-async fn save(daemon: &Daemon, unsaved: &mut Vec<(Settlement, Option<String>)>) {
-    let batch: Vec<Settlement> = unsaved.iter().map(|(s, _)| s.clone()).collect();
-    match daemon.source.settle(batch).await {
+/// Commits the settlements; on success hands the final ones to their
+/// waiters, on failure keeps them for the next try.
+async fn save(daemon: &Daemon, unsaved: &mut Vec<Settlement>) {
+    match daemon.source.settle(unsaved.clone()).await {
         Ok(()) => {
             daemon
                 .waiters
-                .settled(unsaved.iter().filter_map(|(_, w)| w.as_deref()));
+                .settled(unsaved.iter().filter_map(|s| match &s.outcome {
+                    Outcome::Settled { state, line, .. } => {
+                        Some((s.id.as_str(), *state, line.as_str()))
+                    }
+                    Outcome::Retry { .. } | Outcome::Interrupted => None,
+                }));
             unsaved.clear();
         }
         Err(e) => {

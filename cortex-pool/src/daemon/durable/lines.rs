@@ -8,13 +8,16 @@ use task_source::{TaskRecord, TaskState};
 pub(crate) fn lookup(id: &str, record: Option<&TaskRecord>) -> Value {
     match record {
         None => json!({"id": id, "status": "unknown"}),
-        Some(r) if r.state.is_settled() => r
-            .line
-            .as_deref()
-            .and_then(|l| serde_json::from_str(l).ok())
-            .unwrap_or_else(|| json!({"id": id, "status": r.state.as_str()})),
+        Some(r) if r.state.is_settled() => settled(id, r.state, r.line.as_deref()),
         Some(r) => json!({"id": id, "status": r.state.as_str(), "attempts": r.attempts}),
     }
+}
+
+/// The line of `id`, settled in `state`: its stored `run`-format line, else
+/// (none stored, or not JSON) `{"id", "status"}`.
+pub(crate) fn settled(id: &str, state: TaskState, line: Option<&str>) -> Value {
+    line.and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| json!({"id": id, "status": state.as_str()}))
 }
 
 /// Whether a record settled ok.
