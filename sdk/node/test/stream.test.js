@@ -1,6 +1,7 @@
 // Frames cut at every awkward place, or 1 200 of them in one read, through the frame
 // reader, an in-process Worker on a scripted link and a worker process: each task
-// gets exactly one reply with its id and payload.
+// gets exactly one reply with its id and payload, and replies that are ready
+// together leave in one write.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
@@ -160,6 +161,15 @@ for (const concurrency of [undefined, 1, 4]) {
     assertOneReplyEach(messages.filter(isReply));
   });
 }
+
+test('in process: the replies of tasks that finished together leave in one write', async () => {
+  const tasks = Array.from({ length: 1000 }, (_, k) => taskFrame(k + 1, 'echo'));
+  const { writes } = await serveScripted(testWorker(), [Buffer.concat([hello(), ...tasks, shutdown])]);
+  const perWrite = writes.map((w) => splitFrames(w).map((m) => m.type));
+  assert.deepEqual(perWrite[0], ['ready']);
+  assert.equal(perWrite.length, 2, `${perWrite.length - 1} writes for 1 000 replies`);
+  assert.equal(perWrite[1].length, 1000);
+});
 
 test('in process, concurrency 1: each reply is written before the next task starts', async () => {
   const worker = new Worker();
