@@ -3,6 +3,7 @@
 Run from sdk/python with ``python3 -m unittest`` (needs ``pip install msgpack``).
 """
 
+import fcntl
 import io
 import os
 import queue
@@ -11,6 +12,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import termios
 import threading
 import time
 import unittest
@@ -91,11 +93,30 @@ class WorkerProcess:
         self.proc.stdin.write(data)
         self.proc.stdin.flush()
 
+    def unread(self):
+        """Bytes written to the worker's stdin that it has not read yet (FIONREAD)."""
+        out = fcntl.ioctl(self.proc.stdin.fileno(), termios.FIONREAD, b"\0\0\0\0")
+        return struct.unpack("i", out)[0]
+
+    def send_bytewise(self, data, timeout=TIMEOUT):
+        """Writes ``data`` one byte at a time, each only once the worker has read
+        every earlier byte: each of its reads returns exactly one byte."""
+        deadline = time.monotonic() + timeout
+        for k in range(len(data)):
+            while self.unread():
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"the worker stopped reading at byte {k} of {len(data)}")
+                time.sleep(0.0005)
+            self.send(data[k : k + 1])
+
     def raw(self, timeout=TIMEOUT, skip_heartbeats=True):
         """The next whole frame's bytes (prefix included), or None at EOF."""
         deadline = time.monotonic() + timeout
         while True:
-            item = self.frames.get(timeout=max(0.0, deadline - time.monotonic()))
+            try:
+                item = self.frames.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no frame from the worker within {timeout} s") from None
             if isinstance(item, tuple):
                 raise AssertionError(f"worker stream truncated: {item!r}")
             if item is None:
@@ -391,6 +412,172 @@ class BatchTest(unittest.TestCase):
         for i in range(1, 51):
             self.assertEqual(written_at_start[i], list(range(1, i)), f"task {i} started after every earlier reply was written")
         self.assertEqual(set(ran_on), {threading.current_thread()}, "inline handlers ran on the reading thread")
+
+
+class _Chunks(io.RawIOBase):
+    """A reader that hands out ``data`` cut at the given offsets, one piece per read."""
+
+    def __init__(self, data, cuts):
+        self.pieces = [data[a:b] for a, b in zip([0] + cuts, cuts + [len(data)]) if b > a]
+        self.sizes = []
+
+    def readable(self):
+        return True
+
+    def read(self, n=-1):
+        if not self.pieces:
+            return b""
+        piece = self.pieces.pop(0)
+        if 0 <= n < len(piece):
+            piece, rest = piece[:n], piece[n:]
+            self.pieces.insert(0, rest)
+        self.sizes.append(len(piece))
+        return piece
+
+
+def _awkward_cuts(frames, first):
+    """Cut offsets in ``b"".join(frames)``: frames ``first`` .. ``first + 2`` one byte
+    per read, then length prefixes split after 1, 2 and 3 bytes, a body split in
+    two, one read of 1 000 whole frames plus half a prefix, and the rest in one read."""
+    starts = []
+    at = 0
+    for f in frames:
+        starts.append(at)
+        at += len(f)
+    cuts = []
+    for i in range(first, first + 3):
+        cuts.extend(range(starts[i] + 1, starts[i] + len(frames[i]) + 1))
+    for k, i in enumerate(range(first + 3, first + 6)):
+        cuts.append(starts[i] + k + 1)  # inside the prefix: k + 1 of its 4 bytes
+    i = first + 6
+    cuts.append(starts[i] + 4 + (len(frames[i]) - 4) // 2)  # inside the body
+    cuts.append(starts[i + 1000] + 2)  # 1 000 frames later, half a prefix on
+    return sorted(set(c for c in cuts if 0 < c < at))
+
+
+class StreamTest(unittest.TestCase):
+    """Frames cut at every awkward place, or 1 000+ of them in one read: none lost,
+    duplicated or answered twice."""
+
+    N = 1200
+
+    def frames(self):
+        return [task(i, "echo" if i % 2 else "thread_echo", {"i": i, "pad": "x" * (i % 37)}) for i in range(1, self.N + 1)]
+
+    def check_replies(self, messages):
+        replies = [m for m in messages if m["type"] in ("result", "error")]
+        self.assertEqual(sorted(m["id"] for m in replies), list(range(1, self.N + 1)), "one reply per task")
+        for m in replies:
+            self.assertEqual(m["type"], "result", m)
+            self.assertEqual(msgpack.unpackb(m["payload"], raw=False), {"i": m["id"], "pad": "x" * (m["id"] % 37)})
+
+    def test_link_returns_every_body_whatever_the_cuts(self):
+        sys.path.insert(0, HERE)
+        self.addCleanup(sys.path.remove, HERE)
+        import cortex_worker
+
+        frames = self.frames()
+        data = b"".join(frames)
+        reader = _Chunks(data, _awkward_cuts(frames, 0))
+        link = cortex_worker.Link(reader, _Recorder())
+        bodies = []
+        while True:
+            got = link.read_bodies()
+            if not got:
+                break
+            bodies.extend(got)
+        self.assertEqual(bodies, [f[4:] for f in frames])
+        self.assertEqual(reader.sizes[:3], [1, 1, 1], "the first frames came one byte per read")
+        self.assertGreaterEqual(max(reader.sizes), 1000 * min(len(f) for f in frames), "one read held 1 000 frames")
+
+    def run_in_process(self, concurrency, cut):
+        sys.path.insert(0, HERE)
+        self.addCleanup(sys.path.remove, HERE)
+        import cortex_worker
+
+        worker = cortex_worker.Worker()
+        worker.handler("echo", inline=True)(lambda ctx, payload: payload)
+        worker.handler("thread_echo")(lambda ctx, payload: payload)
+        frames = [hello(concurrency=concurrency) if concurrency else hello()] + self.frames()
+        frames.append(frame({"type": "shutdown", "graceful": True}))
+        data = b"".join(frames)
+        writer = _Recorder()
+        reader = _Chunks(data, _awkward_cuts(frames, 1) if cut else [])
+        self.assertEqual(worker.run(cortex_worker.Link(reader, writer)), 0)
+        messages = [m for data in writer.writes for m in _split(data)]
+        self.assertEqual(messages[0]["type"], "ready")
+        self.check_replies(messages)
+
+    def test_every_task_in_one_read_is_answered_once(self):
+        for concurrency in (None, 1, 4):
+            with self.subTest(concurrency=concurrency):
+                self.run_in_process(concurrency, cut=False)
+
+    def test_frames_cut_at_awkward_places_are_each_answered_once(self):
+        for concurrency in (None, 1, 4):
+            with self.subTest(concurrency=concurrency):
+                self.run_in_process(concurrency, cut=True)
+
+    def start(self):
+        w = WorkerProcess()
+        self.addCleanup(w.close)
+        return w
+
+    def test_a_process_fed_1200_tasks_in_one_write_answers_each_once(self):
+        w = self.start()
+        w.handshake()
+        w.send(b"".join(task(i, "echo", {"i": i, "pad": "x" * (i % 37)}) for i in range(1, self.N + 1)))
+        self.check_replies([w.recv() for _ in range(self.N)])
+        w.send(frame({"type": "shutdown", "graceful": True}))
+        self.assertIsNone(w.recv())
+        self.assertEqual(w.wait(), 0)
+
+    def test_a_process_fed_one_byte_at_a_time_answers_each_once(self):
+        w = self.start()
+        data = hello() + b"".join(task(i, "echo", i) for i in range(1, 6))
+        w.send_bytewise(data)
+        self.assertEqual(w.recv()["type"], "ready")
+        replies = [w.recv() for _ in range(5)]
+        self.assertEqual([(m["type"], m["id"], msgpack.unpackb(m["payload"])) for m in replies], [("result", i, i) for i in range(1, 6)])
+
+    def test_tasks_then_shutdown_in_one_write_are_all_answered_before_the_exit(self):
+        w = self.start()
+        w.handshake(concurrency=2)
+        # Every third task sleeps on a thread, so tasks queue up behind it.
+        tasks = b"".join(
+            task(i, "sleep", {"ms": 0}) if i % 3 == 0 else task(i, "echo", {"i": i, "pad": "x" * (i % 37)})
+            for i in range(1, self.N + 1)
+        )
+        w.send(tasks + frame({"type": "shutdown", "graceful": True}))
+        replies = [w.recv() for _ in range(self.N)]
+        self.assertEqual(sorted(m["id"] for m in replies), list(range(1, self.N + 1)), "one reply per task")
+        for m in replies:
+            expected = {"slept_ms": 0} if m["id"] % 3 == 0 else {"i": m["id"], "pad": "x" * (m["id"] % 37)}
+            self.assertEqual((m["type"], msgpack.unpackb(m["payload"], raw=False)), ("result", expected))
+        self.assertIsNone(w.recv())
+        self.assertEqual(w.wait(), 0)
+
+    def test_a_cancel_in_the_same_write_as_its_task_gets_one_reply(self):
+        cancel = lambda i: frame({"type": "cancel", "id": i})  # noqa: E731
+        for concurrency in (None, 1):
+            with self.subTest(concurrency=concurrency):
+                w = self.start()
+                w.handshake(**({"concurrency": concurrency} if concurrency else {}))
+                # 1 runs (on a thread) and is cancelled; 2 waits behind it with
+                # concurrency 1 (else runs inline and ends before its cancel is read).
+                w.send(task(1, "sleep", {"ms": 60_000}) + task(2, "echo", "two") + cancel(2) + cancel(1))
+                replies = {m["id"]: m for m in (w.recv(), w.recv())}
+                self.assertEqual(sorted(replies), [1, 2])
+                self.assertEqual((replies[1]["type"], replies[1]["kind"]), ("error", "cancelled"))
+                if concurrency == 1:
+                    self.assertEqual((replies[2]["type"], replies[2]["kind"]), ("error", "cancelled"))
+                    self.assertIn("before it started", replies[2]["message"])
+                else:
+                    self.assertEqual((replies[2]["type"], msgpack.unpackb(replies[2]["payload"])), ("result", "two"))
+                # Nothing more for those ids: the next reply is the next task's.
+                w.send(task(3, "echo", "after"))
+                self.assertEqual(w.recv()["id"], 3)
+                w.close()
 
 
 class FifoTest(unittest.TestCase):

@@ -57,7 +57,7 @@ function maxFrameFrom(env) {
 /**
  * Opens the link the environment describes. Resolves to
  * `{ transport, maxFrame, input, write(frame), pending(), flush(), opened() }`: `input`
- * is a Readable of bytes from the manager, `write` sends one whole frame (written at
+ * is a Readable of bytes from the manager, `write` sends whole frames (written at
  * once unless the pipe is full), `pending` is the number of bytes written but still
  * in the process, `flush` resolves when every frame written so far has left the
  * process, `opened` is called once the first frame has arrived.

@@ -70,6 +70,8 @@ class Worker {
     this.waiting = []; // Tasks not started yet, in arrival order
     this.running = 0;
     this.flushing = false; // waiting for a reply to leave before the next task starts
+    this.outbox = []; // frames of replies not written yet (written together, see queueReply)
+    this.outboxQueued = false; // a writeOutbox() is scheduled
     this.tasksDone = 0;
     this.link = null;
     this.state = 'starting'; // starting -> serving -> draining -> stopped
@@ -133,6 +135,7 @@ class Worker {
     const reader = new FrameReader(link.maxFrame);
     return new Promise((resolve) => {
       this.finish = (code) => {
+        this.writeOutbox();
         this.state = 'stopped';
         clearInterval(this.heartbeat);
         link.input.removeAllListeners('data');
@@ -239,10 +242,13 @@ class Worker {
   }
 
   startWaiting() {
-    if (this.running < this.limit && this.waiting.length > 0 && this.link.pending() > 0) {
-      // A finished task's reply is still in the process (the pipe was full): it must
-      // be on the wire before a later task starts, or a task that kills the process
-      // would take it along (PROTOCOL.md, Tasks, replies and concurrency).
+    if (this.running >= this.limit || this.waiting.length === 0) return;
+    // A finished task's reply must be on the wire before a later task starts, or a
+    // task that kills the process would take it along (PROTOCOL.md, Tasks, replies
+    // and concurrency): write the replies gathered so far, and wait while the pipe
+    // was full and they are still in the process.
+    this.writeOutbox();
+    if (this.link.pending() > 0) {
       if (!this.flushing) {
         this.flushing = true;
         this.link.flush().then(() => {
@@ -288,9 +294,32 @@ class Worker {
           errorReply(task.id, 'result_too_large', `a result of ${size} bytes does not fit a frame of ${limit} bytes`, false),
         );
       }
-      this.link.write(frame);
+      this.queueReply(frame);
     }
     this.drained();
+  }
+
+  /**
+   * Adds a reply's frame to the outbox, which is written in one write once the
+   * replies that are ready now have joined it (after this turn's promise callbacks:
+   * the handlers that completed together), or before a later task starts.
+   */
+  queueReply(frame) {
+    this.outbox.push(frame);
+    if (this.outboxQueued) return;
+    this.outboxQueued = true;
+    process.nextTick(() => {
+      this.outboxQueued = false;
+      this.writeOutbox();
+    });
+  }
+
+  /** Writes every frame in the outbox, in one write. */
+  writeOutbox() {
+    const frames = this.outbox;
+    if (frames.length === 0) return;
+    this.outbox = [];
+    this.link.write(frames.length === 1 ? frames[0] : Buffer.concat(frames));
   }
 
   drained() {
@@ -326,8 +355,10 @@ class Worker {
     return { type: 'result', id: task.id, payload: body };
   }
 
+  /** Writes `message` now, after the replies waiting in the outbox. */
   send(message) {
-    this.link.write(encodeFrame(message));
+    this.outbox.push(encodeFrame(message));
+    this.writeOutbox();
   }
 }
 

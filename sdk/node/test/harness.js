@@ -56,6 +56,7 @@ export class Manager {
       m.stdout = null;
     }
     m.frames = [];
+    m.replyCount = 0;
     m.waiters = [];
     m.stderr = '';
     m.stdoutText = '';
@@ -73,6 +74,7 @@ export class Manager {
         message.at = Date.now();
         pending = pending.subarray(4 + n);
         m.frames.push(message);
+        if (message.type === 'result' || message.type === 'error') m.replyCount += 1;
         m.poke();
       }
     });
@@ -121,6 +123,12 @@ export class Manager {
   /** The reply (result or error) for task `id`. */
   reply(id) {
     return this.next((f) => (f.type === 'result' || f.type === 'error') && Number(f.id) === id);
+  }
+
+  /** Waits until `n` replies (result or error) have been recorded; returns every reply. */
+  async replies(n) {
+    await this.next(() => this.replyCount >= n);
+    return this.frames.filter((f) => f.type === 'result' || f.type === 'error');
   }
 
   /** Sends a task with a MessagePack payload. */
