@@ -13,6 +13,7 @@
 #
 #   MODE=windows WINDOWS=60 WINDOW_S=2 scripts/top-overhead.sh
 #   MODE=windows CORTEX_POOL_DURABILITY=memory scripts/top-overhead.sh
+#   MODE=windows WINDOWS=301 WINDOW_S=3 RATE=9000 scripts/top-overhead.sh
 #
 # measures finer: one long `submit --wait` runs while `top` is paused (SIGSTOP) and
 # resumed (SIGCONT) every WINDOW_S seconds; the daemon's completed-task counter at
@@ -80,9 +81,10 @@ completed() { "$BIN" metrics --json | python3 -c 'import json, sys; print(json.l
 # Throughput in windows with `top` paused and running, alternating.
 windows() {
     local count=${WINDOWS:-60} width=${WINDOW_S:-2}
-    # Enough tasks to outlast every window at well above today's rate, and room
-    # for all of them in the queue.
-    local lines=$((count * width * 20000))
+    # Enough tasks to outlast every window at well above today's rate (RATE
+    # tasks a second: 20 000 by default, for durability = "memory"; about 9 000
+    # is enough with the default store), and room for all of them in the queue.
+    local lines=$((count * width * ${RATE:-20000}))
     export CORTEX_POOL_MAX_QUEUE_LEN=$((lines + 1000))
     "$BIN" daemon restart >/dev/null
     "$(dirname "$0")/echo-tasks.sh" "$lines" > "$dir/long.jsonl"
