@@ -113,11 +113,16 @@ windows() {
         { r[NR] = $1 }
         END {
             # Each on-window (odd) against the mean of the off-windows beside it.
-            # A window with nothing done ends the series (the submission ended).
-            for (i = 1; i <= n; i++) if (r[i] <= 0) { n = i - 1; break }
+            # Windows with nothing done before the first task completed are
+            # skipped, and the first pair after them (the submission is still
+            # ramping up); a window with nothing done after that ends the
+            # series (the submission ended).
+            for (first = 1; first <= n && r[first] <= 0; first++) {}
+            first += 2
+            for (i = first; i <= n; i++) if (r[i] <= 0) { n = i - 1; break }
             if (n % 2 == 0) n--
-            # The first pair is left out: the submission is still ramping up.
-            for (i = 3; i <= n; i += 2) {
+            if (first % 2 == 0) first++
+            for (i = first; i <= n; i += 2) {
                 if (i == n) off = r[i - 1]; else off = (r[i - 1] + r[i + 1]) / 2
                 if (off <= 0) continue
                 k++; q[k] = r[i] / off; sum += q[k]; sumsq += q[k] * q[k]
