@@ -1,7 +1,7 @@
 //! The control requests about tasks: `submit`, `result`, `wait`, `tasks` and
 //! the `dlq` commands, answered from the task source.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -99,12 +99,20 @@ async fn admit(daemon: &Daemon, tasks: &[NewTask]) -> Vec<Admission> {
 /// One line per id (in order for `result`; as they settle for `wait`), then
 /// `Done` with `accepted` = settled ok and `refused` = the others. `wait`:
 /// `None` answers at once, `Some(timeout)` waits for every id to settle.
+///
+/// Waiters are woken by this daemon's feeder. On the shared queue (`queue =
+/// "nats://…"`) another daemon may run a task, and the queue finds a task only
+/// once it settled or while this daemon holds it: there an id not found is
+/// waited for too (as `wait --queue` does: not yet settled, or never
+/// submitted, the queue does not say which), and the results bucket is read
+/// again every [`POLL`](crate::daemon::queue::cli::POLL).
 pub(crate) async fn lookup(
     ids: Vec<String>,
     wait: Option<Option<Duration>>,
     daemon: &Arc<Daemon>,
     out: &mpsc::Sender<Reply>,
 ) -> Result<(), Closed> {
+    let shared = daemon.queue.get().is_some();
     let mut receivers = HashMap::new();
     if wait.is_some() {
         for id in &ids {
@@ -121,7 +129,8 @@ pub(crate) async fn lookup(
     let mut pending = Vec::new();
     for (id, record) in ids.iter().zip(&records) {
         let settled = record.as_ref().is_some_and(|r| r.state.is_settled());
-        if wait.is_some() && !settled && record.is_some() {
+        let exists = record.is_some() || shared;
+        if wait.is_some() && !settled && exists {
             pending.push(id.clone());
             continue;
         }
@@ -138,14 +147,25 @@ pub(crate) async fn lookup(
             })
             .collect();
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
-        let mut left: std::collections::HashSet<String> = pending.into_iter().collect();
+        let mut left: HashSet<String> = pending.into_iter().collect();
+        let mut poll = tokio::time::interval(crate::daemon::queue::cli::POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while !left.is_empty() {
-            let next = match deadline {
-                Some(d) => tokio::time::timeout_at(d, woken.next())
-                    .await
-                    .ok()
-                    .flatten(),
-                None => woken.next().await,
+            let woken_next = async {
+                match deadline {
+                    Some(d) => tokio::time::timeout_at(d, woken.next())
+                        .await
+                        .ok()
+                        .flatten(),
+                    None => woken.next().await,
+                }
+            };
+            let next = tokio::select! {
+                next = woken_next => next,
+                _ = poll.tick(), if shared => {
+                    settled_elsewhere(&mut left, &mut tally, daemon, out).await?;
+                    continue;
+                }
             };
             let Some(first) = next else { break };
             let mut batch = vec![first];
@@ -156,7 +176,10 @@ pub(crate) async fn lookup(
             // (its waiter was dropped unanswered) is read from the store.
             let mut unread = Vec::new();
             for (id, settled) in batch {
-                left.remove(&id);
+                // Answered already from the shared queue's bucket.
+                if !left.remove(&id) {
+                    continue;
+                }
                 match settled {
                     Some(s) => {
                         let line = lines::settled(&id, s.state, Some(&s.line));
@@ -186,6 +209,25 @@ pub(crate) async fn lookup(
         refused: tally.not_ok,
     })
     .await
+}
+
+/// Answers the ids in `left` that the shared queue shows settled (by any
+/// daemon), and takes them out of `left`.
+async fn settled_elsewhere(
+    left: &mut HashSet<String>,
+    tally: &mut Tally,
+    daemon: &Daemon,
+    out: &mpsc::Sender<Reply>,
+) -> Result<(), Closed> {
+    let ids: Vec<String> = left.iter().cloned().collect();
+    let records = daemon.source.get(ids.clone()).await.unwrap_or_default();
+    for (id, record) in ids.iter().zip(&records) {
+        if record.as_ref().is_some_and(|r| r.state.is_settled()) {
+            left.remove(id);
+            tally.send(id, record.as_ref(), out).await?;
+        }
+    }
+    Ok(())
 }
 
 /// The lines a look-up sent, counted as settled ok or not.

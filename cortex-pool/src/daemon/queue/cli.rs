@@ -12,8 +12,9 @@ use crate::daemon::config::Settings;
 use crate::daemon::durable::{answers, lines};
 use crate::daemon::protocol::Request;
 
-/// How often `wait --queue` looks at the bucket again.
-const POLL: Duration = Duration::from_millis(100);
+/// How often `wait --queue`, and a daemon's `wait` on the shared queue, look
+/// at the bucket again.
+pub(crate) const POLL: Duration = Duration::from_millis(100);
 
 /// Ids looked up at once.
 const LOOKUP_CHUNK: usize = 512;
