@@ -105,7 +105,8 @@ async fn admit(daemon: &Daemon, tasks: &[NewTask]) -> Vec<Admission> {
 /// once it settled or while this daemon holds it: there an id not found is
 /// waited for too (as `wait --queue` does: not yet settled, or never
 /// submitted, the queue does not say which), and the results bucket is read
-/// again every [`POLL`](crate::daemon::queue::cli::POLL).
+/// again every [`POLL`](crate::daemon::queue::cli::POLL) (less often when
+/// many wait: [`poll_period`]).
 pub(crate) async fn lookup(
     ids: Vec<String>,
     wait: Option<Option<Duration>>,
@@ -148,8 +149,7 @@ pub(crate) async fn lookup(
             .collect();
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         let mut left: HashSet<String> = pending.into_iter().collect();
-        let mut poll = tokio::time::interval(crate::daemon::queue::cli::POLL);
-        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next_poll = tokio::time::Instant::now() + poll_period(left.len());
         while !left.is_empty() {
             let woken_next = async {
                 match deadline {
@@ -162,8 +162,9 @@ pub(crate) async fn lookup(
             };
             let next = tokio::select! {
                 next = woken_next => next,
-                _ = poll.tick(), if shared => {
+                () = tokio::time::sleep_until(next_poll), if shared => {
                     settled_elsewhere(&mut left, &mut tally, daemon, out).await?;
+                    next_poll = tokio::time::Instant::now() + poll_period(left.len());
                     continue;
                 }
             };
@@ -209,6 +210,19 @@ pub(crate) async fn lookup(
         refused: tally.not_ok,
     })
     .await
+}
+
+/// Ids of the shared queue's results bucket read a second, at most, by one
+/// waiting request.
+const POLLED_IDS_PER_SECOND: u64 = 2_000;
+
+/// How long until the bucket is read again for `waiting` ids: every
+/// [`POLL`](crate::daemon::queue::cli::POLL), or less often when so many wait
+/// that reading them all would pass [`POLLED_IDS_PER_SECOND`].
+fn poll_period(waiting: usize) -> Duration {
+    crate::daemon::queue::cli::POLL.max(Duration::from_millis(
+        waiting as u64 * 1000 / POLLED_IDS_PER_SECOND,
+    ))
 }
 
 /// Answers the ids in `left` that the shared queue shows settled (by any
@@ -372,5 +386,22 @@ pub(crate) async fn store_status(daemon: &Daemon) -> Value {
             "health": {"state": "failing", "reason": e.to_string()},
             "accepting": false,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bucket_is_read_at_most_so_many_ids_a_second() {
+        let poll = crate::daemon::queue::cli::POLL;
+        assert_eq!(poll_period(0), poll);
+        assert_eq!(poll_period(100), poll);
+        assert_eq!(poll_period(8_000), Duration::from_secs(4));
+        for waiting in [1, 200, 1_000, 10_000, 100_000] {
+            let per_second = waiting as f64 / poll_period(waiting).as_secs_f64();
+            assert!(per_second <= POLLED_IDS_PER_SECOND as f64, "{waiting}");
+        }
     }
 }
