@@ -257,6 +257,11 @@ pub(crate) struct Worker {
     /// Task frames encoded during a dispatch pass, handed to the writer task in one
     /// piece at its end (empty between passes).
     pub(crate) outbuf: bytes::BytesMut,
+    /// Payloads of at least [`APART_MIN`](super::dispatch::APART_MIN) bytes
+    /// encoded in this pass, each with its offset in `outbuf`: they are written
+    /// from the caller's own buffer, between the bytes before and after that
+    /// offset, instead of being copied into `outbuf` (empty between passes).
+    pub(crate) apart: Vec<(usize, Bytes)>,
     /// The timer armed for the earliest deadline of its tasks, and that deadline.
     /// Completions leave it alone; when it fires, expired tasks time out and it is
     /// armed again for the next deadline.

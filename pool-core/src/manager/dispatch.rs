@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use tokio_util::time::DelayQueue;
 
 use super::actor::{
-    capped, worker_name, Actor, Pending, Phase, Running, Shared, Timer, HEARTBEAT_HISTORY,
+    capped, worker_name, Actor, Pending, Phase, Running, Shared, Timer, Worker, HEARTBEAT_HISTORY,
     LONGEST_TIMER,
 };
 use super::alert_kind::AlertKind;
@@ -37,6 +37,11 @@ pub(super) enum Assigned {
     /// the queue.
     WorkerUnusable,
 }
+
+/// Payloads this large are written from the caller's own buffer instead of
+/// being copied into the worker's frame batch (a copy of a large payload costs
+/// more than a separate write).
+pub(crate) const APART_MIN: usize = 64 * 1024;
 
 /// Distinct task types whose names the actor shares between tasks.
 const MAX_INTERNED_TYPES: usize = 1024;
@@ -216,7 +221,7 @@ impl Actor {
             pending.task.attempts_before.saturating_add(attempt),
             u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
             max_frame,
-            &mut worker.outbuf,
+            worker,
         ) {
             self.settle_error(pending, FinalStatus::Failed, Failure::Protocol { message });
             return Assigned::TaskFailed;
@@ -227,6 +232,7 @@ impl Actor {
             .is_some_and(|frames| !frames.is_closed());
         if !open {
             worker.outbuf.truncate(mark);
+            worker.apart.retain(|(at, _)| *at < mark);
             worker.life.mark_killing();
             self.queue.push_front(pending.task.priority, pending);
             return Assigned::WorkerUnusable;
@@ -295,12 +301,20 @@ impl Actor {
             if worker.outbuf.is_empty() {
                 continue;
             }
-            let batch = worker.outbuf.split().freeze();
-            if let Some(frames) = &worker.frames {
-                // A link that closed since `assign` looked: its tasks are settled
-                // when the worker is reaped, like those lost in the writer's pipe.
-                let _ = frames.send(batch);
+            let mut batch = worker.outbuf.split().freeze();
+            let Some(frames) = &worker.frames else {
+                worker.apart.clear();
+                continue;
+            };
+            // A link that closed since `assign` looked: its tasks are settled
+            // when the worker is reaped, like those lost in the writer's pipe.
+            let mut sent = 0;
+            for (at, payload) in worker.apart.drain(..) {
+                let _ = frames.send(batch.split_to(at - sent));
+                let _ = frames.send(payload);
+                sent = at;
             }
+            let _ = frames.send(batch);
         }
     }
 
@@ -826,12 +840,15 @@ fn arm_deadline(
 
 /// Appends the task frame of `pending`'s next attempt to `buf` (left as it was on
 /// error).
+/// Encodes `pending`'s task frame into `worker`'s batch: whole, or around a
+/// payload of [`APART_MIN`] bytes or more, which is then written from its own
+/// buffer (see [`Worker::apart`](super::actor::Worker)).
 fn encode_task(
     pending: &Pending,
     attempt: u32,
     timeout_ms: u64,
     max_frame: usize,
-    buf: &mut BytesMut,
+    worker: &mut Worker,
 ) -> Result<(), String> {
     let task = &pending.task;
     let frame = TaskFrame {
@@ -841,7 +858,17 @@ fn encode_task(
         attempt,
         timeout_ms,
     };
-    protocol::encode_task(&frame, buf, max_frame).map_err(|e| e.to_string())
+    if task.payload.len() < APART_MIN {
+        return protocol::encode_task(&frame, &mut worker.outbuf, max_frame)
+            .map_err(|e| e.to_string());
+    }
+    let tail = protocol::encode_task_around(&frame, &mut worker.outbuf, max_frame)
+        .map_err(|e| e.to_string())?;
+    worker
+        .apart
+        .push((worker.outbuf.len(), task.payload.clone()));
+    worker.outbuf.extend_from_slice(tail.bytes());
+    Ok(())
 }
 
 /// Gives back the queue slot `pending` took at submission, if it still holds it.

@@ -129,6 +129,7 @@ impl Actor {
                 pid,
                 frames: Some(frames),
                 outbuf: bytes::BytesMut::new(),
+                apart: Vec::new(),
                 deadline_timer: None,
                 control,
                 in_flight: Vec::new(),

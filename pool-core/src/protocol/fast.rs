@@ -32,6 +32,41 @@ pub(crate) fn encode_task(
     dst: &mut BytesMut,
     max_frame: usize,
 ) -> Result<(), FrameError> {
+    let (head, middle, tail, len) = task_parts(task, max_frame)?;
+    dst.reserve(4 + len);
+    dst.extend_from_slice(head.bytes());
+    dst.extend_from_slice(task.task_type.as_bytes());
+    dst.extend_from_slice(middle.bytes());
+    dst.extend_from_slice(task.payload);
+    dst.extend_from_slice(tail.bytes());
+    Ok(())
+}
+
+/// [`encode_task`] without the payload's bytes: appends the frame up to the
+/// payload to `dst` and returns the bytes that follow it. The frame is these,
+/// the payload, then the returned bytes: a large payload is written from its
+/// own buffer instead of being copied into the frame.
+///
+/// # Errors
+/// As [`encode_task`] (`dst` is left as it was).
+pub(crate) fn encode_task_around(
+    task: &TaskFrame<'_>,
+    dst: &mut BytesMut,
+    max_frame: usize,
+) -> Result<Scratch, FrameError> {
+    let (head, middle, tail, _) = task_parts(task, max_frame)?;
+    dst.extend_from_slice(head.bytes());
+    dst.extend_from_slice(task.task_type.as_bytes());
+    dst.extend_from_slice(middle.bytes());
+    Ok(tail)
+}
+
+/// The fixed pieces of a `task` frame (before the type, between the type and
+/// the payload, after the payload) and the body's length.
+fn task_parts(
+    task: &TaskFrame<'_>,
+    max_frame: usize,
+) -> Result<(Scratch, Scratch, Scratch, usize), FrameError> {
     let kind = task.task_type.as_bytes();
     let len = TASK_HEAD.len()
         + uint_len(task.id)
@@ -61,13 +96,7 @@ pub(crate) fn encode_task(
     tail.uint(u64::from(task.attempt));
     tail.put(TIMEOUT_KEY);
     tail.uint(task.timeout_ms);
-    dst.reserve(4 + len);
-    dst.extend_from_slice(head.bytes());
-    dst.extend_from_slice(kind);
-    dst.extend_from_slice(middle.bytes());
-    dst.extend_from_slice(task.payload);
-    dst.extend_from_slice(tail.bytes());
-    Ok(())
+    Ok((head, middle, tail, len))
 }
 
 /// A `result` map with its keys in the order the SDKs write them (`type`, `id`,
@@ -265,6 +294,16 @@ mod tests {
                     )
                     .unwrap();
                     assert_eq!(fast, serde, "{task_type:?}, {} B, {n}", payload.len());
+                    let mut around = BytesMut::from(&b"kept"[..]);
+                    let tail = encode_task_around(&frame, &mut around, usize::MAX >> 1).unwrap();
+                    around.extend_from_slice(payload);
+                    around.extend_from_slice(tail.bytes());
+                    assert_eq!(
+                        around,
+                        serde,
+                        "around: {task_type:?}, {} B, {n}",
+                        payload.len()
+                    );
                     assert_eq!(task(&fast[8..]), Some(ToWorker::Task(frame)));
                 }
             }
@@ -293,6 +332,19 @@ mod tests {
         assert_eq!(fast_err.to_string(), serde_err.to_string());
         assert_eq!(&fast[..], b"kept");
         assert_eq!(&serde[..], b"kept");
+        let mut around = BytesMut::from(&b"kept"[..]);
+        let around_err = encode_task_around(&frame_of(&message), &mut around, body - 1)
+            .err()
+            .map(|e| e.to_string());
+        assert_eq!(around_err, Some(serde_err.to_string()));
+        assert_eq!(&around[..], b"kept");
+    }
+
+    fn frame_of<'a>(message: &'a ToWorker<'a>) -> TaskFrame<'a> {
+        match message {
+            ToWorker::Task(frame) => frame.clone(),
+            other => panic!("not a task: {other:?}"),
+        }
     }
 
     #[test]
