@@ -368,6 +368,11 @@ fn reply_kind(output: &Caught, token: &CancellationToken) -> Option<(&'static st
     }
 }
 
+/// Result payloads this large are written from their own buffer instead of
+/// being copied into a reply frame (a copy of a large payload costs more than a
+/// separate write).
+const APART_MIN: usize = 64 * 1024;
+
 /// Where a reply goes: straight into the stream, or into a batch that the
 /// dispatcher writes before it starts another task or ends its read batch.
 enum Sink<'a> {
@@ -383,8 +388,25 @@ impl Sink<'_> {
         }
     }
 
-    /// Sends a `result` frame (encoded without serde, see [`wire`]).
+    /// Sends a `result` frame (encoded without serde, see [`wire`]). A payload
+    /// of [`APART_MIN`] bytes or more is written from its own buffer after the
+    /// replies batched before it, not copied into the batch.
     fn result(&mut self, id: u64, payload: &[u8]) -> Result<(), FrameError> {
+        if payload.len() >= APART_MIN {
+            let head = wire::result_head(id, payload.len(), self.max_frame())?;
+            let outbox = match self {
+                Self::Direct(outbox) => outbox,
+                Self::Batch(outbox, buf) => {
+                    if !buf.is_empty() {
+                        outbox.send_encoded(buf);
+                        buf.clear();
+                    }
+                    outbox
+                }
+            };
+            outbox.send_pieces(&[head.bytes(), payload]);
+            return Ok(());
+        }
         match self {
             Self::Direct(outbox) => {
                 let mut buf = BytesMut::new();

@@ -40,22 +40,36 @@ pub(crate) fn encode_result(
     dst: &mut BytesMut,
     max_frame: usize,
 ) -> Result<(), FrameError> {
-    let len = RESULT_HEAD.len()
-        + uint_len(id)
-        + PAYLOAD_KEY.len()
-        + bin_head_len(payload.len())
-        + payload.len();
-    // Prefix and everything before the payload, built on the stack and appended in
-    // one piece (at most 4 + 16 + 9 + 8 + 5 = 42 bytes).
-    let mut head = Scratch::frame(len, max_frame)?;
-    head.put(RESULT_HEAD);
-    head.uint(id);
-    head.put(PAYLOAD_KEY);
-    head.bin_head(payload.len());
+    let head = result_head(id, payload.len(), max_frame)?;
     dst.reserve(head.bytes().len() + payload.len());
     dst.extend_from_slice(head.bytes());
     dst.extend_from_slice(payload);
     Ok(())
+}
+
+/// The bytes of a `result` frame before its payload of `payload_len` bytes
+/// (prefix included): the frame is these, then the payload, so a large payload
+/// can be written from its own buffer. Built on the stack (at most
+/// 4 + 16 + 9 + 8 + 5 = 42 bytes).
+///
+/// # Errors
+/// [`FrameError::TooLarge`] when the body would exceed `max_frame`.
+pub(crate) fn result_head(
+    id: u64,
+    payload_len: usize,
+    max_frame: usize,
+) -> Result<Scratch, FrameError> {
+    let len = RESULT_HEAD.len()
+        + uint_len(id)
+        + PAYLOAD_KEY.len()
+        + bin_head_len(payload_len)
+        + payload_len;
+    let mut head = Scratch::frame(len, max_frame)?;
+    head.put(RESULT_HEAD);
+    head.uint(id);
+    head.put(PAYLOAD_KEY);
+    head.bin_head(payload_len);
+    Ok(head)
 }
 
 /// A `task` map with its keys in the order the manager writes them (`type`, `id`,

@@ -109,6 +109,28 @@ impl Outbox {
         }
     }
 
+    /// Writes and flushes one frame given in pieces (its bytes before a large
+    /// payload, then the payload) in one locked write, without copying them
+    /// together first.
+    pub(crate) fn send_pieces(&self, pieces: &[&[u8]]) {
+        let mut stream = self
+            .shared
+            .stream
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let Some(writer) = stream.as_mut() else {
+            return;
+        };
+        let written = pieces
+            .iter()
+            .try_for_each(|piece| writer.write_all(piece))
+            .and_then(|()| writer.flush());
+        if written.is_err() {
+            *stream = None;
+            self.shared.broken.cancel();
+        }
+    }
+
     /// Writes a heartbeat (a frame too large for the link is dropped).
     pub(crate) fn send_heartbeat(&self, message: &FromWorker<'_>) {
         let _ = self.send(message);

@@ -73,6 +73,56 @@ async fn a_long_run_of_readable_frames_is_answered_whole() {
     stop(peer).await;
 }
 
+/// Replies of 64 KiB and more are written from their own buffer, after the
+/// smaller replies batched before them: in one read of mixed sizes, every
+/// reply arrives whole and in task order. (Two threads: the worker writes a
+/// reply larger than the pipe holds with a blocking write, as to a real stdout,
+/// while the test reads.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_replies_between_small_ones_arrive_whole_and_in_order() {
+    const MAX: usize = 1 << 20;
+    let mut peer = Peer::start_with_max_frame(common::test_worker(Gate::default()), MAX);
+    peer.hello(
+        pool_core::protocol::PROTOCOL_VERSION,
+        NO_HEARTBEAT,
+        MAX as u32,
+    )
+    .await;
+    assert!(matches!(peer.reply().await, Reply::Ready { .. }));
+    let sizes = [3, 70_000, 5, 65_536, 200_000, 1, 65_535];
+    let values: Vec<serde_json::Value> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| json!(format!("{i}").repeat(n)))
+        .collect();
+    let mut frames = bytes::BytesMut::new();
+    for (i, value) in values.iter().enumerate() {
+        let payload = rmp_serde::to_vec_named(value).expect("payload");
+        let task = ToWorker::Task(pool_core::protocol::TaskFrame {
+            id: i as u64 + 1,
+            task_type: "echo",
+            payload: &payload,
+            attempt: 1,
+            timeout_ms: 60_000,
+        });
+        pool_core::protocol::encode_frame(&task, &mut frames, MAX).expect("encode");
+    }
+    peer.send_raw(&frames).await;
+    for (i, value) in values.into_iter().enumerate() {
+        assert_eq!(
+            peer.reply().await,
+            Reply::Result {
+                id: i as u64 + 1,
+                value
+            },
+            "reply {} ({} bytes)",
+            i + 1,
+            sizes[i]
+        );
+    }
+    stop(peer).await;
+}
+
 #[tokio::test]
 async fn the_context_carries_attempt_and_worker_id() {
     let mut peer = ready().await;

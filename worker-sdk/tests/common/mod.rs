@@ -159,17 +159,23 @@ pub fn test_worker(gate: Gate) -> Worker {
 impl Peer {
     /// Starts `worker` on an in-memory input and an OS pipe as output.
     pub fn start(worker: Worker) -> Self {
-        let (input, worker_input) = tokio::io::duplex(MAX_FRAME * 2);
+        Self::start_with_max_frame(worker, MAX_FRAME)
+    }
+
+    /// [`start`](Self::start) with frames of up to `max_frame` bytes (the
+    /// input holds two of them).
+    pub fn start_with_max_frame(worker: Worker, max_frame: usize) -> Self {
+        let (input, worker_input) = tokio::io::duplex(max_frame * 2);
         let (read_end, write_end) = rustix::pipe::pipe().expect("pipe");
         let output = pipe::Receiver::from_owned_fd(read_end).expect("pipe receiver");
         let worker = tokio::spawn(
             worker
-                .max_frame(MAX_FRAME)
+                .max_frame(max_frame)
                 .serve(worker_input, File::from(write_end)),
         );
         Self {
             input: Some(input),
-            output: FramedRead::new(output, FrameCodec::new(MAX_FRAME)),
+            output: FramedRead::new(output, FrameCodec::new(max_frame)),
             worker,
         }
     }
