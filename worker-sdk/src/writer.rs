@@ -93,25 +93,12 @@ impl Outbox {
     /// Writes and flushes whole frames (encoded by [`encode`](Self::encode)) in one
     /// locked write; on return they are in the stream (a pipe, for a real link).
     pub(crate) fn send_encoded(&self, frames: &[u8]) {
-        let mut stream = self
-            .shared
-            .stream
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let Some(writer) = stream.as_mut() else {
-            return;
-        };
-        if write_flushed(writer, frames).is_err() {
-            // The manager is gone (EPIPE) or the stream failed: nothing more can be
-            // said to anyone; the session ends as disconnected.
-            *stream = None;
-            self.shared.broken.cancel();
-        }
+        self.send_pieces(&[frames]);
     }
 
-    /// Writes and flushes one frame given in pieces (its bytes before a large
+    /// Writes and flushes bytes given in pieces (a frame's bytes before a large
     /// payload, then the payload) in one locked write, without copying them
-    /// together first.
+    /// together first; on return they are in the stream.
     pub(crate) fn send_pieces(&self, pieces: &[&[u8]]) {
         let mut stream = self
             .shared
@@ -121,11 +108,9 @@ impl Outbox {
         let Some(writer) = stream.as_mut() else {
             return;
         };
-        let written = pieces
-            .iter()
-            .try_for_each(|piece| writer.write_all(piece))
-            .and_then(|()| writer.flush());
-        if written.is_err() {
+        if write_flushed(writer, pieces).is_err() {
+            // The manager is gone (EPIPE) or the stream failed: nothing more can be
+            // said to anyone; the session ends as disconnected.
             *stream = None;
             self.shared.broken.cancel();
         }
@@ -154,8 +139,10 @@ impl Outbox {
     }
 }
 
-fn write_flushed(writer: &mut Box<dyn Write + Send>, frames: &[u8]) -> io::Result<()> {
-    writer.write_all(frames)?;
+fn write_flushed(writer: &mut Box<dyn Write + Send>, pieces: &[&[u8]]) -> io::Result<()> {
+    for piece in pieces {
+        writer.write_all(piece)?;
+    }
     writer.flush()
 }
 
