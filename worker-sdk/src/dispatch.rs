@@ -388,24 +388,11 @@ impl Sink<'_> {
         }
     }
 
-    /// Sends a `result` frame (encoded without serde, see [`wire`]). A payload
-    /// of [`APART_MIN`] bytes or more is written from its own buffer after the
-    /// replies batched before it, not copied into the batch.
+    /// Sends a `result` frame (encoded without serde, see [`wire`]); a payload
+    /// of [`APART_MIN`] bytes or more goes through [`result_apart`](Self::result_apart).
     fn result(&mut self, id: u64, payload: &[u8]) -> Result<(), FrameError> {
         if payload.len() >= APART_MIN {
-            let head = wire::result_head(id, payload.len(), self.max_frame())?;
-            let outbox = match self {
-                Self::Direct(outbox) => outbox,
-                Self::Batch(outbox, buf) => {
-                    if !buf.is_empty() {
-                        outbox.send_encoded(buf);
-                        buf.clear();
-                    }
-                    outbox
-                }
-            };
-            outbox.send_pieces(&[head.bytes(), payload]);
-            return Ok(());
+            return self.result_apart(id, payload);
         }
         match self {
             Self::Direct(outbox) => {
@@ -416,6 +403,28 @@ impl Sink<'_> {
             }
             Self::Batch(outbox, buf) => wire::encode_result(id, payload, buf, outbox.max_frame()),
         }
+    }
+
+    /// Writes a large result's payload from its own buffer, after the frame's
+    /// head and after the replies batched before it, instead of copying it into
+    /// the batch. Kept out of line: the small-result path stays as short as it
+    /// was.
+    #[cold]
+    #[inline(never)]
+    fn result_apart(&mut self, id: u64, payload: &[u8]) -> Result<(), FrameError> {
+        let head = wire::result_head(id, payload.len(), self.max_frame())?;
+        let outbox = match self {
+            Self::Direct(outbox) => outbox,
+            Self::Batch(outbox, buf) => {
+                if !buf.is_empty() {
+                    outbox.send_encoded(buf);
+                    buf.clear();
+                }
+                outbox
+            }
+        };
+        outbox.send_pieces(&[head.bytes(), payload]);
+        Ok(())
     }
 
     fn max_frame(&self) -> usize {

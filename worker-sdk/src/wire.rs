@@ -40,7 +40,10 @@ pub(crate) fn encode_result(
     dst: &mut BytesMut,
     max_frame: usize,
 ) -> Result<(), FrameError> {
-    let head = result_head(id, payload.len(), max_frame)?;
+    // Prefix and everything before the payload, built on the stack and appended in
+    // one piece (at most 4 + 16 + 9 + 8 + 5 = 42 bytes).
+    let mut head = Scratch::frame(result_len(id, payload.len()), max_frame)?;
+    put_result_head(&mut head, id, payload.len());
     dst.reserve(head.bytes().len() + payload.len());
     dst.extend_from_slice(head.bytes());
     dst.extend_from_slice(payload);
@@ -49,8 +52,7 @@ pub(crate) fn encode_result(
 
 /// The bytes of a `result` frame before its payload of `payload_len` bytes
 /// (prefix included): the frame is these, then the payload, so a large payload
-/// can be written from its own buffer. Built on the stack (at most
-/// 4 + 16 + 9 + 8 + 5 = 42 bytes).
+/// can be written from its own buffer.
 ///
 /// # Errors
 /// [`FrameError::TooLarge`] when the body would exceed `max_frame`.
@@ -59,17 +61,24 @@ pub(crate) fn result_head(
     payload_len: usize,
     max_frame: usize,
 ) -> Result<Scratch, FrameError> {
-    let len = RESULT_HEAD.len()
-        + uint_len(id)
-        + PAYLOAD_KEY.len()
-        + bin_head_len(payload_len)
-        + payload_len;
-    let mut head = Scratch::frame(len, max_frame)?;
+    let mut head = Scratch::frame(result_len(id, payload_len), max_frame)?;
+    put_result_head(&mut head, id, payload_len);
+    Ok(head)
+}
+
+/// The body length of a `result` frame.
+#[inline]
+fn result_len(id: u64, payload_len: usize) -> usize {
+    RESULT_HEAD.len() + uint_len(id) + PAYLOAD_KEY.len() + bin_head_len(payload_len) + payload_len
+}
+
+/// Puts the map's bytes before the payload after the frame's prefix.
+#[inline]
+fn put_result_head(head: &mut Scratch, id: u64, payload_len: usize) {
     head.put(RESULT_HEAD);
     head.uint(id);
     head.put(PAYLOAD_KEY);
     head.bin_head(payload_len);
-    Ok(head)
 }
 
 /// A `task` map with its keys in the order the manager writes them (`type`, `id`,

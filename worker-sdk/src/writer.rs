@@ -93,13 +93,29 @@ impl Outbox {
     /// Writes and flushes whole frames (encoded by [`encode`](Self::encode)) in one
     /// locked write; on return they are in the stream (a pipe, for a real link).
     pub(crate) fn send_encoded(&self, frames: &[u8]) {
-        self.send_pieces(&[frames]);
+        self.locked_write(|writer| {
+            writer.write_all(frames)?;
+            writer.flush()
+        });
     }
 
     /// Writes and flushes bytes given in pieces (a frame's bytes before a large
     /// payload, then the payload) in one locked write, without copying them
     /// together first; on return they are in the stream.
     pub(crate) fn send_pieces(&self, pieces: &[&[u8]]) {
+        self.locked_write(|writer| {
+            for piece in pieces {
+                writer.write_all(piece)?;
+            }
+            writer.flush()
+        });
+    }
+
+    /// Runs `write` on the stream under its lock. A failed write means the
+    /// manager is gone (EPIPE) or the stream failed: nothing more can be said to
+    /// anyone; the session ends as disconnected.
+    #[inline]
+    fn locked_write(&self, write: impl FnOnce(&mut Box<dyn Write + Send>) -> io::Result<()>) {
         let mut stream = self
             .shared
             .stream
@@ -108,9 +124,7 @@ impl Outbox {
         let Some(writer) = stream.as_mut() else {
             return;
         };
-        if write_flushed(writer, pieces).is_err() {
-            // The manager is gone (EPIPE) or the stream failed: nothing more can be
-            // said to anyone; the session ends as disconnected.
+        if write(writer).is_err() {
             *stream = None;
             self.shared.broken.cancel();
         }
@@ -137,13 +151,6 @@ impl Outbox {
             let _ = writer.flush();
         }
     }
-}
-
-fn write_flushed(writer: &mut Box<dyn Write + Send>, pieces: &[&[u8]]) -> io::Result<()> {
-    for piece in pieces {
-        writer.write_all(piece)?;
-    }
-    writer.flush()
 }
 
 impl WriterHandle {

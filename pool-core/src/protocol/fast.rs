@@ -62,7 +62,9 @@ pub(crate) fn encode_task_around(
 }
 
 /// The fixed pieces of a `task` frame (before the type, between the type and
-/// the payload, after the payload) and the body's length.
+/// the payload, after the payload) and the body's length. Inlined, so the
+/// pieces are built where they are used instead of being copied out.
+#[inline(always)]
 fn task_parts(
     task: &TaskFrame<'_>,
     max_frame: usize,
