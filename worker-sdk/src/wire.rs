@@ -108,6 +108,7 @@ fn task(body: &[u8]) -> Option<TaskFrame<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pool_core::protocol::emit::UINT_EDGES;
     use pool_core::protocol::{encode_frame, FromWorker};
 
     fn frame_of(message: &ToWorker<'_>) -> BytesMut {
@@ -201,17 +202,7 @@ mod tests {
             &[7u8; 256][..],
             &[1u8; 70_000][..],
         ] {
-            for id in [
-                0,
-                127,
-                128,
-                255,
-                256,
-                65_535,
-                65_536,
-                u64::from(u32::MAX),
-                u64::MAX,
-            ] {
+            for id in UINT_EDGES {
                 let mut ours = BytesMut::from(&b"earlier"[..]);
                 encode_result(id, payload, &mut ours, 1 << 20).expect("fits");
                 let mut theirs = BytesMut::from(&b"earlier"[..]);

@@ -189,28 +189,32 @@ pub(super) fn frame_prefix(len: usize, max_frame: usize) -> Result<[u8; 4], Fram
     }
 }
 
+/// The values on either side of each change in the encoded width of an
+/// unsigned integer (and of a string's or a byte string's length), and the
+/// largest: what a test of a writer built on this module should try.
+pub const UINT_EDGES: [u64; 13] = [
+    0,
+    1,
+    0x1f,
+    0x20,
+    0x7f,
+    0x80,
+    0xff,
+    0x100,
+    0xffff,
+    0x1_0000,
+    0xffff_ffff,
+    0x1_0000_0000,
+    u64::MAX,
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const EDGES: [u64; 12] = [
-        0,
-        1,
-        0x1f,
-        0x20,
-        0x7f,
-        0x80,
-        0xff,
-        0x100,
-        0xffff,
-        0x1_0000,
-        0xffff_ffff,
-        0x1_0000_0000,
-    ];
-
     #[test]
     fn unsigned_integers_are_written_as_rmp_writes_them_and_their_length_is_right() {
-        for v in EDGES.into_iter().chain([u64::MAX]) {
+        for v in UINT_EDGES {
             let mut ours = Scratch::new();
             ours.uint(v);
             let mut theirs = Vec::new();
@@ -222,7 +226,7 @@ mod tests {
 
     #[test]
     fn str_and_bin_heads_are_written_as_rmp_writes_them_and_their_length_is_right() {
-        for len in EDGES.map(|v| usize::try_from(v.min(0xffff_ffff)).unwrap()) {
+        for len in UINT_EDGES.map(|v| usize::try_from(v.min(0xffff_ffff)).unwrap()) {
             let n = u32::try_from(len).unwrap();
             let mut ours = Scratch::new();
             ours.str_head(len);

@@ -227,6 +227,7 @@ pub(super) fn task(body: &[u8]) -> Option<ToWorker<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::emit::UINT_EDGES;
     use crate::protocol::{ErrorReply, Heartbeat};
 
     fn body<T: serde::Serialize>(m: &T) -> Vec<u8> {
@@ -264,21 +265,9 @@ mod tests {
             &[2u8; 256][..],
             &big,
         ];
-        let ints = [
-            0,
-            1,
-            127,
-            128,
-            255,
-            256,
-            65_535,
-            65_536,
-            u64::from(u32::MAX),
-            u64::MAX,
-        ];
         for task_type in types {
             for payload in payloads {
-                for n in ints {
+                for n in UINT_EDGES {
                     let frame = TaskFrame {
                         id: n,
                         task_type,
@@ -328,25 +317,18 @@ mod tests {
         assert!(encode_task(&frame, &mut fits, body).is_ok());
         let mut fast = BytesMut::from(&b"kept"[..]);
         let fast_err = encode_task(&frame, &mut fast, body - 1).unwrap_err();
+        let mut around = BytesMut::from(&b"kept"[..]);
+        let around_err = encode_task_around(&frame, &mut around, body - 1)
+            .err()
+            .map(|e| e.to_string());
         let mut serde = BytesMut::from(&b"kept"[..]);
         let message = ToWorker::Task(frame);
         let serde_err = crate::protocol::encode_frame(&message, &mut serde, body - 1).unwrap_err();
         assert_eq!(fast_err.to_string(), serde_err.to_string());
         assert_eq!(&fast[..], b"kept");
         assert_eq!(&serde[..], b"kept");
-        let mut around = BytesMut::from(&b"kept"[..]);
-        let around_err = encode_task_around(&frame_of(&message), &mut around, body - 1)
-            .err()
-            .map(|e| e.to_string());
         assert_eq!(around_err, Some(serde_err.to_string()));
         assert_eq!(&around[..], b"kept");
-    }
-
-    fn frame_of<'a>(message: &'a ToWorker<'a>) -> TaskFrame<'a> {
-        match message {
-            ToWorker::Task(frame) => frame.clone(),
-            other => panic!("not a task: {other:?}"),
-        }
     }
 
     #[test]
