@@ -132,8 +132,12 @@ fn a_worker_that_dies_at_start_fails_with_its_exit_status_and_stderr() {
 
 #[test]
 fn priority_zero_is_served_before_the_default() {
-    let mut tasks =
-        String::from("{\"id\":\"block\",\"type\":\"sleep\",\"payload\":{\"ms\":300}}\n");
+    // `block` holds the only worker while the others wait; it has priority 0 as
+    // well, so the order is the same whether `run` submits it alone or in one
+    // batch with the rest (FIFO within a level).
+    let mut tasks = String::from(
+        "{\"id\":\"block\",\"type\":\"sleep\",\"payload\":{\"ms\":300},\"priority\":0}\n",
+    );
     for i in 0..5 {
         tasks.push_str(&format!(
             "{{\"id\":\"d{i}\",\"type\":\"echo\",\"payload\":{i}}}\n"

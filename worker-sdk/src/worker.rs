@@ -170,9 +170,18 @@ impl Worker {
             Err(e) => return fail(&ServeError::Io(e)),
         };
         let worker = self.max_frame(link.max_frame);
+        // Served on one of the runtime's threads, not on this one: a runtime
+        // thread that waits for the link to become readable then handles the
+        // frames itself, where a `block_on` future would be woken from the thread
+        // that saw them (a hand-over, two context switches, per read).
         let outcome = runtime.block_on(async move {
-            let reader = link::async_reader(link.reader).map_err(ServeError::Io)?;
-            worker.serve(reader, link.writer).await
+            let served = tokio::spawn(async move {
+                let reader = link::async_reader(link.reader).map_err(ServeError::Io)?;
+                worker.serve(reader, link.writer).await
+            });
+            served
+                .await
+                .unwrap_or_else(|e| Err(ServeError::Io(std::io::Error::other(e))))
         });
         // Handlers still running (a hung one, blocking work) must not delay the exit.
         runtime.shutdown_background();

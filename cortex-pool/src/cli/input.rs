@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use pool_core::Task;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 /// The longest duration, in milliseconds, any user input may give (a task's
 /// `timeout_ms`, the duration flags): [`pool_core::task::MAX_TIMEOUT`].
@@ -19,12 +20,14 @@ pub(crate) struct TaskLine {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Raw {
+struct Raw<'a> {
     id: Option<String>,
     #[serde(rename = "type")]
     task_type: String,
-    #[serde(default)]
-    payload: serde_json::Value,
+    /// Kept as its text and transcoded to MessagePack: no tree of values in
+    /// between. Missing or `null`: MessagePack `nil`.
+    #[serde(borrow, default)]
+    payload: Option<&'a RawValue>,
     priority: Option<u8>,
     timeout_ms: Option<u64>,
 }
@@ -92,13 +95,29 @@ fn at_line(message: String, line_no: u64) -> String {
     }
 }
 
+/// MessagePack's `nil`.
+const MSGPACK_NIL: u8 = 0xc0;
+
+/// The MessagePack encoding of a JSON payload (`nil` when there is none).
+fn msgpack(payload: Option<&RawValue>) -> Result<Vec<u8>, String> {
+    let Some(json) = payload else {
+        return Ok(vec![MSGPACK_NIL]);
+    };
+    let text = json.get();
+    let mut out = Vec::with_capacity(text.len());
+    let mut from = serde_json::Deserializer::from_str(text);
+    let mut to = rmp_serde::Serializer::new(&mut out).with_struct_map();
+    serde_transcode::transcode(&mut from, &mut to).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
 /// Parses line `line_no` (1-based). A task without an id gets its line number.
 pub(crate) fn parse(line: &str, line_no: u64) -> Result<TaskLine, String> {
-    let raw: Raw = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    let raw: Raw<'_> = serde_json::from_str(line).map_err(|e| e.to_string())?;
     if raw.task_type.is_empty() {
         return Err("\"type\" must not be empty".to_owned());
     }
-    let payload = rmp_serde::to_vec_named(&raw.payload).map_err(|e| e.to_string())?;
+    let payload = msgpack(raw.payload).map_err(|e| format!("payload: {e}"))?;
     let mut task = Task::new(raw.task_type, payload);
     if let Some(priority) = raw.priority {
         if priority > pool_core::task::PRIORITY_LOWEST {

@@ -1,8 +1,12 @@
 //! One output line of `cortex-pool run`:
 //! `{"id", "status", "result" | "error": {"kind", "message"}, "attempts", "worker", "duration_ms"}`.
+//!
+//! Each line is written straight into its own buffer, keys in alphabetical order
+//! (the order they always had), with the worker's MessagePack result transcoded
+//! to JSON without building a tree of values in between.
 
 use pool_core::{FinalStatus, SubmitError, TaskError, TaskOutput};
-use serde_json::{json, Map, Value};
+use serde::Serialize;
 
 /// How one input line ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,60 +28,123 @@ impl Status {
     }
 }
 
-/// A finished line: its JSON and what the summary needs.
+/// A finished line: its JSON (one object, no newline) and what the summary needs.
 #[derive(Debug)]
 pub(crate) struct Line {
     pub(crate) status: Status,
     pub(crate) duration_ms: f64,
-    pub(crate) json: Value,
+    pub(crate) json: Vec<u8>,
 }
 
-fn base(id: &str, status: Status) -> Map<String, Value> {
-    let mut m = Map::new();
-    m.insert("id".into(), json!(id));
-    m.insert("status".into(), json!(status.as_str()));
-    m
-}
-
-/// The line of a task that produced a result.
-pub(crate) fn ok(id: &str, out: &TaskOutput, duration_ms: f64) -> Line {
-    let mut m = base(id, Status::Ok);
-    match rmp_serde::from_slice::<Value>(&out.payload) {
-        Ok(value) => m.insert("result".into(), value),
-        Err(_) => m.insert("result_hex".into(), json!(hex(&out.payload))),
-    };
-    m.insert("attempts".into(), json!(out.attempts));
-    m.insert("worker".into(), json!(out.worker));
-    m.insert("duration_ms".into(), json!(round3(duration_ms)));
-    Line {
-        status: Status::Ok,
-        duration_ms,
-        json: Value::Object(m),
+impl Line {
+    /// The line as text (it is JSON, so always UTF-8).
+    pub(crate) fn into_text(self) -> String {
+        String::from_utf8(self.json)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
     }
 }
 
+/// Room for a typical line, so most lines take one allocation.
+const LINE_CAPACITY: usize = 160;
+
+/// The line of a task that produced a result.
+pub(crate) fn ok(id: &str, out: &TaskOutput, duration_ms: f64) -> Line {
+    ok_after(id, out, out.attempts, duration_ms)
+}
+
+/// [`ok`], counting `attempts` (the daemon's count, across the pool's restarts).
+pub(crate) fn ok_after(id: &str, out: &TaskOutput, attempts: u32, duration_ms: f64) -> Line {
+    result_line(id, &out.payload, attempts, &out.worker, duration_ms)
+}
+
+/// The line of a task whose last attempt, on `worker`, returned `payload`.
+fn result_line(id: &str, payload: &[u8], attempts: u32, worker: &str, duration_ms: f64) -> Line {
+    let mut json = Vec::with_capacity(LINE_CAPACITY + payload.len() * 2);
+    json.extend_from_slice(b"{\"attempts\":");
+    scalar(&mut json, attempts);
+    json.extend_from_slice(b",\"duration_ms\":");
+    scalar(&mut json, round3(duration_ms));
+    json.extend_from_slice(b",\"id\":");
+    scalar(&mut json, id);
+    result(&mut json, payload);
+    json.extend_from_slice(b",\"status\":\"ok\",\"worker\":");
+    scalar(&mut json, worker);
+    json.push(b'}');
+    Line {
+        status: Status::Ok,
+        duration_ms,
+        json,
+    }
+}
+
+/// `,"result":<the payload as JSON>`, or `,"result_hex":"…"` when the payload is
+/// not MessagePack that JSON can express.
+fn result(json: &mut Vec<u8>, payload: &[u8]) {
+    let mark = json.len();
+    json.extend_from_slice(b",\"result\":");
+    let mut from = rmp_serde::Deserializer::from_read_ref(payload);
+    let mut to = serde_json::Serializer::new(&mut *json);
+    if serde_transcode::transcode(&mut from, &mut to).is_err() {
+        json.truncate(mark);
+        json.extend_from_slice(b",\"result_hex\":\"");
+        for b in payload {
+            json.extend_from_slice(&HEX[usize::from(*b)]);
+        }
+        json.push(b'"');
+    }
+}
+
+/// Two lowercase hex digits of every byte.
+const HEX: [[u8; 2]; 256] = {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut table = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        table[i] = [DIGITS[i >> 4], DIGITS[i & 0xf]];
+        i += 1;
+    }
+    table
+};
+
 /// The line of a task that ended without a result.
 pub(crate) fn failed(id: &str, err: &TaskError, duration_ms: f64) -> Line {
-    let status = match err.status {
+    failed_after(id, err, err.attempts, duration_ms)
+}
+
+/// [`failed`], counting `attempts` (the daemon's count, across the pool's restarts).
+pub(crate) fn failed_after(id: &str, err: &TaskError, attempts: u32, duration_ms: f64) -> Line {
+    let status = status_of(err.status);
+    let failure = err.failure.to_string();
+    let error = ErrorFields {
+        kind: err.failure.kind(),
+        message: &failure,
+        attempts,
+        worker: err.worker.as_deref(),
+        line: None,
+    };
+    error_line(id, status, &error, duration_ms)
+}
+
+/// The line status of a task that ended as `status`.
+fn status_of(status: FinalStatus) -> Status {
+    match status {
         // Out of attempts: dead-lettered by the pool, or by whoever keeps the
         // task's retries (the daemon's task source) when the pool does not.
         FinalStatus::DeadLettered | FinalStatus::Exhausted => Status::DeadLetter,
         _ => Status::Failed,
-    };
-    let failure = err.failure.to_string();
-    let mut line = error_line(id, status, err.failure.kind(), &failure, duration_ms);
-    if let Value::Object(m) = &mut line.json {
-        m.insert("attempts".into(), json!(err.attempts));
-        m.insert("worker".into(), json!(err.worker));
     }
-    line
 }
 
 /// The line of a task cancelled by a second interrupt whose worker did not answer
 /// in time: it is not waited for (its worker is killed as `run` exits).
 pub(crate) fn abandoned(id: &str, duration_ms: f64) -> Line {
     let message = "interrupted twice: cancelled and not waited for";
-    error_line(id, Status::Failed, "cancelled", message, duration_ms)
+    error_line(
+        id,
+        Status::Failed,
+        &ErrorFields::new("cancelled", message),
+        duration_ms,
+    )
 }
 
 /// The line of a task the pool refused (it is shutting down).
@@ -88,7 +155,8 @@ pub(crate) fn refused(id: &str, refused: &SubmitError) -> Line {
         SubmitError::Failed { .. } => "pool_failed",
         _ => "shutting_down",
     };
-    error_line(id, Status::Failed, kind, &refused.to_string(), 0.0)
+    let message = refused.to_string();
+    error_line(id, Status::Failed, &ErrorFields::new(kind, &message), 0.0)
 }
 
 /// The line of an input line that is not a valid task.
@@ -100,31 +168,137 @@ pub(crate) fn invalid(line_no: u64, message: &str) -> Line {
 /// when it had one (its line number otherwise); `line` is always there.
 pub(crate) fn invalid_with_id(id: Option<&str>, line_no: u64, message: &str) -> Line {
     let id = id.map_or_else(|| line_no.to_string(), str::to_owned);
-    let mut line = error_line(&id, Status::Invalid, "invalid_input", message, 0.0);
-    if let Value::Object(m) = &mut line.json {
-        m.insert("line".into(), json!(line_no));
-    }
-    line
+    let error = ErrorFields {
+        line: Some(line_no),
+        ..ErrorFields::new("invalid_input", message)
+    };
+    error_line(&id, Status::Invalid, &error, 0.0)
 }
 
-/// A line without a result: `error: {kind, message}`, no attempts, no worker.
-fn error_line(id: &str, status: Status, kind: &str, message: &str, duration_ms: f64) -> Line {
-    let mut m = base(id, status);
-    m.insert("error".into(), json!({"kind": kind, "message": message}));
-    m.insert("attempts".into(), json!(0));
-    m.insert("worker".into(), Value::Null);
-    m.insert("duration_ms".into(), json!(round3(duration_ms)));
+/// What a line without a result says besides its id and status.
+struct ErrorFields<'a> {
+    kind: &'a str,
+    message: &'a str,
+    attempts: u32,
+    worker: Option<&'a str>,
+    /// The input line, for a line that is not a valid task.
+    line: Option<u64>,
+}
+
+impl<'a> ErrorFields<'a> {
+    /// No attempt ran, on no worker.
+    fn new(kind: &'a str, message: &'a str) -> Self {
+        Self {
+            kind,
+            message,
+            attempts: 0,
+            worker: None,
+            line: None,
+        }
+    }
+}
+
+/// A line without a result: `error: {kind, message}`, with the attempts and the
+/// worker of the last one (0 and `null` when none ran).
+fn error_line(id: &str, status: Status, error: &ErrorFields<'_>, duration_ms: f64) -> Line {
+    let mut json = Vec::with_capacity(LINE_CAPACITY + error.message.len());
+    json.extend_from_slice(b"{\"attempts\":");
+    scalar(&mut json, error.attempts);
+    json.extend_from_slice(b",\"duration_ms\":");
+    scalar(&mut json, round3(duration_ms));
+    json.extend_from_slice(b",\"error\":{\"kind\":");
+    scalar(&mut json, error.kind);
+    json.extend_from_slice(b",\"message\":");
+    scalar(&mut json, error.message);
+    json.extend_from_slice(b"},\"id\":");
+    scalar(&mut json, id);
+    if let Some(line) = error.line {
+        json.extend_from_slice(b",\"line\":");
+        scalar(&mut json, line);
+    }
+    json.extend_from_slice(b",\"status\":");
+    scalar(&mut json, status.as_str());
+    json.extend_from_slice(b",\"worker\":");
+    scalar(&mut json, error.worker);
+    json.push(b'}');
     Line {
         status,
         duration_ms,
-        json: Value::Object(m),
+        json,
     }
+}
+
+/// Appends one JSON scalar (a number, a string with its escapes, or `null`).
+/// Writing into a `Vec` cannot fail, and none of these values is refused by
+/// JSON (a non-finite float is written as `null`).
+fn scalar(json: &mut Vec<u8>, value: impl Serialize) {
+    let _ = value.serialize(&mut serde_json::Serializer::new(json));
 }
 
 fn round3(ms: f64) -> f64 {
     (ms * 1000.0).round() / 1000.0
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn parsed(line: &Line) -> Value {
+        serde_json::from_slice(&line.json).expect("every line is JSON")
+    }
+
+    #[test]
+    fn a_result_line_has_every_key_in_alphabetical_order() {
+        let payload =
+            rmp_serde::to_vec_named(&json!({"b": [1, 2.5, null], "a": "x\"y"})).expect("encodes");
+        let line = result_line("id\n1", &payload, 1, "worker-0", 1.23456);
+        let text = String::from_utf8(line.json.clone()).expect("UTF-8");
+        assert_eq!(
+            text,
+            r#"{"attempts":1,"duration_ms":1.235,"id":"id\n1","result":{"a":"x\"y","b":[1,2.5,null]},"status":"ok","worker":"worker-0"}"#
+        );
+        assert_eq!(line.status, Status::Ok);
+    }
+
+    #[test]
+    fn a_result_that_is_not_msgpack_is_given_in_hex() {
+        let line = result_line("a", &[0xc1, 0x00, 0xff], 2, "worker-3", 0.0);
+        let value = parsed(&line);
+        assert_eq!(value["result_hex"], "c100ff");
+        assert!(value.get("result").is_none(), "{value}");
+        assert_eq!(value["attempts"], 2);
+        assert_eq!(value["worker"], "worker-3");
+    }
+
+    #[test]
+    fn out_of_attempts_is_a_dead_letter_line_and_the_rest_failed() {
+        assert_eq!(status_of(FinalStatus::DeadLettered), Status::DeadLetter);
+        assert_eq!(status_of(FinalStatus::Exhausted), Status::DeadLetter);
+        assert_eq!(status_of(FinalStatus::Cancelled), Status::Failed);
+        assert_eq!(status_of(FinalStatus::Failed), Status::Failed);
+    }
+
+    #[test]
+    fn error_lines_carry_kind_message_attempts_worker_and_line() {
+        let error = ErrorFields {
+            attempts: 3,
+            worker: Some("worker-2"),
+            ..ErrorFields::new("timeout", "took too long")
+        };
+        let value = parsed(&error_line("t", Status::DeadLetter, &error, 2.0));
+        assert_eq!(
+            value,
+            json!({"attempts": 3, "duration_ms": 2.0, "error": {"kind": "timeout",
+                "message": "took too long"}, "id": "t", "status": "dead_letter",
+                "worker": "worker-2"})
+        );
+        let invalid = parsed(&invalid(9, "bad \"line\""));
+        assert_eq!(
+            invalid,
+            json!({"attempts": 0, "duration_ms": 0.0, "error": {"kind": "invalid_input",
+                "message": "bad \"line\""}, "id": "9", "line": 9, "status": "invalid",
+                "worker": null})
+        );
+    }
 }

@@ -293,29 +293,123 @@ impl Pool {
     /// Submits many tasks in one message to the pool, waiting for room as needed.
     /// Cheaper per task than [`submit`](Self::submit) for large batches.
     ///
+    /// Tasks go to the pool as room is found: while the queue is full, those
+    /// accepted so far are sent first, so a batch larger than `max_queue_len`
+    /// makes progress.
+    ///
     /// # Errors
     /// As [`submit`](Self::submit), for the first task refused; tasks before it were
-    /// submitted and their handles are dropped (they still run).
+    /// submitted and their handles are dropped (they still run), tasks after it
+    /// are not submitted.
     pub async fn submit_many(
         &self,
         tasks: impl IntoIterator<Item = Task>,
     ) -> Result<Vec<TaskHandle>, SubmitError> {
         let mut handles = Vec::new();
-        let mut batch = Vec::new();
-        for task in tasks {
-            let task = self.check(task)?;
-            let Ok(permit) = self.shared.queue_slots.acquire().await else {
-                return Err(self.gone(task));
-            };
-            permit.forget();
-            let (pending, handle) = self.pending(task);
-            batch.push(pending);
-            handles.push(handle);
+        for outcome in self.submit_each_until(tasks, true).await {
+            handles.push(outcome?);
         }
-        self.commands
-            .send(Command::Submit(batch))
-            .map_err(|refused| self.gone(first_task(refused.0)))?;
         Ok(handles)
+    }
+
+    /// Submits many tasks, each accepted or refused on its own, in as few
+    /// messages to the pool as the queue's room allows: one result per task, in
+    /// order. Tasks go to the pool as room is found (while the queue is full,
+    /// those accepted so far are sent first, then room is waited for).
+    ///
+    /// A refused task (its payload too large, its priority out of range, or the
+    /// pool shutting down) is given back in its [`SubmitError`]; the others are
+    /// unaffected.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: if the future is dropped while it waits for room, the
+    /// tasks sent before are submitted and their handles are dropped (they still
+    /// run), and the rest are not submitted.
+    pub async fn submit_each(
+        &self,
+        tasks: impl IntoIterator<Item = Task>,
+    ) -> Vec<Result<TaskHandle, SubmitError>> {
+        self.submit_each_until(tasks, false).await
+    }
+
+    /// [`submit_each`](Self::submit_each); with `stop_at_refusal`, no task after
+    /// the first refused one is submitted (nor given a result).
+    async fn submit_each_until(
+        &self,
+        tasks: impl IntoIterator<Item = Task>,
+        stop_at_refusal: bool,
+    ) -> Vec<Result<TaskHandle, SubmitError>> {
+        let mut results = Vec::new();
+        let mut unsent = Unsent::default();
+        for task in tasks {
+            let task = match self.check(task) {
+                Ok(task) => task,
+                Err(refused) => {
+                    results.push(Err(refused));
+                    if stop_at_refusal {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            if !self.queue_slot(&mut unsent, &mut results).await {
+                results.push(Err(self.gone(task)));
+                if stop_at_refusal {
+                    break;
+                }
+                continue;
+            }
+            let (pending, handle) = self.pending(task);
+            unsent.add(results.len(), pending);
+            results.push(Ok(handle));
+        }
+        self.send_unsent(&mut unsent, &mut results);
+        results
+    }
+
+    /// Takes one of the queue's slots, sending the tasks in `unsent` first when
+    /// it has to wait for one; `false` when the pool takes no more tasks.
+    async fn queue_slot(
+        &self,
+        unsent: &mut Unsent,
+        results: &mut [Result<TaskHandle, SubmitError>],
+    ) -> bool {
+        match self.shared.queue_slots.try_acquire() {
+            Ok(permit) => {
+                permit.forget();
+                true
+            }
+            Err(tokio::sync::TryAcquireError::Closed) => false,
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                self.send_unsent(unsent, results);
+                match self.shared.queue_slots.acquire().await {
+                    Ok(permit) => {
+                        permit.forget();
+                        true
+                    }
+                    Err(_) => false,
+                }
+            }
+        }
+    }
+
+    /// Sends the tasks in `unsent` to the pool in one message; when the pool is
+    /// gone, each one's result becomes its refusal.
+    fn send_unsent(&self, unsent: &mut Unsent, results: &mut [Result<TaskHandle, SubmitError>]) {
+        if unsent.pending.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut unsent.pending);
+        if let Err(refused) = self.commands.send(Command::Submit(batch)) {
+            if let Command::Submit(batch) = refused.0 {
+                for (at, pending) in unsent.at.iter().zip(batch) {
+                    if let Some(result) = results.get_mut(*at) {
+                        *result = Err(self.gone(pending.task));
+                    }
+                }
+            }
+        }
+        unsent.at.clear();
     }
 
     /// The refusal of `task` by a pool that takes no more tasks: failed, or
@@ -594,6 +688,20 @@ fn mark_failed(outcome: Result<(), tokio::task::JoinError>, shared: &Shared) {
 }
 
 /// The first task of a submission the actor never received (it is gone).
+/// Accepted tasks not yet sent to the pool, with where each one's result is.
+#[derive(Default)]
+struct Unsent {
+    pending: Vec<Pending>,
+    at: Vec<usize>,
+}
+
+impl Unsent {
+    fn add(&mut self, at: usize, pending: Pending) {
+        self.pending.push(pending);
+        self.at.push(at);
+    }
+}
+
 fn first_task(refused: Command) -> Task {
     match refused {
         Command::Submit(batch) => batch

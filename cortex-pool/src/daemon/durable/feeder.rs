@@ -143,19 +143,13 @@ fn settlement(daemon: &Daemon, a: Attempt) -> Settlement {
     let attempt = a.claimed.attempt;
     let elapsed = a.started.elapsed();
     let ms = elapsed.as_secs_f64() * 1000.0;
-    let with_attempts = |mut line: Value| {
-        if let Value::Object(m) = &mut line {
-            m.insert("attempts".into(), attempt.into());
-        }
-        line.to_string()
-    };
     let outcome = match a.ran {
         Ran::NotTaken => Outcome::Interrupted,
         Ran::Done(Ok(out)) => {
             daemon.latency.observe(elapsed.as_secs_f64());
             Outcome::Settled {
                 state: TaskState::Ok,
-                line: with_attempts(output::ok(&id, &out, ms).json),
+                line: output::ok_after(&id, &out, attempt, ms).into_text(),
                 error: None,
             }
         }
@@ -176,7 +170,7 @@ fn settlement(daemon: &Daemon, a: Attempt) -> Settlement {
                     daemon.latency.observe(elapsed.as_secs_f64());
                     Outcome::Settled {
                         state: TaskState::DeadLetter,
-                        line: with_attempts(output::failed(&id, &err, ms).json),
+                        line: output::failed_after(&id, &err, attempt, ms).into_text(),
                         error: Some(error),
                     }
                 }
@@ -185,7 +179,7 @@ fn settlement(daemon: &Daemon, a: Attempt) -> Settlement {
                 daemon.latency.observe(elapsed.as_secs_f64());
                 Outcome::Settled {
                     state: TaskState::Failed,
-                    line: with_attempts(output::failed(&id, &err, ms).json),
+                    line: output::failed_after(&id, &err, attempt, ms).into_text(),
                     error: Some(ErrorInfo {
                         kind: failure.kind().to_owned(),
                         message: failure.to_string(),
