@@ -3,13 +3,13 @@
 //!
 //! | task type | payload | does |
 //! |---|---|---|
-//! | `echo` | anything | returns the payload unchanged |
+//! | `echo` | anything | returns the payload unchanged (its very bytes) |
 //! | `sleep` | `{"ms": N}` | sleeps N ms (stops early when cancelled), returns `"ok"` |
 //! | `sha256` | `{"data": "text", "rounds": N}` | CPU work: hex digest of SHA-256 applied N times (default 1) |
 //! | `fail` | `{"times": N}` | fails (retryable) while the attempt is ≤ N, then returns `"ok"` |
 //! | `crash` | `{"code": N}` | exits the process with code N (default 1) mid-task |
 //! | `hang` | anything | never replies unless cancelled; heartbeats keep flowing |
-//! | `alloc` | `{"mb": N}` | allocates and touches N MiB, kept for the worker's lifetime, returns `"ok"` |
+//! | `alloc` | `{"mb": N, "hold_ms": M}` | allocates and touches N MiB, kept for the worker's lifetime, then waits M ms (default 0; stops early when cancelled), returns `"ok"` |
 //! | `noise` | anything | prints a few lines with `println!`, returns `"ok"` |
 //! | `stderr` | `{"hex": "6869ff0a", "repeat": N}` | writes the bytes (hex-encoded; any bytes, newlines only where given) to stderr N times (default 1), returns `"ok"` |
 //! | `stop` | `{"times": N}` | while the attempt is ≤ N, stops its own process with SIGSTOP (a hung worker whose heartbeats stop too), then returns `"ok"` |
@@ -18,6 +18,7 @@ use std::process::ExitCode;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use worker_sdk::{HandlerError, TaskContext, Worker};
@@ -28,7 +29,9 @@ static HELD: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 /// Runs the demo worker on the link the manager set up; returns the exit code.
 pub(crate) fn run() -> ExitCode {
     Worker::new()
-        .handle("echo", |_ctx: TaskContext, payload: Value| async move {
+        // The payload's own bytes back (a raw handler: nothing decoded or
+        // re-encoded), so `echo` costs what the pool costs, not what serde does.
+        .handle_raw("echo", |_ctx: TaskContext, payload: Bytes| async move {
             Ok::<_, HandlerError>(payload)
         })
         .handle("sleep", sleep)
@@ -109,8 +112,9 @@ async fn hang(ctx: TaskContext, _input: Value) -> Result<Value, HandlerError> {
     Err(cancelled())
 }
 
-async fn alloc(_ctx: TaskContext, input: Value) -> Result<Value, HandlerError> {
+async fn alloc(ctx: TaskContext, input: Value) -> Result<Value, HandlerError> {
     let mb = number(&input, "mb", None)?;
+    let hold_ms = number(&input, "hold_ms", Some(0))?;
     let bytes = usize::try_from(mb)
         .ok()
         .and_then(|mb| mb.checked_mul(1024 * 1024))
@@ -125,9 +129,14 @@ async fn alloc(_ctx: TaskContext, input: Value) -> Result<Value, HandlerError> {
         HELD.lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(block);
-        Ok(json!("ok"))
+        Ok::<(), HandlerError>(())
     })
-    .await?
+    .await??;
+    // Still running with the memory held, so a check of its size finds it mid-task.
+    tokio::select! {
+        () = tokio::time::sleep(Duration::from_millis(hold_ms)) => Ok(json!("ok")),
+        () = ctx.cancelled() => Err(cancelled()),
+    }
 }
 
 #[allow(clippy::print_stdout)] // On purpose: worker-sdk must route this to stderr.

@@ -135,7 +135,9 @@ fn max_tasks_per_worker_recycles_workers() {
 fn kill_rss_mb_kills_a_worker_over_the_hard_limit_mid_task() {
     let run = common::run(
         &["-w", "1", "--kill-rss-mb", "50", "--max-retries", "0"],
-        "{\"id\":\"big\",\"type\":\"alloc\",\"payload\":{\"mb\":200}}\n",
+        // It holds its memory until it is killed: the pool's health check (every
+        // second by default) finds it over the limit while it runs.
+        "{\"id\":\"big\",\"type\":\"alloc\",\"payload\":{\"mb\":200,\"hold_ms\":60000}}\n",
     );
     assert_eq!(run.code, 1, "{}", run.stderr);
     let big = run.line("big");

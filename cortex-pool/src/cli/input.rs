@@ -156,6 +156,24 @@ mod tests {
     }
 
     #[test]
+    fn a_payload_keeps_its_keys_in_order_and_a_missing_one_is_nil() {
+        let t = parse(
+            r#"{"type":"echo","payload":{"z":[1,-2,0.5],"a":"\u00e9"}}"#,
+            1,
+        )
+        .unwrap();
+        let mut expected = Vec::new();
+        expected.push(0x82); // a map of two
+        expected.extend_from_slice(&[0xa1, b'z', 0x93, 0x01, 0xfe, 0xcb]);
+        expected.extend_from_slice(&0.5f64.to_be_bytes());
+        expected.extend_from_slice(&[0xa1, b'a', 0xa2, 0xc3, 0xa9]);
+        assert_eq!(t.task.payload.as_ref(), expected.as_slice());
+        for line in [r#"{"type":"echo"}"#, r#"{"type":"echo","payload":null}"#] {
+            assert_eq!(parse(line, 1).unwrap().task.payload.as_ref(), [0xc0]);
+        }
+    }
+
+    #[test]
     fn a_missing_id_becomes_the_line_number() {
         assert_eq!(parse(r#"{"type":"echo"}"#, 7).unwrap().id, "7");
     }
