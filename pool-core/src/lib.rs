@@ -43,8 +43,9 @@ pub use balance::{BalancePolicy, WorkerSnapshot};
 pub use error::{ConfigError, StartError, SubmitError, TASK_FRAME_OVERHEAD};
 pub use health::{HealthProbe, ProbeKind, Verdict, Vitals};
 pub use manager::{
-    Failure, FinalStatus, HealthStatus, Pool, PoolBuilder, PoolConfig, PoolEvent, PoolMetrics,
-    PoolSettings, TaskError, TaskHandle, TaskOutput, WorkerCommand,
+    Completion, CompletionSink, Completions, Failure, FinalStatus, HealthStatus, Pool, PoolBuilder,
+    PoolConfig, PoolEvent, PoolMetrics, PoolSettings, TaskError, TaskHandle, TaskOutput,
+    WorkerCommand,
 };
 pub use queue::RetryPolicy;
 pub use task::Task;

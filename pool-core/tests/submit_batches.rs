@@ -103,3 +103,83 @@ async fn submit_many_sends_the_tasks_before_a_refused_one_and_none_after() {
     assert_eq!(started, (0..50).collect::<Vec<u32>>());
     pool.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn submit_each_to_delivers_every_outcome_once_to_the_shared_channel() {
+    let (pool, _) = common::start(small_queue(), |t| {
+        if t.payload == common::task("work", 7).payload {
+            MockAction::Fail { retryable: false }
+        } else {
+            MockAction::Echo
+        }
+    })
+    .await;
+    let mut done = pool_core::Completions::new();
+    let mut tasks: Vec<Task> = (0..50).map(work).collect();
+    tasks.insert(3, oversized());
+    let results = pool.submit_each_to(tasks, &done.sink()).await;
+    assert_eq!(results.len(), 51);
+    assert!(matches!(
+        results[3],
+        Err(SubmitError::PayloadTooLarge { .. })
+    ));
+    let ids: Vec<u64> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok().copied())
+        .collect();
+    assert_eq!(ids.len(), 50);
+    let mut outcomes = Vec::new();
+    while outcomes.len() < ids.len() {
+        done.recv_many(&mut outcomes, 16).await;
+    }
+    assert!(done.try_recv().is_none(), "nothing arrives twice");
+    let mut settled: Vec<u64> = outcomes
+        .iter()
+        .map(|o| match o {
+            Ok(out) => out.id,
+            Err(err) => err.id,
+        })
+        .collect();
+    settled.sort_unstable();
+    let mut expected = ids.clone();
+    expected.sort_unstable();
+    assert_eq!(settled, expected);
+    let failed: Vec<_> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].status, pool_core::FinalStatus::Failed);
+    pool.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_submitted_to_a_shared_channel_can_be_cancelled_by_id() {
+    let config = pool_core::PoolConfig {
+        prefetch: 0,
+        ..small_queue()
+    };
+    let (pool, recorder) = common::start(config, common::blocker_then_echo).await;
+    let mut done = pool_core::Completions::new();
+    let tasks = [
+        common::task("blocker", 0),
+        common::task("blocker", 1),
+        work(2),
+    ];
+    let ids: Vec<u64> = pool
+        .submit_each_to(tasks, &done.sink())
+        .await
+        .into_iter()
+        .map(|r| r.expect("accepted"))
+        .collect();
+    // Both workers hold a blocker; the third task waits in the queue.
+    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    pool.cancel(ids[2]);
+    let mut outcomes = Vec::new();
+    while outcomes.len() < 3 {
+        done.recv_many(&mut outcomes, 8).await;
+    }
+    let cancelled: Vec<_> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
+    assert_eq!(cancelled.len(), 1);
+    assert_eq!(cancelled[0].id, ids[2]);
+    assert_eq!(cancelled[0].status, pool_core::FinalStatus::Cancelled);
+    assert!(recorder.started().iter().all(|t| t.task_type == "blocker"));
+    pool.shutdown().await;
+}

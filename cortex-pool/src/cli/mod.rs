@@ -1,6 +1,8 @@
 //! The command line: argument parsing and one module per command.
 
 pub(crate) mod args;
+mod collect;
+mod feed;
 pub(crate) mod input;
 mod interrupt;
 pub(crate) mod output;

@@ -1,51 +1,33 @@
 //! `cortex-pool run`: JSON lines in, one JSON line per task out, in completion order.
 
-use std::future::Future;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures_util::stream::{FuturesUnordered, StreamExt};
-use futures_util::FutureExt;
-use pool_core::{Pool, PoolConfig, PoolSettings, Transport, WorkerCommand};
-use tokio::io::{AsyncRead, BufReader};
-use tokio::sync::{broadcast, mpsc, watch};
+use pool_core::{Completions, Pool, PoolConfig, PoolSettings, Transport, WorkerCommand};
+use tokio::io::AsyncRead;
+use tokio::sync::{broadcast, mpsc};
 
 use super::args::RunArgs;
+use super::collect::{collect, Accepted};
+use super::feed::{feed, Stages};
 use super::interrupt::{self, Phase};
-use super::output::{self, Line};
+use super::output::Line;
 use super::progress::{self, Progress};
-use super::reader::{LineReader, RawLine};
 use super::summary::Tally;
-use super::{input, EXIT_USAGE};
+use super::EXIT_USAGE;
 use crate::pool_settings::TransportKind;
 
 /// How long the runtime's shutdown waits for blocking threads (a read of stdin).
 const RUNTIME_SHUTDOWN: Duration = Duration::from_millis(500);
 
-/// How long a task cancelled by a second signal may take to settle.
-const CANCEL_WAIT: Duration = Duration::from_millis(300);
-
 /// How many batches of finished lines, and of accepted tasks, may wait between
 /// the stages: with the batch sizes, at most 2 048 lines and 1 024 tasks, so a
 /// slow standard output soon stops the reading of input.
 const CHANNEL_DEPTH: usize = 8;
-
-/// The most finished lines handed to the writer at once: lines that are ready
-/// together travel together, so the writer's thread wakes once for them.
-const LINE_BATCH: usize = 256;
-
-/// How many bytes of input one read takes in (a read of a file is a hop to a
-/// blocking thread and back).
-const READ_BUFFER: usize = 64 * 1024;
-
-/// The most input lines submitted to the pool in one call.
-const SUBMIT_BATCH: usize = 128;
 
 /// A usage or configuration problem: exit status 2.
 struct UsageError(String);
@@ -207,16 +189,28 @@ async fn run_async(args: RunArgs) -> Result<bool, UsageError> {
     let (accepted_tx, accepted_rx) = mpsc::channel::<Vec<Accepted>>(CHANNEL_DEPTH);
     let submitted = Arc::new(AtomicU64::new(0));
     let phase = signals.watch(pool.clone());
-    let feeder = tokio::spawn(feed(
-        phase.clone(),
+    let done = Completions::new();
+    let feeder = {
+        let (phase, pool, submitted) = (phase.clone(), pool.clone(), submitted.clone());
+        let (sink, lines) = (done.sink(), lines_tx.clone());
+        let max_line_bytes = args.max_line_bytes;
+        tokio::spawn(async move {
+            let stages = Stages {
+                pool: &pool,
+                done: &sink,
+                lines: &lines,
+                accepted: &accepted_tx,
+            };
+            feed(phase, stages, tasks, max_line_bytes, submitted).await;
+        })
+    };
+    tokio::spawn(collect(
         pool.clone(),
-        tasks,
-        args.max_line_bytes,
-        lines_tx.clone(),
-        accepted_tx,
-        submitted.clone(),
+        done,
+        accepted_rx,
+        lines_tx,
+        phase.clone(),
     ));
-    tokio::spawn(collect(accepted_rx, lines_tx, phase.clone()));
     let writer_submitted = submitted.clone();
     let mut tally =
         tokio::task::spawn_blocking(move || write_lines(lines_rx, writer_submitted, progress))
@@ -263,253 +257,6 @@ async fn progress_line(args: &RunArgs) -> Progress {
             Progress::new(mode, total)
         }
         _ => probe,
-    }
-}
-
-/// Reads task lines, submits them (waiting for queue room), and hands each
-/// outcome to the writer as soon as it is known. Every channel is bounded, so a
-/// slow standard output stops the reading.
-///
-/// Lines that are already read in are parsed and submitted together (up to
-/// [`SUBMIT_BATCH`]): the batch goes to the pool when the next line is not there
-/// yet, or when it is full.
-async fn feed(
-    mut phase: watch::Receiver<Phase>,
-    pool: Pool,
-    tasks: Box<dyn AsyncRead + Unpin + Send>,
-    max_line_bytes: usize,
-    lines: mpsc::Sender<Vec<Line>>,
-    accepted: mpsc::Sender<Vec<Accepted>>,
-    submitted: Arc<AtomicU64>,
-) {
-    let mut reader = LineReader::new(BufReader::with_capacity(READ_BUFFER, tasks), max_line_bytes);
-    let mut ids = input::Ids::default();
-    let mut line_no = 0u64;
-    let mut batch = Vec::with_capacity(SUBMIT_BATCH);
-    loop {
-        let next = {
-            let read = reader.next_line();
-            tokio::pin!(read);
-            match poll_once(read.as_mut()).await {
-                Poll::Ready(_) if *phase.borrow() >= Phase::Draining => break,
-                Poll::Ready(next) => next,
-                Poll::Pending => {
-                    submit(&pool, &mut batch, &lines, &accepted).await;
-                    tokio::select! {
-                        biased;
-                        () = interrupt::reached(&mut phase, Phase::Draining) => break,
-                        next = &mut read => next,
-                    }
-                }
-            }
-        };
-        let raw = match next {
-            Ok(Some(raw)) => raw,
-            Ok(None) => break,
-            Err(e) => {
-                line_no += 1;
-                submitted.fetch_add(1, Relaxed);
-                let message = format!("line {line_no} is unreadable: {e}");
-                let _ = lines.send(vec![output::invalid(line_no, &message)]).await;
-                break;
-            }
-        };
-        line_no += 1;
-        let bytes = match raw {
-            RawLine::Bytes(bytes) => bytes,
-            RawLine::TooLong(len) => {
-                submitted.fetch_add(1, Relaxed);
-                let message = format!(
-                    "line {line_no} is {len} bytes, longer than --max-line-bytes ({max_line_bytes})"
-                );
-                let _ = lines.send(vec![output::invalid(line_no, &message)]).await;
-                continue;
-            }
-        };
-        if bytes.trim_ascii().is_empty() {
-            continue;
-        }
-        submitted.fetch_add(1, Relaxed);
-        match input::parse_line(&bytes, line_no, &mut ids) {
-            Ok(parsed) => batch.push(parsed),
-            Err(invalid) => {
-                let line =
-                    output::invalid_with_id(invalid.id.as_deref(), line_no, &invalid.message);
-                let _ = lines.send(vec![line]).await;
-                continue;
-            }
-        }
-        if batch.len() >= SUBMIT_BATCH {
-            submit(&pool, &mut batch, &lines, &accepted).await;
-        }
-    }
-    submit(&pool, &mut batch, &lines, &accepted).await;
-}
-
-/// Polls `future` once: its output if it is ready now.
-async fn poll_once<F: Future>(future: Pin<&mut F>) -> Poll<F::Output> {
-    let mut future = Some(future);
-    std::future::poll_fn(|cx| {
-        Poll::Ready(match future.take() {
-            Some(future) => future.poll(cx),
-            None => Poll::Pending,
-        })
-    })
-    .await
-}
-
-/// Submits the parsed lines of `batch` in one call (emptying it): the accepted
-/// ones go to the collector, a line for each refused one to the writer.
-async fn submit(
-    pool: &Pool,
-    batch: &mut Vec<input::TaskLine>,
-    lines: &mpsc::Sender<Vec<Line>>,
-    accepted: &mpsc::Sender<Vec<Accepted>>,
-) {
-    if batch.is_empty() {
-        return;
-    }
-    let since = Instant::now();
-    let (ids, tasks): (Vec<String>, Vec<pool_core::Task>) =
-        batch.drain(..).map(|line| (line.id, line.task)).unzip();
-    let results = pool.submit_each(tasks).await;
-    let mut taken = Vec::with_capacity(results.len());
-    let mut refused = Vec::new();
-    for (id, result) in ids.into_iter().zip(results) {
-        match result {
-            Ok(handle) => taken.push(Accepted { id, since, handle }),
-            Err(error) => refused.push(output::refused(&id, &error)),
-        }
-    }
-    if !refused.is_empty() {
-        let _ = lines.send(refused).await;
-    }
-    if !taken.is_empty() {
-        let _ = accepted.send(taken).await;
-    }
-}
-
-/// A task the pool accepted, waiting for its outcome: a future of its line.
-struct Accepted {
-    id: String,
-    since: Instant,
-    handle: pool_core::TaskHandle,
-}
-
-impl Accepted {
-    /// Milliseconds since it was submitted.
-    fn elapsed_ms(&self) -> f64 {
-        self.since.elapsed().as_secs_f64() * 1000.0
-    }
-}
-
-impl Future for Accepted {
-    type Output = Line;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Line> {
-        let outcome = std::task::ready!(Pin::new(&mut self.handle).poll(cx));
-        let ms = self.elapsed_ms();
-        Poll::Ready(match outcome {
-            Ok(out) => output::ok(&self.id, &out, ms),
-            Err(err) => output::failed(&self.id, &err, ms),
-        })
-    }
-}
-
-/// Turns outcomes into lines in the order the pool settles the tasks: the handles
-/// are polled together and a `FuturesUnordered` yields them in wake-up order.
-///
-/// After a second signal each waiting task is cancelled and given [`CANCEL_WAIT`]
-/// to settle ([`give_up`]).
-async fn collect(
-    mut accepted: mpsc::Receiver<Vec<Accepted>>,
-    lines: mpsc::Sender<Vec<Line>>,
-    mut phase: watch::Receiver<Phase>,
-) {
-    let mut waiting = FuturesUnordered::new();
-    let mut open = true;
-    let stopping = interrupt::reached(&mut phase, Phase::Stopping);
-    tokio::pin!(stopping);
-    while open || !waiting.is_empty() {
-        tokio::select! {
-            biased;
-            () = &mut stopping => return give_up(waiting, accepted, open, lines).await,
-            Some(line) = waiting.next(), if !waiting.is_empty() => {
-                let _ = lines.send(ready_with(line, &mut waiting)).await;
-            }
-            next = accepted.recv(), if open => match next {
-                Some(accepted) => waiting.extend(accepted),
-                None => open = false,
-            },
-        }
-    }
-}
-
-/// `first` and the lines of the other tasks that are ready now (up to
-/// [`LINE_BATCH`] in all).
-fn ready_with(first: Line, waiting: &mut FuturesUnordered<Accepted>) -> Vec<Line> {
-    let mut batch = Vec::with_capacity(LINE_BATCH.min(waiting.len() + 1));
-    batch.push(first);
-    // Polled without a waker that matters: the caller polls `waiting` again,
-    // with its own, before it waits.
-    while batch.len() < LINE_BATCH {
-        match waiting.next().now_or_never() {
-            Some(Some(line)) => batch.push(line),
-            _ => break,
-        }
-    }
-    batch
-}
-
-/// After a second signal: cancels every waiting task (and those still arriving),
-/// writes the lines of those that settle within [`CANCEL_WAIT`], and a
-/// `cancelled` line without waiting further for each of the others (its worker
-/// does not answer; it is killed as `run` exits).
-async fn give_up(
-    mut waiting: FuturesUnordered<Accepted>,
-    mut accepted: mpsc::Receiver<Vec<Accepted>>,
-    mut open: bool,
-    lines: mpsc::Sender<Vec<Line>>,
-) {
-    for task in waiting.iter_mut() {
-        task.handle.cancel();
-    }
-    let deadline = tokio::time::sleep(CANCEL_WAIT);
-    tokio::pin!(deadline);
-    while open || !waiting.is_empty() {
-        tokio::select! {
-            biased;
-            () = &mut deadline => break,
-            Some(line) = waiting.next(), if !waiting.is_empty() => {
-                let _ = lines.send(vec![line]).await;
-            }
-            next = accepted.recv(), if open => match next {
-                Some(tasks) => {
-                    for task in tasks {
-                        task.handle.cancel();
-                        waiting.push(task);
-                    }
-                }
-                None => open = false,
-            },
-        }
-    }
-    let abandoned: Vec<Line> = waiting
-        .into_iter()
-        .map(|task| output::abandoned(&task.id, task.elapsed_ms()))
-        .collect();
-    if !abandoned.is_empty() {
-        let _ = lines.send(abandoned).await;
-    }
-    // The reader stopped at the first signal: what it still hands over is
-    // cancelled and not waited for.
-    while let Some(tasks) = if open { accepted.recv().await } else { None } {
-        let mut batch = Vec::with_capacity(tasks.len());
-        for task in tasks {
-            task.handle.cancel();
-            batch.push(output::abandoned(&task.id, task.elapsed_ms()));
-        }
-        let _ = lines.send(batch).await;
     }
 }
 

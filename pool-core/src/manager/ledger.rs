@@ -4,29 +4,35 @@
 //! also counts the outcome (completed, failed, cancelled, dead-lettered) just
 //! before the caller is told, so the counters and the answers cannot disagree.
 
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
+use super::completions::Completion;
 use super::handle::{BoxedOutcome, FinalStatus, TaskError, TaskOutput};
 use super::metrics::Stats;
 
 /// The caller's side of one task: answered exactly once, by [`completed`] or
-/// [`failed`](Answer::failed).
+/// [`failed`](Answer::failed), through its own handle's channel or through a
+/// [`Completions`](super::Completions) channel shared by many tasks.
 ///
 /// [`completed`]: Answer::completed
-pub(crate) struct Answer(oneshot::Sender<BoxedOutcome>);
+pub(crate) enum Answer {
+    /// The task's [`TaskHandle`](super::TaskHandle) waits on this.
+    Handle(oneshot::Sender<BoxedOutcome>),
+    /// The task was submitted with [`Pool::submit_each_to`](super::Pool::submit_each_to).
+    Shared(mpsc::UnboundedSender<Completion>),
+}
 
 impl Answer {
     /// A new answer and the receiver its task handle waits on.
     pub(crate) fn new() -> (Self, oneshot::Receiver<BoxedOutcome>) {
         let (tx, rx) = oneshot::channel();
-        (Self(tx), rx)
+        (Self::Handle(tx), rx)
     }
 
     /// Settles the task with its result.
     pub(crate) fn completed(self, stats: &Stats, output: TaskOutput) {
         Stats::bump(&stats.completed);
-        // A caller that dropped its handle is not waiting: nothing to tell.
-        let _ = self.0.send(Box::new(Ok(output)));
+        self.tell(Ok(output));
     }
 
     /// Settles the task without a result, counted by how it ended.
@@ -36,7 +42,20 @@ impl Answer {
             FinalStatus::DeadLettered => &stats.dead_lettered,
             FinalStatus::Failed | FinalStatus::Exhausted => &stats.failed,
         });
-        let _ = self.0.send(Box::new(Err(error)));
+        self.tell(Err(error));
+    }
+
+    /// Hands the outcome over. A caller that stopped listening (dropped its
+    /// handle or its channel) is not waiting: nothing to tell.
+    fn tell(self, outcome: Completion) {
+        match self {
+            Self::Handle(tx) => {
+                let _ = tx.send(Box::new(outcome));
+            }
+            Self::Shared(tx) => {
+                let _ = tx.send(outcome);
+            }
+        }
     }
 }
 

@@ -11,6 +11,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::actor::{self, ActorParts, Command, EventChannels, Pending, Shared};
 use super::alerts::Alert;
+use super::completions::CompletionSink;
 use super::config::PoolConfig;
 use super::events::PoolEvent;
 use super::handle::TaskHandle;
@@ -306,7 +307,7 @@ impl Pool {
         tasks: impl IntoIterator<Item = Task>,
     ) -> Result<Vec<TaskHandle>, SubmitError> {
         let mut handles = Vec::new();
-        for outcome in self.submit_each_until(tasks, true).await {
+        for outcome in self.submit_each_until(tasks, true, Self::pending).await {
             handles.push(outcome?);
         }
         Ok(handles)
@@ -329,16 +330,46 @@ impl Pool {
         &self,
         tasks: impl IntoIterator<Item = Task>,
     ) -> Vec<Result<TaskHandle, SubmitError>> {
-        self.submit_each_until(tasks, false).await
+        self.submit_each_until(tasks, false, Self::pending).await
     }
 
-    /// [`submit_each`](Self::submit_each); with `stop_at_refusal`, no task after
-    /// the first refused one is submitted (nor given a result).
-    async fn submit_each_until(
+    /// [`submit_each`](Self::submit_each) without a handle per task: each
+    /// accepted task's outcome arrives in the [`Completions`](super::Completions)
+    /// channel `to` sends to, and its result here is its id
+    /// (for [`cancel`](Self::cancel), and to tell the outcomes apart).
+    ///
+    /// # Cancel safety
+    /// As [`submit_each`](Self::submit_each); the outcomes of the tasks sent
+    /// still arrive in `to`.
+    pub async fn submit_each_to(
+        &self,
+        tasks: impl IntoIterator<Item = Task>,
+        to: &CompletionSink,
+    ) -> Vec<Result<u64, SubmitError>> {
+        self.submit_each_until(tasks, false, |pool, task| {
+            let pending = pool.pending_with(task, Answer::Shared(to.sender()));
+            let id = pending.id;
+            (pending, id)
+        })
+        .await
+    }
+
+    /// Asks the pool to cancel task `id` (see [`TaskHandle::cancel`]); for tasks
+    /// submitted with [`submit_each_to`](Self::submit_each_to). An id that is
+    /// not in the pool (settled, or never submitted) is ignored.
+    pub fn cancel(&self, id: u64) {
+        let _ = self.commands.send(Command::Cancel(id));
+    }
+
+    /// [`submit_each`](Self::submit_each), with what the caller gets for each
+    /// accepted task made by `accept`; with `stop_at_refusal`, no task after the
+    /// first refused one is submitted (nor given a result).
+    async fn submit_each_until<H>(
         &self,
         tasks: impl IntoIterator<Item = Task>,
         stop_at_refusal: bool,
-    ) -> Vec<Result<TaskHandle, SubmitError>> {
+        mut accept: impl FnMut(&Self, Task) -> (Pending, H),
+    ) -> Vec<Result<H, SubmitError>> {
         let mut results = Vec::new();
         let mut unsent = Unsent::default();
         for task in tasks {
@@ -359,7 +390,7 @@ impl Pool {
                 }
                 continue;
             }
-            let (pending, handle) = self.pending(task);
+            let (pending, handle) = accept(self, task);
             unsent.add(results.len(), pending);
             results.push(Ok(handle));
         }
@@ -369,10 +400,10 @@ impl Pool {
 
     /// Takes one of the queue's slots, sending the tasks in `unsent` first when
     /// it has to wait for one; `false` when the pool takes no more tasks.
-    async fn queue_slot(
+    async fn queue_slot<H>(
         &self,
         unsent: &mut Unsent,
-        results: &mut [Result<TaskHandle, SubmitError>],
+        results: &mut [Result<H, SubmitError>],
     ) -> bool {
         match self.shared.queue_slots.try_acquire() {
             Ok(permit) => {
@@ -395,7 +426,7 @@ impl Pool {
 
     /// Sends the tasks in `unsent` to the pool in one message; when the pool is
     /// gone, each one's result becomes its refusal.
-    fn send_unsent(&self, unsent: &mut Unsent, results: &mut [Result<TaskHandle, SubmitError>]) {
+    fn send_unsent<H>(&self, unsent: &mut Unsent, results: &mut [Result<H, SubmitError>]) {
         if unsent.pending.is_empty() {
             return;
         }
@@ -439,9 +470,16 @@ impl Pool {
     /// A pending record for `task`, which holds one of the queue's slots (taken by
     /// the caller and released by the actor when the task leaves the queue).
     fn pending(&self, task: Task) -> (Pending, TaskHandle) {
-        let id = self.shared.next_task_id.fetch_add(1, Relaxed);
         let (answer, outcome) = Answer::new();
-        let pending = Pending {
+        let pending = self.pending_with(task, answer);
+        let handle = TaskHandle::new(pending.id, outcome, self.commands.clone());
+        (pending, handle)
+    }
+
+    /// A pending record for `task`, answered through `answer` (see [`pending`](Self::pending)).
+    fn pending_with(&self, task: Task, answer: Answer) -> Pending {
+        let id = self.shared.next_task_id.fetch_add(1, Relaxed);
+        Pending {
             id,
             task,
             attempts: 0,
@@ -450,8 +488,7 @@ impl Pool {
             uncounted_requeues: 0,
             queued_at: Instant::now(),
             last_worker: None,
-        };
-        (pending, TaskHandle::new(id, outcome, self.commands.clone()))
+        }
     }
 
     fn send(&self, task: Task) -> Result<TaskHandle, SubmitError> {

@@ -1,0 +1,155 @@
+//! The feeder of `cortex-pool run`: reads task lines, parses them and submits
+//! them to the pool in batches.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Instant;
+
+use pool_core::{CompletionSink, Pool, Task};
+use tokio::io::{AsyncRead, BufReader};
+use tokio::sync::{mpsc, watch};
+
+use super::collect::Accepted;
+use super::input;
+use super::interrupt::{self, Phase};
+use super::output::{self, Line};
+use super::reader::{LineReader, RawLine};
+
+/// How many bytes of input one read takes in (a read of a file is a hop to a
+/// blocking thread and back).
+const READ_BUFFER: usize = 64 * 1024;
+
+/// The most input lines submitted to the pool in one call.
+const SUBMIT_BATCH: usize = 128;
+
+/// Where the feeder hands its work on.
+pub(crate) struct Stages<'a> {
+    pub(crate) pool: &'a Pool,
+    /// Where the outcomes of the tasks it submits go (the collector reads them).
+    pub(crate) done: &'a CompletionSink,
+    /// The lines of input that are not tasks, and of tasks the pool refused.
+    pub(crate) lines: &'a mpsc::Sender<Vec<Line>>,
+    /// The tasks the pool accepted, for the collector.
+    pub(crate) accepted: &'a mpsc::Sender<Vec<Accepted>>,
+}
+
+/// Reads task lines, submits them (waiting for queue room), and hands each
+/// outcome to the writer as soon as it is known. Every channel is bounded, so a
+/// slow standard output stops the reading.
+///
+/// Lines that are already read in are parsed and submitted together (up to
+/// [`SUBMIT_BATCH`]): the batch goes to the pool when the next line is not there
+/// yet, or when it is full.
+pub(crate) async fn feed(
+    mut phase: watch::Receiver<Phase>,
+    to: Stages<'_>,
+    tasks: Box<dyn AsyncRead + Unpin + Send>,
+    max_line_bytes: usize,
+    submitted: Arc<AtomicU64>,
+) {
+    let lines = to.lines;
+    let mut reader = LineReader::new(BufReader::with_capacity(READ_BUFFER, tasks), max_line_bytes);
+    let mut ids = input::Ids::default();
+    let mut line_no = 0u64;
+    let mut batch = Vec::with_capacity(SUBMIT_BATCH);
+    loop {
+        let next = {
+            let read = reader.next_line();
+            tokio::pin!(read);
+            match poll_once(read.as_mut()).await {
+                Poll::Ready(_) if *phase.borrow() >= Phase::Draining => break,
+                Poll::Ready(next) => next,
+                Poll::Pending => {
+                    submit(&to, &mut batch).await;
+                    tokio::select! {
+                        biased;
+                        () = interrupt::reached(&mut phase, Phase::Draining) => break,
+                        next = &mut read => next,
+                    }
+                }
+            }
+        };
+        let raw = match next {
+            Ok(Some(raw)) => raw,
+            Ok(None) => break,
+            Err(e) => {
+                line_no += 1;
+                submitted.fetch_add(1, Relaxed);
+                let message = format!("line {line_no} is unreadable: {e}");
+                let _ = lines.send(vec![output::invalid(line_no, &message)]).await;
+                break;
+            }
+        };
+        line_no += 1;
+        let bytes = match raw {
+            RawLine::Bytes(bytes) => bytes,
+            RawLine::TooLong(len) => {
+                submitted.fetch_add(1, Relaxed);
+                let message = format!(
+                    "line {line_no} is {len} bytes, longer than --max-line-bytes ({max_line_bytes})"
+                );
+                let _ = lines.send(vec![output::invalid(line_no, &message)]).await;
+                continue;
+            }
+        };
+        if bytes.trim_ascii().is_empty() {
+            continue;
+        }
+        submitted.fetch_add(1, Relaxed);
+        match input::parse_line(&bytes, line_no, &mut ids) {
+            Ok(parsed) => batch.push(parsed),
+            Err(invalid) => {
+                let line =
+                    output::invalid_with_id(invalid.id.as_deref(), line_no, &invalid.message);
+                let _ = lines.send(vec![line]).await;
+                continue;
+            }
+        }
+        if batch.len() >= SUBMIT_BATCH {
+            submit(&to, &mut batch).await;
+        }
+    }
+    submit(&to, &mut batch).await;
+}
+
+/// Polls `future` once: its output if it is ready now.
+async fn poll_once<F: Future>(future: Pin<&mut F>) -> Poll<F::Output> {
+    let mut future = Some(future);
+    std::future::poll_fn(|cx| {
+        Poll::Ready(match future.take() {
+            Some(future) => future.poll(cx),
+            None => Poll::Pending,
+        })
+    })
+    .await
+}
+
+/// Submits the parsed lines of `batch` in one call (emptying it): the accepted
+/// ones go to the collector (their outcomes reach it through `done`), a line for
+/// each refused one to the writer.
+async fn submit(to: &Stages<'_>, batch: &mut Vec<input::TaskLine>) {
+    if batch.is_empty() {
+        return;
+    }
+    let since = Instant::now();
+    let (ids, tasks): (Vec<String>, Vec<Task>) =
+        batch.drain(..).map(|line| (line.id, line.task)).unzip();
+    let results = to.pool.submit_each_to(tasks, to.done).await;
+    let mut taken = Vec::with_capacity(results.len());
+    let mut refused = Vec::new();
+    for (id, result) in ids.into_iter().zip(results) {
+        match result {
+            Ok(task) => taken.push(Accepted { task, id, since }),
+            Err(error) => refused.push(output::refused(&id, &error)),
+        }
+    }
+    if !refused.is_empty() {
+        let _ = to.lines.send(refused).await;
+    }
+    if !taken.is_empty() {
+        let _ = to.accepted.send(taken).await;
+    }
+}
