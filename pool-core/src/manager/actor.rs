@@ -181,8 +181,10 @@ pub(crate) struct Pending {
     /// without losing an attempt (bounded by [`MAX_UNCOUNTED_REQUEUES`]).
     pub(crate) uncounted_requeues: u8,
     pub(crate) queued_at: Instant,
-    /// The number of the worker that ran its last attempt (`worker-N`).
-    pub(crate) last_worker: Option<u64>,
+    /// The number of the worker that ran its last attempt (`worker-N`), kept in
+    /// 32 bits so a queued task stays small (a pool would have to start four
+    /// billion workers before a number did not fit; the name is then left out).
+    pub(crate) last_worker: Option<u32>,
 }
 
 /// How often a task may leave the prefetch window of a worker that died with no

@@ -257,7 +257,7 @@ impl Actor {
         pending.attempts = attempt;
         // Given back in one call when the pass ends (`flush_frames`).
         self.freed_slots += usize::from(std::mem::take(&mut pending.holds_queue_slot));
-        pending.last_worker = Some(num);
+        pending.last_worker = u32::try_from(num).ok();
         let id = pending.id;
         let deadline = if runs_now {
             let deadline = deadline_after(now, timeout);
@@ -473,7 +473,7 @@ impl Actor {
         let will_retry = retryable && retries_left && accepting;
         self.shared.emit(|| PoolEvent::TaskAttemptFailed {
             task: pending.id,
-            worker: pending.last_worker.map(worker_name),
+            worker: pending.last_worker.map(|num| worker_name(num.into())),
             attempt: pending.attempts,
             kind: failure.kind().to_owned(),
             message: failure.to_string(),
@@ -531,7 +531,7 @@ impl Actor {
             status: FinalStatus::DeadLettered,
             failure: failure.clone(),
             attempts: pending.attempts,
-            worker: pending.last_worker.map(worker_name),
+            worker: pending.last_worker.map(|num| worker_name(num.into())),
         };
         self.dlq.push(DeadLetter {
             id: pending.id,
@@ -564,7 +564,7 @@ impl Actor {
             status,
             failure,
             attempts: pending.attempts,
-            worker: pending.last_worker.map(worker_name),
+            worker: pending.last_worker.map(|num| worker_name(num.into())),
         };
         self.publish_task_gauges();
         pending.answer.failed(&self.shared.stats, error);

@@ -307,9 +307,24 @@ impl Pool {
         tasks: impl IntoIterator<Item = Task>,
     ) -> Result<Vec<TaskHandle>, SubmitError> {
         let mut handles = Vec::new();
-        for outcome in self.submit_each_until(tasks, true, Self::pending).await {
-            handles.push(outcome?);
+        let mut unsent = Unsent::default();
+        let refused = |refused: Unsent| self.gone(first_task(Command::Submit(refused.pending)));
+        for task in tasks {
+            let task = match self.check(task) {
+                Ok(task) => task,
+                Err(error) => {
+                    self.send_unsent(&mut unsent).map_err(refused)?;
+                    return Err(error);
+                }
+            };
+            if !self.queue_slot(&mut unsent).await.map_err(refused)? {
+                return Err(self.gone(task));
+            }
+            let (pending, handle) = self.pending(task);
+            unsent.pending.push(pending);
+            handles.push(handle);
         }
+        self.send_unsent(&mut unsent).map_err(refused)?;
         Ok(handles)
     }
 
@@ -330,13 +345,13 @@ impl Pool {
         &self,
         tasks: impl IntoIterator<Item = Task>,
     ) -> Vec<Result<TaskHandle, SubmitError>> {
-        self.submit_each_until(tasks, false, Self::pending).await
+        self.submit_each_with(tasks, Self::pending).await
     }
 
     /// [`submit_each`](Self::submit_each) without a handle per task: each
     /// accepted task's outcome arrives in the [`Completions`](super::Completions)
-    /// channel `to` sends to, and its result here is its id
-    /// (for [`cancel`](Self::cancel), and to tell the outcomes apart).
+    /// channel `to` sends to, and its result here is its id (for
+    /// [`cancel`](Self::cancel), and to tell the outcomes apart).
     ///
     /// # Cancel safety
     /// As [`submit_each`](Self::submit_each); the outcomes of the tasks sent
@@ -346,7 +361,7 @@ impl Pool {
         tasks: impl IntoIterator<Item = Task>,
         to: &CompletionSink,
     ) -> Vec<Result<u64, SubmitError>> {
-        self.submit_each_until(tasks, false, |pool, task| {
+        self.submit_each_with(tasks, |pool, task| {
             let pending = pool.pending_with(task, Answer::Shared(to.sender()));
             let id = pending.id;
             (pending, id)
@@ -362,12 +377,10 @@ impl Pool {
     }
 
     /// [`submit_each`](Self::submit_each), with what the caller gets for each
-    /// accepted task made by `accept`; with `stop_at_refusal`, no task after the
-    /// first refused one is submitted (nor given a result).
-    async fn submit_each_until<H>(
+    /// accepted task made by `accept`.
+    async fn submit_each_with<H>(
         &self,
         tasks: impl IntoIterator<Item = Task>,
-        stop_at_refusal: bool,
         mut accept: impl FnMut(&Self, Task) -> (Pending, H),
     ) -> Vec<Result<H, SubmitError>> {
         let mut results = Vec::new();
@@ -377,70 +390,78 @@ impl Pool {
                 Ok(task) => task,
                 Err(refused) => {
                     results.push(Err(refused));
-                    if stop_at_refusal {
-                        break;
-                    }
                     continue;
                 }
             };
-            if !self.queue_slot(&mut unsent, &mut results).await {
-                results.push(Err(self.gone(task)));
-                if stop_at_refusal {
-                    break;
+            match self.queue_slot(&mut unsent).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    results.push(Err(self.gone(task)));
+                    continue;
                 }
-                continue;
+                Err(refused) => {
+                    self.refuse(refused, &mut results);
+                    results.push(Err(self.gone(task)));
+                    continue;
+                }
             }
             let (pending, handle) = accept(self, task);
-            unsent.add(results.len(), pending);
+            unsent.pending.push(pending);
+            unsent.at.push(results.len());
             results.push(Ok(handle));
         }
-        self.send_unsent(&mut unsent, &mut results);
+        if let Err(refused) = self.send_unsent(&mut unsent) {
+            self.refuse(refused, &mut results);
+        }
         results
     }
 
     /// Takes one of the queue's slots, sending the tasks in `unsent` first when
-    /// it has to wait for one; `false` when the pool takes no more tasks.
-    async fn queue_slot<H>(
-        &self,
-        unsent: &mut Unsent,
-        results: &mut [Result<H, SubmitError>],
-    ) -> bool {
+    /// it has to wait for one: `Ok(false)` when the pool takes no more tasks,
+    /// `Err` with the tasks of `unsent` when they could not be sent.
+    async fn queue_slot(&self, unsent: &mut Unsent) -> Result<bool, Unsent> {
         match self.shared.queue_slots.try_acquire() {
             Ok(permit) => {
                 permit.forget();
-                true
+                Ok(true)
             }
-            Err(tokio::sync::TryAcquireError::Closed) => false,
+            Err(tokio::sync::TryAcquireError::Closed) => Ok(false),
             Err(tokio::sync::TryAcquireError::NoPermits) => {
-                self.send_unsent(unsent, results);
+                self.send_unsent(unsent)?;
                 match self.shared.queue_slots.acquire().await {
                     Ok(permit) => {
                         permit.forget();
-                        true
+                        Ok(true)
                     }
-                    Err(_) => false,
+                    Err(_) => Ok(false),
                 }
             }
         }
     }
 
-    /// Sends the tasks in `unsent` to the pool in one message; when the pool is
-    /// gone, each one's result becomes its refusal.
-    fn send_unsent<H>(&self, unsent: &mut Unsent, results: &mut [Result<H, SubmitError>]) {
+    /// Sends the tasks in `unsent` to the pool in one message (emptying it);
+    /// `Err` with them when the pool is gone.
+    fn send_unsent(&self, unsent: &mut Unsent) -> Result<(), Unsent> {
         if unsent.pending.is_empty() {
-            return;
+            return Ok(());
         }
-        let batch = std::mem::take(&mut unsent.pending);
-        if let Err(refused) = self.commands.send(Command::Submit(batch)) {
-            if let Command::Submit(batch) = refused.0 {
-                for (at, pending) in unsent.at.iter().zip(batch) {
-                    if let Some(result) = results.get_mut(*at) {
-                        *result = Err(self.gone(pending.task));
-                    }
-                }
+        let Unsent { pending, at } = std::mem::take(unsent);
+        match self.commands.send(Command::Submit(pending)) {
+            Ok(()) => Ok(()),
+            Err(refused) => match refused.0 {
+                Command::Submit(pending) => Err(Unsent { pending, at }),
+                _ => Err(Unsent::default()),
+            },
+        }
+    }
+
+    /// Turns the results of tasks that could not be sent into their refusals.
+    fn refuse<H>(&self, refused: Unsent, results: &mut [Result<H, SubmitError>]) {
+        for (index, pending) in refused.at.into_iter().zip(refused.pending) {
+            if let Some(result) = results.get_mut(index) {
+                *result = Err(self.gone(pending.task));
             }
         }
-        unsent.at.clear();
     }
 
     /// The refusal of `task` by a pool that takes no more tasks: failed, or
@@ -725,18 +746,12 @@ fn mark_failed(outcome: Result<(), tokio::task::JoinError>, shared: &Shared) {
 }
 
 /// The first task of a submission the actor never received (it is gone).
-/// Accepted tasks not yet sent to the pool, with where each one's result is.
+/// Accepted tasks not yet sent to the pool and, for
+/// [`Pool::submit_each`], where the result of each one is.
 #[derive(Default)]
 struct Unsent {
     pending: Vec<Pending>,
     at: Vec<usize>,
-}
-
-impl Unsent {
-    fn add(&mut self, at: usize, pending: Pending) {
-        self.pending.push(pending);
-        self.at.push(at);
-    }
 }
 
 fn first_task(refused: Command) -> Task {
