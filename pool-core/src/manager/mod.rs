@@ -9,6 +9,7 @@ mod config;
 mod dispatch;
 mod events;
 mod failure;
+mod frame_writer;
 mod handle;
 mod health_check;
 mod health_status;

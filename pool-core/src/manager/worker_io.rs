@@ -6,18 +6,18 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::codec::{Decoder, FramedRead};
 
+use super::frame_writer::write_frames;
 use super::routing::TaskTypes;
 use crate::process::{describe_exit, GroupSignal, WorkerProcess};
 use crate::protocol::{
     decode_from_worker, encode_frame, FrameCodec, FrameError, FromWorker, Heartbeat, LogLevel,
     PROTOCOL_VERSION,
 };
-use crate::transport::{Link, LinkWriter, Transport, WorkerSpec};
+use crate::transport::{Link, Transport, WorkerSpec};
 
 /// After the worker closes its link, how long it has to exit before SIGKILL.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
@@ -25,8 +25,6 @@ const EXIT_GRACE: Duration = Duration::from_secs(2);
 const START_EXIT_GRACE: Duration = Duration::from_millis(500);
 /// The reader's buffer: how many bytes of frames one read can bring.
 const READ_BUFFER: usize = 64 * 1024;
-/// Frames written per batch before a flush.
-const WRITE_BATCH: usize = 64;
 /// The most bytes of an offending frame quoted (in hex) when a worker is killed
 /// for breaking the protocol.
 const QUOTED_BYTES: usize = 32;
@@ -414,24 +412,6 @@ async fn start_failed(
             stderr_tail,
         })
         .await;
-}
-
-/// Writes queued frames, several per syscall batch; closing the channel closes the
-/// worker's input (it sees EOF).
-async fn write_frames(writer: LinkWriter, mut frames: mpsc::UnboundedReceiver<Bytes>) {
-    let mut out = BufWriter::with_capacity(64 * 1024, writer);
-    let mut batch = Vec::with_capacity(WRITE_BATCH);
-    while frames.recv_many(&mut batch, WRITE_BATCH).await > 0 {
-        for frame in batch.drain(..) {
-            if out.write_all(&frame).await.is_err() {
-                return;
-            }
-        }
-        if out.flush().await.is_err() {
-            return;
-        }
-    }
-    let _ = out.shutdown().await;
 }
 
 #[cfg(test)]
