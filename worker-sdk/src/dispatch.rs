@@ -449,7 +449,12 @@ fn send_reply(
 ) {
     let error = match output {
         Ok(payload) => match outbox.result(id, &payload) {
-            Ok(()) => return,
+            Ok(()) => {
+                if payload.len() >= crate::spare::KEEP_MIN {
+                    crate::spare::give_back(payload);
+                }
+                return;
+            }
             Err(e) => crate::HandlerError::fatal(format!(
                 "the result of {} bytes does not fit in a frame of at most {} bytes ({e})",
                 payload.len(),
