@@ -19,6 +19,7 @@ mod lifecycle;
 mod metrics;
 mod pool;
 mod probe_set;
+mod read_codec;
 mod roll;
 mod routing;
 mod scaling;
