@@ -10,7 +10,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::{HandlerError, TaskContext};
+use crate::{spare, HandlerError, TaskContext};
 
 /// What an erased handler produces: the encoded result, or why there is none.
 pub(crate) type HandlerOutput = Result<Encoded, HandlerError>;
@@ -109,8 +109,14 @@ where
             })?;
             let output = handler(ctx, input).await?;
             // Sized for an output about as large as the input (an echo, a transform):
-            // no regrowth on the way.
-            let mut encoded = Vec::with_capacity(payload.len() + 16);
+            // no regrowth on the way. A large one goes into this thread's spare
+            // buffer (see `spare`).
+            let room = payload.len() + 16;
+            let mut encoded = if room >= spare::KEEP_MIN {
+                spare::take(room)
+            } else {
+                Vec::with_capacity(room)
+            };
             rmp_serde::encode::write_named(&mut encoded, &output)
                 .map(|()| Encoded::Vec(encoded))
                 .map_err(|e| {

@@ -102,6 +102,7 @@ mod error;
 mod handler;
 mod heartbeat;
 mod link;
+mod spare;
 mod stats;
 mod wire;
 mod worker;

@@ -250,3 +250,115 @@ async fn a_raw_handler_gets_and_returns_the_bytes_as_they_travel() {
     );
     stop(peer).await;
 }
+
+/// What a [`Recording`] reader saw: for the reads made at or after `mark`
+/// (bytes into the stream), those offered less room than the rest of the
+/// `frame`-byte frame they started in.
+#[derive(Default)]
+struct ReadLog {
+    delivered: usize,
+    mark: Option<usize>,
+    frame: usize,
+    short: Vec<(usize, usize)>,
+}
+
+/// Passes reads through and notes the room each one was offered.
+struct Recording<R> {
+    inner: R,
+    log: std::sync::Arc<std::sync::Mutex<ReadLog>>,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Recording<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let room = buf.remaining();
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        if read > 0 {
+            let mut log = self.log.lock().expect("lock");
+            if let Some(mark) = log.mark {
+                let left_in_frame = log.frame - (log.delivered - mark) % log.frame;
+                if room < left_in_frame {
+                    let at = log.delivered;
+                    log.short.push((at, room));
+                }
+            }
+            log.delivered += read;
+        }
+        polled
+    }
+}
+
+/// A frame no task kept is let go before the next one is read, so the next
+/// frame is read into the buffer it leaves (room for a whole frame), not into a
+/// fresh allocation that starts small and grows (for 1 MiB payloads, fresh
+/// memory costs a page fault per 4 KiB besides the copies). Seen from the
+/// reader: once a first large frame has been read, every read is offered room
+/// for the rest of the frame it is in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_are_read_into_the_buffer_the_frame_before_left() {
+    const MAX: usize = 1 << 20;
+    const PAYLOAD: usize = 200_000;
+    let log = std::sync::Arc::new(std::sync::Mutex::new(ReadLog::default()));
+    let reads = std::sync::Arc::clone(&log);
+    let worker = worker_sdk::Worker::new().handle_raw(
+        "drop",
+        |_ctx: worker_sdk::TaskContext, _payload: bytes::Bytes| async move {
+            Ok::<_, worker_sdk::HandlerError>(bytes::Bytes::from_static(b"\xc0"))
+        },
+    );
+    let mut peer =
+        Peer::start_reading_through(worker, MAX, |inner| Recording { inner, log: reads });
+    peer.hello(
+        pool_core::protocol::PROTOCOL_VERSION,
+        NO_HEARTBEAT,
+        MAX as u32,
+    )
+    .await;
+    assert!(matches!(peer.reply().await, Reply::Ready { .. }));
+    // A MessagePack bin 32 (the raw handler does not decode it).
+    let mut payload = vec![0xc6];
+    payload.extend_from_slice(&(PAYLOAD as u32).to_be_bytes());
+    payload.resize(5 + PAYLOAD, 7);
+    for id in 1..=5 {
+        let mut frame = bytes::BytesMut::new();
+        let task = ToWorker::Task(pool_core::protocol::TaskFrame {
+            id,
+            task_type: "drop",
+            payload: &payload,
+            attempt: 1,
+            timeout_ms: 60_000,
+        });
+        pool_core::protocol::encode_frame(&task, &mut frame, MAX).expect("encode");
+        if id == 2 {
+            // From here on, the frames are read after a first one of this size.
+            let mut log = log.lock().expect("lock");
+            log.mark = Some(log.delivered);
+            log.frame = frame.len();
+        }
+        peer.send_raw(&frame).await;
+        assert_eq!(
+            peer.reply().await,
+            Reply::Result {
+                id,
+                value: serde_json::Value::Null
+            }
+        );
+    }
+    // Every task frame was read (the shutdown's bytes come after these).
+    let (read, short) = {
+        let log = log.lock().expect("lock");
+        let mark = log.mark.expect("marked");
+        (log.delivered - mark == 4 * log.frame, log.short.clone())
+    };
+    stop(peer).await;
+    assert!(read, "the reader saw every task frame");
+    assert!(
+        short.is_empty(),
+        "reads offered less room than the rest of their frame (at, room): {short:?}"
+    );
+}

@@ -2,8 +2,8 @@
 //!
 //! | task type | does |
 //! |---|---|
-//! | `echo` | returns its payload (MessagePack bin) unchanged |
-//! | `echo_raw` | the same with a raw handler (bytes in, bytes out, no serde) |
+//! | `echo` | returns its payload (MessagePack bin) unchanged (`pool-bench tput`, `lat`, `big`) |
+//! | `echo_raw` | the same with a raw handler (bytes in, bytes out, no serde; `BIG_TASK=echo_raw pool-bench big`) |
 //! | `block` | waits until cancelled (keeps its worker busy, for the memory bench) |
 
 use std::process::ExitCode;

@@ -23,6 +23,15 @@
 //! returns its MessagePack payload, e.g. `python3 sdk/python/example_worker.py`); its
 //! bench ids then read `ours.<WORKER_NAME>.tput` and so on (`WORKER_NAME` defaults to
 //! `custom`).
+//!
+//! `BIG_TASK` names the task type `big` sends (default `echo`, the typed
+//! handler: serde decodes the `bin` into a `ByteBuf` and encodes it again, two
+//! copies of each payload in the worker). `BIG_TASK=echo_raw TAG=raw` sends the
+//! bundled worker's raw handler instead (the payload's bytes returned as they
+//! arrived, as `raw-echo` does in `raw-big`): the pool and the pipe without the
+//! handler's copies. `big` keeps the typed handler so its figures compare with
+//! earlier ones and with the peers, whose workers decode too
+//! (`docs/benchmarks.md`, "Large payloads: pipes and copies").
 
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::process::{Command, Stdio};
@@ -99,9 +108,23 @@ async fn echo_pool(workers: usize, conc: u32) -> Pool {
         .expect("pool starts")
 }
 
+/// The task type `big` sends: `BIG_TASK`, or `echo` (see the module doc).
+fn big_task_type() -> String {
+    std::env::var("BIG_TASK")
+        .ok()
+        .filter(|task_type| !task_type.is_empty())
+        .unwrap_or_else(|| "echo".to_owned())
+}
+
 async fn run_all(pool: &Pool, payload: &bytes::Bytes, n: usize) -> usize {
+    run_typed(pool, "echo", payload, n).await
+}
+
+/// Submits `n` tasks of `task_type` sharing `payload` at once and adds up the
+/// lengths of the echoed payloads.
+async fn run_typed(pool: &Pool, task_type: &str, payload: &bytes::Bytes, n: usize) -> usize {
     let handles = pool
-        .submit_many((0..n).map(|_| echo(payload)))
+        .submit_many((0..n).map(|_| Task::new(task_type, payload.clone())))
         .await
         .expect("submit");
     let mut bytes = 0;
@@ -111,13 +134,13 @@ async fn run_all(pool: &Pool, payload: &bytes::Bytes, n: usize) -> usize {
     bytes
 }
 
-async fn bulk(name: &str, n: usize, workers: usize, size: usize) {
+async fn bulk(name: &str, task_type: &str, n: usize, workers: usize, size: usize) {
     let conc = env_or("CONC", 64u32);
     let pool = echo_pool(workers, conc).await;
     let payload = msgpack_bin(size);
-    run_all(&pool, &msgpack_bin(64), 200).await; // workers up and warm
+    run_typed(&pool, task_type, &msgpack_bin(64), 200).await; // workers up and warm
     let t = Instant::now();
-    let got = run_all(&pool, &payload, n).await;
+    let got = run_typed(&pool, task_type, &payload, n).await;
     let dt = t.elapsed().as_secs_f64();
     assert_eq!(got, n * payload.len(), "echo mismatch");
     result(&id(name), "rate", n as f64 / dt, "task/s");
@@ -425,8 +448,8 @@ fn main() {
         .expect("runtime");
     runtime.block_on(async {
         match mode {
-            "tput" => bulk("ours.tput", num(1, 100_000), num(2, 2), 64).await,
-            "big" => bulk("ours.big", num(1, 1_000), num(2, 2), MIB).await,
+            "tput" => bulk("ours.tput", "echo", num(1, 100_000), num(2, 2), 64).await,
+            "big" => bulk("ours.big", &big_task_type(), num(1, 1_000), num(2, 2), MIB).await,
             "lat" => lat(num(1, 10_000)).await,
             "start" => start(num(1, 20)).await,
             "mem" => mem(num(1, 1_000_000)).await,

@@ -6,18 +6,18 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use tokio::io::{AsyncWriteExt, BufWriter};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::codec::{Decoder, FramedRead};
 
+use super::frame_writer::write_frames;
+use super::read_codec::ReadCodec;
 use super::routing::TaskTypes;
 use crate::process::{describe_exit, GroupSignal, WorkerProcess};
 use crate::protocol::{
-    decode_from_worker, encode_frame, FrameCodec, FrameError, FromWorker, Heartbeat, LogLevel,
-    PROTOCOL_VERSION,
+    decode_from_worker, encode_frame, FrameError, FromWorker, Heartbeat, LogLevel, PROTOCOL_VERSION,
 };
-use crate::transport::{Link, LinkWriter, Transport, WorkerSpec};
+use crate::transport::{Link, Transport, WorkerSpec};
 
 /// After the worker closes its link, how long it has to exit before SIGKILL.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
@@ -25,8 +25,6 @@ const EXIT_GRACE: Duration = Duration::from_secs(2);
 const START_EXIT_GRACE: Duration = Duration::from_millis(500);
 /// The reader's buffer: how many bytes of frames one read can bring.
 const READ_BUFFER: usize = 64 * 1024;
-/// Frames written per batch before a flush.
-const WRITE_BATCH: usize = 64;
 /// The most bytes of an offending frame quoted (in hex) when a worker is killed
 /// for breaking the protocol.
 const QUOTED_BYTES: usize = 32;
@@ -170,7 +168,8 @@ async fn serve_worker(launch: WorkerLaunch, writer_task: &mut Option<JoinHandle<
         return fail_start(&events, num, process, e.to_string()).await;
     }
     let _ = frames_tx.send(hello.freeze());
-    let mut frames = FramedRead::with_capacity(reader, FrameCodec::new(max_frame), READ_BUFFER);
+    let codec = ReadCodec::new(max_frame, READ_BUFFER);
+    let mut frames = FramedRead::with_capacity(reader, codec, READ_BUFFER);
 
     let checked = tokio::select! {
         handshake = tokio::time::timeout(start_timeout, frames.next()) => match handshake {
@@ -258,10 +257,9 @@ async fn serve_worker(launch: WorkerLaunch, writer_task: &mut Option<JoinHandle<
 /// one event carries what one read brought. Stops at the first frame that breaks
 /// the protocol: the messages before it and the error with the bytes to quote.
 fn read_batch<R>(
-    frames: &mut FramedRead<R, FrameCodec>,
+    frames: &mut FramedRead<R, ReadCodec>,
     first: Bytes,
 ) -> (Vec<WorkerMessage>, Option<(FrameError, String)>) {
-    let mut codec = *frames.decoder();
     let mut messages = Vec::new();
     let mut next = Some(first);
     while let Some(body) = next.take() {
@@ -271,7 +269,12 @@ fn read_batch<R>(
         }
         // The codec consumes nothing of a frame it refuses: its prefix leads the
         // read buffer, where the stream's own error would have found it.
-        match codec.decode(frames.read_buffer_mut()) {
+        // The codec and the buffer, both borrowed from the stream: the buffer
+        // is taken out for the call (an empty `BytesMut` costs nothing).
+        let mut buffer = std::mem::take(frames.read_buffer_mut());
+        let decoded = frames.decoder_mut().decode(&mut buffer);
+        *frames.read_buffer_mut() = buffer;
+        match decoded {
             Ok(body) => next = body,
             Err(e) => return (messages, Some((e, hex_head(frames.read_buffer())))),
         }
@@ -414,24 +417,6 @@ async fn start_failed(
             stderr_tail,
         })
         .await;
-}
-
-/// Writes queued frames, several per syscall batch; closing the channel closes the
-/// worker's input (it sees EOF).
-async fn write_frames(writer: LinkWriter, mut frames: mpsc::UnboundedReceiver<Bytes>) {
-    let mut out = BufWriter::with_capacity(64 * 1024, writer);
-    let mut batch = Vec::with_capacity(WRITE_BATCH);
-    while frames.recv_many(&mut batch, WRITE_BATCH).await > 0 {
-        for frame in batch.drain(..) {
-            if out.write_all(&frame).await.is_err() {
-                return;
-            }
-        }
-        if out.flush().await.is_err() {
-            return;
-        }
-    }
-    let _ = out.shutdown().await;
 }
 
 #[cfg(test)]

@@ -165,13 +165,26 @@ impl Peer {
     /// [`start`](Self::start) with frames of up to `max_frame` bytes (the
     /// input holds two of them).
     pub fn start_with_max_frame(worker: Worker, max_frame: usize) -> Self {
+        Self::start_reading_through(worker, max_frame, |input| input)
+    }
+
+    /// [`start_with_max_frame`](Self::start_with_max_frame) with the worker
+    /// reading its input through `wrap`'s reader.
+    pub fn start_reading_through<R>(
+        worker: Worker,
+        max_frame: usize,
+        wrap: impl FnOnce(DuplexStream) -> R,
+    ) -> Self
+    where
+        R: tokio::io::AsyncRead + Unpin + Send + 'static,
+    {
         let (input, worker_input) = tokio::io::duplex(max_frame * 2);
         let (read_end, write_end) = rustix::pipe::pipe().expect("pipe");
         let output = pipe::Receiver::from_owned_fd(read_end).expect("pipe receiver");
         let worker = tokio::spawn(
             worker
                 .max_frame(max_frame)
-                .serve(worker_input, File::from(write_end)),
+                .serve(wrap(worker_input), File::from(write_end)),
         );
         Self {
             input: Some(input),

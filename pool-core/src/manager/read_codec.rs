@@ -1,0 +1,287 @@
+//! The decoder of a worker's output on the manager's side: [`FrameCodec`]'s
+//! framing, reading frames into buffers that earlier frames were read into once
+//! nothing sliced from them is alive any more.
+//!
+//! A result's payload reaches its caller as a slice of the buffer its frame was
+//! read into (never copied), so that buffer stays shared until the caller drops
+//! the result, and the reader cannot simply read on into it. Left to itself it
+//! then takes a fresh allocation for every large frame, and for 1 MiB payloads
+//! fresh memory costs a page fault per 4 KiB on top of the copy out of the pipe
+//! (glibc returns freed blocks of that size to the system). This codec gives
+//! each read room for the whole frame it is in, keeps the last [`KEEP`] buffers
+//! it moved off (up to [`KEEP_MAX`] bytes each) and reads into one of them again
+//! once it is unshared: everything sliced from it is gone. A buffer still shared
+//! is never written to (`BytesMut::try_reclaim` says which are not).
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+use tokio_util::codec::Decoder;
+
+use crate::protocol::{FrameCodec, FrameError};
+
+/// Spent read buffers kept per worker.
+const KEEP: usize = 4;
+/// A buffer larger than this is not kept: at most `KEEP` × this much stays
+/// allocated per worker once the frames read into it are gone.
+const KEEP_MAX: usize = 2 * 1024 * 1024;
+/// The length prefix of a frame.
+const PREFIX: usize = 4;
+
+/// [`FrameCodec`] with its read buffers reused; see the module doc.
+#[derive(Debug)]
+pub(crate) struct ReadCodec {
+    frames: FrameCodec,
+    /// Room a fresh read is given when nothing tells how large the next frame is.
+    read_buffer: usize,
+    /// The last frame's length, prefix included: the room a read is given after
+    /// a frame (large frames tend to follow large ones).
+    last_frame: usize,
+    /// The size of the buffer reads go into now, when this codec chose it.
+    current: Option<usize>,
+    /// Buffers read into before, some still shared with frames handed out.
+    spent: VecDeque<BytesMut>,
+}
+
+impl ReadCodec {
+    /// Frames of at most `max_frame` bytes, read `read_buffer` bytes at a time
+    /// at least.
+    pub(crate) fn new(max_frame: usize, read_buffer: usize) -> Self {
+        Self {
+            frames: FrameCodec::new(max_frame),
+            read_buffer,
+            last_frame: 0,
+            current: None,
+            spent: VecDeque::with_capacity(KEEP),
+        }
+    }
+
+    /// Makes sure `src` has room for `room.needed` bytes in all, moving what it
+    /// holds into a spent buffer that is unshared again and has room for
+    /// `room.hoped`, or else into a fresh one of `room.needed`.
+    fn make_room(&mut self, src: &mut BytesMut, room: Room) {
+        if src.capacity() >= room.needed {
+            return;
+        }
+        let reclaimed = self
+            .spent
+            .iter_mut()
+            .position(|spent| spent.try_reclaim(room.hoped))
+            .and_then(|at| self.spent.remove(at));
+        let mut next = reclaimed.unwrap_or_else(|| BytesMut::with_capacity(room.needed));
+        next.extend_from_slice(src);
+        let size = next.capacity();
+        let mut old = std::mem::replace(src, next);
+        // Only a buffer of known size is kept: the one reads went into before is
+        // FramedRead's own at first.
+        if self
+            .current
+            .replace(size)
+            .is_some_and(|kept| kept <= KEEP_MAX)
+        {
+            old.clear();
+            if self.spent.len() == KEEP {
+                self.spent.pop_front();
+            }
+            self.spent.push_back(old);
+        }
+    }
+
+    /// The room the next read needs: the frame whose prefix is in, whole (none
+    /// when its length is over the maximum: the framing refuses it); else a read
+    /// buffer's worth, and as much as the last frame if a spent buffer has it (a
+    /// fresh allocation that large could end up holding only small frames,
+    /// pinned by one small result).
+    fn room_wanted(&self, src: &BytesMut) -> Option<Room> {
+        match src.get(..PREFIX) {
+            Some(&[a, b, c, d]) => {
+                let len = u32::from_be_bytes([a, b, c, d]) as usize;
+                (len <= self.frames.max_frame()).then_some(Room {
+                    needed: PREFIX + len,
+                    hoped: PREFIX + len,
+                })
+            }
+            _ => Some(Room {
+                needed: src.len() + self.read_buffer,
+                hoped: src.len() + self.read_buffer.max(self.last_frame),
+            }),
+        }
+    }
+
+    /// [`make_room`](Self::make_room) for what [`room_wanted`](Self::room_wanted) says.
+    fn make_room_wanted(&mut self, src: &mut BytesMut) {
+        if let Some(room) = self.room_wanted(src) {
+            self.make_room(src, room);
+        }
+    }
+}
+
+/// Bytes a read buffer must hold in all, and what a reused one should hold.
+#[derive(Debug, Clone, Copy)]
+struct Room {
+    needed: usize,
+    hoped: usize,
+}
+
+impl Decoder for ReadCodec {
+    type Item = Bytes;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
+        if src.len() >= PREFIX {
+            self.make_room_wanted(src);
+        }
+        let frame = self.frames.decode(src)?;
+        if let Some(body) = &frame {
+            self.last_frame = PREFIX + body.len();
+        }
+        // Nothing left to read into: the next read goes into a reclaimed buffer
+        // rather than a fresh one. (A whole frame still in `src` is the next
+        // call's.)
+        if src.len() < PREFIX && src.capacity() == src.len() {
+            self.make_room_wanted(src);
+        }
+        Ok(frame)
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
+        self.frames.decode_eof(src)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(body: &[u8]) -> Vec<u8> {
+        let mut out = (body.len() as u32).to_be_bytes().to_vec();
+        out.extend_from_slice(body);
+        out
+    }
+
+    /// Feeds `bytes` into `src` as a read would, at most `room` of them.
+    fn read_into(src: &mut BytesMut, bytes: &mut &[u8]) {
+        let n = (src.capacity() - src.len()).min(bytes.len()).max(1);
+        src.extend_from_slice(&bytes[..n]);
+        *bytes = &bytes[n..];
+    }
+
+    #[test]
+    fn a_frame_is_read_into_a_buffer_whose_frames_were_dropped() {
+        let body = vec![7u8; 100_000];
+        let mut codec = ReadCodec::new(1 << 20, 1024);
+        let mut src = BytesMut::new();
+        let mut at = Vec::new();
+        for _ in 0..6 {
+            let bytes = frame(&body);
+            let mut rest = &bytes[..];
+            let got = loop {
+                if let Some(got) = codec.decode(&mut src).expect("decode") {
+                    break got;
+                }
+                read_into(&mut src, &mut rest);
+            };
+            assert_eq!(&got[..], &body[..]);
+            at.push(got.as_ptr() as usize);
+            drop(got);
+        }
+        // Each frame is dropped before the next one's prefix is in: one large
+        // buffer serves them all (the small one each read after a frame got, while
+        // that frame was alive, only ever holds the next frame's first bytes).
+        assert!(
+            at.iter().all(|&a| a == at[0]),
+            "frames read into fresh buffers: {at:x?}"
+        );
+    }
+
+    #[test]
+    fn after_a_large_frame_still_alive_a_read_gets_a_fresh_buffer_of_the_usual_size() {
+        let body = vec![5u8; 100_000];
+        let mut codec = ReadCodec::new(1 << 20, 1024);
+        let mut src = BytesMut::new();
+        let bytes = frame(&body);
+        let mut rest = &bytes[..];
+        let kept = loop {
+            if let Some(got) = codec.decode(&mut src).expect("decode") {
+                break got;
+            }
+            read_into(&mut src, &mut rest);
+        };
+        // Nothing spent is free: the next read is not given a 100 kB block that
+        // small frames alone could end up pinning.
+        assert_eq!(src.capacity(), 1024);
+        drop(kept);
+        let bytes = frame(b"small");
+        let mut rest = &bytes[..];
+        let got = loop {
+            if let Some(got) = codec.decode(&mut src).expect("decode") {
+                break got;
+            }
+            read_into(&mut src, &mut rest);
+        };
+        assert_eq!(&got[..], b"small");
+    }
+
+    #[test]
+    fn a_buffer_still_shared_is_not_read_into() {
+        let body = vec![3u8; 10_000];
+        let mut codec = ReadCodec::new(1 << 20, 1024);
+        let mut src = BytesMut::new();
+        let mut kept = Vec::new();
+        for i in 0..6u8 {
+            let mut body = body.clone();
+            body[0] = i;
+            let bytes = frame(&body);
+            let mut rest = &bytes[..];
+            let got = loop {
+                if let Some(got) = codec.decode(&mut src).expect("decode") {
+                    break got;
+                }
+                read_into(&mut src, &mut rest);
+            };
+            kept.push(got);
+        }
+        for (i, got) in kept.iter().enumerate() {
+            assert_eq!(got[0] as usize, i, "frame {i} was not overwritten");
+            assert!(got[1..].iter().all(|&b| b == 3));
+        }
+    }
+
+    #[test]
+    fn frames_split_anywhere_come_out_whole_and_in_order() {
+        let bodies: Vec<Vec<u8>> = (0..40u32)
+            .map(|i| vec![i as u8; (i as usize * 997) % 5_000])
+            .collect();
+        let stream: Vec<u8> = bodies.iter().flat_map(|b| frame(b)).collect();
+        for step in [1, 3, 64, 1000, 7000] {
+            let mut codec = ReadCodec::new(1 << 20, 16);
+            let mut src = BytesMut::new();
+            let mut got = Vec::new();
+            let mut rest = &stream[..];
+            while got.len() < bodies.len() {
+                if let Some(body) = codec.decode(&mut src).expect("decode") {
+                    got.push(body);
+                    continue;
+                }
+                let n = step.min(rest.len()).min(src.capacity() - src.len()).max(1);
+                src.extend_from_slice(&rest[..n]);
+                rest = &rest[n..];
+            }
+            for (i, (got, want)) in got.iter().zip(&bodies).enumerate() {
+                assert_eq!(&got[..], &want[..], "frame {i}, reads of {step}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_prefix_over_the_maximum_is_refused_before_any_room_is_made() {
+        let mut codec = ReadCodec::new(16, 16);
+        let mut src = BytesMut::from(&[0, 0, 1, 0, 1, 2][..]);
+        let err = codec.decode(&mut src).expect_err("too large");
+        assert!(
+            matches!(err, FrameError::TooLarge { len: 256, max: 16 }),
+            "{err}"
+        );
+        assert!(src.capacity() < 256);
+    }
+}
