@@ -82,13 +82,7 @@ async fn a_long_run_of_readable_frames_is_answered_whole() {
 async fn large_replies_between_small_ones_arrive_whole_and_in_order() {
     const MAX: usize = 1 << 20;
     let mut peer = Peer::start_with_max_frame(common::test_worker(Gate::default()), MAX);
-    peer.hello(
-        pool_core::protocol::PROTOCOL_VERSION,
-        NO_HEARTBEAT,
-        MAX as u32,
-    )
-    .await;
-    assert!(matches!(peer.reply().await, Reply::Ready { .. }));
+    peer.greet(MAX as u32).await;
     let sizes = [3, 70_000, 5, 65_536, 200_000, 1, 65_535];
     let values: Vec<serde_json::Value> = sizes
         .iter()
@@ -313,13 +307,7 @@ async fn frames_are_read_into_the_buffer_the_frame_before_left() {
     );
     let mut peer =
         Peer::start_reading_through(worker, MAX, |inner| Recording { inner, log: reads });
-    peer.hello(
-        pool_core::protocol::PROTOCOL_VERSION,
-        NO_HEARTBEAT,
-        MAX as u32,
-    )
-    .await;
-    assert!(matches!(peer.reply().await, Reply::Ready { .. }));
+    peer.greet(MAX as u32).await;
     // A MessagePack bin 32 (the raw handler does not decode it).
     let mut payload = vec![0xc6];
     payload.extend_from_slice(&(PAYLOAD as u32).to_be_bytes());

@@ -166,6 +166,18 @@ mod tests {
         *bytes = &bytes[n..];
     }
 
+    /// Reads the frame of `body` through `codec` as reads would bring it in.
+    fn read_frame(codec: &mut ReadCodec, src: &mut BytesMut, body: &[u8]) -> Bytes {
+        let bytes = frame(body);
+        let mut rest = &bytes[..];
+        loop {
+            if let Some(got) = codec.decode(src).expect("decode") {
+                return got;
+            }
+            read_into(src, &mut rest);
+        }
+    }
+
     #[test]
     fn a_frame_is_read_into_a_buffer_whose_frames_were_dropped() {
         let body = vec![7u8; 100_000];
@@ -173,14 +185,7 @@ mod tests {
         let mut src = BytesMut::new();
         let mut at = Vec::new();
         for _ in 0..6 {
-            let bytes = frame(&body);
-            let mut rest = &bytes[..];
-            let got = loop {
-                if let Some(got) = codec.decode(&mut src).expect("decode") {
-                    break got;
-                }
-                read_into(&mut src, &mut rest);
-            };
+            let got = read_frame(&mut codec, &mut src, &body);
             assert_eq!(&got[..], &body[..]);
             at.push(got.as_ptr() as usize);
             drop(got);
@@ -199,26 +204,12 @@ mod tests {
         let body = vec![5u8; 100_000];
         let mut codec = ReadCodec::new(1 << 20, 1024);
         let mut src = BytesMut::new();
-        let bytes = frame(&body);
-        let mut rest = &bytes[..];
-        let kept = loop {
-            if let Some(got) = codec.decode(&mut src).expect("decode") {
-                break got;
-            }
-            read_into(&mut src, &mut rest);
-        };
+        let kept = read_frame(&mut codec, &mut src, &body);
         // Nothing spent is free: the next read is not given a 100 kB block that
         // small frames alone could end up pinning.
         assert_eq!(src.capacity(), 1024);
         drop(kept);
-        let bytes = frame(b"small");
-        let mut rest = &bytes[..];
-        let got = loop {
-            if let Some(got) = codec.decode(&mut src).expect("decode") {
-                break got;
-            }
-            read_into(&mut src, &mut rest);
-        };
+        let got = read_frame(&mut codec, &mut src, b"small");
         assert_eq!(&got[..], b"small");
     }
 
@@ -231,14 +222,7 @@ mod tests {
         for i in 0..6u8 {
             let mut body = body.clone();
             body[0] = i;
-            let bytes = frame(&body);
-            let mut rest = &bytes[..];
-            let got = loop {
-                if let Some(got) = codec.decode(&mut src).expect("decode") {
-                    break got;
-                }
-                read_into(&mut src, &mut rest);
-            };
+            let got = read_frame(&mut codec, &mut src, &body);
             kept.push(got);
         }
         for (i, got) in kept.iter().enumerate() {

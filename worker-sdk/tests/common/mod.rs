@@ -266,6 +266,16 @@ impl Peer {
         .await;
     }
 
+    /// The handshake with frames of up to `max_frame` bytes and no heartbeats:
+    /// hello, then the worker's `ready`.
+    pub async fn greet(&mut self, max_frame: u32) {
+        self.hello(PROTOCOL_VERSION, NO_HEARTBEAT, max_frame).await;
+        match self.reply().await {
+            Reply::Ready { .. } => {}
+            other => panic!("expected ready, got {other:?}"),
+        }
+    }
+
     pub async fn task(&mut self, id: u64, task_type: &str, payload: &Value) {
         self.task_attempt(id, task_type, payload, 1).await;
     }
