@@ -399,10 +399,6 @@ class Context:
         self._cancelled = False
         self._event = None
 
-    def _started(self):
-        if self._timeout_ms:
-            self.deadline = time.monotonic() + self._timeout_ms / 1000
-
     def _cancel(self):
         with self._worker._state:
             self._cancelled = True
@@ -675,7 +671,8 @@ class Worker:
     def _attempt(self, ctx, payload, packer):
         """Runs the task's handler: the result's encoding (``bytes``) or an error message.
         ``packer``: a :func:`_packer` of the calling thread's own."""
-        ctx._started()
+        if ctx._timeout_ms:
+            ctx.deadline = time.monotonic() + ctx._timeout_ms / 1000
         fn = self._handlers.get(ctx.task_type)
         if fn is None:
             return _error(ctx.id, "unknown_type", f"no handler for task type {ctx.task_type!r}", False)
