@@ -589,7 +589,7 @@ class Worker:
                 else:
                     self._work.notify()
         if inline:
-            self._finish(ctx, self._reply(ctx, self._attempt(ctx, payload, self._packer)))
+            self._finish(ctx, self._attempt(ctx, payload, self._packer))
 
     def _on_cancel(self, task_id):
         with self._state:
@@ -621,22 +621,20 @@ class Worker:
                 ctx, payload = self._waiting.popleft()
                 self._running[ctx.id] = ctx
                 self._flush_locked()  # earlier replies leave before this task starts
-            self._finish(ctx, self._reply(ctx, self._attempt(ctx, payload, packer)), executor=True)
+            self._finish(ctx, self._attempt(ctx, payload, packer), executor=True)
 
-    def _reply(self, ctx, outcome):
-        """The reply frame for what :meth:`_attempt` returned (``result_too_large`` when
-        it does not fit in a frame)."""
+    def _finish(self, ctx, outcome, executor=False):
+        """Frames what :meth:`_attempt` returned (``result_too_large`` when it does not
+        fit in a frame) and records it; it is written before the next task starts.
+        ``executor``: the calling task thread is idle again."""
         link = self._link
         try:
             if outcome.__class__ is bytes:
-                return link.frame_result(ctx.id, outcome)
-            return link.frame(outcome)
+                frame = link.frame_result(ctx.id, outcome)
+            else:
+                frame = link.frame(outcome)
         except ProtocolError as e:
-            return link.frame(_error(ctx.id, "result_too_large", str(e), False))
-
-    def _finish(self, ctx, frame, executor=False):
-        """Records a task's reply ``frame``; it is written before the next task starts.
-        ``executor``: the calling task thread is idle again."""
+            frame = link.frame(_error(ctx.id, "result_too_large", str(e), False))
         with self._state:
             if executor:
                 self._idle += 1
