@@ -452,7 +452,7 @@ class Worker:
         self._idle = 0
         self._draining = False
         self._replies = []  # frames of finished tasks not yet written
-        self._packer = _packer()  # the reading thread's (inline handlers' results)
+        self._encoder = _Encoder()  # the reading thread's (inline handlers' results)
         self._tasks_done = 0
         self._link = None
         self._stop = threading.Event()
@@ -589,7 +589,7 @@ class Worker:
                 else:
                     self._work.notify()
         if inline:
-            self._finish(ctx, self._attempt(ctx, payload, self._packer))
+            self._finish(ctx, self._attempt(ctx, payload, self._encoder))
 
     def _on_cancel(self, task_id):
         with self._state:
@@ -610,7 +610,7 @@ class Worker:
     def _executor(self):
         """One task thread: runs waiting tasks in arrival order while there are any."""
         state = self._state
-        packer = _packer()
+        encoder = _Encoder()
         while True:
             with state:
                 while not self._waiting or (self._limit is not None and len(self._running) >= self._limit):
@@ -621,7 +621,7 @@ class Worker:
                 ctx, payload = self._waiting.popleft()
                 self._running[ctx.id] = ctx
                 self._flush_locked()  # earlier replies leave before this task starts
-            self._finish(ctx, self._attempt(ctx, payload, packer), executor=True)
+            self._finish(ctx, self._attempt(ctx, payload, encoder), executor=True)
 
     def _finish(self, ctx, outcome, executor=False):
         """Frames what :meth:`_attempt` returned (``result_too_large`` when it does not
@@ -666,9 +666,9 @@ class Worker:
                 self._work.wait()
             self._flush_locked()
 
-    def _attempt(self, ctx, payload, packer):
+    def _attempt(self, ctx, payload, encoder):
         """Runs the task's handler: the result's encoding (``bytes``) or an error message.
-        ``packer``: a :func:`_packer` of the calling thread's own."""
+        ``encoder``: an :class:`_Encoder` of the calling thread's own."""
         if ctx._timeout_ms:
             ctx.deadline = time.monotonic() + ctx._timeout_ms / 1000
         fn = self._handlers.get(ctx.task_type)
@@ -689,7 +689,7 @@ class Worker:
                 return _error(ctx.id, "cancelled", f"cancelled ({_describe(e)})", False)
             return _error(ctx.id, "handler", _describe(e), True)
         try:
-            return packer.pack(result)
+            return encoder.encode(result)
         except Exception as e:
             return _error(ctx.id, "handler", f"result is not MessagePack-serialisable: {e}", False)
 
@@ -722,9 +722,24 @@ class Worker:
             )
 
 
-def _packer():
-    """A MessagePack encoder for results; one per thread (an encoder is not thread-safe)."""
-    return msgpack.Packer(use_bin_type=True)
+class _Encoder:
+    """Encodes results with one reused ``msgpack.Packer`` (``packb`` builds a new one per
+    call); one per thread, as a packer is not thread-safe."""
+
+    __slots__ = ("_packer",)
+
+    KEEP = 1024 * 1024
+    """A packer keeps the buffer its largest output grew; past this size it is let go."""
+
+    def __init__(self):
+        self._packer = msgpack.Packer(use_bin_type=True)
+
+    def encode(self, value):
+        """``value`` as MessagePack bytes."""
+        data = self._packer.pack(value)
+        if len(data) > self.KEEP:
+            self._packer = msgpack.Packer(use_bin_type=True)
+        return data
 
 
 def _error(task_id, kind, message, retryable):

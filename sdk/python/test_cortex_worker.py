@@ -465,6 +465,16 @@ class ReplyFrameTest(unittest.TestCase):
                 self.assertIn("not MessagePack-serialisable", replies[3]["message"])
                 self.assertEqual(msgpack.unpackb(replies[4]["payload"]), {"k": "v"}, "the encoder kept nothing of the failed result")
 
+    def test_an_encoder_lets_go_of_the_buffer_a_large_result_grew(self):
+        encoder = self.cw._Encoder()
+        small = encoder._packer
+        self.assertEqual(encoder.encode([1, "a"]), msgpack.packb([1, "a"]))
+        self.assertIs(encoder._packer, small, "small results reuse the packer")
+        big = b"x" * (encoder.KEEP + 1)
+        self.assertEqual(encoder.encode(big), msgpack.packb(big))
+        self.assertIsNot(encoder._packer, small, "the packer that grew for a large result is dropped")
+        self.assertEqual(encoder.encode({"k": 2}), msgpack.packb({"k": 2}))
+
     def test_a_writer_with_a_descriptor_gets_every_frame_whole_and_in_order(self):
         read_fd, write_fd = os.pipe()
         reader = os.fdopen(read_fd, "rb")
