@@ -70,6 +70,14 @@ DEFAULT_MAX_FRAME = 16 * 1024 * 1024
 """Frame body limit when ``CORTEX_MAX_FRAME`` is not set: 16 MiB."""
 
 _PREFIX = struct.Struct(">I")
+_U64_MAX = (1 << 64) - 1
+_RESULT_ID = b"\x83\xa4type\xa6result\xa2id"  # fixmap(3) "type" "result" "id"
+_PAYLOAD_BIN8 = tuple(b"\xa7payload\xc4" + bytes((n,)) for n in range(0x100))  # "payload" bin 8 of n bytes
+_FIXINT = tuple(bytes((n,)) for n in range(0x80))
+_UINT8 = struct.Struct(">BB")
+_UINT16 = struct.Struct(">BH")
+_UINT32 = struct.Struct(">BI")
+_UINT64 = struct.Struct(">BQ")
 _LEVELS = ("error", "warn", "info", "debug")
 
 
@@ -127,6 +135,7 @@ class Link:
         self.writer = writer
         self.max_frame = max_frame
         self._lock = threading.Lock()
+        self._fd = _descriptor(writer)
         self._read = getattr(reader, "read1", None) or reader.read
         self._buf = bytearray()
         self._eof = False
@@ -179,7 +188,7 @@ class Link:
         """Every message available (see :meth:`read_bodies`); empty at end of input."""
         bodies = self.read_bodies() if not self._pending else list(self._pending)
         self._pending.clear()
-        return [decode(body) for body in bodies]
+        return _decode_all(bodies)
 
     def read_message(self):
         """Returns the next message as a ``dict``, or ``None`` at EOF."""
@@ -201,16 +210,74 @@ class Link:
             raise ProtocolError(f"frame of {len(body)} bytes exceeds the maximum of {self.max_frame}")
         return _PREFIX.pack(len(body)) + body
 
+    def frame_result(self, task_id, payload):
+        """The whole frame of ``{"type": "result", "id": task_id, "payload": payload}``.
+
+        Byte for byte what :meth:`frame` makes of that map, framed by hand: the keys
+        and the headers are fixed bytes, so the map is never built nor encoded.
+        Raises :class:`ProtocolError` if it is larger than ``max_frame``.
+        """
+        if task_id.__class__ is not int or not 0 <= task_id <= _U64_MAX:
+            return self.frame({"type": "result", "id": task_id, "payload": payload})
+        size = len(payload)
+        head = _RESULT_ID + _uint(task_id) + (_PAYLOAD_BIN8[size] if size < 0x100 else _payload_bin(size))
+        length = len(head) + size
+        if length > self.max_frame:
+            raise ProtocolError(f"frame of {length} bytes exceeds the maximum of {self.max_frame}")
+        return b"".join((_PREFIX.pack(length), head, payload))
+
     def send(self, message):
         """Encodes and writes one frame. Raises :class:`ProtocolError` if it is too large."""
         self.send_many([self.frame(message)])
 
     def send_many(self, frames):
-        """Writes whole frames (from :meth:`frame`) in one write."""
+        """Writes whole frames (from :meth:`frame`) in one write.
+
+        A writer with a descriptor is written with ``os.write`` (no copy into its
+        buffer, one system call for a pipe that has room); any other with ``write``
+        and ``flush``.
+        """
         data = frames[0] if len(frames) == 1 else b"".join(frames)
         with self._lock:
-            self.writer.write(data)
-            self.writer.flush()
+            if self._fd is None:
+                self.writer.write(data)
+                self.writer.flush()
+                return
+            written = os.write(self._fd, data)
+            if written < len(data):
+                view = memoryview(data)
+                while written < len(data):
+                    written += os.write(self._fd, view[written:])
+
+
+def _descriptor(writer):
+    """``writer``'s descriptor after flushing what it buffered, or ``None`` without one."""
+    try:
+        fd = writer.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+        return None
+    writer.flush()
+    return fd
+
+
+def _uint(n):
+    """MessagePack's shortest encoding of the unsigned integer ``n`` (< 2**64)."""
+    if n < 0x80:
+        return _FIXINT[n]
+    if n < 0x100:
+        return _UINT8.pack(0xCC, n)
+    if n < 0x10000:
+        return _UINT16.pack(0xCD, n)
+    if n < 0x100000000:
+        return _UINT32.pack(0xCE, n)
+    return _UINT64.pack(0xCF, n)
+
+
+def _payload_bin(size):
+    """The key ``payload`` and a bin 16 or bin 32 header for ``size`` (>= 256) bytes."""
+    if size < 0x10000:
+        return b"\xa7payload" + _UINT16.pack(0xC5, size)
+    return b"\xa7payload" + _UINT32.pack(0xC6, size)
 
 
 READ_CHUNK = 256 * 1024
@@ -219,13 +286,20 @@ READ_CHUNK = 256 * 1024
 
 def decode(body):
     """The message in a frame body, as a ``dict``; :class:`ProtocolError` if it is none."""
+    return _decode_all((body,))[0]
+
+
+def _decode_all(bodies):
+    """The messages in ``bodies``, as dicts (see :func:`decode`)."""
+    unpackb = msgpack.unpackb
     try:
-        message = msgpack.unpackb(body, raw=False)
+        messages = [unpackb(body, raw=False) for body in bodies]
     except Exception as e:  # msgpack raises several unrelated types
         raise ProtocolError(f"malformed message: {e}") from e
-    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
-        raise ProtocolError("a message must be a map with a string `type`")
-    return message
+    for message in messages:
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            raise ProtocolError("a message must be a map with a string `type`")
+    return messages
 
 
 def open_link(environ=None):
@@ -325,10 +399,6 @@ class Context:
         self._cancelled = False
         self._event = None
 
-    def _started(self):
-        if self._timeout_ms:
-            self.deadline = time.monotonic() + self._timeout_ms / 1000
-
     def _cancel(self):
         with self._worker._state:
             self._cancelled = True
@@ -382,6 +452,7 @@ class Worker:
         self._idle = 0
         self._draining = False
         self._replies = []  # frames of finished tasks not yet written
+        self._encoder = _Encoder()  # the reading thread's (inline handlers' results)
         self._tasks_done = 0
         self._link = None
         self._stop = threading.Event()
@@ -507,6 +578,7 @@ class Worker:
             if free and ctx.task_type in self._inline:
                 self._running[ctx.id] = ctx
                 inline = True
+                self._flush_locked()  # earlier replies leave before this task starts
             else:
                 self._waiting.append((ctx, payload))
                 inline = False
@@ -517,8 +589,7 @@ class Worker:
                 else:
                     self._work.notify()
         if inline:
-            self._flush()  # earlier replies leave before this task starts
-            self._finish(ctx, self._attempt(ctx, payload))
+            self._finish(ctx, self._attempt(ctx, payload, self._encoder))
 
     def _on_cancel(self, task_id):
         with self._state:
@@ -539,6 +610,7 @@ class Worker:
     def _executor(self):
         """One task thread: runs waiting tasks in arrival order while there are any."""
         state = self._state
+        encoder = _Encoder()
         while True:
             with state:
                 while not self._waiting or (self._limit is not None and len(self._running) >= self._limit):
@@ -549,19 +621,26 @@ class Worker:
                 ctx, payload = self._waiting.popleft()
                 self._running[ctx.id] = ctx
                 self._flush_locked()  # earlier replies leave before this task starts
-            reply = self._attempt(ctx, payload)
-            with state:
-                self._idle += 1
-            self._finish(ctx, reply)
+            self._finish(ctx, self._attempt(ctx, payload, encoder), executor=True)
 
-    def _finish(self, ctx, reply):
+    def _finish(self, ctx, outcome, executor=False):
+        """Frames what :meth:`_attempt` returned (``result_too_large`` when it does not
+        fit in a frame) and records it; it is written before the next task starts.
+        ``executor``: the calling task thread is idle again."""
+        link = self._link
+        try:
+            if outcome.__class__ is bytes:
+                frame = link.frame_result(ctx.id, outcome)
+            else:
+                frame = link.frame(outcome)
+        except ProtocolError as e:
+            frame = link.frame(_error(ctx.id, "result_too_large", str(e), False))
         with self._state:
+            if executor:
+                self._idle += 1
             self._running.pop(ctx.id, None)
             self._tasks_done += 1
-            try:
-                self._replies.append(self._link.frame(reply))
-            except ProtocolError as e:
-                self._replies.append(self._link.frame(_error(ctx.id, "result_too_large", str(e), False)))
+            self._replies.append(frame)
             if self._draining:
                 self._work.notify_all()
             elif self._waiting:
@@ -587,8 +666,11 @@ class Worker:
                 self._work.wait()
             self._flush_locked()
 
-    def _attempt(self, ctx, payload):
-        ctx._started()
+    def _attempt(self, ctx, payload, encoder):
+        """Runs the task's handler: the result's encoding (``bytes``) or an error message.
+        ``encoder``: an :class:`_Encoder` of the calling thread's own."""
+        if ctx._timeout_ms:
+            ctx.deadline = time.monotonic() + ctx._timeout_ms / 1000
         fn = self._handlers.get(ctx.task_type)
         if fn is None:
             return _error(ctx.id, "unknown_type", f"no handler for task type {ctx.task_type!r}", False)
@@ -607,10 +689,9 @@ class Worker:
                 return _error(ctx.id, "cancelled", f"cancelled ({_describe(e)})", False)
             return _error(ctx.id, "handler", _describe(e), True)
         try:
-            body = msgpack.packb(result, use_bin_type=True)
+            return encoder.encode(result)
         except Exception as e:
             return _error(ctx.id, "handler", f"result is not MessagePack-serialisable: {e}", False)
-        return {"type": "result", "id": ctx.id, "payload": body}
 
     # --- output ----------------------------------------------------------------------
 
@@ -639,6 +720,26 @@ class Worker:
                     "in_flight": in_flight,
                 }
             )
+
+
+class _Encoder:
+    """Encodes results with one reused ``msgpack.Packer`` (``packb`` builds a new one per
+    call); one per thread, as a packer is not thread-safe."""
+
+    __slots__ = ("_packer",)
+
+    KEEP = 1024 * 1024
+    """A packer keeps the buffer its largest output grew; past this size it is let go."""
+
+    def __init__(self):
+        self._packer = msgpack.Packer(use_bin_type=True)
+
+    def encode(self, value):
+        """``value`` as MessagePack bytes."""
+        data = self._packer.pack(value)
+        if len(data) > self.KEEP:
+            self._packer = msgpack.Packer(use_bin_type=True)
+        return data
 
 
 def _error(task_id, kind, message, retryable):

@@ -414,6 +414,87 @@ class BatchTest(unittest.TestCase):
         self.assertEqual(set(ran_on), {threading.current_thread()}, "inline handlers ran on the reading thread")
 
 
+class ReplyFrameTest(unittest.TestCase):
+    """Result frames framed by hand, the per-thread encoder, writes on a descriptor."""
+
+    def setUp(self):
+        sys.path.insert(0, HERE)
+        self.addCleanup(sys.path.remove, HERE)
+        import cortex_worker
+
+        self.cw = cortex_worker
+
+    def test_a_hand_framed_result_is_the_encoded_map_byte_for_byte(self):
+        link = self.cw.Link(io.BytesIO(), _Recorder())
+        ids = [0, 1, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**64 - 1, -1, -33, True]
+        for task_id in ids:
+            for size in [0, 1, 127, 128, 255, 256, 65535, 65536, 70000]:
+                payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+                with self.subTest(task_id=task_id, size=size):
+                    expected = link.frame({"type": "result", "id": task_id, "payload": payload})
+                    self.assertEqual(link.frame_result(task_id, payload), expected)
+
+    def test_a_hand_framed_result_over_max_frame_is_refused_like_frame(self):
+        link = self.cw.Link(io.BytesIO(), _Recorder(), max_frame=100)
+        with self.assertRaises(self.cw.ProtocolError) as by_hand:
+            link.frame_result(7, b"x" * 90)
+        with self.assertRaises(self.cw.ProtocolError) as encoded:
+            link.frame({"type": "result", "id": 7, "payload": b"x" * 90})
+        self.assertEqual(str(by_hand.exception), str(encoded.exception))
+
+    def run_worker(self, worker, frames, max_frame=16 * 1024 * 1024):
+        writer = _Recorder()
+        data = hello(max_frame=max_frame) + b"".join(frames) + frame({"type": "shutdown", "graceful": True})
+        self.assertEqual(worker.run(self.cw.Link(io.BytesIO(data), writer)), 0)
+        replies = [m for data in writer.writes for m in _split(data) if m["type"] in ("result", "error")]
+        return {m["id"]: m for m in replies}
+
+    def test_results_too_large_or_not_encodable_leave_the_next_result_whole(self):
+        for inline in (True, False):
+            with self.subTest(inline=inline):
+                worker = self.cw.Worker()
+                worker.handler("echo", inline=inline)(lambda ctx, payload: payload)
+                worker.handler("big", inline=inline)(lambda ctx, payload: "x" * 500)
+                worker.handler("odd", inline=inline)(lambda ctx, payload: [1, 2, object()])
+                tasks = [task(1, "big"), task(2, "echo", [3, 4]), task(3, "odd"), task(4, "echo", {"k": "v"})]
+                replies = self.run_worker(worker, tasks, max_frame=300)
+                self.assertEqual(replies[1]["kind"], "result_too_large", replies[1])
+                self.assertFalse(replies[1]["retryable"])
+                self.assertEqual(msgpack.unpackb(replies[2]["payload"]), [3, 4])
+                self.assertEqual(replies[3]["kind"], "handler", replies[3])
+                self.assertIn("not MessagePack-serialisable", replies[3]["message"])
+                self.assertEqual(msgpack.unpackb(replies[4]["payload"]), {"k": "v"}, "the encoder kept nothing of the failed result")
+
+    def test_an_encoder_lets_go_of_the_buffer_a_large_result_grew(self):
+        encoder = self.cw._Encoder()
+        small = encoder._packer
+        self.assertEqual(encoder.encode([1, "a"]), msgpack.packb([1, "a"]))
+        self.assertIs(encoder._packer, small, "small results reuse the packer")
+        big = b"x" * (encoder.KEEP + 1)
+        self.assertEqual(encoder.encode(big), msgpack.packb(big))
+        self.assertIsNot(encoder._packer, small, "the packer that grew for a large result is dropped")
+        self.assertEqual(encoder.encode({"k": 2}), msgpack.packb({"k": 2}))
+
+    def test_a_writer_with_a_descriptor_gets_every_frame_whole_and_in_order(self):
+        read_fd, write_fd = os.pipe()
+        reader = os.fdopen(read_fd, "rb")
+        self.addCleanup(reader.close)
+        writer = os.fdopen(write_fd, "wb")
+        self.addCleanup(writer.close)
+        writer.write(b"buffered before the link")  # flushed when the link opens, not lost
+        link = self.cw.Link(io.BytesIO(), writer)
+        frames = [link.frame_result(i, bytes([i % 256]) * (i * 997)) for i in range(1, 100)]  # ~5 MB: the pipe fills
+        got = []
+        drain = threading.Thread(target=lambda: got.append(reader.read()), daemon=True)
+        drain.start()
+        for i in range(0, len(frames), 7):
+            link.send_many(frames[i : i + 7])
+        writer.close()
+        drain.join(TIMEOUT)
+        self.assertFalse(drain.is_alive())
+        self.assertEqual(got, [b"buffered before the link" + b"".join(frames)])
+
+
 class _Chunks(io.RawIOBase):
     """A reader that hands out ``data`` cut at the given offsets, one piece per read."""
 
