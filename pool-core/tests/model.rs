@@ -1,5 +1,6 @@
 //! A model test of the task path: seeded random sequences of submit (random
-//! priorities), cancel, complete, handler error (retryable or fatal), worker
+//! priorities; with `submit`, `try_submit`, or `submit_each_to` answered through
+//! one shared `Completions` channel per case and cancelled by id), cancel, complete, handler error (retryable or fatal), worker
 //! crash, protocol error, timeout (of tasks that ignore `cancel`, exit on it, or
 //! ignore SIGTERM too), recycle, scale, rolling restart and shutdown (graceful, at
 //! once with `shutdown_now`, or the one after the other) against the mock
@@ -11,7 +12,8 @@
 //! time, so that timeouts race replies).
 //!
 //! Each case checks, and names in its failure message:
-//! 1. `settles`: every accepted task's handle resolves (a case that hangs fails),
+//! 1. `settles`: every accepted task's handle resolves, or its outcome arrives on
+//!    the shared channel, exactly once (a case that hangs fails),
 //!    and the pool's counters agree with what the handles said, outcome by outcome;
 //!    a submit is refused only as `queue_full` (from `try_submit`) or after
 //!    shutdown, gives its task back, and (`refused`) that task never starts;
@@ -344,6 +346,7 @@ async fn one_case(seed: u64) {
     let log = Log::default();
     let (pool, recorder) = common::start(shape.config(), script(log.clone())).await;
     let tracer = trace(&pool);
+    let shared = Shared::start(&log);
     let mut tasks: Vec<Submitted> = Vec::new();
     let mut shutdown: Option<tokio::task::JoinHandle<()>> = None;
     let mut stopped_now: Option<tokio::task::JoinHandle<()>> = None;
@@ -370,14 +373,20 @@ async fn one_case(seed: u64) {
                     plan.timeout = Duration::from_millis([10, 20, 30, 40, 60][rng.usize(0..5)]);
                     task = task.with_timeout(plan.timeout);
                 }
-                let submitted = if rng.bool() {
-                    pool.try_submit(task)
-                } else {
-                    pool.submit(task).await
+                let submitted = match rng.u8(0..3) {
+                    0 => pool.try_submit(task).map(Answered::Handle),
+                    1 => pool.submit(task).await.map(Answered::Handle),
+                    _ => {
+                        first(pool.submit_each_to([task], &shared.sink).await).map(Answered::Shared)
+                    }
                 };
                 let (cancel, watcher) = match submitted {
-                    Ok(handle) => {
+                    Ok(Answered::Handle(handle)) => {
                         let (cancel, watcher) = watch(&log, n, handle);
+                        (Some(cancel), Some(watcher))
+                    }
+                    Ok(Answered::Shared(id)) => {
+                        let (cancel, watcher) = shared.watch(&pool, n, id);
                         (Some(cancel), Some(watcher))
                     }
                     Err(e) => {
@@ -445,6 +454,7 @@ async fn one_case(seed: u64) {
         stop.await.expect("shutdown does not panic");
     }
     pool.shutdown().await;
+    shared.stop();
     let replies = recorder.replies_by_worker();
     let killed = killed(&recorder, &log.snapshot());
     if let Some(tracer) = tracer {
@@ -476,6 +486,122 @@ fn trace(pool: &Pool) -> Option<tokio::task::JoinHandle<()>> {
             eprintln!("{:?} {event:?}", Instant::now());
         }
     }))
+}
+
+/// How the caller hears of an accepted task's outcome.
+enum Answered {
+    /// Through its own handle (`submit`, `try_submit`).
+    Handle(pool_core::TaskHandle),
+    /// Through the case's shared `Completions` channel (`submit_each_to`): its id.
+    Shared(u64),
+}
+
+/// The one result of a one-task `submit_each_to`.
+fn first(mut results: Vec<Result<u64, SubmitError>>) -> Result<u64, SubmitError> {
+    assert_eq!(results.len(), 1, "one result per task");
+    results.remove(0)
+}
+
+/// The case's `Completions` channel and the task that logs each outcome arriving
+/// on it the moment it arrives, as `watch` does for a handle.
+struct Shared {
+    sink: pool_core::CompletionSink,
+    log: Log,
+    book: Arc<Mutex<SharedBook>>,
+    router: tokio::task::JoinHandle<()>,
+}
+
+/// Which test task each pool id is, and who waits for it.
+#[derive(Default)]
+struct SharedBook {
+    /// Test task number by pool id, kept after the outcome (a second outcome
+    /// for an id is logged too, and fails the case as "resolved twice").
+    numbers: std::collections::HashMap<u64, u32>,
+    /// Each waiting task's watcher, told when its outcome is logged.
+    waiters: std::collections::HashMap<u64, oneshot::Sender<()>>,
+    /// Outcomes that came before their id was known.
+    early: Vec<(u64, Outcome)>,
+}
+
+impl SharedBook {
+    /// Logs `outcome` of pool task `id` if the id is known (else keeps it).
+    fn settle(&mut self, log: &Log, id: u64, outcome: Outcome) {
+        let Some(&n) = self.numbers.get(&id) else {
+            self.early.push((id, outcome));
+            return;
+        };
+        log.push(Seen::Settled {
+            n,
+            outcome: Box::new(outcome),
+        });
+        if let Some(waiter) = self.waiters.remove(&id) {
+            let _ = waiter.send(());
+        }
+    }
+}
+
+impl Shared {
+    fn start(log: &Log) -> Self {
+        let mut done = pool_core::Completions::new();
+        let sink = done.sink();
+        let book = Arc::new(Mutex::new(SharedBook::default()));
+        let router = tokio::spawn({
+            let (book, log) = (book.clone(), log.clone());
+            async move {
+                let mut outcomes = Vec::new();
+                loop {
+                    done.recv_many(&mut outcomes, 64).await;
+                    let mut book = book.lock().unwrap_or_else(|p| p.into_inner());
+                    for outcome in outcomes.drain(..) {
+                        let id = match &outcome {
+                            Ok(out) => out.id,
+                            Err(err) => err.id,
+                        };
+                        book.settle(&log, id, outcome);
+                    }
+                }
+            }
+        });
+        Self {
+            sink,
+            log: log.clone(),
+            book,
+            router,
+        }
+    }
+
+    /// Registers task `n` (pool id `id`) and waits for its outcome to be logged;
+    /// sending on the returned trigger cancels it by id.
+    fn watch(
+        &self,
+        pool: &Pool,
+        n: u32,
+        id: u64,
+    ) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+        let (told, mut logged) = oneshot::channel::<()>();
+        {
+            let mut book = self.book.lock().unwrap_or_else(|p| p.into_inner());
+            book.numbers.insert(id, n);
+            book.waiters.insert(id, told);
+            for (early, outcome) in std::mem::take(&mut book.early) {
+                book.settle(&self.log, early, outcome);
+            }
+        }
+        let (cancel, mut cancelled) = oneshot::channel::<()>();
+        let pool = pool.clone();
+        let watcher = tokio::spawn(async move {
+            tokio::select! {
+                _ = &mut logged => return,
+                Ok(()) = &mut cancelled => pool.cancel(id),
+            }
+            let _ = logged.await;
+        });
+        (cancel, watcher)
+    }
+
+    fn stop(self) {
+        self.router.abort();
+    }
 }
 
 /// Awaits a handle and logs its outcome the moment it resolves; sending on the
