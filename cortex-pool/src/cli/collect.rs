@@ -69,7 +69,7 @@ impl<O> Book<O> {
     /// Takes the outcomes of tasks (by the pool's id); returns those whose task
     /// is known.
     fn settle(&mut self, outcomes: impl Iterator<Item = (u64, O)>) -> Vec<Settled<O>> {
-        let mut ready = Vec::new();
+        let mut ready = Vec::with_capacity(outcomes.size_hint().0);
         for (task, outcome) in outcomes {
             match self.waiting.remove(&task) {
                 Some((id, since)) => ready.push((id, since, outcome)),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Instant;
 
-use pool_core::{CompletionSink, Pool, Task};
+use pool_core::{CompletionSink, Pool};
 use tokio::io::{AsyncRead, BufReader};
 use tokio::sync::{mpsc, watch};
 
@@ -135,8 +135,12 @@ async fn submit(to: &Stages<'_>, batch: &mut Vec<input::TaskLine>) {
         return;
     }
     let since = Instant::now();
-    let (ids, tasks): (Vec<String>, Vec<Task>) =
-        batch.drain(..).map(|line| (line.id, line.task)).unzip();
+    let mut ids = Vec::with_capacity(batch.len());
+    let mut tasks = Vec::with_capacity(batch.len());
+    for line in batch.drain(..) {
+        ids.push(line.id);
+        tasks.push(line.task);
+    }
     let results = to.pool.submit_each_to(tasks, to.done).await;
     let mut taken = Vec::with_capacity(results.len());
     let mut refused = Vec::new();

@@ -383,8 +383,13 @@ impl Pool {
         tasks: impl IntoIterator<Item = Task>,
         mut accept: impl FnMut(&Self, Task) -> (Pending, H),
     ) -> Vec<Result<H, SubmitError>> {
-        let mut results = Vec::new();
-        let mut unsent = Unsent::default();
+        let tasks = tasks.into_iter();
+        let expected = tasks.size_hint().0;
+        let mut results = Vec::with_capacity(expected);
+        let mut unsent = Unsent {
+            pending: Vec::with_capacity(expected),
+            at: Vec::with_capacity(expected),
+        };
         for task in tasks {
             let task = match self.check(task) {
                 Ok(task) => task,

@@ -25,6 +25,9 @@ const EXIT_GRACE: Duration = Duration::from_secs(2);
 const START_EXIT_GRACE: Duration = Duration::from_millis(500);
 /// The reader's buffer: how many bytes of frames one read can bring.
 const READ_BUFFER: usize = 64 * 1024;
+/// The messages one read usually brings at most (a batch grows past it when
+/// more came).
+const MESSAGES_PER_READ: usize = 16;
 /// The most bytes of an offending frame quoted (in hex) when a worker is killed
 /// for breaking the protocol.
 const QUOTED_BYTES: usize = 32;
@@ -260,7 +263,9 @@ fn read_batch<R>(
     frames: &mut FramedRead<R, ReadCodec>,
     first: Bytes,
 ) -> (Vec<WorkerMessage>, Option<(FrameError, String)>) {
-    let mut messages = Vec::new();
+    // Room for the messages of a full prefetch window, so a typical read's batch
+    // is not regrown message by message.
+    let mut messages = Vec::with_capacity(MESSAGES_PER_READ);
     let mut next = Some(first);
     while let Some(body) = next.take() {
         match to_message(&body) {
