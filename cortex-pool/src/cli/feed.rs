@@ -27,6 +27,7 @@ const SUBMIT_BATCH: usize = 128;
 
 /// Where the feeder hands its work on.
 pub(crate) struct Stages<'a> {
+    /// The pool the tasks go to.
     pub(crate) pool: &'a Pool,
     /// Where the outcomes of the tasks it submits go (the collector reads them).
     pub(crate) done: &'a CompletionSink,
@@ -36,9 +37,10 @@ pub(crate) struct Stages<'a> {
     pub(crate) accepted: &'a mpsc::Sender<Vec<Accepted>>,
 }
 
-/// Reads task lines, submits them (waiting for queue room), and hands each
-/// outcome to the writer as soon as it is known. Every channel is bounded, so a
-/// slow standard output stops the reading.
+/// Reads task lines and submits them (waiting for queue room): the accepted
+/// tasks go to the collector, a line for each input line that is not a task (or
+/// whose task the pool refused) straight to the writer. Every channel is
+/// bounded, so a slow standard output stops the reading.
 ///
 /// Lines that are already read in are parsed and submitted together (up to
 /// [`SUBMIT_BATCH`]): the batch goes to the pool when the next line is not there
