@@ -2,6 +2,7 @@
 //! the order the pool settles the tasks.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use pool_core::{Completion, Completions, Pool};
@@ -101,7 +102,7 @@ fn lines_of(settled: Vec<Settled<Completion>>) -> Vec<Line> {
 
 /// The line of a task that ended with `outcome`.
 fn line_of(id: &str, since: Instant, outcome: Completion) -> Line {
-    let ms = since.elapsed().as_secs_f64() * 1000.0;
+    let ms = elapsed_ms(since);
     match outcome {
         Ok(out) => output::ok(id, &out, ms),
         Err(err) => output::failed(id, &err, ms),
@@ -111,96 +112,111 @@ fn line_of(id: &str, since: Instant, outcome: Completion) -> Line {
 /// Writes a line for each accepted task as its outcome arrives in `done`, until
 /// the feeder is finished and every task has its line.
 ///
-/// After a second signal each waiting task is cancelled and given [`CANCEL_WAIT`]
-/// to settle ([`give_up`]).
+/// After a second signal each waiting task (and each one still arriving) is
+/// cancelled and given [`CANCEL_WAIT`] to settle; each of the others gets a
+/// `cancelled` line without waiting further (its worker does not answer; it is
+/// killed as `run` exits).
 pub(crate) async fn collect(
     pool: Pool,
-    mut done: Completions,
-    mut accepted: mpsc::Receiver<Vec<Accepted>>,
+    done: Completions,
+    accepted: mpsc::Receiver<Vec<Accepted>>,
     lines: mpsc::Sender<Vec<Line>>,
     mut phase: watch::Receiver<Phase>,
 ) {
-    let mut book = Book::new();
-    let mut open = true;
-    let mut outcomes = Vec::with_capacity(LINE_BATCH);
+    let mut stage = Stage {
+        pool,
+        done,
+        accepted: Some(accepted),
+        book: Book::new(),
+        lines,
+    };
     let stopping = interrupt::reached(&mut phase, Phase::Stopping);
-    tokio::pin!(stopping);
-    while open || !book.waiting.is_empty() {
-        let ready = tokio::select! {
-            biased;
-            () = &mut stopping => {
-                return give_up(&pool, &mut done, accepted, open, book, &lines).await;
-            }
-            _ = done.recv_many(&mut outcomes, LINE_BATCH) => lines_of(book.settle(outcomes.drain(..).map(task_of))),
-            next = accepted.recv(), if open => match next {
-                Some(tasks) => lines_of(book.accept(tasks)),
-                None => {
-                    open = false;
-                    Vec::new()
+    if !stage.run_until(stopping, false).await {
+        return;
+    }
+    for task in stage.book.waiting.keys() {
+        stage.pool.cancel(*task);
+    }
+    stage.run_until(tokio::time::sleep(CANCEL_WAIT), true).await;
+    stage.abandon_the_rest().await;
+}
+
+/// The collector's channels and what it knows of the tasks in flight.
+struct Stage {
+    pool: Pool,
+    done: Completions,
+    /// The feeder's accepted tasks; `None` once the feeder is finished.
+    accepted: Option<mpsc::Receiver<Vec<Accepted>>>,
+    book: Book<Completion>,
+    lines: mpsc::Sender<Vec<Line>>,
+}
+
+impl Stage {
+    /// Writes lines as outcomes and tasks arrive (cancelling each arriving task
+    /// when `cancel_arrivals`), until every task has its line (`false`) or
+    /// `until` comes first (`true`).
+    async fn run_until(&mut self, until: impl Future<Output = ()>, cancel_arrivals: bool) -> bool {
+        tokio::pin!(until);
+        let mut outcomes = Vec::with_capacity(LINE_BATCH);
+        while self.accepted.is_some() || !self.book.waiting.is_empty() {
+            let ready = tokio::select! {
+                biased;
+                () = &mut until => return true,
+                _ = self.done.recv_many(&mut outcomes, LINE_BATCH) => {
+                    lines_of(self.book.settle(outcomes.drain(..).map(task_of)))
                 }
-            },
-        };
-        if !ready.is_empty() {
-            let _ = lines.send(ready).await;
+                next = recv(&mut self.accepted) => match next {
+                    Some(tasks) => {
+                        if cancel_arrivals {
+                            for task in &tasks {
+                                self.pool.cancel(task.task);
+                            }
+                        }
+                        lines_of(self.book.accept(tasks))
+                    }
+                    None => {
+                        self.accepted = None;
+                        Vec::new()
+                    }
+                },
+            };
+            if !ready.is_empty() {
+                let _ = self.lines.send(ready).await;
+            }
+        }
+        false
+    }
+
+    /// A `cancelled` line for every task still waiting and every one the feeder
+    /// still hands over (each cancelled), without waiting for their outcomes.
+    async fn abandon_the_rest(mut self) {
+        let mut abandoned: Vec<Line> = self
+            .book
+            .waiting
+            .drain()
+            .map(|(_, (id, since))| output::abandoned(&id, elapsed_ms(since)))
+            .collect();
+        // The reader stopped at the first signal: what it still hands over is
+        // cancelled and not waited for.
+        if let Some(accepted) = &mut self.accepted {
+            while let Some(tasks) = accepted.recv().await {
+                for task in tasks {
+                    self.pool.cancel(task.task);
+                    abandoned.push(output::abandoned(&task.id, elapsed_ms(task.since)));
+                }
+            }
+        }
+        if !abandoned.is_empty() {
+            let _ = self.lines.send(abandoned).await;
         }
     }
 }
 
-/// After a second signal: cancels every waiting task (and those still arriving),
-/// writes the lines of those that settle within [`CANCEL_WAIT`], and a
-/// `cancelled` line without waiting further for each of the others (its worker
-/// does not answer; it is killed as `run` exits).
-async fn give_up(
-    pool: &Pool,
-    done: &mut Completions,
-    mut accepted: mpsc::Receiver<Vec<Accepted>>,
-    mut open: bool,
-    mut book: Book<Completion>,
-    lines: &mpsc::Sender<Vec<Line>>,
-) {
-    for task in book.waiting.keys() {
-        pool.cancel(*task);
-    }
-    let deadline = tokio::time::sleep(CANCEL_WAIT);
-    tokio::pin!(deadline);
-    let mut outcomes = Vec::with_capacity(LINE_BATCH);
-    while open || !book.waiting.is_empty() {
-        let ready = tokio::select! {
-            biased;
-            () = &mut deadline => break,
-            _ = done.recv_many(&mut outcomes, LINE_BATCH) => lines_of(book.settle(outcomes.drain(..).map(task_of))),
-            next = accepted.recv(), if open => match next {
-                Some(tasks) => {
-                    for task in &tasks {
-                        pool.cancel(task.task);
-                    }
-                    lines_of(book.accept(tasks))
-                }
-                None => {
-                    open = false;
-                    Vec::new()
-                }
-            },
-        };
-        if !ready.is_empty() {
-            let _ = lines.send(ready).await;
-        }
-    }
-    let mut abandoned: Vec<Line> = book
-        .waiting
-        .drain()
-        .map(|(_, (id, since))| output::abandoned(&id, elapsed_ms(since)))
-        .collect();
-    // The reader stopped at the first signal: what it still hands over is
-    // cancelled and not waited for.
-    while let Some(tasks) = if open { accepted.recv().await } else { None } {
-        for task in tasks {
-            pool.cancel(task.task);
-            abandoned.push(output::abandoned(&task.id, elapsed_ms(task.since)));
-        }
-    }
-    if !abandoned.is_empty() {
-        let _ = lines.send(abandoned).await;
+/// The next batch of `accepted`; never ready once it is `None` (closed).
+async fn recv(accepted: &mut Option<mpsc::Receiver<Vec<Accepted>>>) -> Option<Vec<Accepted>> {
+    match accepted {
+        Some(accepted) => accepted.recv().await,
+        None => std::future::pending().await,
     }
 }
 

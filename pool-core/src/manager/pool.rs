@@ -308,7 +308,7 @@ impl Pool {
     ) -> Result<Vec<TaskHandle>, SubmitError> {
         let mut handles = Vec::new();
         let mut unsent = Unsent::default();
-        let refused = |refused: Unsent| self.gone(first_task(Command::Submit(refused.pending)));
+        let refused = |refused: Unsent| self.gone(refused.first_task());
         for task in tasks {
             let task = match self.check(task) {
                 Ok(task) => task,
@@ -519,9 +519,12 @@ impl Pool {
 
     fn send(&self, task: Task) -> Result<TaskHandle, SubmitError> {
         let (pending, handle) = self.pending(task);
-        self.commands
-            .send(Command::Submit(vec![pending]))
-            .map_err(|refused| self.gone(first_task(refused.0)))?;
+        let mut unsent = Unsent {
+            pending: vec![pending],
+            at: Vec::new(),
+        };
+        self.send_unsent(&mut unsent)
+            .map_err(|refused| self.gone(refused.first_task()))?;
         Ok(handle)
     }
 
@@ -750,7 +753,6 @@ fn mark_failed(outcome: Result<(), tokio::task::JoinError>, shared: &Shared) {
     shared.queue_slots.close();
 }
 
-/// The first task of a submission the actor never received (it is gone).
 /// Accepted tasks not yet sent to the pool and, for
 /// [`Pool::submit_each`], where the result of each one is.
 #[derive(Default)]
@@ -759,12 +761,12 @@ struct Unsent {
     at: Vec<usize>,
 }
 
-fn first_task(refused: Command) -> Task {
-    match refused {
-        Command::Submit(batch) => batch
+impl Unsent {
+    /// The first task of a batch the actor never received (it is gone).
+    fn first_task(self) -> Task {
+        self.pending
             .into_iter()
             .next()
-            .map_or_else(|| Task::new("", Vec::new()), |p| p.task),
-        _ => Task::new("", Vec::new()),
+            .map_or_else(|| Task::new("", Vec::new()), |p| p.task)
     }
 }
