@@ -5,6 +5,8 @@
 //! (the order they always had), with the worker's MessagePack result transcoded
 //! to JSON without building a tree of values in between.
 
+use std::io::Write;
+
 use pool_core::{FinalStatus, SubmitError, TaskError, TaskOutput};
 use serde::Serialize;
 
@@ -88,23 +90,12 @@ fn result(json: &mut Vec<u8>, payload: &[u8]) {
         json.truncate(mark);
         json.extend_from_slice(b",\"result_hex\":\"");
         for b in payload {
-            json.extend_from_slice(&HEX[usize::from(*b)]);
+            // Writing into a `Vec` cannot fail.
+            let _ = write!(json, "{b:02x}");
         }
         json.push(b'"');
     }
 }
-
-/// Two lowercase hex digits of every byte.
-const HEX: [[u8; 2]; 256] = {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut table = [[0u8; 2]; 256];
-    let mut i = 0;
-    while i < 256 {
-        table[i] = [DIGITS[i >> 4], DIGITS[i & 0xf]];
-        i += 1;
-    }
-    table
-};
 
 /// The line of a task that ended without a result.
 pub(crate) fn failed(id: &str, err: &TaskError, duration_ms: f64) -> Line {
