@@ -16,14 +16,11 @@ REPS=${3:-3}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 OLD_SDK=${OLD_SDK:-$HERE/sdk/python}
 NEW_SDK=${NEW_SDK:-$HERE/sdk/python}
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
 # shellcheck source=scripts/run-bench-lib.sh
 . "$HERE/scripts/run-bench-lib.sh"
-echo_lines "$WORK/echo100k.jsonl" 100000
-echo_lines "$WORK/echo20k.jsonl" 20000
-
-printf '%-4s %-34s %12s %8s\n' rep what task/s vs_mp
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+echo_workload "$WORK"
 for rep in $(seq "$REPS"); do
   old=$(run_rate 100000 "$OLD" run -w 2 "$WORK/echo100k.jsonl")
   new=$(run_rate 100000 "$NEW" run -w 2 "$WORK/echo100k.jsonl")

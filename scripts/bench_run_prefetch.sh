@@ -11,14 +11,11 @@ set -euo pipefail
 BIN=${1:-target/release/cortex-pool}
 REPS=${2:-3}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
 # shellcheck source=scripts/run-bench-lib.sh
 . "$HERE/scripts/run-bench-lib.sh"
-echo_lines "$WORK/echo100k.jsonl" 100000
-echo_lines "$WORK/echo20k.jsonl" 20000
-
-printf '%-4s %-34s %12s %8s\n' rep what task/s vs_mp
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+echo_workload "$WORK"
 for rep in $(seq "$REPS"); do
   def=$(run_rate 100000 "$BIN" run "$WORK/echo100k.jsonl" -w 2)
   zero=$(run_rate 100000 "$BIN" run "$WORK/echo100k.jsonl" -w 2 --prefetch 0)

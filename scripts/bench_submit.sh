@@ -10,17 +10,9 @@ ROUNDS=${2:-3}
 N=100000
 WORK=$(mktemp -d)
 trap 'for m in memory relaxed fsync; do CORTEX_POOL_RUNTIME_DIR=$WORK/$m "$BIN" daemon stop >/dev/null 2>&1 || true; done; rm -rf "$WORK"' EXIT
-# {"type":"echo","payload":"…"} padded to 64 bytes per line (newline included).
-python3 - "$WORK/tasks.jsonl" "$N" <<'PY'
-import sys
-path, n = sys.argv[1], int(sys.argv[2])
-with open(path, "w") as f:
-    for i in range(n):
-        head = '{"type":"echo","payload":"'
-        tail = '"}'
-        pad = 63 - len(head) - len(tail)
-        f.write(head + str(i).rjust(pad, "x") + tail + "\n")
-PY
+# shellcheck source=scripts/run-bench-lib.sh
+. "$(dirname "$0")/run-bench-lib.sh"
+echo_lines "$WORK/tasks.jsonl" "$N"
 printf '%-8s %10s %12s\n' mode seconds tasks/s
 for mode in memory relaxed fsync; do
   best=""

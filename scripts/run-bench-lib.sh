@@ -8,6 +8,8 @@
 #                          benches/peers/python/bench.py after its warm-up
 #   print_rows REP ROW...  one line per ROW ("what=task/s"), with its ratio to
 #                          the last ROW (multiprocessing.Pool)
+#   echo_workload DIR      DIR/echo100k.jsonl and DIR/echo20k.jsonl (echo_lines)
+#                          and the header of the table print_rows fills
 
 RUN_BENCH_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
@@ -45,4 +47,10 @@ print_rows() {
     printf '%-4s %-34s %12.0f %8.2f\n' "$rep" "${row%=*}" "${row##*=}" \
       "$(echo "${row##*=} / ${pool##*=}" | bc -l)"
   done
+}
+
+echo_workload() {
+  echo_lines "$1/echo100k.jsonl" 100000
+  echo_lines "$1/echo20k.jsonl" 20000
+  printf '%-4s %-34s %12s %8s\n' rep what task/s vs_mp
 }
