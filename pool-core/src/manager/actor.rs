@@ -17,6 +17,7 @@ use super::alerts::{Alert, AlertLog};
 use super::autoscale::AutoscaleState;
 use super::config::PoolConfig;
 use super::events::PoolEvent;
+use super::lane::Lane;
 use super::ledger::Answer;
 use super::metrics::{Stats, WorkerStatus};
 use super::pool::WorkerCommand;
@@ -214,7 +215,6 @@ pub(crate) fn worker_name(num: u64) -> String {
 /// A task attempt on a worker.
 pub(crate) struct Running {
     pub(crate) pending: Pending,
-    pub(crate) worker: u64,
     /// When the attempt was written to its worker.
     pub(crate) sent: Instant,
     /// When it became one of the first `worker_concurrency` unanswered tasks of
@@ -225,6 +225,8 @@ pub(crate) struct Running {
     /// task.
     pub(crate) deadline: Option<Instant>,
     pub(crate) cancel_requested: bool,
+    /// Its worker had been handed a task before this one.
+    pub(crate) reused: bool,
     /// Taken back from its worker's prefetch window at shutdown (a `cancel` was
     /// sent): an error reply ends it as "shutting down", its attempt not counted.
     pub(crate) withdrawn: bool,
@@ -269,9 +271,10 @@ pub(crate) struct Worker {
     /// armed again for the next deadline.
     pub(crate) deadline_timer: Option<(delay_queue::Key, Instant)>,
     pub(crate) control: mpsc::UnboundedSender<GroupSignal>,
-    /// Its unanswered tasks in the order they were written: the first
-    /// `worker_concurrency` are running, the rest wait in its prefetch window.
-    pub(crate) in_flight: Vec<u64>,
+    /// Its unanswered tasks in the order they were written (the first
+    /// `worker_concurrency` are running, the rest wait in its prefetch window),
+    /// shared with its reader, which settles their results.
+    pub(crate) lane: Lane,
     pub(crate) dispatched: u64,
     /// The most attempts it is given (`max_tasks_per_worker` with this worker's
     /// jitter); its replacement starts when the last one is handed out.
@@ -323,7 +326,6 @@ pub(crate) struct Actor {
     pub(crate) shared: Arc<Shared>,
     pub(crate) queue: PriorityQueue<Pending>,
     pub(crate) retrying: HashMap<u64, Pending, IdHash>,
-    pub(crate) running: HashMap<u64, Running, IdHash>,
     pub(crate) workers: BTreeMap<u64, Worker>,
     pub(crate) launching: HashMap<u64, Slot>,
     pub(crate) vacant_slots: std::collections::VecDeque<Slot>,
@@ -388,7 +390,6 @@ pub(crate) async fn run(
         shared: parts.shared,
         queue: PriorityQueue::new(),
         retrying: HashMap::default(),
-        running: HashMap::default(),
         workers: BTreeMap::new(),
         launching: HashMap::new(),
         vacant_slots: std::collections::VecDeque::new(),
@@ -531,11 +532,12 @@ impl Actor {
         let now = Instant::now();
         self.workers
             .values()
-            .map(|w| WorkerStatus {
+            .map(|w| (w, w.lane.book().len()))
+            .map(|(w, held)| WorkerStatus {
                 id: w.name.clone(),
                 pid: w.pid,
-                state: w.life.status(w.in_flight.is_empty()),
-                in_flight: w.in_flight.len() as u32,
+                state: w.life.status(held == 0),
+                in_flight: held as u32,
                 tasks_done: w.completed,
                 rss_bytes: w.rss_bytes,
                 last_heard_ms: now.duration_since(w.last_heard).as_millis() as u64,
@@ -557,7 +559,7 @@ impl Actor {
     /// Publishes gauges and moves the shutdown along after any change.
     fn after_change(&mut self) {
         self.publish_gauges();
-        if self.phase == Phase::Draining && self.running.is_empty() {
+        if self.phase == Phase::Draining && !self.attempts_in_flight() {
             self.enter_stopping();
         }
     }
@@ -568,12 +570,13 @@ impl Actor {
         let cap = self.config.worker_concurrency as usize;
         let (mut ready, mut busy, mut unhealthy) = (0, 0, 0);
         for w in self.workers.values() {
-            if w.life.takes_tasks() && w.in_flight.len() < cap {
+            let in_flight = w.lane.book().len();
+            if w.life.takes_tasks() && in_flight < cap {
                 ready += 1;
             } else if w.life.is_suspect() {
                 unhealthy += 1;
             }
-            if !w.in_flight.is_empty() {
+            if in_flight > 0 {
                 busy += 1;
             }
         }
@@ -584,6 +587,14 @@ impl Actor {
         stats.workers_busy.store(busy, Relaxed);
         stats.workers_unhealthy.store(unhealthy, Relaxed);
         self.publish_task_gauges();
+    }
+
+    /// Whether an attempt is in flight on any worker (an answer awaited for a
+    /// task settled at the drain deadline does not count).
+    pub(crate) fn attempts_in_flight(&self) -> bool {
+        self.workers
+            .values()
+            .any(|w| w.lane.book().attempts().next().is_some())
     }
 
     /// Tasks waiting: queued, held for a worker of their type, or due to retry.

@@ -61,7 +61,7 @@ impl Actor {
         let pressure = backlog > rules.queue_per_worker * live || waited > rules.max_queue_wait;
         let idle = self.queue.is_empty()
             && self.retrying.is_empty()
-            && self.workers.values().any(|w| w.in_flight.is_empty());
+            && self.workers.values().any(|w| w.lane.book().is_empty());
 
         let state = &mut self.autoscale_state;
         state.pressure_since = if pressure {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use tokio_util::time::DelayQueue;
 
 use super::actor::{
@@ -15,7 +15,9 @@ use super::actor::{
 use super::alert_kind::AlertKind;
 use super::events::{AlertSeverity, PoolEvent};
 use super::failure::Failure;
-use super::handle::{FinalStatus, TaskError, TaskOutput};
+use super::handle::{FinalStatus, TaskError};
+use super::lane::deadline_after;
+use super::lane::settle::Settled;
 use super::metrics::Stats;
 use super::probe_set::Occasion;
 use super::routing::TaskTypes;
@@ -110,10 +112,11 @@ impl Actor {
         let mut uniform = true;
         let mut types: Option<&TaskTypes> = None;
         for (num, w) in &self.workers {
-            if w.life.takes_tasks()
-                && (w.in_flight.len() as u32) < capacity
-                && w.task_limit.is_none_or(|limit| w.dispatched < limit)
-            {
+            if !w.life.takes_tasks() || w.task_limit.is_some_and(|limit| w.dispatched >= limit) {
+                continue;
+            }
+            let held = w.lane.book().len() as u32;
+            if held < capacity {
                 if w.task_types.stated() {
                     typed = true;
                     uniform = uniform && types.is_none_or(|t| *t == w.task_types);
@@ -121,12 +124,8 @@ impl Actor {
                 } else {
                     uniform = false;
                 }
-                self.candidates.push(WorkerSnapshot::new(
-                    *num,
-                    w.in_flight.len() as u32,
-                    w.completed,
-                    capacity,
-                ));
+                self.candidates
+                    .push(WorkerSnapshot::new(*num, held, w.completed, capacity));
             }
         }
         if typed && uniform && self.held.is_empty() {
@@ -251,39 +250,42 @@ impl Actor {
             .wait_us_total
             .fetch_add(waited.as_micros() as u64, Relaxed);
         stats.queue_wait.record(waited.as_micros() as u64);
+        let reused = worker.dispatched > 0;
         worker.dispatched += 1;
-        let runs_now = worker.in_flight.len() < concurrency;
-        worker.in_flight.push(pending.id);
         pending.attempts = attempt;
         // Given back in one call when the pass ends (`flush_frames`).
         self.freed_slots += usize::from(std::mem::take(&mut pending.holds_queue_slot));
         pending.last_worker = u32::try_from(num).ok();
         let id = pending.id;
-        let deadline = if runs_now {
-            let deadline = deadline_after(now, timeout);
-            arm_deadline(&mut self.timers, worker, num, deadline, now);
-            Some(deadline)
-        } else {
-            None
+        let deadline = {
+            // Checked and added under one lock: the reader only takes tasks out,
+            // so the first `worker_concurrency` in the book have always started.
+            let mut book = worker.lane.book();
+            let runs_now = book.len() < concurrency;
+            let deadline = runs_now.then(|| deadline_after(now, timeout));
+            book.push(
+                stats,
+                Running {
+                    pending,
+                    sent: now,
+                    run_start: runs_now.then_some(now),
+                    deadline,
+                    cancel_requested: false,
+                    reused,
+                    withdrawn: false,
+                },
+            );
+            deadline
         };
+        if let Some(deadline) = deadline {
+            arm_deadline(&mut self.timers, worker, num, deadline, now);
+        }
         self.shared.emit_routine(|| PoolEvent::TaskAssigned {
             task: id,
             worker: worker.name.clone(),
             attempt,
             queued_ms: waited.as_millis() as u64,
         });
-        self.running.insert(
-            id,
-            Running {
-                pending,
-                worker: num,
-                sent: now,
-                run_start: runs_now.then_some(now),
-                deadline,
-                cancel_requested: false,
-                withdrawn: false,
-            },
-        );
         Assigned::Yes
     }
 
@@ -318,12 +320,21 @@ impl Actor {
         }
     }
 
-    /// The messages one read of worker `num`'s link brought, in order.
-    pub(crate) fn on_messages(&mut self, num: u64, messages: Vec<WorkerMessage>) {
+    /// What one read of worker `num`'s link brought: the results its reader
+    /// settled, then the other messages, in order.
+    pub(crate) fn on_messages(
+        &mut self,
+        num: u64,
+        messages: Vec<WorkerMessage>,
+        settled: Option<Settled>,
+    ) {
         let Some(worker) = self.workers.get_mut(&num) else {
             return;
         };
         worker.last_heard = Instant::now();
+        if let Some(settled) = settled {
+            self.on_settled(num, settled);
+        }
         for message in messages {
             self.on_message(num, message);
         }
@@ -335,11 +346,6 @@ impl Actor {
             return;
         };
         match message {
-            WorkerMessage::Result { id, payload } => {
-                if let Some(running) = self.take_running(num, id) {
-                    self.complete(running, payload);
-                }
-            }
             WorkerMessage::Error {
                 id,
                 kind,
@@ -379,78 +385,82 @@ impl Actor {
         }
     }
 
-    /// Removes task `id` from worker `num`'s in-flight set, if it is running there.
-    /// Replies for tasks the worker does not hold (already settled) are ignored.
-    fn take_running(&mut self, num: u64, id: u64) -> Option<Running> {
-        let worker = self.workers.get_mut(&num)?;
-        let Some(pos) = worker.in_flight.iter().position(|t| *t == id) else {
-            tracing::debug!(worker.id = %worker.name, task.id = id, "reply for a task the worker does not hold; ignored");
-            return None;
+    /// Worker `num`'s reader settled `settled.answered` results: the worker
+    /// has room for more, runs that started meanwhile are timed, and a worker
+    /// on its way out may be released.
+    fn on_settled(&mut self, num: u64, settled: Settled) {
+        let Some(worker) = self.workers.get_mut(&num) else {
+            return;
         };
-        worker.in_flight.remove(pos);
-        worker.completed += 1;
-        let retire = worker.life.is_retiring() && worker.in_flight.is_empty();
-        if worker.in_flight.is_empty() {
-            // Nothing left to time out: no timer may outlive the worker's last task.
-            if let Some((key, _)) = worker.deadline_timer.take() {
-                self.timers.try_remove(&key);
-            }
+        worker.completed += u64::from(settled.answered);
+        if let Some(deadline) = settled.deadline {
+            arm_deadline(&mut self.timers, worker, num, deadline, Instant::now());
         }
-        // `None` for a task settled at the drain deadline: its answer still counts
-        // towards the worker's release.
-        let running = self.running.remove(&id);
-        self.start_runs(num, pos);
-        if retire {
-            self.release_worker(num);
-        } else {
-            self.judge_worker(num, Occasion::Completion);
+        for id in settled.cancel_started {
+            self.timers.insert(
+                Timer::CancelGrace { task: id },
+                capped(self.config.cancel_grace),
+            );
         }
-        running
-    }
-
-    fn complete(&mut self, running: Running, payload: Bytes) {
-        if running.cancel_requested {
-            return self.settle_error(running.pending, FinalStatus::Cancelled, Failure::Cancelled);
-        }
-        let now = Instant::now();
-        // A worker that ignores `concurrency` may answer a task still in its
-        // window: it started when it was sent.
-        let started = running.run_start.unwrap_or(running.sent);
-        let run_time = now.duration_since(started);
-        let pending = running.pending;
-        if self.crash_streak > 0 {
+        if settled.succeeded > 0 && self.crash_streak > 0 {
             self.crash_streak = 0;
             if self.start_failures < self.config.max_start_failures {
                 self.shared.stats.breaker_open.store(false, Relaxed);
             }
         }
-        let stats = &self.shared.stats;
-        stats
-            .run_us_total
-            .fetch_add(run_time.as_micros() as u64, Relaxed);
-        stats.run_time.record(run_time.as_micros() as u64);
-        // The worker's own name, copied (formatting a new one costs more).
-        let (worker, reused) = match self.workers.get(&running.worker) {
-            Some(w) => (w.name.clone(), w.dispatched > 1),
-            None => (worker_name(running.worker), false),
+        self.after_answers(num);
+    }
+
+    /// Removes task `id` from worker `num`'s book, if it is in flight there, to
+    /// settle it here. Replies for tasks the worker does not hold (already
+    /// settled) are ignored.
+    fn take_running(&mut self, num: u64, id: u64) -> Option<Running> {
+        let worker = self.workers.get_mut(&num)?;
+        let now = Instant::now();
+        let concurrency = self.config.worker_concurrency as usize;
+        let (taken, started) = {
+            let mut book = worker.lane.book();
+            let Some(taken) = book.take(&self.shared.stats, id) else {
+                tracing::debug!(worker.id = %worker.name, task.id = id, "reply for a task the worker does not hold; ignored");
+                return None;
+            };
+            let started = book.start_next(taken.at, concurrency, self.config.task_timeout, now);
+            (taken, started)
         };
-        self.shared.emit_routine(|| PoolEvent::TaskCompleted {
-            task: pending.id,
-            worker: worker.clone(),
-            attempts: pending.attempts,
-            run_ms: run_time.as_millis() as u64,
-            worker_reused: reused,
-        });
-        let output = TaskOutput {
-            id: pending.id,
-            payload,
-            attempts: pending.attempts,
-            worker,
-            run_time,
-            queue_time: started.duration_since(pending.queued_at),
+        worker.completed += 1;
+        if let Some(started) = started {
+            arm_deadline(&mut self.timers, worker, num, started.deadline, now);
+            if started.cancel_requested {
+                self.timers.insert(
+                    Timer::CancelGrace { task: started.id },
+                    capped(self.config.cancel_grace),
+                );
+            }
+        }
+        self.after_answers(num);
+        // `None` for a task settled at the drain deadline: its answer still counts
+        // towards the worker's release.
+        taken.attempt
+    }
+
+    /// After worker `num` answered tasks: with none left, no deadline timer
+    /// outlives them and a retiring worker is released; otherwise the probes
+    /// that watch completions are consulted.
+    fn after_answers(&mut self, num: u64) {
+        let Some(worker) = self.workers.get_mut(&num) else {
+            return;
         };
-        self.publish_task_gauges();
-        pending.answer.completed(&self.shared.stats, output);
+        let empty = worker.lane.book().is_empty();
+        if empty {
+            if let Some((key, _)) = worker.deadline_timer.take() {
+                self.timers.try_remove(&key);
+            }
+        }
+        if empty && worker.life.is_retiring() {
+            self.release_worker(num);
+        } else {
+            self.judge_worker(num, Occasion::Completion);
+        }
     }
 
     /// An attempt failed: retry it, dead-letter it, or fail it for good.
@@ -548,26 +558,9 @@ impl Actor {
     }
 
     /// Ends a task without a result (not through the DLQ).
-    pub(crate) fn settle_error(
-        &mut self,
-        mut pending: Pending,
-        status: FinalStatus,
-        failure: Failure,
-    ) {
-        release_queue_slot(&self.shared, &mut pending);
-        if status == FinalStatus::Cancelled {
-            self.shared
-                .emit(|| PoolEvent::TaskCancelled { task: pending.id });
-        }
-        let error = TaskError {
-            id: pending.id,
-            status,
-            failure,
-            attempts: pending.attempts,
-            worker: pending.last_worker.map(|num| worker_name(num.into())),
-        };
+    pub(crate) fn settle_error(&mut self, pending: Pending, status: FinalStatus, failure: Failure) {
         self.publish_task_gauges();
-        pending.answer.failed(&self.shared.stats, error);
+        settle_failed(&self.shared, pending, status, failure);
     }
 
     /// A caller cancels task `id`.
@@ -581,18 +574,21 @@ impl Actor {
         if let Some(pending) = self.held.remove(id) {
             return self.settle_error(pending, FinalStatus::Cancelled, Failure::Cancelled);
         }
-        let Some(running) = self.running.get_mut(&id) else {
+        let Some((worker, started)) = self.workers.values().find_map(|w| {
+            let mut book = w.lane.book();
+            let running = book.get_mut(id)?;
+            let asked = !std::mem::replace(&mut running.cancel_requested, true);
+            Some((w, asked.then_some(running.run_start.is_some())))
+        }) else {
             return;
         };
-        if running.cancel_requested {
+        // Asked for before: nothing more to do.
+        let Some(started) = started else {
             return;
-        }
-        running.cancel_requested = true;
-        let num = running.worker;
-        let started = running.run_start.is_some();
+        };
         let mut frame = BytesMut::new();
         if encode_frame(&ToWorker::Cancel { id }, &mut frame, self.config.max_frame).is_ok() {
-            if let Some(frames) = self.workers.get(&num).and_then(|w| w.frames.as_ref()) {
+            if let Some(frames) = &worker.frames {
                 let _ = frames.send(frame.freeze());
             }
         }
@@ -614,7 +610,6 @@ impl Actor {
             gauge.store(depth as u64, Relaxed);
         }
         stats.retrying.store(self.retrying.len() as u64, Relaxed);
-        stats.in_flight.store(self.running.len() as u64, Relaxed);
     }
 
     /// Sends `cancel` for every task still waiting in a prefetch window, so it
@@ -626,15 +621,13 @@ impl Actor {
                 continue;
             };
             let mut batch = BytesMut::new();
-            for id in &worker.in_flight {
-                let Some(running) = self.running.get_mut(id) else {
-                    continue;
-                };
+            for running in worker.lane.book().attempts_mut() {
                 if running.run_start.is_some() || running.cancel_requested {
                     continue;
                 }
                 running.withdrawn = true;
-                let _ = encode_frame(&ToWorker::Cancel { id: *id }, &mut batch, max_frame);
+                let id = running.pending.id;
+                let _ = encode_frame(&ToWorker::Cancel { id }, &mut batch, max_frame);
             }
             if !batch.is_empty() {
                 let _ = frames.send(batch.freeze());
@@ -647,7 +640,7 @@ impl Actor {
         let concurrency = self.config.worker_concurrency as usize;
         self.workers
             .values()
-            .map(|w| w.in_flight.len().saturating_sub(concurrency))
+            .map(|w| w.lane.book().len().saturating_sub(concurrency))
             .sum()
     }
 
@@ -656,59 +649,20 @@ impl Actor {
         pending.task.timeout.unwrap_or(self.config.task_timeout)
     }
 
-    /// Starts the run of the task of worker `num` that became one of its first
-    /// `worker_concurrency` unanswered tasks when the one at `removed` was
-    /// answered: its timeout counts from now.
-    ///
-    /// The first `worker_concurrency` unanswered tasks have always started (a task
-    /// starts when it is written into that range, or when it moves into it here),
-    /// so an answer from that range moves exactly one task in: the one now at
-    /// `worker_concurrency - 1`. An answer from the window moves none.
-    fn start_runs(&mut self, num: u64, removed: usize) {
-        let concurrency = self.config.worker_concurrency as usize;
-        if removed >= concurrency {
-            return;
-        }
-        let Some(worker) = self.workers.get_mut(&num) else {
-            return;
-        };
-        let Some(id) = concurrency
-            .checked_sub(1)
-            .and_then(|last| worker.in_flight.get(last))
-            .copied()
-        else {
-            return;
-        };
-        let Some(running) = self.running.get_mut(&id) else {
-            return;
-        };
-        if running.run_start.is_some() {
-            return;
-        }
-        let now = Instant::now();
-        running.run_start = Some(now);
-        let timeout = running
-            .pending
-            .task
-            .timeout
-            .unwrap_or(self.config.task_timeout);
-        let deadline = deadline_after(now, timeout);
-        running.deadline = Some(deadline);
-        if running.cancel_requested {
-            self.timers.insert(
-                Timer::CancelGrace { task: id },
-                capped(self.config.cancel_grace),
-            );
-        }
-        arm_deadline(&mut self.timers, worker, num, deadline, now);
-    }
-
     /// A cancelled task did not stop in time: kill its worker.
     pub(crate) fn on_cancel_grace(&mut self, id: u64) {
-        let Some(num) = self.running.get(&id).map(|r| r.worker) else {
+        let Some(num) = self.worker_holding(id) else {
             return;
         };
         self.kill_worker(num, KillCause::CancelIgnored { task: id });
+    }
+
+    /// The worker task `id` is in flight on, if any.
+    fn worker_holding(&self, id: u64) -> Option<u64> {
+        self.workers
+            .iter()
+            .find(|(_, w)| w.lane.book().get_mut(id).is_some())
+            .map(|(num, _)| *num)
     }
 
     /// Worker `num`'s deadline timer fired: every task of it whose deadline has
@@ -727,12 +681,12 @@ impl Actor {
         };
         let mut expired: Vec<(Instant, u64)> = Vec::new();
         let mut next: Option<Instant> = None;
-        for id in &worker.in_flight {
-            let Some(deadline) = self.running.get(id).and_then(|r| r.deadline) else {
+        for running in worker.lane.book().attempts() {
+            let Some(deadline) = running.deadline else {
                 continue;
             };
             if deadline <= reached {
-                expired.push((deadline, *id));
+                expired.push((deadline, running.pending.id));
             } else if next.is_none_or(|n| deadline < n) {
                 next = Some(deadline);
             }
@@ -742,33 +696,37 @@ impl Actor {
         }
         expired.sort_unstable();
         for (_, id) in expired {
-            self.on_deadline(id);
+            self.on_deadline(num, id);
         }
     }
 
     /// An attempt's timeout expired: the worker cannot be trusted. Kill it; the
     /// attempt is failed when the worker is reaped, so the task can never run again
     /// on it after its caller hears of the timeout.
-    fn on_deadline(&mut self, id: u64) {
-        let Some(running) = self.running.get_mut(&id) else {
+    fn on_deadline(&mut self, num: u64, id: u64) {
+        let Some(worker) = self.workers.get(&num) else {
             return;
         };
-        running.deadline = None;
-        let num = running.worker;
-        let after = running
-            .pending
-            .task
-            .timeout
-            .unwrap_or(self.config.task_timeout);
+        let after = {
+            let mut book = worker.lane.book();
+            // Answered since the timer fired: nothing timed out.
+            let Some(running) = book.get_mut(id) else {
+                return;
+            };
+            running.deadline = None;
+            running
+                .pending
+                .task
+                .timeout
+                .unwrap_or(self.config.task_timeout)
+        };
         Stats::bump(&self.shared.stats.timed_out);
-        if let Some(worker) = self.workers.get(&num) {
-            let name = worker.name.clone();
-            self.shared.emit(|| PoolEvent::TaskTimedOut {
-                task: id,
-                worker: name,
-                timeout_ms: after.as_millis() as u64,
-            });
-        }
+        let name = worker.name.clone();
+        self.shared.emit(|| PoolEvent::TaskTimedOut {
+            task: id,
+            worker: name,
+            timeout_ms: after.as_millis() as u64,
+        });
         self.kill_worker(num, KillCause::TimedOut { task: id, after });
     }
 
@@ -800,16 +758,6 @@ pub(super) fn least_filled(candidates: &[WorkerSnapshot]) -> usize {
         }
     }
     best
-}
-
-/// When a run that starts at `start` and may take `timeout` ends; a timeout too
-/// large to represent saturates to "not in this program's life".
-fn deadline_after(start: Instant, timeout: Duration) -> Instant {
-    start
-        .checked_add(timeout)
-        .or_else(|| start.checked_add(LONGEST_TIMER * 100))
-        .or_else(|| start.checked_add(LONGEST_TIMER))
-        .unwrap_or(start)
 }
 
 /// Makes worker `num`'s deadline timer fire no later than `deadline` (or within
@@ -869,6 +817,29 @@ fn encode_task(
         .push((worker.outbuf.len(), task.payload.clone()));
     worker.outbuf.extend_from_slice(tail.bytes());
     Ok(())
+}
+
+/// Ends a task without a result (not through the DLQ), from the actor or a
+/// worker's reader: its queue slot back if it still holds one, the event of a
+/// cancel, then its caller told.
+pub(crate) fn settle_failed(
+    shared: &Shared,
+    mut pending: Pending,
+    status: FinalStatus,
+    failure: Failure,
+) {
+    release_queue_slot(shared, &mut pending);
+    if status == FinalStatus::Cancelled {
+        shared.emit(|| PoolEvent::TaskCancelled { task: pending.id });
+    }
+    let error = TaskError {
+        id: pending.id,
+        status,
+        failure,
+        attempts: pending.attempts,
+        worker: pending.last_worker.map(|num| worker_name(num.into())),
+    };
+    pending.answer.failed(&shared.stats, error);
 }
 
 /// Gives back the queue slot `pending` took at submission, if it still holds it.

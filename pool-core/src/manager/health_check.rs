@@ -97,7 +97,7 @@ impl Actor {
             age: now.duration_since(w.ready_at),
             rss_bytes: w.rss_bytes,
             tasks_done: w.completed,
-            in_flight: w.in_flight.len() as u32,
+            in_flight: w.lane.book().len() as u32,
             oldest_task_age: None,
         };
         let Some(finding) = self.probes.judge(occasion, &vitals, recycling) else {

@@ -12,6 +12,8 @@ use super::alert_kind::AlertKind;
 use super::events::{AlertSeverity, PoolEvent};
 use super::failure::Failure;
 use super::handle::FinalStatus;
+use super::lane::settle::Settler;
+use super::lane::Lane;
 use super::metrics::Stats;
 use super::worker_io::{run_worker, WorkerEvent, WorkerLaunch};
 use super::worker_life::{KillCause, WorkerLife};
@@ -76,6 +78,13 @@ impl Actor {
             concurrency: self.config.worker_concurrency,
             start_timeout: self.config.start_timeout,
             events: self.events_tx.clone(),
+            settler: Settler::new(
+                Lane::default(),
+                self.shared.clone(),
+                name.clone(),
+                self.config.worker_concurrency,
+                self.config.task_timeout,
+            ),
         }));
         self.shared
             .emit(|| PoolEvent::WorkerSpawned { worker: name });
@@ -89,14 +98,19 @@ impl Actor {
                 frames,
                 control,
                 task_types,
-            } => self.on_ready(num, pid, frames, control, task_types),
+                lane,
+            } => self.on_ready(num, pid, frames, control, task_types, lane),
             WorkerEvent::StartFailed {
                 num,
                 reason,
                 exit,
                 stderr_tail,
             } => self.on_start_failed(num, reason, exit, stderr_tail),
-            WorkerEvent::Messages { num, messages } => self.on_messages(num, messages),
+            WorkerEvent::Messages {
+                num,
+                messages,
+                settled,
+            } => self.on_messages(num, messages, settled),
             WorkerEvent::Gone {
                 num,
                 pid,
@@ -114,6 +128,7 @@ impl Actor {
         frames: tokio::sync::mpsc::UnboundedSender<bytes::Bytes>,
         control: tokio::sync::mpsc::UnboundedSender<GroupSignal>,
         task_types: super::routing::TaskTypes,
+        lane: Lane,
     ) {
         let slot = self.launching.remove(&num);
         let now = Instant::now();
@@ -132,7 +147,7 @@ impl Actor {
                 apart: Vec::new(),
                 deadline_timer: None,
                 control,
-                in_flight: Vec::new(),
+                lane,
                 dispatched: 0,
                 task_limit: self
                     .config
@@ -247,11 +262,7 @@ impl Actor {
         // A worker that dies while running a task is that task's failure (it loses
         // the attempt below); only a death with no task running counts towards the
         // restart backoff and the breaker, so crashing tasks cannot starve the pool.
-        let running_task = worker
-            .in_flight
-            .iter()
-            .copied()
-            .find(|id| self.running.get(id).is_some_and(|r| r.run_start.is_some()));
+        let running_task = worker.lane.book().running_task();
         if !expected {
             Stats::bump(&self.shared.stats.workers_crashed);
             let message = match running_task {
@@ -296,10 +307,9 @@ impl Actor {
         };
         // Last written first: the unstarted go back to the head of the queue in
         // their order.
-        for id in worker.in_flight.into_iter().rev() {
-            let Some(mut running) = self.running.remove(&id) else {
-                continue;
-            };
+        let attempts = worker.lane.book().drain_last_first(&self.shared.stats);
+        for mut running in attempts {
+            let id = running.pending.id;
             running.deadline = None;
             if running.run_start.is_none()
                 && !running.cancel_requested
@@ -427,7 +437,7 @@ impl Actor {
             return;
         };
         worker.life.retire();
-        if worker.in_flight.is_empty() {
+        if worker.lane.book().is_empty() {
             self.send_shutdown(num);
         }
     }

@@ -15,6 +15,7 @@ mod handle;
 mod health_check;
 mod health_status;
 mod histogram;
+mod lane;
 mod ledger;
 mod lifecycle;
 mod metrics;

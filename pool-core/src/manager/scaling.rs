@@ -17,7 +17,7 @@ impl Actor {
             .workers
             .iter()
             .filter(|(_, w)| w.life.is_serving())
-            .map(|(num, w)| (!w.in_flight.is_empty(), *num))
+            .map(|(num, w)| (!w.lane.book().is_empty(), *num))
             .collect();
         order.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
         for (_, num) in order {

@@ -53,7 +53,7 @@ impl Actor {
         let busy: Vec<u64> = self
             .workers
             .iter()
-            .filter(|(_, w)| !w.in_flight.is_empty() && !w.life.is_killing())
+            .filter(|(_, w)| !w.lane.book().is_empty() && !w.life.is_killing())
             .map(|(num, _)| *num)
             .collect();
         for num in busy {
@@ -75,18 +75,18 @@ impl Actor {
         if let Some((key, _)) = worker.deadline_timer.take() {
             self.timers.try_remove(&key);
         }
-        let ids = worker.in_flight.clone();
         let mut batch = BytesMut::new();
-        for id in &ids {
-            let _ = encode_frame(&ToWorker::Cancel { id: *id }, &mut batch, max_frame);
-        }
+        let attempts = {
+            let mut book = worker.lane.book();
+            for id in book.ids() {
+                let _ = encode_frame(&ToWorker::Cancel { id }, &mut batch, max_frame);
+            }
+            book.take_attempts(&self.shared.stats)
+        };
         if let Some(frames) = &worker.frames {
             let _ = frames.send(batch.freeze());
         }
-        for id in ids {
-            let Some(running) = self.running.remove(&id) else {
-                continue;
-            };
+        for running in attempts {
             let mut pending = running.pending;
             if running.cancel_requested {
                 self.settle_error(pending, FinalStatus::Cancelled, Failure::Cancelled);

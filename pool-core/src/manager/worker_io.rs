@@ -11,6 +11,8 @@ use tokio::task::JoinHandle;
 use tokio_util::codec::{Decoder, FramedRead};
 
 use super::frame_writer::write_frames;
+use super::lane::settle::{Settled, Settler};
+use super::lane::Lane;
 use super::read_codec::ReadCodec;
 use super::routing::TaskTypes;
 use crate::process::{describe_exit, GroupSignal, WorkerProcess};
@@ -25,9 +27,6 @@ const EXIT_GRACE: Duration = Duration::from_secs(2);
 const START_EXIT_GRACE: Duration = Duration::from_millis(500);
 /// The reader's buffer: how many bytes of frames one read can bring.
 const READ_BUFFER: usize = 64 * 1024;
-/// The messages one read usually brings at most (a batch grows past it when
-/// more came).
-const MESSAGES_PER_READ: usize = 16;
 /// The most bytes of an offending frame quoted (in hex) when a worker is killed
 /// for breaking the protocol.
 const QUOTED_BYTES: usize = 32;
@@ -43,6 +42,8 @@ pub(crate) enum WorkerEvent {
         control: mpsc::UnboundedSender<GroupSignal>,
         /// The task types it listed in `ready`.
         task_types: TaskTypes,
+        /// Its lane, whose results its reader settles from now on.
+        lane: Lane,
     },
     /// The worker never became ready; its process (if any) is reaped.
     StartFailed {
@@ -51,11 +52,13 @@ pub(crate) enum WorkerEvent {
         exit: Option<String>,
         stderr_tail: String,
     },
-    /// The messages of a ready worker that one read brought, in the order it
-    /// wrote them (never empty).
+    /// What one read of a ready worker's link brought: the results its reader
+    /// settled (`settled`), and every other message in the order the worker
+    /// wrote them (one of the two is never empty).
     Messages {
         num: u64,
         messages: Vec<WorkerMessage>,
+        settled: Option<Settled>,
     },
     /// A ready worker is gone and reaped.
     Gone {
@@ -67,13 +70,10 @@ pub(crate) enum WorkerEvent {
     },
 }
 
-/// A worker's message, owned (payloads share the frame's buffer).
+/// A worker's message for the actor, owned (a `result` never is one: its
+/// reader settles it).
 #[derive(Debug)]
 pub(crate) enum WorkerMessage {
-    Result {
-        id: u64,
-        payload: Bytes,
-    },
     Error {
         id: u64,
         kind: String,
@@ -97,6 +97,8 @@ pub(crate) struct WorkerLaunch {
     pub(crate) concurrency: u32,
     pub(crate) start_timeout: Duration,
     pub(crate) events: mpsc::Sender<WorkerEvent>,
+    /// Settles the results its reader reads, in the worker's lane.
+    pub(crate) settler: Settler,
 }
 
 /// The manager's `hello`: [`ToWorker::Hello`](crate::protocol::ToWorker::Hello) plus the optional key
@@ -141,6 +143,7 @@ async fn serve_worker(launch: WorkerLaunch, writer_task: &mut Option<JoinHandle<
         concurrency,
         start_timeout,
         events,
+        mut settler,
     } = launch;
     let link = match tokio::time::timeout(start_timeout, transport.launch(&spec)).await {
         Ok(Ok(link)) => link,
@@ -194,6 +197,7 @@ async fn serve_worker(launch: WorkerLaunch, writer_task: &mut Option<JoinHandle<
         frames: frames_tx,
         control: control_tx,
         task_types,
+        lane: settler.lane().clone(),
     };
     if events.send(ready).await.is_err() {
         process.signal(GroupSignal::Kill);
@@ -219,9 +223,13 @@ async fn serve_worker(launch: WorkerLaunch, writer_task: &mut Option<JoinHandle<
                 // leads the read buffer.
                 Some(Err(e)) => break Some((e, hex_head(frames.read_buffer()))),
                 Some(Ok(body)) => {
-                    let (messages, failed) = read_batch(&mut frames, body);
-                    if !messages.is_empty()
-                        && events.send(WorkerEvent::Messages { num, messages }).await.is_err()
+                    let (messages, failed) = read_batch(&mut frames, body, &mut settler);
+                    let settled = settler.take_report();
+                    if (!messages.is_empty() || settled.is_some())
+                        && events
+                            .send(WorkerEvent::Messages { num, messages, settled })
+                            .await
+                            .is_err()
                     {
                         break None;
                     }
@@ -256,20 +264,23 @@ async fn serve_worker(launch: WorkerLaunch, writer_task: &mut Option<JoinHandle<
     let _ = events.send(gone).await;
 }
 
-/// Decodes `first` and every further frame already in `frames`' read buffer, so
-/// one event carries what one read brought. Stops at the first frame that breaks
-/// the protocol: the messages before it and the error with the bytes to quote.
+/// Decodes `first` and every further frame already in `frames`' read buffer:
+/// each `result` is settled by `settler` at once, the other messages are
+/// gathered so one event carries what one read brought. Stops at the first
+/// frame that breaks the protocol: the messages before it and the error with
+/// the bytes to quote.
 fn read_batch<R>(
     frames: &mut FramedRead<R, ReadCodec>,
     first: Bytes,
+    settler: &mut Settler,
 ) -> (Vec<WorkerMessage>, Option<(FrameError, String)>) {
-    // Room for the messages of a full prefetch window, so a typical read's batch
-    // is not regrown message by message.
-    let mut messages = Vec::with_capacity(MESSAGES_PER_READ);
+    // Results take no room: a read of results alone allocates nothing here.
+    let mut messages = Vec::new();
     let mut next = Some(first);
     while let Some(body) = next.take() {
         match to_message(&body) {
-            Ok(message) => messages.push(message),
+            Ok(Decoded::Result { id, payload }) => settler.result(id, payload),
+            Ok(Decoded::Message(message)) => messages.push(message),
             Err(e) => return (messages, Some((e, hex_head(&body)))),
         }
         // The codec consumes nothing of a frame it refuses: its prefix leads the
@@ -335,12 +346,24 @@ fn message_name(message: &FromWorker<'_>) -> &'static str {
     }
 }
 
-fn to_message(body: &Bytes) -> Result<WorkerMessage, FrameError> {
-    Ok(match decode_from_worker(body)? {
-        FromWorker::Result { id, payload } => WorkerMessage::Result {
-            id,
-            payload: body.slice_ref(payload),
-        },
+/// A decoded frame of a ready worker.
+enum Decoded {
+    /// A task's result (its payload shares the frame's buffer).
+    Result {
+        id: u64,
+        payload: Bytes,
+    },
+    Message(WorkerMessage),
+}
+
+fn to_message(body: &Bytes) -> Result<Decoded, FrameError> {
+    Ok(Decoded::Message(match decode_from_worker(body)? {
+        FromWorker::Result { id, payload } => {
+            return Ok(Decoded::Result {
+                id,
+                payload: body.slice_ref(payload),
+            })
+        }
         FromWorker::Error(e) => WorkerMessage::Error {
             id: e.id,
             kind: e.kind.to_owned(),
@@ -358,7 +381,7 @@ fn to_message(body: &Bytes) -> Result<WorkerMessage, FrameError> {
                 got: message_name(&other).to_owned(),
             })
         }
-    })
+    }))
 }
 
 /// Waits for the worker to exit, obeying signals from the actor meanwhile and

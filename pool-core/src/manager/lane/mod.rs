@@ -1,0 +1,214 @@
+//! A worker's lane: its attempts in flight, in the order they were written.
+//!
+//! The [`Book`] is the only place an attempt lives between its write and its
+//! settlement. Two parties reach it, each through the lane's lock, and whoever
+//! takes an attempt out of the book is the one that settles it:
+//! - the worker's reader ([`settle`]) takes the attempt a `result` answers and
+//!   settles it on the spot (the caller's answer, counters, histograms), with no
+//!   hop through the actor; it then tells the actor how many left the book, so
+//!   the actor can hand the worker more;
+//! - the actor adds attempts, times them out, cancels them, takes the attempt a
+//!   handler `error` answers (retries and dead letters are its business), and
+//!   settles whatever is left once the worker is reaped.
+
+pub(crate) mod settle;
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+use tokio::time::Instant;
+
+use super::actor::Running;
+use super::metrics::Stats;
+
+/// One task written to the worker and not yet answered by it.
+pub(crate) struct Entry {
+    pub(crate) id: u64,
+    /// The attempt; `None` once it was settled without the worker's answer (at
+    /// the drain deadline): the answer is still awaited before the worker is
+    /// sent `shutdown`.
+    pub(crate) attempt: Option<Running>,
+}
+
+/// A worker's unanswered tasks in the order they were written: the first
+/// `worker_concurrency` are running, the rest wait in its prefetch window.
+#[derive(Default)]
+pub(crate) struct Book {
+    entries: VecDeque<Entry>,
+}
+
+/// What [`Book::take`] removed: where the entry stood, and its attempt.
+pub(crate) struct Taken {
+    pub(crate) at: usize,
+    pub(crate) attempt: Option<Running>,
+}
+
+/// A task that moved into the running range ([`Book::start_next`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Started {
+    pub(crate) id: u64,
+    pub(crate) deadline: Instant,
+    /// Its cancel was asked for while it waited: its grace starts now.
+    pub(crate) cancel_requested: bool,
+}
+
+impl Book {
+    /// Unanswered tasks, settled early or not.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Adds an attempt just written to the worker; counted in flight.
+    pub(crate) fn push(&mut self, stats: &Stats, attempt: Running) {
+        stats.in_flight.fetch_add(1, Relaxed);
+        self.entries.push_back(Entry {
+            id: attempt.pending.id,
+            attempt: Some(attempt),
+        });
+    }
+
+    /// Removes the entry of task `id` (answers usually come in the order tasks
+    /// were written, so the search starts at the front).
+    pub(crate) fn take(&mut self, stats: &Stats, id: u64) -> Option<Taken> {
+        let at = self.entries.iter().position(|e| e.id == id)?;
+        let entry = self.entries.remove(at)?;
+        if entry.attempt.is_some() {
+            stats.in_flight.fetch_sub(1, Relaxed);
+        }
+        Some(Taken {
+            at,
+            attempt: entry.attempt,
+        })
+    }
+
+    /// Starts the run of the task that became one of the first `concurrency`
+    /// unanswered tasks when the one at `removed` was answered: its timeout
+    /// counts from `now`.
+    ///
+    /// The first `concurrency` unanswered tasks have always started (a task
+    /// starts when it is written into that range, or when it moves into it
+    /// here), so an answer from that range moves exactly one task in: the one now
+    /// at `concurrency - 1`. An answer from the window moves none.
+    pub(crate) fn start_next(
+        &mut self,
+        removed: usize,
+        concurrency: usize,
+        default_timeout: Duration,
+        now: Instant,
+    ) -> Option<Started> {
+        if removed >= concurrency {
+            return None;
+        }
+        let entry = self.entries.get_mut(concurrency.checked_sub(1)?)?;
+        let running = entry.attempt.as_mut()?;
+        if running.run_start.is_some() {
+            return None;
+        }
+        running.run_start = Some(now);
+        let timeout = running.pending.task.timeout.unwrap_or(default_timeout);
+        let deadline = deadline_after(now, timeout);
+        running.deadline = Some(deadline);
+        Some(Started {
+            id: entry.id,
+            deadline,
+            cancel_requested: running.cancel_requested,
+        })
+    }
+
+    /// The attempt of task `id`, if it is in flight here.
+    pub(crate) fn get_mut(&mut self, id: u64) -> Option<&mut Running> {
+        self.entries
+            .iter_mut()
+            .find(|e| e.id == id)
+            .and_then(|e| e.attempt.as_mut())
+    }
+
+    /// Every attempt still here, in the order written.
+    pub(crate) fn attempts(&self) -> impl Iterator<Item = &Running> {
+        self.entries.iter().filter_map(|e| e.attempt.as_ref())
+    }
+
+    /// Every attempt still here, in the order written, to change.
+    pub(crate) fn attempts_mut(&mut self) -> impl Iterator<Item = &mut Running> {
+        self.entries.iter_mut().filter_map(|e| e.attempt.as_mut())
+    }
+
+    /// The ids of every unanswered task, in the order written.
+    pub(crate) fn ids(&self) -> impl Iterator<Item = u64> + '_ {
+        self.entries.iter().map(|e| e.id)
+    }
+
+    /// The first task that had started running, if any.
+    pub(crate) fn running_task(&self) -> Option<u64> {
+        self.entries
+            .iter()
+            .find(|e| e.attempt.as_ref().is_some_and(|r| r.run_start.is_some()))
+            .map(|e| e.id)
+    }
+
+    /// Takes every attempt out to be settled now, leaving its entry until the
+    /// worker answers it.
+    pub(crate) fn take_attempts(&mut self, stats: &Stats) -> Vec<Running> {
+        let taken: Vec<Running> = self
+            .entries
+            .iter_mut()
+            .filter_map(|e| e.attempt.take())
+            .collect();
+        stats.in_flight.fetch_sub(taken.len() as u64, Relaxed);
+        taken
+    }
+
+    /// Empties the book (its worker is reaped), last written first.
+    pub(crate) fn drain_last_first(&mut self, stats: &Stats) -> Vec<Running> {
+        let taken: Vec<Running> = self
+            .entries
+            .drain(..)
+            .rev()
+            .filter_map(|e| e.attempt)
+            .collect();
+        stats.in_flight.fetch_sub(taken.len() as u64, Relaxed);
+        taken
+    }
+}
+
+/// A worker's lane: its [`Book`] behind the lock its reader and the actor share.
+#[derive(Clone, Default)]
+pub(crate) struct Lane {
+    book: Arc<Mutex<Book>>,
+}
+
+impl Lane {
+    /// The book, locked. The lock is never held across an await or while a
+    /// caller is told an outcome; a panic while it was held poisoned nothing
+    /// the book's own methods had left half-done, so the book stays usable.
+    pub(crate) fn book(&self) -> MutexGuard<'_, Book> {
+        self.book.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl std::fmt::Debug for Lane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lane")
+            .field("unanswered", &self.book().len())
+            .finish()
+    }
+}
+
+/// When a run that starts at `start` and may take `timeout` ends; a timeout too
+/// large to represent saturates to "not in this program's life".
+pub(crate) fn deadline_after(start: Instant, timeout: Duration) -> Instant {
+    use super::actor::LONGEST_TIMER;
+    start
+        .checked_add(timeout)
+        .or_else(|| start.checked_add(LONGEST_TIMER * 100))
+        .or_else(|| start.checked_add(LONGEST_TIMER))
+        .unwrap_or(start)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,118 @@
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{Book, Started};
+use crate::manager::actor::{Pending, Running};
+use crate::manager::ledger::Answer;
+use crate::manager::metrics::Stats;
+use crate::task::Task;
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn attempt(id: u64, now: Instant, running: bool) -> Running {
+    let (answer, _rx) = Answer::new();
+    Running {
+        pending: Pending {
+            id,
+            task: Task::new("echo", Vec::new()),
+            attempts: 1,
+            answer,
+            holds_queue_slot: false,
+            uncounted_requeues: 0,
+            queued_at: now,
+            last_worker: Some(0),
+        },
+        sent: now,
+        run_start: running.then_some(now),
+        deadline: running.then_some(now + TIMEOUT),
+        cancel_requested: false,
+        reused: false,
+        withdrawn: false,
+    }
+}
+
+/// A book of `n` tasks (ids 1..=n) with `concurrency` of them running.
+fn book(stats: &Stats, n: u64, concurrency: u64, now: Instant) -> Book {
+    let mut book = Book::default();
+    for id in 1..=n {
+        book.push(stats, attempt(id, now, id <= concurrency));
+    }
+    book
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_answer_from_the_running_range_starts_the_next_window_task() {
+    let stats = Stats::new();
+    let now = Instant::now();
+    let mut book = book(&stats, 4, 2, now);
+    assert_eq!(stats.in_flight.load(Relaxed), 4);
+    let later = now + Duration::from_millis(5);
+    let taken = book.take(&stats, 1).expect("task 1 is in the book");
+    assert_eq!(taken.at, 0);
+    let started = book.start_next(taken.at, 2, TIMEOUT, later);
+    assert_eq!(
+        started,
+        Some(Started {
+            id: 3,
+            deadline: later + TIMEOUT,
+            cancel_requested: false
+        })
+    );
+    assert_eq!(book.get_mut(3).and_then(|r| r.run_start), Some(later));
+    assert_eq!(book.get_mut(4).and_then(|r| r.run_start), None);
+    assert_eq!(stats.in_flight.load(Relaxed), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_answer_from_the_window_starts_nothing() {
+    let stats = Stats::new();
+    let now = Instant::now();
+    let mut book = book(&stats, 4, 2, now);
+    let taken = book.take(&stats, 4).expect("task 4 is in the book");
+    assert_eq!(taken.at, 3);
+    assert_eq!(book.start_next(taken.at, 2, TIMEOUT, now), None);
+    assert_eq!(book.get_mut(3).and_then(|r| r.run_start), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_taken_twice_is_found_once() {
+    let stats = Stats::new();
+    let mut book = book(&stats, 2, 1, Instant::now());
+    assert!(book.take(&stats, 2).is_some());
+    assert!(book.take(&stats, 2).is_none());
+    assert!(book.take(&stats, 9).is_none());
+    assert_eq!(book.len(), 1);
+    assert_eq!(stats.in_flight.load(Relaxed), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn attempts_taken_early_leave_their_entries_until_answered() {
+    let stats = Stats::new();
+    let mut book = book(&stats, 3, 1, Instant::now());
+    let taken = book.take_attempts(&stats);
+    assert_eq!(taken.len(), 3);
+    assert_eq!(stats.in_flight.load(Relaxed), 0);
+    assert_eq!(book.len(), 3, "the answers are still awaited");
+    assert_eq!(book.attempts().count(), 0);
+    assert_eq!(book.ids().collect::<Vec<_>>(), [1, 2, 3]);
+    let answered = book.take(&stats, 2).expect("its entry is kept");
+    assert!(answered.attempt.is_none());
+    assert_eq!(stats.in_flight.load(Relaxed), 0, "counted out once");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reaped_worker_s_book_drains_last_written_first() {
+    let stats = Stats::new();
+    let mut book = book(&stats, 3, 1, Instant::now());
+    assert_eq!(book.running_task(), Some(1));
+    let ids: Vec<u64> = book
+        .drain_last_first(&stats)
+        .iter()
+        .map(|r| r.pending.id)
+        .collect();
+    assert_eq!(ids, [3, 2, 1]);
+    assert!(book.is_empty());
+    assert_eq!(stats.in_flight.load(Relaxed), 0);
+}
