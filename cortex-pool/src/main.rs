@@ -8,6 +8,13 @@ mod demo_worker;
 mod pool_settings;
 mod top;
 
+/// The binary's allocator: `run`, the daemon and the demo worker allocate a few
+/// small blocks per task on several threads, where mimalloc's thread-local
+/// free lists cost a fraction of the system allocator's arenas (figures in
+/// `docs/benchmarks.md`, "The binary's allocator").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     cli::main()
 }
