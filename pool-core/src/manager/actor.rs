@@ -17,6 +17,7 @@ use super::alerts::{Alert, AlertLog};
 use super::autoscale::AutoscaleState;
 use super::config::PoolConfig;
 use super::events::PoolEvent;
+use super::lane::queue::SharedQueue;
 use super::lane::Lane;
 use super::ledger::Answer;
 use super::metrics::{Stats, WorkerStatus};
@@ -28,7 +29,7 @@ use crate::balance::{BalancePolicy, WorkerSnapshot};
 use crate::error::{ConfigError, StartError};
 use crate::health::HealthProbe;
 use crate::process::GroupSignal;
-use crate::queue::{DeadLetter, DeadLetterQueue, PriorityQueue};
+use crate::queue::{DeadLetter, DeadLetterQueue};
 use crate::task::Task;
 use crate::transport::Transport;
 
@@ -258,14 +259,6 @@ pub(crate) struct Worker {
     pub(crate) name: String,
     pub(crate) pid: u32,
     pub(crate) frames: Option<mpsc::UnboundedSender<Bytes>>,
-    /// Task frames encoded during a dispatch pass, handed to the writer task in one
-    /// piece at its end (empty between passes).
-    pub(crate) outbuf: bytes::BytesMut,
-    /// Payloads of at least [`APART_MIN`](super::dispatch::APART_MIN) bytes
-    /// encoded in this pass, each with its offset in `outbuf`: they are written
-    /// from the caller's own buffer, between the bytes before and after that
-    /// offset, instead of being copied into `outbuf` (empty between passes).
-    pub(crate) apart: Vec<(usize, Bytes)>,
     /// The timer armed for the earliest deadline of its tasks, and that deadline.
     /// Completions leave it alone; when it fires, expired tasks time out and it is
     /// armed again for the next deadline.
@@ -273,9 +266,8 @@ pub(crate) struct Worker {
     pub(crate) control: mpsc::UnboundedSender<GroupSignal>,
     /// Its unanswered tasks in the order they were written (the first
     /// `worker_concurrency` are running, the rest wait in its prefetch window),
-    /// shared with its reader, which settles their results.
+    /// shared with its reader, which settles their results and refills it.
     pub(crate) lane: Lane,
-    pub(crate) dispatched: u64,
     /// The most attempts it is given (`max_tasks_per_worker` with this worker's
     /// jitter); its replacement starts when the last one is handed out.
     pub(crate) task_limit: Option<u64>,
@@ -293,6 +285,17 @@ pub(crate) struct Worker {
     pub(crate) heartbeats: std::collections::VecDeque<Instant>,
     /// The task types it takes (all when it stated none).
     pub(crate) task_types: super::routing::TaskTypes,
+}
+
+impl Worker {
+    /// Lets its lane refill it from the queue exactly while it takes tasks and
+    /// has no task limit to watch (the actor counts those out itself). Called
+    /// after every change of its life, under its lane's lock, so a lane never
+    /// writes a task to a worker that stopped taking them.
+    pub(crate) fn sync_feed(&self) {
+        let feeds = self.life.takes_tasks() && self.task_limit.is_none() && self.frames.is_some();
+        self.lane.book().feeds = feeds;
+    }
 }
 
 /// A place in the pool: a replacement inherits the slot of the worker it replaces,
@@ -324,7 +327,8 @@ pub(crate) struct Actor {
     pub(crate) policy: Box<dyn BalancePolicy>,
     pub(crate) probes: ProbeSet,
     pub(crate) shared: Arc<Shared>,
-    pub(crate) queue: PriorityQueue<Pending>,
+    /// The waiting tasks, shared with the lanes that refill from it.
+    pub(crate) queue: SharedQueue,
     pub(crate) retrying: HashMap<u64, Pending, IdHash>,
     pub(crate) workers: BTreeMap<u64, Worker>,
     pub(crate) launching: HashMap<u64, Slot>,
@@ -341,7 +345,7 @@ pub(crate) struct Actor {
     pub(crate) start_reply: Option<oneshot::Sender<Result<(), StartError>>>,
     pub(crate) events_tx: mpsc::Sender<WorkerEvent>,
     pub(crate) candidates: Vec<WorkerSnapshot>,
-    /// Workers with frames in their `outbuf` during a dispatch pass.
+    /// Workers with frames in their book's batch during a dispatch pass.
     pub(crate) unflushed: Vec<u64>,
     pub(crate) alerts: AlertLog,
     pub(crate) window_started: Instant,
@@ -388,7 +392,7 @@ pub(crate) async fn run(
         policy: parts.policy,
         probes: ProbeSet::new(parts.probes),
         shared: parts.shared,
-        queue: PriorityQueue::new(),
+        queue: SharedQueue::default(),
         retrying: HashMap::default(),
         workers: BTreeMap::new(),
         launching: HashMap::new(),
@@ -558,6 +562,8 @@ impl Actor {
 
     /// Publishes gauges and moves the shutdown along after any change.
     fn after_change(&mut self) {
+        // Held tasks are weighed against queued ones by the actor alone.
+        self.queue.lock().lanes_may_take = self.held.is_empty();
         self.publish_gauges();
         if self.phase == Phase::Draining && !self.attempts_in_flight() {
             self.enter_stopping();
@@ -595,11 +601,6 @@ impl Actor {
         self.workers
             .values()
             .any(|w| w.lane.book().attempts().next().is_some())
-    }
-
-    /// Tasks waiting: queued, held for a worker of their type, or due to retry.
-    pub(crate) fn queued_count(&self) -> usize {
-        self.queue.len() + self.held.len() + self.retrying.len()
     }
 
     fn finished(&self) -> bool {

@@ -52,14 +52,16 @@ impl Actor {
             return;
         }
         let live = self.live_count().max(1);
-        let waited = self
-            .queue
-            .peek()
-            .map_or(Duration::ZERO, |p| now.duration_since(p.queued_at));
+        let (waited, queued) = {
+            let waiting = self.queue.lock();
+            let head = waiting.tasks.peek();
+            let waited = head.map_or(Duration::ZERO, |p| now.duration_since(p.queued_at));
+            (waited, waiting.tasks.len())
+        };
         // Tasks waiting in prefetch windows are backlog too.
-        let backlog = self.queue.len() + self.prefetched_count();
+        let backlog = queued + self.prefetched_count();
         let pressure = backlog > rules.queue_per_worker * live || waited > rules.max_queue_wait;
-        let idle = self.queue.is_empty()
+        let idle = queued == 0
             && self.retrying.is_empty()
             && self.workers.values().any(|w| w.lane.book().is_empty());
 

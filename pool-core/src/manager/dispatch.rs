@@ -2,21 +2,21 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 use tokio::time::Instant;
 
 use bytes::BytesMut;
 use tokio_util::time::DelayQueue;
 
 use super::actor::{
-    capped, worker_name, Actor, Pending, Phase, Running, Shared, Timer, Worker, HEARTBEAT_HISTORY,
+    capped, worker_name, Actor, Pending, Phase, Running, Shared, Timer, HEARTBEAT_HISTORY,
     LONGEST_TIMER,
 };
 use super::alert_kind::AlertKind;
 use super::events::{AlertSeverity, PoolEvent};
 use super::failure::Failure;
 use super::handle::{FinalStatus, TaskError};
-use super::lane::deadline_after;
+use super::lane::attempt::Target;
 use super::lane::settle::Settled;
 use super::metrics::Stats;
 use super::probe_set::Occasion;
@@ -26,7 +26,7 @@ use super::worker_life::KillCause;
 use crate::balance::WorkerSnapshot;
 use crate::health::{ProbeKind, Verdict};
 use crate::process::GroupSignal;
-use crate::protocol::{self, encode_frame, TaskFrame, ToWorker};
+use crate::protocol::{encode_frame, ToWorker};
 use crate::queue::DeadLetter;
 
 /// What became of one assignment.
@@ -40,11 +40,6 @@ pub(super) enum Assigned {
     WorkerUnusable,
 }
 
-/// Payloads this large are written from the caller's own buffer instead of
-/// being copied into the worker's frame batch (a copy of a large payload costs
-/// more than a separate write).
-pub(crate) const APART_MIN: usize = 64 * 1024;
-
 /// Distinct task types whose names the actor shares between tasks.
 const MAX_INTERNED_TYPES: usize = 1024;
 
@@ -57,7 +52,7 @@ impl Actor {
             return self.settle_error(pending, FinalStatus::Failed, Failure::ShuttingDown);
         }
         let (id, priority) = (pending.id, pending.task.priority);
-        self.queue.push(priority, pending);
+        self.queue.lock().tasks.push(priority, pending);
         self.shared
             .emit_routine(|| PoolEvent::TaskQueued { task: id, priority });
     }
@@ -89,12 +84,14 @@ impl Actor {
     /// date as tasks are assigned, so each task costs one pick, not a rebuild of
     /// the list.
     pub(crate) fn dispatch(&mut self) {
-        let waiting = !self.queue.is_empty() || !self.held.is_empty();
+        let waiting = !self.queue.lock().tasks.is_empty() || !self.held.is_empty();
         if !matches!(self.phase, Phase::Starting | Phase::Running) || !waiting {
             return;
         }
         self.dispatch_up_to(self.config.worker_concurrency, true);
-        if self.config.prefetch > 0 && (!self.queue.is_empty() || !self.held.is_empty()) {
+        if self.config.prefetch > 0
+            && (!self.queue.lock().tasks.is_empty() || !self.held.is_empty())
+        {
             self.dispatch_up_to(self.config.worker_window(), false);
         }
         self.flush_frames();
@@ -112,10 +109,13 @@ impl Actor {
         let mut uniform = true;
         let mut types: Option<&TaskTypes> = None;
         for (num, w) in &self.workers {
-            if !w.life.takes_tasks() || w.task_limit.is_some_and(|limit| w.dispatched >= limit) {
+            let (held, dispatched) = {
+                let book = w.lane.book();
+                (book.len() as u32, book.dispatched)
+            };
+            if !w.life.takes_tasks() || w.task_limit.is_some_and(|limit| dispatched >= limit) {
                 continue;
             }
-            let held = w.lane.book().len() as u32;
             if held < capacity {
                 if w.task_types.stated() {
                     typed = true;
@@ -135,14 +135,14 @@ impl Actor {
         if typed || !self.held.is_empty() {
             return self.dispatch_routed(capacity, by_policy);
         }
-        while !self.queue.is_empty() && !self.candidates.is_empty() {
+        while !self.candidates.is_empty() {
             let index = if by_policy {
                 self.policy_pick()
             } else {
                 least_filled(&self.candidates)
             };
             let num = self.candidates[index].id;
-            let Some(pending) = self.queue.pop() else {
+            let Some(pending) = self.queue.lock().tasks.pop() else {
                 break;
             };
             let assigned = self.assign(num, pending);
@@ -183,7 +183,7 @@ impl Actor {
     fn reached_task_limit(&self, num: u64) -> bool {
         self.workers
             .get(&num)
-            .and_then(|w| w.task_limit.map(|limit| w.dispatched >= limit))
+            .and_then(|w| w.task_limit.map(|limit| w.lane.book().dispatched >= limit))
             .unwrap_or(false)
     }
 
@@ -203,89 +203,60 @@ impl Actor {
         0
     }
 
-    pub(super) fn assign(&mut self, num: u64, mut pending: Pending) -> Assigned {
-        let timeout = self.timeout_of(&pending);
-        let concurrency = self.config.worker_concurrency as usize;
-        let attempt = pending.attempts + 1;
-        let max_frame = self.config.max_frame;
+    pub(super) fn assign(&mut self, num: u64, pending: Pending) -> Assigned {
         let Some(worker) = self.workers.get_mut(&num) else {
-            self.queue.push_front(pending.task.priority, pending);
+            self.queue
+                .lock()
+                .tasks
+                .push_front(pending.task.priority, pending);
             return Assigned::WorkerUnusable;
         };
-        // Encoded into the worker's batch, sent when the dispatch pass ends.
-        let was_empty = worker.outbuf.is_empty();
-        let mark = worker.outbuf.len();
-        if let Err(message) = encode_task(
-            &pending,
-            pending.task.attempts_before.saturating_add(attempt),
-            u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
-            max_frame,
-            worker,
-        ) {
-            self.settle_error(pending, FinalStatus::Failed, Failure::Protocol { message });
-            return Assigned::TaskFailed;
-        }
         let open = worker
             .frames
             .as_ref()
             .is_some_and(|frames| !frames.is_closed());
         if !open {
-            worker.outbuf.truncate(mark);
-            worker.apart.retain(|(at, _)| *at < mark);
             worker.life.mark_killing();
-            self.queue.push_front(pending.task.priority, pending);
+            worker.sync_feed();
+            self.queue
+                .lock()
+                .tasks
+                .push_front(pending.task.priority, pending);
             return Assigned::WorkerUnusable;
         }
+        let target = Target {
+            shared: &self.shared,
+            num,
+            name: &worker.name,
+            concurrency: self.config.worker_concurrency as usize,
+            default_timeout: self.config.task_timeout,
+            max_frame: self.config.max_frame,
+        };
+        let now = Instant::now();
+        // Encoded into the worker's batch, sent when the dispatch pass ends.
+        let (written, was_empty) = {
+            let mut book = worker.lane.book();
+            let was_empty = !book.has_batch();
+            (book.start_attempt(&target, pending, now), was_empty)
+        };
+        let written = match written {
+            Ok(written) => written,
+            Err(failed) => {
+                let failure = Failure::Protocol {
+                    message: failed.reason,
+                };
+                self.settle_error(failed.pending, FinalStatus::Failed, failure);
+                return Assigned::TaskFailed;
+            }
+        };
         if was_empty {
             self.unflushed.push(num);
         }
-        let now = Instant::now();
-        let stats = &self.shared.stats;
-        Stats::bump(&stats.dispatches);
-        if worker.dispatched > 0 {
-            Stats::bump(&stats.reused_dispatches);
-        }
-        let waited = now.duration_since(pending.queued_at);
-        stats
-            .wait_us_total
-            .fetch_add(waited.as_micros() as u64, Relaxed);
-        stats.queue_wait.record(waited.as_micros() as u64);
-        let reused = worker.dispatched > 0;
-        worker.dispatched += 1;
-        pending.attempts = attempt;
         // Given back in one call when the pass ends (`flush_frames`).
-        self.freed_slots += usize::from(std::mem::take(&mut pending.holds_queue_slot));
-        pending.last_worker = u32::try_from(num).ok();
-        let id = pending.id;
-        let deadline = {
-            // Checked and added under one lock: the reader only takes tasks out,
-            // so the first `worker_concurrency` in the book have always started.
-            let mut book = worker.lane.book();
-            let runs_now = book.len() < concurrency;
-            let deadline = runs_now.then(|| deadline_after(now, timeout));
-            book.push(
-                stats,
-                Running {
-                    pending,
-                    sent: now,
-                    run_start: runs_now.then_some(now),
-                    deadline,
-                    cancel_requested: false,
-                    reused,
-                    withdrawn: false,
-                },
-            );
-            deadline
-        };
-        if let Some(deadline) = deadline {
+        self.freed_slots += usize::from(written.freed_slot);
+        if let Some(deadline) = written.deadline {
             arm_deadline(&mut self.timers, worker, num, deadline, now);
         }
-        self.shared.emit_routine(|| PoolEvent::TaskAssigned {
-            task: id,
-            worker: worker.name.clone(),
-            attempt,
-            queued_ms: waited.as_millis() as u64,
-        });
         Assigned::Yes
     }
 
@@ -297,26 +268,14 @@ impl Actor {
             self.shared.queue_slots.add_permits(freed);
         }
         for num in self.unflushed.drain(..) {
-            let Some(worker) = self.workers.get_mut(&num) else {
+            let Some(worker) = self.workers.get(&num) else {
                 continue;
             };
-            if worker.outbuf.is_empty() {
-                continue;
+            let mut book = worker.lane.book();
+            match &worker.frames {
+                Some(frames) => book.flush(frames),
+                None => book.discard_batch(),
             }
-            let mut batch = worker.outbuf.split().freeze();
-            let Some(frames) = &worker.frames else {
-                worker.apart.clear();
-                continue;
-            };
-            // A link that closed since `assign` looked: its tasks are settled
-            // when the worker is reaped, like those lost in the writer's pipe.
-            let mut sent = 0;
-            for (at, payload) in worker.apart.drain(..) {
-                let _ = frames.send(batch.split_to(at - sent));
-                let _ = frames.send(payload);
-                sent = at;
-            }
-            let _ = frames.send(batch);
         }
     }
 
@@ -517,7 +476,7 @@ impl Actor {
     pub(crate) fn on_retry_due(&mut self, id: u64) {
         if let Some(mut pending) = self.retrying.remove(&id) {
             pending.queued_at = Instant::now();
-            self.queue.push(pending.task.priority, pending);
+            self.queue.lock().tasks.push(pending.task.priority, pending);
         }
     }
 
@@ -565,7 +524,8 @@ impl Actor {
 
     /// A caller cancels task `id`.
     pub(crate) fn cancel(&mut self, id: u64) {
-        if let Some(pending) = self.queue.remove_first(|p| p.id == id) {
+        let queued = self.queue.lock().tasks.remove_first(|p| p.id == id);
+        if let Some(pending) = queued {
             return self.settle_error(pending, FinalStatus::Cancelled, Failure::Cancelled);
         }
         if let Some(pending) = self.retrying.remove(&id) {
@@ -605,10 +565,8 @@ impl Actor {
     /// settlement, so a snapshot taken after the last task settled reads 0 for both.
     pub(crate) fn publish_task_gauges(&self) {
         let stats = &self.shared.stats;
-        stats.queued.store(self.queued_count() as u64, Relaxed);
-        for (gauge, depth) in stats.queued_by_band.iter().zip(self.queue.depth_by_band()) {
-            gauge.store(depth as u64, Relaxed);
-        }
+        self.queue.lock().publish(stats);
+        stats.held.store(self.held.len() as u64, Relaxed);
         stats.retrying.store(self.retrying.len() as u64, Relaxed);
     }
 
@@ -642,11 +600,6 @@ impl Actor {
             .values()
             .map(|w| w.lane.book().len().saturating_sub(concurrency))
             .sum()
-    }
-
-    /// The timeout of `pending`'s attempts.
-    pub(crate) fn timeout_of(&self, pending: &Pending) -> Duration {
-        pending.task.timeout.unwrap_or(self.config.task_timeout)
     }
 
     /// A cancelled task did not stop in time: kill its worker.
@@ -741,6 +694,7 @@ impl Actor {
         // that timed out or ignored its cancel is still the one at fault, and its
         // bystanders lose nothing.
         worker.life.kill(cause);
+        worker.sync_feed();
         let _ = worker.control.send(GroupSignal::Kill);
         if let Some(slot) = worker.slot.take() {
             self.vacate(slot, true);
@@ -784,39 +738,6 @@ fn arm_deadline(
         }
         Some(_) => {}
     }
-}
-
-/// Appends the task frame of `pending`'s next attempt to `buf` (left as it was on
-/// error).
-/// Encodes `pending`'s task frame into `worker`'s batch: whole, or around a
-/// payload of [`APART_MIN`] bytes or more, which is then written from its own
-/// buffer (see [`Worker::apart`](super::actor::Worker)).
-fn encode_task(
-    pending: &Pending,
-    attempt: u32,
-    timeout_ms: u64,
-    max_frame: usize,
-    worker: &mut Worker,
-) -> Result<(), String> {
-    let task = &pending.task;
-    let frame = TaskFrame {
-        id: pending.id,
-        task_type: &task.task_type,
-        payload: &task.payload,
-        attempt,
-        timeout_ms,
-    };
-    if task.payload.len() < APART_MIN {
-        return protocol::encode_task(&frame, &mut worker.outbuf, max_frame)
-            .map_err(|e| e.to_string());
-    }
-    let tail = protocol::encode_task_around(&frame, &mut worker.outbuf, max_frame)
-        .map_err(|e| e.to_string())?;
-    worker
-        .apart
-        .push((worker.outbuf.len(), task.payload.clone()));
-    worker.outbuf.extend_from_slice(tail.bytes());
-    Ok(())
 }
 
 /// Ends a task without a result (not through the DLQ), from the actor or a

@@ -105,6 +105,7 @@ impl Actor {
             // longer suspect.
             if occasion == Occasion::Tick {
                 w.life.recover();
+                w.sync_feed();
             }
             return;
         };
@@ -137,9 +138,13 @@ impl Actor {
             return;
         };
         match verdict {
-            Verdict::Healthy => worker.life.recover(),
+            Verdict::Healthy => {
+                worker.life.recover();
+                worker.sync_feed();
+            }
             Verdict::Suspect(reason) => {
                 if worker.life.suspect() {
+                    worker.sync_feed();
                     tracing::warn!(worker.id = %worker.name, %reason, probe, "worker is suspect");
                     let name = worker.name.clone();
                     if let Some((severity, alert)) = alert {

@@ -12,7 +12,7 @@ use super::alert_kind::AlertKind;
 use super::events::{AlertSeverity, PoolEvent};
 use super::failure::Failure;
 use super::handle::FinalStatus;
-use super::lane::settle::Settler;
+use super::lane::settle::{LaneSettings, Settler};
 use super::lane::Lane;
 use super::metrics::Stats;
 use super::worker_io::{run_worker, WorkerEvent, WorkerLaunch};
@@ -81,9 +81,14 @@ impl Actor {
             settler: Settler::new(
                 Lane::default(),
                 self.shared.clone(),
-                name.clone(),
-                self.config.worker_concurrency,
-                self.config.task_timeout,
+                self.queue.clone(),
+                num,
+                &LaneSettings {
+                    concurrency: self.config.worker_concurrency,
+                    window: self.config.worker_window(),
+                    default_timeout: self.config.task_timeout,
+                    max_frame: self.config.max_frame,
+                },
             ),
         }));
         self.shared
@@ -143,12 +148,9 @@ impl Actor {
                 name,
                 pid,
                 frames: Some(frames),
-                outbuf: bytes::BytesMut::new(),
-                apart: Vec::new(),
                 deadline_timer: None,
                 control,
                 lane,
-                dispatched: 0,
                 task_limit: self
                     .config
                     .max_tasks_per_worker
@@ -163,6 +165,9 @@ impl Actor {
                 task_types,
             },
         );
+        if let Some(worker) = self.workers.get(&num) {
+            worker.sync_feed();
+        }
         let replaced = self
             .workers
             .iter()
@@ -362,7 +367,7 @@ impl Actor {
         }
         pending.attempts = pending.attempts.saturating_sub(1);
         let priority = pending.task.priority;
-        self.queue.push_front(priority, pending);
+        self.queue.lock().tasks.push_front(priority, pending);
     }
 
     /// Workers that count towards the target: alive and not on their way out,
@@ -437,6 +442,7 @@ impl Actor {
             return;
         };
         worker.life.retire();
+        worker.sync_feed();
         if worker.lane.book().is_empty() {
             self.send_shutdown(num);
         }

@@ -24,7 +24,10 @@ pub(crate) struct Stats {
     pub(crate) cancelled: AtomicU64,
     pub(crate) retried: AtomicU64,
     pub(crate) timed_out: AtomicU64,
+    /// Tasks in the shared queue (published under its lock).
     pub(crate) queued: AtomicU64,
+    /// Tasks held for a worker of their type.
+    pub(crate) held: AtomicU64,
     pub(crate) queued_by_band: [AtomicU64; 3],
     pub(crate) retrying: AtomicU64,
     pub(crate) in_flight: AtomicU64,
@@ -68,6 +71,7 @@ impl Stats {
             retried: AtomicU64::new(0),
             timed_out: AtomicU64::new(0),
             queued: AtomicU64::new(0),
+            held: AtomicU64::new(0),
             queued_by_band: Default::default(),
             retrying: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
@@ -110,6 +114,7 @@ impl Stats {
             &self.workers_busy,
             &self.workers_unhealthy,
             &self.queued,
+            &self.held,
             &self.in_flight,
         ] {
             gauge.store(0, Relaxed);
@@ -122,6 +127,8 @@ impl Stats {
 
     pub(crate) fn snapshot(&self) -> PoolMetrics {
         let get = |c: &AtomicU64| c.load(Relaxed);
+        // Queued, held for a worker of their type, or due to retry.
+        let waiting = get(&self.queued) + get(&self.held) + get(&self.retrying);
         let completed = get(&self.completed);
         let dispatches = get(&self.dispatches);
         let reused = get(&self.reused_dispatches);
@@ -152,7 +159,7 @@ impl Stats {
                 submitted: get(&self.submitted),
                 completed,
                 failed: get(&self.failed),
-                queued: get(&self.queued),
+                queued: waiting,
                 dlq: get(&self.dlq_len),
                 in_flight: get(&self.in_flight),
                 retried: get(&self.retried),
@@ -174,7 +181,7 @@ impl Stats {
             },
             health,
             queue: QueueSection {
-                queue_depth: get(&self.queued),
+                queue_depth: waiting,
                 by_priority: {
                     let [high, normal, low] = self.queued_by_band.each_ref().map(get);
                     BandDepths { high, normal, low }

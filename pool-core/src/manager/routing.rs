@@ -177,13 +177,11 @@ impl Actor {
     /// is held (or fails `unroutable`) and the next one is looked at.
     pub(crate) fn dispatch_uniform(&mut self, types: &TaskTypes, capacity: u32, by_policy: bool) {
         while !self.candidates.is_empty() {
-            let Some(head) = self.queue.peek() else {
+            let Some(pending) = self.queue.lock().tasks.pop() else {
                 break;
             };
-            if !types.accepts(&head.task.task_type) {
-                if let Some(pending) = self.queue.pop() {
-                    self.hold(pending);
-                }
+            if !types.accepts(&pending.task.task_type) {
+                self.hold(pending);
                 continue;
             }
             let index = if by_policy {
@@ -192,9 +190,6 @@ impl Actor {
                 super::dispatch::least_filled(&self.candidates)
             };
             let num = self.candidates[index].id;
-            let Some(pending) = self.queue.pop() else {
-                break;
-            };
             let assigned = self.assign(num, pending);
             self.after_assign(index, num, capacity, assigned);
         }
@@ -244,19 +239,27 @@ impl Actor {
                 .filter(|(_, t)| self.candidate_takes(t))
                 .min_by_key(|(priority, _)| *priority)
                 .map(|(priority, t)| (priority, t.clone()));
-            let queued = self.queue.peek().map(|p| p.task.priority);
+            // The head is looked at and taken under one lock, so no lane takes
+            // it in between.
+            let queued = {
+                let mut waiting = self.queue.lock();
+                let head = waiting.tasks.peek().map(|p| p.task.priority);
+                match (&held_best, head) {
+                    (Some((held, _)), head) if head.is_none_or(|q| *held <= q) => None,
+                    _ => Some(waiting.tasks.pop()),
+                }
+            };
             match (held_best, queued) {
-                (Some((held, task_type)), queued) if queued.is_none_or(|q| held <= q) => {
+                (Some((_, task_type)), None) => {
                     return self.held.pop(&task_type);
                 }
-                (_, Some(_)) => {
-                    let pending = self.queue.pop()?;
+                (_, Some(Some(pending))) => {
                     if self.candidate_takes(&pending.task.task_type) {
                         return Some(pending);
                     }
                     self.hold(pending);
                 }
-                (_, None) => return None,
+                _ => return None,
             }
         }
     }

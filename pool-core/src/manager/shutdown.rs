@@ -32,7 +32,7 @@ impl Actor {
                 "shut down before it started",
             ))));
         }
-        let mut queued: Vec<_> = self.queue.drain().collect();
+        let mut queued: Vec<_> = self.queue.lock().tasks.drain().collect();
         queued.extend(self.held.take_all());
         let retrying: Vec<_> = self.retrying.drain().map(|(_, p)| p).collect();
         for pending in queued.into_iter().chain(retrying) {
@@ -72,6 +72,7 @@ impl Actor {
             return;
         };
         worker.life.abandon();
+        worker.sync_feed();
         if let Some((key, _)) = worker.deadline_timer.take() {
             self.timers.try_remove(&key);
         }
@@ -144,6 +145,7 @@ impl Actor {
             self.timers.try_remove(&key);
         }
         worker.life.kill(KillCause::Shutdown);
+        worker.sync_feed();
         let _ = worker.control.send(GroupSignal::Kill);
     }
 
@@ -200,6 +202,7 @@ impl Actor {
             }
             StopStep::Terminated => {
                 worker.life.mark_killing();
+                worker.sync_feed();
                 let _ = worker.control.send(GroupSignal::Kill);
             }
         }

@@ -190,6 +190,7 @@ async fn serve_worker(launch: WorkerLaunch, writer_task: &mut Option<JoinHandle<
         Ok(task_types) => task_types,
         Err(reason) => return fail_start(&events, num, process, reason).await,
     };
+    settler.connect(task_types.clone(), frames_tx.clone());
     let (control_tx, mut control_rx) = mpsc::unbounded_channel();
     let ready = WorkerEvent::Ready {
         num,
@@ -224,6 +225,9 @@ async fn serve_worker(launch: WorkerLaunch, writer_task: &mut Option<JoinHandle<
                 Some(Err(e)) => break Some((e, hex_head(frames.read_buffer()))),
                 Some(Ok(body)) => {
                     let (messages, failed) = read_batch(&mut frames, body, &mut settler);
+                    if failed.is_none() {
+                        settler.refill();
+                    }
                     let settled = settler.take_report();
                     if (!messages.is_empty() || settled.is_some())
                         && events

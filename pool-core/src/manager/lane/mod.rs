@@ -11,9 +11,14 @@
 //!   handler `error` answers (retries and dead letters are its business), and
 //!   settles whatever is left once the worker is reaped.
 
+pub(crate) mod attempt;
+pub(crate) mod feed;
+pub(crate) mod queue;
 pub(crate) mod settle;
 
 use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -31,11 +36,25 @@ pub(crate) struct Entry {
     pub(crate) attempt: Option<Running>,
 }
 
-/// A worker's unanswered tasks in the order they were written: the first
-/// `worker_concurrency` are running, the rest wait in its prefetch window.
+/// A worker's unanswered tasks in the order they were written (the first
+/// `worker_concurrency` are running, the rest wait in its prefetch window), the
+/// frames written for it and not yet handed to its writer, and whether its lane
+/// may refill it from the queue.
 #[derive(Default)]
 pub(crate) struct Book {
     entries: VecDeque<Entry>,
+    /// Frames encoded and not yet handed to the worker's writer.
+    outbuf: BytesMut,
+    /// Payloads of at least [`APART_MIN`](attempt::APART_MIN) bytes in `outbuf`'s
+    /// batch, each with its offset there: written from the caller's own buffer
+    /// between the bytes before and after that offset.
+    apart: Vec<(usize, Bytes)>,
+    /// Attempts written to the worker in its life.
+    pub(crate) dispatched: u64,
+    /// Whether the lane may refill the worker from the queue on its own: it is
+    /// serving and healthy, with no task limit to watch (set by the actor, under
+    /// this lock, whenever that changes).
+    pub(crate) feeds: bool,
 }
 
 /// What [`Book::take`] removed: where the entry stood, and its attempt.

@@ -10,11 +10,17 @@ use tokio::time::Instant;
 
 use bytes::Bytes;
 
-use super::super::actor::{Running, Shared};
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::super::actor::{worker_name, Running, Shared};
 use super::super::dispatch::settle_failed;
 use super::super::events::PoolEvent;
 use super::super::failure::Failure;
 use super::super::handle::{FinalStatus, TaskOutput};
+use super::super::routing::TaskTypes;
+use super::attempt::Target;
+use super::feed::Feed;
+use super::queue::SharedQueue;
 use super::Lane;
 
 /// What a reader settled since its last report to the actor.
@@ -25,39 +31,54 @@ pub(crate) struct Settled {
     /// Of those, the ones that completed (not cancelled, not settled earlier at
     /// the drain deadline).
     pub(crate) succeeded: u32,
-    /// The earliest deadline of the tasks whose runs started meanwhile (the
-    /// actor's deadline timer for the worker must fire by then).
+    /// The earliest deadline of the tasks whose runs started meanwhile, in the
+    /// worker's window or written by the lane's refill (the actor's deadline
+    /// timer for the worker must fire by then).
     pub(crate) deadline: Option<Instant>,
     /// Tasks that started running with a cancel already asked for: their
     /// cancel grace starts now.
     pub(crate) cancel_started: Vec<u64>,
 }
 
-/// Settles the results a worker's reader reads.
+/// Settles the results a worker's reader reads, and refills the worker.
 pub(crate) struct Settler {
     lane: Lane,
     shared: Arc<Shared>,
-    /// The worker's name, as its tasks' outputs carry it.
+    /// The worker's number and name, as its tasks' outputs carry it.
+    num: u64,
     name: String,
     concurrency: usize,
     default_timeout: Duration,
+    max_frame: usize,
+    feed: Feed,
     report: Settled,
+}
+
+/// The pool's settings a [`Settler`] works with.
+pub(crate) struct LaneSettings {
+    pub(crate) concurrency: u32,
+    pub(crate) window: u32,
+    pub(crate) default_timeout: Duration,
+    pub(crate) max_frame: usize,
 }
 
 impl Settler {
     pub(crate) fn new(
         lane: Lane,
         shared: Arc<Shared>,
-        name: String,
-        concurrency: u32,
-        default_timeout: Duration,
+        queue: SharedQueue,
+        num: u64,
+        settings: &LaneSettings,
     ) -> Self {
         Self {
             lane,
             shared,
-            name,
-            concurrency: concurrency as usize,
-            default_timeout,
+            num,
+            name: worker_name(num),
+            concurrency: settings.concurrency as usize,
+            default_timeout: settings.default_timeout,
+            max_frame: settings.max_frame,
+            feed: Feed::new(queue, settings.window as usize),
             report: Settled::default(),
         }
     }
@@ -65,6 +86,42 @@ impl Settler {
     /// The lane it settles in.
     pub(crate) fn lane(&self) -> &Lane {
         &self.lane
+    }
+
+    /// The worker is ready: it takes `types`, and its frames go to `frames`.
+    pub(crate) fn connect(&mut self, types: TaskTypes, frames: UnboundedSender<Bytes>) {
+        self.feed.connect(types, frames);
+    }
+
+    /// After results were settled, fills the room they left in the worker's
+    /// window from the queue (see [`Feed::refill`]).
+    pub(crate) fn refill(&mut self) {
+        if self.report.answered == 0 {
+            return;
+        }
+        let target = Target {
+            shared: &self.shared,
+            num: self.num,
+            name: &self.name,
+            concurrency: self.concurrency,
+            default_timeout: self.default_timeout,
+            max_frame: self.max_frame,
+        };
+        let refilled = self.feed.refill(&self.lane, &target);
+        if refilled.freed_slots > 0 {
+            self.shared.queue_slots.add_permits(refilled.freed_slots);
+        }
+        if let Some(deadline) = refilled.deadline {
+            if self.report.deadline.is_none_or(|d| deadline < d) {
+                self.report.deadline = Some(deadline);
+            }
+        }
+        for failed in refilled.unwritable {
+            let failure = Failure::Protocol {
+                message: failed.reason,
+            };
+            settle_failed(&self.shared, failed.pending, FinalStatus::Failed, failure);
+        }
     }
 
     /// The worker answered task `id` with `payload`. An answer for a task the

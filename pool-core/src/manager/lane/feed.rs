@@ -1,0 +1,93 @@
+//! A lane's refill: after its reader settled results, the lane takes tasks
+//! from the head of the shared queue into the room they left in its worker's
+//! window and writes them at once, so a busy worker is fed without a hop
+//! through the actor. The actor still hands tasks to idle workers (where the
+//! balance policy picks), routes tasks no lane takes, and holds the rest.
+
+use bytes::Bytes;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::time::Instant;
+
+use super::super::routing::TaskTypes;
+use super::attempt::{Target, Unwritable};
+use super::queue::{Head, SharedQueue};
+use super::Lane;
+
+/// Where a lane refills from, and what it may take.
+pub(crate) struct Feed {
+    queue: SharedQueue,
+    /// The most unanswered tasks its worker holds (`worker_concurrency` plus
+    /// `prefetch`).
+    window: usize,
+    /// Set once the worker is ready: the task types it takes and its writer.
+    link: Option<(TaskTypes, UnboundedSender<Bytes>)>,
+}
+
+/// What one refill did.
+#[derive(Default)]
+pub(crate) struct Refilled {
+    /// The earliest deadline of the attempts that run at once.
+    pub(crate) deadline: Option<Instant>,
+    /// Queue slots given back by tasks leaving the queue for the first time.
+    pub(crate) freed_slots: usize,
+    /// Tasks whose frame could not be encoded: to be failed.
+    pub(crate) unwritable: Vec<Unwritable>,
+}
+
+impl Feed {
+    pub(crate) fn new(queue: SharedQueue, window: usize) -> Self {
+        Self {
+            queue,
+            window,
+            link: None,
+        }
+    }
+
+    /// The worker is ready: it takes `types`, and its frames go to `frames`.
+    pub(crate) fn connect(&mut self, types: TaskTypes, frames: UnboundedSender<Bytes>) {
+        self.link = Some((types, frames));
+    }
+
+    /// Fills the room in the worker's window from the head of the queue, while
+    /// the head is a task the worker takes, and writes what it took. Nothing
+    /// when the actor stopped the lane feeding, when frames the actor wrote
+    /// wait in the batch (they go first), or before the worker is ready.
+    pub(crate) fn refill(&self, lane: &Lane, target: &Target<'_>) -> Refilled {
+        let mut refilled = Refilled::default();
+        let Some((types, frames)) = &self.link else {
+            return refilled;
+        };
+        let mut book = lane.book();
+        if !book.feeds || book.has_batch() || book.len() >= self.window {
+            return refilled;
+        }
+        let now = Instant::now();
+        {
+            // The lane's lock, then the queue's: never the other way round.
+            let mut waiting = self.queue.lock();
+            if !waiting.lanes_may_take {
+                return refilled;
+            }
+            while book.len() < self.window {
+                let head = waiting.pop_if(|p| types.accepts(&p.task.task_type));
+                let Head::Taken(pending) = head else {
+                    break;
+                };
+                match book.start_attempt(target, pending, now) {
+                    Ok(written) => {
+                        refilled.freed_slots += usize::from(written.freed_slot);
+                        if let Some(deadline) = written.deadline {
+                            if refilled.deadline.is_none_or(|d| deadline < d) {
+                                refilled.deadline = Some(deadline);
+                            }
+                        }
+                    }
+                    Err(failed) => refilled.unwritable.push(*failed),
+                }
+            }
+            waiting.publish(&target.shared.stats);
+        }
+        book.flush(frames);
+        refilled
+    }
+}
