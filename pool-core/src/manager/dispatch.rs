@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::time::Instant;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio_util::time::DelayQueue;
 
 use super::actor::{
@@ -17,7 +17,7 @@ use super::events::{AlertSeverity, PoolEvent};
 use super::failure::Failure;
 use super::handle::{FinalStatus, TaskError};
 use super::lane::attempt::Target;
-use super::lane::settle::Settled;
+use super::lane::settle::{self, Settled};
 use super::metrics::Stats;
 use super::probe_set::Occasion;
 use super::routing::TaskTypes;
@@ -136,15 +136,16 @@ impl Actor {
             return self.dispatch_routed(capacity, by_policy);
         }
         while !self.candidates.is_empty() {
+            // Taken before the pick: a policy is asked only for a task it places.
+            let Some(pending) = self.queue.lock().tasks.pop() else {
+                break;
+            };
             let index = if by_policy {
                 self.policy_pick()
             } else {
                 least_filled(&self.candidates)
             };
             let num = self.candidates[index].id;
-            let Some(pending) = self.queue.lock().tasks.pop() else {
-                break;
-            };
             let assigned = self.assign(num, pending);
             self.after_assign(index, num, capacity, assigned);
         }
@@ -305,6 +306,11 @@ impl Actor {
             return;
         };
         match message {
+            WorkerMessage::Result { id, payload } => {
+                if let Some(running) = self.take_running(num, id) {
+                    self.complete(num, running, payload);
+                }
+            }
             WorkerMessage::Error {
                 id,
                 kind,
@@ -420,6 +426,26 @@ impl Actor {
         } else {
             self.judge_worker(num, Occasion::Completion);
         }
+    }
+
+    /// Settles a result the worker's reader forwarded (a probe judged the worker
+    /// first).
+    fn complete(&mut self, num: u64, running: Running, payload: Bytes) {
+        if running.cancel_requested {
+            return self.settle_error(running.pending, FinalStatus::Cancelled, Failure::Cancelled);
+        }
+        if self.crash_streak > 0 {
+            self.crash_streak = 0;
+            if self.start_failures < self.config.max_start_failures {
+                self.shared.stats.breaker_open.store(false, Relaxed);
+            }
+        }
+        self.publish_task_gauges();
+        let name = match self.workers.get(&num) {
+            Some(w) => w.name.clone(),
+            None => worker_name(num),
+        };
+        settle::complete(&self.shared, &name, running, payload, Instant::now());
     }
 
     /// An attempt failed: retry it, dead-letter it, or fail it for good.

@@ -15,6 +15,7 @@ use super::handle::FinalStatus;
 use super::lane::settle::{LaneSettings, Settler};
 use super::lane::Lane;
 use super::metrics::Stats;
+use super::probe_set::Occasion;
 use super::worker_io::{run_worker, WorkerEvent, WorkerLaunch};
 use super::worker_life::{KillCause, WorkerLife};
 use crate::error::StartError;
@@ -88,6 +89,7 @@ impl Actor {
                     window: self.config.worker_window(),
                     default_timeout: self.config.task_timeout,
                     max_frame: self.config.max_frame,
+                    settles: !self.probes.consulted_on(Occasion::Completion),
                 },
             ),
         }));

@@ -70,10 +70,15 @@ pub(crate) enum WorkerEvent {
     },
 }
 
-/// A worker's message for the actor, owned (a `result` never is one: its
-/// reader settles it).
+/// A worker's message for the actor, owned (payloads share the frame's
+/// buffer). A `result` is one only when its reader forwards results (see
+/// [`Settler::forwards`]); otherwise the reader settles it.
 #[derive(Debug)]
 pub(crate) enum WorkerMessage {
+    Result {
+        id: u64,
+        payload: Bytes,
+    },
     Error {
         id: u64,
         kind: String,
@@ -278,11 +283,15 @@ fn read_batch<R>(
     first: Bytes,
     settler: &mut Settler,
 ) -> (Vec<WorkerMessage>, Option<(FrameError, String)>) {
-    // Results take no room: a read of results alone allocates nothing here.
+    // Settled results take no room: a read of results alone allocates nothing
+    // here.
     let mut messages = Vec::new();
     let mut next = Some(first);
     while let Some(body) = next.take() {
         match to_message(&body) {
+            Ok(Decoded::Result { id, payload }) if settler.forwards() => {
+                messages.push(WorkerMessage::Result { id, payload });
+            }
             Ok(Decoded::Result { id, payload }) => settler.result(id, payload),
             Ok(Decoded::Message(message)) => messages.push(message),
             Err(e) => return (messages, Some((e, hex_head(&body)))),

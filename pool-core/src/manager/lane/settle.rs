@@ -50,6 +50,10 @@ pub(crate) struct Settler {
     concurrency: usize,
     default_timeout: Duration,
     max_frame: usize,
+    /// Whether it settles results itself; when a probe wants to judge the
+    /// worker after each completed task, results go to the actor instead, which
+    /// judges before the caller is told (and then refills the worker itself).
+    settles: bool,
     feed: Feed,
     report: Settled,
 }
@@ -60,6 +64,8 @@ pub(crate) struct LaneSettings {
     pub(crate) window: u32,
     pub(crate) default_timeout: Duration,
     pub(crate) max_frame: usize,
+    /// No probe wants to judge a worker after each completed task.
+    pub(crate) settles: bool,
 }
 
 impl Settler {
@@ -78,6 +84,7 @@ impl Settler {
             concurrency: settings.concurrency as usize,
             default_timeout: settings.default_timeout,
             max_frame: settings.max_frame,
+            settles: settings.settles,
             feed: Feed::new(queue, settings.window as usize),
             report: Settled::default(),
         }
@@ -124,6 +131,11 @@ impl Settler {
         }
     }
 
+    /// Whether results go to the actor (see [`LaneSettings::settles`]).
+    pub(crate) fn forwards(&self) -> bool {
+        !self.settles
+    }
+
     /// The worker answered task `id` with `payload`. An answer for a task the
     /// worker does not hold (settled already, or never sent) is ignored.
     pub(crate) fn result(&mut self, id: u64, payload: Bytes) {
@@ -160,40 +172,48 @@ impl Settler {
             );
         }
         self.report.succeeded += 1;
-        self.complete(running, payload, now);
+        complete(&self.shared, &self.name, running, payload, now);
     }
 
     /// The report of what was settled since the last one; `None` when nothing was.
     pub(crate) fn take_report(&mut self) -> Option<Settled> {
         (self.report.answered > 0).then(|| std::mem::take(&mut self.report))
     }
+}
 
-    fn complete(&self, running: Running, payload: Bytes, now: Instant) {
-        // A worker that ignores `concurrency` may answer a task still in its
-        // window: it started when it was sent.
-        let started = running.run_start.unwrap_or(running.sent);
-        let run_time = now.duration_since(started);
-        let pending = running.pending;
-        let stats = &self.shared.stats;
-        stats
-            .run_us_total
-            .fetch_add(run_time.as_micros() as u64, Relaxed);
-        stats.run_time.record(run_time.as_micros() as u64);
-        self.shared.emit_routine(|| PoolEvent::TaskCompleted {
-            task: pending.id,
-            worker: self.name.clone(),
-            attempts: pending.attempts,
-            run_ms: run_time.as_millis() as u64,
-            worker_reused: running.reused,
-        });
-        let output = TaskOutput {
-            id: pending.id,
-            payload,
-            attempts: pending.attempts,
-            worker: self.name.clone(),
-            run_time,
-            queue_time: started.duration_since(pending.queued_at),
-        };
-        pending.answer.completed(stats, output);
-    }
+/// Settles `running` with its result `payload`, read from worker `name` at
+/// `now`: run time counted, the routine event, then the caller told.
+pub(crate) fn complete(
+    shared: &Shared,
+    name: &str,
+    running: Running,
+    payload: Bytes,
+    now: Instant,
+) {
+    // A worker that ignores `concurrency` may answer a task still in its
+    // window: it started when it was sent.
+    let started = running.run_start.unwrap_or(running.sent);
+    let run_time = now.duration_since(started);
+    let pending = running.pending;
+    let stats = &shared.stats;
+    stats
+        .run_us_total
+        .fetch_add(run_time.as_micros() as u64, Relaxed);
+    stats.run_time.record(run_time.as_micros() as u64);
+    shared.emit_routine(|| PoolEvent::TaskCompleted {
+        task: pending.id,
+        worker: name.to_owned(),
+        attempts: pending.attempts,
+        run_ms: run_time.as_millis() as u64,
+        worker_reused: running.reused,
+    });
+    let output = TaskOutput {
+        id: pending.id,
+        payload,
+        attempts: pending.attempts,
+        worker: name.to_owned(),
+        run_time,
+        queue_time: started.duration_since(pending.queued_at),
+    };
+    pending.answer.completed(stats, output);
 }
