@@ -274,7 +274,7 @@ impl Actor {
             };
             let mut book = worker.lane.book();
             match &worker.frames {
-                Some(frames) => book.flush(frames),
+                Some(frames) => book.flush_to(frames),
                 None => book.discard_batch(),
             }
         }

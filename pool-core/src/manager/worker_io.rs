@@ -7,19 +7,18 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio_util::codec::{Decoder, FramedRead};
 
-use super::frame_writer::write_frames;
 use super::lane::settle::{Settled, Settler};
 use super::lane::Lane;
+use super::outbox::Outbox;
 use super::read_codec::ReadCodec;
 use super::routing::TaskTypes;
 use crate::process::{describe_exit, GroupSignal, WorkerProcess};
 use crate::protocol::{
     decode_from_worker, encode_frame, FrameError, FromWorker, Heartbeat, LogLevel, PROTOCOL_VERSION,
 };
-use crate::transport::{Link, Transport, WorkerSpec};
+use crate::transport::{Link, LinkWriter, Transport, WorkerSpec};
 
 /// After the worker closes its link, how long it has to exit before SIGKILL.
 const EXIT_GRACE: Duration = Duration::from_secs(2);
@@ -123,23 +122,11 @@ struct Hello<'a> {
 /// Launches the worker, runs the handshake, then reads its frames until it is
 /// gone; returns once its process is reaped and its writer task has ended.
 ///
-/// The actor counts the pool as stopped when every clone of its event sender is
-/// gone, so the one held here is dropped only after the writer is stopped too.
+/// This one task is the worker's lane: it reads and settles, refills, and
+/// writes what the refill and the actor queued, as the link takes it. The
+/// actor counts the pool as stopped when every clone of its event sender is
+/// gone: the one held here goes when this returns.
 pub(crate) async fn run_worker(launch: WorkerLaunch) {
-    let events = launch.events.clone();
-    let mut writer = None;
-    serve_worker(launch, &mut writer).await;
-    if let Some(writer) = writer {
-        // Its worker is reaped: nothing still unwritten can be read.
-        writer.abort();
-        let _ = writer.await;
-    }
-    drop(events);
-}
-
-/// [`run_worker`] without the wait for the writer task, which it leaves in
-/// `writer_task`.
-async fn serve_worker(launch: WorkerLaunch, writer_task: &mut Option<JoinHandle<()>>) {
     let WorkerLaunch {
         num,
         transport,
@@ -164,8 +151,8 @@ async fn serve_worker(launch: WorkerLaunch, writer_task: &mut Option<JoinHandle<
         mut process,
     } = link;
     let max_frame = spec.max_frame;
-    let (frames_tx, frames_rx) = mpsc::unbounded_channel();
-    *writer_task = Some(tokio::spawn(write_frames(writer, frames_rx)));
+    let mut writer = Some(writer);
+    let mut out = Outbox::default();
     let mut hello = BytesMut::new();
     let hello_msg = Hello {
         kind: "hello",
@@ -178,16 +165,15 @@ async fn serve_worker(launch: WorkerLaunch, writer_task: &mut Option<JoinHandle<
     if let Err(e) = encode_frame(&hello_msg, &mut hello, max_frame) {
         return fail_start(&events, num, process, e.to_string()).await;
     }
-    let _ = frames_tx.send(hello.freeze());
+    out.push(hello.freeze());
     let codec = ReadCodec::new(max_frame, READ_BUFFER);
     let mut frames = FramedRead::with_capacity(reader, codec, READ_BUFFER);
 
     let checked = tokio::select! {
-        handshake = tokio::time::timeout(start_timeout, frames.next()) => match handshake {
-            Err(_) => Err(format!("no handshake within {} ms", start_timeout.as_millis())),
-            Ok(None) => Err("worker closed its link before the handshake".to_owned()),
-            Ok(Some(Err(e))) => Err(e.to_string()),
-            Ok(Some(Ok(body))) => check_ready(&body),
+        // A `hello` fits in any pipe: the write does not wait for the worker.
+        written = write_hello(&mut out, &mut writer, start_timeout) => match written {
+            Ok(()) => await_ready(&mut frames, start_timeout).await,
+            Err(reason) => Err(reason),
         },
         _ = process.wait() => Err("worker exited before the handshake".to_owned()),
     };
@@ -195,7 +181,8 @@ async fn serve_worker(launch: WorkerLaunch, writer_task: &mut Option<JoinHandle<
         Ok(task_types) => task_types,
         Err(reason) => return fail_start(&events, num, process, reason).await,
     };
-    settler.connect(task_types.clone(), frames_tx.clone());
+    settler.connect(task_types.clone());
+    let (frames_tx, mut frames_rx) = mpsc::unbounded_channel();
     let (control_tx, mut control_rx) = mpsc::unbounded_channel();
     let ready = WorkerEvent::Ready {
         num,
@@ -212,7 +199,8 @@ async fn serve_worker(launch: WorkerLaunch, writer_task: &mut Option<JoinHandle<
     }
 
     // Read until EOF. If the process exits first, keep reading what it wrote
-    // (its link closes once it is reaped) for at most EXIT_GRACE.
+    // (its link closes once it is reaped) for at most EXIT_GRACE. Meanwhile
+    // write what is queued for the worker whenever its link takes it.
     let mut exited = false;
     let drain = tokio::time::sleep(Duration::MAX / 4);
     tokio::pin!(drain);
@@ -230,8 +218,8 @@ async fn serve_worker(launch: WorkerLaunch, writer_task: &mut Option<JoinHandle<
                 Some(Err(e)) => break Some((e, hex_head(frames.read_buffer()))),
                 Some(Ok(body)) => {
                     let (messages, failed) = read_batch(&mut frames, body, &mut settler);
-                    if failed.is_none() {
-                        settler.refill();
+                    if failed.is_none() && writer.is_some() {
+                        settler.refill(&mut frames_rx, &mut out);
                     }
                     let settled = settler.take_report();
                     if (!messages.is_empty() || settled.is_some())
@@ -247,9 +235,30 @@ async fn serve_worker(launch: WorkerLaunch, writer_task: &mut Option<JoinHandle<
                     }
                 }
             },
+            queued = frames_rx.recv(), if !out.closing() => match queued {
+                Some(piece) => out.push(piece),
+                // The actor closed the worker's input: EOF once all is written.
+                None => out.close(),
+            },
+            written = write_some(&out, &mut writer), if out.has_bytes() => match written {
+                Ok(n) => out.advance(n),
+                Err(_) => {
+                    // The link broke: the actor sees the channel closed and
+                    // sends nothing more; the worker's tasks settle when it is
+                    // reaped.
+                    out.clear();
+                    writer = None;
+                    frames_rx.close();
+                }
+            },
             Some(signal) = control_rx.recv() => process.signal(signal),
         }
+        if out.closing() && !out.has_bytes() {
+            // Dropping the writer closes the worker's input.
+            writer = None;
+        }
     };
+    drop(writer);
     let protocol_error = protocol_error.map(|(e, head)| {
         tracing::warn!(
             worker.id = %spec.worker_id,
@@ -271,6 +280,47 @@ async fn serve_worker(launch: WorkerLaunch, writer_task: &mut Option<JoinHandle<
         stderr_tail: process.stderr_tail().text(),
     };
     let _ = events.send(gone).await;
+}
+
+/// Writes the `hello` queued in `out`, within `timeout`.
+async fn write_hello(
+    out: &mut Outbox,
+    writer: &mut Option<LinkWriter>,
+    timeout: Duration,
+) -> Result<(), String> {
+    let Some(writer) = writer.as_mut() else {
+        return Err("the worker's input is closed".to_owned());
+    };
+    match tokio::time::timeout(timeout, out.write_all(writer)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("writing hello: {e}")),
+        Err(_) => Err(format!(
+            "hello not written within {} ms",
+            timeout.as_millis()
+        )),
+    }
+}
+
+/// Reads the worker's `ready` (within `timeout`) and the task types it lists.
+async fn await_ready<R: tokio::io::AsyncRead + Unpin>(
+    frames: &mut FramedRead<R, ReadCodec>,
+    timeout: Duration,
+) -> Result<TaskTypes, String> {
+    match tokio::time::timeout(timeout, frames.next()).await {
+        Err(_) => Err(format!("no handshake within {} ms", timeout.as_millis())),
+        Ok(None) => Err("worker closed its link before the handshake".to_owned()),
+        Ok(Some(Err(e))) => Err(e.to_string()),
+        Ok(Some(Ok(body))) => check_ready(&body),
+    }
+}
+
+/// One write of what `out` holds to `writer` (see [`Outbox::write_some`]);
+/// waits forever once the input is closed (the branch is then never taken).
+async fn write_some(out: &Outbox, writer: &mut Option<LinkWriter>) -> std::io::Result<usize> {
+    match writer.as_mut() {
+        Some(writer) => out.write_some(writer).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Decodes `first` and every further frame already in `frames`' read buffer:

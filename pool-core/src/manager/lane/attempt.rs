@@ -107,22 +107,29 @@ impl Book {
         })
     }
 
-    /// Hands the batch to the worker's writer (nothing when it is empty): a
-    /// payload written apart goes between the bytes before and after it. A link
-    /// that closed meanwhile loses the batch like the writer's pipe would: the
-    /// tasks are settled when the worker is reaped.
-    pub(crate) fn flush(&mut self, frames: &UnboundedSender<Bytes>) {
+    /// Hands the batch, piece by piece, to `send` (nothing when it is empty):
+    /// a payload written apart goes between the bytes before and after it.
+    pub(crate) fn flush(&mut self, mut send: impl FnMut(Bytes)) {
         if self.outbuf.is_empty() {
             return;
         }
         let mut batch = self.outbuf.split().freeze();
         let mut sent = 0;
         for (at, payload) in self.apart.drain(..) {
-            let _ = frames.send(batch.split_to(at - sent));
-            let _ = frames.send(payload);
+            send(batch.split_to(at - sent));
+            send(payload);
             sent = at;
         }
-        let _ = frames.send(batch);
+        send(batch);
+    }
+
+    /// Hands the batch to the worker's lane through `frames`. A link that
+    /// closed meanwhile loses the batch like the pipe would: the tasks are
+    /// settled when the worker is reaped.
+    pub(crate) fn flush_to(&mut self, frames: &UnboundedSender<Bytes>) {
+        self.flush(|piece| {
+            let _ = frames.send(piece);
+        });
     }
 
     /// Drops a batch that has nowhere to go (the worker's link is closed).

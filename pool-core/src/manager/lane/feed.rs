@@ -5,8 +5,10 @@
 //! balance policy picks), routes tasks no lane takes, and holds the rest.
 
 use bytes::Bytes;
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
+
+use super::super::outbox::Outbox;
 
 use super::super::routing::TaskTypes;
 use super::attempt::{Target, Unwritable};
@@ -19,8 +21,8 @@ pub(crate) struct Feed {
     /// The most unanswered tasks its worker holds (`worker_concurrency` plus
     /// `prefetch`).
     window: usize,
-    /// Set once the worker is ready: the task types it takes and its writer.
-    link: Option<(TaskTypes, UnboundedSender<Bytes>)>,
+    /// Set once the worker is ready: the task types it takes.
+    types: Option<TaskTypes>,
 }
 
 /// What one refill did.
@@ -39,27 +41,38 @@ impl Feed {
         Self {
             queue,
             window,
-            link: None,
+            types: None,
         }
     }
 
-    /// The worker is ready: it takes `types`, and its frames go to `frames`.
-    pub(crate) fn connect(&mut self, types: TaskTypes, frames: UnboundedSender<Bytes>) {
-        self.link = Some((types, frames));
+    /// The worker is ready: it takes `types`.
+    pub(crate) fn connect(&mut self, types: TaskTypes) {
+        self.types = Some(types);
     }
 
     /// Fills the room in the worker's window from the head of the queue, while
-    /// the head is a task the worker takes, and writes what it took. Nothing
+    /// the head is a task the worker takes, and queues what it took in `out`,
+    /// after the frames the actor sent before (taken from `frames` under the
+    /// lane's lock, so the worker reads its tasks in the book's order). Nothing
     /// when the actor stopped the lane feeding, when frames the actor wrote
     /// wait in the batch (they go first), or before the worker is ready.
-    pub(crate) fn refill(&self, lane: &Lane, target: &Target<'_>) -> Refilled {
+    pub(crate) fn refill(
+        &self,
+        lane: &Lane,
+        target: &Target<'_>,
+        frames: &mut UnboundedReceiver<Bytes>,
+        out: &mut Outbox,
+    ) -> Refilled {
         let mut refilled = Refilled::default();
-        let Some((types, frames)) = &self.link else {
+        let Some(types) = &self.types else {
             return refilled;
         };
         let mut book = lane.book();
         if !book.feeds || book.has_batch() || book.len() >= self.window {
             return refilled;
+        }
+        while let Ok(piece) = frames.try_recv() {
+            out.push(piece);
         }
         let now = Instant::now();
         {
@@ -87,7 +100,7 @@ impl Feed {
             }
             waiting.publish(&target.shared.stats);
         }
-        book.flush(frames);
+        book.flush(|piece| out.push(piece));
         refilled
     }
 }

@@ -10,7 +10,9 @@ use tokio::time::Instant;
 
 use bytes::Bytes;
 
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use super::super::outbox::Outbox;
 
 use super::super::actor::{worker_name, Running, Shared};
 use super::super::dispatch::settle_failed;
@@ -95,14 +97,15 @@ impl Settler {
         &self.lane
     }
 
-    /// The worker is ready: it takes `types`, and its frames go to `frames`.
-    pub(crate) fn connect(&mut self, types: TaskTypes, frames: UnboundedSender<Bytes>) {
-        self.feed.connect(types, frames);
+    /// The worker is ready: it takes `types`.
+    pub(crate) fn connect(&mut self, types: TaskTypes) {
+        self.feed.connect(types);
     }
 
     /// After results were settled, fills the room they left in the worker's
-    /// window from the queue (see [`Feed::refill`]).
-    pub(crate) fn refill(&mut self) {
+    /// window from the queue into `out`, after what the actor sent through
+    /// `frames` (see [`Feed::refill`]).
+    pub(crate) fn refill(&mut self, frames: &mut UnboundedReceiver<Bytes>, out: &mut Outbox) {
         if self.report.answered == 0 {
             return;
         }
@@ -114,7 +117,7 @@ impl Settler {
             default_timeout: self.default_timeout,
             max_frame: self.max_frame,
         };
-        let refilled = self.feed.refill(&self.lane, &target);
+        let refilled = self.feed.refill(&self.lane, &target, frames, out);
         if refilled.freed_slots > 0 {
             self.shared.queue_slots.add_permits(refilled.freed_slots);
         }
