@@ -137,7 +137,11 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
         events,
         mut settler,
     } = launch;
-    let link = match tokio::time::timeout(start_timeout, transport.launch(&spec)).await {
+    let launched = tokio::time::timeout(start_timeout, transport.launch(&spec)).await;
+    // Let go of the transport before anything else: once this task's event
+    // sender is gone the pool may report that it let go of everything.
+    drop(transport);
+    let link = match launched {
         Ok(Ok(link)) => link,
         Ok(Err(e)) => return start_failed(&events, num, e.to_string(), None, String::new()).await,
         Err(_) => {
