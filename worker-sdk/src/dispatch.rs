@@ -14,6 +14,7 @@ use tokio::task::{Id, JoinSet};
 use tokio_util::codec::{Decoder, FramedRead};
 use tokio_util::sync::CancellationToken;
 
+use crate::cancel::Cancel;
 use crate::handler::{HandlerOutput, Handlers, Registered};
 use crate::stats::{InFlight, Stats};
 use crate::writer::Outbox;
@@ -44,12 +45,15 @@ struct Waiting {
     payload: Bytes,
 }
 
-/// The tasks in flight: their cancellation tokens, by task id and by tokio task id.
+/// The tasks in flight: their cancellation signals, by task id and by tokio task id.
 #[derive(Default)]
 struct Running {
     set: JoinSet<()>,
-    tokens: HashMap<u64, CancellationToken>,
+    cancels: HashMap<u64, Cancel>,
     ids: HashMap<Id, u64>,
+    /// The signal of a task that finished in its first poll, for the next task
+    /// (see [`Cancel::reuse`]).
+    spare: Option<Cancel>,
 }
 
 impl Running {
@@ -60,7 +64,7 @@ impl Running {
             Err(e) => e.id(),
         };
         if let Some(task_id) = self.ids.remove(&tokio_id) {
-            self.tokens.remove(&task_id);
+            self.cancels.remove(&task_id);
         }
     }
 
@@ -131,7 +135,7 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
         replies: &mut BytesMut,
     ) {
         let started = Instant::now();
-        while running.tokens.len() < self.limit {
+        while running.cancels.len() < self.limit {
             let Some(task) = waiting.pop_front() else {
                 return;
             };
@@ -201,8 +205,8 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
             ToWorker::Cancel { id } => self.on_cancel(id, batch),
             ToWorker::Shutdown { graceful: true } => *batch.draining = true,
             ToWorker::Shutdown { graceful: false } => {
-                for token in batch.running.tokens.values() {
-                    token.cancel();
+                for cancel in batch.running.cancels.values() {
+                    cancel.cancel();
                 }
                 return Ok(Some(Stopped::Shutdown));
             }
@@ -225,8 +229,8 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
     /// Cancels a running task, or answers a waiting one as `cancelled` at once (it
     /// never runs). A cancel for a task that is not here is ignored.
     fn on_cancel(&self, id: u64, batch: &mut Batch<'_>) {
-        if let Some(token) = batch.running.tokens.get(&id) {
-            token.cancel();
+        if let Some(cancel) = batch.running.cancels.get(&id) {
+            cancel.cancel();
         } else if let Some(at) = batch.waiting.iter().position(|w| w.id == id) {
             batch.waiting.remove(at);
             let message = format!("task {id} was cancelled before it started");
@@ -252,11 +256,11 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
             let message = format!("no handler for task type {:?}", task.task_type);
             return self.refuse(task.id, "unknown_type", &message, false, batch.replies);
         };
-        if batch.running.tokens.contains_key(&task.id) {
+        if batch.running.cancels.contains_key(&task.id) {
             // A task that just finished may not have been reaped yet.
             batch.running.reap_finished();
         }
-        if batch.running.tokens.contains_key(&task.id)
+        if batch.running.cancels.contains_key(&task.id)
             || batch.waiting.iter().any(|w| w.id == task.id)
         {
             let message = format!("task {} is already running in this worker", task.id);
@@ -270,7 +274,7 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
             // The payload stays in the frame's buffer: no copy.
             payload: body.slice_ref(task.payload),
         };
-        if batch.waiting.is_empty() && batch.running.tokens.len() < self.limit {
+        if batch.waiting.is_empty() && batch.running.cancels.len() < self.limit {
             let started = *batch.now.get_or_insert_with(Instant::now);
             self.run_task(task, started, batch.running, batch.replies);
         } else {
@@ -286,7 +290,9 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
     ///
     /// The handler's future is polled once right here: when it finishes at once (a
     /// handler with nothing to wait for, like most small ones), its reply joins
-    /// `replies` and no tokio task, cancellation entry or thread hop is spent on it.
+    /// `replies` and no tokio task, cancellation entry or thread hop is spent on it
+    /// (and its cancellation signal serves the next task when the handler kept no
+    /// copy of its context).
     /// Otherwise the future moves onto its own tokio task and holds a slot until it
     /// ends; its reply is written by that task as soon as it finishes.
     /// `started` is when the task starts: one clock read serves a whole batch.
@@ -298,7 +304,7 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
         replies: &mut BytesMut,
     ) {
         self.flush(replies);
-        let token = CancellationToken::new();
+        let cancel = running.spare.take().unwrap_or_default();
         let ctx = TaskContext::new(
             task.id,
             task.attempt,
@@ -306,13 +312,15 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
             Duration::from_millis(task.timeout_ms),
             Arc::clone(&task.handler.task_type),
             Arc::clone(&self.worker_id),
-            token.clone(),
+            cancel.clone(),
         );
         let in_flight = InFlight::start(&self.stats);
         let id = task.id;
         let mut future = AssertUnwindSafe((task.handler.handler)(ctx, task.payload)).catch_unwind();
         if let Some(output) = (&mut future).now_or_never() {
-            let override_kind = reply_kind(&output, &token);
+            drop(future);
+            let override_kind = reply_kind(&output, &cancel);
+            running.spare = cancel.reuse();
             drop(in_flight);
             send_reply(
                 &mut Sink::Batch(&self.outbox, replies),
@@ -323,7 +331,7 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
             return;
         }
         let outbox = self.outbox.clone();
-        let cancelled = token.clone();
+        let cancelled = cancel.clone();
         let abort = running.set.spawn(async move {
             let output = future.await;
             let override_kind = reply_kind(&output, &cancelled);
@@ -335,7 +343,7 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
                 override_kind,
             );
         });
-        running.tokens.insert(id, token);
+        running.cancels.insert(id, cancel);
         running.ids.insert(abort.id(), id);
     }
 }
@@ -366,10 +374,10 @@ fn output_of(output: Caught) -> HandlerOutput {
 }
 
 /// An error after the task was cancelled is reported as `cancelled`.
-fn reply_kind(output: &Caught, token: &CancellationToken) -> Option<(&'static str, bool)> {
+fn reply_kind(output: &Caught, cancel: &Cancel) -> Option<(&'static str, bool)> {
     match output {
         Ok(Ok(_)) => None,
-        _ if token.is_cancelled() => Some(("cancelled", false)),
+        _ if cancel.is_cancelled() => Some(("cancelled", false)),
         _ => None,
     }
 }
