@@ -458,9 +458,7 @@ fn send_reply(
     let error = match output {
         Ok(payload) => match outbox.result(id, &payload) {
             Ok(()) => {
-                if payload.len() >= crate::spare::KEEP_MIN {
-                    crate::spare::give_back(payload);
-                }
+                crate::spare::give_back(payload);
                 return;
             }
             Err(e) => crate::HandlerError::fatal(format!(

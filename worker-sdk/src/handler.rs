@@ -108,15 +108,10 @@ where
                 .with_kind("bad_input")
             })?;
             let output = handler(ctx, input).await?;
-            // Sized for an output about as large as the input (an echo, a transform):
-            // no regrowth on the way. A large one goes into this thread's spare
-            // buffer (see `spare`).
-            let room = payload.len() + 16;
-            let mut encoded = if room >= spare::KEEP_MIN {
-                spare::take(room)
-            } else {
-                Vec::with_capacity(room)
-            };
+            // Into this thread's spare buffer (see `spare`), with room for an output
+            // about as large as the input (an echo, a transform): no regrowth on
+            // the way.
+            let mut encoded = spare::take(payload.len() + 16);
             rmp_serde::encode::write_named(&mut encoded, &output)
                 .map(|()| Encoded::Vec(encoded))
                 .map_err(|e| {
