@@ -15,7 +15,7 @@ use tokio_util::codec::{Decoder, FramedRead};
 use tokio_util::sync::CancellationToken;
 
 use crate::cancel::Cancel;
-use crate::handler::{HandlerOutput, Handlers, Registered};
+use crate::handler::{Caught, HandlerOutput, Handlers, Registered, Started};
 use crate::stats::{InFlight, Stats};
 use crate::writer::Outbox;
 use crate::{wire, ServeError, Stopped, TaskContext};
@@ -290,11 +290,11 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
     ///
     /// The handler's future is polled once right here: when it finishes at once (a
     /// handler with nothing to wait for, like most small ones), its reply joins
-    /// `replies` and no tokio task, cancellation entry or thread hop is spent on it
-    /// (and its cancellation signal serves the next task when the handler kept no
-    /// copy of its context).
-    /// Otherwise the future moves onto its own tokio task and holds a slot until it
-    /// ends; its reply is written by that task as soon as it finishes.
+    /// `replies` and no tokio task, cancellation entry or thread hop is spent on it;
+    /// the box its future ran in serves the next task of its type, and its
+    /// cancellation signal the next task when the handler kept no copy of its
+    /// context. Otherwise the future moves onto its own tokio task and holds a slot
+    /// until it ends; its reply is written by that task as soon as it finishes.
     /// `started` is when the task starts: one clock read serves a whole batch.
     fn run_task(
         &self,
@@ -316,24 +316,25 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
         );
         let in_flight = InFlight::start(&self.stats);
         let id = task.id;
-        let mut future = AssertUnwindSafe((task.handler.handler)(ctx, task.payload)).catch_unwind();
-        if let Some(output) = (&mut future).now_or_never() {
-            drop(future);
-            let override_kind = reply_kind(&output, &cancel);
-            running.spare = cancel.reuse();
-            drop(in_flight);
-            send_reply(
-                &mut Sink::Batch(&self.outbox, replies),
-                id,
-                output_of(output),
-                override_kind,
-            );
-            return;
-        }
+        let future = match task.handler.handler.start(ctx, task.payload) {
+            Started::Pending(future) => future,
+            Started::Done(output) => {
+                let override_kind = reply_kind(&output, &cancel);
+                running.spare = cancel.reuse();
+                drop(in_flight);
+                send_reply(
+                    &mut Sink::Batch(&self.outbox, replies),
+                    id,
+                    output_of(output),
+                    override_kind,
+                );
+                return;
+            }
+        };
         let outbox = self.outbox.clone();
         let cancelled = cancel.clone();
         let abort = running.set.spawn(async move {
-            let output = future.await;
+            let output = AssertUnwindSafe(future).catch_unwind().await;
             let override_kind = reply_kind(&output, &cancelled);
             drop(in_flight);
             send_reply(
@@ -357,9 +358,6 @@ struct Batch<'a> {
     waiting: &'a mut VecDeque<Waiting>,
     replies: &'a mut BytesMut,
 }
-
-/// What a handler's future gave: its output, or the panic it raised.
-type Caught = Result<HandlerOutput, Box<dyn std::any::Any + Send>>;
 
 /// A panic becomes a retryable `panic` error.
 fn output_of(output: Caught) -> HandlerOutput {
