@@ -8,17 +8,19 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, StreamExt};
-use pool_core::protocol::{ErrorReply, FrameCodec, FrameError, FromWorker, TaskFrame, ToWorker};
+use pool_core::protocol::{ErrorReply, FrameCodec, FrameError, FromWorker, ToWorker};
 use tokio::io::AsyncRead;
 use tokio::task::{Id, JoinSet};
 use tokio_util::codec::{Decoder, FramedRead};
 use tokio_util::sync::CancellationToken;
 
 use crate::cancel::Cancel;
-use crate::handler::{Caught, HandlerOutput, Handlers, Registered, Started};
+use crate::handler::{Caught, HandlerOutput, Started};
+use crate::registry::{Lookup, Registered};
 use crate::stats::{InFlight, Stats};
+use crate::wire::{self, Frame, Task};
 use crate::writer::Outbox;
-use crate::{wire, ServeError, Stopped, TaskContext};
+use crate::{ServeError, Stopped, TaskContext};
 
 /// Frames handled per read batch before the replies are handed to the writer.
 const READ_BATCH: usize = 256;
@@ -28,7 +30,7 @@ pub(crate) struct Dispatcher<'a, R> {
     pub(crate) frames: &'a mut FramedRead<R, FrameCodec>,
     pub(crate) outbox: Outbox,
     pub(crate) broken: CancellationToken,
-    pub(crate) handlers: Arc<Handlers>,
+    pub(crate) handlers: Lookup,
     pub(crate) worker_id: Arc<str>,
     pub(crate) stats: Arc<Stats>,
     /// The most tasks running at once (`hello.concurrency`; `usize::MAX` without it).
@@ -192,16 +194,29 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
     }
 
     /// Handles one frame from the manager.
-    fn on_frame(&self, body: &Bytes, batch: &mut Batch<'_>) -> Result<Option<Stopped>, ServeError> {
-        match wire::decode(body)? {
-            ToWorker::Task(task) if *batch.draining => self.refuse(
-                task.id,
-                "shutting_down",
-                "the worker is shutting down",
-                true,
-                batch.replies,
-            ),
-            ToWorker::Task(task) => self.on_task(body, &task, batch),
+    fn on_frame(
+        &mut self,
+        body: &Bytes,
+        batch: &mut Batch<'_>,
+    ) -> Result<Option<Stopped>, ServeError> {
+        let message = match wire::decode(body, self.handlers.last_type())? {
+            Frame::Task(task) if *batch.draining => {
+                self.refuse(
+                    task.id,
+                    "shutting_down",
+                    "the worker is shutting down",
+                    true,
+                    batch.replies,
+                );
+                return Ok(None);
+            }
+            Frame::Task(task) => {
+                self.on_task(body, &task, batch);
+                return Ok(None);
+            }
+            Frame::Other(message) => message,
+        };
+        match message {
             ToWorker::Cancel { id } => self.on_cancel(id, batch),
             ToWorker::Shutdown { graceful: true } => *batch.draining = true,
             ToWorker::Shutdown { graceful: false } => {
@@ -251,10 +266,13 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
 
     /// Starts the task when a slot is free and nothing waits before it, makes it wait
     /// otherwise, or refuses it (unknown type, an id already here).
-    fn on_task(&self, body: &Bytes, task: &TaskFrame<'_>, batch: &mut Batch<'_>) {
-        let Some(handler) = self.handlers.get(task.task_type) else {
-            let message = format!("no handler for task type {:?}", task.task_type);
-            return self.refuse(task.id, "unknown_type", &message, false, batch.replies);
+    fn on_task(&mut self, body: &Bytes, task: &Task<'_>, batch: &mut Batch<'_>) {
+        let handler = match self.handlers.get(&task.task_type) {
+            Ok(handler) => handler.clone(),
+            Err(name) => {
+                let message = format!("no handler for task type {name:?}");
+                return self.refuse(task.id, "unknown_type", &message, false, batch.replies);
+            }
         };
         if batch.running.cancels.contains_key(&task.id) {
             // A task that just finished may not have been reaped yet.
@@ -270,7 +288,7 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
             id: task.id,
             attempt: task.attempt,
             timeout_ms: task.timeout_ms,
-            handler: handler.clone(),
+            handler,
             // The payload stays in the frame's buffer: no copy.
             payload: body.slice_ref(task.payload),
         };

@@ -1,9 +1,7 @@
 //! Type erasure of user handlers: decode the input, call, encode the output.
 
 use std::any::Any;
-use std::collections::HashMap;
 use std::future::Future;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -61,40 +59,6 @@ pub(crate) trait Start: Send + Sync {
 
 /// A registered handler, shared by the tasks of its type.
 pub(crate) type ErasedHandler = Arc<dyn Start>;
-
-/// The handlers by task type. Task types come from the manager, not from strangers,
-/// so a cheap FNV-1a hash serves the lookup of every task (SipHash cost more than the
-/// rest of the lookup).
-pub(crate) type Handlers = HashMap<String, Registered, BuildHasherDefault<Fnv>>;
-
-/// FNV-1a, 64 bits.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Hasher for Fnv {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-/// A handler with its task type, shared (not copied) by every task's context.
-#[derive(Clone)]
-pub(crate) struct Registered {
-    pub(crate) task_type: Arc<str>,
-    pub(crate) handler: ErasedHandler,
-}
 
 /// Wraps a raw handler (bytes in, bytes out) for the dispatcher.
 pub(crate) fn erase_raw<F, Fut>(handler: F) -> ErasedHandler

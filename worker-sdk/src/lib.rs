@@ -103,6 +103,7 @@ mod error;
 mod handler;
 mod heartbeat;
 mod link;
+mod registry;
 mod spare;
 mod stats;
 mod wire;
