@@ -170,7 +170,7 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
             // Back to the main loop, which looks at these first, as it always did;
             // and after a full batch, before a next frame is taken out of the
             // stream (it would be dropped with this loop).
-            if *batch.draining || self.broken.is_cancelled() || handled == READ_BATCH {
+            if *batch.draining || self.outbox.is_broken() || handled == READ_BATCH {
                 break;
             }
             frame = match self.buffered() {
