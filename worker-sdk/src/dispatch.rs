@@ -378,15 +378,20 @@ struct Batch<'a> {
 }
 
 /// A panic becomes a retryable `panic` error.
+#[inline]
 fn output_of(output: Caught) -> HandlerOutput {
-    output.unwrap_or_else(|panic| {
-        let text = panic
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "the handler panicked".to_owned());
-        Err(crate::HandlerError::retryable(format!("handler panicked: {text}")).with_kind("panic"))
-    })
+    output.unwrap_or_else(panicked)
+}
+
+/// The error reply for a handler that panicked.
+#[cold]
+fn panicked(panic: Box<dyn std::any::Any + Send>) -> HandlerOutput {
+    let text = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "the handler panicked".to_owned());
+    Err(crate::HandlerError::retryable(format!("handler panicked: {text}")).with_kind("panic"))
 }
 
 /// An error after the task was cancelled is reported as `cancelled`.
