@@ -14,8 +14,16 @@ use std::sync::{Arc, OnceLock};
 use tokio_util::sync::CancellationToken;
 
 /// A task's cancellation signal; clones share it.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub(crate) struct Cancel(Arc<OnceLock<CancellationToken>>);
+
+impl std::fmt::Debug for Cancel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cancel")
+            .field("is_cancelled", &self.is_cancelled())
+            .finish()
+    }
+}
 
 impl Cancel {
     /// The token, made now if nobody asked for it before. Every clone gets the
@@ -56,6 +64,14 @@ mod tests {
         assert!(shared.is_cancelled());
         assert!(before.is_cancelled());
         assert!(shared.token().is_cancelled());
+    }
+
+    #[test]
+    fn debug_shows_whether_it_fired() {
+        let cancel = Cancel::default();
+        assert_eq!(format!("{cancel:?}"), "Cancel { is_cancelled: false }");
+        cancel.cancel();
+        assert_eq!(format!("{cancel:?}"), "Cancel { is_cancelled: true }");
     }
 
     #[test]
