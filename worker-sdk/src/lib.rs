@@ -100,6 +100,7 @@ mod cancel;
 mod context;
 mod dispatch;
 mod error;
+mod fd_writer;
 mod handler;
 mod heartbeat;
 mod link;
