@@ -5,14 +5,18 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
+use crate::cancel::Cancel;
+
 /// The identity, limits and cancellation signal of one task attempt.
 ///
-/// Cheap to clone (an `Arc` and a token), so it can be moved into
+/// Cheap to clone (reference counts only), so it can be moved into
 /// [`spawn_blocking`](tokio::task::spawn_blocking) work that wants to poll
 /// [`is_cancelled`](Self::is_cancelled).
 ///
 /// # Cancellation
-/// When the manager cancels the task, the token fires. Cancellation is cooperative:
+/// When the manager cancels the task, the token fires (it is made the first time
+/// [`cancelled`](Self::cancelled) or [`cancellation_token`](Self::cancellation_token)
+/// asks for it; every call gets the same token). Cancellation is cooperative:
 /// the handler keeps running until it returns. If it then returns an error, the
 /// manager is told the task was `cancelled` (not retryable); if it returns a value
 /// anyway, that value is sent as the result.
@@ -24,7 +28,7 @@ pub struct TaskContext {
     timeout: Duration,
     task_type: Arc<str>,
     worker_id: Arc<str>,
-    token: CancellationToken,
+    cancel: Cancel,
 }
 
 impl TaskContext {
@@ -38,7 +42,7 @@ impl TaskContext {
             Duration::from_secs(24 * 3600),
             task_type.into(),
             "test-worker".into(),
-            CancellationToken::new(),
+            Cancel::default(),
         )
     }
 
@@ -49,7 +53,7 @@ impl TaskContext {
         timeout: Duration,
         task_type: Arc<str>,
         worker_id: Arc<str>,
-        token: CancellationToken,
+        cancel: Cancel,
     ) -> Self {
         Self {
             id,
@@ -58,7 +62,7 @@ impl TaskContext {
             timeout,
             task_type,
             worker_id,
-            token,
+            cancel,
         }
     }
 
@@ -97,7 +101,7 @@ impl TaskContext {
 
     /// Whether the manager has cancelled this task.
     pub fn is_cancelled(&self) -> bool {
-        self.token.is_cancelled()
+        self.cancel.is_cancelled()
     }
 
     /// Completes when the manager cancels this task.
@@ -105,11 +109,11 @@ impl TaskContext {
     /// # Cancel safety
     /// Cancel safe: use it as a branch of `tokio::select!` next to the real work.
     pub fn cancelled(&self) -> WaitForCancellationFuture<'_> {
-        self.token.cancelled()
+        self.cancel.token().cancelled()
     }
 
     /// The underlying token, e.g. to hand a child token to sub-tasks.
     pub fn cancellation_token(&self) -> &CancellationToken {
-        &self.token
+        self.cancel.token()
     }
 }

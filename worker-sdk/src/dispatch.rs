@@ -8,16 +8,19 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, StreamExt};
-use pool_core::protocol::{ErrorReply, FrameCodec, FrameError, FromWorker, TaskFrame, ToWorker};
+use pool_core::protocol::{ErrorReply, FrameCodec, FrameError, FromWorker, ToWorker};
 use tokio::io::AsyncRead;
 use tokio::task::{Id, JoinSet};
 use tokio_util::codec::{Decoder, FramedRead};
 use tokio_util::sync::CancellationToken;
 
-use crate::handler::{HandlerOutput, Handlers, Registered};
+use crate::cancel::Cancel;
+use crate::handler::{Caught, HandlerOutput, Started};
+use crate::registry::{Lookup, Registered};
 use crate::stats::{InFlight, Stats};
+use crate::wire::{self, Frame, Task};
 use crate::writer::Outbox;
-use crate::{wire, ServeError, Stopped, TaskContext};
+use crate::{ServeError, Stopped, TaskContext};
 
 /// Frames handled per read batch before the replies are handed to the writer.
 const READ_BATCH: usize = 256;
@@ -27,7 +30,7 @@ pub(crate) struct Dispatcher<'a, R> {
     pub(crate) frames: &'a mut FramedRead<R, FrameCodec>,
     pub(crate) outbox: Outbox,
     pub(crate) broken: CancellationToken,
-    pub(crate) handlers: Arc<Handlers>,
+    pub(crate) handlers: Lookup,
     pub(crate) worker_id: Arc<str>,
     pub(crate) stats: Arc<Stats>,
     /// The most tasks running at once (`hello.concurrency`; `usize::MAX` without it).
@@ -44,12 +47,15 @@ struct Waiting {
     payload: Bytes,
 }
 
-/// The tasks in flight: their cancellation tokens, by task id and by tokio task id.
+/// The tasks in flight: their cancellation signals, by task id and by tokio task id.
 #[derive(Default)]
 struct Running {
     set: JoinSet<()>,
-    tokens: HashMap<u64, CancellationToken>,
+    cancels: HashMap<u64, Cancel>,
     ids: HashMap<Id, u64>,
+    /// The signal of a task that finished in its first poll, for the next task
+    /// (see [`Cancel::reuse`]).
+    spare: Option<Cancel>,
 }
 
 impl Running {
@@ -60,7 +66,7 @@ impl Running {
             Err(e) => e.id(),
         };
         if let Some(task_id) = self.ids.remove(&tokio_id) {
-            self.tokens.remove(&task_id);
+            self.cancels.remove(&task_id);
         }
     }
 
@@ -131,7 +137,7 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
         replies: &mut BytesMut,
     ) {
         let started = Instant::now();
-        while running.tokens.len() < self.limit {
+        while running.cancels.len() < self.limit {
             let Some(task) = waiting.pop_front() else {
                 return;
             };
@@ -164,7 +170,7 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
             // Back to the main loop, which looks at these first, as it always did;
             // and after a full batch, before a next frame is taken out of the
             // stream (it would be dropped with this loop).
-            if *batch.draining || self.broken.is_cancelled() || handled == READ_BATCH {
+            if *batch.draining || self.outbox.is_broken() || handled == READ_BATCH {
                 break;
             }
             frame = match self.buffered() {
@@ -188,21 +194,34 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
     }
 
     /// Handles one frame from the manager.
-    fn on_frame(&self, body: &Bytes, batch: &mut Batch<'_>) -> Result<Option<Stopped>, ServeError> {
-        match wire::decode(body)? {
-            ToWorker::Task(task) if *batch.draining => self.refuse(
-                task.id,
-                "shutting_down",
-                "the worker is shutting down",
-                true,
-                batch.replies,
-            ),
-            ToWorker::Task(task) => self.on_task(body, &task, batch),
+    fn on_frame(
+        &mut self,
+        body: &Bytes,
+        batch: &mut Batch<'_>,
+    ) -> Result<Option<Stopped>, ServeError> {
+        let message = match wire::decode(body, self.handlers.last_type())? {
+            Frame::Task(task) if *batch.draining => {
+                self.refuse(
+                    task.id,
+                    "shutting_down",
+                    "the worker is shutting down",
+                    true,
+                    batch.replies,
+                );
+                return Ok(None);
+            }
+            Frame::Task(task) => {
+                self.on_task(body, &task, batch);
+                return Ok(None);
+            }
+            Frame::Other(message) => message,
+        };
+        match message {
             ToWorker::Cancel { id } => self.on_cancel(id, batch),
             ToWorker::Shutdown { graceful: true } => *batch.draining = true,
             ToWorker::Shutdown { graceful: false } => {
-                for token in batch.running.tokens.values() {
-                    token.cancel();
+                for cancel in batch.running.cancels.values() {
+                    cancel.cancel();
                 }
                 return Ok(Some(Stopped::Shutdown));
             }
@@ -225,8 +244,8 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
     /// Cancels a running task, or answers a waiting one as `cancelled` at once (it
     /// never runs). A cancel for a task that is not here is ignored.
     fn on_cancel(&self, id: u64, batch: &mut Batch<'_>) {
-        if let Some(token) = batch.running.tokens.get(&id) {
-            token.cancel();
+        if let Some(cancel) = batch.running.cancels.get(&id) {
+            cancel.cancel();
         } else if let Some(at) = batch.waiting.iter().position(|w| w.id == id) {
             batch.waiting.remove(at);
             let message = format!("task {id} was cancelled before it started");
@@ -247,16 +266,19 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
 
     /// Starts the task when a slot is free and nothing waits before it, makes it wait
     /// otherwise, or refuses it (unknown type, an id already here).
-    fn on_task(&self, body: &Bytes, task: &TaskFrame<'_>, batch: &mut Batch<'_>) {
-        let Some(handler) = self.handlers.get(task.task_type) else {
-            let message = format!("no handler for task type {:?}", task.task_type);
-            return self.refuse(task.id, "unknown_type", &message, false, batch.replies);
+    fn on_task(&mut self, body: &Bytes, task: &Task<'_>, batch: &mut Batch<'_>) {
+        let handler = match self.handlers.get(&task.task_type) {
+            Ok(handler) => handler.clone(),
+            Err(name) => {
+                let message = format!("no handler for task type {name:?}");
+                return self.refuse(task.id, "unknown_type", &message, false, batch.replies);
+            }
         };
-        if batch.running.tokens.contains_key(&task.id) {
+        if batch.running.cancels.contains_key(&task.id) {
             // A task that just finished may not have been reaped yet.
             batch.running.reap_finished();
         }
-        if batch.running.tokens.contains_key(&task.id)
+        if batch.running.cancels.contains_key(&task.id)
             || batch.waiting.iter().any(|w| w.id == task.id)
         {
             let message = format!("task {} is already running in this worker", task.id);
@@ -266,11 +288,11 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
             id: task.id,
             attempt: task.attempt,
             timeout_ms: task.timeout_ms,
-            handler: handler.clone(),
+            handler,
             // The payload stays in the frame's buffer: no copy.
             payload: body.slice_ref(task.payload),
         };
-        if batch.waiting.is_empty() && batch.running.tokens.len() < self.limit {
+        if batch.waiting.is_empty() && batch.running.cancels.len() < self.limit {
             let started = *batch.now.get_or_insert_with(Instant::now);
             self.run_task(task, started, batch.running, batch.replies);
         } else {
@@ -286,9 +308,11 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
     ///
     /// The handler's future is polled once right here: when it finishes at once (a
     /// handler with nothing to wait for, like most small ones), its reply joins
-    /// `replies` and no tokio task, cancellation entry or thread hop is spent on it.
-    /// Otherwise the future moves onto its own tokio task and holds a slot until it
-    /// ends; its reply is written by that task as soon as it finishes.
+    /// `replies` and no tokio task, cancellation entry or thread hop is spent on it;
+    /// the box its future ran in serves the next task of its type, and its
+    /// cancellation signal the next task when the handler kept no copy of its
+    /// context. Otherwise the future moves onto its own tokio task and holds a slot
+    /// until it ends; its reply is written by that task as soon as it finishes.
     /// `started` is when the task starts: one clock read serves a whole batch.
     fn run_task(
         &self,
@@ -298,7 +322,7 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
         replies: &mut BytesMut,
     ) {
         self.flush(replies);
-        let token = CancellationToken::new();
+        let cancel = running.spare.take().unwrap_or_default();
         let ctx = TaskContext::new(
             task.id,
             task.attempt,
@@ -306,26 +330,29 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
             Duration::from_millis(task.timeout_ms),
             Arc::clone(&task.handler.task_type),
             Arc::clone(&self.worker_id),
-            token.clone(),
+            cancel.clone(),
         );
         let in_flight = InFlight::start(&self.stats);
         let id = task.id;
-        let mut future = AssertUnwindSafe((task.handler.handler)(ctx, task.payload)).catch_unwind();
-        if let Some(output) = (&mut future).now_or_never() {
-            let override_kind = reply_kind(&output, &token);
-            drop(in_flight);
-            send_reply(
-                &mut Sink::Batch(&self.outbox, replies),
-                id,
-                output_of(output),
-                override_kind,
-            );
-            return;
-        }
+        let future = match task.handler.handler.start(ctx, task.payload) {
+            Started::Pending(future) => future,
+            Started::Done(output) => {
+                let override_kind = reply_kind(&output, &cancel);
+                running.spare = cancel.reuse();
+                drop(in_flight);
+                send_reply(
+                    &mut Sink::Batch(&self.outbox, replies),
+                    id,
+                    output_of(output),
+                    override_kind,
+                );
+                return;
+            }
+        };
         let outbox = self.outbox.clone();
-        let cancelled = token.clone();
+        let cancelled = cancel.clone();
         let abort = running.set.spawn(async move {
-            let output = future.await;
+            let output = AssertUnwindSafe(future).catch_unwind().await;
             let override_kind = reply_kind(&output, &cancelled);
             drop(in_flight);
             send_reply(
@@ -335,7 +362,7 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
                 override_kind,
             );
         });
-        running.tokens.insert(id, token);
+        running.cancels.insert(id, cancel);
         running.ids.insert(abort.id(), id);
     }
 }
@@ -350,26 +377,28 @@ struct Batch<'a> {
     replies: &'a mut BytesMut,
 }
 
-/// What a handler's future gave: its output, or the panic it raised.
-type Caught = Result<HandlerOutput, Box<dyn std::any::Any + Send>>;
-
 /// A panic becomes a retryable `panic` error.
+#[inline]
 fn output_of(output: Caught) -> HandlerOutput {
-    output.unwrap_or_else(|panic| {
-        let text = panic
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "the handler panicked".to_owned());
-        Err(crate::HandlerError::retryable(format!("handler panicked: {text}")).with_kind("panic"))
-    })
+    output.unwrap_or_else(panicked)
+}
+
+/// The error reply for a handler that panicked.
+#[cold]
+fn panicked(panic: Box<dyn std::any::Any + Send>) -> HandlerOutput {
+    let text = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "the handler panicked".to_owned());
+    Err(crate::HandlerError::retryable(format!("handler panicked: {text}")).with_kind("panic"))
 }
 
 /// An error after the task was cancelled is reported as `cancelled`.
-fn reply_kind(output: &Caught, token: &CancellationToken) -> Option<(&'static str, bool)> {
+fn reply_kind(output: &Caught, cancel: &Cancel) -> Option<(&'static str, bool)> {
     match output {
         Ok(Ok(_)) => None,
-        _ if token.is_cancelled() => Some(("cancelled", false)),
+        _ if cancel.is_cancelled() => Some(("cancelled", false)),
         _ => None,
     }
 }
@@ -450,9 +479,7 @@ fn send_reply(
     let error = match output {
         Ok(payload) => match outbox.result(id, &payload) {
             Ok(()) => {
-                if payload.len() >= crate::spare::KEEP_MIN {
-                    crate::spare::give_back(payload);
-                }
+                crate::spare::give_back(payload);
                 return;
             }
             Err(e) => crate::HandlerError::fatal(format!(

@@ -1,12 +1,14 @@
 //! Type erasure of user handlers: decode the input, call, encode the output.
 
-use std::collections::HashMap;
+use std::any::Any;
 use std::future::Future;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Poll, Waker};
 
 use bytes::Bytes;
+use futures_util::future::{Fuse, FutureExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -33,45 +35,30 @@ impl std::ops::Deref for Encoded {
     }
 }
 
-/// A handler's future with its types erased.
+/// The rest of a handler's future, with its types erased, for a task that did not
+/// finish in its first poll.
 pub(crate) type BoxFuture = Pin<Box<dyn Future<Output = HandlerOutput> + Send>>;
 
-/// A registered handler: takes the context and the raw MessagePack payload.
-pub(crate) type ErasedHandler = Arc<dyn Fn(TaskContext, Bytes) -> BoxFuture + Send + Sync>;
+/// What a handler's future gave: its output, or the panic it raised.
+pub(crate) type Caught = Result<HandlerOutput, Box<dyn Any + Send>>;
 
-/// The handlers by task type. Task types come from the manager, not from strangers,
-/// so a cheap FNV-1a hash serves the lookup of every task (SipHash cost more than the
-/// rest of the lookup).
-pub(crate) type Handlers = HashMap<String, Registered, BuildHasherDefault<Fnv>>;
-
-/// FNV-1a, 64 bits.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
-    }
+/// What starting a task gave.
+pub(crate) enum Started {
+    /// The handler finished (or panicked) in its first poll.
+    Done(Caught),
+    /// The handler waits for something: its future, polled once already.
+    Pending(BoxFuture),
 }
 
-impl Hasher for Fnv {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
+/// A registered handler with its types erased.
+pub(crate) trait Start: Send + Sync {
+    /// Calls the handler with the task's context and raw MessagePack payload, and
+    /// polls its future once, in place (a panic in either is caught).
+    fn start(&self, ctx: TaskContext, payload: Bytes) -> Started;
 }
 
-/// A handler with its task type, shared (not copied) by every task's context.
-#[derive(Clone)]
-pub(crate) struct Registered {
-    pub(crate) task_type: Arc<str>,
-    pub(crate) handler: ErasedHandler,
-}
+/// A registered handler, shared by the tasks of its type.
+pub(crate) type ErasedHandler = Arc<dyn Start>;
 
 /// Wraps a raw handler (bytes in, bytes out) for the dispatcher.
 pub(crate) fn erase_raw<F, Fut>(handler: F) -> ErasedHandler
@@ -79,17 +66,18 @@ where
     F: Fn(TaskContext, Bytes) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Bytes, HandlerError>> + Send + 'static,
 {
-    let handler = Arc::new(handler);
-    Arc::new(move |ctx: TaskContext, payload: Bytes| -> BoxFuture {
-        let handler = Arc::clone(&handler);
-        Box::pin(async move { handler(ctx, payload).await.map(Encoded::Bytes) })
+    reusing(move |ctx: TaskContext, payload: Bytes| {
+        let called = handler(ctx, payload);
+        async move { called.await.map(Encoded::Bytes) }
     })
 }
 
 /// Wraps a typed handler so the dispatcher can call it with raw bytes.
 ///
-/// Decoding, the call and encoding all happen inside the returned future: on the
-/// dispatcher for its first poll, then on the task's own tokio task if it waits.
+/// The payload is decoded and the handler called as the task starts (on the
+/// dispatcher); the output is encoded inside the returned future, at its end: on the
+/// dispatcher when it finishes in its first poll, on the task's own tokio task if
+/// it waits.
 pub(crate) fn erase<T, O, F, Fut>(handler: F) -> ErasedHandler
 where
     T: DeserializeOwned + Send + 'static,
@@ -97,32 +85,159 @@ where
     F: Fn(TaskContext, T) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<O, HandlerError>> + Send + 'static,
 {
-    let handler = Arc::new(handler);
-    Arc::new(move |ctx: TaskContext, payload: Bytes| -> BoxFuture {
-        let handler = Arc::clone(&handler);
-        Box::pin(async move {
-            let input: T = rmp_serde::from_slice(&payload).map_err(|e| {
+    reusing(move |ctx: TaskContext, payload: Bytes| {
+        // Room for an output about as large as the input (an echo, a transform):
+        // no regrowth on the way.
+        let room = payload.len() + 16;
+        let called = rmp_serde::from_slice(&payload)
+            .map(|input: T| handler(ctx, input))
+            .map_err(|e| {
                 HandlerError::fatal(format!(
                     "payload does not decode into the handler's input type: {e}"
                 ))
                 .with_kind("bad_input")
-            })?;
-            let output = handler(ctx, input).await?;
-            // Sized for an output about as large as the input (an echo, a transform):
-            // no regrowth on the way. A large one goes into this thread's spare
-            // buffer (see `spare`).
-            let room = payload.len() + 16;
-            let mut encoded = if room >= spare::KEEP_MIN {
-                spare::take(room)
-            } else {
-                Vec::with_capacity(room)
-            };
+            });
+        async move {
+            let output = called?.await?;
+            // Into this thread's spare buffer (see `spare`).
+            let mut encoded = spare::take(room);
             rmp_serde::encode::write_named(&mut encoded, &output)
                 .map(|()| Encoded::Vec(encoded))
                 .map_err(|e| {
                     HandlerError::fatal(format!("the handler's output cannot be encoded: {e}"))
                         .with_kind("bad_output")
                 })
-        })
+        }
     })
+}
+
+/// Erases `make` (the handler, wrapped to take raw bytes) behind [`Start`].
+fn reusing<M, Fut>(make: M) -> ErasedHandler
+where
+    M: Fn(TaskContext, Bytes) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = HandlerOutput> + Send + 'static,
+{
+    Arc::new(Reusing {
+        make,
+        spare: Mutex::new(None),
+    })
+}
+
+/// A handler and the box its futures run in.
+///
+/// A future is polled where it will stay (it may not move once polled), so each
+/// task's future lives in a box from the start. The box of a future that finished
+/// in its first poll — most of them — is kept and serves the next task of this
+/// type: an allocation and a free fewer per task. The box of a future that waits
+/// goes with it onto its tokio task.
+struct Reusing<M, Fut> {
+    make: M,
+    /// Empty (a terminated [`Fuse`]) between tasks.
+    spare: Mutex<Option<Pin<Box<Fuse<Fut>>>>>,
+}
+
+impl<M, Fut> Start for Reusing<M, Fut>
+where
+    M: Fn(TaskContext, Bytes) -> Fut + Send + Sync,
+    Fut: Future<Output = HandlerOutput> + Send + 'static,
+{
+    fn start(&self, ctx: TaskContext, payload: Bytes) -> Started {
+        // Only the dispatcher starts tasks: the lock is never contended, and it is
+        // held across the handler's first poll so that it is taken once.
+        let mut spare = self.spare.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut slot = spare.take().unwrap_or_else(|| Box::pin(Fuse::terminated()));
+        let polled = panic::catch_unwind(AssertUnwindSafe(|| {
+            slot.set((self.make)(ctx, payload).fuse());
+            slot.as_mut()
+                .poll(&mut std::task::Context::from_waker(Waker::noop()))
+        }));
+        match polled {
+            // `Fuse` dropped the finished future: the box is empty again.
+            Ok(Poll::Ready(output)) => {
+                *spare = Some(slot);
+                Started::Done(Ok(output))
+            }
+            Ok(Poll::Pending) => Started::Pending(slot),
+            // The future that panicked goes with its box.
+            Err(panic) => Started::Done(Err(panic)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> TaskContext {
+        TaskContext::for_test(1, "t")
+    }
+
+    /// Where the spare box is, if there is one.
+    fn spare_at<M, Fut>(handler: &Reusing<M, Fut>) -> Option<*const Fuse<Fut>> {
+        let spare = handler.spare.lock().expect("not poisoned");
+        spare.as_ref().map(|slot| &**slot as *const Fuse<Fut>)
+    }
+
+    fn output(started: Started) -> Vec<u8> {
+        match started {
+            Started::Done(Ok(Ok(encoded))) => encoded.to_vec(),
+            Started::Done(Ok(Err(e))) => panic!("handler error: {e}"),
+            Started::Done(Err(_)) => panic!("handler panicked"),
+            Started::Pending(_) => panic!("pending"),
+        }
+    }
+
+    #[test]
+    fn the_box_of_a_future_that_finished_at_once_serves_the_next_task() {
+        let handler = Reusing {
+            make: |_ctx: TaskContext, payload: Bytes| async move { Ok(Encoded::Bytes(payload)) },
+            spare: Mutex::new(None),
+        };
+        assert_eq!(output(handler.start(ctx(), Bytes::from_static(b"a"))), b"a");
+        let first = spare_at(&handler).expect("kept");
+        assert_eq!(output(handler.start(ctx(), Bytes::from_static(b"b"))), b"b");
+        assert_eq!(spare_at(&handler), Some(first));
+    }
+
+    #[tokio::test]
+    async fn a_future_that_waits_takes_its_box_along_and_finishes_on_its_own() {
+        let (tx, rx) = tokio::sync::oneshot::channel::<Bytes>();
+        let rx = Mutex::new(Some(rx));
+        let handler = Reusing {
+            make: |_ctx: TaskContext, _payload: Bytes| {
+                let rx = rx.lock().expect("not poisoned").take();
+                async move {
+                    let rx = rx.ok_or_else(|| HandlerError::fatal("second call"))?;
+                    let got = rx.await.map_err(|_| HandlerError::fatal("dropped"))?;
+                    Ok(Encoded::Bytes(got))
+                }
+            },
+            spare: Mutex::new(None),
+        };
+        let Started::Pending(future) = handler.start(ctx(), Bytes::new()) else {
+            panic!("finished without its answer");
+        };
+        assert_eq!(spare_at(&handler), None, "the box went with the future");
+        tx.send(Bytes::from_static(b"late"))
+            .expect("receiver alive");
+        let encoded = future.await.expect("no handler error");
+        assert_eq!(&encoded[..], b"late");
+    }
+
+    #[test]
+    fn a_panic_in_the_first_poll_is_caught_and_the_next_task_runs() {
+        let handler = Reusing {
+            make: |_ctx: TaskContext, payload: Bytes| async move {
+                assert!(!payload.is_empty(), "boom");
+                Ok(Encoded::Bytes(payload))
+            },
+            spare: Mutex::new(None),
+        };
+        assert!(matches!(
+            handler.start(ctx(), Bytes::new()),
+            Started::Done(Err(_))
+        ));
+        assert_eq!(spare_at(&handler), None, "the panicked future is dropped");
+        assert_eq!(output(handler.start(ctx(), Bytes::from_static(b"x"))), b"x");
+    }
 }

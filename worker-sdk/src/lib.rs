@@ -96,12 +96,15 @@
 #![deny(clippy::print_stdout)]
 #![warn(clippy::unwrap_used)]
 
+mod cancel;
 mod context;
 mod dispatch;
 mod error;
+mod fd_writer;
 mod handler;
 mod heartbeat;
 mod link;
+mod registry;
 mod spare;
 mod stats;
 mod wire;

@@ -12,13 +12,15 @@ use pool_core::transport::env;
 use rustix::fs::OFlags;
 use tokio::io::AsyncRead;
 
+use crate::fd_writer::FdWriter;
+
 /// The protocol descriptors, before the runtime exists.
 #[derive(Debug)]
 pub(crate) struct EnvLink {
     /// Frames from the manager.
     pub(crate) reader: OwnedFd,
     /// Frames to the manager (blocking writes, shared by the writers under a lock).
-    pub(crate) writer: File,
+    pub(crate) writer: FdWriter,
     /// `CORTEX_MAX_FRAME`, or the default.
     pub(crate) max_frame: usize,
 }
@@ -59,7 +61,7 @@ pub(crate) fn from_env() -> io::Result<EnvLink> {
     rustix::fs::fcntl_setfl(&writer, flags.difference(OFlags::NONBLOCK))?;
     Ok(EnvLink {
         reader,
-        writer: File::from(writer),
+        writer: FdWriter::from(writer),
         max_frame,
     })
 }

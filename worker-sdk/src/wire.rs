@@ -4,29 +4,71 @@
 //! Both are shortcuts for the common case and agree byte for byte with
 //! `pool_core::protocol` (the tests below check it): [`decode`] reads a `task` map
 //! whose keys come in the order the manager writes them by comparing raw bytes (no
-//! UTF-8 check of a key it already knows, no serde) and hands anything else —
+//! UTF-8 check of a key it already knows, nor of a task type the caller knows; no
+//! serde) and hands anything else —
 //! another message, another key order, an unknown or repeated key, an unexpected
 //! value type — to [`decode_to_worker`], so results and errors stay exactly the
 //! protocol's. [`encode_result`] writes the bytes `encode_frame` writes
 //! for `FromWorker::Result`.
+//!
+//! The reads are those of `pool_core::protocol::cursor`, written again here so that
+//! they inline into [`task`]: the `cursor` functions are not `#[inline]`, so from
+//! this crate each is a call, and a key compared through it cost ~45 instructions
+//! (a `memcmp` call) where the inlined comparison of a constant key is a few loads.
 
 use bytes::BytesMut;
-use pool_core::protocol::cursor::{bin, exact, string, uint};
 use pool_core::protocol::emit::{bin_head_len, uint_len, Scratch};
 use pool_core::protocol::layout::{
     ATTEMPT_KEY, PAYLOAD_KEY, RESULT_HEAD, TASK_HEAD, TASK_TYPE_KEY, TIMEOUT_KEY,
 };
-use pool_core::protocol::{decode_to_worker, FrameError, TaskFrame, ToWorker};
+use pool_core::protocol::{decode_to_worker, FrameError, ToWorker};
 
-/// Decodes a frame body sent by the manager (a `task` without serde).
+/// A frame from the manager, as the dispatcher reads it.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Frame<'a> {
+    Task(Task<'a>),
+    /// Any other message (never a `task`).
+    Other(ToWorker<'a>),
+}
+
+/// A `task` frame (`pool_core::protocol::TaskFrame`, its type perhaps unread).
+#[derive(Debug, PartialEq)]
+pub(crate) struct Task<'a> {
+    pub(crate) id: u64,
+    pub(crate) task_type: TaskType<'a>,
+    pub(crate) payload: &'a [u8],
+    pub(crate) attempt: u32,
+    pub(crate) timeout_ms: u64,
+}
+
+/// A task's type.
+#[derive(Debug, PartialEq)]
+pub(crate) enum TaskType<'a> {
+    /// The type [`decode`] was told it knows: the same bytes.
+    Known,
+    /// Another type.
+    Named(&'a str),
+}
+
+/// Decodes a frame body sent by the manager (a `task` without serde). A task of
+/// type `known` (the one the last task had, say) is given as [`TaskType::Known`].
 ///
 /// # Errors
 /// [`FrameError::Malformed`] when the body is not a known message.
-pub(crate) fn decode(body: &[u8]) -> Result<ToWorker<'_>, FrameError> {
-    match task(body) {
-        Some(task) => Ok(ToWorker::Task(task)),
-        None => decode_to_worker(body),
+pub(crate) fn decode<'a>(body: &'a [u8], known: Option<&str>) -> Result<Frame<'a>, FrameError> {
+    if let Some(task) = task(body, known) {
+        return Ok(Frame::Task(task));
     }
+    Ok(match decode_to_worker(body)? {
+        ToWorker::Task(task) => Frame::Task(Task {
+            id: task.id,
+            task_type: TaskType::Named(task.task_type),
+            payload: task.payload,
+            attempt: task.attempt,
+            timeout_ms: task.timeout_ms,
+        }),
+        other => Frame::Other(other),
+    })
 }
 
 /// Appends the frame of `{"type": "result", "id": id, "payload": payload}` to `dst`.
@@ -84,19 +126,19 @@ fn put_result_head(head: &mut Scratch, id: u64, payload_len: usize) {
 /// A `task` map with its keys in the order the manager writes them (`type`, `id`,
 /// `task_type`, `payload`, `attempt`, `timeout_ms`); `None` for anything else,
 /// which the caller leaves to serde.
-fn task(body: &[u8]) -> Option<TaskFrame<'_>> {
+fn task<'a>(body: &'a [u8], known: Option<&str>) -> Option<Task<'a>> {
     let mut rd = body;
-    exact(&mut rd, TASK_HEAD)?;
+    key(&mut rd, TASK_HEAD)?;
     let id = uint(&mut rd)?;
-    exact(&mut rd, TASK_TYPE_KEY)?;
-    let task_type = string(&mut rd)?;
-    exact(&mut rd, PAYLOAD_KEY)?;
+    key(&mut rd, TASK_TYPE_KEY)?;
+    let task_type = task_type(&mut rd, known)?;
+    key(&mut rd, PAYLOAD_KEY)?;
     let payload = bin(&mut rd)?;
-    exact(&mut rd, ATTEMPT_KEY)?;
+    key(&mut rd, ATTEMPT_KEY)?;
     let attempt = u32::try_from(uint(&mut rd)?).ok()?;
-    exact(&mut rd, TIMEOUT_KEY)?;
+    key(&mut rd, TIMEOUT_KEY)?;
     let timeout_ms = uint(&mut rd)?;
-    rd.is_empty().then_some(TaskFrame {
+    rd.is_empty().then_some(Task {
         id,
         task_type,
         payload,
@@ -105,16 +147,114 @@ fn task(body: &[u8]) -> Option<TaskFrame<'_>> {
     })
 }
 
+/// Takes the constant `expected` off the front of `rd`.
+#[inline(always)]
+fn key(rd: &mut &[u8], expected: &[u8]) -> Option<()> {
+    *rd = rd.strip_prefix(expected)?;
+    Some(())
+}
+
+/// Takes `N` bytes off the front of `rd`.
+#[inline(always)]
+fn array<const N: usize>(rd: &mut &[u8]) -> Option<[u8; N]> {
+    let (head, rest) = rd.split_first_chunk::<N>()?;
+    *rd = rest;
+    Some(*head)
+}
+
+/// Takes `n` bytes off the front of `rd`.
+#[inline(always)]
+fn take<'a>(rd: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+    let (head, rest) = rd.split_at_checked(n)?;
+    *rd = rest;
+    Some(head)
+}
+
+/// An unsigned integer in any of MessagePack's unsigned forms.
+#[inline(always)]
+fn uint(rd: &mut &[u8]) -> Option<u64> {
+    let [marker] = array(rd)?;
+    match marker {
+        0x00..=0x7f => Some(u64::from(marker)),
+        0xcc => Some(u64::from(u8::from_be_bytes(array(rd)?))),
+        0xcd => Some(u64::from(u16::from_be_bytes(array(rd)?))),
+        0xce => Some(u64::from(u32::from_be_bytes(array(rd)?))),
+        0xcf => Some(u64::from_be_bytes(array(rd)?)),
+        _ => None,
+    }
+}
+
+/// The bytes of a `str` in any of its forms, not checked to be UTF-8.
+#[inline(always)]
+fn str_bytes<'a>(rd: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let [marker] = array(rd)?;
+    let len = match marker {
+        0xa0..=0xbf => usize::from(marker & 0x1f),
+        0xd9 => usize::from(u8::from_be_bytes(array(rd)?)),
+        0xda => usize::from(u16::from_be_bytes(array(rd)?)),
+        0xdb => usize::try_from(u32::from_be_bytes(array(rd)?)).ok()?,
+        _ => return None,
+    };
+    take(rd, len)
+}
+
+/// A task's type: [`TaskType::Known`] when its bytes are `known`'s, without a
+/// UTF-8 check (they are those of a `str`), otherwise checked.
+#[inline(always)]
+fn task_type<'a>(rd: &mut &'a [u8], known: Option<&str>) -> Option<TaskType<'a>> {
+    let bytes = str_bytes(rd)?;
+    if known.is_some_and(|known| known.as_bytes() == bytes) {
+        return Some(TaskType::Known);
+    }
+    std::str::from_utf8(bytes).ok().map(TaskType::Named)
+}
+
+/// A `bin` in any of its forms.
+#[inline(always)]
+fn bin<'a>(rd: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let [marker] = array(rd)?;
+    let len = match marker {
+        0xc4 => usize::from(u8::from_be_bytes(array(rd)?)),
+        0xc5 => usize::from(u16::from_be_bytes(array(rd)?)),
+        0xc6 => usize::try_from(u32::from_be_bytes(array(rd)?)).ok()?,
+        _ => return None,
+    };
+    take(rd, len)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use pool_core::protocol::emit::UINT_EDGES;
-    use pool_core::protocol::{encode_frame, FromWorker};
+    use pool_core::protocol::{encode_frame, FromWorker, TaskFrame};
 
     fn frame_of(message: &ToWorker<'_>) -> BytesMut {
         let mut buf = BytesMut::new();
         encode_frame(message, &mut buf, usize::MAX >> 1).expect("encode");
         buf
+    }
+
+    /// The protocol's message for `frame`, decoded with `known` as the known type.
+    fn as_message<'a>(frame: Frame<'a>, known: Option<&'a str>) -> ToWorker<'a> {
+        match frame {
+            Frame::Task(task) => ToWorker::Task(TaskFrame {
+                id: task.id,
+                task_type: match task.task_type {
+                    TaskType::Known => known.expect("a known type was given"),
+                    TaskType::Named(name) => name,
+                },
+                payload: task.payload,
+                attempt: task.attempt,
+                timeout_ms: task.timeout_ms,
+            }),
+            Frame::Other(other) => {
+                assert!(
+                    !matches!(other, ToWorker::Task(_)),
+                    "a task as another frame"
+                );
+                other
+            }
+        }
     }
 
     #[test]
@@ -141,8 +281,19 @@ mod tests {
                     });
                     let frame = frame_of(&message);
                     let body = &frame[4..];
-                    assert_eq!(decode(body).expect("decodes"), message);
                     assert_eq!(decode_to_worker(body).expect("decodes"), message);
+                    for known in [None, Some("echo"), Some(task_type), Some("echo2")] {
+                        let decoded = decode(body, known).expect("decodes");
+                        let Frame::Task(task) = &decoded else {
+                            panic!("not a task: {decoded:?}");
+                        };
+                        assert_eq!(
+                            task.task_type == TaskType::Known,
+                            known == Some(task_type),
+                            "{task_type:?} known as {known:?}"
+                        );
+                        assert_eq!(as_message(decoded, known), message);
+                    }
                 }
             }
         }
@@ -156,8 +307,9 @@ mod tests {
         ];
         for message in other {
             let frame = frame_of(&message);
-            assert_eq!(task(&frame[4..]), None);
-            assert_eq!(decode(&frame[4..]).expect("decodes"), message);
+            assert_eq!(task(&frame[4..], None), None);
+            let decoded = decode(&frame[4..], None).expect("decodes");
+            assert_eq!(decoded, Frame::Other(message.clone()));
         }
         // A task map with an unknown seventh key, a repeated key, a wrong value type.
         let odd: [&[u8]; 3] = [
@@ -166,28 +318,34 @@ mod tests {
             b"\x86\xa4type\xa4task\xa2id\xa1x\xa9task_type\xa4echo\xa7payload\xc4\x00\xa7attempt\x01\xaatimeout_ms\x01",
         ];
         for body in odd {
-            assert_eq!(task(body), None);
+            assert_eq!(task(body, Some("echo")), None);
             assert_eq!(
-                decode(body).map_err(|e| e.to_string()),
+                decode(body, Some("echo"))
+                    .map(|frame| as_message(frame, Some("echo")))
+                    .map_err(|e| e.to_string()),
                 decode_to_worker(body).map_err(|e| e.to_string())
             );
         }
         assert!(
-            decode(b"\xc1").is_err(),
+            decode(b"\xc1", None).is_err(),
             "garbage is an error, as in the protocol"
         );
     }
 
     #[test]
-    fn ascii_and_other_strings() {
+    fn task_types_in_ascii_and_other_strings() {
         for text in ["echo", "", "ünïcödé", "日本"] {
             let encoded = rmp_serde::to_vec(text).expect("encode");
-            assert_eq!(string(&mut &encoded[..]), Some(text));
+            let named = task_type(&mut &encoded[..], Some("other"));
+            assert_eq!(named, Some(TaskType::Named(text)));
+            let known = task_type(&mut &encoded[..], Some(text));
+            assert_eq!(known, Some(TaskType::Known));
         }
-        // Not UTF-8: refused (the protocol's serde path then reports it).
-        assert_eq!(string(&mut &b"\xa2\xff\xfe"[..]), None);
+        // Not UTF-8: refused (the protocol's serde path then reports it), unless it
+        // is the known type's bytes, which a `&str` cannot hold.
+        assert_eq!(task_type(&mut &b"\xa2\xff\xfe"[..], Some("ec")), None);
         assert_eq!(
-            string(&mut &b"\xa2\xc3"[..]),
+            task_type(&mut &b"\xa2\xc3"[..], Some("\u{c3}")),
             None,
             "shorter than announced"
         );

@@ -19,7 +19,8 @@ use tokio::io::AsyncRead;
 use tokio_util::codec::FramedRead;
 
 use crate::dispatch::Dispatcher;
-use crate::handler::{erase, erase_raw, ErasedHandler, Handlers, Registered};
+use crate::handler::{erase, erase_raw, ErasedHandler};
+use crate::registry::{Handlers, Lookup, Registered};
 use crate::stats::Stats;
 use crate::{heartbeat, link, writer, HandlerError, ServeError, TaskContext};
 
@@ -281,7 +282,7 @@ impl Worker {
             frames,
             outbox: out.outbox().clone(),
             broken: out.broken().clone(),
-            handlers: Arc::new(self.handlers),
+            handlers: Lookup::new(self.handlers),
             worker_id,
             stats,
             limit,

@@ -13,6 +13,7 @@
 //! blocks only while the pipe is full, that is while the manager is not reading.
 
 use std::io::{self, IoSlice, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::BytesMut;
@@ -25,6 +26,9 @@ struct Shared {
     stream: Mutex<Option<Box<dyn Write + Send>>>,
     /// Fires when a write failed: the manager is no longer listening.
     broken: CancellationToken,
+    /// Set just before `broken` fires: read for every frame the dispatcher takes,
+    /// where the token's `is_cancelled` takes its mutex.
+    is_broken: AtomicBool,
 }
 
 /// A handle to the output stream; cheap to clone.
@@ -56,6 +60,7 @@ pub(crate) fn open<W: Write + Send + 'static>(writer: W, max_frame: usize) -> Wr
             shared: Arc::new(Shared {
                 stream: Mutex::new(Some(Box::new(writer))),
                 broken: CancellationToken::new(),
+                is_broken: AtomicBool::new(false),
             }),
             max_frame,
         },
@@ -127,6 +132,7 @@ impl Outbox {
         };
         if write(writer).is_err() {
             *stream = None;
+            self.shared.is_broken.store(true, Ordering::Release);
             self.shared.broken.cancel();
         }
     }
@@ -134,6 +140,11 @@ impl Outbox {
     /// Writes a heartbeat (a frame too large for the link is dropped).
     pub(crate) fn send_heartbeat(&self, message: &FromWorker<'_>) {
         let _ = self.send(message);
+    }
+
+    /// Whether a write failed (the manager is no longer listening).
+    pub(crate) fn is_broken(&self) -> bool {
+        self.shared.is_broken.load(Ordering::Acquire)
     }
 
     /// The largest frame body this outbox lets through.
@@ -287,9 +298,12 @@ mod tests {
     #[test]
     fn a_failed_write_breaks_the_link_and_later_frames_go_nowhere() {
         let handle = open(Gone, 1024);
+        assert!(!handle.outbox().is_broken());
         handle.outbox().send_encoded(b"lost");
         assert!(handle.broken().is_cancelled());
+        assert!(handle.outbox().is_broken());
         handle.outbox().send_encoded(b"also lost");
         assert!(handle.broken().is_cancelled());
+        assert!(handle.outbox().is_broken());
     }
 }

@@ -162,6 +162,37 @@ async fn a_panic_becomes_an_error_and_the_worker_keeps_serving() {
 }
 
 #[tokio::test]
+async fn a_panic_after_the_handler_waited_becomes_an_error_and_the_worker_keeps_serving() {
+    let worker = common::test_worker(Gate::default()).handle(
+        "panic_later",
+        |_ctx: worker_sdk::TaskContext, _: serde_json::Value| async move {
+            // Not finished in its first poll: the rest runs on its own tokio task.
+            tokio::task::yield_now().await;
+            if true {
+                panic!("late boom");
+            }
+            Ok::<_, worker_sdk::HandlerError>(serde_json::Value::Null)
+        },
+    );
+    let mut peer = Peer::ready(worker, NO_HEARTBEAT).await;
+    peer.task(1, "panic_later", &json!(null)).await;
+    let reply = peer.reply().await;
+    assert_eq!(error_of(&reply, 1), ("panic", true));
+    assert!(matches!(&reply, Reply::Error { message, .. } if message.contains("late boom")));
+    peer.task(2, "panic_later", &json!(null)).await;
+    assert_eq!(error_of(&peer.reply().await, 2), ("panic", true));
+    peer.task(3, "echo", &json!("still here")).await;
+    assert_eq!(
+        peer.reply().await,
+        Reply::Result {
+            id: 3,
+            value: json!("still here")
+        }
+    );
+    stop(peer).await;
+}
+
+#[tokio::test]
 async fn an_unknown_type_is_not_retryable() {
     let mut peer = ready().await;
     peer.task(1, "nope", &json!(null)).await;
