@@ -5,13 +5,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use futures_util::StreamExt;
 use interprocess::local_socket::tokio::prelude::*;
-use tokio::io::{ReadHalf, WriteHalf};
+use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 
 type RecvHalf = ReadHalf<LocalSocketStream>;
 type SendHalf = WriteHalf<LocalSocketStream>;
-use pool_core::protocol::FrameCodec;
+use pool_core::protocol::{encode_frame, FrameCodec};
 use serde_json::json;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::codec::FramedRead;
@@ -107,9 +108,25 @@ async fn handle(recv: RecvHalf, send: SendHalf, daemon: Arc<Daemon>) {
     let _ = writer.await;
 }
 
+/// Bytes of replies gathered into one write, at most (a larger reply is
+/// written alone).
+const WRITE_BYTES: usize = 256 * 1024;
+
+/// Writes the replies in order, one frame each. The replies that are waiting
+/// together (a `wait`'s lines as a batch of tasks settles) are framed into
+/// one buffer and sent with one write, not a system call each. A reply that
+/// cannot be framed ends the connection's replies after the ones before it.
 async fn write_replies(mut send: SendHalf, mut rx: mpsc::Receiver<Reply>) {
+    let mut buf = BytesMut::new();
     while let Some(reply) = rx.recv().await {
-        if protocol::write(&mut send, &reply, MAX_REPLY).await.is_err() {
+        buf.clear();
+        let mut framed = encode_frame(&reply, &mut buf, MAX_REPLY).is_ok();
+        while framed && buf.len() < WRITE_BYTES {
+            let Ok(more) = rx.try_recv() else { break };
+            framed = encode_frame(&more, &mut buf, MAX_REPLY).is_ok();
+        }
+        let written = send.write_all(&buf).await.is_ok() && send.flush().await.is_ok();
+        if !framed || !written {
             break;
         }
     }
