@@ -46,7 +46,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
 use task_source::{
     now_ms, Admission, Claimed, Filter, NewTask, Requeue, Settlement, SourceError, SourceHealth,
-    SourceStats, TaskRecord, TaskSource, TaskState,
+    SourceStats, TaskRecord, TaskSource, TaskState, TaskStatus,
 };
 use tokio::sync::oneshot;
 
@@ -257,6 +257,9 @@ impl SqliteSource {
                 });
             }
         }
+        // Room for every statement the operations prepare, so the ones each
+        // task goes through are never evicted and prepared again.
+        conn.set_prepared_statement_cache_capacity(64);
         let shared = Arc::new(Shared::new(health));
         let (jobs, rx) = mpsc::channel();
         let thread_shared = shared.clone();
@@ -379,6 +382,10 @@ impl TaskSource for SqliteSource {
 
     async fn get(&self, ids: Vec<String>) -> Result<Vec<Option<TaskRecord>>, SourceError> {
         self.read(move |c| ops::get(c, &ids)).await
+    }
+
+    async fn status(&self, ids: Vec<String>) -> Result<Vec<Option<TaskStatus>>, SourceError> {
+        self.read(move |c| ops::status(c, &ids)).await
     }
 
     async fn list(&self, filter: Filter) -> Result<Vec<TaskRecord>, SourceError> {

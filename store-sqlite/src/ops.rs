@@ -3,7 +3,7 @@
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use task_source::{
     Admission, Claimed, ErrorInfo, Filter, HistoryEntry, NewTask, Outcome, Requeue, Settlement,
-    TaskRecord, TaskState,
+    TaskRecord, TaskState, TaskStatus,
 };
 
 use crate::counts::StateDelta;
@@ -11,10 +11,24 @@ use crate::counts::StateDelta;
 const COLS: &str = "id, type, payload, priority, timeout_ms, state, attempts, error_kind, \
                     error_message, line, created_ms, updated_ms, due_ms, history";
 
-/// Appends a history entry `(event, attempt)` at `?1` ms: an SQL expression.
+/// Appends a history entry `(event, attempt)` at `?1` ms: an SQL assignment.
+///
+/// The entry is spliced into the stored text in place of its closing `]`: the
+/// same minified JSON that `json_insert(history, '$[#]', json_object(…))`
+/// writes (a test holds them equal), without parsing the array and writing it
+/// out again on every claim and settlement. `event` is an SQL expression of a
+/// state or event name (plain ASCII, nothing to escape); `attempt` one of an
+/// integer.
 fn push_history(event: &str, attempt: &str) -> String {
+    format!("history = {}", history_appended("history", event, attempt))
+}
+
+/// The text of the history `column` (an SQL expression) with the entry
+/// appended (see [`push_history`]).
+fn history_appended(column: &str, event: &str, attempt: &str) -> String {
     format!(
-        "history = json_insert(history, '$[#]', json_object('at_ms', ?1, 'event', '{event}', 'attempt', {attempt}))"
+        "CASE WHEN {column} = '[]' THEN '[' ELSE substr({column}, 1, length({column}) - 1) || ',' END \
+         || '{{\"at_ms\":' || ?1 || ',\"event\":\"' || {event} || '\",\"attempt\":' || ({attempt}) || '}}]'"
     )
 }
 
@@ -118,7 +132,7 @@ pub(crate) fn claim(conn: &Connection, max: usize, now: u64) -> rusqlite::Result
     let mut update = conn.prepare_cached(&format!(
         "UPDATE tasks SET state = 'running', attempts = attempts + 1, due_ms = 0, updated_ms = ?1, {}
          WHERE seq = ?2",
-        push_history("attempt", "attempts + 1")
+        push_history("'attempt'", "attempts + 1")
     ))?;
     let mut out = Vec::with_capacity(rows.len());
     let mut delta = StateDelta::default();
@@ -139,17 +153,17 @@ pub(crate) fn settle(conn: &Connection, all: &[Settlement], now: u64) -> rusqlit
         "UPDATE tasks SET state = ?2, line = ?3, error_kind = coalesce(?4, error_kind),
          error_message = coalesce(?5, error_message), updated_ms = ?1, {}
          WHERE id = ?6 AND state = 'running' AND attempts = ?7",
-        push_history("' || ?2 || '", "?7")
+        push_history("?2", "?7")
     ))?;
     let mut retry = conn.prepare_cached(&format!(
         "UPDATE tasks SET state = 'retrying', due_ms = ?2, error_kind = ?3, error_message = ?4,
          updated_ms = ?1, {} WHERE id = ?5 AND state = 'running' AND attempts = ?6",
-        push_history("retry", "?6")
+        push_history("'retry'", "?6")
     ))?;
     let mut back = conn.prepare_cached(&format!(
         "UPDATE tasks SET state = 'queued', updated_ms = ?1, {}
          WHERE id = ?2 AND state = 'running' AND attempts = ?3",
-        push_history("interrupted", "?3")
+        push_history("'interrupted'", "?3")
     ))?;
     let mut delta = StateDelta::default();
     for s in all {
@@ -196,7 +210,7 @@ pub(crate) fn recover(conn: &Connection, now: u64) -> rusqlite::Result<u64> {
     let n = conn.execute(
         &format!(
             "UPDATE tasks SET state = 'queued', updated_ms = ?1, {} WHERE state = 'running'",
-            push_history("interrupted", "attempts")
+            push_history("'interrupted'", "attempts")
         ),
         [now],
     )?;
@@ -210,6 +224,29 @@ pub(crate) fn get(conn: &Connection, ids: &[String]) -> rusqlite::Result<Vec<Opt
     let mut select = conn.prepare_cached(&format!("SELECT {COLS} FROM tasks WHERE id = ?1"))?;
     ids.iter()
         .map(|id| select.query_row([id], record).optional())
+        .collect()
+}
+
+/// Where each id stands: its state, attempts and line, nothing else read.
+pub(crate) fn status(
+    conn: &Connection,
+    ids: &[String],
+) -> rusqlite::Result<Vec<Option<TaskStatus>>> {
+    let mut select =
+        conn.prepare_cached("SELECT state, attempts, line FROM tasks WHERE id = ?1")?;
+    ids.iter()
+        .map(|id| {
+            select
+                .query_row([id], |r| {
+                    let state: String = r.get(0)?;
+                    Ok(TaskStatus {
+                        state: TaskState::parse(&state).unwrap_or(TaskState::Failed),
+                        attempts: r.get(1)?,
+                        line: r.get(2)?,
+                    })
+                })
+                .optional()
+        })
         .collect()
 }
 
@@ -246,7 +283,7 @@ pub(crate) fn requeue_dead(
     let mut update = conn.prepare_cached(&format!(
         "UPDATE tasks SET state = 'queued', attempts = 0, due_ms = 0, line = NULL, updated_ms = ?1, {}
          WHERE id = ?2",
-        push_history("requeued", "0")
+        push_history("'requeued'", "0")
     ))?;
     let mut out = Vec::with_capacity(ids.len());
     let mut delta = StateDelta::default();
@@ -332,15 +369,69 @@ pub(crate) fn prune(
 /// Tasks waiting or running, from the kept counts: every `submit` asks, and
 /// counting the rows took time in proportion to the queue.
 pub(crate) fn unsettled(conn: &Connection) -> rusqlite::Result<u64> {
-    conn.query_row(
+    conn.prepare_cached(
         "SELECT coalesce(sum(n), 0) FROM state_counts WHERE state IN ('queued','running','retrying')",
-        [],
-        |r| r.get(0),
-    )
+    )?
+    .query_row([], |r| r.get(0))
 }
 
 pub(crate) fn rows(conn: &Connection) -> rusqlite::Result<Vec<(String, u64)>> {
     conn.prepare_cached("SELECT state, n FROM state_counts")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The history column after appending `(event, attempt)` at `at` ms to
+    /// `history`, by the splice and by SQLite's JSON functions.
+    fn both(
+        conn: &Connection,
+        history: &str,
+        at: u64,
+        event: &str,
+        attempt: u32,
+    ) -> (String, String) {
+        let spliced = conn
+            .query_row(
+                &format!("SELECT {}", history_appended("?2", "?3", "?4")),
+                params![at, history, event, attempt],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let json = conn
+            .query_row(
+                "SELECT json_insert(?2, '$[#]', json_object('at_ms', ?1, 'event', ?3, 'attempt', ?4))",
+                params![at, history, event, attempt],
+                |r| r.get(0),
+            )
+            .unwrap();
+        (spliced, json)
+    }
+
+    #[test]
+    fn the_spliced_history_is_the_text_json_insert_writes() {
+        let conn = Connection::open_in_memory().unwrap();
+        let mut history = "[]".to_owned();
+        let steps = [
+            (1_795_750_553_964, "attempt", 1),
+            (1_795_750_553_970, "retry", 1),
+            (1_795_750_554_000, "attempt", 2),
+            (1_795_750_554_001, "interrupted", 2),
+            (1_795_750_554_002, "dead_letter", 2),
+            (1_795_750_554_003, "requeued", 0),
+        ];
+        for (at, event, attempt) in steps {
+            let (spliced, json) = both(&conn, &history, at, event, attempt);
+            assert_eq!(spliced, json, "after {event}");
+            history = spliced;
+        }
+        let entries: Vec<HistoryEntry> = serde_json::from_str(&history).unwrap();
+        assert_eq!(entries.len(), steps.len());
+        assert_eq!(entries[2].event, "attempt");
+        assert_eq!(entries[2].attempt, 2);
+        assert_eq!(entries[5].at_ms, 1_795_750_554_003);
+    }
 }

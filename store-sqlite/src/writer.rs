@@ -115,15 +115,34 @@ pub(crate) fn serve(conn: Connection, jobs: Receiver<Job>, shared: Arc<Shared>) 
         if !writes.is_empty() {
             commit(&conn, writes, &shared);
         }
-        for read in reads {
-            read(&conn);
+        if !reads.is_empty() {
+            read_all(&conn, reads);
         }
     }
 }
 
+/// Runs the reads in one read transaction: a statement outside one opens and
+/// ends its own, taking and releasing the log's shared-memory locks (system
+/// calls) for every row a look-up reads.
+fn read_all(conn: &Connection, reads: Vec<ReadJob>) {
+    // Without the transaction each read still works on its own.
+    let began = run(conn, "BEGIN").is_ok();
+    for read in reads {
+        read(conn);
+    }
+    if began && run(conn, "COMMIT").is_err() {
+        let _ = run(conn, "ROLLBACK");
+    }
+}
+
+/// Runs one statement of transaction control, prepared once per connection.
+fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
+}
+
 fn commit(conn: &Connection, writes: Vec<WriteJob>, shared: &Shared) {
     let started = Instant::now();
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+    if let Err(e) = run(conn, "BEGIN IMMEDIATE") {
         let error = classify(&e);
         note_failure(shared, &error);
         for w in writes {
@@ -143,7 +162,7 @@ fn commit(conn: &Connection, writes: Vec<WriteJob>, shared: &Shared) {
         }
     }
     let result = match failed {
-        None => conn.execute_batch("COMMIT"),
+        None => run(conn, "COMMIT"),
         Some(e) => Err(e),
     };
     match result {
@@ -158,7 +177,7 @@ fn commit(conn: &Connection, writes: Vec<WriteJob>, shared: &Shared) {
             }
         }
         Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = run(conn, "ROLLBACK");
             let error = classify(&e);
             note_failure(shared, &error);
             for finish in finishes {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use store_sqlite::{Durability, OpenError, SqliteSource};
 use task_source::{
     Admission, ErrorInfo, Filter, NewTask, Outcome, Requeue, Settlement, TaskSource, TaskState,
+    TaskStatus,
 };
 
 struct Dir(PathBuf);
@@ -116,6 +117,19 @@ fn tasks_survive_a_reopen_and_running_ones_are_requeued_as_interrupted() {
         assert_eq!(events, ["attempt", "interrupted", "attempt", "ok"]);
         assert_eq!(got[1].as_ref().unwrap().state, TaskState::Retrying);
         assert!(got[2].is_none());
+        let status = s
+            .status(vec!["a".into(), "b".into(), "zz".into()])
+            .await
+            .unwrap();
+        let want: Vec<Option<TaskStatus>> = got.into_iter().map(|r| r.map(Into::into)).collect();
+        assert_eq!(
+            status, want,
+            "status is the record's state, attempts and line"
+        );
+        assert_eq!(
+            status[0].as_ref().unwrap().line.as_deref(),
+            Some("{\"id\":\"a\",\"status\":\"ok\"}")
+        );
         // Not due yet: nothing to claim.
         assert!(s.claim(10, task_source::now_ms()).await.unwrap().is_empty());
         let stats = s.stats().await.unwrap();

@@ -35,7 +35,7 @@ mod source;
 pub use memory::MemorySource;
 pub use record::{
     Admission, Claimed, ErrorInfo, Filter, HistoryEntry, NewTask, Outcome, Settlement, SourceError,
-    SourceHealth, SourceStats, TaskRecord, TaskState,
+    SourceHealth, SourceStats, TaskRecord, TaskState, TaskStatus,
 };
 pub use source::{Requeue, TaskSource};
 

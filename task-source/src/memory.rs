@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use crate::now_ms;
 use crate::record::{
     Admission, Claimed, Filter, HistoryEntry, NewTask, Outcome, Settlement, SourceError,
-    SourceHealth, SourceStats, TaskRecord, TaskState,
+    SourceHealth, SourceStats, TaskRecord, TaskState, TaskStatus,
 };
 use crate::source::{Requeue, TaskSource};
 
@@ -193,6 +193,20 @@ impl TaskSource for MemorySource {
             .collect())
     }
 
+    async fn status(&self, ids: Vec<String>) -> Result<Vec<Option<TaskStatus>>, SourceError> {
+        let inner = self.lock();
+        Ok(ids
+            .iter()
+            .map(|id| {
+                inner.tasks.get(id).map(|(_, r)| TaskStatus {
+                    state: r.state,
+                    attempts: r.attempts,
+                    line: r.line.clone(),
+                })
+            })
+            .collect())
+    }
+
     async fn list(&self, filter: Filter) -> Result<Vec<TaskRecord>, SourceError> {
         let inner = self.lock();
         let mut all: Vec<&(u64, TaskRecord)> = inner
@@ -318,5 +332,54 @@ impl TaskSource for MemorySource {
             commit_ms_max: 0.0,
             commit_ms_sum: 0.0,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(id: &str) -> NewTask {
+        NewTask {
+            id: id.to_owned(),
+            task_type: "echo".to_owned(),
+            payload: "1".to_owned(),
+            priority: 10,
+            timeout_ms: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn status_is_the_records_state_attempts_and_line() {
+        let source = MemorySource::new();
+        source.accept(vec![task("a"), task("b")]).await.unwrap();
+        let claimed = source.claim(1, 0).await.unwrap();
+        source
+            .settle(vec![Settlement {
+                id: claimed[0].task.id.clone(),
+                attempt: 1,
+                outcome: Outcome::Settled {
+                    state: TaskState::Ok,
+                    line: r#"{"id":"a"}"#.to_owned(),
+                    error: None,
+                },
+            }])
+            .await
+            .unwrap();
+        let ids = vec!["a".to_owned(), "b".to_owned(), "zz".to_owned()];
+        let status = source.status(ids.clone()).await.unwrap();
+        let from_records: Vec<Option<TaskStatus>> = source
+            .get(ids)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.map(TaskStatus::from))
+            .collect();
+        assert_eq!(status, from_records);
+        let a = status[0].as_ref().unwrap();
+        assert_eq!((a.state, a.attempts), (TaskState::Ok, 1));
+        assert_eq!(a.line.as_deref(), Some(r#"{"id":"a"}"#));
+        assert_eq!(status[1].as_ref().unwrap().state, TaskState::Queued);
+        assert!(status[2].is_none());
     }
 }

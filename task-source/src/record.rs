@@ -176,6 +176,29 @@ pub struct TaskRecord {
     pub history: Vec<HistoryEntry>,
 }
 
+/// Where a task stands, for a look-up by id
+/// ([`status`](crate::TaskSource::status)): the part of its record a `result`
+/// or `wait` line shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskStatus {
+    /// Where it is.
+    pub state: TaskState,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// The output line of a settled task (JSON text).
+    pub line: Option<String>,
+}
+
+impl From<TaskRecord> for TaskStatus {
+    fn from(r: TaskRecord) -> Self {
+        Self {
+            state: r.state,
+            attempts: r.attempts,
+            line: r.line,
+        }
+    }
+}
+
 /// Which tasks [`list`](crate::TaskSource::list) returns: newest first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Filter {

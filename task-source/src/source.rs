@@ -4,6 +4,7 @@ use async_trait::async_trait;
 
 use crate::record::{
     Admission, Claimed, Filter, NewTask, Settlement, SourceError, SourceStats, TaskRecord,
+    TaskStatus,
 };
 
 /// What [`TaskSource::requeue_dead`] did with one id.
@@ -63,6 +64,22 @@ pub trait TaskSource: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// When the source cannot be read.
     async fn get(&self, ids: Vec<String>) -> Result<Vec<Option<TaskRecord>>, SourceError>;
+
+    /// Where each of `ids` stands (state, attempts, the line once settled), in
+    /// order (`None` for an unknown id): what `result` and `wait` show. The
+    /// default reads whole records with [`get`](Self::get); a source that can
+    /// read less per task should.
+    ///
+    /// # Errors
+    /// When the source cannot be read.
+    async fn status(&self, ids: Vec<String>) -> Result<Vec<Option<TaskStatus>>, SourceError> {
+        Ok(self
+            .get(ids)
+            .await?
+            .into_iter()
+            .map(|r| r.map(TaskStatus::from))
+            .collect())
+    }
 
     /// Recent tasks matching `filter`, newest first.
     ///

@@ -5,13 +5,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use futures_util::StreamExt;
 use interprocess::local_socket::tokio::prelude::*;
-use tokio::io::{ReadHalf, WriteHalf};
+use tokio::io::{AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 
 type RecvHalf = ReadHalf<LocalSocketStream>;
 type SendHalf = WriteHalf<LocalSocketStream>;
-use pool_core::protocol::FrameCodec;
+use pool_core::protocol::{encode_frame, FrameCodec};
 use serde_json::json;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::codec::FramedRead;
@@ -72,7 +73,7 @@ async fn handle(recv: RecvHalf, send: SendHalf, daemon: Arc<Daemon>) {
     let max = daemon.setting(|s| s.max_request_bytes);
     let mut frames = FramedRead::new(recv, FrameCodec::new(max));
     let (replies, rx) = mpsc::channel::<Reply>(1024);
-    let writer = tokio::spawn(write_replies(send, rx));
+    let writer = tokio::spawn(write_replies(send, rx, MAX_REPLY));
     loop {
         let body = match tokio::time::timeout(IDLE, frames.next()).await {
             Err(_) | Ok(None) => break,
@@ -107,9 +108,30 @@ async fn handle(recv: RecvHalf, send: SendHalf, daemon: Arc<Daemon>) {
     let _ = writer.await;
 }
 
-async fn write_replies(mut send: SendHalf, mut rx: mpsc::Receiver<Reply>) {
+/// Bytes of replies gathered into one write, at most (a larger reply is
+/// written alone).
+const WRITE_BYTES: usize = 256 * 1024;
+
+/// Writes the replies in order, one frame each. The replies that are waiting
+/// together (a `wait`'s lines as a batch of tasks settles) are framed into
+/// one buffer and sent with one write, not a system call each. A reply that
+/// cannot be framed (over `max` bytes) ends the connection's replies after
+/// the ones before it.
+async fn write_replies<W: AsyncWrite + Unpin>(
+    mut send: W,
+    mut rx: mpsc::Receiver<Reply>,
+    max: usize,
+) {
+    let mut buf = BytesMut::new();
     while let Some(reply) = rx.recv().await {
-        if protocol::write(&mut send, &reply, MAX_REPLY).await.is_err() {
+        buf.clear();
+        let mut framed = encode_frame(&reply, &mut buf, max).is_ok();
+        while framed && buf.len() < WRITE_BYTES {
+            let Ok(more) = rx.try_recv() else { break };
+            framed = encode_frame(&more, &mut buf, max).is_ok();
+        }
+        let written = send.write_all(&buf).await.is_ok() && send.flush().await.is_ok();
+        if !framed || !written {
             break;
         }
     }
@@ -211,4 +233,89 @@ async fn answer(
         },
     };
     out.send(reply).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(n: usize) -> Reply {
+        Reply::Line {
+            line: json!({"id": n.to_string(), "status": "ok"}),
+        }
+    }
+
+    /// The replies in `bytes`, frame by frame.
+    fn frames(mut bytes: &[u8]) -> Vec<Reply> {
+        let mut out = Vec::new();
+        while !bytes.is_empty() {
+            let len = u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize;
+            out.push(protocol::decode(&bytes[4..4 + len]).unwrap());
+            bytes = &bytes[4 + len..];
+        }
+        out
+    }
+
+    /// A writer that counts the writes it was given.
+    #[derive(Default)]
+    struct Counting {
+        bytes: Vec<u8>,
+        writes: usize,
+    }
+
+    impl AsyncWrite for Counting {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            self.writes += 1;
+            self.bytes.extend_from_slice(buf);
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn replies_waiting_together_are_one_write_of_their_own_frames_in_order() {
+        let (tx, rx) = mpsc::channel(16);
+        let sent: Vec<Reply> = (0..10).map(line).collect();
+        for reply in &sent {
+            tx.send(reply.clone()).await.unwrap();
+        }
+        drop(tx);
+        let mut out = Counting::default();
+        write_replies(&mut out, rx, MAX_REPLY).await;
+        assert_eq!(frames(&out.bytes), sent);
+        assert_eq!(out.writes, 1);
+    }
+
+    #[tokio::test]
+    async fn a_reply_too_large_ends_the_replies_after_the_ones_before_it() {
+        let (tx, rx) = mpsc::channel(16);
+        tx.send(line(1)).await.unwrap();
+        tx.send(Reply::Text {
+            text: "x".repeat(1000),
+        })
+        .await
+        .unwrap();
+        tx.send(line(2)).await.unwrap();
+        drop(tx);
+        let mut out = Vec::new();
+        write_replies(&mut out, rx, 100).await;
+        assert_eq!(frames(&out), [line(1)]);
+    }
 }

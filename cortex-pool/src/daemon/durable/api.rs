@@ -1,13 +1,13 @@
 //! The control requests about tasks: `submit`, `result`, `wait`, `tasks` and
 //! the `dlq` commands, answered from the task source.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde_json::{json, Value};
-use task_source::{Admission, Filter, NewTask, Requeue, SourceHealth, TaskRecord, TaskState};
+use task_source::{Admission, Filter, NewTask, Requeue, SourceHealth, TaskState, TaskStatus};
 use tokio::sync::mpsc;
 
 use super::answers;
@@ -81,7 +81,7 @@ async fn admit(daemon: &Daemon, tasks: &[NewTask]) -> Vec<Admission> {
         // Known ids are still answered with their state; new ones are refused.
         let known = daemon
             .source
-            .get(over.iter().map(|t| t.id.clone()).collect())
+            .status(over.iter().map(|t| t.id.clone()).collect())
             .await
             .unwrap_or_default();
         for (i, _) in over.iter().enumerate() {
@@ -114,14 +114,13 @@ pub(crate) async fn lookup(
     out: &mpsc::Sender<Reply>,
 ) -> Result<(), Closed> {
     let shared = daemon.queue.get().is_some();
-    let mut receivers = HashMap::new();
+    let mut receivers: HashMap<String, _> = HashMap::default();
     if wait.is_some() {
-        for id in &ids {
-            receivers.insert(id.clone(), daemon.waiters.register(id));
-        }
+        receivers.reserve(ids.len());
+        receivers.extend(ids.iter().cloned().zip(daemon.waiters.register_all(&ids)));
     }
     let mut tally = Tally::default();
-    let records = match daemon.source.get(ids.clone()).await {
+    let records = match daemon.source.status(ids.clone()).await {
         Ok(r) => r,
         Err(e) => {
             return out.send(Reply::error("store", e.to_string())).await;
@@ -190,7 +189,11 @@ pub(crate) async fn lookup(
                 }
             }
             if !unread.is_empty() {
-                let records = daemon.source.get(unread.clone()).await.unwrap_or_default();
+                let records = daemon
+                    .source
+                    .status(unread.clone())
+                    .await
+                    .unwrap_or_default();
                 for (id, record) in unread.iter().zip(&records) {
                     tally.send(id, record.as_ref(), out).await?;
                 }
@@ -199,7 +202,7 @@ pub(crate) async fn lookup(
         // Timed out: the rest as they are now.
         let rest: Vec<String> = left.into_iter().collect();
         if !rest.is_empty() {
-            let records = daemon.source.get(rest.clone()).await.unwrap_or_default();
+            let records = daemon.source.status(rest.clone()).await.unwrap_or_default();
             for (id, record) in rest.iter().zip(&records) {
                 tally.send(id, record.as_ref(), out).await?;
             }
@@ -234,7 +237,7 @@ async fn settled_elsewhere(
     out: &mpsc::Sender<Reply>,
 ) -> Result<(), Closed> {
     let ids: Vec<String> = left.iter().cloned().collect();
-    let records = daemon.source.get(ids.clone()).await.unwrap_or_default();
+    let records = daemon.source.status(ids.clone()).await.unwrap_or_default();
     for (id, record) in ids.iter().zip(&records) {
         if record.as_ref().is_some_and(|r| r.state.is_settled()) {
             left.remove(id);
@@ -256,10 +259,10 @@ impl Tally {
     async fn send(
         &mut self,
         id: &str,
-        record: Option<&TaskRecord>,
+        status: Option<&TaskStatus>,
         out: &mpsc::Sender<Reply>,
     ) -> Result<(), Closed> {
-        self.send_line(lines::settled_ok(record), lines::lookup(id, record), out)
+        self.send_line(lines::status_ok(status), lines::status(id, status), out)
             .await
     }
 

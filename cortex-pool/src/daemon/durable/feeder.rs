@@ -2,7 +2,7 @@
 //! once on the pool (no pool-level retries), and settles it: ok, failed, or,
 //! for a retryable failure, a retry after the policy's backoff until the
 //! retries run out and it is dead-lettered. Settlements of tasks that end
-//! together are committed together.
+//! together are committed together, in the same transaction as the next claim.
 //!
 //! The pool sees every attempt as its first (pool-core has no way to set the
 //! attempt number a worker sees); the attempt count lives in the source and is
@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use futures_util::future::{BoxFuture, FutureExt};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use pool_core::{Failure, FinalStatus, Task, TaskError, TaskOutput};
-use serde_json::Value;
 use task_source::{now_ms, Claimed, ErrorInfo, Outcome, Settlement, TaskState};
 
 use crate::cli::output;
@@ -63,42 +62,51 @@ pub(crate) async fn run(daemon: Arc<Daemon>) {
         let may_claim = claim_failed_at.is_none_or(|t| t.elapsed() > Duration::from_millis(500))
             && daemon.pool.failure().is_none();
         let in_flight = running.len();
-        if !draining && may_claim && in_flight <= window / 2 {
-            match daemon.source.claim(window - in_flight, now_ms()).await {
-                Ok(claimed) => {
-                    claim_failed_at = None;
-                    let mut started = Vec::with_capacity(claimed.len());
-                    for c in claimed {
-                        started.push(start(&daemon, c).await);
-                    }
-                    running.extend(started);
+        let claim = !draining && may_claim && in_flight <= window / 2;
+        // The outcomes gathered since the last round and the next claim go to
+        // the source together, so a store commits them in one transaction.
+        let (claimed, ()) = tokio::join!(
+            async {
+                if claim {
+                    Some(daemon.source.claim(window - in_flight, now_ms()).await)
+                } else {
+                    None
                 }
-                Err(e) => {
-                    if claim_failed_at.is_none() {
-                        tracing::error!(error = %e, "cannot claim tasks from the store");
-                    }
-                    claim_failed_at = Some(Instant::now());
-                }
-            }
-        }
-        tokio::select! {
-            Some(first) = running.next(), if !running.is_empty() => {
-                let mut batch = vec![first];
-                while let Some(Some(more)) = running.next().now_or_never() {
-                    batch.push(more);
-                }
-                unsaved.extend(batch.into_iter().map(|a| settlement(&daemon, a)));
-                save(&daemon, &mut unsaved).await;
-            }
-            () = daemon.wake.notified() => {}
-            () = tokio::time::sleep(Duration::from_millis(100)) => {
+            },
+            async {
                 // Outcomes a failed commit kept (a store that could not write,
-                // a queue whose connection dropped) are retried even when no
-                // attempt ends any more.
+                // a queue whose connection dropped) are tried again each round.
                 if !unsaved.is_empty() {
                     save(&daemon, &mut unsaved).await;
                 }
             }
+        );
+        match claimed {
+            Some(Ok(claimed)) => {
+                claim_failed_at = None;
+                let mut started = Vec::with_capacity(claimed.len());
+                for c in claimed {
+                    started.push(start(&daemon, c).await);
+                }
+                running.extend(started);
+            }
+            Some(Err(e)) => {
+                if claim_failed_at.is_none() {
+                    tracing::error!(error = %e, "cannot claim tasks from the store");
+                }
+                claim_failed_at = Some(Instant::now());
+            }
+            None => {}
+        }
+        tokio::select! {
+            Some(first) = running.next(), if !running.is_empty() => {
+                unsaved.push(settlement(&daemon, first));
+                while let Some(Some(more)) = running.next().now_or_never() {
+                    unsaved.push(settlement(&daemon, more));
+                }
+            }
+            () = daemon.wake.notified() => {}
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
             () = daemon.draining.cancelled(), if !draining => {}
         }
     }
@@ -106,15 +114,16 @@ pub(crate) async fn run(daemon: Arc<Daemon>) {
 
 async fn start(daemon: &Daemon, claimed: Claimed) -> BoxFuture<'static, Attempt> {
     let started = Instant::now();
-    let payload: Value = serde_json::from_str(&claimed.task.payload).unwrap_or(Value::Null);
-    let bytes = rmp_serde::to_vec_named(&payload).unwrap_or_default();
-    let mut task = Task::new(claimed.task.task_type.as_str(), bytes)
-        .with_priority(claimed.task.priority)
-        .with_max_retries(0)
-        // The source keeps the retries and the dead-letter queue: a failed
-        // attempt is not a dead letter of the pool's (no entry, no alert).
-        .with_dead_letter(false)
-        .with_attempts_before(claimed.attempt.saturating_sub(1));
+    let mut task = Task::new(
+        claimed.task.task_type.as_str(),
+        msgpack(&claimed.task.payload),
+    )
+    .with_priority(claimed.task.priority)
+    .with_max_retries(0)
+    // The source keeps the retries and the dead-letter queue: a failed
+    // attempt is not a dead letter of the pool's (no entry, no alert).
+    .with_dead_letter(false)
+    .with_attempts_before(claimed.attempt.saturating_sub(1));
     if let Some(ms) = claimed.task.timeout_ms {
         task = task.with_timeout(Duration::from_millis(ms));
     }
@@ -135,6 +144,23 @@ async fn start(daemon: &Daemon, claimed: Claimed) -> BoxFuture<'static, Attempt>
         })
         .boxed(),
     }
+}
+
+/// MessagePack's `nil`.
+const MSGPACK_NIL: u8 = 0xc0;
+
+/// The MessagePack encoding of a stored payload (JSON text), transcoded with no
+/// tree of values in between, as `run` does: a map keeps its keys in the
+/// order they were submitted in. A payload that is not JSON (the store
+/// holds only checked ones) is sent as `nil`.
+fn msgpack(json: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(json.len() + 8);
+    let mut from = serde_json::Deserializer::from_str(json);
+    let mut to = rmp_serde::Serializer::new(&mut out).with_struct_map();
+    if serde_transcode::transcode(&mut from, &mut to).is_err() || from.end().is_err() {
+        return vec![MSGPACK_NIL];
+    }
+    out
 }
 
 /// The settlement of one attempt.
@@ -214,5 +240,22 @@ async fn save(daemon: &Daemon, unsaved: &mut Vec<Settlement>) {
             tracing::error!(error = %e, pending = unsaved.len(), "cannot record task outcomes; will retry");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_payload_is_the_messagepack_of_its_json() {
+        let json = r#"{"b":[1,-2,2.5,"x",null,true],"a":{"c":18446744073709551615}}"#;
+        let value: serde_json::Value = serde_json::from_str(json).unwrap();
+        let decoded: serde_json::Value = rmp_serde::from_slice(&msgpack(json)).unwrap();
+        assert_eq!(decoded, value);
+        assert_eq!(msgpack("\"x\""), rmp_serde::to_vec(&"x").unwrap());
+        assert_eq!(msgpack("null"), [MSGPACK_NIL]);
+        assert_eq!(msgpack("not json"), [MSGPACK_NIL]);
+        assert_eq!(msgpack("1 2"), [MSGPACK_NIL]);
     }
 }

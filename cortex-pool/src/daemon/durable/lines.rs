@@ -2,15 +2,25 @@
 //! `{"id", "status": "queued"|"running"|"retrying"|"unknown"}`.
 
 use serde_json::{json, Value};
-use task_source::{TaskRecord, TaskState};
+use task_source::{TaskRecord, TaskState, TaskStatus};
 
-/// The line for `id`, given what the source knows.
-pub(crate) fn lookup(id: &str, record: Option<&TaskRecord>) -> Value {
-    match record {
+/// The line for `id`, given where the source says it stands.
+pub(crate) fn status(id: &str, status: Option<&TaskStatus>) -> Value {
+    match status {
         None => json!({"id": id, "status": "unknown"}),
-        Some(r) if r.state.is_settled() => settled(id, r.state, r.line.as_deref()),
-        Some(r) => json!({"id": id, "status": r.state.as_str(), "attempts": r.attempts}),
+        Some(s) if s.state.is_settled() => settled(id, s.state, s.line.as_deref()),
+        Some(s) => json!({"id": id, "status": s.state.as_str(), "attempts": s.attempts}),
     }
+}
+
+/// The line for `id`, given its record: as [`status`].
+pub(crate) fn lookup(id: &str, record: Option<&TaskRecord>) -> Value {
+    let standing = record.map(|r| TaskStatus {
+        state: r.state,
+        attempts: r.attempts,
+        line: r.line.clone(),
+    });
+    status(id, standing.as_ref())
 }
 
 /// The line of `id`, settled in `state`: its stored `run`-format line, else
@@ -23,6 +33,11 @@ pub(crate) fn settled(id: &str, state: TaskState, line: Option<&str>) -> Value {
 /// Whether a record settled ok.
 pub(crate) fn settled_ok(record: Option<&TaskRecord>) -> bool {
     record.is_some_and(|r| r.state == TaskState::Ok)
+}
+
+/// Whether a task settled ok, given where it stands.
+pub(crate) fn status_ok(status: Option<&TaskStatus>) -> bool {
+    status.is_some_and(|s| s.state == TaskState::Ok)
 }
 
 /// A dead letter as a `dlq list` entry (the same shape for the local store and a
