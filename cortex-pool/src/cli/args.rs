@@ -98,7 +98,7 @@ pub(crate) struct RunArgs {
     pub(crate) concurrency: u32,
 
     /// Tasks written to each worker beyond --concurrency, so it never waits a round
-    /// trip for its next one; 0 keeps strict priority order [default: 16].
+    /// trip for its next one; 0 keeps strict priority order [default: 64].
     #[arg(long, value_name = "N")]
     pub(crate) prefetch: Option<u32>,
 

@@ -49,14 +49,19 @@ pub struct PoolConfig {
     /// `0` keeps strict priority order (a worker gets a task only when a run slot
     /// is free).
     ///
-    /// Default 16: with 64 B echo tasks a round trip costs about as much as 10–20
-    /// tasks of work on the worker, so a window of 16 keeps a worker busy through a
-    /// round trip (the pool refills it in one batch as replies arrive) while
-    /// bounding priority inversion to 16 tasks per worker. Crash attribution stays
-    /// exact with it: a worker writes a finished task's reply before it starts a
-    /// later one (`docs/PROTOCOL.md`; the shipped SDKs do), so when a task kills
-    /// its worker the pool has every earlier reply, charges an attempt to the
-    /// `worker_concurrency` oldest unanswered tasks only, and requeues the rest.
+    /// Default 64. A worker's lane refills its window as each read of replies
+    /// comes back, and a worker answers in batches (it writes the replies it
+    /// has before it starts another task), so the window must cover a batch
+    /// plus a round trip: `cortex-pool run -w 2` on 100 000 64 B echo lines
+    /// took 0.27–0.31 s with 16, 0.19 s with 32, 0.17–0.19 s with 64 and
+    /// 0.16–0.19 s with 128 (2 vCPUs; `docs/benchmarks.md`), so 64 is where the
+    /// gain ends. It bounds priority inversion to 64 tasks per worker; set 0 for
+    /// strict order, or less for long tasks whose order matters. Crash
+    /// attribution stays exact with it: a worker writes a finished task's reply
+    /// before it starts a later one (`docs/PROTOCOL.md`; the shipped SDKs do),
+    /// so when a task kills its worker the pool has every earlier reply,
+    /// charges an attempt to the `worker_concurrency` oldest unanswered tasks
+    /// only, and requeues the rest.
     pub prefetch: u32,
     /// New tasks that may wait in the queue; `try_submit` refuses past it and
     /// `submit` waits for room. Retries re-enter the queue regardless. Default 100 000.
@@ -123,7 +128,7 @@ impl Default for PoolConfig {
             min_workers: 5,
             max_workers: 50,
             worker_concurrency: 1,
-            prefetch: 16,
+            prefetch: 64,
             max_queue_len: 100_000,
             retry: RetryPolicy::default(),
             task_timeout: Duration::from_secs(300),
