@@ -11,12 +11,10 @@
 //! protocol's. [`encode_result`] writes the bytes `encode_frame` writes
 //! for `FromWorker::Result`.
 //!
-//! The reads are those of `pool_core::protocol::cursor`, written again here so that
-//! they inline into [`task`]: the `cursor` functions are not `#[inline]`, so from
-//! this crate each is a call, and a key compared through it cost ~45 instructions
-//! (a `memcmp` call) where the inlined comparison of a constant key is a few loads.
+//! The reads are `pool_core::protocol::cursor`'s, which inline into [`task`].
 
 use bytes::BytesMut;
+use pool_core::protocol::cursor::{bin, exact as key, str_bytes, uint};
 use pool_core::protocol::emit::{bin_head_len, uint_len, Scratch};
 use pool_core::protocol::layout::{
     ATTEMPT_KEY, PAYLOAD_KEY, RESULT_HEAD, TASK_HEAD, TASK_TYPE_KEY, TIMEOUT_KEY,
@@ -147,57 +145,6 @@ fn task<'a>(body: &'a [u8], known: Option<&str>) -> Option<Task<'a>> {
     })
 }
 
-/// Takes the constant `expected` off the front of `rd`.
-#[inline(always)]
-fn key(rd: &mut &[u8], expected: &[u8]) -> Option<()> {
-    *rd = rd.strip_prefix(expected)?;
-    Some(())
-}
-
-/// Takes `N` bytes off the front of `rd`.
-#[inline(always)]
-fn array<const N: usize>(rd: &mut &[u8]) -> Option<[u8; N]> {
-    let (head, rest) = rd.split_first_chunk::<N>()?;
-    *rd = rest;
-    Some(*head)
-}
-
-/// Takes `n` bytes off the front of `rd`.
-#[inline(always)]
-fn take<'a>(rd: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-    let (head, rest) = rd.split_at_checked(n)?;
-    *rd = rest;
-    Some(head)
-}
-
-/// An unsigned integer in any of MessagePack's unsigned forms.
-#[inline(always)]
-fn uint(rd: &mut &[u8]) -> Option<u64> {
-    let [marker] = array(rd)?;
-    match marker {
-        0x00..=0x7f => Some(u64::from(marker)),
-        0xcc => Some(u64::from(u8::from_be_bytes(array(rd)?))),
-        0xcd => Some(u64::from(u16::from_be_bytes(array(rd)?))),
-        0xce => Some(u64::from(u32::from_be_bytes(array(rd)?))),
-        0xcf => Some(u64::from_be_bytes(array(rd)?)),
-        _ => None,
-    }
-}
-
-/// The bytes of a `str` in any of its forms, not checked to be UTF-8.
-#[inline(always)]
-fn str_bytes<'a>(rd: &mut &'a [u8]) -> Option<&'a [u8]> {
-    let [marker] = array(rd)?;
-    let len = match marker {
-        0xa0..=0xbf => usize::from(marker & 0x1f),
-        0xd9 => usize::from(u8::from_be_bytes(array(rd)?)),
-        0xda => usize::from(u16::from_be_bytes(array(rd)?)),
-        0xdb => usize::try_from(u32::from_be_bytes(array(rd)?)).ok()?,
-        _ => return None,
-    };
-    take(rd, len)
-}
-
 /// A task's type: [`TaskType::Known`] when its bytes are `known`'s, without a
 /// UTF-8 check (they are those of a `str`), otherwise checked.
 #[inline(always)]
@@ -207,19 +154,6 @@ fn task_type<'a>(rd: &mut &'a [u8], known: Option<&str>) -> Option<TaskType<'a>>
         return Some(TaskType::Known);
     }
     std::str::from_utf8(bytes).ok().map(TaskType::Named)
-}
-
-/// A `bin` in any of its forms.
-#[inline(always)]
-fn bin<'a>(rd: &mut &'a [u8]) -> Option<&'a [u8]> {
-    let [marker] = array(rd)?;
-    let len = match marker {
-        0xc4 => usize::from(u8::from_be_bytes(array(rd)?)),
-        0xc5 => usize::from(u16::from_be_bytes(array(rd)?)),
-        0xc6 => usize::try_from(u32::from_be_bytes(array(rd)?)).ok()?,
-        _ => return None,
-    };
-    take(rd, len)
 }
 
 #[cfg(test)]

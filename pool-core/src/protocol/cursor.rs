@@ -3,30 +3,37 @@
 //! takes one value off the front of a byte slice, or gives `None` for anything
 //! else (another type, too few bytes), leaving the caller to fall back to serde.
 
+// Every reader is `#[inline(always)]`: they sit on both sides' task hot path,
+// where a call across the crate boundary (and a `memcmp` call for a constant
+// key) costs more than the few loads they inline to.
+
 /// Takes `expected` off the front of `rd`.
+#[inline(always)]
 pub fn exact(rd: &mut &[u8], expected: &[u8]) -> Option<()> {
     *rd = rd.strip_prefix(expected)?;
     Some(())
 }
 
 /// Takes `n` bytes off the front of `rd`.
+#[inline(always)]
 pub fn take<'a>(rd: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-    if rd.len() < n {
-        return None;
-    }
-    let (head, rest) = rd.split_at(n);
+    let (head, rest) = rd.split_at_checked(n)?;
     *rd = rest;
     Some(head)
 }
 
+/// Takes `N` bytes off the front of `rd`.
+#[inline(always)]
 fn be<const N: usize>(rd: &mut &[u8]) -> Option<[u8; N]> {
-    take(rd, N)?.try_into().ok()
+    let (head, rest) = rd.split_first_chunk::<N>()?;
+    *rd = rest;
+    Some(*head)
 }
 
 /// An unsigned integer in any of MessagePack's unsigned forms.
+#[inline(always)]
 pub fn uint(rd: &mut &[u8]) -> Option<u64> {
-    let (&marker, rest) = rd.split_first()?;
-    *rd = rest;
+    let [marker] = be(rd)?;
     match marker {
         0x00..=0x7f => Some(u64::from(marker)),
         0xcc => Some(u64::from(u8::from_be_bytes(be(rd)?))),
@@ -37,10 +44,10 @@ pub fn uint(rd: &mut &[u8]) -> Option<u64> {
     }
 }
 
-/// A `str` in any of its forms, checked to be UTF-8.
-pub fn string<'a>(rd: &mut &'a [u8]) -> Option<&'a str> {
-    let (&marker, rest) = rd.split_first()?;
-    *rd = rest;
+/// The bytes of a `str` in any of its forms, not checked to be UTF-8.
+#[inline(always)]
+pub fn str_bytes<'a>(rd: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let [marker] = be(rd)?;
     let len = match marker {
         0xa0..=0xbf => usize::from(marker & 0x1f),
         0xd9 => usize::from(u8::from_be_bytes(be(rd)?)),
@@ -48,14 +55,19 @@ pub fn string<'a>(rd: &mut &'a [u8]) -> Option<&'a str> {
         0xdb => usize::try_from(u32::from_be_bytes(be(rd)?)).ok()?,
         _ => return None,
     };
-    let bytes = take(rd, len)?;
-    std::str::from_utf8(bytes).ok()
+    take(rd, len)
+}
+
+/// A `str` in any of its forms, checked to be UTF-8.
+#[inline(always)]
+pub fn string<'a>(rd: &mut &'a [u8]) -> Option<&'a str> {
+    std::str::from_utf8(str_bytes(rd)?).ok()
 }
 
 /// A `bin` in any of its forms.
+#[inline(always)]
 pub fn bin<'a>(rd: &mut &'a [u8]) -> Option<&'a [u8]> {
-    let (&marker, rest) = rd.split_first()?;
-    *rd = rest;
+    let [marker] = be(rd)?;
     let len = match marker {
         0xc4 => usize::from(u8::from_be_bytes(be(rd)?)),
         0xc5 => usize::from(u16::from_be_bytes(be(rd)?)),
