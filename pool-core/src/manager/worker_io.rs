@@ -174,11 +174,7 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
     let mut frames = FramedRead::with_capacity(reader, codec, READ_BUFFER);
 
     let checked = tokio::select! {
-        // A `hello` fits in any pipe: the write does not wait for the worker.
-        written = write_hello(&mut out, &mut writer, start_timeout) => match written {
-            Ok(()) => await_ready(&mut frames, start_timeout).await,
-            Err(reason) => Err(reason),
-        },
+        ready = handshake(&mut out, &mut writer, &mut frames, start_timeout) => ready,
         _ = process.wait() => Err("worker exited before the handshake".to_owned()),
     };
     let task_types = match checked {
@@ -286,30 +282,28 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
     let _ = events.send(gone).await;
 }
 
-/// Writes the `hello` queued in `out`, within `timeout`.
-async fn write_hello(
+/// The handshake: writes the `hello` queued in `out` (it fits in any pipe: the
+/// write does not wait for the worker), then reads the worker's `ready` and the
+/// task types it lists, each within `timeout`.
+async fn handshake<R: tokio::io::AsyncRead + Unpin>(
     out: &mut Outbox,
     writer: &mut Option<LinkWriter>,
+    frames: &mut FramedRead<R, ReadCodec>,
     timeout: Duration,
-) -> Result<(), String> {
+) -> Result<TaskTypes, String> {
     let Some(writer) = writer.as_mut() else {
         return Err("the worker's input is closed".to_owned());
     };
     match tokio::time::timeout(timeout, out.write_all(writer)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(format!("writing hello: {e}")),
-        Err(_) => Err(format!(
-            "hello not written within {} ms",
-            timeout.as_millis()
-        )),
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(format!("writing hello: {e}")),
+        Err(_) => {
+            return Err(format!(
+                "hello not written within {} ms",
+                timeout.as_millis()
+            ))
+        }
     }
-}
-
-/// Reads the worker's `ready` (within `timeout`) and the task types it lists.
-async fn await_ready<R: tokio::io::AsyncRead + Unpin>(
-    frames: &mut FramedRead<R, ReadCodec>,
-    timeout: Duration,
-) -> Result<TaskTypes, String> {
     match tokio::time::timeout(timeout, frames.next()).await {
         Err(_) => Err(format!("no handshake within {} ms", timeout.as_millis())),
         Ok(None) => Err("worker closed its link before the handshake".to_owned()),
