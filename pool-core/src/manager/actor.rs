@@ -468,7 +468,7 @@ pub(crate) async fn run(
     drop(commands);
     drop(actor);
     // Every worker I/O task holds a sender of this channel until it has ended
-    // (its process reaped, its writer stopped), and the actor's own went with it.
+    // (its process reaped), and the actor's own went with it.
     while events_rx.recv().await.is_some() {}
 }
 

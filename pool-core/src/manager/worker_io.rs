@@ -1,5 +1,6 @@
-//! The per-worker I/O tasks: launch and handshake, the frame reader, the batching
-//! writer, and reaping. They report to the actor through [`WorkerEvent`]s.
+//! A worker's lane task: launch and handshake, then one loop that reads and
+//! settles results, refills the worker from the queue and writes its frames,
+//! and finally reaping. It reports to the actor through [`WorkerEvent`]s.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +31,7 @@ const READ_BUFFER: usize = 64 * 1024;
 /// for breaking the protocol.
 const QUOTED_BYTES: usize = 32;
 
-/// What a worker's I/O tasks tell the actor.
+/// What a worker's lane task tells the actor.
 #[derive(Debug)]
 pub(crate) enum WorkerEvent {
     /// Handshake done: frames for the worker go to `frames`, signals to `control`.
@@ -120,7 +121,7 @@ struct Hello<'a> {
 }
 
 /// Launches the worker, runs the handshake, then reads its frames until it is
-/// gone; returns once its process is reaped and its writer task has ended.
+/// gone; returns once its process is reaped.
 ///
 /// This one task is the worker's lane: it reads and settles, refills, and
 /// writes what the refill and the actor queued, as the link takes it. The
