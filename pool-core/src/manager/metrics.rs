@@ -1,7 +1,7 @@
-//! Running counters kept by the actor and the snapshots built from them.
+//! Running counters and the snapshots built from them.
 //!
-//! The actor updates plain atomics as things happen, so [`Pool::metrics`]
-//! (super::Pool::metrics) costs a few loads, never a scan.
+//! The actor and the lanes update plain atomics as things happen, so
+//! [`Pool::metrics`](super::Pool::metrics) costs a few loads, never a scan.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
