@@ -4,6 +4,8 @@
 //! through the actor. The actor still hands tasks to idle workers (where the
 //! balance policy picks), routes tasks no lane takes, and holds the rest.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
@@ -23,6 +25,10 @@ pub(crate) struct Feed {
     window: usize,
     /// Set once the worker is ready: the task types it takes.
     types: Option<TaskTypes>,
+    /// The type of the last task it took: the actor shares one allocation of
+    /// a type's name between tasks, so the next task of that type is told by
+    /// its pointer, without a string comparison.
+    last_type: Option<Arc<str>>,
 }
 
 /// What one refill did.
@@ -42,6 +48,7 @@ impl Feed {
             queue,
             window,
             types: None,
+            last_type: None,
         }
     }
 
@@ -57,7 +64,7 @@ impl Feed {
     /// when the actor stopped the lane feeding, when frames the actor wrote
     /// wait in the batch (they go first), or before the worker is ready.
     pub(crate) fn refill(
-        &self,
+        &mut self,
         lane: &Lane,
         target: &Target<'_>,
         frames: &mut UnboundedReceiver<Bytes>,
@@ -82,10 +89,21 @@ impl Feed {
                 return refilled;
             }
             while book.len() < self.window {
-                let head = waiting.pop_if(|p| types.accepts(&p.task.task_type));
+                let last = &self.last_type;
+                let head = waiting.pop_if(|p| {
+                    let task_type = &p.task.task_type;
+                    last.as_ref().is_some_and(|t| Arc::ptr_eq(t, task_type))
+                        || types.accepts(task_type)
+                });
                 let Head::Taken(pending) = head else {
                     break;
                 };
+                if !last
+                    .as_ref()
+                    .is_some_and(|t| Arc::ptr_eq(t, &pending.task.task_type))
+                {
+                    self.last_type = Some(pending.task.task_type.clone());
+                }
                 match book.start_attempt(target, pending, now) {
                     Ok(written) => {
                         refilled.freed_slots += usize::from(written.freed_slot);
