@@ -7,7 +7,10 @@
 
 use std::io::Write;
 
+use pool_core::protocol::cursor;
 use pool_core::{FinalStatus, SubmitError, TaskError, TaskOutput};
+
+use super::json_str;
 use serde::Serialize;
 
 /// How one input line ended.
@@ -67,10 +70,10 @@ fn result_line(id: &str, payload: &[u8], attempts: u32, worker: &str, duration_m
     json.extend_from_slice(b",\"duration_ms\":");
     scalar(&mut json, round3(duration_ms));
     json.extend_from_slice(b",\"id\":");
-    scalar(&mut json, id);
+    json_str::push(&mut json, id);
     result(&mut json, payload);
     json.extend_from_slice(b",\"status\":\"ok\",\"worker\":");
-    scalar(&mut json, worker);
+    json_str::push(&mut json, worker);
     json.push(b'}');
     Line {
         status: Status::Ok,
@@ -84,6 +87,11 @@ fn result_line(id: &str, payload: &[u8], attempts: u32, worker: &str, duration_m
 fn result(json: &mut Vec<u8>, payload: &[u8]) {
     let mark = json.len();
     json.extend_from_slice(b",\"result\":");
+    // A payload that is one string (an echo's, often) needs no transcoder.
+    let mut rd = payload;
+    if let Some(text) = cursor::string(&mut rd).filter(|_| rd.is_empty()) {
+        return json_str::push(json, text);
+    }
     let mut from = rmp_serde::Deserializer::from_read_ref(payload);
     let mut to = serde_json::Serializer::new(&mut *json);
     if serde_transcode::transcode(&mut from, &mut to).is_err() {
