@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use pool_core::protocol::emit::Scratch;
 use pool_core::Task;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -106,11 +107,33 @@ fn msgpack(payload: Option<&RawValue>) -> Result<Vec<u8>, String> {
         return Ok(vec![MSGPACK_NIL]);
     };
     let text = json.get();
+    if let Some(plain) = plain_string(text) {
+        return Ok(msgpack_str(plain));
+    }
     let mut out = Vec::with_capacity(text.len());
     let mut from = serde_json::Deserializer::from_str(text);
     let mut to = rmp_serde::Serializer::new(&mut out).with_struct_map();
     serde_transcode::transcode(&mut from, &mut to).map_err(|e| e.to_string())?;
     Ok(out)
+}
+
+/// The contents of `json` when it is a JSON string with no escape in it (the
+/// text between its quotes is then the string itself), which needs no
+/// transcoder. `json` is valid JSON: no control character can be inside.
+fn plain_string(json: &str) -> Option<&str> {
+    let inner = json.strip_prefix('"')?.strip_suffix('"')?;
+    let short = u32::try_from(inner.len()).is_ok();
+    (short && memchr::memchr(b'\\', inner.as_bytes()).is_none()).then_some(inner)
+}
+
+/// `text` as a MessagePack `str`, as `rmp_serde` writes it.
+fn msgpack_str(text: &str) -> Vec<u8> {
+    let mut head = Scratch::new();
+    head.str_head(text.len());
+    let mut out = Vec::with_capacity(head.bytes().len() + text.len());
+    out.extend_from_slice(head.bytes());
+    out.extend_from_slice(text.as_bytes());
+    out
 }
 
 /// Parses line `line_no` (1-based). A task without an id gets its line number.
@@ -145,6 +168,34 @@ pub(crate) fn parse(line: &str, line_no: u64) -> Result<TaskLine, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_string_payload_is_encoded_as_the_transcoder_encodes_it() {
+        let long = format!("\"{}\"", "y".repeat(300));
+        let samples = [
+            "\"\"",
+            "\"x\"",
+            "\"grüße 日本 🎉\"",
+            "\"a \\\"quoted\\\" word\"",
+            "\"tab\\tand \\u00e9\"",
+            long.as_str(),
+        ];
+        for json in samples {
+            let raw: Box<RawValue> = serde_json::from_str(json).unwrap();
+            let mut want = Vec::new();
+            let mut from = serde_json::Deserializer::from_str(json);
+            let mut to = rmp_serde::Serializer::new(&mut want).with_struct_map();
+            serde_transcode::transcode(&mut from, &mut to).unwrap();
+            assert_eq!(msgpack(Some(&raw)).unwrap(), want, "{json}");
+        }
+        assert_eq!(
+            plain_string("\"a\\\"b\""),
+            None,
+            "an escape goes to the transcoder"
+        );
+        assert_eq!(plain_string("\"plain\""), Some("plain"));
+        assert_eq!(plain_string("12"), None);
+    }
 
     #[test]
     fn a_full_line_parses_and_the_payload_becomes_msgpack() {
