@@ -205,7 +205,7 @@ impl Actor {
             };
             let Some(index) = self.pick_for(&pending.task.task_type, by_policy) else {
                 // Not reached: `next_routable` only returns a task a candidate takes.
-                self.held.push(pending);
+                self.keep_held(pending);
                 break;
             };
             let num = self.candidates[index].id;
@@ -295,8 +295,16 @@ impl Actor {
     fn hold(&mut self, pending: Pending) {
         match self.route(&pending.task.task_type) {
             Route::Never(offered) => self.fail_unroutable(pending, &offered, None),
-            Route::Live | Route::Starting => self.held.push(pending),
+            Route::Live | Route::Starting => self.keep_held(pending),
         }
+    }
+
+    /// Adds `pending` to the held tasks. Lanes stop taking from the queue at
+    /// once (the actor alone weighs held tasks against queued ones); they may
+    /// again when nothing is held (`after_change`).
+    fn keep_held(&mut self, pending: Pending) {
+        self.queue.lock().lanes_may_take = false;
+        self.held.push(pending);
     }
 
     /// Fails the held tasks that no worker will take, and those that waited past
