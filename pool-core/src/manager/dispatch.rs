@@ -367,42 +367,43 @@ impl Actor {
                 capped(self.config.cancel_grace),
             );
         }
-        if settled.succeeded > 0 && self.crash_streak > 0 {
+        if settled.succeeded > 0 {
+            self.task_succeeded();
+        }
+        self.after_answers(num);
+    }
+
+    /// A task succeeded: deaths with no task running are no longer in a row,
+    /// and the breaker closes unless workers keep failing to start.
+    fn task_succeeded(&mut self) {
+        if self.crash_streak > 0 {
             self.crash_streak = 0;
             if self.start_failures < self.config.max_start_failures {
                 self.shared.stats.breaker_open.store(false, Relaxed);
             }
         }
-        self.after_answers(num);
     }
 
     /// Removes task `id` from worker `num`'s book, if it is in flight there, to
     /// settle it here. Replies for tasks the worker does not hold (already
     /// settled) are ignored.
     fn take_running(&mut self, num: u64, id: u64) -> Option<Running> {
-        let worker = self.workers.get_mut(&num)?;
-        let now = Instant::now();
-        let concurrency = self.config.worker_concurrency as usize;
-        let (taken, started) = {
-            let mut book = worker.lane.book();
-            let Some(taken) = book.take(&self.shared.stats, id) else {
-                tracing::debug!(worker.id = %worker.name, task.id = id, "reply for a task the worker does not hold; ignored");
-                return None;
-            };
-            let started = book.start_next(taken.at, concurrency, self.config.task_timeout, now);
-            (taken, started)
+        let worker = self.workers.get(&num)?;
+        let mut settled = Settled::default();
+        let answered = worker.lane.book().answer(
+            &self.shared.stats,
+            id,
+            self.config.worker_concurrency as usize,
+            self.config.task_timeout,
+            Instant::now(),
+            &mut settled,
+        );
+        let Some(taken) = answered else {
+            tracing::debug!(worker.id = %worker.name, task.id = id, "reply for a task the worker does not hold; ignored");
+            return None;
         };
-        worker.completed += 1;
-        if let Some(started) = started {
-            arm_deadline(&mut self.timers, worker, num, started.deadline, now);
-            if started.cancel_requested {
-                self.timers.insert(
-                    Timer::CancelGrace { task: started.id },
-                    capped(self.config.cancel_grace),
-                );
-            }
-        }
-        self.after_answers(num);
+        // Timed, released or judged as any answer; its outcome is the caller's.
+        self.on_settled(num, settled);
         // `None` for a task settled at the drain deadline: its answer still counts
         // towards the worker's release.
         taken.attempt
@@ -434,12 +435,7 @@ impl Actor {
         if running.cancel_requested {
             return self.settle_error(running.pending, FinalStatus::Cancelled, Failure::Cancelled);
         }
-        if self.crash_streak > 0 {
-            self.crash_streak = 0;
-            if self.start_failures < self.config.max_start_failures {
-                self.shared.stats.breaker_open.store(false, Relaxed);
-            }
-        }
+        self.task_succeeded();
         self.publish_task_gauges();
         let name = match self.workers.get(&num) {
             Some(w) => w.name.clone(),

@@ -84,7 +84,7 @@ impl Actor {
                 self.shared.clone(),
                 self.queue.clone(),
                 num,
-                &LaneSettings {
+                LaneSettings {
                     concurrency: self.config.worker_concurrency,
                     window: self.config.worker_window(),
                     default_timeout: self.config.task_timeout,

@@ -15,7 +15,7 @@ use super::super::outbox::Outbox;
 use super::super::routing::TaskTypes;
 use super::attempt::{Target, Unwritable};
 use super::queue::{Head, SharedQueue};
-use super::Lane;
+use super::{keep_earliest, Lane};
 
 /// Where a lane refills from, and what it may take.
 pub(crate) struct Feed {
@@ -108,9 +108,7 @@ impl Feed {
                     Ok(written) => {
                         refilled.freed_slots += usize::from(written.freed_slot);
                         if let Some(deadline) = written.deadline {
-                            if refilled.deadline.is_none_or(|d| deadline < d) {
-                                refilled.deadline = Some(deadline);
-                            }
+                            keep_earliest(&mut refilled.deadline, deadline);
                         }
                     }
                     Err(failed) => refilled.unwritable.push(*failed),

@@ -26,6 +26,7 @@ use tokio::time::Instant;
 
 use super::actor::Running;
 use super::metrics::Stats;
+use settle::Settled;
 
 /// One task written to the worker and not yet answered by it.
 pub(crate) struct Entry {
@@ -103,6 +104,30 @@ impl Book {
             at,
             attempt: entry.attempt,
         })
+    }
+
+    /// Takes the entry of task `id`, which its worker answered, and starts the
+    /// run of the task its leaving lets into the running range; both are noted
+    /// in `report`. `None` when the worker does not hold `id` (settled already,
+    /// or never sent).
+    pub(crate) fn answer(
+        &mut self,
+        stats: &Stats,
+        id: u64,
+        concurrency: usize,
+        default_timeout: Duration,
+        now: Instant,
+        report: &mut Settled,
+    ) -> Option<Taken> {
+        let taken = self.take(stats, id)?;
+        report.answered += 1;
+        if let Some(started) = self.start_next(taken.at, concurrency, default_timeout, now) {
+            keep_earliest(&mut report.deadline, started.deadline);
+            if started.cancel_requested {
+                report.cancel_started.push(started.id);
+            }
+        }
+        Some(taken)
     }
 
     /// Starts the run of the task that became one of the first `concurrency`
@@ -215,6 +240,14 @@ impl std::fmt::Debug for Lane {
         f.debug_struct("Lane")
             .field("unanswered", &self.book().len())
             .finish()
+    }
+}
+
+/// Makes `slot` hold `at` when it is earlier than what it holds (or it holds
+/// nothing).
+pub(crate) fn keep_earliest(slot: &mut Option<Instant>, at: Instant) {
+    if slot.is_none_or(|held| at < held) {
+        *slot = Some(at);
     }
 }
 

@@ -23,7 +23,7 @@ use super::super::routing::TaskTypes;
 use super::attempt::Target;
 use super::feed::Feed;
 use super::queue::SharedQueue;
-use super::Lane;
+use super::{keep_earliest, Lane};
 
 /// What a reader settled since its last report to the actor.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -49,13 +49,7 @@ pub(crate) struct Settler {
     /// The worker's number and name, as its tasks' outputs carry it.
     num: u64,
     name: String,
-    concurrency: usize,
-    default_timeout: Duration,
-    max_frame: usize,
-    /// Whether it settles results itself; when a probe wants to judge the
-    /// worker after each completed task, results go to the actor instead, which
-    /// judges before the caller is told (and then refills the worker itself).
-    settles: bool,
+    settings: LaneSettings,
     feed: Feed,
     report: Settled,
 }
@@ -66,7 +60,9 @@ pub(crate) struct LaneSettings {
     pub(crate) window: u32,
     pub(crate) default_timeout: Duration,
     pub(crate) max_frame: usize,
-    /// No probe wants to judge a worker after each completed task.
+    /// Whether the lane settles results itself: no probe wants to judge a
+    /// worker after each completed task. Otherwise results go to the actor,
+    /// which judges before the caller is told (and refills the worker itself).
     pub(crate) settles: bool,
 }
 
@@ -76,18 +72,15 @@ impl Settler {
         shared: Arc<Shared>,
         queue: SharedQueue,
         num: u64,
-        settings: &LaneSettings,
+        settings: LaneSettings,
     ) -> Self {
         Self {
             lane,
             shared,
             num,
             name: worker_name(num),
-            concurrency: settings.concurrency as usize,
-            default_timeout: settings.default_timeout,
-            max_frame: settings.max_frame,
-            settles: settings.settles,
             feed: Feed::new(queue, settings.window as usize),
+            settings,
             report: Settled::default(),
         }
     }
@@ -113,18 +106,16 @@ impl Settler {
             shared: &self.shared,
             num: self.num,
             name: &self.name,
-            concurrency: self.concurrency,
-            default_timeout: self.default_timeout,
-            max_frame: self.max_frame,
+            concurrency: self.settings.concurrency as usize,
+            default_timeout: self.settings.default_timeout,
+            max_frame: self.settings.max_frame,
         };
         let refilled = self.feed.refill(&self.lane, &target, frames, out);
         if refilled.freed_slots > 0 {
             self.shared.queue_slots.add_permits(refilled.freed_slots);
         }
         if let Some(deadline) = refilled.deadline {
-            if self.report.deadline.is_none_or(|d| deadline < d) {
-                self.report.deadline = Some(deadline);
-            }
+            keep_earliest(&mut self.report.deadline, deadline);
         }
         for failed in refilled.unwritable {
             let failure = Failure::Protocol {
@@ -136,31 +127,25 @@ impl Settler {
 
     /// Whether results go to the actor (see [`LaneSettings::settles`]).
     pub(crate) fn forwards(&self) -> bool {
-        !self.settles
+        !self.settings.settles
     }
 
     /// The worker answered task `id` with `payload`. An answer for a task the
     /// worker does not hold (settled already, or never sent) is ignored.
     pub(crate) fn result(&mut self, id: u64, payload: Bytes) {
         let now = Instant::now();
-        let (taken, started) = {
-            let mut book = self.lane.book();
-            let Some(taken) = book.take(&self.shared.stats, id) else {
-                tracing::debug!(worker.id = %self.name, task.id = id, "reply for a task the worker does not hold; ignored");
-                return;
-            };
-            let started = book.start_next(taken.at, self.concurrency, self.default_timeout, now);
-            (taken, started)
+        let answered = self.lane.book().answer(
+            &self.shared.stats,
+            id,
+            self.settings.concurrency as usize,
+            self.settings.default_timeout,
+            now,
+            &mut self.report,
+        );
+        let Some(taken) = answered else {
+            tracing::debug!(worker.id = %self.name, task.id = id, "reply for a task the worker does not hold; ignored");
+            return;
         };
-        self.report.answered += 1;
-        if let Some(started) = started {
-            if self.report.deadline.is_none_or(|d| started.deadline < d) {
-                self.report.deadline = Some(started.deadline);
-            }
-            if started.cancel_requested {
-                self.report.cancel_started.push(started.id);
-            }
-        }
         // `None` for a task settled at the drain deadline: its answer still
         // counts towards the worker's release.
         let Some(running) = taken.attempt else {
