@@ -254,6 +254,7 @@ pub struct MockTransport {
     script: Arc<Script>,
     recorder: Arc<MockRecorder>,
     task_types: Arc<TypesFor>,
+    batches_replies: bool,
 }
 
 impl fmt::Debug for MockTransport {
@@ -274,6 +275,7 @@ impl MockTransport {
                 script: Arc::new(script),
                 recorder: recorder.clone(),
                 task_types: Arc::new(|_| Vec::new()),
+                batches_replies: false,
             },
             recorder,
         )
@@ -296,6 +298,21 @@ impl MockTransport {
         types_for: impl Fn(&str) -> Vec<String> + Send + Sync + 'static,
     ) -> Self {
         self.task_types = Arc::new(types_for);
+        self
+    }
+
+    /// Makes each worker say in its `ready` that it batches replies
+    /// (`batches_replies`), so the pool treats its deaths as such a worker's
+    /// (its replies still leave one by one).
+    ///
+    /// ```
+    /// use pool_core::testing::{MockAction, MockTransport};
+    ///
+    /// let (transport, _recorder) = MockTransport::new(|_task| MockAction::Echo);
+    /// let _transport = transport.with_batched_replies();
+    /// ```
+    pub fn with_batched_replies(mut self) -> Self {
+        self.batches_replies = true;
         self
     }
 }
@@ -329,6 +346,7 @@ impl Transport for MockTransport {
                 kill: kill.clone(),
                 crash_after_ready,
                 stubborn: stubborn.clone(),
+                batches_replies: self.batches_replies,
             },
             worker_end,
             exit_tx,
@@ -377,6 +395,7 @@ struct FakeWorker {
     kill: CancellationToken,
     crash_after_ready: bool,
     stubborn: Arc<AtomicBool>,
+    batches_replies: bool,
 }
 
 async fn fake_worker(
@@ -392,6 +411,7 @@ async fn fake_worker(
         kill,
         crash_after_ready,
         stubborn,
+        batches_replies,
     } = worker;
     let (reader, mut writer) = tokio::io::split(stream);
     let dead = CancellationToken::new();
@@ -428,6 +448,7 @@ async fn fake_worker(
             version: PROTOCOL_VERSION,
             pid: 0,
             task_types: task_types.iter().map(String::as_str).collect(),
+            batches_replies,
         }));
         if crash_after_ready {
             let crash = crash_tx.clone();

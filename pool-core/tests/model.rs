@@ -6,7 +6,8 @@
 //! once with `shutdown_now`, or the one after the other) against the mock
 //! transport with paused time, on random pools (1–3 workers, `worker_concurrency`
 //! 1–2, `prefetch` 0–3, `max_retries` 0–2 and sometimes a task's own,
-//! `max_tasks_per_worker` sometimes, a `max_queue_len` small enough for
+//! `max_tasks_per_worker` sometimes, workers that batch their replies in half
+//! the cases, a `max_queue_len` small enough for
 //! `try_submit` to be refused sometimes, a `shutdown_timeout` that cuts running
 //! tasks off sometimes; tasks with their own timeouts around a slow task's run
 //! time, so that timeouts race replies).
@@ -26,7 +27,8 @@
 //!    an attempt that had not reached the worker), and repeat only after a start
 //!    the pool did not surely hear answered (the uncounted requeue of a task in a
 //!    dead or killed worker's window, or the bystander of a worker killed for
-//!    another task's timeout or ignored cancel; see [`answered`]).
+//!    another task's timeout or ignored cancel, or any task of a worker that
+//!    batched its replies and died holding several; see [`answered`]).
 //!
 //! A second property checks priority order with `prefetch: 0`: one worker running
 //! one task at a time (or, in half the cases, 1–3 workers running 1–2 each)
@@ -278,6 +280,8 @@ struct Shape {
     queue_len: Option<usize>,
     /// `shutdown_timeout`: sometimes short enough to cut running tasks off.
     shutdown_timeout: Duration,
+    /// Whether the workers say they batch replies (`ready.batches_replies`).
+    batched_replies: bool,
 }
 
 impl Shape {
@@ -290,6 +294,7 @@ impl Shape {
             recycle_after: rng.bool().then(|| rng.u64(2..8)),
             queue_len: rng.bool().then(|| rng.usize(1..6)),
             shutdown_timeout: Duration::from_millis([1, 50, 1000][rng.usize(0..3)]),
+            batched_replies: rng.bool(),
         }
     }
 
@@ -344,7 +349,11 @@ async fn one_case(seed: u64) {
     let mut rng = fastrand::Rng::with_seed(seed);
     let shape = Shape::draw(&mut rng);
     let log = Log::default();
-    let (pool, recorder) = common::start(shape.config(), script(log.clone())).await;
+    let (pool, recorder) = if shape.batched_replies {
+        common::start_batched(shape.config(), script(log.clone())).await
+    } else {
+        common::start(shape.config(), script(log.clone())).await
+    };
     let tracer = trace(&pool);
     let shared = Shared::start(&log);
     let mut tasks: Vec<Submitted> = Vec::new();
@@ -758,7 +767,7 @@ fn check(
     let mut settled: Vec<Option<&Outcome>> = vec![None; count];
     // Per task: the attempt of its latest start, and whether it was answered.
     let mut last_start: Vec<Option<(u32, bool)>> = vec![None; count];
-    let answered = answered(plans, log, answers);
+    let answered = answered(shape, plans, log, answers);
     for seen in log {
         match seen {
             Seen::CancelAsked(n) => cancel_asked[*n as usize] = true,
@@ -896,12 +905,31 @@ fn killed(recorder: &MockRecorder, log: &[Seen]) -> std::collections::HashSet<St
 /// it (the pool reads nothing past a frame that breaks the protocol), and those of
 /// a worker the pool killed (one killed for a timeout at the instant it answered,
 /// and started the next task of its window, is not heard: that task goes back to
-/// the queue as one that never started).
+/// the queue as one that never started). When workers batch replies, also none
+/// of a worker that died on its own (a crash, an exit on cancel): replies it
+/// held die with it.
 fn answered<'a>(
+    shape: Shape,
     plans: &[Plan],
     log: &[Seen],
     answers: &Answers<'a>,
 ) -> std::collections::HashSet<(u64, u32, &'a str)> {
+    let died: std::collections::HashSet<&str> = log
+        .iter()
+        .filter_map(|seen| match seen {
+            Seen::Started {
+                n, attempt, worker, ..
+            } if shape.batched_replies => {
+                let kind = plans.get(*n as usize)?.kind;
+                matches!(
+                    kind.action(*attempt),
+                    MockAction::Crash(_) | MockAction::ExitOnCancel
+                )
+                .then_some(worker.as_str())
+            }
+            _ => None,
+        })
+        .collect();
     let garbage: std::collections::HashSet<u64> = log
         .iter()
         .filter_map(|seen| match seen {
@@ -919,7 +947,10 @@ fn answered<'a>(
         if garbage.contains(id) {
             garbled.insert(worker.as_str());
         }
-        if !garbled.contains(worker.as_str()) && !answers.killed.contains(worker) {
+        if !garbled.contains(worker.as_str())
+            && !answers.killed.contains(worker)
+            && !died.contains(worker.as_str())
+        {
             answered.insert((*id, *attempt, worker.as_str()));
         }
     }

@@ -281,7 +281,8 @@ fn documented_decoding_rules_hold() -> TestResult {
         FromWorker::Ready {
             version: 1,
             pid: 7,
-            task_types: vec![]
+            task_types: vec![],
+            batches_replies: false,
         }
     );
     // Heartbeat fields read as 0 when missing.

@@ -182,6 +182,11 @@ pub(crate) struct Pending {
     /// Times it went back to the queue from a dead worker's prefetch window
     /// without losing an attempt (bounded by [`MAX_UNCOUNTED_REQUEUES`]).
     pub(crate) uncounted_requeues: u8,
+    /// It was among the unanswered tasks of a worker that batched its replies
+    /// and died, so which of them ran is unknown: it is written only to a
+    /// worker holding no other task, and nothing joins it there until it is
+    /// answered, so a death then is its own.
+    pub(crate) run_alone: bool,
     pub(crate) queued_at: Instant,
     /// The number of the worker that ran its last attempt (`worker-N`), kept in
     /// 32 bits so a queued task stays small (a pool would have to start four
@@ -285,6 +290,8 @@ pub(crate) struct Worker {
     pub(crate) heartbeats: std::collections::VecDeque<Instant>,
     /// The task types it takes (all when it stated none).
     pub(crate) task_types: super::routing::TaskTypes,
+    /// When it writes replies: what its death tells about which task ran.
+    pub(crate) replies: super::reply_timing::ReplyTiming,
 }
 
 impl Worker {

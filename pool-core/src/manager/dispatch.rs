@@ -31,13 +31,17 @@ use crate::queue::DeadLetter;
 
 /// What became of one assignment.
 pub(super) enum Assigned {
-    /// The task is on its way to the worker.
-    Yes,
+    /// The task is on its way to the worker; `alone` when it runs alone there
+    /// (the worker takes nothing more until it is answered).
+    Yes { alone: bool },
     /// The task could not be encoded and was failed; the worker is unchanged.
     TaskFailed,
     /// The worker cannot take tasks (gone or its link closed); the task is back in
     /// the queue.
     WorkerUnusable,
+    /// The worker holds a task that runs alone, or the task must run alone and
+    /// the worker holds others: the task is back at the head of the queue.
+    WorkerOccupied,
 }
 
 /// Distinct task types whose names the actor shares between tasks.
@@ -109,11 +113,14 @@ impl Actor {
         let mut uniform = true;
         let mut types: Option<&TaskTypes> = None;
         for (num, w) in &self.workers {
-            let (held, dispatched) = {
+            let (held, dispatched, alone) = {
                 let book = w.lane.book();
-                (book.len() as u32, book.dispatched)
+                (book.len() as u32, book.dispatched, book.runs_alone())
             };
-            if !w.life.takes_tasks() || w.task_limit.is_some_and(|limit| dispatched >= limit) {
+            if alone
+                || !w.life.takes_tasks()
+                || w.task_limit.is_some_and(|limit| dispatched >= limit)
+            {
                 continue;
             }
             if held < capacity {
@@ -160,7 +167,7 @@ impl Actor {
         assigned: Assigned,
     ) {
         match assigned {
-            Assigned::Yes => {
+            Assigned::Yes { alone } => {
                 let at_limit = self.reached_task_limit(num);
                 let c = &mut self.candidates[index];
                 c.in_flight += 1;
@@ -169,12 +176,12 @@ impl Actor {
                     let reason = "was handed its last task (max_tasks_per_worker)";
                     let verdict = Verdict::Recycle(reason.to_owned());
                     self.apply_verdict(num, verdict, ProbeKind::MaxTasks, "max-tasks");
-                } else if c.in_flight >= capacity {
+                } else if alone || c.in_flight >= capacity {
                     self.candidates.remove(index);
                 }
             }
             Assigned::TaskFailed => {}
-            Assigned::WorkerUnusable => {
+            Assigned::WorkerUnusable | Assigned::WorkerOccupied => {
                 self.candidates.remove(index);
             }
         }
@@ -234,10 +241,18 @@ impl Actor {
             max_frame: self.config.max_frame,
         };
         let now = Instant::now();
+        let alone;
         // Encoded into the worker's batch, sent when the dispatch pass ends.
         let (written, was_empty) = {
             let mut book = worker.lane.book();
+            if !book.may_take(&pending) {
+                drop(book);
+                let priority = pending.task.priority;
+                self.queue.lock().tasks.push_front(priority, pending);
+                return Assigned::WorkerOccupied;
+            }
             let was_empty = !book.has_batch();
+            alone = pending.run_alone;
             (book.start_attempt(&target, pending, now), was_empty)
         };
         let written = match written {
@@ -258,7 +273,7 @@ impl Actor {
         if let Some(deadline) = written.deadline {
             arm_deadline(&mut self.timers, worker, num, deadline, now);
         }
-        Assigned::Yes
+        Assigned::Yes { alone }
     }
 
     /// Hands each worker the task frames this dispatch pass encoded for it, and

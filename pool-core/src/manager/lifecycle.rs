@@ -16,6 +16,7 @@ use super::lane::settle::{LaneSettings, Settler};
 use super::lane::Lane;
 use super::metrics::Stats;
 use super::probe_set::Occasion;
+use super::reply_timing::ReplyTiming;
 use super::worker_io::{run_worker, WorkerEvent, WorkerLaunch};
 use super::worker_life::{KillCause, WorkerLife};
 use crate::error::StartError;
@@ -105,8 +106,9 @@ impl Actor {
                 frames,
                 control,
                 task_types,
+                replies,
                 lane,
-            } => self.on_ready(num, pid, frames, control, task_types, lane),
+            } => self.on_ready(num, pid, frames, control, (task_types, replies), lane),
             WorkerEvent::StartFailed {
                 num,
                 reason,
@@ -134,7 +136,7 @@ impl Actor {
         pid: u32,
         frames: tokio::sync::mpsc::UnboundedSender<bytes::Bytes>,
         control: tokio::sync::mpsc::UnboundedSender<GroupSignal>,
-        task_types: super::routing::TaskTypes,
+        (task_types, replies): (super::routing::TaskTypes, ReplyTiming),
         lane: Lane,
     ) {
         let slot = self.launching.remove(&num);
@@ -165,6 +167,7 @@ impl Actor {
                 slot,
                 heartbeats: std::collections::VecDeque::new(),
                 task_types,
+                replies,
             },
         );
         if let Some(worker) = self.workers.get(&num) {
@@ -269,10 +272,22 @@ impl Actor {
         // A worker that dies while running a task is that task's failure (it loses
         // the attempt below); only a death with no task running counts towards the
         // restart backoff and the breaker, so crashing tasks cannot starve the pool.
-        let running_task = worker.lane.book().running_task();
+        let (running_task, unanswered) = {
+            let book = worker.lane.book();
+            (book.running_task(), book.len())
+        };
+        // A worker that batched its replies and died holding several tasks may
+        // have run any of them: none is blamed, each runs its next attempt alone.
+        let ambiguous = worker.replies.death_is_ambiguous(unanswered);
         if !expected {
             Stats::bump(&self.shared.stats.workers_crashed);
             let message = match running_task {
+                Some(_) if ambiguous => format!(
+                    "{} died unexpectedly ({exit}) with {unanswered} tasks unanswered; \
+                     its replies were batched, so each of them runs alone next to find \
+                     the one at fault",
+                    worker.name
+                ),
                 Some(task) => format!(
                     "{} died unexpectedly ({exit}) while running task {task}",
                     worker.name
@@ -318,6 +333,14 @@ impl Actor {
         for mut running in attempts {
             let id = running.pending.id;
             running.deadline = None;
+            if ambiguous && !running.cancel_requested && !matches!(cause, Some(KillCause::Shutdown))
+            {
+                // It may not have run, or may have finished with its reply
+                // unwritten: its attempt does not count, and the next runs alone.
+                running.pending.run_alone = true;
+                self.requeue_unstarted(running.pending);
+                continue;
+            }
             if running.run_start.is_none()
                 && !running.cancel_requested
                 && (running_task.is_some()

@@ -22,6 +22,7 @@ mod outbox;
 mod pool;
 mod probe_set;
 mod read_codec;
+mod reply_timing;
 mod roll;
 mod routing;
 mod scaling;

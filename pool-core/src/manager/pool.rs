@@ -512,6 +512,7 @@ impl Pool {
             answer,
             holds_queue_slot: true,
             uncounted_requeues: 0,
+            run_alone: false,
             queued_at: Instant::now(),
             last_worker: None,
         }

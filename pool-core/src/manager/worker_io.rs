@@ -14,6 +14,7 @@ use super::lane::settle::{Settled, Settler};
 use super::lane::Lane;
 use super::outbox::Outbox;
 use super::read_codec::ReadCodec;
+use super::reply_timing::ReplyTiming;
 use super::routing::TaskTypes;
 use crate::process::{describe_exit, GroupSignal, WorkerProcess};
 use crate::protocol::{
@@ -42,6 +43,8 @@ pub(crate) enum WorkerEvent {
         control: mpsc::UnboundedSender<GroupSignal>,
         /// The task types it listed in `ready`.
         task_types: TaskTypes,
+        /// When it writes replies, as its `ready` said.
+        replies: ReplyTiming,
         /// Its lane, whose results its reader settles from now on.
         lane: Lane,
     },
@@ -178,8 +181,8 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
         ready = handshake(&mut out, &mut writer, &mut frames, start_timeout) => ready,
         _ = process.wait() => Err("worker exited before the handshake".to_owned()),
     };
-    let task_types = match checked {
-        Ok(task_types) => task_types,
+    let (task_types, replies) = match checked {
+        Ok(ready) => ready,
         Err(reason) => return fail_start(&events, num, process, reason).await,
     };
     settler.connect(task_types.clone());
@@ -191,6 +194,7 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
         frames: frames_tx,
         control: control_tx,
         task_types,
+        replies,
         lane: settler.lane().clone(),
     };
     if events.send(ready).await.is_err() {
@@ -291,7 +295,7 @@ async fn handshake<R: tokio::io::AsyncRead + Unpin>(
     writer: &mut Option<LinkWriter>,
     frames: &mut FramedRead<R, ReadCodec>,
     timeout: Duration,
-) -> Result<TaskTypes, String> {
+) -> Result<(TaskTypes, ReplyTiming), String> {
     let Some(writer) = writer.as_mut() else {
         return Err("the worker's input is closed".to_owned());
     };
@@ -377,13 +381,17 @@ pub(crate) fn hex_head(bytes: &[u8]) -> String {
     out
 }
 
-fn check_ready(body: &Bytes) -> Result<TaskTypes, String> {
+fn check_ready(body: &Bytes) -> Result<(TaskTypes, ReplyTiming), String> {
     match decode_from_worker(body) {
         Ok(FromWorker::Ready {
             version,
             task_types,
+            batches_replies,
             ..
-        }) if version == PROTOCOL_VERSION => Ok(TaskTypes::from_ready(&task_types)),
+        }) if version == PROTOCOL_VERSION => Ok((
+            TaskTypes::from_ready(&task_types),
+            ReplyTiming::declared(batches_replies),
+        )),
         Ok(FromWorker::Ready { version, .. }) => Err(FrameError::VersionMismatch {
             worker: version,
             manager: PROTOCOL_VERSION,

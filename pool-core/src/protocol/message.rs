@@ -66,6 +66,11 @@ pub enum FromWorker<'a> {
         /// The task types the worker has handlers for (may be empty: unknown).
         #[serde(default, borrow)]
         task_types: Vec<&'a str>,
+        /// The worker may hold finished tasks' replies while it starts later
+        /// tasks, and writes them together (`docs/PROTOCOL.md`, "Batched
+        /// replies"). Absent on the wire means `false`.
+        #[serde(default, skip_serializing_if = "is_false")]
+        batches_replies: bool,
     },
     /// A task attempt succeeded.
     Result {
@@ -105,6 +110,10 @@ pub struct ErrorReply<'a> {
     /// as for any failure the worker did not mark final).
     #[serde(default = "retryable_by_default")]
     pub retryable: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 fn retryable_by_default() -> bool {

@@ -38,6 +38,21 @@ pub async fn start(
     (pool, recorder)
 }
 
+/// Starts a pool whose mock workers follow `script` and say in `ready` that
+/// they batch replies.
+pub async fn start_batched(
+    config: PoolConfig,
+    script: impl Fn(&MockTask) -> MockAction + Send + Sync + 'static,
+) -> (Pool, Arc<MockRecorder>) {
+    let (transport, recorder) = MockTransport::new(script);
+    let pool = Pool::builder(transport.with_batched_replies(), WorkerCommand::new("mock"))
+        .config(config)
+        .start()
+        .await
+        .expect("pool starts");
+    (pool, recorder)
+}
+
 /// A task of `task_type` whose payload is `n` as MessagePack.
 pub fn task(task_type: &str, n: u32) -> Task {
     Task::msgpack(task_type, &n).expect("a u32 encodes")

@@ -147,6 +147,7 @@ impl Worker {
                     version: PROTOCOL_VERSION,
                     pid: std::process::id(),
                     task_types: TASK_TYPES.to_vec(),
+                    batches_replies: false,
                 })?,
                 ToWorker::Task(task) => {
                     if let Some(code) = self.task(&task)? {

@@ -75,7 +75,7 @@ impl Feed {
             return refilled;
         };
         let mut book = lane.book();
-        if !book.feeds || book.has_batch() || book.len() >= self.window {
+        if !book.feeds || book.has_batch() || book.len() >= self.window || book.runs_alone() {
             return refilled;
         }
         while let Ok(piece) = frames.try_recv() {
@@ -88,12 +88,14 @@ impl Feed {
             if !waiting.lanes_may_take {
                 return refilled;
             }
-            while book.len() < self.window {
+            while book.len() < self.window && !book.runs_alone() {
                 let last = &self.last_type;
+                let empty = book.is_empty();
                 let head = waiting.pop_if(|p| {
                     let task_type = &p.task.task_type;
-                    last.as_ref().is_some_and(|t| Arc::ptr_eq(t, task_type))
-                        || types.accepts(task_type)
+                    (!p.run_alone || empty)
+                        && (last.as_ref().is_some_and(|t| Arc::ptr_eq(t, task_type))
+                            || types.accepts(task_type))
                 });
                 let Head::Taken(pending) = head else {
                     break;

@@ -187,6 +187,26 @@ impl Book {
         self.entries.iter().map(|e| e.id)
     }
 
+    /// Whether its worker runs a task that must run alone
+    /// ([`Pending::run_alone`](super::actor::Pending::run_alone)): it takes no
+    /// other task until that one is answered. Such a task is only written to
+    /// an empty book, so it is the first entry.
+    pub(crate) fn runs_alone(&self) -> bool {
+        self.entries
+            .front()
+            .is_some_and(|e| e.attempt.as_ref().is_some_and(|r| r.pending.run_alone))
+    }
+
+    /// Whether it may take `pending` now: not while a task runs alone, and a
+    /// task that must run alone only when it holds nothing.
+    pub(crate) fn may_take(&self, pending: &super::actor::Pending) -> bool {
+        if pending.run_alone {
+            self.entries.is_empty()
+        } else {
+            !self.runs_alone()
+        }
+    }
+
     /// The first task that had started running, if any.
     pub(crate) fn running_task(&self) -> Option<u64> {
         self.entries

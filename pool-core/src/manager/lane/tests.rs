@@ -21,6 +21,7 @@ fn attempt(id: u64, now: Instant, running: bool) -> Running {
             answer,
             holds_queue_slot: false,
             uncounted_requeues: 0,
+            run_alone: false,
             queued_at: now,
             last_worker: Some(0),
         },

@@ -33,6 +33,7 @@ fn every_worker_message_round_trips() {
             version: PROTOCOL_VERSION,
             pid: 9,
             task_types: vec!["echo", "sleep"],
+            batches_replies: true,
         },
         FromWorker::Result {
             id: 1,
