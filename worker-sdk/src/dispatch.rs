@@ -25,6 +25,11 @@ use crate::{ServeError, Stopped, TaskContext};
 /// Frames handled per read batch before the replies are handed to the writer.
 const READ_BATCH: usize = 256;
 
+/// How long a worker holds finished tasks' replies while later tasks start, by
+/// default ([`Worker::hold_replies`](crate::Worker::hold_replies)): before a
+/// task starts, replies held since longer are written first.
+pub const HOLD_REPLIES: Duration = Duration::from_millis(1);
+
 /// Everything the dispatch loop owns.
 pub(crate) struct Dispatcher<'a, R> {
     pub(crate) frames: &'a mut FramedRead<R, FrameCodec>,
@@ -35,6 +40,9 @@ pub(crate) struct Dispatcher<'a, R> {
     pub(crate) stats: Arc<Stats>,
     /// The most tasks running at once (`hello.concurrency`; `usize::MAX` without it).
     pub(crate) limit: usize,
+    /// How long finished tasks' replies may be held while later tasks start
+    /// (`None`: not at all, each is written before a later task starts).
+    pub(crate) hold: Option<Duration>,
 }
 
 /// A task that arrived while every slot was taken: what it needs to start later.
@@ -136,12 +144,12 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
         waiting: &mut VecDeque<Waiting>,
         replies: &mut BytesMut,
     ) {
-        let started = Instant::now();
+        let mut started = Instant::now();
         while running.cancels.len() < self.limit {
             let Some(task) = waiting.pop_front() else {
                 return;
             };
-            self.run_task(task, started, running, replies);
+            self.run_task(task, &mut started, running, replies);
         }
     }
 
@@ -293,7 +301,7 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
             payload: body.slice_ref(task.payload),
         };
         if batch.waiting.is_empty() && batch.running.cancels.len() < self.limit {
-            let started = *batch.now.get_or_insert_with(Instant::now);
+            let started = batch.now.get_or_insert_with(Instant::now);
             self.run_task(task, started, batch.running, batch.replies);
         } else {
             batch.waiting.push_back(task);
@@ -302,9 +310,12 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
 
     /// Runs the task's handler.
     ///
-    /// The replies gathered so far are written first: a finished task's reply is on
-    /// the wire before a later task starts, so a task that kills the process cannot
-    /// take them with it (`docs/PROTOCOL.md`).
+    /// The replies gathered so far are written first, unless replies are batched
+    /// (`self.hold`) and the batch started less than the hold ago: then they stay
+    /// for one write with the next ones, and the worker said so in `ready`
+    /// (`docs/PROTOCOL.md`, "Batched replies"). Otherwise a finished task's reply
+    /// is on the wire before a later task starts, so a task that kills the
+    /// process cannot take it along.
     ///
     /// The handler's future is polled once right here: when it finishes at once (a
     /// handler with nothing to wait for, like most small ones), its reply joins
@@ -313,15 +324,27 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
     /// cancellation signal the next task when the handler kept no copy of its
     /// context. Otherwise the future moves onto its own tokio task and holds a slot
     /// until it ends; its reply is written by that task as soon as it finishes.
-    /// `started` is when the task starts: one clock read serves a whole batch.
+    /// `started` is when the task starts: one clock read serves a whole batch,
+    /// renewed when held replies are written.
     fn run_task(
         &self,
         task: Waiting,
-        started: Instant,
+        started: &mut Instant,
         running: &mut Running,
         replies: &mut BytesMut,
     ) {
-        self.flush(replies);
+        match self.hold {
+            None => self.flush(replies),
+            Some(hold) if !replies.is_empty() => {
+                let now = Instant::now();
+                if now.duration_since(*started) >= hold {
+                    self.flush(replies);
+                    *started = now;
+                }
+            }
+            Some(_) => {}
+        }
+        let started = *started;
         let cancel = running.spare.take().unwrap_or_default();
         let ctx = TaskContext::new(
             task.id,

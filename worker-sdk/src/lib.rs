@@ -112,5 +112,6 @@ mod worker;
 mod writer;
 
 pub use context::TaskContext;
+pub use dispatch::HOLD_REPLIES;
 pub use error::{HandlerError, ServeError};
 pub use worker::{Stopped, Worker};

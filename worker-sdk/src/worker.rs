@@ -18,7 +18,7 @@ use serde::Serialize;
 use tokio::io::AsyncRead;
 use tokio_util::codec::FramedRead;
 
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{Dispatcher, HOLD_REPLIES};
 use crate::handler::{erase, erase_raw, ErasedHandler};
 use crate::registry::{Handlers, Lookup, Registered};
 use crate::stats::Stats;
@@ -52,6 +52,9 @@ pub enum Stopped {
 pub struct Worker {
     handlers: Handlers,
     max_frame: usize,
+    /// How long replies of tasks that finished at once may be held while later
+    /// tasks start ([`hold_replies`](Self::hold_replies)); zero: not at all.
+    hold_replies: Duration,
 }
 
 impl fmt::Debug for Worker {
@@ -59,6 +62,7 @@ impl fmt::Debug for Worker {
         f.debug_struct("Worker")
             .field("task_types", &self.task_types())
             .field("max_frame", &self.max_frame)
+            .field("hold_replies", &self.hold_replies)
             .finish()
     }
 }
@@ -75,7 +79,36 @@ impl Worker {
         Self {
             handlers: Handlers::default(),
             max_frame: DEFAULT_MAX_FRAME,
+            hold_replies: HOLD_REPLIES,
         }
+    }
+
+    /// How long replies may be held to batch them ([`HOLD_REPLIES`], 1 ms, by
+    /// default; [`Duration::ZERO`] turns batching off). The replies of tasks
+    /// whose handlers finish at once are held while the next tasks of the same
+    /// read start, and written together (one system call for a batch instead of
+    /// one per task) before the worker waits for anything, or before a task
+    /// starts once `hold` passed since the first of them started. The worker
+    /// says so in `ready` (`batches_replies`), and the manager then blames no
+    /// task when the worker dies holding several (`docs/PROTOCOL.md`, "Batched
+    /// replies"): each of them runs its next attempt alone.
+    ///
+    /// Turn it off for a worker whose handlers block their thread for long
+    /// without awaiting (instead of using
+    /// [`spawn_blocking`](tokio::task::spawn_blocking)) right after quick
+    /// ones: the quick ones' replies would wait for the slow handler, and their
+    /// timeouts count meanwhile. Off, each reply is written before a later task
+    /// starts.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let worker = worker_sdk::Worker::new().hold_replies(Duration::ZERO);
+    /// # drop(worker);
+    /// ```
+    pub fn hold_replies(mut self, hold: Duration) -> Self {
+        self.hold_replies = hold;
+        self
     }
 
     /// Registers `handler` for tasks of type `task_type` (replacing an earlier one).
@@ -196,9 +229,10 @@ impl Worker {
     /// through `writer`. [`run`](Self::run) calls it with the link from the environment;
     /// tests call it with in-memory streams or pipes.
     ///
-    /// `writer` is a blocking [`Write`], shared under a lock: each reply is written
-    /// and flushed before a later task starts, so a task that kills the process
-    /// cannot take the replies of the tasks before it along. Heartbeats come from a
+    /// `writer` is a blocking [`Write`], shared under a lock: replies are written
+    /// in batches as [`hold_replies`](Self::hold_replies) says (else each
+    /// before a later task starts, so a task that kills the process cannot take
+    /// the replies of the tasks before it along). Heartbeats come from a
     /// dedicated thread that writes them itself, so they keep flowing even while
     /// every runtime thread runs a CPU-bound handler. A write blocks while the other
     /// end is not reading and the pipe is full. Must be called inside a tokio
@@ -265,6 +299,7 @@ impl Worker {
             version: PROTOCOL_VERSION,
             pid: std::process::id(),
             task_types,
+            batches_replies: !self.hold_replies.is_zero(),
         })?;
         let stats = Arc::new(Stats::default());
         let _heartbeat = match heartbeat_ms {
@@ -286,6 +321,7 @@ impl Worker {
             worker_id,
             stats,
             limit,
+            hold: (!self.hold_replies.is_zero()).then_some(self.hold_replies),
         }
         .run()
         .await

@@ -85,7 +85,9 @@ where
                 version,
                 task_types,
                 pid,
+                batches_replies,
             } => {
+                assert!(batches_replies, "the SDK batches replies");
                 assert!(results.is_empty(), "ready comes first");
                 assert_eq!(version, PROTOCOL_VERSION);
                 assert_eq!(task_types, ["echo", "shout"]);

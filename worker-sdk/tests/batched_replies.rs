@@ -1,0 +1,165 @@
+//! Batched replies (`Worker::hold_replies`): the replies of tasks that finish at
+//! once leave in one write per batch, `ready` says so, and a handler that runs
+//! past the hold has the replies before it written before the next task starts.
+
+use std::io::{self, IoSlice, Write};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use pool_core::protocol::{
+    decode_from_worker, encode_frame, FrameCodec, FromWorker, TaskFrame, ToWorker, PROTOCOL_VERSION,
+};
+use tokio_util::codec::Decoder;
+use worker_sdk::{HandlerError, Stopped, TaskContext, Worker};
+
+const MAX_FRAME: usize = 64 * 1024;
+
+/// A writer that keeps each write call's bytes apart.
+#[derive(Clone, Default)]
+struct Writes(Arc<Mutex<Vec<Vec<u8>>>>);
+
+impl Write for Writes {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().expect("lock").push(buf.to_vec());
+        Ok(buf.len())
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let joined: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+        self.write(&joined)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// What one write carried: `ready` as 0, a result as its task id.
+fn frames_of(write: &[u8]) -> Vec<u64> {
+    let mut buf = BytesMut::from(write);
+    let mut codec = FrameCodec::new(MAX_FRAME);
+    let mut ids = Vec::new();
+    while let Some(body) = codec.decode(&mut buf).expect("whole frames") {
+        match decode_from_worker(&body).expect("a worker message") {
+            FromWorker::Ready { .. } => ids.push(0),
+            FromWorker::Result { id, .. } => ids.push(id),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(buf.is_empty(), "a write ends on a frame boundary");
+    ids
+}
+
+/// Whether the `ready` in the first write says the worker batches replies.
+fn declares_batching(first_write: &[u8]) -> bool {
+    let mut buf = BytesMut::from(first_write);
+    let body = FrameCodec::new(MAX_FRAME)
+        .decode(&mut buf)
+        .expect("a frame")
+        .expect("whole");
+    match decode_from_worker(&body).expect("ready") {
+        FromWorker::Ready {
+            batches_replies, ..
+        } => batches_replies,
+        other => panic!("expected ready, got {other:?}"),
+    }
+}
+
+/// `hello` (concurrency 1, no heartbeats) and the tasks `(id, type)`, as one input.
+fn input(tasks: &[(u64, &str)]) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct Hello {
+        r#type: &'static str,
+        version: u32,
+        worker_id: &'static str,
+        heartbeat_ms: u64,
+        max_frame: u32,
+        concurrency: u32,
+    }
+    let body = rmp_serde::to_vec_named(&Hello {
+        r#type: "hello",
+        version: PROTOCOL_VERSION,
+        worker_id: "worker-1",
+        heartbeat_ms: 0,
+        max_frame: MAX_FRAME as u32,
+        concurrency: 1,
+    })
+    .expect("hello encodes");
+    let mut buf = BytesMut::new();
+    buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    buf.extend_from_slice(&body);
+    for &(id, task_type) in tasks {
+        let task = ToWorker::Task(TaskFrame {
+            id,
+            task_type,
+            payload: &[0xc0],
+            attempt: 1,
+            timeout_ms: 60_000,
+        });
+        encode_frame(&task, &mut buf, MAX_FRAME).expect("task encodes");
+    }
+    buf.to_vec()
+}
+
+/// Serves `tasks` with `worker` until the input ends; the writes it made.
+async fn serve(worker: Worker, tasks: &[(u64, &str)]) -> Vec<Vec<u8>> {
+    let writes = Writes::default();
+    let input = input(tasks);
+    let stopped = worker
+        .handle(
+            "echo",
+            |_ctx: TaskContext, v: serde_json::Value| async move { Ok::<_, HandlerError>(v) },
+        )
+        .handle(
+            "slow",
+            |_ctx: TaskContext, v: serde_json::Value| async move {
+                // Holds its thread, as CPU-bound work outside spawn_blocking does.
+                std::thread::sleep(Duration::from_millis(20));
+                Ok::<_, HandlerError>(v)
+            },
+        )
+        .serve(&input[..], writes.clone())
+        .await
+        .expect("serves");
+    assert_eq!(stopped, Stopped::Disconnected);
+    let written = writes.0.lock().expect("lock").clone();
+    written
+}
+
+#[tokio::test]
+async fn replies_of_tasks_read_together_leave_in_one_write() {
+    let worker = Worker::new().hold_replies(Duration::from_secs(60));
+    let writes = serve(worker, &[(1, "echo"), (2, "echo"), (3, "echo")]).await;
+    assert!(declares_batching(&writes[0]), "ready says batches_replies");
+    let frames: Vec<Vec<u64>> = writes.iter().map(|w| frames_of(w)).collect();
+    assert_eq!(frames, [vec![0], vec![1, 2, 3]]);
+}
+
+#[tokio::test]
+async fn without_a_hold_each_reply_leaves_before_the_next_task_starts() {
+    let worker = Worker::new().hold_replies(Duration::ZERO);
+    let writes = serve(worker, &[(1, "echo"), (2, "echo"), (3, "echo")]).await;
+    assert!(
+        !declares_batching(&writes[0]),
+        "ready says nothing of batches"
+    );
+    let frames: Vec<Vec<u64>> = writes.iter().map(|w| frames_of(w)).collect();
+    assert_eq!(frames, [vec![0], vec![1], vec![2], vec![3]]);
+}
+
+#[tokio::test]
+async fn replies_held_past_the_hold_are_written_before_the_next_task_starts() {
+    // The slow task holds its thread for 20 ms, past the 5 ms hold: the replies
+    // before it and its own are written before task 3 starts.
+    let worker = Worker::new().hold_replies(Duration::from_millis(5));
+    let writes = serve(worker, &[(1, "echo"), (2, "slow"), (3, "echo")]).await;
+    let frames: Vec<Vec<u64>> = writes.iter().map(|w| frames_of(w)).collect();
+    let with_3 = frames
+        .iter()
+        .find(|ids| ids.contains(&3))
+        .expect("task 3 was answered");
+    assert_eq!(with_3, &[3], "task 3's reply left on its own: {frames:?}");
+    let all: Vec<u64> = frames.concat();
+    assert_eq!(all, [0, 1, 2, 3], "every reply once, in order");
+}
