@@ -2,18 +2,20 @@
 //! once leave in one write per batch, `ready` says so, and a handler that runs
 //! past the hold has the replies before it written before the next task starts.
 
+mod common;
+
 use std::io::{self, IoSlice, Write};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use pool_core::protocol::{
-    decode_from_worker, encode_frame, FrameCodec, FromWorker, TaskFrame, ToWorker, PROTOCOL_VERSION,
+    decode_from_worker, encode_frame, FrameCodec, FromWorker, TaskFrame, ToWorker,
 };
 use tokio_util::codec::Decoder;
 use worker_sdk::{HandlerError, Stopped, TaskContext, Worker};
 
-const MAX_FRAME: usize = 64 * 1024;
+use common::MAX_FRAME;
 
 /// A writer that keeps each write call's bytes apart.
 #[derive(Clone, Default)]
@@ -68,27 +70,7 @@ fn declares_batching(first_write: &[u8]) -> bool {
 
 /// `hello` (concurrency 1, no heartbeats) and the tasks `(id, type)`, as one input.
 fn input(tasks: &[(u64, &str)]) -> Vec<u8> {
-    #[derive(serde::Serialize)]
-    struct Hello {
-        r#type: &'static str,
-        version: u32,
-        worker_id: &'static str,
-        heartbeat_ms: u64,
-        max_frame: u32,
-        concurrency: u32,
-    }
-    let body = rmp_serde::to_vec_named(&Hello {
-        r#type: "hello",
-        version: PROTOCOL_VERSION,
-        worker_id: "worker-1",
-        heartbeat_ms: 0,
-        max_frame: MAX_FRAME as u32,
-        concurrency: 1,
-    })
-    .expect("hello encodes");
-    let mut buf = BytesMut::new();
-    buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    buf.extend_from_slice(&body);
+    let mut buf = BytesMut::from(&common::hello_with_concurrency(1)[..]);
     for &(id, task_type) in tasks {
         let task = ToWorker::Task(TaskFrame {
             id,

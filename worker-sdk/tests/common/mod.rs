@@ -88,6 +88,35 @@ impl Gate {
     }
 }
 
+/// A `hello` frame (no heartbeats, frames up to [`MAX_FRAME`]) with the
+/// `concurrency` key, which [`ToWorker::Hello`] does not carry.
+pub fn hello_with_concurrency(concurrency: u32) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct Hello {
+        r#type: &'static str,
+        version: u32,
+        worker_id: &'static str,
+        heartbeat_ms: u64,
+        max_frame: u32,
+        concurrency: u32,
+    }
+    let body = rmp_serde::to_vec_named(&Hello {
+        r#type: "hello",
+        version: PROTOCOL_VERSION,
+        worker_id: "worker-7",
+        heartbeat_ms: NO_HEARTBEAT,
+        max_frame: MAX_FRAME as u32,
+        concurrency,
+    })
+    .expect("encode hello");
+    let mut frame = u32::try_from(body.len())
+        .expect("small")
+        .to_be_bytes()
+        .to_vec();
+    frame.extend_from_slice(&body);
+    frame
+}
+
 /// The handlers most tests use.
 pub fn test_worker(gate: Gate) -> Worker {
     #[derive(serde::Deserialize)]
@@ -219,30 +248,7 @@ impl Peer {
 
     /// Sends a hello with the `concurrency` key.
     pub async fn hello_with_concurrency(&mut self, concurrency: u32) {
-        #[derive(serde::Serialize)]
-        struct Hello {
-            r#type: &'static str,
-            version: u32,
-            worker_id: &'static str,
-            heartbeat_ms: u64,
-            max_frame: u32,
-            concurrency: u32,
-        }
-        let body = rmp_serde::to_vec_named(&Hello {
-            r#type: "hello",
-            version: PROTOCOL_VERSION,
-            worker_id: "worker-7",
-            heartbeat_ms: NO_HEARTBEAT,
-            max_frame: MAX_FRAME as u32,
-            concurrency,
-        })
-        .expect("encode hello");
-        let mut frame = u32::try_from(body.len())
-            .expect("small")
-            .to_be_bytes()
-            .to_vec();
-        frame.extend_from_slice(&body);
-        self.send_raw(&frame).await;
+        self.send_raw(&hello_with_concurrency(concurrency)).await;
     }
 
     pub async fn send(&mut self, message: &ToWorker<'_>) {
