@@ -22,9 +22,13 @@ kind ``handler``, retryable.
 
 **Batches.** The worker reads whatever the manager has written, decodes every
 complete frame in it, runs the handlers, and writes the replies that are ready in
-one write. A finished task's reply is written before any later task starts (so a
-task that kills the process cannot take earlier replies with it): replies are
-batched only when their tasks finished together. Tasks run on a set of reusable threads, at most ``hello.concurrency`` at
+one write. Replies of ``inline`` handlers are held while the next tasks of the same
+read start, for at most ``Worker(hold_replies=0.001)`` seconds (the worker says
+``batches_replies`` in ``ready``; see "Batched replies" in ``docs/PROTOCOL.md``:
+when a worker dies holding several tasks, none of them loses an attempt and each
+runs alone next). Otherwise, and with ``hold_replies=0``, a finished task's reply is
+written before any later task starts (so a task that kills the process cannot take
+earlier replies with it). Tasks run on a set of reusable threads, at most ``hello.concurrency`` at
 once (every task at once when the manager sends no ``concurrency``); tasks beyond the
 limit wait and start in arrival order, and a ``cancel`` of a waiting task is answered
 at once with kind ``cancelled``. A handler registered with ``inline=True`` (one that
@@ -440,7 +444,14 @@ class Context:
 class Worker:
     """A set of handlers and the loop that serves them over a link."""
 
-    def __init__(self):
+    def __init__(self, hold_replies=0.001):
+        """``hold_replies``: the longest, in seconds, that replies of ``inline``
+        handlers are held while later tasks of the same read start (0: each reply
+        is written before a later task starts)."""
+        if hold_replies < 0:
+            raise ValueError(f"hold_replies must be at least 0, got {hold_replies!r}")
+        self._hold = hold_replies
+        self._held_since = 0.0  # when the oldest reply in _replies was framed
         self._handlers = {}
         self._inline = set()
         self._state = threading.Lock()
@@ -533,6 +544,7 @@ class Worker:
                 "version": PROTOCOL_VERSION,
                 "pid": os.getpid(),
                 "task_types": sorted(self._handlers),
+                "batches_replies": self._hold > 0,
             }
         )
         interval = max(1, int(hello.get("heartbeat_ms") or 1000)) / 1000
@@ -578,7 +590,7 @@ class Worker:
             if free and ctx.task_type in self._inline:
                 self._running[ctx.id] = ctx
                 inline = True
-                self._flush_locked()  # earlier replies leave before this task starts
+                self._flush_held_locked()
             else:
                 self._waiting.append((ctx, payload))
                 inline = False
@@ -640,6 +652,8 @@ class Worker:
                 self._idle += 1
             self._running.pop(ctx.id, None)
             self._tasks_done += 1
+            if not self._replies:
+                self._held_since = time.monotonic()
             self._replies.append(frame)
             if self._draining:
                 self._work.notify_all()
@@ -648,6 +662,12 @@ class Worker:
 
     def _flush(self):
         with self._state:
+            self._flush_locked()
+
+    def _flush_held_locked(self):
+        """Before an inline task starts: writes the replies held for ``hold_replies``
+        or longer (all of them when replies are not batched)."""
+        if self._replies and (self._hold <= 0 or time.monotonic() - self._held_since >= self._hold):
             self._flush_locked()
 
     def _flush_locked(self):

@@ -377,14 +377,61 @@ def _split(data):
 
 
 class BatchTest(unittest.TestCase):
-    """In process: what one read brings in runs in order, each reply written before the next task starts."""
+    """In process: what one read brings in runs in order; replies are batched, or
+    (``hold_replies=0``) each written before the next task starts."""
+
+    def test_replies_of_inline_tasks_read_together_leave_in_one_write(self):
+        sys.path.insert(0, HERE)
+        self.addCleanup(sys.path.remove, HERE)
+        import cortex_worker
+
+        worker = cortex_worker.Worker(hold_replies=60)
+        writer = _Recorder()
+
+        @worker.handler("echo", inline=True)
+        def echo(ctx, payload):
+            return payload
+
+        tasks = b"".join(task(i, "echo", i) for i in range(1, 26))
+        reader = io.BytesIO(hello(concurrency=1) + tasks)
+        self.assertEqual(worker.run(cortex_worker.Link(reader, writer)), 0)
+        ready = _split(writer.writes[0])
+        self.assertEqual([m["type"] for m in ready], ["ready"])
+        self.assertIs(ready[0]["batches_replies"], True)
+        replies = [[m["id"] for m in _split(data)] for data in writer.writes[1:]]
+        self.assertEqual(replies, [list(range(1, 26))], "one write for the read's replies")
+
+    def test_replies_held_past_the_hold_leave_before_the_next_task_starts(self):
+        sys.path.insert(0, HERE)
+        self.addCleanup(sys.path.remove, HERE)
+        import cortex_worker
+
+        worker = cortex_worker.Worker(hold_replies=0.005)
+        writer = _Recorder()
+        written_at_start = {}
+
+        def written_results():
+            return [m["id"] for data in writer.writes for m in _split(data) if m["type"] == "result"]
+
+        @worker.handler("echo", inline=True)
+        def echo(ctx, payload):
+            written_at_start[ctx.id] = written_results()
+            if ctx.id == 2:
+                time.sleep(0.02)  # past the hold: replies 1 and 2 leave before task 3
+            return payload
+
+        tasks = b"".join(task(i, "echo", i) for i in range(1, 4))
+        reader = io.BytesIO(hello(concurrency=1) + tasks)
+        self.assertEqual(worker.run(cortex_worker.Link(reader, writer)), 0)
+        self.assertEqual(written_at_start[3], [1, 2])
+        self.assertEqual(written_results(), [1, 2, 3])
 
     def test_each_reply_is_written_before_the_next_task_starts(self):
         sys.path.insert(0, HERE)
         self.addCleanup(sys.path.remove, HERE)
         import cortex_worker
 
-        worker = cortex_worker.Worker()
+        worker = cortex_worker.Worker(hold_replies=0)
         ran_on = []
         written_at_start = {}
         writer = _Recorder()
