@@ -57,11 +57,14 @@ pub struct PoolConfig {
     /// 0.16–0.19 s with 128 (2 vCPUs; `docs/benchmarks.md`), so 64 is where the
     /// gain ends. It bounds priority inversion to 64 tasks per worker; set 0 for
     /// strict order, or less for long tasks whose order matters. Crash
-    /// attribution stays exact with it: a worker writes a finished task's reply
-    /// before it starts a later one (`docs/PROTOCOL.md`; the shipped SDKs do),
-    /// so when a task kills its worker the pool has every earlier reply,
-    /// charges an attempt to the `worker_concurrency` oldest unanswered tasks
-    /// only, and requeues the rest.
+    /// attribution stays exact with it: a worker that writes a finished task's
+    /// reply before it starts a later one (the protocol's rule) has every
+    /// earlier reply with the pool when a task kills it, so the
+    /// `worker_concurrency` oldest unanswered tasks lose an attempt and the rest
+    /// are requeued; a worker that batches replies (`ready.batches_replies`, the
+    /// Rust SDK's default) and dies holding several tasks costs none of them an
+    /// attempt, and each runs alone next, so the one at fault is then charged
+    /// (`docs/PROTOCOL.md`, "Batched replies").
     pub prefetch: u32,
     /// New tasks that may wait in the queue; `try_submit` refuses past it and
     /// `submit` waits for room. Retries re-enter the queue regardless. Default 100 000.
