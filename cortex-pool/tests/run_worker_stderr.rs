@@ -23,6 +23,13 @@ fn stderr_with_bad_bytes_and_no_newlines_is_read_on_and_its_tail_reported() {
     assert_eq!(run.lines.len(), 4, "{}", run.stderr);
     for id in ["bad", "flood", "after"] {
         assert_eq!(run.line(id)["status"], "ok", "{id}: {}", run.line(id));
+        assert_eq!(run.line(id)["attempts"], 1, "{id}: {}", run.line(id));
+    }
+    // The stderr flood did not cost the worker its life: the tasks up to it were
+    // answered by the first worker. (`after` may run again on its replacement:
+    // the SDK batches replies, and when its reply was still held as the crash
+    // task killed the worker, both rerun alone without losing an attempt.)
+    for id in ["bad", "flood"] {
         assert_eq!(
             run.line(id)["worker"],
             "worker-0",
