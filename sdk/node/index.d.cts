@@ -47,6 +47,13 @@ export type Handler<P = any, R = any> = (payload: P, ctx: Context) => R | Promis
 export interface WorkerOptions {
   /** The most handlers run at once; the manager's `hello.concurrency` lowers it further. Default: unlimited. */
   concurrency?: number;
+  /**
+   * The longest, in milliseconds, that finished tasks' replies wait for later ones
+   * while those start, to leave in one write (the worker says `batches_replies` in
+   * `ready`; PROTOCOL.md, "Batched replies"). 0: each reply is written before a
+   * later task starts. Default: 1.
+   */
+  holdReplies?: number;
   /** Handlers by task type, as for handleAll(). */
   handlers?: Record<string, Handler>;
 }

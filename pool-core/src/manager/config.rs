@@ -62,7 +62,7 @@ pub struct PoolConfig {
     /// earlier reply with the pool when a task kills it, so the
     /// `worker_concurrency` oldest unanswered tasks lose an attempt and the rest
     /// are requeued; a worker that batches replies (`ready.batches_replies`, the
-    /// Rust SDK's default) and dies holding several tasks costs none of them an
+    /// shipped SDKs' default) and dies holding several tasks costs none of them an
     /// attempt, and each runs alone next, so the one at fault is then charged
     /// (`docs/PROTOCOL.md`, "Batched replies").
     pub prefetch: u32,

@@ -58,14 +58,20 @@ class Task {
 /** A set of handlers and the loop that serves them over the link. */
 class Worker {
   /**
-   * @param {{concurrency?: number, handlers?: Record<string, Function>}} [options]
+   * @param {{concurrency?: number, holdReplies?: number, handlers?: Record<string, Function>}} [options]
    *   `concurrency`: the most handlers this worker runs at once (the manager's
-   *   `hello.concurrency` lowers it further); `handlers`: as for handleAll().
+   *   `hello.concurrency` lowers it further); `holdReplies`: the longest, in
+   *   milliseconds, that finished tasks' replies wait for later ones while those
+   *   start (1 by default; 0 writes each before a later task starts; see
+   *   "Batched replies" in PROTOCOL.md); `handlers`: as for handleAll().
    */
   constructor(options = {}) {
     this.handlers = new Map();
     this.limit = options.concurrency ?? Infinity;
     if (!(this.limit >= 1)) throw new RangeError('concurrency must be at least 1');
+    this.holdMs = options.holdReplies ?? 1;
+    if (!(this.holdMs >= 0)) throw new RangeError('holdReplies must be at least 0');
+    this.heldSince = 0; // when the oldest reply in the outbox was queued
     this.tasks = new Map(); // id -> Task, every task received and not answered
     this.waiting = []; // Tasks not started yet, in arrival order
     this.running = 0;
@@ -214,7 +220,13 @@ class Worker {
     const concurrency = Number(wireInt(hello.concurrency ?? 0));
     if (concurrency >= 1) this.limit = Math.min(this.limit, concurrency);
     this.state = 'serving';
-    this.send({ type: 'ready', version: PROTOCOL_VERSION, pid: process.pid, task_types: [...this.handlers.keys()].sort() });
+    this.send({
+      type: 'ready',
+      version: PROTOCOL_VERSION,
+      pid: process.pid,
+      task_types: [...this.handlers.keys()].sort(),
+      batches_replies: this.holdMs > 0,
+    });
     const period = Math.max(1, Number(wireInt(hello.heartbeat_ms ?? 1000)) || 1000);
     this.heartbeat = setInterval(() => {
       // A manager that died without closing our input (it cannot, but be sure).
@@ -243,6 +255,14 @@ class Worker {
 
   startWaiting() {
     if (this.running >= this.limit || this.waiting.length === 0) return;
+    if (this.holdMs > 0) {
+      // Batched replies (the worker said so in `ready`): the replies gathered so far
+      // wait for the next tasks' unless they waited `holdMs` already; they leave
+      // when this turn's callbacks are done (queueReply), before the worker waits.
+      if (this.outbox.length > 0 && performance.now() - this.heldSince >= this.holdMs) this.writeOutbox();
+      this.startNext();
+      return;
+    }
     // A finished task's reply must be on the wire before a later task starts, or a
     // task that kills the process would take it along (PROTOCOL.md, Tasks, replies
     // and concurrency): write the replies gathered so far, and wait while the pipe
@@ -258,6 +278,11 @@ class Worker {
       }
       return;
     }
+    this.startNext();
+  }
+
+  /** Starts waiting tasks, oldest first, while a slot is free. */
+  startNext() {
     while (this.running < this.limit && this.waiting.length > 0) {
       const task = this.waiting.shift();
       this.running += 1;
@@ -302,9 +327,11 @@ class Worker {
   /**
    * Adds a reply's frame to the outbox, which is written in one write once the
    * replies that are ready now have joined it (after this turn's promise callbacks:
-   * the handlers that completed together), or before a later task starts.
+   * the handlers that completed together, and with batched replies the tasks that
+   * started and finished meanwhile), or before a later task starts (see startWaiting).
    */
   queueReply(frame) {
+    if (this.outbox.length === 0) this.heldSince = performance.now();
     this.outbox.push(frame);
     if (this.outboxQueued) return;
     this.outboxQueued = true;

@@ -171,8 +171,42 @@ test('in process: the replies of tasks that finished together leave in one write
   assert.equal(perWrite[1].length, 1000);
 });
 
-test('in process, concurrency 1: each reply is written before the next task starts', async () => {
-  const worker = new Worker();
+/** The ids each write after `ready` carried, serving `tasks` (`[id, type]`) at concurrency 1 in one read. */
+async function idsPerWrite(worker, tasks) {
+  const frames = tasks.map(([id, type]) => taskFrame(id, type));
+  const { code, writes } = await serveScripted(worker, [Buffer.concat([hello({ concurrency: 1 }), ...frames, shutdown])]);
+  assert.equal(code, 0);
+  const perWrite = writes.map(splitFrames);
+  return { ready: perWrite[0][0], ids: perWrite.slice(1).map((w) => w.map((m) => Number(m.id))) };
+}
+
+test('in process, concurrency 1, batched replies: the replies of one read leave in one write, and ready says so', async () => {
+  const worker = new Worker({ holdReplies: 60_000 }).handle('echo', async (value) => value);
+  const { ready, ids } = await idsPerWrite(worker, [[1, 'echo'], [2, 'echo'], [3, 'echo']]);
+  assert.equal(ready.type, 'ready');
+  assert.equal(ready.batches_replies, true);
+  assert.deepEqual(ids, [[1, 2, 3]]);
+});
+
+test('in process, concurrency 1: replies held past holdReplies leave before the next task starts', async () => {
+  const worker = new Worker({ holdReplies: 5 })
+    .handle('echo', async (value) => value)
+    .handle('block', async (value) => {
+      // Holds the event loop past the hold, as CPU work outside a thread does.
+      const until = performance.now() + 20;
+      while (performance.now() < until);
+      return value;
+    });
+  const { ids } = await idsPerWrite(worker, [[1, 'echo'], [2, 'block'], [3, 'echo']]);
+  assert.deepEqual(ids, [[1, 2], [3]]);
+});
+
+test('holdReplies below 0 is refused', () => {
+  assert.throws(() => new Worker({ holdReplies: -1 }), RangeError);
+});
+
+test('in process, concurrency 1, holdReplies 0: each reply is written before the next task starts', async () => {
+  const worker = new Worker({ holdReplies: 0 });
   const link = scriptedLink();
   const writtenAtStart = new Map();
   const written = () => link.writes.flatMap(splitFrames).filter(isReply).map((m) => Number(m.id));
@@ -188,6 +222,7 @@ test('in process, concurrency 1: each reply is written before the next task star
   } finally {
     worker.finish(1); // stops its heartbeat timer when it did not stop by itself
   }
+  assert.equal(splitFrames(link.writes[0])[0].batches_replies, false, 'ready says nothing is batched');
   assert.deepEqual(written(), Array.from({ length: 50 }, (_, k) => k + 1));
   for (let id = 1; id <= 50; id++) {
     assert.deepEqual(writtenAtStart.get(id), Array.from({ length: id - 1 }, (_, k) => k + 1), `task ${id} started after every earlier reply was written`);
