@@ -27,9 +27,18 @@ class Context {
     this.attempt = task.attempt;
     /** When the manager gives up on this attempt, in Date.now() milliseconds, or null for no limit. */
     this.deadline = null;
-    this.controller = new AbortController();
-    /** Fires when the manager cancels the task; its `reason` is a CancelledError. */
-    this.signal = this.controller.signal;
+    this.abort = null; // made when first asked for: most tasks never look
+  }
+
+  /** The AbortController behind `signal` (made on first use). */
+  get controller() {
+    if (this.abort === null) this.abort = new AbortController();
+    return this.abort;
+  }
+
+  /** Fires when the manager cancels the task; its `reason` is a CancelledError. */
+  get signal() {
+    return this.controller.signal;
   }
 
   /** Milliseconds left before the deadline (Infinity without one, never negative). */
