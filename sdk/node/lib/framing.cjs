@@ -12,13 +12,30 @@ const DEFAULT_MAX_FRAME = 16 * 1024 * 1024;
 const envelopeEncoder = new Encoder({ useBigInt64: true });
 const envelopeDecoder = new Decoder({ useBigInt64: true });
 
-/** The frame (prefix and body) for `message`, an object whose first key is `type`. */
+/**
+ * The frame (prefix and body) for `message`, an object whose first key is `type`.
+ * Its integer fields go out as MessagePack uints: @msgpack/msgpack would write a JS
+ * number of 2^32 or more (an id, `rss_bytes` past 4 GiB) as a float64, which the
+ * manager refuses, so those are written as bigints.
+ */
 function encodeFrame(message) {
-  const body = envelopeEncoder.encodeSharedRef(message); // copied into the frame below
+  const body = envelopeEncoder.encodeSharedRef(withWideInts(message)); // copied into the frame below
   const frame = Buffer.allocUnsafe(4 + body.length);
   frame.writeUInt32BE(body.length, 0);
   frame.set(body, 4);
   return frame;
+}
+
+/** `message`, or a copy whose integers of 2^32 and more are bigints. */
+function withWideInts(message) {
+  let copy = null;
+  for (const [key, value] of Object.entries(message)) {
+    if (typeof value === 'number' && value >= 2 ** 32 && Number.isInteger(value)) {
+      copy ??= { ...message };
+      copy[key] = BigInt(value);
+    }
+  }
+  return copy ?? message;
 }
 
 /** A u64 from the wire as a JS number when it is exactly representable, else a bigint. */
