@@ -295,11 +295,12 @@ impl Worker {
         *frames.decoder_mut() = FrameCodec::new(max_frame);
         out.set_max_frame(max_frame);
         let task_types = self.task_types();
+        let hold = (!self.hold_replies.is_zero()).then_some(self.hold_replies);
         out.outbox().send(&FromWorker::Ready {
             version: PROTOCOL_VERSION,
             pid: std::process::id(),
             task_types,
-            batches_replies: !self.hold_replies.is_zero(),
+            batches_replies: hold.is_some(),
         })?;
         let stats = Arc::new(Stats::default());
         let _heartbeat = match heartbeat_ms {
@@ -321,7 +322,7 @@ impl Worker {
             worker_id,
             stats,
             limit,
-            hold: (!self.hold_replies.is_zero()).then_some(self.hold_replies),
+            hold,
         }
         .run()
         .await

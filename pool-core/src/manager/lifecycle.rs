@@ -16,8 +16,7 @@ use super::lane::settle::{LaneSettings, Settler};
 use super::lane::Lane;
 use super::metrics::Stats;
 use super::probe_set::Occasion;
-use super::reply_timing::ReplyTiming;
-use super::worker_io::{run_worker, WorkerEvent, WorkerLaunch};
+use super::worker_io::{run_worker, Declared, WorkerEvent, WorkerLaunch};
 use super::worker_life::{KillCause, WorkerLife};
 use crate::error::StartError;
 use crate::process::GroupSignal;
@@ -105,10 +104,9 @@ impl Actor {
                 pid,
                 frames,
                 control,
-                task_types,
-                replies,
+                declared,
                 lane,
-            } => self.on_ready(num, pid, frames, control, (task_types, replies), lane),
+            } => self.on_ready(num, pid, frames, control, declared, lane),
             WorkerEvent::StartFailed {
                 num,
                 reason,
@@ -136,7 +134,7 @@ impl Actor {
         pid: u32,
         frames: tokio::sync::mpsc::UnboundedSender<bytes::Bytes>,
         control: tokio::sync::mpsc::UnboundedSender<GroupSignal>,
-        (task_types, replies): (super::routing::TaskTypes, ReplyTiming),
+        declared: Declared,
         lane: Lane,
     ) {
         let slot = self.launching.remove(&num);
@@ -166,8 +164,8 @@ impl Actor {
                 life: WorkerLife::new(),
                 slot,
                 heartbeats: std::collections::VecDeque::new(),
-                task_types,
-                replies,
+                task_types: declared.task_types,
+                replies: declared.replies,
             },
         );
         if let Some(worker) = self.workers.get(&num) {

@@ -32,6 +32,15 @@ const READ_BUFFER: usize = 64 * 1024;
 /// for breaking the protocol.
 const QUOTED_BYTES: usize = 32;
 
+/// What a worker declared in its `ready`.
+#[derive(Debug)]
+pub(crate) struct Declared {
+    /// The task types it takes (all when it listed none).
+    pub(crate) task_types: TaskTypes,
+    /// When it writes replies: what its death tells about which task ran.
+    pub(crate) replies: ReplyTiming,
+}
+
 /// What a worker's lane task tells the actor.
 #[derive(Debug)]
 pub(crate) enum WorkerEvent {
@@ -41,10 +50,8 @@ pub(crate) enum WorkerEvent {
         pid: u32,
         frames: mpsc::UnboundedSender<Bytes>,
         control: mpsc::UnboundedSender<GroupSignal>,
-        /// The task types it listed in `ready`.
-        task_types: TaskTypes,
-        /// When it writes replies, as its `ready` said.
-        replies: ReplyTiming,
+        /// What its `ready` declared.
+        declared: Declared,
         /// Its lane, whose results its reader settles from now on.
         lane: Lane,
     },
@@ -181,11 +188,11 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
         ready = handshake(&mut out, &mut writer, &mut frames, start_timeout) => ready,
         _ = process.wait() => Err("worker exited before the handshake".to_owned()),
     };
-    let (task_types, replies) = match checked {
-        Ok(ready) => ready,
+    let declared = match checked {
+        Ok(declared) => declared,
         Err(reason) => return fail_start(&events, num, process, reason).await,
     };
-    settler.connect(task_types.clone());
+    settler.connect(declared.task_types.clone());
     let (frames_tx, mut frames_rx) = mpsc::unbounded_channel();
     let (control_tx, mut control_rx) = mpsc::unbounded_channel();
     let ready = WorkerEvent::Ready {
@@ -193,8 +200,7 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
         pid: process.pid(),
         frames: frames_tx,
         control: control_tx,
-        task_types,
-        replies,
+        declared,
         lane: settler.lane().clone(),
     };
     if events.send(ready).await.is_err() {
@@ -295,7 +301,7 @@ async fn handshake<R: tokio::io::AsyncRead + Unpin>(
     writer: &mut Option<LinkWriter>,
     frames: &mut FramedRead<R, ReadCodec>,
     timeout: Duration,
-) -> Result<(TaskTypes, ReplyTiming), String> {
+) -> Result<Declared, String> {
     let Some(writer) = writer.as_mut() else {
         return Err("the worker's input is closed".to_owned());
     };
@@ -381,17 +387,17 @@ pub(crate) fn hex_head(bytes: &[u8]) -> String {
     out
 }
 
-fn check_ready(body: &Bytes) -> Result<(TaskTypes, ReplyTiming), String> {
+fn check_ready(body: &Bytes) -> Result<Declared, String> {
     match decode_from_worker(body) {
         Ok(FromWorker::Ready {
             version,
             task_types,
             batches_replies,
             ..
-        }) if version == PROTOCOL_VERSION => Ok((
-            TaskTypes::from_ready(&task_types),
-            ReplyTiming::declared(batches_replies),
-        )),
+        }) if version == PROTOCOL_VERSION => Ok(Declared {
+            task_types: TaskTypes::from_ready(&task_types),
+            replies: ReplyTiming::declared(batches_replies),
+        }),
         Ok(FromWorker::Ready { version, .. }) => Err(FrameError::VersionMismatch {
             worker: version,
             manager: PROTOCOL_VERSION,

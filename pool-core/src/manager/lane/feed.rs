@@ -88,12 +88,11 @@ impl Feed {
             if !waiting.lanes_may_take {
                 return refilled;
             }
-            while book.len() < self.window && !book.runs_alone() {
+            while book.len() < self.window {
                 let last = &self.last_type;
-                let empty = book.is_empty();
                 let head = waiting.pop_if(|p| {
                     let task_type = &p.task.task_type;
-                    (!p.run_alone || empty)
+                    book.may_take(p)
                         && (last.as_ref().is_some_and(|t| Arc::ptr_eq(t, task_type))
                             || types.accepts(task_type))
                 });
