@@ -18,6 +18,7 @@ use super::failure::Failure;
 use super::handle::{FinalStatus, TaskError};
 use super::lane::attempt::Target;
 use super::lane::settle::{self, Settled};
+use super::lane::{Completion, Reply};
 use super::metrics::Stats;
 use super::probe_set::Occasion;
 use super::routing::TaskTypes;
@@ -322,8 +323,8 @@ impl Actor {
         };
         match message {
             WorkerMessage::Result { id, payload } => {
-                if let Some(running) = self.take_running(num, id) {
-                    self.complete(num, running, payload);
+                if let Some((running, completion)) = self.take_running(num, id, Reply::Result) {
+                    self.complete(num, running, completion, payload);
                 }
             }
             WorkerMessage::Error {
@@ -332,7 +333,7 @@ impl Actor {
                 message,
                 retryable,
             } => {
-                if let Some(running) = self.take_running(num, id) {
+                if let Some((running, _)) = self.take_running(num, id, Reply::Error) {
                     let failure = Failure::Handler { kind, message };
                     self.attempt_failed(running, failure, retryable);
                 }
@@ -402,12 +403,17 @@ impl Actor {
     /// Removes task `id` from worker `num`'s book, if it is in flight there, to
     /// settle it here. Replies for tasks the worker does not hold (already
     /// settled) are ignored.
-    fn take_running(&mut self, num: u64, id: u64) -> Option<Running> {
+    fn take_running(
+        &mut self,
+        num: u64,
+        id: u64,
+        reply: Reply,
+    ) -> Option<(Running, Option<Completion>)> {
         let worker = self.workers.get(&num)?;
         let mut settled = Settled::default();
         let answered = worker.lane.book().answer(
-            &self.shared.stats,
             id,
+            reply,
             self.config.worker_concurrency as usize,
             self.config.task_timeout,
             Instant::now(),
@@ -421,7 +427,7 @@ impl Actor {
         self.on_settled(num, settled);
         // `None` for a task settled at the drain deadline: its answer still counts
         // towards the worker's release.
-        taken.attempt
+        Some((taken.attempt?, taken.completion))
     }
 
     /// After worker `num` answered tasks: with none left, no deadline timer
@@ -446,17 +452,24 @@ impl Actor {
 
     /// Settles a result the worker's reader forwarded (a probe judged the worker
     /// first).
-    fn complete(&mut self, num: u64, running: Running, payload: Bytes) {
-        if running.cancel_requested {
+    fn complete(
+        &mut self,
+        num: u64,
+        running: Running,
+        completion: Option<Completion>,
+        payload: Bytes,
+    ) {
+        let Some(completion) = completion else {
+            // Not counted as completed: its cancel was asked for.
             return self.settle_error(running.pending, FinalStatus::Cancelled, Failure::Cancelled);
-        }
+        };
         self.task_succeeded();
         self.publish_task_gauges();
         let name = match self.workers.get(&num) {
             Some(w) => w.name.clone(),
             None => worker_name(num),
         };
-        settle::complete(&self.shared, &name, running, payload, Instant::now());
+        settle::complete(&self.shared, &name, running, payload, completion);
     }
 
     /// An attempt failed: retry it, dead-letter it, or fail it for good.

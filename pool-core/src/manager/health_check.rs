@@ -58,8 +58,7 @@ impl Actor {
             .store(critical, Relaxed);
         if now.duration_since(self.window_started) >= LATENCY_HALF_WINDOW {
             self.window_started = now;
-            self.shared.stats.queue_wait.rotate();
-            self.shared.stats.run_time.rotate();
+            self.shared.stats.tallies.rotate();
         }
         if !matches!(self.phase, Phase::Running | Phase::Draining) {
             return;

@@ -1,7 +1,12 @@
-//! A lock-free log-linear histogram of durations (microseconds), for latency
+//! A log-linear histogram of durations (microseconds), for latency
 //! percentiles over the pool's lifetime and over a recent window.
+//!
+//! Each histogram has one writer (a lane's tally, or the total of retired
+//! lanes under its lock; see [`tally`](super::tally)), so recording is a load
+//! and a store per counter, never a read-modify-write; readers load the
+//! counters while it writes and see a value at most one write behind.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use serde::Serialize;
 
@@ -11,7 +16,7 @@ const LINEAR: u64 = 16;
 const SUB: u64 = 8;
 const BUCKETS: usize = 16 + 60 * 8;
 
-/// Counts of durations in log-linear buckets.
+/// Counts of durations in log-linear buckets, written by one writer.
 #[derive(Debug)]
 pub(crate) struct Histogram {
     buckets: Box<[AtomicU64]>,
@@ -48,11 +53,21 @@ impl Histogram {
         }
     }
 
-    pub(crate) fn record(&self, us: u64) {
+    /// Counts `us` (its one writer only).
+    fn record(&self, us: u64) {
         let b = bucket_of(us).min(BUCKETS - 1);
-        self.buckets[b].fetch_add(1, Relaxed);
-        self.count.fetch_add(1, Relaxed);
-        self.sum_us.fetch_add(us, Relaxed);
+        add(&self.buckets[b], 1);
+        add(&self.count, 1);
+        add(&self.sum_us, us);
+    }
+
+    /// Adds what `other` counted (this histogram's one writer only).
+    fn absorb(&self, other: &Histogram) {
+        for (mine, theirs) in self.buckets.iter().zip(other.buckets.iter()) {
+            add(mine, theirs.load(Relaxed));
+        }
+        add(&self.count, other.count.load(Relaxed));
+        add(&self.sum_us, other.sum_us.load(Relaxed));
     }
 
     fn clear(&self) {
@@ -102,39 +117,88 @@ impl Histogram {
     }
 }
 
-/// A lifetime histogram plus a recent window made of two rotating halves.
+/// Adds `n` to a counter that has one writer: a load and a store.
+pub(crate) fn add(counter: &AtomicU64, n: u64) {
+    counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed);
+}
+
+/// One half of the recent window: what was recorded in window epoch `epoch`.
+#[derive(Debug)]
+struct Window {
+    epoch: AtomicU64,
+    counts: Histogram,
+}
+
+/// A lifetime histogram plus a recent window of two halves, written by one
+/// writer. The pool's health tick advances the window epoch every
+/// half-window; epoch `e` is recorded in half `e % 2`, which its writer clears
+/// when it first records in a new epoch. The recent window is the halves of
+/// the current epoch and the one before it.
 #[derive(Debug)]
 pub(crate) struct Latency {
     lifetime: Histogram,
-    windows: [Histogram; 2],
-    active: AtomicUsize,
+    windows: [Window; 2],
 }
 
 impl Latency {
     pub(crate) fn new() -> Self {
+        let window = |epoch| Window {
+            epoch: AtomicU64::new(epoch),
+            counts: Histogram::new(),
+        };
         Self {
             lifetime: Histogram::new(),
-            windows: [Histogram::new(), Histogram::new()],
-            active: AtomicUsize::new(0),
+            windows: [window(0), window(1)],
         }
     }
 
-    pub(crate) fn record(&self, us: u64) {
+    /// The half that records epoch `epoch`, cleared first if it held an
+    /// older epoch (its one writer only).
+    fn window_for(&self, epoch: u64) -> &Histogram {
+        let window = &self.windows[(epoch & 1) as usize];
+        if window.epoch.load(Relaxed) != epoch {
+            window.counts.clear();
+            window.epoch.store(epoch, Relaxed);
+        }
+        &window.counts
+    }
+
+    /// Counts `us`, recorded in window epoch `epoch` (its one writer only).
+    pub(crate) fn record(&self, us: u64, epoch: u64) {
         self.lifetime.record(us);
-        self.windows[self.active.load(Relaxed) & 1].record(us);
+        self.window_for(epoch).record(us);
     }
 
-    /// Starts a new half-window, forgetting the oldest one.
-    pub(crate) fn rotate(&self) {
-        let next = (self.active.load(Relaxed) + 1) & 1;
-        self.windows[next].clear();
-        self.active.store(next, Relaxed);
+    /// Adds what `other` counted; of its recent window, the halves still
+    /// recent in epoch `epoch` (this latency's one writer only).
+    pub(crate) fn absorb(&self, other: &Latency, epoch: u64) {
+        self.lifetime.absorb(&other.lifetime);
+        for window in other.recent(epoch) {
+            let held = window.epoch.load(Relaxed);
+            self.window_for(held).absorb(&window.counts);
+        }
     }
 
-    pub(crate) fn snapshot(&self) -> LatencySummary {
+    /// Its halves that are recent in epoch `epoch`: that epoch's and the one
+    /// before's.
+    fn recent(&self, epoch: u64) -> impl Iterator<Item = &Window> {
+        self.windows.iter().filter(move |w| {
+            let held = w.epoch.load(Relaxed);
+            held == epoch || held.checked_add(1) == Some(epoch)
+        })
+    }
+
+    /// Lifetime and recent percentiles of the union of `parts`, in window
+    /// epoch `epoch`.
+    pub(crate) fn summary(parts: &[&Latency], epoch: u64) -> LatencySummary {
+        let lifetime: Vec<&Histogram> = parts.iter().map(|l| &l.lifetime).collect();
+        let recent: Vec<&Histogram> = parts
+            .iter()
+            .flat_map(|l| l.recent(epoch).map(|w| &w.counts))
+            .collect();
         LatencySummary {
-            lifetime: Histogram::summary(&[&self.lifetime]),
-            recent: Histogram::summary(&[&self.windows[0], &self.windows[1]]),
+            lifetime: Histogram::summary(&lifetime),
+            recent: Histogram::summary(&recent),
         }
     }
 }
@@ -196,11 +260,27 @@ mod tests {
     #[test]
     fn the_recent_window_forgets_after_two_rotations() {
         let l = Latency::new();
-        l.record(1_000);
-        l.rotate();
-        assert_eq!(l.snapshot().recent.count, 1);
-        l.rotate();
-        assert_eq!(l.snapshot().recent.count, 0);
-        assert_eq!(l.snapshot().lifetime.count, 1);
+        l.record(1_000, 0);
+        assert_eq!(Latency::summary(&[&l], 1).recent.count, 1);
+        assert_eq!(Latency::summary(&[&l], 2).recent.count, 0);
+        l.record(2_000, 2);
+        let summary = Latency::summary(&[&l], 2);
+        assert_eq!(summary.recent.count, 1, "the epoch-0 half was cleared");
+        assert_eq!(summary.lifetime.count, 2);
+    }
+
+    #[test]
+    fn absorbing_keeps_only_the_recent_halves_in_the_recent_window() {
+        let lane = Latency::new();
+        lane.record(10, 0);
+        lane.record(20, 1);
+        let retired = Latency::new();
+        retired.absorb(&lane, 2);
+        let summary = Latency::summary(&[&retired], 2);
+        assert_eq!(summary.lifetime.count, 2);
+        assert_eq!(summary.recent.count, 1, "epoch 0 is no longer recent in 2");
+        let both = Latency::summary(&[&retired, &lane], 2);
+        assert_eq!(both.lifetime.count, 4);
+        assert_eq!(both.recent.count, 2);
     }
 }

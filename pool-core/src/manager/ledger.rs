@@ -1,14 +1,16 @@
 //! The task ledger: the one place a task is settled. A task's answer channel
 //! ([`Answer`]) can only be used through this module, and each way of settling
-//! consumes it, so a task is answered at most once by construction; settling
-//! also counts the outcome (completed, failed, cancelled, dead-lettered) just
-//! before the caller is told, so the counters and the answers cannot disagree.
+//! consumes it, so a task is answered at most once by construction; each
+//! outcome is counted before the caller is told, so the counters and the
+//! answers cannot disagree: a failure (failed, cancelled, dead-lettered) here,
+//! a completion by its lane, whose proof ([`Counted`]) completing takes.
 
 use tokio::sync::{mpsc, oneshot};
 
 use super::completions::Completion;
 use super::handle::{BoxedOutcome, FinalStatus, TaskError, TaskOutput};
 use super::metrics::Stats;
+use super::tally::Counted;
 
 /// The caller's side of one task: answered exactly once, by [`completed`] or
 /// [`failed`](Answer::failed), through its own handle's channel or through a
@@ -29,9 +31,8 @@ impl Answer {
         (Self::Handle(tx), rx)
     }
 
-    /// Settles the task with its result.
-    pub(crate) fn completed(self, stats: &Stats, output: TaskOutput) {
-        Stats::bump(&stats.completed);
+    /// Settles the task with its result, its completion `counted` by its lane.
+    pub(crate) fn completed(self, _counted: Counted, output: TaskOutput) {
         self.tell(Ok(output));
     }
 
@@ -80,9 +81,10 @@ mod tests {
     #[test]
     fn each_outcome_is_counted_once_before_the_caller_hears_it() {
         let stats = Stats::new();
+        let mut lane = stats.tallies.writer();
         let (answer, mut rx) = Answer::new();
         answer.completed(
-            &stats,
+            lane.completed(0),
             TaskOutput {
                 id: 1,
                 payload: bytes::Bytes::new(),
@@ -93,7 +95,7 @@ mod tests {
             },
         );
         assert!(matches!(rx.try_recv().map(|o| o.is_ok()), Ok(true)));
-        assert_eq!(stats.completed.load(Relaxed), 1);
+        assert_eq!(stats.tallies.totals().completed, 1);
         for status in [
             FinalStatus::Cancelled,
             FinalStatus::DeadLettered,
@@ -108,7 +110,7 @@ mod tests {
         assert_eq!(stats.cancelled.load(Relaxed), 1);
         assert_eq!(stats.dead_lettered.load(Relaxed), 1);
         assert_eq!(stats.failed.load(Relaxed), 2);
-        assert_eq!(stats.completed.load(Relaxed), 1);
+        assert_eq!(stats.tallies.totals().completed, 1);
     }
 
     #[test]

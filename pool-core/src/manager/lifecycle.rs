@@ -80,7 +80,7 @@ impl Actor {
             start_timeout: self.config.start_timeout,
             events: self.events_tx.clone(),
             settler: Settler::new(
-                Lane::default(),
+                Lane::new(self.shared.stats.tallies.writer()),
                 self.shared.clone(),
                 self.queue.clone(),
                 num,
@@ -327,7 +327,7 @@ impl Actor {
         };
         // Last written first: the unstarted go back to the head of the queue in
         // their order.
-        let attempts = worker.lane.book().drain_last_first(&self.shared.stats);
+        let attempts = worker.lane.book().drain_last_first();
         for mut running in attempts {
             let id = running.pending.id;
             running.deadline = None;

@@ -1,14 +1,18 @@
 //! Running counters and the snapshots built from them.
 //!
-//! The actor and the lanes update plain atomics as things happen, so
-//! [`Pool::metrics`](super::Pool::metrics) costs a few loads, never a scan.
+//! The actor updates plain atomics as things happen and each lane counts the
+//! task path in its own tally ([`tally`](super::tally)), so
+//! [`Pool::metrics`](super::Pool::metrics) costs loads and a sum over the
+//! lanes, never a scan of the tasks.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
 
-use super::histogram::{Latency, LatencySummary};
+use super::histogram::LatencySummary;
+use super::tally::Tallies;
 use super::HealthStatus;
 
 /// The counters and gauges the actor maintains.
@@ -18,7 +22,6 @@ pub(crate) struct Stats {
     pub(crate) initialized: AtomicBool,
     pub(crate) shutting_down: AtomicBool,
     pub(crate) submitted: AtomicU64,
-    pub(crate) completed: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) dead_lettered: AtomicU64,
     pub(crate) cancelled: AtomicU64,
@@ -30,13 +33,8 @@ pub(crate) struct Stats {
     pub(crate) held: AtomicU64,
     pub(crate) queued_by_band: [AtomicU64; 3],
     pub(crate) retrying: AtomicU64,
-    pub(crate) in_flight: AtomicU64,
     pub(crate) dlq_len: AtomicU64,
     pub(crate) dlq_evicted: AtomicU64,
-    pub(crate) dispatches: AtomicU64,
-    pub(crate) reused_dispatches: AtomicU64,
-    pub(crate) wait_us_total: AtomicU64,
-    pub(crate) run_us_total: AtomicU64,
     pub(crate) workers_spawned: AtomicU64,
     pub(crate) workers_restarted: AtomicU64,
     pub(crate) workers_crashed: AtomicU64,
@@ -51,8 +49,8 @@ pub(crate) struct Stats {
     pub(crate) alerts_total: AtomicU64,
     pub(crate) alerts_suppressed: AtomicU64,
     pub(crate) critical_alerts_recent: AtomicU64,
-    pub(crate) queue_wait: Latency,
-    pub(crate) run_time: Latency,
+    /// What the lanes count on the task path, one writer per counter.
+    pub(crate) tallies: Arc<Tallies>,
     /// Why the pool stopped working, when its actor ended without a shutdown.
     pub(crate) failure: std::sync::OnceLock<String>,
 }
@@ -64,7 +62,6 @@ impl Stats {
             initialized: AtomicBool::new(false),
             shutting_down: AtomicBool::new(false),
             submitted: AtomicU64::new(0),
-            completed: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
             cancelled: AtomicU64::new(0),
@@ -74,13 +71,8 @@ impl Stats {
             held: AtomicU64::new(0),
             queued_by_band: Default::default(),
             retrying: AtomicU64::new(0),
-            in_flight: AtomicU64::new(0),
             dlq_len: AtomicU64::new(0),
             dlq_evicted: AtomicU64::new(0),
-            dispatches: AtomicU64::new(0),
-            reused_dispatches: AtomicU64::new(0),
-            wait_us_total: AtomicU64::new(0),
-            run_us_total: AtomicU64::new(0),
             workers_spawned: AtomicU64::new(0),
             workers_restarted: AtomicU64::new(0),
             workers_crashed: AtomicU64::new(0),
@@ -95,8 +87,7 @@ impl Stats {
             alerts_total: AtomicU64::new(0),
             alerts_suppressed: AtomicU64::new(0),
             critical_alerts_recent: AtomicU64::new(0),
-            queue_wait: Latency::new(),
-            run_time: Latency::new(),
+            tallies: Tallies::new(),
             failure: std::sync::OnceLock::new(),
         }
     }
@@ -115,7 +106,6 @@ impl Stats {
             &self.workers_unhealthy,
             &self.queued,
             &self.held,
-            &self.in_flight,
         ] {
             gauge.store(0, Relaxed);
         }
@@ -129,9 +119,16 @@ impl Stats {
         let get = |c: &AtomicU64| c.load(Relaxed);
         // Queued, held for a worker of their type, or due to retry.
         let waiting = get(&self.queued) + get(&self.held) + get(&self.retrying);
-        let completed = get(&self.completed);
-        let dispatches = get(&self.dispatches);
-        let reused = get(&self.reused_dispatches);
+        let lanes = self.tallies.totals();
+        let completed = lanes.completed;
+        let dispatches = lanes.dispatches;
+        let reused = lanes.reused_dispatches;
+        // A pool whose actor ended holds no task (see `fail`).
+        let in_flight = if self.failure.get().is_some() {
+            0
+        } else {
+            lanes.in_flight
+        };
         let reuse_ratio = if dispatches == 0 {
             0.0
         } else {
@@ -161,7 +158,7 @@ impl Stats {
                 failed: get(&self.failed),
                 queued: waiting,
                 dlq: get(&self.dlq_len),
-                in_flight: get(&self.in_flight),
+                in_flight,
                 retried: get(&self.retried),
                 dead_lettered: get(&self.dead_lettered),
                 cancelled: get(&self.cancelled),
@@ -176,8 +173,8 @@ impl Stats {
                 workers_crashed: get(&self.workers_crashed),
                 zombies_killed: get(&self.zombies_killed),
                 workers_recycled: get(&self.workers_recycled),
-                avg_task_wait_time_ms: avg_ms(get(&self.wait_us_total), dispatches),
-                avg_task_duration_ms: avg_ms(get(&self.run_us_total), completed),
+                avg_task_wait_time_ms: avg_ms(lanes.wait_us_total, dispatches),
+                avg_task_duration_ms: avg_ms(lanes.run_us_total, completed),
             },
             health,
             queue: QueueSection {
@@ -191,8 +188,8 @@ impl Stats {
                 dlq_evicted: get(&self.dlq_evicted),
             },
             latency: LatencySection {
-                queue_wait: self.queue_wait.snapshot(),
-                run_time: self.run_time.snapshot(),
+                queue_wait: lanes.queue_wait,
+                run_time: lanes.run_time,
             },
         }
     }
@@ -582,8 +579,14 @@ mod tests {
     #[test]
     fn reuse_is_the_share_of_dispatches_to_workers_that_had_run_a_task() {
         let s = Stats::new();
-        s.dispatches.store(8, Relaxed);
-        s.reused_dispatches.store(6, Relaxed);
+        let mut first = s.tallies.writer();
+        let mut second = s.tallies.writer();
+        for lane in [&mut first, &mut second] {
+            lane.dispatched(false, 0);
+            for _ in 0..3 {
+                lane.dispatched(true, 0);
+            }
+        }
         let p = s.snapshot().performance;
         assert_eq!(
             (p.worker_reuse_ratio, p.worker_reuse_rate.as_str()),

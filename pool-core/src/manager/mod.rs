@@ -27,6 +27,7 @@ mod roll;
 mod routing;
 mod scaling;
 mod shutdown;
+mod tally;
 mod worker_io;
 mod worker_life;
 

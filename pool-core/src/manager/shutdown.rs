@@ -82,7 +82,7 @@ impl Actor {
             for id in book.ids() {
                 let _ = encode_frame(&ToWorker::Cancel { id }, &mut batch, max_frame);
             }
-            book.take_attempts(&self.shared.stats)
+            book.take_attempts()
         };
         if let Some(frames) = &worker.frames {
             let _ = frames.send(batch.freeze());

@@ -4,7 +4,6 @@
 //! the book under the same lock, and a batch is sent under that lock too, so
 //! the worker reads its tasks in the order the book lists them.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -13,7 +12,6 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use super::super::actor::{Pending, Running, Shared};
 use super::super::events::PoolEvent;
-use super::super::metrics::Stats;
 use super::{deadline_after, Book};
 use crate::protocol::{self, TaskFrame};
 
@@ -65,18 +63,10 @@ impl Book {
         if let Err(reason) = self.encode(&pending, number, timeout_ms, target.max_frame) {
             return Err(Box::new(Unwritable { pending, reason }));
         }
-        let stats = &target.shared.stats;
-        Stats::bump(&stats.dispatches);
         let reused = self.dispatched > 0;
-        if reused {
-            Stats::bump(&stats.reused_dispatches);
-        }
         self.dispatched += 1;
         let waited = now.duration_since(pending.queued_at);
-        stats
-            .wait_us_total
-            .fetch_add(waited.as_micros() as u64, Relaxed);
-        stats.queue_wait.record(waited.as_micros() as u64);
+        self.tally.dispatched(reused, waited.as_micros() as u64);
         pending.attempts = attempt;
         let freed_slot = std::mem::take(&mut pending.holds_queue_slot);
         pending.last_worker = u32::try_from(target.num).ok();
@@ -89,18 +79,15 @@ impl Book {
             attempt,
             queued_ms: waited.as_millis() as u64,
         });
-        self.push(
-            stats,
-            Running {
-                pending,
-                sent: now,
-                run_start: runs_now.then_some(now),
-                deadline,
-                cancel_requested: false,
-                reused,
-                withdrawn: false,
-            },
-        );
+        self.push(Running {
+            pending,
+            sent: now,
+            run_start: runs_now.then_some(now),
+            deadline,
+            cancel_requested: false,
+            reused,
+            withdrawn: false,
+        });
         Ok(Written {
             deadline,
             freed_slot,

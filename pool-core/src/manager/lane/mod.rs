@@ -19,13 +19,12 @@ pub(crate) mod settle;
 use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::time::Instant;
 
 use super::actor::Running;
-use super::metrics::Stats;
+use super::tally::{Counted, TallyWriter};
 use settle::Settled;
 
 /// One task written to the worker and not yet answered by it.
@@ -39,9 +38,8 @@ pub(crate) struct Entry {
 
 /// A worker's unanswered tasks in the order they were written (the first
 /// `worker_concurrency` are running, the rest wait in its prefetch window), the
-/// frames written for it and not yet handed to its writer, and whether its lane
-/// may refill it from the queue.
-#[derive(Default)]
+/// frames written for it and not yet handed to its writer, whether its lane
+/// may refill it from the queue, and what the lane counts.
 pub(crate) struct Book {
     entries: VecDeque<Entry>,
     /// Frames encoded and not yet handed to the worker's writer.
@@ -56,12 +54,31 @@ pub(crate) struct Book {
     /// serving and healthy, with no task limit to watch (set by the actor, under
     /// this lock, whenever that changes).
     pub(crate) feeds: bool,
+    /// The lane's counters: written only here, under this lock.
+    pub(crate) tally: TallyWriter,
 }
 
-/// What [`Book::take`] removed: where the entry stood, and its attempt.
+/// What [`Book::take`] removed: where the entry stood, its attempt, and for
+/// an attempt a `result` completed, its counted completion.
 pub(crate) struct Taken {
     pub(crate) at: usize,
     pub(crate) attempt: Option<Running>,
+    pub(crate) completion: Option<Completion>,
+}
+
+/// A completion counted in the lane's tally, with the task's run time.
+pub(crate) struct Completion {
+    pub(crate) counted: Counted,
+    pub(crate) run_time: Duration,
+}
+
+/// How the worker answered a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reply {
+    /// With its result: the task completed, unless its cancel was asked for.
+    Result,
+    /// With an error.
+    Error,
 }
 
 /// A task that moved into the running range ([`Book::start_next`]).
@@ -74,6 +91,18 @@ pub(crate) struct Started {
 }
 
 impl Book {
+    /// An empty book that counts in `tally`.
+    pub(crate) fn new(tally: TallyWriter) -> Self {
+        Self {
+            entries: VecDeque::new(),
+            outbuf: BytesMut::new(),
+            apart: Vec::new(),
+            dispatched: 0,
+            feeds: false,
+            tally,
+        }
+    }
+
     /// Unanswered tasks, settled early or not.
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
@@ -84,8 +113,8 @@ impl Book {
     }
 
     /// Adds an attempt just written to the worker; counted in flight.
-    pub(crate) fn push(&mut self, stats: &Stats, attempt: Running) {
-        stats.in_flight.fetch_add(1, Relaxed);
+    pub(crate) fn push(&mut self, attempt: Running) {
+        self.tally.in_flight_up(1);
         self.entries.push_back(Entry {
             id: attempt.pending.id,
             attempt: Some(attempt),
@@ -94,32 +123,39 @@ impl Book {
 
     /// Removes the entry of task `id` (answers usually come in the order tasks
     /// were written, so the search starts at the front).
-    pub(crate) fn take(&mut self, stats: &Stats, id: u64) -> Option<Taken> {
+    pub(crate) fn take(&mut self, id: u64) -> Option<Taken> {
         let at = self.entries.iter().position(|e| e.id == id)?;
         let entry = self.entries.remove(at)?;
         if entry.attempt.is_some() {
-            stats.in_flight.fetch_sub(1, Relaxed);
+            self.tally.in_flight_down(1);
         }
         Some(Taken {
             at,
             attempt: entry.attempt,
+            completion: None,
         })
     }
 
-    /// Takes the entry of task `id`, which its worker answered, and starts the
-    /// run of the task its leaving lets into the running range; both are noted
-    /// in `report`. `None` when the worker does not hold `id` (settled already,
-    /// or never sent).
+    /// Takes the entry of task `id`, which its worker answered with `reply`
+    /// at `now`, and starts the run of the task its leaving lets into the
+    /// running range; both are noted in `report`. A result for an attempt
+    /// whose cancel was not asked for is counted as a completion. `None` when
+    /// the worker does not hold `id` (settled already, or never sent).
     pub(crate) fn answer(
         &mut self,
-        stats: &Stats,
         id: u64,
+        reply: Reply,
         concurrency: usize,
         default_timeout: Duration,
         now: Instant,
         report: &mut Settled,
     ) -> Option<Taken> {
-        let taken = self.take(stats, id)?;
+        let mut taken = self.take(id)?;
+        if let Some(running) = taken.attempt.as_ref() {
+            if reply == Reply::Result && !running.cancel_requested {
+                taken.completion = Some(self.count_completion(running, now));
+            }
+        }
         report.answered += 1;
         if let Some(started) = self.start_next(taken.at, concurrency, default_timeout, now) {
             keep_earliest(&mut report.deadline, started.deadline);
@@ -162,6 +198,18 @@ impl Book {
             deadline,
             cancel_requested: running.cancel_requested,
         })
+    }
+
+    /// Counts the completion of `running`, answered at `now`: its run time
+    /// starts when its run did (a worker that ignores `concurrency` may answer
+    /// a task still in its window: it started when it was sent).
+    fn count_completion(&mut self, running: &Running, now: Instant) -> Completion {
+        let started = running.run_start.unwrap_or(running.sent);
+        let run_time = now.duration_since(started);
+        Completion {
+            counted: self.tally.completed(run_time.as_micros() as u64),
+            run_time,
+        }
     }
 
     /// The attempt of task `id`, if it is in flight here.
@@ -217,36 +265,43 @@ impl Book {
 
     /// Takes every attempt out to be settled now, leaving its entry until the
     /// worker answers it.
-    pub(crate) fn take_attempts(&mut self, stats: &Stats) -> Vec<Running> {
+    pub(crate) fn take_attempts(&mut self) -> Vec<Running> {
         let taken: Vec<Running> = self
             .entries
             .iter_mut()
             .filter_map(|e| e.attempt.take())
             .collect();
-        stats.in_flight.fetch_sub(taken.len() as u64, Relaxed);
+        self.tally.in_flight_down(taken.len() as u64);
         taken
     }
 
     /// Empties the book (its worker is reaped), last written first.
-    pub(crate) fn drain_last_first(&mut self, stats: &Stats) -> Vec<Running> {
+    pub(crate) fn drain_last_first(&mut self) -> Vec<Running> {
         let taken: Vec<Running> = self
             .entries
             .drain(..)
             .rev()
             .filter_map(|e| e.attempt)
             .collect();
-        stats.in_flight.fetch_sub(taken.len() as u64, Relaxed);
+        self.tally.in_flight_down(taken.len() as u64);
         taken
     }
 }
 
 /// A worker's lane: its [`Book`] behind the lock its reader and the actor share.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(crate) struct Lane {
     book: Arc<Mutex<Book>>,
 }
 
 impl Lane {
+    /// A lane with an empty book that counts in `tally`.
+    pub(crate) fn new(tally: TallyWriter) -> Self {
+        Self {
+            book: Arc::new(Mutex::new(Book::new(tally))),
+        }
+    }
+
     /// The book, locked. The lock is never held across an await or while a
     /// caller is told an outcome; a panic while it was held poisoned nothing
     /// the book's own methods had left half-done, so the book stays usable.

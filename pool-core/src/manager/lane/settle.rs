@@ -3,7 +3,6 @@
 //! run-time histogram, the routine event), and the actor only hears how many
 //! tasks left the worker's book (a [`Settled`] report per read).
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -23,7 +22,7 @@ use super::super::routing::TaskTypes;
 use super::attempt::Target;
 use super::feed::Feed;
 use super::queue::SharedQueue;
-use super::{keep_earliest, Lane};
+use super::{keep_earliest, Completion, Lane, Reply};
 
 /// What a reader settled since its last report to the actor.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -133,13 +132,12 @@ impl Settler {
     /// The worker answered task `id` with `payload`. An answer for a task the
     /// worker does not hold (settled already, or never sent) is ignored.
     pub(crate) fn result(&mut self, id: u64, payload: Bytes) {
-        let now = Instant::now();
         let answered = self.lane.book().answer(
-            &self.shared.stats,
             id,
+            Reply::Result,
             self.settings.concurrency as usize,
             self.settings.default_timeout,
-            now,
+            Instant::now(),
             &mut self.report,
         );
         let Some(taken) = answered else {
@@ -151,16 +149,18 @@ impl Settler {
         let Some(running) = taken.attempt else {
             return;
         };
-        if running.cancel_requested {
-            return settle_failed(
+        match taken.completion {
+            Some(completion) => {
+                self.report.succeeded += 1;
+                complete(&self.shared, &self.name, running, payload, completion);
+            }
+            None => settle_failed(
                 &self.shared,
                 running.pending,
                 FinalStatus::Cancelled,
                 Failure::Cancelled,
-            );
+            ),
         }
-        self.report.succeeded += 1;
-        complete(&self.shared, &self.name, running, payload, now);
     }
 
     /// The report of what was settled since the last one; `None` when nothing was.
@@ -169,25 +169,18 @@ impl Settler {
     }
 }
 
-/// Settles `running` with its result `payload`, read from worker `name` at
-/// `now`: run time counted, the routine event, then the caller told.
+/// Settles `running` with its result `payload`, read from worker `name`, its
+/// `completion` counted by its lane: the routine event, then the caller told.
 pub(crate) fn complete(
     shared: &Shared,
     name: &str,
     running: Running,
     payload: Bytes,
-    now: Instant,
+    completion: Completion,
 ) {
-    // A worker that ignores `concurrency` may answer a task still in its
-    // window: it started when it was sent.
+    let Completion { counted, run_time } = completion;
     let started = running.run_start.unwrap_or(running.sent);
-    let run_time = now.duration_since(started);
     let pending = running.pending;
-    let stats = &shared.stats;
-    stats
-        .run_us_total
-        .fetch_add(run_time.as_micros() as u64, Relaxed);
-    stats.run_time.record(run_time.as_micros() as u64);
     shared.emit_routine(|| PoolEvent::TaskCompleted {
         task: pending.id,
         worker: name.to_owned(),
@@ -203,5 +196,5 @@ pub(crate) fn complete(
         run_time,
         queue_time: started.duration_since(pending.queued_at),
     };
-    pending.answer.completed(stats, output);
+    pending.answer.completed(counted, output);
 }

@@ -1,9 +1,9 @@
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Book, Started};
+use super::settle::Settled;
+use super::{Book, Reply, Started};
 use crate::manager::actor::{Pending, Running};
 use crate::manager::ledger::Answer;
 use crate::manager::metrics::Stats;
@@ -36,9 +36,9 @@ fn attempt(id: u64, now: Instant, running: bool) -> Running {
 
 /// A book of `n` tasks (ids 1..=n) with `concurrency` of them running.
 fn book(stats: &Stats, n: u64, concurrency: u64, now: Instant) -> Book {
-    let mut book = Book::default();
+    let mut book = Book::new(stats.tallies.writer());
     for id in 1..=n {
-        book.push(stats, attempt(id, now, id <= concurrency));
+        book.push(attempt(id, now, id <= concurrency));
     }
     book
 }
@@ -48,9 +48,9 @@ async fn an_answer_from_the_running_range_starts_the_next_window_task() {
     let stats = Stats::new();
     let now = Instant::now();
     let mut book = book(&stats, 4, 2, now);
-    assert_eq!(stats.in_flight.load(Relaxed), 4);
+    assert_eq!(stats.tallies.totals().in_flight, 4);
     let later = now + Duration::from_millis(5);
-    let taken = book.take(&stats, 1).expect("task 1 is in the book");
+    let taken = book.take(1).expect("task 1 is in the book");
     assert_eq!(taken.at, 0);
     let started = book.start_next(taken.at, 2, TIMEOUT, later);
     assert_eq!(
@@ -63,7 +63,7 @@ async fn an_answer_from_the_running_range_starts_the_next_window_task() {
     );
     assert_eq!(book.get_mut(3).and_then(|r| r.run_start), Some(later));
     assert_eq!(book.get_mut(4).and_then(|r| r.run_start), None);
-    assert_eq!(stats.in_flight.load(Relaxed), 3);
+    assert_eq!(stats.tallies.totals().in_flight, 3);
 }
 
 #[tokio::test(start_paused = true)]
@@ -71,7 +71,7 @@ async fn an_answer_from_the_window_starts_nothing() {
     let stats = Stats::new();
     let now = Instant::now();
     let mut book = book(&stats, 4, 2, now);
-    let taken = book.take(&stats, 4).expect("task 4 is in the book");
+    let taken = book.take(4).expect("task 4 is in the book");
     assert_eq!(taken.at, 3);
     assert_eq!(book.start_next(taken.at, 2, TIMEOUT, now), None);
     assert_eq!(book.get_mut(3).and_then(|r| r.run_start), None);
@@ -81,26 +81,26 @@ async fn an_answer_from_the_window_starts_nothing() {
 async fn a_task_taken_twice_is_found_once() {
     let stats = Stats::new();
     let mut book = book(&stats, 2, 1, Instant::now());
-    assert!(book.take(&stats, 2).is_some());
-    assert!(book.take(&stats, 2).is_none());
-    assert!(book.take(&stats, 9).is_none());
+    assert!(book.take(2).is_some());
+    assert!(book.take(2).is_none());
+    assert!(book.take(9).is_none());
     assert_eq!(book.len(), 1);
-    assert_eq!(stats.in_flight.load(Relaxed), 1);
+    assert_eq!(stats.tallies.totals().in_flight, 1);
 }
 
 #[tokio::test(start_paused = true)]
 async fn attempts_taken_early_leave_their_entries_until_answered() {
     let stats = Stats::new();
     let mut book = book(&stats, 3, 1, Instant::now());
-    let taken = book.take_attempts(&stats);
+    let taken = book.take_attempts();
     assert_eq!(taken.len(), 3);
-    assert_eq!(stats.in_flight.load(Relaxed), 0);
+    assert_eq!(stats.tallies.totals().in_flight, 0);
     assert_eq!(book.len(), 3, "the answers are still awaited");
     assert_eq!(book.attempts().count(), 0);
     assert_eq!(book.ids().collect::<Vec<_>>(), [1, 2, 3]);
-    let answered = book.take(&stats, 2).expect("its entry is kept");
+    let answered = book.take(2).expect("its entry is kept");
     assert!(answered.attempt.is_none());
-    assert_eq!(stats.in_flight.load(Relaxed), 0, "counted out once");
+    assert_eq!(stats.tallies.totals().in_flight, 0, "counted out once");
 }
 
 #[tokio::test(start_paused = true)]
@@ -109,11 +109,39 @@ async fn a_reaped_worker_s_book_drains_last_written_first() {
     let mut book = book(&stats, 3, 1, Instant::now());
     assert_eq!(book.running_task(), Some(1));
     let ids: Vec<u64> = book
-        .drain_last_first(&stats)
+        .drain_last_first()
         .iter()
         .map(|r| r.pending.id)
         .collect();
     assert_eq!(ids, [3, 2, 1]);
     assert!(book.is_empty());
-    assert_eq!(stats.in_flight.load(Relaxed), 0);
+    assert_eq!(stats.tallies.totals().in_flight, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_result_counts_a_completion_and_an_error_or_a_cancel_does_not() {
+    let stats = Stats::new();
+    let now = Instant::now();
+    let mut book = book(&stats, 3, 3, now);
+    if let Some(running) = book.get_mut(3) {
+        running.cancel_requested = true;
+    }
+    let later = now + Duration::from_millis(7);
+    let mut report = Settled::default();
+    let mut answer = |book: &mut Book, id, reply| {
+        book.answer(id, reply, 3, TIMEOUT, later, &mut report)
+            .expect("the task is in the book")
+    };
+    let result = answer(&mut book, 1, Reply::Result);
+    let run_time = result.completion.map(|c| c.run_time);
+    assert_eq!(run_time, Some(Duration::from_millis(7)));
+    assert!(answer(&mut book, 2, Reply::Error).completion.is_none());
+    assert!(
+        answer(&mut book, 3, Reply::Result).completion.is_none(),
+        "cancelled"
+    );
+    let totals = stats.tallies.totals();
+    assert_eq!(totals.completed, 1);
+    assert_eq!(totals.run_us_total, 7_000);
+    assert_eq!(totals.in_flight, 0);
 }
