@@ -87,7 +87,7 @@ async fn a_timed_out_attempt_kills_the_real_worker_process() {
             .unwrap()
             .await
             .unwrap();
-        assert_ne!(out.worker, "worker-0");
+        assert_ne!(&*out.worker, "worker-0");
         pool.shutdown().await;
     })
     .await

@@ -46,7 +46,7 @@ async fn a_user_policy_picks_the_worker_of_each_task_sent_to_idle_workers() {
             .await
             .expect("accepted");
         let output = handle.await.expect("echoed");
-        assert_eq!(output.worker, "worker-2", "task {n} went elsewhere");
+        assert_eq!(&*output.worker, "worker-2", "task {n} went elsewhere");
     }
     assert_eq!(policy.picks.load(Relaxed), 6, "one pick per task");
     pool.shutdown().await;

@@ -105,12 +105,12 @@ async fn a_worker_over_its_rss_limit_is_replaced_first_then_retired_with_no_task
     let events = drain(&mut events);
     let pos = |pred: &dyn Fn(&PoolEvent) -> bool| events.iter().position(pred);
     let recycled =
-        pos(&|e| matches!(e, PoolEvent::WorkerRecycled { worker, .. } if *worker == bloated))
+        pos(&|e| matches!(e, PoolEvent::WorkerRecycled { worker, .. } if **worker == *bloated))
             .expect("the bloated worker was recycled");
     let replacement_ready =
         pos(&|e| matches!(e, PoolEvent::WorkerReady { worker, .. } if *worker == "worker-2"))
             .expect("a replacement became ready");
-    let exited = pos(&|e| matches!(e, PoolEvent::WorkerExited { worker, expected: true, .. } if *worker == bloated))
+    let exited = pos(&|e| matches!(e, PoolEvent::WorkerExited { worker, expected: true, .. } if **worker == *bloated))
         .expect("the bloated worker exited");
     assert!(
         recycled < replacement_ready && replacement_ready < exited,

@@ -186,7 +186,7 @@ async fn a_task_waits_for_a_worker_still_starting_that_takes_its_type() {
     pool.scale_to(2).await.expect("scale up");
     let upper = pool.submit(common::task("upper", 7)).await.unwrap();
     let out = upper.await.expect("the upper task waits for its worker");
-    assert_eq!(out.worker, "worker-2");
+    assert_eq!(&*out.worker, "worker-2");
     assert_eq!(out.decode::<u32>().unwrap(), 7);
     pool.shutdown().await;
 }

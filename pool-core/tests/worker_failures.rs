@@ -163,7 +163,7 @@ async fn a_silent_worker_is_killed_as_a_zombie_once_and_its_task_completes_elsew
         .await
         .unwrap();
     assert_eq!(out.attempts, 2);
-    assert_eq!(out.worker, recorder.started()[1].worker);
+    assert_eq!(*out.worker, *recorder.started()[1].worker);
     let mut zombies = 0;
     while let Ok(event) = events.try_recv() {
         if matches!(event, pool_core::PoolEvent::ZombieDetected { .. }) {

@@ -465,9 +465,9 @@ impl Actor {
         };
         self.task_succeeded();
         self.publish_task_gauges();
-        let name = match self.workers.get(&num) {
-            Some(w) => w.name.clone(),
-            None => worker_name(num),
+        let name: Arc<str> = match self.workers.get(&num) {
+            Some(w) => w.name.as_str().into(),
+            None => worker_name(num).into(),
         };
         settle::complete(&self.shared, &name, running, payload, completion);
     }
@@ -550,7 +550,9 @@ impl Actor {
             status: FinalStatus::DeadLettered,
             failure: failure.clone(),
             attempts: pending.attempts,
-            worker: pending.last_worker.map(|num| worker_name(num.into())),
+            worker: pending
+                .last_worker
+                .map(|num| worker_name(num.into()).into()),
         };
         self.dlq.push(DeadLetter {
             id: pending.id,
@@ -808,7 +810,9 @@ pub(crate) fn settle_failed(
         status,
         failure,
         attempts: pending.attempts,
-        worker: pending.last_worker.map(|num| worker_name(num.into())),
+        worker: pending
+            .last_worker
+            .map(|num| worker_name(num.into()).into()),
     };
     pending.answer.failed(&shared.stats, error);
 }

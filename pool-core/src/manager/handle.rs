@@ -3,6 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -23,8 +24,9 @@ pub struct TaskOutput {
     pub payload: Bytes,
     /// Attempts it took (1 when the first one succeeded).
     pub attempts: u32,
-    /// The worker that produced it (`worker-N`).
-    pub worker: String,
+    /// The worker that produced it (`worker-N`), shared with the other
+    /// outputs of that worker.
+    pub worker: Arc<str>,
     /// How long the successful attempt ran.
     pub run_time: Duration,
     /// How long the task waited in the queue before its successful attempt.
@@ -71,7 +73,7 @@ pub struct TaskError {
     /// How many attempts ran.
     pub attempts: u32,
     /// The worker of the last attempt, if any ran.
-    pub worker: Option<String>,
+    pub worker: Option<Arc<str>>,
 }
 
 fn status_text(status: FinalStatus) -> &'static str {

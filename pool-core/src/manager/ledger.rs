@@ -89,7 +89,7 @@ mod tests {
                 id: 1,
                 payload: bytes::Bytes::new(),
                 attempts: 1,
-                worker: "worker-0".to_owned(),
+                worker: "worker-0".into(),
                 run_time: Duration::ZERO,
                 queue_time: Duration::ZERO,
             },

@@ -47,7 +47,7 @@ pub(crate) struct Settler {
     shared: Arc<Shared>,
     /// The worker's number and name, as its tasks' outputs carry it.
     num: u64,
-    name: String,
+    name: Arc<str>,
     settings: LaneSettings,
     feed: Feed,
     report: Settled,
@@ -77,7 +77,7 @@ impl Settler {
             lane,
             shared,
             num,
-            name: worker_name(num),
+            name: worker_name(num).into(),
             feed: Feed::new(queue, settings.window as usize),
             settings,
             report: Settled::default(),
@@ -173,7 +173,7 @@ impl Settler {
 /// `completion` counted by its lane: the routine event, then the caller told.
 pub(crate) fn complete(
     shared: &Shared,
-    name: &str,
+    name: &Arc<str>,
     running: Running,
     payload: Bytes,
     completion: Completion,
@@ -183,7 +183,7 @@ pub(crate) fn complete(
     let pending = running.pending;
     shared.emit_routine(|| PoolEvent::TaskCompleted {
         task: pending.id,
-        worker: name.to_owned(),
+        worker: name.to_string(),
         attempts: pending.attempts,
         run_ms: run_time.as_millis() as u64,
         worker_reused: running.reused,
@@ -192,7 +192,7 @@ pub(crate) fn complete(
         id: pending.id,
         payload,
         attempts: pending.attempts,
-        worker: name.to_owned(),
+        worker: name.clone(),
         run_time,
         queue_time: started.duration_since(pending.queued_at),
     };
