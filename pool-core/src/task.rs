@@ -1,5 +1,6 @@
 //! [`Task`]: what a caller submits.
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,9 +50,13 @@ pub struct Task {
 
 impl Task {
     /// A task of `task_type` with raw payload bytes and default settings.
-    pub fn new(task_type: impl Into<Arc<str>>, payload: impl Into<Bytes>) -> Self {
+    ///
+    /// Tasks made one after another on a thread with the same type share
+    /// one allocation of its name: `Task::new("resize", …)` in a loop
+    /// allocates the name once.
+    pub fn new(task_type: impl AsRef<str> + Into<Arc<str>>, payload: impl Into<Bytes>) -> Self {
         Self {
-            task_type: task_type.into(),
+            task_type: shared_type(task_type),
             payload: payload.into(),
             priority: PRIORITY_DEFAULT,
             timeout: None,
@@ -66,7 +71,7 @@ impl Task {
     /// # Errors
     /// When `value` cannot be encoded.
     pub fn msgpack<T: Serialize + ?Sized>(
-        task_type: impl Into<Arc<str>>,
+        task_type: impl AsRef<str> + Into<Arc<str>>,
         value: &T,
     ) -> Result<Self, rmp_serde::encode::Error> {
         Ok(Self::new(task_type, rmp_serde::to_vec_named(value)?))
@@ -106,9 +111,50 @@ impl Task {
     }
 }
 
+thread_local! {
+    /// The type of the last task made on this thread.
+    static LAST_TYPE: Cell<Option<Arc<str>>> = const { Cell::new(None) };
+}
+
+/// `name` as the type of a new task: the last task's on this thread when it
+/// is the same name, else `name` itself, then remembered.
+fn shared_type(name: impl AsRef<str> + Into<Arc<str>>) -> Arc<str> {
+    let same = LAST_TYPE.try_with(|last| {
+        let held = last.take();
+        let same = held
+            .as_ref()
+            .filter(|held| ***held == *name.as_ref())
+            .cloned();
+        last.set(held);
+        same
+    });
+    if let Ok(Some(shared)) = same {
+        return shared;
+    }
+    let fresh: Arc<str> = name.into();
+    // Nothing is remembered while this thread's locals are being destroyed.
+    let _ = LAST_TYPE.try_with(|last| last.set(Some(fresh.clone())));
+    fresh
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tasks_of_one_type_made_in_a_row_share_its_name() {
+        let first = Task::new("resize", Vec::new());
+        let second = Task::new(String::from("resize"), Vec::new());
+        assert!(Arc::ptr_eq(&first.task_type, &second.task_type));
+        let other = Task::new("crop", Vec::new());
+        assert_eq!(&*other.task_type, "crop");
+        let third = Task::new("resize", Vec::new());
+        assert_eq!(&*third.task_type, "resize");
+        assert!(
+            !Arc::ptr_eq(&first.task_type, &third.task_type),
+            "the cache holds one name"
+        );
+    }
 
     #[test]
     fn a_timeout_beyond_the_maximum_is_saturated() {

@@ -67,7 +67,10 @@ impl Actor {
     /// type of the last task is compared first: a batch is often of one type.
     fn intern_task_type(&mut self, task: &mut crate::task::Task) {
         if let Some(last) = &self.last_task_type {
-            if Arc::ptr_eq(last, &task.task_type) || **last == *task.task_type {
+            if Arc::ptr_eq(last, &task.task_type) {
+                return;
+            }
+            if **last == *task.task_type {
                 task.task_type = last.clone();
                 return;
             }
