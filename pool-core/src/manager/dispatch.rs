@@ -433,19 +433,19 @@ impl Actor {
         Some((taken.attempt?, taken.completion))
     }
 
-    /// After worker `num` answered tasks: with none left, no deadline timer
-    /// outlives them and a retiring worker is released; otherwise the probes
-    /// that watch completions are consulted.
+    /// After worker `num` answered tasks: with none left, a retiring worker is
+    /// released; otherwise the probes that watch completions are consulted.
+    ///
+    /// The worker's deadline timer stays armed when its book empties: it fires
+    /// at most once a timeout, finds nothing expired and re-arms for what runs
+    /// then (`on_worker_deadline`), where removing it and arming it again would
+    /// cost two timer-queue updates a task to a worker that runs one task at a
+    /// time.
     fn after_answers(&mut self, num: u64) {
         let Some(worker) = self.workers.get_mut(&num) else {
             return;
         };
         let empty = worker.lane.book().is_empty();
-        if empty {
-            if let Some((key, _)) = worker.deadline_timer.take() {
-                self.timers.try_remove(&key);
-            }
-        }
         if empty && worker.life.is_retiring() {
             self.release_worker(num);
         } else {
