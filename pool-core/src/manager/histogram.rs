@@ -3,8 +3,10 @@
 //!
 //! Each histogram has one writer (a lane's tally, or the total of retired
 //! lanes under its lock; see [`tally`](super::tally)), so recording is a load
-//! and a store per counter, never a read-modify-write; readers load the
-//! counters while it writes and see a value at most one write behind.
+//! and a store per counter, never a read-modify-write. Readers load the
+//! counters while it writes: a count is at most one write behind, and a read
+//! that meets a half of the recent window while its writer clears it for a new
+//! epoch may see that half partly cleared, once.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -153,20 +155,27 @@ impl Latency {
     }
 
     /// The half that records epoch `epoch`, cleared first if it held an
-    /// older epoch (its one writer only).
-    fn window_for(&self, epoch: u64) -> &Histogram {
+    /// older epoch; `None` when it holds a newer one (epoch `epoch` is then no
+    /// longer recent: nothing of it is kept). Its one writer only.
+    fn window_for(&self, epoch: u64) -> Option<&Histogram> {
         let window = &self.windows[(epoch & 1) as usize];
-        if window.epoch.load(Relaxed) != epoch {
+        let held = window.epoch.load(Relaxed);
+        if held > epoch {
+            return None;
+        }
+        if held < epoch {
             window.counts.clear();
             window.epoch.store(epoch, Relaxed);
         }
-        &window.counts
+        Some(&window.counts)
     }
 
     /// Counts `us`, recorded in window epoch `epoch` (its one writer only).
     pub(crate) fn record(&self, us: u64, epoch: u64) {
         self.lifetime.record(us);
-        self.window_for(epoch).record(us);
+        if let Some(window) = self.window_for(epoch) {
+            window.record(us);
+        }
     }
 
     /// Adds what `other` counted; of its recent window, the halves still
@@ -175,7 +184,9 @@ impl Latency {
         self.lifetime.absorb(&other.lifetime);
         for window in other.recent(epoch) {
             let held = window.epoch.load(Relaxed);
-            self.window_for(held).absorb(&window.counts);
+            if let Some(mine) = self.window_for(held) {
+                mine.absorb(&window.counts);
+            }
         }
     }
 
@@ -267,6 +278,24 @@ mod tests {
         let summary = Latency::summary(&[&l], 2);
         assert_eq!(summary.recent.count, 1, "the epoch-0 half was cleared");
         assert_eq!(summary.lifetime.count, 2);
+    }
+
+    #[test]
+    fn an_older_epoch_absorbed_after_a_newer_one_does_not_clear_it() {
+        let newer = Latency::new();
+        newer.record(10, 4);
+        let older = Latency::new();
+        older.record(20, 2);
+        older.record(30, 3);
+        let retired = Latency::new();
+        retired.absorb(&newer, 4);
+        retired.absorb(&older, 3);
+        let summary = Latency::summary(&[&retired], 4);
+        assert_eq!(summary.lifetime.count, 3);
+        assert_eq!(
+            summary.recent.count, 2,
+            "epochs 4 and 3 are recent; epoch 2 is not, and did not clear 4"
+        );
     }
 
     #[test]

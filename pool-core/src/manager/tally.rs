@@ -111,8 +111,10 @@ impl TallyWriter {
 
 impl Drop for TallyWriter {
     fn drop(&mut self) {
-        let epoch = self.tallies.epoch();
         let mut lanes = self.tallies.lock();
+        // Read under the lock: the retired total sees its absorptions' epochs
+        // in order.
+        let epoch = self.tallies.epoch();
         lanes.retired.absorb(&self.tally, epoch);
         lanes.live.retain(|t| !Arc::ptr_eq(t, &self.tally));
     }
@@ -191,7 +193,8 @@ impl Tallies {
             .chain(lanes.live.iter().map(|t| &**t))
             .collect();
         let sum = |field: fn(&LaneTally) -> &AtomicU64| -> u64 {
-            all.iter().map(|t| field(t).load(Relaxed)).sum()
+            all.iter()
+                .fold(0u64, |total, t| total.wrapping_add(field(t).load(Relaxed)))
         };
         let latency = |field: fn(&LaneTally) -> &Latency| {
             let parts: Vec<&Latency> = all.iter().map(|t| field(t)).collect();
