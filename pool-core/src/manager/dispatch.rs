@@ -119,7 +119,7 @@ impl Actor {
         for (num, w) in &self.workers {
             let (held, dispatched, alone) = {
                 let book = w.lane.book();
-                (book.len() as u32, book.dispatched, book.runs_alone())
+                (book.len() as u32, book.dispatched(), book.runs_alone())
             };
             if alone
                 || !w.life.takes_tasks()
@@ -195,7 +195,10 @@ impl Actor {
     fn reached_task_limit(&self, num: u64) -> bool {
         self.workers
             .get(&num)
-            .and_then(|w| w.task_limit.map(|limit| w.lane.book().dispatched >= limit))
+            .and_then(|w| {
+                w.task_limit
+                    .map(|limit| w.lane.book().dispatched() >= limit)
+            })
             .unwrap_or(false)
     }
 
@@ -469,7 +472,7 @@ impl Actor {
         self.task_succeeded();
         self.publish_task_gauges();
         let name: Arc<str> = match self.workers.get(&num) {
-            Some(w) => w.name.as_str().into(),
+            Some(w) => w.lane.name().clone(),
             None => worker_name(num).into(),
         };
         settle::complete(&self.shared, &name, running, payload, completion);

@@ -80,7 +80,7 @@ impl Actor {
             start_timeout: self.config.start_timeout,
             events: self.events_tx.clone(),
             settler: Settler::new(
-                Lane::new(self.shared.stats.tallies.writer()),
+                Lane::new(self.shared.stats.tallies.writer(), name.as_str().into()),
                 self.shared.clone(),
                 self.queue.clone(),
                 num,

@@ -88,6 +88,11 @@ impl TallyWriter {
         tally.queue_wait.record(waited_us, self.tallies.epoch());
     }
 
+    /// Attempts this lane wrote to its worker.
+    pub(crate) fn dispatches(&self) -> u64 {
+        self.tally.dispatches.load(Relaxed)
+    }
+
     /// A task completed after running `run_us`.
     pub(crate) fn completed(&mut self, run_us: u64) -> Counted {
         let tally = &self.tally;

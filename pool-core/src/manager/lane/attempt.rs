@@ -63,8 +63,7 @@ impl Book {
         if let Err(reason) = self.encode(&pending, number, timeout_ms, target.max_frame) {
             return Err(Box::new(Unwritable { pending, reason }));
         }
-        let reused = self.dispatched > 0;
-        self.dispatched += 1;
+        let reused = self.dispatched() > 0;
         let waited = now.duration_since(pending.queued_at);
         self.tally.dispatched(reused, waited.as_micros() as u64);
         pending.attempts = attempt;

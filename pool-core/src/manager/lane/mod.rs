@@ -48,8 +48,6 @@ pub(crate) struct Book {
     /// batch, each with its offset there: written from the caller's own buffer
     /// between the bytes before and after that offset.
     apart: Vec<(usize, Bytes)>,
-    /// Attempts written to the worker in its life.
-    pub(crate) dispatched: u64,
     /// Whether the lane may refill the worker from the queue on its own: it is
     /// serving and healthy, with no task limit to watch (set by the actor, under
     /// this lock, whenever that changes).
@@ -97,10 +95,14 @@ impl Book {
             entries: VecDeque::new(),
             outbuf: BytesMut::new(),
             apart: Vec::new(),
-            dispatched: 0,
             feeds: false,
             tally,
         }
+    }
+
+    /// Attempts written to the worker in its life (its tally's count).
+    pub(crate) fn dispatched(&self) -> u64 {
+        self.tally.dispatches()
     }
 
     /// Unanswered tasks, settled early or not.
@@ -288,18 +290,26 @@ impl Book {
     }
 }
 
-/// A worker's lane: its [`Book`] behind the lock its reader and the actor share.
+/// A worker's lane: its [`Book`] behind the lock its reader and the actor
+/// share, and the worker's name as its tasks' outputs carry it.
 #[derive(Clone)]
 pub(crate) struct Lane {
     book: Arc<Mutex<Book>>,
+    name: Arc<str>,
 }
 
 impl Lane {
-    /// A lane with an empty book that counts in `tally`.
-    pub(crate) fn new(tally: TallyWriter) -> Self {
+    /// The lane of worker `name`, with an empty book that counts in `tally`.
+    pub(crate) fn new(tally: TallyWriter, name: Arc<str>) -> Self {
         Self {
             book: Arc::new(Mutex::new(Book::new(tally))),
+            name,
         }
+    }
+
+    /// The worker's name, shared by every output it produces.
+    pub(crate) fn name(&self) -> &Arc<str> {
+        &self.name
     }
 
     /// The book, locked. The lock is never held across an await or while a

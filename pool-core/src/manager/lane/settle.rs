@@ -13,7 +13,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::super::outbox::Outbox;
 
-use super::super::actor::{worker_name, Running, Shared};
+use super::super::actor::{Running, Shared};
 use super::super::dispatch::settle_failed;
 use super::super::events::PoolEvent;
 use super::super::failure::Failure;
@@ -45,9 +45,8 @@ pub(crate) struct Settled {
 pub(crate) struct Settler {
     lane: Lane,
     shared: Arc<Shared>,
-    /// The worker's number and name, as its tasks' outputs carry it.
+    /// The worker's number.
     num: u64,
-    name: Arc<str>,
     settings: LaneSettings,
     feed: Feed,
     report: Settled,
@@ -77,7 +76,6 @@ impl Settler {
             lane,
             shared,
             num,
-            name: worker_name(num).into(),
             feed: Feed::new(queue, settings.window as usize),
             settings,
             report: Settled::default(),
@@ -104,7 +102,7 @@ impl Settler {
         let target = Target {
             shared: &self.shared,
             num: self.num,
-            name: &self.name,
+            name: self.lane.name(),
             concurrency: self.settings.concurrency as usize,
             default_timeout: self.settings.default_timeout,
             max_frame: self.settings.max_frame,
@@ -141,7 +139,7 @@ impl Settler {
             &mut self.report,
         );
         let Some(taken) = answered else {
-            tracing::debug!(worker.id = %self.name, task.id = id, "reply for a task the worker does not hold; ignored");
+            tracing::debug!(worker.id = %self.lane.name(), task.id = id, "reply for a task the worker does not hold; ignored");
             return;
         };
         // `None` for a task settled at the drain deadline: its answer still
@@ -152,7 +150,7 @@ impl Settler {
         match taken.completion {
             Some(completion) => {
                 self.report.succeeded += 1;
-                complete(&self.shared, &self.name, running, payload, completion);
+                complete(&self.shared, self.lane.name(), running, payload, completion);
             }
             None => settle_failed(
                 &self.shared,
