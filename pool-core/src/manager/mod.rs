@@ -14,6 +14,7 @@ mod handle;
 mod health_check;
 mod health_status;
 mod histogram;
+mod keeper;
 mod lane;
 mod ledger;
 mod lifecycle;

@@ -1,6 +1,7 @@
 //! A worker's lane task: launch and handshake, then one loop that reads and
 //! settles results, refills the worker from the queue and writes its frames,
-//! and finally reaping. It reports to the actor through [`WorkerEvent`]s.
+//! and finally waiting for its keeper to reap the process ([`super::keeper`]).
+//! It reports to the actor through [`WorkerEvent`]s.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::codec::{Decoder, FramedRead};
 
+use super::keeper::{Keeper, LinkEnd, EXIT_GRACE};
 use super::lane::settle::{Settled, Settler};
 use super::lane::Lane;
 use super::outbox::Outbox;
@@ -22,8 +24,6 @@ use crate::protocol::{
 };
 use crate::transport::{Link, LinkWriter, Transport, WorkerSpec};
 
-/// After the worker closes its link, how long it has to exit before SIGKILL.
-const EXIT_GRACE: Duration = Duration::from_secs(2);
 /// A worker that failed its handshake gets this long to exit with its own status.
 const START_EXIT_GRACE: Duration = Duration::from_millis(500);
 /// The reader's buffer: how many bytes of frames one read can bring.
@@ -194,7 +194,7 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
     };
     settler.connect(declared.task_types.clone());
     let (frames_tx, mut frames_rx) = mpsc::unbounded_channel();
-    let (control_tx, mut control_rx) = mpsc::unbounded_channel();
+    let (control_tx, control_rx) = mpsc::unbounded_channel();
     let ready = WorkerEvent::Ready {
         num,
         pid: process.pid(),
@@ -208,16 +208,20 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
         let _ = process.wait().await;
         return;
     }
+    let pid = process.pid();
+    let stderr_tail = process.stderr_tail();
+    let mut keeper = Keeper::spawn(process, control_rx);
 
-    // Read until EOF. If the process exits first, keep reading what it wrote
-    // (its link closes once it is reaped) for at most EXIT_GRACE. Meanwhile
-    // write what is queued for the worker whenever its link takes it.
+    // Read until EOF. If the process exits first (its keeper says so), keep
+    // reading what it wrote (its link closes once it is reaped) for at most
+    // EXIT_GRACE. Meanwhile write what is queued for the worker whenever its
+    // link takes it. The keeper obeys the actor's signals.
     let mut exited = false;
     let drain = tokio::time::sleep(Duration::MAX / 4);
     tokio::pin!(drain);
     let protocol_error = loop {
         tokio::select! {
-            _ = process.wait(), if !exited => {
+            _ = &mut keeper.exited, if !exited => {
                 exited = true;
                 drain.as_mut().reset(tokio::time::Instant::now() + EXIT_GRACE);
             }
@@ -262,7 +266,6 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
                     frames_rx.close();
                 }
             },
-            Some(signal) = control_rx.recv() => process.signal(signal),
         }
         if out.closing() && !out.has_bytes() {
             // Dropping the writer closes the worker's input.
@@ -273,22 +276,25 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
     let protocol_error = protocol_error.map(|(e, head)| {
         tracing::warn!(
             worker.id = %spec.worker_id,
-            pid = process.pid(),
+            pid,
             reason = %e,
             bytes = %head,
             "worker broke the protocol; killing it"
         );
-        process.signal(GroupSignal::Kill);
         e
     });
     drop(frames);
-    let exit = reap(&mut process, &mut control_rx).await;
+    let how = match protocol_error {
+        Some(_) => LinkEnd::Broken,
+        None => LinkEnd::Closed,
+    };
+    let exit = keeper.finish(how).await;
     let gone = WorkerEvent::Gone {
         num,
-        pid: process.pid(),
+        pid,
         protocol_error,
         exit,
-        stderr_tail: process.stderr_tail().text(),
+        stderr_tail: stderr_tail.text(),
     };
     let _ = events.send(gone).await;
 }
@@ -458,32 +464,6 @@ fn to_message(body: &Bytes) -> Result<Decoded, FrameError> {
             })
         }
     }))
-}
-
-/// Waits for the worker to exit, obeying signals from the actor meanwhile and
-/// killing it if it lingers after closing its link.
-async fn reap(
-    process: &mut WorkerProcess,
-    control: &mut mpsc::UnboundedReceiver<GroupSignal>,
-) -> String {
-    let grace = tokio::time::sleep(EXIT_GRACE);
-    tokio::pin!(grace);
-    let mut grace_done = false;
-    loop {
-        tokio::select! {
-            status = process.wait() => {
-                return match status {
-                    Ok(status) => describe_exit(&status),
-                    Err(e) => format!("unknown exit ({e})"),
-                };
-            }
-            Some(signal) = control.recv() => process.signal(signal),
-            () = &mut grace, if !grace_done => {
-                grace_done = true;
-                process.signal(GroupSignal::Kill);
-            }
-        }
-    }
 }
 
 async fn fail_start(
