@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, StreamExt};
+use pool_core::protocol::emit::Scratch;
 use pool_core::protocol::{ErrorReply, FrameCodec, FrameError, FromWorker, ToWorker};
 use tokio::io::AsyncRead;
 use tokio::task::{Id, JoinSet};
@@ -15,7 +16,7 @@ use tokio_util::codec::{Decoder, FramedRead};
 use tokio_util::sync::CancellationToken;
 
 use crate::cancel::Cancel;
-use crate::handler::{Caught, HandlerOutput, Started};
+use crate::handler::{Caught, Encoded, HandlerOutput, Started};
 use crate::registry::{Lookup, Registered};
 use crate::stats::{InFlight, Stats};
 use crate::wire::{self, Frame, Task};
@@ -429,7 +430,7 @@ fn reply_kind(output: &Caught, cancel: &Cancel) -> Option<(&'static str, bool)> 
 /// Result payloads this large are written from their own buffer instead of
 /// being copied into a reply frame (a copy of a large payload costs more than a
 /// separate write).
-const APART_MIN: usize = 64 * 1024;
+pub(crate) const APART_MIN: usize = 64 * 1024;
 
 /// Where a reply goes: straight into the stream, or into a batch that the
 /// dispatcher writes before it starts another task or ends its read batch.
@@ -448,7 +449,12 @@ impl Sink<'_> {
 
     /// Sends a `result` frame (encoded without serde, see [`wire`]); a payload
     /// of [`APART_MIN`] bytes or more goes through [`result_apart`](Self::result_apart).
-    fn result(&mut self, id: u64, payload: &[u8]) -> Result<(), FrameError> {
+    fn result(&mut self, id: u64, payload: &Encoded) -> Result<(), FrameError> {
+        let payload = match payload {
+            Encoded::Vec(v) => &v[..],
+            Encoded::Bytes(b) => &b[..],
+            Encoded::Bin(b) => return self.result_bin(id, b),
+        };
         if payload.len() >= APART_MIN {
             return self.result_apart(id, payload);
         }
@@ -471,7 +477,15 @@ impl Sink<'_> {
     #[inline(never)]
     fn result_apart(&mut self, id: u64, payload: &[u8]) -> Result<(), FrameError> {
         let head = wire::result_head(id, payload.len(), self.max_frame())?;
-        let outbox = match self {
+        let outbox = self.flushed();
+        outbox.send_pieces(&[head.bytes(), payload]);
+        Ok(())
+    }
+
+    /// The outbox, after the replies batched so far were sent: what is written
+    /// next follows them.
+    fn flushed(&mut self) -> &Outbox {
+        match self {
             Self::Direct(outbox) => outbox,
             Self::Batch(outbox, buf) => {
                 if !buf.is_empty() {
@@ -480,8 +494,20 @@ impl Sink<'_> {
                 }
                 outbox
             }
-        };
-        outbox.send_pieces(&[head.bytes(), payload]);
+        }
+    }
+
+    /// Writes a result that is a MessagePack `bin` of `bytes` the way
+    /// [`result_apart`](Self::result_apart) writes a large payload: the frame's
+    /// head and the `bin` marker, then `bytes` from their own buffer.
+    #[cold]
+    #[inline(never)]
+    fn result_bin(&mut self, id: u64, bytes: &[u8]) -> Result<(), FrameError> {
+        let mut marker = Scratch::new();
+        marker.bin_head(bytes.len());
+        let head = wire::result_head(id, marker.bytes().len() + bytes.len(), self.max_frame())?;
+        let outbox = self.flushed();
+        outbox.send_pieces(&[head.bytes(), marker.bytes(), bytes]);
         Ok(())
     }
 

@@ -9,9 +9,12 @@ use std::task::{Poll, Waker};
 
 use bytes::Bytes;
 use futures_util::future::{Fuse, FutureExt};
+use pool_core::protocol::emit::bin_head_len;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde_bytes::ByteBuf;
 
+use crate::dispatch::APART_MIN;
 use crate::{spare, HandlerError, TaskContext};
 
 /// What an erased handler produces: the encoded result, or why there is none.
@@ -22,15 +25,19 @@ pub(crate) type HandlerOutput = Result<Encoded, HandlerError>;
 pub(crate) enum Encoded {
     Vec(Vec<u8>),
     Bytes(Bytes),
+    /// A MessagePack `bin` of these bytes: a large `ByteBuf` output (see
+    /// [`encode_output`]), whose `bin` marker is written before the bytes are
+    /// written from their own buffer.
+    Bin(Bytes),
 }
 
-impl std::ops::Deref for Encoded {
-    type Target = [u8];
-
-    fn deref(&self) -> &[u8] {
+impl Encoded {
+    /// The result's length as it is written (a `bin`'s marker included).
+    pub(crate) fn len(&self) -> usize {
         match self {
-            Self::Vec(v) => v,
-            Self::Bytes(b) => b,
+            Self::Vec(v) => v.len(),
+            Self::Bytes(b) => b.len(),
+            Self::Bin(b) => bin_head_len(b.len()) + b.len(),
         }
     }
 }
@@ -97,18 +104,42 @@ where
                 ))
                 .with_kind("bad_input")
             });
-        async move {
-            let output = called?.await?;
-            // Into this thread's spare buffer (see `spare`).
-            let mut encoded = spare::take(room);
-            rmp_serde::encode::write_named(&mut encoded, &output)
-                .map(|()| Encoded::Vec(encoded))
-                .map_err(|e| {
-                    HandlerError::fatal(format!("the handler's output cannot be encoded: {e}"))
-                        .with_kind("bad_output")
-                })
-        }
+        async move { encode_output(called?.await?, room) }
     })
+}
+
+/// Encodes a typed handler's output into this thread's spare buffer (see
+/// `spare`), with room for `room` bytes.
+///
+/// An output of bytes that MessagePack writes as a `bin`, a
+/// `serde_bytes::ByteBuf`, of [`APART_MIN`] bytes or more is not copied: its own buffer becomes the result ([`Encoded::Bin`]), written after
+/// the `bin` marker. A 1 MiB echo then costs one copy of its payload fewer.
+/// The type is told by [`Any`]; for every other type the test is decided when
+/// the handler is compiled.
+fn encode_output<O: Serialize + 'static>(output: O, room: usize) -> HandlerOutput {
+    let mut output = Some(output);
+    if let Some(large) = large_bin(&mut output) {
+        return Ok(Encoded::Bin(large));
+    }
+    // Still `Some` (only a large `bin` is taken), and MessagePack writes
+    // `Some(value)` as `value`.
+    let mut encoded = spare::take(room);
+    rmp_serde::encode::write_named(&mut encoded, &output)
+        .map(|()| Encoded::Vec(encoded))
+        .map_err(|e| {
+            HandlerError::fatal(format!("the handler's output cannot be encoded: {e}"))
+                .with_kind("bad_output")
+        })
+}
+
+/// Takes `output`'s buffer when it is a `ByteBuf` of at least [`APART_MIN`]
+/// bytes.
+fn large_bin<O: 'static>(output: &mut Option<O>) -> Option<Bytes> {
+    let output: &mut dyn Any = output;
+    output
+        .downcast_mut::<Option<ByteBuf>>()?
+        .take_if(|b| b.len() >= APART_MIN)
+        .map(|b| Bytes::from(b.into_vec()))
 }
 
 /// Erases `make` (the handler, wrapped to take raw bytes) behind [`Start`].
@@ -178,9 +209,22 @@ mod tests {
         spare.as_ref().map(|slot| &**slot as *const Fuse<Fut>)
     }
 
+    /// The result's bytes as the reply frame carries them.
+    fn written(encoded: Encoded) -> Vec<u8> {
+        match encoded {
+            Encoded::Vec(v) => v,
+            Encoded::Bytes(b) => b.to_vec(),
+            Encoded::Bin(b) => {
+                let mut marker = pool_core::protocol::emit::Scratch::new();
+                marker.bin_head(b.len());
+                [marker.bytes(), &b[..]].concat()
+            }
+        }
+    }
+
     fn output(started: Started) -> Vec<u8> {
         match started {
-            Started::Done(Ok(Ok(encoded))) => encoded.to_vec(),
+            Started::Done(Ok(Ok(encoded))) => written(encoded),
             Started::Done(Ok(Err(e))) => panic!("handler error: {e}"),
             Started::Done(Err(_)) => panic!("handler panicked"),
             Started::Pending(_) => panic!("pending"),
@@ -221,7 +265,7 @@ mod tests {
         tx.send(Bytes::from_static(b"late"))
             .expect("receiver alive");
         let encoded = future.await.expect("no handler error");
-        assert_eq!(&encoded[..], b"late");
+        assert_eq!(written(encoded), b"late");
     }
 
     #[test]
@@ -239,5 +283,59 @@ mod tests {
         ));
         assert_eq!(spare_at(&handler), None, "the panicked future is dropped");
         assert_eq!(output(handler.start(ctx(), Bytes::from_static(b"x"))), b"x");
+    }
+
+    /// A typed handler that returns a `ByteBuf` of `len` bytes and records
+    /// where its buffer is.
+    fn bytes_out(len: usize, at: Arc<Mutex<usize>>) -> ErasedHandler {
+        erase(move |_ctx: TaskContext, (): ()| {
+            let out = ByteBuf::from(vec![7u8; len]);
+            *at.lock().expect("not poisoned") = out.as_ptr() as usize;
+            async move { Ok::<_, HandlerError>(out) }
+        })
+    }
+
+    fn started_output(started: Started) -> Encoded {
+        match started {
+            Started::Done(Ok(Ok(encoded))) => encoded,
+            _ => panic!("the handler did not finish with a result"),
+        }
+    }
+
+    #[test]
+    fn a_large_bytebuf_output_is_written_from_its_own_buffer_as_serde_would_encode_it() {
+        let at = Arc::new(Mutex::new(0));
+        let handler = bytes_out(APART_MIN, at.clone());
+        let nil = Bytes::from_static(&[0xc0]);
+        let encoded = started_output(handler.start(ctx(), nil));
+        let Encoded::Bin(bytes) = &encoded else {
+            panic!("a large ByteBuf was copied");
+        };
+        assert_eq!(bytes.as_ptr() as usize, *at.lock().expect("not poisoned"));
+        assert_eq!(encoded.len(), 5 + APART_MIN);
+        let serde = rmp_serde::to_vec_named(&ByteBuf::from(vec![7u8; APART_MIN])).expect("encode");
+        assert_eq!(written(encoded), serde);
+    }
+
+    #[test]
+    fn a_small_bytebuf_output_is_encoded_into_the_spare_buffer() {
+        let handler = bytes_out(APART_MIN - 1, Arc::new(Mutex::new(0)));
+        let nil = Bytes::from_static(&[0xc0]);
+        let encoded = started_output(handler.start(ctx(), nil));
+        assert!(matches!(encoded, Encoded::Vec(_)));
+        let serde =
+            rmp_serde::to_vec_named(&ByteBuf::from(vec![7u8; APART_MIN - 1])).expect("encode");
+        assert_eq!(written(encoded), serde);
+    }
+
+    #[test]
+    fn other_outputs_encode_as_serde_encodes_them() {
+        let handler = erase(|_ctx: TaskContext, n: u32| async move {
+            Ok::<_, HandlerError>((n, Some("x"), None::<u8>))
+        });
+        let input = Bytes::from(rmp_serde::to_vec(&5u32).expect("encode"));
+        let encoded = started_output(handler.start(ctx(), input));
+        let serde = rmp_serde::to_vec_named(&(5u32, Some("x"), None::<u8>)).expect("encode");
+        assert_eq!(written(encoded), serde);
     }
 }

@@ -24,6 +24,7 @@ async fn hello_is_answered_with_ready_listing_the_task_types() {
         "attempt",
         "big",
         "block",
+        "bytes",
         "echo",
         "fail",
         "gated",

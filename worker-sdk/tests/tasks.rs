@@ -117,6 +117,41 @@ async fn large_replies_between_small_ones_arrive_whole_and_in_order() {
     stop(peer).await;
 }
 
+/// A handler's large `ByteBuf` result is written from its own buffer, after its
+/// `bin` marker; the replies still arrive whole and in task order. (Two threads,
+/// as in the test above.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_byte_buffers_written_from_their_own_buffer_arrive_whole_and_in_order() {
+    const MAX: usize = 1 << 20;
+    let mut peer = Peer::start_with_max_frame(common::test_worker(Gate::default()), MAX);
+    peer.greet(MAX as u32).await;
+    // Results of 64 KiB and more leave from the handler's buffer, the others
+    // through the reply batch.
+    let sizes = [3usize, 70_000, 5, 65_536, 200_000, 1, 65_535];
+    let mut frames = bytes::BytesMut::new();
+    for (i, n) in sizes.iter().enumerate() {
+        let payload = rmp_serde::to_vec(n).expect("payload");
+        let task = ToWorker::Task(pool_core::protocol::TaskFrame {
+            id: i as u64 + 1,
+            task_type: "bytes",
+            payload: &payload,
+            attempt: 1,
+            timeout_ms: 60_000,
+        });
+        pool_core::protocol::encode_frame(&task, &mut frames, MAX).expect("encode");
+    }
+    peer.send_raw(&frames).await;
+    for (i, &n) in sizes.iter().enumerate() {
+        let reply = peer.reply().await;
+        let Reply::ResultBin { id, bytes } = reply else {
+            panic!("reply {} is not a bin: {reply:?}", i + 1);
+        };
+        assert_eq!(id, i as u64 + 1);
+        assert!(bytes == common::pattern(n), "reply {id}: {n} bytes changed");
+    }
+    stop(peer).await;
+}
+
 #[tokio::test]
 async fn the_context_carries_attempt_and_worker_id() {
     let mut peer = ready().await;

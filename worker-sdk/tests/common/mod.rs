@@ -36,6 +36,11 @@ pub enum Reply {
         id: u64,
         value: Value,
     },
+    /// A result that is a MessagePack `bin`.
+    ResultBin {
+        id: u64,
+        bytes: Vec<u8>,
+    },
     Error {
         id: u64,
         kind: String,
@@ -117,6 +122,11 @@ pub fn hello_with_concurrency(concurrency: u32) -> Vec<u8> {
     frame
 }
 
+/// `n` bytes that tell where each one is (what the `bytes` handler returns).
+pub fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i % 251) as u8).collect()
+}
+
 /// The handlers most tests use.
 pub fn test_worker(gate: Gate) -> Worker {
     #[derive(serde::Deserialize)]
@@ -146,6 +156,9 @@ pub fn test_worker(gate: Gate) -> Worker {
         })
         .handle("big", |_ctx: TaskContext, n: usize| async move {
             Ok::<_, HandlerError>("x".repeat(n))
+        })
+        .handle("bytes", |_ctx: TaskContext, n: usize| async move {
+            Ok::<_, HandlerError>(serde_bytes::ByteBuf::from(pattern(n)))
         })
         .handle("attempt", |ctx: TaskContext, _: Value| async move {
             Ok::<_, HandlerError>(json!({ "attempt": ctx.attempt(), "worker": ctx.worker_id() }))
@@ -352,6 +365,14 @@ fn decode(body: &Bytes) -> Reply {
             version,
             task_types: task_types.into_iter().map(str::to_owned).collect(),
         },
+        FromWorker::Result { id, payload } if matches!(payload.first(), Some(0xc4..=0xc6)) => {
+            Reply::ResultBin {
+                id,
+                bytes: rmp_serde::from_slice::<serde_bytes::ByteBuf>(payload)
+                    .expect("a MessagePack bin")
+                    .into_vec(),
+            }
+        }
         FromWorker::Result { id, payload } => Reply::Result {
             id,
             value: rmp_serde::from_slice(payload).expect("a MessagePack result"),
