@@ -12,9 +12,8 @@ use futures_util::future::{Fuse, FutureExt};
 use pool_core::protocol::emit::bin_head_len;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_bytes::ByteBuf;
 
-use crate::dispatch::APART_MIN;
+use crate::bytes_path::{decode_input, large_bin};
 use crate::{spare, HandlerError, TaskContext};
 
 /// What an erased handler produces: the encoded result, or why there is none.
@@ -25,7 +24,7 @@ pub(crate) type HandlerOutput = Result<Encoded, HandlerError>;
 pub(crate) enum Encoded {
     Vec(Vec<u8>),
     Bytes(Bytes),
-    /// A MessagePack `bin` of these bytes: a large `ByteBuf` output (see
+    /// A MessagePack `bin` of these bytes: a large output of bytes (see
     /// [`encode_output`]), whose `bin` marker is written before the bytes are
     /// written from their own buffer.
     Bin(Bytes),
@@ -96,7 +95,7 @@ where
         // Room for an output about as large as the input (an echo, a transform):
         // no regrowth on the way.
         let room = payload.len() + 16;
-        let called = rmp_serde::from_slice(&payload)
+        let called = decode_input(&payload)
             .map(|input: T| handler(ctx, input))
             .map_err(|e| {
                 HandlerError::fatal(format!(
@@ -111,11 +110,8 @@ where
 /// Encodes a typed handler's output into this thread's spare buffer (see
 /// `spare`), with room for `room` bytes.
 ///
-/// An output of bytes that MessagePack writes as a `bin`, a
-/// `serde_bytes::ByteBuf`, of [`APART_MIN`] bytes or more is not copied: its own buffer becomes the result ([`Encoded::Bin`]), written after
-/// the `bin` marker. A 1 MiB echo then costs one copy of its payload fewer.
-/// The type is told by [`Any`]; for every other type the test is decided when
-/// the handler is compiled.
+/// An output of bytes of [`APART_MIN`](crate::dispatch::APART_MIN) bytes or
+/// more is not copied ([`Encoded::Bin`], see [`bytes_path`](crate::bytes_path)).
 fn encode_output<O: Serialize + 'static>(output: O, room: usize) -> HandlerOutput {
     let mut output = Some(output);
     if let Some(large) = large_bin(&mut output) {
@@ -130,16 +126,6 @@ fn encode_output<O: Serialize + 'static>(output: O, room: usize) -> HandlerOutpu
             HandlerError::fatal(format!("the handler's output cannot be encoded: {e}"))
                 .with_kind("bad_output")
         })
-}
-
-/// Takes `output`'s buffer when it is a `ByteBuf` of at least [`APART_MIN`]
-/// bytes.
-fn large_bin<O: 'static>(output: &mut Option<O>) -> Option<Bytes> {
-    let output: &mut dyn Any = output;
-    output
-        .downcast_mut::<Option<ByteBuf>>()?
-        .take_if(|b| b.len() >= APART_MIN)
-        .map(|b| Bytes::from(b.into_vec()))
 }
 
 /// Erases `make` (the handler, wrapped to take raw bytes) behind [`Start`].
@@ -198,6 +184,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dispatch::APART_MIN;
+    use serde_bytes::ByteBuf;
 
     fn ctx() -> TaskContext {
         TaskContext::for_test(1, "t")

@@ -124,6 +124,23 @@ impl Worker {
     /// worker keeps serving. CPU-heavy work belongs in
     /// [`spawn_blocking`](tokio::task::spawn_blocking) (until it awaits something, a
     /// handler holds up the reading of the next task).
+    ///
+    /// Bytes are not copied where serde would copy them: a `bytes::Bytes` input
+    /// sent as a MessagePack `bin` is a slice of the frame it came in, and a
+    /// `Bytes` or `serde_bytes::ByteBuf` output of 64 KiB or more is written from
+    /// its own buffer. What the handler gets and what the manager reads are the
+    /// same as through serde.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use worker_sdk::{HandlerError, TaskContext, Worker};
+    ///
+    /// // Neither copied in nor out: a blob store's `put` or an echo.
+    /// let worker = Worker::new().handle("echo", |_ctx: TaskContext, blob: Bytes| async move {
+    ///     Ok::<_, HandlerError>(blob)
+    /// });
+    /// assert_eq!(worker.task_types(), ["echo"]);
+    /// ```
     pub fn handle<T, O, F, Fut>(self, task_type: impl Into<String>, handler: F) -> Self
     where
         T: DeserializeOwned + Send + 'static,

@@ -2,7 +2,8 @@
 //!
 //! | task type | does |
 //! |---|---|
-//! | `echo` | returns its payload (MessagePack bin) unchanged (`pool-bench tput`, `lat`, `big`) |
+//! | `echo` | returns its payload (MessagePack bin) unchanged, a `serde_bytes::ByteBuf` in and out (`pool-bench tput`, `lat`, `big`) |
+//! | `echo_bytes` | the same, typed as `bytes::Bytes` in and out: a large one is neither copied in nor out (`BIG_TASK=echo_bytes pool-bench big`) |
 //! | `echo_raw` | the same with a raw handler (bytes in, bytes out, no serde; `BIG_TASK=echo_raw pool-bench big`) |
 //! | `block` | waits until cancelled (keeps its worker busy, for the memory bench) |
 
@@ -15,6 +16,9 @@ use worker_sdk::{HandlerError, TaskContext, Worker};
 fn main() -> ExitCode {
     Worker::new()
         .handle("echo", |_ctx: TaskContext, payload: ByteBuf| async move {
+            Ok::<_, HandlerError>(payload)
+        })
+        .handle("echo_bytes", |_ctx: TaskContext, payload: Bytes| async move {
             Ok::<_, HandlerError>(payload)
         })
         .handle_raw("echo_raw", |_ctx: TaskContext, payload: Bytes| async move {
