@@ -577,13 +577,15 @@ impl Actor {
         }
     }
 
-    /// Publishes the worker and queue gauges the metrics snapshot reads.
+    /// Publishes the worker and queue gauges the metrics snapshot reads. A
+    /// worker's attempts in flight are read from its lane's tally, without
+    /// taking the lock its lane works under.
     pub(crate) fn publish_gauges(&self) {
         let stats = &self.shared.stats;
-        let cap = self.config.worker_concurrency as usize;
+        let cap = u64::from(self.config.worker_concurrency);
         let (mut ready, mut busy, mut unhealthy) = (0, 0, 0);
         for w in self.workers.values() {
-            let in_flight = w.lane.book().len();
+            let in_flight = w.lane.in_flight();
             if w.life.takes_tasks() && in_flight < cap {
                 ready += 1;
             } else if w.life.is_suspect() {

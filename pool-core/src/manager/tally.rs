@@ -114,6 +114,25 @@ impl TallyWriter {
     }
 }
 
+impl TallyWriter {
+    /// A reader of this lane's gauge of tasks in flight.
+    pub(crate) fn reader(&self) -> TallyReader {
+        TallyReader(Arc::clone(&self.tally))
+    }
+}
+
+/// Reads a lane's tasks in flight without its book's lock (the actor's gauges
+/// of ready and busy workers), as its writer last stored it.
+#[derive(Debug, Clone)]
+pub(crate) struct TallyReader(Arc<LaneTally>);
+
+impl TallyReader {
+    /// Attempts in flight in the lane.
+    pub(crate) fn in_flight(&self) -> u64 {
+        self.0.in_flight.load(Relaxed)
+    }
+}
+
 impl Drop for TallyWriter {
     fn drop(&mut self) {
         let mut lanes = self.tallies.lock();

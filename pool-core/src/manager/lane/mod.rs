@@ -24,7 +24,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::actor::Running;
-use super::tally::{Counted, TallyWriter};
+use super::tally::{Counted, TallyReader, TallyWriter};
 use settle::Settled;
 
 /// One task written to the worker and not yet answered by it.
@@ -291,20 +291,29 @@ impl Book {
 }
 
 /// A worker's lane: its [`Book`] behind the lock its reader and the actor
-/// share, and the worker's name as its tasks' outputs carry it.
+/// share, the worker's name as its tasks' outputs carry it, and a reader of
+/// its tally's gauge of attempts in flight.
 #[derive(Clone)]
 pub(crate) struct Lane {
     book: Arc<Mutex<Book>>,
     name: Arc<str>,
+    in_flight: TallyReader,
 }
 
 impl Lane {
     /// The lane of worker `name`, with an empty book that counts in `tally`.
     pub(crate) fn new(tally: TallyWriter, name: Arc<str>) -> Self {
         Self {
+            in_flight: tally.reader(),
             book: Arc::new(Mutex::new(Book::new(tally))),
             name,
         }
+    }
+
+    /// Attempts in flight, read without the book's lock (what the book last
+    /// counted; entries settled early are not attempts).
+    pub(crate) fn in_flight(&self) -> u64 {
+        self.in_flight.in_flight()
     }
 
     /// The worker's name, shared by every output it produces.
