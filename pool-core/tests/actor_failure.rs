@@ -77,6 +77,44 @@ async fn a_panicked_actor_is_reported_and_refuses_new_tasks() {
 }
 
 #[tokio::test]
+async fn tasks_still_queued_when_the_actor_panics_end_shutting_down() {
+    let config = pool_core::PoolConfig {
+        prefetch: 0,
+        ..common::config(1)
+    };
+    let (pool, _recorder) = common::start(config, |t| {
+        if t.task_type == "hang" {
+            MockAction::Hang
+        } else {
+            MockAction::Echo
+        }
+    })
+    .await;
+    let _running = pool.submit(common::task("hang", 1)).await.unwrap();
+    tokio::task::yield_now().await;
+    let queued = pool.submit(common::task("echo", 2)).await.unwrap();
+    let mut done = pool_core::Completions::new();
+    let queued_to = pool
+        .submit_each_to([common::task("echo", 3)], &done.sink())
+        .await;
+    assert!(queued_to[0].is_ok());
+
+    panic_actor(&pool);
+
+    let err = tokio::time::timeout(Duration::from_secs(10), queued)
+        .await
+        .expect("a queued task ends when the actor is gone")
+        .expect_err("it never ran");
+    assert_eq!(err.failure.kind(), "shutting_down");
+    let mut outcomes = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), done.recv_many(&mut outcomes, 8))
+        .await
+        .expect("a queued task's completion arrives when the actor is gone");
+    let err = outcomes[0].as_ref().expect_err("it never ran");
+    assert_eq!(err.failure.kind(), "shutting_down");
+}
+
+#[tokio::test]
 async fn a_healthy_pool_has_no_failure_in_its_health() {
     let (pool, _recorder) = common::start(common::config(1), |_| MockAction::Echo).await;
     let json = serde_json::to_value(pool.metrics()).unwrap();

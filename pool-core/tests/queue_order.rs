@@ -59,6 +59,9 @@ async fn with_a_prefetch_window_a_task_waits_behind_at_most_the_window() {
     for (priority, n) in [(50, 1), (50, 2), (50, 3), (50, 4), (0, 5)] {
         let task = common::task("work", n).with_priority(priority);
         handles.push(pool.submit(task).await.unwrap());
+        // Each arrives on its own: the actor hands it out before the next one
+        // (a burst would be ordered by priority before anything is written).
+        tokio::task::yield_now().await;
     }
     blocker.await.unwrap();
     for h in handles {
@@ -157,6 +160,9 @@ async fn metrics_show_queue_depth_by_priority_band() {
     };
     let (pool, _recorder) = common::start(config, common::blocker_then_echo).await;
     let blocker = pool.submit(common::task("blocker", 0)).await.unwrap();
+    // The actor hands the blocker out before the others queue (it would
+    // otherwise start the priority-0 task first).
+    tokio::task::yield_now().await;
     let mut handles = Vec::new();
     for (n, priority) in [0, 33, 34, 50, 66, 67, 100].into_iter().enumerate() {
         let task = common::task("work", n as u32).with_priority(priority);

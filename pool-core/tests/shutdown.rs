@@ -36,6 +36,19 @@ async fn shutdown_finishes_in_flight_work_and_rejects_the_queue() {
     assert!(matches!(refused, SubmitError::ShuttingDown(_)));
 }
 
+/// A task submitted right before `shutdown()` is handed out before the queue
+/// is drained, whichever of the two the actor hears first: it runs.
+#[tokio::test(start_paused = true)]
+async fn a_task_submitted_just_before_shutdown_runs() {
+    for n in 0..20 {
+        let (pool, _recorder) = common::start(common::config(1), |_| MockAction::Echo).await;
+        let handle = pool.submit(common::task("work", n)).await.unwrap();
+        pool.shutdown().await;
+        let out = handle.await.unwrap_or_else(|e| panic!("round {n}: {e}"));
+        assert_eq!(out.decode::<u32>().unwrap(), n);
+    }
+}
+
 async fn futures_like_collect(pool: &pool_core::Pool, n: u32) -> Vec<pool_core::TaskHandle> {
     let mut out = Vec::new();
     for i in 0..n {

@@ -75,7 +75,10 @@ mod tests {
             let serde: Bytes = rmp_serde::from_slice(&payload).expect("serde decodes");
             assert_eq!(input, serde);
             let inside = payload.as_ptr_range();
-            assert!(len == 0 || inside.contains(&input.as_ptr()), "{len} bytes copied");
+            assert!(
+                len == 0 || inside.contains(&input.as_ptr()),
+                "{len} bytes copied"
+            );
         }
     }
 
@@ -109,7 +112,10 @@ mod tests {
     fn only_large_byte_outputs_are_taken() {
         let large = Bytes::from(vec![1u8; APART_MIN]);
         let mut output = Some(large.clone());
-        assert_eq!(large_bin(&mut output).map(|b| b.as_ptr()), Some(large.as_ptr()));
+        assert_eq!(
+            large_bin(&mut output).map(|b| b.as_ptr()),
+            Some(large.as_ptr())
+        );
         let mut small = Some(Bytes::from(vec![1u8; APART_MIN - 1]));
         assert_eq!(large_bin(&mut small), None);
         assert!(small.is_some(), "a small output is left for serde");

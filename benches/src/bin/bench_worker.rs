@@ -18,9 +18,10 @@ fn main() -> ExitCode {
         .handle("echo", |_ctx: TaskContext, payload: ByteBuf| async move {
             Ok::<_, HandlerError>(payload)
         })
-        .handle("echo_bytes", |_ctx: TaskContext, payload: Bytes| async move {
-            Ok::<_, HandlerError>(payload)
-        })
+        .handle(
+            "echo_bytes",
+            |_ctx: TaskContext, payload: Bytes| async move { Ok::<_, HandlerError>(payload) },
+        )
         .handle_raw("echo_raw", |_ctx: TaskContext, payload: Bytes| async move {
             Ok::<_, HandlerError>(payload)
         })

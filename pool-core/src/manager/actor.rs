@@ -85,6 +85,9 @@ pub(crate) struct Shared {
     pub(crate) closed: AtomicBool,
     /// The pool's `max_frame`, checked at submit.
     pub(crate) max_frame: usize,
+    /// The waiting tasks: callers add theirs and ring; the actor and the lanes
+    /// take them.
+    pub(crate) queue: SharedQueue,
 }
 
 impl Shared {
@@ -98,6 +101,7 @@ impl Shared {
             queue_slots: Arc::new(Semaphore::new(config.max_queue_len)),
             closed: AtomicBool::new(false),
             max_frame: config.max_frame,
+            queue: SharedQueue::default(),
         }
     }
 
@@ -141,6 +145,7 @@ pub(crate) struct EventChannels {
 
 /// A request from a [`Pool`](super::Pool) handle.
 pub(crate) enum Command {
+    /// Tasks submitted after the queue closed to callers (see `Pool::send_unsent`).
     Submit(Vec<Pending>),
     Cancel(u64),
     Workers(oneshot::Sender<Vec<WorkerStatus>>),
@@ -357,7 +362,6 @@ pub(crate) struct Actor {
     pub(crate) alerts: AlertLog,
     pub(crate) window_started: Instant,
     pub(crate) autoscale_state: AutoscaleState,
-    pub(crate) task_types: std::collections::HashSet<Arc<str>>,
     pub(crate) roll: Option<super::roll::Roll>,
     /// Tasks no candidate took by type (routing by task type).
     pub(crate) held: super::routing::Held,
@@ -365,8 +369,6 @@ pub(crate) struct Actor {
     /// and their places in `candidates`.
     pub(crate) eligible: Vec<WorkerSnapshot>,
     pub(crate) eligible_at: Vec<usize>,
-    /// The type of the last task accepted, interned (see `intern_task_type`).
-    pub(crate) last_task_type: Option<Arc<str>>,
     /// Queue slots freed during a dispatch pass, given back when it ends.
     pub(crate) freed_slots: usize,
 }
@@ -398,8 +400,8 @@ pub(crate) async fn run(
         command: parts.command,
         policy: parts.policy,
         probes: ProbeSet::new(parts.probes),
+        queue: parts.shared.queue.clone(),
         shared: parts.shared,
-        queue: SharedQueue::default(),
         retrying: HashMap::default(),
         workers: BTreeMap::new(),
         launching: HashMap::new(),
@@ -419,12 +421,10 @@ pub(crate) async fn run(
         alerts: AlertLog::default(),
         window_started: Instant::now(),
         autoscale_state: AutoscaleState::default(),
-        task_types: std::collections::HashSet::new(),
         roll: None,
         held: super::routing::Held::default(),
         eligible: Vec::new(),
         eligible_at: Vec::new(),
-        last_task_type: None,
         freed_slots: 0,
     };
     actor.shared.stats.target_size.store(target as u64, Relaxed);
@@ -435,8 +435,11 @@ pub(crate) async fn run(
     health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut commands_open = true;
     let mut batch = Vec::with_capacity(EVENT_BATCH);
+    let queue = actor.queue.clone();
     loop {
         tokio::select! {
+            // Callers added tasks: the dispatch pass below hands them out.
+            () = queue.rung() => {}
             _ = events_rx.recv_many(&mut batch, EVENT_BATCH) => {
                 for event in batch.drain(..) {
                     actor.on_worker_event(event);
@@ -467,7 +470,7 @@ pub(crate) async fn run(
     while let Ok(command) = commands.try_recv() {
         if let Command::Submit(tasks) = command {
             for pending in tasks {
-                actor.accept(pending);
+                actor.refuse_late(pending);
             }
         }
     }
@@ -484,7 +487,7 @@ impl Actor {
         match command {
             Command::Submit(tasks) => {
                 for pending in tasks {
-                    self.accept(pending);
+                    self.refuse_late(pending);
                 }
             }
             Command::Cancel(id) => self.cancel(id),

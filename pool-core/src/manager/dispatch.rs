@@ -45,43 +45,13 @@ pub(super) enum Assigned {
     WorkerOccupied,
 }
 
-/// Distinct task types whose names the actor shares between tasks.
-const MAX_INTERNED_TYPES: usize = 1024;
-
 impl Actor {
-    /// A new task from a caller.
-    pub(crate) fn accept(&mut self, mut pending: Pending) {
-        self.intern_task_type(&mut pending.task);
+    /// A task a caller sent as a message: only once the queue is closed to
+    /// callers (shutdown began), so it is counted as submitted and answered
+    /// "shutting down".
+    pub(crate) fn refuse_late(&mut self, pending: Pending) {
         Stats::bump(&self.shared.stats.submitted);
-        if !matches!(self.phase, Phase::Starting | Phase::Running) {
-            return self.settle_error(pending, FinalStatus::Failed, Failure::ShuttingDown);
-        }
-        let (id, priority) = (pending.id, pending.task.priority);
-        self.queue.lock().tasks.push(priority, pending);
-        self.shared
-            .emit_routine(|| PoolEvent::TaskQueued { task: id, priority });
-    }
-
-    /// Makes every waiting task of a type share one allocation of its name (up to
-    /// [`MAX_INTERNED_TYPES`] distinct types; beyond, tasks keep their own). The
-    /// type of the last task is compared first: a batch is often of one type.
-    fn intern_task_type(&mut self, task: &mut crate::task::Task) {
-        if let Some(last) = &self.last_task_type {
-            if Arc::ptr_eq(last, &task.task_type) {
-                return;
-            }
-            if **last == *task.task_type {
-                task.task_type = last.clone();
-                return;
-            }
-        }
-        if let Some(shared) = self.task_types.get(&task.task_type) {
-            self.last_task_type = Some(shared.clone());
-            task.task_type = shared.clone();
-        } else if self.task_types.len() < MAX_INTERNED_TYPES {
-            self.task_types.insert(task.task_type.clone());
-            self.last_task_type = Some(task.task_type.clone());
-        }
+        self.settle_error(pending, FinalStatus::Failed, Failure::ShuttingDown);
     }
 
     /// Sends queued tasks to workers: first to workers with a free run slot, as

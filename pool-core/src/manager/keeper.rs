@@ -130,15 +130,23 @@ mod tests {
         let keeper = Keeper::spawn(sleeper(), control_rx);
         let start = tokio::time::Instant::now();
         assert_eq!(keeper.finish(LinkEnd::Closed).await, "signal 9");
-        assert!(start.elapsed() >= EXIT_GRACE, "waited {:?}", start.elapsed());
+        assert!(
+            start.elapsed() >= EXIT_GRACE,
+            "waited {:?}",
+            start.elapsed()
+        );
     }
 
     #[tokio::test]
     async fn the_actors_signals_reach_the_worker_and_its_exit_is_told_to_the_lane() {
         let (control, control_rx) = mpsc::unbounded_channel();
         let mut keeper = Keeper::spawn(sleeper(), control_rx);
-        control.send(GroupSignal::Terminate).expect("keeper listens");
-        (&mut keeper.exited).await.expect("the keeper says it exited");
+        control
+            .send(GroupSignal::Terminate)
+            .expect("keeper listens");
+        (&mut keeper.exited)
+            .await
+            .expect("the keeper says it exited");
         assert_eq!(keeper.finish(LinkEnd::Closed).await, "signal 15");
     }
 

@@ -13,7 +13,10 @@ use super::actor::{self, ActorParts, Command, EventChannels, Pending, Shared};
 use super::alerts::Alert;
 use super::completions::CompletionSink;
 use super::config::PoolConfig;
+use super::dispatch::settle_failed;
 use super::events::PoolEvent;
+use super::failure::Failure;
+use super::handle::FinalStatus;
 use super::handle::TaskHandle;
 use super::ledger::Answer;
 use super::metrics::{HealthSummary, PoolMetrics, WorkerStatus};
@@ -444,13 +447,17 @@ impl Pool {
         }
     }
 
-    /// Sends the tasks in `unsent` to the pool in one message (emptying it);
-    /// `Err` with them when the pool is gone.
+    /// Queues the tasks in `unsent` (emptying it); `Err` with them when the
+    /// pool is gone.
     fn send_unsent(&self, unsent: &mut Unsent) -> Result<(), Unsent> {
         if unsent.pending.is_empty() {
             return Ok(());
         }
         let Unsent { pending, at } = std::mem::take(unsent);
+        let pending = match self.queue_directly(pending) {
+            Ok(()) => return Ok(()),
+            Err(pending) => pending,
+        };
         match self.commands.send(Command::Submit(pending)) {
             Ok(()) => Ok(()),
             Err(refused) => match refused.0 {
@@ -458,6 +465,36 @@ impl Pool {
                 _ => Err(Unsent::default()),
             },
         }
+    }
+
+    /// Adds `tasks` to the shared queue under one lock, as the actor's `accept`
+    /// would (counted as submitted, `TaskQueued` emitted before a lane can take
+    /// them), and rings the actor to dispatch them: a submit costs no message
+    /// and no wake-up of the actor's own. `Err` with the tasks untouched once
+    /// callers may no longer add tasks (shutdown began or the actor is gone):
+    /// they go to the actor, which refuses them.
+    fn queue_directly<I>(&self, tasks: I) -> Result<(), I>
+    where
+        I: IntoIterator<Item = Pending>,
+    {
+        let shared = &self.shared;
+        {
+            let mut waiting = shared.queue.lock();
+            if waiting.closed {
+                return Err(tasks);
+            }
+            let mut submitted = 0;
+            for pending in tasks {
+                submitted += 1;
+                let (id, priority) = (pending.id, pending.task.priority);
+                shared.emit_routine(|| PoolEvent::TaskQueued { task: id, priority });
+                waiting.push_new(pending);
+            }
+            shared.stats.submitted.fetch_add(submitted, Relaxed);
+            waiting.publish(&shared.stats);
+        }
+        shared.queue.ring();
+        Ok(())
     }
 
     /// Turns the results of tasks that could not be sent into their refusals.
@@ -520,6 +557,9 @@ impl Pool {
 
     fn send(&self, task: Task) -> Result<TaskHandle, SubmitError> {
         let (pending, handle) = self.pending(task);
+        let Err([pending]) = self.queue_directly([pending]) else {
+            return Ok(handle);
+        };
         let mut unsent = Unsent {
             pending: vec![pending],
             at: Vec::new(),
@@ -752,6 +792,16 @@ fn mark_failed(outcome: Result<(), tokio::task::JoinError>, shared: &Shared) {
     shared.stats.fail(reason);
     shared.closed.store(true, Relaxed);
     shared.queue_slots.close();
+    // Callers' tasks go to the gone actor from now on, and are refused; those
+    // queued end "shutting down", as the tasks the actor held do.
+    let queued: Vec<Pending> = {
+        let mut waiting = shared.queue.lock();
+        waiting.closed = true;
+        waiting.tasks.drain().collect()
+    };
+    for pending in queued {
+        settle_failed(shared, pending, FinalStatus::Failed, Failure::ShuttingDown);
+    }
 }
 
 /// Accepted tasks not yet sent to the pool and, for

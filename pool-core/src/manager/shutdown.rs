@@ -24,6 +24,9 @@ impl Actor {
         ) {
             return;
         }
+        // Tasks callers queued before the shutdown was asked for are handed out
+        // first, as if the bell they rang had been heard before the command.
+        self.dispatch();
         self.shared.closed.store(true, Relaxed);
         self.shared.stats.shutting_down.store(true, Relaxed);
         if let Some(reply) = self.start_reply.take() {
@@ -32,7 +35,12 @@ impl Actor {
                 "shut down before it started",
             ))));
         }
-        let mut queued: Vec<_> = self.queue.lock().tasks.drain().collect();
+        let mut queued: Vec<_> = {
+            let mut waiting = self.queue.lock();
+            // From now on callers' tasks come to `accept`, which refuses them.
+            waiting.closed = true;
+            waiting.tasks.drain().collect()
+        };
         queued.extend(self.held.take_all());
         let retrying: Vec<_> = self.retrying.drain().map(|(_, p)| p).collect();
         for pending in queued.into_iter().chain(retrying) {

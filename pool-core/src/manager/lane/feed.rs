@@ -25,7 +25,7 @@ pub(crate) struct Feed {
     window: usize,
     /// Set once the worker is ready: the task types it takes.
     types: Option<TaskTypes>,
-    /// The type of the last task it took: the actor shares one allocation of
+    /// The type of the last task it took: the queue shares one allocation of
     /// a type's name between tasks, so the next task of that type is told by
     /// its pointer, without a string comparison.
     last_type: Option<Arc<str>>,
