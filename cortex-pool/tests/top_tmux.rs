@@ -166,11 +166,11 @@ fn keys_scale_roll_retry_a_dead_letter_and_quit() {
     let before: Vec<_> = daemon.workers().iter().map(|w| w["pid"].clone()).collect();
     tmux.keys(&["r"]);
     tmux.wait_screen(60, "rolling restart done: 4 worker(s) replaced");
-    let after: Vec<_> = daemon.workers().iter().map(|w| w["pid"].clone()).collect();
-    assert!(
-        before.iter().all(|pid| !after.contains(pid)),
-        "{before:?} → {after:?}"
-    );
+    // Done means the last old worker was retired; it leaves the list once it
+    // has exited and been reaped.
+    let pids = || -> Vec<_> { daemon.workers().iter().map(|w| w["pid"].clone()).collect() };
+    let replaced = wait_for(20, || pids().iter().all(|pid| !before.contains(pid)));
+    assert!(replaced, "{before:?} → {:?}", pids());
 
     let out = daemon.cli(&[
         "submit",
