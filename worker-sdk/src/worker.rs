@@ -125,11 +125,12 @@ impl Worker {
     /// [`spawn_blocking`](tokio::task::spawn_blocking) (until it awaits something, a
     /// handler holds up the reading of the next task).
     ///
-    /// Bytes are not copied where serde would copy them: a `bytes::Bytes` input
-    /// sent as a MessagePack `bin` is a slice of the frame it came in, and a
-    /// `Bytes` or `serde_bytes::ByteBuf` output of 64 KiB or more is written from
-    /// its own buffer. What the handler gets and what the manager reads are the
-    /// same as through serde.
+    /// Large bytes are not copied where serde would copy them: a `bytes::Bytes`
+    /// input of 64 KiB or more sent as a MessagePack `bin` is a slice of the
+    /// frame it came in (kept, it keeps that frame's read buffer), and a `Bytes`
+    /// or `serde_bytes::ByteBuf` output of 64 KiB or more is written from its
+    /// own buffer. What the handler gets and what the manager reads are the same
+    /// as through serde.
     ///
     /// ```
     /// use bytes::Bytes;

@@ -1,6 +1,6 @@
 //! The actor: the only owner of the pool's state. It reacts to commands from
-//! [`Pool`](super::Pool) handles, events from worker I/O tasks and timers, then
-//! dispatches whatever can run.
+//! [`Pool`](super::Pool) handles, the bell callers ring after queueing tasks,
+//! events from worker I/O tasks and timers, then dispatches whatever can run.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -582,7 +582,8 @@ impl Actor {
 
     /// Publishes the worker and queue gauges the metrics snapshot reads. A
     /// worker's attempts in flight are read from its lane's tally, without
-    /// taking the lock its lane works under.
+    /// taking the lock its lane works under (tasks settled early at the drain
+    /// deadline, whose answers a worker still owes, are not attempts).
     pub(crate) fn publish_gauges(&self) {
         let stats = &self.shared.stats;
         let cap = u64::from(self.config.worker_concurrency);

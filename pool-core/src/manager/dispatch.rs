@@ -1,4 +1,5 @@
-//! The task path inside the actor: accept, dispatch, replies, retries, settlement.
+//! The task path inside the actor: dispatch, replies, retries, settlement, and
+//! the refusal of tasks sent after the queue closed to callers.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;

@@ -467,9 +467,8 @@ impl Pool {
         }
     }
 
-    /// Adds `tasks` to the shared queue under one lock, as the actor's `accept`
-    /// would (counted as submitted, `TaskQueued` emitted before a lane can take
-    /// them), and rings the actor to dispatch them: a submit costs no message
+    /// Adds `tasks` to the shared queue under one lock (counted as submitted,
+    /// `TaskQueued` emitted before a lane can take them), and rings the actor to dispatch them: a submit costs no message
     /// and no wake-up of the actor's own. `Err` with the tasks untouched once
     /// callers may no longer add tasks (shutdown began or the actor is gone):
     /// they go to the actor, which refuses them.
@@ -723,8 +722,8 @@ impl Pool {
     }
 
     /// Shuts the pool down at once: every worker's process group is killed now
-    /// (SIGKILL) through the process guard that owns it, the worker's I/O task
-    /// holding its not yet reaped process, never by a pid read elsewhere, so no
+    /// (SIGKILL) through the process guard that owns it, the worker's keeper
+    /// task holding its not yet reaped process, never by a pid read elsewhere, so no
     /// other process can be hit. Tasks still queued fail with "shutting down" as
     /// in [`shutdown`](Self::shutdown); each task running on a worker settles
     /// once that worker is reaped, as "shutting down" (or "cancelled" when its
@@ -792,12 +791,17 @@ fn mark_failed(outcome: Result<(), tokio::task::JoinError>, shared: &Shared) {
     shared.stats.fail(reason);
     shared.closed.store(true, Relaxed);
     shared.queue_slots.close();
-    // Callers' tasks go to the gone actor from now on, and are refused; those
-    // queued end "shutting down", as the tasks the actor held do.
+    // Callers' tasks go to the gone actor from now on, and are refused; lanes
+    // take no more; those queued end "shutting down" through the ledger. (Tasks
+    // the actor or a book held are dropped with them: a handle then says
+    // "shutting down", a `Completions` channel hears nothing of them.)
     let queued: Vec<Pending> = {
         let mut waiting = shared.queue.lock();
         waiting.closed = true;
-        waiting.tasks.drain().collect()
+        waiting.lanes_may_take = false;
+        let queued = waiting.tasks.drain().collect();
+        waiting.publish(&shared.stats);
+        queued
     };
     for pending in queued {
         settle_failed(shared, pending, FinalStatus::Failed, Failure::ShuttingDown);

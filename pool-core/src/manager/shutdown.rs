@@ -37,7 +37,7 @@ impl Actor {
         }
         let mut queued: Vec<_> = {
             let mut waiting = self.queue.lock();
-            // From now on callers' tasks come to `accept`, which refuses them.
+            // From now on callers' tasks come as messages: `refuse_late`.
             waiting.closed = true;
             waiting.tasks.drain().collect()
         };
@@ -126,7 +126,7 @@ impl Actor {
     /// Stops the pool at once, also while a graceful shutdown is under way: what
     /// waits fails as [`begin_shutdown`](Self::begin_shutdown) says, and every
     /// worker's process group is killed now. The signal travels to the worker's
-    /// I/O task, which owns its process and has not reaped it yet, so it can only
+    /// keeper, which owns its process and has not reaped it yet, so it can only
     /// reach that worker's group, never a reused pid. Each worker's tasks settle
     /// once it is reaped (`on_gone`); a worker still starting is
     /// killed as soon as it reports ready.
