@@ -89,19 +89,10 @@ async fn large_replies_between_small_ones_arrive_whole_and_in_order() {
         .enumerate()
         .map(|(i, &n)| json!(format!("{i}").repeat(n)))
         .collect();
-    let mut frames = bytes::BytesMut::new();
-    for (i, value) in values.iter().enumerate() {
-        let payload = rmp_serde::to_vec_named(value).expect("payload");
-        let task = ToWorker::Task(pool_core::protocol::TaskFrame {
-            id: i as u64 + 1,
-            task_type: "echo",
-            payload: &payload,
-            attempt: 1,
-            timeout_ms: 60_000,
-        });
-        pool_core::protocol::encode_frame(&task, &mut frames, MAX).expect("encode");
-    }
-    peer.send_raw(&frames).await;
+    let payloads = values
+        .iter()
+        .map(|value| rmp_serde::to_vec_named(value).expect("payload"));
+    peer.send_raw(&task_frames("echo", payloads, MAX)).await;
     for (i, value) in values.into_iter().enumerate() {
         assert_eq!(
             peer.reply().await,
@@ -117,6 +108,26 @@ async fn large_replies_between_small_ones_arrive_whole_and_in_order() {
     stop(peer).await;
 }
 
+/// `task` frames of `task_type` with these payloads, ids 1, 2, … in order.
+fn task_frames(
+    task_type: &str,
+    payloads: impl Iterator<Item = Vec<u8>>,
+    max_frame: usize,
+) -> bytes::BytesMut {
+    let mut frames = bytes::BytesMut::new();
+    for (i, payload) in payloads.enumerate() {
+        let task = ToWorker::Task(pool_core::protocol::TaskFrame {
+            id: i as u64 + 1,
+            task_type,
+            payload: &payload,
+            attempt: 1,
+            timeout_ms: 60_000,
+        });
+        pool_core::protocol::encode_frame(&task, &mut frames, max_frame).expect("encode");
+    }
+    frames
+}
+
 /// A handler's large `ByteBuf` result is written from its own buffer, after its
 /// `bin` marker; the replies still arrive whole and in task order. (Two threads,
 /// as in the test above.)
@@ -128,19 +139,8 @@ async fn large_byte_buffers_written_from_their_own_buffer_arrive_whole_and_in_or
     // Results of 64 KiB and more leave from the handler's buffer, the others
     // through the reply batch.
     let sizes = [3usize, 70_000, 5, 65_536, 200_000, 1, 65_535];
-    let mut frames = bytes::BytesMut::new();
-    for (i, n) in sizes.iter().enumerate() {
-        let payload = rmp_serde::to_vec(n).expect("payload");
-        let task = ToWorker::Task(pool_core::protocol::TaskFrame {
-            id: i as u64 + 1,
-            task_type: "bytes",
-            payload: &payload,
-            attempt: 1,
-            timeout_ms: 60_000,
-        });
-        pool_core::protocol::encode_frame(&task, &mut frames, MAX).expect("encode");
-    }
-    peer.send_raw(&frames).await;
+    let payloads = sizes.iter().map(|n| rmp_serde::to_vec(n).expect("payload"));
+    peer.send_raw(&task_frames("bytes", payloads, MAX)).await;
     for (i, &n) in sizes.iter().enumerate() {
         let reply = peer.reply().await;
         let Reply::ResultBin { id, bytes } = reply else {
