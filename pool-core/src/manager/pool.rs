@@ -16,8 +16,7 @@ use super::config::PoolConfig;
 use super::dispatch::settle_failed;
 use super::events::PoolEvent;
 use super::failure::Failure;
-use super::handle::FinalStatus;
-use super::handle::TaskHandle;
+use super::handle::{FinalStatus, TaskHandle};
 use super::ledger::Answer;
 use super::metrics::{HealthSummary, PoolMetrics, WorkerStatus};
 use crate::balance::{BalancePolicy, FirstAvailable};
@@ -468,10 +467,10 @@ impl Pool {
     }
 
     /// Adds `tasks` to the shared queue under one lock (counted as submitted,
-    /// `TaskQueued` emitted before a lane can take them), and rings the actor to dispatch them: a submit costs no message
-    /// and no wake-up of the actor's own. `Err` with the tasks untouched once
-    /// callers may no longer add tasks (shutdown began or the actor is gone):
-    /// they go to the actor, which refuses them.
+    /// `TaskQueued` emitted before a lane can take them), then rings the actor
+    /// to hand them out: a submit sends the actor no message. `Err` with the
+    /// tasks untouched once callers may no longer add tasks (shutdown began or
+    /// the actor is gone): they go to the actor, which refuses them.
     fn queue_directly<I>(&self, tasks: I) -> Result<(), I>
     where
         I: IntoIterator<Item = Pending>,
@@ -723,8 +722,8 @@ impl Pool {
 
     /// Shuts the pool down at once: every worker's process group is killed now
     /// (SIGKILL) through the process guard that owns it, the worker's keeper
-    /// task holding its not yet reaped process, never by a pid read elsewhere, so no
-    /// other process can be hit. Tasks still queued fail with "shutting down" as
+    /// task holding its not yet reaped process, never by a pid read elsewhere,
+    /// so no other process can be hit. Tasks still queued fail with "shutting down" as
     /// in [`shutdown`](Self::shutdown); each task running on a worker settles
     /// once that worker is reaped, as "shutting down" (or "cancelled" when its
     /// caller had cancelled it). A worker still starting is killed as soon as it
