@@ -11,7 +11,8 @@ mod top;
 /// The binary's allocator: `run`, the daemon and the demo worker allocate a few
 /// small blocks per task on several threads, where mimalloc's thread-local
 /// free lists cost a fraction of the system allocator's arenas (figures in
-/// `docs/benchmarks.md`, "The binary's allocator").
+/// `docs/benchmarks.md`, "The binary's allocator"). Built without transparent
+/// huge pages (the `no_thp` feature, see ARCHITECTURE.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
