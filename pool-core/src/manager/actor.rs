@@ -266,7 +266,6 @@ pub(crate) enum Timer {
 }
 
 pub(crate) struct Worker {
-    pub(crate) name: String,
     pub(crate) pid: u32,
     pub(crate) frames: Option<mpsc::UnboundedSender<Bytes>>,
     /// The timer armed for the earliest deadline of its tasks, and that deadline.
@@ -300,6 +299,11 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
+    /// The worker's name (`worker-N`), owned by its lane.
+    pub(crate) fn name(&self) -> &str {
+        self.lane.name()
+    }
+
     /// Lets its lane refill it from the queue exactly while it takes tasks and
     /// has no task limit to watch (the actor counts those out itself). Called
     /// after every change of its life, under its lane's lock, so a lane never
@@ -548,7 +552,7 @@ impl Actor {
             .values()
             .map(|w| (w, w.lane.book().len()))
             .map(|(w, held)| WorkerStatus {
-                id: w.name.clone(),
+                id: w.name().to_owned(),
                 pid: w.pid,
                 state: w.life.status(held == 0),
                 in_flight: held as u32,

@@ -213,7 +213,7 @@ impl Actor {
         let target = Target {
             shared: &self.shared,
             num,
-            name: &worker.name,
+            name: worker.name(),
             concurrency: self.config.worker_concurrency as usize,
             default_timeout: self.config.task_timeout,
             max_frame: self.config.max_frame,
@@ -324,7 +324,7 @@ impl Actor {
                 self.judge_worker(num, Occasion::Heartbeat);
             }
             WorkerMessage::Log { level, message } => {
-                let name = &worker.name;
+                let name = worker.name();
                 match level {
                     crate::protocol::LogLevel::Error => {
                         tracing::error!(worker.id = %name, "{message}")
@@ -397,7 +397,7 @@ impl Actor {
             &mut settled,
         );
         let Some(taken) = answered else {
-            tracing::debug!(worker.id = %worker.name, task.id = id, "reply for a task the worker does not hold; ignored");
+            tracing::debug!(worker.id = %worker.name(), task.id = id, "reply for a task the worker does not hold; ignored");
             return None;
         };
         // Timed, released or judged as any answer; its outcome is the caller's.
@@ -443,7 +443,7 @@ impl Actor {
         self.task_succeeded();
         self.publish_task_gauges();
         let name: Arc<str> = match self.workers.get(&num) {
-            Some(w) => w.lane.name().clone(),
+            Some(w) => w.lane.name().to_owned(),
             None => worker_name(num).into(),
         };
         settle::complete(&self.shared, &name, running, payload, completion);
@@ -703,7 +703,7 @@ impl Actor {
                 .unwrap_or(self.config.task_timeout)
         };
         Stats::bump(&self.shared.stats.timed_out);
-        let name = worker.name.clone();
+        let name = worker.name().to_owned();
         self.shared.emit(|| PoolEvent::TaskTimedOut {
             task: id,
             worker: name,

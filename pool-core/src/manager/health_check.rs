@@ -109,7 +109,7 @@ impl Actor {
             return;
         };
         if finding.kind == ProbeKind::Memory {
-            let (worker, rss_bytes) = (w.name.clone(), w.rss_bytes);
+            let (worker, rss_bytes) = (w.name().to_owned(), w.rss_bytes);
             let message = format!("{worker}: {}", finding.verdict.reason());
             self.raise_alert(
                 AlertSeverity::Warning,
@@ -144,8 +144,8 @@ impl Actor {
             Verdict::Suspect(reason) => {
                 if worker.life.suspect() {
                     worker.sync_feed();
-                    tracing::warn!(worker.id = %worker.name, %reason, probe, "worker is suspect");
-                    let name = worker.name.clone();
+                    tracing::warn!(worker.id = %worker.name(), %reason, probe, "worker is suspect");
+                    let name = worker.name().to_owned();
                     if let Some((severity, alert)) = alert {
                         let message = format!("{name}: {reason}");
                         self.raise_alert(severity, alert, Some(&name), message);
@@ -155,7 +155,7 @@ impl Actor {
             Verdict::Recycle(reason) => {
                 if worker.life.recycle() {
                     let slot = worker.slot.take();
-                    let name = worker.name.clone();
+                    let name = worker.name().to_owned();
                     if let Some(slot) = slot {
                         self.vacate(slot, true);
                     }
@@ -168,7 +168,7 @@ impl Actor {
                 }
             }
             Verdict::Kill(reason) => {
-                let name = worker.name.clone();
+                let name = worker.name().to_owned();
                 tracing::warn!(worker.id = %name, %reason, probe, "killing unhealthy worker");
                 if let Some((severity, alert)) = alert {
                     let message = format!("{name}: {reason}");

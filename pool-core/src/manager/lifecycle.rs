@@ -139,15 +139,13 @@ impl Actor {
     ) {
         let slot = self.launching.remove(&num);
         let now = Instant::now();
-        let name = worker_name(num);
         self.shared.emit(|| PoolEvent::WorkerReady {
-            worker: name.clone(),
+            worker: lane.name().to_string(),
             pid,
         });
         self.workers.insert(
             num,
             Worker {
-                name,
                 pid,
                 frames: Some(frames),
                 deadline_timer: None,
@@ -284,18 +282,18 @@ impl Actor {
                     "{} died unexpectedly ({exit}) with {unanswered} tasks unanswered; \
                      its replies were batched, so each of them runs alone next to find \
                      the one at fault",
-                    worker.name
+                    worker.name()
                 ),
                 Some(task) => format!(
                     "{} died unexpectedly ({exit}) while running task {task}",
-                    worker.name
+                    worker.name()
                 ),
-                None => format!("{} died unexpectedly ({exit})", worker.name),
+                None => format!("{} died unexpectedly ({exit})", worker.name()),
             };
             self.raise_alert(
                 AlertSeverity::Warning,
                 AlertKind::WorkerCrashed,
-                Some(&worker.name),
+                Some(worker.name()),
                 message,
             );
         }
@@ -309,7 +307,7 @@ impl Actor {
             );
         }
         self.shared.emit(|| PoolEvent::WorkerExited {
-            worker: worker.name.clone(),
+            worker: worker.name().to_owned(),
             pid,
             exit: exit.clone(),
             expected,

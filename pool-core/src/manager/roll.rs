@@ -95,7 +95,7 @@ impl Actor {
                 }
                 if let Some(num) = roll.due.pop_front() {
                     if let Some(w) = self.workers.get(&num) {
-                        let worker = w.name.clone();
+                        let worker = w.name().to_owned();
                         self.shared.emit(|| PoolEvent::WorkerRecycled {
                             worker,
                             reason: "rolling restart".to_owned(),

@@ -25,7 +25,7 @@ impl Actor {
                 break;
             }
             if let Some(w) = self.workers.get(&num) {
-                let name = w.name.clone();
+                let name = w.name().to_owned();
                 self.shared.emit(|| PoolEvent::WorkerRecycled {
                     worker: name,
                     reason: "scaled down".to_owned(),
