@@ -16,6 +16,7 @@ use tokio_util::time::{delay_queue, DelayQueue};
 use super::alerts::{Alert, AlertLog};
 use super::autoscale::AutoscaleState;
 use super::config::PoolConfig;
+use super::event_stream::EventStream;
 use super::events::PoolEvent;
 use super::lane::queue::SharedQueue;
 use super::lane::Lane;
@@ -76,10 +77,10 @@ impl std::hash::Hasher for IdHasher {
 pub(crate) struct Shared {
     pub(crate) stats: Stats,
     /// Every event ([`Pool::events`](super::Pool::events)).
-    pub(crate) events: broadcast::Sender<PoolEvent>,
+    pub(crate) events: EventStream,
     /// Every event but the routine ones of each task (queued, assigned,
     /// completed): [`Pool::notable_events`](super::Pool::notable_events).
-    pub(crate) notable: broadcast::Sender<PoolEvent>,
+    pub(crate) notable: EventStream,
     pub(crate) next_task_id: AtomicU64,
     pub(crate) queue_slots: Arc<Semaphore>,
     pub(crate) closed: AtomicBool,
@@ -92,11 +93,10 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn new(config: &PoolConfig, channels: EventChannels) -> Self {
-        let channel = || broadcast::channel(config.event_capacity.max(1)).0;
         Self {
             stats: Stats::new(),
-            events: channels.all.unwrap_or_else(channel),
-            notable: channels.notable.unwrap_or_else(channel),
+            events: EventStream::new(channels.all, config.event_capacity),
+            notable: EventStream::new(channels.notable, config.event_capacity),
             next_task_id: AtomicU64::new(1),
             queue_slots: Arc::new(Semaphore::new(config.max_queue_len)),
             closed: AtomicBool::new(false),
@@ -107,21 +107,14 @@ impl Shared {
 
     /// Emits a notable event, built only when someone listens to either stream.
     pub(crate) fn emit(&self, event: impl FnOnce() -> PoolEvent) {
-        match (
-            self.events.receiver_count() > 0,
-            self.notable.receiver_count() > 0,
-        ) {
+        match (self.events.listened(), self.notable.listened()) {
             (false, false) => {}
-            (true, false) => {
-                let _ = self.events.send(event());
-            }
-            (false, true) => {
-                let _ = self.notable.send(event());
-            }
+            (true, false) => self.events.send(event()),
+            (false, true) => self.notable.send(event()),
             (true, true) => {
                 let event = event();
-                let _ = self.notable.send(event.clone());
-                let _ = self.events.send(event);
+                self.notable.send(event.clone());
+                self.events.send(event);
             }
         }
     }
@@ -130,8 +123,8 @@ impl Shared {
     /// when someone listens to every event: a log of what goes wrong (the
     /// daemon's) costs the task path nothing.
     pub(crate) fn emit_routine(&self, event: impl FnOnce() -> PoolEvent) {
-        if self.events.receiver_count() > 0 {
-            let _ = self.events.send(event());
+        if self.events.listened() {
+            self.events.send(event());
         }
     }
 }

@@ -8,6 +8,7 @@ mod autoscale;
 mod completions;
 mod config;
 mod dispatch;
+mod event_stream;
 mod events;
 mod failure;
 mod handle;
