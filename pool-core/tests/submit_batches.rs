@@ -1,5 +1,6 @@
 //! `submit_each` and `submit_many`: batches larger than the queue make progress,
-//! and a refused task in a batch leaves the others alone.
+//! a refused task in a batch leaves the others alone, and a large batch is
+//! queued in groups while it is made.
 
 mod common;
 
@@ -181,5 +182,74 @@ async fn a_task_submitted_to_a_shared_channel_can_be_cancelled_by_id() {
     assert_eq!(cancelled[0].id, ids[2]);
     assert_eq!(cancelled[0].status, pool_core::FinalStatus::Cancelled);
     assert!(recorder.started().iter().all(|t| t.task_type == "blocker"));
+    pool.shutdown().await;
+}
+
+/// A pool with room for large batches, and a batch of `n` tasks whose iterator
+/// records how many tasks the pool had counted as submitted when it made its
+/// task `at` (the batch is made while it is being submitted).
+fn watched_batch(
+    pool: &pool_core::Pool,
+    n: u32,
+    at: u32,
+) -> (
+    impl Iterator<Item = Task>,
+    std::sync::Arc<std::sync::Mutex<Option<u64>>>,
+) {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let record = seen.clone();
+    let watcher = pool.clone();
+    let batch = (0..n).map(move |i| {
+        if i == at {
+            let submitted = watcher.metrics().tasks.submitted;
+            *record.lock().expect("not poisoned") = Some(submitted);
+        }
+        work(i)
+    });
+    (batch, seen)
+}
+
+fn roomy_queue() -> pool_core::PoolConfig {
+    pool_core::PoolConfig {
+        max_queue_len: 10_000,
+        ..common::config(2)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn submit_many_queues_a_large_batch_in_groups_while_it_is_made() {
+    let (pool, _) = common::start(roomy_queue(), |_| MockAction::Echo).await;
+    let (batch, seen) = watched_batch(&pool, 1200, 1000);
+    let handles = pool.submit_many(batch).await.expect("accepted");
+    let submitted = seen
+        .lock()
+        .expect("not poisoned")
+        .expect("task 1000 was made");
+    assert!(
+        submitted >= 768,
+        "only {submitted} of the first 1000 tasks were queued before the batch was made"
+    );
+    for handle in handles {
+        handle.await.expect("echoed");
+    }
+    pool.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn submit_each_queues_a_large_batch_in_groups_while_it_is_made() {
+    let (pool, _) = common::start(roomy_queue(), |_| MockAction::Echo).await;
+    let (batch, seen) = watched_batch(&pool, 1200, 1000);
+    let results = pool.submit_each(batch).await;
+    let submitted = seen
+        .lock()
+        .expect("not poisoned")
+        .expect("task 1000 was made");
+    assert!(
+        submitted >= 768,
+        "only {submitted} of the first 1000 tasks were queued before the batch was made"
+    );
+    for result in results {
+        result.expect("accepted").await.expect("echoed");
+    }
     pool.shutdown().await;
 }

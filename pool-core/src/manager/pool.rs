@@ -26,6 +26,12 @@ use crate::queue::DeadLetter;
 use crate::task::{Task, PRIORITY_LOWEST};
 use crate::transport::Transport;
 
+/// The tasks of a batch ([`Pool::submit_many`], [`Pool::submit_each`]) are
+/// queued this many at a time, each group under one lock of the queue: the
+/// workers start on the first group while the caller prepares the rest, and
+/// a lane waiting to refill its worker waits for one group at most.
+const SUBMIT_CHUNK: usize = 256;
+
 /// The worker program every worker of a pool runs.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -293,8 +299,11 @@ impl Pool {
         }
     }
 
-    /// Submits many tasks in one message to the pool, waiting for room as needed.
-    /// Cheaper per task than [`submit`](Self::submit) for large batches.
+    /// Submits many tasks, waiting for room as needed. Cheaper per task than
+    /// [`submit`](Self::submit) for large batches: they are queued 256 at a
+    /// time, each group under one lock of the queue, and the workers start on
+    /// the first group while the rest are prepared (so the tasks of a large
+    /// batch are ordered by priority within each group, not across the batch).
     ///
     /// Tasks go to the pool as room is found: while the queue is full, those
     /// accepted so far are sent first, so a batch larger than `max_queue_len`
@@ -308,8 +317,13 @@ impl Pool {
         &self,
         tasks: impl IntoIterator<Item = Task>,
     ) -> Result<Vec<TaskHandle>, SubmitError> {
-        let mut handles = Vec::new();
-        let mut unsent = Unsent::default();
+        let tasks = tasks.into_iter();
+        let expected = tasks.size_hint().0;
+        let mut handles = Vec::with_capacity(expected);
+        let mut unsent = Unsent {
+            pending: Vec::with_capacity(expected.min(SUBMIT_CHUNK)),
+            at: Vec::new(),
+        };
         let refused = |refused: Unsent| self.gone(refused.first_task());
         for task in tasks {
             let task = match self.check(task) {
@@ -325,15 +339,18 @@ impl Pool {
             let (pending, handle) = self.pending(task);
             unsent.pending.push(pending);
             handles.push(handle);
+            if unsent.pending.len() >= SUBMIT_CHUNK {
+                self.send_unsent(&mut unsent).map_err(refused)?;
+            }
         }
         self.send_unsent(&mut unsent).map_err(refused)?;
         Ok(handles)
     }
 
-    /// Submits many tasks, each accepted or refused on its own, in as few
-    /// messages to the pool as the queue's room allows: one result per task, in
-    /// order. Tasks go to the pool as room is found (while the queue is full,
-    /// those accepted so far are sent first, then room is waited for).
+    /// Submits many tasks, each accepted or refused on its own, queued in
+    /// groups as [`submit_many`](Self::submit_many) queues them: one result per
+    /// task, in order. Tasks go to the pool as room is found (while the queue
+    /// is full, those accepted so far are sent first, then room is waited for).
     ///
     /// A refused task (its payload too large, its priority out of range, or the
     /// pool shutting down) is given back in its [`SubmitError`]; the others are
@@ -389,8 +406,8 @@ impl Pool {
         let expected = tasks.size_hint().0;
         let mut results = Vec::with_capacity(expected);
         let mut unsent = Unsent {
-            pending: Vec::with_capacity(expected),
-            at: Vec::with_capacity(expected),
+            pending: Vec::with_capacity(expected.min(SUBMIT_CHUNK)),
+            at: Vec::with_capacity(expected.min(SUBMIT_CHUNK)),
         };
         for task in tasks {
             let task = match self.check(task) {
@@ -416,6 +433,11 @@ impl Pool {
             unsent.pending.push(pending);
             unsent.at.push(results.len());
             results.push(Ok(handle));
+            if unsent.pending.len() >= SUBMIT_CHUNK {
+                if let Err(refused) = self.send_unsent(&mut unsent) {
+                    self.refuse(refused, &mut results);
+                }
+            }
         }
         if let Err(refused) = self.send_unsent(&mut unsent) {
             self.refuse(refused, &mut results);
@@ -452,11 +474,11 @@ impl Pool {
         if unsent.pending.is_empty() {
             return Ok(());
         }
+        if self.queue_directly(|| unsent.pending.drain(..)) {
+            unsent.at.clear();
+            return Ok(());
+        }
         let Unsent { pending, at } = std::mem::take(unsent);
-        let pending = match self.queue_directly(pending) {
-            Ok(()) => return Ok(()),
-            Err(pending) => pending,
-        };
         match self.commands.send(Command::Submit(pending)) {
             Ok(()) => Ok(()),
             Err(refused) => match refused.0 {
@@ -466,12 +488,13 @@ impl Pool {
         }
     }
 
-    /// Adds `tasks` to the shared queue under one lock (counted as submitted,
-    /// `TaskQueued` emitted before a lane can take them), then rings the actor
-    /// to hand them out: a submit sends the actor no message. `Err` with the
-    /// tasks untouched once callers may no longer add tasks (shutdown began or
-    /// the actor is gone): they go to the actor, which refuses them.
-    fn queue_directly<I>(&self, tasks: I) -> Result<(), I>
+    /// Adds the tasks `take` yields to the shared queue under one lock (counted
+    /// as submitted, `TaskQueued` emitted before a lane can take them), then
+    /// rings the actor to hand them out: a submit sends the actor no message.
+    /// `false`, with `take` not called, once callers may no longer add tasks
+    /// (shutdown began or the actor is gone): the tasks go to the actor, which
+    /// refuses them.
+    fn queue_directly<I>(&self, take: impl FnOnce() -> I) -> bool
     where
         I: IntoIterator<Item = Pending>,
     {
@@ -479,10 +502,10 @@ impl Pool {
         {
             let mut waiting = shared.queue.lock();
             if waiting.closed {
-                return Err(tasks);
+                return false;
             }
             let mut submitted = 0;
-            for pending in tasks {
+            for pending in take() {
                 submitted += 1;
                 let (id, priority) = (pending.id, pending.task.priority);
                 shared.emit_routine(|| PoolEvent::TaskQueued { task: id, priority });
@@ -492,7 +515,7 @@ impl Pool {
             waiting.publish(&shared.stats);
         }
         shared.queue.ring();
-        Ok(())
+        true
     }
 
     /// Turns the results of tasks that could not be sent into their refusals.
@@ -555,7 +578,11 @@ impl Pool {
 
     fn send(&self, task: Task) -> Result<TaskHandle, SubmitError> {
         let (pending, handle) = self.pending(task);
-        let Err([pending]) = self.queue_directly([pending]) else {
+        let mut one = Some(pending);
+        if self.queue_directly(|| one.take()) {
+            return Ok(handle);
+        }
+        let Some(pending) = one else {
             return Ok(handle);
         };
         let mut unsent = Unsent {
