@@ -1,4 +1,5 @@
-//! The metrics identity holds after a mixed run.
+//! The metrics identity holds after a mixed run, and the gauges read right as
+//! soon as the last task settled.
 
 mod common;
 
@@ -63,6 +64,18 @@ async fn in_flight_and_queued_read_zero_as_soon_as_the_last_task_settled() {
         handle.await.unwrap();
         let t = pool.metrics().tasks;
         assert_eq!((t.in_flight, t.queued), (0, 0), "round {round}: {t:?}");
+    }
+    pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_and_busy_read_right_as_soon_as_the_last_task_settled() {
+    let (pool, _) = common::start(common::config(2), |_| MockAction::Echo).await;
+    for round in 0..300u32 {
+        let handle = pool.submit(common::task("work", round)).await.unwrap();
+        handle.await.unwrap();
+        let w = pool.metrics().workers;
+        assert_eq!((w.ready, w.busy), (2, 0), "round {round}: {w:?}");
     }
     pool.shutdown().await;
 }

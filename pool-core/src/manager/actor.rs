@@ -11,11 +11,12 @@ use tokio::time::Instant;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::{broadcast, mpsc, oneshot, Semaphore};
-use tokio_util::time::{delay_queue, DelayQueue};
+use tokio_util::time::DelayQueue;
 
 use super::alerts::{Alert, AlertLog};
 use super::autoscale::AutoscaleState;
 use super::config::PoolConfig;
+use super::crash_streak::CrashStreak;
 use super::event_stream::EventStream;
 use super::events::PoolEvent;
 use super::lane::queue::SharedQueue;
@@ -89,6 +90,8 @@ pub(crate) struct Shared {
     /// The waiting tasks: callers add theirs and ring; the actor and the lanes
     /// take them.
     pub(crate) queue: SharedQueue,
+    /// Workers that died in a row with no task running (the actor's count).
+    pub(crate) crash_streak: CrashStreak,
 }
 
 impl Shared {
@@ -102,6 +105,7 @@ impl Shared {
             closed: AtomicBool::new(false),
             max_frame: config.max_frame,
             queue: SharedQueue::default(),
+            crash_streak: CrashStreak::default(),
         }
     }
 
@@ -261,10 +265,6 @@ pub(crate) enum Timer {
 pub(crate) struct Worker {
     pub(crate) pid: u32,
     pub(crate) frames: Option<mpsc::UnboundedSender<Bytes>>,
-    /// The timer armed for the earliest deadline of its tasks, and that deadline.
-    /// Completions leave it alone; when it fires, expired tasks time out and it is
-    /// armed again for the next deadline.
-    pub(crate) deadline_timer: Option<(delay_queue::Key, Instant)>,
     pub(crate) control: mpsc::UnboundedSender<GroupSignal>,
     /// Its unanswered tasks in the order they were written (the first
     /// `worker_concurrency` are running, the rest wait in its prefetch window),
@@ -273,7 +273,6 @@ pub(crate) struct Worker {
     /// The most attempts it is given (`max_tasks_per_worker` with this worker's
     /// jitter); its replacement starts when the last one is handed out.
     pub(crate) task_limit: Option<u64>,
-    pub(crate) completed: u64,
     pub(crate) last_heard: Instant,
     pub(crate) ready_at: Instant,
     pub(crate) rss_bytes: u64,
@@ -298,12 +297,21 @@ impl Worker {
     }
 
     /// Lets its lane refill it from the queue exactly while it takes tasks and
-    /// has no task limit to watch (the actor counts those out itself). Called
-    /// after every change of its life, under its lane's lock, so a lane never
-    /// writes a task to a worker that stopped taking them.
+    /// has no task limit to watch (the actor counts those out itself), and
+    /// tells its tally whether it takes tasks (the gauge of ready workers).
+    /// Called after every change of its life, under its lane's lock, so a lane
+    /// never writes a task to a worker that stopped taking them.
     pub(crate) fn sync_feed(&self) {
-        let feeds = self.life.takes_tasks() && self.task_limit.is_none() && self.frames.is_some();
-        self.lane.book().feeds = feeds;
+        let takes = self.life.takes_tasks();
+        let feeds = takes && self.task_limit.is_none() && self.frames.is_some();
+        let mut book = self.lane.book();
+        book.feeds = feeds;
+        book.tally.set_takes_tasks(takes);
+    }
+
+    /// Tasks it answered (with a result or an error).
+    pub(crate) fn answered(&self) -> u64 {
+        self.lane.answered()
     }
 }
 
@@ -348,7 +356,6 @@ pub(crate) struct Actor {
     pub(crate) target: usize,
     pub(crate) dlq: DeadLetterQueue,
     pub(crate) timers: DelayQueue<Timer>,
-    pub(crate) crash_streak: u32,
     pub(crate) start_failures: u32,
     pub(crate) phase: Phase,
     pub(crate) start_reply: Option<oneshot::Sender<Result<(), StartError>>>,
@@ -408,7 +415,6 @@ pub(crate) async fn run(
         next_worker: 0,
         target,
         timers: DelayQueue::new(),
-        crash_streak: 0,
         start_failures: 0,
         phase: Phase::Starting,
         start_reply: Some(start_reply),
@@ -549,7 +555,7 @@ impl Actor {
                 pid: w.pid,
                 state: w.life.status(held == 0),
                 in_flight: held as u32,
-                tasks_done: w.completed,
+                tasks_done: w.answered(),
                 rss_bytes: w.rss_bytes,
                 last_heard_ms: now.duration_since(w.last_heard).as_millis() as u64,
                 heartbeats_seen: w.heartbeats.len() as u32,
@@ -577,31 +583,21 @@ impl Actor {
         }
     }
 
-    /// Publishes the worker and queue gauges the metrics snapshot reads. A
-    /// worker's attempts in flight are read from its lane's tally, without
-    /// taking the lock its lane works under (tasks settled early at the drain
-    /// deadline, whose answers a worker still owes, are not attempts).
+    /// Publishes the gauges the actor owns: workers in the pool, suspect
+    /// ones, and the queue's. The ready and busy workers are read from the
+    /// lanes' tallies when the metrics are (a lane settles and refills
+    /// without telling the actor).
     pub(crate) fn publish_gauges(&self) {
         let stats = &self.shared.stats;
-        let cap = u64::from(self.config.worker_concurrency);
-        let (mut ready, mut busy, mut unhealthy) = (0, 0, 0);
-        for w in self.workers.values() {
-            let in_flight = w.lane.in_flight();
-            if w.life.takes_tasks() && in_flight < cap {
-                ready += 1;
-            } else if w.life.is_suspect() {
-                unhealthy += 1;
-            }
-            if in_flight > 0 {
-                busy += 1;
-            }
-        }
+        let unhealthy = self
+            .workers
+            .values()
+            .filter(|w| w.life.is_suspect())
+            .count();
         stats
             .workers_total
             .store(self.workers.len() as u64, Relaxed);
-        stats.workers_ready.store(ready, Relaxed);
-        stats.workers_busy.store(busy, Relaxed);
-        stats.workers_unhealthy.store(unhealthy, Relaxed);
+        stats.workers_unhealthy.store(unhealthy as u64, Relaxed);
         self.publish_task_gauges();
     }
 

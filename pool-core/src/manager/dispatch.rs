@@ -17,9 +17,9 @@ use super::alert_kind::AlertKind;
 use super::events::{AlertSeverity, PoolEvent};
 use super::failure::Failure;
 use super::handle::{FinalStatus, TaskError};
-use super::lane::attempt::Target;
+use super::lane::attempt::{Target, Written};
 use super::lane::settle::{self, Settled};
-use super::lane::{Completion, Reply};
+use super::lane::{Book, Completion, Reply};
 use super::metrics::Stats;
 use super::probe_set::Occasion;
 use super::routing::TaskTypes;
@@ -107,7 +107,7 @@ impl Actor {
                     uniform = false;
                 }
                 self.candidates
-                    .push(WorkerSnapshot::new(*num, held, w.completed, capacity));
+                    .push(WorkerSnapshot::new(*num, held, w.answered(), capacity));
             }
         }
         if typed && uniform && self.held.is_empty() {
@@ -231,7 +231,15 @@ impl Actor {
             }
             let was_empty = !book.has_batch();
             alone = pending.run_alone;
-            (book.start_attempt(&target, pending, now), was_empty)
+            let started = book.start_attempt(&target, pending, now);
+            if let Ok(Written {
+                deadline: Some(deadline),
+                ..
+            }) = &started
+            {
+                arm_deadline(&mut self.timers, &mut book, num, *deadline, now);
+            }
+            (started, was_empty)
         };
         let written = match written {
             Ok(written) => written,
@@ -248,9 +256,6 @@ impl Actor {
         }
         // Given back in one call when the pass ends (`flush_frames`).
         self.freed_slots += usize::from(written.freed_slot);
-        if let Some(deadline) = written.deadline {
-            arm_deadline(&mut self.timers, worker, num, deadline, now);
-        }
         Assigned::Yes { alone }
     }
 
@@ -350,9 +355,14 @@ impl Actor {
         let Some(worker) = self.workers.get_mut(&num) else {
             return;
         };
-        worker.completed += u64::from(settled.answered);
         if let Some(deadline) = settled.deadline {
-            arm_deadline(&mut self.timers, worker, num, deadline, Instant::now());
+            arm_deadline(
+                &mut self.timers,
+                &mut worker.lane.book(),
+                num,
+                deadline,
+                Instant::now(),
+            );
         }
         for id in settled.cancel_started {
             self.timers.insert(
@@ -369,11 +379,8 @@ impl Actor {
     /// A task succeeded: deaths with no task running are no longer in a row,
     /// and the breaker closes unless workers keep failing to start.
     fn task_succeeded(&mut self) {
-        if self.crash_streak > 0 {
-            self.crash_streak = 0;
-            if self.start_failures < self.config.max_start_failures {
-                self.shared.stats.breaker_open.store(false, Relaxed);
-            }
+        if self.shared.crash_streak.end() && self.start_failures < self.config.max_start_failures {
+            self.shared.stats.breaker_open.store(false, Relaxed);
         }
     }
 
@@ -657,13 +664,14 @@ impl Actor {
         };
         // The timer that fired is gone from the queue; it counts as reached even if
         // the queue's millisecond ticks let it fire a moment before its instant.
-        let reached = match worker.deadline_timer.take() {
+        let mut book = worker.lane.book();
+        let reached = match book.deadline_timer.take() {
             Some((_, armed)) => armed.max(now),
             None => now,
         };
         let mut expired: Vec<(Instant, u64)> = Vec::new();
         let mut next: Option<Instant> = None;
-        for running in worker.lane.book().attempts() {
+        for running in book.attempts() {
             let Some(deadline) = running.deadline else {
                 continue;
             };
@@ -674,8 +682,9 @@ impl Actor {
             }
         }
         if let Some(at) = next {
-            arm_deadline(&mut self.timers, worker, num, at, now);
+            arm_deadline(&mut self.timers, &mut book, num, at, now);
         }
+        drop(book);
         expired.sort_unstable();
         for (_, id) in expired {
             self.on_deadline(num, id);
@@ -747,7 +756,7 @@ pub(super) fn least_filled(candidates: &[WorkerSnapshot]) -> usize {
 /// [`LONGEST_TIMER`] of `now`, when it is further away).
 fn arm_deadline(
     timers: &mut DelayQueue<Timer>,
-    worker: &mut super::actor::Worker,
+    book: &mut Book,
     num: u64,
     deadline: Instant,
     now: Instant,
@@ -756,14 +765,14 @@ fn arm_deadline(
         Some(horizon) => deadline.min(horizon),
         None => deadline,
     };
-    match worker.deadline_timer {
+    match book.deadline_timer {
         None => {
             let key = timers.insert_at(Timer::Deadline { worker: num }, at);
-            worker.deadline_timer = Some((key, at));
+            book.deadline_timer = Some((key, at));
         }
         Some((key, armed)) if at < armed => {
             timers.reset_at(&key, at);
-            worker.deadline_timer = Some((key, at));
+            book.deadline_timer = Some((key, at));
         }
         Some(_) => {}
     }

@@ -95,7 +95,7 @@ impl Actor {
             since_heard: now.duration_since(w.last_heard),
             age: now.duration_since(w.ready_at),
             rss_bytes: w.rss_bytes,
-            tasks_done: w.completed,
+            tasks_done: w.answered(),
             in_flight: w.lane.book().len() as u32,
             oldest_task_age: None,
         };

@@ -81,7 +81,7 @@ mod tests {
     #[test]
     fn each_outcome_is_counted_once_before_the_caller_hears_it() {
         let stats = Stats::new();
-        let mut lane = stats.tallies.writer();
+        let mut lane = stats.tallies.writer(1);
         let (answer, mut rx) = Answer::new();
         answer.completed(
             lane.completed(0),

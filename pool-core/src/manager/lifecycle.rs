@@ -80,7 +80,13 @@ impl Actor {
             start_timeout: self.config.start_timeout,
             events: self.events_tx.clone(),
             settler: Settler::new(
-                Lane::new(self.shared.stats.tallies.writer(), name.as_str().into()),
+                Lane::new(
+                    self.shared
+                        .stats
+                        .tallies
+                        .writer(u64::from(self.config.worker_concurrency)),
+                    name.as_str().into(),
+                ),
                 self.shared.clone(),
                 self.queue.clone(),
                 num,
@@ -148,14 +154,12 @@ impl Actor {
             Worker {
                 pid,
                 frames: Some(frames),
-                deadline_timer: None,
                 control,
                 lane,
                 task_limit: self
                     .config
                     .max_tasks_per_worker
                     .map(|max| crate::health::MaxTasksProbe::new(max, max / 10).limit_for(num)),
-                completed: 0,
                 last_heard: now,
                 ready_at: now,
                 rss_bytes: 0,
@@ -178,7 +182,7 @@ impl Actor {
             self.release_worker(old);
         }
         self.start_failures = 0;
-        if self.crash_streak < self.config.max_start_failures {
+        if self.shared.crash_streak.get() < self.config.max_start_failures {
             self.shared.stats.breaker_open.store(false, Relaxed);
         }
         match self.phase {
@@ -252,7 +256,7 @@ impl Actor {
         let Some(mut worker) = self.workers.remove(&num) else {
             return;
         };
-        if let Some((key, _)) = worker.deadline_timer {
+        if let Some((key, _)) = worker.lane.book().deadline_timer.take() {
             self.timers.try_remove(&key);
         }
         if let Some((_, key)) = worker.life.take_stop() {
@@ -299,8 +303,7 @@ impl Actor {
         }
         let task_at_fault = cause.is_none() && running_task.is_some();
         if cause.is_none() && !task_at_fault {
-            self.crash_streak += 1;
-            let crashes = self.crash_streak;
+            let crashes = self.shared.crash_streak.bump();
             self.open_breaker_after(
                 crashes,
                 "workers in a row died with no task running and no task succeeding",
@@ -432,7 +435,7 @@ impl Actor {
     /// Exponential restart backoff over consecutive failed starts and deaths with
     /// no task running; the cap once the breaker is open.
     fn restart_delay(&self) -> Duration {
-        let failures = self.crash_streak.max(self.start_failures);
+        let failures = self.shared.crash_streak.get().max(self.start_failures);
         if failures == 0 {
             return Duration::ZERO;
         }

@@ -41,8 +41,6 @@ pub(crate) struct Stats {
     pub(crate) zombies_killed: AtomicU64,
     pub(crate) workers_recycled: AtomicU64,
     pub(crate) workers_total: AtomicU64,
-    pub(crate) workers_ready: AtomicU64,
-    pub(crate) workers_busy: AtomicU64,
     pub(crate) workers_unhealthy: AtomicU64,
     pub(crate) target_size: AtomicU64,
     pub(crate) breaker_open: AtomicBool,
@@ -79,8 +77,6 @@ impl Stats {
             zombies_killed: AtomicU64::new(0),
             workers_recycled: AtomicU64::new(0),
             workers_total: AtomicU64::new(0),
-            workers_ready: AtomicU64::new(0),
-            workers_busy: AtomicU64::new(0),
             workers_unhealthy: AtomicU64::new(0),
             target_size: AtomicU64::new(0),
             breaker_open: AtomicBool::new(false),
@@ -101,8 +97,6 @@ impl Stats {
         }
         for gauge in [
             &self.workers_total,
-            &self.workers_ready,
-            &self.workers_busy,
             &self.workers_unhealthy,
             &self.queued,
             &self.held,
@@ -123,11 +117,11 @@ impl Stats {
         let completed = lanes.completed;
         let dispatches = lanes.dispatches;
         let reused = lanes.reused_dispatches;
-        // A pool whose actor ended holds no task (see `fail`).
-        let in_flight = if self.failure.get().is_some() {
-            0
+        // A pool whose actor ended holds no task and no worker (see `fail`).
+        let (in_flight, ready, busy) = if self.failure.get().is_some() {
+            (0, 0, 0)
         } else {
-            lanes.in_flight
+            (lanes.in_flight, lanes.ready, lanes.busy)
         };
         let reuse_ratio = if dispatches == 0 {
             0.0
@@ -136,7 +130,7 @@ impl Stats {
         };
         let total = get(&self.workers_total);
         let unhealthy = get(&self.workers_unhealthy);
-        let health = self.health(total, unhealthy);
+        let health = self.health(total, unhealthy, busy);
         PoolMetrics {
             pool: PoolSection {
                 size: total,
@@ -147,8 +141,8 @@ impl Stats {
             },
             workers: WorkersSection {
                 total,
-                ready: get(&self.workers_ready),
-                busy: get(&self.workers_busy),
+                ready,
+                busy,
                 unhealthy,
                 healthy: total.saturating_sub(unhealthy),
             },
@@ -200,11 +194,11 @@ impl Stats {
     /// was raised in the last 5 minutes or fewer than half the target workers are
     /// healthy; `degraded` when fewer than 80 % are healthy or the restart breaker is
     /// open; else `healthy`. Utilisation is load, not health: a busy pool is healthy.
-    pub(crate) fn health(&self, total: u64, unhealthy: u64) -> HealthSummary {
+    pub(crate) fn health(&self, total: u64, unhealthy: u64, busy: u64) -> HealthSummary {
         let get = |c: &AtomicU64| c.load(Relaxed);
         let target = get(&self.target_size);
         let healthy = total.saturating_sub(unhealthy);
-        let busy = get(&self.workers_busy).min(healthy);
+        let busy = busy.min(healthy);
         let critical = get(&self.critical_alerts_recent);
         let breaker = self.breaker_open.load(Relaxed);
         let capacity_percent = (healthy * 100)
@@ -548,6 +542,7 @@ mod tests {
         s.health(
             s.workers_total.load(Relaxed),
             s.workers_unhealthy.load(Relaxed),
+            0,
         )
         .status
         .as_str()
@@ -579,8 +574,8 @@ mod tests {
     #[test]
     fn reuse_is_the_share_of_dispatches_to_workers_that_had_run_a_task() {
         let s = Stats::new();
-        let mut first = s.tallies.writer();
-        let mut second = s.tallies.writer();
+        let mut first = s.tallies.writer(1);
+        let mut second = s.tallies.writer(1);
         for lane in [&mut first, &mut second] {
             lane.dispatched(false, 0);
             for _ in 0..3 {

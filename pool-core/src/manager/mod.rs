@@ -7,6 +7,7 @@ mod alerts;
 mod autoscale;
 mod completions;
 mod config;
+mod crash_streak;
 mod dispatch;
 mod event_stream;
 mod events;

@@ -81,7 +81,7 @@ impl Actor {
         };
         worker.life.abandon();
         worker.sync_feed();
-        if let Some((key, _)) = worker.deadline_timer.take() {
+        if let Some((key, _)) = worker.lane.book().deadline_timer.take() {
             self.timers.try_remove(&key);
         }
         let mut batch = BytesMut::new();

@@ -8,9 +8,12 @@
 //! read-modify-write on a line every lane shares. [`Tallies`] lists the live
 //! lanes' tallies and folds in a lane's counts when its book goes, so
 //! [`Tallies::totals`] (read by [`Pool::metrics`](super::Pool::metrics)) sums
-//! the live lanes and what retired ones counted.
+//! the live lanes and what retired ones counted. The gauges of ready and
+//! busy workers are read the same way, from each live lane's tasks in flight
+//! and whether its worker takes tasks, so they are current without the actor
+//! hearing of every answer.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::histogram::{add, Latency, LatencySummary};
@@ -24,12 +27,18 @@ pub(crate) struct LaneTally {
     completed: AtomicU64,
     run_us_total: AtomicU64,
     in_flight: AtomicU64,
+    /// Tasks its worker answered (with a result or an error).
+    answered: AtomicU64,
+    /// Its worker takes new tasks (serving and healthy; set by the actor).
+    takes_tasks: AtomicBool,
+    /// The most tasks its worker runs at once (`worker_concurrency`).
+    capacity: u64,
     queue_wait: Latency,
     run_time: Latency,
 }
 
 impl LaneTally {
-    fn new() -> Self {
+    fn new(capacity: u64) -> Self {
         Self {
             dispatches: AtomicU64::new(0),
             reused_dispatches: AtomicU64::new(0),
@@ -37,9 +46,17 @@ impl LaneTally {
             completed: AtomicU64::new(0),
             run_us_total: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
+            answered: AtomicU64::new(0),
+            takes_tasks: AtomicBool::new(false),
+            capacity,
             queue_wait: Latency::new(),
             run_time: Latency::new(),
         }
+    }
+
+    /// Its worker takes tasks and has room for one more.
+    fn ready(&self) -> bool {
+        self.takes_tasks.load(Relaxed) && self.in_flight.load(Relaxed) < self.capacity
     }
 
     /// Adds what `other` counted (this tally's one writer only).
@@ -51,6 +68,7 @@ impl LaneTally {
             (&self.completed, &other.completed),
             (&self.run_us_total, &other.run_us_total),
             (&self.in_flight, &other.in_flight),
+            (&self.answered, &other.answered),
         ] {
             add(mine, theirs.load(Relaxed));
         }
@@ -112,6 +130,16 @@ impl TallyWriter {
         let in_flight = &self.tally.in_flight;
         in_flight.store(in_flight.load(Relaxed).saturating_sub(n), Relaxed);
     }
+
+    /// The worker answered a task (with a result or an error).
+    pub(crate) fn answered(&mut self) {
+        add(&self.tally.answered, 1);
+    }
+
+    /// Whether the worker takes new tasks (the actor's say, under the book's lock).
+    pub(crate) fn set_takes_tasks(&mut self, takes: bool) {
+        self.tally.takes_tasks.store(takes, Relaxed);
+    }
 }
 
 impl TallyWriter {
@@ -121,15 +149,15 @@ impl TallyWriter {
     }
 }
 
-/// Reads a lane's tasks in flight without its book's lock (the actor's gauges
-/// of ready and busy workers), as its writer last stored it.
+/// Reads a lane's counts without its book's lock, as its writer last stored
+/// them.
 #[derive(Debug, Clone)]
 pub(crate) struct TallyReader(Arc<LaneTally>);
 
 impl TallyReader {
-    /// Attempts in flight in the lane.
-    pub(crate) fn in_flight(&self) -> u64 {
-        self.0.in_flight.load(Relaxed)
+    /// Tasks the lane's worker answered.
+    pub(crate) fn answered(&self) -> u64 {
+        self.0.answered.load(Relaxed)
     }
 }
 
@@ -141,6 +169,8 @@ impl Drop for TallyWriter {
         let epoch = self.tallies.epoch();
         lanes.retired.absorb(&self.tally, epoch);
         lanes.live.retain(|t| !Arc::ptr_eq(t, &self.tally));
+        // A worker that is gone takes nothing (its tally may still be read).
+        self.tally.takes_tasks.store(false, Relaxed);
     }
 }
 
@@ -168,6 +198,10 @@ pub(crate) struct Totals {
     pub(crate) completed: u64,
     pub(crate) run_us_total: u64,
     pub(crate) in_flight: u64,
+    /// Live lanes whose worker takes tasks and has room for one more.
+    pub(crate) ready: u64,
+    /// Live lanes with a task in flight.
+    pub(crate) busy: u64,
     pub(crate) queue_wait: LatencySummary,
     pub(crate) run_time: LatencySummary,
 }
@@ -178,14 +212,15 @@ impl Tallies {
             epoch: AtomicU64::new(0),
             lanes: Mutex::new(Lanes {
                 live: Vec::new(),
-                retired: LaneTally::new(),
+                retired: LaneTally::new(0),
             }),
         })
     }
 
-    /// A new lane's tally, listed until its writer goes.
-    pub(crate) fn writer(self: &Arc<Self>) -> TallyWriter {
-        let tally = Arc::new(LaneTally::new());
+    /// A new lane's tally, listed until its writer goes; its worker runs up
+    /// to `capacity` tasks at once.
+    pub(crate) fn writer(self: &Arc<Self>, capacity: u64) -> TallyWriter {
+        let tally = Arc::new(LaneTally::new(capacity));
         self.lock().live.push(tally.clone());
         TallyWriter {
             tally,
@@ -231,6 +266,12 @@ impl Tallies {
             completed: sum(|t| &t.completed),
             run_us_total: sum(|t| &t.run_us_total),
             in_flight: sum(|t| &t.in_flight),
+            ready: lanes.live.iter().filter(|t| t.ready()).count() as u64,
+            busy: lanes
+                .live
+                .iter()
+                .filter(|t| t.in_flight.load(Relaxed) > 0)
+                .count() as u64,
             queue_wait: latency(|t| &t.queue_wait),
             run_time: latency(|t| &t.run_time),
         }
@@ -244,8 +285,8 @@ mod tests {
     #[test]
     fn totals_sum_live_lanes() {
         let tallies = Tallies::new();
-        let mut a = tallies.writer();
-        let mut b = tallies.writer();
+        let mut a = tallies.writer(1);
+        let mut b = tallies.writer(1);
         a.dispatched(false, 10);
         b.dispatched(true, 30);
         a.in_flight_up(1);
@@ -264,9 +305,33 @@ mod tests {
     }
 
     #[test]
+    fn ready_and_busy_count_live_lanes_by_their_room_and_their_say() {
+        let tallies = Tallies::new();
+        let mut idle = tallies.writer(2);
+        let mut full = tallies.writer(2);
+        let mut launching = tallies.writer(2);
+        assert_eq!((tallies.totals().ready, tallies.totals().busy), (0, 0));
+        idle.set_takes_tasks(true);
+        full.set_takes_tasks(true);
+        full.in_flight_up(2);
+        launching.in_flight_up(1);
+        let totals = tallies.totals();
+        assert_eq!((totals.ready, totals.busy), (1, 2));
+        full.in_flight_down(1);
+        assert_eq!(tallies.totals().ready, 2, "room again");
+        drop(idle);
+        let totals = tallies.totals();
+        assert_eq!(
+            (totals.ready, totals.busy),
+            (1, 2),
+            "a gone lane counts for nothing"
+        );
+    }
+
+    #[test]
     fn a_retired_lane_keeps_counting_in_the_totals() {
         let tallies = Tallies::new();
-        let mut gone = tallies.writer();
+        let mut gone = tallies.writer(1);
         gone.dispatched(false, 5);
         let _ = gone.completed(7);
         let before = tallies.totals();
@@ -276,7 +341,7 @@ mod tests {
             before,
             "nothing lost, nothing counted twice"
         );
-        let mut next = tallies.writer();
+        let mut next = tallies.writer(1);
         let _ = next.completed(9);
         assert_eq!(tallies.totals().completed, 2);
         assert_eq!(tallies.lock().live.len(), 1, "the retired lane is unlisted");
@@ -285,8 +350,8 @@ mod tests {
     #[test]
     fn rotating_twice_empties_the_recent_window_of_every_lane() {
         let tallies = Tallies::new();
-        let mut live = tallies.writer();
-        let mut gone = tallies.writer();
+        let mut live = tallies.writer(1);
+        let mut gone = tallies.writer(1);
         let _ = live.completed(1);
         let _ = gone.completed(2);
         drop(gone);

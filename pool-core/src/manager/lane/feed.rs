@@ -40,6 +40,10 @@ pub(crate) struct Refilled {
     pub(crate) freed_slots: usize,
     /// Tasks whose frame could not be encoded: to be failed.
     pub(crate) unwritable: Vec<Unwritable>,
+    /// The worker has room the lane did not fill although tasks may wait for
+    /// it (the lane may not feed it, the actor holds tasks, or the head of the
+    /// queue is not for this worker): the actor's dispatch pass decides.
+    pub(crate) stalled: bool,
 }
 
 impl Feed {
@@ -70,12 +74,19 @@ impl Feed {
         frames: &mut UnboundedReceiver<Bytes>,
         out: &mut Outbox,
     ) -> Refilled {
-        let mut refilled = Refilled::default();
+        let mut refilled = Refilled {
+            stalled: true,
+            ..Refilled::default()
+        };
         let Some(types) = &self.types else {
             return refilled;
         };
         let mut book = lane.book();
-        if !book.feeds || book.has_batch() || book.len() >= self.window || book.runs_alone() {
+        if book.len() >= self.window {
+            refilled.stalled = false;
+            return refilled;
+        }
+        if !book.feeds || book.has_batch() || book.runs_alone() {
             return refilled;
         }
         while let Ok(piece) = frames.try_recv() {
@@ -109,12 +120,15 @@ impl Feed {
                     Ok(written) => {
                         refilled.freed_slots += usize::from(written.freed_slot);
                         if let Some(deadline) = written.deadline {
-                            keep_earliest(&mut refilled.deadline, deadline);
+                            if book.needs_timer(deadline) {
+                                keep_earliest(&mut refilled.deadline, deadline);
+                            }
                         }
                     }
                     Err(failed) => refilled.unwritable.push(*failed),
                 }
             }
+            refilled.stalled = book.len() < self.window && !waiting.tasks.is_empty();
             waiting.publish(&target.shared.stats);
         }
         book.flush(|piece| out.push(piece));

@@ -22,6 +22,7 @@ use bytes::{Bytes, BytesMut};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::time::Instant;
+use tokio_util::time::delay_queue;
 
 use super::actor::Running;
 use super::tally::{Counted, TallyReader, TallyWriter};
@@ -54,6 +55,12 @@ pub(crate) struct Book {
     pub(crate) feeds: bool,
     /// The lane's counters: written only here, under this lock.
     pub(crate) tally: TallyWriter,
+    /// The actor's timer for the earliest deadline of the worker's tasks, and
+    /// the instant it is armed for (set by the actor, under this lock).
+    /// Completions leave it alone; when it fires, expired tasks time out and
+    /// it is armed again for the next deadline. So a run that starts with a
+    /// later deadline needs no word to the actor ([`Book::needs_timer`]).
+    pub(crate) deadline_timer: Option<(delay_queue::Key, Instant)>,
 }
 
 /// What [`Book::take`] removed: where the entry stood, its attempt, and for
@@ -97,7 +104,14 @@ impl Book {
             apart: Vec::new(),
             feeds: false,
             tally,
+            deadline_timer: None,
         }
+    }
+
+    /// Whether a run with deadline `at` needs the actor to arm the worker's
+    /// timer earlier: no timer is armed, or it is armed for later.
+    pub(crate) fn needs_timer(&self, at: Instant) -> bool {
+        self.deadline_timer.is_none_or(|(_, armed)| at < armed)
     }
 
     /// Attempts written to the worker in its life (its tally's count).
@@ -159,10 +173,18 @@ impl Book {
             }
         }
         report.answered += 1;
+        self.tally.answered();
+        if !self.feeds {
+            report.needs_actor = true;
+        }
         if let Some(started) = self.start_next(taken.at, concurrency, default_timeout, now) {
-            keep_earliest(&mut report.deadline, started.deadline);
+            if self.needs_timer(started.deadline) {
+                keep_earliest(&mut report.deadline, started.deadline);
+                report.needs_actor = true;
+            }
             if started.cancel_requested {
                 report.cancel_started.push(started.id);
+                report.needs_actor = true;
             }
         }
         Some(taken)
@@ -292,28 +314,27 @@ impl Book {
 
 /// A worker's lane: its [`Book`] behind the lock its reader and the actor
 /// share, the worker's name as its tasks' outputs carry it, and a reader of
-/// its tally's gauge of attempts in flight.
+/// its tally (attempts in flight, tasks answered).
 #[derive(Clone)]
 pub(crate) struct Lane {
     book: Arc<Mutex<Book>>,
     name: Arc<str>,
-    in_flight: TallyReader,
+    tally: TallyReader,
 }
 
 impl Lane {
     /// The lane of worker `name`, with an empty book that counts in `tally`.
     pub(crate) fn new(tally: TallyWriter, name: Arc<str>) -> Self {
         Self {
-            in_flight: tally.reader(),
+            tally: tally.reader(),
             book: Arc::new(Mutex::new(Book::new(tally))),
             name,
         }
     }
 
-    /// Attempts in flight, read without the book's lock (what the book last
-    /// counted; entries settled early are not attempts).
-    pub(crate) fn in_flight(&self) -> u64 {
-        self.in_flight.in_flight()
+    /// Tasks its worker answered, read without the book's lock.
+    pub(crate) fn answered(&self) -> u64 {
+        self.tally.answered()
     }
 
     /// The worker's name, shared by every output it produces.

@@ -3,6 +3,7 @@
 //! run-time histogram, the routine event), and the actor only hears how many
 //! tasks left the worker's book (a [`Settled`] report per read).
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -27,14 +28,17 @@ use super::{keep_earliest, Completion, Lane, Reply};
 /// What a reader settled since its last report to the actor.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Settled {
+    /// Something here is the actor's business (see [`Settler::take_report`]);
+    /// else the report is dropped and the actor not woken.
+    pub(crate) needs_actor: bool,
     /// Tasks whose `result` took them out of the book.
     pub(crate) answered: u32,
     /// Of those, the ones that completed (not cancelled, not settled earlier at
     /// the drain deadline).
     pub(crate) succeeded: u32,
     /// The earliest deadline of the tasks whose runs started meanwhile, in the
-    /// worker's window or written by the lane's refill (the actor's deadline
-    /// timer for the worker must fire by then).
+    /// worker's window or written by the lane's refill, when the actor's
+    /// deadline timer for the worker is not armed for that or earlier.
     pub(crate) deadline: Option<Instant>,
     /// Tasks that started running with a cancel already asked for: their
     /// cancel grace starts now.
@@ -113,6 +117,10 @@ impl Settler {
         }
         if let Some(deadline) = refilled.deadline {
             keep_earliest(&mut self.report.deadline, deadline);
+            self.report.needs_actor = true;
+        }
+        if refilled.stalled {
+            self.report.needs_actor = true;
         }
         for failed in refilled.unwritable {
             let failure = Failure::Protocol {
@@ -150,6 +158,10 @@ impl Settler {
         match taken.completion {
             Some(completion) => {
                 self.report.succeeded += 1;
+                if self.shared.crash_streak.get() > 0 {
+                    // A success ends the streak of deaths: the breaker's business.
+                    self.report.needs_actor = true;
+                }
                 complete(&self.shared, self.lane.name(), running, payload, completion);
             }
             None => settle_failed(
@@ -161,9 +173,28 @@ impl Settler {
         }
     }
 
-    /// The report of what was settled since the last one; `None` when nothing was.
+    /// The report of what was settled since the last one, when the actor
+    /// needs it; `None` when nothing was settled, or when the report holds
+    /// nothing the actor acts on. The actor needs it when:
+    /// - the worker does not feed from the queue (retiring, suspect, killed,
+    ///   or with a task limit the actor counts out): the actor releases,
+    ///   judges or refills it;
+    /// - a run started with a deadline earlier than the worker's armed timer,
+    ///   or with its cancel already asked for (the grace starts);
+    /// - a task succeeded while workers had been dying in a row (the breaker);
+    /// - the lane had room that the queue's waiting tasks could not fill (held
+    ///   for a worker of their type, or not of this worker's types), so the
+    ///   actor's dispatch pass decides;
+    /// - the pool is shutting down (the actor waits for the last answer).
+    ///
+    /// Otherwise the results were settled, the worker refilled and its
+    /// counters kept by the lane itself: the actor is not woken.
     pub(crate) fn take_report(&mut self) -> Option<Settled> {
-        (self.report.answered > 0).then(|| std::mem::take(&mut self.report))
+        if self.report.answered == 0 {
+            return None;
+        }
+        let report = std::mem::take(&mut self.report);
+        (report.needs_actor || self.shared.closed.load(Relaxed)).then_some(report)
     }
 }
 

@@ -36,7 +36,7 @@ fn attempt(id: u64, now: Instant, running: bool) -> Running {
 
 /// A book of `n` tasks (ids 1..=n) with `concurrency` of them running.
 fn book(stats: &Stats, n: u64, concurrency: u64, now: Instant) -> Book {
-    let mut book = Book::new(stats.tallies.writer());
+    let mut book = Book::new(stats.tallies.writer(concurrency));
     for id in 1..=n {
         book.push(attempt(id, now, id <= concurrency));
     }
@@ -144,4 +144,45 @@ async fn a_result_counts_a_completion_and_an_error_or_a_cancel_does_not() {
     assert_eq!(totals.completed, 1);
     assert_eq!(totals.run_us_total, 7_000);
     assert_eq!(totals.in_flight, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_answer_wakes_the_actor_only_for_what_is_its_business() {
+    let stats = Stats::new();
+    let now = Instant::now();
+    let mut book = book(&stats, 3, 1, now);
+    book.feeds = true;
+    let mut timers = tokio_util::time::DelayQueue::new();
+    let armed = now + TIMEOUT;
+    book.deadline_timer = Some((timers.insert_at((), armed), armed));
+    let later = now + Duration::from_millis(3);
+
+    let mut report = Settled::default();
+    book.answer(1, Reply::Result, 1, TIMEOUT, later, &mut report)
+        .expect("task 1 is in the book");
+    assert_eq!(
+        (report.needs_actor, report.deadline),
+        (false, None),
+        "task 2's deadline is later than the armed timer"
+    );
+
+    book.deadline_timer = None;
+    let mut report = Settled::default();
+    book.answer(2, Reply::Result, 1, TIMEOUT, later, &mut report)
+        .expect("task 2 is in the book");
+    assert_eq!(
+        (report.needs_actor, report.deadline),
+        (true, Some(later + TIMEOUT)),
+        "no timer is armed for task 3's deadline"
+    );
+
+    book.feeds = false;
+    let mut report = Settled::default();
+    book.answer(3, Reply::Result, 1, TIMEOUT, later, &mut report)
+        .expect("task 3 is in the book");
+    assert!(
+        report.needs_actor,
+        "a worker that does not feed is the actor's to release, judge or refill"
+    );
+    assert_eq!(book.tally.reader().answered(), 3);
 }
