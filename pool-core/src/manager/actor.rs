@@ -254,6 +254,9 @@ pub(crate) enum Timer {
         task: u64,
     },
     Respawn,
+    /// The health tick: probes consulted, gauges and alerts refreshed, the
+    /// autoscaler run (every [`Actor::health_period`]).
+    HealthTick,
     /// The next step of stopping `worker` is due (see
     /// [`StopStep`](super::worker_life::StopStep)).
     StopStep {
@@ -434,8 +437,9 @@ pub(crate) async fn run(
     for _ in 0..target {
         actor.launch_worker();
     }
-    let mut health = tokio::time::interval(actor.health_period());
-    health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // The health tick is one of the actor's timers (due at once, then every
+    // period): each wake-up polls one timer queue, not a second clock.
+    actor.timers.insert(Timer::HealthTick, Duration::ZERO);
     let mut commands_open = true;
     let mut batch = Vec::with_capacity(EVENT_BATCH);
     let queue = actor.queue.clone();
@@ -458,7 +462,6 @@ pub(crate) async fn run(
             Some(expired) = actor.timers.next(), if !actor.timers.is_empty() => {
                 actor.on_timer(expired.into_inner());
             }
-            _ = health.tick() => actor.check_health(),
         }
         actor.dispatch();
         actor.advance_roll();
@@ -538,9 +541,15 @@ impl Actor {
             Timer::Respawn => self.on_respawn_due(),
             Timer::StopStep { worker } => self.on_stop_step_due(worker),
             Timer::DrainDeadline => self.on_drain_deadline(),
+            Timer::HealthTick => {
+                self.timers.insert(Timer::HealthTick, self.health_period());
+                self.check_health();
+            }
         }
     }
 
+    /// How often the health tick comes: a quarter of `suspect_after`, from
+    /// 10 ms to 1 s.
     fn health_period(&self) -> Duration {
         (self.config.suspect_after / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
     }
