@@ -139,6 +139,7 @@ impl Book {
 
     /// Removes the entry of task `id` (answers usually come in the order tasks
     /// were written, so the search starts at the front).
+    #[inline]
     pub(crate) fn take(&mut self, id: u64) -> Option<Taken> {
         let at = self.entries.iter().position(|e| e.id == id)?;
         let entry = self.entries.remove(at)?;
@@ -157,6 +158,7 @@ impl Book {
     /// running range; both are noted in `report`. A result for an attempt
     /// whose cancel was not asked for is counted as a completion. `None` when
     /// the worker does not hold `id` (settled already, or never sent).
+    #[inline]
     pub(crate) fn answer(
         &mut self,
         id: u64,

@@ -200,6 +200,7 @@ impl Settler {
 
 /// Settles `running` with its result `payload`, read from worker `name`, its
 /// `completion` counted by its lane: the routine event, then the caller told.
+#[inline]
 pub(crate) fn complete(
     shared: &Shared,
     name: &Arc<str>,
