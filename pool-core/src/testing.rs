@@ -255,6 +255,7 @@ pub struct MockTransport {
     recorder: Arc<MockRecorder>,
     task_types: Arc<TypesFor>,
     batches_replies: bool,
+    heartbeats: bool,
 }
 
 impl fmt::Debug for MockTransport {
@@ -276,6 +277,7 @@ impl MockTransport {
                 recorder: recorder.clone(),
                 task_types: Arc::new(|_| Vec::new()),
                 batches_replies: false,
+                heartbeats: true,
             },
             recorder,
         )
@@ -315,6 +317,20 @@ impl MockTransport {
         self.batches_replies = true;
         self
     }
+
+    /// Makes each worker send no `heartbeat` at all: only its other frames
+    /// (`ready`, results, errors) tell the pool it is alive.
+    ///
+    /// ```
+    /// use pool_core::testing::{MockAction, MockTransport};
+    ///
+    /// let (transport, _recorder) = MockTransport::new(|_task| MockAction::Echo);
+    /// let _transport = transport.without_heartbeats();
+    /// ```
+    pub fn without_heartbeats(mut self) -> Self {
+        self.heartbeats = false;
+        self
+    }
 }
 
 #[async_trait]
@@ -347,6 +363,7 @@ impl Transport for MockTransport {
                 crash_after_ready,
                 stubborn: stubborn.clone(),
                 batches_replies: self.batches_replies,
+                heartbeats: self.heartbeats,
             },
             worker_end,
             exit_tx,
@@ -396,6 +413,7 @@ struct FakeWorker {
     crash_after_ready: bool,
     stubborn: Arc<AtomicBool>,
     batches_replies: bool,
+    heartbeats: bool,
 }
 
 async fn fake_worker(
@@ -412,6 +430,7 @@ async fn fake_worker(
         crash_after_ready,
         stubborn,
         batches_replies,
+        heartbeats,
     } = worker;
     let (reader, mut writer) = tokio::io::split(stream);
     let dead = CancellationToken::new();
@@ -459,19 +478,21 @@ async fn fake_worker(
         }
         let beats = out_tx.clone();
         let (beat_dead, beat_frozen, beat_rss) = (dead.clone(), frozen.clone(), rss.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(heartbeat_ms.max(1)));
-            loop {
-                tokio::select! {
-                    () = beat_dead.cancelled() => break,
-                    () = beat_frozen.cancelled() => break,
-                    _ = tick.tick() => {
-                        let rss = beat_rss.load(SeqCst);
-                        let _ = beats.send(frame(&FromWorker::Heartbeat(Heartbeat::new(rss, 0, 0, 0))));
+        if heartbeats {
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(heartbeat_ms.max(1)));
+                loop {
+                    tokio::select! {
+                        () = beat_dead.cancelled() => break,
+                        () = beat_frozen.cancelled() => break,
+                        _ = tick.tick() => {
+                            let rss = beat_rss.load(SeqCst);
+                            let _ = beats.send(frame(&FromWorker::Heartbeat(Heartbeat::new(rss, 0, 0, 0))));
+                        }
                     }
                 }
-            }
-        });
+            });
+        }
         // Tasks beyond `concurrency` wait here, in arrival order, as the
         // protocol asks of a worker that honours the key.
         let mut waiting: std::collections::VecDeque<MockTask> = std::collections::VecDeque::new();

@@ -276,7 +276,6 @@ pub(crate) struct Worker {
     /// The most attempts it is given (`max_tasks_per_worker` with this worker's
     /// jitter); its replacement starts when the last one is handed out.
     pub(crate) task_limit: Option<u64>,
-    pub(crate) last_heard: Instant,
     pub(crate) ready_at: Instant,
     pub(crate) rss_bytes: u64,
     /// Where it stands: serving (suspect, recycling), retiring or being killed,
@@ -566,7 +565,7 @@ impl Actor {
                 in_flight: held as u32,
                 tasks_done: w.answered(),
                 rss_bytes: w.rss_bytes,
-                last_heard_ms: now.duration_since(w.last_heard).as_millis() as u64,
+                last_heard_ms: now.duration_since(w.lane.last_heard()).as_millis() as u64,
                 heartbeats_seen: w.heartbeats.len() as u32,
                 slot: w.slot.map(|s| s.id),
                 restarts: w.slot.map_or(0, |s| s.restarts),

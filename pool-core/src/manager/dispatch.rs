@@ -286,10 +286,9 @@ impl Actor {
         messages: Vec<WorkerMessage>,
         settled: Option<Settled>,
     ) {
-        let Some(worker) = self.workers.get_mut(&num) else {
+        if !self.workers.contains_key(&num) {
             return;
-        };
-        worker.last_heard = Instant::now();
+        }
         if let Some(settled) = settled {
             self.on_settled(num, settled);
         }
@@ -325,7 +324,7 @@ impl Actor {
                 if worker.heartbeats.len() == HEARTBEAT_HISTORY {
                     worker.heartbeats.pop_front();
                 }
-                worker.heartbeats.push_back(worker.last_heard);
+                worker.heartbeats.push_back(worker.lane.last_heard());
                 self.judge_worker(num, Occasion::Heartbeat);
             }
             WorkerMessage::Log { level, message } => {

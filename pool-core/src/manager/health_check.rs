@@ -92,7 +92,7 @@ impl Actor {
         }
         let vitals = Vitals {
             worker_id: num,
-            since_heard: now.duration_since(w.last_heard),
+            since_heard: now.duration_since(w.lane.last_heard()),
             age: now.duration_since(w.ready_at),
             rss_bytes: w.rss_bytes,
             tasks_done: w.answered(),

@@ -160,7 +160,6 @@ impl Actor {
                     .config
                     .max_tasks_per_worker
                     .map(|max| crate::health::MaxTasksProbe::new(max, max / 10).limit_for(num)),
-                last_heard: now,
                 ready_at: now,
                 rss_bytes: 0,
                 life: WorkerLife::new(),

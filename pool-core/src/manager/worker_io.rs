@@ -192,6 +192,7 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
         Ok(declared) => declared,
         Err(reason) => return fail_start(&events, num, process, reason).await,
     };
+    settler.lane().heard(tokio::time::Instant::now());
     settler.connect(declared.task_types.clone());
     let (frames_tx, mut frames_rx) = mpsc::unbounded_channel();
     let (control_tx, control_rx) = mpsc::unbounded_channel();
@@ -232,6 +233,7 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
                 // leads the read buffer.
                 Some(Err(e)) => break Some((e, hex_head(frames.read_buffer()))),
                 Some(Ok(body)) => {
+                    settler.lane().heard(tokio::time::Instant::now());
                     let (messages, failed) = read_batch(&mut frames, body, &mut settler);
                     if failed.is_none() && writer.is_some() {
                         settler.refill(&mut frames_rx, &mut out);

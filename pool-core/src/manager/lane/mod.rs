@@ -19,6 +19,7 @@ pub(crate) mod settle;
 use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -315,13 +316,24 @@ impl Book {
 }
 
 /// A worker's lane: its [`Book`] behind the lock its reader and the actor
-/// share, the worker's name as its tasks' outputs carry it, and a reader of
-/// its tally (attempts in flight, tasks answered).
+/// share, the worker's name as its tasks' outputs carry it, a reader of its
+/// tally (attempts in flight, tasks answered), and when it was last heard from.
 #[derive(Clone)]
 pub(crate) struct Lane {
     book: Arc<Mutex<Book>>,
     name: Arc<str>,
     tally: TallyReader,
+    heard: Arc<Heard>,
+}
+
+/// When a worker was last heard from: any frame its reader reads is a sign of
+/// life (`docs/PROTOCOL.md`), results the lane settles without the actor
+/// included. Written by the reader, read by the actor's health checks; held as
+/// the time since the lane began, so one atomic holds it.
+#[derive(Debug)]
+struct Heard {
+    began: Instant,
+    after_ns: AtomicU64,
 }
 
 impl Lane {
@@ -331,7 +343,28 @@ impl Lane {
             tally: tally.reader(),
             book: Arc::new(Mutex::new(Book::new(tally))),
             name,
+            heard: Arc::new(Heard {
+                began: Instant::now(),
+                after_ns: AtomicU64::new(0),
+            }),
         }
+    }
+
+    /// The worker was heard from at `at` (its reader read a frame).
+    pub(crate) fn heard(&self, at: Instant) {
+        let after = at.duration_since(self.heard.began).as_nanos();
+        let after = u64::try_from(after).unwrap_or(u64::MAX);
+        self.heard.after_ns.store(after, Relaxed);
+    }
+
+    /// When the worker was last heard from (when the lane began, before any
+    /// frame).
+    pub(crate) fn last_heard(&self) -> Instant {
+        let after = Duration::from_nanos(self.heard.after_ns.load(Relaxed));
+        self.heard
+            .began
+            .checked_add(after)
+            .unwrap_or(self.heard.began)
     }
 
     /// Tasks its worker answered, read without the book's lock.
