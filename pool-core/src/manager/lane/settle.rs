@@ -1,7 +1,8 @@
 //! The reader's side of a lane: a `result` read from the worker settles its task
 //! at once, on the reader's thread (the caller's answer, the counters, the
-//! run-time histogram, the routine event), and the actor only hears how many
-//! tasks left the worker's book (a [`Settled`] report per read).
+//! run-time histogram, the routine event), the worker is refilled from the
+//! queue, and the actor hears of it (a [`Settled`] report) only when something
+//! in it is the actor's business ([`Settler::take_report`]).
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
