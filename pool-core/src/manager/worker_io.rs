@@ -233,8 +233,10 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
                 // leads the read buffer.
                 Some(Err(e)) => break Some((e, hex_head(frames.read_buffer()))),
                 Some(Ok(body)) => {
-                    settler.lane().heard(tokio::time::Instant::now());
-                    let (messages, failed) = read_batch(&mut frames, body, &mut settler);
+                    // One clock read a read: it is when each result it brought arrived.
+                    let now = tokio::time::Instant::now();
+                    settler.lane().heard(now);
+                    let (messages, failed) = read_batch(&mut frames, body, &mut settler, now);
                     if failed.is_none() && writer.is_some() {
                         settler.refill(&mut frames_rx, &mut out);
                     }
@@ -340,8 +342,9 @@ async fn write_some(out: &Outbox, writer: &mut Option<LinkWriter>) -> std::io::R
     }
 }
 
-/// Decodes `first` and every further frame already in `frames`' read buffer:
-/// each `result` is settled by `settler` at once, the other messages are
+/// Decodes `first` and every further frame already in `frames`' read buffer,
+/// read at `now`: each `result` is settled by `settler` at once (its run time
+/// ends at the read), the other messages are
 /// gathered so one event carries what one read brought. Stops at the first
 /// frame that breaks the protocol: the messages before it and the error with
 /// the bytes to quote.
@@ -349,6 +352,7 @@ fn read_batch<R>(
     frames: &mut FramedRead<R, ReadCodec>,
     first: Bytes,
     settler: &mut Settler,
+    now: tokio::time::Instant,
 ) -> (Vec<WorkerMessage>, Option<(FrameError, String)>) {
     // Settled results take no room: a read of results alone allocates nothing
     // here.
@@ -359,7 +363,7 @@ fn read_batch<R>(
             Ok(Decoded::Result { id, payload }) if settler.forwards() => {
                 messages.push(WorkerMessage::Result { id, payload });
             }
-            Ok(Decoded::Result { id, payload }) => settler.result(id, payload),
+            Ok(Decoded::Result { id, payload }) => settler.result(id, payload, now),
             Ok(Decoded::Message(message)) => messages.push(message),
             Err(e) => return (messages, Some((e, hex_head(&body)))),
         }

@@ -136,15 +136,16 @@ impl Settler {
         !self.settings.settles
     }
 
-    /// The worker answered task `id` with `payload`. An answer for a task the
-    /// worker does not hold (settled already, or never sent) is ignored.
-    pub(crate) fn result(&mut self, id: u64, payload: Bytes) {
+    /// The worker answered task `id` with `payload`, read at `now`. An answer
+    /// for a task the worker does not hold (settled already, or never sent) is
+    /// ignored.
+    pub(crate) fn result(&mut self, id: u64, payload: Bytes, now: Instant) {
         let answered = self.lane.book().answer(
             id,
             Reply::Result,
             self.settings.concurrency as usize,
             self.settings.default_timeout,
-            Instant::now(),
+            now,
             &mut self.report,
         );
         let Some(taken) = answered else {
