@@ -209,6 +209,19 @@ fn watched_batch(
     (batch, seen)
 }
 
+/// Asserts that the pool had counted at least 768 (three groups of 256) of
+/// the first 1000 tasks as submitted when the batch made its task 1000.
+fn assert_queued_while_made(seen: &std::sync::Mutex<Option<u64>>) {
+    let submitted = seen
+        .lock()
+        .expect("not poisoned")
+        .expect("task 1000 was made");
+    assert!(
+        submitted >= 768,
+        "only {submitted} of the first 1000 tasks were queued before the batch was made"
+    );
+}
+
 fn roomy_queue() -> pool_core::PoolConfig {
     pool_core::PoolConfig {
         max_queue_len: 10_000,
@@ -221,14 +234,7 @@ async fn submit_many_queues_a_large_batch_in_groups_while_it_is_made() {
     let (pool, _) = common::start(roomy_queue(), |_| MockAction::Echo).await;
     let (batch, seen) = watched_batch(&pool, 1200, 1000);
     let handles = pool.submit_many(batch).await.expect("accepted");
-    let submitted = seen
-        .lock()
-        .expect("not poisoned")
-        .expect("task 1000 was made");
-    assert!(
-        submitted >= 768,
-        "only {submitted} of the first 1000 tasks were queued before the batch was made"
-    );
+    assert_queued_while_made(&seen);
     for handle in handles {
         handle.await.expect("echoed");
     }
@@ -240,14 +246,7 @@ async fn submit_each_queues_a_large_batch_in_groups_while_it_is_made() {
     let (pool, _) = common::start(roomy_queue(), |_| MockAction::Echo).await;
     let (batch, seen) = watched_batch(&pool, 1200, 1000);
     let results = pool.submit_each(batch).await;
-    let submitted = seen
-        .lock()
-        .expect("not poisoned")
-        .expect("task 1000 was made");
-    assert!(
-        submitted >= 768,
-        "only {submitted} of the first 1000 tasks were queued before the batch was made"
-    );
+    assert_queued_while_made(&seen);
     for result in results {
         result.expect("accepted").await.expect("echoed");
     }
