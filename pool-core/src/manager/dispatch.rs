@@ -297,7 +297,8 @@ impl Actor {
         }
     }
 
-    /// A message from a ready worker (heard at its `last_heard`).
+    /// A message from a ready worker (its lane's `last_heard` is the read that
+    /// brought it, or a later one).
     fn on_message(&mut self, num: u64, message: WorkerMessage) {
         let Some(worker) = self.workers.get_mut(&num) else {
             return;

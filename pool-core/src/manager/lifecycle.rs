@@ -255,8 +255,13 @@ impl Actor {
         let Some(mut worker) = self.workers.remove(&num) else {
             return;
         };
-        if let Some((key, _)) = worker.lane.book().deadline_timer.take() {
-            self.timers.try_remove(&key);
+        {
+            let mut book = worker.lane.book();
+            // Gone: no longer counted ready, even before its book goes.
+            book.tally.set_takes_tasks(false);
+            if let Some((key, _)) = book.deadline_timer.take() {
+                self.timers.try_remove(&key);
+            }
         }
         if let Some((_, key)) = worker.life.take_stop() {
             // Gone before its next stop step: it is never signalled.

@@ -130,6 +130,9 @@ impl Stats {
         };
         let total = get(&self.workers_total);
         let unhealthy = get(&self.workers_unhealthy);
+        // Read from the lanes, which may run ahead of the actor's count of
+        // workers by a moment (a worker just ready): never more than there are.
+        let (ready, busy) = (ready.min(total), busy.min(total));
         let health = self.health(total, unhealthy, busy);
         PoolMetrics {
             pool: PoolSection {

@@ -62,9 +62,10 @@ pub(crate) enum WorkerEvent {
         exit: Option<String>,
         stderr_tail: String,
     },
-    /// What one read of a ready worker's link brought: the results its reader
-    /// settled (`settled`), and every other message in the order the worker
-    /// wrote them (one of the two is never empty).
+    /// What one read of a ready worker's link brought: what its reader
+    /// settled, when the actor needs to hear it (`settled`, see
+    /// [`Settler::take_report`]), and every other message in the order the
+    /// worker wrote them (one of the two is never empty).
     Messages {
         num: u64,
         messages: Vec<WorkerMessage>,
@@ -239,6 +240,9 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
                     let (messages, failed) = read_batch(&mut frames, body, &mut settler, now);
                     if failed.is_none() && writer.is_some() {
                         settler.refill(&mut frames_rx, &mut out);
+                    } else {
+                        // Nothing written to this worker any more: the actor decides.
+                        settler.tell_actor();
                     }
                     let settled = settler.take_report();
                     if (!messages.is_empty() || settled.is_some())

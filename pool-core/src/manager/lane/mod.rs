@@ -6,8 +6,8 @@
 //! - the worker's reader ([`settle`]) takes the attempt a `result` answers and
 //!   settles it on the spot (the caller's answer, counters, histograms), with no
 //!   hop through the actor; it refills the worker from the queue and tells the
-//!   actor only what is the actor's business (a deadline earlier than the
-//!   armed timer, a worker that does not feed, room the queue could not fill);
+//!   actor only what is the actor's business
+//!   ([`Settler::take_report`](settle::Settler::take_report) lists it);
 //! - the actor adds attempts, times them out, cancels them, takes the attempt a
 //!   handler `error` answers (retries and dead letters are its business), and
 //!   settles whatever is left once the worker is reaped.

@@ -26,7 +26,8 @@ use super::feed::Feed;
 use super::queue::SharedQueue;
 use super::{keep_earliest, Completion, Lane, Reply};
 
-/// What a reader settled since its last report to the actor.
+/// What a reader settled in the reads since the last one whose report the
+/// actor needed (a report the actor does not need is dropped).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Settled {
     /// Something here is the actor's business (see [`Settler::take_report`]);
@@ -129,6 +130,12 @@ impl Settler {
             };
             settle_failed(&self.shared, failed.pending, FinalStatus::Failed, failure);
         }
+    }
+
+    /// Makes the report of this read one the actor hears (the lane cannot
+    /// refill its worker: the link broke, or the worker broke the protocol).
+    pub(crate) fn tell_actor(&mut self) {
+        self.report.needs_actor = true;
     }
 
     /// Whether results go to the actor (see [`LaneSettings::settles`]).
