@@ -582,11 +582,10 @@ impl Pool {
         if self.queue_directly(|| one.take()) {
             return Ok(handle);
         }
-        let Some(pending) = one else {
-            return Ok(handle);
-        };
+        // The queue is closed to callers (`one` still holds the task): the
+        // actor answers it.
         let mut unsent = Unsent {
-            pending: vec![pending],
+            pending: one.into_iter().collect(),
             at: Vec::new(),
         };
         self.send_unsent(&mut unsent)

@@ -68,7 +68,6 @@ impl LaneTally {
             (&self.completed, &other.completed),
             (&self.run_us_total, &other.run_us_total),
             (&self.in_flight, &other.in_flight),
-            (&self.answered, &other.answered),
         ] {
             add(mine, theirs.load(Relaxed));
         }
@@ -169,8 +168,6 @@ impl Drop for TallyWriter {
         let epoch = self.tallies.epoch();
         lanes.retired.absorb(&self.tally, epoch);
         lanes.live.retain(|t| !Arc::ptr_eq(t, &self.tally));
-        // A worker that is gone takes nothing (its tally may still be read).
-        self.tally.takes_tasks.store(false, Relaxed);
     }
 }
 
