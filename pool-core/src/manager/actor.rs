@@ -18,6 +18,7 @@ use super::autoscale::AutoscaleState;
 use super::config::PoolConfig;
 use super::crash_streak::CrashStreak;
 use super::event_stream::EventStream;
+use super::handoff::{Desk, DeskSettings};
 use super::events::PoolEvent;
 use super::lane::queue::SharedQueue;
 use super::lane::Lane;
@@ -92,10 +93,23 @@ pub(crate) struct Shared {
     pub(crate) queue: SharedQueue,
     /// Workers that died in a row with no task running (the actor's count).
     pub(crate) crash_streak: CrashStreak,
+    /// Where callers hand queued tasks to idle workers, and the balance
+    /// policy that picks them (shared with the actor's dispatch).
+    pub(crate) desk: Desk,
 }
 
 impl Shared {
-    pub(crate) fn new(config: &PoolConfig, channels: EventChannels) -> Self {
+    pub(crate) fn new(
+        config: &PoolConfig,
+        channels: EventChannels,
+        policy: Box<dyn BalancePolicy>,
+    ) -> Self {
+        let desk = DeskSettings {
+            concurrency: config.worker_concurrency,
+            default_timeout: config.task_timeout,
+            max_frame: config.max_frame,
+            open: config.max_tasks_per_worker.is_none(),
+        };
         Self {
             stats: Stats::new(),
             events: EventStream::new(channels.all, config.event_capacity),
@@ -106,6 +120,7 @@ impl Shared {
             max_frame: config.max_frame,
             queue: SharedQueue::default(),
             crash_streak: CrashStreak::default(),
+            desk: Desk::new(policy, desk),
         }
     }
 
@@ -343,7 +358,6 @@ pub(crate) struct Actor {
     pub(crate) config: PoolConfig,
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) command: WorkerCommand,
-    pub(crate) policy: Box<dyn BalancePolicy>,
     pub(crate) probes: ProbeSet,
     pub(crate) shared: Arc<Shared>,
     /// The waiting tasks, shared with the lanes that refill from it.
@@ -384,7 +398,6 @@ pub(crate) struct ActorParts {
     pub(crate) config: PoolConfig,
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) command: WorkerCommand,
-    pub(crate) policy: Box<dyn BalancePolicy>,
     pub(crate) probes: Vec<Box<dyn HealthProbe>>,
     pub(crate) shared: Arc<Shared>,
 }
@@ -404,7 +417,6 @@ pub(crate) async fn run(
         config: parts.config,
         transport: parts.transport,
         command: parts.command,
-        policy: parts.policy,
         probes: ProbeSet::new(parts.probes),
         queue: parts.shared.queue.clone(),
         shared: parts.shared,
@@ -444,8 +456,9 @@ pub(crate) async fn run(
     let queue = actor.queue.clone();
     loop {
         tokio::select! {
-            // Callers added tasks: the dispatch pass below hands them out.
-            () = queue.rung() => {}
+            // Callers added tasks: the dispatch pass below hands them out
+            // (and the deadlines of tasks they handed off get their timers).
+            () = queue.rung() => actor.arm_wanted(),
             _ = events_rx.recv_many(&mut batch, EVENT_BATCH) => {
                 for event in batch.drain(..) {
                     actor.on_worker_event(event);
@@ -625,6 +638,7 @@ impl Actor {
 
     fn finish(&mut self) {
         self.shared.closed.store(true, Relaxed);
+        self.shared.desk.clear();
         self.shared.stats.target_size.store(0, Relaxed);
         self.shared.queue_slots.close();
         self.shared.emit(|| PoolEvent::PoolShutdown);

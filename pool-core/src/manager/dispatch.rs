@@ -176,17 +176,23 @@ impl Actor {
     /// The policy's pick among the candidates (the first when it picks out of
     /// range).
     pub(super) fn policy_pick(&mut self) -> usize {
-        let picked = self.policy.pick(&self.candidates);
-        if picked < self.candidates.len() {
-            return picked;
+        self.shared.desk.pick(&self.candidates)
+    }
+
+    /// Arms the deadline timers callers asked for when they handed tasks to
+    /// workers themselves (see [`Desk::hand_off`](super::handoff::Desk::hand_off)).
+    pub(crate) fn arm_wanted(&mut self) {
+        let wanted = self.shared.desk.take_timers_wanted();
+        if wanted.is_empty() {
+            return;
         }
-        tracing::warn!(
-            policy = self.policy.name(),
-            picked,
-            candidates = self.candidates.len(),
-            "balance policy picked an index out of range; using the first candidate"
-        );
-        0
+        let now = Instant::now();
+        for (num, deadline) in wanted {
+            if let Some(worker) = self.workers.get(&num) {
+                let mut book = worker.lane.book();
+                arm_deadline(&mut self.timers, &mut book, num, deadline, now);
+            }
+        }
     }
 
     pub(super) fn assign(&mut self, num: u64, pending: Pending) -> Assigned {
@@ -224,6 +230,14 @@ impl Actor {
         let (written, was_empty) = {
             let mut book = worker.lane.book();
             if !book.may_take(&pending) {
+                drop(book);
+                let priority = pending.task.priority;
+                self.queue.lock().tasks.push_front(priority, pending);
+                return Assigned::WorkerOccupied;
+            }
+            // Never beyond its window, whoever else handed it tasks since the
+            // candidates were listed (its lane, or a caller).
+            if book.len() >= self.config.worker_window() as usize {
                 drop(book);
                 let priority = pending.task.priority;
                 self.queue.lock().tasks.push_front(priority, pending);

@@ -171,6 +171,10 @@ impl Actor {
         );
         if let Some(worker) = self.workers.get(&num) {
             worker.sync_feed();
+            if let Some(frames) = &worker.frames {
+                let (lane, types) = (worker.lane.clone(), worker.task_types.clone());
+                self.shared.desk.seat(num, lane, frames.downgrade(), types);
+            }
         }
         let replaced = self
             .workers
@@ -255,6 +259,7 @@ impl Actor {
         let Some(mut worker) = self.workers.remove(&num) else {
             return;
         };
+        self.shared.desk.unseat(num);
         {
             let mut book = worker.lane.book();
             // Gone: no longer counted ready, even before its book goes.

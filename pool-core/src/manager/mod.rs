@@ -13,6 +13,7 @@ mod event_stream;
 mod events;
 mod failure;
 mod handle;
+mod handoff;
 mod health_check;
 mod health_status;
 mod histogram;

@@ -151,7 +151,7 @@ impl PoolBuilder {
     /// none is respawned.
     pub async fn start(self) -> Result<Pool, StartError> {
         self.config.validate()?;
-        let shared = Arc::new(Shared::new(&self.config, self.events));
+        let shared = Arc::new(Shared::new(&self.config, self.events, self.policy));
         let mut probes: Vec<Box<dyn HealthProbe>> = vec![Box::new(HeartbeatProbe::new(
             self.config.suspect_after,
             self.config.zombie_after,
@@ -175,7 +175,6 @@ impl PoolBuilder {
             config: self.config,
             transport: self.transport,
             command: self.command,
-            policy: self.policy,
             probes,
             shared: shared.clone(),
         };
@@ -514,7 +513,9 @@ impl Pool {
             shared.stats.submitted.fetch_add(submitted, Relaxed);
             waiting.publish(&shared.stats);
         }
-        shared.queue.ring();
+        if !shared.desk.hand_off(shared) {
+            shared.queue.ring();
+        }
         true
     }
 
@@ -816,6 +817,8 @@ fn mark_failed(outcome: Result<(), tokio::task::JoinError>, shared: &Shared) {
     shared.stats.fail(reason);
     shared.closed.store(true, Relaxed);
     shared.queue_slots.close();
+    // The desk lets go of the lanes, so the books go with their I/O tasks.
+    shared.desk.clear();
     // Callers' tasks go to the gone actor from now on, and are refused; lanes
     // take no more; those queued end "shutting down" through the ledger. (Tasks
     // the actor or a book held are dropped with them: a handle then says

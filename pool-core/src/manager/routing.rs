@@ -280,8 +280,7 @@ impl Actor {
         let picked = if eligible.is_empty() {
             None
         } else if by_policy {
-            let p = self.policy.pick(&eligible);
-            Some(if p < eligible.len() { p } else { 0 })
+            Some(self.shared.desk.pick(&eligible))
         } else {
             Some(super::dispatch::least_filled(&eligible))
         };
