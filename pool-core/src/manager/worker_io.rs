@@ -222,12 +222,33 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
     let drain = tokio::time::sleep(Duration::MAX / 4);
     tokio::pin!(drain);
     let protocol_error = loop {
+        // Polled in order (no random start each time): none of the branches
+        // can keep the others waiting. Frames queued by the actor and bytes to
+        // write are bounded by the worker's window, and come before reads, so
+        // a worker that answers without pause is still fed.
         tokio::select! {
+            biased;
             _ = &mut keeper.exited, if !exited => {
                 exited = true;
                 drain.as_mut().reset(tokio::time::Instant::now() + EXIT_GRACE);
             }
             () = &mut drain, if exited => break None,
+            queued = frames_rx.recv(), if !out.closing() => match queued {
+                Some(piece) => out.push(piece),
+                // The actor closed the worker's input: EOF once all is written.
+                None => out.close(),
+            },
+            written = write_some(&out, &mut writer), if out.has_bytes() => match written {
+                Ok(n) => out.advance(n),
+                Err(_) => {
+                    // The link broke: the actor sees the channel closed and
+                    // sends nothing more; the worker's tasks settle when it is
+                    // reaped.
+                    out.clear();
+                    writer = None;
+                    frames_rx.close();
+                }
+            },
             frame = frames.next() => match frame {
                 None => break None,
                 // The codec consumed nothing of the frame it refused: its prefix
@@ -256,22 +277,6 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
                     if failed.is_some() {
                         break failed;
                     }
-                }
-            },
-            queued = frames_rx.recv(), if !out.closing() => match queued {
-                Some(piece) => out.push(piece),
-                // The actor closed the worker's input: EOF once all is written.
-                None => out.close(),
-            },
-            written = write_some(&out, &mut writer), if out.has_bytes() => match written {
-                Ok(n) => out.advance(n),
-                Err(_) => {
-                    // The link broke: the actor sees the channel closed and
-                    // sends nothing more; the worker's tasks settle when it is
-                    // reaped.
-                    out.clear();
-                    writer = None;
-                    frames_rx.close();
                 }
             },
         }
