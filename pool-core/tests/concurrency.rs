@@ -46,3 +46,43 @@ async fn a_multiplexing_worker_gets_up_to_its_concurrency() {
     assert_eq!(recorder.max_concurrent(), 3);
     pool.shutdown().await;
 }
+
+/// Callers on many threads hand tasks to idle workers themselves (and the
+/// actor hands out what they leave): none of them puts a second task on a
+/// worker whose one run slot is taken when there is no prefetch window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn callers_racing_to_idle_workers_never_overfill_one() {
+    let config = PoolConfig {
+        prefetch: 0,
+        ..common::config(3)
+    };
+    let (pool, recorder) = common::start(config, |_| MockAction::Hang).await;
+    let submitters: Vec<_> = (0..24)
+        .map(|n| {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.submit(common::task("hang", n)).await })
+        })
+        .collect();
+    let mut handles = Vec::new();
+    for submitter in submitters {
+        handles.push(submitter.await.expect("joined").expect("accepted"));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while recorder.started().len() < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "three tasks start, one per worker"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let in_flight: Vec<u32> = pool.workers().await.iter().map(|w| w.in_flight).collect();
+    assert_eq!(in_flight, [1, 1, 1], "each worker holds exactly one task");
+    assert_eq!(
+        pool.metrics().queue.queue_depth,
+        21,
+        "the rest wait in the queue"
+    );
+    assert_eq!(recorder.started().len(), 3);
+    pool.shutdown_now().await;
+    drop(handles);
+}

@@ -309,8 +309,7 @@ impl Seat {
             return Placed::No(pending);
         };
         let mut book = self.lane.book();
-        if !book.feeds || book.len() >= settings.concurrency as usize || !book.may_take(&pending)
-        {
+        if !book.feeds || book.len() >= settings.concurrency as usize || !book.may_take(&pending) {
             return Placed::No(pending);
         }
         let alone = pending.run_alone;
