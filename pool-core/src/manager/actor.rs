@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::{broadcast, mpsc, oneshot, Semaphore};
 use tokio_util::time::DelayQueue;
@@ -21,7 +20,7 @@ use super::event_stream::EventStream;
 use super::events::PoolEvent;
 use super::handoff::{Desk, DeskSettings};
 use super::lane::queue::SharedQueue;
-use super::lane::Lane;
+use super::lane::{Input, Lane};
 use super::ledger::Answer;
 use super::metrics::{Stats, WorkerStatus};
 use super::pool::WorkerCommand;
@@ -103,12 +102,13 @@ impl Shared {
         config: &PoolConfig,
         channels: EventChannels,
         policy: Box<dyn BalancePolicy>,
+        judges_completions: bool,
     ) -> Self {
         let desk = DeskSettings {
             concurrency: config.worker_concurrency,
             default_timeout: config.task_timeout,
             max_frame: config.max_frame,
-            open: config.max_tasks_per_worker.is_none(),
+            open: config.max_tasks_per_worker.is_none() && !judges_completions,
         };
         Self {
             stats: Stats::new(),
@@ -282,7 +282,6 @@ pub(crate) enum Timer {
 
 pub(crate) struct Worker {
     pub(crate) pid: u32,
-    pub(crate) frames: Option<mpsc::UnboundedSender<Bytes>>,
     pub(crate) control: mpsc::UnboundedSender<GroupSignal>,
     /// Its unanswered tasks in the order they were written (the first
     /// `worker_concurrency` are running, the rest wait in its prefetch window),
@@ -320,10 +319,34 @@ impl Worker {
     /// never writes a task to a worker that stopped taking them.
     pub(crate) fn sync_feed(&self) {
         let takes = self.life.takes_tasks();
-        let feeds = takes && self.task_limit.is_none() && self.frames.is_some();
         let mut book = self.lane.book();
-        book.feeds = feeds;
+        book.feeds = takes && self.task_limit.is_none() && book.input == Input::Open;
         book.tally.set_takes_tasks(takes);
+    }
+
+    /// Sends `frame` to the worker after the frames waiting in its book's
+    /// batch; nothing once its input is not open.
+    pub(crate) fn send_frame(&self, frame: &[u8]) {
+        self.lane.book().push_frame(frame);
+        self.lane.ring_batch();
+    }
+
+    /// Sends `frame` (when its input is open), then closes the worker's
+    /// input; `false` when the actor had closed it before.
+    pub(crate) fn send_and_close(&self, frame: &[u8]) -> bool {
+        let closed_now = {
+            let mut book = self.lane.book();
+            book.push_frame(frame);
+            book.feeds = false;
+            book.close_input()
+        };
+        self.lane.ring_batch();
+        closed_now
+    }
+
+    /// Whether its lane still writes to it.
+    pub(crate) fn input_open(&self) -> bool {
+        self.lane.book().input == Input::Open
     }
 
     /// Tasks it answered (with a result or an error).

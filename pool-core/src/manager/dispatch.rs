@@ -19,7 +19,7 @@ use super::failure::Failure;
 use super::handle::{FinalStatus, TaskError};
 use super::lane::attempt::{Target, Written};
 use super::lane::settle::{self, Settled};
-use super::lane::{Book, Completion, Reply};
+use super::lane::{Book, Completion, Input, Reply};
 use super::metrics::Stats;
 use super::probe_set::Occasion;
 use super::routing::TaskTypes;
@@ -203,11 +203,7 @@ impl Actor {
                 .push_front(pending.task.priority, pending);
             return Assigned::WorkerUnusable;
         };
-        let open = worker
-            .frames
-            .as_ref()
-            .is_some_and(|frames| !frames.is_closed());
-        if !open {
+        if !worker.input_open() {
             worker.life.mark_killing();
             worker.sync_feed();
             self.queue
@@ -284,11 +280,7 @@ impl Actor {
             let Some(worker) = self.workers.get(&num) else {
                 continue;
             };
-            let mut book = worker.lane.book();
-            match &worker.frames {
-                Some(frames) => book.flush_to(frames),
-                None => book.discard_batch(),
-            }
+            worker.lane.ring_batch();
         }
     }
 
@@ -598,9 +590,7 @@ impl Actor {
         };
         let mut frame = BytesMut::new();
         if encode_frame(&ToWorker::Cancel { id }, &mut frame, self.config.max_frame).is_ok() {
-            if let Some(frames) = &worker.frames {
-                let _ = frames.send(frame.freeze());
-            }
+            worker.send_frame(&frame);
         }
         // A task still in the window gets its grace when it starts running.
         if started {
@@ -624,22 +614,28 @@ impl Actor {
     /// ends as "shutting down" instead of running during the drain.
     pub(crate) fn withdraw_prefetched(&mut self) {
         let max_frame = self.config.max_frame;
+        let mut batch = BytesMut::new();
         for worker in self.workers.values() {
-            let Some(frames) = &worker.frames else {
-                continue;
-            };
-            let mut batch = BytesMut::new();
-            for running in worker.lane.book().attempts_mut() {
-                if running.run_start.is_some() || running.cancel_requested {
+            {
+                let mut book = worker.lane.book();
+                if book.input != Input::Open {
                     continue;
                 }
-                running.withdrawn = true;
-                let id = running.pending.id;
-                let _ = encode_frame(&ToWorker::Cancel { id }, &mut batch, max_frame);
+                batch.clear();
+                for running in book.attempts_mut() {
+                    if running.run_start.is_some() || running.cancel_requested {
+                        continue;
+                    }
+                    running.withdrawn = true;
+                    let id = running.pending.id;
+                    let _ = encode_frame(&ToWorker::Cancel { id }, &mut batch, max_frame);
+                }
+                if batch.is_empty() {
+                    continue;
+                }
+                book.push_frame(&batch);
             }
-            if !batch.is_empty() {
-                let _ = frames.send(batch.freeze());
-            }
+            worker.lane.ring_batch();
         }
     }
 

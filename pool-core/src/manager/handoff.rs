@@ -8,16 +8,15 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use bytes::Bytes;
-use tokio::sync::mpsc::WeakUnboundedSender;
 use tokio::time::Instant;
 
-use super::actor::{Pending, Shared};
+use super::actor::Shared;
 use super::dispatch::settle_failed;
 use super::failure::Failure;
 use super::handle::FinalStatus;
-use super::lane::attempt::Target;
-use super::lane::Lane;
+use super::lane::attempt::{Target, Unwritable};
+use super::lane::queue::Head;
+use super::lane::{Input, Lane};
 use super::routing::TaskTypes;
 use crate::balance::{BalancePolicy, WorkerSnapshot};
 
@@ -64,21 +63,32 @@ struct Counter {
 struct Seat {
     num: u64,
     lane: Lane,
-    /// The worker's frame channel, held weakly: the actor closing the
-    /// worker's input (dropping its sender) is never delayed by the desk.
-    frames: WeakUnboundedSender<Bytes>,
     /// The task types the worker stated.
     types: TaskTypes,
 }
 
-/// What placing one task on a seat did.
+/// What placing the queue's head on a seat did.
 enum Placed {
-    /// Written into the worker's batch; `alone` when it runs alone there.
-    Yes { alone: bool },
-    /// The seat could not take it now: the task is given back.
-    No(Pending),
-    /// Its frame could not be encoded: it was failed.
-    Failed,
+    /// Written into the worker's batch.
+    Yes(Handed),
+    /// The seat has no free run slot (any more), or no longer takes tasks.
+    Full,
+    /// The head's frame could not be encoded: it is to be failed.
+    Unwritable(Box<Unwritable>),
+    /// Nothing was taken: the reason the hand-off stops.
+    Stop(Left),
+}
+
+/// A task handed to a seat.
+struct Handed {
+    /// It runs alone there (nothing joins it until it is answered).
+    alone: bool,
+    /// It gave back its queue slot.
+    freed_slot: bool,
+    /// A deadline the worker's timer does not cover yet.
+    timer: Option<Instant>,
+    /// What it left in the queue.
+    left: Left,
 }
 
 impl std::fmt::Debug for Desk {
@@ -120,26 +130,12 @@ impl Desk {
         pick(&mut *self.lock().policy, candidates)
     }
 
-    /// Worker `num` is ready: callers may hand it tasks through `frames`.
+    /// Worker `num` is ready: callers may hand it tasks through its lane.
     /// It takes `types`.
-    pub(crate) fn seat(
-        &self,
-        num: u64,
-        lane: Lane,
-        frames: WeakUnboundedSender<Bytes>,
-        types: TaskTypes,
-    ) {
+    pub(crate) fn seat(&self, num: u64, lane: Lane, types: TaskTypes) {
         let mut counter = self.lock();
         let at = counter.seats.partition_point(|s| s.num < num);
-        counter.seats.insert(
-            at,
-            Seat {
-                num,
-                lane,
-                frames,
-                types,
-            },
-        );
+        counter.seats.insert(at, Seat { num, lane, types });
         counter.seats_changed();
     }
 
@@ -167,74 +163,91 @@ impl Desk {
     /// nothing is left for the actor; `false` when it must be rung: tasks are
     /// still queued (or the desk did not hand off), or a deadline timer must
     /// be armed.
+    ///
+    /// A task leaves the queue only under the lock of the book it goes into
+    /// (the book's, then the queue's, as a lane refills), so whoever looks for
+    /// it (a cancel, a drain) finds it in one or the other.
     pub(crate) fn hand_off(&self, shared: &Shared) -> bool {
         let settings = self.settings;
         if !settings.open {
             return false;
         }
-        let mut counter = self.lock();
-        let counter = &mut *counter;
-        if counter.types.is_none() {
-            return false;
-        }
-        counter.gather(settings.concurrency);
-        let mut queued = true;
-        let mut freed_slots = 0;
-        let now = Instant::now();
-        while !counter.candidates.is_empty() {
-            let pending = {
-                let mut waiting = shared.queue.lock();
-                if waiting.closed || !waiting.lanes_may_take {
+        let mut unwritable = Vec::new();
+        let left = {
+            let mut counter = self.lock();
+            let counter = &mut *counter;
+            if counter.types.is_none() {
+                return false;
+            }
+            counter.gather(settings.concurrency);
+            let mut left = Left::Tasks;
+            let mut freed_slots = 0;
+            let now = Instant::now();
+            while !counter.candidates.is_empty() {
+                // Asked only while a task waits: a policy hears of the tasks
+                // it places.
+                let now_left = shared.queue.lock().left();
+                if now_left != Left::Tasks {
+                    left = now_left;
                     break;
                 }
-                let Some(head) = waiting.tasks.peek() else {
-                    queued = false;
-                    break;
-                };
-                // A type the workers do not take: the actor holds or fails it.
-                if !counter.takes(&head.task.task_type) {
-                    break;
-                }
-                let Some(pending) = waiting.tasks.pop() else {
-                    break;
-                };
-                queued = !waiting.tasks.is_empty();
-                waiting.publish(&shared.stats);
-                pending
-            };
-            let index = pick(&mut *counter.policy, &counter.candidates);
-            let seat = &counter.seats[counter.seat_of[index]];
-            let placed = seat.place(shared, &settings, pending, now, |freed, timer| {
-                freed_slots += usize::from(freed);
-                if let Some(deadline) = timer {
-                    counter.timers_wanted.push((seat.num, deadline));
-                }
-            });
-            match placed {
-                Placed::Yes { alone } => {
-                    let candidate = &mut counter.candidates[index];
-                    candidate.in_flight += 1;
-                    if alone || candidate.in_flight >= settings.concurrency {
+                let index = pick(&mut *counter.policy, &counter.candidates);
+                let seat = &counter.seats[counter.seat_of[index]];
+                let types = (&counter.types, &mut counter.last_type);
+                match seat.place(shared, &settings, types, now) {
+                    Placed::Yes(placed) => {
+                        freed_slots += usize::from(placed.freed_slot);
+                        if let Some(deadline) = placed.timer {
+                            counter.timers_wanted.push((seat.num, deadline));
+                        }
+                        left = placed.left;
+                        let candidate = &mut counter.candidates[index];
+                        candidate.in_flight += 1;
+                        if placed.alone || candidate.in_flight >= settings.concurrency {
+                            counter.candidates.remove(index);
+                            counter.seat_of.remove(index);
+                        }
+                    }
+                    Placed::Full => {
                         counter.candidates.remove(index);
                         counter.seat_of.remove(index);
                     }
+                    Placed::Unwritable(failed) => unwritable.push(failed),
+                    Placed::Stop(why) => {
+                        left = why;
+                        break;
+                    }
                 }
-                Placed::No(pending) => {
-                    let mut waiting = shared.queue.lock();
-                    waiting.tasks.push_front(pending.task.priority, pending);
-                    waiting.publish(&shared.stats);
-                    queued = true;
-                    counter.candidates.remove(index);
-                    counter.seat_of.remove(index);
-                }
-                Placed::Failed => {}
             }
+            if freed_slots > 0 {
+                shared.queue_slots.add_permits(freed_slots);
+            }
+            if !counter.timers_wanted.is_empty() {
+                left = Left::Unknown;
+            }
+            left
+        };
+        // Told with no lock held.
+        for failed in unwritable {
+            let failure = Failure::Protocol {
+                message: failed.reason,
+            };
+            settle_failed(shared, failed.pending, FinalStatus::Failed, failure);
         }
-        if freed_slots > 0 {
-            shared.queue_slots.add_permits(freed_slots);
-        }
-        !queued && counter.timers_wanted.is_empty()
+        left == Left::Nothing
     }
+}
+
+/// What a hand-off left for the actor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Left {
+    /// The queue is empty.
+    Nothing,
+    /// Tasks still wait (for room in windows, or for another worker).
+    Tasks,
+    /// The queue is closed or lanes may not take from it, the head is not a
+    /// task the desk hands off, or a timer must be armed: the actor decides.
+    Unknown,
 }
 
 impl Counter {
@@ -250,22 +263,6 @@ impl Counter {
         };
     }
 
-    /// Whether the seated workers take tasks of `task_type`.
-    fn takes(&mut self, task_type: &Arc<str>) -> bool {
-        if self
-            .last_type
-            .as_ref()
-            .is_some_and(|t| Arc::ptr_eq(t, task_type))
-        {
-            return true;
-        }
-        let takes = self.types.as_ref().is_some_and(|t| t.accepts(task_type));
-        if takes {
-            self.last_type = Some(task_type.clone());
-        }
-        takes
-    }
-
     /// Lists the seats with a free run slot as the policy's candidates.
     fn gather(&mut self, concurrency: u32) {
         self.candidates.clear();
@@ -273,7 +270,7 @@ impl Counter {
         for (at, seat) in self.seats.iter().enumerate() {
             let held = {
                 let book = seat.lane.book();
-                if !book.feeds || book.runs_alone() {
+                if !book.feeds || book.input != Input::Open || book.runs_alone() {
                     continue;
                 }
                 book.len() as u32
@@ -292,26 +289,44 @@ impl Counter {
 }
 
 impl Seat {
-    /// Writes `pending`'s attempt into the worker's batch and hands the batch
-    /// to its lane, if the worker still feeds, has a free run slot and may take
-    /// it (under its book's lock, where the actor and the lane change it).
-    /// `then` hears whether the task gave back its queue slot, and a deadline
-    /// the worker's timer does not cover.
+    /// Takes the queue's head into the worker's batch and rings its lane's
+    /// writer, if the worker still feeds, its input is open, it has a free run
+    /// slot and may take the head, a task of a type the workers take
+    /// (`types`): under the book's lock, then the queue's, where the actor and
+    /// the lane change them.
     fn place(
         &self,
         shared: &Shared,
         settings: &DeskSettings,
-        pending: Pending,
+        (types, last_type): (&Option<TaskTypes>, &mut Option<Arc<str>>),
         now: Instant,
-        then: impl FnOnce(bool, Option<Instant>),
     ) -> Placed {
-        let Some(frames) = self.frames.upgrade() else {
-            return Placed::No(pending);
-        };
         let mut book = self.lane.book();
-        if !book.feeds || book.len() >= settings.concurrency as usize || !book.may_take(&pending) {
-            return Placed::No(pending);
+        if !book.feeds
+            || book.input != Input::Open
+            || book.len() >= settings.concurrency as usize
+            || book.runs_alone()
+        {
+            return Placed::Full;
         }
+        let (pending, left) = {
+            let mut waiting = shared.queue.lock();
+            let now_left = waiting.left();
+            if now_left != Left::Tasks {
+                return Placed::Stop(now_left);
+            }
+            let head =
+                waiting.pop_if(|p| book.may_take(p) && takes(types, last_type, &p.task.task_type));
+            let pending = match head {
+                Head::Taken(pending) => pending,
+                // A type the workers do not take, or a task that must run
+                // alone: the actor holds, fails or places it.
+                Head::Refused => return Placed::Stop(Left::Unknown),
+                Head::Empty => return Placed::Stop(Left::Nothing),
+            };
+            waiting.publish(&shared.stats);
+            (pending, waiting.left())
+        };
         let alone = pending.run_alone;
         let target = Target {
             shared,
@@ -324,21 +339,32 @@ impl Seat {
         match book.start_attempt(&target, pending, now) {
             Ok(written) => {
                 let timer = written.deadline.filter(|d| book.needs_timer(*d));
-                book.flush_to(&frames);
                 drop(book);
-                then(written.freed_slot, timer);
-                Placed::Yes { alone }
+                // The frame waits in the batch until the lane's writer takes it.
+                self.lane.ring_batch();
+                Placed::Yes(Handed {
+                    alone,
+                    freed_slot: written.freed_slot,
+                    timer,
+                    left,
+                })
             }
-            Err(failed) => {
-                drop(book);
-                let failure = Failure::Protocol {
-                    message: failed.reason,
-                };
-                settle_failed(shared, failed.pending, FinalStatus::Failed, failure);
-                Placed::Failed
-            }
+            Err(failed) => Placed::Unwritable(failed),
         }
     }
+}
+
+/// Whether workers that take `types` (`None`: they differ) take tasks of
+/// `task_type`; `last` is the type last found taken, told by pointer.
+fn takes(types: &Option<TaskTypes>, last: &mut Option<Arc<str>>, task_type: &Arc<str>) -> bool {
+    if last.as_ref().is_some_and(|t| Arc::ptr_eq(t, task_type)) {
+        return true;
+    }
+    let taken = types.as_ref().is_some_and(|t| t.accepts(task_type));
+    if taken {
+        *last = Some(task_type.clone());
+    }
+    taken
 }
 
 /// `policy`'s pick among `candidates` (never empty); the first when it picks

@@ -108,11 +108,10 @@ impl Actor {
             WorkerEvent::Ready {
                 num,
                 pid,
-                frames,
                 control,
                 declared,
                 lane,
-            } => self.on_ready(num, pid, frames, control, declared, lane),
+            } => self.on_ready(num, pid, control, declared, lane),
             WorkerEvent::StartFailed {
                 num,
                 reason,
@@ -138,7 +137,6 @@ impl Actor {
         &mut self,
         num: u64,
         pid: u32,
-        frames: tokio::sync::mpsc::UnboundedSender<bytes::Bytes>,
         control: tokio::sync::mpsc::UnboundedSender<GroupSignal>,
         declared: Declared,
         lane: Lane,
@@ -153,7 +151,6 @@ impl Actor {
             num,
             Worker {
                 pid,
-                frames: Some(frames),
                 control,
                 lane,
                 task_limit: self
@@ -171,10 +168,8 @@ impl Actor {
         );
         if let Some(worker) = self.workers.get(&num) {
             worker.sync_feed();
-            if let Some(frames) = &worker.frames {
-                let (lane, types) = (worker.lane.clone(), worker.task_types.clone());
-                self.shared.desk.seat(num, lane, frames.downgrade(), types);
-            }
+            let (lane, types) = (worker.lane.clone(), worker.task_types.clone());
+            self.shared.desk.seat(num, lane, types);
         }
         let replaced = self
             .workers

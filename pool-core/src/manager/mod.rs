@@ -5,6 +5,7 @@ mod actor;
 mod alert_kind;
 mod alerts;
 mod autoscale;
+mod bell;
 mod completions;
 mod config;
 mod crash_streak;

@@ -151,7 +151,6 @@ impl PoolBuilder {
     /// none is respawned.
     pub async fn start(self) -> Result<Pool, StartError> {
         self.config.validate()?;
-        let shared = Arc::new(Shared::new(&self.config, self.events, self.policy));
         let mut probes: Vec<Box<dyn HealthProbe>> = vec![Box::new(HeartbeatProbe::new(
             self.config.suspect_after,
             self.config.zombie_after,
@@ -169,6 +168,15 @@ impl PoolBuilder {
             probes.push(Box::new(MaxTasksProbe::new(max, max / 10)));
         }
         probes.extend(self.probes);
+        // A probe that judges a worker after each completion: the actor hands
+        // out every task (it judges first), callers hand off none.
+        let judges_completions = probes.iter().any(|p| p.wants_completions());
+        let shared = Arc::new(Shared::new(
+            &self.config,
+            self.events,
+            self.policy,
+            judges_completions,
+        ));
         let (commands_tx, commands_rx) = mpsc::unbounded_channel();
         let (start_tx, start_rx) = oneshot::channel();
         let parts = ActorParts {

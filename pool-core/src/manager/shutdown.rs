@@ -92,9 +92,7 @@ impl Actor {
             }
             book.take_attempts()
         };
-        if let Some(frames) = &worker.frames {
-            let _ = frames.send(batch.freeze());
-        }
+        worker.send_frame(&batch);
         for running in attempts {
             let mut pending = running.pending;
             if running.cancel_requested {
@@ -161,16 +159,18 @@ impl Actor {
     /// `kill_grace` later if it has not exited.
     pub(crate) fn send_shutdown(&mut self, num: u64) {
         let max_frame = self.config.max_frame;
-        let Some(frames) = self.workers.get_mut(&num).and_then(|w| w.frames.take()) else {
+        let Some(worker) = self.workers.get_mut(&num) else {
             return;
         };
         let mut frame = BytesMut::new();
         let shutdown = ToWorker::Shutdown { graceful: true };
-        if encode_frame(&shutdown, &mut frame, max_frame).is_ok() {
-            let _ = frames.send(frame.freeze());
+        if encode_frame(&shutdown, &mut frame, max_frame).is_err() {
+            frame.clear();
         }
-        // Dropping the sender closes the worker's input after the frame.
-        drop(frames);
+        // The lane ends the worker's input after the frame.
+        if !worker.send_and_close(&frame) {
+            return;
+        }
         self.schedule_stop_step(num, StopStep::ShutdownSent);
     }
 

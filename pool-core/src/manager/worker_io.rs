@@ -13,7 +13,7 @@ use tokio_util::codec::{Decoder, FramedRead};
 
 use super::keeper::{Keeper, LinkEnd, EXIT_GRACE};
 use super::lane::settle::{Settled, Settler};
-use super::lane::Lane;
+use super::lane::{Input, Lane};
 use super::outbox::Outbox;
 use super::read_codec::ReadCodec;
 use super::reply_timing::ReplyTiming;
@@ -44,11 +44,11 @@ pub(crate) struct Declared {
 /// What a worker's lane task tells the actor.
 #[derive(Debug)]
 pub(crate) enum WorkerEvent {
-    /// Handshake done: frames for the worker go to `frames`, signals to `control`.
+    /// Handshake done: frames for the worker go to its lane's batch, signals
+    /// to `control`.
     Ready {
         num: u64,
         pid: u32,
-        frames: mpsc::UnboundedSender<Bytes>,
         control: mpsc::UnboundedSender<GroupSignal>,
         /// What its `ready` declared.
         declared: Declared,
@@ -195,12 +195,10 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
     };
     settler.lane().heard(tokio::time::Instant::now());
     settler.connect(declared.task_types.clone());
-    let (frames_tx, mut frames_rx) = mpsc::unbounded_channel();
     let (control_tx, control_rx) = mpsc::unbounded_channel();
     let ready = WorkerEvent::Ready {
         num,
         pid: process.pid(),
-        frames: frames_tx,
         control: control_tx,
         declared,
         lane: settler.lane().clone(),
@@ -219,6 +217,7 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
     // EXIT_GRACE. Meanwhile write what is queued for the worker whenever its
     // link takes it. The keeper obeys the actor's signals.
     let mut exited = false;
+    let lane = settler.lane().clone();
     let drain = tokio::time::sleep(Duration::MAX / 4);
     tokio::pin!(drain);
     let protocol_error = loop {
@@ -233,20 +232,18 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
                 drain.as_mut().reset(tokio::time::Instant::now() + EXIT_GRACE);
             }
             () = &mut drain, if exited => break None,
-            queued = frames_rx.recv(), if !out.closing() => match queued {
-                Some(piece) => out.push(piece),
-                // The actor closed the worker's input: EOF once all is written.
-                None => out.close(),
-            },
+            // Frames the actor or a caller left in the book's batch; after
+            // the actor closed the input, EOF once all is written.
+            () = lane.batch_rung(), if !out.closing() => take_batch(&lane, &mut out),
             written = write_some(&out, &mut writer), if out.has_bytes() => match written {
                 Ok(n) => out.advance(n),
                 Err(_) => {
-                    // The link broke: the actor sees the channel closed and
+                    // The link broke: the actor sees the input gone and
                     // sends nothing more; the worker's tasks settle when it is
                     // reaped.
                     out.clear();
                     writer = None;
-                    frames_rx.close();
+                    lane.book().input_gone();
                 }
             },
             frame = frames.next() => match frame {
@@ -260,7 +257,7 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
                     settler.lane().heard(now);
                     let (messages, failed) = read_batch(&mut frames, body, &mut settler, now);
                     if failed.is_none() && writer.is_some() {
-                        settler.refill(&mut frames_rx, &mut out);
+                        settler.refill(&mut out);
                     } else {
                         // Nothing written to this worker any more: the actor decides.
                         settler.tell_actor();
@@ -286,6 +283,9 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
         }
     };
     drop(writer);
+    // Nothing more is written: what the actor or a caller hands this worker
+    // from now on settles when it is reaped.
+    lane.book().input_gone();
     let protocol_error = protocol_error.map(|(e, head)| {
         tracing::warn!(
             worker.id = %spec.worker_id,
@@ -310,6 +310,16 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
         stderr_tail: stderr_tail.text(),
     };
     let _ = events.send(gone).await;
+}
+
+/// Moves the frames waiting in the book's batch into `out`, in the order they
+/// were made, and ends the worker's input after them once the actor closed it.
+fn take_batch(lane: &Lane, out: &mut Outbox) {
+    let mut book = lane.book();
+    book.flush(|piece| out.push(piece));
+    if book.input == Input::Closing {
+        out.close();
+    }
 }
 
 /// The handshake: writes the `hello` queued in `out` (it fits in any pipe: the

@@ -8,11 +8,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use bytes::Bytes;
-use tokio::sync::mpsc::UnboundedSender;
 
 use super::super::actor::{Pending, Running, Shared};
 use super::super::events::PoolEvent;
-use super::{deadline_after, Book};
+use super::{deadline_after, Book, Input};
 use crate::protocol::{self, TaskFrame};
 
 /// Payloads this large are written from the caller's own buffer instead of
@@ -109,13 +108,33 @@ impl Book {
         send(batch);
     }
 
-    /// Hands the batch to the worker's lane through `frames`. A link that
-    /// closed meanwhile loses the batch like the pipe would: the tasks are
-    /// settled when the worker is reaped.
-    pub(crate) fn flush_to(&mut self, frames: &UnboundedSender<Bytes>) {
-        self.flush(|piece| {
-            let _ = frames.send(piece);
-        });
+    /// Appends a frame the actor made (a `cancel`, a `shutdown`) to the batch,
+    /// after the tasks already in it; dropped once the input is not open.
+    pub(crate) fn push_frame(&mut self, frame: &[u8]) {
+        if self.input == Input::Open {
+            self.outbuf.extend_from_slice(frame);
+        }
+    }
+
+    /// The actor closes the worker's input: the writer ends it after the
+    /// batch. `false` when the actor had closed it before.
+    pub(crate) fn close_input(&mut self) -> bool {
+        let (next, now) = match self.input {
+            Input::Open => (Input::Closing, true),
+            Input::Gone => (Input::Closed, true),
+            closed @ (Input::Closing | Input::Closed) => (closed, false),
+        };
+        self.input = next;
+        now
+    }
+
+    /// The writer stopped: nothing more reaches the worker.
+    pub(crate) fn input_gone(&mut self) {
+        self.input = match self.input {
+            Input::Open | Input::Gone => Input::Gone,
+            Input::Closing | Input::Closed => Input::Closed,
+        };
+        self.discard_batch();
     }
 
     /// Drops a batch that has nowhere to go (the worker's link is closed).

@@ -6,8 +6,6 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
 
 use super::super::outbox::Outbox;
@@ -63,15 +61,13 @@ impl Feed {
 
     /// Fills the room in the worker's window from the head of the queue, while
     /// the head is a task the worker takes, and queues what it took in `out`,
-    /// after the frames the actor sent before (taken from `frames` under the
-    /// lane's lock, so the worker reads its tasks in the book's order). Nothing
-    /// when the actor stopped the lane feeding, when frames the actor wrote
-    /// wait in the batch (they go first), or before the worker is ready.
+    /// after the frames waiting in the book's batch (under the lane's lock, so
+    /// the worker reads its tasks in the book's order). Nothing when the actor
+    /// stopped the lane feeding, or before the worker is ready.
     pub(crate) fn refill(
         &mut self,
         lane: &Lane,
         target: &Target<'_>,
-        frames: &mut UnboundedReceiver<Bytes>,
         out: &mut Outbox,
     ) -> Refilled {
         let mut refilled = Refilled {
@@ -86,11 +82,8 @@ impl Feed {
             refilled.stalled = false;
             return refilled;
         }
-        if !book.feeds || book.has_batch() || book.runs_alone() {
+        if !book.feeds || book.runs_alone() {
             return refilled;
-        }
-        while let Ok(piece) = frames.try_recv() {
-            out.push(piece);
         }
         let now = Instant::now();
         {

@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use tokio_util::time::delay_queue;
 
 use super::actor::Running;
+use super::bell::Bell;
 use super::tally::{Counted, TallyReader, TallyWriter};
 use settle::Settled;
 
@@ -57,12 +58,32 @@ pub(crate) struct Book {
     pub(crate) feeds: bool,
     /// The lane's counters: written only here, under this lock.
     pub(crate) tally: TallyWriter,
+    /// Whether the lane's writer still takes frames from the batch.
+    pub(crate) input: Input,
     /// The actor's timer for the earliest deadline of the worker's tasks, and
     /// the instant it is armed for (set by the actor, under this lock).
     /// Completions leave it alone; when it fires, expired tasks time out and
     /// it is armed again for the next deadline. So a run that starts with a
     /// later deadline needs no word to the actor ([`Book::needs_timer`]).
     pub(crate) deadline_timer: Option<(delay_queue::Key, Instant)>,
+}
+
+/// The worker's input, as the actor, the desk and the lane's writer share it.
+/// Frames reach the writer only through the book's batch (each party appends
+/// under the book's lock and rings the lane), so the worker reads them in the
+/// order they were made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Input {
+    /// The writer takes the batch whenever the lane's bell rings.
+    Open,
+    /// The actor closed it: the writer takes the batch, then ends the input.
+    Closing,
+    /// The writer stopped (the link broke, or the lane ended) before the actor
+    /// closed it: frames left in the batch are dropped, as the pipe would drop
+    /// them; the worker's tasks settle once it is reaped.
+    Gone,
+    /// The actor closed it, and the writer stopped.
+    Closed,
 }
 
 /// What [`Book::take`] removed: where the entry stood, its attempt, and for
@@ -106,6 +127,7 @@ impl Book {
             apart: Vec::new(),
             feeds: false,
             tally,
+            input: Input::Open,
             deadline_timer: None,
         }
     }
@@ -318,13 +340,15 @@ impl Book {
 
 /// A worker's lane: its [`Book`] behind the lock its reader and the actor
 /// share, the worker's name as its tasks' outputs carry it, a reader of its
-/// tally (attempts in flight, tasks answered), and when it was last heard from.
+/// tally (attempts in flight, tasks answered), when it was last heard from,
+/// and the bell that tells its writer frames wait in the book's batch.
 #[derive(Clone)]
 pub(crate) struct Lane {
     book: Arc<Mutex<Book>>,
     name: Arc<str>,
     tally: TallyReader,
     heard: Arc<Heard>,
+    batch_bell: Arc<Bell>,
 }
 
 /// When a worker was last heard from: any frame its reader reads is a sign of
@@ -348,7 +372,19 @@ impl Lane {
                 began: Instant::now(),
                 after_ns: AtomicU64::new(0),
             }),
+            batch_bell: Arc::new(Bell::default()),
         }
+    }
+
+    /// Tells the lane's writer that frames wait in the book's batch (rung
+    /// after the book's lock is released).
+    pub(crate) fn ring_batch(&self) {
+        self.batch_bell.ring();
+    }
+
+    /// Resolves once [`Lane::ring_batch`] rang since it last resolved.
+    pub(crate) async fn batch_rung(&self) {
+        self.batch_bell.rung().await;
     }
 
     /// The worker was heard from at `at` (its reader read a frame).

@@ -4,15 +4,13 @@
 //! as results come back, with no hop through the actor).
 
 use std::collections::HashSet;
-use std::future::poll_fn;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll};
 
-use futures_util::task::AtomicWaker;
-use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 
 use super::super::actor::Pending;
+use super::super::bell::Bell;
+use super::super::handoff::Left;
 use super::super::metrics::Stats;
 use crate::queue::PriorityQueue;
 
@@ -53,6 +51,19 @@ impl Waiting {
         stats.queued.store(self.tasks.len() as u64, Relaxed);
         for (gauge, depth) in stats.queued_by_band.iter().zip(self.tasks.depth_by_band()) {
             gauge.store(depth as u64, Relaxed);
+        }
+    }
+
+    /// What the queue leaves for the actor after a hand-off: tasks the desk
+    /// may still hand out, or it is closed to callers or holds back from
+    /// lanes while tasks are held for a type (the actor decides), or nothing.
+    pub(crate) fn left(&self) -> Left {
+        if self.closed || !self.lanes_may_take {
+            Left::Unknown
+        } else if self.tasks.is_empty() {
+            Left::Nothing
+        } else {
+            Left::Tasks
         }
     }
 
@@ -140,36 +151,7 @@ impl SharedQueue {
 
     /// Resolves once the bell rang since it last resolved.
     pub(crate) async fn rung(&self) {
-        poll_fn(|cx| self.0.bell.poll_rung(cx)).await;
-    }
-}
-
-/// A flag and the actor's waker: callers ring, the actor hears. Rings before
-/// the actor listens count as one, and only the first of them wakes it.
-#[derive(Default)]
-struct Bell {
-    rung: AtomicBool,
-    waker: AtomicWaker,
-}
-
-impl Bell {
-    fn ring(&self) {
-        if !self.rung.swap(true, AcqRel) {
-            self.waker.wake();
-        }
-    }
-
-    /// Ready (and quiet again) when rung; else the listener's waker is kept,
-    /// and a ring that came meanwhile is seen.
-    fn poll_rung(&self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.rung.swap(false, Acquire) {
-            return Poll::Ready(());
-        }
-        self.waker.register(cx.waker());
-        if self.rung.swap(false, Acquire) {
-            return Poll::Ready(());
-        }
-        Poll::Pending
+        self.0.bell.rung().await;
     }
 }
 

@@ -11,8 +11,6 @@ use tokio::time::Instant;
 
 use bytes::Bytes;
 
-use tokio::sync::mpsc::UnboundedReceiver;
-
 use super::super::outbox::Outbox;
 
 use super::super::actor::{Running, Shared};
@@ -101,7 +99,7 @@ impl Settler {
     /// After results were settled, fills the room they left in the worker's
     /// window from the queue into `out`, after what the actor sent through
     /// `frames` (see [`Feed::refill`]).
-    pub(crate) fn refill(&mut self, frames: &mut UnboundedReceiver<Bytes>, out: &mut Outbox) {
+    pub(crate) fn refill(&mut self, out: &mut Outbox) {
         if self.report.answered == 0 {
             return;
         }
@@ -113,7 +111,7 @@ impl Settler {
             default_timeout: self.settings.default_timeout,
             max_frame: self.settings.max_frame,
         };
-        let refilled = self.feed.refill(&self.lane, &target, frames, out);
+        let refilled = self.feed.refill(&self.lane, &target, out);
         if refilled.freed_slots > 0 {
             self.shared.queue_slots.add_permits(refilled.freed_slots);
         }

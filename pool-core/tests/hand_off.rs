@@ -1,0 +1,153 @@
+//! A caller hands its task to an idle worker itself (the desk), and the task
+//! is never out of sight meanwhile: while the balance policy picks, a cancel
+//! or a shutdown still finds it in the queue.
+//!
+//! The policy here stops inside `pick` until the test lets it go, so the
+//! cancel or the shutdown happens exactly while the caller is handing off.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pool_core::testing::{MockAction, MockTransport};
+use pool_core::{
+    BalancePolicy, FinalStatus, Pool, PoolConfig, SubmitError, WorkerCommand, WorkerSnapshot,
+};
+use tokio::sync::mpsc;
+
+/// Picks the first candidate; once armed, it says so and waits to be let go.
+#[derive(Debug)]
+struct Gate {
+    armed: Arc<AtomicBool>,
+    entered: mpsc::UnboundedSender<()>,
+    release: Mutex<std_mpsc::Receiver<()>>,
+}
+
+impl BalancePolicy for Gate {
+    fn name(&self) -> &'static str {
+        "gate"
+    }
+
+    fn pick(&mut self, _candidates: &[WorkerSnapshot]) -> usize {
+        if self.armed.swap(false, SeqCst) {
+            let _ = self.entered.send(());
+            let release = self.release.lock().expect("one picker at a time");
+            let _ = release.recv_timeout(Duration::from_secs(30));
+        }
+        0
+    }
+}
+
+/// What the test holds of its gate.
+struct GateControl {
+    armed: Arc<AtomicBool>,
+    entered: mpsc::UnboundedReceiver<()>,
+    release: std_mpsc::Sender<()>,
+}
+
+async fn start() -> (Pool, GateControl) {
+    let (entered_tx, entered) = mpsc::unbounded_channel();
+    let (release, release_rx) = std_mpsc::channel();
+    let armed = Arc::new(AtomicBool::new(false));
+    let gate = Gate {
+        armed: armed.clone(),
+        entered: entered_tx,
+        release: Mutex::new(release_rx),
+    };
+    let (transport, _) = MockTransport::new(|t| {
+        if t.task_type == "wait" {
+            MockAction::UntilCancelled
+        } else {
+            MockAction::Echo
+        }
+    });
+    let pool = Pool::builder(transport, WorkerCommand::new("mock-worker"))
+        .config(PoolConfig {
+            prefetch: 0,
+            ..common::config(1)
+        })
+        .policy(gate)
+        .start()
+        .await
+        .expect("pool starts");
+    let control = GateControl {
+        armed,
+        entered,
+        release,
+    };
+    (pool, control)
+}
+
+/// Submits `task` on another task, and returns once its caller is inside the
+/// policy's pick.
+async fn submit_until_picking(
+    pool: &Pool,
+    control: &mut GateControl,
+    task: pool_core::Task,
+) -> tokio::task::JoinHandle<Result<pool_core::TaskHandle, SubmitError>> {
+    control.armed.store(true, SeqCst);
+    let caller = pool.clone();
+    let submit = tokio::spawn(async move { caller.submit(task).await });
+    tokio::time::timeout(Duration::from_secs(10), control.entered.recv())
+        .await
+        .expect("the caller reaches the policy")
+        .expect("the gate is alive");
+    submit
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cancel_while_its_caller_hands_the_task_off_cancels_it() {
+    let (pool, mut control) = start().await;
+    let first = pool
+        .submit(common::task("echo", 1))
+        .await
+        .expect("accepted");
+    let next_id = first.id() + 1;
+    first.await.expect("echoed");
+
+    let submit = submit_until_picking(&pool, &mut control, common::task("wait", 2)).await;
+    pool.cancel(next_id);
+    // Commands are handled in order: once this is answered, so was the cancel.
+    pool.workers().await;
+    control.release.send(()).expect("the gate waits");
+
+    let handle = submit.await.expect("joined").expect("accepted");
+    assert_eq!(handle.id(), next_id);
+    let err = tokio::time::timeout(Duration::from_secs(10), handle)
+        .await
+        .expect("the cancelled task ends")
+        .expect_err("it was cancelled");
+    assert_eq!(err.status, FinalStatus::Cancelled);
+    pool.shutdown_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shutdown_while_a_caller_hands_a_task_off_still_ends_that_task() {
+    let (pool, mut control) = start().await;
+    let submit = submit_until_picking(&pool, &mut control, common::task("echo", 1)).await;
+    let stopper = pool.clone();
+    let shutdown = tokio::spawn(async move { stopper.shutdown().await });
+    // The shutdown may begin now (the task must not be out of the queue
+    // meanwhile), or wait for the policy, which the actor shares: either way
+    // the gate opens after a while.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+    while !pool.metrics().pool.shutting_down && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    control.release.send(()).expect("the gate waits");
+
+    let handle = submit.await.expect("joined").expect("accepted");
+    let outcome = tokio::time::timeout(Duration::from_secs(10), handle)
+        .await
+        .expect("the task ends: it was not lost between the queue and a worker");
+    if let Err(err) = outcome {
+        assert_eq!(err.failure.kind(), "shutting_down");
+    }
+    tokio::time::timeout(Duration::from_secs(10), shutdown)
+        .await
+        .expect("the pool shuts down")
+        .expect("joined");
+}
