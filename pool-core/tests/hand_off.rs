@@ -67,6 +67,12 @@ async fn start() -> (Pool, GateControl) {
     let pool = Pool::builder(transport, WorkerCommand::new("mock-worker"))
         .config(PoolConfig {
             prefetch: 0,
+            // No heartbeat wakes the actor while a caller waits at the gate
+            // (a woken actor would take the task itself, and wait for the
+            // policy); only the health tick, once a second, still does.
+            heartbeat_interval: Duration::from_secs(20),
+            suspect_after: Duration::from_secs(80),
+            zombie_after: Duration::from_secs(160),
             ..common::config(1)
         })
         .policy(gate)

@@ -618,7 +618,7 @@ impl Actor {
         for worker in self.workers.values() {
             {
                 let mut book = worker.lane.book();
-                if book.input != Input::Open {
+                if matches!(book.input, Input::Closing | Input::Closed) {
                     continue;
                 }
                 batch.clear();

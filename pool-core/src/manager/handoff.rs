@@ -146,6 +146,23 @@ impl Desk {
         counter.seats_changed();
     }
 
+    /// The actor is gone (it panicked): every seated worker's input is
+    /// closed, so it exits once it has read what waits for it, and the desk
+    /// lets go of the lanes.
+    pub(crate) fn close_all(&self) {
+        let mut counter = self.lock();
+        for seat in &counter.seats {
+            {
+                let mut book = seat.lane.book();
+                book.feeds = false;
+                book.close_input();
+            }
+            seat.lane.ring_batch();
+        }
+        counter.seats.clear();
+        counter.seats_changed();
+    }
+
     /// Every worker is gone: the desk lets go of their lanes.
     pub(crate) fn clear(&self) {
         let mut counter = self.lock();

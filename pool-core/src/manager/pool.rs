@@ -825,8 +825,9 @@ fn mark_failed(outcome: Result<(), tokio::task::JoinError>, shared: &Shared) {
     shared.stats.fail(reason);
     shared.closed.store(true, Relaxed);
     shared.queue_slots.close();
-    // The desk lets go of the lanes, so the books go with their I/O tasks.
-    shared.desk.clear();
+    // Nothing closes the workers' inputs any more: the desk does, and lets go
+    // of the lanes, so the books go with their I/O tasks.
+    shared.desk.close_all();
     // Callers' tasks go to the gone actor from now on, and are refused; lanes
     // take no more; those queued end "shutting down" through the ledger. (Tasks
     // the actor or a book held are dropped with them: a handle then says

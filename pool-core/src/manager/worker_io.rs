@@ -218,6 +218,7 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
     // link takes it. The keeper obeys the actor's signals.
     let mut exited = false;
     let lane = settler.lane().clone();
+    let _input_gone = InputGoneOnExit(lane.clone());
     let drain = tokio::time::sleep(Duration::MAX / 4);
     tokio::pin!(drain);
     let protocol_error = loop {
@@ -310,6 +311,16 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
         stderr_tail: stderr_tail.text(),
     };
     let _ = events.send(gone).await;
+}
+
+/// Marks the worker's input gone when its lane's task ends, however it ends (a
+/// panic included), so nothing more is handed to a lane that writes no more.
+struct InputGoneOnExit(Lane);
+
+impl Drop for InputGoneOnExit {
+    fn drop(&mut self) {
+        self.0.book().input_gone();
+    }
 }
 
 /// Moves the frames waiting in the book's batch into `out`, in the order they
