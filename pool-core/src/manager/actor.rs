@@ -400,7 +400,8 @@ pub(crate) struct Actor {
     pub(crate) start_reply: Option<oneshot::Sender<Result<(), StartError>>>,
     pub(crate) events_tx: mpsc::Sender<WorkerEvent>,
     pub(crate) candidates: Vec<WorkerSnapshot>,
-    /// Workers with frames in their book's batch during a dispatch pass.
+    /// Workers whose book's batch this dispatch pass wrote to first: their
+    /// lanes are rung when it ends.
     pub(crate) unflushed: Vec<u64>,
     pub(crate) alerts: AlertLog,
     pub(crate) window_started: Instant,

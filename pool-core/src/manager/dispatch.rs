@@ -269,8 +269,10 @@ impl Actor {
         Assigned::Yes { alone }
     }
 
-    /// Hands each worker the task frames this dispatch pass encoded for it, and
-    /// gives back the queue slots of the tasks it took out of the queue.
+    /// Rings the lane of each worker this dispatch pass wrote tasks for (its
+    /// writer takes the batch), and gives back the queue slots of the tasks it
+    /// took out of the queue. A batch that held frames before the pass wrote
+    /// to it needs no ring from the actor: whoever wrote them rings after.
     fn flush_frames(&mut self) {
         let freed = std::mem::take(&mut self.freed_slots);
         if freed > 0 {
