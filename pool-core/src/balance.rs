@@ -28,10 +28,13 @@ impl WorkerSnapshot {
     }
 }
 
-/// Picks the worker for the next task.
+/// Picks the worker for the next task among the workers with a free run slot.
 ///
-/// Runs on the dispatch hot path inside the pool's actor: it must be cheap,
-/// synchronous and must not block or allocate per call.
+/// Runs on the dispatch hot path, one call at a time: on the thread of a
+/// caller whose submit found idle workers, or inside the pool's actor. While
+/// it runs, other submits that find idle workers, and the actor's dispatch,
+/// wait for it: it must be cheap, synchronous and must not block or allocate
+/// per call. A busy worker is refilled from the queue without a pick.
 pub trait BalancePolicy: Send + fmt::Debug + 'static {
     /// Stable short name (`round-robin`, `least-loaded`).
     fn name(&self) -> &'static str;
