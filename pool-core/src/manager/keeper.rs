@@ -6,16 +6,20 @@
 //! it runs on every wake-up. That branch built and polled a fresh wait future
 //! each time (the child's reaper, its signal receiver, the stderr drain): about
 //! 3 000 instructions a round trip for a process that exits once. Here the wait
-//! is polled only when a signal arrives or the process exits, and the lane
-//! polls a oneshot receiver.
+//! is polled only when a signal arrives or the process exits, and the exit
+//! rings the lane's bell (the one frames for the worker ring), so the lane
+//! polls nothing more per wake-up for it.
 //!
 //! Only this task signals the process, and it stops signalling once the process
 //! is reaped, so a recycled pid is never hit.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::bell::Bell;
 use crate::process::{describe_exit, GroupSignal, WorkerProcess};
 
 /// After the lane is done with the link, how long the worker has to exit
@@ -33,23 +37,50 @@ pub(super) enum LinkEnd {
 
 /// The lane's side of a keeper.
 pub(super) struct Keeper {
-    /// Resolves when the process has exited and is reaped (or the keeper is gone).
-    pub(super) exited: oneshot::Receiver<()>,
+    exited: Arc<Exited>,
     end: oneshot::Sender<LinkEnd>,
     task: tokio::task::JoinHandle<String>,
 }
 
+/// Set once the process has exited and is reaped (or the keeper is gone),
+/// and then `bell` rung.
+struct Exited {
+    flag: AtomicBool,
+    bell: Arc<Bell>,
+}
+
+/// Tells the lane its worker exited when the keeper's task ends, however it
+/// ends.
+struct TellExit(Arc<Exited>);
+
+impl Drop for TellExit {
+    fn drop(&mut self) {
+        self.0.flag.store(true, Ordering::Release);
+        self.0.bell.ring();
+    }
+}
+
 impl Keeper {
     /// Hands `process` to a new keeper task, which obeys `control` until the
-    /// process is reaped.
+    /// process is reaped, then rings `bell`.
     pub(super) fn spawn(
         process: WorkerProcess,
         control: mpsc::UnboundedReceiver<GroupSignal>,
+        bell: Arc<Bell>,
     ) -> Self {
-        let (exited_tx, exited) = oneshot::channel();
+        let exited = Arc::new(Exited {
+            flag: AtomicBool::new(false),
+            bell,
+        });
         let (end, end_rx) = oneshot::channel();
-        let task = tokio::spawn(keep(process, control, exited_tx, end_rx));
+        let tell = TellExit(exited.clone());
+        let task = tokio::spawn(keep(process, control, tell, end_rx));
         Self { exited, end, task }
+    }
+
+    /// Whether the process has exited and is reaped (or the keeper is gone).
+    pub(super) fn has_exited(&self) -> bool {
+        self.exited.flag.load(Ordering::Acquire)
     }
 
     /// Tells the keeper the lane is done with the link, then waits for the
@@ -71,7 +102,7 @@ impl Keeper {
 async fn keep(
     mut process: WorkerProcess,
     mut control: mpsc::UnboundedReceiver<GroupSignal>,
-    exited: oneshot::Sender<()>,
+    exited: TellExit,
     mut end: oneshot::Receiver<LinkEnd>,
 ) -> String {
     let grace = tokio::time::sleep(Duration::MAX / 4);
@@ -100,7 +131,7 @@ async fn keep(
             }
         }
     };
-    let _ = exited.send(());
+    drop(exited);
     exit
 }
 
@@ -115,10 +146,14 @@ mod tests {
         WorkerProcess::new(cmd.spawn().expect("spawn sleep"), "worker-keeper-test")
     }
 
+    fn bell() -> Arc<Bell> {
+        Arc::new(Bell::default())
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_worker_that_broke_the_protocol_is_killed_without_a_grace() {
         let (_control, control_rx) = mpsc::unbounded_channel();
-        let keeper = Keeper::spawn(sleeper(), control_rx);
+        let keeper = Keeper::spawn(sleeper(), control_rx, bell());
         let start = tokio::time::Instant::now();
         assert_eq!(keeper.finish(LinkEnd::Broken).await, "signal 9");
         assert!(start.elapsed() < EXIT_GRACE, "waited {:?}", start.elapsed());
@@ -127,7 +162,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_worker_that_lingers_after_its_link_closed_is_killed_after_the_grace() {
         let (_control, control_rx) = mpsc::unbounded_channel();
-        let keeper = Keeper::spawn(sleeper(), control_rx);
+        let keeper = Keeper::spawn(sleeper(), control_rx, bell());
         let start = tokio::time::Instant::now();
         assert_eq!(keeper.finish(LinkEnd::Closed).await, "signal 9");
         assert!(
@@ -140,22 +175,26 @@ mod tests {
     #[tokio::test]
     async fn the_actors_signals_reach_the_worker_and_its_exit_is_told_to_the_lane() {
         let (control, control_rx) = mpsc::unbounded_channel();
-        let mut keeper = Keeper::spawn(sleeper(), control_rx);
+        let bell = bell();
+        let keeper = Keeper::spawn(sleeper(), control_rx, bell.clone());
+        assert!(!keeper.has_exited());
         control
             .send(GroupSignal::Terminate)
             .expect("keeper listens");
-        (&mut keeper.exited)
-            .await
-            .expect("the keeper says it exited");
+        bell.rung().await;
+        assert!(keeper.has_exited(), "the bell rang for the exit");
         assert_eq!(keeper.finish(LinkEnd::Closed).await, "signal 15");
     }
 
     #[tokio::test]
     async fn a_lane_dropped_without_a_word_gets_its_worker_killed() {
         let (_control, control_rx) = mpsc::unbounded_channel();
-        let Keeper { exited, end, task } = Keeper::spawn(sleeper(), control_rx);
+        let Keeper { exited, end, task } = Keeper::spawn(sleeper(), control_rx, bell());
         drop(end);
         assert_eq!(task.await.expect("keeper ran"), "signal 9");
-        exited.await.expect("the keeper says it exited");
+        assert!(
+            exited.flag.load(Ordering::Acquire),
+            "the keeper says it exited"
+        );
     }
 }

@@ -210,7 +210,7 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
     }
     let pid = process.pid();
     let stderr_tail = process.stderr_tail();
-    let mut keeper = Keeper::spawn(process, control_rx);
+    let keeper = Keeper::spawn(process, control_rx, settler.lane().bell());
 
     // Read until EOF. If the process exits first (its keeper says so), keep
     // reading what it wrote (its link closes once it is reaped) for at most
@@ -228,14 +228,19 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
         // a worker that answers without pause is still fed.
         tokio::select! {
             biased;
-            _ = &mut keeper.exited, if !exited => {
-                exited = true;
-                drain.as_mut().reset(tokio::time::Instant::now() + EXIT_GRACE);
-            }
             () = &mut drain, if exited => break None,
-            // Frames the actor or a caller left in the book's batch; after
-            // the actor closed the input, EOF once all is written.
-            () = lane.batch_rung(), if !out.closing() => take_batch(&lane, &mut out),
+            // Frames the actor or a caller left in the book's batch (after
+            // the actor closed the input, EOF once all is written), or the
+            // keeper saw the process exit.
+            () = lane.batch_rung() => {
+                if !out.closing() {
+                    take_batch(&lane, &mut out);
+                }
+                if !exited && keeper.has_exited() {
+                    exited = true;
+                    drain.as_mut().reset(tokio::time::Instant::now() + EXIT_GRACE);
+                }
+            }
             written = write_some(&out, &mut writer), if out.has_bytes() => match written {
                 Ok(n) => out.advance(n),
                 Err(_) => {

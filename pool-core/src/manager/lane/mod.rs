@@ -382,6 +382,11 @@ impl Lane {
         self.batch_bell.ring();
     }
 
+    /// The lane's bell, for its worker's keeper to ring when the worker exits.
+    pub(crate) fn bell(&self) -> Arc<Bell> {
+        self.batch_bell.clone()
+    }
+
     /// Resolves once [`Lane::ring_batch`] rang since it last resolved.
     pub(crate) async fn batch_rung(&self) {
         self.batch_bell.rung().await;
