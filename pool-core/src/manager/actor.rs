@@ -312,15 +312,17 @@ impl Worker {
         self.lane.name()
     }
 
-    /// Lets its lane refill it from the queue exactly while it takes tasks and
-    /// has no task limit to watch (the actor counts those out itself), and
+    /// Lets its lane (and the desk) feed it from the queue exactly while it
+    /// takes tasks and has no task limit to watch (the actor counts those out
+    /// itself; [`Book::feeding`](super::lane::Book::feeding) also asks that
+    /// its input is open), and
     /// tells its tally whether it takes tasks (the gauge of ready workers).
     /// Called after every change of its life, under its lane's lock, so a lane
     /// never writes a task to a worker that stopped taking them.
     pub(crate) fn sync_feed(&self) {
         let takes = self.life.takes_tasks();
         let mut book = self.lane.book();
-        book.feeds = takes && self.task_limit.is_none() && book.input == Input::Open;
+        book.feeds = takes && self.task_limit.is_none();
         book.tally.set_takes_tasks(takes);
     }
 
@@ -337,7 +339,6 @@ impl Worker {
         let closed_now = {
             let mut book = self.lane.book();
             book.push_frame(frame);
-            book.feeds = false;
             book.close_input()
         };
         self.lane.ring_batch();
@@ -402,7 +403,7 @@ pub(crate) struct Actor {
     pub(crate) candidates: Vec<WorkerSnapshot>,
     /// Workers whose book's batch this dispatch pass wrote to first: their
     /// lanes are rung when it ends.
-    pub(crate) unflushed: Vec<u64>,
+    pub(crate) to_ring: Vec<u64>,
     pub(crate) alerts: AlertLog,
     pub(crate) window_started: Instant,
     pub(crate) autoscale_state: AutoscaleState,
@@ -458,7 +459,7 @@ pub(crate) async fn run(
         start_reply: Some(start_reply),
         events_tx,
         candidates: Vec::new(),
-        unflushed: Vec::new(),
+        to_ring: Vec::new(),
         alerts: AlertLog::default(),
         window_started: Instant::now(),
         autoscale_state: AutoscaleState::default(),

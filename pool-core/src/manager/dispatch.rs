@@ -73,7 +73,7 @@ impl Actor {
         {
             self.dispatch_up_to(self.config.worker_window(), false);
         }
-        self.flush_frames();
+        self.ring_lanes();
     }
 
     /// Assigns queued tasks to ready workers holding fewer than `capacity` tasks;
@@ -262,9 +262,9 @@ impl Actor {
             }
         };
         if was_empty {
-            self.unflushed.push(num);
+            self.to_ring.push(num);
         }
-        // Given back in one call when the pass ends (`flush_frames`).
+        // Given back in one call when the pass ends (`ring_lanes`).
         self.freed_slots += usize::from(written.freed_slot);
         Assigned::Yes { alone }
     }
@@ -273,12 +273,12 @@ impl Actor {
     /// writer takes the batch), and gives back the queue slots of the tasks it
     /// took out of the queue. A batch that held frames before the pass wrote
     /// to it needs no ring from the actor: whoever wrote them rings after.
-    fn flush_frames(&mut self) {
+    fn ring_lanes(&mut self) {
         let freed = std::mem::take(&mut self.freed_slots);
         if freed > 0 {
             self.shared.queue_slots.add_permits(freed);
         }
-        for num in self.unflushed.drain(..) {
+        for num in self.to_ring.drain(..) {
             let Some(worker) = self.workers.get(&num) else {
                 continue;
             };

@@ -5,7 +5,7 @@
 //! leaves: tasks no idle worker took, held or routed tasks, a worker's
 //! deadline timer to arm.
 
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -15,9 +15,9 @@ use super::dispatch::settle_failed;
 use super::failure::Failure;
 use super::handle::FinalStatus;
 use super::lane::attempt::{Target, Unwritable};
-use super::lane::queue::Head;
-use super::lane::{Input, Lane};
-use super::routing::TaskTypes;
+use super::lane::feed::{take_head, Started, Took};
+use super::lane::Lane;
+use super::routing::{TaskTypes, TypeFilter};
 use crate::balance::{BalancePolicy, WorkerSnapshot};
 
 /// The desk: the policy and the seats behind one lock. Lock order: the desk,
@@ -36,7 +36,8 @@ pub(crate) struct DeskSettings {
     pub(crate) default_timeout: Duration,
     pub(crate) max_frame: usize,
     /// Whether callers may hand off at all: not when workers have a task limit
-    /// (the actor counts each worker's tasks against it).
+    /// (the actor counts each worker's tasks against it), nor when a probe
+    /// judges each completion (the actor judges before it hands out more).
     pub(crate) open: bool,
 }
 
@@ -53,10 +54,7 @@ struct Counter {
     /// The task types every seated worker takes, when they all take the same
     /// (one worker program, or none stated); `None` when they differ, and the
     /// actor routes every task.
-    types: Option<TaskTypes>,
-    /// The type of the last task handed off: the queue shares one allocation
-    /// of a type's name, so the next task of that type is told by pointer.
-    last_type: Option<Arc<str>>,
+    types: Option<TypeFilter>,
 }
 
 /// A ready worker at the desk.
@@ -69,26 +67,14 @@ struct Seat {
 
 /// What placing the queue's head on a seat did.
 enum Placed {
-    /// Written into the worker's batch.
-    Yes(Handed),
+    /// Written into the worker's batch; what it left in the queue.
+    Yes(Started, Left),
     /// The seat has no free run slot (any more), or no longer takes tasks.
     Full,
     /// The head's frame could not be encoded: it is to be failed.
     Unwritable(Box<Unwritable>),
     /// Nothing was taken: the reason the hand-off stops.
     Stop(Left),
-}
-
-/// A task handed to a seat.
-struct Handed {
-    /// It runs alone there (nothing joins it until it is answered).
-    alone: bool,
-    /// It gave back its queue slot.
-    freed_slot: bool,
-    /// A deadline the worker's timer does not cover yet.
-    timer: Option<Instant>,
-    /// What it left in the queue.
-    left: Left,
 }
 
 impl std::fmt::Debug for Desk {
@@ -111,8 +97,7 @@ impl Desk {
                 candidates: Vec::new(),
                 seat_of: Vec::new(),
                 timers_wanted: Vec::new(),
-                types: Some(TaskTypes::default()),
-                last_type: None,
+                types: Some(TypeFilter::default()),
             }),
             settings,
         }
@@ -152,11 +137,7 @@ impl Desk {
     pub(crate) fn close_all(&self) {
         let mut counter = self.lock();
         for seat in &counter.seats {
-            {
-                let mut book = seat.lane.book();
-                book.feeds = false;
-                book.close_input();
-            }
+            seat.lane.book().close_input();
             seat.lane.ring_batch();
         }
         counter.seats.clear();
@@ -193,10 +174,15 @@ impl Desk {
         let left = {
             let mut counter = self.lock();
             let counter = &mut *counter;
-            if counter.types.is_none() {
+            let Some(filter) = &mut counter.types else {
                 return false;
-            }
-            counter.gather(settings.concurrency);
+            };
+            gather(
+                &counter.seats,
+                settings.concurrency,
+                &mut counter.candidates,
+                &mut counter.seat_of,
+            );
             let mut left = Left::Tasks;
             let mut freed_slots = 0;
             let now = Instant::now();
@@ -210,14 +196,13 @@ impl Desk {
                 }
                 let index = pick(&mut *counter.policy, &counter.candidates);
                 let seat = &counter.seats[counter.seat_of[index]];
-                let types = (&counter.types, &mut counter.last_type);
-                match seat.place(shared, &settings, types, now) {
-                    Placed::Yes(placed) => {
+                match seat.place(shared, &settings, filter, now) {
+                    Placed::Yes(placed, now_left) => {
                         freed_slots += usize::from(placed.freed_slot);
                         if let Some(deadline) = placed.timer {
                             counter.timers_wanted.push((seat.num, deadline));
                         }
-                        left = placed.left;
+                        left = now_left;
                         let candidate = &mut counter.candidates[index];
                         candidate.in_flight += 1;
                         if placed.alone || candidate.in_flight >= settings.concurrency {
@@ -270,81 +255,57 @@ pub(crate) enum Left {
 impl Counter {
     /// After a worker sat down or left: whether they all take the same types.
     fn seats_changed(&mut self) {
-        self.last_type = None;
         let mut seats = self.seats.iter();
         self.types = match seats.next() {
-            None => Some(TaskTypes::default()),
+            None => Some(TypeFilter::default()),
             Some(first) => seats
                 .all(|s| s.types == first.types)
-                .then(|| first.types.clone()),
+                .then(|| TypeFilter::new(first.types.clone())),
         };
     }
+}
 
-    /// Lists the seats with a free run slot as the policy's candidates.
-    fn gather(&mut self, concurrency: u32) {
-        self.candidates.clear();
-        self.seat_of.clear();
-        for (at, seat) in self.seats.iter().enumerate() {
-            let held = {
-                let book = seat.lane.book();
-                if !book.feeds || book.input != Input::Open || book.runs_alone() {
-                    continue;
-                }
-                book.len() as u32
-            };
-            if held < concurrency {
-                self.candidates.push(WorkerSnapshot::new(
-                    seat.num,
-                    held,
-                    seat.lane.answered(),
-                    concurrency,
-                ));
-                self.seat_of.push(at);
+/// Lists the seats with a free run slot as the policy's `candidates`, and
+/// their places in `seats`.
+fn gather(
+    seats: &[Seat],
+    concurrency: u32,
+    candidates: &mut Vec<WorkerSnapshot>,
+    seat_of: &mut Vec<usize>,
+) {
+    candidates.clear();
+    seat_of.clear();
+    for (at, seat) in seats.iter().enumerate() {
+        let held = {
+            let book = seat.lane.book();
+            if !book.takes_from_queue() {
+                continue;
             }
+            book.len() as u32
+        };
+        if held < concurrency {
+            candidates.push(WorkerSnapshot::new(
+                seat.num,
+                held,
+                seat.lane.answered(),
+                concurrency,
+            ));
+            seat_of.push(at);
         }
     }
 }
 
 impl Seat {
-    /// Takes the queue's head into the worker's batch and rings its lane's
-    /// writer, if the worker still feeds, its input is open, it has a free run
-    /// slot and may take the head, a task of a type the workers take
-    /// (`types`): under the book's lock, then the queue's, where the actor and
-    /// the lane change them.
+    /// Takes the queue's head into the worker's batch ([`take_head`]) and
+    /// rings its lane's writer, if the worker still takes from the queue and
+    /// has a free run slot, and the head is a task it takes (`filter`).
     fn place(
         &self,
         shared: &Shared,
         settings: &DeskSettings,
-        (types, last_type): (&Option<TaskTypes>, &mut Option<Arc<str>>),
+        filter: &mut TypeFilter,
         now: Instant,
     ) -> Placed {
-        let mut book = self.lane.book();
-        if !book.feeds
-            || book.input != Input::Open
-            || book.len() >= settings.concurrency as usize
-            || book.runs_alone()
-        {
-            return Placed::Full;
-        }
-        let (pending, left) = {
-            let mut waiting = shared.queue.lock();
-            let now_left = waiting.left();
-            if now_left != Left::Tasks {
-                return Placed::Stop(now_left);
-            }
-            let head =
-                waiting.pop_if(|p| book.may_take(p) && takes(types, last_type, &p.task.task_type));
-            let pending = match head {
-                Head::Taken(pending) => pending,
-                // A type the workers do not take, or a task that must run
-                // alone: the actor holds, fails or places it.
-                Head::Refused => return Placed::Stop(Left::Unknown),
-                Head::Empty => return Placed::Stop(Left::Nothing),
-            };
-            waiting.publish(&shared.stats);
-            (pending, waiting.left())
-        };
-        let alone = pending.run_alone;
         let target = Target {
             shared,
             num: self.num,
@@ -353,35 +314,34 @@ impl Seat {
             default_timeout: settings.default_timeout,
             max_frame: settings.max_frame,
         };
-        match book.start_attempt(&target, pending, now) {
-            Ok(written) => {
-                let timer = written.deadline.filter(|d| book.needs_timer(*d));
+        let mut book = self.lane.book();
+        if !book.takes_from_queue() || book.len() >= settings.concurrency as usize {
+            return Placed::Full;
+        }
+        let (took, left) = {
+            let mut waiting = shared.queue.lock();
+            let now_left = waiting.left();
+            if now_left != Left::Tasks {
+                return Placed::Stop(now_left);
+            }
+            let took = take_head(&mut book, &mut waiting, filter, &target, now);
+            waiting.publish(&shared.stats);
+            (took, waiting.left())
+        };
+        match took {
+            Took::Started(started) => {
                 drop(book);
                 // The frame waits in the batch until the lane's writer takes it.
                 self.lane.ring_batch();
-                Placed::Yes(Handed {
-                    alone,
-                    freed_slot: written.freed_slot,
-                    timer,
-                    left,
-                })
+                Placed::Yes(started, left)
             }
-            Err(failed) => Placed::Unwritable(failed),
+            Took::Unwritable(failed) => Placed::Unwritable(failed),
+            // A type the workers do not take, or a task that must run alone:
+            // the actor holds, fails or places it.
+            Took::Refused => Placed::Stop(Left::Unknown),
+            Took::Empty => Placed::Stop(Left::Nothing),
         }
     }
-}
-
-/// Whether workers that take `types` (`None`: they differ) take tasks of
-/// `task_type`; `last` is the type last found taken, told by pointer.
-fn takes(types: &Option<TaskTypes>, last: &mut Option<Arc<str>>, task_type: &Arc<str>) -> bool {
-    if last.as_ref().is_some_and(|t| Arc::ptr_eq(t, task_type)) {
-        return true;
-    }
-    let taken = types.as_ref().is_some_and(|t| t.accepts(task_type));
-    if taken {
-        *last = Some(task_type.clone());
-    }
-    taken
 }
 
 /// `policy`'s pick among `candidates` (never empty); the first when it picks

@@ -497,7 +497,8 @@ impl Pool {
 
     /// Adds the tasks `take` yields to the shared queue under one lock (counted
     /// as submitted, `TaskQueued` emitted before a lane can take them), then
-    /// rings the actor to hand them out: a submit sends the actor no message.
+    /// hands them to idle workers at the desk and rings the actor only for
+    /// what the desk left: a submit sends the actor no message.
     /// `false`, with `take` not called, once callers may no longer add tasks
     /// (shutdown began or the actor is gone): the tasks go to the actor, which
     /// refuses them.

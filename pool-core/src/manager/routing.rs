@@ -68,6 +68,38 @@ impl TaskTypes {
     }
 }
 
+/// Task types a lane or the desk takes from the queue, and the last type found
+/// taken: the queue shares one allocation of a type's name between tasks, so
+/// the next task of that type is told by its pointer, without a string
+/// comparison.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct TypeFilter {
+    types: TaskTypes,
+    last: Option<Arc<str>>,
+}
+
+impl TypeFilter {
+    pub(crate) fn new(types: TaskTypes) -> Self {
+        Self { types, last: None }
+    }
+
+    /// Whether a task of `task_type` is taken.
+    pub(crate) fn takes(&mut self, task_type: &Arc<str>) -> bool {
+        if self
+            .last
+            .as_ref()
+            .is_some_and(|t| Arc::ptr_eq(t, task_type))
+        {
+            return true;
+        }
+        let taken = self.types.accepts(task_type);
+        if taken {
+            self.last = Some(task_type.clone());
+        }
+        taken
+    }
+}
+
 /// Tasks set aside because no candidate took their type when their turn came.
 #[derive(Default)]
 pub(crate) struct Held {

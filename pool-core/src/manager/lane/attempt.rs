@@ -134,11 +134,7 @@ impl Book {
             Input::Open | Input::Gone => Input::Gone,
             Input::Closing | Input::Closed => Input::Closed,
         };
-        self.discard_batch();
-    }
-
-    /// Drops a batch that has nowhere to go (the worker's link is closed).
-    pub(crate) fn discard_batch(&mut self) {
+        // What waits in the batch has nowhere to go.
         self.outbuf.clear();
         self.apart.clear();
     }

@@ -4,16 +4,13 @@
 //! through the actor. The actor still hands tasks to idle workers (where the
 //! balance policy picks), routes tasks no lane takes, and holds the rest.
 
-use std::sync::Arc;
-
 use tokio::time::Instant;
 
 use super::super::outbox::Outbox;
-
-use super::super::routing::TaskTypes;
+use super::super::routing::{TaskTypes, TypeFilter};
 use super::attempt::{Target, Unwritable};
-use super::queue::{Head, SharedQueue};
-use super::{keep_earliest, Lane};
+use super::queue::{Head, SharedQueue, Waiting};
+use super::{keep_earliest, Book, Lane};
 
 /// Where a lane refills from, and what it may take.
 pub(crate) struct Feed {
@@ -22,11 +19,7 @@ pub(crate) struct Feed {
     /// `prefetch`).
     window: usize,
     /// Set once the worker is ready: the task types it takes.
-    types: Option<TaskTypes>,
-    /// The type of the last task it took: the queue shares one allocation of
-    /// a type's name between tasks, so the next task of that type is told by
-    /// its pointer, without a string comparison.
-    last_type: Option<Arc<str>>,
+    types: Option<TypeFilter>,
 }
 
 /// What one refill did.
@@ -50,13 +43,12 @@ impl Feed {
             queue,
             window,
             types: None,
-            last_type: None,
         }
     }
 
     /// The worker is ready: it takes `types`.
     pub(crate) fn connect(&mut self, types: TaskTypes) {
-        self.types = Some(types);
+        self.types = Some(TypeFilter::new(types));
     }
 
     /// Fills the room in the worker's window from the head of the queue, while
@@ -74,7 +66,7 @@ impl Feed {
             stalled: true,
             ..Refilled::default()
         };
-        let Some(types) = &self.types else {
+        let Some(filter) = &mut self.types else {
             return refilled;
         };
         let mut book = lane.book();
@@ -82,7 +74,7 @@ impl Feed {
             refilled.stalled = false;
             return refilled;
         }
-        if !book.feeds || book.runs_alone() {
+        if !book.takes_from_queue() {
             return refilled;
         }
         let now = Instant::now();
@@ -93,32 +85,15 @@ impl Feed {
                 return refilled;
             }
             while book.len() < self.window {
-                let last = &self.last_type;
-                let head = waiting.pop_if(|p| {
-                    let task_type = &p.task.task_type;
-                    book.may_take(p)
-                        && (last.as_ref().is_some_and(|t| Arc::ptr_eq(t, task_type))
-                            || types.accepts(task_type))
-                });
-                let Head::Taken(pending) = head else {
-                    break;
-                };
-                if !last
-                    .as_ref()
-                    .is_some_and(|t| Arc::ptr_eq(t, &pending.task.task_type))
-                {
-                    self.last_type = Some(pending.task.task_type.clone());
-                }
-                match book.start_attempt(target, pending, now) {
-                    Ok(written) => {
-                        refilled.freed_slots += usize::from(written.freed_slot);
-                        if let Some(deadline) = written.deadline {
-                            if book.needs_timer(deadline) {
-                                keep_earliest(&mut refilled.deadline, deadline);
-                            }
+                match take_head(&mut book, &mut waiting, filter, target, now) {
+                    Took::Started(started) => {
+                        refilled.freed_slots += usize::from(started.freed_slot);
+                        if let Some(deadline) = started.timer {
+                            keep_earliest(&mut refilled.deadline, deadline);
                         }
                     }
-                    Err(failed) => refilled.unwritable.push(*failed),
+                    Took::Unwritable(failed) => refilled.unwritable.push(*failed),
+                    Took::Refused | Took::Empty => break,
                 }
             }
             refilled.stalled = book.len() < self.window && !waiting.tasks.is_empty();
@@ -126,5 +101,55 @@ impl Feed {
         }
         book.flush(|piece| out.push(piece));
         refilled
+    }
+}
+
+/// What [`take_head`] did.
+pub(crate) enum Took {
+    /// The head's attempt started.
+    Started(Started),
+    /// The head's frame could not be encoded: it is taken, to be failed.
+    Unwritable(Box<Unwritable>),
+    /// The head is not a task this worker takes (its type, or it must run
+    /// alone): left in place.
+    Refused,
+    Empty,
+}
+
+/// An attempt [`take_head`] started.
+pub(crate) struct Started {
+    /// It runs alone there (nothing joins it until it is answered).
+    pub(crate) alone: bool,
+    /// It gave back its queue slot.
+    pub(crate) freed_slot: bool,
+    /// Its deadline, when the worker's timer does not cover it yet.
+    pub(crate) timer: Option<Instant>,
+}
+
+/// Takes the queue's head into `book` and starts its attempt, when the book
+/// may take it and `filter` takes its type: under the book's lock, then the
+/// queue's, so the task is always in one or the other. The one way a lane's
+/// refill and the desk take from the queue.
+pub(crate) fn take_head(
+    book: &mut Book,
+    waiting: &mut Waiting,
+    filter: &mut TypeFilter,
+    target: &Target<'_>,
+    now: Instant,
+) -> Took {
+    let head = waiting.pop_if(|p| book.may_take(p) && filter.takes(&p.task.task_type));
+    let pending = match head {
+        Head::Taken(pending) => pending,
+        Head::Refused => return Took::Refused,
+        Head::Empty => return Took::Empty,
+    };
+    let alone = pending.run_alone;
+    match book.start_attempt(target, pending, now) {
+        Ok(written) => Took::Started(Started {
+            alone,
+            freed_slot: written.freed_slot,
+            timer: written.deadline.filter(|d| book.needs_timer(*d)),
+        }),
+        Err(failed) => Took::Unwritable(failed),
     }
 }

@@ -52,9 +52,10 @@ pub(crate) struct Book {
     /// batch, each with its offset there: written from the caller's own buffer
     /// between the bytes before and after that offset.
     apart: Vec<(usize, Bytes)>,
-    /// Whether the lane may refill the worker from the queue on its own: it is
-    /// serving and healthy, with no task limit to watch (set by the actor, under
-    /// this lock, whenever that changes).
+    /// Whether the actor lets the worker be fed from the queue (by its lane
+    /// or the desk): it is serving and healthy, with no task limit to watch
+    /// (set by the actor, under this lock, whenever that changes). Only while
+    /// its input is open too ([`Book::feeding`]).
     pub(crate) feeds: bool,
     /// The lane's counters: written only here, under this lock.
     pub(crate) tally: TallyWriter,
@@ -200,7 +201,7 @@ impl Book {
         }
         report.answered += 1;
         self.tally.answered();
-        if !self.feeds {
+        if !self.feeding() {
             report.needs_actor = true;
         }
         if let Some(started) = self.start_next(taken.at, concurrency, default_timeout, now) {
@@ -293,6 +294,18 @@ impl Book {
         self.entries
             .front()
             .is_some_and(|e| e.attempt.as_ref().is_some_and(|r| r.pending.run_alone))
+    }
+
+    /// Whether the actor lets the worker be fed from the queue and its input
+    /// is still open.
+    pub(crate) fn feeding(&self) -> bool {
+        self.feeds && self.input == Input::Open
+    }
+
+    /// Whether a lane or the desk may take tasks from the queue for it now:
+    /// it is fed, and no task runs alone there.
+    pub(crate) fn takes_from_queue(&self) -> bool {
+        self.feeding() && !self.runs_alone()
     }
 
     /// Whether it may take `pending` now: not while a task runs alone, and a

@@ -97,8 +97,8 @@ impl Settler {
     }
 
     /// After results were settled, fills the room they left in the worker's
-    /// window from the queue into `out`, after what the actor sent through
-    /// `frames` (see [`Feed::refill`]).
+    /// window from the queue into `out`, after the frames waiting in the
+    /// book's batch (see [`Feed::refill`]).
     pub(crate) fn refill(&mut self, out: &mut Outbox) {
         if self.report.answered == 0 {
             return;
