@@ -84,6 +84,7 @@ impl TypeFilter {
     }
 
     /// Whether a task of `task_type` is taken.
+    #[inline]
     pub(crate) fn takes(&mut self, task_type: &Arc<str>) -> bool {
         if self
             .last

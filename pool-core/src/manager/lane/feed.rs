@@ -130,6 +130,7 @@ pub(crate) struct Started {
 /// may take it and `filter` takes its type: under the book's lock, then the
 /// queue's, so the task is always in one or the other. The one way a lane's
 /// refill and the desk take from the queue.
+#[inline]
 pub(crate) fn take_head(
     book: &mut Book,
     waiting: &mut Waiting,
