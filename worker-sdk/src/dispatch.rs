@@ -13,8 +13,8 @@ use pool_core::protocol::{ErrorReply, FrameCodec, FrameError, FromWorker, ToWork
 use tokio::io::AsyncRead;
 use tokio::task::{Id, JoinSet};
 use tokio_util::codec::{Decoder, FramedRead};
-use tokio_util::sync::CancellationToken;
 
+use crate::broken::{Broken, WhenBroken};
 use crate::cancel::Cancel;
 use crate::handler::{Caught, Encoded, HandlerOutput, Started};
 use crate::registry::{Lookup, Registered};
@@ -35,7 +35,7 @@ pub const HOLD_REPLIES: Duration = Duration::from_millis(1);
 pub(crate) struct Dispatcher<'a, R> {
     pub(crate) frames: &'a mut FramedRead<R, FrameCodec>,
     pub(crate) outbox: Outbox,
-    pub(crate) broken: CancellationToken,
+    pub(crate) broken: Arc<Broken>,
     pub(crate) handlers: Lookup,
     pub(crate) worker_id: Arc<str>,
     pub(crate) stats: Arc<Stats>,
@@ -96,13 +96,16 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
         let mut waiting = VecDeque::new();
         let mut draining = false;
         let mut replies = BytesMut::new();
+        // One wait for the whole loop (see `WhenBroken`).
+        let broken = WhenBroken::new(Arc::clone(&self.broken));
+        tokio::pin!(broken);
         loop {
             if draining && running.set.is_empty() && waiting.is_empty() {
                 return Ok(Stopped::Shutdown);
             }
             tokio::select! {
                 biased;
-                () = self.broken.cancelled() => return Ok(Stopped::Disconnected),
+                () = &mut broken => return Ok(Stopped::Disconnected),
                 Some(joined) = running.set.join_next_with_id() => {
                     running.forget(joined);
                     // A slot is free: start the tasks waiting for one.

@@ -96,6 +96,7 @@
 #![deny(clippy::print_stdout)]
 #![warn(clippy::unwrap_used)]
 
+mod broken;
 mod bytes_path;
 mod cancel;
 mod context;

@@ -335,7 +335,7 @@ impl Worker {
         Dispatcher {
             frames,
             outbox: out.outbox().clone(),
-            broken: out.broken().clone(),
+            broken: Arc::clone(out.broken()),
             handlers: Lookup::new(self.handlers),
             worker_id,
             stats,

@@ -13,22 +13,19 @@
 //! blocks only while the pipe is full, that is while the manager is not reading.
 
 use std::io::{self, IoSlice, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::BytesMut;
 use pool_core::protocol::{encode_frame, FrameError, FromWorker};
-use tokio_util::sync::CancellationToken;
+
+use crate::broken::Broken;
 
 /// The stream and what its failure tells the session.
 struct Shared {
     /// `None` once closed or broken: later frames go nowhere.
     stream: Mutex<Option<Box<dyn Write + Send>>>,
-    /// Fires when a write failed: the manager is no longer listening.
-    broken: CancellationToken,
-    /// Set just before `broken` fires: read for every frame the dispatcher takes,
-    /// where the token's `is_cancelled` takes its mutex.
-    is_broken: AtomicBool,
+    /// Set when a write failed: the manager is no longer listening.
+    broken: Arc<Broken>,
 }
 
 /// A handle to the output stream; cheap to clone.
@@ -48,7 +45,7 @@ impl std::fmt::Debug for Outbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Outbox")
             .field("max_frame", &self.max_frame)
-            .field("broken", &self.shared.broken.is_cancelled())
+            .field("broken", &self.shared.broken.is_set())
             .finish_non_exhaustive()
     }
 }
@@ -59,8 +56,7 @@ pub(crate) fn open<W: Write + Send + 'static>(writer: W, max_frame: usize) -> Wr
         outbox: Outbox {
             shared: Arc::new(Shared {
                 stream: Mutex::new(Some(Box::new(writer))),
-                broken: CancellationToken::new(),
-                is_broken: AtomicBool::new(false),
+                broken: Arc::default(),
             }),
             max_frame,
         },
@@ -132,8 +128,7 @@ impl Outbox {
         };
         if write(writer).is_err() {
             *stream = None;
-            self.shared.is_broken.store(true, Ordering::Release);
-            self.shared.broken.cancel();
+            self.shared.broken.set();
         }
     }
 
@@ -144,7 +139,7 @@ impl Outbox {
 
     /// Whether a write failed (the manager is no longer listening).
     pub(crate) fn is_broken(&self) -> bool {
-        self.shared.is_broken.load(Ordering::Acquire)
+        self.shared.broken.is_set()
     }
 
     /// The largest frame body this outbox lets through.
@@ -193,8 +188,8 @@ impl WriterHandle {
         &self.outbox
     }
 
-    /// Fires when a write failed: the manager is no longer listening.
-    pub(crate) fn broken(&self) -> &CancellationToken {
+    /// Set when a write failed: the manager is no longer listening.
+    pub(crate) fn broken(&self) -> &Arc<Broken> {
         &self.outbox.shared.broken
     }
 
@@ -249,7 +244,7 @@ mod tests {
         assert_eq!(*seen.0.lock().expect("lock"), b"abcdefgh");
         handle.outbox().send_encoded(b"ij");
         assert_eq!(*seen.0.lock().expect("lock"), b"abcdefghij");
-        assert!(!handle.broken().is_cancelled());
+        assert!(!handle.broken().is_set());
     }
 
     /// Takes at most 3 bytes per call, across the slices it is given.
@@ -292,7 +287,7 @@ mod tests {
         let handle = open(plain.clone(), 1024);
         handle.outbox().send_pieces(&[b"head", b"payload"]);
         assert_eq!(*plain.0.lock().expect("lock"), b"headpayload");
-        assert!(!handle.broken().is_cancelled());
+        assert!(!handle.broken().is_set());
     }
 
     #[test]
@@ -300,10 +295,10 @@ mod tests {
         let handle = open(Gone, 1024);
         assert!(!handle.outbox().is_broken());
         handle.outbox().send_encoded(b"lost");
-        assert!(handle.broken().is_cancelled());
+        assert!(handle.broken().is_set());
         assert!(handle.outbox().is_broken());
         handle.outbox().send_encoded(b"also lost");
-        assert!(handle.broken().is_cancelled());
+        assert!(handle.broken().is_set());
         assert!(handle.outbox().is_broken());
     }
 }

@@ -93,6 +93,17 @@ async fn end_of_input_stops_promptly_even_with_a_task_in_flight() {
 }
 
 #[tokio::test]
+async fn a_worker_whose_output_breaks_stops_while_its_input_stays_open() {
+    // Heartbeats every 10 ms: the first one after the reader is gone fails,
+    // on the heartbeat thread, while the dispatcher waits for input.
+    let peer = Peer::ready(common::test_worker(Gate::default()), 10).await;
+    assert_eq!(
+        peer.finish_unread().await.expect("clean stop"),
+        Stopped::Disconnected
+    );
+}
+
+#[tokio::test]
 async fn heartbeats_arrive_with_the_worker_counters() {
     let mut peer = Peer::ready(common::test_worker(Gate::default()), 10).await;
     peer.task(1, "echo", &json!(1)).await;

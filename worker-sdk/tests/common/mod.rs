@@ -339,6 +339,23 @@ impl Peer {
         }
     }
 
+    /// Stops reading the worker's output (its next write fails, as when the
+    /// manager is gone) and waits for the worker to stop, its input still open.
+    pub async fn finish_unread(self) -> Result<Stopped, ServeError> {
+        let Self {
+            input,
+            output,
+            worker,
+        } = self;
+        drop(output);
+        let result = tokio::time::timeout(WATCHDOG, worker)
+            .await
+            .expect("the worker stopped within the watchdog")
+            .expect("the worker task did not panic");
+        drop(input);
+        result
+    }
+
     /// Waits for the worker to stop and for its output to end.
     pub async fn finish(mut self) -> Result<Stopped, ServeError> {
         let result = tokio::time::timeout(WATCHDOG, &mut self.worker)
