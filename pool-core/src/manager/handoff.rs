@@ -1,6 +1,7 @@
 //! The hand-off desk: a caller that queued tasks hands them straight to the
 //! lanes of workers with a free run slot, where the balance policy picks,
-//! without waking the actor. The actor keeps the desk's seats (one per ready
+//! and writes them to the workers' links itself ([`Lane::write_or_ring`]),
+//! without waking the actor or the lanes' tasks. The actor keeps the desk's seats (one per ready
 //! worker), shares the policy with it, and is rung only for what the desk
 //! leaves: tasks no idle worker took, held or routed tasks, a worker's
 //! deadline timer to arm.
@@ -171,6 +172,7 @@ impl Desk {
             return false;
         }
         let mut unwritable = Vec::new();
+        let mut to_write = ToWrite::default();
         let left = {
             let mut counter = self.lock();
             let counter = &mut *counter;
@@ -198,6 +200,7 @@ impl Desk {
                 let seat = &counter.seats[counter.seat_of[index]];
                 match seat.place(shared, &settings, filter, now) {
                     Placed::Yes(placed, now_left) => {
+                        to_write.add(&seat.lane);
                         freed_slots += usize::from(placed.freed_slot);
                         if let Some(deadline) = placed.timer {
                             counter.timers_wanted.push((seat.num, deadline));
@@ -229,7 +232,8 @@ impl Desk {
             }
             left
         };
-        // Told with no lock held.
+        // Written, and told, with no lock held.
+        to_write.write();
         for failed in unwritable {
             let failure = Failure::Protocol {
                 message: failed.reason,
@@ -329,17 +333,41 @@ impl Seat {
             (took, waiting.left())
         };
         match took {
-            Took::Started(started) => {
-                drop(book);
-                // The frame waits in the batch until the lane's writer takes it.
-                self.lane.ring_batch();
-                Placed::Yes(started, left)
-            }
+            // The frame waits in the batch until the hand-off writes it.
+            Took::Started(started) => Placed::Yes(started, left),
             Took::Unwritable(failed) => Placed::Unwritable(failed),
             // A type the workers do not take, or a task that must run alone:
             // the actor holds, fails or places it.
             Took::Refused => Placed::Stop(Left::Unknown),
             Took::Empty => Placed::Stop(Left::Nothing),
+        }
+    }
+}
+
+/// The lanes a hand-off left frames for in their books' batches, each once:
+/// written (or rung) once the desk's lock is released, so a caller's write
+/// holds up no other caller.
+#[derive(Default)]
+struct ToWrite {
+    first: Option<Lane>,
+    more: Vec<Lane>,
+}
+
+impl ToWrite {
+    fn add(&mut self, lane: &Lane) {
+        let known = |l: &Lane| l.is(lane);
+        if self.first.as_ref().is_some_and(known) || self.more.iter().any(known) {
+            return;
+        }
+        match self.first {
+            None => self.first = Some(lane.clone()),
+            Some(_) => self.more.push(lane.clone()),
+        }
+    }
+
+    fn write(self) {
+        for lane in self.first.iter().chain(&self.more) {
+            lane.write_or_ring();
         }
     }
 }

@@ -22,6 +22,7 @@ mod keeper;
 mod lane;
 mod ledger;
 mod lifecycle;
+mod link_output;
 mod metrics;
 mod outbox;
 mod pool;

@@ -7,10 +7,13 @@
 //! without being copied together, and a pipe takes them in one call: the
 //! worker is not woken for the few bytes before a large payload on their own.
 //! A write is one `write_vectored` call, so a write that is waiting can be
-//! dropped (by the lane's `select!`) without losing a byte.
+//! dropped without losing a byte.
 
 use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -71,20 +74,39 @@ impl Outbox {
 
     /// One vectored write of the first [`WRITE_BATCH`] pieces; the bytes it
     /// took (never 0: a writer that takes nothing is an error). Nothing is
-    /// written if the future is dropped before it completes.
-    pub(crate) async fn write_some<W: AsyncWrite + Unpin + ?Sized>(
+    /// written when it is pending.
+    pub(crate) fn poll_write_some<W: AsyncWrite + ?Sized>(
         &self,
-        writer: &mut W,
-    ) -> io::Result<usize> {
+        writer: Pin<&mut W>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>> {
+        if let [piece] = self.pieces.as_slices().0 {
+            if self.pieces.len() == 1 {
+                // One piece (a round trip's one frame): no slices to set up.
+                return match writer.poll_write(cx, piece) {
+                    Poll::Ready(Ok(0)) => Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    other => other,
+                };
+            }
+        }
         let mut slices = [IoSlice::new(&[]); WRITE_BATCH];
         let count = self.pieces.len().min(WRITE_BATCH);
         for (slice, piece) in slices.iter_mut().zip(&self.pieces) {
             *slice = IoSlice::new(piece);
         }
-        match writer.write_vectored(&slices[..count]).await? {
-            0 => Err(io::ErrorKind::WriteZero.into()),
-            n => Ok(n),
+        match writer.poll_write_vectored(cx, &slices[..count]) {
+            Poll::Ready(Ok(0)) => Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            other => other,
         }
+    }
+
+    /// [`poll_write_some`](Self::poll_write_some) as a future: nothing is
+    /// written if it is dropped before it completes.
+    pub(crate) async fn write_some<W: AsyncWrite + Unpin + ?Sized>(
+        &self,
+        writer: &mut W,
+    ) -> io::Result<usize> {
+        poll_fn(|cx| self.poll_write_some(Pin::new(&mut *writer), cx)).await
     }
 
     /// Writes everything queued (the handshake's `hello`, before the lane's
@@ -104,8 +126,6 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::pin::Pin;
-    use std::task::{Context, Poll};
 
     /// Takes at most 5 bytes per call, across the slices it is given.
     #[derive(Default)]

@@ -3,6 +3,7 @@
 //! and finally waiting for its keeper to reap the process ([`super::keeper`]).
 //! It reports to the actor through [`WorkerEvent`]s.
 
+use std::future::poll_fn;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use tokio_util::codec::{Decoder, FramedRead};
 
 use super::keeper::{Keeper, LinkEnd, EXIT_GRACE};
 use super::lane::settle::{Settled, Settler};
-use super::lane::{Input, Lane};
+use super::lane::Lane;
 use super::outbox::Outbox;
 use super::read_codec::ReadCodec;
 use super::reply_timing::ReplyTiming;
@@ -168,7 +169,7 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
     } = link;
     let max_frame = spec.max_frame;
     let mut writer = Some(writer);
-    let mut out = Outbox::default();
+    let mut hello_out = Outbox::default();
     let mut hello = BytesMut::new();
     let hello_msg = Hello {
         kind: "hello",
@@ -181,12 +182,12 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
     if let Err(e) = encode_frame(&hello_msg, &mut hello, max_frame) {
         return fail_start(&events, num, process, e.to_string()).await;
     }
-    out.push(hello.freeze());
+    hello_out.push(hello.freeze());
     let codec = ReadCodec::new(max_frame, READ_BUFFER);
     let mut frames = FramedRead::with_capacity(reader, codec, READ_BUFFER);
 
     let checked = tokio::select! {
-        ready = handshake(&mut out, &mut writer, &mut frames, start_timeout) => ready,
+        ready = handshake(&mut hello_out, &mut writer, &mut frames, start_timeout) => ready,
         _ = process.wait() => Err("worker exited before the handshake".to_owned()),
     };
     let declared = match checked {
@@ -195,6 +196,9 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
     };
     settler.lane().heard(tokio::time::Instant::now());
     settler.connect(declared.task_types.clone());
+    if let Some(writer) = writer {
+        settler.lane().output().connect(writer);
+    }
     let (control_tx, control_rx) = mpsc::unbounded_channel();
     let ready = WorkerEvent::Ready {
         num,
@@ -222,6 +226,7 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
     let drain = tokio::time::sleep(Duration::MAX / 4);
     tokio::pin!(drain);
     let protocol_error = loop {
+        let has_bytes = lane.output().has_bytes();
         // Polled in order (no random start each time): none of the branches
         // can keep the others waiting. Frames queued by the actor and bytes to
         // write are bounded by the worker's window, and come before reads, so
@@ -233,22 +238,23 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
             // the actor closed the input, EOF once all is written), or the
             // keeper saw the process exit.
             () = lane.batch_rung() => {
-                if !out.closing() {
-                    take_batch(&lane, &mut out);
+                {
+                    let mut output = lane.output();
+                    output.take_batch(&mut lane.book());
+                    output.close_when_written();
                 }
                 if !exited && keeper.has_exited() {
                     exited = true;
                     drain.as_mut().reset(tokio::time::Instant::now() + EXIT_GRACE);
                 }
             }
-            written = write_some(&out, &mut writer), if out.has_bytes() => match written {
-                Ok(n) => out.advance(n),
+            written = poll_fn(|cx| lane.output().poll_write(cx)), if has_bytes => match written {
+                Ok(()) => lane.output().close_when_written(),
                 Err(_) => {
                     // The link broke: the actor sees the input gone and
                     // sends nothing more; the worker's tasks settle when it is
                     // reaped.
-                    out.clear();
-                    writer = None;
+                    lane.output().broke();
                     lane.book().input_gone();
                 }
             },
@@ -262,11 +268,14 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
                     let now = tokio::time::Instant::now();
                     settler.lane().heard(now);
                     let (messages, failed) = read_batch(&mut frames, body, &mut settler, now);
-                    if failed.is_none() && writer.is_some() {
-                        settler.refill(&mut out);
-                    } else {
-                        // Nothing written to this worker any more: the actor decides.
-                        settler.tell_actor();
+                    {
+                        let mut output = lane.output();
+                        if failed.is_none() && output.writes() {
+                            settler.refill(output.outbox());
+                        } else {
+                            // Nothing written to this worker any more: the actor decides.
+                            settler.tell_actor();
+                        }
                     }
                     let settled = settler.take_report();
                     if (!messages.is_empty() || settled.is_some())
@@ -283,12 +292,9 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
                 }
             },
         }
-        if out.closing() && !out.has_bytes() {
-            // Dropping the writer closes the worker's input.
-            writer = None;
-        }
     };
-    drop(writer);
+    // Dropping the writer closes the worker's input.
+    lane.output().broke();
     // Nothing more is written: what the actor or a caller hands this worker
     // from now on settles when it is reaped.
     lane.book().input_gone();
@@ -328,16 +334,6 @@ impl Drop for InputGoneOnExit {
     }
 }
 
-/// Moves the frames waiting in the book's batch into `out`, in the order they
-/// were made, and ends the worker's input after them once the actor closed it.
-fn take_batch(lane: &Lane, out: &mut Outbox) {
-    let mut book = lane.book();
-    book.flush(|piece| out.push(piece));
-    if book.input == Input::Closing {
-        out.close();
-    }
-}
-
 /// The handshake: writes the `hello` queued in `out` (it fits in any pipe: the
 /// write does not wait for the worker), then reads the worker's `ready` and the
 /// task types it lists, each within `timeout`.
@@ -365,15 +361,6 @@ async fn handshake<R: tokio::io::AsyncRead + Unpin>(
         Ok(None) => Err("worker closed its link before the handshake".to_owned()),
         Ok(Some(Err(e))) => Err(e.to_string()),
         Ok(Some(Ok(body))) => check_ready(&body),
-    }
-}
-
-/// One write of what `out` holds to `writer` (see [`Outbox::write_some`]);
-/// waits forever once the input is closed (the branch is then never taken).
-async fn write_some(out: &Outbox, writer: &mut Option<LinkWriter>) -> std::io::Result<usize> {
-    match writer.as_mut() {
-        Some(writer) => out.write_some(writer).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -77,13 +77,19 @@ impl Feed {
         if !book.takes_from_queue() {
             return refilled;
         }
-        let now = Instant::now();
         {
             // The lane's lock, then the queue's: never the other way round.
             let mut waiting = self.queue.lock();
             if !waiting.lanes_may_take {
                 return refilled;
             }
+            if waiting.tasks.is_empty() {
+                // Nothing to take (an idle pool's every answer): no clock to
+                // read, no gauge changes.
+                refilled.stalled = false;
+                return refilled;
+            }
+            let now = Instant::now();
             while book.len() < self.window {
                 match take_head(&mut book, &mut waiting, filter, target, now) {
                     Took::Started(started) => {

@@ -28,6 +28,7 @@ use tokio_util::time::delay_queue;
 
 use super::actor::Running;
 use super::bell::Bell;
+use super::link_output::LinkOutput;
 use super::tally::{Counted, TallyReader, TallyWriter};
 use settle::Settled;
 
@@ -352,15 +353,19 @@ impl Book {
 }
 
 /// A worker's lane: its [`Book`] behind the lock its reader and the actor
-/// share, the worker's name as its tasks' outputs carry it, a reader of its
-/// tally (attempts in flight, tasks answered), when it was last heard from,
-/// and the bell that tells its writer frames wait in the book's batch.
+/// share, its link's output ([`LinkOutput`]), the worker's name as its tasks'
+/// outputs carry it, a reader of its tally (attempts in flight, tasks
+/// answered), when it was last heard from, and the bell that tells its writer
+/// frames wait in the book's batch. A clone shares all of it.
 #[derive(Clone)]
-pub(crate) struct Lane {
-    book: Arc<Mutex<Book>>,
+pub(crate) struct Lane(Arc<LaneShared>);
+
+struct LaneShared {
+    book: Mutex<Book>,
+    output: Mutex<LinkOutput>,
     name: Arc<str>,
     tally: TallyReader,
-    heard: Arc<Heard>,
+    heard: Heard,
     batch_bell: Arc<Bell>,
 }
 
@@ -377,66 +382,94 @@ struct Heard {
 impl Lane {
     /// The lane of worker `name`, with an empty book that counts in `tally`.
     pub(crate) fn new(tally: TallyWriter, name: Arc<str>) -> Self {
-        Self {
+        Self(Arc::new(LaneShared {
             tally: tally.reader(),
-            book: Arc::new(Mutex::new(Book::new(tally))),
+            book: Mutex::new(Book::new(tally)),
+            output: Mutex::new(LinkOutput::default()),
             name,
-            heard: Arc::new(Heard {
+            heard: Heard {
                 began: Instant::now(),
                 after_ns: AtomicU64::new(0),
-            }),
+            },
             batch_bell: Arc::new(Bell::default()),
-        }
+        }))
     }
 
     /// Tells the lane's writer that frames wait in the book's batch (rung
     /// after the book's lock is released).
     pub(crate) fn ring_batch(&self) {
-        self.batch_bell.ring();
+        self.0.batch_bell.ring();
+    }
+
+    /// Writes the frames waiting in the book's batch to the worker's link
+    /// now, on the caller's thread, when nothing waits before them and the
+    /// link takes them whole ([`LinkOutput::write_now`]); else rings the
+    /// lane's writer to write them. Called with neither lock held.
+    pub(crate) fn write_or_ring(&self) {
+        let written = match self.0.output.try_lock() {
+            Ok(mut output) => output.write_now(&mut self.book()),
+            // Held by the lane's task (it writes anyway once rung), or
+            // poisoned (the lane's task panicked: nothing writes any more).
+            Err(_) => false,
+        };
+        if !written {
+            self.ring_batch();
+        }
+    }
+
+    /// Whether `other` is a clone of this lane.
+    pub(crate) fn is(&self, other: &Lane) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
     }
 
     /// The lane's bell, for its worker's keeper to ring when the worker exits.
     pub(crate) fn bell(&self) -> Arc<Bell> {
-        self.batch_bell.clone()
+        self.0.batch_bell.clone()
     }
 
     /// Resolves once [`Lane::ring_batch`] rang since it last resolved.
     pub(crate) async fn batch_rung(&self) {
-        self.batch_bell.rung().await;
+        self.0.batch_bell.rung().await;
     }
 
     /// The worker was heard from at `at` (its reader read a frame).
     pub(crate) fn heard(&self, at: Instant) {
-        let after = at.duration_since(self.heard.began).as_nanos();
+        let heard = &self.0.heard;
+        let after = at.duration_since(heard.began).as_nanos();
         let after = u64::try_from(after).unwrap_or(u64::MAX);
-        self.heard.after_ns.store(after, Relaxed);
+        heard.after_ns.store(after, Relaxed);
     }
 
     /// When the worker was last heard from (when the lane began, before any
     /// frame).
     pub(crate) fn last_heard(&self) -> Instant {
-        let after = Duration::from_nanos(self.heard.after_ns.load(Relaxed));
-        self.heard
-            .began
-            .checked_add(after)
-            .unwrap_or(self.heard.began)
+        let heard = &self.0.heard;
+        let after = Duration::from_nanos(heard.after_ns.load(Relaxed));
+        heard.began.checked_add(after).unwrap_or(heard.began)
     }
 
     /// Tasks its worker answered, read without the book's lock.
     pub(crate) fn answered(&self) -> u64 {
-        self.tally.answered()
+        self.0.tally.answered()
     }
 
     /// The worker's name, shared by every output it produces.
     pub(crate) fn name(&self) -> &Arc<str> {
-        &self.name
+        &self.0.name
     }
 
     /// The book, locked. The lock is never held across an await or while a
     /// caller is told an outcome; a panic while it was held poisoned nothing
     /// the book's own methods had left half-done, so the book stays usable.
     pub(crate) fn book(&self) -> MutexGuard<'_, Book> {
-        self.book.lock().unwrap_or_else(PoisonError::into_inner)
+        self.0.book.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The link's output, locked (by the lane's task; callers only try it,
+    /// in [`Lane::write_or_ring`]). Taken before the book's lock when both
+    /// are held; never held across an await.
+    pub(crate) fn output(&self) -> MutexGuard<'_, LinkOutput> {
+        self.0.output.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
