@@ -19,13 +19,6 @@ use crate::protocol::{self, TaskFrame};
 /// more than a separate write).
 pub(crate) const APART_MIN: usize = 64 * 1024;
 
-/// The room a batch's buffer is grown by at least (see [`Book::encode`]).
-const BATCH_CHUNK: usize = 64 * 1024;
-
-/// The most bytes of a task frame besides its type's name and its payload
-/// (length prefix, keys, and integer and string headers).
-const FRAME_OVERHEAD: usize = 64;
-
 /// The worker an attempt is written to, and the pool's settings it needs.
 pub(crate) struct Target<'a> {
     pub(crate) shared: &'a Shared,
@@ -170,13 +163,6 @@ impl Book {
             timeout_ms,
         };
         if task.payload.len() < APART_MIN {
-            // A batch grows in chunks: grown to fit frame by frame, its buffer
-            // would be reallocated, and the batch so far copied, each time it
-            // doubled.
-            let room = task.payload.len() + task.task_type.len() + FRAME_OVERHEAD;
-            if self.outbuf.capacity() - self.outbuf.len() < room {
-                self.outbuf.reserve(room.max(BATCH_CHUNK));
-            }
             return protocol::encode_task(&frame, &mut self.outbuf, max_frame)
                 .map_err(|e| e.to_string());
         }
