@@ -68,8 +68,9 @@ struct Seat {
 
 /// What placing the queue's head on a seat did.
 enum Placed {
-    /// Written into the worker's batch; what it left in the queue.
-    Yes(Started, Left),
+    /// Written into the worker's batch; what it left in the queue, and how
+    /// the frame is to reach the worker.
+    Yes(Started, Left, Delivery),
     /// The seat has no free run slot (any more), or no longer takes tasks.
     Full,
     /// The head's frame could not be encoded: it is to be failed.
@@ -199,8 +200,11 @@ impl Desk {
                 let index = pick(&mut *counter.policy, &counter.candidates);
                 let seat = &counter.seats[counter.seat_of[index]];
                 match seat.place(shared, &settings, filter, now) {
-                    Placed::Yes(placed, now_left) => {
-                        to_write.add(&seat.lane);
+                    Placed::Yes(placed, now_left, delivery) => {
+                        match delivery {
+                            Delivery::Write => to_write.add(&seat.lane),
+                            Delivery::Ring => seat.lane.ring_batch(),
+                        }
                         freed_slots += usize::from(placed.freed_slot);
                         if let Some(deadline) = placed.timer {
                             counter.timers_wanted.push((seat.num, deadline));
@@ -322,6 +326,14 @@ impl Seat {
         if !book.takes_from_queue() || book.len() >= settings.concurrency as usize {
             return Placed::Full;
         }
+        // An idle worker waits for this frame: the caller writes it. A busy
+        // one is written to by its lane, after its next read, with the tasks
+        // its refill takes, in one write.
+        let delivery = if book.is_empty() {
+            Delivery::Write
+        } else {
+            Delivery::Ring
+        };
         let (took, left) = {
             let mut waiting = shared.queue.lock();
             let now_left = waiting.left();
@@ -334,7 +346,7 @@ impl Seat {
         };
         match took {
             // The frame waits in the batch until the hand-off writes it.
-            Took::Started(started) => Placed::Yes(started, left),
+            Took::Started(started) => Placed::Yes(started, left, delivery),
             Took::Unwritable(failed) => Placed::Unwritable(failed),
             // A type the workers do not take, or a task that must run alone:
             // the actor holds, fails or places it.
@@ -342,6 +354,15 @@ impl Seat {
             Took::Empty => Placed::Stop(Left::Nothing),
         }
     }
+}
+
+/// How a frame the desk left in a book's batch reaches the worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    /// The caller writes it once the desk's lock is released.
+    Write,
+    /// The lane's task is rung to write it.
+    Ring,
 }
 
 /// The lanes a hand-off left frames for in their books' batches, each once:
