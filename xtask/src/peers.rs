@@ -204,6 +204,8 @@ fn label(bench: &str) -> String {
     };
     let suffix = if bench.ends_with(".same") {
         " (pinned: all on CPU 0)"
+    } else if bench.ends_with(".spawned") {
+        " (the caller in a spawned task)"
     } else {
         ""
     };
@@ -267,6 +269,10 @@ pub(crate) fn peers() -> Result<(), String> {
     let mut jobs: Vec<Job> = Vec::new();
     if want("ours") {
         jobs.push(job("ours", &[&pb, "tput"], 120));
+        let mut spawned = job("ours", &[&pb, "tput"], 120);
+        spawned.env.push(("CALLER", "spawned".into()));
+        spawned.env.push(("TAG", "spawned".into()));
+        jobs.push(spawned);
         jobs.push(job("ours", &[&pb, "lat"], 120));
         jobs.push(job("ours", &[&pb, "big"], 120));
         jobs.push(job("ours", &[&pb, "start", "20"], 60));
@@ -511,6 +517,13 @@ fn targets(m: &BTreeMap<(String, String), f64>) -> String {
             };
             format!("{} task/s{peer}", fmt(v))
         },
+        &|v| v >= 1e6,
+    );
+    row(
+        "the same, the caller in a spawned task (not in `block_on`)",
+        "≥ 1,000,000 task/s",
+        get("ours.tput.spawned", "rate"),
+        &|v| format!("{} task/s", fmt(v)),
         &|v| v >= 1e6,
     );
     for (tag, place) in [("", "unpinned"), (".same", "pinned to CPU 0")] {

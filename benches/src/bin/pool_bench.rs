@@ -24,6 +24,13 @@
 //! bench ids then read `ours.<WORKER_NAME>.tput` and so on (`WORKER_NAME` defaults to
 //! `custom`).
 //!
+//! `CALLER=spawned` runs `tput`'s and `big`'s caller (submit all, then await
+//! every handle) in a spawned task, on a runtime thread, instead of in the
+//! runtime's `block_on` on the main thread (where `#[tokio::main]` runs a
+//! program's `main`): each handle that is not ready yet then parks the main
+//! thread, and a runtime thread must wake it. Use `TAG=spawned` with it to
+//! keep the rows apart.
+//!
 //! `BIG_TASK` names the task type `big` sends (default `echo`, the typed
 //! handler: serde decodes the `bin` into a `ByteBuf` and encodes it again, two
 //! copies of each payload in the worker). `BIG_TASK=echo_raw TAG=raw` sends the
@@ -140,7 +147,14 @@ async fn bulk(name: &str, task_type: &str, n: usize, workers: usize, size: usize
     let payload = msgpack_bin(size);
     run_typed(&pool, task_type, &msgpack_bin(64), 200).await; // workers up and warm
     let t = Instant::now();
-    let got = run_typed(&pool, task_type, &payload, n).await;
+    let got = if std::env::var("CALLER").as_deref() == Ok("spawned") {
+        let (caller, task_type, payload) = (pool.clone(), task_type.to_owned(), payload.clone());
+        tokio::spawn(async move { run_typed(&caller, &task_type, &payload, n).await })
+            .await
+            .expect("join")
+    } else {
+        run_typed(&pool, task_type, &payload, n).await
+    };
     let dt = t.elapsed().as_secs_f64();
     assert_eq!(got, n * payload.len(), "echo mismatch");
     result(&id(name), "rate", n as f64 / dt, "task/s");
