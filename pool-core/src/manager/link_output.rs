@@ -91,20 +91,28 @@ impl LinkOutput {
         }
     }
 
-    /// A caller's write of `book`'s batch, when nothing waits before it and
-    /// the input is open: `true` when all of it went, `false` when the lane's
-    /// task is to write (what is left, or the whole batch).
+    /// A caller's write of `book`'s batch, when nothing waits before it, the
+    /// input is open and the batch is small (no large payload: the caller
+    /// holds this lock while it writes, and the lane's task waits for it):
+    /// `true` when all of it went, `false` when the lane's task is to write
+    /// (what is left, or the whole batch).
     ///
-    /// Polled once with a waker that does nothing: a link that is full, or
-    /// broke, is left to the lane's task, whose own poll then registers its
+    /// One write, polled with a waker that does nothing: a link that is full,
+    /// or broke, is left to the lane's task, whose own poll then registers its
     /// waker (it was not waiting on the link: nothing waited to be written).
     pub(crate) fn write_now(&mut self, book: &mut Book) -> bool {
-        if self.writer.is_none() || self.out.has_bytes() || book.input != Input::Open {
+        let Some(writer) = self.writer.as_mut() else {
+            return false;
+        };
+        if self.out.has_bytes() || book.input != Input::Open || !book.batch_is_small() {
             return false;
         }
         book.flush(|piece| self.out.push(piece));
         let mut cx = Context::from_waker(Waker::noop());
-        matches!(self.poll_write(&mut cx), Poll::Ready(Ok(())))
+        if let Poll::Ready(Ok(written)) = self.out.poll_write_some(writer.as_mut(), &mut cx) {
+            self.out.advance(written);
+        }
+        !self.out.has_bytes()
     }
 }
 
@@ -178,6 +186,17 @@ mod tests {
         );
         output.take_batch(&mut book);
         assert!(output.has_bytes());
+    }
+
+    #[tokio::test]
+    async fn a_caller_leaves_a_large_batch_to_the_lane() {
+        let stats = Stats::new();
+        let mut book = Book::new(stats.tallies.writer(1));
+        let (mut output, _far) = connected(1 << 20);
+        book.push_frame(&vec![7; crate::manager::lane::attempt::APART_MIN + 1]);
+        assert!(!output.write_now(&mut book));
+        assert!(!output.has_bytes(), "nothing was taken from the book");
+        assert!(book.has_batch());
     }
 
     #[test]

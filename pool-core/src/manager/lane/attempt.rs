@@ -144,6 +144,13 @@ impl Book {
         !self.outbuf.is_empty()
     }
 
+    /// Whether the batch is small enough for a caller to write it on its own
+    /// thread ([`LinkOutput::write_now`](crate::manager::link_output::LinkOutput::write_now)):
+    /// at most [`APART_MIN`] bytes, with no payload written apart.
+    pub(crate) fn batch_is_small(&self) -> bool {
+        self.apart.is_empty() && self.outbuf.len() <= APART_MIN
+    }
+
     /// Encodes the task frame of `pending`'s attempt `number` into the batch:
     /// whole, or around a payload of [`APART_MIN`] bytes or more, which is then
     /// written from its own buffer. The batch is left as it was on error.
