@@ -69,6 +69,17 @@ impl Feed {
         let Some(filter) = &mut self.types else {
             return refilled;
         };
+        {
+            // Nothing waits (an idle pool's every answer): done without the
+            // book's lock. A task queued after this look is handed to this
+            // worker by its caller, who finds its book's room (the answer
+            // that made it was settled before), or by the actor.
+            let waiting = self.queue.lock();
+            if waiting.lanes_may_take && waiting.tasks.is_empty() {
+                refilled.stalled = false;
+                return refilled;
+            }
+        }
         let mut book = lane.book();
         if book.len() >= self.window {
             refilled.stalled = false;
@@ -84,8 +95,8 @@ impl Feed {
                 return refilled;
             }
             if waiting.tasks.is_empty() {
-                // Nothing to take (an idle pool's every answer): no clock to
-                // read, no gauge changes.
+                // Emptied since the look above: no clock to read, no gauge
+                // changes.
                 refilled.stalled = false;
                 return refilled;
             }

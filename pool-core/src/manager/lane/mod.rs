@@ -22,12 +22,13 @@ use std::collections::VecDeque;
 use bytes::{Bytes, BytesMut};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::time::delay_queue;
 
 use super::actor::Running;
-use super::bell::Bell;
+use super::bell::{Bell, Listener};
 use super::link_output::LinkOutput;
 use super::tally::{Counted, TallyReader, TallyWriter};
 use settle::Settled;
@@ -427,9 +428,14 @@ impl Lane {
         self.0.batch_bell.clone()
     }
 
-    /// Resolves once [`Lane::ring_batch`] rang since it last resolved.
-    pub(crate) async fn batch_rung(&self) {
-        self.0.batch_bell.rung().await;
+    /// Ready once [`Lane::ring_batch`] rang since it was last ready, for the
+    /// lane's task, which keeps `listener` for its whole loop.
+    pub(crate) fn poll_batch_rung(
+        &self,
+        listener: &mut Listener,
+        cx: &mut Context<'_>,
+    ) -> Poll<()> {
+        listener.poll_rung(&self.0.batch_bell, cx)
     }
 
     /// The worker was heard from at `at` (its reader read a frame).
