@@ -201,9 +201,13 @@ impl Desk {
                 let seat = &counter.seats[counter.seat_of[index]];
                 match seat.place(shared, &settings, filter, now) {
                     Placed::Yes(placed, now_left, delivery) => {
+                        // A second task for a worker this caller writes to
+                        // goes in the same write.
                         match delivery {
-                            Delivery::Write => to_write.add(&seat.lane),
-                            Delivery::Ring => seat.lane.ring_batch(),
+                            Delivery::Ring if !to_write.has(&seat.lane) => {
+                                seat.lane.ring_batch();
+                            }
+                            Delivery::Write | Delivery::Ring => to_write.add(&seat.lane),
                         }
                         freed_slots += usize::from(placed.freed_slot);
                         if let Some(deadline) = placed.timer {
@@ -375,9 +379,13 @@ struct ToWrite {
 }
 
 impl ToWrite {
-    fn add(&mut self, lane: &Lane) {
+    fn has(&self, lane: &Lane) -> bool {
         let known = |l: &Lane| l.is(lane);
-        if self.first.as_ref().is_some_and(known) || self.more.iter().any(known) {
+        self.first.as_ref().is_some_and(known) || self.more.iter().any(known)
+    }
+
+    fn add(&mut self, lane: &Lane) {
+        if self.has(lane) {
             return;
         }
         match self.first {

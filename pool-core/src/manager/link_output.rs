@@ -97,6 +97,9 @@ impl LinkOutput {
     /// `true` when all of it went, `false` when the lane's task is to write
     /// (what is left, or the whole batch).
     ///
+    /// `true` too when the batch was already taken (by the lane's task, which
+    /// writes it).
+    ///
     /// One write, polled with a waker that does nothing: a link that is full,
     /// or broke, is left to the lane's task, whose own poll then registers its
     /// waker (it was not waiting on the link: nothing waited to be written).
@@ -108,6 +111,10 @@ impl LinkOutput {
             return false;
         }
         book.flush(|piece| self.out.push(piece));
+        if !self.out.has_bytes() {
+            // The lane's task took the batch first: it writes it.
+            return true;
+        }
         let mut cx = Context::from_waker(Waker::noop());
         if let Poll::Ready(Ok(written)) = self.out.poll_write_some(writer.as_mut(), &mut cx) {
             self.out.advance(written);
@@ -174,7 +181,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_caller_leaves_a_closing_or_gone_input_to_the_lane() {
+    async fn a_caller_leaves_a_closing_input_to_the_lane() {
         let stats = Stats::new();
         let mut book = Book::new(stats.tallies.writer(1));
         let (mut output, _far) = connected(64);
@@ -186,6 +193,56 @@ mod tests {
         );
         output.take_batch(&mut book);
         assert!(output.has_bytes());
+    }
+
+    #[tokio::test]
+    async fn a_caller_writes_nothing_once_the_input_is_gone_or_closed() {
+        let stats = Stats::new();
+        for close_first in [false, true] {
+            let mut book = Book::new(stats.tallies.writer(1));
+            let (mut output, _far) = connected(64);
+            book.push_frame(b"task");
+            if close_first {
+                assert!(book.close_input());
+            }
+            book.input_gone();
+            assert!(!output.write_now(&mut book));
+            assert!(
+                !output.has_bytes() && !book.has_batch(),
+                "dropped, as the pipe would"
+            );
+        }
+    }
+
+    /// Counts its wake-ups.
+    #[derive(Default)]
+    struct Woken(std::sync::atomic::AtomicUsize);
+
+    impl futures_util::task::ArcWake for Woken {
+        fn wake_by_ref(arc_self: &std::sync::Arc<Self>) {
+            arc_self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn after_a_callers_write_is_left_pending_the_lanes_own_poll_is_woken() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let stats = Stats::new();
+        let mut book = Book::new(stats.tallies.writer(1));
+        let (mut output, mut far) = connected(4);
+        book.push_frame(b"abcdefgh");
+        // The caller's write, with a waker that does nothing, leaves 4 bytes.
+        assert!(!output.write_now(&mut book));
+        // The lane's task, rung, polls with its own waker: the link is full.
+        let woken = std::sync::Arc::new(Woken::default());
+        let waker = futures_util::task::waker(std::sync::Arc::clone(&woken));
+        let mut cx = Context::from_waker(&waker);
+        assert!(output.poll_write(&mut cx).is_pending());
+        // The worker reads: the lane's waker, not the caller's, is woken.
+        assert_eq!(read(&mut far, 4).await, b"abcd");
+        assert_eq!(woken.0.load(SeqCst), 1);
+        assert!(matches!(output.poll_write(&mut cx), Poll::Ready(Ok(()))));
+        assert_eq!(read(&mut far, 4).await, b"efgh");
     }
 
     #[tokio::test]
@@ -208,6 +265,15 @@ mod tests {
         let mut left = Vec::new();
         book.flush(|piece| left.extend_from_slice(&piece));
         assert_eq!(left, b"task");
+    }
+
+    #[test]
+    fn a_batch_the_lane_took_first_needs_no_write() {
+        let stats = Stats::new();
+        let mut book = Book::new(stats.tallies.writer(1));
+        let (mut output, _far) = connected(64);
+        assert!(output.write_now(&mut book), "nothing to write: no ring");
+        assert!(!output.has_bytes());
     }
 
     #[tokio::test]

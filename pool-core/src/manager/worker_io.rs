@@ -12,7 +12,6 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::codec::{Decoder, FramedRead};
 
-use super::bell::Listener;
 use super::keeper::{Keeper, LinkEnd, EXIT_GRACE};
 use super::lane::settle::{Settled, Settler};
 use super::lane::Lane;
@@ -224,7 +223,6 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
     let mut exited = false;
     let lane = settler.lane().clone();
     let _input_gone = InputGoneOnExit(lane.clone());
-    let mut listener = Listener::default();
     let drain = tokio::time::sleep(Duration::MAX / 4);
     tokio::pin!(drain);
     let protocol_error = loop {
@@ -239,7 +237,7 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
             // Frames the actor or a caller left in the book's batch (after
             // the actor closed the input, EOF once all is written), or the
             // keeper saw the process exit.
-            () = poll_fn(|cx| lane.poll_batch_rung(&mut listener, cx)) => {
+            () = lane.batch_rung() => {
                 {
                     let mut output = lane.output();
                     output.take_batch(&mut lane.book());

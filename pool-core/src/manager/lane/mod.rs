@@ -22,13 +22,12 @@ use std::collections::VecDeque;
 use bytes::{Bytes, BytesMut};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::time::delay_queue;
 
 use super::actor::Running;
-use super::bell::{Bell, Listener};
+use super::bell::Bell;
 use super::link_output::LinkOutput;
 use super::tally::{Counted, TallyReader, TallyWriter};
 use settle::Settled;
@@ -370,6 +369,17 @@ struct LaneShared {
     batch_bell: Arc<Bell>,
 }
 
+/// Rings its lane's bell when dropped, unless emptied first.
+struct RingOnDrop<'a>(Option<&'a Lane>);
+
+impl Drop for RingOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(lane) = self.0 {
+            lane.ring_batch();
+        }
+    }
+}
+
 /// When a worker was last heard from: any frame its reader reads is a sign of
 /// life (`docs/PROTOCOL.md`), results the lane settles without the actor
 /// included. Written by the reader, read by the actor's health checks; held as
@@ -407,15 +417,16 @@ impl Lane {
     /// link takes them whole ([`LinkOutput::write_now`]); else rings the
     /// lane's writer to write them. Called with neither lock held.
     pub(crate) fn write_or_ring(&self) {
-        let written = match self.0.output.try_lock() {
-            Ok(mut output) => output.write_now(&mut self.book()),
-            // Held by the lane's task (it writes anyway once rung), or
-            // poisoned (the lane's task panicked: nothing writes any more).
-            Err(_) => false,
-        };
-        if !written {
-            self.ring_batch();
+        // Rings unless all was written, also when the writer panicked.
+        let mut ring = RingOnDrop(Some(self));
+        if let Ok(mut output) = self.0.output.try_lock() {
+            if output.write_now(&mut self.book()) {
+                ring.0 = None;
+            }
         }
+        // Else held by the lane's task (it writes anyway once rung), or
+        // poisoned by a writer that panicked on a caller's thread (the lane's
+        // task goes on writing; callers leave the writing to it).
     }
 
     /// Whether `other` is a clone of this lane.
@@ -428,14 +439,9 @@ impl Lane {
         self.0.batch_bell.clone()
     }
 
-    /// Ready once [`Lane::ring_batch`] rang since it was last ready, for the
-    /// lane's task, which keeps `listener` for its whole loop.
-    pub(crate) fn poll_batch_rung(
-        &self,
-        listener: &mut Listener,
-        cx: &mut Context<'_>,
-    ) -> Poll<()> {
-        listener.poll_rung(&self.0.batch_bell, cx)
+    /// Resolves once [`Lane::ring_batch`] rang since it last resolved.
+    pub(crate) async fn batch_rung(&self) {
+        self.0.batch_bell.rung().await;
     }
 
     /// The worker was heard from at `at` (its reader read a frame).

@@ -186,3 +186,41 @@ async fn an_answer_wakes_the_actor_only_for_what_is_its_business() {
     );
     assert_eq!(book.tally.reader().answered(), 3);
 }
+
+/// Whether the lane's bell rang since it was last heard (hears it).
+fn rang(lane: &super::Lane) -> bool {
+    use futures_util::FutureExt;
+    lane.batch_rung().now_or_never().is_some()
+}
+
+#[tokio::test]
+async fn a_caller_writes_to_a_free_link_and_rings_the_lane_otherwise() {
+    use tokio::io::AsyncReadExt;
+    let stats = Stats::new();
+    let lane = super::Lane::new(stats.tallies.writer(1), "worker-0".into());
+    // Not connected yet (the worker is not ready): the lane is rung.
+    lane.book().push_frame(b"one");
+    lane.write_or_ring();
+    assert!(rang(&lane));
+    let (near, mut far) = tokio::io::duplex(64);
+    lane.output().connect(Box::pin(near));
+    lane.output().take_batch(&mut lane.book());
+    // The lane's task holds its output: the caller leaves the frame and rings.
+    {
+        let _held = lane.output();
+        lane.book().push_frame(b"two");
+        lane.write_or_ring();
+    }
+    assert!(rang(&lane));
+    lane.output().take_batch(&mut lane.book());
+    std::future::poll_fn(|cx| lane.output().poll_write(cx))
+        .await
+        .expect("write");
+    // A free link and nothing waiting: the caller writes, no ring.
+    lane.book().push_frame(b"three");
+    lane.write_or_ring();
+    assert!(!rang(&lane));
+    let mut got = vec![0; 11];
+    far.read_exact(&mut got).await.expect("read");
+    assert_eq!(got, b"onetwothree");
+}
