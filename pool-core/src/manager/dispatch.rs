@@ -225,16 +225,12 @@ impl Actor {
         // Encoded into the worker's batch, sent when the dispatch pass ends.
         let (written, was_empty) = {
             let mut book = worker.lane.book();
-            if !book.may_take(&pending) {
-                drop(book);
-                let priority = pending.task.priority;
-                self.queue.lock().tasks.push_front(priority, pending);
-                return Assigned::WorkerOccupied;
-            }
             // Never beyond its window, whoever else handed it tasks since the
-            // candidates were listed (its lane, or a caller).
-            if book.len() >= self.config.worker_window() as usize {
-                drop(book);
+            // candidates were listed (its lane, or a caller). A task that does
+            // not go in goes back to the queue under the book's lock (book,
+            // then queue): an answer its lane settles after this finds it
+            // there when it refills.
+            if !book.may_take(&pending) || book.len() >= self.config.worker_window() as usize {
                 let priority = pending.task.priority;
                 self.queue.lock().tasks.push_front(priority, pending);
                 return Assigned::WorkerOccupied;
