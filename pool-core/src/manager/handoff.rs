@@ -1,10 +1,10 @@
 //! The hand-off desk: a caller that queued tasks hands them straight to the
 //! lanes of workers with a free run slot, where the balance policy picks,
-//! and writes them to the workers' links itself ([`Lane::write_or_ring`]),
-//! without waking the actor or the lanes' tasks. The actor keeps the desk's seats (one per ready
-//! worker), shares the policy with it, and is rung only for what the desk
-//! leaves: tasks no idle worker took, held or routed tasks, a worker's
-//! deadline timer to arm.
+//! without waking the actor; to a worker that held no task it writes them
+//! itself ([`Lane::write_or_ring`]), without waking the lane's task either.
+//! The actor keeps the desk's seats (one per ready worker), shares the policy
+//! with it, and is rung only for what the desk leaves: tasks no idle worker
+//! took, held or routed tasks, a worker's deadline timer to arm.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
