@@ -61,8 +61,7 @@ impl LinkOutput {
     }
 
     /// Writes what waits, as long as the link takes it: ready once nothing
-    /// waits (the writer is then dropped if the input is to be closed),
-    /// pending while the link is full (`cx` is woken when it has room).
+    /// waits, pending while the link is full (`cx` is woken when it has room).
     /// Never ready once the writer is gone.
     pub(crate) fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let Some(writer) = self.writer.as_mut() else {
@@ -75,7 +74,6 @@ impl LinkOutput {
                 Poll::Pending => return Poll::Pending,
             }
         }
-        self.close_when_written();
         Poll::Ready(Ok(()))
     }
 

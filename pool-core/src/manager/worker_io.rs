@@ -225,11 +225,8 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
     let _input_gone = InputGoneOnExit(lane.clone());
     let drain = tokio::time::sleep(Duration::MAX / 4);
     tokio::pin!(drain);
-    // Whether bytes wait in the lane's output, as of the lane's last look
-    // under its lock: only the lane adds bytes that stay there (a caller
-    // whose write leaves some rings the bell, and the lane looks again).
-    let mut has_bytes = false;
     let protocol_error = loop {
+        let has_bytes = lane.output().has_bytes();
         // Polled in order (no random start each time): none of the branches
         // can keep the others waiting. Frames queued by the actor and bytes to
         // write are bounded by the worker's window, and come before reads, so
@@ -245,7 +242,6 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
                     let mut output = lane.output();
                     output.take_batch(&mut lane.book());
                     output.close_when_written();
-                    has_bytes = output.has_bytes();
                 }
                 if !exited && keeper.has_exited() {
                     exited = true;
@@ -253,9 +249,8 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
                 }
             }
             written = poll_fn(|cx| lane.output().poll_write(cx)), if has_bytes => match written {
-                Ok(()) => has_bytes = false,
+                Ok(()) => lane.output().close_when_written(),
                 Err(_) => {
-                    has_bytes = false;
                     // The link broke: the actor sees the input gone and
                     // sends nothing more; the worker's tasks settle when it is
                     // reaped.
@@ -281,7 +276,6 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
                             // Nothing written to this worker any more: the actor decides.
                             settler.tell_actor();
                         }
-                        has_bytes = output.has_bytes();
                     }
                     let settled = settler.take_report();
                     if (!messages.is_empty() || settled.is_some())
