@@ -457,7 +457,7 @@ impl Actor {
             Some(w) => w.lane.name().to_owned(),
             None => worker_name(num).into(),
         };
-        settle::complete(&self.shared, &name, running, payload, completion);
+        settle::complete(&self.shared, &name, running, payload, completion).now();
     }
 
     /// An attempt failed: retry it, dead-letter it, or fail it for good.

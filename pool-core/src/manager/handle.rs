@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::actor::Command;
 use super::failure::Failure;
+use super::outcome_cell::Waiter;
 
 /// A task's successful outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,7 +98,7 @@ pub(crate) type BoxedOutcome = Box<Outcome>;
 /// Dropping the handle does not cancel the task; call [`cancel`](Self::cancel).
 pub struct TaskHandle {
     id: u64,
-    outcome: oneshot::Receiver<BoxedOutcome>,
+    outcome: Waiter,
     commands: mpsc::UnboundedSender<Command>,
 }
 
@@ -110,11 +111,7 @@ impl fmt::Debug for TaskHandle {
 }
 
 impl TaskHandle {
-    pub(crate) fn new(
-        id: u64,
-        outcome: oneshot::Receiver<BoxedOutcome>,
-        commands: mpsc::UnboundedSender<Command>,
-    ) -> Self {
+    pub(crate) fn new(id: u64, outcome: Waiter, commands: mpsc::UnboundedSender<Command>) -> Self {
         Self {
             id,
             outcome,
@@ -141,9 +138,9 @@ impl Future for TaskHandle {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
         let id = self.id;
-        Pin::new(&mut self.outcome).poll(cx).map(|r| match r {
-            Ok(outcome) => *outcome,
-            Err(_) => Err(TaskError {
+        self.outcome.poll(cx).map(|told| match told {
+            Some(outcome) => *outcome,
+            None => Err(TaskError {
                 id,
                 status: FinalStatus::Failed,
                 failure: Failure::ShuttingDown,

@@ -5,11 +5,12 @@
 //! answers cannot disagree: a failure (failed, cancelled, dead-lettered) here,
 //! a completion by its lane, whose proof ([`Counted`]) completing takes.
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::completions::Completion;
-use super::handle::{BoxedOutcome, FinalStatus, TaskError, TaskOutput};
+use super::handle::{FinalStatus, TaskError, TaskOutput};
 use super::metrics::Stats;
+use super::outcome_cell::{outcome_cell, Teller, Waiter, Wake};
 use super::tally::Counted;
 
 /// The caller's side of one task: answered exactly once, by [`completed`] or
@@ -19,21 +20,23 @@ use super::tally::Counted;
 /// [`completed`]: Answer::completed
 pub(crate) enum Answer {
     /// The task's [`TaskHandle`](super::TaskHandle) waits on this.
-    Handle(oneshot::Sender<BoxedOutcome>),
+    Handle(Teller),
     /// The task was submitted with [`Pool::submit_each_to`](super::Pool::submit_each_to).
     Shared(mpsc::UnboundedSender<Completion>),
 }
 
 impl Answer {
-    /// A new answer and the receiver its task handle waits on.
-    pub(crate) fn new() -> (Self, oneshot::Receiver<BoxedOutcome>) {
-        let (tx, rx) = oneshot::channel();
-        (Self::Handle(tx), rx)
+    /// A new answer and the side its task handle waits on.
+    pub(crate) fn new() -> (Self, Waiter) {
+        let (teller, waiter) = outcome_cell();
+        (Self::Handle(teller), waiter)
     }
 
-    /// Settles the task with its result, its completion `counted` by its lane.
-    pub(crate) fn completed(self, _counted: Counted, output: TaskOutput) {
-        self.tell(Ok(output));
+    /// Settles the task with its result, its completion `counted` by its lane;
+    /// the caller is to be woken (now, or with the others its lane's read
+    /// settled).
+    pub(crate) fn completed(self, _counted: Counted, output: TaskOutput) -> Wake {
+        self.tell(Ok(output))
     }
 
     /// Settles the task without a result, counted by how it ended.
@@ -43,18 +46,18 @@ impl Answer {
             FinalStatus::DeadLettered => &stats.dead_lettered,
             FinalStatus::Failed | FinalStatus::Exhausted => &stats.failed,
         });
-        self.tell(Err(error));
+        self.tell(Err(error)).now();
     }
 
     /// Hands the outcome over. A caller that stopped listening (dropped its
     /// handle or its channel) is not waiting: nothing to tell.
-    fn tell(self, outcome: Completion) {
+    fn tell(self, outcome: Completion) -> Wake {
         match self {
-            Self::Handle(tx) => {
-                let _ = tx.send(Box::new(outcome));
-            }
+            Self::Handle(teller) => teller.tell(Box::new(outcome)),
             Self::Shared(tx) => {
+                // The channel wakes its receiver itself.
                 let _ = tx.send(outcome);
+                Wake::none()
             }
         }
     }
@@ -66,6 +69,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::manager::handle::Outcome;
     use crate::manager::Failure;
 
     fn error(status: FinalStatus) -> TaskError {
@@ -78,12 +82,21 @@ mod tests {
         }
     }
 
+    /// The outcome the handle's side holds, without waiting.
+    fn told(waiter: &mut Waiter) -> Option<Outcome> {
+        let waker = futures_util::task::noop_waker();
+        match waiter.poll(&mut std::task::Context::from_waker(&waker)) {
+            std::task::Poll::Ready(told) => told.map(|outcome| *outcome),
+            std::task::Poll::Pending => None,
+        }
+    }
+
     #[test]
     fn each_outcome_is_counted_once_before_the_caller_hears_it() {
         let stats = Stats::new();
         let mut lane = stats.tallies.writer(1);
         let (answer, mut rx) = Answer::new();
-        answer.completed(
+        let wake = answer.completed(
             lane.completed(0),
             TaskOutput {
                 id: 1,
@@ -94,7 +107,8 @@ mod tests {
                 queue_time: Duration::ZERO,
             },
         );
-        assert!(matches!(rx.try_recv().map(|o| o.is_ok()), Ok(true)));
+        wake.now();
+        assert!(matches!(told(&mut rx).map(|o| o.is_ok()), Some(true)));
         assert_eq!(stats.tallies.totals().completed, 1);
         for status in [
             FinalStatus::Cancelled,
@@ -104,8 +118,8 @@ mod tests {
         ] {
             let (answer, mut rx) = Answer::new();
             answer.failed(&stats, error(status));
-            let told = rx.try_recv().map(|o| o.err().map(|e| e.status));
-            assert!(matches!(told, Ok(Some(s)) if s == status), "{status:?}");
+            let got = told(&mut rx).map(|o| o.err().map(|e| e.status));
+            assert!(matches!(got, Some(Some(s)) if s == status), "{status:?}");
         }
         assert_eq!(stats.cancelled.load(Relaxed), 1);
         assert_eq!(stats.dead_lettered.load(Relaxed), 1);

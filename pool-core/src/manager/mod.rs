@@ -25,6 +25,7 @@ mod lifecycle;
 mod link_output;
 mod metrics;
 mod outbox;
+mod outcome_cell;
 mod pool;
 mod probe_set;
 mod read_codec;

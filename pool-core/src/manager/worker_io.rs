@@ -268,6 +268,9 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
                     let now = tokio::time::Instant::now();
                     settler.lane().heard(now);
                     let (messages, failed) = read_batch(&mut frames, body, &mut settler, now);
+                    // Every result of the read is settled: its callers are
+                    // woken together.
+                    settler.wake_callers();
                     {
                         let mut output = lane.output();
                         if failed.is_none() && output.writes() {

@@ -18,6 +18,7 @@ use super::super::dispatch::settle_failed;
 use super::super::events::PoolEvent;
 use super::super::failure::Failure;
 use super::super::handle::{FinalStatus, TaskOutput};
+use super::super::outcome_cell::{Wake, Wakes};
 use super::super::routing::TaskTypes;
 use super::attempt::Target;
 use super::feed::Feed;
@@ -54,6 +55,9 @@ pub(crate) struct Settler {
     settings: LaneSettings,
     feed: Feed,
     report: Settled,
+    /// The callers of the tasks this read settled, woken once it is settled
+    /// ([`Settler::wake_callers`]).
+    wakes: Wakes,
 }
 
 /// The pool's settings a [`Settler`] works with.
@@ -83,7 +87,14 @@ impl Settler {
             feed: Feed::new(queue, settings.window as usize),
             settings,
             report: Settled::default(),
+            wakes: Wakes::default(),
         }
+    }
+
+    /// Wakes the callers of the tasks settled since the last call: once a
+    /// read, however many results it brought.
+    pub(crate) fn wake_callers(&mut self) {
+        self.wakes.wake_all();
     }
 
     /// The lane it settles in.
@@ -169,7 +180,8 @@ impl Settler {
                     // A success ends the streak of deaths: the breaker's business.
                     self.report.needs_actor = true;
                 }
-                complete(&self.shared, self.lane.name(), running, payload, completion);
+                complete(&self.shared, self.lane.name(), running, payload, completion)
+                    .keep_in(&mut self.wakes);
             }
             None => settle_failed(
                 &self.shared,
@@ -206,7 +218,8 @@ impl Settler {
 }
 
 /// Settles `running` with its result `payload`, read from worker `name`, its
-/// `completion` counted by its lane: the routine event, then the caller told.
+/// `completion` counted by its lane: the routine event, then the caller told
+/// (the caller's waker is returned, to wake now or with a read's others).
 #[inline]
 pub(crate) fn complete(
     shared: &Shared,
@@ -214,7 +227,7 @@ pub(crate) fn complete(
     running: Running,
     payload: Bytes,
     completion: Completion,
-) {
+) -> Wake {
     let Completion { counted, run_time } = completion;
     let started = running.run_start.unwrap_or(running.sent);
     let pending = running.pending;
@@ -233,5 +246,5 @@ pub(crate) fn complete(
         run_time,
         queue_time: started.duration_since(pending.queued_at),
     };
-    pending.answer.completed(counted, output);
+    pending.answer.completed(counted, output)
 }

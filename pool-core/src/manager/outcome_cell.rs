@@ -1,0 +1,265 @@
+//! A task's outcome cell: where its settlement leaves the outcome for the
+//! task's [`TaskHandle`](super::TaskHandle), and the handle's waker.
+//!
+//! Unlike a oneshot channel, telling does not wake the caller: it hands back
+//! the waker ([`Wake`]), so a lane that settles a whole read of results wakes
+//! their callers once the read is settled. A caller that awaits many handles
+//! in turn (say, on the thread of a runtime's `block_on`) is then woken once
+//! a read instead of once for every result that overtook it: each such wake
+//! is a system call for the lane's thread and a thread switch for the caller.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+
+use super::handle::BoxedOutcome;
+
+/// A new cell: the settlement's side and the handle's side.
+pub(crate) fn outcome_cell() -> (Teller, Waiter) {
+    let shared = Arc::new(Mutex::new(State::Waiting(None)));
+    (Teller(Some(Arc::clone(&shared))), Waiter(shared))
+}
+
+/// Where a task's outcome stands.
+enum State {
+    /// Not told yet; the waker of the handle's last poll, if polled.
+    Waiting(Option<Waker>),
+    /// Told, not yet taken by the handle.
+    Told(BoxedOutcome),
+    /// The handle took the outcome.
+    Taken,
+    /// The settlement's side was dropped without telling (the pool is gone).
+    TellerGone,
+    /// The handle was dropped before it was told: an outcome told now is
+    /// dropped at once.
+    WaiterGone,
+}
+
+type Shared = Arc<Mutex<State>>;
+
+fn lock(shared: &Shared) -> MutexGuard<'_, State> {
+    // Every change of the state is one assignment: a panic elsewhere while it
+    // was held leaves it whole.
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The waker of a caller told its task's outcome: wake it now, or keep it
+/// to wake together with others.
+#[must_use = "a caller that is told and not woken waits forever"]
+pub(crate) struct Wake(Option<Waker>);
+
+impl Wake {
+    /// Nobody to wake (the caller was not polling, or hears through a channel
+    /// that woke it).
+    pub(crate) fn none() -> Self {
+        Self(None)
+    }
+
+    /// Wakes the caller now.
+    pub(crate) fn now(self) {
+        if let Some(waker) = self.0 {
+            waker.wake();
+        }
+    }
+
+    /// Keeps the waker in `batch`, woken with the others later.
+    pub(crate) fn keep_in(self, batch: &mut Wakes) {
+        if let Some(waker) = self.0 {
+            batch.0.push(waker);
+        }
+    }
+}
+
+/// Callers told their outcomes, to be woken together: by [`Wakes::wake_all`],
+/// or when dropped (a panic between telling and waking leaves no caller
+/// waiting).
+#[derive(Default)]
+pub(crate) struct Wakes(Vec<Waker>);
+
+impl Wakes {
+    /// Wakes every caller kept so far.
+    pub(crate) fn wake_all(&mut self) {
+        for waker in self.0.drain(..) {
+            waker.wake();
+        }
+    }
+}
+
+impl Drop for Wakes {
+    fn drop(&mut self) {
+        self.wake_all();
+    }
+}
+
+/// The settlement's side: told at most once (telling consumes it).
+pub(crate) struct Teller(Option<Shared>);
+
+impl Teller {
+    /// Leaves `outcome` for the handle, and returns the handle's waker to
+    /// wake. An outcome for a handle that was dropped is dropped.
+    pub(crate) fn tell(mut self, outcome: BoxedOutcome) -> Wake {
+        let Some(shared) = self.0.take() else {
+            return Wake::none();
+        };
+        let mut state = lock(&shared);
+        match std::mem::replace(&mut *state, State::Taken) {
+            State::Waiting(waker) => {
+                *state = State::Told(outcome);
+                Wake(waker)
+            }
+            other => {
+                *state = other;
+                Wake::none()
+            }
+        }
+    }
+}
+
+impl Drop for Teller {
+    /// Dropped without telling: the handle hears that the pool is gone.
+    fn drop(&mut self) {
+        if let Some(shared) = self.0.take() {
+            let mut state = lock(&shared);
+            if let State::Waiting(waker) = &mut *state {
+                let waker = waker.take();
+                *state = State::TellerGone;
+                drop(state);
+                if let Some(waker) = waker {
+                    waker.wake();
+                }
+            }
+        }
+    }
+}
+
+/// The handle's side.
+pub(crate) struct Waiter(Shared);
+
+impl Waiter {
+    /// The outcome once told (`Some`), or `None` when it never will be (the
+    /// settlement's side is gone, or the outcome was taken already).
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<BoxedOutcome>> {
+        let mut state = lock(&self.0);
+        match &mut *state {
+            State::Waiting(waker) => {
+                if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *waker = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+            State::Told(_) => match std::mem::replace(&mut *state, State::Taken) {
+                State::Told(outcome) => Poll::Ready(Some(outcome)),
+                _ => Poll::Ready(None),
+            },
+            State::Taken | State::TellerGone | State::WaiterGone => Poll::Ready(None),
+        }
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        let mut state = lock(&self.0);
+        if matches!(*state, State::Waiting(_)) {
+            *state = State::WaiterGone;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+    use futures_util::task::{noop_waker, waker, ArcWake};
+
+    use super::*;
+    use crate::manager::handle::{FinalStatus, TaskError};
+    use crate::manager::Failure;
+
+    /// Counts its wake-ups.
+    #[derive(Default)]
+    struct Woken(AtomicUsize);
+
+    impl ArcWake for Woken {
+        fn wake_by_ref(arc_self: &Arc<Self>) {
+            arc_self.0.fetch_add(1, SeqCst);
+        }
+    }
+
+    fn outcome(id: u64) -> BoxedOutcome {
+        Box::new(Err(TaskError {
+            id,
+            status: FinalStatus::Failed,
+            failure: Failure::Cancelled,
+            attempts: 1,
+            worker: None,
+        }))
+    }
+
+    fn id_of(polled: Poll<Option<BoxedOutcome>>) -> Option<u64> {
+        match polled {
+            Poll::Ready(Some(outcome)) => Some(outcome.err().map_or(0, |e| e.id)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn telling_hands_back_the_waker_and_wakes_only_when_asked() {
+        let (teller, mut waiter) = outcome_cell();
+        let woken = Arc::new(Woken::default());
+        let waker = waker(Arc::clone(&woken));
+        let mut cx = Context::from_waker(&waker);
+        assert!(waiter.poll(&mut cx).is_pending());
+        assert!(waiter.poll(&mut cx).is_pending());
+        let mut batch = Wakes::default();
+        teller.tell(outcome(7)).keep_in(&mut batch);
+        assert_eq!(woken.0.load(SeqCst), 0, "not woken while the batch settles");
+        batch.wake_all();
+        assert_eq!(woken.0.load(SeqCst), 1);
+        assert_eq!(id_of(waiter.poll(&mut cx)), Some(7));
+        assert!(matches!(waiter.poll(&mut cx), Poll::Ready(None)));
+    }
+
+    #[test]
+    fn an_outcome_told_before_the_first_poll_is_there_and_wakes_nobody() {
+        let (teller, mut waiter) = outcome_cell();
+        assert!(teller.tell(outcome(3)).0.is_none());
+        let waker = noop_waker();
+        assert_eq!(
+            id_of(waiter.poll(&mut Context::from_waker(&waker))),
+            Some(3)
+        );
+    }
+
+    #[test]
+    fn wakes_kept_for_a_batch_are_woken_when_it_is_dropped() {
+        let (teller, mut waiter) = outcome_cell();
+        let woken = Arc::new(Woken::default());
+        let waker = waker(Arc::clone(&woken));
+        assert!(waiter.poll(&mut Context::from_waker(&waker)).is_pending());
+        {
+            let mut batch = Wakes::default();
+            teller.tell(outcome(1)).keep_in(&mut batch);
+        }
+        assert_eq!(woken.0.load(SeqCst), 1);
+    }
+
+    #[test]
+    fn a_teller_dropped_without_telling_ends_the_wait() {
+        let (teller, mut waiter) = outcome_cell();
+        let woken = Arc::new(Woken::default());
+        let waker = waker(Arc::clone(&woken));
+        let mut cx = Context::from_waker(&waker);
+        assert!(waiter.poll(&mut cx).is_pending());
+        drop(teller);
+        assert_eq!(woken.0.load(SeqCst), 1);
+        assert!(matches!(waiter.poll(&mut cx), Poll::Ready(None)));
+    }
+
+    #[test]
+    fn an_outcome_for_a_dropped_handle_is_dropped_at_once() {
+        let (teller, waiter) = outcome_cell();
+        let shared = Arc::clone(&waiter.0);
+        drop(waiter);
+        assert!(teller.tell(outcome(5)).0.is_none());
+        assert!(matches!(*lock(&shared), State::WaiterGone));
+    }
+}
