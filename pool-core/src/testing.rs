@@ -689,3 +689,36 @@ async fn run_task(
     }
     recorder.end(&task, replied);
 }
+
+/// A waker that counts its wake-ups, for tests that poll a future by hand and
+/// check who was woken, and how often.
+///
+/// ```
+/// use pool_core::testing::WakeCounter;
+///
+/// let (counter, waker) = WakeCounter::new();
+/// waker.wake_by_ref();
+/// assert_eq!(counter.count(), 1);
+/// ```
+#[derive(Debug, Default)]
+pub struct WakeCounter(std::sync::atomic::AtomicUsize);
+
+impl WakeCounter {
+    /// A new counter and a waker that bumps it.
+    pub fn new() -> (Arc<Self>, std::task::Waker) {
+        let counter = Arc::new(Self::default());
+        let waker = futures_util::task::waker(Arc::clone(&counter));
+        (counter, waker)
+    }
+
+    /// Wake-ups so far.
+    pub fn count(&self) -> usize {
+        self.0.load(SeqCst)
+    }
+}
+
+impl futures_util::task::ArcWake for WakeCounter {
+    fn wake_by_ref(arc_self: &Arc<Self>) {
+        arc_self.0.fetch_add(1, SeqCst);
+    }
+}

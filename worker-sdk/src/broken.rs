@@ -76,27 +76,14 @@ impl Future for WhenBroken {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicUsize;
-
-    use futures_util::task::{waker, ArcWake};
+    use pool_core::testing::WakeCounter;
 
     use super::*;
-
-    /// Counts its wake-ups.
-    #[derive(Default)]
-    struct Woken(AtomicUsize);
-
-    impl ArcWake for Woken {
-        fn wake_by_ref(arc_self: &Arc<Self>) {
-            arc_self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
 
     #[test]
     fn setting_the_signal_on_another_thread_wakes_the_waiting_task() {
         let broken = Arc::new(Broken::default());
-        let woken = Arc::new(Woken::default());
-        let waker = waker(Arc::clone(&woken));
+        let (woken, waker) = WakeCounter::new();
         let mut cx = Context::from_waker(&waker);
         let mut wait = Box::pin(WhenBroken::new(Arc::clone(&broken)));
         assert!(wait.as_mut().poll(&mut cx).is_pending());
@@ -106,26 +93,25 @@ mod tests {
         std::thread::spawn(move || setter.set())
             .join()
             .expect("setter");
-        assert_eq!(woken.0.load(Ordering::SeqCst), 1);
+        assert_eq!(woken.count(), 1);
         assert!(wait.as_mut().poll(&mut cx).is_ready());
     }
 
     #[test]
     fn a_new_task_polling_the_wait_is_the_one_woken() {
         let broken = Arc::new(Broken::default());
-        let first = Arc::new(Woken::default());
-        let second = Arc::new(Woken::default());
+        let (first, first_waker) = WakeCounter::new();
+        let (second, second_waker) = WakeCounter::new();
         let mut wait = Box::pin(WhenBroken::new(Arc::clone(&broken)));
-        for woken in [&first, &second] {
-            let waker = waker(Arc::clone(woken));
+        for waker in [&first_waker, &second_waker] {
             assert!(wait
                 .as_mut()
-                .poll(&mut Context::from_waker(&waker))
+                .poll(&mut Context::from_waker(waker))
                 .is_pending());
         }
         broken.set();
-        assert_eq!(first.0.load(Ordering::SeqCst), 0);
-        assert_eq!(second.0.load(Ordering::SeqCst), 1);
+        assert_eq!(first.count(), 0);
+        assert_eq!(second.count(), 1);
     }
 
     #[test]

@@ -214,19 +214,8 @@ mod tests {
         }
     }
 
-    /// Counts its wake-ups.
-    #[derive(Default)]
-    struct Woken(std::sync::atomic::AtomicUsize);
-
-    impl futures_util::task::ArcWake for Woken {
-        fn wake_by_ref(arc_self: &std::sync::Arc<Self>) {
-            arc_self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
-    }
-
     #[tokio::test]
     async fn after_a_callers_write_is_left_pending_the_lanes_own_poll_is_woken() {
-        use std::sync::atomic::Ordering::SeqCst;
         let stats = Stats::new();
         let mut book = Book::new(stats.tallies.writer(1));
         let (mut output, mut far) = connected(4);
@@ -234,13 +223,12 @@ mod tests {
         // The caller's write, with a waker that does nothing, leaves 4 bytes.
         assert!(!output.write_now(&mut book));
         // The lane's task, rung, polls with its own waker: the link is full.
-        let woken = std::sync::Arc::new(Woken::default());
-        let waker = futures_util::task::waker(std::sync::Arc::clone(&woken));
+        let (woken, waker) = crate::testing::WakeCounter::new();
         let mut cx = Context::from_waker(&waker);
         assert!(output.poll_write(&mut cx).is_pending());
         // The worker reads: the lane's waker, not the caller's, is woken.
         assert_eq!(read(&mut far, 4).await, b"abcd");
-        assert_eq!(woken.0.load(SeqCst), 1);
+        assert_eq!(woken.count(), 1);
         assert!(matches!(output.poll_write(&mut cx), Poll::Ready(Ok(()))));
         assert_eq!(read(&mut far, 4).await, b"efgh");
     }

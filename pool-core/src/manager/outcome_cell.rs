@@ -166,23 +166,12 @@ impl Drop for Waiter {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-
-    use futures_util::task::{noop_waker, waker, ArcWake};
+    use futures_util::task::noop_waker;
 
     use super::*;
     use crate::manager::handle::{FinalStatus, TaskError};
     use crate::manager::Failure;
-
-    /// Counts its wake-ups.
-    #[derive(Default)]
-    struct Woken(AtomicUsize);
-
-    impl ArcWake for Woken {
-        fn wake_by_ref(arc_self: &Arc<Self>) {
-            arc_self.0.fetch_add(1, SeqCst);
-        }
-    }
+    use crate::testing::WakeCounter;
 
     fn outcome(id: u64) -> BoxedOutcome {
         Box::new(Err(TaskError {
@@ -204,16 +193,15 @@ mod tests {
     #[test]
     fn telling_hands_back_the_waker_and_wakes_only_when_asked() {
         let (teller, mut waiter) = outcome_cell();
-        let woken = Arc::new(Woken::default());
-        let waker = waker(Arc::clone(&woken));
+        let (woken, waker) = WakeCounter::new();
         let mut cx = Context::from_waker(&waker);
         assert!(waiter.poll(&mut cx).is_pending());
         assert!(waiter.poll(&mut cx).is_pending());
         let mut batch = Wakes::default();
         teller.tell(outcome(7)).keep_in(&mut batch);
-        assert_eq!(woken.0.load(SeqCst), 0, "not woken while the batch settles");
+        assert_eq!(woken.count(), 0, "not woken while the batch settles");
         batch.wake_all();
-        assert_eq!(woken.0.load(SeqCst), 1);
+        assert_eq!(woken.count(), 1);
         assert_eq!(id_of(waiter.poll(&mut cx)), Some(7));
         assert!(matches!(waiter.poll(&mut cx), Poll::Ready(None)));
     }
@@ -232,25 +220,23 @@ mod tests {
     #[test]
     fn wakes_kept_for_a_batch_are_woken_when_it_is_dropped() {
         let (teller, mut waiter) = outcome_cell();
-        let woken = Arc::new(Woken::default());
-        let waker = waker(Arc::clone(&woken));
+        let (woken, waker) = WakeCounter::new();
         assert!(waiter.poll(&mut Context::from_waker(&waker)).is_pending());
         {
             let mut batch = Wakes::default();
             teller.tell(outcome(1)).keep_in(&mut batch);
         }
-        assert_eq!(woken.0.load(SeqCst), 1);
+        assert_eq!(woken.count(), 1);
     }
 
     #[test]
     fn a_teller_dropped_without_telling_ends_the_wait() {
         let (teller, mut waiter) = outcome_cell();
-        let woken = Arc::new(Woken::default());
-        let waker = waker(Arc::clone(&woken));
+        let (woken, waker) = WakeCounter::new();
         let mut cx = Context::from_waker(&waker);
         assert!(waiter.poll(&mut cx).is_pending());
         drop(teller);
-        assert_eq!(woken.0.load(SeqCst), 1);
+        assert_eq!(woken.count(), 1);
         assert!(matches!(waiter.poll(&mut cx), Poll::Ready(None)));
     }
 
