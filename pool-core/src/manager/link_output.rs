@@ -49,15 +49,16 @@ impl LinkOutput {
     }
 
     /// Moves the frames waiting in `book`'s batch behind those waiting here,
-    /// and ends the worker's input after them once the actor closed it.
+    /// and ends the worker's input after them once the actor closed it (at
+    /// once when nothing waits).
     pub(crate) fn take_batch(&mut self, book: &mut Book) {
-        if self.out.closing() {
-            return;
+        if !self.out.closing() {
+            book.flush(|piece| self.out.push(piece));
+            if book.input == Input::Closing {
+                self.out.close();
+            }
         }
-        book.flush(|piece| self.out.push(piece));
-        if book.input == Input::Closing {
-            self.out.close();
-        }
+        self.close_when_written();
     }
 
     /// Writes what waits, as long as the link takes it: ready once nothing
@@ -74,6 +75,7 @@ impl LinkOutput {
                 Poll::Pending => return Poll::Pending,
             }
         }
+        self.close_when_written();
         Poll::Ready(Ok(()))
     }
 
@@ -85,7 +87,7 @@ impl LinkOutput {
 
     /// Once the input is to be closed and all is written, drops the writer:
     /// the worker reads EOF.
-    pub(crate) fn close_when_written(&mut self) {
+    fn close_when_written(&mut self) {
         if self.out.closing() && !self.out.has_bytes() {
             self.writer = None;
         }

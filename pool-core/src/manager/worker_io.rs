@@ -238,26 +238,21 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
             // the actor closed the input, EOF once all is written), or the
             // keeper saw the process exit.
             () = lane.batch_rung() => {
-                {
-                    let mut output = lane.output();
-                    output.take_batch(&mut lane.book());
-                    output.close_when_written();
-                }
+                lane.output().take_batch(&mut lane.book());
                 if !exited && keeper.has_exited() {
                     exited = true;
                     drain.as_mut().reset(tokio::time::Instant::now() + EXIT_GRACE);
                 }
             }
-            written = poll_fn(|cx| lane.output().poll_write(cx)), if has_bytes => match written {
-                Ok(()) => lane.output().close_when_written(),
-                Err(_) => {
+            written = poll_fn(|cx| lane.output().poll_write(cx)), if has_bytes => {
+                if written.is_err() {
                     // The link broke: the actor sees the input gone and
                     // sends nothing more; the worker's tasks settle when it is
                     // reaped.
                     lane.output().broke();
                     lane.book().input_gone();
                 }
-            },
+            }
             frame = frames.next() => match frame {
                 None => break None,
                 // The codec consumed nothing of the frame it refused: its prefix

@@ -94,12 +94,6 @@ impl Feed {
             if !waiting.lanes_may_take {
                 return refilled;
             }
-            if waiting.tasks.is_empty() {
-                // Emptied since the look above: no clock to read, no gauge
-                // changes.
-                refilled.stalled = false;
-                return refilled;
-            }
             let now = Instant::now();
             while book.len() < self.window {
                 match take_head(&mut book, &mut waiting, filter, target, now) {
