@@ -64,5 +64,6 @@ async fn a_new_command_is_used_by_the_replacements_and_a_second_roll_is_refused(
         .unwrap();
     assert_eq!(out.decode::<u32>().unwrap(), 7);
     assert_eq!(pool.metrics().workers.total, 2);
+    assert_eq!(pool.worker_count(), 2);
     pool.shutdown().await;
 }

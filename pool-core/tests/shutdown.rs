@@ -79,6 +79,7 @@ async fn in_flight_work_past_the_deadline_is_abandoned_and_its_worker_stopped() 
     let err = stuck.await.unwrap_err();
     assert_eq!(err.failure, Failure::ShuttingDown);
     assert_eq!(pool.metrics().workers.total, 0);
+    assert_eq!(pool.worker_count(), 0);
     assert!(recorder.replies().is_empty());
 }
 

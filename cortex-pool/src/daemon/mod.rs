@@ -5,7 +5,8 @@
 //! - `commands` — the client commands (`daemon start|stop|…`, `submit`, …).
 //! - `config` — TOML file + environment + `--set` → validated [`config::Settings`].
 //! - `paths`, `pidfile` — the runtime directory and the locked PID file.
-//! - `protocol`, `server`, `client` — the control socket's requests and replies.
+//! - `protocol`, `server`, `client` — the control socket's requests and replies;
+//!   `doc` — a JSON document in a reply, sent from its text.
 //! - `signals` — drain, forced stop, reload with a rolling restart.
 //! - `event_log` — the pool's events and the restart breaker in the daemon's log.
 //! - `health_view` — the active alerts in `status`, and why health is what it is.
@@ -14,6 +15,7 @@
 pub(crate) mod client;
 pub(crate) mod commands;
 pub(crate) mod config;
+pub(crate) mod doc;
 pub(crate) mod durable;
 pub(crate) mod event_log;
 pub(crate) mod health_view;

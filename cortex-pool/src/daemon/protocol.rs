@@ -6,6 +6,8 @@ use pool_core::protocol::{encode_frame, FrameError};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use super::doc::Doc;
+
 /// Largest reply frame a client accepts.
 pub(crate) const MAX_REPLY: usize = pool_core::protocol::DEFAULT_MAX_FRAME;
 
@@ -105,7 +107,7 @@ pub(crate) enum Reply {
     /// One result line in `run`'s output format.
     Line {
         /// The line.
-        line: serde_json::Value,
+        line: Doc,
     },
     /// Several lines at once (a submitted batch's answers, in input order).
     Lines {

@@ -241,7 +241,7 @@ mod tests {
 
     fn line(n: usize) -> Reply {
         Reply::Line {
-            line: json!({"id": n.to_string(), "status": "ok"}),
+            line: json!({"id": n.to_string(), "status": "ok"}).into(),
         }
     }
 

@@ -618,6 +618,16 @@ impl Pool {
         self.shared.stats.snapshot()
     }
 
+    /// How many workers the pool holds now: the `workers.total` of
+    /// [`metrics`](Self::metrics) (one atomic load; a snapshot also sums every
+    /// lane's counters and summarises the latency histograms).
+    pub fn worker_count(&self) -> u64 {
+        self.shared
+            .stats
+            .workers_total
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The pool's health summary (a few atomic loads).
     pub fn health(&self) -> HealthSummary {
         self.metrics().health

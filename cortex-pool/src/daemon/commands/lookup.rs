@@ -197,6 +197,7 @@ async fn stream(
     let result = loop {
         match client.next().await {
             Ok(Reply::Line { line }) => {
+                let line = line.into_value();
                 if line["status"] != "ok" {
                     *all_ok = false;
                 }

@@ -225,7 +225,7 @@ async fn send_batch(
     let mut answers = Vec::with_capacity(batch.len());
     loop {
         match c.next().await? {
-            Reply::Line { line } => answers.push(line),
+            Reply::Line { line } => answers.push(line.into_value()),
             Reply::Lines { lines } => answers.extend(lines),
             Reply::Done { .. } => return Ok(answers),
             Reply::Error { kind, message } => {

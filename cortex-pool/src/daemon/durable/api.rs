@@ -1,17 +1,17 @@
 //! The control requests about tasks: `submit`, `result`, `wait`, `tasks` and
 //! the `dlq` commands, answered from the task source.
 
-use foldhash::{HashMap, HashSet};
+use foldhash::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde_json::{json, Value};
 use task_source::{Admission, Filter, NewTask, Requeue, SourceHealth, TaskState, TaskStatus};
 use tokio::sync::mpsc;
 
 use super::answers;
 use super::lines;
+use crate::daemon::doc::Doc;
 use crate::daemon::protocol::Reply;
 use crate::daemon::state::Daemon;
 
@@ -114,11 +114,9 @@ pub(crate) async fn lookup(
     out: &mpsc::Sender<Reply>,
 ) -> Result<(), Closed> {
     let shared = daemon.queue.get().is_some();
-    let mut receivers: HashMap<String, _> = HashMap::default();
-    if wait.is_some() {
-        receivers.reserve(ids.len());
-        receivers.extend(ids.iter().cloned().zip(daemon.waiters.register_all(&ids)));
-    }
+    // Registered before the store is read, so a task that settles in between
+    // is not missed.
+    let mut registration = wait.map(|_| daemon.waiters.register_all(&ids));
     let mut tally = Tally::default();
     let records = match daemon.source.status(ids.clone()).await {
         Ok(r) => r,
@@ -134,69 +132,50 @@ pub(crate) async fn lookup(
             pending.push(id.clone());
             continue;
         }
-        receivers.remove(id);
         tally.send(id, record.as_ref(), out).await?;
     }
-    if let Some(timeout) = wait {
-        let mut woken: FuturesUnordered<_> = pending
-            .iter()
-            .filter_map(|id| {
-                let rx = receivers.remove(id)?;
-                let id = id.clone();
-                Some(async move { (id, rx.await.ok()) })
-            })
-            .collect();
+    if let (Some(timeout), Some(inbox)) = (wait, registration.as_mut()) {
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         let mut left: HashSet<String> = pending.into_iter().collect();
         let mut next_poll = tokio::time::Instant::now() + poll_period(left.len());
+        let mut batch = Vec::new();
         while !left.is_empty() {
-            let woken_next = async {
+            let received = async {
                 match deadline {
-                    Some(d) => tokio::time::timeout_at(d, woken.next())
+                    Some(d) => tokio::time::timeout_at(d, inbox.recv_many(&mut batch, INBOX_BATCH))
                         .await
-                        .ok()
-                        .flatten(),
-                    None => woken.next().await,
+                        .unwrap_or(0),
+                    None => inbox.recv_many(&mut batch, INBOX_BATCH).await,
                 }
             };
-            let next = tokio::select! {
-                next = woken_next => next,
+            let received = tokio::select! {
+                n = received => n,
                 () = tokio::time::sleep_until(next_poll), if shared => {
                     settled_elsewhere(&mut left, &mut tally, daemon, out).await?;
                     next_poll = tokio::time::Instant::now() + poll_period(left.len());
                     continue;
                 }
             };
-            let Some(first) = next else { break };
-            let mut batch = vec![first];
-            while let Some(Some(more)) = futures_util::FutureExt::now_or_never(woken.next()) {
-                batch.push(more);
+            // Timed out (the inbox ends only once every id it waits for was
+            // sent, and those have left `left`).
+            if received == 0 {
+                break;
             }
-            // The feeder handed over each final line; an id without one
-            // (its waiter was dropped unanswered) is read from the store.
-            let mut unread = Vec::new();
-            for (id, settled) in batch {
-                // Answered already from the shared queue's bucket.
-                if !left.remove(&id) {
+            for settled in batch.drain(..) {
+                // Answered already (from the shared queue's bucket, or named
+                // twice), or settled before the store was read.
+                if !left.remove(&settled.id) {
                     continue;
                 }
-                match settled {
-                    Some(s) => {
-                        let line = lines::settled(&id, s.state, Some(&s.line));
-                        tally.send_line(s.state == TaskState::Ok, line, out).await?;
-                    }
-                    None => unread.push(id),
-                }
-            }
-            if !unread.is_empty() {
-                let records = daemon
-                    .source
-                    .status(unread.clone())
-                    .await
-                    .unwrap_or_default();
-                for (id, record) in unread.iter().zip(&records) {
-                    tally.send(id, record.as_ref(), out).await?;
-                }
+                let (ok, state) = (settled.state == TaskState::Ok, settled.state);
+                // Most ids have one waiter: its line is taken, not copied.
+                let (id, text) = match Arc::try_unwrap(settled) {
+                    Ok(s) => (s.id, s.line),
+                    Err(s) => (s.id.clone(), s.line.clone()),
+                };
+                tally
+                    .send_line(ok, lines::settled(&id, state, Some(text)), out)
+                    .await?;
             }
         }
         // Timed out: the rest as they are now.
@@ -214,6 +193,9 @@ pub(crate) async fn lookup(
     })
     .await
 }
+
+/// Settled lines taken from a request's inbox at once, at most.
+const INBOX_BATCH: usize = 1024;
 
 /// Ids of the shared queue's results bucket read a second, at most, by one
 /// waiting request.
@@ -270,7 +252,7 @@ impl Tally {
     async fn send_line(
         &mut self,
         ok: bool,
-        line: Value,
+        line: Doc,
         out: &mpsc::Sender<Reply>,
     ) -> Result<(), Closed> {
         if ok {

@@ -36,7 +36,7 @@ struct Attempt {
 /// claims, few enough that a crash re-runs little (every claimed task counts
 /// as started).
 fn window(daemon: &Daemon) -> usize {
-    let workers = usize::try_from(daemon.pool.metrics().workers.total).unwrap_or(usize::MAX);
+    let workers = usize::try_from(daemon.pool.worker_count()).unwrap_or(usize::MAX);
     daemon.setting(|s| {
         let slots = workers.max(s.pool.initial_size()) * s.pool.worker_concurrency as usize;
         (slots * 64).clamp(64, 4096).min(s.pool.max_queue_len)

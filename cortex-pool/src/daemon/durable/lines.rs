@@ -4,17 +4,19 @@
 use serde_json::{json, Value};
 use task_source::{TaskRecord, TaskState, TaskStatus};
 
+use crate::daemon::doc::Doc;
+
 /// The line for `id`, given where the source says it stands.
-pub(crate) fn status(id: &str, status: Option<&TaskStatus>) -> Value {
+pub(crate) fn status(id: &str, status: Option<&TaskStatus>) -> Doc {
     match status {
-        None => json!({"id": id, "status": "unknown"}),
-        Some(s) if s.state.is_settled() => settled(id, s.state, s.line.as_deref()),
-        Some(s) => json!({"id": id, "status": s.state.as_str(), "attempts": s.attempts}),
+        None => json!({"id": id, "status": "unknown"}).into(),
+        Some(s) if s.state.is_settled() => settled(id, s.state, s.line.clone()),
+        Some(s) => json!({"id": id, "status": s.state.as_str(), "attempts": s.attempts}).into(),
     }
 }
 
 /// The line for `id`, given its record: as [`status`].
-pub(crate) fn lookup(id: &str, record: Option<&TaskRecord>) -> Value {
+pub(crate) fn lookup(id: &str, record: Option<&TaskRecord>) -> Doc {
     let standing = record.map(|r| TaskStatus {
         state: r.state,
         attempts: r.attempts,
@@ -25,9 +27,10 @@ pub(crate) fn lookup(id: &str, record: Option<&TaskRecord>) -> Value {
 
 /// The line of `id`, settled in `state`: its stored `run`-format line, else
 /// (none stored, or not JSON) `{"id", "status"}`.
-pub(crate) fn settled(id: &str, state: TaskState, line: Option<&str>) -> Value {
-    line.and_then(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| json!({"id": id, "status": state.as_str()}))
+/// The stored line is sent as it is, not parsed (it is checked to be JSON).
+pub(crate) fn settled(id: &str, state: TaskState, line: Option<String>) -> Doc {
+    line.and_then(Doc::text)
+        .unwrap_or_else(|| json!({"id": id, "status": state.as_str()}).into())
 }
 
 /// Whether a record settled ok.

@@ -84,7 +84,7 @@ pub(crate) async fn lines_for(
                     continue;
                 }
                 all_ok &= lines::settled_ok(record.as_ref());
-                emit(&lines::lookup(id, record.as_ref()));
+                emit(&lines::lookup(id, record.as_ref()).into_value());
             }
         }
         if still.is_empty() {
