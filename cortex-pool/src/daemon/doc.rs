@@ -14,7 +14,8 @@ use serde_json::Value;
 /// A JSON document: text known to be JSON, or a parsed value.
 #[derive(Debug, Clone)]
 pub(crate) enum Doc {
-    /// JSON text, checked when it was made a `Doc`; transcoded into the frame.
+    /// JSON text, checked when it was made a `Doc` (or written by this
+    /// process); transcoded into the frame, or sent as it is (`LineText`).
     Text(String),
     /// A parsed document (a client's, or one the daemon built).
     Value(Value),
@@ -25,6 +26,20 @@ impl Doc {
     pub(crate) fn text(text: String) -> Option<Self> {
         let checked = serde_json::from_str::<IgnoredAny>(&text).is_ok();
         checked.then_some(Self::Text(text))
+    }
+
+    /// `text` that this process wrote as one JSON document itself (the
+    /// feeder's result lines), taken without checking it again.
+    pub(crate) fn committed(text: String) -> Self {
+        Self::Text(text)
+    }
+
+    /// The document as JSON text.
+    pub(crate) fn into_text(self) -> String {
+        match self {
+            Self::Text(text) => text,
+            Self::Value(value) => value.to_string(),
+        }
     }
 
     /// The document as a value (text is parsed; checked text always parses).

@@ -40,6 +40,10 @@ pub(crate) enum Request {
     Result {
         /// The task ids.
         ids: Vec<String>,
+        /// Send each line as its JSON text (`LineText`) instead of a map. A
+        /// daemon older than this field ignores it and sends `Line`.
+        #[serde(default)]
+        text: bool,
     },
     /// As `Result`, once every task has settled (or the timeout passed).
     Wait {
@@ -47,6 +51,9 @@ pub(crate) enum Request {
         ids: Vec<String>,
         /// Give up after this long; the lines then show the current state.
         timeout_ms: Option<u64>,
+        /// As `Result`'s.
+        #[serde(default)]
+        text: bool,
     },
     /// Recent tasks, newest first (`Json` array).
     Tasks {
@@ -108,6 +115,12 @@ pub(crate) enum Reply {
     Line {
         /// The line.
         line: Doc,
+    },
+    /// One result line as its JSON text, to a request that asked for text: a
+    /// stored line is sent as it is, neither parsed nor transcoded.
+    LineText {
+        /// The line, one JSON document.
+        line: String,
     },
     /// Several lines at once (a submitted batch's answers, in input order).
     Lines {
@@ -187,6 +200,7 @@ mod tests {
             Request::Wait {
                 ids: vec!["x".into()],
                 timeout_ms: Some(5),
+                text: true,
             },
             Request::Scale { size: 3 },
             Request::Alerts { last: 20 },
@@ -205,10 +219,38 @@ mod tests {
                 accepted: 3,
                 refused: 0,
             },
+            Reply::LineText {
+                line: r#"{"id":"a","status":"ok"}"#.into(),
+            },
         ];
         for r in replies {
             let f = frame(&r, 1 << 20).unwrap();
             assert_eq!(decode::<Reply>(&f[4..]).unwrap(), r);
+        }
+    }
+
+    /// A client from before `text` asks for `Line` maps, and gets them.
+    #[test]
+    fn a_look_up_without_text_asks_for_maps() {
+        for (old, want) in [
+            (
+                serde_json::json!({"op": "wait", "ids": ["x"], "timeout_ms": null}),
+                Request::Wait {
+                    ids: vec!["x".into()],
+                    timeout_ms: None,
+                    text: false,
+                },
+            ),
+            (
+                serde_json::json!({"op": "result", "ids": ["x"]}),
+                Request::Result {
+                    ids: vec!["x".into()],
+                    text: false,
+                },
+            ),
+        ] {
+            let body = rmp_serde::to_vec_named(&old).unwrap();
+            assert_eq!(decode::<Request>(&body).unwrap(), want);
         }
     }
 }

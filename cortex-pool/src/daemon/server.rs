@@ -199,10 +199,14 @@ async fn answer(
         } => {
             return api::submit(lines, wait, first_line, daemon, out).await;
         }
-        Request::Result { ids } => return api::lookup(ids, None, daemon, out).await,
-        Request::Wait { ids, timeout_ms } => {
+        Request::Result { ids, text } => return api::lookup(ids, None, text, daemon, out).await,
+        Request::Wait {
+            ids,
+            timeout_ms,
+            text,
+        } => {
             let timeout = timeout_ms.map(Duration::from_millis);
-            return api::lookup(ids, Some(timeout), daemon, out).await;
+            return api::lookup(ids, Some(timeout), text, daemon, out).await;
         }
         Request::Tasks {
             status,

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::{call, connect_error, finish, runtime, settings, Fail, Outcome, RECONNECT_FOR};
 use crate::cli::args::ConfigArgs;
@@ -157,9 +157,13 @@ pub(crate) async fn lines_for(
         let mut lost_since: Option<Instant> = None;
         while !left.is_empty() {
             let request = match wait {
-                None => Request::Result { ids: left.clone() },
+                None => Request::Result {
+                    ids: left.clone(),
+                    text: true,
+                },
                 Some(_) => Request::Wait {
                     ids: left.clone(),
+                    text: true,
                     timeout_ms: deadline
                         .map(|d| d.saturating_duration_since(Instant::now()).as_millis() as u64),
                 },
@@ -194,18 +198,22 @@ async fn stream(
     let mut client = Client::connect(&settings.paths.socket).await?;
     client.send(request).await?;
     let mut answered = HashSet::new();
+    let mut answer = |line: Value| {
+        if line["status"] != "ok" {
+            *all_ok = false;
+        }
+        if let Some(id) = line["id"].as_str() {
+            answered.insert(id.to_owned());
+        }
+        emit(&line);
+    };
     let result = loop {
         match client.next().await {
-            Ok(Reply::Line { line }) => {
-                let line = line.into_value();
-                if line["status"] != "ok" {
-                    *all_ok = false;
-                }
-                if let Some(id) = line["id"].as_str() {
-                    answered.insert(id.to_owned());
-                }
-                emit(&line);
-            }
+            Ok(Reply::Line { line }) => answer(line.into_value()),
+            // Only a daemon's bug sends text that is not JSON: shown, not lost.
+            Ok(Reply::LineText { line }) => answer(serde_json::from_str(&line).unwrap_or_else(
+                |e| json!({"status": "invalid", "error": format!("the daemon sent a line that is not JSON ({e}): {line}")}),
+            )),
             Ok(Reply::Done { .. }) => break Ok(()),
             Ok(Reply::Error { kind, message }) => {
                 break Err(std::io::Error::other(format!("{kind}: {message}")))

@@ -44,7 +44,7 @@ pub(crate) async fn submit(
     })
     .await?;
     if wait {
-        return lookup(answers.accepted, Some(None), daemon, out).await;
+        return lookup(answers.accepted, Some(None), false, daemon, out).await;
     }
     Ok(())
 }
@@ -110,6 +110,7 @@ async fn admit(daemon: &Daemon, tasks: &[NewTask]) -> Vec<Admission> {
 pub(crate) async fn lookup(
     ids: Vec<String>,
     wait: Option<Option<Duration>>,
+    text: bool,
     daemon: &Arc<Daemon>,
     out: &mpsc::Sender<Reply>,
 ) -> Result<(), Closed> {
@@ -117,7 +118,10 @@ pub(crate) async fn lookup(
     // Registered before the store is read, so a task that settles in between
     // is not missed.
     let mut registration = wait.map(|_| daemon.waiters.register_all(&ids));
-    let mut tally = Tally::default();
+    let mut tally = Tally {
+        text,
+        ..Tally::default()
+    };
     let records = match daemon.source.status(ids.clone()).await {
         Ok(r) => r,
         Err(e) => {
@@ -167,15 +171,10 @@ pub(crate) async fn lookup(
                 if !left.remove(&settled.id) {
                     continue;
                 }
-                let (ok, state) = (settled.state == TaskState::Ok, settled.state);
+                let ok = settled.state == TaskState::Ok;
                 // Most ids have one waiter: its line is taken, not copied.
-                let (id, text) = match Arc::try_unwrap(settled) {
-                    Ok(s) => (s.id, s.line),
-                    Err(s) => (s.id.clone(), s.line.clone()),
-                };
-                tally
-                    .send_line(ok, lines::settled(&id, state, Some(text)), out)
-                    .await?;
+                let text = Arc::try_unwrap(settled).map_or_else(|s| s.line.clone(), |s| s.line);
+                tally.send_line(ok, lines::committed(text), out).await?;
             }
         }
         // Timed out: the rest as they are now.
@@ -234,6 +233,8 @@ async fn settled_elsewhere(
 struct Tally {
     ok: u64,
     not_ok: u64,
+    /// The client asked for each line as its JSON text (`LineText`).
+    text: bool,
 }
 
 impl Tally {
@@ -260,7 +261,14 @@ impl Tally {
         } else {
             self.not_ok += 1;
         }
-        out.send(Reply::Line { line }).await
+        let reply = if self.text {
+            Reply::LineText {
+                line: line.into_text(),
+            }
+        } else {
+            Reply::Line { line }
+        };
+        out.send(reply).await
     }
 }
 

@@ -33,6 +33,12 @@ pub(crate) fn settled(id: &str, state: TaskState, line: Option<String>) -> Doc {
         .unwrap_or_else(|| json!({"id": id, "status": state.as_str()}).into())
 }
 
+/// A settled line as this daemon's feeder committed it: JSON the feeder wrote
+/// itself (`cli::output`), so it is not checked again.
+pub(crate) fn committed(line: String) -> Doc {
+    Doc::committed(line)
+}
+
 /// Whether a record settled ok.
 pub(crate) fn settled_ok(record: Option<&TaskRecord>) -> bool {
     record.is_some_and(|r| r.state == TaskState::Ok)
