@@ -4,6 +4,7 @@
 //! Exit status: 0 done, 1 failed (or a task did not succeed), 2 usage or
 //! configuration error, 3 the daemon is not running.
 
+mod answer;
 mod clients;
 mod control;
 mod lookup;
@@ -23,6 +24,7 @@ use serde_json::Value;
 use std::path::Path;
 use std::process::ExitCode;
 
+pub(crate) use answer::{emit_text, emit_value, Answer};
 pub(crate) use clients::{dlq, metrics, scale, workers};
 pub(crate) use control::daemon;
 pub(crate) use lookup::{result, tasks, wait, ResultArgs, TasksArgs, WaitArgs};

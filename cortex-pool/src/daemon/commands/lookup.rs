@@ -8,9 +8,11 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use serde_json::{json, Value};
 
-use super::{call, connect_error, finish, runtime, settings, Fail, Outcome, RECONNECT_FOR};
+use super::{
+    call, connect_error, emit_text, emit_value, finish, runtime, settings, Answer, Fail, Outcome,
+    RECONNECT_FOR,
+};
 use crate::cli::args::ConfigArgs;
 use crate::daemon::client::Client;
 use crate::daemon::config::Settings;
@@ -75,8 +77,8 @@ pub(crate) fn result(args: ResultArgs) -> ExitCode {
         let settings = settings(&args.config)?;
         let rt = runtime()?;
         let mut out = std::io::stdout().lock();
-        let mut emit = |line: &Value| {
-            let _ = writeln!(out, "{line}");
+        let mut emit = |line: &Answer<'_>| {
+            let _ = writeln!(out, "{}", line.text);
         };
         let ok = match &args.queue {
             Some(url) => rt
@@ -98,8 +100,8 @@ pub(crate) fn wait(args: WaitArgs) -> ExitCode {
         let rt = runtime()?;
         let mut out = std::io::stdout().lock();
         let timeout = args.timeout_s.map(Duration::from_secs);
-        let mut emit = |line: &Value| {
-            let _ = writeln!(out, "{line}");
+        let mut emit = |line: &Answer<'_>| {
+            let _ = writeln!(out, "{}", line.text);
             let _ = out.flush();
         };
         let ok = match &args.queue {
@@ -148,7 +150,7 @@ pub(crate) async fn lines_for(
     settings: &Settings,
     ids: Vec<String>,
     wait: Option<Option<Duration>>,
-    emit: &mut dyn FnMut(&Value),
+    emit: &mut dyn FnMut(&Answer<'_>),
 ) -> Result<bool, Fail> {
     let deadline = wait.flatten().map(|t| Instant::now() + t);
     let mut all_ok = true;
@@ -193,27 +195,24 @@ async fn stream(
     request: &Request,
     left: &mut Vec<String>,
     all_ok: &mut bool,
-    emit: &mut dyn FnMut(&Value),
+    emit: &mut dyn FnMut(&Answer<'_>),
 ) -> std::io::Result<()> {
     let mut client = Client::connect(&settings.paths.socket).await?;
     client.send(request).await?;
     let mut answered = HashSet::new();
-    let mut answer = |line: Value| {
-        if line["status"] != "ok" {
+    let mut answer = |line: &Answer<'_>| {
+        if !line.ok() {
             *all_ok = false;
         }
-        if let Some(id) = line["id"].as_str() {
-            answered.insert(id.to_owned());
+        if let Some(id) = &line.id {
+            answered.insert(id.to_string());
         }
-        emit(&line);
+        emit(line);
     };
     let result = loop {
         match client.next().await {
-            Ok(Reply::Line { line }) => answer(line.into_value()),
-            // Only a daemon's bug sends text that is not JSON: shown, not lost.
-            Ok(Reply::LineText { line }) => answer(serde_json::from_str(&line).unwrap_or_else(
-                |e| json!({"status": "invalid", "error": format!("the daemon sent a line that is not JSON ({e}): {line}")}),
-            )),
+            Ok(Reply::Line { line }) => emit_value(&line.into_value(), &mut answer),
+            Ok(Reply::LineText { line }) => emit_text(&line, &mut answer),
             Ok(Reply::Done { .. }) => break Ok(()),
             Ok(Reply::Error { kind, message }) => {
                 break Err(std::io::Error::other(format!("{kind}: {message}")))

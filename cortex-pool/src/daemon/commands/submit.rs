@@ -7,6 +7,7 @@ use crate::daemon::client::Client;
 use crate::daemon::config::Settings;
 use crate::daemon::protocol::{Reply, Request};
 use crate::daemon::queue::cli as queue_cli;
+use serde::de::IgnoredAny;
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -124,8 +125,8 @@ fn submit_inner(args: &SubmitArgs) -> Outcome {
             ids,
             Some(None),
             &mut |line| {
-                tally.add(status_of(line), line["duration_ms"].as_f64().unwrap_or(0.0));
-                let _ = serde_json::to_writer(&mut out, line);
+                tally.add(line.tally_status(), line.duration_ms);
+                let _ = out.write_all(line.text.as_bytes());
                 let _ = out.write_all(b"\n");
                 let _ = out.flush();
             },
@@ -173,8 +174,8 @@ fn submit_to_queue(settings: &Settings, url: &str, lines: &[String], wait: bool)
         let accepted = ids.len();
         let all_ok = if wait {
             queue_cli::lines_for(&source, ids, Some(None), &mut |line| {
-                tally.add(status_of(line), line["duration_ms"].as_f64().unwrap_or(0.0));
-                let _ = serde_json::to_writer(&mut out, line);
+                tally.add(line.tally_status(), line.duration_ms);
+                let _ = out.write_all(line.text.as_bytes());
                 let _ = out.write_all(b"\n");
                 let _ = out.flush();
             })
@@ -239,30 +240,28 @@ async fn send_batch(
 /// Gives every line that is a JSON object without an `id` a generated one, so
 /// a batch sent again after a lost connection is taken once.
 fn with_ids(lines: Vec<String>) -> Vec<String> {
-    lines
-        .into_iter()
-        .map(|line| {
-            if line.contains("\"id\"") {
-                return line;
-            }
-            match serde_json::from_str::<Value>(&line) {
-                Ok(Value::Object(mut map)) if !map.contains_key("id") => {
-                    map.insert("id".into(), crate::daemon::durable::ids::generate().into());
-                    Value::Object(map).to_string()
-                }
-                _ => line,
-            }
-        })
-        .collect()
+    lines.into_iter().map(with_id).collect()
 }
 
-fn status_of(line: &Value) -> Status {
-    match line["status"].as_str() {
-        Some("ok") => Status::Ok,
-        Some("dead_letter") => Status::DeadLetter,
-        Some("invalid") => Status::Invalid,
-        _ => Status::Failed,
+/// `line` with a generated `id` written first, when it is a JSON object with
+/// none; otherwise as it is (anything that is not an object is sent as it is,
+/// for the daemon to refuse with its own reason). The id is spliced into the
+/// text: the rest of the line, its payload included, is sent as written.
+fn with_id(line: String) -> String {
+    if line.contains("\"id\"") || serde_json::from_str::<IgnoredAny>(&line).is_err() {
+        return line;
     }
+    let Some(members) = line.trim_start().strip_prefix('{') else {
+        return line;
+    };
+    // A ULID: digits and capitals, nothing to escape.
+    let id = crate::daemon::durable::ids::generate();
+    let comma = if members.trim_start().starts_with('}') {
+        ""
+    } else {
+        ","
+    };
+    format!("{{\"id\":\"{id}\"{comma}{members}")
 }
 
 /// Fills in `priority` and `timeout_ms` on lines that set none.
@@ -330,5 +329,34 @@ mod tests {
         let out = with_defaults(lines, Some(5), Some(100));
         assert!(out[0].contains("\"priority\":1"));
         assert!(out[1].contains("\"priority\":5") && out[1].contains("\"timeout_ms\":100"));
+    }
+
+    #[test]
+    fn an_object_without_an_id_gets_one_and_keeps_the_rest_as_written() {
+        let out = with_id(r#" {"type":"echo", "payload": {"b":1.50,"a":[1e2]}}"#.to_owned());
+        let value: Value = serde_json::from_str(&out).unwrap();
+        let id = value["id"].as_str().unwrap();
+        assert_eq!(id.len(), 26, "{out}");
+        assert!(
+            out.ends_with(r#""type":"echo", "payload": {"b":1.50,"a":[1e2]}}"#),
+            "{out}"
+        );
+        let empty: Value = serde_json::from_str(&with_id("{ }".to_owned())).unwrap();
+        assert_eq!(empty.as_object().unwrap().len(), 1, "{empty}");
+        assert!(empty["id"].is_string());
+    }
+
+    #[test]
+    fn lines_with_an_id_or_that_are_no_object_are_left_as_they_are() {
+        for line in [
+            r#"{"id":"mine","type":"echo"}"#,
+            r#"{"type":"echo","payload":{"id":1}}"#,
+            r#"["type","echo"]"#,
+            r#"{"type":"echo""#,
+            "not json",
+            "",
+        ] {
+            assert_eq!(with_id(line.to_owned()), line);
+        }
     }
 }

@@ -8,7 +8,9 @@ use serde_json::{json, Value};
 use source_nats::{NatsConfig, NatsSource};
 use task_source::{Filter, Requeue, TaskSource, TaskState};
 
+use crate::daemon::commands::{emit_text, emit_value, Answer};
 use crate::daemon::config::Settings;
+use crate::daemon::doc::Doc;
 use crate::daemon::durable::{answers, lines};
 use crate::daemon::protocol::Request;
 
@@ -60,7 +62,7 @@ pub(crate) async fn lines_for(
     source: &NatsSource,
     ids: Vec<String>,
     wait: Option<Option<Duration>>,
-    emit: &mut dyn FnMut(&Value),
+    emit: &mut dyn FnMut(&Answer<'_>),
 ) -> Result<bool, String> {
     let deadline = wait.flatten().map(|t| Instant::now() + t);
     let mut pending: Vec<String> = {
@@ -84,7 +86,10 @@ pub(crate) async fn lines_for(
                     continue;
                 }
                 all_ok &= lines::settled_ok(record.as_ref());
-                emit(&lines::lookup(id, record.as_ref()).into_value());
+                match lines::lookup(id, record.as_ref()) {
+                    Doc::Text(text) => emit_text(&text, emit),
+                    Doc::Value(value) => emit_value(&value, emit),
+                }
             }
         }
         if still.is_empty() {

@@ -1,0 +1,162 @@
+//! A task's line as a look-up (`result`, `wait`, `submit --wait`) hands it to
+//! its command: the JSON text, printed as it came (a daemon sends the line it
+//! stored, in `run`'s output format), and the few fields the command counts.
+//!
+//! Only those fields are read from the text: parsing each line into a
+//! `serde_json::Value` and writing it out again cost a client about half of
+//! its instructions per task in `submit --wait`.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::cli::output::Status;
+
+/// One task's line.
+#[derive(Debug)]
+pub(crate) struct Answer<'a> {
+    /// The line, one JSON document.
+    pub(crate) text: &'a str,
+    /// Its `id`, when it has one.
+    pub(crate) id: Option<Cow<'a, str>>,
+    /// Its `status`: `ok`, `failed`, `dead_letter`, `invalid`, or one a task
+    /// that has not settled shows (`queued`, `running`, `unknown`, …).
+    pub(crate) status: Cow<'a, str>,
+    /// Its `duration_ms` (0 when it has none).
+    pub(crate) duration_ms: f64,
+}
+
+/// The fields read from a line; the others are skipped.
+#[derive(Deserialize)]
+struct Head<'a> {
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    status: Option<Cow<'a, str>>,
+    #[serde(default)]
+    duration_ms: Option<f64>,
+}
+
+impl<'a> Answer<'a> {
+    /// The answer of line `text`; `None` when it is not a JSON object.
+    pub(crate) fn parse(text: &'a str) -> Option<Self> {
+        let head: Head<'a> = serde_json::from_str(text).ok()?;
+        Some(Self {
+            text,
+            id: head.id,
+            status: head.status.unwrap_or_default(),
+            duration_ms: head.duration_ms.unwrap_or(0.0),
+        })
+    }
+
+    /// Whether the task settled ok.
+    pub(crate) fn ok(&self) -> bool {
+        self.status == "ok"
+    }
+
+    /// How the line counts in a run's summary.
+    pub(crate) fn tally_status(&self) -> Status {
+        match &*self.status {
+            "ok" => Status::Ok,
+            "dead_letter" => Status::DeadLetter,
+            "invalid" => Status::Invalid,
+            _ => Status::Failed,
+        }
+    }
+}
+
+/// Hands `text` to `emit` as an answer; a line that is not a JSON object
+/// (only a daemon's bug sends one) is shown as an `invalid` line that names it.
+pub(crate) fn emit_text(text: &str, emit: &mut dyn FnMut(&Answer<'_>)) {
+    match Answer::parse(text) {
+        Some(answer) => emit(&answer),
+        None => {
+            let line = serde_json::json!({
+                "status": "invalid",
+                "error": format!("the daemon sent a line that is not a JSON object: {text}"),
+            })
+            .to_string();
+            emit_text(&line, emit);
+        }
+    }
+}
+
+/// Hands `value` to `emit` as an answer.
+pub(crate) fn emit_value(value: &Value, emit: &mut dyn FnMut(&Answer<'_>)) {
+    emit_text(&value.to_string(), emit);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn emitted(text: &str) -> (String, Option<String>, String, f64) {
+        let mut got = None;
+        emit_text(text, &mut |a| {
+            got = Some((
+                a.text.to_owned(),
+                a.id.as_deref().map(str::to_owned),
+                a.status.to_string(),
+                a.duration_ms,
+            ));
+        });
+        got.unwrap()
+    }
+
+    #[test]
+    fn a_line_is_handed_over_as_written_with_its_counted_fields() {
+        let text = r#"{"attempts":1,"duration_ms":2.5,"id":"a\"1","result":{"status":"no"},"status":"ok","worker":"worker-1"}"#;
+        let (got, id, status, ms) = emitted(text);
+        assert_eq!(got, text);
+        assert_eq!(id.as_deref(), Some("a\"1"));
+        assert_eq!((status.as_str(), ms), ("ok", 2.5));
+        let answer = Answer::parse(text).unwrap();
+        assert!(answer.ok());
+        assert_eq!(answer.tally_status(), Status::Ok);
+    }
+
+    #[test]
+    fn a_line_without_the_fields_counts_as_failed_and_keeps_its_text() {
+        let (got, id, status, ms) = emitted(r#"{"id":"b","status":"queued","attempts":0}"#);
+        assert_eq!(got, r#"{"id":"b","status":"queued","attempts":0}"#);
+        assert_eq!(
+            (id.as_deref(), status.as_str(), ms),
+            (Some("b"), "queued", 0.0)
+        );
+        let answer = Answer::parse(&got).unwrap();
+        assert!(!answer.ok());
+        assert_eq!(answer.tally_status(), Status::Failed);
+        let dead = Answer::parse(r#"{"status":"dead_letter"}"#).unwrap();
+        assert_eq!(dead.tally_status(), Status::DeadLetter);
+    }
+
+    #[test]
+    fn text_that_is_no_object_is_shown_as_an_invalid_line() {
+        let (got, id, status, _) = emitted("[1, 2");
+        assert_eq!((id, status.as_str()), (None, "invalid"));
+        let shown: Value = serde_json::from_str(&got).unwrap();
+        assert!(shown["error"].as_str().unwrap().ends_with("[1, 2"), "{got}");
+    }
+
+    #[test]
+    fn a_value_is_handed_over_as_its_text() {
+        let (got, id, status, _) =
+            emitted_value(&serde_json::json!({"id": "c", "status": "failed"}));
+        assert_eq!(got, r#"{"id":"c","status":"failed"}"#);
+        assert_eq!((id.as_deref(), status.as_str()), (Some("c"), "failed"));
+    }
+
+    fn emitted_value(value: &Value) -> (String, Option<String>, String, f64) {
+        let mut got = None;
+        emit_value(value, &mut |a| {
+            got = Some((
+                a.text.to_owned(),
+                a.id.as_deref().map(str::to_owned),
+                a.status.to_string(),
+                a.duration_ms,
+            ));
+        });
+        got.unwrap()
+    }
+}
