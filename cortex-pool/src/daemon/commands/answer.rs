@@ -7,11 +7,47 @@
 //! its instructions per task in `submit --wait`.
 
 use std::borrow::Cow;
+use std::io::Write;
 
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::cli::output::Status;
+use crate::cli::summary::Tally;
+
+/// Where a look-up hands its lines.
+pub(crate) trait Lines {
+    /// One task's line.
+    fn line(&mut self, answer: &Answer<'_>);
+    /// No further line is waiting to be read: lines handed over since the
+    /// last time should reach their reader now.
+    fn idle(&mut self);
+}
+
+/// Prints each line to `out` (counting it in `tally`, when given), and
+/// flushes when the look-up is idle: lines that arrive together are written
+/// together, and one that arrives alone is not held back. (A flush per line
+/// cost `submit --wait` a `write` call per task.)
+pub(crate) struct Printer<'t, W: Write> {
+    /// Where the lines go.
+    pub(crate) out: W,
+    /// The run summary each line counts in.
+    pub(crate) tally: Option<&'t mut Tally>,
+}
+
+impl<W: Write> Lines for Printer<'_, W> {
+    fn line(&mut self, answer: &Answer<'_>) {
+        if let Some(tally) = self.tally.as_deref_mut() {
+            tally.add(answer.tally_status(), answer.duration_ms);
+        }
+        let _ = self.out.write_all(answer.text.as_bytes());
+        let _ = self.out.write_all(b"\n");
+    }
+
+    fn idle(&mut self) {
+        let _ = self.out.flush();
+    }
+}
 
 /// One task's line.
 #[derive(Debug)]
@@ -158,5 +194,43 @@ mod tests {
             ));
         });
         got.unwrap()
+    }
+
+    /// A writer that notes how much of what it was given was flushed.
+    #[derive(Default)]
+    struct Noted {
+        bytes: Vec<u8>,
+        flushed: usize,
+    }
+
+    impl Write for Noted {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.bytes.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.flushed = self.bytes.len();
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_printer_prints_and_counts_each_line_and_flushes_only_when_idle() {
+        let mut tally = Tally::default();
+        let mut printer = Printer {
+            out: Noted::default(),
+            tally: Some(&mut tally),
+        };
+        let ok = r#"{"id":"a","status":"ok","duration_ms":4.0}"#;
+        let dead = r#"{"id":"b","status":"dead_letter","duration_ms":1.0}"#;
+        printer.line(&Answer::parse(ok).unwrap());
+        printer.line(&Answer::parse(dead).unwrap());
+        assert_eq!(printer.out.flushed, 0, "two lines that came together wait");
+        printer.idle();
+        let printed = String::from_utf8(printer.out.bytes.clone()).unwrap();
+        assert_eq!(printed, format!("{ok}\n{dead}\n"));
+        assert_eq!(printer.out.flushed, printed.len());
+        assert_eq!((tally.ok, tally.dead_letter), (1, 1));
     }
 }

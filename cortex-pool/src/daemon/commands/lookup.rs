@@ -2,16 +2,16 @@
 //! (and `submit --wait`) reconnect when the daemon restarts and go on waiting
 //! for the ids not yet settled.
 
+use futures_util::FutureExt;
 use std::collections::HashSet;
-use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Args;
 
 use super::{
-    call, connect_error, emit_text, emit_value, finish, runtime, settings, Answer, Fail, Outcome,
-    RECONNECT_FOR,
+    call, connect_error, emit_text, emit_value, finish, runtime, settings, Answer, Fail, Lines,
+    Outcome, Printer, RECONNECT_FOR,
 };
 use crate::cli::args::ConfigArgs;
 use crate::daemon::client::Client;
@@ -73,46 +73,40 @@ pub(crate) struct TasksArgs {
 
 /// `cortex-pool result`.
 pub(crate) fn result(args: ResultArgs) -> ExitCode {
-    finish((|| {
-        let settings = settings(&args.config)?;
-        let rt = runtime()?;
-        let mut out = std::io::stdout().lock();
-        let mut emit = |line: &Answer<'_>| {
-            let _ = writeln!(out, "{}", line.text);
-        };
-        let ok = match &args.queue {
-            Some(url) => rt
-                .block_on(async {
-                    let source = queue_cli::connect(&settings, url).await?;
-                    queue_cli::lines_for(&source, args.ids, None, &mut emit).await
-                })
-                .map_err(|e| Fail(1, e))?,
-            None => rt.block_on(lines_for(&settings, args.ids, None, &mut emit))?,
-        };
-        Ok(exit(ok))
-    })())
+    print_lines(&args.config, args.queue.as_deref(), args.ids, None)
 }
 
 /// `cortex-pool wait`.
 pub(crate) fn wait(args: WaitArgs) -> ExitCode {
+    let timeout = args.timeout_s.map(Duration::from_secs);
+    print_lines(&args.config, args.queue.as_deref(), args.ids, Some(timeout))
+}
+
+/// Prints the line of each of `ids`, from the daemon or, given its URL, the
+/// shared queue: now (`wait` `None`) or once settled.
+fn print_lines(
+    config: &ConfigArgs,
+    queue: Option<&str>,
+    ids: Vec<String>,
+    wait: Option<Option<Duration>>,
+) -> ExitCode {
     finish((|| {
-        let settings = settings(&args.config)?;
+        let settings = settings(config)?;
         let rt = runtime()?;
-        let mut out = std::io::stdout().lock();
-        let timeout = args.timeout_s.map(Duration::from_secs);
-        let mut emit = |line: &Answer<'_>| {
-            let _ = writeln!(out, "{}", line.text);
-            let _ = out.flush();
+        let mut printer = Printer {
+            out: std::io::BufWriter::new(std::io::stdout().lock()),
+            tally: None,
         };
-        let ok = match &args.queue {
+        let ok = match queue {
             Some(url) => rt
                 .block_on(async {
                     let source = queue_cli::connect(&settings, url).await?;
-                    queue_cli::lines_for(&source, args.ids, Some(timeout), &mut emit).await
+                    queue_cli::lines_for(&source, ids, wait, &mut printer).await
                 })
                 .map_err(|e| Fail(1, e))?,
-            None => rt.block_on(lines_for(&settings, args.ids, Some(timeout), &mut emit))?,
+            None => rt.block_on(lines_for(&settings, ids, wait, &mut printer))?,
         };
+        printer.idle();
         Ok(exit(ok))
     })())
 }
@@ -143,14 +137,14 @@ fn chunks(ids: &[String]) -> Vec<Vec<String>> {
     out
 }
 
-/// Prints one line per id through `emit` (waiting for each to settle when
-/// `wait` is given, reconnecting to a restarted daemon); true when every task
+/// Hands one line per id to `lines` (waiting for each to settle when `wait`
+/// is given, reconnecting to a restarted daemon); true when every task
 /// settled ok.
 pub(crate) async fn lines_for(
     settings: &Settings,
     ids: Vec<String>,
     wait: Option<Option<Duration>>,
-    emit: &mut dyn FnMut(&Answer<'_>),
+    lines: &mut dyn Lines,
 ) -> Result<bool, Fail> {
     let deadline = wait.flatten().map(|t| Instant::now() + t);
     let mut all_ok = true;
@@ -170,7 +164,7 @@ pub(crate) async fn lines_for(
                         .map(|d| d.saturating_duration_since(Instant::now()).as_millis() as u64),
                 },
             };
-            match stream(settings, &request, &mut left, &mut all_ok, emit).await {
+            match stream(settings, &request, &mut left, &mut all_ok, lines).await {
                 Ok(()) => break,
                 Err(e) if wait.is_some() => {
                     // The daemon went away: wait for it to come back.
@@ -195,24 +189,27 @@ async fn stream(
     request: &Request,
     left: &mut Vec<String>,
     all_ok: &mut bool,
-    emit: &mut dyn FnMut(&Answer<'_>),
+    lines: &mut dyn Lines,
 ) -> std::io::Result<()> {
     let mut client = Client::connect(&settings.paths.socket).await?;
     client.send(request).await?;
-    let mut answered = HashSet::new();
-    let mut answer = |line: &Answer<'_>| {
-        if !line.ok() {
-            *all_ok = false;
-        }
-        if let Some(id) = &line.id {
-            answered.insert(id.to_string());
-        }
-        emit(line);
+    let mut tracked = Tracked {
+        lines,
+        all_ok,
+        answered: HashSet::new(),
     };
     let result = loop {
-        match client.next().await {
-            Ok(Reply::Line { line }) => emit_value(&line.into_value(), &mut answer),
-            Ok(Reply::LineText { line }) => emit_text(&line, &mut answer),
+        // Nothing more read yet: the lines so far go out before the wait.
+        let reply = match client.next().now_or_never() {
+            Some(reply) => reply,
+            None => {
+                tracked.idle();
+                client.next().await
+            }
+        };
+        match reply {
+            Ok(Reply::Line { line }) => emit_value(&line.into_value(), &mut |a| tracked.line(a)),
+            Ok(Reply::LineText { line }) => emit_text(&line, &mut |a| tracked.line(a)),
             Ok(Reply::Done { .. }) => break Ok(()),
             Ok(Reply::Error { kind, message }) => {
                 break Err(std::io::Error::other(format!("{kind}: {message}")))
@@ -221,8 +218,32 @@ async fn stream(
             Err(e) => break Err(e),
         }
     };
+    let answered = tracked.answered;
     left.retain(|id| !answered.contains(id));
     result
+}
+
+/// Lines handed on, with the ids they answered and whether all were ok.
+struct Tracked<'a> {
+    lines: &'a mut dyn Lines,
+    all_ok: &'a mut bool,
+    answered: HashSet<String>,
+}
+
+impl Lines for Tracked<'_> {
+    fn line(&mut self, answer: &Answer<'_>) {
+        if !answer.ok() {
+            *self.all_ok = false;
+        }
+        if let Some(id) = &answer.id {
+            self.answered.insert(id.to_string());
+        }
+        self.lines.line(answer);
+    }
+
+    fn idle(&mut self) {
+        self.lines.idle();
+    }
 }
 
 /// `cortex-pool tasks`.

@@ -13,7 +13,7 @@ use std::io::{Read, Write};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use super::{connect_error, finish, runtime, settings, Fail, Outcome, RECONNECT_FOR};
+use super::{connect_error, finish, runtime, settings, Fail, Outcome, Printer, RECONNECT_FOR};
 
 /// Largest batch of task lines sent in one request (the daemon's default limit is
 /// 1 MiB).
@@ -120,16 +120,15 @@ fn submit_inner(args: &SubmitArgs) -> Outcome {
         });
     }
     if args.wait {
+        let mut printer = Printer {
+            out: &mut out,
+            tally: Some(&mut tally),
+        };
         let waited = rt.block_on(super::lookup::lines_for(
             &settings,
             ids,
             Some(None),
-            &mut |line| {
-                tally.add(line.tally_status(), line.duration_ms);
-                let _ = out.write_all(line.text.as_bytes());
-                let _ = out.write_all(b"\n");
-                let _ = out.flush();
-            },
+            &mut printer,
         ));
         let _ = out.flush();
         drop(out);
@@ -173,13 +172,11 @@ fn submit_to_queue(settings: &Settings, url: &str, lines: &[String], wait: bool)
         .await?;
         let accepted = ids.len();
         let all_ok = if wait {
-            queue_cli::lines_for(&source, ids, Some(None), &mut |line| {
-                tally.add(line.tally_status(), line.duration_ms);
-                let _ = out.write_all(line.text.as_bytes());
-                let _ = out.write_all(b"\n");
-                let _ = out.flush();
-            })
-            .await?
+            let mut printer = Printer {
+                out: &mut out,
+                tally: Some(&mut tally),
+            };
+            queue_cli::lines_for(&source, ids, Some(None), &mut printer).await?
         } else {
             true
         };

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use source_nats::{NatsConfig, NatsSource};
 use task_source::{Filter, Requeue, TaskSource, TaskState};
 
-use crate::daemon::commands::{emit_text, emit_value, Answer};
+use crate::daemon::commands::{emit_text, emit_value, Answer, Lines};
 use crate::daemon::config::Settings;
 use crate::daemon::doc::Doc;
 use crate::daemon::durable::{answers, lines};
@@ -62,7 +62,7 @@ pub(crate) async fn lines_for(
     source: &NatsSource,
     ids: Vec<String>,
     wait: Option<Option<Duration>>,
-    emit: &mut dyn FnMut(&Answer<'_>),
+    sink: &mut dyn Lines,
 ) -> Result<bool, String> {
     let deadline = wait.flatten().map(|t| Instant::now() + t);
     let mut pending: Vec<String> = {
@@ -86,11 +86,13 @@ pub(crate) async fn lines_for(
                     continue;
                 }
                 all_ok &= lines::settled_ok(record.as_ref());
+                let line = &mut |answer: &Answer<'_>| sink.line(answer);
                 match lines::lookup(id, record.as_ref()) {
-                    Doc::Text(text) => emit_text(&text, emit),
-                    Doc::Value(value) => emit_value(&value, emit),
+                    Doc::Text(text) => emit_text(&text, line),
+                    Doc::Value(value) => emit_value(&value, line),
                 }
             }
+            sink.idle();
         }
         if still.is_empty() {
             return Ok(all_ok);
