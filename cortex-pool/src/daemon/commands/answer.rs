@@ -127,9 +127,12 @@ pub(crate) fn emit_value(value: &Value, emit: &mut dyn FnMut(&Answer<'_>)) {
 mod tests {
     use super::*;
 
-    fn emitted(text: &str) -> (String, Option<String>, String, f64) {
+    type Seen = (String, Option<String>, String, f64);
+
+    /// What `hand_over` handed to its `emit`.
+    fn seen(hand_over: impl FnOnce(&mut dyn FnMut(&Answer<'_>))) -> Seen {
         let mut got = None;
-        emit_text(text, &mut |a| {
+        hand_over(&mut |a| {
             got = Some((
                 a.text.to_owned(),
                 a.id.as_deref().map(str::to_owned),
@@ -138,6 +141,10 @@ mod tests {
             ));
         });
         got.unwrap()
+    }
+
+    fn emitted(text: &str) -> Seen {
+        seen(|emit| emit_text(text, emit))
     }
 
     #[test]
@@ -183,17 +190,8 @@ mod tests {
         assert_eq!((id.as_deref(), status.as_str()), (Some("c"), "failed"));
     }
 
-    fn emitted_value(value: &Value) -> (String, Option<String>, String, f64) {
-        let mut got = None;
-        emit_value(value, &mut |a| {
-            got = Some((
-                a.text.to_owned(),
-                a.id.as_deref().map(str::to_owned),
-                a.status.to_string(),
-                a.duration_ms,
-            ));
-        });
-        got.unwrap()
+    fn emitted_value(value: &Value) -> Seen {
+        seen(|emit| emit_value(value, emit))
     }
 
     /// A writer that notes how much of what it was given was flushed.
