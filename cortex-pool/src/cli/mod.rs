@@ -5,7 +5,7 @@ mod collect;
 mod feed;
 pub(crate) mod input;
 mod interrupt;
-mod json_str;
+pub(crate) mod json_str;
 pub(crate) mod output;
 mod progress;
 mod reader;

@@ -59,26 +59,34 @@ async fn status_reveals_a_dead_pool_actor_and_submits_are_refused() {
     assert_eq!(after["metrics"]["workers"]["ready"], 0);
     assert_eq!(after["workers"], serde_json::json!([]));
 
-    let (tx, mut rx) = mpsc::channel(16);
-    let line = r#"{"id":"t1","type":"echo","payload":1}"#.to_owned();
-    api::submit(vec![line], false, 1, &daemon, &tx)
-        .await
-        .expect("answered");
-    drop(tx);
-    let Some(Reply::Lines { lines }) = rx.recv().await else {
-        panic!("a line per task");
-    };
-    assert_eq!(lines[0]["status"], "refused", "{lines:?}");
-    let error = lines[0]["error"].as_str().unwrap();
-    assert!(
-        error.starts_with("pool_failed: the pool stopped working (the pool's actor panicked"),
-        "{error}"
-    );
-    assert!(matches!(
-        rx.recv().await,
-        Some(Reply::Done {
-            accepted: 0,
-            refused: 1
-        })
-    ));
+    // As maps (an older client) and as text.
+    for text in [false, true] {
+        let (tx, mut rx) = mpsc::channel(16);
+        let line = r#"{"id":"t1","type":"echo","payload":1}"#.to_owned();
+        api::submit(vec![line], false, 1, text, &daemon, &tx)
+            .await
+            .expect("answered");
+        drop(tx);
+        let lines: Vec<serde_json::Value> = match rx.recv().await {
+            Some(Reply::Lines { lines }) if !text => lines,
+            Some(Reply::LinesText { lines }) if text => lines
+                .iter()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect(),
+            other => panic!("a line per task, text {text}: {other:?}"),
+        };
+        assert_eq!(lines[0]["status"], "refused", "{lines:?}");
+        let error = lines[0]["error"].as_str().unwrap();
+        assert!(
+            error.starts_with("pool_failed: the pool stopped working (the pool's actor panicked"),
+            "{error}"
+        );
+        assert!(matches!(
+            rx.recv().await,
+            Some(Reply::Done {
+                accepted: 0,
+                refused: 1
+            })
+        ));
+    }
 }

@@ -35,6 +35,10 @@ pub(crate) enum Request {
         wait: bool,
         /// Number of the first line (for ids and error messages).
         first_line: u64,
+        /// Send the answers as JSON text (`LinesText`) instead of maps. A
+        /// daemon older than this field ignores it and sends `Lines`.
+        #[serde(default)]
+        text: bool,
     },
     /// Each task's line now: `Line` per id, then `Done` (accepted = settled ok).
     Result {
@@ -122,6 +126,12 @@ pub(crate) enum Reply {
         /// The line, one JSON document.
         line: String,
     },
+    /// A submitted batch's answers as JSON text, in input order, to a request
+    /// that asked for text.
+    LinesText {
+        /// The lines, each one JSON object.
+        lines: Vec<String>,
+    },
     /// Several lines at once (a submitted batch's answers, in input order).
     Lines {
         /// The lines.
@@ -193,6 +203,7 @@ mod tests {
                 lines: vec![r#"{"type":"echo"}"#.into()],
                 wait: true,
                 first_line: 1,
+                text: true,
             },
             Request::DlqRetry {
                 ids: Some(vec!["a".into(), "b".into()]),
@@ -222,6 +233,9 @@ mod tests {
             Reply::LineText {
                 line: r#"{"id":"a","status":"ok"}"#.into(),
             },
+            Reply::LinesText {
+                lines: vec![r#"{"id":"a","status":"accepted"}"#.into()],
+            },
         ];
         for r in replies {
             let f = frame(&r, 1 << 20).unwrap();
@@ -229,7 +243,8 @@ mod tests {
         }
     }
 
-    /// A client from before `text` asks for `Line` maps, and gets them.
+    /// A client from before `text` asks for `Line` and `Lines` maps, and gets
+    /// them.
     #[test]
     fn a_look_up_without_text_asks_for_maps() {
         for (old, want) in [
@@ -245,6 +260,15 @@ mod tests {
                 serde_json::json!({"op": "result", "ids": ["x"]}),
                 Request::Result {
                     ids: vec!["x".into()],
+                    text: false,
+                },
+            ),
+            (
+                serde_json::json!({"op": "submit", "lines": [], "wait": false, "first_line": 1}),
+                Request::Submit {
+                    lines: vec![],
+                    wait: false,
+                    first_line: 1,
                     text: false,
                 },
             ),

@@ -196,8 +196,9 @@ async fn answer(
             lines,
             wait,
             first_line,
+            text,
         } => {
-            return api::submit(lines, wait, first_line, daemon, out).await;
+            return api::submit(lines, wait, first_line, text, daemon, out).await;
         }
         Request::Result { ids, text } => return api::lookup(ids, None, text, daemon, out).await,
         Request::Wait {

@@ -13,7 +13,9 @@ use std::io::{Read, Write};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use super::{connect_error, finish, runtime, settings, Fail, Outcome, Printer, RECONNECT_FOR};
+use super::{
+    connect_error, emit_text, finish, runtime, settings, Fail, Outcome, Printer, RECONNECT_FOR,
+};
 
 /// Largest batch of task lines sent in one request (the daemon's default limit is
 /// 1 MiB).
@@ -92,21 +94,23 @@ fn submit_inner(args: &SubmitArgs) -> Outcome {
                 }
             };
             first_line += batch.len() as u64;
-            for line in answers {
-                if line["status"] == "accepted" {
-                    accepted += 1;
-                    if let Some(id) = line["id"].as_str() {
-                        ids.push(id.to_owned());
+            for text in &answers {
+                emit_text(text, &mut |line| {
+                    if line.status == "accepted" {
+                        accepted += 1;
+                        if let Some(id) = &line.id {
+                            ids.push(id.to_string());
+                        }
+                        if args.wait {
+                            return;
+                        }
+                    } else {
+                        refused += 1;
+                        tally.add(Status::Invalid, 0.0);
                     }
-                    if args.wait {
-                        continue;
-                    }
-                } else {
-                    refused += 1;
-                    tally.add(Status::Invalid, 0.0);
-                }
-                let _ = serde_json::to_writer(&mut out, &line);
-                let _ = out.write_all(b"\n");
+                    let _ = out.write_all(line.text.as_bytes());
+                    let _ = out.write_all(b"\n");
+                });
             }
             let _ = out.flush();
         }
@@ -161,12 +165,12 @@ fn submit_to_queue(settings: &Settings, url: &str, lines: &[String], wait: bool)
     let done = rt.block_on(async {
         let source = queue_cli::connect(settings, url).await?;
         let (ids, refused) = queue_cli::submit(&source, lines, &mut |line| {
-            if line["status"] != "accepted" {
+            if line.status != "accepted" {
                 tally.add(Status::Invalid, 0.0);
             } else if wait {
                 return;
             }
-            let _ = serde_json::to_writer(&mut out, line);
+            let _ = out.write_all(line.text.as_bytes());
             let _ = out.write_all(b"\n");
         })
         .await?;
@@ -201,13 +205,14 @@ fn submit_to_queue(settings: &Settings, url: &str, lines: &[String], wait: bool)
     })
 }
 
-/// Sends one batch (connecting first if needed) and returns its answer lines.
+/// Sends one batch (connecting first if needed) and returns its answer lines,
+/// as JSON text.
 async fn send_batch(
     settings: &crate::daemon::config::Settings,
     client: &mut Option<Client>,
     batch: &[String],
     first_line: u64,
-) -> std::io::Result<Vec<Value>> {
+) -> std::io::Result<Vec<String>> {
     if client.is_none() {
         *client = Some(Client::connect(&settings.paths.socket).await?);
     }
@@ -218,13 +223,15 @@ async fn send_batch(
         lines: batch.to_vec(),
         wait: false,
         first_line,
+        text: true,
     })
     .await?;
     let mut answers = Vec::with_capacity(batch.len());
     loop {
         match c.next().await? {
-            Reply::Line { line } => answers.push(line.into_value()),
-            Reply::Lines { lines } => answers.extend(lines),
+            Reply::Line { line } => answers.push(line.into_text()),
+            Reply::Lines { lines } => answers.extend(lines.iter().map(Value::to_string)),
+            Reply::LinesText { lines } => answers.extend(lines),
             Reply::Done { .. } => return Ok(answers),
             Reply::Error { kind, message } => {
                 return Err(std::io::Error::other(format!("{kind}: {message}")));

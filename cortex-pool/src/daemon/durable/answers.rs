@@ -2,11 +2,15 @@
 //! `submit --queue`: `{"id", "status": "accepted"}` (with `"duplicate": true`
 //! and its `state` for an id the source knew), or `{"id", "status": "refused",
 //! "error"}` (with the `line` number when the line itself was refused).
+//!
+//! Each answer is JSON text, written the way serde_json writes the same object
+//! (keys in order, strings escaped alike), so the lines read as they did when
+//! they were built as `Value`s, without building one per task.
 
-use serde_json::{json, Value};
-use task_source::{Admission, NewTask};
+use task_source::{Admission, NewTask, TaskState};
 
 use super::parse;
+use crate::cli::json_str;
 
 /// The submitted lines, parsed: the tasks to hand to the source, and the
 /// refusals of the lines that were no task, by position.
@@ -14,13 +18,14 @@ use super::parse;
 pub(crate) struct Submitted {
     tasks: Vec<NewTask>,
     /// One per non-blank line: `None` for the next task, the refusal otherwise.
-    slots: Vec<Option<Value>>,
+    slots: Vec<Option<String>>,
 }
 
 /// What a `submit` answers: one line per non-blank input line, in order.
 #[derive(Debug)]
 pub(crate) struct Answers {
-    pub(crate) lines: Vec<Value>,
+    /// The answers, each one JSON object.
+    pub(crate) lines: Vec<String>,
     /// The ids of the tasks the source holds now (new or known), in order.
     pub(crate) accepted: Vec<String>,
     /// How many lines were refused.
@@ -44,9 +49,7 @@ impl Submitted {
                 Err(r) => {
                     let line_no = first_line + n as u64;
                     let id = r.id.unwrap_or_else(|| line_no.to_string());
-                    let mut line = refused(&id, &r.reason);
-                    line["line"] = line_no.into();
-                    slots.push(Some(line));
+                    slots.push(Some(refused(&id, &r.reason, Some(line_no))));
                 }
             }
         }
@@ -80,15 +83,15 @@ impl Submitted {
                     match admission {
                         Admission::Accepted => {
                             answers.accepted.push(task.id.clone());
-                            json!({"id": task.id, "status": "accepted"})
+                            accepted(&task.id, None)
                         }
                         Admission::Known(state) => {
                             answers.accepted.push(task.id.clone());
-                            json!({"id": task.id, "status": "accepted", "duplicate": true, "state": state.as_str()})
+                            accepted(&task.id, Some(state))
                         }
                         Admission::Refused(reason) => {
                             answers.refused += 1;
-                            refused(&task.id, &reason)
+                            refused(&task.id, &reason, None)
                         }
                     }
                 }
@@ -99,17 +102,56 @@ impl Submitted {
     }
 }
 
-fn refused(id: &str, error: &str) -> Value {
-    json!({"id": id, "status": "refused", "error": error})
+/// `{"id", "status": "accepted"}`, with `"duplicate": true` and the `state`
+/// of a task the source knew (keys in serde_json's order).
+fn accepted(id: &str, known: Option<TaskState>) -> String {
+    let mut json = Vec::with_capacity(id.len() + 64);
+    if known.is_some() {
+        json.extend_from_slice(b"{\"duplicate\":true,\"id\":");
+    } else {
+        json.extend_from_slice(b"{\"id\":");
+    }
+    json_str::push(&mut json, id);
+    if let Some(state) = known {
+        json.extend_from_slice(b",\"state\":");
+        json_str::push(&mut json, state.as_str());
+    }
+    json.extend_from_slice(b",\"status\":\"accepted\"}");
+    text(json)
+}
+
+/// `{"id", "status": "refused", "error"}`, with the `line` number of a line
+/// that was no task.
+fn refused(id: &str, error: &str, line: Option<u64>) -> String {
+    let mut json = Vec::with_capacity(id.len() + error.len() + 64);
+    json.extend_from_slice(b"{\"error\":");
+    json_str::push(&mut json, error);
+    json.extend_from_slice(b",\"id\":");
+    json_str::push(&mut json, id);
+    if let Some(n) = line {
+        json.extend_from_slice(format!(",\"line\":{n}").as_bytes());
+    }
+    json.extend_from_slice(b",\"status\":\"refused\"}");
+    text(json)
+}
+
+/// The text of JSON built from `&str`s and ASCII.
+fn text(json: Vec<u8>) -> String {
+    String::from_utf8(json).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::{json, Value};
+
     use super::*;
-    use task_source::TaskState;
 
     fn lines(text: &[&str]) -> Vec<String> {
         text.iter().map(|&l| l.to_owned()).collect()
+    }
+
+    fn value(line: &str) -> Value {
+        serde_json::from_str(line).unwrap()
     }
 
     #[test]
@@ -133,18 +175,43 @@ mod tests {
         ]);
         assert_eq!(answers.accepted, ["a", "b"]);
         assert_eq!(answers.refused, 2);
-        assert_eq!(answers.lines.len(), 4);
-        assert_eq!(answers.lines[0], json!({"id": "a", "status": "accepted"}));
-        assert_eq!(answers.lines[1]["status"], "refused");
-        assert_eq!(answers.lines[1]["id"], "12");
-        assert_eq!(answers.lines[1]["line"], 12);
+        let lines: Vec<Value> = answers.lines.iter().map(|l| value(l)).collect();
+        assert_eq!(lines.len(), 4);
+        assert_eq!(lines[0], json!({"id": "a", "status": "accepted"}));
+        assert_eq!(lines[1]["status"], "refused");
+        assert_eq!(lines[1]["id"], "12");
+        assert_eq!(lines[1]["line"], 12);
         assert_eq!(
-            answers.lines[2],
+            lines[2],
             json!({"id": "b", "status": "accepted", "duplicate": true, "state": "queued"})
         );
         assert_eq!(
-            answers.lines[3],
+            lines[3],
             json!({"id": "c", "status": "refused", "error": "queue_full"})
         );
+    }
+
+    /// The text is what serde_json writes for the same object, escapes included.
+    #[test]
+    fn each_answer_is_the_text_serde_json_writes() {
+        let id = "q\"\\\u{1}é";
+        let error = "invalid_input: \"x\"\n";
+        for (text, object) in [
+            (accepted(id, None), json!({"id": id, "status": "accepted"})),
+            (
+                accepted(id, Some(TaskState::DeadLetter)),
+                json!({"id": id, "status": "accepted", "duplicate": true, "state": "dead_letter"}),
+            ),
+            (
+                refused(id, error, None),
+                json!({"id": id, "status": "refused", "error": error}),
+            ),
+            (
+                refused(id, error, Some(7)),
+                json!({"id": id, "status": "refused", "error": error, "line": 7}),
+            ),
+        ] {
+            assert_eq!(text, object.to_string());
+        }
     }
 }

@@ -25,6 +25,7 @@ pub(crate) async fn submit(
     text_lines: Vec<String>,
     wait: bool,
     first_line: u64,
+    text: bool,
     daemon: &Arc<Daemon>,
     out: &mpsc::Sender<Reply>,
 ) -> Result<(), Closed> {
@@ -34,17 +35,27 @@ pub(crate) async fn submit(
         daemon.wake.notify_one();
     }
     let answers = submitted.answer(admissions);
-    out.send(Reply::Lines {
-        lines: answers.lines,
-    })
-    .await?;
+    let lines = if text {
+        Reply::LinesText {
+            lines: answers.lines,
+        }
+    } else {
+        Reply::Lines {
+            lines: answers
+                .lines
+                .iter()
+                .map(|line| serde_json::from_str(line).unwrap_or(Value::Null))
+                .collect(),
+        }
+    };
+    out.send(lines).await?;
     out.send(Reply::Done {
         accepted: answers.accepted.len() as u64,
         refused: answers.refused,
     })
     .await?;
     if wait {
-        return lookup(answers.accepted, Some(None), false, daemon, out).await;
+        return lookup(answers.accepted, Some(None), text, daemon, out).await;
     }
     Ok(())
 }

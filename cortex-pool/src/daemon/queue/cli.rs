@@ -39,7 +39,7 @@ pub(crate) async fn connect(settings: &Settings, url: &str) -> Result<NatsSource
 pub(crate) async fn submit(
     source: &NatsSource,
     text_lines: &[String],
-    emit: &mut dyn FnMut(&Value),
+    emit: &mut dyn FnMut(&Answer<'_>),
 ) -> Result<(Vec<String>, u64), String> {
     let submitted = answers::Submitted::parse(text_lines, 1);
     let admissions = source
@@ -48,7 +48,7 @@ pub(crate) async fn submit(
         .map_err(|e| e.to_string())?;
     let answers = submitted.answer(admissions);
     for line in &answers.lines {
-        emit(line);
+        emit_text(line, emit);
     }
     Ok((answers.accepted, answers.refused))
 }
