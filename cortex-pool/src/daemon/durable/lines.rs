@@ -28,15 +28,9 @@ pub(crate) fn lookup(id: &str, record: Option<&TaskRecord>) -> Doc {
 /// The line of `id`, settled in `state`: its stored `run`-format line, else
 /// (none stored, or not JSON) `{"id", "status"}`.
 /// The stored line is sent as it is, not parsed (it is checked to be JSON).
-pub(crate) fn settled(id: &str, state: TaskState, line: Option<String>) -> Doc {
+fn settled(id: &str, state: TaskState, line: Option<String>) -> Doc {
     line.and_then(Doc::text)
         .unwrap_or_else(|| json!({"id": id, "status": state.as_str()}).into())
-}
-
-/// A settled line as this daemon's feeder committed it: JSON the feeder wrote
-/// itself (`cli::output`), so it is not checked again.
-pub(crate) fn committed(line: String) -> Doc {
-    Doc::committed(line)
 }
 
 /// Whether a record settled ok.
