@@ -24,8 +24,12 @@ pub struct MemorySource {
 struct Inner {
     next_seq: u64,
     /// By id (foldhash: SipHash took a twentieth of a memory daemon's
-    /// instructions per task).
-    tasks: HashMap<String, (u64, TaskRecord)>,
+    /// instructions per task). Each record is boxed, so a table that grows
+    /// moves ids and pointers, not records.
+    tasks: HashMap<String, Box<(u64, TaskRecord)>>,
+    /// Tasks not settled yet (queued, running or retrying), kept as records
+    /// change state: the admission check reads it on every submit.
+    unsettled: u64,
     /// Queued tasks: (priority, seq) → id.
     ready: BTreeMap<(u8, u64), String>,
     /// Retrying tasks: (due, seq) → id.
@@ -54,15 +58,37 @@ fn entry(event: &str, attempt: u32) -> HistoryEntry {
     }
 }
 
+/// How a change of state from `from` to `to` changes the count of unsettled tasks.
+fn unsettled_delta(from: TaskState, to: TaskState) -> i64 {
+    i64::from(from.is_settled()) - i64::from(to.is_settled())
+}
+
 impl Inner {
+    fn get(&self, id: &str) -> Option<&(u64, TaskRecord)> {
+        self.tasks.get(id).map(|stored| &**stored)
+    }
+
+    fn get_mut(&mut self, id: &str) -> Option<&mut (u64, TaskRecord)> {
+        self.tasks.get_mut(id).map(|stored| &mut **stored)
+    }
+
+    /// Every record, with its sequence number.
+    fn records(&self) -> impl Iterator<Item = (&String, &(u64, TaskRecord))> {
+        self.tasks.iter().map(|(id, stored)| (id, &**stored))
+    }
+
     fn enqueue(&mut self, id: &str) {
-        if let Some((seq, rec)) = self.tasks.get(id) {
+        if let Some((seq, rec)) = self.get(id) {
             self.ready.insert((rec.task.priority, *seq), id.to_owned());
         }
     }
 
     fn remove(&mut self, id: &str) {
-        if let Some((seq, rec)) = self.tasks.remove(id) {
+        if let Some(stored) = self.tasks.remove(id) {
+            let (seq, rec) = *stored;
+            if !rec.state.is_settled() {
+                self.unsettled = self.unsettled.saturating_sub(1);
+            }
             self.ready.remove(&(rec.task.priority, seq));
             self.delayed.remove(&(rec.due_ms, seq, id.to_owned()));
         }
@@ -76,7 +102,7 @@ impl TaskSource for MemorySource {
         let now = now_ms();
         let mut out = Vec::with_capacity(tasks.len());
         for task in tasks {
-            if let Some((_, rec)) = inner.tasks.get(&task.id) {
+            if let Some((_, rec)) = inner.get(&task.id) {
                 out.push(Admission::Known(rec.state));
                 continue;
             }
@@ -94,7 +120,8 @@ impl TaskSource for MemorySource {
                 due_ms: 0,
                 history: Vec::new(),
             };
-            inner.tasks.insert(id.clone(), (seq, record));
+            inner.tasks.insert(id.clone(), Box::new((seq, record)));
+            inner.unsettled += 1;
             inner.enqueue(&id);
             out.push(Admission::Accepted);
         }
@@ -118,7 +145,7 @@ impl TaskSource for MemorySource {
             let Some((_, id)) = inner.ready.pop_first() else {
                 break;
             };
-            if let Some((_, rec)) = inner.tasks.get_mut(&id) {
+            if let Some((_, rec)) = inner.get_mut(&id) {
                 rec.state = TaskState::Running;
                 rec.attempts += 1;
                 rec.due_ms = 0;
@@ -134,10 +161,11 @@ impl TaskSource for MemorySource {
     }
 
     async fn settle(&self, settlements: Vec<Settlement>) -> Result<(), SourceError> {
-        let mut inner = self.lock();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         let now = now_ms();
         for s in settlements {
-            let Some((seq, rec)) = inner.tasks.get_mut(&s.id) else {
+            let Some((seq, rec)) = inner.tasks.get_mut(&s.id).map(|stored| &mut **stored) else {
                 continue;
             };
             if rec.state != TaskState::Running || rec.attempts != s.attempt {
@@ -147,6 +175,9 @@ impl TaskSource for MemorySource {
             let seq = *seq;
             match s.outcome {
                 Outcome::Settled { state, line, error } => {
+                    inner.unsettled = inner
+                        .unsettled
+                        .saturating_add_signed(unsettled_delta(TaskState::Running, state));
                     rec.state = state;
                     rec.line = Some(line);
                     if error.is_some() {
@@ -174,13 +205,12 @@ impl TaskSource for MemorySource {
     async fn recover(&self) -> Result<u64, SourceError> {
         let mut inner = self.lock();
         let running: Vec<String> = inner
-            .tasks
-            .iter()
+            .records()
             .filter(|(_, (_, r))| r.state == TaskState::Running)
             .map(|(id, _)| id.clone())
             .collect();
         for id in &running {
-            if let Some((_, rec)) = inner.tasks.get_mut(id) {
+            if let Some((_, rec)) = inner.get_mut(id) {
                 rec.state = TaskState::Queued;
                 rec.history.push(entry("interrupted", rec.attempts));
             }
@@ -193,7 +223,7 @@ impl TaskSource for MemorySource {
         let inner = self.lock();
         Ok(ids
             .iter()
-            .map(|id| inner.tasks.get(id).map(|(_, r)| r.clone()))
+            .map(|id| inner.get(id).map(|(_, r)| r.clone()))
             .collect())
     }
 
@@ -202,7 +232,7 @@ impl TaskSource for MemorySource {
         Ok(ids
             .iter()
             .map(|id| {
-                inner.tasks.get(id).map(|(_, r)| TaskStatus {
+                inner.get(id).map(|(_, r)| TaskStatus {
                     state: r.state,
                     attempts: r.attempts,
                     line: r.line.clone(),
@@ -214,8 +244,8 @@ impl TaskSource for MemorySource {
     async fn list(&self, filter: Filter) -> Result<Vec<TaskRecord>, SourceError> {
         let inner = self.lock();
         let mut all: Vec<&(u64, TaskRecord)> = inner
-            .tasks
-            .values()
+            .records()
+            .map(|(_, stored)| stored)
             .filter(|(_, r)| filter.state.is_none_or(|s| r.state == s))
             .filter(|(_, r)| {
                 filter
@@ -244,8 +274,7 @@ impl TaskSource for MemorySource {
         let mut inner = self.lock();
         let ids = ids.unwrap_or_else(|| {
             let mut dead: Vec<(u64, String)> = inner
-                .tasks
-                .iter()
+                .records()
                 .filter(|(_, (_, r))| r.state == TaskState::DeadLetter)
                 .map(|(id, (seq, _))| (*seq, id.clone()))
                 .collect();
@@ -254,7 +283,7 @@ impl TaskSource for MemorySource {
         });
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            let verdict = match inner.tasks.get_mut(&id) {
+            let verdict = match inner.get_mut(&id) {
                 None => Requeue::Unknown,
                 Some((_, rec)) if rec.state != TaskState::DeadLetter => {
                     Requeue::NotDeadLettered(rec.state)
@@ -265,6 +294,7 @@ impl TaskSource for MemorySource {
                     rec.line = None;
                     rec.updated_ms = now_ms();
                     rec.history.push(entry("requeued", 0));
+                    inner.unsettled += 1;
                     inner.enqueue(&id);
                     Requeue::Requeued
                 }
@@ -277,8 +307,7 @@ impl TaskSource for MemorySource {
     async fn purge_dead(&self) -> Result<Vec<String>, SourceError> {
         let mut inner = self.lock();
         let mut dead: Vec<(u64, String)> = inner
-            .tasks
-            .iter()
+            .records()
             .filter(|(_, (_, r))| r.state == TaskState::DeadLetter)
             .map(|(id, (seq, _))| (*seq, id.clone()))
             .collect();
@@ -296,8 +325,7 @@ impl TaskSource for MemorySource {
     ) -> Result<u64, SourceError> {
         let mut inner = self.lock();
         let old: Vec<String> = inner
-            .tasks
-            .iter()
+            .records()
             .filter(|(_, (_, r))| r.state.is_settled() && r.updated_ms < settled_before_ms)
             .map(|(id, _)| id.clone())
             .collect();
@@ -308,12 +336,7 @@ impl TaskSource for MemorySource {
     }
 
     async fn unsettled(&self) -> Result<u64, SourceError> {
-        let inner = self.lock();
-        Ok(inner
-            .tasks
-            .values()
-            .filter(|(_, r)| !r.state.is_settled())
-            .count() as u64)
+        Ok(self.lock().unsettled)
     }
 
     async fn stats(&self) -> Result<SourceStats, SourceError> {
@@ -322,7 +345,7 @@ impl TaskSource for MemorySource {
             .iter()
             .map(|s| (s.as_str().to_owned(), 0))
             .collect();
-        for (_, r) in inner.tasks.values() {
+        for (_, (_, r)) in inner.records() {
             *rows.entry(r.state.as_str().to_owned()).or_default() += 1;
         }
         Ok(SourceStats {
@@ -385,5 +408,92 @@ mod tests {
         assert_eq!(a.line.as_deref(), Some(r#"{"id":"a"}"#));
         assert_eq!(status[1].as_ref().unwrap().state, TaskState::Queued);
         assert!(status[2].is_none());
+    }
+
+    fn settled(id: &str, attempt: u32, state: TaskState) -> Settlement {
+        Settlement {
+            id: id.to_owned(),
+            attempt,
+            outcome: Outcome::Settled {
+                state,
+                line: "{}".to_owned(),
+                error: None,
+            },
+        }
+    }
+
+    /// The unsettled tasks counted the slow way, from the records.
+    async fn counted(source: &MemorySource) -> u64 {
+        let stats = source.stats().await.unwrap();
+        ["queued", "running", "retrying"]
+            .iter()
+            .map(|s| stats.rows.get(*s).copied().unwrap_or(0))
+            .sum()
+    }
+
+    #[tokio::test]
+    async fn the_unsettled_count_follows_every_change_of_state() {
+        let source = MemorySource::new();
+        let check = |expected: u64| {
+            let source = &source;
+            async move {
+                assert_eq!(source.unsettled().await.unwrap(), expected);
+                assert_eq!(counted(source).await, expected);
+            }
+        };
+        let ids = ["a", "b", "c", "d", "e"];
+        source
+            .accept(ids.iter().map(|id| task(id)).collect())
+            .await
+            .unwrap();
+        // Accepting a known id again changes nothing.
+        source.accept(vec![task("a")]).await.unwrap();
+        check(5).await;
+        let claimed = source.claim(5, 0).await.unwrap();
+        assert_eq!(claimed.len(), 5);
+        check(5).await;
+        source
+            .settle(vec![
+                settled("a", 1, TaskState::Ok),
+                settled("b", 1, TaskState::DeadLetter),
+                Settlement {
+                    id: "c".to_owned(),
+                    attempt: 1,
+                    outcome: Outcome::Retry {
+                        due_ms: 0,
+                        error: crate::ErrorInfo {
+                            kind: "boom".to_owned(),
+                            message: "boom".to_owned(),
+                        },
+                    },
+                },
+                Settlement {
+                    id: "d".to_owned(),
+                    attempt: 1,
+                    outcome: Outcome::Interrupted,
+                },
+                // A stale settlement (another attempt) changes nothing.
+                settled("e", 7, TaskState::Ok),
+            ])
+            .await
+            .unwrap();
+        check(3).await;
+        source.requeue_dead(None).await.unwrap();
+        check(4).await;
+        let claimed = source.claim(5, u64::MAX).await.unwrap();
+        assert_eq!(claimed.len(), 3, "b, c and d run again; e still runs");
+        source.recover().await.unwrap();
+        check(4).await;
+        let claimed = source.claim(5, u64::MAX).await.unwrap();
+        let all: Vec<Settlement> = claimed
+            .iter()
+            .map(|c| settled(&c.task.id, c.attempt, TaskState::DeadLetter))
+            .collect();
+        source.settle(all).await.unwrap();
+        check(0).await;
+        source.purge_dead().await.unwrap();
+        source.prune(u64::MAX, None).await.unwrap();
+        check(0).await;
+        assert!(source.get(vec!["a".to_owned()]).await.unwrap()[0].is_none());
     }
 }
