@@ -50,9 +50,9 @@ impl MemorySource {
     }
 }
 
-fn entry(event: &str, attempt: u32) -> HistoryEntry {
+fn entry(event: &str, attempt: u32, at_ms: u64) -> HistoryEntry {
     HistoryEntry {
-        at_ms: now_ms(),
+        at_ms,
         event: event.to_owned(),
         attempt,
     }
@@ -150,7 +150,7 @@ impl TaskSource for MemorySource {
                 rec.attempts += 1;
                 rec.due_ms = 0;
                 rec.updated_ms = now_ms;
-                rec.history.push(entry("attempt", rec.attempts));
+                rec.history.push(entry("attempt", rec.attempts, now_ms));
                 out.push(Claimed {
                     task: rec.task.clone(),
                     attempt: rec.attempts,
@@ -183,18 +183,18 @@ impl TaskSource for MemorySource {
                     if error.is_some() {
                         rec.error = error;
                     }
-                    rec.history.push(entry(state.as_str(), s.attempt));
+                    rec.history.push(entry(state.as_str(), s.attempt, now));
                 }
                 Outcome::Retry { due_ms, error } => {
                     rec.state = TaskState::Retrying;
                     rec.due_ms = due_ms;
                     rec.error = Some(error);
-                    rec.history.push(entry("retry", s.attempt));
+                    rec.history.push(entry("retry", s.attempt, now));
                     inner.delayed.insert((due_ms, seq, s.id));
                 }
                 Outcome::Interrupted => {
                     rec.state = TaskState::Queued;
-                    rec.history.push(entry("interrupted", s.attempt));
+                    rec.history.push(entry("interrupted", s.attempt, now));
                     inner.enqueue(&s.id);
                 }
             }
@@ -209,10 +209,11 @@ impl TaskSource for MemorySource {
             .filter(|(_, (_, r))| r.state == TaskState::Running)
             .map(|(id, _)| id.clone())
             .collect();
+        let now = now_ms();
         for id in &running {
             if let Some((_, rec)) = inner.get_mut(id) {
                 rec.state = TaskState::Queued;
-                rec.history.push(entry("interrupted", rec.attempts));
+                rec.history.push(entry("interrupted", rec.attempts, now));
             }
             inner.enqueue(id);
         }
@@ -293,7 +294,7 @@ impl TaskSource for MemorySource {
                     rec.attempts = 0;
                     rec.line = None;
                     rec.updated_ms = now_ms();
-                    rec.history.push(entry("requeued", 0));
+                    rec.history.push(entry("requeued", 0, rec.updated_ms));
                     inner.unsettled += 1;
                     inner.enqueue(&id);
                     Requeue::Requeued

@@ -2,7 +2,7 @@
 //! (u32 big-endian length prefix, see `pool_core::protocol`).
 
 use bytes::BytesMut;
-use pool_core::protocol::{encode_frame, FrameError};
+use pool_core::protocol::{cursor, encode_frame, FrameError};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
@@ -184,10 +184,138 @@ where
 ///
 /// # Errors
 /// When the body is not a valid message of type `T`.
-pub(crate) fn decode<'a, T: Deserialize<'a>>(
-    body: &'a [u8],
-) -> Result<T, rmp_serde::decode::Error> {
+pub(crate) fn decode<T: Message>(body: &[u8]) -> Result<T, rmp_serde::decode::Error> {
+    if let Some(decoded) = first_tag(body, T::TAG).and_then(|kind| T::fast(kind, body)) {
+        return decoded;
+    }
     rmp_serde::from_slice(body)
+}
+
+/// A request or a reply: a map that names its kind under [`TAG`](Self::TAG).
+///
+/// serde decodes such a map (an internally tagged enum) by copying the whole
+/// of it into a tree of its own first, since the tag may come last: every
+/// line of a batch was copied twice. The kinds that carry the task path's
+/// lines are decoded straight into their fields instead, when the tag comes
+/// first (as this crate writes it); any other message goes through serde.
+pub(crate) trait Message: Sized + for<'de> Deserialize<'de> {
+    /// The key that names the kind.
+    const TAG: &'static str;
+
+    /// Decodes `body`, a message of kind `kind`, when that kind has a direct
+    /// decoder (`None` otherwise).
+    fn fast(kind: &str, body: &[u8]) -> Option<Result<Self, rmp_serde::decode::Error>>;
+}
+
+/// The kind a message's first key names when that key is `tag`.
+fn first_tag<'a>(body: &'a [u8], tag: &str) -> Option<&'a str> {
+    let (&marker, rest) = body.split_first()?;
+    let mut rd = match marker {
+        0x80..=0x8f => rest,
+        0xde => rest.get(2..)?,
+        0xdf => rest.get(4..)?,
+        _ => return None,
+    };
+    (cursor::string(&mut rd)? == tag).then_some(())?;
+    cursor::string(&mut rd)
+}
+
+/// Decodes `body` as the fields of one kind (`T`), the tag skipped as an
+/// unknown field, and makes the message of them.
+fn fields<T: for<'de> Deserialize<'de>, M>(
+    body: &[u8],
+    make: impl FnOnce(T) -> M,
+) -> Option<Result<M, rmp_serde::decode::Error>> {
+    Some(rmp_serde::from_slice(body).map(make))
+}
+
+/// [`Request::Submit`]'s fields.
+#[derive(Deserialize)]
+struct SubmitFields {
+    lines: Vec<String>,
+    wait: bool,
+    first_line: u64,
+    #[serde(default)]
+    text: bool,
+}
+
+/// [`Request::Result`]'s fields.
+#[derive(Deserialize)]
+struct ResultFields {
+    ids: Vec<String>,
+    #[serde(default)]
+    text: bool,
+}
+
+/// [`Request::Wait`]'s fields.
+#[derive(Deserialize)]
+struct WaitFields {
+    ids: Vec<String>,
+    timeout_ms: Option<u64>,
+    #[serde(default)]
+    text: bool,
+}
+
+impl Message for Request {
+    const TAG: &'static str = "op";
+
+    fn fast(kind: &str, body: &[u8]) -> Option<Result<Self, rmp_serde::decode::Error>> {
+        match kind {
+            "submit" => fields(body, |f: SubmitFields| Self::Submit {
+                lines: f.lines,
+                wait: f.wait,
+                first_line: f.first_line,
+                text: f.text,
+            }),
+            "result" => fields(body, |f: ResultFields| Self::Result {
+                ids: f.ids,
+                text: f.text,
+            }),
+            "wait" => fields(body, |f: WaitFields| Self::Wait {
+                ids: f.ids,
+                timeout_ms: f.timeout_ms,
+                text: f.text,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// [`Reply::LineText`]'s fields.
+#[derive(Deserialize)]
+struct LineTextFields {
+    line: String,
+}
+
+/// [`Reply::LinesText`]'s fields.
+#[derive(Deserialize)]
+struct LinesTextFields {
+    lines: Vec<String>,
+}
+
+/// [`Reply::Done`]'s fields.
+#[derive(Deserialize)]
+struct DoneFields {
+    accepted: u64,
+    refused: u64,
+}
+
+impl Message for Reply {
+    const TAG: &'static str = "reply";
+
+    fn fast(kind: &str, body: &[u8]) -> Option<Result<Self, rmp_serde::decode::Error>> {
+        match kind {
+            "line_text" => fields(body, |f: LineTextFields| Self::LineText { line: f.line }),
+            "lines_text" => fields(body, |f: LinesTextFields| Self::LinesText {
+                lines: f.lines,
+            }),
+            "done" => fields(body, |f: DoneFields| Self::Done {
+                accepted: f.accepted,
+                refused: f.refused,
+            }),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -275,6 +403,49 @@ mod tests {
         ] {
             let body = rmp_serde::to_vec_named(&old).unwrap();
             assert_eq!(decode::<Request>(&body).unwrap(), want);
+        }
+    }
+
+    /// The kinds decoded straight into their fields decode to what serde's
+    /// own decoding of the enum makes of them, tag first or last, and are
+    /// refused alike when a field is missing.
+    #[test]
+    fn direct_decoding_agrees_with_serde() {
+        fn both<T: Message + std::fmt::Debug + PartialEq>(doc: serde_json::Value) {
+            let body = rmp_serde::to_vec_named(&doc).unwrap();
+            let serde: Result<T, _> = rmp_serde::from_slice(&body);
+            let ours: Result<T, _> = decode(&body);
+            match (serde, ours) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{doc}"),
+                (Err(_), Err(_)) => {}
+                (a, b) => panic!("{doc}: serde {a:?}, direct {b:?}"),
+            }
+        }
+        let lines = serde_json::json!([r#"{"type":"echo"}"#, "x"]);
+        for doc in [
+            serde_json::json!({"op": "submit", "lines": lines, "wait": true, "first_line": 7, "text": true}),
+            serde_json::json!({"lines": lines, "wait": false, "first_line": 1, "op": "submit"}),
+            serde_json::json!({"op": "submit", "lines": lines, "first_line": 1}),
+            serde_json::json!({"op": "submit", "lines": [1], "wait": true, "first_line": 1}),
+            serde_json::json!({"op": "result", "ids": ["a", "b"], "text": true}),
+            serde_json::json!({"op": "result"}),
+            serde_json::json!({"op": "wait", "ids": ["a"], "timeout_ms": 5}),
+            serde_json::json!({"op": "wait", "ids": ["a"], "timeout_ms": null, "text": true, "extra": 1}),
+            serde_json::json!({"op": "status"}),
+            serde_json::json!({"op": "nonsense"}),
+        ] {
+            both::<Request>(doc);
+        }
+        for doc in [
+            serde_json::json!({"reply": "line_text", "line": "{}"}),
+            serde_json::json!({"reply": "lines_text", "lines": ["{}", "[]"]}),
+            serde_json::json!({"lines": ["{}"], "reply": "lines_text"}),
+            serde_json::json!({"reply": "lines_text"}),
+            serde_json::json!({"reply": "done", "accepted": 3, "refused": 1}),
+            serde_json::json!({"reply": "done", "accepted": -3, "refused": 1}),
+            serde_json::json!({"reply": "text", "text": "hi"}),
+        ] {
+            both::<Reply>(doc);
         }
     }
 }
