@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use foldhash::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -77,10 +78,17 @@ impl Inner {
         self.tasks.iter().map(|(id, stored)| (id, &**stored))
     }
 
+    /// Queues the known task `id` (found by its id; see [`ready`](Self::ready)).
     fn enqueue(&mut self, id: &str) {
         if let Some((seq, rec)) = self.get(id) {
-            self.ready.insert((rec.task.priority, *seq), id.to_owned());
+            let key = (rec.task.priority, *seq);
+            self.ready.insert(key, id.to_owned());
         }
+    }
+
+    /// Queues task `id`, whose priority and sequence number the caller has.
+    fn ready(&mut self, priority: u8, seq: u64, id: String) {
+        self.ready.insert((priority, seq), id);
     }
 
     fn remove(&mut self, id: &str) {
@@ -102,13 +110,15 @@ impl TaskSource for MemorySource {
         let now = now_ms();
         let mut out = Vec::with_capacity(tasks.len());
         for task in tasks {
-            if let Some((_, rec)) = inner.get(&task.id) {
-                out.push(Admission::Known(rec.state));
-                continue;
-            }
             let seq = inner.next_seq;
-            inner.next_seq += 1;
-            let id = task.id.clone();
+            let slot = match inner.tasks.entry(task.id.clone()) {
+                Entry::Occupied(known) => {
+                    out.push(Admission::Known(known.get().1.state));
+                    continue;
+                }
+                Entry::Vacant(slot) => slot,
+            };
+            let (priority, id) = (task.priority, task.id.clone());
             let record = TaskRecord {
                 task,
                 state: TaskState::Queued,
@@ -120,9 +130,10 @@ impl TaskSource for MemorySource {
                 due_ms: 0,
                 history: Vec::new(),
             };
-            inner.tasks.insert(id.clone(), Box::new((seq, record)));
+            slot.insert(Box::new((seq, record)));
+            inner.next_seq += 1;
             inner.unsettled += 1;
-            inner.enqueue(&id);
+            inner.ready(priority, seq, id);
             out.push(Admission::Accepted);
         }
         Ok(out)
@@ -448,7 +459,10 @@ mod tests {
             .await
             .unwrap();
         // Accepting a known id again changes nothing.
-        source.accept(vec![task("a")]).await.unwrap();
+        assert_eq!(
+            source.accept(vec![task("a")]).await.unwrap(),
+            vec![Admission::Known(TaskState::Queued)]
+        );
         check(5).await;
         let claimed = source.claim(5, 0).await.unwrap();
         assert_eq!(claimed.len(), 5);

@@ -11,6 +11,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use foldhash::HashMap;
+use std::collections::hash_map::Entry;
 
 use task_source::TaskState;
 use tokio::sync::mpsc;
@@ -124,13 +125,17 @@ impl Waiters {
 
 /// Adds `inbox` as a waiter for `id` (once), dropping the waiters that gave up.
 fn add(map: &mut Senders, id: &str, inbox: &mpsc::UnboundedSender<Arc<Settled>>) {
-    if let Some(list) = map.get_mut(id) {
-        list.retain(|w| !w.is_closed());
-        if !list.iter().any(|w| w.same_channel(inbox)) {
-            list.push(inbox.clone());
+    match map.entry(id.to_owned()) {
+        Entry::Occupied(mut known) => {
+            let list = known.get_mut();
+            list.retain(|w| !w.is_closed());
+            if !list.iter().any(|w| w.same_channel(inbox)) {
+                list.push(inbox.clone());
+            }
         }
-    } else {
-        map.insert(id.to_owned(), vec![inbox.clone()]);
+        Entry::Vacant(new) => {
+            new.insert(vec![inbox.clone()]);
+        }
     }
 }
 
