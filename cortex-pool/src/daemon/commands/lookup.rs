@@ -2,8 +2,8 @@
 //! (and `submit --wait`) reconnect when the daemon restarts and go on waiting
 //! for the ids not yet settled.
 
+use foldhash::HashSet;
 use futures_util::FutureExt;
-use std::collections::HashSet;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -196,7 +196,7 @@ async fn stream(
     let mut tracked = Tracked {
         lines,
         all_ok,
-        answered: HashSet::new(),
+        answered: HashSet::default(),
     };
     let result = loop {
         // Nothing more read yet: the lines so far go out before the wait.

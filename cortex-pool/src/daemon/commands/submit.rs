@@ -265,7 +265,13 @@ fn with_id(line: String) -> String {
     } else {
         ","
     };
-    format!("{{\"id\":\"{id}\"{comma}{members}")
+    let mut out = String::with_capacity(line.len() + id.len() + 8);
+    out.push_str("{\"id\":\"");
+    out.push_str(&id);
+    out.push('"');
+    out.push_str(comma);
+    out.push_str(members);
+    out
 }
 
 /// Fills in `priority` and `timeout_ms` on lines that set none.

@@ -28,10 +28,13 @@ pub(crate) fn generate() -> String {
     };
     let value = u128::from(last.0) << 80 | random;
     drop(last);
-    (0..26)
-        .rev()
-        .map(|i| ALPHABET[((value >> (i * 5)) & 31) as usize] as char)
-        .collect()
+    let mut id = [0u8; 26];
+    for (at, digit) in id.iter_mut().rev().enumerate() {
+        *digit = ALPHABET[((value >> (at * 5)) & 31) as usize];
+    }
+    // Every byte is one of the alphabet's ASCII digits and capitals: valid
+    // UTF-8, borrowed as it is (no byte is replaced).
+    String::from_utf8_lossy(&id).into_owned()
 }
 
 #[cfg(test)]
