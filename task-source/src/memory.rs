@@ -128,7 +128,8 @@ impl TaskSource for MemorySource {
                 created_ms: now,
                 updated_ms: now,
                 due_ms: 0,
-                history: Vec::new(),
+                // An attempt and its end, the history of most tasks.
+                history: Vec::with_capacity(2),
             };
             slot.insert(Box::new((seq, record)));
             inner.next_seq += 1;
@@ -151,7 +152,7 @@ impl TaskSource for MemorySource {
             inner.delayed.remove(&key);
             inner.enqueue(&key.2);
         }
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(max.min(inner.ready.len()));
         while out.len() < max {
             let Some((_, id)) = inner.ready.pop_first() else {
                 break;
