@@ -31,6 +31,8 @@ pub(crate) mod server;
 pub(crate) mod service;
 pub(crate) mod signals;
 pub(crate) mod state;
+#[cfg(test)]
+mod test_daemon;
 
 use std::path::Path;
 

@@ -1,35 +1,14 @@
 //! A daemon whose pool's actor died says so in `status` (health `failed` and
 //! the reason, no phantom workers) and refuses new tasks, naming why.
 
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use pool_core::testing::{panic_actor, MockAction, MockTransport};
-use pool_core::{Pool, WorkerCommand};
+use pool_core::testing::panic_actor;
 use tokio::sync::mpsc;
 
-use super::config::Sources;
 use super::durable::api;
 use super::protocol::Reply;
-use super::state::Daemon;
-
-async fn daemon() -> Arc<Daemon> {
-    let settings = Sources::default()
-        .load_with(|_| None)
-        .and_then(super::config::Raw::resolve)
-        .expect("default settings");
-    let (transport, _recorder) = MockTransport::new(|_| MockAction::Echo);
-    let pool = Pool::builder(transport, WorkerCommand::new("mock-worker"))
-        .config(settings.pool.clone())
-        .start()
-        .await
-        .expect("pool starts");
-    Arc::new(Daemon::new(
-        pool,
-        Arc::new(RwLock::new(settings)),
-        Arc::new(task_source::MemorySource::new()),
-    ))
-}
+use super::test_daemon::daemon;
 
 #[tokio::test]
 async fn status_reveals_a_dead_pool_actor_and_submits_are_refused() {

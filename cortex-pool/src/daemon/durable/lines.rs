@@ -33,6 +33,13 @@ fn settled(id: &str, state: TaskState, line: Option<String>) -> Doc {
         .unwrap_or_else(|| json!({"id": id, "status": state.as_str()}).into())
 }
 
+/// The stored line of a settled task.
+pub(crate) fn stored(status: Option<&TaskStatus>) -> Option<&str> {
+    status
+        .filter(|s| s.state.is_settled())
+        .and_then(|s| s.line.as_deref())
+}
+
 /// Whether a record settled ok.
 pub(crate) fn settled_ok(record: Option<&TaskRecord>) -> bool {
     record.is_some_and(|r| r.state == TaskState::Ok)
