@@ -1,10 +1,10 @@
 //! [`MemorySource`]: every task in this process's memory (`durability = "memory"`).
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Mutex, MutexGuard};
 
 use foldhash::HashMap;
-use std::collections::hash_map::Entry;
-use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 

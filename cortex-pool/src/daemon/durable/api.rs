@@ -274,6 +274,7 @@ impl Tally {
         }
     }
 
+    /// Counts one line sent, settled ok or not.
     fn count(&mut self, ok: bool) {
         if ok {
             self.ok += 1;

@@ -8,10 +8,10 @@
 //! `FuturesUnordered`, cost the daemon about 7 000 instructions a task in
 //! `submit --wait`).
 
+use std::collections::hash_map::Entry;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use foldhash::HashMap;
-use std::collections::hash_map::Entry;
 
 use task_source::TaskState;
 use tokio::sync::mpsc;
