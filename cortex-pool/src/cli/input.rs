@@ -107,14 +107,21 @@ fn msgpack(payload: Option<&RawValue>) -> Result<Vec<u8>, String> {
         return Ok(vec![MSGPACK_NIL]);
     };
     let text = json.get();
-    if let Some(plain) = plain_string(text) {
-        return Ok(msgpack_str(plain));
+    if let Some(encoded) = plain_msgpack(text) {
+        return Ok(encoded);
     }
     let mut out = Vec::with_capacity(text.len());
     let mut from = serde_json::Deserializer::from_str(text);
     let mut to = rmp_serde::Serializer::new(&mut out).with_struct_map();
     serde_transcode::transcode(&mut from, &mut to).map_err(|e| e.to_string())?;
     Ok(out)
+}
+
+/// The MessagePack `str` of `json` when it is a JSON string with no escape in
+/// it (see [`plain_string`]), written without a transcoder; `None` for any
+/// other JSON, which the caller transcodes.
+pub(crate) fn plain_msgpack(json: &str) -> Option<Vec<u8>> {
+    plain_string(json).map(msgpack_str)
 }
 
 /// The contents of `json` when it is a JSON string with no escape in it (the

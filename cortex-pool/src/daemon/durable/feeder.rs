@@ -160,9 +160,13 @@ const MSGPACK_NIL: u8 = 0xc0;
 
 /// The MessagePack encoding of a stored payload (JSON text), transcoded with no
 /// tree of values in between, as `run` does: a map keeps its keys in the
-/// order they were submitted in. A payload that is not JSON (the store
-/// holds only checked ones) is sent as `nil`.
+/// order they were submitted in; a string with no escape in it is written as
+/// it is (as `run` does). A payload that is not JSON (the store holds only
+/// checked ones) is sent as `nil`.
 fn msgpack(json: &str) -> Vec<u8> {
+    if let Some(encoded) = crate::cli::input::plain_msgpack(json) {
+        return encoded;
+    }
     let mut out = Vec::with_capacity(json.len() + 8);
     let mut from = serde_json::Deserializer::from_str(json);
     let mut to = rmp_serde::Serializer::new(&mut out).with_struct_map();
@@ -262,7 +266,18 @@ mod tests {
         let value: serde_json::Value = serde_json::from_str(json).unwrap();
         let decoded: serde_json::Value = rmp_serde::from_slice(&msgpack(json)).unwrap();
         assert_eq!(decoded, value);
-        assert_eq!(msgpack("\"x\""), rmp_serde::to_vec(&"x").unwrap());
+        let long = "y".repeat(70_000);
+        for text in [
+            "x",
+            "",
+            "grüße 日本",
+            "a \"quoted\" word",
+            "tab\t",
+            long.as_str(),
+        ] {
+            let json = serde_json::to_string(text).unwrap();
+            assert_eq!(msgpack(&json), rmp_serde::to_vec(&text).unwrap(), "{json}");
+        }
         assert_eq!(msgpack("null"), [MSGPACK_NIL]);
         assert_eq!(msgpack("not json"), [MSGPACK_NIL]);
         assert_eq!(msgpack("1 2"), [MSGPACK_NIL]);
