@@ -12,11 +12,13 @@ use task_source::{Admission, NewTask, TaskState};
 use super::parse;
 use crate::cli::json_str;
 
-/// The submitted lines, parsed: the tasks to hand to the source, and the
-/// refusals of the lines that were no task, by position.
+/// What answers the submitted lines once the source admitted their tasks:
+/// the tasks' ids, and the refusals of the lines that were no task, by
+/// position.
 #[derive(Debug)]
 pub(crate) struct Submitted {
-    tasks: Vec<NewTask>,
+    /// The tasks' ids, in input order.
+    ids: Vec<String>,
     /// One per non-blank line: `None` for the next task, the refusal otherwise.
     slots: Vec<Option<String>>,
 }
@@ -33,9 +35,11 @@ pub(crate) struct Answers {
 }
 
 impl Submitted {
-    /// Parses each non-blank line; `first_line` is the number of the first.
-    pub(crate) fn parse(text_lines: &[String], first_line: u64) -> Self {
+    /// Parses each non-blank line (`first_line` is the number of the first):
+    /// the tasks to hand to the source, in input order, and what answers them.
+    pub(crate) fn parse(text_lines: &[String], first_line: u64) -> (Vec<NewTask>, Self) {
         let mut tasks = Vec::with_capacity(text_lines.len());
+        let mut ids = Vec::with_capacity(text_lines.len());
         let mut slots = Vec::with_capacity(text_lines.len());
         for (n, text) in text_lines.iter().enumerate() {
             if text.trim().is_empty() {
@@ -43,6 +47,7 @@ impl Submitted {
             }
             match parse::parse(text) {
                 Ok(task) => {
+                    ids.push(task.id.clone());
                     tasks.push(task);
                     slots.push(None);
                 }
@@ -53,18 +58,13 @@ impl Submitted {
                 }
             }
         }
-        Self { tasks, slots }
+        (tasks, Self { ids, slots })
     }
 
-    /// The tasks to hand to the source, in input order.
-    pub(crate) fn tasks(&self) -> &[NewTask] {
-        &self.tasks
-    }
-
-    /// The answers, given the source's admission of each of [`tasks`](Self::tasks)
-    /// in order (a missing admission ends the answers there).
+    /// The answers, given the source's admission of each task in order (a
+    /// missing admission ends the answers there).
     pub(crate) fn answer(self, admissions: Vec<Admission>) -> Answers {
-        let mut admitted = self.tasks.iter().zip(admissions);
+        let mut admitted = self.ids.into_iter().zip(admissions);
         let mut answers = Answers {
             lines: Vec::with_capacity(self.slots.len()),
             accepted: Vec::new(),
@@ -77,21 +77,23 @@ impl Submitted {
                     line
                 }
                 None => {
-                    let Some((task, admission)) = admitted.next() else {
+                    let Some((id, admission)) = admitted.next() else {
                         break;
                     };
                     match admission {
                         Admission::Accepted => {
-                            answers.accepted.push(task.id.clone());
-                            accepted(&task.id, None)
+                            let line = accepted(&id, None);
+                            answers.accepted.push(id);
+                            line
                         }
                         Admission::Known(state) => {
-                            answers.accepted.push(task.id.clone());
-                            accepted(&task.id, Some(state))
+                            let line = accepted(&id, Some(state));
+                            answers.accepted.push(id);
+                            line
                         }
                         Admission::Refused(reason) => {
                             answers.refused += 1;
-                            refused(&task.id, &reason, None)
+                            refused(&id, &reason, None)
                         }
                     }
                 }
@@ -156,7 +158,7 @@ mod tests {
 
     #[test]
     fn answers_keep_the_input_order_and_number_refused_lines_from_the_first() {
-        let submitted = Submitted::parse(
+        let (tasks, submitted) = Submitted::parse(
             &lines(&[
                 r#"{"id":"a","type":"echo","payload":1}"#,
                 "",
@@ -166,7 +168,7 @@ mod tests {
             ]),
             10,
         );
-        let ids: Vec<&str> = submitted.tasks().iter().map(|t| t.id.as_str()).collect();
+        let ids: Vec<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
         assert_eq!(ids, ["a", "b", "c"]);
         let answers = submitted.answer(vec![
             Admission::Accepted,

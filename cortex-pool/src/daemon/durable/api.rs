@@ -29,8 +29,8 @@ pub(crate) async fn submit(
     daemon: &Arc<Daemon>,
     out: &mpsc::Sender<Reply>,
 ) -> Result<(), Closed> {
-    let submitted = answers::Submitted::parse(&text_lines, first_line);
-    let admissions = admit(daemon, submitted.tasks()).await;
+    let (tasks, submitted) = answers::Submitted::parse(&text_lines, first_line);
+    let admissions = admit(daemon, tasks).await;
     if admissions.iter().any(|a| matches!(a, Admission::Accepted)) {
         daemon.wake.notify_one();
     }
@@ -63,11 +63,12 @@ pub(crate) async fn submit(
 /// Stores the tasks, refusing them with the reason when the pool stopped
 /// working, the store cannot take them or the queue is full (`max_queue_len`
 /// unsettled tasks).
-async fn admit(daemon: &Daemon, tasks: &[NewTask]) -> Vec<Admission> {
+async fn admit(daemon: &Daemon, mut tasks: Vec<NewTask>) -> Vec<Admission> {
     if tasks.is_empty() {
         return Vec::new();
     }
-    let refuse_all = |reason: String| vec![Admission::Refused(reason); tasks.len()];
+    let all = tasks.len();
+    let refuse_all = |reason: String| vec![Admission::Refused(reason); all];
     if let Some(failure) = daemon.pool.failure() {
         return refuse_all(format!(
             "pool_failed: the pool stopped working ({failure}); restart the daemon"
@@ -79,23 +80,24 @@ async fn admit(daemon: &Daemon, tasks: &[NewTask]) -> Vec<Admission> {
         Err(e) => return refuse_all(e.to_string()),
     };
     let room = max.saturating_sub(unsettled) as usize;
-    let (fits, over) = tasks.split_at(room.min(tasks.len()));
-    let mut admissions = if fits.is_empty() {
+    let over_ids: Vec<String> = tasks
+        .split_off(room.min(all))
+        .into_iter()
+        .map(|t| t.id)
+        .collect();
+    let mut admissions = if tasks.is_empty() {
         Vec::new()
     } else {
-        match daemon.source.accept(fits.to_vec()).await {
+        match daemon.source.accept(tasks).await {
             Ok(a) => a,
             Err(e) => return refuse_all(e.to_string()),
         }
     };
-    if !over.is_empty() {
+    if !over_ids.is_empty() {
         // Known ids are still answered with their state; new ones are refused.
-        let known = daemon
-            .source
-            .status(over.iter().map(|t| t.id.clone()).collect())
-            .await
-            .unwrap_or_default();
-        for (i, _) in over.iter().enumerate() {
+        let over = over_ids.len();
+        let known = daemon.source.status(over_ids).await.unwrap_or_default();
+        for i in 0..over {
             admissions.push(match known.get(i).and_then(Option::as_ref) {
                 Some(r) => Admission::Known(r.state),
                 None => Admission::Refused(format!(

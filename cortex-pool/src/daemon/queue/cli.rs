@@ -41,11 +41,8 @@ pub(crate) async fn submit(
     text_lines: &[String],
     emit: &mut dyn FnMut(&Answer<'_>),
 ) -> Result<(Vec<String>, u64), String> {
-    let submitted = answers::Submitted::parse(text_lines, 1);
-    let admissions = source
-        .accept(submitted.tasks().to_vec())
-        .await
-        .map_err(|e| e.to_string())?;
+    let (tasks, submitted) = answers::Submitted::parse(text_lines, 1);
+    let admissions = source.accept(tasks).await.map_err(|e| e.to_string())?;
     let answers = submitted.answer(admissions);
     for line in &answers.lines {
         emit_text(line, emit);
