@@ -10,6 +10,10 @@
 #
 # With BACKLOG=1 the tasks are submitted without --wait (all of them queue up in
 # the store first) and the time runs until the pool has completed them all.
+#
+# The line ends with the CPU a task of the `submit` client (user + system, from
+# bash's `time`) and of the whole machine (busy time from /proc/stat, every
+# process and the kernel), so the daemon's share can be read beside them.
 set -euo pipefail
 
 BIN=$(realpath "${BIN:-target/release/cortex-pool}")
@@ -31,16 +35,24 @@ trap cleanup EXIT
 pid=$(cat "$CORTEX_POOL_RUNTIME_DIR/daemon.pid")
 ticks() { awk '{ print $14 + $15 }' "/proc/$pid/stat"; }
 completed() { "$BIN" metrics --json | python3 -c 'import json, sys; print(json.load(sys.stdin)["tasks"]["completed"])'; }
+busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
+TIMEFORMAT='%U %S'
 t0=$(ticks)
+b0=$(busy)
 if [[ ${BACKLOG:-0} == 1 ]]; then
     start=$(date +%s%N)
-    "$BIN" submit "$dir/tasks.jsonl" >/dev/null
+    { time "$BIN" submit "$dir/tasks.jsonl" >/dev/null; } 2>"$dir/client-time"
     while (($(completed) < N)); do sleep 0.2; done
     rate="$((N * 1000000000 / ($(date +%s%N) - start))) tasks/s (backlog)"
 else
-    rate=$("$BIN" submit --wait "$dir/tasks.jsonl" 2>&1 >/dev/null | grep -o '[0-9]* tasks/s')
+    { time "$BIN" submit --wait "$dir/tasks.jsonl" 2>"$dir/submit-err" >/dev/null; } 2>"$dir/client-time"
+    rate=$(grep -o '[0-9]* tasks/s' "$dir/submit-err")
 fi
 t1=$(ticks)
+b1=$(busy)
 hz=$(getconf CLK_TCK)
-awk -v t=$((t1 - t0)) -v hz="$hz" -v n="$N" -v rate="$rate" 'BEGIN {
-    printf "daemon CPU: %.2f s for %d tasks (%.1f us a task); submit --wait: %s\n", t / hz, n, t / hz / n * 1e6, rate }'
+read -r cu cs < "$dir/client-time"
+awk -v t=$((t1 - t0)) -v b=$((b1 - b0)) -v hz="$hz" -v n="$N" -v rate="$rate" -v c="$cu $cs" 'BEGIN {
+    split(c, cc, " ")
+    printf "daemon CPU: %.2f s for %d tasks (%.1f us a task); submit --wait: %s; client %.1f us, machine %.1f us a task\n",
+        t / hz, n, t / hz / n * 1e6, rate, (cc[1] + cc[2]) / n * 1e6, b / hz / n * 1e6 }'
