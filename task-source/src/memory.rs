@@ -1,7 +1,6 @@
 //! [`MemorySource`]: every task in this process's memory (`durability = "memory"`).
 
-use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 
 use foldhash::HashMap;
@@ -23,18 +22,24 @@ pub struct MemorySource {
 
 #[derive(Debug, Default)]
 struct Inner {
-    next_seq: u64,
-    /// By id (foldhash: SipHash took a twentieth of a memory daemon's
-    /// instructions per task). Each record is boxed, so a table that grows
-    /// moves ids and pointers, not records.
-    tasks: HashMap<String, Box<(u64, TaskRecord)>>,
+    /// Every record, by sequence number: task `seq`'s is at
+    /// `slots[seq - first_seq]`, `None` once removed (removed slots at the
+    /// front are dropped). The queues below name tasks by sequence number, so
+    /// taking the next one reads its slot without hashing its id; a record is
+    /// boxed, so the slots that grow move pointers, not records.
+    slots: VecDeque<Option<Box<TaskRecord>>>,
+    /// The sequence number of `slots[0]`.
+    first_seq: u64,
+    /// Sequence numbers by id (foldhash: SipHash took a twentieth of a memory
+    /// daemon's instructions per task).
+    seqs: HashMap<String, u64>,
     /// Tasks not settled yet (queued, running or retrying), kept as records
     /// change state: the admission check reads it on every submit.
     unsettled: u64,
-    /// Queued tasks: (priority, seq) → id.
-    ready: BTreeMap<(u8, u64), String>,
-    /// Retrying tasks: (due, seq) → id.
-    delayed: BTreeSet<(u64, u64, String)>,
+    /// Queued tasks: (priority, seq).
+    ready: BTreeSet<(u8, u64)>,
+    /// Retrying tasks: (due, seq).
+    delayed: BTreeSet<(u64, u64)>,
 }
 
 impl MemorySource {
@@ -64,42 +69,81 @@ fn unsettled_delta(from: TaskState, to: TaskState) -> i64 {
     i64::from(from.is_settled()) - i64::from(to.is_settled())
 }
 
+/// Where task `seq`'s slot is in `slots`, whose first is `first_seq`'s.
+fn at(first_seq: u64, seq: u64) -> Option<usize> {
+    usize::try_from(seq.checked_sub(first_seq)?).ok()
+}
+
+/// Task `seq`'s record, to change (borrowing only the slots, so the caller
+/// may change the other fields meanwhile).
+fn slot_mut(
+    slots: &mut VecDeque<Option<Box<TaskRecord>>>,
+    first_seq: u64,
+    seq: u64,
+) -> Option<&mut TaskRecord> {
+    slots.get_mut(at(first_seq, seq)?)?.as_deref_mut()
+}
+
 impl Inner {
-    fn get(&self, id: &str) -> Option<&(u64, TaskRecord)> {
-        self.tasks.get(id).map(|stored| &**stored)
+    /// The sequence number the next accepted task gets.
+    fn next_seq(&self) -> u64 {
+        self.first_seq + self.slots.len() as u64
     }
 
-    fn get_mut(&mut self, id: &str) -> Option<&mut (u64, TaskRecord)> {
-        self.tasks.get_mut(id).map(|stored| &mut **stored)
+    fn slot(&self, seq: u64) -> Option<&TaskRecord> {
+        self.slots.get(at(self.first_seq, seq)?)?.as_deref()
     }
 
-    /// Every record, with its sequence number.
-    fn records(&self) -> impl Iterator<Item = (&String, &(u64, TaskRecord))> {
-        self.tasks.iter().map(|(id, stored)| (id, &**stored))
+    /// Task `id`'s sequence number and record.
+    fn get(&self, id: &str) -> Option<(u64, &TaskRecord)> {
+        let seq = *self.seqs.get(id)?;
+        Some((seq, self.slot(seq)?))
     }
 
-    /// Queues the known task `id` (found by its id; see [`ready`](Self::ready)).
-    fn enqueue(&mut self, id: &str) {
-        if let Some((seq, rec)) = self.get(id) {
-            let key = (rec.task.priority, *seq);
-            self.ready.insert(key, id.to_owned());
+    /// Task `id`'s sequence number and record, to change.
+    fn get_mut(&mut self, id: &str) -> Option<(u64, &mut TaskRecord)> {
+        let seq = *self.seqs.get(id)?;
+        Some((seq, slot_mut(&mut self.slots, self.first_seq, seq)?))
+    }
+
+    /// Every record with its sequence number, oldest first.
+    fn records(&self) -> impl DoubleEndedIterator<Item = (u64, &TaskRecord)> {
+        let first = self.first_seq;
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(move |(i, slot)| Some((first + i as u64, slot.as_deref()?)))
+    }
+
+    /// The sequence numbers of the records `keep` picks, oldest first.
+    fn picked(&self, keep: impl Fn(&TaskRecord) -> bool) -> Vec<u64> {
+        self.records()
+            .filter(|(_, r)| keep(r))
+            .map(|(seq, _)| seq)
+            .collect()
+    }
+
+    /// Queues task `seq`.
+    fn enqueue(&mut self, seq: u64) {
+        if let Some(priority) = self.slot(seq).map(|r| r.task.priority) {
+            self.ready.insert((priority, seq));
         }
     }
 
-    /// Queues task `id`, whose priority and sequence number the caller has.
-    fn ready(&mut self, priority: u8, seq: u64, id: String) {
-        self.ready.insert((priority, seq), id);
-    }
-
-    fn remove(&mut self, id: &str) {
-        if let Some(stored) = self.tasks.remove(id) {
-            let (seq, rec) = *stored;
-            if !rec.state.is_settled() {
-                self.unsettled = self.unsettled.saturating_sub(1);
-            }
-            self.ready.remove(&(rec.task.priority, seq));
-            self.delayed.remove(&(rec.due_ms, seq, id.to_owned()));
+    /// Removes task `seq`, and gives its id.
+    fn remove(&mut self, seq: u64) -> Option<String> {
+        let rec = self.slots.get_mut(at(self.first_seq, seq)?)?.take()?;
+        self.seqs.remove(&rec.task.id);
+        if !rec.state.is_settled() {
+            self.unsettled = self.unsettled.saturating_sub(1);
         }
+        self.ready.remove(&(rec.task.priority, seq));
+        self.delayed.remove(&(rec.due_ms, seq));
+        while matches!(self.slots.front(), Some(None)) {
+            self.slots.pop_front();
+            self.first_seq += 1;
+        }
+        Some(rec.task.id)
     }
 }
 
@@ -110,16 +154,14 @@ impl TaskSource for MemorySource {
         let now = now_ms();
         let mut out = Vec::with_capacity(tasks.len());
         for task in tasks {
-            let seq = inner.next_seq;
-            let slot = match inner.tasks.entry(task.id.clone()) {
-                Entry::Occupied(known) => {
-                    out.push(Admission::Known(known.get().1.state));
-                    continue;
-                }
-                Entry::Vacant(slot) => slot,
-            };
-            let (priority, id) = (task.priority, task.id.clone());
-            let record = TaskRecord {
+            if let Some((_, known)) = inner.get(&task.id) {
+                out.push(Admission::Known(known.state));
+                continue;
+            }
+            let seq = inner.next_seq();
+            let priority = task.priority;
+            inner.seqs.insert(task.id.clone(), seq);
+            inner.slots.push_back(Some(Box::new(TaskRecord {
                 task,
                 state: TaskState::Queued,
                 attempts: 0,
@@ -130,34 +172,33 @@ impl TaskSource for MemorySource {
                 due_ms: 0,
                 // An attempt and its end, the history of most tasks.
                 history: Vec::with_capacity(2),
-            };
-            slot.insert(Box::new((seq, record)));
-            inner.next_seq += 1;
+            })));
             inner.unsettled += 1;
-            inner.ready(priority, seq, id);
+            inner.ready.insert((priority, seq));
             out.push(Admission::Accepted);
         }
         Ok(out)
     }
 
     async fn claim(&self, max: usize, now_ms: u64) -> Result<Vec<Claimed>, SourceError> {
-        let mut inner = self.lock();
-        let due: Vec<(u64, u64, String)> = inner
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let due: Vec<(u64, u64)> = inner
             .delayed
             .iter()
-            .take_while(|(due, _, _)| *due <= now_ms)
-            .cloned()
+            .take_while(|(due, _)| *due <= now_ms)
+            .copied()
             .collect();
         for key in due {
             inner.delayed.remove(&key);
-            inner.enqueue(&key.2);
+            inner.enqueue(key.1);
         }
         let mut out = Vec::with_capacity(max.min(inner.ready.len()));
         while out.len() < max {
-            let Some((_, id)) = inner.ready.pop_first() else {
+            let Some((_, seq)) = inner.ready.pop_first() else {
                 break;
             };
-            if let Some((_, rec)) = inner.get_mut(&id) {
+            if let Some(rec) = slot_mut(&mut inner.slots, inner.first_seq, seq) {
                 rec.state = TaskState::Running;
                 rec.attempts += 1;
                 rec.due_ms = 0;
@@ -177,14 +218,16 @@ impl TaskSource for MemorySource {
         let inner = &mut *guard;
         let now = now_ms();
         for s in settlements {
-            let Some((seq, rec)) = inner.tasks.get_mut(&s.id).map(|stored| &mut **stored) else {
+            let Some(&seq) = inner.seqs.get(&s.id) else {
+                continue;
+            };
+            let Some(rec) = slot_mut(&mut inner.slots, inner.first_seq, seq) else {
                 continue;
             };
             if rec.state != TaskState::Running || rec.attempts != s.attempt {
                 continue;
             }
             rec.updated_ms = now;
-            let seq = *seq;
             match s.outcome {
                 Outcome::Settled { state, line, error } => {
                     inner.unsettled = inner
@@ -202,12 +245,12 @@ impl TaskSource for MemorySource {
                     rec.due_ms = due_ms;
                     rec.error = Some(error);
                     rec.history.push(entry("retry", s.attempt, now));
-                    inner.delayed.insert((due_ms, seq, s.id));
+                    inner.delayed.insert((due_ms, seq));
                 }
                 Outcome::Interrupted => {
                     rec.state = TaskState::Queued;
                     rec.history.push(entry("interrupted", s.attempt, now));
-                    inner.enqueue(&s.id);
+                    inner.ready.insert((rec.task.priority, seq));
                 }
             }
         }
@@ -215,19 +258,16 @@ impl TaskSource for MemorySource {
     }
 
     async fn recover(&self) -> Result<u64, SourceError> {
-        let mut inner = self.lock();
-        let running: Vec<String> = inner
-            .records()
-            .filter(|(_, (_, r))| r.state == TaskState::Running)
-            .map(|(id, _)| id.clone())
-            .collect();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let running = inner.picked(|r| r.state == TaskState::Running);
         let now = now_ms();
-        for id in &running {
-            if let Some((_, rec)) = inner.get_mut(id) {
+        for &seq in &running {
+            if let Some(rec) = slot_mut(&mut inner.slots, inner.first_seq, seq) {
                 rec.state = TaskState::Queued;
                 rec.history.push(entry("interrupted", rec.attempts, now));
+                inner.ready.insert((rec.task.priority, seq));
             }
-            inner.enqueue(id);
         }
         Ok(running.len() as u64)
     }
@@ -256,27 +296,24 @@ impl TaskSource for MemorySource {
 
     async fn list(&self, filter: Filter) -> Result<Vec<TaskRecord>, SourceError> {
         let inner = self.lock();
-        let mut all: Vec<&(u64, TaskRecord)> = inner
-            .records()
-            .map(|(_, stored)| stored)
-            .filter(|(_, r)| filter.state.is_none_or(|s| r.state == s))
-            .filter(|(_, r)| {
-                filter
-                    .task_type
-                    .as_deref()
-                    .is_none_or(|t| r.task.task_type == t)
-            })
-            .collect();
-        all.sort_by_key(|(seq, _)| std::cmp::Reverse(*seq));
         let limit = if filter.limit == 0 {
             usize::MAX
         } else {
             filter.limit
         };
-        Ok(all
-            .into_iter()
+        Ok(inner
+            .records()
+            .rev()
+            .map(|(_, r)| r)
+            .filter(|r| filter.state.is_none_or(|s| r.state == s))
+            .filter(|r| {
+                filter
+                    .task_type
+                    .as_deref()
+                    .is_none_or(|t| r.task.task_type == t)
+            })
             .take(limit)
-            .map(|(_, r)| r.clone())
+            .cloned()
             .collect())
     }
 
@@ -286,13 +323,11 @@ impl TaskSource for MemorySource {
     ) -> Result<Vec<(String, Requeue)>, SourceError> {
         let mut inner = self.lock();
         let ids = ids.unwrap_or_else(|| {
-            let mut dead: Vec<(u64, String)> = inner
+            inner
                 .records()
-                .filter(|(_, (_, r))| r.state == TaskState::DeadLetter)
-                .map(|(id, (seq, _))| (*seq, id.clone()))
-                .collect();
-            dead.sort();
-            dead.into_iter().map(|(_, id)| id).collect()
+                .filter(|(_, r)| r.state == TaskState::DeadLetter)
+                .map(|(_, r)| r.task.id.clone())
+                .collect()
         });
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
@@ -301,14 +336,14 @@ impl TaskSource for MemorySource {
                 Some((_, rec)) if rec.state != TaskState::DeadLetter => {
                     Requeue::NotDeadLettered(rec.state)
                 }
-                Some((_, rec)) => {
+                Some((seq, rec)) => {
                     rec.state = TaskState::Queued;
                     rec.attempts = 0;
                     rec.line = None;
                     rec.updated_ms = now_ms();
                     rec.history.push(entry("requeued", 0, rec.updated_ms));
                     inner.unsettled += 1;
-                    inner.enqueue(&id);
+                    inner.enqueue(seq);
                     Requeue::Requeued
                 }
             };
@@ -319,16 +354,11 @@ impl TaskSource for MemorySource {
 
     async fn purge_dead(&self) -> Result<Vec<String>, SourceError> {
         let mut inner = self.lock();
-        let mut dead: Vec<(u64, String)> = inner
-            .records()
-            .filter(|(_, (_, r))| r.state == TaskState::DeadLetter)
-            .map(|(id, (seq, _))| (*seq, id.clone()))
-            .collect();
-        dead.sort();
-        for (_, id) in &dead {
-            inner.remove(id);
-        }
-        Ok(dead.into_iter().map(|(_, id)| id).collect())
+        let dead = inner.picked(|r| r.state == TaskState::DeadLetter);
+        Ok(dead
+            .into_iter()
+            .filter_map(|seq| inner.remove(seq))
+            .collect())
     }
 
     async fn prune(
@@ -337,15 +367,8 @@ impl TaskSource for MemorySource {
         _max_bytes: Option<u64>,
     ) -> Result<u64, SourceError> {
         let mut inner = self.lock();
-        let old: Vec<String> = inner
-            .records()
-            .filter(|(_, (_, r))| r.state.is_settled() && r.updated_ms < settled_before_ms)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in &old {
-            inner.remove(id);
-        }
-        Ok(old.len() as u64)
+        let old = inner.picked(|r| r.state.is_settled() && r.updated_ms < settled_before_ms);
+        Ok(old.into_iter().filter_map(|seq| inner.remove(seq)).count() as u64)
     }
 
     async fn unsettled(&self) -> Result<u64, SourceError> {
@@ -358,7 +381,7 @@ impl TaskSource for MemorySource {
             .iter()
             .map(|s| (s.as_str().to_owned(), 0))
             .collect();
-        for (_, (_, r)) in inner.records() {
+        for (_, r) in inner.records() {
             *rows.entry(r.state.as_str().to_owned()).or_default() += 1;
         }
         Ok(SourceStats {
@@ -511,5 +534,119 @@ mod tests {
         source.prune(u64::MAX, None).await.unwrap();
         check(0).await;
         assert!(source.get(vec!["a".to_owned()]).await.unwrap()[0].is_none());
+    }
+
+    fn with_priority(id: &str, priority: u8) -> NewTask {
+        NewTask {
+            priority,
+            ..task(id)
+        }
+    }
+
+    /// Claims come best priority first, in order of acceptance within one;
+    /// `list` is newest first; removing tasks (prune, purge) frees their ids
+    /// and keeps the rest where they were.
+    #[tokio::test]
+    async fn claims_follow_priority_then_order_and_removal_keeps_the_rest() {
+        let source = MemorySource::new();
+        source
+            .accept(vec![
+                with_priority("low", 50),
+                with_priority("a", 10),
+                with_priority("urgent", 0),
+                with_priority("b", 10),
+            ])
+            .await
+            .unwrap();
+        let order: Vec<String> = source
+            .claim(10, 0)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.task.id)
+            .collect();
+        assert_eq!(order, ["urgent", "a", "b", "low"]);
+        let listed: Vec<String> = source
+            .list(Filter {
+                state: None,
+                task_type: None,
+                limit: 3,
+            })
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.task.id)
+            .collect();
+        assert_eq!(listed, ["b", "urgent", "a"], "newest first, at most 3");
+
+        // The oldest two settle and are pruned; the others keep their records.
+        source
+            .settle(vec![
+                settled("low", 1, TaskState::Ok),
+                settled("a", 1, TaskState::DeadLetter),
+                settled("b", 1, TaskState::DeadLetter),
+            ])
+            .await
+            .unwrap();
+        let dead: Vec<String> = source.purge_dead().await.unwrap();
+        assert_eq!(dead, ["a", "b"], "in the order they were accepted");
+        assert_eq!(source.prune(u64::MAX, None).await.unwrap(), 1);
+        let got = source
+            .get(vec!["low".into(), "a".into(), "urgent".into()])
+            .await
+            .unwrap();
+        assert!(got[0].is_none() && got[1].is_none());
+        assert_eq!(got[2].as_ref().map(|r| r.state), Some(TaskState::Running));
+
+        // A removed id is new again; it queues behind nothing and claims.
+        assert_eq!(
+            source.accept(vec![task("a")]).await.unwrap(),
+            vec![Admission::Accepted]
+        );
+        let claimed = source.claim(10, 0).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!((claimed[0].task.id.as_str(), claimed[0].attempt), ("a", 1));
+        assert_eq!(source.unsettled().await.unwrap(), 2);
+    }
+
+    /// A retry waits for its due time, then runs before later tasks of its
+    /// priority (it keeps its place).
+    #[tokio::test]
+    async fn a_retry_is_claimed_once_due_in_its_place() {
+        let source = MemorySource::new();
+        source.accept(vec![task("first")]).await.unwrap();
+        source.claim(1, 0).await.unwrap();
+        source
+            .settle(vec![Settlement {
+                id: "first".into(),
+                attempt: 1,
+                outcome: Outcome::Retry {
+                    due_ms: 1_000,
+                    error: crate::ErrorInfo {
+                        kind: "boom".into(),
+                        message: "boom".into(),
+                    },
+                },
+            }])
+            .await
+            .unwrap();
+        source.accept(vec![task("second")]).await.unwrap();
+        let early: Vec<String> = source
+            .claim(10, 999)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.task.id)
+            .collect();
+        assert_eq!(early, ["second"], "not due yet");
+        source.accept(vec![task("third")]).await.unwrap();
+        let due: Vec<(String, u32)> = source
+            .claim(10, 1_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.task.id, c.attempt))
+            .collect();
+        assert_eq!(due, [("first".to_owned(), 2), ("third".to_owned(), 1)]);
     }
 }
