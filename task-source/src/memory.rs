@@ -536,6 +536,12 @@ mod tests {
         assert!(source.get(vec!["a".to_owned()]).await.unwrap()[0].is_none());
     }
 
+    /// The ids of the tasks a claim at `now_ms` starts, in the order claimed.
+    async fn claim_ids(source: &MemorySource, now_ms: u64) -> Vec<String> {
+        let claimed = source.claim(10, now_ms).await.unwrap();
+        claimed.into_iter().map(|c| c.task.id).collect()
+    }
+
     fn with_priority(id: &str, priority: u8) -> NewTask {
         NewTask {
             priority,
@@ -558,14 +564,7 @@ mod tests {
             ])
             .await
             .unwrap();
-        let order: Vec<String> = source
-            .claim(10, 0)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|c| c.task.id)
-            .collect();
-        assert_eq!(order, ["urgent", "a", "b", "low"]);
+        assert_eq!(claim_ids(&source, 0).await, ["urgent", "a", "b", "low"]);
         let listed: Vec<String> = source
             .list(Filter {
                 state: None,
@@ -631,14 +630,7 @@ mod tests {
             .await
             .unwrap();
         source.accept(vec![task("second")]).await.unwrap();
-        let early: Vec<String> = source
-            .claim(10, 999)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|c| c.task.id)
-            .collect();
-        assert_eq!(early, ["second"], "not due yet");
+        assert_eq!(claim_ids(&source, 999).await, ["second"], "not due yet");
         source.accept(vec![task("third")]).await.unwrap();
         let due: Vec<(String, u32)> = source
             .claim(10, 1_000)
