@@ -28,9 +28,11 @@ impl Doc {
         checked.then_some(Self::Text(text))
     }
 
-    /// `text` that this process wrote as one JSON document itself (the
-    /// feeder's result lines), taken without checking it again.
-    pub(crate) fn committed(text: String) -> Self {
+    /// `text` taken without checking it: a line this process wrote as one
+    /// JSON document itself (the feeder's result lines), or a stored line
+    /// going to a client that asked for text (the client names one that is
+    /// not JSON).
+    pub(crate) fn unchecked(text: String) -> Self {
         Self::Text(text)
     }
 

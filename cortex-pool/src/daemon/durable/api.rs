@@ -188,7 +188,7 @@ pub(crate) async fn lookup(
                 // Most ids have one waiter: its line is taken, not copied.
                 let text = Arc::try_unwrap(settled).map_or_else(|s| s.line.clone(), |s| s.line);
                 // The feeder wrote it (`cli::output`): not checked again.
-                tally.send_line(ok, Doc::committed(text), out).await?;
+                tally.send_line(ok, Doc::unchecked(text), out).await?;
             }
         }
         // Timed out: the rest as they are now.
@@ -265,24 +265,11 @@ impl Tally {
         status: Option<&TaskStatus>,
         out: &mpsc::Sender<Reply>,
     ) -> Result<(), Closed> {
-        let ok = lines::status_ok(status);
-        match lines::stored(status) {
-            Some(line) if self.text => {
-                self.count(ok);
-                let line = line.to_owned();
-                out.send(Reply::LineText { line }).await
-            }
-            _ => self.send_line(ok, lines::status(id, status), out).await,
-        }
-    }
-
-    /// Counts one line sent, settled ok or not.
-    fn count(&mut self, ok: bool) {
-        if ok {
-            self.ok += 1;
-        } else {
-            self.not_ok += 1;
-        }
+        let line = match lines::stored(status) {
+            Some(stored) if self.text => Doc::unchecked(stored.to_owned()),
+            _ => lines::status(id, status),
+        };
+        self.send_line(lines::status_ok(status), line, out).await
     }
 
     /// Sends one line, counted as settled ok or not.
@@ -292,7 +279,11 @@ impl Tally {
         line: Doc,
         out: &mpsc::Sender<Reply>,
     ) -> Result<(), Closed> {
-        self.count(ok);
+        if ok {
+            self.ok += 1;
+        } else {
+            self.not_ok += 1;
+        }
         let reply = if self.text {
             Reply::LineText {
                 line: line.into_text(),
