@@ -1,16 +1,31 @@
 //! A worker whose handler prints to stdout, to show that the SDK keeps the protocol
 //! stream intact: the `shout` handler's `println!` ends up on stderr.
 //!
+//! Its `runtime` handler answers which tokio runtime it runs on (`flavor` and
+//! `threads`); `NOISY_WORKER_THREADS=n` passes `n` to `Worker::threads`.
+//!
 //! Run it under a cortex-pool manager (it reads the link from the environment);
 //! `worker-sdk`'s `child_process` tests drive it directly.
 
 use std::process::ExitCode;
 
-use serde_json::Value;
+use serde_json::{json, Value};
+use tokio::runtime::{Handle, RuntimeFlavor};
 use worker_sdk::{HandlerError, TaskContext, Worker};
 
 fn main() -> ExitCode {
+    let threads = match std::env::var("NOISY_WORKER_THREADS") {
+        Ok(n) => match n.parse() {
+            Ok(n) => n,
+            Err(e) => {
+                eprintln!("NOISY_WORKER_THREADS={n:?}: {e}");
+                return ExitCode::from(1);
+            }
+        },
+        Err(_) => 1,
+    };
     Worker::new()
+        .threads(threads)
         .handle("echo", |_ctx: TaskContext, value: Value| async move {
             Ok::<_, HandlerError>(value)
         })
@@ -21,6 +36,16 @@ fn main() -> ExitCode {
                 ctx.id()
             );
             Ok::<_, HandlerError>(value)
+        })
+        .handle("runtime", |_ctx: TaskContext, _: Value| async move {
+            let runtime = Handle::current();
+            let flavor = match runtime.runtime_flavor() {
+                RuntimeFlavor::CurrentThread => "current_thread",
+                RuntimeFlavor::MultiThread => "multi_thread",
+                _ => "other",
+            };
+            let threads = runtime.metrics().num_workers();
+            Ok::<_, HandlerError>(json!({ "flavor": flavor, "threads": threads }))
         })
         .run()
 }

@@ -13,6 +13,14 @@
 //! stderr, so a stray `println!` ends up in the worker's logs instead of corrupting a
 //! frame — but log to stderr (or through the manager) on purpose, not by accident.
 //!
+//! # Threads
+//! [`Worker::run`] serves on a single-threaded tokio runtime: the thread that
+//! waits for the manager's frames runs the handlers and writes the replies, with
+//! no hand-over between threads (a pool runs one worker process per core).
+//! [`Worker::threads`] asks for more, for workers that run several tasks at once
+//! and compute between awaits, or whose handlers call
+//! `tokio::task::block_in_place`.
+//!
 //! # Payloads
 //! Task payloads and results are MessagePack maps: a handler's input type is decoded
 //! with `rmp_serde::from_slice`, its output encoded with `rmp_serde::to_vec_named`.

@@ -55,6 +55,8 @@ pub struct Worker {
     /// How long replies of tasks that finished at once may be held while later
     /// tasks start ([`hold_replies`](Self::hold_replies)); zero: not at all.
     hold_replies: Duration,
+    /// The runtime's threads in [`run`](Self::run) ([`threads`](Self::threads)).
+    threads: usize,
 }
 
 impl fmt::Debug for Worker {
@@ -63,6 +65,7 @@ impl fmt::Debug for Worker {
             .field("task_types", &self.task_types())
             .field("max_frame", &self.max_frame)
             .field("hold_replies", &self.hold_replies)
+            .field("threads", &self.threads)
             .finish()
     }
 }
@@ -80,7 +83,33 @@ impl Worker {
             handlers: Handlers::default(),
             max_frame: DEFAULT_MAX_FRAME,
             hold_replies: HOLD_REPLIES,
+            threads: 1,
         }
+    }
+
+    /// How many threads [`run`](Self::run)'s tokio runtime has: 1 (the
+    /// default) runs the worker on a single-threaded runtime, 0 on one thread
+    /// per CPU core, `n` on `n` threads.
+    ///
+    /// One thread is the fastest for what a pool worker usually is — one
+    /// process per core, one task at a time (`worker_concurrency` 1): the
+    /// thread that waits for the manager's frames runs the handlers and writes
+    /// the replies, so no task is handed between threads. Ask for more when
+    /// the manager sends several tasks at once and handlers compute after they
+    /// await (their computing then runs in parallel), or when a handler calls
+    /// [`block_in_place`](tokio::task::block_in_place), which a
+    /// single-threaded runtime does not allow. Work that blocks for long
+    /// belongs in [`spawn_blocking`](tokio::task::spawn_blocking) with any
+    /// number of threads. Heartbeats come from their own thread either way.
+    /// [`serve`](Self::serve) runs on whatever runtime calls it and ignores this.
+    ///
+    /// ```
+    /// let worker = worker_sdk::Worker::new().threads(4);
+    /// # drop(worker);
+    /// ```
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = threads;
+        self
     }
 
     /// How long replies may be held to batch them ([`HOLD_REPLIES`], 1 ms, by
@@ -206,35 +235,57 @@ impl Worker {
     /// version mismatch or another protocol error, 1 when the link cannot be used.
     ///
     /// Before anything else the protocol is moved off stdin/stdout (for the `stdio`
-    /// transport), so a stray `println!` goes to stderr. Builds a multi-threaded tokio
-    /// runtime; call it from `main`, not from inside a runtime. Errors are written to
+    /// transport), so a stray `println!` goes to stderr. Builds a tokio runtime of
+    /// [`threads`](Self::threads) threads (one by default); call it from `main`,
+    /// not from inside a runtime. Errors are written to
     /// stderr in one line.
     pub fn run(self) -> ExitCode {
+        let threads = self.threads;
         let link = match link::from_env() {
             Ok(link) => link,
             Err(e) => return fail(&ServeError::Io(e)),
         };
-        let runtime = match tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(runtime) => runtime,
-            Err(e) => return fail(&ServeError::Io(e)),
-        };
         let worker = self.max_frame(link.max_frame);
-        // Served on one of the runtime's threads, not on this one: a runtime
-        // thread that waits for the link to become readable then handles the
-        // frames itself, where a `block_on` future would be woken from the thread
-        // that saw them (a hand-over, two context switches, per read).
-        let outcome = runtime.block_on(async move {
-            let served = tokio::spawn(async move {
-                let reader = link::async_reader(link.reader).map_err(ServeError::Io)?;
-                worker.serve(reader, link.writer).await
-            });
-            served
-                .await
-                .unwrap_or_else(|e| Err(ServeError::Io(std::io::Error::other(e))))
-        });
+        let serve = async move {
+            let reader = link::async_reader(link.reader).map_err(ServeError::Io)?;
+            worker.serve(reader, link.writer).await
+        };
+        let (runtime, outcome) = match threads {
+            1 => {
+                // One thread: the runtime's own thread waits for the link and
+                // runs the handlers, so nothing is handed between threads.
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(e) => return fail(&ServeError::Io(e)),
+                };
+                let outcome = runtime.block_on(serve);
+                (runtime, outcome)
+            }
+            n => {
+                let mut builder = tokio::runtime::Builder::new_multi_thread();
+                if n > 1 {
+                    builder.worker_threads(n);
+                }
+                let runtime = match builder.enable_all().build() {
+                    Ok(runtime) => runtime,
+                    Err(e) => return fail(&ServeError::Io(e)),
+                };
+                // Served on one of the runtime's threads, not on this one: a
+                // runtime thread that waits for the link to become readable then
+                // handles the frames itself, where a `block_on` future would be
+                // woken from the thread that saw them (a hand-over, two context
+                // switches, per read).
+                let outcome = runtime.block_on(async move {
+                    tokio::spawn(serve)
+                        .await
+                        .unwrap_or_else(|e| Err(ServeError::Io(std::io::Error::other(e))))
+                });
+                (runtime, outcome)
+            }
+        };
         // Handlers still running (a hung one, blocking work) must not delay the exit.
         runtime.shutdown_background();
         match outcome {

@@ -90,7 +90,7 @@ where
                 assert!(batches_replies, "the SDK batches replies");
                 assert!(results.is_empty(), "ready comes first");
                 assert_eq!(version, PROTOCOL_VERSION);
-                assert_eq!(task_types, ["echo", "shout"]);
+                assert_eq!(task_types, ["echo", "runtime", "shout"]);
                 assert_eq!(Some(pid), child.id());
                 results.push((0, Value::Null));
             }
@@ -199,7 +199,12 @@ impl Drop for RemoveDir {
 
 /// Spawns the example worker on stdio and sends it a hello of `version`.
 async fn stdio_worker_after_hello(version: u32) -> (Child, tokio::process::ChildStdin) {
-    let mut child = worker_command()
+    stdio_worker_with(worker_command(), version).await
+}
+
+/// Spawns `cmd` (the example worker) on stdio and sends it a hello of `version`.
+async fn stdio_worker_with(mut cmd: Command, version: u32) -> (Child, tokio::process::ChildStdin) {
+    let mut child = cmd
         .env(env::TRANSPORT, "stdio")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -257,4 +262,50 @@ async fn a_version_mismatch_exits_with_code_2_and_says_why() {
     assert_eq!(status.code(), Some(2), "{logs}");
     assert!(logs.contains("version"), "{logs:?}");
     assert_eq!(logs.lines().count(), 1, "{logs:?}");
+}
+
+/// Asks the example worker (started with `threads`, `None`: the default) which
+/// runtime its handlers run on.
+async fn runtime_of_worker(threads: Option<&str>) -> Value {
+    let mut cmd = worker_command();
+    if let Some(n) = threads {
+        cmd.env("NOISY_WORKER_THREADS", n);
+    }
+    let (mut child, mut stdin) = stdio_worker_with(cmd, PROTOCOL_VERSION).await;
+    let stdout = child.stdout.take().expect("stdout piped");
+    let mut frames = FramedRead::new(stdout, FrameCodec::new(MAX_FRAME));
+    let mut input = BytesMut::new();
+    let payload = rmp_serde::to_vec(&Value::Null).expect("payload");
+    let task = ToWorker::Task(TaskFrame {
+        id: 7,
+        task_type: "runtime",
+        payload: &payload,
+        attempt: 1,
+        timeout_ms: 10_000,
+    });
+    encode_frame(&task, &mut input, MAX_FRAME).expect("task");
+    stdin.write_all(&input).await.expect("send task");
+    loop {
+        let body = tokio::time::timeout(WATCHDOG, frames.next())
+            .await
+            .expect("the worker answered in time")
+            .expect("the worker's output is open")
+            .expect("an intact frame");
+        if let FromWorker::Result { id, payload } = decode_from_worker(&body).expect("a message") {
+            assert_eq!(id, 7);
+            return rmp_serde::from_slice(payload).expect("the runtime's description");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_worker_runs_on_one_thread_unless_it_asks_for_more() {
+    assert_eq!(
+        runtime_of_worker(None).await,
+        json!({ "flavor": "current_thread", "threads": 1 })
+    );
+    assert_eq!(
+        runtime_of_worker(Some("3")).await,
+        json!({ "flavor": "multi_thread", "threads": 3 })
+    );
 }
