@@ -20,6 +20,22 @@ pub fn msgpack_bin(len: usize) -> Bytes {
     Bytes::from(out)
 }
 
+/// CPU-bound work with no memory traffic and no system call: `iterations`
+/// rounds of a xorshift generator, each depending on the last (what
+/// `bench-worker`'s `spin` handler runs, and what `pool-bench cpu` times in
+/// its own process for the ideal rate).
+pub fn spin(iterations: u64) -> u64 {
+    let mut x = std::hint::black_box(0x9E37_79B9_7F4A_7C15_u64);
+    let mut sum = 0u64;
+    for _ in 0..iterations {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        sum = sum.wrapping_add(x);
+    }
+    sum
+}
+
 /// An `echo` task that shares `payload`'s buffer (no copy per task).
 pub fn echo(payload: &Bytes) -> Task {
     Task::new("echo", payload.clone())

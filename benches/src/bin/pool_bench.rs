@@ -5,6 +5,11 @@
 //! pool-bench tput  [N=100000] [WORKERS=2]   64 B echo, all submitted at once
 //! pool-bench lat   [N=10000]                sequential round trips, 1 worker
 //! pool-bench big   [N=1000]   [WORKERS=2]   1 MiB echo, all submitted at once
+//! pool-bench cpu   [N=1000×WORKERS] [WORKERS=2]  CPU-bound tasks (`spin`, SPIN
+//!                                           iterations each, default 1 000 000),
+//!                                           all submitted at once: the rate, and
+//!                                           its efficiency against WORKERS ×
+//!                                           the same work timed in-process
 //! pool-bench start [WORKERS=20]             start() until every worker is ready
 //! pool-bench mem   [N=1000000]              RSS growth per queued 64 B task
 //! pool-bench flat  [N=10000000]             RSS over a long run, sampled
@@ -161,6 +166,35 @@ async fn bulk(name: &str, task_type: &str, n: usize, workers: usize, size: usize
     if size >= MIB {
         result(&id(name), "bw", (n * size) as f64 / dt / 1e9, "GB/s");
     }
+    pool.shutdown().await;
+}
+
+/// `n` CPU-bound `spin` tasks on `workers` workers, all submitted at once:
+/// the rate, and the efficiency against `workers` cores each running the same
+/// work back to back in this process (1.0: the pool costs nothing).
+async fn cpu(n: usize, workers: usize) {
+    let iterations = env_or("SPIN", 1_000_000u64);
+    // The ideal: one task's work, timed here (the fastest of a few runs).
+    let one = (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            std::hint::black_box(benches::spin(iterations));
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min);
+    let pool = echo_pool(workers, env_or("CONC", 1u32)).await;
+    let payload = bytes::Bytes::from(rmp_serde::to_vec(&iterations).expect("encode"));
+    run_typed(&pool, "spin", &payload, 2 * workers).await; // workers up and warm
+    let t = Instant::now();
+    run_typed(&pool, "spin", &payload, n).await;
+    let rate = n as f64 / t.elapsed().as_secs_f64();
+    result(&id("ours.cpu"), "rate", rate, "task/s");
+    result(
+        &id("ours.cpu"),
+        "efficiency",
+        rate * one / workers as f64,
+        "ratio",
+    );
     pool.shutdown().await;
 }
 
@@ -472,6 +506,10 @@ fn main() {
         match mode {
             "tput" => bulk("ours.tput", "echo", num(1, 100_000), num(2, 2), 64).await,
             "big" => bulk("ours.big", &big_task_type(), num(1, 1_000), num(2, 2), MIB).await,
+            "cpu" => {
+                let workers = num(2, 2);
+                cpu(num(1, 1_000 * workers), workers).await;
+            }
             "lat" => lat(num(1, 10_000)).await,
             "start" => start(num(1, 20)).await,
             "mem" => mem(num(1, 1_000_000)).await,
