@@ -36,6 +36,11 @@
 //! thread, and a runtime thread must wake it. Use `TAG=spawned` with it to
 //! keep the rows apart.
 //!
+//! `CALLERS=k` splits `tput`'s and `big`'s tasks between `k` callers, each a
+//! spawned task that submits its share at once and awaits it (a server with
+//! many clients rather than one loop). `THREAD_CPU=1` prints each thread's CPU
+//! time after the measurement (`#` lines): which thread bounds the rate.
+//!
 //! `BIG_TASK` names the task type `big` sends (default `echo`, the typed
 //! handler: serde decodes the `bin` into a `ByteBuf` and encodes it again, two
 //! copies of each payload in the worker). `BIG_TASK=echo_raw TAG=raw` sends the
@@ -151,22 +156,87 @@ async fn bulk(name: &str, task_type: &str, n: usize, workers: usize, size: usize
     let pool = echo_pool(workers, conc).await;
     let payload = msgpack_bin(size);
     run_typed(&pool, task_type, &msgpack_bin(64), 200).await; // workers up and warm
+    let cpu_before = thread_cpu();
     let t = Instant::now();
-    let got = if std::env::var("CALLER").as_deref() == Ok("spawned") {
-        let (caller, task_type, payload) = (pool.clone(), task_type.to_owned(), payload.clone());
-        tokio::spawn(async move { run_typed(&caller, &task_type, &payload, n).await })
-            .await
-            .expect("join")
+    let callers = env_or("CALLERS", 1usize).max(1);
+    let got = if callers > 1 || std::env::var("CALLER").as_deref() == Ok("spawned") {
+        let spawned: Vec<_> = (0..callers)
+            .map(|i| {
+                let (caller, task_type, payload) =
+                    (pool.clone(), task_type.to_owned(), payload.clone());
+                let share = n / callers + usize::from(i < n % callers);
+                tokio::spawn(async move { run_typed(&caller, &task_type, &payload, share).await })
+            })
+            .collect();
+        let mut got = 0;
+        for caller in spawned {
+            got += caller.await.expect("join");
+        }
+        got
     } else {
         run_typed(&pool, task_type, &payload, n).await
     };
     let dt = t.elapsed().as_secs_f64();
+    if std::env::var_os("THREAD_CPU").is_some() {
+        print_thread_cpu(&cpu_before, dt);
+    }
     assert_eq!(got, n * payload.len(), "echo mismatch");
     result(&id(name), "rate", n as f64 / dt, "task/s");
     if size >= MIB {
         result(&id(name), "bw", (n * size) as f64 / dt / 1e9, "GB/s");
     }
     pool.shutdown().await;
+}
+
+/// The CPU time (user, system seconds) of each of this process's threads, by
+/// thread id and name, from `/proc/self/task`.
+fn thread_cpu() -> Vec<(String, f64, f64)> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    // Clock ticks are 100 a second on Linux.
+    let ticks = 100.0;
+    let mut threads = Vec::new();
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let cpu = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        // utime and stime: fields 14 and 15 of stat, 11 and 12 after the name.
+        let name = format!(
+            "{} {}",
+            &stat[open + 1..close],
+            task.file_name().to_string_lossy()
+        );
+        threads.push((name, cpu(11) / ticks, cpu(12) / ticks));
+    }
+    threads
+}
+
+/// Prints, as `#` lines, the CPU time each thread spent since `before` (a
+/// [`thread_cpu`] reading) next to the `wall` seconds of the measurement:
+/// which thread, if any, was busy all along.
+fn print_thread_cpu(before: &[(String, f64, f64)], wall: f64) {
+    for (name, user, system) in thread_cpu() {
+        let (user0, system0) = before
+            .iter()
+            .find(|(n, ..)| *n == name)
+            .map_or((0.0, 0.0), |(_, u, s)| (*u, *s));
+        println!(
+            "# thread {name}: user {:.2} s, system {:.2} s (wall {wall:.2} s)",
+            user - user0,
+            system - system0
+        );
+    }
 }
 
 /// `n` CPU-bound `spin` tasks on `workers` workers, all submitted at once:
