@@ -6,6 +6,7 @@
 
 use tokio::time::Instant;
 
+use super::super::actor::Pending;
 use super::super::outbox::Outbox;
 use super::super::routing::{TaskTypes, TypeFilter};
 use super::attempt::{Target, Unwritable};
@@ -20,6 +21,9 @@ pub(crate) struct Feed {
     window: usize,
     /// Set once the worker is ready: the task types it takes.
     types: Option<TypeFilter>,
+    /// The tasks one refill took from the queue, started once the queue's
+    /// lock is let go (kept for the next refill's).
+    taken: Vec<Pending>,
 }
 
 /// What one refill did.
@@ -43,6 +47,7 @@ impl Feed {
             queue,
             window,
             types: None,
+            taken: Vec::new(),
         }
     }
 
@@ -88,27 +93,52 @@ impl Feed {
         if !book.takes_from_queue() {
             return refilled;
         }
+        let room = self.window - book.len();
         {
             // The lane's lock, then the queue's: never the other way round.
+            // Only the taking happens under the queue's lock, which every lane
+            // and caller shares; the frames are encoded once it is let go. The
+            // lane's lock, held all along, keeps the tasks taken where a cancel
+            // or a shutdown looks after the queue: in this book.
             let mut waiting = self.queue.lock();
             if !waiting.lanes_may_take {
                 return refilled;
             }
-            let now = Instant::now();
-            while book.len() < self.window {
-                match take_head(&mut book, &mut waiting, filter, target, now) {
-                    Took::Started(started) => {
-                        refilled.freed_slots += usize::from(started.freed_slot);
-                        if let Some(deadline) = started.timer {
-                            keep_earliest(&mut refilled.deadline, deadline);
+            let empty = book.is_empty();
+            while self.taken.len() < room {
+                // A task that must run alone goes only to an empty book, and
+                // nothing joins it.
+                let first = empty && self.taken.is_empty();
+                match waiting.pop_if(|p| (first || !p.run_alone) && filter.takes(&p.task.task_type))
+                {
+                    Head::Taken(pending) => {
+                        let alone = pending.run_alone;
+                        self.taken.push(pending);
+                        if alone {
+                            break;
                         }
                     }
-                    Took::Unwritable(failed) => refilled.unwritable.push(*failed),
-                    Took::Refused | Took::Empty => break,
+                    Head::Refused | Head::Empty => break,
                 }
             }
-            refilled.stalled = book.len() < self.window && !waiting.tasks.is_empty();
+            refilled.stalled = self.taken.len() < room && !waiting.tasks.is_empty();
             waiting.publish(&target.shared.stats);
+        }
+        let now = Instant::now();
+        for pending in self.taken.drain(..) {
+            match start(&mut book, target, pending, now) {
+                Ok(started) => {
+                    refilled.freed_slots += usize::from(started.freed_slot);
+                    if let Some(deadline) = started.timer {
+                        keep_earliest(&mut refilled.deadline, deadline);
+                    }
+                }
+                Err(failed) => {
+                    refilled.unwritable.push(*failed);
+                    // Its room is free again: the actor's dispatch pass fills it.
+                    refilled.stalled = true;
+                }
+            }
         }
         book.flush(|piece| out.push(piece));
         refilled
@@ -155,13 +185,25 @@ pub(crate) fn take_head(
         Head::Refused => return Took::Refused,
         Head::Empty => return Took::Empty,
     };
-    let alone = pending.run_alone;
-    match book.start_attempt(target, pending, now) {
-        Ok(written) => Took::Started(Started {
-            alone,
-            freed_slot: written.freed_slot,
-            timer: written.deadline.filter(|d| book.needs_timer(*d)),
-        }),
+    match start(book, target, pending, now) {
+        Ok(started) => Took::Started(started),
         Err(failed) => Took::Unwritable(failed),
     }
+}
+
+/// Starts the attempt of `pending`, taken from the queue at `now`, in `book`.
+#[inline]
+fn start(
+    book: &mut Book,
+    target: &Target<'_>,
+    pending: Pending,
+    now: Instant,
+) -> Result<Started, Box<Unwritable>> {
+    let alone = pending.run_alone;
+    let written = book.start_attempt(target, pending, now)?;
+    Ok(Started {
+        alone,
+        freed_slot: written.freed_slot,
+        timer: written.deadline.filter(|d| book.needs_timer(*d)),
+    })
 }
