@@ -288,6 +288,12 @@ fn gather(
     candidates.clear();
     seat_of.clear();
     for (at, seat) in seats.iter().enumerate() {
+        // A worker whose run slots were all taken when its book was last let
+        // go is skipped without its lock (a busy pool's every hand-off): its
+        // lane refills it as its answers come back.
+        if seat.lane.occupancy() >= concurrency {
+            continue;
+        }
         let held = {
             let book = seat.lane.book();
             if !book.takes_from_queue() {

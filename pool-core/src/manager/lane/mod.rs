@@ -14,6 +14,7 @@
 
 pub(crate) mod attempt;
 pub(crate) mod feed;
+pub(crate) mod guard;
 pub(crate) mod queue;
 pub(crate) mod settle;
 
@@ -30,6 +31,7 @@ use super::actor::Running;
 use super::bell::Bell;
 use super::link_output::LinkOutput;
 use super::tally::{Counted, TallyReader, TallyWriter};
+use guard::{BookGuard, Occupancy};
 use settle::Settled;
 
 /// One task written to the worker and not yet answered by it.
@@ -362,6 +364,8 @@ pub(crate) struct Lane(Arc<LaneShared>);
 
 struct LaneShared {
     book: Mutex<Book>,
+    /// How many tasks the book held when its lock was last let go.
+    occupancy: Occupancy,
     output: Mutex<LinkOutput>,
     name: Arc<str>,
     tally: TallyReader,
@@ -396,6 +400,7 @@ impl Lane {
         Self(Arc::new(LaneShared {
             tally: tally.reader(),
             book: Mutex::new(Book::new(tally)),
+            occupancy: Occupancy::default(),
             output: Mutex::new(LinkOutput::default()),
             name,
             heard: Heard {
@@ -473,8 +478,17 @@ impl Lane {
     /// The book, locked. The lock is never held across an await or while a
     /// caller is told an outcome; a panic while it was held poisoned nothing
     /// the book's own methods had left half-done, so the book stays usable.
-    pub(crate) fn book(&self) -> MutexGuard<'_, Book> {
-        self.0.book.lock().unwrap_or_else(PoisonError::into_inner)
+    pub(crate) fn book(&self) -> BookGuard<'_> {
+        BookGuard {
+            book: self.0.book.lock().unwrap_or_else(PoisonError::into_inner),
+            occupancy: &self.0.occupancy,
+        }
+    }
+
+    /// How many tasks its worker holds, as its book was last left (see
+    /// [`Occupancy`]), read without the book's lock: a hint.
+    pub(crate) fn occupancy(&self) -> u32 {
+        self.0.occupancy.get()
     }
 
     /// The link's output, locked (by the lane's task; callers only try it,
