@@ -99,7 +99,8 @@ pub(crate) type BoxedOutcome = Box<Outcome>;
 pub struct TaskHandle {
     id: u64,
     outcome: Waiter,
-    commands: mpsc::UnboundedSender<Command>,
+    /// The actor's channel, shared with the other handles its pool clone made.
+    commands: Arc<mpsc::UnboundedSender<Command>>,
 }
 
 impl fmt::Debug for TaskHandle {
@@ -111,7 +112,11 @@ impl fmt::Debug for TaskHandle {
 }
 
 impl TaskHandle {
-    pub(crate) fn new(id: u64, outcome: Waiter, commands: mpsc::UnboundedSender<Command>) -> Self {
+    pub(crate) fn new(
+        id: u64,
+        outcome: Waiter,
+        commands: Arc<mpsc::UnboundedSender<Command>>,
+    ) -> Self {
         Self {
             id,
             outcome,

@@ -30,6 +30,7 @@ mod pool;
 mod probe_set;
 mod read_codec;
 mod reply_timing;
+mod reserve;
 mod roll;
 mod routing;
 mod scaling;

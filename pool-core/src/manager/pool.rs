@@ -19,6 +19,7 @@ use super::failure::Failure;
 use super::handle::{FinalStatus, TaskHandle};
 use super::ledger::Answer;
 use super::metrics::{HealthSummary, PoolMetrics, WorkerStatus};
+use super::reserve::Reserve;
 use crate::balance::{BalancePolicy, FirstAvailable};
 use crate::error::{ConfigError, StartError, SubmitError};
 use crate::health::{HealthProbe, HeartbeatProbe, LifetimeProbe, MaxTasksProbe, MemoryProbe};
@@ -190,7 +191,7 @@ impl PoolBuilder {
         let (stopped_tx, stopped) = watch::channel(());
         let watcher = tokio::spawn(watch_actor(actor, shared.clone(), stopped_tx));
         let pool = Pool {
-            commands: commands_tx,
+            commands: Arc::new(commands_tx),
             shared,
             stopped,
         };
@@ -237,13 +238,28 @@ impl PoolBuilder {
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Clone)]
 pub struct Pool {
-    commands: mpsc::UnboundedSender<Command>,
+    /// The actor's channel; this clone's own, shared by the task handles it
+    /// makes (see [`Clone`](#impl-Clone-for-Pool)).
+    commands: Arc<mpsc::UnboundedSender<Command>>,
     shared: Arc<Shared>,
     /// Closed (nothing is ever sent) once the pool has let go of everything:
     /// see [`Pool::shutdown`].
     stopped: watch::Receiver<()>,
+}
+
+impl Clone for Pool {
+    /// A handle on the same pool. Each clone holds its own reference to the
+    /// actor's channel, which the task handles it makes share: callers on
+    /// different threads, each with its clone, then count no handle on one
+    /// shared counter.
+    fn clone(&self) -> Self {
+        Self {
+            commands: Arc::new((*self.commands).clone()),
+            shared: Arc::clone(&self.shared),
+            stopped: self.stopped.clone(),
+        }
+    }
 }
 
 impl fmt::Debug for Pool {
@@ -332,7 +348,8 @@ impl Pool {
             at: Vec::new(),
         };
         let refused = |refused: Unsent| self.gone(refused.first_task());
-        for task in tasks {
+        let mut reserve = Reserve::new(&self.shared);
+        for (done, task) in tasks.enumerate() {
             let task = match self.check(task) {
                 Ok(task) => task,
                 Err(error) => {
@@ -340,10 +357,11 @@ impl Pool {
                     return Err(error);
                 }
             };
-            if !self.queue_slot(&mut unsent).await.map_err(refused)? {
+            let wanted = expected.saturating_sub(done);
+            if !reserve.slot(wanted) && !self.queue_slot(&mut unsent).await.map_err(refused)? {
                 return Err(self.gone(task));
             }
-            let (pending, handle) = self.pending(task);
+            let (pending, handle) = self.pending(task, reserve.id(wanted));
             unsent.pending.push(pending);
             handles.push(handle);
             if unsent.pending.len() >= SUBMIT_CHUNK {
@@ -387,8 +405,8 @@ impl Pool {
         tasks: impl IntoIterator<Item = Task>,
         to: &CompletionSink,
     ) -> Vec<Result<u64, SubmitError>> {
-        self.submit_each_with(tasks, |pool, task| {
-            let pending = pool.pending_with(task, Answer::Shared(to.sender()));
+        self.submit_each_with(tasks, |pool, task, id| {
+            let pending = pool.pending_with(task, Answer::Shared(to.sender()), id);
             let id = pending.id;
             (pending, id)
         })
@@ -407,7 +425,7 @@ impl Pool {
     async fn submit_each_with<H>(
         &self,
         tasks: impl IntoIterator<Item = Task>,
-        mut accept: impl FnMut(&Self, Task) -> (Pending, H),
+        mut accept: impl FnMut(&Self, Task, u64) -> (Pending, H),
     ) -> Vec<Result<H, SubmitError>> {
         let tasks = tasks.into_iter();
         let expected = tasks.size_hint().0;
@@ -416,7 +434,8 @@ impl Pool {
             pending: Vec::with_capacity(expected.min(SUBMIT_CHUNK)),
             at: Vec::with_capacity(expected.min(SUBMIT_CHUNK)),
         };
-        for task in tasks {
+        let mut reserve = Reserve::new(&self.shared);
+        for (done, task) in tasks.enumerate() {
             let task = match self.check(task) {
                 Ok(task) => task,
                 Err(refused) => {
@@ -424,7 +443,13 @@ impl Pool {
                     continue;
                 }
             };
-            match self.queue_slot(&mut unsent).await {
+            let wanted = expected.saturating_sub(done);
+            let slot = if reserve.slot(wanted) {
+                Ok(true)
+            } else {
+                self.queue_slot(&mut unsent).await
+            };
+            match slot {
                 Ok(true) => {}
                 Ok(false) => {
                     results.push(Err(self.gone(task)));
@@ -436,7 +461,7 @@ impl Pool {
                     continue;
                 }
             }
-            let (pending, handle) = accept(self, task);
+            let (pending, handle) = accept(self, task, reserve.id(wanted));
             unsent.pending.push(pending);
             unsent.at.push(results.len());
             results.push(Ok(handle));
@@ -563,16 +588,15 @@ impl Pool {
 
     /// A pending record for `task`, which holds one of the queue's slots (taken by
     /// the caller and released by the actor when the task leaves the queue).
-    fn pending(&self, task: Task) -> (Pending, TaskHandle) {
+    fn pending(&self, task: Task, id: u64) -> (Pending, TaskHandle) {
         let (answer, outcome) = Answer::new();
-        let pending = self.pending_with(task, answer);
-        let handle = TaskHandle::new(pending.id, outcome, self.commands.clone());
+        let pending = self.pending_with(task, answer, id);
+        let handle = TaskHandle::new(pending.id, outcome, Arc::clone(&self.commands));
         (pending, handle)
     }
 
     /// A pending record for `task`, answered through `answer` (see [`pending`](Self::pending)).
-    fn pending_with(&self, task: Task, answer: Answer) -> Pending {
-        let id = self.shared.next_task_id.fetch_add(1, Relaxed);
+    fn pending_with(&self, task: Task, answer: Answer, id: u64) -> Pending {
         Pending {
             id,
             task,
@@ -587,7 +611,8 @@ impl Pool {
     }
 
     fn send(&self, task: Task) -> Result<TaskHandle, SubmitError> {
-        let (pending, handle) = self.pending(task);
+        let id = self.shared.next_task_id.fetch_add(1, Relaxed);
+        let (pending, handle) = self.pending(task, id);
         let mut one = Some(pending);
         if self.queue_directly(|| one.take()) {
             return Ok(handle);
