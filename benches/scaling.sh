@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Multi-core scaling of pool throughput: 64 B echo tasks submitted at once, on 1..W
 # workers, next to the raw pipe limit and Python's multiprocessing.Pool on the same
-# worker counts; then CPU-bound tasks (`pool-bench cpu`, about 1 ms of work each)
+# worker counts, with one caller and with CALLERS (default 16) callers each
+# submitting its share (`pool-bench` CALLERS=k); then CPU-bound tasks (`pool-bench cpu`, about 1 ms of work each)
 # on the same counts, and their scaling efficiency against the smallest count of 2
 # or more workers. Prints RESULT lines and Markdown tables.
 #
@@ -17,6 +18,7 @@ counts=${2:-"1 2 4 8 14"}
 n=${N:-200000}
 reps=${REPS:-2}
 cpu_tasks=${CPU_TASKS:-1000}
+callers=${CALLERS:-16}
 log=$(mktemp)
 echo "# $(nproc) cpus: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); loadavg $(cut -d' ' -f1-3 /proc/loadavg)"
 py_mp() { # py_mp WORKERS N
@@ -30,30 +32,32 @@ with mp.Pool(w) as pool:
     t = time.perf_counter()
     got = sum(len(r) for r in pool.imap_unordered(echo, repeat(b"x" * 64, n), chunksize=1))
     dt = time.perf_counter() - t
-print("RESULT " + json.dumps({"bench": f"py.mp.tput.w{w}", "metric": "rate", "value": n / dt, "unit": "task/s"}))
+print("RESULT " + json.dumps({"bench": f"py.mp.tput.w{w}", "metric": "rate", "value": n / dt, "unit": "task/s"}, separators=(",", ":")))
 PY
 }
 for rep in $(seq "$reps"); do
   for w in $counts; do
     TAG="w$w" "$bin/pool-bench" tput "$n" "$w" | tee -a "$log"
+    CALLERS=$callers TAG="w$w.c$callers" "$bin/pool-bench" tput "$n" "$w" | tee -a "$log"
     if command -v python3 >/dev/null; then py_mp "$w" "$((n / 4))" | tee -a "$log"; fi
     TAG="w$w" "$bin/pool-bench" cpu "$((cpu_tasks * w))" "$w" | tee -a "$log"
   done
   "$bin/pool-bench" raw-tput 1000000 | tee -a "$log"
 done
 echo
-echo "| workers | cortex-pool (task/s, median) | multiprocessing.Pool (task/s, median) | ratio |"
-echo "|---:|---:|---:|---:|"
-for w in $counts; do
-  ours=$(grep "\"bench\":\"ours.tput.w$w\"" "$log" | grep -o '"value": *[0-9.e+]*' | awk -F: '{print $2}' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-  py=$(grep "py.mp.tput.w$w\"" "$log" | grep -o '"value": *[0-9.e+]*' | awk -F: '{print $2}' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-  ratio=$(awk -v a="${ours:-0}" -v b="${py:-0}" 'BEGIN { if (b > 0) printf "%.1f×", a / b; else print "—" }')
-  printf "| %s | %.0f | %.0f | %s |\n" "$w" "${ours:-0}" "${py:-0}" "$ratio"
-done
-echo
 median() { # median BENCH METRIC
   grep "\"bench\":\"$1\",\"metric\":\"$2\"" "$log" | grep -o '"value": *[0-9.e+]*' | awk -F: '{print $2}' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
 }
+echo "| workers | cortex-pool, 1 caller (task/s, median) | $callers callers | multiprocessing.Pool (task/s, median) | ratio (1 caller) |"
+echo "|---:|---:|---:|---:|---:|"
+for w in $counts; do
+  ours=$(median "ours.tput.w$w" rate)
+  many=$(median "ours.tput.w$w.c$callers" rate)
+  py=$(median "py.mp.tput.w$w" rate)
+  ratio=$(awk -v a="${ours:-0}" -v b="${py:-0}" 'BEGIN { if (b > 0) printf "%.1f×", a / b; else print "—" }')
+  printf "| %s | %.0f | %.0f | %.0f | %s |\n" "$w" "${ours:-0}" "${many:-0}" "${py:-0}" "$ratio"
+done
+echo
 base_w=""
 for w in $counts; do
   if [ "$w" -ge 2 ] && [ -z "$base_w" ]; then base_w=$w; fi
