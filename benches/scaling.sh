@@ -45,8 +45,9 @@ for rep in $(seq "$reps"); do
   "$bin/pool-bench" raw-tput 1000000 | tee -a "$log"
 done
 echo
-median() { # median BENCH METRIC
-  grep "\"bench\":\"$1\",\"metric\":\"$2\"" "$log" | grep -o '"value": *[0-9.e+]*' | awk -F: '{print $2}' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
+median() { # median BENCH METRIC (of an even count: the mean of the middle two)
+  grep "\"bench\":\"$1\",\"metric\":\"$2\"" "$log" | grep -o '"value": *[0-9.e+]*' | awk -F: '{print $2}' | sort -g |
+    awk '{a[NR]=$1} END { if (NR % 2) print a[(NR + 1) / 2]; else if (NR) print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
 }
 echo "| workers | cortex-pool, 1 caller (task/s, median) | $callers callers | multiprocessing.Pool (task/s, median) | ratio (1 caller) |"
 echo "|---:|---:|---:|---:|---:|"
