@@ -599,11 +599,11 @@ impl Actor {
         }
     }
 
-    /// Publishes the queued and in-flight gauges before a caller hears of a
-    /// settlement, so a snapshot taken after the last task settled reads 0 for both.
+    /// Publishes the gauges of held and retrying tasks before a caller hears
+    /// of a settlement, so a snapshot taken after the last task settled reads
+    /// 0 for both (the queue's depth is read from the queue itself).
     pub(crate) fn publish_task_gauges(&self) {
         let stats = &self.shared.stats;
-        self.queue.lock().publish(stats);
         stats.held.store(self.held.len() as u64, Relaxed);
         stats.retrying.store(self.retrying.len() as u64, Relaxed);
     }

@@ -351,7 +351,6 @@ impl Seat {
                 return Placed::Stop(now_left);
             }
             let took = take_head(&mut book, &mut waiting, filter, &target, now);
-            waiting.publish(&shared.stats);
             (took, waiting.left())
         };
         match took {

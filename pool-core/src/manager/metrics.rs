@@ -15,6 +15,15 @@ use super::histogram::LatencySummary;
 use super::tally::Tallies;
 use super::HealthStatus;
 
+/// The shared queue's depth, read under its lock when metrics are taken.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct QueueDepth {
+    /// Tasks waiting in it.
+    pub(crate) len: u64,
+    /// Of those, by band: high (0–32), normal (33–66), low (67–100).
+    pub(crate) by_band: [u64; 3],
+}
+
 /// The counters and gauges the actor maintains.
 #[derive(Debug)]
 pub(crate) struct Stats {
@@ -27,11 +36,8 @@ pub(crate) struct Stats {
     pub(crate) cancelled: AtomicU64,
     pub(crate) retried: AtomicU64,
     pub(crate) timed_out: AtomicU64,
-    /// Tasks in the shared queue (published under its lock).
-    pub(crate) queued: AtomicU64,
     /// Tasks held for a worker of their type.
     pub(crate) held: AtomicU64,
-    pub(crate) queued_by_band: [AtomicU64; 3],
     pub(crate) retrying: AtomicU64,
     pub(crate) dlq_len: AtomicU64,
     pub(crate) dlq_evicted: AtomicU64,
@@ -65,9 +71,7 @@ impl Stats {
             cancelled: AtomicU64::new(0),
             retried: AtomicU64::new(0),
             timed_out: AtomicU64::new(0),
-            queued: AtomicU64::new(0),
             held: AtomicU64::new(0),
-            queued_by_band: Default::default(),
             retrying: AtomicU64::new(0),
             dlq_len: AtomicU64::new(0),
             dlq_evicted: AtomicU64::new(0),
@@ -95,12 +99,7 @@ impl Stats {
         if self.failure.set(reason).is_err() {
             return;
         }
-        for gauge in [
-            &self.workers_total,
-            &self.workers_unhealthy,
-            &self.queued,
-            &self.held,
-        ] {
+        for gauge in [&self.workers_total, &self.workers_unhealthy, &self.held] {
             gauge.store(0, Relaxed);
         }
     }
@@ -109,10 +108,12 @@ impl Stats {
         counter.fetch_add(1, Relaxed);
     }
 
-    pub(crate) fn snapshot(&self) -> PoolMetrics {
+    /// The metrics, with the shared queue's depth `queue` (read under its
+    /// lock by the caller: the queue's gauges are not kept apart from it).
+    pub(crate) fn snapshot(&self, queue: QueueDepth) -> PoolMetrics {
         let get = |c: &AtomicU64| c.load(Relaxed);
         // Queued, held for a worker of their type, or due to retry.
-        let waiting = get(&self.queued) + get(&self.held) + get(&self.retrying);
+        let waiting = queue.len + get(&self.held) + get(&self.retrying);
         let lanes = self.tallies.totals();
         let completed = lanes.completed;
         let dispatches = lanes.dispatches;
@@ -177,7 +178,7 @@ impl Stats {
             queue: QueueSection {
                 queue_depth: waiting,
                 by_priority: {
-                    let [high, normal, low] = self.queued_by_band.each_ref().map(get);
+                    let [high, normal, low] = queue.by_band;
                     BandDepths { high, normal, low }
                 },
                 retrying: get(&self.retrying),
@@ -585,7 +586,7 @@ mod tests {
                 lane.dispatched(true, 0);
             }
         }
-        let p = s.snapshot().performance;
+        let p = s.snapshot(QueueDepth::default()).performance;
         assert_eq!(
             (p.worker_reuse_ratio, p.worker_reuse_rate.as_str()),
             (0.75, "75%")

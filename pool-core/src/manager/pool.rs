@@ -545,7 +545,6 @@ impl Pool {
                 waiting.push_new(pending);
             }
             shared.stats.submitted.fetch_add(submitted, Relaxed);
-            waiting.publish(&shared.stats);
         }
         if !shared.desk.hand_off(shared) {
             shared.queue.ring();
@@ -640,7 +639,8 @@ impl Pool {
 
     /// A snapshot of the pool's metrics (a few atomic loads; eventually consistent).
     pub fn metrics(&self) -> PoolMetrics {
-        self.shared.stats.snapshot()
+        let queue = self.shared.queue.lock().depth();
+        self.shared.stats.snapshot(queue)
     }
 
     /// How many workers the pool holds now: the `workers.total` of
@@ -872,9 +872,7 @@ fn mark_failed(outcome: Result<(), tokio::task::JoinError>, shared: &Shared) {
         let mut waiting = shared.queue.lock();
         waiting.closed = true;
         waiting.lanes_may_take = false;
-        let queued = waiting.tasks.drain().collect();
-        waiting.publish(&shared.stats);
-        queued
+        waiting.tasks.drain().collect()
     };
     for pending in queued {
         settle_failed(shared, pending, FinalStatus::Failed, Failure::ShuttingDown);

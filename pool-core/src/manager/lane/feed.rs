@@ -122,7 +122,6 @@ impl Feed {
                 }
             }
             refilled.stalled = self.taken.len() < room && !waiting.tasks.is_empty();
-            waiting.publish(&target.shared.stats);
         }
         let now = Instant::now();
         for pending in self.taken.drain(..) {

@@ -6,12 +6,10 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use std::sync::atomic::Ordering::Relaxed;
-
 use super::super::actor::Pending;
 use super::super::bell::Bell;
 use super::super::handoff::Left;
-use super::super::metrics::Stats;
+use super::super::metrics::QueueDepth;
 use crate::queue::PriorityQueue;
 
 /// The waiting tasks, and whether lanes may take from them on their own.
@@ -45,12 +43,12 @@ impl Waiting {
         self.tasks.push(pending.task.priority, pending);
     }
 
-    /// Publishes the queue's gauges (under the lock, so the last change of the
-    /// queue is the last published).
-    pub(crate) fn publish(&self, stats: &Stats) {
-        stats.queued.store(self.tasks.len() as u64, Relaxed);
-        for (gauge, depth) in stats.queued_by_band.iter().zip(self.tasks.depth_by_band()) {
-            gauge.store(depth as u64, Relaxed);
+    /// Its depth, for a metrics snapshot (read there, under the lock, rather
+    /// than written to shared gauges by every change).
+    pub(crate) fn depth(&self) -> QueueDepth {
+        QueueDepth {
+            len: self.tasks.len() as u64,
+            by_band: self.tasks.depth_by_band().map(|depth| depth as u64),
         }
     }
 
