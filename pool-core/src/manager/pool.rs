@@ -348,7 +348,7 @@ impl Pool {
             at: Vec::new(),
         };
         let refused = |refused: Unsent| self.gone(refused.first_task());
-        let mut reserve = Reserve::new(&self.shared);
+        let mut reserve = Reserve::new(&self.shared.queue_slots, &self.shared.next_task_id);
         for (done, task) in tasks.enumerate() {
             let task = match self.check(task) {
                 Ok(task) => task,
@@ -434,7 +434,7 @@ impl Pool {
             pending: Vec::with_capacity(expected.min(SUBMIT_CHUNK)),
             at: Vec::with_capacity(expected.min(SUBMIT_CHUNK)),
         };
-        let mut reserve = Reserve::new(&self.shared);
+        let mut reserve = Reserve::new(&self.shared.queue_slots, &self.shared.next_task_id);
         for (done, task) in tasks.enumerate() {
             let task = match self.check(task) {
                 Ok(task) => task,
@@ -637,7 +637,8 @@ impl Pool {
         self.shared.stats.failure.get().cloned()
     }
 
-    /// A snapshot of the pool's metrics (a few atomic loads; eventually consistent).
+    /// A snapshot of the pool's metrics (atomic loads and a look at the queue under its
+    /// lock; eventually consistent).
     pub fn metrics(&self) -> PoolMetrics {
         let queue = self.shared.queue.lock().depth();
         self.shared.stats.snapshot(queue)

@@ -224,3 +224,27 @@ async fn a_caller_writes_to_a_free_link_and_rings_the_lane_otherwise() {
     far.read_exact(&mut got).await.expect("read");
     assert_eq!(got, b"onetwothree");
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_book_leaves_its_occupancy_behind_as_its_lock_is_let_go() {
+    use super::guard::NOT_FED;
+    use super::Lane;
+
+    let stats = Stats::new();
+    let lane = Lane::new(stats.tallies.writer(1), "worker-1".into());
+    let now = Instant::now();
+    assert_eq!(lane.occupancy(), 0, "nothing was left behind yet");
+    {
+        let mut book = lane.book();
+        book.push(attempt(1, now, true));
+    }
+    assert_eq!(lane.occupancy(), NOT_FED, "the actor has not let it feed");
+    {
+        let mut book = lane.book();
+        book.feeds = true;
+        book.push(attempt(2, now, false));
+    }
+    assert_eq!(lane.occupancy(), 2);
+    drop(lane.book().take(1));
+    assert_eq!(lane.occupancy(), 1, "a take is seen as the lock is let go");
+}
