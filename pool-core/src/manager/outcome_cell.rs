@@ -16,7 +16,13 @@ use super::handle::BoxedOutcome;
 /// A new cell: the settlement's side and the handle's side.
 pub(crate) fn outcome_cell() -> (Teller, Waiter) {
     let shared = Arc::new(Mutex::new(State::Waiting(None)));
-    (Teller(Some(Arc::clone(&shared))), Waiter(shared))
+    (
+        Teller(Some(Arc::clone(&shared))),
+        Waiter {
+            shared,
+            settled: false,
+        },
+    )
 }
 
 /// Where a task's outcome stands.
@@ -132,13 +138,24 @@ impl Drop for Teller {
 }
 
 /// The handle's side.
-pub(crate) struct Waiter(Shared);
+pub(crate) struct Waiter {
+    shared: Shared,
+    /// Its poll returned `Ready`: the cell is done with, and dropping the
+    /// waiter need not look at it again.
+    settled: bool,
+}
 
 impl Waiter {
     /// The outcome once told (`Some`), or `None` when it never will be (the
     /// settlement's side is gone, or the outcome was taken already).
     pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<BoxedOutcome>> {
-        let mut state = lock(&self.0);
+        let polled = self.look(cx);
+        self.settled = polled.is_ready();
+        polled
+    }
+
+    fn look(&self, cx: &mut Context<'_>) -> Poll<Option<BoxedOutcome>> {
+        let mut state = lock(&self.shared);
         match &mut *state {
             State::Waiting(waker) => {
                 if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
@@ -157,7 +174,10 @@ impl Waiter {
 
 impl Drop for Waiter {
     fn drop(&mut self) {
-        let mut state = lock(&self.0);
+        if self.settled {
+            return;
+        }
+        let mut state = lock(&self.shared);
         if matches!(*state, State::Waiting(_)) {
             *state = State::WaiterGone;
         }
@@ -243,7 +263,7 @@ mod tests {
     #[test]
     fn an_outcome_for_a_dropped_handle_is_dropped_at_once() {
         let (teller, waiter) = outcome_cell();
-        let shared = Arc::clone(&waiter.0);
+        let shared = Arc::clone(&waiter.shared);
         drop(waiter);
         assert!(teller.tell(outcome(5)).0.is_none());
         assert!(matches!(*lock(&shared), State::WaiterGone));
