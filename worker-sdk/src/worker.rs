@@ -250,41 +250,25 @@ impl Worker {
             let reader = link::async_reader(link.reader).map_err(ServeError::Io)?;
             worker.serve(reader, link.writer).await
         };
-        let (runtime, outcome) = match threads {
-            1 => {
-                // One thread: the runtime's own thread waits for the link and
-                // runs the handlers, so nothing is handed between threads.
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime,
-                    Err(e) => return fail(&ServeError::Io(e)),
-                };
-                let outcome = runtime.block_on(serve);
-                (runtime, outcome)
-            }
-            n => {
-                let mut builder = tokio::runtime::Builder::new_multi_thread();
-                if n > 1 {
-                    builder.worker_threads(n);
-                }
-                let runtime = match builder.enable_all().build() {
-                    Ok(runtime) => runtime,
-                    Err(e) => return fail(&ServeError::Io(e)),
-                };
-                // Served on one of the runtime's threads, not on this one: a
-                // runtime thread that waits for the link to become readable then
-                // handles the frames itself, where a `block_on` future would be
-                // woken from the thread that saw them (a hand-over, two context
-                // switches, per read).
-                let outcome = runtime.block_on(async move {
-                    tokio::spawn(serve)
-                        .await
-                        .unwrap_or_else(|e| Err(ServeError::Io(std::io::Error::other(e))))
-                });
-                (runtime, outcome)
-            }
+        let runtime = match runtime(threads) {
+            Ok(runtime) => runtime,
+            Err(e) => return fail(&ServeError::Io(e)),
+        };
+        let outcome = if threads == 1 {
+            // The runtime's one thread waits for the link and runs the
+            // handlers, so nothing is handed between threads.
+            runtime.block_on(serve)
+        } else {
+            // Served on one of the runtime's threads, not on this one: a
+            // runtime thread that waits for the link to become readable then
+            // handles the frames itself, where a `block_on` future would be
+            // woken from the thread that saw them (a hand-over, two context
+            // switches, per read).
+            runtime.block_on(async move {
+                tokio::spawn(serve)
+                    .await
+                    .unwrap_or_else(|e| Err(ServeError::Io(std::io::Error::other(e))))
+            })
         };
         // Handlers still running (a hung one, blocking work) must not delay the exit.
         runtime.shutdown_background();
@@ -416,6 +400,20 @@ fn concurrency(hello: &[u8]) -> Result<usize, ServeError> {
         ))),
         Some(n) => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
     }
+}
+
+/// The runtime [`Worker::run`] serves on: single-threaded for 1 thread, else
+/// multi-threaded with `threads` threads (0: one per CPU core).
+fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    if threads > 1 {
+        builder.worker_threads(threads);
+    }
+    builder.enable_all().build()
 }
 
 fn fail(error: &ServeError) -> ExitCode {
