@@ -358,7 +358,11 @@ impl Pool {
                 }
             };
             let wanted = expected.saturating_sub(done);
-            if !reserve.slot(wanted) && !self.queue_slot(&mut unsent).await.map_err(refused)? {
+            if !self
+                .queue_slot(&mut reserve, wanted, &mut unsent)
+                .await
+                .map_err(refused)?
+            {
                 return Err(self.gone(task));
             }
             let (pending, handle) = self.pending(task, reserve.id(wanted));
@@ -444,12 +448,7 @@ impl Pool {
                 }
             };
             let wanted = expected.saturating_sub(done);
-            let slot = if reserve.slot(wanted) {
-                Ok(true)
-            } else {
-                self.queue_slot(&mut unsent).await
-            };
-            match slot {
+            match self.queue_slot(&mut reserve, wanted, &mut unsent).await {
                 Ok(true) => {}
                 Ok(false) => {
                     results.push(Err(self.gone(task)));
@@ -477,10 +476,20 @@ impl Pool {
         results
     }
 
-    /// Takes one of the queue's slots, sending the tasks in `unsent` first when
-    /// it has to wait for one: `Ok(false)` when the pool takes no more tasks,
-    /// `Err` with the tasks of `unsent` when they could not be sent.
-    async fn queue_slot(&self, unsent: &mut Unsent) -> Result<bool, Unsent> {
+    /// Takes one of the queue's slots for the next of `wanted` tasks: from
+    /// `reserve` (refilled a chunk at a time), else one by one, sending the
+    /// tasks in `unsent` first when it has to wait for one: `Ok(false)` when
+    /// the pool takes no more tasks, `Err` with the tasks of `unsent` when they
+    /// could not be sent.
+    async fn queue_slot(
+        &self,
+        reserve: &mut Reserve<'_>,
+        wanted: usize,
+        unsent: &mut Unsent,
+    ) -> Result<bool, Unsent> {
+        if reserve.slot(wanted) {
+            return Ok(true);
+        }
         match self.shared.queue_slots.try_acquire() {
             Ok(permit) => {
                 permit.forget();
