@@ -39,7 +39,9 @@
 //! `CALLERS=k` splits `tput`'s and `big`'s tasks between `k` callers, each a
 //! spawned task that submits its share at once and awaits it (a server with
 //! many clients rather than one loop). `THREAD_CPU=1` prints each thread's CPU
-//! time after the measurement (`#` lines): which thread bounds the rate.
+//! time after the measurement (`#` lines): which thread bounds the rate; and
+//! how many of the machine's cores were busy (user, system) or idle, with its
+//! context switches a second: whether the machine itself is the bound.
 //!
 //! `BIG_TASK` names the task type `big` sends (default `echo`, the typed
 //! handler: serde decodes the `bin` into a `ByteBuf` and encodes it again, two
@@ -157,6 +159,7 @@ async fn bulk(name: &str, task_type: &str, n: usize, workers: usize, size: usize
     let payload = msgpack_bin(size);
     run_typed(&pool, task_type, &msgpack_bin(64), 200).await; // workers up and warm
     let cpu_before = thread_cpu();
+    let machine_before = machine_cpu();
     let t = Instant::now();
     let callers = env_or("CALLERS", 1usize).max(1);
     let got = if callers > 1 || std::env::var("CALLER").as_deref() == Ok("spawned") {
@@ -179,6 +182,7 @@ async fn bulk(name: &str, task_type: &str, n: usize, workers: usize, size: usize
     let dt = t.elapsed().as_secs_f64();
     if std::env::var_os("THREAD_CPU").is_some() {
         print_thread_cpu(&cpu_before, dt);
+        print_machine_cpu(machine_before, dt);
     }
     assert_eq!(got, n * payload.len(), "echo mismatch");
     result(&id(name), "rate", n as f64 / dt, "task/s");
@@ -220,6 +224,47 @@ fn thread_cpu() -> Vec<(String, f64, f64)> {
         threads.push((name, cpu(11) / ticks, cpu(12) / ticks));
     }
     threads
+}
+
+/// The whole machine's CPU time since boot from `/proc/stat`, in seconds
+/// (user with nice, system with interrupts, idle with I/O wait), and its
+/// context switches.
+fn machine_cpu() -> Option<[f64; 4]> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let mut machine = [0.0; 4];
+    for line in stat.lines() {
+        let mut fields = line.split_whitespace();
+        match fields.next() {
+            Some("cpu") => {
+                let ticks: Vec<f64> = fields.filter_map(|v| v.parse().ok()).collect();
+                let at = |i: usize| ticks.get(i).copied().unwrap_or(0.0) / 100.0;
+                machine[0] = at(0) + at(1);
+                machine[1] = at(2) + at(5) + at(6);
+                machine[2] = at(3) + at(4);
+            }
+            Some("ctxt") => machine[3] = fields.next()?.parse().ok()?,
+            _ => {}
+        }
+    }
+    Some(machine)
+}
+
+/// Prints, as a `#` line, how many of the machine's cores were busy in user
+/// and system mode and idle over the `wall` seconds since `before` (a
+/// [`machine_cpu`] reading), and its context switches a second: whether the
+/// machine itself was the bound.
+fn print_machine_cpu(before: Option<[f64; 4]>, wall: f64) {
+    let (Some(before), Some(after)) = (before, machine_cpu()) else {
+        return;
+    };
+    let cores = |i: usize| (after[i] - before[i]) / wall;
+    println!(
+        "# machine: user {:.2} cores, system {:.2}, idle {:.2}; {:.0} context switches a second",
+        cores(0),
+        cores(1),
+        cores(2),
+        cores(3)
+    );
 }
 
 /// Prints, as `#` lines, the CPU time each thread spent since `before` (a
