@@ -89,9 +89,19 @@ impl Link {
     }
 }
 
+/// The value of environment variable `key`, or `default` when it is unset or
+/// does not parse.
+pub fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// The pool configuration of every bench: `workers` workers, `concurrency` tasks in
 /// flight per worker, a queue deep enough for any bench, no retries, no
-/// heartbeat noise.
+/// heartbeat noise; the queue in `QUEUE_SHARDS` shards (default 0: the pool's
+/// choice).
 pub fn config(workers: usize, concurrency: u32) -> PoolConfig {
     PoolConfig {
         pool_size: workers,
@@ -100,6 +110,7 @@ pub fn config(workers: usize, concurrency: u32) -> PoolConfig {
         worker_concurrency: concurrency,
         max_queue_len: 20_000_000,
         task_timeout: Duration::from_secs(600),
+        queue_shards: env_or("QUEUE_SHARDS", 0),
         ..PoolConfig::default()
     }
 }

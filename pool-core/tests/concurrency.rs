@@ -86,3 +86,51 @@ async fn callers_racing_to_idle_workers_never_overfill_one() {
     pool.shutdown_now().await;
     drop(handles);
 }
+
+/// Callers on many threads add their tasks to a queue in several shards
+/// while the lanes take from theirs and from each other's: every task runs
+/// once, answers its own caller, and the queue ends empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn callers_on_many_threads_and_a_sharded_queue_run_every_task_once() {
+    let config = PoolConfig {
+        worker_concurrency: 2,
+        prefetch: 4,
+        queue_shards: 4,
+        ..common::config(4)
+    };
+    let (pool, recorder) = common::start(config, |_| MockAction::Echo).await;
+    let callers: Vec<_> = (0..8u32)
+        .map(|caller| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let numbers: Vec<u32> = (0..200).map(|i| caller * 1000 + i).collect();
+                let tasks: Vec<_> = numbers.iter().map(|&n| common::task("work", n)).collect();
+                let handles = pool.submit_many(tasks).await.expect("accepted");
+                for (n, handle) in numbers.into_iter().zip(handles) {
+                    let got: u32 = handle.await.expect("answered").decode().expect("a number");
+                    assert_eq!(got, n, "each caller hears its own task's result");
+                }
+            })
+        })
+        .collect();
+    for caller in callers {
+        caller.await.expect("the caller");
+    }
+    let mut started: Vec<u32> = recorder
+        .started()
+        .iter()
+        .map(|t| rmp_serde::from_slice(&t.payload).expect("a number"))
+        .collect();
+    started.sort_unstable();
+    let before = started.len();
+    started.dedup();
+    assert_eq!(
+        (before, started.len()),
+        (1600, 1600),
+        "each task started once"
+    );
+    let metrics = pool.metrics();
+    assert_eq!(metrics.queue.queue_depth, 0);
+    assert_eq!(metrics.tasks.completed, 1600);
+    pool.shutdown().await;
+}

@@ -5,7 +5,8 @@
 //! ignore SIGTERM too), recycle, scale, rolling restart and shutdown (graceful, at
 //! once with `shutdown_now`, or the one after the other) against the mock
 //! transport with paused time, on random pools (1–3 workers, `worker_concurrency`
-//! 1–2, `prefetch` 0–3, `max_retries` 0–2 and sometimes a task's own,
+//! 1–2, `prefetch` 0–3, the queue in 1–3 shards when `prefetch` is above 0,
+//! `max_retries` 0–2 and sometimes a task's own,
 //! `max_tasks_per_worker` sometimes, workers that batch their replies in half
 //! the cases, a `max_queue_len` small enough for
 //! `try_submit` to be refused sometimes, a `shutdown_timeout` that cuts running
@@ -273,6 +274,9 @@ struct Shape {
     workers: usize,
     concurrency: u32,
     prefetch: u32,
+    /// `queue_shards`: 1–3 when `prefetch` is above 0 (lanes then take from
+    /// shards other than their own).
+    shards: usize,
     max_retries: u32,
     recycle_after: Option<u64>,
     /// `max_queue_len`, when the case makes it small enough for `try_submit` to
@@ -286,10 +290,12 @@ struct Shape {
 
 impl Shape {
     fn draw(rng: &mut fastrand::Rng) -> Self {
+        let prefetch = rng.u32(0..=3);
         Self {
             workers: rng.usize(1..=3),
             concurrency: rng.u32(1..=2),
-            prefetch: rng.u32(0..=3),
+            prefetch,
+            shards: if prefetch > 0 { rng.usize(1..=3) } else { 1 },
             max_retries: rng.u32(0..=2),
             recycle_after: rng.bool().then(|| rng.u64(2..8)),
             queue_len: rng.bool().then(|| rng.usize(1..6)),
@@ -302,6 +308,7 @@ impl Shape {
         PoolConfig {
             worker_concurrency: self.concurrency,
             prefetch: self.prefetch,
+            queue_shards: self.shards,
             task_timeout: TASK_TIMEOUT,
             cancel_grace: Duration::from_millis(100),
             kill_grace: Duration::from_millis(100),

@@ -195,3 +195,47 @@ async fn metrics_show_queue_depth_by_priority_band() {
     );
     pool.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn in_a_sharded_queue_tasks_added_from_several_threads_are_served_by_priority() {
+    // Threads are dealt shards in turn, so each thread's tasks wait in a shard
+    // of their own, and the worker takes the first head across the shards.
+    let config = pool_core::PoolConfig {
+        prefetch: 1,
+        queue_shards: 3,
+        ..common::config(1)
+    };
+    let (pool, recorder) = common::start(config, common::blocker_then_echo).await;
+    let blocker = pool.submit(common::task("blocker", 0)).await.unwrap();
+    tokio::task::yield_now().await;
+    let mut handles = Vec::new();
+    for batch in [
+        [(50, 1), (50, 2), (50, 3)],
+        [(0, 4), (0, 5), (0, 6)],
+        [(10, 7), (10, 8), (10, 9)],
+    ] {
+        let caller = pool.clone();
+        let submitted = std::thread::spawn(move || {
+            batch.map(|(priority, n)| {
+                caller
+                    .try_submit(common::task("work", n).with_priority(priority))
+                    .expect("room in the queue")
+            })
+        })
+        .join()
+        .expect("the submitting thread");
+        handles.extend(submitted);
+    }
+    blocker.await.unwrap();
+    for h in handles {
+        h.await.unwrap();
+    }
+    let order: Vec<u32> = recorder
+        .started()
+        .iter()
+        .filter(|t| t.task_type == "work")
+        .map(|t| rmp_serde::from_slice(&t.payload).unwrap())
+        .collect();
+    assert_eq!(order, [4, 5, 6, 7, 8, 9, 1, 2, 3]);
+    pool.shutdown().await;
+}

@@ -42,6 +42,8 @@
 //! time after the measurement (`#` lines): which thread bounds the rate; and
 //! how many of the machine's cores were busy (user, system) or idle, with its
 //! context switches a second: whether the machine itself is the bound.
+//! `QUEUE_SHARDS=n` splits the pool's queue in `n` shards (`PoolConfig::queue_shards`;
+//! default 0, the pool's choice: one on a machine of 2 or 3 cores).
 //!
 //! `BIG_TASK` names the task type `big` sends (default `echo`, the typed
 //! handler: serde decodes the `bin` into a `ByteBuf` and encodes it again, two
@@ -59,20 +61,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use benches::{
-    config, echo, msgpack_bin, report_latency, result, rss_bytes, sibling, start_pool,
+    config, echo, env_or, msgpack_bin, report_latency, result, rss_bytes, sibling, start_pool,
     start_pool_command, Link,
 };
 use pool_core::protocol::{encode_frame, TaskFrame, ToWorker, PROTOCOL_VERSION};
 use pool_core::{Pool, Task, WorkerCommand};
 
 const MIB: usize = 1 << 20;
-
-fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn id(base: &str) -> String {
     let mut s = base.to_owned();

@@ -118,7 +118,7 @@ impl Shared {
             queue_slots: Arc::new(Semaphore::new(config.max_queue_len)),
             closed: AtomicBool::new(false),
             max_frame: config.max_frame,
-            queue: SharedQueue::default(),
+            queue: SharedQueue::new(config.queue_shard_count()),
             crash_streak: CrashStreak::default(),
             desk: Desk::new(policy, desk),
         }
@@ -622,7 +622,12 @@ impl Actor {
     /// Publishes gauges and moves the shutdown along after any change.
     fn after_change(&mut self) {
         // Held tasks are weighed against queued ones by the actor alone.
-        self.queue.lock().lanes_may_take = self.held.is_empty();
+        // The actor alone changes it, so its hint is exact here: the shards
+        // are locked only for a change.
+        let may = self.held.is_empty();
+        if self.queue.lanes_may_take() != may {
+            self.queue.lock().set_lanes_may_take(may);
+        }
         self.publish_gauges();
         if self.phase == Phase::Draining && !self.attempts_in_flight() {
             self.enter_stopping();

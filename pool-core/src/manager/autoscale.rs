@@ -54,9 +54,9 @@ impl Actor {
         let live = self.live_count().max(1);
         let (waited, queued) = {
             let waiting = self.queue.lock();
-            let head = waiting.tasks.peek();
+            let head = waiting.peek();
             let waited = head.map_or(Duration::ZERO, |p| now.duration_since(p.queued_at));
-            (waited, waiting.tasks.len())
+            (waited, waiting.len())
         };
         // Tasks waiting in prefetch windows are backlog too.
         let backlog = queued + self.prefetched_count();

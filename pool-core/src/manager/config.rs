@@ -9,6 +9,7 @@ use crate::protocol::DEFAULT_MAX_FRAME;
 use crate::queue::RetryPolicy;
 
 use super::autoscale::Autoscale;
+use super::lane::queue::{auto_shards, MAX_SHARDS};
 
 mod settings;
 
@@ -66,6 +67,20 @@ pub struct PoolConfig {
     /// attempt, and each runs alone next, so the one at fault is then charged
     /// (`docs/PROTOCOL.md`, "Batched replies").
     pub prefetch: u32,
+    /// Shards the queue of waiting tasks is split in, each behind its own
+    /// lock, so callers and workers' lanes on many cores do not all wait for
+    /// one. A caller adds its tasks to its thread's shard; a worker's lane
+    /// refills from its own shard, and from another when that one's head has
+    /// a higher priority or its own is empty. Priority order holds across
+    /// shards (up to a race with a task being added); FIFO order within a
+    /// priority holds within a shard, so a caller's tasks keep their order
+    /// while it submits from one thread.
+    ///
+    /// `0` (the default) leaves it to the pool: one shard with `prefetch` 0,
+    /// else one for every two of `max_workers` the machine can run at once,
+    /// up to 16 (one on a machine of 2 or 3 cores). At most 64; above 1 only
+    /// with `prefetch` above 0 (`prefetch` 0 promises strict priority order).
+    pub queue_shards: usize,
     /// New tasks that may wait in the queue; `try_submit` refuses past it and
     /// `submit` waits for room. Retries re-enter the queue regardless. Default 100 000.
     pub max_queue_len: usize,
@@ -132,6 +147,7 @@ impl Default for PoolConfig {
             max_workers: 50,
             worker_concurrency: 1,
             prefetch: 64,
+            queue_shards: 0,
             max_queue_len: 100_000,
             retry: RetryPolicy::default(),
             task_timeout: Duration::from_secs(300),
@@ -188,6 +204,18 @@ impl PoolConfig {
         }
         if self.max_queue_len == 0 {
             return Err(ConfigError::new("max_queue_len", "must be at least 1"));
+        }
+        if self.queue_shards > MAX_SHARDS {
+            return Err(ConfigError::new(
+                "queue_shards",
+                format!("{} is above the most, {MAX_SHARDS}", self.queue_shards),
+            ));
+        }
+        if self.queue_shards > 1 && self.prefetch == 0 {
+            return Err(ConfigError::new(
+                "queue_shards",
+                "must be 0 or 1 with prefetch 0, which keeps strict priority order",
+            ));
         }
         positive("task_timeout", self.task_timeout)?;
         positive("heartbeat_interval", self.heartbeat_interval)?;
@@ -256,6 +284,15 @@ impl PoolConfig {
         ))
     }
 
+    /// How many shards the queue is split in: `queue_shards`, or the pool's
+    /// choice when it is 0.
+    pub(crate) fn queue_shard_count(&self) -> usize {
+        match self.queue_shards {
+            0 => auto_shards(self.prefetch, self.max_workers),
+            shards => shards,
+        }
+    }
+
     /// The most tasks written to one worker at once: its concurrency plus its
     /// prefetch window.
     pub fn worker_window(&self) -> u32 {
@@ -312,5 +349,25 @@ mod tests {
             ..PoolConfig::default()
         };
         assert_eq!(c.validate().unwrap_err().key, "task_timeout");
+    }
+
+    #[test]
+    fn queue_shards_are_bounded_and_one_keeps_strict_order() {
+        let mut c = PoolConfig {
+            queue_shards: MAX_SHARDS + 1,
+            ..PoolConfig::default()
+        };
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.key, "queue_shards");
+        assert!(e.message.contains("64"), "{e}");
+        c.queue_shards = 4;
+        c.validate().unwrap();
+        assert_eq!(c.queue_shard_count(), 4);
+        c.prefetch = 0;
+        let e = c.validate().unwrap_err();
+        assert!(e.message.contains("strict priority order"), "{e}");
+        c.queue_shards = 0;
+        c.validate().unwrap();
+        assert_eq!(c.queue_shard_count(), 1, "prefetch 0 keeps one shard");
     }
 }

@@ -63,14 +63,12 @@ impl Actor {
     /// date as tasks are assigned, so each task costs one pick, not a rebuild of
     /// the list.
     pub(crate) fn dispatch(&mut self) {
-        let waiting = !self.queue.lock().tasks.is_empty() || !self.held.is_empty();
+        let waiting = !self.queue.lock().is_empty() || !self.held.is_empty();
         if !matches!(self.phase, Phase::Starting | Phase::Running) || !waiting {
             return;
         }
         self.dispatch_up_to(self.config.worker_concurrency, true);
-        if self.config.prefetch > 0
-            && (!self.queue.lock().tasks.is_empty() || !self.held.is_empty())
-        {
+        if self.config.prefetch > 0 && (!self.queue.lock().is_empty() || !self.held.is_empty()) {
             self.dispatch_up_to(self.config.worker_window(), false);
         }
         self.ring_lanes();
@@ -119,7 +117,7 @@ impl Actor {
         }
         while !self.candidates.is_empty() {
             // Taken before the pick: a policy is asked only for a task it places.
-            let Some(pending) = self.queue.lock().tasks.pop() else {
+            let Some(pending) = self.queue.lock().pop() else {
                 break;
             };
             let index = if by_policy {
@@ -197,19 +195,13 @@ impl Actor {
 
     pub(super) fn assign(&mut self, num: u64, pending: Pending) -> Assigned {
         let Some(worker) = self.workers.get_mut(&num) else {
-            self.queue
-                .lock()
-                .tasks
-                .push_front(pending.task.priority, pending);
+            self.queue.lock().push_front(pending);
             return Assigned::WorkerUnusable;
         };
         if !worker.input_open() {
             worker.life.mark_killing();
             worker.sync_feed();
-            self.queue
-                .lock()
-                .tasks
-                .push_front(pending.task.priority, pending);
+            self.queue.lock().push_front(pending);
             return Assigned::WorkerUnusable;
         }
         let target = Target {
@@ -231,8 +223,7 @@ impl Actor {
             // then queue): an answer its lane settles after this finds it
             // there when it refills.
             if !book.may_take(&pending) || book.len() >= self.config.worker_window() as usize {
-                let priority = pending.task.priority;
-                self.queue.lock().tasks.push_front(priority, pending);
+                self.queue.lock().push_front(pending);
                 return Assigned::WorkerOccupied;
             }
             let was_empty = !book.has_batch();
@@ -514,7 +505,7 @@ impl Actor {
     pub(crate) fn on_retry_due(&mut self, id: u64) {
         if let Some(mut pending) = self.retrying.remove(&id) {
             pending.queued_at = Instant::now();
-            self.queue.lock().tasks.push(pending.task.priority, pending);
+            self.queue.lock().push(pending);
         }
     }
 
@@ -564,7 +555,7 @@ impl Actor {
 
     /// A caller cancels task `id`.
     pub(crate) fn cancel(&mut self, id: u64) {
-        let queued = self.queue.lock().tasks.remove_first(|p| p.id == id);
+        let queued = self.queue.lock().remove_first(|p| p.id == id);
         if let Some(pending) = queued {
             return self.settle_error(pending, FinalStatus::Cancelled, Failure::Cancelled);
         }

@@ -192,7 +192,7 @@ impl Desk {
             while !counter.candidates.is_empty() {
                 // Asked only while a task waits: a policy hears of the tasks
                 // it places.
-                let now_left = shared.queue.lock().left();
+                let now_left = shared.queue.left();
                 if now_left != Left::Tasks {
                     left = now_left;
                     break;
@@ -344,15 +344,20 @@ impl Seat {
         } else {
             Delivery::Ring
         };
-        let (took, left) = {
-            let mut waiting = shared.queue.lock();
-            let now_left = waiting.left();
-            if now_left != Left::Tasks {
-                return Placed::Stop(now_left);
+        // From the shard whose head comes first, this caller's own first
+        // among equals (it just added its tasks there).
+        let queue = &shared.queue;
+        let took = {
+            let Some(index) = queue.best_shard(queue.callers_shard()) else {
+                return Placed::Stop(queue.left());
+            };
+            let mut waiting = queue.shard(index);
+            if waiting.closed() || !waiting.lanes_may_take() {
+                return Placed::Stop(Left::Unknown);
             }
-            let took = take_head(&mut book, &mut waiting, filter, &target, now);
-            (took, waiting.left())
+            take_head(&mut book, &mut waiting, filter, &target, now)
         };
+        let left = queue.left();
         match took {
             // The frame waits in the batch until the hand-off writes it.
             Took::Started(started) => Placed::Yes(started, left, delivery),
@@ -360,7 +365,9 @@ impl Seat {
             // A type the workers do not take, or a task that must run alone:
             // the actor holds, fails or places it.
             Took::Refused => Placed::Stop(Left::Unknown),
-            Took::Empty => Placed::Stop(Left::Nothing),
+            // The shard ran dry since its hint was left: what the others hold
+            // is the actor's when they look full.
+            Took::Empty => Placed::Stop(left),
         }
     }
 }

@@ -394,8 +394,7 @@ impl Actor {
             return self.settle_error(pending, FinalStatus::Failed, Failure::ShuttingDown);
         }
         pending.attempts = pending.attempts.saturating_sub(1);
-        let priority = pending.task.priority;
-        self.queue.lock().tasks.push_front(priority, pending);
+        self.queue.lock().push_front(pending);
     }
 
     /// Workers that count towards the target: alive and not on their way out,

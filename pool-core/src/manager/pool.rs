@@ -542,8 +542,8 @@ impl Pool {
     {
         let shared = &self.shared;
         {
-            let mut waiting = shared.queue.lock();
-            if waiting.closed {
+            let mut waiting = shared.queue.shard(shared.queue.callers_shard());
+            if waiting.closed() {
                 return false;
             }
             let mut submitted = 0;
@@ -880,9 +880,9 @@ fn mark_failed(outcome: Result<(), tokio::task::JoinError>, shared: &Shared) {
     // "shutting down", a `Completions` channel hears nothing of them.)
     let queued: Vec<Pending> = {
         let mut waiting = shared.queue.lock();
-        waiting.closed = true;
-        waiting.lanes_may_take = false;
-        waiting.tasks.drain().collect()
+        waiting.close_to_callers();
+        waiting.set_lanes_may_take(false);
+        waiting.drain()
     };
     for pending in queued {
         settle_failed(shared, pending, FinalStatus::Failed, Failure::ShuttingDown);

@@ -210,7 +210,7 @@ impl Actor {
     /// is held (or fails `unroutable`) and the next one is looked at.
     pub(crate) fn dispatch_uniform(&mut self, types: &TaskTypes, capacity: u32, by_policy: bool) {
         while !self.candidates.is_empty() {
-            let Some(pending) = self.queue.lock().tasks.pop() else {
+            let Some(pending) = self.queue.lock().pop() else {
                 break;
             };
             if !types.accepts(&pending.task.task_type) {
@@ -276,10 +276,10 @@ impl Actor {
             // it in between.
             let queued = {
                 let mut waiting = self.queue.lock();
-                let head = waiting.tasks.peek().map(|p| p.task.priority);
+                let head = waiting.peek().map(|p| p.task.priority);
                 match (&held_best, head) {
                     (Some((held, _)), head) if head.is_none_or(|q| *held <= q) => None,
-                    _ => Some(waiting.tasks.pop()),
+                    _ => Some(waiting.pop()),
                 }
             };
             match (held_best, queued) {
@@ -335,7 +335,9 @@ impl Actor {
     /// once (the actor alone weighs held tasks against queued ones); they may
     /// again when nothing is held (`after_change`).
     fn keep_held(&mut self, pending: Pending) {
-        self.queue.lock().lanes_may_take = false;
+        if self.queue.lanes_may_take() {
+            self.queue.lock().set_lanes_may_take(false);
+        }
         self.held.push(pending);
     }
 

@@ -38,8 +38,8 @@ impl Actor {
         let mut queued: Vec<_> = {
             let mut waiting = self.queue.lock();
             // From now on callers' tasks come as messages: `refuse_late`.
-            waiting.closed = true;
-            waiting.tasks.drain().collect()
+            waiting.close_to_callers();
+            waiting.drain()
         };
         queued.extend(self.held.take_all());
         let retrying: Vec<_> = self.retrying.drain().map(|(_, p)| p).collect();

@@ -116,6 +116,11 @@ impl<T> PriorityQueue<T> {
         self.levels[self.first_level()?].front()
     }
 
+    /// The priority of the item `pop` would return.
+    pub fn head_priority(&self) -> Option<u8> {
+        self.first_level().map(|level| level as u8)
+    }
+
     /// Removes the first item matching `pred` (a linear scan: for rare operations
     /// such as cancellation).
     pub fn remove_first(&mut self, mut pred: impl FnMut(&T) -> bool) -> Option<T> {
@@ -209,7 +214,9 @@ mod tests {
         q.push(1, "a");
         q.push(2, "b");
         q.push_front(2, "c");
+        assert_eq!(q.head_priority(), Some(1));
         assert_eq!(q.pop(), Some("a"));
+        assert_eq!(q.head_priority(), Some(2));
         assert_eq!(q.pop(), Some("c"));
         assert_eq!(q.pop(), Some("b"));
     }

@@ -251,6 +251,7 @@ impl PoolSettings {
             max_workers,
             worker_concurrency: self.worker_concurrency.unwrap_or(d.worker_concurrency),
             prefetch: self.prefetch.unwrap_or(d.prefetch),
+            queue_shards: d.queue_shards,
             max_queue_len: self.max_queue_len.unwrap_or(d.max_queue_len),
             retry,
             task_timeout: ms_or(self.task_timeout_ms, d.task_timeout),

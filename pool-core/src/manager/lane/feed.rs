@@ -10,12 +10,14 @@ use super::super::actor::Pending;
 use super::super::outbox::Outbox;
 use super::super::routing::{TaskTypes, TypeFilter};
 use super::attempt::{Target, Unwritable};
-use super::queue::{Head, SharedQueue, Waiting};
+use super::queue::{Head, ShardGuard, SharedQueue};
 use super::{keep_earliest, Book, Lane};
 
 /// Where a lane refills from, and what it may take.
 pub(crate) struct Feed {
     queue: SharedQueue,
+    /// The queue's shard it refills from first.
+    home: usize,
     /// The most unanswered tasks its worker holds (`worker_concurrency` plus
     /// `prefetch`).
     window: usize,
@@ -42,9 +44,13 @@ pub(crate) struct Refilled {
 }
 
 impl Feed {
-    pub(crate) fn new(queue: SharedQueue, window: usize) -> Self {
+    /// Worker `num`'s feed from `queue` (its home shard is dealt by its
+    /// number), for a window of `window` tasks.
+    pub(crate) fn new(queue: SharedQueue, num: u64, window: usize) -> Self {
+        let home = usize::try_from(num).unwrap_or(0) % queue.shard_count();
         Self {
             queue,
+            home,
             window,
             types: None,
             taken: Vec::new(),
@@ -74,16 +80,14 @@ impl Feed {
         let Some(filter) = &mut self.types else {
             return refilled;
         };
-        {
-            // Nothing waits (an idle pool's every answer): done without the
-            // book's lock. A task queued after this look is handed to this
-            // worker by its caller, who finds its book's room (the answer
-            // that made it was settled before), or by the actor.
-            let waiting = self.queue.lock();
-            if waiting.lanes_may_take && waiting.tasks.is_empty() {
-                refilled.stalled = false;
-                return refilled;
-            }
+        // Nothing waits (an idle pool's every answer): done without a lock.
+        // A task queued after this look is handed to this worker by its
+        // caller, who finds its book's room (the answer that made it was
+        // settled before), or, when the caller's hand-off leaves it queued,
+        // by the actor the caller rings.
+        if self.queue.lanes_may_take() && self.queue.looks_empty() {
+            refilled.stalled = false;
+            return refilled;
         }
         let mut book = lane.book();
         if book.len() >= self.window {
@@ -93,18 +97,27 @@ impl Feed {
         if !book.takes_from_queue() {
             return refilled;
         }
+        if !self.queue.lanes_may_take() {
+            return refilled;
+        }
         let room = self.window - book.len();
-        {
-            // The lane's lock, then the queue's: never the other way round.
-            // Only the taking happens under the queue's lock, which every lane
-            // and caller shares; the frames are encoded once it is let go. The
-            // lane's lock, held all along, keeps the tasks taken where a cancel
-            // or a shutdown looks after the queue: in this book.
-            let mut waiting = self.queue.lock();
-            if !waiting.lanes_may_take {
-                return refilled;
+        let empty = book.is_empty();
+        // The lane's lock, then one shard's: never the other way round. Only
+        // the taking happens under the shard's lock, which callers and other
+        // lanes share; the frames are encoded once it is let go. The lane's
+        // lock, held all along, keeps the tasks taken where a cancel or a
+        // shutdown looks after the queue: in this book. A shard that runs dry
+        // is followed by the next whose head comes first, each looked at once.
+        let (mut refused, mut alone) = (false, false);
+        for _ in 0..self.queue.shard_count() {
+            let Some(index) = self.queue.best_shard(self.home) else {
+                break;
+            };
+            let mut waiting = self.queue.shard(index);
+            if !waiting.lanes_may_take() {
+                refused = true;
+                break;
             }
-            let empty = book.is_empty();
             while self.taken.len() < room {
                 // A task that must run alone goes only to an empty book, and
                 // nothing joins it.
@@ -112,17 +125,24 @@ impl Feed {
                 match waiting.pop_if(|p| (first || !p.run_alone) && filter.takes(&p.task.task_type))
                 {
                     Head::Taken(pending) => {
-                        let alone = pending.run_alone;
+                        alone = pending.run_alone;
                         self.taken.push(pending);
                         if alone {
                             break;
                         }
                     }
-                    Head::Refused | Head::Empty => break,
+                    Head::Refused => {
+                        refused = true;
+                        break;
+                    }
+                    Head::Empty => break,
                 }
             }
-            refilled.stalled = self.taken.len() < room && !waiting.tasks.is_empty();
+            if refused || alone || self.taken.len() >= room {
+                break;
+            }
         }
+        refilled.stalled = self.taken.len() < room && (refused || !self.queue.looks_empty());
         let now = Instant::now();
         for pending in self.taken.drain(..) {
             match start(&mut book, target, pending, now) {
@@ -166,14 +186,14 @@ pub(crate) struct Started {
     pub(crate) timer: Option<Instant>,
 }
 
-/// Takes the queue's head into `book` and starts its attempt, when the book
-/// may take it and `filter` takes its type: under the book's lock, then the
-/// queue's, so the task is always in one or the other. The one way a lane's
-/// refill and the desk take from the queue.
+/// Takes the head of a shard of the queue into `book` and starts its
+/// attempt, when the book may take it and `filter` takes its type: under the
+/// book's lock, then the shard's, so the task is always in one or the other.
+/// The one way the desk takes from the queue.
 #[inline]
 pub(crate) fn take_head(
     book: &mut Book,
-    waiting: &mut Waiting,
+    waiting: &mut ShardGuard<'_>,
     filter: &mut TypeFilter,
     target: &Target<'_>,
     now: Instant,

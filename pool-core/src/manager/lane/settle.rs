@@ -84,7 +84,7 @@ impl Settler {
             lane,
             shared,
             num,
-            feed: Feed::new(queue, settings.window as usize),
+            feed: Feed::new(queue, num, settings.window as usize),
             settings,
             report: Settled::default(),
             wakes: Wakes::default(),

@@ -1,0 +1,238 @@
+//! The queue of waiting tasks, shared by callers (who add their tasks to it
+//! themselves and ring the actor), the actor (which hands them to idle workers
+//! and puts retries back) and every lane (which refills its own worker from it
+//! as results come back, with no hop through the actor).
+//!
+//! On a large pool it is split in shards, each behind its own lock, so that
+//! callers and lanes on many cores do not all wait for one lock: a caller adds
+//! its tasks to its thread's shard, a lane refills from its home shard and
+//! takes from another when that one's head comes first (a higher priority) or
+//! its own is empty. Each shard leaves the priority of its head behind as its
+//! lock is let go ([`ShardGuard`]); lanes pick a shard by reading those, with
+//! no lock. Priority order holds across shards up to what a hint that is
+//! behind lets through; FIFO order within a priority holds within a shard.
+//! A pool with `prefetch` 0 (strict priority order) has one shard.
+
+mod names;
+mod shard;
+mod whole;
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use super::super::bell::Bell;
+use super::super::handoff::Left;
+use shard::NO_HEAD;
+pub(crate) use shard::{Head, ShardGuard, Waiting};
+pub(crate) use whole::WholeQueue;
+
+/// The most shards a queue is split in.
+pub(crate) const MAX_SHARDS: usize = 64;
+
+/// Whether lanes may take tasks and whether callers may add them: changed
+/// only by the actor while it holds every shard's lock, so whoever holds one
+/// shard's lock reads them exactly; read without a lock, they are hints.
+#[derive(Debug)]
+pub(crate) struct Flags {
+    /// Lanes and the desk refill from the queue only while nothing is held
+    /// for a worker of its type (the actor alone weighs held tasks against
+    /// queued ones).
+    lanes_may_take: AtomicBool,
+    /// Callers no longer add tasks here (the pool is shutting down, or its
+    /// actor is gone): what they submit goes to the actor, which refuses it.
+    closed: AtomicBool,
+}
+
+impl Flags {
+    fn lanes_may_take(&self) -> bool {
+        self.lanes_may_take.load(Relaxed)
+    }
+
+    fn closed(&self) -> bool {
+        self.closed.load(Relaxed)
+    }
+
+    fn set_lanes_may_take(&self, may: bool) {
+        self.lanes_may_take.store(may, Relaxed);
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Relaxed);
+    }
+
+    /// What the queue leaves for the actor after a hand-off, `empty` or not:
+    /// tasks the desk may still hand out, or it is closed to callers or holds
+    /// back from lanes while tasks are held for a type (the actor decides),
+    /// or nothing.
+    fn left(&self, empty: bool) -> Left {
+        if self.closed() || !self.lanes_may_take() {
+            Left::Unknown
+        } else if empty {
+            Left::Nothing
+        } else {
+            Left::Tasks
+        }
+    }
+}
+
+/// One shard and the priority of its head as it was last left, on a cache
+/// line of its own.
+#[repr(align(128))]
+struct Shard {
+    waiting: Mutex<Waiting>,
+    /// [`NO_HEAD`] when empty; written only by [`ShardGuard`] as it lets go.
+    head: AtomicU8,
+}
+
+/// The shared queue: its shards, and the bell callers ring after adding
+/// tasks. A holder of a shard's lock never takes a lane's lock (a lane takes
+/// its own, then a shard's), nor a second shard's, except the actor's
+/// [`lock`](Self::lock), which takes them all in order.
+#[derive(Clone)]
+pub(crate) struct SharedQueue(Arc<Inner>);
+
+struct Inner {
+    shards: Box<[Shard]>,
+    flags: Flags,
+    bell: Bell,
+}
+
+impl std::fmt::Debug for SharedQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never waits for a lock: a holder may be the one formatting.
+        f.debug_struct("SharedQueue")
+            .field("shards", &self.0.shards.len())
+            .field("looks_empty", &self.looks_empty())
+            .field("flags", &self.0.flags)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SharedQueue {
+    /// An empty queue in `shards` shards (1 to [`MAX_SHARDS`]), lanes not
+    /// yet allowed to take from it.
+    pub(crate) fn new(shards: usize) -> Self {
+        let shards = (0..shards.clamp(1, MAX_SHARDS))
+            .map(|_| Shard {
+                waiting: Mutex::default(),
+                head: AtomicU8::new(NO_HEAD),
+            })
+            .collect();
+        Self(Arc::new(Inner {
+            shards,
+            flags: Flags {
+                lanes_may_take: AtomicBool::new(false),
+                closed: AtomicBool::new(false),
+            },
+            bell: Bell::default(),
+        }))
+    }
+
+    /// How many shards it has.
+    pub(crate) fn shard_count(&self) -> usize {
+        self.0.shards.len()
+    }
+
+    /// Shard `index` (taken modulo the count), locked. On poisoning, see
+    /// [`Lane::book`](super::Lane::book): a panic leaves no shard half-changed.
+    pub(crate) fn shard(&self, index: usize) -> ShardGuard<'_> {
+        let shard = &self.0.shards[index % self.0.shards.len()];
+        ShardGuard {
+            waiting: shard.waiting.lock().unwrap_or_else(PoisonError::into_inner),
+            head: &shard.head,
+            flags: &self.0.flags,
+        }
+    }
+
+    /// Every shard, locked in order: the actor's view.
+    pub(crate) fn lock(&self) -> WholeQueue<'_> {
+        WholeQueue {
+            shards: (0..self.0.shards.len()).map(|i| self.shard(i)).collect(),
+            flags: &self.0.flags,
+        }
+    }
+
+    /// The shard this thread's callers add their tasks to (threads are dealt
+    /// shards in turn as they first submit).
+    pub(crate) fn callers_shard(&self) -> usize {
+        static DEALT: AtomicUsize = AtomicUsize::new(0);
+        thread_local! {
+            static SEAT: Cell<Option<usize>> = const { Cell::new(None) };
+        }
+        let count = self.0.shards.len();
+        if count == 1 {
+            return 0;
+        }
+        let seat = SEAT.with(|seat| {
+            seat.get().unwrap_or_else(|| {
+                let dealt = DEALT.fetch_add(1, Relaxed);
+                seat.set(Some(dealt));
+                dealt
+            })
+        });
+        seat % count
+    }
+
+    /// The shard whose head comes first by the hints (the highest priority),
+    /// `home` first among equals, then the shards after it in turn; `None`
+    /// when every shard looks empty. A hint may be behind: the shard is to be
+    /// looked at under its lock.
+    pub(crate) fn best_shard(&self, home: usize) -> Option<usize> {
+        let shards = &self.0.shards;
+        let count = shards.len();
+        let mut best: Option<(u8, usize)> = None;
+        for step in 0..count {
+            let index = (home + step) % count;
+            let head = shards[index].head.load(Relaxed);
+            if head != NO_HEAD && best.is_none_or(|(first, _)| head < first) {
+                best = Some((head, index));
+            }
+        }
+        best.map(|(_, index)| index)
+    }
+
+    /// Whether every shard looked empty as it was last left (a hint).
+    pub(crate) fn looks_empty(&self) -> bool {
+        self.0
+            .shards
+            .iter()
+            .all(|shard| shard.head.load(Relaxed) == NO_HEAD)
+    }
+
+    /// Whether lanes may take tasks (a hint without a shard's lock).
+    pub(crate) fn lanes_may_take(&self) -> bool {
+        self.0.flags.lanes_may_take()
+    }
+
+    /// What the queue leaves for the actor after a hand-off, by the hints: a
+    /// task another party added may not show yet, which the party that added
+    /// it answers for (it rings the actor when its own hand-off leaves tasks).
+    pub(crate) fn left(&self) -> Left {
+        self.0.flags.left(self.looks_empty())
+    }
+
+    /// Tells the actor that tasks were added (rings after adding them).
+    pub(crate) fn ring(&self) {
+        self.0.bell.ring();
+    }
+
+    /// Resolves once the bell rang since it last resolved.
+    pub(crate) async fn rung(&self) {
+        self.0.bell.rung().await;
+    }
+}
+
+/// How many shards a pool's queue is split in when `queue_shards` leaves it
+/// to the pool: one with `prefetch` 0 (strict priority order), else one for
+/// every two workers the machine can run at once, up to 16.
+pub(crate) fn auto_shards(prefetch: u32, max_workers: usize) -> usize {
+    if prefetch == 0 {
+        return 1;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    (max_workers.min(cores) / 2).clamp(1, 16)
+}
+
+#[cfg(test)]
+mod tests;
