@@ -49,6 +49,9 @@ pub struct PoolSettings {
     /// [`PoolConfig::prefetch`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prefetch: Option<u32>,
+    /// [`PoolConfig::queue_shards`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_shards: Option<usize>,
     /// [`PoolConfig::max_queue_len`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_queue_len: Option<usize>,
@@ -153,6 +156,7 @@ impl PoolSettings {
         "max_workers",
         "worker_concurrency",
         "prefetch",
+        "queue_shards",
         "max_queue_len",
         "max_retries",
         "retry_backoff_ms",
@@ -251,7 +255,7 @@ impl PoolSettings {
             max_workers,
             worker_concurrency: self.worker_concurrency.unwrap_or(d.worker_concurrency),
             prefetch: self.prefetch.unwrap_or(d.prefetch),
-            queue_shards: d.queue_shards,
+            queue_shards: self.queue_shards.unwrap_or(d.queue_shards),
             max_queue_len: self.max_queue_len.unwrap_or(d.max_queue_len),
             retry,
             task_timeout: ms_or(self.task_timeout_ms, d.task_timeout),
@@ -350,6 +354,7 @@ impl From<&PoolConfig> for PoolSettings {
             max_workers: Some(c.max_workers),
             worker_concurrency: Some(c.worker_concurrency),
             prefetch: Some(c.prefetch),
+            queue_shards: Some(c.queue_shards),
             max_queue_len: Some(c.max_queue_len),
             max_retries: Some(c.retry.max_retries()),
             retry_backoff_ms: Some(millis(c.retry.base())),
