@@ -4,8 +4,27 @@ mod common;
 
 use std::time::Duration;
 
-use pool_core::testing::MockAction;
-use pool_core::SubmitError;
+use pool_core::testing::{MockAction, MockRecorder};
+use pool_core::{SubmitError, TaskHandle};
+
+/// Waits for the blocker, then for every handle, and gives the numbers of the
+/// `work` tasks in the order the worker started them.
+async fn work_order(
+    blocker: TaskHandle,
+    handles: Vec<TaskHandle>,
+    recorder: &MockRecorder,
+) -> Vec<u32> {
+    blocker.await.unwrap();
+    for h in handles {
+        h.await.unwrap();
+    }
+    recorder
+        .started()
+        .iter()
+        .filter(|t| t.task_type == "work")
+        .map(|t| rmp_serde::from_slice(&t.payload).unwrap())
+        .collect()
+}
 
 #[tokio::test(start_paused = true)]
 async fn priorities_are_served_lowest_number_first_and_fifo_within_a_level() {
@@ -32,16 +51,7 @@ async fn priorities_are_served_lowest_number_first_and_fifo_within_a_level() {
         let task = common::task("work", n).with_priority(priority);
         handles.push(pool.submit(task).await.unwrap());
     }
-    blocker.await.unwrap();
-    for h in handles {
-        h.await.unwrap();
-    }
-    let order: Vec<u32> = recorder
-        .started()
-        .iter()
-        .filter(|t| t.task_type == "work")
-        .map(|t| rmp_serde::from_slice(&t.payload).unwrap())
-        .collect();
+    let order = work_order(blocker, handles, &recorder).await;
     assert_eq!(order, [2, 4, 8, 3, 6, 1, 5, 7]);
     pool.shutdown().await;
 }
@@ -63,16 +73,7 @@ async fn with_a_prefetch_window_a_task_waits_behind_at_most_the_window() {
         // (a burst would be ordered by priority before anything is written).
         tokio::task::yield_now().await;
     }
-    blocker.await.unwrap();
-    for h in handles {
-        h.await.unwrap();
-    }
-    let order: Vec<u32> = recorder
-        .started()
-        .iter()
-        .filter(|t| t.task_type == "work")
-        .map(|t| rmp_serde::from_slice(&t.payload).unwrap())
-        .collect();
+    let order = work_order(blocker, handles, &recorder).await;
     // 1 and 2 were already in the worker's window when 5 arrived; 5 overtakes the
     // rest of the queue.
     assert_eq!(order, [1, 2, 5, 3, 4]);
@@ -226,16 +227,7 @@ async fn in_a_sharded_queue_tasks_added_from_several_threads_are_served_by_prior
         .expect("the submitting thread");
         handles.extend(submitted);
     }
-    blocker.await.unwrap();
-    for h in handles {
-        h.await.unwrap();
-    }
-    let order: Vec<u32> = recorder
-        .started()
-        .iter()
-        .filter(|t| t.task_type == "work")
-        .map(|t| rmp_serde::from_slice(&t.payload).unwrap())
-        .collect();
+    let order = work_order(blocker, handles, &recorder).await;
     assert_eq!(order, [4, 5, 6, 7, 8, 9, 1, 2, 3]);
     pool.shutdown().await;
 }
