@@ -622,8 +622,8 @@ impl Actor {
     /// Publishes gauges and moves the shutdown along after any change.
     fn after_change(&mut self) {
         // Held tasks are weighed against queued ones by the actor alone.
-        // The actor alone changes it, so its hint is exact here: the shards
-        // are locked only for a change.
+        // While the actor runs it alone changes it, so its hint is exact
+        // here: the shards are locked only for a change.
         let may = self.held.is_empty();
         if self.queue.lanes_may_take() != may {
             self.queue.lock().set_lanes_may_take(may);

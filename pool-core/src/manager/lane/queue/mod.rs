@@ -31,7 +31,8 @@ pub(crate) use whole::WholeQueue;
 pub(crate) const MAX_SHARDS: usize = 64;
 
 /// Whether lanes may take tasks and whether callers may add them: changed
-/// only by the actor while it holds every shard's lock, so whoever holds one
+/// only while every shard's lock is held (by the actor, or by the watcher
+/// that marks the pool failed once the actor is gone), so whoever holds one
 /// shard's lock reads them exactly; read without a lock, they are hints.
 #[derive(Debug)]
 pub(crate) struct Flags {

@@ -42,7 +42,7 @@ pub(crate) struct ShardGuard<'a> {
 impl ShardGuard<'_> {
     /// Callers no longer add tasks (the pool is shutting down, or its actor is
     /// gone): what they submit goes to the actor, which refuses it. Exact
-    /// under any shard's lock (the actor changes it holding all of them).
+    /// under any shard's lock (it changes only under all of them).
     pub(crate) fn closed(&self) -> bool {
         self.flags.closed()
     }
