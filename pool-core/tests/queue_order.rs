@@ -231,3 +231,40 @@ async fn in_a_sharded_queue_tasks_added_from_several_threads_are_served_by_prior
     assert_eq!(order, [4, 5, 6, 7, 8, 9, 1, 2, 3]);
     pool.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_moves_on_among_shards_of_equal_heads_so_none_is_left_behind() {
+    // Two threads' tasks of one priority wait in two shards; one worker's
+    // refills take from each in turn rather than emptying one first.
+    let config = pool_core::PoolConfig {
+        prefetch: 1,
+        queue_shards: 2,
+        ..common::config(1)
+    };
+    let (pool, recorder) = common::start(config, common::blocker_then_echo).await;
+    let blocker = pool.submit(common::task("blocker", 0)).await.unwrap();
+    tokio::task::yield_now().await;
+    let mut handles = Vec::new();
+    for first in [100, 200] {
+        let caller = pool.clone();
+        let submitted = std::thread::spawn(move || {
+            (first..first + 8)
+                .map(|n| caller.try_submit(common::task("work", n)).expect("room"))
+                .collect::<Vec<_>>()
+        })
+        .join()
+        .expect("the submitting thread");
+        handles.extend(submitted);
+    }
+    let order = work_order(blocker, handles, &recorder).await;
+    assert_eq!(order.len(), 16);
+    let (first_half, _) = order.split_at(8);
+    let from = |base: u32| {
+        first_half
+            .iter()
+            .filter(|&&n| (base..base + 8).contains(&n))
+            .count()
+    };
+    assert!(from(100) >= 3 && from(200) >= 3, "{order:?}");
+    pool.shutdown().await;
+}

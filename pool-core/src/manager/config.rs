@@ -70,8 +70,8 @@ pub struct PoolConfig {
     /// Shards the queue of waiting tasks is split in, each behind its own
     /// lock, so callers and workers' lanes on many cores do not all wait for
     /// one. A caller adds its tasks to its thread's shard; a worker's lane
-    /// refills from its own shard, and from another when that one's head has
-    /// a higher priority or its own is empty. Priority order holds across
+    /// refills from the shard whose head has the highest priority, taking
+    /// turns among shards of equal heads. Priority order holds across
     /// shards (up to a race with a task being added); FIFO order within a
     /// priority holds within a shard, so a caller's tasks keep their order
     /// while it submits from one thread.

@@ -16,8 +16,12 @@ use super::{keep_earliest, Book, Lane};
 /// Where a lane refills from, and what it may take.
 pub(crate) struct Feed {
     queue: SharedQueue,
-    /// The queue's shard it refills from first.
-    home: usize,
+    /// The shard it looks at first among shards whose heads are equal: its
+    /// worker's number modulo the count to begin with, then the one after
+    /// the shard it last took from, so that refills move on among equals and
+    /// reach every shard (also one that is no lane's first: fewer workers
+    /// than shards).
+    first: usize,
     /// The most unanswered tasks its worker holds (`worker_concurrency` plus
     /// `prefetch`).
     window: usize,
@@ -44,13 +48,13 @@ pub(crate) struct Refilled {
 }
 
 impl Feed {
-    /// Worker `num`'s feed from `queue` (its home shard is dealt by its
-    /// number), for a window of `window` tasks.
+    /// Worker `num`'s feed from `queue` (the shard it looks at first is
+    /// dealt by its number), for a window of `window` tasks.
     pub(crate) fn new(queue: SharedQueue, num: u64, window: usize) -> Self {
-        let home = usize::try_from(num).unwrap_or(0) % queue.shard_count();
+        let first = usize::try_from(num).unwrap_or(0) % queue.shard_count();
         Self {
             queue,
-            home,
+            first,
             window,
             types: None,
             taken: Vec::new(),
@@ -110,9 +114,10 @@ impl Feed {
         // is followed by the next whose head comes first, each looked at once.
         let (mut refused, mut alone) = (false, false);
         for _ in 0..self.queue.shard_count() {
-            let Some(index) = self.queue.best_shard(self.home) else {
+            let Some(index) = self.queue.best_shard(self.first) else {
                 break;
             };
+            self.first = (index + 1) % self.queue.shard_count();
             let mut waiting = self.queue.shard(index);
             if !waiting.lanes_may_take() {
                 refused = true;

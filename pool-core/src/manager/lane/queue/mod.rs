@@ -5,9 +5,10 @@
 //!
 //! On a large pool it is split in shards, each behind its own lock, so that
 //! callers and lanes on many cores do not all wait for one lock: a caller adds
-//! its tasks to its thread's shard, a lane refills from its home shard and
-//! takes from another when that one's head comes first (a higher priority) or
-//! its own is empty. Each shard leaves the priority of its head behind as its
+//! its tasks to its thread's shard; a lane refills from the shard whose head
+//! comes first (the highest priority), and among equal heads from the one
+//! after the shard it took from last, so lanes spread over the shards and
+//! none is left behind. Each shard leaves the priority of its head behind as its
 //! lock is let go ([`ShardGuard`]); lanes pick a shard by reading those, with
 //! no lock. Priority order holds across shards up to what a hint that is
 //! behind lets through; FIFO order within a priority holds within a shard.
@@ -176,15 +177,15 @@ impl SharedQueue {
     }
 
     /// The shard whose head comes first by the hints (the highest priority),
-    /// `home` first among equals, then the shards after it in turn; `None`
+    /// `first` first among equals, then the shards after it in turn; `None`
     /// when every shard looks empty. A hint may be behind: the shard is to be
     /// looked at under its lock.
-    pub(crate) fn best_shard(&self, home: usize) -> Option<usize> {
+    pub(crate) fn best_shard(&self, first: usize) -> Option<usize> {
         let shards = &self.0.shards;
         let count = shards.len();
         let mut best: Option<(u8, usize)> = None;
         for step in 0..count {
-            let index = (home + step) % count;
+            let index = (first + step) % count;
             let head = shards[index].head.load(Relaxed);
             if head != NO_HEAD && best.is_none_or(|(first, _)| head < first) {
                 best = Some((head, index));

@@ -45,7 +45,7 @@ fn the_whole_queue_pops_by_priority_then_by_queueing_time_across_shards() {
 }
 
 #[test]
-fn each_shard_leaves_its_head_behind_and_lanes_pick_the_first_head_home_first() {
+fn each_shard_leaves_its_head_behind_and_lanes_pick_the_first_head_given_one_first_among_equals() {
     let queue = SharedQueue::new(4);
     let t = Instant::now();
     assert!(queue.looks_empty());
@@ -53,11 +53,11 @@ fn each_shard_leaves_its_head_behind_and_lanes_pick_the_first_head_home_first() 
     push(&queue, 1, 1, 10, t);
     push(&queue, 3, 2, 10, t);
     assert!(!queue.looks_empty());
-    // Equal heads: the home shard, else the next one after it.
+    // Equal heads: the one asked for first, else the next one after it.
     assert_eq!(queue.best_shard(3), Some(3));
     assert_eq!(queue.best_shard(2), Some(3));
     assert_eq!(queue.best_shard(0), Some(1));
-    // A higher priority elsewhere comes before home.
+    // A higher priority elsewhere comes first.
     push(&queue, 0, 3, 0, t);
     assert_eq!(queue.best_shard(3), Some(0));
     // Taking it leaves shard 0 empty again.
