@@ -347,16 +347,14 @@ impl Seat {
         // From the shard whose head comes first, this caller's own first
         // among equals (it just added its tasks there).
         let queue = &shared.queue;
-        let took = {
-            let Some(index) = queue.best_shard(queue.callers_shard()) else {
-                return Placed::Stop(queue.left());
-            };
-            let mut waiting = queue.shard(index);
-            if waiting.closed() || !waiting.lanes_may_take() {
-                return Placed::Stop(Left::Unknown);
-            }
-            take_head(&mut book, &mut waiting, filter, &target, now)
+        let Some(index) = queue.best_shard(queue.callers_shard()) else {
+            return Placed::Stop(queue.left());
         };
+        let waiting = queue.shard(index);
+        if waiting.closed() || !waiting.lanes_may_take() {
+            return Placed::Stop(Left::Unknown);
+        }
+        let took = take_head(&mut book, waiting, filter, &target, now);
         let left = queue.left();
         match took {
             // The frame waits in the batch until the hand-off writes it.

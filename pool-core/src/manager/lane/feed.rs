@@ -194,16 +194,19 @@ pub(crate) struct Started {
 /// Takes the head of a shard of the queue into `book` and starts its
 /// attempt, when the book may take it and `filter` takes its type: under the
 /// book's lock, then the shard's, so the task is always in one or the other.
-/// The one way the desk takes from the queue.
+/// The shard's lock is let go once the head is taken; the frame is encoded
+/// under the book's alone, as a refill's. The one way the desk takes from the
+/// queue.
 #[inline]
 pub(crate) fn take_head(
     book: &mut Book,
-    waiting: &mut ShardGuard<'_>,
+    mut waiting: ShardGuard<'_>,
     filter: &mut TypeFilter,
     target: &Target<'_>,
     now: Instant,
 ) -> Took {
     let head = waiting.pop_if(|p| book.may_take(p) && filter.takes(&p.task.task_type));
+    drop(waiting);
     let pending = match head {
         Head::Taken(pending) => pending,
         Head::Refused => return Took::Refused,
