@@ -24,8 +24,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use super::super::bell::Bell;
 use super::super::handoff::Left;
-use shard::NO_HEAD;
-pub(crate) use shard::{Head, ShardGuard, Waiting};
+pub(crate) use shard::{Head, ShardGuard};
+use shard::{Waiting, NO_HEAD};
 pub(crate) use whole::WholeQueue;
 
 /// The most shards a queue is split in.

@@ -14,7 +14,7 @@ pub(super) const NO_HEAD: u8 = u8::MAX;
 
 /// One shard's waiting tasks.
 #[derive(Default)]
-pub(crate) struct Waiting {
+pub(super) struct Waiting {
     pub(super) tasks: PriorityQueue<Pending>,
     /// The names of the task types callers queued here, shared between their
     /// tasks.
