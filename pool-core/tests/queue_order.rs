@@ -197,59 +197,30 @@ async fn metrics_show_queue_depth_by_priority_band() {
     pool.shutdown().await;
 }
 
-#[tokio::test(start_paused = true)]
-async fn in_a_sharded_queue_tasks_added_from_several_threads_are_served_by_priority() {
-    // Threads are dealt shards in turn, so each thread's tasks wait in a shard
-    // of their own, and the worker takes the first head across the shards.
+/// The order in which one worker (a window of one task beyond its run, the
+/// queue in `shards` shards) started `work` tasks submitted while it ran a
+/// blocker, each batch of `(priority, number)` from a thread of its own:
+/// threads are dealt shards in turn, so each batch waits in its own shard.
+async fn started_from_threads(shards: usize, batches: Vec<Vec<(u8, u32)>>) -> Vec<u32> {
     let config = pool_core::PoolConfig {
         prefetch: 1,
-        queue_shards: 3,
+        queue_shards: shards,
         ..common::config(1)
     };
     let (pool, recorder) = common::start(config, common::blocker_then_echo).await;
     let blocker = pool.submit(common::task("blocker", 0)).await.unwrap();
     tokio::task::yield_now().await;
     let mut handles = Vec::new();
-    for batch in [
-        [(50, 1), (50, 2), (50, 3)],
-        [(0, 4), (0, 5), (0, 6)],
-        [(10, 7), (10, 8), (10, 9)],
-    ] {
+    for batch in batches {
         let caller = pool.clone();
         let submitted = std::thread::spawn(move || {
-            batch.map(|(priority, n)| {
-                caller
-                    .try_submit(common::task("work", n).with_priority(priority))
-                    .expect("room in the queue")
-            })
-        })
-        .join()
-        .expect("the submitting thread");
-        handles.extend(submitted);
-    }
-    let order = work_order(blocker, handles, &recorder).await;
-    assert_eq!(order, [4, 5, 6, 7, 8, 9, 1, 2, 3]);
-    pool.shutdown().await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_worker_moves_on_among_shards_of_equal_heads_so_none_is_left_behind() {
-    // Two threads' tasks of one priority wait in two shards; one worker's
-    // refills take from each in turn rather than emptying one first.
-    let config = pool_core::PoolConfig {
-        prefetch: 1,
-        queue_shards: 2,
-        ..common::config(1)
-    };
-    let (pool, recorder) = common::start(config, common::blocker_then_echo).await;
-    let blocker = pool.submit(common::task("blocker", 0)).await.unwrap();
-    tokio::task::yield_now().await;
-    let mut handles = Vec::new();
-    for first in [100, 200] {
-        let caller = pool.clone();
-        let submitted = std::thread::spawn(move || {
-            (first..first + 8)
-                .map(|n| caller.try_submit(common::task("work", n)).expect("room"))
+            batch
+                .into_iter()
+                .map(|(priority, n)| {
+                    caller
+                        .try_submit(common::task("work", n).with_priority(priority))
+                        .expect("room in the queue")
+                })
                 .collect::<Vec<_>>()
         })
         .join()
@@ -257,6 +228,28 @@ async fn a_worker_moves_on_among_shards_of_equal_heads_so_none_is_left_behind() 
         handles.extend(submitted);
     }
     let order = work_order(blocker, handles, &recorder).await;
+    pool.shutdown().await;
+    order
+}
+
+#[tokio::test(start_paused = true)]
+async fn in_a_sharded_queue_tasks_added_from_several_threads_are_served_by_priority() {
+    // The worker takes the first head across the shards.
+    let batches = vec![
+        vec![(50, 1), (50, 2), (50, 3)],
+        vec![(0, 4), (0, 5), (0, 6)],
+        vec![(10, 7), (10, 8), (10, 9)],
+    ];
+    let order = started_from_threads(3, batches).await;
+    assert_eq!(order, [4, 5, 6, 7, 8, 9, 1, 2, 3]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_moves_on_among_shards_of_equal_heads_so_none_is_left_behind() {
+    // Two threads' tasks of one priority wait in two shards; the worker's
+    // refills take from each in turn rather than emptying one first.
+    let batch = |first: u32| (first..first + 8).map(|n| (10, n)).collect();
+    let order = started_from_threads(2, vec![batch(100), batch(200)]).await;
     assert_eq!(order.len(), 16);
     let (first_half, _) = order.split_at(8);
     let from = |base: u32| {
@@ -266,5 +259,4 @@ async fn a_worker_moves_on_among_shards_of_equal_heads_so_none_is_left_behind() 
             .count()
     };
     assert!(from(100) >= 3 && from(200) >= 3, "{order:?}");
-    pool.shutdown().await;
 }
