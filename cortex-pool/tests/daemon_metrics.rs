@@ -40,6 +40,7 @@ fn prometheus_text_has_counters_gauges_and_a_histogram_and_http_serves_it() {
         "cortex_pool_queue_depth_by_band{band=\"normal\"} 0",
         "cortex_pool_queue_depth_by_band{band=\"low\"} 0",
         "cortex_pool_queue_retrying 0",
+        "# TYPE cortex_pool_queue_shards gauge",
     ] {
         assert!(body.contains(needle), "missing {needle:?} in\n{body}");
     }

@@ -131,6 +131,7 @@ async fn callers_on_many_threads_and_a_sharded_queue_run_every_task_once() {
     );
     let metrics = pool.metrics();
     assert_eq!(metrics.queue.queue_depth, 0);
+    assert_eq!(metrics.queue.shards, 4);
     assert_eq!(metrics.tasks.completed, 1600);
     pool.shutdown().await;
 }

@@ -156,6 +156,12 @@ pub(crate) fn render(daemon: &Daemon, store: Option<&task_source::SourceStats>) 
     );
     gauge(
         &mut registry,
+        "queue_shards",
+        "Shards the queue of waiting tasks is split in",
+        m.queue.shards,
+    );
+    gauge(
+        &mut registry,
         "in_flight",
         "Tasks running on a worker",
         m.tasks.in_flight,

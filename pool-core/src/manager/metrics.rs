@@ -22,6 +22,8 @@ pub(crate) struct QueueDepth {
     pub(crate) len: u64,
     /// Of those, by band: high (0–32), normal (33–66), low (67–100).
     pub(crate) by_band: [u64; 3],
+    /// The shards it is split in.
+    pub(crate) shards: u64,
 }
 
 /// The counters and gauges the actor maintains.
@@ -184,6 +186,7 @@ impl Stats {
                 retrying: get(&self.retrying),
                 dlq_size: get(&self.dlq_len),
                 dlq_evicted: get(&self.dlq_evicted),
+                shards: queue.shards,
             },
             latency: LatencySection {
                 queue_wait: lanes.queue_wait,
@@ -482,6 +485,10 @@ pub struct QueueSection {
     pub dlq_size: u64,
     /// Entries evicted from the full dead-letter queue.
     pub dlq_evicted: u64,
+    /// The shards the queue of waiting tasks is split in
+    /// ([`PoolConfig::queue_shards`](crate::PoolConfig::queue_shards), or the
+    /// pool's choice when that is 0).
+    pub shards: u64,
 }
 
 /// Queue depth by [`PriorityBand`](crate::queue::PriorityBand), in

@@ -79,7 +79,7 @@ fn requeued_tasks_go_in_front_and_cancels_find_tasks_in_any_shard() {
     assert_eq!(whole.remove_first(|p| p.id == 2).map(|p| p.id), Some(2));
     assert!(whole.remove_first(|p| p.id == 2).is_none());
     let depth = whole.depth();
-    assert_eq!((depth.len, depth.by_band), (2, [2, 0, 0]));
+    assert_eq!((depth.len, depth.by_band, depth.shards), (2, [2, 0, 0], 2));
     assert_eq!(
         whole.drain().into_iter().map(|p| p.id).collect::<Vec<_>>(),
         [3, 1]

@@ -85,7 +85,10 @@ impl WholeQueue<'_> {
     /// Its depth, for a metrics snapshot (read there, under the locks, rather
     /// than written to shared gauges by every change).
     pub(crate) fn depth(&self) -> QueueDepth {
-        let mut depth = QueueDepth::default();
+        let mut depth = QueueDepth {
+            shards: self.shards.len() as u64,
+            ..QueueDepth::default()
+        };
         for shard in &self.shards {
             let tasks = shard.queued();
             depth.len += tasks.len() as u64;
