@@ -7,14 +7,16 @@ use std::time::Duration;
 use pool_core::testing::{MockAction, MockRecorder};
 use pool_core::{SubmitError, TaskHandle};
 
-/// Waits for the blocker, then for every handle, and gives the numbers of the
-/// `work` tasks in the order the worker started them.
+/// Waits for the blockers, then for every handle, and gives the numbers of
+/// the `work` tasks in the order the worker started them.
 async fn work_order(
-    blocker: TaskHandle,
+    blockers: Vec<TaskHandle>,
     handles: Vec<TaskHandle>,
     recorder: &MockRecorder,
 ) -> Vec<u32> {
-    blocker.await.unwrap();
+    for blocker in blockers {
+        blocker.await.unwrap();
+    }
     for h in handles {
         h.await.unwrap();
     }
@@ -51,7 +53,7 @@ async fn priorities_are_served_lowest_number_first_and_fifo_within_a_level() {
         let task = common::task("work", n).with_priority(priority);
         handles.push(pool.submit(task).await.unwrap());
     }
-    let order = work_order(blocker, handles, &recorder).await;
+    let order = work_order(vec![blocker], handles, &recorder).await;
     assert_eq!(order, [2, 4, 8, 3, 6, 1, 5, 7]);
     pool.shutdown().await;
 }
@@ -73,7 +75,7 @@ async fn with_a_prefetch_window_a_task_waits_behind_at_most_the_window() {
         // (a burst would be ordered by priority before anything is written).
         tokio::task::yield_now().await;
     }
-    let order = work_order(blocker, handles, &recorder).await;
+    let order = work_order(vec![blocker], handles, &recorder).await;
     // 1 and 2 were already in the worker's window when 5 arrived; 5 overtakes the
     // rest of the queue.
     assert_eq!(order, [1, 2, 5, 3, 4]);
@@ -197,18 +199,28 @@ async fn metrics_show_queue_depth_by_priority_band() {
     pool.shutdown().await;
 }
 
-/// The order in which one worker (a window of one task beyond its run, the
-/// queue in `shards` shards) started `work` tasks submitted while it ran a
-/// blocker, each batch of `(priority, number)` from a thread of its own:
-/// threads are dealt shards in turn, so each batch waits in its own shard.
-async fn started_from_threads(shards: usize, batches: Vec<Vec<(u8, u32)>>) -> Vec<u32> {
+/// The order in which one worker (`worker_concurrency` blockers running, a
+/// window of `prefetch` tasks beyond them, the queue in `shards` shards)
+/// started `work` tasks submitted while it ran the blockers, each batch of
+/// `(priority, number)` from a thread of its own: threads are dealt shards in
+/// turn, so each batch waits in its own shard. The worker answers what is
+/// done together (batched replies), so once the blockers are answered its
+/// lane refills several tasks at once.
+async fn started_from_threads(
+    (concurrency, prefetch, shards): (u32, u32, usize),
+    batches: Vec<Vec<(u8, u32)>>,
+) -> Vec<u32> {
     let config = pool_core::PoolConfig {
-        prefetch: 1,
+        worker_concurrency: concurrency,
+        prefetch,
         queue_shards: shards,
         ..common::config(1)
     };
-    let (pool, recorder) = common::start(config, common::blocker_then_echo).await;
-    let blocker = pool.submit(common::task("blocker", 0)).await.unwrap();
+    let (pool, recorder) = common::start_batched(config, common::blocker_then_echo).await;
+    let blockers = pool
+        .submit_many((0..concurrency).map(|n| common::task("blocker", n)))
+        .await
+        .unwrap();
     tokio::task::yield_now().await;
     let mut handles = Vec::new();
     for batch in batches {
@@ -227,7 +239,7 @@ async fn started_from_threads(shards: usize, batches: Vec<Vec<(u8, u32)>>) -> Ve
         .expect("the submitting thread");
         handles.extend(submitted);
     }
-    let order = work_order(blocker, handles, &recorder).await;
+    let order = work_order(blockers, handles, &recorder).await;
     pool.shutdown().await;
     order
 }
@@ -240,8 +252,21 @@ async fn in_a_sharded_queue_tasks_added_from_several_threads_are_served_by_prior
         vec![(0, 4), (0, 5), (0, 6)],
         vec![(10, 7), (10, 8), (10, 9)],
     ];
-    let order = started_from_threads(3, batches).await;
+    let order = started_from_threads((1, 1, 3), batches).await;
     assert_eq!(order, [4, 5, 6, 7, 8, 9, 1, 2, 3]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refill_of_several_tasks_hands_over_to_a_shard_whose_head_comes_first() {
+    // Four blockers answered together leave room for four: after the last
+    // priority-0 task of the first shard, the refill goes on with the second
+    // shard's priority 10 before the first shard's priority 50.
+    let mut first: Vec<(u8, u32)> = (1..=9).map(|n| (0, n)).collect();
+    first.extend((20..=23).map(|n| (50, n)));
+    let second = (30..=33).map(|n| (10, n)).collect();
+    let order = started_from_threads((4, 8, 2), vec![first, second]).await;
+    let expected: Vec<u32> = (1..=9).chain(30..=33).chain(20..=23).collect();
+    assert_eq!(order, expected);
 }
 
 #[tokio::test(start_paused = true)]
@@ -249,7 +274,7 @@ async fn a_worker_moves_on_among_shards_of_equal_heads_so_none_is_left_behind() 
     // Two threads' tasks of one priority wait in two shards; the worker's
     // refills take from each in turn rather than emptying one first.
     let batch = |first: u32| (first..first + 8).map(|n| (10, n)).collect();
-    let order = started_from_threads(2, vec![batch(100), batch(200)]).await;
+    let order = started_from_threads((1, 1, 2), vec![batch(100), batch(200)]).await;
     assert_eq!(order.len(), 16);
     let (first_half, _) = order.split_at(8);
     let from = |base: u32| {

@@ -204,6 +204,9 @@ pub(crate) struct Pending {
     /// worker holding no other task, and nothing joins it there until it is
     /// answered, so a death then is its own.
     pub(crate) run_alone: bool,
+    /// The shard of the queue its caller added it to: where it goes back
+    /// (a requeue, a retry), so it stays with its caller's later tasks.
+    pub(crate) shard: u8,
     pub(crate) queued_at: Instant,
     /// The number of the worker that ran its last attempt (`worker-N`), kept in
     /// 32 bits so a queued task stays small (a pool would have to start four

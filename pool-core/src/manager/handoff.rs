@@ -345,16 +345,23 @@ impl Seat {
             Delivery::Ring
         };
         // From the shard whose head comes first, this caller's own first
-        // among equals (it just added its tasks there).
+        // among equals (it just added its tasks there); a shard that ran dry
+        // since its hint was left is passed over, each looked at once.
         let queue = &shared.queue;
-        let Some(index) = queue.best_shard(queue.callers_shard()) else {
-            return Placed::Stop(queue.left());
-        };
-        let waiting = queue.shard(index);
-        if waiting.closed() || !waiting.lanes_may_take() {
-            return Placed::Stop(Left::Unknown);
+        let mut took = Took::Empty;
+        for _ in 0..queue.shard_count() {
+            let Some(index) = queue.best_shard(queue.callers_shard()) else {
+                break;
+            };
+            let waiting = queue.shard(index);
+            if waiting.closed() || !waiting.lanes_may_take() {
+                return Placed::Stop(Left::Unknown);
+            }
+            took = take_head(&mut book, waiting, filter, &target, now);
+            if !matches!(took, Took::Empty) {
+                break;
+            }
         }
-        let took = take_head(&mut book, waiting, filter, &target, now);
         let left = queue.left();
         match took {
             // The frame waits in the batch until the hand-off writes it.
@@ -363,8 +370,8 @@ impl Seat {
             // A type the workers do not take, or a task that must run alone:
             // the actor holds, fails or places it.
             Took::Refused => Placed::Stop(Left::Unknown),
-            // The shard ran dry since its hint was left: what the others hold
-            // is the actor's when they look full.
+            // Every shard looked at ran dry: what the hints still show is
+            // the actor's.
             Took::Empty => Placed::Stop(left),
         }
     }

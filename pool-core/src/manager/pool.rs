@@ -613,6 +613,7 @@ impl Pool {
             holds_queue_slot: true,
             uncounted_requeues: 0,
             run_alone: false,
+            shard: 0,
             queued_at: Instant::now(),
             last_worker: None,
         }

@@ -110,10 +110,13 @@ impl Feed {
         // the taking happens under the shard's lock, which callers and other
         // lanes share; the frames are encoded once it is let go. The lane's
         // lock, held all along, keeps the tasks taken where a cancel or a
-        // shutdown looks after the queue: in this book. A shard that runs dry
-        // is followed by the next whose head comes first, each looked at once.
+        // shutdown looks after the queue: in this book. A shard's tasks are
+        // taken while no other shard's head comes first (by the hints); then,
+        // or when it runs dry, the lane looks again. Each look takes a task,
+        // finds its shard empty (whose hint then says so) or hands over to a
+        // shard whose head comes first: the looks are bounded.
         let (mut refused, mut alone) = (false, false);
-        for _ in 0..self.queue.shard_count() {
+        for _ in 0..room + 2 * self.queue.shard_count() {
             let Some(index) = self.queue.best_shard(self.first) else {
                 break;
             };
@@ -123,7 +126,13 @@ impl Feed {
                 refused = true;
                 break;
             }
+            let elsewhere = self.queue.best_head_except(index);
             while self.taken.len() < room {
+                if let (Some(elsewhere), Some(head)) = (elsewhere, waiting.head_priority()) {
+                    if head > elsewhere {
+                        break;
+                    }
+                }
                 // A task that must run alone goes only to an empty book, and
                 // nothing joins it.
                 let first = empty && self.taken.is_empty();

@@ -22,6 +22,7 @@ fn attempt(id: u64, now: Instant, running: bool) -> Running {
             holds_queue_slot: false,
             uncounted_requeues: 0,
             run_alone: false,
+            shard: 0,
             queued_at: now,
             last_worker: Some(0),
         },

@@ -139,8 +139,11 @@ impl SharedQueue {
     /// Shard `index` (taken modulo the count), locked. On poisoning, see
     /// [`Lane::book`](super::Lane::book): a panic leaves no shard half-changed.
     pub(crate) fn shard(&self, index: usize) -> ShardGuard<'_> {
-        let shard = &self.0.shards[index % self.0.shards.len()];
+        let index = index % self.0.shards.len();
+        let shard = &self.0.shards[index];
         ShardGuard {
+            // At most MAX_SHARDS (64) shards.
+            index: u8::try_from(index).unwrap_or(u8::MAX),
             waiting: shard.waiting.lock().unwrap_or_else(PoisonError::into_inner),
             head: &shard.head,
             flags: &self.0.flags,
@@ -192,6 +195,19 @@ impl SharedQueue {
             }
         }
         best.map(|(_, index)| index)
+    }
+
+    /// The best (lowest) head priority among the shards other than `except`,
+    /// by the hints; `None` when they look empty.
+    pub(crate) fn best_head_except(&self, except: usize) -> Option<u8> {
+        self.0
+            .shards
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| *index != except)
+            .map(|(_, shard)| shard.head.load(Relaxed))
+            .filter(|head| *head != NO_HEAD)
+            .min()
     }
 
     /// Whether every shard looked empty as it was last left (a hint).

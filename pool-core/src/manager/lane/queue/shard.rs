@@ -34,6 +34,8 @@ pub(crate) enum Head {
 /// behind (or [`NO_HEAD`]): stored while the lock is still held, so the last
 /// store is the shard as it was left.
 pub(crate) struct ShardGuard<'a> {
+    /// Which shard it is.
+    pub(super) index: u8,
     pub(super) waiting: MutexGuard<'a, Waiting>,
     pub(super) head: &'a AtomicU8,
     pub(super) flags: &'a Flags,
@@ -57,6 +59,7 @@ impl ShardGuard<'_> {
     /// Queues a caller's task, its type's name shared with the earlier tasks
     /// of that type here.
     pub(crate) fn push_new(&mut self, mut pending: Pending) {
+        pending.shard = self.index;
         let waiting = &mut *self.waiting;
         waiting.names.share(&mut pending.task.task_type);
         waiting.tasks.push(pending.task.priority, pending);
@@ -71,6 +74,11 @@ impl ShardGuard<'_> {
             Some(head) if !test(head) => Head::Refused,
             Some(_) => tasks.pop().map_or(Head::Empty, Head::Taken),
         }
+    }
+
+    /// The priority of the head, if any.
+    pub(crate) fn head_priority(&self) -> Option<u8> {
+        self.waiting.tasks.head_priority()
     }
 
     /// Whether no task waits here.

@@ -17,6 +17,7 @@ fn pending(id: u64, priority: u8, queued_at: Instant) -> Pending {
         holds_queue_slot: true,
         uncounted_requeues: 0,
         run_alone: false,
+        shard: 0,
         queued_at,
         last_worker: None,
     }
@@ -69,20 +70,33 @@ fn each_shard_leaves_its_head_behind_and_lanes_pick_the_first_head_given_one_fir
 }
 
 #[test]
-fn requeued_tasks_go_in_front_and_cancels_find_tasks_in_any_shard() {
+fn requeued_tasks_go_back_in_front_of_their_own_shard_and_cancels_find_tasks_in_any() {
     let queue = SharedQueue::new(2);
     let t = Instant::now();
-    push(&queue, 0, 1, 10, t);
-    push(&queue, 1, 2, 10, t + Duration::from_millis(1));
+    push(&queue, 1, 1, 10, t);
+    push(&queue, 1, 2, 10, t + Duration::from_millis(2));
+    push(&queue, 0, 4, 10, t + Duration::from_millis(3));
+    // Task 3 was queued in shard 1 before 2, taken out, and goes back.
+    let mut taken = pending(3, 10, t + Duration::from_millis(1));
+    taken.shard = 1;
     let mut whole = queue.lock();
-    whole.push_front(pending(3, 10, t + Duration::from_millis(5)));
-    assert_eq!(whole.remove_first(|p| p.id == 2).map(|p| p.id), Some(2));
-    assert!(whole.remove_first(|p| p.id == 2).is_none());
+    whole.push_front(taken);
+    assert_eq!(whole.remove_first(|p| p.id == 4).map(|p| p.id), Some(4));
+    assert!(whole.remove_first(|p| p.id == 4).is_none());
     let depth = whole.depth();
-    assert_eq!((depth.len, depth.by_band, depth.shards), (2, [2, 0, 0], 2));
+    assert_eq!((depth.len, depth.by_band, depth.shards), (3, [3, 0, 0], 2));
+    drop(whole);
+    assert!(matches!(queue.shard(1).pop_if(|_| true), Head::Taken(p) if p.id == 3));
+    push(&queue, 0, 5, 10, t + Duration::from_millis(1));
     assert_eq!(
-        whole.drain().into_iter().map(|p| p.id).collect::<Vec<_>>(),
-        [3, 1]
+        queue
+            .lock()
+            .drain()
+            .into_iter()
+            .map(|p| p.id)
+            .collect::<Vec<_>>(),
+        [1, 5, 2],
+        "by priority, then by queueing time"
     );
 }
 

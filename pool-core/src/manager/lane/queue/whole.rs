@@ -37,16 +37,26 @@ impl WholeQueue<'_> {
         self.shards[index].tasks().pop()
     }
 
+    /// The shard `pending` was queued in, where it goes back.
+    fn home_of(&self, pending: &Pending) -> usize {
+        usize::from(pending.shard) % self.shards.len()
+    }
+
     /// Queues `pending` behind every task of its priority (a retry that is
-    /// due): in the first shard.
+    /// due), in the shard its caller queued it in.
     pub(crate) fn push(&mut self, pending: Pending) {
-        self.shards[0].tasks().push(pending.task.priority, pending);
+        let home = self.home_of(&pending);
+        self.shards[home]
+            .tasks()
+            .push(pending.task.priority, pending);
     }
 
     /// Queues `pending` in front of every task of its priority (a task that
-    /// was taken and goes back): in the first shard.
+    /// was taken and goes back), in the shard its caller queued it in, so it
+    /// is again ahead of that caller's later tasks there.
     pub(crate) fn push_front(&mut self, pending: Pending) {
-        self.shards[0]
+        let home = self.home_of(&pending);
+        self.shards[home]
             .tasks()
             .push_front(pending.task.priority, pending);
     }
@@ -61,14 +71,14 @@ impl WholeQueue<'_> {
             .find_map(|shard| shard.tasks().remove_first(&mut pred))
     }
 
-    /// Removes every task, highest priority first.
+    /// Removes every task, highest priority first, then by queueing time.
     pub(crate) fn drain(&mut self) -> Vec<Pending> {
         let mut all: Vec<Pending> = self
             .shards
             .iter_mut()
             .flat_map(|shard| shard.tasks().drain().collect::<Vec<_>>())
             .collect();
-        all.sort_by_key(|pending| pending.task.priority);
+        all.sort_by_key(|pending| (pending.task.priority, pending.queued_at));
         all
     }
 
