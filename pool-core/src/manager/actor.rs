@@ -214,6 +214,25 @@ pub(crate) struct Pending {
     pub(crate) last_worker: Option<u32>,
 }
 
+impl Pending {
+    /// A caller's new task `id`, answered through `answer`, holding the queue
+    /// slot its caller took, no attempt made yet.
+    pub(crate) fn new(id: u64, task: Task, answer: Answer) -> Self {
+        Self {
+            id,
+            task,
+            attempts: 0,
+            answer,
+            holds_queue_slot: true,
+            uncounted_requeues: 0,
+            run_alone: false,
+            shard: 0,
+            queued_at: Instant::now(),
+            last_worker: None,
+        }
+    }
+}
+
 /// How often a task may leave the prefetch window of a worker that died with no
 /// task running without losing an attempt. When a task was running, the death
 /// is charged to it and the window's tasks are innocent (a worker writes a

@@ -5,7 +5,6 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use tokio::time::Instant;
 
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
@@ -605,18 +604,7 @@ impl Pool {
 
     /// A pending record for `task`, answered through `answer` (see [`pending`](Self::pending)).
     fn pending_with(&self, task: Task, answer: Answer, id: u64) -> Pending {
-        Pending {
-            id,
-            task,
-            attempts: 0,
-            answer,
-            holds_queue_slot: true,
-            uncounted_requeues: 0,
-            run_alone: false,
-            shard: 0,
-            queued_at: Instant::now(),
-            last_worker: None,
-        }
+        Pending::new(id, task, answer)
     }
 
     fn send(&self, task: Task) -> Result<TaskHandle, SubmitError> {

@@ -15,16 +15,11 @@ fn attempt(id: u64, now: Instant, running: bool) -> Running {
     let (answer, _rx) = Answer::new();
     Running {
         pending: Pending {
-            id,
-            task: Task::new("echo", Vec::new()),
             attempts: 1,
-            answer,
             holds_queue_slot: false,
-            uncounted_requeues: 0,
-            run_alone: false,
-            shard: 0,
             queued_at: now,
             last_worker: Some(0),
+            ..Pending::new(id, Task::new("echo", Vec::new()), answer)
         },
         sent: now,
         run_start: running.then_some(now),

@@ -9,17 +9,10 @@ use crate::task::Task;
 
 fn pending(id: u64, priority: u8, queued_at: Instant) -> Pending {
     let (answer, _outcome) = Answer::new();
+    let task = Task::new("echo", Vec::new()).with_priority(priority);
     Pending {
-        id,
-        task: Task::new("echo", Vec::new()).with_priority(priority),
-        attempts: 0,
-        answer,
-        holds_queue_slot: true,
-        uncounted_requeues: 0,
-        run_alone: false,
-        shard: 0,
         queued_at,
-        last_worker: None,
+        ..Pending::new(id, task, answer)
     }
 }
 
