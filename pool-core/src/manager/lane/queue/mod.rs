@@ -179,43 +179,40 @@ impl SharedQueue {
         seat % count
     }
 
+    /// Each shard that does not look empty, with its head's priority, by
+    /// the hints.
+    fn heads(&self) -> impl Iterator<Item = (usize, u8)> + '_ {
+        self.0
+            .shards
+            .iter()
+            .map(|shard| shard.head.load(Relaxed))
+            .enumerate()
+            .filter(|(_, head)| *head != NO_HEAD)
+    }
+
     /// The shard whose head comes first by the hints (the highest priority),
     /// `first` first among equals, then the shards after it in turn; `None`
     /// when every shard looks empty. A hint may be behind: the shard is to be
     /// looked at under its lock.
     pub(crate) fn best_shard(&self, first: usize) -> Option<usize> {
-        let shards = &self.0.shards;
-        let count = shards.len();
-        let mut best: Option<(u8, usize)> = None;
-        for step in 0..count {
-            let index = (first + step) % count;
-            let head = shards[index].head.load(Relaxed);
-            if head != NO_HEAD && best.is_none_or(|(first, _)| head < first) {
-                best = Some((head, index));
-            }
-        }
-        best.map(|(_, index)| index)
+        let count = self.0.shards.len();
+        self.heads()
+            .min_by_key(|&(index, head)| (head, (index + count - first % count) % count))
+            .map(|(index, _)| index)
     }
 
     /// The best (lowest) head priority among the shards other than `except`,
     /// by the hints; `None` when they look empty.
     pub(crate) fn best_head_except(&self, except: usize) -> Option<u8> {
-        self.0
-            .shards
-            .iter()
-            .enumerate()
-            .filter(|(index, _)| *index != except)
-            .map(|(_, shard)| shard.head.load(Relaxed))
-            .filter(|head| *head != NO_HEAD)
+        self.heads()
+            .filter(|&(index, _)| index != except)
+            .map(|(_, head)| head)
             .min()
     }
 
     /// Whether every shard looked empty as it was last left (a hint).
     pub(crate) fn looks_empty(&self) -> bool {
-        self.0
-            .shards
-            .iter()
-            .all(|shard| shard.head.load(Relaxed) == NO_HEAD)
+        self.heads().next().is_none()
     }
 
     /// Whether lanes may take tasks (a hint without a shard's lock).
