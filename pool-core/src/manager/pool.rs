@@ -408,8 +408,8 @@ impl Pool {
         tasks: impl IntoIterator<Item = Task>,
         to: &CompletionSink,
     ) -> Vec<Result<u64, SubmitError>> {
-        self.submit_each_with(tasks, |pool, task, id| {
-            let pending = pool.pending_with(task, Answer::Shared(to.sender()), id);
+        self.submit_each_with(tasks, |_, task, id| {
+            let pending = Pending::new(id, task, Answer::Shared(to.sender()));
             let id = pending.id;
             (pending, id)
         })
@@ -597,14 +597,9 @@ impl Pool {
     /// the caller and released by the actor when the task leaves the queue).
     fn pending(&self, task: Task, id: u64) -> (Pending, TaskHandle) {
         let (answer, outcome) = Answer::new();
-        let pending = self.pending_with(task, answer, id);
+        let pending = Pending::new(id, task, answer);
         let handle = TaskHandle::new(pending.id, outcome, Arc::clone(&self.commands));
         (pending, handle)
-    }
-
-    /// A pending record for `task`, answered through `answer` (see [`pending`](Self::pending)).
-    fn pending_with(&self, task: Task, answer: Answer, id: u64) -> Pending {
-        Pending::new(id, task, answer)
     }
 
     fn send(&self, task: Task) -> Result<TaskHandle, SubmitError> {
