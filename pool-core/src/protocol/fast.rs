@@ -21,6 +21,21 @@ use super::emit::{bin_head_len, str_head_len, uint_len, Scratch};
 use super::layout::{ATTEMPT_KEY, PAYLOAD_KEY, RESULT_HEAD, TASK_HEAD, TASK_TYPE_KEY, TIMEOUT_KEY};
 use super::{FrameError, FromWorker, TaskFrame, ToWorker};
 
+/// The most bytes a `task` frame (prefix and body) takes besides its type's
+/// and its payload's bytes: the keys, and the longest id, type and payload
+/// heads, attempt and timeout MessagePack can write.
+pub(crate) const TASK_FRAME_FIXED_MAX: usize = 4
+    + TASK_HEAD.len()
+    + 9
+    + TASK_TYPE_KEY.len()
+    + 5
+    + PAYLOAD_KEY.len()
+    + 5
+    + ATTEMPT_KEY.len()
+    + 5
+    + TIMEOUT_KEY.len()
+    + 9;
+
 /// Appends the frame (prefix and body) of `ToWorker::Task(task)` to `dst`, the
 /// bytes serde writes for it, without serde.
 ///
@@ -285,6 +300,11 @@ mod tests {
                     )
                     .unwrap();
                     assert_eq!(fast, serde, "{task_type:?}, {} B, {n}", payload.len());
+                    assert!(
+                        fast.len() - 4 <= TASK_FRAME_FIXED_MAX + task_type.len() + payload.len(),
+                        "the bound holds: {task_type:?}, {} B, {n}",
+                        payload.len()
+                    );
                     let mut around = BytesMut::from(&b"kept"[..]);
                     let tail = encode_task_around(&frame, &mut around, usize::MAX >> 1).unwrap();
                     around.extend_from_slice(payload);

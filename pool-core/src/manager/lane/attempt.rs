@@ -19,6 +19,10 @@ use crate::protocol::{self, TaskFrame};
 /// more than a separate write).
 pub(crate) const APART_MIN: usize = 64 * 1024;
 
+/// The size of a buffer the batch's frames are encoded into (a larger frame
+/// gets a buffer of its size).
+const BATCH_BUFFER: usize = 64 * 1024;
+
 /// The worker an attempt is written to, and the pool's settings it needs.
 pub(crate) struct Target<'a> {
     pub(crate) shared: &'a Shared,
@@ -92,20 +96,14 @@ impl Book {
         })
     }
 
-    /// Hands the batch, piece by piece, to `send` (nothing when it is empty):
-    /// a payload written apart goes between the bytes before and after it.
+    /// Hands the batch, part by part, to `send` (nothing when it is empty).
     pub(crate) fn flush(&mut self, mut send: impl FnMut(Bytes)) {
-        if self.outbuf.is_empty() {
-            return;
+        for part in self.parts.drain(..) {
+            send(part);
         }
-        let mut batch = self.outbuf.split().freeze();
-        let mut sent = 0;
-        for (at, payload) in self.apart.drain(..) {
-            send(batch.split_to(at - sent));
-            send(payload);
-            sent = at;
+        if !self.outbuf.is_empty() {
+            send(self.outbuf.split().freeze());
         }
-        send(batch);
     }
 
     /// Appends a frame the actor made (a `cancel`, a `shutdown`) to the batch,
@@ -136,19 +134,32 @@ impl Book {
         };
         // What waits in the batch has nowhere to go.
         self.outbuf.clear();
-        self.apart.clear();
+        self.parts.clear();
     }
 
     /// Whether frames wait in the batch.
     pub(crate) fn has_batch(&self) -> bool {
-        !self.outbuf.is_empty()
+        !self.outbuf.is_empty() || !self.parts.is_empty()
     }
 
     /// Whether the batch is small enough for a caller to write it on its own
     /// thread ([`LinkOutput::write_now`](crate::manager::link_output::LinkOutput::write_now)):
-    /// at most [`APART_MIN`] bytes, with no payload written apart.
+    /// one buffer of at most [`APART_MIN`] bytes.
     pub(crate) fn batch_is_small(&self) -> bool {
-        self.apart.is_empty() && self.outbuf.len() <= APART_MIN
+        self.parts.is_empty() && self.outbuf.len() <= APART_MIN
+    }
+
+    /// Makes room for `bytes` more in the batch's last buffer. A buffer too
+    /// full for them is closed as a part of the batch and a new one started,
+    /// so a batch that grows is never copied into a larger buffer.
+    fn room_for(&mut self, bytes: usize) {
+        if self.outbuf.capacity() - self.outbuf.len() >= bytes {
+            return;
+        }
+        if !self.outbuf.is_empty() {
+            self.parts.push(self.outbuf.split().freeze());
+        }
+        self.outbuf.reserve(bytes.max(BATCH_BUFFER));
     }
 
     /// Encodes the task frame of `pending`'s attempt `number` into the batch:
@@ -169,14 +180,105 @@ impl Book {
             attempt: number,
             timeout_ms,
         };
+        let fixed = protocol::TASK_FRAME_FIXED_MAX + task.task_type.len();
         if task.payload.len() < APART_MIN {
+            self.room_for(fixed + task.payload.len());
             return protocol::encode_task(&frame, &mut self.outbuf, max_frame)
                 .map_err(|e| e.to_string());
         }
+        self.room_for(fixed);
         let tail = protocol::encode_task_around(&frame, &mut self.outbuf, max_frame)
             .map_err(|e| e.to_string())?;
-        self.apart.push((self.outbuf.len(), task.payload.clone()));
+        self.parts.push(self.outbuf.split().freeze());
+        self.parts.push(task.payload.clone());
         self.outbuf.extend_from_slice(tail.bytes());
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+
+    use super::*;
+    use crate::balance::FirstAvailable;
+    use crate::manager::actor::EventChannels;
+    use crate::manager::ledger::Answer;
+    use crate::manager::metrics::Stats;
+    use crate::protocol::{encode_task, DEFAULT_MAX_FRAME};
+    use crate::task::Task;
+    use crate::PoolConfig;
+
+    /// Starts attempts of tasks with the given payload sizes on one book and
+    /// returns the parts its batch was handed over in, and the frames as one
+    /// encoding after another writes them.
+    fn batch_of(sizes: &[usize]) -> (Vec<Bytes>, Vec<u8>) {
+        let shared = Shared::new(
+            &PoolConfig::default(),
+            EventChannels::default(),
+            Box::new(FirstAvailable),
+            false,
+        );
+        let target = Target {
+            shared: &shared,
+            num: 1,
+            name: "worker-1",
+            concurrency: 1,
+            default_timeout: Duration::from_secs(30),
+            max_frame: DEFAULT_MAX_FRAME,
+        };
+        let stats = Stats::new();
+        let mut book = Book::new(stats.tallies.writer(1));
+        let mut expected = BytesMut::new();
+        let now = Instant::now();
+        for (n, &size) in sizes.iter().enumerate() {
+            let id = n as u64 + 1;
+            let payload = vec![id as u8; size];
+            let (answer, _told) = Answer::new();
+            let pending = Pending::new(id, Task::new("echo", payload.clone()), answer);
+            let frame = TaskFrame {
+                id,
+                task_type: "echo",
+                payload: &payload,
+                attempt: 1,
+                timeout_ms: 30_000,
+            };
+            encode_task(&frame, &mut expected, DEFAULT_MAX_FRAME).expect("encodes");
+            assert!(book.start_attempt(&target, pending, now).is_ok());
+        }
+        let mut parts = Vec::new();
+        book.flush(|part| parts.push(part));
+        assert!(!book.has_batch(), "the flush took the whole batch");
+        (parts, expected.to_vec())
+    }
+
+    #[tokio::test]
+    async fn a_batch_past_one_buffer_goes_in_parts_in_order_without_a_copy_into_a_larger_one() {
+        let (parts, expected) = batch_of(&[1_000; 100]);
+        assert!(
+            parts.len() > 1,
+            "100 kB of frames fill more than one buffer"
+        );
+        assert!(parts.iter().all(|part| part.len() <= BATCH_BUFFER));
+        assert_eq!(parts.concat(), expected);
+    }
+
+    #[tokio::test]
+    async fn a_large_payload_is_handed_over_from_its_own_buffer_between_the_frames_bytes() {
+        let (parts, expected) = batch_of(&[10, APART_MIN, 10, APART_MIN + 1]);
+        let apart: Vec<usize> = parts
+            .iter()
+            .map(Bytes::len)
+            .filter(|&len| len >= APART_MIN)
+            .collect();
+        assert_eq!(apart, [APART_MIN, APART_MIN + 1]);
+        assert_eq!(parts.concat(), expected);
+    }
+
+    #[tokio::test]
+    async fn a_small_batch_is_one_part() {
+        let (parts, expected) = batch_of(&[64; 3]);
+        assert_eq!(parts.len(), 1);
+        assert_eq!(parts.concat(), expected);
     }
 }

@@ -49,12 +49,14 @@ pub(crate) struct Entry {
 /// may refill it from the queue, and what the lane counts.
 pub(crate) struct Book {
     entries: VecDeque<Entry>,
-    /// Frames encoded and not yet handed to the worker's writer.
+    /// Frames encoded and not yet handed to the worker's writer: the last
+    /// part of the batch, still taking frames.
     outbuf: BytesMut,
-    /// Payloads of at least [`APART_MIN`](attempt::APART_MIN) bytes in `outbuf`'s
-    /// batch, each with its offset there: written from the caller's own buffer
-    /// between the bytes before and after that offset.
-    apart: Vec<(usize, Bytes)>,
+    /// The batch's parts before `outbuf`, in order: buffers that had no room
+    /// left for the next frame, and payloads of at least
+    /// [`APART_MIN`](attempt::APART_MIN) bytes, written from their own buffers
+    /// between the frame's bytes before and after them.
+    parts: Vec<Bytes>,
     /// Whether the actor lets the worker be fed from the queue (by its lane
     /// or the desk): it is serving and healthy, with no task limit to watch
     /// (set by the actor, under this lock, whenever that changes). Only while
@@ -128,7 +130,7 @@ impl Book {
         Self {
             entries: VecDeque::new(),
             outbuf: BytesMut::new(),
-            apart: Vec::new(),
+            parts: Vec::new(),
             feeds: false,
             tally,
             input: Input::Open,
