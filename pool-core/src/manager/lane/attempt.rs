@@ -110,6 +110,7 @@ impl Book {
     /// after the tasks already in it; dropped once the input is not open.
     pub(crate) fn push_frame(&mut self, frame: &[u8]) {
         if self.input == Input::Open {
+            self.room_for(frame.len());
             self.outbuf.extend_from_slice(frame);
         }
     }
@@ -144,9 +145,10 @@ impl Book {
 
     /// Whether the batch is small enough for a caller to write it on its own
     /// thread ([`LinkOutput::write_now`](crate::manager::link_output::LinkOutput::write_now)):
-    /// one buffer of at most [`APART_MIN`] bytes.
+    /// at most [`APART_MIN`] bytes in all (so no payload written apart),
+    /// however many buffers hold them.
     pub(crate) fn batch_is_small(&self) -> bool {
-        self.parts.is_empty() && self.outbuf.len() <= APART_MIN
+        self.parts.iter().map(Bytes::len).sum::<usize>() + self.outbuf.len() <= APART_MIN
     }
 
     /// Makes room for `bytes` more in the batch's last buffer. A buffer too
@@ -164,7 +166,8 @@ impl Book {
 
     /// Encodes the task frame of `pending`'s attempt `number` into the batch:
     /// whole, or around a payload of [`APART_MIN`] bytes or more, which is then
-    /// written from its own buffer. The batch is left as it was on error.
+    /// written from its own buffer. On error nothing is added to the batch
+    /// (its bytes may have moved to a new buffer).
     fn encode(
         &mut self,
         pending: &Pending,
@@ -209,24 +212,33 @@ mod tests {
     use crate::task::Task;
     use crate::PoolConfig;
 
-    /// Starts attempts of tasks with the given payload sizes on one book and
-    /// returns the parts its batch was handed over in, and the frames as one
-    /// encoding after another writes them.
-    fn batch_of(sizes: &[usize]) -> (Vec<Bytes>, Vec<u8>) {
-        let shared = Shared::new(
+    fn shared() -> Shared {
+        Shared::new(
             &PoolConfig::default(),
             EventChannels::default(),
             Box::new(FirstAvailable),
             false,
-        );
-        let target = Target {
-            shared: &shared,
+        )
+    }
+
+    /// Worker 1, running one task at a time.
+    fn target(shared: &Shared) -> Target<'_> {
+        Target {
+            shared,
             num: 1,
             name: "worker-1",
             concurrency: 1,
             default_timeout: Duration::from_secs(30),
             max_frame: DEFAULT_MAX_FRAME,
-        };
+        }
+    }
+
+    /// Starts attempts of tasks with the given payload sizes on one book and
+    /// returns the parts its batch was handed over in, and the frames as one
+    /// encoding after another writes them.
+    fn batch_of(sizes: &[usize]) -> (Vec<Bytes>, Vec<u8>) {
+        let shared = shared();
+        let target = target(&shared);
         let stats = Stats::new();
         let mut book = Book::new(stats.tallies.writer(1));
         let mut expected = BytesMut::new();
@@ -273,6 +285,44 @@ mod tests {
             .collect();
         assert_eq!(apart, [APART_MIN, APART_MIN + 1]);
         assert_eq!(parts.concat(), expected);
+    }
+
+    /// Two small frames that do not fit together in what is left of the
+    /// batch's buffer go in two buffers, and the batch is still small: a
+    /// caller writes it to an idle worker itself.
+    #[tokio::test]
+    async fn two_frames_across_the_end_of_a_buffer_are_still_a_small_batch() {
+        let shared = shared();
+        let target = target(&shared);
+        let stats = Stats::new();
+        let mut book = Book::new(stats.tallies.writer(1));
+        let mut id = 0;
+        let mut start = |book: &mut Book| {
+            id += 1;
+            let (answer, _told) = Answer::new();
+            let pending = Pending::new(id, Task::new("echo", vec![1u8; 10]), answer);
+            assert!(book.start_attempt(&target, pending, Instant::now()).is_ok());
+        };
+        // One frame at a time, each flushed (an idle worker's hand-offs), until
+        // the buffer has room for one more frame but not for two.
+        let frame = protocol::TASK_FRAME_FIXED_MAX + "echo".len() + 10;
+        loop {
+            let before = book.outbuf.len();
+            start(&mut book);
+            let written = book.outbuf.len() - before;
+            book.flush(drop);
+            let room = book.outbuf.capacity() - book.outbuf.len();
+            if room >= frame && room - written < frame {
+                break;
+            }
+        }
+        start(&mut book);
+        start(&mut book);
+        assert!(
+            !book.parts.is_empty(),
+            "the second frame began a new buffer"
+        );
+        assert!(book.batch_is_small());
     }
 
     #[tokio::test]
