@@ -88,10 +88,6 @@ fn status_text(status: FinalStatus) -> &'static str {
 
 pub(crate) type Outcome = Result<TaskOutput, TaskError>;
 
-/// What travels through a task's completion channel: boxed, so the channel a
-/// queued task holds stays small (the outcome is allocated only when it exists).
-pub(crate) type BoxedOutcome = Box<Outcome>;
-
 /// The caller's handle on a submitted task: its id, a future of its outcome, and
 /// cancellation.
 ///
@@ -144,7 +140,7 @@ impl Future for TaskHandle {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
         let id = self.id;
         self.outcome.poll(cx).map(|told| match told {
-            Some(outcome) => *outcome,
+            Some(held) => held.into_outcome(id),
             None => Err(TaskError {
                 id,
                 status: FinalStatus::Failed,

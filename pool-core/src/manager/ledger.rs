@@ -53,7 +53,7 @@ impl Answer {
     /// handle or its channel) is not waiting: nothing to tell.
     fn tell(self, outcome: Completion) -> Wake {
         match self {
-            Self::Handle(teller) => teller.tell(Box::new(outcome)),
+            Self::Handle(teller) => teller.tell(outcome),
             Self::Shared(tx) => {
                 // The channel wakes its receiver itself.
                 let _ = tx.send(outcome);
@@ -86,7 +86,7 @@ mod tests {
     fn told(waiter: &mut Waiter) -> Option<Outcome> {
         let waker = futures_util::task::noop_waker();
         match waiter.poll(&mut std::task::Context::from_waker(&waker)) {
-            std::task::Poll::Ready(told) => told.map(|outcome| *outcome),
+            std::task::Poll::Ready(told) => told.map(|held| held.into_outcome(1)),
             std::task::Poll::Pending => None,
         }
     }
