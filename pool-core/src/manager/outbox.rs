@@ -1,11 +1,12 @@
 //! A worker's output: the frames waiting for its link, written by the worker's
 //! lane task in vectored writes as the link takes them.
 //!
-//! Frames arrive as several `Bytes`: the buffers of frames a batch filled, and
-//! around a payload of 64 KiB or more the frame's bytes before it, the
-//! payload's own buffer and the bytes after it (see `lane/attempt.rs`). They go to the link as they are,
-//! without being copied together, and a pipe takes them in one call: the
-//! worker is not woken for the few bytes before a large payload on their own.
+//! Frames arrive as several `Bytes`: the buffers of frames a batch filled,
+//! and around a payload of 64 KiB or more the frame's bytes before it, the
+//! payload's own buffer and the bytes after it (see `lane/attempt.rs`). They
+//! go to the link as they are, without being copied together, and a pipe
+//! takes them in one call: the worker is not woken for the few bytes before a
+//! large payload on their own.
 //! A write is one `write_vectored` call, so a write that is waiting can be
 //! dropped without losing a byte.
 

@@ -80,7 +80,8 @@ impl Held {
         }
     }
 
-    /// The outcome of task `id`.
+    /// The outcome of task `id`: a result is given that id; a failure
+    /// carries its own, the same.
     pub(crate) fn into_outcome(self, id: u64) -> Outcome {
         match self {
             Self::Output(held) => Ok(TaskOutput {
@@ -91,12 +92,15 @@ impl Held {
                 run_time: Duration::from_nanos(held.run_ns),
                 queue_time: Duration::from_nanos(held.queue_ns),
             }),
-            Self::Error(error) => Err(*error),
+            Self::Error(error) => {
+                debug_assert_eq!(error.id, id, "a failure told to another task's handle");
+                Err(*error)
+            }
         }
     }
 }
 
-/// `duration` in nanoseconds (585 years and more read as the most a `u64`
+/// `duration` in nanoseconds (from about 584 years on, the most a `u64`
 /// holds).
 fn nanos(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
@@ -265,7 +269,7 @@ mod tests {
 
     fn id_of(polled: Poll<Option<Held>>) -> Option<u64> {
         match polled {
-            Poll::Ready(Some(held)) => Some(held.into_outcome(0).err().map_or(0, |e| e.id)),
+            Poll::Ready(Some(Held::Error(error))) => Some(error.id),
             _ => None,
         }
     }
@@ -340,7 +344,11 @@ mod tests {
             run_time: Duration::new(5, 123_456_789),
             queue_time: Duration::from_nanos(17),
         };
-        assert!(teller.tell(Ok(output.clone())).0.is_none());
+        let told = TaskOutput {
+            id: 0,
+            ..output.clone()
+        };
+        assert!(teller.tell(Ok(told)).0.is_none());
         let waker = noop_waker();
         let held = match waiter.poll(&mut Context::from_waker(&waker)) {
             Poll::Ready(Some(held)) => held,

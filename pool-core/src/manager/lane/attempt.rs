@@ -167,7 +167,7 @@ impl Book {
     /// Encodes the task frame of `pending`'s attempt `number` into the batch:
     /// whole, or around a payload of [`APART_MIN`] bytes or more, which is then
     /// written from its own buffer. On error nothing is added to the batch
-    /// (its bytes may have moved to a new buffer).
+    /// (the buffer it would have gone in may have been closed as a part).
     fn encode(
         &mut self,
         pending: &Pending,
@@ -323,6 +323,61 @@ mod tests {
             "the second frame began a new buffer"
         );
         assert!(book.batch_is_small());
+    }
+
+    /// Starts task `id` with a payload of `size` bytes on `book`; whether its
+    /// frame could be written.
+    fn start(book: &mut Book, target: &Target<'_>, id: u64, size: usize) -> bool {
+        let (answer, _told) = Answer::new();
+        let pending = Pending::new(id, Task::new("echo", vec![id as u8; size]), answer);
+        book.start_attempt(target, pending, Instant::now()).is_ok()
+    }
+
+    /// A book whose batch holds six frames of 10 kB in a closed buffer and
+    /// nothing after: the next task's frame did not fit in the buffer's room,
+    /// and then was refused as over `max_frame`. Also the bytes of the six.
+    fn batch_before_a_refused_task(book: &mut Book) -> Vec<u8> {
+        let shared = shared();
+        let target = Target {
+            max_frame: 15_000,
+            ..target(&shared)
+        };
+        for id in 1..=6 {
+            assert!(start(book, &target, id, 10_000));
+        }
+        let mut written = Vec::new();
+        let mut copy = Book::new(Stats::new().tallies.writer(1));
+        for id in 1..=6 {
+            assert!(start(&mut copy, &target, id, 10_000));
+        }
+        copy.flush(|part| written.extend_from_slice(&part));
+        assert!(!start(book, &target, 7, 20_000), "over max_frame");
+        assert!(!book.parts.is_empty() && book.outbuf.is_empty());
+        written
+    }
+
+    #[tokio::test]
+    async fn a_refused_frame_leaves_the_frames_before_it_to_be_written() {
+        let stats = Stats::new();
+        let mut book = Book::new(stats.tallies.writer(1));
+        let written = batch_before_a_refused_task(&mut book);
+        assert!(book.has_batch(), "the closed buffer still waits");
+        let mut flushed = Vec::new();
+        book.flush(|part| flushed.extend_from_slice(&part));
+        assert_eq!(flushed, written);
+        assert!(!book.has_batch());
+    }
+
+    #[tokio::test]
+    async fn a_gone_input_drops_every_buffer_of_the_batch() {
+        let stats = Stats::new();
+        let mut book = Book::new(stats.tallies.writer(1));
+        batch_before_a_refused_task(&mut book);
+        book.input_gone();
+        assert!(!book.has_batch());
+        let mut flushed = 0;
+        book.flush(|part| flushed += part.len());
+        assert_eq!(flushed, 0);
     }
 
     #[tokio::test]

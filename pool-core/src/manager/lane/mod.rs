@@ -52,10 +52,11 @@ pub(crate) struct Book {
     /// Frames encoded and not yet handed to the worker's writer: the last
     /// part of the batch, still taking frames.
     outbuf: BytesMut,
-    /// The batch's parts before `outbuf`, in order: buffers that had no room
-    /// left for the next frame, and payloads of at least
-    /// [`APART_MIN`](attempt::APART_MIN) bytes, written from their own buffers
-    /// between the frame's bytes before and after them.
+    /// The batch's parts before `outbuf`, in order: buffers closed because
+    /// the next frame did not fit in their room or a large payload followed,
+    /// and payloads of at least [`APART_MIN`](attempt::APART_MIN) bytes,
+    /// written from their own buffers between the frame's bytes before and
+    /// after them.
     parts: Vec<Bytes>,
     /// Whether the actor lets the worker be fed from the queue (by its lane
     /// or the desk): it is serving and healthy, with no task limit to watch
