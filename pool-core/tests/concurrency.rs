@@ -116,12 +116,7 @@ async fn callers_on_many_threads_and_a_sharded_queue_run_every_task_once() {
     for caller in callers {
         caller.await.expect("the caller");
     }
-    let mut started: Vec<u32> = recorder
-        .started()
-        .iter()
-        .map(|t| rmp_serde::from_slice(&t.payload).expect("a number"))
-        .collect();
-    started.sort_unstable();
+    let mut started = common::started_numbers(&recorder);
     let before = started.len();
     started.dedup();
     assert_eq!(

@@ -95,13 +95,10 @@ async fn submit_many_sends_the_tasks_before_a_refused_one_and_none_after() {
     for handle in all {
         handle.await.expect("echoed");
     }
-    let mut started: Vec<u32> = recorder
-        .started()
-        .iter()
-        .map(|t| rmp_serde::from_slice(&t.payload).expect("a u32"))
-        .collect();
-    started.sort_unstable();
-    assert_eq!(started, (0..50).collect::<Vec<u32>>());
+    assert_eq!(
+        common::started_numbers(&recorder),
+        (0..50).collect::<Vec<u32>>()
+    );
     pool.shutdown().await;
 }
 

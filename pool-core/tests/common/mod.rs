@@ -58,6 +58,18 @@ pub fn task(task_type: &str, n: u32) -> Task {
     Task::msgpack(task_type, &n).expect("a u32 encodes")
 }
 
+/// The numbers (payloads made by [`task`]) of every task a worker started,
+/// one entry a start, in ascending order.
+pub fn started_numbers(recorder: &MockRecorder) -> Vec<u32> {
+    let mut started: Vec<u32> = recorder
+        .started()
+        .iter()
+        .map(|t| rmp_serde::from_slice(&t.payload).expect("a u32 payload"))
+        .collect();
+    started.sort_unstable();
+    started
+}
+
 /// A script whose workers do `first` on a task's first attempt and echo after.
 pub fn first_attempt(first: MockAction) -> impl Fn(&MockTask) -> MockAction + Send + Sync {
     move |t| {
