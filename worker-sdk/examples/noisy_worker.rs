@@ -2,12 +2,16 @@
 //! stream intact: the `shout` handler's `println!` ends up on stderr.
 //!
 //! Its `runtime` handler answers which tokio runtime it runs on (`flavor` and
-//! `threads`); `NOISY_WORKER_THREADS=n` passes `n` to `Worker::threads`.
+//! `threads`); `NOISY_WORKER_THREADS=n` passes `n` to `Worker::threads`. `nap`
+//! answers after waiting the number of milliseconds it is given; `later` answers
+//! at once and leaves a tokio task behind that creates the file it names a
+//! moment later.
 //!
 //! Run it under a cortex-pool manager (it reads the link from the environment);
 //! `worker-sdk`'s `child_process` tests drive it directly.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::runtime::{Handle, RuntimeFlavor};
@@ -36,6 +40,19 @@ fn main() -> ExitCode {
                 ctx.id()
             );
             Ok::<_, HandlerError>(value)
+        })
+        .handle("nap", |_ctx: TaskContext, ms: u64| async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok::<_, HandlerError>(ms)
+        })
+        .handle("later", |_ctx: TaskContext, path: String| async move {
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                if let Err(e) = std::fs::write(&path, b"done") {
+                    eprintln!("later: cannot write {path}: {e}");
+                }
+            });
+            Ok::<_, HandlerError>(())
         })
         .handle("runtime", |_ctx: TaskContext, _: Value| async move {
             let runtime = Handle::current();

@@ -17,6 +17,7 @@ use tokio_util::codec::{Decoder, FramedRead};
 use crate::broken::{Broken, WhenBroken};
 use crate::cancel::Cancel;
 use crate::handler::{Caught, Encoded, HandlerOutput, Started};
+use crate::idle_read::IdleSwitch;
 use crate::registry::{Lookup, Registered};
 use crate::stats::{InFlight, Stats};
 use crate::wire::{self, Frame, Task};
@@ -44,6 +45,10 @@ pub(crate) struct Dispatcher<'a, R> {
     /// How long finished tasks' replies may be held while later tasks start
     /// (`None`: not at all, each is written before a later task starts).
     pub(crate) hold: Option<Duration>,
+    /// Turned on while nothing but the next frame can happen, so that the reader
+    /// waits for it in one blocking read (see [`idle_read`](crate::idle_read));
+    /// `None` where the reader cannot or must not block.
+    pub(crate) idle: Option<IdleSwitch>,
 }
 
 /// A task that arrived while every slot was taken: what it needs to start later.
@@ -103,6 +108,11 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
             if draining && running.set.is_empty() && waiting.is_empty() {
                 return Ok(Stopped::Shutdown);
             }
+            if let Some(idle) = &self.idle {
+                // A running handler is a tokio task, and a task waits only while
+                // one runs: with no task alive, only a frame can come next.
+                idle.set(alone());
+            }
             tokio::select! {
                 biased;
                 () = &mut broken => return Ok(Stopped::Disconnected),
@@ -113,6 +123,10 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
                     self.flush(&mut replies);
                 }
                 frame = self.frames.next() => {
+                    // No more blocking reads: the batch reads only what is there.
+                    if let Some(idle) = &self.idle {
+                        idle.set(false);
+                    }
                     // Handle this frame and every further one already readable; the
                     // replies that are still unwritten when the batch ends (or before
                     // a task starts) are written in one piece.
@@ -392,6 +406,12 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
         running.cancels.insert(id, cancel);
         running.ids.insert(abort.id(), id);
     }
+}
+
+/// Whether no tokio task is alive on this runtime: then nothing but the
+/// dispatcher can want its thread.
+fn alone() -> bool {
+    tokio::runtime::Handle::try_current().is_ok_and(|h| h.metrics().num_alive_tasks() == 0)
 }
 
 /// What one read batch works on.

@@ -113,6 +113,7 @@ mod error;
 mod fd_writer;
 mod handler;
 mod heartbeat;
+mod idle_read;
 mod link;
 mod registry;
 mod spare;

@@ -90,7 +90,7 @@ where
                 assert!(batches_replies, "the SDK batches replies");
                 assert!(results.is_empty(), "ready comes first");
                 assert_eq!(version, PROTOCOL_VERSION);
-                assert_eq!(task_types, ["echo", "runtime", "shout"]);
+                assert_eq!(task_types, ["echo", "later", "nap", "runtime", "shout"]);
                 assert_eq!(Some(pid), child.id());
                 results.push((0, Value::Null));
             }
@@ -264,6 +264,64 @@ async fn a_version_mismatch_exits_with_code_2_and_says_why() {
     assert_eq!(logs.lines().count(), 1, "{logs:?}");
 }
 
+/// The example worker on stdio after its `ready`: the manager's ends.
+struct Running {
+    child: Child,
+    stdin: tokio::process::ChildStdin,
+    frames: FramedRead<tokio::process::ChildStdout, FrameCodec>,
+}
+
+impl Running {
+    async fn start(cmd: Command) -> Self {
+        let (mut child, stdin) = stdio_worker_with(cmd, PROTOCOL_VERSION).await;
+        let stdout = child.stdout.take().expect("stdout piped");
+        Self {
+            child,
+            stdin,
+            frames: FramedRead::new(stdout, FrameCodec::new(MAX_FRAME)),
+        }
+    }
+
+    /// Sends task `id` of `task_type` with `input` and returns its result
+    /// (heartbeats and `ready` are skipped).
+    async fn call(&mut self, id: u64, task_type: &str, input: &Value) -> Value {
+        let mut frame = BytesMut::new();
+        let payload = rmp_serde::to_vec(input).expect("payload");
+        let task = ToWorker::Task(TaskFrame {
+            id,
+            task_type,
+            payload: &payload,
+            attempt: 1,
+            timeout_ms: 10_000,
+        });
+        encode_frame(&task, &mut frame, MAX_FRAME).expect("task");
+        self.stdin.write_all(&frame).await.expect("send task");
+        // One deadline for the answer: heartbeats keep arriving meanwhile.
+        let deadline = tokio::time::Instant::now() + WATCHDOG;
+        loop {
+            let body = tokio::time::timeout_at(deadline, self.frames.next())
+                .await
+                .expect("the worker answered in time")
+                .expect("the worker's output is open")
+                .expect("an intact frame");
+            match decode_from_worker(&body).expect("a message") {
+                FromWorker::Result { id: got, payload } => {
+                    assert_eq!(got, id);
+                    return rmp_serde::from_slice(payload).expect("a result");
+                }
+                FromWorker::Error(e) => panic!("task {id} failed: {e:?}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// What the worker's main thread waits in, from `/proc/PID/wchan`.
+    fn waits_in(&self) -> String {
+        let pid = self.child.id().expect("still running");
+        std::fs::read_to_string(format!("/proc/{pid}/wchan")).expect("the worker's wchan")
+    }
+}
+
 /// Asks the example worker (started with `threads`, `None`: the default) which
 /// runtime its handlers run on.
 async fn runtime_of_worker(threads: Option<&str>) -> Value {
@@ -271,31 +329,10 @@ async fn runtime_of_worker(threads: Option<&str>) -> Value {
     if let Some(n) = threads {
         cmd.env("NOISY_WORKER_THREADS", n);
     }
-    let (mut child, mut stdin) = stdio_worker_with(cmd, PROTOCOL_VERSION).await;
-    let stdout = child.stdout.take().expect("stdout piped");
-    let mut frames = FramedRead::new(stdout, FrameCodec::new(MAX_FRAME));
-    let mut input = BytesMut::new();
-    let payload = rmp_serde::to_vec(&Value::Null).expect("payload");
-    let task = ToWorker::Task(TaskFrame {
-        id: 7,
-        task_type: "runtime",
-        payload: &payload,
-        attempt: 1,
-        timeout_ms: 10_000,
-    });
-    encode_frame(&task, &mut input, MAX_FRAME).expect("task");
-    stdin.write_all(&input).await.expect("send task");
-    loop {
-        let body = tokio::time::timeout(WATCHDOG, frames.next())
-            .await
-            .expect("the worker answered in time")
-            .expect("the worker's output is open")
-            .expect("an intact frame");
-        if let FromWorker::Result { id, payload } = decode_from_worker(&body).expect("a message") {
-            assert_eq!(id, 7);
-            return rmp_serde::from_slice(payload).expect("the runtime's description");
-        }
-    }
+    Running::start(cmd)
+        .await
+        .call(7, "runtime", &Value::Null)
+        .await
 }
 
 #[tokio::test]
@@ -308,4 +345,61 @@ async fn a_worker_runs_on_one_thread_unless_it_asks_for_more() {
         runtime_of_worker(Some("3")).await,
         json!({ "flavor": "multi_thread", "threads": 3 })
     );
+}
+
+#[tokio::test]
+async fn an_idle_worker_waits_for_its_next_task_in_a_read_of_the_pipe() {
+    let mut worker = Running::start(worker_command()).await;
+    assert_eq!(worker.call(1, "echo", &json!("one")).await, json!("one"));
+    // Nothing is left to run: the worker's one thread waits in the pipe's read
+    // (`pipe_read`, `anon_pipe_read` since Linux 6.16), not in the runtime's
+    // `epoll_wait` (`do_epoll_wait`, `ep_poll`).
+    let deadline = Instant::now() + WATCHDOG;
+    loop {
+        let wchan = worker.waits_in();
+        if wchan.ends_with("pipe_read") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the idle worker waits in {wchan:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert_eq!(worker.call(2, "echo", &json!("two")).await, json!("two"));
+}
+
+#[tokio::test]
+async fn a_handler_that_waits_keeps_the_worker_out_of_a_blocking_read() {
+    let mut worker = Running::start(worker_command()).await;
+    // The handler's timer can only fire if the worker's thread is not stuck
+    // waiting for a next frame, and none is sent.
+    assert_eq!(worker.call(1, "nap", &json!(30)).await, json!(30));
+}
+
+#[tokio::test]
+async fn a_task_left_behind_by_a_handler_keeps_the_worker_out_of_a_blocking_read() {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "worker-sdk-later-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let _cleanup = RemoveDir(dir.clone());
+    let marker = dir.join("done");
+    let mut worker = Running::start(worker_command()).await;
+    let path = marker.to_str().expect("a UTF-8 temp path");
+    assert_eq!(worker.call(1, "later", &json!(path)).await, Value::Null);
+    // The handler answered at once; the task it left writes the file later,
+    // on the worker's one thread, while no frame comes.
+    let deadline = Instant::now() + WATCHDOG;
+    while !marker.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the task left behind never ran: the worker waits in {:?}",
+            worker.waits_in()
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
 }
