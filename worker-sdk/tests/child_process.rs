@@ -45,6 +45,18 @@ fn worker_command() -> Command {
     cmd
 }
 
+/// Appends the frame of task `id` (first attempt, 10 s) to `into`.
+fn encode_task(id: u64, task_type: &str, payload: &[u8], into: &mut BytesMut) {
+    let task = ToWorker::Task(TaskFrame {
+        id,
+        task_type,
+        payload,
+        attempt: 1,
+        timeout_ms: 10_000,
+    });
+    encode_frame(&task, into, MAX_FRAME).expect("task");
+}
+
 /// Runs the conversation every link must carry, then checks the exit and stderr.
 async fn converse<R, W>(mut child: Child, reader: R, mut writer: W)
 where
@@ -62,14 +74,7 @@ where
     encode_frame(&hello, &mut input, MAX_FRAME).expect("hello");
     let payload = rmp_serde::to_vec_named(&json!({ "text": "hi" })).expect("payload");
     for (id, task_type) in [(1, "shout"), (2, "echo")] {
-        let task = ToWorker::Task(TaskFrame {
-            id,
-            task_type,
-            payload: &payload,
-            attempt: 1,
-            timeout_ms: 10_000,
-        });
-        encode_frame(&task, &mut input, MAX_FRAME).expect("task");
+        encode_task(id, task_type, &payload, &mut input);
     }
     writer.write_all(&input).await.expect("send frames");
 
@@ -141,14 +146,7 @@ async fn println_in_a_handler_does_not_corrupt_the_stdio_link() {
 
 #[tokio::test]
 async fn the_fifo_link_is_opened_in_the_managers_order() {
-    static SEQ: AtomicU32 = AtomicU32::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "worker-sdk-test-{}-{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let _cleanup = RemoveDir(dir.clone());
+    let (dir, _cleanup) = temp_dir();
     let (to_worker, from_worker) = (dir.join("to-worker"), dir.join("from-worker"));
     for fifo in [&to_worker, &from_worker] {
         rustix::fs::mkfifoat(
@@ -188,7 +186,19 @@ async fn the_fifo_link_is_opened_in_the_managers_order() {
     converse(child, reader, writer).await;
 }
 
-/// Removes the test's FIFO directory, even when the test fails.
+/// A new directory of this test's own, and what removes it.
+fn temp_dir() -> (PathBuf, RemoveDir) {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "worker-sdk-test-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    (dir.clone(), RemoveDir(dir))
+}
+
+/// Removes a test's directory, even when the test fails.
 struct RemoveDir(PathBuf);
 
 impl Drop for RemoveDir {
@@ -287,14 +297,7 @@ impl Running {
     async fn call(&mut self, id: u64, task_type: &str, input: &Value) -> Value {
         let mut frame = BytesMut::new();
         let payload = rmp_serde::to_vec(input).expect("payload");
-        let task = ToWorker::Task(TaskFrame {
-            id,
-            task_type,
-            payload: &payload,
-            attempt: 1,
-            timeout_ms: 10_000,
-        });
-        encode_frame(&task, &mut frame, MAX_FRAME).expect("task");
+        encode_task(id, task_type, &payload, &mut frame);
         self.stdin.write_all(&frame).await.expect("send task");
         // One deadline for the answer: heartbeats keep arriving meanwhile.
         let deadline = tokio::time::Instant::now() + WATCHDOG;
@@ -379,14 +382,7 @@ async fn a_handler_that_waits_keeps_the_worker_out_of_a_blocking_read() {
 
 #[tokio::test]
 async fn a_task_left_behind_by_a_handler_keeps_the_worker_out_of_a_blocking_read() {
-    static SEQ: AtomicU32 = AtomicU32::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "worker-sdk-later-{}-{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let _cleanup = RemoveDir(dir.clone());
+    let (dir, _cleanup) = temp_dir();
     let marker = dir.join("done");
     let mut worker = Running::start(worker_command()).await;
     let path = marker.to_str().expect("a UTF-8 temp path");
