@@ -109,9 +109,9 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
                 return Ok(Stopped::Shutdown);
             }
             if let Some(idle) = &self.idle {
-                // A running handler is a tokio task, and a task waits only while
-                // one runs: with no task alive, only a frame can come next.
-                idle.set(alone());
+                // Besides a frame, only a broken output can happen then, which
+                // the heartbeat thread acts on (see `heartbeat::spawn`).
+                idle.allow_if_alone();
             }
             tokio::select! {
                 biased;
@@ -125,7 +125,7 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
                 frame = self.frames.next() => {
                     // No more blocking reads: the batch reads only what is there.
                     if let Some(idle) = &self.idle {
-                        idle.set(false);
+                        idle.forbid();
                     }
                     // Handle this frame and every further one already readable; the
                     // replies that are still unwritten when the batch ends (or before
@@ -406,12 +406,6 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
         running.cancels.insert(id, cancel);
         running.ids.insert(abort.id(), id);
     }
-}
-
-/// Whether no tokio task is alive on this runtime: then nothing but the
-/// dispatcher can want its thread.
-fn alone() -> bool {
-    tokio::runtime::Handle::try_current().is_ok_and(|h| h.metrics().num_alive_tasks() == 0)
 }
 
 /// What one read batch works on.

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use pool_core::protocol::{FromWorker, Heartbeat};
 
+use crate::idle_read::IdleSwitch;
 use crate::stats::Stats;
 use crate::writer::Outbox;
 
@@ -19,10 +20,20 @@ pub(crate) struct HeartbeatGuard {
 }
 
 /// Sends a heartbeat every `interval` until the guard is dropped.
+///
+/// When a heartbeat cannot be written (the manager stopped listening) while
+/// the dispatcher waits in a blocking read of the link (`idle`, see
+/// [`idle_read`](crate::idle_read)), nothing would wake the dispatcher to see
+/// it: this thread ends the process with code 0, as [`Worker::run`] returns
+/// when the link goes away. No task is running then (the dispatcher blocks
+/// only when no tokio task is alive), and nothing can reach the manager.
+///
+/// [`Worker::run`]: crate::Worker::run
 pub(crate) fn spawn(
     interval: Duration,
     outbox: Outbox,
     stats: Arc<Stats>,
+    idle: Option<IdleSwitch>,
 ) -> std::io::Result<HeartbeatGuard> {
     let (stop, stopped) = mpsc::channel::<()>();
     thread::Builder::new()
@@ -33,6 +44,9 @@ pub(crate) fn spawn(
                 let beat =
                     Heartbeat::new(rss_bytes(), cpu_ms(), stats.tasks_done(), stats.in_flight());
                 outbox.send_heartbeat(&FromWorker::Heartbeat(beat));
+                if outbox.is_broken() && idle.as_ref().is_some_and(IdleSwitch::is_blocked) {
+                    std::process::exit(0);
+                }
             }
         })?;
     Ok(HeartbeatGuard { _stop: stop })

@@ -13,10 +13,17 @@
 //!
 //! [`Worker::run`](crate::Worker::run) uses it on its single-threaded runtime,
 //! where the dispatcher's thread is the only one; `serve` runs on someone else's
-//! runtime and never blocks it. The one thing that waits for the next frame
-//! while the thread reads is work handed to the runtime from another thread
-//! (`Handle::spawn` from a thread of the handler's own); `Worker::run`'s
-//! documentation says so.
+//! runtime and never blocks it.
+//!
+//! While the thread reads, it drives nothing else. What waits for the next
+//! frame then is what other threads hand the runtime: a task spawned through a
+//! `Handle` from a thread of the handler's own, a `Handle::block_on` there,
+//! child processes the runtime reaps; `Worker::run`'s documentation says so.
+//! The one other thread that can learn something the dispatcher must act on
+//! is the heartbeat thread: a heartbeat that cannot be written means the
+//! manager stopped listening, and with the dispatcher blocked here the
+//! heartbeat thread ends the process itself, as the dispatcher would have
+//! (`heartbeat.rs`, [`IdleSwitch::is_blocked`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
@@ -30,6 +37,7 @@ use std::task::{Context, Poll};
 use rustix::fs::OFlags;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::unix::pipe::Receiver;
+use tokio::runtime::{Handle, RuntimeMetrics};
 
 /// The most bytes one blocking read takes: a batch of small frames (the read
 /// buffer's first size). A larger frame's rest is read through the runtime.
@@ -37,19 +45,54 @@ use tokio::net::unix::pipe::Receiver;
 /// beside a round trip's 9 µs).
 const BLOCKING_READ_MAX: usize = 8 * 1024;
 
-/// Tells a [`PipeReader`] that its next read may block the thread.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct IdleSwitch(Arc<AtomicBool>);
+/// Tells a [`PipeReader`] that its next read may block the thread, and tells
+/// others whether a read is blocked now.
+#[derive(Debug, Clone)]
+pub(crate) struct IdleSwitch(Arc<SwitchState>);
+
+#[derive(Debug)]
+struct SwitchState {
+    /// One blocking read is allowed.
+    allowed: AtomicBool,
+    /// A blocking read is under way (or about to be).
+    blocked: AtomicBool,
+    /// The runtime the reader was made on: whether any task is alive there.
+    runtime: RuntimeMetrics,
+}
 
 impl IdleSwitch {
-    /// Allows (or, with `false`, forbids) one blocking read.
-    pub(crate) fn set(&self, idle: bool) {
-        self.0.store(idle, Ordering::Relaxed);
+    /// A switch for a reader on the current runtime; must be called inside it.
+    fn new() -> Self {
+        Self(Arc::new(SwitchState {
+            allowed: AtomicBool::new(false),
+            blocked: AtomicBool::new(false),
+            runtime: Handle::current().metrics(),
+        }))
+    }
+
+    /// Allows one blocking read when no tokio task is alive on the reader's
+    /// runtime (a running handler is one, and a task waits only while one
+    /// runs: then nothing but a frame can come next); forbids it otherwise.
+    pub(crate) fn allow_if_alone(&self) {
+        let alone = self.0.runtime.num_alive_tasks() == 0;
+        self.0.allowed.store(alone, Ordering::Relaxed);
+    }
+
+    /// Forbids a blocking read.
+    pub(crate) fn forbid(&self) {
+        self.0.allowed.store(false, Ordering::Relaxed);
     }
 
     /// Whether a blocking read is allowed, turning the switch off.
     fn take(&self) -> bool {
-        self.0.swap(false, Ordering::Relaxed)
+        let allowed = &self.0.allowed;
+        allowed.load(Ordering::Relaxed) && allowed.swap(false, Ordering::Relaxed)
+    }
+
+    /// Whether the reader waits in a blocking read now: nothing else runs,
+    /// and only a frame or the end of the input wakes it.
+    pub(crate) fn is_blocked(&self) -> bool {
+        self.0.blocked.load(Ordering::Acquire)
     }
 }
 
@@ -66,8 +109,9 @@ pub(crate) struct PipeReader {
 impl PipeReader {
     /// Reads `pipe` through the runtime, or through `blocking` (the same pipe,
     /// see [`reopen_blocking`]) when the returned switch is on.
+    /// Must be called inside the runtime the reader is read on.
     pub(crate) fn new(pipe: Receiver, blocking: File) -> (Self, IdleSwitch) {
-        let idle = IdleSwitch::default();
+        let idle = IdleSwitch::new();
         let reader = Self {
             pipe,
             blocking,
@@ -106,16 +150,16 @@ impl AsyncRead for PipeReader {
         if this.idle.take() {
             let room = buf.remaining().min(BLOCKING_READ_MAX);
             let into = buf.initialize_unfilled_to(room);
-            loop {
+            let state = &this.idle.0;
+            state.blocked.store(true, Ordering::Release);
+            let read = loop {
                 match this.blocking.read(into) {
-                    Ok(n) => {
-                        buf.advance(n);
-                        return Poll::Ready(Ok(()));
-                    }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Poll::Ready(Err(e)),
+                    read => break read,
                 }
-            }
+            };
+            state.blocked.store(false, Ordering::Release);
+            return Poll::Ready(read.map(|n| buf.advance(n)));
         }
         Pin::new(&mut this.pipe).poll_read(cx, buf)
     }
@@ -150,27 +194,48 @@ mod tests {
     #[tokio::test]
     async fn the_switch_allows_one_read_that_waits_for_the_bytes_itself() {
         let (mut reader, idle, mut write) = pipe_reader();
-        write.write_all(b"frame").expect("write");
-        // Off: the read goes through the runtime, which has not yet seen the
-        // pipe become readable.
-        assert!(poll_once(&mut reader).is_pending());
-        idle.set(true);
+        idle.allow_if_alone();
+        // The bytes are written only once the read is blocked waiting for them.
+        let watch = idle.clone();
+        let writer = std::thread::spawn(move || {
+            while !watch.is_blocked() {
+                std::thread::yield_now();
+            }
+            write.write_all(b"frame").expect("write");
+            write
+        });
         let Poll::Ready(read) = poll_once(&mut reader) else {
-            panic!("the blocking read waited for the runtime");
+            panic!("the read went through the runtime");
         };
         assert_eq!(read.expect("read"), b"frame");
-        // The switch turned itself off with that read.
+        assert!(!idle.is_blocked());
+        // The switch turned itself off with that read: the next one goes
+        // through the runtime, which has not seen the pipe become readable.
+        let mut write = writer.join().expect("the writer");
         write.write_all(b"more").expect("write");
         assert!(poll_once(&mut reader).is_pending());
+    }
+
+    #[tokio::test]
+    async fn no_blocking_read_while_a_task_is_alive() {
+        let (mut reader, idle, mut write) = pipe_reader();
+        let task = tokio::spawn(std::future::pending::<()>());
+        write.write_all(b"frame").expect("write");
+        idle.allow_if_alone();
+        assert!(
+            poll_once(&mut reader).is_pending(),
+            "a blocking read was allowed"
+        );
+        task.abort();
     }
 
     #[tokio::test]
     async fn a_blocking_read_sees_the_end_of_the_pipe() {
         let (mut reader, idle, write) = pipe_reader();
         drop(write);
-        idle.set(true);
+        idle.allow_if_alone();
         let Poll::Ready(read) = poll_once(&mut reader) else {
-            panic!("the blocking read waited for the runtime");
+            panic!("the read went through the runtime");
         };
         assert_eq!(read.expect("end of file"), b"");
     }

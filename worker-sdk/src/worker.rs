@@ -246,8 +246,11 @@ impl Worker {
     /// a blocking read of its link instead of the runtime's `epoll_wait`: one
     /// system call per wait, as a plain blocking program makes, which shortens
     /// a round trip by about a tenth. Work handed to the runtime from another
-    /// thread then (`Handle::spawn` from a thread a handler started) waits for
-    /// the next frame; a worker that does that asks for two threads or more.
+    /// thread then (`Handle::spawn` or `Handle::block_on` from a thread a
+    /// handler started) waits for the next frame; a worker that does that asks
+    /// for two threads or more. A heartbeat that cannot be written during such
+    /// a wait (the manager stopped listening) ends the process with code 0 from
+    /// the heartbeat thread, without returning here.
     pub fn run(self) -> ExitCode {
         let threads = self.threads;
         let link = match link::from_env() {
@@ -390,6 +393,7 @@ impl Worker {
                     Duration::from_millis(ms),
                     out.outbox().clone(),
                     Arc::clone(&stats),
+                    idle.clone(),
                 )
                 .map_err(ServeError::Io)?,
             ),

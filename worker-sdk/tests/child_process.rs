@@ -318,6 +318,24 @@ impl Running {
         }
     }
 
+    /// Waits until the worker's one thread waits in the pipe's read (`pipe_read`,
+    /// `anon_pipe_read` since Linux 6.16), not in the runtime's `epoll_wait`
+    /// (`do_epoll_wait`, `ep_poll`); fails after [`WATCHDOG`].
+    async fn wait_until_idle(&self) {
+        let deadline = Instant::now() + WATCHDOG;
+        loop {
+            let wchan = self.waits_in();
+            if wchan.ends_with("pipe_read") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the idle worker waits in {wchan:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
     /// What the worker's main thread waits in, from `/proc/PID/wchan`.
     fn waits_in(&self) -> String {
         let pid = self.child.id().expect("still running");
@@ -354,22 +372,27 @@ async fn a_worker_runs_on_one_thread_unless_it_asks_for_more() {
 async fn an_idle_worker_waits_for_its_next_task_in_a_read_of_the_pipe() {
     let mut worker = Running::start(worker_command()).await;
     assert_eq!(worker.call(1, "echo", &json!("one")).await, json!("one"));
-    // Nothing is left to run: the worker's one thread waits in the pipe's read
-    // (`pipe_read`, `anon_pipe_read` since Linux 6.16), not in the runtime's
-    // `epoll_wait` (`do_epoll_wait`, `ep_poll`).
-    let deadline = Instant::now() + WATCHDOG;
-    loop {
-        let wchan = worker.waits_in();
-        if wchan.ends_with("pipe_read") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the idle worker waits in {wchan:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    // Nothing is left to run: the worker's one thread waits in the pipe's read.
+    worker.wait_until_idle().await;
     assert_eq!(worker.call(2, "echo", &json!("two")).await, json!("two"));
+}
+
+#[tokio::test]
+async fn an_idle_worker_whose_output_breaks_exits_while_its_input_stays_open() {
+    // Heartbeats every 5 ms: the first one after the reader is gone fails, on
+    // the heartbeat thread, while the worker waits in a blocking read.
+    let worker = Running::start(worker_command()).await;
+    worker.wait_until_idle().await;
+    let Running {
+        child,
+        stdin,
+        frames,
+    } = worker;
+    drop(frames);
+    let (status, logs) = exit_and_logs(child).await;
+    assert_eq!(status.code(), Some(0), "{logs}");
+    assert_eq!(logs, "", "no noise when the manager stops listening");
+    drop(stdin);
 }
 
 #[tokio::test]
