@@ -245,12 +245,14 @@ impl Worker {
     /// something, no tokio task of anyone's alive — waits for the next frame in
     /// a blocking read of its link instead of the runtime's `epoll_wait`: one
     /// system call per wait, as a plain blocking program makes, which shortens
-    /// a round trip by about a tenth. Work handed to the runtime from another
-    /// thread then (`Handle::spawn` or `Handle::block_on` from a thread a
-    /// handler started) waits for the next frame; a worker that does that asks
-    /// for two threads or more. A heartbeat that cannot be written during such
-    /// a wait (the manager stopped listening) ends the process with code 0 from
-    /// the heartbeat thread, without returning here.
+    /// a round trip by about a tenth. A worker that keeps a tokio task alive
+    /// (a connection pool's, say) waits through the runtime as before. Work
+    /// handed to the runtime from another thread during such a wait
+    /// (`Handle::spawn` or `Handle::block_on` from a thread a handler started)
+    /// waits for the next frame; a worker that does that asks for two threads
+    /// or more. A heartbeat that cannot be written during such a wait (the
+    /// manager stopped listening) ends the process with code 0 from the
+    /// heartbeat thread, without returning here.
     pub fn run(self) -> ExitCode {
         let threads = self.threads;
         let link = match link::from_env() {
