@@ -123,12 +123,11 @@ impl PipeReader {
 
 /// A second open file description of the pipe behind `fd`, in blocking mode
 /// (`O_NONBLOCK` belongs to a description, and the runtime sets it on `fd`'s).
+/// Opened without waiting for a writer (a FIFO's `open` for reading would wait
+/// for one), then switched to blocking reads.
 ///
 /// # Errors
 /// When `/proc/self/fd` cannot be opened (not mounted, say).
-///
-/// Opened without waiting for a writer (a FIFO's `open` for reading would wait
-/// for one), then switched to blocking reads.
 pub(crate) fn reopen_blocking(fd: &impl AsFd) -> io::Result<File> {
     let raw = fd.as_fd().as_raw_fd();
     let file = OpenOptions::new()
@@ -147,7 +146,8 @@ impl AsyncRead for PipeReader {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.idle.take() {
+        // A read into no room would read as the end of the input.
+        if buf.remaining() > 0 && this.idle.take() {
             let room = buf.remaining().min(BLOCKING_READ_MAX);
             let into = buf.initialize_unfilled_to(room);
             let state = &this.idle.0;
