@@ -135,19 +135,25 @@ const FIFO_OPEN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Wraps the read descriptor for the runtime: a truly async pipe reader when it is a
 /// pipe or FIFO, a blocking-pool reader otherwise (a file, a socket).
 ///
-/// A pipe comes with the [`IdleSwitch`] that lets the dispatcher wait for it with
-/// one blocking read when nothing else can run (see [`idle_read`](crate::idle_read)),
-/// unless it cannot be opened a second time.
+/// When the reader `may_block` its thread, a pipe comes with the [`IdleSwitch`]
+/// that lets the dispatcher wait for it with one blocking read when nothing else
+/// can run (see [`idle_read`](crate::idle_read)), unless it cannot be opened a
+/// second time.
 ///
 /// Must be called inside the tokio runtime.
-pub(crate) fn async_reader(fd: OwnedFd) -> io::Result<(BoxedReader, Option<IdleSwitch>)> {
+pub(crate) fn async_reader(
+    fd: OwnedFd,
+    may_block: bool,
+) -> io::Result<(BoxedReader, Option<IdleSwitch>)> {
     let is_pipe = rustix::fs::fstat(&fd)
         .map(|st| rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Fifo)
         .unwrap_or(false);
     if !is_pipe {
         return Ok((Box::new(tokio::fs::File::from_std(File::from(fd))), None));
     }
-    let blocking = idle_read::reopen_blocking(&fd).ok();
+    let blocking = may_block
+        .then(|| idle_read::reopen_blocking(&fd).ok())
+        .flatten();
     let pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(fd)?;
     Ok(match blocking {
         Some(blocking) => {

@@ -261,9 +261,9 @@ impl Worker {
         };
         let worker = self.max_frame(link.max_frame);
         let serve = async move {
-            let (reader, idle) = link::async_reader(link.reader).map_err(ServeError::Io)?;
-            // Only this runtime's one thread may wait in a blocking read.
-            let idle = idle.filter(|_| threads == 1);
+            // Only a runtime's one thread may wait in a blocking read.
+            let (reader, idle) =
+                link::async_reader(link.reader, threads == 1).map_err(ServeError::Io)?;
             worker.serve_link(reader, link.writer, idle).await
         };
         let runtime = match runtime(threads) {
