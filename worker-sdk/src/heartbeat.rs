@@ -25,8 +25,10 @@ pub(crate) struct HeartbeatGuard {
 /// the dispatcher waits in a blocking read of the link (`idle`, see
 /// [`idle_read`](crate::idle_read)), nothing would wake the dispatcher to see
 /// it: this thread ends the process with code 0, as [`Worker::run`] returns
-/// when the link goes away. No task is running then (the dispatcher blocks
-/// only when no tokio task is alive), and nothing can reach the manager.
+/// when the link goes away (but without the destructors and the code that
+/// would run after it). No tokio task is alive then (the dispatcher blocks
+/// only then), a read that returns meanwhile starts nothing
+/// ([`IdleSwitch::claim_exit`]), and nothing can reach the manager any more.
 ///
 /// [`Worker::run`]: crate::Worker::run
 pub(crate) fn spawn(
@@ -44,7 +46,7 @@ pub(crate) fn spawn(
                 let beat =
                     Heartbeat::new(rss_bytes(), cpu_ms(), stats.tasks_done(), stats.in_flight());
                 outbox.send_heartbeat(&FromWorker::Heartbeat(beat));
-                if outbox.is_broken() && idle.as_ref().is_some_and(IdleSwitch::is_blocked) {
+                if outbox.is_broken() && idle.as_ref().is_some_and(IdleSwitch::claim_exit) {
                     std::process::exit(0);
                 }
             }

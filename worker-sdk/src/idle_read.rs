@@ -23,14 +23,15 @@
 //! is the heartbeat thread: a heartbeat that cannot be written means the
 //! manager stopped listening, and with the dispatcher blocked here the
 //! heartbeat thread ends the process itself, as the dispatcher would have
-//! (`heartbeat.rs`, [`IdleSwitch::is_blocked`]).
+//! (`heartbeat.rs`, [`IdleSwitch::claim_exit`]); a read that returns meanwhile
+//! starts nothing.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -54,10 +55,23 @@ pub(crate) struct IdleSwitch(Arc<SwitchState>);
 struct SwitchState {
     /// One blocking read is allowed.
     allowed: AtomicBool,
-    /// A blocking read is under way (or about to be).
-    blocked: AtomicBool,
+    /// Where the reader is: a [`ReadState`].
+    read: AtomicU8,
     /// The runtime the reader was made on: whether any task is alive there.
     runtime: RuntimeMetrics,
+}
+
+/// Where the reader is, as far as a blocking read goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum ReadState {
+    /// Not in a blocking read.
+    Free = 0,
+    /// In a blocking read (or about to enter it).
+    Blocked = 1,
+    /// Was blocked when the process began to end ([`IdleSwitch::claim_exit`]):
+    /// the read, once it returns, must start nothing.
+    Exiting = 2,
 }
 
 impl IdleSwitch {
@@ -65,7 +79,7 @@ impl IdleSwitch {
     fn new() -> Self {
         Self(Arc::new(SwitchState {
             allowed: AtomicBool::new(false),
-            blocked: AtomicBool::new(false),
+            read: AtomicU8::new(ReadState::Free as u8),
             runtime: Handle::current().metrics(),
         }))
     }
@@ -91,8 +105,43 @@ impl IdleSwitch {
 
     /// Whether the reader waits in a blocking read now: nothing else runs,
     /// and only a frame or the end of the input wakes it.
-    pub(crate) fn is_blocked(&self) -> bool {
-        self.0.blocked.load(Ordering::Acquire)
+    #[cfg(test)]
+    fn is_blocked(&self) -> bool {
+        self.0.read.load(Ordering::Acquire) == ReadState::Blocked as u8
+    }
+
+    /// Claims the end of the process for a reader blocked in its read: `true`
+    /// when it was blocked, and then its read, once it returns, starts nothing
+    /// (its thread parks until the process ends). `false` when it is not.
+    pub(crate) fn claim_exit(&self) -> bool {
+        self.0
+            .read
+            .compare_exchange(
+                ReadState::Blocked as u8,
+                ReadState::Exiting as u8,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+    }
+
+    /// The reader enters a blocking read.
+    fn enter_read(&self) {
+        self.0
+            .read
+            .store(ReadState::Blocked as u8, Ordering::Release);
+    }
+
+    /// The reader's blocking read returned. When the process is ending
+    /// ([`claim_exit`](Self::claim_exit)), nothing more is done on this
+    /// thread: it parks until the exit takes it.
+    fn leave_read(&self) {
+        let was = self.0.read.swap(ReadState::Free as u8, Ordering::AcqRel);
+        if was == ReadState::Exiting as u8 {
+            loop {
+                std::thread::park();
+            }
+        }
     }
 }
 
@@ -150,15 +199,14 @@ impl AsyncRead for PipeReader {
         if buf.remaining() > 0 && this.idle.take() {
             let room = buf.remaining().min(BLOCKING_READ_MAX);
             let into = buf.initialize_unfilled_to(room);
-            let state = &this.idle.0;
-            state.blocked.store(true, Ordering::Release);
+            this.idle.enter_read();
             let read = loop {
                 match this.blocking.read(into) {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     read => break read,
                 }
             };
-            state.blocked.store(false, Ordering::Release);
+            this.idle.leave_read();
             return Poll::Ready(read.map(|n| buf.advance(n)));
         }
         Pin::new(&mut this.pipe).poll_read(cx, buf)
@@ -195,23 +243,27 @@ mod tests {
     async fn the_switch_allows_one_read_that_waits_for_the_bytes_itself() {
         let (mut reader, idle, mut write) = pipe_reader();
         idle.allow_if_alone();
-        // The bytes are written only once the read is blocked waiting for them.
+        // The bytes are written once the read is blocked waiting for them (or
+        // after a while, so that a read that never says so fails, not hangs).
         let watch = idle.clone();
         let writer = std::thread::spawn(move || {
-            while !watch.is_blocked() {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while !watch.is_blocked() && std::time::Instant::now() < deadline {
                 std::thread::yield_now();
             }
+            let saw_blocked = watch.is_blocked();
             write.write_all(b"frame").expect("write");
-            write
+            (write, saw_blocked)
         });
         let Poll::Ready(read) = poll_once(&mut reader) else {
             panic!("the read went through the runtime");
         };
         assert_eq!(read.expect("read"), b"frame");
         assert!(!idle.is_blocked());
+        let (mut write, saw_blocked) = writer.join().expect("the writer");
+        assert!(saw_blocked, "the read did not say it was blocked");
         // The switch turned itself off with that read: the next one goes
         // through the runtime, which has not seen the pipe become readable.
-        let mut write = writer.join().expect("the writer");
         write.write_all(b"more").expect("write");
         assert!(poll_once(&mut reader).is_pending());
     }
@@ -227,6 +279,33 @@ mod tests {
             "a blocking read was allowed"
         );
         task.abort();
+    }
+
+    #[tokio::test]
+    async fn a_read_into_no_room_leaves_the_switch_on() {
+        let (mut reader, idle, mut write) = pipe_reader();
+        write.write_all(b"frame").expect("write");
+        idle.allow_if_alone();
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut none = ReadBuf::new(&mut []);
+        // Not a blocking read of nothing, which would read as the end.
+        let _ = Pin::new(&mut reader).poll_read(&mut cx, &mut none);
+        let Poll::Ready(read) = poll_once(&mut reader) else {
+            panic!("the switch was spent on a read into no room");
+        };
+        assert_eq!(read.expect("read"), b"frame");
+    }
+
+    #[test]
+    fn an_exit_is_claimed_only_for_a_blocked_read() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let idle = runtime.block_on(async { IdleSwitch::new() });
+        assert!(!idle.claim_exit(), "no read is blocked");
+        idle.enter_read();
+        assert!(idle.claim_exit());
+        assert!(!idle.claim_exit(), "claimed once");
     }
 
     #[tokio::test]

@@ -137,7 +137,7 @@ const FIFO_OPEN_TIMEOUT: Duration = Duration::from_secs(60);
 ///
 /// When the reader `may_block` its thread, a pipe comes with the [`IdleSwitch`]
 /// that lets the dispatcher wait for it with one blocking read when nothing else
-/// can run (see [`idle_read`](crate::idle_read)), unless it cannot be opened a
+/// can run (see [`idle_read`]), unless it cannot be opened a
 /// second time.
 ///
 /// Must be called inside the tokio runtime.

@@ -232,7 +232,8 @@ impl Worker {
     }
 
     /// Runs the worker on the link the manager set up, and returns the process exit
-    /// code: 0 after a shutdown or when the manager went away, 2 on a protocol
+    /// code (or ends the process with code 0, see below): 0 after a shutdown or
+    /// when the manager went away, 2 on a protocol
     /// version mismatch or another protocol error, 1 when the link cannot be used.
     ///
     /// Before anything else the protocol is moved off stdin/stdout (for the `stdio`
@@ -252,7 +253,8 @@ impl Worker {
     /// waits for the next frame; a worker that does that asks for two threads
     /// or more. A heartbeat that cannot be written during such a wait (the
     /// manager stopped listening) ends the process with code 0 from the
-    /// heartbeat thread, without returning here.
+    /// heartbeat thread, without returning here: the destructors of what
+    /// `main` holds, and code after this call, do not run then.
     pub fn run(self) -> ExitCode {
         let threads = self.threads;
         let link = match link::from_env() {

@@ -328,9 +328,14 @@ impl Running {
             if wchan.ends_with("pipe_read") {
                 return;
             }
+            let unnamed = if wchan.trim() == "0" {
+                " (this kernel does not name wait channels in /proc/PID/wchan)"
+            } else {
+                ""
+            };
             assert!(
                 Instant::now() < deadline,
-                "the idle worker waits in {wchan:?}"
+                "the idle worker waits in {wchan:?}{unnamed}"
             );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
