@@ -409,9 +409,7 @@ impl Pool {
         to: &CompletionSink,
     ) -> Vec<Result<u64, SubmitError>> {
         self.submit_each_with(tasks, |_, task, id| {
-            let pending = Pending::new(id, task, Answer::Shared(to.sender()));
-            let id = pending.id;
-            (pending, id)
+            (Pending::new(id, task, Answer::Shared(to.sender())), id)
         })
         .await
     }

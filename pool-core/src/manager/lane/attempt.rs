@@ -242,21 +242,17 @@ mod tests {
         let stats = Stats::new();
         let mut book = Book::new(stats.tallies.writer(1));
         let mut expected = BytesMut::new();
-        let now = Instant::now();
         for (n, &size) in sizes.iter().enumerate() {
             let id = n as u64 + 1;
-            let payload = vec![id as u8; size];
-            let (answer, _told) = Answer::new();
-            let pending = Pending::new(id, Task::new("echo", payload.clone()), answer);
             let frame = TaskFrame {
                 id,
                 task_type: "echo",
-                payload: &payload,
+                payload: &vec![id as u8; size],
                 attempt: 1,
                 timeout_ms: 30_000,
             };
             encode_task(&frame, &mut expected, DEFAULT_MAX_FRAME).expect("encodes");
-            assert!(book.start_attempt(&target, pending, now).is_ok());
+            assert!(start(&mut book, &target, id, size));
         }
         let mut parts = Vec::new();
         book.flush(|part| parts.push(part));
@@ -297,18 +293,16 @@ mod tests {
         let stats = Stats::new();
         let mut book = Book::new(stats.tallies.writer(1));
         let mut id = 0;
-        let mut start = |book: &mut Book| {
+        let mut start_next = |book: &mut Book| {
             id += 1;
-            let (answer, _told) = Answer::new();
-            let pending = Pending::new(id, Task::new("echo", vec![1u8; 10]), answer);
-            assert!(book.start_attempt(&target, pending, Instant::now()).is_ok());
+            assert!(start(book, &target, id, 10));
         };
         // One frame at a time, each flushed (an idle worker's hand-offs), until
         // the buffer has room for one more frame but not for two.
         let frame = protocol::TASK_FRAME_FIXED_MAX + "echo".len() + 10;
         loop {
             let before = book.outbuf.len();
-            start(&mut book);
+            start_next(&mut book);
             let written = book.outbuf.len() - before;
             book.flush(drop);
             let room = book.outbuf.capacity() - book.outbuf.len();
@@ -316,8 +310,8 @@ mod tests {
                 break;
             }
         }
-        start(&mut book);
-        start(&mut book);
+        start_next(&mut book);
+        start_next(&mut book);
         assert!(
             !book.parts.is_empty(),
             "the second frame began a new buffer"
