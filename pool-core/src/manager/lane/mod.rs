@@ -93,10 +93,10 @@ pub(crate) enum Input {
     Closed,
 }
 
-/// What [`Book::take`] removed: where the entry stood, its attempt, and for
-/// an attempt a `result` completed, its counted completion.
+/// What [`Book::answer`] took out: its attempt (`None` when it was settled
+/// at the drain deadline), and for an attempt a `result` completed, its
+/// counted completion.
 pub(crate) struct Taken {
-    pub(crate) at: usize,
     pub(crate) attempt: Option<Running>,
     pub(crate) completion: Option<Completion>,
 }
@@ -168,22 +168,6 @@ impl Book {
         });
     }
 
-    /// Removes the entry of task `id` (answers usually come in the order tasks
-    /// were written, so the search starts at the front).
-    #[inline]
-    pub(crate) fn take(&mut self, id: u64) -> Option<Taken> {
-        let at = self.entries.iter().position(|e| e.id == id)?;
-        let entry = self.entries.remove(at)?;
-        if entry.attempt.is_some() {
-            self.tally.in_flight_down(1);
-        }
-        Some(Taken {
-            at,
-            attempt: entry.attempt,
-            completion: None,
-        })
-    }
-
     /// Takes the entry of task `id`, which its worker answered with `reply`
     /// at `now`, and starts the run of the task its leaving lets into the
     /// running range; both are noted in `report`. A result for an attempt
@@ -199,10 +183,44 @@ impl Book {
         now: Instant,
         report: &mut Settled,
     ) -> Option<Taken> {
-        let mut taken = self.take(id)?;
-        if let Some(running) = taken.attempt.as_ref() {
+        self.answer_with(
+            id,
+            reply,
+            concurrency,
+            default_timeout,
+            now,
+            report,
+            |attempt, completion| Taken {
+                attempt,
+                completion,
+            },
+        )
+    }
+
+    /// [`Book::answer`] for a reader that settles the answered attempt on the
+    /// spot: `settle` gets it where it lies (no copy of the record through a
+    /// [`Taken`]), with its counted completion, under the book's lock.
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn answer_with<R>(
+        &mut self,
+        id: u64,
+        reply: Reply,
+        concurrency: usize,
+        default_timeout: Duration,
+        now: Instant,
+        report: &mut Settled,
+        settle: impl FnOnce(Option<Running>, Option<Completion>) -> R,
+    ) -> Option<R> {
+        // Answers usually come in the order tasks were written: the search
+        // starts at the front.
+        let at = self.entries.iter().position(|e| e.id == id)?;
+        let Entry { attempt, .. } = self.entries.remove(at)?;
+        let mut completion = None;
+        if let Some(running) = attempt.as_ref() {
+            self.tally.in_flight_down(1);
             if reply == Reply::Result && !running.cancel_requested {
-                taken.completion = Some(self.count_completion(running, now));
+                completion = Some(self.count_completion(running, now));
             }
         }
         report.answered += 1;
@@ -210,7 +228,7 @@ impl Book {
         if !self.feeding() {
             report.needs_actor = true;
         }
-        if let Some(started) = self.start_next(taken.at, concurrency, default_timeout, now) {
+        if let Some(started) = self.start_next(at, concurrency, default_timeout, now) {
             if self.needs_timer(started.deadline) {
                 keep_earliest(&mut report.deadline, started.deadline);
                 report.needs_actor = true;
@@ -220,7 +238,7 @@ impl Book {
                 report.needs_actor = true;
             }
         }
-        Some(taken)
+        Some(settle(attempt, completion))
     }
 
     /// Starts the run of the task that became one of the first `concurrency`
@@ -231,7 +249,7 @@ impl Book {
     /// starts when it is written into that range, or when it moves into it
     /// here), so an answer from that range moves exactly one task in: the one now
     /// at `concurrency - 1`. An answer from the window moves none.
-    pub(crate) fn start_next(
+    fn start_next(
         &mut self,
         removed: usize,
         concurrency: usize,

@@ -13,7 +13,7 @@ use bytes::Bytes;
 
 use super::super::outbox::Outbox;
 
-use super::super::actor::{Running, Shared};
+use super::super::actor::{Pending, Running, Shared};
 use super::super::dispatch::settle_failed;
 use super::super::events::PoolEvent;
 use super::super::failure::Failure;
@@ -44,6 +44,17 @@ pub(crate) struct Settled {
     /// Tasks that started running with a cancel already asked for: their
     /// cancel grace starts now.
     pub(crate) cancel_started: Vec<u64>,
+}
+
+/// What a `result` did to the attempt it answered.
+enum Answered {
+    /// It completed: its caller was told (and is woken with the read's others).
+    Completed,
+    /// Its cancel had been asked for: it settles as cancelled, after the book's
+    /// lock is let go.
+    Cancelled(Pending),
+    /// It was settled at the drain deadline, before its answer came.
+    SettledEarlier,
 }
 
 /// Settles the results a worker's reader reads, and refills the worker.
@@ -156,39 +167,45 @@ impl Settler {
     /// for a task the worker does not hold (settled already, or never sent) is
     /// ignored.
     pub(crate) fn result(&mut self, id: u64, payload: Bytes, now: Instant) {
-        let answered = self.lane.book().answer(
+        let shared = &self.shared;
+        let name = self.lane.name();
+        let wakes = &mut self.wakes;
+        let settled = self.lane.book().answer_with(
             id,
             Reply::Result,
             self.settings.concurrency as usize,
             self.settings.default_timeout,
             now,
             &mut self.report,
+            |attempt, completion| match (attempt, completion) {
+                (Some(running), Some(completion)) => {
+                    complete(shared, name, running, payload, completion).keep_in(wakes);
+                    Answered::Completed
+                }
+                (Some(running), None) => Answered::Cancelled(running.pending),
+                // Settled at the drain deadline: its answer still counts
+                // towards the worker's release.
+                (None, _) => Answered::SettledEarlier,
+            },
         );
-        let Some(taken) = answered else {
-            tracing::debug!(worker.id = %self.lane.name(), task.id = id, "reply for a task the worker does not hold; ignored");
-            return;
-        };
-        // `None` for a task settled at the drain deadline: its answer still
-        // counts towards the worker's release.
-        let Some(running) = taken.attempt else {
-            return;
-        };
-        match taken.completion {
-            Some(completion) => {
+        match settled {
+            None => {
+                tracing::debug!(worker.id = %name, task.id = id, "reply for a task the worker does not hold; ignored");
+            }
+            Some(Answered::Completed) => {
                 self.report.succeeded += 1;
                 if self.shared.crash_streak.get() > 0 {
                     // A success ends the streak of deaths: the breaker's business.
                     self.report.needs_actor = true;
                 }
-                complete(&self.shared, self.lane.name(), running, payload, completion)
-                    .keep_in(&mut self.wakes);
             }
-            None => settle_failed(
+            Some(Answered::Cancelled(pending)) => settle_failed(
                 &self.shared,
-                running.pending,
+                pending,
                 FinalStatus::Cancelled,
                 Failure::Cancelled,
             ),
+            Some(Answered::SettledEarlier) => {}
         }
     }
 
@@ -229,22 +246,37 @@ pub(crate) fn complete(
     completion: Completion,
 ) -> Wake {
     let Completion { counted, run_time } = completion;
-    let started = running.run_start.unwrap_or(running.sent);
-    let pending = running.pending;
+    // Only the fields the outcome needs are moved out; the task itself (its
+    // type and payload) is dropped here, not copied along.
+    let Running {
+        pending:
+            Pending {
+                id,
+                attempts,
+                answer,
+                queued_at,
+                ..
+            },
+        sent,
+        run_start,
+        reused,
+        ..
+    } = running;
+    let started = run_start.unwrap_or(sent);
     shared.emit_routine(|| PoolEvent::TaskCompleted {
-        task: pending.id,
+        task: id,
         worker: name.to_string(),
-        attempts: pending.attempts,
+        attempts,
         run_ms: run_time.as_millis() as u64,
-        worker_reused: running.reused,
+        worker_reused: reused,
     });
     let output = TaskOutput {
-        id: pending.id,
+        id,
         payload,
-        attempts: pending.attempts,
+        attempts,
         worker: name.clone(),
         run_time,
-        queue_time: started.duration_since(pending.queued_at),
+        queue_time: started.duration_since(queued_at),
     };
-    pending.answer.completed(counted, output)
+    answer.completed(counted, output)
 }

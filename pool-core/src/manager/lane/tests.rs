@@ -3,7 +3,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::settle::Settled;
-use super::{Book, Reply, Started};
+use super::{Book, Reply, Taken};
 use crate::manager::actor::{Pending, Running};
 use crate::manager::ledger::Answer;
 use crate::manager::metrics::Stats;
@@ -39,6 +39,14 @@ fn book(stats: &Stats, n: u64, concurrency: u64, now: Instant) -> Book {
     book
 }
 
+/// Answers task `id` of `book` (a book of concurrency `concurrency`) with a
+/// result at `at`; what was taken, and the read's report.
+fn answer(book: &mut Book, id: u64, concurrency: usize, at: Instant) -> (Option<Taken>, Settled) {
+    let mut report = Settled::default();
+    let taken = book.answer(id, Reply::Result, concurrency, TIMEOUT, at, &mut report);
+    (taken, report)
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_answer_from_the_running_range_starts_the_next_window_task() {
     let stats = Stats::new();
@@ -46,16 +54,12 @@ async fn an_answer_from_the_running_range_starts_the_next_window_task() {
     let mut book = book(&stats, 4, 2, now);
     assert_eq!(stats.tallies.totals().in_flight, 4);
     let later = now + Duration::from_millis(5);
-    let taken = book.take(1).expect("task 1 is in the book");
-    assert_eq!(taken.at, 0);
-    let started = book.start_next(taken.at, 2, TIMEOUT, later);
+    let (taken, report) = answer(&mut book, 1, 2, later);
+    assert!(taken.is_some_and(|t| t.attempt.is_some()));
     assert_eq!(
-        started,
-        Some(Started {
-            id: 3,
-            deadline: later + TIMEOUT,
-            cancel_requested: false
-        })
+        report.deadline,
+        Some(later + TIMEOUT),
+        "task 3's run started, and no timer was armed"
     );
     assert_eq!(book.get_mut(3).and_then(|r| r.run_start), Some(later));
     assert_eq!(book.get_mut(4).and_then(|r| r.run_start), None);
@@ -67,19 +71,20 @@ async fn an_answer_from_the_window_starts_nothing() {
     let stats = Stats::new();
     let now = Instant::now();
     let mut book = book(&stats, 4, 2, now);
-    let taken = book.take(4).expect("task 4 is in the book");
-    assert_eq!(taken.at, 3);
-    assert_eq!(book.start_next(taken.at, 2, TIMEOUT, now), None);
+    let (taken, report) = answer(&mut book, 4, 2, now);
+    assert!(taken.is_some());
+    assert_eq!(report.deadline, None);
     assert_eq!(book.get_mut(3).and_then(|r| r.run_start), None);
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_task_taken_twice_is_found_once() {
+async fn a_task_answered_twice_is_found_once() {
     let stats = Stats::new();
-    let mut book = book(&stats, 2, 1, Instant::now());
-    assert!(book.take(2).is_some());
-    assert!(book.take(2).is_none());
-    assert!(book.take(9).is_none());
+    let now = Instant::now();
+    let mut book = book(&stats, 2, 1, now);
+    assert!(answer(&mut book, 2, 1, now).0.is_some());
+    assert!(answer(&mut book, 2, 1, now).0.is_none());
+    assert!(answer(&mut book, 9, 1, now).0.is_none());
     assert_eq!(book.len(), 1);
     assert_eq!(stats.tallies.totals().in_flight, 1);
 }
@@ -94,8 +99,8 @@ async fn attempts_taken_early_leave_their_entries_until_answered() {
     assert_eq!(book.len(), 3, "the answers are still awaited");
     assert_eq!(book.attempts().count(), 0);
     assert_eq!(book.ids().collect::<Vec<_>>(), [1, 2, 3]);
-    let answered = book.take(2).expect("its entry is kept");
-    assert!(answered.attempt.is_none());
+    let (answered, _) = answer(&mut book, 2, 1, Instant::now());
+    assert!(answered.expect("its entry is kept").attempt.is_none());
     assert_eq!(stats.tallies.totals().in_flight, 0, "counted out once");
 }
 
@@ -241,6 +246,10 @@ async fn the_book_leaves_its_occupancy_behind_as_its_lock_is_let_go() {
         book.push(attempt(2, now, false));
     }
     assert_eq!(lane.occupancy(), 2);
-    drop(lane.book().take(1));
-    assert_eq!(lane.occupancy(), 1, "a take is seen as the lock is let go");
+    drop(answer(&mut lane.book(), 1, 1, now));
+    assert_eq!(
+        lane.occupancy(),
+        1,
+        "an answer is seen as the lock is let go"
+    );
 }
