@@ -2,6 +2,7 @@
 //! [`Pool`](super::Pool) handles, the bell callers ring after queueing tasks,
 //! events from worker I/O tasks and timers, then dispatches whatever can run.
 
+use super::clock::{Moment, PoolClock};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -95,6 +96,8 @@ pub(crate) struct Shared {
     /// Where callers hand queued tasks to idle workers, and the balance
     /// policy that picks them (shared with the actor's dispatch).
     pub(crate) desk: Desk,
+    /// The clock of the task records' times.
+    pub(crate) clock: PoolClock,
 }
 
 impl Shared {
@@ -121,6 +124,7 @@ impl Shared {
             queue: SharedQueue::new(config.queue_shard_count()),
             crash_streak: CrashStreak::default(),
             desk: Desk::new(policy, desk),
+            clock: PoolClock::new(),
         }
     }
 
@@ -207,7 +211,9 @@ pub(crate) struct Pending {
     /// The shard of the queue its caller added it to: where it goes back
     /// (a requeue, a retry), so it stays with its caller's later tasks.
     pub(crate) shard: u8,
-    pub(crate) queued_at: Instant,
+    /// When it last entered the queue, on the pool's clock (stamped as it
+    /// is queued: the pool's start until then).
+    pub(crate) queued_at: Moment,
     /// The number of the worker that ran its last attempt (`worker-N`), kept in
     /// 32 bits so a queued task stays small (a pool would have to start four
     /// billion workers before a number did not fit; the name is then left out).
@@ -227,7 +233,7 @@ impl Pending {
             uncounted_requeues: 0,
             run_alone: false,
             shard: 0,
-            queued_at: Instant::now(),
+            queued_at: Moment::default(),
             last_worker: None,
         }
     }
@@ -261,10 +267,10 @@ pub(crate) fn worker_name(num: u64) -> String {
 pub(crate) struct Running {
     pub(crate) pending: Pending,
     /// When the attempt was written to its worker.
-    pub(crate) sent: Instant,
+    pub(crate) sent: Moment,
     /// When it became one of the first `worker_concurrency` unanswered tasks of
     /// its worker (its run start); `None` while it waits in the prefetch window.
-    pub(crate) run_start: Option<Instant>,
+    pub(crate) run_start: Option<Moment>,
     /// When the attempt times out (`None` before its run start and once that was
     /// acted on). Watched by the worker's one deadline timer, not by a timer per
     /// task.

@@ -55,7 +55,8 @@ impl Actor {
         let (waited, queued) = {
             let waiting = self.queue.lock();
             let head = waiting.peek();
-            let waited = head.map_or(Duration::ZERO, |p| now.duration_since(p.queued_at));
+            let at = self.shared.clock.at(now).moment;
+            let waited = head.map_or(Duration::ZERO, |p| at.since(p.queued_at));
             (waited, waiting.len())
         };
         // Tasks waiting in prefetch windows are backlog too.

@@ -228,7 +228,7 @@ impl Actor {
             }
             let was_empty = !book.has_batch();
             alone = pending.run_alone;
-            let started = book.start_attempt(&target, pending, now);
+            let started = book.start_attempt(&target, pending, self.shared.clock.at(now));
             if let Ok(Written {
                 deadline: Some(deadline),
                 ..
@@ -395,7 +395,7 @@ impl Actor {
             reply,
             self.config.worker_concurrency as usize,
             self.config.task_timeout,
-            Instant::now(),
+            self.shared.clock.now(),
             &mut settled,
         );
         let Some(taken) = answered else {
@@ -504,7 +504,7 @@ impl Actor {
 
     pub(crate) fn on_retry_due(&mut self, id: u64) {
         if let Some(mut pending) = self.retrying.remove(&id) {
-            pending.queued_at = Instant::now();
+            pending.queued_at = self.shared.clock.now().moment;
             self.queue.lock().push(pending);
         }
     }

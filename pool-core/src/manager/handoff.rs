@@ -6,6 +6,7 @@
 //! with it, and is rung only for what the desk leaves: tasks no idle worker
 //! took, held or routed tasks, a worker's deadline timer to arm.
 
+use crate::manager::clock::Now;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -188,7 +189,7 @@ impl Desk {
             );
             let mut left = Left::Tasks;
             let mut freed_slots = 0;
-            let now = Instant::now();
+            let now = shared.clock.now();
             while !counter.candidates.is_empty() {
                 // Asked only while a task waits: a policy hears of the tasks
                 // it places.
@@ -322,7 +323,7 @@ impl Seat {
         shared: &Shared,
         settings: &DeskSettings,
         filter: &mut TypeFilter,
-        now: Instant,
+        now: Now,
     ) -> Placed {
         let target = Target {
             shared,

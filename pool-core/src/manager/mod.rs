@@ -6,6 +6,7 @@ mod alert_kind;
 mod alerts;
 mod autoscale;
 mod bell;
+mod clock;
 mod completions;
 mod config;
 mod crash_streak;

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use super::clock::nanos;
 use super::handle::{Outcome, TaskError, TaskOutput};
 
 /// A new cell: the settlement's side and the handle's side.
@@ -98,12 +99,6 @@ impl Held {
             }
         }
     }
-}
-
-/// `duration` in nanoseconds (from about 584 years on, the most a `u64`
-/// holds).
-fn nanos(duration: Duration) -> u64 {
-    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 fn lock(shared: &Shared) -> MutexGuard<'_, State> {

@@ -544,11 +544,13 @@ impl Pool {
                 return false;
             }
             let mut submitted = 0;
+            // One clock read for the tasks queued together.
+            let queued_at = shared.clock.now().moment;
             for pending in take() {
                 submitted += 1;
                 let (id, priority) = (pending.id, pending.task.priority);
                 shared.emit_routine(|| PoolEvent::TaskQueued { task: id, priority });
-                waiting.push_new(pending);
+                waiting.push_new(pending, queued_at);
             }
             shared.stats.submitted.fetch_add(submitted, Relaxed);
         }

@@ -25,8 +25,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use super::actor::{Actor, Pending, Phase};
 use super::failure::Failure;
 use super::handle::FinalStatus;
@@ -348,7 +346,7 @@ impl Actor {
             return;
         }
         let types: Vec<Arc<str>> = self.held.by_type.keys().cloned().collect();
-        let now = Instant::now();
+        let now = self.shared.clock.now().moment;
         let default_timeout = self.config.task_timeout;
         for task_type in types {
             let (offered, due): (Vec<String>, Vec<Pending>) = match self.route(&task_type) {
@@ -357,7 +355,7 @@ impl Actor {
                 Route::Starting => {
                     let due = self.held.take_if(&task_type, |p| {
                         let timeout = p.task.timeout.unwrap_or(default_timeout);
-                        now.saturating_duration_since(p.queued_at) >= timeout
+                        now.since(p.queued_at) >= timeout
                     });
                     (self.offered_types(), due)
                 }

@@ -3,6 +3,7 @@
 //! and finally waiting for its keeper to reap the process ([`super::keeper`]).
 //! It reports to the actor through [`WorkerEvent`]s.
 
+use super::clock::Now;
 use std::future::poll_fn;
 use std::sync::Arc;
 use std::time::Duration;
@@ -260,8 +261,8 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
                 Some(Err(e)) => break Some((e, hex_head(frames.read_buffer()))),
                 Some(Ok(body)) => {
                     // One clock read a read: it is when each result it brought arrived.
-                    let now = tokio::time::Instant::now();
-                    settler.lane().heard(now);
+                    let now = settler.clock().now();
+                    settler.lane().heard(now.instant);
                     let (messages, failed) = read_batch(&mut frames, body, &mut settler, now);
                     // Every result of the read is settled: its callers are
                     // woken together.
@@ -372,7 +373,7 @@ fn read_batch<R>(
     frames: &mut FramedRead<R, ReadCodec>,
     first: Bytes,
     settler: &mut Settler,
-    now: tokio::time::Instant,
+    now: Now,
 ) -> (Vec<WorkerMessage>, Option<(FrameError, String)>) {
     // Settled results take no room: a read of results alone allocates nothing
     // here.

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use bytes::Bytes;
 
 use super::super::actor::{Pending, Running, Shared};
+use super::super::clock::Now;
 use super::super::events::PoolEvent;
 use super::{deadline_after, Book, Input};
 use crate::protocol::{self, TaskFrame};
@@ -57,7 +58,7 @@ impl Book {
         &mut self,
         target: &Target<'_>,
         mut pending: Pending,
-        now: Instant,
+        now: Now,
     ) -> Result<Written, Box<Unwritable>> {
         let timeout = pending.task.timeout.unwrap_or(target.default_timeout);
         let attempt = pending.attempts + 1;
@@ -67,24 +68,24 @@ impl Book {
             return Err(Box::new(Unwritable { pending, reason }));
         }
         let reused = self.dispatched() > 0;
-        let waited = now.duration_since(pending.queued_at);
-        self.tally.dispatched(reused, waited.as_micros() as u64);
+        let waited_ns = now.moment.nanos_since(pending.queued_at);
+        self.tally.dispatched(reused, waited_ns / 1_000);
         pending.attempts = attempt;
         let freed_slot = std::mem::take(&mut pending.holds_queue_slot);
         pending.last_worker = u32::try_from(target.num).ok();
         let id = pending.id;
         let runs_now = self.len() < target.concurrency;
-        let deadline = runs_now.then(|| deadline_after(now, timeout));
+        let deadline = runs_now.then(|| deadline_after(now.instant, timeout));
         target.shared.emit_routine(|| PoolEvent::TaskAssigned {
             task: id,
             worker: target.name.to_owned(),
             attempt,
-            queued_ms: waited.as_millis() as u64,
+            queued_ms: waited_ns / 1_000_000,
         });
         self.push(Running {
             pending,
-            sent: now,
-            run_start: runs_now.then_some(now),
+            sent: now.moment,
+            run_start: runs_now.then_some(now.moment),
             deadline,
             cancel_requested: false,
             reused,
@@ -206,6 +207,7 @@ mod tests {
     use super::*;
     use crate::balance::FirstAvailable;
     use crate::manager::actor::EventChannels;
+    use crate::manager::clock::PoolClock;
     use crate::manager::ledger::Answer;
     use crate::manager::metrics::Stats;
     use crate::protocol::{encode_task, DEFAULT_MAX_FRAME};
@@ -324,7 +326,8 @@ mod tests {
     fn start(book: &mut Book, target: &Target<'_>, id: u64, size: usize) -> bool {
         let (answer, _told) = Answer::new();
         let pending = Pending::new(id, Task::new("echo", vec![id as u8; size]), answer);
-        book.start_attempt(target, pending, Instant::now()).is_ok()
+        book.start_attempt(target, pending, PoolClock::new().now())
+            .is_ok()
     }
 
     /// A book whose batch holds six frames of 10 kB in a closed buffer and

@@ -4,6 +4,7 @@
 //! through the actor. The actor still hands tasks to idle workers (where the
 //! balance policy picks), routes tasks no lane takes, and holds the rest.
 
+use crate::manager::clock::Now;
 use tokio::time::Instant;
 
 use super::super::actor::Pending;
@@ -157,7 +158,7 @@ impl Feed {
             }
         }
         refilled.stalled = self.taken.len() < room && (refused || !self.queue.looks_empty());
-        let now = Instant::now();
+        let now = target.shared.clock.now();
         for pending in self.taken.drain(..) {
             match start(&mut book, target, pending, now) {
                 Ok(started) => {
@@ -212,7 +213,7 @@ pub(crate) fn take_head(
     mut waiting: ShardGuard<'_>,
     filter: &mut TypeFilter,
     target: &Target<'_>,
-    now: Instant,
+    now: Now,
 ) -> Took {
     let head = waiting.pop_if(|p| book.may_take(p) && filter.takes(&p.task.task_type));
     drop(waiting);
@@ -233,7 +234,7 @@ fn start(
     book: &mut Book,
     target: &Target<'_>,
     pending: Pending,
-    now: Instant,
+    now: Now,
 ) -> Result<Started, Box<Unwritable>> {
     let alone = pending.run_alone;
     let written = book.start_attempt(target, pending, now)?;

@@ -29,6 +29,7 @@ use tokio_util::time::delay_queue;
 
 use super::actor::Running;
 use super::bell::Bell;
+use super::clock::{Moment, Now};
 use super::link_output::LinkOutput;
 use super::tally::{Counted, TallyReader, TallyWriter};
 use guard::{BookGuard, Occupancy};
@@ -180,7 +181,7 @@ impl Book {
         reply: Reply,
         concurrency: usize,
         default_timeout: Duration,
-        now: Instant,
+        now: Now,
         report: &mut Settled,
     ) -> Option<Taken> {
         self.answer_with(
@@ -208,7 +209,7 @@ impl Book {
         reply: Reply,
         concurrency: usize,
         default_timeout: Duration,
-        now: Instant,
+        now: Now,
         report: &mut Settled,
         settle: impl FnOnce(Option<Running>, Option<Completion>) -> R,
     ) -> Option<R> {
@@ -220,7 +221,7 @@ impl Book {
         if let Some(running) = attempt.as_ref() {
             self.tally.in_flight_down(1);
             if reply == Reply::Result && !running.cancel_requested {
-                completion = Some(self.count_completion(running, now));
+                completion = Some(self.count_completion(running, now.moment));
             }
         }
         report.answered += 1;
@@ -254,7 +255,7 @@ impl Book {
         removed: usize,
         concurrency: usize,
         default_timeout: Duration,
-        now: Instant,
+        now: Now,
     ) -> Option<Started> {
         if removed >= concurrency {
             return None;
@@ -264,9 +265,9 @@ impl Book {
         if running.run_start.is_some() {
             return None;
         }
-        running.run_start = Some(now);
+        running.run_start = Some(now.moment);
         let timeout = running.pending.task.timeout.unwrap_or(default_timeout);
-        let deadline = deadline_after(now, timeout);
+        let deadline = deadline_after(now.instant, timeout);
         running.deadline = Some(deadline);
         Some(Started {
             id: entry.id,
@@ -278,12 +279,12 @@ impl Book {
     /// Counts the completion of `running`, answered at `now`: its run time
     /// starts when its run did (a worker that ignores `concurrency` may answer
     /// a task still in its window: it started when it was sent).
-    fn count_completion(&mut self, running: &Running, now: Instant) -> Completion {
+    fn count_completion(&mut self, running: &Running, now: Moment) -> Completion {
         let started = running.run_start.unwrap_or(running.sent);
-        let run_time = now.duration_since(started);
+        let run_ns = now.nanos_since(started);
         Completion {
-            counted: self.tally.completed(run_time.as_micros() as u64),
-            run_time,
+            counted: self.tally.completed(run_ns / 1_000),
+            run_time: Duration::from_nanos(run_ns),
         }
     }
 

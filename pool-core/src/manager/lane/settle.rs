@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use bytes::Bytes;
 
+use super::super::clock::{Now, PoolClock};
 use super::super::outbox::Outbox;
 
 use super::super::actor::{Pending, Running, Shared};
@@ -108,6 +109,11 @@ impl Settler {
         self.wakes.wake_all();
     }
 
+    /// The pool's clock.
+    pub(crate) fn clock(&self) -> &PoolClock {
+        &self.shared.clock
+    }
+
     /// The lane it settles in.
     pub(crate) fn lane(&self) -> &Lane {
         &self.lane
@@ -166,7 +172,7 @@ impl Settler {
     /// The worker answered task `id` with `payload`, read at `now`. An answer
     /// for a task the worker does not hold (settled already, or never sent) is
     /// ignored.
-    pub(crate) fn result(&mut self, id: u64, payload: Bytes, now: Instant) {
+    pub(crate) fn result(&mut self, id: u64, payload: Bytes, now: Now) {
         let shared = &self.shared;
         let name = self.lane.name();
         let wakes = &mut self.wakes;
@@ -276,7 +282,7 @@ pub(crate) fn complete(
         attempts,
         worker: name.clone(),
         run_time,
-        queue_time: started.duration_since(queued_at),
+        queue_time: started.since(queued_at),
     };
     answer.completed(counted, output)
 }

@@ -1,29 +1,28 @@
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use super::settle::Settled;
 use super::{Book, Reply, Taken};
 use crate::manager::actor::{Pending, Running};
+use crate::manager::clock::{Now, PoolClock};
 use crate::manager::ledger::Answer;
 use crate::manager::metrics::Stats;
 use crate::task::Task;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-fn attempt(id: u64, now: Instant, running: bool) -> Running {
+fn attempt(id: u64, now: Now, running: bool) -> Running {
     let (answer, _rx) = Answer::new();
     Running {
         pending: Pending {
             attempts: 1,
             holds_queue_slot: false,
-            queued_at: now,
+            queued_at: now.moment,
             last_worker: Some(0),
             ..Pending::new(id, Task::new("echo", Vec::new()), answer)
         },
-        sent: now,
-        run_start: running.then_some(now),
-        deadline: running.then_some(now + TIMEOUT),
+        sent: now.moment,
+        run_start: running.then_some(now.moment),
+        deadline: running.then_some(now.instant + TIMEOUT),
         cancel_requested: false,
         reused: false,
         withdrawn: false,
@@ -31,7 +30,7 @@ fn attempt(id: u64, now: Instant, running: bool) -> Running {
 }
 
 /// A book of `n` tasks (ids 1..=n) with `concurrency` of them running.
-fn book(stats: &Stats, n: u64, concurrency: u64, now: Instant) -> Book {
+fn book(stats: &Stats, n: u64, concurrency: u64, now: Now) -> Book {
     let mut book = Book::new(stats.tallies.writer(concurrency));
     for id in 1..=n {
         book.push(attempt(id, now, id <= concurrency));
@@ -41,7 +40,7 @@ fn book(stats: &Stats, n: u64, concurrency: u64, now: Instant) -> Book {
 
 /// Answers task `id` of `book` (a book of concurrency `concurrency`) with a
 /// result at `at`; what was taken, and the read's report.
-fn answer(book: &mut Book, id: u64, concurrency: usize, at: Instant) -> (Option<Taken>, Settled) {
+fn answer(book: &mut Book, id: u64, concurrency: usize, at: Now) -> (Option<Taken>, Settled) {
     let mut report = Settled::default();
     let taken = book.answer(id, Reply::Result, concurrency, TIMEOUT, at, &mut report);
     (taken, report)
@@ -50,18 +49,21 @@ fn answer(book: &mut Book, id: u64, concurrency: usize, at: Instant) -> (Option<
 #[tokio::test(start_paused = true)]
 async fn an_answer_from_the_running_range_starts_the_next_window_task() {
     let stats = Stats::new();
-    let now = Instant::now();
+    let now = PoolClock::new().now();
     let mut book = book(&stats, 4, 2, now);
     assert_eq!(stats.tallies.totals().in_flight, 4);
-    let later = now + Duration::from_millis(5);
+    let later = now.later_by(Duration::from_millis(5));
     let (taken, report) = answer(&mut book, 1, 2, later);
     assert!(taken.is_some_and(|t| t.attempt.is_some()));
     assert_eq!(
         report.deadline,
-        Some(later + TIMEOUT),
+        Some(later.instant + TIMEOUT),
         "task 3's run started, and no timer was armed"
     );
-    assert_eq!(book.get_mut(3).and_then(|r| r.run_start), Some(later));
+    assert_eq!(
+        book.get_mut(3).and_then(|r| r.run_start),
+        Some(later.moment)
+    );
     assert_eq!(book.get_mut(4).and_then(|r| r.run_start), None);
     assert_eq!(stats.tallies.totals().in_flight, 3);
 }
@@ -69,7 +71,7 @@ async fn an_answer_from_the_running_range_starts_the_next_window_task() {
 #[tokio::test(start_paused = true)]
 async fn an_answer_from_the_window_starts_nothing() {
     let stats = Stats::new();
-    let now = Instant::now();
+    let now = PoolClock::new().now();
     let mut book = book(&stats, 4, 2, now);
     let (taken, report) = answer(&mut book, 4, 2, now);
     assert!(taken.is_some());
@@ -80,7 +82,7 @@ async fn an_answer_from_the_window_starts_nothing() {
 #[tokio::test(start_paused = true)]
 async fn a_task_answered_twice_is_found_once() {
     let stats = Stats::new();
-    let now = Instant::now();
+    let now = PoolClock::new().now();
     let mut book = book(&stats, 2, 1, now);
     assert!(answer(&mut book, 2, 1, now).0.is_some());
     assert!(answer(&mut book, 2, 1, now).0.is_none());
@@ -92,14 +94,14 @@ async fn a_task_answered_twice_is_found_once() {
 #[tokio::test(start_paused = true)]
 async fn attempts_taken_early_leave_their_entries_until_answered() {
     let stats = Stats::new();
-    let mut book = book(&stats, 3, 1, Instant::now());
+    let mut book = book(&stats, 3, 1, PoolClock::new().now());
     let taken = book.take_attempts();
     assert_eq!(taken.len(), 3);
     assert_eq!(stats.tallies.totals().in_flight, 0);
     assert_eq!(book.len(), 3, "the answers are still awaited");
     assert_eq!(book.attempts().count(), 0);
     assert_eq!(book.ids().collect::<Vec<_>>(), [1, 2, 3]);
-    let (answered, _) = answer(&mut book, 2, 1, Instant::now());
+    let (answered, _) = answer(&mut book, 2, 1, PoolClock::new().now());
     assert!(answered.expect("its entry is kept").attempt.is_none());
     assert_eq!(stats.tallies.totals().in_flight, 0, "counted out once");
 }
@@ -107,7 +109,7 @@ async fn attempts_taken_early_leave_their_entries_until_answered() {
 #[tokio::test(start_paused = true)]
 async fn a_reaped_worker_s_book_drains_last_written_first() {
     let stats = Stats::new();
-    let mut book = book(&stats, 3, 1, Instant::now());
+    let mut book = book(&stats, 3, 1, PoolClock::new().now());
     assert_eq!(book.running_task(), Some(1));
     let ids: Vec<u64> = book
         .drain_last_first()
@@ -122,12 +124,12 @@ async fn a_reaped_worker_s_book_drains_last_written_first() {
 #[tokio::test(start_paused = true)]
 async fn a_result_counts_a_completion_and_an_error_or_a_cancel_does_not() {
     let stats = Stats::new();
-    let now = Instant::now();
+    let now = PoolClock::new().now();
     let mut book = book(&stats, 3, 3, now);
     if let Some(running) = book.get_mut(3) {
         running.cancel_requested = true;
     }
-    let later = now + Duration::from_millis(7);
+    let later = now.later_by(Duration::from_millis(7));
     let mut report = Settled::default();
     let mut answer = |book: &mut Book, id, reply| {
         book.answer(id, reply, 3, TIMEOUT, later, &mut report)
@@ -150,13 +152,13 @@ async fn a_result_counts_a_completion_and_an_error_or_a_cancel_does_not() {
 #[tokio::test(start_paused = true)]
 async fn an_answer_wakes_the_actor_only_for_what_is_its_business() {
     let stats = Stats::new();
-    let now = Instant::now();
+    let now = PoolClock::new().now();
     let mut book = book(&stats, 3, 1, now);
     book.feeds = true;
     let mut timers = tokio_util::time::DelayQueue::new();
-    let armed = now + TIMEOUT;
+    let armed = now.instant + TIMEOUT;
     book.deadline_timer = Some((timers.insert_at((), armed), armed));
-    let later = now + Duration::from_millis(3);
+    let later = now.later_by(Duration::from_millis(3));
 
     let mut report = Settled::default();
     book.answer(1, Reply::Result, 1, TIMEOUT, later, &mut report)
@@ -173,7 +175,7 @@ async fn an_answer_wakes_the_actor_only_for_what_is_its_business() {
         .expect("task 2 is in the book");
     assert_eq!(
         (report.needs_actor, report.deadline),
-        (true, Some(later + TIMEOUT)),
+        (true, Some(later.instant + TIMEOUT)),
         "no timer is armed for task 3's deadline"
     );
 
@@ -233,7 +235,7 @@ async fn the_book_leaves_its_occupancy_behind_as_its_lock_is_let_go() {
 
     let stats = Stats::new();
     let lane = Lane::new(stats.tallies.writer(1), "worker-1".into());
-    let now = Instant::now();
+    let now = PoolClock::new().now();
     assert_eq!(lane.occupancy(), 0, "nothing was left behind yet");
     {
         let mut book = lane.book();

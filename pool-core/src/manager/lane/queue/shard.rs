@@ -1,6 +1,7 @@
 //! One shard of the queue, locked: its tasks, and the guard that leaves its
 //! head's priority behind for lanes and callers to read without the lock.
 
+use crate::manager::clock::Moment;
 use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 use std::sync::MutexGuard;
 
@@ -56,10 +57,11 @@ impl ShardGuard<'_> {
         self.flags.lanes_may_take()
     }
 
-    /// Queues a caller's task, its type's name shared with the earlier tasks
-    /// of that type here.
-    pub(crate) fn push_new(&mut self, mut pending: Pending) {
+    /// Queues a caller's task, queued at `queued_at`, its type's name shared
+    /// with the earlier tasks of that type here.
+    pub(crate) fn push_new(&mut self, mut pending: Pending, queued_at: Moment) {
         pending.shard = self.index;
+        pending.queued_at = queued_at;
         let waiting = &mut *self.waiting;
         waiting.names.share(&mut pending.task.task_type);
         waiting.tasks.push(pending.task.priority, pending);

@@ -1,13 +1,12 @@
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use super::*;
 use crate::manager::actor::Pending;
+use crate::manager::clock::{Moment, PoolClock};
 use crate::manager::ledger::Answer;
 use crate::task::Task;
 
-fn pending(id: u64, priority: u8, queued_at: Instant) -> Pending {
+fn pending(id: u64, priority: u8, queued_at: Moment) -> Pending {
     let (answer, _outcome) = Answer::new();
     let task = Task::new("echo", Vec::new()).with_priority(priority);
     Pending {
@@ -16,16 +15,16 @@ fn pending(id: u64, priority: u8, queued_at: Instant) -> Pending {
     }
 }
 
-fn push(queue: &SharedQueue, shard: usize, id: u64, priority: u8, queued_at: Instant) {
+fn push(queue: &SharedQueue, shard: usize, id: u64, priority: u8, queued_at: Moment) {
     queue
         .shard(shard)
-        .push_new(pending(id, priority, queued_at));
+        .push_new(pending(id, priority, queued_at), queued_at);
 }
 
 #[test]
 fn the_whole_queue_pops_by_priority_then_by_queueing_time_across_shards() {
     let queue = SharedQueue::new(3);
-    let t = Instant::now();
+    let t = PoolClock::new().now().moment;
     push(&queue, 0, 1, 20, t);
     push(&queue, 1, 2, 10, t + Duration::from_millis(2));
     push(&queue, 2, 3, 10, t + Duration::from_millis(1));
@@ -41,7 +40,7 @@ fn the_whole_queue_pops_by_priority_then_by_queueing_time_across_shards() {
 #[test]
 fn each_shard_leaves_its_head_behind_and_lanes_pick_the_first_head_given_one_first_among_equals() {
     let queue = SharedQueue::new(4);
-    let t = Instant::now();
+    let t = PoolClock::new().now().moment;
     assert!(queue.looks_empty());
     assert_eq!(queue.best_shard(2), None);
     push(&queue, 1, 1, 10, t);
@@ -65,7 +64,7 @@ fn each_shard_leaves_its_head_behind_and_lanes_pick_the_first_head_given_one_fir
 #[test]
 fn requeued_tasks_go_back_in_front_of_their_own_shard_and_cancels_find_tasks_in_any() {
     let queue = SharedQueue::new(2);
-    let t = Instant::now();
+    let t = PoolClock::new().now().moment;
     push(&queue, 1, 1, 10, t);
     push(&queue, 1, 2, 10, t + Duration::from_millis(2));
     push(&queue, 0, 4, 10, t + Duration::from_millis(3));
@@ -103,7 +102,7 @@ fn flags_change_only_under_every_lock_and_say_what_is_left() {
     );
     queue.lock().set_lanes_may_take(true);
     assert_eq!(queue.left(), Left::Nothing);
-    push(&queue, 1, 1, 10, Instant::now());
+    push(&queue, 1, 1, 10, PoolClock::new().now().moment);
     assert_eq!(queue.left(), Left::Tasks);
     assert!(queue.shard(1).lanes_may_take() && !queue.shard(0).closed());
     queue.lock().close_to_callers();
