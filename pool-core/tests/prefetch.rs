@@ -25,10 +25,15 @@ async fn a_task_waiting_in_the_window_is_timed_from_its_run_start() {
         let task = common::task("work", n).with_timeout(timeout);
         handles.push(pool.submit(task).await.unwrap());
     }
-    for h in handles {
+    for (n, h) in (0..).zip(handles) {
         let out = h.await.expect("each task runs 0.8 s of its own 1 s");
         assert_eq!(out.attempts, 1);
         assert_eq!(out.run_time, Duration::from_millis(800));
+        assert_eq!(
+            out.queue_time,
+            Duration::from_millis(800 * n),
+            "task {n} waited for the runs before it"
+        );
     }
     assert_eq!(pool.metrics().tasks.timed_out, 0);
     assert_eq!(recorder.launches(), 1, "no worker was killed");

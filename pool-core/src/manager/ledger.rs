@@ -8,9 +8,9 @@
 use tokio::sync::mpsc;
 
 use super::completions::Completion;
-use super::handle::{FinalStatus, TaskError, TaskOutput};
+use super::handle::{FinalStatus, TaskError};
 use super::metrics::Stats;
-use super::outcome_cell::{outcome_cell, Teller, Waiter, Wake};
+use super::outcome_cell::{outcome_cell, Held, HeldOutput, Teller, Waiter, Wake};
 use super::tally::Counted;
 
 /// The caller's side of one task: answered exactly once, by [`completed`] or
@@ -35,8 +35,11 @@ impl Answer {
     /// Settles the task with its result, its completion `counted` by its lane;
     /// the caller is to be woken (now, or with the others its lane's read
     /// settled).
-    pub(crate) fn completed(self, _counted: Counted, output: TaskOutput) -> Wake {
-        self.tell(Ok(output))
+    pub(crate) fn completed(self, _counted: Counted, id: u64, output: HeldOutput) -> Wake {
+        match self {
+            Self::Handle(teller) => teller.tell_held(Held::Output(output)),
+            shared @ Self::Shared(_) => shared.tell(Held::Output(output).into_outcome(id)),
+        }
     }
 
     /// Settles the task without a result, counted by how it ended.
@@ -66,7 +69,6 @@ impl Answer {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::Ordering::Relaxed;
-    use std::time::Duration;
 
     use super::*;
     use crate::manager::handle::Outcome;
@@ -98,13 +100,13 @@ mod tests {
         let (answer, mut rx) = Answer::new();
         let wake = answer.completed(
             lane.completed(0),
-            TaskOutput {
-                id: 1,
+            1,
+            HeldOutput {
                 payload: bytes::Bytes::new(),
                 attempts: 1,
                 worker: "worker-0".into(),
-                run_time: Duration::ZERO,
-                queue_time: Duration::ZERO,
+                run_ns: 0,
+                queue_ns: 0,
             },
         );
         wake.now();

@@ -58,13 +58,14 @@ pub(crate) enum Held {
     Error(Box<TaskError>),
 }
 
-/// A [`TaskOutput`] without its id, in fewer bytes.
+/// A [`TaskOutput`] without its id, in fewer bytes: what a lane that
+/// settles a result builds.
 pub(crate) struct HeldOutput {
-    payload: Bytes,
-    worker: Arc<str>,
-    run_ns: u64,
-    queue_ns: u64,
-    attempts: u32,
+    pub(crate) payload: Bytes,
+    pub(crate) worker: Arc<str>,
+    pub(crate) run_ns: u64,
+    pub(crate) queue_ns: u64,
+    pub(crate) attempts: u32,
 }
 
 impl Held {
@@ -161,20 +162,23 @@ pub(crate) struct Teller(Option<Shared>);
 impl Teller {
     /// Leaves `outcome` for the handle, and returns the handle's waker to
     /// wake. An outcome for a handle that was dropped is dropped.
-    pub(crate) fn tell(mut self, outcome: Outcome) -> Wake {
+    pub(crate) fn tell(self, outcome: Outcome) -> Wake {
+        self.tell_held(Held::new(outcome))
+    }
+
+    /// [`tell`](Self::tell) with the outcome as the cell holds it.
+    pub(crate) fn tell_held(mut self, held: Held) -> Wake {
         let Some(shared) = self.0.take() else {
             return Wake::none();
         };
         let mut state = lock(&shared);
-        match std::mem::replace(&mut *state, State::Taken) {
+        match &mut *state {
             State::Waiting(waker) => {
-                *state = State::Told(Held::new(outcome));
+                let waker = waker.take();
+                *state = State::Told(held);
                 Wake(waker)
             }
-            other => {
-                *state = other;
-                Wake::none()
-            }
+            State::Told(_) | State::Taken | State::TellerGone | State::WaiterGone => Wake::none(),
         }
     }
 }

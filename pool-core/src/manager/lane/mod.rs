@@ -102,10 +102,11 @@ pub(crate) struct Taken {
     pub(crate) completion: Option<Completion>,
 }
 
-/// A completion counted in the lane's tally, with the task's run time.
+/// A completion counted in the lane's tally, with the task's run time in
+/// nanoseconds.
 pub(crate) struct Completion {
     pub(crate) counted: Counted,
-    pub(crate) run_time: Duration,
+    pub(crate) run_ns: u64,
 }
 
 /// How the worker answered a task.
@@ -284,7 +285,7 @@ impl Book {
         let run_ns = now.nanos_since(started);
         Completion {
             counted: self.tally.completed(run_ns / 1_000),
-            run_time: Duration::from_nanos(run_ns),
+            run_ns,
         }
     }
 

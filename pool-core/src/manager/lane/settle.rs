@@ -18,8 +18,8 @@ use super::super::actor::{Pending, Running, Shared};
 use super::super::dispatch::settle_failed;
 use super::super::events::PoolEvent;
 use super::super::failure::Failure;
-use super::super::handle::{FinalStatus, TaskOutput};
-use super::super::outcome_cell::{Wake, Wakes};
+use super::super::handle::FinalStatus;
+use super::super::outcome_cell::{HeldOutput, Wake, Wakes};
 use super::super::routing::TaskTypes;
 use super::attempt::Target;
 use super::feed::Feed;
@@ -251,7 +251,7 @@ pub(crate) fn complete(
     payload: Bytes,
     completion: Completion,
 ) -> Wake {
-    let Completion { counted, run_time } = completion;
+    let Completion { counted, run_ns } = completion;
     // Only the fields the outcome needs are moved out; the task itself (its
     // type and payload) is dropped here, not copied along.
     let Running {
@@ -273,16 +273,15 @@ pub(crate) fn complete(
         task: id,
         worker: name.to_string(),
         attempts,
-        run_ms: run_time.as_millis() as u64,
+        run_ms: run_ns / 1_000_000,
         worker_reused: reused,
     });
-    let output = TaskOutput {
-        id,
+    let output = HeldOutput {
         payload,
         attempts,
         worker: name.clone(),
-        run_time,
-        queue_time: started.since(queued_at),
+        run_ns,
+        queue_ns: started.nanos_since(queued_at),
     };
-    answer.completed(counted, output)
+    answer.completed(counted, id, output)
 }

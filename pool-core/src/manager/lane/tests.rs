@@ -136,8 +136,8 @@ async fn a_result_counts_a_completion_and_an_error_or_a_cancel_does_not() {
             .expect("the task is in the book")
     };
     let result = answer(&mut book, 1, Reply::Result);
-    let run_time = result.completion.map(|c| c.run_time);
-    assert_eq!(run_time, Some(Duration::from_millis(7)));
+    let run_ns = result.completion.map(|c| c.run_ns);
+    assert_eq!(run_ns, Some(7_000_000));
     assert!(answer(&mut book, 2, Reply::Error).completion.is_none());
     assert!(
         answer(&mut book, 3, Reply::Result).completion.is_none(),
