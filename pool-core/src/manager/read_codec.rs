@@ -15,10 +15,10 @@
 
 use std::collections::VecDeque;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio_util::codec::Decoder;
 
-use crate::protocol::{FrameCodec, FrameError};
+use crate::protocol::{result_parts, FrameCodec, FrameError};
 
 /// Spent read buffers kept per worker.
 const KEEP: usize = 4;
@@ -123,18 +123,55 @@ struct Room {
     hoped: usize,
 }
 
+/// A frame as the reader hands it on.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Inbound {
+    /// A `result` (read by the protocol's fast path), its payload split off the
+    /// read buffer alone: no handle on the frame around it is made.
+    Result { id: u64, payload: Bytes },
+    /// Any other frame's body, to decode.
+    Frame(Bytes),
+}
+
+/// The `result` whose whole frame leads `src`, if one does: its id, where its
+/// payload lies in `src`, and the frame's length.
+fn result_at_head(src: &[u8], max_frame: usize) -> Option<(u64, std::ops::Range<usize>, usize)> {
+    let len = u32::from_be_bytes(src.get(..PREFIX)?.try_into().ok()?) as usize;
+    if len > max_frame {
+        return None;
+    }
+    let (id, payload) = result_parts(src.get(PREFIX..PREFIX + len)?)?;
+    Some((
+        id,
+        PREFIX + payload.start..PREFIX + payload.end,
+        PREFIX + len,
+    ))
+}
+
 impl Decoder for ReadCodec {
-    type Item = Bytes;
+    type Item = Inbound;
     type Error = FrameError;
 
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Inbound>, FrameError> {
         if src.len() >= PREFIX {
             self.make_room_wanted(src);
         }
-        let frame = self.frames.decode(src)?;
-        if let Some(body) = &frame {
-            self.last_frame = PREFIX + body.len();
-        }
+        let frame = match result_at_head(src, self.frames.max_frame()) {
+            Some((id, payload, len)) => {
+                src.advance(payload.start);
+                let bytes = src.split_to(payload.len()).freeze();
+                src.advance(len - payload.end);
+                self.last_frame = len;
+                Some(Inbound::Result { id, payload: bytes })
+            }
+            None => {
+                let frame = self.frames.decode(src)?;
+                if let Some(body) = &frame {
+                    self.last_frame = PREFIX + body.len();
+                }
+                frame.map(Inbound::Frame)
+            }
+        };
         // Nothing left to read into: the next read goes into a reclaimed buffer
         // rather than a fresh one. (A whole frame still in `src` is the next
         // call's.)
@@ -144,8 +181,11 @@ impl Decoder for ReadCodec {
         Ok(frame)
     }
 
-    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
-        self.frames.decode_eof(src)
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Inbound>, FrameError> {
+        match self.decode(src)? {
+            Some(frame) => Ok(Some(frame)),
+            None => Ok(self.frames.decode_eof(src)?.map(Inbound::Frame)),
+        }
     }
 }
 
@@ -166,8 +206,36 @@ mod tests {
         *bytes = &bytes[n..];
     }
 
+    /// The body of a frame that is not a result.
+    fn body(inbound: Inbound) -> Bytes {
+        match inbound {
+            Inbound::Frame(body) => body,
+            Inbound::Result { id, .. } => panic!("result {id} where a frame was sent"),
+        }
+    }
+
+    /// The body of a `result` of `id` with `payload`, keys in the SDKs' order
+    /// (`type`, `id`, `payload`) or not.
+    fn result_body(id: u64, payload: &[u8], in_order: bool) -> Vec<u8> {
+        let mut out = Vec::new();
+        rmp::encode::write_map_len(&mut out, 3).expect("map");
+        if in_order {
+            rmp::encode::write_str(&mut out, "type").expect("key");
+            rmp::encode::write_str(&mut out, "result").expect("tag");
+        }
+        rmp::encode::write_str(&mut out, "id").expect("key");
+        rmp::encode::write_uint(&mut out, id).expect("id");
+        rmp::encode::write_str(&mut out, "payload").expect("key");
+        rmp::encode::write_bin(&mut out, payload).expect("payload");
+        if !in_order {
+            rmp::encode::write_str(&mut out, "type").expect("key");
+            rmp::encode::write_str(&mut out, "result").expect("tag");
+        }
+        out
+    }
+
     /// Reads the frame of `body` through `codec` as reads would bring it in.
-    fn read_frame(codec: &mut ReadCodec, src: &mut BytesMut, body: &[u8]) -> Bytes {
+    fn read_inbound(codec: &mut ReadCodec, src: &mut BytesMut, body: &[u8]) -> Inbound {
         let bytes = frame(body);
         let mut rest = &bytes[..];
         loop {
@@ -176,6 +244,11 @@ mod tests {
             }
             read_into(src, &mut rest);
         }
+    }
+
+    /// [`read_inbound`] of a frame that is not a result: its body.
+    fn read_frame(codec: &mut ReadCodec, src: &mut BytesMut, body: &[u8]) -> Bytes {
+        self::body(read_inbound(codec, src, body))
     }
 
     #[test]
@@ -232,9 +305,68 @@ mod tests {
     }
 
     #[test]
+    fn a_result_is_its_id_and_its_payload_read_into_the_buffer_without_a_copy() {
+        let payload = vec![9u8; 3_000];
+        for in_order in [true, false] {
+            let bytes = frame(&result_body(42, &payload, in_order));
+            let mut codec = ReadCodec::new(1 << 20, 1024);
+            let mut src = BytesMut::with_capacity(bytes.len());
+            src.extend_from_slice(&bytes);
+            let read_at = src.as_ptr() as usize;
+            let got = codec.decode(&mut src).expect("decode");
+            let Some(Inbound::Result { id, payload: got }) = got else {
+                panic!("a result frame came out as {got:?}");
+            };
+            assert_eq!(id, 42);
+            assert_eq!(&got[..], &payload[..]);
+            // The payload is the read buffer's own bytes: it lies where it was
+            // read, before the frame's bytes after it (none, or the 12 of
+            // `"type": "result"`).
+            let after_payload = if in_order { 0 } else { 12 };
+            assert_eq!(
+                got.as_ptr() as usize,
+                read_at + bytes.len() - payload.len() - after_payload
+            );
+            let next = read_frame(&mut codec, &mut src, b"after");
+            assert_eq!(&next[..], b"after", "the next frame starts past the result");
+        }
+    }
+
+    #[test]
+    fn a_buffer_a_result_s_payload_still_holds_is_not_read_into() {
+        let mut codec = ReadCodec::new(1 << 20, 1024);
+        let mut src = BytesMut::new();
+        let mut kept = Vec::new();
+        for i in 0..6u8 {
+            let payload = vec![i; 10_000];
+            match read_inbound(
+                &mut codec,
+                &mut src,
+                &result_body(u64::from(i), &payload, true),
+            ) {
+                Inbound::Result { payload, .. } => kept.push(payload),
+                Inbound::Frame(_) => panic!("result {i} came out as a frame"),
+            }
+        }
+        for (i, got) in kept.iter().enumerate() {
+            assert!(
+                got.iter().all(|&b| b as usize == i),
+                "payload {i} was overwritten"
+            );
+        }
+    }
+
+    #[test]
     fn frames_split_anywhere_come_out_whole_and_in_order() {
+        // Every third frame a result, the rest any bytes.
         let bodies: Vec<Vec<u8>> = (0..40u32)
-            .map(|i| vec![i as u8; (i as usize * 997) % 5_000])
+            .map(|i| {
+                let bytes = vec![i as u8; (i as usize * 997) % 5_000];
+                match i % 3 {
+                    0 => result_body(u64::from(i), &bytes, i % 2 == 0),
+                    _ => bytes,
+                }
+            })
             .collect();
         let stream: Vec<u8> = bodies.iter().flat_map(|b| frame(b)).collect();
         for step in [1, 3, 64, 1000, 7000] {
@@ -243,16 +375,23 @@ mod tests {
             let mut got = Vec::new();
             let mut rest = &stream[..];
             while got.len() < bodies.len() {
-                if let Some(body) = codec.decode(&mut src).expect("decode") {
-                    got.push(body);
+                if let Some(inbound) = codec.decode(&mut src).expect("decode") {
+                    got.push(inbound);
                     continue;
                 }
                 let n = step.min(rest.len()).min(src.capacity() - src.len()).max(1);
                 src.extend_from_slice(&rest[..n]);
                 rest = &rest[n..];
             }
-            for (i, (got, want)) in got.iter().zip(&bodies).enumerate() {
-                assert_eq!(&got[..], &want[..], "frame {i}, reads of {step}");
+            for (i, (got, want)) in (0u32..).zip(got.into_iter().zip(&bodies)) {
+                let want = match i % 3 {
+                    0 => Inbound::Result {
+                        id: u64::from(i),
+                        payload: Bytes::from(vec![i as u8; (i as usize * 997) % 5_000]),
+                    },
+                    _ => Inbound::Frame(Bytes::from(want.clone())),
+                };
+                assert_eq!(got, want, "frame {i}, reads of {step}");
             }
         }
     }

@@ -17,7 +17,7 @@ use super::keeper::{Keeper, LinkEnd, EXIT_GRACE};
 use super::lane::settle::{Settled, Settler};
 use super::lane::Lane;
 use super::outbox::Outbox;
-use super::read_codec::ReadCodec;
+use super::read_codec::{Inbound, ReadCodec};
 use super::reply_timing::ReplyTiming;
 use super::routing::TaskTypes;
 use crate::process::{describe_exit, GroupSignal, WorkerProcess};
@@ -359,7 +359,12 @@ async fn handshake<R: tokio::io::AsyncRead + Unpin>(
         Err(_) => Err(format!("no handshake within {} ms", timeout.as_millis())),
         Ok(None) => Err("worker closed its link before the handshake".to_owned()),
         Ok(Some(Err(e))) => Err(e.to_string()),
-        Ok(Some(Ok(body))) => check_ready(&body),
+        Ok(Some(Ok(Inbound::Frame(body)))) => check_ready(&body),
+        Ok(Some(Ok(Inbound::Result { .. }))) => Err(FrameError::Unexpected {
+            expected: "ready",
+            got: "result".to_owned(),
+        }
+        .to_string()),
     }
 }
 
@@ -371,7 +376,7 @@ async fn handshake<R: tokio::io::AsyncRead + Unpin>(
 /// the bytes to quote.
 fn read_batch<R>(
     frames: &mut FramedRead<R, ReadCodec>,
-    first: Bytes,
+    first: Inbound,
     settler: &mut Settler,
     now: Now,
 ) -> (Vec<WorkerMessage>, Option<(FrameError, String)>) {
@@ -379,14 +384,20 @@ fn read_batch<R>(
     // here.
     let mut messages = Vec::new();
     let mut next = Some(first);
-    while let Some(body) = next.take() {
-        match to_message(&body) {
-            Ok(Decoded::Result { id, payload }) if settler.forwards() => {
+    while let Some(inbound) = next.take() {
+        let decoded = match inbound {
+            Inbound::Result { id, payload } => Decoded::Result { id, payload },
+            Inbound::Frame(body) => match to_message(&body) {
+                Ok(decoded) => decoded,
+                Err(e) => return (messages, Some((e, hex_head(&body)))),
+            },
+        };
+        match decoded {
+            Decoded::Result { id, payload } if settler.forwards() => {
                 messages.push(WorkerMessage::Result { id, payload });
             }
-            Ok(Decoded::Result { id, payload }) => settler.result(id, payload, now),
-            Ok(Decoded::Message(message)) => messages.push(message),
-            Err(e) => return (messages, Some((e, hex_head(&body)))),
+            Decoded::Result { id, payload } => settler.result(id, payload, now),
+            Decoded::Message(message) => messages.push(message),
         }
         // The codec consumes nothing of a frame it refuses: its prefix leads the
         // read buffer, where the stream's own error would have found it.
@@ -533,6 +544,37 @@ async fn start_failed(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The handshake's verdict on a worker whose first frame has `body`.
+    async fn handshake_with_first_frame(body: &[u8]) -> Result<Declared, String> {
+        let mut bytes = (body.len() as u32).to_be_bytes().to_vec();
+        bytes.extend_from_slice(body);
+        let mut frames = FramedRead::new(&bytes[..], ReadCodec::new(1 << 20, 1024));
+        let mut writer: Option<LinkWriter> = Some(Box::pin(tokio::io::sink()));
+        handshake(
+            &mut Outbox::default(),
+            &mut writer,
+            &mut frames,
+            Duration::from_secs(1),
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_result_before_ready_fails_the_handshake_and_says_so() {
+        let mut result = Vec::new();
+        rmp::encode::write_map_len(&mut result, 3).expect("map");
+        rmp::encode::write_str(&mut result, "type").expect("key");
+        rmp::encode::write_str(&mut result, "result").expect("tag");
+        rmp::encode::write_str(&mut result, "id").expect("key");
+        rmp::encode::write_uint(&mut result, 1).expect("id");
+        rmp::encode::write_str(&mut result, "payload").expect("key");
+        rmp::encode::write_bin(&mut result, b"x").expect("payload");
+        let Err(refused) = handshake_with_first_frame(&result).await else {
+            panic!("a result was taken for a ready");
+        };
+        assert_eq!(refused, "unexpected message: expected ready, got result");
+    }
 
     #[test]
     fn hex_head_quotes_short_frames_whole() {

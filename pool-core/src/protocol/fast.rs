@@ -131,6 +131,17 @@ fn result_in_order(body: &[u8]) -> Option<FromWorker<'_>> {
     rd.is_empty().then_some(FromWorker::Result { id, payload })
 }
 
+/// A `result` body's id and where in `body` its payload lies, for a reader
+/// that splits the payload off its read buffer without the frame around it.
+pub(crate) fn result_parts(body: &[u8]) -> Option<(u64, std::ops::Range<usize>)> {
+    let Some(FromWorker::Result { id, payload }) = result(body) else {
+        return None;
+    };
+    // `payload` borrows from `body`: its place is the distance between the two.
+    let start = (payload.as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
+    Some((id, start..start + payload.len()))
+}
+
 /// Reads a map key or a string value.
 fn read_str<'a>(rd: &mut &'a [u8]) -> Option<&'a str> {
     let (s, rest) = rmp::decode::read_str_from_slice(*rd).ok()?;

@@ -20,7 +20,7 @@ pub use codec::{
     decode_from_worker, decode_to_worker, encode_frame, FrameCodec, DEFAULT_MAX_FRAME,
 };
 pub use error::FrameError;
-pub(crate) use fast::{encode_task, encode_task_around, TASK_FRAME_FIXED_MAX};
+pub(crate) use fast::{encode_task, encode_task_around, result_parts, TASK_FRAME_FIXED_MAX};
 pub use message::{ErrorReply, FromWorker, Heartbeat, LogLevel, TaskFrame, ToWorker};
 
 /// The protocol version both sides must announce in the handshake.
