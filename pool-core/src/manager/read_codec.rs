@@ -160,7 +160,10 @@ impl Decoder for ReadCodec {
             Some((id, payload, len)) => {
                 src.advance(payload.start);
                 let bytes = src.split_to(payload.len()).freeze();
-                src.advance(len - payload.end);
+                // The SDKs write the payload last: usually nothing is after it.
+                if payload.end < len {
+                    src.advance(len - payload.end);
+                }
                 self.last_frame = len;
                 Some(Inbound::Result { id, payload: bytes })
             }
