@@ -145,6 +145,7 @@ impl Shared {
     /// Emits a routine event of one task (queued, assigned, completed), built only
     /// when someone listens to every event: a log of what goes wrong (the
     /// daemon's) costs the task path nothing.
+    #[inline]
     pub(crate) fn emit_routine(&self, event: impl FnOnce() -> PoolEvent) {
         if self.events.listened() {
             self.events.send(event());

@@ -41,6 +41,7 @@ impl EventStream {
     /// Whether an event sent now has a receiver (a subscription made while
     /// this is asked may miss the event, as it would miss one sent just
     /// before it subscribed).
+    #[inline]
     pub(crate) fn listened(&self) -> bool {
         self.subscribed.load(Relaxed) && self.sender.receiver_count() > 0
     }
