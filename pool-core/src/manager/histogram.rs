@@ -55,9 +55,8 @@ impl Histogram {
         }
     }
 
-    /// Counts `us` (its one writer only).
-    fn record(&self, us: u64) {
-        let b = bucket_of(us).min(BUCKETS - 1);
+    /// Counts `us`, of bucket `b` (its one writer only).
+    fn record(&self, us: u64, b: usize) {
         add(&self.buckets[b], 1);
         add(&self.count, 1);
         add(&self.sum_us, us);
@@ -172,9 +171,10 @@ impl Latency {
 
     /// Counts `us`, recorded in window epoch `epoch` (its one writer only).
     pub(crate) fn record(&self, us: u64, epoch: u64) {
-        self.lifetime.record(us);
+        let b = bucket_of(us).min(BUCKETS - 1);
+        self.lifetime.record(us, b);
         if let Some(window) = self.window_for(epoch) {
-            window.record(us);
+            window.record(us, b);
         }
     }
 
@@ -259,7 +259,7 @@ mod tests {
     fn percentiles_of_a_uniform_run() {
         let h = Histogram::new();
         for us in 1..=10_000u64 {
-            h.record(us);
+            h.record(us, bucket_of(us).min(BUCKETS - 1));
         }
         let s = Histogram::summary(&[&h]);
         assert_eq!(s.count, 10_000);

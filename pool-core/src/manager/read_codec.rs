@@ -153,9 +153,7 @@ impl Decoder for ReadCodec {
     type Error = FrameError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Inbound>, FrameError> {
-        if src.len() >= PREFIX {
-            self.make_room_wanted(src);
-        }
+        // A whole result frame needs no room: it is taken apart at once.
         let frame = match result_at_head(src, self.frames.max_frame()) {
             Some((id, payload, len)) => {
                 src.advance(payload.start);
@@ -168,6 +166,9 @@ impl Decoder for ReadCodec {
                 Some(Inbound::Result { id, payload: bytes })
             }
             None => {
+                if src.len() >= PREFIX {
+                    self.make_room_wanted(src);
+                }
                 let frame = self.frames.decode(src)?;
                 if let Some(body) = &frame {
                     self.last_frame = PREFIX + body.len();
