@@ -168,7 +168,10 @@ impl Teller {
 
     /// [`tell`](Self::tell) with the outcome as the cell holds it.
     pub(crate) fn tell_held(mut self, held: Held) -> Wake {
-        let Some(shared) = self.0.take() else {
+        let taken = self.0.take();
+        // Told: nothing is left for `drop` to do.
+        std::mem::forget(self);
+        let Some(shared) = taken else {
             return Wake::none();
         };
         let mut state = lock(&shared);
