@@ -4,7 +4,11 @@
 //! settlement. Two parties reach it, each through the lane's lock, and whoever
 //! takes an attempt out of the book is the one that settles it:
 //! - the worker's reader ([`settle`]) takes the attempt a `result` answers and
-//!   settles it on the spot (the caller's answer, counters, histograms), with no
+//!   settles it on the spot, still under the lock (the caller's answer,
+//!   counters, histograms; the only locks taken meanwhile, the task's outcome
+//!   cell's and the event channel's when someone listens, are never held
+//!   while a book's is taken; the caller is woken later, with the read's
+//!   others), with no
 //!   hop through the actor; it refills the worker from the queue and tells the
 //!   actor only what is the actor's business
 //!   ([`Settler::take_report`](settle::Settler::take_report) lists it);
