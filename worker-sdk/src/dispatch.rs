@@ -162,7 +162,7 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
         waiting: &mut VecDeque<Waiting>,
         replies: &mut BytesMut,
     ) {
-        let mut started = Instant::now();
+        let mut started = BatchStart::new(Instant::now(), self.hold);
         while running.cancels.len() < self.limit {
             let Some(task) = waiting.pop_front() else {
                 return;
@@ -319,7 +319,10 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
             payload: body.slice_ref(task.payload),
         };
         if batch.waiting.is_empty() && batch.running.cancels.len() < self.limit {
-            let started = batch.now.get_or_insert_with(Instant::now);
+            let hold = self.hold;
+            let started = batch
+                .now
+                .get_or_insert_with(|| BatchStart::new(Instant::now(), hold));
             self.run_task(task, started, batch.running, batch.replies);
         } else {
             batch.waiting.push_back(task);
@@ -347,7 +350,7 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
     fn run_task(
         &self,
         task: Waiting,
-        started: &mut Instant,
+        started: &mut BatchStart,
         running: &mut Running,
         replies: &mut BytesMut,
     ) {
@@ -355,14 +358,14 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
             None => self.flush(replies),
             Some(hold) if !replies.is_empty() => {
                 let now = Instant::now();
-                if now.duration_since(*started) >= hold {
+                if started.replies_due.is_some_and(|due| now >= due) {
                     self.flush(replies);
-                    *started = now;
+                    *started = BatchStart::new(now, Some(hold));
                 }
             }
             Some(_) => {}
         }
-        let started = *started;
+        let started = started.at;
         let cancel = running.spare.take().unwrap_or_default();
         let ctx = TaskContext::new(
             task.id,
@@ -408,10 +411,30 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
     }
 }
 
+/// When a batch's tasks start (one clock read serves them all), and when
+/// replies held since are due to be written: found once, so that each task
+/// compares two instants instead of subtracting them.
+#[derive(Debug, Clone, Copy)]
+struct BatchStart {
+    at: Instant,
+    /// `None` without a hold, or when the hold reaches past what an
+    /// `Instant` holds (never due).
+    replies_due: Option<Instant>,
+}
+
+impl BatchStart {
+    fn new(at: Instant, hold: Option<Duration>) -> Self {
+        Self {
+            at,
+            replies_due: hold.and_then(|hold| at.checked_add(hold)),
+        }
+    }
+}
+
 /// What one read batch works on.
 struct Batch<'a> {
     /// When the batch's first task started (read once, on the first task).
-    now: Option<Instant>,
+    now: Option<BatchStart>,
     draining: &'a mut bool,
     running: &'a mut Running,
     waiting: &'a mut VecDeque<Waiting>,
