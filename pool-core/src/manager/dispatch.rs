@@ -397,8 +397,9 @@ impl Actor {
             self.config.task_timeout,
             self.shared.clock.now(),
             &mut settled,
+            |attempt, completion| (attempt, completion),
         );
-        let Some(taken) = answered else {
+        let Some((attempt, completion)) = answered else {
             tracing::debug!(worker.id = %worker.name(), task.id = id, "reply for a task the worker does not hold; ignored");
             return None;
         };
@@ -406,7 +407,7 @@ impl Actor {
         self.on_settled(num, settled);
         // `None` for a task settled at the drain deadline: its answer still counts
         // towards the worker's release.
-        Some((taken.attempt?, taken.completion))
+        Some((attempt?, completion))
     }
 
     /// After worker `num` answered tasks: with none left, a retiring worker is

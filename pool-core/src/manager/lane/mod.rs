@@ -98,14 +98,6 @@ pub(crate) enum Input {
     Closed,
 }
 
-/// What [`Book::answer`] took out: its attempt (`None` when it was settled
-/// at the drain deadline), and for an attempt a `result` completed, its
-/// counted completion.
-pub(crate) struct Taken {
-    pub(crate) attempt: Option<Running>,
-    pub(crate) completion: Option<Completion>,
-}
-
 /// A completion counted in the lane's tally, with the task's run time in
 /// nanoseconds.
 pub(crate) struct Completion {
@@ -177,38 +169,14 @@ impl Book {
     /// Takes the entry of task `id`, which its worker answered with `reply`
     /// at `now`, and starts the run of the task its leaving lets into the
     /// running range; both are noted in `report`. A result for an attempt
-    /// whose cancel was not asked for is counted as a completion. `None` when
-    /// the worker does not hold `id` (settled already, or never sent).
-    #[inline]
-    pub(crate) fn answer(
-        &mut self,
-        id: u64,
-        reply: Reply,
-        concurrency: usize,
-        default_timeout: Duration,
-        now: Now,
-        report: &mut Settled,
-    ) -> Option<Taken> {
-        self.answer_with(
-            id,
-            reply,
-            concurrency,
-            default_timeout,
-            now,
-            report,
-            |attempt, completion| Taken {
-                attempt,
-                completion,
-            },
-        )
-    }
-
-    /// [`Book::answer`] for a reader that settles the answered attempt on the
-    /// spot: `settle` gets it where it lies (no copy of the record through a
-    /// [`Taken`]), with its counted completion, under the book's lock.
+    /// whose cancel was not asked for is counted as a completion. `settle`
+    /// gets the attempt (`None` when it was settled at the drain deadline)
+    /// and its counted completion under the book's lock, moved once (a reader
+    /// settles a result right there). `None` when the worker does not hold
+    /// `id` (settled already, or never sent).
     #[inline]
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn answer_with<R>(
+    pub(crate) fn answer<R>(
         &mut self,
         id: u64,
         reply: Reply,

@@ -176,7 +176,7 @@ impl Settler {
         let shared = &self.shared;
         let name = self.lane.name();
         let wakes = &mut self.wakes;
-        let settled = self.lane.book().answer_with(
+        let settled = self.lane.book().answer(
             id,
             Reply::Result,
             self.settings.concurrency as usize,

@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use super::settle::Settled;
-use super::{Book, Reply, Taken};
+use super::{Book, Completion, Reply};
 use crate::manager::actor::{Pending, Running};
 use crate::manager::clock::{Now, PoolClock};
 use crate::manager::ledger::Answer;
@@ -38,11 +38,41 @@ fn book(stats: &Stats, n: u64, concurrency: u64, now: Now) -> Book {
     book
 }
 
+/// What an answer took out of the book.
+struct Taken {
+    attempt: Option<Running>,
+    completion: Option<Completion>,
+}
+
+/// Answers task `id` of `book` with `reply` (a book of concurrency
+/// `concurrency`) at `at`, noting it in `report`.
+fn answer_with(
+    book: &mut Book,
+    id: u64,
+    reply: Reply,
+    concurrency: usize,
+    at: Now,
+    report: &mut Settled,
+) -> Option<Taken> {
+    book.answer(
+        id,
+        reply,
+        concurrency,
+        TIMEOUT,
+        at,
+        report,
+        |attempt, completion| Taken {
+            attempt,
+            completion,
+        },
+    )
+}
+
 /// Answers task `id` of `book` (a book of concurrency `concurrency`) with a
 /// result at `at`; what was taken, and the read's report.
 fn answer(book: &mut Book, id: u64, concurrency: usize, at: Now) -> (Option<Taken>, Settled) {
     let mut report = Settled::default();
-    let taken = book.answer(id, Reply::Result, concurrency, TIMEOUT, at, &mut report);
+    let taken = answer_with(book, id, Reply::Result, concurrency, at, &mut report);
     (taken, report)
 }
 
@@ -132,8 +162,7 @@ async fn a_result_counts_a_completion_and_an_error_or_a_cancel_does_not() {
     let later = now.later_by(Duration::from_millis(7));
     let mut report = Settled::default();
     let mut answer = |book: &mut Book, id, reply| {
-        book.answer(id, reply, 3, TIMEOUT, later, &mut report)
-            .expect("the task is in the book")
+        answer_with(book, id, reply, 3, later, &mut report).expect("the task is in the book")
     };
     let result = answer(&mut book, 1, Reply::Result);
     let run_ns = result.completion.map(|c| c.run_ns);
@@ -161,8 +190,7 @@ async fn an_answer_wakes_the_actor_only_for_what_is_its_business() {
     let later = now.later_by(Duration::from_millis(3));
 
     let mut report = Settled::default();
-    book.answer(1, Reply::Result, 1, TIMEOUT, later, &mut report)
-        .expect("task 1 is in the book");
+    answer_with(&mut book, 1, Reply::Result, 1, later, &mut report).expect("task 1 is in the book");
     assert_eq!(
         (report.needs_actor, report.deadline),
         (false, None),
@@ -171,8 +199,7 @@ async fn an_answer_wakes_the_actor_only_for_what_is_its_business() {
 
     book.deadline_timer = None;
     let mut report = Settled::default();
-    book.answer(2, Reply::Result, 1, TIMEOUT, later, &mut report)
-        .expect("task 2 is in the book");
+    answer_with(&mut book, 2, Reply::Result, 1, later, &mut report).expect("task 2 is in the book");
     assert_eq!(
         (report.needs_actor, report.deadline),
         (true, Some(later.instant + TIMEOUT)),
@@ -181,8 +208,7 @@ async fn an_answer_wakes_the_actor_only_for_what_is_its_business() {
 
     book.feeds = false;
     let mut report = Settled::default();
-    book.answer(3, Reply::Result, 1, TIMEOUT, later, &mut report)
-        .expect("task 3 is in the book");
+    answer_with(&mut book, 3, Reply::Result, 1, later, &mut report).expect("task 3 is in the book");
     assert!(
         report.needs_actor,
         "a worker that does not feed is the actor's to release, judge or refill"
