@@ -19,6 +19,9 @@ async fn a_task_waiting_in_the_window_is_timed_from_its_run_start() {
         MockAction::EchoAfter(Duration::from_millis(800))
     })
     .await;
+    // Later than the pool's start: a task's queue time counts from its own
+    // queueing.
+    tokio::time::advance(Duration::from_millis(100)).await;
     let timeout = Duration::from_secs(1);
     let mut handles = Vec::new();
     for n in 0..3 {

@@ -449,7 +449,8 @@ impl Actor {
             Some(w) => w.lane.name().to_owned(),
             None => worker_name(num).into(),
         };
-        settle::complete(&self.shared, &name, running, payload, completion).now();
+        let (wake, _task) = settle::complete(&self.shared, &name, running, payload, completion);
+        wake.now();
     }
 
     /// An attempt failed: retry it, dead-letter it, or fail it for good.

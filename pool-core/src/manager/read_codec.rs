@@ -156,12 +156,19 @@ impl Decoder for ReadCodec {
         // A whole result frame needs no room: it is taken apart at once.
         let frame = match result_at_head(src, self.frames.max_frame()) {
             Some((id, payload, len)) => {
-                src.advance(payload.start);
-                let bytes = src.split_to(payload.len()).freeze();
-                // The SDKs write the payload last: usually nothing is after it.
-                if payload.end < len {
-                    src.advance(len - payload.end);
-                }
+                let bytes = if payload.is_empty() {
+                    // A slice of no bytes would still hold the buffer.
+                    src.advance(len);
+                    Bytes::new()
+                } else {
+                    src.advance(payload.start);
+                    let bytes = src.split_to(payload.len()).freeze();
+                    // The SDKs write the payload last: usually nothing is after it.
+                    if payload.end < len {
+                        src.advance(len - payload.end);
+                    }
+                    bytes
+                };
                 self.last_frame = len;
                 Some(Inbound::Result { id, payload: bytes })
             }
@@ -337,27 +344,51 @@ mod tests {
     }
 
     #[test]
-    fn a_buffer_a_result_s_payload_still_holds_is_not_read_into() {
+    fn a_result_s_buffer_is_read_into_again_once_its_payload_is_dropped() {
         let mut codec = ReadCodec::new(1 << 20, 1024);
         let mut src = BytesMut::new();
-        let mut kept = Vec::new();
+        let mut at = Vec::new();
         for i in 0..6u8 {
-            let payload = vec![i; 10_000];
-            match read_inbound(
-                &mut codec,
-                &mut src,
-                &result_body(u64::from(i), &payload, true),
-            ) {
-                Inbound::Result { payload, .. } => kept.push(payload),
-                Inbound::Frame(_) => panic!("result {i} came out as a frame"),
-            }
+            let body = result_body(u64::from(i), &vec![i; 100_000], true);
+            let Inbound::Result { payload, .. } = read_inbound(&mut codec, &mut src, &body) else {
+                panic!("result {i} came out as a frame");
+            };
+            assert!(payload.iter().all(|&b| b == i));
+            at.push(payload.as_ptr() as usize);
         }
-        for (i, got) in kept.iter().enumerate() {
-            assert!(
-                got.iter().all(|&b| b as usize == i),
-                "payload {i} was overwritten"
-            );
-        }
+        assert!(
+            at.iter().all(|&a| a == at[0]),
+            "payloads read into fresh buffers: {at:x?}"
+        );
+    }
+
+    #[test]
+    fn an_empty_payload_holds_no_part_of_the_buffer() {
+        let bytes = frame(&result_body(7, b"", true));
+        let mut codec = ReadCodec::new(1 << 20, 1024);
+        // Room left after the frame: the reader keeps reading into this buffer.
+        let mut src = BytesMut::with_capacity(bytes.len() + 100);
+        src.extend_from_slice(&bytes);
+        let capacity = src.capacity();
+        let Some(Inbound::Result { id: 7, payload }) = codec.decode(&mut src).expect("decode")
+        else {
+            panic!("the result did not come out");
+        };
+        assert!(payload.is_empty());
+        assert!(
+            src.try_reclaim(capacity),
+            "the buffer is the reader's alone while the empty payload lives"
+        );
+    }
+
+    #[test]
+    fn a_whole_result_frame_over_the_maximum_is_refused_not_read() {
+        let bytes = frame(&result_body(1, &[5; 40], true));
+        let mut codec = ReadCodec::new(16, 16);
+        let mut src = BytesMut::from(&bytes[..]);
+        let err = codec.decode(&mut src).expect_err("too large");
+        assert!(matches!(err, FrameError::TooLarge { max: 16, .. }), "{err}");
+        assert_eq!(&src[..], &bytes[..], "nothing of the frame was consumed");
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //!   counters, histograms; the only locks taken meanwhile, the task's outcome
 //!   cell's and the event channel's when someone listens, are never held
 //!   while a book's is taken; the caller is woken later, with the read's
-//!   others), with no
+//!   others, unless a `Completions` channel wakes it as it sends; the task's
+//!   input, maybe a buffer of the caller's own, is dropped after the lock),
+//!   with no
 //!   hop through the actor; it refills the worker from the queue and tells the
 //!   actor only what is the actor's business
 //!   ([`Settler::take_report`](settle::Settler::take_report) lists it);
@@ -478,6 +480,12 @@ impl Lane {
             book: self.0.book.lock().unwrap_or_else(PoisonError::into_inner),
             occupancy: &self.0.occupancy,
         }
+    }
+
+    /// Whether nobody holds its book's lock now.
+    #[cfg(test)]
+    pub(crate) fn book_is_free(&self) -> bool {
+        self.0.book.try_lock().is_ok()
     }
 
     /// How many tasks its worker holds, as its book was last left (see

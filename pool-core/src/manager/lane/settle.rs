@@ -11,6 +11,8 @@ use tokio::time::Instant;
 
 use bytes::Bytes;
 
+use crate::task::Task;
+
 use super::super::clock::{Now, PoolClock};
 use super::super::outbox::Outbox;
 
@@ -49,8 +51,10 @@ pub(crate) struct Settled {
 
 /// What a `result` did to the attempt it answered.
 enum Answered {
-    /// It completed: its caller was told (and is woken with the read's others).
-    Completed,
+    /// It completed: its caller was told (and is woken with the read's
+    /// others, or by its `Completions` channel as it was sent); its task (type
+    /// and input) is left to drop.
+    Completed(Task),
     /// Its cancel had been asked for: it settles as cancelled, after the book's
     /// lock is let go.
     Cancelled(Pending),
@@ -185,8 +189,9 @@ impl Settler {
             &mut self.report,
             |attempt, completion| match (attempt, completion) {
                 (Some(running), Some(completion)) => {
-                    complete(shared, name, running, payload, completion).keep_in(wakes);
-                    Answered::Completed
+                    let (wake, task) = complete(shared, name, running, payload, completion);
+                    wake.keep_in(wakes);
+                    Answered::Completed(task)
                 }
                 (Some(running), None) => Answered::Cancelled(running.pending),
                 // Settled at the drain deadline: its answer still counts
@@ -198,7 +203,10 @@ impl Settler {
             None => {
                 tracing::debug!(worker.id = %name, task.id = id, "reply for a task the worker does not hold; ignored");
             }
-            Some(Answered::Completed) => {
+            Some(Answered::Completed(task)) => {
+                // Dropped once the book's lock is let go: its payload may be a
+                // buffer of the caller's own, whose drop runs the caller's code.
+                drop(task);
                 self.report.succeeded += 1;
                 if self.shared.crash_streak.get() > 0 {
                     // A success ends the streak of deaths: the breaker's business.
@@ -241,8 +249,10 @@ impl Settler {
 }
 
 /// Settles `running` with its result `payload`, read from worker `name`, its
-/// `completion` counted by its lane: the routine event, then the caller told
-/// (the caller's waker is returned, to wake now or with a read's others).
+/// `completion` counted by its lane: the routine event, then the caller told.
+/// The caller's waker is returned, to wake now or with a read's others, and
+/// the task (its type and input), for the caller of this to drop where no
+/// lock is held.
 #[inline]
 pub(crate) fn complete(
     shared: &Shared,
@@ -250,14 +260,14 @@ pub(crate) fn complete(
     running: Running,
     payload: Bytes,
     completion: Completion,
-) -> Wake {
+) -> (Wake, Task) {
     let Completion { counted, run_ns } = completion;
-    // Only the fields the outcome needs are moved out; the task itself (its
-    // type and payload) is dropped here, not copied along.
+    // Only the fields the outcome needs are moved out.
     let Running {
         pending:
             Pending {
                 id,
+                task,
                 attempts,
                 answer,
                 queued_at,
@@ -283,5 +293,5 @@ pub(crate) fn complete(
         run_ns,
         queue_ns: started.nanos_since(queued_at),
     };
-    answer.completed(counted, id, output)
+    (answer.completed(counted, id, output), task)
 }

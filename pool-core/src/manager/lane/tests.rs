@@ -281,3 +281,84 @@ async fn the_book_leaves_its_occupancy_behind_as_its_lock_is_let_go() {
         "an answer is seen as the lock is let go"
     );
 }
+
+/// A task input that notes, when the pool drops it, whether its lane's book
+/// was free then.
+struct DropProbe {
+    lane: super::Lane,
+    book_was_free: std::sync::Arc<std::sync::Mutex<Option<bool>>>,
+}
+
+impl AsRef<[u8]> for DropProbe {
+    fn as_ref(&self) -> &[u8] {
+        b"input"
+    }
+}
+
+impl Drop for DropProbe {
+    fn drop(&mut self) {
+        let free = self.lane.book_is_free();
+        if let Ok(mut noted) = self.book_was_free.lock() {
+            *noted = Some(free);
+        }
+    }
+}
+
+/// A task's input may be a buffer of the caller's own whose drop runs the
+/// caller's code (which may submit, and so look at this lane's book): the
+/// reader that settles the task's result drops it after the book's lock.
+#[tokio::test(start_paused = true)]
+async fn a_completed_task_s_input_is_dropped_after_the_book_s_lock() {
+    use std::sync::{Arc, Mutex};
+
+    use super::settle::{LaneSettings, Settler};
+    use super::Lane;
+    use crate::balance::FirstAvailable;
+    use crate::manager::actor::{EventChannels, Shared};
+    use crate::manager::lane::queue::SharedQueue;
+    use crate::PoolConfig;
+
+    let shared = Arc::new(Shared::new(
+        &PoolConfig::default(),
+        EventChannels::default(),
+        Box::new(FirstAvailable),
+        false,
+    ));
+    let lane = Lane::new(shared.stats.tallies.writer(1), "worker-1".into());
+    let book_was_free = Arc::new(Mutex::new(None));
+    let input = bytes::Bytes::from_owner(DropProbe {
+        lane: lane.clone(),
+        book_was_free: Arc::clone(&book_was_free),
+    });
+    let now = shared.clock.now();
+    let (answer, _waiter) = Answer::new();
+    lane.book().push(Running {
+        pending: Pending {
+            attempts: 1,
+            holds_queue_slot: false,
+            ..Pending::new(1, Task::new("echo", input), answer)
+        },
+        sent: now.moment,
+        run_start: Some(now.moment),
+        deadline: Some(now.instant + TIMEOUT),
+        cancel_requested: false,
+        reused: false,
+        withdrawn: false,
+    });
+    let mut settler = Settler::new(
+        lane,
+        Arc::clone(&shared),
+        SharedQueue::new(1),
+        1,
+        LaneSettings {
+            concurrency: 1,
+            window: 1,
+            default_timeout: TIMEOUT,
+            max_frame: crate::protocol::DEFAULT_MAX_FRAME,
+            settles: true,
+        },
+    );
+    settler.result(1, bytes::Bytes::from_static(b"output"), now);
+    let noted = *book_was_free.lock().expect("not poisoned");
+    assert_eq!(noted, Some(true), "dropped, and with the book's lock free");
+}

@@ -15,10 +15,13 @@ fn pending(id: u64, priority: u8, queued_at: Moment) -> Pending {
     }
 }
 
+/// Queues a new task (its record not yet stamped: `push_new` stamps it).
 fn push(queue: &SharedQueue, shard: usize, id: u64, priority: u8, queued_at: Moment) {
+    let (answer, _outcome) = Answer::new();
+    let task = Task::new("echo", Vec::new()).with_priority(priority);
     queue
         .shard(shard)
-        .push_new(pending(id, priority, queued_at), queued_at);
+        .push_new(Pending::new(id, task, answer), queued_at);
 }
 
 #[test]
