@@ -2,7 +2,6 @@
 //! [`Pool`](super::Pool) handles, the bell callers ring after queueing tasks,
 //! events from worker I/O tasks and timers, then dispatches whatever can run.
 
-use super::clock::{Moment, PoolClock};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -15,6 +14,7 @@ use tokio_util::time::DelayQueue;
 
 use super::alerts::{Alert, AlertLog};
 use super::autoscale::AutoscaleState;
+use super::clock::{Moment, PoolClock};
 use super::config::PoolConfig;
 use super::crash_streak::CrashStreak;
 use super::event_stream::EventStream;

@@ -6,13 +6,13 @@
 //! with it, and is rung only for what the desk leaves: tasks no idle worker
 //! took, held or routed tasks, a worker's deadline timer to arm.
 
-use crate::manager::clock::Now;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::actor::Shared;
+use super::clock::Now;
 use super::dispatch::settle_failed;
 use super::failure::Failure;
 use super::handle::FinalStatus;

@@ -3,7 +3,6 @@
 //! and finally waiting for its keeper to reap the process ([`super::keeper`]).
 //! It reports to the actor through [`WorkerEvent`]s.
 
-use super::clock::Now;
 use std::future::poll_fn;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +12,7 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::codec::{Decoder, FramedRead};
 
+use super::clock::Now;
 use super::keeper::{Keeper, LinkEnd, EXIT_GRACE};
 use super::lane::settle::{Settled, Settler};
 use super::lane::Lane;

@@ -4,10 +4,10 @@
 //! through the actor. The actor still hands tasks to idle workers (where the
 //! balance policy picks), routes tasks no lane takes, and holds the rest.
 
-use crate::manager::clock::Now;
 use tokio::time::Instant;
 
 use super::super::actor::Pending;
+use super::super::clock::Now;
 use super::super::outbox::Outbox;
 use super::super::routing::{TaskTypes, TypeFilter};
 use super::attempt::{Target, Unwritable};

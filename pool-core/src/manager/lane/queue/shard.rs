@@ -1,9 +1,10 @@
 //! One shard of the queue, locked: its tasks, and the guard that leaves its
 //! head's priority behind for lanes and callers to read without the lock.
 
-use crate::manager::clock::Moment;
 use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 use std::sync::MutexGuard;
+
+use crate::manager::clock::Moment;
 
 use super::super::super::actor::Pending;
 use super::names::TypeNames;
