@@ -18,6 +18,7 @@ use super::failure::Failure;
 use super::handle::{FinalStatus, TaskHandle};
 use super::ledger::Answer;
 use super::metrics::{HealthSummary, PoolMetrics, WorkerStatus};
+use super::outcome_cell::{CellBlock, Waiter};
 use super::reserve::Reserve;
 use crate::balance::{BalancePolicy, FirstAvailable};
 use crate::error::{ConfigError, StartError, SubmitError};
@@ -348,6 +349,8 @@ impl Pool {
         };
         let refused = |refused: Unsent| self.gone(refused.first_task());
         let mut reserve = Reserve::new(&self.shared.queue_slots, &self.shared.next_task_id);
+        // The tasks' outcome cells, a block at a time.
+        let mut cells = CellBlock::new(expected);
         for (done, task) in tasks.enumerate() {
             let task = match self.check(task) {
                 Ok(task) => task,
@@ -364,7 +367,8 @@ impl Pool {
             {
                 return Err(self.gone(task));
             }
-            let (pending, handle) = self.pending(task, reserve.id(wanted));
+            let (answer, outcome) = Answer::in_block(&mut cells, wanted);
+            let (pending, handle) = self.pending_with(task, reserve.id(wanted), answer, outcome);
             unsent.pending.push(pending);
             handles.push(handle);
             if unsent.pending.len() >= SUBMIT_CHUNK {
@@ -597,6 +601,18 @@ impl Pool {
     /// the caller and released by the actor when the task leaves the queue).
     fn pending(&self, task: Task, id: u64) -> (Pending, TaskHandle) {
         let (answer, outcome) = Answer::new();
+        self.pending_with(task, id, answer, outcome)
+    }
+
+    /// [`pending`](Self::pending) answered through `answer`, whose handle's
+    /// side is `outcome`.
+    fn pending_with(
+        &self,
+        task: Task,
+        id: u64,
+        answer: Answer,
+        outcome: Waiter,
+    ) -> (Pending, TaskHandle) {
         let pending = Pending::new(id, task, answer);
         let handle = TaskHandle::new(pending.id, outcome, Arc::clone(&self.commands));
         (pending, handle)
