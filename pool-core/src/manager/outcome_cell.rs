@@ -31,39 +31,37 @@ pub(crate) fn outcome_cell() -> (Teller, Waiter) {
 /// instructions a task (`docs/benchmarks.md`).
 pub(crate) const BLOCK_MAX: usize = 16;
 
-/// The cells of tasks submitted together, in one allocation (a cell of its
-/// own costs a task an allocation and a free: about 300 instructions, a
-/// quarter of what the caller's thread spent on it). [`CellBlock::next`] hands out each cell's two sides
-/// in turn. The block is freed with the last side of its last cell: a handle
-/// kept long keeps the block's other cells (at most [`BLOCK_MAX`], 88 bytes
-/// each) allocated with it.
+/// The cells of tasks submitted together, in one block (a cell of its own
+/// costs a task an allocation and a free: about 300 instructions, a quarter
+/// of what the caller's thread spent on it; a block costs two allocations,
+/// its count's and its cells'). [`CellBlock::next`] hands out each cell's two
+/// sides in turn, starting a block when none is started or the last one is
+/// used up. A block is freed with the last side of its last cell: a handle
+/// kept long keeps the block's other cells (at most `BLOCK_MAX - 1`, 88
+/// bytes each, emptied of their outcomes) allocated with it.
+#[derive(Default)]
 pub(crate) struct CellBlock {
-    cells: Arc<Cells>,
+    cells: Option<Arc<Cells>>,
     next: u32,
 }
 
 impl CellBlock {
-    /// A block of `cells` cells (at least one, at most [`BLOCK_MAX`]).
-    pub(crate) fn new(cells: usize) -> Self {
-        let cells = match cells.clamp(1, BLOCK_MAX) {
-            1 => Cells::One(Mutex::new(State::Waiting(None))),
-            n => Cells::Many((0..n).map(|_| Mutex::new(State::Waiting(None))).collect()),
-        };
-        Self {
-            cells: Arc::new(cells),
-            next: 0,
-        }
-    }
-
-    /// The next cell's two sides, from a new block of `wanted` cells once
-    /// every cell of this one was handed out.
+    /// The next cell's two sides. A new block is sized for the `wanted` cells
+    /// still expected (at most [`BLOCK_MAX`]; a full block when `wanted` is
+    /// 0, for tasks beyond what was expected).
     pub(crate) fn next(&mut self, wanted: usize) -> (Teller, Waiter) {
-        if usize::try_from(self.next).map_or(true, |at| at >= self.cells.len()) {
-            *self = Self::new(wanted);
-        }
+        let cells = match self.cells.take() {
+            Some(cells) if usize::try_from(self.next).is_ok_and(|at| at < cells.len()) => cells,
+            _ => {
+                self.next = 0;
+                Arc::new(Cells::new(wanted))
+            }
+        };
         let at = self.next;
         self.next += 1;
-        sides(Arc::clone(&self.cells), at)
+        let sides = sides(Arc::clone(&cells), at);
+        self.cells = Some(cells);
+        sides
     }
 }
 
@@ -83,13 +81,27 @@ fn sides(cells: Arc<Cells>, at: u32) -> (Teller, Waiter) {
     )
 }
 
-/// One cell, or a block's.
+/// One cell (a task submitted on its own), or a block's. The kind takes 8
+/// bytes beside the 88 of a cell.
 enum Cells {
     One(Mutex<State>),
     Many(Box<[Mutex<State>]>),
 }
 
 impl Cells {
+    /// `wanted` cells, at most [`BLOCK_MAX`] (0: as many).
+    fn new(wanted: usize) -> Self {
+        match wanted {
+            1 => Self::One(Mutex::new(State::Waiting(None))),
+            0 => Self::new(BLOCK_MAX),
+            n => Self::Many(
+                (0..n.min(BLOCK_MAX))
+                    .map(|_| Mutex::new(State::Waiting(None)))
+                    .collect(),
+            ),
+        }
+    }
+
     fn len(&self) -> usize {
         match self {
             Self::One(_) => 1,
@@ -319,9 +331,13 @@ impl Drop for Waiter {
             return;
         }
         let mut state = self.cells.lock(self.at);
-        if matches!(*state, State::Waiting(_)) {
-            *state = State::WaiterGone;
-        }
+        // A told outcome nobody will take goes now, not with the block.
+        let left = match &*state {
+            State::Waiting(_) | State::Told(_) => std::mem::replace(&mut *state, State::WaiterGone),
+            State::Taken | State::TellerGone | State::WaiterGone => return,
+        };
+        drop(state);
+        drop(left);
     }
 }
 
@@ -450,10 +466,11 @@ mod tests {
 
     #[test]
     fn the_cells_of_a_block_are_each_their_own() {
-        let mut block = CellBlock::new(3);
+        let mut block = CellBlock::default();
         let (first_teller, mut first) = block.next(3);
         let (second_teller, mut second) = block.next(3);
         let (third_teller, third) = block.next(3);
+        let cells = block.cells.clone().expect("started");
         let waker = noop_waker();
         let mut cx = Context::from_waker(&waker);
         assert!(second_teller.tell(outcome(2)).0.is_none());
@@ -469,36 +486,72 @@ mod tests {
         );
         drop(third);
         assert!(third_teller.tell(outcome(3)).0.is_none());
-        assert!(matches!(*block.cells.lock(2), State::WaiterGone));
-        assert!(matches!(*block.cells.lock(1), State::Taken));
+        assert!(matches!(*cells.lock(2), State::WaiterGone));
+        assert!(matches!(*cells.lock(1), State::Taken));
     }
 
     #[test]
     fn a_used_up_block_makes_way_for_a_new_one_of_the_cells_still_wanted() {
-        let mut block = CellBlock::new(2);
+        let len = |block: &CellBlock| block.cells.as_ref().map(|cells| cells.len());
+        let mut block = CellBlock::default();
+        assert_eq!(
+            len(&block),
+            None,
+            "nothing allocated before a cell is wanted"
+        );
         let first = block.next(2);
         let _second = block.next(1);
-        assert_eq!(block.cells.len(), 2);
+        assert_eq!(len(&block), Some(2));
         let third = block.next(5);
-        assert_eq!(block.cells.len(), 5, "a new block for what is still wanted");
+        assert_eq!(len(&block), Some(5), "a new block for what is still wanted");
         assert!(!Arc::ptr_eq(&first.1.cells, &third.1.cells));
-        assert_eq!(CellBlock::new(0).cells.len(), 1, "at least one");
-        assert_eq!(
-            CellBlock::new(10_000).cells.len(),
-            BLOCK_MAX,
-            "at most the most"
-        );
+        let mut beyond = CellBlock::default();
+        let _ = beyond.next(0);
+        assert_eq!(len(&beyond), Some(BLOCK_MAX), "none expected: a full block");
+        let mut many = CellBlock::default();
+        let _ = many.next(10_000);
+        assert_eq!(len(&many), Some(BLOCK_MAX), "at most the most");
     }
 
     #[test]
     fn a_block_lives_until_the_last_side_of_its_cells_goes() {
-        let mut block = CellBlock::new(2);
-        let (teller, waiter) = block.next(2);
-        let watch = Arc::downgrade(&block.cells);
+        let mut block = CellBlock::default();
+        let (untold, untold_waiter) = block.next(2);
+        let (teller, mut waiter) = block.next(2);
+        let watch = Arc::downgrade(block.cells.as_ref().expect("started"));
         drop(block);
-        drop(teller);
+        drop(untold);
+        drop(untold_waiter);
+        assert!(teller.tell(outcome(4)).0.is_none());
         assert!(watch.upgrade().is_some(), "a waiter still holds it");
+        let waker = noop_waker();
+        assert_eq!(
+            id_of(waiter.poll(&mut Context::from_waker(&waker))),
+            Some(4)
+        );
         drop(waiter);
         assert!(watch.upgrade().is_none(), "freed with the last side");
+    }
+
+    #[test]
+    fn a_dropped_handle_s_told_outcome_goes_with_it_not_with_the_block() {
+        let mut block = CellBlock::default();
+        let (teller, waiter) = block.next(2);
+        let _neighbour = block.next(2);
+        let payload = Bytes::from(vec![7u8; 1024]);
+        let told = TaskOutput {
+            id: 0,
+            payload: payload.clone(),
+            attempts: 1,
+            worker: Arc::from("worker-1"),
+            run_time: Duration::ZERO,
+            queue_time: Duration::ZERO,
+        };
+        assert!(teller.tell(Ok(told)).0.is_none());
+        drop(waiter);
+        assert!(
+            payload.is_unique(),
+            "the cell let go of the outcome while its neighbour keeps the block"
+        );
     }
 }

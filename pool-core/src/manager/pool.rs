@@ -350,7 +350,7 @@ impl Pool {
         let refused = |refused: Unsent| self.gone(refused.first_task());
         let mut reserve = Reserve::new(&self.shared.queue_slots, &self.shared.next_task_id);
         // The tasks' outcome cells, a block at a time.
-        let mut cells = CellBlock::new(expected);
+        let mut cells = CellBlock::default();
         for (done, task) in tasks.enumerate() {
             let task = match self.check(task) {
                 Ok(task) => task,
