@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use super::completions::Completion;
 use super::handle::{FinalStatus, TaskError};
 use super::metrics::Stats;
-use super::outcome_cell::{outcome_cell, CellBlock, Held, HeldOutput, Teller, Waiter, Wake};
+use super::outcome_cell::{outcome_cell, Held, HeldOutput, Teller, Waiter, Wake};
 use super::tally::Counted;
 
 /// The caller's side of one task: answered exactly once, by [`completed`] or
@@ -29,13 +29,6 @@ impl Answer {
     /// A new answer and the side its task handle waits on.
     pub(crate) fn new() -> (Self, Waiter) {
         let (teller, waiter) = outcome_cell();
-        (Self::Handle(teller), waiter)
-    }
-
-    /// [`Answer::new`] in the next cell of `block`, a new block of `wanted`
-    /// cells once its cells are all handed out.
-    pub(crate) fn in_block(block: &mut CellBlock, wanted: usize) -> (Self, Waiter) {
-        let (teller, waiter) = block.next(wanted);
         (Self::Handle(teller), waiter)
     }
 

@@ -19,107 +19,14 @@ use super::handle::{Outcome, TaskError, TaskOutput};
 
 /// A new cell: the settlement's side and the handle's side.
 pub(crate) fn outcome_cell() -> (Teller, Waiter) {
-    let cells = Arc::new(Cells::One(Mutex::new(State::Waiting(None))));
-    sides(cells, 0)
-}
-
-/// The most cells a [`CellBlock`] holds. A block's cells share one count of
-/// their sides, which the lane that tells and the caller that takes both
-/// change: with 256 cells a block, both were at the same count all the time
-/// and `pool-bench tput` ran about 5 % slower than with a cell apiece; with
-/// 16 it runs as fast, the caller's thread spending a fifth fewer
-/// instructions a task (`docs/benchmarks.md`).
-pub(crate) const BLOCK_MAX: usize = 16;
-
-/// The cells of tasks submitted together, in one block (a cell of its own
-/// costs a task an allocation and a free: about 300 instructions, a quarter
-/// of what the caller's thread spent on it; a block costs two allocations,
-/// its count's and its cells'). [`CellBlock::next`] hands out each cell's two
-/// sides in turn, starting a block when none is started or the last one is
-/// used up. A block is freed with the last side of its last cell: a handle
-/// kept long keeps the block's other cells (at most `BLOCK_MAX - 1`, 88
-/// bytes each, emptied of their outcomes) allocated with it.
-#[derive(Default)]
-pub(crate) struct CellBlock {
-    cells: Option<Arc<Cells>>,
-    next: u32,
-}
-
-impl CellBlock {
-    /// The next cell's two sides. A new block is sized for the `wanted` cells
-    /// still expected (at most [`BLOCK_MAX`]; a full block when `wanted` is
-    /// 0, for tasks beyond what was expected).
-    pub(crate) fn next(&mut self, wanted: usize) -> (Teller, Waiter) {
-        let cells = match self.cells.take() {
-            Some(cells) if usize::try_from(self.next).is_ok_and(|at| at < cells.len()) => cells,
-            _ => {
-                self.next = 0;
-                Arc::new(Cells::new(wanted))
-            }
-        };
-        let at = self.next;
-        self.next += 1;
-        let sides = sides(Arc::clone(&cells), at);
-        self.cells = Some(cells);
-        sides
-    }
-}
-
-/// The two sides of cell `at` of `cells`.
-fn sides(cells: Arc<Cells>, at: u32) -> (Teller, Waiter) {
+    let shared = Arc::new(Mutex::new(State::Waiting(None)));
     (
-        Teller {
-            cells: Arc::clone(&cells),
-            at,
-            told: false,
-        },
+        Teller(Some(Arc::clone(&shared))),
         Waiter {
-            cells,
-            at,
+            shared,
             settled: false,
         },
     )
-}
-
-/// One cell (a task submitted on its own), or a block's. The kind takes 8
-/// bytes beside the 88 of a cell.
-enum Cells {
-    One(Mutex<State>),
-    Many(Box<[Mutex<State>]>),
-}
-
-impl Cells {
-    /// `wanted` cells, at most [`BLOCK_MAX`] (0: as many).
-    fn new(wanted: usize) -> Self {
-        match wanted {
-            1 => Self::One(Mutex::new(State::Waiting(None))),
-            0 => Self::new(BLOCK_MAX),
-            n => Self::Many(
-                (0..n.min(BLOCK_MAX))
-                    .map(|_| Mutex::new(State::Waiting(None)))
-                    .collect(),
-            ),
-        }
-    }
-
-    fn len(&self) -> usize {
-        match self {
-            Self::One(_) => 1,
-            Self::Many(cells) => cells.len(),
-        }
-    }
-
-    /// Cell `at`, locked. `at` is one [`CellBlock::next`] handed out, so
-    /// within the block.
-    fn lock(&self, at: u32) -> MutexGuard<'_, State> {
-        let cell = match self {
-            Self::One(cell) => cell,
-            Self::Many(cells) => &cells[at as usize],
-        };
-        // Every change of the state is one assignment: a panic elsewhere while
-        // it was held leaves it whole.
-        cell.lock().unwrap_or_else(PoisonError::into_inner)
-    }
 }
 
 /// Where a task's outcome stands.
@@ -136,6 +43,8 @@ enum State {
     /// dropped at once.
     WaiterGone,
 }
+
+type Shared = Arc<Mutex<State>>;
 
 /// An outcome as the cell holds it until the handle takes it. A result is
 /// held inline, without the task's id (the handle knows it) and with its
@@ -193,6 +102,12 @@ impl Held {
     }
 }
 
+fn lock(shared: &Shared) -> MutexGuard<'_, State> {
+    // Every change of the state is one assignment: a panic elsewhere while it
+    // was held leaves it whole.
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// The waker of a caller told its task's outcome: wake it now, or keep it
 /// to wake together with others.
 #[must_use = "a caller that is told and not woken waits forever"]
@@ -242,12 +157,7 @@ impl Drop for Wakes {
 }
 
 /// The settlement's side: told at most once (telling consumes it).
-pub(crate) struct Teller {
-    cells: Arc<Cells>,
-    at: u32,
-    /// It told: dropping it has nothing left to do.
-    told: bool,
-}
+pub(crate) struct Teller(Option<Shared>);
 
 impl Teller {
     /// Leaves `outcome` for the handle, and returns the handle's waker to
@@ -258,8 +168,13 @@ impl Teller {
 
     /// [`tell`](Self::tell) with the outcome as the cell holds it.
     pub(crate) fn tell_held(mut self, held: Held) -> Wake {
-        self.told = true;
-        let mut state = self.cells.lock(self.at);
+        let taken = self.0.take();
+        // Told: nothing is left for `drop` to do.
+        std::mem::forget(self);
+        let Some(shared) = taken else {
+            return Wake::none();
+        };
+        let mut state = lock(&shared);
         match &mut *state {
             State::Waiting(waker) => {
                 let waker = waker.take();
@@ -274,16 +189,15 @@ impl Teller {
 impl Drop for Teller {
     /// Dropped without telling: the handle hears that the pool is gone.
     fn drop(&mut self) {
-        if self.told {
-            return;
-        }
-        let mut state = self.cells.lock(self.at);
-        if let State::Waiting(waker) = &mut *state {
-            let waker = waker.take();
-            *state = State::TellerGone;
-            drop(state);
-            if let Some(waker) = waker {
-                waker.wake();
+        if let Some(shared) = self.0.take() {
+            let mut state = lock(&shared);
+            if let State::Waiting(waker) = &mut *state {
+                let waker = waker.take();
+                *state = State::TellerGone;
+                drop(state);
+                if let Some(waker) = waker {
+                    waker.wake();
+                }
             }
         }
     }
@@ -291,8 +205,7 @@ impl Drop for Teller {
 
 /// The handle's side.
 pub(crate) struct Waiter {
-    cells: Arc<Cells>,
-    at: u32,
+    shared: Shared,
     /// Its poll returned `Ready`: the cell is done with, and dropping the
     /// waiter need not look at it again.
     settled: bool,
@@ -308,7 +221,7 @@ impl Waiter {
     }
 
     fn look(&self, cx: &mut Context<'_>) -> Poll<Option<Held>> {
-        let mut state = self.cells.lock(self.at);
+        let mut state = lock(&self.shared);
         match &mut *state {
             State::Waiting(waker) => {
                 if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
@@ -330,14 +243,10 @@ impl Drop for Waiter {
         if self.settled {
             return;
         }
-        let mut state = self.cells.lock(self.at);
-        // A told outcome nobody will take goes now, not with the block.
-        let left = match &*state {
-            State::Waiting(_) | State::Told(_) => std::mem::replace(&mut *state, State::WaiterGone),
-            State::Taken | State::TellerGone | State::WaiterGone => return,
-        };
-        drop(state);
-        drop(left);
+        let mut state = lock(&self.shared);
+        if matches!(*state, State::Waiting(_)) {
+            *state = State::WaiterGone;
+        }
     }
 }
 
@@ -420,10 +329,10 @@ mod tests {
     #[test]
     fn an_outcome_for_a_dropped_handle_is_dropped_at_once() {
         let (teller, waiter) = outcome_cell();
-        let cells = Arc::clone(&waiter.cells);
+        let shared = Arc::clone(&waiter.shared);
         drop(waiter);
         assert!(teller.tell(outcome(5)).0.is_none());
-        assert!(matches!(*cells.lock(0), State::WaiterGone));
+        assert!(matches!(*lock(&shared), State::WaiterGone));
     }
 
     #[test]
@@ -459,99 +368,8 @@ mod tests {
     #[test]
     fn the_cell_stays_small_while_its_task_waits() {
         // A queued task holds its cell. With an 88-byte state `pool-bench mem`
-        // measures 170 B a queued task in all, beyond the payload (cells in
-        // blocks); issue 10 allows 200 B.
+        // measures 193 B a queued task in all, beyond the payload; issue 10
+        // allows 200 B.
         assert!(std::mem::size_of::<Mutex<State>>() <= 88);
-    }
-
-    #[test]
-    fn the_cells_of_a_block_are_each_their_own() {
-        let mut block = CellBlock::default();
-        let (first_teller, mut first) = block.next(3);
-        let (second_teller, mut second) = block.next(3);
-        let (third_teller, third) = block.next(3);
-        let cells = block.cells.clone().expect("started");
-        let waker = noop_waker();
-        let mut cx = Context::from_waker(&waker);
-        assert!(second_teller.tell(outcome(2)).0.is_none());
-        assert!(
-            first.poll(&mut cx).is_pending(),
-            "told the second, not the first"
-        );
-        assert_eq!(id_of(second.poll(&mut cx)), Some(2));
-        drop(first_teller);
-        assert!(
-            matches!(first.poll(&mut cx), Poll::Ready(None)),
-            "its teller is gone"
-        );
-        drop(third);
-        assert!(third_teller.tell(outcome(3)).0.is_none());
-        assert!(matches!(*cells.lock(2), State::WaiterGone));
-        assert!(matches!(*cells.lock(1), State::Taken));
-    }
-
-    #[test]
-    fn a_used_up_block_makes_way_for_a_new_one_of_the_cells_still_wanted() {
-        let len = |block: &CellBlock| block.cells.as_ref().map(|cells| cells.len());
-        let mut block = CellBlock::default();
-        assert_eq!(
-            len(&block),
-            None,
-            "nothing allocated before a cell is wanted"
-        );
-        let first = block.next(2);
-        let _second = block.next(1);
-        assert_eq!(len(&block), Some(2));
-        let third = block.next(5);
-        assert_eq!(len(&block), Some(5), "a new block for what is still wanted");
-        assert!(!Arc::ptr_eq(&first.1.cells, &third.1.cells));
-        let mut beyond = CellBlock::default();
-        let _ = beyond.next(0);
-        assert_eq!(len(&beyond), Some(BLOCK_MAX), "none expected: a full block");
-        let mut many = CellBlock::default();
-        let _ = many.next(10_000);
-        assert_eq!(len(&many), Some(BLOCK_MAX), "at most the most");
-    }
-
-    #[test]
-    fn a_block_lives_until_the_last_side_of_its_cells_goes() {
-        let mut block = CellBlock::default();
-        let (untold, untold_waiter) = block.next(2);
-        let (teller, mut waiter) = block.next(2);
-        let watch = Arc::downgrade(block.cells.as_ref().expect("started"));
-        drop(block);
-        drop(untold);
-        drop(untold_waiter);
-        assert!(teller.tell(outcome(4)).0.is_none());
-        assert!(watch.upgrade().is_some(), "a waiter still holds it");
-        let waker = noop_waker();
-        assert_eq!(
-            id_of(waiter.poll(&mut Context::from_waker(&waker))),
-            Some(4)
-        );
-        drop(waiter);
-        assert!(watch.upgrade().is_none(), "freed with the last side");
-    }
-
-    #[test]
-    fn a_dropped_handle_s_told_outcome_goes_with_it_not_with_the_block() {
-        let mut block = CellBlock::default();
-        let (teller, waiter) = block.next(2);
-        let _neighbour = block.next(2);
-        let payload = Bytes::from(vec![7u8; 1024]);
-        let told = TaskOutput {
-            id: 0,
-            payload: payload.clone(),
-            attempts: 1,
-            worker: Arc::from("worker-1"),
-            run_time: Duration::ZERO,
-            queue_time: Duration::ZERO,
-        };
-        assert!(teller.tell(Ok(told)).0.is_none());
-        drop(waiter);
-        assert!(
-            payload.is_unique(),
-            "the cell let go of the outcome while its neighbour keeps the block"
-        );
     }
 }

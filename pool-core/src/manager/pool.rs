@@ -18,7 +18,6 @@ use super::failure::Failure;
 use super::handle::{FinalStatus, TaskHandle};
 use super::ledger::Answer;
 use super::metrics::{HealthSummary, PoolMetrics, WorkerStatus};
-use super::outcome_cell::{CellBlock, Waiter};
 use super::reserve::Reserve;
 use crate::balance::{BalancePolicy, FirstAvailable};
 use crate::error::{ConfigError, StartError, SubmitError};
@@ -349,8 +348,6 @@ impl Pool {
         };
         let refused = |refused: Unsent| self.gone(refused.first_task());
         let mut reserve = Reserve::new(&self.shared.queue_slots, &self.shared.next_task_id);
-        // The tasks' outcome cells, a block at a time.
-        let mut cells = CellBlock::default();
         for (done, task) in tasks.enumerate() {
             let task = match self.check(task) {
                 Ok(task) => task,
@@ -367,8 +364,7 @@ impl Pool {
             {
                 return Err(self.gone(task));
             }
-            let (answer, outcome) = Answer::in_block(&mut cells, wanted);
-            let (pending, handle) = self.pending_with(task, reserve.id(wanted), answer, outcome);
+            let (pending, handle) = self.pending(task, reserve.id(wanted));
             unsent.pending.push(pending);
             handles.push(handle);
             if unsent.pending.len() >= SUBMIT_CHUNK {
@@ -601,18 +597,6 @@ impl Pool {
     /// the caller and released by the actor when the task leaves the queue).
     fn pending(&self, task: Task, id: u64) -> (Pending, TaskHandle) {
         let (answer, outcome) = Answer::new();
-        self.pending_with(task, id, answer, outcome)
-    }
-
-    /// [`pending`](Self::pending) answered through `answer`, whose handle's
-    /// side is `outcome`.
-    fn pending_with(
-        &self,
-        task: Task,
-        id: u64,
-        answer: Answer,
-        outcome: Waiter,
-    ) -> (Pending, TaskHandle) {
         let pending = Pending::new(id, task, answer);
         let handle = TaskHandle::new(pending.id, outcome, Arc::clone(&self.commands));
         (pending, handle)
