@@ -147,6 +147,11 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
         }
     }
 
+    /// A batch whose tasks start now.
+    fn batch_start(&self) -> BatchStart {
+        BatchStart::new(Instant::now(), self.hold)
+    }
+
     /// Writes the replies gathered so far, if any.
     fn flush(&self, replies: &mut BytesMut) {
         if !replies.is_empty() {
@@ -162,7 +167,7 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
         waiting: &mut VecDeque<Waiting>,
         replies: &mut BytesMut,
     ) {
-        let mut started = BatchStart::new(Instant::now(), self.hold);
+        let mut started = self.batch_start();
         while running.cancels.len() < self.limit {
             let Some(task) = waiting.pop_front() else {
                 return;
@@ -319,10 +324,7 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
             payload: body.slice_ref(task.payload),
         };
         if batch.waiting.is_empty() && batch.running.cancels.len() < self.limit {
-            let hold = self.hold;
-            let started = batch
-                .now
-                .get_or_insert_with(|| BatchStart::new(Instant::now(), hold));
+            let started = batch.now.get_or_insert_with(|| self.batch_start());
             self.run_task(task, started, batch.running, batch.replies);
         } else {
             batch.waiting.push_back(task);

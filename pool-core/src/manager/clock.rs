@@ -6,6 +6,7 @@
 //! costs about 50 instructions, a [`Moment`] 8 bytes and one subtraction. The
 //! clock is read through tokio, so it follows a paused test clock.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -48,6 +49,35 @@ impl PoolClock {
             instant,
             moment: Moment(nanos(instant.saturating_duration_since(self.began))),
         }
+    }
+
+    /// The instant of `moment`, a moment this clock gave (so one the pool's
+    /// start plus it can hold; the start itself if not).
+    pub(crate) fn instant(&self, moment: Moment) -> Instant {
+        self.began
+            .checked_add(Duration::from_nanos(moment.0))
+            .unwrap_or(self.began)
+    }
+}
+
+/// A [`Moment`] that one thread writes and others read.
+#[derive(Debug)]
+pub(crate) struct AtomicMoment(AtomicU64);
+
+impl AtomicMoment {
+    /// Holding `moment`.
+    pub(crate) fn new(moment: Moment) -> Self {
+        Self(AtomicU64::new(moment.0))
+    }
+
+    /// Now holding `moment`.
+    pub(crate) fn store(&self, moment: Moment) {
+        self.0.store(moment.0, Relaxed);
+    }
+
+    /// The moment held.
+    pub(crate) fn load(&self) -> Moment {
+        Moment(self.0.load(Relaxed))
     }
 }
 
@@ -113,6 +143,10 @@ mod tests {
             "saturates"
         );
         assert!(first.moment < later.moment);
+        assert_eq!(clock.instant(later.moment), later.instant);
+        let seen = AtomicMoment::new(first.moment);
+        seen.store(later.moment);
+        assert_eq!(seen.load(), later.moment);
     }
 
     #[tokio::test(start_paused = true)]

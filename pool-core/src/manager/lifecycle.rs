@@ -86,6 +86,7 @@ impl Actor {
                         .tallies
                         .writer(u64::from(self.config.worker_concurrency)),
                     name.as_str().into(),
+                    self.shared.clock,
                 ),
                 self.shared.clone(),
                 self.queue.clone(),

@@ -195,7 +195,7 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
         Ok(declared) => declared,
         Err(reason) => return fail_start(&events, num, process, reason).await,
     };
-    settler.lane().heard(tokio::time::Instant::now());
+    settler.lane().heard(settler.clock().now().moment);
     settler.connect(declared.task_types.clone());
     if let Some(writer) = writer {
         settler.lane().output().connect(writer);
@@ -262,7 +262,7 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
                 Some(Ok(body)) => {
                     // One clock read a read: it is when each result it brought arrived.
                     let now = settler.clock().now();
-                    settler.lane().heard(now.instant);
+                    settler.lane().heard(now.moment);
                     let (messages, failed) = read_batch(&mut frames, body, &mut settler, now);
                     // Every result of the read is settled: its callers are
                     // woken together.

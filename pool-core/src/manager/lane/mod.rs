@@ -27,7 +27,6 @@ pub(crate) mod settle;
 use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -35,7 +34,7 @@ use tokio_util::time::delay_queue;
 
 use super::actor::Running;
 use super::bell::Bell;
-use super::clock::{Moment, Now};
+use super::clock::{AtomicMoment, Moment, Now, PoolClock};
 use super::link_output::LinkOutput;
 use super::tally::{Counted, TallyReader, TallyWriter};
 use guard::{BookGuard, Occupancy};
@@ -384,16 +383,17 @@ impl Drop for RingOnDrop<'_> {
 /// When a worker was last heard from: any frame its reader reads is a sign of
 /// life (`docs/PROTOCOL.md`), results the lane settles without the actor
 /// included. Written by the reader, read by the actor's health checks; held as
-/// the time since the lane began, so one atomic holds it.
+/// a moment on the pool's clock, so one atomic holds it.
 #[derive(Debug)]
 struct Heard {
-    began: Instant,
-    after_ns: AtomicU64,
+    clock: PoolClock,
+    at: AtomicMoment,
 }
 
 impl Lane {
-    /// The lane of worker `name`, with an empty book that counts in `tally`.
-    pub(crate) fn new(tally: TallyWriter, name: Arc<str>) -> Self {
+    /// The lane of worker `name`, with an empty book that counts in `tally`,
+    /// its worker's signs of life kept on the pool's `clock`.
+    pub(crate) fn new(tally: TallyWriter, name: Arc<str>, clock: PoolClock) -> Self {
         Self(Arc::new(LaneShared {
             tally: tally.reader(),
             book: Mutex::new(Book::new(tally)),
@@ -401,8 +401,8 @@ impl Lane {
             output: Mutex::new(LinkOutput::default()),
             name,
             heard: Heard {
-                began: Instant::now(),
-                after_ns: AtomicU64::new(0),
+                clock,
+                at: AtomicMoment::new(clock.now().moment),
             },
             batch_bell: Arc::new(Bell::default()),
         }))
@@ -447,19 +447,15 @@ impl Lane {
     }
 
     /// The worker was heard from at `at` (its reader read a frame).
-    pub(crate) fn heard(&self, at: Instant) {
-        let heard = &self.0.heard;
-        let after = at.duration_since(heard.began).as_nanos();
-        let after = u64::try_from(after).unwrap_or(u64::MAX);
-        heard.after_ns.store(after, Relaxed);
+    pub(crate) fn heard(&self, at: Moment) {
+        self.0.heard.at.store(at);
     }
 
     /// When the worker was last heard from (when the lane began, before any
     /// frame).
     pub(crate) fn last_heard(&self) -> Instant {
         let heard = &self.0.heard;
-        let after = Duration::from_nanos(heard.after_ns.load(Relaxed));
-        heard.began.checked_add(after).unwrap_or(heard.began)
+        heard.clock.instant(heard.at.load())
     }
 
     /// Tasks its worker answered, read without the book's lock.
@@ -472,9 +468,11 @@ impl Lane {
         &self.0.name
     }
 
-    /// The book, locked. The lock is never held across an await or while a
-    /// caller is told an outcome; a panic while it was held poisoned nothing
-    /// the book's own methods had left half-done, so the book stays usable.
+    /// The book, locked. The lock is never held across an await. A caller
+    /// may be told an outcome under it (a reader settling a result, see the
+    /// module's doc), but is woken after it. A panic while it was held
+    /// poisoned nothing the book's own methods had left half-done, so the
+    /// book stays usable.
     pub(crate) fn book(&self) -> BookGuard<'_> {
         BookGuard {
             book: self.0.book.lock().unwrap_or_else(PoisonError::into_inner),

@@ -226,7 +226,7 @@ fn rang(lane: &super::Lane) -> bool {
 async fn a_caller_writes_to_a_free_link_and_rings_the_lane_otherwise() {
     use tokio::io::AsyncReadExt;
     let stats = Stats::new();
-    let lane = super::Lane::new(stats.tallies.writer(1), "worker-0".into());
+    let lane = super::Lane::new(stats.tallies.writer(1), "worker-0".into(), PoolClock::new());
     // Not connected yet (the worker is not ready): the lane is rung.
     lane.book().push_frame(b"one");
     lane.write_or_ring();
@@ -260,7 +260,7 @@ async fn the_book_leaves_its_occupancy_behind_as_its_lock_is_let_go() {
     use super::Lane;
 
     let stats = Stats::new();
-    let lane = Lane::new(stats.tallies.writer(1), "worker-1".into());
+    let lane = Lane::new(stats.tallies.writer(1), "worker-1".into(), PoolClock::new());
     let now = PoolClock::new().now();
     assert_eq!(lane.occupancy(), 0, "nothing was left behind yet");
     {
@@ -324,7 +324,11 @@ async fn a_completed_task_s_input_is_dropped_after_the_book_s_lock() {
         Box::new(FirstAvailable),
         false,
     ));
-    let lane = Lane::new(shared.stats.tallies.writer(1), "worker-1".into());
+    let lane = Lane::new(
+        shared.stats.tallies.writer(1),
+        "worker-1".into(),
+        shared.clock,
+    );
     let book_was_free = Arc::new(Mutex::new(None));
     let input = bytes::Bytes::from_owner(DropProbe {
         lane: lane.clone(),
