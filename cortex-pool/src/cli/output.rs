@@ -234,6 +234,24 @@ fn scalar(json: &mut Vec<u8>, value: impl Serialize) {
     let _ = value.serialize(&mut serde_json::Serializer::new(json));
 }
 
+/// The `duration_ms` and `id` of a result line this module wrote (its second
+/// and third keys, after `attempts`), read without parsing the line: `None`
+/// for text that does not begin as result lines do (an error line has its
+/// `error` before its `id`), or whose id has an escape in it.
+pub(crate) fn written_head(line: &str) -> Option<(f64, &str)> {
+    let rest = line.strip_prefix("{\"attempts\":")?;
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let rest = rest
+        .get(digits..)
+        .filter(|_| digits > 0)?
+        .strip_prefix(",\"duration_ms\":")?;
+    let end = rest.find(',')?;
+    let duration_ms = rest[..end].parse().ok().filter(|ms: &f64| ms.is_finite())?;
+    let rest = rest[end..].strip_prefix(",\"id\":\"")?;
+    let id = &rest[..rest.find('"')?];
+    (!id.contains('\\')).then_some((duration_ms, id))
+}
+
 fn round3(ms: f64) -> f64 {
     (ms * 1000.0).round() / 1000.0
 }
@@ -258,6 +276,45 @@ mod tests {
             r#"{"attempts":1,"duration_ms":1.235,"id":"id\n1","result":{"a":"x\"y","b":[1,2.5,null]},"status":"ok","worker":"worker-0"}"#
         );
         assert_eq!(line.status, Status::Ok);
+    }
+
+    #[test]
+    fn the_duration_and_id_of_a_written_line_are_read_without_parsing_it() {
+        let payload =
+            rmp_serde::to_vec_named(&json!({"duration_ms": 9, "id": "x"})).expect("encodes");
+        let err = ErrorFields::new("timeout", "late, \"very\"");
+        for (line, ms, id) in [
+            (result_line("a", &payload, 12, "w", 1.23456), 1.235, "a"),
+            (result_line("b-2", &payload, 1, "w", 2.5e-7), 0.0, "b-2"),
+            (
+                result_line("c", &payload, 1, "w", 86_400_000.5),
+                86_400_000.5,
+                "c",
+            ),
+        ] {
+            let text = line.into_text();
+            let parsed = serde_json::from_str::<Value>(&text).expect("JSON");
+            let (read_ms, read_id) = written_head(&text).expect("read");
+            assert_eq!((read_ms, read_id), (ms, id), "{text}");
+            assert!((read_ms - parsed["duration_ms"].as_f64().expect("a number")).abs() < 1e-9);
+            assert_eq!(read_id, parsed["id"], "{text}");
+        }
+        let failed = error_line("d", Status::Failed, &err, 7.0).into_text();
+        let invalid = invalid(3, "bad").into_text();
+        let escaped = result_line("q\"1", &payload, 1, "w", 1.0).into_text();
+        for other in [
+            failed.as_str(),
+            invalid.as_str(),
+            escaped.as_str(),
+            r#"{"id":"a","status":"ok","duration_ms":1}"#,
+            r#"{"attempts":,"duration_ms":1,"id":"a"}"#,
+            r#"{"attempts":1,"duration_ms":null,"id":"a"}"#,
+            r#"{"attempts":1,"duration_ms":1.5,"error":{},"id":"a"}"#,
+            r#"{"attempts":1,"duration_ms":1.5,"id":"a"#,
+            "",
+        ] {
+            assert_eq!(written_head(other), None, "{other}");
+        }
     }
 
     #[test]

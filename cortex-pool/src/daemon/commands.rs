@@ -24,7 +24,7 @@ use serde_json::Value;
 use std::path::Path;
 use std::process::ExitCode;
 
-pub(crate) use answer::{emit_text, emit_value, Answer, Lines, Printer};
+pub(crate) use answer::{emit_line, emit_text, emit_value, Answer, Lines, Printer};
 pub(crate) use clients::{dlq, metrics, scale, workers};
 pub(crate) use control::daemon;
 pub(crate) use lookup::{result, tasks, wait, ResultArgs, TasksArgs, WaitArgs};

@@ -12,8 +12,10 @@ use std::io::Write;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::cli::output;
 use crate::cli::output::Status;
 use crate::cli::summary::Tally;
+use crate::daemon::protocol::LineStatus;
 
 /// Where a look-up hands its lines.
 pub(crate) trait Lines {
@@ -115,6 +117,22 @@ pub(crate) fn emit_text(text: &str, emit: &mut dyn FnMut(&Answer<'_>)) {
             .to_string();
             emit_text(&line, emit);
         }
+    }
+}
+
+/// Hands the line `text` to `emit` as an answer: one the daemon's feeder
+/// wrote (its `status` sent beside it) is read from its beginning
+/// ([`output::written_head`]); any other is parsed ([`emit_text`]).
+pub(crate) fn emit_line(text: &str, status: Option<LineStatus>, emit: &mut dyn FnMut(&Answer<'_>)) {
+    let status = status.and_then(LineStatus::as_str);
+    match status.zip(output::written_head(text)) {
+        Some((status, (duration_ms, id))) => emit(&Answer {
+            text,
+            id: Some(Cow::Borrowed(id)),
+            status: Cow::Borrowed(status),
+            duration_ms,
+        }),
+        None => emit_text(text, emit),
     }
 }
 

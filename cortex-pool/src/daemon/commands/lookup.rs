@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 
 use super::{
-    call, connect_error, emit_text, emit_value, finish, runtime, settings, Answer, Fail, Lines,
+    call, connect_error, emit_line, emit_value, finish, runtime, settings, Answer, Fail, Lines,
     Outcome, Printer, RECONNECT_FOR,
 };
 use crate::cli::args::ConfigArgs;
@@ -209,7 +209,9 @@ async fn stream(
         };
         match reply {
             Ok(Reply::Line { line }) => emit_value(&line.into_value(), &mut |a| tracked.line(a)),
-            Ok(Reply::LineText { line }) => emit_text(&line, &mut |a| tracked.line(a)),
+            Ok(Reply::LineText { line, status }) => {
+                emit_line(&line, status, &mut |a| tracked.line(a));
+            }
             Ok(Reply::Done { .. }) => break Ok(()),
             Ok(Reply::Error { kind, message }) => {
                 break Err(std::io::Error::other(format!("{kind}: {message}")))

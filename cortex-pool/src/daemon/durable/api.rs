@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use super::answers;
 use super::lines;
 use crate::daemon::doc::Doc;
-use crate::daemon::protocol::Reply;
+use crate::daemon::protocol::{LineStatus, Reply};
 use crate::daemon::state::Daemon;
 
 type Closed = mpsc::error::SendError<Reply>;
@@ -185,10 +185,13 @@ pub(crate) async fn lookup(
                     continue;
                 }
                 let ok = settled.state == TaskState::Ok;
+                let status = lines::written_status(settled.state);
                 // Most ids have one waiter: its line is taken, not copied.
                 let text = Arc::try_unwrap(settled).map_or_else(|s| s.line.clone(), |s| s.line);
                 // The feeder wrote it (`cli::output`): not checked again.
-                tally.send_line(ok, Doc::unchecked(text), out).await?;
+                tally
+                    .send_line(ok, Doc::unchecked(text), status, out)
+                    .await?;
             }
         }
         // Timed out: the rest as they are now.
@@ -265,18 +268,24 @@ impl Tally {
         status: Option<&TaskStatus>,
         out: &mpsc::Sender<Reply>,
     ) -> Result<(), Closed> {
-        let line = match lines::stored(status) {
-            Some(stored) if self.text => Doc::unchecked(stored.to_owned()),
-            _ => lines::status(id, status),
+        let (line, written) = match (lines::stored(status), status) {
+            (Some(stored), Some(s)) if self.text => (
+                Doc::unchecked(stored.to_owned()),
+                lines::written_status(s.state),
+            ),
+            _ => (lines::status(id, status), None),
         };
-        self.send_line(lines::status_ok(status), line, out).await
+        self.send_line(lines::status_ok(status), line, written, out)
+            .await
     }
 
-    /// Sends one line, counted as settled ok or not.
+    /// Sends one line, counted as settled ok or not, with its status when
+    /// the feeder `written` it and the client asked for text.
     async fn send_line(
         &mut self,
         ok: bool,
         line: Doc,
+        written: Option<LineStatus>,
         out: &mpsc::Sender<Reply>,
     ) -> Result<(), Closed> {
         if ok {
@@ -287,6 +296,7 @@ impl Tally {
         let reply = if self.text {
             Reply::LineText {
                 line: line.into_text(),
+                status: written,
             }
         } else {
             Reply::Line { line }
@@ -408,6 +418,7 @@ pub(crate) async fn store_status(daemon: &Daemon) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::daemon::commands::{emit_line, Answer};
 
     #[test]
     fn the_bucket_is_read_at_most_so_many_ids_a_second() {
@@ -474,10 +485,12 @@ mod tests {
             &text[..2],
             &[
                 Reply::LineText {
-                    line: good.to_owned()
+                    line: good.to_owned(),
+                    status: Some(LineStatus::Ok),
                 },
                 Reply::LineText {
-                    line: "{not json".to_owned()
+                    line: "{not json".to_owned(),
+                    status: Some(LineStatus::Ok),
                 },
             ]
         );
@@ -504,5 +517,86 @@ mod tests {
                 },
             ]
         );
+    }
+
+    /// A line the feeder wrote goes to a client that asked for text with its
+    /// status beside it; the client reads the rest it counts from the line's
+    /// beginning, the same as parsing the line gives. Other lines, and lines
+    /// sent as maps, go without.
+    #[tokio::test]
+    async fn a_line_the_feeder_wrote_goes_with_its_status() {
+        let daemon = crate::daemon::test_daemon::daemon().await;
+        let ids = ["ok", "failed", "dead", "cancelled"];
+        let task = |id: &str| task_source::NewTask {
+            id: id.to_owned(),
+            task_type: "echo".to_owned(),
+            payload: "1".to_owned(),
+            priority: 10,
+            timeout_ms: None,
+        };
+        let source = &daemon.source;
+        source.accept(ids.map(task).to_vec()).await.unwrap();
+        assert_eq!(source.claim(4, 0).await.unwrap().len(), 4);
+        let line = |id: &str, status: &str, ms: &str| {
+            format!(
+                r#"{{"attempts":1,"duration_ms":{ms},"id":"{id}","result":{{"status":"x","duration_ms":9}},"status":"{status}","worker":"w"}}"#
+            )
+        };
+        let written = [
+            (TaskState::Ok, line("ok", "ok", "1.25")),
+            (TaskState::Failed, line("failed", "failed", "0.0")),
+            (TaskState::DeadLetter, line("dead", "dead_letter", "31.5")),
+            (TaskState::Cancelled, line("cancelled", "cancelled", "2.0")),
+        ];
+        let settlements = ids
+            .iter()
+            .zip(&written)
+            .map(|(id, (state, line))| task_source::Settlement {
+                id: (*id).to_owned(),
+                attempt: 1,
+                outcome: task_source::Outcome::Settled {
+                    state: *state,
+                    line: line.clone(),
+                    error: None,
+                },
+            })
+            .collect();
+        source.settle(settlements).await.unwrap();
+
+        let replies = looked_up(&daemon, &ids, true).await;
+        let mut statuses = Vec::new();
+        for reply in &replies[..4] {
+            let Reply::LineText { line, status } = reply else {
+                panic!("not a text line: {reply:?}");
+            };
+            statuses.push(*status);
+            let mut sent = None;
+            emit_line(line, *status, &mut |a| {
+                sent = Some((
+                    a.id.as_deref().map(str::to_owned),
+                    a.status.to_string(),
+                    a.duration_ms,
+                ));
+            });
+            let parsed = Answer::parse(line).unwrap();
+            let parsed = (
+                parsed.id.as_deref().map(str::to_owned),
+                parsed.status.to_string(),
+                parsed.duration_ms,
+            );
+            assert_eq!(sent, Some(parsed), "{line}");
+        }
+        assert_eq!(
+            statuses,
+            [
+                Some(LineStatus::Ok),
+                Some(LineStatus::Failed),
+                Some(LineStatus::DeadLetter),
+                // Not a state the feeder writes a line for: read whole.
+                None,
+            ]
+        );
+        let maps = looked_up(&daemon, &ids, false).await;
+        assert!(maps[..4].iter().all(|r| matches!(r, Reply::Line { .. })));
     }
 }

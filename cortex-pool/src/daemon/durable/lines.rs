@@ -5,6 +5,7 @@ use serde_json::{json, Value};
 use task_source::{TaskRecord, TaskState, TaskStatus};
 
 use crate::daemon::doc::Doc;
+use crate::daemon::protocol::LineStatus;
 
 /// The line for `id`, given where the source says it stands.
 pub(crate) fn status(id: &str, status: Option<&TaskStatus>) -> Doc {
@@ -38,6 +39,19 @@ pub(crate) fn stored(status: Option<&TaskStatus>) -> Option<&str> {
     status
         .filter(|s| s.state.is_settled())
         .and_then(|s| s.line.as_deref())
+}
+
+/// The status to send beside the line of a task settled in `state`, when the
+/// feeder writes that line (`ok`, `failed` and `dead_letter` lines, for the
+/// states of the same names); `None` for any other line, which the client
+/// reads whole.
+pub(crate) fn written_status(state: TaskState) -> Option<LineStatus> {
+    match state {
+        TaskState::Ok => Some(LineStatus::Ok),
+        TaskState::Failed => Some(LineStatus::Failed),
+        TaskState::DeadLetter => Some(LineStatus::DeadLetter),
+        _ => None,
+    }
 }
 
 /// Whether a record settled ok.
