@@ -79,6 +79,14 @@ struct Head<'a> {
 impl<'a> Answer<'a> {
     /// The answer of line `text`; `None` when it is not a JSON object.
     pub(crate) fn parse(text: &'a str) -> Option<Self> {
+        if let Some((id, status)) = id_and_status(text) {
+            return Some(Self {
+                text,
+                id: Some(Cow::Borrowed(id)),
+                status: Cow::Borrowed(status),
+                duration_ms: 0.0,
+            });
+        }
         let head: Head<'a> = serde_json::from_str(text).ok()?;
         Some(Self {
             text,
@@ -102,6 +110,17 @@ impl<'a> Answer<'a> {
             _ => Status::Failed,
         }
     }
+}
+
+/// The id and status of a line that is exactly `{"id":"…","status":"…"}`
+/// with nothing to unescape in either (a daemon's answer to a submitted
+/// line, `accepted`, looks so): the whole line, recognised without a parser.
+fn id_and_status(text: &str) -> Option<(&str, &str)> {
+    let rest = text.strip_prefix("{\"id\":\"")?;
+    let (id, rest) = rest.split_once('"')?;
+    let status = rest.strip_prefix(",\"status\":\"")?.strip_suffix("\"}")?;
+    let plain = |s: &str| !s.contains(['"', '\\']) && !s.bytes().any(|b| b < 0x20);
+    (plain(id) && plain(status)).then_some((id, status))
 }
 
 /// Hands `text` to `emit` as an answer; a line that is not a JSON object
@@ -175,6 +194,33 @@ mod tests {
         let answer = Answer::parse(text).unwrap();
         assert!(answer.ok());
         assert_eq!(answer.tally_status(), Status::Ok);
+    }
+
+    #[test]
+    fn a_line_of_an_id_and_a_status_alone_is_read_as_parsing_reads_it() {
+        for text in [
+            r#"{"id":"01J","status":"accepted"}"#,
+            r#"{"id":"","status":"queued"}"#,
+            r#"{"id":"a b","status":"unknown"}"#,
+        ] {
+            let (id, status) = id_and_status(text).expect(text);
+            let head: Head<'_> = serde_json::from_str(text).unwrap();
+            assert_eq!(Some(id), head.id.as_deref(), "{text}");
+            assert_eq!(Some(status), head.status.as_deref(), "{text}");
+        }
+        for other in [
+            r#"{"id":"a\"b","status":"accepted"}"#,
+            r#"{"id":"a","status":"accepted\u0041"}"#,
+            r#"{"id":"a","status":"accepted","x":1}"#,
+            r#"{"id":"a","status":"accepted"} "#,
+            r#"{"id":"a","status":"acc"epted"}"#,
+            "{\"id\":\"a\tb\",\"status\":\"ok\"}",
+            r#"{"status":"accepted","id":"a"}"#,
+        ] {
+            assert_eq!(id_and_status(other), None, "{other}");
+        }
+        let escaped = Answer::parse(r#"{"id":"a\"b","status":"accepted"}"#).unwrap();
+        assert_eq!(escaped.id.as_deref(), Some("a\"b"));
     }
 
     #[test]

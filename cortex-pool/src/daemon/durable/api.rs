@@ -142,14 +142,14 @@ pub(crate) async fn lookup(
         }
     };
     let mut pending = Vec::new();
-    for (id, record) in ids.iter().zip(&records) {
+    for (id, record) in ids.iter().zip(records) {
         let settled = record.as_ref().is_some_and(|r| r.state.is_settled());
         let exists = record.is_some() || shared;
         if wait.is_some() && !settled && exists {
             pending.push(id.clone());
             continue;
         }
-        tally.send(id, record.as_ref(), out).await?;
+        tally.send(id, record, out).await?;
     }
     if let (Some(timeout), Some(inbox)) = (wait, registration.as_mut()) {
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
@@ -198,8 +198,8 @@ pub(crate) async fn lookup(
         let rest: Vec<String> = left.into_iter().collect();
         if !rest.is_empty() {
             let records = daemon.source.status(rest.clone()).await.unwrap_or_default();
-            for (id, record) in rest.iter().zip(&records) {
-                tally.send(id, record.as_ref(), out).await?;
+            for (id, record) in rest.iter().zip(records) {
+                tally.send(id, record, out).await?;
             }
         }
     }
@@ -236,10 +236,10 @@ async fn settled_elsewhere(
 ) -> Result<(), Closed> {
     let ids: Vec<String> = left.iter().cloned().collect();
     let records = daemon.source.status(ids.clone()).await.unwrap_or_default();
-    for (id, record) in ids.iter().zip(&records) {
+    for (id, record) in ids.iter().zip(records) {
         if record.as_ref().is_some_and(|r| r.state.is_settled()) {
             left.remove(id);
-            tally.send(id, record.as_ref(), out).await?;
+            tally.send(id, record, out).await?;
         }
     }
     Ok(())
@@ -265,18 +265,21 @@ impl Tally {
     async fn send(
         &mut self,
         id: &str,
-        status: Option<&TaskStatus>,
+        status: Option<TaskStatus>,
         out: &mpsc::Sender<Reply>,
     ) -> Result<(), Closed> {
-        let (line, written) = match (lines::stored(status), status) {
-            (Some(stored), Some(s)) if self.text => (
-                Doc::unchecked(stored.to_owned()),
-                lines::written_status(s.state),
-            ),
-            _ => (lines::status(id, status), None),
+        let ok = lines::status_ok(status.as_ref());
+        let (line, written) = match status {
+            Some(TaskStatus {
+                state,
+                line: Some(stored),
+                ..
+            }) if self.text && state.is_settled() => {
+                (Doc::unchecked(stored), lines::written_status(state))
+            }
+            other => (lines::status(id, other.as_ref()), None),
         };
-        self.send_line(lines::status_ok(status), line, written, out)
-            .await
+        self.send_line(ok, line, written, out).await
     }
 
     /// Sends one line, counted as settled ok or not, with its status when

@@ -34,13 +34,6 @@ fn settled(id: &str, state: TaskState, line: Option<String>) -> Doc {
         .unwrap_or_else(|| json!({"id": id, "status": state.as_str()}).into())
 }
 
-/// The stored line of a settled task.
-pub(crate) fn stored(status: Option<&TaskStatus>) -> Option<&str> {
-    status
-        .filter(|s| s.state.is_settled())
-        .and_then(|s| s.line.as_deref())
-}
-
 /// The status to send beside the line of a task settled in `state`, when the
 /// feeder writes that line (`ok`, `failed` and `dead_letter` lines, for the
 /// states of the same names); `None` for any other line, which the client
