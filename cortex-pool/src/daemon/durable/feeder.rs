@@ -11,9 +11,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::future::{BoxFuture, FutureExt};
-use futures_util::stream::{FuturesUnordered, StreamExt};
-use pool_core::{Failure, FinalStatus, Task, TaskError, TaskOutput};
+use foldhash::HashMap;
+use pool_core::{Completion, CompletionSink, Completions, Failure, FinalStatus, Task};
 use task_source::{now_ms, Claimed, ErrorInfo, Outcome, Settlement, TaskState};
 
 use crate::cli::output;
@@ -21,7 +20,7 @@ use crate::daemon::state::Daemon;
 
 /// How an attempt on the pool ended.
 enum Ran {
-    Done(Result<TaskOutput, TaskError>),
+    Done(Completion),
     /// The pool did not take it (it is stopping).
     NotTaken,
 }
@@ -31,6 +30,13 @@ struct Attempt {
     started: Instant,
     ran: Ran,
 }
+
+/// An attempt the pool took: its claim and when it was submitted, by the
+/// pool's id of the task.
+type Running = HashMap<u64, (Claimed, Instant)>;
+
+/// Outcomes taken from the pool at once, at most.
+const OUTCOMES_AT_ONCE: usize = 1024;
 
 /// Claimed tasks per worker slot: enough to keep every worker busy while a
 /// claim waits for the store's commit (a claim starts when half the window is
@@ -54,7 +60,12 @@ fn window(daemon: &Daemon) -> usize {
 
 /// Runs until the daemon drains and every attempt it started has settled.
 pub(crate) async fn run(daemon: Arc<Daemon>) {
-    let mut running: FuturesUnordered<BoxFuture<'static, Attempt>> = FuturesUnordered::new();
+    // Every attempt's outcome arrives in one channel: no handle, future or
+    // wake-up per task.
+    let mut done = Completions::new();
+    let sink = done.sink();
+    let mut running = Running::default();
+    let mut outcomes = Vec::new();
     let mut unsaved: Vec<Settlement> = Vec::new();
     let mut claim_failed_at: Option<Instant> = None;
     loop {
@@ -93,11 +104,7 @@ pub(crate) async fn run(daemon: Arc<Daemon>) {
         match claimed {
             Some(Ok(claimed)) => {
                 claim_failed_at = None;
-                let mut started = Vec::with_capacity(claimed.len());
-                for c in claimed {
-                    started.push(start(&daemon, c).await);
-                }
-                running.extend(started);
+                start(&daemon, claimed, &sink, &mut running, &mut unsaved).await;
             }
             Some(Err(e)) => {
                 if claim_failed_at.is_none() {
@@ -108,10 +115,17 @@ pub(crate) async fn run(daemon: Arc<Daemon>) {
             None => {}
         }
         tokio::select! {
-            Some(first) = running.next(), if !running.is_empty() => {
-                unsaved.push(settlement(&daemon, first));
-                while let Some(Some(more)) = running.next().now_or_never() {
-                    unsaved.push(settlement(&daemon, more));
+            _ = done.recv_many(&mut outcomes, OUTCOMES_AT_ONCE), if !running.is_empty() => {
+                for outcome in outcomes.drain(..) {
+                    let id = match &outcome {
+                        Ok(out) => out.id,
+                        Err(err) => err.id,
+                    };
+                    // Each accepted task's outcome arrives once.
+                    if let Some((claimed, started)) = running.remove(&id) {
+                        let ran = Ran::Done(outcome);
+                        unsaved.push(settlement(&daemon, Attempt { claimed, started, ran }));
+                    }
                 }
             }
             () = daemon.wake.notified() => {}
@@ -121,8 +135,44 @@ pub(crate) async fn run(daemon: Arc<Daemon>) {
     }
 }
 
-async fn start(daemon: &Daemon, claimed: Claimed) -> BoxFuture<'static, Attempt> {
+/// Submits the claimed attempts to the pool in one call: those it took run
+/// (their outcomes arrive through `sink`), those it refused (it is stopping)
+/// are settled as not taken.
+async fn start(
+    daemon: &Daemon,
+    claimed: Vec<Claimed>,
+    sink: &CompletionSink,
+    running: &mut Running,
+    unsaved: &mut Vec<Settlement>,
+) {
+    if claimed.is_empty() {
+        return;
+    }
     let started = Instant::now();
+    let tasks: Vec<Task> = claimed.iter().map(task).collect();
+    let taken = daemon.pool.submit_each_to(tasks, sink).await;
+    for (claimed, taken) in claimed.into_iter().zip(taken) {
+        match taken {
+            Ok(id) => {
+                running.insert(id, (claimed, started));
+            }
+            Err(_) => {
+                let ran = Ran::NotTaken;
+                unsaved.push(settlement(
+                    daemon,
+                    Attempt {
+                        claimed,
+                        started,
+                        ran,
+                    },
+                ));
+            }
+        }
+    }
+}
+
+/// The pool's task for one claimed attempt.
+fn task(claimed: &Claimed) -> Task {
     let mut task = Task::new(
         claimed.task.task_type.as_str(),
         msgpack(&claimed.task.payload),
@@ -136,23 +186,7 @@ async fn start(daemon: &Daemon, claimed: Claimed) -> BoxFuture<'static, Attempt>
     if let Some(ms) = claimed.task.timeout_ms {
         task = task.with_timeout(Duration::from_millis(ms));
     }
-    match daemon.pool.submit(task).await {
-        Ok(handle) => async move {
-            let outcome = handle.await;
-            Attempt {
-                claimed,
-                started,
-                ran: Ran::Done(outcome),
-            }
-        }
-        .boxed(),
-        Err(_) => futures_util::future::ready(Attempt {
-            claimed,
-            started,
-            ran: Ran::NotTaken,
-        })
-        .boxed(),
-    }
+    task
 }
 
 /// MessagePack's `nil`.
