@@ -1,12 +1,13 @@
 //! One input line of `cortex-pool run`: `{"id", "type", "payload", "priority", "timeout_ms"}`.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::Duration;
 
 use pool_core::protocol::emit::Scratch;
 use pool_core::Task;
-use serde::Deserialize;
-use serde_json::value::RawValue;
+
+use super::task_fields;
 
 /// The longest duration, in milliseconds, any user input may give (a task's
 /// `timeout_ms`, the duration flags): [`pool_core::task::MAX_TIMEOUT`].
@@ -17,20 +18,6 @@ pub(crate) const MAX_DURATION_MS: u64 = pool_core::task::MAX_TIMEOUT.as_millis()
 pub(crate) struct TaskLine {
     pub(crate) id: String,
     pub(crate) task: Task,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Raw<'a> {
-    id: Option<String>,
-    #[serde(rename = "type")]
-    task_type: String,
-    /// Kept as its text and transcoded to MessagePack: no tree of values in
-    /// between. Missing or `null`: MessagePack `nil`.
-    #[serde(borrow, default)]
-    payload: Option<&'a RawValue>,
-    priority: Option<u8>,
-    timeout_ms: Option<u64>,
 }
 
 /// Why an input line is not a task: the user's id when the line had one, and a
@@ -101,12 +88,13 @@ fn at_line(message: String, line_no: u64) -> String {
 /// MessagePack's `nil`.
 const MSGPACK_NIL: u8 = 0xc0;
 
-/// The MessagePack encoding of a JSON payload (`nil` when there is none).
-fn msgpack(payload: Option<&RawValue>) -> Result<Vec<u8>, String> {
-    let Some(json) = payload else {
+/// The MessagePack encoding of a JSON payload's text (`nil` when there is
+/// none). Missing or `null`: MessagePack `nil`; otherwise transcoded with no
+/// tree of values in between.
+fn msgpack(payload: Option<&str>) -> Result<Vec<u8>, String> {
+    let Some(text) = payload else {
         return Ok(vec![MSGPACK_NIL]);
     };
-    let text = json.get();
     if let Some(encoded) = plain_msgpack(text) {
         return Ok(encoded);
     }
@@ -145,12 +133,12 @@ fn msgpack_str(text: &str) -> Vec<u8> {
 
 /// Parses line `line_no` (1-based). A task without an id gets its line number.
 pub(crate) fn parse(line: &str, line_no: u64) -> Result<TaskLine, String> {
-    let raw: Raw<'_> = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    let raw = task_fields::read(line).map_err(|e| e.to_string())?;
     if raw.task_type.is_empty() {
         return Err("\"type\" must not be empty".to_owned());
     }
     let payload = msgpack(raw.payload).map_err(|e| format!("payload: {e}"))?;
-    let mut task = Task::new(raw.task_type, payload);
+    let mut task = Task::new(&*raw.task_type, payload);
     if let Some(priority) = raw.priority {
         if priority > pool_core::task::PRIORITY_LOWEST {
             return Err(format!("priority {priority} is out of range 0..=100"));
@@ -168,7 +156,7 @@ pub(crate) fn parse(line: &str, line_no: u64) -> Result<TaskLine, String> {
         }
         task = task.with_timeout(Duration::from_millis(ms));
     }
-    let id = raw.id.unwrap_or_else(|| line_no.to_string());
+    let id = raw.id.map_or_else(|| line_no.to_string(), Cow::into_owned);
     Ok(TaskLine { id, task })
 }
 
@@ -188,12 +176,11 @@ mod tests {
             long.as_str(),
         ];
         for json in samples {
-            let raw: Box<RawValue> = serde_json::from_str(json).unwrap();
             let mut want = Vec::new();
             let mut from = serde_json::Deserializer::from_str(json);
             let mut to = rmp_serde::Serializer::new(&mut want).with_struct_map();
             serde_transcode::transcode(&mut from, &mut to).unwrap();
-            assert_eq!(msgpack(Some(&raw)).unwrap(), want, "{json}");
+            assert_eq!(msgpack(Some(json)).unwrap(), want, "{json}");
         }
         assert_eq!(
             plain_string("\"a\\\"b\""),

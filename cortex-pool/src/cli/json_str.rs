@@ -14,36 +14,51 @@ const fn splat(b: u8) -> u64 {
 const ONES: u64 = splat(0x01);
 const HIGHS: u64 = splat(0x80);
 
-/// Whether a byte of `word` is zero.
-const fn has_zero(word: u64) -> bool {
-    word.wrapping_sub(ONES) & !word & HIGHS != 0
+/// The high bit of each zero byte of `word` set, and no bit below the
+/// first of them (a byte above a zero one may be marked too, by the borrow).
+const fn zero_bytes(word: u64) -> u64 {
+    word.wrapping_sub(ONES) & !word & HIGHS
 }
 
-/// Whether a byte of `word` is below 0x20, a quote or a backslash.
-const fn needs_escape(word: u64) -> bool {
+/// Marks the bytes of `word` below 0x20, quotes and backslashes: the lowest
+/// mark is the first such byte.
+const fn specials(word: u64) -> u64 {
     // A byte below 0x20 is one whose top three bits are clear: `b & 0xe0 == 0`.
-    has_zero(word & splat(0xe0)) || has_zero(word ^ splat(b'"')) || has_zero(word ^ splat(b'\\'))
+    zero_bytes(word & splat(0xe0))
+        | zero_bytes(word ^ splat(b'"'))
+        | zero_bytes(word ^ splat(b'\\'))
 }
 
-/// Whether JSON must escape a byte of `s`.
-fn any_escape(s: &[u8]) -> bool {
+/// How many bytes at the start of `s` need no escape in a JSON string (none
+/// of them a quote, a backslash or below 0x20): all of `s` when none does.
+/// Eight bytes are looked at together, the last few padded with spaces.
+pub(crate) fn plain_len(s: &[u8]) -> usize {
     let mut words = s.chunks_exact(8);
+    let mut at = 0;
     for chunk in &mut words {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
-        if needs_escape(u64::from_ne_bytes(word)) {
-            return true;
+        if let Some(first) = first_special(word) {
+            return at + first;
         }
+        at += 8;
     }
-    words
-        .remainder()
-        .iter()
-        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+    let tail = words.remainder();
+    let mut word = [b' '; 8];
+    word[..tail.len()].copy_from_slice(tail);
+    first_special(word).map_or(s.len(), |first| at + first)
+}
+
+/// The place of the first byte of `word` that JSON escapes, if any.
+fn first_special(word: [u8; 8]) -> Option<usize> {
+    // Little-endian: the first byte is the lowest.
+    let marks = specials(u64::from_le_bytes(word));
+    (marks != 0).then(|| (marks.trailing_zeros() / 8) as usize)
 }
 
 /// Appends `s` as a JSON string, exactly as serde_json writes it.
 pub(crate) fn push(json: &mut Vec<u8>, s: &str) {
-    if any_escape(s.as_bytes()) {
+    if plain_len(s.as_bytes()) < s.len() {
         // Writing into a `Vec` cannot fail.
         let _ = serde::Serialize::serialize(s, &mut serde_json::Serializer::new(json));
         return;
@@ -76,7 +91,7 @@ mod tests {
                 let mut bytes = plain.as_bytes().to_vec();
                 bytes[at] = special;
                 let s = String::from_utf8(bytes).expect("ASCII");
-                assert!(any_escape(s.as_bytes()), "{special:#x} at {at}");
+                assert_eq!(plain_len(s.as_bytes()), at, "{special:#x} at {at}");
                 assert_eq!(ours(&s), serde(&s), "{special:#x} at {at}");
             }
         }
@@ -92,7 +107,7 @@ mod tests {
             "grüße, 日本語, emoji 🎉, DEL \u{7f}, slash /",
         ];
         for s in samples {
-            assert!(!any_escape(s.as_bytes()), "{s:?}");
+            assert_eq!(plain_len(s.as_bytes()), s.len(), "{s:?}");
             assert_eq!(ours(s), serde(s), "{s:?}");
         }
         let long = "y".repeat(1000);
@@ -103,7 +118,7 @@ mod tests {
     fn bytes_just_above_the_escaped_ones_are_not_escaped() {
         for b in [0x20u8, b'!', b'#', b'[', b']', 0x7f] {
             let s = String::from_utf8(vec![b; 11]).expect("ASCII");
-            assert!(!any_escape(s.as_bytes()), "{b:#x}");
+            assert_eq!(plain_len(s.as_bytes()), s.len(), "{b:#x}");
             assert_eq!(ours(&s), serde(&s));
         }
     }

@@ -11,6 +11,7 @@ mod progress;
 mod reader;
 mod run;
 pub(crate) mod summary;
+pub(crate) mod task_fields;
 
 use std::process::ExitCode;
 

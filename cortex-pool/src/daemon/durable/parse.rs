@@ -2,24 +2,12 @@
 //! same fields and checks as `run`, the payload kept as JSON text, and an id
 //! generated when the line has none.
 
-use serde::Deserialize;
-use serde_json::value::RawValue;
 use task_source::NewTask;
+
+use crate::cli::task_fields;
 
 /// The longest per-attempt timeout a task may ask for: 30 days.
 pub(crate) const MAX_TIMEOUT_MS: u64 = 30 * 86_400 * 1000;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Raw<'a> {
-    id: Option<String>,
-    #[serde(rename = "type")]
-    task_type: String,
-    #[serde(borrow, default)]
-    payload: Option<&'a RawValue>,
-    priority: Option<u8>,
-    timeout_ms: Option<u64>,
-}
 
 /// Why a line was refused: the reason, and the user's id when the line had one.
 #[derive(Debug, PartialEq, Eq)]
@@ -30,12 +18,12 @@ pub(crate) struct Refused {
 
 /// Parses one line.
 pub(crate) fn parse(line: &str) -> Result<NewTask, Refused> {
-    let raw: Raw<'_> = serde_json::from_str(line).map_err(|e| Refused {
+    let raw = task_fields::read(line).map_err(|e| Refused {
         id: user_id(line),
         reason: format!("invalid_input: {e}"),
     })?;
     let refuse = |reason: String| Refused {
-        id: raw.id.clone(),
+        id: raw.id.as_deref().map(str::to_owned),
         reason: format!("invalid_input: {reason}"),
     };
     if raw.task_type.is_empty() {
@@ -62,11 +50,11 @@ pub(crate) fn parse(line: &str) -> Result<NewTask, Refused> {
         _ => {}
     }
     Ok(NewTask {
-        id: raw.id.clone().unwrap_or_else(super::ids::generate),
-        task_type: raw.task_type,
-        payload: raw
-            .payload
-            .map_or_else(|| "null".to_owned(), |p| p.get().to_owned()),
+        id: raw
+            .id
+            .map_or_else(super::ids::generate, std::borrow::Cow::into_owned),
+        task_type: raw.task_type.into_owned(),
+        payload: raw.payload.unwrap_or("null").to_owned(),
         priority,
         timeout_ms: raw.timeout_ms,
     })
