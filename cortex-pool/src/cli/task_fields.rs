@@ -212,7 +212,10 @@ mod tests {
             if text.is_char_boundary(at) && text.is_char_boundary(at + 1) {
                 match rng.below(3) {
                     0 => text.replace_range(at..at + 1, ""),
-                    1 => text.insert_str(at, &text[at..at + 1].to_owned()),
+                    1 => {
+                        let byte = text[at..at + 1].to_owned();
+                        text.insert_str(at, &byte);
+                    }
                     _ => text.replace_range(at..at + 1, rng.pick(&[",", "\"", "}", "\\", "x"])),
                 }
             }
