@@ -8,6 +8,8 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::doc::Doc;
 
+mod by_hand;
+
 /// Largest reply frame a client accepts.
 pub(crate) const MAX_REPLY: usize = pool_core::protocol::DEFAULT_MAX_FRAME;
 
@@ -114,6 +116,17 @@ pub(crate) enum LineStatus {
 }
 
 impl LineStatus {
+    /// The status named `name` (as serde names it; [`Other`](Self::Other)
+    /// for a name this client does not know).
+    pub(crate) fn named(name: &str) -> Self {
+        match name {
+            "ok" => Self::Ok,
+            "failed" => Self::Failed,
+            "dead_letter" => Self::DeadLetter,
+            _ => Self::Other,
+        }
+    }
+
     /// The status as the line writes it (`None` for [`Other`](Self::Other)).
     pub(crate) fn as_str(self) -> Option<&'static str> {
         match self {
@@ -297,11 +310,13 @@ impl Message for Request {
 
     fn fast(kind: &str, body: &[u8]) -> Option<Result<Self, rmp_serde::decode::Error>> {
         match kind {
-            "submit" => fields(body, |f: SubmitFields| Self::Submit {
-                lines: f.lines,
-                wait: f.wait,
-                first_line: f.first_line,
-                text: f.text,
+            "submit" => by_hand::submit(body).map(Ok).or_else(|| {
+                fields(body, |f: SubmitFields| Self::Submit {
+                    lines: f.lines,
+                    wait: f.wait,
+                    first_line: f.first_line,
+                    text: f.text,
+                })
             }),
             "result" => fields(body, |f: ResultFields| Self::Result {
                 ids: f.ids,
@@ -343,12 +358,16 @@ impl Message for Reply {
 
     fn fast(kind: &str, body: &[u8]) -> Option<Result<Self, rmp_serde::decode::Error>> {
         match kind {
-            "line_text" => fields(body, |f: LineTextFields| Self::LineText {
-                line: f.line,
-                status: f.status,
+            "line_text" => by_hand::line_text(body).map(Ok).or_else(|| {
+                fields(body, |f: LineTextFields| Self::LineText {
+                    line: f.line,
+                    status: f.status,
+                })
             }),
-            "lines_text" => fields(body, |f: LinesTextFields| Self::LinesText {
-                lines: f.lines,
+            "lines_text" => by_hand::lines_text(body).map(Ok).or_else(|| {
+                fields(body, |f: LinesTextFields| Self::LinesText {
+                    lines: f.lines,
+                })
             }),
             "done" => fields(body, |f: DoneFields| Self::Done {
                 accepted: f.accepted,
