@@ -245,11 +245,35 @@ pub(crate) fn written_head(line: &str) -> Option<(f64, &str)> {
         .get(digits..)
         .filter(|_| digits > 0)?
         .strip_prefix(",\"duration_ms\":")?;
-    let end = rest.find(',')?;
-    let duration_ms = rest[..end].parse().ok().filter(|ms: &f64| ms.is_finite())?;
+    let end = rest.bytes().position(|b| b == b',')?;
+    let duration_ms = decimal(&rest[..end])?;
     let rest = rest[end..].strip_prefix(",\"id\":\"")?;
-    let id = &rest[..rest.find('"')?];
-    (!id.contains('\\')).then_some((duration_ms, id))
+    let len = json_str::plain_len(rest.as_bytes());
+    (rest.as_bytes().get(len) == Some(&b'"')).then(|| (duration_ms, &rest[..len]))
+}
+
+/// The number `text` writes when it is a plain decimal of at most 15 digits
+/// (`0.759`, `12.0`: how these lines write a duration), computed as its
+/// digits over a power of ten. Both are exact in an `f64`, so the one
+/// division rounds correctly, as parsing does. `None` for any other text.
+fn decimal(text: &str) -> Option<f64> {
+    const TENS: [f64; 16] = [
+        1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+    ];
+    let (whole, fraction) = match text.split_once('.') {
+        Some((whole, fraction)) if !fraction.is_empty() => (whole, fraction),
+        Some(_) => return None,
+        None => (text, ""),
+    };
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    let short = !whole.is_empty() && whole.len() + fraction.len() <= 15;
+    (short && digits(whole) && digits(fraction)).then(|| {
+        let mantissa = whole
+            .bytes()
+            .chain(fraction.bytes())
+            .fold(0u64, |n, b| n * 10 + u64::from(b - b'0'));
+        mantissa as f64 / TENS[fraction.len()]
+    })
 }
 
 fn round3(ms: f64) -> f64 {
@@ -298,6 +322,29 @@ mod tests {
             assert_eq!((read_ms, read_id), (ms, id), "{text}");
             assert!((read_ms - parsed["duration_ms"].as_f64().expect("a number")).abs() < 1e-9);
             assert_eq!(read_id, parsed["id"], "{text}");
+        }
+        for text in [
+            "0",
+            "0.0",
+            "0.759",
+            "12.5",
+            "86400000.5",
+            "999999999.999999",
+            "0.001",
+        ] {
+            assert_eq!(decimal(text), text.parse().ok(), "{text}");
+        }
+        for text in [
+            "",
+            ".5",
+            "5.",
+            "1e3",
+            "-1.0",
+            "1.2.3",
+            "1234567890.1234567",
+            "inf",
+        ] {
+            assert_eq!(decimal(text), None, "{text}");
         }
         let failed = error_line("d", Status::Failed, &err, 7.0).into_text();
         let invalid = invalid(3, "bad").into_text();

@@ -26,19 +26,43 @@ pub(crate) fn generate() -> String {
             (u128::from(fastrand::u64(..)) << 16 | u128::from(fastrand::u16(..))) & ((1 << 79) - 1);
         last.1
     };
-    let value = u128::from(last.0) << 80 | random;
+    let time = last.0;
     drop(last);
-    let mut id = [0u8; 26];
-    for (at, digit) in id.iter_mut().rev().enumerate() {
-        *digit = ALPHABET[((value >> (at * 5)) & 31) as usize];
-    }
-    // Every byte is one of the alphabet's ASCII digits and capitals: valid
-    // UTF-8, borrowed as it is (no byte is replaced).
-    String::from_utf8_lossy(&id).into_owned()
+    // 26 digits of five bits: the time's 48 bits (10 digits, the first with
+    // three), then the random part's 80 (16 digits), each half of it in a u64.
+    let mut id = String::with_capacity(26);
+    let mut push = |value: u64, digits: u32| {
+        for at in (0..digits).rev() {
+            id.push(char::from(ALPHABET[((value >> (at * 5)) & 31) as usize]));
+        }
+    };
+    push(time, 10);
+    push((random >> 40) as u64, 8);
+    push((random & ((1 << 40) - 1)) as u64, 8);
+    id
 }
 
 #[cfg(test)]
 mod tests {
+    /// The digits are the ULID's 128 bits, five at a time from the top.
+    #[test]
+    fn an_id_spells_its_time_then_its_random_part_in_crockford_base_32() {
+        let before = task_source::now_ms();
+        let id = super::generate();
+        let value = id.bytes().fold(0u128, |v, b| {
+            let digit = super::ALPHABET
+                .iter()
+                .position(|&a| a == b)
+                .expect("an alphabet digit");
+            v << 5 | digit as u128
+        });
+        let time = (value >> 80) as u64;
+        assert!(
+            time >= before && time <= task_source::now_ms(),
+            "{id}: {time}"
+        );
+    }
+
     #[test]
     fn ids_are_unique_sorted_and_26_characters() {
         let ids: Vec<String> = (0..10_000).map(|_| super::generate()).collect();
