@@ -215,6 +215,15 @@ pub(crate) fn frame<T: Serialize>(message: &T, max: usize) -> Result<BytesMut, F
     Ok(buf)
 }
 
+/// Appends `reply` to `dst` as one frame (the task path's replies framed by
+/// hand, the same bytes as serde's).
+///
+/// # Errors
+/// When it does not encode or is larger than `max`.
+pub(crate) fn frame_reply(reply: &Reply, dst: &mut BytesMut, max: usize) -> Result<(), FrameError> {
+    by_hand::frame(reply, dst, max).unwrap_or_else(|| encode_frame(reply, dst, max))
+}
+
 /// Writes `message` as one frame.
 ///
 /// # Errors

@@ -12,14 +12,14 @@ use tokio::io::{AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 
 type RecvHalf = ReadHalf<LocalSocketStream>;
 type SendHalf = WriteHalf<LocalSocketStream>;
-use pool_core::protocol::{encode_frame, FrameCodec};
+use pool_core::protocol::FrameCodec;
 use serde_json::json;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
 use super::durable::api;
-use super::protocol::{self, Reply, Request, MAX_REPLY};
+use super::protocol::{self, frame_reply, Reply, Request, MAX_REPLY};
 use super::state::Daemon;
 
 /// How long a connection may sit idle (or in the middle of a frame).
@@ -125,10 +125,10 @@ async fn write_replies<W: AsyncWrite + Unpin>(
     let mut buf = BytesMut::new();
     while let Some(reply) = rx.recv().await {
         buf.clear();
-        let mut framed = encode_frame(&reply, &mut buf, max).is_ok();
+        let mut framed = frame_reply(&reply, &mut buf, max).is_ok();
         while framed && buf.len() < WRITE_BYTES {
             let Ok(more) = rx.try_recv() else { break };
-            framed = encode_frame(&more, &mut buf, max).is_ok();
+            framed = frame_reply(&more, &mut buf, max).is_ok();
         }
         let written = send.write_all(&buf).await.is_ok() && send.flush().await.is_ok();
         if !framed || !written {

@@ -273,15 +273,13 @@ fn settlement(daemon: &Daemon, a: Attempt) -> Settlement {
 async fn save(daemon: &Daemon, unsaved: &mut Vec<Settlement>) {
     match daemon.source.settle(unsaved.clone()).await {
         Ok(()) => {
+            // The lines committed go on to their waiters, moved, not copied.
             daemon
                 .waiters
-                .settled(unsaved.iter().filter_map(|s| match &s.outcome {
-                    Outcome::Settled { state, line, .. } => {
-                        Some((s.id.as_str(), *state, line.as_str()))
-                    }
+                .settled(unsaved.drain(..).filter_map(|s| match s.outcome {
+                    Outcome::Settled { state, line, .. } => Some((s.id, state, line)),
                     Outcome::Retry { .. } | Outcome::Interrupted => None,
                 }));
-            unsaved.clear();
         }
         Err(e) => {
             tracing::error!(error = %e, pending = unsaved.len(), "cannot record task outcomes; will retry");

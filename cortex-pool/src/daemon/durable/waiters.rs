@@ -99,23 +99,16 @@ impl Waiters {
 
     /// Hands each settled task's line to its waiters (built only for an id
     /// someone waits for).
-    pub(crate) fn settled<'a>(
-        &self,
-        done: impl IntoIterator<Item = (&'a str, TaskState, &'a str)>,
-    ) {
+    pub(crate) fn settled(&self, done: impl IntoIterator<Item = (String, TaskState, String)>) {
         let mut map = self.lock();
         if map.is_empty() {
             return;
         }
         for (id, state, line) in done {
-            let Some((id, waiting)) = map.remove_entry(id) else {
+            let Some(waiting) = map.remove(&id) else {
                 continue;
             };
-            let settled = Arc::new(Settled {
-                id,
-                state,
-                line: line.to_owned(),
-            });
+            let settled = Arc::new(Settled { id, state, line });
             for w in waiting {
                 let _ = w.send(settled.clone());
             }
@@ -147,6 +140,14 @@ mod tests {
         ids.iter().map(|&id| id.to_owned()).collect()
     }
 
+    /// Settled tasks as the feeder hands them over.
+    fn done(items: &[(&str, TaskState, &str)]) -> Vec<(String, TaskState, String)> {
+        items
+            .iter()
+            .map(|&(id, state, line)| (id.to_owned(), state, line.to_owned()))
+            .collect()
+    }
+
     fn held(waiters: &Waiters, id: &str) -> usize {
         waiters.lock().get(id).map_or(0, Vec::len)
     }
@@ -160,10 +161,10 @@ mod tests {
             waiters.register_all(&a),
             waiters.register_all(&b),
         );
-        waiters.settled([
+        waiters.settled(done(&[
             ("a", TaskState::Ok, r#"{"id":"a"}"#),
             ("c", TaskState::Failed, "{}"),
-        ]);
+        ]));
         let want = Settled {
             id: "a".to_owned(),
             state: TaskState::Ok,
@@ -173,7 +174,7 @@ mod tests {
         assert_eq!(*a2.inbox.try_recv().unwrap(), want);
         assert!(a1.inbox.try_recv().is_err());
         assert!(b1.inbox.try_recv().is_err());
-        waiters.settled([("b", TaskState::DeadLetter, "{}")]);
+        waiters.settled(done(&[("b", TaskState::DeadLetter, "{}")]));
         assert_eq!(b1.inbox.try_recv().unwrap().state, TaskState::DeadLetter);
     }
 
@@ -182,11 +183,11 @@ mod tests {
         let waiters = Waiters::default();
         let named = ids(&["a", "b", "a"]);
         let mut rx = waiters.register_all(&named);
-        waiters.settled([("a", TaskState::Ok, "1")]);
+        waiters.settled(done(&[("a", TaskState::Ok, "1")]));
         let got = rx.inbox.try_recv().unwrap();
         assert_eq!((got.id.as_str(), got.line.as_str()), ("a", "1"));
         assert!(rx.inbox.try_recv().is_err(), "a named twice is sent once");
-        waiters.settled([("b", TaskState::Failed, "2")]);
+        waiters.settled(done(&[("b", TaskState::Failed, "2")]));
         let got = rx.inbox.try_recv().unwrap();
         assert_eq!((got.id.as_str(), got.state), ("b", TaskState::Failed));
     }
@@ -204,7 +205,7 @@ mod tests {
         );
         assert_eq!(held(&waiters, "b"), 0);
         assert!(!waiters.lock().contains_key("b"));
-        waiters.settled([("a", TaskState::Ok, "{}")]);
+        waiters.settled(done(&[("a", TaskState::Ok, "{}")]));
         assert!(stays.inbox.try_recv().is_ok());
         drop(stays);
         assert!(waiters.lock().is_empty());
@@ -215,8 +216,11 @@ mod tests {
         let waiters = Waiters::default();
         let named = ids(&["a", "b", "c"]);
         let mut rx = waiters.register_all(&named);
-        waiters.settled([("a", TaskState::Ok, "1"), ("b", TaskState::Ok, "2")]);
-        waiters.settled([("c", TaskState::Ok, "3")]);
+        waiters.settled(done(&[
+            ("a", TaskState::Ok, "1"),
+            ("b", TaskState::Ok, "2"),
+        ]));
+        waiters.settled(done(&[("c", TaskState::Ok, "3")]));
         let mut batch = Vec::new();
         assert_eq!(rx.recv_many(&mut batch, 2).await, 2);
         assert_eq!(rx.recv_many(&mut batch, 2).await, 1);
