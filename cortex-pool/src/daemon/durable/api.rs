@@ -128,12 +128,15 @@ pub(crate) async fn lookup(
     out: &mpsc::Sender<Reply>,
 ) -> Result<(), Closed> {
     let shared = daemon.queue.get().is_some();
-    // Registered before the store is read, so a task that settles in between
-    // is not missed.
-    let mut registration = wait.map(|_| daemon.waiters.register_all(&ids));
     let mut tally = Tally {
         text,
         ..Tally::default()
+    };
+    // Waited for: a task that has not settled (on the shared queue, one not
+    // found either).
+    let waits = |record: &Option<TaskStatus>| {
+        let settled = record.as_ref().is_some_and(|r| r.state.is_settled());
+        wait.is_some() && !settled && (record.is_some() || shared)
     };
     let records = match daemon.source.status(ids.clone()).await {
         Ok(r) => r,
@@ -143,17 +146,34 @@ pub(crate) async fn lookup(
     };
     let mut pending = Vec::new();
     for (id, record) in ids.iter().zip(records) {
-        let settled = record.as_ref().is_some_and(|r| r.state.is_settled());
-        let exists = record.is_some() || shared;
-        if wait.is_some() && !settled && exists {
+        if waits(&record) {
             pending.push(id.clone());
             continue;
         }
         tally.send(id, record, out).await?;
     }
-    if let (Some(timeout), Some(inbox)) = (wait, registration.as_mut()) {
+    if let Some(timeout) = wait.filter(|_| !pending.is_empty()) {
+        // Only the tasks still to settle are registered, then read again: one
+        // that settled after the first read is answered from this one (and
+        // its line, should it reach the inbox too, is skipped there). Most
+        // tasks of a `submit --wait` have settled by the time it waits.
+        let mut inbox = daemon.waiters.register_all(&pending);
+        let mut left: HashSet<String> = HashSet::default();
+        match daemon.source.status(pending.clone()).await {
+            Ok(records) => {
+                let mut answered: HashSet<&str> = HashSet::default();
+                for (id, record) in pending.iter().zip(records) {
+                    if waits(&record) {
+                        left.insert(id.clone());
+                    } else if answered.insert(id) {
+                        tally.send(id, record, out).await?;
+                    }
+                }
+            }
+            // Not read again: each is waited for.
+            Err(_) => left.extend(pending.iter().cloned()),
+        }
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
-        let mut left: HashSet<String> = pending.into_iter().collect();
         let mut next_poll = tokio::time::Instant::now() + poll_period(left.len());
         let mut batch = Vec::new();
         while !left.is_empty() {
@@ -601,5 +621,77 @@ mod tests {
         );
         let maps = looked_up(&daemon, &ids, false).await;
         assert!(maps[..4].iter().all(|r| matches!(r, Reply::Line { .. })));
+    }
+
+    /// A task that settles after the look-up read it as running, and before
+    /// the look-up registered to wait for it (its line went to no waiter),
+    /// is answered from the second read instead of waited for forever.
+    #[tokio::test]
+    async fn a_task_that_settles_while_the_look_up_registers_is_answered() {
+        use futures_util::FutureExt;
+
+        let daemon = crate::daemon::test_daemon::daemon().await;
+        let source = &daemon.source;
+        let task = |id: &str| task_source::NewTask {
+            id: id.to_owned(),
+            task_type: "echo".to_owned(),
+            payload: "1".to_owned(),
+            priority: 10,
+            timeout_ms: None,
+        };
+        let ok = |id: &str| task_source::Settlement {
+            id: id.to_owned(),
+            attempt: 1,
+            outcome: task_source::Outcome::Settled {
+                state: TaskState::Ok,
+                line: format!(r#"{{"id":"{id}","status":"ok"}}"#),
+                error: None,
+            },
+        };
+        source
+            .accept(vec![task("done"), task("racing")])
+            .await
+            .unwrap();
+        assert_eq!(source.claim(2, 0).await.unwrap().len(), 2);
+        source.settle(vec![ok("done")]).await.unwrap();
+
+        // Room for one reply, taken by a filler: the look-up stops at its
+        // first line, after its first read, until the filler is taken.
+        let (tx, mut rx) = mpsc::channel(1);
+        tx.send(Reply::error("filler", "")).await.unwrap();
+        let ids = vec!["done".to_owned(), "racing".to_owned()];
+        let look = lookup(ids, Some(None), true, &daemon, &tx);
+        tokio::pin!(look);
+        assert!(
+            (&mut look).now_or_never().is_none(),
+            "stopped at its first line"
+        );
+        let read = async {
+            assert!(matches!(rx.recv().await, Some(Reply::Error { .. })));
+            // Settled with no waiter told: the look-up has not registered yet.
+            source.settle(vec![ok("racing")]).await.unwrap();
+            let mut lines = Vec::new();
+            while let Some(reply) = rx.recv().await {
+                match reply {
+                    Reply::LineText { line, .. } => lines.push(line),
+                    Reply::Done { accepted, .. } => return (lines, accepted),
+                    other => panic!("{other:?}"),
+                }
+            }
+            panic!("no Done")
+        };
+        let (looked, (lines, accepted)) =
+            tokio::time::timeout(Duration::from_secs(60), async { tokio::join!(look, read) })
+                .await
+                .expect("answered, not waited for");
+        assert!(looked.is_ok());
+        assert_eq!(
+            lines,
+            [
+                r#"{"id":"done","status":"ok"}"#,
+                r#"{"id":"racing","status":"ok"}"#
+            ]
+        );
+        assert_eq!(accepted, 2);
     }
 }
