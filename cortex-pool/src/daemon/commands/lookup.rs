@@ -196,7 +196,7 @@ async fn stream(
     let mut tracked = Tracked {
         lines,
         all_ok,
-        answered: HashSet::default(),
+        answered: Vec::new(),
     };
     let result = loop {
         // Nothing more read yet: the lines so far go out before the wait.
@@ -220,16 +220,22 @@ async fn stream(
             Err(e) => break Err(e),
         }
     };
-    let answered = tracked.answered;
-    left.retain(|id| !answered.contains(id));
+    if result.is_ok() {
+        // Done: every id was answered.
+        left.clear();
+    } else {
+        let answered: HashSet<String> = tracked.answered.into_iter().collect();
+        left.retain(|id| !answered.contains(id));
+    }
     result
 }
 
-/// Lines handed on, with the ids they answered and whether all were ok.
+/// Lines handed on, with the ids they answered (looked up only when the
+/// connection is lost, to ask again for the others) and whether all were ok.
 struct Tracked<'a> {
     lines: &'a mut dyn Lines,
     all_ok: &'a mut bool,
-    answered: HashSet<String>,
+    answered: Vec<String>,
 }
 
 impl Lines for Tracked<'_> {
@@ -238,7 +244,7 @@ impl Lines for Tracked<'_> {
             *self.all_ok = false;
         }
         if let Some(id) = &answer.id {
-            self.answered.insert(id.to_string());
+            self.answered.push(id.to_string());
         }
         self.lines.line(answer);
     }
