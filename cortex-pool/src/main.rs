@@ -6,6 +6,7 @@ mod cli;
 mod daemon;
 mod demo_worker;
 mod pool_settings;
+mod set_once;
 mod top;
 
 /// The binary's allocator: `run`, the daemon and the demo worker allocate a few

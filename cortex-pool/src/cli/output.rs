@@ -237,9 +237,12 @@ fn scalar(json: &mut Vec<u8>, value: impl Serialize) {
 /// The `duration_ms` and `id` of a result line this module wrote (its second
 /// and third keys, after `attempts`), read without parsing the line: `None`
 /// for text that does not begin as result lines do (an error line has its
-/// `error` before its `id`), or whose id has an escape in it.
+/// `error` before its `id`), does not end as an object does, or whose id has
+/// an escape in it.
 pub(crate) fn written_head(line: &str) -> Option<(f64, &str)> {
-    let rest = line.strip_prefix("{\"attempts\":")?;
+    let rest = line
+        .strip_prefix("{\"attempts\":")
+        .filter(|_| line.ends_with('}'))?;
     let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
     let rest = rest
         .get(digits..)
@@ -278,6 +281,29 @@ fn decimal(text: &str) -> Option<f64> {
 
 fn round3(ms: f64) -> f64 {
     (ms * 1000.0).round() / 1000.0
+}
+
+/// Lines as the daemon's feeder writes them, for other modules' tests.
+#[cfg(test)]
+pub(crate) mod written {
+    use super::{error_line, result_line, ErrorFields, Status};
+
+    /// An ok line of `id` whose result is a small map.
+    pub(crate) fn ok(id: &str, duration_ms: f64) -> String {
+        let payload = rmp_serde::to_vec_named(&serde_json::json!({"duration_ms": 9, "id": "x"}))
+            .expect("encodes");
+        result_line(id, &payload, 1, "worker-1", duration_ms).into_text()
+    }
+
+    /// A handler's error line of `id`, `failed` or `dead_letter`.
+    pub(crate) fn failed(id: &str, status: Status, duration_ms: f64) -> String {
+        let error = ErrorFields {
+            attempts: 3,
+            worker: Some("worker-1"),
+            ..ErrorFields::new("handler", "no")
+        };
+        error_line(id, status, &error, duration_ms).into_text()
+    }
 }
 
 #[cfg(test)]
@@ -320,7 +346,8 @@ mod tests {
             let parsed = serde_json::from_str::<Value>(&text).expect("JSON");
             let (read_ms, read_id) = written_head(&text).expect("read");
             assert_eq!((read_ms, read_id), (ms, id), "{text}");
-            assert!((read_ms - parsed["duration_ms"].as_f64().expect("a number")).abs() < 1e-9);
+            let parsed_ms = parsed["duration_ms"].as_f64().expect("a number");
+            assert_eq!(read_ms.to_bits(), parsed_ms.to_bits(), "{text}");
             assert_eq!(read_id, parsed["id"], "{text}");
         }
         for text in [
@@ -358,6 +385,7 @@ mod tests {
             r#"{"attempts":1,"duration_ms":null,"id":"a"}"#,
             r#"{"attempts":1,"duration_ms":1.5,"error":{},"id":"a"}"#,
             r#"{"attempts":1,"duration_ms":1.5,"id":"a"#,
+            r#"{"attempts":1,"duration_ms":1.5,"id":"a","resu"#,
             "",
         ] {
             assert_eq!(written_head(other), None, "{other}");

@@ -12,6 +12,11 @@ use super::state::Daemon;
 /// A daemon with the default settings, mock workers that echo, and a
 /// [`MemorySource`](task_source::MemorySource).
 pub(crate) async fn daemon() -> Arc<Daemon> {
+    daemon_with(Arc::new(task_source::MemorySource::new())).await
+}
+
+/// [`daemon`] on `source`.
+pub(crate) async fn daemon_with(source: Arc<dyn task_source::TaskSource>) -> Arc<Daemon> {
     let settings = Sources::default()
         .load_with(|_| None)
         .and_then(super::config::Raw::resolve)
@@ -22,9 +27,5 @@ pub(crate) async fn daemon() -> Arc<Daemon> {
         .start()
         .await
         .expect("pool starts");
-    Arc::new(Daemon::new(
-        pool,
-        Arc::new(RwLock::new(settings)),
-        Arc::new(task_source::MemorySource::new()),
-    ))
+    Arc::new(Daemon::new(pool, Arc::new(RwLock::new(settings)), source))
 }

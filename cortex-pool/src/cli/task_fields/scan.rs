@@ -2,13 +2,15 @@
 //! reading cannot differ from serde_json's: each key once, keys and the
 //! `id` and `type` strings without escapes, `priority` and `timeout_ms` as
 //! plain unsigned integers, and a `payload` of any JSON it can check whole
-//! (escapes included, lone surrogates, exponents and deep nesting excepted).
+//! (escapes included, except any `\u` escape of a surrogate; exponents and
+//! deep nesting excepted).
 //! Anything else, it declines.
 
 use std::borrow::Cow;
 
 use super::Fields;
 use crate::cli::json_str;
+use crate::set_once::set_once;
 
 /// How deep a payload's arrays and objects may nest here (serde_json stops
 /// at 128 levels; a deeper payload is left to it).
@@ -31,19 +33,19 @@ pub(super) fn fields(line: &str) -> Option<Fields<'_>> {
         at.eat(b':')?;
         at.space();
         match key {
-            "id" => once(&mut id, at.or_null(Cursor::plain_string)?)?,
-            "type" => once(&mut task_type, at.plain_string()?)?,
+            "id" => set_once(&mut id, at.or_null(Cursor::plain_string)?)?,
+            "type" => set_once(&mut task_type, at.plain_string()?)?,
             "payload" => {
                 let start = at.at;
                 at.skip_value(PAYLOAD_DEPTH)?;
                 let text = line.get(start..at.at)?;
-                once(&mut payload, (text != "null").then_some(text))?;
+                set_once(&mut payload, (text != "null").then_some(text))?;
             }
             "priority" => {
                 let n = at.or_null(|c| c.uint().and_then(|n| u8::try_from(n).ok()))?;
-                once(&mut priority, n)?;
+                set_once(&mut priority, n)?;
             }
-            "timeout_ms" => once(&mut timeout_ms, at.or_null(Cursor::uint)?)?,
+            "timeout_ms" => set_once(&mut timeout_ms, at.or_null(Cursor::uint)?)?,
             _ => return None,
         }
         at.space();
@@ -61,11 +63,6 @@ pub(super) fn fields(line: &str) -> Option<Fields<'_>> {
         priority: priority.flatten(),
         timeout_ms: timeout_ms.flatten(),
     })
-}
-
-/// Sets a key's value the first time it is seen (`None` for a repeated key).
-fn once<T>(slot: &mut Option<T>, value: T) -> Option<()> {
-    slot.is_none().then(|| *slot = Some(value))
 }
 
 /// A position in the line.

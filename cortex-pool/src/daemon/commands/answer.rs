@@ -12,9 +12,9 @@ use std::io::Write;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::cli::output;
 use crate::cli::output::Status;
 use crate::cli::summary::Tally;
+use crate::cli::{json_str, output};
 use crate::daemon::protocol::LineStatus;
 
 /// Where a look-up hands its lines.
@@ -119,7 +119,7 @@ fn id_and_status(text: &str) -> Option<(&str, &str)> {
     let rest = text.strip_prefix("{\"id\":\"")?;
     let (id, rest) = rest.split_once('"')?;
     let status = rest.strip_prefix(",\"status\":\"")?.strip_suffix("\"}")?;
-    let plain = |s: &str| !s.contains(['"', '\\']) && !s.bytes().any(|b| b < 0x20);
+    let plain = |s: &str| json_str::plain_len(s.as_bytes()) == s.len();
     (plain(id) && plain(status)).then_some((id, status))
 }
 

@@ -183,7 +183,8 @@ pub(crate) async fn lines_for(
     Ok(all_ok)
 }
 
-/// Sends one look-up and streams its lines, removing each answered id from `left`.
+/// Sends one look-up and streams its lines; when it ends without `Done`
+/// (the connection lost, or an error), removes each answered id from `left`.
 async fn stream(
     settings: &Settings,
     request: &Request,
@@ -220,10 +221,8 @@ async fn stream(
             Err(e) => break Err(e),
         }
     };
-    if result.is_ok() {
-        // Done: every id was answered.
-        left.clear();
-    } else {
+    if result.is_err() {
+        // Asked again for the ids not answered.
         let answered: HashSet<String> = tracked.answered.into_iter().collect();
         left.retain(|id| !answered.contains(id));
     }

@@ -159,19 +159,19 @@ pub(crate) async fn lookup(
         // tasks of a `submit --wait` have settled by the time it waits.
         let mut inbox = daemon.waiters.register_all(&pending);
         let mut left: HashSet<String> = HashSet::default();
-        match daemon.source.status(pending.clone()).await {
-            Ok(records) => {
-                let mut answered: HashSet<&str> = HashSet::default();
-                for (id, record) in pending.iter().zip(records) {
-                    if waits(&record) {
-                        left.insert(id.clone());
-                    } else if answered.insert(id) {
-                        tally.send(id, record, out).await?;
-                    }
-                }
+        // Not read again, a task that settled before it was registered would
+        // be waited for in vain: the client is told, and asks again.
+        let records = match daemon.source.status(pending.clone()).await {
+            Ok(r) => r,
+            Err(e) => return out.send(Reply::error("store", e.to_string())).await,
+        };
+        let mut answered: HashSet<&str> = HashSet::default();
+        for (id, record) in pending.iter().zip(records) {
+            if waits(&record) {
+                left.insert(id.clone());
+            } else if answered.insert(id) {
+                tally.send(id, record, out).await?;
             }
-            // Not read again: each is waited for.
-            Err(_) => left.extend(pending.iter().cloned()),
         }
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         let mut next_poll = tokio::time::Instant::now() + poll_period(left.len());
@@ -199,8 +199,8 @@ pub(crate) async fn lookup(
                 break;
             }
             for settled in batch.drain(..) {
-                // Answered already (from the shared queue's bucket, or named
-                // twice), or settled before the store was read.
+                // Answered already: from the second read, from the shared
+                // queue's bucket, or named twice.
                 if !left.remove(&settled.id) {
                     continue;
                 }
@@ -217,7 +217,10 @@ pub(crate) async fn lookup(
         // Timed out: the rest as they are now.
         let rest: Vec<String> = left.into_iter().collect();
         if !rest.is_empty() {
-            let records = daemon.source.status(rest.clone()).await.unwrap_or_default();
+            let records = match daemon.source.status(rest.clone()).await {
+                Ok(r) => r,
+                Err(e) => return out.send(Reply::error("store", e.to_string())).await,
+            };
             for (id, record) in rest.iter().zip(records) {
                 tally.send(id, record, out).await?;
             }
@@ -279,7 +282,9 @@ impl Tally {
     ///
     /// A settled task's stored line goes to a client that asked for text as
     /// it was stored, unchecked: the client reads the fields it counts from
-    /// it and shows a line that is not a JSON object as `invalid`, naming it.
+    /// it and shows a line that is not a JSON object as `invalid`, naming it
+    /// (an ok line sent with its status is read from its beginning and end
+    /// only, [`output::written_head`](crate::cli::output::written_head)).
     /// (Checking each line here cost the daemon about 1 000 instructions a
     /// task.) Sent as a map, a line is checked, since it is transcoded.
     async fn send(
@@ -442,6 +447,7 @@ pub(crate) async fn store_status(daemon: &Daemon) -> Value {
 mod tests {
     use super::*;
     use crate::daemon::commands::{emit_line, Answer};
+    use task_source::{SourceError, TaskRecord, TaskSource};
 
     #[test]
     fn the_bucket_is_read_at_most_so_many_ids_a_second() {
@@ -560,16 +566,23 @@ mod tests {
         let source = &daemon.source;
         source.accept(ids.map(task).to_vec()).await.unwrap();
         assert_eq!(source.claim(4, 0).await.unwrap().len(), 4);
-        let line = |id: &str, status: &str, ms: &str| {
-            format!(
-                r#"{{"attempts":1,"duration_ms":{ms},"id":"{id}","result":{{"status":"x","duration_ms":9}},"status":"{status}","worker":"w"}}"#
-            )
-        };
+        // As the feeder writes them.
+        use crate::cli::output::{written, Status};
         let written = [
-            (TaskState::Ok, line("ok", "ok", "1.25")),
-            (TaskState::Failed, line("failed", "failed", "0.0")),
-            (TaskState::DeadLetter, line("dead", "dead_letter", "31.5")),
-            (TaskState::Cancelled, line("cancelled", "cancelled", "2.0")),
+            (TaskState::Ok, written::ok("ok", 1.25)),
+            (
+                TaskState::Failed,
+                written::failed("failed", Status::Failed, 0.0),
+            ),
+            (
+                TaskState::DeadLetter,
+                written::failed("dead", Status::DeadLetter, 31.5),
+            ),
+            (
+                TaskState::Cancelled,
+                r#"{"attempts":1,"duration_ms":2.0,"id":"cancelled","status":"cancelled"}"#
+                    .to_owned(),
+            ),
         ];
         let settlements = ids
             .iter()
@@ -656,7 +669,9 @@ mod tests {
         source.settle(vec![ok("done")]).await.unwrap();
 
         // Room for one reply, taken by a filler: the look-up stops at its
-        // first line, after its first read, until the filler is taken.
+        // first line, after its first read, until the filler is taken. (The
+        // memory source's reads finish on their first poll, so the look-up
+        // can stop nowhere before that send.)
         let (tx, mut rx) = mpsc::channel(1);
         tx.send(Reply::error("filler", "")).await.unwrap();
         let ids = vec!["done".to_owned(), "racing".to_owned()];
@@ -693,5 +708,108 @@ mod tests {
             ]
         );
         assert_eq!(accepted, 2);
+    }
+
+    /// A memory source whose second `status` read fails.
+    #[derive(Debug, Default)]
+    struct SecondReadFails {
+        inner: task_source::MemorySource,
+        reads: std::sync::atomic::AtomicU32,
+    }
+
+    #[async_trait::async_trait]
+    impl TaskSource for SecondReadFails {
+        async fn accept(
+            &self,
+            tasks: Vec<task_source::NewTask>,
+        ) -> Result<Vec<task_source::Admission>, SourceError> {
+            self.inner.accept(tasks).await
+        }
+        async fn claim(
+            &self,
+            max: usize,
+            now_ms: u64,
+        ) -> Result<Vec<task_source::Claimed>, SourceError> {
+            self.inner.claim(max, now_ms).await
+        }
+        async fn settle(
+            &self,
+            settlements: Vec<task_source::Settlement>,
+        ) -> Result<(), SourceError> {
+            self.inner.settle(settlements).await
+        }
+        async fn recover(&self) -> Result<u64, SourceError> {
+            self.inner.recover().await
+        }
+        async fn get(&self, ids: Vec<String>) -> Result<Vec<Option<TaskRecord>>, SourceError> {
+            self.inner.get(ids).await
+        }
+        async fn status(&self, ids: Vec<String>) -> Result<Vec<Option<TaskStatus>>, SourceError> {
+            let read = self
+                .reads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if read == 1 {
+                return Err(SourceError::Backend("busy".to_owned()));
+            }
+            self.inner.status(ids).await
+        }
+        async fn list(&self, filter: task_source::Filter) -> Result<Vec<TaskRecord>, SourceError> {
+            self.inner.list(filter).await
+        }
+        async fn requeue_dead(
+            &self,
+            ids: Option<Vec<String>>,
+        ) -> Result<Vec<(String, task_source::Requeue)>, SourceError> {
+            self.inner.requeue_dead(ids).await
+        }
+        async fn purge_dead(&self) -> Result<Vec<String>, SourceError> {
+            self.inner.purge_dead().await
+        }
+        async fn prune(
+            &self,
+            settled_before_ms: u64,
+            max_bytes: Option<u64>,
+        ) -> Result<u64, SourceError> {
+            self.inner.prune(settled_before_ms, max_bytes).await
+        }
+        async fn unsettled(&self) -> Result<u64, SourceError> {
+            self.inner.unsettled().await
+        }
+        async fn stats(&self) -> Result<task_source::SourceStats, SourceError> {
+            self.inner.stats().await
+        }
+    }
+
+    /// A waited-for task the look-up cannot read again (it may have settled
+    /// before the look-up registered, its line sent to no one) is not waited
+    /// for in vain: the client is told of the store's error, and asks again.
+    #[tokio::test]
+    async fn a_failed_second_read_is_reported_not_waited_on() {
+        let source = Arc::new(SecondReadFails::default());
+        let daemon = crate::daemon::test_daemon::daemon_with(source.clone()).await;
+        source
+            .accept(vec![task_source::NewTask {
+                id: "running".to_owned(),
+                task_type: "echo".to_owned(),
+                payload: "1".to_owned(),
+                priority: 10,
+                timeout_ms: None,
+            }])
+            .await
+            .unwrap();
+        assert_eq!(source.claim(1, 0).await.unwrap().len(), 1);
+        let (tx, mut rx) = mpsc::channel(16);
+        let look = lookup(vec!["running".to_owned()], Some(None), true, &daemon, &tx);
+        let looked = tokio::time::timeout(Duration::from_secs(60), look)
+            .await
+            .expect("told, not waited for");
+        assert!(looked.is_ok());
+        drop(tx);
+        let reply = rx.recv().await;
+        assert!(
+            matches!(&reply, Some(Reply::Error { kind, .. }) if kind == "store"),
+            "{reply:?}"
+        );
+        assert!(rx.recv().await.is_none(), "nothing after the error");
     }
 }

@@ -137,7 +137,9 @@ pub(crate) async fn run(daemon: Arc<Daemon>) {
 
 /// Submits the claimed attempts to the pool in one call: those it took run
 /// (their outcomes arrive through `sink`), those it refused (it is stopping)
-/// are settled as not taken.
+/// are settled as not taken. Each attempt's time starts as the batch is
+/// handed over: its `duration_ms` counts a wait for room in the pool's queue
+/// (a `max_queue_len` below the claim window) as it counts its wait in it.
 async fn start(
     daemon: &Daemon,
     claimed: Vec<Claimed>,

@@ -28,6 +28,11 @@ pub(crate) fn generate() -> String {
     };
     let time = last.0;
     drop(last);
+    spell(time, random)
+}
+
+/// The id of a 48-bit time and an 80-bit random part.
+fn spell(time: u64, random: u128) -> String {
     // 26 digits of five bits: the time's 48 bits (10 digits, the first with
     // three), then the random part's 80 (16 digits), each half of it in a u64.
     let mut id = String::with_capacity(26);
@@ -44,6 +49,34 @@ pub(crate) fn generate() -> String {
 
 #[cfg(test)]
 mod tests {
+    /// Each half of the random part is spelled as the whole 128 bits would
+    /// be, five bits at a time from the top, across the halves' boundary too.
+    #[test]
+    fn an_id_spells_its_128_bits_five_at_a_time() {
+        let whole = |time: u64, random: u128| -> String {
+            let value = u128::from(time) << 80 | random;
+            (0..26)
+                .rev()
+                .map(|at| char::from(super::ALPHABET[((value >> (at * 5)) & 31) as usize]))
+                .collect()
+        };
+        let top = (1u128 << 80) - 1;
+        for (time, random) in [
+            (0, 0),
+            ((1 << 48) - 1, top),
+            (1_733_000_000_000, 1 << 40),
+            (1_733_000_000_000, (1 << 40) - 1),
+            (1_733_000_000_000, 0x5555_5555_5555_5555_5555 & top),
+            (42, 0xa5a5_0000_ffff_1234_8001),
+        ] {
+            assert_eq!(
+                super::spell(time, random),
+                whole(time, random),
+                "{time} {random:#x}"
+            );
+        }
+    }
+
     /// The digits are the ULID's 128 bits, five at a time from the top.
     #[test]
     fn an_id_spells_its_time_then_its_random_part_in_crockford_base_32() {

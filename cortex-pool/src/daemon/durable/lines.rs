@@ -37,7 +37,8 @@ fn settled(id: &str, state: TaskState, line: Option<String>) -> Doc {
 /// The status to send beside the line of a task settled in `state`, when the
 /// feeder writes that line (`ok`, `failed` and `dead_letter` lines, for the
 /// states of the same names); `None` for any other line, which the client
-/// reads whole.
+/// reads whole. The client reads an ok line's `id` and `duration_ms` from its
+/// beginning; a failed or dead-letter line it parses.
 pub(crate) fn written_status(state: TaskState) -> Option<LineStatus> {
     match state {
         TaskState::Ok => Some(LineStatus::Ok),

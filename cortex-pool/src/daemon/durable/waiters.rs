@@ -17,7 +17,7 @@ use task_source::TaskState;
 use tokio::sync::mpsc;
 
 /// A task's final state and line, as the feeder committed them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Settled {
     /// The task.
     pub(crate) id: String,

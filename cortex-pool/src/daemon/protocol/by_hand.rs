@@ -12,15 +12,16 @@ use pool_core::protocol::emit::{str_head_len, Scratch};
 use pool_core::protocol::{cursor, FrameError};
 
 use super::{LineStatus, Reply, Request};
+use crate::set_once::set_once;
 
 /// The number of entries of a map in any of its forms.
-fn map_len(rd: &mut &[u8]) -> Option<usize> {
+pub(super) fn map_len(rd: &mut &[u8]) -> Option<usize> {
     let (&marker, rest) = rd.split_first()?;
     *rd = rest;
     match marker {
         0x80..=0x8f => Some(usize::from(marker & 0x0f)),
-        0xde => Some(usize::from(u16::from_be_bytes(take(rd)?))),
-        0xdf => usize::try_from(u32::from_be_bytes(take(rd)?)).ok(),
+        0xde => Some(usize::from(u16::from_be_bytes(be(rd)?))),
+        0xdf => usize::try_from(u32::from_be_bytes(be(rd)?)).ok(),
         _ => None,
     }
 }
@@ -31,16 +32,15 @@ fn array_len(rd: &mut &[u8]) -> Option<usize> {
     *rd = rest;
     match marker {
         0x90..=0x9f => Some(usize::from(marker & 0x0f)),
-        0xdc => Some(usize::from(u16::from_be_bytes(take(rd)?))),
-        0xdd => usize::try_from(u32::from_be_bytes(take(rd)?)).ok(),
+        0xdc => Some(usize::from(u16::from_be_bytes(be(rd)?))),
+        0xdd => usize::try_from(u32::from_be_bytes(be(rd)?)).ok(),
         _ => None,
     }
 }
 
-fn take<const N: usize>(rd: &mut &[u8]) -> Option<[u8; N]> {
-    let (head, rest) = rd.split_first_chunk::<N>()?;
-    *rd = rest;
-    Some(*head)
+/// The next `N` bytes, as an array (a big-endian length).
+fn be<const N: usize>(rd: &mut &[u8]) -> Option<[u8; N]> {
+    cursor::take(rd, N)?.try_into().ok()
 }
 
 fn boolean(rd: &mut &[u8]) -> Option<bool> {
@@ -64,12 +64,6 @@ fn strings(rd: &mut &[u8]) -> Option<Vec<String>> {
     Some(out)
 }
 
-/// Sets a field the first time its key is seen (`None` for a repeated key,
-/// which rmp-serde refuses).
-fn set<T>(slot: &mut Option<T>, value: T) -> Option<()> {
-    slot.is_none().then(|| *slot = Some(value))
-}
-
 /// Reads a map whose keys are strings, handing each key and the rest of the
 /// body to `field` (which takes its value off the front); `None` when the
 /// body is not such a map, a field refuses, or bytes are left over.
@@ -89,11 +83,11 @@ fn map<'a>(
 pub(super) fn submit(body: &[u8]) -> Option<Request> {
     let (mut op, mut lines, mut wait, mut first_line, mut text) = (None, None, None, None, None);
     map(body, |key, rd| match key {
-        "op" => set(&mut op, cursor::string(rd)?),
-        "lines" => set(&mut lines, strings(rd)?),
-        "wait" => set(&mut wait, boolean(rd)?),
-        "first_line" => set(&mut first_line, cursor::uint(rd)?),
-        "text" => set(&mut text, boolean(rd)?),
+        "op" => set_once(&mut op, cursor::string(rd)?),
+        "lines" => set_once(&mut lines, strings(rd)?),
+        "wait" => set_once(&mut wait, boolean(rd)?),
+        "first_line" => set_once(&mut first_line, cursor::uint(rd)?),
+        "text" => set_once(&mut text, boolean(rd)?),
         _ => None,
     })?;
     Some(Request::Submit {
@@ -108,9 +102,9 @@ pub(super) fn submit(body: &[u8]) -> Option<Request> {
 pub(super) fn line_text(body: &[u8]) -> Option<Reply> {
     let (mut tag, mut line, mut status) = (None, None, None);
     map(body, |key, rd| match key {
-        "reply" => set(&mut tag, cursor::string(rd)?),
-        "line" => set(&mut line, cursor::string(rd)?.to_owned()),
-        "status" => set(&mut status, LineStatus::named(cursor::string(rd)?)),
+        "reply" => set_once(&mut tag, cursor::string(rd)?),
+        "line" => set_once(&mut line, cursor::string(rd)?.to_owned()),
+        "status" => set_once(&mut status, LineStatus::named(cursor::string(rd)?)),
         _ => None,
     })?;
     Some(Reply::LineText {
@@ -123,8 +117,8 @@ pub(super) fn line_text(body: &[u8]) -> Option<Reply> {
 pub(super) fn lines_text(body: &[u8]) -> Option<Reply> {
     let (mut tag, mut lines) = (None, None);
     map(body, |key, rd| match key {
-        "reply" => set(&mut tag, cursor::string(rd)?),
-        "lines" => set(&mut lines, strings(rd)?),
+        "reply" => set_once(&mut tag, cursor::string(rd)?),
+        "lines" => set_once(&mut lines, strings(rd)?),
         _ => None,
     })?;
     Some(Reply::LinesText { lines: lines? })
@@ -339,9 +333,10 @@ mod tests {
     /// a missing field, bytes left over) is left to it.
     #[test]
     fn anything_but_the_encoders_maps_is_left_to_serde() {
-        let tag_last = json!({"lines": ["a"], "first_line": 3, "wait": false, "op": "submit"});
+        // `json!` sorts its keys: the tag is not first here.
+        let keys_sorted = json!({"lines": ["a"], "first_line": 3, "wait": false, "op": "submit"});
         assert_eq!(
-            submit(&body(&tag_last)),
+            submit(&body(&keys_sorted)),
             Some(Request::Submit {
                 lines: vec!["a".into()],
                 wait: false,
