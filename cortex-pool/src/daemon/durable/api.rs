@@ -461,6 +461,17 @@ mod tests {
         }
     }
 
+    /// An echo task named `id`.
+    fn task(id: &str) -> NewTask {
+        NewTask {
+            id: id.to_owned(),
+            task_type: "echo".to_owned(),
+            payload: "1".to_owned(),
+            priority: 10,
+            timeout_ms: None,
+        }
+    }
+
     /// The replies a look-up of `ids` sends, text or maps.
     async fn looked_up(daemon: &Arc<Daemon>, ids: &[&str], text: bool) -> Vec<Reply> {
         let (tx, mut rx) = mpsc::channel(16);
@@ -480,13 +491,6 @@ mod tests {
     #[tokio::test]
     async fn stored_lines_go_out_as_stored_to_text_and_checked_as_maps() {
         let daemon = crate::daemon::test_daemon::daemon().await;
-        let task = |id: &str| task_source::NewTask {
-            id: id.to_owned(),
-            task_type: "echo".to_owned(),
-            payload: "1".to_owned(),
-            priority: 10,
-            timeout_ms: None,
-        };
         // Stored without a feeder: the daemon's own is not started here.
         let source = &daemon.source;
         source
@@ -556,13 +560,6 @@ mod tests {
     async fn a_line_the_feeder_wrote_goes_with_its_status() {
         let daemon = crate::daemon::test_daemon::daemon().await;
         let ids = ["ok", "failed", "dead", "cancelled"];
-        let task = |id: &str| task_source::NewTask {
-            id: id.to_owned(),
-            task_type: "echo".to_owned(),
-            payload: "1".to_owned(),
-            priority: 10,
-            timeout_ms: None,
-        };
         let source = &daemon.source;
         source.accept(ids.map(task).to_vec()).await.unwrap();
         assert_eq!(source.claim(4, 0).await.unwrap().len(), 4);
@@ -645,13 +642,6 @@ mod tests {
 
         let daemon = crate::daemon::test_daemon::daemon().await;
         let source = &daemon.source;
-        let task = |id: &str| task_source::NewTask {
-            id: id.to_owned(),
-            task_type: "echo".to_owned(),
-            payload: "1".to_owned(),
-            priority: 10,
-            timeout_ms: None,
-        };
         let ok = |id: &str| task_source::Settlement {
             id: id.to_owned(),
             attempt: 1,
@@ -787,16 +777,7 @@ mod tests {
     async fn a_failed_second_read_is_reported_not_waited_on() {
         let source = Arc::new(SecondReadFails::default());
         let daemon = crate::daemon::test_daemon::daemon_with(source.clone()).await;
-        source
-            .accept(vec![task_source::NewTask {
-                id: "running".to_owned(),
-                task_type: "echo".to_owned(),
-                payload: "1".to_owned(),
-                priority: 10,
-                timeout_ms: None,
-            }])
-            .await
-            .unwrap();
+        source.accept(vec![task("running")]).await.unwrap();
         assert_eq!(source.claim(1, 0).await.unwrap().len(), 1);
         let (tx, mut rx) = mpsc::channel(16);
         let look = lookup(vec!["running".to_owned()], Some(None), true, &daemon, &tx);
