@@ -398,4 +398,94 @@ mod tests {
             assert_eq!(lines_text(&whole[..cut]), None, "cut at {cut}");
         }
     }
+
+    /// Frames the encoder wrote, damaged at random (a byte changed, inserted
+    /// or removed, or the body cut short): whatever a hand decoder still
+    /// reads, where the daemon would call it (its kind named first), rmp-serde
+    /// reads the same; the rest is left to rmp-serde.
+    #[test]
+    fn damaged_maps_are_read_as_serde_reads_them_or_left_to_it() {
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move |below: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % below as u64) as usize
+        };
+        let frames: Vec<Vec<u8>> = [
+            super::super::frame(
+                &Request::Submit {
+                    lines: vec![r#"{"type":"echo"}"#.into(), "ab".into()],
+                    wait: true,
+                    first_line: 300,
+                    text: true,
+                },
+                1 << 20,
+            ),
+            super::super::frame(
+                &Reply::LineText {
+                    line: r#"{"id":"a"}"#.into(),
+                    status: Some(LineStatus::Ok),
+                },
+                1 << 20,
+            ),
+            super::super::frame(
+                &Reply::LinesText {
+                    lines: vec!["x".into(), "yz".into()],
+                },
+                1 << 20,
+            ),
+        ]
+        .into_iter()
+        .map(|framed| framed.unwrap()[4..].to_vec())
+        .collect();
+        // Half the bytes written are markers, where a decoder's choices lie.
+        const MARKERS: [u8; 24] = [
+            0x00, 0x01, 0x7f, 0x80, 0x83, 0x84, 0x8f, 0x90, 0x91, 0x9f, 0xa0, 0xa2, 0xbf, 0xc0,
+            0xc2, 0xc3, 0xc4, 0xcc, 0xcd, 0xd0, 0xd9, 0xdc, 0xde, 0xff,
+        ];
+        let byte = |pick: usize, any: usize| {
+            if pick % 2 == 0 {
+                MARKERS[any % MARKERS.len()]
+            } else {
+                any as u8
+            }
+        };
+        let mut read_by_hand = 0;
+        for _ in 0..300_000 {
+            let mut body = frames[next(frames.len())].clone();
+            for _ in 0..=next(2) {
+                let at = next(body.len() + 1);
+                let b = byte(next(2), next(256));
+                match next(4) {
+                    0 if at < body.len() => body[at] = b,
+                    1 => body.insert(at, b),
+                    2 if at < body.len() => drop(body.remove(at)),
+                    _ => body.truncate(at),
+                }
+            }
+            let by_hand_request = super::super::first_tag(&body, "op")
+                .filter(|kind| *kind == "submit")
+                .and_then(|_| submit(&body));
+            if let Some(request) = by_hand_request {
+                read_by_hand += 1;
+                let serde = rmp_serde::from_slice::<Request>(&body).ok();
+                assert_eq!(serde, Some(request), "{body:x?}");
+            }
+            let by_hand_reply = match super::super::first_tag(&body, "reply") {
+                Some("line_text") => line_text(&body),
+                Some("lines_text") => lines_text(&body),
+                _ => None,
+            };
+            if let Some(reply) = by_hand_reply {
+                read_by_hand += 1;
+                let serde = rmp_serde::from_slice::<Reply>(&body).ok();
+                assert_eq!(serde, Some(reply), "{body:x?}");
+            }
+        }
+        assert!(
+            read_by_hand > 1_000,
+            "only {read_by_hand} damaged maps read"
+        );
+    }
 }
