@@ -99,8 +99,9 @@ pub(crate) enum Request {
 /// ([`Reply::LineText`]): a client then reads what else it counts (`id`,
 /// `duration_ms`) from an ok line's beginning, where the feeder writes them,
 /// instead of parsing the whole line (a failed or dead-letter line, whose
-/// `error` comes first, is still parsed: those are few). Parsing each line cost a `submit
-/// --wait` client about 3 000 instructions a task, a third of all it spent.
+/// `error` comes first, is still parsed: those are few). Parsing each line
+/// cost a `submit --wait` client about 3 000 instructions a task, a third of
+/// all it spent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum LineStatus {

@@ -138,11 +138,8 @@ pub(crate) async fn lookup(
         let settled = record.as_ref().is_some_and(|r| r.state.is_settled());
         wait.is_some() && !settled && (record.is_some() || shared)
     };
-    let records = match daemon.source.status(ids.clone()).await {
-        Ok(r) => r,
-        Err(e) => {
-            return out.send(Reply::error("store", e.to_string())).await;
-        }
+    let Some(records) = read(daemon, ids.clone(), out).await? else {
+        return Ok(());
     };
     let mut pending = Vec::new();
     for (id, record) in ids.iter().zip(records) {
@@ -161,9 +158,8 @@ pub(crate) async fn lookup(
         let mut left: HashSet<String> = HashSet::default();
         // Not read again, a task that settled before it was registered would
         // be waited for in vain: the client is told, and asks again.
-        let records = match daemon.source.status(pending.clone()).await {
-            Ok(r) => r,
-            Err(e) => return out.send(Reply::error("store", e.to_string())).await,
+        let Some(records) = read(daemon, pending.clone(), out).await? else {
+            return Ok(());
         };
         let mut answered: HashSet<&str> = HashSet::default();
         for (id, record) in pending.iter().zip(records) {
@@ -217,9 +213,8 @@ pub(crate) async fn lookup(
         // Timed out: the rest as they are now.
         let rest: Vec<String> = left.into_iter().collect();
         if !rest.is_empty() {
-            let records = match daemon.source.status(rest.clone()).await {
-                Ok(r) => r,
-                Err(e) => return out.send(Reply::error("store", e.to_string())).await,
+            let Some(records) = read(daemon, rest.clone(), out).await? else {
+                return Ok(());
             };
             for (id, record) in rest.iter().zip(records) {
                 tally.send(id, record, out).await?;
@@ -231,6 +226,22 @@ pub(crate) async fn lookup(
         refused: tally.not_ok,
     })
     .await
+}
+
+/// Where the source says `ids` stand; `None` once its error went to the
+/// client (which asks again).
+async fn read(
+    daemon: &Daemon,
+    ids: Vec<String>,
+    out: &mpsc::Sender<Reply>,
+) -> Result<Option<Vec<Option<TaskStatus>>>, Closed> {
+    match daemon.source.status(ids).await {
+        Ok(records) => Ok(Some(records)),
+        Err(e) => out
+            .send(Reply::error("store", e.to_string()))
+            .await
+            .map(|()| None),
+    }
 }
 
 /// Settled lines taken from a request's inbox at once, at most.
