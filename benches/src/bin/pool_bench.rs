@@ -36,6 +36,11 @@
 //! thread, and a runtime thread must wake it. Use `TAG=spawned` with it to
 //! keep the rows apart.
 //!
+//! `CALLER=completions` submits `tput`'s and `big`'s tasks with
+//! `Pool::submit_each_to` and takes their outcomes from one `Completions`
+//! channel in batches, instead of a handle a task (what `cortex-pool run` and
+//! the daemon do). Use `TAG=completions` with it.
+//!
 //! `CALLERS=k` splits `tput`'s and `big`'s tasks between `k` callers, each a
 //! spawned task that submits its share at once and awaits it (a server with
 //! many clients rather than one loop). `THREAD_CPU=1` prints each thread's CPU
@@ -148,6 +153,30 @@ async fn run_typed(pool: &Pool, task_type: &str, payload: &bytes::Bytes, n: usiz
     bytes
 }
 
+/// As [`run_typed`], through one [`Completions`] channel instead of a handle a task.
+async fn run_completions(pool: &Pool, task_type: &str, payload: &bytes::Bytes, n: usize) -> usize {
+    let mut done = pool_core::Completions::new();
+    let sink = done.sink();
+    let accepted = pool
+        .submit_each_to((0..n).map(|_| Task::new(task_type, payload.clone())), &sink)
+        .await
+        .into_iter()
+        .filter(Result::is_ok)
+        .count();
+    assert_eq!(accepted, n, "every task accepted");
+    let mut bytes = 0;
+    let mut got = 0;
+    let mut outcomes = Vec::with_capacity(1024);
+    while got < n {
+        outcomes.clear();
+        got += done.recv_many(&mut outcomes, 1024).await;
+        for outcome in outcomes.drain(..) {
+            bytes += outcome.expect("echo").payload.len();
+        }
+    }
+    bytes
+}
+
 async fn bulk(name: &str, task_type: &str, n: usize, workers: usize, size: usize) {
     let conc = env_or("CONC", 64u32);
     let pool = echo_pool(workers, conc).await;
@@ -157,7 +186,9 @@ async fn bulk(name: &str, task_type: &str, n: usize, workers: usize, size: usize
     let machine_before = machine_cpu();
     let t = Instant::now();
     let callers = env_or("CALLERS", 1usize).max(1);
-    let got = if callers > 1 || std::env::var("CALLER").as_deref() == Ok("spawned") {
+    let got = if std::env::var("CALLER").as_deref() == Ok("completions") {
+        run_completions(&pool, task_type, &payload, n).await
+    } else if callers > 1 || std::env::var("CALLER").as_deref() == Ok("spawned") {
         let spawned: Vec<_> = (0..callers)
             .map(|i| {
                 let (caller, task_type, payload) =

@@ -1,7 +1,17 @@
 //! [`Completions`]: one channel that receives the outcomes of many tasks, for
 //! callers that submit in bulk and want no handle (and no wake-up) per task.
+//!
+//! The channel is an inbox under one lock. A lane does not send each outcome
+//! on its own: it keeps the outcomes a read settled ([`Deliveries`]) and hands
+//! them over under one lock, waking the receiver once. A channel with a send
+//! per outcome made every outcome fight over the channel's shared counters
+//! between the lanes and the receiver, and woke the receiver for each: bulk
+//! callers ran slower than with a handle a task.
 
-use tokio::sync::mpsc;
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Poll, Waker};
 
 use super::handle::{TaskError, TaskOutput};
 
@@ -14,10 +24,11 @@ pub type Completion = Result<TaskOutput, TaskError>;
 /// the pool settles them: each accepted task's outcome exactly once.
 ///
 /// Cheaper per task than a [`TaskHandle`](super::TaskHandle) each: no answer
-/// channel of its own, and a caller woken once for every outcome that arrived
-/// together. Cancel a task with [`Pool::cancel`](super::Pool::cancel); it then
-/// arrives here as a [`FinalStatus::Cancelled`](super::FinalStatus) error (unless
-/// it finished first).
+/// cell of its own, and a caller woken once for the outcomes a worker's read
+/// settled together. Cancel a task with [`Pool::cancel`](super::Pool::cancel);
+/// it then arrives here as a [`FinalStatus::Cancelled`](super::FinalStatus)
+/// error (unless it finished first). Outcomes that arrive after the channel
+/// was dropped are dropped.
 ///
 /// ```
 /// # #[allow(dead_code)]
@@ -40,8 +51,7 @@ pub type Completion = Result<TaskOutput, TaskError>;
 /// ```
 #[derive(Debug)]
 pub struct Completions {
-    tx: mpsc::UnboundedSender<Completion>,
-    rx: mpsc::UnboundedReceiver<Completion>,
+    inbox: Arc<Inbox>,
 }
 
 impl Default for Completions {
@@ -53,8 +63,9 @@ impl Default for Completions {
 impl Completions {
     /// An empty channel of outcomes.
     pub fn new() -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        Self { tx, rx }
+        Self {
+            inbox: Arc::new(Inbox::default()),
+        }
     }
 
     /// Waits for at least one outcome, then appends every one that is there
@@ -64,28 +75,250 @@ impl Completions {
     /// # Cancel safety
     /// Cancel safe: no outcome is lost when the future is dropped.
     pub async fn recv_many(&mut self, buf: &mut Vec<Completion>, limit: usize) -> usize {
-        self.rx.recv_many(buf, limit.max(1)).await
+        let limit = limit.max(1);
+        poll_fn(|cx| {
+            let mut inbox = self.inbox.lock();
+            if inbox.outcomes.is_empty() {
+                if !inbox
+                    .waker
+                    .as_ref()
+                    .is_some_and(|w| w.will_wake(cx.waker()))
+                {
+                    inbox.waker = Some(cx.waker().clone());
+                }
+                return Poll::Pending;
+            }
+            let taken = limit.min(inbox.outcomes.len());
+            buf.extend(inbox.outcomes.drain(..taken));
+            Poll::Ready(taken)
+        })
+        .await
     }
 
     /// An outcome that has arrived, if any, without waiting.
     pub fn try_recv(&mut self) -> Option<Completion> {
-        self.rx.try_recv().ok()
+        self.inbox.lock().outcomes.pop_front()
     }
 
     /// Where tasks are submitted to be answered here: give it to
     /// [`Pool::submit_each_to`](super::Pool::submit_each_to), from any task.
     pub fn sink(&self) -> CompletionSink {
-        CompletionSink(self.tx.clone())
+        CompletionSink(Arc::clone(&self.inbox))
+    }
+}
+
+impl Drop for Completions {
+    fn drop(&mut self) {
+        let left = {
+            let mut inbox = self.inbox.lock();
+            inbox.listening = false;
+            std::mem::take(&mut inbox.outcomes)
+        };
+        // Dropped outside the lock: an outcome's payload may be anything.
+        drop(left);
     }
 }
 
 /// The sending side of a [`Completions`] channel (cheap to clone).
 #[derive(Debug, Clone)]
-pub struct CompletionSink(mpsc::UnboundedSender<Completion>);
+pub struct CompletionSink(Arc<Inbox>);
 
 impl CompletionSink {
-    /// The sender one task is answered through.
-    pub(crate) fn sender(&self) -> mpsc::UnboundedSender<Completion> {
-        self.0.clone()
+    /// The inbox one task is answered in.
+    pub(crate) fn inbox(&self) -> Arc<Inbox> {
+        Arc::clone(&self.0)
+    }
+}
+
+/// What a [`Completions`] channel and its sinks share.
+#[derive(Debug)]
+pub(crate) struct Inbox(Mutex<InboxState>);
+
+#[derive(Debug)]
+struct InboxState {
+    /// Delivered, not yet received.
+    outcomes: VecDeque<Completion>,
+    /// The receiver's waker while it waits.
+    waker: Option<Waker>,
+    /// False once the [`Completions`] was dropped: nothing is kept any more.
+    listening: bool,
+}
+
+impl Default for Inbox {
+    fn default() -> Self {
+        Self(Mutex::new(InboxState {
+            outcomes: VecDeque::new(),
+            waker: None,
+            listening: true,
+        }))
+    }
+}
+
+impl Inbox {
+    fn lock(&self) -> MutexGuard<'_, InboxState> {
+        // Every change under the lock leaves the state whole.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Moves `outcomes` in (or drops them, when nobody listens); the
+    /// receiver's waker, if it waits, is returned to wake.
+    pub(crate) fn deliver(&self, outcomes: &mut Vec<Completion>) -> Option<Waker> {
+        let mut inbox = self.lock();
+        if !inbox.listening {
+            drop(inbox);
+            outcomes.clear();
+            return None;
+        }
+        inbox.outcomes.extend(outcomes.drain(..));
+        inbox.waker.take()
+    }
+}
+
+impl Inbox {
+    /// [`deliver`](Self::deliver) for one outcome.
+    pub(crate) fn deliver_one(&self, outcome: Completion) -> Option<Waker> {
+        let mut inbox = self.lock();
+        if !inbox.listening {
+            drop(inbox);
+            drop(outcome);
+            return None;
+        }
+        inbox.outcomes.push_back(outcome);
+        inbox.waker.take()
+    }
+}
+
+/// Outcomes a lane settled for [`Completions`] channels, handed over together
+/// by [`flush`](Deliveries::flush): the run of outcomes for one inbox under one
+/// lock and one wake.
+#[derive(Default)]
+pub(crate) struct Deliveries {
+    /// The inbox of the outcomes kept.
+    to: Option<Arc<Inbox>>,
+    outcomes: Vec<Completion>,
+}
+
+impl Deliveries {
+    /// Keeps `outcome` for `to`; outcomes kept for another inbox are handed
+    /// over first.
+    pub(crate) fn add(&mut self, to: Arc<Inbox>, outcome: Completion) {
+        if !self.to.as_ref().is_some_and(|kept| Arc::ptr_eq(kept, &to)) {
+            self.flush();
+            self.to = Some(to);
+        }
+        self.outcomes.push(outcome);
+    }
+
+    /// Hands the kept outcomes over and wakes their receiver.
+    pub(crate) fn flush(&mut self) {
+        if let Some(to) = self.to.take() {
+            if let Some(waker) = to.deliver(&mut self.outcomes) {
+                waker.wake();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Wake};
+
+    use super::*;
+    use crate::manager::{Failure, FinalStatus};
+
+    fn failed(id: u64) -> Completion {
+        Err(TaskError {
+            id,
+            status: FinalStatus::Failed,
+            failure: Failure::Cancelled,
+            attempts: 1,
+            worker: None,
+        })
+    }
+
+    fn id(outcome: &Completion) -> u64 {
+        match outcome {
+            Ok(output) => output.id,
+            Err(error) => error.id,
+        }
+    }
+
+    /// Counts its wakes.
+    struct Counter(AtomicUsize);
+
+    impl Wake for Counter {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// One poll of `recv_many` into `buf`, with a waker that counts.
+    fn poll_once(
+        done: &mut Completions,
+        buf: &mut Vec<Completion>,
+        counter: &Arc<Counter>,
+    ) -> Poll<usize> {
+        let waker = Waker::from(Arc::clone(counter));
+        let mut cx = Context::from_waker(&waker);
+        let fut = done.recv_many(buf, 2);
+        let mut fut = std::pin::pin!(fut);
+        fut.as_mut().poll(&mut cx)
+    }
+
+    #[test]
+    fn a_run_for_one_inbox_arrives_in_order_with_one_wake() {
+        let mut done = Completions::new();
+        let counter = Arc::new(Counter(AtomicUsize::new(0)));
+        let mut buf = Vec::new();
+        assert!(poll_once(&mut done, &mut buf, &counter).is_pending());
+        let mut kept = Deliveries::default();
+        for n in 1..=3 {
+            kept.add(done.sink().inbox(), failed(n));
+        }
+        assert_eq!(
+            counter.0.load(Ordering::SeqCst),
+            0,
+            "nothing handed over yet"
+        );
+        kept.flush();
+        assert_eq!(counter.0.load(Ordering::SeqCst), 1, "one wake for the run");
+        assert_eq!(
+            poll_once(&mut done, &mut buf, &counter),
+            Poll::Ready(2),
+            "at most the limit"
+        );
+        assert_eq!(done.try_recv().as_ref().map(id), Some(3));
+        assert_eq!(buf.iter().map(id).collect::<Vec<_>>(), [1, 2]);
+        assert!(done.try_recv().is_none());
+    }
+
+    #[test]
+    fn outcomes_for_two_inboxes_each_reach_their_own() {
+        let (mut a, mut b) = (Completions::new(), Completions::new());
+        let mut kept = Deliveries::default();
+        kept.add(a.sink().inbox(), failed(1));
+        kept.add(b.sink().inbox(), failed(2));
+        kept.add(a.sink().inbox(), failed(3));
+        kept.flush();
+        let ids = |done: &mut Completions| {
+            std::iter::from_fn(|| done.try_recv())
+                .map(|o| id(&o))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&mut a), [1, 3]);
+        assert_eq!(ids(&mut b), [2]);
+    }
+
+    #[test]
+    fn outcomes_for_a_dropped_channel_are_not_kept() {
+        let done = Completions::new();
+        let sink = done.sink();
+        drop(done);
+        let mut kept = Deliveries::default();
+        kept.add(sink.inbox(), failed(1));
+        kept.flush();
+        assert!(sink.0.lock().outcomes.is_empty());
     }
 }

@@ -21,6 +21,7 @@ use super::lane::attempt::{Target, Written};
 use super::lane::settle::{self, Settled};
 use super::lane::{Book, Completion, Input, Reply};
 use super::metrics::Stats;
+use super::outcome_cell::Wakes;
 use super::probe_set::Occasion;
 use super::routing::TaskTypes;
 use super::worker_io::WorkerMessage;
@@ -449,8 +450,16 @@ impl Actor {
             Some(w) => w.lane.name().to_owned(),
             None => worker_name(num).into(),
         };
-        let (wake, _task) = settle::complete(&self.shared, &name, running, payload, completion);
-        wake.now();
+        let mut wakes = Wakes::default();
+        let _task = settle::complete(
+            &self.shared,
+            &name,
+            running,
+            payload,
+            completion,
+            &mut wakes,
+        );
+        wakes.wake_all();
     }
 
     /// An attempt failed: retry it, dead-letter it, or fail it for good.

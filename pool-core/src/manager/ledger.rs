@@ -5,12 +5,12 @@
 //! answers cannot disagree: a failure (failed, cancelled, dead-lettered) here,
 //! a completion by its lane, whose proof ([`Counted`]) completing takes.
 
-use tokio::sync::mpsc;
+use std::sync::Arc;
 
-use super::completions::Completion;
+use super::completions::{Completion, Inbox};
 use super::handle::{FinalStatus, TaskError};
 use super::metrics::Stats;
-use super::outcome_cell::{outcome_cell, Held, HeldOutput, Teller, Waiter, Wake};
+use super::outcome_cell::{outcome_cell, Held, HeldOutput, Teller, Waiter, Wake, Wakes};
 use super::tally::Counted;
 
 /// The caller's side of one task: answered exactly once, by [`completed`] or
@@ -22,7 +22,7 @@ pub(crate) enum Answer {
     /// The task's [`TaskHandle`](super::TaskHandle) waits on this.
     Handle(Teller),
     /// The task was submitted with [`Pool::submit_each_to`](super::Pool::submit_each_to).
-    Shared(mpsc::UnboundedSender<Completion>),
+    Shared(Arc<Inbox>),
 }
 
 impl Answer {
@@ -33,12 +33,18 @@ impl Answer {
     }
 
     /// Settles the task with its result, its completion `counted` by its lane;
-    /// the caller is to be woken (now, or with the others its lane's read
-    /// settled).
-    pub(crate) fn completed(self, _counted: Counted, id: u64, output: HeldOutput) -> Wake {
+    /// the caller is woken (or its `Completions` channel handed the outcome)
+    /// with the others of `wakes`.
+    pub(crate) fn completed(
+        self,
+        _counted: Counted,
+        id: u64,
+        output: HeldOutput,
+        wakes: &mut Wakes,
+    ) {
         match self {
-            Self::Handle(teller) => teller.tell_held(Held::Output(output)),
-            shared @ Self::Shared(_) => shared.tell(Held::Output(output).into_outcome(id)),
+            Self::Handle(teller) => teller.tell_held(Held::Output(output)).keep_in(wakes),
+            Self::Shared(inbox) => wakes.deliver(inbox, Held::Output(output).into_outcome(id)),
         }
     }
 
@@ -57,11 +63,7 @@ impl Answer {
     fn tell(self, outcome: Completion) -> Wake {
         match self {
             Self::Handle(teller) => teller.tell(outcome),
-            Self::Shared(tx) => {
-                // The channel wakes its receiver itself.
-                let _ = tx.send(outcome);
-                Wake::none()
-            }
+            Self::Shared(inbox) => Wake::of(inbox.deliver_one(outcome)),
         }
     }
 }
@@ -98,7 +100,8 @@ mod tests {
         let stats = Stats::new();
         let mut lane = stats.tallies.writer(1);
         let (answer, mut rx) = Answer::new();
-        let wake = answer.completed(
+        let mut wakes = Wakes::default();
+        answer.completed(
             lane.completed(0),
             1,
             HeldOutput {
@@ -108,8 +111,9 @@ mod tests {
                 run_ns: 0,
                 queue_ns: 0,
             },
+            &mut wakes,
         );
-        wake.now();
+        wakes.wake_all();
         assert!(matches!(told(&mut rx).map(|o| o.is_ok()), Some(true)));
         assert_eq!(stats.tallies.totals().completed, 1);
         for status in [

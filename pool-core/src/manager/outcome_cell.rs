@@ -15,6 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::clock::nanos;
+use super::completions::{Completion, Deliveries, Inbox};
 use super::handle::{Outcome, TaskError, TaskOutput};
 
 /// A new cell: the settlement's side and the handle's side.
@@ -114,10 +115,14 @@ fn lock(shared: &Shared) -> MutexGuard<'_, State> {
 pub(crate) struct Wake(Option<Waker>);
 
 impl Wake {
-    /// Nobody to wake (the caller was not polling, or hears through a channel
-    /// that woke it).
+    /// Nobody to wake (the caller was not polling).
     pub(crate) fn none() -> Self {
         Self(None)
+    }
+
+    /// Wakes `waker`, if any (a channel's receiver that waits).
+    pub(crate) fn of(waker: Option<Waker>) -> Self {
+        Self(waker)
     }
 
     /// Wakes the caller now.
@@ -130,21 +135,31 @@ impl Wake {
     /// Keeps the waker in `batch`, woken with the others later.
     pub(crate) fn keep_in(self, batch: &mut Wakes) {
         if let Some(waker) = self.0 {
-            batch.0.push(waker);
+            batch.wakers.push(waker);
         }
     }
 }
 
 /// Callers told their outcomes, to be woken together: by [`Wakes::wake_all`],
 /// or when dropped (a panic between telling and waking leaves no caller
-/// waiting).
+/// waiting). The outcomes for [`Completions`](super::Completions) channels
+/// wait here too, handed over with the wakes.
 #[derive(Default)]
-pub(crate) struct Wakes(Vec<Waker>);
+pub(crate) struct Wakes {
+    wakers: Vec<Waker>,
+    deliveries: Deliveries,
+}
 
 impl Wakes {
-    /// Wakes every caller kept so far.
+    /// Keeps `outcome` for the `Completions` channel of `inbox`.
+    pub(crate) fn deliver(&mut self, inbox: Arc<Inbox>, outcome: Completion) {
+        self.deliveries.add(inbox, outcome);
+    }
+
+    /// Hands over every outcome kept and wakes every caller kept so far.
     pub(crate) fn wake_all(&mut self) {
-        for waker in self.0.drain(..) {
+        self.deliveries.flush();
+        for waker in self.wakers.drain(..) {
             waker.wake();
         }
     }

@@ -409,7 +409,7 @@ impl Pool {
         to: &CompletionSink,
     ) -> Vec<Result<u64, SubmitError>> {
         self.submit_each_with(tasks, |_, task, id| {
-            (Pending::new(id, task, Answer::Shared(to.sender())), id)
+            (Pending::new(id, task, Answer::Shared(to.inbox())), id)
         })
         .await
     }

@@ -8,7 +8,8 @@
 //!   counters, histograms; the only locks taken meanwhile, the task's outcome
 //!   cell's and the event channel's when someone listens, are never held
 //!   while a book's is taken; the caller is woken later, with the read's
-//!   others, unless a `Completions` channel wakes it as it sends; the task's
+//!   others (a `Completions` channel's outcomes handed over with them, under
+//!   one lock of its inbox); the task's
 //!   input, maybe a buffer of the caller's own, is dropped after the lock),
 //!   with no
 //!   hop through the actor; it refills the worker from the queue and tells the

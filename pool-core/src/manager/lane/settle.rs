@@ -21,7 +21,7 @@ use super::super::dispatch::settle_failed;
 use super::super::events::PoolEvent;
 use super::super::failure::Failure;
 use super::super::handle::FinalStatus;
-use super::super::outcome_cell::{HeldOutput, Wake, Wakes};
+use super::super::outcome_cell::{HeldOutput, Wakes};
 use super::super::routing::TaskTypes;
 use super::attempt::Target;
 use super::feed::Feed;
@@ -51,9 +51,9 @@ pub(crate) struct Settled {
 
 /// What a `result` did to the attempt it answered.
 enum Answered {
-    /// It completed: its caller was told (and is woken with the read's
-    /// others, or by its `Completions` channel as it was sent); its task (type
-    /// and input) is left to drop.
+    /// It completed: its caller was told, and is woken with the read's
+    /// others (a `Completions` channel is handed the read's outcomes with
+    /// them); its task (type and input) is left to drop.
     Completed(Task),
     /// Its cancel had been asked for: it settles as cancelled, after the book's
     /// lock is let go.
@@ -189,9 +189,7 @@ impl Settler {
             &mut self.report,
             |attempt, completion| match (attempt, completion) {
                 (Some(running), Some(completion)) => {
-                    let (wake, task) = complete(shared, name, running, payload, completion);
-                    wake.keep_in(wakes);
-                    Answered::Completed(task)
+                    Answered::Completed(complete(shared, name, running, payload, completion, wakes))
                 }
                 (Some(running), None) => Answered::Cancelled(running.pending),
                 // Settled at the drain deadline: its answer still counts
@@ -249,10 +247,9 @@ impl Settler {
 }
 
 /// Settles `running` with its result `payload`, read from worker `name`, its
-/// `completion` counted by its lane: the routine event, then the caller told.
-/// The caller's waker is returned, to wake now or with a read's others, and
-/// the task (its type and input), for the caller of this to drop where no
-/// lock is held.
+/// `completion` counted by its lane: the routine event, then the caller told,
+/// to be woken with the others of `wakes`. The task (its type and input) is
+/// returned, for the caller of this to drop where no lock is held.
 #[inline]
 pub(crate) fn complete(
     shared: &Shared,
@@ -260,7 +257,8 @@ pub(crate) fn complete(
     running: Running,
     payload: Bytes,
     completion: Completion,
-) -> (Wake, Task) {
+    wakes: &mut Wakes,
+) -> Task {
     let Completion { counted, run_ns } = completion;
     // Only the fields the outcome needs are moved out.
     let Running {
@@ -293,5 +291,6 @@ pub(crate) fn complete(
         run_ns,
         queue_ns: started.nanos_since(queued_at),
     };
-    (answer.completed(counted, id, output), task)
+    answer.completed(counted, id, output, wakes);
+    task
 }
