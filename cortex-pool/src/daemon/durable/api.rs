@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 
 use super::answers;
 use super::lines;
+use super::waiters::Settled;
 use crate::daemon::doc::Doc;
 use crate::daemon::protocol::{LineStatus, Reply};
 use crate::daemon::state::Daemon;
@@ -138,37 +139,26 @@ pub(crate) async fn lookup(
         let settled = record.as_ref().is_some_and(|r| r.state.is_settled());
         wait.is_some() && !settled && (record.is_some() || shared)
     };
+    // To wait, the ids are registered before they are read: a task that
+    // settles after the read is heard of in the inbox, and each id is read
+    // once (most of a `submit --wait` has not settled when it asks). One
+    // that settles between the two arrives both ways; the inbox's copy is
+    // skipped.
+    let mut inbox = wait.map(|_| daemon.waiters.register_all(&ids));
     let Some(records) = read(daemon, ids.clone(), out).await? else {
         return Ok(());
     };
-    let mut pending = Vec::new();
-    for (id, record) in ids.iter().zip(records) {
+    let mut records = records.into_iter();
+    let mut left: HashSet<String> = HashSet::default();
+    for id in &ids {
+        let record = records.next().flatten();
         if waits(&record) {
-            pending.push(id.clone());
+            left.insert(id.clone());
             continue;
         }
         tally.send(id, record, out).await?;
     }
-    if let Some(timeout) = wait.filter(|_| !pending.is_empty()) {
-        // Only the tasks still to settle are registered, then read again: one
-        // that settled after the first read is answered from this one (and
-        // its line, should it reach the inbox too, is skipped there). Most
-        // tasks of a `submit --wait` have settled by the time it waits.
-        let mut inbox = daemon.waiters.register_all(&pending);
-        let mut left: HashSet<String> = HashSet::default();
-        // Not read again, a task that settled before it was registered would
-        // be waited for in vain: the client is told, and asks again.
-        let Some(records) = read(daemon, pending.clone(), out).await? else {
-            return Ok(());
-        };
-        let mut answered: HashSet<&str> = HashSet::default();
-        for (id, record) in pending.iter().zip(records) {
-            if waits(&record) {
-                left.insert(id.clone());
-            } else if answered.insert(id) {
-                tally.send(id, record, out).await?;
-            }
-        }
+    if let (Some(timeout), Some(inbox)) = (wait.filter(|_| !left.is_empty()), inbox.as_mut()) {
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         let mut next_poll = tokio::time::Instant::now() + poll_period(left.len());
         let mut batch = Vec::new();
@@ -195,19 +185,12 @@ pub(crate) async fn lookup(
                 break;
             }
             for settled in batch.drain(..) {
-                // Answered already: from the second read, from the shared
+                // Answered already: from the read, from the shared
                 // queue's bucket, or named twice.
                 if !left.remove(&settled.id) {
                     continue;
                 }
-                let ok = settled.state == TaskState::Ok;
-                let status = lines::written_status(settled.state);
-                // Most ids have one waiter: its line is taken, not copied.
-                let text = Arc::try_unwrap(settled).map_or_else(|s| s.line.clone(), |s| s.line);
-                // The feeder wrote it (`cli::output`): not checked again.
-                tally
-                    .send_line(ok, Doc::unchecked(text), status, out)
-                    .await?;
+                tally.send_settled(settled, out).await?;
             }
         }
         // Timed out: the rest as they are now.
@@ -316,6 +299,20 @@ impl Tally {
             other => (lines::status(id, other.as_ref()), None),
         };
         self.send_line(ok, line, written, out).await
+    }
+
+    /// Sends the line the feeder wrote for a task it settled.
+    async fn send_settled(
+        &mut self,
+        settled: Arc<Settled>,
+        out: &mpsc::Sender<Reply>,
+    ) -> Result<(), Closed> {
+        let ok = settled.state == TaskState::Ok;
+        let status = lines::written_status(settled.state);
+        // A line only its waiter holds is taken, not copied.
+        let text = Arc::try_unwrap(settled).map_or_else(|s| s.line.clone(), |s| s.line);
+        // The feeder wrote it (`cli::output`): not checked again.
+        self.send_line(ok, Doc::unchecked(text), status, out).await
     }
 
     /// Sends one line, counted as settled ok or not, with its status when
@@ -644,16 +641,57 @@ mod tests {
         assert!(maps[..4].iter().all(|r| matches!(r, Reply::Line { .. })));
     }
 
-    /// A task that settles after the look-up read it as running, and before
-    /// the look-up registered to wait for it (its line went to no waiter),
-    /// is answered from the second read instead of waited for forever.
+    /// A settlement the feeder committed while the look-up registered, and
+    /// told the waiters of after the look-up's read: the read answers it,
+    /// and its line arriving in the inbox too is not sent again.
     #[tokio::test]
-    async fn a_task_that_settles_while_the_look_up_registers_is_answered() {
-        use futures_util::FutureExt;
+    async fn a_task_heard_of_both_ways_is_answered_once() {
+        let source = Arc::new(OnRead {
+            settles: std::sync::Mutex::new(Some(ok("racing"))),
+            ..OnRead::default()
+        });
+        let daemon = crate::daemon::test_daemon::daemon_with(source.clone()).await;
+        source
+            .accept(vec![task("racing"), task("later")])
+            .await
+            .unwrap();
+        assert_eq!(source.claim(2, 0).await.unwrap().len(), 2);
+        let (tx, mut rx) = mpsc::channel(16);
+        let ids = vec!["racing".to_owned(), "later".to_owned()];
+        let look = tokio::spawn({
+            let daemon = daemon.clone();
+            async move { lookup(ids, Some(None), true, &daemon, &tx).await }
+        });
+        let first = rx.recv().await;
+        assert!(
+            matches!(&first, Some(Reply::LineText { line, .. }) if line.contains("racing")),
+            "{first:?}"
+        );
+        // The feeder's late word on `racing`, then `later` settles.
+        let line = |id: &str| format!(r#"{{"id":"{id}","status":"ok"}}"#);
+        daemon.waiters.settled([
+            ("racing".to_owned(), TaskState::Ok, line("racing")),
+            ("later".to_owned(), TaskState::Ok, line("later")),
+        ]);
+        let mut lines = Vec::new();
+        let accepted = loop {
+            match tokio::time::timeout(Duration::from_secs(60), rx.recv())
+                .await
+                .expect("answered, not waited for")
+            {
+                Some(Reply::LineText { line, .. }) => lines.push(line),
+                Some(Reply::Done { accepted, .. }) => break accepted,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(lines, [line("later")], "racing is not sent twice");
+        assert_eq!(accepted, 2);
+        assert!(look.await.unwrap().is_ok());
+    }
 
-        let daemon = crate::daemon::test_daemon::daemon().await;
-        let source = &daemon.source;
-        let ok = |id: &str| task_source::Settlement {
+    /// The settlement of `id`'s first attempt, ok.
+    fn ok(id: &str) -> task_source::Settlement {
+        task_source::Settlement {
             id: id.to_owned(),
             attempt: 1,
             outcome: task_source::Outcome::Settled {
@@ -661,65 +699,21 @@ mod tests {
                 line: format!(r#"{{"id":"{id}","status":"ok"}}"#),
                 error: None,
             },
-        };
-        source
-            .accept(vec![task("done"), task("racing")])
-            .await
-            .unwrap();
-        assert_eq!(source.claim(2, 0).await.unwrap().len(), 2);
-        source.settle(vec![ok("done")]).await.unwrap();
-
-        // Room for one reply, taken by a filler: the look-up stops at its
-        // first line, after its first read, until the filler is taken. (The
-        // memory source's reads finish on their first poll, so the look-up
-        // can stop nowhere before that send.)
-        let (tx, mut rx) = mpsc::channel(1);
-        tx.send(Reply::error("filler", "")).await.unwrap();
-        let ids = vec!["done".to_owned(), "racing".to_owned()];
-        let look = lookup(ids, Some(None), true, &daemon, &tx);
-        tokio::pin!(look);
-        assert!(
-            (&mut look).now_or_never().is_none(),
-            "stopped at its first line"
-        );
-        let read = async {
-            assert!(matches!(rx.recv().await, Some(Reply::Error { .. })));
-            // Settled with no waiter told: the look-up has not registered yet.
-            source.settle(vec![ok("racing")]).await.unwrap();
-            let mut lines = Vec::new();
-            while let Some(reply) = rx.recv().await {
-                match reply {
-                    Reply::LineText { line, .. } => lines.push(line),
-                    Reply::Done { accepted, .. } => return (lines, accepted),
-                    other => panic!("{other:?}"),
-                }
-            }
-            panic!("no Done")
-        };
-        let (looked, (lines, accepted)) =
-            tokio::time::timeout(Duration::from_secs(60), async { tokio::join!(look, read) })
-                .await
-                .expect("answered, not waited for");
-        assert!(looked.is_ok());
-        assert_eq!(
-            lines,
-            [
-                r#"{"id":"done","status":"ok"}"#,
-                r#"{"id":"racing","status":"ok"}"#
-            ]
-        );
-        assert_eq!(accepted, 2);
+        }
     }
 
-    /// A memory source whose second `status` read fails.
+    /// A memory source whose `status` reads fail, or settle a task first.
     #[derive(Debug, Default)]
-    struct SecondReadFails {
+    struct OnRead {
         inner: task_source::MemorySource,
-        reads: std::sync::atomic::AtomicU32,
+        /// Every read fails.
+        fails: bool,
+        /// Committed just before the first read (no waiter told).
+        settles: std::sync::Mutex<Option<task_source::Settlement>>,
     }
 
     #[async_trait::async_trait]
-    impl TaskSource for SecondReadFails {
+    impl TaskSource for OnRead {
         async fn accept(
             &self,
             tasks: Vec<task_source::NewTask>,
@@ -746,11 +740,12 @@ mod tests {
             self.inner.get(ids).await
         }
         async fn status(&self, ids: Vec<String>) -> Result<Vec<Option<TaskStatus>>, SourceError> {
-            let read = self
-                .reads
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if read == 1 {
+            if self.fails {
                 return Err(SourceError::Backend("busy".to_owned()));
+            }
+            let settles = self.settles.lock().unwrap().take();
+            if let Some(settlement) = settles {
+                self.inner.settle(vec![settlement]).await?;
             }
             self.inner.status(ids).await
         }
@@ -781,12 +776,15 @@ mod tests {
         }
     }
 
-    /// A waited-for task the look-up cannot read again (it may have settled
-    /// before the look-up registered, its line sent to no one) is not waited
-    /// for in vain: the client is told of the store's error, and asks again.
+    /// A waited-for task the look-up cannot read (it may have settled before
+    /// the look-up registered, its line sent to no one) is not waited for in
+    /// vain: the client is told of the store's error, and asks again.
     #[tokio::test]
-    async fn a_failed_second_read_is_reported_not_waited_on() {
-        let source = Arc::new(SecondReadFails::default());
+    async fn a_failed_read_is_reported_not_waited_on() {
+        let source = Arc::new(OnRead {
+            fails: true,
+            ..OnRead::default()
+        });
         let daemon = crate::daemon::test_daemon::daemon_with(source.clone()).await;
         source.accept(vec![task("running")]).await.unwrap();
         assert_eq!(source.claim(1, 0).await.unwrap().len(), 1);
