@@ -35,6 +35,7 @@ impl Answer {
     /// Settles the task with its result, its completion `counted` by its lane;
     /// the caller is woken (or its `Completions` channel handed the outcome)
     /// with the others of `wakes`.
+    #[inline]
     pub(crate) fn completed(
         self,
         _counted: Counted,
