@@ -76,6 +76,9 @@ impl Completions {
     /// Cancel safe: no outcome is lost when the future is dropped.
     pub async fn recv_many(&mut self, buf: &mut Vec<Completion>, limit: usize) -> usize {
         let limit = limit.max(1);
+        // A loop that always finds outcomes waiting still lets the runtime's
+        // other tasks run, as a tokio channel's receiver does.
+        tokio::task::coop::consume_budget().await;
         poll_fn(|cx| {
             let mut inbox = self.inbox.lock();
             if inbox.outcomes.is_empty() {
@@ -134,6 +137,7 @@ impl CompletionSink {
 #[derive(Debug)]
 pub(crate) struct Inbox(Mutex<InboxState>);
 
+/// A [`Completions`] channel's state, under its inbox's lock.
 #[derive(Debug)]
 struct InboxState {
     /// Delivered, not yet received.
@@ -162,57 +166,44 @@ impl Inbox {
 
     /// Moves `outcomes` in (or drops them, when nobody listens); the
     /// receiver's waker, if it waits, is returned to wake.
-    pub(crate) fn deliver(&self, outcomes: &mut Vec<Completion>) -> Option<Waker> {
+    pub(crate) fn deliver(&self, outcomes: impl Iterator<Item = Completion>) -> Option<Waker> {
         let mut inbox = self.lock();
         if !inbox.listening {
             drop(inbox);
-            outcomes.clear();
+            outcomes.for_each(drop);
             return None;
         }
-        inbox.outcomes.extend(outcomes.drain(..));
-        inbox.waker.take()
-    }
-}
-
-impl Inbox {
-    /// [`deliver`](Self::deliver) for one outcome.
-    pub(crate) fn deliver_one(&self, outcome: Completion) -> Option<Waker> {
-        let mut inbox = self.lock();
-        if !inbox.listening {
-            drop(inbox);
-            drop(outcome);
-            return None;
-        }
-        inbox.outcomes.push_back(outcome);
+        inbox.outcomes.extend(outcomes);
         inbox.waker.take()
     }
 }
 
 /// Outcomes a lane settled for [`Completions`] channels, handed over together
-/// by [`flush`](Deliveries::flush): the run of outcomes for one inbox under one
-/// lock and one wake.
+/// by [`flush`](Deliveries::flush) once the lane let go of its book's lock:
+/// each run of outcomes for one inbox under one lock of it and one wake.
 #[derive(Default)]
 pub(crate) struct Deliveries {
-    /// The inbox of the outcomes kept.
-    to: Option<Arc<Inbox>>,
+    /// The outcomes kept, in the order they were settled.
     outcomes: Vec<Completion>,
+    /// Where they go: each inbox with how many of the next outcomes are its.
+    runs: Vec<(Arc<Inbox>, usize)>,
 }
 
 impl Deliveries {
-    /// Keeps `outcome` for `to`; outcomes kept for another inbox are handed
-    /// over first.
+    /// Keeps `outcome` for `to`. Touches no lock: it runs under a book's.
     pub(crate) fn add(&mut self, to: Arc<Inbox>, outcome: Completion) {
-        if !self.to.as_ref().is_some_and(|kept| Arc::ptr_eq(kept, &to)) {
-            self.flush();
-            self.to = Some(to);
+        match self.runs.last_mut() {
+            Some((last, count)) if Arc::ptr_eq(last, &to) => *count += 1,
+            _ => self.runs.push((to, 1)),
         }
         self.outcomes.push(outcome);
     }
 
-    /// Hands the kept outcomes over and wakes their receiver.
+    /// Hands the kept outcomes over and wakes their receivers.
     pub(crate) fn flush(&mut self) {
-        if let Some(to) = self.to.take() {
-            if let Some(waker) = to.deliver(&mut self.outcomes) {
+        let mut outcomes = self.outcomes.drain(..);
+        for (to, count) in self.runs.drain(..) {
+            if let Some(waker) = to.deliver(outcomes.by_ref().take(count)) {
                 waker.wake();
             }
         }
@@ -295,12 +286,16 @@ mod tests {
     }
 
     #[test]
-    fn outcomes_for_two_inboxes_each_reach_their_own() {
+    fn outcomes_for_two_inboxes_wait_for_the_flush_and_each_reach_their_own() {
         let (mut a, mut b) = (Completions::new(), Completions::new());
         let mut kept = Deliveries::default();
         kept.add(a.sink().inbox(), failed(1));
         kept.add(b.sink().inbox(), failed(2));
         kept.add(a.sink().inbox(), failed(3));
+        assert!(
+            a.try_recv().is_none() && b.try_recv().is_none(),
+            "nothing handed over before the flush (a lane keeps them under its book's lock)"
+        );
         kept.flush();
         let ids = |done: &mut Completions| {
             std::iter::from_fn(|| done.try_recv())

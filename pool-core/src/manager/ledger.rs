@@ -64,7 +64,7 @@ impl Answer {
     fn tell(self, outcome: Completion) -> Wake {
         match self {
             Self::Handle(teller) => teller.tell(outcome),
-            Self::Shared(inbox) => Wake::of(inbox.deliver_one(outcome)),
+            Self::Shared(inbox) => Wake::of(inbox.deliver(std::iter::once(outcome))),
         }
     }
 }

@@ -143,7 +143,9 @@ pub(crate) async fn lookup(
     // settles after the read is heard of in the inbox, and each id is read
     // once (most of a `submit --wait` has not settled when it asks). One
     // that settles between the two arrives both ways; the inbox's copy is
-    // skipped.
+    // skipped. An id found settled keeps its entry until the request ends:
+    // a map entry on this side costs less than a second read on the store's
+    // one thread.
     let mut inbox = wait.map(|_| daemon.waiters.register_all(&ids));
     let Some(records) = read(daemon, ids.clone(), out).await? else {
         return Ok(());
@@ -689,6 +691,44 @@ mod tests {
         assert!(look.await.unwrap().is_ok());
     }
 
+    /// A task read as running that settles at once, its waiters told before
+    /// the look-up could have registered had it registered after its read, is
+    /// heard of: the look-up registered first.
+    #[tokio::test]
+    async fn a_task_that_settles_right_after_the_read_is_heard_of() {
+        let source = Arc::new(OnRead::default());
+        let daemon = crate::daemon::test_daemon::daemon_with(source.clone()).await;
+        source.accept(vec![task("quick")]).await.unwrap();
+        assert_eq!(source.claim(1, 0).await.unwrap().len(), 1);
+        let feeder = daemon.clone();
+        *source.after.lock().unwrap() = Some(Box::new(move || {
+            // What the feeder does: commit, then tell the waiters.
+            let settled = ok("quick");
+            let line = r#"{"id":"quick","status":"ok"}"#.to_owned();
+            futures_util::FutureExt::now_or_never(feeder.source.settle(vec![settled]))
+                .expect("the memory source settles at once")
+                .unwrap();
+            feeder
+                .waiters
+                .settled([("quick".to_owned(), TaskState::Ok, line)]);
+        }));
+        let (tx, mut rx) = mpsc::channel(16);
+        let look = lookup(vec!["quick".to_owned()], Some(None), true, &daemon, &tx);
+        let looked = tokio::time::timeout(Duration::from_secs(60), look)
+            .await
+            .expect("heard of, not waited for");
+        assert!(looked.is_ok());
+        let reply = rx.recv().await;
+        assert!(
+            matches!(&reply, Some(Reply::LineText { line, .. }) if line.contains("quick")),
+            "{reply:?}"
+        );
+        assert!(matches!(
+            rx.recv().await,
+            Some(Reply::Done { accepted: 1, .. })
+        ));
+    }
+
     /// The settlement of `id`'s first attempt, ok.
     fn ok(id: &str) -> task_source::Settlement {
         task_source::Settlement {
@@ -702,14 +742,25 @@ mod tests {
         }
     }
 
-    /// A memory source whose `status` reads fail, or settle a task first.
-    #[derive(Debug, Default)]
+    /// A memory source whose `status` reads fail, or settle a task first,
+    /// or run a step after the first.
+    #[derive(Default)]
     struct OnRead {
         inner: task_source::MemorySource,
         /// Every read fails.
         fails: bool,
         /// Committed just before the first read (no waiter told).
         settles: std::sync::Mutex<Option<task_source::Settlement>>,
+        /// Run once the first read has read.
+        after: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    }
+
+    impl std::fmt::Debug for OnRead {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("OnRead")
+                .field("fails", &self.fails)
+                .finish()
+        }
     }
 
     #[async_trait::async_trait]
@@ -747,7 +798,12 @@ mod tests {
             if let Some(settlement) = settles {
                 self.inner.settle(vec![settlement]).await?;
             }
-            self.inner.status(ids).await
+            let read = self.inner.status(ids).await;
+            let after = self.after.lock().unwrap().take();
+            if let Some(step) = after {
+                step();
+            }
+            read
         }
         async fn list(&self, filter: task_source::Filter) -> Result<Vec<TaskRecord>, SourceError> {
             self.inner.list(filter).await
@@ -776,9 +832,9 @@ mod tests {
         }
     }
 
-    /// A waited-for task the look-up cannot read (it may have settled before
-    /// the look-up registered, its line sent to no one) is not waited for in
-    /// vain: the client is told of the store's error, and asks again.
+    /// A waited-for task the look-up cannot read (where it stands is not
+    /// known) is not waited for in vain: the client is told of the store's
+    /// error, and asks again.
     #[tokio::test]
     async fn a_failed_read_is_reported_not_waited_on() {
         let source = Arc::new(OnRead {

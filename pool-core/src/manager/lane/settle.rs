@@ -211,12 +211,17 @@ impl Settler {
                     self.report.needs_actor = true;
                 }
             }
-            Some(Answered::Cancelled(pending)) => settle_failed(
-                &self.shared,
-                pending,
-                FinalStatus::Cancelled,
-                Failure::Cancelled,
-            ),
+            Some(Answered::Cancelled(pending)) => {
+                // The outcomes settled before it in this read go first: a
+                // `Completions` channel hears them in the order they settled.
+                self.wakes.wake_all();
+                settle_failed(
+                    &self.shared,
+                    pending,
+                    FinalStatus::Cancelled,
+                    Failure::Cancelled,
+                );
+            }
             Some(Answered::SettledEarlier) => {}
         }
     }
