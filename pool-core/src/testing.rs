@@ -722,3 +722,15 @@ impl futures_util::task::ArcWake for WakeCounter {
         arc_self.0.fetch_add(1, SeqCst);
     }
 }
+
+/// A task's outcome for the manager's own tests: task `id` failed (cancelled).
+#[cfg(test)]
+pub(crate) fn failed_outcome(id: u64) -> crate::manager::Completion {
+    Err(crate::manager::TaskError {
+        id,
+        status: crate::manager::FinalStatus::Failed,
+        failure: crate::manager::Failure::Cancelled,
+        attempts: 1,
+        worker: None,
+    })
+}

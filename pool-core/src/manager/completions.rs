@@ -213,21 +213,10 @@ impl Deliveries {
 #[cfg(test)]
 mod tests {
     use std::future::Future;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::task::{Context, Wake};
+    use std::task::Context;
 
     use super::*;
-    use crate::manager::{Failure, FinalStatus};
-
-    fn failed(id: u64) -> Completion {
-        Err(TaskError {
-            id,
-            status: FinalStatus::Failed,
-            failure: Failure::Cancelled,
-            attempts: 1,
-            worker: None,
-        })
-    }
+    use crate::testing::{failed_outcome as failed, WakeCounter};
 
     fn id(outcome: &Completion) -> u64 {
         match outcome {
@@ -236,23 +225,9 @@ mod tests {
         }
     }
 
-    /// Counts its wakes.
-    struct Counter(AtomicUsize);
-
-    impl Wake for Counter {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    /// One poll of `recv_many` into `buf`, with a waker that counts.
-    fn poll_once(
-        done: &mut Completions,
-        buf: &mut Vec<Completion>,
-        counter: &Arc<Counter>,
-    ) -> Poll<usize> {
-        let waker = Waker::from(Arc::clone(counter));
-        let mut cx = Context::from_waker(&waker);
+    /// One poll of `recv_many` into `buf` (at most 2), with `waker`.
+    fn poll_once(done: &mut Completions, buf: &mut Vec<Completion>, waker: &Waker) -> Poll<usize> {
+        let mut cx = Context::from_waker(waker);
         let fut = done.recv_many(buf, 2);
         let mut fut = std::pin::pin!(fut);
         fut.as_mut().poll(&mut cx)
@@ -261,22 +236,18 @@ mod tests {
     #[test]
     fn a_run_for_one_inbox_arrives_in_order_with_one_wake() {
         let mut done = Completions::new();
-        let counter = Arc::new(Counter(AtomicUsize::new(0)));
+        let (counter, waker) = WakeCounter::new();
         let mut buf = Vec::new();
-        assert!(poll_once(&mut done, &mut buf, &counter).is_pending());
+        assert!(poll_once(&mut done, &mut buf, &waker).is_pending());
         let mut kept = Deliveries::default();
         for n in 1..=3 {
             kept.add(done.sink().inbox(), failed(n));
         }
-        assert_eq!(
-            counter.0.load(Ordering::SeqCst),
-            0,
-            "nothing handed over yet"
-        );
+        assert_eq!(counter.count(), 0, "nothing handed over yet");
         kept.flush();
-        assert_eq!(counter.0.load(Ordering::SeqCst), 1, "one wake for the run");
+        assert_eq!(counter.count(), 1, "one wake for the run");
         assert_eq!(
-            poll_once(&mut done, &mut buf, &counter),
+            poll_once(&mut done, &mut buf, &waker),
             Poll::Ready(2),
             "at most the limit"
         );

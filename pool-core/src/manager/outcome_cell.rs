@@ -270,18 +270,10 @@ mod tests {
     use futures_util::task::noop_waker;
 
     use super::*;
-    use crate::manager::handle::FinalStatus;
-    use crate::manager::Failure;
     use crate::testing::WakeCounter;
 
     fn outcome(id: u64) -> Outcome {
-        Err(TaskError {
-            id,
-            status: FinalStatus::Failed,
-            failure: Failure::Cancelled,
-            attempts: 1,
-            worker: None,
-        })
+        crate::testing::failed_outcome(id)
     }
 
     fn id_of(polled: Poll<Option<Held>>) -> Option<u64> {
