@@ -153,7 +153,7 @@ async fn run_typed(pool: &Pool, task_type: &str, payload: &bytes::Bytes, n: usiz
     bytes
 }
 
-/// As [`run_typed`], through one [`Completions`] channel instead of a handle a task.
+/// As [`run_typed`], through one [`Completions`](pool_core::Completions) channel instead of a handle a task.
 async fn run_completions(pool: &Pool, task_type: &str, payload: &bytes::Bytes, n: usize) -> usize {
     let mut done = pool_core::Completions::new();
     let sink = done.sink();
