@@ -20,8 +20,9 @@ use super::handle::{TaskError, TaskOutput};
 pub type Completion = Result<TaskOutput, TaskError>;
 
 /// Where the outcomes of tasks submitted with
-/// [`Pool::submit_each_to`](super::Pool::submit_each_to) arrive, in the order
-/// the pool settles them: each accepted task's outcome exactly once.
+/// [`Pool::submit_each_to`](super::Pool::submit_each_to) arrive: each accepted
+/// task's outcome exactly once, as the pool settles it (a worker's results a
+/// read's worth at a time, in the order that read settled them).
 ///
 /// Cheaper per task than a [`TaskHandle`](super::TaskHandle) each: no answer
 /// cell of its own, and a caller woken once for the outcomes a worker's read
