@@ -150,10 +150,8 @@ pub(crate) async fn lookup(
     let Some(records) = read(daemon, ids.clone(), out).await? else {
         return Ok(());
     };
-    let mut records = records.into_iter();
     let mut left: HashSet<String> = HashSet::default();
-    for id in &ids {
-        let record = records.next().flatten();
+    for (id, record) in ids.iter().zip(records) {
         if waits(&record) {
             left.insert(id.clone());
             continue;
@@ -670,7 +668,7 @@ mod tests {
             "{first:?}"
         );
         // The feeder's late word on `racing`, then `later` settles.
-        let line = |id: &str| format!(r#"{{"id":"{id}","status":"ok"}}"#);
+        let line = ok_line;
         daemon.waiters.settled([
             ("racing".to_owned(), TaskState::Ok, line("racing")),
             ("later".to_owned(), TaskState::Ok, line("later")),
@@ -704,7 +702,7 @@ mod tests {
         *source.after.lock().unwrap() = Some(Box::new(move || {
             // What the feeder does: commit, then tell the waiters.
             let settled = ok("quick");
-            let line = r#"{"id":"quick","status":"ok"}"#.to_owned();
+            let line = ok_line("quick");
             futures_util::FutureExt::now_or_never(feeder.source.settle(vec![settled]))
                 .expect("the memory source settles at once")
                 .unwrap();
@@ -712,12 +710,7 @@ mod tests {
                 .waiters
                 .settled([("quick".to_owned(), TaskState::Ok, line)]);
         }));
-        let (tx, mut rx) = mpsc::channel(16);
-        let look = lookup(vec!["quick".to_owned()], Some(None), true, &daemon, &tx);
-        let looked = tokio::time::timeout(Duration::from_secs(60), look)
-            .await
-            .expect("heard of, not waited for");
-        assert!(looked.is_ok());
+        let mut rx = wait_on(&daemon, "quick").await;
         let reply = rx.recv().await;
         assert!(
             matches!(&reply, Some(Reply::LineText { line, .. }) if line.contains("quick")),
@@ -729,6 +722,23 @@ mod tests {
         ));
     }
 
+    /// The replies of a look-up that waits for `id`, once it ended (within a
+    /// minute: not waited for in vain).
+    async fn wait_on(daemon: &Arc<Daemon>, id: &str) -> mpsc::Receiver<Reply> {
+        let (tx, rx) = mpsc::channel(16);
+        let look = lookup(vec![id.to_owned()], Some(None), true, daemon, &tx);
+        let looked = tokio::time::timeout(Duration::from_secs(60), look)
+            .await
+            .expect("answered, not waited for");
+        assert!(looked.is_ok());
+        rx
+    }
+
+    /// The line of task `id` settled ok.
+    fn ok_line(id: &str) -> String {
+        format!(r#"{{"id":"{id}","status":"ok"}}"#)
+    }
+
     /// The settlement of `id`'s first attempt, ok.
     fn ok(id: &str) -> task_source::Settlement {
         task_source::Settlement {
@@ -736,7 +746,7 @@ mod tests {
             attempt: 1,
             outcome: task_source::Outcome::Settled {
                 state: TaskState::Ok,
-                line: format!(r#"{{"id":"{id}","status":"ok"}}"#),
+                line: ok_line(id),
                 error: None,
             },
         }
@@ -844,13 +854,7 @@ mod tests {
         let daemon = crate::daemon::test_daemon::daemon_with(source.clone()).await;
         source.accept(vec![task("running")]).await.unwrap();
         assert_eq!(source.claim(1, 0).await.unwrap().len(), 1);
-        let (tx, mut rx) = mpsc::channel(16);
-        let look = lookup(vec!["running".to_owned()], Some(None), true, &daemon, &tx);
-        let looked = tokio::time::timeout(Duration::from_secs(60), look)
-            .await
-            .expect("told, not waited for");
-        assert!(looked.is_ok());
-        drop(tx);
+        let mut rx = wait_on(&daemon, "running").await;
         let reply = rx.recv().await;
         assert!(
             matches!(&reply, Some(Reply::Error { kind, .. }) if kind == "store"),
