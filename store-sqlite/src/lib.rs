@@ -1,11 +1,9 @@
 //! A durable [`TaskSource`]: one SQLite file in WAL mode.
 //!
-//! One thread owns the writing connection. Every write becomes a job on its
-//! queue; the thread takes all pending jobs, runs them in one transaction and
+//! One thread owns the connection. Every request becomes a job on its queue; the
+//! thread takes all pending jobs, runs their writes in one transaction and
 //! answers them when the commit returns (group commit: one sync per batch, not
-//! per task). A second thread owns a reading connection and serves the
-//! look-ups, listings and counts the same way, so a read never waits for a
-//! commit and the writer never spends its time on reads. With [`Durability::Fsync`] a commit is synced to the device
+//! per task). With [`Durability::Fsync`] a commit is synced to the device
 //! (`synchronous = FULL`); with [`Durability::Relaxed`] it survives a crash of
 //! the process but not of the machine (`synchronous = NORMAL`).
 //!
@@ -36,7 +34,6 @@
 
 mod counts;
 mod ops;
-mod reader;
 mod schema;
 mod writer;
 
@@ -53,9 +50,8 @@ use task_source::{
 };
 use tokio::sync::oneshot;
 
-use reader::ReadJob;
 pub use schema::SCHEMA_VERSION;
-use writer::{classify, Finish, Shared, WriteJob};
+use writer::{classify, Finish, Job, Shared};
 
 /// How durable an accepted task is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,68 +99,29 @@ pub enum OpenError {
 #[derive(Debug)]
 pub struct SqliteSource {
     path: PathBuf,
-    writes: mpsc::Sender<WriteJob>,
-    reads: mpsc::Sender<ReadJob>,
+    jobs: mpsc::Sender<Job>,
     shared: Arc<Shared>,
-    writer: Option<std::thread::JoinHandle<()>>,
-    reader: Option<std::thread::JoinHandle<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for SqliteSource {
-    /// Closes the store: the reader finishes its jobs and closes its
-    /// connection, then the writer finishes its own and, as the last
-    /// connection, checkpoints the log and removes it.
+    /// Closes the store: the writer finishes its jobs and checkpoints the log.
     fn drop(&mut self) {
         let (closed, _) = mpsc::channel();
-        drop(std::mem::replace(&mut self.reads, closed));
-        if let Some(thread) = self.reader.take() {
-            let _ = thread.join();
-        }
-        let (closed, _) = mpsc::channel();
-        drop(std::mem::replace(&mut self.writes, closed));
-        if let Some(thread) = self.writer.take() {
+        drop(std::mem::replace(&mut self.jobs, closed));
+        if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
     }
 }
 
-/// Opens a connection to the store's file (never through a symbolic link);
-/// one that waits up to 5 s for another's lock.
-fn connect(path: &Path) -> Result<Connection, OpenError> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
-            | OpenFlags::SQLITE_OPEN_NOFOLLOW,
-    )
-    .map_err(|e| OpenError::File {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))
-        .map_err(|e| OpenError::Corrupt {
-            path: path.to_owned(),
-            detail: e.to_string(),
-        })?;
-    // Room for every statement the operations prepare, so the ones each
-    // task goes through are never evicted and prepared again.
-    conn.set_prepared_statement_cache_capacity(64);
-    Ok(conn)
-}
-
-/// Starts a thread of the store's named `name`.
-fn spawn(
-    path: &Path,
-    name: &str,
-    serve: impl FnOnce() + Send + 'static,
-) -> Result<std::thread::JoinHandle<()>, OpenError> {
-    std::thread::Builder::new()
-        .name(name.into())
-        .spawn(serve)
-        .map_err(|e| OpenError::File {
-            path: path.to_owned(),
-            message: format!("cannot start the store's thread {name}: {e}"),
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Job::Write(_) => "Write",
+            Job::Read(_) => "Read",
         })
+    }
 }
 
 /// Creates the file 0600 without following a symlink, or checks an existing
@@ -227,7 +184,18 @@ impl SqliteSource {
             path: path.to_owned(),
             detail: e.to_string(),
         };
-        let conn = connect(path)?;
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_NOFOLLOW,
+        )
+        .map_err(|e| OpenError::File {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(corrupt)?;
         let check: String = conn
             .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
             .map_err(corrupt)?;
@@ -289,28 +257,24 @@ impl SqliteSource {
                 });
             }
         }
-        // Opened once the schema is in place; it never writes.
-        let read_conn = connect(path)?;
-        read_conn
-            .execute_batch("PRAGMA query_only = ON")
-            .map_err(corrupt)?;
+        // Room for every statement the operations prepare, so the ones each
+        // task goes through are never evicted and prepared again.
+        conn.set_prepared_statement_cache_capacity(64);
         let shared = Arc::new(Shared::new(health));
-        let (reads, read_rx) = mpsc::channel();
-        let reader = spawn(path, "task-store-read", move || {
-            reader::serve(read_conn, read_rx);
-        })?;
-        let (writes, write_rx) = mpsc::channel();
+        let (jobs, rx) = mpsc::channel();
         let thread_shared = shared.clone();
-        let writer = spawn(path, "task-store", move || {
-            writer::serve(conn, write_rx, thread_shared);
-        })?;
+        let thread = std::thread::Builder::new()
+            .name("task-store".into())
+            .spawn(move || writer::serve(conn, rx, thread_shared))
+            .map_err(|e| OpenError::File {
+                path: path.to_owned(),
+                message: format!("cannot start the store's thread: {e}"),
+            })?;
         Ok(Self {
             path: path.to_owned(),
-            writes,
-            reads,
+            jobs,
             shared,
-            writer: Some(writer),
-            reader: Some(reader),
+            thread: Some(thread),
         })
     }
 
@@ -333,7 +297,7 @@ impl SqliteSource {
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel::<Result<T, SourceError>>();
-        let job: WriteJob = Box::new(move |conn| {
+        let job = Job::Write(Box::new(move |conn| {
             let Some(conn) = conn else {
                 let finish: Finish = Box::new(move |e| {
                     let _ = tx.send(Err(e.unwrap_or(SourceError::Closed)));
@@ -357,8 +321,8 @@ impl SqliteSource {
                     (finish, Some(e))
                 }
             }
-        });
-        self.writes.send(job).map_err(|_| SourceError::Closed)?;
+        }));
+        self.jobs.send(job).map_err(|_| SourceError::Closed)?;
         rx.await.map_err(|_| SourceError::Closed)?
     }
 
@@ -368,10 +332,10 @@ impl SqliteSource {
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel::<Result<T, SourceError>>();
-        let job: ReadJob = Box::new(move |conn| {
+        let job = Job::Read(Box::new(move |conn| {
             let _ = tx.send(f(conn).map_err(|e| classify(&e)));
-        });
-        self.reads.send(job).map_err(|_| SourceError::Closed)?;
+        }));
+        self.jobs.send(job).map_err(|_| SourceError::Closed)?;
         rx.await.map_err(|_| SourceError::Closed)?
     }
 

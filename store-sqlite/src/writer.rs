@@ -1,9 +1,8 @@
-//! The one thread that owns the writing connection: it takes every pending
-//! job, runs the writes of all of them in one transaction (group commit) and
-//! answers them once the commit is durable. Reads go to the reader thread
-//! ([`reader`](crate::reader)).
+//! The one thread that owns the connection: it takes every pending job, runs the
+//! writes of all of them in one transaction (group commit), answers them once
+//! the commit is durable, then serves the reads.
 
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -18,8 +17,17 @@ pub(crate) type Finish = Box<dyn FnOnce(Option<SourceError>) + Send>;
 pub(crate) type WriteJob =
     Box<dyn FnOnce(Option<&Connection>) -> (Finish, Option<rusqlite::Error>) + Send>;
 
+/// A read job: runs on the connection outside any write transaction.
+pub(crate) type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
+/// A job for the writer thread.
+pub(crate) enum Job {
+    Write(WriteJob),
+    Read(ReadJob),
+}
+
 /// Most jobs taken into one transaction.
-pub(crate) const MAX_BATCH: usize = 4096;
+const MAX_BATCH: usize = 4096;
 
 /// What the writer thread shares with the rest: health and commit figures.
 #[derive(Debug)]
@@ -88,18 +96,47 @@ pub(crate) fn classify(e: &rusqlite::Error) -> SourceError {
     }
 }
 
-/// Serves write jobs until every sender is gone, all the pending ones in
-/// one transaction at a time.
-pub(crate) fn serve(conn: Connection, jobs: Receiver<WriteJob>, shared: Arc<Shared>) {
+/// Serves jobs until every sender is gone.
+pub(crate) fn serve(conn: Connection, jobs: Receiver<Job>, shared: Arc<Shared>) {
     while let Ok(first) = jobs.recv() {
-        let mut writes = vec![first];
-        writes.extend(jobs.try_iter().take(MAX_BATCH - 1));
-        commit(&conn, writes, &shared);
+        let mut writes = Vec::new();
+        let mut reads = Vec::new();
+        let mut take = |job| match job {
+            Job::Write(w) => writes.push(w),
+            Job::Read(r) => reads.push(r),
+        };
+        take(first);
+        for _ in 1..MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => take(job),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+        if !writes.is_empty() {
+            commit(&conn, writes, &shared);
+        }
+        if !reads.is_empty() {
+            read_all(&conn, reads);
+        }
+    }
+}
+
+/// Runs the reads in one read transaction: a statement outside one opens and
+/// ends its own, taking and releasing the log's shared-memory locks (system
+/// calls) for every row a look-up reads.
+fn read_all(conn: &Connection, reads: Vec<ReadJob>) {
+    // Without the transaction each read still works on its own.
+    let began = run(conn, "BEGIN").is_ok();
+    for read in reads {
+        read(conn);
+    }
+    if began && run(conn, "COMMIT").is_err() {
+        let _ = run(conn, "ROLLBACK");
     }
 }
 
 /// Runs one statement of transaction control, prepared once per connection.
-pub(crate) fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(drop)
 }
 

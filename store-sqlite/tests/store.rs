@@ -217,39 +217,3 @@ fn rusqlite_free_bump(path: &std::path::Path) -> bool {
     std::fs::write(path, bytes).unwrap();
     true
 }
-
-/// Polls `fut` once: whether it finished, without waiting.
-fn finished<F: std::future::Future + Unpin>(fut: &mut F) -> bool {
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    std::pin::Pin::new(fut).poll(&mut cx).is_ready()
-}
-
-#[test]
-fn a_read_is_answered_while_a_write_waits_for_the_lock() {
-    let dir = Dir::new("read-beside-write");
-    rt().block_on(async {
-        let s = SqliteSource::open(&dir.db(), Durability::Relaxed).unwrap();
-        s.accept(vec![task("a")]).await.unwrap();
-        // Another process holds the write lock: the writer thread waits in
-        // `BEGIN IMMEDIATE` (up to its 5 s busy timeout).
-        let other = rusqlite::Connection::open(dir.db()).unwrap();
-        other.execute_batch("BEGIN IMMEDIATE").unwrap();
-        let mut accept = s.accept(vec![task("b")]);
-        assert!(!finished(&mut accept), "the write is queued, not done");
-        let status = s.status(vec!["a".into(), "b".into()]).await.unwrap();
-        assert_eq!(status[0].as_ref().map(|r| r.state), Some(TaskState::Queued));
-        assert_eq!(status[1], None, "b is not committed");
-        assert!(
-            !finished(&mut accept),
-            "the read was answered while the write still waited"
-        );
-        other.execute_batch("COMMIT").unwrap();
-        assert_eq!(accept.await.unwrap(), vec![Admission::Accepted]);
-        let status = s.status(vec!["b".into()]).await.unwrap();
-        assert_eq!(
-            status[0].as_ref().map(|r| r.state),
-            Some(TaskState::Queued),
-            "a read after an answered write sees it"
-        );
-    });
-}
