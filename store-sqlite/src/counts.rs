@@ -174,7 +174,7 @@ mod tests {
         ops::settle(&conn, &[settle("t2", 2, done(TaskState::DeadLetter))], 9).unwrap();
         ops::purge_dead(&conn).unwrap();
         assert_counts_true(&conn, "purge");
-        assert_eq!(ops::prune(&conn, 3, None).unwrap(), 3);
+        assert_eq!(ops::prune(&conn, 3, None, ops::PRUNE_STEP).unwrap(), 3);
         assert_counts_true(&conn, "prune by age");
         ops::accept(&conn, &[new_task("late")], 10).unwrap();
         ops::claim(&conn, 8, 10).unwrap();
@@ -188,7 +188,7 @@ mod tests {
             )
             .collect();
         ops::settle(&conn, &all, 11).unwrap();
-        assert!(ops::prune(&conn, 0, Some(0)).unwrap() > 0);
+        assert!(ops::prune(&conn, 0, Some(0), ops::PRUNE_STEP).unwrap() > 0);
         assert_counts_true(&conn, "prune by size");
         let unsettled: i64 = conn
             .query_row(
@@ -202,5 +202,27 @@ mod tests {
             unsettled as u64,
             "{unsettled}"
         );
+    }
+
+    #[test]
+    fn a_prune_deletes_no_more_than_its_limit_and_keeps_the_counts() {
+        use crate::ops;
+        let conn = Connection::open_in_memory().unwrap();
+        crate::schema::migrate(&conn).unwrap();
+        let ids: Vec<String> = (0..7).map(|i| format!("p{i}")).collect();
+        let tasks: Vec<_> = ids.iter().map(|id| new_task(id)).collect();
+        ops::accept(&conn, &tasks, 1).unwrap();
+        ops::claim(&conn, 7, 1).unwrap();
+        let all: Vec<_> = ids
+            .iter()
+            .map(|id| settle(id, 1, done(TaskState::Ok)))
+            .collect();
+        ops::settle(&conn, &all, 2).unwrap();
+        assert_eq!(ops::prune(&conn, 3, None, 3).unwrap(), 3, "by age");
+        assert_counts_true(&conn, "a limited prune by age");
+        assert_eq!(ops::prune(&conn, 0, Some(0), 2).unwrap(), 2, "by size");
+        assert_counts_true(&conn, "a limited prune by size");
+        assert_eq!(ops::prune(&conn, 3, None, 10).unwrap(), 2, "the rest");
+        assert_counts_true(&conn, "the last prune");
     }
 }

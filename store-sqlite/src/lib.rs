@@ -51,7 +51,7 @@ use task_source::{
 use tokio::sync::oneshot;
 
 pub use schema::SCHEMA_VERSION;
-use writer::{classify, Finish, Job, Shared};
+use writer::{classify, Finish, Job, Shared, WriteJob};
 
 /// How durable an accepted task is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,6 +119,7 @@ impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Job::Write(_) => "Write",
+            Job::WriteAlone(_) => "WriteAlone",
             Job::Read(_) => "Read",
         })
     }
@@ -291,13 +292,23 @@ impl SqliteSource {
         }
     }
 
+    /// Runs `f` in the transaction of the writes pending with it.
     async fn write<T, F>(&self, f: F) -> Result<T, SourceError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
+        self.write_as(Job::Write, f).await
+    }
+
+    /// Runs `f` as a job of `kind` ([`Job::Write`] or [`Job::WriteAlone`]).
+    async fn write_as<T, F>(&self, kind: fn(WriteJob) -> Job, f: F) -> Result<T, SourceError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel::<Result<T, SourceError>>();
-        let job = Job::Write(Box::new(move |conn| {
+        let job = kind(Box::new(move |conn| {
             let Some(conn) = conn else {
                 let finish: Finish = Box::new(move |e| {
                     let _ = tx.send(Err(e.unwrap_or(SourceError::Closed)));
@@ -409,8 +420,21 @@ impl TaskSource for SqliteSource {
         settled_before_ms: u64,
         max_bytes: Option<u64>,
     ) -> Result<u64, SourceError> {
-        self.write(move |c| ops::prune(c, settled_before_ms, max_bytes))
-            .await
+        // In transactions of their own, a bounded number of deletions each:
+        // however much is due, no other request waits behind all of it, and
+        // the log is checkpointed between them.
+        let mut removed = 0;
+        loop {
+            let step = self
+                .write_as(Job::WriteAlone, move |c| {
+                    ops::prune(c, settled_before_ms, max_bytes, ops::PRUNE_STEP)
+                })
+                .await?;
+            removed += step;
+            if step < ops::PRUNE_STEP {
+                return Ok(removed);
+            }
+        }
     }
 
     async fn unsettled(&self) -> Result<u64, SourceError> {

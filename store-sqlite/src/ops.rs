@@ -348,38 +348,47 @@ pub(crate) fn used_bytes(conn: &Connection) -> rusqlite::Result<u64> {
     Ok(((pages - free).max(0) * size) as u64)
 }
 
-/// Deletes the tasks in state `?1` (one of [`PRUNABLE`]) last changed before
-/// `?2` ms.
+/// Deletes at most `?3` of the tasks in state `?1` (one of [`PRUNABLE`]) last
+/// changed before `?2` ms.
 pub(crate) const PRUNE_OLDER: &str = concat!(
-    "DELETE FROM tasks INDEXED BY tasks_at_rest WHERE state = ?1 AND updated_ms < ?2 AND ",
-    at_rest!()
+    "DELETE FROM tasks WHERE seq IN (SELECT seq FROM tasks INDEXED BY tasks_at_rest \
+     WHERE state = ?1 AND updated_ms < ?2 AND ",
+    at_rest!(),
+    " LIMIT ?3)"
 );
 
 /// Settled tasks other than dead letters (those stay until retried or purged).
 const PRUNABLE: [TaskState; 3] = [TaskState::Ok, TaskState::Failed, TaskState::Cancelled];
 
+/// The most tasks one call of [`prune`] deletes: the store runs each call as
+/// a transaction of its own, and calls again while a call deleted this many.
+pub(crate) const PRUNE_STEP: u64 = 10_000;
+
+/// Deletes at most `limit` settled tasks: those last changed before `before`
+/// ms, then, while the store takes more than `max_bytes`, the oldest.
 pub(crate) fn prune(
     conn: &Connection,
     before: u64,
     max_bytes: Option<u64>,
+    limit: u64,
 ) -> rusqlite::Result<u64> {
     let mut delta = StateDelta::default();
     let mut removed = 0;
     let mut older = conn.prepare_cached(PRUNE_OLDER)?;
     for state in PRUNABLE {
-        let n = older.execute(params![state.as_str(), before])?;
+        let n = older.execute(params![state.as_str(), before, limit - removed])? as u64;
         delta.add(state, -(n as i64));
-        removed += n as u64;
+        removed += n;
     }
     if let Some(max) = max_bytes {
         let states = PRUNABLE.map(|s| format!("'{}'", s.as_str())).join(",");
         let mut oldest = conn.prepare_cached(&format!(
             "DELETE FROM tasks WHERE seq IN (SELECT seq FROM tasks WHERE state IN ({states})
-             ORDER BY seq LIMIT 1000) RETURNING state"
+             ORDER BY seq LIMIT ?1) RETURNING state"
         ))?;
-        while used_bytes(conn)? > max {
+        while removed < limit && used_bytes(conn)? > max {
             let states: Vec<String> = oldest
-                .query_map([], |r| r.get(0))?
+                .query_map([(limit - removed).min(1000)], |r| r.get(0))?
                 .collect::<rusqlite::Result<_>>()?;
             if states.is_empty() {
                 break;

@@ -1,8 +1,15 @@
 //! The one thread that owns the connection: it takes every pending job, runs the
 //! writes of all of them in one transaction (group commit), answers them once
 //! the commit is durable, then serves the reads.
+//!
+//! Each write job runs inside a savepoint of that transaction: a job whose
+//! statements fail leaves nothing behind and is answered with its error, and
+//! the others still commit. When a failure ended the whole transaction
+//! (SQLite rolls one back by itself on some errors, such as a full disk), the
+//! jobs not yet run are not run (they would commit one statement at a time)
+//! and every job of the batch is answered with that error.
 
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -22,7 +29,12 @@ pub(crate) type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 
 /// A job for the writer thread.
 pub(crate) enum Job {
+    /// Committed with the other writes pending at the time.
     Write(WriteJob),
+    /// Committed in a transaction of its own, after the writes sent before it
+    /// (retention's deletes: however many they are, they hold up no other
+    /// request's commit, and their failure fails no other request).
+    WriteAlone(WriteJob),
     Read(ReadJob),
 }
 
@@ -101,15 +113,17 @@ pub(crate) fn serve(conn: Connection, jobs: Receiver<Job>, shared: Arc<Shared>) 
     while let Ok(first) = jobs.recv() {
         let mut writes = Vec::new();
         let mut reads = Vec::new();
-        let mut take = |job| match job {
-            Job::Write(w) => writes.push(w),
-            Job::Read(r) => reads.push(r),
-        };
-        take(first);
-        for _ in 1..MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(job) => take(job),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+        let taken = std::iter::once(first).chain(jobs.try_iter().take(MAX_BATCH - 1));
+        for job in taken {
+            match job {
+                Job::Write(w) => writes.push(w),
+                Job::WriteAlone(w) => {
+                    if !writes.is_empty() {
+                        commit(&conn, std::mem::take(&mut writes), &shared);
+                    }
+                    commit(&conn, vec![w], &shared);
+                }
+                Job::Read(r) => reads.push(r),
             }
         }
         if !writes.is_empty() {
@@ -140,6 +154,38 @@ fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(drop)
 }
 
+/// How one write job ended inside the batch's transaction.
+enum JobEnd {
+    /// Its statements stand (its savepoint was released).
+    Stood,
+    /// Its statements failed and were rolled back to its savepoint; the
+    /// transaction goes on.
+    Failed(rusqlite::Error),
+    /// Its statements failed and the transaction is gone with them.
+    EndedTransaction(rusqlite::Error),
+}
+
+/// Runs one job inside a savepoint of the open transaction.
+fn run_job(conn: &Connection, w: WriteJob) -> (Finish, JobEnd) {
+    if let Err(e) = run(conn, "SAVEPOINT job") {
+        let (finish, _) = w(None);
+        return (finish, JobEnd::Failed(e));
+    }
+    let (finish, error) = w(Some(conn));
+    let end = match error {
+        None => match run(conn, "RELEASE job") {
+            Ok(()) => JobEnd::Stood,
+            Err(e) => JobEnd::EndedTransaction(e),
+        },
+        Some(e) if conn.is_autocommit() => JobEnd::EndedTransaction(e),
+        Some(e) => match run(conn, "ROLLBACK TO job").and_then(|()| run(conn, "RELEASE job")) {
+            Ok(()) => JobEnd::Failed(e),
+            Err(_) => JobEnd::EndedTransaction(e),
+        },
+    };
+    (finish, end)
+}
+
 fn commit(conn: &Connection, writes: Vec<WriteJob>, shared: &Shared) {
     let started = Instant::now();
     if let Err(e) = run(conn, "BEGIN IMMEDIATE") {
@@ -151,36 +197,67 @@ fn commit(conn: &Connection, writes: Vec<WriteJob>, shared: &Shared) {
         }
         return;
     }
-    let changes_before = conn.total_changes();
-    let mut finishes = Vec::with_capacity(writes.len());
-    let mut failed = None;
+    // Each job's answer: `None` while its statements stand.
+    let mut answers: Vec<(Finish, Option<SourceError>)> = Vec::with_capacity(writes.len());
+    let mut ended: Option<SourceError> = None;
+    // Whether a job that stands changed a row, and whether one failed for want
+    // of a writable store.
+    let (mut wrote, mut unwritable) = (false, false);
     for w in writes {
-        let (finish, error) = w(Some(conn));
-        finishes.push(finish);
-        if failed.is_none() {
-            failed = error;
+        if let Some(error) = &ended {
+            let (finish, _) = w(None);
+            answers.push((finish, Some(error.clone())));
+            continue;
         }
+        let changes_before = conn.total_changes();
+        let (finish, end) = run_job(conn, w);
+        let answer = match end {
+            JobEnd::Stood => {
+                wrote |= conn.total_changes() != changes_before;
+                None
+            }
+            JobEnd::Failed(e) => {
+                let error = classify(&e);
+                unwritable |= matches!(error, SourceError::Unwritable(_));
+                note_failure(shared, &error);
+                Some(error)
+            }
+            JobEnd::EndedTransaction(e) => {
+                let error = classify(&e);
+                ended = Some(error.clone());
+                Some(error)
+            }
+        };
+        answers.push((finish, answer));
     }
-    let result = match failed {
-        None => run(conn, "COMMIT"),
-        Some(e) => Err(e),
+    let result = match ended {
+        Some(error) => Err(error),
+        None if answers.iter().all(|(_, a)| a.is_some()) => {
+            let _ = run(conn, "ROLLBACK");
+            Ok(())
+        }
+        None => run(conn, "COMMIT").map_err(|e| classify(&e)),
     };
     match result {
         Ok(()) => {
-            // Only a commit that wrote something proves the store writes again.
-            if conn.total_changes() != changes_before {
+            // Only a commit that wrote something proves the store writes
+            // again (unless a job of it found it could not).
+            if wrote {
                 shared.committed(started.elapsed().as_secs_f64() * 1000.0);
-                shared.set_health(SourceHealth::Ok);
+                if !unwritable {
+                    shared.set_health(SourceHealth::Ok);
+                }
             }
-            for finish in finishes {
-                finish(None);
+            for (finish, answer) in answers {
+                finish(answer);
             }
         }
-        Err(e) => {
+        Err(error) => {
+            // Rolled back, every job with it (a no-op when SQLite ended the
+            // transaction itself).
             let _ = run(conn, "ROLLBACK");
-            let error = classify(&e);
             note_failure(shared, &error);
-            for finish in finishes {
+            for (finish, _) in answers {
                 finish(Some(error.clone()));
             }
         }
@@ -193,5 +270,132 @@ fn note_failure(shared: &Shared, error: &SourceError) {
             reason: reason.clone(),
         }),
         other => tracing::warn!(error = %other, "a task store transaction failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use super::*;
+
+    /// What a test job saw: whether its statements ran, and its answer.
+    type Seen = mpsc::Receiver<(bool, Option<SourceError>)>;
+
+    /// A job that runs `sql` (a failing statement fails the job).
+    fn job(sql: &'static str) -> (WriteJob, Seen) {
+        let (tx, rx) = mpsc::channel();
+        let job: WriteJob = Box::new(move |conn| {
+            let ran = conn.is_some();
+            let error = conn.and_then(|c| c.execute_batch(sql).err());
+            let finish: Finish = Box::new(move |answer| {
+                let _ = tx.send((ran, answer));
+            });
+            (finish, error)
+        });
+        (job, rx)
+    }
+
+    fn table() -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
+        conn
+    }
+
+    fn rows(conn: &Connection) -> Vec<i64> {
+        conn.prepare("SELECT x FROM t ORDER BY x")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_failing_job_is_rolled_back_alone_and_the_others_commit() {
+        let conn = table();
+        let shared = Shared::new(SourceHealth::Ok);
+        let (a, seen_a) = job("INSERT INTO t VALUES (1)");
+        let (b, seen_b) = job("INSERT INTO t VALUES (2); INSERT INTO nowhere VALUES (3)");
+        let (c, seen_c) = job("INSERT INTO t VALUES (4)");
+        commit(&conn, vec![a, b, c], &shared);
+        assert_eq!(rows(&conn), [1, 4], "the failed job's first row is gone");
+        assert!(matches!(seen_a.recv().unwrap(), (true, None)));
+        let (ran, answer) = seen_b.recv().unwrap();
+        assert!(ran);
+        assert!(
+            matches!(&answer, Some(SourceError::Backend(m)) if m.contains("nowhere")),
+            "{answer:?}"
+        );
+        assert!(matches!(seen_c.recv().unwrap(), (true, None)));
+        assert!(conn.is_autocommit(), "the transaction ended");
+    }
+
+    /// SQLite ends the whole transaction itself on some errors (a full disk):
+    /// a job after it would otherwise commit on its own, one statement at a
+    /// time, while being answered with the error.
+    #[test]
+    fn a_failure_that_ended_the_transaction_fails_every_job_and_runs_no_more() {
+        let conn = table();
+        let shared = Shared::new(SourceHealth::Ok);
+        let (a, seen_a) = job("INSERT INTO t VALUES (1)");
+        let (b, seen_b) = job("ROLLBACK; INSERT INTO nowhere VALUES (2)");
+        let (c, seen_c) = job("INSERT INTO t VALUES (3)");
+        commit(&conn, vec![a, b, c], &shared);
+        assert_eq!(rows(&conn), Vec::<i64>::new(), "nothing committed");
+        let (ran, answer) = seen_a.recv().unwrap();
+        assert!(
+            ran && answer.is_some(),
+            "its rows went with the transaction"
+        );
+        assert!(seen_b.recv().unwrap().1.is_some());
+        let (ran, answer) = seen_c.recv().unwrap();
+        assert!(!ran, "not run after the transaction ended");
+        assert!(answer.is_some());
+    }
+
+    #[test]
+    fn a_job_sent_alone_runs_after_the_writes_before_it_committed() {
+        let db =
+            TempDb(std::env::temp_dir().join(format!("writer-alone-{}.db", std::process::id())));
+        let path = db.0.clone();
+        let file = Connection::open(&path).unwrap();
+        file.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (x INTEGER)")
+            .unwrap();
+        let (jobs, rx) = mpsc::channel();
+        let (a, seen_a) = job("INSERT INTO t VALUES (1)");
+        // What another connection sees while the lone job runs.
+        let (tx, seen_alone) = mpsc::channel();
+        let other_path = path.clone();
+        let alone: WriteJob = Box::new(move |_| {
+            let other = Connection::open(&other_path).unwrap();
+            let _ = tx.send(rows(&other));
+            (Box::new(|_| {}), None)
+        });
+        let (c, seen_c) = job("INSERT INTO t VALUES (3)");
+        for j in [Job::Write(a), Job::WriteAlone(alone), Job::Write(c)] {
+            jobs.send(j).unwrap();
+        }
+        drop(jobs);
+        serve(file, rx, Arc::new(Shared::new(SourceHealth::Ok)));
+        assert_eq!(
+            seen_alone.recv().unwrap(),
+            [1],
+            "the write before it committed"
+        );
+        assert!(matches!(seen_a.recv().unwrap(), (true, None)));
+        assert!(matches!(seen_c.recv().unwrap(), (true, None)));
+        assert_eq!(rows(&Connection::open(&path).unwrap()), [1, 3]);
+    }
+
+    /// A database file and its log, removed however the test ends.
+    struct TempDb(std::path::PathBuf);
+
+    impl Drop for TempDb {
+        fn drop(&mut self) {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
+            }
+        }
     }
 }

@@ -217,3 +217,33 @@ fn rusqlite_free_bump(path: &std::path::Path) -> bool {
     std::fs::write(path, bytes).unwrap();
     true
 }
+
+#[test]
+fn a_prune_larger_than_one_step_removes_every_task_due() {
+    let dir = Dir::new("prune-steps");
+    rt().block_on(async {
+        let s = SqliteSource::open(&dir.db(), Durability::Relaxed).unwrap();
+        // More than one prune step (10 000 deletions a transaction).
+        let n = 10_050;
+        let tasks: Vec<NewTask> = (0..n).map(|i| task(&format!("t{i}"))).collect();
+        s.accept(tasks).await.unwrap();
+        let claimed = s.claim(n, task_source::now_ms()).await.unwrap();
+        assert_eq!(claimed.len(), n);
+        let settled = claimed
+            .into_iter()
+            .map(|c| Settlement {
+                id: c.task.id,
+                attempt: c.attempt,
+                outcome: Outcome::Settled {
+                    state: TaskState::Ok,
+                    line: "{}".into(),
+                    error: None,
+                },
+            })
+            .collect();
+        s.settle(settled).await.unwrap();
+        let removed = s.prune(task_source::now_ms() + 1, None).await.unwrap();
+        assert_eq!(removed, n as u64);
+        assert_eq!(s.stats().await.unwrap().rows["ok"], 0);
+    });
+}

@@ -1,6 +1,7 @@
 //! Retention: every minute, settled tasks older than `result_ttl` are removed,
 //! and the oldest settled ones while the store is above `store_max_mb`. It runs
-//! as its own transaction on the store's thread, between dispatch batches.
+//! in transactions of its own on the store's thread (at most 10 000 deletions
+//! each), between dispatch batches.
 
 use std::sync::Arc;
 use std::time::Duration;
