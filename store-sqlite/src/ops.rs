@@ -348,7 +348,7 @@ pub(crate) fn used_bytes(conn: &Connection) -> rusqlite::Result<u64> {
     Ok(((pages - free).max(0) * size) as u64)
 }
 
-/// Deletes at most `?3` of the tasks in state `?1` (one of [`PRUNABLE`]) last
+/// Deletes at most `?3` of the tasks in state `?1` (one of [`TaskState::PRUNABLE`]) last
 /// changed before `?2` ms.
 pub(crate) const PRUNE_OLDER: &str = concat!(
     "DELETE FROM tasks WHERE seq IN (SELECT seq FROM tasks INDEXED BY tasks_at_rest \
@@ -356,9 +356,6 @@ pub(crate) const PRUNE_OLDER: &str = concat!(
     at_rest!(),
     " LIMIT ?3)"
 );
-
-/// Settled tasks other than dead letters (those stay until retried or purged).
-const PRUNABLE: [TaskState; 3] = [TaskState::Ok, TaskState::Failed, TaskState::Cancelled];
 
 /// The most tasks one call of [`prune`] deletes: the store runs each call as
 /// a transaction of its own, and calls again while a call deleted this many.
@@ -375,13 +372,15 @@ pub(crate) fn prune(
     let mut delta = StateDelta::default();
     let mut removed = 0;
     let mut older = conn.prepare_cached(PRUNE_OLDER)?;
-    for state in PRUNABLE {
+    for state in TaskState::PRUNABLE {
         let n = older.execute(params![state.as_str(), before, limit - removed])? as u64;
         delta.add(state, -(n as i64));
         removed += n;
     }
     if let Some(max) = max_bytes {
-        let states = PRUNABLE.map(|s| format!("'{}'", s.as_str())).join(",");
+        let states = TaskState::PRUNABLE
+            .map(|s| format!("'{}'", s.as_str()))
+            .join(",");
         let mut oldest = conn.prepare_cached(&format!(
             "DELETE FROM tasks WHERE seq IN (SELECT seq FROM tasks WHERE state IN ({states})
              ORDER BY seq LIMIT ?1) RETURNING state"

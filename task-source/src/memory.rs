@@ -367,7 +367,8 @@ impl TaskSource for MemorySource {
         _max_bytes: Option<u64>,
     ) -> Result<u64, SourceError> {
         let mut inner = self.lock();
-        let old = inner.picked(|r| r.state.is_settled() && r.updated_ms < settled_before_ms);
+        let old = inner
+            .picked(|r| TaskState::PRUNABLE.contains(&r.state) && r.updated_ms < settled_before_ms);
         Ok(old.into_iter().filter_map(|seq| inner.remove(seq)).count() as u64)
     }
 
@@ -534,6 +535,33 @@ mod tests {
         source.prune(u64::MAX, None).await.unwrap();
         check(0).await;
         assert!(source.get(vec!["a".to_owned()]).await.unwrap()[0].is_none());
+    }
+
+    /// Retention keeps dead letters (they stay until retried or purged), as
+    /// the SQLite store does.
+    #[tokio::test]
+    async fn a_prune_keeps_the_dead_letters() {
+        let source = MemorySource::new();
+        source.accept(vec![task("ok"), task("dead")]).await.unwrap();
+        source.claim(2, 0).await.unwrap();
+        source
+            .settle(vec![
+                settled("ok", 1, TaskState::Ok),
+                settled("dead", 1, TaskState::DeadLetter),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(source.prune(u64::MAX, None).await.unwrap(), 1);
+        let got = source.get(vec!["ok".into(), "dead".into()]).await.unwrap();
+        assert!(got[0].is_none());
+        assert_eq!(
+            got[1].as_ref().map(|r| r.state),
+            Some(TaskState::DeadLetter)
+        );
+        assert_eq!(
+            source.requeue_dead(None).await.unwrap(),
+            [("dead".to_owned(), Requeue::Requeued)]
+        );
     }
 
     /// The ids of the tasks a claim at `now_ms` starts, in the order claimed.

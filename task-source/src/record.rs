@@ -50,6 +50,10 @@ impl TaskState {
         Self::Cancelled,
     ];
 
+    /// The settled states retention may remove: every one but a dead letter,
+    /// which stays until it is retried or purged.
+    pub const PRUNABLE: [Self; 3] = [Self::Ok, Self::Failed, Self::Cancelled];
+
     /// The state's name (as in JSON and in the store).
     pub fn as_str(self) -> &'static str {
         match self {

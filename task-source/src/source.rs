@@ -105,7 +105,7 @@ pub trait TaskSource: Send + Sync + std::fmt::Debug {
 
     /// Forgets settled tasks last changed before `settled_before_ms`, and the
     /// oldest settled ones while the store is above `max_bytes`; returns how
-    /// many were removed.
+    /// many were removed. Dead letters are kept ([`TaskState::PRUNABLE`](crate::TaskState::PRUNABLE)).
     ///
     /// # Errors
     /// When the source cannot record it.
