@@ -61,14 +61,23 @@ pub(crate) async fn run(settings: Settings, sources: Sources) -> Result<(), Daem
     };
     // Tasks that were running when the last daemon died run again, before
     // anything new is accepted.
-    match source.recover().await {
-        Ok(0) => {}
-        Ok(n) => tracing::warn!(
-            tasks = n,
-            "re-queued tasks interrupted by the last daemon's end"
-        ),
-        Err(e) => tracing::error!(error = %e, "cannot re-queue interrupted tasks"),
-    }
+    let recovered = match source.recover().await {
+        Ok(0) => true,
+        Ok(n) => {
+            tracing::warn!(
+                tasks = n,
+                "re-queued tasks interrupted by the last daemon's end"
+            );
+            true
+        }
+        Err(e) => {
+            tracing::error!(
+                error = %e,
+                "cannot re-queue interrupted tasks; no task is claimed until that works"
+            );
+            false
+        }
+    };
     if let Ok(stats) = source.stats().await {
         if let task_source::SourceHealth::Failing { reason } = &stats.health {
             tracing::error!(%reason, "the task store cannot write: new tasks will be refused");
@@ -136,7 +145,7 @@ pub(crate) async fn run(settings: Settings, sources: Sources) -> Result<(), Daem
         events,
         log_stop.clone(),
     ));
-    let feeder = tokio::spawn(super::durable::feeder::run(daemon.clone()));
+    let feeder = tokio::spawn(super::durable::feeder::run(daemon.clone(), recovered));
     let pruner = tokio::spawn(super::durable::prune::run(daemon.clone(), stop.clone()));
     let server = tokio::spawn(server::serve(listener, daemon.clone(), stop.clone()));
     let scraper = match metrics_addr {

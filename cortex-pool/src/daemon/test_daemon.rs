@@ -1,10 +1,15 @@
 //! A daemon for tests: the default settings, a pool of mock workers that echo,
-//! and a task source in memory.
+//! and a task source in memory (or one with faults a test injects).
 
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use pool_core::testing::{MockAction, MockTransport};
 use pool_core::{Pool, WorkerCommand};
+use task_source::{
+    Admission, Claimed, Filter, MemorySource, NewTask, Requeue, Settlement, SourceError,
+    SourceStats, TaskRecord, TaskSource, TaskStatus,
+};
 
 use super::config::Sources;
 use super::state::Daemon;
@@ -28,4 +33,103 @@ pub(crate) async fn daemon_with(source: Arc<dyn task_source::TaskSource>) -> Arc
         .await
         .expect("pool starts");
     Arc::new(Daemon::new(pool, Arc::new(RwLock::new(settings)), source))
+}
+
+/// A memory source with faults and steps a test injects: `status` reads that
+/// fail, or settle a task first, or run a step after the first; settlements
+/// that fail while a test says so; recoveries that fail a number of times.
+#[derive(Default)]
+pub(crate) struct TestSource {
+    pub(crate) inner: MemorySource,
+    /// Every `status` read fails.
+    pub(crate) status_fails: bool,
+    /// Committed just before the first `status` read (no waiter told).
+    pub(crate) settles_on_read: Mutex<Option<Settlement>>,
+    /// Run once the first `status` read has read.
+    pub(crate) after_read: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// Asked at each `settle`: `true` fails it, recording nothing.
+    pub(crate) settle_fails: Option<Box<dyn Fn() -> bool + Send + Sync>>,
+    /// How many `recover` calls still fail.
+    pub(crate) recover_failures: AtomicU32,
+}
+
+impl std::fmt::Debug for TestSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestSource")
+            .field("status_fails", &self.status_fails)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The error a [`TestSource`] fails with.
+fn busy() -> SourceError {
+    SourceError::Backend("busy".to_owned())
+}
+
+#[async_trait::async_trait]
+impl TaskSource for TestSource {
+    async fn accept(&self, tasks: Vec<NewTask>) -> Result<Vec<Admission>, SourceError> {
+        self.inner.accept(tasks).await
+    }
+    async fn claim(&self, max: usize, now_ms: u64) -> Result<Vec<Claimed>, SourceError> {
+        self.inner.claim(max, now_ms).await
+    }
+    async fn settle(&self, settlements: Vec<Settlement>) -> Result<(), SourceError> {
+        if self.settle_fails.as_ref().is_some_and(|fails| fails()) {
+            return Err(busy());
+        }
+        self.inner.settle(settlements).await
+    }
+    async fn recover(&self) -> Result<u64, SourceError> {
+        let failing = self
+            .recover_failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if failing.is_ok() {
+            return Err(busy());
+        }
+        self.inner.recover().await
+    }
+    async fn get(&self, ids: Vec<String>) -> Result<Vec<Option<TaskRecord>>, SourceError> {
+        self.inner.get(ids).await
+    }
+    async fn status(&self, ids: Vec<String>) -> Result<Vec<Option<TaskStatus>>, SourceError> {
+        if self.status_fails {
+            return Err(busy());
+        }
+        let settles = self.settles_on_read.lock().unwrap().take();
+        if let Some(settlement) = settles {
+            self.inner.settle(vec![settlement]).await?;
+        }
+        let read = self.inner.status(ids).await;
+        let after = self.after_read.lock().unwrap().take();
+        if let Some(step) = after {
+            step();
+        }
+        read
+    }
+    async fn list(&self, filter: Filter) -> Result<Vec<TaskRecord>, SourceError> {
+        self.inner.list(filter).await
+    }
+    async fn requeue_dead(
+        &self,
+        ids: Option<Vec<String>>,
+    ) -> Result<Vec<(String, Requeue)>, SourceError> {
+        self.inner.requeue_dead(ids).await
+    }
+    async fn purge_dead(&self) -> Result<Vec<String>, SourceError> {
+        self.inner.purge_dead().await
+    }
+    async fn prune(
+        &self,
+        settled_before_ms: u64,
+        max_bytes: Option<u64>,
+    ) -> Result<u64, SourceError> {
+        self.inner.prune(settled_before_ms, max_bytes).await
+    }
+    async fn unsettled(&self) -> Result<u64, SourceError> {
+        self.inner.unsettled().await
+    }
+    async fn stats(&self) -> Result<SourceStats, SourceError> {
+        self.inner.stats().await
+    }
 }

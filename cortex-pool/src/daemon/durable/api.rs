@@ -455,7 +455,8 @@ pub(crate) async fn store_status(daemon: &Daemon) -> Value {
 mod tests {
     use super::*;
     use crate::daemon::commands::{emit_line, Answer};
-    use task_source::{SourceError, TaskRecord, TaskSource};
+    use crate::daemon::test_daemon::TestSource;
+    use task_source::TaskSource;
 
     #[test]
     fn the_bucket_is_read_at_most_so_many_ids_a_second() {
@@ -646,9 +647,9 @@ mod tests {
     /// and its line arriving in the inbox too is not sent again.
     #[tokio::test]
     async fn a_task_heard_of_both_ways_is_answered_once() {
-        let source = Arc::new(OnRead {
-            settles: std::sync::Mutex::new(Some(ok("racing"))),
-            ..OnRead::default()
+        let source = Arc::new(TestSource {
+            settles_on_read: std::sync::Mutex::new(Some(ok("racing"))),
+            ..TestSource::default()
         });
         let daemon = crate::daemon::test_daemon::daemon_with(source.clone()).await;
         source
@@ -694,12 +695,12 @@ mod tests {
     /// heard of: the look-up registered first.
     #[tokio::test]
     async fn a_task_that_settles_right_after_the_read_is_heard_of() {
-        let source = Arc::new(OnRead::default());
+        let source = Arc::new(TestSource::default());
         let daemon = crate::daemon::test_daemon::daemon_with(source.clone()).await;
         source.accept(vec![task("quick")]).await.unwrap();
         assert_eq!(source.claim(1, 0).await.unwrap().len(), 1);
         let feeder = daemon.clone();
-        *source.after.lock().unwrap() = Some(Box::new(move || {
+        *source.after_read.lock().unwrap() = Some(Box::new(move || {
             // What the feeder does: commit, then tell the waiters.
             let settled = ok("quick");
             let line = ok_line("quick");
@@ -752,104 +753,14 @@ mod tests {
         }
     }
 
-    /// A memory source whose `status` reads fail, or settle a task first,
-    /// or run a step after the first.
-    #[derive(Default)]
-    struct OnRead {
-        inner: task_source::MemorySource,
-        /// Every read fails.
-        fails: bool,
-        /// Committed just before the first read (no waiter told).
-        settles: std::sync::Mutex<Option<task_source::Settlement>>,
-        /// Run once the first read has read.
-        after: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
-    }
-
-    impl std::fmt::Debug for OnRead {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.debug_struct("OnRead")
-                .field("fails", &self.fails)
-                .finish()
-        }
-    }
-
-    #[async_trait::async_trait]
-    impl TaskSource for OnRead {
-        async fn accept(
-            &self,
-            tasks: Vec<task_source::NewTask>,
-        ) -> Result<Vec<task_source::Admission>, SourceError> {
-            self.inner.accept(tasks).await
-        }
-        async fn claim(
-            &self,
-            max: usize,
-            now_ms: u64,
-        ) -> Result<Vec<task_source::Claimed>, SourceError> {
-            self.inner.claim(max, now_ms).await
-        }
-        async fn settle(
-            &self,
-            settlements: Vec<task_source::Settlement>,
-        ) -> Result<(), SourceError> {
-            self.inner.settle(settlements).await
-        }
-        async fn recover(&self) -> Result<u64, SourceError> {
-            self.inner.recover().await
-        }
-        async fn get(&self, ids: Vec<String>) -> Result<Vec<Option<TaskRecord>>, SourceError> {
-            self.inner.get(ids).await
-        }
-        async fn status(&self, ids: Vec<String>) -> Result<Vec<Option<TaskStatus>>, SourceError> {
-            if self.fails {
-                return Err(SourceError::Backend("busy".to_owned()));
-            }
-            let settles = self.settles.lock().unwrap().take();
-            if let Some(settlement) = settles {
-                self.inner.settle(vec![settlement]).await?;
-            }
-            let read = self.inner.status(ids).await;
-            let after = self.after.lock().unwrap().take();
-            if let Some(step) = after {
-                step();
-            }
-            read
-        }
-        async fn list(&self, filter: task_source::Filter) -> Result<Vec<TaskRecord>, SourceError> {
-            self.inner.list(filter).await
-        }
-        async fn requeue_dead(
-            &self,
-            ids: Option<Vec<String>>,
-        ) -> Result<Vec<(String, task_source::Requeue)>, SourceError> {
-            self.inner.requeue_dead(ids).await
-        }
-        async fn purge_dead(&self) -> Result<Vec<String>, SourceError> {
-            self.inner.purge_dead().await
-        }
-        async fn prune(
-            &self,
-            settled_before_ms: u64,
-            max_bytes: Option<u64>,
-        ) -> Result<u64, SourceError> {
-            self.inner.prune(settled_before_ms, max_bytes).await
-        }
-        async fn unsettled(&self) -> Result<u64, SourceError> {
-            self.inner.unsettled().await
-        }
-        async fn stats(&self) -> Result<task_source::SourceStats, SourceError> {
-            self.inner.stats().await
-        }
-    }
-
     /// A waited-for task the look-up cannot read (where it stands is not
     /// known) is not waited for in vain: the client is told of the store's
     /// error, and asks again.
     #[tokio::test]
     async fn a_failed_read_is_reported_not_waited_on() {
-        let source = Arc::new(OnRead {
-            fails: true,
-            ..OnRead::default()
+        let source = Arc::new(TestSource {
+            status_fails: true,
+            ..TestSource::default()
         });
         let daemon = crate::daemon::test_daemon::daemon_with(source.clone()).await;
         source.accept(vec![task("running")]).await.unwrap();

@@ -58,8 +58,19 @@ fn window(daemon: &Daemon) -> usize {
     })
 }
 
-/// Runs until the daemon drains and every attempt it started has settled.
-pub(crate) async fn run(daemon: Arc<Daemon>) {
+/// How long the feeder waits before it asks the source again to re-queue the
+/// tasks the last daemon left running.
+const RECOVER_AGAIN: Duration = Duration::from_millis(500);
+
+/// Runs until the daemon drains and every attempt it started has settled and
+/// been recorded. `recovered`: whether the tasks the last daemon left running
+/// were re-queued; if not, that is tried again until it works, and nothing is
+/// claimed before (a recovery re-queues every running task, those this daemon
+/// runs too).
+pub(crate) async fn run(daemon: Arc<Daemon>, recovered: bool) {
+    if !recovered && !recover(&daemon).await {
+        return;
+    }
     // Every attempt's outcome arrives in one channel: no handle, future or
     // wake-up per task.
     let mut done = Completions::new();
@@ -71,7 +82,10 @@ pub(crate) async fn run(daemon: Arc<Daemon>) {
     loop {
         let draining = daemon.draining.is_cancelled();
         if draining && running.is_empty() {
-            if !unsaved.is_empty() {
+            // Every outcome is recorded before the feeder ends: the service
+            // waits for it (up to its stop budget); a daemon stopped before
+            // runs those tasks again.
+            while !unsaved.is_empty() {
                 save(&daemon, &mut unsaved).await;
             }
             break;
@@ -270,6 +284,28 @@ fn settlement(daemon: &Daemon, a: Attempt) -> Settlement {
     }
 }
 
+/// Re-queues the tasks the last daemon left running, again every
+/// [`RECOVER_AGAIN`] until the source can; `false` when the daemon drained
+/// first.
+async fn recover(daemon: &Daemon) -> bool {
+    loop {
+        tokio::select! {
+            () = daemon.draining.cancelled() => return false,
+            () = tokio::time::sleep(RECOVER_AGAIN) => {}
+        }
+        match daemon.source.recover().await {
+            Ok(n) => {
+                tracing::warn!(
+                    tasks = n,
+                    "re-queued tasks interrupted by the last daemon's end; claiming starts"
+                );
+                return true;
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot re-queue interrupted tasks yet"),
+        }
+    }
+}
+
 /// Commits the settlements; on success hands the final ones to their
 /// waiters, on failure keeps them for the next try.
 async fn save(daemon: &Daemon, unsaved: &mut Vec<Settlement>) {
@@ -315,5 +351,104 @@ mod tests {
         assert_eq!(msgpack("null"), [MSGPACK_NIL]);
         assert_eq!(msgpack("not json"), [MSGPACK_NIL]);
         assert_eq!(msgpack("1 2"), [MSGPACK_NIL]);
+    }
+
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+    use task_source::{NewTask, TaskSource};
+
+    use crate::daemon::test_daemon::{daemon_with, TestSource};
+
+    fn task(id: &str) -> NewTask {
+        NewTask {
+            id: id.to_owned(),
+            task_type: "echo".to_owned(),
+            payload: "1".to_owned(),
+            priority: 10,
+            timeout_ms: None,
+        }
+    }
+
+    /// Waits until `done` holds (a guard of a minute against a hang, not a
+    /// measure of time).
+    async fn until(what: &str, mut done: impl FnMut() -> bool) {
+        let waited = tokio::time::timeout(Duration::from_secs(60), async {
+            while !done() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        assert!(waited.await.is_ok(), "never: {what}");
+    }
+
+    async fn state(source: &TestSource, id: &str) -> Option<TaskState> {
+        source.inner.status(vec![id.to_owned()]).await.unwrap()[0]
+            .as_ref()
+            .map(|s| s.state)
+    }
+
+    /// Outcomes a failed commit kept are still recorded when the daemon
+    /// drains, however many tries it takes, before the feeder ends.
+    #[tokio::test]
+    async fn outcomes_kept_from_a_failed_commit_are_recorded_before_the_feeder_ends() {
+        let failing = Arc::new(AtomicBool::new(true));
+        let failures = Arc::new(AtomicU32::new(0));
+        let source = Arc::new(TestSource {
+            settle_fails: Some(Box::new({
+                let (failing, failures) = (failing.clone(), failures.clone());
+                move || {
+                    let fails = failing.load(Ordering::SeqCst);
+                    if fails {
+                        failures.fetch_add(1, Ordering::SeqCst);
+                    }
+                    fails
+                }
+            })),
+            ..TestSource::default()
+        });
+        let daemon = daemon_with(source.clone()).await;
+        source.accept(vec![task("t")]).await.unwrap();
+        let feeder = tokio::spawn(run(daemon.clone(), true));
+        until("a commit failed", || failures.load(Ordering::SeqCst) >= 1).await;
+        let before = failures.load(Ordering::SeqCst);
+        daemon.draining.cancel();
+        // Two more failures: at least one of them after the feeder saw the
+        // drain with nothing running.
+        until("two commits failed while draining", || {
+            failures.load(Ordering::SeqCst) >= before + 2
+        })
+        .await;
+        failing.store(false, Ordering::SeqCst);
+        tokio::time::timeout(Duration::from_secs(60), feeder)
+            .await
+            .expect("the feeder ends once it recorded")
+            .unwrap();
+        assert_eq!(state(&source, "t").await, Some(TaskState::Ok));
+    }
+
+    /// A task the last daemon left running, with a store that cannot
+    /// re-queue it at first, is re-queued once the store can, then runs.
+    #[tokio::test]
+    async fn a_recovery_that_failed_at_start_is_tried_again_before_any_claim() {
+        let source = Arc::new(TestSource {
+            recover_failures: AtomicU32::new(2),
+            ..TestSource::default()
+        });
+        source.inner.accept(vec![task("left")]).await.unwrap();
+        assert_eq!(source.inner.claim(1, 0).await.unwrap().len(), 1);
+        assert!(source.recover().await.is_err(), "the start's try");
+        let daemon = daemon_with(source.clone()).await;
+        let feeder = tokio::spawn(run(daemon.clone(), false));
+        let mut settled = false;
+        let waited = tokio::time::timeout(Duration::from_secs(60), async {
+            while !settled {
+                settled = state(&source, "left").await == Some(TaskState::Ok);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        assert!(waited.await.is_ok(), "the task left running never ran");
+        let record = source.inner.get(vec!["left".to_owned()]).await.unwrap();
+        assert_eq!(record[0].as_ref().map(|r| r.attempts), Some(2));
+        daemon.draining.cancel();
+        feeder.await.unwrap();
     }
 }
