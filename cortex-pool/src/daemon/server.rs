@@ -8,12 +8,9 @@ use std::time::Duration;
 use bytes::BytesMut;
 use futures_util::StreamExt;
 use interprocess::local_socket::tokio::prelude::*;
-use tokio::io::{AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
-
-type RecvHalf = ReadHalf<LocalSocketStream>;
-type SendHalf = WriteHalf<LocalSocketStream>;
 use pool_core::protocol::FrameCodec;
 use serde_json::json;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
@@ -69,16 +66,33 @@ pub(crate) async fn serve(
 }
 
 /// Answers requests on one connection until it closes or misbehaves.
-async fn handle(recv: RecvHalf, send: SendHalf, daemon: Arc<Daemon>) {
+///
+/// The peer may go away while a request is answered (a `wait` for a task
+/// that runs for hours, its client interrupted): its end of the socket
+/// closing ends the answer, and with it what the answer held (its waiters,
+/// this connection's slot). A request that arrives while another is answered
+/// is answered next.
+async fn handle<R, W>(recv: R, send: W, daemon: Arc<Daemon>)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let max = daemon.setting(|s| s.max_request_bytes);
     let mut frames = FramedRead::new(recv, FrameCodec::new(max));
     let (replies, rx) = mpsc::channel::<Reply>(1024);
     let writer = tokio::spawn(write_replies(send, rx, MAX_REPLY));
+    let mut early = None;
     loop {
-        let body = match tokio::time::timeout(IDLE, frames.next()).await {
-            Err(_) | Ok(None) => break,
-            Ok(Some(Ok(body))) => body,
-            Ok(Some(Err(e))) => {
+        let next = match early.take() {
+            Some(next) => next,
+            None => match tokio::time::timeout(IDLE, frames.next()).await {
+                Err(_) | Ok(None) => break,
+                Ok(Some(next)) => next,
+            },
+        };
+        let body = match next {
+            Ok(body) => body,
+            Err(e) => {
                 let kind = if e.kind() == "frame_too_large" {
                     "too_large"
                 } else {
@@ -100,7 +114,20 @@ async fn handle(recv: RecvHalf, send: SendHalf, daemon: Arc<Daemon>) {
                 break;
             }
         };
-        if answer(request, &daemon, &replies).await.is_err() {
+        let answering = answer(request, &daemon, &replies);
+        tokio::pin!(answering);
+        let answered = tokio::select! {
+            answered = &mut answering => answered,
+            next = frames.next() => match next {
+                // The peer is gone: so is the answer.
+                None => break,
+                Some(next) => {
+                    early = Some(next);
+                    answering.await
+                }
+            },
+        };
+        if answered.is_err() {
             break;
         }
     }
@@ -322,5 +349,91 @@ mod tests {
         let mut out = Vec::new();
         write_replies(&mut out, rx, 100).await;
         assert_eq!(frames(&out), [line(1)]);
+    }
+
+    fn slow_task() -> task_source::NewTask {
+        task_source::NewTask {
+            id: "slow".to_owned(),
+            task_type: "echo".to_owned(),
+            payload: "1".to_owned(),
+            priority: 10,
+            timeout_ms: None,
+        }
+    }
+
+    /// A `wait` whose client went away before its task settled ends there:
+    /// its waiters are let go and the connection (a slot of
+    /// `max_connections`) ends, instead of waiting for a task that may run
+    /// for hours.
+    #[tokio::test]
+    async fn a_wait_whose_client_went_away_lets_go_of_its_waiters_and_connection() {
+        let daemon = crate::daemon::test_daemon::daemon().await;
+        // Running, as far as the store knows, and never settled: no feeder.
+        daemon.source.accept(vec![slow_task()]).await.unwrap();
+        assert_eq!(daemon.source.claim(1, 0).await.unwrap().len(), 1);
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let (recv, send) = tokio::io::split(server);
+        let served = tokio::spawn(handle(recv, send, daemon.clone()));
+        let (client_recv, mut client_send) = tokio::io::split(client);
+        let wait = Request::Wait {
+            ids: vec!["slow".to_owned()],
+            timeout_ms: None,
+            text: true,
+        };
+        protocol::write(&mut client_send, &wait, MAX_REPLY)
+            .await
+            .unwrap();
+        let registered = tokio::time::timeout(Duration::from_secs(60), async {
+            while daemon.waiters.waited_for() == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        assert!(registered.await.is_ok(), "the wait never registered");
+        drop((client_recv, client_send));
+        tokio::time::timeout(Duration::from_secs(60), served)
+            .await
+            .expect("the connection ends with its client")
+            .unwrap();
+        assert_eq!(daemon.waiters.waited_for(), 0, "no waiter is left behind");
+    }
+
+    /// A request sent while another is still answered is answered after it,
+    /// not taken for the peer going away.
+    #[tokio::test]
+    async fn a_request_sent_during_an_answer_is_answered_next() {
+        let daemon = crate::daemon::test_daemon::daemon().await;
+        // Running, never settled: the wait lasts until its timeout.
+        daemon.source.accept(vec![slow_task()]).await.unwrap();
+        assert_eq!(daemon.source.claim(1, 0).await.unwrap().len(), 1);
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let (recv, send) = tokio::io::split(server);
+        let served = tokio::spawn(handle(recv, send, daemon.clone()));
+        let (client_recv, mut client_send) = tokio::io::split(client);
+        let ids = vec!["slow".to_owned()];
+        let wait = Request::Wait {
+            ids: ids.clone(),
+            timeout_ms: Some(300),
+            text: true,
+        };
+        let result = Request::Result { ids, text: true };
+        for request in [&wait, &result] {
+            protocol::write(&mut client_send, request, MAX_REPLY)
+                .await
+                .unwrap();
+        }
+        let mut replies = FramedRead::new(client_recv, FrameCodec::new(MAX_REPLY));
+        let mut done = 0;
+        while done < 2 {
+            let body = tokio::time::timeout(Duration::from_secs(60), replies.next())
+                .await
+                .expect("both requests are answered")
+                .expect("the connection stays open")
+                .unwrap();
+            if let Reply::Done { .. } = protocol::decode::<Reply>(&body).unwrap() {
+                done += 1;
+            }
+        }
+        drop((replies, client_send));
+        served.await.unwrap();
     }
 }

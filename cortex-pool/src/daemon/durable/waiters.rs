@@ -90,6 +90,12 @@ impl Waiters {
         }
     }
 
+    /// How many ids someone waits for.
+    #[cfg(test)]
+    pub(crate) fn waited_for(&self) -> usize {
+        self.lock().len()
+    }
+
     fn lock(&self) -> MutexGuard<'_, Senders> {
         match self.by_id.lock() {
             Ok(g) => g,
