@@ -97,13 +97,20 @@ async fn admit(daemon: &Daemon, mut tasks: Vec<NewTask>) -> Vec<Admission> {
     if !over_ids.is_empty() {
         // Known ids are still answered with their state; new ones are refused.
         let over = over_ids.len();
-        let known = daemon.source.status(over_ids).await.unwrap_or_default();
+        let full =
+            format!("queue_full: {unsettled} tasks are waiting or running (max_queue_len {max})");
+        let (known, unknown_why) = match daemon.source.status(over_ids).await {
+            Ok(known) => (known, String::new()),
+            // Refused all the same, saying that an id may be held already.
+            Err(e) => (
+                Vec::new(),
+                format!("; the store could not say whether it holds this id already ({e})"),
+            ),
+        };
         for i in 0..over {
             admissions.push(match known.get(i).and_then(Option::as_ref) {
                 Some(r) => Admission::Known(r.state),
-                None => Admission::Refused(format!(
-                    "queue_full: {unsettled} tasks are waiting or running (max_queue_len {max})"
-                )),
+                None => Admission::Refused(format!("{full}{unknown_why}")),
             });
         }
     }
@@ -751,6 +758,25 @@ mod tests {
                 error: None,
             },
         }
+    }
+
+    /// Over `max_queue_len`, an id whose state the store cannot read is
+    /// refused saying so, not only as if the queue were full.
+    #[tokio::test]
+    async fn a_refusal_over_the_limit_says_when_the_store_could_not_be_read() {
+        let source = Arc::new(TestSource {
+            status_fails: true,
+            ..TestSource::default()
+        });
+        let daemon = crate::daemon::test_daemon::daemon_with(source.clone()).await;
+        daemon.settings.write().unwrap().pool.max_queue_len = 1;
+        let admissions = admit(&daemon, vec![task("a"), task("b")]).await;
+        assert_eq!(admissions[0], Admission::Accepted);
+        assert!(
+            matches!(&admissions[1], Admission::Refused(why)
+                if why.starts_with("queue_full") && why.contains("could not say") && why.contains("busy")),
+            "{admissions:?}"
+        );
     }
 
     /// A waited-for task the look-up cannot read (where it stands is not
