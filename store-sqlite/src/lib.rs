@@ -174,6 +174,21 @@ fn prepare_file(path: &Path) -> Result<(), OpenError> {
     Ok(())
 }
 
+/// Why a write needed to open the store failed: the file cannot be written
+/// (`doing`, then the reason), or it is corrupt.
+fn unwritable_or_corrupt(path: &Path, e: &rusqlite::Error, doing: String) -> OpenError {
+    match classify(e) {
+        SourceError::Unwritable(reason) if !reason.contains("corrupt") => OpenError::File {
+            path: path.to_owned(),
+            message: format!("{doing}{reason}"),
+        },
+        _ => OpenError::Corrupt {
+            path: path.to_owned(),
+            detail: e.to_string(),
+        },
+    }
+}
+
 impl SqliteSource {
     /// Opens (creating if needed) the store at `path` and starts its writer thread.
     ///
@@ -222,13 +237,7 @@ impl SqliteSource {
             conn.execute_batch(&format!(
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync};"
             ))
-            .map_err(|e| match classify(&e) {
-                SourceError::Unwritable(reason) if !reason.contains("corrupt") => OpenError::File {
-                    path: path.to_owned(),
-                    message: reason,
-                },
-                _ => corrupt(e),
-            })?;
+            .map_err(|e| unwritable_or_corrupt(path, &e, String::new()))?;
             match schema::migrate(&conn) {
                 Ok(schema::Version::Current) => {}
                 Ok(schema::Version::Newer(found)) => {
@@ -238,12 +247,13 @@ impl SqliteSource {
                         supported: SCHEMA_VERSION,
                     })
                 }
-                Err(e) => match classify(&e) {
-                    SourceError::Unwritable(reason) if !reason.contains("corrupt") => {
-                        health = SourceHealth::Failing { reason }
-                    }
-                    _ => return Err(corrupt(e)),
-                },
+                // A store left at an older schema could never take a write
+                // (its statements name what is not there): refused now, not
+                // opened to fail later.
+                Err(e) => {
+                    let doing = format!("cannot bring it to schema version {SCHEMA_VERSION}: ");
+                    return Err(unwritable_or_corrupt(path, &e, doing));
+                }
             }
         }
         if read_only {
@@ -463,5 +473,36 @@ impl TaskSource for SqliteSource {
             commit_ms_max: c.max_ms,
             commit_ms_sum: c.sum_ms,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sqlite_error(code: std::ffi::c_int) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None)
+    }
+
+    #[test]
+    fn a_schema_that_cannot_be_written_refuses_the_store_naming_why() {
+        let path = Path::new("/var/lib/cortex/store.db");
+        let full = sqlite_error(rusqlite::ffi::SQLITE_FULL);
+        let doing = "cannot bring it to schema version 4: ".to_owned();
+        match unwritable_or_corrupt(path, &full, doing) {
+            OpenError::File { path: p, message } => {
+                assert_eq!(p, path);
+                assert!(
+                    message.starts_with("cannot bring it to schema version 4: disk full"),
+                    "{message}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let corrupt = sqlite_error(rusqlite::ffi::SQLITE_CORRUPT);
+        assert!(matches!(
+            unwritable_or_corrupt(path, &corrupt, String::new()),
+            OpenError::Corrupt { .. }
+        ));
     }
 }
