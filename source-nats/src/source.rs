@@ -203,10 +203,9 @@ impl NatsSource {
         headers.insert(HEADER_ATTEMPTS, attempts.to_string().as_str());
         if let Some(error) = error {
             headers.insert(HEADER_ERROR_KIND, error.kind.as_str());
-            // Header values are one line.
             headers.insert(
                 HEADER_ERROR,
-                error.message.replace(['\r', '\n'], " ").as_str(),
+                header_value(&error.message, MAX_ERROR_HEADER).as_str(),
             );
         }
         self.inner
@@ -290,6 +289,23 @@ impl NatsSource {
         done
     }
 }
+
+/// The most bytes of an error message a dead letter's header keeps (the
+/// whole message is in the task's result line).
+const MAX_ERROR_HEADER: usize = 1024;
+
+/// `text` as a header value: one line, at most `max` bytes (cut at a
+/// character).
+fn header_value(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].replace(['\r', '\n'], " ")
+}
+
+/// Room kept in a message for what a result's put adds to its line.
+const PUT_OVERHEAD: usize = 4 * 1024;
 
 /// In-progress acks: every held message older than a quarter of `ack_wait`
 /// is told to the server to be still running, every quarter of `ack_wait`.
@@ -606,6 +622,14 @@ impl TaskSource for NatsSource {
         Ok(stats.lag + stats.ack_pending)
     }
 
+    /// The server's largest message, less room for the subject and headers
+    /// a result's put carries: the server closes the connection of a client
+    /// that sends more.
+    fn max_line_bytes(&self) -> Option<usize> {
+        let max = self.inner.queue.client.server_info().max_payload;
+        Some(max.saturating_sub(PUT_OVERHEAD))
+    }
+
     async fn stats(&self) -> Result<SourceStats, SourceError> {
         let connected = self.connected();
         // Retrying tasks wait inside the stream (a NAK with a delay) and settled
@@ -645,5 +669,20 @@ impl TaskSource for NatsSource {
             commit_ms_max: c.settle_ms_max,
             commit_ms_sum: c.settle_ms_sum,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_header_value_is_one_line_cut_at_a_character() {
+        assert_eq!(header_value("a\nb\r\nc", 100), "a b  c");
+        assert_eq!(header_value("ééé", 5), "éé");
+        assert_eq!(
+            header_value(&"x".repeat(5000), MAX_ERROR_HEADER).len(),
+            MAX_ERROR_HEADER
+        );
     }
 }

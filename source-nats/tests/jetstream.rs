@@ -276,3 +276,37 @@ async fn a_server_restart_is_survived_without_losing_tasks() {
         TaskState::Ok
     );
 }
+
+/// The longest line the source says it stores is stored (the server would
+/// close the connection of a client that sent more than its limit), and it
+/// is below the server's limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_longest_line_the_source_takes_is_stored() {
+    let server = NatsServer::start();
+    let source = NatsSource::connect(config(&server, 5_000)).await.unwrap();
+    let max = source.max_line_bytes().expect("the queue has a limit");
+    assert!(
+        max > 0 && max < 1024 * 1024,
+        "{max}: the server's default limit is 1 MiB"
+    );
+    source.accept(vec![task("big", 50)]).await.unwrap();
+    let claimed = claim_n(&source, 1).await;
+    assert_eq!(claimed.len(), 1);
+    let head = r#"{"id":"big","status":"ok","result":""#;
+    let line = format!("{head}{}\"}}", "x".repeat(max - head.len() - 2));
+    assert_eq!(line.len(), max);
+    source
+        .settle(vec![Settlement {
+            id: "big".into(),
+            attempt: 1,
+            outcome: Outcome::Settled {
+                state: TaskState::Ok,
+                line: line.clone(),
+                error: None,
+            },
+        }])
+        .await
+        .unwrap();
+    let record = source.get(vec!["big".into()]).await.unwrap();
+    assert_eq!(record[0].as_ref().and_then(|r| r.line.clone()), Some(line));
+}

@@ -126,4 +126,11 @@ pub trait TaskSource: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// When the source cannot be read.
     async fn stats(&self) -> Result<SourceStats, SourceError>;
+
+    /// The longest result line, in bytes, the source can store; `None` when
+    /// it stores any. A task whose line is longer is settled as failed with
+    /// the error kind `result_too_large` by whoever settles it.
+    fn max_line_bytes(&self) -> Option<usize> {
+        None
+    }
 }

@@ -124,6 +124,25 @@ pub(crate) fn failed_after(id: &str, err: &TaskError, attempts: u32, duration_ms
     error_line(id, status, &error, duration_ms)
 }
 
+/// The line of a task whose result line, `len` bytes, is longer than the task
+/// source can store (`max`): failed, with the error kind `result_too_large`.
+pub(crate) fn too_large(id: &str, attempts: u32, len: usize, max: usize, duration_ms: f64) -> Line {
+    let message = too_large_message(len, max);
+    let error = ErrorFields {
+        attempts,
+        ..ErrorFields::new(TOO_LARGE, &message)
+    };
+    error_line(id, Status::Failed, &error, duration_ms)
+}
+
+/// The error kind of a result too large for the task source.
+pub(crate) const TOO_LARGE: &str = "result_too_large";
+
+/// Why a result line of `len` bytes was not stored.
+pub(crate) fn too_large_message(len: usize, max: usize) -> String {
+    format!("the result line is {len} bytes; the task queue stores at most {max}")
+}
+
 /// The line status of a task that ended as `status`.
 fn status_of(status: FinalStatus) -> Status {
     match status {

@@ -277,10 +277,28 @@ fn settlement(daemon: &Daemon, a: Attempt) -> Settlement {
             }
         },
     };
+    let outcome = fitted(daemon.source.max_line_bytes(), &id, attempt, ms, outcome);
     Settlement {
         id,
         attempt,
         outcome,
+    }
+}
+
+/// `outcome`, or, when its line is longer than the source stores (`max`),
+/// the task failed for that reason: a line the source cannot take would be
+/// tried again forever and never settle.
+fn fitted(max: Option<usize>, id: &str, attempt: u32, ms: f64, outcome: Outcome) -> Outcome {
+    match (max, outcome) {
+        (Some(max), Outcome::Settled { line, .. }) if line.len() > max => Outcome::Settled {
+            state: TaskState::Failed,
+            line: output::too_large(id, attempt, line.len(), max, ms).into_text(),
+            error: Some(ErrorInfo {
+                kind: output::TOO_LARGE.to_owned(),
+                message: output::too_large_message(line.len(), max),
+            }),
+        },
+        (_, outcome) => outcome,
     }
 }
 
@@ -384,6 +402,49 @@ mod tests {
         source.inner.status(vec![id.to_owned()]).await.unwrap()[0]
             .as_ref()
             .map(|s| s.state)
+    }
+
+    /// A line longer than the source stores settles the task as failed with
+    /// `result_too_large` (the queue's server would drop the connection of a
+    /// daemon that sent it, and the task would never settle); a line that
+    /// fits, or a source without a limit, keeps its outcome.
+    #[test]
+    fn a_line_longer_than_the_source_stores_fails_the_task_saying_why() {
+        let ok = |line: &str| Outcome::Settled {
+            state: TaskState::Ok,
+            line: line.to_owned(),
+            error: None,
+        };
+        let long = format!(
+            r#"{{"id":"t","status":"ok","result":"{}"}}"#,
+            "x".repeat(200)
+        );
+        match fitted(Some(100), "t", 2, 1.5, ok(&long)) {
+            Outcome::Settled { state, line, error } => {
+                assert_eq!(state, TaskState::Failed);
+                let line: serde_json::Value = serde_json::from_str(&line).unwrap();
+                assert_eq!(line["status"], "failed");
+                assert_eq!(line["id"], "t");
+                assert_eq!(line["attempts"], 2);
+                assert_eq!(line["error"]["kind"], "result_too_large");
+                let message = line["error"]["message"].as_str().unwrap();
+                assert!(message.contains(&long.len().to_string()), "{message}");
+                assert!(message.contains("100"), "{message}");
+                assert_eq!(error.map(|e| e.kind).as_deref(), Some("result_too_large"));
+            }
+            other => panic!("{other:?}"),
+        }
+        for (max, line) in [(Some(100), r#"{"id":"t"}"#), (None, long.as_str())] {
+            match fitted(max, "t", 1, 1.0, ok(line)) {
+                Outcome::Settled {
+                    state, line: kept, ..
+                } => {
+                    assert_eq!(state, TaskState::Ok);
+                    assert_eq!(kept, line);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     /// Outcomes a failed commit kept are still recorded when the daemon
