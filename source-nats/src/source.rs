@@ -573,19 +573,23 @@ impl TaskSource for NatsSource {
                 ));
                 continue;
             };
-            // A fresh message id: the original is still in the duplicate window.
-            let msg_id = format!("{id}#requeued-{}", now_ms());
-            let task = last.record.task.clone();
-            let sent = self.publish_all(&[(&task, msg_id)]).await;
-            if let Some(Err(e)) = sent.into_iter().next() {
-                return Err(backend(e));
-            }
+            // The old line goes first: once the task is published, a daemon
+            // may run it and store its new line before a later delete.
             self.inner
                 .queue
                 .results
                 .delete(result_key(&id))
                 .await
                 .map_err(backend)?;
+            // A message id of its own (the original is still in the
+            // duplicate window), the same for every try of this letter: a
+            // requeue tried again after a failure below enqueues it once.
+            let msg_id = format!("{id}#requeued-{}", last.sequence);
+            let task = last.record.task.clone();
+            let sent = self.publish_all(&[(&task, msg_id)]).await;
+            if let Some(Err(e)) = sent.into_iter().next() {
+                return Err(backend(e));
+            }
             for letter in letters {
                 self.inner
                     .queue
@@ -602,9 +606,37 @@ impl TaskSource for NatsSource {
     async fn purge_dead(&self) -> Result<Vec<String>, SourceError> {
         self.refuse_when_down()?;
         let dead = self.dead_letters().await?;
-        self.inner.queue.dlq.purge().await.map_err(backend)?;
-        let mut ids: Vec<String> = dead.into_iter().map(|d| d.record.task.id).collect();
-        ids.dedup();
+        let Some(last) = dead.iter().map(|d| d.sequence).max() else {
+            return Ok(Vec::new());
+        };
+        // Only the letters read: one that arrived since is kept, not
+        // removed unreported.
+        self.inner
+            .queue
+            .dlq
+            .purge()
+            .sequence(last + 1)
+            .await
+            .map_err(backend)?;
+        let mut seen = HashSet::new();
+        let ids: Vec<String> = dead
+            .into_iter()
+            .map(|d| d.record.task.id)
+            .filter(|id| seen.insert(id.clone()))
+            .collect();
+        // Their `dead_letter` lines go too: the id is free to be submitted
+        // again, as it is after a purge of the daemon's own store.
+        let states = self.get(ids.clone()).await?;
+        for (id, record) in ids.iter().zip(states) {
+            if record.is_some_and(|r| r.state == TaskState::DeadLetter) {
+                self.inner
+                    .queue
+                    .results
+                    .delete(result_key(id))
+                    .await
+                    .map_err(backend)?;
+            }
+        }
         Ok(ids)
     }
 

@@ -310,3 +310,52 @@ async fn the_longest_line_the_source_takes_is_stored() {
     let record = source.get(vec!["big".into()]).await.unwrap();
     assert_eq!(record[0].as_ref().and_then(|r| r.line.clone()), Some(line));
 }
+
+/// A purge removes the letters it read and their `dead_letter` lines (the
+/// id may be submitted again once the stream's duplicate window has passed),
+/// naming each id once however many letters it had.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_frees_the_ids_of_the_letters_it_removed() {
+    let server = NatsServer::start();
+    let source = NatsSource::connect(config(&server, 5_000)).await.unwrap();
+    let dead = |id: &str, attempt: u32| Settlement {
+        id: id.into(),
+        attempt,
+        outcome: Outcome::Settled {
+            state: TaskState::DeadLetter,
+            line: format!(r#"{{"id":"{id}","status":"dead_letter","attempts":{attempt}}}"#),
+            error: Some(ErrorInfo {
+                kind: "handler".into(),
+                message: "boom".into(),
+            }),
+        },
+    };
+    for round in 0..2 {
+        source.accept(vec![task("p", 50)]).await.unwrap();
+        let claimed = claim_n(&source, 1).await;
+        source
+            .settle(vec![dead("p", claimed[0].attempt)])
+            .await
+            .unwrap();
+        if round == 0 {
+            // Dead twice: requeued by hand in between, as `dlq retry` does
+            // (its letter goes), then dead-lettered again.
+            assert_eq!(
+                source.requeue_dead(Some(vec!["p".into()])).await.unwrap(),
+                vec![("p".into(), Requeue::Requeued)]
+            );
+            let claimed = claim_n(&source, 1).await;
+            source
+                .settle(vec![dead("p", claimed[0].attempt)])
+                .await
+                .unwrap();
+            break;
+        }
+    }
+    assert_eq!(source.purge_dead().await.unwrap(), ["p"]);
+    assert!(
+        source.get(vec!["p".into()]).await.unwrap()[0].is_none(),
+        "its dead_letter line went with it"
+    );
+    assert!(source.purge_dead().await.unwrap().is_empty());
+}

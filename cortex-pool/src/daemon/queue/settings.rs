@@ -66,6 +66,9 @@ impl QueueSettings {
                 ("queue_subject_prefix", raw.subject_prefix.is_some()),
                 ("queue_credentials", raw.credentials.is_some()),
                 ("queue_ack_wait_ms", raw.ack_wait_ms.is_some()),
+                ("queue_tls_ca", raw.tls_ca.is_some()),
+                ("queue_tls_cert", raw.tls_cert.is_some()),
+                ("queue_tls_key", raw.tls_key.is_some()),
             ];
             if let Some((key, _)) = stray.iter().find(|(_, set)| *set) {
                 return Err((key, "needs `queue` (the NATS server's URL)".into()));
@@ -173,5 +176,32 @@ mod tests {
             ..RawQueue::default()
         });
         assert_eq!(stray.unwrap_err(), "queue_stream");
+        let pem = || Some(std::path::PathBuf::from("/x.pem"));
+        let stray_tls = [
+            (
+                "queue_tls_ca",
+                RawQueue {
+                    tls_ca: pem(),
+                    ..RawQueue::default()
+                },
+            ),
+            (
+                "queue_tls_cert",
+                RawQueue {
+                    tls_cert: pem(),
+                    ..RawQueue::default()
+                },
+            ),
+            (
+                "queue_tls_key",
+                RawQueue {
+                    tls_key: pem(),
+                    ..RawQueue::default()
+                },
+            ),
+        ];
+        for (key, raw) in stray_tls {
+            assert_eq!(resolve(raw).unwrap_err(), key, "without `queue`");
+        }
     }
 }
