@@ -16,6 +16,10 @@ pub(crate) struct Queue {
     pub(crate) dlq: stream::Stream,
     pub(crate) consumers: Vec<(Band, consumer::PullConsumer)>,
     pub(crate) results: kv::Store,
+    /// How long the server waits for an ack before it redelivers: the
+    /// consumers' own `ack_wait` (whoever created them set it), or the
+    /// configured one when that is shorter.
+    pub(crate) ack_wait: std::time::Duration,
 }
 
 /// The client options for `config`: credentials, TLS, endless reconnects.
@@ -133,6 +137,7 @@ pub(crate) async fn connect(config: &NatsConfig) -> Result<Queue, NatsError> {
         .await
         .map_err(|e| setup(&format!("stream {}", config.dlq_stream), &e))?;
     let mut consumers = Vec::with_capacity(Band::ALL.len());
+    let mut ack_wait = config.ack_wait;
     for band in Band::ALL {
         let name = format!("{}-{}", config.durable, band.name());
         let consumer = tasks
@@ -150,6 +155,19 @@ pub(crate) async fn connect(config: &NatsConfig) -> Result<Queue, NatsError> {
             )
             .await
             .map_err(|e| setup(&format!("consumer {name}"), &e))?;
+        // An existing consumer keeps its own settings: in-progress acks
+        // must come often enough for the server's, not only for ours.
+        let existing = consumer.cached_info().config.ack_wait;
+        if existing < ack_wait {
+            tracing::warn!(
+                consumer = %name,
+                server_ms = existing.as_millis() as u64,
+                configured_ms = config.ack_wait.as_millis() as u64,
+                "the queue's consumer waits less for acks than queue_ack_wait_ms says \
+                 (it was created with that); in-progress acks follow the consumer's"
+            );
+            ack_wait = existing;
+        }
         consumers.push((band, consumer));
     }
     let results = match js.get_key_value(config.results_bucket.as_str()).await {
@@ -172,5 +190,6 @@ pub(crate) async fn connect(config: &NatsConfig) -> Result<Queue, NatsError> {
         dlq,
         consumers,
         results,
+        ack_wait,
     })
 }

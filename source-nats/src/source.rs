@@ -87,6 +87,13 @@ impl NatsSource {
         &self.inner.config
     }
 
+    /// How long the server waits for an ack before it redelivers a task:
+    /// the queue's consumers' `ack_wait`, or the configured one when shorter.
+    /// In-progress acks are sent every quarter of it.
+    pub fn ack_wait(&self) -> Duration {
+        self.inner.queue.ack_wait
+    }
+
     /// Whether the client is connected to a server now.
     pub fn connected(&self) -> bool {
         self.inner.queue.client.connection_state() == State::Connected
@@ -307,11 +314,12 @@ fn header_value(text: &str, max: usize) -> String {
 /// Room kept in a message for what a result's put adds to its line.
 const PUT_OVERHEAD: usize = 4 * 1024;
 
-/// In-progress acks: every held message older than a quarter of `ack_wait`
-/// is told to the server to be still running, every quarter of `ack_wait`.
+/// In-progress acks: every held message older than a quarter of the
+/// consumers' `ack_wait` is told to the server to be still running, every
+/// quarter of it.
 async fn keep_alive(inner: Weak<Inner>) {
     let period = match inner.upgrade() {
-        Some(inner) => (inner.config.ack_wait / 4).max(Duration::from_millis(20)),
+        Some(inner) => (inner.queue.ack_wait / 4).max(Duration::from_millis(20)),
         None => return,
     };
     loop {

@@ -359,3 +359,31 @@ async fn a_purge_frees_the_ids_of_the_letters_it_removed() {
     );
     assert!(source.purge_dead().await.unwrap().is_empty());
 }
+
+/// Consumers made by a source with a short `ack_wait` keep it: a later
+/// source configured with a longer one sends its in-progress acks for the
+/// server's, so a task it holds is not redelivered to another meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_progress_acks_follow_the_consumers_ack_wait_not_a_longer_configured_one() {
+    let server = NatsServer::start();
+    let first = NatsSource::connect(config(&server, 400)).await.unwrap();
+    assert_eq!(first.ack_wait(), Duration::from_millis(400));
+    let runner = NatsSource::connect(config(&server, 60_000)).await.unwrap();
+    assert_eq!(
+        runner.ack_wait(),
+        Duration::from_millis(400),
+        "the server's"
+    );
+    runner.accept(vec![task("long", 50)]).await.unwrap();
+    assert_eq!(claim_n(&runner, 1).await.len(), 1);
+    // Three of the server's ack_waits pass while `runner` holds it.
+    let until = Instant::now() + Duration::from_millis(1_200);
+    while Instant::now() < until {
+        assert!(
+            first.claim(10, now_ms()).await.unwrap().is_empty(),
+            "redelivered while held"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    runner.settle(vec![ok("long", 1)]).await.unwrap();
+}
