@@ -197,15 +197,23 @@ impl NatsSource {
             .map_err(backend)
     }
 
-    /// Records a dead letter for `message`.
+    /// Records a dead letter for `message`, the task `id`.
     async fn publish_dead(
         &self,
         id: &str,
-        payload: bytes::Bytes,
+        message: &Message,
         attempts: u32,
         error: Option<&task_source::ErrorInfo>,
     ) -> Result<(), SourceError> {
         let mut headers = HeaderMap::new();
+        // One letter per delivery of the task's message, however often a
+        // failed settlement is tried again: the stream drops a repeat inside
+        // its duplicate window. (A requeued task is a new message.)
+        let sequence = message.info().map_or(0, |i| i.stream_sequence);
+        headers.insert(
+            NATS_MESSAGE_ID,
+            format!("{id}#dead-{sequence}-{attempts}").as_str(),
+        );
         headers.insert(HEADER_ID, id);
         headers.insert(HEADER_ATTEMPTS, attempts.to_string().as_str());
         if let Some(error) = error {
@@ -218,12 +226,44 @@ impl NatsSource {
         self.inner
             .queue
             .js
-            .publish_with_headers(self.inner.config.dlq_subject(), headers, payload)
+            .publish_with_headers(
+                self.inner.config.dlq_subject(),
+                headers,
+                message.payload.clone(),
+            )
             .await
             .map_err(backend)?
             .await
             .map_err(backend)?;
         Ok(())
+    }
+
+    /// Whether a redelivered `message` of task `id` has its outcome stored
+    /// already (the daemon that ran it stored its line, then died or stalled
+    /// before its ack reached the server): then it is acked now, as that
+    /// daemon would have, instead of running again and replacing a final
+    /// line. A bucket that cannot be read says no: the task runs again (at
+    /// least once).
+    async fn settled_already(&self, id: &str, message: &Message) -> bool {
+        let stored = match self.get(vec![id.to_owned()]).await {
+            Ok(mut records) => records.pop().flatten(),
+            Err(_) => None,
+        };
+        let Some(record) = stored.filter(|r| r.state.is_settled()) else {
+            return false;
+        };
+        let kind = if record.state == TaskState::DeadLetter {
+            AckKind::Term
+        } else {
+            AckKind::Ack
+        };
+        match message.ack_with(kind).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(error = %e, %id, "cannot ack a settled task's redelivery");
+                true
+            }
+        }
     }
 
     /// A message whose body is not a task: dead-lettered with an `invalid_input`
@@ -240,9 +280,7 @@ impl NatsSource {
             message: why,
         };
         let line = json!({"id": id, "status": "dead_letter", "error": {"kind": error.kind, "message": error.message}, "attempts": 0}).to_string();
-        let stored = self
-            .publish_dead(&id, message.payload.clone(), 0, Some(&error))
-            .await;
+        let stored = self.publish_dead(&id, &message, 0, Some(&error)).await;
         let put = self.put_result(&id, &line).await;
         if stored.is_ok() && put.is_ok() {
             if let Err(e) = message.ack_with(AckKind::Term).await {
@@ -261,7 +299,7 @@ impl NatsSource {
         let done = match &s.outcome {
             Outcome::Settled { state, line, error } => {
                 let dead = if *state == TaskState::DeadLetter {
-                    self.publish_dead(&s.id, message.payload.clone(), s.attempt, error.as_ref())
+                    self.publish_dead(&s.id, &message, s.attempt, error.as_ref())
                         .await
                 } else {
                     Ok(())
@@ -427,6 +465,9 @@ impl TaskSource for NatsSource {
                     }
                 };
                 let task = body.into_task();
+                if delivered > 1 && self.settled_already(&task.id, &message).await {
+                    continue;
+                }
                 self.held().insert(
                     (task.id.clone(), delivered),
                     Held {

@@ -387,3 +387,42 @@ async fn in_progress_acks_follow_the_consumers_ack_wait_not_a_longer_configured_
     }
     runner.settle(vec![ok("long", 1)]).await.unwrap();
 }
+
+/// A task whose outcome was stored by a daemon that then died before its ack
+/// reached the server is acked on redelivery, not run again: its final line
+/// stays the one the task ended with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_task_whose_line_is_stored_is_acked_not_run_again() {
+    let server = NatsServer::start();
+    let holder = NatsSource::connect(config(&server, 400)).await.unwrap();
+    let other = NatsSource::connect(config(&server, 400)).await.unwrap();
+    holder.accept(vec![task("done", 50)]).await.unwrap();
+    assert_eq!(claim_n(&holder, 1).await.len(), 1);
+    // The holder stored the line, then died before it acked.
+    let line = r#"{"id":"done","status":"ok","result":1,"attempts":1}"#;
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let bucket = async_nats::jetstream::new(client)
+        .get_key_value(holder.config().results_bucket.as_str())
+        .await
+        .unwrap();
+    bucket
+        .put(source_nats::message::result_key("done"), line.into())
+        .await
+        .unwrap();
+    drop(holder);
+    // Past three ack_waits: the redelivery came to `other` and was acked.
+    let until = Instant::now() + Duration::from_millis(1_200);
+    while Instant::now() < until {
+        assert!(
+            other.claim(10, now_ms()).await.unwrap().is_empty(),
+            "run again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(other.unsettled().await.unwrap(), 0, "acked");
+    let record = other.get(vec!["done".into()]).await.unwrap();
+    assert_eq!(
+        record[0].as_ref().and_then(|r| r.line.as_deref()),
+        Some(line)
+    );
+}
