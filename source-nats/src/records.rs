@@ -61,6 +61,12 @@ pub(crate) struct DeadLetter {
     pub(crate) record: TaskRecord,
 }
 
+/// Whether a dead letter's message was a task (one that was not is lettered
+/// with the raw bytes it carried, under no task type).
+pub(crate) fn is_task(record: &TaskRecord) -> bool {
+    !record.task.task_type.is_empty()
+}
+
 /// The dead letter stored in `message`.
 pub(crate) fn dead_letter(message: &StreamMessage) -> DeadLetter {
     let header = |name: &str| {

@@ -622,6 +622,10 @@ impl TaskSource for NatsSource {
                 ));
                 continue;
             };
+            if !crate::records::is_task(&last.record) {
+                out.push((id, Requeue::NotATask));
+                continue;
+            }
             // The old line goes first: once the task is published, a daemon
             // may run it and store its new line before a later delete.
             self.inner

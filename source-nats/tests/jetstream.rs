@@ -426,3 +426,55 @@ async fn a_redelivered_task_whose_line_is_stored_is_acked_not_run_again() {
         Some(line)
     );
 }
+
+/// A message that was no task is dead-lettered with the bytes it carried, and
+/// a retry of that letter keeps it as it is instead of publishing a task made
+/// up of nothing (which would lose the bytes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_letter_that_was_no_task_is_kept_by_a_retry() {
+    let server = NatsServer::start();
+    let source = NatsSource::connect(config(&server, 5_000)).await.unwrap();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, "raw-1");
+    let subject = source_nats::message::subject(
+        source_nats::message::Band::Normal,
+        &source.config().subject_prefix,
+    );
+    async_nats::jetstream::new(client)
+        .publish_with_headers(subject, headers, "hello, not json".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let letters = || async {
+        source
+            .list(Filter {
+                state: Some(TaskState::DeadLetter),
+                ..Filter::default()
+            })
+            .await
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while letters().await.is_empty() && Instant::now() < deadline {
+        assert!(
+            source.claim(10, now_ms()).await.unwrap().is_empty(),
+            "rejected, not claimed"
+        );
+    }
+    let dead = letters().await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].task.id, "raw-1");
+    assert_eq!(dead[0].error.as_ref().unwrap().kind, "invalid_input");
+    assert_eq!(
+        source
+            .requeue_dead(Some(vec!["raw-1".into()]))
+            .await
+            .unwrap(),
+        vec![("raw-1".into(), Requeue::NotATask)]
+    );
+    let kept = letters().await;
+    assert_eq!(kept.len(), 1, "the letter stays");
+    assert_eq!(kept[0].task.payload, "hello, not json");
+}

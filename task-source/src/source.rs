@@ -16,6 +16,10 @@ pub enum Requeue {
     Unknown,
     /// The task is not in the dead-letter queue; its state.
     NotDeadLettered(crate::TaskState),
+    /// A dead letter whose message was no task (`invalid_input`): kept as it
+    /// is, since a retry could only fail again, and republishing it as a task
+    /// would lose the bytes that were sent.
+    NotATask,
 }
 
 /// Where the daemon's tasks live and how their lives are recorded.

@@ -110,6 +110,13 @@ pub(crate) fn dlq(command: DlqCommand) -> ExitCode {
                         t["status"].as_str().unwrap_or("?")
                     ));
                 }
+                for id in value["not_a_task"].as_array().into_iter().flatten() {
+                    missing.push(format!(
+                        "dead letter {} was no task (invalid_input): kept as it is; \
+                         read it with `dlq list` and submit it again corrected",
+                        id.as_str().unwrap_or("?")
+                    ));
+                }
                 if !missing.is_empty() {
                     return Err(Fail(1, missing.join("\ncortex-pool: ")));
                 }

@@ -398,29 +398,36 @@ pub(crate) async fn dlq_list(daemon: &Daemon) -> Reply {
     }
 }
 
-/// `dlq retry`: `{"requeued": [ids], "unknown": [ids], "not_dead": [{id, status}]}`.
+/// `dlq retry`: see [`requeue_summary`].
 pub(crate) async fn dlq_retry(daemon: &Daemon, ids: Option<Vec<String>>) -> Reply {
     match daemon.source.requeue_dead(ids).await {
         Ok(results) => {
             daemon.wake.notify_one();
-            let mut requeued = Vec::new();
-            let mut unknown = Vec::new();
-            let mut not_dead = Vec::new();
-            for (id, r) in results {
-                match r {
-                    Requeue::Requeued => requeued.push(json!(id)),
-                    Requeue::Unknown => unknown.push(json!(id)),
-                    Requeue::NotDeadLettered(s) => {
-                        not_dead.push(json!({"id": id, "status": s.as_str()}));
-                    }
-                }
-            }
             Reply::Json {
-                value: json!({"requeued": requeued, "unknown": unknown, "not_dead": not_dead}),
+                value: requeue_summary(results),
             }
         }
         Err(e) => Reply::error("store", e.to_string()),
     }
+}
+
+/// What `dlq retry` answers (the daemon's and `--queue`'s alike):
+/// `{"requeued": [ids], "unknown": [ids], "not_dead": [{id, status}],
+/// "not_a_task": [ids]}`.
+pub(crate) fn requeue_summary(results: Vec<(String, Requeue)>) -> Value {
+    let (mut requeued, mut unknown, mut not_dead, mut not_a_task) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (id, r) in results {
+        match r {
+            Requeue::Requeued => requeued.push(json!(id)),
+            Requeue::Unknown => unknown.push(json!(id)),
+            Requeue::NotDeadLettered(s) => {
+                not_dead.push(json!({"id": id, "status": s.as_str()}));
+            }
+            Requeue::NotATask => not_a_task.push(json!(id)),
+        }
+    }
+    json!({"requeued": requeued, "unknown": unknown, "not_dead": not_dead, "not_a_task": not_a_task})
 }
 
 /// `dlq purge`: the ids removed.

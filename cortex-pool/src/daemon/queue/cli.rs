@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use source_nats::{NatsConfig, NatsSource};
-use task_source::{Filter, Requeue, TaskSource, TaskState};
+use task_source::{Filter, TaskSource, TaskState};
 
 use crate::daemon::commands::{emit_text, emit_value, Answer, Lines};
 use crate::daemon::config::Settings;
@@ -117,17 +117,7 @@ pub(crate) async fn dlq(source: &NatsSource, request: Request) -> Result<Value, 
         }
         Request::DlqRetry { ids } => {
             let results = source.requeue_dead(ids).await.map_err(|e| e.to_string())?;
-            let (mut requeued, mut unknown, mut not_dead) = (Vec::new(), Vec::new(), Vec::new());
-            for (id, r) in results {
-                match r {
-                    Requeue::Requeued => requeued.push(json!(id)),
-                    Requeue::Unknown => unknown.push(json!(id)),
-                    Requeue::NotDeadLettered(s) => {
-                        not_dead.push(json!({"id": id, "status": s.as_str()}));
-                    }
-                }
-            }
-            Ok(json!({"requeued": requeued, "unknown": unknown, "not_dead": not_dead}))
+            Ok(crate::daemon::durable::api::requeue_summary(results))
         }
         Request::DlqPurge => {
             let ids = source.purge_dead().await.map_err(|e| e.to_string())?;
