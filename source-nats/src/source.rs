@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use async_nats::connection::State;
 use async_nats::header::{HeaderMap, NATS_MESSAGE_ID};
 use async_nats::jetstream::message::AckKind;
+use async_nats::jetstream::stream::RawMessageErrorKind;
 use async_nats::jetstream::Message;
 use async_trait::async_trait;
 use futures_util::future::join_all;
@@ -153,8 +154,12 @@ impl NatsSource {
             return Ok(out);
         }
         for seq in state.first_sequence..=state.last_sequence {
-            if let Ok(message) = dlq.get_raw_message(seq).await {
-                out.push(dead_letter(&message));
+            match dlq.get_raw_message(seq).await {
+                Ok(message) => out.push(dead_letter(&message)),
+                // A hole: the letter was requeued.
+                Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => {}
+                // Not skipped: a purge would remove a letter it never named.
+                Err(e) => return Err(backend(e)),
             }
         }
         Ok(out)
