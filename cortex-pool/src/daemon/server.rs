@@ -351,14 +351,24 @@ mod tests {
         assert_eq!(frames(&out), [line(1)]);
     }
 
-    fn slow_task() -> task_source::NewTask {
-        task_source::NewTask {
-            id: "slow".to_owned(),
-            task_type: "echo".to_owned(),
-            payload: "1".to_owned(),
-            priority: 10,
-            timeout_ms: None,
-        }
+    /// The two ends of a connection served by a daemon that holds the task
+    /// `slow` running (as far as its store knows) and never settles it (no
+    /// feeder): the daemon, the connection's task, and the client's halves.
+    async fn serving_a_running_task() -> (
+        Arc<Daemon>,
+        tokio::task::JoinHandle<()>,
+        tokio::io::ReadHalf<tokio::io::DuplexStream>,
+        tokio::io::WriteHalf<tokio::io::DuplexStream>,
+    ) {
+        let daemon = crate::daemon::test_daemon::daemon().await;
+        let slow = crate::daemon::test_daemon::task("slow");
+        daemon.source.accept(vec![slow]).await.unwrap();
+        assert_eq!(daemon.source.claim(1, 0).await.unwrap().len(), 1);
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let (recv, send) = tokio::io::split(server);
+        let served = tokio::spawn(handle(recv, send, daemon.clone()));
+        let (client_recv, client_send) = tokio::io::split(client);
+        (daemon, served, client_recv, client_send)
     }
 
     /// A `wait` whose client went away before its task settled ends there:
@@ -367,14 +377,7 @@ mod tests {
     /// for hours.
     #[tokio::test]
     async fn a_wait_whose_client_went_away_lets_go_of_its_waiters_and_connection() {
-        let daemon = crate::daemon::test_daemon::daemon().await;
-        // Running, as far as the store knows, and never settled: no feeder.
-        daemon.source.accept(vec![slow_task()]).await.unwrap();
-        assert_eq!(daemon.source.claim(1, 0).await.unwrap().len(), 1);
-        let (client, server) = tokio::io::duplex(64 * 1024);
-        let (recv, send) = tokio::io::split(server);
-        let served = tokio::spawn(handle(recv, send, daemon.clone()));
-        let (client_recv, mut client_send) = tokio::io::split(client);
+        let (daemon, served, client_recv, mut client_send) = serving_a_running_task().await;
         let wait = Request::Wait {
             ids: vec!["slow".to_owned()],
             timeout_ms: None,
@@ -401,14 +404,8 @@ mod tests {
     /// not taken for the peer going away.
     #[tokio::test]
     async fn a_request_sent_during_an_answer_is_answered_next() {
-        let daemon = crate::daemon::test_daemon::daemon().await;
-        // Running, never settled: the wait lasts until its timeout.
-        daemon.source.accept(vec![slow_task()]).await.unwrap();
-        assert_eq!(daemon.source.claim(1, 0).await.unwrap().len(), 1);
-        let (client, server) = tokio::io::duplex(64 * 1024);
-        let (recv, send) = tokio::io::split(server);
-        let served = tokio::spawn(handle(recv, send, daemon.clone()));
-        let (client_recv, mut client_send) = tokio::io::split(client);
+        // The wait lasts until its timeout.
+        let (_daemon, served, client_recv, mut client_send) = serving_a_running_task().await;
         let ids = vec!["slow".to_owned()];
         let wait = Request::Wait {
             ids: ids.clone(),

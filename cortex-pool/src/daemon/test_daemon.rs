@@ -35,6 +35,17 @@ pub(crate) async fn daemon_with(source: Arc<dyn task_source::TaskSource>) -> Arc
     Arc::new(Daemon::new(pool, Arc::new(RwLock::new(settings)), source))
 }
 
+/// An echo task named `id` (payload `1`, priority 10).
+pub(crate) fn task(id: &str) -> NewTask {
+    NewTask {
+        id: id.to_owned(),
+        task_type: "echo".to_owned(),
+        payload: "1".to_owned(),
+        priority: 10,
+        timeout_ms: None,
+    }
+}
+
 /// A memory source with faults and steps a test injects: `status` reads that
 /// fail, or settle a task first, or run a step after the first; settlements
 /// that fail while a test says so; recoveries that fail a number of times.

@@ -469,7 +469,7 @@ pub(crate) async fn store_status(daemon: &Daemon) -> Value {
 mod tests {
     use super::*;
     use crate::daemon::commands::{emit_line, Answer};
-    use crate::daemon::test_daemon::TestSource;
+    use crate::daemon::test_daemon::{task, TestSource};
     use task_source::TaskSource;
 
     #[test]
@@ -481,17 +481,6 @@ mod tests {
         for waiting in [1, 200, 1_000, 10_000, 100_000] {
             let per_second = waiting as f64 / poll_period(waiting).as_secs_f64();
             assert!(per_second <= POLLED_IDS_PER_SECOND as f64, "{waiting}");
-        }
-    }
-
-    /// An echo task named `id`.
-    fn task(id: &str) -> NewTask {
-        NewTask {
-            id: id.to_owned(),
-            task_type: "echo".to_owned(),
-            payload: "1".to_owned(),
-            priority: 10,
-            timeout_ms: None,
         }
     }
 

@@ -373,19 +373,9 @@ mod tests {
 
     use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-    use task_source::{NewTask, TaskSource};
+    use task_source::TaskSource;
 
-    use crate::daemon::test_daemon::{daemon_with, TestSource};
-
-    fn task(id: &str) -> NewTask {
-        NewTask {
-            id: id.to_owned(),
-            task_type: "echo".to_owned(),
-            payload: "1".to_owned(),
-            priority: 10,
-            timeout_ms: None,
-        }
-    }
+    use crate::daemon::test_daemon::{daemon_with, task, TestSource};
 
     /// Waits until `done` holds (a guard of a minute against a hang, not a
     /// measure of time).
