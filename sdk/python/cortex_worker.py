@@ -647,6 +647,10 @@ class Worker:
                 frame = link.frame(outcome)
         except ProtocolError as e:
             frame = link.frame(_error(ctx.id, "result_too_large", str(e), False))
+        except Exception as e:
+            # An error reply that cannot be encoded (a message with text no
+            # UTF-8 can carry): answered all the same, saying so.
+            frame = link.frame(_error(ctx.id, "handler", f"the reply could not be encoded: {_describe(e)}", False))
         with self._state:
             if executor:
                 self._idle += 1
@@ -704,7 +708,12 @@ class Worker:
             return _error(ctx.id, "cancelled", str(e) or "cancelled", False)
         except TaskError as e:
             return _error(ctx.id, e.kind, _describe(e), e.retryable)
-        except Exception as e:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as e:
+            # Any other error (``SystemExit`` from ``sys.exit`` or argparse,
+            # ``asyncio.CancelledError`` from a loop run inside the handler) is
+            # the handler's: the task is answered, and the worker goes on.
             if ctx._cancelled:
                 return _error(ctx.id, "cancelled", f"cancelled ({_describe(e)})", False)
             return _error(ctx.id, "handler", _describe(e), True)
@@ -767,8 +776,10 @@ def _error(task_id, kind, message, retryable):
 
 
 def _describe(e):
-    text = str(e)
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+    """``Kind: message``, in text MessagePack can carry (an undecodable file name's
+    surrogates are written as escapes)."""
+    text = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _rss_bytes():

@@ -461,6 +461,43 @@ class BatchTest(unittest.TestCase):
         self.assertEqual(set(ran_on), {threading.current_thread()}, "inline handlers ran on the reading thread")
 
 
+class HandlerErrorTest(unittest.TestCase):
+    """In process: whatever a handler raises, its task is answered once and the
+    worker goes on (on a task thread and inline alike)."""
+
+    def test_system_exit_and_undecodable_text_are_answered_and_the_next_task_runs(self):
+        sys.path.insert(0, HERE)
+        self.addCleanup(sys.path.remove, HERE)
+        import cortex_worker
+
+        for inline in (False, True):
+            worker = cortex_worker.Worker(hold_replies=0)
+            writer = _Recorder()
+
+            @worker.handler("exits", inline=inline)
+            def exits(ctx, payload):
+                sys.exit(3)
+
+            @worker.handler("bad_text", inline=inline)
+            def bad_text(ctx, payload):
+                raise RuntimeError("cannot read " + os.fsdecode(b"\xff.bin"))
+
+            @worker.handler("echo", inline=inline)
+            def echo(ctx, payload):
+                return payload
+
+            tasks = task(1, "exits") + task(2, "bad_text") + task(3, "echo", "after")
+            reader = io.BytesIO(hello(concurrency=1) + tasks + frame({"type": "shutdown", "graceful": True}))
+            self.assertEqual(worker.run(cortex_worker.Link(reader, writer)), 0)
+            replies = {m["id"]: m for data in writer.writes for m in _split(data) if m["type"] in ("result", "error")}
+            self.assertEqual(sorted(replies), [1, 2, 3], f"inline={inline}")
+            self.assertEqual(replies[1]["kind"], "handler")
+            self.assertIn("SystemExit", replies[1]["message"])
+            self.assertEqual(replies[2]["kind"], "handler")
+            self.assertIn("\\udcff", replies[2]["message"])
+            self.assertEqual(msgpack.unpackb(replies[3]["payload"], raw=False), "after")
+
+
 class ReplyFrameTest(unittest.TestCase):
     """Result frames framed by hand, the per-thread encoder, writes on a descriptor."""
 
