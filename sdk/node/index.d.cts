@@ -22,7 +22,7 @@ export declare class Context {
   readonly signal: AbortSignal;
   /** Milliseconds left before the deadline (Infinity without one, never negative). */
   remainingMs(): number;
-  /** Sends a `log` frame, prefixed with the task id. */
+  /** Sends a `log` frame, prefixed with the task id; throws a ProtocolError when the frame would be over `max_frame`. */
   log(level: LogLevel, message: string): void;
 }
 
@@ -71,7 +71,7 @@ export declare class Worker {
    * Payload and result cross threads by structured clone; a cancel terminates the thread.
    */
   handleInThread(type: string, module: string | URL, exportName?: string): this;
-  /** Sends a `log` frame to the manager (stderr before the handshake). */
+  /** Sends a `log` frame to the manager (stderr before the handshake); throws a ProtocolError when the frame would be over `max_frame`. */
   log(level: LogLevel, message: string): void;
   /**
    * Serves tasks on the link the CORTEX_* environment describes until `shutdown` or end

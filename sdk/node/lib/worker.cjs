@@ -117,7 +117,10 @@ class Worker {
     return this.handle(type, (payload, ctx) => runInThread(module, exportName, payload, ctx));
   }
 
-  /** Sends a `log` frame to the manager (to stderr before the handshake). */
+  /**
+   * Sends a `log` frame to the manager (to stderr before the handshake); throws a
+   * `ProtocolError` when the frame would be over `max_frame`.
+   */
   log(level, message) {
     if (!LEVELS.includes(level)) throw new RangeError(`log level must be one of ${LEVELS.join(', ')}`);
     if (this.state === 'starting' || this.state === 'stopped') {
@@ -295,11 +298,16 @@ class Worker {
     while (this.running < this.limit && this.waiting.length > 0) {
       const task = this.waiting.shift();
       this.running += 1;
-      this.execute(task).then((reply) => {
-        this.running -= 1;
-        this.answer(task, reply);
-        this.startWaiting();
-      });
+      // `execute` answers every error it can name; whatever else goes wrong
+      // still answers the task, and no rejection is left unhandled (one
+      // would end the process, and every task in flight with it).
+      this.execute(task)
+        .catch((e) => errorReply(task.id, 'handler', `the task failed: ${describe(e)}`, false))
+        .then((reply) => {
+          this.running -= 1;
+          this.answer(task, reply);
+          this.startWaiting();
+        });
     }
   }
 
@@ -320,17 +328,29 @@ class Worker {
     this.tasks.delete(task.id);
     this.tasksDone += 1;
     if (this.state !== 'stopped') {
-      let frame = encodeFrame(reply);
-      if (frame.length - 4 > this.link.maxFrame) {
-        const size = reply.payload.length;
-        const limit = this.link.maxFrame;
-        frame = encodeFrame(
-          errorReply(task.id, 'result_too_large', `a result of ${size} bytes does not fit a frame of ${limit} bytes`, false),
-        );
-      }
-      this.queueReply(frame);
+      this.queueReply(this.fitted(reply));
     }
     this.drained();
+  }
+
+  /**
+   * The frame of `reply`, within `max_frame`: a result too large for it is a
+   * `result_too_large` error, an error whose message is too long keeps the
+   * message's head.
+   */
+  fitted(reply) {
+    const limit = this.link.maxFrame;
+    const frame = encodeFrame(reply);
+    if (frame.length - 4 <= limit) return frame;
+    if (reply.type === 'error') {
+      const over = frame.length - 4 - limit;
+      const kept = reply.message.slice(0, Math.max(0, reply.message.length - over - 64));
+      return encodeFrame({ ...reply, message: `${kept} … (cut to fit a frame of ${limit} bytes)` });
+    }
+    const size = reply.payload.length;
+    return encodeFrame(
+      errorReply(reply.id, 'result_too_large', `a result of ${size} bytes does not fit a frame of ${limit} bytes`, false),
+    );
   }
 
   /**
@@ -391,9 +411,17 @@ class Worker {
     return { type: 'result', id: task.id, payload: body };
   }
 
-  /** Writes `message` now, after the replies waiting in the outbox. */
+  /**
+   * Writes `message` now, after the replies waiting in the outbox. A frame over
+   * `max_frame` is refused (a `ProtocolError` to the caller): the manager would
+   * take it for a broken stream and kill the worker.
+   */
   send(message) {
-    this.outbox.push(encodeFrame(message));
+    const frame = encodeFrame(message);
+    if (frame.length - 4 > this.link.maxFrame) {
+      throw new ProtocolError(`a ${message.type} frame of ${frame.length - 4} bytes is over max_frame ${this.link.maxFrame}`);
+    }
+    this.outbox.push(frame);
     this.writeOutbox();
   }
 }
@@ -411,8 +439,13 @@ function failure(id, error, signal) {
 }
 
 function describe(error) {
-  if (error instanceof Error) return error.message || error.name;
-  return String(error);
+  try {
+    if (error instanceof Error) return error.message || error.name;
+    return String(error);
+  } catch {
+    // A value with no string form (an object without a prototype).
+    return Object.prototype.toString.call(error);
+  }
 }
 
 function oneLine(text) {

@@ -129,6 +129,23 @@ test('result_too_large: a result that does not fit max_frame is an error, and th
   assert.equal(payloadOf(await m.reply(3)), 'still alive');
 });
 
+test('replies within max_frame: a long error is cut, a value with no string form is named, a long log is refused', async (t) => {
+  const { m } = await started(t, { script: EXTRA }, { max_frame: 1024 });
+  m.task(1, 'long-error', { n: 2000 });
+  const cut = await m.reply(1);
+  assert.deepEqual([cut.type, cut.kind, cut.retryable], ['error', 'handler', true]);
+  assert.match(cut.message, /^x+ … \(cut to fit a frame of 1024 bytes\)$/);
+  m.task(2, 'no-string', null);
+  assert.deepEqual(pick(await m.reply(2)), ['error', 'handler', '[object Object]', true]);
+  m.task(3, 'long-log', { n: 2000 });
+  const refused = await m.reply(3);
+  assert.deepEqual([refused.type, refused.kind], ['error', 'handler']);
+  assert.match(refused.message, /over max_frame 1024/);
+  m.task(4, 'echo', 'still alive');
+  assert.equal(payloadOf(await m.reply(4)), 'still alive');
+  assert.ok(!m.frames.some((f) => f.type === 'log'), 'no log frame over max_frame was sent');
+});
+
 test('cancel: the signal fires, the reply is `cancelled`, unknown ids are ignored', async (t) => {
   const { m } = await started(t);
   m.task(1, 'sleep', { ms: 60_000 });
