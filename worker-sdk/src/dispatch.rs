@@ -246,6 +246,7 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
                 return Ok(None);
             }
             Frame::Other(message) => message,
+            Frame::Unknown => return Ok(None),
         };
         match message {
             ToWorker::Cancel { id } => self.on_cancel(id, batch),

@@ -27,7 +27,20 @@ pub(crate) enum Frame<'a> {
     Task(Task<'a>),
     /// Any other message (never a `task`).
     Other(ToWorker<'a>),
+    /// A map whose `type` this worker does not know: to be ignored
+    /// (PROTOCOL.md: the protocol grows by new messages).
+    Unknown,
 }
+
+/// The `type` of a message body, the rest of it unread.
+#[derive(serde::Deserialize)]
+struct Typed<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: &'a str,
+}
+
+/// The types of the messages a manager sends that this worker knows.
+const KNOWN_TYPES: [&str; 4] = ["hello", "task", "cancel", "shutdown"];
 
 /// A `task` frame (`pool_core::protocol::TaskFrame`, its type perhaps unread).
 #[derive(Debug, PartialEq)]
@@ -57,7 +70,16 @@ pub(crate) fn decode<'a>(body: &'a [u8], known: Option<&str>) -> Result<Frame<'a
     if let Some(task) = task(body, known) {
         return Ok(Frame::Task(task));
     }
-    Ok(match decode_to_worker(body)? {
+    let message = match decode_to_worker(body) {
+        Ok(message) => message,
+        Err(e) => {
+            return match rmp_serde::from_slice::<Typed<'_>>(body) {
+                Ok(Typed { kind }) if !KNOWN_TYPES.contains(&kind) => Ok(Frame::Unknown),
+                _ => Err(e),
+            }
+        }
+    };
+    Ok(match message {
         ToWorker::Task(task) => Frame::Task(Task {
             id: task.id,
             task_type: TaskType::Named(task.task_type),
@@ -188,6 +210,7 @@ mod tests {
                 );
                 other
             }
+            Frame::Unknown => panic!("a known message read as unknown"),
         }
     }
 

@@ -50,6 +50,34 @@ async fn cancel_for_an_unknown_task_is_ignored() {
     assert_eq!(peer.finish().await.expect("clean stop"), Stopped::Shutdown);
 }
 
+/// A message of a type the worker does not know is ignored (PROTOCOL.md: the
+/// protocol grows by new messages); a known type that is malformed still ends
+/// the worker.
+#[tokio::test]
+async fn a_message_of_an_unknown_type_is_ignored() {
+    let mut peer = Peer::ready(common::test_worker(Gate::default()), NO_HEARTBEAT).await;
+    let body = rmp_serde::to_vec_named(&json!({"type": "ping", "at": 1})).expect("encode");
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    peer.send_raw(&frame).await;
+    peer.task(1, "echo", &json!("after")).await;
+    assert_eq!(
+        peer.reply().await,
+        Reply::Result {
+            id: 1,
+            value: json!("after")
+        }
+    );
+    let body = rmp_serde::to_vec_named(&json!({"type": "cancel"})).expect("encode");
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    peer.send_raw(&frame).await;
+    assert!(
+        peer.finish().await.is_err(),
+        "a cancel without an id is malformed"
+    );
+}
+
 #[tokio::test]
 async fn graceful_shutdown_finishes_in_flight_tasks_first() {
     let gate = Gate::default();
