@@ -157,3 +157,70 @@ fn priority_zero_is_served_before_the_default() {
         .collect();
     assert_eq!(order, ["block", "first", "d0", "d1", "d2", "d3", "d4"]);
 }
+
+/// `run` with its standard output or error on `/dev/full` (every write fails).
+fn run_with(args: &[&str], stdout_full: bool, stderr_full: bool) -> (i32, String, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let full = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap()
+    };
+    let mut child = Command::new(common::bin())
+        .arg("run")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(if stdout_full {
+            full().into()
+        } else {
+            Stdio::piped()
+        })
+        .stderr(if stderr_full {
+            full().into()
+        } else {
+            Stdio::piped()
+        })
+        .spawn()
+        .expect("cortex-pool starts");
+    let tasks: String = (1..=5)
+        .map(|i| format!("{{\"id\":\"t{i}\",\"type\":\"echo\",\"payload\":{i}}}\n"))
+        .collect();
+    let _ = child.stdin.take().unwrap().write_all(tasks.as_bytes());
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn results_that_cannot_be_written_stop_the_run_and_exit_1_saying_so() {
+    let (code, _, stderr) = run_with(&["-w", "1"], true, false);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("cannot write the results to standard output"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_standard_error_that_cannot_be_written_changes_nothing() {
+    let (code, stdout, _) = run_with(&["-w", "1"], false, true);
+    assert_eq!(code, 0);
+    assert_eq!(stdout.lines().count(), 5);
+}
+
+#[test]
+fn a_metrics_file_that_cannot_be_made_is_a_usage_error_before_any_task_runs() {
+    let (code, stdout, stderr) = run_with(
+        &["-w", "1", "--metrics-json", "/nonexistent-dir/m.json"],
+        false,
+        false,
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(stdout, "", "no task ran");
+    assert!(stderr.contains("/nonexistent-dir/m.json"), "{stderr}");
+}

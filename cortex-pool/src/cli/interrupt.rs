@@ -2,6 +2,9 @@
 //! read, queued tasks end `shutting_down`, running ones may finish), the second one
 //! stops at once (running tasks are cancelled and not waited for).
 
+use std::io::Write;
+use std::sync::Arc;
+
 use pool_core::Pool;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
@@ -38,12 +41,14 @@ impl Signals {
 
     /// Drives the phase from the signals; the first one also starts the pool's
     /// shutdown.
-    pub(crate) fn watch(self, pool: Pool) -> watch::Receiver<Phase> {
+    pub(crate) fn watch(self, pool: Pool) -> (watch::Receiver<Phase>, Stopper) {
         let Self {
             mut interrupt,
             mut terminate,
         } = self;
         let (tx, rx) = watch::channel(Phase::Running);
+        let tx = Arc::new(tx);
+        let stopper = Stopper(tx.clone());
         tokio::spawn(async move {
             for (phase, what) in [
                 (
@@ -56,8 +61,13 @@ impl Signals {
                     _ = interrupt.recv() => "SIGINT",
                     _ = terminate.recv() => "SIGTERM",
                 };
-                eprintln!("cortex-pool: interrupted ({name}); {what}");
-                let _ = tx.send(phase);
+                // A standard error that cannot be written (a closed log pipe,
+                // a full disk) must not stop the signal from taking effect.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "cortex-pool: interrupted ({name}); {what}"
+                );
+                advance(&tx, phase);
                 if phase == Phase::Draining {
                     let pool = pool.clone();
                     tokio::spawn(async move { pool.shutdown().await });
@@ -71,7 +81,29 @@ impl Signals {
                 }
             }
         });
-        rx
+        (rx, stopper)
+    }
+}
+
+/// Moves the phase forward to `phase` (never back).
+fn advance(tx: &watch::Sender<Phase>, phase: Phase) {
+    tx.send_if_modified(|now| {
+        let later = phase > *now;
+        if later {
+            *now = phase;
+        }
+        later
+    });
+}
+
+/// Stops the run at once without a signal (its output cannot be written).
+#[derive(Clone)]
+pub(crate) struct Stopper(Arc<watch::Sender<Phase>>);
+
+impl Stopper {
+    /// Moves the run to [`Phase::Stopping`].
+    pub(crate) fn stop(&self) {
+        advance(&self.0, Phase::Stopping);
     }
 }
 

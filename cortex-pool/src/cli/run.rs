@@ -60,7 +60,7 @@ pub(crate) fn run(args: RunArgs) -> ExitCode {
 }
 
 fn usage_exit(message: &str) -> ExitCode {
-    eprintln!("cortex-pool: {message}");
+    let _ = writeln!(std::io::stderr(), "cortex-pool: {message}");
     ExitCode::from(EXIT_USAGE)
 }
 
@@ -164,6 +164,16 @@ async fn run_async(args: RunArgs) -> Result<bool, UsageError> {
     let command = worker_command(&args)?;
     let policy = policy_balance::by_name(&args.policy)?;
     let tasks = open_tasks(&args.tasks).await?;
+    // Made before any task runs: a path that cannot be written is a usage
+    // error while no task has run yet.
+    let metrics_file = match &args.metrics_json {
+        Some(path) => Some((
+            path.clone(),
+            std::fs::File::create(path)
+                .map_err(|e| UsageError(format!("cannot create {}: {e}", path.display())))?,
+        )),
+        None => None,
+    };
     let events_file = match &args.events {
         Some(path) => Some(
             std::fs::File::create(path)
@@ -188,7 +198,7 @@ async fn run_async(args: RunArgs) -> Result<bool, UsageError> {
     let (lines_tx, lines_rx) = mpsc::channel::<Vec<Line>>(CHANNEL_DEPTH);
     let (accepted_tx, accepted_rx) = mpsc::channel::<Vec<Accepted>>(CHANNEL_DEPTH);
     let submitted = Arc::new(AtomicU64::new(0));
-    let phase = signals.watch(pool.clone());
+    let (phase, stopper) = signals.watch(pool.clone());
     let done = Completions::new();
     let feeder = {
         let (phase, pool, submitted) = (phase.clone(), pool.clone(), submitted.clone());
@@ -212,17 +222,20 @@ async fn run_async(args: RunArgs) -> Result<bool, UsageError> {
         phase.clone(),
     ));
     let writer_submitted = submitted.clone();
-    let mut tally =
-        tokio::task::spawn_blocking(move || write_lines(lines_rx, writer_submitted, progress))
-            .await
-            .map_err(|e| UsageError(format!("the output writer failed: {e}")))?;
+    let (mut tally, output_failed) = tokio::task::spawn_blocking(move || {
+        write_lines(lines_rx, writer_submitted, progress, &stopper)
+    })
+    .await
+    .map_err(|e| UsageError(format!("the output writer failed: {e}")))?;
     let _ = feeder.await;
     let elapsed = started.elapsed();
     let metrics = pool.metrics();
-    if let Some(path) = &args.metrics_json {
+    let mut metrics_failed = None;
+    if let Some((path, mut file)) = metrics_file {
         let json = serde_json::to_vec_pretty(&metrics)?;
-        std::fs::write(path, json)
-            .map_err(|e| UsageError(format!("cannot write {}: {e}", path.display())))?;
+        if let Err(e) = file.write_all(&json) {
+            metrics_failed = Some(format!("cannot write {}: {e}", path.display()));
+        }
     }
     // After a second signal nothing is waited for: the runtime's shutdown drops
     // the pool, which kills every worker's process group.
@@ -238,8 +251,14 @@ async fn run_async(args: RunArgs) -> Result<bool, UsageError> {
             }
         } => {}
     }
-    eprintln!("{}", tally.render(elapsed, Some(&metrics)));
-    Ok(tally.all_ok())
+    let mut stderr = std::io::stderr();
+    let _ = writeln!(stderr, "{}", tally.render(elapsed, Some(&metrics)));
+    let mut ok = tally.all_ok();
+    for failure in [output_failed.map(|e| format!("cannot write the results to standard output ({e}); stopped at the first failed write")), metrics_failed].into_iter().flatten() {
+        let _ = writeln!(stderr, "cortex-pool: {failure}");
+        ok = false;
+    }
+    Ok(ok)
 }
 
 /// The progress line `--progress` asks for; a task file's tasks are counted first
@@ -262,29 +281,54 @@ async fn progress_line(args: &RunArgs) -> Progress {
 
 /// Writes lines to stdout as they come, with the progress line on stderr. Runs on
 /// a blocking thread: a slow standard output blocks it, not the runtime.
+///
+/// The first write that fails (a reader that went away, a full disk) stops the
+/// run at once through `stopper`: the lines after it are counted, not written,
+/// and the error is returned beside the tally.
 fn write_lines(
     mut lines: mpsc::Receiver<Vec<Line>>,
     submitted: Arc<AtomicU64>,
     mut progress: Progress,
-) -> Tally {
+    stopper: &interrupt::Stopper,
+) -> (Tally, Option<std::io::Error>) {
     let mut tally = Tally::default();
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut failed = None;
+    let fail = |e: std::io::Error, failed: &mut Option<std::io::Error>| {
+        if failed.is_none() {
+            stopper.stop();
+            *failed = Some(e);
+        }
+    };
     while let Some(batch) = lines.blocking_recv() {
         for line in batch {
             tally.add(line.status, line.duration_ms);
+            if failed.is_some() {
+                continue;
+            }
             progress.before_line();
-            let _ = out.write_all(&line.json);
-            let _ = out.write_all(b"\n");
+            if let Err(e) = out
+                .write_all(&line.json)
+                .and_then(|()| out.write_all(b"\n"))
+            {
+                fail(e, &mut failed);
+            }
         }
-        if lines.is_empty() {
-            let _ = out.flush();
+        if lines.is_empty() && failed.is_none() {
+            if let Err(e) = out.flush() {
+                fail(e, &mut failed);
+            }
             progress.after_flush(tally.total(), submitted.load(Relaxed));
         }
     }
-    let _ = out.flush();
+    if failed.is_none() {
+        if let Err(e) = out.flush() {
+            fail(e, &mut failed);
+        }
+    }
     progress.finish();
-    tally
+    (tally, failed)
 }
 
 /// Writes each event as a JSON line with a `ts_ms` field (Unix time in ms).
