@@ -165,11 +165,13 @@ pub(crate) fn abandoned(id: &str, duration_ms: f64) -> Line {
     )
 }
 
-/// The line of a task the pool refused (it is shutting down).
+/// The line of a task the pool refused: its input (a priority out of range, a
+/// payload no frame can carry), a full queue, a pool that stopped or is
+/// shutting down.
 pub(crate) fn refused(id: &str, refused: &SubmitError) -> Line {
     let kind = match refused {
         SubmitError::QueueFull(_) => "queue_full",
-        SubmitError::InvalidPriority(_) => "invalid_input",
+        SubmitError::InvalidPriority(_) | SubmitError::PayloadTooLarge { .. } => "invalid_input",
         SubmitError::Failed { .. } => "pool_failed",
         _ => "shutting_down",
     };
@@ -332,6 +334,27 @@ mod tests {
 
     fn parsed(line: &Line) -> Value {
         serde_json::from_slice(&line.json).expect("every line is JSON")
+    }
+
+    #[test]
+    fn a_refused_task_s_kind_names_why_it_was_refused() {
+        let task = || pool_core::Task::new("echo", vec![0u8; 8]);
+        let cases = [
+            (
+                SubmitError::PayloadTooLarge {
+                    task: task(),
+                    max_frame: 4,
+                },
+                "invalid_input",
+            ),
+            (SubmitError::QueueFull(task()), "queue_full"),
+            (SubmitError::ShuttingDown(task()), "shutting_down"),
+        ];
+        for (refusal, kind) in cases {
+            let line = parsed(&refused("t", &refusal));
+            assert_eq!(line["error"]["kind"], kind, "{refusal}");
+            assert_eq!(line["status"], "failed");
+        }
     }
 
     #[test]
