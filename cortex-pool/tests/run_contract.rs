@@ -224,3 +224,25 @@ fn a_metrics_file_that_cannot_be_made_is_a_usage_error_before_any_task_runs() {
     assert_eq!(stdout, "", "no task ran");
     assert!(stderr.contains("/nonexistent-dir/m.json"), "{stderr}");
 }
+
+/// An invalid line answers under its own id, else its line number; a later
+/// line with that id runs no task under it (it is a duplicate), so a result
+/// never shares its id with an invalid line.
+#[test]
+fn no_task_runs_under_an_id_an_invalid_line_answered_under() {
+    let long = format!(r#"{{"type":"echo","payload":"{}"}}"#, "x".repeat(100));
+    let input = format!(
+        "{long}\nnot json\n{}\n{}\n",
+        r#"{"id":"1","type":"echo"}"#, r#"{"id":"2","type":"echo"}"#
+    );
+    let run = common::run(&["-w", "1", "--max-line-bytes", "60"], &input);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.lines.len(), 4);
+    for line in &run.lines {
+        assert_eq!(line["status"], "invalid", "{line}");
+    }
+    for line in &run.lines[2..] {
+        let message = line["error"]["message"].as_str().unwrap();
+        assert!(message.contains("duplicate id"), "{line}");
+    }
+}

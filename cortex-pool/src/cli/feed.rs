@@ -90,6 +90,7 @@ pub(crate) async fn feed(
             RawLine::Bytes(bytes) => bytes,
             RawLine::TooLong(len) => {
                 submitted.fetch_add(1, Relaxed);
+                ids.use_for_invalid(None, line_no);
                 let message = format!(
                     "line {line_no} is {len} bytes, longer than --max-line-bytes ({max_line_bytes})"
                 );

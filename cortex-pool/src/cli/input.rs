@@ -36,21 +36,39 @@ pub(crate) struct Invalid {
 #[derive(Debug, Default)]
 pub(crate) struct Ids(HashMap<String, u64, foldhash::fast::RandomState>);
 
+impl Ids {
+    /// Marks the id an invalid line `line_no` answers under as used: its own
+    /// `id`, else its line number (unless an earlier line used it).
+    pub(crate) fn use_for_invalid(&mut self, id: Option<&str>, line_no: u64) {
+        let id = id.map_or_else(|| line_no.to_string(), str::to_owned);
+        self.0.entry(id).or_insert(line_no);
+    }
+}
+
 /// Parses the bytes of line `line_no` (1-based) of an input in which `ids` were
 /// already used: bytes that are not UTF-8, JSON errors (with the real line and
-/// column) and a repeated id make the line invalid.
+/// column) and a repeated id make the line invalid. An invalid line uses its id
+/// too (its own, else its line number: the id its output line carries), so no
+/// task runs under an id an invalid line answered under.
 pub(crate) fn parse_line(bytes: &[u8], line_no: u64, ids: &mut Ids) -> Result<TaskLine, Invalid> {
-    let text = std::str::from_utf8(bytes).map_err(|e| Invalid {
-        id: None,
-        message: format!(
-            "line {line_no} is not valid UTF-8 (column {})",
-            e.valid_up_to() + 1
-        ),
-    })?;
-    let parsed = parse(text, line_no).map_err(|message| Invalid {
-        id: own_id(text),
-        message: at_line(message, line_no),
-    })?;
+    let mut invalid = |id: Option<String>, message: String| {
+        ids.use_for_invalid(id.as_deref(), line_no);
+        Invalid { id, message }
+    };
+    let text = match std::str::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => {
+            let message = format!(
+                "line {line_no} is not valid UTF-8 (column {})",
+                e.valid_up_to() + 1
+            );
+            return Err(invalid(None, message));
+        }
+    };
+    let parsed = match parse(text, line_no) {
+        Ok(parsed) => parsed,
+        Err(message) => return Err(invalid(own_id(text), at_line(message, line_no))),
+    };
     if let Some(first) = ids.0.get(&parsed.id) {
         return Err(Invalid {
             id: Some(parsed.id.clone()),
@@ -264,6 +282,25 @@ mod tests {
         assert!(again.message.contains("line 1"), "{}", again.message);
         let clash = parse_line(br#"{"id":"2","type":"echo"}"#, 4, &mut ids).unwrap_err();
         assert!(clash.message.contains("duplicate id"), "{}", clash.message);
+    }
+
+    /// An invalid line answers under its own id, else its line number: a later
+    /// line with that id is a duplicate, so no two output lines share an id.
+    #[test]
+    fn an_invalid_line_uses_its_id_too() {
+        let mut ids = Ids::default();
+        parse_line(b"not json", 1, &mut ids).unwrap_err();
+        parse_line(br#"{"id":"k","type":"echo","typo":1}"#, 2, &mut ids).unwrap_err();
+        parse_line(b"\xff", 3, &mut ids).unwrap_err();
+        for (line, no) in [
+            (&br#"{"id":"1","type":"echo"}"#[..], 4),
+            (br#"{"id":"k","type":"echo"}"#, 5),
+            (br#"{"id":"3","type":"echo"}"#, 6),
+        ] {
+            let dup = parse_line(line, no, &mut ids).unwrap_err();
+            assert!(dup.message.contains("duplicate id"), "{}", dup.message);
+        }
+        parse_line(br#"{"id":"fresh","type":"echo"}"#, 7, &mut ids).unwrap();
     }
 
     #[test]
