@@ -25,9 +25,10 @@ impl Live {
         let mut child = common::Killed(
             Command::new(common::bin())
                 .arg("run")
-                .args(args)
+                // Before `args`, which may end with the worker's command.
                 .arg("--events")
                 .arg(&events)
+                .args(args)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -247,4 +248,47 @@ fn a_second_signal_stops_within_a_second_and_cancels_what_runs() {
     }
     assert_eq!(line(&lines, "queued")["error"]["kind"], "shutting_down");
     assert!(stderr.contains("0 ok, 3 failed"), "the summary: {stderr}");
+}
+
+/// A signal while the workers start (here a worker that never answers the
+/// handshake) ends `run` there instead of after the handshake's timeout: no
+/// task ran, exit 2 saying so, and the worker is gone.
+#[test]
+fn a_signal_while_the_workers_start_ends_the_run_there() {
+    // An argument no other test's worker has: the process is found by it.
+    let live = Live::start(
+        &["-w", "1", "--", "sleep", "4242.5"],
+        "{\"type\":\"echo\"}\n",
+    );
+    live.wait_until("the worker spawned", |l| {
+        l.count_events("worker-spawned") >= 1
+    });
+    live.signal("INT");
+    let (code, lines, stderr, _) = live.finish(Duration::from_secs(30));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(lines.is_empty(), "no task ran: {lines:?}");
+    assert!(
+        stderr.contains("interrupted (SIGINT) while the workers started"),
+        "{stderr}"
+    );
+    let left = || -> Vec<std::ffi::OsString> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|p| {
+                std::fs::read(p.path().join("cmdline")).is_ok_and(|c| c == b"sleep\x004242.5\x00")
+            })
+            .map(|p| p.file_name())
+            .collect()
+    };
+    // Killed as `run` exited; a moment for the kill to land.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !left().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        left(),
+        Vec::<std::ffi::OsString>::new(),
+        "the worker was left"
+    );
 }

@@ -39,6 +39,14 @@ impl Signals {
         })
     }
 
+    /// The next SIGINT or SIGTERM: its name.
+    pub(crate) async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "SIGINT",
+            _ = self.terminate.recv() => "SIGTERM",
+        }
+    }
+
     /// Drives the phase from the signals; the first one also starts the pool's
     /// shutdown.
     pub(crate) fn watch(self, pool: Pool) -> (watch::Receiver<Phase>, Stopper) {

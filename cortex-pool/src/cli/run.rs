@@ -158,7 +158,7 @@ async fn open_tasks(
 }
 
 async fn run_async(args: RunArgs) -> Result<bool, UsageError> {
-    let signals = interrupt::Signals::install()
+    let mut signals = interrupt::Signals::install()
         .map_err(|e| UsageError(format!("cannot install the signal handlers: {e}")))?;
     let config = config(&args)?;
     let command = worker_command(&args)?;
@@ -190,10 +190,16 @@ async fn run_async(args: RunArgs) -> Result<bool, UsageError> {
     });
     let progress = progress_line(&args).await;
     let started = Instant::now();
-    let pool = builder
-        .start()
-        .await
-        .map_err(|e| UsageError(e.to_string()))?;
+    // A signal while the workers start (a handshake may take its whole
+    // timeout) ends `run` there: no task has run, nothing is left to drain.
+    let pool = tokio::select! {
+        started = builder.start() => started.map_err(|e| UsageError(e.to_string()))?,
+        name = signals.next() => {
+            return Err(UsageError(format!(
+                "interrupted ({name}) while the workers started; no task ran"
+            )));
+        }
+    };
 
     let (lines_tx, lines_rx) = mpsc::channel::<Vec<Line>>(CHANNEL_DEPTH);
     let (accepted_tx, accepted_rx) = mpsc::channel::<Vec<Accepted>>(CHANNEL_DEPTH);
