@@ -103,6 +103,7 @@ fn usage_and_configuration_errors_exit_2_with_a_message() {
             "/no/such/worker-binary",
         ),
         (&["--bogus-flag"], "--bogus-flag"),
+        (&["--max-line-bytes", "0"], "--max-line-bytes"),
     ];
     for (args, needle) in cases {
         let run = common::run(args, "");

@@ -142,7 +142,7 @@ pub(crate) struct RunArgs {
 
     /// Longest input line, in bytes; a longer line is reported invalid without
     /// being read into memory whole.
-    #[arg(long, value_name = "N", default_value_t = super::reader::DEFAULT_MAX_LINE_BYTES)]
+    #[arg(long, value_name = "N", default_value_t = super::reader::DEFAULT_MAX_LINE_BYTES, value_parser = at_least_one_byte)]
     pub(crate) max_line_bytes: usize,
 
     /// The worker program and its arguments (the rest of the command line);
@@ -310,4 +310,13 @@ pub(crate) struct ScaleArgs {
 pub(crate) struct RollArgs {
     #[command(flatten)]
     pub(crate) config: ConfigArgs,
+}
+
+/// A byte count of at least 1 (a line limit of 0 would refuse every line).
+fn at_least_one_byte(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
