@@ -67,11 +67,11 @@ pub(crate) async fn serve(
 
 /// Answers requests on one connection until it closes or misbehaves.
 ///
-/// The peer may go away while a request is answered (a `wait` for a task
-/// that runs for hours, its client interrupted): its end of the socket
-/// closing ends the answer, and with it what the answer held (its waiters,
-/// this connection's slot). A request that arrives while another is answered
-/// is answered next.
+/// The peer may go away while a `wait` is answered (for a task that runs for
+/// hours, its client interrupted): its end of the socket closing ends the
+/// wait, and with it what the wait held (its waiters, this connection's
+/// slot). Other requests are answered to the end. A request that arrives
+/// while another is answered is answered next.
 async fn handle<R, W>(recv: R, send: W, daemon: Arc<Daemon>)
 where
     R: AsyncRead + Unpin,
@@ -114,12 +114,21 @@ where
                 break;
             }
         };
+        // Only a look-up that waits for tasks to settle may hold on for
+        // hours with nothing to write; a client that hangs up (its end of the
+        // socket closes) ends it. Any other answer is finished: a client may
+        // close its writing side and still read (`socat`, `shutdown(SHUT_WR)`).
+        let waits = matches!(
+            request,
+            Request::Wait { .. } | Request::Submit { wait: true, .. }
+        );
         let answering = answer(request, &daemon, &replies);
         tokio::pin!(answering);
         let answered = tokio::select! {
+            biased;
             answered = &mut answering => answered,
-            next = frames.next() => match next {
-                // The peer is gone: so is the answer.
+            next = frames.next(), if waits => match next {
+                // The peer hung up: its wait ends.
                 None => break,
                 Some(next) => {
                     early = Some(next);
@@ -431,6 +440,36 @@ mod tests {
             }
         }
         drop((replies, client_send));
+        served.await.unwrap();
+    }
+
+    /// A client may close its writing side once its request is sent and
+    /// still read the answer (`socat`, `shutdown(SHUT_WR)`): only a wait ends
+    /// when the client hangs up.
+    #[tokio::test]
+    async fn a_client_that_closes_its_writing_side_still_gets_its_answer() {
+        use tokio::io::AsyncWriteExt;
+        let (_daemon, served, client_recv, mut client_send) = serving_a_running_task().await;
+        let result = Request::Result {
+            ids: vec!["slow".to_owned()],
+            text: true,
+        };
+        protocol::write(&mut client_send, &result, MAX_REPLY)
+            .await
+            .unwrap();
+        client_send.shutdown().await.unwrap();
+        let mut replies = FramedRead::new(client_recv, FrameCodec::new(MAX_REPLY));
+        let mut got = Vec::new();
+        while let Some(body) = tokio::time::timeout(Duration::from_secs(60), replies.next())
+            .await
+            .expect("answered")
+        {
+            got.push(protocol::decode::<Reply>(&body.unwrap()).unwrap());
+        }
+        assert!(
+            matches!(got.last(), Some(Reply::Done { .. })),
+            "the whole answer: {got:?}"
+        );
         served.await.unwrap();
     }
 }
