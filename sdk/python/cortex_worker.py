@@ -777,8 +777,13 @@ def _error(task_id, kind, message, retryable):
 
 def _describe(e):
     """``Kind: message``, in text MessagePack can carry (an undecodable file name's
-    surrogates are written as escapes)."""
-    text = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+    surrogates are written as escapes); the kind alone when the error has no
+    text, or when its ``str()`` itself fails."""
+    try:
+        message = str(e)
+    except Exception:
+        message = ""
+    text = f"{type(e).__name__}: {message}" if message else type(e).__name__
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 

@@ -482,15 +482,24 @@ class HandlerErrorTest(unittest.TestCase):
             def bad_text(ctx, payload):
                 raise RuntimeError("cannot read " + os.fsdecode(b"\xff.bin"))
 
+            class Unprintable(Exception):
+                def __str__(self):
+                    raise ValueError("no text")
+
+            @worker.handler("unprintable", inline=inline)
+            def unprintable(ctx, payload):
+                raise Unprintable()
+
             @worker.handler("echo", inline=inline)
             def echo(ctx, payload):
                 return payload
 
-            tasks = task(1, "exits") + task(2, "bad_text") + task(3, "echo", "after")
+            tasks = task(1, "exits") + task(2, "bad_text") + task(4, "unprintable") + task(3, "echo", "after")
             reader = io.BytesIO(hello(concurrency=1) + tasks + frame({"type": "shutdown", "graceful": True}))
             self.assertEqual(worker.run(cortex_worker.Link(reader, writer)), 0)
             replies = {m["id"]: m for data in writer.writes for m in _split(data) if m["type"] in ("result", "error")}
-            self.assertEqual(sorted(replies), [1, 2, 3], f"inline={inline}")
+            self.assertEqual(sorted(replies), [1, 2, 3, 4], f"inline={inline}")
+            self.assertEqual((replies[4]["kind"], replies[4]["message"]), ("handler", "Unprintable"))
             self.assertEqual(replies[1]["kind"], "handler")
             self.assertIn("SystemExit", replies[1]["message"])
             self.assertEqual(replies[2]["kind"], "handler")

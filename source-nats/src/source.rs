@@ -676,26 +676,15 @@ impl TaskSource for NatsSource {
             .sequence(last + 1)
             .await
             .map_err(backend)?;
+        // Their `dead_letter` lines stay until `result_ttl`: without one, a
+        // resubmission inside the stream's duplicate window would be taken
+        // for the queued original and never run.
         let mut seen = HashSet::new();
-        let ids: Vec<String> = dead
+        Ok(dead
             .into_iter()
             .map(|d| d.record.task.id)
             .filter(|id| seen.insert(id.clone()))
-            .collect();
-        // Their `dead_letter` lines go too: the id is free to be submitted
-        // again, as it is after a purge of the daemon's own store.
-        let states = self.get(ids.clone()).await?;
-        for (id, record) in ids.iter().zip(states) {
-            if record.is_some_and(|r| r.state == TaskState::DeadLetter) {
-                self.inner
-                    .queue
-                    .results
-                    .delete(result_key(id))
-                    .await
-                    .map_err(backend)?;
-            }
-        }
-        Ok(ids)
+            .collect())
     }
 
     async fn prune(

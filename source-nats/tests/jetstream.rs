@@ -311,11 +311,11 @@ async fn the_longest_line_the_source_takes_is_stored() {
     assert_eq!(record[0].as_ref().and_then(|r| r.line.clone()), Some(line));
 }
 
-/// A purge removes the letters it read and their `dead_letter` lines (the
-/// id may be submitted again once the stream's duplicate window has passed),
-/// naming each id once however many letters it had.
+/// A purge removes the letters it read, naming each id once, and keeps their
+/// `dead_letter` lines (a resubmission inside the stream's duplicate window
+/// then answers `dead_letter`, not a queued task that never runs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_purge_frees_the_ids_of_the_letters_it_removed() {
+async fn a_purge_removes_the_letters_and_keeps_their_lines() {
     let server = NatsServer::start();
     let source = NatsSource::connect(config(&server, 5_000)).await.unwrap();
     let dead = |id: &str, attempt: u32| Settlement {
@@ -330,39 +330,35 @@ async fn a_purge_frees_the_ids_of_the_letters_it_removed() {
             }),
         },
     };
-    for round in 0..2 {
-        source.accept(vec![task("p", 50)]).await.unwrap();
-        let claimed = claim_n(&source, 1).await;
-        source
-            .settle(vec![dead("p", claimed[0].attempt)])
-            .await
-            .unwrap();
-        if round == 0 {
-            // Dead twice: requeued by hand in between, as `dlq retry` does
-            // (its letter goes), then dead-lettered again.
-            assert_eq!(
-                source.requeue_dead(Some(vec!["p".into()])).await.unwrap(),
-                vec![("p".into(), Requeue::Requeued)]
-            );
-            let claimed = claim_n(&source, 1).await;
-            source
-                .settle(vec![dead("p", claimed[0].attempt)])
-                .await
-                .unwrap();
-            break;
-        }
-    }
-    assert_eq!(source.purge_dead().await.unwrap(), ["p"]);
-    assert!(
-        source.get(vec!["p".into()]).await.unwrap()[0].is_none(),
-        "its dead_letter line went with it"
-    );
+    source
+        .accept(vec![task("p", 50), task("q", 50)])
+        .await
+        .unwrap();
+    let claimed = claim_n(&source, 2).await;
+    let settled = claimed
+        .iter()
+        .map(|c| dead(&c.task.id, c.attempt))
+        .collect();
+    source.settle(settled).await.unwrap();
+    let mut purged = source.purge_dead().await.unwrap();
+    purged.sort();
+    assert_eq!(purged, ["p", "q"]);
+    let letters = source
+        .list(Filter {
+            state: Some(TaskState::DeadLetter),
+            ..Filter::default()
+        })
+        .await
+        .unwrap();
+    assert!(letters.is_empty(), "{letters:?}");
     assert!(source.purge_dead().await.unwrap().is_empty());
+    assert_eq!(
+        source.accept(vec![task("p", 50)]).await.unwrap(),
+        vec![Admission::Known(TaskState::DeadLetter)],
+        "its line says what became of it"
+    );
 }
 
-/// Consumers made by a source with a short `ack_wait` keep it: a later
-/// source configured with a longer one sends its in-progress acks for the
-/// server's, so a task it holds is not redelivered to another meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_progress_acks_follow_the_consumers_ack_wait_not_a_longer_configured_one() {
     let server = NatsServer::start();

@@ -62,6 +62,10 @@ pub(crate) struct TestSource {
     pub(crate) settle_fails: Option<Box<dyn Fn() -> bool + Send + Sync>>,
     /// How many `recover` calls still fail.
     pub(crate) recover_failures: AtomicU32,
+    /// How many claims were made through this source.
+    pub(crate) claims: AtomicU32,
+    /// How many claims had been made when a `recover` first succeeded.
+    pub(crate) claims_before_recovery: Mutex<Option<u32>>,
 }
 
 impl std::fmt::Debug for TestSource {
@@ -83,6 +87,7 @@ impl TaskSource for TestSource {
         self.inner.accept(tasks).await
     }
     async fn claim(&self, max: usize, now_ms: u64) -> Result<Vec<Claimed>, SourceError> {
+        self.claims.fetch_add(1, Ordering::SeqCst);
         self.inner.claim(max, now_ms).await
     }
     async fn settle(&self, settlements: Vec<Settlement>) -> Result<(), SourceError> {
@@ -98,6 +103,11 @@ impl TaskSource for TestSource {
         if failing.is_ok() {
             return Err(busy());
         }
+        let claims = self.claims.load(Ordering::SeqCst);
+        self.claims_before_recovery
+            .lock()
+            .unwrap()
+            .get_or_insert(claims);
         self.inner.recover().await
     }
     async fn get(&self, ids: Vec<String>) -> Result<Vec<Option<TaskRecord>>, SourceError> {

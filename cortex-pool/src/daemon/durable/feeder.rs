@@ -477,7 +477,9 @@ mod tests {
     }
 
     /// A task the last daemon left running, with a store that cannot
-    /// re-queue it at first, is re-queued once the store can, then runs.
+    /// re-queue it at first, is re-queued once the store can, then runs; the
+    /// feeder claims nothing before (a recovery re-queues every running task,
+    /// its own too).
     #[tokio::test]
     async fn a_recovery_that_failed_at_start_is_tried_again_before_any_claim() {
         let source = Arc::new(TestSource {
@@ -499,6 +501,11 @@ mod tests {
         assert!(waited.await.is_ok(), "the task left running never ran");
         let record = source.inner.get(vec!["left".to_owned()]).await.unwrap();
         assert_eq!(record[0].as_ref().map(|r| r.attempts), Some(2));
+        assert_eq!(
+            *source.claims_before_recovery.lock().unwrap(),
+            Some(0),
+            "no claim before the recovery"
+        );
         daemon.draining.cancel();
         feeder.await.unwrap();
     }
