@@ -38,14 +38,7 @@ async fn a_handler_that_finishes_despite_cancel_sends_its_result() {
 async fn cancel_for_an_unknown_task_is_ignored() {
     let mut peer = Peer::ready(common::test_worker(Gate::default()), NO_HEARTBEAT).await;
     peer.send(&ToWorker::Cancel { id: 99 }).await;
-    peer.task(1, "echo", &json!("after")).await;
-    assert_eq!(
-        peer.reply().await,
-        Reply::Result {
-            id: 1,
-            value: json!("after")
-        }
-    );
+    peer.echoes(1, "after").await;
     peer.send(&ToWorker::Shutdown { graceful: true }).await;
     assert_eq!(peer.finish().await.expect("clean stop"), Stopped::Shutdown);
 }
@@ -56,22 +49,9 @@ async fn cancel_for_an_unknown_task_is_ignored() {
 #[tokio::test]
 async fn a_message_of_an_unknown_type_is_ignored() {
     let mut peer = Peer::ready(common::test_worker(Gate::default()), NO_HEARTBEAT).await;
-    let body = rmp_serde::to_vec_named(&json!({"type": "ping", "at": 1})).expect("encode");
-    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
-    frame.extend_from_slice(&body);
-    peer.send_raw(&frame).await;
-    peer.task(1, "echo", &json!("after")).await;
-    assert_eq!(
-        peer.reply().await,
-        Reply::Result {
-            id: 1,
-            value: json!("after")
-        }
-    );
-    let body = rmp_serde::to_vec_named(&json!({"type": "cancel"})).expect("encode");
-    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
-    frame.extend_from_slice(&body);
-    peer.send_raw(&frame).await;
+    peer.send_json(&json!({"type": "ping", "at": 1})).await;
+    peer.echoes(1, "after").await;
+    peer.send_json(&json!({"type": "cancel"})).await;
     assert!(
         peer.finish().await.is_err(),
         "a cancel without an id is malformed"

@@ -185,14 +185,7 @@ async fn a_panic_becomes_an_error_and_the_worker_keeps_serving() {
     let reply = peer.reply().await;
     assert_eq!(error_of(&reply, 1), ("panic", true));
     assert!(matches!(&reply, Reply::Error { message, .. } if message.contains("boom")));
-    peer.task(2, "echo", &json!("still here")).await;
-    assert_eq!(
-        peer.reply().await,
-        Reply::Result {
-            id: 2,
-            value: json!("still here")
-        }
-    );
+    peer.echoes(2, "still here").await;
     stop(peer).await;
 }
 

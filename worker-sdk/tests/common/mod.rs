@@ -270,6 +270,30 @@ impl Peer {
         self.send_raw(&buf).await;
     }
 
+    /// Sends `message` (any JSON map) as one frame, as MessagePack.
+    pub async fn send_json(&mut self, message: &serde_json::Value) {
+        let body = rmp_serde::to_vec_named(message).expect("encode");
+        let mut frame = u32::try_from(body.len())
+            .expect("small")
+            .to_be_bytes()
+            .to_vec();
+        frame.extend_from_slice(&body);
+        self.send_raw(&frame).await;
+    }
+
+    /// Sends an `echo` task `id` of `text` and checks that it comes back: the
+    /// worker still serves.
+    pub async fn echoes(&mut self, id: u64, text: &str) {
+        self.task(id, "echo", &serde_json::json!(text)).await;
+        assert_eq!(
+            self.reply().await,
+            Reply::Result {
+                id,
+                value: serde_json::json!(text)
+            }
+        );
+    }
+
     pub async fn send_raw(&mut self, bytes: &[u8]) {
         let input = self.input.as_mut().expect("input still open");
         input.write_all(bytes).await.expect("write to worker");
