@@ -247,3 +247,19 @@ fn no_task_runs_under_an_id_an_invalid_line_answered_under() {
         assert!(message.contains("duplicate id"), "{line}");
     }
 }
+
+#[test]
+fn a_directory_on_standard_input_is_a_usage_error() {
+    let out = std::process::Command::new(common::bin())
+        .args(["run", "-w", "1"])
+        .stdin(std::fs::File::open("/").unwrap())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(out.stdout.is_empty(), "no line");
+    assert!(
+        stderr.contains("standard input: it is a directory"),
+        "{stderr}"
+    );
+}

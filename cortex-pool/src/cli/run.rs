@@ -132,12 +132,29 @@ fn worker_command(args: &RunArgs) -> Result<WorkerCommand, UsageError> {
     Ok(WorkerCommand::new(program).args(rest))
 }
 
+/// Standard input as the task source; a directory there is a usage error,
+/// as a task file that is one is.
+fn stdin_tasks() -> Result<Box<dyn AsyncRead + Unpin + Send>, UsageError> {
+    use std::os::fd::AsFd;
+    let is_dir = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .and_then(|fd| std::fs::File::from(fd).metadata())
+        .is_ok_and(|meta| meta.is_dir());
+    if is_dir {
+        return Err(UsageError(
+            "cannot read tasks from standard input: it is a directory".into(),
+        ));
+    }
+    Ok(Box::new(tokio::io::stdin()))
+}
+
 async fn open_tasks(
     path: &Option<PathBuf>,
 ) -> Result<Box<dyn AsyncRead + Unpin + Send>, UsageError> {
     match path {
-        None => Ok(Box::new(tokio::io::stdin())),
-        Some(p) if p.as_os_str() == "-" => Ok(Box::new(tokio::io::stdin())),
+        None => stdin_tasks(),
+        Some(p) if p.as_os_str() == "-" => stdin_tasks(),
         Some(p) => {
             let file = tokio::fs::File::open(p)
                 .await
