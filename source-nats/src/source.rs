@@ -262,13 +262,12 @@ impl NatsSource {
         } else {
             AckKind::Ack
         };
-        match message.ack_with(kind).await {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::debug!(error = %e, %id, "cannot ack a settled task's redelivery");
-                true
-            }
+        // Not run either way: an ack that did not arrive brings the message
+        // back, and it is looked up again.
+        if let Err(e) = message.ack_with(kind).await {
+            tracing::debug!(error = %e, %id, "cannot ack a settled task's redelivery");
         }
+        true
     }
 
     /// A message whose body is not a task: dead-lettered with an `invalid_input`

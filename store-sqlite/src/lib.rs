@@ -176,7 +176,7 @@ fn prepare_file(path: &Path) -> Result<(), OpenError> {
 
 /// Why a write needed to open the store failed: the file cannot be written
 /// (`doing`, then the reason), or it is corrupt.
-fn unwritable_or_corrupt(path: &Path, e: &rusqlite::Error, doing: String) -> OpenError {
+fn unwritable_or_corrupt(path: &Path, e: &rusqlite::Error, doing: &str) -> OpenError {
     match classify(e) {
         SourceError::Unwritable(reason) if !reason.contains("corrupt") => OpenError::File {
             path: path.to_owned(),
@@ -237,7 +237,7 @@ impl SqliteSource {
             conn.execute_batch(&format!(
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync};"
             ))
-            .map_err(|e| unwritable_or_corrupt(path, &e, String::new()))?;
+            .map_err(|e| unwritable_or_corrupt(path, &e, ""))?;
             match schema::migrate(&conn) {
                 Ok(schema::Version::Current) => {}
                 Ok(schema::Version::Newer(found)) => {
@@ -252,7 +252,7 @@ impl SqliteSource {
                 // opened to fail later.
                 Err(e) => {
                     let doing = format!("cannot bring it to schema version {SCHEMA_VERSION}: ");
-                    return Err(unwritable_or_corrupt(path, &e, doing));
+                    return Err(unwritable_or_corrupt(path, &e, &doing));
                 }
             }
         }
@@ -488,7 +488,7 @@ mod tests {
     fn a_schema_that_cannot_be_written_refuses_the_store_naming_why() {
         let path = Path::new("/var/lib/cortex/store.db");
         let full = sqlite_error(rusqlite::ffi::SQLITE_FULL);
-        let doing = "cannot bring it to schema version 4: ".to_owned();
+        let doing = "cannot bring it to schema version 4: ";
         match unwritable_or_corrupt(path, &full, doing) {
             OpenError::File { path: p, message } => {
                 assert_eq!(p, path);
@@ -501,7 +501,7 @@ mod tests {
         }
         let corrupt = sqlite_error(rusqlite::ffi::SQLITE_CORRUPT);
         assert!(matches!(
-            unwritable_or_corrupt(path, &corrupt, String::new()),
+            unwritable_or_corrupt(path, &corrupt, ""),
             OpenError::Corrupt { .. }
         ));
     }

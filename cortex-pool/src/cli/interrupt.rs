@@ -49,11 +49,7 @@ impl Signals {
 
     /// Drives the phase from the signals; the first one also starts the pool's
     /// shutdown.
-    pub(crate) fn watch(self, pool: Pool) -> (watch::Receiver<Phase>, Stopper) {
-        let Self {
-            mut interrupt,
-            mut terminate,
-        } = self;
+    pub(crate) fn watch(mut self, pool: Pool) -> (watch::Receiver<Phase>, Stopper) {
         let (tx, rx) = watch::channel(Phase::Running);
         let tx = Arc::new(tx);
         let stopper = Stopper(tx.clone());
@@ -65,10 +61,7 @@ impl Signals {
                 ),
                 (Phase::Stopping, "cancelling running tasks"),
             ] {
-                let name = tokio::select! {
-                    _ = interrupt.recv() => "SIGINT",
-                    _ = terminate.recv() => "SIGTERM",
-                };
+                let name = self.next().await;
                 // A standard error that cannot be written (a closed log pipe,
                 // a full disk) must not stop the signal from taking effect.
                 let _ = writeln!(
@@ -83,10 +76,7 @@ impl Signals {
             }
             // Keep the handlers installed: a third signal changes nothing.
             loop {
-                tokio::select! {
-                    _ = interrupt.recv() => {}
-                    _ = terminate.recv() => {}
-                }
+                self.next().await;
             }
         });
         (rx, stopper)

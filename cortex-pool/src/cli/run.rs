@@ -317,13 +317,12 @@ fn write_lines(
     let mut tally = Tally::default();
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let mut failed = None;
-    let fail = |e: std::io::Error, failed: &mut Option<std::io::Error>| {
-        if failed.is_none() {
-            stopper.stop();
-            *failed = Some(e);
-        }
+    // Called on the first failed write only (nothing is written after it).
+    let fail = |e: std::io::Error| {
+        stopper.stop();
+        Some(e)
     };
+    let mut failed = None;
     while let Some(batch) = lines.blocking_recv() {
         for line in batch {
             tally.add(line.status, line.duration_ms);
@@ -335,19 +334,19 @@ fn write_lines(
                 .write_all(&line.json)
                 .and_then(|()| out.write_all(b"\n"))
             {
-                fail(e, &mut failed);
+                failed = fail(e);
             }
         }
         if lines.is_empty() && failed.is_none() {
             if let Err(e) = out.flush() {
-                fail(e, &mut failed);
+                failed = fail(e);
             }
             progress.after_flush(tally.total(), submitted.load(Relaxed));
         }
     }
     if failed.is_none() {
         if let Err(e) = out.flush() {
-            fail(e, &mut failed);
+            failed = fail(e);
         }
     }
     progress.finish();

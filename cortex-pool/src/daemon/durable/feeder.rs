@@ -130,6 +130,9 @@ pub(crate) async fn run(daemon: Arc<Daemon>, recovered: bool) {
         }
         tokio::select! {
             _ = done.recv_many(&mut outcomes, OUTCOMES_AT_ONCE), if !running.is_empty() => {
+                // Asked once a batch (a broker's answer may be a copy of its
+                // server's description), not once a task.
+                let max_line = daemon.source.max_line_bytes();
                 for outcome in outcomes.drain(..) {
                     let id = match &outcome {
                         Ok(out) => out.id,
@@ -138,7 +141,8 @@ pub(crate) async fn run(daemon: Arc<Daemon>, recovered: bool) {
                     // Each accepted task's outcome arrives once.
                     if let Some((claimed, started)) = running.remove(&id) {
                         let ran = Ran::Done(outcome);
-                        unsaved.push(settlement(&daemon, Attempt { claimed, started, ran }));
+                        let attempt = Attempt { claimed, started, ran };
+                        unsaved.push(settlement(&daemon, attempt, max_line));
                     }
                 }
             }
@@ -174,14 +178,13 @@ async fn start(
             }
             Err(_) => {
                 let ran = Ran::NotTaken;
-                unsaved.push(settlement(
-                    daemon,
-                    Attempt {
-                        claimed,
-                        started,
-                        ran,
-                    },
-                ));
+                // Interrupted: no line to fit.
+                let attempt = Attempt {
+                    claimed,
+                    started,
+                    ran,
+                };
+                unsaved.push(settlement(daemon, attempt, None));
             }
         }
     }
@@ -226,8 +229,10 @@ fn msgpack(json: &str) -> Vec<u8> {
     out
 }
 
-/// The settlement of one attempt.
-fn settlement(daemon: &Daemon, a: Attempt) -> Settlement {
+/// The settlement of one attempt; a line longer than `max_line` (the
+/// source's [`max_line_bytes`](task_source::TaskSource::max_line_bytes)) is
+/// replaced as [`fitted`] says.
+fn settlement(daemon: &Daemon, a: Attempt, max_line: Option<usize>) -> Settlement {
     let id = a.claimed.task.id.clone();
     let attempt = a.claimed.attempt;
     let elapsed = a.started.elapsed();
@@ -277,7 +282,7 @@ fn settlement(daemon: &Daemon, a: Attempt) -> Settlement {
             }
         },
     };
-    let outcome = fitted(daemon.source.max_line_bytes(), &id, attempt, ms, outcome);
+    let outcome = fitted(max_line, &id, attempt, ms, outcome);
     Settlement {
         id,
         attempt,
