@@ -130,8 +130,8 @@ mod tests {
         crate::schema::migrate(&conn).unwrap();
         let ids: Vec<String> = (0..8).map(|i| format!("t{i}")).collect();
         let tasks: Vec<_> = ids.iter().map(|id| new_task(id)).collect();
-        ops::accept(&conn, &tasks, 1).unwrap();
-        ops::accept(&conn, &tasks[..2], 1).unwrap();
+        ops::accept(&conn, &tasks, 1, None).unwrap();
+        ops::accept(&conn, &tasks[..2], 1, None).unwrap();
         assert_counts_true(&conn, "accept, twice for two ids");
         ops::claim(&conn, 6, 1).unwrap();
         assert_counts_true(&conn, "claim");
@@ -176,7 +176,7 @@ mod tests {
         assert_counts_true(&conn, "purge");
         assert_eq!(ops::prune(&conn, 3, None, ops::PRUNE_STEP).unwrap(), 3);
         assert_counts_true(&conn, "prune by age");
-        ops::accept(&conn, &[new_task("late")], 10).unwrap();
+        ops::accept(&conn, &[new_task("late")], 10, None).unwrap();
         ops::claim(&conn, 8, 10).unwrap();
         let all: Vec<_> = ["t4", "t5", "t6", "t7", "late"]
             .iter()
@@ -211,7 +211,7 @@ mod tests {
         crate::schema::migrate(&conn).unwrap();
         let ids: Vec<String> = (0..7).map(|i| format!("p{i}")).collect();
         let tasks: Vec<_> = ids.iter().map(|id| new_task(id)).collect();
-        ops::accept(&conn, &tasks, 1).unwrap();
+        ops::accept(&conn, &tasks, 1, None).unwrap();
         ops::claim(&conn, 7, 1).unwrap();
         let all: Vec<_> = ids
             .iter()

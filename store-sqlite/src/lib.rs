@@ -383,7 +383,18 @@ impl TaskSource for SqliteSource {
     async fn accept(&self, tasks: Vec<NewTask>) -> Result<Vec<Admission>, SourceError> {
         let now = now_ms();
         // A store that failed earlier may write again (space freed): always try.
-        self.write(move |c| ops::accept(c, &tasks, now)).await
+        self.write(move |c| ops::accept(c, &tasks, now, None)).await
+    }
+
+    /// Counts and stores in one transaction: never past `max_unsettled`.
+    async fn accept_within(
+        &self,
+        tasks: Vec<NewTask>,
+        max_unsettled: u64,
+    ) -> Result<Vec<Admission>, SourceError> {
+        let now = now_ms();
+        self.write(move |c| ops::accept(c, &tasks, now, Some(max_unsettled)))
+            .await
     }
 
     async fn claim(&self, max: usize, now_ms: u64) -> Result<Vec<Claimed>, SourceError> {

@@ -70,11 +70,19 @@ fn record(row: &Row<'_>) -> rusqlite::Result<TaskRecord> {
     })
 }
 
+/// Stores `tasks` while fewer than `max_unsettled` wait or run, counted in
+/// the same transaction as the inserts (the writer's one connection), so no
+/// two admissions pass the limit together; `None`: no limit.
 pub(crate) fn accept(
     conn: &Connection,
     tasks: &[NewTask],
     now: u64,
+    max_unsettled: Option<u64>,
 ) -> rusqlite::Result<Vec<Admission>> {
+    let mut unsettled_now = match max_unsettled {
+        Some(_) => unsettled(conn)?,
+        None => 0,
+    };
     let mut insert = conn.prepare_cached(
         "INSERT INTO tasks (id, type, payload, priority, timeout_ms, state, created_ms, updated_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?6) ON CONFLICT (id) DO NOTHING",
@@ -83,23 +91,33 @@ pub(crate) fn accept(
     let mut out = Vec::with_capacity(tasks.len());
     let mut delta = StateDelta::default();
     for t in tasks {
-        let n = insert.execute(params![
-            t.id,
-            t.task_type,
-            t.payload,
-            t.priority,
-            t.timeout_ms,
-            now
-        ])?;
+        let full = max_unsettled.filter(|max| unsettled_now >= *max);
+        let n = match full {
+            Some(_) => 0,
+            None => insert.execute(params![
+                t.id,
+                t.task_type,
+                t.payload,
+                t.priority,
+                t.timeout_ms,
+                now
+            ])?,
+        };
         if n == 1 {
             delta.add(TaskState::Queued, 1);
+            unsettled_now += 1;
             out.push(Admission::Accepted);
-        } else {
-            let state: String = known.query_row([&t.id], |r| r.get(0))?;
-            out.push(Admission::Known(
-                TaskState::parse(&state).unwrap_or(TaskState::Failed),
-            ));
+            continue;
         }
+        let state: Option<String> = known.query_row([&t.id], |r| r.get(0)).optional()?;
+        out.push(match (state, full) {
+            (Some(state), _) => {
+                Admission::Known(TaskState::parse(&state).unwrap_or(TaskState::Failed))
+            }
+            (None, Some(max)) => Admission::queue_full(unsettled_now, max),
+            // Not inserted, yet not there: only a bug does that.
+            (None, None) => return Err(rusqlite::Error::QueryReturnedNoRows),
+        });
     }
     delta.apply(conn)?;
     Ok(out)

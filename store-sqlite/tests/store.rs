@@ -247,3 +247,60 @@ fn a_prune_larger_than_one_step_removes_every_task_due() {
         assert_eq!(s.stats().await.unwrap().rows["ok"], 0);
     });
 }
+
+/// Admissions made at the same time never pass the limit together: the count
+/// and the inserts are one transaction. Each of 8 callers offers 10 new tasks
+/// with room for 25; exactly 25 are stored, the others refused `queue_full`,
+/// and an id already stored is answered with its state, not refused.
+#[test]
+fn admissions_at_the_same_time_never_pass_the_limit() {
+    let dir = Dir::new("within");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let s = std::sync::Arc::new(SqliteSource::open(&dir.db(), Durability::Fsync).unwrap());
+        let callers: Vec<_> = (0..8)
+            .map(|c| {
+                let s = std::sync::Arc::clone(&s);
+                tokio::spawn(async move {
+                    let tasks = (0..10).map(|i| task(&format!("c{c}-{i}"))).collect();
+                    s.accept_within(tasks, 25).await.unwrap()
+                })
+            })
+            .collect();
+        let mut admissions = Vec::new();
+        let mut stored = None;
+        for (c, caller) in callers.into_iter().enumerate() {
+            let answered = caller.await.unwrap();
+            if answered[0] == Admission::Accepted {
+                stored = Some(format!("c{c}-0"));
+            }
+            admissions.extend(answered);
+        }
+        let accepted = admissions
+            .iter()
+            .filter(|a| **a == Admission::Accepted)
+            .count();
+        assert_eq!(accepted, 25, "{admissions:?}");
+        assert!(admissions.iter().all(|a| match a {
+            Admission::Accepted => true,
+            Admission::Refused(why) => why.starts_with("queue_full: 25 tasks"),
+            Admission::Known(_) => false,
+        }));
+        assert_eq!(s.unsettled().await.unwrap(), 25);
+        let again = s
+            .accept_within(vec![task(&stored.unwrap()), task("new")], 25)
+            .await
+            .unwrap();
+        assert_eq!(
+            again,
+            vec![
+                Admission::Known(TaskState::Queued),
+                Admission::queue_full(25, 25)
+            ]
+        );
+    });
+}

@@ -150,12 +150,25 @@ impl Inner {
 #[async_trait]
 impl TaskSource for MemorySource {
     async fn accept(&self, tasks: Vec<NewTask>) -> Result<Vec<Admission>, SourceError> {
+        self.accept_within(tasks, u64::MAX).await
+    }
+
+    /// Counts and stores under one lock: never past `max_unsettled`.
+    async fn accept_within(
+        &self,
+        tasks: Vec<NewTask>,
+        max_unsettled: u64,
+    ) -> Result<Vec<Admission>, SourceError> {
         let mut inner = self.lock();
         let now = now_ms();
         let mut out = Vec::with_capacity(tasks.len());
         for task in tasks {
             if let Some((_, known)) = inner.get(&task.id) {
                 out.push(Admission::Known(known.state));
+                continue;
+            }
+            if inner.unsettled >= max_unsettled {
+                out.push(Admission::queue_full(inner.unsettled, max_unsettled));
                 continue;
             }
             let seq = inner.next_seq();
@@ -411,6 +424,50 @@ mod tests {
             priority: 10,
             timeout_ms: None,
         }
+    }
+
+    /// Past the limit a new task is refused `queue_full` and a known id is
+    /// answered with its state; a settled task frees its room.
+    #[tokio::test]
+    async fn accept_within_stops_at_the_limit_and_still_answers_known_ids() {
+        let source = MemorySource::new();
+        let first = source
+            .accept_within(vec![task("a"), task("b"), task("c")], 2)
+            .await
+            .unwrap();
+        assert_eq!(
+            first,
+            vec![
+                Admission::Accepted,
+                Admission::Accepted,
+                Admission::queue_full(2, 2)
+            ]
+        );
+        let claimed = source.claim(1, 0).await.unwrap();
+        source
+            .settle(vec![Settlement {
+                id: claimed[0].task.id.clone(),
+                attempt: 1,
+                outcome: Outcome::Settled {
+                    state: TaskState::Ok,
+                    line: "{}".to_owned(),
+                    error: None,
+                },
+            }])
+            .await
+            .unwrap();
+        let second = source
+            .accept_within(vec![task("b"), task("c"), task("d")], 2)
+            .await
+            .unwrap();
+        assert_eq!(
+            second,
+            vec![
+                Admission::Known(TaskState::Queued),
+                Admission::Accepted,
+                Admission::queue_full(2, 2)
+            ]
+        );
     }
 
     #[tokio::test]

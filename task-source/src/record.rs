@@ -92,6 +92,19 @@ pub enum Admission {
     Refused(String),
 }
 
+impl Admission {
+    /// The refusal of a new task while `unsettled` tasks wait or run and the
+    /// daemon's `max_queue_len` is `max`: the reason starts with `queue_full`.
+    pub fn queue_full(unsettled: u64, max: u64) -> Self {
+        Self::Refused(queue_full_reason(unsettled, max))
+    }
+}
+
+/// The reason of [`Admission::queue_full`].
+pub(crate) fn queue_full_reason(unsettled: u64, max: u64) -> String {
+    format!("queue_full: {unsettled} tasks are waiting or running (max_queue_len {max})")
+}
+
 /// A task handed out by [`claim`](crate::TaskSource::claim): its attempt has started.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claimed {

@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 
 use crate::record::{
-    Admission, Claimed, Filter, NewTask, Settlement, SourceError, SourceStats, TaskRecord,
-    TaskStatus,
+    queue_full_reason, Admission, Claimed, Filter, NewTask, Settlement, SourceError, SourceStats,
+    TaskRecord, TaskStatus,
 };
 
 /// What [`TaskSource::requeue_dead`] did with one id.
@@ -41,6 +41,59 @@ pub trait TaskSource: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// When nothing could be stored (the whole batch is refused).
     async fn accept(&self, tasks: Vec<NewTask>) -> Result<Vec<Admission>, SourceError>;
+
+    /// Stores new tasks as [`accept`](Self::accept) does while fewer than
+    /// `max_unsettled` tasks wait or run: a new task past that is refused
+    /// ([`Admission::queue_full`]); a known id is answered with its state
+    /// either way.
+    ///
+    /// This default counts ([`unsettled`](Self::unsettled)) and then stores,
+    /// two steps, so calls made at the same time may together pass the limit
+    /// by up to their own sizes. A source that counts and stores in one step
+    /// (one transaction, one lock) overrides it and never passes it.
+    ///
+    /// # Errors
+    /// When the source cannot be counted, or nothing could be stored.
+    async fn accept_within(
+        &self,
+        mut tasks: Vec<NewTask>,
+        max_unsettled: u64,
+    ) -> Result<Vec<Admission>, SourceError> {
+        let unsettled = self.unsettled().await?;
+        let room = usize::try_from(max_unsettled.saturating_sub(unsettled)).unwrap_or(usize::MAX);
+        let over: Vec<String> = tasks
+            .split_off(room.min(tasks.len()))
+            .into_iter()
+            .map(|t| t.id)
+            .collect();
+        let mut admissions = if tasks.is_empty() {
+            Vec::new()
+        } else {
+            self.accept(tasks).await?
+        };
+        if over.is_empty() {
+            return Ok(admissions);
+        }
+        // Known ids are still answered with their state; new ones are refused.
+        let (known, unknown_why) = match self.status(over.clone()).await {
+            Ok(known) => (known, String::new()),
+            // Refused all the same, saying that an id may be held already.
+            Err(e) => (
+                Vec::new(),
+                format!("; the store could not say whether it holds this id already ({e})"),
+            ),
+        };
+        for i in 0..over.len() {
+            admissions.push(match known.get(i).and_then(Option::as_ref) {
+                Some(r) => Admission::Known(r.state),
+                None => Admission::Refused(format!(
+                    "{}{unknown_why}",
+                    queue_full_reason(unsettled, max_unsettled)
+                )),
+            });
+        }
+        Ok(admissions)
+    }
 
     /// Hands out up to `max` ready tasks (queued, or retrying and due by
     /// `now_ms`), highest priority then oldest first, and records each one's

@@ -63,8 +63,9 @@ pub(crate) async fn submit(
 
 /// Stores the tasks, refusing them with the reason when the pool stopped
 /// working, the store cannot take them or the queue is full (`max_queue_len`
-/// unsettled tasks).
-async fn admit(daemon: &Daemon, mut tasks: Vec<NewTask>) -> Vec<Admission> {
+/// unsettled tasks, counted by the source as it stores:
+/// [`TaskSource::accept_within`](task_source::TaskSource::accept_within)).
+async fn admit(daemon: &Daemon, tasks: Vec<NewTask>) -> Vec<Admission> {
     if tasks.is_empty() {
         return Vec::new();
     }
@@ -76,45 +77,10 @@ async fn admit(daemon: &Daemon, mut tasks: Vec<NewTask>) -> Vec<Admission> {
         ));
     }
     let max = daemon.setting(|s| s.pool.max_queue_len) as u64;
-    let unsettled = match daemon.source.unsettled().await {
-        Ok(n) => n,
-        Err(e) => return refuse_all(e.to_string()),
-    };
-    let room = max.saturating_sub(unsettled) as usize;
-    let over_ids: Vec<String> = tasks
-        .split_off(room.min(all))
-        .into_iter()
-        .map(|t| t.id)
-        .collect();
-    let mut admissions = if tasks.is_empty() {
-        Vec::new()
-    } else {
-        match daemon.source.accept(tasks).await {
-            Ok(a) => a,
-            Err(e) => return refuse_all(e.to_string()),
-        }
-    };
-    if !over_ids.is_empty() {
-        // Known ids are still answered with their state; new ones are refused.
-        let over = over_ids.len();
-        let full =
-            format!("queue_full: {unsettled} tasks are waiting or running (max_queue_len {max})");
-        let (known, unknown_why) = match daemon.source.status(over_ids).await {
-            Ok(known) => (known, String::new()),
-            // Refused all the same, saying that an id may be held already.
-            Err(e) => (
-                Vec::new(),
-                format!("; the store could not say whether it holds this id already ({e})"),
-            ),
-        };
-        for i in 0..over {
-            admissions.push(match known.get(i).and_then(Option::as_ref) {
-                Some(r) => Admission::Known(r.state),
-                None => Admission::Refused(format!("{full}{unknown_why}")),
-            });
-        }
+    match daemon.source.accept_within(tasks, max).await {
+        Ok(admissions) => admissions,
+        Err(e) => refuse_all(e.to_string()),
     }
-    admissions
 }
 
 /// One line per id (in order for `result`; as they settle for `wait`), then
