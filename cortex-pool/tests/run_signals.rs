@@ -245,6 +245,10 @@ fn a_second_signal_stops_within_a_second_and_cancels_what_runs() {
             (Some("failed"), Some("cancelled")),
             "{l}"
         );
+        // Where it ran, as the pool knows it (the frozen worker never
+        // answered: the pool settled its task once it was killed and reaped).
+        assert_eq!(l["attempts"], 1, "{l}");
+        assert!(l["worker"].as_str().is_some_and(|w| !w.is_empty()), "{l}");
     }
     assert_eq!(line(&lines, "queued")["error"]["kind"], "shutting_down");
     assert!(stderr.contains("0 ok, 3 failed"), "the summary: {stderr}");

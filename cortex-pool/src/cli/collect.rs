@@ -14,6 +14,10 @@ use super::output::{self, Line};
 /// How long a task cancelled by a second signal may take to settle.
 const CANCEL_WAIT: Duration = Duration::from_millis(300);
 
+/// How long, after [`CANCEL_WAIT`], the pool may take to kill the workers that
+/// did not answer and settle their tasks (a kill and a reap: milliseconds).
+const KILL_WAIT: Duration = Duration::from_millis(700);
+
 /// The most finished lines handed to the writer at once: lines that are ready
 /// together travel together, so the writer's thread wakes once for them.
 pub(crate) const LINE_BATCH: usize = 256;
@@ -113,9 +117,11 @@ fn line_of(id: &str, since: Instant, outcome: Completion) -> Line {
 /// the feeder is finished and every task has its line.
 ///
 /// After a second signal each waiting task (and each one still arriving) is
-/// cancelled and given [`CANCEL_WAIT`] to settle; each of the others gets a
-/// `cancelled` line without waiting further (its worker does not answer; it is
-/// killed as `run` exits).
+/// cancelled and given [`CANCEL_WAIT`] to settle. Then the pool kills every
+/// worker ([`Pool::shutdown_now`]) and settles each task left once its worker
+/// is reaped: cancelled, with its attempts and worker, as the pool knows them.
+/// A task still without its outcome after [`KILL_WAIT`] gets a `cancelled`
+/// line without them.
 pub(crate) async fn collect(
     pool: Pool,
     done: Completions,
@@ -137,7 +143,11 @@ pub(crate) async fn collect(
     for task in stage.book.waiting.keys() {
         stage.pool.cancel(*task);
     }
-    stage.run_until(tokio::time::sleep(CANCEL_WAIT), true).await;
+    if stage.run_until(tokio::time::sleep(CANCEL_WAIT), true).await {
+        let pool = stage.pool.clone();
+        tokio::spawn(async move { pool.shutdown_now().await });
+        stage.run_until(tokio::time::sleep(KILL_WAIT), true).await;
+    }
     stage.abandon_the_rest().await;
 }
 
@@ -188,7 +198,8 @@ impl Stage {
     }
 
     /// A `cancelled` line for every task still waiting and every one the feeder
-    /// still hands over (each cancelled), without waiting for their outcomes.
+    /// still hands over (each cancelled), without waiting for their outcomes
+    /// (attempts and worker unknown).
     async fn abandon_the_rest(mut self) {
         let mut abandoned: Vec<Line> = self
             .book
