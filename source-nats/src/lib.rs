@@ -37,6 +37,7 @@ mod config;
 mod connect;
 pub mod message;
 mod records;
+mod scan;
 mod source;
 mod stats;
 #[cfg(feature = "test-server")]

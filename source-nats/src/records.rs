@@ -1,9 +1,9 @@
 //! Turning what the queue holds (result lines, dead letters) into
 //! [`TaskRecord`]s.
 
-use async_nats::jetstream::message::StreamMessage;
+use async_nats::jetstream::Message;
 use serde_json::Value;
-use task_source::{ErrorInfo, NewTask, TaskRecord, TaskState};
+use task_source::{ErrorInfo, NewTask, SourceError, TaskRecord, TaskState};
 
 use crate::message::{Body, HEADER_ATTEMPTS, HEADER_ERROR, HEADER_ERROR_KIND, HEADER_ID};
 
@@ -67,16 +67,20 @@ pub(crate) fn is_task(record: &TaskRecord) -> bool {
     !record.task.task_type.is_empty()
 }
 
-/// The dead letter stored in `message`.
-pub(crate) fn dead_letter(message: &StreamMessage) -> DeadLetter {
+/// The dead letter stored in `message` (read from the dead-letter stream).
+pub(crate) fn dead_letter(message: &Message) -> Result<DeadLetter, SourceError> {
+    let info = message
+        .info()
+        .map_err(|e| SourceError::Backend(format!("a dead letter without its stream info: {e}")))?;
     let header = |name: &str| {
         message
             .headers
-            .get(name)
+            .as_ref()
+            .and_then(|h| h.get(name))
             .map(|v| v.as_str().to_owned())
             .unwrap_or_default()
     };
-    let at_ms = (message.time.unix_timestamp_nanos() / 1_000_000).max(0) as u64;
+    let at_ms = (info.published.unix_timestamp_nanos() / 1_000_000).max(0) as u64;
     let task = match serde_json::from_slice::<Body>(&message.payload) {
         Ok(body) => body.into_task(),
         Err(_) => NewTask {
@@ -87,8 +91,8 @@ pub(crate) fn dead_letter(message: &StreamMessage) -> DeadLetter {
             timeout_ms: None,
         },
     };
-    DeadLetter {
-        sequence: message.sequence,
+    Ok(DeadLetter {
+        sequence: info.stream_sequence,
         record: TaskRecord {
             task,
             state: TaskState::DeadLetter,
@@ -103,5 +107,5 @@ pub(crate) fn dead_letter(message: &StreamMessage) -> DeadLetter {
             due_ms: 0,
             history: Vec::new(),
         },
-    }
+    })
 }

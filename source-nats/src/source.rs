@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use async_nats::connection::State;
 use async_nats::header::{HeaderMap, NATS_MESSAGE_ID};
+use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::message::AckKind;
-use async_nats::jetstream::stream::RawMessageErrorKind;
 use async_nats::jetstream::Message;
 use async_trait::async_trait;
 use futures_util::future::join_all;
@@ -24,6 +24,7 @@ use crate::message::{
     result_key, subject, Band, Body, HEADER_ATTEMPTS, HEADER_ERROR, HEADER_ERROR_KIND, HEADER_ID,
 };
 use crate::records::{dead_letter, from_line, DeadLetter};
+use crate::scan::{self, KV_OPERATION};
 use crate::stats::{Counters, QueueStats};
 use crate::NatsError;
 
@@ -60,7 +61,7 @@ impl std::fmt::Debug for NatsSource {
     }
 }
 
-fn backend(e: impl std::fmt::Display) -> SourceError {
+pub(crate) fn backend(e: impl std::fmt::Display) -> SourceError {
     SourceError::Backend(e.to_string())
 }
 
@@ -145,24 +146,10 @@ impl NatsSource {
         Ok(stats)
     }
 
-    /// Every dead letter, oldest first.
+    /// Every dead letter, oldest first, read through one ordered consumer.
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>, SourceError> {
-        let mut dlq = self.inner.queue.dlq.clone();
-        let state = dlq.info().await.map_err(backend)?.state.clone();
-        let mut out = Vec::new();
-        if state.messages == 0 {
-            return Ok(out);
-        }
-        for seq in state.first_sequence..=state.last_sequence {
-            match dlq.get_raw_message(seq).await {
-                Ok(message) => out.push(dead_letter(&message)),
-                // A hole: the letter was requeued.
-                Err(e) if e.kind() == RawMessageErrorKind::NoMessageFound => {}
-                // Not skipped: a purge would remove a letter it never named.
-                Err(e) => return Err(backend(e)),
-            }
-        }
-        Ok(out)
+        let letters = scan::held(&self.inner.queue.dlq, String::new(), DeliverPolicy::All).await?;
+        letters.iter().map(dead_letter).collect()
     }
 
     /// Publishes `task` on its band's subject under the message id `msg_id`;
@@ -578,21 +565,39 @@ impl TaskSource for NatsSource {
             dead.truncate(limit);
             return Ok(dead);
         }
-        let mut keys = self.inner.queue.results.keys().await.map_err(backend)?;
+        // The last value of each key, in one flow of messages.
+        let results = &self.inner.queue.results;
+        let lines = scan::held(
+            &results.stream,
+            format!("{}>", results.prefix),
+            DeliverPolicy::LastPerSubject,
+        )
+        .await?;
         let mut out = Vec::new();
-        while let Some(key) = keys.next().await {
-            let key = key.map_err(backend)?;
-            if let Ok(Some(entry)) = self.inner.queue.results.entry(key.clone()).await {
-                let at_ms = (entry.created.unix_timestamp_nanos() / 1_000_000).max(0) as u64;
-                let line = String::from_utf8_lossy(&entry.value);
-                let id = serde_json::from_str::<serde_json::Value>(&line)
-                    .ok()
-                    .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_owned))
-                    .unwrap_or(key);
-                let record = from_line(&id, &line, at_ms);
-                if filter.state.is_none_or(|s| s == record.state) && type_ok(&record) {
-                    out.push(record);
-                }
+        for message in &lines {
+            // A key deleted (a requeued letter's line) or purged.
+            if message
+                .headers
+                .as_ref()
+                .is_some_and(|h| h.get(KV_OPERATION).is_some())
+            {
+                continue;
+            }
+            let at_ms = message.info().map_or(0, |i| {
+                (i.published.unix_timestamp_nanos() / 1_000_000).max(0) as u64
+            });
+            let line = String::from_utf8_lossy(&message.payload);
+            let key = message
+                .subject
+                .strip_prefix(results.prefix.as_str())
+                .unwrap_or(&message.subject);
+            let id = serde_json::from_str::<serde_json::Value>(&line)
+                .ok()
+                .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_owned))
+                .unwrap_or_else(|| key.to_owned());
+            let record = from_line(&id, &line, at_ms);
+            if filter.state.is_none_or(|s| s == record.state) && type_ok(&record) {
+                out.push(record);
             }
         }
         out.sort_by_key(|r| std::cmp::Reverse(r.updated_ms));

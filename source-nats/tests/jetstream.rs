@@ -474,3 +474,92 @@ async fn a_letter_that_was_no_task_is_kept_by_a_retry() {
     assert_eq!(kept.len(), 1, "the letter stays");
     assert_eq!(kept[0].task.payload, "hello, not json");
 }
+
+/// Listings past one fetch of the ordered consumer (500 messages) and around
+/// holes: 1 200 tasks settle, half ok and half dead-lettered, and every third
+/// letter is requeued (its message deleted from the dead-letter stream, its
+/// line from the bucket). The dead-letter listing is exactly the letters
+/// left, each once, newest first; the full listing every line left; a purge names each
+/// letter left once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_read_every_message_past_one_fetch_and_around_holes() {
+    const N: usize = 1_200;
+    let server = NatsServer::start();
+    let source = NatsSource::connect(config(&server, 30_000)).await.unwrap();
+    let tasks: Vec<NewTask> = (0..N).map(|i| task(&format!("t{i:04}"), 50)).collect();
+    source.accept(tasks).await.unwrap();
+    let mut settled = 0;
+    while settled < N {
+        let claimed = claim_n(&source, 100.min(N - settled)).await;
+        assert!(!claimed.is_empty(), "claims stopped after {settled}");
+        let settlements = claimed
+            .iter()
+            .map(|c| {
+                let id = c.task.id.clone();
+                let n: usize = id[1..].parse().unwrap();
+                if n % 2 == 0 {
+                    ok(&id, c.attempt)
+                } else {
+                    Settlement {
+                        outcome: Outcome::Settled {
+                            state: TaskState::DeadLetter,
+                            line: format!(
+                                r#"{{"id":"{id}","status":"dead_letter","attempts":{}}}"#,
+                                c.attempt
+                            ),
+                            error: Some(ErrorInfo {
+                                kind: "handler".into(),
+                                message: "boom".into(),
+                            }),
+                        },
+                        id,
+                        attempt: c.attempt,
+                    }
+                }
+            })
+            .collect::<Vec<_>>();
+        settled += settlements.len();
+        source.settle(settlements).await.unwrap();
+    }
+    let requeue: Vec<String> = (0..N)
+        .filter(|n| n % 2 == 1 && n % 3 == 0)
+        .map(|n| format!("t{n:04}"))
+        .collect();
+    let requeued = source.requeue_dead(Some(requeue.clone())).await.unwrap();
+    assert!(requeued.iter().all(|(_, r)| *r == Requeue::Requeued));
+    let left: Vec<String> = (0..N)
+        .filter(|n| n % 2 == 1 && n % 3 != 0)
+        .map(|n| format!("t{n:04}"))
+        .collect();
+    let dead = source
+        .list(Filter {
+            state: Some(TaskState::DeadLetter),
+            ..Filter::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        dead.windows(2).all(|w| w[0].updated_ms >= w[1].updated_ms),
+        "newest first"
+    );
+    let mut listed: Vec<String> = dead.iter().map(|r| r.task.id.clone()).collect();
+    listed.sort();
+    assert_eq!(listed, left, "the letters left, each once");
+    let all = source.list(Filter::default()).await.unwrap();
+    let oks = all.iter().filter(|r| r.state == TaskState::Ok).count();
+    let lettered = all
+        .iter()
+        .filter(|r| r.state == TaskState::DeadLetter)
+        .count();
+    assert_eq!(
+        (oks, lettered, all.len()),
+        (N / 2, left.len(), N / 2 + left.len())
+    );
+    assert!(
+        all.iter().all(|r| !requeue.contains(&r.task.id)),
+        "a requeued task's line was listed"
+    );
+    let mut purged = source.purge_dead().await.unwrap();
+    purged.sort();
+    assert_eq!(purged, left);
+}
