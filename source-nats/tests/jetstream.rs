@@ -39,6 +39,25 @@ fn ok(id: &str, attempt: u32) -> Settlement {
     }
 }
 
+/// A dead-lettering settlement of `id`'s attempt `attempt` (a handler's
+/// "boom").
+fn dead(id: &str, attempt: u32) -> Settlement {
+    Settlement {
+        id: id.into(),
+        attempt,
+        outcome: Outcome::Settled {
+            state: TaskState::DeadLetter,
+            line: format!(
+                r#"{{"id":"{id}","status":"dead_letter","error":{{"kind":"handler","message":"boom"}},"attempts":{attempt}}}"#
+            ),
+            error: Some(ErrorInfo {
+                kind: "handler".into(),
+                message: "boom".into(),
+            }),
+        },
+    }
+}
+
 /// Claims until `n` tasks came back or 10 s passed.
 async fn claim_n(source: &NatsSource, n: usize) -> Vec<task_source::Claimed> {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -158,18 +177,7 @@ async fn dead_letters_go_to_the_dlq_stream_and_come_back_by_id() {
     source.accept(vec![task("d", 50)]).await.unwrap();
     let claimed = claim_n(&source, 1).await;
     source
-        .settle(vec![Settlement {
-            id: "d".into(),
-            attempt: claimed[0].attempt,
-            outcome: Outcome::Settled {
-                state: TaskState::DeadLetter,
-                line: r#"{"id":"d","status":"dead_letter","error":{"kind":"handler","message":"boom"},"attempts":1}"#.into(),
-                error: Some(ErrorInfo {
-                    kind: "handler".into(),
-                    message: "boom".into(),
-                }),
-            },
-        }])
+        .settle(vec![dead("d", claimed[0].attempt)])
         .await
         .unwrap();
     let dead = source
@@ -318,18 +326,6 @@ async fn the_longest_line_the_source_takes_is_stored() {
 async fn a_purge_removes_the_letters_and_keeps_their_lines() {
     let server = NatsServer::start();
     let source = NatsSource::connect(config(&server, 5_000)).await.unwrap();
-    let dead = |id: &str, attempt: u32| Settlement {
-        id: id.into(),
-        attempt,
-        outcome: Outcome::Settled {
-            state: TaskState::DeadLetter,
-            line: format!(r#"{{"id":"{id}","status":"dead_letter","attempts":{attempt}}}"#),
-            error: Some(ErrorInfo {
-                kind: "handler".into(),
-                message: "boom".into(),
-            }),
-        },
-    };
     source
         .accept(vec![task("p", 50), task("q", 50)])
         .await
@@ -500,21 +496,7 @@ async fn listings_read_every_message_past_one_fetch_and_around_holes() {
                 if n % 2 == 0 {
                     ok(&id, c.attempt)
                 } else {
-                    Settlement {
-                        outcome: Outcome::Settled {
-                            state: TaskState::DeadLetter,
-                            line: format!(
-                                r#"{{"id":"{id}","status":"dead_letter","attempts":{}}}"#,
-                                c.attempt
-                            ),
-                            error: Some(ErrorInfo {
-                                kind: "handler".into(),
-                                message: "boom".into(),
-                            }),
-                        },
-                        id,
-                        attempt: c.attempt,
-                    }
+                    dead(&id, c.attempt)
                 }
             })
             .collect::<Vec<_>>();
