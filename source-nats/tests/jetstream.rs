@@ -545,3 +545,46 @@ async fn listings_read_every_message_past_one_fetch_and_around_holes() {
     purged.sort();
     assert_eq!(purged, left);
 }
+
+/// Sets the largest message the stream `name` takes (`-1`: no limit), as an
+/// operator would: the server then refuses what is larger.
+async fn limit_messages(server: &NatsServer, name: &str, max: i32) {
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js.get_stream(name).await.unwrap();
+    let mut config = stream.info().await.unwrap().config.clone();
+    config.max_message_size = max;
+    js.update_stream(config).await.unwrap();
+}
+
+/// A dead-lettering settlement whose result line could not be stored (the
+/// bucket refused it after the letter was published) is tried again, and the
+/// second try letters the task once more under the same message id: the
+/// stream drops the repeat, and one letter is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_settled_again_after_a_failed_put_is_kept_once() {
+    let server = NatsServer::start();
+    let config = config(&server, 30_000);
+    let bucket_stream = format!("KV_{}", config.results_bucket);
+    let source = NatsSource::connect(config).await.unwrap();
+    source.accept(vec![task("x", 50)]).await.unwrap();
+    let claimed = claim_n(&source, 1).await;
+    limit_messages(&server, &bucket_stream, 8).await;
+    let refused = source.settle(vec![dead("x", claimed[0].attempt)]).await;
+    assert!(refused.is_err(), "the bucket took a line past its limit");
+    limit_messages(&server, &bucket_stream, -1).await;
+    source
+        .settle(vec![dead("x", claimed[0].attempt)])
+        .await
+        .unwrap();
+    let letters = source
+        .list(Filter {
+            state: Some(TaskState::DeadLetter),
+            ..Filter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].task.id, "x");
+    assert_eq!(source.queue_stats().await.unwrap().dead_letters, 1);
+}
