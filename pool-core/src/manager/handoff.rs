@@ -160,7 +160,9 @@ impl Desk {
     }
 
     /// Hands tasks from the head of the queue to workers with a free run slot,
-    /// as the policy picks them, as the actor's dispatch would. `true` when
+    /// as the policy picks them, as the actor's dispatch would, their
+    /// attempts started at `now` (the caller's reading of the clock as it
+    /// queued them: the hand-off follows at once). `true` when
     /// nothing is left for the actor; `false` when it must be rung: tasks are
     /// still queued (or the desk did not hand off), or a deadline timer must
     /// be armed.
@@ -168,7 +170,7 @@ impl Desk {
     /// A task leaves the queue only under the lock of the book it goes into
     /// (the book's, then the queue's, as a lane refills), so whoever looks for
     /// it (a cancel, a drain) finds it in one or the other.
-    pub(crate) fn hand_off(&self, shared: &Shared) -> bool {
+    pub(crate) fn hand_off(&self, shared: &Shared, now: Now) -> bool {
         let settings = self.settings;
         if !settings.open {
             return false;
@@ -189,7 +191,6 @@ impl Desk {
             );
             let mut left = Left::Tasks;
             let mut freed_slots = 0;
-            let now = shared.clock.now();
             while !counter.candidates.is_empty() {
                 // Asked only while a task waits: a policy hears of the tasks
                 // it places.

@@ -297,10 +297,17 @@ impl Pool {
     /// submitted.
     pub async fn submit(&self, task: Task) -> Result<TaskHandle, SubmitError> {
         let task = self.check(task)?;
-        let Ok(permit) = self.shared.queue_slots.acquire().await else {
-            return Err(self.gone(task));
-        };
-        permit.forget();
+        // Room now: taken without building the waiting future.
+        match self.shared.queue_slots.try_acquire() {
+            Ok(permit) => permit.forget(),
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(self.gone(task)),
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                let Ok(permit) = self.shared.queue_slots.acquire().await else {
+                    return Err(self.gone(task));
+                };
+                permit.forget();
+            }
+        }
         self.send(task)
     }
 
@@ -538,14 +545,17 @@ impl Pool {
         I: IntoIterator<Item = Pending>,
     {
         let shared = &self.shared;
+        let now;
         {
             let mut waiting = shared.queue.shard(shared.queue.callers_shard());
             if waiting.closed() {
                 return false;
             }
             let mut submitted = 0;
-            // One clock read for the tasks queued together.
-            let queued_at = shared.clock.now().moment;
+            // One clock read for the tasks queued together, and for the
+            // attempts the desk starts with them.
+            now = shared.clock.now();
+            let queued_at = now.moment;
             for pending in take() {
                 submitted += 1;
                 let (id, priority) = (pending.id, pending.task.priority);
@@ -554,7 +564,7 @@ impl Pool {
             }
             shared.stats.submitted.fetch_add(submitted, Relaxed);
         }
-        if !shared.desk.hand_off(shared) {
+        if !shared.desk.hand_off(shared, now) {
             shared.queue.ring();
         }
         true
