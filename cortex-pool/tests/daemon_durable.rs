@@ -293,6 +293,18 @@ fn dead_letters_are_kept_by_id_retried_under_it_and_purged() {
     assert_eq!(entries[0]["type"], "fail");
     assert_eq!(entries[0]["attempts"], 2);
     assert_eq!(entries[0]["error"]["kind"], "handler");
+    // Every count of dead letters is the store's: the pool's own dead-letter
+    // queue stays empty on a daemon.
+    let metrics: serde_json::Value =
+        serde_json::from_slice(&d.cli(&["metrics", "--json"]).stdout).expect("metrics JSON");
+    assert_eq!(metrics["tasks"]["dlq"], 1, "{metrics}");
+    assert_eq!(metrics["queue"]["dlqSize"], 1, "{metrics}");
+    let prometheus = d.cli(&["metrics", "--prometheus"]);
+    let text_out = String::from_utf8_lossy(&prometheus.stdout);
+    assert!(
+        text_out.lines().any(|l| l == "cortex_pool_dlq_size 1"),
+        "{text_out}"
+    );
     let unknown = d.cli(&["dlq", "retry", "nope"]);
     assert_eq!(unknown.status.code(), Some(1), "{}", text(&unknown));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no such task: nope"));

@@ -81,3 +81,25 @@ fn wait_for_an_id_the_queue_never_saw_ends_at_its_timeout_as_unknown() {
     assert_eq!(line["status"], "unknown", "{}", text(&out));
     assert!(!out.status.success());
 }
+
+/// `metrics --json` on a daemon that runs on the shared queue: its `queue`
+/// object keeps the pool's keys (`queueDepth`, `byPriority`, `dlqSize`) and
+/// gains the shared queue's (`lag`, `held`, `dead_letters`, …).
+#[test]
+fn metrics_json_keeps_the_pools_queue_keys_beside_the_shared_queues() {
+    let server = NatsServer::start();
+    let a = daemon("queue-metrics", &server.url());
+    let out = a.cli(&["metrics", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let metrics: Value = serde_json::from_slice(&out.stdout).expect("metrics JSON");
+    let queue = &metrics["queue"];
+    for key in ["queueDepth", "byPriority", "retrying", "dlqSize", "shards"] {
+        assert!(!queue[key].is_null(), "the pool's {key} is gone: {queue}");
+    }
+    for key in ["connected", "lag", "ack_pending", "held", "dead_letters"] {
+        assert!(
+            !queue[key].is_null(),
+            "the shared queue's {key} is missing: {queue}"
+        );
+    }
+}

@@ -166,11 +166,17 @@ pub(crate) fn render(daemon: &Daemon, store: Option<&task_source::SourceStats>) 
         "Tasks running on a worker",
         m.tasks.in_flight,
     );
+    // The daemon's dead letters live in its task store, not in the pool's
+    // own dead-letter queue (which a daemon's pool never fills).
+    let dead_letters = store
+        .and_then(|s| s.rows.get(task_source::TaskState::DeadLetter.as_str()))
+        .copied()
+        .unwrap_or(m.queue.dlq_size);
     gauge(
         &mut registry,
         "dlq_size",
         "Entries in the dead-letter queue",
-        m.queue.dlq_size,
+        dead_letters,
     );
     let healthy = match m.health.status {
         pool_core::HealthStatus::Healthy => 2,

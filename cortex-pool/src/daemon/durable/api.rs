@@ -404,11 +404,13 @@ pub(crate) async fn dlq_purge(daemon: &Daemon) -> Reply {
     }
 }
 
-/// The pool's metrics with `tasks.dlq` taken from the store: the daemon's
-/// dead letters live there, not in the pool's own dead-letter queue.
+/// The pool's metrics with `tasks.dlq` and `queue.dlqSize` taken from the
+/// store: the daemon's dead letters live there, not in the pool's own
+/// dead-letter queue.
 pub(crate) fn with_store_dlq(mut metrics: Value, store: &Value) -> Value {
     if let Some(dead) = store["rows"]["dead_letter"].as_u64() {
         metrics["tasks"]["dlq"] = Value::from(dead);
+        metrics["queue"]["dlqSize"] = Value::from(dead);
     }
     metrics
 }

@@ -1,4 +1,5 @@
-//! The queue's metrics: `metrics` JSON gains a `queue` object, the Prometheus
+//! The queue's metrics: `metrics` JSON's `queue` object gains the shared
+//! queue's figures, the Prometheus
 //! text `cortex_pool_queue_*` series (lag, redeliveries, fetch batch sizes, …).
 
 use prometheus_client::encoding::text::encode;
@@ -28,15 +29,30 @@ pub(crate) fn status(daemon: &Daemon) -> Option<Value> {
     }))
 }
 
-/// `metrics` (JSON): the pool's figures plus `queue` when the daemon runs on one.
+/// `metrics` (JSON): the pool's figures, with the shared queue's added to its
+/// `queue` object when the daemon runs on one (their keys differ from the
+/// pool's `queueDepth`, `byPriority`, `retrying`, `dlqSize`, …, which stay).
 pub(crate) async fn with_queue(mut metrics: Value, daemon: &Daemon) -> Value {
     if let Some(stats) = stats(daemon).await {
-        metrics["queue"] = match stats {
+        let shared = match stats {
             Ok(s) => json!(s),
             Err(e) => json!({"connected": false, "error": e}),
         };
+        merge(&mut metrics["queue"], shared);
     }
     metrics
+}
+
+/// Adds the keys of `more` (an object) to `into`, which becomes an object if
+/// it was not one.
+fn merge(into: &mut Value, more: Value) {
+    let Value::Object(more) = more else {
+        return;
+    };
+    match into {
+        Value::Object(into) => into.extend(more),
+        other => *other = Value::Object(more),
+    }
 }
 
 /// The Prometheus text `base` plus the queue's series, before the final `# EOF`.
