@@ -395,7 +395,12 @@ fn a_store_that_cannot_write_refuses_new_tasks_with_the_reason_and_keeps_what_it
             .arg(&mount)
             .status()
             .expect("mount runs");
-        assert!(st.success(), "cannot mount a tmpfs as root");
+        assert!(
+            st.success(),
+            "cannot mount a tmpfs as root: this test needs CAP_SYS_ADMIN when it runs \
+             as root (a container started with `--cap-add SYS_ADMIN`), or a non-root \
+             user, for whom a read-only store file stands in for a full disk"
+        );
         Some(Unmount(mount.clone()))
     } else {
         None

