@@ -20,6 +20,7 @@
 
 mod callgrind;
 mod chaos;
+mod deps;
 mod nats;
 mod peers;
 mod steps;

