@@ -280,7 +280,7 @@ impl PoolSettings {
         };
         config.validate().map_err(|e| ConfigError {
             key: key_of(e.key),
-            ..e
+            message: with_keys(&e.message),
         })?;
         Ok(config)
     }
@@ -397,24 +397,46 @@ impl TryFrom<PoolSettings> for PoolConfig {
     }
 }
 
-/// The settings key of a [`PoolConfig`] field named by [`PoolConfig::validate`].
-fn key_of(field: &'static str) -> &'static str {
-    match field {
-        "task_timeout" => "task_timeout_ms",
-        "heartbeat_interval" => "heartbeat_interval_ms",
-        "suspect_after" => "suspect_after_ms",
-        "zombie_after" => "zombie_after_ms",
-        "start_timeout" => "start_timeout_ms",
-        "shutdown_timeout" => "shutdown_timeout_ms",
-        "kill_grace" => "kill_grace_ms",
-        "restart_backoff_base" => "restart_backoff_base_ms",
-        "restart_backoff_cap" => "restart_backoff_cap_ms",
-        "cancel_grace" => "cancel_grace_ms",
-        "max_worker_age" => "max_worker_age_ms",
-        "max_rss_bytes" => "max_rss_mb",
-        "kill_rss_bytes" => "kill_rss_mb",
-        other => other,
-    }
+/// The [`PoolConfig`] fields whose settings key is spelled otherwise (a
+/// duration's `_ms`, a size's `_mb`).
+const FIELD_KEYS: &[(&str, &str)] = &[
+    ("task_timeout", "task_timeout_ms"),
+    ("heartbeat_interval", "heartbeat_interval_ms"),
+    ("suspect_after", "suspect_after_ms"),
+    ("zombie_after", "zombie_after_ms"),
+    ("start_timeout", "start_timeout_ms"),
+    ("shutdown_timeout", "shutdown_timeout_ms"),
+    ("kill_grace", "kill_grace_ms"),
+    ("restart_backoff_base", "restart_backoff_base_ms"),
+    ("restart_backoff_cap", "restart_backoff_cap_ms"),
+    ("cancel_grace", "cancel_grace_ms"),
+    ("max_worker_age", "max_worker_age_ms"),
+    ("max_rss_bytes", "max_rss_mb"),
+    ("kill_rss_bytes", "kill_rss_mb"),
+];
+
+/// The settings key of a [`PoolConfig`] field named by [`PoolConfig::validate`]
+/// (a word that names no field is itself).
+fn key_of(field: &str) -> &str {
+    FIELD_KEYS
+        .iter()
+        .find(|(f, _)| *f == field)
+        .map_or(field, |(_, key)| key)
+}
+
+/// `message` of [`PoolConfig::validate`] with each field it names spelled as
+/// its settings key (`must not be below max_rss_bytes` → `… max_rss_mb`), so
+/// an error names only keys a user can set.
+fn with_keys(message: &str) -> String {
+    message
+        .split(' ')
+        .map(|word| {
+            let bare = word.trim_end_matches([',', '.', ';', ')']);
+            let key = key_of(bare);
+            format!("{key}{}", &word[bare.len()..])
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn ms(v: u64) -> Duration {
@@ -471,6 +493,36 @@ mod tests {
         assert!(
             e.message.contains("min_workers..=max_workers (5..=50)"),
             "{e}"
+        );
+    }
+
+    /// An error that compares two fields names both by their settings keys.
+    #[test]
+    fn an_error_about_two_fields_names_both_keys() {
+        let e = PoolSettings {
+            max_rss_mb: Some(200),
+            kill_rss_mb: Some(100),
+            ..PoolSettings::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert_eq!(
+            (e.key, e.message.as_str()),
+            ("kill_rss_mb", "must not be below max_rss_mb")
+        );
+        let e = PoolSettings {
+            restart_backoff_base_ms: Some(5_000),
+            restart_backoff_cap_ms: Some(1_000),
+            ..PoolSettings::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert_eq!(
+            (e.key, e.message.as_str()),
+            (
+                "restart_backoff_cap_ms",
+                "must not be below restart_backoff_base_ms"
+            )
         );
     }
 
