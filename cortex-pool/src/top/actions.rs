@@ -32,8 +32,8 @@ pub(crate) enum Outcome {
     Done(String),
     /// It failed: why.
     Failed(String),
-    /// The dead-letter queue's entries.
-    DeadLetters(Vec<DeadLetter>),
+    /// The dead-letter queue's entries, or why they cannot be listed.
+    DeadLetters(Result<Vec<DeadLetter>, String>),
 }
 
 /// Whom the actions go to.
@@ -110,24 +110,13 @@ async fn perform(socket: &std::path::Path, action: Action) -> Vec<Outcome> {
             )),
             Err(e) => Outcome::Failed(format!("rolling restart failed: {e}")),
         }],
-        Action::DlqList => vec![list(call(&mut client, Request::DlqList).await)],
+        Action::DlqList => vec![listed(dlq(&mut client, Request::DlqList).await)],
         Action::DlqRetry(id) => {
-            let retried = match call(
-                &mut client,
-                Request::DlqRetry {
-                    ids: Some(vec![id.clone()]),
-                },
-            )
-            .await
-            .and_then(json_reply::<Value>)
-            {
-                Ok(v) if v["requeued"].as_array().is_some_and(|r| !r.is_empty()) => {
-                    Outcome::Done(format!("dead letter {id} resubmitted"))
-                }
-                Ok(_) => Outcome::Failed(format!("dead letter {id} is no longer in the queue")),
-                Err(e) => Outcome::Failed(format!("retry of dead letter {id} failed: {e}")),
+            let request = Request::DlqRetry {
+                ids: Some(vec![id.clone()]),
             };
-            vec![retried, list(call(&mut client, Request::DlqList).await)]
+            let retried = retried(&id, dlq(&mut client, request).await);
+            vec![retried, listed(dlq(&mut client, Request::DlqList).await)]
         }
     }
 }
@@ -136,9 +125,28 @@ async fn call(client: &mut Client, request: Request) -> Result<Reply, String> {
     client.call(&request).await.map_err(|e| e.to_string())
 }
 
-fn list(reply: Result<Reply, String>) -> Outcome {
-    match reply.and_then(json_reply::<Vec<DeadLetter>>) {
-        Ok(entries) => Outcome::DeadLetters(entries),
-        Err(e) => Outcome::Failed(format!("cannot list the dead letters: {e}")),
+/// A `dlq` request's document.
+async fn dlq(client: &mut Client, request: Request) -> Result<Value, String> {
+    call(client, request).await.and_then(json_reply::<Value>)
+}
+
+/// The outcome of `dlq retry ID` from its reply (the daemon's and the shared
+/// queue's alike).
+pub(crate) fn retried(id: &str, reply: Result<Value, String>) -> Outcome {
+    match reply {
+        Ok(v) if v["requeued"].as_array().is_some_and(|r| !r.is_empty()) => {
+            Outcome::Done(format!("dead letter {id} resubmitted"))
+        }
+        Ok(_) => Outcome::Failed(format!("dead letter {id} is no longer in the queue")),
+        Err(e) => Outcome::Failed(format!("retry of dead letter {id} failed: {e}")),
     }
+}
+
+/// The outcome of `dlq list` from its reply (the daemon's and the shared
+/// queue's alike).
+pub(crate) fn listed(reply: Result<Value, String>) -> Outcome {
+    let entries = reply.and_then(|v| {
+        serde_json::from_value::<Vec<DeadLetter>>(v).map_err(|e| format!("unexpected reply: {e}"))
+    });
+    Outcome::DeadLetters(entries.map_err(|e| format!("cannot list the dead letters: {e}")))
 }

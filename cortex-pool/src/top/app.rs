@@ -1,7 +1,7 @@
 //! The screen's state and what each key does. Keys never talk to the daemon
 //! themselves: they return an [`Action`] for [`super::actions`] to run.
 
-use std::cmp::Reverse;
+use std::cell::Cell;
 use std::time::Instant;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
@@ -21,8 +21,29 @@ pub(crate) enum Mode {
     Filter,
     /// Typing the new pool size.
     Scale(String),
-    /// The dead-letter queue (`None` while it loads).
-    Dlq(Option<Vec<DeadLetter>>),
+    /// The dead-letter queue.
+    Dlq(DlqView),
+}
+
+/// What the dead-letter box shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum DlqView {
+    /// The list was asked for and has not come back yet.
+    Loading,
+    /// The entries.
+    Entries(Vec<DeadLetter>),
+    /// The list could not be read: why.
+    Failed(String),
+}
+
+impl DlqView {
+    /// The entries, when there are some to select from.
+    fn entries(&self) -> &[DeadLetter] {
+        match self {
+            Self::Entries(entries) => entries,
+            Self::Loading | Self::Failed(_) => &[],
+        }
+    }
 }
 
 /// A workers-table column to sort by.
@@ -112,12 +133,17 @@ pub(crate) struct App {
     pub(crate) filter: String,
     /// The first workers-table row shown.
     pub(crate) scroll: usize,
+    /// Workers-table rows the last frame had room for (set as it is drawn;
+    /// scrolling stops where the last worker is on the last row).
+    pub(crate) table_rows: Cell<usize>,
     /// The selected dead letter.
     pub(crate) dlq_selected: usize,
     /// The refresh interval, in milliseconds (shown in the header).
     pub(crate) interval_ms: u64,
     /// Wall-clock time of the latest refresh, in milliseconds since the epoch.
     pub(crate) wall_ms: u64,
+    /// Wall-clock time of the latest refresh that worked (the snapshot's).
+    pub(crate) seen_ms: u64,
 }
 
 impl App {
@@ -132,9 +158,11 @@ impl App {
             descending: false,
             filter: String::new(),
             scroll: 0,
+            table_rows: Cell::new(0),
             dlq_selected: 0,
             interval_ms,
             wall_ms: 0,
+            seen_ms: 0,
         }
     }
 
@@ -151,6 +179,7 @@ impl App {
                 self.history.observe(now, wall_ms, &snapshot);
                 self.snapshot = Some(snapshot);
                 self.error = None;
+                self.seen_ms = wall_ms;
             }
             Err(e) => self.error = Some(e),
         }
@@ -161,13 +190,26 @@ impl App {
         match outcome {
             Outcome::Done(text) => self.history.push(self.wall_ms, Severity::Info, text),
             Outcome::Failed(text) => self.history.push(self.wall_ms, Severity::Warning, text),
-            Outcome::DeadLetters(entries) => {
-                if matches!(self.mode, Mode::Dlq(_)) {
-                    self.dlq_selected = self.dlq_selected.min(entries.len().saturating_sub(1));
-                    self.mode = Mode::Dlq(Some(entries));
-                }
-            }
+            Outcome::DeadLetters(listed) => self.dead_letters(listed),
         }
+    }
+
+    /// Takes in a `dlq list`: into the box when it is open; a failure to the
+    /// log when it is not.
+    fn dead_letters(&mut self, listed: Result<Vec<DeadLetter>, String>) {
+        if !matches!(self.mode, Mode::Dlq(_)) {
+            if let Err(e) = listed {
+                self.history.push(self.wall_ms, Severity::Warning, e);
+            }
+            return;
+        }
+        self.mode = Mode::Dlq(match listed {
+            Ok(entries) => {
+                self.dlq_selected = self.dlq_selected.min(entries.len().saturating_sub(1));
+                DlqView::Entries(entries)
+            }
+            Err(e) => DlqView::Failed(e),
+        });
     }
 
     /// The workers the table shows: filtered, then sorted.
@@ -201,7 +243,7 @@ impl App {
             SortKey::Restarts => workers.sort_by_key(|w| (u64::from(w.restarts), number(w))),
             SortKey::Rss => workers.sort_by_key(|w| (w.rss_bytes, number(w))),
             SortKey::Heartbeat => workers.sort_by_key(|w| (w.last_heard_ms, number(w))),
-            SortKey::Age => workers.sort_by_key(|w| (Reverse(w.uptime_ms), number(w))),
+            SortKey::Age => workers.sort_by_key(|w| (w.uptime_ms, number(w))),
         }
         if self.descending {
             workers.reverse();
@@ -269,12 +311,9 @@ impl App {
                 },
                 _ => KeyOutcome::Stay,
             },
-            Mode::Dlq(entries) => {
-                let len = entries.as_ref().map_or(0, Vec::len);
-                let selected = entries
-                    .as_ref()
-                    .and_then(|e| e.get(self.dlq_selected))
-                    .map(|d| d.id.clone());
+            Mode::Dlq(view) => {
+                let len = view.entries().len();
+                let selected = view.entries().get(self.dlq_selected).map(|d| d.id.clone());
                 match key.code {
                     KeyCode::Down | KeyCode::Char('j') => {
                         self.dlq_selected = (self.dlq_selected + 1).min(len.saturating_sub(1));
@@ -312,19 +351,37 @@ impl App {
             }
             KeyCode::Char('d') => {
                 self.dlq_selected = 0;
-                self.mode = Mode::Dlq(None);
+                self.mode = Mode::Dlq(DlqView::Loading);
                 return KeyOutcome::Act(Action::DlqList);
             }
             KeyCode::Char('o') => self.sort = self.sort.next(),
             KeyCode::Char('O') => self.descending = !self.descending,
-            KeyCode::Down | KeyCode::Char('j') => self.scroll = self.scroll.saturating_add(1),
-            KeyCode::Up | KeyCode::Char('k') => self.scroll = self.scroll.saturating_sub(1),
-            KeyCode::PageDown => self.scroll = self.scroll.saturating_add(10),
-            KeyCode::PageUp => self.scroll = self.scroll.saturating_sub(10),
+            KeyCode::Down | KeyCode::Char('j') => self.scroll_down(1),
+            KeyCode::Up | KeyCode::Char('k') => self.scroll_up(1),
+            KeyCode::PageDown => self.scroll_down(10),
+            KeyCode::PageUp => self.scroll_up(10),
             KeyCode::Esc => self.filter.clear(),
             _ => {}
         }
         KeyOutcome::Stay
+    }
+
+    /// The furthest the table can scroll: the last worker on the last row.
+    fn last_scroll(&self) -> usize {
+        self.workers()
+            .len()
+            .saturating_sub(self.table_rows.get().max(1))
+    }
+
+    /// Scrolls the table `rows` down, no further than the last worker.
+    fn scroll_down(&mut self, rows: usize) {
+        self.scroll = self.scroll.saturating_add(rows).min(self.last_scroll());
+    }
+
+    /// Scrolls the table `rows` up (from where it shows, when the table
+    /// shrank under it).
+    fn scroll_up(&mut self, rows: usize) {
+        self.scroll = self.scroll.min(self.last_scroll()).saturating_sub(rows);
     }
 }
 
@@ -364,7 +421,7 @@ mod tests {
             press(&mut app, KeyCode::Char('d')),
             KeyOutcome::Act(Action::DlqList)
         );
-        app.outcome(Outcome::DeadLetters(vec![
+        app.outcome(Outcome::DeadLetters(Ok(vec![
             DeadLetter {
                 id: "7".into(),
                 ..DeadLetter::default()
@@ -373,7 +430,7 @@ mod tests {
                 id: "9".into(),
                 ..DeadLetter::default()
             },
-        ]));
+        ])));
         press(&mut app, KeyCode::Down);
         assert_eq!(
             press(&mut app, KeyCode::Enter),
@@ -416,5 +473,26 @@ mod tests {
         assert_eq!(ids(&app), ["worker-2", "worker-10", "worker-3"]);
         app.filter = "busy".into();
         assert_eq!(ids(&app), ["worker-10", "worker-3"]);
+    }
+
+    #[test]
+    fn age_sorts_smallest_first_like_every_column() {
+        let mut app = App::new(1000);
+        let mut snapshot = Snapshot::default();
+        for (id, uptime_ms) in [
+            ("worker-1", 90_000),
+            ("worker-2", 5_000),
+            ("worker-3", 40_000),
+        ] {
+            snapshot.workers.push(Worker {
+                id: id.into(),
+                uptime_ms,
+                ..Worker::default()
+            });
+        }
+        app.refreshed(Instant::now(), 0, Ok(snapshot));
+        app.sort = SortKey::Age;
+        let ids: Vec<_> = app.workers().iter().map(|w| w.id.clone()).collect();
+        assert_eq!(ids, ["worker-2", "worker-3", "worker-1"]);
     }
 }

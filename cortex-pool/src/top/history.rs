@@ -45,18 +45,21 @@ pub(crate) struct LogLine {
     pub(crate) text: String,
 }
 
+/// The lifetime counts of one snapshot, and when it was taken.
 #[derive(Debug, Clone, Copy)]
 struct Sample {
     at: Instant,
     completed: u64,
-    failed: u64,
     retried: u64,
 }
 
 /// The history of snapshots `top` has seen.
 #[derive(Debug, Default)]
 pub(crate) struct History {
+    /// The sample the next throughput bars are measured from.
     bucket: Option<Sample>,
+    /// Where the last bar ends: one bar per whole second after it.
+    bars_until: Option<Instant>,
     per_second: VecDeque<u64>,
     minute: VecDeque<Sample>,
     log: VecDeque<LogLine>,
@@ -68,8 +71,6 @@ pub(crate) struct History {
 pub(crate) struct LastMinute {
     /// Tasks completed.
     pub(crate) completed: u64,
-    /// Tasks failed.
-    pub(crate) failed: u64,
     /// Retries scheduled.
     pub(crate) retried: u64,
     /// The span they cover.
@@ -84,22 +85,9 @@ impl History {
         let sample = Sample {
             at: now,
             completed: tasks.completed,
-            failed: tasks.failed,
             retried: tasks.retried,
         };
-        match self.bucket {
-            Some(start) if now.duration_since(start.at) >= Duration::from_secs(1) => {
-                let secs = now.duration_since(start.at).as_secs_f64();
-                let done = sample.completed.saturating_sub(start.completed) as f64;
-                if self.per_second.len() == SPAN {
-                    self.per_second.pop_front();
-                }
-                self.per_second.push_back((done / secs).round() as u64);
-                self.bucket = Some(sample);
-            }
-            Some(_) => {}
-            None => self.bucket = Some(sample),
-        }
+        self.add_bars(sample);
         self.minute.push_back(sample);
         while self
             .minute
@@ -116,6 +104,33 @@ impl History {
             self.push(wall_ms, severity, text);
         }
         self.last = Some(snapshot.clone());
+    }
+
+    /// Adds one bar per whole second since the last bar, each the rate
+    /// measured since the bucket's sample, once that covers a second or more
+    /// (a refresh covering k seconds adds k bars of its rate; refreshes under a
+    /// second apart add up to one).
+    fn add_bars(&mut self, sample: Sample) {
+        let (Some(start), Some(until)) = (self.bucket, self.bars_until) else {
+            self.bucket = Some(sample);
+            self.bars_until = Some(sample.at);
+            return;
+        };
+        let whole = sample.at.duration_since(until).as_secs();
+        let secs = sample.at.duration_since(start.at).as_secs_f64();
+        if whole == 0 || secs < 1.0 {
+            return;
+        }
+        let done = sample.completed.saturating_sub(start.completed) as f64;
+        let rate = (done / secs).round() as u64;
+        for _ in 0..whole.min(SPAN as u64) {
+            if self.per_second.len() == SPAN {
+                self.per_second.pop_front();
+            }
+            self.per_second.push_back(rate);
+        }
+        self.bucket = Some(sample);
+        self.bars_until = Some(until + Duration::from_secs(whole));
     }
 
     /// Adds a line to the log (also used for the outcome of actions).
@@ -142,7 +157,6 @@ impl History {
         };
         LastMinute {
             completed: last.completed.saturating_sub(first.completed),
-            failed: last.failed.saturating_sub(first.failed),
             retried: last.retried.saturating_sub(first.retried),
             span: last.at.duration_since(first.at),
         }
@@ -272,6 +286,25 @@ mod tests {
         let minute = h.last_minute();
         assert_eq!(minute.span, Duration::from_secs(60));
         assert_eq!(minute.completed, 6_000);
+    }
+
+    #[test]
+    fn a_refresh_covering_five_seconds_adds_five_bars_of_its_rate() {
+        let mut h = History::default();
+        let t0 = Instant::now();
+        let mut completed = 0;
+        for i in 0..=12u64 {
+            h.observe(
+                t0 + Duration::from_secs(i * 5),
+                0,
+                &snapshot(completed, &[]),
+            );
+            completed += if i < 6 { 500 } else { 1_000 };
+        }
+        let series = h.throughput();
+        assert_eq!(series.len(), SPAN, "60 s of bars: {series:?}");
+        assert!(series[..30].iter().all(|&v| v == 100), "{series:?}");
+        assert!(series[30..].iter().all(|&v| v == 200), "{series:?}");
     }
 
     #[test]

@@ -5,11 +5,10 @@
 use std::time::Instant;
 
 use pool_core::HealthStatus;
-use serde_json::Value;
 use source_nats::NatsSource;
 
-use super::actions::{Action, Outcome};
-use super::source::{DeadLetter, SharedQueue, Snapshot};
+use super::actions::{listed, retried, Action, Outcome};
+use super::source::{SharedQueue, Snapshot, CALL_TIMEOUT};
 use crate::daemon::config::Settings;
 use crate::daemon::protocol::Request;
 use crate::daemon::queue::cli;
@@ -44,12 +43,17 @@ impl QueueWatch {
     /// belong to the daemons.
     ///
     /// # Errors
-    /// Why the server could not be asked.
+    /// Why the server could not be asked, or that it did not answer within
+    /// [`CALL_TIMEOUT`] (the screen and the keys wait for a refresh).
     pub(crate) async fn fetch(&self) -> Result<Snapshot, String> {
-        let stats = self
-            .source
-            .queue_stats()
+        let stats = tokio::time::timeout(CALL_TIMEOUT, self.source.queue_stats())
             .await
+            .map_err(|_| {
+                format!(
+                    "the queue at {} did not answer within {CALL_TIMEOUT:?}",
+                    self.url
+                )
+            })?
             .map_err(|e| format!("cannot read the queue at {}: {e}", self.url))?;
         let mut snapshot = Snapshot {
             uptime_ms: u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -81,32 +85,89 @@ impl QueueWatch {
                  --config instead of --queue"
                     .to_owned(),
             )],
-            Action::DlqList => vec![self.list().await],
+            Action::DlqList => vec![listed(cli::dlq(&self.source, Request::DlqList).await)],
             Action::DlqRetry(id) => {
                 let request = Request::DlqRetry {
                     ids: Some(vec![id.clone()]),
                 };
-                let retried = match cli::dlq(&self.source, request).await {
-                    Ok(v) if v["requeued"].as_array().is_some_and(|r| !r.is_empty()) => {
-                        Outcome::Done(format!("dead letter {id} resubmitted"))
-                    }
-                    Ok(_) => Outcome::Failed(format!("dead letter {id} is no longer in the queue")),
-                    Err(e) => Outcome::Failed(format!("retry of dead letter {id} failed: {e}")),
-                };
-                vec![retried, self.list().await]
+                let retried = retried(&id, cli::dlq(&self.source, request).await);
+                vec![
+                    retried,
+                    listed(cli::dlq(&self.source, Request::DlqList).await),
+                ]
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    use source_nats::test_server::NatsServer;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+    use crate::daemon::config::{Raw, Sources};
+
+    /// Copies bytes from `from` to `to`; once `frozen`, keeps both open and
+    /// forwards nothing more.
+    async fn forward(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, frozen: Arc<AtomicBool>) {
+        let mut buf = vec![0; 64 * 1024];
+        while let Ok(n @ 1..) = from.read(&mut buf).await {
+            if frozen.load(Ordering::SeqCst) {
+                std::future::pending::<()>().await;
+            }
+            if to.write_all(&buf[..n]).await.is_err() {
+                return;
             }
         }
     }
 
-    async fn list(&self) -> Outcome {
-        match cli::dlq(&self.source, Request::DlqList)
+    /// A TCP relay to the server at `upstream` (`host:port`) on a port of its
+    /// own: a server that stops answering, without closing, once `frozen`.
+    async fn relay(upstream: String, frozen: Arc<AtomicBool>) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let port = listener.local_addr().expect("its address").port();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(forward(client_read, server_write, frozen.clone()));
+                tokio::spawn(forward(server_read, client_write, frozen.clone()));
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn a_queue_that_stops_answering_fails_the_refresh_after_the_timeout() {
+        let server = NatsServer::start();
+        let frozen = Arc::new(AtomicBool::new(false));
+        let upstream = server.url().trim_start_matches("nats://").to_owned();
+        let url = format!("nats://127.0.0.1:{}", relay(upstream, frozen.clone()).await);
+        let settings = Sources::default()
+            .load_with(|_| None)
+            .and_then(Raw::resolve)
+            .expect("default settings");
+        let watch = QueueWatch::connect(&settings, &url)
             .await
-            .and_then(|v: Value| {
-                serde_json::from_value::<Vec<DeadLetter>>(v)
-                    .map_err(|e| format!("unexpected reply: {e}"))
-            }) {
-            Ok(entries) => Outcome::DeadLetters(entries),
-            Err(e) => Outcome::Failed(format!("cannot list the dead letters: {e}")),
-        }
+            .expect("connects");
+        watch.fetch().await.expect("a snapshot while it answers");
+        frozen.store(true, Ordering::SeqCst);
+        let error = watch
+            .fetch()
+            .await
+            .expect_err("no snapshot from a silent queue");
+        assert_eq!(
+            error,
+            format!("the queue at {url} did not answer within 2s")
+        );
     }
 }

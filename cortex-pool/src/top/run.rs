@@ -68,8 +68,7 @@ fn run(args: &TopArgs) -> Result<(), Failure> {
     let stop = Stop::watch(&runtime).map_err(|e| (1, format!("cannot watch signals: {e}")))?;
     let actions = Actions::new(target, runtime.handle().clone());
     let mut app = App::new(args.interval_ms);
-    let mut guard =
-        TerminalGuard::enter().map_err(|e| (1, format!("cannot use the terminal: {e}")))?;
+    let mut guard = TerminalGuard::enter().map_err(|e| (1, e))?;
     let interval = Duration::from_millis(args.interval_ms);
     let mut next_refresh = Instant::now();
     while !stop.requested() {

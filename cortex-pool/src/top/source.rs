@@ -1,5 +1,6 @@
-//! One snapshot of the daemon: the `status` reply (metrics and workers in one
-//! round trip) and, only when the alert count moved, the recent alerts.
+//! One snapshot of the daemon: the `status` reply (metrics, the task store's
+//! rows and workers in one round trip) and, only when the alert count moved, the
+//! recent alerts.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -11,8 +12,8 @@ use crate::daemon::protocol::{Reply, Request};
 
 /// Alerts asked for when the count moved (the log panel shows fewer).
 const ALERTS_KEPT: usize = 50;
-/// The longest a refresh may wait for the daemon.
-const CALL_TIMEOUT: Duration = Duration::from_secs(2);
+/// The longest a refresh may wait for the daemon (or the shared queue).
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What `top` knows about the pool at one instant.
 #[derive(Debug, Clone, Default)]
@@ -21,6 +22,8 @@ pub(crate) struct Snapshot {
     pub(crate) uptime_ms: u64,
     /// The metrics.
     pub(crate) metrics: Metrics,
+    /// The daemon's task store, when its `status` reply has the store's rows.
+    pub(crate) store: Option<StoreRows>,
     /// Each live worker.
     pub(crate) workers: Vec<Worker>,
     /// The most recent alerts, oldest first.
@@ -54,7 +57,6 @@ pub(crate) struct Metrics {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub(crate) struct PoolPart {
-    pub(crate) size: u64,
     pub(crate) target_size: u64,
     pub(crate) shutting_down: bool,
 }
@@ -65,14 +67,12 @@ pub(crate) struct PoolPart {
 pub(crate) struct WorkersPart {
     pub(crate) total: u64,
     pub(crate) ready: u64,
-    pub(crate) healthy: u64,
 }
 
 /// `tasks` of the metrics.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub(crate) struct TasksPart {
-    pub(crate) submitted: u64,
     pub(crate) completed: u64,
     pub(crate) failed: u64,
     pub(crate) queued: u64,
@@ -104,6 +104,8 @@ pub(crate) struct Bands {
 pub(crate) struct HealthPart {
     pub(crate) status: pool_core::HealthStatus,
     pub(crate) restart_breaker_open: bool,
+    /// Why the pool stopped working (status `failed` only).
+    pub(crate) failure: Option<String>,
     pub(crate) alerts: AlertCounts,
     pub(crate) capacity: Capacity,
 }
@@ -198,12 +200,49 @@ pub(crate) struct DeadLetterError {
     pub(crate) message: String,
 }
 
+/// Tasks in the daemon's task store by state (`store.rows` of `status`): what
+/// waits, waits for a retry and failed for good, where the pool sees only the
+/// window of tasks the daemon claimed, each as one attempt.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub(crate) struct StoreRows {
+    /// Waiting to be claimed.
+    pub(crate) queued: u64,
+    /// Waiting for their next attempt.
+    pub(crate) retrying: u64,
+    /// Settled with an error, not dead-lettered.
+    pub(crate) failed: u64,
+}
+
+/// `store` of the `status` reply (no `rows` when the store cannot be read).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct StoreSection {
+    rows: Option<StoreRows>,
+}
+
+/// The parts of the `status` reply `top` reads.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct Status {
     uptime_ms: u64,
     metrics: Metrics,
+    store: StoreSection,
     workers: Vec<Worker>,
+}
+
+impl Status {
+    /// The snapshot this reply and `alerts` make.
+    fn into_snapshot(self, alerts: Vec<Alert>) -> Snapshot {
+        Snapshot {
+            uptime_ms: self.uptime_ms,
+            metrics: self.metrics,
+            store: self.store.rows,
+            workers: self.workers,
+            alerts,
+            shared_queue: None,
+        }
+    }
 }
 
 /// Fetches snapshots over one kept connection (reconnecting after an error).
@@ -252,13 +291,7 @@ impl Source {
             self.alerts = self.ask(&Request::Alerts { last: ALERTS_KEPT }).await?;
             self.alerts_seen = Some(total);
         }
-        Ok(Snapshot {
-            uptime_ms: status.uptime_ms,
-            metrics: status.metrics,
-            workers: status.workers,
-            alerts: self.alerts.clone(),
-            shared_queue: None,
-        })
+        Ok(status.into_snapshot(self.alerts.clone()))
     }
 
     async fn ask<T: serde::de::DeserializeOwned>(
@@ -289,5 +322,118 @@ pub(crate) fn json_reply<T: serde::de::DeserializeOwned>(reply: Reply) -> Result
         }
         Reply::Error { kind, message } => Err(format!("{kind}: {message}")),
         other => Err(format!("unexpected reply: {other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, RwLock};
+
+    use pool_core::testing::{MockAction, MockTransport};
+    use pool_core::{Pool, WorkerCommand};
+    use task_source::{
+        ErrorInfo, MemorySource, NewTask, Outcome, Settlement, TaskSource, TaskState,
+    };
+
+    use super::*;
+    use crate::daemon::config::{Raw, Sources};
+    use crate::daemon::state::Daemon;
+    use crate::top::app::App;
+    use crate::top::run::render_text;
+
+    /// A daemon as `daemon run` makes one (default settings), on mock workers
+    /// and `source`.
+    async fn daemon_on(source: Arc<MemorySource>) -> Daemon {
+        let settings = Sources::default()
+            .load_with(|_| None)
+            .and_then(Raw::resolve)
+            .expect("default settings");
+        let (transport, _recorder) = MockTransport::new(|_| MockAction::Echo);
+        let pool = Pool::builder(transport, WorkerCommand::new("mock-worker"))
+            .config(settings.pool.clone())
+            .start()
+            .await
+            .expect("pool starts");
+        Daemon::new(pool, Arc::new(RwLock::new(settings)), source)
+    }
+
+    fn task(id: &str) -> NewTask {
+        NewTask {
+            id: id.to_owned(),
+            task_type: "echo".to_owned(),
+            payload: "1".to_owned(),
+            priority: 10,
+            timeout_ms: None,
+        }
+    }
+
+    fn error() -> ErrorInfo {
+        ErrorInfo {
+            kind: "boom".to_owned(),
+            message: "boom".to_owned(),
+        }
+    }
+
+    /// A store holding one task queued, one retrying and one failed, while
+    /// the pool itself has queued, retried and failed nothing.
+    async fn store_with_one_of_each() -> Arc<MemorySource> {
+        let source = Arc::new(MemorySource::new());
+        let tasks = ["retrying", "failed", "queued"].map(task).to_vec();
+        source.accept(tasks).await.expect("accepted");
+        assert_eq!(source.claim(2, 0).await.expect("claimed").len(), 2);
+        let settle = |id: &str, outcome| Settlement {
+            id: id.to_owned(),
+            attempt: 1,
+            outcome,
+        };
+        let retry = Outcome::Retry {
+            due_ms: u64::MAX,
+            error: error(),
+        };
+        let failed = Outcome::Settled {
+            state: TaskState::Failed,
+            line: "{}".to_owned(),
+            error: Some(error()),
+        };
+        let settlements = vec![settle("retrying", retry), settle("failed", failed)];
+        source.settle(settlements).await.expect("settled");
+        source
+    }
+
+    #[tokio::test]
+    async fn the_daemons_status_reply_gives_the_header_the_stores_rows() {
+        let daemon = daemon_on(store_with_one_of_each().await).await;
+        let reply = Reply::Json {
+            value: crate::daemon::server::status(&daemon).await,
+        };
+        let status: Status = json_reply(reply).expect("a status reply");
+        let snapshot = status.into_snapshot(Vec::new());
+        let rows = StoreRows {
+            queued: 1,
+            retrying: 1,
+            failed: 1,
+        };
+        assert_eq!(snapshot.store, Some(rows));
+        let mut app = App::new(1000);
+        app.refreshed(Instant::now(), 0, Ok(snapshot));
+        let text = render_text(&app, 80, 24);
+        let counts = "queue 1 │ in flight 0 │ retrying 1 │ DLQ 0 │ done 0 │ failed 1";
+        assert!(
+            text.contains(counts),
+            "{counts:?} not on the screen:\n{text}"
+        );
+    }
+
+    #[test]
+    fn a_reply_without_the_stores_rows_keeps_the_pools_numbers() {
+        let value = serde_json::json!({
+            "uptime_ms": 5,
+            "metrics": {"tasks": {"queued": 4}},
+            "store": {"durability": "fsync", "health": {"state": "failing", "reason": "disk"}},
+        });
+        let status: Status = json_reply(Reply::Json { value }).expect("a status reply");
+        let snapshot = status.into_snapshot(Vec::new());
+        assert_eq!(snapshot.store, None);
+        assert_eq!(snapshot.metrics.tasks.queued, 4);
     }
 }

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crossterm::terminal::LeaveAlternateScreen;
 use ratatui::DefaultTerminal;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -20,13 +21,23 @@ pub(crate) struct TerminalGuard {
 }
 
 impl TerminalGuard {
-    /// Enters raw mode and the alternate screen.
+    /// Enters raw mode and the alternate screen; on failure, the terminal is
+    /// given back as it was.
     ///
     /// # Errors
-    /// When the standard output is not a terminal that allows it.
-    pub(crate) fn enter() -> std::io::Result<Self> {
-        let terminal = ratatui::try_init()?;
-        Ok(Self { terminal })
+    /// Which step failed and why: raw mode (no terminal to put in it), or
+    /// drawing full-screen (the standard output refused the alternate screen or
+    /// its size: full, closed, not a terminal).
+    pub(crate) fn enter() -> Result<Self, String> {
+        match ratatui::try_init() {
+            Ok(terminal) => Ok(Self { terminal }),
+            Err(e) if !crossterm::terminal::is_raw_mode_enabled().unwrap_or(false) => {
+                Err(format!("cannot switch the terminal to raw mode: {e}"))
+            }
+            Err(e) => Err(give_back(format!(
+                "cannot draw full-screen on the standard output (alternate screen, size): {e}"
+            ))),
+        }
     }
 
     /// The terminal to draw on.
@@ -39,6 +50,19 @@ impl Drop for TerminalGuard {
     fn drop(&mut self) {
         ratatui::restore();
     }
+}
+
+/// Takes raw mode off after a failed start (and leaves the alternate screen,
+/// where the output takes that); returns `why`, with the reason raw mode stays
+/// on if it does.
+fn give_back(why: String) -> String {
+    if let Err(e) = crossterm::terminal::disable_raw_mode() {
+        return format!("{why}; raw mode could not be turned off either: {e}");
+    }
+    // Entered or not, the output that refused the alternate screen is the one
+    // this goes to: a failure here changes nothing that is left to do.
+    let _ = crossterm::execute!(std::io::stdout(), LeaveAlternateScreen);
+    why
 }
 
 /// How long the loop has to return after a stop before the process exits anyway.

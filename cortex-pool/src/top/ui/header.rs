@@ -1,5 +1,6 @@
-//! The header: health and why, workers ready/target, the restart breaker, queue,
-//! retries over the last minute, the dead-letter queue.
+//! The header: health and why (or that the numbers are stale), workers
+//! ready/target, the restart breaker, queue, retries (the task store's, or the
+//! pool's over the last minute), the dead-letter queue.
 
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Modifier, Style};
@@ -11,7 +12,7 @@ use pool_core::HealthStatus;
 
 use super::format;
 use crate::top::app::App;
-use crate::top::source::{QueuePart, SharedQueue, Snapshot};
+use crate::top::source::{QueuePart, SharedQueue, Snapshot, StoreRows};
 
 /// How long an alert counts as active (the window that keeps a pool critical).
 const ACTIVE_MS: u64 = 5 * 60 * 1000;
@@ -35,10 +36,9 @@ pub(super) fn lines(app: &App) -> Vec<Line<'static>> {
         ];
     };
     if let Some(queue) = &s.shared_queue {
-        return queue_lines(s, queue, app.wall_ms);
+        return queue_lines(app, s, queue);
     }
     let m = &s.metrics;
-    let minute = app.history.last_minute();
     let breaker = if m.health.restart_breaker_open {
         Span::styled("OPEN", bad())
     } else {
@@ -46,7 +46,7 @@ pub(super) fn lines(app: &App) -> Vec<Line<'static>> {
     };
     let mut first = vec![
         Span::raw(" "),
-        health(m.health.status),
+        badge(app, m.health.status),
         Span::raw(format!(
             " workers {}/{} ready ({} live) │ breaker ",
             m.workers.ready, m.pool.target_size, m.workers.total
@@ -57,32 +57,68 @@ pub(super) fn lines(app: &App) -> Vec<Line<'static>> {
     if m.pool.shutting_down {
         first.push(Span::styled(" │ SHUTTING DOWN", bad()));
     }
-    let why = reasons(s, app.wall_ms);
     let label = if m.health.status == HealthStatus::Healthy {
         " alerts (5 min): "
     } else {
         " why: "
     };
-    let second = why_line(label, &why);
-    let dlq = dlq_span(m.tasks.dlq);
-    let third = Line::from(vec![
+    let second = second_line(app, s, label);
+    let third = match &s.store {
+        Some(store) => store_counts(s, store),
+        None => pool_counts(s, app.history.last_minute().retried),
+    };
+    vec![Line::from(first), second, third]
+}
+
+/// The third line from the pool's own counts (no task store in the reply):
+/// its queue, retries scheduled in the last minute, failed tasks.
+fn pool_counts(s: &Snapshot, retried: u64) -> Line<'static> {
+    let m = &s.metrics;
+    Line::from(vec![
         Span::raw(format!(
-            " queue {}{} │ in flight {} │ retried {} /1m │ ",
+            " queue {}{} │ in flight {} │ retried {retried} /1m │ ",
             m.tasks.queued,
             queue_parts(&m.queue),
             m.tasks.in_flight,
-            minute.retried
         )),
-        dlq,
+        dlq_span(m.tasks.dlq),
         Span::raw(format!(
             " │ done {} │ failed {}",
             m.tasks.completed, m.tasks.failed
         )),
-    ]);
-    vec![Line::from(first), second, third]
+    ])
 }
 
-/// The second line: `label` and the reasons, or "nothing wrong".
+/// The third line of a daemon with a task store: the queue is its backlog
+/// with the tasks claimed and still waiting in the pool, retrying and failed
+/// are tasks in the store (the pool runs attempts, with no retries of its own).
+fn store_counts(s: &Snapshot, store: &StoreRows) -> Line<'static> {
+    let m = &s.metrics;
+    Line::from(vec![
+        Span::raw(format!(
+            " queue {} │ in flight {} │ retrying {} │ ",
+            store.queued.saturating_add(m.tasks.queued),
+            m.tasks.in_flight,
+            store.retrying
+        )),
+        dlq_span(m.tasks.dlq),
+        Span::raw(format!(
+            " │ done {} │ failed {}",
+            m.tasks.completed, store.failed
+        )),
+    ])
+}
+
+/// The second line: why the numbers are old when the last refresh failed,
+/// else `label` and the reasons, or "nothing wrong".
+fn second_line(app: &App, s: &Snapshot, label: &'static str) -> Line<'static> {
+    match &app.error {
+        Some(error) => stale_line(app, s, error),
+        None => why_line(label, &reasons(s, app.wall_ms)),
+    }
+}
+
+/// `label` and the reasons, or "nothing wrong".
 fn why_line(label: &'static str, why: &[String]) -> Line<'static> {
     if why.is_empty() {
         Line::from(" why: nothing wrong")
@@ -94,6 +130,22 @@ fn why_line(label: &'static str, why: &[String]) -> Line<'static> {
     }
 }
 
+/// What failed to answer, why, and how old the numbers shown are.
+fn stale_line(app: &App, s: &Snapshot, error: &str) -> Line<'static> {
+    let who = if s.shared_queue.is_some() {
+        "queue"
+    } else {
+        "daemon"
+    };
+    Line::from(Span::styled(
+        format!(
+            " {who} not answering: {error}; last seen {} ago",
+            format::age(app.wall_ms.saturating_sub(app.seen_ms))
+        ),
+        bad(),
+    ))
+}
+
 /// `DLQ n`, in the warning colour when there is any.
 fn dlq_span(dlq: u64) -> Span<'static> {
     let style = if dlq > 0 { warn() } else { Style::default() };
@@ -102,7 +154,7 @@ fn dlq_span(dlq: u64) -> Span<'static> {
 
 /// The header when watching the shared queue: its state, what waits, what the
 /// daemons hold, the dead letters.
-fn queue_lines(s: &Snapshot, queue: &SharedQueue, wall_ms: u64) -> Vec<Line<'static>> {
+fn queue_lines(app: &App, s: &Snapshot, queue: &SharedQueue) -> Vec<Line<'static>> {
     let m = &s.metrics;
     let link = if queue.connected {
         Span::raw("connected")
@@ -111,12 +163,12 @@ fn queue_lines(s: &Snapshot, queue: &SharedQueue, wall_ms: u64) -> Vec<Line<'sta
     };
     let first = Line::from(vec![
         Span::raw(" "),
-        health(m.health.status),
+        badge(app, m.health.status),
         Span::raw(format!(" shared queue {} │ ", queue.url)),
         link,
         Span::raw(format!(" │ watched {}", format::age(s.uptime_ms))),
     ]);
-    let second = why_line(" why: ", &reasons(s, wall_ms));
+    let second = second_line(app, s, " why: ");
     let dlq = dlq_span(m.tasks.dlq);
     let third = Line::from(vec![
         Span::raw(format!(
@@ -154,6 +206,12 @@ fn queue_parts(q: &QueuePart) -> String {
 pub(super) fn reasons(s: &Snapshot, wall_ms: u64) -> Vec<String> {
     let h = &s.metrics.health;
     let mut why = Vec::new();
+    if h.status == HealthStatus::Failed {
+        why.push(format!(
+            "pool failed: {}",
+            h.failure.as_deref().unwrap_or("no reason given")
+        ));
+    }
     if let Some(queue) = s.shared_queue.as_ref().filter(|q| !q.connected) {
         why.push(format!("disconnected from {} (reconnecting)", queue.url));
     }
@@ -182,6 +240,7 @@ pub(super) fn reasons(s: &Snapshot, wall_ms: u64) -> Vec<String> {
     why
 }
 
+/// `cortex-pool top`, in bold.
 fn title() -> Span<'static> {
     Span::styled(
         " cortex-pool top ",
@@ -189,6 +248,17 @@ fn title() -> Span<'static> {
     )
 }
 
+/// The health badge, or `STALE` (the last refresh failed: the numbers shown
+/// are the last ones read).
+fn badge(app: &App, status: HealthStatus) -> Span<'static> {
+    if app.error.is_some() {
+        let style = Style::default().fg(Color::White).bg(Color::Red);
+        return Span::styled(" STALE ", style.add_modifier(Modifier::BOLD));
+    }
+    health(status)
+}
+
+/// The health status, coloured.
 fn health(status: HealthStatus) -> Span<'static> {
     let style = match status {
         HealthStatus::Healthy => Style::default().fg(Color::Black).bg(Color::Green),
@@ -203,10 +273,12 @@ fn health(status: HealthStatus) -> Span<'static> {
     )
 }
 
+/// The style of what is wrong.
 fn bad() -> Style {
     Style::default().fg(Color::Red).add_modifier(Modifier::BOLD)
 }
 
+/// The style of what needs a look.
 fn warn() -> Style {
     Style::default().fg(Color::Yellow)
 }

@@ -42,7 +42,7 @@ pub(crate) fn draw(frame: &mut Frame<'_>, app: &App) {
     footer::draw(frame, foot, app);
     match &app.mode {
         Mode::Help => overlay::help(frame, area),
-        Mode::Dlq(entries) => overlay::dlq(frame, area, entries.as_deref(), app.dlq_selected),
+        Mode::Dlq(view) => overlay::dlq(frame, area, view, app.dlq_selected),
         Mode::Normal | Mode::Filter | Mode::Scale(_) => {}
     }
 }

@@ -1,11 +1,12 @@
 //! Boxes drawn over the screen: the key map, and the dead-letter queue.
 
 use ratatui::layout::{Constraint, Flex, Layout, Rect};
-use ratatui::style::{Modifier, Style};
+use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::Line;
-use ratatui::widgets::{Block, Borders, Clear, Paragraph};
+use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
 use ratatui::Frame;
 
+use crate::top::app::DlqView;
 use crate::top::source::DeadLetter;
 
 /// The key map, as the help box and `docs/operations.md` show it.
@@ -35,24 +36,31 @@ pub(super) fn help(frame: &mut Frame<'_>, area: Rect) {
     frame.render_widget(Paragraph::new(lines), inner);
 }
 
-/// Draws the dead-letter list over `area` (`None`: still loading).
-pub(super) fn dlq(
-    frame: &mut Frame<'_>,
-    area: Rect,
-    entries: Option<&[DeadLetter]>,
-    selected: usize,
-) {
-    let title = match entries {
-        Some(e) => format!(" dead letters: {} │ Enter retry │ Esc close ", e.len()),
-        None => " dead letters: loading… ".to_owned(),
+/// Draws the dead-letter box over `area`: loading, why the list cannot be
+/// read, or the list.
+pub(super) fn dlq(frame: &mut Frame<'_>, area: Rect, view: &DlqView, selected: usize) {
+    let title = match view {
+        DlqView::Entries(e) => format!(" dead letters: {} │ Enter retry │ Esc close ", e.len()),
+        DlqView::Loading => " dead letters: loading… ".to_owned(),
+        DlqView::Failed(_) => " dead letters: cannot list │ Esc close ".to_owned(),
     };
     let height = area.height.saturating_sub(4).max(3);
     let inner = boxed(frame, area, area.width.saturating_sub(4), height, &title);
-    let Some(entries) = entries else { return };
-    if entries.is_empty() {
-        frame.render_widget(Paragraph::new(" the dead-letter queue is empty"), inner);
-        return;
+    match view {
+        DlqView::Loading => {}
+        DlqView::Failed(why) => {
+            let text = Paragraph::new(format!(" {why}")).wrap(Wrap { trim: false });
+            frame.render_widget(text.style(Style::default().fg(Color::Red)), inner);
+        }
+        DlqView::Entries(entries) if entries.is_empty() => {
+            frame.render_widget(Paragraph::new(" the dead-letter queue is empty"), inner);
+        }
+        DlqView::Entries(entries) => entries_list(frame, inner, entries, selected),
     }
+}
+
+/// The dead letters in `inner`, scrolled to keep `selected` in sight.
+fn entries_list(frame: &mut Frame<'_>, inner: Rect, entries: &[DeadLetter], selected: usize) {
     let rows = usize::from(inner.height);
     let first = selected.saturating_sub(rows.saturating_sub(1));
     let lines: Vec<Line<'_>> = entries

@@ -4,9 +4,11 @@
 use std::time::{Duration, Instant};
 
 use crate::top::actions::Outcome;
-use crate::top::app::{App, Mode, SortKey};
+use crate::top::app::{App, DlqView, Mode, SortKey};
 use crate::top::run::render_text;
-use crate::top::source::{Alert, DeadLetter, DeadLetterError, SharedQueue, Snapshot, Worker};
+use crate::top::source::{
+    Alert, DeadLetter, DeadLetterError, SharedQueue, Snapshot, StoreRows, Worker,
+};
 
 const NOW_MS: u64 = 1_700_000_000_000;
 
@@ -16,7 +18,6 @@ fn pool(workers: usize) -> Snapshot {
         ..Snapshot::default()
     };
     let m = &mut s.metrics;
-    m.pool.size = workers as u64;
     m.pool.target_size = workers as u64;
     m.workers.total = workers as u64;
     m.workers.ready = workers as u64;
@@ -108,13 +109,14 @@ fn an_open_breaker_and_active_alerts_explain_the_health() {
         Alert {
             id: "alert-2".into(),
             severity: "critical".into(),
-            kind: "restart-breaker".into(),
+            kind: "restart-breaker-open".into(),
             worker_id: None,
             message: "5 failed starts in 60 s".into(),
             timestamp: NOW_MS - 10_000,
         },
     ];
-    let text = screen(&app_with(s), 80, 24);
+    let app = app_with(s);
+    let text = screen(&app, 80, 24);
     assert_shows(
         &text,
         &[
@@ -122,10 +124,15 @@ fn an_open_breaker_and_active_alerts_explain_the_health() {
             "breaker OPEN",
             "why: restart breaker open: workers keep failing to start; 1 critical alert(s) i",
             "DLQ 3",
-            "alert restart-breaker: 5 failed starts in 60 s",
+            "alert restart-breaker-open: 5 failed starts in 60 s",
         ],
     );
-    let why = text.lines().nth(1).unwrap_or_default();
+    let wide = screen(&app, 200, 24);
+    let why = wide.lines().nth(1).unwrap_or_default();
+    assert!(
+        why.ends_with("; 1 critical alert(s) in 5 min; restart-breaker-open"),
+        "the whole line shows on a wide screen: {why}"
+    );
     assert!(
         !why.contains("high-memory"),
         "an hour-old alert is not a reason: {why}"
@@ -238,9 +245,9 @@ fn the_footer_prompts_and_the_overlays_draw() {
         &screen(&app, 80, 24),
         &["keys", "rolling restart", "filter workers"],
     );
-    app.mode = Mode::Dlq(None);
+    app.mode = Mode::Dlq(DlqView::Loading);
     assert_shows(&screen(&app, 80, 24), &["dead letters: loading"]);
-    app.outcome(Outcome::DeadLetters(vec![DeadLetter {
+    app.outcome(Outcome::DeadLetters(Ok(vec![DeadLetter {
         id: "42".into(),
         task_type: "fail".into(),
         attempts: 4,
@@ -248,7 +255,7 @@ fn the_footer_prompts_and_the_overlays_draw() {
             kind: "task".into(),
             message: "boom".into(),
         }),
-    }]));
+    }])));
     assert_shows(
         &screen(&app, 80, 24),
         &["dead letters: 1", "42 fail", "4× task: boom"],
@@ -296,4 +303,100 @@ fn smaller_screens_drop_panels_then_keep_only_the_header() {
     for (w, h) in [(1, 1), (10, 2), (39, 7), (80, 1)] {
         screen(&app, w, h);
     }
+}
+
+#[test]
+fn a_daemon_with_a_task_store_shows_the_stores_backlog_retries_and_failures() {
+    let mut s = pool(2);
+    let t = &mut s.metrics.tasks;
+    t.queued = 64;
+    t.in_flight = 2;
+    t.completed = 5;
+    t.failed = 9;
+    t.retried = 4;
+    s.store = Some(StoreRows {
+        queued: 100_000,
+        retrying: 3,
+        failed: 1,
+    });
+    let text = screen(&app_with(s), 80, 24);
+    assert_shows(
+        &text,
+        &["queue 100064 │ in flight 2 │ retrying 3 │ DLQ 0 │ done 5 │ failed 1"],
+    );
+    assert!(!text.contains("retried"), "{text}");
+}
+
+#[test]
+fn a_failed_refresh_marks_the_header_stale_until_one_works() {
+    let mut app = app_with(pool(2));
+    app.mode = Mode::Scale("3".into());
+    app.refreshed(
+        Instant::now(),
+        NOW_MS + 12_000,
+        Err("the daemon did not answer within 2s".into()),
+    );
+    let text = screen(&app, 80, 24);
+    assert_shows(
+        &text,
+        &[
+            " STALE  workers 2/2 ready",
+            "daemon not answering: the daemon did not answer within 2s; last seen 12s ago",
+            "scale to:",
+        ],
+    );
+    assert!(!text.contains("HEALTHY"), "{text}");
+    app.refreshed(Instant::now(), NOW_MS + 13_000, Ok(pool(2)));
+    let text = screen(&app, 80, 24);
+    assert_shows(&text, &[" HEALTHY ", "why: nothing wrong"]);
+    assert!(!text.contains("STALE"), "{text}");
+}
+
+#[test]
+fn a_failed_pool_says_why() {
+    let mut s = pool(2);
+    s.metrics.health.status = pool_core::HealthStatus::Failed;
+    s.metrics.health.failure = Some("the pool's actor panicked".into());
+    let text = screen(&app_with(s), 80, 24);
+    assert_shows(
+        &text,
+        &[" FAILED ", "why: pool failed: the pool's actor panicked"],
+    );
+}
+
+#[test]
+fn a_dead_letter_list_that_fails_says_why_in_its_box() {
+    let mut app = app_with(pool(2));
+    app.mode = Mode::Dlq(DlqView::Loading);
+    app.outcome(Outcome::DeadLetters(Err(
+        "cannot list the dead letters: store: disk I/O error".into(),
+    )));
+    assert_shows(
+        &screen(&app, 80, 24),
+        &[
+            "dead letters: cannot list",
+            "cannot list the dead letters: store: disk I/O error",
+        ],
+    );
+    assert!(!screen(&app, 80, 24).contains("loading"));
+}
+
+#[test]
+fn scrolling_stops_at_the_last_worker() {
+    let mut app = app_with(pool(20));
+    screen(&app, 80, 24);
+    for _ in 0..5 {
+        app.key(crossterm::event::KeyEvent::from(
+            crossterm::event::KeyCode::PageDown,
+        ));
+    }
+    assert_eq!(
+        app.scroll, 12,
+        "20 workers, 8 rows: the last page starts at 12"
+    );
+    assert_shows(&screen(&app, 80, 24), &["13-20 of 20"]);
+    app.key(crossterm::event::KeyEvent::from(
+        crossterm::event::KeyCode::Up,
+    ));
+    assert_shows(&screen(&app, 80, 24), &["12-19 of 20"]);
 }

@@ -86,6 +86,7 @@ pub(super) fn draw(frame: &mut Frame<'_>, area: Rect, app: &App) {
     let workers = app.workers();
     let total = app.snapshot.as_ref().map_or(0, |s| s.workers.len());
     let rows_shown = usize::from(area.height.saturating_sub(2));
+    app.table_rows.set(rows_shown);
     let first = app.scroll.min(workers.len().saturating_sub(rows_shown));
     let last = (first + rows_shown).min(workers.len());
     let mut title = format!(" workers {total}");
