@@ -272,3 +272,35 @@ fn a_terminal_that_hangs_up_ends_top() {
         "top (pid {pid}) kept running after its terminal hung up"
     );
 }
+
+/// A `top` whose standard output refuses the full screen (`/dev/full`: every
+/// write fails) ends with the reason, and leaves the terminal as it found it:
+/// not in raw mode (`stty` still shows `icanon` and `echo`).
+#[test]
+fn a_screen_that_cannot_be_drawn_leaves_the_terminal_as_it_was() {
+    let daemon = Daemon::new("top-full", &[]);
+    daemon.watchdog(60);
+    daemon.start();
+    let tmux = Tmux::new();
+    let exit = ExitStatus::new("full");
+    let stty = daemon.dir.join("stty.txt");
+    let err = daemon.dir.join("top-stderr.txt");
+    let top = format!(
+        "env CORTEX_POOL_RUNTIME_DIR={} {} top --interval-ms 200 >/dev/full 2>{}; code=$?; stty -a > {}; (exit $code)",
+        quote(&daemon.dir.display().to_string()),
+        quote(bin()),
+        quote(&err.display().to_string()),
+        quote(&stty.display().to_string()),
+    );
+    tmux.start_top(&exit.wrap(&top));
+    let status = exit.wait(20);
+    assert_eq!(status.as_deref(), Some("1"), "top's exit status");
+    let modes = std::fs::read_to_string(&stty).expect("stty's output");
+    let flags: Vec<&str> = modes.split_whitespace().collect();
+    assert!(
+        flags.contains(&"icanon") && flags.contains(&"echo"),
+        "the terminal was left in raw mode: {modes}"
+    );
+    let said = std::fs::read_to_string(&err).expect("top's stderr");
+    assert!(said.contains("cannot draw full-screen"), "{said}");
+}
