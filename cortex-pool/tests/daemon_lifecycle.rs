@@ -192,3 +192,45 @@ fn a_daemon_killed_with_sigkill_leaves_stale_files_that_cleanup_removes() {
     assert!(alive(pid));
     assert_eq!(d.stop().status.code(), Some(0));
 }
+
+/// A daemon that does not answer (here stopped with SIGSTOP: its socket
+/// still takes connections) is reported by `metrics`, `status` and `workers`
+/// after `answer_timeout_ms`, exit 1, naming its pid, instead of being
+/// waited on forever.
+#[test]
+fn a_daemon_that_does_not_answer_is_reported_not_waited_on() {
+    let d = Daemon::new("stuck", &[("CORTEX_POOL_ANSWER_TIMEOUT_MS", "300")]);
+    d.watchdog(60);
+    let pid = d.start();
+    let signal = |name: &str| {
+        let sent = std::process::Command::new("kill")
+            .args([name, &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill {name}");
+    };
+    signal("-STOP");
+    let answers: Vec<_> = [
+        vec!["metrics", "--json"],
+        vec!["daemon", "status"],
+        vec!["workers"],
+    ]
+    .iter()
+    .map(|args| d.cli(args))
+    .collect();
+    signal("-CONT");
+    for out in &answers {
+        assert_eq!(out.status.code(), Some(1), "{}", text(out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!(
+                "the daemon (pid {pid}) did not answer within 300 ms"
+            )),
+            "{stderr}"
+        );
+    }
+    assert!(
+        d.cli(&["metrics", "--json"]).status.success(),
+        "answers again once resumed"
+    );
+}

@@ -68,16 +68,44 @@ fn runtime() -> Result<tokio::runtime::Runtime, Fail> {
 }
 
 /// Connects to the daemon named by `config`, sends `request`, and returns the
-/// reply, mapping "no daemon" to exit 3 and error replies to exit 1.
+/// reply, mapping "no daemon" to exit 3 and error replies to exit 1. A
+/// look-up that answers at once in a working daemon (`status`, `metrics`,
+/// `workers`) is given `answer_timeout_ms`; a daemon that does not answer in
+/// time is reported (exit 1), not waited on forever.
 fn call(
     rt: &tokio::runtime::Runtime,
     settings: &Settings,
     request: Request,
 ) -> Result<Value, Fail> {
-    let reply = rt.block_on(async {
+    let limit = matches!(
+        request,
+        Request::Status | Request::Metrics { .. } | Request::Workers
+    )
+    .then_some(settings.answer_timeout);
+    let exchange = async {
         let mut client = Client::connect(&settings.paths.socket).await?;
         client.call(&request).await
+    };
+    let reply = rt.block_on(async {
+        match limit {
+            None => Some(exchange.await),
+            Some(limit) => tokio::time::timeout(limit, exchange).await.ok(),
+        }
     });
+    let Some(reply) = reply else {
+        let who = match probe(&settings.paths.pid) {
+            Ok(Probe::Running(pid)) => format!("the daemon (pid {pid})"),
+            _ => "the daemon".to_owned(),
+        };
+        return Err(Fail(
+            1,
+            format!(
+                "{who} did not answer within {} ms on {} (answer_timeout_ms); it may be stopped or overloaded",
+                settings.answer_timeout.as_millis(),
+                settings.paths.socket.display()
+            ),
+        ));
+    };
     match reply {
         Ok(Reply::Json { value }) => Ok(value),
         Ok(Reply::Text { text }) => Ok(Value::String(text)),

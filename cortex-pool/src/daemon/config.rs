@@ -30,6 +30,7 @@ pub(crate) const DAEMON_KEYS: &[&str] = &[
     "allowed_uids",
     "max_request_bytes",
     "max_connections",
+    "answer_timeout_ms",
     "metrics_addr",
     "store",
     "durability",
@@ -101,6 +102,7 @@ struct DaemonRaw {
     allowed_uids: Option<Vec<u32>>,
     max_request_bytes: Option<usize>,
     max_connections: Option<usize>,
+    answer_timeout_ms: Option<u64>,
     metrics_addr: Option<String>,
     store: Option<PathBuf>,
     durability: Option<String>,
@@ -135,6 +137,10 @@ pub(crate) struct Settings {
     pub(crate) max_request_bytes: usize,
     /// Control connections served at once. Default 64.
     pub(crate) max_connections: usize,
+    /// How long a client's `status`, `metrics` and `workers` wait for the
+    /// daemon's answer (a stuck daemon is reported, not waited on forever).
+    /// Default 10 s.
+    pub(crate) answer_timeout: std::time::Duration,
     /// Loopback address of the HTTP `/metrics` and `/healthz` endpoint. Default off.
     pub(crate) metrics_addr: Option<std::net::SocketAddr>,
     /// The task store: where, how durable, how long results are kept.
@@ -287,6 +293,13 @@ impl Raw {
         if max_connections == 0 {
             return Err(SettingsError::new("max_connections", "must be at least 1"));
         }
+        let answer_timeout_ms = raw.answer_timeout_ms.unwrap_or(10_000);
+        if answer_timeout_ms == 0 {
+            return Err(SettingsError::new(
+                "answer_timeout_ms",
+                "must be at least 1",
+            ));
+        }
         let metrics_addr = match raw.metrics_addr.as_deref() {
             None | Some("" | "off") => None,
             Some(text) => {
@@ -332,6 +345,7 @@ impl Raw {
             allowed_uids: raw.allowed_uids.unwrap_or_else(|| vec![paths::uid()]),
             max_request_bytes,
             max_connections,
+            answer_timeout: std::time::Duration::from_millis(answer_timeout_ms),
             metrics_addr,
         })
     }
