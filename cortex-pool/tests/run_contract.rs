@@ -214,6 +214,20 @@ fn a_standard_error_that_cannot_be_written_changes_nothing() {
     assert_eq!(stdout.lines().count(), 5);
 }
 
+/// An events file whose writes fail (`/dev/full`) does not stop the tasks,
+/// and the run says so and exits 1 (as for a metrics file that could not be
+/// written), instead of leaving an incomplete file unnoticed.
+#[test]
+fn an_events_file_that_cannot_be_written_exits_1_saying_so() {
+    let (code, stdout, stderr) = run_with(&["-w", "1", "--events", "/dev/full"], false, false);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(stdout.lines().count(), 5, "every task still ran");
+    assert!(
+        stderr.contains("cannot write the events to /dev/full"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn a_metrics_file_that_cannot_be_made_is_a_usage_error_before_any_task_runs() {
     let (code, stdout, stderr) = run_with(

@@ -98,7 +98,7 @@ impl Live {
     }
 
     /// Waits for the exit (at most `limit`), returning the exit code and the lines.
-    fn finish(mut self, limit: Duration) -> (Option<i32>, Vec<Value>, String, Duration) {
+    fn finish(&mut self, limit: Duration) -> (Option<i32>, Vec<Value>, String, Duration) {
         let started = Instant::now();
         let status = loop {
             if let Some(status) = self.child.0.try_wait().expect("try_wait") {
@@ -145,7 +145,7 @@ fn line<'a>(lines: &'a [Value], id: &str) -> &'a Value {
 fn sigterm_drains_like_sigint_and_every_task_read_gets_its_line() {
     // `--prefetch 0`: the second task waits in the pool's queue, not in the
     // worker's window.
-    let live = Live::start(
+    let mut live = Live::start(
         &["-w", "1", "--prefetch", "0"],
         concat!(
             "{\"id\":\"slow\",\"type\":\"sleep\",\"payload\":{\"ms\":700}}\n",
@@ -173,7 +173,7 @@ fn sigterm_drains_like_sigint_and_every_task_read_gets_its_line() {
 #[test]
 fn sigterm_withdraws_a_task_waiting_in_the_window_and_it_gets_its_line() {
     // The default window: the second task is written to the worker and waits there.
-    let live = Live::start(
+    let mut live = Live::start(
         &["-w", "1"],
         concat!(
             "{\"id\":\"slow\",\"type\":\"sleep\",\"payload\":{\"ms\":700}}\n",
@@ -201,7 +201,7 @@ fn sigterm_withdraws_a_task_waiting_in_the_window_and_it_gets_its_line() {
 fn a_second_signal_stops_within_a_second_and_cancels_what_runs() {
     // `--prefetch 0`: the third task waits in the pool's queue, not in a
     // worker's window.
-    let live = Live::start(
+    let mut live = Live::start(
         &["-w", "2", "--prefetch", "0"],
         concat!(
             "{\"id\":\"long\",\"type\":\"sleep\",\"payload\":{\"ms\":60000}}\n",
@@ -252,6 +252,14 @@ fn a_second_signal_stops_within_a_second_and_cancels_what_runs() {
     }
     assert_eq!(line(&lines, "queued")["error"]["kind"], "shutting_down");
     assert!(stderr.contains("0 ok, 3 failed"), "the summary: {stderr}");
+    let events = std::fs::read_to_string(&live.events).expect("the events file");
+    assert!(
+        events
+            .lines()
+            .last()
+            .is_some_and(|l| l.contains("\"event\":\"pool-shutdown\"")),
+        "the events end with pool-shutdown: {events}"
+    );
 }
 
 /// A signal while the workers start (here a worker that never answers the
@@ -260,7 +268,7 @@ fn a_second_signal_stops_within_a_second_and_cancels_what_runs() {
 #[test]
 fn a_signal_while_the_workers_start_ends_the_run_there() {
     // An argument no other test's worker has: the process is found by it.
-    let live = Live::start(
+    let mut live = Live::start(
         &["-w", "1", "--", "sleep", "4242.5"],
         "{\"type\":\"echo\"}\n",
     );

@@ -5,14 +5,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use pool_core::{Completions, Pool, PoolConfig, PoolSettings, Transport, WorkerCommand};
 use tokio::io::AsyncRead;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 
 use super::args::RunArgs;
 use super::collect::{collect, Accepted};
+use super::events_file::EventsFile;
 use super::feed::{feed, Stages};
 use super::interrupt::{self, Phase};
 use super::output::Line;
@@ -23,6 +24,11 @@ use crate::pool_settings::TransportKind;
 
 /// How long the runtime's shutdown waits for blocking threads (a read of stdin).
 const RUNTIME_SHUTDOWN: Duration = Duration::from_millis(500);
+
+/// How long `run` waits, after a second signal, for the pool it asked to stop
+/// at once to let go (a kill and a reap per worker: milliseconds), so that the
+/// events file still ends with `pool-shutdown`.
+const STOP_WAIT: Duration = Duration::from_millis(1_000);
 
 /// How many batches of finished lines, and of accepted tasks, may wait between
 /// the stages: with the batch sizes, at most 2 048 lines and 1 024 tasks, so a
@@ -109,13 +115,10 @@ fn transport(args: &RunArgs) -> Result<Arc<dyn Transport>, UsageError> {
 }
 
 fn worker_command(args: &RunArgs) -> Result<WorkerCommand, UsageError> {
+    // `--worker` takes the rest of the command line, a `--` included (it is
+    // the worker's), so at most one of the two holds a command.
     let cmd = match (args.worker.is_empty(), args.worker_after_dashes.is_empty()) {
-        (false, false) => {
-            return Err(UsageError(
-                "give the worker either with --worker or after --, not both".into(),
-            ))
-        }
-        (false, true) => &args.worker,
+        (false, _) => &args.worker,
         (true, false) => &args.worker_after_dashes,
         (true, true) => {
             let me = std::env::current_exe().map_err(|e| {
@@ -192,19 +195,18 @@ async fn run_async(args: RunArgs) -> Result<bool, UsageError> {
         None => None,
     };
     let events_file = match &args.events {
-        Some(path) => Some(
+        Some(path) => Some((
             std::fs::File::create(path)
                 .map_err(|e| UsageError(format!("cannot create {}: {e}", path.display())))?,
-        ),
+            path.clone(),
+        )),
         None => None,
     };
     let mut builder = Pool::builder_arc(transport(&args)?, command)
         .config(config)
         .boxed_policy(policy);
-    let event_writer = events_file.map(|file| {
-        let events = builder.subscribe();
-        tokio::spawn(write_events(events, file))
-    });
+    let event_writer =
+        events_file.map(|(file, path)| EventsFile::start(builder.subscribe(), file, path));
     let progress = progress_line(&args).await;
     let started = Instant::now();
     // A signal while the workers start (a handshake may take its whole
@@ -260,24 +262,36 @@ async fn run_async(args: RunArgs) -> Result<bool, UsageError> {
             metrics_failed = Some(format!("cannot write {}: {e}", path.display()));
         }
     }
-    // After a second signal nothing is waited for: the runtime's shutdown drops
-    // the pool, which kills every worker's process group.
+    // After a second signal the pool stops at once (its workers killed),
+    // and is waited for only a bounded time; its events still end with
+    // `pool-shutdown` when it let go in that time.
     let mut stopping = phase.clone();
-    tokio::select! {
+    let now = pool.clone();
+    let finished = async {
+        pool.shutdown().await;
+        drop(pool);
+        match event_writer {
+            Some(writer) => writer.finish().await,
+            None => None,
+        }
+    };
+    tokio::pin!(finished);
+    let events_failed = tokio::select! {
         biased;
-        () = interrupt::reached(&mut stopping, Phase::Stopping) => {}
-        () = async {
-            pool.shutdown().await;
-            drop(pool);
-            if let Some(writer) = event_writer {
-                let _ = writer.await;
-            }
-        } => {}
-    }
+        () = interrupt::reached(&mut stopping, Phase::Stopping) => {
+            let stopped = async {
+                now.shutdown_now().await;
+                drop(now);
+                (&mut finished).await
+            };
+            tokio::time::timeout(STOP_WAIT, stopped).await.unwrap_or(None)
+        }
+        failed = &mut finished => failed,
+    };
     let mut stderr = std::io::stderr();
     let _ = writeln!(stderr, "{}", tally.render(elapsed, Some(&metrics)));
     let mut ok = tally.all_ok();
-    for failure in [output_failed.map(|e| format!("cannot write the results to standard output ({e}); stopped at the first failed write")), metrics_failed].into_iter().flatten() {
+    for failure in [output_failed.map(|e| format!("cannot write the results to standard output ({e}); stopped at the first failed write")), metrics_failed, events_failed].into_iter().flatten() {
         let _ = writeln!(stderr, "cortex-pool: {failure}");
         ok = false;
     }
@@ -351,35 +365,4 @@ fn write_lines(
     }
     progress.finish();
     (tally, failed)
-}
-
-/// Writes each event as a JSON line with a `ts_ms` field (Unix time in ms).
-async fn write_events(mut events: broadcast::Receiver<pool_core::PoolEvent>, file: std::fs::File) {
-    let mut out = std::io::BufWriter::new(file);
-    loop {
-        let event = match events.recv().await {
-            Ok(event) => event,
-            Err(broadcast::error::RecvError::Lagged(n)) => {
-                tracing::warn!(lost = n, "event file writer fell behind; events lost");
-                continue;
-            }
-            Err(broadcast::error::RecvError::Closed) => break,
-        };
-        let Ok(serde_json::Value::Object(mut map)) = serde_json::to_value(&event) else {
-            continue;
-        };
-        let ts = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        map.insert("ts_ms".into(), ts.into());
-        let _ = serde_json::to_writer(&mut out, &map);
-        let _ = out.write_all(b"\n");
-        if events.is_empty() {
-            let _ = out.flush();
-        }
-        if matches!(event, pool_core::PoolEvent::PoolShutdown) {
-            break;
-        }
-    }
-    let _ = out.flush();
 }
