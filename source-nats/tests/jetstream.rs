@@ -58,6 +58,17 @@ fn dead(id: &str, attempt: u32) -> Settlement {
     }
 }
 
+/// Every dead letter `source` lists, newest first.
+async fn dead_letters(source: &NatsSource) -> Vec<task_source::TaskRecord> {
+    source
+        .list(Filter {
+            state: Some(TaskState::DeadLetter),
+            ..Filter::default()
+        })
+        .await
+        .unwrap()
+}
+
 /// Claims until `n` tasks came back or 10 s passed.
 async fn claim_n(source: &NatsSource, n: usize) -> Vec<task_source::Claimed> {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -180,13 +191,7 @@ async fn dead_letters_go_to_the_dlq_stream_and_come_back_by_id() {
         .settle(vec![dead("d", claimed[0].attempt)])
         .await
         .unwrap();
-    let dead = source
-        .list(Filter {
-            state: Some(TaskState::DeadLetter),
-            ..Filter::default()
-        })
-        .await
-        .unwrap();
+    let dead = dead_letters(&source).await;
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].task, task("d", 50));
     assert_eq!(dead[0].error.as_ref().unwrap().message, "boom");
@@ -339,13 +344,7 @@ async fn a_purge_removes_the_letters_and_keeps_their_lines() {
     let mut purged = source.purge_dead().await.unwrap();
     purged.sort();
     assert_eq!(purged, ["p", "q"]);
-    let letters = source
-        .list(Filter {
-            state: Some(TaskState::DeadLetter),
-            ..Filter::default()
-        })
-        .await
-        .unwrap();
+    let letters = dead_letters(&source).await;
     assert!(letters.is_empty(), "{letters:?}");
     assert!(source.purge_dead().await.unwrap().is_empty());
     assert_eq!(
@@ -513,13 +512,7 @@ async fn listings_read_every_message_past_one_fetch_and_around_holes() {
         .filter(|n| n % 2 == 1 && n % 3 != 0)
         .map(|n| format!("t{n:04}"))
         .collect();
-    let dead = source
-        .list(Filter {
-            state: Some(TaskState::DeadLetter),
-            ..Filter::default()
-        })
-        .await
-        .unwrap();
+    let dead = dead_letters(&source).await;
     assert!(
         dead.windows(2).all(|w| w[0].updated_ms >= w[1].updated_ms),
         "newest first"
@@ -577,13 +570,7 @@ async fn a_dead_letter_settled_again_after_a_failed_put_is_kept_once() {
         .settle(vec![dead("x", claimed[0].attempt)])
         .await
         .unwrap();
-    let letters = source
-        .list(Filter {
-            state: Some(TaskState::DeadLetter),
-            ..Filter::default()
-        })
-        .await
-        .unwrap();
+    let letters = dead_letters(&source).await;
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!(letters[0].task.id, "x");
     assert_eq!(source.queue_stats().await.unwrap().dead_letters, 1);

@@ -32,7 +32,7 @@ pub(crate) mod service;
 pub(crate) mod signals;
 pub(crate) mod state;
 #[cfg(test)]
-mod test_daemon;
+pub(crate) mod test_daemon;
 
 use std::path::Path;
 

@@ -327,45 +327,14 @@ pub(crate) fn json_reply<T: serde::de::DeserializeOwned>(reply: Reply) -> Result
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, RwLock};
+    use std::sync::Arc;
 
-    use pool_core::testing::{MockAction, MockTransport};
-    use pool_core::{Pool, WorkerCommand};
-    use task_source::{
-        ErrorInfo, MemorySource, NewTask, Outcome, Settlement, TaskSource, TaskState,
-    };
+    use task_source::{ErrorInfo, MemorySource, Outcome, Settlement, TaskSource, TaskState};
 
     use super::*;
-    use crate::daemon::config::{Raw, Sources};
-    use crate::daemon::state::Daemon;
+    use crate::daemon::test_daemon::{daemon_with, task};
     use crate::top::app::App;
     use crate::top::run::render_text;
-
-    /// A daemon as `daemon run` makes one (default settings), on mock workers
-    /// and `source`.
-    async fn daemon_on(source: Arc<MemorySource>) -> Daemon {
-        let settings = Sources::default()
-            .load_with(|_| None)
-            .and_then(Raw::resolve)
-            .expect("default settings");
-        let (transport, _recorder) = MockTransport::new(|_| MockAction::Echo);
-        let pool = Pool::builder(transport, WorkerCommand::new("mock-worker"))
-            .config(settings.pool.clone())
-            .start()
-            .await
-            .expect("pool starts");
-        Daemon::new(pool, Arc::new(RwLock::new(settings)), source)
-    }
-
-    fn task(id: &str) -> NewTask {
-        NewTask {
-            id: id.to_owned(),
-            task_type: "echo".to_owned(),
-            payload: "1".to_owned(),
-            priority: 10,
-            timeout_ms: None,
-        }
-    }
 
     fn error() -> ErrorInfo {
         ErrorInfo {
@@ -402,7 +371,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_daemons_status_reply_gives_the_header_the_stores_rows() {
-        let daemon = daemon_on(store_with_one_of_each().await).await;
+        let daemon = daemon_with(store_with_one_of_each().await).await;
         let reply = Reply::Json {
             value: crate::daemon::server::status(&daemon).await,
         };
