@@ -438,23 +438,14 @@ async fn a_letter_that_was_no_task_is_kept_by_a_retry() {
         .unwrap()
         .await
         .unwrap();
-    let letters = || async {
-        source
-            .list(Filter {
-                state: Some(TaskState::DeadLetter),
-                ..Filter::default()
-            })
-            .await
-            .unwrap()
-    };
     let deadline = Instant::now() + Duration::from_secs(10);
-    while letters().await.is_empty() && Instant::now() < deadline {
+    while dead_letters(&source).await.is_empty() && Instant::now() < deadline {
         assert!(
             source.claim(10, now_ms()).await.unwrap().is_empty(),
             "rejected, not claimed"
         );
     }
-    let dead = letters().await;
+    let dead = dead_letters(&source).await;
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].task.id, "raw-1");
     assert_eq!(dead[0].error.as_ref().unwrap().kind, "invalid_input");
@@ -465,7 +456,7 @@ async fn a_letter_that_was_no_task_is_kept_by_a_retry() {
             .unwrap(),
         vec![("raw-1".into(), Requeue::NotATask)]
     );
-    let kept = letters().await;
+    let kept = dead_letters(&source).await;
     assert_eq!(kept.len(), 1, "the letter stays");
     assert_eq!(kept[0].task.payload, "hello, not json");
 }
