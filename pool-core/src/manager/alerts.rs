@@ -15,8 +15,10 @@ pub(crate) const ALERT_HISTORY: usize = 1000;
 /// A second alert of the same kind for the same worker within this window is
 /// suppressed (and counted).
 const DEDUP_WINDOW: Duration = Duration::from_secs(60);
-/// How long a critical alert keeps the pool `critical`.
-pub(crate) const CRITICAL_WINDOW: Duration = Duration::from_secs(300);
+/// How long a critical alert keeps the pool `critical`: also the window in
+/// which an alert counts as active where health is explained (`daemon
+/// status`, `top`).
+pub const CRITICAL_WINDOW: Duration = Duration::from_secs(300);
 
 /// Something that needs an operator's attention.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

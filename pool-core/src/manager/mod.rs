@@ -43,7 +43,7 @@ mod worker_life;
 #[cfg(feature = "test-util")]
 pub(crate) use actor::Command;
 pub use alert_kind::AlertKind;
-pub use alerts::Alert;
+pub use alerts::{Alert, CRITICAL_WINDOW};
 pub use autoscale::Autoscale;
 pub use completions::{Completion, CompletionSink, Completions};
 pub use config::{AutoscaleSettings, PoolConfig, PoolSettings};

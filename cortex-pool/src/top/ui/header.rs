@@ -14,8 +14,9 @@ use super::format;
 use crate::top::app::App;
 use crate::top::source::{QueuePart, SharedQueue, Snapshot, StoreRows};
 
-/// How long an alert counts as active (the window that keeps a pool critical).
-const ACTIVE_MS: u64 = 5 * 60 * 1000;
+/// How long an alert counts as active, in milliseconds (the window in which a
+/// critical one keeps the pool critical).
+const ACTIVE_MS: u64 = pool_core::manager::CRITICAL_WINDOW.as_millis() as u64;
 
 /// Rows the header wants.
 pub(super) const HEIGHT: u16 = 3;
