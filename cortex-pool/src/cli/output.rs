@@ -169,14 +169,33 @@ pub(crate) fn abandoned(id: &str, duration_ms: f64) -> Line {
 /// payload no frame can carry), a full queue, a pool that stopped or is
 /// shutting down.
 pub(crate) fn refused(id: &str, refused: &SubmitError) -> Line {
-    let kind = match refused {
+    refused_after(id, refused, 0, 0.0)
+}
+
+/// [`refused`], counting `attempts` (a daemon's claimed attempt, which the
+/// pool would not take) over `duration_ms`.
+pub(crate) fn refused_after(
+    id: &str,
+    refused: &SubmitError,
+    attempts: u32,
+    duration_ms: f64,
+) -> Line {
+    let message = refused.to_string();
+    let error = ErrorFields {
+        attempts,
+        ..ErrorFields::new(refused_kind(refused), &message)
+    };
+    error_line(id, Status::Failed, &error, duration_ms)
+}
+
+/// The error kind of a refusal by the pool.
+pub(crate) fn refused_kind(refused: &SubmitError) -> &'static str {
+    match refused {
         SubmitError::QueueFull(_) => "queue_full",
         SubmitError::InvalidPriority(_) | SubmitError::PayloadTooLarge { .. } => "invalid_input",
         SubmitError::Failed { .. } => "pool_failed",
         _ => "shutting_down",
-    };
-    let message = refused.to_string();
-    error_line(id, Status::Failed, &ErrorFields::new(kind, &message), 0.0)
+    }
 }
 
 /// The line of an input line that is not a valid task.

@@ -22,10 +22,19 @@ pub(crate) async fn daemon() -> Arc<Daemon> {
 
 /// [`daemon`] on `source`.
 pub(crate) async fn daemon_with(source: Arc<dyn task_source::TaskSource>) -> Arc<Daemon> {
-    let settings = Sources::default()
+    daemon_set(source, |_| {}).await
+}
+
+/// [`daemon_with`], its default settings changed by `change` first.
+pub(crate) async fn daemon_set(
+    source: Arc<dyn task_source::TaskSource>,
+    change: impl FnOnce(&mut super::config::Settings),
+) -> Arc<Daemon> {
+    let mut settings = Sources::default()
         .load_with(|_| None)
         .and_then(super::config::Raw::resolve)
         .expect("default settings");
+    change(&mut settings);
     let (transport, _recorder) = MockTransport::new(|_| MockAction::Echo);
     let pool = Pool::builder(transport, WorkerCommand::new("mock-worker"))
         .config(settings.pool.clone())

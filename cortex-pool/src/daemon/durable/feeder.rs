@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use foldhash::HashMap;
-use pool_core::{Completion, CompletionSink, Completions, Failure, FinalStatus, Task};
+use pool_core::{Completion, CompletionSink, Completions, Failure, FinalStatus, SubmitError, Task};
 use task_source::{now_ms, Claimed, ErrorInfo, Outcome, Settlement, TaskState};
 
 use crate::cli::output;
@@ -21,8 +21,11 @@ use crate::daemon::state::Daemon;
 /// How an attempt on the pool ended.
 enum Ran {
     Done(Completion),
-    /// The pool did not take it (it is stopping).
+    /// The pool did not take it (it is stopping): back to the queue.
     NotTaken,
+    /// The pool refused the task itself (its payload, encoded, is larger than
+    /// a frame may be): it could never run, so it fails.
+    Refused(SubmitError),
 }
 
 struct Attempt {
@@ -154,8 +157,9 @@ pub(crate) async fn run(daemon: Arc<Daemon>, recovered: bool) {
 }
 
 /// Submits the claimed attempts to the pool in one call: those it took run
-/// (their outcomes arrive through `sink`), those it refused (it is stopping)
-/// are settled as not taken. Each attempt's time starts as the batch is
+/// (their outcomes arrive through `sink`), those it refused because it is
+/// stopping are settled as not taken, and one it refused for itself (too
+/// large) as failed. Each attempt's time starts as the batch is
 /// handed over: its `duration_ms` counts a wait for room in the pool's queue
 /// (a `max_queue_len` below the claim window) as it counts its wait in it.
 async fn start(
@@ -176,9 +180,12 @@ async fn start(
             Ok(id) => {
                 running.insert(id, (claimed, started));
             }
-            Err(_) => {
-                let ran = Ran::NotTaken;
-                // Interrupted: no line to fit.
+            Err(refused) => {
+                let ran = match refused {
+                    SubmitError::ShuttingDown(_) | SubmitError::Failed { .. } => Ran::NotTaken,
+                    refused => Ran::Refused(refused),
+                };
+                // Interrupted, or a short refusal: no line to fit.
                 let attempt = Attempt {
                     claimed,
                     started,
@@ -239,6 +246,14 @@ fn settlement(daemon: &Daemon, a: Attempt, max_line: Option<usize>) -> Settlemen
     let ms = elapsed.as_secs_f64() * 1000.0;
     let outcome = match a.ran {
         Ran::NotTaken => Outcome::Interrupted,
+        Ran::Refused(refused) => Outcome::Settled {
+            state: TaskState::Failed,
+            line: output::refused_after(&id, &refused, attempt, ms).into_text(),
+            error: Some(ErrorInfo {
+                kind: output::refused_kind(&refused).to_owned(),
+                message: refused.to_string(),
+            }),
+        },
         Ran::Done(Ok(out)) => {
             daemon.latency.observe(elapsed.as_secs_f64());
             Outcome::Settled {
@@ -380,7 +395,7 @@ mod tests {
 
     use task_source::TaskSource;
 
-    use crate::daemon::test_daemon::{daemon_with, task, TestSource};
+    use crate::daemon::test_daemon::{daemon_set, daemon_with, task, TestSource};
 
     /// Waits until `done` holds (a guard of a minute against a hang, not a
     /// measure of time).
@@ -397,6 +412,51 @@ mod tests {
         source.inner.status(vec![id.to_owned()]).await.unwrap()[0]
             .as_ref()
             .map(|s| s.state)
+    }
+
+    /// A task the pool refuses for itself (its payload, encoded, is larger
+    /// than a frame may be: JSON numbers such as `0.5` grow as MessagePack)
+    /// settles as failed `invalid_input` with its attempt counted, instead of
+    /// going back to the queue to be claimed and refused again for ever.
+    #[tokio::test]
+    async fn a_task_the_pool_refuses_for_itself_fails_instead_of_looping() {
+        let source = Arc::new(TestSource::default());
+        let daemon = daemon_set(source.clone(), |s| s.pool.max_frame = 1024).await;
+        let floats = vec!["0.5"; 200].join(",");
+        let big = task_source::NewTask {
+            payload: format!("[{floats}]"),
+            ..task("big")
+        };
+        assert!(big.payload.len() < 1024, "fits as JSON");
+        source.inner.accept(vec![big, task("small")]).await.unwrap();
+        let feeder = tokio::spawn(run(daemon.clone(), true));
+        let settled = || async {
+            let all = source
+                .inner
+                .status(vec!["big".to_owned(), "small".to_owned()])
+                .await
+                .unwrap();
+            all.iter()
+                .all(|s| s.as_ref().is_some_and(|s| s.state.is_settled()))
+        };
+        let waited = tokio::time::timeout(Duration::from_secs(60), async {
+            while !settled().await {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        assert!(waited.await.is_ok(), "the refused task never settled");
+        let big = source.inner.get(vec!["big".to_owned()]).await.unwrap()[0]
+            .clone()
+            .expect("its record");
+        assert_eq!(big.state, TaskState::Failed);
+        assert_eq!(big.attempts, 1);
+        let line: serde_json::Value =
+            serde_json::from_str(big.line.as_deref().unwrap_or("")).unwrap();
+        assert_eq!(line["error"]["kind"], "invalid_input", "{line}");
+        assert_eq!(line["attempts"], 1, "{line}");
+        assert_eq!(state(&source, "small").await, Some(TaskState::Ok));
+        daemon.draining.cancel();
+        feeder.await.unwrap();
     }
 
     /// A line longer than the source stores settles the task as failed with
