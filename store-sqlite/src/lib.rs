@@ -360,13 +360,6 @@ impl SqliteSource {
         rx.await.map_err(|_| SourceError::Closed)?
     }
 
-    fn refuse_if_failing(&self) -> Result<(), SourceError> {
-        match self.health() {
-            SourceHealth::Ok => Ok(()),
-            SourceHealth::Failing { reason } => Err(SourceError::Unwritable(reason)),
-        }
-    }
-
     fn file_size(&self) -> u64 {
         let mut total = 0;
         for suffix in ["", "-wal"] {
@@ -407,7 +400,8 @@ impl TaskSource for SqliteSource {
     }
 
     async fn recover(&self) -> Result<u64, SourceError> {
-        self.refuse_if_failing()?;
+        // Tried whatever the last write did, as `accept` is: a store that
+        // could not write (a full disk) writes again once there is room.
         let now = now_ms();
         self.write(move |c| ops::recover(c, now)).await
     }
@@ -490,6 +484,40 @@ impl TaskSource for SqliteSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A store marked failing by an earlier write (a full disk) still tries
+    /// the recovery of the tasks the last daemon left running, so they run
+    /// again once it can write, whatever wrote last.
+    #[test]
+    fn a_store_marked_failing_still_tries_to_recover() {
+        let dir = std::env::temp_dir().join(format!("store-recover-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let recovered = runtime.block_on(async {
+            let store = SqliteSource::open(&dir.join("store.db"), Durability::Fsync).unwrap();
+            let task = task_source::NewTask {
+                id: "left".into(),
+                task_type: "echo".into(),
+                payload: "1".into(),
+                priority: 10,
+                timeout_ms: None,
+            };
+            store.accept(vec![task]).await.unwrap();
+            assert_eq!(
+                store.claim(1, task_source::now_ms()).await.unwrap().len(),
+                1
+            );
+            *store.shared.health.lock().unwrap() = SourceHealth::Failing {
+                reason: "disk full".into(),
+            };
+            store.recover().await
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(recovered.unwrap(), 1, "the running task was re-queued");
+    }
 
     fn sqlite_error(code: std::ffi::c_int) -> rusqlite::Error {
         rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None)

@@ -326,6 +326,7 @@ fn fitted(max: Option<usize>, id: &str, attempt: u32, ms: f64, outcome: Outcome)
 /// [`RECOVER_AGAIN`] until the source can; `false` when the daemon drained
 /// first.
 async fn recover(daemon: &Daemon) -> bool {
+    let mut told = false;
     loop {
         tokio::select! {
             () = daemon.draining.cancelled() => return false,
@@ -338,6 +339,12 @@ async fn recover(daemon: &Daemon) -> bool {
                     "re-queued tasks interrupted by the last daemon's end; claiming starts"
                 );
                 return true;
+            }
+            // Said once as a warning (nothing is claimed until it works),
+            // then at debug level each try.
+            Err(e) if !told => {
+                told = true;
+                tracing::warn!(error = %e, "cannot re-queue interrupted tasks yet; trying again");
             }
             Err(e) => tracing::debug!(error = %e, "cannot re-queue interrupted tasks yet"),
         }
