@@ -56,43 +56,77 @@ pub trait TaskSource: Send + Sync + std::fmt::Debug {
     /// When the source cannot be counted, or nothing could be stored.
     async fn accept_within(
         &self,
-        mut tasks: Vec<NewTask>,
+        tasks: Vec<NewTask>,
         max_unsettled: u64,
     ) -> Result<Vec<Admission>, SourceError> {
         let unsettled = self.unsettled().await?;
         let room = usize::try_from(max_unsettled.saturating_sub(unsettled)).unwrap_or(usize::MAX);
-        let over: Vec<String> = tasks
-            .split_off(room.min(tasks.len()))
-            .into_iter()
-            .map(|t| t.id)
-            .collect();
-        let mut admissions = if tasks.is_empty() {
-            Vec::new()
-        } else {
-            self.accept(tasks).await?
-        };
-        if over.is_empty() {
-            return Ok(admissions);
+        if tasks.len() <= room {
+            return self.accept(tasks).await;
         }
-        // Known ids are still answered with their state; new ones are refused.
-        let (known, unknown_why) = match self.status(over.clone()).await {
+        // Only new ids take room: the known ones are found first, and
+        // answered with their state.
+        let ids: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();
+        let (known, unknown_why) = match self.status(ids).await {
             Ok(known) => (known, String::new()),
-            // Refused all the same, saying that an id may be held already.
+            // Refused all the same past the room, saying that an id may be
+            // held already.
             Err(e) => (
                 Vec::new(),
                 format!("; the store could not say whether it holds this id already ({e})"),
             ),
         };
-        for i in 0..over.len() {
-            admissions.push(match known.get(i).and_then(Option::as_ref) {
-                Some(r) => Admission::Known(r.state),
-                None => Admission::Refused(format!(
-                    "{}{unknown_why}",
-                    queue_full_reason(unsettled, max_unsettled)
-                )),
+        let mut plan = Vec::with_capacity(tasks.len());
+        let mut first_of: std::collections::HashMap<String, usize> = Default::default();
+        let mut fresh = Vec::new();
+        for (i, task) in tasks.into_iter().enumerate() {
+            plan.push(match known.get(i).and_then(Option::as_ref) {
+                Some(record) => Plan::Known(record.state),
+                None => match first_of.get(&task.id) {
+                    Some(&first) => Plan::SameAs(first),
+                    None => {
+                        first_of.insert(task.id.clone(), i);
+                        if fresh.len() < room {
+                            fresh.push(task);
+                            Plan::Stored(fresh.len() - 1)
+                        } else {
+                            Plan::Refused
+                        }
+                    }
+                },
             });
         }
-        Ok(admissions)
+        let stored = if fresh.is_empty() {
+            Vec::new()
+        } else {
+            self.accept(fresh).await?
+        };
+        let now = unsettled
+            + stored
+                .iter()
+                .filter(|a| matches!(a, Admission::Accepted))
+                .count() as u64;
+        let full = Admission::Refused(format!(
+            "{}{unknown_why}",
+            queue_full_reason(now, max_unsettled)
+        ));
+        let mut out: Vec<Admission> = Vec::with_capacity(plan.len());
+        for step in plan {
+            let answer = match step {
+                Plan::Known(state) => Admission::Known(state),
+                Plan::Stored(at) => stored.get(at).cloned().unwrap_or_else(|| full.clone()),
+                Plan::Refused => full.clone(),
+                // A repeat of an id earlier in the batch: known once the
+                // first was stored, refused with it.
+                Plan::SameAs(first) => match out.get(first) {
+                    Some(Admission::Accepted) => Admission::Known(crate::TaskState::Queued),
+                    Some(other) => other.clone(),
+                    None => full.clone(),
+                },
+            };
+            out.push(answer);
+        }
+        Ok(out)
     }
 
     /// Hands out up to `max` ready tasks (queued, or retrying and due by
@@ -190,4 +224,17 @@ pub trait TaskSource: Send + Sync + std::fmt::Debug {
     fn max_line_bytes(&self) -> Option<usize> {
         None
     }
+}
+
+/// What [`TaskSource::accept_within`]'s provided method does with one task
+/// of a batch that does not fit whole.
+enum Plan {
+    /// Known already, in this state.
+    Known(crate::TaskState),
+    /// Stored: its answer is at this place of the stored ones'.
+    Stored(usize),
+    /// No room left.
+    Refused,
+    /// A repeat of the id at this earlier place of the batch.
+    SameAs(usize),
 }

@@ -724,6 +724,37 @@ mod tests {
         }
     }
 
+    /// The provided two-step admission (the shared queue's): past the room,
+    /// only new ids take it (known ones are answered with their state, not
+    /// counted), a repeat of an id in the batch follows its first, and the
+    /// refusal counts the tasks as they stand after this batch's.
+    #[tokio::test]
+    async fn past_the_room_only_new_ids_take_it_and_the_count_is_current() {
+        let source = TestSource::default();
+        let eight: Vec<_> = (0..8).map(|i| task(&format!("k{i}"))).collect();
+        source.accept(eight).await.unwrap();
+        let batch = vec![
+            task("k0"),
+            task("k1"),
+            task("new"),
+            task("new"),
+            task("more"),
+            task("last"),
+        ];
+        let admissions = source.accept_within(batch, 10).await.unwrap();
+        assert_eq!(
+            admissions,
+            vec![
+                Admission::Known(TaskState::Queued),
+                Admission::Known(TaskState::Queued),
+                Admission::Accepted,
+                Admission::Known(TaskState::Queued),
+                Admission::Accepted,
+                Admission::queue_full(10, 10),
+            ]
+        );
+    }
+
     /// Over `max_queue_len`, an id whose state the store cannot read is
     /// refused saying so, not only as if the queue were full.
     #[tokio::test]
