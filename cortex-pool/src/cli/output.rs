@@ -140,7 +140,10 @@ pub(crate) const TOO_LARGE: &str = "result_too_large";
 
 /// Why a result line of `len` bytes was not stored.
 pub(crate) fn too_large_message(len: usize, max: usize) -> String {
-    format!("the result line is {len} bytes; the task queue stores at most {max}")
+    format!(
+        "the result line is {len} bytes; the daemon keeps at most {max} (the task store's \
+         or queue's limit, or what one reply to a client carries)"
+    )
 }
 
 /// The line status of a task that ended as `status`.

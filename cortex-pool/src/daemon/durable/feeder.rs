@@ -135,7 +135,7 @@ pub(crate) async fn run(daemon: Arc<Daemon>, recovered: bool) {
             _ = done.recv_many(&mut outcomes, OUTCOMES_AT_ONCE), if !running.is_empty() => {
                 // Asked once a batch (a broker's answer may be a copy of its
                 // server's description), not once a task.
-                let max_line = daemon.source.max_line_bytes();
+                let max_line = Some(line_limit(daemon.source.max_line_bytes()));
                 for outcome in outcomes.drain(..) {
                     let id = match &outcome {
                         Ok(out) => out.id,
@@ -305,6 +305,19 @@ fn settlement(daemon: &Daemon, a: Attempt, max_line: Option<usize>) -> Settlemen
     }
 }
 
+/// Room kept in a reply to a client beside a task's line (its framing and
+/// the keys around it).
+const REPLY_OVERHEAD: usize = 4 * 1024;
+
+/// The longest result line the daemon keeps: what its source stores (a
+/// queue's message limit) and what one reply to a client can carry (`result`
+/// and `wait` answer a task's line in one reply; a longer one could never be
+/// answered).
+fn line_limit(source: Option<usize>) -> usize {
+    let reply = crate::daemon::protocol::MAX_REPLY - REPLY_OVERHEAD;
+    source.map_or(reply, |s| s.min(reply))
+}
+
 /// `outcome`, or, when its line is longer than the source stores (`max`),
 /// the task failed for that reason: a line the source cannot take would be
 /// tried again forever and never settle.
@@ -464,6 +477,32 @@ mod tests {
         assert_eq!(state(&source, "small").await, Some(TaskState::Ok));
         daemon.draining.cancel();
         feeder.await.unwrap();
+    }
+
+    /// A line too long for one reply to a client fails its task as
+    /// `result_too_large` even on a store with no limit of its own (`result`
+    /// and `wait` could never answer it); a queue's smaller limit wins.
+    #[test]
+    fn a_line_longer_than_one_reply_carries_fails_its_task() {
+        let limit = line_limit(None);
+        assert!(limit < crate::daemon::protocol::MAX_REPLY);
+        assert_eq!(line_limit(Some(1_000)), 1_000);
+        let line = format!(
+            r#"{{"id":"t","status":"ok","result":"{}"}}"#,
+            "x".repeat(limit)
+        );
+        let outcome = Outcome::Settled {
+            state: TaskState::Ok,
+            line,
+            error: None,
+        };
+        match fitted(Some(limit), "t", 1, 1.0, outcome) {
+            Outcome::Settled { state, error, .. } => {
+                assert_eq!(state, TaskState::Failed);
+                assert_eq!(error.map(|e| e.kind).as_deref(), Some("result_too_large"));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     /// A line longer than the source stores settles the task as failed with
