@@ -44,3 +44,37 @@ async fn a_running_task_that_ignores_cancel_has_its_worker_killed_after_the_grac
     );
     pool.shutdown().await;
 }
+
+/// A task cancelled by its caller whose worker is then killed for another
+/// task's fault (here that task's timeout) ends cancelled when the worker is
+/// reaped: it is not put back in the queue to run again, its cancel forgotten.
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_task_whose_worker_dies_for_another_task_ends_cancelled() {
+    let config = pool_core::PoolConfig {
+        worker_concurrency: 2,
+        cancel_grace: Duration::from_secs(30),
+        ..common::config(1)
+    };
+    let (pool, recorder) = common::start(config, |_| MockAction::Hang).await;
+    let slow = pool
+        .submit(common::task("slow", 1).with_timeout(Duration::from_millis(100)))
+        .await
+        .unwrap();
+    let victim = pool.submit(common::task("victim", 2)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    victim.cancel();
+    let err = victim.await.unwrap_err();
+    assert_eq!(
+        (err.status, err.failure),
+        (FinalStatus::Cancelled, Failure::Cancelled)
+    );
+    let victims = recorder
+        .started()
+        .iter()
+        .filter(|t| t.task_type == "victim")
+        .count();
+    assert_eq!(victims, 1, "the cancelled task ran again");
+    slow.cancel();
+    drop(slow);
+    pool.shutdown().await;
+}

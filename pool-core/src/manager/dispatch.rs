@@ -648,19 +648,25 @@ impl Actor {
             .sum()
     }
 
-    /// A cancelled task did not stop in time: kill its worker.
+    /// A cancelled task did not stop in time: kill its worker (only one that
+    /// holds it with its cancel sent: a task cancelled elsewhere has settled).
     pub(crate) fn on_cancel_grace(&mut self, id: u64) {
-        let Some(num) = self.worker_holding(id) else {
+        let Some(num) = self.worker_holding_cancelled(id) else {
             return;
         };
         self.kill_worker(num, KillCause::CancelIgnored { task: id });
     }
 
-    /// The worker task `id` is in flight on, if any.
-    fn worker_holding(&self, id: u64) -> Option<u64> {
+    /// The worker task `id` is in flight on with its cancel requested, if any.
+    fn worker_holding_cancelled(&self, id: u64) -> Option<u64> {
         self.workers
             .iter()
-            .find(|(_, w)| w.lane.book().get_mut(id).is_some())
+            .find(|(_, w)| {
+                w.lane
+                    .book()
+                    .get_mut(id)
+                    .is_some_and(|running| running.cancel_requested)
+            })
             .map(|(num, _)| *num)
     }
 

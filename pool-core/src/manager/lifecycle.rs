@@ -358,6 +358,11 @@ impl Actor {
                 continue;
             }
             match cause {
+                // Its caller cancelled it: whatever killed the worker, it ends
+                // cancelled now that the worker is reaped, never to run again.
+                _ if running.cancel_requested => {
+                    self.settle_error(running.pending, FinalStatus::Cancelled, Failure::Cancelled);
+                }
                 Some(KillCause::TimedOut { task, after }) if *task == id => {
                     let failure = Failure::TimedOut { after: *after };
                     self.attempt_failed(running, failure, true);
@@ -368,9 +373,6 @@ impl Actor {
                 Some(KillCause::TimedOut { .. } | KillCause::CancelIgnored { .. }) => {
                     // Collateral: this attempt was not at fault, so it does not count.
                     self.requeue_unstarted(running.pending);
-                }
-                Some(KillCause::Shutdown) if running.cancel_requested => {
-                    self.settle_error(running.pending, FinalStatus::Cancelled, Failure::Cancelled);
                 }
                 Some(KillCause::Shutdown) => {
                     self.settle_error(running.pending, FinalStatus::Failed, Failure::ShuttingDown);
