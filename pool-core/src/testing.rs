@@ -116,6 +116,10 @@ pub enum MockAction {
     /// Run until a `cancel` for the task arrives, then the worker exits with
     /// status 0 without answering.
     ExitOnCancel,
+    /// The worker exits with this code as soon as it reads the task, before
+    /// running it, even while it would wait in the worker's prefetch window:
+    /// a task whose frame kills the worker's decoder.
+    CrashOnReceipt(i32),
 }
 
 /// Something a mock worker was sent that is not a task (see
@@ -495,7 +499,9 @@ async fn fake_worker(
         }
         // Tasks beyond `concurrency` wait here, in arrival order, as the
         // protocol asks of a worker that honours the key.
-        let mut waiting: std::collections::VecDeque<MockTask> = std::collections::VecDeque::new();
+        // Each with the script's action, decided as the task is read.
+        let mut waiting: std::collections::VecDeque<(MockTask, MockAction)> =
+            std::collections::VecDeque::new();
         let mut running = 0usize;
         // The cancellation of each running task.
         let mut cancels: HashMap<u64, CancellationToken> = HashMap::new();
@@ -519,20 +525,27 @@ async fn fake_worker(
                         break 'life 0
                     };
                     match decode_to_worker(&body) {
-                        Ok(ToWorker::Task(t)) => waiting.push_back(MockTask {
-                            id: t.id,
-                            task_type: t.task_type.to_owned(),
-                            payload: t.payload.to_vec(),
-                            attempt: t.attempt,
-                            worker: name.clone(),
-                        }),
+                        Ok(ToWorker::Task(t)) => {
+                            let task = MockTask {
+                                id: t.id,
+                                task_type: t.task_type.to_owned(),
+                                payload: t.payload.to_vec(),
+                                attempt: t.attempt,
+                                worker: name.clone(),
+                            };
+                            let action = script(&task);
+                            if let MockAction::CrashOnReceipt(code) = action {
+                                break 'life code << 8;
+                            }
+                            waiting.push_back((task, action));
+                        }
                         Ok(ToWorker::Cancel { id }) => {
                             recorder.receive(&name, MockReceived::Cancel(id));
                             if let Some(token) = cancels.get(&id) {
                                 token.cancel();
                             }
-                            if let Some(pos) = waiting.iter().position(|t| t.id == id) {
-                                if let Some(task) = waiting.remove(pos) {
+                            if let Some(pos) = waiting.iter().position(|(t, _)| t.id == id) {
+                                if let Some((task, _)) = waiting.remove(pos) {
                                     recorder.answered_unrun(&task);
                                     let _ = out_tx.send(frame(&FromWorker::Error(ErrorReply {
                                         id,
@@ -555,11 +568,10 @@ async fn fake_worker(
                 }
             }
             while running < concurrency {
-                let Some(task) = waiting.pop_front() else {
+                let Some((task, action)) = waiting.pop_front() else {
                     break;
                 };
                 running += 1;
-                let action = script(&task);
                 match action {
                     MockAction::Bloat(bytes) => rss.store(bytes, SeqCst),
                     MockAction::Stubborn => stubborn.store(true, SeqCst),
@@ -670,7 +682,9 @@ async fn run_task(
             dead.cancelled().await;
             None
         }
-        MockAction::Crash(code) => {
+        // (`CrashOnReceipt` ends the worker as the task is read, before any
+        // run; it is matched here only for the match to be whole.)
+        MockAction::CrashOnReceipt(code) | MockAction::Crash(code) => {
             // The process is gone at once: nothing else starts after this.
             let _ = crash.send(code);
             dead.cancelled().await;

@@ -178,3 +178,47 @@ async fn a_crash_in_a_full_window_charges_only_the_running_task() {
 async fn with_concurrency_two_a_crash_in_a_full_window_charges_only_the_running_tasks() {
     crash_in_a_full_window(2).await;
 }
+
+/// A task whose frame alone kills a worker (it dies as it reads the task,
+/// here waiting in the prefetch window behind a running task) takes the blame
+/// after two free requeues: it then runs alone and runs out of its own
+/// attempts, and the tasks that were running beside it all succeed (each
+/// loses at most the attempts of the crashes it was running through).
+#[tokio::test(start_paused = true)]
+async fn a_task_that_kills_workers_from_their_window_runs_alone_and_takes_the_blame() {
+    let config = PoolConfig {
+        prefetch: 4,
+        ..common::config(1)
+    };
+    let (pool, recorder) = common::start(config, |t| match t.task_type.as_str() {
+        "poison" => MockAction::CrashOnReceipt(3),
+        _ => MockAction::EchoAfter(Duration::from_millis(10)),
+    })
+    .await;
+    let mut tasks: Vec<_> = (0..6)
+        .map(|n| common::task("work", n).with_priority(0))
+        .collect();
+    tasks.push(common::task("poison", 6).with_priority(50));
+    let handles = pool.submit_many(tasks).await.unwrap();
+    let poison = handles[6].id();
+    for h in handles {
+        match h.await {
+            Ok(out) => assert_ne!(out.id, poison),
+            Err(e) => {
+                assert_eq!(e.id, poison, "an innocent task failed: {e}");
+                assert!(
+                    matches!(e.failure, pool_core::Failure::WorkerDied { .. }),
+                    "{e}"
+                );
+            }
+        }
+    }
+    // The first worker, and one for each crash: two while the poison went
+    // free (a task ran beside it), then its own four attempts (three retries).
+    let launches = recorder.launches();
+    assert_eq!(
+        launches, 7,
+        "the poison went free while others took the blame"
+    );
+    pool.shutdown().await;
+}

@@ -240,13 +240,15 @@ impl Pending {
     }
 }
 
-/// How often a task may leave the prefetch window of a worker that died with no
-/// task running without losing an attempt. When a task was running, the death
-/// is charged to it and the window's tasks are innocent (a worker writes a
-/// task's reply before it starts a later one), however often that happens. With
-/// none running, a worker that ignores `hello.concurrency` may have started a
-/// window task after all, and a task that kills every worker it is sent to must
-/// still run out of attempts.
+/// How often a task may leave the prefetch window of a worker that died
+/// without losing an attempt. A window task never started, so a death is
+/// charged to the task running, if one was; but a task whose frame alone kills
+/// a worker (as its decoder reads it) would then go free for ever while the
+/// tasks running beside it took the blame, and with none running a worker that
+/// ignores `hello.concurrency` may have started a window task after all. So
+/// after this many free requeues the task runs alone (nothing beside it in a
+/// window or running), and a death then is its own: a task that kills every
+/// worker it is sent to still runs out of attempts.
 pub(crate) const MAX_UNCOUNTED_REQUEUES: u8 = 2;
 
 /// The longest a timer is armed ahead (the timer wheel's range is about two

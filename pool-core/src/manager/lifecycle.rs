@@ -347,12 +347,16 @@ impl Actor {
             }
             if running.run_start.is_none()
                 && !running.cancel_requested
-                && (running_task.is_some()
-                    || running.pending.uncounted_requeues < MAX_UNCOUNTED_REQUEUES)
+                && running.pending.uncounted_requeues < MAX_UNCOUNTED_REQUEUES
             {
-                // Still in the prefetch window: it never ran, so it loses no attempt.
-                if running_task.is_none() {
-                    running.pending.uncounted_requeues += 1;
+                // Still in the prefetch window: it never ran, so it loses no
+                // attempt. A task whose frame alone kills a worker (its
+                // decoder) would go free for ever while the task running
+                // beside it took the blame each time: after the last free
+                // requeue it runs alone, so a death then is its own.
+                running.pending.uncounted_requeues += 1;
+                if running.pending.uncounted_requeues == MAX_UNCOUNTED_REQUEUES {
+                    running.pending.run_alone = true;
                 }
                 self.requeue_unstarted(running.pending);
                 continue;
