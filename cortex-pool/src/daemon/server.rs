@@ -81,9 +81,10 @@ where
     let mut frames = FramedRead::new(recv, FrameCodec::new(max));
     let (replies, rx) = mpsc::channel::<Reply>(1024);
     let writer = tokio::spawn(write_replies(send, rx, MAX_REPLY));
-    let mut early = None;
+    // Requests that arrived while a wait was answered, answered next in turn.
+    let mut early = std::collections::VecDeque::new();
     loop {
-        let next = match early.take() {
+        let next = match early.pop_front() {
             Some(next) => next,
             None => match tokio::time::timeout(IDLE, frames.next()).await {
                 Err(_) | Ok(None) => break,
@@ -124,25 +125,31 @@ where
         );
         let answering = answer(request, &daemon, &replies);
         tokio::pin!(answering);
-        let answered = tokio::select! {
-            biased;
-            answered = &mut answering => answered,
-            next = frames.next(), if waits => match next {
-                // The peer hung up: its wait ends.
-                None => break,
-                Some(next) => {
-                    early = Some(next);
-                    answering.await
-                }
-            },
+        // While a wait is answered, the socket is still read: requests sent
+        // meanwhile are kept for later (up to `PIPELINED`), and a peer that
+        // hangs up, even after sending more, ends the wait.
+        let answered = loop {
+            tokio::select! {
+                biased;
+                answered = &mut answering => break Some(answered),
+                next = frames.next(), if waits && early.len() < PIPELINED => match next {
+                    None => break None,
+                    Some(next) => early.push_back(next),
+                },
+            }
         };
-        if answered.is_err() {
+        // `None`: the peer hung up during its wait.
+        if !matches!(answered, Some(Ok(()))) {
             break;
         }
     }
     drop(replies);
     let _ = writer.await;
 }
+
+/// Requests a connection may send ahead while its wait is answered; past
+/// them it is not read until the wait ends.
+const PIPELINED: usize = 64;
 
 /// Bytes of replies gathered into one write, at most (a larger reply is
 /// written alone).
@@ -401,6 +408,38 @@ mod tests {
             }
         });
         assert!(registered.await.is_ok(), "the wait never registered");
+        drop((client_recv, client_send));
+        tokio::time::timeout(Duration::from_secs(60), served)
+            .await
+            .expect("the connection ends with its client")
+            .unwrap();
+        assert_eq!(daemon.waiters.waited_for(), 0, "no waiter is left behind");
+    }
+
+    /// A client that sent another request during its wait, then hung up,
+    /// still ends the wait: the socket is read while the wait is answered.
+    #[tokio::test]
+    async fn a_wait_ends_when_its_client_hangs_up_after_sending_more() {
+        let (daemon, served, client_recv, mut client_send) = serving_a_running_task().await;
+        let ids = vec!["slow".to_owned()];
+        let wait = Request::Wait {
+            ids: ids.clone(),
+            timeout_ms: None,
+            text: true,
+        };
+        protocol::write(&mut client_send, &wait, MAX_REPLY)
+            .await
+            .unwrap();
+        let registered = tokio::time::timeout(Duration::from_secs(60), async {
+            while daemon.waiters.waited_for() == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        assert!(registered.await.is_ok(), "the wait never registered");
+        let result = Request::Result { ids, text: true };
+        protocol::write(&mut client_send, &result, MAX_REPLY)
+            .await
+            .unwrap();
         drop((client_recv, client_send));
         tokio::time::timeout(Duration::from_secs(60), served)
             .await
