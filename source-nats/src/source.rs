@@ -317,7 +317,10 @@ impl NatsSource {
                     .await
                     .map_err(backend)
             }
-            Outcome::Interrupted => message.ack_with(AckKind::Nak(None)).await.map_err(backend),
+            // The server counts deliveries: an attempt cannot be given back.
+            Outcome::Interrupted | Outcome::NotStarted => {
+                message.ack_with(AckKind::Nak(None)).await.map_err(backend)
+            }
         };
         if done.is_err() {
             self.held().insert(key, held);

@@ -194,6 +194,11 @@ pub(crate) fn settle(conn: &Connection, all: &[Settlement], now: u64) -> rusqlit
          WHERE id = ?2 AND state = 'running' AND attempts = ?3",
         push_history("'interrupted'", "?3")
     ))?;
+    let mut unstarted = conn.prepare_cached(&format!(
+        "UPDATE tasks SET state = 'queued', attempts = attempts - 1, updated_ms = ?1, {}
+         WHERE id = ?2 AND state = 'running' AND attempts = ?3",
+        push_history("'withdrawn'", "?3")
+    ))?;
     let mut delta = StateDelta::default();
     for s in all {
         // Only a task still running this attempt changes: a stale settlement
@@ -228,6 +233,10 @@ pub(crate) fn settle(conn: &Connection, all: &[Settlement], now: u64) -> rusqlit
             }
             Outcome::Interrupted => {
                 let n = back.execute(params![now, s.id, s.attempt])?;
+                delta.moved(TaskState::Running, TaskState::Queued, n as i64);
+            }
+            Outcome::NotStarted => {
+                let n = unstarted.execute(params![now, s.id, s.attempt])?;
                 delta.moved(TaskState::Running, TaskState::Queued, n as i64);
             }
         }

@@ -304,3 +304,42 @@ fn admissions_at_the_same_time_never_pass_the_limit() {
         );
     });
 }
+
+/// An attempt that never started (the pool did not take the task, or
+/// withdrew it unstarted as it stopped) goes back to the queue with its
+/// attempt given back, so a restart does not use up a retry; it is recorded
+/// as `withdrawn`. An interrupted attempt (it ran) keeps its count.
+#[test]
+fn an_attempt_that_never_started_is_given_back() {
+    let dir = Dir::new("withdrawn");
+    rt().block_on(async {
+        let s = SqliteSource::open(&dir.db(), Durability::Fsync).unwrap();
+        s.accept(vec![task("w"), task("i")]).await.unwrap();
+        assert_eq!(s.claim(2, task_source::now_ms()).await.unwrap().len(), 2);
+        s.settle(vec![
+            Settlement {
+                id: "w".into(),
+                attempt: 1,
+                outcome: Outcome::NotStarted,
+            },
+            Settlement {
+                id: "i".into(),
+                attempt: 1,
+                outcome: Outcome::Interrupted,
+            },
+        ])
+        .await
+        .unwrap();
+        let got = s.get(vec!["w".into(), "i".into()]).await.unwrap();
+        let (w, i) = (got[0].as_ref().unwrap(), got[1].as_ref().unwrap());
+        assert_eq!((w.state, w.attempts), (TaskState::Queued, 0));
+        assert_eq!((i.state, i.attempts), (TaskState::Queued, 1));
+        let events: Vec<&str> = w.history.iter().map(|h| h.event.as_str()).collect();
+        assert_eq!(events, ["attempt", "withdrawn"]);
+        let again = s.claim(2, task_source::now_ms()).await.unwrap();
+        let attempts: Vec<(String, u32)> =
+            again.into_iter().map(|c| (c.task.id, c.attempt)).collect();
+        assert_eq!(attempts, [("w".to_owned(), 1), ("i".to_owned(), 2)]);
+        assert_eq!(s.stats().await.unwrap().rows["running"], 2);
+    });
+}

@@ -265,6 +265,12 @@ impl TaskSource for MemorySource {
                     rec.history.push(entry("interrupted", s.attempt, now));
                     inner.ready.insert((rec.task.priority, seq));
                 }
+                Outcome::NotStarted => {
+                    rec.state = TaskState::Queued;
+                    rec.attempts = rec.attempts.saturating_sub(1);
+                    rec.history.push(entry("withdrawn", s.attempt, now));
+                    inner.ready.insert((rec.task.priority, seq));
+                }
             }
         }
         Ok(())
@@ -468,6 +474,36 @@ mod tests {
                 Admission::queue_full(2, 2)
             ]
         );
+    }
+
+    /// An attempt that never started goes back with its attempt given back
+    /// (recorded `withdrawn`); an interrupted one keeps its count.
+    #[tokio::test]
+    async fn an_attempt_that_never_started_is_given_back() {
+        let source = MemorySource::new();
+        source.accept(vec![task("w"), task("i")]).await.unwrap();
+        assert_eq!(source.claim(2, 0).await.unwrap().len(), 2);
+        let back = |id: &str, outcome| Settlement {
+            id: id.to_owned(),
+            attempt: 1,
+            outcome,
+        };
+        source
+            .settle(vec![
+                back("w", Outcome::NotStarted),
+                back("i", Outcome::Interrupted),
+            ])
+            .await
+            .unwrap();
+        let again = source.claim(2, 0).await.unwrap();
+        let attempts: Vec<(String, u32)> =
+            again.into_iter().map(|c| (c.task.id, c.attempt)).collect();
+        assert_eq!(attempts, [("w".to_owned(), 1), ("i".to_owned(), 2)]);
+        let w = source.get(vec!["w".to_owned()]).await.unwrap()[0]
+            .clone()
+            .unwrap();
+        let events: Vec<&str> = w.history.iter().map(|h| h.event.as_str()).collect();
+        assert_eq!(events, ["attempt", "withdrawn", "attempt"]);
     }
 
     #[tokio::test]

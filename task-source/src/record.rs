@@ -146,6 +146,12 @@ pub enum Outcome {
     /// The attempt was interrupted (the pool is stopping): back to the queue,
     /// recorded as `interrupted` in the history.
     Interrupted,
+    /// The attempt never started (the pool did not take the task, or withdrew
+    /// it unstarted as it stopped): back to the queue with the attempt given
+    /// back, recorded as `withdrawn` in the history. A source that cannot give
+    /// an attempt back (a broker that counts deliveries) records it as
+    /// [`Interrupted`](Self::Interrupted).
+    NotStarted,
 }
 
 /// The end of one attempt.

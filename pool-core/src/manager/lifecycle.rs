@@ -397,10 +397,10 @@ impl Actor {
     /// (it never started, or its worker was killed for another task's fault); once
     /// the pool stops taking work it fails with "shutting down" instead.
     pub(crate) fn requeue_unstarted(&mut self, mut pending: super::actor::Pending) {
+        pending.attempts = pending.attempts.saturating_sub(1);
         if !matches!(self.phase, Phase::Starting | Phase::Running) {
             return self.settle_error(pending, FinalStatus::Failed, Failure::ShuttingDown);
         }
-        pending.attempts = pending.attempts.saturating_sub(1);
         self.queue.lock().push_front(pending);
     }
 

@@ -245,7 +245,7 @@ fn settlement(daemon: &Daemon, a: Attempt, max_line: Option<usize>) -> Settlemen
     let elapsed = a.started.elapsed();
     let ms = elapsed.as_secs_f64() * 1000.0;
     let outcome = match a.ran {
-        Ran::NotTaken => Outcome::Interrupted,
+        Ran::NotTaken => Outcome::NotStarted,
         Ran::Refused(refused) => Outcome::Settled {
             state: TaskState::Failed,
             line: output::refused_after(&id, &refused, attempt, ms).into_text(),
@@ -263,8 +263,14 @@ fn settlement(daemon: &Daemon, a: Attempt, max_line: Option<usize>) -> Settlemen
             }
         }
         Ran::Done(Err(err)) => match (&err.status, &err.failure) {
+            // Stopped by the pool's end: an attempt the pool never started
+            // (it counts none) is given back.
             (FinalStatus::Cancelled, _) | (_, Failure::ShuttingDown | Failure::Cancelled) => {
-                Outcome::Interrupted
+                if err.attempts == 0 {
+                    Outcome::NotStarted
+                } else {
+                    Outcome::Interrupted
+                }
             }
             (FinalStatus::Exhausted, failure) => {
                 let retry = daemon.setting(|s| s.pool.retry);
@@ -374,7 +380,7 @@ async fn save(daemon: &Daemon, unsaved: &mut Vec<Settlement>) {
                 .waiters
                 .settled(unsaved.drain(..).filter_map(|s| match s.outcome {
                     Outcome::Settled { state, line, .. } => Some((s.id, state, line)),
-                    Outcome::Retry { .. } | Outcome::Interrupted => None,
+                    Outcome::Retry { .. } | Outcome::Interrupted | Outcome::NotStarted => None,
                 }));
         }
         Err(e) => {
@@ -432,6 +438,25 @@ mod tests {
         source.inner.status(vec![id.to_owned()]).await.unwrap()[0]
             .as_ref()
             .map(|s| s.state)
+    }
+
+    /// A claimed task the pool does not take because it is stopping goes back
+    /// to the queue with its attempt given back: claims that never started
+    /// do not use up the task's retries (each claim here is refused).
+    #[tokio::test]
+    async fn claims_a_stopping_pool_does_not_take_give_their_attempts_back() {
+        let source = Arc::new(TestSource::default());
+        source.inner.accept(vec![task("t")]).await.unwrap();
+        let daemon = daemon_with(source.clone()).await;
+        daemon.pool.shutdown().await;
+        let feeder = tokio::spawn(run(daemon.clone(), true));
+        until("three claims", || source.claims.load(Ordering::SeqCst) >= 3).await;
+        daemon.draining.cancel();
+        feeder.await.unwrap();
+        let record = source.inner.get(vec!["t".to_owned()]).await.unwrap()[0]
+            .clone()
+            .expect("its record");
+        assert_eq!((record.state, record.attempts), (TaskState::Queued, 0));
     }
 
     /// A task the pool refuses for itself (its payload, encoded, is larger
