@@ -95,12 +95,19 @@ async fn admit(daemon: &Daemon, tasks: Vec<NewTask>) -> Vec<Admission> {
 /// again every [`POLL`](crate::daemon::queue::cli::POLL) (less often when
 /// many wait: [`poll_period`]).
 pub(crate) async fn lookup(
-    ids: Vec<String>,
+    mut ids: Vec<String>,
     wait: Option<Option<Duration>>,
     text: bool,
     daemon: &Arc<Daemon>,
     out: &mpsc::Sender<Reply>,
 ) -> Result<(), Closed> {
+    if wait.is_some() {
+        // A wait answers each task once, when it settles: an id named twice
+        // (a line submitted twice in one batch) is waited for once, whether
+        // it settled before the read or after.
+        let mut seen = HashSet::default();
+        ids.retain(|id| seen.insert(id.clone()));
+    }
     let shared = daemon.queue.get().is_some();
     let mut tally = Tally {
         text,
@@ -772,6 +779,28 @@ mod tests {
                 if why.starts_with("queue_full") && why.contains("could not say") && why.contains("busy")),
             "{admissions:?}"
         );
+    }
+
+    /// A wait that names a settled id twice (a line submitted twice in one
+    /// `submit --wait`) answers it once, as it would an unsettled one.
+    #[tokio::test]
+    async fn a_wait_answers_an_id_named_twice_once() {
+        let source = Arc::new(TestSource::default());
+        let daemon = crate::daemon::test_daemon::daemon_with(source.clone()).await;
+        source.accept(vec![task("x")]).await.unwrap();
+        assert_eq!(source.claim(1, 0).await.unwrap().len(), 1);
+        source.settle(vec![ok("x")]).await.unwrap();
+        let (tx, mut rx) = mpsc::channel(16);
+        let ids = vec!["x".to_owned(), "x".to_owned()];
+        lookup(ids, Some(None), true, &daemon, &tx).await.unwrap();
+        drop(tx);
+        let mut lines = 0;
+        while let Some(reply) = rx.recv().await {
+            if let Reply::Line { .. } | Reply::LineText { .. } = reply {
+                lines += 1;
+            }
+        }
+        assert_eq!(lines, 1, "one line for the task");
     }
 
     /// A waited-for task the look-up cannot read (where it stands is not
