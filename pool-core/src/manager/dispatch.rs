@@ -709,7 +709,8 @@ impl Actor {
 
     /// An attempt's timeout expired: the worker cannot be trusted. Kill it; the
     /// attempt is failed when the worker is reaped, so the task can never run again
-    /// on it after its caller hears of the timeout.
+    /// on it after its caller hears of the timeout (and counted as timed out
+    /// then: a result already on its way settles it as a success).
     fn on_deadline(&mut self, num: u64, id: u64) {
         let Some(worker) = self.workers.get(&num) else {
             return;
@@ -727,13 +728,6 @@ impl Actor {
                 .timeout
                 .unwrap_or(self.config.task_timeout)
         };
-        Stats::bump(&self.shared.stats.timed_out);
-        let name = worker.name().to_owned();
-        self.shared.emit(|| PoolEvent::TaskTimedOut {
-            task: id,
-            worker: name,
-            timeout_ms: after.as_millis() as u64,
-        });
         self.kill_worker(num, KillCause::TimedOut { task: id, after });
     }
 

@@ -368,6 +368,12 @@ impl Actor {
                     self.settle_error(running.pending, FinalStatus::Cancelled, Failure::Cancelled);
                 }
                 Some(KillCause::TimedOut { task, after }) if *task == id => {
+                    Stats::bump(&self.shared.stats.timed_out);
+                    self.shared.emit(|| PoolEvent::TaskTimedOut {
+                        task: id,
+                        worker: worker.name().to_owned(),
+                        timeout_ms: u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
+                    });
                     let failure = Failure::TimedOut { after: *after };
                     self.attempt_failed(running, failure, true);
                 }
