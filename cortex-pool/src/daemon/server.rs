@@ -394,12 +394,23 @@ mod tests {
     #[tokio::test]
     async fn a_wait_whose_client_went_away_lets_go_of_its_waiters_and_connection() {
         let (daemon, served, client_recv, mut client_send) = serving_a_running_task().await;
+        wait_for_slow(&daemon, &mut client_send).await;
+        drop((client_recv, client_send));
+        ends_with_its_client(&daemon, served).await;
+    }
+
+    /// Sends a `wait` without a timeout for the running task `slow`, and
+    /// waits until the daemon registered it.
+    async fn wait_for_slow(
+        daemon: &Daemon,
+        client_send: &mut tokio::io::WriteHalf<tokio::io::DuplexStream>,
+    ) {
         let wait = Request::Wait {
             ids: vec!["slow".to_owned()],
             timeout_ms: None,
             text: true,
         };
-        protocol::write(&mut client_send, &wait, MAX_REPLY)
+        protocol::write(client_send, &wait, MAX_REPLY)
             .await
             .unwrap();
         let registered = tokio::time::timeout(Duration::from_secs(60), async {
@@ -408,7 +419,10 @@ mod tests {
             }
         });
         assert!(registered.await.is_ok(), "the wait never registered");
-        drop((client_recv, client_send));
+    }
+
+    /// The connection ends (its client went away) and no waiter is left.
+    async fn ends_with_its_client(daemon: &Daemon, served: tokio::task::JoinHandle<()>) {
         tokio::time::timeout(Duration::from_secs(60), served)
             .await
             .expect("the connection ends with its client")
@@ -421,31 +435,16 @@ mod tests {
     #[tokio::test]
     async fn a_wait_ends_when_its_client_hangs_up_after_sending_more() {
         let (daemon, served, client_recv, mut client_send) = serving_a_running_task().await;
-        let ids = vec!["slow".to_owned()];
-        let wait = Request::Wait {
-            ids: ids.clone(),
-            timeout_ms: None,
+        wait_for_slow(&daemon, &mut client_send).await;
+        let result = Request::Result {
+            ids: vec!["slow".to_owned()],
             text: true,
         };
-        protocol::write(&mut client_send, &wait, MAX_REPLY)
-            .await
-            .unwrap();
-        let registered = tokio::time::timeout(Duration::from_secs(60), async {
-            while daemon.waiters.waited_for() == 0 {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        });
-        assert!(registered.await.is_ok(), "the wait never registered");
-        let result = Request::Result { ids, text: true };
         protocol::write(&mut client_send, &result, MAX_REPLY)
             .await
             .unwrap();
         drop((client_recv, client_send));
-        tokio::time::timeout(Duration::from_secs(60), served)
-            .await
-            .expect("the connection ends with its client")
-            .unwrap();
-        assert_eq!(daemon.waiters.waited_for(), 0, "no waiter is left behind");
+        ends_with_its_client(&daemon, served).await;
     }
 
     /// A request sent while another is still answered is answered after it,
