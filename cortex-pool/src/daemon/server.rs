@@ -129,10 +129,15 @@ where
         // meanwhile are kept for later (up to `PIPELINED`), and a peer that
         // hangs up, even after sending more, ends the wait.
         let answered = loop {
+            // A frame the codec refused ends the reading (its error is
+            // answered in turn); the stream says nothing more after it.
+            let readable = waits
+                && early.len() < PIPELINED
+                && !early.back().is_some_and(|f: &Result<_, _>| f.is_err());
             tokio::select! {
                 biased;
                 answered = &mut answering => break Some(answered),
-                next = frames.next(), if waits && early.len() < PIPELINED => match next {
+                next = frames.next(), if readable => match next {
                     None => break None,
                     Some(next) => early.push_back(next),
                 },
@@ -172,6 +177,14 @@ async fn write_replies<W: AsyncWrite + Unpin>(
         while framed && buf.len() < WRITE_BYTES {
             let Ok(more) = rx.try_recv() else { break };
             framed = frame_reply(&more, &mut buf, max).is_ok();
+        }
+        if !framed {
+            // The client is told why its answers end here.
+            let why = Reply::error(
+                "too_large",
+                format!("a reply larger than {max} bytes cannot be sent; the answers end here"),
+            );
+            let _ = frame_reply(&why, &mut buf, max);
         }
         let written = send.write_all(&buf).await.is_ok() && send.flush().await.is_ok();
         if !framed || !written {
@@ -351,6 +364,8 @@ mod tests {
         assert_eq!(out.writes, 1);
     }
 
+    /// A reply too large to send ends the replies after the ones before it,
+    /// with an error that says why (not a connection closed without a word).
     #[tokio::test]
     async fn a_reply_too_large_ends_the_replies_after_the_ones_before_it() {
         let (tx, rx) = mpsc::channel(16);
@@ -363,8 +378,14 @@ mod tests {
         tx.send(line(2)).await.unwrap();
         drop(tx);
         let mut out = Vec::new();
-        write_replies(&mut out, rx, 100).await;
-        assert_eq!(frames(&out), [line(1)]);
+        write_replies(&mut out, rx, 200).await;
+        let sent = frames(&out);
+        assert_eq!(sent.len(), 2, "{sent:?}");
+        assert_eq!(sent[0], line(1));
+        assert!(
+            matches!(&sent[1], Reply::Error { kind, .. } if kind == "too_large"),
+            "{sent:?}"
+        );
     }
 
     /// The two ends of a connection served by a daemon that holds the task
@@ -445,6 +466,45 @@ mod tests {
             .unwrap();
         drop((client_recv, client_send));
         ends_with_its_client(&daemon, served).await;
+    }
+
+    /// A frame too large, sent during a wait, is answered with its error
+    /// once the wait is: it is not taken for the client hanging up.
+    #[tokio::test]
+    async fn a_bad_frame_during_a_wait_is_answered_after_it() {
+        use tokio::io::AsyncWriteExt;
+        let (_daemon, served, client_recv, mut client_send) = serving_a_running_task().await;
+        let wait = Request::Wait {
+            ids: vec!["slow".to_owned()],
+            timeout_ms: Some(300),
+            text: true,
+        };
+        protocol::write(&mut client_send, &wait, MAX_REPLY)
+            .await
+            .unwrap();
+        // A length prefix past max_request_bytes (1 MiB).
+        client_send
+            .write_all(&(64u32 << 20).to_be_bytes())
+            .await
+            .unwrap();
+        let mut replies = FramedRead::new(client_recv, FrameCodec::new(MAX_REPLY));
+        let mut got = Vec::new();
+        while let Some(body) = tokio::time::timeout(Duration::from_secs(60), replies.next())
+            .await
+            .expect("answered")
+        {
+            got.push(protocol::decode::<Reply>(&body.unwrap()).unwrap());
+        }
+        let done = got.iter().position(|r| matches!(r, Reply::Done { .. }));
+        let refused = got
+            .iter()
+            .position(|r| matches!(r, Reply::Error { kind, .. } if kind == "too_large"));
+        assert!(
+            matches!((done, refused), (Some(d), Some(e)) if d < e),
+            "the wait, then the frame's error: {got:?}"
+        );
+        drop(client_send);
+        served.await.unwrap();
     }
 
     /// A request sent while another is still answered is answered after it,
