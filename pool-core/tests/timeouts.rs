@@ -134,7 +134,7 @@ async fn a_completed_task_does_not_disarm_the_deadline_of_one_still_running() {
 
 #[tokio::test(start_paused = true)]
 async fn a_huge_timeout_or_grace_saturates_instead_of_panicking_the_pool() {
-    let config = pool_core::PoolConfig {
+    let config = PoolConfig {
         task_timeout: Duration::MAX,
         shutdown_timeout: Duration::MAX,
         kill_grace: Duration::MAX,
@@ -153,4 +153,31 @@ async fn a_huge_timeout_or_grace_saturates_instead_of_panicking_the_pool() {
     assert_eq!(third.await.unwrap().decode::<u32>().unwrap(), 3);
     pool.shutdown().await;
     assert_eq!(pool.metrics().workers.total, 0, "the pool stopped cleanly");
+}
+
+/// Two tasks on one worker whose deadlines pass together both fail as timed
+/// out when the worker (killed for the first) is reaped: the second is not
+/// taken for a bystander, put back and run again.
+#[tokio::test(start_paused = true)]
+async fn tasks_that_time_out_together_on_one_worker_both_time_out() {
+    let config = PoolConfig {
+        worker_concurrency: 2,
+        ..common::config(1)
+    };
+    let (pool, recorder) = common::start(config, |_| MockAction::Hang).await;
+    let limit = Duration::from_millis(100);
+    let mut handles = Vec::new();
+    for n in 0..2 {
+        let task = common::task("slow", n)
+            .with_timeout(limit)
+            .with_max_retries(0);
+        handles.push(pool.submit(task).await.unwrap());
+    }
+    for h in handles {
+        let err = h.await.unwrap_err();
+        assert!(matches!(err.failure, Failure::TimedOut { .. }), "{err}");
+    }
+    assert_eq!(recorder.started().len(), 2, "each ran once");
+    assert_eq!(pool.metrics().tasks.timed_out, 2);
+    pool.shutdown().await;
 }

@@ -284,6 +284,10 @@ pub(crate) struct Running {
     /// Taken back from its worker's prefetch window at shutdown (a `cancel` was
     /// sent): an error reply ends it as "shutting down", its attempt not counted.
     pub(crate) withdrawn: bool,
+    /// The limit its attempt ran past, once its deadline fired: it fails as
+    /// timed out when its worker (killed for it) is reaped, unless its result
+    /// arrived first.
+    pub(crate) timed_out: Option<Duration>,
 }
 
 /// Something the actor scheduled for later.

@@ -722,11 +722,13 @@ impl Actor {
                 return;
             };
             running.deadline = None;
-            running
+            let after = running
                 .pending
                 .task
                 .timeout
-                .unwrap_or(self.config.task_timeout)
+                .unwrap_or(self.config.task_timeout);
+            running.timed_out = Some(after);
+            after
         };
         self.kill_worker(num, KillCause::TimedOut { task: id, after });
     }

@@ -361,22 +361,25 @@ impl Actor {
                 self.requeue_unstarted(running.pending);
                 continue;
             }
+            // Its caller cancelled it: whatever killed the worker, it ends
+            // cancelled now that the worker is reaped, never to run again.
+            if running.cancel_requested {
+                self.settle_error(running.pending, FinalStatus::Cancelled, Failure::Cancelled);
+                continue;
+            }
+            // Its deadline fired (whichever task's deadline the worker was
+            // killed for): it fails as timed out, counted now.
+            if let Some(after) = running.timed_out {
+                Stats::bump(&self.shared.stats.timed_out);
+                self.shared.emit(|| PoolEvent::TaskTimedOut {
+                    task: id,
+                    worker: worker.name().to_owned(),
+                    timeout_ms: u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
+                });
+                self.attempt_failed(running, Failure::TimedOut { after }, true);
+                continue;
+            }
             match cause {
-                // Its caller cancelled it: whatever killed the worker, it ends
-                // cancelled now that the worker is reaped, never to run again.
-                _ if running.cancel_requested => {
-                    self.settle_error(running.pending, FinalStatus::Cancelled, Failure::Cancelled);
-                }
-                Some(KillCause::TimedOut { task, after }) if *task == id => {
-                    Stats::bump(&self.shared.stats.timed_out);
-                    self.shared.emit(|| PoolEvent::TaskTimedOut {
-                        task: id,
-                        worker: worker.name().to_owned(),
-                        timeout_ms: u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
-                    });
-                    let failure = Failure::TimedOut { after: *after };
-                    self.attempt_failed(running, failure, true);
-                }
                 Some(KillCause::CancelIgnored { task }) if *task == id => {
                     self.settle_error(running.pending, FinalStatus::Cancelled, Failure::Cancelled);
                 }

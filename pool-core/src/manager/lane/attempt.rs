@@ -90,6 +90,7 @@ impl Book {
             cancel_requested: false,
             reused,
             withdrawn: false,
+            timed_out: None,
         });
         Ok(Written {
             deadline,

@@ -26,6 +26,7 @@ fn attempt(id: u64, now: Now, running: bool) -> Running {
         cancel_requested: false,
         reused: false,
         withdrawn: false,
+        timed_out: None,
     }
 }
 
@@ -348,6 +349,7 @@ async fn a_completed_task_s_input_is_dropped_after_the_book_s_lock() {
         cancel_requested: false,
         reused: false,
         withdrawn: false,
+        timed_out: None,
     });
     let mut settler = Settler::new(
         lane,
