@@ -342,7 +342,7 @@ impl Actor {
                 // It may not have run, or may have finished with its reply
                 // unwritten: its attempt does not count, and the next runs alone.
                 running.pending.run_alone = true;
-                self.requeue_unstarted(running.pending);
+                self.requeue_not_at_fault(running.pending);
                 continue;
             }
             if running.run_start.is_none()
@@ -385,7 +385,7 @@ impl Actor {
                 }
                 Some(KillCause::TimedOut { .. } | KillCause::CancelIgnored { .. }) => {
                     // Collateral: this attempt was not at fault, so it does not count.
-                    self.requeue_unstarted(running.pending);
+                    self.requeue_not_at_fault(running.pending);
                 }
                 Some(KillCause::Shutdown) => {
                     self.settle_error(running.pending, FinalStatus::Failed, Failure::ShuttingDown);
@@ -402,14 +402,28 @@ impl Actor {
         }
     }
 
-    /// Puts back at the head of its level a task whose last attempt does not count
-    /// (it never started, or its worker was killed for another task's fault); once
-    /// the pool stops taking work it fails with "shutting down" instead.
+    /// Puts back at the head of its level a task whose last attempt never
+    /// started (it waited in a dead worker's window): its attempt is given
+    /// back, also when the pool stops taking work and it fails with "shutting
+    /// down" instead.
     pub(crate) fn requeue_unstarted(&mut self, mut pending: super::actor::Pending) {
         pending.attempts = pending.attempts.saturating_sub(1);
         if !matches!(self.phase, Phase::Starting | Phase::Running) {
             return self.settle_error(pending, FinalStatus::Failed, Failure::ShuttingDown);
         }
+        self.queue.lock().push_front(pending);
+    }
+
+    /// Puts back at the head of its level a task whose last attempt may have
+    /// run but was not at fault (its worker was killed for another task's, or
+    /// died with its replies unwritten): the attempt does not count. Once the
+    /// pool stops taking work it fails with "shutting down" instead, its
+    /// attempt counted, since it may have run.
+    fn requeue_not_at_fault(&mut self, mut pending: super::actor::Pending) {
+        if !matches!(self.phase, Phase::Starting | Phase::Running) {
+            return self.settle_error(pending, FinalStatus::Failed, Failure::ShuttingDown);
+        }
+        pending.attempts = pending.attempts.saturating_sub(1);
         self.queue.lock().push_front(pending);
     }
 
