@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{pull, DeliverPolicy, ReplayPolicy};
+use async_nats::jetstream::consumer::{pull, Consumer, DeliverPolicy, ReplayPolicy};
 use async_nats::jetstream::stream::Stream;
 use async_nats::jetstream::Message;
 use futures_util::StreamExt;
@@ -20,8 +20,10 @@ pub(crate) const KV_OPERATION: &str = "KV-Operation";
 const IDLE: Duration = Duration::from_secs(10);
 
 /// The messages `stream` holds on `filter_subject` when the scan begins
-/// (each one, or only the last of each subject), oldest first. Messages
-/// stored after it began are not read: a scan ends.
+/// (each one, or only the last of each subject), oldest first: at most as
+/// many as it held then, so a scan ends while messages keep arriving. The
+/// scan's consumer is deleted once it is done (else the server would keep it
+/// for its inactivity limit).
 pub(crate) async fn held(
     stream: &Stream,
     filter_subject: String,
@@ -36,6 +38,16 @@ pub(crate) async fn held(
         })
         .await
         .map_err(backend)?;
+    let name = consumer.cached_info().name.clone();
+    let read = read(consumer).await;
+    if let Err(e) = stream.delete_consumer(&name).await {
+        tracing::debug!(error = %e, consumer = %name, "cannot delete a scan's consumer");
+    }
+    read
+}
+
+/// What `consumer` holds now, read to its end.
+async fn read(consumer: Consumer<pull::OrderedConfig>) -> Result<Vec<Message>, SourceError> {
     let count = consumer.cached_info().num_pending;
     let mut out = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(1 << 16));
     if count == 0 {
@@ -61,7 +73,7 @@ pub(crate) async fn held(
         let message = message.map_err(backend)?;
         // Nothing left after it: messages removed since the scan began
         // (a letter requeued meanwhile) end it before `count`.
-        let last = message.info().map_or(true, |i| i.pending == 0);
+        let last = message.info().map_err(backend)?.pending == 0;
         out.push(message);
         if last {
             break;

@@ -471,7 +471,8 @@ async fn a_letter_that_was_no_task_is_kept_by_a_retry() {
 async fn listings_read_every_message_past_one_fetch_and_around_holes() {
     const N: usize = 1_200;
     let server = NatsServer::start();
-    let source = NatsSource::connect(config(&server, 30_000)).await.unwrap();
+    let config = config(&server, 30_000);
+    let source = NatsSource::connect(config.clone()).await.unwrap();
     let tasks: Vec<NewTask> = (0..N).map(|i| task(&format!("t{i:04}"), 50)).collect();
     source.accept(tasks).await.unwrap();
     let mut settled = 0;
@@ -528,6 +529,16 @@ async fn listings_read_every_message_past_one_fetch_and_around_holes() {
     let mut purged = source.purge_dead().await.unwrap();
     purged.sort();
     assert_eq!(purged, left);
+    // Each listing's consumer is gone once it is done.
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    for name in [
+        config.dlq_stream.clone(),
+        format!("KV_{}", config.results_bucket),
+    ] {
+        let mut stream = js.get_stream(&name).await.unwrap();
+        let consumers = stream.info().await.unwrap().state.consumer_count;
+        assert_eq!(consumers, 0, "consumers left on {name}");
+    }
 }
 
 /// Sets the largest message the stream `name` takes (`-1`: no limit), as an
