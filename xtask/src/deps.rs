@@ -1,8 +1,8 @@
 //! What `cargo xtask test` needs besides the Rust toolchain, installed when
 //! missing: `cargo-nextest` (with cargo), Python packages (with pip, into the
 //! user's site), the Node SDK's packages (with `npm ci`), and, on a Debian or
-//! Ubuntu machine run as root, the system packages behind them (`python3-pip`,
-//! `nodejs` and `npm`, `tmux`) with apt-get. What cannot be installed fails the
+//! Ubuntu machine, the system packages behind them (`python3-pip`, `nodejs`
+//! and `npm`, `tmux`) with apt-get, which needs root. What cannot be installed fails the
 //! run with a message that says how to get it; nothing is skipped quietly.
 
 use std::process::Command;
@@ -67,12 +67,14 @@ pub(crate) fn python_msgpack() -> Result<bool, String> {
         eprintln!("\n==> CORTEX_SKIP_PYTHON=1: the Python tests are SKIPPED");
         return Ok(false);
     }
-    python_with_pip()?;
-    if !Command::new("python3")
-        .args(["-c", "import msgpack"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
+    let has_msgpack = || {
+        Command::new("python3")
+            .args(["-c", "import msgpack"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !has_msgpack() {
+        python_with_pip()?;
         pip_install("msgpack")?;
     }
     Ok(true)
@@ -101,35 +103,40 @@ pub(crate) fn python_with_pip() -> Result<(), String> {
     }
 }
 
-/// `python3 -m pip install --user PACKAGE`. Where the system's Python is
-/// marked externally managed (Debian 12, Ubuntu 23.04 and later refuse a
-/// plain install), the install is made again into the user's site with
+/// `python3 -m pip install --user PACKAGE`. Inside a virtualenv (which has
+/// no user site) it is installed into the virtualenv; where the system's
+/// Python is marked externally managed (Debian 12, Ubuntu 23.04 and later
+/// refuse a plain install), it is installed again into the user's site with
 /// `--break-system-packages`, which touches nothing of the system's.
 pub(crate) fn pip_install(package: &str) -> Result<(), String> {
     let what = format!("pip install --user {package}");
     eprintln!("\n==> {what}");
-    let attempt = |extra: &[&str]| {
+    let attempt = |flags: &[&str]| {
         Command::new("python3")
-            .args(["-m", "pip", "install", "--quiet", "--user"])
-            .args(extra)
+            .args(["-m", "pip", "install", "--quiet"])
+            .args(flags)
             .arg(package)
             .output()
             .map_err(|e| format!("{what}: cannot run python3: {e}"))
     };
-    let first = attempt(&[])?;
+    let first = attempt(&["--user"])?;
     if first.status.success() {
         return Ok(());
     }
     let said = String::from_utf8_lossy(&first.stderr).into_owned();
-    if !said.contains("externally-managed-environment") {
+    let second = if said.contains("virtualenv") {
+        attempt(&[])?
+    } else if said.contains("externally-managed-environment") {
+        attempt(&["--user", "--break-system-packages"])?
+    } else {
         return Err(format!("{what} failed ({}):\n{said}", first.status));
-    }
-    let second = attempt(&["--break-system-packages"])?;
+    };
     if second.status.success() {
         return Ok(());
     }
     Err(format!(
-        "{what} --break-system-packages failed:\n{}",
+        "{what} failed twice ({}):\n{said}\nthen:\n{}",
+        first.status,
         String::from_utf8_lossy(&second.stderr)
     ))
 }

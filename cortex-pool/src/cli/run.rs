@@ -267,6 +267,7 @@ async fn run_async(args: RunArgs) -> Result<bool, UsageError> {
     // `pool-shutdown` when it let go in that time.
     let mut stopping = phase.clone();
     let now = pool.clone();
+    let events_path = args.events.clone();
     let finished = async {
         pool.shutdown().await;
         drop(pool);
@@ -284,7 +285,18 @@ async fn run_async(args: RunArgs) -> Result<bool, UsageError> {
                 drop(now);
                 (&mut finished).await
             };
-            tokio::time::timeout(STOP_WAIT, stopped).await.unwrap_or(None)
+            tokio::time::timeout(STOP_WAIT, stopped)
+                .await
+                .unwrap_or_else(|_| {
+                    events_path.map(|path| {
+                        format!(
+                            "the pool did not let go within {} ms of the second signal; {} ends \
+                             without pool-shutdown",
+                            STOP_WAIT.as_millis(),
+                            path.display()
+                        )
+                    })
+                })
         }
         failed = &mut finished => failed,
     };

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use interprocess::local_socket::tokio::prelude::*;
 use pool_core::protocol::FrameCodec;
@@ -126,14 +126,17 @@ where
         let answering = answer(request, &daemon, &replies);
         tokio::pin!(answering);
         // While a wait is answered, the socket is still read: requests sent
-        // meanwhile are kept for later (up to `PIPELINED`), and a peer that
-        // hangs up, even after sending more, ends the wait.
+        // meanwhile are kept for later (up to `PIPELINED` of them, and
+        // `max_request_bytes` in all), and a peer that hangs up, even after
+        // sending more, ends the wait.
         let answered = loop {
             // A frame the codec refused ends the reading (its error is
             // answered in turn); the stream says nothing more after it.
+            let held: usize = early.iter().map(|f| f.as_ref().map_or(0, Bytes::len)).sum();
             let readable = waits
                 && early.len() < PIPELINED
-                && !early.back().is_some_and(|f: &Result<_, _>| f.is_err());
+                && held < max
+                && !early.back().is_some_and(Result::is_err);
             tokio::select! {
                 biased;
                 answered = &mut answering => break Some(answered),
@@ -152,8 +155,9 @@ where
     let _ = writer.await;
 }
 
-/// Requests a connection may send ahead while its wait is answered; past
-/// them it is not read until the wait ends.
+/// Requests a connection may send ahead while its wait is answered (and at
+/// most `max_request_bytes` of them in all); past them it is not read until
+/// the wait ends.
 const PIPELINED: usize = 64;
 
 /// Bytes of replies gathered into one write, at most (a larger reply is
