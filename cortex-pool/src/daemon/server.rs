@@ -446,6 +446,30 @@ mod tests {
         assert!(registered.await.is_ok(), "the wait never registered");
     }
 
+    /// Sends a `result` request for the task `slow`.
+    async fn ask_result_of_slow(client_send: &mut tokio::io::WriteHalf<tokio::io::DuplexStream>) {
+        let result = Request::Result {
+            ids: vec!["slow".to_owned()],
+            text: true,
+        };
+        protocol::write(client_send, &result, MAX_REPLY)
+            .await
+            .unwrap();
+    }
+
+    /// Every reply the daemon sends on the connection, until it closes.
+    async fn every_reply(client_recv: tokio::io::ReadHalf<tokio::io::DuplexStream>) -> Vec<Reply> {
+        let mut replies = FramedRead::new(client_recv, FrameCodec::new(MAX_REPLY));
+        let mut got = Vec::new();
+        while let Some(body) = tokio::time::timeout(Duration::from_secs(60), replies.next())
+            .await
+            .expect("answered")
+        {
+            got.push(protocol::decode::<Reply>(&body.unwrap()).unwrap());
+        }
+        got
+    }
+
     /// The connection ends (its client went away) and no waiter is left.
     async fn ends_with_its_client(daemon: &Daemon, served: tokio::task::JoinHandle<()>) {
         tokio::time::timeout(Duration::from_secs(60), served)
@@ -461,13 +485,7 @@ mod tests {
     async fn a_wait_ends_when_its_client_hangs_up_after_sending_more() {
         let (daemon, served, client_recv, mut client_send) = serving_a_running_task().await;
         wait_for_slow(&daemon, &mut client_send).await;
-        let result = Request::Result {
-            ids: vec!["slow".to_owned()],
-            text: true,
-        };
-        protocol::write(&mut client_send, &result, MAX_REPLY)
-            .await
-            .unwrap();
+        ask_result_of_slow(&mut client_send).await;
         drop((client_recv, client_send));
         ends_with_its_client(&daemon, served).await;
     }
@@ -491,14 +509,7 @@ mod tests {
             .write_all(&(64u32 << 20).to_be_bytes())
             .await
             .unwrap();
-        let mut replies = FramedRead::new(client_recv, FrameCodec::new(MAX_REPLY));
-        let mut got = Vec::new();
-        while let Some(body) = tokio::time::timeout(Duration::from_secs(60), replies.next())
-            .await
-            .expect("answered")
-        {
-            got.push(protocol::decode::<Reply>(&body.unwrap()).unwrap());
-        }
+        let got = every_reply(client_recv).await;
         let done = got.iter().position(|r| matches!(r, Reply::Done { .. }));
         let refused = got
             .iter()
@@ -552,22 +563,9 @@ mod tests {
     async fn a_client_that_closes_its_writing_side_still_gets_its_answer() {
         use tokio::io::AsyncWriteExt;
         let (_daemon, served, client_recv, mut client_send) = serving_a_running_task().await;
-        let result = Request::Result {
-            ids: vec!["slow".to_owned()],
-            text: true,
-        };
-        protocol::write(&mut client_send, &result, MAX_REPLY)
-            .await
-            .unwrap();
+        ask_result_of_slow(&mut client_send).await;
         client_send.shutdown().await.unwrap();
-        let mut replies = FramedRead::new(client_recv, FrameCodec::new(MAX_REPLY));
-        let mut got = Vec::new();
-        while let Some(body) = tokio::time::timeout(Duration::from_secs(60), replies.next())
-            .await
-            .expect("answered")
-        {
-            got.push(protocol::decode::<Reply>(&body.unwrap()).unwrap());
-        }
+        let got = every_reply(client_recv).await;
         assert!(
             matches!(got.last(), Some(Reply::Done { .. })),
             "the whole answer: {got:?}"
