@@ -266,7 +266,7 @@ async fn run_async(args: RunArgs) -> Result<bool, UsageError> {
     // and is waited for only a bounded time; its events still end with
     // `pool-shutdown` when it let go in that time.
     let mut stopping = phase.clone();
-    let now = pool.clone();
+    let stop_now = pool.clone();
     let events_path = args.events.clone();
     let finished = async {
         pool.shutdown().await;
@@ -281,8 +281,8 @@ async fn run_async(args: RunArgs) -> Result<bool, UsageError> {
         biased;
         () = interrupt::reached(&mut stopping, Phase::Stopping) => {
             let stopped = async {
-                now.shutdown_now().await;
-                drop(now);
+                stop_now.shutdown_now().await;
+                drop(stop_now);
                 (&mut finished).await
             };
             tokio::time::timeout(STOP_WAIT, stopped)

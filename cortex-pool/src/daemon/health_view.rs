@@ -9,7 +9,7 @@ use serde_json::Value;
 
 /// How long an alert counts as active, in milliseconds (the window in which a
 /// critical one keeps the pool critical).
-const ACTIVE_MS: u64 = pool_core::manager::CRITICAL_WINDOW.as_millis() as u64;
+pub(crate) const ACTIVE_MS: u64 = pool_core::manager::CRITICAL_WINDOW.as_millis() as u64;
 
 /// The most active alerts a `status` reply carries (the newest).
 const MOST: usize = 20;

@@ -105,8 +105,12 @@ pub(crate) async fn lookup(
         // A wait answers each task once, when it settles: an id named twice
         // (a line submitted twice in one batch) is waited for once, whether
         // it settled before the read or after.
-        let mut seen = HashSet::default();
-        ids.retain(|id| seen.insert(id.clone()));
+        let first: Vec<bool> = {
+            let mut seen: HashSet<&str> = HashSet::default();
+            ids.iter().map(|id| seen.insert(id.as_str())).collect()
+        };
+        let mut first = first.into_iter();
+        ids.retain(|_| first.next().unwrap_or(true));
     }
     let shared = daemon.queue.get().is_some();
     let mut tally = Tally {

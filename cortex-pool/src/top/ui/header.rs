@@ -11,12 +11,9 @@ use ratatui::Frame;
 use pool_core::HealthStatus;
 
 use super::format;
+use crate::daemon::health_view::ACTIVE_MS;
 use crate::top::app::App;
 use crate::top::source::{QueuePart, SharedQueue, Snapshot, StoreRows};
-
-/// How long an alert counts as active, in milliseconds (the window in which a
-/// critical one keeps the pool critical).
-const ACTIVE_MS: u64 = pool_core::manager::CRITICAL_WINDOW.as_millis() as u64;
 
 /// Rows the header wants.
 pub(super) const HEIGHT: u16 = 3;
