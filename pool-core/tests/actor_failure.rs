@@ -123,3 +123,35 @@ async fn a_healthy_pool_has_no_failure_in_its_health() {
     pool.shutdown().await;
     assert_eq!(pool.failure(), None, "a shutdown is not a failure");
 }
+
+#[tokio::test]
+async fn a_running_task_sent_to_a_completions_channel_ends_when_the_actor_panics() {
+    let (pool, _recorder) = common::start(common::config(1), |t| {
+        if t.task_type == "hang" {
+            MockAction::Hang
+        } else {
+            MockAction::Echo
+        }
+    })
+    .await;
+    let mut done = pool_core::Completions::new();
+    let ids = pool
+        .submit_each_to([common::task("hang", 1)], &done.sink())
+        .await;
+    let id = *ids[0].as_ref().expect("accepted");
+    // The task is on the worker (held by its lane's book), not in the queue.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while pool.metrics().tasks.in_flight == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the task starts");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    panic_actor(&pool);
+
+    let mut outcomes = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), done.recv_many(&mut outcomes, 8))
+        .await
+        .expect("a running task's completion arrives when the actor is gone");
+    let err = outcomes[0].as_ref().expect_err("it never finished");
+    assert_eq!((err.id, err.failure.kind()), (id, "shutting_down"));
+}

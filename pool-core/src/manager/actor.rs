@@ -222,6 +222,13 @@ pub(crate) struct Pending {
 }
 
 impl Pending {
+    /// The task of a submit the pool refused (it never entered the queue):
+    /// its answer is let go without a word, the refusal tells the caller.
+    pub(crate) fn into_refused(self) -> Task {
+        self.answer.withdraw();
+        self.task
+    }
+
     /// A caller's new task `id`, answered through `answer`, holding the queue
     /// slot its caller took, no attempt made yet.
     pub(crate) fn new(id: u64, task: Task, answer: Answer) -> Self {

@@ -12,17 +12,66 @@ use super::handle::{FinalStatus, TaskError};
 use super::metrics::Stats;
 use super::outcome_cell::{outcome_cell, Held, HeldOutput, Teller, Waiter, Wake, Wakes};
 use super::tally::Counted;
+use super::Failure;
 
 /// The caller's side of one task: answered exactly once, by [`completed`] or
 /// [`failed`](Answer::failed), through its own handle's channel or through a
 /// [`Completions`](super::Completions) channel shared by many tasks.
+///
+/// An answer dropped untold (its task was dropped with a pool that stopped
+/// working: a panicked actor, a lane gone) still ends its task for the
+/// caller: the handle, or the channel, hears "shutting down". Only a task the
+/// pool never accepted is let go without a word ([`withdraw`](Answer::withdraw)):
+/// its caller had the refusal from the submit.
 ///
 /// [`completed`]: Answer::completed
 pub(crate) enum Answer {
     /// The task's [`TaskHandle`](super::TaskHandle) waits on this.
     Handle(Teller),
     /// The task was submitted with [`Pool::submit_each_to`](super::Pool::submit_each_to).
-    Shared(Arc<Inbox>),
+    Shared(SharedAnswer),
+}
+
+/// A task's place in a shared [`Completions`](super::Completions) channel:
+/// its inbox (taken when the outcome is handed over) and the task's id, for
+/// the outcome it is given when dropped untold.
+pub(crate) struct SharedAnswer {
+    inbox: Option<Arc<Inbox>>,
+    id: u64,
+}
+
+impl SharedAnswer {
+    /// The answer of task `id` through `inbox`.
+    pub(crate) fn new(inbox: Arc<Inbox>, id: u64) -> Self {
+        Self {
+            inbox: Some(inbox),
+            id,
+        }
+    }
+
+    /// The inbox, taken: nothing is left for `drop` to say.
+    fn take(mut self) -> Option<Arc<Inbox>> {
+        self.inbox.take()
+    }
+}
+
+impl Drop for SharedAnswer {
+    /// Dropped untold: the channel hears the task ended "shutting down", as a
+    /// handle whose answer was dropped does.
+    fn drop(&mut self) {
+        if let Some(inbox) = self.inbox.take() {
+            let gone = Err(TaskError {
+                id: self.id,
+                status: FinalStatus::Failed,
+                failure: Failure::ShuttingDown,
+                attempts: 0,
+                worker: None,
+            });
+            if let Some(waker) = inbox.deliver(std::iter::once(gone)) {
+                waker.wake();
+            }
+        }
+    }
 }
 
 impl Answer {
@@ -45,7 +94,20 @@ impl Answer {
     ) {
         match self {
             Self::Handle(teller) => teller.tell_held(Held::Output(output)).keep_in(wakes),
-            Self::Shared(inbox) => wakes.deliver(inbox, Held::Output(output).into_outcome(id)),
+            Self::Shared(answer) => {
+                if let Some(inbox) = answer.take() {
+                    wakes.deliver(inbox, Held::Output(output).into_outcome(id));
+                }
+            }
+        }
+    }
+
+    /// Lets go of a task the pool never accepted: its caller was refused by
+    /// the submit itself, so its channel hears nothing of it.
+    pub(crate) fn withdraw(self) {
+        match self {
+            Self::Handle(teller) => drop(teller),
+            Self::Shared(answer) => drop(answer.take()),
         }
     }
 
@@ -64,7 +126,10 @@ impl Answer {
     fn tell(self, outcome: Completion) -> Wake {
         match self {
             Self::Handle(teller) => teller.tell(outcome),
-            Self::Shared(inbox) => Wake::of(inbox.deliver(std::iter::once(outcome))),
+            Self::Shared(answer) => match answer.take() {
+                Some(inbox) => Wake::of(inbox.deliver(std::iter::once(outcome))),
+                None => Wake::none(),
+            },
         }
     }
 }
@@ -75,7 +140,6 @@ mod tests {
 
     use super::*;
     use crate::manager::handle::Outcome;
-    use crate::manager::Failure;
 
     fn error(status: FinalStatus) -> TaskError {
         TaskError {
@@ -132,6 +196,35 @@ mod tests {
         assert_eq!(stats.dead_lettered.load(Relaxed), 1);
         assert_eq!(stats.failed.load(Relaxed), 2);
         assert_eq!(stats.tallies.totals().completed, 1);
+    }
+
+    #[test]
+    fn a_shared_answer_dropped_untold_ends_its_task_and_a_withdrawn_one_says_nothing() {
+        let mut done = crate::Completions::new();
+        let sink = done.sink();
+        drop(Answer::Shared(SharedAnswer::new(sink.inbox(), 7)));
+        let err = done
+            .try_recv()
+            .expect("the dropped answer's task ended")
+            .expect_err("without a result");
+        assert_eq!(
+            (err.id, err.status, err.failure.kind(), err.attempts),
+            (7, FinalStatus::Failed, "shutting_down", 0)
+        );
+        Answer::Shared(SharedAnswer::new(sink.inbox(), 8)).withdraw();
+        let stats = Stats::new();
+        Answer::Shared(SharedAnswer::new(sink.inbox(), 9))
+            .failed(&stats, error(FinalStatus::Failed));
+        let told = done.try_recv().expect("the failed task's outcome");
+        assert_eq!(
+            told.expect_err("failed").id,
+            1,
+            "the outcome told, not a second one"
+        );
+        assert!(
+            done.try_recv().is_none(),
+            "a withdrawn or told answer adds nothing"
+        );
     }
 
     #[test]

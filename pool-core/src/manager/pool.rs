@@ -16,7 +16,7 @@ use super::dispatch::settle_failed;
 use super::events::PoolEvent;
 use super::failure::Failure;
 use super::handle::{FinalStatus, TaskHandle};
-use super::ledger::Answer;
+use super::ledger::{Answer, SharedAnswer};
 use super::metrics::{HealthSummary, PoolMetrics, WorkerStatus};
 use super::reserve::Reserve;
 use crate::balance::{BalancePolicy, FirstAvailable};
@@ -369,6 +369,9 @@ impl Pool {
                 .await
                 .map_err(refused)?
             {
+                // The tasks before this one go first, as the doc says: the
+                // pool refuses them (the first is the error) or takes them.
+                self.send_unsent(&mut unsent).map_err(refused)?;
                 return Err(self.gone(task));
             }
             let (pending, handle) = self.pending(task, reserve.id(wanted));
@@ -416,7 +419,10 @@ impl Pool {
         to: &CompletionSink,
     ) -> Vec<Result<u64, SubmitError>> {
         self.submit_each_with(tasks, |_, task, id| {
-            (Pending::new(id, task, Answer::Shared(to.inbox())), id)
+            (
+                Pending::new(id, task, Answer::Shared(SharedAnswer::new(to.inbox(), id))),
+                id,
+            )
         })
         .await
     }
@@ -574,7 +580,7 @@ impl Pool {
     fn refuse<H>(&self, refused: Unsent, results: &mut [Result<H, SubmitError>]) {
         for (index, pending) in refused.at.into_iter().zip(refused.pending) {
             if let Some(result) = results.get_mut(index) {
-                *result = Err(self.gone(pending.task));
+                *result = Err(self.gone(pending.into_refused()));
             }
         }
     }
@@ -870,8 +876,8 @@ fn mark_failed(outcome: Result<(), tokio::task::JoinError>, shared: &Shared) {
     shared.desk.close_all();
     // Callers' tasks go to the gone actor from now on, and are refused; lanes
     // take no more; those queued end "shutting down" through the ledger. (Tasks
-    // the actor or a book held are dropped with them: a handle then says
-    // "shutting down", a `Completions` channel hears nothing of them.)
+    // the actor or a book held are dropped with them: their answers, dropped
+    // untold, say "shutting down" to a handle and to a `Completions` channel.)
     let queued: Vec<Pending> = {
         let mut waiting = shared.queue.lock();
         waiting.close_to_callers();
@@ -897,6 +903,6 @@ impl Unsent {
         self.pending
             .into_iter()
             .next()
-            .map_or_else(|| Task::new("", Vec::new()), |p| p.task)
+            .map_or_else(|| Task::new("", Vec::new()), Pending::into_refused)
     }
 }
