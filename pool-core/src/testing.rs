@@ -397,6 +397,14 @@ pub fn panic_actor(pool: &crate::Pool) {
     pool.send_command(crate::manager::Command::Panic);
 }
 
+/// Makes the lane of each of `pool`'s ready workers (the task that reads,
+/// settles and writes for it) panic, as a bug would, to test that the pool
+/// recovers: each such worker is killed and reaped, its tasks settle as
+/// after a protocol error, and a replacement starts.
+pub fn panic_lanes(pool: &crate::Pool) {
+    pool.send_command(crate::manager::Command::PanicLanes);
+}
+
 fn frame(message: &FromWorker<'_>) -> Bytes {
     let mut buf = BytesMut::new();
     let _ = encode_frame(message, &mut buf, usize::MAX >> 1);

@@ -189,6 +189,9 @@ pub(crate) enum Command {
     /// Makes the actor panic ([`crate::testing::panic_actor`]).
     #[cfg(feature = "test-util")]
     Panic,
+    /// Makes every ready worker's lane panic ([`crate::testing::panic_lanes`]).
+    #[cfg(feature = "test-util")]
+    PanicLanes,
 }
 
 /// A task waiting for (another) attempt.
@@ -609,6 +612,12 @@ impl Actor {
             Command::Roll { command, reply } => self.begin_roll(command, reply),
             #[cfg(feature = "test-util")]
             Command::Panic => panic!("panic requested by pool_core::testing::panic_actor"),
+            #[cfg(feature = "test-util")]
+            Command::PanicLanes => {
+                for worker in self.workers.values() {
+                    worker.lane.request_panic();
+                }
+            }
         }
     }
 

@@ -16,11 +16,10 @@ use super::lane::settle::{LaneSettings, Settler};
 use super::lane::Lane;
 use super::metrics::Stats;
 use super::probe_set::Occasion;
-use super::worker_io::{run_worker, Declared, WorkerEvent, WorkerLaunch};
+use super::worker_io::{run_worker, Declared, LinkFault, WorkerEvent, WorkerLaunch};
 use super::worker_life::{KillCause, WorkerLife};
 use crate::error::StartError;
 use crate::process::GroupSignal;
-use crate::protocol::FrameError;
 use crate::transport::WorkerSpec;
 
 impl Actor {
@@ -127,10 +126,10 @@ impl Actor {
             WorkerEvent::Gone {
                 num,
                 pid,
-                protocol_error,
+                fault,
                 exit,
                 stderr_tail,
-            } => self.on_gone(num, pid, protocol_error, exit, stderr_tail),
+            } => self.on_gone(num, pid, fault, exit, stderr_tail),
         }
     }
 
@@ -248,7 +247,7 @@ impl Actor {
         &mut self,
         num: u64,
         pid: u32,
-        protocol_error: Option<FrameError>,
+        fault: Option<LinkFault>,
         exit: String,
         stderr_tail: String,
     ) {
@@ -273,7 +272,7 @@ impl Actor {
             self.vacate(slot, !retired);
         }
         let cause = worker.life.cause();
-        let expected = cause.is_some() || protocol_error.is_some();
+        let expected = cause.is_some() || fault.is_some();
         // A worker that dies while running a task is that task's failure (it loses
         // the attempt below); only a death with no task running counts towards the
         // restart backoff and the breaker, so crashing tasks cannot starve the pool.
@@ -321,13 +320,18 @@ impl Actor {
             expected,
             stderr_tail: stderr_tail.clone(),
         });
-        let general = match (cause, protocol_error) {
+        let general = match (cause, fault) {
             (Some(KillCause::Unhealthy(reason)), _) => Failure::Unhealthy {
                 reason: reason.clone(),
             },
             (Some(KillCause::Shutdown), _) => Failure::ShuttingDown,
-            (_, Some(e)) => Failure::Protocol {
+            (_, Some(LinkFault::Protocol(e))) => Failure::Protocol {
                 message: e.to_string(),
+            },
+            (_, Some(LinkFault::LanePanicked(message))) => Failure::Protocol {
+                message: format!(
+                    "the pool could not read this worker's output: its reader panicked ({message})"
+                ),
             },
             _ => Failure::WorkerDied { exit, stderr_tail },
         };

@@ -27,6 +27,7 @@ mod link_output;
 mod metrics;
 mod outbox;
 mod outcome_cell;
+mod panic_message;
 mod pool;
 mod probe_set;
 mod read_codec;

@@ -18,6 +18,7 @@ use super::failure::Failure;
 use super::handle::{FinalStatus, TaskHandle};
 use super::ledger::{Answer, SharedAnswer};
 use super::metrics::{HealthSummary, PoolMetrics, WorkerStatus};
+use super::panic_message::panic_message;
 use super::reserve::Reserve;
 use crate::balance::{BalancePolicy, FirstAvailable};
 use crate::error::{ConfigError, StartError, SubmitError};
@@ -857,13 +858,10 @@ fn mark_failed(outcome: Result<(), tokio::task::JoinError>, shared: &Shared) {
     let reason = match outcome {
         Ok(()) => return,
         Err(e) if e.is_panic() => {
-            let payload = e.into_panic();
-            let message = payload
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic without a message".to_owned());
-            format!("the pool's actor panicked: {message}")
+            format!(
+                "the pool's actor panicked: {}",
+                panic_message(&*e.into_panic())
+            )
         }
         Err(_) => "the pool's actor was cancelled".to_owned(),
     };

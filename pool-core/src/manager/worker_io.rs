@@ -4,11 +4,12 @@
 //! It reports to the actor through [`WorkerEvent`]s.
 
 use std::future::poll_fn;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_util::codec::{Decoder, FramedRead};
 
@@ -17,6 +18,7 @@ use super::keeper::{Keeper, LinkEnd, EXIT_GRACE};
 use super::lane::settle::{Settled, Settler};
 use super::lane::Lane;
 use super::outbox::Outbox;
+use super::panic_message::panic_message;
 use super::read_codec::{Inbound, ReadCodec};
 use super::reply_timing::ReplyTiming;
 use super::routing::TaskTypes;
@@ -77,10 +79,20 @@ pub(crate) enum WorkerEvent {
     Gone {
         num: u64,
         pid: u32,
-        protocol_error: Option<FrameError>,
+        /// Why its lane killed it, if it did.
+        fault: Option<LinkFault>,
         exit: String,
         stderr_tail: String,
     },
+}
+
+/// Why a lane killed its worker at once.
+#[derive(Debug)]
+pub(crate) enum LinkFault {
+    /// The worker broke the protocol.
+    Protocol(FrameError),
+    /// The lane itself panicked (a bug in the pool): what it said.
+    LanePanicked(String),
 }
 
 /// A worker's message for the actor, owned (payloads share the frame's
@@ -188,7 +200,11 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
     let mut frames = FramedRead::with_capacity(reader, codec, READ_BUFFER);
 
     let checked = tokio::select! {
-        ready = handshake(&mut hello_out, &mut writer, &mut frames, start_timeout) => ready,
+        ready = AssertUnwindSafe(handshake(&mut hello_out, &mut writer, &mut frames, start_timeout))
+            .catch_unwind() => ready.unwrap_or_else(|panic| Err(format!(
+                "the pool's reader panicked during the handshake: {}",
+                panic_message(&*panic)
+            ))),
         _ = process.wait() => Err("worker exited before the handshake".to_owned()),
     };
     let declared = match checked {
@@ -226,89 +242,112 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
     let _input_gone = InputGoneOnExit(lane.clone());
     let drain = tokio::time::sleep(Duration::MAX / 4);
     tokio::pin!(drain);
-    let protocol_error = loop {
-        let has_bytes = lane.output().has_bytes();
-        // Polled in order (no random start each time): none of the branches
-        // can keep the others waiting. Frames queued by the actor and bytes to
-        // write are bounded by the worker's window, and come before reads, so
-        // a worker that answers without pause is still fed.
-        tokio::select! {
-            biased;
-            () = &mut drain, if exited => break None,
-            // Frames the actor or a caller left in the book's batch (after
-            // the actor closed the input, EOF once all is written), or the
-            // keeper saw the process exit.
-            () = lane.batch_rung() => {
-                lane.output().take_batch(&mut lane.book());
-                if !exited && keeper.has_exited() {
-                    exited = true;
-                    drain.as_mut().reset(tokio::time::Instant::now() + EXIT_GRACE);
+    // A panic in this loop (a bug in reading or settling what the worker
+    // wrote) ends the lane as a broken link does: the worker is killed and
+    // reaped, and the actor hears it is gone and settles its tasks, instead
+    // of a worker that stays "ready" for ever with its tasks held.
+    let served = AssertUnwindSafe(async {
+        loop {
+            let has_bytes = lane.output().has_bytes();
+            // Polled in order (no random start each time): none of the branches
+            // can keep the others waiting. Frames queued by the actor and bytes to
+            // write are bounded by the worker's window, and come before reads, so
+            // a worker that answers without pause is still fed.
+            tokio::select! {
+                biased;
+                () = &mut drain, if exited => break None,
+                // Frames the actor or a caller left in the book's batch (after
+                // the actor closed the input, EOF once all is written), or the
+                // keeper saw the process exit.
+                () = lane.batch_rung() => {
+                    #[cfg(feature = "test-util")]
+                    lane.panic_if_requested();
+                    lane.output().take_batch(&mut lane.book());
+                    if !exited && keeper.has_exited() {
+                        exited = true;
+                        drain.as_mut().reset(tokio::time::Instant::now() + EXIT_GRACE);
+                    }
                 }
-            }
-            written = poll_fn(|cx| lane.output().poll_write(cx)), if has_bytes => {
-                if written.is_err() {
-                    // The link broke: the actor sees the input gone and
-                    // sends nothing more; the worker's tasks settle when it is
-                    // reaped.
-                    lane.output().broke();
-                    lane.book().input_gone();
+                written = poll_fn(|cx| lane.output().poll_write(cx)), if has_bytes => {
+                    if written.is_err() {
+                        // The link broke: the actor sees the input gone and
+                        // sends nothing more; the worker's tasks settle when it is
+                        // reaped.
+                        lane.output().broke();
+                        lane.book().input_gone();
+                    }
                 }
-            }
-            frame = frames.next() => match frame {
-                None => break None,
-                // The codec consumed nothing of the frame it refused: its prefix
-                // leads the read buffer.
-                Some(Err(e)) => break Some((e, hex_head(frames.read_buffer()))),
-                Some(Ok(body)) => {
-                    // One clock read a read: it is when each result it brought arrived.
-                    let now = settler.clock().now();
-                    settler.lane().heard(now.moment);
-                    let (messages, failed) = read_batch(&mut frames, body, &mut settler, now);
-                    // Every result of the read is settled: its callers are
-                    // woken together.
-                    settler.wake_callers();
-                    {
-                        let mut output = lane.output();
-                        if failed.is_none() && output.writes() {
-                            settler.refill(output.outbox());
-                        } else {
-                            // Nothing written to this worker any more: the actor decides.
-                            settler.tell_actor();
+                frame = frames.next() => match frame {
+                    None => break None,
+                    // The codec consumed nothing of the frame it refused: its prefix
+                    // leads the read buffer.
+                    Some(Err(e)) => break Some((e, hex_head(frames.read_buffer()))),
+                    Some(Ok(body)) => {
+                        // One clock read a read: it is when each result it brought arrived.
+                        let now = settler.clock().now();
+                        settler.lane().heard(now.moment);
+                        let (messages, failed) = read_batch(&mut frames, body, &mut settler, now);
+                        // Every result of the read is settled: its callers are
+                        // woken together.
+                        settler.wake_callers();
+                        {
+                            let mut output = lane.output();
+                            if failed.is_none() && output.writes() {
+                                settler.refill(output.outbox());
+                            } else {
+                                // Nothing written to this worker any more: the actor decides.
+                                settler.tell_actor();
+                            }
+                        }
+                        let settled = settler.take_report();
+                        if (!messages.is_empty() || settled.is_some())
+                            && events
+                                .send(WorkerEvent::Messages { num, messages, settled })
+                                .await
+                                .is_err()
+                        {
+                            break None;
+                        }
+                        if failed.is_some() {
+                            break failed;
                         }
                     }
-                    let settled = settler.take_report();
-                    if (!messages.is_empty() || settled.is_some())
-                        && events
-                            .send(WorkerEvent::Messages { num, messages, settled })
-                            .await
-                            .is_err()
-                    {
-                        break None;
-                    }
-                    if failed.is_some() {
-                        break failed;
-                    }
-                }
-            },
+                },
+            }
         }
-    };
+    })
+    .catch_unwind()
+    .await;
     // Dropping the writer closes the worker's input.
     lane.output().broke();
     // Nothing more is written: what the actor or a caller hands this worker
     // from now on settles when it is reaped.
     lane.book().input_gone();
-    let protocol_error = protocol_error.map(|(e, head)| {
-        tracing::warn!(
-            worker.id = %spec.worker_id,
-            pid,
-            reason = %e,
-            bytes = %head,
-            "worker broke the protocol; killing it"
-        );
-        e
-    });
+    let fault = match served {
+        Ok(None) => None,
+        Ok(Some((e, head))) => {
+            tracing::warn!(
+                worker.id = %spec.worker_id,
+                pid,
+                reason = %e,
+                bytes = %head,
+                "worker broke the protocol; killing it"
+            );
+            Some(LinkFault::Protocol(e))
+        }
+        Err(panic) => {
+            let message = panic_message(&*panic);
+            tracing::error!(
+                worker.id = %spec.worker_id,
+                pid,
+                panic = %message,
+                "the pool's lane for this worker panicked; killing the worker"
+            );
+            Some(LinkFault::LanePanicked(message))
+        }
+    };
     drop(frames);
-    let how = match protocol_error {
+    let how = match fault {
         Some(_) => LinkEnd::Broken,
         None => LinkEnd::Closed,
     };
@@ -316,7 +355,7 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
     let gone = WorkerEvent::Gone {
         num,
         pid,
-        protocol_error,
+        fault,
         exit,
         stderr_tail: stderr_tail.text(),
     };

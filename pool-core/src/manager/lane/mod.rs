@@ -368,6 +368,9 @@ struct LaneShared {
     tally: TallyReader,
     heard: Heard,
     batch_bell: Arc<Bell>,
+    /// [`crate::testing::panic_lanes`] asked the lane to panic, as a bug would.
+    #[cfg(feature = "test-util")]
+    panic_requested: std::sync::atomic::AtomicBool,
 }
 
 /// Rings its lane's bell when dropped, unless emptied first.
@@ -406,7 +409,31 @@ impl Lane {
                 at: AtomicMoment::new(clock.now().moment),
             },
             batch_bell: Arc::new(Bell::default()),
+            #[cfg(feature = "test-util")]
+            panic_requested: std::sync::atomic::AtomicBool::new(false),
         }))
+    }
+
+    /// Asks the lane's task to panic when it next wakes
+    /// ([`crate::testing::panic_lanes`]).
+    #[cfg(feature = "test-util")]
+    pub(crate) fn request_panic(&self) {
+        self.0
+            .panic_requested
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.ring_batch();
+    }
+
+    /// Panics if [`request_panic`](Self::request_panic) asked it to.
+    #[cfg(feature = "test-util")]
+    pub(crate) fn panic_if_requested(&self) {
+        assert!(
+            !self
+                .0
+                .panic_requested
+                .load(std::sync::atomic::Ordering::Relaxed),
+            "panic requested by pool_core::testing::panic_lanes"
+        );
     }
 
     /// Tells the lane's writer that frames wait in the book's batch (rung

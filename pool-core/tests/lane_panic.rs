@@ -1,0 +1,87 @@
+//! A worker's lane (the task that reads, settles and writes for it) that
+//! panics, as a bug would, loses nothing: its worker is killed and reaped, its
+//! tasks settle (through a handle or a `Completions` channel alike), a
+//! replacement starts, and the pool still shuts down.
+
+mod common;
+
+use std::time::Duration;
+
+use pool_core::testing::{panic_lanes, MockAction};
+use pool_core::{FinalStatus, PoolConfig};
+
+#[tokio::test]
+async fn a_panicked_lane_settles_its_tasks_and_its_worker_is_replaced() {
+    let config = PoolConfig {
+        prefetch: 0,
+        ..common::config(2)
+    };
+    let (pool, recorder) = common::start(config, |t| {
+        if t.task_type == "hang" {
+            MockAction::Hang
+        } else {
+            MockAction::Echo
+        }
+    })
+    .await;
+    let once = |n| {
+        let mut task = common::task("hang", n);
+        task.max_retries = Some(0);
+        task.dead_letter = false;
+        task
+    };
+    let by_handle = pool.submit(once(1)).await.expect("accepted");
+    let mut done = pool_core::Completions::new();
+    let ids = pool.submit_each_to([once(2)], &done.sink()).await;
+    let by_channel = *ids[0].as_ref().expect("accepted");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while recorder.started().len() < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "both tasks start");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let launched = recorder.launches();
+
+    panic_lanes(&pool);
+
+    let err = tokio::time::timeout(Duration::from_secs(10), by_handle)
+        .await
+        .expect("the handle's task ends once its lane panicked")
+        .expect_err("it never finished");
+    assert_eq!(err.status, FinalStatus::Exhausted, "{err:?}");
+    assert_eq!(err.failure.kind(), "protocol");
+    assert!(
+        err.failure
+            .to_string()
+            .contains("its reader panicked (panic requested by pool_core::testing::panic_lanes)"),
+        "{}",
+        err.failure
+    );
+    let mut outcomes = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), done.recv_many(&mut outcomes, 8))
+        .await
+        .expect("the channel's task ends once its lane panicked");
+    let err = outcomes[0].as_ref().expect_err("it never finished");
+    assert_eq!((err.id, err.failure.kind()), (by_channel, "protocol"));
+
+    // Both workers are replaced, and the replacements work.
+    let echoed = tokio::time::timeout(
+        Duration::from_secs(10),
+        pool.submit(common::task("echo", 3))
+            .await
+            .expect("accepted"),
+    )
+    .await
+    .expect("a replacement runs it")
+    .expect("echoed");
+    assert_eq!(echoed.payload, common::task("echo", 3).payload);
+    assert_eq!(recorder.launches(), launched + 2);
+    let m = pool.metrics();
+    assert_eq!(m.tasks.failed, 2);
+    assert_eq!(
+        m.performance.workers_crashed, 0,
+        "the pool killed them: not a crash"
+    );
+    tokio::time::timeout(Duration::from_secs(10), pool.shutdown())
+        .await
+        .expect("the pool shuts down");
+}
