@@ -145,6 +145,7 @@ pub struct MockRecorder {
     launches: AtomicU32,
     fail_launches: AtomicU32,
     crash_after_ready: AtomicU32,
+    pipes_outlive: AtomicU32,
 }
 
 #[derive(Debug, Default)]
@@ -213,6 +214,14 @@ impl MockRecorder {
     /// after their handshake, whether or not they were given a task.
     pub fn crash_next_after_ready(&self, n: u32) {
         self.crash_after_ready.store(n, SeqCst);
+    }
+
+    /// Makes the pipes of the next `n` workers launched stay open for
+    /// [`PIPES_OUTLIVE`] after the worker exits, as when a child of the worker
+    /// inherited them: the pool sees the exit, but neither the end of the
+    /// worker's output nor a failed write to its input.
+    pub fn pipes_outlive_next(&self, n: u32) {
+        self.pipes_outlive.store(n, SeqCst);
     }
 
     /// Takes one from a counter of launches still to be affected.
@@ -352,6 +361,7 @@ impl Transport for MockTransport {
             });
         }
         let crash_after_ready = MockRecorder::take_one(&self.recorder.crash_after_ready);
+        let pipes_outlive = MockRecorder::take_one(&self.recorder.pipes_outlive);
         let (manager_end, worker_end) = tokio::io::duplex(1 << 20);
         let kill = CancellationToken::new();
         let stubborn = Arc::new(AtomicBool::new(false));
@@ -365,6 +375,7 @@ impl Transport for MockTransport {
                 recorder: self.recorder.clone(),
                 kill: kill.clone(),
                 crash_after_ready,
+                pipes_outlive,
                 stubborn: stubborn.clone(),
                 batches_replies: self.batches_replies,
                 heartbeats: self.heartbeats,
@@ -415,6 +426,10 @@ fn frame(message: &FromWorker<'_>) -> Bytes {
 /// its handshake.
 pub const CRASH_AFTER_READY: Duration = Duration::from_millis(10);
 
+/// How long the pipes of a worker made by
+/// [`MockRecorder::pipes_outlive_next`] stay open after it exits.
+pub const PIPES_OUTLIVE: Duration = Duration::from_secs(5);
+
 /// What a simulated worker is made of.
 struct FakeWorker {
     task_types: Vec<String>,
@@ -423,6 +438,7 @@ struct FakeWorker {
     recorder: Arc<MockRecorder>,
     kill: CancellationToken,
     crash_after_ready: bool,
+    pipes_outlive: bool,
     stubborn: Arc<AtomicBool>,
     batches_replies: bool,
     heartbeats: bool,
@@ -440,6 +456,7 @@ async fn fake_worker(
         recorder,
         kill,
         crash_after_ready,
+        pipes_outlive,
         stubborn,
         batches_replies,
         heartbeats,
@@ -448,7 +465,8 @@ async fn fake_worker(
     let dead = CancellationToken::new();
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Bytes>();
     let writer_dead = dead.clone();
-    tokio::spawn(async move {
+    // Hands the write half back when the worker is dead.
+    let written = tokio::spawn(async move {
         loop {
             tokio::select! {
                 () = writer_dead.cancelled() => break,
@@ -458,6 +476,7 @@ async fn fake_worker(
                 },
             }
         }
+        writer
     });
     let (crash_tx, mut crash_rx) = mpsc::unbounded_channel::<i32>();
     let rss = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -609,6 +628,15 @@ async fn fake_worker(
         }
     };
     dead.cancel();
+    if pipes_outlive {
+        // A child of the worker holds both pipes for a while.
+        if let Ok(writer) = written.await {
+            tokio::spawn(async move {
+                tokio::time::sleep(PIPES_OUTLIVE).await;
+                drop((frames, writer));
+            });
+        }
+    }
     let _ = exit_tx.send(code);
 }
 

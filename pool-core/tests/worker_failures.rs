@@ -381,3 +381,35 @@ async fn a_payload_above_max_frame_is_refused_at_submit_and_kills_no_worker() {
     assert!(recorder.started().iter().all(|t| t.payload.len() < 4096));
     pool.shutdown().await;
 }
+
+/// An idle worker exits while a child of its holds its pipes: the pool hears
+/// of the exit at once, but the end of the worker's output only once the child
+/// lets go. A task submitted meanwhile waits for a worker that can run it
+/// instead of being written into the dead one's pipe and charged an attempt
+/// when it is reaped.
+#[tokio::test(start_paused = true)]
+async fn a_task_is_not_handed_to_a_worker_that_exited_while_its_pipes_are_held() {
+    let (transport, recorder) = MockTransport::new(|_| MockAction::Echo);
+    recorder.crash_next_after_ready(1);
+    recorder.pipes_outlive_next(1);
+    let pool = Pool::builder(transport, WorkerCommand::new("mock-worker"))
+        .config(common::config(1))
+        .start()
+        .await
+        .expect("pool starts");
+    // Paused time: the worker exits at CRASH_AFTER_READY, and the pool has
+    // heard of it before the clock moves on.
+    tokio::time::sleep(pool_core::testing::CRASH_AFTER_READY * 10).await;
+    assert!(recorder.started().is_empty());
+    let out = pool
+        .submit(common::task("work", 1))
+        .await
+        .expect("accepted")
+        .await
+        .expect("it runs on the replacement");
+    assert_eq!(out.attempts, 1, "no attempt lost to the dead worker");
+    assert_eq!(&*out.worker, "worker-1", "the replacement of worker-0");
+    let started = recorder.started();
+    assert_eq!(started.len(), 1, "{started:?}");
+    pool.shutdown().await;
+}

@@ -262,11 +262,18 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
                 () = lane.batch_rung() => {
                     #[cfg(feature = "test-util")]
                     lane.panic_if_requested();
-                    lane.output().take_batch(&mut lane.book());
                     if !exited && keeper.has_exited() {
                         exited = true;
                         drain.as_mut().reset(tokio::time::Instant::now() + EXIT_GRACE);
+                        // Nothing written from now on is read (a child of the
+                        // worker may still hold its input, so a write would not
+                        // fail): no task is handed to it any more, and those whose
+                        // frames still wait are never written, so they lose no
+                        // attempt when it is reaped.
+                        lane.output().broke();
+                        lane.book().input_gone();
                     }
+                    lane.output().take_batch(&mut lane.book());
                 }
                 written = poll_fn(|cx| lane.output().poll_write(cx)), if has_bytes => {
                     if written.is_err() {
