@@ -100,7 +100,8 @@ pub enum MockAction {
     Hang,
     /// The worker exits with this code at once.
     Crash(i32),
-    /// The worker stops answering and stops its heartbeats (like SIGSTOP).
+    /// The worker stops answering, stops its heartbeats and stops reading its
+    /// input (like SIGSTOP), as it starts the task.
     Freeze,
     /// The worker writes a frame that is not a valid message.
     Garbage,
@@ -543,7 +544,7 @@ async fn fake_worker(
                     running = running.saturating_sub(1);
                     cancels.remove(&id);
                 }
-                next = frames.next(), if input_open => {
+                next = frames.next(), if input_open && !frozen.is_cancelled() => {
                     let Some(Ok(body)) = next else {
                         if stubborn.load(SeqCst) {
                             input_open = false;
@@ -602,6 +603,8 @@ async fn fake_worker(
                 match action {
                     MockAction::Bloat(bytes) => rss.store(bytes, SeqCst),
                     MockAction::Stubborn => stubborn.store(true, SeqCst),
+                    // Before another frame is read.
+                    MockAction::Freeze => frozen.cancel(),
                     _ => {}
                 }
                 recorder.begin(&task);

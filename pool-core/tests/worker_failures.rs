@@ -413,3 +413,42 @@ async fn a_task_is_not_handed_to_a_worker_that_exited_while_its_pipes_are_held()
     assert_eq!(started.len(), 1, "{started:?}");
     pool.shutdown().await;
 }
+
+/// A worker that stops reading its input (like SIGSTOP) while a large task's
+/// frame is being written to it is killed as a zombie: that task never
+/// reached it whole, so it runs again without losing an attempt, while the
+/// task the worker froze on is charged one.
+#[tokio::test(start_paused = true)]
+async fn a_task_whose_frame_never_reached_its_killed_worker_loses_no_attempt() {
+    let config = PoolConfig {
+        worker_concurrency: 2,
+        prefetch: 0,
+        ..common::config(1)
+    };
+    let (pool, recorder) = common::start(config, |t| match (t.task_type.as_str(), t.attempt) {
+        ("freeze", 1) => MockAction::Freeze,
+        _ => MockAction::Echo,
+    })
+    .await;
+    let frozen = pool
+        .submit(common::task("freeze", 1))
+        .await
+        .expect("accepted");
+    // Three times what the mock link's pipe holds: most of it is never written.
+    let big = pool_core::Task::new("big", vec![7u8; 3 << 20]);
+    let big = pool.submit(big).await.expect("accepted");
+    let big = big.await.expect("it runs on the replacement");
+    assert_eq!(big.attempts, 1, "its frame never reached the frozen worker");
+    assert_eq!(big.payload.len(), 3 << 20);
+    let frozen = frozen.await.expect("it runs again");
+    assert_eq!(frozen.attempts, 2, "the task it froze on is charged");
+    let m = pool.metrics();
+    assert_eq!(m.performance.zombies_killed, 1);
+    let big_starts = recorder
+        .started()
+        .iter()
+        .filter(|t| t.task_type == "big")
+        .count();
+    assert_eq!(big_starts, 1, "the frozen worker never started it");
+    pool.shutdown().await;
+}

@@ -281,6 +281,9 @@ pub(crate) struct Running {
     pub(crate) pending: Pending,
     /// When the attempt was written to its worker.
     pub(crate) sent: Moment,
+    /// Where its frame ends in the stream written to its worker's link: past
+    /// what the link took, it never reached the worker whole.
+    pub(crate) frame_end: u64,
     /// When it became one of the first `worker_concurrency` unanswered tasks of
     /// its worker (its run start); `None` while it waits in the prefetch window.
     pub(crate) run_start: Option<Moment>,

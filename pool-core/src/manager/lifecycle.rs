@@ -338,9 +338,18 @@ impl Actor {
         // Last written first: the unstarted go back to the head of the queue in
         // their order.
         let attempts = worker.lane.book().drain_last_first();
+        let written = worker.lane.output().written();
         for mut running in attempts {
             let id = running.pending.id;
             running.deadline = None;
+            // Its frame never reached the worker whole (left in the batch, or
+            // unwritten when the link broke): it did not run, whatever else is
+            // true of it, so it goes back without losing an attempt (and
+            // without using up a free requeue: there is no doubt).
+            if running.frame_end > written && !running.cancel_requested {
+                self.requeue_unstarted(running.pending);
+                continue;
+            }
             if ambiguous && !running.cancel_requested && !matches!(cause, Some(KillCause::Shutdown))
             {
                 // It may not have run, or may have finished with its reply

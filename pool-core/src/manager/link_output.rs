@@ -79,6 +79,12 @@ impl LinkOutput {
         Poll::Ready(Ok(()))
     }
 
+    /// How far into the stream of the batches' frames the link took: a frame
+    /// ending past this never reached the worker whole.
+    pub(crate) fn written(&self) -> u64 {
+        self.out.written()
+    }
+
     /// The link broke: what waits is dropped, as the pipe would drop it.
     pub(crate) fn broke(&mut self) {
         self.out.clear();

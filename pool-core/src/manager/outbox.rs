@@ -28,6 +28,9 @@ pub(crate) struct Outbox {
     pieces: VecDeque<Bytes>,
     /// The worker's input is to be closed (it sees EOF) once these are written.
     closing: bool,
+    /// Bytes written to the link since the outbox was made: where in the
+    /// stream of frames the link took up to.
+    written: u64,
 }
 
 impl Outbox {
@@ -53,6 +56,11 @@ impl Outbox {
         self.closing
     }
 
+    /// Bytes written to the link so far, all frames together.
+    pub(crate) fn written(&self) -> u64 {
+        self.written
+    }
+
     /// Drops what waits (the link broke).
     pub(crate) fn clear(&mut self) {
         self.pieces.clear();
@@ -60,6 +68,7 @@ impl Outbox {
 
     /// Marks the first `written` bytes as written.
     pub(crate) fn advance(&mut self, mut written: usize) {
+        self.written += written as u64;
         while written > 0 {
             let Some(piece) = self.pieces.front_mut() else {
                 return;

@@ -82,9 +82,11 @@ impl Book {
             attempt,
             queued_ms: waited_ns / 1_000_000,
         });
+        let frame_end = self.batched;
         self.push(Running {
             pending,
             sent: now.moment,
+            frame_end,
             run_start: runs_now.then_some(now.moment),
             deadline,
             cancel_requested: false,
@@ -114,6 +116,7 @@ impl Book {
         if self.input == Input::Open {
             self.room_for(frame.len());
             self.outbuf.extend_from_slice(frame);
+            self.batched += frame.len() as u64;
         }
     }
 
@@ -188,15 +191,21 @@ impl Book {
         let fixed = protocol::TASK_FRAME_FIXED_MAX + task.task_type.len();
         if task.payload.len() < APART_MIN {
             self.room_for(fixed + task.payload.len());
-            return protocol::encode_task(&frame, &mut self.outbuf, max_frame)
-                .map_err(|e| e.to_string());
+            let before = self.outbuf.len();
+            protocol::encode_task(&frame, &mut self.outbuf, max_frame)
+                .map_err(|e| e.to_string())?;
+            self.batched += (self.outbuf.len() - before) as u64;
+            return Ok(());
         }
         self.room_for(fixed);
+        let before = self.outbuf.len();
         let tail = protocol::encode_task_around(&frame, &mut self.outbuf, max_frame)
             .map_err(|e| e.to_string())?;
+        let head = self.outbuf.len() - before;
         self.parts.push(self.outbuf.split().freeze());
         self.parts.push(task.payload.clone());
         self.outbuf.extend_from_slice(tail.bytes());
+        self.batched += (head + task.payload.len() + tail.bytes().len()) as u64;
         Ok(())
     }
 }

@@ -74,6 +74,11 @@ pub(crate) struct Book {
     pub(crate) tally: TallyWriter,
     /// Whether the lane's writer still takes frames from the batch.
     pub(crate) input: Input,
+    /// Bytes of frames put in the batch since the book was made: the stream
+    /// the worker's link is written from, as [`LinkOutput::written`] counts it.
+    ///
+    /// [`LinkOutput::written`]: crate::manager::link_output::LinkOutput::written
+    batched: u64,
     /// The actor's timer for the earliest deadline of the worker's tasks, and
     /// the instant it is armed for (set by the actor, under this lock).
     /// Completions leave it alone; when it fires, expired tasks time out and
@@ -136,6 +141,7 @@ impl Book {
             tally,
             input: Input::Open,
             deadline_timer: None,
+            batched: 0,
         }
     }
 

@@ -21,6 +21,7 @@ fn attempt(id: u64, now: Now, running: bool) -> Running {
             ..Pending::new(id, Task::new("echo", Vec::new()), answer)
         },
         sent: now.moment,
+        frame_end: 0,
         run_start: running.then_some(now.moment),
         deadline: running.then_some(now.instant + TIMEOUT),
         cancel_requested: false,
@@ -344,6 +345,7 @@ async fn a_completed_task_s_input_is_dropped_after_the_book_s_lock() {
             ..Pending::new(1, Task::new("echo", input), answer)
         },
         sent: now.moment,
+        frame_end: 0,
         run_start: Some(now.moment),
         deadline: Some(now.instant + TIMEOUT),
         cancel_requested: false,
