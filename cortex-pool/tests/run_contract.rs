@@ -277,3 +277,33 @@ fn a_directory_on_standard_input_is_a_usage_error() {
         "{stderr}"
     );
 }
+
+/// A busy run's events file holds every event: each task's completion, and
+/// no `events-lost` line (a writer that read the pool's channel itself fell
+/// behind and lost up to half of a 2 000-task run's events while `run`
+/// still exited 0).
+#[test]
+fn a_busy_runs_events_file_loses_no_event() {
+    let dir = common::Scratch::new("events-busy");
+    let events_path = dir.0.join("events.jsonl");
+    let tasks: String = (0..5_000)
+        .map(|i| format!("{{\"id\":\"e{i}\",\"type\":\"echo\",\"payload\":{i}}}\n"))
+        .collect();
+    let run = common::run(
+        &["-w", "2", "--events", events_path.to_str().unwrap()],
+        &tasks,
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.lines.len(), 5_000);
+    let events = std::fs::read_to_string(&events_path).expect("events file");
+    let count = |name: &str| {
+        events
+            .lines()
+            .filter(|l| l.contains(&format!("\"event\":\"{name}\"")))
+            .count()
+    };
+    assert_eq!(count("events-lost"), 0);
+    assert_eq!(count("task-queued"), 5_000);
+    assert_eq!(count("task-completed"), 5_000);
+    assert_eq!(count("pool-shutdown"), 1);
+}

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use super::args::RunArgs;
 use super::collect::{collect, Accepted};
-use super::events_file::EventsFile;
+use super::events_file::{self, EventsFile};
 use super::feed::{feed, Stages};
 use super::interrupt::{self, Phase};
 use super::output::Line;
@@ -180,7 +180,10 @@ async fn open_tasks(
 async fn run_async(args: RunArgs) -> Result<bool, UsageError> {
     let mut signals = interrupt::Signals::install()
         .map_err(|e| UsageError(format!("cannot install the signal handlers: {e}")))?;
-    let config = config(&args)?;
+    let mut config = config(&args)?;
+    if args.events.is_some() {
+        config.event_capacity = config.event_capacity.max(events_file::CHANNEL_CAPACITY);
+    }
     let command = worker_command(&args)?;
     let policy = policy_balance::by_name(&args.policy)?;
     let tasks = open_tasks(&args.tasks).await?;
