@@ -138,6 +138,11 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
                         replies: &mut replies,
                     };
                     let outcome = self.read_batch(frame, &mut batch);
+                    if matches!(outcome, Ok(None)) && !waiting.is_empty() {
+                        // A task reaped during the batch (a repeated id, see
+                        // `on_task`) freed its slot with no join left to say so.
+                        self.start_waiting(&mut running, &mut waiting, &mut replies);
+                    }
                     self.flush(&mut replies);
                     if let Some(stop) = outcome? {
                         return Ok(stop);
@@ -172,6 +177,7 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
             let Some(task) = waiting.pop_front() else {
                 return;
             };
+            self.stats.count_waited();
             self.run_task(task, &mut started, running, replies);
         }
     }
@@ -280,6 +286,7 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
             cancel.cancel();
         } else if let Some(at) = batch.waiting.iter().position(|w| w.id == id) {
             batch.waiting.remove(at);
+            self.stats.count_waited();
             let message = format!("task {id} was cancelled before it started");
             self.refuse(id, "cancelled", &message, false, batch.replies);
         }
@@ -329,6 +336,7 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
             self.run_task(task, started, batch.running, batch.replies);
         } else {
             batch.waiting.push_back(task);
+            self.stats.count_waiting();
         }
     }
 

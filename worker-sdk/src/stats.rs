@@ -7,7 +7,10 @@ use std::sync::Arc;
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
     tasks_done: AtomicU64,
-    in_flight: AtomicU32,
+    /// Tasks running now.
+    running: AtomicU32,
+    /// Tasks received that wait for a free slot (beyond `concurrency`).
+    waiting: AtomicU32,
 }
 
 impl Stats {
@@ -16,9 +19,21 @@ impl Stats {
         self.tasks_done.load(Ordering::Relaxed)
     }
 
-    /// Tasks running now.
+    /// Tasks received and not yet answered, running or waiting for a slot
+    /// (the heartbeat's `in_flight`, `docs/PROTOCOL.md`).
     pub(crate) fn in_flight(&self) -> u32 {
-        self.in_flight.load(Ordering::Relaxed)
+        let running = self.running.load(Ordering::Relaxed);
+        running.saturating_add(self.waiting.load(Ordering::Relaxed))
+    }
+
+    /// Counts a task that waits for a slot.
+    pub(crate) fn count_waiting(&self) {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A waiting task left the queue (it starts, or it was cancelled).
+    pub(crate) fn count_waited(&self) {
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Counts a task that finished without running (unknown type, refused).
@@ -36,7 +51,7 @@ pub(crate) struct InFlight(Arc<Stats>);
 impl InFlight {
     /// Counts one more task in flight.
     pub(crate) fn start(stats: &Arc<Stats>) -> Self {
-        stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        stats.running.fetch_add(1, Ordering::Relaxed);
         Self(Arc::clone(stats))
     }
 }
@@ -44,6 +59,6 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.tasks_done.fetch_add(1, Ordering::Relaxed);
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.running.fetch_sub(1, Ordering::Relaxed);
     }
 }

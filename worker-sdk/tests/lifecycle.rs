@@ -158,3 +158,36 @@ async fn heartbeats_flow_while_a_handler_blocks_its_thread() {
     peer.send(&ToWorker::Shutdown { graceful: true }).await;
     assert_eq!(peer.finish().await.expect("clean stop"), Stopped::Shutdown);
 }
+
+/// A heartbeat's `in_flight` counts the tasks received and not yet answered,
+/// those waiting for a slot included (`docs/PROTOCOL.md`), as the Python and
+/// Node SDKs count them; it used to count only the running ones.
+#[tokio::test]
+async fn a_heartbeats_in_flight_counts_the_tasks_waiting_for_a_slot() {
+    let mut peer = Peer::start(common::test_worker(Gate::default()));
+    peer.send_raw(&common::hello_frame(1, 10)).await;
+    assert!(matches!(peer.next().await, Some(Reply::Ready { .. })));
+    for id in 1..=4 {
+        peer.task(id, "until_cancelled", &json!(null)).await;
+    }
+    // Its answer to the cancel of a waiting task says every task before it was read.
+    peer.send(&ToWorker::Cancel { id: 4 }).await;
+    assert_eq!(error_of(&peer.reply().await, 4).0, "cancelled");
+    loop {
+        match peer.next().await.expect("the worker is still running") {
+            // Counted before the cancel, written after its answer.
+            Reply::Heartbeat(beat) if beat.in_flight == 4 => {}
+            Reply::Heartbeat(beat) => {
+                assert_eq!(beat.in_flight, 3, "one running, two waiting");
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    for id in 1..=3 {
+        peer.send(&ToWorker::Cancel { id }).await;
+        assert!(matches!(peer.reply().await, Reply::Error { .. }));
+    }
+    peer.send(&ToWorker::Shutdown { graceful: true }).await;
+    assert_eq!(peer.finish().await.expect("clean stop"), Stopped::Shutdown);
+}

@@ -96,6 +96,12 @@ impl Gate {
 /// A `hello` frame (no heartbeats, frames up to [`MAX_FRAME`]) with the
 /// `concurrency` key, which [`ToWorker::Hello`] does not carry.
 pub fn hello_with_concurrency(concurrency: u32) -> Vec<u8> {
+    hello_frame(concurrency, NO_HEARTBEAT)
+}
+
+/// A `hello` frame with the `concurrency` key and heartbeats every
+/// `heartbeat_ms` (frames up to [`MAX_FRAME`]).
+pub fn hello_frame(concurrency: u32, heartbeat_ms: u64) -> Vec<u8> {
     #[derive(serde::Serialize)]
     struct Hello {
         r#type: &'static str,
@@ -109,7 +115,7 @@ pub fn hello_with_concurrency(concurrency: u32) -> Vec<u8> {
         r#type: "hello",
         version: PROTOCOL_VERSION,
         worker_id: "worker-7",
-        heartbeat_ms: NO_HEARTBEAT,
+        heartbeat_ms,
         max_frame: MAX_FRAME as u32,
         concurrency,
     })
