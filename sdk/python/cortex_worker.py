@@ -23,11 +23,14 @@ kind ``handler``, retryable.
 **Batches.** The worker reads whatever the manager has written, decodes every
 complete frame in it, runs the handlers, and writes the replies that are ready in
 one write. Replies of ``inline`` handlers are held while the next tasks of the same
-read start, for at most ``Worker(hold_replies=0.001)`` seconds (the worker says
-``batches_replies`` in ``ready``; see "Batched replies" in ``docs/PROTOCOL.md``:
+read start, for at most ``Worker(hold_replies=0.001)`` seconds, and the worker says
+``batches_replies`` in ``ready`` (see "Batched replies" in ``docs/PROTOCOL.md``:
 when a worker dies holding several tasks, none of them loses an attempt and each
-runs alone next). Otherwise, and with ``hold_replies=0``, a finished task's reply is
-written before any later task starts (so a task that kills the process cannot take
+runs alone next). It says so, and holds replies, only when an ``inline`` handler is
+registered when :meth:`Worker.run` starts: the claim costs the manager blame it can
+no longer assign, so a worker that cannot batch must not make it, and an ``inline``
+handler registered later runs inline without holding replies. Otherwise, and with
+``hold_replies=0``, a finished task's reply is written before any later task starts (so a task that kills the process cannot take
 earlier replies with it). Tasks run on a set of reusable threads, at most ``hello.concurrency`` at
 once (every task at once when the manager sends no ``concurrency``); tasks beyond the
 limit wait and start in arrival order, and a ``cancel`` of a waiting task is answered
@@ -37,8 +40,9 @@ no task waits before it: no thread hop, its reply leaves with the batch; it sees
 ``cancelled`` only as it was when it started.
 
 **Never write to the protocol stream.** With the ``stdio`` transport the protocol
-uses copies of descriptors 0 and 1 and descriptor 1 is pointed at standard error at
-start-up, so ``print()`` lands in the worker's log instead of corrupting the stream.
+uses copies of descriptors 0 and 1; with either transport descriptor 1 (and
+``sys.stdout``) is pointed at standard error at start-up, so ``print()`` lands in the
+worker's log instead of corrupting the stream or vanishing.
 
 Dependencies: the standard library and ``msgpack`` (``pip install msgpack``).
 """
@@ -312,7 +316,9 @@ def open_link(environ=None):
     ``stdio``: the protocol moves to duplicates of descriptors 0 and 1; descriptor 0 is
     replaced by ``/dev/null``, descriptor 1 and ``sys.stdout`` by standard error.
     ``fifo``: opens ``CORTEX_FIFO_TO_WORKER`` for reading, then
-    ``CORTEX_FIFO_FROM_WORKER`` for writing; exits 2 with a message if the manager
+    ``CORTEX_FIFO_FROM_WORKER`` for writing, then points descriptor 1 and
+    ``sys.stdout`` at standard error too (what the manager gave as descriptor 1 is
+    not read by anyone, so ``print()`` would otherwise be lost); exits 2 with a message if the manager
     (``CORTEX_MANAGER_PID``) goes away first or does not open its ends within
     ``FIFO_OPEN_TIMEOUT`` seconds.
     """
@@ -326,15 +332,24 @@ def open_link(environ=None):
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.close(devnull)
-        os.dup2(2, 1)
-        sys.stdout = sys.stderr
+        _stdout_to_stderr()
         reader = os.fdopen(proto_in, "rb", buffering=0)
         writer = os.fdopen(proto_out, "wb")
     elif transport == "fifo":
         reader, writer = _open_fifos(env)
+        _stdout_to_stderr()
     else:
         raise ProtocolError(f"unsupported CORTEX_TRANSPORT {transport!r} (expected stdio or fifo)")
     return Link(reader, writer, max_frame)
+
+
+def _stdout_to_stderr():
+    """Points descriptor 1 and ``sys.stdout`` at standard error, so that ``print()``
+    and native writes to descriptor 1 land in the worker's log, whatever the
+    transport (the protocol never uses descriptor 1 itself once the link is open)."""
+    sys.stdout.flush()
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
 
 
 #: How long a fifo worker waits for the manager to open its ends, in seconds.
@@ -451,6 +466,7 @@ class Worker:
         if hold_replies < 0:
             raise ValueError(f"hold_replies must be at least 0, got {hold_replies!r}")
         self._hold = hold_replies
+        self._batching = False  # whether ``ready`` said batches_replies (set by run)
         self._held_since = 0.0  # when the oldest reply in _replies was framed
         self._handlers = {}
         self._inline = set()
@@ -472,7 +488,10 @@ class Worker:
         """Decorator registering ``fn(ctx, payload)`` for tasks of ``task_type``.
 
         ``inline=True`` declares a handler that never blocks: it may run on the
-        reading thread (see the module documentation).
+        reading thread (see the module documentation). Register handlers before
+        :meth:`run`: ``ready`` lists the task types and says ``batches_replies``
+        from what is registered then; an ``inline`` handler registered later still
+        runs inline but never holds replies, as ``ready`` did not announce it.
         """
 
         def register(fn):
@@ -538,13 +557,17 @@ class Worker:
         if hello.get("max_frame"):
             link.max_frame = int(hello["max_frame"])
         self._link = link
+        # Only inline handlers' replies are ever held, and only this claim lets
+        # them be: decided once, here, so a handler registered after ``ready``
+        # cannot start batching the manager was not told of.
+        self._batching = self._hold > 0 and bool(self._inline)
         self._send(
             {
                 "type": "ready",
                 "version": PROTOCOL_VERSION,
                 "pid": os.getpid(),
                 "task_types": sorted(self._handlers),
-                "batches_replies": self._hold > 0,
+                "batches_replies": self._batching,
             }
         )
         interval = max(1, int(hello.get("heartbeat_ms") or 1000)) / 1000
@@ -636,8 +659,10 @@ class Worker:
             self._finish(ctx, self._attempt(ctx, payload, encoder), executor=True)
 
     def _finish(self, ctx, outcome, executor=False):
-        """Frames what :meth:`_attempt` returned (``result_too_large`` when it does not
-        fit in a frame) and records it; it is written before the next task starts.
+        """Frames what :meth:`_attempt` returned and records it; it is written before
+        the next task starts. A result too large for a frame answers
+        ``result_too_large``; an error too large keeps its kind and ``retryable``
+        with its message shortened (:func:`_fitted_error`).
         ``executor``: the calling task thread is idle again."""
         link = self._link
         try:
@@ -646,7 +671,10 @@ class Worker:
             else:
                 frame = link.frame(outcome)
         except ProtocolError as e:
-            frame = link.frame(_error(ctx.id, "result_too_large", str(e), False))
+            if outcome.__class__ is bytes:
+                frame = link.frame(_error(ctx.id, "result_too_large", str(e), False))
+            else:
+                frame = _fitted_error(link, outcome)
         except Exception as e:
             # An error reply that cannot be encoded (a message with text no
             # UTF-8 can carry): answered all the same, saying so.
@@ -670,8 +698,8 @@ class Worker:
 
     def _flush_held_locked(self):
         """Before an inline task starts: writes the replies held for ``hold_replies``
-        or longer (all of them when replies are not batched)."""
-        if self._replies and (self._hold <= 0 or time.monotonic() - self._held_since >= self._hold):
+        or longer (all of them when ``ready`` did not say ``batches_replies``)."""
+        if self._replies and (not self._batching or time.monotonic() - self._held_since >= self._hold):
             self._flush_locked()
 
     def _flush_locked(self):
@@ -773,6 +801,32 @@ class _Encoder:
 
 def _error(task_id, kind, message, retryable):
     return {"type": "error", "id": task_id, "kind": kind, "message": message, "retryable": retryable}
+
+
+def _fitted_error(link, reply):
+    """The frame of the error ``reply`` with its message cut to fit ``max_frame``.
+
+    Only the message can make an error reply large, and it is not what the manager
+    acts on: the kind and ``retryable`` are, so they are kept as they are (answering
+    ``result_too_large``, never retryable, would turn a retryable failure into a
+    final one). Cut on a character boundary and marked as cut, like the Rust and
+    Node SDKs. A reply that does not fit even with an empty message (a huge custom
+    kind, a tiny ``max_frame``) is answered with kind ``handler`` and the same
+    ``retryable``.
+    """
+    limit = link.max_frame
+    note = f" … (cut to fit a frame of {limit} bytes)"
+    text = str(reply["message"]).encode("utf-8", "backslashreplace")
+    # What the reply takes without its message, plus the largest string header (5).
+    room = limit - len(Link.encode(dict(reply, message=""))) - 5
+    for suffix in (note, ""):
+        keep = room - len(suffix.encode("utf-8"))
+        if keep >= 0:
+            try:
+                return link.frame(dict(reply, message=text[:keep].decode("utf-8", "ignore") + suffix))
+            except ProtocolError:
+                pass
+    return link.frame(_error(reply["id"], "handler", "the error reply does not fit in a frame", reply["retryable"]))
 
 
 def _describe(e):

@@ -461,6 +461,80 @@ class BatchTest(unittest.TestCase):
         self.assertEqual(set(ran_on), {threading.current_thread()}, "inline handlers ran on the reading thread")
 
 
+class _LateRegistration(io.RawIOBase):
+    """A reader that hands out ``first``, then calls ``between()`` (the worker has
+    answered ``ready`` by then) and hands out ``second``."""
+
+    def __init__(self, first, second, between):
+        self.pieces = [first, second]
+        self.between = between
+
+    def readable(self):
+        return True
+
+    def readinto(self, buf):
+        if not self.pieces:
+            return 0
+        if len(self.pieces) == 1:
+            self.between()
+        data = self.pieces.pop(0)
+        buf[: len(data)] = data
+        return len(data)
+
+
+class BatchesRepliesTest(unittest.TestCase):
+    """In process: ``ready`` says ``batches_replies`` only when replies can be held,
+    and replies are never held when it did not say so."""
+
+    def setUp(self):
+        sys.path.insert(0, HERE)
+        self.addCleanup(sys.path.remove, HERE)
+        import cortex_worker
+
+        self.cw = cortex_worker
+
+    def ready_of(self, worker):
+        writer = _Recorder()
+        self.assertEqual(worker.run(self.cw.Link(io.BytesIO(hello()), writer)), 0)
+        (ready,) = _split(writer.writes[0])
+        self.assertEqual(ready["type"], "ready")
+        return ready.get("batches_replies", False)
+
+    def test_batches_replies_only_with_an_inline_handler_and_a_hold(self):
+        for hold, inline, expected in [
+            (None, False, False),  # the defaults: nothing runs inline, nothing is held
+            (0.001, False, False),
+            (60, False, False),
+            (None, True, True),
+            (0, True, False),
+        ]:
+            with self.subTest(hold=hold, inline=inline):
+                worker = self.cw.Worker() if hold is None else self.cw.Worker(hold_replies=hold)
+                worker.handler("echo", inline=inline)(lambda ctx, payload: payload)
+                self.assertIs(self.ready_of(worker), expected)
+
+    def test_an_inline_handler_registered_after_ready_does_not_hold_replies(self):
+        worker = self.cw.Worker(hold_replies=60)
+        worker.handler("slow_echo")(lambda ctx, payload: payload)
+        writer = _Recorder()
+        written_at_start = {}
+
+        def written_results():
+            return [m["id"] for data in writer.writes for m in _split(data) if m["type"] == "result"]
+
+        def echo(ctx, payload):
+            written_at_start[ctx.id] = written_results()
+            return payload
+
+        tasks = b"".join(task(i, "echo", i) for i in range(1, 6))
+        reader = _LateRegistration(hello(concurrency=1), tasks, lambda: worker.handler("echo", inline=True)(echo))
+        self.assertEqual(worker.run(self.cw.Link(reader, writer)), 0)
+        self.assertIs(_split(writer.writes[0])[0]["batches_replies"], False)
+        self.assertEqual(written_results(), [1, 2, 3, 4, 5])
+        for i in range(1, 6):
+            self.assertEqual(written_at_start[i], list(range(1, i)), f"task {i} started after every earlier reply was written")
+
+
 class HandlerErrorTest(unittest.TestCase):
     """In process: whatever a handler raises, its task is answered once and the
     worker goes on (on a task thread and inline alike)."""
@@ -557,6 +631,40 @@ class ReplyFrameTest(unittest.TestCase):
                 self.assertEqual(replies[3]["kind"], "handler", replies[3])
                 self.assertIn("not MessagePack-serialisable", replies[3]["message"])
                 self.assertEqual(msgpack.unpackb(replies[4]["payload"]), {"k": "v"}, "the encoder kept nothing of the failed result")
+
+    def test_an_error_too_large_keeps_its_kind_and_retryable_with_a_shortened_message(self):
+        for inline in (True, False):
+            with self.subTest(inline=inline):
+                worker = self.cw.Worker()
+                writer = _Recorder()
+
+                @worker.handler("retry", inline=inline)
+                def retry(ctx, payload):
+                    raise self.cw.RetryableError("é" * 1000)  # two bytes a character: cut inside one
+
+                @worker.handler("custom", inline=inline)
+                def custom(ctx, payload):
+                    raise self.cw.TaskError("x" * 5000, kind="quota", retryable=False)
+
+                worker.handler("big", inline=inline)(lambda ctx, payload: "x" * 500)
+                tasks = task(1, "retry") + task(2, "custom") + task(3, "big")
+                data = hello(max_frame=300) + tasks + frame({"type": "shutdown", "graceful": True})
+                self.assertEqual(worker.run(self.cw.Link(io.BytesIO(data), writer)), 0)
+                frames = []
+                for data in writer.writes:
+                    while data:
+                        (length,) = struct.unpack(">I", data[:4])
+                        frames.append(data[4 : 4 + length])
+                        data = data[4 + length :]
+                for body in frames:
+                    self.assertLessEqual(len(body), 300)
+                replies = {m["id"]: m for m in map(msgpack.unpackb, frames) if m["type"] == "error"}
+                self.assertEqual((replies[1]["kind"], replies[1]["retryable"]), ("handler", True), replies[1])
+                self.assertTrue(replies[1]["message"].startswith("RetryableError: éé"), replies[1])
+                self.assertIn("cut to fit a frame of 300 bytes", replies[1]["message"])
+                self.assertEqual((replies[2]["kind"], replies[2]["retryable"]), ("quota", False), replies[2])
+                self.assertTrue(replies[2]["message"].startswith("TaskError: xxx"), replies[2])
+                self.assertEqual((replies[3]["kind"], replies[3]["retryable"]), ("result_too_large", False), replies[3])
 
     def test_an_encoder_lets_go_of_the_buffer_a_large_result_grew(self):
         encoder = self.cw._Encoder()
@@ -755,7 +863,7 @@ class StreamTest(unittest.TestCase):
 
 
 class FifoTest(unittest.TestCase):
-    def start_fifo_worker(self, **extra_env):
+    def start_fifo_worker(self, stdout=subprocess.DEVNULL, **extra_env):
         """Starts the example worker over two fresh FIFOs (removed after the test);
         returns the process and the FIFOs' paths (to the worker, from the worker)."""
         tmp = tempfile.TemporaryDirectory()
@@ -772,10 +880,12 @@ class FifoTest(unittest.TestCase):
             **extra_env,
         )
         proc = subprocess.Popen(
-            [sys.executable, WORKER], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            [sys.executable, WORKER], stdin=subprocess.DEVNULL, stdout=stdout,
             stderr=subprocess.PIPE, env=env, cwd=HERE,
         )
         self.addCleanup(proc.stderr.close)
+        if proc.stdout is not None:
+            self.addCleanup(proc.stdout.close)
         self.addCleanup(lambda: proc.poll() is None and (proc.kill(), proc.wait()))
         return proc, to_worker, from_worker
 
@@ -792,6 +902,23 @@ class FifoTest(unittest.TestCase):
             self.assertEqual([m["type"] for m in messages], ["ready", "result"])
             self.assertEqual(msgpack.unpackb(messages[1]["payload"]), [1, 2])
         self.assertEqual(proc.wait(TIMEOUT), 0)
+
+    def test_print_in_a_handler_reaches_stderr_with_fifos(self):
+        proc, to_worker, from_worker = self.start_fifo_worker(stdout=subprocess.PIPE)
+        with open(to_worker, "wb") as out, open(from_worker, "rb") as inp:
+            out.write(hello() + task(1, "noisy", "quiet"))
+            out.flush()
+            messages = []
+            for _ in range(2):
+                (length,) = struct.unpack(">I", inp.read(4))
+                messages.append(msgpack.unpackb(inp.read(length), raw=False))
+            self.assertEqual([m["type"] for m in messages], ["ready", "result"])
+            self.assertEqual(msgpack.unpackb(messages[1]["payload"]), "quiet")
+        self.assertEqual(proc.wait(TIMEOUT), 0)
+        err = proc.stderr.read().decode()
+        for way in ("print()", "sys.stdout.write", "os.write(1)"):
+            self.assertIn(f"noisy handler: {way}", err)
+        self.assertEqual(proc.stdout.read(), b"", "nothing reaches descriptor 1")
 
     def test_a_worker_whose_manager_is_not_its_parent_exits(self):
         # Its parent (this test) lives on, but the manager it was told of is pid 1:
