@@ -36,6 +36,11 @@ impl From<pool_core::ConfigError> for SettingsError {
     }
 }
 
+/// A deserializer's message on one line (`toml`'s puts the key on a second).
+pub(crate) fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 /// Removes the pool's keys ([`PoolSettings::KEYS`]) from `table` and resolves them
 /// into a checked [`PoolConfig`]; the other keys stay for the caller.
 ///
@@ -49,12 +54,12 @@ pub(crate) fn take_pool_config(table: &mut toml::Table) -> Result<PoolConfig, Se
             // One key at a time first, so a type error names its key.
             let one = toml::Table::from_iter([((*key).to_owned(), value.clone())]);
             PoolSettings::deserialize(one)
-                .map_err(|e| SettingsError::new(*key, e.to_string().trim().to_owned()))?;
+                .map_err(|e| SettingsError::new(*key, one_line(&e.to_string())))?;
             pool.insert((*key).to_owned(), value);
         }
     }
     let settings = PoolSettings::deserialize(pool)
-        .map_err(|e| SettingsError::new("config", e.to_string().trim().to_owned()))?;
+        .map_err(|e| SettingsError::new("config", one_line(&e.to_string())))?;
     Ok(settings.resolve()?)
 }
 

@@ -12,7 +12,7 @@ use pool_core::{BalancePolicy, PoolConfig, PoolSettings, WorkerCommand};
 use serde::Deserialize;
 
 use super::paths::{self, Paths};
-use crate::pool_settings::take_pool_config;
+use crate::pool_settings::{one_line, take_pool_config};
 pub(crate) use crate::pool_settings::{SettingsError, TransportKind};
 
 /// The daemon's own keys; the pool's are [`PoolSettings::KEYS`]. A file,
@@ -84,6 +84,58 @@ pub(crate) struct Sources {
 pub(crate) struct Raw {
     pool: PoolConfig,
     daemon: DaemonRaw,
+    /// Where each key given was set, for the errors about it.
+    origins: Origins,
+}
+
+/// Where each key was last set (the file, a variable, `--set`), so an error
+/// about a value says where to fix it.
+#[derive(Debug, Clone, Default)]
+struct Origins(std::collections::BTreeMap<String, String>);
+
+impl Origins {
+    fn set(&mut self, key: &str, origin: String) {
+        self.0.insert(key.to_owned(), origin);
+    }
+
+    /// `error`, saying where its key was set when it was.
+    fn name(&self, mut error: SettingsError) -> SettingsError {
+        if let Some(origin) = self.0.get(&error.key) {
+            error.message = format!("{} (set {origin})", error.message);
+        }
+        error
+    }
+}
+
+/// `CORTEX_POOL_` variables that are not settings: the log filter.
+const NOT_SETTINGS: &[&str] = &["CORTEX_POOL_LOG"];
+
+/// Refuses a `CORTEX_POOL_` variable that names no setting (a misspelled one
+/// would otherwise be ignored without a word), suggesting the key it may
+/// have meant.
+fn check_env_names(names: impl IntoIterator<Item = String>) -> Result<(), SettingsError> {
+    for name in names {
+        let Some(suffix) = name.strip_prefix("CORTEX_POOL_") else {
+            continue;
+        };
+        let key = suffix.to_ascii_lowercase();
+        if is_key(&key) || NOT_SETTINGS.contains(&name.as_str()) {
+            continue;
+        }
+        let squeezed = key.replace('_', "");
+        let hint = keys()
+            .find(|k| k.replace('_', "") == squeezed)
+            .map(|k| format!(" (did you mean CORTEX_POOL_{}?)", k.to_ascii_uppercase()))
+            .unwrap_or_default();
+        return Err(SettingsError::new(
+            name,
+            format!(
+                "not a setting{hint}: CORTEX_POOL_<KEY> takes the keys listed in \
+                 docs/operations.md, and CORTEX_POOL_LOG the log filter"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The daemon's own keys ([`DAEMON_KEYS`]); absent ones take their defaults.
@@ -156,6 +208,7 @@ impl Sources {
     /// An unreadable or malformed file, a malformed override, or a value of the
     /// wrong type; the message names the key.
     pub(crate) fn load(&self) -> Result<Raw, SettingsError> {
+        check_env_names(std::env::vars_os().filter_map(|(name, _)| name.into_string().ok()))?;
         self.load_with(|name| std::env::var(name).ok())
     }
 
@@ -164,16 +217,28 @@ impl Sources {
         &self,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Raw, SettingsError> {
+        let mut origins = Origins::default();
         let mut table = match &self.file {
             Some(path) => read_file(path)?,
             None => toml::Table::new(),
         };
+        if let Some(path) = &self.file {
+            for key in table.keys() {
+                origins.set(key, format!("in {}", path.display()));
+            }
+        }
+        // An empty variable is an unset one (`VAR= cmd` clears it for one
+        // command), not an empty value: an empty runtime_dir would put the
+        // daemon's files in the current directory.
+        let env = |name: &str| env(name).filter(|value| !value.is_empty());
         for (var, key) in LEGACY_ENV {
             if let Some(value) = env(var) {
                 table.insert((*key).to_owned(), env_value(key, &value));
+                origins.set(key, format!("by the environment variable {var}"));
             }
         }
         if let Some(dir) = env("LOG_DIR") {
+            origins.set("log_file", "by the environment variable LOG_DIR".to_owned());
             let log = Path::new(&dir).join("worker-pool.log");
             table.insert(
                 "log_file".to_owned(),
@@ -184,6 +249,7 @@ impl Sources {
             let var = format!("CORTEX_POOL_{}", key.to_ascii_uppercase());
             if let Some(value) = env(&var) {
                 table.insert(key.to_owned(), env_value(key, &value));
+                origins.set(key, format!("by the environment variable {var}"));
             }
         }
         for pair in &self.overrides {
@@ -195,8 +261,16 @@ impl Sources {
                 return Err(SettingsError::new(key, "unknown key"));
             }
             table.insert(key.to_owned(), env_value(key, value));
+            origins.set(key, format!("by --set {pair}"));
         }
-        from_table(table)
+        match from_table(table) {
+            Ok((pool, daemon)) => Ok(Raw {
+                pool,
+                daemon,
+                origins,
+            }),
+            Err(e) => Err(origins.name(e)),
+        }
     }
 }
 
@@ -227,11 +301,20 @@ fn env_value(key: &str, text: &str) -> toml::Value {
     }
 }
 
-fn from_table(mut table: toml::Table) -> Result<Raw, SettingsError> {
+fn from_table(mut table: toml::Table) -> Result<(PoolConfig, DaemonRaw), SettingsError> {
     for key in table.keys() {
         if !is_key(key) {
             return Err(SettingsError::new(key.clone(), "unknown key"));
         }
+    }
+    // `worker` as one command line, in a file too (split on whitespace; a
+    // path with spaces takes the array form).
+    if let Some(toml::Value::String(line)) = table.get("worker") {
+        let argv = line
+            .split_whitespace()
+            .map(|s| toml::Value::String(s.to_owned()))
+            .collect();
+        table.insert("worker".to_owned(), toml::Value::Array(argv));
     }
     let pool = take_pool_config(&mut table)?;
     let daemon = DaemonRaw::deserialize(table).map_err(|e| {
@@ -240,9 +323,9 @@ fn from_table(mut table: toml::Table) -> Result<Raw, SettingsError> {
             .iter()
             .find(|k| message.contains(&format!("`{k}`")))
             .map_or("config", |k| k);
-        SettingsError::new(key, message.trim().to_owned())
+        SettingsError::new(key, one_line(&message))
     })?;
-    Ok(Raw { pool, daemon })
+    Ok((pool, daemon))
 }
 
 impl Raw {
@@ -251,7 +334,16 @@ impl Raw {
     /// # Errors
     /// The first value that does not make sense, naming its key.
     pub(crate) fn resolve(self) -> Result<Settings, SettingsError> {
-        let Raw { pool, daemon: raw } = self;
+        let origins = self.origins.clone();
+        self.resolve_values().map_err(|e| origins.name(e))
+    }
+
+    fn resolve_values(self) -> Result<Settings, SettingsError> {
+        let Raw {
+            pool,
+            daemon: raw,
+            origins: _,
+        } = self;
         let policy = raw.policy.unwrap_or_else(|| "least-loaded".to_owned());
         policy_balance::by_name(&policy)
             .map_err(|e| SettingsError::new("policy", e.to_string()))?;
@@ -466,5 +558,103 @@ mod tests {
             overrides: vec!["nonsense=1".into()],
         };
         assert_eq!(overrides.load_with(env(&[])).unwrap_err().key, "nonsense");
+    }
+
+    /// The message of the error the sources give.
+    fn message(sources: &Sources, pairs: &[(&str, &str)]) -> String {
+        let e = sources
+            .load_with(env(pairs))
+            .and_then(Raw::resolve)
+            .unwrap_err();
+        format!("{}: {}", e.key, e.message)
+    }
+
+    #[test]
+    fn an_error_says_where_its_value_was_set_on_one_line() {
+        let none = Sources::default();
+        assert_eq!(
+            message(&none, &[("TASK_TIMEOUT", "0")]),
+            "task_timeout_ms: must be greater than zero (set by the environment variable TASK_TIMEOUT)"
+        );
+        let typed = message(&none, &[("CORTEX_POOL_POOL_SIZE", "\"many\"")]);
+        assert!(
+            typed.ends_with("(set by the environment variable CORTEX_POOL_POOL_SIZE)"),
+            "{typed}"
+        );
+        assert!(!typed.contains('\n'), "{typed}");
+        let flagged = Sources {
+            file: None,
+            overrides: vec!["transport=pigeon".into()],
+        };
+        assert!(
+            message(&flagged, &[]).ends_with("(set by --set transport=pigeon)"),
+            "{}",
+            message(&flagged, &[])
+        );
+        let file = std::env::temp_dir().join(format!("cp-cfg-origin-{}.toml", std::process::id()));
+        std::fs::write(&file, "max_connections = 0\n").unwrap();
+        let from_file = Sources {
+            file: Some(file.clone()),
+            overrides: Vec::new(),
+        };
+        let said = message(&from_file, &[]);
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(
+            said,
+            format!(
+                "max_connections: must be at least 1 (set in {})",
+                file.display()
+            )
+        );
+    }
+
+    #[test]
+    fn a_worker_in_the_file_may_be_one_command_line() {
+        let file = std::env::temp_dir().join(format!("cp-cfg-worker-{}.toml", std::process::id()));
+        std::fs::write(&file, "worker = \"python3  w.py --fast\"\n").unwrap();
+        let sources = Sources {
+            file: Some(file.clone()),
+            overrides: Vec::new(),
+        };
+        let settings = sources.load_with(env(&[])).and_then(Raw::resolve);
+        std::fs::remove_file(&file).unwrap();
+        let worker = settings.expect("a command line is a worker").worker;
+        assert_eq!(worker.program, std::ffi::OsString::from("python3"));
+        assert_eq!(
+            worker.args,
+            vec![std::ffi::OsString::from("w.py"), "--fast".into()]
+        );
+    }
+
+    #[test]
+    fn an_empty_variable_is_an_unset_one() {
+        let s = Sources::default()
+            .load_with(env(&[("CORTEX_POOL_RUNTIME_DIR", ""), ("POOL_SIZE", "")]))
+            .and_then(Raw::resolve)
+            .expect("empty variables are ignored");
+        assert_eq!(s.paths.dir, paths::default_runtime_dir());
+        assert_eq!(s.pool.pool_size, PoolConfig::default().pool_size);
+    }
+
+    #[test]
+    fn a_cortex_pool_variable_that_names_no_setting_is_refused() {
+        let names = |list: &[&str]| list.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+        assert!(check_env_names(names(&[
+            "CORTEX_POOL_POOL_SIZE",
+            "CORTEX_POOL_LOG",
+            "PATH",
+            "POOL_SIZE"
+        ]))
+        .is_ok());
+        let e = check_env_names(names(&["CORTEX_POOL_POOLSIZE"])).unwrap_err();
+        assert_eq!(e.key, "CORTEX_POOL_POOLSIZE");
+        assert!(
+            e.message
+                .starts_with("not a setting (did you mean CORTEX_POOL_POOL_SIZE?)"),
+            "{}",
+            e.message
+        );
+        let e = check_env_names(names(&["CORTEX_POOL_NONSENSE"])).unwrap_err();
+        assert!(e.message.starts_with("not a setting:"), "{}", e.message);
     }
 }
