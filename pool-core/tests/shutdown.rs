@@ -174,3 +174,31 @@ async fn a_worker_that_answers_the_cancel_is_sent_shutdown_at_once_and_never_sig
         "no grace is waited once the worker answered: {received:?}"
     );
 }
+
+/// A task withdrawn from a worker's prefetch window at the drain deadline
+/// never ran: it ends with no attempt and no worker named, while the task
+/// that was running names its worker.
+#[tokio::test(start_paused = true)]
+async fn a_task_withdrawn_from_the_window_at_the_deadline_names_no_worker() {
+    let config = PoolConfig {
+        shutdown_timeout: Duration::from_secs(1),
+        ..common::config(1)
+    };
+    let (pool, _recorder) = common::start(config, |_| MockAction::Stubborn).await;
+    let running = pool.submit(common::task("busy", 1)).await.unwrap();
+    let waiting = pool.submit(common::task("busy", 2)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(
+        pool.metrics().tasks.in_flight,
+        2,
+        "one running, one in the window"
+    );
+    let stopping = pool.clone();
+    let shutdown = tokio::spawn(async move { stopping.shutdown().await });
+    let ran = running.await.unwrap_err();
+    let never = waiting.await.unwrap_err();
+    shutdown.await.unwrap();
+    assert_eq!((ran.attempts, ran.worker.as_deref()), (1, Some("worker-0")));
+    assert_eq!(never.failure, Failure::ShuttingDown);
+    assert_eq!((never.attempts, never.worker.as_deref()), (0, None));
+}

@@ -232,6 +232,17 @@ impl Pending {
         self.task
     }
 
+    /// Its last attempt did not count (it never started, or was not at
+    /// fault): the number goes back, and with no attempt left counted no
+    /// worker is named as its last (an outcome of a task that never ran says
+    /// `worker: null`).
+    pub(crate) fn give_back_attempt(&mut self) {
+        self.attempts = self.attempts.saturating_sub(1);
+        if self.attempts == 0 {
+            self.last_worker = None;
+        }
+    }
+
     /// A caller's new task `id`, answered through `answer`, holding the queue
     /// slot its caller took, no attempt made yet.
     pub(crate) fn new(id: u64, task: Task, answer: Answer) -> Self {

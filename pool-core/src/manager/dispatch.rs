@@ -469,7 +469,7 @@ impl Actor {
         }
         if running.withdrawn {
             let mut pending = running.pending;
-            pending.attempts = pending.attempts.saturating_sub(1);
+            pending.give_back_attempt();
             return self.settle_error(pending, FinalStatus::Failed, Failure::ShuttingDown);
         }
         let pending = running.pending;

@@ -420,7 +420,7 @@ impl Actor {
     /// back, also when the pool stops taking work and it fails with "shutting
     /// down" instead.
     pub(crate) fn requeue_unstarted(&mut self, mut pending: super::actor::Pending) {
-        pending.attempts = pending.attempts.saturating_sub(1);
+        pending.give_back_attempt();
         if !matches!(self.phase, Phase::Starting | Phase::Running) {
             return self.settle_error(pending, FinalStatus::Failed, Failure::ShuttingDown);
         }
@@ -436,7 +436,7 @@ impl Actor {
         if !matches!(self.phase, Phase::Starting | Phase::Running) {
             return self.settle_error(pending, FinalStatus::Failed, Failure::ShuttingDown);
         }
-        pending.attempts = pending.attempts.saturating_sub(1);
+        pending.give_back_attempt();
         self.queue.lock().push_front(pending);
     }
 

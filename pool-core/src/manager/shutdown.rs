@@ -100,7 +100,7 @@ impl Actor {
             } else {
                 if running.withdrawn {
                     // Still in its window: it never ran.
-                    pending.attempts = pending.attempts.saturating_sub(1);
+                    pending.give_back_attempt();
                 }
                 self.settle_error(pending, FinalStatus::Failed, Failure::ShuttingDown);
             }
