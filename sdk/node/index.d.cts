@@ -37,9 +37,10 @@ export interface ThreadContext {
 }
 
 /**
- * A task handler: gets the decoded MessagePack payload (null when empty) and the
- * context; its return value (or what its promise resolves to) is the result,
- * encoded as MessagePack (undefined becomes null).
+ * A task handler: gets the decoded MessagePack payload (null when empty; integers are
+ * numbers when safe, bigints beyond) and the context; its return value (or what its
+ * promise resolves to) is the result, encoded as MessagePack (undefined becomes null;
+ * safe integers and bigints as integers).
  */
 export type Handler<P = any, R = any> = (payload: P, ctx: Context) => R | Promise<R>;
 

@@ -20,8 +20,22 @@ function remaining(deadline) {
   return deadline === null ? Infinity : Math.max(0, deadline - Date.now());
 }
 
+/**
+ * Posts the handler's result back. One that cannot be cloned (a function, say) fails the
+ * task as on the main thread a result MessagePack cannot encode does: `handler`, not
+ * retryable (no retry changes what the handler returns), naming what failed.
+ */
+function postResult(value) {
+  try {
+    parentPort.postMessage({ ok: true, value });
+  } catch (e) {
+    const message = `the result cannot be passed back from the handler's thread: ${e.message}`;
+    parentPort.postMessage({ ok: false, message, kind: 'handler', retryable: false });
+  }
+}
+
 main().then(
-  (value) => parentPort.postMessage({ ok: true, value }),
+  postResult,
   (e) => {
     const message = e instanceof Error ? e.message || e.name : String(e);
     const fatal = e instanceof TaskError ? !e.retryable : e !== null && typeof e === 'object' && e.retryable === false;

@@ -2,18 +2,17 @@
 // The Worker: handlers by task type, the handshake, the task queue honouring
 // `hello.concurrency`, cancellation, heartbeats, shutdown (PROTOCOL.md, Worker checklist).
 
-const { Encoder, Decoder } = require('@msgpack/msgpack');
 const { encodeFrame, FrameReader, wireInt } = require('./framing.cjs');
 const { openLink, managerGone } = require('./link.cjs');
 const { TaskError, CancelledError, ProtocolError } = require('./errors.cjs');
 const { runInThread } = require('./threads.cjs');
+const { decodePayload, encodeResult, wellFormed, head } = require('./values.cjs');
 
 /** The protocol version this SDK speaks. */
 const PROTOCOL_VERSION = 1;
 const LEVELS = ['error', 'warn', 'info', 'debug'];
-// Reused for every payload and result; encode() copies (the reply is sent later).
-const payloadDecoder = new Decoder();
-const resultEncoder = new Encoder({ useBigInt64: true });
+// The longest delay setInterval takes: Node runs a longer one every 1 ms instead.
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** What a handler knows about the task attempt it runs. */
 class Context {
@@ -96,6 +95,8 @@ class Worker {
   /** Registers `handler(payload, ctx)` for tasks of `type`; returns the worker. */
   handle(type, handler) {
     if (typeof type !== 'string' || type === '') throw new TypeError('a task type must be a non-empty string');
+    // It goes into `ready`, where half a surrogate pair would be invalid UTF-8.
+    if (wellFormed(type) !== type) throw new TypeError(`the task type ${JSON.stringify(type)} holds a lone surrogate`);
     if (typeof handler !== 'function') throw new TypeError(`the handler for ${JSON.stringify(type)} must be a function`);
     this.handlers.set(type, handler);
     return this;
@@ -127,7 +128,7 @@ class Worker {
       process.stderr.write(`[${level}] ${message}\n`);
       return;
     }
-    this.send({ type: 'log', level, message: String(message) });
+    this.send({ type: 'log', level, message: wellFormed(String(message)) });
   }
 
   /**
@@ -239,7 +240,9 @@ class Worker {
       task_types: [...this.handlers.keys()].sort(),
       batches_replies: this.holdMs > 0,
     });
-    const period = Math.max(1, Number(wireInt(hello.heartbeat_ms ?? 1000)) || 1000);
+    // A period past the longest timer is clamped (beats more often than asked are
+    // harmless; Node would otherwise beat every 1 ms).
+    const period = Math.min(MAX_TIMER_MS, Math.max(1, Number(wireInt(hello.heartbeat_ms ?? 1000)) || 1000));
     this.heartbeat = setInterval(() => {
       // A manager that died without closing our input (it cannot, but be sure).
       if (managerGone()) this.finish(0);
@@ -336,7 +339,7 @@ class Worker {
   /**
    * The frame of `reply`, within `max_frame`: a result too large for it is a
    * `result_too_large` error, an error whose message is too long keeps the
-   * message's head.
+   * message's head (never half a surrogate pair: the message must stay valid UTF-8).
    */
   fitted(reply) {
     const limit = this.link.maxFrame;
@@ -344,7 +347,7 @@ class Worker {
     if (frame.length - 4 <= limit) return frame;
     if (reply.type === 'error') {
       const over = frame.length - 4 - limit;
-      const kept = reply.message.slice(0, Math.max(0, reply.message.length - over - 64));
+      const kept = head(reply.message, reply.message.length - over - 64);
       return encodeFrame({ ...reply, message: `${kept} … (cut to fit a frame of ${limit} bytes)` });
     }
     const size = reply.payload.length;
@@ -392,7 +395,7 @@ class Worker {
     }
     let payload;
     try {
-      payload = task.payload.length ? payloadDecoder.decode(task.payload) : null;
+      payload = task.payload.length ? decodePayload(task.payload) : null;
     } catch (e) {
       return errorReply(task.id, 'bad_input', `payload is not MessagePack: ${e.message}`, false);
     }
@@ -404,7 +407,7 @@ class Worker {
     }
     let body;
     try {
-      body = resultEncoder.encode(value === undefined ? null : value);
+      body = encodeResult(value === undefined ? null : value);
     } catch (e) {
       return errorReply(task.id, 'handler', `the result cannot be encoded as MessagePack: ${e.message}`, false);
     }
@@ -427,13 +430,17 @@ class Worker {
 }
 
 function errorReply(id, kind, message, retryable) {
-  return { type: 'error', id, kind, message: oneLine(message), retryable };
+  return { type: 'error', id, kind: wellFormed(String(kind)), message: oneLine(message), retryable };
 }
 
-/** The error reply for what a handler threw (PROTOCOL.md, Error kinds). */
+/**
+ * The error reply for what a handler threw (PROTOCOL.md, Error kinds). Once the task
+ * was cancelled, whatever it throws (a TaskError too) is `cancelled`, as in the Rust
+ * SDK: the caller asked it to stop, and a retry would run what they cancelled.
+ */
 function failure(id, error, signal) {
-  if (error instanceof TaskError) return errorReply(id, error.kind, describe(error), error.retryable);
   if (signal.aborted) return errorReply(id, 'cancelled', `cancelled (${describe(error)})`, false);
+  if (error instanceof TaskError) return errorReply(id, error.kind, describe(error), error.retryable);
   const retryable = !(error !== null && typeof error === 'object' && error.retryable === false);
   return errorReply(id, 'handler', describe(error), retryable);
 }
@@ -448,8 +455,9 @@ function describe(error) {
   }
 }
 
+/** `text` on one line, and well-formed (the manager refuses invalid UTF-8). */
 function oneLine(text) {
-  return String(text).replace(/\s*\n\s*/g, ' ');
+  return wellFormed(String(text).replace(/\s*\n\s*/g, ' '));
 }
 
 module.exports = { Worker, Context, PROTOCOL_VERSION };

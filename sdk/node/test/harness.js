@@ -72,6 +72,8 @@ export class Manager {
         const n = pending.readUInt32BE(0);
         const message = decode(pending.subarray(4, 4 + n), { useBigInt64: true });
         message.at = Date.now();
+        // The body as sent, for checks the lenient decoder cannot make (UTF-8 validity).
+        Object.defineProperty(message, 'body', { value: Buffer.from(pending.subarray(4, 4 + n)) });
         pending = pending.subarray(4 + n);
         m.frames.push(message);
         if (message.type === 'result' || message.type === 'error') m.replyCount += 1;

@@ -6,7 +6,9 @@ import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { encode, decode } from '@msgpack/msgpack';
 import { EXAMPLE, Manager, WAIT_MS, payloadOf } from './harness.js';
 
 const EXTRA = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'extra-worker.mjs');
@@ -262,6 +264,83 @@ test('an unknown transport: exit 2 with a message', async (t) => {
   t.after(() => m.cleanup());
   assert.deepEqual(await m.exit(), { code: 2, signal: null });
   assert.match(m.stderr, /unsupported CORTEX_TRANSPORT "carrier-pigeon"/);
+});
+
+test('integers: safe ones stay integers both ways, wider ones are bigints, none is rounded or sent as a float', async (t) => {
+  const { m } = await started(t, { script: EXTRA });
+  // 64-bit formats, as a Rust or Python manager may write them.
+  const wide = { ts: 1700000000000n, small: 5n, big: 2n ** 60n + 1n, negative: -(2n ** 40n), low: -(2n ** 63n) };
+  m.send({ type: 'task', id: 1, task_type: 'ints', payload: encode(wide, { useBigInt64: true }), attempt: 1, timeout_ms: 0 });
+  const reply = await m.reply(1);
+  assert.equal(reply.type, 'result', reply.message);
+  // With useBigInt64 every 64-bit integer decodes as a bigint, and a float64 as a number.
+  const out = decode(reply.payload, { useBigInt64: true });
+  assert.deepEqual(out.seen, { ts: 'number', small: 'number', big: 'bigint', negative: 'number', low: 'bigint' });
+  assert.deepEqual(out.back, { ...wide, small: 5 }, 'echoed exactly');
+  assert.equal(out.ts, 1700000000000n, 'a uint64, not the float 1700000000000.0');
+  assert.equal(out.negative, -(2n ** 40n), 'an int64');
+  assert.equal(out.unsafe, 2 ** 60, 'a number past 2^53 stays a float64');
+  assert.deepEqual([out.top, out.bottom], [2n ** 64n - 1n, -(2n ** 63n)], 'bigints at both ends of the 64-bit range');
+  m.task(2, 'too-wide', null);
+  const refused = await m.reply(2);
+  assert.deepEqual([refused.type, refused.kind, refused.retryable], ['error', 'handler', false]);
+  assert.match(refused.message, /cannot be encoded as MessagePack: .*18446744073709551616/);
+});
+
+/** Whether a frame body holds a UTF-16 surrogate encoded as UTF-8 (ED A0..BF ..), which no UTF-8 decoder accepts. */
+function encodesSurrogate(body) {
+  for (let i = body.indexOf(0xed); i >= 0; i = body.indexOf(0xed, i + 1)) {
+    if (body[i + 1] >= 0xa0 && body[i + 1] <= 0xbf) return true;
+  }
+  return false;
+}
+
+test('strings the SDK writes are well-formed: lone surrogates become U+FFFD, a cut never splits a pair', async (t) => {
+  const { m } = await started(t, { script: EXTRA }, { max_frame: 1024 });
+  m.task(1, 'half-emoji', null);
+  assert.deepEqual(pick(await m.reply(1)), ['error', 'handler', 'ok \uFFFD', true]);
+  m.task(2, 'half-emoji-kind', null);
+  assert.deepEqual(pick(await m.reply(2)), ['error', 'quota \uFFFD', 'low \uFFFD alone', false]);
+  m.task(3, 'half-emoji-log', null);
+  assert.equal(payloadOf(await m.reply(3)), 'logged');
+  assert.equal((await m.next((f) => f.type === 'log')).message, 'task 3: half \uFFFD');
+  // One of the two prefixes puts the cut between the halves of an emoji.
+  for (const [id, prefix] of [[4, ''], [5, 'x']]) {
+    m.task(id, 'emoji-error', { prefix, n: 400 });
+    const cut = await m.reply(id);
+    assert.match(cut.message, /^x?(😀)+ … \(cut to fit a frame of 1024 bytes\)$/u, `prefix ${JSON.stringify(prefix)}`);
+  }
+  m.task(6, 'echo', 'still alive');
+  assert.equal(payloadOf(await m.reply(6)), 'still alive');
+  for (const f of m.frames) assert.ok(!encodesSurrogate(f.body), `a ${f.type} frame with invalid UTF-8`);
+});
+
+test('handleInThread: a result that cannot be cloned back is a handler error, not retryable, naming the value', async (t) => {
+  const { m } = await started(t, { script: EXTRA });
+  m.task(1, 'unclonable', null);
+  const reply = await m.reply(1);
+  assert.deepEqual([reply.type, reply.kind, reply.retryable], ['error', 'handler', false]);
+  assert.match(reply.message, /could not be cloned/);
+  assert.match(reply.message, /\(\) => 1/);
+});
+
+test('heartbeat_ms of 2^31 and more: the longest period Node allows, not a 1 ms flood', async (t) => {
+  for (const heartbeat_ms of [2 ** 31, 2n ** 40n, 2n ** 64n - 1n]) {
+    const { m } = await started(t, { script: EXTRA }, { heartbeat_ms });
+    m.task(1, 'echo', 'x');
+    await m.reply(1);
+    await sleep(200);
+    assert.equal(m.frames.filter((f) => f.type === 'heartbeat').length, 0, `heartbeat_ms ${heartbeat_ms}`);
+    assert.doesNotMatch(m.stderr, /TimeoutOverflowWarning/);
+    m.cleanup();
+  }
+});
+
+test('cancel: a TaskError thrown after the cancel is answered `cancelled` too', async (t) => {
+  const { m } = await started(t, { script: EXTRA });
+  m.task(1, 'retry-after-cancel', null);
+  m.send({ type: 'cancel', id: 1 });
+  assert.deepEqual(pick(await m.reply(1)), ['error', 'cancelled', 'cancelled (gave up after the cancel)', false]);
 });
 
 function pick(reply) {
