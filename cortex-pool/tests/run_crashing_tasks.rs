@@ -113,3 +113,85 @@ fn crashing_tasks_are_dead_lettered_while_echo_tasks_flow_and_the_breaker_stays_
         "the breaker opened: {stderr}"
     );
 }
+
+/// A run whose workers can no longer start ends instead of waiting for ever:
+/// the only worker dies, every replacement fails to start, the restart breaker
+/// opens with no worker left, and `run` cancels the tasks, says why and
+/// exits 1.
+#[test]
+fn a_run_whose_workers_cannot_start_again_ends_saying_why() {
+    let dir = Scratch::new("dead-pool");
+    let script = dir.0.join("worker.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n\
+             # The demo worker the first time; every later start fails.\n\
+             if [ -e '{marker}' ]; then echo 'cannot start again' >&2; exit 1; fi\n\
+             touch '{marker}'\n\
+             exec '{bin}' worker\n",
+            marker = dir.0.join("started").display(),
+            bin = common::bin(),
+        ),
+    )
+    .expect("script");
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("executable");
+    let mut child = Killed(
+        Command::new(common::bin())
+            .args(["run", "-w", "1", "--max-retries", "0", "--worker"])
+            .arg(&script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cortex-pool starts"),
+    );
+    child
+        .0
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(
+            b"{\"id\":\"c\",\"type\":\"crash\",\"payload\":{\"code\":3}}\n\
+              {\"id\":\"e\",\"type\":\"echo\",\"payload\":1}\n",
+        )
+        .expect("tasks written");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.0.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(started.elapsed() < DEADLINE, "run never ended");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    child
+        .0
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut stdout)
+        .expect("stdout");
+    child
+        .0
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("stderr");
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no worker is left and none could be started"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stdout.lines().count(),
+        2,
+        "every task has its line: {stdout}"
+    );
+    assert!(
+        stdout.lines().all(|l| l.contains("\"status\":\"failed\"")),
+        "{stdout}"
+    );
+}

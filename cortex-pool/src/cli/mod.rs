@@ -2,6 +2,7 @@
 
 pub(crate) mod args;
 mod collect;
+mod dead_pool;
 mod events_file;
 mod feed;
 pub(crate) mod input;

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 use super::args::RunArgs;
 use super::collect::{collect, Accepted};
+use super::dead_pool;
 use super::events_file::{self, EventsFile};
 use super::feed::{feed, Stages};
 use super::interrupt::{self, Phase};
@@ -249,12 +250,20 @@ async fn run_async(args: RunArgs) -> Result<bool, UsageError> {
         lines_tx,
         phase.clone(),
     ));
+    let dead_pool = tokio::spawn(dead_pool::watch(
+        pool.clone(),
+        stopper.clone(),
+        phase.clone(),
+    ));
     let writer_submitted = submitted.clone();
     let (mut tally, output_failed) = tokio::task::spawn_blocking(move || {
         write_lines(lines_rx, writer_submitted, progress, &stopper)
     })
     .await
     .map_err(|e| UsageError(format!("the output writer failed: {e}")))?;
+    // Every line is written: the watch has nothing left to stop.
+    dead_pool.abort();
+    let pool_gave_up = dead_pool.await.ok().flatten();
     let _ = feeder.await;
     let elapsed = started.elapsed();
     let metrics = pool.metrics();
@@ -306,7 +315,7 @@ async fn run_async(args: RunArgs) -> Result<bool, UsageError> {
     let mut stderr = std::io::stderr();
     let _ = writeln!(stderr, "{}", tally.render(elapsed, Some(&metrics)));
     let mut ok = tally.all_ok();
-    for failure in [output_failed.map(|e| format!("cannot write the results to standard output ({e}); stopped at the first failed write")), metrics_failed, events_failed].into_iter().flatten() {
+    for failure in [pool_gave_up, output_failed.map(|e| format!("cannot write the results to standard output ({e}); stopped at the first failed write")), metrics_failed, events_failed].into_iter().flatten() {
         let _ = writeln!(stderr, "cortex-pool: {failure}");
         ok = false;
     }
