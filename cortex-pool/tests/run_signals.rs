@@ -304,3 +304,27 @@ fn a_signal_while_the_workers_start_ends_the_run_there() {
         "the worker was left"
     );
 }
+
+/// A signal that stops the reading before the end of the input makes the run
+/// exit 1 even when every task read succeeded: a wrapper must not take 0 for
+/// "all the input was processed".
+#[test]
+fn a_signal_before_the_end_of_the_input_exits_1_though_every_line_is_ok() {
+    // The input stays open: the reader is waiting for more when the signal comes.
+    let mut live = Live::start(
+        &["-w", "1"],
+        "{\"id\":\"only\",\"type\":\"echo\",\"payload\":1}\n",
+    );
+    live.wait_until("the task completed", |l| {
+        l.count_events("task-completed") == 1
+    });
+    live.signal("INT");
+    let (code, lines, stderr, _) = live.finish(Duration::from_secs(30));
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert_eq!(line(&lines, "only")["status"], "ok");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("interrupted before the end of the input"),
+        "{stderr}"
+    );
+}

@@ -45,30 +45,33 @@ pub(crate) struct Stages<'a> {
 /// Lines that are already read in are parsed and submitted together (up to
 /// [`SUBMIT_BATCH`]): the batch goes to the pool when the next line is not there
 /// yet, or when it is full.
+///
+/// Returns how the reading ended: [`Reading::Stopped`] when a signal stopped it
+/// before the end of the input.
 pub(crate) async fn feed(
     mut phase: watch::Receiver<Phase>,
     to: Stages<'_>,
     tasks: Box<dyn AsyncRead + Unpin + Send>,
     max_line_bytes: usize,
     submitted: Arc<AtomicU64>,
-) {
+) -> Reading {
     let lines = to.lines;
     let mut reader = LineReader::new(BufReader::with_capacity(READ_BUFFER, tasks), max_line_bytes);
     let mut ids = input::Ids::default();
     let mut line_no = 0u64;
     let mut batch = Vec::with_capacity(SUBMIT_BATCH);
-    loop {
+    let reading = loop {
         let next = {
             let read = reader.next_line();
             tokio::pin!(read);
             match poll_once(read.as_mut()).await {
-                Poll::Ready(_) if *phase.borrow() >= Phase::Draining => break,
+                Poll::Ready(_) if *phase.borrow() >= Phase::Draining => break Reading::Stopped,
                 Poll::Ready(next) => next,
                 Poll::Pending => {
                     submit(&to, &mut batch).await;
                     tokio::select! {
                         biased;
-                        () = interrupt::reached(&mut phase, Phase::Draining) => break,
+                        () = interrupt::reached(&mut phase, Phase::Draining) => break Reading::Stopped,
                         next = &mut read => next,
                     }
                 }
@@ -76,13 +79,13 @@ pub(crate) async fn feed(
         };
         let raw = match next {
             Ok(Some(raw)) => raw,
-            Ok(None) => break,
+            Ok(None) => break Reading::Whole,
             Err(e) => {
                 line_no += 1;
                 submitted.fetch_add(1, Relaxed);
                 let message = format!("line {line_no} is unreadable: {e}");
                 let _ = lines.send(vec![output::invalid(line_no, &message)]).await;
-                break;
+                break Reading::Unreadable;
             }
         };
         line_no += 1;
@@ -114,8 +117,20 @@ pub(crate) async fn feed(
         if batch.len() >= SUBMIT_BATCH {
             submit(&to, &mut batch).await;
         }
-    }
+    };
     submit(&to, &mut batch).await;
+    reading
+}
+
+/// How the reading of the task lines ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reading {
+    /// At the end of the input.
+    Whole,
+    /// At a line that could not be read (it has its `invalid` line).
+    Unreadable,
+    /// A signal stopped it before the end of the input.
+    Stopped,
 }
 
 /// Polls `future` once: its output if it is ready now.

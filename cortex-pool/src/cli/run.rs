@@ -15,7 +15,7 @@ use super::args::RunArgs;
 use super::collect::{collect, Accepted};
 use super::dead_pool;
 use super::events_file::{self, EventsFile};
-use super::feed::{feed, Stages};
+use super::feed::{feed, Reading, Stages};
 use super::interrupt::{self, Phase};
 use super::output::Line;
 use super::progress::{self, Progress};
@@ -240,7 +240,7 @@ async fn run_async(args: RunArgs) -> Result<bool, UsageError> {
                 lines: &lines,
                 accepted: &accepted_tx,
             };
-            feed(phase, stages, tasks, max_line_bytes, submitted).await;
+            feed(phase, stages, tasks, max_line_bytes, submitted).await
         })
     };
     tokio::spawn(collect(
@@ -264,7 +264,7 @@ async fn run_async(args: RunArgs) -> Result<bool, UsageError> {
     // Every line is written: the watch has nothing left to stop.
     dead_pool.abort();
     let pool_gave_up = dead_pool.await.ok().flatten();
-    let _ = feeder.await;
+    let reading = feeder.await.unwrap_or(Reading::Stopped);
     let elapsed = started.elapsed();
     let metrics = pool.metrics();
     let mut metrics_failed = None;
@@ -315,7 +315,10 @@ async fn run_async(args: RunArgs) -> Result<bool, UsageError> {
     let mut stderr = std::io::stderr();
     let _ = writeln!(stderr, "{}", tally.render(elapsed, Some(&metrics)));
     let mut ok = tally.all_ok();
-    for failure in [pool_gave_up, output_failed.map(|e| format!("cannot write the results to standard output ({e}); stopped at the first failed write")), metrics_failed, events_failed].into_iter().flatten() {
+    let unread = (reading == Reading::Stopped).then(|| {
+        "interrupted before the end of the input: the lines after it were not read".to_owned()
+    });
+    for failure in [pool_gave_up, unread, output_failed.map(|e| format!("cannot write the results to standard output ({e}); stopped at the first failed write")), metrics_failed, events_failed].into_iter().flatten() {
         let _ = writeln!(stderr, "cortex-pool: {failure}");
         ok = false;
     }
