@@ -307,3 +307,33 @@ fn a_busy_runs_events_file_loses_no_event() {
     assert_eq!(count("task-completed"), 5_000);
     assert_eq!(count("pool-shutdown"), 1);
 }
+
+/// A byte-order mark before the first line (files saved by some Windows
+/// editors) is not part of the line; one anywhere else is.
+#[test]
+fn a_byte_order_mark_before_the_first_line_is_skipped() {
+    let run = common::run(
+        &["-w", "1"],
+        "\u{feff}{\"id\":\"bom\",\"type\":\"echo\",\"payload\":1}\n\
+         \u{feff}{\"id\":\"second\",\"type\":\"echo\",\"payload\":2}\n",
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let status = |id: &str| {
+        run.lines
+            .iter()
+            .find(|l| l["id"] == id)
+            .map(|l| l["status"].clone())
+    };
+    assert_eq!(
+        status("bom"),
+        Some(serde_json::json!("ok")),
+        "{:?}",
+        run.lines
+    );
+    assert_eq!(
+        status("2"),
+        Some(serde_json::json!("invalid")),
+        "{:?}",
+        run.lines
+    );
+}

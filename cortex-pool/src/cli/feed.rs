@@ -101,11 +101,16 @@ pub(crate) async fn feed(
                 continue;
             }
         };
+        let bytes = if line_no == 1 {
+            input::without_bom(&bytes)
+        } else {
+            &bytes
+        };
         if bytes.trim_ascii().is_empty() {
             continue;
         }
         submitted.fetch_add(1, Relaxed);
-        match input::parse_line(&bytes, line_no, &mut ids) {
+        match input::parse_line(bytes, line_no, &mut ids) {
             Ok(parsed) => batch.push(parsed),
             Err(invalid) => {
                 let line =

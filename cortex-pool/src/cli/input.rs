@@ -45,6 +45,17 @@ impl Ids {
     }
 }
 
+/// A UTF-8 byte-order mark, which some editors (Windows's) put before a
+/// file's first line: not part of the line.
+pub(crate) const BOM: &str = "\u{feff}";
+
+/// The first line of an input without its byte-order mark, if it has one.
+pub(crate) fn without_bom(first_line: &[u8]) -> &[u8] {
+    first_line
+        .strip_prefix(BOM.as_bytes())
+        .unwrap_or(first_line)
+}
+
 /// Parses the bytes of line `line_no` (1-based) of an input in which `ids` were
 /// already used: bytes that are not UTF-8, JSON errors (with the real line and
 /// column) and a repeated id make the line invalid. An invalid line uses its id

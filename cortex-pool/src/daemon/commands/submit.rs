@@ -56,6 +56,7 @@ fn submit_inner(args: &SubmitArgs) -> Outcome {
                     .read_to_string(&mut text)
                     .map_err(|e| usage(format!("cannot read the tasks from stdin: {e}")))?,
             };
+            let text = text.strip_prefix(crate::cli::input::BOM).unwrap_or(&text);
             text.lines().map(str::to_owned).collect()
         }
     };
