@@ -104,7 +104,38 @@ fn config(args: &RunArgs) -> Result<PoolConfig, UsageError> {
         kill_rss_mb: args.kill_rss_mb,
         ..PoolSettings::default()
     };
-    Ok(settings.resolve()?)
+    settings.resolve().map_err(|e| {
+        UsageError(format!(
+            "invalid flags: {}",
+            in_flags(&format!("{}: {}", e.key, e.message))
+        ))
+    })
+}
+
+/// The settings keys `run`'s flags set, and the flags: an error about one
+/// names what the user typed.
+const FLAGS: &[(&str, &str)] = &[
+    ("heartbeat_interval_ms", "--heartbeat-ms"),
+    ("suspect_after_ms", "--suspect-ms"),
+    ("zombie_after_ms", "--zombie-ms"),
+    ("worker_concurrency", "--concurrency"),
+    ("pool_size", "--workers"),
+    ("max_retries", "--max-retries"),
+    ("retry_backoff_ms", "--backoff-ms"),
+    ("task_timeout_ms", "--timeout-ms"),
+    ("max_tasks_per_worker", "--max-tasks-per-worker"),
+    ("max_rss_mb", "--max-rss-mb"),
+    ("kill_rss_mb", "--kill-rss-mb"),
+    ("prefetch", "--prefetch"),
+];
+
+/// `text` with each settings key of [`FLAGS`] replaced by its flag.
+fn in_flags(text: &str) -> String {
+    let mut out = text.to_owned();
+    for (key, flag) in FLAGS {
+        out = out.replace(key, flag);
+    }
+    out
 }
 
 fn transport(args: &RunArgs) -> Result<Arc<dyn Transport>, UsageError> {
