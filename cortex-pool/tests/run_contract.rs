@@ -96,7 +96,7 @@ fn usage_and_configuration_errors_exit_2_with_a_message() {
         (&["/"], "it is a directory"),
         (
             &["--heartbeat-ms", "5000", "--suspect-ms", "1000"],
-            "heartbeat_interval",
+            "--heartbeat-ms: must be shorter than --suspect-ms",
         ),
         (
             &["-w", "1", "--worker", "/no/such/worker-binary"],
@@ -289,9 +289,19 @@ fn a_busy_runs_events_file_loses_no_event() {
     let tasks: String = (0..5_000)
         .map(|i| format!("{{\"id\":\"e{i}\",\"type\":\"echo\",\"payload\":{i}}}\n"))
         .collect();
+    // From a file: standard input written whole before the output is read
+    // would fill both pipes.
+    let tasks_path = dir.0.join("tasks.jsonl");
+    std::fs::write(&tasks_path, tasks).expect("tasks file");
     let run = common::run(
-        &["-w", "2", "--events", events_path.to_str().unwrap()],
-        &tasks,
+        &[
+            "-w",
+            "2",
+            "--events",
+            events_path.to_str().unwrap(),
+            tasks_path.to_str().unwrap(),
+        ],
+        "",
     );
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(run.lines.len(), 5_000);
@@ -357,5 +367,28 @@ fn a_refused_flag_value_is_named_by_its_flag() {
             .contains("--heartbeat-ms: must be shorter than --suspect-ms"),
         "{}",
         run.stderr
+    );
+}
+
+/// A payload that cannot be carried (a number out of range) makes its line
+/// invalid under the line's own id, and the error's column counts from the
+/// start of the line, as every other JSON error's does.
+#[test]
+fn a_payload_error_keeps_the_lines_id_and_names_its_column_in_the_line() {
+    let run = common::run(
+        &["-w", "1"],
+        "{\"id\":\"a\",\"type\":\"echo\",\"payload\":1}\n\
+         {\"id\":\"p\",\"type\":\"echo\",\"payload\":{\"a\":[1,2,1e999]}}\n",
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let bad = run
+        .lines
+        .iter()
+        .find(|l| l["status"] == "invalid")
+        .expect("an invalid line");
+    assert_eq!(bad["id"], "p", "{bad}");
+    assert_eq!(
+        bad["error"]["message"], "payload: number out of range at line 2 column 49",
+        "{bad}"
     );
 }

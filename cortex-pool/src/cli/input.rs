@@ -78,7 +78,10 @@ pub(crate) fn parse_line(bytes: &[u8], line_no: u64, ids: &mut Ids) -> Result<Ta
     };
     let parsed = match parse(text, line_no) {
         Ok(parsed) => parsed,
-        Err(message) => return Err(invalid(own_id(text), at_line(message, line_no))),
+        Err(e) => {
+            let id = e.id.or_else(|| own_id(text));
+            return Err(invalid(id, at_line(e.message, line_no)));
+        }
     };
     if let Some(first) = ids.0.get(&parsed.id) {
         return Err(Invalid {
@@ -111,6 +114,19 @@ fn at_line(message: String, line_no: u64) -> String {
             &message[at + " at line 1 column ".len()..]
         ),
         None => message,
+    }
+}
+
+/// `message` of a text read from byte `start` of its line, its `at line 1
+/// column N` moved to count from the line's start.
+fn shifted(message: &str, start: usize) -> String {
+    const AT: &str = " at line 1 column ";
+    match message.rfind(AT) {
+        Some(at) => match message[at + AT.len()..].parse::<usize>() {
+            Ok(column) => format!("{}{AT}{}", &message[..at], column + start),
+            Err(_) => message.to_owned(),
+        },
+        None => message.to_owned(),
     }
 }
 
@@ -160,28 +176,52 @@ fn msgpack_str(text: &str) -> Vec<u8> {
     out
 }
 
-/// Parses line `line_no` (1-based). A task without an id gets its line number.
-pub(crate) fn parse(line: &str, line_no: u64) -> Result<TaskLine, String> {
-    let raw = task_fields::read(line).map_err(|e| e.to_string())?;
-    if raw.task_type.is_empty() {
-        return Err("\"type\" must not be empty".to_owned());
+/// Why a line is not a task: what is wrong, and the line's own `id` when its
+/// fields were read (an invalid line answers under it).
+#[derive(Debug)]
+pub(crate) struct NotATask {
+    pub(crate) id: Option<String>,
+    pub(crate) message: String,
+}
+
+impl From<String> for NotATask {
+    fn from(message: String) -> Self {
+        Self { id: None, message }
     }
-    let payload = msgpack(raw.payload).map_err(|e| format!("payload: {e}"))?;
+}
+
+/// Parses line `line_no` (1-based). A task without an id gets its line number.
+pub(crate) fn parse(line: &str, line_no: u64) -> Result<TaskLine, NotATask> {
+    let raw = task_fields::read(line).map_err(|e| e.to_string())?;
+    let own = |message: String| NotATask {
+        id: raw.id.as_deref().map(str::to_owned),
+        message,
+    };
+    if raw.task_type.is_empty() {
+        return Err(own("\"type\" must not be empty".to_owned()));
+    }
+    let payload = msgpack(raw.payload).map_err(|e| {
+        // The transcoder read the payload alone: its column counts from there.
+        let start = raw
+            .payload
+            .map_or(0, |p| p.as_ptr() as usize - line.as_ptr() as usize);
+        own(format!("payload: {}", shifted(&e, start)))
+    })?;
     let mut task = Task::new(&*raw.task_type, payload);
     if let Some(priority) = raw.priority {
         if priority > pool_core::task::PRIORITY_LOWEST {
-            return Err(format!("priority {priority} is out of range 0..=100"));
+            return Err(own(format!("priority {priority} is out of range 0..=100")));
         }
         task = task.with_priority(priority);
     }
     if let Some(ms) = raw.timeout_ms {
         if ms == 0 {
-            return Err("timeout_ms must be greater than zero".to_owned());
+            return Err(own("timeout_ms must be greater than zero".to_owned()));
         }
         if ms > MAX_DURATION_MS {
-            return Err(format!(
+            return Err(own(format!(
                 "timeout_ms {ms} is above the maximum {MAX_DURATION_MS} (365 days)"
-            ));
+            )));
         }
         task = task.with_timeout(Duration::from_millis(ms));
     }
@@ -321,7 +361,9 @@ mod tests {
         assert!(parse(r#"{"type":"echo","priority":101}"#, 1).is_err());
         assert!(parse(r#"{"type":"echo","timeout_ms":0}"#, 1).is_err());
         assert!(parse(r#"{"type":"echo","typo":1}"#, 1).is_err());
-        let huge = parse(r#"{"type":"echo","timeout_ms":68719476735}"#, 1).unwrap_err();
+        let huge = parse(r#"{"type":"echo","timeout_ms":68719476735}"#, 1)
+            .unwrap_err()
+            .message;
         assert!(huge.contains("timeout_ms 68719476735"), "{huge}");
     }
 }
