@@ -352,22 +352,21 @@ fn a_byte_order_mark_before_the_first_line_is_skipped() {
 /// the settings key behind it.
 #[test]
 fn a_refused_flag_value_is_named_by_its_flag() {
-    let run = common::run(&["--kill-rss-mb", "10", "--max-rss-mb", "20"], "");
-    assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(
-        run.stderr
-            .contains("invalid flags: --kill-rss-mb: must not be below --max-rss-mb"),
-        "{}",
-        run.stderr
-    );
-    let run = common::run(&["--zombie-ms", "1000"], "");
-    assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(
-        run.stderr
-            .contains("--heartbeat-ms: must be shorter than --suspect-ms"),
-        "{}",
-        run.stderr
-    );
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--kill-rss-mb", "10", "--max-rss-mb", "20"],
+            "invalid flags: --kill-rss-mb: must not be below --max-rss-mb",
+        ),
+        (
+            &["--zombie-ms", "1000"],
+            "--heartbeat-ms: must be shorter than --suspect-ms",
+        ),
+    ];
+    for (args, said) in cases {
+        let run = common::run(args, "");
+        assert_eq!(run.code, 2, "{}", run.stderr);
+        assert!(run.stderr.contains(said), "{}", run.stderr);
+    }
 }
 
 /// A payload that cannot be carried (a number out of range) makes its line

@@ -45,6 +45,15 @@ def frame(message):
     return struct.pack(">I", len(body)) + body
 
 
+def read_messages(stream, count):
+    """The next ``count`` frames of ``stream``, decoded."""
+    messages = []
+    for _ in range(count):
+        (length,) = struct.unpack(">I", stream.read(4))
+        messages.append(msgpack.unpackb(stream.read(length), raw=False))
+    return messages
+
+
 def hello(version=1, heartbeat_ms=60_000, max_frame=16 * 1024 * 1024, **extra):
     message = {"type": "hello", "version": version, "worker_id": "worker-7", "heartbeat_ms": heartbeat_ms, "max_frame": max_frame}
     message.update(extra)
@@ -895,10 +904,7 @@ class FifoTest(unittest.TestCase):
         with open(to_worker, "wb") as out, open(from_worker, "rb") as inp:
             out.write(hello() + task(1, "echo", [1, 2]))
             out.flush()
-            messages = []
-            for _ in range(2):
-                (length,) = struct.unpack(">I", inp.read(4))
-                messages.append(msgpack.unpackb(inp.read(length), raw=False))
+            messages = read_messages(inp, 2)
             self.assertEqual([m["type"] for m in messages], ["ready", "result"])
             self.assertEqual(msgpack.unpackb(messages[1]["payload"]), [1, 2])
         self.assertEqual(proc.wait(TIMEOUT), 0)
@@ -908,10 +914,7 @@ class FifoTest(unittest.TestCase):
         with open(to_worker, "wb") as out, open(from_worker, "rb") as inp:
             out.write(hello() + task(1, "noisy", "quiet"))
             out.flush()
-            messages = []
-            for _ in range(2):
-                (length,) = struct.unpack(">I", inp.read(4))
-                messages.append(msgpack.unpackb(inp.read(length), raw=False))
+            messages = read_messages(inp, 2)
             self.assertEqual([m["type"] for m in messages], ["ready", "result"])
             self.assertEqual(msgpack.unpackb(messages[1]["payload"]), "quiet")
         self.assertEqual(proc.wait(TIMEOUT), 0)
