@@ -324,7 +324,7 @@ fn a_signal_before_the_end_of_the_input_exits_1_though_every_line_is_ok() {
     assert_eq!(line(&lines, "only")["status"], "ok");
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
-        stderr.contains("interrupted before the end of the input"),
+        stderr.contains("stopped before the end of the input"),
         "{stderr}"
     );
 }

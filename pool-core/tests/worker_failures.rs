@@ -415,13 +415,14 @@ async fn a_task_is_not_handed_to_a_worker_that_exited_while_its_pipes_are_held()
 }
 
 /// A worker that stops reading its input (like SIGSTOP) while a large task's
-/// frame is being written to it is killed as a zombie: that task never
-/// reached it whole, so it runs again without losing an attempt, while the
-/// task the worker froze on is charged one.
+/// frame is being written to it is killed as a zombie. The task after the
+/// large one never reached it at all, so it runs again without losing an
+/// attempt; the large one reached it in part (a worker may die reading a frame)
+/// and is charged like the task the worker froze on.
 #[tokio::test(start_paused = true)]
-async fn a_task_whose_frame_never_reached_its_killed_worker_loses_no_attempt() {
+async fn a_task_none_of_whose_frame_reached_its_killed_worker_loses_no_attempt() {
     let config = PoolConfig {
-        worker_concurrency: 2,
+        worker_concurrency: 3,
         prefetch: 0,
         ..common::config(1)
     };
@@ -435,20 +436,33 @@ async fn a_task_whose_frame_never_reached_its_killed_worker_loses_no_attempt() {
         .await
         .expect("accepted");
     // Three times what the mock link's pipe holds: most of it is never written.
-    let big = pool_core::Task::new("big", vec![7u8; 3 << 20]);
-    let big = pool.submit(big).await.expect("accepted");
-    let big = big.await.expect("it runs on the replacement");
-    assert_eq!(big.attempts, 1, "its frame never reached the frozen worker");
+    let big = pool.submit(pool_core::Task::new("big", vec![7u8; 3 << 20]));
+    let big = big.await.expect("accepted");
+    let after = pool
+        .submit(common::task("after", 3))
+        .await
+        .expect("accepted");
+    let after = after.await.expect("it runs on the replacement");
+    assert_eq!(
+        after.attempts, 1,
+        "none of its frame reached the frozen worker"
+    );
+    let big = big.await.expect("it runs again");
+    assert_eq!(
+        big.attempts, 2,
+        "part of its frame reached the frozen worker"
+    );
     assert_eq!(big.payload.len(), 3 << 20);
     let frozen = frozen.await.expect("it runs again");
     assert_eq!(frozen.attempts, 2, "the task it froze on is charged");
-    let m = pool.metrics();
-    assert_eq!(m.performance.zombies_killed, 1);
-    let big_starts = recorder
-        .started()
-        .iter()
-        .filter(|t| t.task_type == "big")
-        .count();
-    assert_eq!(big_starts, 1, "the frozen worker never started it");
+    assert_eq!(pool.metrics().performance.zombies_killed, 1);
+    let starts = |kind: &str| {
+        recorder
+            .started()
+            .iter()
+            .filter(|t| t.task_type == kind)
+            .count()
+    };
+    assert_eq!(starts("after"), 1, "the frozen worker never started it");
     pool.shutdown().await;
 }

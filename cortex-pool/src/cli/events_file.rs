@@ -103,11 +103,14 @@ fn move_events(
             }
             Err(broadcast::error::RecvError::Closed) => break,
         };
-        if backlog.load(Relaxed) >= MAX_BACKLOG {
+        let last = matches!(event, PoolEvent::PoolShutdown);
+        // The last event always goes: the writer ends the file with it, and
+        // this thread ends there too (waiting on for one the channel dropped
+        // would wait as long as a clone of the pool lives).
+        if !last && backlog.load(Relaxed) >= MAX_BACKLOG {
             lost += 1;
             continue;
         }
-        let last = matches!(event, PoolEvent::PoolShutdown);
         if lost > 0 {
             backlog.fetch_add(1, Relaxed);
             let _ = to.send(Item::Lost(std::mem::take(&mut lost)));
@@ -220,5 +223,25 @@ mod tests {
         assert_eq!(lost, 0);
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[1]["event"], "pool-shutdown");
+    }
+
+    #[test]
+    fn pool_shutdown_gets_through_a_full_backlog_and_ends_the_mover() {
+        let (channel, events) = broadcast::channel(8);
+        channel.send(spawned(1)).expect("a receiver");
+        channel.send(PoolEvent::PoolShutdown).expect("a receiver");
+        // The pool is still alive: only `pool-shutdown` can end the mover.
+        let (tx, rx) = mpsc::channel();
+        let backlog = AtomicUsize::new(MAX_BACKLOG);
+        move_events(events, tx, &backlog);
+        let names: Vec<String> = rx
+            .try_iter()
+            .map(|item| match item {
+                Item::Event(event) => format!("{event:?}"),
+                Item::Lost(n) => format!("lost {n}"),
+            })
+            .collect();
+        assert_eq!(names, ["lost 1", "PoolShutdown"]);
+        drop(channel);
     }
 }

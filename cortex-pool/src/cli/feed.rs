@@ -65,14 +65,17 @@ pub(crate) async fn feed(
             let read = reader.next_line();
             tokio::pin!(read);
             match poll_once(read.as_mut()).await {
+                Poll::Ready(Ok(None)) => break Reading::Whole,
                 Poll::Ready(_) if *phase.borrow() >= Phase::Draining => break Reading::Stopped,
                 Poll::Ready(next) => next,
                 Poll::Pending => {
                     submit(&to, &mut batch).await;
+                    // A line (or the end) that is there comes first: the loop
+                    // stops at its next line when the phase moved on.
                     tokio::select! {
                         biased;
-                        () = interrupt::reached(&mut phase, Phase::Draining) => break Reading::Stopped,
                         next = &mut read => next,
+                        () = interrupt::reached(&mut phase, Phase::Draining) => break Reading::Stopped,
                     }
                 }
             }

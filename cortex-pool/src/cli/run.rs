@@ -347,7 +347,7 @@ async fn run_async(args: RunArgs) -> Result<bool, UsageError> {
     let _ = writeln!(stderr, "{}", tally.render(elapsed, Some(&metrics)));
     let mut ok = tally.all_ok();
     let unread = (reading == Reading::Stopped).then(|| {
-        "interrupted before the end of the input: the lines after it were not read".to_owned()
+        "stopped before the end of the input: the lines after it were not read".to_owned()
     });
     for failure in [pool_gave_up, unread, output_failed.map(|e| format!("cannot write the results to standard output ({e}); stopped at the first failed write")), metrics_failed, events_failed].into_iter().flatten() {
         let _ = writeln!(stderr, "cortex-pool: {failure}");

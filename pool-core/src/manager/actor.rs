@@ -233,14 +233,13 @@ impl Pending {
     }
 
     /// Its last attempt did not count (it never started, or was not at
-    /// fault): the number goes back, and with no attempt left counted no
-    /// worker is named as its last (an outcome of a task that never ran says
-    /// `worker: null`).
+    /// fault): the number goes back, and no worker is named as its last (an
+    /// outcome of a task that never ran says `worker: null`).
     pub(crate) fn give_back_attempt(&mut self) {
         self.attempts = self.attempts.saturating_sub(1);
-        if self.attempts == 0 {
-            self.last_worker = None;
-        }
+        // The worker of the attempt before is not kept: none is named rather
+        // than one that never ran it.
+        self.last_worker = None;
     }
 
     /// A caller's new task `id`, answered through `answer`, holding the queue
@@ -292,9 +291,10 @@ pub(crate) struct Running {
     pub(crate) pending: Pending,
     /// When the attempt was written to its worker.
     pub(crate) sent: Moment,
-    /// Where its frame ends in the stream written to its worker's link: past
-    /// what the link took, it never reached the worker whole.
-    pub(crate) frame_end: u64,
+    /// Where its frame begins in the stream written to its worker's link: at
+    /// or past what the link took, none of it reached the worker (a frame
+    /// written in part may have been read in part, and killed the worker).
+    pub(crate) frame_start: u64,
     /// When it became one of the first `worker_concurrency` unanswered tasks of
     /// its worker (its run start); `None` while it waits in the prefetch window.
     pub(crate) run_start: Option<Moment>,

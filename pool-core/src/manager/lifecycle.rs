@@ -276,9 +276,12 @@ impl Actor {
         // A worker that dies while running a task is that task's failure (it loses
         // the attempt below); only a death with no task running counts towards the
         // restart backoff and the breaker, so crashing tasks cannot starve the pool.
+        // What the link took: an attempt none of whose frame reached the
+        // worker neither ran nor can be to blame.
+        let written = worker.lane.output().written();
         let (running_task, unanswered) = {
             let book = worker.lane.book();
-            (book.running_task(), book.len())
+            (book.running_task(written), book.reached(written))
         };
         // A worker that batched its replies and died holding several tasks may
         // have run any of them: none is blamed, each runs its next attempt alone.
@@ -338,15 +341,18 @@ impl Actor {
         // Last written first: the unstarted go back to the head of the queue in
         // their order.
         let attempts = worker.lane.book().drain_last_first();
-        let written = worker.lane.output().written();
         for mut running in attempts {
             let id = running.pending.id;
             running.deadline = None;
-            // Its frame never reached the worker whole (left in the batch, or
-            // unwritten when the link broke): it did not run, whatever else is
-            // true of it, so it goes back without losing an attempt (and
-            // without using up a free requeue: there is no doubt).
-            if running.frame_end > written && !running.cancel_requested {
+            // None of its frame reached the worker (left in the batch, or
+            // unwritten when the link broke): it did not run, so it goes back
+            // without losing an attempt (and without using up a free requeue:
+            // there is no doubt). Not a task whose deadline fired: a worker
+            // that never reads would make it time out for ever.
+            if running.frame_start >= written
+                && !running.cancel_requested
+                && running.timed_out.is_none()
+            {
                 self.requeue_unstarted(running.pending);
                 continue;
             }

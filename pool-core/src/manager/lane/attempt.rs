@@ -64,6 +64,7 @@ impl Book {
         let attempt = pending.attempts + 1;
         let number = pending.task.attempts_before.saturating_add(attempt);
         let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        let frame_start = self.batched;
         if let Err(reason) = self.encode(&pending, number, timeout_ms, target.max_frame) {
             return Err(Box::new(Unwritable { pending, reason }));
         }
@@ -82,11 +83,10 @@ impl Book {
             attempt,
             queued_ms: waited_ns / 1_000_000,
         });
-        let frame_end = self.batched;
         self.push(Running {
             pending,
             sent: now.moment,
-            frame_end,
+            frame_start,
             run_start: runs_now.then_some(now.moment),
             deadline,
             cancel_requested: false,

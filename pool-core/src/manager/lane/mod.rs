@@ -324,12 +324,26 @@ impl Book {
         }
     }
 
-    /// The first task that had started running, if any.
-    pub(crate) fn running_task(&self) -> Option<u64> {
+    /// The first task that had started running, if any, among those whose
+    /// frame reached the worker, at least in part (the link took `written`
+    /// bytes of the stream).
+    pub(crate) fn running_task(&self, written: u64) -> Option<u64> {
         self.entries
             .iter()
-            .find(|e| e.attempt.as_ref().is_some_and(|r| r.run_start.is_some()))
+            .find(|e| {
+                e.attempt
+                    .as_ref()
+                    .is_some_and(|r| r.run_start.is_some() && r.frame_start < written)
+            })
             .map(|e| e.id)
+    }
+
+    /// How many unanswered attempts reached the worker, at least in part.
+    pub(crate) fn reached(&self, written: u64) -> usize {
+        self.entries
+            .iter()
+            .filter(|e| e.attempt.as_ref().is_some_and(|r| r.frame_start < written))
+            .count()
     }
 
     /// Takes every attempt out to be settled now, leaving its entry until the

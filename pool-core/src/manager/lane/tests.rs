@@ -21,7 +21,7 @@ fn attempt(id: u64, now: Now, running: bool) -> Running {
             ..Pending::new(id, Task::new("echo", Vec::new()), answer)
         },
         sent: now.moment,
-        frame_end: 0,
+        frame_start: 0,
         run_start: running.then_some(now.moment),
         deadline: running.then_some(now.instant + TIMEOUT),
         cancel_requested: false,
@@ -142,7 +142,12 @@ async fn attempts_taken_early_leave_their_entries_until_answered() {
 async fn a_reaped_worker_s_book_drains_last_written_first() {
     let stats = Stats::new();
     let mut book = book(&stats, 3, 1, PoolClock::new().now());
-    assert_eq!(book.running_task(), Some(1));
+    // Every frame reached the worker (the link took the whole stream).
+    assert_eq!(book.running_task(u64::MAX), Some(1));
+    assert_eq!(book.reached(u64::MAX), 3);
+    // None did: none ran.
+    assert_eq!(book.running_task(0), None);
+    assert_eq!(book.reached(0), 0);
     let ids: Vec<u64> = book
         .drain_last_first()
         .iter()
@@ -345,7 +350,7 @@ async fn a_completed_task_s_input_is_dropped_after_the_book_s_lock() {
             ..Pending::new(1, Task::new("echo", input), answer)
         },
         sent: now.moment,
-        frame_end: 0,
+        frame_start: 0,
         run_start: Some(now.moment),
         deadline: Some(now.instant + TIMEOUT),
         cancel_requested: false,
