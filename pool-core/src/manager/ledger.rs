@@ -33,25 +33,27 @@ pub(crate) enum Answer {
 }
 
 /// A task's place in a shared [`Completions`](super::Completions) channel:
-/// its inbox (taken when the outcome is handed over) and the task's id, for
-/// the outcome it is given when dropped untold.
+/// its inbox and the task's id, for the outcome it is given when dropped
+/// untold. The id is `None` once the outcome was handed over (task ids start
+/// at 1, so the answer is as small as a handle's and `Pending` stays small).
 pub(crate) struct SharedAnswer {
-    inbox: Option<Arc<Inbox>>,
-    id: u64,
+    inbox: Arc<Inbox>,
+    id: Option<std::num::NonZeroU64>,
 }
 
 impl SharedAnswer {
     /// The answer of task `id` through `inbox`.
     pub(crate) fn new(inbox: Arc<Inbox>, id: u64) -> Self {
         Self {
-            inbox: Some(inbox),
-            id,
+            inbox,
+            id: std::num::NonZeroU64::new(id),
         }
     }
 
-    /// The inbox, taken: nothing is left for `drop` to say.
-    fn take(mut self) -> Option<Arc<Inbox>> {
-        self.inbox.take()
+    /// The inbox, for the outcome: nothing is left for `drop` to say.
+    fn take(mut self) -> Arc<Inbox> {
+        self.id = None;
+        Arc::clone(&self.inbox)
     }
 }
 
@@ -59,15 +61,15 @@ impl Drop for SharedAnswer {
     /// Dropped untold: the channel hears the task ended "shutting down", as a
     /// handle whose answer was dropped does.
     fn drop(&mut self) {
-        if let Some(inbox) = self.inbox.take() {
+        if let Some(id) = self.id.take() {
             let gone = Err(TaskError {
-                id: self.id,
+                id: id.get(),
                 status: FinalStatus::Failed,
                 failure: Failure::ShuttingDown,
                 attempts: 0,
                 worker: None,
             });
-            if let Some(waker) = inbox.deliver(std::iter::once(gone)) {
+            if let Some(waker) = self.inbox.deliver(std::iter::once(gone)) {
                 waker.wake();
             }
         }
@@ -95,9 +97,7 @@ impl Answer {
         match self {
             Self::Handle(teller) => teller.tell_held(Held::Output(output)).keep_in(wakes),
             Self::Shared(answer) => {
-                if let Some(inbox) = answer.take() {
-                    wakes.deliver(inbox, Held::Output(output).into_outcome(id));
-                }
+                wakes.deliver(answer.take(), Held::Output(output).into_outcome(id))
             }
         }
     }
@@ -126,10 +126,7 @@ impl Answer {
     fn tell(self, outcome: Completion) -> Wake {
         match self {
             Self::Handle(teller) => teller.tell(outcome),
-            Self::Shared(answer) => match answer.take() {
-                Some(inbox) => Wake::of(inbox.deliver(std::iter::once(outcome))),
-                None => Wake::none(),
-            },
+            Self::Shared(answer) => Wake::of(answer.take().deliver(std::iter::once(outcome))),
         }
     }
 }
