@@ -202,3 +202,38 @@ async fn a_task_withdrawn_from_the_window_at_the_deadline_names_no_worker() {
     assert_eq!(never.failure, Failure::ShuttingDown);
     assert_eq!((never.attempts, never.worker.as_deref()), (0, None));
 }
+
+/// A task whose first attempt failed on a worker and whose retry was
+/// withdrawn from a window at the drain deadline names the worker of the
+/// attempt that counts.
+#[tokio::test(start_paused = true)]
+async fn a_withdrawn_retry_names_the_worker_of_the_attempt_that_counts() {
+    let config = PoolConfig {
+        shutdown_timeout: Duration::from_secs(1),
+        ..common::config(1)
+    };
+    let (pool, _recorder) = common::start(config, |t| match (t.task_type.as_str(), t.attempt) {
+        ("flaky", 1) => MockAction::Fail { retryable: true },
+        ("flaky", _) => MockAction::Echo,
+        _ => MockAction::Stubborn,
+    })
+    .await;
+    let flaky = pool.submit(common::task("flaky", 1)).await.unwrap();
+    // Its first attempt fails at once; its retry waits out the backoff.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let busy = pool.submit(common::task("busy", 2)).await.unwrap();
+    // The retry lands in the window, behind the task that never ends.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        pool.metrics().tasks.in_flight,
+        2,
+        "one running, one in the window"
+    );
+    let stopping = pool.clone();
+    let shutdown = tokio::spawn(async move { stopping.shutdown().await });
+    let _ = busy.await;
+    let err = flaky.await.unwrap_err();
+    shutdown.await.unwrap();
+    assert_eq!(err.failure, Failure::ShuttingDown);
+    assert_eq!((err.attempts, err.worker.as_deref()), (1, Some("worker-0")));
+}

@@ -218,10 +218,31 @@ pub(crate) struct Pending {
     /// When it last entered the queue, on the pool's clock (stamped as it
     /// is queued: the pool's start until then).
     pub(crate) queued_at: Moment,
-    /// The number of the worker that ran its last attempt (`worker-N`), kept in
-    /// 32 bits so a queued task stays small (a pool would have to start four
-    /// billion workers before a number did not fit; the name is then left out).
-    pub(crate) last_worker: Option<u32>,
+    /// The worker of its last attempt that counts.
+    pub(crate) last_worker: Option<RanOn>,
+    /// The worker of the attempt before the last one: named again when the
+    /// last one is given back.
+    pub(crate) worker_before: Option<RanOn>,
+}
+
+/// The worker an attempt went to, in four bytes (its number plus one, so
+/// that `Option` costs nothing and a queued task stays small; a pool would
+/// have to start four billion workers before a number did not fit, and the
+/// name is then left out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RanOn(std::num::NonZeroU32);
+
+impl RanOn {
+    /// Worker number `num`, when it fits.
+    pub(crate) fn new(num: u64) -> Option<Self> {
+        let plus_one = u32::try_from(num).ok()?.checked_add(1)?;
+        std::num::NonZeroU32::new(plus_one).map(Self)
+    }
+
+    /// Its name, `worker-N`.
+    pub(crate) fn name(self) -> String {
+        worker_name(u64::from(self.0.get() - 1))
+    }
 }
 
 impl Pending {
@@ -233,13 +254,11 @@ impl Pending {
     }
 
     /// Its last attempt did not count (it never started, or was not at
-    /// fault): the number goes back, and no worker is named as its last (an
-    /// outcome of a task that never ran says `worker: null`).
+    /// fault): the number goes back, and so does the worker named as its
+    /// last (none for a task that never ran: `worker: null`).
     pub(crate) fn give_back_attempt(&mut self) {
         self.attempts = self.attempts.saturating_sub(1);
-        // The worker of the attempt before is not kept: none is named rather
-        // than one that never ran it.
-        self.last_worker = None;
+        self.last_worker = self.worker_before;
     }
 
     /// A caller's new task `id`, answered through `answer`, holding the queue
@@ -256,6 +275,7 @@ impl Pending {
             shard: 0,
             queued_at: Moment::default(),
             last_worker: None,
+            worker_before: None,
         }
     }
 }

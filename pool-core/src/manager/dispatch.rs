@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use tokio_util::time::DelayQueue;
 
 use super::actor::{
-    capped, worker_name, Actor, Pending, Phase, Running, Shared, Timer, HEARTBEAT_HISTORY,
+    capped, worker_name, Actor, Pending, Phase, RanOn, Running, Shared, Timer, HEARTBEAT_HISTORY,
     LONGEST_TIMER,
 };
 use super::alert_kind::AlertKind;
@@ -482,7 +482,7 @@ impl Actor {
         let will_retry = retryable && retries_left && accepting;
         self.shared.emit(|| PoolEvent::TaskAttemptFailed {
             task: pending.id,
-            worker: pending.last_worker.map(|num| worker_name(num.into())),
+            worker: pending.last_worker.map(RanOn::name),
             attempt: pending.attempts,
             kind: failure.kind().to_owned(),
             message: failure.to_string(),
@@ -540,9 +540,7 @@ impl Actor {
             status: FinalStatus::DeadLettered,
             failure: failure.clone(),
             attempts: pending.attempts,
-            worker: pending
-                .last_worker
-                .map(|num| worker_name(num.into()).into()),
+            worker: pending.last_worker.map(|ran| ran.name().into()),
         };
         self.dlq.push(DeadLetter {
             id: pending.id,
@@ -808,9 +806,7 @@ pub(crate) fn settle_failed(
         status,
         failure,
         attempts: pending.attempts,
-        worker: pending
-            .last_worker
-            .map(|num| worker_name(num.into()).into()),
+        worker: pending.last_worker.map(|ran| ran.name().into()),
     };
     pending.answer.failed(&shared.stats, error);
 }

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use bytes::Bytes;
 
-use super::super::actor::{Pending, Running, Shared};
+use super::super::actor::{Pending, RanOn, Running, Shared};
 use super::super::clock::Now;
 use super::super::events::PoolEvent;
 use super::{deadline_after, Book, Input};
@@ -73,7 +73,8 @@ impl Book {
         self.tally.dispatched(reused, waited_ns / 1_000);
         pending.attempts = attempt;
         let freed_slot = std::mem::take(&mut pending.holds_queue_slot);
-        pending.last_worker = u32::try_from(target.num).ok();
+        pending.worker_before = pending.last_worker;
+        pending.last_worker = RanOn::new(target.num);
         let id = pending.id;
         let runs_now = self.len() < target.concurrency;
         let deadline = runs_now.then(|| deadline_after(now.instant, timeout));

@@ -17,7 +17,7 @@ fn attempt(id: u64, now: Now, running: bool) -> Running {
             attempts: 1,
             holds_queue_slot: false,
             queued_at: now.moment,
-            last_worker: Some(0),
+            last_worker: crate::manager::actor::RanOn::new(0),
             ..Pending::new(id, Task::new("echo", Vec::new()), answer)
         },
         sent: now.moment,
