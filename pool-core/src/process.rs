@@ -153,15 +153,39 @@ impl WorkerProcess {
         }
     }
 
-    /// Waits for the worker to exit and reaps it, collects the last of its stderr,
-    /// then runs its cleanup.
+    /// Waits for the worker to exit, kills what is left of its process group,
+    /// reaps it, collects the last of its stderr, then runs its cleanup.
+    ///
+    /// The group is killed between the exit and the reap: while the worker is
+    /// an unreaped zombie its pid, the group's id, cannot be given to another
+    /// process, so the signal reaches only what the worker left running (a
+    /// child in the background), which would otherwise outlive the pool. The
+    /// exit is seen without reaping (`waitid` with `WNOWAIT`, looked at on
+    /// each `SIGCHLD`); where that cannot be done the worker is reaped as it
+    /// exits and its leftovers are not killed.
     ///
     /// # Cancel safety
     /// Cancel safe: dropping the future leaves the process as it was (or reaped,
     /// after which [`signal`](Self::signal) does nothing).
     pub async fn wait(&mut self) -> std::io::Result<ExitStatus> {
         let status = match &mut self.child {
-            Inner::Os(child) => child.wait().await?,
+            Inner::Os(child) => {
+                if child.id().is_some() {
+                    if let Some(pid) = i32::try_from(self.pid)
+                        .ok()
+                        .and_then(rustix::process::Pid::from_raw)
+                    {
+                        if exited_unreaped(pid).await {
+                            // None left is the usual case (ESRCH).
+                            let _ = rustix::process::kill_process_group(
+                                pid,
+                                rustix::process::Signal::KILL,
+                            );
+                        }
+                    }
+                }
+                child.wait().await?
+            }
             #[cfg(any(test, feature = "test-util"))]
             Inner::Simulated(sim) => sim.wait().await,
         };
@@ -174,6 +198,29 @@ impl WorkerProcess {
             cleanup();
         }
         Ok(status)
+    }
+}
+
+/// Waits until child `pid` has exited, without reaping it: `true` then,
+/// `false` when that cannot be watched (no `SIGCHLD` stream, or `waitid`
+/// refused: the caller reaps as usual).
+async fn exited_unreaped(pid: rustix::process::Pid) -> bool {
+    use rustix::process::{waitid, WaitId, WaitIdOptions};
+    let Ok(mut children) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child())
+    else {
+        return false;
+    };
+    let options = WaitIdOptions::EXITED | WaitIdOptions::NOWAIT | WaitIdOptions::NOHANG;
+    loop {
+        // Looked at after the stream exists, so an exit before it is not missed.
+        match waitid(WaitId::Pid(pid), options) {
+            Ok(Some(_)) => return true,
+            Ok(None) => {}
+            Err(_) => return false,
+        }
+        if children.recv().await.is_none() {
+            return false;
+        }
     }
 }
 
@@ -356,5 +403,57 @@ mod tests {
         let text = worker.stderr_tail().text();
         assert!(text.ends_with("\u{fffd} then the last line"), "{text:.200}");
         assert!(text.len() < 2 * STDERR_LINE_MAX, "{}", text.len());
+    }
+
+    /// Whether process `pid` is gone or a zombie (killed, not yet reaped by
+    /// whoever adopted it).
+    fn dead(pid: u32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X')),
+        }
+    }
+
+    /// A worker that exits leaving a child running in its group: the child is
+    /// killed when the worker is reaped, instead of outliving the pool.
+    #[tokio::test]
+    async fn what_a_worker_leaves_running_in_its_group_is_killed_when_it_is_reaped() {
+        use tokio::io::AsyncBufReadExt;
+        let mut cmd = tokio::process::Command::new("sh");
+        cmd.args(["-c", "sleep 60 & echo $!; exit 3"])
+            .stdout(std::process::Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().unwrap();
+        let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).await.unwrap();
+        let left: u32 = line.trim().parse().unwrap();
+        // A guard of its own: the test kills it whatever happens.
+        struct KillOnDrop(u32);
+        impl Drop for KillOnDrop {
+            fn drop(&mut self) {
+                if let Some(pid) = rustix::process::Pid::from_raw(self.0 as i32) {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                }
+            }
+        }
+        let _guard = KillOnDrop(left);
+        assert!(!dead(left), "the child runs while its parent does");
+        let mut worker = WorkerProcess::new(child, "worker-test");
+        let status = worker.wait().await.unwrap();
+        assert_eq!(status.code(), Some(3));
+        // SIGKILL was sent before the reap returned; the kernel may take a
+        // moment to end the process (a bound against a hang, not a timing).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !dead(left) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the child {left} outlived its reaped worker"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 }
