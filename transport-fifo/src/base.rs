@@ -8,10 +8,12 @@ use std::path::Path;
 
 /// Makes sure `base` exists, creating it and its missing parents with mode 0700.
 /// A directory this call created that turns out to be a symlink or another user's
-/// (someone raced us to the name) is refused. Errors name the path.
+/// (someone raced us to the name) is refused, and so is an existing one that
+/// another user could move our directory out of ([`check_trusted`]). Errors
+/// name the path.
 pub(crate) fn ensure(base: &Path) -> io::Result<()> {
     match std::fs::symlink_metadata(base) {
-        Ok(_) => return Ok(()),
+        Ok(_) => return check_trusted(base),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(with_path(base, &e)),
     }
@@ -50,6 +52,42 @@ pub(crate) fn ensure(base: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Refuses a base in which another user could rename the transport's private
+/// directory away and put one of their own in its place (workers are given
+/// the FIFOs' full paths): the base and every directory above it must belong
+/// to this user or to root, and none may be writable by others unless it is
+/// sticky (as `/tmp` is: there only an entry's owner may move it).
+fn check_trusted(base: &Path) -> io::Result<()> {
+    let me = rustix::process::geteuid().as_raw();
+    let real = std::fs::canonicalize(base).map_err(|e| with_path(base, &e))?;
+    for dir in real.ancestors() {
+        let meta = std::fs::metadata(dir).map_err(|e| with_path(dir, &e))?;
+        let others_write = meta.mode() & 0o022 != 0;
+        let sticky = meta.mode() & 0o1000 != 0;
+        let why = if meta.uid() != me && meta.uid() != 0 {
+            format!(
+                "is owned by uid {}, not by this user ({me}) or root",
+                meta.uid()
+            )
+        } else if others_write && !sticky {
+            format!(
+                "is writable by other users without the sticky bit (mode {:o})",
+                meta.mode() & 0o7777
+            )
+        } else {
+            continue;
+        };
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{}: {why}, so another user could replace the FIFO directory in it; refused",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// `e`, with the path it concerns in front of its message.
 pub(crate) fn with_path(path: &Path, e: &io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("{}: {e}", path.display()))
@@ -80,5 +118,28 @@ mod tests {
             "{under_file}"
         );
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_base_others_may_write_to_is_refused_unless_it_is_sticky() {
+        let root = std::env::temp_dir().join(format!("fifo-base-open-{}", std::process::id()));
+        std::fs::create_dir_all(&root).unwrap();
+        let shared = root.join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let refused = ensure(&shared.join("pool")).unwrap_err();
+        let sticky_then = {
+            std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+            ensure(&shared.join("pool"))
+        };
+        std::fs::remove_dir_all(&root).unwrap();
+        assert_eq!(refused.kind(), io::ErrorKind::PermissionDenied);
+        assert!(
+            refused
+                .to_string()
+                .contains("writable by other users without the sticky bit"),
+            "{refused}"
+        );
+        sticky_then.expect("a sticky shared directory is fine, as /tmp is");
     }
 }
