@@ -185,3 +185,29 @@ pub trait Transport: Send + Sync + fmt::Debug + 'static {
 
 #[cfg(test)]
 fn _object_safe(_: Box<dyn Transport>) {}
+
+/// Asks the kernel for a pipe (or FIFO) buffer of `bytes`, as the bundled
+/// transports do for each worker's link. A refusal keeps the default size and
+/// is logged once a process at `warn`: past the user's
+/// `/proc/sys/fs/pipe-user-pages-soft` (16 384 pages, about 31 workers at
+/// 1 MiB for both pipes) Linux refuses larger pipes, and every new pipe of
+/// that user, in any program, then gets two pages only.
+#[cfg(target_os = "linux")]
+pub fn grow_pipe(pipe: &impl std::os::fd::AsFd, bytes: usize) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    if let Err(e) = rustix::pipe::fcntl_setpipe_size(pipe, bytes) {
+        WARNED.call_once(|| {
+            tracing::warn!(
+                bytes,
+                error = %e,
+                "a worker link's pipe could not be grown (see /proc/sys/fs/pipe-user-pages-soft \
+                 and pipe-max-size); keeping the default size"
+            );
+        });
+        tracing::debug!(bytes, error = %e, "F_SETPIPE_SZ refused; keeping the default pipe size");
+    }
+}
+
+/// Does nothing where pipes cannot be grown.
+#[cfg(not(target_os = "linux"))]
+pub fn grow_pipe(_pipe: &impl std::os::fd::AsFd, _bytes: usize) {}

@@ -1,7 +1,6 @@
 //! [`FifoTransport`]: a pair of named pipes per worker as the link.
 
 use std::io;
-use std::os::fd::AsFd;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -169,8 +168,8 @@ impl Transport for FifoTransport {
         }));
 
         if self.pipe_size > 0 {
-            grow_pipe(&sender, self.pipe_size);
-            grow_pipe(&receiver, self.pipe_size);
+            pool_core::transport::grow_pipe(&sender, self.pipe_size);
+            pool_core::transport::grow_pipe(&receiver, self.pipe_size);
         }
         Ok(Link {
             reader: Box::pin(FifoReader::new(receiver, keepalive)),
@@ -179,13 +178,3 @@ impl Transport for FifoTransport {
         })
     }
 }
-
-#[cfg(target_os = "linux")]
-fn grow_pipe(pipe: &impl AsFd, bytes: usize) {
-    if let Err(e) = rustix::pipe::fcntl_setpipe_size(pipe, bytes) {
-        tracing::debug!(bytes, error = %e, "F_SETPIPE_SZ refused; keeping the default FIFO size");
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn grow_pipe(_pipe: &impl AsFd, _bytes: usize) {}

@@ -1,6 +1,5 @@
 //! [`StdioTransport`]: the worker's stdin/stdout as the link.
 
-use std::os::fd::AsFd;
 use std::process::Stdio;
 
 use async_trait::async_trait;
@@ -57,8 +56,8 @@ impl Transport for StdioTransport {
             )));
         };
         if self.pipe_size > 0 {
-            grow_pipe(&stdin, self.pipe_size);
-            grow_pipe(&stdout, self.pipe_size);
+            pool_core::transport::grow_pipe(&stdin, self.pipe_size);
+            pool_core::transport::grow_pipe(&stdout, self.pipe_size);
         }
         Ok(Link {
             reader: Box::pin(stdout),
@@ -67,16 +66,6 @@ impl Transport for StdioTransport {
         })
     }
 }
-
-#[cfg(target_os = "linux")]
-fn grow_pipe(pipe: &impl AsFd, bytes: usize) {
-    if let Err(e) = rustix::pipe::fcntl_setpipe_size(pipe, bytes) {
-        tracing::debug!(bytes, error = %e, "F_SETPIPE_SZ refused; keeping the default pipe size");
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn grow_pipe(_pipe: &impl AsFd, _bytes: usize) {}
 
 #[cfg(test)]
 mod tests {
