@@ -32,8 +32,9 @@ pub(crate) async fn watch(
                 continue;
             }
         }
-        let m = pool.metrics();
-        if m.health.restart_breaker_open && m.workers.total == 0 {
+        // One atomic load most of the time; the health summary (a metrics
+        // snapshot) only once no worker is left.
+        if pool.worker_count() == 0 && pool.health().restart_breaker_open {
             stopper.stop();
             return Some(
                 "no worker is left and none could be started: the restart breaker opened \
