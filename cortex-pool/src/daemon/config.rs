@@ -501,14 +501,40 @@ mod tests {
         assert_eq!((s.pool.pool_size, s.pool.min_workers), (4, 4));
     }
 
+    /// A configuration file holding `text`, removed on drop (a failing
+    /// assertion included).
+    struct TomlFile(PathBuf);
+
+    impl TomlFile {
+        fn new(name: &str, text: &str) -> Self {
+            let path =
+                std::env::temp_dir().join(format!("cp-cfg-{name}-{}.toml", std::process::id()));
+            std::fs::write(&path, text).unwrap();
+            Self(path)
+        }
+
+        /// Sources reading this file, then `overrides`.
+        fn sources(&self, overrides: &[&str]) -> Sources {
+            Sources {
+                file: Some(self.0.clone()),
+                overrides: overrides.iter().map(|o| (*o).to_owned()).collect(),
+            }
+        }
+    }
+
+    impl Drop for TomlFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
     #[test]
     fn file_then_env_then_flags() {
-        let file = std::env::temp_dir().join(format!("cp-cfg-{}.toml", std::process::id()));
-        std::fs::write(&file, "pool_size = 3\nmin_workers = 1\npolicy = \"p2c\"\n").unwrap();
-        let sources = Sources {
-            file: Some(file.clone()),
-            overrides: vec!["max_workers=7".into()],
-        };
+        let file = TomlFile::new(
+            "layers",
+            "pool_size = 3\nmin_workers = 1\npolicy = \"p2c\"\n",
+        );
+        let sources = file.sources(&["max_workers=7"]);
         let raw = sources
             .load_with(env(&[
                 ("POOL_SIZE", "4"),
@@ -522,7 +548,6 @@ mod tests {
         assert_eq!(s.pool.max_workers, 7);
         assert_eq!(s.policy, "round-robin");
         assert_eq!(s.worker.args, vec![std::ffi::OsString::from("--flag")]);
-        std::fs::remove_file(file).unwrap();
     }
 
     #[test]
@@ -591,33 +616,20 @@ mod tests {
             "{}",
             message(&flagged, &[])
         );
-        let file = std::env::temp_dir().join(format!("cp-cfg-origin-{}.toml", std::process::id()));
-        std::fs::write(&file, "max_connections = 0\n").unwrap();
-        let from_file = Sources {
-            file: Some(file.clone()),
-            overrides: Vec::new(),
-        };
-        let said = message(&from_file, &[]);
-        std::fs::remove_file(&file).unwrap();
+        let file = TomlFile::new("origin", "max_connections = 0\n");
         assert_eq!(
-            said,
+            message(&file.sources(&[]), &[]),
             format!(
                 "max_connections: must be at least 1 (set in {})",
-                file.display()
+                file.0.display()
             )
         );
     }
 
     #[test]
     fn a_worker_in_the_file_may_be_one_command_line() {
-        let file = std::env::temp_dir().join(format!("cp-cfg-worker-{}.toml", std::process::id()));
-        std::fs::write(&file, "worker = \"python3  w.py --fast\"\n").unwrap();
-        let sources = Sources {
-            file: Some(file.clone()),
-            overrides: Vec::new(),
-        };
-        let settings = sources.load_with(env(&[])).and_then(Raw::resolve);
-        std::fs::remove_file(&file).unwrap();
+        let file = TomlFile::new("worker", "worker = \"python3  w.py --fast\"\n");
+        let settings = file.sources(&[]).load_with(env(&[])).and_then(Raw::resolve);
         let worker = settings.expect("a command line is a worker").worker;
         assert_eq!(worker.program, std::ffi::OsString::from("python3"));
         assert_eq!(
