@@ -178,16 +178,21 @@ async fn a_worker_that_answers_the_cancel_is_sent_shutdown_at_once_and_never_sig
 /// A task withdrawn from a worker's prefetch window at the drain deadline
 /// never ran: it ends with no attempt and no worker named, while the task
 /// that was running names its worker.
-#[tokio::test(start_paused = true)]
-async fn a_task_withdrawn_from_the_window_at_the_deadline_names_no_worker() {
-    let config = PoolConfig {
+/// One worker, and a drain of 1 s.
+fn one_worker_one_second_drain() -> PoolConfig {
+    PoolConfig {
         shutdown_timeout: Duration::from_secs(1),
         ..common::config(1)
-    };
-    let (pool, _recorder) = common::start(config, |_| MockAction::Stubborn).await;
-    let running = pool.submit(common::task("busy", 1)).await.unwrap();
-    let waiting = pool.submit(common::task("busy", 2)).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Shuts `pool` down while one task runs on its worker and one waits in the
+/// worker's window; the outcomes of `running` and `waiting`.
+async fn outcomes_at_the_deadline(
+    pool: &pool_core::Pool,
+    running: pool_core::TaskHandle,
+    waiting: pool_core::TaskHandle,
+) -> (pool_core::TaskError, pool_core::TaskError) {
     assert_eq!(
         pool.metrics().tasks.in_flight,
         2,
@@ -198,6 +203,17 @@ async fn a_task_withdrawn_from_the_window_at_the_deadline_names_no_worker() {
     let ran = running.await.unwrap_err();
     let never = waiting.await.unwrap_err();
     shutdown.await.unwrap();
+    (ran, never)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_withdrawn_from_the_window_at_the_deadline_names_no_worker() {
+    let (pool, _recorder) =
+        common::start(one_worker_one_second_drain(), |_| MockAction::Stubborn).await;
+    let running = pool.submit(common::task("busy", 1)).await.unwrap();
+    let waiting = pool.submit(common::task("busy", 2)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let (ran, never) = outcomes_at_the_deadline(&pool, running, waiting).await;
     assert_eq!((ran.attempts, ran.worker.as_deref()), (1, Some("worker-0")));
     assert_eq!(never.failure, Failure::ShuttingDown);
     assert_eq!((never.attempts, never.worker.as_deref()), (0, None));
@@ -208,14 +224,12 @@ async fn a_task_withdrawn_from_the_window_at_the_deadline_names_no_worker() {
 /// attempt that counts.
 #[tokio::test(start_paused = true)]
 async fn a_withdrawn_retry_names_the_worker_of_the_attempt_that_counts() {
-    let config = PoolConfig {
-        shutdown_timeout: Duration::from_secs(1),
-        ..common::config(1)
-    };
-    let (pool, _recorder) = common::start(config, |t| match (t.task_type.as_str(), t.attempt) {
-        ("flaky", 1) => MockAction::Fail { retryable: true },
-        ("flaky", _) => MockAction::Echo,
-        _ => MockAction::Stubborn,
+    let (pool, _recorder) = common::start(one_worker_one_second_drain(), |t| {
+        match (t.task_type.as_str(), t.attempt) {
+            ("flaky", 1) => MockAction::Fail { retryable: true },
+            ("flaky", _) => MockAction::Echo,
+            _ => MockAction::Stubborn,
+        }
     })
     .await;
     let flaky = pool.submit(common::task("flaky", 1)).await.unwrap();
@@ -224,16 +238,7 @@ async fn a_withdrawn_retry_names_the_worker_of_the_attempt_that_counts() {
     let busy = pool.submit(common::task("busy", 2)).await.unwrap();
     // The retry lands in the window, behind the task that never ends.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        pool.metrics().tasks.in_flight,
-        2,
-        "one running, one in the window"
-    );
-    let stopping = pool.clone();
-    let shutdown = tokio::spawn(async move { stopping.shutdown().await });
-    let _ = busy.await;
-    let err = flaky.await.unwrap_err();
-    shutdown.await.unwrap();
+    let (_, err) = outcomes_at_the_deadline(&pool, busy, flaky).await;
     assert_eq!(err.failure, Failure::ShuttingDown);
     assert_eq!((err.attempts, err.worker.as_deref()), (1, Some("worker-0")));
 }
