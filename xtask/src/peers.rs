@@ -206,6 +206,8 @@ fn label(bench: &str) -> String {
         " (pinned: all on CPU 0)"
     } else if bench.ends_with(".spawned") {
         " (the caller in a spawned task)"
+    } else if bench.ends_with(".bulk") {
+        " (one `Completions` channel, the raw echo handler)"
     } else {
         ""
     };
@@ -275,6 +277,19 @@ pub(crate) fn peers() -> Result<(), String> {
         jobs.push(spawned);
         jobs.push(job("ours", &[&pb, "lat"], 120));
         jobs.push(job("ours", &[&pb, "big"], 120));
+        // `big` as a bulk caller runs it: outcomes taken from one `Completions`
+        // channel, and the worker's handler returning the payload's bytes as
+        // they came (`raw-big`'s echo does the same) instead of decoding and
+        // encoding them again.
+        let mut bulk = job("ours", &[&pb, "big"], 120);
+        bulk.env.push(("CALLER", "completions".into()));
+        bulk.env.push(("BIG_TASK", "echo_raw".into()));
+        bulk.env.push(("TAG", "bulk".into()));
+        bulk.label = format!(
+            "CALLER=completions BIG_TASK=echo_raw TAG=bulk {}",
+            bulk.label
+        );
+        jobs.push(bulk);
         jobs.push(job("ours", &[&pb, "start", "20"], 60));
         jobs.push(job("ours", &[&pb, "mem"], 120));
     }
