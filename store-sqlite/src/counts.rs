@@ -17,12 +17,6 @@ impl StateDelta {
         self.0[state as usize] += n;
     }
 
-    /// `n` tasks moved from `from` to `to`.
-    pub(crate) fn moved(&mut self, from: TaskState, to: TaskState, n: i64) {
-        self.add(from, -n);
-        self.add(to, n);
-    }
-
     /// Writes the sums to `state_counts`: one statement per state that changed.
     pub(crate) fn apply(&self, conn: &Connection) -> rusqlite::Result<()> {
         let mut upsert = conn.prepare_cached(
@@ -41,6 +35,7 @@ impl StateDelta {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::overlay::{Checkpoint, Overlay};
 
     #[test]
     fn every_state_has_its_own_slot() {
@@ -59,8 +54,10 @@ mod tests {
         .unwrap();
         let mut delta = StateDelta::default();
         delta.add(TaskState::Queued, 3);
-        delta.moved(TaskState::Queued, TaskState::Running, 2);
-        delta.moved(TaskState::Running, TaskState::Ok, 2);
+        delta.add(TaskState::Queued, -2);
+        delta.add(TaskState::Running, 2);
+        delta.add(TaskState::Running, -2);
+        delta.add(TaskState::Ok, 2);
         delta.apply(&conn).unwrap();
         let rows: Vec<(String, i64)> = conn
             .prepare("SELECT state, n FROM state_counts ORDER BY state")
@@ -81,18 +78,40 @@ mod tests {
             .unwrap()
     }
 
-    /// The kept counts against a full count of the table.
-    fn assert_counts_true(conn: &Connection, after: &str) {
+    /// The counts the overlay gives (the rows' kept counts and its own
+    /// changes) against a full count of the table after a checkpoint, and
+    /// the kept counts against the same.
+    fn assert_counts_true(conn: &Connection, overlay: &mut Overlay, after: &str) {
+        let view = |overlay: &Overlay| {
+            let mut rows: Vec<(String, i64)> = overlay
+                .rows(crate::ops::rows(conn).unwrap())
+                .into_iter()
+                .filter(|(_, n)| *n != 0)
+                .map(|(state, n)| (state, n as i64))
+                .collect();
+            rows.sort();
+            rows
+        };
+        let seen = view(overlay);
+        overlay.checkpoint(conn, Checkpoint::Settled).unwrap();
+        assert_eq!(
+            view(overlay),
+            seen,
+            "after {after} and the settled rows' checkpoint"
+        );
+        overlay.checkpoint(conn, Checkpoint::Full).unwrap();
+        let full = table(
+            conn,
+            "SELECT state, count(*) FROM tasks GROUP BY state ORDER BY state",
+        );
+        assert_eq!(seen, full, "the overlay's counts after {after}");
         assert_eq!(
             table(
                 conn,
                 "SELECT state, n FROM state_counts WHERE n <> 0 ORDER BY state"
             ),
-            table(
-                conn,
-                "SELECT state, count(*) FROM tasks GROUP BY state ORDER BY state"
-            ),
-            "after {after}"
+            full,
+            "the kept counts after {after}"
         );
     }
 
@@ -128,21 +147,26 @@ mod tests {
         use task_source::{ErrorInfo, Outcome};
         let conn = Connection::open_in_memory().unwrap();
         crate::schema::migrate(&conn).unwrap();
+        let mut o = Overlay::load(&conn).unwrap();
         let ids: Vec<String> = (0..8).map(|i| format!("t{i}")).collect();
         let tasks: Vec<_> = ids.iter().map(|id| new_task(id)).collect();
-        ops::accept(&conn, &tasks, 1, None).unwrap();
-        ops::accept(&conn, &tasks[..2], 1, None).unwrap();
-        assert_counts_true(&conn, "accept, twice for two ids");
-        ops::claim(&conn, 6, 1).unwrap();
-        assert_counts_true(&conn, "claim");
-        assert_eq!(ops::unsettled(&conn).unwrap(), 8, "6 running and 2 queued");
+        o.accept(&conn, tasks.clone(), 1, None).unwrap();
+        o.accept(&conn, tasks[..2].to_vec(), 1, None).unwrap();
+        assert_counts_true(&conn, &mut o, "accept, twice for two ids");
+        o.claim(&conn, 6, 1).unwrap();
+        assert_counts_true(&conn, &mut o, "claim");
+        assert_eq!(
+            o.unsettled(ops::unsettled(&conn).unwrap()),
+            8,
+            "6 running and 2 queued"
+        );
         let error = ErrorInfo {
             kind: "boom".to_owned(),
             message: "boom".to_owned(),
         };
-        ops::settle(
+        o.settle(
             &conn,
-            &[
+            vec![
                 settle("t0", 1, done(TaskState::Ok)),
                 settle("t1", 1, done(TaskState::Failed)),
                 settle("t2", 1, done(TaskState::DeadLetter)),
@@ -163,21 +187,24 @@ mod tests {
             2,
         )
         .unwrap();
-        assert_counts_true(&conn, "settle");
-        ops::claim(&conn, 3, 5).unwrap();
-        assert_counts_true(&conn, "a claim of retrying and queued tasks");
-        assert_eq!(ops::recover(&conn, 6).unwrap(), 3);
-        assert_counts_true(&conn, "recover");
-        ops::requeue_dead(&conn, None, 7).unwrap();
-        assert_counts_true(&conn, "requeue");
-        ops::claim(&conn, 1, 8).unwrap();
-        ops::settle(&conn, &[settle("t2", 2, done(TaskState::DeadLetter))], 9).unwrap();
+        assert_counts_true(&conn, &mut o, "settle");
+        o.claim(&conn, 3, 5).unwrap();
+        assert_counts_true(&conn, &mut o, "a claim of retrying and queued tasks");
+        assert_eq!(o.recover(&conn, 6).unwrap(), 3);
+        assert_counts_true(&conn, &mut o, "recover");
+        o.requeue_dead(&conn, None, 7).unwrap();
+        assert_counts_true(&conn, &mut o, "requeue");
+        o.claim(&conn, 1, 8).unwrap();
+        o.settle(&conn, vec![settle("t2", 2, done(TaskState::DeadLetter))], 9)
+            .unwrap();
+        o.checkpoint(&conn, Checkpoint::Full).unwrap();
         ops::purge_dead(&conn).unwrap();
-        assert_counts_true(&conn, "purge");
+        assert_counts_true(&conn, &mut o, "purge");
+        o.checkpoint(&conn, Checkpoint::Full).unwrap();
         assert_eq!(ops::prune(&conn, 3, None, ops::PRUNE_STEP).unwrap(), 3);
-        assert_counts_true(&conn, "prune by age");
-        ops::accept(&conn, &[new_task("late")], 10, None).unwrap();
-        ops::claim(&conn, 8, 10).unwrap();
+        assert_counts_true(&conn, &mut o, "prune by age");
+        o.accept(&conn, vec![new_task("late")], 10, None).unwrap();
+        o.claim(&conn, 8, 10).unwrap();
         let all: Vec<_> = ["t4", "t5", "t6", "t7", "late"]
             .iter()
             .map(|id| settle(id, 1, done(TaskState::Ok)))
@@ -187,9 +214,10 @@ mod tests {
                     .map(|id| settle(id, 2, done(TaskState::Ok))),
             )
             .collect();
-        ops::settle(&conn, &all, 11).unwrap();
+        o.settle(&conn, all, 11).unwrap();
+        o.checkpoint(&conn, Checkpoint::Full).unwrap();
         assert!(ops::prune(&conn, 0, Some(0), ops::PRUNE_STEP).unwrap() > 0);
-        assert_counts_true(&conn, "prune by size");
+        assert_counts_true(&conn, &mut o, "prune by size");
         let unsettled: i64 = conn
             .query_row(
                 "SELECT count(*) FROM tasks WHERE state IN ('queued','running','retrying')",
@@ -209,20 +237,22 @@ mod tests {
         use crate::ops;
         let conn = Connection::open_in_memory().unwrap();
         crate::schema::migrate(&conn).unwrap();
+        let mut o = Overlay::load(&conn).unwrap();
         let ids: Vec<String> = (0..7).map(|i| format!("p{i}")).collect();
         let tasks: Vec<_> = ids.iter().map(|id| new_task(id)).collect();
-        ops::accept(&conn, &tasks, 1, None).unwrap();
-        ops::claim(&conn, 7, 1).unwrap();
+        o.accept(&conn, tasks.clone(), 1, None).unwrap();
+        o.claim(&conn, 7, 1).unwrap();
         let all: Vec<_> = ids
             .iter()
             .map(|id| settle(id, 1, done(TaskState::Ok)))
             .collect();
-        ops::settle(&conn, &all, 2).unwrap();
+        o.settle(&conn, all, 2).unwrap();
+        o.checkpoint(&conn, Checkpoint::Full).unwrap();
         assert_eq!(ops::prune(&conn, 3, None, 3).unwrap(), 3, "by age");
-        assert_counts_true(&conn, "a limited prune by age");
+        assert_counts_true(&conn, &mut o, "a limited prune by age");
         assert_eq!(ops::prune(&conn, 0, Some(0), 2).unwrap(), 2, "by size");
-        assert_counts_true(&conn, "a limited prune by size");
+        assert_counts_true(&conn, &mut o, "a limited prune by size");
         assert_eq!(ops::prune(&conn, 3, None, 10).unwrap(), 2, "the rest");
-        assert_counts_true(&conn, "the last prune");
+        assert_counts_true(&conn, &mut o, "the last prune");
     }
 }

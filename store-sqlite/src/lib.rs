@@ -33,7 +33,10 @@
 //! ```
 
 mod counts;
+mod journal;
+mod live;
 mod ops;
+mod overlay;
 mod schema;
 mod writer;
 
@@ -50,8 +53,9 @@ use task_source::{
 };
 use tokio::sync::oneshot;
 
+use overlay::{Checkpoint, Overlay};
 pub use schema::SCHEMA_VERSION;
-use writer::{classify, Finish, Job, Shared, WriteJob};
+use writer::{classify, Finish, Job, Shared, Store, WriteJob};
 
 /// How durable an accepted task is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -271,12 +275,14 @@ impl SqliteSource {
         // Room for every statement the operations prepare, so the ones each
         // task goes through are never evicted and prepared again.
         conn.set_prepared_statement_cache_capacity(64);
+        // The changes the journal holds, replayed over the rows.
+        let store = Store::open(conn).map_err(corrupt)?;
         let shared = Arc::new(Shared::new(health));
         let (jobs, rx) = mpsc::channel();
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name("task-store".into())
-            .spawn(move || writer::serve(conn, rx, thread_shared))
+            .spawn(move || writer::serve(store, rx, thread_shared))
             .map_err(|e| OpenError::File {
                 path: path.to_owned(),
                 message: format!("cannot start the store's thread: {e}"),
@@ -306,26 +312,41 @@ impl SqliteSource {
     async fn write<T, F>(&self, f: F) -> Result<T, SourceError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+        F: FnOnce(&Connection, &mut Overlay) -> rusqlite::Result<T> + Send + 'static,
     {
         self.write_as(Job::Write, f).await
+    }
+
+    /// Runs `f` in a transaction of its own, after the rows of the changed
+    /// tasks `which` names were written in it: what `f`'s statements read or
+    /// change of those tasks is in the rows.
+    async fn write_checkpointed<T, F>(&self, which: Checkpoint, f: F) -> Result<T, SourceError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        self.write_as(Job::WriteAlone, move |conn, overlay| {
+            overlay.checkpoint(conn, which)?;
+            f(conn)
+        })
+        .await
     }
 
     /// Runs `f` as a job of `kind` ([`Job::Write`] or [`Job::WriteAlone`]).
     async fn write_as<T, F>(&self, kind: fn(WriteJob) -> Job, f: F) -> Result<T, SourceError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+        F: FnOnce(&Connection, &mut Overlay) -> rusqlite::Result<T> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel::<Result<T, SourceError>>();
-        let job = kind(Box::new(move |conn| {
-            let Some(conn) = conn else {
+        let job = kind(Box::new(move |parts| {
+            let Some((conn, overlay)) = parts else {
                 let finish: Finish = Box::new(move |e| {
                     let _ = tx.send(Err(e.unwrap_or(SourceError::Closed)));
                 });
                 return (finish, None);
             };
-            match f(conn) {
+            match f(conn, overlay) {
                 Ok(value) => {
                     let finish: Finish = Box::new(move |e| {
                         let _ = tx.send(match e {
@@ -350,11 +371,12 @@ impl SqliteSource {
     async fn read<T, F>(&self, f: F) -> Result<T, SourceError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+        F: FnOnce(&Connection, &Overlay) -> rusqlite::Result<T> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel::<Result<T, SourceError>>();
-        let job = Job::Read(Box::new(move |conn| {
-            let _ = tx.send(f(conn).map_err(|e| classify(&e)));
+        let job = Job::Read(Box::new(move |parts| {
+            let answer = parts.and_then(|(conn, overlay)| f(conn, overlay));
+            let _ = tx.send(answer.map_err(|e| classify(&e)));
         }));
         self.jobs.send(job).map_err(|_| SourceError::Closed)?;
         rx.await.map_err(|_| SourceError::Closed)?
@@ -376,7 +398,7 @@ impl TaskSource for SqliteSource {
     async fn accept(&self, tasks: Vec<NewTask>) -> Result<Vec<Admission>, SourceError> {
         let now = now_ms();
         // A store that failed earlier may write again (space freed): always try.
-        self.write(move |c| ops::accept(c, &tasks, now, None)).await
+        self.write(move |c, o| o.accept(c, tasks, now, None)).await
     }
 
     /// Counts and stores in one transaction: never past `max_unsettled`.
@@ -386,36 +408,41 @@ impl TaskSource for SqliteSource {
         max_unsettled: u64,
     ) -> Result<Vec<Admission>, SourceError> {
         let now = now_ms();
-        self.write(move |c| ops::accept(c, &tasks, now, Some(max_unsettled)))
-            .await
+        self.write(move |c, o| {
+            let stored = ops::unsettled(c)?;
+            o.accept(c, tasks, now, Some((stored, max_unsettled)))
+        })
+        .await
     }
 
     async fn claim(&self, max: usize, now_ms: u64) -> Result<Vec<Claimed>, SourceError> {
-        self.write(move |c| ops::claim(c, max, now_ms)).await
+        self.write(move |c, o| o.claim(c, max, now_ms)).await
     }
 
     async fn settle(&self, settlements: Vec<Settlement>) -> Result<(), SourceError> {
         let now = now_ms();
-        self.write(move |c| ops::settle(c, &settlements, now)).await
+        self.write(move |c, o| o.settle(c, settlements, now)).await
     }
 
     async fn recover(&self) -> Result<u64, SourceError> {
         // Tried whatever the last write did, as `accept` is: a store that
         // could not write (a full disk) writes again once there is room.
         let now = now_ms();
-        self.write(move |c| ops::recover(c, now)).await
+        self.write(move |c, o| o.recover(c, now)).await
     }
 
     async fn get(&self, ids: Vec<String>) -> Result<Vec<Option<TaskRecord>>, SourceError> {
-        self.read(move |c| ops::get(c, &ids)).await
+        self.read(move |c, o| o.get(c, &ids)).await
     }
 
     async fn status(&self, ids: Vec<String>) -> Result<Vec<Option<TaskStatus>>, SourceError> {
-        self.read(move |c| ops::status(c, &ids)).await
+        self.read(move |c, o| o.status(c, &ids)).await
     }
 
     async fn list(&self, filter: Filter) -> Result<Vec<TaskRecord>, SourceError> {
-        self.read(move |c| ops::list(c, &filter)).await
+        // Any state may be asked for: every row written first.
+        self.write_checkpointed(Checkpoint::Full, move |c| ops::list(c, &filter))
+            .await
     }
 
     async fn requeue_dead(
@@ -423,11 +450,14 @@ impl TaskSource for SqliteSource {
         ids: Option<Vec<String>>,
     ) -> Result<Vec<(String, Requeue)>, SourceError> {
         let now = now_ms();
-        self.write(move |c| ops::requeue_dead(c, ids, now)).await
+        self.write(move |c, o| o.requeue_dead(c, ids, now)).await
     }
 
     async fn purge_dead(&self) -> Result<Vec<String>, SourceError> {
-        self.write(ops::purge_dead).await
+        // Every row written first: a dead letter requeued since its row was
+        // written is a dead letter in its row still.
+        self.write_checkpointed(Checkpoint::Full, ops::purge_dead)
+            .await
     }
 
     async fn prune(
@@ -441,7 +471,10 @@ impl TaskSource for SqliteSource {
         let mut removed = 0;
         loop {
             let step = self
-                .write_as(Job::WriteAlone, move |c| {
+                // Only tasks settled for good are pruned (ok, failed,
+                // cancelled: states no task leaves): their rows are written
+                // first.
+                .write_checkpointed(Checkpoint::Settled, move |c| {
                     ops::prune(c, settled_before_ms, max_bytes, ops::PRUNE_STEP)
                 })
                 .await?;
@@ -453,11 +486,11 @@ impl TaskSource for SqliteSource {
     }
 
     async fn unsettled(&self) -> Result<u64, SourceError> {
-        self.read(ops::unsettled).await
+        self.read(|c, o| Ok(o.unsettled(ops::unsettled(c)?))).await
     }
 
     async fn stats(&self) -> Result<SourceStats, SourceError> {
-        let counted = self.read(ops::rows).await?;
+        let counted = self.read(|c, o| Ok(o.rows(ops::rows(c)?))).await?;
         let mut rows: std::collections::BTreeMap<String, u64> = TaskState::ALL
             .iter()
             .map(|s| (s.as_str().to_owned(), 0))

@@ -1,6 +1,7 @@
-//! The one thread that owns the connection: it takes every pending job, runs the
-//! writes of all of them in one transaction (group commit), answers them once
-//! the commit is durable, then serves the reads.
+//! The one thread that owns the connection and the [`Overlay`]: it takes every
+//! pending job, runs the writes of all of them in one transaction with their
+//! journal entries (group commit), answers them once the commit is durable,
+//! then serves the reads; and it checkpoints the overlay when one is due.
 //!
 //! One job whose statements fail fails its whole batch: it is rolled back,
 //! every job of it is answered with that error (the daemon keeps outcomes
@@ -12,23 +13,81 @@
 //! journals every page a job first touches); no job but retention's (which
 //! commits apart) fails on its own often enough to pay for that.
 
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode};
 use task_source::{SourceError, SourceHealth};
 
+use crate::journal;
+use crate::overlay::{Checkpoint, Overlay, CHECKPOINT_AFTER};
+
 /// Answers one write job once its transaction ended: `None` committed, else the error.
 pub(crate) type Finish = Box<dyn FnOnce(Option<SourceError>) + Send>;
 
-/// A write job: runs its statements (or, given no connection, only returns its
-/// answer) and returns how to answer it and the error of its statements.
-pub(crate) type WriteJob =
-    Box<dyn FnOnce(Option<&Connection>) -> (Finish, Option<rusqlite::Error>) + Send>;
+/// A write job: runs its statements and changes (or, given nothing, only
+/// returns its answer) and returns how to answer it and the error of its
+/// statements.
+pub(crate) type WriteJob = Box<
+    dyn FnOnce(Option<(&Connection, &mut Overlay)>) -> (Finish, Option<rusqlite::Error>) + Send,
+>;
 
-/// A read job: runs on the connection outside any write transaction.
-pub(crate) type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+/// A read job: runs outside any write transaction, given the connection and
+/// the overlay, or why the overlay could not be loaded.
+pub(crate) type ReadJob = Box<dyn FnOnce(Result<(&Connection, &Overlay), rusqlite::Error>) + Send>;
+
+/// The connection and the tasks' overlay, owned by the writer thread.
+#[derive(Debug)]
+pub(crate) struct Store {
+    conn: Connection,
+    overlay: Overlay,
+    /// A transaction failed since the overlay was loaded: what it changed in
+    /// memory was not stored, so the overlay is loaded again before its next use.
+    stale: bool,
+    /// After a failed checkpoint, when to try the next one.
+    retry_checkpoint_at: Option<Instant>,
+}
+
+impl Store {
+    /// Takes the connection and loads the overlay over its rows and journal.
+    pub(crate) fn open(conn: Connection) -> rusqlite::Result<Self> {
+        let overlay = Overlay::load(&conn)?;
+        Ok(Self {
+            conn,
+            overlay,
+            stale: false,
+            retry_checkpoint_at: None,
+        })
+    }
+
+    /// The connection and the overlay, loaded again first if a transaction
+    /// failed since it was.
+    fn parts(&mut self) -> rusqlite::Result<(&Connection, &mut Overlay)> {
+        if self.stale {
+            self.overlay = Overlay::load(&self.conn)?;
+            self.stale = false;
+        }
+        Ok((&self.conn, &mut self.overlay))
+    }
+
+    /// How long until a checkpoint is due; `None` when none will be.
+    fn checkpoint_in(&self) -> Option<Duration> {
+        let due = self.overlay.checkpoint_in()?;
+        Some(match self.retry_checkpoint_at {
+            Some(at) => due.max(at.saturating_duration_since(Instant::now())),
+            None => due,
+        })
+    }
+
+    /// The checkpoint due now, if one is.
+    fn checkpoint_due(&self) -> Option<Checkpoint> {
+        self.overlay.checkpoint_due().filter(|_| {
+            self.retry_checkpoint_at
+                .is_none_or(|at| Instant::now() >= at)
+        })
+    }
+}
 
 /// A job for the writer thread.
 pub(crate) enum Job {
@@ -111,9 +170,23 @@ pub(crate) fn classify(e: &rusqlite::Error) -> SourceError {
     }
 }
 
-/// Serves jobs until every sender is gone.
-pub(crate) fn serve(conn: Connection, jobs: Receiver<Job>, shared: Arc<Shared>) {
-    while let Ok(first) = jobs.recv() {
+/// Serves jobs until every sender is gone, then checkpoints.
+pub(crate) fn serve(mut store: Store, jobs: Receiver<Job>, shared: Arc<Shared>) {
+    loop {
+        let first = match store.checkpoint_in() {
+            None => match jobs.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            },
+            Some(wait) => match jobs.recv_timeout(wait) {
+                Ok(job) => job,
+                Err(RecvTimeoutError::Timeout) => {
+                    checkpoint(&mut store, &shared, Checkpoint::Settled);
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            },
+        };
         let mut writes = Vec::new();
         let mut reads = Vec::new();
         let taken = std::iter::once(first).chain(jobs.try_iter().take(MAX_BATCH - 1));
@@ -122,33 +195,60 @@ pub(crate) fn serve(conn: Connection, jobs: Receiver<Job>, shared: Arc<Shared>) 
                 Job::Write(w) => writes.push(w),
                 Job::WriteAlone(w) => {
                     if !writes.is_empty() {
-                        commit(&conn, std::mem::take(&mut writes), &shared);
+                        commit(&mut store, std::mem::take(&mut writes), &shared);
                     }
-                    commit(&conn, vec![w], &shared);
+                    commit(&mut store, vec![w], &shared);
                 }
                 Job::Read(r) => reads.push(r),
             }
         }
         if !writes.is_empty() {
-            commit(&conn, writes, &shared);
+            commit(&mut store, writes, &shared);
         }
         if !reads.is_empty() {
-            read_all(&conn, reads);
+            read_all(&mut store, reads);
+        }
+        if let Some(which) = store.checkpoint_due() {
+            checkpoint(&mut store, &shared, which);
         }
     }
+    // Closed: every row written, the journal empty.
+    if store.overlay.has_unwritten() {
+        checkpoint(&mut store, &shared, Checkpoint::Full);
+    }
+}
+
+/// Writes the rows of the changed tasks `which` says in a transaction of its own.
+fn checkpoint(store: &mut Store, shared: &Shared, which: Checkpoint) {
+    let (done, failed) = std::sync::mpsc::channel();
+    let job: WriteJob = Box::new(move |parts| {
+        let error = parts.and_then(|(conn, overlay)| overlay.checkpoint(conn, which).err());
+        let finish: Finish = Box::new(move |e| {
+            let _ = done.send(e);
+        });
+        (finish, error)
+    });
+    commit(store, vec![job], shared);
+    store.retry_checkpoint_at = match failed.try_recv() {
+        Ok(Some(_)) => Some(Instant::now() + CHECKPOINT_AFTER),
+        _ => None,
+    };
 }
 
 /// Runs the reads in one read transaction: a statement outside one opens and
 /// ends its own, taking and releasing the log's shared-memory locks (system
 /// calls) for every row a look-up reads.
-fn read_all(conn: &Connection, reads: Vec<ReadJob>) {
+fn read_all(store: &mut Store, reads: Vec<ReadJob>) {
     // Without the transaction each read still works on its own.
-    let began = run(conn, "BEGIN").is_ok();
+    let began = run(&store.conn, "BEGIN").is_ok();
     for read in reads {
-        read(conn);
+        match store.parts() {
+            Ok((conn, overlay)) => read(Ok((conn, overlay))),
+            Err(e) => read(Err(e)),
+        }
     }
-    if began && run(conn, "COMMIT").is_err() {
-        let _ = run(conn, "ROLLBACK");
+    if began && run(&store.conn, "COMMIT").is_err() {
+        let _ = run(&store.conn, "ROLLBACK");
     }
 }
 
@@ -157,15 +257,17 @@ fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(drop)
 }
 
-fn commit(conn: &Connection, writes: Vec<WriteJob>, shared: &Shared) {
+fn commit(store: &mut Store, writes: Vec<WriteJob>, shared: &Shared) {
     let started = Instant::now();
-    if let Err(e) = run(conn, "BEGIN IMMEDIATE") {
-        let error = classify(&e);
-        note_failure(shared, &error);
-        for w in writes {
-            let (finish, _) = w(None);
-            finish(Some(error.clone()));
+    let (conn, overlay) = match store.parts() {
+        Ok(parts) => parts,
+        Err(e) => {
+            fail_all(writes, &classify(&e), shared);
+            return;
         }
+    };
+    if let Err(e) = run(conn, "BEGIN IMMEDIATE") {
+        fail_all(writes, &classify(&e), shared);
         return;
     }
     let changes_before = conn.total_changes();
@@ -173,10 +275,19 @@ fn commit(conn: &Connection, writes: Vec<WriteJob>, shared: &Shared) {
     let mut failed = None;
     for w in writes {
         // After a failure nothing more runs: the batch is rolled back.
-        let (finish, error) = w(failed.is_none().then_some(conn));
+        let parts = match failed {
+            None => Some((conn, &mut *overlay)),
+            Some(_) => None,
+        };
+        let (finish, error) = w(parts);
         finishes.push(finish);
         if failed.is_none() {
             failed = error;
+        }
+    }
+    if let Some((row, entries)) = overlay.take_pending() {
+        if failed.is_none() {
+            failed = journal::append(conn, row, &entries).err();
         }
     }
     let result = match failed {
@@ -197,12 +308,23 @@ fn commit(conn: &Connection, writes: Vec<WriteJob>, shared: &Shared) {
         Err(e) => {
             // A no-op when SQLite ended the transaction itself.
             let _ = run(conn, "ROLLBACK");
+            // What the jobs changed in memory was not stored.
+            store.stale = true;
             let error = classify(&e);
             note_failure(shared, &error);
             for finish in finishes {
                 finish(Some(error.clone()));
             }
         }
+    }
+}
+
+/// Answers every job of a batch that could not begin with `error`.
+fn fail_all(writes: Vec<WriteJob>, error: &SourceError, shared: &Shared) {
+    note_failure(shared, error);
+    for w in writes {
+        let (finish, _) = w(None);
+        finish(Some(error.clone()));
     }
 }
 
@@ -227,9 +349,9 @@ mod tests {
     /// A job that runs `sql` (a failing statement fails the job).
     fn job(sql: &'static str) -> (WriteJob, Seen) {
         let (tx, rx) = mpsc::channel();
-        let job: WriteJob = Box::new(move |conn| {
-            let ran = conn.is_some();
-            let error = conn.and_then(|c| c.execute_batch(sql).err());
+        let job: WriteJob = Box::new(move |parts| {
+            let ran = parts.is_some();
+            let error = parts.and_then(|(c, _)| c.execute_batch(sql).err());
             let finish: Finish = Box::new(move |answer| {
                 let _ = tx.send((ran, answer));
             });
@@ -238,10 +360,12 @@ mod tests {
         (job, rx)
     }
 
-    fn table() -> Connection {
+    /// A store in memory with a table `t` beside the tasks'.
+    fn table() -> Store {
         let conn = Connection::open_in_memory().unwrap();
+        crate::schema::migrate(&conn).unwrap();
         conn.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
-        conn
+        Store::open(conn).unwrap()
     }
 
     fn rows(conn: &Connection) -> Vec<i64> {
@@ -255,13 +379,14 @@ mod tests {
 
     #[test]
     fn a_failing_job_fails_its_batch_and_no_job_after_it_runs() {
-        let conn = table();
+        let mut store = table();
         let shared = Shared::new(SourceHealth::Ok);
         let (a, seen_a) = job("INSERT INTO t VALUES (1)");
         let (b, seen_b) = job("INSERT INTO t VALUES (2); INSERT INTO nowhere VALUES (3)");
         let (c, seen_c) = job("INSERT INTO t VALUES (4)");
-        commit(&conn, vec![a, b, c], &shared);
-        assert_eq!(rows(&conn), Vec::<i64>::new(), "the batch is rolled back");
+        commit(&mut store, vec![a, b, c], &shared);
+        let conn = &store.conn;
+        assert_eq!(rows(conn), Vec::<i64>::new(), "the batch is rolled back");
         let (ran, answer) = seen_a.recv().unwrap();
         assert!(ran);
         assert!(
@@ -280,13 +405,13 @@ mod tests {
     /// time, while being answered with the error.
     #[test]
     fn a_failure_that_ended_the_transaction_fails_every_job_and_runs_no_more() {
-        let conn = table();
+        let mut store = table();
         let shared = Shared::new(SourceHealth::Ok);
         let (a, seen_a) = job("INSERT INTO t VALUES (1)");
         let (b, seen_b) = job("ROLLBACK; INSERT INTO nowhere VALUES (2)");
         let (c, seen_c) = job("INSERT INTO t VALUES (3)");
-        commit(&conn, vec![a, b, c], &shared);
-        assert_eq!(rows(&conn), Vec::<i64>::new(), "nothing committed");
+        commit(&mut store, vec![a, b, c], &shared);
+        assert_eq!(rows(&store.conn), Vec::<i64>::new(), "nothing committed");
         let (ran, answer) = seen_a.recv().unwrap();
         assert!(
             ran && answer.is_some(),
@@ -306,6 +431,7 @@ mod tests {
         let file = Connection::open(&path).unwrap();
         file.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (x INTEGER)")
             .unwrap();
+        crate::schema::migrate(&file).unwrap();
         let (jobs, rx) = mpsc::channel();
         let (a, seen_a) = job("INSERT INTO t VALUES (1)");
         // What another connection sees while the lone job runs.
@@ -321,7 +447,11 @@ mod tests {
             jobs.send(j).unwrap();
         }
         drop(jobs);
-        serve(file, rx, Arc::new(Shared::new(SourceHealth::Ok)));
+        serve(
+            Store::open(file).unwrap(),
+            rx,
+            Arc::new(Shared::new(SourceHealth::Ok)),
+        );
         assert_eq!(
             seen_alone.recv().unwrap(),
             [1],
@@ -330,6 +460,327 @@ mod tests {
         assert!(matches!(seen_a.recv().unwrap(), (true, None)));
         assert!(matches!(seen_c.recv().unwrap(), (true, None)));
         assert_eq!(rows(&Connection::open(&path).unwrap()), [1, 3]);
+    }
+
+    /// A write job that runs `f` on the connection and the overlay.
+    fn op<T: Send + 'static>(
+        f: impl FnOnce(&Connection, &mut Overlay) -> rusqlite::Result<T> + Send + 'static,
+    ) -> (WriteJob, mpsc::Receiver<T>) {
+        let (tx, rx) = mpsc::channel();
+        let job: WriteJob = Box::new(move |parts| {
+            let (value, error) = match parts.map(|(conn, overlay)| f(conn, overlay)) {
+                Some(Ok(value)) => (Some(value), None),
+                Some(Err(e)) => (None, Some(e)),
+                None => (None, None),
+            };
+            let finish: Finish = Box::new(move |answer| {
+                if let (None, Some(value)) = (answer, value) {
+                    let _ = tx.send(value);
+                }
+            });
+            (finish, error)
+        });
+        (job, rx)
+    }
+
+    fn new_task(id: &str) -> task_source::NewTask {
+        task_source::NewTask {
+            id: id.into(),
+            task_type: "echo".into(),
+            payload: format!("{{\"n\":\"{id}\"}}"),
+            priority: 10,
+            timeout_ms: None,
+        }
+    }
+
+    fn count(conn: &Connection, table: &str) -> i64 {
+        conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    }
+
+    /// What the commits answered is in the journal only (no checkpoint ran,
+    /// as after `kill -9`); opening the store again replays it.
+    #[test]
+    fn what_the_commits_answered_survives_a_crash_before_any_checkpoint() {
+        use task_source::{ErrorInfo, Outcome, Settlement, TaskState};
+        let db =
+            TempDb(std::env::temp_dir().join(format!("writer-crash-{}.db", std::process::id())));
+        let open = || {
+            let conn = Connection::open(&db.0).unwrap();
+            conn.execute_batch("PRAGMA journal_mode = WAL").unwrap();
+            crate::schema::migrate(&conn).unwrap();
+            Store::open(conn).unwrap()
+        };
+        let shared = Shared::new(SourceHealth::Ok);
+        let mut store = open();
+        let (accept, _) = op(|c, o| o.accept(c, ["a", "b", "c"].map(new_task).to_vec(), 1, None));
+        commit(&mut store, vec![accept], &shared);
+        let (claim, claimed) = op(|c, o| o.claim(c, 2, 2));
+        commit(&mut store, vec![claim], &shared);
+        let claimed: Vec<String> = claimed
+            .recv()
+            .unwrap()
+            .into_iter()
+            .map(|c| c.task.id)
+            .collect();
+        assert_eq!(claimed, ["a", "b"]);
+        let error = ErrorInfo {
+            kind: "boom".into(),
+            message: "it broke".into(),
+        };
+        let outcomes = vec![
+            Settlement {
+                id: "a".into(),
+                attempt: 1,
+                outcome: Outcome::Settled {
+                    state: TaskState::Ok,
+                    line: "{\"id\":\"a\"}".into(),
+                    error: None,
+                },
+            },
+            Settlement {
+                id: "b".into(),
+                attempt: 1,
+                outcome: Outcome::Retry { due_ms: 50, error },
+            },
+        ];
+        let (settle, _) = op(move |c, o| o.settle(c, outcomes, 3));
+        commit(&mut store, vec![settle], &shared);
+        assert_eq!(count(&store.conn, "journal"), 3, "one row a commit");
+        assert_eq!(count(&store.conn, "tasks"), 0, "no checkpoint ran");
+        drop(store);
+
+        let mut store = open();
+        let ids = ["a", "b", "c", "d"].map(String::from);
+        let (conn, overlay) = store.parts().unwrap();
+        let seen = overlay.status(conn, &ids).unwrap();
+        let states: Vec<_> = seen
+            .iter()
+            .map(|s| s.as_ref().map(|s| (s.state, s.attempts)))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                Some((TaskState::Ok, 1)),
+                Some((TaskState::Retrying, 1)),
+                Some((TaskState::Queued, 0)),
+                None
+            ]
+        );
+        assert_eq!(
+            seen[0].as_ref().unwrap().line.as_deref(),
+            Some("{\"id\":\"a\"}")
+        );
+        let claimed: Vec<(String, u32)> = overlay
+            .claim(conn, 5, 100)
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.task.id, c.attempt))
+            .collect();
+        assert_eq!(
+            claimed,
+            [("b".to_owned(), 2), ("c".to_owned(), 1)],
+            "the retry kept its place and its attempt count"
+        );
+        overlay.checkpoint(conn, Checkpoint::Full).unwrap();
+        assert_eq!(count(conn, "journal"), 0);
+        assert_eq!(count(conn, "tasks"), 3);
+    }
+
+    /// A checkpoint of the settled tasks writes their rows and keeps the
+    /// journal from the oldest change still unwritten; a replay after a crash
+    /// skips the entries the rows hold, so no change is applied twice.
+    #[test]
+    fn a_replay_over_rows_written_since_applies_no_change_twice() {
+        use task_source::{ErrorInfo, Outcome, Settlement, TaskState};
+        let db =
+            TempDb(std::env::temp_dir().join(format!("writer-replay-{}.db", std::process::id())));
+        let open = || {
+            let conn = Connection::open(&db.0).unwrap();
+            conn.execute_batch("PRAGMA journal_mode = WAL").unwrap();
+            crate::schema::migrate(&conn).unwrap();
+            Store::open(conn).unwrap()
+        };
+        let done = |id: &str, attempt: u32| Settlement {
+            id: id.into(),
+            attempt,
+            outcome: Outcome::Settled {
+                state: TaskState::Ok,
+                line: format!("{{\"id\":\"{id}\"}}"),
+                error: None,
+            },
+        };
+        let shared = Shared::new(SourceHealth::Ok);
+        let mut store = open();
+        let steps: Vec<WriteJob> = vec![
+            op(|c, o| o.accept(c, ["a", "b"].map(new_task).to_vec(), 1, None)).0,
+            op(|c, o| o.claim(c, 2, 2)).0,
+            op(move |c, o| {
+                let retry = Settlement {
+                    id: "b".into(),
+                    attempt: 1,
+                    outcome: Outcome::Retry {
+                        due_ms: 0,
+                        error: ErrorInfo {
+                            kind: "boom".into(),
+                            message: "again".into(),
+                        },
+                    },
+                };
+                o.settle(c, vec![done("a", 1), retry], 3)
+            })
+            .0,
+        ];
+        for step in steps {
+            commit(&mut store, vec![step], &shared);
+        }
+        checkpoint(&mut store, &shared, Checkpoint::Settled);
+        assert_eq!(
+            count(&store.conn, "tasks"),
+            1,
+            "only the settled task's row"
+        );
+        assert_eq!(
+            count(&store.conn, "journal"),
+            3,
+            "b's changes are in every row"
+        );
+        let steps: Vec<WriteJob> = vec![
+            op(|c, o| o.claim(c, 2, 4)).0,
+            op(move |c, o| o.settle(c, vec![done("b", 2)], 5)).0,
+        ];
+        for step in steps {
+            commit(&mut store, vec![step], &shared);
+        }
+        drop(store);
+
+        let mut store = open();
+        let (conn, overlay) = store.parts().unwrap();
+        let records = overlay.get(conn, &["a".into(), "b".into()]).unwrap();
+        let lives: Vec<_> = records
+            .iter()
+            .map(|r| {
+                let r = r.as_ref().unwrap();
+                let events: Vec<(&str, u32)> = r
+                    .history
+                    .iter()
+                    .map(|h| (h.event.as_str(), h.attempt))
+                    .collect();
+                (r.state, r.attempts, events)
+            })
+            .collect();
+        assert_eq!(
+            lives,
+            [
+                (TaskState::Ok, 1, vec![("attempt", 1), ("ok", 1)]),
+                (
+                    TaskState::Ok,
+                    2,
+                    vec![("attempt", 1), ("retry", 1), ("attempt", 2), ("ok", 2)]
+                ),
+            ]
+        );
+        assert!(overlay.claim(conn, 5, 10).unwrap().is_empty());
+        assert_eq!(overlay.unsettled(crate::ops::unsettled(conn).unwrap()), 0);
+    }
+
+    /// A dead letter requeued, run and dead-lettered again has its row
+    /// written in that state while an older, unwritten task keeps the
+    /// journal. The replayed requeue is older than the row, yet the row's
+    /// state (a dead letter) would let it apply, and the run after it again:
+    /// only the versions tell that the row holds them.
+    #[test]
+    fn a_replayed_requeue_older_than_the_row_is_not_applied_again() {
+        use task_source::{Outcome, Settlement, TaskState};
+        let db =
+            TempDb(std::env::temp_dir().join(format!("writer-requeue-{}.db", std::process::id())));
+        let open = || {
+            let conn = Connection::open(&db.0).unwrap();
+            conn.execute_batch("PRAGMA journal_mode = WAL").unwrap();
+            crate::schema::migrate(&conn).unwrap();
+            Store::open(conn).unwrap()
+        };
+        let dead = |attempt: u32| Settlement {
+            id: "a".into(),
+            attempt,
+            outcome: Outcome::Settled {
+                state: TaskState::DeadLetter,
+                line: "{\"id\":\"a\"}".into(),
+                error: None,
+            },
+        };
+        let shared = Shared::new(SourceHealth::Ok);
+        let mut store = open();
+        let steps: Vec<WriteJob> = vec![
+            // `b` waits at a lower priority: its acceptance keeps the journal.
+            op(|c, o| {
+                let mut late = new_task("b");
+                late.priority = 50;
+                o.accept(c, vec![new_task("a"), late], 1, None)
+            })
+            .0,
+            op(|c, o| o.claim(c, 1, 2)).0,
+            op(move |c, o| o.settle(c, vec![dead(1)], 3)).0,
+            op(|c, o| o.requeue_dead(c, Some(vec!["a".into()]), 4)).0,
+            op(|c, o| o.claim(c, 1, 5)).0,
+            op(move |c, o| o.settle(c, vec![dead(1)], 6)).0,
+        ];
+        for step in steps {
+            commit(&mut store, vec![step], &shared);
+        }
+        checkpoint(&mut store, &shared, Checkpoint::Settled);
+        assert_eq!(count(&store.conn, "tasks"), 1, "a's row, dead again");
+        assert!(count(&store.conn, "journal") > 0, "kept for b");
+        drop(store);
+
+        let mut store = open();
+        let (conn, overlay) = store.parts().unwrap();
+        let seen = overlay.status(conn, &["a".into(), "b".into()]).unwrap();
+        let states: Vec<_> = seen.iter().map(|s| s.as_ref().map(|s| s.state)).collect();
+        assert_eq!(
+            states,
+            [Some(TaskState::DeadLetter), Some(TaskState::Queued)]
+        );
+        let claimed: Vec<String> = overlay
+            .claim(conn, 5, 10)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.task.id)
+            .collect();
+        assert_eq!(claimed, ["b"], "the dead letter stays out of the queue");
+        let record = overlay.get(conn, &["a".into()]).unwrap().remove(0).unwrap();
+        let events: Vec<(&str, u32)> = record
+            .history
+            .iter()
+            .map(|h| (h.event.as_str(), h.attempt))
+            .collect();
+        assert_eq!(
+            events,
+            [
+                ("attempt", 1),
+                ("dead_letter", 1),
+                ("requeued", 0),
+                ("attempt", 1),
+                ("dead_letter", 1)
+            ],
+            "each change once"
+        );
+    }
+
+    /// A failed transaction's changes to the overlay are dropped with it: a
+    /// task accepted in a batch that failed is not there afterwards.
+    #[test]
+    fn the_changes_of_a_failed_transaction_leave_the_overlay_too() {
+        let mut store = table();
+        let shared = Shared::new(SourceHealth::Ok);
+        let (accept, accepted) = op(|c, o| o.accept(c, vec![new_task("x")], 1, None));
+        let (fail, _) = job("INSERT INTO nowhere VALUES (1)");
+        commit(&mut store, vec![accept, fail], &shared);
+        assert!(accepted.try_recv().is_err(), "answered with the error");
+        let (conn, overlay) = store.parts().unwrap();
+        assert_eq!(overlay.status(conn, &["x".to_owned()]).unwrap(), [None]);
+        assert!(overlay.claim(conn, 5, 2).unwrap().is_empty());
+        assert_eq!(overlay.unsettled(0), 0);
     }
 
     /// A database file and its log, removed however the test ends.

@@ -1,0 +1,283 @@
+//! A task as the writer holds it between checkpoints ([`Live`]), and the row
+//! it is read from and written to.
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use task_source::{ErrorInfo, HistoryEntry, NewTask, TaskRecord, TaskState, TaskStatus};
+
+/// One task's whole record, changed in memory and written to its row at a
+/// checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Live {
+    pub(crate) task: NewTask,
+    pub(crate) state: TaskState,
+    pub(crate) attempts: u32,
+    pub(crate) due_ms: u64,
+    pub(crate) error: Option<ErrorInfo>,
+    pub(crate) line: Option<String>,
+    /// The history as the JSON text the row keeps (entries appended in place);
+    /// empty for none yet (the row's `[]`).
+    pub(crate) history: String,
+    pub(crate) created_ms: u64,
+    pub(crate) updated_ms: u64,
+    /// How many changes it has had: each journal entry names the version it
+    /// makes, and the row keeps the version it holds.
+    pub(crate) version: u64,
+    /// The state its row holds; `None` while it has no row.
+    pub(crate) stored: Option<TaskState>,
+    /// The journal row of its oldest change its row does not hold yet;
+    /// `None` when the row holds them all.
+    pub(crate) unwritten_since: Option<i64>,
+}
+
+impl Live {
+    /// A task just accepted.
+    pub(crate) fn accepted(task: NewTask, at_ms: u64) -> Self {
+        Self {
+            task,
+            state: TaskState::Queued,
+            attempts: 0,
+            due_ms: 0,
+            error: None,
+            line: None,
+            history: String::new(),
+            created_ms: at_ms,
+            updated_ms: at_ms,
+            version: 1,
+            stored: None,
+            unwritten_since: None,
+        }
+    }
+
+    /// Whether its row lacks some of its changes.
+    pub(crate) fn dirty(&self) -> bool {
+        self.unwritten_since.is_some()
+    }
+
+    /// Moves it to `state` at `at_ms`, appending `(event, attempt)` to its
+    /// history (the caller sets the version).
+    pub(crate) fn change(&mut self, state: TaskState, at_ms: u64, event: &str, attempt: u32) {
+        self.state = state;
+        self.updated_ms = at_ms;
+        push_history(&mut self.history, at_ms, event, attempt);
+    }
+
+    pub(crate) fn status(&self) -> TaskStatus {
+        TaskStatus {
+            state: self.state,
+            attempts: self.attempts,
+            line: self.line.clone(),
+        }
+    }
+
+    pub(crate) fn record(&self) -> TaskRecord {
+        TaskRecord {
+            task: self.task.clone(),
+            state: self.state,
+            attempts: self.attempts,
+            error: self.error.clone(),
+            line: self.line.clone(),
+            created_ms: self.created_ms,
+            updated_ms: self.updated_ms,
+            due_ms: self.due_ms,
+            history: serde_json::from_str::<Vec<HistoryEntry>>(&self.history).unwrap_or_default(),
+        }
+    }
+
+    /// Bytes of memory its strings hold, roughly: what bounds the writes
+    /// kept in memory between checkpoints.
+    pub(crate) fn weight(&self) -> usize {
+        self.task.id.len()
+            + self.task.task_type.len()
+            + self.task.payload.len()
+            + self.line.as_ref().map_or(0, String::len)
+            + self.history.len()
+            + 160
+    }
+}
+
+/// Appends `{"at_ms":…,"event":…,"attempt":…}` to the history's JSON text in
+/// place of its closing `]`: the minified JSON that SQLite's
+/// `json_insert(history, '$[#]', json_object(…))` writes (a test holds them
+/// equal). `event` is a state or event name: plain ASCII, nothing to escape.
+pub(crate) fn push_history(history: &mut String, at_ms: u64, event: &str, attempt: u32) {
+    use std::fmt::Write;
+    if history.ends_with(']') {
+        history.pop();
+    }
+    if history.len() > 1 {
+        history.push(',');
+    } else if history.is_empty() {
+        history.push('[');
+    }
+    let _ = write!(
+        history,
+        "{{\"at_ms\":{at_ms},\"event\":\"{event}\",\"attempt\":{attempt}}}]"
+    );
+}
+
+const COLS: &str = "seq, id, type, payload, priority, timeout_ms, state, attempts, error_kind, \
+                    error_message, line, created_ms, updated_ms, due_ms, history, version";
+
+fn row(r: &Row<'_>) -> rusqlite::Result<(i64, Live)> {
+    let state: String = r.get(6)?;
+    let state = TaskState::parse(&state).unwrap_or(TaskState::Failed);
+    let kind: Option<String> = r.get(8)?;
+    let message: Option<String> = r.get(9)?;
+    Ok((
+        r.get(0)?,
+        Live {
+            task: NewTask {
+                id: r.get(1)?,
+                task_type: r.get(2)?,
+                payload: r.get(3)?,
+                priority: r.get(4)?,
+                timeout_ms: r.get(5)?,
+            },
+            state,
+            attempts: r.get(7)?,
+            due_ms: r.get(13)?,
+            error: kind.map(|kind| ErrorInfo {
+                kind,
+                message: message.unwrap_or_default(),
+            }),
+            line: r.get(10)?,
+            created_ms: r.get(11)?,
+            updated_ms: r.get(12)?,
+            history: r.get(14)?,
+            version: r.get(15)?,
+            stored: Some(state),
+            unwritten_since: None,
+        },
+    ))
+}
+
+/// The row of the task numbered `seq`.
+pub(crate) fn load_seq(conn: &Connection, seq: i64) -> rusqlite::Result<Option<Live>> {
+    conn.prepare_cached(&format!("SELECT {COLS} FROM tasks WHERE seq = ?1"))?
+        .query_row([seq], row)
+        .optional()
+        .map(|found| found.map(|(_, live)| live))
+}
+
+/// The row of the task `id`, with its sequence number.
+pub(crate) fn load_id(conn: &Connection, id: &str) -> rusqlite::Result<Option<(i64, Live)>> {
+    conn.prepare_cached(&format!("SELECT {COLS} FROM tasks WHERE id = ?1"))?
+        .query_row([id], row)
+        .optional()
+}
+
+/// The sequence number and state of the task `id`. A new id (the usual
+/// case, at every acceptance) costs one look-up in the index of ids: the
+/// index alone says whether it is there, the table is read only when it is.
+pub(crate) fn state_of(conn: &Connection, id: &str) -> rusqlite::Result<Option<(i64, TaskState)>> {
+    let Some(seq) = conn
+        .prepare_cached("SELECT seq FROM tasks WHERE id = ?1")?
+        .query_row([id], |r| r.get::<_, i64>(0))
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let state: String = conn
+        .prepare_cached("SELECT state FROM tasks WHERE seq = ?1")?
+        .query_row([seq], |r| r.get(0))?;
+    Ok(Some((
+        seq,
+        TaskState::parse(&state).unwrap_or(TaskState::Failed),
+    )))
+}
+
+/// Writes `live` to its row (made when it has none).
+pub(crate) fn write(conn: &Connection, seq: i64, live: &Live) -> rusqlite::Result<()> {
+    let (kind, message) = match &live.error {
+        Some(e) => (Some(e.kind.as_str()), Some(e.message.as_str())),
+        None => (None, None),
+    };
+    let sql = if live.stored.is_some() {
+        "UPDATE tasks SET state = ?2, attempts = ?3, due_ms = ?4, error_kind = ?5, error_message = ?6,
+         line = ?7, history = ?8, updated_ms = ?9, version = ?10 WHERE seq = ?1"
+    } else {
+        "INSERT INTO tasks (seq, state, attempts, due_ms, error_kind, error_message, line, history,
+         updated_ms, version, id, type, payload, priority, timeout_ms, created_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+    };
+    let history = if live.history.is_empty() {
+        "[]"
+    } else {
+        live.history.as_str()
+    };
+    let mut statement = conn.prepare_cached(sql)?;
+    let written = if live.stored.is_some() {
+        statement.execute(params![
+            seq,
+            live.state.as_str(),
+            live.attempts,
+            live.due_ms,
+            kind,
+            message,
+            live.line,
+            history,
+            live.updated_ms,
+            live.version,
+        ])?
+    } else {
+        statement.execute(params![
+            seq,
+            live.state.as_str(),
+            live.attempts,
+            live.due_ms,
+            kind,
+            message,
+            live.line,
+            history,
+            live.updated_ms,
+            live.version,
+            live.task.id,
+            live.task.task_type,
+            live.task.payload,
+            live.task.priority,
+            live.task.timeout_ms,
+            live.created_ms,
+        ])?
+    };
+    if written == 1 {
+        Ok(())
+    } else {
+        // The row it was read from is gone: only a bug does that.
+        Err(rusqlite::Error::QueryReturnedNoRows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_appended_history_is_the_text_json_insert_writes() {
+        let conn = Connection::open_in_memory().unwrap();
+        let mut history = "[]".to_owned();
+        let steps = [
+            (1_795_750_553_964, "attempt", 1),
+            (1_795_750_553_970, "retry", 1),
+            (1_795_750_554_000, "attempt", 2),
+            (1_795_750_554_001, "interrupted", 2),
+            (1_795_750_554_002, "dead_letter", 2),
+            (1_795_750_554_003, "requeued", 0),
+        ];
+        for (at, event, attempt) in steps {
+            let json: String = conn
+                .query_row(
+                    "SELECT json_insert(?2, '$[#]', json_object('at_ms', ?1, 'event', ?3, 'attempt', ?4))",
+                    params![at, history, event, attempt],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            push_history(&mut history, at, event, attempt);
+            assert_eq!(history, json, "after {event}");
+        }
+        let entries: Vec<HistoryEntry> = serde_json::from_str(&history).unwrap();
+        assert_eq!(entries.len(), steps.len());
+        assert_eq!(entries[2].event, "attempt");
+        assert_eq!(entries[2].attempt, 2);
+        assert_eq!(entries[5].at_ms, 1_795_750_554_003);
+    }
+}
