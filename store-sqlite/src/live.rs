@@ -1,7 +1,7 @@
 //! A task as the writer holds it between checkpoints ([`Live`]), and the row
 //! it is read from and written to.
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, CachedStatement, Connection, OptionalExtension, Row};
 use task_source::{ErrorInfo, HistoryEntry, NewTask, TaskRecord, TaskState, TaskStatus};
 
 /// One task's whole record, changed in memory and written to its row at a
@@ -29,6 +29,9 @@ pub(crate) struct Live {
     pub(crate) unwritten_since: Option<i64>,
 }
 
+/// Bytes a new task's history text gets at first.
+const HISTORY_ROOM: usize = 112;
+
 impl Live {
     /// A task just accepted.
     pub(crate) fn accepted(task: NewTask, at_ms: u64) -> Self {
@@ -39,7 +42,8 @@ impl Live {
             due_ms: 0,
             error: None,
             line: None,
-            history: String::new(),
+            // Room for its usual life (an attempt and its end) without growing.
+            history: String::with_capacity(HISTORY_ROOM),
             created_ms: at_ms,
             updated_ms: at_ms,
             version: 1,
@@ -166,84 +170,111 @@ pub(crate) fn load_id(conn: &Connection, id: &str) -> rusqlite::Result<Option<(i
         .optional()
 }
 
-/// The sequence number and state of the task `id`. A new id (the usual
-/// case, at every acceptance) costs one look-up in the index of ids: the
-/// index alone says whether it is there, the table is read only when it is.
-pub(crate) fn state_of(conn: &Connection, id: &str) -> rusqlite::Result<Option<(i64, TaskState)>> {
-    let Some(seq) = conn
-        .prepare_cached("SELECT seq FROM tasks WHERE id = ?1")?
-        .query_row([id], |r| r.get::<_, i64>(0))
-        .optional()?
-    else {
-        return Ok(None);
-    };
-    let state: String = conn
-        .prepare_cached("SELECT state FROM tasks WHERE seq = ?1")?
-        .query_row([seq], |r| r.get(0))?;
-    Ok(Some((
-        seq,
-        TaskState::parse(&state).unwrap_or(TaskState::Failed),
-    )))
+/// Looks tasks up by id, its statements prepared once for a batch.
+pub(crate) struct Lookup<'c> {
+    seq: CachedStatement<'c>,
+    state: CachedStatement<'c>,
 }
 
-/// Writes `live` to its row (made when it has none).
-pub(crate) fn write(conn: &Connection, seq: i64, live: &Live) -> rusqlite::Result<()> {
-    let (kind, message) = match &live.error {
-        Some(e) => (Some(e.kind.as_str()), Some(e.message.as_str())),
-        None => (None, None),
-    };
-    let sql = if live.stored.is_some() {
-        "UPDATE tasks SET state = ?2, attempts = ?3, due_ms = ?4, error_kind = ?5, error_message = ?6,
-         line = ?7, history = ?8, updated_ms = ?9, version = ?10 WHERE seq = ?1"
-    } else {
-        "INSERT INTO tasks (seq, state, attempts, due_ms, error_kind, error_message, line, history,
-         updated_ms, version, id, type, payload, priority, timeout_ms, created_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
-    };
-    let history = if live.history.is_empty() {
-        "[]"
-    } else {
-        live.history.as_str()
-    };
-    let mut statement = conn.prepare_cached(sql)?;
-    let written = if live.stored.is_some() {
-        statement.execute(params![
+impl<'c> Lookup<'c> {
+    pub(crate) fn new(conn: &'c Connection) -> rusqlite::Result<Self> {
+        Ok(Self {
+            seq: conn.prepare_cached("SELECT seq FROM tasks WHERE id = ?1")?,
+            state: conn.prepare_cached("SELECT state FROM tasks WHERE seq = ?1")?,
+        })
+    }
+
+    /// The sequence number and state of the task `id`. A new id (the usual
+    /// case, at every acceptance) costs one look-up in the index of ids: the
+    /// index alone says whether it is there, the table is read only when it is.
+    pub(crate) fn state_of(&mut self, id: &str) -> rusqlite::Result<Option<(i64, TaskState)>> {
+        let Some(seq) = self
+            .seq
+            .query_row([id], |r| r.get::<_, i64>(0))
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let state: String = self.state.query_row([seq], |r| r.get(0))?;
+        Ok(Some((
             seq,
-            live.state.as_str(),
-            live.attempts,
-            live.due_ms,
-            kind,
-            message,
-            live.line,
-            history,
-            live.updated_ms,
-            live.version,
-        ])?
-    } else {
-        statement.execute(params![
-            seq,
-            live.state.as_str(),
-            live.attempts,
-            live.due_ms,
-            kind,
-            message,
-            live.line,
-            history,
-            live.updated_ms,
-            live.version,
-            live.task.id,
-            live.task.task_type,
-            live.task.payload,
-            live.task.priority,
-            live.task.timeout_ms,
-            live.created_ms,
-        ])?
-    };
-    if written == 1 {
-        Ok(())
-    } else {
-        // The row it was read from is gone: only a bug does that.
-        Err(rusqlite::Error::QueryReturnedNoRows)
+            TaskState::parse(&state).unwrap_or(TaskState::Failed),
+        )))
+    }
+}
+
+/// Writes records to their rows, its statements prepared once for a checkpoint.
+pub(crate) struct RowWriter<'c> {
+    insert: CachedStatement<'c>,
+    update: CachedStatement<'c>,
+}
+
+impl<'c> RowWriter<'c> {
+    pub(crate) fn new(conn: &'c Connection) -> rusqlite::Result<Self> {
+        Ok(Self {
+            insert: conn.prepare_cached(
+                "INSERT INTO tasks (seq, state, attempts, due_ms, error_kind, error_message, line,
+                 history, updated_ms, version, id, type, payload, priority, timeout_ms, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+            )?,
+            update: conn.prepare_cached(
+                "UPDATE tasks SET state = ?2, attempts = ?3, due_ms = ?4, error_kind = ?5,
+                 error_message = ?6, line = ?7, history = ?8, updated_ms = ?9, version = ?10
+                 WHERE seq = ?1",
+            )?,
+        })
+    }
+
+    /// Writes `live` to its row (made when it has none).
+    pub(crate) fn write(&mut self, seq: i64, live: &Live) -> rusqlite::Result<()> {
+        let (kind, message) = match &live.error {
+            Some(e) => (Some(e.kind.as_str()), Some(e.message.as_str())),
+            None => (None, None),
+        };
+        let history = if live.history.is_empty() {
+            "[]"
+        } else {
+            live.history.as_str()
+        };
+        let written = if live.stored.is_some() {
+            self.update.execute(params![
+                seq,
+                live.state.as_str(),
+                live.attempts,
+                live.due_ms,
+                kind,
+                message,
+                live.line,
+                history,
+                live.updated_ms,
+                live.version,
+            ])?
+        } else {
+            self.insert.execute(params![
+                seq,
+                live.state.as_str(),
+                live.attempts,
+                live.due_ms,
+                kind,
+                message,
+                live.line,
+                history,
+                live.updated_ms,
+                live.version,
+                live.task.id,
+                live.task.task_type,
+                live.task.payload,
+                live.task.priority,
+                live.task.timeout_ms,
+                live.created_ms,
+            ])?
+        };
+        if written == 1 {
+            Ok(())
+        } else {
+            // The row it was read from is gone: only a bug does that.
+            Err(rusqlite::Error::QueryReturnedNoRows)
+        }
     }
 }
 

@@ -348,7 +348,9 @@ impl Overlay {
             return None;
         }
         let row = self.journal_row;
-        let entries = std::mem::take(&mut self.pending);
+        // The next transaction's buffer starts at this one's size.
+        let next = Vec::with_capacity(self.pending.len());
+        let entries = std::mem::replace(&mut self.pending, next);
         self.journal_sizes.push_back((row, entries.len()));
         self.journal_bytes += entries.len();
         self.journal_row += 1;
@@ -356,10 +358,14 @@ impl Overlay {
     }
 
     /// The sequence number and state of task `id`.
-    fn find(&self, conn: &Connection, id: &str) -> rusqlite::Result<Option<(i64, TaskState)>> {
+    fn find(
+        &self,
+        rows: &mut live::Lookup<'_>,
+        id: &str,
+    ) -> rusqlite::Result<Option<(i64, TaskState)>> {
         match self.ids.get(id) {
             Some(&seq) => Ok(self.entries.get(&seq).map(|live| (seq, live.state))),
-            None => live::state_of(conn, id),
+            None => rows.state_of(id),
         }
     }
 
@@ -393,8 +399,9 @@ impl Overlay {
     ) -> rusqlite::Result<Vec<Admission>> {
         let mut unsettled_now = limit.map_or(0, |(stored, _)| self.unsettled(stored));
         let mut out = Vec::with_capacity(tasks.len());
+        let mut rows = live::Lookup::new(conn)?;
         for task in tasks {
-            if let Some((_, state)) = self.find(conn, &task.id)? {
+            if let Some((_, state)) = self.find(&mut rows, &task.id)? {
                 out.push(Admission::Known(state));
                 continue;
             }
@@ -471,8 +478,9 @@ impl Overlay {
         settlements: Vec<Settlement>,
         at_ms: u64,
     ) -> rusqlite::Result<()> {
+        let mut rows = live::Lookup::new(conn)?;
         for s in settlements {
-            let Some((seq, TaskState::Running)) = self.find(conn, &s.id)? else {
+            let Some((seq, TaskState::Running)) = self.find(&mut rows, &s.id)? else {
                 continue;
             };
             let attempt = s.attempt;
@@ -601,8 +609,9 @@ impl Overlay {
             None => self.dead_letters(conn)?,
         };
         let mut out = Vec::with_capacity(ids.len());
+        let mut rows = live::Lookup::new(conn)?;
         for id in ids {
-            let verdict = match self.find(conn, &id)? {
+            let verdict = match self.find(&mut rows, &id)? {
                 None => Requeue::Unknown,
                 Some((seq, TaskState::DeadLetter)) => {
                     self.record(conn, seq, |version| Entry::Requeued {
@@ -687,9 +696,10 @@ impl Overlay {
         // In order of acceptance: new rows are appended to the table's tree.
         written.sort_unstable();
         let mut delta = StateDelta::default();
+        let mut rows = live::RowWriter::new(conn)?;
         for &seq in &written {
             if let Some(live) = self.entries.get(&seq) {
-                live::write(conn, seq, live)?;
+                rows.write(seq, live)?;
                 delta.add(live.state, 1);
                 if let Some(stored) = live.stored {
                     delta.add(stored, -1);
