@@ -93,6 +93,8 @@ mod tests {
             rows
         };
         let seen = view(overlay);
+        // What the writer would store in the journal row.
+        let _ = overlay.take_pending();
         overlay.checkpoint(conn, Checkpoint::Settled).unwrap();
         assert_eq!(
             view(overlay),
@@ -197,9 +199,11 @@ mod tests {
         o.claim(&conn, 1, 8).unwrap();
         o.settle(&conn, vec![settle("t2", 2, done(TaskState::DeadLetter))], 9)
             .unwrap();
+        let _ = o.take_pending();
         o.checkpoint(&conn, Checkpoint::Full).unwrap();
         ops::purge_dead(&conn).unwrap();
         assert_counts_true(&conn, &mut o, "purge");
+        let _ = o.take_pending();
         o.checkpoint(&conn, Checkpoint::Full).unwrap();
         assert_eq!(ops::prune(&conn, 3, None, ops::PRUNE_STEP).unwrap(), 3);
         assert_counts_true(&conn, &mut o, "prune by age");
@@ -215,6 +219,7 @@ mod tests {
             )
             .collect();
         o.settle(&conn, all, 11).unwrap();
+        let _ = o.take_pending();
         o.checkpoint(&conn, Checkpoint::Full).unwrap();
         assert!(ops::prune(&conn, 0, Some(0), ops::PRUNE_STEP).unwrap() > 0);
         assert_counts_true(&conn, &mut o, "prune by size");
@@ -247,6 +252,7 @@ mod tests {
             .map(|id| settle(id, 1, done(TaskState::Ok)))
             .collect();
         o.settle(&conn, all, 2).unwrap();
+        let _ = o.take_pending();
         o.checkpoint(&conn, Checkpoint::Full).unwrap();
         assert_eq!(ops::prune(&conn, 3, None, 3).unwrap(), 3, "by age");
         assert_counts_true(&conn, &mut o, "a limited prune by age");

@@ -134,6 +134,16 @@ pub(crate) fn next_row(conn: &Connection) -> rusqlite::Result<i64> {
         .query_row([], |r| r.get(0))
 }
 
+/// The number and size in bytes of every journal row, oldest first.
+pub(crate) fn row_sizes(conn: &Connection) -> rusqlite::Result<Vec<(i64, usize)>> {
+    if !exists(conn)? {
+        return Ok(Vec::new());
+    }
+    conn.prepare_cached("SELECT seq, length(entries) FROM journal ORDER BY seq")?
+        .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as usize)))?
+        .collect()
+}
+
 /// Whether the store has a journal: a store opened read-only at an older
 /// schema has none, and its rows are current.
 fn exists(conn: &Connection) -> rusqlite::Result<bool> {

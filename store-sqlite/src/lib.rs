@@ -53,7 +53,7 @@ use task_source::{
 };
 use tokio::sync::oneshot;
 
-use overlay::{Checkpoint, Overlay};
+use overlay::Overlay;
 pub use schema::SCHEMA_VERSION;
 use writer::{classify, Finish, Job, Shared, Store, WriteJob};
 
@@ -317,17 +317,17 @@ impl SqliteSource {
         self.write_as(Job::Write, f).await
     }
 
-    /// Runs `f` in a transaction of its own, after the rows of the changed
-    /// tasks `which` names were written in it: what `f`'s statements read or
-    /// change of those tasks is in the rows.
-    async fn write_checkpointed<T, F>(&self, which: Checkpoint, f: F) -> Result<T, SourceError>
+    /// Runs `f` in a transaction of its own, after every changed task's row
+    /// was written in it and the journal emptied: what `f`'s statements read
+    /// or delete is all in the rows, and no journal entry refers to a row
+    /// they delete.
+    async fn write_checkpointed<T, F>(&self, f: F) -> Result<T, SourceError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
         self.write_as(Job::WriteAlone, move |conn, overlay| {
-            overlay.checkpoint(conn, which)?;
-            f(conn)
+            overlay.on_rows(conn, f)
         })
         .await
     }
@@ -440,9 +440,7 @@ impl TaskSource for SqliteSource {
     }
 
     async fn list(&self, filter: Filter) -> Result<Vec<TaskRecord>, SourceError> {
-        // Any state may be asked for: every row written first.
-        self.write_checkpointed(Checkpoint::Full, move |c| ops::list(c, &filter))
-            .await
+        self.read(move |c, o| o.list(c, &filter)).await
     }
 
     async fn requeue_dead(
@@ -454,10 +452,9 @@ impl TaskSource for SqliteSource {
     }
 
     async fn purge_dead(&self) -> Result<Vec<String>, SourceError> {
-        // Every row written first: a dead letter requeued since its row was
-        // written is a dead letter in its row still.
-        self.write_checkpointed(Checkpoint::Full, ops::purge_dead)
-            .await
+        // A dead letter requeued since its row was written is one in its
+        // row still: its row is written first.
+        self.write_checkpointed(ops::purge_dead).await
     }
 
     async fn prune(
@@ -471,10 +468,7 @@ impl TaskSource for SqliteSource {
         let mut removed = 0;
         loop {
             let step = self
-                // Only tasks settled for good are pruned (ok, failed,
-                // cancelled: states no task leaves): their rows are written
-                // first.
-                .write_checkpointed(Checkpoint::Settled, move |c| {
+                .write_checkpointed(move |c| {
                     ops::prune(c, settled_before_ms, max_bytes, ops::PRUNE_STEP)
                 })
                 .await?;

@@ -19,7 +19,7 @@ macro_rules! at_rest {
 }
 
 const COLS: &str = "id, type, payload, priority, timeout_ms, state, attempts, error_kind, \
-                    error_message, line, created_ms, updated_ms, due_ms, history";
+                    error_message, line, created_ms, updated_ms, due_ms, history, seq";
 
 fn record(row: &Row<'_>) -> rusqlite::Result<TaskRecord> {
     let state: String = row.get(5)?;
@@ -48,19 +48,21 @@ fn record(row: &Row<'_>) -> rusqlite::Result<TaskRecord> {
     })
 }
 
-pub(crate) fn list(conn: &Connection, filter: &Filter) -> rusqlite::Result<Vec<TaskRecord>> {
-    let limit = if filter.limit == 0 {
-        -1
-    } else {
-        filter.limit as i64
-    };
+/// The rows matching `filter`, newest first, with their sequence numbers;
+/// `limit` of them at most (`None`: all).
+pub(crate) fn list(
+    conn: &Connection,
+    filter: &Filter,
+    limit: Option<usize>,
+) -> rusqlite::Result<Vec<(i64, TaskRecord)>> {
+    let limit = limit.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
     let mut select = conn.prepare_cached(&format!(
         "SELECT {COLS} FROM tasks WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR type = ?2)
          ORDER BY seq DESC LIMIT ?3"
     ))?;
     let rows = select.query_map(
         params![filter.state.map(TaskState::as_str), filter.task_type, limit],
-        record,
+        |row| Ok((row.get(14)?, record(row)?)),
     )?;
     rows.collect()
 }

@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 use foldhash::HashMap;
 use rusqlite::Connection;
 use task_source::{
-    Admission, Claimed, NewTask, Outcome, Requeue, Settlement, TaskRecord, TaskState, TaskStatus,
+    Admission, Claimed, Filter, NewTask, Outcome, Requeue, Settlement, TaskRecord, TaskState,
+    TaskStatus,
 };
 
 use crate::counts::StateDelta;
@@ -97,11 +98,10 @@ impl Overlay {
                 overlay.wait(row.get(0)?, state, row.get(1)?, row.get(3)?);
             }
         }
+        overlay.journal_sizes = journal::row_sizes(conn)?.into();
+        overlay.journal_bytes = overlay.journal_sizes.iter().map(|(_, n)| n).sum();
         let journal_row = overlay.journal_row;
         journal::replay(conn, |row, entry| {
-            if overlay.journal_sizes.back().map(|(r, _)| *r) != Some(row) {
-                overlay.journal_sizes.push_back((row, 0));
-            }
             overlay.journal_row = row;
             overlay.replay(conn, entry)
         })?;
@@ -175,6 +175,18 @@ impl Overlay {
             self.ids.insert(live.task.id.clone(), seq);
         }
         self.entries.insert(seq, live);
+    }
+
+    /// Puts task `seq`'s record back: as its entry while its row lacks some
+    /// of its changes or it runs, else only in the ready order (its row says
+    /// all there is).
+    fn release(&mut self, seq: i64, live: Live) {
+        if live.dirty() || live.state == TaskState::Running {
+            self.put(seq, live);
+        } else {
+            self.wait(seq, live.state, live.task.priority, live.due_ms);
+            self.ids.remove(&live.task.id);
+        }
     }
 
     /// Applies `entry` to `live` if it is the task's next change; `false`
@@ -274,8 +286,10 @@ impl Overlay {
     /// holds already changes nothing.
     fn replay(&mut self, conn: &Connection, entry: Entry<'static>) -> rusqlite::Result<()> {
         let seq = entry.seq();
+        // A number the journal names is never handed out again, whatever
+        // became of its row.
+        self.next_seq = self.next_seq.max(seq + 1);
         if let Entry::Accepted { at_ms, task, .. } = entry {
-            self.next_seq = self.next_seq.max(seq + 1);
             if !self.entries.contains_key(&seq) && live::load_seq(conn, seq)?.is_none() {
                 let mut live = Live::accepted(task.into_owned(), at_ms);
                 self.unwritten(&mut live);
@@ -287,29 +301,29 @@ impl Overlay {
             if Self::change(&mut live, entry) {
                 self.unwritten(&mut live);
             }
-            self.put(seq, live);
+            self.release(seq, live);
         }
         Ok(())
     }
 
-    /// Journals the change `make` builds for task `seq`'s next version, and
-    /// applies it; `false` (and nothing journaled) when it changes nothing or
-    /// there is no such task.
+    /// Journals the change `make` builds from task `seq`'s record (for its
+    /// next version), and applies it: `Some(false)` (nothing journaled) when
+    /// it changes nothing, `None` when there is no such task.
     fn record(
         &mut self,
         conn: &Connection,
         seq: i64,
-        make: impl FnOnce(u64) -> Entry<'static>,
-    ) -> rusqlite::Result<bool> {
+        make: impl FnOnce(&Live) -> Entry<'static>,
+    ) -> rusqlite::Result<Option<bool>> {
         let Some(mut live) = self.take(conn, seq)? else {
-            return Ok(false);
+            return Ok(None);
         };
-        let entry = make(live.version + 1);
+        let entry = make(&live);
         let mark = self.pending.len();
         let changed = match journal::encode(&mut self.pending, &entry) {
             Ok(()) => Self::change(&mut live, entry),
             Err(e) => {
-                self.put(seq, live);
+                self.release(seq, live);
                 return Err(e);
             }
         };
@@ -318,8 +332,8 @@ impl Overlay {
         } else {
             self.pending.truncate(mark);
         }
-        self.put(seq, live);
-        Ok(changed)
+        self.release(seq, live);
+        Ok(Some(changed))
     }
 
     /// Journals the acceptance of `task` as the next sequence number.
@@ -437,28 +451,25 @@ impl Overlay {
             let Some((_, seq)) = self.ready.first().copied() else {
                 break;
             };
-            if !self.entries.contains_key(&seq) {
-                // Its row, read once and kept as an unchanged entry.
-                match self.take(conn, seq)? {
-                    Some(live) => self.put(seq, live),
-                    None => {
-                        // A row retention removed: nothing to run.
-                        self.ready.pop_first();
-                        continue;
-                    }
+            let mut attempt = 0;
+            let claimed = self.record(conn, seq, |live| {
+                attempt = live.attempts + 1;
+                Entry::Claimed {
+                    seq,
+                    version: live.version + 1,
+                    at_ms: now_ms,
+                    attempt,
                 }
-            }
-            let attempt = self.entries.get(&seq).map_or(0, |live| live.attempts) + 1;
-            let claimed = self.record(conn, seq, |version| Entry::Claimed {
-                seq,
-                version,
-                at_ms: now_ms,
-                attempt,
             })?;
-            if !claimed {
-                // Not waiting after all: out of the order it should not be in.
-                self.ready.pop_first();
-                continue;
+            match claimed {
+                Some(true) => {}
+                // Not waiting after all: out of the order already.
+                Some(false) => continue,
+                None => {
+                    // A row retention removed: nothing to run.
+                    self.ready.pop_first();
+                    continue;
+                }
             }
             if let Some(live) = self.entries.get(&seq) {
                 out.push(Claimed {
@@ -484,36 +495,39 @@ impl Overlay {
                 continue;
             };
             let attempt = s.attempt;
-            self.record(conn, seq, move |version| match s.outcome {
-                Outcome::Settled { state, line, error } => Entry::Settled {
-                    seq,
-                    version,
-                    at_ms,
-                    attempt,
-                    state,
-                    line: Cow::Owned(line),
-                    error: error.map(Cow::Owned),
-                },
-                Outcome::Retry { due_ms, error } => Entry::Retrying {
-                    seq,
-                    version,
-                    at_ms,
-                    attempt,
-                    due_ms,
-                    error: Cow::Owned(error),
-                },
-                Outcome::Interrupted => Entry::Interrupted {
-                    seq,
-                    version,
-                    at_ms,
-                    attempt,
-                },
-                Outcome::NotStarted => Entry::Withdrawn {
-                    seq,
-                    version,
-                    at_ms,
-                    attempt,
-                },
+            self.record(conn, seq, move |live| {
+                let version = live.version + 1;
+                match s.outcome {
+                    Outcome::Settled { state, line, error } => Entry::Settled {
+                        seq,
+                        version,
+                        at_ms,
+                        attempt,
+                        state,
+                        line: Cow::Owned(line),
+                        error: error.map(Cow::Owned),
+                    },
+                    Outcome::Retry { due_ms, error } => Entry::Retrying {
+                        seq,
+                        version,
+                        at_ms,
+                        attempt,
+                        due_ms,
+                        error: Cow::Owned(error),
+                    },
+                    Outcome::Interrupted => Entry::Interrupted {
+                        seq,
+                        version,
+                        at_ms,
+                        attempt,
+                    },
+                    Outcome::NotStarted => Entry::Withdrawn {
+                        seq,
+                        version,
+                        at_ms,
+                        attempt,
+                    },
+                }
             })?;
         }
         Ok(())
@@ -540,13 +554,13 @@ impl Overlay {
         running.sort_unstable();
         let mut n = 0;
         for (seq, attempt) in running {
-            let entry = |version| Entry::Interrupted {
+            let entry = |live: &Live| Entry::Interrupted {
                 seq,
-                version,
+                version: live.version + 1,
                 at_ms,
                 attempt,
             };
-            n += u64::from(self.record(conn, seq, entry)?);
+            n += u64::from(self.record(conn, seq, entry)? == Some(true));
         }
         Ok(n)
     }
@@ -592,6 +606,39 @@ impl Overlay {
             .collect()
     }
 
+    /// Recent tasks matching `filter`, newest first: the rows, each replaced
+    /// by its task's entry when there is one.
+    pub(crate) fn list(
+        &self,
+        conn: &Connection,
+        filter: &Filter,
+    ) -> rusqlite::Result<Vec<TaskRecord>> {
+        let wanted = |live: &Live| {
+            filter.state.is_none_or(|state| live.state == state)
+                && filter
+                    .task_type
+                    .as_ref()
+                    .is_none_or(|task_type| *task_type == live.task.task_type)
+        };
+        // Enough rows to fill the limit once those the entries replace are gone.
+        let limit = (filter.limit > 0).then(|| filter.limit + self.entries.len());
+        let mut found: Vec<(i64, TaskRecord)> = crate::ops::list(conn, filter, limit)?
+            .into_iter()
+            .filter(|(seq, _)| !self.entries.contains_key(seq))
+            .collect();
+        found.extend(
+            self.entries
+                .iter()
+                .filter(|(_, live)| wanted(live))
+                .map(|(seq, live)| (*seq, live.record())),
+        );
+        found.sort_unstable_by_key(|(seq, _)| std::cmp::Reverse(*seq));
+        if filter.limit > 0 {
+            found.truncate(filter.limit);
+        }
+        Ok(found.into_iter().map(|(_, record)| record).collect())
+    }
+
     fn entry(&self, id: &str) -> Option<&Live> {
         self.ids.get(id).and_then(|seq| self.entries.get(seq))
     }
@@ -614,9 +661,9 @@ impl Overlay {
             let verdict = match self.find(&mut rows, &id)? {
                 None => Requeue::Unknown,
                 Some((seq, TaskState::DeadLetter)) => {
-                    self.record(conn, seq, |version| Entry::Requeued {
+                    self.record(conn, seq, |live| Entry::Requeued {
                         seq,
-                        version,
+                        version: live.version + 1,
                         at_ms,
                     })?;
                     Requeue::Requeued
@@ -676,6 +723,18 @@ impl Overlay {
         self.dirty > 0
     }
 
+    /// Runs `f` on the rows, in the caller's transaction, after a full
+    /// checkpoint in it: what `f` reads or deletes is all in the rows, and no
+    /// journal entry is left to bring back a task whose row `f` deletes.
+    pub(crate) fn on_rows<T>(
+        &mut self,
+        conn: &Connection,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        self.checkpoint(conn, Checkpoint::Full)?;
+        f(conn)
+    }
+
     /// Writes the rows of the changed tasks `which` says, in the caller's
     /// transaction, and forgets the journal rows that only those held; then
     /// keeps in memory only the tasks still unwritten and the running ones.
@@ -714,7 +773,9 @@ impl Overlay {
             .filter_map(|live| live.unwritten_since)
             .min();
         journal::forget_before(conn, keep_from)?;
-        self.pending.clear();
+        // A checkpoint runs in a transaction of its own: no change waits
+        // for this one's journal row.
+        debug_assert!(self.pending.is_empty());
         while let Some(&(row, bytes)) = self.journal_sizes.front() {
             if keep_from.is_some_and(|keep| row >= keep) {
                 break;
@@ -730,11 +791,20 @@ impl Overlay {
             self.count(&live, -1);
             live.stored = Some(live.state);
             live.unwritten_since = None;
-            if live.state == TaskState::Running {
-                self.count(&live, 1);
-                self.entries.insert(seq, live);
-            } else {
-                // Its row says what it said: its place in the ready order stays.
+            self.count(&live, 1);
+            self.entries.insert(seq, live);
+        }
+        // Only the unwritten and the running stay: every other record is its
+        // row now, and keeps its place in the ready order.
+        let gone: Vec<i64> = self
+            .entries
+            .iter()
+            .filter(|(_, live)| !live.dirty() && live.state != TaskState::Running)
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in gone {
+            if let Some(live) = self.entries.remove(&seq) {
+                self.count(&live, -1);
                 self.ids.remove(&live.task.id);
             }
         }

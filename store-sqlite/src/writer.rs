@@ -582,6 +582,8 @@ mod tests {
             [("b".to_owned(), 2), ("c".to_owned(), 1)],
             "the retry kept its place and its attempt count"
         );
+        let (row, entries) = overlay.take_pending().unwrap();
+        journal::append(conn, row, &entries).unwrap();
         overlay.checkpoint(conn, Checkpoint::Full).unwrap();
         assert_eq!(count(conn, "journal"), 0);
         assert_eq!(count(conn, "tasks"), 3);
@@ -764,6 +766,116 @@ mod tests {
                 ("dead_letter", 1)
             ],
             "each change once"
+        );
+    }
+
+    /// Retention deletes rows only after every row was written and the
+    /// journal emptied: a replay after a crash finds no entry of a pruned
+    /// task to bring it back, and its id can be used again.
+    #[test]
+    fn a_pruned_task_stays_gone_after_a_crash_and_its_id_is_new_again() {
+        use task_source::{Admission, Outcome, Settlement, TaskState};
+        let db =
+            TempDb(std::env::temp_dir().join(format!("writer-prune-{}.db", std::process::id())));
+        let open = || {
+            let conn = Connection::open(&db.0).unwrap();
+            conn.execute_batch("PRAGMA journal_mode = WAL").unwrap();
+            crate::schema::migrate(&conn).unwrap();
+            Store::open(conn).unwrap()
+        };
+        let shared = Shared::new(SourceHealth::Ok);
+        let mut store = open();
+        let done = Settlement {
+            id: "a".into(),
+            attempt: 1,
+            outcome: Outcome::Settled {
+                state: TaskState::Ok,
+                line: "{}".into(),
+                error: None,
+            },
+        };
+        let steps: Vec<WriteJob> = vec![
+            // `x` keeps running: its acceptance keeps the journal.
+            op(|c, o| o.accept(c, ["x", "a"].map(new_task).to_vec(), 1, None)).0,
+            op(|c, o| o.claim(c, 2, 2)).0,
+            op(move |c, o| o.settle(c, vec![done], 3)).0,
+        ];
+        for step in steps {
+            commit(&mut store, vec![step], &shared);
+        }
+        checkpoint(&mut store, &shared, Checkpoint::Settled);
+        let (prune, pruned) = op(|c, o| o.on_rows(c, |c| crate::ops::prune(c, 10, None, 100)));
+        commit(&mut store, vec![prune], &shared);
+        assert_eq!(pruned.recv().unwrap(), 1);
+        drop(store);
+
+        let mut store = open();
+        let (conn, overlay) = store.parts().unwrap();
+        let seen = overlay.status(conn, &["a".into(), "x".into()]).unwrap();
+        let states: Vec<_> = seen.iter().map(|s| s.as_ref().map(|s| s.state)).collect();
+        assert_eq!(states, [None, Some(TaskState::Running)]);
+        assert_eq!(
+            overlay.accept(conn, vec![new_task("a")], 4, None).unwrap(),
+            [Admission::Accepted]
+        );
+    }
+
+    /// Records a replay loaded from their rows and left unchanged do not stay
+    /// in memory: a purge that deletes such a dead letter's row leaves no
+    /// trace of it, and its id is new again.
+    #[test]
+    fn a_purged_dead_letter_leaves_nothing_in_memory() {
+        use task_source::{Admission, Outcome, Settlement, TaskState};
+        let db =
+            TempDb(std::env::temp_dir().join(format!("writer-purge-{}.db", std::process::id())));
+        let open = || {
+            let conn = Connection::open(&db.0).unwrap();
+            conn.execute_batch("PRAGMA journal_mode = WAL").unwrap();
+            crate::schema::migrate(&conn).unwrap();
+            Store::open(conn).unwrap()
+        };
+        let shared = Shared::new(SourceHealth::Ok);
+        let mut store = open();
+        let dead = Settlement {
+            id: "a".into(),
+            attempt: 1,
+            outcome: Outcome::Settled {
+                state: TaskState::DeadLetter,
+                line: "{}".into(),
+                error: None,
+            },
+        };
+        let steps: Vec<WriteJob> = vec![
+            op(|c, o| {
+                let mut late = new_task("b");
+                late.priority = 50;
+                o.accept(c, vec![new_task("a"), late], 1, None)
+            })
+            .0,
+            op(|c, o| o.claim(c, 1, 2)).0,
+            op(move |c, o| o.settle(c, vec![dead], 3)).0,
+        ];
+        for step in steps {
+            commit(&mut store, vec![step], &shared);
+        }
+        checkpoint(&mut store, &shared, Checkpoint::Settled);
+        drop(store);
+
+        let mut store = open();
+        let (purge, purged) = op(|c, o| o.on_rows(c, crate::ops::purge_dead));
+        commit(&mut store, vec![purge], &shared);
+        assert_eq!(purged.recv().unwrap(), ["a"]);
+        let (conn, overlay) = store.parts().unwrap();
+        assert_eq!(overlay.status(conn, &["a".into()]).unwrap(), [None]);
+        assert_eq!(
+            overlay
+                .requeue_dead(conn, Some(vec!["a".into()]), 4)
+                .unwrap(),
+            [("a".to_owned(), task_source::Requeue::Unknown)]
+        );
+        assert_eq!(
+            overlay.accept(conn, vec![new_task("a")], 5, None).unwrap(),
+            [Admission::Accepted]
         );
     }
 

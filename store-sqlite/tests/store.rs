@@ -343,3 +343,46 @@ fn an_attempt_that_never_started_is_given_back() {
         assert_eq!(s.stats().await.unwrap().rows["running"], 2);
     });
 }
+
+/// A listing is a read: it shows every task as it stands, those whose rows
+/// are not written yet too, newest first, within its limit.
+#[test]
+fn a_listing_shows_tasks_not_yet_in_their_rows() {
+    let dir = Dir::new("list");
+    rt().block_on(async {
+        let s = SqliteSource::open(&dir.db(), Durability::Relaxed).unwrap();
+        s.accept(vec![task("a"), task("b"), task("c")])
+            .await
+            .unwrap();
+        assert_eq!(s.claim(1, 0).await.unwrap()[0].task.id, "a");
+        let ids = |records: Vec<task_source::TaskRecord>| -> Vec<(String, TaskState)> {
+            records.into_iter().map(|r| (r.task.id, r.state)).collect()
+        };
+        let all = s.list(Filter::default()).await.unwrap();
+        assert_eq!(
+            ids(all),
+            [
+                ("c".to_owned(), TaskState::Queued),
+                ("b".to_owned(), TaskState::Queued),
+                ("a".to_owned(), TaskState::Running)
+            ]
+        );
+        let running = s
+            .list(Filter {
+                state: Some(TaskState::Running),
+                ..Filter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(ids(running), [("a".to_owned(), TaskState::Running)]);
+        let newest = s
+            .list(Filter {
+                limit: 2,
+                ..Filter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(newest.len(), 2);
+        assert_eq!(newest[0].task.id, "c");
+    });
+}
