@@ -34,6 +34,7 @@
 
 mod counts;
 mod journal;
+mod known_ids;
 mod live;
 mod ops;
 mod overlay;

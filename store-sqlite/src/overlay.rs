@@ -28,6 +28,7 @@ use task_source::{
 
 use crate::counts::StateDelta;
 use crate::journal::{self, Entry};
+use crate::known_ids::KnownIds;
 use crate::live::{self, Live};
 
 /// A checkpoint is due once this many settled tasks wait for their rows…
@@ -77,6 +78,8 @@ pub(crate) struct Overlay {
     journal_bytes: usize,
     /// This transaction's journal entries, encoded.
     pending: Vec<u8>,
+    /// Every id with a row or an entry, and maybe others.
+    known: KnownIds,
 }
 
 impl Overlay {
@@ -106,6 +109,7 @@ impl Overlay {
             overlay.replay(conn, entry)
         })?;
         overlay.journal_row = journal_row;
+        overlay.known = KnownIds::load(conn, overlay.ids.keys().map(String::as_str))?;
         Ok(overlay)
     }
 
@@ -348,6 +352,7 @@ impl Overlay {
         let Entry::Accepted { task, .. } = entry else {
             return Ok(());
         };
+        self.known.insert(&task.id);
         self.next_seq += 1;
         let mut live = Live::accepted(task.into_owned(), at_ms);
         self.unwritten(&mut live);
@@ -379,7 +384,8 @@ impl Overlay {
     ) -> rusqlite::Result<Option<(i64, TaskState)>> {
         match self.ids.get(id) {
             Some(&seq) => Ok(self.entries.get(&seq).map(|live| (seq, live.state))),
-            None => rows.state_of(id),
+            None if self.known.may_hold(id) => rows.state_of(id),
+            None => Ok(None),
         }
     }
 
@@ -426,6 +432,10 @@ impl Overlay {
             self.record_accepted(task, at_ms)?;
             unsettled_now += 1;
             out.push(Admission::Accepted);
+        }
+        if self.known.full() {
+            // Built again at twice its size (and without the ids deleted since).
+            self.known = KnownIds::load(conn, self.ids.keys().map(String::as_str))?;
         }
         Ok(out)
     }

@@ -386,3 +386,45 @@ fn a_listing_shows_tasks_not_yet_in_their_rows() {
         assert_eq!(newest[0].task.id, "c");
     });
 }
+
+/// An id known only from its row (its record written and gone from memory,
+/// and after a reopen) is still answered as known, not stored twice.
+#[test]
+fn an_id_known_only_from_its_row_is_not_stored_again() {
+    let dir = Dir::new("known-row");
+    rt().block_on(async {
+        let s = SqliteSource::open(&dir.db(), Durability::Relaxed).unwrap();
+        s.accept(vec![task("a")]).await.unwrap();
+        let c = s.claim(1, 0).await.unwrap().remove(0);
+        s.settle(vec![Settlement {
+            id: c.task.id,
+            attempt: c.attempt,
+            outcome: Outcome::Settled {
+                state: TaskState::Ok,
+                line: "{}".into(),
+                error: None,
+            },
+        }])
+        .await
+        .unwrap();
+        // Every row written (a purge writes them first), the record gone from memory.
+        s.purge_dead().await.unwrap();
+        assert_eq!(
+            s.accept(vec![task("a"), task("b")]).await.unwrap(),
+            vec![Admission::Known(TaskState::Ok), Admission::Accepted]
+        );
+    });
+    rt().block_on(async {
+        let s = SqliteSource::open(&dir.db(), Durability::Relaxed).unwrap();
+        assert_eq!(
+            s.accept(vec![task("a"), task("b"), task("c")])
+                .await
+                .unwrap(),
+            vec![
+                Admission::Known(TaskState::Ok),
+                Admission::Known(TaskState::Queued),
+                Admission::Accepted
+            ]
+        );
+    });
+}
