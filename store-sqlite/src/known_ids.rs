@@ -8,8 +8,8 @@ use rusqlite::Connection;
 
 /// Wrong "may hold" answers allowed (each costs one look-up).
 const FALSE_POSITIVES: f64 = 0.01;
-/// Ids a filter is sized for at least.
-const MIN_CAPACITY: usize = 1 << 16;
+/// Ids a filter is sized for at least (about 1.2 MB).
+const MIN_CAPACITY: usize = 1 << 20;
 
 /// A filter of every id with a row or a record: "no" is certain, "maybe" is
 /// looked up.

@@ -32,7 +32,7 @@ use crate::known_ids::KnownIds;
 use crate::live::{self, Live};
 
 /// A checkpoint is due once this many settled tasks wait for their rows…
-const CHECKPOINT_TASKS: usize = 50_000;
+const CHECKPOINT_TASKS: usize = 8_192;
 /// …or this long after the first of them settled.
 pub(crate) const CHECKPOINT_AFTER: Duration = Duration::from_secs(1);
 /// A full checkpoint is due once the unwritten records hold this many bytes
@@ -50,7 +50,8 @@ pub(crate) const WAITING: &str =
 pub(crate) struct Overlay {
     /// Records by sequence number: every task changed since the last
     /// checkpoint, and every running task.
-    entries: HashMap<i64, Live>,
+    /// (Boxed: a record moves in and out at every change.)
+    entries: HashMap<i64, Box<Live>>,
     /// The sequence numbers of `entries` by id.
     ids: HashMap<String, i64>,
     /// Queued tasks, and retrying ones past their due time: `(priority, seq)`.
@@ -153,9 +154,9 @@ impl Overlay {
     }
 
     /// Takes task `seq`'s record out, from its entry or its row, and out of
-    /// the ready order; `None` when there is no such task.
-    fn take(&mut self, conn: &Connection, seq: i64) -> rusqlite::Result<Option<Live>> {
-        // Its id stays in `ids`: the record goes back under the same number.
+    /// the ready order; `None` when there is no such task. Its id is in
+    /// `ids` while the record is out: it goes back under the same number.
+    fn take(&mut self, conn: &Connection, seq: i64) -> rusqlite::Result<Option<Box<Live>>> {
         if let Some(live) = self.entries.remove(&seq) {
             self.unwait(seq, live.task.priority, live.due_ms);
             self.count(&live, -1);
@@ -165,26 +166,25 @@ impl Overlay {
             return Ok(None);
         };
         self.unwait(seq, live.task.priority, live.due_ms);
-        Ok(Some(live))
+        self.ids.insert(live.task.id.clone(), seq);
+        Ok(Some(Box::new(live)))
     }
 
-    /// Puts task `seq`'s record back as its entry, in the ready order as its state says.
-    fn put(&mut self, seq: i64, live: Live) {
+    /// Puts task `seq`'s record back as its entry (its id is in `ids`), in
+    /// the ready order as its state says.
+    fn put(&mut self, seq: i64, live: Box<Live>) {
         if live.dirty() && live.state.is_settled() && self.settled_since.is_none() {
             self.settled_since = Some(Instant::now());
         }
         self.wait(seq, live.state, live.task.priority, live.due_ms);
         self.count(&live, 1);
-        if !self.ids.contains_key(&live.task.id) {
-            self.ids.insert(live.task.id.clone(), seq);
-        }
         self.entries.insert(seq, live);
     }
 
     /// Puts task `seq`'s record back: as its entry while its row lacks some
     /// of its changes or it runs, else only in the ready order (its row says
     /// all there is).
-    fn release(&mut self, seq: i64, live: Live) {
+    fn release(&mut self, seq: i64, live: Box<Live>) {
         if live.dirty() || live.state == TaskState::Running {
             self.put(seq, live);
         } else {
@@ -295,8 +295,9 @@ impl Overlay {
         self.next_seq = self.next_seq.max(seq + 1);
         if let Entry::Accepted { at_ms, task, .. } = entry {
             if !self.entries.contains_key(&seq) && live::load_seq(conn, seq)?.is_none() {
-                let mut live = Live::accepted(task.into_owned(), at_ms);
+                let mut live = Box::new(Live::accepted(task.into_owned(), at_ms));
                 self.unwritten(&mut live);
+                self.ids.insert(live.task.id.clone(), seq);
                 self.put(seq, live);
             }
             return Ok(());
@@ -354,8 +355,9 @@ impl Overlay {
         };
         self.known.insert(&task.id);
         self.next_seq += 1;
-        let mut live = Live::accepted(task.into_owned(), at_ms);
+        let mut live = Box::new(Live::accepted(task.into_owned(), at_ms));
         self.unwritten(&mut live);
+        self.ids.insert(live.task.id.clone(), seq);
         self.put(seq, live);
         Ok(())
     }
@@ -650,7 +652,10 @@ impl Overlay {
     }
 
     fn entry(&self, id: &str) -> Option<&Live> {
-        self.ids.get(id).and_then(|seq| self.entries.get(seq))
+        self.ids
+            .get(id)
+            .and_then(|seq| self.entries.get(seq))
+            .map(|live| &**live)
     }
 
     /// Puts dead letters back in the queue under their ids with their
