@@ -149,7 +149,7 @@ mod tests {
         use task_source::{ErrorInfo, Outcome};
         let conn = Connection::open_in_memory().unwrap();
         crate::schema::migrate(&conn).unwrap();
-        let mut o = Overlay::load(&conn).unwrap();
+        let mut o = Overlay::load(&conn, None).unwrap();
         let ids: Vec<String> = (0..8).map(|i| format!("t{i}")).collect();
         let tasks: Vec<_> = ids.iter().map(|id| new_task(id)).collect();
         o.accept(&conn, tasks.clone(), 1, None).unwrap();
@@ -242,7 +242,7 @@ mod tests {
         use crate::ops;
         let conn = Connection::open_in_memory().unwrap();
         crate::schema::migrate(&conn).unwrap();
-        let mut o = Overlay::load(&conn).unwrap();
+        let mut o = Overlay::load(&conn, None).unwrap();
         let ids: Vec<String> = (0..7).map(|i| format!("p{i}")).collect();
         let tasks: Vec<_> = ids.iter().map(|id| new_task(id)).collect();
         o.accept(&conn, tasks.clone(), 1, None).unwrap();

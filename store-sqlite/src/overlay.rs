@@ -79,13 +79,24 @@ pub(crate) struct Overlay {
     journal_bytes: usize,
     /// This transaction's journal entries, encoded.
     pending: Vec<u8>,
-    /// Every id with a row or an entry, and maybe others.
-    known: KnownIds,
+    /// Every id with a row or an entry, and maybe others; `None` while none
+    /// is built (every id is then looked up).
+    known: Option<KnownIds>,
 }
 
 impl Overlay {
-    /// The view of the store `conn` holds: its rows, with the journal replayed over them.
-    pub(crate) fn load(conn: &Connection) -> rusqlite::Result<Self> {
+    /// Its filter of ids, taken out (the overlay is about to be loaded again).
+    pub(crate) fn take_known(&mut self) -> Option<KnownIds> {
+        self.known.take()
+    }
+}
+
+impl Overlay {
+    /// The view of the store `conn` holds: its rows, with the journal
+    /// replayed over them. `known`: a filter of ids kept from a view of the
+    /// same store (one a failed transaction left stale: a rollback adds no
+    /// row, so it still holds every id with one); else one is built.
+    pub(crate) fn load(conn: &Connection, known: Option<KnownIds>) -> rusqlite::Result<Self> {
         let mut overlay = Self {
             next_seq: conn.query_row("SELECT coalesce(max(seq), 0) + 1 FROM tasks", [], |r| {
                 r.get(0)
@@ -110,7 +121,15 @@ impl Overlay {
             overlay.replay(conn, entry)
         })?;
         overlay.journal_row = journal_row;
-        overlay.known = KnownIds::load(conn, overlay.ids.keys().map(String::as_str))?;
+        overlay.known = Some(match known {
+            Some(mut known) => {
+                for id in overlay.ids.keys() {
+                    known.insert(id);
+                }
+                known
+            }
+            None => KnownIds::load(conn, overlay.ids.keys().map(String::as_str))?,
+        });
         Ok(overlay)
     }
 
@@ -353,7 +372,9 @@ impl Overlay {
         let Entry::Accepted { task, .. } = entry else {
             return Ok(());
         };
-        self.known.insert(&task.id);
+        if let Some(known) = &mut self.known {
+            known.insert(&task.id);
+        }
         self.next_seq += 1;
         let mut live = Box::new(Live::accepted(task.into_owned(), at_ms));
         self.unwritten(&mut live);
@@ -386,7 +407,7 @@ impl Overlay {
     ) -> rusqlite::Result<Option<(i64, TaskState)>> {
         match self.ids.get(id) {
             Some(&seq) => Ok(self.entries.get(&seq).map(|live| (seq, live.state))),
-            None if self.known.may_hold(id) => rows.state_of(id),
+            None if self.known.as_ref().is_none_or(|known| known.may_hold(id)) => rows.state_of(id),
             None => Ok(None),
         }
     }
@@ -435,9 +456,9 @@ impl Overlay {
             unsettled_now += 1;
             out.push(Admission::Accepted);
         }
-        if self.known.full() {
+        if self.known.as_ref().is_some_and(KnownIds::full) {
             // Built again at twice its size (and without the ids deleted since).
-            self.known = KnownIds::load(conn, self.ids.keys().map(String::as_str))?;
+            self.known = Some(KnownIds::load(conn, self.ids.keys().map(String::as_str))?);
         }
         Ok(out)
     }

@@ -52,7 +52,7 @@ pub(crate) struct Store {
 impl Store {
     /// Takes the connection and loads the overlay over its rows and journal.
     pub(crate) fn open(conn: Connection) -> rusqlite::Result<Self> {
-        let overlay = Overlay::load(&conn)?;
+        let overlay = Overlay::load(&conn, None)?;
         Ok(Self {
             conn,
             overlay,
@@ -65,7 +65,10 @@ impl Store {
     /// failed since it was.
     fn parts(&mut self) -> rusqlite::Result<(&Connection, &mut Overlay)> {
         if self.stale {
-            self.overlay = Overlay::load(&self.conn)?;
+            // Should the load fail, the filter is gone with the old overlay
+            // and the next load builds one.
+            let known = self.overlay.take_known();
+            self.overlay = Overlay::load(&self.conn, known)?;
             self.stale = false;
         }
         Ok((&self.conn, &mut self.overlay))
@@ -876,6 +879,61 @@ mod tests {
         assert_eq!(
             overlay.accept(conn, vec![new_task("a")], 5, None).unwrap(),
             [Admission::Accepted]
+        );
+    }
+
+    /// The filter of known ids fills (it is small in these tests), is built
+    /// again inside an acceptance, and is kept across a reload after a failed
+    /// transaction: every id accepted before is still answered as known.
+    #[test]
+    fn ids_stay_known_across_the_filter_s_rebuilds_and_a_reload() {
+        use task_source::{Admission, Outcome, Settlement, TaskState};
+        let mut store = table();
+        let shared = Shared::new(SourceHealth::Ok);
+        let ids: Vec<String> = (0..300).map(|i| format!("id-{i}")).collect();
+        for chunk in ids.chunks(50) {
+            let tasks: Vec<_> = chunk.iter().map(|id| new_task(id)).collect();
+            let (accept, _) = op(move |c, o| o.accept(c, tasks, 1, None));
+            commit(&mut store, vec![accept], &shared);
+            // Half of each chunk run and settled, and written to its rows.
+            let (claim, claimed) = op(|c, o| o.claim(c, 25, 2));
+            commit(&mut store, vec![claim], &shared);
+            let done: Vec<Settlement> = claimed
+                .recv()
+                .unwrap()
+                .into_iter()
+                .map(|c| Settlement {
+                    id: c.task.id,
+                    attempt: c.attempt,
+                    outcome: Outcome::Settled {
+                        state: TaskState::Ok,
+                        line: "{}".into(),
+                        error: None,
+                    },
+                })
+                .collect();
+            let (settle, _) = op(move |c, o| o.settle(c, done, 3));
+            commit(&mut store, vec![settle], &shared);
+            checkpoint(&mut store, &shared, Checkpoint::Settled);
+        }
+        let (fail, _) = job("INSERT INTO nowhere VALUES (1)");
+        commit(&mut store, vec![fail], &shared);
+        let again: Vec<_> = ids.iter().map(|id| new_task(id)).collect();
+        let (accept, answers) = op(move |c, o| o.accept(c, again, 4, None));
+        commit(&mut store, vec![accept], &shared);
+        let answers = answers.recv().unwrap();
+        assert!(
+            answers
+                .iter()
+                .all(|a| matches!(a, Admission::Known(TaskState::Ok | TaskState::Queued))),
+            "{answers:?}"
+        );
+        assert_eq!(
+            answers
+                .iter()
+                .filter(|a| **a == Admission::Known(TaskState::Ok))
+                .count(),
+            150
         );
     }
 
