@@ -1,7 +1,7 @@
 //! A task as the writer holds it between checkpoints ([`Live`]), and the row
 //! it is read from and written to.
 
-use rusqlite::{params, CachedStatement, Connection, OptionalExtension, Row};
+use rusqlite::{CachedStatement, Connection, OptionalExtension, Row, ToSql};
 use task_source::{ErrorInfo, HistoryEntry, NewTask, TaskRecord, TaskState, TaskStatus};
 
 /// One task's whole record, changed in memory and written to its row at a
@@ -119,10 +119,12 @@ pub(crate) fn push_history(history: &mut String, at_ms: u64, event: &str, attemp
     );
 }
 
-const COLS: &str = "seq, id, type, payload, priority, timeout_ms, state, attempts, error_kind, \
-                    error_message, line, created_ms, updated_ms, due_ms, history, version";
+/// The columns [`row`] reads, in its order.
+pub(crate) const COLS: &str = "seq, id, type, payload, priority, timeout_ms, state, attempts, \
+                    error_kind, error_message, line, created_ms, updated_ms, due_ms, history, version";
 
-fn row(r: &Row<'_>) -> rusqlite::Result<(i64, Live)> {
+/// A task's row, read as [`COLS`] lists it: its sequence number and record.
+pub(crate) fn row(r: &Row<'_>) -> rusqlite::Result<(i64, Live)> {
     let state: String = r.get(6)?;
     let state = TaskState::parse(&state).unwrap_or(TaskState::Failed);
     let kind: Option<String> = r.get(8)?;
@@ -236,38 +238,29 @@ impl<'c> RowWriter<'c> {
         } else {
             live.history.as_str()
         };
+        // The update sets the first ten; the insert all of them.
+        let values: [&dyn ToSql; 16] = [
+            &seq,
+            &live.state.as_str(),
+            &live.attempts,
+            &live.due_ms,
+            &kind,
+            &message,
+            &live.line,
+            &history,
+            &live.updated_ms,
+            &live.version,
+            &live.task.id,
+            &live.task.task_type,
+            &live.task.payload,
+            &live.task.priority,
+            &live.task.timeout_ms,
+            &live.created_ms,
+        ];
         let written = if live.stored.is_some() {
-            self.update.execute(params![
-                seq,
-                live.state.as_str(),
-                live.attempts,
-                live.due_ms,
-                kind,
-                message,
-                live.line,
-                history,
-                live.updated_ms,
-                live.version,
-            ])?
+            self.update.execute(&values[..10])?
         } else {
-            self.insert.execute(params![
-                seq,
-                live.state.as_str(),
-                live.attempts,
-                live.due_ms,
-                kind,
-                message,
-                live.line,
-                history,
-                live.updated_ms,
-                live.version,
-                live.task.id,
-                live.task.task_type,
-                live.task.payload,
-                live.task.priority,
-                live.task.timeout_ms,
-                live.created_ms,
-            ])?
+            self.insert.execute(&values[..])?
         };
         if written == 1 {
             Ok(())
@@ -298,7 +291,7 @@ mod tests {
             let json: String = conn
                 .query_row(
                     "SELECT json_insert(?2, '$[#]', json_object('at_ms', ?1, 'event', ?3, 'attempt', ?4))",
-                    params![at, history, event, attempt],
+                    rusqlite::params![at, history, event, attempt],
                     |r| r.get(0),
                 )
                 .unwrap();

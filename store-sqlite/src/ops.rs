@@ -2,8 +2,8 @@
 //! read or change the rows themselves, after a checkpoint (listings, the dead
 //! letters' purge, retention) or beside the overlay (the kept counts).
 
-use rusqlite::{params, Connection, Row};
-use task_source::{ErrorInfo, Filter, HistoryEntry, NewTask, TaskRecord, TaskState};
+use rusqlite::{params, Connection};
+use task_source::{Filter, TaskRecord, TaskState};
 
 use crate::counts::StateDelta;
 
@@ -18,36 +18,6 @@ macro_rules! at_rest {
     };
 }
 
-const COLS: &str = "id, type, payload, priority, timeout_ms, state, attempts, error_kind, \
-                    error_message, line, created_ms, updated_ms, due_ms, history, seq";
-
-fn record(row: &Row<'_>) -> rusqlite::Result<TaskRecord> {
-    let state: String = row.get(5)?;
-    let kind: Option<String> = row.get(7)?;
-    let message: Option<String> = row.get(8)?;
-    let history: String = row.get(13)?;
-    Ok(TaskRecord {
-        task: NewTask {
-            id: row.get(0)?,
-            task_type: row.get(1)?,
-            payload: row.get(2)?,
-            priority: row.get(3)?,
-            timeout_ms: row.get(4)?,
-        },
-        state: TaskState::parse(&state).unwrap_or(TaskState::Failed),
-        attempts: row.get(6)?,
-        error: kind.map(|kind| ErrorInfo {
-            kind,
-            message: message.unwrap_or_default(),
-        }),
-        line: row.get(9)?,
-        created_ms: row.get(10)?,
-        updated_ms: row.get(11)?,
-        due_ms: row.get(12)?,
-        history: serde_json::from_str::<Vec<HistoryEntry>>(&history).unwrap_or_default(),
-    })
-}
-
 /// The rows matching `filter`, newest first, with their sequence numbers;
 /// `limit` of them at most (`None`: all).
 pub(crate) fn list(
@@ -57,12 +27,13 @@ pub(crate) fn list(
 ) -> rusqlite::Result<Vec<(i64, TaskRecord)>> {
     let limit = limit.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
     let mut select = conn.prepare_cached(&format!(
-        "SELECT {COLS} FROM tasks WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR type = ?2)
-         ORDER BY seq DESC LIMIT ?3"
+        "SELECT {} FROM tasks WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR type = ?2)
+         ORDER BY seq DESC LIMIT ?3",
+        crate::live::COLS
     ))?;
     let rows = select.query_map(
         params![filter.state.map(TaskState::as_str), filter.task_type, limit],
-        |row| Ok((row.get(14)?, record(row)?)),
+        |row| crate::live::row(row).map(|(seq, live)| (seq, live.record())),
     )?;
     rows.collect()
 }

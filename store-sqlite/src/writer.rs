@@ -506,14 +506,8 @@ mod tests {
     #[test]
     fn what_the_commits_answered_survives_a_crash_before_any_checkpoint() {
         use task_source::{ErrorInfo, Outcome, Settlement, TaskState};
-        let db =
-            TempDb(std::env::temp_dir().join(format!("writer-crash-{}.db", std::process::id())));
-        let open = || {
-            let conn = Connection::open(&db.0).unwrap();
-            conn.execute_batch("PRAGMA journal_mode = WAL").unwrap();
-            crate::schema::migrate(&conn).unwrap();
-            Store::open(conn).unwrap()
-        };
+        let db = StoreFile::new("crash");
+        let open = || db.open();
         let shared = Shared::new(SourceHealth::Ok);
         let mut store = open();
         let (accept, _) = op(|c, o| o.accept(c, ["a", "b", "c"].map(new_task).to_vec(), 1, None));
@@ -532,15 +526,7 @@ mod tests {
             message: "it broke".into(),
         };
         let outcomes = vec![
-            Settlement {
-                id: "a".into(),
-                attempt: 1,
-                outcome: Outcome::Settled {
-                    state: TaskState::Ok,
-                    line: "{\"id\":\"a\"}".into(),
-                    error: None,
-                },
-            },
+            settled("a", 1, TaskState::Ok, "{\"id\":\"a\"}"),
             Settlement {
                 id: "b".into(),
                 attempt: 1,
@@ -598,22 +584,10 @@ mod tests {
     #[test]
     fn a_replay_over_rows_written_since_applies_no_change_twice() {
         use task_source::{ErrorInfo, Outcome, Settlement, TaskState};
-        let db =
-            TempDb(std::env::temp_dir().join(format!("writer-replay-{}.db", std::process::id())));
-        let open = || {
-            let conn = Connection::open(&db.0).unwrap();
-            conn.execute_batch("PRAGMA journal_mode = WAL").unwrap();
-            crate::schema::migrate(&conn).unwrap();
-            Store::open(conn).unwrap()
-        };
-        let done = |id: &str, attempt: u32| Settlement {
-            id: id.into(),
-            attempt,
-            outcome: Outcome::Settled {
-                state: TaskState::Ok,
-                line: format!("{{\"id\":\"{id}\"}}"),
-                error: None,
-            },
+        let db = StoreFile::new("replay");
+        let open = || db.open();
+        let done = |id: &str, attempt: u32| {
+            settled(id, attempt, TaskState::Ok, &format!("{{\"id\":\"{id}\"}}"))
         };
         let shared = Shared::new(SourceHealth::Ok);
         let mut store = open();
@@ -696,34 +670,14 @@ mod tests {
     /// only the versions tell that the row holds them.
     #[test]
     fn a_replayed_requeue_older_than_the_row_is_not_applied_again() {
-        use task_source::{Outcome, Settlement, TaskState};
-        let db =
-            TempDb(std::env::temp_dir().join(format!("writer-requeue-{}.db", std::process::id())));
-        let open = || {
-            let conn = Connection::open(&db.0).unwrap();
-            conn.execute_batch("PRAGMA journal_mode = WAL").unwrap();
-            crate::schema::migrate(&conn).unwrap();
-            Store::open(conn).unwrap()
-        };
-        let dead = |attempt: u32| Settlement {
-            id: "a".into(),
-            attempt,
-            outcome: Outcome::Settled {
-                state: TaskState::DeadLetter,
-                line: "{\"id\":\"a\"}".into(),
-                error: None,
-            },
-        };
+        use task_source::TaskState;
+        let db = StoreFile::new("requeue");
+        let open = || db.open();
+        let dead = |attempt: u32| settled("a", attempt, TaskState::DeadLetter, "{\"id\":\"a\"}");
         let shared = Shared::new(SourceHealth::Ok);
         let mut store = open();
         let steps: Vec<WriteJob> = vec![
-            // `b` waits at a lower priority: its acceptance keeps the journal.
-            op(|c, o| {
-                let mut late = new_task("b");
-                late.priority = 50;
-                o.accept(c, vec![new_task("a"), late], 1, None)
-            })
-            .0,
+            accept_a_then_b_at_a_lower_priority(),
             op(|c, o| o.claim(c, 1, 2)).0,
             op(move |c, o| o.settle(c, vec![dead(1)], 3)).0,
             op(|c, o| o.requeue_dead(c, Some(vec!["a".into()]), 4)).0,
@@ -777,26 +731,12 @@ mod tests {
     /// task to bring it back, and its id can be used again.
     #[test]
     fn a_pruned_task_stays_gone_after_a_crash_and_its_id_is_new_again() {
-        use task_source::{Admission, Outcome, Settlement, TaskState};
-        let db =
-            TempDb(std::env::temp_dir().join(format!("writer-prune-{}.db", std::process::id())));
-        let open = || {
-            let conn = Connection::open(&db.0).unwrap();
-            conn.execute_batch("PRAGMA journal_mode = WAL").unwrap();
-            crate::schema::migrate(&conn).unwrap();
-            Store::open(conn).unwrap()
-        };
+        use task_source::{Admission, TaskState};
+        let db = StoreFile::new("prune");
+        let open = || db.open();
         let shared = Shared::new(SourceHealth::Ok);
         let mut store = open();
-        let done = Settlement {
-            id: "a".into(),
-            attempt: 1,
-            outcome: Outcome::Settled {
-                state: TaskState::Ok,
-                line: "{}".into(),
-                error: None,
-            },
-        };
+        let done = settled("a", 1, TaskState::Ok, "{}");
         let steps: Vec<WriteJob> = vec![
             // `x` keeps running: its acceptance keeps the journal.
             op(|c, o| o.accept(c, ["x", "a"].map(new_task).to_vec(), 1, None)).0,
@@ -828,33 +768,14 @@ mod tests {
     /// trace of it, and its id is new again.
     #[test]
     fn a_purged_dead_letter_leaves_nothing_in_memory() {
-        use task_source::{Admission, Outcome, Settlement, TaskState};
-        let db =
-            TempDb(std::env::temp_dir().join(format!("writer-purge-{}.db", std::process::id())));
-        let open = || {
-            let conn = Connection::open(&db.0).unwrap();
-            conn.execute_batch("PRAGMA journal_mode = WAL").unwrap();
-            crate::schema::migrate(&conn).unwrap();
-            Store::open(conn).unwrap()
-        };
+        use task_source::{Admission, TaskState};
+        let db = StoreFile::new("purge");
+        let open = || db.open();
         let shared = Shared::new(SourceHealth::Ok);
         let mut store = open();
-        let dead = Settlement {
-            id: "a".into(),
-            attempt: 1,
-            outcome: Outcome::Settled {
-                state: TaskState::DeadLetter,
-                line: "{}".into(),
-                error: None,
-            },
-        };
+        let dead = settled("a", 1, TaskState::DeadLetter, "{}");
         let steps: Vec<WriteJob> = vec![
-            op(|c, o| {
-                let mut late = new_task("b");
-                late.priority = 50;
-                o.accept(c, vec![new_task("a"), late], 1, None)
-            })
-            .0,
+            accept_a_then_b_at_a_lower_priority(),
             op(|c, o| o.claim(c, 1, 2)).0,
             op(move |c, o| o.settle(c, vec![dead], 3)).0,
         ];
@@ -887,7 +808,7 @@ mod tests {
     /// transaction: every id accepted before is still answered as known.
     #[test]
     fn ids_stay_known_across_the_filter_s_rebuilds_and_a_reload() {
-        use task_source::{Admission, Outcome, Settlement, TaskState};
+        use task_source::{Admission, Settlement, TaskState};
         let mut store = table();
         let shared = Shared::new(SourceHealth::Ok);
         let ids: Vec<String> = (0..300).map(|i| format!("id-{i}")).collect();
@@ -902,15 +823,7 @@ mod tests {
                 .recv()
                 .unwrap()
                 .into_iter()
-                .map(|c| Settlement {
-                    id: c.task.id,
-                    attempt: c.attempt,
-                    outcome: Outcome::Settled {
-                        state: TaskState::Ok,
-                        line: "{}".into(),
-                        error: None,
-                    },
-                })
+                .map(|c| settled(&c.task.id, c.attempt, TaskState::Ok, "{}"))
                 .collect();
             let (settle, _) = op(move |c, o| o.settle(c, done, 3));
             commit(&mut store, vec![settle], &shared);
@@ -951,6 +864,54 @@ mod tests {
         assert_eq!(overlay.status(conn, &["x".to_owned()]).unwrap(), [None]);
         assert!(overlay.claim(conn, 5, 2).unwrap().is_empty());
         assert_eq!(overlay.unsettled(0), 0);
+    }
+
+    /// A store file of a test's own, removed however the test ends.
+    struct StoreFile(TempDb);
+
+    impl StoreFile {
+        fn new(name: &str) -> Self {
+            Self(TempDb(
+                std::env::temp_dir().join(format!("writer-{name}-{}.db", std::process::id())),
+            ))
+        }
+
+        /// The store as the source opens it: the log, the schema, the overlay.
+        fn open(&self) -> Store {
+            let conn = Connection::open(&self.0 .0).unwrap();
+            conn.execute_batch("PRAGMA journal_mode = WAL").unwrap();
+            crate::schema::migrate(&conn).unwrap();
+            Store::open(conn).unwrap()
+        }
+    }
+
+    /// Accepts `a`, and `b` at a lower priority: `b` waits while `a` runs,
+    /// and its acceptance keeps the journal from being forgotten.
+    fn accept_a_then_b_at_a_lower_priority() -> WriteJob {
+        op(|c, o| {
+            let mut late = new_task("b");
+            late.priority = 50;
+            o.accept(c, vec![new_task("a"), late], 1, None)
+        })
+        .0
+    }
+
+    /// Attempt `attempt` of `id` settled for good in `state`.
+    fn settled(
+        id: &str,
+        attempt: u32,
+        state: task_source::TaskState,
+        line: &str,
+    ) -> task_source::Settlement {
+        task_source::Settlement {
+            id: id.into(),
+            attempt,
+            outcome: task_source::Outcome::Settled {
+                state,
+                line: line.into(),
+                error: None,
+            },
+        }
     }
 
     /// A database file and its log, removed however the test ends.

@@ -39,6 +39,14 @@ fn task(id: &str) -> NewTask {
     }
 }
 
+/// A listing of the tasks in `state`.
+fn in_state(state: TaskState) -> Filter {
+    Filter {
+        state: Some(state),
+        ..Filter::default()
+    }
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -161,13 +169,7 @@ fn dead_letters_are_requeued_by_id_and_purged() {
             .await
             .unwrap();
         }
-        let dead = s
-            .list(Filter {
-                state: Some(TaskState::DeadLetter),
-                ..Filter::default()
-            })
-            .await
-            .unwrap();
+        let dead = s.list(in_state(TaskState::DeadLetter)).await.unwrap();
         assert_eq!(dead.len(), 2);
         let r = s
             .requeue_dead(Some(vec!["x".into(), "nope".into()]))
@@ -367,13 +369,7 @@ fn a_listing_shows_tasks_not_yet_in_their_rows() {
                 ("a".to_owned(), TaskState::Running)
             ]
         );
-        let running = s
-            .list(Filter {
-                state: Some(TaskState::Running),
-                ..Filter::default()
-            })
-            .await
-            .unwrap();
+        let running = s.list(in_state(TaskState::Running)).await.unwrap();
         assert_eq!(ids(running), [("a".to_owned(), TaskState::Running)]);
         let newest = s
             .list(Filter {
