@@ -55,13 +55,28 @@ pub struct WorkerProcess {
     child: Inner,
     pid: u32,
     stderr: StderrTail,
-    stderr_reader: Option<tokio::task::JoinHandle<()>>,
+    stderr_reading: StderrReading,
     cleanup: Option<Cleanup>,
 }
 
 /// How long [`WorkerProcess::wait`] waits for the last stderr lines after the exit
-/// (a grandchild may hold the pipe open).
+/// (a grandchild may hold the pipe open), in all: however often it is called.
 const STDERR_DRAIN: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The task that reads a worker's stderr, through the worker's life.
+enum StderrReading {
+    /// Reading while the worker runs.
+    Open(tokio::task::JoinHandle<()>),
+    /// The worker exited: its last lines are waited for until `until`. A
+    /// `wait` dropped meanwhile (a launch polls it between its own tries)
+    /// does not start the wait over.
+    Draining {
+        reader: tokio::task::JoinHandle<()>,
+        until: tokio::time::Instant,
+    },
+    /// Read to its end, given up on, or never there.
+    Done,
+}
 
 enum Inner {
     Os(Child),
@@ -85,15 +100,19 @@ impl WorkerProcess {
     pub fn new(mut child: Child, worker_id: &str) -> Self {
         let pid = child.id().unwrap_or(0);
         let stderr = StderrTail::default();
-        let stderr_reader = child
-            .stderr
-            .take()
-            .map(|pipe| tokio::spawn(collect_stderr(pipe, stderr.clone(), worker_id.to_owned())));
+        let stderr_reading = match child.stderr.take() {
+            Some(pipe) => StderrReading::Open(tokio::spawn(collect_stderr(
+                pipe,
+                stderr.clone(),
+                worker_id.to_owned(),
+            ))),
+            None => StderrReading::Done,
+        };
         Self {
             child: Inner::Os(child),
             pid,
             stderr,
-            stderr_reader,
+            stderr_reading,
             cleanup: None,
         }
     }
@@ -104,7 +123,7 @@ impl WorkerProcess {
             child: Inner::Simulated(process),
             pid,
             stderr: StderrTail::default(),
-            stderr_reader: None,
+            stderr_reading: StderrReading::Done,
             cleanup: None,
         }
     }
@@ -189,10 +208,20 @@ impl WorkerProcess {
             #[cfg(any(test, feature = "test-util"))]
             Inner::Simulated(sim) => sim.wait().await,
         };
-        if let Some(reader) = self.stderr_reader.as_mut() {
-            if tokio::time::timeout(STDERR_DRAIN, reader).await.is_ok() {
-                self.stderr_reader = None;
+        if matches!(self.stderr_reading, StderrReading::Open(_)) {
+            if let StderrReading::Open(reader) =
+                std::mem::replace(&mut self.stderr_reading, StderrReading::Done)
+            {
+                self.stderr_reading = StderrReading::Draining {
+                    reader,
+                    until: tokio::time::Instant::now() + STDERR_DRAIN,
+                };
             }
+        }
+        if let StderrReading::Draining { reader, until } = &mut self.stderr_reading {
+            // Past `until` the reader goes on alone (it ends with the pipe).
+            let _ = tokio::time::timeout_at(*until, reader).await;
+            self.stderr_reading = StderrReading::Done;
         }
         if let Some(cleanup) = self.cleanup.take() {
             cleanup();
@@ -386,6 +415,65 @@ mod tests {
         assert_eq!(out, ["bad \u{fffd} byte", "after"]);
         assert_eq!(lines.finish().as_deref(), Some("unfinished"));
         assert_eq!(lines.finish(), None);
+    }
+
+    /// Kills the process whose pid a test's worker wrote to a file, however
+    /// the test ends, and removes the file.
+    struct KillPidFile(std::path::PathBuf);
+
+    impl Drop for KillPidFile {
+        fn drop(&mut self) {
+            if let Ok(pid) = std::fs::read_to_string(&self.0) {
+                if let Some(pid) = pid
+                    .trim()
+                    .parse()
+                    .ok()
+                    .and_then(rustix::process::Pid::from_raw)
+                {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                }
+            }
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    /// A worker that exits while a process outside its group (a `setsid`
+    /// child) holds its stderr: a caller that polls `wait` between its own
+    /// short sleeps, as a FIFO launch does, sees the exit once the drain's
+    /// one deadline has passed. It used to start the drain over on every
+    /// call, so such a launch waited its whole open timeout.
+    #[tokio::test]
+    async fn a_wait_polled_between_short_sleeps_ends_once_the_drain_s_deadline_passed() {
+        let pid_file = KillPidFile(
+            std::env::temp_dir().join(format!("process-drain-{}.pid", std::process::id())),
+        );
+        let mut cmd = tokio::process::Command::new("sh");
+        cmd.args([
+            "-c",
+            // The child writes its pid once it leads a session of its own
+            // (out of the worker's group); the worker exits after that.
+            &format!(
+                "f={}; setsid sh -c 'echo $$ > \"$0\"; exec sleep 30' \"$f\" & \
+                 while [ ! -s \"$f\" ]; do sleep 0.01; done; exit 3",
+                pid_file.0.display()
+            ),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+        let mut worker = WorkerProcess::new(cmd.spawn().unwrap(), "worker-test");
+        // Each poll sleeps at least 10 ms, so a drain of 250 ms in all ends
+        // within 26 polls, however slow the machine.
+        let mut polls = 0;
+        let status = loop {
+            polls += 1;
+            assert!(polls <= 100, "the drain started over at every poll");
+            tokio::select! {
+                exited = worker.wait() => break exited.unwrap(),
+                () = tokio::time::sleep(std::time::Duration::from_millis(10)) => {}
+            }
+        };
+        assert_eq!(status.code(), Some(3));
     }
 
     #[tokio::test]
