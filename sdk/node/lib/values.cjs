@@ -63,15 +63,49 @@ function narrowInt(value) {
 /**
  * A result's MessagePack: a safe integer is an integer (uint64/int64 where it needs
  * 64 bits), a bigint a uint64 or int64 (a RangeError when it fits neither), any other
- * number a float64.
+ * number a float64; every string and map key valid UTF-8 (a lone surrogate is U+FFFD).
  */
 function encodeResult(value) {
+  const bytes = encodeExact(value);
+  // The encoder writes a lone surrogate as 0xED 0xA0-0xBF (invalid UTF-8, which
+  // a caller cannot decode): without an 0xED byte there is none.
+  if (bytes.indexOf(0xed) < 0) return bytes;
+  const clean = wellFormedStrings(value, 1);
+  return clean === value ? bytes : encodeExact(clean);
+}
+
+function encodeExact(value) {
   try {
     return plainEncoder.encode(value); // exact, unless the value holds a bigint (it throws)
   } catch {
     // A bigint, or a value no encoder takes: the bigint encoder says which.
   }
   return wideEncoder.encode(widened(value, 1));
+}
+
+/**
+ * `value`, or a copy (the handler's objects are left alone) in which every string
+ * and every key is well-formed.
+ */
+function wellFormedStrings(value, depth) {
+  if (typeof value === 'string') return wellFormed(value);
+  // Past the encoder's nesting limit it throws anyway (and a cycle ends here).
+  if (value === null || typeof value !== 'object' || ArrayBuffer.isView(value) || depth > MAX_DEPTH) return value;
+  if (Array.isArray(value)) {
+    let copy = null;
+    value.forEach((item, i) => {
+      const clean = wellFormedStrings(item, depth + 1);
+      if (clean !== item) {
+        copy ??= value.slice();
+        copy[i] = clean;
+      }
+    });
+    return copy ?? value;
+  }
+  const keys = Object.keys(value);
+  const items = keys.map((key) => [wellFormed(key), wellFormedStrings(value[key], depth + 1)]);
+  if (items.every(([key, item], i) => key === keys[i] && item === value[keys[i]])) return value;
+  return Object.fromEntries(items);
 }
 
 /**

@@ -36,6 +36,29 @@ test('encodeResult: safe integers are integers, bigints 64-bit integers, the han
   assert.throws(() => encodeResult(cycle), /Too deep/);
 });
 
+test('encodeResult: a lone surrogate in a string or a key goes out as U+FFFD, the rest as it was', () => {
+  const value = { ['k\ud800']: ['x\udc00y', 'ok 😀', new Uint8Array([0xed, 0xa0, 0x80])], n: 1 };
+  const decoded = decode(encodeResult(value));
+  // Written as 0xED 0xA0-0xBF, a lone surrogate would decode as one again.
+  const strings = [];
+  const walk = (node) => {
+    if (typeof node === 'string') strings.push(node);
+    else if (node && typeof node === 'object' && !ArrayBuffer.isView(node)) {
+      for (const [k, v] of Object.entries(node)) {
+        strings.push(k);
+        walk(v);
+      }
+    }
+  };
+  walk(decoded);
+  for (const text of strings) assert.equal(wellFormed(text), text);
+  assert.deepEqual(decoded, { 'k\uFFFD': ['x\uFFFDy', 'ok 😀', new Uint8Array([0xed, 0xa0, 0x80])], n: 1 });
+  assert.equal(Object.keys(value)[0], 'k\ud800', 'the handler\'s object is not changed');
+  // No lone surrogate: the bytes the encoder wrote, even with an 0xED byte in a binary.
+  const plain = { b: new Uint8Array([0xed]), s: 'fine' };
+  assert.deepEqual(encodeResult(plain), encode(plain));
+});
+
 test('wellFormed and its Node 18 fallback: lone surrogates become U+FFFD, pairs stay', () => {
   const text = 'a\ud83d b\ude00 😀 \udc00\ud83d';
   for (const fn of [wellFormed, replaceLoneSurrogates]) {
