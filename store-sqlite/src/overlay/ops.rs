@@ -1,0 +1,338 @@
+//! The [`TaskSource`](task_source::TaskSource) operations on the overlay: each
+//! journals its changes and applies them, or reads a record from its entry or
+//! its row.
+
+use std::borrow::Cow;
+
+use rusqlite::Connection;
+use task_source::{
+    Admission, Claimed, Filter, NewTask, Outcome, Requeue, Settlement, TaskRecord, TaskState,
+    TaskStatus,
+};
+
+use super::Overlay;
+use crate::journal::Entry;
+use crate::known_ids::KnownIds;
+use crate::live::{self, Live};
+
+impl Overlay {
+    /// Tasks waiting or running, with `stored` of them counted in the rows.
+    pub(crate) fn unsettled(&self, stored: u64) -> u64 {
+        let unsettled: i64 = [TaskState::Queued, TaskState::Running, TaskState::Retrying]
+            .iter()
+            .map(|s| self.counts[*s as usize])
+            .sum();
+        stored.saturating_add_signed(unsettled)
+    }
+
+    /// Tasks by state, with `stored` the rows' counts.
+    pub(crate) fn rows(&self, stored: Vec<(String, u64)>) -> Vec<(String, u64)> {
+        let mut by_state: std::collections::HashMap<String, u64> = stored.into_iter().collect();
+        for state in TaskState::ALL {
+            let n = by_state.entry(state.as_str().to_owned()).or_default();
+            *n = n.saturating_add_signed(self.counts[state as usize]);
+        }
+        by_state.into_iter().collect()
+    }
+
+    /// Stores `tasks` in order, idempotently by id, while fewer than
+    /// `max_unsettled` (with `stored_unsettled` of the rows') wait or run.
+    pub(crate) fn accept(
+        &mut self,
+        conn: &Connection,
+        tasks: Vec<NewTask>,
+        at_ms: u64,
+        limit: Option<(u64, u64)>,
+    ) -> rusqlite::Result<Vec<Admission>> {
+        let mut unsettled_now = limit.map_or(0, |(stored, _)| self.unsettled(stored));
+        let mut out = Vec::with_capacity(tasks.len());
+        let mut rows = live::Lookup::new(conn)?;
+        for task in tasks {
+            if let Some((_, state)) = self.find(&mut rows, &task.id)? {
+                out.push(Admission::Known(state));
+                continue;
+            }
+            if let Some((_, max)) = limit.filter(|(_, max)| unsettled_now >= *max) {
+                out.push(Admission::queue_full(unsettled_now, max));
+                continue;
+            }
+            self.record_accepted(task, at_ms)?;
+            unsettled_now += 1;
+            out.push(Admission::Accepted);
+        }
+        if self.known.as_ref().is_some_and(KnownIds::full) {
+            // Built again at twice its size (and without the ids deleted since).
+            self.known = Some(KnownIds::load(conn, self.ids.keys().map(String::as_str))?);
+        }
+        Ok(out)
+    }
+
+    /// Starts an attempt of each of up to `max` ready tasks: highest priority
+    /// first, then in order of acceptance, retrying ones once `now_ms` passed
+    /// their due time.
+    pub(crate) fn claim(
+        &mut self,
+        conn: &Connection,
+        max: usize,
+        now_ms: u64,
+    ) -> rusqlite::Result<Vec<Claimed>> {
+        while let Some(&(due_ms, priority, seq)) = self.due.first() {
+            if due_ms > now_ms {
+                break;
+            }
+            self.due.remove(&(due_ms, priority, seq));
+            self.ready.insert((priority, seq));
+        }
+        let mut out = Vec::with_capacity(max.min(self.ready.len()));
+        while out.len() < max {
+            let Some((_, seq)) = self.ready.first().copied() else {
+                break;
+            };
+            let mut attempt = 0;
+            let claimed = self.record(conn, seq, |live| {
+                attempt = live.attempts + 1;
+                Entry::Claimed {
+                    seq,
+                    version: live.version + 1,
+                    at_ms: now_ms,
+                    attempt,
+                }
+            })?;
+            match claimed {
+                Some(true) => {}
+                // Not waiting after all: out of the order already.
+                Some(false) => continue,
+                None => {
+                    // A row retention removed: nothing to run.
+                    self.ready.pop_first();
+                    continue;
+                }
+            }
+            if let Some(live) = self.entries.get(&seq) {
+                out.push(Claimed {
+                    task: live.task.clone(),
+                    attempt,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records how attempts ended; a settlement of an attempt that is not
+    /// running (recovered, requeued, settled already) changes nothing.
+    pub(crate) fn settle(
+        &mut self,
+        conn: &Connection,
+        settlements: Vec<Settlement>,
+        at_ms: u64,
+    ) -> rusqlite::Result<()> {
+        let mut rows = live::Lookup::new(conn)?;
+        for s in settlements {
+            let Some((seq, TaskState::Running)) = self.find(&mut rows, &s.id)? else {
+                continue;
+            };
+            let attempt = s.attempt;
+            self.record(conn, seq, move |live| {
+                let version = live.version + 1;
+                match s.outcome {
+                    Outcome::Settled { state, line, error } => Entry::Settled {
+                        seq,
+                        version,
+                        at_ms,
+                        attempt,
+                        state,
+                        line: Cow::Owned(line),
+                        error: error.map(Cow::Owned),
+                    },
+                    Outcome::Retry { due_ms, error } => Entry::Retrying {
+                        seq,
+                        version,
+                        at_ms,
+                        attempt,
+                        due_ms,
+                        error: Cow::Owned(error),
+                    },
+                    Outcome::Interrupted => Entry::Interrupted {
+                        seq,
+                        version,
+                        at_ms,
+                        attempt,
+                    },
+                    Outcome::NotStarted => Entry::Withdrawn {
+                        seq,
+                        version,
+                        at_ms,
+                        attempt,
+                    },
+                }
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Puts every running task back in the queue as interrupted (after a
+    /// crash: nothing runs yet); returns how many.
+    pub(crate) fn recover(&mut self, conn: &Connection, at_ms: u64) -> rusqlite::Result<u64> {
+        let mut running: Vec<(i64, u32)> = self
+            .entries
+            .iter()
+            .filter(|(_, live)| live.state == TaskState::Running)
+            .map(|(seq, live)| (*seq, live.attempts))
+            .collect();
+        let mut stored =
+            conn.prepare_cached("SELECT seq, attempts FROM tasks WHERE state = 'running'")?;
+        let rows = stored.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, u32>(1)?)))?;
+        for row in rows {
+            let (seq, attempts) = row?;
+            if !self.entries.contains_key(&seq) {
+                running.push((seq, attempts));
+            }
+        }
+        running.sort_unstable();
+        let mut n = 0;
+        for (seq, attempt) in running {
+            let entry = |live: &Live| Entry::Interrupted {
+                seq,
+                version: live.version + 1,
+                at_ms,
+                attempt,
+            };
+            n += u64::from(self.record(conn, seq, entry)? == Some(true));
+        }
+        Ok(n)
+    }
+
+    /// Where each id stands, from its entry or its row.
+    pub(crate) fn status(
+        &self,
+        conn: &Connection,
+        ids: &[String],
+    ) -> rusqlite::Result<Vec<Option<TaskStatus>>> {
+        let mut stored =
+            conn.prepare_cached("SELECT state, attempts, line FROM tasks WHERE id = ?1")?;
+        ids.iter()
+            .map(|id| match self.entry(id) {
+                Some(live) => Ok(Some(live.status())),
+                None => {
+                    let mut rows = stored.query([id])?;
+                    let Some(row) = rows.next()? else {
+                        return Ok(None);
+                    };
+                    let state: String = row.get(0)?;
+                    Ok(Some(TaskStatus {
+                        state: TaskState::parse(&state).unwrap_or(TaskState::Failed),
+                        attempts: row.get(1)?,
+                        line: row.get(2)?,
+                    }))
+                }
+            })
+            .collect()
+    }
+
+    /// Each id's whole record, from its entry or its row.
+    pub(crate) fn get(
+        &self,
+        conn: &Connection,
+        ids: &[String],
+    ) -> rusqlite::Result<Vec<Option<TaskRecord>>> {
+        ids.iter()
+            .map(|id| match self.entry(id) {
+                Some(live) => Ok(Some(live.record())),
+                None => Ok(live::load_id(conn, id)?.map(|(_, live)| live.record())),
+            })
+            .collect()
+    }
+
+    /// Recent tasks matching `filter`, newest first: the rows, each replaced
+    /// by its task's entry when there is one.
+    pub(crate) fn list(
+        &self,
+        conn: &Connection,
+        filter: &Filter,
+    ) -> rusqlite::Result<Vec<TaskRecord>> {
+        let wanted = |live: &Live| {
+            filter.state.is_none_or(|state| live.state == state)
+                && filter
+                    .task_type
+                    .as_ref()
+                    .is_none_or(|task_type| *task_type == live.task.task_type)
+        };
+        // Enough rows to fill the limit once those the entries replace are gone.
+        let limit = (filter.limit > 0).then(|| filter.limit + self.entries.len());
+        let mut found: Vec<(i64, TaskRecord)> = crate::ops::list(conn, filter, limit)?
+            .into_iter()
+            .filter(|(seq, _)| !self.entries.contains_key(seq))
+            .collect();
+        found.extend(
+            self.entries
+                .iter()
+                .filter(|(_, live)| wanted(live))
+                .map(|(seq, live)| (*seq, live.record())),
+        );
+        found.sort_unstable_by_key(|(seq, _)| std::cmp::Reverse(*seq));
+        if filter.limit > 0 {
+            found.truncate(filter.limit);
+        }
+        Ok(found.into_iter().map(|(_, record)| record).collect())
+    }
+
+    fn entry(&self, id: &str) -> Option<&Live> {
+        self.ids
+            .get(id)
+            .and_then(|seq| self.entries.get(seq))
+            .map(|live| &**live)
+    }
+
+    /// Puts dead letters back in the queue under their ids with their
+    /// attempts reset: `ids`, or every dead letter, oldest first.
+    pub(crate) fn requeue_dead(
+        &mut self,
+        conn: &Connection,
+        ids: Option<Vec<String>>,
+        at_ms: u64,
+    ) -> rusqlite::Result<Vec<(String, Requeue)>> {
+        let ids = match ids {
+            Some(ids) => ids,
+            None => self.dead_letters(conn)?,
+        };
+        let mut out = Vec::with_capacity(ids.len());
+        let mut rows = live::Lookup::new(conn)?;
+        for id in ids {
+            let verdict = match self.find(&mut rows, &id)? {
+                None => Requeue::Unknown,
+                Some((seq, TaskState::DeadLetter)) => {
+                    self.record(conn, seq, |live| Entry::Requeued {
+                        seq,
+                        version: live.version + 1,
+                        at_ms,
+                    })?;
+                    Requeue::Requeued
+                }
+                Some((_, state)) => Requeue::NotDeadLettered(state),
+            };
+            out.push((id, verdict));
+        }
+        Ok(out)
+    }
+
+    /// The ids of the dead letters, oldest first.
+    fn dead_letters(&self, conn: &Connection) -> rusqlite::Result<Vec<String>> {
+        let mut found: Vec<(i64, String)> = Vec::new();
+        let mut stored = conn.prepare_cached(crate::ops::DEAD_LETTER_SEQS)?;
+        let rows = stored.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+        for row in rows {
+            let (seq, id) = row?;
+            if !self.entries.contains_key(&seq) {
+                found.push((seq, id));
+            }
+        }
+        found.extend(
+            self.entries
+                .iter()
+                .filter(|(_, live)| live.state == TaskState::DeadLetter)
+                .map(|(seq, live)| (*seq, live.task.id.clone())),
+        );
+        found.sort_unstable();
+        Ok(found.into_iter().map(|(_, id)| id).collect())
+    }
+}
