@@ -5,8 +5,8 @@
 //! A commit that accepts, claims and settles a thousand tasks writes one
 //! journal row instead of three thousand changes to `tasks` and its indexes;
 //! a task gets its row once, in its final state, unless it waits long enough
-//! to be written before (see `overlay/`). Opening the store replays the journal over the rows, so a
-//! crash loses nothing a commit answered.
+//! to be written before (see `overlay/`). Opening the store replays the
+//! journal over the rows, so a crash loses nothing a commit answered.
 
 use std::borrow::Cow;
 
