@@ -165,6 +165,12 @@ pub(crate) fn load_seq(conn: &Connection, seq: i64) -> rusqlite::Result<Option<L
         .map(|found| found.map(|(_, live)| live))
 }
 
+/// Whether the task numbered `seq` has a row (its record not read).
+pub(crate) fn has_row(conn: &Connection, seq: i64) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM tasks WHERE seq = ?1)")?
+        .query_row([seq], |r| r.get(0))
+}
+
 /// The row of the task `id`, with its sequence number.
 pub(crate) fn load_id(conn: &Connection, id: &str) -> rusqlite::Result<Option<(i64, Live)>> {
     conn.prepare_cached(&format!("SELECT {COLS} FROM tasks WHERE id = ?1"))?

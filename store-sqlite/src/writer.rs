@@ -221,21 +221,16 @@ pub(crate) fn serve(mut store: Store, jobs: Receiver<Job>, shared: Arc<Shared>) 
     }
 }
 
-/// Writes the rows of the changed tasks `which` says in a transaction of its own.
+/// Writes the rows of the changed tasks `which` says in a transaction of its
+/// own; after a failure the next is tried no sooner than `CHECKPOINT_AFTER`.
 fn checkpoint(store: &mut Store, shared: &Shared, which: Checkpoint) {
-    let (done, failed) = std::sync::mpsc::channel();
     let job: WriteJob = Box::new(move |parts| {
         let error = parts.and_then(|(conn, overlay)| overlay.checkpoint(conn, which).err());
-        let finish: Finish = Box::new(move |e| {
-            let _ = done.send(e);
-        });
+        let finish: Finish = Box::new(|_| {});
         (finish, error)
     });
-    commit(store, vec![job], shared);
-    store.retry_checkpoint_at = match failed.try_recv() {
-        Ok(Some(_)) => Some(Instant::now() + CHECKPOINT_AFTER),
-        _ => None,
-    };
+    let committed = commit(store, vec![job], shared);
+    store.retry_checkpoint_at = (!committed).then(|| Instant::now() + CHECKPOINT_AFTER);
 }
 
 /// Runs the reads in one read transaction: a statement outside one opens and
@@ -260,18 +255,20 @@ fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(drop)
 }
 
-fn commit(store: &mut Store, writes: Vec<WriteJob>, shared: &Shared) {
+/// Runs `writes` in one transaction with their journal row and answers each;
+/// `true` when it committed.
+fn commit(store: &mut Store, writes: Vec<WriteJob>, shared: &Shared) -> bool {
     let started = Instant::now();
     let (conn, overlay) = match store.parts() {
         Ok(parts) => parts,
         Err(e) => {
             fail_all(writes, &classify(&e), shared);
-            return;
+            return false;
         }
     };
     if let Err(e) = run(conn, "BEGIN IMMEDIATE") {
         fail_all(writes, &classify(&e), shared);
-        return;
+        return false;
     }
     let changes_before = conn.total_changes();
     let mut finishes = Vec::with_capacity(writes.len());
@@ -307,6 +304,7 @@ fn commit(store: &mut Store, writes: Vec<WriteJob>, shared: &Shared) {
             for finish in finishes {
                 finish(None);
             }
+            true
         }
         Err(e) => {
             // A no-op when SQLite ended the transaction itself.
@@ -318,6 +316,7 @@ fn commit(store: &mut Store, writes: Vec<WriteJob>, shared: &Shared) {
             for finish in finishes {
                 finish(Some(error.clone()));
             }
+            false
         }
     }
 }

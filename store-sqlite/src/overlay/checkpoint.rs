@@ -89,12 +89,16 @@ impl Overlay {
             }
         }
         delta.apply(conn)?;
-        let keep_from = self
-            .entries
-            .values()
-            .filter(|live| which != Checkpoint::Full && !live.state.is_settled())
-            .filter_map(|live| live.unwritten_since)
-            .min();
+        // What a full checkpoint leaves unwritten: nothing.
+        let keep_from = match which {
+            Checkpoint::Full => None,
+            Checkpoint::Settled => self
+                .entries
+                .values()
+                .filter(|live| !live.state.is_settled())
+                .filter_map(|live| live.unwritten_since)
+                .min(),
+        };
         journal::forget_before(conn, keep_from)?;
         // A checkpoint runs in a transaction of its own: no change waits
         // for this one's journal row.
@@ -107,6 +111,8 @@ impl Overlay {
             self.journal_bytes = self.journal_bytes.saturating_sub(bytes);
         }
         self.settled_since = None;
+        // Each written record is its row now: only a running one stays in
+        // memory; the others keep their place in the ready order.
         for seq in written {
             let Some(mut live) = self.entries.remove(&seq) else {
                 continue;
@@ -114,20 +120,10 @@ impl Overlay {
             self.count(&live, -1);
             live.stored = Some(live.state);
             live.unwritten_since = None;
-            self.count(&live, 1);
-            self.entries.insert(seq, live);
-        }
-        // Only the unwritten and the running stay: every other record is its
-        // row now, and keeps its place in the ready order.
-        let gone: Vec<i64> = self
-            .entries
-            .iter()
-            .filter(|(_, live)| !live.dirty() && live.state != TaskState::Running)
-            .map(|(seq, _)| *seq)
-            .collect();
-        for seq in gone {
-            if let Some(live) = self.entries.remove(&seq) {
-                self.count(&live, -1);
+            if live.state == TaskState::Running {
+                self.count(&live, 1);
+                self.entries.insert(seq, live);
+            } else {
                 self.ids.remove(&live.task.id);
             }
         }

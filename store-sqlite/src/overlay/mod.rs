@@ -220,11 +220,8 @@ impl Overlay {
         // became of its row.
         self.next_seq = self.next_seq.max(seq + 1);
         if let Entry::Accepted { at_ms, task, .. } = entry {
-            if !self.entries.contains_key(&seq) && live::load_seq(conn, seq)?.is_none() {
-                let mut live = Box::new(Live::accepted(task.into_owned(), at_ms));
-                self.unwritten(&mut live);
-                self.ids.insert(live.task.id.clone(), seq);
-                self.put(seq, live);
+            if !self.entries.contains_key(&seq) && !live::has_row(conn, seq)? {
+                self.add_accepted(seq, task.into_owned(), at_ms);
             }
             return Ok(());
         }
@@ -237,19 +234,19 @@ impl Overlay {
         Ok(())
     }
 
-    /// Journals the change `make` builds from task `seq`'s record (for its
-    /// next version), and applies it: `Some(false)` (nothing journaled) when
-    /// it changes nothing, `None` when there is no such task.
+    /// Journals the change `make` builds from task `seq`'s record and the
+    /// version it makes, and applies it: `Some(false)` (nothing journaled)
+    /// when it changes nothing, `None` when there is no such task.
     fn record(
         &mut self,
         conn: &Connection,
         seq: i64,
-        make: impl FnOnce(&Live) -> Entry<'static>,
+        make: impl FnOnce(&Live, u64) -> Entry<'static>,
     ) -> rusqlite::Result<Option<bool>> {
         let Some(mut live) = self.take(conn, seq)? else {
             return Ok(None);
         };
-        let entry = make(&live);
+        let entry = make(&live, live.version + 1);
         let mark = self.pending.len();
         let changed = match journal::encode(&mut self.pending, &entry) {
             Ok(()) => change::change(&mut live, entry),
@@ -283,11 +280,16 @@ impl Overlay {
             known.insert(&task.id);
         }
         self.next_seq += 1;
-        let mut live = Box::new(Live::accepted(task.into_owned(), at_ms));
+        self.add_accepted(seq, task.into_owned(), at_ms);
+        Ok(())
+    }
+
+    /// Adds the record of `task`, accepted as `seq` at `at_ms`.
+    fn add_accepted(&mut self, seq: i64, task: NewTask, at_ms: u64) {
+        let mut live = Box::new(Live::accepted(task, at_ms));
         self.unwritten(&mut live);
         self.ids.insert(live.task.id.clone(), seq);
         self.put(seq, live);
-        Ok(())
     }
 
     /// This transaction's journal row: its number and its entries, encoded

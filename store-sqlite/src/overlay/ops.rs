@@ -89,11 +89,11 @@ impl Overlay {
                 break;
             };
             let mut attempt = 0;
-            let claimed = self.record(conn, seq, |live| {
+            let claimed = self.record(conn, seq, |live, version| {
                 attempt = live.attempts + 1;
                 Entry::Claimed {
                     seq,
-                    version: live.version + 1,
+                    version,
                     at_ms: now_ms,
                     attempt,
                 }
@@ -132,39 +132,36 @@ impl Overlay {
                 continue;
             };
             let attempt = s.attempt;
-            self.record(conn, seq, move |live| {
-                let version = live.version + 1;
-                match s.outcome {
-                    Outcome::Settled { state, line, error } => Entry::Settled {
-                        seq,
-                        version,
-                        at_ms,
-                        attempt,
-                        state,
-                        line: Cow::Owned(line),
-                        error: error.map(Cow::Owned),
-                    },
-                    Outcome::Retry { due_ms, error } => Entry::Retrying {
-                        seq,
-                        version,
-                        at_ms,
-                        attempt,
-                        due_ms,
-                        error: Cow::Owned(error),
-                    },
-                    Outcome::Interrupted => Entry::Interrupted {
-                        seq,
-                        version,
-                        at_ms,
-                        attempt,
-                    },
-                    Outcome::NotStarted => Entry::Withdrawn {
-                        seq,
-                        version,
-                        at_ms,
-                        attempt,
-                    },
-                }
+            self.record(conn, seq, move |_, version| match s.outcome {
+                Outcome::Settled { state, line, error } => Entry::Settled {
+                    seq,
+                    version,
+                    at_ms,
+                    attempt,
+                    state,
+                    line: Cow::Owned(line),
+                    error: error.map(Cow::Owned),
+                },
+                Outcome::Retry { due_ms, error } => Entry::Retrying {
+                    seq,
+                    version,
+                    at_ms,
+                    attempt,
+                    due_ms,
+                    error: Cow::Owned(error),
+                },
+                Outcome::Interrupted => Entry::Interrupted {
+                    seq,
+                    version,
+                    at_ms,
+                    attempt,
+                },
+                Outcome::NotStarted => Entry::Withdrawn {
+                    seq,
+                    version,
+                    at_ms,
+                    attempt,
+                },
             })?;
         }
         Ok(())
@@ -173,33 +170,52 @@ impl Overlay {
     /// Puts every running task back in the queue as interrupted (after a
     /// crash: nothing runs yet); returns how many.
     pub(crate) fn recover(&mut self, conn: &Connection, at_ms: u64) -> rusqlite::Result<u64> {
-        let mut running: Vec<(i64, u32)> = self
-            .entries
-            .iter()
-            .filter(|(_, live)| live.state == TaskState::Running)
-            .map(|(seq, live)| (*seq, live.attempts))
-            .collect();
-        let mut stored =
-            conn.prepare_cached("SELECT seq, attempts FROM tasks WHERE state = 'running'")?;
-        let rows = stored.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, u32>(1)?)))?;
-        for row in rows {
-            let (seq, attempts) = row?;
-            if !self.entries.contains_key(&seq) {
-                running.push((seq, attempts));
-            }
-        }
-        running.sort_unstable();
+        let running = self.in_state(
+            conn,
+            "SELECT seq, attempts FROM tasks WHERE state = 'running'",
+            TaskState::Running,
+            |live| live.attempts,
+        )?;
         let mut n = 0;
         for (seq, attempt) in running {
-            let entry = |live: &Live| Entry::Interrupted {
+            let entry = |_: &Live, version| Entry::Interrupted {
                 seq,
-                version: live.version + 1,
+                version,
                 at_ms,
                 attempt,
             };
             n += u64::from(self.record(conn, seq, entry)? == Some(true));
         }
         Ok(n)
+    }
+
+    /// The tasks in `state`, oldest first, each with what `pick` takes from
+    /// its record: from the rows `sql` selects (`seq` and that value), those
+    /// the overlay holds taken from their entries instead.
+    fn in_state<T: rusqlite::types::FromSql>(
+        &self,
+        conn: &Connection,
+        sql: &str,
+        state: TaskState,
+        pick: impl Fn(&Live) -> T,
+    ) -> rusqlite::Result<Vec<(i64, T)>> {
+        let mut found: Vec<(i64, T)> = Vec::new();
+        let mut stored = conn.prepare_cached(sql)?;
+        let rows = stored.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, T>(1)?)))?;
+        for row in rows {
+            let (seq, value) = row?;
+            if !self.entries.contains_key(&seq) {
+                found.push((seq, value));
+            }
+        }
+        found.extend(
+            self.entries
+                .iter()
+                .filter(|(_, live)| live.state == state)
+                .map(|(seq, live)| (*seq, pick(live))),
+        );
+        found.sort_unstable_by_key(|(seq, _)| *seq);
+        Ok(found)
     }
 
     /// Where each id stands, from its entry or its row.
@@ -301,9 +317,9 @@ impl Overlay {
             let verdict = match self.find(&mut rows, &id)? {
                 None => Requeue::Unknown,
                 Some((seq, TaskState::DeadLetter)) => {
-                    self.record(conn, seq, |live| Entry::Requeued {
+                    self.record(conn, seq, |_, version| Entry::Requeued {
                         seq,
-                        version: live.version + 1,
+                        version,
                         at_ms,
                     })?;
                     Requeue::Requeued
@@ -317,22 +333,12 @@ impl Overlay {
 
     /// The ids of the dead letters, oldest first.
     fn dead_letters(&self, conn: &Connection) -> rusqlite::Result<Vec<String>> {
-        let mut found: Vec<(i64, String)> = Vec::new();
-        let mut stored = conn.prepare_cached(crate::ops::DEAD_LETTER_SEQS)?;
-        let rows = stored.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
-        for row in rows {
-            let (seq, id) = row?;
-            if !self.entries.contains_key(&seq) {
-                found.push((seq, id));
-            }
-        }
-        found.extend(
-            self.entries
-                .iter()
-                .filter(|(_, live)| live.state == TaskState::DeadLetter)
-                .map(|(seq, live)| (*seq, live.task.id.clone())),
-        );
-        found.sort_unstable();
+        let found = self.in_state(
+            conn,
+            crate::ops::DEAD_LETTER_SEQS,
+            TaskState::DeadLetter,
+            |live| live.task.id.clone(),
+        )?;
         Ok(found.into_iter().map(|(_, id)| id).collect())
     }
 }
