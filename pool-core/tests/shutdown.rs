@@ -128,10 +128,6 @@ async fn at_the_drain_deadline_a_busy_worker_gets_cancel_shutdown_term_then_kill
     let (outcome, settled, received, began) = shut_down_busy(MockAction::Stubborn).await;
     let err = outcome.unwrap_err();
     assert_eq!(err.failure, Failure::ShuttingDown);
-    assert!(
-        settled >= Duration::from_secs(1) && settled < Duration::from_secs(1) + grace,
-        "the task ends at the drain deadline, not when its worker is gone: {settled:?}"
-    );
     let what: Vec<MockReceived> = received.iter().map(|(_, w)| *w).collect();
     assert_eq!(
         what,
@@ -151,6 +147,31 @@ async fn at_the_drain_deadline_a_busy_worker_gets_cancel_shutdown_term_then_kill
             "steps are kill_grace ({grace:?}) apart: {at:?}"
         );
     }
+    // The worker went on running the task after its cancel: its caller is
+    // told only once the worker is gone, never while the task may still run.
+    assert!(
+        settled >= at[3],
+        "the task ends when its worker is reaped, after the SIGKILL at {:?}, not at the drain deadline: {settled:?}",
+        at[3]
+    );
+}
+
+/// A task still running at the drain deadline whose worker finishes it
+/// before the stop steps end gives its caller its result: the caller is not
+/// told "shutting down" for a task that completed.
+#[tokio::test(start_paused = true)]
+async fn a_task_that_finishes_after_the_drain_deadline_gives_its_caller_its_result() {
+    let (outcome, settled, received, _) =
+        shut_down_busy(MockAction::EchoAfter(Duration::from_millis(1100))).await;
+    let out = outcome.expect("the task completed");
+    assert_eq!(out.decode::<u32>().unwrap(), 1);
+    assert!(settled >= Duration::from_secs(1), "{settled:?}");
+    let what: Vec<MockReceived> = received.iter().map(|(_, w)| *w).collect();
+    assert_eq!(
+        what.first(),
+        Some(&MockReceived::Cancel(out.id)),
+        "its cancel was sent at the deadline: {what:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -325,13 +325,25 @@ pub(crate) struct Running {
     pub(crate) cancel_requested: bool,
     /// Its worker had been handed a task before this one.
     pub(crate) reused: bool,
-    /// Taken back from its worker's prefetch window at shutdown (a `cancel` was
-    /// sent): an error reply ends it as "shutting down", its attempt not counted.
-    pub(crate) withdrawn: bool,
+    /// Why the pool, stopping, sent its worker `cancel` for it, if it did.
+    pub(crate) recalled: Option<Recall>,
     /// The limit its attempt ran past, once its deadline fired: it fails as
     /// timed out when its worker (killed for it) is reaped, unless its result
     /// arrived first.
     pub(crate) timed_out: Option<Duration>,
+}
+
+/// Why the stopping pool sent `cancel` for an attempt (not its caller: that
+/// is [`Running::cancel_requested`]). Either way the attempt stays on its
+/// worker until the worker answers it or is reaped: a result that comes is
+/// its task's result; an error, or the reap, ends it as "shutting down".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Recall {
+    /// Taken back from its worker's prefetch window when the shutdown began:
+    /// it never ran, so its attempt is not counted.
+    Withdrawn,
+    /// Still running at the drain deadline: its attempt counts.
+    Abandoned,
 }
 
 /// Something the actor scheduled for later.
@@ -737,12 +749,9 @@ impl Actor {
         self.publish_task_gauges();
     }
 
-    /// Whether an attempt is in flight on any worker (an answer awaited for a
-    /// task settled at the drain deadline does not count).
+    /// Whether an attempt is in flight on any worker.
     pub(crate) fn attempts_in_flight(&self) -> bool {
-        self.workers
-            .values()
-            .any(|w| w.lane.book().attempts().next().is_some())
+        self.workers.values().any(|w| !w.lane.book().is_empty())
     }
 
     fn finished(&self) -> bool {

@@ -10,8 +10,8 @@ use bytes::{Bytes, BytesMut};
 use tokio_util::time::DelayQueue;
 
 use super::actor::{
-    capped, worker_name, Actor, Pending, Phase, RanOn, Running, Shared, Timer, HEARTBEAT_HISTORY,
-    LONGEST_TIMER,
+    capped, worker_name, Actor, Pending, Phase, RanOn, Recall, Running, Shared, Timer,
+    HEARTBEAT_HISTORY, LONGEST_TIMER,
 };
 use super::alert_kind::AlertKind;
 use super::events::{AlertSeverity, PoolEvent};
@@ -406,9 +406,7 @@ impl Actor {
         };
         // Timed, released or judged as any answer; its outcome is the caller's.
         self.on_settled(num, settled);
-        // `None` for a task settled at the drain deadline: its answer still counts
-        // towards the worker's release.
-        Some((attempt?, completion))
+        Some((attempt, completion))
     }
 
     /// After worker `num` answered tasks: with none left, a retiring worker is
@@ -467,10 +465,20 @@ impl Actor {
         if running.cancel_requested {
             return self.settle_error(running.pending, FinalStatus::Cancelled, Failure::Cancelled);
         }
-        if running.withdrawn {
-            let mut pending = running.pending;
-            pending.give_back_attempt();
-            return self.settle_error(pending, FinalStatus::Failed, Failure::ShuttingDown);
+        match running.recalled {
+            Some(Recall::Withdrawn) => {
+                let mut pending = running.pending;
+                pending.give_back_attempt();
+                return self.settle_error(pending, FinalStatus::Failed, Failure::ShuttingDown);
+            }
+            Some(Recall::Abandoned) => {
+                return self.settle_error(
+                    running.pending,
+                    FinalStatus::Failed,
+                    Failure::ShuttingDown,
+                );
+            }
+            None => {}
         }
         let pending = running.pending;
         let max_retries = pending
@@ -624,7 +632,7 @@ impl Actor {
                     if running.run_start.is_some() || running.cancel_requested {
                         continue;
                     }
-                    running.withdrawn = true;
+                    running.recalled = Some(Recall::Withdrawn);
                     let id = running.pending.id;
                     let _ = encode_frame(&ToWorker::Cancel { id }, &mut batch, max_frame);
                 }

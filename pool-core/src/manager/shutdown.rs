@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::BytesMut;
 
-use super::actor::{capped, Actor, Phase, Timer};
+use super::actor::{capped, Actor, Phase, Recall, Timer};
 use super::failure::Failure;
 use super::handle::FinalStatus;
 use super::worker_life::{KillCause, StopStep};
@@ -70,10 +70,11 @@ impl Actor {
         self.enter_stopping();
     }
 
-    /// Settles every task still on worker `num` as "shutting down" and sends the
-    /// worker `cancel` for each. The ids stay in its in-flight list, so that once
-    /// it has answered them all it is sent `shutdown` at once; otherwise
-    /// `shutdown` follows `kill_grace` later.
+    /// Sends worker `num` `cancel` for every task it still runs: each ends
+    /// when the worker answers it (its result, or "shutting down" for an
+    /// error) or, at the latest, when the worker is reaped, never while it may
+    /// still run. Once the worker has answered them all it is sent `shutdown`
+    /// at once; otherwise `shutdown` follows `kill_grace` later.
     fn abandon_tasks(&mut self, num: u64) {
         let max_frame = self.config.max_frame;
         let Some(worker) = self.workers.get_mut(&num) else {
@@ -81,30 +82,23 @@ impl Actor {
         };
         worker.life.abandon();
         worker.sync_feed();
-        if let Some((key, _)) = worker.lane.book().deadline_timer.take() {
-            self.timers.try_remove(&key);
-        }
+        // Its tasks' timeouts still hold: one that runs past its own is
+        // killed for it as at any other time.
         let mut batch = BytesMut::new();
-        let attempts = {
+        {
             let mut book = worker.lane.book();
-            for id in book.ids() {
+            // A task its caller cancelled, or one taken back from the window,
+            // was sent its `cancel` already.
+            for running in book.attempts_mut() {
+                if running.cancel_requested || running.recalled.is_some() {
+                    continue;
+                }
+                running.recalled = Some(Recall::Abandoned);
+                let id = running.pending.id;
                 let _ = encode_frame(&ToWorker::Cancel { id }, &mut batch, max_frame);
             }
-            book.take_attempts()
-        };
-        worker.send_frame(&batch);
-        for running in attempts {
-            let mut pending = running.pending;
-            if running.cancel_requested {
-                self.settle_error(pending, FinalStatus::Cancelled, Failure::Cancelled);
-            } else {
-                if running.withdrawn {
-                    // Still in its window: it never ran.
-                    pending.give_back_attempt();
-                }
-                self.settle_error(pending, FinalStatus::Failed, Failure::ShuttingDown);
-            }
         }
+        worker.send_frame(&batch);
         self.schedule_stop_step(num, StopStep::Cancelled);
     }
 

@@ -92,7 +92,7 @@ impl Book {
             deadline,
             cancel_requested: false,
             reused,
-            withdrawn: false,
+            recalled: None,
             timed_out: None,
         });
         Ok(Written {

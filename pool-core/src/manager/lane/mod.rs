@@ -41,21 +41,12 @@ use super::tally::{Counted, TallyReader, TallyWriter};
 use guard::{BookGuard, Occupancy};
 use settle::Settled;
 
-/// One task written to the worker and not yet answered by it.
-pub(crate) struct Entry {
-    pub(crate) id: u64,
-    /// The attempt; `None` once it was settled without the worker's answer (at
-    /// the drain deadline): the answer is still awaited before the worker is
-    /// sent `shutdown`.
-    pub(crate) attempt: Option<Running>,
-}
-
 /// A worker's unanswered tasks in the order they were written (the first
 /// `worker_concurrency` are running, the rest wait in its prefetch window), the
 /// frames written for it and not yet handed to its writer, whether its lane
 /// may refill it from the queue, and what the lane counts.
 pub(crate) struct Book {
-    entries: VecDeque<Entry>,
+    entries: VecDeque<Running>,
     /// Frames encoded and not yet handed to the worker's writer: the last
     /// part of the batch, still taking frames.
     outbuf: BytesMut,
@@ -156,7 +147,7 @@ impl Book {
         self.tally.dispatches()
     }
 
-    /// Unanswered tasks, settled early or not.
+    /// Unanswered tasks.
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
@@ -168,18 +159,15 @@ impl Book {
     /// Adds an attempt just written to the worker; counted in flight.
     pub(crate) fn push(&mut self, attempt: Running) {
         self.tally.in_flight_up(1);
-        self.entries.push_back(Entry {
-            id: attempt.pending.id,
-            attempt: Some(attempt),
-        });
+        self.entries.push_back(attempt);
     }
 
     /// Takes the entry of task `id`, which its worker answered with `reply`
     /// at `now`, and starts the run of the task its leaving lets into the
     /// running range; both are noted in `report`. A result for an attempt
     /// whose cancel was not asked for is counted as a completion. `settle`
-    /// gets the attempt (`None` when it was settled at the drain deadline)
-    /// and its counted completion under the book's lock, moved once (a reader
+    /// gets the attempt and its counted completion under the book's lock,
+    /// moved once (a reader
     /// settles a result right there). `None` when the worker does not hold
     /// `id` (settled already, or never sent).
     #[inline]
@@ -192,19 +180,15 @@ impl Book {
         default_timeout: Duration,
         now: Now,
         report: &mut Settled,
-        settle: impl FnOnce(Option<Running>, Option<Completion>) -> R,
+        settle: impl FnOnce(Running, Option<Completion>) -> R,
     ) -> Option<R> {
         // Answers usually come in the order tasks were written: the search
         // starts at the front.
-        let at = self.entries.iter().position(|e| e.id == id)?;
-        let Entry { attempt, .. } = self.entries.remove(at)?;
-        let mut completion = None;
-        if let Some(running) = attempt.as_ref() {
-            self.tally.in_flight_down(1);
-            if reply == Reply::Result && !running.cancel_requested {
-                completion = Some(self.count_completion(running, now.moment));
-            }
-        }
+        let at = self.entries.iter().position(|r| r.pending.id == id)?;
+        let attempt = self.entries.remove(at)?;
+        self.tally.in_flight_down(1);
+        let completion = (reply == Reply::Result && !attempt.cancel_requested)
+            .then(|| self.count_completion(&attempt, now.moment));
         report.answered += 1;
         self.tally.answered();
         if !self.feeding() {
@@ -241,8 +225,7 @@ impl Book {
         if removed >= concurrency {
             return None;
         }
-        let entry = self.entries.get_mut(concurrency.checked_sub(1)?)?;
-        let running = entry.attempt.as_mut()?;
+        let running = self.entries.get_mut(concurrency.checked_sub(1)?)?;
         if running.run_start.is_some() {
             return None;
         }
@@ -251,7 +234,7 @@ impl Book {
         let deadline = deadline_after(now.instant, timeout);
         running.deadline = Some(deadline);
         Some(Started {
-            id: entry.id,
+            id: running.pending.id,
             deadline,
             cancel_requested: running.cancel_requested,
         })
@@ -271,25 +254,17 @@ impl Book {
 
     /// The attempt of task `id`, if it is in flight here.
     pub(crate) fn get_mut(&mut self, id: u64) -> Option<&mut Running> {
-        self.entries
-            .iter_mut()
-            .find(|e| e.id == id)
-            .and_then(|e| e.attempt.as_mut())
+        self.entries.iter_mut().find(|r| r.pending.id == id)
     }
 
     /// Every attempt still here, in the order written.
     pub(crate) fn attempts(&self) -> impl Iterator<Item = &Running> {
-        self.entries.iter().filter_map(|e| e.attempt.as_ref())
+        self.entries.iter()
     }
 
     /// Every attempt still here, in the order written, to change.
     pub(crate) fn attempts_mut(&mut self) -> impl Iterator<Item = &mut Running> {
-        self.entries.iter_mut().filter_map(|e| e.attempt.as_mut())
-    }
-
-    /// The ids of every unanswered task, in the order written.
-    pub(crate) fn ids(&self) -> impl Iterator<Item = u64> + '_ {
-        self.entries.iter().map(|e| e.id)
+        self.entries.iter_mut()
     }
 
     /// Whether its worker runs a task that must run alone
@@ -297,9 +272,7 @@ impl Book {
     /// other task until that one is answered. Such a task is only written to
     /// an empty book, so it is the first entry.
     pub(crate) fn runs_alone(&self) -> bool {
-        self.entries
-            .front()
-            .is_some_and(|e| e.attempt.as_ref().is_some_and(|r| r.pending.run_alone))
+        self.entries.front().is_some_and(|r| r.pending.run_alone)
     }
 
     /// Whether the actor lets the worker be fed from the queue and its input
@@ -330,42 +303,21 @@ impl Book {
     pub(crate) fn running_task(&self, written: u64) -> Option<u64> {
         self.entries
             .iter()
-            .find(|e| {
-                e.attempt
-                    .as_ref()
-                    .is_some_and(|r| r.run_start.is_some() && r.frame_start < written)
-            })
-            .map(|e| e.id)
+            .find(|r| r.run_start.is_some() && r.frame_start < written)
+            .map(|r| r.pending.id)
     }
 
     /// How many unanswered attempts reached the worker, at least in part.
     pub(crate) fn reached(&self, written: u64) -> usize {
         self.entries
             .iter()
-            .filter(|e| e.attempt.as_ref().is_some_and(|r| r.frame_start < written))
+            .filter(|r| r.frame_start < written)
             .count()
-    }
-
-    /// Takes every attempt out to be settled now, leaving its entry until the
-    /// worker answers it.
-    pub(crate) fn take_attempts(&mut self) -> Vec<Running> {
-        let taken: Vec<Running> = self
-            .entries
-            .iter_mut()
-            .filter_map(|e| e.attempt.take())
-            .collect();
-        self.tally.in_flight_down(taken.len() as u64);
-        taken
     }
 
     /// Empties the book (its worker is reaped), last written first.
     pub(crate) fn drain_last_first(&mut self) -> Vec<Running> {
-        let taken: Vec<Running> = self
-            .entries
-            .drain(..)
-            .rev()
-            .filter_map(|e| e.attempt)
-            .collect();
+        let taken: Vec<Running> = self.entries.drain(..).rev().collect();
         self.tally.in_flight_down(taken.len() as u64);
         taken
     }

@@ -58,8 +58,6 @@ enum Answered {
     /// Its cancel had been asked for: it settles as cancelled, after the book's
     /// lock is let go.
     Cancelled(Pending),
-    /// It was settled at the drain deadline, before its answer came.
-    SettledEarlier,
 }
 
 /// Settles the results a worker's reader reads, and refills the worker.
@@ -187,14 +185,11 @@ impl Settler {
             self.settings.default_timeout,
             now,
             &mut self.report,
-            |attempt, completion| match (attempt, completion) {
-                (Some(running), Some(completion)) => {
+            |running, completion| match completion {
+                Some(completion) => {
                     Answered::Completed(complete(shared, name, running, payload, completion, wakes))
                 }
-                (Some(running), None) => Answered::Cancelled(running.pending),
-                // Settled at the drain deadline: its answer still counts
-                // towards the worker's release.
-                (None, _) => Answered::SettledEarlier,
+                None => Answered::Cancelled(running.pending),
             },
         );
         match settled {
@@ -222,7 +217,6 @@ impl Settler {
                     Failure::Cancelled,
                 );
             }
-            Some(Answered::SettledEarlier) => {}
         }
     }
 

@@ -26,7 +26,7 @@ fn attempt(id: u64, now: Now, running: bool) -> Running {
         deadline: running.then_some(now.instant + TIMEOUT),
         cancel_requested: false,
         reused: false,
-        withdrawn: false,
+        recalled: None,
         timed_out: None,
     }
 }
@@ -42,7 +42,7 @@ fn book(stats: &Stats, n: u64, concurrency: u64, now: Now) -> Book {
 
 /// What an answer took out of the book.
 struct Taken {
-    attempt: Option<Running>,
+    attempt: Running,
     completion: Option<Completion>,
 }
 
@@ -86,7 +86,11 @@ async fn an_answer_from_the_running_range_starts_the_next_window_task() {
     assert_eq!(stats.tallies.totals().in_flight, 4);
     let later = now.later_by(Duration::from_millis(5));
     let (taken, report) = answer(&mut book, 1, 2, later);
-    assert!(taken.is_some_and(|t| t.attempt.is_some()));
+    assert_eq!(
+        taken.map(|t| t.attempt.pending.id),
+        Some(1),
+        "task 1 answered"
+    );
     assert_eq!(
         report.deadline,
         Some(later.instant + TIMEOUT),
@@ -106,7 +110,11 @@ async fn an_answer_from_the_window_starts_nothing() {
     let now = PoolClock::new().now();
     let mut book = book(&stats, 4, 2, now);
     let (taken, report) = answer(&mut book, 4, 2, now);
-    assert!(taken.is_some());
+    assert_eq!(
+        taken.map(|t| t.attempt.pending.id),
+        Some(4),
+        "task 4 answered"
+    );
     assert_eq!(report.deadline, None);
     assert_eq!(book.get_mut(3).and_then(|r| r.run_start), None);
 }
@@ -121,21 +129,6 @@ async fn a_task_answered_twice_is_found_once() {
     assert!(answer(&mut book, 9, 1, now).0.is_none());
     assert_eq!(book.len(), 1);
     assert_eq!(stats.tallies.totals().in_flight, 1);
-}
-
-#[tokio::test(start_paused = true)]
-async fn attempts_taken_early_leave_their_entries_until_answered() {
-    let stats = Stats::new();
-    let mut book = book(&stats, 3, 1, PoolClock::new().now());
-    let taken = book.take_attempts();
-    assert_eq!(taken.len(), 3);
-    assert_eq!(stats.tallies.totals().in_flight, 0);
-    assert_eq!(book.len(), 3, "the answers are still awaited");
-    assert_eq!(book.attempts().count(), 0);
-    assert_eq!(book.ids().collect::<Vec<_>>(), [1, 2, 3]);
-    let (answered, _) = answer(&mut book, 2, 1, PoolClock::new().now());
-    assert!(answered.expect("its entry is kept").attempt.is_none());
-    assert_eq!(stats.tallies.totals().in_flight, 0, "counted out once");
 }
 
 #[tokio::test(start_paused = true)]
@@ -355,7 +348,7 @@ async fn a_completed_task_s_input_is_dropped_after_the_book_s_lock() {
         deadline: Some(now.instant + TIMEOUT),
         cancel_requested: false,
         reused: false,
-        withdrawn: false,
+        recalled: None,
         timed_out: None,
     });
     let mut settler = Settler::new(
