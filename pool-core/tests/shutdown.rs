@@ -263,3 +263,63 @@ async fn a_withdrawn_retry_names_the_worker_of_the_attempt_that_counts() {
     assert_eq!(err.failure, Failure::ShuttingDown);
     assert_eq!((err.attempts, err.worker.as_deref()), (1, Some("worker-0")));
 }
+
+/// A caller's cancel of a task past the drain deadline ends it as cancelled
+/// without cutting its worker's stop steps short: no second `cancel`, no
+/// SIGKILL after the cancel's own grace.
+#[tokio::test(start_paused = true)]
+async fn a_cancel_after_the_drain_deadline_ends_the_task_cancelled_and_keeps_the_stop_steps() {
+    let config = PoolConfig {
+        cancel_grace: Duration::from_millis(100),
+        ..one_worker_one_second_drain()
+    };
+    let (pool, recorder) = common::start(config, |_| MockAction::Stubborn).await;
+    let busy = pool.submit(common::task("busy", 1)).await.unwrap();
+    let id = busy.id();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let stopping = pool.clone();
+    let shutdown = tokio::spawn(async move { stopping.shutdown().await });
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    pool.cancel(id);
+    let err = busy.await.unwrap_err();
+    assert_eq!(
+        (err.status, err.failure),
+        (FinalStatus::Cancelled, Failure::Cancelled)
+    );
+    shutdown.await.unwrap();
+    let what: Vec<MockReceived> = recorder
+        .received("worker-0")
+        .iter()
+        .map(|(_, w)| *w)
+        .collect();
+    assert_eq!(
+        what,
+        [
+            MockReceived::Cancel(id),
+            MockReceived::Shutdown,
+            MockReceived::Signal(GroupSignal::Terminate),
+            MockReceived::Signal(GroupSignal::Kill),
+        ]
+    );
+}
+
+/// A task whose own timeout runs out after the drain deadline fails as timed
+/// out, as the pool's count of timeouts says, not as "shutting down".
+#[tokio::test(start_paused = true)]
+async fn a_task_timing_out_after_the_drain_deadline_fails_as_timed_out() {
+    let (pool, _recorder) =
+        common::start(one_worker_one_second_drain(), |_| MockAction::Stubborn).await;
+    let task = common::task("busy", 1).with_timeout(Duration::from_millis(1100));
+    let busy = pool.submit(task).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let stopping = pool.clone();
+    let shutdown = tokio::spawn(async move { stopping.shutdown().await });
+    let err = busy.await.unwrap_err();
+    shutdown.await.unwrap();
+    assert!(
+        matches!(err.failure, Failure::TimedOut { .. }),
+        "{:?}",
+        err.failure
+    );
+    assert_eq!(pool.metrics().tasks.timed_out, 1);
+}

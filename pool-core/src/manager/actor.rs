@@ -336,13 +336,18 @@ pub(crate) struct Running {
 /// Why the stopping pool sent `cancel` for an attempt (not its caller: that
 /// is [`Running::cancel_requested`]). Either way the attempt stays on its
 /// worker until the worker answers it or is reaped: a result that comes is
-/// its task's result; an error, or the reap, ends it as "shutting down".
+/// its task's result, and a caller's cancel still ends it as cancelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Recall {
     /// Taken back from its worker's prefetch window when the shutdown began:
-    /// it never ran, so its attempt is not counted.
+    /// an error answer ends it as "shutting down" with its attempt given back
+    /// (it never ran). One that started running after all and is still
+    /// unanswered at the reap counts its attempt.
     Withdrawn,
-    /// Still running at the drain deadline: its attempt counts.
+    /// Still running at the drain deadline: the worker's `cancelled` (or
+    /// `shutting_down`) answer, or the reap, ends it as "shutting down", its
+    /// attempt counted; a failure of its own (a handler's error, its timeout)
+    /// ends it as that failure, not retried.
     Abandoned,
 }
 

@@ -471,14 +471,16 @@ impl Actor {
                 pending.give_back_attempt();
                 return self.settle_error(pending, FinalStatus::Failed, Failure::ShuttingDown);
             }
-            Some(Recall::Abandoned) => {
+            // It stopped for the cancel the drain deadline sent; an attempt
+            // that failed on its own ends as any failure while the pool stops.
+            Some(Recall::Abandoned) if matches!(failure.kind(), "cancelled" | "shutting_down") => {
                 return self.settle_error(
                     running.pending,
                     FinalStatus::Failed,
                     Failure::ShuttingDown,
                 );
             }
-            None => {}
+            Some(Recall::Abandoned) | None => {}
         }
         let pending = running.pending;
         let max_retries = pending
@@ -586,7 +588,14 @@ impl Actor {
             let mut book = w.lane.book();
             let running = book.get_mut(id)?;
             let asked = !std::mem::replace(&mut running.cancel_requested, true);
-            Some((w, asked.then_some(running.run_start.is_some())))
+            // Past the drain deadline its worker was sent `cancel` already and
+            // is being stopped step by step: the task ends cancelled, with no
+            // grace of its own to cut those steps short.
+            let recalled = running.recalled == Some(Recall::Abandoned);
+            Some((
+                w,
+                (asked && !recalled).then_some(running.run_start.is_some()),
+            ))
         }) else {
             return;
         };

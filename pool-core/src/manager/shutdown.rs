@@ -52,8 +52,9 @@ impl Actor {
             .insert(Timer::DrainDeadline, capped(self.config.shutdown_timeout));
     }
 
-    /// In-flight tasks did not finish in time: each ends now as "shutting down",
-    /// and its worker is stopped step by step (see [`StopStep`]).
+    /// In-flight tasks did not finish in time: each is cancelled, and its
+    /// worker stopped step by step (see [`StopStep`]); each ends when the
+    /// worker answers it or is reaped.
     pub(crate) fn on_drain_deadline(&mut self) {
         if self.phase != Phase::Draining {
             return;

@@ -37,8 +37,7 @@ pub(crate) struct Settled {
     pub(crate) needs_actor: bool,
     /// Tasks whose `result` took them out of the book.
     pub(crate) answered: u32,
-    /// Of those, the ones that completed (not cancelled, not settled earlier at
-    /// the drain deadline).
+    /// Of those, the ones that completed (not cancelled).
     pub(crate) succeeded: u32,
     /// The earliest deadline of the tasks whose runs started meanwhile, in the
     /// worker's window or written by the lane's refill, when the actor's
