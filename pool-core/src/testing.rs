@@ -157,12 +157,27 @@ struct RecorderState {
     /// `(task id, attempt, worker)` of every reply.
     replies: Vec<(u64, u32, String)>,
     received: Vec<(String, tokio::time::Instant, MockReceived)>,
+    /// `(task id, attempt, worker)` of every attempt running now.
+    live: std::collections::HashSet<(u64, u32, String)>,
+    /// Workers that have exited.
+    exited: std::collections::HashSet<String>,
 }
 
 impl MockRecorder {
     /// Every task attempt a worker started, in order.
     pub fn started(&self) -> Vec<MockTask> {
         self.lock().started.clone()
+    }
+
+    /// Whether an attempt of task `id` is still running on a worker that has
+    /// not exited: the pool tells no caller an outcome while one is (a worker
+    /// records a task's end before its reply leaves it, and its own exit
+    /// before the pool can see it).
+    pub fn still_runs(&self, id: u64) -> bool {
+        let s = self.lock();
+        s.live
+            .iter()
+            .any(|(task, _, worker)| *task == id && !s.exited.contains(worker))
     }
 
     /// `(task id, attempt)` of every reply a worker sent, in order.
@@ -239,6 +254,7 @@ impl MockRecorder {
     fn begin(&self, task: &MockTask) {
         let mut s = self.lock();
         s.started.push(task.clone());
+        s.live.insert((task.id, task.attempt, task.worker.clone()));
         let n = s.running.entry(task.worker.clone()).or_default();
         *n += 1;
         let n = *n;
@@ -254,6 +270,7 @@ impl MockRecorder {
 
     fn end(&self, task: &MockTask, replied: bool) {
         let mut s = self.lock();
+        s.live.remove(&(task.id, task.attempt, task.worker.clone()));
         if let Some(n) = s.running.get_mut(&task.worker) {
             *n = n.saturating_sub(1);
         }
@@ -630,6 +647,7 @@ async fn fake_worker(
             }
         }
     };
+    recorder.lock().exited.insert(name.clone());
     dead.cancel();
     if pipes_outlive {
         // A child of the worker holds both pipes for a while.

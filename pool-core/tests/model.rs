@@ -29,7 +29,11 @@
 //!    the pool did not surely hear answered (the uncounted requeue of a task in a
 //!    dead or killed worker's window, or the bystander of a worker killed for
 //!    another task's timeout or ignored cancel, or any task of a worker that
-//!    batched its replies and died holding several; see [`answered`]).
+//!    batched its replies and died holding several; see [`answered`]);
+//! 5. `told while running`: no outcome reaches its caller while an attempt of
+//!    its task still runs on a worker that has not exited (a task still
+//!    running at the drain deadline ends when its worker answers it or is
+//!    reaped).
 //!
 //! A second property checks priority order with `prefetch: 0`: one worker running
 //! one task at a time (or, in half the cases, 1–3 workers running 1–2 each)
@@ -171,22 +175,49 @@ enum Seen {
     CancelAsked(u32),
     /// The test called `shutdown`.
     ShutdownAsked,
-    /// Task `n`'s handle resolved.
-    Settled { n: u32, outcome: Box<Outcome> },
+    /// Task `n`'s handle resolved; `still_running`: an attempt of it was
+    /// still running on a live worker at that moment.
+    Settled {
+        n: u32,
+        outcome: Box<Outcome>,
+        still_running: bool,
+    },
     /// Task `n` was accepted (priority property).
     Submitted { n: u32, priority: u8, at: Instant },
 }
 
 #[derive(Debug, Clone, Default)]
-struct Log(Arc<Mutex<Vec<Seen>>>);
+struct Log {
+    seen: Arc<Mutex<Vec<Seen>>>,
+    /// The mock workers' record, once the pool started: whether a task still
+    /// runs when its outcome is logged.
+    runs: Arc<std::sync::OnceLock<Arc<MockRecorder>>>,
+}
 
 impl Log {
+    /// Logs task `n`'s outcome, and whether a live worker still ran it.
+    fn settled(&self, n: u32, outcome: Outcome) {
+        let id = match &outcome {
+            Ok(out) => out.id,
+            Err(err) => err.id,
+        };
+        let still_running = self.runs.get().is_some_and(|runs| runs.still_runs(id));
+        self.push(Seen::Settled {
+            n,
+            outcome: Box::new(outcome),
+            still_running,
+        });
+    }
+
     fn push(&self, seen: Seen) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(seen);
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(seen);
     }
 
     fn snapshot(&self) -> Vec<Seen> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
@@ -361,6 +392,7 @@ async fn one_case(seed: u64) {
     } else {
         common::start(shape.config(), script(log.clone())).await
     };
+    let _ = log.runs.set(recorder.clone());
     let tracer = trace(&pool);
     let shared = Shared::start(&log);
     let mut tasks: Vec<Submitted> = Vec::new();
@@ -546,10 +578,7 @@ impl SharedBook {
             self.early.push((id, outcome));
             return;
         };
-        log.push(Seen::Settled {
-            n,
-            outcome: Box::new(outcome),
-        });
+        log.settled(n, outcome);
         if let Some(waiter) = self.waiters.remove(&id) {
             let _ = waiter.send(());
         }
@@ -637,10 +666,7 @@ fn watch(
                 handle.await
             }
         };
-        log.push(Seen::Settled {
-            n,
-            outcome: Box::new(outcome),
-        });
+        log.settled(n, outcome);
     });
     (cancel, watcher)
 }
@@ -828,11 +854,21 @@ fn check(
                 let key = (*id, *attempt, worker.as_str());
                 last_start[i] = Some((*attempt, answered.contains(&key)));
             }
-            Seen::Settled { n, outcome } => {
+            Seen::Settled {
+                n,
+                outcome,
+                still_running,
+            } => {
                 let outcome: &Outcome = outcome;
                 let i = *n as usize;
                 if settled[i].replace(outcome).is_some() {
                     fail("settles", format!("task {n} resolved twice"));
+                }
+                if *still_running {
+                    fail(
+                        "told while running",
+                        format!("task {n} resolved ({outcome:?}) while a live worker still ran it"),
+                    );
                 }
                 let payload = outcome
                     .as_ref()
