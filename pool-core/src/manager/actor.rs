@@ -322,25 +322,30 @@ pub(crate) struct Running {
     /// acted on). Watched by the worker's one deadline timer, not by a timer per
     /// task.
     pub(crate) deadline: Option<Instant>,
-    pub(crate) cancel_requested: bool,
+    /// Whether its worker was sent `cancel` for it, and on whose behalf.
+    pub(crate) cancel: CancelAsked,
     /// Its worker had been handed a task before this one.
     pub(crate) reused: bool,
-    /// Why the pool, stopping, sent its worker `cancel` for it, if it did.
-    pub(crate) recalled: Option<Recall>,
     /// The limit its attempt ran past, once its deadline fired: it fails as
     /// timed out when its worker (killed for it) is reaped, unless its result
     /// arrived first.
     pub(crate) timed_out: Option<Duration>,
 }
 
-/// Why the stopping pool sent `cancel` for an attempt (not its caller: that
-/// is [`Running::cancel_requested`]). Either way the attempt stays on its
-/// worker until the worker answers it or is reaped: a result that comes is
-/// its task's result, and a caller's cancel still ends it as cancelled.
+/// Whether an attempt's worker was sent `cancel` for it, and on whose
+/// behalf. Whichever, the attempt stays on its worker until the worker
+/// answers it or is reaped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Recall {
-    /// Taken back from its worker's prefetch window when the shutdown began:
-    /// an error answer ends it as "shutting down" with its attempt given back
+pub(crate) enum CancelAsked {
+    /// It was not: the attempt runs to its answer.
+    No,
+    /// Its caller cancelled it: it ends cancelled, whatever its worker
+    /// answers (a result is not counted as a completion) and whatever
+    /// becomes of the worker. Asked past the drain deadline, it only changes
+    /// the outcome: the worker is being stopped already.
+    ByCaller,
+    /// The pool, stopping, took it back from its worker's prefetch window
+    /// when the shutdown began: an error answer ends it as "shutting down" with its attempt given back
     /// (it never ran). One that started running after all and is still
     /// unanswered at the reap counts its attempt.
     Withdrawn,

@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use tokio_util::time::DelayQueue;
 
 use super::actor::{
-    capped, worker_name, Actor, Pending, Phase, RanOn, Recall, Running, Shared, Timer,
+    capped, worker_name, Actor, CancelAsked, Pending, Phase, RanOn, Running, Shared, Timer,
     HEARTBEAT_HISTORY, LONGEST_TIMER,
 };
 use super::alert_kind::AlertKind;
@@ -462,25 +462,29 @@ impl Actor {
 
     /// An attempt failed: retry it, dead-letter it, or fail it for good.
     pub(crate) fn attempt_failed(&mut self, running: Running, failure: Failure, retryable: bool) {
-        if running.cancel_requested {
-            return self.settle_error(running.pending, FinalStatus::Cancelled, Failure::Cancelled);
-        }
-        match running.recalled {
-            Some(Recall::Withdrawn) => {
+        match running.cancel {
+            CancelAsked::ByCaller => {
+                return self.settle_error(
+                    running.pending,
+                    FinalStatus::Cancelled,
+                    Failure::Cancelled,
+                );
+            }
+            CancelAsked::Withdrawn => {
                 let mut pending = running.pending;
                 pending.give_back_attempt();
                 return self.settle_error(pending, FinalStatus::Failed, Failure::ShuttingDown);
             }
             // It stopped for the cancel the drain deadline sent; an attempt
             // that failed on its own ends as any failure while the pool stops.
-            Some(Recall::Abandoned) if matches!(failure.kind(), "cancelled" | "shutting_down") => {
+            CancelAsked::Abandoned if matches!(failure.kind(), "cancelled" | "shutting_down") => {
                 return self.settle_error(
                     running.pending,
                     FinalStatus::Failed,
                     Failure::ShuttingDown,
                 );
             }
-            Some(Recall::Abandoned) | None => {}
+            CancelAsked::Abandoned | CancelAsked::No => {}
         }
         let pending = running.pending;
         let max_retries = pending
@@ -587,15 +591,12 @@ impl Actor {
         let Some((worker, started)) = self.workers.values().find_map(|w| {
             let mut book = w.lane.book();
             let running = book.get_mut(id)?;
-            let asked = !std::mem::replace(&mut running.cancel_requested, true);
+            let before = std::mem::replace(&mut running.cancel, CancelAsked::ByCaller);
             // Past the drain deadline its worker was sent `cancel` already and
             // is being stopped step by step: the task ends cancelled, with no
             // grace of its own to cut those steps short.
-            let recalled = running.recalled == Some(Recall::Abandoned);
-            Some((
-                w,
-                (asked && !recalled).then_some(running.run_start.is_some()),
-            ))
+            let send = !matches!(before, CancelAsked::ByCaller | CancelAsked::Abandoned);
+            Some((w, send.then_some(running.run_start.is_some())))
         }) else {
             return;
         };
@@ -638,10 +639,10 @@ impl Actor {
                 }
                 batch.clear();
                 for running in book.attempts_mut() {
-                    if running.run_start.is_some() || running.cancel_requested {
+                    if running.run_start.is_some() || running.cancel != CancelAsked::No {
                         continue;
                     }
-                    running.recalled = Some(Recall::Withdrawn);
+                    running.cancel = CancelAsked::Withdrawn;
                     let id = running.pending.id;
                     let _ = encode_frame(&ToWorker::Cancel { id }, &mut batch, max_frame);
                 }
@@ -680,7 +681,7 @@ impl Actor {
                 w.lane
                     .book()
                     .get_mut(id)
-                    .is_some_and(|running| running.cancel_requested)
+                    .is_some_and(|running| running.cancel == CancelAsked::ByCaller)
             })
             .map(|(num, _)| *num)
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::actor::{
-    capped, worker_name, Actor, Phase, Slot, Timer, Worker, MAX_UNCOUNTED_REQUEUES,
+    capped, worker_name, Actor, CancelAsked, Phase, Slot, Timer, Worker, MAX_UNCOUNTED_REQUEUES,
 };
 use super::alert_kind::AlertKind;
 use super::events::{AlertSeverity, PoolEvent};
@@ -349,15 +349,12 @@ impl Actor {
             // without losing an attempt (and without using up a free requeue:
             // there is no doubt). Not a task whose deadline fired: a worker
             // that never reads would make it time out for ever.
-            if running.frame_start >= written
-                && !running.cancel_requested
-                && running.timed_out.is_none()
-            {
+            let by_caller = running.cancel == CancelAsked::ByCaller;
+            if running.frame_start >= written && !by_caller && running.timed_out.is_none() {
                 self.requeue_unstarted(running.pending);
                 continue;
             }
-            if ambiguous && !running.cancel_requested && !matches!(cause, Some(KillCause::Shutdown))
-            {
+            if ambiguous && !by_caller && !matches!(cause, Some(KillCause::Shutdown)) {
                 // It may not have run, or may have finished with its reply
                 // unwritten: its attempt does not count, and the next runs alone.
                 running.pending.run_alone = true;
@@ -365,7 +362,7 @@ impl Actor {
                 continue;
             }
             if running.run_start.is_none()
-                && !running.cancel_requested
+                && !by_caller
                 && running.pending.uncounted_requeues < MAX_UNCOUNTED_REQUEUES
             {
                 // Still in the prefetch window: it never ran, so it loses no
@@ -382,7 +379,7 @@ impl Actor {
             }
             // Its caller cancelled it: whatever killed the worker, it ends
             // cancelled now that the worker is reaped, never to run again.
-            if running.cancel_requested {
+            if by_caller {
                 self.settle_error(running.pending, FinalStatus::Cancelled, Failure::Cancelled);
                 continue;
             }

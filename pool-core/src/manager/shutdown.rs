@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use bytes::BytesMut;
 
-use super::actor::{capped, Actor, Phase, Recall, Timer};
+use super::actor::{capped, Actor, CancelAsked, Phase, Timer};
 use super::failure::Failure;
 use super::handle::FinalStatus;
 use super::worker_life::{KillCause, StopStep};
@@ -91,10 +91,10 @@ impl Actor {
             // A task its caller cancelled, or one taken back from the window,
             // was sent its `cancel` already.
             for running in book.attempts_mut() {
-                if running.cancel_requested || running.recalled.is_some() {
+                if running.cancel != CancelAsked::No {
                     continue;
                 }
-                running.recalled = Some(Recall::Abandoned);
+                running.cancel = CancelAsked::Abandoned;
                 let id = running.pending.id;
                 let _ = encode_frame(&ToWorker::Cancel { id }, &mut batch, max_frame);
             }

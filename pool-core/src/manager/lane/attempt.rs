@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use bytes::Bytes;
 
-use super::super::actor::{Pending, RanOn, Running, Shared};
+use super::super::actor::{CancelAsked, Pending, RanOn, Running, Shared};
 use super::super::clock::Now;
 use super::super::events::PoolEvent;
 use super::{deadline_after, Book, Input};
@@ -90,9 +90,8 @@ impl Book {
             frame_start,
             run_start: runs_now.then_some(now.moment),
             deadline,
-            cancel_requested: false,
+            cancel: CancelAsked::No,
             reused,
-            recalled: None,
             timed_out: None,
         });
         Ok(Written {

@@ -33,7 +33,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::time::delay_queue;
 
-use super::actor::Running;
+use super::actor::{CancelAsked, Running};
 use super::bell::Bell;
 use super::clock::{AtomicMoment, Moment, Now, PoolClock};
 use super::link_output::LinkOutput;
@@ -187,7 +187,7 @@ impl Book {
         let at = self.entries.iter().position(|r| r.pending.id == id)?;
         let attempt = self.entries.remove(at)?;
         self.tally.in_flight_down(1);
-        let completion = (reply == Reply::Result && !attempt.cancel_requested)
+        let completion = (reply == Reply::Result && attempt.cancel != CancelAsked::ByCaller)
             .then(|| self.count_completion(&attempt, now.moment));
         report.answered += 1;
         self.tally.answered();
@@ -236,7 +236,7 @@ impl Book {
         Some(Started {
             id: running.pending.id,
             deadline,
-            cancel_requested: running.cancel_requested,
+            cancel_requested: running.cancel == CancelAsked::ByCaller,
         })
     }
 

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use super::settle::Settled;
 use super::{Book, Completion, Reply};
-use crate::manager::actor::{Pending, Running};
+use crate::manager::actor::{CancelAsked, Pending, Running};
 use crate::manager::clock::{Now, PoolClock};
 use crate::manager::ledger::Answer;
 use crate::manager::metrics::Stats;
@@ -24,9 +24,8 @@ fn attempt(id: u64, now: Now, running: bool) -> Running {
         frame_start: 0,
         run_start: running.then_some(now.moment),
         deadline: running.then_some(now.instant + TIMEOUT),
-        cancel_requested: false,
+        cancel: CancelAsked::No,
         reused: false,
-        recalled: None,
         timed_out: None,
     }
 }
@@ -157,7 +156,7 @@ async fn a_result_counts_a_completion_and_an_error_or_a_cancel_does_not() {
     let now = PoolClock::new().now();
     let mut book = book(&stats, 3, 3, now);
     if let Some(running) = book.get_mut(3) {
-        running.cancel_requested = true;
+        running.cancel = CancelAsked::ByCaller;
     }
     let later = now.later_by(Duration::from_millis(7));
     let mut report = Settled::default();
@@ -346,9 +345,8 @@ async fn a_completed_task_s_input_is_dropped_after_the_book_s_lock() {
         frame_start: 0,
         run_start: Some(now.moment),
         deadline: Some(now.instant + TIMEOUT),
-        cancel_requested: false,
+        cancel: CancelAsked::No,
         reused: false,
-        recalled: None,
         timed_out: None,
     });
     let mut settler = Settler::new(
