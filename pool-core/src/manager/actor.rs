@@ -345,9 +345,9 @@ pub(crate) enum CancelAsked {
     /// the outcome: the worker is being stopped already.
     ByCaller,
     /// The pool, stopping, took it back from its worker's prefetch window
-    /// when the shutdown began: an error answer ends it as "shutting down" with its attempt given back
-    /// (it never ran). One that started running after all and is still
-    /// unanswered at the reap counts its attempt.
+    /// when the shutdown began: an error answer ends it as "shutting down"
+    /// with its attempt given back (it never ran). One that started running
+    /// after all and is still unanswered at the reap counts its attempt.
     Withdrawn,
     /// Still running at the drain deadline: the worker's `cancelled` (or
     /// `shutting_down`) answer, or the reap, ends it as "shutting down", its

@@ -118,7 +118,7 @@ pub(crate) struct Started {
     pub(crate) id: u64,
     pub(crate) deadline: Instant,
     /// Its cancel was asked for while it waited: its grace starts now.
-    pub(crate) cancel_requested: bool,
+    pub(crate) cancelled_by_caller: bool,
 }
 
 impl Book {
@@ -199,7 +199,7 @@ impl Book {
                 keep_earliest(&mut report.deadline, started.deadline);
                 report.needs_actor = true;
             }
-            if started.cancel_requested {
+            if started.cancelled_by_caller {
                 report.cancel_started.push(started.id);
                 report.needs_actor = true;
             }
@@ -236,7 +236,7 @@ impl Book {
         Some(Started {
             id: running.pending.id,
             deadline,
-            cancel_requested: running.cancel == CancelAsked::ByCaller,
+            cancelled_by_caller: running.cancel == CancelAsked::ByCaller,
         })
     }
 
