@@ -2,19 +2,19 @@
 //! read or change the rows themselves, after a checkpoint (listings, the dead
 //! letters' purge, retention) or beside the overlay (the kept counts).
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 use task_source::{Filter, TaskRecord, TaskState};
 
 use crate::counts::StateDelta;
 
-/// The condition of the `tasks_at_rest` index (schema 4: tasks neither queued
-/// nor running), which a query repeats word for word to use it: SQLite uses a
-/// partial index only when the query's own terms imply its condition. Each
-/// such query names the index (`INDEXED BY`), so a condition that drifted from
-/// the index's fails when the statement is prepared instead of scanning.
-macro_rules! at_rest {
+/// The condition of the `tasks_dead` index (schema 6: the dead letters),
+/// which a query repeats word for word to use it: SQLite uses a partial index
+/// only when the query's own terms imply its condition. Each such query names
+/// the index (`INDEXED BY`), so a condition that drifted from the index's
+/// fails when the statement is prepared instead of scanning.
+macro_rules! dead {
     () => {
-        "state <> 'queued' AND state <> 'running'"
+        "state = 'dead_letter'"
     };
 }
 
@@ -40,23 +40,21 @@ pub(crate) fn list(
 
 /// The ids of the dead-lettered tasks, oldest first.
 pub(crate) const DEAD_LETTERS: &str = concat!(
-    "SELECT id FROM tasks INDEXED BY tasks_at_rest WHERE state = 'dead_letter' AND ",
-    at_rest!(),
+    "SELECT id FROM tasks INDEXED BY tasks_dead WHERE ",
+    dead!(),
     " ORDER BY seq"
 );
 
 /// The sequence numbers and ids of the dead-lettered tasks' rows, oldest first.
 pub(crate) const DEAD_LETTER_SEQS: &str = concat!(
-    "SELECT seq, id FROM tasks INDEXED BY tasks_at_rest WHERE state = 'dead_letter' AND ",
-    at_rest!(),
+    "SELECT seq, id FROM tasks INDEXED BY tasks_dead WHERE ",
+    dead!(),
     " ORDER BY seq"
 );
 
 /// Deletes the dead-lettered tasks.
-pub(crate) const PURGE_DEAD: &str = concat!(
-    "DELETE FROM tasks INDEXED BY tasks_at_rest WHERE state = 'dead_letter' AND ",
-    at_rest!()
-);
+pub(crate) const PURGE_DEAD: &str =
+    concat!("DELETE FROM tasks INDEXED BY tasks_dead WHERE ", dead!());
 
 fn dead_letters(conn: &Connection) -> rusqlite::Result<Vec<String>> {
     conn.prepare_cached(DEAD_LETTERS)?
@@ -81,14 +79,23 @@ pub(crate) fn used_bytes(conn: &Connection) -> rusqlite::Result<u64> {
     Ok(((pages - free).max(0) * size) as u64)
 }
 
-/// Deletes at most `?3` of the tasks in state `?1` (one of [`TaskState::PRUNABLE`]) last
-/// changed before `?2` ms.
-pub(crate) const PRUNE_OLDER: &str = concat!(
-    "DELETE FROM tasks WHERE seq IN (SELECT seq FROM tasks INDEXED BY tasks_at_rest \
-     WHERE state = ?1 AND updated_ms < ?2 AND ",
-    at_rest!(),
-    " LIMIT ?3)"
-);
+/// `state IN (…)` of the states a prune deletes ([`TaskState::PRUNABLE`]).
+fn prunable() -> String {
+    let states = TaskState::PRUNABLE.map(|s| format!("'{}'", s.as_str()));
+    format!("state IN ({})", states.join(","))
+}
+
+/// Deletes at most `?3` of the tasks numbered below `?1` that are settled for
+/// good and were last changed before `?2` ms, oldest first; gives the state
+/// of each. SQLite walks the table in `seq` order up to `?1`: no index is
+/// kept for this (see schema 6).
+fn prune_older() -> String {
+    format!(
+        "DELETE FROM tasks WHERE seq IN (SELECT seq FROM tasks
+         WHERE seq < ?1 AND {} AND updated_ms < ?2 ORDER BY seq LIMIT ?3) RETURNING state",
+        prunable()
+    )
+}
 
 /// The most tasks one call of [`prune`] deletes: the store runs each call as
 /// a transaction of its own, and calls again while a call deleted this many.
@@ -104,19 +111,24 @@ pub(crate) fn prune(
 ) -> rusqlite::Result<u64> {
     let mut delta = StateDelta::default();
     let mut removed = 0;
-    let mut older = conn.prepare_cached(PRUNE_OLDER)?;
-    for state in TaskState::PRUNABLE {
-        let n = older.execute(params![state.as_str(), before, limit - removed])? as u64;
-        delta.add(state, -(n as i64));
-        removed += n;
+    // A task created at or after `before` was last changed after it: the
+    // walk stops at the first one.
+    let bound = created_from(conn, before)?;
+    let states: Vec<String> = conn
+        .prepare_cached(&prune_older())?
+        .query_map(params![bound, before, limit], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for state in &states {
+        if let Some(state) = TaskState::parse(state) {
+            delta.add(state, -1);
+        }
     }
+    removed += states.len() as u64;
     if let Some(max) = max_bytes {
-        let states = TaskState::PRUNABLE
-            .map(|s| format!("'{}'", s.as_str()))
-            .join(",");
         let mut oldest = conn.prepare_cached(&format!(
-            "DELETE FROM tasks WHERE seq IN (SELECT seq FROM tasks WHERE state IN ({states})
-             ORDER BY seq LIMIT ?1) RETURNING state"
+            "DELETE FROM tasks WHERE seq IN (SELECT seq FROM tasks WHERE {}
+             ORDER BY seq LIMIT ?1) RETURNING state",
+            prunable()
         ))?;
         while removed < limit && used_bytes(conn)? > max {
             let states: Vec<String> = oldest
@@ -137,6 +149,34 @@ pub(crate) fn prune(
     Ok(removed)
 }
 
+/// The lowest task number from which on every task was created at or after
+/// `at_ms` (one past the last task when none was): tasks are numbered in the
+/// order they are accepted, so their creation times rise with their numbers,
+/// and a binary search over the numbers finds it in a few look-ups by key. A
+/// clock set back breaks the order only for the tasks around it; the bound
+/// may then be lower than it could be, never so high that a task created
+/// later is walked over (the prune checks each task's own time anyway).
+pub(crate) fn created_from(conn: &Connection, at_ms: u64) -> rusqlite::Result<i64> {
+    let (mut lo, mut hi): (i64, i64) = conn.query_row(
+        "SELECT coalesce(min(seq), 0), coalesce(max(seq), 0) + 1 FROM tasks",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let mut first_at =
+        conn.prepare_cached("SELECT created_ms FROM tasks WHERE seq >= ?1 ORDER BY seq LIMIT 1")?;
+    // Invariant: every task below `lo` was created before `at_ms`; the first
+    // task at or after `hi` (if any) was not.
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let created: Option<u64> = first_at.query_row([mid], |r| r.get(0)).optional()?;
+        match created {
+            Some(created) if created < at_ms => lo = mid + 1,
+            _ => hi = mid,
+        }
+    }
+    Ok(lo)
+}
+
 /// Tasks waiting or running, from the kept counts: every `submit` asks, and
 /// counting the rows took time in proportion to the queue.
 pub(crate) fn unsettled(conn: &Connection) -> rusqlite::Result<u64> {
@@ -150,4 +190,96 @@ pub(crate) fn rows(conn: &Connection) -> rusqlite::Result<Vec<(String, u64)>> {
     conn.prepare_cached("SELECT state, n FROM state_counts")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store of rows numbered `seq`, each created at `created` and last
+    /// changed at `updated` ms, in `state`.
+    fn store(rows: &[(i64, u64, u64, &str)]) -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        crate::schema::migrate(&conn).unwrap();
+        for (seq, created, updated, state) in rows {
+            conn.execute(
+                "INSERT INTO tasks (seq, id, type, payload, priority, state, created_ms, updated_ms)
+                 VALUES (?1, 'id-' || ?1, 'echo', '1', 10, ?2, ?3, ?4)",
+                params![seq, state, created, updated],
+            )
+            .unwrap();
+        }
+        conn
+    }
+
+    fn seqs(conn: &Connection) -> Vec<i64> {
+        conn.prepare("SELECT seq FROM tasks ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    /// Every task below the bound was created before the time, every task
+    /// from it on at or after it, with gaps in the numbers (pruned tasks) and
+    /// an empty store.
+    #[test]
+    fn the_creation_bound_splits_the_tasks_at_the_time() {
+        let rows: Vec<(i64, u64, u64, &str)> = [1, 2, 3, 5, 8, 9, 12, 20]
+            .into_iter()
+            .map(|seq| (seq, seq as u64 * 100, 0, "ok"))
+            .collect();
+        let conn = store(&rows);
+        for at in [0, 100, 150, 300, 400, 500, 750, 1_200, 1_250, 2_000, 5_000] {
+            let bound = created_from(&conn, at).unwrap();
+            for (seq, created, _, _) in &rows {
+                assert_eq!(
+                    *seq < bound,
+                    *created < at,
+                    "at {at}: bound {bound}, task {seq} created at {created}"
+                );
+            }
+        }
+        assert_eq!(created_from(&store(&[]), 1_000).unwrap(), 0);
+    }
+
+    /// The walk in `seq` order passes over what it keeps (a dead letter, a
+    /// running task, one changed since the cutoff) and stops at the first task
+    /// created after the cutoff; the counts follow.
+    #[test]
+    fn a_prune_deletes_every_old_settled_task_and_nothing_else() {
+        let conn = store(&[
+            (1, 100, 150, "dead_letter"),
+            (2, 100, 200, "ok"),
+            (3, 100, 900, "ok"),
+            (4, 100, 100, "running"),
+            (5, 200, 300, "failed"),
+            (6, 300, 350, "cancelled"),
+            (7, 1_000, 1_100, "ok"),
+        ]);
+        conn.execute_batch(
+            "INSERT INTO state_counts (state, n) VALUES
+             ('dead_letter', 1), ('ok', 3), ('running', 1), ('failed', 1), ('cancelled', 1)",
+        )
+        .unwrap();
+        assert_eq!(prune(&conn, 500, None, 10).unwrap(), 3);
+        assert_eq!(seqs(&conn), [1, 3, 4, 7]);
+        let mut counts = rows(&conn).unwrap();
+        counts.retain(|(_, n)| *n != 0);
+        counts.sort();
+        assert_eq!(
+            counts,
+            [
+                ("dead_letter".to_owned(), 1),
+                ("ok".to_owned(), 2),
+                ("running".to_owned(), 1)
+            ]
+        );
+        assert_eq!(
+            prune(&conn, 500, None, 10).unwrap(),
+            0,
+            "nothing more is due"
+        );
+    }
 }

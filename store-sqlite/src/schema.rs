@@ -4,7 +4,7 @@ use rusqlite::Connection;
 
 /// The schema version this build writes. A store with a higher version was
 /// written by a newer cortex-pool and is refused.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 const V1: &str = "
 CREATE TABLE tasks (
@@ -63,13 +63,12 @@ PRAGMA user_version = 3;
 
 /// Version 4: `tasks_by_state (state, updated_ms)` held an entry for every
 /// task, moved on every claim and settlement (five B-tree changes a task, a
-/// quarter of the store's instructions per task). `tasks_at_rest` holds only
-/// tasks neither queued nor running: a settled task enters it once. Its
-/// condition is two `<>` terms, not `state IN (…)`: SQLite evaluates a
+/// quarter of the store's instructions per task). `tasks_at_rest` held only
+/// tasks neither queued nor running: a settled task entered it once. Its
+/// condition was two `<>` terms, not `state IN (…)`: SQLite evaluates a
 /// partial index's condition on every row written, and an `IN` list of three
 /// or more values costs an ephemeral table each time (a store with such an
-/// index spent twice the instructions on every write). A query that means to
-/// use it repeats [`AT_REST`](crate::ops::AT_REST) word for word.
+/// index spent twice the instructions on every write). Version 6 drops it.
 const V4: &str = "
 DROP INDEX tasks_by_state;
 CREATE INDEX tasks_at_rest ON tasks (state, updated_ms) WHERE state <> 'queued' AND state <> 'running';
@@ -88,6 +87,19 @@ CREATE TABLE journal (seq INTEGER PRIMARY KEY, entries BLOB NOT NULL);
 PRAGMA user_version = 5;
 ";
 
+/// Version 6: `tasks_at_rest` cost about 5 800 instructions for every row a
+/// checkpoint writes, a sixth of the store thread's work a task (measured in
+/// `docs/benchmarks.md`). Retention finds old settled tasks by a scan in `seq`
+/// order, bounded by their creation time ([`prune`](crate::ops::prune)); the
+/// dead letters, kept until purged, have a partial index of their own, which
+/// only they enter. A query that means to use it repeats its condition word
+/// for word (`ops.rs`, `dead!`).
+const V6: &str = "
+DROP INDEX tasks_at_rest;
+CREATE INDEX tasks_dead ON tasks (seq) WHERE state = 'dead_letter';
+PRAGMA user_version = 6;
+";
+
 /// What the version check found.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Version {
@@ -104,11 +116,12 @@ pub(crate) fn migrate(conn: &Connection) -> rusqlite::Result<Version> {
         return Ok(Version::Newer(version));
     }
     let steps = match version {
-        0 => [V1, V2, V3, V4, V5].join(" "),
-        1 => [V2, V3, V4, V5].join(" "),
-        2 => [V3, V4, V5].join(" "),
-        3 => [V4, V5].join(" "),
-        4 => V5.to_owned(),
+        0 => [V1, V2, V3, V4, V5, V6].join(" "),
+        1 => [V2, V3, V4, V5, V6].join(" "),
+        2 => [V3, V4, V5, V6].join(" "),
+        3 => [V4, V5, V6].join(" "),
+        4 => [V5, V6].join(" "),
+        5 => V6.to_owned(),
         _ => return Ok(Version::Current),
     };
     conn.execute_batch(&format!("BEGIN IMMEDIATE; {steps} COMMIT;"))?;
@@ -223,20 +236,18 @@ mod tests {
         .unwrap()
     }
 
-    fn at_rest(conn: &Connection) -> Vec<(String, i64)> {
-        conn.prepare(
-            "SELECT state, count(*) FROM tasks INDEXED BY tasks_at_rest \
-             WHERE state <> 'queued' AND state <> 'running' GROUP BY state ORDER BY state",
-        )
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<rusqlite::Result<_>>()
-        .unwrap()
+    /// The ids the index of dead letters holds.
+    fn dead(conn: &Connection) -> Vec<String> {
+        conn.prepare(crate::ops::DEAD_LETTERS)
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
     }
 
     #[test]
-    fn a_version_3_store_trades_its_state_index_for_one_of_tasks_at_rest() {
+    fn a_version_3_store_ends_with_the_index_of_ready_tasks_and_of_dead_letters() {
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch(&[V1, V2, V3].join(" ")).unwrap();
         for (id, state) in [
@@ -249,41 +260,50 @@ mod tests {
         }
         assert_eq!(migrate(&conn).unwrap(), Version::Current);
         assert_eq!(version(&conn), SCHEMA_VERSION);
-        assert_eq!(indexes(&conn), ["tasks_at_rest", "tasks_ready"]);
-        assert_eq!(
-            at_rest(&conn),
-            [("dead_letter".to_owned(), 1), ("ok".to_owned(), 1)]
-        );
+        assert_eq!(indexes(&conn), ["tasks_dead", "tasks_ready"]);
+        assert_eq!(dead(&conn), ["d"]);
+    }
+
+    /// Schema 6 drops `tasks_at_rest` (each row a checkpoint writes paid for
+    /// it) and indexes only the dead letters; the rows stay.
+    #[test]
+    fn a_version_5_store_trades_the_index_of_tasks_at_rest_for_one_of_dead_letters() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(&[V1, V2, V3, V4, V5].join(" ")).unwrap();
+        insert(&conn, "a", "ok");
+        insert(&conn, "b", "dead_letter");
+        assert_eq!(migrate(&conn).unwrap(), Version::Current);
+        assert_eq!(version(&conn), SCHEMA_VERSION);
+        assert_eq!(indexes(&conn), ["tasks_dead", "tasks_ready"]);
+        assert_eq!(dead(&conn), ["b"]);
+        assert_eq!(full_counts(&conn).len(), 2);
     }
 
     #[test]
-    fn only_a_task_at_rest_is_in_the_index_of_tasks_at_rest() {
+    fn only_a_dead_letter_is_in_the_index_of_dead_letters() {
         let conn = Connection::open_in_memory().unwrap();
         migrate(&conn).unwrap();
         insert(&conn, "a", "queued");
-        assert_eq!(at_rest(&conn), []);
-        conn.execute("UPDATE tasks SET state = 'running' WHERE id = 'a'", [])
+        insert(&conn, "b", "ok");
+        assert_eq!(dead(&conn), Vec::<String>::new());
+        conn.execute("UPDATE tasks SET state = 'dead_letter' WHERE id = 'a'", [])
             .unwrap();
-        assert_eq!(at_rest(&conn), []);
-        conn.execute("UPDATE tasks SET state = 'retrying' WHERE id = 'a'", [])
+        assert_eq!(dead(&conn), ["a"]);
+        conn.execute("UPDATE tasks SET state = 'queued' WHERE id = 'a'", [])
             .unwrap();
-        assert_eq!(at_rest(&conn), [("retrying".to_owned(), 1)]);
-        conn.execute("UPDATE tasks SET state = 'ok' WHERE id = 'a'", [])
-            .unwrap();
-        assert_eq!(at_rest(&conn), [("ok".to_owned(), 1)]);
+        assert_eq!(dead(&conn), Vec::<String>::new());
     }
 
     /// Each names the index: a condition that no longer implies the index's
     /// fails to prepare ("no query solution").
     #[test]
-    fn the_queries_of_tasks_at_rest_can_use_its_index() {
+    fn the_dead_letters_queries_can_use_their_index() {
         let conn = Connection::open_in_memory().unwrap();
         migrate(&conn).unwrap();
         for sql in [
             crate::ops::DEAD_LETTERS,
             crate::ops::DEAD_LETTER_SEQS,
             crate::ops::PURGE_DEAD,
-            crate::ops::PRUNE_OLDER,
         ] {
             if let Err(e) = conn.prepare(sql) {
                 panic!("{sql}: {e}");
@@ -298,8 +318,8 @@ mod tests {
         insert(&conn, "a", "queued");
         assert_eq!(migrate(&conn).unwrap(), Version::Current);
         assert_eq!(version(&conn), SCHEMA_VERSION);
-        conn.execute_batch("PRAGMA user_version = 6").unwrap();
-        assert_eq!(migrate(&conn).unwrap(), Version::Newer(6));
+        conn.execute_batch("PRAGMA user_version = 7").unwrap();
+        assert_eq!(migrate(&conn).unwrap(), Version::Newer(7));
     }
 
     #[test]
