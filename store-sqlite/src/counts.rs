@@ -205,7 +205,10 @@ mod tests {
         assert_counts_true(&conn, &mut o, "purge");
         let _ = o.take_pending();
         o.checkpoint(&conn, Checkpoint::Full).unwrap();
-        assert_eq!(ops::prune(&conn, 3, None, ops::PRUNE_STEP).unwrap(), 3);
+        assert_eq!(
+            ops::prune_round(&conn, 3, None, ops::PRUNE_STEP).unwrap(),
+            3
+        );
         assert_counts_true(&conn, &mut o, "prune by age");
         o.accept(&conn, vec![new_task("late")], 10, None).unwrap();
         o.claim(&conn, 8, 10).unwrap();
@@ -221,7 +224,7 @@ mod tests {
         o.settle(&conn, all, 11).unwrap();
         let _ = o.take_pending();
         o.checkpoint(&conn, Checkpoint::Full).unwrap();
-        assert!(ops::prune(&conn, 0, Some(0), ops::PRUNE_STEP).unwrap() > 0);
+        assert!(ops::prune(&conn, 0, Some(0), ops::PRUNE_STEP, 0).unwrap().0 > 0);
         assert_counts_true(&conn, &mut o, "prune by size");
         let unsettled: i64 = conn
             .query_row(
@@ -254,11 +257,11 @@ mod tests {
         o.settle(&conn, all, 2).unwrap();
         let _ = o.take_pending();
         o.checkpoint(&conn, Checkpoint::Full).unwrap();
-        assert_eq!(ops::prune(&conn, 3, None, 3).unwrap(), 3, "by age");
+        assert_eq!(ops::prune(&conn, 3, None, 3, 0).unwrap().0, 3, "by age");
         assert_counts_true(&conn, &mut o, "a limited prune by age");
-        assert_eq!(ops::prune(&conn, 0, Some(0), 2).unwrap(), 2, "by size");
+        assert_eq!(ops::prune(&conn, 0, Some(0), 2, 0).unwrap().0, 2, "by size");
         assert_counts_true(&conn, &mut o, "a limited prune by size");
-        assert_eq!(ops::prune(&conn, 3, None, 10).unwrap(), 2, "the rest");
+        assert_eq!(ops::prune_round(&conn, 3, None, 10).unwrap(), 2, "the rest");
         assert_counts_true(&conn, &mut o, "the last prune");
     }
 }

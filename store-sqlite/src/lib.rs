@@ -463,19 +463,22 @@ impl TaskSource for SqliteSource {
         settled_before_ms: u64,
         max_bytes: Option<u64>,
     ) -> Result<u64, SourceError> {
-        // In transactions of their own, a bounded number of deletions each:
-        // however much is due, no other request waits behind all of it, and
-        // the log is checkpointed between them.
+        // In transactions of their own, each walking a bounded range of the
+        // tasks and deleting a bounded number: however much is due, no other
+        // request waits behind all of it, and the log is checkpointed between
+        // them. Each step starts where the last one ended.
         let mut removed = 0;
+        let mut from = 0;
         loop {
-            let step = self
+            let (step, next) = self
                 .write_checkpointed(move |c| {
-                    ops::prune(c, settled_before_ms, max_bytes, ops::PRUNE_STEP)
+                    ops::prune(c, settled_before_ms, max_bytes, ops::PRUNE_STEP, from)
                 })
                 .await?;
             removed += step;
-            if step < ops::PRUNE_STEP {
-                return Ok(removed);
+            match next {
+                Some(next) => from = next,
+                None => return Ok(removed),
             }
         }
     }

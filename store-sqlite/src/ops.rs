@@ -85,45 +85,72 @@ fn prunable() -> String {
     format!("state IN ({})", states.join(","))
 }
 
-/// Deletes at most `?3` of the tasks numbered below `?1` that are settled for
-/// good and were last changed before `?2` ms, oldest first; gives the state
-/// of each. SQLite walks the table in `seq` order up to `?1`: no index is
-/// kept for this (see schema 6).
+/// Deletes at most `?4` of the tasks numbered from `?1` up to `?2` that are
+/// settled for good and were last changed before `?3` ms, in `seq` order;
+/// gives the number and state of each. SQLite walks that range of the table
+/// in `seq` order: no index is kept for this (see schema 6).
 fn prune_older() -> String {
     format!(
         "DELETE FROM tasks WHERE seq IN (SELECT seq FROM tasks
-         WHERE seq < ?1 AND {} AND updated_ms < ?2 ORDER BY seq LIMIT ?3) RETURNING state",
+         WHERE seq >= ?1 AND seq < ?2 AND {} AND updated_ms < ?3 ORDER BY seq LIMIT ?4)
+         RETURNING seq, state",
         prunable()
     )
 }
 
+/// The most task numbers one call of [`prune`] walks: what a step reads is
+/// bounded, however many old tasks it keeps (dead letters, tasks still
+/// running). Small in this crate's tests, so that they walk in several steps.
+const WALK_STEP: i64 = if cfg!(test) { 4 } else { 50_000 };
+
+/// The lowest and one past the highest task number, each read by key: `min`
+/// and `max` in one query would read every row.
+const NUMBERS: &str = "SELECT coalesce((SELECT min(seq) FROM tasks), 0),
+                coalesce((SELECT max(seq) FROM tasks), 0) + 1";
+
 /// The most tasks one call of [`prune`] deletes: the store runs each call as
-/// a transaction of its own, and calls again while a call deleted this many.
+/// a transaction of its own, and calls again until the round is over.
 pub(crate) const PRUNE_STEP: u64 = 10_000;
 
-/// Deletes at most `limit` settled tasks: those last changed before `before`
-/// ms, then, while the store takes more than `max_bytes`, the oldest.
+/// One step of a retention round that has walked the tasks numbered below
+/// `from`: deletes at most `limit` settled tasks last changed before `before`
+/// ms among the next [`WALK_STEP`] numbers; once the walk is past the last
+/// task created before `before`, the oldest settled tasks while the store
+/// takes more than `max_bytes`. Gives how many it deleted and where the next
+/// step starts, `None` when the round is over.
 pub(crate) fn prune(
     conn: &Connection,
     before: u64,
     max_bytes: Option<u64>,
     limit: u64,
-) -> rusqlite::Result<u64> {
+    from: i64,
+) -> rusqlite::Result<(u64, Option<i64>)> {
     let mut delta = StateDelta::default();
-    let mut removed = 0;
     // A task created at or after `before` was last changed after it: the
-    // walk stops at the first one.
+    // walk ends at the first one.
     let bound = created_from(conn, before)?;
-    let states: Vec<String> = conn
+    let end = bound.min(from.saturating_add(WALK_STEP));
+    let deleted: Vec<(i64, String)> = conn
         .prepare_cached(&prune_older())?
-        .query_map(params![bound, before, limit], |r| r.get(0))?
+        .query_map(params![from, end, before, limit], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
         .collect::<rusqlite::Result<_>>()?;
-    for state in &states {
+    for (_, state) in &deleted {
         if let Some(state) = TaskState::parse(state) {
             delta.add(state, -1);
         }
     }
-    removed += states.len() as u64;
+    let mut removed = deleted.len() as u64;
+    let walked_to = match deleted.last() {
+        // The limit cut the walk short: it goes on after the last one.
+        Some((seq, _)) if removed == limit => seq + 1,
+        _ => end,
+    };
+    if walked_to < bound {
+        delta.apply(conn)?;
+        return Ok((removed, Some(walked_to)));
+    }
     if let Some(max) = max_bytes {
         let mut oldest = conn.prepare_cached(&format!(
             "DELETE FROM tasks WHERE seq IN (SELECT seq FROM tasks WHERE {}
@@ -146,22 +173,42 @@ pub(crate) fn prune(
         }
     }
     delta.apply(conn)?;
-    Ok(removed)
+    // Cut short by the limit: the next step prunes for size again.
+    Ok((removed, (removed == limit).then_some(walked_to)))
+}
+
+/// A whole retention round, in the caller's transaction (the store runs each
+/// step in a transaction of its own).
+#[cfg(test)]
+pub(crate) fn prune_round(
+    conn: &Connection,
+    before: u64,
+    max_bytes: Option<u64>,
+    limit: u64,
+) -> rusqlite::Result<u64> {
+    let (mut removed, mut from) = (0, 0);
+    loop {
+        let (n, next) = prune(conn, before, max_bytes, limit, from)?;
+        removed += n;
+        match next {
+            Some(next) => from = next,
+            None => return Ok(removed),
+        }
+    }
 }
 
 /// The lowest task number from which on every task was created at or after
 /// `at_ms` (one past the last task when none was): tasks are numbered in the
 /// order they are accepted, so their creation times rise with their numbers,
 /// and a binary search over the numbers finds it in a few look-ups by key. A
-/// clock set back breaks the order only for the tasks around it; the bound
-/// may then be lower than it could be, never so high that a task created
-/// later is walked over (the prune checks each task's own time anyway).
+/// wall clock set back breaks that order: the bound may then fall at the
+/// step, and the tasks accepted after it are pruned only once the clock has
+/// passed their times again. None is pruned early: the prune checks each
+/// task's own time.
 pub(crate) fn created_from(conn: &Connection, at_ms: u64) -> rusqlite::Result<i64> {
-    let (mut lo, mut hi): (i64, i64) = conn.query_row(
-        "SELECT coalesce(min(seq), 0), coalesce(max(seq), 0) + 1 FROM tasks",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
+    let (mut lo, mut hi): (i64, i64) = conn
+        .prepare_cached(NUMBERS)?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     let mut first_at =
         conn.prepare_cached("SELECT created_ms FROM tasks WHERE seq >= ?1 ORDER BY seq LIMIT 1")?;
     // Invariant: every task below `lo` was created before `at_ms`; the first
@@ -263,7 +310,7 @@ mod tests {
              ('dead_letter', 1), ('ok', 3), ('running', 1), ('failed', 1), ('cancelled', 1)",
         )
         .unwrap();
-        assert_eq!(prune(&conn, 500, None, 10).unwrap(), 3);
+        assert_eq!(prune_round(&conn, 500, None, 10).unwrap(), 3);
         assert_eq!(seqs(&conn), [1, 3, 4, 7]);
         let mut counts = rows(&conn).unwrap();
         counts.retain(|(_, n)| *n != 0);
@@ -277,9 +324,60 @@ mod tests {
             ]
         );
         assert_eq!(
-            prune(&conn, 500, None, 10).unwrap(),
+            prune_round(&conn, 500, None, 10).unwrap(),
             0,
             "nothing more is due"
+        );
+    }
+
+    /// A round walks the numbers in steps of [`WALK_STEP`] (4 here), each
+    /// starting where the last ended, a step cut short by its limit going on
+    /// after the last task it deleted; every due task goes, whatever it keeps
+    /// on the way.
+    #[test]
+    fn a_round_walks_in_bounded_steps_and_deletes_every_due_task() {
+        let mut rows: Vec<(i64, u64, u64, &str)> =
+            (1..=9).map(|seq| (seq, 100, 200, "dead_letter")).collect();
+        rows.extend((10..=20).map(|seq| (seq, 100, 200, "ok")));
+        rows.push((21, 1_000, 1_100, "ok"));
+        let conn = store(&rows);
+        let mut from = 0;
+        let mut steps = Vec::new();
+        loop {
+            let (removed, next) = prune(&conn, 500, None, 3, from).unwrap();
+            steps.push((from, removed));
+            match next {
+                Some(next) => {
+                    assert!(next > from, "a step moves on: {steps:?}");
+                    from = next;
+                }
+                None => break,
+            }
+        }
+        let mut kept: Vec<i64> = (1..=9).collect();
+        kept.push(21);
+        assert_eq!(seqs(&conn), kept, "{steps:?}");
+        assert_eq!(steps.iter().map(|(_, n)| n).sum::<u64>(), 11);
+        assert!(
+            steps.iter().all(|(_, n)| *n <= 3),
+            "each step deletes at most its limit: {steps:?}"
+        );
+    }
+
+    /// The bounds of the numbers are read by key, not by reading every row.
+    #[test]
+    fn the_bounds_of_the_numbers_are_read_by_key() {
+        let conn = store(&[(1, 100, 100, "ok")]);
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {NUMBERS}"))
+            .unwrap()
+            .query_map([], |r| r.get(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(
+            plan.iter().all(|step| !step.starts_with("SCAN tasks")),
+            "{plan:?}"
         );
     }
 }

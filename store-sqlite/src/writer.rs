@@ -746,7 +746,11 @@ mod tests {
             commit(&mut store, vec![step], &shared);
         }
         checkpoint(&mut store, &shared, Checkpoint::Settled);
-        let (prune, pruned) = op(|c, o| o.on_rows(c, |c| crate::ops::prune(c, 10, None, 100)));
+        let (prune, pruned) = op(|c, o| {
+            o.on_rows(c, |c| {
+                crate::ops::prune(c, 10, None, 100, 0).map(|(n, _)| n)
+            })
+        });
         commit(&mut store, vec![prune], &shared);
         assert_eq!(pruned.recv().unwrap(), 1);
         drop(store);

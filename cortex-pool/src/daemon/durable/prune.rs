@@ -1,7 +1,8 @@
 //! Retention: every minute, settled tasks older than `result_ttl` are removed,
 //! and the oldest settled ones while the store is above `store_max_mb`. It runs
-//! in transactions of its own on the store's thread (at most 10 000 deletions
-//! each), between dispatch batches.
+//! in transactions of its own on the store's thread (each walks at most
+//! 50 000 task numbers and deletes at most 10 000 tasks), between dispatch
+//! batches.
 
 use std::sync::Arc;
 use std::time::Duration;
