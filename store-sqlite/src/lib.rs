@@ -39,6 +39,8 @@ mod live;
 mod ops;
 mod overlay;
 mod schema;
+#[cfg(test)]
+mod test_support;
 mod writer;
 
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};

@@ -260,12 +260,7 @@ mod tests {
     }
 
     fn seqs(conn: &Connection) -> Vec<i64> {
-        conn.prepare("SELECT seq FROM tasks ORDER BY seq")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap()
+        crate::test_support::column(conn, "SELECT seq FROM tasks ORDER BY seq")
     }
 
     /// Every task below the bound was created before the time, every task
@@ -368,13 +363,7 @@ mod tests {
     #[test]
     fn the_bounds_of_the_numbers_are_read_by_key() {
         let conn = store(&[(1, 100, 100, "ok")]);
-        let plan: Vec<String> = conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {NUMBERS}"))
-            .unwrap()
-            .query_map([], |r| r.get(3))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
+        let plan = crate::test_support::plan(&conn, NUMBERS);
         assert!(
             plan.iter().all(|step| !step.starts_with("SCAN tasks")),
             "{plan:?}"

@@ -155,13 +155,7 @@ mod tests {
     fn the_waiting_tasks_are_read_through_their_index_not_a_scan() {
         let conn = Connection::open_in_memory().unwrap();
         migrate(&conn).unwrap();
-        let plan: Vec<String> = conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {}", crate::overlay::WAITING))
-            .unwrap()
-            .query_map([], |r| r.get(3))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
+        let plan = crate::test_support::plan(&conn, crate::overlay::WAITING);
         assert!(
             plan.iter().any(|step| step.contains("tasks_ready")),
             "{plan:?}"
@@ -226,24 +220,15 @@ mod tests {
     }
 
     fn indexes(conn: &Connection) -> Vec<String> {
-        conn.prepare(
+        crate::test_support::column(
+            conn,
             "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL ORDER BY name",
         )
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<rusqlite::Result<_>>()
-        .unwrap()
     }
 
     /// The ids the index of dead letters holds.
     fn dead(conn: &Connection) -> Vec<String> {
-        conn.prepare(crate::ops::DEAD_LETTERS)
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap()
+        crate::test_support::column(conn, crate::ops::DEAD_LETTERS)
     }
 
     #[test]

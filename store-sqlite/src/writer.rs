@@ -371,12 +371,7 @@ mod tests {
     }
 
     fn rows(conn: &Connection) -> Vec<i64> {
-        conn.prepare("SELECT x FROM t ORDER BY x")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap()
+        crate::test_support::column(conn, "SELECT x FROM t ORDER BY x")
     }
 
     #[test]
