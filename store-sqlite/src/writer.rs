@@ -604,9 +604,7 @@ mod tests {
             })
             .0,
         ];
-        for step in steps {
-            commit(&mut store, vec![step], &shared);
-        }
+        commit_each(&mut store, steps, &shared);
         checkpoint(&mut store, &shared, Checkpoint::Settled);
         assert_eq!(
             count(&store.conn, "tasks"),
@@ -622,9 +620,7 @@ mod tests {
             op(|c, o| o.claim(c, 2, 4)).0,
             op(move |c, o| o.settle(c, vec![done("b", 2)], 5)).0,
         ];
-        for step in steps {
-            commit(&mut store, vec![step], &shared);
-        }
+        commit_each(&mut store, steps, &shared);
         drop(store);
 
         let mut store = open();
@@ -678,9 +674,7 @@ mod tests {
             op(|c, o| o.claim(c, 1, 5)).0,
             op(move |c, o| o.settle(c, vec![dead(1)], 6)).0,
         ];
-        for step in steps {
-            commit(&mut store, vec![step], &shared);
-        }
+        commit_each(&mut store, steps, &shared);
         checkpoint(&mut store, &shared, Checkpoint::Settled);
         assert_eq!(count(&store.conn, "tasks"), 1, "a's row, dead again");
         assert!(count(&store.conn, "journal") > 0, "kept for b");
@@ -737,9 +731,7 @@ mod tests {
             op(|c, o| o.claim(c, 2, 2)).0,
             op(move |c, o| o.settle(c, vec![done], 3)).0,
         ];
-        for step in steps {
-            commit(&mut store, vec![step], &shared);
-        }
+        commit_each(&mut store, steps, &shared);
         checkpoint(&mut store, &shared, Checkpoint::Settled);
         let (prune, pruned) = op(|c, o| {
             o.on_rows(c, |c| {
@@ -777,9 +769,7 @@ mod tests {
             op(|c, o| o.claim(c, 1, 2)).0,
             op(move |c, o| o.settle(c, vec![dead], 3)).0,
         ];
-        for step in steps {
-            commit(&mut store, vec![step], &shared);
-        }
+        commit_each(&mut store, steps, &shared);
         checkpoint(&mut store, &shared, Checkpoint::Settled);
         drop(store);
 
@@ -862,6 +852,13 @@ mod tests {
         assert_eq!(overlay.status(conn, &["x".to_owned()]).unwrap(), [None]);
         assert!(overlay.claim(conn, 5, 2).unwrap().is_empty());
         assert_eq!(overlay.unsettled(0), 0);
+    }
+
+    /// Commits each of `steps` in a transaction of its own, in order.
+    fn commit_each(store: &mut Store, steps: Vec<WriteJob>, shared: &Shared) {
+        for step in steps {
+            commit(store, vec![step], shared);
+        }
     }
 
     /// A store file of a test's own, removed however the test ends.

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use store_sqlite::{Durability, OpenError, SqliteSource};
 use task_source::{
-    Admission, ErrorInfo, Filter, NewTask, Outcome, Requeue, Settlement, TaskSource, TaskState,
-    TaskStatus,
+    Admission, Claimed, ErrorInfo, Filter, NewTask, Outcome, Requeue, Settlement, TaskSource,
+    TaskState, TaskStatus,
 };
 
 struct Dir(PathBuf);
@@ -40,6 +40,19 @@ fn task(id: &str) -> NewTask {
 }
 
 /// A listing of the tasks in `state`.
+/// The claimed attempt `c`, settled ok with an empty line.
+fn ok(c: Claimed) -> Settlement {
+    Settlement {
+        id: c.task.id,
+        attempt: c.attempt,
+        outcome: Outcome::Settled {
+            state: TaskState::Ok,
+            line: "{}".into(),
+            error: None,
+        },
+    }
+}
+
 fn in_state(state: TaskState) -> Filter {
     Filter {
         state: Some(state),
@@ -231,18 +244,7 @@ fn a_prune_larger_than_one_step_removes_every_task_due() {
         s.accept(tasks).await.unwrap();
         let claimed = s.claim(n, task_source::now_ms()).await.unwrap();
         assert_eq!(claimed.len(), n);
-        let settled = claimed
-            .into_iter()
-            .map(|c| Settlement {
-                id: c.task.id,
-                attempt: c.attempt,
-                outcome: Outcome::Settled {
-                    state: TaskState::Ok,
-                    line: "{}".into(),
-                    error: None,
-                },
-            })
-            .collect();
+        let settled = claimed.into_iter().map(ok).collect();
         s.settle(settled).await.unwrap();
         let removed = s.prune(task_source::now_ms() + 1, None).await.unwrap();
         assert_eq!(removed, n as u64);
@@ -392,17 +394,7 @@ fn an_id_known_only_from_its_row_is_not_stored_again() {
         let s = SqliteSource::open(&dir.db(), Durability::Relaxed).unwrap();
         s.accept(vec![task("a")]).await.unwrap();
         let c = s.claim(1, 0).await.unwrap().remove(0);
-        s.settle(vec![Settlement {
-            id: c.task.id,
-            attempt: c.attempt,
-            outcome: Outcome::Settled {
-                state: TaskState::Ok,
-                line: "{}".into(),
-                error: None,
-            },
-        }])
-        .await
-        .unwrap();
+        s.settle(vec![ok(c)]).await.unwrap();
         // Every row written (a purge writes them first), the record gone from memory.
         s.purge_dead().await.unwrap();
         assert_eq!(
