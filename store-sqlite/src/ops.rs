@@ -136,11 +136,7 @@ pub(crate) fn prune(
             Ok((r.get(0)?, r.get(1)?))
         })?
         .collect::<rusqlite::Result<_>>()?;
-    for (_, state) in &deleted {
-        if let Some(state) = TaskState::parse(state) {
-            delta.add(state, -1);
-        }
-    }
+    count_out(&mut delta, deleted.iter().map(|(_, state)| state.as_str()));
     let mut removed = deleted.len() as u64;
     let walked_to = match deleted.last() {
         // The limit cut the walk short: it goes on after the last one.
@@ -164,17 +160,20 @@ pub(crate) fn prune(
             if states.is_empty() {
                 break;
             }
-            for state in &states {
-                if let Some(state) = TaskState::parse(state) {
-                    delta.add(state, -1);
-                }
-            }
+            count_out(&mut delta, states.iter().map(String::as_str));
             removed += states.len() as u64;
         }
     }
     delta.apply(conn)?;
     // Cut short by the limit: the next step prunes for size again.
     Ok((removed, (removed == limit).then_some(walked_to)))
+}
+
+/// Takes one task in each of the deleted tasks' `states` out of `delta`.
+fn count_out<'a>(delta: &mut StateDelta, states: impl Iterator<Item = &'a str>) {
+    for state in states.filter_map(TaskState::parse) {
+        delta.add(state, -1);
+    }
 }
 
 /// A whole retention round, in the caller's transaction (the store runs each
