@@ -152,7 +152,6 @@ pub struct MockRecorder {
 #[derive(Debug, Default)]
 struct RecorderState {
     started: Vec<MockTask>,
-    running: HashMap<String, u32>,
     max_concurrent: u32,
     /// `(task id, attempt, worker)` of every reply.
     replies: Vec<(u64, u32, String)>,
@@ -255,10 +254,8 @@ impl MockRecorder {
         let mut s = self.lock();
         s.started.push(task.clone());
         s.live.insert((task.id, task.attempt, task.worker.clone()));
-        let n = s.running.entry(task.worker.clone()).or_default();
-        *n += 1;
-        let n = *n;
-        s.max_concurrent = s.max_concurrent.max(n);
+        let n = s.live.iter().filter(|(_, _, w)| *w == task.worker).count();
+        s.max_concurrent = s.max_concurrent.max(n as u32);
     }
 
     /// A task answered without running (cancelled while it waited).
@@ -271,9 +268,6 @@ impl MockRecorder {
     fn end(&self, task: &MockTask, replied: bool) {
         let mut s = self.lock();
         s.live.remove(&(task.id, task.attempt, task.worker.clone()));
-        if let Some(n) = s.running.get_mut(&task.worker) {
-            *n = n.saturating_sub(1);
-        }
         if replied {
             s.replies.push((task.id, task.attempt, task.worker.clone()));
         }
