@@ -26,6 +26,7 @@ use super::ledger::Answer;
 use super::metrics::{Stats, WorkerStatus};
 use super::pool::WorkerCommand;
 use super::probe_set::ProbeSet;
+use super::task_record::TaskRecord;
 use super::worker_io::WorkerEvent;
 use super::worker_life::WorkerLife;
 use crate::balance::{BalancePolicy, WorkerSnapshot};
@@ -197,7 +198,7 @@ pub(crate) enum Command {
 /// A task waiting for (another) attempt.
 pub(crate) struct Pending {
     pub(crate) id: u64,
-    pub(crate) task: Task,
+    pub(crate) task: TaskRecord,
     pub(crate) attempts: u32,
     /// How its caller is told the outcome: only the ledger settles it.
     pub(crate) answer: Answer,
@@ -250,7 +251,7 @@ impl Pending {
     /// its answer is let go without a word, the refusal tells the caller.
     pub(crate) fn into_refused(self) -> Task {
         self.answer.withdraw();
-        self.task
+        self.task.into_task()
     }
 
     /// Its last attempt did not count (it never started, or was not at
@@ -263,10 +264,11 @@ impl Pending {
 
     /// A caller's new task `id`, answered through `answer`, holding the queue
     /// slot its caller took, no attempt made yet.
+    #[inline]
     pub(crate) fn new(id: u64, task: Task, answer: Answer) -> Self {
         Self {
             id,
-            task,
+            task: TaskRecord::new(task),
             attempts: 0,
             answer,
             holds_queue_slot: true,

@@ -558,7 +558,7 @@ impl Actor {
         };
         self.dlq.push(DeadLetter {
             id: pending.id,
-            task: pending.task,
+            task: pending.task.into_task(),
             attempts: pending.attempts,
             failure,
             at: SystemTime::now(),
@@ -741,7 +741,7 @@ impl Actor {
             let after = running
                 .pending
                 .task
-                .timeout
+                .timeout()
                 .unwrap_or(self.config.task_timeout);
             running.timed_out = Some(after);
             after

@@ -38,6 +38,7 @@ mod routing;
 mod scaling;
 mod shutdown;
 mod tally;
+mod task_record;
 mod worker_io;
 mod worker_life;
 

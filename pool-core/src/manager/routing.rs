@@ -354,14 +354,14 @@ impl Actor {
                 Route::Never(offered) => (offered, self.held.take_type(&task_type)),
                 Route::Starting => {
                     let due = self.held.take_if(&task_type, |p| {
-                        let timeout = p.task.timeout.unwrap_or(default_timeout);
+                        let timeout = p.task.timeout().unwrap_or(default_timeout);
                         now.since(p.queued_at) >= timeout
                     });
                     (self.offered_types(), due)
                 }
             };
             for pending in due {
-                let waited = pending.task.timeout.unwrap_or(default_timeout);
+                let waited = pending.task.timeout().unwrap_or(default_timeout);
                 self.fail_unroutable(pending, &offered, Some(waited));
             }
         }

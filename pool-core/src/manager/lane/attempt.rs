@@ -60,7 +60,7 @@ impl Book {
         mut pending: Pending,
         now: Now,
     ) -> Result<Written, Box<Unwritable>> {
-        let timeout = pending.task.timeout.unwrap_or(target.default_timeout);
+        let timeout = pending.task.timeout().unwrap_or(target.default_timeout);
         let attempt = pending.attempts + 1;
         let number = pending.task.attempts_before.saturating_add(attempt);
         let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);

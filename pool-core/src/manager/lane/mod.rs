@@ -230,7 +230,7 @@ impl Book {
             return None;
         }
         running.run_start = Some(now.moment);
-        let timeout = running.pending.task.timeout.unwrap_or(default_timeout);
+        let timeout = running.pending.task.timeout().unwrap_or(default_timeout);
         let deadline = deadline_after(now.instant, timeout);
         running.deadline = Some(deadline);
         Some(Started {

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use bytes::Bytes;
 
-use crate::task::Task;
+use crate::manager::task_record::TaskRecord;
 
 use super::super::clock::{Now, PoolClock};
 use super::super::outbox::Outbox;
@@ -53,7 +53,7 @@ enum Answered {
     /// It completed: its caller was told, and is woken with the read's
     /// others (a `Completions` channel is handed the read's outcomes with
     /// them); its task (type and input) is left to drop.
-    Completed(Task),
+    Completed(TaskRecord),
     /// Its cancel had been asked for: it settles as cancelled, after the book's
     /// lock is let go.
     Cancelled(Pending),
@@ -256,7 +256,7 @@ pub(crate) fn complete(
     payload: Bytes,
     completion: Completion,
     wakes: &mut Wakes,
-) -> Task {
+) -> TaskRecord {
     let Completion { counted, run_ns } = completion;
     // Only the fields the outcome needs are moved out.
     let Running {
