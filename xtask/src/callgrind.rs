@@ -6,14 +6,19 @@
 //! the same in both runs, so `(Ir(2N) − Ir(N)) / N` is what one task costs.
 //!
 //! - **manager**: `pool-bench tput N 2` under callgrind (the process that hosts the
-//!   pool and its caller; the two `bench-worker`s run natively, untraced).
+//!   pool and its caller; the two `bench-worker`s run natively, untraced), a
+//!   handle a task (bench `callgrind.manager`); the same with `CALLER=completions`,
+//!   the outcomes through one `Completions` channel as `run` and the daemon take
+//!   them (`callgrind.manager.completions`); and `pool-bench lat N/10`, a round
+//!   trip at a time to one worker (`callgrind.manager.lat`, per round trip).
 //! - **worker**: `bench-worker` under callgrind, its stdin a pipe fed with the frames
 //!   of `pool-bench frames N TYPE` (hello, `N` tasks, a graceful shutdown), its
 //!   stdout `/dev/null`; once with `echo` (a typed handler: serde decodes and
 //!   encodes the payload, bench `callgrind.worker`) and once with `echo_raw` (a raw
 //!   handler, bytes in and out: what the SDK itself costs, `callgrind.worker.raw`).
 //!
-//! Prints `RESULT {json}` lines (bench `callgrind.manager` / `callgrind.worker[.raw]`,
+//! Prints `RESULT {json}` lines (bench `callgrind.manager[.completions|.lat]` /
+//! `callgrind.worker[.raw]`,
 //! metric `ir_per_task`, unit `instr`) in `pool-bench`'s format. Environment: `N`
 //! (default 20 000), `WORKER_CMD` (a command line split on whitespace) to count
 //! another worker than `bench-worker` (e.g. a Python SDK worker). The callgrind
@@ -56,16 +61,48 @@ pub(crate) fn callgrind() -> Result<(), String> {
     std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     let pool_bench = bin.join("pool-bench");
 
-    let manager = |tasks: u64| -> Result<u64, String> {
-        let file = out.join(format!("manager.{tasks}.out"));
-        let mut cmd = valgrind(&file);
-        cmd.arg(&pool_bench)
-            .args(["tput", &tasks.to_string(), "2"])
-            .stdout(Stdio::null());
-        counted(cmd, &file)
-    };
-    let per_task = (manager(2 * n)?.saturating_sub(manager(n)?)) as f64 / n as f64;
-    result("callgrind.manager", per_task);
+    // The manager three ways: a handle a task (`tput`), the tasks' outcomes
+    // through one `Completions` channel (what `run` and the daemon use), and
+    // one task at a time (`lat`, a tenth as many: each is a round trip).
+    let sides = [
+        Side {
+            bench: "callgrind.manager",
+            args: &["tput"],
+            caller: None,
+            tasks: n,
+        },
+        Side {
+            bench: "callgrind.manager.completions",
+            args: &["tput"],
+            caller: Some("completions"),
+            tasks: n,
+        },
+        Side {
+            bench: "callgrind.manager.lat",
+            args: &["lat"],
+            caller: None,
+            tasks: (n / 10).max(1),
+        },
+    ];
+    for side in sides {
+        let manager = |tasks: u64| -> Result<u64, String> {
+            let file = out.join(format!("{}.{tasks}.out", side.bench));
+            let mut cmd = valgrind(&file);
+            cmd.arg(&pool_bench).args(side.args).arg(tasks.to_string());
+            if side.args == ["tput"] {
+                cmd.arg("2");
+            }
+            if let Some(caller) = side.caller {
+                cmd.env("CALLER", caller);
+            }
+            cmd.stdout(Stdio::null());
+            counted(cmd, &file)
+        };
+        let tasks = side.tasks;
+        let per_task = (manager(2 * tasks)?.saturating_sub(manager(tasks)?)) as f64 / tasks as f64;
+        let bench = side.bench;
+        result(bench, per_task);
+    }
 
     let custom: Option<Vec<String>> = match std::env::var("WORKER_CMD") {
         Ok(line) if !line.trim().is_empty() => {
@@ -108,6 +145,18 @@ pub(crate) fn callgrind() -> Result<(), String> {
     }
     eprintln!("callgrind files: {}", out.display());
     Ok(())
+}
+
+/// One way of counting the manager's side.
+struct Side {
+    /// The `RESULT` line's bench.
+    bench: &'static str,
+    /// `pool-bench`'s mode.
+    args: &'static [&'static str],
+    /// `CALLER` for `pool-bench`, if any.
+    caller: Option<&'static str>,
+    /// `N`: the runs count `N` and `2N` tasks.
+    tasks: u64,
 }
 
 fn valgrind(file: &Path) -> Command {
