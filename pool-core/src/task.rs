@@ -14,8 +14,10 @@ pub const PRIORITY_LOWEST: u8 = 100;
 /// The priority of a task that does not set one.
 pub const PRIORITY_DEFAULT: u8 = 10;
 /// The longest per-attempt timeout a task may ask for (365 days). Longer ones are
-/// cut to it by [`Task::with_timeout`]; front ends (the CLI, the daemon) refuse them
-/// with this bound in the message.
+/// cut to it by [`Task::with_timeout`], and by the pool when it takes a task whose
+/// `timeout` field was set longer (the task it hands back in a refusal or a dead
+/// letter has the cut timeout); front ends (the CLI, the daemon) refuse them with
+/// this bound in the message.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
 /// A unit of work: a type that names the worker's handler and an opaque payload.
@@ -32,7 +34,8 @@ pub struct Task {
     pub payload: Bytes,
     /// 0 (highest) … 100 (lowest); default 10.
     pub priority: u8,
-    /// Per-attempt timeout; the pool's default when `None`.
+    /// Per-attempt timeout; the pool's default when `None`. At most
+    /// [`MAX_TIMEOUT`]: the pool cuts a longer one to it.
     pub timeout: Option<Duration>,
     /// Retries after the first attempt; the pool's default when `None`.
     pub max_retries: Option<u32>,

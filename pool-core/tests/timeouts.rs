@@ -181,3 +181,35 @@ async fn tasks_that_time_out_together_on_one_worker_both_time_out() {
     assert_eq!(pool.metrics().tasks.timed_out, 2);
     pool.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_timeout_above_the_longest_is_cut_to_it_in_a_refusal_and_in_a_dead_letter() {
+    let config = PoolConfig {
+        retry: RetryPolicy::new(0, Duration::from_millis(100), Duration::from_secs(1), false)
+            .unwrap(),
+        ..common::config(1)
+    };
+    let (pool, _) = common::start(config, |_| MockAction::Fail { retryable: true }).await;
+    let endless = |task: pool_core::Task| {
+        let mut task = task;
+        task.timeout = Some(Duration::MAX);
+        task
+    };
+    let refused = pool
+        .submit(endless(common::task("work", 1).with_priority(101)))
+        .await
+        .unwrap_err()
+        .into_task();
+    assert_eq!(refused.timeout, Some(pool_core::task::MAX_TIMEOUT));
+    let err = pool
+        .submit(endless(common::task("work", 2)))
+        .await
+        .unwrap()
+        .await
+        .unwrap_err();
+    assert_eq!(err.status, FinalStatus::DeadLettered);
+    let dead = pool.dead_letters().await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].task.timeout, Some(pool_core::task::MAX_TIMEOUT));
+    pool.shutdown().await;
+}

@@ -92,6 +92,11 @@ pub(crate) fn callgrind() -> Result<(), String> {
             if side.args == ["tput"] {
                 cmd.arg("2");
             }
+            // Only what this side sets: a caller's own CALLER, CALLERS, CONC
+            // or QUEUE_SHARDS would change what the line measures.
+            for var in ["CALLER", "CALLERS", "CONC", "QUEUE_SHARDS"] {
+                cmd.env_remove(var);
+            }
             if let Some(caller) = side.caller {
                 cmd.env("CALLER", caller);
             }

@@ -95,10 +95,11 @@ pub(crate) type Outcome = Result<TaskOutput, TaskError>;
 ///
 /// Handles made one after another on a thread share one allocation, sixteen
 /// to a block (about 1.4 KiB), freed once all of them and their tasks are
-/// done with. A program that keeps a few handles of many for long keeps their
-/// blocks; one that keeps outcomes rather than handles (awaits each handle, or
-/// submits with [`Pool::submit_each_to`](super::Pool::submit_each_to)) keeps
-/// nothing.
+/// done with (a thread keeps the block it makes its next handles from). A
+/// program that keeps a few handles of many for long keeps their blocks,
+/// though not the other tasks' outcomes; one that awaits each handle, or
+/// submits with [`Pool::submit_each_to`](super::Pool::submit_each_to), does
+/// not.
 pub struct TaskHandle {
     id: u64,
     outcome: Waiter,

@@ -13,8 +13,10 @@
 //! manager's side of a bulk submission, about 340 instructions a task in
 //! glibc's `malloc` and `free` (a bulk submission's cells outrun the thread's
 //! cache of freed blocks). A block is freed once every cell carved from it is
-//! done with, so a handle kept long keeps its block (about 1.4 KiB) until it
-//! is dropped.
+//! done with and its thread carves from the next, so a handle kept long keeps
+//! its block (about 1.4 KiB) until it is dropped, and each thread that made a
+//! handle keeps the block it carves from. An outcome never outlives its
+//! handle: a handle dropped unpolled drops the outcome told to it.
 
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -330,14 +332,16 @@ impl Waiter {
 }
 
 impl Drop for Waiter {
+    /// Nobody will take the outcome: one told already is dropped now (not
+    /// with the block, which other tasks' cells may keep for long), one told
+    /// later is dropped as it is told.
     fn drop(&mut self) {
         if self.settled {
             return;
         }
-        let mut state = self.shared.lock();
-        if matches!(*state, State::Waiting(_)) {
-            *state = State::WaiterGone;
-        }
+        let left = std::mem::replace(&mut *self.shared.lock(), State::WaiterGone);
+        // Dropped outside the lock: an outcome's payload may be anything.
+        drop(left);
     }
 }
 
@@ -416,6 +420,32 @@ mod tests {
         drop(waiter);
         assert!(teller.tell(outcome(5)).0.is_none());
         assert!(matches!(*shared.lock(), State::WaiterGone));
+    }
+
+    #[test]
+    fn an_outcome_told_to_a_handle_dropped_unpolled_is_freed_with_the_handle() {
+        // A thread of its own, so both cells come from one fresh block.
+        std::thread::spawn(|| {
+            let (teller, waiter) = outcome_cell();
+            // A sibling cell, kept: the block outlives the handle.
+            let (_kept_teller, kept_waiter) = outcome_cell();
+            assert!(Arc::ptr_eq(&waiter.shared.block, &kept_waiter.shared.block));
+            let worker: Arc<str> = Arc::from("worker-2");
+            let output = TaskOutput {
+                id: 4,
+                payload: Bytes::new(),
+                attempts: 1,
+                worker: Arc::clone(&worker),
+                run_time: Duration::ZERO,
+                queue_time: Duration::ZERO,
+            };
+            assert!(teller.tell(Ok(output)).0.is_none());
+            assert_eq!(Arc::strong_count(&worker), 2, "the cell holds the outcome");
+            drop(waiter);
+            assert_eq!(Arc::strong_count(&worker), 1, "freed with the handle");
+        })
+        .join()
+        .expect("the test thread");
     }
 
     #[test]
