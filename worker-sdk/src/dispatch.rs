@@ -93,13 +93,16 @@ impl Running {
 }
 
 impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
-    /// Serves tasks until shutdown, end of input, or a protocol error.
+    /// Serves tasks until shutdown (a graceful one once its tasks replied, even
+    /// if the input ended meanwhile), end of input, or a protocol error.
     ///
     /// On return, tasks still running are aborted when `self` is dropped.
     pub(crate) async fn run(mut self) -> Result<Stopped, ServeError> {
         let mut running = Running::default();
         let mut waiting = VecDeque::new();
         let mut draining = false;
+        // False once the input ended during a drain, which goes on without it.
+        let mut input_open = true;
         let mut replies = BytesMut::new();
         // One wait for the whole loop (see `WhenBroken`).
         let broken = WhenBroken::new(Arc::clone(&self.broken));
@@ -108,10 +111,11 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
             if draining && running.set.is_empty() && waiting.is_empty() {
                 return Ok(Stopped::Shutdown);
             }
-            if let Some(idle) = &self.idle {
+            match &self.idle {
                 // Besides a frame, only a broken output can happen then, which
                 // the heartbeat thread acts on (see `heartbeat::spawn`).
-                idle.allow_if_alone();
+                Some(idle) if input_open => idle.allow_if_alone(),
+                _ => {}
             }
             tokio::select! {
                 biased;
@@ -122,10 +126,17 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
                     self.start_waiting(&mut running, &mut waiting, &mut replies);
                     self.flush(&mut replies);
                 }
-                frame = self.frames.next() => {
+                frame = self.frames.next(), if input_open => {
                     // No more blocking reads: the batch reads only what is there.
                     if let Some(idle) = &self.idle {
                         idle.forbid();
+                    }
+                    if frame.is_none() && draining {
+                        // End of input after a graceful shutdown (the manager
+                        // closes it right after the `shutdown`) does not cut the
+                        // drain short: it reads on until this worker exits.
+                        input_open = false;
+                        continue;
                     }
                     // Handle this frame and every further one already readable; the
                     // replies that are still unwritten when the batch ends (or before

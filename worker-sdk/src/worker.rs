@@ -32,9 +32,11 @@ const FLUSH_GRACE: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Stopped {
-    /// The manager sent `shutdown` (after a graceful one, every in-flight task replied).
+    /// The manager sent `shutdown` (after a graceful one, every in-flight task
+    /// replied, even when the input ended during the drain).
     Shutdown,
-    /// The manager went away: end of input, or it stopped reading.
+    /// The manager went away: end of input without a graceful `shutdown` before
+    /// it, or it stopped reading.
     Disconnected,
 }
 

@@ -101,6 +101,32 @@ async fn end_of_input_stops_promptly_even_with_a_task_in_flight() {
 }
 
 #[tokio::test]
+async fn end_of_input_after_a_graceful_shutdown_lets_the_tasks_in_flight_reply() {
+    let gate = Gate::default();
+    let mut peer = Peer::ready(common::test_worker(gate.clone()), NO_HEARTBEAT).await;
+    peer.task(1, "gated", &json!("in flight")).await;
+    peer.send(&ToWorker::Shutdown { graceful: true }).await;
+    // As the manager does: the input closes right after the shutdown.
+    peer.close_input();
+    // The worker runs on this test's one thread: these yields let it read the
+    // end of its input before the task is released. One that stopped there
+    // would be finished now, its task dropped.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(!peer.worker.is_finished(), "the drain goes on");
+    gate.open();
+    assert_eq!(
+        peer.reply().await,
+        Reply::Result {
+            id: 1,
+            value: json!("in flight")
+        }
+    );
+    assert_eq!(peer.finish().await.expect("clean stop"), Stopped::Shutdown);
+}
+
+#[tokio::test]
 async fn a_worker_whose_output_breaks_stops_while_its_input_stays_open() {
     // Heartbeats every 10 ms: the first one after the reader is gone fails,
     // on the heartbeat thread, while the dispatcher waits for input.

@@ -299,6 +299,15 @@ impl PoolConfig {
         self.worker_concurrency.saturating_add(self.prefetch)
     }
 
+    /// The heartbeat period a worker's `hello` asks for, in whole milliseconds:
+    /// at least 1, since a worker reads 0 as "send none" (PROTOCOL.md), and a
+    /// period under a millisecond is asked for as 1.
+    pub(crate) fn hello_heartbeat_ms(&self) -> u64 {
+        u64::try_from(self.heartbeat_interval.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
     /// The number of workers the pool starts with: `pool_size` (which
     /// [`validate`](Self::validate) keeps within the bounds).
     pub fn initial_size(&self) -> usize {
@@ -309,6 +318,20 @@ impl PoolConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_heartbeat_period_under_a_millisecond_is_asked_for_as_one_not_as_none() {
+        let hello_ms = |interval| {
+            PoolConfig {
+                heartbeat_interval: interval,
+                ..PoolConfig::default()
+            }
+            .hello_heartbeat_ms()
+        };
+        assert_eq!(hello_ms(Duration::from_micros(500)), 1);
+        assert_eq!(hello_ms(Duration::from_micros(1_500)), 1);
+        assert_eq!(hello_ms(Duration::from_secs(5)), 5_000);
+    }
 
     #[test]
     fn defaults_are_the_originals_and_valid() {

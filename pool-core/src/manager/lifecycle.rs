@@ -74,7 +74,7 @@ impl Actor {
             num,
             transport: self.transport.clone(),
             spec,
-            heartbeat_ms: self.config.heartbeat_interval.as_millis() as u64,
+            heartbeat_ms: self.config.hello_heartbeat_ms(),
             concurrency: self.config.worker_concurrency,
             start_timeout: self.config.start_timeout,
             events: self.events_tx.clone(),
