@@ -477,7 +477,9 @@ class Worker:
         self._limit = None  # hello.concurrency; None: every task at once
         self._threads = 0
         self._idle = 0
-        self._draining = False
+        self._draining = False  # a graceful shutdown came: late tasks are refused
+        self._reading = False  # the reading thread is in a read during the drain
+        self._exit_when_drained = False  # set by main(): see _finish
         self._replies = []  # frames of finished tasks not yet written
         self._encoder = _Encoder()  # the reading thread's (inline handlers' results)
         self._tasks_done = 0
@@ -519,20 +521,26 @@ class Worker:
         """Runs the worker on the link from the environment and exits the process.
 
         Exits with :meth:`run`'s status through ``os._exit``, so tasks still running
-        after end of input or a non-graceful shutdown do not delay the exit.
+        after end of input or a non-graceful shutdown do not delay the exit. When
+        the drain of a graceful shutdown ends while the reading thread is blocked
+        in a read, the thread that answered the last task ends the process (status
+        0) itself: nothing would wake the read.
         """
+        self._exit_when_drained = True
         try:
             code = self.run()
         except ProtocolError as e:
             print(f"cortex_worker: {e}", file=sys.stderr)
             code = 2
-        sys.stderr.flush()
-        os._exit(code)
+        _exit(code)
 
     def run(self, link=None):
         """Serves tasks until shutdown or end of input; returns the exit status.
 
-        0 after a shutdown or at end of input, 2 when the handshake fails.
+        0 after a shutdown or at end of input, 2 when the handshake fails. After a
+        graceful shutdown it returns once every task in flight has replied (end of
+        input meanwhile does not cut that short); called other than by
+        :meth:`main`, a read blocked then returns first (see :meth:`_finish`).
         """
         link = link or open_link()
         hello = link.read_message()
@@ -570,19 +578,22 @@ class Worker:
                 "batches_replies": self._batching,
             }
         )
-        interval = max(1, int(hello.get("heartbeat_ms") or 1000)) / 1000
-        threading.Thread(target=self._heartbeats, args=(interval,), name="cortex-heartbeat", daemon=True).start()
+        interval = _heartbeat_interval(hello)
+        if interval is not None:
+            threading.Thread(target=self._heartbeats, args=(interval,), name="cortex-heartbeat", daemon=True).start()
         try:
             return self._serve(link)
         finally:
             self._stop.set()
 
     def _serve(self, link):
+        """Reads and dispatches messages until a shutdown or end of input; the exit status."""
         while True:
             messages = link.read_messages()
             if not messages:
                 return 0  # end of input: nobody is left to read replies
-            for message in messages:
+            rest = iter(messages)
+            for message in rest:
                 kind = message["type"]
                 if kind == "task" and isinstance(message.get("id"), int):
                     self._on_task(message)
@@ -591,10 +602,73 @@ class Worker:
                 elif kind == "shutdown":
                     self._flush()
                     if message.get("graceful", True):
-                        self._drain()
+                        return self._drain(link, rest)
                     return 0
                 # hello again or a message type from a newer protocol: ignore it
             self._flush()
+
+    def _drain(self, link, rest):
+        """Serves a graceful shutdown; ``rest``: the messages read after it.
+
+        Reads on while the tasks in flight (running or waiting for a slot) finish:
+        a late task is not run but answered ``shutting_down`` (retryable), a
+        ``cancel`` still applies, a non-graceful ``shutdown`` ends the run at once.
+        Returns 0 once every task in flight has replied; end of input only stops
+        the reading (:meth:`_await_drained`).
+        """
+        with self._state:
+            self._draining = True
+        messages = rest
+        while True:
+            for message in messages:
+                kind = message["type"]
+                if kind == "task" and isinstance(message.get("id"), int):
+                    self._refuse(message["id"])
+                elif kind == "cancel":
+                    self._on_cancel(message.get("id"))
+                elif kind == "shutdown" and not message.get("graceful", True):
+                    self._flush()
+                    return 0
+            self._flush()
+            messages = self._read_unless_drained(link)
+            if messages is None:
+                return 0  # the drain is over
+            if not messages:
+                return self._await_drained()
+
+    def _read_unless_drained(self, link):
+        """During a drain: the next messages (empty at end of input), or ``None``
+        without reading when every task in flight has replied (and been written).
+
+        While the read blocks, the thread that answers the last task ends the
+        process under :meth:`main` (see :meth:`_finish`)."""
+        with self._state:
+            if not self._waiting and not self._running:
+                self._flush_locked()
+                return None
+            self._reading = True
+        try:
+            return link.read_messages()
+        finally:
+            with self._state:
+                self._reading = False
+
+    def _await_drained(self):
+        """After end of input during a drain: waits until every task in flight has
+        replied, writing the replies as they come; returns 0."""
+        with self._state:
+            while self._waiting or self._running:
+                self._flush_locked()
+                self._work.wait()
+            self._flush_locked()
+        return 0
+
+    def _refuse(self, task_id):
+        """Answers a task that came after a graceful ``shutdown``: it does not run."""
+        frame = self._link.frame(_error(task_id, "shutting_down", "the worker is shutting down", True))
+        with self._state:
+            self._tasks_done += 1
+            self._replies.append(frame)
 
     # --- tasks -----------------------------------------------------------------------
 
@@ -663,7 +737,11 @@ class Worker:
         the next task starts. A result too large for a frame answers
         ``result_too_large``; an error too large keeps its kind and ``retryable``
         with its message shortened (:func:`_fitted_error`).
-        ``executor``: the calling task thread is idle again."""
+        ``executor``: the calling task thread is idle again.
+
+        During a drain it wakes the reading thread waiting for it; when this task
+        was the last in flight and the reading thread is blocked in a read under
+        :meth:`main`, it writes the replies and ends the process (status 0)."""
         link = self._link
         try:
             if outcome.__class__ is bytes:
@@ -688,6 +766,9 @@ class Worker:
                 self._held_since = time.monotonic()
             self._replies.append(frame)
             if self._draining:
+                if self._reading and self._exit_when_drained and not self._running and not self._waiting:
+                    self._flush_locked()
+                    _exit(0)
                 self._work.notify_all()
             elif self._waiting:
                 self._work.notify()
@@ -708,15 +789,6 @@ class Worker:
             frames = self._replies
             self._replies = []
             self._write(frames)
-
-    def _drain(self):
-        """Waits until every accepted task has been answered, then writes the replies."""
-        with self._state:
-            self._draining = True
-            while self._waiting or self._running:
-                self._flush_locked()
-                self._work.wait()
-            self._flush_locked()
 
     def _attempt(self, ctx, payload, encoder):
         """Runs the task's handler: the result's encoding (``bytes``) or an error message.
@@ -760,8 +832,7 @@ class Worker:
             self._link.send_many(frames)
         except (BrokenPipeError, ConnectionResetError, ValueError):
             # The manager is gone (or the stream closed under us): exit promptly.
-            sys.stderr.flush()
-            os._exit(0)
+            _exit(0)
 
     def _heartbeats(self, interval):
         while not self._stop.wait(interval):
@@ -797,6 +868,23 @@ class _Encoder:
         if len(data) > self.KEEP:
             self._packer = msgpack.Packer(use_bin_type=True)
         return data
+
+
+def _heartbeat_interval(hello):
+    """Seconds between heartbeats: ``hello.heartbeat_ms`` (1 s when absent), or
+    ``None`` for ``0``: send none."""
+    ms = hello.get("heartbeat_ms")
+    if ms is None:
+        return 1.0
+    if ms == 0:
+        return None
+    return max(1, int(ms)) / 1000
+
+
+def _exit(code):
+    """Ends the process now with ``code``, whatever other threads are doing."""
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _error(task_id, kind, message, retryable):

@@ -282,6 +282,54 @@ class WorkerTest(unittest.TestCase):
         self.w.send(frame({"type": "shutdown", "graceful": False}))
         self.assertEqual(self.w.wait(timeout=5), 0)
 
+    def test_a_task_after_a_graceful_shutdown_is_refused_while_the_earlier_one_finishes(self):
+        self.w.handshake()
+        self.w.send(task(1, "sleep", {"ms": 1000}))
+        # Task 2 comes in the same write as the shutdown, task 3 in a later one;
+        # the input stays open, so the drain ends while the worker waits to read.
+        self.w.send(frame({"type": "shutdown", "graceful": True}) + task(2, "echo", "late"))
+        refused = {"type": "error", "kind": "shutting_down", "message": "the worker is shutting down", "retryable": True}
+        self.assertEqual(self.w.recv(), dict(refused, id=2))
+        self.w.send(task(3, "noisy", "late too"))
+        self.assertEqual(self.w.recv(), dict(refused, id=3))
+        result = self.w.recv()
+        self.assertEqual((result["type"], result["id"], msgpack.unpackb(result["payload"])), ("result", 1, {"slept_ms": 1000}))
+        self.assertIsNone(self.w.recv())
+        self.assertEqual(self.w.wait(), 0)
+        self.assertNotIn("noisy handler", self.w.stderr_text(), "a refused task does not run")
+
+    def test_end_of_input_after_a_graceful_shutdown_does_not_cut_the_drain_short(self):
+        self.w.handshake()
+        self.w.send(task(1, "sleep", {"ms": 1000}) + task(2, "sleep", {"ms": 60_000}))
+        # A cancel after the shutdown still applies; then the input ends while
+        # task 1 runs.
+        self.w.send(frame({"type": "shutdown", "graceful": True}) + frame({"type": "cancel", "id": 2}))
+        self.w.proc.stdin.close()
+        cancelled = self.w.recv()
+        self.assertEqual((cancelled["type"], cancelled["id"], cancelled.get("kind"), cancelled.get("retryable")), ("error", 2, "cancelled", False))
+        result = self.w.recv()
+        self.assertEqual((result["type"], result["id"], msgpack.unpackb(result["payload"])), ("result", 1, {"slept_ms": 1000}))
+        self.assertIsNone(self.w.recv())
+        self.assertEqual(self.w.wait(), 0)
+
+    def test_input_ending_inside_a_frame_exits_2_and_says_why(self):
+        cases = {
+            "in a length prefix": (hello()[:3], b""),
+            "in a body": (b"", task(1, "echo", "cut")[:7]),
+            "during a drain": (b"", task(1, "sleep", {"ms": 60_000}) + frame({"type": "shutdown", "graceful": True}) + b"\0\0"),
+        }
+        for name, (before_ready, after_ready) in cases.items():
+            with self.subTest(name):
+                w = WorkerProcess()
+                self.addCleanup(w.close)
+                if after_ready:
+                    w.handshake()
+                w.send(before_ready + after_ready)
+                w.proc.stdin.close()
+                self.assertIsNone(w.recv())
+                self.assertEqual(w.wait(), 2)
+                self.assertRegex(w.stderr_text(), r"stream ended \d+ bytes into a frame")
+
     def test_eof_exits_zero_promptly(self):
         self.w.handshake()
         self.w.send(task(10, "sleep", {"ms": 60_000}))
@@ -304,6 +352,17 @@ class WorkerTest(unittest.TestCase):
         self.assertGreater(beat["rss_bytes"], 0)
         later = self.w.recv(skip_heartbeats=False)
         self.assertEqual((later["type"], later["tasks_done"], later["in_flight"]), ("heartbeat", 1, 0))
+
+    def test_heartbeat_ms_0_sends_no_heartbeats(self):
+        self.w.handshake(heartbeat_ms=0)
+        # The task runs 2.5 s: a period of 1 s (what 0 used to mean) would put
+        # two heartbeats before its result.
+        self.w.send(task(12, "sleep", {"ms": 2500}))
+        first = self.w.recv(skip_heartbeats=False)
+        self.assertEqual((first["type"], first.get("id")), ("result", 12), "no heartbeat before the result")
+        self.w.send(frame({"type": "shutdown", "graceful": True}))
+        self.assertIsNone(self.w.recv(skip_heartbeats=False))
+        self.assertEqual(self.w.wait(), 0)
 
 
 class ConcurrencyTest(unittest.TestCase):
@@ -352,6 +411,23 @@ class ConcurrencyTest(unittest.TestCase):
         self.w.handshake(concurrency=1)
         self.w.send(task(1, "sleep", {"ms": 200}) + task(2, "echo", "after") + frame({"type": "shutdown", "graceful": True}))
         self.assertEqual([(m["type"], m["id"]) for m in (self.w.recv(), self.w.recv())], [("result", 1), ("result", 2)])
+        self.assertIsNone(self.w.recv())
+        self.assertEqual(self.w.wait(), 0)
+
+    def test_a_drain_runs_the_waiting_tasks_refuses_late_ones_and_outlasts_end_of_input(self):
+        self.w.handshake(concurrency=1)
+        # Task 2 waits for task 1's slot; task 3 comes after the shutdown.
+        self.w.send(
+            task(1, "sleep", {"ms": 1000})
+            + task(2, "echo", "waited")
+            + frame({"type": "shutdown", "graceful": True})
+            + task(3, "echo", "late")
+        )
+        self.w.proc.stdin.close()
+        refused = self.w.recv()
+        self.assertEqual((refused["type"], refused["id"], refused.get("kind"), refused.get("retryable")), ("error", 3, "shutting_down", True))
+        replies = [self.w.recv(), self.w.recv()]
+        self.assertEqual([(m["type"], m["id"], msgpack.unpackb(m["payload"])) for m in replies], [("result", 1, {"slept_ms": 1000}), ("result", 2, "waited")])
         self.assertIsNone(self.w.recv())
         self.assertEqual(self.w.wait(), 0)
 
