@@ -76,7 +76,8 @@ export declare class Worker {
   log(level: LogLevel, message: string): void;
   /**
    * Serves tasks on the link the CORTEX_* environment describes until `shutdown` or end
-   * of input, then exits the process (0; 2 when the link or handshake fails).
+   * of input, then exits the process (0; 2 when the link or handshake fails, input that
+   * ends inside a frame included).
    */
   run(options?: { env?: Record<string, string | undefined> }): Promise<never>;
 }

@@ -58,9 +58,12 @@ class FrameReader {
     this.need = -1; // body length of the frame being read, -1 while reading its prefix
   }
 
-  /** Bytes of an unfinished frame (non-zero at EOF means the stream ended inside a frame). */
+  /**
+   * Bytes of an unfinished frame, its length prefix included once read (non-zero at
+   * EOF means the stream ended inside a frame).
+   */
   get pending() {
-    return this.buffered;
+    return this.need < 0 ? this.buffered : 4 + this.buffered;
   }
 
   push(chunk) {

@@ -13,6 +13,9 @@ const PROTOCOL_VERSION = 1;
 const LEVELS = ['error', 'warn', 'info', 'debug'];
 // The longest delay setInterval takes: Node runs a longer one every 1 ms instead.
 const MAX_TIMER_MS = 2 ** 31 - 1;
+// How often a worker told to send no heartbeats still checks that the manager lives.
+const WATCH_MS = 1000;
+const MAX_UINT32 = 2 ** 32 - 1;
 
 /** What a handler knows about the task attempt it runs. */
 class Context {
@@ -134,7 +137,7 @@ class Worker {
   /**
    * Serves tasks on the link from the environment until shutdown or end of input,
    * then exits the process: 0 after a shutdown or at end of input, 2 when the link
-   * or the handshake fails. Never resolves.
+   * or the handshake fails (input that ends inside a frame too). Never resolves.
    */
   async run(options = {}) {
     let code;
@@ -166,18 +169,25 @@ class Worker {
         try {
           messages = reader.push(chunk);
         } catch (e) {
-          process.stderr.write(`cortex-pool-worker: ${e.message}\n`);
-          this.finish(2);
+          this.broken(e.message);
           return;
         }
         for (const message of messages) {
           if (this.state === 'stopped') return;
           this.dispatch(message, reader);
         }
+        // After the whole read: a task behind a `shutdown` in it is answered first.
+        this.drained();
       });
-      // End of input: the manager closed the stream or died; nobody reads replies.
-      link.input.on('end', () => this.finish(0));
-      link.input.on('close', () => this.finish(0));
+      let ended = false;
+      link.input.on('end', () => {
+        ended = true;
+        this.inputEnded(reader);
+      });
+      // Closed without an end: destroyed (the output broke, see openLink): exit 0.
+      link.input.on('close', () => {
+        if (!ended) this.finish(0);
+      });
       link.input.on('error', (e) => {
         if (e instanceof ProtocolError) process.stderr.write(`cortex-pool-worker: ${e.message}\n`);
         this.finish(e instanceof ProtocolError ? 2 : 0);
@@ -193,7 +203,8 @@ class Worker {
     }
     switch (message.type) {
       case 'task':
-        if (this.state === 'serving') this.receive(new Task(message));
+        if (this.state === 'draining') this.refuse(new Task(message));
+        else this.receive(new Task(message));
         break;
       case 'cancel':
         this.cancel(wireInt(message.id));
@@ -202,8 +213,7 @@ class Worker {
         if (message.graceful === false) {
           this.finish(0);
         } else {
-          this.state = 'draining';
-          this.drained();
+          this.state = 'draining'; // stops once its tasks are answered (see drained)
         }
         break;
       default:
@@ -211,18 +221,38 @@ class Worker {
     }
   }
 
+  /**
+   * End of input (PROTOCOL.md, Framing; Shutdown and end of input): inside a frame it
+   * is a broken link (exit 2); during a graceful shutdown the drain goes on (the
+   * manager reads on until the worker exits); otherwise exit 0 at once, without
+   * waiting for tasks: nobody is left to read their replies.
+   */
+  inputEnded(reader) {
+    if (this.state === 'stopped') return;
+    if (reader.pending > 0) this.broken(`the input ended inside a frame (${reader.pending} bytes of it pending)`);
+    else if (this.state === 'draining') this.drained();
+    else this.finish(0);
+  }
+
+  /** Gives up on a broken link: writes `why` on stderr and stops with status 2. */
+  broken(why) {
+    process.stderr.write(`cortex-pool-worker: ${why}\n`);
+    this.finish(2);
+  }
+
   handshake(hello, reader) {
     if (hello.type !== 'hello') {
-      process.stderr.write(`cortex-pool-worker: expected hello first, got ${JSON.stringify(hello.type)}\n`);
-      this.finish(2);
+      this.broken(`expected hello first, got ${JSON.stringify(hello.type)}`);
       return;
     }
     const version = wireInt(hello.version);
     if (version !== PROTOCOL_VERSION) {
-      process.stderr.write(
-        `cortex-pool-worker: the manager speaks protocol version ${String(version)}, this worker speaks ${PROTOCOL_VERSION}\n`,
-      );
-      this.finish(2);
+      this.broken(`the manager speaks protocol version ${String(version)}, this worker speaks ${PROTOCOL_VERSION}`);
+      return;
+    }
+    const concurrency = helloConcurrency(hello.concurrency);
+    if (concurrency === null) {
+      this.broken(`hello.concurrency must be an integer from 1 to ${MAX_UINT32}, got ${shown(hello.concurrency)}`);
       return;
     }
     const maxFrame = Number(wireInt(hello.max_frame ?? 0));
@@ -230,8 +260,7 @@ class Worker {
       this.link.maxFrame = maxFrame;
       reader.maxFrame = maxFrame;
     }
-    const concurrency = Number(wireInt(hello.concurrency ?? 0));
-    if (concurrency >= 1) this.limit = Math.min(this.limit, concurrency);
+    this.limit = Math.min(this.limit, concurrency);
     this.state = 'serving';
     this.send({
       type: 'ready',
@@ -240,14 +269,22 @@ class Worker {
       task_types: [...this.handlers.keys()].sort(),
       batches_replies: this.holdMs > 0,
     });
-    // A period past the longest timer is clamped (beats more often than asked are
-    // harmless; Node would otherwise beat every 1 ms).
-    const period = Math.min(MAX_TIMER_MS, Math.max(1, Number(wireInt(hello.heartbeat_ms ?? 1000)) || 1000));
-    this.heartbeat = setInterval(() => {
-      // A manager that died without closing our input (it cannot, but be sure).
-      if (managerGone()) this.finish(0);
-      else this.sendHeartbeat();
-    }, period);
+    this.startHeartbeat(heartbeatPeriod(hello.heartbeat_ms));
+  }
+
+  /**
+   * Sends a heartbeat every `period` ms (PROTOCOL.md, Heartbeats); with `period` 0
+   * none, but the timer still checks every WATCH_MS that the manager lives.
+   */
+  startHeartbeat(period) {
+    this.heartbeat = setInterval(
+      () => {
+        // A manager that died without closing our input (it cannot, but be sure).
+        if (managerGone()) this.finish(0);
+        else if (period > 0) this.sendHeartbeat();
+      },
+      period > 0 ? period : WATCH_MS,
+    );
   }
 
   sendHeartbeat() {
@@ -259,6 +296,15 @@ class Worker {
       tasks_done: this.tasksDone,
       in_flight: this.tasks.size,
     });
+  }
+
+  /**
+   * Answers a task that arrived after a graceful `shutdown` with `shutting_down`
+   * (retryable) at once, without running it (PROTOCOL.md, Shutdown and end of input).
+   */
+  refuse(task) {
+    this.tasksDone += 1;
+    this.queueReply(this.fitted(errorReply(task.id, 'shutting_down', 'the worker is shutting down', true)));
   }
 
   receive(task) {
@@ -427,6 +473,34 @@ class Worker {
     this.outbox.push(frame);
     this.writeOutbox();
   }
+}
+
+/**
+ * The limit `hello.concurrency` sets: Infinity when it is absent (or nil), the value
+ * when it is a uint32 of at least 1, and null for anything else (0 included), which
+ * PROTOCOL.md counts as a broken link.
+ */
+function helloConcurrency(value) {
+  if (value === undefined || value === null) return Infinity;
+  const n = wireInt(value);
+  return Number.isInteger(n) && n >= 1 && n <= MAX_UINT32 ? n : null;
+}
+
+/**
+ * The heartbeat period `hello.heartbeat_ms` asks for, in milliseconds: 0 for none;
+ * 1000 when it is absent or not a number; at least 1; and a period past the longest
+ * timer is clamped to it (beats more often than asked are harmless; Node would
+ * otherwise beat every 1 ms).
+ */
+function heartbeatPeriod(value) {
+  const ms = wireInt(value ?? 1000);
+  if (ms === 0) return 0;
+  return Math.min(MAX_TIMER_MS, Math.max(1, Number(ms) || 1000));
+}
+
+/** A value from the wire, for a message. */
+function shown(value) {
+  return typeof value === 'string' ? JSON.stringify(value) : String(value);
 }
 
 function errorReply(id, kind, message, retryable) {

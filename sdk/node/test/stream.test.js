@@ -145,6 +145,21 @@ test('frame reader: every message, in order, whatever the cuts', () => {
   assert.equal(reader.pending, 0);
 });
 
+test('frame reader: pending counts the bytes of an unfinished frame, its length prefix included', () => {
+  const whole = taskFrame(1, 'echo');
+  for (const n of [1, 3, 4, 5, whole.length - 1]) {
+    const reader = new FrameReader();
+    assert.deepEqual(reader.push(whole.subarray(0, n)), []);
+    assert.equal(reader.pending, n, `${n} bytes of a frame`);
+  }
+  const reader = new FrameReader();
+  reader.push(whole.subarray(0, 4));
+  reader.push(whole.subarray(4, 6));
+  assert.equal(reader.pending, 6, 'a prefix, then two bytes of the body');
+  reader.push(whole.subarray(6));
+  assert.equal(reader.pending, 0, 'the frame is complete');
+});
+
 for (const concurrency of [undefined, 1, 4]) {
   const extra = concurrency === undefined ? {} : { concurrency };
   test(`in process, concurrency ${concurrency ?? 'unset'}: ${N} tasks and a shutdown in one read, each answered once`, async () => {
@@ -276,3 +291,30 @@ for (const concurrency of [undefined, 1]) {
     assert.equal(m.replyCount, 3, 'no second reply for a cancelled task');
   });
 }
+
+test('a worker process fed a shutdown and then a task in one write, nothing running: the task is answered `shutting_down`, then exit 0', async (t) => {
+  const m = await startedProcess(t);
+  m.output.write(Buffer.concat([shutdown, taskFrame(1, 'echo')]));
+  assert.deepEqual(await m.exit(), { code: 0, signal: null });
+  const [reply] = await m.replies(1);
+  assert.deepEqual([reply.id, reply.type, reply.kind, reply.retryable], [1, 'error', 'shutting_down', true]);
+  assert.equal(m.replyCount, 1);
+});
+
+test('a worker process whose input ends inside a frame exits 2, saying so on stderr, after a graceful shutdown too', async (t) => {
+  const task = taskFrame(1, 'echo');
+  const cases = [
+    ['half a length prefix', [], task.subarray(0, 2), 2],
+    ['a whole length prefix', [], task.subarray(0, 4), 4],
+    ['a prefix and part of the body', [], task.subarray(0, 10), 10],
+    ['3 bytes after a graceful shutdown, a task running', [taskFrame(2, 'sleep', { ms: 60000 }), shutdown], task.subarray(0, 3), 3],
+  ];
+  for (const [what, before, partial, pending] of cases) {
+    const m = await startedProcess(t);
+    m.output.write(Buffer.concat([...before, partial]));
+    m.closeInput();
+    assert.deepEqual(await m.exit(), { code: 2, signal: null }, what);
+    assert.ok(m.stderr.includes(`the input ended inside a frame (${pending} bytes of it pending)`), `${what}: ${m.stderr}`);
+    assert.equal(m.replyCount, 0, `${what}: no reply`);
+  }
+});

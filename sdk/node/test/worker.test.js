@@ -65,6 +65,20 @@ for (const transport of ['stdio', 'fifo']) {
     assert.deepEqual(await m.exit(), { code: 0, signal: null });
     assert.equal(m.frames.filter((f) => f.type === 'result' || f.type === 'error').length, 0);
   });
+
+  test(`[${transport}] end of input after a graceful shutdown: the running and the waiting task finish and are answered, then exit 0`, async (t) => {
+    const { m } = await started(t, { transport }, { concurrency: 1 });
+    m.task(1, 'sleep', { ms: 300 });
+    m.task(2, 'echo', 'waited for a slot');
+    m.send({ type: 'shutdown', graceful: true });
+    m.closeInput();
+    assert.deepEqual(await m.exit(), { code: 0, signal: null });
+    const replies = await m.replies(2);
+    assert.deepEqual(
+      replies.map((r) => [Number(r.id), r.type, r.type === 'result' ? payloadOf(r) : r.kind]),
+      [[1, 'result', { slept_ms: 300 }], [2, 'result', 'waited for a slot']],
+    );
+  });
 }
 
 test('ids: small, 2^40 and above 2^53 (a bigint) are echoed exactly', async (t) => {
@@ -183,6 +197,25 @@ test('without a concurrency key, tasks run at once', async (t) => {
   assert.equal(payloadOf(await m.reply(2)), 'not blocked by the sleeper');
 });
 
+test('hello.concurrency 0, negative, not an integer or past uint32: exit 2 before ready, saying why', async (t) => {
+  for (const concurrency of [0, -1, 1.5, '2', 2 ** 32]) {
+    const m = await Manager.start();
+    t.after(() => m.cleanup());
+    m.send({ type: 'hello', version: 1, worker_id: 'worker-1', heartbeat_ms: 1000, max_frame: 16777216, concurrency });
+    assert.deepEqual(await m.exit(), { code: 2, signal: null }, `concurrency ${JSON.stringify(concurrency)}`);
+    assert.equal(m.frames.length, 0, `concurrency ${JSON.stringify(concurrency)}: nothing sent, no ready`);
+    assert.match(m.stderr, /hello\.concurrency must be an integer from 1 to 4294967295, got /);
+  }
+});
+
+test('heartbeat_ms 0: no heartbeat at all, and a task is still answered', async (t) => {
+  const { m } = await started(t, {}, { heartbeat_ms: 0 });
+  // The window from ready to this reply would hold 1 500 beats at 1 ms, and one at 1 s.
+  m.task(1, 'sleep', { ms: 1500 });
+  assert.deepEqual(payloadOf(await m.reply(1)), { slept_ms: 1500 });
+  assert.deepEqual(m.frames.map((f) => f.type), ['ready', 'result'], 'no heartbeat');
+});
+
 test('heartbeats: on the hello period, with vitals', async (t) => {
   const { m } = await started(t, {}, { heartbeat_ms: 50 });
   m.task(1, 'sleep', { ms: 60_000 });
@@ -227,6 +260,19 @@ test('shutdown graceful: running tasks finish and are answered, then exit 0', as
   m.send({ type: 'shutdown', graceful: true });
   assert.deepEqual(await m.exit(), { code: 0, signal: null });
   assert.deepEqual(payloadOf(await m.reply(1)), { slept_ms: 300 });
+});
+
+test('shutdown graceful: a task that arrives after it is not run, and is answered `shutting_down` (retryable) at once', async (t) => {
+  const { m } = await started(t);
+  m.task(1, 'sleep', { ms: 60_000 });
+  m.send({ type: 'shutdown', graceful: true });
+  m.task(2, 'echo', 'too late');
+  assert.deepEqual(pick(await m.reply(2)), ['error', 'shutting_down', 'the worker is shutting down', true]);
+  assert.equal(m.replyCount, 1, 'task 1 still runs');
+  m.send({ type: 'cancel', id: 1 });
+  assert.deepEqual([(await m.reply(1)).type, (await m.reply(1)).kind], ['error', 'cancelled']);
+  assert.deepEqual(await m.exit(), { code: 0, signal: null });
+  assert.equal(m.replyCount, 2, 'one reply per task');
 });
 
 test('shutdown not graceful: exit 0 now', async (t) => {
