@@ -558,8 +558,8 @@ class Worker:
             return 2
         concurrency = hello.get("concurrency")
         if concurrency is not None:
-            if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
-                print(f"cortex_worker: hello.concurrency must be an integer >= 1, got {concurrency!r}", file=sys.stderr)
+            if not isinstance(concurrency, int) or isinstance(concurrency, bool) or not 1 <= concurrency <= 0xFFFF_FFFF:
+                print(f"cortex_worker: hello.concurrency must be an integer from 1 to 4294967295, got {concurrency!r}", file=sys.stderr)
                 return 2
             self._limit = concurrency
         if hello.get("max_frame"):

@@ -282,9 +282,10 @@ class WorkerTest(unittest.TestCase):
         self.w.send(frame({"type": "shutdown", "graceful": False}))
         self.assertEqual(self.w.wait(timeout=5), 0)
 
-    def test_a_task_after_a_graceful_shutdown_is_refused_while_the_earlier_one_finishes(self):
+    def test_a_task_after_a_graceful_shutdown_is_refused_while_the_earlier_one_runs(self):
         self.w.handshake()
-        self.w.send(task(1, "sleep", {"ms": 1000}))
+        # Task 1 runs until it is cancelled: the late tasks surely come while it runs.
+        self.w.send(task(1, "sleep", {"ms": 600_000}))
         # Task 2 comes in the same write as the shutdown, task 3 in a later one;
         # the input stays open, so the drain ends while the worker waits to read.
         self.w.send(frame({"type": "shutdown", "graceful": True}) + task(2, "echo", "late"))
@@ -292,8 +293,9 @@ class WorkerTest(unittest.TestCase):
         self.assertEqual(self.w.recv(), dict(refused, id=2))
         self.w.send(task(3, "noisy", "late too"))
         self.assertEqual(self.w.recv(), dict(refused, id=3))
-        result = self.w.recv()
-        self.assertEqual((result["type"], result["id"], msgpack.unpackb(result["payload"])), ("result", 1, {"slept_ms": 1000}))
+        self.w.send(frame({"type": "cancel", "id": 1}))
+        ended = self.w.recv()
+        self.assertEqual((ended["type"], ended["id"], ended.get("kind")), ("error", 1, "cancelled"))
         self.assertIsNone(self.w.recv())
         self.assertEqual(self.w.wait(), 0)
         self.assertNotIn("noisy handler", self.w.stderr_text(), "a refused task does not run")
@@ -436,6 +438,12 @@ class ConcurrencyTest(unittest.TestCase):
         self.assertIsNone(self.w.recv())
         self.assertEqual(self.w.wait(), 2)
         self.assertIn("concurrency", self.w.stderr_text())
+
+    def test_a_concurrency_past_uint32_ends_the_worker_as_a_malformed_one(self):
+        self.w.send(hello(concurrency=2**32))
+        self.assertIsNone(self.w.recv())
+        self.assertEqual(self.w.wait(), 2)
+        self.assertIn("4294967295", self.w.stderr_text())
 
 
 class _Recorder(io.RawIOBase):

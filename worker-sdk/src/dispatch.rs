@@ -218,13 +218,16 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
             // Back to the main loop, which looks at these first, as it always did;
             // and after a full batch, before a next frame is taken out of the
             // stream (it would be dropped with this loop).
-            if *batch.draining || self.outbox.is_broken() || handled == READ_BATCH {
+            if self.outbox.is_broken() || handled == READ_BATCH {
                 break;
             }
             frame = match self.buffered() {
-                // A whole frame already read: no poll of the stream needed.
+                // A whole frame already read: no poll of the stream needed. In a
+                // drain, frames read with the `shutdown` are still handled (a late
+                // task is refused, a cancel applies) before the drain may end.
                 Ok(Some(body)) => Some(Ok(body)),
                 Err(e) => Some(Err(e)),
+                Ok(None) if *batch.draining => break,
                 Ok(None) => match self.frames.next().now_or_never() {
                     Some(next) => next,
                     None => break,

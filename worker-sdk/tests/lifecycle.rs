@@ -81,6 +81,17 @@ async fn graceful_shutdown_finishes_in_flight_tasks_first() {
 }
 
 #[tokio::test]
+async fn a_task_read_with_the_shutdown_is_refused_before_the_worker_stops() {
+    let mut peer = Peer::ready(common::test_worker(Gate::default()), NO_HEARTBEAT).await;
+    // Both frames are in the worker's input before it runs again: one read
+    // takes them together, and nothing is running when the shutdown is seen.
+    peer.send(&ToWorker::Shutdown { graceful: true }).await;
+    peer.task(2, "echo", &json!("late")).await;
+    assert_eq!(error_of(&peer.reply().await, 2), ("shutting_down", true));
+    assert_eq!(peer.finish().await.expect("clean stop"), Stopped::Shutdown);
+}
+
+#[tokio::test]
 async fn immediate_shutdown_does_not_wait_for_tasks() {
     let mut peer = Peer::ready(common::test_worker(Gate::default()), NO_HEARTBEAT).await;
     peer.task(1, "gated", &json!("never released")).await;
