@@ -58,6 +58,20 @@ async fn a_message_of_an_unknown_type_is_ignored() {
     );
 }
 
+/// Opens `gate`, and expects task 1's result ("in flight") and then a clean
+/// stop: the end of a graceful drain.
+async fn release_the_task_in_flight(mut peer: Peer, gate: &Gate) {
+    gate.open();
+    assert_eq!(
+        peer.reply().await,
+        Reply::Result {
+            id: 1,
+            value: json!("in flight")
+        }
+    );
+    assert_eq!(peer.finish().await.expect("clean stop"), Stopped::Shutdown);
+}
+
 #[tokio::test]
 async fn graceful_shutdown_finishes_in_flight_tasks_first() {
     let gate = Gate::default();
@@ -69,15 +83,7 @@ async fn graceful_shutdown_finishes_in_flight_tasks_first() {
     peer.task(2, "echo", &json!("late")).await;
     assert_eq!(error_of(&peer.reply().await, 2), ("shutting_down", true));
     assert!(!peer.worker.is_finished());
-    gate.open();
-    assert_eq!(
-        peer.reply().await,
-        Reply::Result {
-            id: 1,
-            value: json!("in flight")
-        }
-    );
-    assert_eq!(peer.finish().await.expect("clean stop"), Stopped::Shutdown);
+    release_the_task_in_flight(peer, &gate).await;
 }
 
 #[tokio::test]
@@ -126,15 +132,7 @@ async fn end_of_input_after_a_graceful_shutdown_lets_the_tasks_in_flight_reply()
         tokio::task::yield_now().await;
     }
     assert!(!peer.worker.is_finished(), "the drain goes on");
-    gate.open();
-    assert_eq!(
-        peer.reply().await,
-        Reply::Result {
-            id: 1,
-            value: json!("in flight")
-        }
-    );
-    assert_eq!(peer.finish().await.expect("clean stop"), Stopped::Shutdown);
+    release_the_task_in_flight(peer, &gate).await;
 }
 
 #[tokio::test]
