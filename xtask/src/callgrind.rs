@@ -67,19 +67,22 @@ pub(crate) fn callgrind() -> Result<(), String> {
     let sides = [
         Side {
             bench: "callgrind.manager",
-            args: &["tput"],
+            mode: "tput",
+            after_count: &["2"],
             caller: None,
             tasks: n,
         },
         Side {
             bench: "callgrind.manager.completions",
-            args: &["tput"],
+            mode: "tput",
+            after_count: &["2"],
             caller: Some("completions"),
             tasks: n,
         },
         Side {
             bench: "callgrind.manager.lat",
-            args: &["lat"],
+            mode: "lat",
+            after_count: &[],
             caller: None,
             tasks: (n / 10).max(1),
         },
@@ -88,10 +91,10 @@ pub(crate) fn callgrind() -> Result<(), String> {
         let manager = |tasks: u64| -> Result<u64, String> {
             let file = out.join(format!("{}.{tasks}.out", side.bench));
             let mut cmd = valgrind(&file);
-            cmd.arg(&pool_bench).args(side.args).arg(tasks.to_string());
-            if side.args == ["tput"] {
-                cmd.arg("2");
-            }
+            cmd.arg(&pool_bench)
+                .arg(side.mode)
+                .arg(tasks.to_string())
+                .args(side.after_count);
             // Only what this side sets: a caller's own CALLER, CALLERS, CONC
             // or QUEUE_SHARDS would change what the line measures.
             for var in ["CALLER", "CALLERS", "CONC", "QUEUE_SHARDS"] {
@@ -103,10 +106,9 @@ pub(crate) fn callgrind() -> Result<(), String> {
             cmd.stdout(Stdio::null());
             counted(cmd, &file)
         };
-        let tasks = side.tasks;
-        let per_task = (manager(2 * tasks)?.saturating_sub(manager(tasks)?)) as f64 / tasks as f64;
-        let bench = side.bench;
-        result(bench, per_task);
+        let per_task = (manager(2 * side.tasks)?.saturating_sub(manager(side.tasks)?)) as f64
+            / side.tasks as f64;
+        result(side.bench, per_task);
     }
 
     let custom: Option<Vec<String>> = match std::env::var("WORKER_CMD") {
@@ -157,7 +159,9 @@ struct Side {
     /// The `RESULT` line's bench.
     bench: &'static str,
     /// `pool-bench`'s mode.
-    args: &'static [&'static str],
+    mode: &'static str,
+    /// Its arguments after the number of tasks (the workers, for `tput`).
+    after_count: &'static [&'static str],
     /// `CALLER` for `pool-bench`, if any.
     caller: Option<&'static str>,
     /// `N`: the runs count `N` and `2N` tasks.

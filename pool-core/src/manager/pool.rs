@@ -24,7 +24,7 @@ use crate::balance::{BalancePolicy, FirstAvailable};
 use crate::error::{ConfigError, StartError, SubmitError};
 use crate::health::{HealthProbe, HeartbeatProbe, LifetimeProbe, MaxTasksProbe, MemoryProbe};
 use crate::queue::DeadLetter;
-use crate::task::{Task, MAX_TIMEOUT, PRIORITY_LOWEST};
+use crate::task::{Task, PRIORITY_LOWEST};
 use crate::transport::Transport;
 
 /// The tasks of a batch ([`Pool::submit_many`], [`Pool::submit_each`]) are
@@ -595,11 +595,14 @@ impl Pool {
         }
     }
 
-    /// `task` as the pool takes it (a timeout above [`MAX_TIMEOUT`] cut to
-    /// it, as [`Task::with_timeout`] cuts it), or why it refuses it (the task
-    /// handed back as it would have been taken).
+    /// `task` as the pool takes it (a timeout above
+    /// [`MAX_TIMEOUT`](crate::task::MAX_TIMEOUT) cut by
+    /// [`Task::with_timeout`]), or why it refuses it (the task handed back as
+    /// it would have been taken).
     fn check(&self, mut task: Task) -> Result<Task, SubmitError> {
-        task.timeout = task.timeout.map(|timeout| timeout.min(MAX_TIMEOUT));
+        if let Some(timeout) = task.timeout {
+            task = task.with_timeout(timeout);
+        }
         if self.shared.closed.load(Relaxed) {
             return Err(self.gone(task));
         }
