@@ -228,6 +228,10 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
                 Ok(Some(body)) => Some(Ok(body)),
                 Err(e) => Some(Err(e)),
                 Ok(None) if *batch.draining => break,
+                // The blocking read that brought these frames emptied the
+                // pipe: a poll now would find nothing (the loop's next read
+                // waits for more).
+                Ok(None) if self.idle.as_ref().is_some_and(IdleSwitch::take_emptied) => break,
                 Ok(None) => match self.frames.next().now_or_never() {
                     Some(next) => next,
                     None => break,

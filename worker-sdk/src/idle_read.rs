@@ -59,6 +59,9 @@ struct SwitchState {
     allowed: AtomicBool,
     /// Where the reader is: a [`ReadState`].
     read: AtomicU8,
+    /// The last blocking read took less than it had room for: the pipe held
+    /// nothing more then.
+    emptied: AtomicBool,
     /// The runtime the reader was made on: whether any task is alive there.
     runtime: RuntimeMetrics,
 }
@@ -82,6 +85,7 @@ impl IdleSwitch {
         Self(Arc::new(SwitchState {
             allowed: AtomicBool::new(false),
             read: AtomicU8::new(ReadState::Free as u8),
+            emptied: AtomicBool::new(false),
             runtime: Handle::current().metrics(),
         }))
     }
@@ -103,6 +107,16 @@ impl IdleSwitch {
     fn take(&self) -> bool {
         let allowed = &self.0.allowed;
         allowed.load(Ordering::Relaxed) && allowed.swap(false, Ordering::Relaxed)
+    }
+
+    /// Whether the last blocking read emptied the pipe (it took less than it
+    /// had room for), forgetting it. The dispatcher then knows that a poll
+    /// through the runtime would find nothing (the runtime has not seen the
+    /// pipe readable since) and goes back to its loop instead, whose next
+    /// read is a blocking one again.
+    pub(crate) fn take_emptied(&self) -> bool {
+        let emptied = &self.0.emptied;
+        emptied.load(Ordering::Relaxed) && emptied.swap(false, Ordering::Relaxed)
     }
 
     /// Whether the reader waits in a blocking read now: nothing else runs,
@@ -211,8 +225,11 @@ impl AsyncRead for PipeReader {
                 }
             };
             this.idle.leave_read();
+            let emptied = read.as_ref().is_ok_and(|&n| n > 0 && n < into.len());
+            this.idle.0.emptied.store(emptied, Ordering::Relaxed);
             return Poll::Ready(read.map(|n| buf.put_slice(&this.room[..n])));
         }
+        this.idle.0.emptied.store(false, Ordering::Relaxed);
         Pin::new(&mut this.pipe).poll_read(cx, buf)
     }
 }
@@ -270,6 +287,29 @@ mod tests {
         // through the runtime, which has not seen the pipe become readable.
         write.write_all(b"more").expect("write");
         assert!(poll_once(&mut reader).is_pending());
+    }
+
+    #[tokio::test]
+    async fn a_blocking_read_says_once_whether_it_emptied_the_pipe() {
+        let (mut reader, idle, mut write) = pipe_reader();
+        // 100 bytes waiting, 64 of room: the pipe still holds some after it.
+        write.write_all(&[7; 100]).expect("write");
+        idle.allow_if_alone();
+        assert!(matches!(poll_once(&mut reader), Poll::Ready(Ok(read)) if read.len() == 64));
+        assert!(
+            !idle.take_emptied(),
+            "a full read cannot know the pipe is empty"
+        );
+        idle.allow_if_alone();
+        assert!(matches!(poll_once(&mut reader), Poll::Ready(Ok(read)) if read.len() == 36));
+        assert!(idle.take_emptied(), "a short read emptied the pipe");
+        assert!(!idle.take_emptied(), "said once");
+        // A read through the runtime forgets an emptying read before it.
+        write.write_all(b"x").expect("write");
+        idle.allow_if_alone();
+        assert!(matches!(poll_once(&mut reader), Poll::Ready(Ok(read)) if read == b"x"));
+        let _ = poll_once(&mut reader);
+        assert!(!idle.take_emptied());
     }
 
     #[tokio::test]

@@ -280,7 +280,10 @@ impl Counter {
 }
 
 /// Lists the seats with a free run slot as the policy's `candidates`, and
-/// their places in `seats`.
+/// their places in `seats`, from each worker's occupancy as its book was last
+/// let go (no book's lock taken: [`Seat::place`] looks again under it, and a
+/// hint that is behind costs a task left for the lane's refill or the actor,
+/// never a task).
 fn gather(
     seats: &[Seat],
     concurrency: u32,
@@ -290,19 +293,8 @@ fn gather(
     candidates.clear();
     seat_of.clear();
     for (at, seat) in seats.iter().enumerate() {
-        // A worker whose run slots were all taken when its book was last let
-        // go is skipped without its lock (a busy pool's every hand-off): its
-        // lane refills it as its answers come back.
-        if seat.lane.occupancy() >= concurrency {
-            continue;
-        }
-        let held = {
-            let book = seat.lane.book();
-            if !book.takes_from_queue() {
-                continue;
-            }
-            book.len() as u32
-        };
+        // A worker not fed reads as full (`NOT_FED`).
+        let held = seat.lane.occupancy();
         if held < concurrency {
             candidates.push(WorkerSnapshot::new(
                 seat.num,
