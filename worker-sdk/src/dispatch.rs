@@ -120,7 +120,8 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
             tokio::select! {
                 biased;
                 () = &mut broken => return Ok(Stopped::Disconnected),
-                Some(joined) = running.set.join_next_with_id() => {
+                // Not polled while no task runs (it would only say so).
+                Some(joined) = running.set.join_next_with_id(), if !running.set.is_empty() => {
                     running.forget(joined);
                     // A slot is free: start the tasks waiting for one.
                     self.start_waiting(&mut running, &mut waiting, &mut replies);
