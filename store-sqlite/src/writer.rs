@@ -74,9 +74,10 @@ impl Store {
         Ok((&self.conn, &mut self.overlay))
     }
 
-    /// How long until a checkpoint is due; `None` when none will be.
-    fn checkpoint_in(&self) -> Option<Duration> {
-        let due = self.overlay.checkpoint_in()?;
+    /// How long to wait for a request before a slice of rows is written
+    /// (none once `idle`); `None` when no row waits.
+    fn checkpoint_in(&self, idle: bool) -> Option<Duration> {
+        let due = self.overlay.checkpoint_in(idle)?;
         Some(match self.retry_checkpoint_at {
             Some(at) => due.max(at.saturating_duration_since(Instant::now())),
             None => due,
@@ -173,10 +174,13 @@ pub(crate) fn classify(e: &rusqlite::Error) -> SourceError {
     }
 }
 
-/// Serves jobs until every sender is gone, then checkpoints.
+/// Serves jobs until every sender is gone, then checkpoints. Rows are
+/// written while no job waits, a slice at a time (`overlay/checkpoint.rs`).
 pub(crate) fn serve(mut store: Store, jobs: Receiver<Job>, shared: Arc<Shared>) {
+    // No job came since the last slice was written: the next one follows at once.
+    let mut idle = false;
     loop {
-        let first = match store.checkpoint_in() {
+        let first = match store.checkpoint_in(idle) {
             None => match jobs.recv() {
                 Ok(job) => job,
                 Err(_) => break,
@@ -184,12 +188,14 @@ pub(crate) fn serve(mut store: Store, jobs: Receiver<Job>, shared: Arc<Shared>) 
             Some(wait) => match jobs.recv_timeout(wait) {
                 Ok(job) => job,
                 Err(RecvTimeoutError::Timeout) => {
+                    idle = true;
                     checkpoint(&mut store, &shared, Checkpoint::Settled);
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
             },
         };
+        idle = false;
         let mut writes = Vec::new();
         let mut reads = Vec::new();
         let taken = std::iter::once(first).chain(jobs.try_iter().take(MAX_BATCH - 1));
@@ -852,6 +858,150 @@ mod tests {
         assert_eq!(overlay.status(conn, &["x".to_owned()]).unwrap(), [None]);
         assert!(overlay.claim(conn, 5, 2).unwrap().is_empty());
         assert_eq!(overlay.unsettled(0), 0);
+    }
+
+    /// The ids of `n` tasks, in the order they are accepted.
+    fn ids(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("t{i:05}")).collect()
+    }
+
+    /// Accepts, claims and settles (`ok`) the tasks `ids`, a commit each.
+    fn run_to_ok(store: &mut Store, ids: &[String], shared: &Shared) {
+        use task_source::TaskState;
+        let tasks: Vec<_> = ids.iter().map(|id| new_task(id)).collect();
+        let n = ids.len();
+        let outcomes: Vec<_> = ids
+            .iter()
+            .map(|id| settled(id, 1, TaskState::Ok, "{}"))
+            .collect();
+        let steps: Vec<WriteJob> = vec![
+            op(move |c, o| o.accept(c, tasks, 1, None)).0,
+            op(move |c, o| o.claim(c, n, 2)).0,
+            op(move |c, o| o.settle(c, outcomes, 3)).0,
+        ];
+        commit_each(store, steps, shared);
+    }
+
+    /// A checkpoint of the settled tasks writes a slice of them, the oldest
+    /// first, and keeps the journal until the last slice; a crash between
+    /// two slices loses nothing and the next checkpoint writes the rest.
+    #[test]
+    fn settled_rows_are_written_a_slice_at_a_time_and_a_crash_between_slices_loses_nothing() {
+        use crate::overlay::SLICE;
+        use task_source::TaskState;
+        let db = StoreFile::new("slices");
+        let shared = Shared::new(SourceHealth::Ok);
+        let mut store = db.open();
+        let all = ids(SLICE + 10);
+        run_to_ok(&mut store, &all, &shared);
+        checkpoint(&mut store, &shared, Checkpoint::Settled);
+        let written: Vec<String> =
+            crate::test_support::column(&store.conn, "SELECT id FROM tasks ORDER BY seq");
+        assert_eq!(written, all[..SLICE], "the oldest slice");
+        assert_eq!(count(&store.conn, "journal"), 3, "kept for the rest");
+        drop(store);
+
+        let mut store = db.open();
+        {
+            let (conn, overlay) = store.parts().unwrap();
+            let seen = overlay.status(conn, &all).unwrap();
+            assert!(
+                seen.iter()
+                    .all(|s| s.as_ref().is_some_and(|s| s.state == TaskState::Ok)),
+                "every task settled after the replay"
+            );
+        }
+        checkpoint(&mut store, &shared, Checkpoint::Settled);
+        assert_eq!(count(&store.conn, "tasks"), (SLICE + 10) as i64);
+        assert_eq!(count(&store.conn, "journal"), 0, "the plan is done");
+        assert!(!store.overlay.has_unwritten());
+    }
+
+    /// A few settled tasks wait for their rows until the store has been idle
+    /// a while and the first of them settled a second ago; once many wait,
+    /// only until it is idle; once it is idle, not at all. Requests that keep
+    /// coming write no row.
+    #[test]
+    fn rows_wait_for_an_idle_store() {
+        use crate::overlay::{IDLE, IDLE_TASKS};
+        let shared = Shared::new(SourceHealth::Ok);
+        let mut store = table();
+        assert_eq!(store.checkpoint_in(false), None, "nothing to write");
+        run_to_ok(&mut store, &ids(3), &shared);
+        let wait = store.checkpoint_in(false).expect("rows to write");
+        assert!(wait >= IDLE && wait <= CHECKPOINT_AFTER, "{wait:?}");
+        assert_eq!(store.checkpoint_in(true), Some(Duration::ZERO));
+        assert_eq!(store.checkpoint_due(), None, "not while requests come");
+        run_to_ok(&mut store, &ids(IDLE_TASKS + 3)[3..], &shared);
+        assert_eq!(store.checkpoint_in(false), Some(IDLE));
+        assert_eq!(store.checkpoint_due(), None);
+    }
+
+    /// Past the busy bound (the unwritten tasks' memory), a slice is due
+    /// after each group commit even while requests keep coming.
+    #[test]
+    fn large_unwritten_tasks_are_written_while_requests_keep_coming() {
+        let shared = Shared::new(SourceHealth::Ok);
+        let mut store = table();
+        // 50 MiB of payloads: past the busy bound, short of the full one.
+        let big = "x".repeat(1 << 20);
+        let tasks: Vec<_> = ids(50)
+            .into_iter()
+            .map(|id| {
+                let mut task = new_task(&id);
+                task.payload = format!("\"{big}\"");
+                task
+            })
+            .collect();
+        let done: Vec<_> = ids(50)
+            .iter()
+            .map(|id| settled(id, 1, task_source::TaskState::Ok, "{}"))
+            .collect();
+        let steps: Vec<WriteJob> = vec![
+            op(move |c, o| o.accept(c, tasks, 1, None)).0,
+            op(|c, o| o.claim(c, 50, 2)).0,
+        ];
+        commit_each(&mut store, steps, &shared);
+        assert_eq!(store.checkpoint_due(), None, "none settled yet");
+        commit_each(
+            &mut store,
+            vec![op(move |c, o| o.settle(c, done, 3)).0],
+            &shared,
+        );
+        assert_eq!(store.checkpoint_due(), Some(Checkpoint::Settled));
+    }
+
+    /// The writer thread writes the rows of settled tasks on its own once no
+    /// request comes, without being closed.
+    #[test]
+    fn the_writer_writes_settled_rows_once_no_request_comes() {
+        let db = StoreFile::new("idle");
+        let (jobs, rx) = mpsc::channel();
+        let store = db.open();
+        let writer = std::thread::spawn(move || {
+            serve(store, rx, Arc::new(Shared::new(SourceHealth::Ok)));
+        });
+        let all = ids(3);
+        let tasks: Vec<_> = all.iter().map(|id| new_task(id)).collect();
+        let done: Vec<_> = all
+            .iter()
+            .map(|id| settled(id, 1, task_source::TaskState::Ok, "{}"))
+            .collect();
+        let (accept, accepted) = op(move |c, o| o.accept(c, tasks, 1, None));
+        let (claim, _) = op(|c, o| o.claim(c, 3, 2));
+        let (settle, _) = op(move |c, o| o.settle(c, done, 3));
+        for job in [accept, claim, settle] {
+            jobs.send(Job::Write(job)).unwrap();
+        }
+        accepted.recv().unwrap();
+        let other = Connection::open(&db.0 .0).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while count(&other, "tasks") < 3 {
+            assert!(Instant::now() < deadline, "no row written while idle");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        drop(jobs);
+        writer.join().unwrap();
     }
 
     /// Commits each of `steps` in a transaction of its own, in order.

@@ -1,4 +1,10 @@
 //! Checkpoints: when one is due, and writing the changed records to their rows.
+//!
+//! Rows are written while the store is idle, a slice at a time, so that a
+//! burst of tasks pays only for its journal rows and no request waits long
+//! behind a checkpoint. While requests keep coming, rows wait until the
+//! unwritten tasks or the journal grow large or old; then a slice is written
+//! after each group commit.
 
 use std::time::Duration;
 
@@ -10,35 +16,54 @@ use crate::counts::StateDelta;
 use crate::journal;
 use crate::live;
 
-/// A checkpoint is due once this many settled tasks wait for their rows…
-const CHECKPOINT_TASKS: usize = 8_192;
-/// …or this long after the first of them settled.
+/// The most settled tasks one checkpoint transaction writes (about 5 ms of
+/// the writer's time): what a request that arrives meanwhile waits at most.
+pub(crate) const SLICE: usize = 1_024;
+/// The store is idle once no request came for this long…
+pub(crate) const IDLE: Duration = Duration::from_millis(5);
+/// …and its settled tasks are written then, once this many wait for their
+/// rows (a trickle of tasks is written a few hundred at a time, not one
+/// transaction each)…
+pub(crate) const IDLE_TASKS: usize = 256;
+/// …or the first of them settled this long ago.
 pub(crate) const CHECKPOINT_AFTER: Duration = Duration::from_secs(1);
+/// While requests keep coming, a slice is written after each group commit
+/// once the unwritten tasks hold this many bytes of memory, or the journal
+/// does…
+const BUSY_BYTES: usize = 48 << 20;
+/// …or the first settled task still unwritten settled this long ago.
+const BUSY_AGE: Duration = Duration::from_secs(10);
 /// A full checkpoint is due once the unwritten records hold this many bytes
 /// of memory, or the journal this many bytes.
 const FULL_CHECKPOINT_BYTES: usize = 64 << 20;
 
 impl Overlay {
-    /// Whether a checkpoint is due, and whether a full one.
+    /// The checkpoint due after a group commit, if one is: a full one past
+    /// the memory bound; a slice of the settled tasks while the unwritten
+    /// ones are large or old.
     pub(crate) fn checkpoint_due(&self) -> Option<Checkpoint> {
         if self.weight >= FULL_CHECKPOINT_BYTES || self.journal_bytes >= FULL_CHECKPOINT_BYTES {
-            Some(Checkpoint::Full)
-        } else if self.dirty_settled >= CHECKPOINT_TASKS
-            || self
-                .settled_since
-                .is_some_and(|since| since.elapsed() >= CHECKPOINT_AFTER)
-        {
-            Some(Checkpoint::Settled)
-        } else {
-            None
+            return Some(Checkpoint::Full);
         }
+        let since = self.settled_since?;
+        (self.weight >= BUSY_BYTES
+            || self.journal_bytes >= BUSY_BYTES
+            || since.elapsed() >= BUSY_AGE)
+            .then_some(Checkpoint::Settled)
     }
 
-    /// How long until a checkpoint is due by time; `None` while no settled
-    /// task waits for its row.
-    pub(crate) fn checkpoint_in(&self) -> Option<Duration> {
-        self.settled_since
-            .map(|since| CHECKPOINT_AFTER.saturating_sub(since.elapsed()))
+    /// How long the writer waits for a request before it writes a slice of
+    /// the settled tasks' rows: `None` while none waits for its row; no wait
+    /// at all once it is `idle` (it wrote a slice and no request came since).
+    pub(crate) fn checkpoint_in(&self, idle: bool) -> Option<Duration> {
+        let since = self.settled_since?;
+        Some(if idle {
+            Duration::ZERO
+        } else if self.dirty_settled >= IDLE_TASKS {
+            IDLE
+        } else {
+            IDLE.max(CHECKPOINT_AFTER.saturating_sub(since.elapsed()))
+        })
     }
 
     /// Whether some change is in the journal only.
@@ -59,24 +84,31 @@ impl Overlay {
     }
 
     /// Writes the rows of the changed tasks `which` says, in the caller's
-    /// transaction, and forgets the journal rows that only those held; then
-    /// keeps in memory only the tasks still unwritten and the running ones.
+    /// transaction; then keeps in memory only the tasks still unwritten and
+    /// the running ones. Once no settled task is left in the plan, forgets
+    /// the journal rows that only written tasks held (between slices the
+    /// journal keeps them: a replay skips the changes a row holds already).
     /// Should the transaction fail, the caller loads the overlay again.
     pub(crate) fn checkpoint(
         &mut self,
         conn: &Connection,
         which: Checkpoint,
     ) -> rusqlite::Result<()> {
-        let mut written: Vec<i64> = self
-            .entries
-            .iter()
-            .filter(|(_, live)| {
-                live.dirty() && (which == Checkpoint::Full || live.state.is_settled())
-            })
-            .map(|(seq, _)| *seq)
-            .collect();
-        // In order of acceptance: new rows are appended to the table's tree.
-        written.sort_unstable();
+        let written = match which {
+            Checkpoint::Full => {
+                self.plan.clear();
+                let mut all: Vec<i64> = self
+                    .entries
+                    .iter()
+                    .filter(|(_, live)| live.dirty())
+                    .map(|(seq, _)| *seq)
+                    .collect();
+                // In order of acceptance: new rows are appended to the table's tree.
+                all.sort_unstable();
+                all
+            }
+            Checkpoint::Settled => self.next_slice(),
+        };
         let mut delta = StateDelta::default();
         let mut rows = live::RowWriter::new(conn)?;
         for &seq in &written {
@@ -89,28 +121,6 @@ impl Overlay {
             }
         }
         delta.apply(conn)?;
-        // What a full checkpoint leaves unwritten: nothing.
-        let keep_from = match which {
-            Checkpoint::Full => None,
-            Checkpoint::Settled => self
-                .entries
-                .values()
-                .filter(|live| !live.state.is_settled())
-                .filter_map(|live| live.unwritten_since)
-                .min(),
-        };
-        journal::forget_before(conn, keep_from)?;
-        // A checkpoint runs in a transaction of its own: no change waits
-        // for this one's journal row.
-        debug_assert!(self.pending.is_empty());
-        while let Some(&(row, bytes)) = self.journal_sizes.front() {
-            if keep_from.is_some_and(|keep| row >= keep) {
-                break;
-            }
-            self.journal_sizes.pop_front();
-            self.journal_bytes = self.journal_bytes.saturating_sub(bytes);
-        }
-        self.settled_since = None;
         // Each written record is its row now: only a running one stays in
         // memory; the others keep their place in the ready order.
         for seq in written {
@@ -127,6 +137,66 @@ impl Overlay {
                 self.ids.remove(&live.task.id);
             }
         }
+        if self.dirty_settled == 0 {
+            self.settled_since = None;
+        }
+        if self.plan.is_empty() {
+            self.forget_written(conn)?;
+        }
+        Ok(())
+    }
+
+    /// The next slice of the plan: up to [`SLICE`] settled tasks still
+    /// unwritten, oldest first; the plan is made again from the entries
+    /// when it is empty.
+    fn next_slice(&mut self) -> Vec<i64> {
+        if self.plan.is_empty() {
+            let mut plan: Vec<i64> = self
+                .entries
+                .iter()
+                .filter(|(_, live)| live.dirty() && live.state.is_settled())
+                .map(|(seq, _)| *seq)
+                .collect();
+            plan.sort_unstable();
+            self.plan = plan.into();
+        }
+        let mut slice = Vec::with_capacity(SLICE.min(self.plan.len()));
+        while slice.len() < SLICE {
+            let Some(seq) = self.plan.pop_front() else {
+                break;
+            };
+            // A task requeued since the plan was made is not settled; one
+            // written by a full checkpoint since is not dirty.
+            if self
+                .entries
+                .get(&seq)
+                .is_some_and(|live| live.dirty() && live.state.is_settled())
+            {
+                slice.push(seq);
+            }
+        }
+        slice
+    }
+
+    /// Forgets the journal rows before the oldest change still unwritten
+    /// (all of them when none is).
+    fn forget_written(&mut self, conn: &Connection) -> rusqlite::Result<()> {
+        let keep_from = self
+            .entries
+            .values()
+            .filter_map(|live| live.unwritten_since)
+            .min();
+        journal::forget_before(conn, keep_from)?;
+        // A checkpoint runs in a transaction of its own: no change waits
+        // for this one's journal row.
+        debug_assert!(self.pending.is_empty());
+        while let Some(&(row, bytes)) = self.journal_sizes.front() {
+            if keep_from.is_some_and(|keep| row >= keep) {
+                break;
+            }
+            self.journal_sizes.pop_front();
+            self.journal_bytes = self.journal_bytes.saturating_sub(bytes);
+        }
         Ok(())
     }
 }
@@ -134,7 +204,8 @@ impl Overlay {
 /// Which changed tasks a checkpoint writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Checkpoint {
-    /// The settled ones: the rest are likely to change again soon.
+    /// The next [`SLICE`] of the settled ones, oldest first: the rest are
+    /// likely to change again soon.
     Settled,
     /// Every one.
     Full,

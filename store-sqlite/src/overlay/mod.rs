@@ -35,6 +35,8 @@ mod checkpoint;
 mod ops;
 
 pub(crate) use checkpoint::{Checkpoint, CHECKPOINT_AFTER};
+#[cfg(test)]
+pub(crate) use checkpoint::{IDLE, IDLE_TASKS, SLICE};
 
 /// Every waiting task's row, read when the overlay is loaded: through the
 /// partial index of waiting tasks, not a scan of every task kept.
@@ -68,6 +70,9 @@ pub(crate) struct Overlay {
     weight: usize,
     /// When the first task that is still unwritten settled.
     settled_since: Option<Instant>,
+    /// The settled tasks the next checkpoints write, a slice at a time, in
+    /// order of acceptance: taken from `entries` when it runs dry.
+    plan: std::collections::VecDeque<i64>,
     /// The number of this transaction's journal row.
     journal_row: i64,
     /// The bytes of each journal row kept, oldest first.
