@@ -15,6 +15,7 @@ use foldhash::HashMap;
 use pool_core::{Completion, CompletionSink, Completions, Failure, FinalStatus, SubmitError, Task};
 use task_source::{now_ms, Claimed, ErrorInfo, Outcome, Settlement, TaskState};
 
+use super::pace::Pace;
 use crate::cli::output;
 use crate::daemon::state::Daemon;
 
@@ -41,23 +42,14 @@ type Running = HashMap<u64, (Claimed, Instant)>;
 /// Outcomes taken from the pool at once, at most.
 const OUTCOMES_AT_ONCE: usize = 1024;
 
-/// Claimed tasks per worker slot: enough to keep every worker busy while a
-/// claim waits for the store's commit (a claim starts when half the window is
-/// left). 64 starved the workers behind each `fsync`: `submit --wait` of
-/// 30 000 echo tasks to 2 workers ran at 37–48 k/s with 64, 41–47 k/s with
-/// 128, 45–61 k/s with 256 and 54–59 k/s with 512.
-const CLAIMED_PER_SLOT: usize = 256;
-
-/// Tasks in the pool at once: enough to keep every worker busy between two
-/// claims, few enough that a crash re-runs little (every claimed task counts
-/// as started).
-fn window(daemon: &Daemon) -> usize {
+/// Tasks in the pool at once: what it finishes while the next claim waits
+/// for the store's commit ([`Pace`]), few enough that a crash re-runs little
+/// (every claimed task counts as started).
+fn window(daemon: &Daemon, pace: &Pace) -> usize {
     let workers = usize::try_from(daemon.pool.worker_count()).unwrap_or(usize::MAX);
     daemon.setting(|s| {
         let slots = workers.max(s.pool.initial_size()) * s.pool.worker_concurrency as usize;
-        (slots * CLAIMED_PER_SLOT)
-            .clamp(64, 4096)
-            .min(s.pool.max_queue_len)
+        pace.window(slots, s.pool.max_queue_len)
     })
 }
 
@@ -82,6 +74,7 @@ pub(crate) async fn run(daemon: Arc<Daemon>, recovered: bool) {
     let mut outcomes = Vec::new();
     let mut unsaved: Vec<Settlement> = Vec::new();
     let mut claim_failed_at: Option<Instant> = None;
+    let mut pace = Pace::new(Instant::now());
     loop {
         let draining = daemon.draining.is_cancelled();
         if draining && running.is_empty() {
@@ -93,7 +86,7 @@ pub(crate) async fn run(daemon: Arc<Daemon>, recovered: bool) {
             }
             break;
         }
-        let window = window(&daemon);
+        let window = window(&daemon, &pace);
         // A pool that stopped working takes nothing: claimed tasks stay queued
         // in the store for the next daemon.
         let may_claim = claim_failed_at.is_none_or(|t| t.elapsed() > Duration::from_millis(500))
@@ -136,6 +129,7 @@ pub(crate) async fn run(daemon: Arc<Daemon>, recovered: bool) {
                 // Asked once a batch (a broker's answer may be a copy of its
                 // server's description), not once a task.
                 let max_line = Some(line_limit(daemon.source.max_line_bytes()));
+                pace.finished(outcomes.len(), Instant::now());
                 for outcome in outcomes.drain(..) {
                     let id = match &outcome {
                         Ok(out) => out.id,

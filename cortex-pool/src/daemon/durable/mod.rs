@@ -8,6 +8,7 @@
 //! - `parse` — a submitted line → a [`task_source::NewTask`].
 //! - `answers` — the per-line answers of `submit` (also `submit --queue`'s).
 //! - `feeder` — claim → pool (one attempt each) → settle or retry or DLQ.
+//! - `pace` — how many tasks the feeder keeps claimed.
 //! - `waiters` — who waits for which id.
 //! - `lines` — the JSON lines of look-ups.
 //! - `prune` — the background retention.
@@ -17,6 +18,7 @@ pub(crate) mod api;
 pub(crate) mod feeder;
 pub(crate) mod ids;
 pub(crate) mod lines;
+pub(crate) mod pace;
 pub(crate) mod parse;
 pub(crate) mod prune;
 mod settings;
