@@ -971,6 +971,41 @@ mod tests {
         assert_eq!(store.checkpoint_due(), Some(Checkpoint::Settled));
     }
 
+    /// Once a plan is done, the settled tasks still unwritten count as old as
+    /// the plan, not as the first task it wrote: under a steady load a slice
+    /// does not follow every commit once the first tasks grew old.
+    #[test]
+    fn tasks_settled_after_a_plan_was_made_are_as_young_as_the_plan() {
+        use crate::overlay::SLICE;
+        let shared = Shared::new(SourceHealth::Ok);
+        let mut store = table();
+        run_to_ok(&mut store, &ids(SLICE + 1), &shared);
+        store.overlay.age_settled(Duration::from_secs(11));
+        assert_eq!(
+            store.checkpoint_due(),
+            Some(Checkpoint::Settled),
+            "old enough"
+        );
+        checkpoint(&mut store, &shared, Checkpoint::Settled);
+        assert_eq!(
+            store.checkpoint_due(),
+            Some(Checkpoint::Settled),
+            "one old task is left"
+        );
+        run_to_ok(&mut store, &["late".to_owned()], &shared);
+        checkpoint(&mut store, &shared, Checkpoint::Settled);
+        assert_eq!(
+            count(&store.conn, "tasks"),
+            (SLICE + 1) as i64,
+            "the plan is done"
+        );
+        assert_eq!(store.checkpoint_due(), None, "the late task is young");
+        assert!(
+            store.checkpoint_in(false).is_some(),
+            "and waits for an idle store"
+        );
+    }
+
     /// The writer thread writes the rows of settled tasks on its own once no
     /// request comes, without being closed.
     #[test]

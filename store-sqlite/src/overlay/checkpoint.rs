@@ -6,7 +6,7 @@
 //! unwritten tasks or the journal grow large or old; then a slice is written
 //! after each group commit.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use task_source::TaskState;
@@ -66,6 +66,12 @@ impl Overlay {
         })
     }
 
+    /// Makes the unwritten settled tasks look `by` older (a test's clock).
+    #[cfg(test)]
+    pub(crate) fn age_settled(&mut self, by: Duration) {
+        self.settled_since = self.settled_since.and_then(|since| since.checked_sub(by));
+    }
+
     /// Whether some change is in the journal only.
     pub(crate) fn has_unwritten(&self) -> bool {
         self.dirty > 0
@@ -97,6 +103,7 @@ impl Overlay {
         let written = match which {
             Checkpoint::Full => {
                 self.plan.clear();
+                self.plan_made = None;
                 let mut all: Vec<i64> = self
                     .entries
                     .iter()
@@ -137,11 +144,13 @@ impl Overlay {
                 self.ids.remove(&live.task.id);
             }
         }
+        if self.plan.is_empty() {
+            // What settled before the plan was made is written.
+            self.settled_since = self.plan_made.take().filter(|_| self.dirty_settled > 0);
+            self.forget_written(conn)?;
+        }
         if self.dirty_settled == 0 {
             self.settled_since = None;
-        }
-        if self.plan.is_empty() {
-            self.forget_written(conn)?;
         }
         Ok(())
     }
@@ -159,6 +168,7 @@ impl Overlay {
                 .collect();
             plan.sort_unstable();
             self.plan = plan.into();
+            self.plan_made = Some(Instant::now());
         }
         let mut slice = Vec::with_capacity(SLICE.min(self.plan.len()));
         while slice.len() < SLICE {

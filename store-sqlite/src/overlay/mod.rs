@@ -71,8 +71,11 @@ pub(crate) struct Overlay {
     /// When the first task that is still unwritten settled.
     settled_since: Option<Instant>,
     /// The settled tasks the next checkpoints write, a slice at a time, in
-    /// order of acceptance: taken from `entries` when it runs dry.
+    /// order of acceptance: taken from `entries` when it runs dry…
     plan: std::collections::VecDeque<i64>,
+    /// …at this moment: every settled task still unwritten once the plan is
+    /// done settled after it.
+    plan_made: Option<Instant>,
     /// The number of this transaction's journal row.
     journal_row: i64,
     /// The bytes of each journal row kept, oldest first.
