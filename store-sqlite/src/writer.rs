@@ -75,9 +75,14 @@ impl Store {
     }
 
     /// How long to wait for a request before a slice of rows is written
-    /// (none once `idle`); `None` when no row waits.
-    fn checkpoint_in(&self, idle: bool) -> Option<Duration> {
-        let due = self.overlay.checkpoint_in(idle)?;
+    /// (none once `idle`); `None` when no row waits. An overlay a failed
+    /// transaction left stale is loaded again first (what it says is not
+    /// what is stored); should that fail, the next try is a while away.
+    fn checkpoint_in(&mut self, idle: bool) -> Option<Duration> {
+        let due = match self.parts() {
+            Ok((_, overlay)) => overlay.checkpoint_in(idle)?,
+            Err(_) => CHECKPOINT_AFTER,
+        };
         Some(match self.retry_checkpoint_at {
             Some(at) => due.max(at.saturating_duration_since(Instant::now())),
             None => due,
@@ -221,8 +226,12 @@ pub(crate) fn serve(mut store: Store, jobs: Receiver<Job>, shared: Arc<Shared>) 
             checkpoint(&mut store, &shared, which);
         }
     }
-    // Closed: every row written, the journal empty.
-    if store.overlay.has_unwritten() {
+    // Closed: every row written, the journal empty (as the store holds them:
+    // an overlay a failed transaction left stale is loaded again first).
+    if store
+        .parts()
+        .is_ok_and(|(_, overlay)| overlay.has_unwritten())
+    {
         checkpoint(&mut store, &shared, Checkpoint::Full);
     }
 }
@@ -917,6 +926,58 @@ mod tests {
         assert!(!store.overlay.has_unwritten());
     }
 
+    /// A full checkpoint in the middle of a plan writes the rest and ends
+    /// the plan: the journal is emptied and no slice is left to write.
+    #[test]
+    fn a_full_checkpoint_in_the_middle_of_a_plan_writes_the_rest() {
+        use crate::overlay::SLICE;
+        let db = StoreFile::new("full-mid-plan");
+        let shared = Shared::new(SourceHealth::Ok);
+        let mut store = db.open();
+        run_to_ok(&mut store, &ids(SLICE + 10), &shared);
+        checkpoint(&mut store, &shared, Checkpoint::Settled);
+        assert_eq!(count(&store.conn, "tasks"), SLICE as i64);
+        checkpoint(&mut store, &shared, Checkpoint::Full);
+        assert_eq!(count(&store.conn, "tasks"), (SLICE + 10) as i64);
+        assert_eq!(count(&store.conn, "journal"), 0);
+        assert_eq!(store.checkpoint_in(false), None, "nothing left to write");
+        drop(store);
+        let mut store = db.open();
+        let (_, overlay) = store.parts().unwrap();
+        assert!(!overlay.has_unwritten(), "the rows hold everything");
+    }
+
+    /// Only what a slice can write counts toward the busy bound: a large
+    /// backlog of waiting tasks and a few settled ones do not make a slice
+    /// follow every commit (they wait for the full checkpoint).
+    #[test]
+    fn waiting_tasks_do_not_make_a_slice_due() {
+        let shared = Shared::new(SourceHealth::Ok);
+        let mut store = table();
+        // 50 MiB of queued payloads, and one small task run to its end.
+        let big = "x".repeat(1 << 20);
+        let tasks: Vec<_> = ids(50)
+            .into_iter()
+            .map(|id| {
+                let mut task = new_task(&id);
+                task.payload = format!("\"{big}\"");
+                task.priority = 50;
+                task
+            })
+            .collect();
+        commit_each(
+            &mut store,
+            vec![op(move |c, o| o.accept(c, tasks, 1, None)).0],
+            &shared,
+        );
+        run_to_ok(&mut store, &["small".to_owned()], &shared);
+        assert_eq!(store.checkpoint_due(), None);
+        assert!(
+            store.checkpoint_in(false).is_some(),
+            "it waits for an idle store"
+        );
+    }
+
     /// A few settled tasks wait for their rows until the store has been idle
     /// a while and the first of them settled a second ago; once many wait,
     /// only until it is idle; once it is idle, not at all. Requests that keep
@@ -927,9 +988,16 @@ mod tests {
         let shared = Shared::new(SourceHealth::Ok);
         let mut store = table();
         assert_eq!(store.checkpoint_in(false), None, "nothing to write");
+        let before = Instant::now();
         run_to_ok(&mut store, &ids(3), &shared);
         let wait = store.checkpoint_in(false).expect("rows to write");
-        assert!(wait >= IDLE && wait <= CHECKPOINT_AFTER, "{wait:?}");
+        // A second from their settling, which came after `before`.
+        assert!(
+            wait <= CHECKPOINT_AFTER && wait >= CHECKPOINT_AFTER.saturating_sub(before.elapsed()),
+            "{wait:?}"
+        );
+        store.overlay.age_settled(CHECKPOINT_AFTER);
+        assert_eq!(store.checkpoint_in(false), Some(IDLE), "a second old");
         assert_eq!(store.checkpoint_in(true), Some(Duration::ZERO));
         assert_eq!(store.checkpoint_due(), None, "not while requests come");
         run_to_ok(&mut store, &ids(IDLE_TASKS + 3)[3..], &shared);

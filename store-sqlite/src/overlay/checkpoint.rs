@@ -16,8 +16,9 @@ use crate::counts::StateDelta;
 use crate::journal;
 use crate::live;
 
-/// The most settled tasks one checkpoint transaction writes (about 5 ms of
-/// the writer's time): what a request that arrives meanwhile waits at most.
+/// The most settled tasks one checkpoint transaction writes (a few
+/// milliseconds of the writer's time): what a request that arrives meanwhile
+/// waits at most.
 pub(crate) const SLICE: usize = 1_024;
 /// The store is idle once no request came for this long…
 pub(crate) const IDLE: Duration = Duration::from_millis(5);
@@ -28,8 +29,9 @@ pub(crate) const IDLE_TASKS: usize = 256;
 /// …or the first of them settled this long ago.
 pub(crate) const CHECKPOINT_AFTER: Duration = Duration::from_secs(1);
 /// While requests keep coming, a slice is written after each group commit
-/// once the unwritten tasks hold this many bytes of memory, or the journal
-/// does…
+/// once the unwritten settled tasks hold this many bytes of memory (what
+/// slices can write: waiting and running tasks, and the journal they keep,
+/// wait for the full checkpoint)…
 const BUSY_BYTES: usize = 48 << 20;
 /// …or the first settled task still unwritten settled this long ago.
 const BUSY_AGE: Duration = Duration::from_secs(10);
@@ -40,15 +42,13 @@ const FULL_CHECKPOINT_BYTES: usize = 64 << 20;
 impl Overlay {
     /// The checkpoint due after a group commit, if one is: a full one past
     /// the memory bound; a slice of the settled tasks while the unwritten
-    /// ones are large or old.
+    /// settled ones are large or old.
     pub(crate) fn checkpoint_due(&self) -> Option<Checkpoint> {
         if self.weight >= FULL_CHECKPOINT_BYTES || self.journal_bytes >= FULL_CHECKPOINT_BYTES {
             return Some(Checkpoint::Full);
         }
         let since = self.settled_since?;
-        (self.weight >= BUSY_BYTES
-            || self.journal_bytes >= BUSY_BYTES
-            || since.elapsed() >= BUSY_AGE)
+        (self.settled_weight >= BUSY_BYTES || since.elapsed() >= BUSY_AGE)
             .then_some(Checkpoint::Settled)
     }
 

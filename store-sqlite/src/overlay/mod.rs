@@ -66,8 +66,10 @@ pub(crate) struct Overlay {
     dirty: usize,
     /// …and of those, the settled ones.
     dirty_settled: usize,
-    /// Bytes the entries hold, roughly.
+    /// Bytes the entries hold, roughly…
     weight: usize,
+    /// …and of those, the unwritten settled ones (what a slice writes).
+    settled_weight: usize,
     /// When the first task that is still unwritten settled.
     settled_since: Option<Instant>,
     /// The settled tasks the next checkpoints write, a slice at a time, in
@@ -168,10 +170,17 @@ impl Overlay {
             }
         }
         let weight = live.weight();
+        let settled = live.dirty() && live.state.is_settled();
         if sign > 0 {
             self.weight += weight;
+            if settled {
+                self.settled_weight += weight;
+            }
         } else {
             self.weight = self.weight.saturating_sub(weight);
+            if settled {
+                self.settled_weight = self.settled_weight.saturating_sub(weight);
+            }
         }
     }
 

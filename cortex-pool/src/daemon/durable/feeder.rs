@@ -147,6 +147,9 @@ pub(crate) async fn run(daemon: Arc<Daemon>, recovered: bool) {
             () = tokio::time::sleep(Duration::from_millis(100)) => {}
             () = daemon.draining.cancelled(), if !draining => {}
         }
+        // A round with no outcome counts too: the pace of a pool gone quiet
+        // (or busy with slow tasks) falls, and so does the window.
+        pace.finished(0, Instant::now());
     }
 }
 

@@ -94,6 +94,20 @@ mod tests {
     }
 
     #[test]
+    fn a_pool_gone_quiet_falls_back_to_the_floor() {
+        let start = Instant::now();
+        let mut pace = Pace::new(start);
+        pace.finished(4_000, start + READING);
+        assert_eq!(pace.window(2, 100_000), MOST);
+        // The feeder's rounds with no outcome (its 100 ms tick) halve the pace.
+        for round in 1..=6 {
+            pace.finished(0, start + READING + round * Duration::from_millis(100));
+        }
+        // 200 000 a second, halved six times: 3 125, 156 in 50 ms.
+        assert_eq!(pace.window(2, 100_000), 2 * CLAIMED_PER_SLOT);
+    }
+
+    #[test]
     fn a_slow_pool_keeps_the_floor_and_a_short_count_waits_for_its_reading() {
         let start = Instant::now();
         let mut pace = Pace::new(start);
