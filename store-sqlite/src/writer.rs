@@ -874,6 +874,19 @@ mod tests {
         (0..n).map(|i| format!("t{i:05}")).collect()
     }
 
+    /// `n` tasks (the ids of [`ids`]) of a 1 MiB payload each, at `priority`.
+    fn megabyte_tasks(n: usize, priority: u8) -> Vec<task_source::NewTask> {
+        let payload = format!("\"{}\"", "x".repeat(1 << 20));
+        ids(n)
+            .into_iter()
+            .map(|id| task_source::NewTask {
+                payload: payload.clone(),
+                priority,
+                ..new_task(&id)
+            })
+            .collect()
+    }
+
     /// Accepts, claims and settles (`ok`) the tasks `ids`, a commit each.
     fn run_to_ok(store: &mut Store, ids: &[String], shared: &Shared) {
         use task_source::TaskState;
@@ -955,16 +968,7 @@ mod tests {
         let shared = Shared::new(SourceHealth::Ok);
         let mut store = table();
         // 50 MiB of queued payloads, and one small task run to its end.
-        let big = "x".repeat(1 << 20);
-        let tasks: Vec<_> = ids(50)
-            .into_iter()
-            .map(|id| {
-                let mut task = new_task(&id);
-                task.payload = format!("\"{big}\"");
-                task.priority = 50;
-                task
-            })
-            .collect();
+        let tasks = megabyte_tasks(50, 50);
         commit_each(
             &mut store,
             vec![op(move |c, o| o.accept(c, tasks, 1, None)).0],
@@ -1012,15 +1016,7 @@ mod tests {
         let shared = Shared::new(SourceHealth::Ok);
         let mut store = table();
         // 50 MiB of payloads: past the busy bound, short of the full one.
-        let big = "x".repeat(1 << 20);
-        let tasks: Vec<_> = ids(50)
-            .into_iter()
-            .map(|id| {
-                let mut task = new_task(&id);
-                task.payload = format!("\"{big}\"");
-                task
-            })
-            .collect();
+        let tasks = megabyte_tasks(50, 10);
         let done: Vec<_> = ids(50)
             .iter()
             .map(|id| settled(id, 1, task_source::TaskState::Ok, "{}"))
