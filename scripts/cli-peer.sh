@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# One measurement of the cortex-pool CLI for `cargo xtask peers`, printed as a
+# RESULT line (the format of shared/perf): N echo tasks of a 64 B payload
+# (scripts/echo-tasks.sh) through
+#   run           `cortex-pool run -w 2`, timed from start to exit
+#                 (bench `ours.cli.run`);
+#   run-python    the same with the Python SDK's example worker
+#                 (`ours.cli.run.sdk.python`, N defaults to 20 000);
+#   daemon        `submit --wait` to a fresh 2-worker daemon with the default
+#                 settings, the rate `submit` reports (`ours.cli.daemon`).
+# Fails unless every task ends ok.
+#
+#   scripts/cli-peer.sh target/release/cortex-pool run|run-python|daemon [N]
+set -euo pipefail
+BIN=$(realpath "${1:?usage: cli-peer.sh BIN run|run-python|daemon [N]}")
+MODE=${2:?usage: cli-peer.sh BIN run|run-python|daemon [N]}
+HERE=$(cd "$(dirname "$0")/.." && pwd)
+case $MODE in
+  run-python) N=${3:-20000} ;;
+  *) N=${3:-100000} ;;
+esac
+dir=$(mktemp -d)
+export CORTEX_POOL_RUNTIME_DIR="$dir/run"
+cleanup() {
+  if [[ $MODE == daemon ]]; then
+    "$BIN" daemon stop --timeout-s 20 >/dev/null 2>&1 || true
+  fi
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+"$HERE/scripts/echo-tasks.sh" "$N" > "$dir/tasks.jsonl"
+
+result() {
+  printf 'RESULT {"bench":"%s","metric":"rate","value":%s,"unit":"task/s"}\n' "$1" "$2"
+}
+
+timed_run() {
+  local start end ok
+  start=$(date +%s%N)
+  ok=$("$@" 2>/dev/null | grep -c '"status":"ok"' || true)
+  end=$(date +%s%N)
+  [[ $ok == "$N" ]] || { echo "only $ok of $N tasks ok: $*" >&2; exit 1; }
+  awk -v n="$N" -v ns=$((end - start)) 'BEGIN { printf "%.1f", n / (ns / 1e9) }'
+}
+
+case $MODE in
+  run)
+    result ours.cli.run "$(timed_run "$BIN" run -w 2 "$dir/tasks.jsonl")"
+    ;;
+  run-python)
+    result ours.cli.run.sdk.python "$(timed_run "$BIN" run -w 2 "$dir/tasks.jsonl" -- \
+      python3 "$HERE/sdk/python/example_worker.py")"
+    ;;
+  daemon)
+    export CORTEX_POOL_POOL_SIZE=2 CORTEX_POOL_MIN_WORKERS=2
+    "$BIN" daemon start >/dev/null
+    "$BIN" submit --wait "$dir/tasks.jsonl" 2>"$dir/submit-err" >/dev/null
+    summary=$(grep -o '[0-9]* ok, 0 failed, 0 dead-lettered, 0 invalid; .* ([0-9]* tasks/s)' \
+      "$dir/submit-err" || true)
+    [[ $summary == "$N ok, "* ]] || { echo "not every task ok: $(cat "$dir/submit-err")" >&2; exit 1; }
+    result ours.cli.daemon "$(grep -o '([0-9]* tasks/s)' <<<"$summary" | tr -dc 0-9)"
+    ;;
+  *)
+    echo "unknown mode $MODE (run, run-python, daemon)" >&2
+    exit 2
+    ;;
+esac
