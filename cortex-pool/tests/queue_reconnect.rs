@@ -21,6 +21,9 @@ const OUTAGE: Duration = Duration::from_secs(6);
 /// Tasks submitted once the connection is back.
 const AFTER: usize = 20;
 
+/// How long the task held across the outage runs.
+const HELD_MS: u64 = 3000;
+
 /// `{"id", "type": "sleep", "payload": {"ms"}}` lines.
 fn sleeps(ids: &[String], ms: u64) -> String {
     ids.iter()
@@ -76,9 +79,12 @@ fn a_server_restart_loses_nothing_and_status_shows_the_disconnection() {
     daemon.run_foreground();
     assert_eq!(connection(&daemon.status()), "connected");
 
-    // One task runs when the server goes down.
+    // One task runs when the server goes down. It runs for longer than a
+    // `daemon status` may take on a loaded machine (each look is a process of
+    // its own), so the look below cannot miss it running; and it ends within
+    // the outage.
     let held = vec!["r0".to_owned()];
-    let out = daemon.cli_with_input(&["submit", "--queue", &url, "-"], &sleeps(&held, 1000));
+    let out = daemon.cli_with_input(&["submit", "--queue", &url, "-"], &sleeps(&held, HELD_MS));
     assert!(out.status.success(), "submit failed: {}", text(&out));
     assert!(
         wait_for(20, || {
