@@ -57,6 +57,12 @@ impl Live {
         self.unwritten_since.is_some()
     }
 
+    /// Whether it settled and its row lacks some of its changes: what a
+    /// checkpoint's slice writes.
+    pub(crate) fn settled_unwritten(&self) -> bool {
+        self.dirty() && self.state.is_settled()
+    }
+
     /// Moves it to `state` at `at_ms`, appending `(event, attempt)` to its
     /// history (the caller sets the version).
     pub(crate) fn change(&mut self, state: TaskState, at_ms: u64, event: &str, attempt: u32) {

@@ -3,9 +3,10 @@
 //! Rows are written while the store is idle, a slice at a time, so that a
 //! burst of tasks pays only for its journal rows and no request waits long
 //! behind a checkpoint. While requests keep coming, rows wait until the
-//! unwritten tasks or the journal grow large or old; then a slice is written
-//! after each group commit.
+//! unwritten settled tasks grow large or old; then a slice is written after
+//! each group commit.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
@@ -102,8 +103,7 @@ impl Overlay {
     ) -> rusqlite::Result<()> {
         let written = match which {
             Checkpoint::Full => {
-                self.plan.clear();
-                self.plan_made = None;
+                self.plan = None;
                 let mut all: Vec<i64> = self
                     .entries
                     .iter()
@@ -144,9 +144,9 @@ impl Overlay {
                 self.ids.remove(&live.task.id);
             }
         }
-        if self.plan.is_empty() {
+        if self.plan.as_ref().is_none_or(|plan| plan.seqs.is_empty()) {
             // What settled before the plan was made is written.
-            self.settled_since = self.plan_made.take().filter(|_| self.dirty_settled > 0);
+            self.settled_since = self.plan.take().map(|plan| plan.made);
             self.forget_written(conn)?;
         }
         if self.dirty_settled == 0 {
@@ -156,31 +156,32 @@ impl Overlay {
     }
 
     /// The next slice of the plan: up to [`SLICE`] settled tasks still
-    /// unwritten, oldest first; the plan is made again from the entries
-    /// when it is empty.
+    /// unwritten, oldest first; the plan is made from the entries when there
+    /// is none.
     fn next_slice(&mut self) -> Vec<i64> {
-        if self.plan.is_empty() {
-            let mut plan: Vec<i64> = self
-                .entries
+        let entries = &self.entries;
+        let plan = self.plan.get_or_insert_with(|| {
+            let mut seqs: Vec<i64> = entries
                 .iter()
-                .filter(|(_, live)| live.dirty() && live.state.is_settled())
+                .filter(|(_, live)| live.settled_unwritten())
                 .map(|(seq, _)| *seq)
                 .collect();
-            plan.sort_unstable();
-            self.plan = plan.into();
-            self.plan_made = Some(Instant::now());
-        }
-        let mut slice = Vec::with_capacity(SLICE.min(self.plan.len()));
+            seqs.sort_unstable();
+            Plan {
+                seqs: seqs.into(),
+                made: Instant::now(),
+            }
+        });
+        let mut slice = Vec::with_capacity(SLICE.min(plan.seqs.len()));
         while slice.len() < SLICE {
-            let Some(seq) = self.plan.pop_front() else {
+            let Some(seq) = plan.seqs.pop_front() else {
                 break;
             };
             // A task requeued since the plan was made is not settled; one
             // written by a full checkpoint since is not dirty.
-            if self
-                .entries
+            if entries
                 .get(&seq)
-                .is_some_and(|live| live.dirty() && live.state.is_settled())
+                .is_some_and(|live| live.settled_unwritten())
             {
                 slice.push(seq);
             }
@@ -209,6 +210,15 @@ impl Overlay {
         }
         Ok(())
     }
+}
+
+/// The settled tasks the next checkpoints write, in order of acceptance, and
+/// when they were taken from the entries: every settled task still unwritten
+/// once the plan is done settled after that.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    seqs: VecDeque<i64>,
+    made: Instant,
 }
 
 /// Which changed tasks a checkpoint writes.

@@ -7,13 +7,13 @@
 //! replays the journal too, so what a commit answered and what a restart
 //! rebuilds cannot differ.
 //!
-//! A checkpoint writes the rows of the tasks that settled (a task that waits
-//! or runs is likely to change again soon: its row would be written twice),
-//! forgets the journal rows before the oldest change still unwritten, and
-//! keeps in memory only the tasks still unwritten and the running ones. A
-//! full checkpoint writes every changed task: before an operation that
-//! deletes rows, at close, and when the unwritten changes hold too much
-//! memory or the journal too many bytes.
+//! A checkpoint writes the rows of a slice of the tasks that settled (a task
+//! that waits or runs is likely to change again soon: its row would be
+//! written twice), keeps in memory only the tasks still unwritten and the
+//! running ones, and once its plan is done forgets the journal rows before
+//! the oldest change still unwritten. A full checkpoint writes every changed
+//! task: before an operation that deletes rows, at close, and when the
+//! unwritten changes hold too much memory or the journal too many bytes.
 //!
 //! `change.rs` is how an entry changes a record; `ops.rs` the source's
 //! operations; `checkpoint.rs` the writing of rows.
@@ -72,12 +72,9 @@ pub(crate) struct Overlay {
     settled_weight: usize,
     /// When the first task that is still unwritten settled.
     settled_since: Option<Instant>,
-    /// The settled tasks the next checkpoints write, a slice at a time, in
-    /// order of acceptance: taken from `entries` when it runs dry…
-    plan: std::collections::VecDeque<i64>,
-    /// …at this moment: every settled task still unwritten once the plan is
-    /// done settled after it.
-    plan_made: Option<Instant>,
+    /// The settled tasks the next checkpoints write, a slice at a time;
+    /// `None` between plans.
+    plan: Option<checkpoint::Plan>,
     /// The number of this transaction's journal row.
     journal_row: i64,
     /// The bytes of each journal row kept, oldest first.
@@ -163,14 +160,14 @@ impl Overlay {
         if let Some(stored) = live.stored {
             self.counts[stored as usize] -= sign;
         }
+        let settled = live.settled_unwritten();
         if live.dirty() {
             self.dirty = self.dirty.wrapping_add_signed(sign as isize);
-            if live.state.is_settled() {
-                self.dirty_settled = self.dirty_settled.wrapping_add_signed(sign as isize);
-            }
+        }
+        if settled {
+            self.dirty_settled = self.dirty_settled.wrapping_add_signed(sign as isize);
         }
         let weight = live.weight();
-        let settled = live.dirty() && live.state.is_settled();
         if sign > 0 {
             self.weight += weight;
             if settled {
@@ -204,7 +201,7 @@ impl Overlay {
     /// Puts task `seq`'s record back as its entry (its id is in `ids`), in
     /// the ready order as its state says.
     fn put(&mut self, seq: i64, live: Box<Live>) {
-        if live.dirty() && live.state.is_settled() && self.settled_since.is_none() {
+        if live.settled_unwritten() && self.settled_since.is_none() {
             self.settled_since = Some(Instant::now());
         }
         self.wait(seq, live.state, live.task.priority, live.due_ms);
