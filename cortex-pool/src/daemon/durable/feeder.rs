@@ -124,12 +124,13 @@ pub(crate) async fn run(daemon: Arc<Daemon>, recovered: bool) {
             }
             None => {}
         }
+        let mut finished = 0;
         tokio::select! {
             _ = done.recv_many(&mut outcomes, OUTCOMES_AT_ONCE), if !running.is_empty() => {
                 // Asked once a batch (a broker's answer may be a copy of its
                 // server's description), not once a task.
                 let max_line = Some(line_limit(daemon.source.max_line_bytes()));
-                pace.finished(outcomes.len(), Instant::now());
+                finished = outcomes.len();
                 for outcome in outcomes.drain(..) {
                     let id = match &outcome {
                         Ok(out) => out.id,
@@ -149,7 +150,7 @@ pub(crate) async fn run(daemon: Arc<Daemon>, recovered: bool) {
         }
         // A round with no outcome counts too: the pace of a pool gone quiet
         // (or busy with slow tasks) falls, and so does the window.
-        pace.finished(0, Instant::now());
+        pace.finished(finished, Instant::now());
     }
 }
 

@@ -12,9 +12,9 @@
 use std::time::{Duration, Instant};
 
 /// Claimed tasks per worker slot at the least.
-pub(crate) const CLAIMED_PER_SLOT: usize = 256;
+const CLAIMED_PER_SLOT: usize = 256;
 /// How far ahead of the pool's pace the window reaches.
-pub(crate) const AHEAD: Duration = Duration::from_millis(50);
+const AHEAD: Duration = Duration::from_millis(50);
 /// The window's bounds.
 const FEWEST: usize = 64;
 const MOST: usize = 4096;
