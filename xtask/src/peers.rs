@@ -554,84 +554,118 @@ fn same_rep_ratio(
     Some((median(&mut ratios), shown))
 }
 
+/// A target on the ratio of our row to another in the same rep.
+struct RatioTarget {
+    what: &'static str,
+    ours: &'static str,
+    against: &'static str,
+    /// How the other row is named in the table.
+    against_name: &'static str,
+    metric: &'static str,
+    bound: Bound,
+}
+
+/// Where a ratio must lie.
+#[derive(Clone, Copy)]
+enum Bound {
+    AtLeast(f64),
+    AtMost(f64),
+}
+
+impl Bound {
+    fn holds(self, ratio: f64) -> bool {
+        match self {
+            Bound::AtLeast(b) => ratio >= b,
+            Bound::AtMost(b) => ratio <= b,
+        }
+    }
+
+    fn wanted(self, against: &str) -> String {
+        match self {
+            Bound::AtLeast(b) => format!("≥ {b}× {against}"),
+            Bound::AtMost(b) => format!("≤ {b}× {against}"),
+        }
+    }
+}
+
 /// Issue 10's targets, each a ratio of two rows in the same rep.
+const LANES_TARGETS: [RatioTarget; 6] = [
+    RatioTarget {
+        what: "`cortex-pool run -w 2`, 64 B × 100k",
+        ours: "ours.cli.run",
+        against: "py.mp.tput",
+        against_name: "multiprocessing.Pool(2)",
+        metric: "rate",
+        bound: Bound::AtLeast(10.0),
+    },
+    RatioTarget {
+        what: "`submit --wait` to a 2-worker daemon, 64 B × 100k",
+        ours: "ours.cli.daemon",
+        against: "py.mp.tput",
+        against_name: "multiprocessing.Pool(2)",
+        metric: "rate",
+        bound: Bound::AtLeast(8.0),
+    },
+    RatioTarget {
+        what: "Python SDK worker under `run -w 2`, 64 B × 20k",
+        ours: "ours.cli.run.sdk.python",
+        against: "py.mp.tput",
+        against_name: "multiprocessing.Pool(2)",
+        metric: "rate",
+        bound: Bound::AtLeast(1.5),
+    },
+    RatioTarget {
+        what: "library, 64 B × 100k at once, 2 workers",
+        ours: "ours.tput",
+        against: "raw.tput",
+        against_name: "`raw.tput`",
+        metric: "rate",
+        bound: Bound::AtLeast(0.25),
+    },
+    RatioTarget {
+        what: "round trip p50, 1 worker, pinned to CPU 0",
+        ours: "ours.lat.same",
+        against: "raw.lat.same",
+        against_name: "`raw.lat.same`",
+        metric: "p50",
+        bound: Bound::AtMost(1.5),
+    },
+    RatioTarget {
+        what: "1 MiB × 1000, 2 workers",
+        ours: "ours.big",
+        against: "raw.big",
+        against_name: "`raw.big`",
+        metric: "bw",
+        bound: Bound::AtLeast(0.9),
+    },
+];
+
+/// [`LANES_TARGETS`] as a table.
 fn lanes_targets(groups: &BTreeMap<Key, Vec<f64>>) -> String {
     let mut s = String::from(
         "\n| target (issue 10) | wanted | same-rep ratios (median) | met |\n|---|---|---|---|\n",
     );
-    let rows: [(&str, &str, &str, &str, &str, f64, bool); 6] = [
-        (
-            "`cortex-pool run -w 2`, 64 B × 100k",
-            "ours.cli.run",
-            "py.mp.tput",
-            "rate",
-            "≥ 10× multiprocessing.Pool(2)",
-            10.0,
-            true,
-        ),
-        (
-            "`submit --wait` to a 2-worker daemon, 64 B × 100k",
-            "ours.cli.daemon",
-            "py.mp.tput",
-            "rate",
-            "≥ 8× multiprocessing.Pool(2)",
-            8.0,
-            true,
-        ),
-        (
-            "Python SDK worker under `run -w 2`, 64 B × 20k",
-            "ours.cli.run.sdk.python",
-            "py.mp.tput",
-            "rate",
-            "≥ 1.5× multiprocessing.Pool(2)",
-            1.5,
-            true,
-        ),
-        (
-            "library, 64 B × 100k at once, 2 workers",
-            "ours.tput",
-            "raw.tput",
-            "rate",
-            "≥ 0.25× `raw.tput`",
-            0.25,
-            true,
-        ),
-        (
-            "round trip p50, 1 worker, pinned to CPU 0",
-            "ours.lat.same",
-            "raw.lat.same",
-            "p50",
-            "≤ 1.5× `raw.lat.same`",
-            1.5,
-            false,
-        ),
-        (
-            "1 MiB × 1000, 2 workers",
-            "ours.big",
-            "raw.big",
-            "bw",
-            "≥ 0.9× `raw.big`",
-            0.9,
-            true,
-        ),
-    ];
-    for (what, a, b, metric, wanted, bound, at_least) in rows {
-        let (shown, met) = match same_rep_ratio(groups, a, b, metric) {
+    for t in &LANES_TARGETS {
+        let (shown, met) = match same_rep_ratio(groups, t.ours, t.against, t.metric) {
             Some((median, reps)) => {
                 let each: Vec<String> = reps.iter().map(|r| format!("{}×", fmt(*r))).collect();
-                let met = if at_least {
-                    median >= bound
-                } else {
-                    median <= bound
-                };
                 (
                     format!("{} (median {}×)", each.join(", "), fmt(median)),
-                    if met { "yes" } else { "**no**" },
+                    if t.bound.holds(median) {
+                        "yes"
+                    } else {
+                        "**no**"
+                    },
                 )
             }
             None => ("not measured".to_owned(), "–"),
         };
-        let _ = writeln!(s, "| {what} | {wanted} | {shown} | {met} |");
+        let _ = writeln!(
+            s,
+            "| {} | {} | {shown} | {met} |",
+            t.what,
+            t.bound.wanted(t.against_name)
+        );
     }
     s
 }
