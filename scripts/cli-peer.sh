@@ -15,6 +15,8 @@ set -euo pipefail
 BIN=$(realpath "${1:?usage: cli-peer.sh BIN run|run-python|daemon [N]}")
 MODE=${2:?usage: cli-peer.sh BIN run|run-python|daemon [N]}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/run-bench-lib.sh
+. "$HERE/scripts/run-bench-lib.sh"
 case $MODE in
   run-python) N=${3:-20000} ;;
   *) N=${3:-100000} ;;
@@ -34,21 +36,12 @@ result() {
   printf 'RESULT {"bench":"%s","metric":"rate","value":%s,"unit":"task/s"}\n' "$1" "$2"
 }
 
-timed_run() {
-  local start end ok
-  start=$(date +%s%N)
-  ok=$("$@" 2>/dev/null | grep -c '"status":"ok"' || true)
-  end=$(date +%s%N)
-  [[ $ok == "$N" ]] || { echo "only $ok of $N tasks ok: $*" >&2; exit 1; }
-  awk -v n="$N" -v ns=$((end - start)) 'BEGIN { printf "%.1f", n / (ns / 1e9) }'
-}
-
 case $MODE in
   run)
-    result ours.cli.run "$(timed_run "$BIN" run -w 2 "$dir/tasks.jsonl")"
+    result ours.cli.run "$(run_rate "$N" "$BIN" run -w 2 "$dir/tasks.jsonl")"
     ;;
   run-python)
-    result ours.cli.run.sdk.python "$(timed_run "$BIN" run -w 2 "$dir/tasks.jsonl" -- \
+    result ours.cli.run.sdk.python "$(run_rate "$N" "$BIN" run -w 2 "$dir/tasks.jsonl" -- \
       python3 "$HERE/sdk/python/example_worker.py")"
     ;;
   daemon)
