@@ -119,6 +119,12 @@ impl IdleSwitch {
         emptied.load(Ordering::Relaxed) && emptied.swap(false, Ordering::Relaxed)
     }
 
+    /// Notes whether the read just made emptied the pipe (see
+    /// [`take_emptied`](Self::take_emptied)).
+    fn note_emptied(&self, emptied: bool) {
+        self.0.emptied.store(emptied, Ordering::Relaxed);
+    }
+
     /// Whether the reader waits in a blocking read now: nothing else runs,
     /// and only a frame or the end of the input wakes it.
     #[cfg(test)]
@@ -225,11 +231,11 @@ impl AsyncRead for PipeReader {
                 }
             };
             this.idle.leave_read();
-            let emptied = read.as_ref().is_ok_and(|&n| n > 0 && n < into.len());
-            this.idle.0.emptied.store(emptied, Ordering::Relaxed);
+            this.idle
+                .note_emptied(read.as_ref().is_ok_and(|&n| n > 0 && n < into.len()));
             return Poll::Ready(read.map(|n| buf.put_slice(&this.room[..n])));
         }
-        this.idle.0.emptied.store(false, Ordering::Relaxed);
+        this.idle.note_emptied(false);
         Pin::new(&mut this.pipe).poll_read(cx, buf)
     }
 }
