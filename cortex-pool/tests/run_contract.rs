@@ -104,6 +104,7 @@ fn usage_and_configuration_errors_exit_2_with_a_message() {
         ),
         (&["--bogus-flag"], "--bogus-flag"),
         (&["--max-line-bytes", "0"], "--max-line-bytes"),
+        (&["--prefetch-bytes", "0"], "--prefetch-bytes"),
     ];
     for (args, needle) in cases {
         let run = common::run(args, "");
@@ -157,6 +158,25 @@ fn priority_zero_is_served_before_the_default() {
         .map(|l| l["id"].as_str().unwrap())
         .collect();
     assert_eq!(order, ["block", "first", "d0", "d1", "d2", "d3", "d4"]);
+}
+
+#[test]
+fn a_window_bounded_to_one_waiting_task_runs_every_task() {
+    let tasks: String = (0..50)
+        .map(|i| format!("{{\"id\":\"t{i}\",\"type\":\"echo\",\"payload\":{i}}}\n"))
+        .collect();
+    let run = common::run(&["-w", "2", "--prefetch-bytes", "1"], &tasks);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let mut ids: Vec<&str> = run
+        .lines
+        .iter()
+        .filter(|l| l["status"] == "ok")
+        .map(|l| l["id"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    let mut want: Vec<String> = (0..50).map(|i| format!("t{i}")).collect();
+    want.sort_unstable();
+    assert_eq!(ids, want);
 }
 
 /// `run` with its standard output or error on `/dev/full` (every write fails).

@@ -5,7 +5,8 @@
 //! ignore SIGTERM too), recycle, scale, rolling restart and shutdown (graceful, at
 //! once with `shutdown_now`, or the one after the other) against the mock
 //! transport with paused time, on random pools (1–3 workers, `worker_concurrency`
-//! 1–2, `prefetch` 0–3, the queue in 1–3 shards when `prefetch` is above 0,
+//! 1–2, `prefetch` 0–3 (its weight bounded at 1 or 3 bytes in two cases of
+//! three), the queue in 1–3 shards when `prefetch` is above 0,
 //! `max_retries` 0–2 and sometimes a task's own,
 //! `max_tasks_per_worker` sometimes, workers that batch their replies in half
 //! the cases, a `max_queue_len` small enough for
@@ -317,6 +318,9 @@ struct Shape {
     shutdown_timeout: Duration,
     /// Whether the workers say they batch replies (`ready.batches_replies`).
     batched_replies: bool,
+    /// `prefetch_bytes`: 1 or 3 (a payload here is 1–5 bytes, so one or a few
+    /// tasks wait in a window), or the default.
+    prefetch_bytes: usize,
 }
 
 impl Shape {
@@ -332,6 +336,7 @@ impl Shape {
             queue_len: rng.bool().then(|| rng.usize(1..6)),
             shutdown_timeout: Duration::from_millis([1, 50, 1000][rng.usize(0..3)]),
             batched_replies: rng.bool(),
+            prefetch_bytes: [1, 3, PoolConfig::default().prefetch_bytes][rng.usize(0..3)],
         }
     }
 
@@ -339,6 +344,7 @@ impl Shape {
         PoolConfig {
             worker_concurrency: self.concurrency,
             prefetch: self.prefetch,
+            prefetch_bytes: self.prefetch_bytes,
             queue_shards: self.shards,
             task_timeout: TASK_TIMEOUT,
             cancel_grace: Duration::from_millis(100),

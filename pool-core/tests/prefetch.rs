@@ -100,6 +100,39 @@ async fn a_worker_runs_at_most_its_concurrency_while_its_window_is_full() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn large_tasks_wait_in_a_window_only_while_those_waiting_weigh_under_prefetch_bytes() {
+    let config = PoolConfig {
+        worker_concurrency: 2,
+        prefetch: 6,
+        prefetch_bytes: 1_000,
+        ..common::config(2)
+    };
+    let (pool, recorder) =
+        common::start(config, |_| MockAction::EchoAfter(Duration::from_millis(10))).await;
+    let handles = pool
+        .submit_many((0..40).map(|_| pool_core::Task::new("work", vec![7u8; 600])))
+        .await
+        .unwrap();
+    // Each worker: 2 running, and 2 waiting (the first weighed 600 bytes, under
+    // 1 000, so a second joined it; 1 200 is not under). The actor filled the
+    // windows first; each lane refills as its worker answers.
+    for round in 0..4 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(
+            pool.metrics().tasks.in_flight,
+            8,
+            "round {round}: 2 × (2 running + 2 waiting)"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for h in handles {
+        assert_eq!(h.await.unwrap().payload.len(), 600);
+    }
+    assert_eq!(recorder.max_concurrent(), 2);
+    pool.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_idle_worker_gets_a_task_before_any_window_is_filled() {
     let config = PoolConfig {
         prefetch: 8,

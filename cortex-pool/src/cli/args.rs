@@ -102,6 +102,12 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "N")]
     pub(crate) prefetch: Option<u32>,
 
+    /// Bytes the tasks waiting in a worker's --prefetch window may weigh: one
+    /// more is written only while those waiting weigh less, so large tasks
+    /// wait in the queue instead [default: 1048576].
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) prefetch_bytes: Option<u64>,
+
     /// Recycle a worker after about N tasks (with jitter) [default: never].
     #[arg(long, value_name = "N")]
     pub(crate) max_tasks_per_worker: Option<u64>,

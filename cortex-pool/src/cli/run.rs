@@ -100,6 +100,9 @@ fn config(args: &RunArgs) -> Result<PoolConfig, UsageError> {
         max_tasks_per_worker: args.max_tasks_per_worker,
         worker_concurrency: Some(args.concurrency),
         prefetch: args.prefetch,
+        prefetch_bytes: args
+            .prefetch_bytes
+            .map(|bytes| usize::try_from(bytes).unwrap_or(usize::MAX)),
         max_rss_mb: args.max_rss_mb,
         kill_rss_mb: args.kill_rss_mb,
         ..PoolSettings::default()
@@ -126,6 +129,7 @@ const FLAGS: &[(&str, &str)] = &[
     ("max_tasks_per_worker", "--max-tasks-per-worker"),
     ("max_rss_mb", "--max-rss-mb"),
     ("kill_rss_mb", "--kill-rss-mb"),
+    ("prefetch_bytes", "--prefetch-bytes"),
     ("prefetch", "--prefetch"),
 ];
 

@@ -67,6 +67,21 @@ pub struct PoolConfig {
     /// attempt, and each runs alone next, so the one at fault is then charged
     /// (`docs/PROTOCOL.md`, "Batched replies").
     pub prefetch: u32,
+    /// What the tasks waiting in a worker's prefetch window may weigh, in
+    /// payload bytes: a task is written beyond `worker_concurrency` only while
+    /// the payloads of those already waiting there total less than this, so
+    /// with `prefetch` 1 or more one task always may wait.
+    ///
+    /// A window exists to hide a round trip, and one large task covers it:
+    /// its bytes take far longer to cross the pipe than the pool takes to
+    /// answer. More large tasks in one worker's window only pin memory, keep
+    /// them from a worker that frees up first, and leave their results
+    /// finished out of order (a caller awaiting them in order holds every
+    /// one that came early). Default 1 MiB: 64 B tasks fill the whole
+    /// `prefetch` window, 1 MiB ones wait one at a time (`pool-bench big`
+    /// with the defaults went from 0.83× to 0.90× the raw pipe's bandwidth,
+    /// `docs/benchmarks.md`).
+    pub prefetch_bytes: usize,
     /// Shards the queue of waiting tasks is split in, each behind its own
     /// lock, so callers and workers' lanes on many cores do not all wait for
     /// one. A caller adds its tasks to its thread's shard; a worker's lane
@@ -147,6 +162,7 @@ impl Default for PoolConfig {
             max_workers: 50,
             worker_concurrency: 1,
             prefetch: 64,
+            prefetch_bytes: 1024 * 1024,
             queue_shards: 0,
             max_queue_len: 100_000,
             retry: RetryPolicy::default(),
@@ -201,6 +217,12 @@ impl PoolConfig {
         self.check_size(self.pool_size)?;
         if self.worker_concurrency == 0 {
             return Err(ConfigError::new("worker_concurrency", "must be at least 1"));
+        }
+        if self.prefetch_bytes == 0 {
+            return Err(ConfigError::new(
+                "prefetch_bytes",
+                "must be at least 1 (set prefetch to 0 to write no task beyond worker_concurrency)",
+            ));
         }
         if self.max_queue_len == 0 {
             return Err(ConfigError::new("max_queue_len", "must be at least 1"));

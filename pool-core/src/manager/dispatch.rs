@@ -19,6 +19,7 @@ use super::failure::Failure;
 use super::handle::{FinalStatus, TaskError};
 use super::lane::attempt::{Target, Written};
 use super::lane::settle::{self, Settled};
+use super::lane::window::Window;
 use super::lane::{Book, Completion, Input, Reply};
 use super::metrics::Stats;
 use super::outcome_cell::Wakes;
@@ -86,10 +87,14 @@ impl Actor {
         let mut typed = false;
         let mut uniform = true;
         let mut types: Option<&TaskTypes> = None;
+        let window = Window::of(&self.config);
         for (num, w) in &self.workers {
-            let (held, dispatched, alone) = {
+            // Room by count, and (in the window) by weight.
+            let (held, has_room, dispatched, alone) = {
                 let book = w.lane.book();
-                (book.len() as u32, book.dispatched(), book.runs_alone())
+                let held = book.len() as u32;
+                let has_room = held < capacity && book.takes_more(&window);
+                (held, has_room, book.dispatched(), book.runs_alone())
             };
             if alone
                 || !w.life.takes_tasks()
@@ -97,7 +102,7 @@ impl Actor {
             {
                 continue;
             }
-            if held < capacity {
+            if has_room {
                 if w.task_types.stated() {
                     typed = true;
                     uniform = uniform && types.is_none_or(|t| *t == w.task_types);
@@ -223,7 +228,7 @@ impl Actor {
             // not go in goes back to the queue under the book's lock (book,
             // then queue): an answer its lane settles after this finds it
             // there when it refills.
-            if !book.may_take(&pending) || book.len() >= self.config.worker_window() as usize {
+            if !book.may_take(&pending) || !book.takes_more(&Window::of(&self.config)) {
                 self.queue.lock().push_front(pending);
                 return Assigned::WorkerOccupied;
             }

@@ -13,6 +13,7 @@ use super::events::{AlertSeverity, PoolEvent};
 use super::failure::Failure;
 use super::handle::FinalStatus;
 use super::lane::settle::{LaneSettings, Settler};
+use super::lane::window::Window;
 use super::lane::Lane;
 use super::metrics::Stats;
 use super::probe_set::Occasion;
@@ -92,7 +93,7 @@ impl Actor {
                 num,
                 LaneSettings {
                     concurrency: self.config.worker_concurrency,
-                    window: self.config.worker_window(),
+                    window: Window::of(&self.config),
                     default_timeout: self.config.task_timeout,
                     max_frame: self.config.max_frame,
                     settles: !self.probes.consulted_on(Occasion::Completion),

@@ -49,6 +49,9 @@ pub struct PoolSettings {
     /// [`PoolConfig::prefetch`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prefetch: Option<u32>,
+    /// [`PoolConfig::prefetch_bytes`], in bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefetch_bytes: Option<usize>,
     /// [`PoolConfig::queue_shards`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub queue_shards: Option<usize>,
@@ -156,6 +159,7 @@ impl PoolSettings {
         "max_workers",
         "worker_concurrency",
         "prefetch",
+        "prefetch_bytes",
         "queue_shards",
         "max_queue_len",
         "max_retries",
@@ -255,6 +259,7 @@ impl PoolSettings {
             max_workers,
             worker_concurrency: self.worker_concurrency.unwrap_or(d.worker_concurrency),
             prefetch: self.prefetch.unwrap_or(d.prefetch),
+            prefetch_bytes: self.prefetch_bytes.unwrap_or(d.prefetch_bytes),
             queue_shards: self.queue_shards.unwrap_or(d.queue_shards),
             max_queue_len: self.max_queue_len.unwrap_or(d.max_queue_len),
             retry,
@@ -354,6 +359,7 @@ impl From<&PoolConfig> for PoolSettings {
             max_workers: Some(c.max_workers),
             worker_concurrency: Some(c.worker_concurrency),
             prefetch: Some(c.prefetch),
+            prefetch_bytes: Some(c.prefetch_bytes),
             queue_shards: Some(c.queue_shards),
             max_queue_len: Some(c.max_queue_len),
             max_retries: Some(c.retry.max_retries()),

@@ -12,6 +12,7 @@ use super::super::outbox::Outbox;
 use super::super::routing::{TaskTypes, TypeFilter};
 use super::attempt::{Target, Unwritable};
 use super::queue::{Head, ShardGuard, SharedQueue};
+use super::window::Window;
 use super::{keep_earliest, Book, Lane};
 
 /// Where a lane refills from, and what it may take.
@@ -23,9 +24,9 @@ pub(crate) struct Feed {
     /// reach every shard (also one that is no lane's first: fewer workers
     /// than shards).
     first: usize,
-    /// The most unanswered tasks its worker holds (`worker_concurrency` plus
-    /// `prefetch`).
-    window: usize,
+    /// What its worker holds at most: `worker_concurrency` running, and up
+    /// to `prefetch` more waiting while they weigh under `prefetch_bytes`.
+    window: Window,
     /// Set once the worker is ready: the task types it takes.
     types: Option<TypeFilter>,
     /// The tasks one refill took from the queue, started once the queue's
@@ -50,8 +51,8 @@ pub(crate) struct Refilled {
 
 impl Feed {
     /// Worker `num`'s feed from `queue` (the shard it looks at first is
-    /// dealt by its number), for a window of `window` tasks.
-    pub(crate) fn new(queue: SharedQueue, num: u64, window: usize) -> Self {
+    /// dealt by its number), for a worker's `window`.
+    pub(crate) fn new(queue: SharedQueue, num: u64, window: Window) -> Self {
         let first = usize::try_from(num).unwrap_or(0) % queue.shard_count();
         Self {
             queue,
@@ -95,7 +96,8 @@ impl Feed {
             return refilled;
         }
         let mut book = lane.book();
-        if book.len() >= self.window {
+        let mut filling = book.filling(self.window);
+        if !filling.takes_more() {
             refilled.stalled = false;
             return refilled;
         }
@@ -105,7 +107,8 @@ impl Feed {
         if !self.queue.lanes_may_take() {
             return refilled;
         }
-        let room = self.window - book.len();
+        // The most tasks it may take (fewer when the window fills by weight).
+        let room = self.window.tasks().saturating_sub(book.len());
         let empty = book.is_empty();
         // The lane's lock, then one shard's: never the other way round. Only
         // the taking happens under the shard's lock, which callers and other
@@ -128,7 +131,7 @@ impl Feed {
                 break;
             }
             let elsewhere = self.queue.best_head_except(index);
-            while self.taken.len() < room {
+            while filling.takes_more() {
                 if let (Some(elsewhere), Some(head)) = (elsewhere, waiting.head_priority()) {
                     if head > elsewhere {
                         break;
@@ -141,6 +144,7 @@ impl Feed {
                 {
                     Head::Taken(pending) => {
                         alone = pending.run_alone;
+                        filling.join(pending.task.payload.len());
                         self.taken.push(pending);
                         if alone {
                             break;
@@ -153,11 +157,11 @@ impl Feed {
                     Head::Empty => break,
                 }
             }
-            if refused || alone || self.taken.len() >= room {
+            if refused || alone || !filling.takes_more() {
                 break;
             }
         }
-        refilled.stalled = self.taken.len() < room && (refused || !self.queue.looks_empty());
+        refilled.stalled = filling.takes_more() && (refused || !self.queue.looks_empty());
         let now = target.shared.clock.now();
         for pending in self.taken.drain(..) {
             match start(&mut book, target, pending, now) {

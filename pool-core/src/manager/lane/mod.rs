@@ -24,6 +24,7 @@ pub(crate) mod feed;
 pub(crate) mod guard;
 pub(crate) mod queue;
 pub(crate) mod settle;
+pub(crate) mod window;
 
 use std::collections::VecDeque;
 
@@ -47,6 +48,10 @@ use settle::Settled;
 /// may refill it from the queue, and what the lane counts.
 pub(crate) struct Book {
     entries: VecDeque<Running>,
+    /// The payload bytes of the entries waiting for a run slot (no
+    /// `run_start` yet): what the prefetch window weighs
+    /// ([`window`]).
+    waiting_bytes: usize,
     /// Frames encoded and not yet handed to the worker's writer: the last
     /// part of the batch, still taking frames.
     outbuf: BytesMut,
@@ -126,6 +131,7 @@ impl Book {
     pub(crate) fn new(tally: TallyWriter) -> Self {
         Self {
             entries: VecDeque::new(),
+            waiting_bytes: 0,
             outbuf: BytesMut::new(),
             parts: Vec::new(),
             feeds: false,
@@ -159,7 +165,39 @@ impl Book {
     /// Adds an attempt just written to the worker; counted in flight.
     pub(crate) fn push(&mut self, attempt: Running) {
         self.tally.in_flight_up(1);
+        if attempt.run_start.is_none() {
+            self.waiting_bytes += attempt.pending.task.payload.len();
+        }
         self.entries.push_back(attempt);
+    }
+
+    /// Whether the worker takes one more task within `window`.
+    pub(crate) fn takes_more(&self, window: &window::Window) -> bool {
+        window.takes_more(self.len(), self.waiting_bytes)
+    }
+
+    /// The worker's window as a refill fills it, from what it holds now.
+    pub(crate) fn filling(&self, window: window::Window) -> window::Filling {
+        window.filling(self.len(), self.waiting_bytes)
+    }
+
+    /// No longer waiting for a run slot: `attempt`'s weight leaves the window.
+    fn leaves_window(&mut self, attempt: &Running) {
+        if attempt.run_start.is_none() {
+            self.waiting_bytes = self
+                .waiting_bytes
+                .saturating_sub(attempt.pending.task.payload.len());
+        }
+    }
+
+    /// [`waiting_bytes`](Self::waiting_bytes) summed afresh from the entries.
+    #[cfg(test)]
+    pub(crate) fn waiting_bytes_recounted(&self) -> usize {
+        self.entries
+            .iter()
+            .filter(|r| r.run_start.is_none())
+            .map(|r| r.pending.task.payload.len())
+            .sum()
     }
 
     /// Takes the entry of task `id`, which its worker answered with `reply`
@@ -191,6 +229,7 @@ impl Book {
         } else {
             self.entries.remove(at)
         }?;
+        self.leaves_window(&attempt);
         self.tally.in_flight_down(1);
         let completion = (reply == Reply::Result && attempt.cancel != CancelAsked::ByCaller)
             .then(|| self.count_completion(&attempt, now.moment));
@@ -234,6 +273,9 @@ impl Book {
         if running.run_start.is_some() {
             return None;
         }
+        self.waiting_bytes = self
+            .waiting_bytes
+            .saturating_sub(running.pending.task.payload.len());
         running.run_start = Some(now.moment);
         let timeout = running.pending.task.timeout().unwrap_or(default_timeout);
         let deadline = deadline_after(now.instant, timeout);
@@ -323,6 +365,7 @@ impl Book {
     /// Empties the book (its worker is reaped), last written first.
     pub(crate) fn drain_last_first(&mut self) -> Vec<Running> {
         let taken: Vec<Running> = self.entries.drain(..).rev().collect();
+        self.waiting_bytes = 0;
         self.tally.in_flight_down(taken.len() as u64);
         taken
     }

@@ -26,6 +26,7 @@ use super::super::routing::TaskTypes;
 use super::attempt::Target;
 use super::feed::Feed;
 use super::queue::SharedQueue;
+use super::window::Window;
 use super::{keep_earliest, Completion, Lane, Reply};
 
 /// What a reader settled in the reads since the last one whose report the
@@ -76,7 +77,7 @@ pub(crate) struct Settler {
 /// The pool's settings a [`Settler`] works with.
 pub(crate) struct LaneSettings {
     pub(crate) concurrency: u32,
-    pub(crate) window: u32,
+    pub(crate) window: Window,
     pub(crate) default_timeout: Duration,
     pub(crate) max_frame: usize,
     /// Whether the lane settles results itself: no probe wants to judge a
@@ -97,7 +98,7 @@ impl Settler {
             lane,
             shared,
             num,
-            feed: Feed::new(queue, num, settings.window as usize),
+            feed: Feed::new(queue, num, settings.window),
             settings,
             report: Settled::default(),
             wakes: Wakes::default(),
