@@ -26,18 +26,46 @@ use crate::dispatch::APART_MIN;
 
 /// Decodes a task's payload into the handler's input type `T`, as
 /// `rmp_serde::from_slice` does; a [`Bytes`] input that is one large `bin` is
-/// a slice of `payload`.
+/// a slice of `payload`, and a `ByteBuf` one takes the memory `payload` lies
+/// in when nothing else holds it (see [`owned_bin`]).
+#[inline]
 pub(crate) fn decode_input<T: DeserializeOwned + 'static>(
-    payload: &Bytes,
+    payload: Bytes,
 ) -> Result<T, rmp_serde::decode::Error> {
-    if TypeId::of::<T>() == TypeId::of::<Bytes>() {
-        let mut input = whole_bin(payload);
+    let wanted = TypeId::of::<T>();
+    if payload.len() < APART_MIN {
+        // Too small to be taken apart (one look, not a parse).
+    } else if wanted == TypeId::of::<Bytes>() {
+        let mut input = whole_bin(&payload);
         let input: &mut dyn Any = &mut input;
         if let Some(input) = input.downcast_mut::<Option<T>>().and_then(Option::take) {
             return Ok(input);
         }
+    } else if wanted == TypeId::of::<ByteBuf>() {
+        if let Some(bin) = whole_bin(&payload) {
+            let mut input: Option<T> = None;
+            let slot: &mut dyn Any = &mut input;
+            if let Some(slot) = slot.downcast_mut::<Option<ByteBuf>>() {
+                *slot = Some(owned_bin(payload, bin));
+                // `T` is `ByteBuf`: the slot was `input`.
+                return input.ok_or_else(|| {
+                    rmp_serde::decode::Error::Uncategorized("a ByteBuf input went amiss".into())
+                });
+            }
+        }
     }
-    rmp_serde::from_slice(payload)
+    rmp_serde::from_slice(&payload)
+}
+
+/// The bytes of `bin` (a slice of `payload`) as an owned buffer, once
+/// `payload` is let go: when they are all that holds their memory (a large
+/// frame is read into a buffer of its own, `task_frames`), that memory
+/// becomes the buffer, moved to its start in place instead of copied into a
+/// fresh allocation (which for 1 MiB costs a page fault per 4 KiB on top of
+/// the copy); else they are copied, as serde copies them.
+fn owned_bin(payload: Bytes, bin: Bytes) -> ByteBuf {
+    drop(payload);
+    ByteBuf::from(Vec::from(bin))
 }
 
 /// The bytes of `payload` when it is one `bin` of at least [`APART_MIN`]
@@ -74,7 +102,7 @@ mod tests {
     fn a_large_bytes_input_in_one_bin_is_a_slice_of_the_payload_equal_to_serdes() {
         for len in [0, 5, 300, APART_MIN - 1, APART_MIN, 200_000] {
             let payload = encoded(&ByteBuf::from(vec![9u8; len]));
-            let input: Bytes = decode_input(&payload).expect("decodes");
+            let input: Bytes = decode_input(payload.clone()).expect("decodes");
             let serde: Bytes = rmp_serde::from_slice(&payload).expect("serde decodes");
             assert_eq!(input, serde);
             // A small one is copied: kept, it must not pin the frame's buffer.
@@ -93,7 +121,7 @@ mod tests {
             encoded(&vec![1u8, 2, 3]),
             Bytes::from(trailing),
         ] {
-            let ours = decode_input::<Bytes>(&payload).map_err(|e| e.to_string());
+            let ours = decode_input::<Bytes>(payload.clone()).map_err(|e| e.to_string());
             let serde = rmp_serde::from_slice::<Bytes>(&payload).map_err(|e| e.to_string());
             assert_eq!(ours, serde, "payload {payload:?}");
         }
@@ -102,11 +130,37 @@ mod tests {
     #[test]
     fn inputs_of_other_types_decode_as_serde_decodes_them() {
         let payload = encoded(&ByteBuf::from(vec![4u8; 10]));
-        let ours: ByteBuf = decode_input(&payload).expect("decodes");
+        let ours: ByteBuf = decode_input(payload.clone()).expect("decodes");
         assert_eq!(ours.into_vec(), vec![4u8; 10]);
-        let refused = decode_input::<u32>(&payload).map_err(|e| e.to_string());
+        let refused = decode_input::<u32>(payload.clone()).map_err(|e| e.to_string());
         let serde = rmp_serde::from_slice::<u32>(&payload).map_err(|e| e.to_string());
         assert_eq!(refused, serde);
+    }
+
+    #[test]
+    fn a_large_byte_buf_input_takes_the_payloads_memory_when_nothing_else_holds_it() {
+        for len in [APART_MIN - 1, APART_MIN, 200_000] {
+            let payload = encoded(&ByteBuf::from(vec![3u8; len]));
+            let serde: ByteBuf = rmp_serde::from_slice(&payload).expect("serde decodes");
+            // Shared with another holder (a read buffer): copied.
+            let kept = payload.clone();
+            let shared: ByteBuf = decode_input(payload.clone()).expect("decodes");
+            assert_eq!(shared, serde);
+            assert!(
+                !kept.as_ptr_range().contains(&shared.as_ptr()),
+                "{len}: a copy"
+            );
+            drop(kept);
+            // Alone: a large one is the payload's own memory.
+            let memory = payload.as_ptr_range();
+            let alone: ByteBuf = decode_input(payload).expect("decodes");
+            assert_eq!(alone, serde);
+            assert_eq!(
+                memory.contains(&alone.as_ptr()),
+                len >= APART_MIN,
+                "{len} bytes"
+            );
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, StreamExt};
 use pool_core::protocol::emit::Scratch;
-use pool_core::protocol::{ErrorReply, FrameCodec, FrameError, FromWorker, ToWorker};
+use pool_core::protocol::{ErrorReply, FrameError, FromWorker, ToWorker};
 use tokio::io::AsyncRead;
 use tokio::task::{Id, JoinSet};
 use tokio_util::codec::{Decoder, FramedRead};
@@ -20,6 +20,7 @@ use crate::handler::{Caught, Encoded, HandlerOutput, Started};
 use crate::idle_read::IdleSwitch;
 use crate::registry::{Lookup, Registered};
 use crate::stats::{InFlight, Stats};
+use crate::task_frames::TaskFrames;
 use crate::wire::{self, Frame, Task};
 use crate::writer::Outbox;
 use crate::{ServeError, Stopped, TaskContext};
@@ -34,7 +35,7 @@ pub const HOLD_REPLIES: Duration = Duration::from_millis(1);
 
 /// Everything the dispatch loop owns.
 pub(crate) struct Dispatcher<'a, R> {
-    pub(crate) frames: &'a mut FramedRead<R, FrameCodec>,
+    pub(crate) frames: &'a mut FramedRead<R, TaskFrames>,
     pub(crate) outbox: Outbox,
     pub(crate) broken: Arc<Broken>,
     pub(crate) handlers: Lookup,
@@ -144,6 +145,7 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
                     // a task starts) are written in one piece.
                     let mut batch = Batch {
                         now: None,
+                        ready: None,
                         draining: &mut draining,
                         running: &mut running,
                         waiting: &mut waiting,
@@ -211,8 +213,15 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
             // Let go of the frame before the next one is read: when no task kept a
             // slice of it, the read buffer is ours alone again and the next frame
             // is read into it, not into a fresh allocation (for a 1 MiB payload, a
-            // fresh one costs a page fault per 4 KiB on top of the copy).
+            // fresh one costs a page fault per 4 KiB on top of the copy). And
+            // before its task starts: a large frame's buffer is then the
+            // payload's alone (`task_frames`), and a handler that takes it as
+            // an owned buffer takes it without a copy (`bytes_path`).
             drop(body);
+            if let Some(task) = batch.ready.take() {
+                let started = batch.now.get_or_insert_with(|| self.batch_start());
+                self.run_task(task, started, batch.running, batch.replies);
+            }
             if let Some(stop) = stop {
                 return Ok(Some(stop));
             }
@@ -322,8 +331,10 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
         );
     }
 
-    /// Starts the task when a slot is free and nothing waits before it, makes it wait
-    /// otherwise, or refuses it (unknown type, an id already here).
+    /// Starts the task when a slot is free and nothing waits before it (one
+    /// with a payload of [`APART_MIN`] bytes or more once its frame is let go,
+    /// `Batch::ready`), makes it wait otherwise, or refuses it (unknown type, an
+    /// id already here).
     fn on_task(&mut self, body: &Bytes, task: &Task<'_>, batch: &mut Batch<'_>) {
         let handler = match self.handlers.get(&task.task_type) {
             Ok(handler) => handler.clone(),
@@ -351,8 +362,13 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
             payload: body.slice_ref(task.payload),
         };
         if batch.waiting.is_empty() && batch.running.cancels.len() < self.limit {
-            let started = batch.now.get_or_insert_with(|| self.batch_start());
-            self.run_task(task, started, batch.running, batch.replies);
+            if task.payload.len() >= APART_MIN {
+                // Started once the frame is let go (`read_batch`).
+                batch.ready = Some(task);
+            } else {
+                let started = batch.now.get_or_insert_with(|| self.batch_start());
+                self.run_task(task, started, batch.running, batch.replies);
+            }
         } else {
             batch.waiting.push_back(task);
             self.stats.count_waiting();
@@ -465,6 +481,9 @@ impl BatchStart {
 struct Batch<'a> {
     /// When the batch's first task started (read once, on the first task).
     now: Option<BatchStart>,
+    /// The task of the frame just handled, when its payload is large: started
+    /// once the frame is let go, so that nothing else holds the frame's buffer.
+    ready: Option<Waiting>,
     draining: &'a mut bool,
     running: &'a mut Running,
     waiting: &'a mut VecDeque<Waiting>,

@@ -95,7 +95,7 @@ where
         // Room for an output about as large as the input (an echo, a transform):
         // no regrowth on the way.
         let room = payload.len() + 16;
-        let called = decode_input(&payload)
+        let called = decode_input(payload)
             .map(|input: T| handler(ctx, input))
             .map_err(|e| {
                 HandlerError::fatal(format!(

@@ -118,6 +118,7 @@ mod link;
 mod registry;
 mod spare;
 mod stats;
+mod task_frames;
 mod wire;
 mod worker;
 mod writer;

@@ -10,8 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use pool_core::protocol::{
-    decode_to_worker, FrameCodec, FrameError, FromWorker, ToWorker, DEFAULT_MAX_FRAME,
-    PROTOCOL_VERSION,
+    decode_to_worker, FrameError, FromWorker, ToWorker, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -23,6 +22,7 @@ use crate::handler::{erase, erase_raw, ErasedHandler};
 use crate::idle_read::IdleSwitch;
 use crate::registry::{Handlers, Lookup, Registered};
 use crate::stats::Stats;
+use crate::task_frames::TaskFrames;
 use crate::{heartbeat, link, writer, HandlerError, ServeError, TaskContext};
 
 /// How long a closing session waits for a frame still being written.
@@ -159,10 +159,12 @@ impl Worker {
     ///
     /// Large bytes are not copied where serde would copy them: a `bytes::Bytes`
     /// input of 64 KiB or more sent as a MessagePack `bin` is a slice of the
-    /// frame it came in (kept, it keeps that frame's read buffer), and a `Bytes`
-    /// or `serde_bytes::ByteBuf` output of 64 KiB or more is written from its
-    /// own buffer. What the handler gets and what the manager reads are the same
-    /// as through serde.
+    /// frame it came in (kept, it keeps that frame's read buffer), a
+    /// `serde_bytes::ByteBuf` one is the buffer that frame was read into (a
+    /// large frame is read into a buffer of its own), and a `Bytes` or
+    /// `ByteBuf` output of 64 KiB or more is written from its own buffer. What
+    /// the handler gets and what the manager reads are the same as through
+    /// serde.
     ///
     /// ```
     /// use bytes::Bytes;
@@ -335,7 +337,7 @@ impl Worker {
         R: AsyncRead + Unpin,
         W: Write + Send + 'static,
     {
-        let mut frames = FramedRead::new(reader, FrameCodec::new(self.max_frame));
+        let mut frames = FramedRead::new(reader, TaskFrames::new(self.max_frame));
         let mut out = writer::open(writer, self.max_frame);
         let result = self.session(&mut frames, &mut out, idle).await;
         // Close the stream (end of file for the manager), but never hang on a
@@ -346,7 +348,7 @@ impl Worker {
 
     async fn session<R: AsyncRead + Unpin>(
         self,
-        frames: &mut FramedRead<R, FrameCodec>,
+        frames: &mut FramedRead<R, TaskFrames>,
         out: &mut writer::WriterHandle,
         idle: Option<IdleSwitch>,
     ) -> Result<Stopped, ServeError> {
@@ -381,7 +383,7 @@ impl Worker {
             }
         };
         let limit = concurrency(&body)?;
-        *frames.decoder_mut() = FrameCodec::new(max_frame);
+        *frames.decoder_mut() = TaskFrames::new(max_frame);
         out.set_max_frame(max_frame);
         let task_types = self.task_types();
         let hold = (!self.hold_replies.is_zero()).then_some(self.hold_replies);

@@ -305,8 +305,9 @@ async fn a_raw_handler_gets_and_returns_the_bytes_as_they_travel() {
 }
 
 /// What a [`Recording`] reader saw: for the reads made at or after `mark`
-/// (bytes into the stream), those offered less room than the rest of the
-/// `frame`-byte frame they started in.
+/// (bytes into the stream) that began inside a `frame`-byte frame (not at its
+/// start, where its length is not known yet), those offered less room than
+/// the rest of it.
 #[derive(Default)]
 struct ReadLog {
     delivered: usize,
@@ -334,8 +335,8 @@ impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Recording<R> {
         if read > 0 {
             let mut log = self.log.lock().expect("lock");
             if let Some(mark) = log.mark {
-                let left_in_frame = log.frame - (log.delivered - mark) % log.frame;
-                if room < left_in_frame {
+                let into_frame = (log.delivered - mark) % log.frame;
+                if into_frame > 0 && room < log.frame - into_frame {
                     let at = log.delivered;
                     log.short.push((at, room));
                 }
@@ -346,14 +347,13 @@ impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Recording<R> {
     }
 }
 
-/// A frame no task kept is let go before the next one is read, so the next
-/// frame is read into the buffer it leaves (room for a whole frame), not into a
-/// fresh allocation that starts small and grows (for 1 MiB payloads, fresh
-/// memory costs a page fault per 4 KiB besides the copies). Seen from the
-/// reader: once a first large frame has been read, every read is offered room
-/// for the rest of the frame it is in.
+/// A large frame is read into a buffer of its own size once its length is
+/// in, not into a buffer that starts small and grows (each growth a copy, and
+/// for 1 MiB payloads fresh memory a page fault per 4 KiB). Seen from the
+/// reader: once a read brought a frame's length, the next is offered room for
+/// the whole rest of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn frames_are_read_into_the_buffer_the_frame_before_left() {
+async fn the_rest_of_a_large_frame_is_read_into_room_for_all_of_it() {
     const MAX: usize = 1 << 20;
     const PAYLOAD: usize = 200_000;
     let log = std::sync::Arc::new(std::sync::Mutex::new(ReadLog::default()));
@@ -406,6 +406,46 @@ async fn frames_are_read_into_the_buffer_the_frame_before_left() {
     assert!(read, "the reader saw every task frame");
     assert!(
         short.is_empty(),
-        "reads offered less room than the rest of their frame (at, room): {short:?}"
+        "reads inside a frame offered less room than its rest (at, room): {short:?}"
     );
+}
+
+/// A typed handler that takes a large input as a `ByteBuf` is handed the
+/// memory its frame was read into, not a copy: that buffer holds the frame's
+/// header too, so it has room beyond the payload, where a copy has exactly
+/// the payload's length. A small input is decoded by serde, into a copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_byte_buf_input_is_the_memory_its_frame_was_read_into() {
+    const MAX: usize = 1 << 20;
+    let worker = worker_sdk::Worker::new().handle(
+        "own",
+        |_ctx: worker_sdk::TaskContext, input: serde_bytes::ByteBuf| async move {
+            Ok::<_, worker_sdk::HandlerError>(input.capacity() > input.len())
+        },
+    );
+    let mut peer = Peer::start_reading_through(worker, MAX, |inner| inner);
+    peer.greet(MAX as u32).await;
+    for (id, len, own) in [(1, 200_000, true), (2, 10, false), (3, 300_000, true)] {
+        let payload =
+            rmp_serde::to_vec(&serde_bytes::ByteBuf::from(vec![1u8; len])).expect("encode");
+        let mut frame = bytes::BytesMut::new();
+        let task = ToWorker::Task(pool_core::protocol::TaskFrame {
+            id,
+            task_type: "own",
+            payload: &payload,
+            attempt: 1,
+            timeout_ms: 60_000,
+        });
+        pool_core::protocol::encode_frame(&task, &mut frame, MAX).expect("encode");
+        peer.send_raw(&frame).await;
+        assert_eq!(
+            peer.reply().await,
+            Reply::Result {
+                id,
+                value: json!(own)
+            },
+            "{len} bytes"
+        );
+    }
+    stop(peer).await;
 }
