@@ -111,6 +111,7 @@ pub fn config(workers: usize, concurrency: u32) -> PoolConfig {
         max_queue_len: 20_000_000,
         task_timeout: Duration::from_secs(600),
         queue_shards: env_or("QUEUE_SHARDS", 0),
+        prefetch: env_or("PREFETCH", PoolConfig::default().prefetch),
         ..PoolConfig::default()
     }
 }

@@ -317,6 +317,14 @@ pub(crate) fn peers() -> Result<(), String> {
             bulk.label
         );
         jobs.push(bulk);
+        // `big` with the pool's default window: concurrency 1, and the
+        // prefetch window bounded by `prefetch_bytes` (`big` itself runs 64
+        // tasks at once per worker).
+        let mut defaults = job("ours", &[&pb, "big"], 120);
+        defaults.env.push(("CONC", "1".into()));
+        defaults.env.push(("TAG", "defaults".into()));
+        defaults.label = format!("CONC=1 TAG=defaults {}", defaults.label);
+        jobs.push(defaults);
         jobs.push(job("ours", &[&pb, "start", "20"], 60));
         jobs.push(job("ours", &[&pb, "mem"], 120));
         // The CLI where users meet it: `run -w 2` and `submit --wait` to a
@@ -589,7 +597,7 @@ impl Bound {
 }
 
 /// Issue 10's targets, each a ratio of two rows in the same rep.
-const LANES_TARGETS: [RatioTarget; 6] = [
+const LANES_TARGETS: [RatioTarget; 7] = [
     RatioTarget {
         what: "`cortex-pool run -w 2`, 64 B × 100k",
         ours: "ours.cli.run",
@@ -633,6 +641,14 @@ const LANES_TARGETS: [RatioTarget; 6] = [
     RatioTarget {
         what: "1 MiB × 1000, 2 workers",
         ours: "ours.big",
+        against: "raw.big",
+        against_name: "`raw.big`",
+        metric: "bw",
+        bound: Bound::AtLeast(0.9),
+    },
+    RatioTarget {
+        what: "1 MiB × 1000, 2 workers, the pool's default window (`CONC=1`)",
+        ours: "ours.big.defaults",
         against: "raw.big",
         against_name: "`raw.big`",
         metric: "bw",

@@ -2,8 +2,8 @@
 //!
 //! | task type | does |
 //! |---|---|
-//! | `echo` | returns its payload (MessagePack bin) unchanged, a `serde_bytes::ByteBuf` in and out (`pool-bench tput`, `lat`, `big`) |
-//! | `echo_bytes` | the same, typed as `bytes::Bytes` in and out: a large one is neither copied in nor out (`BIG_TASK=echo_bytes pool-bench big`) |
+//! | `echo` | returns its payload (MessagePack bin) unchanged, a `serde_bytes::ByteBuf` in and out: a large one is neither copied in nor out (`pool-bench tput`, `lat`, `big`) |
+//! | `echo_bytes` | the same, typed as `bytes::Bytes` in and out (`BIG_TASK=echo_bytes pool-bench big`) |
 //! | `echo_raw` | the same with a raw handler (bytes in, bytes out, no serde; `BIG_TASK=echo_raw pool-bench big`) |
 //! | `spin` | runs `benches::spin` for the payload's number of iterations (a MessagePack integer) and returns its sum: CPU-bound work (`pool-bench cpu`) |
 //! | `block` | waits until cancelled (keeps its worker busy, for the memory bench) |

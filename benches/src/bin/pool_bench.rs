@@ -21,13 +21,16 @@
 //!                                           graceful shutdown to stdout (a worker's
 //!                                           whole input, for `cargo xtask callgrind`)
 //! ```
-//! Environment: `CONC` tasks in flight per worker (default 64 for tput/big, 1 for
-//! lat), `TRANSPORT` stdio|fifo (default stdio), `TAG` a suffix for bench ids,
-//! `WORKER_CMD` a command line (split on whitespace) that replaces the bundled
-//! `bench-worker` in `tput`, `lat` and `big` (any worker with an `echo` handler that
-//! returns its MessagePack payload, e.g. `python3 sdk/python/example_worker.py`); its
-//! bench ids then read `ours.<WORKER_NAME>.tput` and so on (`WORKER_NAME` defaults to
-//! `custom`).
+//! Environment: `CONC` tasks each worker runs at once (`worker_concurrency`;
+//! default 64 for tput/big, 1 for lat; `CONC=1` is the pool's default),
+//! `PREFETCH` tasks written to a worker beyond them (`prefetch`; default the
+//! pool's, 64, within `prefetch_bytes`, 1 MiB), `TRANSPORT` stdio|fifo
+//! (default stdio), `TAG` a suffix for bench ids, `WORKER_CMD` a command line
+//! (split on whitespace) that replaces the bundled `bench-worker` in `tput`,
+//! `lat` and `big` (any worker with an `echo` handler that returns its
+//! MessagePack payload, e.g. `python3 sdk/python/example_worker.py`); its
+//! bench ids then read `ours.<WORKER_NAME>.tput` and so on (`WORKER_NAME`
+//! defaults to `custom`).
 //!
 //! `CALLER=spawned` runs `tput`'s and `big`'s caller (submit all, then await
 //! every handle) in a spawned task, on a runtime thread, instead of in the
@@ -51,8 +54,9 @@
 //! default 0, the pool's choice: one on a machine of 2 or 3 cores).
 //!
 //! `BIG_TASK` names the task type `big` sends (default `echo`, the typed
-//! handler: serde decodes the `bin` into a `ByteBuf` and encodes it again, two
-//! copies of each payload in the worker). `BIG_TASK=echo_raw TAG=raw` sends the
+//! handler: a `ByteBuf` in and out, which the Rust SDK hands over without a
+//! copy when it is large: the input is the buffer its frame was read into, the
+//! output is written from its own buffer). `BIG_TASK=echo_raw TAG=raw` sends the
 //! bundled worker's raw handler instead (the payload's bytes returned as they
 //! arrived, as `raw-echo` does in `raw-big`): the pool and the pipe without the
 //! handler's copies. `big` keeps the typed handler so its figures compare with
