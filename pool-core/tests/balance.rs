@@ -4,10 +4,11 @@
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use pool_core::testing::{MockAction, MockTransport};
-use pool_core::{BalancePolicy, Pool, PoolConfig, WorkerCommand, WorkerSnapshot};
+use pool_core::{BalancePolicy, Pool, PoolConfig, RetryPolicy, WorkerCommand, WorkerSnapshot};
 
 /// Picks the last candidate (the highest worker number) and counts its picks.
 #[derive(Debug, Clone, Default)]
@@ -72,5 +73,85 @@ async fn a_busy_worker_is_refilled_from_the_queue_without_the_policy() {
         "the policy was asked {picks} times for 50 tasks on one busy worker: \
          its lane should have refilled it from the queue"
     );
+    pool.shutdown().await;
+}
+
+/// Counts the tasks in the queue each time it is asked for a worker, and
+/// picks the first candidate.
+#[derive(Debug, Clone, Default)]
+struct QueueWatcher {
+    pool: Arc<Mutex<Option<Pool>>>,
+    queued_at_picks: Arc<Mutex<Vec<u64>>>,
+}
+
+impl BalancePolicy for QueueWatcher {
+    fn name(&self) -> &'static str {
+        "queue-watcher"
+    }
+
+    fn pick(&mut self, _candidates: &[WorkerSnapshot]) -> usize {
+        let pool = self.pool.lock().expect("not poisoned").clone();
+        if let Some(pool) = pool {
+            let bands = pool.metrics().queue.by_priority;
+            let queued = bands.high + bands.normal + bands.low;
+            self.queued_at_picks
+                .lock()
+                .expect("not poisoned")
+                .push(queued);
+        }
+        0
+    }
+}
+
+/// A task leaves the queue only under the lock of the book it goes into, so
+/// the policy is asked while the task it places is still queued, whoever asks
+/// (a caller handing off its task, the actor placing a retry): a caller or a
+/// lane taking the head meanwhile takes that task, never one queued behind it
+/// (with `prefetch` 0, a break of priority order).
+#[tokio::test(start_paused = true)]
+async fn the_policy_is_asked_while_the_task_it_places_is_still_queued() {
+    let watcher = QueueWatcher::default();
+    let config = PoolConfig {
+        worker_concurrency: 1,
+        prefetch: 0,
+        retry: RetryPolicy::new(
+            1,
+            Duration::from_millis(10),
+            Duration::from_millis(10),
+            false,
+        )
+        .expect("a valid retry policy"),
+        ..common::config(1)
+    };
+    let (transport, _) = MockTransport::new(|t| match t.attempt {
+        1 => MockAction::Fail { retryable: true },
+        _ => MockAction::Echo,
+    });
+    let pool = Pool::builder(transport, WorkerCommand::new("mock-worker"))
+        .config(config)
+        .policy(watcher.clone())
+        .start()
+        .await
+        .expect("pool starts");
+    *watcher.pool.lock().expect("not poisoned") = Some(pool.clone());
+    let output = pool
+        .submit(common::task("flaky", 1))
+        .await
+        .expect("accepted")
+        .await
+        .expect("its retry succeeds");
+    assert_eq!(output.attempts, 2);
+    let picks = watcher
+        .queued_at_picks
+        .lock()
+        .expect("not poisoned")
+        .clone();
+    assert_eq!(
+        picks,
+        [1, 1],
+        "asked for the first attempt (by its caller) and for the retry (by the \
+         actor), each time with the task in the queue"
+    );
+    watcher.pool.lock().expect("not poisoned").take();
     pool.shutdown().await;
 }

@@ -18,6 +18,7 @@ use super::events::{AlertSeverity, PoolEvent};
 use super::failure::Failure;
 use super::handle::{FinalStatus, TaskError};
 use super::lane::attempt::{Target, Written};
+use super::lane::queue::Head;
 use super::lane::settle::{self, Settled};
 use super::lane::window::Window;
 use super::lane::{Book, Completion, Input, Reply};
@@ -46,6 +47,24 @@ pub(super) enum Assigned {
     /// The worker holds a task that runs alone, or the task must run alone and
     /// the worker holds others: the task is back at the head of the queue.
     WorkerOccupied,
+    /// The queue's head is not a task this worker takes (its type, or it must
+    /// run alone): left in place.
+    HeadRefused,
+    /// The queue ran empty (a caller or a lane took its tasks first).
+    QueueEmpty,
+}
+
+/// Where an assignment's task comes from.
+pub(super) enum Source<'a> {
+    /// A task the actor has in hand (one it held for a type): back at the head
+    /// of the queue when the worker cannot take it.
+    InHand(Pending),
+    /// The queue's head, when `accepts` it: taken under the worker's book lock
+    /// (the book's, then the queue's), so a task leaves the queue only under
+    /// the lock of the book it goes into, as everywhere. Taken before, it
+    /// would be in neither while a caller or a lane took a task queued behind
+    /// it (with `prefetch` 0, a break of priority order).
+    Head(&'a dyn Fn(&Pending) -> bool),
 }
 
 impl Actor {
@@ -122,17 +141,21 @@ impl Actor {
             return self.dispatch_routed(capacity, by_policy);
         }
         while !self.candidates.is_empty() {
-            // Taken before the pick: a policy is asked only for a task it places.
-            let Some(pending) = self.queue.lock().pop() else {
+            // A policy is asked while a task waits; the task is taken once the
+            // pick's book is locked (`Source::Head`).
+            if self.queue.lock().is_empty() {
                 break;
-            };
+            }
             let index = if by_policy {
                 self.policy_pick()
             } else {
                 least_filled(&self.candidates)
             };
             let num = self.candidates[index].id;
-            let assigned = self.assign(num, pending);
+            let assigned = self.assign(num, Source::Head(&|_| true));
+            if matches!(assigned, Assigned::QueueEmpty) {
+                break;
+            }
             self.after_assign(index, num, capacity, assigned);
         }
     }
@@ -159,8 +182,8 @@ impl Actor {
                     self.candidates.remove(index);
                 }
             }
-            Assigned::TaskFailed => {}
-            Assigned::WorkerUnusable | Assigned::WorkerOccupied => {
+            Assigned::TaskFailed | Assigned::QueueEmpty => {}
+            Assigned::WorkerUnusable | Assigned::WorkerOccupied | Assigned::HeadRefused => {
                 self.candidates.remove(index);
             }
         }
@@ -199,15 +222,15 @@ impl Actor {
         }
     }
 
-    pub(super) fn assign(&mut self, num: u64, pending: Pending) -> Assigned {
+    pub(super) fn assign(&mut self, num: u64, source: Source<'_>) -> Assigned {
         let Some(worker) = self.workers.get_mut(&num) else {
-            self.queue.lock().push_front(pending);
+            self.put_back(source);
             return Assigned::WorkerUnusable;
         };
         if !worker.input_open() {
             worker.life.mark_killing();
             worker.sync_feed();
-            self.queue.lock().push_front(pending);
+            self.put_back(source);
             return Assigned::WorkerUnusable;
         }
         let target = Target {
@@ -224,14 +247,28 @@ impl Actor {
         let (written, was_empty) = {
             let mut book = worker.lane.book();
             // Never beyond its window, whoever else handed it tasks since the
-            // candidates were listed (its lane, or a caller). A task that does
-            // not go in goes back to the queue under the book's lock (book,
-            // then queue): an answer its lane settles after this finds it
-            // there when it refills.
-            if !book.may_take(&pending) || !book.takes_more(&Window::of(&self.config)) {
-                self.queue.lock().push_front(pending);
-                return Assigned::WorkerOccupied;
-            }
+            // candidates were listed (its lane, or a caller). A task in hand
+            // that does not go in goes back to the queue under the book's lock
+            // (book, then queue): an answer its lane settles after this finds
+            // it there when it refills.
+            let has_room = book.takes_more(&Window::of(&self.config));
+            let pending = match source {
+                Source::InHand(pending) => {
+                    if !has_room || !book.may_take(&pending) {
+                        self.queue.lock().push_front(pending);
+                        return Assigned::WorkerOccupied;
+                    }
+                    pending
+                }
+                Source::Head(_) if !has_room => return Assigned::WorkerOccupied,
+                Source::Head(accepts) => {
+                    match self.queue.lock().pop_if(|p| book.may_take(p) && accepts(p)) {
+                        Head::Taken(pending) => pending,
+                        Head::Refused => return Assigned::HeadRefused,
+                        Head::Empty => return Assigned::QueueEmpty,
+                    }
+                }
+            };
             let was_empty = !book.has_batch();
             alone = pending.run_alone;
             let started = book.start_attempt(&target, pending, self.shared.clock.at(now));
@@ -260,6 +297,13 @@ impl Actor {
         // Given back in one call when the pass ends (`ring_lanes`).
         self.freed_slots += usize::from(written.freed_slot);
         Assigned::Yes { alone }
+    }
+
+    /// A task in hand that was not assigned goes back to the head of the queue.
+    fn put_back(&self, source: Source<'_>) {
+        if let Source::InHand(pending) = source {
+            self.queue.lock().push_front(pending);
+        }
     }
 
     /// Rings the lane of each worker this dispatch pass wrote tasks for (its

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::actor::{Actor, Pending, Phase};
+use super::dispatch::{Assigned, Source};
 use super::failure::Failure;
 use super::handle::FinalStatus;
 use crate::queue::PriorityQueue;
@@ -192,6 +193,23 @@ impl Held {
     }
 }
 
+/// What a routed dispatch step assigns next.
+enum Next {
+    /// A held task, taken out of the held ones.
+    Held(Pending),
+    /// The queue's head, of this type (some candidate takes it), still queued.
+    Head(Arc<str>),
+}
+
+/// What a routed dispatch step found at the head of the queue.
+enum Queued {
+    Empty,
+    /// A task of a type some candidate takes, left in place.
+    Wanted(Arc<str>),
+    /// A task of a type no candidate takes, taken out to be held.
+    NoTaker(Pending),
+}
+
 /// Whether a task type can be served.
 enum Route {
     /// A live worker takes it: it waits for room like any task.
@@ -208,10 +226,17 @@ impl Actor {
     /// is held (or fails `unroutable`) and the next one is looked at.
     pub(crate) fn dispatch_uniform(&mut self, types: &TaskTypes, capacity: u32, by_policy: bool) {
         while !self.candidates.is_empty() {
-            let Some(pending) = self.queue.lock().pop() else {
-                break;
+            // A head no worker takes is held at once; one they take is taken
+            // once the pick's book is locked (`Source::Head`).
+            let unaccepted = {
+                let mut waiting = self.queue.lock();
+                match waiting.peek() {
+                    None => break,
+                    Some(head) if !types.accepts(&head.task.task_type) => waiting.pop(),
+                    Some(_) => None,
+                }
             };
-            if !types.accepts(&pending.task.task_type) {
+            if let Some(pending) = unaccepted {
                 self.hold(pending);
                 continue;
             }
@@ -221,7 +246,11 @@ impl Actor {
                 super::dispatch::least_filled(&self.candidates)
             };
             let num = self.candidates[index].id;
-            let assigned = self.assign(num, pending);
+            let accepts = |p: &Pending| types.accepts(&p.task.task_type);
+            let assigned = self.assign(num, Source::Head(&accepts));
+            if matches!(assigned, Assigned::QueueEmpty) {
+                break;
+            }
             self.after_assign(index, num, capacity, assigned);
         }
     }
@@ -231,17 +260,32 @@ impl Actor {
     pub(crate) fn dispatch_routed(&mut self, capacity: u32, by_policy: bool) {
         self.settle_unroutable();
         while !self.candidates.is_empty() {
-            let Some(pending) = self.next_routable() else {
+            let Some(next) = self.next_routable() else {
                 break;
             };
-            let Some(index) = self.pick_for(&pending.task.task_type, by_policy) else {
-                // Not reached: `next_routable` only returns a task a candidate takes.
-                self.keep_held(pending);
+            let task_type = match &next {
+                Next::Held(pending) => Arc::clone(&pending.task.task_type),
+                Next::Head(task_type) => Arc::clone(task_type),
+            };
+            let Some(index) = self.pick_for(&task_type, by_policy) else {
+                // Not reached: `next_routable` only names a task a candidate takes.
+                if let Next::Held(pending) = next {
+                    self.keep_held(pending);
+                }
                 break;
             };
             let num = self.candidates[index].id;
-            let assigned = self.assign(num, pending);
-            self.after_assign(index, num, capacity, assigned);
+            let assigned = match next {
+                Next::Held(pending) => self.assign(num, Source::InHand(pending)),
+                // The head it looked at, if it still leads the queue.
+                Next::Head(_) => {
+                    let same_type = |p: &Pending| p.task.task_type == task_type;
+                    self.assign(num, Source::Head(&same_type))
+                }
+            };
+            if !matches!(assigned, Assigned::QueueEmpty) {
+                self.after_assign(index, num, capacity, assigned);
+            }
         }
     }
 
@@ -259,8 +303,10 @@ impl Actor {
 
     /// The next task to assign: the most urgent of the queue's head and the held
     /// tasks some candidate takes (held first among equals: they were there
-    /// first). Queue heads no candidate takes are held on the way.
-    fn next_routable(&mut self) -> Option<Pending> {
+    /// first). Queue heads no candidate takes are held on the way; a head one
+    /// takes stays in the queue, named by its type, until a worker's book is
+    /// locked to take it (`Source::Head`).
+    fn next_routable(&mut self) -> Option<Next> {
         loop {
             let held_best = self
                 .held
@@ -270,26 +316,28 @@ impl Actor {
                 .filter(|(_, t)| self.candidate_takes(t))
                 .min_by_key(|(priority, _)| *priority)
                 .map(|(priority, t)| (priority, t.clone()));
-            // The head is looked at and taken under one lock, so no lane takes
-            // it in between.
+            // The head is looked at, and taken when no candidate takes it,
+            // under one lock, so no lane takes it in between.
             let queued = {
                 let mut waiting = self.queue.lock();
-                let head = waiting.peek().map(|p| p.task.priority);
+                let head = waiting
+                    .peek()
+                    .map(|p| (p.task.priority, Arc::clone(&p.task.task_type)));
                 match (&held_best, head) {
-                    (Some((held, _)), head) if head.is_none_or(|q| *held <= q) => None,
-                    _ => Some(waiting.pop()),
+                    (Some((held, _)), head) if head.as_ref().is_none_or(|q| *held <= q.0) => None,
+                    (_, None) => Some(Queued::Empty),
+                    (_, Some((_, task_type))) if self.candidate_takes(&task_type) => {
+                        Some(Queued::Wanted(task_type))
+                    }
+                    (_, Some(_)) => waiting.pop().map(Queued::NoTaker),
                 }
             };
             match (held_best, queued) {
                 (Some((_, task_type)), None) => {
-                    return self.held.pop(&task_type);
+                    return self.held.pop(&task_type).map(Next::Held);
                 }
-                (_, Some(Some(pending))) => {
-                    if self.candidate_takes(&pending.task.task_type) {
-                        return Some(pending);
-                    }
-                    self.hold(pending);
-                }
+                (_, Some(Queued::Wanted(task_type))) => return Some(Next::Head(task_type)),
+                (_, Some(Queued::NoTaker(pending))) => self.hold(pending),
                 _ => return None,
             }
         }

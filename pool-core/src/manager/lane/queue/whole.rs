@@ -3,7 +3,7 @@
 
 use super::super::super::actor::Pending;
 use super::super::super::metrics::QueueDepth;
-use super::{Flags, ShardGuard};
+use super::{Flags, Head, ShardGuard};
 
 /// Every shard, locked in order. Its head is the first of the shards' heads:
 /// the highest priority, and of those the task queued first.
@@ -35,6 +35,15 @@ impl WholeQueue<'_> {
     pub(crate) fn pop(&mut self) -> Option<Pending> {
         let index = self.head_shard()?;
         self.shards[index].tasks().pop()
+    }
+
+    /// Takes the head if `test` accepts it, in one step (see
+    /// [`ShardGuard::pop_if`]).
+    pub(crate) fn pop_if(&mut self, test: impl FnOnce(&Pending) -> bool) -> Head {
+        match self.head_shard() {
+            Some(index) => self.shards[index].pop_if(test),
+            None => Head::Empty,
+        }
     }
 
     /// The shard `pending` was queued in, where it goes back.
