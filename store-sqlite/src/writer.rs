@@ -1035,6 +1035,31 @@ mod tests {
         assert_eq!(store.checkpoint_due(), Some(Checkpoint::Settled));
     }
 
+    /// Running tasks a full checkpoint wrote stay in memory, but make no
+    /// further full checkpoint due: only records with unwritten changes count
+    /// toward its bound, or each commit after it would be followed by one.
+    #[test]
+    fn written_running_tasks_make_no_full_checkpoint_due_again() {
+        let shared = Shared::new(SourceHealth::Ok);
+        let mut store = table();
+        // 70 MiB of payloads: past the full checkpoint's bound.
+        let tasks = megabyte_tasks(70, 10);
+        let steps: Vec<WriteJob> = vec![
+            op(move |c, o| o.accept(c, tasks, 1, None)).0,
+            op(|c, o| o.claim(c, 70, 2)).0,
+        ];
+        commit_each(&mut store, steps, &shared);
+        assert_eq!(store.checkpoint_due(), Some(Checkpoint::Full));
+        checkpoint(&mut store, &shared, Checkpoint::Full);
+        assert_eq!(store.checkpoint_due(), None, "all 70 are written, and run");
+        run_to_ok(&mut store, &["small".to_owned()], &shared);
+        assert_eq!(
+            store.checkpoint_due(),
+            None,
+            "a later commit makes none due"
+        );
+    }
+
     /// Once a plan is done, the settled tasks still unwritten count as old as
     /// the plan, not as the first task it wrote: under a steady load a slice
     /// does not follow every commit once the first tasks grew old.

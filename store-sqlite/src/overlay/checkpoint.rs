@@ -45,7 +45,8 @@ impl Overlay {
     /// the memory bound; a slice of the settled tasks while the unwritten
     /// settled ones are large or old.
     pub(crate) fn checkpoint_due(&self) -> Option<Checkpoint> {
-        if self.weight >= FULL_CHECKPOINT_BYTES || self.journal_bytes >= FULL_CHECKPOINT_BYTES {
+        if self.dirty_weight >= FULL_CHECKPOINT_BYTES || self.journal_bytes >= FULL_CHECKPOINT_BYTES
+        {
             return Some(Checkpoint::Full);
         }
         let since = self.settled_since?;

@@ -66,9 +66,10 @@ pub(crate) struct Overlay {
     dirty: usize,
     /// …and of those, the settled ones.
     dirty_settled: usize,
-    /// Bytes the entries hold, roughly…
-    weight: usize,
-    /// …and of those, the unwritten settled ones (what a slice writes).
+    /// Bytes the entries with unwritten changes hold, roughly (a running
+    /// task's entry stays in memory once written, and is not counted)…
+    dirty_weight: usize,
+    /// …and of those, the settled ones (what a slice writes).
     settled_weight: usize,
     /// When the first task that is still unwritten settled.
     settled_since: Option<Instant>,
@@ -161,7 +162,8 @@ impl Overlay {
             self.counts[stored as usize] -= sign;
         }
         let settled = live.settled_unwritten();
-        if live.dirty() {
+        let dirty = live.dirty();
+        if dirty {
             self.dirty = self.dirty.wrapping_add_signed(sign as isize);
         }
         if settled {
@@ -169,12 +171,16 @@ impl Overlay {
         }
         let weight = live.weight();
         if sign > 0 {
-            self.weight += weight;
+            if dirty {
+                self.dirty_weight += weight;
+            }
             if settled {
                 self.settled_weight += weight;
             }
         } else {
-            self.weight = self.weight.saturating_sub(weight);
+            if dirty {
+                self.dirty_weight = self.dirty_weight.saturating_sub(weight);
+            }
             if settled {
                 self.settled_weight = self.settled_weight.saturating_sub(weight);
             }
