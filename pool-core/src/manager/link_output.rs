@@ -12,6 +12,7 @@
 //! Lock order: a lane's output, then its book, then the queue.
 
 use std::io;
+use std::ops::DerefMut;
 use std::task::{Context, Poll, Waker};
 
 use super::lane::{Book, Input};
@@ -111,14 +112,23 @@ impl LinkOutput {
     /// One write, polled with a waker that does nothing: a link that is full,
     /// or broke, is left to the lane's task, whose own poll then registers its
     /// waker (it was not waiting on the link: nothing waited to be written).
-    pub(crate) fn write_now(&mut self, book: &mut Book) -> bool {
+    ///
+    /// The book is locked (`lock_book`) only while its batch is taken: the
+    /// write itself holds this lock alone.
+    pub(crate) fn write_now<B: DerefMut<Target = Book>>(
+        &mut self,
+        lock_book: impl FnOnce() -> B,
+    ) -> bool {
         let Some(writer) = self.writer.as_mut() else {
             return false;
         };
-        if self.out.has_bytes() || book.input != Input::Open || !book.batch_is_small() {
-            return false;
+        {
+            let mut book = lock_book();
+            if self.out.has_bytes() || book.input != Input::Open || !book.batch_is_small() {
+                return false;
+            }
+            book.flush(|piece| self.out.push(piece));
         }
-        book.flush(|piece| self.out.push(piece));
         if !self.out.has_bytes() {
             // The lane's task took the batch first: it writes it.
             return true;
@@ -161,7 +171,7 @@ mod tests {
         let mut book = Book::new(stats.tallies.writer(1));
         let (mut output, mut far) = connected(64);
         book.push_frame(b"task-1");
-        assert!(output.write_now(&mut book), "the link took it whole");
+        assert!(output.write_now(|| &mut book), "the link took it whole");
         assert!(!output.has_bytes());
         assert_eq!(read(&mut far, 6).await, b"task-1");
     }
@@ -172,12 +182,15 @@ mod tests {
         let mut book = Book::new(stats.tallies.writer(1));
         let (mut output, mut far) = connected(4);
         book.push_frame(b"abcdefgh");
-        assert!(!output.write_now(&mut book), "the link took 4 of 8 bytes");
+        assert!(
+            !output.write_now(|| &mut book),
+            "the link took 4 of 8 bytes"
+        );
         assert!(output.has_bytes());
         // Something waits: the next caller leaves its frame to the lane,
         // behind it.
         book.push_frame(b"ij");
-        assert!(!output.write_now(&mut book));
+        assert!(!output.write_now(|| &mut book));
         assert_eq!(read(&mut far, 4).await, b"abcd");
         // The lane's task: takes the batch, writes as the link takes it.
         output.take_batch(&mut book);
@@ -196,7 +209,7 @@ mod tests {
         book.push_frame(b"shutdown");
         assert!(book.close_input());
         assert!(
-            !output.write_now(&mut book),
+            !output.write_now(|| &mut book),
             "closing: the lane writes, then ends it"
         );
         output.take_batch(&mut book);
@@ -214,7 +227,7 @@ mod tests {
                 assert!(book.close_input());
             }
             book.input_gone();
-            assert!(!output.write_now(&mut book));
+            assert!(!output.write_now(|| &mut book));
             assert!(
                 !output.has_bytes() && !book.has_batch(),
                 "dropped, as the pipe would"
@@ -229,7 +242,7 @@ mod tests {
         let (mut output, mut far) = connected(4);
         book.push_frame(b"abcdefgh");
         // The caller's write, with a waker that does nothing, leaves 4 bytes.
-        assert!(!output.write_now(&mut book));
+        assert!(!output.write_now(|| &mut book));
         // The lane's task, rung, polls with its own waker: the link is full.
         let (woken, waker) = crate::testing::WakeCounter::new();
         let mut cx = Context::from_waker(&waker);
@@ -247,7 +260,7 @@ mod tests {
         let mut book = Book::new(stats.tallies.writer(1));
         let (mut output, _far) = connected(1 << 20);
         book.push_frame(&vec![7; crate::manager::lane::attempt::APART_MIN + 1]);
-        assert!(!output.write_now(&mut book));
+        assert!(!output.write_now(|| &mut book));
         assert!(!output.has_bytes(), "nothing was taken from the book");
         assert!(book.has_batch());
     }
@@ -257,7 +270,7 @@ mod tests {
         let stats = Stats::new();
         let mut book = Book::new(stats.tallies.writer(1));
         book.push_frame(b"task");
-        assert!(!LinkOutput::default().write_now(&mut book));
+        assert!(!LinkOutput::default().write_now(|| &mut book));
         let mut left = Vec::new();
         book.flush(|piece| left.extend_from_slice(&piece));
         assert_eq!(left, b"task");
@@ -268,7 +281,7 @@ mod tests {
         let stats = Stats::new();
         let mut book = Book::new(stats.tallies.writer(1));
         let (mut output, _far) = connected(64);
-        assert!(output.write_now(&mut book), "nothing to write: no ring");
+        assert!(output.write_now(|| &mut book), "nothing to write: no ring");
         assert!(!output.has_bytes());
     }
 
@@ -279,7 +292,7 @@ mod tests {
         let (mut output, far) = connected(64);
         drop(far);
         book.push_frame(b"task");
-        assert!(!output.write_now(&mut book), "the write failed");
+        assert!(!output.write_now(|| &mut book), "the write failed");
         let failed = poll_fn(|cx| output.poll_write(cx)).await;
         assert!(failed.is_err(), "the lane sees the error too");
         output.broke();

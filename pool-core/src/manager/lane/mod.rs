@@ -470,7 +470,7 @@ impl Lane {
         // Rings unless all was written, also when the writer panicked.
         let mut ring = RingOnDrop(Some(self));
         if let Ok(mut output) = self.0.output.try_lock() {
-            if output.write_now(&mut self.book()) {
+            if output.write_now(|| self.book()) {
                 ring.0 = None;
             }
         }
