@@ -425,7 +425,19 @@ pub fn panic_actor(pool: &crate::Pool) {
 /// recovers: each such worker is killed and reaped, its tasks settle as
 /// after a protocol error, and a replacement starts.
 pub fn panic_lanes(pool: &crate::Pool) {
-    pool.send_command(crate::manager::Command::PanicLanes);
+    pool.send_command(crate::manager::Command::PanicLanes(
+        crate::manager::PanicPoint::Wake,
+    ));
+}
+
+/// Makes the lane of each of `pool`'s ready workers panic in its next refill
+/// that took tasks from the queue, before it starts them, as a bug would
+/// there: the tasks it took go back to the queue, and the rest is as after
+/// [`panic_lanes`].
+pub fn panic_lanes_in_refill(pool: &crate::Pool) {
+    pool.send_command(crate::manager::Command::PanicLanes(
+        crate::manager::PanicPoint::Refill,
+    ));
 }
 
 fn frame(message: &FromWorker<'_>) -> Bytes {

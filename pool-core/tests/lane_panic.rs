@@ -1,14 +1,15 @@
 //! A worker's lane (the task that reads, settles and writes for it) that
 //! panics, as a bug would, loses nothing: its worker is killed and reaped, its
 //! tasks settle (through a handle or a `Completions` channel alike), a
-//! replacement starts, and the pool still shuts down.
+//! replacement starts, and the pool still shuts down; tasks it took from the
+//! queue and had not started go back to the queue.
 
 mod common;
 
 use std::time::Duration;
 
-use pool_core::testing::{panic_lanes, MockAction};
-use pool_core::{FinalStatus, PoolConfig};
+use pool_core::testing::{panic_lanes, panic_lanes_in_refill, MockAction};
+use pool_core::{FinalStatus, PoolConfig, RetryPolicy};
 
 #[tokio::test]
 async fn a_panicked_lane_settles_its_tasks_and_its_worker_is_replaced() {
@@ -81,6 +82,57 @@ async fn a_panicked_lane_settles_its_tasks_and_its_worker_is_replaced() {
         m.performance.workers_crashed, 0,
         "the pool killed them: not a crash"
     );
+    tokio::time::timeout(Duration::from_secs(10), pool.shutdown())
+        .await
+        .expect("the pool shuts down");
+}
+
+/// A lane that panics in a refill, after it took tasks from the queue and
+/// before it started them, loses none of them: they go back to the queue,
+/// still holding their queue slots, and run on the replacement worker.
+#[tokio::test]
+async fn a_lane_that_panics_in_a_refill_puts_the_tasks_it_took_back() {
+    const TASKS: usize = 30;
+    let config = PoolConfig {
+        worker_concurrency: 1,
+        prefetch: 4,
+        max_queue_len: TASKS,
+        retry: RetryPolicy::new(
+            3,
+            Duration::from_millis(10),
+            Duration::from_millis(10),
+            false,
+        )
+        .expect("a valid retry policy"),
+        ..common::config(1)
+    };
+    let (pool, recorder) =
+        common::start(config, |_| MockAction::EchoAfter(Duration::from_millis(5))).await;
+    let handles = pool
+        .submit_many((0..TASKS as u32).map(|n| common::task("echo", n)))
+        .await
+        .expect("accepted");
+
+    panic_lanes_in_refill(&pool);
+
+    for (n, handle) in (0u32..).zip(handles) {
+        let out = tokio::time::timeout(Duration::from_secs(10), handle)
+            .await
+            .expect("each task ends")
+            .expect("each task runs, on the replacement when not before");
+        assert_eq!(out.payload, common::task("echo", n).payload);
+    }
+    assert_eq!(recorder.launches(), 2, "the worker was replaced once");
+    // Every queue slot came back: a full queue is accepted again at once.
+    let again: Vec<_> = (0..TASKS as u32)
+        .map(|n| pool.try_submit(common::task("echo", n)).expect("room"))
+        .collect();
+    for handle in again {
+        tokio::time::timeout(Duration::from_secs(10), handle)
+            .await
+            .expect("ends")
+            .expect("runs");
+    }
     tokio::time::timeout(Duration::from_secs(10), pool.shutdown())
         .await
         .expect("the pool shuts down");

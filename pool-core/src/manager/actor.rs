@@ -190,9 +190,10 @@ pub(crate) enum Command {
     /// Makes the actor panic ([`crate::testing::panic_actor`]).
     #[cfg(feature = "test-util")]
     Panic,
-    /// Makes every ready worker's lane panic ([`crate::testing::panic_lanes`]).
+    /// Makes every ready worker's lane panic where it says
+    /// ([`crate::testing::panic_lanes`]).
     #[cfg(feature = "test-util")]
-    PanicLanes,
+    PanicLanes(super::lane::PanicPoint),
 }
 
 /// A task waiting for (another) attempt.
@@ -671,9 +672,9 @@ impl Actor {
             #[cfg(feature = "test-util")]
             Command::Panic => panic!("panic requested by pool_core::testing::panic_actor"),
             #[cfg(feature = "test-util")]
-            Command::PanicLanes => {
+            Command::PanicLanes(at) => {
                 for worker in self.workers.values() {
-                    worker.lane.request_panic();
+                    worker.lane.request_panic(at);
                 }
             }
         }

@@ -54,6 +54,8 @@ pub use failure::Failure;
 pub use handle::{FinalStatus, TaskError, TaskHandle, TaskOutput};
 pub use health_status::HealthStatus;
 pub use histogram::{LatencySummary, Percentiles};
+#[cfg(feature = "test-util")]
+pub(crate) use lane::PanicPoint;
 pub use metrics::{
     AlertCounts, BandDepths, CapacitySection, HealthSummary, HealthWorkers, LatencySection,
     PerformanceSection, PoolMetrics, PoolSection, QueueSection, TasksSection, WorkerStatus,

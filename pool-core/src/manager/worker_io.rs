@@ -261,7 +261,7 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
                 // keeper saw the process exit.
                 () = lane.batch_rung() => {
                     #[cfg(feature = "test-util")]
-                    lane.panic_if_requested();
+                    lane.panic_if_requested(super::lane::PanicPoint::Wake);
                     if !exited && keeper.has_exited() {
                         exited = true;
                         drain.as_mut().reset(tokio::time::Instant::now() + EXIT_GRACE);

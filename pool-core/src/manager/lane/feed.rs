@@ -4,6 +4,8 @@
 //! through the actor. The actor still hands tasks to idle workers (where the
 //! balance policy picks), routes tasks no lane takes, and holds the rest.
 
+use std::collections::VecDeque;
+
 use tokio::time::Instant;
 
 use super::super::actor::Pending;
@@ -31,7 +33,7 @@ pub(crate) struct Feed {
     types: Option<TypeFilter>,
     /// The tasks one refill took from the queue, started once the queue's
     /// lock is let go (kept for the next refill's).
-    taken: Vec<Pending>,
+    taken: VecDeque<Pending>,
 }
 
 /// What one refill did.
@@ -59,7 +61,7 @@ impl Feed {
             first,
             window,
             types: None,
-            taken: Vec::new(),
+            taken: VecDeque::new(),
         }
     }
 
@@ -145,7 +147,7 @@ impl Feed {
                     Head::Taken(pending) => {
                         alone = pending.run_alone;
                         filling.join(pending.task.payload.len());
-                        self.taken.push(pending);
+                        self.taken.push_back(pending);
                         if alone {
                             break;
                         }
@@ -163,7 +165,15 @@ impl Feed {
         }
         refilled.stalled = filling.takes_more() && (refused || !self.queue.looks_empty());
         let now = target.shared.clock.now();
-        for pending in self.taken.drain(..) {
+        let taken = Untaken {
+            tasks: &mut self.taken,
+            queue: &self.queue,
+        };
+        #[cfg(feature = "test-util")]
+        if !taken.tasks.is_empty() {
+            lane.panic_if_requested(super::PanicPoint::Refill);
+        }
+        while let Some(pending) = taken.tasks.pop_front() {
             match start(&mut book, target, pending, now) {
                 Ok(started) => {
                     refilled.freed_slots += usize::from(started.freed_slot);
@@ -180,6 +190,28 @@ impl Feed {
         }
         book.flush(|piece| out.push(piece));
         refilled
+    }
+}
+
+/// The tasks a refill took from the queue and has not started yet. If the
+/// refill unwinds before it starts them (a bug's panic: the lane ends, its
+/// worker is killed and its book settled), they go back to the head of the
+/// queue in their order, still holding their queue slots, instead of being
+/// dropped with their callers' answers.
+struct Untaken<'a> {
+    tasks: &'a mut VecDeque<Pending>,
+    queue: &'a SharedQueue,
+}
+
+impl Drop for Untaken<'_> {
+    fn drop(&mut self) {
+        if self.tasks.is_empty() {
+            return;
+        }
+        let mut waiting = self.queue.lock();
+        while let Some(pending) = self.tasks.pop_back() {
+            waiting.push_front(pending);
+        }
     }
 }
 

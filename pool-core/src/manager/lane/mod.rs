@@ -388,9 +388,20 @@ struct LaneShared {
     tally: TallyReader,
     heard: Heard,
     batch_bell: Arc<Bell>,
-    /// [`crate::testing::panic_lanes`] asked the lane to panic, as a bug would.
+    /// Where [`crate::testing::panic_lanes`] asked the lane to panic, as a
+    /// bug would (a [`PanicPoint`]; 0 for nowhere).
     #[cfg(feature = "test-util")]
-    panic_requested: std::sync::atomic::AtomicBool,
+    panic_requested: std::sync::atomic::AtomicU8,
+}
+
+/// Where a lane panics when a test asks it to ([`crate::testing::panic_lanes`]).
+#[cfg(feature = "test-util")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PanicPoint {
+    /// When it next wakes for its batch.
+    Wake = 1,
+    /// In its next refill that took tasks from the queue, before it starts them.
+    Refill = 2,
 }
 
 /// Rings its lane's bell when dropped, unless emptied first.
@@ -430,28 +441,28 @@ impl Lane {
             },
             batch_bell: Arc::new(Bell::default()),
             #[cfg(feature = "test-util")]
-            panic_requested: std::sync::atomic::AtomicBool::new(false),
+            panic_requested: std::sync::atomic::AtomicU8::new(0),
         }))
     }
 
-    /// Asks the lane's task to panic when it next wakes
+    /// Asks the lane's task to panic when it next reaches `at`
     /// ([`crate::testing::panic_lanes`]).
     #[cfg(feature = "test-util")]
-    pub(crate) fn request_panic(&self) {
+    pub(crate) fn request_panic(&self, at: PanicPoint) {
         self.0
             .panic_requested
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+            .store(at as u8, std::sync::atomic::Ordering::Relaxed);
         self.ring_batch();
     }
 
-    /// Panics if [`request_panic`](Self::request_panic) asked it to.
+    /// Panics if [`request_panic`](Self::request_panic) asked it to, here.
     #[cfg(feature = "test-util")]
-    pub(crate) fn panic_if_requested(&self) {
+    pub(crate) fn panic_if_requested(&self, here: PanicPoint) {
         assert!(
-            !self
-                .0
+            self.0
                 .panic_requested
-                .load(std::sync::atomic::Ordering::Relaxed),
+                .load(std::sync::atomic::Ordering::Relaxed)
+                != here as u8,
             "panic requested by pool_core::testing::panic_lanes"
         );
     }
