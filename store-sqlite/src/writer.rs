@@ -1035,6 +1035,29 @@ mod tests {
         assert_eq!(store.checkpoint_due(), Some(Checkpoint::Settled));
     }
 
+    /// A slice is bounded by bytes as well as by tasks: ten settled 1 MiB
+    /// tasks are written four at a time (a request waits for one slice).
+    #[test]
+    fn a_slice_of_large_tasks_writes_a_few_megabytes() {
+        let shared = Shared::new(SourceHealth::Ok);
+        let mut store = table();
+        let tasks = megabyte_tasks(10, 10);
+        let done: Vec<_> = ids(10)
+            .iter()
+            .map(|id| settled(id, 1, task_source::TaskState::Ok, "{}"))
+            .collect();
+        let steps: Vec<WriteJob> = vec![
+            op(move |c, o| o.accept(c, tasks, 1, None)).0,
+            op(|c, o| o.claim(c, 10, 2)).0,
+            op(move |c, o| o.settle(c, done, 3)).0,
+        ];
+        commit_each(&mut store, steps, &shared);
+        for left in [6, 2, 0] {
+            checkpoint(&mut store, &shared, Checkpoint::Settled);
+            assert_eq!(store.overlay.settled_unwritten(), left);
+        }
+    }
+
     /// Running tasks a full checkpoint wrote stay in memory, but make no
     /// further full checkpoint due: only records with unwritten changes count
     /// toward its bound, or each commit after it would be followed by one.

@@ -19,8 +19,11 @@ use crate::live;
 
 /// The most settled tasks one checkpoint transaction writes (a few
 /// milliseconds of the writer's time): what a request that arrives meanwhile
-/// waits at most.
+/// waits at most…
 pub(crate) const SLICE: usize = 1_024;
+/// …and the most bytes of their records (large payloads or results make
+/// fewer tasks a slice; a slice writes one task however large).
+pub(crate) const SLICE_BYTES: usize = 4 << 20;
 /// The store is idle once no request came for this long…
 pub(crate) const IDLE: Duration = Duration::from_millis(5);
 /// …and its settled tasks are written then, once this many wait for their
@@ -72,6 +75,12 @@ impl Overlay {
     #[cfg(test)]
     pub(crate) fn age_settled(&mut self, by: Duration) {
         self.settled_since = self.settled_since.and_then(|since| since.checked_sub(by));
+    }
+
+    /// How many settled tasks wait for their rows (a test's look).
+    #[cfg(test)]
+    pub(crate) fn settled_unwritten(&self) -> usize {
+        self.dirty_settled
     }
 
     /// Whether some change is in the journal only.
@@ -174,16 +183,15 @@ impl Overlay {
             }
         });
         let mut slice = Vec::with_capacity(SLICE.min(plan.seqs.len()));
-        while slice.len() < SLICE {
+        let mut bytes = 0;
+        while slice.len() < SLICE && bytes < SLICE_BYTES {
             let Some(seq) = plan.seqs.pop_front() else {
                 break;
             };
             // A task requeued since the plan was made is not settled; one
             // written by a full checkpoint since is not dirty.
-            if entries
-                .get(&seq)
-                .is_some_and(|live| live.settled_unwritten())
-            {
+            if let Some(live) = entries.get(&seq).filter(|live| live.settled_unwritten()) {
+                bytes += live.weight();
                 slice.push(seq);
             }
         }
