@@ -47,9 +47,10 @@ pub(super) enum Assigned {
     /// The worker holds a task that runs alone, or the task must run alone and
     /// the worker holds others: the task is back at the head of the queue.
     WorkerOccupied,
-    /// The queue's head is not a task this worker takes (its type, or it must
-    /// run alone): left in place.
-    HeadRefused,
+    /// The queue's head changed since it was looked at, to a task the
+    /// assignment does not want (another type): left in place, and the worker
+    /// still a candidate (the next look reads the new head).
+    HeadChanged,
     /// The queue ran empty (a caller or a lane took its tasks first).
     QueueEmpty,
 }
@@ -182,8 +183,8 @@ impl Actor {
                     self.candidates.remove(index);
                 }
             }
-            Assigned::TaskFailed | Assigned::QueueEmpty => {}
-            Assigned::WorkerUnusable | Assigned::WorkerOccupied | Assigned::HeadRefused => {
+            Assigned::TaskFailed | Assigned::QueueEmpty | Assigned::HeadChanged => {}
+            Assigned::WorkerUnusable | Assigned::WorkerOccupied => {
                 self.candidates.remove(index);
             }
         }
@@ -262,9 +263,16 @@ impl Actor {
                 }
                 Source::Head(_) if !has_room => return Assigned::WorkerOccupied,
                 Source::Head(accepts) => {
-                    match self.queue.lock().pop_if(|p| book.may_take(p) && accepts(p)) {
+                    let mut worker_refused = false;
+                    let head = self.queue.lock().pop_if(|p| {
+                        worker_refused = !book.may_take(p);
+                        !worker_refused && accepts(p)
+                    });
+                    match head {
                         Head::Taken(pending) => pending,
-                        Head::Refused => return Assigned::HeadRefused,
+                        // A task that must run alone, or a worker that runs one.
+                        Head::Refused if worker_refused => return Assigned::WorkerOccupied,
+                        Head::Refused => return Assigned::HeadChanged,
                         Head::Empty => return Assigned::QueueEmpty,
                     }
                 }
@@ -647,6 +655,13 @@ impl Actor {
             let send = !matches!(before, CancelAsked::ByCaller | CancelAsked::Abandoned);
             Some((w, send.then_some(running.run_start.is_some())))
         }) else {
+            // A lane whose refill had taken it, and panicked before it
+            // started it, put it back in the queue before letting go of its
+            // book (`Untaken` in `lane/feed.rs`).
+            let requeued = self.queue.lock().remove_first(|p| p.id == id);
+            if let Some(pending) = requeued {
+                self.settle_error(pending, FinalStatus::Cancelled, Failure::Cancelled);
+            }
             return;
         };
         // Asked for before: nothing more to do.

@@ -8,8 +8,11 @@ use std::collections::VecDeque;
 
 use tokio::time::Instant;
 
-use super::super::actor::Pending;
+use super::super::actor::{Pending, Shared};
 use super::super::clock::Now;
+use super::super::dispatch::settle_failed;
+use super::super::failure::Failure;
+use super::super::handle::FinalStatus;
 use super::super::outbox::Outbox;
 use super::super::routing::{TaskTypes, TypeFilter};
 use super::attempt::{Target, Unwritable};
@@ -122,6 +125,12 @@ impl Feed {
         // finds its shard empty (whose hint then says so) or hands over to a
         // shard whose head comes first: the looks are bounded.
         let (mut refused, mut alone) = (false, false);
+        // From the first task taken until the last is started.
+        let taken = Untaken {
+            tasks: &mut self.taken,
+            queue: &self.queue,
+            shared: target.shared,
+        };
         for _ in 0..room + 2 * self.queue.shard_count() {
             let Some(index) = self.queue.best_shard(self.first) else {
                 break;
@@ -141,13 +150,13 @@ impl Feed {
                 }
                 // A task that must run alone goes only to an empty book, and
                 // nothing joins it.
-                let first = empty && self.taken.is_empty();
+                let first = empty && taken.tasks.is_empty();
                 match waiting.pop_if(|p| (first || !p.run_alone) && filter.takes(&p.task.task_type))
                 {
                     Head::Taken(pending) => {
                         alone = pending.run_alone;
                         filling.join(pending.task.payload.len());
-                        self.taken.push_back(pending);
+                        taken.tasks.push_back(pending);
                         if alone {
                             break;
                         }
@@ -165,10 +174,6 @@ impl Feed {
         }
         refilled.stalled = filling.takes_more() && (refused || !self.queue.looks_empty());
         let now = target.shared.clock.now();
-        let taken = Untaken {
-            tasks: &mut self.taken,
-            queue: &self.queue,
-        };
         #[cfg(feature = "test-util")]
         if !taken.tasks.is_empty() {
             lane.panic_if_requested(super::PanicPoint::Refill);
@@ -193,14 +198,18 @@ impl Feed {
     }
 }
 
-/// The tasks a refill took from the queue and has not started yet. If the
-/// refill unwinds before it starts them (a bug's panic: the lane ends, its
-/// worker is killed and its book settled), they go back to the head of the
-/// queue in their order, still holding their queue slots, instead of being
-/// dropped with their callers' answers.
+/// The tasks a refill took from the queue and has not begun to start. If
+/// the refill unwinds meanwhile (a bug's panic: the lane ends, its worker is
+/// killed and its book settled), they go back to the head of the queue in
+/// their order, still holding their queue slots, instead of being dropped
+/// with their callers' answers; once the queue is closed (a shutdown drained
+/// it), they end as the drain ended the queue's tasks. Put back while the
+/// lane's book is still locked, so an actor's cancel that looked in the
+/// queue and waits for the book finds them in the queue when it looks again.
 struct Untaken<'a> {
     tasks: &'a mut VecDeque<Pending>,
     queue: &'a SharedQueue,
+    shared: &'a Shared,
 }
 
 impl Drop for Untaken<'_> {
@@ -208,9 +217,26 @@ impl Drop for Untaken<'_> {
         if self.tasks.is_empty() {
             return;
         }
-        let mut waiting = self.queue.lock();
-        while let Some(pending) = self.tasks.pop_back() {
-            waiting.push_front(pending);
+        let closed = {
+            let mut waiting = self.queue.lock();
+            if waiting.closed() {
+                true
+            } else {
+                while let Some(pending) = self.tasks.pop_back() {
+                    waiting.push_front(pending);
+                }
+                false
+            }
+        };
+        if closed {
+            for pending in self.tasks.drain(..) {
+                settle_failed(
+                    self.shared,
+                    pending,
+                    FinalStatus::Failed,
+                    Failure::ShuttingDown,
+                );
+            }
         }
     }
 }

@@ -128,4 +128,9 @@ impl WholeQueue<'_> {
     pub(crate) fn close_to_callers(&mut self) {
         self.flags.close();
     }
+
+    /// Whether it was closed to callers (a shutdown drained it).
+    pub(crate) fn closed(&self) -> bool {
+        self.flags.closed()
+    }
 }
