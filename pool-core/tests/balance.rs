@@ -5,10 +5,9 @@ mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use pool_core::testing::{MockAction, MockTransport};
-use pool_core::{BalancePolicy, Pool, PoolConfig, RetryPolicy, WorkerCommand, WorkerSnapshot};
+use pool_core::{BalancePolicy, Pool, PoolConfig, WorkerCommand, WorkerSnapshot};
 
 /// Picks the last candidate (the highest worker number) and counts its picks.
 #[derive(Debug, Clone, Default)]
@@ -114,19 +113,11 @@ async fn the_policy_is_asked_while_the_task_it_places_is_still_queued() {
     let config = PoolConfig {
         worker_concurrency: 1,
         prefetch: 0,
-        retry: RetryPolicy::new(
-            1,
-            Duration::from_millis(10),
-            Duration::from_millis(10),
-            false,
-        )
-        .expect("a valid retry policy"),
+        retry: common::quick_retries(1),
         ..common::config(1)
     };
-    let (transport, _) = MockTransport::new(|t| match t.attempt {
-        1 => MockAction::Fail { retryable: true },
-        _ => MockAction::Echo,
-    });
+    let (transport, _) =
+        MockTransport::new(common::first_attempt(MockAction::Fail { retryable: true }));
     let pool = Pool::builder(transport, WorkerCommand::new("mock-worker"))
         .config(config)
         .policy(watcher.clone())

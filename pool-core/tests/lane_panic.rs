@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use pool_core::testing::{panic_lanes, panic_lanes_in_refill, MockAction};
-use pool_core::{FinalStatus, PoolConfig, RetryPolicy};
+use pool_core::{FinalStatus, PoolConfig};
 
 #[tokio::test]
 async fn a_panicked_lane_settles_its_tasks_and_its_worker_is_replaced() {
@@ -97,13 +97,7 @@ async fn a_lane_that_panics_in_a_refill_puts_the_tasks_it_took_back() {
         worker_concurrency: 1,
         prefetch: 4,
         max_queue_len: TASKS,
-        retry: RetryPolicy::new(
-            3,
-            Duration::from_millis(10),
-            Duration::from_millis(10),
-            false,
-        )
-        .expect("a valid retry policy"),
+        retry: common::quick_retries(3),
         ..common::config(1)
     };
     let (pool, recorder) =

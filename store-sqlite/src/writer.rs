@@ -887,6 +887,26 @@ mod tests {
             .collect()
     }
 
+    /// Accepts `n` tasks of 1 MiB (`megabyte_tasks`) and claims them, a
+    /// commit each.
+    fn run_megabyte_tasks(store: &mut Store, n: usize, shared: &Shared) {
+        let tasks = megabyte_tasks(n, 10);
+        let steps: Vec<WriteJob> = vec![
+            op(move |c, o| o.accept(c, tasks, 1, None)).0,
+            op(move |c, o| o.claim(c, n, 2)).0,
+        ];
+        commit_each(store, steps, shared);
+    }
+
+    /// Settles (`ok`) the running tasks `ids(n)` in one commit.
+    fn settle_ok(store: &mut Store, n: usize, shared: &Shared) {
+        let done: Vec<_> = ids(n)
+            .iter()
+            .map(|id| settled(id, 1, task_source::TaskState::Ok, "{}"))
+            .collect();
+        commit_each(store, vec![op(move |c, o| o.settle(c, done, 3)).0], shared);
+    }
+
     /// Accepts, claims and settles (`ok`) the tasks `ids`, a commit each.
     fn run_to_ok(store: &mut Store, ids: &[String], shared: &Shared) {
         use task_source::TaskState;
@@ -1016,22 +1036,9 @@ mod tests {
         let shared = Shared::new(SourceHealth::Ok);
         let mut store = table();
         // 50 MiB of payloads: past the busy bound, short of the full one.
-        let tasks = megabyte_tasks(50, 10);
-        let done: Vec<_> = ids(50)
-            .iter()
-            .map(|id| settled(id, 1, task_source::TaskState::Ok, "{}"))
-            .collect();
-        let steps: Vec<WriteJob> = vec![
-            op(move |c, o| o.accept(c, tasks, 1, None)).0,
-            op(|c, o| o.claim(c, 50, 2)).0,
-        ];
-        commit_each(&mut store, steps, &shared);
+        run_megabyte_tasks(&mut store, 50, &shared);
         assert_eq!(store.checkpoint_due(), None, "none settled yet");
-        commit_each(
-            &mut store,
-            vec![op(move |c, o| o.settle(c, done, 3)).0],
-            &shared,
-        );
+        settle_ok(&mut store, 50, &shared);
         assert_eq!(store.checkpoint_due(), Some(Checkpoint::Settled));
     }
 
@@ -1041,17 +1048,8 @@ mod tests {
     fn a_slice_of_large_tasks_writes_a_few_megabytes() {
         let shared = Shared::new(SourceHealth::Ok);
         let mut store = table();
-        let tasks = megabyte_tasks(10, 10);
-        let done: Vec<_> = ids(10)
-            .iter()
-            .map(|id| settled(id, 1, task_source::TaskState::Ok, "{}"))
-            .collect();
-        let steps: Vec<WriteJob> = vec![
-            op(move |c, o| o.accept(c, tasks, 1, None)).0,
-            op(|c, o| o.claim(c, 10, 2)).0,
-            op(move |c, o| o.settle(c, done, 3)).0,
-        ];
-        commit_each(&mut store, steps, &shared);
+        run_megabyte_tasks(&mut store, 10, &shared);
+        settle_ok(&mut store, 10, &shared);
         for left in [6, 2, 0] {
             checkpoint(&mut store, &shared, Checkpoint::Settled);
             assert_eq!(store.overlay.settled_unwritten(), left);
@@ -1066,12 +1064,7 @@ mod tests {
         let shared = Shared::new(SourceHealth::Ok);
         let mut store = table();
         // 70 MiB of payloads: past the full checkpoint's bound.
-        let tasks = megabyte_tasks(70, 10);
-        let steps: Vec<WriteJob> = vec![
-            op(move |c, o| o.accept(c, tasks, 1, None)).0,
-            op(|c, o| o.claim(c, 70, 2)).0,
-        ];
-        commit_each(&mut store, steps, &shared);
+        run_megabyte_tasks(&mut store, 70, &shared);
         assert_eq!(store.checkpoint_due(), Some(Checkpoint::Full));
         checkpoint(&mut store, &shared, Checkpoint::Full);
         assert_eq!(store.checkpoint_due(), None, "all 70 are written, and run");

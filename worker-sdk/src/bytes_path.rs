@@ -36,25 +36,25 @@ pub(crate) fn decode_input<T: DeserializeOwned + 'static>(
     if payload.len() < APART_MIN {
         // Too small to be taken apart (one look, not a parse).
     } else if wanted == TypeId::of::<Bytes>() {
-        let mut input = whole_bin(&payload);
-        let input: &mut dyn Any = &mut input;
-        if let Some(input) = input.downcast_mut::<Option<T>>().and_then(Option::take) {
+        if let Some(input) = whole_bin(&payload).and_then(as_input::<T, Bytes>) {
             return Ok(input);
         }
     } else if wanted == TypeId::of::<ByteBuf>() {
         if let Some(bin) = whole_bin(&payload) {
-            let mut input: Option<T> = None;
-            let slot: &mut dyn Any = &mut input;
-            if let Some(slot) = slot.downcast_mut::<Option<ByteBuf>>() {
-                *slot = Some(owned_bin(payload, bin));
-                // `T` is `ByteBuf`: the slot was `input`.
-                return input.ok_or_else(|| {
-                    rmp_serde::decode::Error::Uncategorized("a ByteBuf input went amiss".into())
-                });
-            }
+            // `T` is `ByteBuf`: the cast holds.
+            return as_input(owned_bin(payload, bin)).ok_or_else(|| {
+                rmp_serde::decode::Error::Uncategorized("a ByteBuf input went amiss".into())
+            });
         }
     }
     rmp_serde::from_slice(&payload)
+}
+
+/// `value` as the handler's input type `T`, when that is its type.
+fn as_input<T: 'static, U: 'static>(value: U) -> Option<T> {
+    let mut value = Some(value);
+    let value: &mut dyn Any = &mut value;
+    value.downcast_mut::<Option<T>>().and_then(Option::take)
 }
 
 /// The bytes of `bin` (a slice of `payload`) as an owned buffer, once

@@ -44,25 +44,14 @@ impl Decoder for TaskFrames {
     type Error = FrameError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
-        let Some(&[a, b, c, d]) = src.get(..PREFIX) else {
+        let Some(len) = self.frames.frame_len(src)? else {
             return Ok(None);
         };
-        let len = u32::from_be_bytes([a, b, c, d]) as usize;
-        // A frame the framing refuses, as `FrameCodec` refuses it.
-        if len > self.frames.max_frame() {
-            return self.frames.decode(src);
+        // A small frame, as `FrameCodec` reads it.
+        if len < APART_MIN {
+            return Ok(FrameCodec::take_frame(src, len));
         }
         let whole = PREFIX + len;
-        // A small frame, as `FrameCodec` reads it (taken here, where its
-        // length is read already: this is every task's path).
-        if len < APART_MIN {
-            if src.len() < whole {
-                src.reserve(whole - src.len());
-                return Ok(None);
-            }
-            src.advance(PREFIX);
-            return Ok(Some(src.split_to(len).freeze()));
-        }
         match src.len() {
             // All of it, and nothing after it: the buffer is the frame's alone.
             read if read == whole => {
@@ -72,7 +61,7 @@ impl Decoder for TaskFrames {
             }
             // More after it (a buffer that had room to spare): shared, as
             // `FrameCodec` shares it.
-            read if read > whole => self.frames.decode(src),
+            read if read > whole => Ok(FrameCodec::take_frame(src, len)),
             // Part of it: the rest is read into a buffer of exactly its size.
             _ => {
                 if src.capacity() < whole {

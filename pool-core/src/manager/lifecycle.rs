@@ -92,7 +92,6 @@ impl Actor {
                 self.queue.clone(),
                 num,
                 LaneSettings {
-                    concurrency: self.config.worker_concurrency,
                     window: Window::of(&self.config),
                     default_timeout: self.config.task_timeout,
                     max_frame: self.config.max_frame,

@@ -30,6 +30,39 @@ impl FrameCodec {
     pub fn max_frame(&self) -> usize {
         self.max_frame
     }
+
+    /// The body length the frame leading `src` announces, once its length
+    /// prefix is in (`None` before); refused past the maximum.
+    ///
+    /// # Errors
+    /// [`FrameError::TooLarge`] for a length above the maximum.
+    #[inline(always)]
+    pub fn frame_len(&self, src: &[u8]) -> Result<Option<usize>, FrameError> {
+        let Some(&[a, b, c, d]) = src.get(..PREFIX) else {
+            return Ok(None);
+        };
+        let len = u32::from_be_bytes([a, b, c, d]) as usize;
+        if len > self.max_frame {
+            return Err(FrameError::TooLarge {
+                len,
+                max: self.max_frame,
+            });
+        }
+        Ok(Some(len))
+    }
+
+    /// The body of the frame leading `src`, of `len` bytes
+    /// ([`frame_len`](Self::frame_len)), split off `src` when it is all
+    /// there; else room is reserved for the rest of it.
+    #[inline(always)]
+    pub fn take_frame(src: &mut BytesMut, len: usize) -> Option<Bytes> {
+        if src.len() < PREFIX + len {
+            src.reserve(PREFIX + len - src.len());
+            return None;
+        }
+        src.advance(PREFIX);
+        Some(src.split_to(len).freeze())
+    }
 }
 
 impl Default for FrameCodec {
@@ -43,22 +76,9 @@ impl Decoder for FrameCodec {
     type Error = FrameError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
-        if src.len() < PREFIX {
-            return Ok(None);
-        }
-        let len = u32::from_be_bytes([src[0], src[1], src[2], src[3]]) as usize;
-        if len > self.max_frame {
-            return Err(FrameError::TooLarge {
-                len,
-                max: self.max_frame,
-            });
-        }
-        if src.len() < PREFIX + len {
-            src.reserve(PREFIX + len - src.len());
-            return Ok(None);
-        }
-        src.advance(PREFIX);
-        Ok(Some(src.split_to(len).freeze()))
+        Ok(self
+            .frame_len(src)?
+            .and_then(|len| Self::take_frame(src, len)))
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {

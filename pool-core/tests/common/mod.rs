@@ -70,6 +70,17 @@ pub fn started_numbers(recorder: &MockRecorder) -> Vec<u32> {
     started
 }
 
+/// `retries` retries, 10 ms apart (the tests' pools wait a second by default).
+pub fn quick_retries(retries: u32) -> RetryPolicy {
+    RetryPolicy::new(
+        retries,
+        Duration::from_millis(10),
+        Duration::from_millis(10),
+        false,
+    )
+    .expect("a valid retry policy")
+}
+
 /// A script whose workers do `first` on a task's first attempt and echo after.
 pub fn first_attempt(first: MockAction) -> impl Fn(&MockTask) -> MockAction + Send + Sync {
     move |t| {

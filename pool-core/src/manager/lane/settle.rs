@@ -76,7 +76,7 @@ pub(crate) struct Settler {
 
 /// The pool's settings a [`Settler`] works with.
 pub(crate) struct LaneSettings {
-    pub(crate) concurrency: u32,
+    /// The worker's run slots and prefetch window.
     pub(crate) window: Window,
     pub(crate) default_timeout: Duration,
     pub(crate) max_frame: usize,
@@ -137,7 +137,7 @@ impl Settler {
             shared: &self.shared,
             num: self.num,
             name: self.lane.name(),
-            concurrency: self.settings.concurrency as usize,
+            concurrency: self.settings.window.concurrency(),
             default_timeout: self.settings.default_timeout,
             max_frame: self.settings.max_frame,
         };
@@ -181,7 +181,7 @@ impl Settler {
         let settled = self.lane.book().answer(
             id,
             Reply::Result,
-            self.settings.concurrency as usize,
+            self.settings.window.concurrency(),
             self.settings.default_timeout,
             now,
             &mut self.report,

@@ -360,7 +360,6 @@ async fn a_completed_task_s_input_is_dropped_after_the_book_s_lock() {
         SharedQueue::new(1),
         1,
         LaneSettings {
-            concurrency: 1,
             window: super::window::Window::of(&crate::PoolConfig {
                 prefetch: 0,
                 ..crate::PoolConfig::default()

@@ -26,6 +26,11 @@ impl Window {
         }
     }
 
+    /// Tasks a worker runs at once.
+    pub(crate) fn concurrency(&self) -> usize {
+        self.concurrency
+    }
+
     /// Tasks a worker holds at most.
     pub(crate) fn tasks(&self) -> usize {
         self.tasks
