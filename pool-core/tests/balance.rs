@@ -103,10 +103,11 @@ impl BalancePolicy for QueueWatcher {
 }
 
 /// A task leaves the queue only under the lock of the book it goes into, so
-/// the policy is asked while the task it places is still queued, whoever asks
-/// (a caller handing off its task, the actor placing a retry): a caller or a
-/// lane taking the head meanwhile takes that task, never one queued behind it
-/// (with `prefetch` 0, a break of priority order).
+/// the policy is asked while the task it places is still queued (the actor
+/// placing a retry): a caller or a lane taking the head meanwhile takes that
+/// task, never one queued behind it (with `prefetch` 0, a break of priority
+/// order). A new task submitted while nothing is queued is never queued: its
+/// caller hands it straight to the idle worker, past no queued task.
 #[tokio::test(start_paused = true)]
 async fn the_policy_is_asked_while_the_task_it_places_is_still_queued() {
     let watcher = QueueWatcher::default();
@@ -139,9 +140,9 @@ async fn the_policy_is_asked_while_the_task_it_places_is_still_queued() {
         .clone();
     assert_eq!(
         picks,
-        [1, 1],
-        "asked for the first attempt (by its caller) and for the retry (by the \
-         actor), each time with the task in the queue"
+        [0, 1],
+        "asked for the first attempt (by its caller, with nothing queued) and \
+         for the retry (by the actor, with the task in the queue)"
     );
     watcher.pool.lock().expect("not poisoned").take();
     pool.shutdown().await;

@@ -1,6 +1,8 @@
-//! A caller hands its task to an idle worker itself (the desk), and the task
-//! is never out of sight meanwhile: while the balance policy picks, a cancel
-//! or a shutdown still finds it in the queue.
+//! A caller hands its tasks to an idle worker itself (the desk), and a task
+//! it queued is never out of sight meanwhile: while the balance policy picks,
+//! a cancel or a shutdown still finds it in the queue. A single task
+//! submitted while nothing is queued is handed over without being queued: it
+//! has no id anyone was told yet, and a shutdown meanwhile still ends it.
 //!
 //! The policy here stops inside `pick` until the test lets it go, so the
 //! cancel or the shutdown happens exactly while the caller is handing off.
@@ -87,16 +89,34 @@ async fn start() -> (Pool, GateControl) {
     (pool, control)
 }
 
+/// How the test's caller submits its task.
+#[derive(Debug, Clone, Copy)]
+enum Submit {
+    /// `submit`: handed over straight from the caller while nothing is queued.
+    One,
+    /// `submit_many`: queued first, then handed over from the queue.
+    Queued,
+}
+
 /// Submits `task` on another task, and returns once its caller is inside the
 /// policy's pick.
 async fn submit_until_picking(
     pool: &Pool,
     control: &mut GateControl,
     task: pool_core::Task,
+    how: Submit,
 ) -> tokio::task::JoinHandle<Result<pool_core::TaskHandle, SubmitError>> {
     control.armed.store(true, SeqCst);
     let caller = pool.clone();
-    let submit = tokio::spawn(async move { caller.submit(task).await });
+    let submit = tokio::spawn(async move {
+        match how {
+            Submit::One => caller.submit(task).await,
+            Submit::Queued => caller
+                .submit_many([task])
+                .await
+                .map(|mut handles| handles.remove(0)),
+        }
+    });
     tokio::time::timeout(Duration::from_secs(10), control.entered.recv())
         .await
         .expect("the caller reaches the policy")
@@ -105,7 +125,7 @@ async fn submit_until_picking(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_cancel_while_its_caller_hands_the_task_off_cancels_it() {
+async fn a_cancel_while_its_caller_hands_a_queued_task_off_cancels_it() {
     let (pool, mut control) = start().await;
     let first = pool
         .submit(common::task("echo", 1))
@@ -114,7 +134,8 @@ async fn a_cancel_while_its_caller_hands_the_task_off_cancels_it() {
     let next_id = first.id() + 1;
     first.await.expect("echoed");
 
-    let submit = submit_until_picking(&pool, &mut control, common::task("wait", 2)).await;
+    let submit =
+        submit_until_picking(&pool, &mut control, common::task("wait", 2), Submit::Queued).await;
     pool.cancel(next_id);
     // Commands are handled in order: once this is answered, so was the
     // cancel. Unless the actor's health tick (once a second) found the queued
@@ -136,8 +157,14 @@ async fn a_cancel_while_its_caller_hands_the_task_off_cancels_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_shutdown_while_a_caller_hands_a_task_off_still_ends_that_task() {
+    for how in [Submit::One, Submit::Queued] {
+        shutdown_while_handing_off(how).await;
+    }
+}
+
+async fn shutdown_while_handing_off(how: Submit) {
     let (pool, mut control) = start().await;
-    let submit = submit_until_picking(&pool, &mut control, common::task("echo", 1)).await;
+    let submit = submit_until_picking(&pool, &mut control, common::task("echo", 1), how).await;
     let stopper = pool.clone();
     let shutdown = tokio::spawn(async move { stopper.shutdown().await });
     // The shutdown may begin now (the task must not be out of the queue
@@ -152,7 +179,9 @@ async fn a_shutdown_while_a_caller_hands_a_task_off_still_ends_that_task() {
     let handle = submit.await.expect("joined").expect("accepted");
     let outcome = tokio::time::timeout(Duration::from_secs(10), handle)
         .await
-        .expect("the task ends: it was not lost between the queue and a worker");
+        .unwrap_or_else(|_| {
+            panic!("{how:?}: the task ends: it was not lost on its way to a worker")
+        });
     if let Err(err) = outcome {
         assert_eq!(err.failure.kind(), "shutting_down");
     }

@@ -6,19 +6,21 @@
 //! with it, and is rung only for what the desk leaves: tasks no idle worker
 //! took, held or routed tasks, a worker's deadline timer to arm.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::actor::Shared;
+use super::actor::{Pending, Shared};
 use super::clock::Now;
 use super::dispatch::settle_failed;
+use super::events::PoolEvent;
 use super::failure::Failure;
 use super::handle::FinalStatus;
 use super::lane::attempt::{Target, Unwritable};
-use super::lane::feed::{take_head, Started, Took};
-use super::lane::Lane;
+use super::lane::feed::{start, take_head, Started, Took};
+use super::lane::{Book, Lane};
 use super::routing::{TaskTypes, TypeFilter};
 use crate::balance::{BalancePolicy, WorkerSnapshot};
 
@@ -245,13 +247,101 @@ impl Desk {
         // Written, and told, with no lock held.
         to_write.write();
         for failed in unwritable {
-            let failure = Failure::Protocol {
-                message: failed.reason,
-            };
-            settle_failed(shared, failed.pending, FinalStatus::Failed, failure);
+            settle_unwritable(shared, *failed);
         }
         left == Left::Nothing
     }
+}
+
+impl Desk {
+    /// Hands `pending`, a task its caller has not queued, straight to a
+    /// worker with a free run slot, as the policy picks: only while nothing
+    /// waits in the queue (so it passes no queued task, and strict priority
+    /// order holds with `prefetch` 0), the queue is open to callers and the
+    /// desk hands off. A submit to a pool with an idle worker then takes no
+    /// queue lock and no queue slot. Counted as submitted, with its
+    /// `TaskQueued` event, once a worker's book has room for it. The task is
+    /// taken out of `new` when a worker took it; else it is left there
+    /// untouched, for its caller to queue.
+    pub(crate) fn hand_new(&self, shared: &Shared, new: &mut Option<Pending>) {
+        let settings = self.settings;
+        if !settings.open || shared.queue.left() != Left::Nothing {
+            return;
+        }
+        let now = shared.clock.now();
+        let started = {
+            let mut counter = self.lock();
+            let counter = &mut *counter;
+            let takes = counter.types.as_mut().is_some_and(|filter| {
+                new.as_ref()
+                    .is_some_and(|pending| filter.takes(&pending.task.task_type))
+            });
+            if !takes {
+                return;
+            }
+            gather(
+                &counter.seats,
+                settings.concurrency,
+                &mut counter.candidates,
+                &mut counter.seat_of,
+            );
+            loop {
+                if counter.candidates.is_empty() {
+                    return;
+                }
+                let index = pick(&mut *counter.policy, &counter.candidates);
+                let seat = &counter.seats[counter.seat_of[index]];
+                match seat.start_new(shared, &settings, new, now) {
+                    NewStart::Started(started, delivery) => {
+                        if let Some(deadline) = started.timer {
+                            counter.timers_wanted.push((seat.num, deadline));
+                        }
+                        break Ok((seat.lane.clone(), delivery, started.timer));
+                    }
+                    NewStart::Full => {
+                        counter.candidates.remove(index);
+                        counter.seat_of.remove(index);
+                    }
+                    NewStart::Unwritable(failed) => break Err(failed),
+                }
+            }
+        };
+        // Written, or failed, and told, with no lock held.
+        let (lane, delivery, timer) = match started {
+            Ok(started) => started,
+            Err(failed) => {
+                settle_unwritable(shared, *failed);
+                return;
+            }
+        };
+        match delivery {
+            Delivery::Write => lane.write_or_ring(),
+            Delivery::Ring => lane.ring_batch(),
+        }
+        if timer.is_some() {
+            shared.queue.ring();
+        }
+    }
+}
+
+/// What [`Seat::start_new`] did with a new task.
+enum NewStart {
+    /// Its attempt was written into the worker's batch; how the frame is to
+    /// reach the worker.
+    Started(Started, Delivery),
+    /// The worker has no free run slot (any more), or does not take it now:
+    /// the task was left where it was.
+    Full,
+    /// Its frame could not be encoded: it is to be failed.
+    Unwritable(Box<Unwritable>),
+}
+
+/// Fails a task whose frame could not be encoded, with the reason.
+fn settle_unwritable(shared: &Shared, failed: Unwritable) {
+    let failure = Failure::Protocol {
+        message: failed.reason,
+    };
+    settle_failed(shared, failed.pending, FinalStatus::Failed, failure);
 }
 
 /// What a hand-off left for the actor.
@@ -318,25 +408,10 @@ impl Seat {
         filter: &mut TypeFilter,
         now: Now,
     ) -> Placed {
-        let target = Target {
-            shared,
-            num: self.num,
-            name: self.lane.name(),
-            concurrency: settings.concurrency as usize,
-            default_timeout: settings.default_timeout,
-            max_frame: settings.max_frame,
-        };
+        let target = self.target(shared, settings);
         let mut book = self.lane.book();
-        if !book.takes_from_queue() || book.len() >= settings.concurrency as usize {
+        let Some(delivery) = room(&book, settings) else {
             return Placed::Full;
-        }
-        // An idle worker waits for this frame: the caller writes it. A busy
-        // one is written to by its lane, after its next read, with the tasks
-        // its refill takes, in one write.
-        let delivery = if book.is_empty() {
-            Delivery::Write
-        } else {
-            Delivery::Ring
         };
         // From the shard whose head comes first, this caller's own first
         // among equals (it just added its tasks there); a shard that ran dry
@@ -369,6 +444,66 @@ impl Seat {
             Took::Empty => Placed::Stop(left),
         }
     }
+}
+
+impl Seat {
+    /// The worker as an attempt is written to it.
+    fn target<'a>(&'a self, shared: &'a Shared, settings: &DeskSettings) -> Target<'a> {
+        Target {
+            shared,
+            num: self.num,
+            name: self.lane.name(),
+            concurrency: settings.concurrency as usize,
+            default_timeout: settings.default_timeout,
+            max_frame: settings.max_frame,
+        }
+    }
+
+    /// Starts the task in `new`, which no queue held, on the worker (taking
+    /// it out of `new`), if the worker still takes tasks and has a free run
+    /// slot ([`Desk::hand_new`]).
+    fn start_new(
+        &self,
+        shared: &Shared,
+        settings: &DeskSettings,
+        new: &mut Option<Pending>,
+        now: Now,
+    ) -> NewStart {
+        let target = self.target(shared, settings);
+        let mut book = self.lane.book();
+        let takes = new.as_ref().is_some_and(|pending| book.may_take(pending));
+        let Some(delivery) = room(&book, settings).filter(|_| takes) else {
+            return NewStart::Full;
+        };
+        let Some(mut pending) = new.take() else {
+            return NewStart::Full;
+        };
+        let queue = &shared.queue;
+        pending.shard = u8::try_from(queue.callers_shard()).unwrap_or(0);
+        pending.queued_at = now.moment;
+        shared.stats.submitted.fetch_add(1, Relaxed);
+        let (id, priority) = (pending.id, pending.task.priority);
+        shared.emit_routine(|| PoolEvent::TaskQueued { task: id, priority });
+        match start(&mut book, &target, pending, now) {
+            Ok(started) => NewStart::Started(started, delivery),
+            Err(failed) => NewStart::Unwritable(failed),
+        }
+    }
+}
+
+/// How a frame written into `book` reaches its worker, if the worker still
+/// takes tasks from the queue and has a free run slot: an idle worker waits
+/// for it, so the caller writes it; a busy one is written to by its lane,
+/// after its next read, with the tasks its refill takes, in one write.
+fn room(book: &Book, settings: &DeskSettings) -> Option<Delivery> {
+    if !book.takes_from_queue() || book.len() >= settings.concurrency as usize {
+        return None;
+    }
+    Some(if book.is_empty() {
+        Delivery::Write
+    } else {
+        Delivery::Ring
+    })
 }
 
 /// How a frame the desk left in a book's batch reaches the worker.

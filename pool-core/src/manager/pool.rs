@@ -298,18 +298,24 @@ impl Pool {
     /// submitted.
     pub async fn submit(&self, task: Task) -> Result<TaskHandle, SubmitError> {
         let task = self.check(task)?;
+        let (unhanded, handle) = self.hand_new(task);
+        let Some(pending) = unhanded else {
+            return Ok(handle);
+        };
         // Room now: taken without building the waiting future.
         match self.shared.queue_slots.try_acquire() {
             Ok(permit) => permit.forget(),
-            Err(tokio::sync::TryAcquireError::Closed) => return Err(self.gone(task)),
+            Err(tokio::sync::TryAcquireError::Closed) => {
+                return Err(self.gone(pending.into_refused()))
+            }
             Err(tokio::sync::TryAcquireError::NoPermits) => {
                 let Ok(permit) = self.shared.queue_slots.acquire().await else {
-                    return Err(self.gone(task));
+                    return Err(self.gone(pending.into_refused()));
                 };
                 permit.forget();
             }
         }
-        self.send(task)
+        self.send(pending, handle)
     }
 
     /// Submits a task if the queue has room now.
@@ -319,14 +325,37 @@ impl Pool {
     /// errors of [`submit`](Self::submit).
     pub fn try_submit(&self, task: Task) -> Result<TaskHandle, SubmitError> {
         let task = self.check(task)?;
+        let (unhanded, handle) = self.hand_new(task);
+        let Some(pending) = unhanded else {
+            return Ok(handle);
+        };
         match self.shared.queue_slots.try_acquire() {
             Ok(permit) => {
                 permit.forget();
-                self.send(task)
+                self.send(pending, handle)
             }
-            Err(tokio::sync::TryAcquireError::NoPermits) => Err(SubmitError::QueueFull(task)),
-            Err(tokio::sync::TryAcquireError::Closed) => Err(self.gone(task)),
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                Err(SubmitError::QueueFull(pending.into_refused()))
+            }
+            Err(tokio::sync::TryAcquireError::Closed) => Err(self.gone(pending.into_refused())),
         }
+    }
+
+    /// A new task for `task`, handed straight to a worker with a free run
+    /// slot while nothing is queued ([`Desk::hand_new`](super::handoff::Desk::hand_new)),
+    /// and its handle. The task comes back when no worker took it, for the
+    /// caller to queue once it holds a queue slot.
+    fn hand_new(&self, task: Task) -> (Option<Pending>, TaskHandle) {
+        let id = self.shared.next_task_id.fetch_add(1, Relaxed);
+        let (mut pending, handle) = self.pending(task, id);
+        // A task handed over now never held a queue slot.
+        pending.holds_queue_slot = false;
+        let mut unhanded = Some(pending);
+        self.shared.desk.hand_new(&self.shared, &mut unhanded);
+        if let Some(pending) = &mut unhanded {
+            pending.holds_queue_slot = true;
+        }
+        (unhanded, handle)
     }
 
     /// Submits many tasks, waiting for room as needed. Cheaper per task than
@@ -626,9 +655,9 @@ impl Pool {
         (pending, handle)
     }
 
-    fn send(&self, task: Task) -> Result<TaskHandle, SubmitError> {
-        let id = self.shared.next_task_id.fetch_add(1, Relaxed);
-        let (pending, handle) = self.pending(task, id);
+    /// Queues `pending`, which holds a queue slot, and hands it `handle`
+    /// back.
+    fn send(&self, pending: Pending, handle: TaskHandle) -> Result<TaskHandle, SubmitError> {
         let mut one = Some(pending);
         if self.queue_directly(|| one.take()) {
             return Ok(handle);

@@ -290,9 +290,10 @@ pub(crate) fn take_head(
     }
 }
 
-/// Starts the attempt of `pending`, taken from the queue at `now`, in `book`.
+/// Starts the attempt of `pending`, taken from the queue (or handed in by its
+/// caller) at `now`, in `book`.
 #[inline]
-fn start(
+pub(crate) fn start(
     book: &mut Book,
     target: &Target<'_>,
     pending: Pending,
