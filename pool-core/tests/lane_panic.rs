@@ -2,13 +2,14 @@
 //! panics, as a bug would, loses nothing: its worker is killed and reaped, its
 //! tasks settle (through a handle or a `Completions` channel alike), a
 //! replacement starts, and the pool still shuts down; tasks it took from the
-//! queue and had not started go back to the queue.
+//! queue and had not added to its book go back to the queue, also the one it
+//! was starting.
 
 mod common;
 
 use std::time::Duration;
 
-use pool_core::testing::{panic_lanes, panic_lanes_in_refill, MockAction};
+use pool_core::testing::{panic_lanes, panic_lanes_in_refill, panic_lanes_in_start, MockAction};
 use pool_core::{FinalStatus, PoolConfig};
 
 #[tokio::test]
@@ -92,6 +93,23 @@ async fn a_panicked_lane_settles_its_tasks_and_its_worker_is_replaced() {
 /// still holding their queue slots, and run on the replacement worker.
 #[tokio::test]
 async fn a_lane_that_panics_in_a_refill_puts_the_tasks_it_took_back() {
+    panic_in_a_refill(panic_lanes_in_refill).await;
+}
+
+/// As [`a_lane_that_panics_in_a_refill_puts_the_tasks_it_took_back`], with
+/// the panic inside the first task's start: its frame was written into the
+/// worker's batch, the task was not yet in the book. That task goes back to
+/// the queue too, and runs once (the recorder sees each task's first attempt
+/// start once: the stranded frame never reached the dying worker).
+#[tokio::test]
+async fn a_lane_that_panics_while_starting_a_task_puts_it_back() {
+    panic_in_a_refill(panic_lanes_in_start).await;
+}
+
+/// Submits a full queue of tasks to one worker, makes its lane panic (as
+/// `panic` asks) in its next refill, and checks that every task ran once on
+/// a worker and every queue slot came back.
+async fn panic_in_a_refill(panic: fn(&pool_core::Pool)) {
     const TASKS: usize = 30;
     let config = PoolConfig {
         worker_concurrency: 1,
@@ -107,16 +125,30 @@ async fn a_lane_that_panics_in_a_refill_puts_the_tasks_it_took_back() {
         .await
         .expect("accepted");
 
-    panic_lanes_in_refill(&pool);
+    panic(&pool);
 
+    let mut first_attempts = Vec::new();
     for (n, handle) in (0u32..).zip(handles) {
         let out = tokio::time::timeout(Duration::from_secs(10), handle)
             .await
             .expect("each task ends")
             .expect("each task runs, on the replacement when not before");
         assert_eq!(out.payload, common::task("echo", n).payload);
+        if out.attempts == 1 {
+            first_attempts.push(out.id);
+        }
     }
     assert_eq!(recorder.launches(), 2, "the worker was replaced once");
+    // A task the dying worker ran is retried (a second attempt); one that
+    // went back to the queue untouched ran once, on its first attempt.
+    let started = recorder.started();
+    for id in first_attempts {
+        let runs = started.iter().filter(|t| t.id == id).count();
+        assert_eq!(
+            runs, 1,
+            "task {id}, answered on its first attempt, ran once"
+        );
+    }
     // Every queue slot came back: a full queue is accepted again at once.
     let again: Vec<_> = (0..TASKS as u32)
         .map(|n| pool.try_submit(common::task("echo", n)).expect("room"))

@@ -50,24 +50,75 @@ pub(crate) struct Written {
     pub(crate) freed_slot: bool,
 }
 
+/// An attempt whose frame [`Book::write_attempt`] put in the batch, for
+/// [`Book::add_attempt`] to add with its task.
+pub(crate) struct Framed {
+    /// The attempt's number among the task's attempts in this pool.
+    attempt: u32,
+    timeout: Duration,
+    /// Where its frame starts in the stream written to the worker.
+    frame_start: u64,
+}
+
 impl Book {
     /// Writes `pending`'s next attempt into the batch and adds it to the book.
     /// A task whose frame cannot be encoded comes back with the reason; the
     /// book is then unchanged.
+    #[inline]
     pub(crate) fn start_attempt(
         &mut self,
         target: &Target<'_>,
-        mut pending: Pending,
+        pending: Pending,
         now: Now,
     ) -> Result<Written, Box<Unwritable>> {
+        match self.write_attempt(target, &pending) {
+            Ok(framed) => Ok(self.add_attempt(target, framed, pending, now)),
+            Err(reason) => Err(Box::new(Unwritable { pending, reason })),
+        }
+    }
+
+    /// The first half of [`start_attempt`](Self::start_attempt): encodes the
+    /// frame of `pending`'s next attempt into the batch, while the task stays
+    /// where it is (a refill's taken tasks, which go back to the queue if the
+    /// lane panics). [`add_attempt`](Self::add_attempt) must follow under the
+    /// same lock: a frame whose task is not in the book would reach the
+    /// worker unknown to the pool. On error, the reason, and nothing was added
+    /// to the batch.
+    #[inline]
+    pub(crate) fn write_attempt(
+        &mut self,
+        target: &Target<'_>,
+        pending: &Pending,
+    ) -> Result<Framed, String> {
         let timeout = pending.task.timeout().unwrap_or(target.default_timeout);
         let attempt = pending.attempts + 1;
         let number = pending.task.attempts_before.saturating_add(attempt);
         let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
         let frame_start = self.batched;
-        if let Err(reason) = self.encode(&pending, number, timeout_ms, target.max_frame) {
-            return Err(Box::new(Unwritable { pending, reason }));
-        }
+        self.encode(pending, number, timeout_ms, target.max_frame)?;
+        Ok(Framed {
+            attempt,
+            timeout,
+            frame_start,
+        })
+    }
+
+    /// The second half of [`start_attempt`](Self::start_attempt): adds
+    /// `pending`, whose attempt [`write_attempt`](Self::write_attempt) framed
+    /// in the batch, to the book, started at `now`.
+    #[inline]
+    pub(crate) fn add_attempt(
+        &mut self,
+        target: &Target<'_>,
+        framed: Framed,
+        mut pending: Pending,
+        now: Now,
+    ) -> Written {
+        let Framed {
+            attempt,
+            timeout,
+            frame_start,
+        } = framed;
         let reused = self.dispatched() > 0;
         let waited_ns = now.moment.nanos_since(pending.queued_at);
         self.tally.dispatched(reused, waited_ns / 1_000);
@@ -94,10 +145,10 @@ impl Book {
             reused,
             timed_out: None,
         });
-        Ok(Written {
+        Written {
             deadline,
             freed_slot,
-        })
+        }
     }
 
     /// Hands the batch, part by part, to `send` (nothing when it is empty).

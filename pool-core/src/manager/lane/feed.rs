@@ -125,9 +125,10 @@ impl Feed {
         // finds its shard empty (whose hint then says so) or hands over to a
         // shard whose head comes first: the looks are bounded.
         let (mut refused, mut alone) = (false, false);
-        // From the first task taken until the last is started.
+        // From the first task taken until the last is in the book.
         let taken = Untaken {
             tasks: &mut self.taken,
+            book: &mut book,
             queue: &self.queue,
             shared: target.shared,
         };
@@ -178,36 +179,51 @@ impl Feed {
         if !taken.tasks.is_empty() {
             lane.panic_if_requested(super::PanicPoint::Refill);
         }
-        while let Some(pending) = taken.tasks.pop_front() {
-            match start(&mut book, target, pending, now) {
-                Ok(started) => {
-                    refilled.freed_slots += usize::from(started.freed_slot);
-                    if let Some(deadline) = started.timer {
+        // Each task leaves `taken` only once its frame is in the batch: a
+        // panic before then leaves it to the guard.
+        while let Some(front) = taken.tasks.front() {
+            let framed = taken.book.write_attempt(target, front);
+            #[cfg(feature = "test-util")]
+            lane.panic_if_requested(super::PanicPoint::Start);
+            let Some(pending) = taken.tasks.pop_front() else {
+                break;
+            };
+            match framed {
+                Ok(framed) => {
+                    let written = taken.book.add_attempt(target, framed, pending, now);
+                    refilled.freed_slots += usize::from(written.freed_slot);
+                    let timer = written.deadline.filter(|d| taken.book.needs_timer(*d));
+                    if let Some(deadline) = timer {
                         keep_earliest(&mut refilled.deadline, deadline);
                     }
                 }
-                Err(failed) => {
-                    refilled.unwritable.push(*failed);
+                Err(reason) => {
+                    refilled.unwritable.push(Unwritable { pending, reason });
                     // Its room is free again: the actor's dispatch pass fills it.
                     refilled.stalled = true;
                 }
             }
         }
+        drop(taken);
         book.flush(|piece| out.push(piece));
         refilled
     }
 }
 
-/// The tasks a refill took from the queue and has not begun to start. If
-/// the refill unwinds meanwhile (a bug's panic: the lane ends, its worker is
-/// killed and its book settled), they go back to the head of the queue in
-/// their order, still holding their queue slots, instead of being dropped
-/// with their callers' answers; once the queue is closed (a shutdown drained
-/// it), they end as the drain ended the queue's tasks. Put back while the
-/// lane's book is still locked, so an actor's cancel that looked in the
-/// queue and waits for the book finds them in the queue when it looks again.
+/// The tasks a refill took from the queue and has not yet added to the
+/// book, with the book. If the refill unwinds meanwhile (a bug's panic: the
+/// lane ends, its worker is killed and its book settled), the worker's input
+/// is marked gone first, so a frame written for a task not in the book never
+/// reaches the worker (nor does anything else: the worker is to be killed);
+/// then the tasks go back to the head of the queue in their order, still
+/// holding their queue slots, instead of being dropped with their callers'
+/// answers; once the queue is closed (a shutdown drained it), they end as the
+/// drain ended the queue's tasks. Put back while the lane's book is still
+/// locked, so an actor's cancel that looked in the queue and waits for the
+/// book finds them in the queue when it looks again.
 struct Untaken<'a> {
     tasks: &'a mut VecDeque<Pending>,
+    book: &'a mut Book,
     queue: &'a SharedQueue,
     shared: &'a Shared,
 }
@@ -217,6 +233,7 @@ impl Drop for Untaken<'_> {
         if self.tasks.is_empty() {
             return;
         }
+        self.book.input_gone();
         let closed = {
             let mut waiting = self.queue.lock();
             if waiting.closed() {

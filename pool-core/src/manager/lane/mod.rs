@@ -402,6 +402,9 @@ pub(crate) enum PanicPoint {
     Wake = 1,
     /// In its next refill that took tasks from the queue, before it starts them.
     Refill = 2,
+    /// In its next refill that took tasks from the queue, once the first
+    /// one's frame is in the batch and before that task is in the book.
+    Start = 3,
 }
 
 /// Rings its lane's bell when dropped, unless emptied first.
