@@ -441,10 +441,11 @@ pub fn panic_lanes_in_refill(pool: &crate::Pool) {
 }
 
 /// Makes the lane of each of `pool`'s ready workers panic in its next refill
-/// that took tasks from the queue, once the first one's frame is written into
-/// the worker's batch and before that task is in the lane's book, as a bug
-/// would there: that frame never reaches the worker, the tasks taken go back
-/// to the queue, and the rest is as after [`panic_lanes`].
+/// that took tasks from the queue, once the last one's frame is written into
+/// the worker's batch and before that task is in the lane's book (the others
+/// it took are), as a bug would there: that frame never reaches the worker,
+/// that task goes back to the queue, and the rest is as after
+/// [`panic_lanes`].
 pub fn panic_lanes_in_start(pool: &crate::Pool) {
     pool.send_command(crate::manager::Command::PanicLanes(
         crate::manager::PanicPoint::Start,

@@ -2,7 +2,8 @@
 //! it queued is never out of sight meanwhile: while the balance policy picks,
 //! a cancel or a shutdown still finds it in the queue. A single task
 //! submitted while nothing is queued is handed over without being queued: it
-//! has no id anyone was told yet, and a shutdown meanwhile still ends it.
+//! has no id anyone was told yet, and a shutdown meanwhile either refuses it
+//! or, once a worker's book took it, ends it.
 //!
 //! The policy here stops inside `pick` until the test lets it go, so the
 //! cancel or the shutdown happens exactly while the caller is handing off.
@@ -176,7 +177,20 @@ async fn shutdown_while_handing_off(how: Submit) {
     }
     control.release.send(()).expect("the gate waits");
 
-    let handle = submit.await.expect("joined").expect("accepted");
+    let handle = match (how, submit.await.expect("joined")) {
+        (_, Ok(handle)) => handle,
+        // A single task is not accepted until a worker's book takes it: a
+        // shutdown that began while the policy picked refuses it instead.
+        (Submit::One, Err(SubmitError::ShuttingDown(task))) => {
+            assert_eq!(task.payload, common::task("echo", 1).payload);
+            tokio::time::timeout(Duration::from_secs(10), shutdown)
+                .await
+                .expect("the pool shuts down")
+                .expect("joined");
+            return;
+        }
+        (_, Err(e)) => panic!("{how:?}: a queued task was refused: {e}"),
+    };
     let outcome = tokio::time::timeout(Duration::from_secs(10), handle)
         .await
         .unwrap_or_else(|_| {

@@ -14,10 +14,7 @@ use tokio::time::Instant;
 
 use super::actor::{Pending, Shared};
 use super::clock::Now;
-use super::dispatch::settle_failed;
 use super::events::PoolEvent;
-use super::failure::Failure;
-use super::handle::FinalStatus;
 use super::lane::attempt::{Target, Unwritable};
 use super::lane::feed::{start, take_head, Started, Took};
 use super::lane::{Book, Lane};
@@ -247,7 +244,7 @@ impl Desk {
         // Written, and told, with no lock held.
         to_write.write();
         for failed in unwritable {
-            settle_unwritable(shared, *failed);
+            failed.settle(shared);
         }
         left == Left::Nothing
     }
@@ -257,8 +254,9 @@ impl Desk {
     /// Hands `pending`, a task its caller has not queued, straight to a
     /// worker with a free run slot, as the policy picks: only while nothing
     /// waits in the queue (so it passes no queued task, and strict priority
-    /// order holds with `prefetch` 0), the queue is open to callers and the
-    /// desk hands off. A submit to a pool with an idle worker then takes no
+    /// order holds with `prefetch` 0) and the queue is open to callers and to
+    /// lanes, as seen before the policy picks and again under the picked
+    /// worker's book lock, and while the desk hands off. A submit to a pool with an idle worker then takes no
     /// queue lock and no queue slot. Counted as submitted, with its
     /// `TaskQueued` event, once a worker's book has room for it. The task is
     /// taken out of `new` when a worker took it; else it is left there
@@ -302,6 +300,7 @@ impl Desk {
                         counter.candidates.remove(index);
                         counter.seat_of.remove(index);
                     }
+                    NewStart::Stop => return,
                     NewStart::Unwritable(failed) => break Err(failed),
                 }
             }
@@ -310,7 +309,7 @@ impl Desk {
         let (lane, delivery, timer) = match started {
             Ok(started) => started,
             Err(failed) => {
-                settle_unwritable(shared, *failed);
+                failed.settle(shared);
                 return;
             }
         };
@@ -332,16 +331,11 @@ enum NewStart {
     /// The worker has no free run slot (any more), or does not take it now:
     /// the task was left where it was.
     Full,
+    /// Tasks were queued or held, or the queue closed, since the desk looked:
+    /// the task was left where it was, for its caller to queue.
+    Stop,
     /// Its frame could not be encoded: it is to be failed.
     Unwritable(Box<Unwritable>),
-}
-
-/// Fails a task whose frame could not be encoded, with the reason.
-fn settle_unwritable(shared: &Shared, failed: Unwritable) {
-    let failure = Failure::Protocol {
-        message: failed.reason,
-    };
-    settle_failed(shared, failed.pending, FinalStatus::Failed, failure);
 }
 
 /// What a hand-off left for the actor.
@@ -461,7 +455,7 @@ impl Seat {
 
     /// Starts the task in `new`, which no queue held, on the worker (taking
     /// it out of `new`), if the worker still takes tasks and has a free run
-    /// slot ([`Desk::hand_new`]).
+    /// slot, and the queue is still empty and open ([`Desk::hand_new`]).
     fn start_new(
         &self,
         shared: &Shared,
@@ -471,6 +465,12 @@ impl Seat {
     ) -> NewStart {
         let target = self.target(shared, settings);
         let mut book = self.lane.book();
+        // Looked at again now that the pick is made: a task queued, a task
+        // held for a type or a shutdown begun meanwhile comes first (a hint
+        // behind by a moment is a submit that came just before it).
+        if shared.queue.left() != Left::Nothing {
+            return NewStart::Stop;
+        }
         let takes = new.as_ref().is_some_and(|pending| book.may_take(pending));
         let Some(delivery) = room(&book, settings).filter(|_| takes) else {
             return NewStart::Full;

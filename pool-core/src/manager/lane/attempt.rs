@@ -11,7 +11,10 @@ use bytes::Bytes;
 
 use super::super::actor::{CancelAsked, Pending, RanOn, Running, Shared};
 use super::super::clock::Now;
+use super::super::dispatch::settle_failed;
 use super::super::events::PoolEvent;
+use super::super::failure::Failure;
+use super::super::handle::FinalStatus;
 use super::{deadline_after, Book, Input};
 use crate::protocol::{self, TaskFrame};
 
@@ -39,6 +42,17 @@ pub(crate) struct Target<'a> {
 pub(crate) struct Unwritable {
     pub(crate) pending: Pending,
     pub(crate) reason: String,
+}
+
+impl Unwritable {
+    /// Fails the task, its frame unwritable, with the reason (a task that
+    /// still holds its queue slot gives it back).
+    pub(crate) fn settle(self, shared: &Shared) {
+        let failure = Failure::Protocol {
+            message: self.reason,
+        };
+        settle_failed(shared, self.pending, FinalStatus::Failed, failure);
+    }
 }
 
 /// An attempt written into the book's batch.

@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 
 use tokio::time::Instant;
 
-use super::super::actor::{Pending, Shared};
+use super::super::actor::{Pending, Shared, MAX_UNCOUNTED_REQUEUES};
 use super::super::clock::Now;
 use super::super::dispatch::settle_failed;
 use super::super::failure::Failure;
@@ -126,9 +126,11 @@ impl Feed {
         // shard whose head comes first: the looks are bounded.
         let (mut refused, mut alone) = (false, false);
         // From the first task taken until the last is in the book.
-        let taken = Untaken {
+        let mut taken = Untaken {
             tasks: &mut self.taken,
             book: &mut book,
+            refilled: &mut refilled,
+            starting: false,
             queue: &self.queue,
             shared: target.shared,
         };
@@ -173,7 +175,7 @@ impl Feed {
                 break;
             }
         }
-        refilled.stalled = filling.takes_more() && (refused || !self.queue.looks_empty());
+        taken.refilled.stalled = filling.takes_more() && (refused || !self.queue.looks_empty());
         let now = target.shared.clock.now();
         #[cfg(feature = "test-util")]
         if !taken.tasks.is_empty() {
@@ -182,25 +184,32 @@ impl Feed {
         // Each task leaves `taken` only once its frame is in the batch: a
         // panic before then leaves it to the guard.
         while let Some(front) = taken.tasks.front() {
+            taken.starting = true;
             let framed = taken.book.write_attempt(target, front);
             #[cfg(feature = "test-util")]
-            lane.panic_if_requested(super::PanicPoint::Start);
+            if taken.tasks.len() == 1 {
+                lane.panic_if_requested(super::PanicPoint::Start);
+            }
             let Some(pending) = taken.tasks.pop_front() else {
                 break;
             };
+            taken.starting = false;
             match framed {
                 Ok(framed) => {
                     let written = taken.book.add_attempt(target, framed, pending, now);
-                    refilled.freed_slots += usize::from(written.freed_slot);
+                    taken.refilled.freed_slots += usize::from(written.freed_slot);
                     let timer = written.deadline.filter(|d| taken.book.needs_timer(*d));
                     if let Some(deadline) = timer {
-                        keep_earliest(&mut refilled.deadline, deadline);
+                        keep_earliest(&mut taken.refilled.deadline, deadline);
                     }
                 }
                 Err(reason) => {
-                    refilled.unwritable.push(Unwritable { pending, reason });
+                    taken
+                        .refilled
+                        .unwritable
+                        .push(Unwritable { pending, reason });
                     // Its room is free again: the actor's dispatch pass fills it.
-                    refilled.stalled = true;
+                    taken.refilled.stalled = true;
                 }
             }
         }
@@ -210,30 +219,58 @@ impl Feed {
     }
 }
 
-/// The tasks a refill took from the queue and has not yet added to the
-/// book, with the book. If the refill unwinds meanwhile (a bug's panic: the
-/// lane ends, its worker is killed and its book settled), the worker's input
-/// is marked gone first, so a frame written for a task not in the book never
-/// reaches the worker (nor does anything else: the worker is to be killed);
-/// then the tasks go back to the head of the queue in their order, still
-/// holding their queue slots, instead of being dropped with their callers'
-/// answers; once the queue is closed (a shutdown drained it), they end as the
-/// drain ended the queue's tasks. Put back while the lane's book is still
-/// locked, so an actor's cancel that looked in the queue and waits for the
-/// book finds them in the queue when it looks again.
+/// A refill under way: the tasks it took from the queue and has not yet
+/// added to the book, the book, and what it did so far. If the refill
+/// unwinds (a bug's panic: the lane ends, its worker is killed and its book
+/// settled):
+/// - the worker's input is marked gone first, so a frame written for a task
+///   not in the book never reaches the worker (nor does anything else: the
+///   worker is to be killed);
+/// - the queue slots that tasks already in the book gave back are returned,
+///   and tasks whose frames could not be encoded are failed, as the lane
+///   would have once the refill returned;
+/// - the task whose attempt was being started goes back with the others at
+///   most [`MAX_UNCOUNTED_REQUEUES`] times (its
+///   [`uncounted_requeues`](Pending::uncounted_requeues)); past that it fails,
+///   so a task that makes the pool's own code panic cannot kill lane after
+///   lane;
+/// - the rest go back to the head of the queue in their order, still holding
+///   their queue slots, instead of being dropped with their callers' answers;
+///   once the queue is closed (a shutdown drained it), they end as the drain
+///   ended the queue's tasks.
+///
+/// All of it happens while the lane's book is still locked, so an actor's
+/// cancel that looked in the queue and waits for the book finds them in the
+/// queue when it looks again.
 struct Untaken<'a> {
     tasks: &'a mut VecDeque<Pending>,
     book: &'a mut Book,
+    refilled: &'a mut Refilled,
+    /// The first of `tasks` is being started (its frame may be in the batch).
+    starting: bool,
     queue: &'a SharedQueue,
     shared: &'a Shared,
 }
 
 impl Drop for Untaken<'_> {
     fn drop(&mut self) {
-        if self.tasks.is_empty() {
+        if !std::thread::panicking() {
             return;
         }
         self.book.input_gone();
+        let freed = std::mem::take(&mut self.refilled.freed_slots);
+        if freed > 0 {
+            self.shared.queue_slots.add_permits(freed);
+        }
+        for failed in self.refilled.unwritable.drain(..) {
+            failed.settle(self.shared);
+        }
+        if self.starting {
+            self.charge_the_task_being_started();
+        }
+        if self.tasks.is_empty() {
+            return;
+        }
         let closed = {
             let mut waiting = self.queue.lock();
             if waiting.closed() {
@@ -255,6 +292,34 @@ impl Drop for Untaken<'_> {
                 );
             }
         }
+    }
+}
+
+impl Untaken<'_> {
+    /// The lane panicked while starting the first task's attempt: the task
+    /// goes back with one more free requeue counted, or fails once it had
+    /// them all.
+    fn charge_the_task_being_started(&mut self) {
+        let Some(front) = self.tasks.front_mut() else {
+            return;
+        };
+        if front.uncounted_requeues < MAX_UNCOUNTED_REQUEUES {
+            front.uncounted_requeues += 1;
+            return;
+        }
+        let Some(pending) = self.tasks.pop_front() else {
+            return;
+        };
+        let message = format!(
+            "the pool's lane panicked while starting this task, {} times",
+            u32::from(MAX_UNCOUNTED_REQUEUES) + 1
+        );
+        settle_failed(
+            self.shared,
+            pending,
+            FinalStatus::Failed,
+            Failure::Protocol { message },
+        );
     }
 }
 

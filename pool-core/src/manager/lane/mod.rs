@@ -402,8 +402,9 @@ pub(crate) enum PanicPoint {
     Wake = 1,
     /// In its next refill that took tasks from the queue, before it starts them.
     Refill = 2,
-    /// In its next refill that took tasks from the queue, once the first
-    /// one's frame is in the batch and before that task is in the book.
+    /// In its next refill that took tasks from the queue, once the last
+    /// one's frame is in the batch and before that task is in the book (the
+    /// others taken are in it).
     Start = 3,
 }
 

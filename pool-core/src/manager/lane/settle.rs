@@ -153,10 +153,7 @@ impl Settler {
             self.report.needs_actor = true;
         }
         for failed in refilled.unwritable {
-            let failure = Failure::Protocol {
-                message: failed.reason,
-            };
-            settle_failed(&self.shared, failed.pending, FinalStatus::Failed, failure);
+            failed.settle(&self.shared);
         }
     }
 

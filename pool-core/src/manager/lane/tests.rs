@@ -422,3 +422,166 @@ async fn the_window_weight_follows_every_write_answer_and_drain() {
         );
     }
 }
+
+/// A task whose start makes its lane panic (a bug in the pool triggered by
+/// that task) goes back to the head of the queue, its stranded frame never
+/// written, and its queue slot still held, at most `MAX_UNCOUNTED_REQUEUES`
+/// times; the next time it fails, and its queue slot comes back.
+#[tokio::test]
+async fn a_task_whose_start_panics_goes_back_a_bounded_number_of_times_then_fails() {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    use std::task::{Context, Poll};
+
+    use super::attempt::Target;
+    use super::feed::Feed;
+    use super::window::Window;
+    use super::{Lane, PanicPoint};
+    use crate::balance::FirstAvailable;
+    use crate::manager::actor::{EventChannels, Shared, MAX_UNCOUNTED_REQUEUES};
+    use crate::manager::outbox::Outbox;
+    use crate::manager::outcome_cell::Held;
+    use crate::manager::routing::TaskTypes;
+    use crate::protocol::DEFAULT_MAX_FRAME;
+    use crate::PoolConfig;
+
+    let config = PoolConfig {
+        worker_concurrency: 1,
+        prefetch: 0,
+        ..PoolConfig::default()
+    };
+    let shared = Shared::new(
+        &config,
+        EventChannels::default(),
+        Box::new(FirstAvailable),
+        false,
+    );
+    shared.queue.lock().set_lanes_may_take(true);
+    let (answer, mut told) = Answer::new();
+    let pending = Pending::new(7, Task::new("echo", vec![1]), answer);
+    shared
+        .queue
+        .shard(0)
+        .push_new(pending, shared.clock.now().moment);
+    let slots = shared.queue_slots.available_permits();
+    let target = Target {
+        shared: &shared,
+        num: 1,
+        name: "worker-1",
+        concurrency: 1,
+        default_timeout: TIMEOUT,
+        max_frame: DEFAULT_MAX_FRAME,
+    };
+    let mut feed = Feed::new(shared.queue.clone(), 1, Window::of(&config));
+    feed.connect(TaskTypes::default());
+    let stats = Stats::new();
+    for panics in 1..=MAX_UNCOUNTED_REQUEUES + 1 {
+        // Each panic costs the lane: the next refill is a replacement's.
+        let lane = Lane::new(stats.tallies.writer(1), "worker-1".into(), shared.clock);
+        lane.book().feeds = true;
+        lane.request_panic(PanicPoint::Start);
+        let mut out = Outbox::default();
+        let unwound = catch_unwind(AssertUnwindSafe(|| feed.refill(&lane, &target, &mut out)));
+        assert!(unwound.is_err(), "the lane panicked while starting task 7");
+        assert!(
+            !lane.book().has_batch(),
+            "its frame never reaches the worker"
+        );
+        assert!(lane.book().is_empty(), "task 7 never joined the book");
+        let queued = shared.queue.lock().peek().map(|p| p.uncounted_requeues);
+        if panics <= MAX_UNCOUNTED_REQUEUES {
+            assert_eq!(queued, Some(panics), "back at the head, charged once more");
+            assert_eq!(shared.queue_slots.available_permits(), slots);
+        } else {
+            assert_eq!(queued, None, "no longer queued");
+            assert_eq!(shared.queue_slots.available_permits(), slots + 1);
+        }
+    }
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let Poll::Ready(Some(Held::Error(error))) = told.poll(&mut cx) else {
+        panic!("task 7 was told its failure");
+    };
+    assert_eq!(error.id, 7);
+    assert_eq!(error.failure.kind(), "protocol");
+    assert!(
+        error
+            .failure
+            .to_string()
+            .contains("panicked while starting"),
+        "{}",
+        error.failure
+    );
+}
+
+/// A refill that panics while starting the last of the tasks it took, the
+/// others already in the book, gives back the queue slots they left, and
+/// puts only that last task back at the head of the queue.
+#[tokio::test]
+async fn a_refill_that_panics_after_adding_tasks_returns_their_queue_slots() {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+
+    use super::attempt::Target;
+    use super::feed::Feed;
+    use super::window::Window;
+    use super::{Lane, PanicPoint};
+    use crate::balance::FirstAvailable;
+    use crate::manager::actor::{EventChannels, Shared};
+    use crate::manager::outbox::Outbox;
+    use crate::manager::routing::TaskTypes;
+    use crate::protocol::DEFAULT_MAX_FRAME;
+    use crate::PoolConfig;
+
+    let config = PoolConfig {
+        worker_concurrency: 3,
+        prefetch: 0,
+        ..PoolConfig::default()
+    };
+    let shared = Shared::new(
+        &config,
+        EventChannels::default(),
+        Box::new(FirstAvailable),
+        false,
+    );
+    shared.queue.lock().set_lanes_may_take(true);
+    let slots = shared.queue_slots.available_permits();
+    let mut told = Vec::new();
+    for id in 1..=3 {
+        let (answer, waiter) = Answer::new();
+        told.push(waiter);
+        let pending = Pending::new(id, Task::new("echo", vec![1]), answer);
+        shared
+            .queue
+            .shard(0)
+            .push_new(pending, shared.clock.now().moment);
+    }
+    let target = Target {
+        shared: &shared,
+        num: 1,
+        name: "worker-1",
+        concurrency: 3,
+        default_timeout: TIMEOUT,
+        max_frame: DEFAULT_MAX_FRAME,
+    };
+    let mut feed = Feed::new(shared.queue.clone(), 1, Window::of(&config));
+    feed.connect(TaskTypes::default());
+    let stats = Stats::new();
+    let lane = Lane::new(stats.tallies.writer(3), "worker-1".into(), shared.clock);
+    lane.book().feeds = true;
+    lane.request_panic(PanicPoint::Start);
+    let mut out = Outbox::default();
+    let unwound = catch_unwind(AssertUnwindSafe(|| feed.refill(&lane, &target, &mut out)));
+    assert!(unwound.is_err(), "the lane panicked while starting task 3");
+    let book = lane.book();
+    assert_eq!(book.len(), 2, "tasks 1 and 2 are in the book");
+    assert!(
+        !book.has_batch(),
+        "no frame of the dying worker's is written"
+    );
+    drop(book);
+    let queued: Vec<u64> = shared.queue.lock().drain().iter().map(|p| p.id).collect();
+    assert_eq!(queued, [3], "task 3 is back in the queue");
+    assert_eq!(
+        shared.queue_slots.available_permits(),
+        slots + 2,
+        "tasks 1 and 2 gave back the queue slots they left"
+    );
+}
