@@ -82,9 +82,13 @@ impl TypeFilter {
         Self { types, last: None }
     }
 
-    /// Whether a task of `task_type` is taken.
+    /// Whether a task of `task_type` is taken (every task, by a worker that
+    /// stated no types).
     #[inline]
     pub(crate) fn takes(&mut self, task_type: &Arc<str>) -> bool {
+        if !self.types.stated() {
+            return true;
+        }
         if self
             .last
             .as_ref()

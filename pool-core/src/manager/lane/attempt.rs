@@ -98,7 +98,7 @@ impl Book {
     /// same lock: a frame whose task is not in the book would reach the
     /// worker unknown to the pool. On error, the reason, and nothing was added
     /// to the batch.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn write_attempt(
         &mut self,
         target: &Target<'_>,
@@ -120,7 +120,7 @@ impl Book {
     /// The second half of [`start_attempt`](Self::start_attempt): adds
     /// `pending`, whose attempt [`write_attempt`](Self::write_attempt) framed
     /// in the batch, to the book, started at `now`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn add_attempt(
         &mut self,
         target: &Target<'_>,
@@ -238,6 +238,7 @@ impl Book {
     /// whole, or around a payload of [`APART_MIN`] bytes or more, which is then
     /// written from its own buffer. On error nothing is added to the batch
     /// (the buffer it would have gone in may have been closed as a part).
+    #[inline(always)]
     fn encode(
         &mut self,
         pending: &Pending,
