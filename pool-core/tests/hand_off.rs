@@ -15,7 +15,7 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pool_core::testing::{MockAction, MockTransport};
+use pool_core::testing::{MockAction, MockRecorder, MockTransport};
 use pool_core::{
     BalancePolicy, FinalStatus, Pool, PoolConfig, SubmitError, WorkerCommand, WorkerSnapshot,
 };
@@ -51,7 +51,7 @@ struct GateControl {
     release: std_mpsc::Sender<()>,
 }
 
-async fn start() -> (Pool, GateControl) {
+async fn start() -> (Pool, GateControl, Arc<MockRecorder>) {
     let (entered_tx, entered) = mpsc::unbounded_channel();
     let (release, release_rx) = std_mpsc::channel();
     let armed = Arc::new(AtomicBool::new(false));
@@ -60,7 +60,7 @@ async fn start() -> (Pool, GateControl) {
         entered: entered_tx,
         release: Mutex::new(release_rx),
     };
-    let (transport, _) = MockTransport::new(|t| {
+    let (transport, recorder) = MockTransport::new(|t| {
         if t.task_type == "wait" {
             MockAction::UntilCancelled
         } else {
@@ -87,7 +87,15 @@ async fn start() -> (Pool, GateControl) {
         entered,
         release,
     };
-    (pool, control)
+    (pool, control, recorder)
+}
+
+/// Waits a millisecond on the test's own thread. Not a runtime timer: while
+/// the gate holds the caller, threads of the runtime are held too (the
+/// caller's, and any waiting for the desk), and none of them may be left to
+/// serve the runtime's timers.
+fn wait_a_moment() {
+    std::thread::sleep(Duration::from_millis(1));
 }
 
 /// How the test's caller submits its task.
@@ -127,7 +135,7 @@ async fn submit_until_picking(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cancel_while_its_caller_hands_a_queued_task_off_cancels_it() {
-    let (pool, mut control) = start().await;
+    let (pool, mut control, _) = start().await;
     let first = pool
         .submit(common::task("echo", 1))
         .await
@@ -164,16 +172,16 @@ async fn a_shutdown_while_a_caller_hands_a_task_off_still_ends_that_task() {
 }
 
 async fn shutdown_while_handing_off(how: Submit) {
-    let (pool, mut control) = start().await;
+    let (pool, mut control, _) = start().await;
     let submit = submit_until_picking(&pool, &mut control, common::task("echo", 1), how).await;
     let stopper = pool.clone();
     let shutdown = tokio::spawn(async move { stopper.shutdown().await });
     // The shutdown may begin now (the task must not be out of the queue
     // meanwhile), or wait for the policy, which the actor shares: either way
     // the gate opens after a while.
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
-    while !pool.metrics().pool.shutting_down && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(1)).await;
+    let deadline = std::time::Instant::now() + Duration::from_millis(500);
+    while !pool.metrics().pool.shutting_down && std::time::Instant::now() < deadline {
+        wait_a_moment();
     }
     control.release.send(()).expect("the gate waits");
 
@@ -203,4 +211,54 @@ async fn shutdown_while_handing_off(how: Submit) {
         .await
         .expect("the pool shuts down")
         .expect("joined");
+}
+
+/// A single task whose caller is still waiting for the policy's pick when
+/// another caller queues a task of higher priority does not pass that task:
+/// the caller looks at the queue again under the picked worker's book, and
+/// queues its own task behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_task_queued_while_a_single_submit_picks_a_worker_runs_first() {
+    let (pool, mut control, recorder) = start().await;
+    pool.submit(common::task("echo", 1))
+        .await
+        .expect("accepted")
+        .await
+        .expect("the worker is ready");
+
+    let low = common::task("echo", 2).with_priority(90);
+    let submit = submit_until_picking(&pool, &mut control, low, Submit::One).await;
+    // Its hand-off waits for the desk, which the first caller holds.
+    let other = pool.clone();
+    let high = tokio::spawn(async move {
+        other
+            .submit_many([common::task("echo", 3).with_priority(0)])
+            .await
+    });
+    // Counted as submitted as it is queued (the first caller's task is
+    // counted once a worker's book takes it). The worker's lane may take it
+    // from the queue meanwhile: it runs first then too.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while pool.metrics().tasks.submitted < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the other caller's task is queued"
+        );
+        wait_a_moment();
+    }
+    control.release.send(()).expect("the gate waits");
+
+    let low = submit.await.expect("joined").expect("accepted");
+    let high = high.await.expect("joined").expect("accepted").remove(0);
+    let ids = [high.id(), low.id()];
+    low.await.expect("echoed");
+    high.await.expect("echoed");
+    let order: Vec<u64> = recorder
+        .started()
+        .iter()
+        .map(|t| t.id)
+        .filter(|id| ids.contains(id))
+        .collect();
+    assert_eq!(order, ids, "the queued task of priority 0 ran first");
+    pool.shutdown_now().await;
 }

@@ -206,9 +206,8 @@ pub(crate) struct Pending {
     /// Whether it still holds one of the queue's `max_queue_len` slots (released
     /// when it first leaves the queue; retries re-enter without one).
     pub(crate) holds_queue_slot: bool,
-    /// Times it went back to the queue from a dead worker's prefetch window
-    /// without losing an attempt (bounded by [`MAX_UNCOUNTED_REQUEUES`]).
-    pub(crate) uncounted_requeues: u8,
+    /// Times it went back to the queue without losing an attempt.
+    pub(crate) requeues: FreeRequeues,
     /// It was among the unanswered tasks of a worker that batched its replies
     /// and died, so which of them ran is unknown: it is written only to a
     /// worker holding no other task, and nothing joins it there until it is
@@ -225,6 +224,41 @@ pub(crate) struct Pending {
     /// The worker of the attempt before the last one: named again when the
     /// last one is given back.
     pub(crate) worker_before: Option<RanOn>,
+}
+
+/// The times a task went back to the queue without losing an attempt, two
+/// counts in one byte (a queued task stays small): from a dead worker's
+/// prefetch window (bounded by [`MAX_UNCOUNTED_REQUEUES`]), and after a lane
+/// panicked while starting its attempt (bounded by [`MAX_START_PANICS`]: a
+/// task that trips a bug in the pool then fails instead of killing lane after
+/// lane). Each count stops at 15.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct FreeRequeues(u8);
+
+impl FreeRequeues {
+    /// Times it left a dead worker's prefetch window.
+    pub(crate) fn out_of_windows(self) -> u8 {
+        self.0 & 0x0f
+    }
+
+    /// Times a lane panicked while starting it.
+    pub(crate) fn after_start_panics(self) -> u8 {
+        self.0 >> 4
+    }
+
+    /// It left a dead worker's prefetch window once more.
+    pub(crate) fn count_window(&mut self) {
+        if self.out_of_windows() < 0x0f {
+            self.0 += 1;
+        }
+    }
+
+    /// A lane panicked while starting it once more.
+    pub(crate) fn count_start_panic(&mut self) {
+        if self.after_start_panics() < 0x0f {
+            self.0 += 0x10;
+        }
+    }
 }
 
 /// The worker an attempt went to, in four bytes (its number plus one, so
@@ -273,7 +307,7 @@ impl Pending {
             attempts: 0,
             answer,
             holds_queue_slot: true,
-            uncounted_requeues: 0,
+            requeues: FreeRequeues::default(),
             run_alone: false,
             shard: 0,
             queued_at: Moment::default(),
@@ -293,6 +327,11 @@ impl Pending {
 /// window or running), and a death then is its own: a task that kills every
 /// worker it is sent to still runs out of attempts.
 pub(crate) const MAX_UNCOUNTED_REQUEUES: u8 = 2;
+
+/// How often a task may go back to the queue after a lane panicked while
+/// starting its attempt (a bug in the pool, which may be this task's doing);
+/// the next time, it fails.
+pub(crate) const MAX_START_PANICS: u8 = 2;
 
 /// The longest a timer is armed ahead (the timer wheel's range is about two
 /// years, and inserting past it panics); a later deadline is re-checked when it
@@ -779,5 +818,30 @@ impl Actor {
         self.shared.stats.target_size.store(0, Relaxed);
         self.shared.queue_slots.close();
         self.shared.emit(|| PoolEvent::PoolShutdown);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FreeRequeues;
+
+    #[test]
+    fn the_two_counts_of_free_requeues_are_kept_apart_and_stop_at_15() {
+        let mut requeues = FreeRequeues::default();
+        requeues.count_window();
+        requeues.count_start_panic();
+        requeues.count_start_panic();
+        assert_eq!(
+            (requeues.out_of_windows(), requeues.after_start_panics()),
+            (1, 2)
+        );
+        for _ in 0..40 {
+            requeues.count_window();
+            requeues.count_start_panic();
+        }
+        assert_eq!(
+            (requeues.out_of_windows(), requeues.after_start_panics()),
+            (15, 15)
+        );
     }
 }

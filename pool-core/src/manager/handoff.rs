@@ -251,16 +251,16 @@ impl Desk {
 }
 
 impl Desk {
-    /// Hands `pending`, a task its caller has not queued, straight to a
-    /// worker with a free run slot, as the policy picks: only while nothing
+    /// Hands the task in `new`, which its caller has not queued, straight to
+    /// a worker with a free run slot, as the policy picks. Only while nothing
     /// waits in the queue (so it passes no queued task, and strict priority
     /// order holds with `prefetch` 0) and the queue is open to callers and to
     /// lanes, as seen before the policy picks and again under the picked
-    /// worker's book lock, and while the desk hands off. A submit to a pool with an idle worker then takes no
-    /// queue lock and no queue slot. Counted as submitted, with its
-    /// `TaskQueued` event, once a worker's book has room for it. The task is
-    /// taken out of `new` when a worker took it; else it is left there
-    /// untouched, for its caller to queue.
+    /// worker's book lock, and while the desk hands off. A submit to a pool
+    /// with an idle worker then takes no queue lock and no queue slot. The
+    /// task is counted as submitted, with its `TaskQueued` event, once a
+    /// worker's book has room for it, and taken out of `new`; else it is left
+    /// there untouched, for its caller to queue.
     pub(crate) fn hand_new(&self, shared: &Shared, new: &mut Option<Pending>) {
         let settings = self.settings;
         if !settings.open || shared.queue.left() != Left::Nothing {

@@ -363,15 +363,15 @@ impl Actor {
             }
             if running.run_start.is_none()
                 && !by_caller
-                && running.pending.uncounted_requeues < MAX_UNCOUNTED_REQUEUES
+                && running.pending.requeues.out_of_windows() < MAX_UNCOUNTED_REQUEUES
             {
                 // Still in the prefetch window: it never ran, so it loses no
                 // attempt. A task whose frame alone kills a worker (its
                 // decoder) would go free for ever while the task running
                 // beside it took the blame each time: after the last free
                 // requeue it runs alone, so a death then is its own.
-                running.pending.uncounted_requeues += 1;
-                if running.pending.uncounted_requeues == MAX_UNCOUNTED_REQUEUES {
+                running.pending.requeues.count_window();
+                if running.pending.requeues.out_of_windows() == MAX_UNCOUNTED_REQUEUES {
                     running.pending.run_alone = true;
                 }
                 self.requeue_unstarted(running.pending);

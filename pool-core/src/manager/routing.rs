@@ -69,8 +69,9 @@ impl TaskTypes {
 
 /// Task types a lane or the desk takes from the queue, and the last type found
 /// taken: the queue shares one allocation of a type's name between tasks, so
-/// the next task of that type is told by its pointer, without a string
-/// comparison.
+/// the next task of that type is told by its pointer, and a task handed over
+/// without being queued (its own allocation) by a comparison with that name,
+/// neither looking through the list.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct TypeFilter {
     types: TaskTypes,
@@ -89,12 +90,10 @@ impl TypeFilter {
         if !self.types.stated() {
             return true;
         }
-        if self
-            .last
-            .as_ref()
-            .is_some_and(|t| Arc::ptr_eq(t, task_type))
-        {
-            return true;
+        if let Some(last) = &self.last {
+            if Arc::ptr_eq(last, task_type) || **last == **task_type {
+                return true;
+            }
         }
         let taken = self.types.accepts(task_type);
         if taken {

@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 
 use tokio::time::Instant;
 
-use super::super::actor::{Pending, Shared, MAX_UNCOUNTED_REQUEUES};
+use super::super::actor::{Pending, Shared, MAX_START_PANICS};
 use super::super::clock::Now;
 use super::super::dispatch::settle_failed;
 use super::super::failure::Failure;
@@ -131,6 +131,7 @@ impl Feed {
             book: &mut book,
             refilled: &mut refilled,
             starting: false,
+            finished: false,
             queue: &self.queue,
             shared: target.shared,
         };
@@ -213,6 +214,7 @@ impl Feed {
                 }
             }
         }
+        taken.finished = true;
         drop(taken);
         book.flush(|piece| out.push(piece));
         refilled
@@ -230,9 +232,9 @@ impl Feed {
 ///   and tasks whose frames could not be encoded are failed, as the lane
 ///   would have once the refill returned;
 /// - the task whose attempt was being started goes back with the others at
-///   most [`MAX_UNCOUNTED_REQUEUES`] times (its
-///   [`uncounted_requeues`](Pending::uncounted_requeues)); past that it fails,
-///   so a task that makes the pool's own code panic cannot kill lane after
+///   most [`MAX_START_PANICS`] times (its
+///   [`requeues`](Pending::requeues)); past that it fails, so a task
+///   that makes the pool's own code panic as it starts cannot kill lane after
 ///   lane;
 /// - the rest go back to the head of the queue in their order, still holding
 ///   their queue slots, instead of being dropped with their callers' answers;
@@ -248,13 +250,15 @@ struct Untaken<'a> {
     refilled: &'a mut Refilled,
     /// The first of `tasks` is being started (its frame may be in the batch).
     starting: bool,
+    /// The refill got to its end: dropped before, it unwound.
+    finished: bool,
     queue: &'a SharedQueue,
     shared: &'a Shared,
 }
 
 impl Drop for Untaken<'_> {
     fn drop(&mut self) {
-        if !std::thread::panicking() {
+        if self.finished {
             return;
         }
         self.book.input_gone();
@@ -297,14 +301,14 @@ impl Drop for Untaken<'_> {
 
 impl Untaken<'_> {
     /// The lane panicked while starting the first task's attempt: the task
-    /// goes back with one more free requeue counted, or fails once it had
-    /// them all.
+    /// goes back with the panic counted, or fails once it went back
+    /// [`MAX_START_PANICS`] times.
     fn charge_the_task_being_started(&mut self) {
         let Some(front) = self.tasks.front_mut() else {
             return;
         };
-        if front.uncounted_requeues < MAX_UNCOUNTED_REQUEUES {
-            front.uncounted_requeues += 1;
+        if front.requeues.after_start_panics() < MAX_START_PANICS {
+            front.requeues.count_start_panic();
             return;
         }
         let Some(pending) = self.tasks.pop_front() else {
@@ -312,7 +316,7 @@ impl Untaken<'_> {
         };
         let message = format!(
             "the pool's lane panicked while starting this task, {} times",
-            u32::from(MAX_UNCOUNTED_REQUEUES) + 1
+            u32::from(MAX_START_PANICS) + 1
         );
         settle_failed(
             self.shared,

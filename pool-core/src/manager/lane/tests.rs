@@ -425,7 +425,7 @@ async fn the_window_weight_follows_every_write_answer_and_drain() {
 
 /// A task whose start makes its lane panic (a bug in the pool triggered by
 /// that task) goes back to the head of the queue, its stranded frame never
-/// written, and its queue slot still held, at most `MAX_UNCOUNTED_REQUEUES`
+/// written, and its queue slot still held, at most `MAX_START_PANICS`
 /// times; the next time it fails, and its queue slot comes back.
 #[tokio::test]
 async fn a_task_whose_start_panics_goes_back_a_bounded_number_of_times_then_fails() {
@@ -437,7 +437,7 @@ async fn a_task_whose_start_panics_goes_back_a_bounded_number_of_times_then_fail
     use super::window::Window;
     use super::{Lane, PanicPoint};
     use crate::balance::FirstAvailable;
-    use crate::manager::actor::{EventChannels, Shared, MAX_UNCOUNTED_REQUEUES};
+    use crate::manager::actor::{EventChannels, Shared, MAX_START_PANICS};
     use crate::manager::outbox::Outbox;
     use crate::manager::outcome_cell::Held;
     use crate::manager::routing::TaskTypes;
@@ -474,7 +474,7 @@ async fn a_task_whose_start_panics_goes_back_a_bounded_number_of_times_then_fail
     let mut feed = Feed::new(shared.queue.clone(), 1, Window::of(&config));
     feed.connect(TaskTypes::default());
     let stats = Stats::new();
-    for panics in 1..=MAX_UNCOUNTED_REQUEUES + 1 {
+    for panics in 1..=MAX_START_PANICS + 1 {
         // Each panic costs the lane: the next refill is a replacement's.
         let lane = Lane::new(stats.tallies.writer(1), "worker-1".into(), shared.clock);
         lane.book().feeds = true;
@@ -487,8 +487,12 @@ async fn a_task_whose_start_panics_goes_back_a_bounded_number_of_times_then_fail
             "its frame never reaches the worker"
         );
         assert!(lane.book().is_empty(), "task 7 never joined the book");
-        let queued = shared.queue.lock().peek().map(|p| p.uncounted_requeues);
-        if panics <= MAX_UNCOUNTED_REQUEUES {
+        let queued = shared
+            .queue
+            .lock()
+            .peek()
+            .map(|p| p.requeues.after_start_panics());
+        if panics <= MAX_START_PANICS {
             assert_eq!(queued, Some(panics), "back at the head, charged once more");
             assert_eq!(shared.queue_slots.available_permits(), slots);
         } else {
