@@ -1,12 +1,25 @@
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use super::attempt::Target;
+use super::feed::Feed;
 use super::settle::Settled;
-use super::{Book, Completion, Reply};
-use crate::manager::actor::{CancelAsked, Pending, Running};
+use super::window::Window;
+use super::{Book, Completion, Lane, PanicPoint, Reply};
+use crate::balance::FirstAvailable;
+use crate::manager::actor::{
+    CancelAsked, EventChannels, Pending, Running, Shared, MAX_START_PANICS,
+};
 use crate::manager::clock::{Now, PoolClock};
 use crate::manager::ledger::Answer;
 use crate::manager::metrics::Stats;
+use crate::manager::outbox::Outbox;
+use crate::manager::outcome_cell::{Held, Waiter};
+use crate::manager::routing::TaskTypes;
+use crate::protocol::DEFAULT_MAX_FRAME;
 use crate::task::Task;
+use crate::PoolConfig;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -423,81 +436,107 @@ async fn the_window_weight_follows_every_write_answer_and_drain() {
     }
 }
 
+/// A pool's shared state whose lanes may take from its queue, and the feed
+/// of its worker 1, which runs `concurrency` tasks at once (`prefetch` 0).
+struct RefillRig {
+    shared: Shared,
+    feed: Feed,
+    stats: Stats,
+    concurrency: u32,
+}
+
+impl RefillRig {
+    fn new(concurrency: u32) -> Self {
+        let config = PoolConfig {
+            worker_concurrency: concurrency,
+            prefetch: 0,
+            ..PoolConfig::default()
+        };
+        let shared = Shared::new(
+            &config,
+            EventChannels::default(),
+            Box::new(FirstAvailable),
+            false,
+        );
+        shared.queue.lock().set_lanes_may_take(true);
+        let mut feed = Feed::new(shared.queue.clone(), 1, Window::of(&config));
+        feed.connect(TaskTypes::default());
+        Self {
+            shared,
+            feed,
+            stats: Stats::new(),
+            concurrency,
+        }
+    }
+
+    /// Queues task `id`; the side its caller is told on.
+    fn queue(&self, id: u64) -> Waiter {
+        let (answer, told) = Answer::new();
+        let pending = Pending::new(id, Task::new("echo", vec![1]), answer);
+        let now = self.shared.clock.now().moment;
+        self.shared.queue.shard(0).push_new(pending, now);
+        told
+    }
+
+    /// A new lane for worker 1 (a replacement's, after a panic), asked to
+    /// panic while its next refill starts the last task it took; whether
+    /// that refill unwound.
+    fn refill_panicking(&mut self) -> (Lane, bool) {
+        let lane = Lane::new(
+            self.stats.tallies.writer(u64::from(self.concurrency)),
+            "worker-1".into(),
+            self.shared.clock,
+        );
+        lane.book().feeds = true;
+        lane.request_panic(PanicPoint::Start);
+        let target = Target {
+            shared: &self.shared,
+            num: 1,
+            name: "worker-1",
+            concurrency: self.concurrency as usize,
+            default_timeout: TIMEOUT,
+            max_frame: DEFAULT_MAX_FRAME,
+        };
+        let feed = &mut self.feed;
+        let mut out = Outbox::default();
+        let unwound = catch_unwind(AssertUnwindSafe(|| feed.refill(&lane, &target, &mut out)));
+        (lane, unwound.is_err())
+    }
+
+    fn free_queue_slots(&self) -> usize {
+        self.shared.queue_slots.available_permits()
+    }
+}
+
 /// A task whose start makes its lane panic (a bug in the pool triggered by
 /// that task) goes back to the head of the queue, its stranded frame never
 /// written, and its queue slot still held, at most `MAX_START_PANICS`
 /// times; the next time it fails, and its queue slot comes back.
 #[tokio::test]
 async fn a_task_whose_start_panics_goes_back_a_bounded_number_of_times_then_fails() {
-    use std::panic::{catch_unwind, AssertUnwindSafe};
-    use std::task::{Context, Poll};
-
-    use super::attempt::Target;
-    use super::feed::Feed;
-    use super::window::Window;
-    use super::{Lane, PanicPoint};
-    use crate::balance::FirstAvailable;
-    use crate::manager::actor::{EventChannels, Shared, MAX_START_PANICS};
-    use crate::manager::outbox::Outbox;
-    use crate::manager::outcome_cell::Held;
-    use crate::manager::routing::TaskTypes;
-    use crate::protocol::DEFAULT_MAX_FRAME;
-    use crate::PoolConfig;
-
-    let config = PoolConfig {
-        worker_concurrency: 1,
-        prefetch: 0,
-        ..PoolConfig::default()
-    };
-    let shared = Shared::new(
-        &config,
-        EventChannels::default(),
-        Box::new(FirstAvailable),
-        false,
-    );
-    shared.queue.lock().set_lanes_may_take(true);
-    let (answer, mut told) = Answer::new();
-    let pending = Pending::new(7, Task::new("echo", vec![1]), answer);
-    shared
-        .queue
-        .shard(0)
-        .push_new(pending, shared.clock.now().moment);
-    let slots = shared.queue_slots.available_permits();
-    let target = Target {
-        shared: &shared,
-        num: 1,
-        name: "worker-1",
-        concurrency: 1,
-        default_timeout: TIMEOUT,
-        max_frame: DEFAULT_MAX_FRAME,
-    };
-    let mut feed = Feed::new(shared.queue.clone(), 1, Window::of(&config));
-    feed.connect(TaskTypes::default());
-    let stats = Stats::new();
+    let mut rig = RefillRig::new(1);
+    let mut told = rig.queue(7);
+    let slots = rig.free_queue_slots();
     for panics in 1..=MAX_START_PANICS + 1 {
-        // Each panic costs the lane: the next refill is a replacement's.
-        let lane = Lane::new(stats.tallies.writer(1), "worker-1".into(), shared.clock);
-        lane.book().feeds = true;
-        lane.request_panic(PanicPoint::Start);
-        let mut out = Outbox::default();
-        let unwound = catch_unwind(AssertUnwindSafe(|| feed.refill(&lane, &target, &mut out)));
-        assert!(unwound.is_err(), "the lane panicked while starting task 7");
+        let (lane, unwound) = rig.refill_panicking();
+        assert!(unwound, "the lane panicked while starting task 7");
         assert!(
             !lane.book().has_batch(),
             "its frame never reaches the worker"
         );
         assert!(lane.book().is_empty(), "task 7 never joined the book");
-        let queued = shared
+        let queued = rig
+            .shared
             .queue
             .lock()
             .peek()
             .map(|p| p.requeues.after_start_panics());
         if panics <= MAX_START_PANICS {
             assert_eq!(queued, Some(panics), "back at the head, charged once more");
-            assert_eq!(shared.queue_slots.available_permits(), slots);
+            assert_eq!(rig.free_queue_slots(), slots);
         } else {
             assert_eq!(queued, None, "no longer queued");
-            assert_eq!(shared.queue_slots.available_permits(), slots + 1);
+            assert_eq!(rig.free_queue_slots(), slots + 1);
         }
     }
     let mut cx = Context::from_waker(std::task::Waker::noop());
@@ -521,59 +560,11 @@ async fn a_task_whose_start_panics_goes_back_a_bounded_number_of_times_then_fail
 /// puts only that last task back at the head of the queue.
 #[tokio::test]
 async fn a_refill_that_panics_after_adding_tasks_returns_their_queue_slots() {
-    use std::panic::{catch_unwind, AssertUnwindSafe};
-
-    use super::attempt::Target;
-    use super::feed::Feed;
-    use super::window::Window;
-    use super::{Lane, PanicPoint};
-    use crate::balance::FirstAvailable;
-    use crate::manager::actor::{EventChannels, Shared};
-    use crate::manager::outbox::Outbox;
-    use crate::manager::routing::TaskTypes;
-    use crate::protocol::DEFAULT_MAX_FRAME;
-    use crate::PoolConfig;
-
-    let config = PoolConfig {
-        worker_concurrency: 3,
-        prefetch: 0,
-        ..PoolConfig::default()
-    };
-    let shared = Shared::new(
-        &config,
-        EventChannels::default(),
-        Box::new(FirstAvailable),
-        false,
-    );
-    shared.queue.lock().set_lanes_may_take(true);
-    let slots = shared.queue_slots.available_permits();
-    let mut told = Vec::new();
-    for id in 1..=3 {
-        let (answer, waiter) = Answer::new();
-        told.push(waiter);
-        let pending = Pending::new(id, Task::new("echo", vec![1]), answer);
-        shared
-            .queue
-            .shard(0)
-            .push_new(pending, shared.clock.now().moment);
-    }
-    let target = Target {
-        shared: &shared,
-        num: 1,
-        name: "worker-1",
-        concurrency: 3,
-        default_timeout: TIMEOUT,
-        max_frame: DEFAULT_MAX_FRAME,
-    };
-    let mut feed = Feed::new(shared.queue.clone(), 1, Window::of(&config));
-    feed.connect(TaskTypes::default());
-    let stats = Stats::new();
-    let lane = Lane::new(stats.tallies.writer(3), "worker-1".into(), shared.clock);
-    lane.book().feeds = true;
-    lane.request_panic(PanicPoint::Start);
-    let mut out = Outbox::default();
-    let unwound = catch_unwind(AssertUnwindSafe(|| feed.refill(&lane, &target, &mut out)));
-    assert!(unwound.is_err(), "the lane panicked while starting task 3");
+    let mut rig = RefillRig::new(3);
+    let _told: Vec<Waiter> = (1..=3).map(|id| rig.queue(id)).collect();
+    let slots = rig.free_queue_slots();
+    let (lane, unwound) = rig.refill_panicking();
+    assert!(unwound, "the lane panicked while starting task 3");
     let book = lane.book();
     assert_eq!(book.len(), 2, "tasks 1 and 2 are in the book");
     assert!(
@@ -581,10 +572,17 @@ async fn a_refill_that_panics_after_adding_tasks_returns_their_queue_slots() {
         "no frame of the dying worker's is written"
     );
     drop(book);
-    let queued: Vec<u64> = shared.queue.lock().drain().iter().map(|p| p.id).collect();
+    let queued: Vec<u64> = rig
+        .shared
+        .queue
+        .lock()
+        .drain()
+        .iter()
+        .map(|p| p.id)
+        .collect();
     assert_eq!(queued, [3], "task 3 is back in the queue");
     assert_eq!(
-        shared.queue_slots.available_permits(),
+        rig.free_queue_slots(),
         slots + 2,
         "tasks 1 and 2 gave back the queue slots they left"
     );
