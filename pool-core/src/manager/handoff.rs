@@ -481,6 +481,8 @@ impl Seat {
         let queue = &shared.queue;
         pending.shard = u8::try_from(queue.callers_shard()).unwrap_or(0);
         pending.queued_at = now.moment;
+        // Never queued, so it took no queue slot.
+        pending.holds_queue_slot = false;
         shared.stats.submitted.fetch_add(1, Relaxed);
         let (id, priority) = (pending.id, pending.task.priority);
         shared.emit_routine(|| PoolEvent::TaskQueued { task: id, priority });

@@ -347,14 +347,9 @@ impl Pool {
     /// caller to queue once it holds a queue slot.
     fn hand_new(&self, task: Task) -> (Option<Pending>, TaskHandle) {
         let id = self.shared.next_task_id.fetch_add(1, Relaxed);
-        let (mut pending, handle) = self.pending(task, id);
-        // A task handed over now never held a queue slot.
-        pending.holds_queue_slot = false;
+        let (pending, handle) = self.pending(task, id);
         let mut unhanded = Some(pending);
         self.shared.desk.hand_new(&self.shared, &mut unhanded);
-        if let Some(pending) = &mut unhanded {
-            pending.holds_queue_slot = true;
-        }
         (unhanded, handle)
     }
 

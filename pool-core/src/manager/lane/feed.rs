@@ -130,8 +130,7 @@ impl Feed {
             tasks: &mut self.taken,
             book: &mut book,
             refilled: &mut refilled,
-            starting: false,
-            finished: false,
+            step: Step::Taking,
             queue: &self.queue,
             shared: target.shared,
         };
@@ -185,7 +184,7 @@ impl Feed {
         // Each task leaves `taken` only once its frame is in the batch: a
         // panic before then leaves it to the guard.
         while let Some(front) = taken.tasks.front() {
-            taken.starting = true;
+            taken.step = Step::StartingFirst;
             let framed = taken.book.write_attempt(target, front);
             #[cfg(feature = "test-util")]
             if taken.tasks.len() == 1 {
@@ -194,7 +193,7 @@ impl Feed {
             let Some(pending) = taken.tasks.pop_front() else {
                 break;
             };
-            taken.starting = false;
+            taken.step = Step::Taking;
             match framed {
                 Ok(framed) => {
                     let written = taken.book.add_attempt(target, framed, pending, now);
@@ -214,7 +213,7 @@ impl Feed {
                 }
             }
         }
-        taken.finished = true;
+        taken.step = Step::Finished;
         drop(taken);
         book.flush(|piece| out.push(piece));
         refilled
@@ -248,17 +247,25 @@ struct Untaken<'a> {
     tasks: &'a mut VecDeque<Pending>,
     book: &'a mut Book,
     refilled: &'a mut Refilled,
-    /// The first of `tasks` is being started (its frame may be in the batch).
-    starting: bool,
-    /// The refill got to its end: dropped before, it unwound.
-    finished: bool,
+    step: Step,
     queue: &'a SharedQueue,
     shared: &'a Shared,
 }
 
+/// Where a refill is, for [`Untaken`]'s drop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Taking tasks from the queue, or between two tasks' starts.
+    Taking,
+    /// Starting the first of the tasks taken (its frame may be in the batch).
+    StartingFirst,
+    /// At its end: dropped before, the refill unwound.
+    Finished,
+}
+
 impl Drop for Untaken<'_> {
     fn drop(&mut self) {
-        if self.finished {
+        if self.step == Step::Finished {
             return;
         }
         self.book.input_gone();
@@ -269,7 +276,7 @@ impl Drop for Untaken<'_> {
         for failed in self.refilled.unwritable.drain(..) {
             failed.settle(self.shared);
         }
-        if self.starting {
+        if self.step == Step::StartingFirst {
             self.charge_the_task_being_started();
         }
         if self.tasks.is_empty() {
