@@ -107,8 +107,9 @@ async fn large_tasks_wait_in_a_window_only_while_those_waiting_weigh_under_prefe
         prefetch_bytes: 1_000,
         ..common::config(2)
     };
+    // 1 ms a task: the pace alone would let 10 wait.
     let (pool, recorder) =
-        common::start(config, |_| MockAction::EchoAfter(Duration::from_millis(10))).await;
+        common::start(config, |_| MockAction::EchoAfter(Duration::from_millis(1))).await;
     let handles = pool
         .submit_many((0..40).map(|_| pool_core::Task::new("work", vec![7u8; 600])))
         .await
@@ -117,18 +118,56 @@ async fn large_tasks_wait_in_a_window_only_while_those_waiting_weigh_under_prefe
     // 1 000, so a second joined it; 1 200 is not under). The actor filled the
     // windows first; each lane refills as its worker answers.
     for round in 0..4 {
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        tokio::time::sleep(Duration::from_micros(100)).await;
         assert_eq!(
             pool.metrics().tasks.in_flight,
             8,
             "round {round}: 2 × (2 running + 2 waiting)"
         );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     for h in handles {
         assert_eq!(h.await.unwrap().payload.len(), 600);
     }
     assert_eq!(recorder.max_concurrent(), 2);
+    pool.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_window_holds_about_five_milliseconds_of_its_worker_pace() {
+    let config = PoolConfig {
+        prefetch: 8,
+        ..common::config(1)
+    };
+    let (pool, _recorder) = common::start(config, |_| {
+        MockAction::EchoAfter(Duration::from_millis(100))
+    })
+    .await;
+    let handles = pool
+        .submit_many((0..20).map(|n| common::task("work", n)))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(
+        pool.metrics().tasks.in_flight,
+        9,
+        "before its first answer a worker's window fills by count: 1 + 8"
+    );
+    // It answers one task each 100 ms: no refill while it holds more than
+    // its paced window (1 running, 1 waiting); from the eighth answer on it
+    // holds exactly that.
+    for answered in 1..=12u64 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let in_flight = pool.metrics().tasks.in_flight;
+        assert_eq!(
+            in_flight,
+            9u64.saturating_sub(answered).max(2),
+            "after {answered} answers of 100 ms tasks"
+        );
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
     pool.shutdown().await;
 }
 

@@ -38,26 +38,35 @@ pub struct PoolConfig {
     /// Default 1.
     pub worker_concurrency: u32,
     /// Tasks written to a worker beyond its `worker_concurrency` (its prefetch
-    /// window), so it starts its next task without waiting a round trip for the
-    /// pool to send one. A task's timeout counts from its run start (when it is one
-    /// of the first `worker_concurrency` unanswered tasks of its worker), not from
-    /// its wait in the window; a prefetched task that never started on a worker
-    /// that died or was killed goes back to the queue without losing an attempt.
+    /// window) at most, so it starts its next task without waiting a round
+    /// trip for the pool to send one. A task's timeout counts from its run
+    /// start (when it is one of the first `worker_concurrency` unanswered
+    /// tasks of its worker), not from its wait in the window; a prefetched task
+    /// that never started on a worker that died or was killed goes back to the
+    /// queue without losing an attempt.
+    ///
+    /// The window is also bounded in time: it holds as many tasks as the
+    /// worker runs in about 5 ms at its recent pace (the mean run time of its
+    /// last completions, each timed from its run start to the read of its
+    /// result), at least one, and at most 64 before the worker answered any.
+    /// Tasks of a few microseconds fill it to `prefetch`; tasks of a second
+    /// wait one at a time, so a long task is not pinned behind others in one
+    /// worker's window while another worker frees up.
     ///
     /// Priority: the queue is strictly ordered, but a task already in a worker's
     /// window is not overtaken, so a new task of higher priority waits behind at
-    /// most `prefetch` tasks of each worker (their run time) before it starts.
-    /// `0` keeps strict priority order (a worker gets a task only when a run slot
-    /// is free).
+    /// most `prefetch` tasks of each worker, and about 5 ms of its work at its
+    /// recent pace, before it starts. `0` keeps strict priority order (a worker
+    /// gets a task only when a run slot is free).
     ///
-    /// Default 64. A worker's lane refills its window as each read of replies
-    /// comes back, and a worker answers in batches (it writes the replies it
-    /// has before it starts another task), so the window must cover a batch
-    /// plus a round trip: `cortex-pool run -w 2` on 100 000 64 B echo lines
-    /// took 0.27–0.31 s with 16, 0.19 s with 32, 0.17–0.19 s with 64 and
-    /// 0.16–0.19 s with 128 (2 vCPUs; `docs/benchmarks.md`), so 64 is where the
-    /// gain ends. It bounds priority inversion to 64 tasks per worker; set 0 for
-    /// strict order, or less for long tasks whose order matters. Crash
+    /// Default 1024. A worker's lane refills its window as each read of
+    /// replies comes back, and a worker answers in batches (it writes the
+    /// replies it has before it starts another task), so the window must cover
+    /// a batch plus the time the lane is away, which on a busy machine is a
+    /// scheduler's time slice, not a round trip: `pool-bench tput` (64 B echo,
+    /// 64 run slots a worker, 2 workers on 2 vCPUs) ran at 1.24 M tasks/s with
+    /// 64, 1.51 M with 512 and 1.60 M with 1 024 (medians of four;
+    /// `docs/benchmarks.md`), with a fifth of the context switches. Crash
     /// attribution stays exact with it: a worker that writes a finished task's
     /// reply before it starts a later one (the protocol's rule) has every
     /// earlier reply with the pool when a task kills it, so the
@@ -161,7 +170,7 @@ impl Default for PoolConfig {
             min_workers: 5,
             max_workers: 50,
             worker_concurrency: 1,
-            prefetch: 64,
+            prefetch: 1024,
             prefetch_bytes: 1024 * 1024,
             queue_shards: 0,
             max_queue_len: 100_000,

@@ -28,15 +28,24 @@ pub(crate) async fn open(queue: &QueueSettings, settings: &Settings) -> Result<N
     NatsSource::connect(config).await.map_err(|e| e.to_string())
 }
 
+/// Tasks a worker's prefetch window counts for here at most: what a pool
+/// writes to a worker before it knows the tasks' pace (its window then
+/// follows the pace, up to `prefetch`). More would keep messages unacked in
+/// this daemon that another daemon's idle workers could take.
+const PREFETCH_PER_WORKER: u32 = 64;
+
 /// The most tasks a daemon holds: what its pool can start now (the worker
-/// slots) plus what its workers may prefetch (`prefetch` per worker), and at
-/// least one waiting task per slot, so a worker that finishes has its next
-/// task at hand while the finished one is stored and acked.
+/// slots) plus what its workers may prefetch (`prefetch` per worker, at most
+/// [`PREFETCH_PER_WORKER`]), and at least one waiting task per slot, so a
+/// worker that finishes has its next task at hand while the finished one is
+/// stored and acked.
 fn max_in_flight(pool: &pool_core::PoolConfig) -> usize {
     let slots = pool
         .max_workers
         .saturating_mul(pool.worker_concurrency.max(1) as usize);
-    let prefetch = pool.max_workers.saturating_mul(pool.prefetch as usize);
+    let prefetch = pool
+        .max_workers
+        .saturating_mul(pool.prefetch.min(PREFETCH_PER_WORKER) as usize);
     slots.saturating_add(prefetch.max(slots))
 }
 
@@ -45,7 +54,7 @@ mod tests {
     use super::max_in_flight;
 
     #[test]
-    fn a_daemon_holds_its_slots_plus_its_prefetch_and_at_least_one_more_per_slot() {
+    fn a_daemon_holds_its_slots_plus_its_bounded_prefetch_and_at_least_one_more_per_slot() {
         let mut pool = pool_core::PoolConfig {
             max_workers: 2,
             worker_concurrency: 1,
@@ -58,5 +67,7 @@ mod tests {
         pool.worker_concurrency = 1;
         pool.prefetch = 8;
         assert_eq!(max_in_flight(&pool), 2 + 16);
+        pool.prefetch = 1024;
+        assert_eq!(max_in_flight(&pool), 2 + 2 * 64, "64 a worker at most");
     }
 }

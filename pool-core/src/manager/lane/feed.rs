@@ -30,7 +30,8 @@ pub(crate) struct Feed {
     /// than shards).
     first: usize,
     /// What its worker holds at most: `worker_concurrency` running, and up
-    /// to `prefetch` more waiting while they weigh under `prefetch_bytes`.
+    /// to `prefetch` more waiting (as many as it runs in a few milliseconds
+    /// at its pace) while they weigh under `prefetch_bytes`.
     window: Window,
     /// Set once the worker is ready: the task types it takes.
     types: Option<TypeFilter>,
@@ -113,7 +114,7 @@ impl Feed {
             return refilled;
         }
         // The most tasks it may take (fewer when the window fills by weight).
-        let room = self.window.tasks().saturating_sub(book.len());
+        let room = filling.room();
         let empty = book.is_empty();
         // The lane's lock, then one shard's: never the other way round. Only
         // the taking happens under the shard's lock, which callers and other

@@ -22,6 +22,7 @@
 pub(crate) mod attempt;
 pub(crate) mod feed;
 pub(crate) mod guard;
+pub(crate) mod pace;
 pub(crate) mod queue;
 pub(crate) mod settle;
 pub(crate) mod window;
@@ -52,6 +53,9 @@ pub(crate) struct Book {
     /// `run_start` yet): what the prefetch window weighs
     /// ([`window`]).
     waiting_bytes: usize,
+    /// How long the worker's tasks ran lately: how many may wait in its
+    /// window ([`pace`]).
+    pace: pace::Pace,
     /// Frames encoded and not yet handed to the worker's writer: the last
     /// part of the batch, still taking frames.
     outbuf: BytesMut,
@@ -132,6 +136,7 @@ impl Book {
         Self {
             entries: VecDeque::new(),
             waiting_bytes: 0,
+            pace: pace::Pace::default(),
             outbuf: BytesMut::new(),
             parts: Vec::new(),
             feeds: false,
@@ -171,14 +176,19 @@ impl Book {
         self.entries.push_back(attempt);
     }
 
-    /// Whether the worker takes one more task within `window`.
+    /// Whether the worker takes one more task within `window`, at its pace.
     pub(crate) fn takes_more(&self, window: &window::Window) -> bool {
-        window.takes_more(self.len(), self.waiting_bytes)
+        window
+            .paced(&self.pace)
+            .takes_more(self.len(), self.waiting_bytes)
     }
 
-    /// The worker's window as a refill fills it, from what it holds now.
+    /// The worker's window as a refill fills it, at its pace, from what it
+    /// holds now.
     pub(crate) fn filling(&self, window: window::Window) -> window::Filling {
-        window.filling(self.len(), self.waiting_bytes)
+        window
+            .paced(&self.pace)
+            .filling(self.len(), self.waiting_bytes)
     }
 
     /// No longer waiting for a run slot: `attempt`'s weight leaves the window.
@@ -293,6 +303,7 @@ impl Book {
     fn count_completion(&mut self, running: &Running, now: Moment) -> Completion {
         let started = running.run_start.unwrap_or(running.sent);
         let run_ns = now.nanos_since(started);
+        self.pace.record(run_ns);
         Completion {
             counted: self.tally.completed(run_ns / 1_000),
             run_ns,

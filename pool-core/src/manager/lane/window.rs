@@ -1,15 +1,21 @@
 //! The room in a worker's window: its first `worker_concurrency` unanswered
-//! tasks run, and up to `prefetch` more wait behind them while those waiting
-//! weigh less than `prefetch_bytes` (see
+//! tasks run, and up to `prefetch` more wait behind them, as many as the
+//! worker runs in a few milliseconds at its pace ([`pace`](super::pace)),
+//! while those waiting weigh less than `prefetch_bytes` (see
 //! [`PoolConfig::prefetch_bytes`](crate::PoolConfig::prefetch_bytes)).
 
+use super::pace::Pace;
 use crate::PoolConfig;
 
-/// The bounds of every worker's window, from the pool's configuration.
+/// The bounds of a worker's window: from the pool's configuration
+/// ([`Window::of`]), and for one worker at its pace ([`Window::paced`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Window {
     /// Tasks a worker runs at once.
     concurrency: usize,
+    /// Tasks that may wait beyond them: `prefetch` in the pool's window, as
+    /// many as the worker's pace allows in a paced one.
+    prefetch: usize,
     /// Tasks it holds at most: `concurrency` plus `prefetch`.
     tasks: usize,
     /// One more task waits only while those waiting weigh less (payload bytes).
@@ -17,23 +23,32 @@ pub(crate) struct Window {
 }
 
 impl Window {
-    /// The window `config` gives each worker.
+    /// The window `config` gives each worker at most.
     pub(crate) fn of(config: &PoolConfig) -> Self {
+        let concurrency = config.worker_concurrency as usize;
+        let prefetch = config.prefetch as usize;
         Self {
-            concurrency: config.worker_concurrency as usize,
-            tasks: config.worker_window() as usize,
+            concurrency,
+            prefetch,
+            tasks: concurrency.saturating_add(prefetch),
             prefetch_bytes: config.prefetch_bytes,
+        }
+    }
+
+    /// This window for a worker at `pace`: as many tasks may wait as it runs
+    /// in [`PREFETCH_SPAN`](super::pace::PREFETCH_SPAN), within `prefetch`.
+    pub(crate) fn paced(self, pace: &Pace) -> Self {
+        let prefetch = pace.prefetch(self.concurrency, self.prefetch);
+        Self {
+            prefetch,
+            tasks: self.concurrency.saturating_add(prefetch),
+            ..self
         }
     }
 
     /// Tasks a worker runs at once.
     pub(crate) fn concurrency(&self) -> usize {
         self.concurrency
-    }
-
-    /// Tasks a worker holds at most.
-    pub(crate) fn tasks(&self) -> usize {
-        self.tasks
     }
 
     /// Whether a worker that holds `held` tasks, of which those waiting for a
@@ -66,6 +81,11 @@ impl Filling {
     /// Whether it takes one more task ([`Window::takes_more`]).
     pub(crate) fn takes_more(&self) -> bool {
         self.window.takes_more(self.held, self.waiting_bytes)
+    }
+
+    /// Tasks it may still take, by count (fewer when it fills by weight).
+    pub(crate) fn room(&self) -> usize {
+        self.window.tasks.saturating_sub(self.held)
     }
 
     /// A task of `payload_bytes` joined: into a run slot, or to wait.
@@ -122,6 +142,24 @@ mod tests {
     fn run_slots_are_never_bounded_by_weight() {
         assert_eq!(fills_with(window(16, 0, 1), 1 << 20), 16);
         assert_eq!(fills_with(window(16, 4, 1), 1 << 20), 17);
+    }
+
+    #[test]
+    fn a_paced_window_holds_what_the_worker_runs_in_the_span() {
+        let mut slow = Pace::default();
+        slow.record(100_000_000);
+        let paced = window(2, 64, 1 << 20).paced(&slow);
+        assert_eq!(fills_with(paced, 64), 3, "100 ms tasks: one waits");
+        assert_eq!(paced.filling(0, 0).room(), 3);
+        let mut fast = Pace::default();
+        fast.record(1_000);
+        assert_eq!(fills_with(window(2, 64, 1 << 20).paced(&fast), 64), 66);
+        assert_eq!(
+            fills_with(window(2, 64, 1 << 20).paced(&Pace::default()), 64),
+            66,
+            "below the first fill's bound"
+        );
+        assert_eq!(fills_with(window(2, 0, 1 << 20).paced(&fast), 64), 2);
     }
 
     #[test]
