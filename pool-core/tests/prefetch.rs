@@ -153,15 +153,17 @@ async fn a_window_holds_about_five_milliseconds_of_its_worker_pace() {
         9,
         "before its first answer a worker's window fills by count: 1 + 8"
     );
-    // It answers one task each 100 ms: no refill while it holds more than
-    // its paced window (1 running, 1 waiting); from the eighth answer on it
-    // holds exactly that.
+    // It answers one task each 100 ms. The lane's first refill starts the
+    // pace's first interval and tops the window up by count; from the
+    // second on, the pace is 100 ms a task: no refill while it holds more
+    // than its paced window (1 running, 1 waiting), and from the eighth
+    // answer on it holds exactly that.
     for answered in 1..=12u64 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let in_flight = pool.metrics().tasks.in_flight;
         assert_eq!(
             in_flight,
-            9u64.saturating_sub(answered).max(2),
+            10u64.saturating_sub(answered).max(2),
             "after {answered} answers of 100 ms tasks"
         );
     }

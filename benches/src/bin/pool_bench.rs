@@ -24,7 +24,7 @@
 //! Environment: `CONC` tasks each worker runs at once (`worker_concurrency`;
 //! default 64 for tput/big, 1 for lat; `CONC=1` is the pool's default),
 //! `PREFETCH` tasks written to a worker beyond them at most (`prefetch`;
-//! default the pool's, 1 024, as many as the worker runs in about 5 ms,
+//! default the pool's, 512, as many as the worker gets through in 5 ms,
 //! within `prefetch_bytes`, 1 MiB), `TRANSPORT` stdio|fifo (default stdio),
 //! `TAG` a suffix for bench ids, `WORKER_CMD` a command line (split on
 //! whitespace) that replaces the bundled `bench-worker` in `tput`,

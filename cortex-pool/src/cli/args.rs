@@ -98,8 +98,8 @@ pub(crate) struct RunArgs {
     pub(crate) concurrency: u32,
 
     /// Tasks written to each worker beyond --concurrency at most, so it never waits
-    /// for its next one (as many as it runs in about 5 ms at its pace); 0 keeps
-    /// strict priority order [default: 1024].
+    /// for its next one (as many as it gets through in about 5 ms at its pace);
+    /// 0 keeps strict priority order [default: 512].
     #[arg(long, value_name = "N")]
     pub(crate) prefetch: Option<u32>,
 

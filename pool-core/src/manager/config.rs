@@ -46,12 +46,18 @@ pub struct PoolConfig {
     /// queue without losing an attempt.
     ///
     /// The window is also bounded in time: it holds as many tasks as the
-    /// worker runs in about 5 ms at its recent pace (the mean run time of its
-    /// last completions, each timed from its run start to the read of its
-    /// result), at least one, and at most 64 before the worker answered any.
-    /// Tasks of a few microseconds fill it to `prefetch`; tasks of a second
-    /// wait one at a time, so a long task is not pinned behind others in one
-    /// worker's window while another worker frees up.
+    /// worker gets through in about 5 ms at its recent pace, at least one, and
+    /// at most 64 until that pace is known. The pace is measured by the
+    /// worker's lane between its refills: the time over the tasks answered,
+    /// while the worker had work all along (an interval in which it ran dry
+    /// can only make its window larger). Tasks of a few microseconds fill the
+    /// window to `prefetch`; tasks of a second wait one at a time, so a long
+    /// task is not pinned behind others in one worker's window while another
+    /// worker frees up. Tasks already written are not taken back: when fast
+    /// tasks are followed by slow ones, up to `prefetch` slow ones may wait in
+    /// a window that the fast ones' pace sized; set `prefetch` lower for such
+    /// a mix. A new worker (a replacement, or one added by scaling) starts
+    /// with at most 64 waiting.
     ///
     /// Priority: the queue is strictly ordered, but a task already in a worker's
     /// window is not overtaken, so a new task of higher priority waits behind at
@@ -59,14 +65,14 @@ pub struct PoolConfig {
     /// recent pace, before it starts. `0` keeps strict priority order (a worker
     /// gets a task only when a run slot is free).
     ///
-    /// Default 1024. A worker's lane refills its window as each read of
+    /// Default 512. A worker's lane refills its window as each read of
     /// replies comes back, and a worker answers in batches (it writes the
     /// replies it has before it starts another task), so the window must cover
     /// a batch plus the time the lane is away, which on a busy machine is a
     /// scheduler's time slice, not a round trip: `pool-bench tput` (64 B echo,
-    /// 64 run slots a worker, 2 workers on 2 vCPUs) ran at 1.24 M tasks/s with
-    /// 64, 1.51 M with 512 and 1.60 M with 1 024 (medians of four;
-    /// `docs/benchmarks.md`), with a fifth of the context switches. Crash
+    /// 64 run slots a worker, 2 workers on 2 vCPUs) ran at 1.33 M tasks/s with
+    /// 64, 1.53 M with 256, 1.66 M with 512 and 1.64 M with 1 024 (medians of
+    /// five; `docs/benchmarks.md`), with a fifth of the context switches. Crash
     /// attribution stays exact with it: a worker that writes a finished task's
     /// reply before it starts a later one (the protocol's rule) has every
     /// earlier reply with the pool when a task kills it, so the
@@ -170,7 +176,7 @@ impl Default for PoolConfig {
             min_workers: 5,
             max_workers: 50,
             worker_concurrency: 1,
-            prefetch: 1024,
+            prefetch: 512,
             prefetch_bytes: 1024 * 1024,
             queue_shards: 0,
             max_queue_len: 100_000,

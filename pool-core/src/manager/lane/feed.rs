@@ -102,6 +102,8 @@ impl Feed {
             return refilled;
         }
         let mut book = lane.book();
+        let now = target.shared.clock.now();
+        book.pace_refill(now.moment);
         let mut filling = book.filling(self.window);
         if !filling.takes_more() {
             refilled.stalled = false;
@@ -177,7 +179,6 @@ impl Feed {
             }
         }
         taken.refilled.stalled = filling.takes_more() && (refused || !self.queue.looks_empty());
-        let now = target.shared.clock.now();
         #[cfg(feature = "test-util")]
         if !taken.tasks.is_empty() {
             lane.panic_if_requested(super::PanicPoint::Refill);

@@ -53,7 +53,7 @@ pub(crate) struct Book {
     /// `run_start` yet): what the prefetch window weighs
     /// ([`window`]).
     waiting_bytes: usize,
-    /// How long the worker's tasks ran lately: how many may wait in its
+    /// How long a task takes the worker lately: how many may wait in its
     /// window ([`pace`]).
     pace: pace::Pace,
     /// Frames encoded and not yet handed to the worker's writer: the last
@@ -191,6 +191,13 @@ impl Book {
             .filling(self.len(), self.waiting_bytes)
     }
 
+    /// The lane refills the worker at `now`: the pace's interval since its
+    /// last refill closes ([`pace::Pace::refill_at`]).
+    pub(crate) fn pace_refill(&mut self, now: Moment) {
+        let oldest_sent = self.entries.front().map(|r| r.sent);
+        self.pace.refill_at(now, oldest_sent);
+    }
+
     /// No longer waiting for a run slot: `attempt`'s weight leaves the window.
     fn leaves_window(&mut self, attempt: &Running) {
         if attempt.run_start.is_none() {
@@ -240,6 +247,7 @@ impl Book {
             self.entries.remove(at)
         }?;
         self.leaves_window(&attempt);
+        self.pace.answered();
         self.tally.in_flight_down(1);
         let completion = (reply == Reply::Result && attempt.cancel != CancelAsked::ByCaller)
             .then(|| self.count_completion(&attempt, now.moment));
@@ -303,7 +311,6 @@ impl Book {
     fn count_completion(&mut self, running: &Running, now: Moment) -> Completion {
         let started = running.run_start.unwrap_or(running.sent);
         let run_ns = now.nanos_since(started);
-        self.pace.record(run_ns);
         Completion {
             counted: self.tally.completed(run_ns / 1_000),
             run_ns,

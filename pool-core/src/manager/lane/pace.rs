@@ -1,24 +1,30 @@
-//! A worker's pace: how long its tasks ran lately, which bounds its prefetch
-//! window in time as well as in tasks.
+//! A worker's pace: how long it takes a task lately, which bounds its
+//! prefetch window in time as well as in tasks.
 //!
 //! A window exists so the worker has its next task at hand while the lane is
 //! away (reading, settling, waiting for a core): it must hold that long of
 //! the worker's work, and more only pins tasks to one worker that another
 //! could start first, and delays a later task of higher priority. Tasks of a
 //! few microseconds need hundreds in the window to cover a scheduler's delay;
-//! tasks of a second need one. So the window holds the tasks the worker runs
-//! in [`PREFETCH_SPAN`] at its recent pace, at least one and at most
+//! tasks of a second need one. So the window holds the tasks the worker gets
+//! through in [`PREFETCH_SPAN`] at its recent pace, at least one and at most
 //! `prefetch`.
 //!
-//! The pace is the mean run time of the worker's recent completions, each
-//! timed from its run start to the read of its result (what the lane can see).
-//! By Little's law, a worker that runs `concurrency` tasks at once finishes
-//! one every mean run time ÷ `concurrency`. A batch of replies read at once
-//! times its first task with the whole wait and the rest with none: the mean
-//! over the batch is still the worker's pace, which is why it is a mean and
-//! not a moving value per completion.
+//! The pace is measured between the lane's refills (each one under the
+//! book's lock, after a read of replies): the time since the last one over
+//! the tasks answered since, whatever the worker's concurrency. That is the
+//! worker's pace only while it had work all along, which the lane knows when
+//! it still holds a task it held at the last refill (a worker does not idle
+//! while it holds a task). Otherwise the worker may have run dry and waited
+//! for the lane: the interval says only that its tasks took at most that
+//! long, and the window was too small to cover the lane's absence, so the
+//! pace is taken as twice as fast as the faster of that bound and the last
+//! pace (the window doubles). A run-dry interval never makes the window
+//! smaller; an interval of work does, within a few refills.
 
 use std::time::Duration;
+
+use super::super::clock::Moment;
 
 /// The work one worker's prefetch window holds at most, at the worker's
 /// recent pace: long enough to cover the lane being away for a scheduler's
@@ -26,52 +32,66 @@ use std::time::Duration;
 /// waits no longer than that behind a window.
 pub(crate) const PREFETCH_SPAN: Duration = Duration::from_millis(5);
 
-/// Tasks a window holds at most beyond the run slots before its worker
-/// answered any: nothing is known of the tasks' length yet, so a first fill
+/// Tasks a window holds at most beyond the run slots before its worker's
+/// pace is known: nothing is known of the tasks' length yet, so a first fill
 /// of long tasks commits no more than this to one worker.
 pub(crate) const FIRST_PREFETCH: usize = 64;
 
-/// Completions the pace is the mean of, roughly: past twice this many, the
-/// older half's weight is halved.
-const RECENT: u32 = 64;
-
-/// The recent run times of one worker's completions.
+/// One worker's pace, and the interval being measured.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Pace {
-    /// Their sum, in nanoseconds (halved with `runs`).
-    run_ns: u64,
-    /// How many are summed.
-    runs: u32,
+    /// Nanoseconds a task takes the worker lately; `None` until measured.
+    task_ns: Option<u64>,
+    /// The lane's last refill under the book's lock: where the interval
+    /// being measured began.
+    since: Option<Moment>,
+    /// Tasks answered since then.
+    answered: u32,
 }
 
 impl Pace {
-    /// A completion that ran `run_ns` nanoseconds.
+    /// The worker answered a task.
     #[inline]
-    pub(crate) fn record(&mut self, run_ns: u64) {
-        self.run_ns = self.run_ns.saturating_add(run_ns);
-        self.runs += 1;
-        if self.runs >= 2 * RECENT {
-            self.run_ns /= 2;
-            self.runs /= 2;
-        }
+    pub(crate) fn answered(&mut self) {
+        self.answered = self.answered.saturating_add(1);
     }
 
-    /// The tasks a worker running `concurrency` at once may hold beyond
-    /// them, with `prefetch` the most: those it finishes within
-    /// [`PREFETCH_SPAN`] at this pace, at least one; before it finished any,
-    /// at most [`FIRST_PREFETCH`]. `prefetch` 0 stays 0.
-    pub(crate) fn prefetch(&self, concurrency: usize, prefetch: usize) -> usize {
+    /// The lane refills at `now`: closes the interval since its last refill
+    /// and starts the next. `oldest_sent` is when the oldest task the worker
+    /// still holds was written (`None` when it holds none): at or before the
+    /// interval's start, the worker had work all along.
+    pub(crate) fn refill_at(&mut self, now: Moment, oldest_sent: Option<Moment>) {
+        let since = self.since.replace(now);
+        let answered = std::mem::take(&mut self.answered);
+        let Some(since) = since else {
+            return;
+        };
+        if answered == 0 {
+            return;
+        }
+        let sample = now.nanos_since(since) / u64::from(answered);
+        let worked_all_along = oldest_sent.is_some_and(|sent| sent <= since);
+        self.task_ns = Some(match (self.task_ns, worked_all_along) {
+            (None, true) => sample,
+            (Some(pace), true) => pace - pace / 4 + sample / 4,
+            (None, false) => sample / 2,
+            (Some(pace), false) => pace.min(sample) / 2,
+        });
+    }
+
+    /// The tasks the worker may hold beyond its run slots, with `prefetch`
+    /// the most: those it gets through within [`PREFETCH_SPAN`] at this pace,
+    /// at least one; before its pace is known, at most [`FIRST_PREFETCH`].
+    /// `prefetch` 0 stays 0.
+    pub(crate) fn prefetch(&self, prefetch: usize) -> usize {
         if prefetch == 0 {
             return 0;
         }
-        if self.runs == 0 {
+        let Some(task_ns) = self.task_ns else {
             return prefetch.min(FIRST_PREFETCH);
-        }
-        // The span ÷ (the mean run ÷ concurrency), in whole tasks.
-        let span = PREFETCH_SPAN.as_nanos()
-            * u128::from(u64::try_from(concurrency).unwrap_or(u64::MAX))
-            * u128::from(self.runs);
-        let fits = span / u128::from(self.run_ns.max(1));
+        };
+        let span = u64::try_from(PREFETCH_SPAN.as_nanos()).unwrap_or(u64::MAX);
+        let fits = span / task_ns.max(1);
         usize::try_from(fits)
             .unwrap_or(usize::MAX)
             .clamp(1, prefetch)
@@ -82,63 +102,105 @@ impl Pace {
 mod tests {
     use super::*;
 
-    fn paced(run: Duration, times: u32) -> Pace {
+    const MS: u64 = 1_000_000;
+
+    fn at(ns: u64) -> Moment {
+        Moment::default() + Duration::from_nanos(ns)
+    }
+
+    /// A pace whose worker answered `tasks` in each of `intervals` intervals
+    /// of `each_ns`, with work all along.
+    fn working(tasks: u32, each_ns: u64, intervals: u64) -> Pace {
         let mut pace = Pace::default();
-        for _ in 0..times {
-            pace.record(u64::try_from(run.as_nanos()).unwrap());
+        pace.refill_at(at(0), Some(at(0)));
+        for i in 1..=intervals {
+            for _ in 0..tasks {
+                pace.answered();
+            }
+            pace.refill_at(at(i * each_ns), Some(at((i - 1) * each_ns)));
         }
         pace
     }
 
     #[test]
-    fn before_any_answer_a_window_holds_at_most_the_first_prefetch() {
+    fn before_its_pace_is_known_a_window_holds_at_most_the_first_prefetch() {
         let pace = Pace::default();
-        assert_eq!(pace.prefetch(1, 1024), FIRST_PREFETCH);
-        assert_eq!(pace.prefetch(1, 4), 4);
-        assert_eq!(pace.prefetch(8, 0), 0);
+        assert_eq!(pace.prefetch(1024), FIRST_PREFETCH);
+        assert_eq!(pace.prefetch(4), 4);
+        assert_eq!(pace.prefetch(0), 0);
+        // One refill starts the first interval; nothing is measured yet.
+        let mut pace = Pace::default();
+        pace.answered();
+        pace.refill_at(at(MS), Some(at(0)));
+        assert_eq!(pace.prefetch(1024), FIRST_PREFETCH);
     }
 
     #[test]
     fn a_window_holds_the_span_of_work_at_the_worker_pace() {
-        // 100 µs a task, one at a time: 50 tasks make 5 ms.
-        assert_eq!(paced(Duration::from_micros(100), 10).prefetch(1, 1024), 50);
-        // Four at once finish four times as many.
-        assert_eq!(paced(Duration::from_micros(100), 10).prefetch(4, 1024), 200);
+        // 10 tasks a millisecond: 100 µs a task, 50 in 5 ms, whatever the
+        // worker's concurrency.
+        assert_eq!(working(10, MS, 3).prefetch(1024), 50);
         // Fast tasks fill it to `prefetch`.
-        assert_eq!(paced(Duration::from_micros(2), 10).prefetch(1, 1024), 1024);
-        assert_eq!(paced(Duration::ZERO, 10).prefetch(1, 1024), 1024);
+        assert_eq!(working(500, MS, 3).prefetch(1024), 1024);
+        assert_eq!(working(10, 0, 3).prefetch(1024), 1024);
     }
 
     #[test]
     fn long_tasks_wait_one_at_a_time() {
-        assert_eq!(paced(Duration::from_secs(1), 3).prefetch(1, 1024), 1);
-        assert_eq!(paced(Duration::from_millis(20), 3).prefetch(2, 1024), 1);
-        assert_eq!(paced(Duration::from_secs(1), 3).prefetch(1, 0), 0);
+        assert_eq!(working(1, 1_000 * MS, 3).prefetch(1024), 1);
+        assert_eq!(working(2, 40 * MS, 3).prefetch(1024), 1);
+        assert_eq!(working(1, 1_000 * MS, 3).prefetch(0), 0);
     }
 
     #[test]
-    fn a_batch_read_at_once_counts_as_its_mean() {
-        // The first of ten replies read together waited 1 ms, the rest none:
-        // 100 µs a task.
+    fn a_worker_that_ran_dry_gets_a_larger_window_never_a_smaller_one() {
+        // 2 µs tasks, but the lane comes back only every 10 ms: each time
+        // the worker answered its whole window and waited.
+        let mut pace = working(2_500, 5 * MS, 1);
+        assert_eq!(pace.prefetch(4096), 2_500);
+        let mut window = pace.prefetch(4096);
+        for i in 1..=3u64 {
+            for _ in 0..window {
+                pace.answered();
+            }
+            // It holds nothing it held at the last refill.
+            pace.refill_at(at(5 * MS + i * 10 * MS), None);
+            let grown = pace.prefetch(4096);
+            assert!(grown == 4096 || grown > window, "{grown} after {window}");
+            window = grown;
+        }
+        assert_eq!(window, 4096);
+        // Fewer answers in a long wait (the lane away for a second) still
+        // shrink nothing.
+        pace.answered();
+        pace.refill_at(at(2_000 * MS), None);
+        assert_eq!(pace.prefetch(4096), 4096);
+    }
+
+    #[test]
+    fn a_first_interval_run_dry_counts_as_a_bound() {
+        // 64 tasks answered within 10 ms and nothing left: at most 156 µs a
+        // task, taken as half that.
         let mut pace = Pace::default();
-        pace.record(1_000_000);
-        for _ in 0..9 {
-            pace.record(0);
+        pace.refill_at(at(0), Some(at(0)));
+        for _ in 0..64 {
+            pace.answered();
         }
-        assert_eq!(pace.prefetch(1, 1024), 50);
+        pace.refill_at(at(10 * MS), None);
+        assert_eq!(pace.prefetch(1024), 64);
     }
 
     #[test]
-    fn the_pace_follows_the_recent_tasks() {
-        let mut pace = paced(Duration::from_micros(2), 1000);
-        for _ in 0..2 * RECENT {
-            pace.record(10_000_000);
+    fn the_pace_follows_the_worker_within_a_few_intervals() {
+        let mut pace = working(2_500, 5 * MS, 4);
+        assert_eq!(pace.prefetch(1024), 1024);
+        // Now 10 ms a task, with work all along.
+        let mut now = 20 * MS;
+        for _ in 0..12 {
+            pace.answered();
+            pace.refill_at(at(now + 10 * MS), Some(at(now)));
+            now += 10 * MS;
         }
-        assert_eq!(pace.prefetch(1, 1024), 1, "10 ms tasks now");
-        // The slow runs' weight halves every `RECENT` completions.
-        for _ in 0..16 * RECENT {
-            pace.record(2_000);
-        }
-        assert_eq!(pace.prefetch(1, 1024), 1024, "fast again");
+        assert_eq!(pace.prefetch(1024), 1, "10 ms tasks now");
     }
 }

@@ -35,10 +35,11 @@ impl Window {
         }
     }
 
-    /// This window for a worker at `pace`: as many tasks may wait as it runs
-    /// in [`PREFETCH_SPAN`](super::pace::PREFETCH_SPAN), within `prefetch`.
+    /// This window for a worker at `pace`: as many tasks may wait as it gets
+    /// through in [`PREFETCH_SPAN`](super::pace::PREFETCH_SPAN), within
+    /// `prefetch`.
     pub(crate) fn paced(self, pace: &Pace) -> Self {
-        let prefetch = pace.prefetch(self.concurrency, self.prefetch);
+        let prefetch = pace.prefetch(self.prefetch);
         Self {
             prefetch,
             tasks: self.concurrency.saturating_add(prefetch),
@@ -144,22 +145,34 @@ mod tests {
         assert_eq!(fills_with(window(16, 4, 1), 1 << 20), 17);
     }
 
+    /// A pace of `task_ms` a task, measured over one interval of work.
+    fn pace_of(task_ms: u64) -> Pace {
+        let at = |ms: u64| {
+            crate::manager::clock::Moment::default() + std::time::Duration::from_millis(ms)
+        };
+        let mut pace = Pace::default();
+        pace.refill_at(at(0), Some(at(0)));
+        pace.answered();
+        pace.refill_at(at(task_ms), Some(at(0)));
+        pace
+    }
+
     #[test]
-    fn a_paced_window_holds_what_the_worker_runs_in_the_span() {
-        let mut slow = Pace::default();
-        slow.record(100_000_000);
-        let paced = window(2, 64, 1 << 20).paced(&slow);
+    fn a_paced_window_holds_what_the_worker_gets_through_in_the_span() {
+        let paced = window(2, 64, 1 << 20).paced(&pace_of(100));
         assert_eq!(fills_with(paced, 64), 3, "100 ms tasks: one waits");
         assert_eq!(paced.filling(0, 0).room(), 3);
-        let mut fast = Pace::default();
-        fast.record(1_000);
-        assert_eq!(fills_with(window(2, 64, 1 << 20).paced(&fast), 64), 66);
+        assert_eq!(fills_with(window(2, 64, 1 << 20).paced(&pace_of(1)), 64), 7);
+        assert_eq!(
+            fills_with(window(2, 64, 1 << 20).paced(&pace_of(0)), 64),
+            66
+        );
         assert_eq!(
             fills_with(window(2, 64, 1 << 20).paced(&Pace::default()), 64),
             66,
-            "below the first fill's bound"
+            "within the first fill's bound"
         );
-        assert_eq!(fills_with(window(2, 0, 1 << 20).paced(&fast), 64), 2);
+        assert_eq!(fills_with(window(2, 0, 1 << 20).paced(&pace_of(0)), 64), 2);
     }
 
     #[test]
