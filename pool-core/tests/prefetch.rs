@@ -133,12 +133,9 @@ async fn large_tasks_wait_in_a_window_only_while_those_waiting_weigh_under_prefe
     pool.shutdown().await;
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_window_holds_about_five_milliseconds_of_its_worker_pace() {
-    let config = PoolConfig {
-        prefetch: 8,
-        ..common::config(1)
-    };
+/// Tasks in flight on one worker of concurrency 1 and `prefetch` 8 after
+/// each of its first 12 answers, 20 tasks of 100 ms submitted at once.
+async fn in_flight_after_each_answer_of_100_ms_tasks(config: PoolConfig) -> Vec<u64> {
     let (pool, _recorder) = common::start(config, |_| {
         MockAction::EchoAfter(Duration::from_millis(100))
     })
@@ -151,26 +148,54 @@ async fn a_window_holds_about_five_milliseconds_of_its_worker_pace() {
     assert_eq!(
         pool.metrics().tasks.in_flight,
         9,
-        "before its first answer a worker's window fills by count: 1 + 8"
+        "before its pace is known a worker's window fills by count: 1 + 8"
     );
-    // It answers one task each 100 ms. The lane's first refill starts the
-    // pace's first interval and tops the window up by count; from the
-    // second on, the pace is 100 ms a task: no refill while it holds more
-    // than its paced window (1 running, 1 waiting), and from the eighth
-    // answer on it holds exactly that.
-    for answered in 1..=12u64 {
+    let mut in_flight = Vec::new();
+    for _ in 0..12 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let in_flight = pool.metrics().tasks.in_flight;
-        assert_eq!(
-            in_flight,
-            10u64.saturating_sub(answered).max(2),
-            "after {answered} answers of 100 ms tasks"
-        );
+        in_flight.push(pool.metrics().tasks.in_flight);
     }
     for h in handles {
         h.await.unwrap();
     }
     pool.shutdown().await;
+    in_flight
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_window_holds_about_five_milliseconds_of_its_worker_pace() {
+    let config = PoolConfig {
+        prefetch: 8,
+        ..common::config(1)
+    };
+    // It answers one task each 100 ms. The lane's first refill starts the
+    // pace's first interval and tops the window up by count; from the
+    // second on, the pace is 100 ms a task: no refill while it holds more
+    // than its paced window (1 running, 1 waiting), and from the eighth
+    // answer on it holds exactly that.
+    let in_flight = in_flight_after_each_answer_of_100_ms_tasks(config).await;
+    let expected: Vec<u64> = (1..=12u64)
+        .map(|n| 10u64.saturating_sub(n).max(2))
+        .collect();
+    assert_eq!(in_flight, expected);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pool_whose_probes_judge_each_completion_paces_its_windows_too() {
+    // A memory bound makes the lanes forward results to the actor, which
+    // judges the worker first and refills its window itself.
+    let config = PoolConfig {
+        prefetch: 8,
+        max_rss_bytes: Some(u64::MAX),
+        ..common::config(1)
+    };
+    let in_flight = in_flight_after_each_answer_of_100_ms_tasks(config).await;
+    assert!(in_flight.iter().all(|&n| n <= 9), "{in_flight:?}");
+    assert!(
+        in_flight.windows(2).all(|w| w[1] <= w[0]),
+        "it never takes more once its pace is known: {in_flight:?}"
+    );
+    assert_eq!(in_flight[11], 2, "1 running, 1 waiting: {in_flight:?}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -72,7 +72,7 @@ pub struct PoolConfig {
     /// scheduler's time slice, not a round trip: `pool-bench tput` (64 B echo,
     /// 64 run slots a worker, 2 workers on 2 vCPUs) ran at 1.33 M tasks/s with
     /// 64, 1.53 M with 256, 1.66 M with 512 and 1.64 M with 1 024 (medians of
-    /// five; `docs/benchmarks.md`), with a fifth of the context switches. Crash
+    /// five; `docs/benchmarks.md`), with a quarter of the context switches. Crash
     /// attribution stays exact with it: a worker that writes a finished task's
     /// reply before it starts a later one (the protocol's rule) has every
     /// earlier reply with the pool when a task kills it, so the

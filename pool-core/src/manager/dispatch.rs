@@ -345,8 +345,27 @@ impl Actor {
         if let Some(settled) = settled {
             self.on_settled(num, settled);
         }
+        // In a pool whose probes judge each completion, the lane forwards its
+        // reads' answers and refills nothing: the worker's pace is measured
+        // here instead, a read at a time.
+        let answers = self.probes.consulted_on(Occasion::Completion)
+            && messages.iter().any(|m| {
+                matches!(
+                    m,
+                    WorkerMessage::Result { .. } | WorkerMessage::Error { .. }
+                )
+            });
         for message in messages {
             self.on_message(num, message);
+        }
+        if answers {
+            if let Some(worker) = self.workers.get(&num) {
+                let now = self.shared.clock.now();
+                worker
+                    .lane
+                    .book()
+                    .pace_refill(now.moment, self.config.worker_concurrency as usize);
+            }
         }
     }
 

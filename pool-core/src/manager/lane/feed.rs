@@ -103,7 +103,7 @@ impl Feed {
         }
         let mut book = lane.book();
         let now = target.shared.clock.now();
-        book.pace_refill(now.moment);
+        book.pace_refill(now.moment, self.window.concurrency());
         let mut filling = book.filling(self.window);
         if !filling.takes_more() {
             refilled.stalled = false;
@@ -217,6 +217,7 @@ impl Feed {
         }
         taken.step = Step::Finished;
         drop(taken);
+        book.pace_wrote();
         book.flush(|piece| out.push(piece));
         refilled
     }

@@ -191,11 +191,26 @@ impl Book {
             .filling(self.len(), self.waiting_bytes)
     }
 
-    /// The lane refills the worker at `now`: the pace's interval since its
-    /// last refill closes ([`pace::Pace::refill_at`]).
-    pub(crate) fn pace_refill(&mut self, now: Moment) {
-        let oldest_sent = self.entries.front().map(|r| r.sent);
-        self.pace.refill_at(now, oldest_sent);
+    /// The lane refills the worker at `now` (or, in a pool whose results go
+    /// to the actor, the actor took a read's answers): the pace's interval
+    /// since the last refill closes ([`pace::Pace::refill_at`]). Every one of
+    /// the worker's `concurrency` run slots had work all along when it still
+    /// holds that many tasks whose frames were in its batch when the interval
+    /// began.
+    pub(crate) fn pace_refill(&mut self, now: Moment, concurrency: usize) {
+        let worked_all_along = self.pace.began_at_byte().is_some_and(|began| {
+            concurrency
+                .checked_sub(1)
+                .and_then(|last| self.entries.get(last))
+                .is_some_and(|r| r.frame_start < began)
+        });
+        self.pace.refill_at(now, self.batched, worked_all_along);
+    }
+
+    /// The refill that closed the pace's interval wrote its tasks: they are
+    /// held from the next interval's start.
+    pub(crate) fn pace_wrote(&mut self) {
+        self.pace.wrote(self.batched);
     }
 
     /// No longer waiting for a run slot: `attempt`'s weight leaves the window.

@@ -13,14 +13,15 @@
 //! The pace is measured between the lane's refills (each one under the
 //! book's lock, after a read of replies): the time since the last one over
 //! the tasks answered since, whatever the worker's concurrency. That is the
-//! worker's pace only while it had work all along, which the lane knows when
-//! it still holds a task it held at the last refill (a worker does not idle
-//! while it holds a task). Otherwise the worker may have run dry and waited
-//! for the lane: the interval says only that its tasks took at most that
-//! long, and the window was too small to cover the lane's absence, so the
-//! pace is taken as twice as fast as the faster of that bound and the last
-//! pace (the window doubles). A run-dry interval never makes the window
-//! smaller; an interval of work does, within a few refills.
+//! worker's pace only while every run slot had work all along, which the lane
+//! knows when the worker still holds `worker_concurrency` tasks that were
+//! written by the end of the last refill (their frames' place in the stream
+//! tells, not a clock). Otherwise the worker may have run dry and waited for the
+//! lane: the interval says only that its tasks took at most that long, and
+//! the window was too small to cover the lane's absence, so the pace is taken
+//! as twice as fast as the faster of that bound and the pace before (the
+//! window at least doubles). An interval that may have run dry never makes
+//! the window smaller; an interval of work does, within a few refills.
 
 use std::time::Duration;
 
@@ -42,9 +43,10 @@ pub(crate) const FIRST_PREFETCH: usize = 64;
 pub(crate) struct Pace {
     /// Nanoseconds a task takes the worker lately; `None` until measured.
     task_ns: Option<u64>,
-    /// The lane's last refill under the book's lock: where the interval
-    /// being measured began.
-    since: Option<Moment>,
+    /// Where the interval being measured began: the lane's last refill
+    /// under the book's lock, and the bytes put in the worker's batch by
+    /// then.
+    since: Option<(Moment, u64)>,
     /// Tasks answered since then.
     answered: u32,
 }
@@ -56,26 +58,42 @@ impl Pace {
         self.answered = self.answered.saturating_add(1);
     }
 
-    /// The lane refills at `now`: closes the interval since its last refill
-    /// and starts the next. `oldest_sent` is when the oldest task the worker
-    /// still holds was written (`None` when it holds none): at or before the
-    /// interval's start, the worker had work all along.
-    pub(crate) fn refill_at(&mut self, now: Moment, oldest_sent: Option<Moment>) {
-        let since = self.since.replace(now);
+    /// The bytes put in the worker's batch when the interval being measured
+    /// began: a task whose frame starts before them was written before it.
+    pub(crate) fn began_at_byte(&self) -> Option<u64> {
+        self.since.map(|(_, batched)| batched)
+    }
+
+    /// The refill that started the interval being measured wrote its tasks,
+    /// up to `batched` bytes of the worker's batch: they count as held from
+    /// the interval's start.
+    pub(crate) fn wrote(&mut self, batched: u64) {
+        if let Some((_, began)) = &mut self.since {
+            *began = batched;
+        }
+    }
+
+    /// The lane refills at `now`, with `batched` bytes put in the worker's
+    /// batch so far: closes the interval since its last refill and starts the
+    /// next. `worked_all_along`: every run slot of the worker had work
+    /// through the interval.
+    pub(crate) fn refill_at(&mut self, now: Moment, batched: u64, worked_all_along: bool) {
+        let since = self.since.replace((now, batched));
         let answered = std::mem::take(&mut self.answered);
-        let Some(since) = since else {
+        let Some((since, _)) = since else {
             return;
         };
         if answered == 0 {
             return;
         }
         let sample = now.nanos_since(since) / u64::from(answered);
-        let worked_all_along = oldest_sent.is_some_and(|sent| sent <= since);
+        // Before the pace is known the window holds `FIRST_PREFETCH`: the
+        // pace that fills it so, which a bound can only make faster.
+        let first = || span_ns() / FIRST_PREFETCH as u64;
         self.task_ns = Some(match (self.task_ns, worked_all_along) {
             (None, true) => sample,
             (Some(pace), true) => pace - pace / 4 + sample / 4,
-            (None, false) => sample / 2,
-            (Some(pace), false) => pace.min(sample) / 2,
+            (known, false) => known.unwrap_or_else(first).min(sample) / 2,
         });
     }
 
@@ -90,12 +108,16 @@ impl Pace {
         let Some(task_ns) = self.task_ns else {
             return prefetch.min(FIRST_PREFETCH);
         };
-        let span = u64::try_from(PREFETCH_SPAN.as_nanos()).unwrap_or(u64::MAX);
-        let fits = span / task_ns.max(1);
+        let fits = span_ns() / task_ns.max(1);
         usize::try_from(fits)
             .unwrap_or(usize::MAX)
             .clamp(1, prefetch)
     }
+}
+
+/// [`PREFETCH_SPAN`] in nanoseconds.
+fn span_ns() -> u64 {
+    u64::try_from(PREFETCH_SPAN.as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -112,12 +134,12 @@ mod tests {
     /// of `each_ns`, with work all along.
     fn working(tasks: u32, each_ns: u64, intervals: u64) -> Pace {
         let mut pace = Pace::default();
-        pace.refill_at(at(0), Some(at(0)));
+        pace.refill_at(at(0), 0, true);
         for i in 1..=intervals {
             for _ in 0..tasks {
                 pace.answered();
             }
-            pace.refill_at(at(i * each_ns), Some(at((i - 1) * each_ns)));
+            pace.refill_at(at(i * each_ns), i, true);
         }
         pace
     }
@@ -131,8 +153,9 @@ mod tests {
         // One refill starts the first interval; nothing is measured yet.
         let mut pace = Pace::default();
         pace.answered();
-        pace.refill_at(at(MS), Some(at(0)));
+        pace.refill_at(at(MS), 7, true);
         assert_eq!(pace.prefetch(1024), FIRST_PREFETCH);
+        assert_eq!(pace.began_at_byte(), Some(7));
     }
 
     #[test]
@@ -153,7 +176,7 @@ mod tests {
     }
 
     #[test]
-    fn a_worker_that_ran_dry_gets_a_larger_window_never_a_smaller_one() {
+    fn a_worker_that_may_have_run_dry_gets_a_larger_window_never_a_smaller_one() {
         // 2 µs tasks, but the lane comes back only every 10 ms: each time
         // the worker answered its whole window and waited.
         let mut pace = working(2_500, 5 * MS, 1);
@@ -163,44 +186,63 @@ mod tests {
             for _ in 0..window {
                 pace.answered();
             }
-            // It holds nothing it held at the last refill.
-            pace.refill_at(at(5 * MS + i * 10 * MS), None);
+            pace.refill_at(at(5 * MS + i * 10 * MS), 10 + i, false);
             let grown = pace.prefetch(4096);
             assert!(grown == 4096 || grown > window, "{grown} after {window}");
             window = grown;
         }
         assert_eq!(window, 4096);
-        // Fewer answers in a long wait (the lane away for a second) still
-        // shrink nothing.
+        // One answer over a second of waiting shrinks nothing.
         pace.answered();
-        pace.refill_at(at(2_000 * MS), None);
+        pace.refill_at(at(2_000 * MS), 20, false);
         assert_eq!(pace.prefetch(4096), 4096);
     }
 
     #[test]
-    fn a_first_interval_run_dry_counts_as_a_bound() {
-        // 64 tasks answered within 10 ms and nothing left: at most 156 µs a
-        // task, taken as half that.
+    fn a_first_interval_that_may_have_run_dry_doubles_the_first_window() {
+        // 100 tasks answered within 10 ms, the worker no longer busy: at
+        // most 100 µs a task, and the first window (64) was too small.
         let mut pace = Pace::default();
-        pace.refill_at(at(0), Some(at(0)));
-        for _ in 0..64 {
+        pace.refill_at(at(0), 0, true);
+        for _ in 0..100 {
             pace.answered();
         }
-        pace.refill_at(at(10 * MS), None);
-        assert_eq!(pace.prefetch(1024), 64);
+        pace.refill_at(at(10 * MS), 1, false);
+        assert_eq!(pace.prefetch(1024), 2 * FIRST_PREFETCH);
+        // A long wait with few answers (a quiet spell) is no smaller.
+        let mut pace = Pace::default();
+        pace.refill_at(at(0), 0, true);
+        pace.answered();
+        pace.refill_at(at(60_000 * MS), 1, false);
+        assert_eq!(pace.prefetch(1024), 2 * FIRST_PREFETCH);
     }
 
     #[test]
     fn the_pace_follows_the_worker_within_a_few_intervals() {
         let mut pace = working(2_500, 5 * MS, 4);
         assert_eq!(pace.prefetch(1024), 1024);
-        // Now 10 ms a task, with work all along.
+        // Now 10 ms a task, with work all along: a quarter of the way each
+        // interval.
         let mut now = 20 * MS;
-        for _ in 0..12 {
+        let mut windows = Vec::new();
+        for i in 0..3 {
             pace.answered();
-            pace.refill_at(at(now + 10 * MS), Some(at(now)));
+            pace.refill_at(at(now + 10 * MS), 10 + i, true);
             now += 10 * MS;
+            windows.push(pace.prefetch(1024));
         }
-        assert_eq!(pace.prefetch(1024), 1, "10 ms tasks now");
+        assert_eq!(windows, [1, 1, 1], "10 ms tasks now");
+        // And back: 1 µs tasks, a quarter of the way each interval.
+        let mut windows = Vec::new();
+        for i in 0..30 {
+            for _ in 0..1_000 {
+                pace.answered();
+            }
+            pace.refill_at(at(now + MS), 20 + i, true);
+            now += MS;
+            windows.push(pace.prefetch(1024));
+        }
+        assert_eq!(windows[0], 1);
+        assert_eq!(windows[29], 1024);
     }
 }

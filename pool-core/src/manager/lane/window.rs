@@ -151,9 +151,9 @@ mod tests {
             crate::manager::clock::Moment::default() + std::time::Duration::from_millis(ms)
         };
         let mut pace = Pace::default();
-        pace.refill_at(at(0), Some(at(0)));
+        pace.refill_at(at(0), 0, true);
         pace.answered();
-        pace.refill_at(at(task_ms), Some(at(0)));
+        pace.refill_at(at(task_ms), 1, true);
         pace
     }
 
