@@ -134,14 +134,14 @@ async fn large_tasks_wait_in_a_window_only_while_those_waiting_weigh_under_prefe
 }
 
 /// Tasks in flight on one worker of concurrency 1 and `prefetch` 8 after
-/// each of its first 12 answers, 20 tasks of 100 ms submitted at once.
+/// each of its first 18 answers, 24 tasks of 100 ms submitted at once.
 async fn in_flight_after_each_answer_of_100_ms_tasks(config: PoolConfig) -> Vec<u64> {
     let (pool, _recorder) = common::start(config, |_| {
         MockAction::EchoAfter(Duration::from_millis(100))
     })
     .await;
     let handles = pool
-        .submit_many((0..20).map(|n| common::task("work", n)))
+        .submit_many((0..24).map(|n| common::task("work", n)))
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1)).await;
@@ -151,7 +151,7 @@ async fn in_flight_after_each_answer_of_100_ms_tasks(config: PoolConfig) -> Vec<
         "before its pace is known a worker's window fills by count: 1 + 8"
     );
     let mut in_flight = Vec::new();
-    for _ in 0..12 {
+    for _ in 0..18 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         in_flight.push(pool.metrics().tasks.in_flight);
     }
@@ -174,7 +174,7 @@ async fn a_window_holds_about_five_milliseconds_of_its_worker_pace() {
     // than its paced window (1 running, 1 waiting), and from the eighth
     // answer on it holds exactly that.
     let in_flight = in_flight_after_each_answer_of_100_ms_tasks(config).await;
-    let expected: Vec<u64> = (1..=12u64)
+    let expected: Vec<u64> = (1..=18u64)
         .map(|n| 10u64.saturating_sub(n).max(2))
         .collect();
     assert_eq!(in_flight, expected);
@@ -195,7 +195,10 @@ async fn a_pool_whose_probes_judge_each_completion_paces_its_windows_too() {
         in_flight.windows(2).all(|w| w[1] <= w[0]),
         "it never takes more once its pace is known: {in_flight:?}"
     );
-    assert_eq!(in_flight[11], 2, "1 running, 1 waiting: {in_flight:?}");
+    assert!(
+        in_flight[8..].iter().all(|&n| n == 2),
+        "1 running, 1 waiting from the ninth answer on: {in_flight:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

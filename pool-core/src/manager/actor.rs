@@ -559,6 +559,9 @@ pub(crate) struct Actor {
     pub(crate) eligible_at: Vec<usize>,
     /// Queue slots freed during a dispatch pass, given back when it ends.
     pub(crate) freed_slots: usize,
+    /// Workers whose pace interval this dispatch pass closed as it refilled
+    /// them: their next interval starts after what the pass writes them.
+    pub(crate) paced: Vec<u64>,
 }
 
 /// Everything the actor is built from.
@@ -611,6 +614,7 @@ pub(crate) async fn run(
         eligible: Vec::new(),
         eligible_at: Vec::new(),
         freed_slots: 0,
+        paced: Vec::new(),
     };
     actor.shared.stats.target_size.store(target as u64, Relaxed);
     for _ in 0..target {

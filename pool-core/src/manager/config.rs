@@ -47,10 +47,11 @@ pub struct PoolConfig {
     ///
     /// The window is also bounded in time: it holds as many tasks as the
     /// worker gets through in about 5 ms at its recent pace, at least one, and
-    /// at most 64 until that pace is known. The pace is measured by the
-    /// worker's lane between its refills: the time over the tasks answered,
-    /// while the worker had work all along (an interval in which it ran dry
-    /// can only make its window larger). Tasks of a few microseconds fill the
+    /// at most 64 until that pace is known. The pace is measured between
+    /// refills of the worker (by its lane, or by the pool where the pool feeds
+    /// it): the time over the tasks answered, while every run slot had work
+    /// all along (an interval in which it may have run dry can only make its
+    /// window larger). Tasks of a few microseconds fill the
     /// window to `prefetch`; tasks of a second wait one at a time, so a long
     /// task is not pinned behind others in one worker's window while another
     /// worker frees up. Tasks already written are not taken back: when fast

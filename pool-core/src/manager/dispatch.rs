@@ -85,6 +85,19 @@ impl Actor {
     /// date as tasks are assigned, so each task costs one pick, not a rebuild of
     /// the list.
     pub(crate) fn dispatch(&mut self) {
+        self.hand_out();
+        // The pace intervals this pass closed start after its writes, as a
+        // lane's refill starts them after its own.
+        for num in self.paced.drain(..) {
+            if let Some(worker) = self.workers.get(&num) {
+                worker.lane.book().pace_wrote();
+            }
+        }
+    }
+
+    /// [`dispatch`](Self::dispatch)'s hand-out: the tasks waiting, to the
+    /// workers with room.
+    fn hand_out(&mut self) {
         let waiting = !self.queue.lock().is_empty() || !self.held.is_empty();
         if !matches!(self.phase, Phase::Starting | Phase::Running) || !waiting {
             return;
@@ -279,7 +292,15 @@ impl Actor {
             };
             let was_empty = !book.has_batch();
             alone = pending.run_alone;
-            let started = book.start_attempt(&target, pending, self.shared.clock.at(now));
+            let now_on_clock = self.shared.clock.at(now);
+            // The actor refills this worker (its lane does not, or could
+            // not): the pace's interval closes here, as at a lane's refill,
+            // and the next starts after this pass's writes.
+            if book.pace_has_answers() {
+                book.pace_refill(now_on_clock.moment, self.config.worker_concurrency as usize);
+                self.paced.push(num);
+            }
+            let started = book.start_attempt(&target, pending, now_on_clock);
             if let Ok(Written {
                 deadline: Some(deadline),
                 ..
@@ -345,27 +366,8 @@ impl Actor {
         if let Some(settled) = settled {
             self.on_settled(num, settled);
         }
-        // In a pool whose probes judge each completion, the lane forwards its
-        // reads' answers and refills nothing: the worker's pace is measured
-        // here instead, a read at a time.
-        let answers = self.probes.consulted_on(Occasion::Completion)
-            && messages.iter().any(|m| {
-                matches!(
-                    m,
-                    WorkerMessage::Result { .. } | WorkerMessage::Error { .. }
-                )
-            });
         for message in messages {
             self.on_message(num, message);
-        }
-        if answers {
-            if let Some(worker) = self.workers.get(&num) {
-                let now = self.shared.clock.now();
-                worker
-                    .lane
-                    .book()
-                    .pace_refill(now.moment, self.config.worker_concurrency as usize);
-            }
         }
     }
 

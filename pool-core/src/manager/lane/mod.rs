@@ -191,12 +191,11 @@ impl Book {
             .filling(self.len(), self.waiting_bytes)
     }
 
-    /// The lane refills the worker at `now` (or, in a pool whose results go
-    /// to the actor, the actor took a read's answers): the pace's interval
-    /// since the last refill closes ([`pace::Pace::refill_at`]). Every one of
-    /// the worker's `concurrency` run slots had work all along when it still
-    /// holds that many tasks whose frames were in its batch when the interval
-    /// began.
+    /// The lane (or the actor's dispatch pass) refills the worker at `now`:
+    /// the pace's interval since the last refill closes
+    /// ([`pace::Pace::refill_at`]). Every one of the worker's `concurrency`
+    /// run slots had work all along when it still holds that many tasks whose
+    /// frames were in its batch when the interval began.
     pub(crate) fn pace_refill(&mut self, now: Moment, concurrency: usize) {
         let worked_all_along = self.pace.began_at_byte().is_some_and(|began| {
             concurrency
@@ -205,6 +204,11 @@ impl Book {
                 .is_some_and(|r| r.frame_start < began)
         });
         self.pace.refill_at(now, self.batched, worked_all_along);
+    }
+
+    /// Whether the worker answered tasks since the pace's interval began.
+    pub(crate) fn pace_has_answers(&self) -> bool {
+        self.pace.has_answers()
     }
 
     /// The refill that closed the pace's interval wrote its tasks: they are

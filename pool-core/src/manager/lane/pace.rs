@@ -58,6 +58,11 @@ impl Pace {
         self.answered = self.answered.saturating_add(1);
     }
 
+    /// Whether the worker answered tasks since the interval began.
+    pub(crate) fn has_answers(&self) -> bool {
+        self.answered > 0
+    }
+
     /// The bytes put in the worker's batch when the interval being measured
     /// began: a task whose frame starts before them was written before it.
     pub(crate) fn began_at_byte(&self) -> Option<u64> {
