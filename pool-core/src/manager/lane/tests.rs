@@ -136,15 +136,20 @@ async fn an_answer_from_the_window_starts_nothing() {
     assert_eq!(book.get_mut(3).and_then(|r| r.run_start), None);
 }
 
-/// A book of concurrency 2 whose tasks `ids` were written in turn, each
-/// frame 10 bytes after the last.
+/// Writes task `id` at `now` into `book` (of concurrency 2: running while a
+/// run slot is free), its frame 10 bytes after the last.
+fn write(book: &mut Book, id: u64, now: Now) {
+    let mut attempt = attempt(id, now, book.len() < 2);
+    attempt.frame_start = book.batched;
+    book.batched += 10;
+    book.push(attempt);
+}
+
+/// A book of concurrency 2 whose tasks `ids` were written in turn.
 fn written(stats: &Stats, ids: std::ops::RangeInclusive<u64>, now: Now) -> Book {
     let mut book = Book::new(stats.tallies.writer(2));
     for id in ids {
-        let mut attempt = attempt(id, now, book.len() < 2);
-        attempt.frame_start = book.batched;
-        book.batched += 10;
-        book.push(attempt);
+        write(&mut book, id, now);
     }
     book
 }
@@ -165,10 +170,7 @@ async fn the_pace_counts_an_interval_as_work_only_while_every_run_slot_held_a_ta
     // Task 5 is written after that refill; 10 ms later 3 is answered: the
     // second slot's task (5) is new, so that slot may have run dry. The
     // interval only bounds the pace: the window doubles, not shrinks to 1.
-    let mut five = attempt(5, t1, false);
-    five.frame_start = book.batched;
-    book.batched += 10;
-    book.push(five);
+    write(&mut book, 5, t1);
     let t2 = t1.later_by(Duration::from_millis(10));
     answer(&mut book, 3, 2, t2);
     book.pace_refill(t2.moment, 2);
@@ -176,10 +178,7 @@ async fn the_pace_counts_an_interval_as_work_only_while_every_run_slot_held_a_ta
     // That refill writes task 6, which counts as held from its interval's
     // start with 4 and 5: 20 ms later one answer (4), and 5 and 6 still
     // held, is a measure again, and a slow one.
-    let mut six = attempt(6, t2, false);
-    six.frame_start = book.batched;
-    book.batched += 10;
-    book.push(six);
+    write(&mut book, 6, t2);
     book.pace_wrote();
     let t3 = t2.later_by(Duration::from_millis(20));
     answer(&mut book, 4, 2, t3);
