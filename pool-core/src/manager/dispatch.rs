@@ -297,7 +297,7 @@ impl Actor {
             // not): the pace's interval closes here, as at a lane's refill,
             // and the next starts after this pass's writes.
             if book.pace_has_answers() {
-                book.pace_refill(now_on_clock.moment, self.config.worker_concurrency as usize);
+                book.pace_refill(now_on_clock.moment, target.concurrency);
                 self.paced.push(num);
             }
             let started = book.start_attempt(&target, pending, now_on_clock);

@@ -15,7 +15,7 @@ use super::super::failure::Failure;
 use super::super::handle::FinalStatus;
 use super::super::outbox::Outbox;
 use super::super::routing::{TaskTypes, TypeFilter};
-use super::attempt::{Target, Unwritable};
+use super::attempt::{Target, Unwritable, Written};
 use super::queue::{Head, ShardGuard, SharedQueue};
 use super::window::Window;
 use super::{keep_earliest, Book, Lane};
@@ -198,10 +198,11 @@ impl Feed {
             taken.step = Step::Taking;
             match framed {
                 Ok(framed) => {
+                    let runs_alone = pending.run_alone;
                     let written = taken.book.add_attempt(target, framed, pending, now);
-                    taken.refilled.freed_slots += usize::from(written.freed_slot);
-                    let timer = written.deadline.filter(|d| taken.book.needs_timer(*d));
-                    if let Some(deadline) = timer {
+                    let started = Started::of(taken.book, runs_alone, &written);
+                    taken.refilled.freed_slots += usize::from(started.freed_slot);
+                    if let Some(deadline) = started.timer {
                         keep_earliest(&mut taken.refilled.deadline, deadline);
                     }
                 }
@@ -359,6 +360,19 @@ pub(crate) struct Started {
     pub(crate) timer: Option<Instant>,
 }
 
+impl Started {
+    /// An attempt `book` took, `alone` or not, as [`Book::add_attempt`]
+    /// `written` it: its deadline wants the timer only when the worker's
+    /// timer does not cover it yet.
+    fn of(book: &Book, alone: bool, written: &Written) -> Self {
+        Self {
+            alone,
+            freed_slot: written.freed_slot,
+            timer: written.deadline.filter(|d| book.needs_timer(*d)),
+        }
+    }
+}
+
 /// Takes the head of a shard of the queue into `book` and starts its
 /// attempt, when the book may take it and `filter` takes its type: under the
 /// book's lock, then the shard's, so the task is always in one or the other.
@@ -397,9 +411,5 @@ pub(crate) fn start(
 ) -> Result<Started, Box<Unwritable>> {
     let alone = pending.run_alone;
     let written = book.start_attempt(target, pending, now)?;
-    Ok(Started {
-        alone,
-        freed_slot: written.freed_slot,
-        timer: written.deadline.filter(|d| book.needs_timer(*d)),
-    })
+    Ok(Started::of(book, alone, &written))
 }

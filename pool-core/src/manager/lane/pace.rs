@@ -10,22 +10,23 @@
 //! through in [`PREFETCH_SPAN`] at its recent pace, at least one and at most
 //! `prefetch`.
 //!
-//! The pace is measured between the lane's refills (each one under the
-//! book's lock, after a read of replies): the time since the last one over
+//! The pace is measured between refills of the worker under its book's
+//! lock (by its lane after a read of replies, or by the actor's dispatch
+//! pass where the actor feeds the worker): the time since the last one over
 //! the tasks answered since, whatever the worker's concurrency. That is the
-//! worker's pace only while every run slot had work all along, which the lane
-//! knows when the worker still holds `worker_concurrency` tasks that were
-//! written by the end of the last refill (their frames' place in the stream
-//! tells, not a clock). Otherwise the worker may have run dry and waited for the
-//! lane: the interval says only that its tasks took at most that long, and
-//! the window was too small to cover the lane's absence, so the pace is taken
-//! as twice as fast as the faster of that bound and the pace before (the
-//! window at least doubles). An interval that may have run dry never makes
-//! the window smaller; an interval of work does, within a few refills.
+//! worker's pace only while every run slot had work all along, which shows
+//! when the worker still holds `worker_concurrency` tasks written by the end
+//! of the last refill (their frames' place in the stream tells, not a
+//! clock). Otherwise the worker may have run dry and waited: the interval
+//! says only that its tasks took at most that long, and the window was too
+//! small to cover the wait, so the pace is taken as twice as fast as the
+//! faster of that bound and the pace before (the window at least doubles).
+//! An interval that may have run dry never makes the window smaller; an
+//! interval of work does, within a few refills.
 
 use std::time::Duration;
 
-use super::super::clock::Moment;
+use super::super::clock::{nanos, Moment};
 
 /// The work one worker's prefetch window holds at most, at the worker's
 /// recent pace: long enough to cover the lane being away for a scheduler's
@@ -43,9 +44,8 @@ pub(crate) const FIRST_PREFETCH: usize = 64;
 pub(crate) struct Pace {
     /// Nanoseconds a task takes the worker lately; `None` until measured.
     task_ns: Option<u64>,
-    /// Where the interval being measured began: the lane's last refill
-    /// under the book's lock, and the bytes put in the worker's batch by
-    /// then.
+    /// Where the interval being measured began: the worker's last refill
+    /// under its book's lock, and the bytes put in its batch by then.
     since: Option<(Moment, u64)>,
     /// Tasks answered since then.
     answered: u32,
@@ -78,8 +78,8 @@ impl Pace {
         }
     }
 
-    /// The lane refills at `now`, with `batched` bytes put in the worker's
-    /// batch so far: closes the interval since its last refill and starts the
+    /// The worker is refilled at `now`, with `batched` bytes put in its batch
+    /// so far: closes the interval since its last refill and starts the
     /// next. `worked_all_along`: every run slot of the worker had work
     /// through the interval.
     pub(crate) fn refill_at(&mut self, now: Moment, batched: u64, worked_all_along: bool) {
@@ -94,7 +94,7 @@ impl Pace {
         let sample = now.nanos_since(since) / u64::from(answered);
         // Before the pace is known the window holds `FIRST_PREFETCH`: the
         // pace that fills it so, which a bound can only make faster.
-        let first = || span_ns() / FIRST_PREFETCH as u64;
+        let first = || nanos(PREFETCH_SPAN) / FIRST_PREFETCH as u64;
         self.task_ns = Some(match (self.task_ns, worked_all_along) {
             (None, true) => sample,
             (Some(pace), true) => pace - pace / 4 + sample / 4,
@@ -113,16 +113,11 @@ impl Pace {
         let Some(task_ns) = self.task_ns else {
             return prefetch.min(FIRST_PREFETCH);
         };
-        let fits = span_ns() / task_ns.max(1);
+        let fits = nanos(PREFETCH_SPAN) / task_ns.max(1);
         usize::try_from(fits)
             .unwrap_or(usize::MAX)
             .clamp(1, prefetch)
     }
-}
-
-/// [`PREFETCH_SPAN`] in nanoseconds.
-fn span_ns() -> u64 {
-    u64::try_from(PREFETCH_SPAN.as_nanos()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]

@@ -16,8 +16,6 @@ pub(crate) struct Window {
     /// Tasks that may wait beyond them: `prefetch` in the pool's window, as
     /// many as the worker's pace allows in a paced one.
     prefetch: usize,
-    /// Tasks it holds at most: `concurrency` plus `prefetch`.
-    tasks: usize,
     /// One more task waits only while those waiting weigh less (payload bytes).
     prefetch_bytes: usize,
 }
@@ -25,12 +23,9 @@ pub(crate) struct Window {
 impl Window {
     /// The window `config` gives each worker at most.
     pub(crate) fn of(config: &PoolConfig) -> Self {
-        let concurrency = config.worker_concurrency as usize;
-        let prefetch = config.prefetch as usize;
         Self {
-            concurrency,
-            prefetch,
-            tasks: concurrency.saturating_add(prefetch),
+            concurrency: config.worker_concurrency as usize,
+            prefetch: config.prefetch as usize,
             prefetch_bytes: config.prefetch_bytes,
         }
     }
@@ -39,12 +34,15 @@ impl Window {
     /// through in [`PREFETCH_SPAN`](super::pace::PREFETCH_SPAN), within
     /// `prefetch`.
     pub(crate) fn paced(self, pace: &Pace) -> Self {
-        let prefetch = pace.prefetch(self.prefetch);
         Self {
-            prefetch,
-            tasks: self.concurrency.saturating_add(prefetch),
+            prefetch: pace.prefetch(self.prefetch),
             ..self
         }
+    }
+
+    /// Tasks a worker holds at most: its run slots and its prefetch.
+    fn tasks(&self) -> usize {
+        self.concurrency.saturating_add(self.prefetch)
     }
 
     /// Tasks a worker runs at once.
@@ -56,7 +54,7 @@ impl Window {
     /// run slot weigh `waiting_bytes`, takes one more: always into a free run
     /// slot, else into the window while it has room by count and by weight.
     pub(crate) fn takes_more(&self, held: usize, waiting_bytes: usize) -> bool {
-        held < self.concurrency || (held < self.tasks && waiting_bytes < self.prefetch_bytes)
+        held < self.concurrency || (held < self.tasks() && waiting_bytes < self.prefetch_bytes)
     }
 
     /// A worker's window as tasks join it, from what it holds now.
@@ -86,7 +84,7 @@ impl Filling {
 
     /// Tasks it may still take, by count (fewer when it fills by weight).
     pub(crate) fn room(&self) -> usize {
-        self.window.tasks.saturating_sub(self.held)
+        self.window.tasks().saturating_sub(self.held)
     }
 
     /// A task of `payload_bytes` joined: into a run slot, or to wait.
