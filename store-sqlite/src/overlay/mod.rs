@@ -149,10 +149,21 @@ impl Overlay {
         }
     }
 
-    /// Takes task `seq` out of the ready order, wherever it is there.
-    fn unwait(&mut self, seq: i64, priority: u8, due_ms: u64) {
-        if !self.ready.remove(&(priority, seq)) {
-            self.due.remove(&(due_ms, priority, seq));
+    /// Takes task `seq` out of the ready order, where its `state` puts it:
+    /// only a waiting task is there ([`wait`](Self::wait)), so a running one,
+    /// at every settlement, costs no search of either set.
+    fn unwait(&mut self, seq: i64, state: TaskState, priority: u8, due_ms: u64) {
+        match state {
+            TaskState::Queued | TaskState::Retrying => {
+                if !self.ready.remove(&(priority, seq)) {
+                    self.due.remove(&(due_ms, priority, seq));
+                }
+            }
+            _ => debug_assert!(
+                !self.ready.contains(&(priority, seq))
+                    && !self.due.contains(&(due_ms, priority, seq)),
+                "task {seq} is {state:?} and in the ready order"
+            ),
         }
     }
 
@@ -192,14 +203,14 @@ impl Overlay {
     /// `ids` while the record is out: it goes back under the same number.
     fn take(&mut self, conn: &Connection, seq: i64) -> rusqlite::Result<Option<Box<Live>>> {
         if let Some(live) = self.entries.remove(&seq) {
-            self.unwait(seq, live.task.priority, live.due_ms);
+            self.unwait(seq, live.state, live.task.priority, live.due_ms);
             self.count(&live, -1);
             return Ok(Some(live));
         }
         let Some(live) = live::load_seq(conn, seq)? else {
             return Ok(None);
         };
-        self.unwait(seq, live.task.priority, live.due_ms);
+        self.unwait(seq, live.state, live.task.priority, live.due_ms);
         self.ids.insert(live.task.id.clone(), seq);
         Ok(Some(Box::new(live)))
     }
