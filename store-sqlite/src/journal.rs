@@ -127,30 +127,15 @@ pub(crate) fn forget_before(conn: &Connection, row: Option<i64>) -> rusqlite::Re
 
 /// The number the next journal row gets.
 pub(crate) fn next_row(conn: &Connection) -> rusqlite::Result<i64> {
-    if !exists(conn)? {
-        return Ok(1);
-    }
     conn.prepare_cached("SELECT coalesce(max(seq), 0) + 1 FROM journal")?
         .query_row([], |r| r.get(0))
 }
 
 /// The number and size in bytes of every journal row, oldest first.
 pub(crate) fn row_sizes(conn: &Connection) -> rusqlite::Result<Vec<(i64, usize)>> {
-    if !exists(conn)? {
-        return Ok(Vec::new());
-    }
     conn.prepare_cached("SELECT seq, length(entries) FROM journal ORDER BY seq")?
         .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as usize)))?
         .collect()
-}
-
-/// Whether the store has a journal: a store opened read-only at an older
-/// schema has none, and its rows are current.
-fn exists(conn: &Connection) -> rusqlite::Result<bool> {
-    conn.prepare_cached(
-        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'journal')",
-    )?
-    .query_row([], |r| r.get(0))
 }
 
 /// Every stored entry, oldest first, given to `each` with its row's number.
@@ -158,9 +143,6 @@ pub(crate) fn replay(
     conn: &Connection,
     mut each: impl FnMut(i64, Entry<'static>) -> rusqlite::Result<()>,
 ) -> rusqlite::Result<()> {
-    if !exists(conn)? {
-        return Ok(());
-    }
     let mut select = conn.prepare_cached("SELECT seq, entries FROM journal ORDER BY seq")?;
     let mut rows = select.query([])?;
     while let Some(row) = rows.next()? {

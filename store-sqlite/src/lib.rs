@@ -90,6 +90,17 @@ pub enum OpenError {
         /// What SQLite said.
         detail: String,
     },
+    /// The file is read-only and its schema older than this version's: it
+    /// cannot be brought up to date, and its tasks cannot be read as they are.
+    #[error("the task store {path} is read-only and has schema version {found}, older than this cortex-pool reads ({supported}); make it writable once so it is brought up to date, or open it with the cortex-pool that wrote it")]
+    OlderReadOnly {
+        /// The store's path.
+        path: PathBuf,
+        /// Its version.
+        found: i64,
+        /// Ours.
+        supported: i64,
+    },
     /// A newer cortex-pool wrote it.
     #[error("the task store {path} has schema version {found}, newer than this cortex-pool supports ({supported}); run the newer version or move the store aside")]
     NewerSchema {
@@ -269,6 +280,15 @@ impl SqliteSource {
                 .map_err(corrupt)?;
             if version > SCHEMA_VERSION {
                 return Err(OpenError::NewerSchema {
+                    path: path.to_owned(),
+                    found: version,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+            // It cannot be brought up to date, and its tasks are read with
+            // the current schema's columns and tables.
+            if version < SCHEMA_VERSION {
+                return Err(OpenError::OlderReadOnly {
                     path: path.to_owned(),
                     found: version,
                     supported: SCHEMA_VERSION,

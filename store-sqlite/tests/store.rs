@@ -223,14 +223,94 @@ fn a_newer_schema_and_a_corrupt_file_are_refused_clearly() {
 
 /// Sets `user_version` to 99 by editing the header (bytes 60..64, big-endian).
 fn rusqlite_free_bump(path: &std::path::Path) -> bool {
+    set_user_version(path, 99)
+}
+
+/// Sets `user_version` to `version` by editing the header of a closed store.
+fn set_user_version(path: &std::path::Path, version: u32) -> bool {
     // Checkpointed on close, so the main file holds the header.
     let mut bytes = std::fs::read(path).unwrap();
     if bytes.len() < 100 {
         return false;
     }
-    bytes[60..64].copy_from_slice(&99u32.to_be_bytes());
+    bytes[60..64].copy_from_slice(&version.to_be_bytes());
     std::fs::write(path, bytes).unwrap();
     true
+}
+
+/// A file this process may not write while the guard lives: immutable
+/// (`chattr +i`) for root, whom a file mode does not stop; mode 0400 for
+/// anyone else.
+struct ReadOnly(PathBuf);
+
+impl ReadOnly {
+    fn new(path: &std::path::Path) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        if rustix::process::geteuid().is_root() {
+            let st = std::process::Command::new("chattr")
+                .arg("+i")
+                .arg(path)
+                .status()
+                .expect("chattr runs (e2fsprogs)");
+            assert!(
+                st.success(),
+                "chattr +i {} failed: as root this test needs a file system with the \
+                 immutable attribute (ext4, xfs, btrfs) under the temporary directory, \
+                 or a non-root user",
+                path.display()
+            );
+        } else {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o400)).unwrap();
+        }
+        Self(path.to_owned())
+    }
+}
+
+impl Drop for ReadOnly {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        if rustix::process::geteuid().is_root() {
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(&self.0)
+                .status();
+        } else {
+            let _ = std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(0o600));
+        }
+    }
+}
+
+#[test]
+fn a_read_only_store_is_read_at_the_current_schema_and_refused_at_an_older_one() {
+    let dir = Dir::new("read-only");
+    drop(rt().block_on(async {
+        let s = SqliteSource::open(&dir.db(), Durability::Fsync).unwrap();
+        s.accept(vec![task("a")]).await.unwrap();
+        s
+    }));
+    {
+        let _read_only = ReadOnly::new(&dir.db());
+        let s = SqliteSource::open(&dir.db(), Durability::Fsync).unwrap();
+        assert!(
+            matches!(s.health(), task_source::SourceHealth::Failing { reason } if reason.contains("read-only")),
+            "{:?}",
+            s.health()
+        );
+        let status = rt().block_on(s.status(vec!["a".into()])).unwrap();
+        assert_eq!(status[0].as_ref().map(|s| s.state), Some(TaskState::Queued));
+    }
+    assert!(set_user_version(&dir.db(), 5));
+    let _read_only = ReadOnly::new(&dir.db());
+    let err = SqliteSource::open(&dir.db(), Durability::Fsync).unwrap_err();
+    assert!(
+        matches!(err, OpenError::OlderReadOnly { found: 5, supported, .. } if supported == store_sqlite::SCHEMA_VERSION),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("is read-only and has schema version 5"),
+        "{err}"
+    );
 }
 
 #[test]

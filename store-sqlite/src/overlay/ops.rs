@@ -85,7 +85,7 @@ impl Overlay {
         }
         let mut out = Vec::with_capacity(max.min(self.ready.len()));
         while out.len() < max {
-            let Some((_, seq)) = self.ready.first().copied() else {
+            let Some((priority, seq)) = self.ready.first().copied() else {
                 break;
             };
             let mut attempt = 0;
@@ -100,8 +100,12 @@ impl Overlay {
             })?;
             match claimed {
                 Some(true) => {}
-                // Not waiting after all: out of the order already.
-                Some(false) => continue,
+                // Not waiting after all (only a bug puts such a task in
+                // the order): out of it, so that the loop moves on.
+                Some(false) => {
+                    self.ready.remove(&(priority, seq));
+                    continue;
+                }
                 None => {
                     // A row retention removed: nothing to run.
                     self.ready.pop_first();
@@ -340,5 +344,42 @@ impl Overlay {
             |live| live.task.id.clone(),
         )?;
         Ok(found.into_iter().map(|(_, id)| id).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(id: &str) -> NewTask {
+        NewTask {
+            id: id.into(),
+            task_type: "echo".into(),
+            payload: "1".into(),
+            priority: 10,
+            timeout_ms: None,
+        }
+    }
+
+    #[test]
+    fn a_claim_passes_over_a_key_in_the_ready_order_whose_task_does_not_wait() {
+        let conn = Connection::open_in_memory().unwrap();
+        crate::schema::migrate(&conn).unwrap();
+        let mut overlay = Overlay::load(&conn, None).unwrap();
+        overlay
+            .accept(&conn, vec![task("a"), task("b")], 1, None)
+            .unwrap();
+        let first = overlay.claim(&conn, 1, 2).unwrap();
+        assert_eq!(first[0].task.id, "a");
+        // What only a bug would leave: the running task's key back in the order.
+        overlay.ready.insert((10, 1));
+        let next: Vec<String> = overlay
+            .claim(&conn, 10, 3)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.task.id)
+            .collect();
+        assert_eq!(next, ["b"]);
+        assert!(overlay.ready.is_empty(), "{:?}", overlay.ready);
     }
 }
