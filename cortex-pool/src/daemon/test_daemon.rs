@@ -63,6 +63,8 @@ pub(crate) struct TestSource {
     pub(crate) inner: MemorySource,
     /// Every `status` read fails.
     pub(crate) status_fails: bool,
+    /// How many ids each `status` read asked for, in order.
+    pub(crate) status_reads: Mutex<Vec<usize>>,
     /// Committed just before the first `status` read (no waiter told).
     pub(crate) settles_on_read: Mutex<Option<Settlement>>,
     /// Run once the first `status` read has read.
@@ -126,6 +128,7 @@ impl TaskSource for TestSource {
         if self.status_fails {
             return Err(busy());
         }
+        self.status_reads.lock().unwrap().push(ids.len());
         let settles = self.settles_on_read.lock().unwrap().take();
         if let Some(settlement) = settles {
             self.inner.settle(vec![settlement]).await?;

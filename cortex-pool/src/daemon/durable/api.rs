@@ -131,16 +131,18 @@ pub(crate) async fn lookup(
     // a map entry on this side costs less than a second read on the store's
     // one thread.
     let mut inbox = wait.map(|_| daemon.waiters.register_all(&ids));
-    let Some(records) = read(daemon, ids.clone(), out).await? else {
-        return Ok(());
-    };
     let mut left: HashSet<String> = HashSet::default();
-    for (id, record) in ids.iter().zip(records) {
-        if waits(&record) {
-            left.insert(id.clone());
-            continue;
+    for chunk in ids.chunks(READ_AT_ONCE) {
+        let Some(records) = read(daemon, chunk.to_vec(), out).await? else {
+            return Ok(());
+        };
+        for (id, record) in chunk.iter().zip(records) {
+            if waits(&record) {
+                left.insert(id.clone());
+                continue;
+            }
+            tally.send(id, record, out).await?;
         }
-        tally.send(id, record, out).await?;
     }
     if let (Some(timeout), Some(inbox)) = (wait.filter(|_| !left.is_empty()), inbox.as_mut()) {
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
@@ -210,6 +212,11 @@ async fn read(
             .map(|()| None),
     }
 }
+
+/// Ids one read of the source looks up, at most: the store's one thread
+/// reads them in a job of its own, and the commits of the tasks running
+/// meanwhile wait behind it.
+const READ_AT_ONCE: usize = 2048;
 
 /// Settled lines taken from a request's inbox at once, at most.
 const INBOX_BATCH: usize = 1024;
@@ -467,13 +474,17 @@ mod tests {
     async fn looked_up(daemon: &Arc<Daemon>, ids: &[&str], text: bool) -> Vec<Reply> {
         let (tx, mut rx) = mpsc::channel(16);
         let ids = ids.iter().map(|id| (*id).to_owned()).collect();
-        assert!(lookup(ids, None, text, daemon, &tx).await.is_ok());
-        drop(tx);
-        let mut replies = Vec::new();
-        while let Some(reply) = rx.recv().await {
-            replies.push(reply);
-        }
-        replies
+        let answering = async move {
+            assert!(lookup(ids, None, text, daemon, &tx).await.is_ok());
+        };
+        let collecting = async {
+            let mut replies = Vec::new();
+            while let Some(reply) = rx.recv().await {
+                replies.push(reply);
+            }
+            replies
+        };
+        tokio::join!(answering, collecting).1
     }
 
     /// A stored line goes to a client that asked for text as it was stored,
@@ -733,6 +744,46 @@ mod tests {
                 error: None,
             },
         }
+    }
+
+    /// A look-up of more ids than one read takes reads them a chunk at a
+    /// time (the store's thread serves the commits between the chunks) and
+    /// answers every id once, in order.
+    #[tokio::test]
+    async fn a_long_look_up_reads_the_store_a_chunk_at_a_time() {
+        let source = Arc::new(TestSource::default());
+        let daemon = crate::daemon::test_daemon::daemon_with(source.clone()).await;
+        let n = 2 * READ_AT_ONCE + 3;
+        let ids: Vec<String> = (0..n).map(|i| format!("t{i}")).collect();
+        source
+            .accept(ids.iter().map(|id| task(id)).collect())
+            .await
+            .unwrap();
+        assert_eq!(source.claim(n, 0).await.unwrap().len(), n);
+        let settled = ids.iter().step_by(2).map(|id| ok(id)).collect();
+        source.settle(settled).await.unwrap();
+
+        let named: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let replies = looked_up(&daemon, &named, true).await;
+        assert_eq!(
+            *source.status_reads.lock().unwrap(),
+            [READ_AT_ONCE, READ_AT_ONCE, 3]
+        );
+        assert_eq!(replies.len(), n + 1);
+        for (i, reply) in replies[..n].iter().enumerate() {
+            let Reply::LineText { line, .. } = reply else {
+                panic!("reply {i}: {reply:?}");
+            };
+            let line: Value = serde_json::from_str(line).unwrap();
+            assert_eq!(line["id"], ids[i], "in the order asked");
+            let status = if i % 2 == 0 { "ok" } else { "running" };
+            assert_eq!(line["status"], status, "{line}");
+        }
+        assert!(
+            matches!(replies[n], Reply::Done { accepted, .. } if accepted as usize == n.div_ceil(2)),
+            "{:?}",
+            replies[n]
+        );
     }
 
     /// The provided two-step admission (the shared queue's): past the room,
