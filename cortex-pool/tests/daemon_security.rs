@@ -172,3 +172,32 @@ fn random_and_truncated_frames_never_take_the_daemon_down() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(d.stop().status.code(), Some(0));
 }
+
+#[test]
+fn submit_keeps_its_requests_within_max_request_bytes_and_names_a_line_over_it() {
+    let d = Daemon::new(
+        "request-limit",
+        &[("CORTEX_POOL_MAX_REQUEST_BYTES", "4096")],
+    );
+    d.watchdog(60);
+    d.start();
+    // 200 lines of about 60 bytes: more than one request of 4 096 bytes.
+    let lines: String = (0..200)
+        .map(|i| format!("{{\"id\":\"s{i}\",\"type\":\"echo\",\"payload\":{i}}}\n"))
+        .collect();
+    let out = d.cli_with_input(&["submit", "--wait"], &lines);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 200);
+    // One line over the limit, larger than the socket holds: the daemon
+    // answers and closes while the client still writes. Its reason is the
+    // answer, not a lost connection.
+    let big = format!(
+        "{{\"id\":\"big\",\"type\":\"echo\",\"payload\":\"{}\"}}\n",
+        "x".repeat(4 << 20)
+    );
+    let out = d.cli_with_input(&["submit"], &big);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("too_large"), "{stderr}");
+    assert!(!stderr.contains("does not answer"), "{stderr}");
+}

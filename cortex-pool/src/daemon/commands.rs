@@ -7,6 +7,7 @@
 mod answer;
 mod clients;
 mod control;
+mod line_fields;
 mod lookup;
 mod roll;
 mod submit;

@@ -7,19 +7,21 @@ use crate::daemon::client::Client;
 use crate::daemon::config::Settings;
 use crate::daemon::protocol::{Reply, Request};
 use crate::daemon::queue::cli as queue_cli;
-use serde::de::IgnoredAny;
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use super::line_fields::filled;
 use super::{
     connect_error, emit_text, finish, runtime, settings, Fail, Outcome, Printer, RECONNECT_FOR,
 };
 
 /// Largest batch of task lines sent in one request (the daemon's default limit is
-/// 1 MiB).
+/// 1 MiB)…
 const BATCH_BYTES: usize = 256 * 1024;
+/// …and the room left in `max_request_bytes` for the request's own framing.
+const REQUEST_FRAMING: usize = 256;
 
 /// `cortex-pool submit`.
 pub(crate) fn submit(args: SubmitArgs) -> ExitCode {
@@ -60,7 +62,10 @@ fn submit_inner(args: &SubmitArgs) -> Outcome {
             text.lines().map(str::to_owned).collect()
         }
     };
-    let lines = with_ids(with_defaults(lines, args.priority, args.timeout_ms));
+    let lines: Vec<String> = lines
+        .into_iter()
+        .map(|line| filled(line, args.priority, args.timeout_ms))
+        .collect();
     if let Some(url) = &args.queue {
         return submit_to_queue(&settings, url, &lines, args.wait);
     }
@@ -76,7 +81,8 @@ fn submit_inner(args: &SubmitArgs) -> Outcome {
         // away later is waited for.
         let mut client = Some(Client::connect(&settings.paths.socket).await?);
         let mut first_line = 1u64;
-        for batch in batches(&lines) {
+        let most = BATCH_BYTES.min(settings.max_request_bytes.saturating_sub(REQUEST_FRAMING));
+        for batch in batches(&lines, most) {
             let mut lost_since: Option<Instant> = None;
             // A batch whose answer was lost is sent again: every line has an id,
             // so the daemon takes each task once.
@@ -220,13 +226,25 @@ async fn send_batch(
     let Some(c) = client.as_mut() else {
         return Err(std::io::Error::other("no connection"));
     };
-    c.send(&Request::Submit {
-        lines: batch.to_vec(),
-        wait: false,
-        first_line,
-        text: true,
-    })
-    .await?;
+    let sent = c
+        .send(&Request::Submit {
+            lines: batch.to_vec(),
+            wait: false,
+            first_line,
+            text: true,
+        })
+        .await;
+    if let Err(e) = sent {
+        // A daemon that refuses the request (a line over its
+        // `max_request_bytes`) says why and closes before reading it all:
+        // its reason is the answer, not a lost connection to retry.
+        return Err(match c.next().await {
+            Ok(Reply::Error { kind, message }) => {
+                std::io::Error::other(format!("{kind}: {message}"))
+            }
+            _ => e,
+        });
+    }
     let mut answers = Vec::with_capacity(batch.len());
     loop {
         match c.next().await? {
@@ -242,67 +260,13 @@ async fn send_batch(
     }
 }
 
-/// Gives every line that is a JSON object without an `id` a generated one, so
-/// a batch sent again after a lost connection is taken once.
-fn with_ids(lines: Vec<String>) -> Vec<String> {
-    lines.into_iter().map(with_id).collect()
-}
-
-/// `line` with a generated `id` written first, when it is a JSON object with
-/// none; otherwise as it is (anything that is not an object is sent as it is,
-/// for the daemon to refuse with its own reason). The id is spliced into the
-/// text: the rest of the line, its payload included, is sent as written.
-fn with_id(line: String) -> String {
-    if line.contains("\"id\"") || serde_json::from_str::<IgnoredAny>(&line).is_err() {
-        return line;
-    }
-    let Some(members) = line.trim_start().strip_prefix('{') else {
-        return line;
-    };
-    // A ULID: digits and capitals, nothing to escape.
-    let id = crate::daemon::durable::ids::generate();
-    let comma = if members.trim_start().starts_with('}') {
-        ""
-    } else {
-        ","
-    };
-    let mut out = String::with_capacity(line.len() + id.len() + 8);
-    out.push_str("{\"id\":\"");
-    out.push_str(&id);
-    out.push('"');
-    out.push_str(comma);
-    out.push_str(members);
-    out
-}
-
-/// Fills in `priority` and `timeout_ms` on lines that set none.
-fn with_defaults(lines: Vec<String>, priority: Option<u8>, timeout_ms: Option<u64>) -> Vec<String> {
-    if priority.is_none() && timeout_ms.is_none() {
-        return lines;
-    }
-    lines
-        .into_iter()
-        .map(|line| match serde_json::from_str::<Value>(&line) {
-            Ok(Value::Object(mut map)) => {
-                if let Some(p) = priority {
-                    map.entry("priority").or_insert(p.into());
-                }
-                if let Some(t) = timeout_ms {
-                    map.entry("timeout_ms").or_insert(t.into());
-                }
-                Value::Object(map).to_string()
-            }
-            _ => line,
-        })
-        .collect()
-}
-
-/// Splits lines into request-sized batches.
-fn batches(lines: &[String]) -> Vec<&[String]> {
+/// Splits lines into batches of at most `most` bytes, about (a longer line
+/// goes alone).
+fn batches(lines: &[String], most: usize) -> Vec<&[String]> {
     let mut out = Vec::new();
     let (mut start, mut size) = (0, 0);
     for (i, line) in lines.iter().enumerate() {
-        if size + line.len() + 8 > BATCH_BYTES && i > start {
+        if size + line.len() + 8 > most && i > start {
             out.push(&lines[start..i]);
             start = i;
             size = 0;
@@ -324,50 +288,17 @@ mod tests {
         let lines: Vec<String> = (0..20_000)
             .map(|i| format!("{{\"type\":\"echo\",\"payload\":{i}}}"))
             .collect();
-        let b = batches(&lines);
+        let b = batches(&lines, BATCH_BYTES);
         assert!(b.len() > 1);
         assert_eq!(b.iter().map(|s| s.len()).sum::<usize>(), 20_000);
         assert_eq!(b.concat(), lines);
-        assert!(batches(&[]).is_empty());
-    }
-
-    #[test]
-    fn defaults_fill_only_missing_fields() {
-        let lines = vec![
-            r#"{"type":"echo","priority":1}"#.to_owned(),
-            r#"{"type":"echo"}"#.to_owned(),
-        ];
-        let out = with_defaults(lines, Some(5), Some(100));
-        assert!(out[0].contains("\"priority\":1"));
-        assert!(out[1].contains("\"priority\":5") && out[1].contains("\"timeout_ms\":100"));
-    }
-
-    #[test]
-    fn an_object_without_an_id_gets_one_and_keeps_the_rest_as_written() {
-        let out = with_id(r#" {"type":"echo", "payload": {"b":1.50,"a":[1e2]}}"#.to_owned());
-        let value: Value = serde_json::from_str(&out).unwrap();
-        let id = value["id"].as_str().unwrap();
-        assert_eq!(id.len(), 26, "{out}");
-        assert!(
-            out.ends_with(r#""type":"echo", "payload": {"b":1.50,"a":[1e2]}}"#),
-            "{out}"
-        );
-        let empty: Value = serde_json::from_str(&with_id("{ }".to_owned())).unwrap();
-        assert_eq!(empty.as_object().unwrap().len(), 1, "{empty}");
-        assert!(empty["id"].is_string());
-    }
-
-    #[test]
-    fn lines_with_an_id_or_that_are_no_object_are_left_as_they_are() {
-        for line in [
-            r#"{"id":"mine","type":"echo"}"#,
-            r#"{"type":"echo","payload":{"id":1}}"#,
-            r#"["type","echo"]"#,
-            r#"{"type":"echo""#,
-            "not json",
-            "",
-        ] {
-            assert_eq!(with_id(line.to_owned()), line);
-        }
+        assert!(batches(&[], BATCH_BYTES).is_empty());
+        // A smaller limit makes more batches, each within it.
+        let small = batches(&lines, 4096);
+        assert!(small.len() > b.len());
+        assert!(small
+            .iter()
+            .all(|batch| batch.iter().map(|l| l.len() + 8).sum::<usize>() <= 4096));
+        assert_eq!(small.concat(), lines);
     }
 }

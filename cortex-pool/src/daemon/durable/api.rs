@@ -130,22 +130,21 @@ pub(crate) async fn lookup(
     // skipped. An id found settled keeps its entry until the request ends:
     // a map entry on this side costs less than a second read on the store's
     // one thread.
+    // A wait's time counts from its request, reads included.
+    let deadline = wait.flatten().map(|t| tokio::time::Instant::now() + t);
     let mut inbox = wait.map(|_| daemon.waiters.register_all(&ids));
+    let Some(records) = read(daemon, &ids, out).await? else {
+        return Ok(());
+    };
     let mut left: HashSet<String> = HashSet::default();
-    for chunk in ids.chunks(READ_AT_ONCE) {
-        let Some(records) = read(daemon, chunk.to_vec(), out).await? else {
-            return Ok(());
-        };
-        for (id, record) in chunk.iter().zip(records) {
-            if waits(&record) {
-                left.insert(id.clone());
-                continue;
-            }
-            tally.send(id, record, out).await?;
+    for (id, record) in ids.iter().zip(records) {
+        if waits(&record) {
+            left.insert(id.clone());
+            continue;
         }
+        tally.send(id, record, out).await?;
     }
-    if let (Some(timeout), Some(inbox)) = (wait.filter(|_| !left.is_empty()), inbox.as_mut()) {
-        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    if let (Some(_), Some(inbox)) = (wait.filter(|_| !left.is_empty()), inbox.as_mut()) {
         let mut next_poll = tokio::time::Instant::now() + poll_period(left.len());
         let mut batch = Vec::new();
         while !left.is_empty() {
@@ -182,7 +181,7 @@ pub(crate) async fn lookup(
         // Timed out: the rest as they are now.
         let rest: Vec<String> = left.into_iter().collect();
         if !rest.is_empty() {
-            let Some(records) = read(daemon, rest.clone(), out).await? else {
+            let Some(records) = read(daemon, &rest, out).await? else {
                 return Ok(());
             };
             for (id, record) in rest.iter().zip(records) {
@@ -197,20 +196,26 @@ pub(crate) async fn lookup(
     .await
 }
 
-/// Where the source says `ids` stand; `None` once its error went to the
-/// client (which asks again).
+/// Where the source says `ids` stand, read [`READ_AT_ONCE`] at a time;
+/// `None` once its error went to the client (which asks again).
 async fn read(
     daemon: &Daemon,
-    ids: Vec<String>,
+    ids: &[String],
     out: &mpsc::Sender<Reply>,
 ) -> Result<Option<Vec<Option<TaskStatus>>>, Closed> {
-    match daemon.source.status(ids).await {
-        Ok(records) => Ok(Some(records)),
-        Err(e) => out
-            .send(Reply::error("store", e.to_string()))
-            .await
-            .map(|()| None),
+    let mut records = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(READ_AT_ONCE) {
+        match daemon.source.status(chunk.to_vec()).await {
+            Ok(read) => records.extend(read),
+            Err(e) => {
+                return out
+                    .send(Reply::error("store", e.to_string()))
+                    .await
+                    .map(|()| None)
+            }
+        }
     }
+    Ok(Some(records))
 }
 
 /// Ids one read of the source looks up, at most: the store's one thread
