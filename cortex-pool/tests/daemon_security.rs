@@ -174,7 +174,7 @@ fn random_and_truncated_frames_never_take_the_daemon_down() {
 }
 
 #[test]
-fn submit_keeps_its_requests_within_max_request_bytes_and_names_a_line_over_it() {
+fn submit_and_wait_keep_within_max_request_bytes_and_name_a_request_over_it() {
     let d = Daemon::new(
         "request-limit",
         &[("CORTEX_POOL_MAX_REQUEST_BYTES", "4096")],
@@ -200,4 +200,13 @@ fn submit_keeps_its_requests_within_max_request_bytes_and_names_a_line_over_it()
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("too_large"), "{stderr}");
     assert!(!stderr.contains("does not answer"), "{stderr}");
+    // A wait the daemon refuses ends with its reason, not asked again.
+    let long_id = "k".repeat(5000);
+    let out = d.cli(&["wait", &long_id]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("refused the request: too_large"),
+        "{stderr}"
+    );
 }

@@ -19,8 +19,10 @@ use crate::daemon::config::Settings;
 use crate::daemon::protocol::{Reply, Request};
 use crate::daemon::queue::cli as queue_cli;
 
-/// Ids per request, by bytes (the daemon's default request limit is 1 MiB).
+/// Ids per request, by bytes (the daemon's default request limit is 1 MiB),
+/// and within the configured `max_request_bytes` less the request's framing.
 const IDS_BYTES: usize = 256 * 1024;
+const REQUEST_FRAMING: usize = 256;
 
 /// `cortex-pool result ID…`.
 #[derive(Debug, Args)]
@@ -119,12 +121,13 @@ fn exit(all_ok: bool) -> ExitCode {
     }
 }
 
-fn chunks(ids: &[String]) -> Vec<Vec<String>> {
+/// `ids` in requests of at most `most` bytes, about (a longer id goes alone).
+fn chunks(ids: &[String], most: usize) -> Vec<Vec<String>> {
     let mut out = Vec::new();
     let mut current = Vec::new();
     let mut size = 0;
     for id in ids {
-        if size + id.len() + 8 > IDS_BYTES && !current.is_empty() {
+        if size + id.len() + 8 > most && !current.is_empty() {
             out.push(std::mem::take(&mut current));
             size = 0;
         }
@@ -148,7 +151,8 @@ pub(crate) async fn lines_for(
 ) -> Result<bool, Fail> {
     let deadline = wait.flatten().map(|t| Instant::now() + t);
     let mut all_ok = true;
-    for chunk in chunks(&ids) {
+    let most = IDS_BYTES.min(settings.max_request_bytes.saturating_sub(REQUEST_FRAMING));
+    for chunk in chunks(&ids, most) {
         let mut left: Vec<String> = chunk;
         let mut lost_since: Option<Instant> = None;
         while !left.is_empty() {
@@ -166,6 +170,11 @@ pub(crate) async fn lines_for(
             };
             match stream(settings, &request, &mut left, &mut all_ok, lines).await {
                 Ok(()) => break,
+                // A request the daemon refuses: final, in its words (a busy
+                // daemon or a store read that failed is asked again).
+                Err(e) if Refusal::of(&e).is_some_and(Refusal::is_final) => {
+                    return Err(Fail(1, format!("the daemon refused the request: {e}")));
+                }
                 Err(e) if wait.is_some() => {
                     // The daemon went away: wait for it to come back.
                     let since = *lost_since.get_or_insert_with(Instant::now);
@@ -215,7 +224,7 @@ async fn stream(
             }
             Ok(Reply::Done { .. }) => break Ok(()),
             Ok(Reply::Error { kind, message }) => {
-                break Err(std::io::Error::other(format!("{kind}: {message}")))
+                break Err(std::io::Error::other(Refusal { kind, message }))
             }
             Ok(_) => {}
             Err(e) => break Err(e),
@@ -228,6 +237,35 @@ async fn stream(
     }
     result
 }
+
+/// An error the daemon answered a look-up with.
+#[derive(Debug)]
+struct Refusal {
+    kind: String,
+    message: String,
+}
+
+impl Refusal {
+    /// The daemon's answer in `e`, if it is one.
+    fn of(e: &std::io::Error) -> Option<&Self> {
+        e.get_ref().and_then(|inner| inner.downcast_ref::<Self>())
+    }
+
+    /// Whether asking again gets the same answer: all but a daemon with no
+    /// room for the connection (`busy`) and a store read that failed
+    /// (`store`).
+    fn is_final(&self) -> bool {
+        !matches!(self.kind.as_str(), "busy" | "store")
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.kind, self.message)
+    }
+}
+
+impl std::error::Error for Refusal {}
 
 /// Lines handed on, with the ids they answered (looked up only when the
 /// connection is lost, to ask again for the others) and whether all were ok.
@@ -297,8 +335,11 @@ mod tests {
     #[test]
     fn ids_are_split_into_request_sized_chunks_in_order() {
         let ids: Vec<String> = (0..40_000).map(|i| format!("{i:026}")).collect();
-        let c = super::chunks(&ids);
+        let c = super::chunks(&ids, super::IDS_BYTES);
         assert!(c.len() > 1);
         assert_eq!(c.concat(), ids);
+        let small = super::chunks(&ids, 4096);
+        assert!(small.iter().all(|chunk| chunk.len() * (26 + 8) <= 4096));
+        assert_eq!(small.concat(), ids);
     }
 }
