@@ -1,5 +1,6 @@
-//! The control socket's defences: file permissions, the credential check, and
-//! thousands of random and truncated frames that must not take the daemon down.
+//! The control socket's defences and limits: file permissions, the credential
+//! check, the clients' requests within `max_request_bytes`, and thousands of
+//! random and truncated frames that must not take the daemon down.
 
 mod daemon_util;
 
@@ -208,5 +209,32 @@ fn submit_and_wait_keep_within_max_request_bytes_and_name_a_request_over_it() {
     assert!(
         stderr.contains("refused the request: too_large"),
         "{stderr}"
+    );
+}
+
+#[test]
+fn a_wait_split_over_requests_answers_an_id_named_in_two_of_them_once() {
+    let d = Daemon::new("split-wait", &[("CORTEX_POOL_MAX_REQUEST_BYTES", "4096")]);
+    d.watchdog(60);
+    d.start();
+    let out = d.cli_with_input(
+        &["submit", "--wait"],
+        "{\"id\":\"s7\",\"type\":\"echo\",\"payload\":7}\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // 302 ids of about 10 bytes: more than one request of 4 096 bytes.
+    let mut ids: Vec<String> = vec!["s7".to_owned()];
+    ids.extend((0..300).map(|i| format!("unknown-{i}")));
+    ids.push("s7".to_owned());
+    let args: Vec<&str> = std::iter::once("wait")
+        .chain(ids.iter().map(String::as_str))
+        .collect();
+    let out = d.cli(&args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().count(), 301, "{}", text(&out));
+    assert_eq!(
+        stdout.lines().filter(|l| l.contains("\"s7\"")).count(),
+        1,
+        "{stdout}"
     );
 }

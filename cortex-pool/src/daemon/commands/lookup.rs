@@ -121,6 +121,18 @@ fn exit(all_ok: bool) -> ExitCode {
     }
 }
 
+/// `ids` without repeats, each where it is first named.
+fn first_of_each(mut ids: Vec<String>) -> Vec<String> {
+    let first: Vec<bool> = {
+        let mut seen: HashSet<&str> = HashSet::default();
+        seen.reserve(ids.len());
+        ids.iter().map(|id| seen.insert(id.as_str())).collect()
+    };
+    let mut first = first.into_iter();
+    ids.retain(|_| first.next().unwrap_or(true));
+    ids
+}
+
 /// `ids` in requests of at most `most` bytes, about (a longer id goes alone).
 fn chunks(ids: &[String], most: usize) -> Vec<Vec<String>> {
     let mut out = Vec::new();
@@ -152,6 +164,13 @@ pub(crate) async fn lines_for(
     let deadline = wait.flatten().map(|t| Instant::now() + t);
     let mut all_ok = true;
     let most = IDS_BYTES.min(settings.max_request_bytes.saturating_sub(REQUEST_FRAMING));
+    // A wait answers each task once, however far apart its id is named (the
+    // daemon does so within one request; these may be several).
+    let ids = if wait.is_some() {
+        first_of_each(ids)
+    } else {
+        ids
+    };
     for chunk in chunks(&ids, most) {
         let mut left: Vec<String> = chunk;
         let mut lost_since: Option<Instant> = None;
@@ -338,6 +357,8 @@ mod tests {
         let c = super::chunks(&ids, super::IDS_BYTES);
         assert!(c.len() > 1);
         assert_eq!(c.concat(), ids);
+        let twice: Vec<String> = ids.iter().chain(ids.iter().rev()).cloned().collect();
+        assert_eq!(super::first_of_each(twice), ids);
         let small = super::chunks(&ids, 4096);
         assert!(small.iter().all(|chunk| chunk.len() * (26 + 8) <= 4096));
         assert_eq!(small.concat(), ids);
