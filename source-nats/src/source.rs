@@ -155,24 +155,36 @@ impl NatsSource {
     /// Publishes `task` on its band's subject under the message id `msg_id`;
     /// `Ok(true)` when the stream took it as new, `Ok(false)` for a duplicate.
     async fn publish_all(&self, tasks: &[(&NewTask, String)]) -> Vec<Result<bool, String>> {
+        let max = self.inner.queue.client.server_info().max_payload;
         let mut acks = Vec::with_capacity(tasks.len());
         for (task, msg_id) in tasks {
+            let body = serde_json::to_vec(&Body::of(task)).unwrap_or_default();
+            // Its dead letter carries the same body with more headers: a
+            // task with no room for them is refused now, not at its end.
+            let letter = body.len() + letter_headers_len(&task.id, MAX_ERROR_HEADER);
+            if letter > max {
+                acks.push(Err(format!(
+                    "too_large: the task's dead letter would take {letter} bytes with its \
+                     headers, over the server's max_payload ({max})"
+                )));
+                continue;
+            }
             let mut headers = HeaderMap::new();
             headers.insert(NATS_MESSAGE_ID, msg_id.as_str());
-            let body = serde_json::to_vec(&Body::of(task)).unwrap_or_default();
             let subject = subject(Band::of(task.priority), &self.inner.config.subject_prefix);
             acks.push(
                 self.inner
                     .queue
                     .js
                     .publish_with_headers(subject, headers, body.into())
-                    .await,
+                    .await
+                    .map_err(|e| e.to_string()),
             );
         }
         join_all(acks.into_iter().map(|sent| async move {
             match sent {
                 Ok(ack) => ack.await.map(|a| !a.duplicate).map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(e),
             }
         }))
         .await
@@ -197,32 +209,49 @@ impl NatsSource {
         attempts: u32,
         error: Option<&task_source::ErrorInfo>,
     ) -> Result<(), SourceError> {
-        let mut headers = HeaderMap::new();
         // One letter per delivery of the task's message, however often a
         // failed settlement is tried again: the stream drops a repeat inside
         // its duplicate window. (A requeued task is a new message.)
         let sequence = message.info().map_or(0, |i| i.stream_sequence);
-        headers.insert(
-            NATS_MESSAGE_ID,
-            format!("{id}#dead-{sequence}-{attempts}").as_str(),
-        );
-        headers.insert(HEADER_ID, id);
-        headers.insert(HEADER_ATTEMPTS, attempts.to_string().as_str());
+        let msg_id = format!("{id}#dead-{sequence}-{attempts}");
+        let attempts = attempts.to_string();
+        let mut pairs: Vec<(&str, String)> = vec![
+            (NATS_MESSAGE_ID.as_ref(), msg_id),
+            (HEADER_ID, id.to_owned()),
+            (HEADER_ATTEMPTS, attempts),
+        ];
         if let Some(error) = error {
-            headers.insert(HEADER_ERROR_KIND, error.kind.as_str());
-            headers.insert(
-                HEADER_ERROR,
-                header_value(&error.message, MAX_ERROR_HEADER).as_str(),
-            );
+            pairs.push((
+                HEADER_ERROR_KIND,
+                header_value(&error.kind, MAX_KIND_HEADER),
+            ));
+        }
+        // The server closes the connection of a client that sends a message
+        // over its `max_payload`, headers included: the error message, the
+        // one long header, is cut to the room left, and a body with no room
+        // left for the letter's headers at all (a message published from
+        // outside, filled to the limit) is left out, said so.
+        let max = self.inner.queue.client.server_info().max_payload;
+        let mut payload = message.payload.clone();
+        let used = payload.len() + headers_len(pairs.iter().map(|(n, v)| (*n, v.as_str())));
+        if used > max {
+            pairs.push((HEADER_BODY_OMITTED, payload.len().to_string()));
+            payload = Default::default();
+        } else if let Some(error) = error {
+            let room = (max - used).saturating_sub(HEADER_ERROR.len() + HEADER_LINE);
+            let message = header_value(&error.message, MAX_ERROR_HEADER.min(room));
+            if !message.is_empty() {
+                pairs.push((HEADER_ERROR, message));
+            }
+        }
+        let mut headers = HeaderMap::new();
+        for (name, value) in &pairs {
+            headers.insert(*name, value.as_str());
         }
         self.inner
             .queue
             .js
-            .publish_with_headers(
-                self.inner.config.dlq_subject(),
-                headers,
-                message.payload.clone(),
-            )
+            .publish_with_headers(self.inner.config.dlq_subject(), headers, payload)
             .await
             .map_err(backend)?
             .await
@@ -341,6 +370,44 @@ fn header_value(text: &str, max: usize) -> String {
         end -= 1;
     }
     text[..end].replace(['\r', '\n'], " ")
+}
+
+/// The most bytes of an error's kind a dead letter's header keeps.
+const MAX_KIND_HEADER: usize = 64;
+
+/// A letter's header when its body was left out: the body's size.
+const HEADER_BODY_OMITTED: &str = "Cortex-Body-Omitted";
+
+/// Bytes one header line adds beside its name and value (`: ` and `\r\n`).
+const HEADER_LINE: usize = 4;
+
+/// Bytes `headers` take in a message (`NATS/1.0\r\n`, a line each, a
+/// closing `\r\n`): the server counts them with the payload against its
+/// `max_payload`.
+fn headers_len<'a>(headers: impl IntoIterator<Item = (&'a str, &'a str)>) -> usize {
+    "NATS/1.0\r\n\r\n".len()
+        + headers
+            .into_iter()
+            .map(|(name, value)| name.len() + value.len() + HEADER_LINE)
+            .sum::<usize>()
+}
+
+/// The most bytes the headers of task `id`'s dead letter take, with an
+/// error message of at most `error` bytes.
+fn letter_headers_len(id: &str, error: usize) -> usize {
+    let msg_id = format!("{id}#dead-{}-{}", u64::MAX, u32::MAX);
+    let longest = [
+        (NATS_MESSAGE_ID.as_ref(), msg_id.len()),
+        (HEADER_ID, id.len()),
+        (HEADER_ATTEMPTS, u32::MAX.to_string().len()),
+        (HEADER_ERROR_KIND, MAX_KIND_HEADER),
+        (HEADER_ERROR, error),
+    ];
+    "NATS/1.0\r\n\r\n".len()
+        + longest
+            .iter()
+            .map(|(name, value)| name.len() + value + HEADER_LINE)
+            .sum::<usize>()
 }
 
 /// Room kept in a message for what a result's put adds to its line.

@@ -61,18 +61,7 @@ impl NatsServer {
     /// Starts a server that demands `security` of its clients, with
     /// throwaway secrets made now; [`client`](Self::client) has the client's.
     pub fn start_with(security: Security) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "cortex-nats-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
-        let mut server = Self {
-            child: None,
-            port: free_port(),
-            dir,
-            conf: None,
-            client: ClientFiles::default(),
-        };
+        let mut server = Self::unstarted();
         if security != Security::Plain {
             let secrets = server.dir.join("secrets");
             let (conf, client) = crate::test_secrets::make(security, &secrets);
@@ -85,6 +74,37 @@ impl NatsServer {
         }
         server.launch();
         server
+    }
+
+    /// Starts a plain server that takes messages of at most `max_payload`
+    /// bytes (payload and headers).
+    pub fn start_with_max_payload(max_payload: usize) -> Self {
+        let mut server = Self::unstarted();
+        if let Err(e) = std::fs::create_dir_all(&server.dir) {
+            panic!("cannot create {}: {e}", server.dir.display());
+        }
+        let path = server.dir.join("server.conf");
+        if let Err(e) = std::fs::write(&path, format!("max_payload: {max_payload}\n")) {
+            panic!("cannot write {}: {e}", path.display());
+        }
+        server.conf = Some(path);
+        server.launch();
+        server
+    }
+
+    /// A server not started yet, on a free port, with a directory of its own.
+    fn unstarted() -> Self {
+        Self {
+            child: None,
+            port: free_port(),
+            dir: std::env::temp_dir().join(format!(
+                "cortex-nats-{}-{}",
+                std::process::id(),
+                free_port()
+            )),
+            conf: None,
+            client: ClientFiles::default(),
+        }
     }
 
     /// The client's secrets (empty for a plain server).

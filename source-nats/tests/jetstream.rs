@@ -577,3 +577,67 @@ async fn a_dead_letter_settled_again_after_a_failed_put_is_kept_once() {
     assert_eq!(letters[0].task.id, "x");
     assert_eq!(source.queue_stats().await.unwrap().dead_letters, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_fits_the_server_s_max_payload_and_a_task_with_no_room_for_one_is_refused() {
+    const MAX: usize = 8 * 1024;
+    let server = NatsServer::start_with_max_payload(MAX);
+    let source = NatsSource::connect(config(&server, 5_000)).await.unwrap();
+    // A task whose letter could not carry its headers is refused with why.
+    let mut full = task("full", 50);
+    full.payload = format!("\"{}\"", "x".repeat(MAX - 400));
+    let refused = source.accept(vec![full]).await.unwrap();
+    assert!(
+        matches!(&refused[0], Admission::Refused(why) if why.contains("too_large") && why.contains("max_payload")),
+        "{refused:?}"
+    );
+    // Two tasks published from outside, filled nearly to the limit: the
+    // letter of the first has room for part of its error, the second's for
+    // none of its body. Either would have made the server close the
+    // connection.
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let subject = source_nats::message::subject(source_nats::message::Band::of(50), "cortex.tasks");
+    for (id, fill) in [("near", MAX - 800), ("brim", MAX - 120)] {
+        let body = serde_json::json!({"id": id, "type": "echo", "payload": "x".repeat(fill)});
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", id);
+        js.publish_with_headers(subject.clone(), headers, body.to_string().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let claimed = claim_n(&source, 2).await;
+    assert_eq!(claimed.len(), 2);
+    let letters = claimed.iter().map(|c| {
+        let mut letter = dead(&c.task.id, c.attempt);
+        if let Outcome::Settled { error, .. } = &mut letter.outcome {
+            *error = Some(ErrorInfo {
+                kind: "handler".into(),
+                message: "e".repeat(4000),
+            });
+        }
+        letter
+    });
+    source.settle(letters.collect()).await.unwrap();
+    let near = dead_letters(&source)
+        .await
+        .into_iter()
+        .find(|r| r.task.id == "near")
+        .expect("the near-full task's letter");
+    let kept = &near.error.as_ref().unwrap().message;
+    assert!(!kept.is_empty() && kept.len() < 1024, "{}", kept.len());
+    for id in ["near", "brim"] {
+        let state = source.get(vec![id.into()]).await.unwrap()[0]
+            .as_ref()
+            .map(|r| r.state);
+        assert_eq!(state, Some(TaskState::DeadLetter), "{id}");
+    }
+    // The connection lived through it: the source still takes tasks.
+    assert_eq!(
+        source.accept(vec![task("after", 50)]).await.unwrap(),
+        vec![Admission::Accepted]
+    );
+    assert_eq!(claim_n(&source, 1).await[0].task.id, "after");
+}
