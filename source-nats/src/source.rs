@@ -190,6 +190,19 @@ impl NatsSource {
         .await
     }
 
+    /// Removes `letters` from the dead-letter stream.
+    async fn delete_letters(&self, letters: &[&DeadLetter]) -> Result<(), SourceError> {
+        for letter in letters {
+            self.inner
+                .queue
+                .dlq
+                .delete_message(letter.sequence)
+                .await
+                .map_err(backend)?;
+        }
+        Ok(())
+    }
+
     /// Stores `line` as the result of `id`.
     async fn put_result(&self, id: &str, line: &str) -> Result<(), SourceError> {
         self.inner
@@ -705,6 +718,16 @@ impl TaskSource for NatsSource {
                 out.push((id, Requeue::NotATask));
                 continue;
             }
+            // A letter that a requeue stopped half-way left behind (its
+            // line deleted, the task published, the letter not removed) is
+            // stale once the task ran again: its final line is kept, and the
+            // letters go.
+            let stored = self.get(vec![id.clone()]).await?.pop().flatten();
+            if let Some(now) = stored.filter(|r| r.state != TaskState::DeadLetter) {
+                self.delete_letters(&letters).await?;
+                out.push((id, Requeue::NotDeadLettered(now.state)));
+                continue;
+            }
             // The old line goes first: once the task is published, a daemon
             // may run it and store its new line before a later delete.
             self.inner
@@ -722,14 +745,7 @@ impl TaskSource for NatsSource {
             if let Some(Err(e)) = sent.into_iter().next() {
                 return Err(backend(e));
             }
-            for letter in letters {
-                self.inner
-                    .queue
-                    .dlq
-                    .delete_message(letter.sequence)
-                    .await
-                    .map_err(backend)?;
-            }
+            self.delete_letters(&letters).await?;
             out.push((id, Requeue::Requeued));
         }
         Ok(out)

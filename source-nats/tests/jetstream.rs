@@ -641,3 +641,43 @@ async fn a_dead_letter_fits_the_server_s_max_payload_and_a_task_with_no_room_for
     );
     assert_eq!(claim_n(&source, 1).await[0].task.id, "after");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_of_a_stale_letter_keeps_the_task_s_final_line() {
+    let server = NatsServer::start();
+    let source = NatsSource::connect(config(&server, 5_000)).await.unwrap();
+    source.accept(vec![task("s", 50)]).await.unwrap();
+    let claimed = claim_n(&source, 1).await;
+    source
+        .settle(vec![dead("s", claimed[0].attempt)])
+        .await
+        .unwrap();
+    // What a requeue that stopped half-way leaves once the task ran again:
+    // its letter, and its new final line.
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let results = async_nats::jetstream::new(client)
+        .get_key_value("cortex-results")
+        .await
+        .unwrap();
+    let line = r#"{"id":"s","status":"ok","result":1,"attempts":1}"#;
+    results.put("s", line.into()).await.unwrap();
+    let retried = source.requeue_dead(Some(vec!["s".into()])).await.unwrap();
+    assert_eq!(
+        retried,
+        vec![("s".into(), Requeue::NotDeadLettered(TaskState::Ok))]
+    );
+    let now = source.get(vec!["s".into()]).await.unwrap()[0].clone();
+    assert_eq!(
+        now.map(|r| r.state),
+        Some(TaskState::Ok),
+        "the line is kept"
+    );
+    assert!(
+        dead_letters(&source).await.is_empty(),
+        "the stale letter is gone"
+    );
+    assert!(
+        source.claim(10, now_ms()).await.unwrap().is_empty(),
+        "nothing was enqueued"
+    );
+}
