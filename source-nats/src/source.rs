@@ -222,11 +222,13 @@ impl NatsSource {
         attempts: u32,
         error: Option<&task_source::ErrorInfo>,
     ) -> Result<(), SourceError> {
-        // One letter per delivery of the task's message, however often a
-        // failed settlement is tried again: the stream drops a repeat inside
-        // its duplicate window. (A requeued task is a new message.)
+        // One letter per message of the task, however often a failed
+        // settlement is tried again and whichever daemon publishes it (the
+        // one that ran it, or one its redelivery reached): the stream drops
+        // a repeat inside its duplicate window. (A requeued task is a new
+        // message.)
         let sequence = message.info().map_or(0, |i| i.stream_sequence);
-        let msg_id = format!("{id}#dead-{sequence}-{attempts}");
+        let msg_id = format!("{id}#dead-{sequence}");
         let attempts = attempts.to_string();
         let mut pairs: Vec<(&str, String)> = vec![
             (NATS_MESSAGE_ID.as_ref(), msg_id),
@@ -287,6 +289,17 @@ impl NatsSource {
             return false;
         };
         let kind = if record.state == TaskState::DeadLetter {
+            // The line is stored before the letter: a daemon that died
+            // between the two left no letter, published now (once: the
+            // stream drops a repeat of the same message's letter). Until it
+            // is, the message is not terminated, and comes back.
+            let letter = self
+                .publish_dead(id, message, record.attempts, record.error.as_ref())
+                .await;
+            if let Err(e) = letter {
+                tracing::debug!(error = %e, %id, "cannot publish a settled task's letter");
+                return true;
+            }
             AckKind::Term
         } else {
             AckKind::Ack
@@ -313,9 +326,13 @@ impl NatsSource {
             message: why,
         };
         let line = json!({"id": id, "status": "dead_letter", "error": {"kind": error.kind, "message": error.message}, "attempts": 0}).to_string();
-        let stored = self.publish_dead(&id, &message, 0, Some(&error)).await;
+        // The line first, as for a task's letter (`settle_one`).
         let put = self.put_result(&id, &line).await;
-        if stored.is_ok() && put.is_ok() {
+        let stored = match put {
+            Ok(()) => self.publish_dead(&id, &message, 0, Some(&error)).await,
+            Err(e) => Err(e),
+        };
+        if stored.is_ok() {
             if let Err(e) = message.ack_with(AckKind::Term).await {
                 tracing::warn!(error = %e, %id, "cannot terminate an invalid message");
             }
@@ -330,25 +347,28 @@ impl NatsSource {
         };
         let message = held.message.clone();
         let done = match &s.outcome {
+            // The line first, then (for a dead letter) the letter, then the
+            // ack: a daemon that dies in between leaves a line, and the
+            // message's redelivery finds it and is not run again; the
+            // letter is published then if it was not yet (`settled_already`).
             Outcome::Settled { state, line, error } => {
-                let dead = if *state == TaskState::DeadLetter {
-                    self.publish_dead(&s.id, &message, s.attempt, error.as_ref())
-                        .await
-                } else {
-                    Ok(())
+                let stored = self.put_result(&s.id, line).await;
+                let dead = match stored {
+                    Ok(()) if *state == TaskState::DeadLetter => {
+                        self.publish_dead(&s.id, &message, s.attempt, error.as_ref())
+                            .await
+                    }
+                    other => other,
                 };
                 match dead {
-                    Ok(()) => match self.put_result(&s.id, line).await {
-                        Ok(()) => {
-                            let kind = if *state == TaskState::DeadLetter {
-                                AckKind::Term
-                            } else {
-                                AckKind::Ack
-                            };
-                            message.ack_with(kind).await.map_err(backend)
-                        }
-                        Err(e) => Err(e),
-                    },
+                    Ok(()) => {
+                        let kind = if *state == TaskState::DeadLetter {
+                            AckKind::Term
+                        } else {
+                            AckKind::Ack
+                        };
+                        message.ack_with(kind).await.map_err(backend)
+                    }
                     Err(e) => Err(e),
                 }
             }
@@ -408,7 +428,7 @@ fn headers_len<'a>(headers: impl IntoIterator<Item = (&'a str, &'a str)>) -> usi
 /// The most bytes the headers of task `id`'s dead letter take, with an
 /// error message of at most `error` bytes.
 fn letter_headers_len(id: &str, error: usize) -> usize {
-    let msg_id = format!("{id}#dead-{}-{}", u64::MAX, u32::MAX);
+    let msg_id = format!("{id}#dead-{}", u64::MAX);
     let longest = [
         (NATS_MESSAGE_ID.as_ref(), msg_id.len()),
         (HEADER_ID, id.len()),

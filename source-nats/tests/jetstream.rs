@@ -681,3 +681,39 @@ async fn a_retry_of_a_stale_letter_keeps_the_task_s_final_line() {
         "nothing was enqueued"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_letter_its_holder_died_before_publishing_is_published_by_the_redelivery() {
+    let server = NatsServer::start();
+    let holder = NatsSource::connect(config(&server, 400)).await.unwrap();
+    let other = NatsSource::connect(config(&server, 400)).await.unwrap();
+    holder.accept(vec![task("late", 50)]).await.unwrap();
+    assert_eq!(claim_n(&holder, 1).await.len(), 1);
+    // The holder stored the dead letter's line, then died before the letter.
+    let line = r#"{"id":"late","status":"dead_letter","error":{"kind":"handler","message":"boom"},"attempts":1}"#;
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let bucket = async_nats::jetstream::new(client)
+        .get_key_value(holder.config().results_bucket.as_str())
+        .await
+        .unwrap();
+    bucket
+        .put(source_nats::message::result_key("late"), line.into())
+        .await
+        .unwrap();
+    drop(holder);
+    // Past three ack_waits: the redelivery came to `other`, which published
+    // the letter and terminated the message instead of running it.
+    let until = Instant::now() + Duration::from_millis(1_200);
+    while Instant::now() < until {
+        assert!(
+            other.claim(10, now_ms()).await.unwrap().is_empty(),
+            "run again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(other.unsettled().await.unwrap(), 0, "terminated");
+    let letters = dead_letters(&other).await;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].task, task("late", 50));
+    assert_eq!(letters[0].error.as_ref().unwrap().message, "boom");
+}
