@@ -69,6 +69,18 @@ async fn dead_letters(source: &NatsSource) -> Vec<task_source::TaskRecord> {
         .unwrap()
 }
 
+/// A source on `server` that accepted task `id`, claimed it and dead-lettered it.
+async fn dead_lettered(server: &NatsServer, id: &str) -> NatsSource {
+    let source = NatsSource::connect(config(server, 5_000)).await.unwrap();
+    source.accept(vec![task(id, 50)]).await.unwrap();
+    let claimed = claim_n(&source, 1).await;
+    source
+        .settle(vec![dead(id, claimed[0].attempt)])
+        .await
+        .unwrap();
+    source
+}
+
 /// Claims until `n` tasks came back or 10 s passed.
 async fn claim_n(source: &NatsSource, n: usize) -> Vec<task_source::Claimed> {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -184,13 +196,7 @@ async fn a_retry_is_a_nak_with_the_delay_and_the_attempt_is_the_delivery_count()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_go_to_the_dlq_stream_and_come_back_by_id() {
     let server = NatsServer::start();
-    let source = NatsSource::connect(config(&server, 5_000)).await.unwrap();
-    source.accept(vec![task("d", 50)]).await.unwrap();
-    let claimed = claim_n(&source, 1).await;
-    source
-        .settle(vec![dead("d", claimed[0].attempt)])
-        .await
-        .unwrap();
+    let source = dead_lettered(&server, "d").await;
     let dead = dead_letters(&source).await;
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].task, task("d", 50));
@@ -379,29 +385,24 @@ async fn in_progress_acks_follow_the_consumers_ack_wait_not_a_longer_configured_
     runner.settle(vec![ok("long", 1)]).await.unwrap();
 }
 
-/// A task whose outcome was stored by a daemon that then died before its ack
-/// reached the server is acked on redelivery, not run again: its final line
-/// stays the one the task ended with.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_redelivered_task_whose_line_is_stored_is_acked_not_run_again() {
-    let server = NatsServer::start();
-    let holder = NatsSource::connect(config(&server, 400)).await.unwrap();
-    let other = NatsSource::connect(config(&server, 400)).await.unwrap();
-    holder.accept(vec![task("done", 50)]).await.unwrap();
+/// Task `id` claimed by a daemon that stored `line` for it and died before
+/// it acked; returns a second daemon's source, to which the message was
+/// redelivered past three ack_waits without being claimed as a task.
+async fn redelivered_after_its_line(server: &NatsServer, id: &str, line: &str) -> NatsSource {
+    let holder = NatsSource::connect(config(server, 400)).await.unwrap();
+    let other = NatsSource::connect(config(server, 400)).await.unwrap();
+    holder.accept(vec![task(id, 50)]).await.unwrap();
     assert_eq!(claim_n(&holder, 1).await.len(), 1);
-    // The holder stored the line, then died before it acked.
-    let line = r#"{"id":"done","status":"ok","result":1,"attempts":1}"#;
     let client = async_nats::connect(server.url()).await.unwrap();
     let bucket = async_nats::jetstream::new(client)
         .get_key_value(holder.config().results_bucket.as_str())
         .await
         .unwrap();
     bucket
-        .put(source_nats::message::result_key("done"), line.into())
+        .put(source_nats::message::result_key(id), line.to_owned().into())
         .await
         .unwrap();
     drop(holder);
-    // Past three ack_waits: the redelivery came to `other` and was acked.
     let until = Instant::now() + Duration::from_millis(1_200);
     while Instant::now() < until {
         assert!(
@@ -410,6 +411,17 @@ async fn a_redelivered_task_whose_line_is_stored_is_acked_not_run_again() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    other
+}
+
+/// A task whose outcome was stored by a daemon that then died before its ack
+/// reached the server is acked on redelivery, not run again: its final line
+/// stays the one the task ended with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_task_whose_line_is_stored_is_acked_not_run_again() {
+    let server = NatsServer::start();
+    let line = r#"{"id":"done","status":"ok","result":1,"attempts":1}"#;
+    let other = redelivered_after_its_line(&server, "done", line).await;
     assert_eq!(other.unsettled().await.unwrap(), 0, "acked");
     let record = other.get(vec!["done".into()]).await.unwrap();
     assert_eq!(
@@ -645,13 +657,7 @@ async fn a_dead_letter_fits_the_server_s_max_payload_and_a_task_with_no_room_for
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_of_a_stale_letter_keeps_the_task_s_final_line() {
     let server = NatsServer::start();
-    let source = NatsSource::connect(config(&server, 5_000)).await.unwrap();
-    source.accept(vec![task("s", 50)]).await.unwrap();
-    let claimed = claim_n(&source, 1).await;
-    source
-        .settle(vec![dead("s", claimed[0].attempt)])
-        .await
-        .unwrap();
+    let source = dead_lettered(&server, "s").await;
     // What a requeue that stopped half-way leaves once the task ran again:
     // its letter, and its new final line.
     let client = async_nats::connect(server.url()).await.unwrap();
@@ -685,32 +691,11 @@ async fn a_retry_of_a_stale_letter_keeps_the_task_s_final_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_letter_its_holder_died_before_publishing_is_published_by_the_redelivery() {
     let server = NatsServer::start();
-    let holder = NatsSource::connect(config(&server, 400)).await.unwrap();
-    let other = NatsSource::connect(config(&server, 400)).await.unwrap();
-    holder.accept(vec![task("late", 50)]).await.unwrap();
-    assert_eq!(claim_n(&holder, 1).await.len(), 1);
-    // The holder stored the dead letter's line, then died before the letter.
+    // The holder stored the dead letter's line, then died before the letter:
+    // the daemon the redelivery reached published it and terminated the
+    // message instead of running it.
     let line = r#"{"id":"late","status":"dead_letter","error":{"kind":"handler","message":"boom"},"attempts":1}"#;
-    let client = async_nats::connect(server.url()).await.unwrap();
-    let bucket = async_nats::jetstream::new(client)
-        .get_key_value(holder.config().results_bucket.as_str())
-        .await
-        .unwrap();
-    bucket
-        .put(source_nats::message::result_key("late"), line.into())
-        .await
-        .unwrap();
-    drop(holder);
-    // Past three ack_waits: the redelivery came to `other`, which published
-    // the letter and terminated the message instead of running it.
-    let until = Instant::now() + Duration::from_millis(1_200);
-    while Instant::now() < until {
-        assert!(
-            other.claim(10, now_ms()).await.unwrap().is_empty(),
-            "run again"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let other = redelivered_after_its_line(&server, "late", line).await;
     assert_eq!(other.unsettled().await.unwrap(), 0, "terminated");
     let letters = dead_letters(&other).await;
     assert_eq!(letters.len(), 1, "{letters:?}");
