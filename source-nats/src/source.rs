@@ -162,7 +162,8 @@ impl NatsSource {
             // Its dead letter carries the same body with more headers: a
             // task with no room for them is refused now, not at its end.
             let letter = body.len() + letter_headers_len(&task.id, MAX_ERROR_HEADER);
-            if letter > max {
+            // (A server that has not said its limit yet, 0, is not judged.)
+            if max > 0 && letter > max {
                 acks.push(Err(format!(
                     "too_large: the task's dead letter would take {letter} bytes with its \
                      headers, over the server's max_payload ({max})"
@@ -246,7 +247,11 @@ impl NatsSource {
         // one long header, is cut to the room left, and a body with no room
         // left for the letter's headers at all (a message published from
         // outside, filled to the limit) is left out, said so.
-        let max = self.inner.queue.client.server_info().max_payload;
+        // (0: the server has not said its limit yet; nothing is cut.)
+        let max = match self.inner.queue.client.server_info().max_payload {
+            0 => usize::MAX,
+            max => max,
+        };
         let mut payload = message.payload.clone();
         let used = payload.len() + headers_len(pairs.iter().map(|(n, v)| (*n, v.as_str())));
         if used > max {
