@@ -132,6 +132,10 @@ pub(crate) async fn connect(config: &NatsConfig) -> Result<Queue, NatsError> {
             subjects: vec![config.dlq_subject()],
             retention: stream::RetentionPolicy::Limits,
             storage: stream::StorageType::File,
+            // A letter's id is its task message's: a redelivery that letters
+            // it again (its holder died before the terminate) is dropped as
+            // a repeat however long `ack_wait` is.
+            duplicate_window: config.duplicate_window,
             ..Default::default()
         })
         .await

@@ -154,8 +154,15 @@ impl NatsSource {
 
     /// Publishes `task` on its band's subject under the message id `msg_id`;
     /// `Ok(true)` when the stream took it as new, `Ok(false)` for a duplicate.
-    async fn publish_all(&self, tasks: &[(&NewTask, String)]) -> Vec<Result<bool, String>> {
-        let max = self.inner.queue.client.server_info().max_payload;
+    async fn publish_all(
+        &self,
+        tasks: &[(&NewTask, String)],
+        letter_room: LetterRoom,
+    ) -> Vec<Result<bool, String>> {
+        let max = match letter_room {
+            LetterRoom::Required => self.inner.queue.client.server_info().max_payload,
+            LetterRoom::Trimmed => 0,
+        };
         let mut acks = Vec::with_capacity(tasks.len());
         for (task, msg_id) in tasks {
             let body = serde_json::to_vec(&Body::of(task)).unwrap_or_default();
@@ -410,6 +417,17 @@ fn header_value(text: &str, max: usize) -> String {
     text[..end].replace(['\r', '\n'], " ")
 }
 
+/// Whether a task published must leave room under `max_payload` for its
+/// dead letter's longest headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LetterRoom {
+    /// A new task: refused when its letter could not fit.
+    Required,
+    /// A dead letter put back: taken as it is (its letter, if it comes to
+    /// one again, is cut to fit).
+    Trimmed,
+}
+
 /// The most bytes of an error's kind a dead letter's header keeps.
 const MAX_KIND_HEADER: usize = 64;
 
@@ -510,7 +528,7 @@ impl TaskSource for NatsSource {
         for chunk in to_publish.chunks(PUBLISH_CHUNK) {
             let batch: Vec<(&NewTask, String)> =
                 chunk.iter().map(|(_, t)| (*t, t.id.clone())).collect();
-            let sent = self.publish_all(&batch).await;
+            let sent = self.publish_all(&batch, LetterRoom::Required).await;
             for ((i, _), result) in chunk.iter().zip(sent) {
                 out[*i] = Some(match result {
                     Ok(true) => Admission::Accepted,
@@ -766,7 +784,11 @@ impl TaskSource for NatsSource {
             // requeue tried again after a failure below enqueues it once.
             let msg_id = format!("{id}#requeued-{}", last.sequence);
             let task = last.record.task.clone();
-            let sent = self.publish_all(&[(&task, msg_id)]).await;
+            // It was taken once: its letter fits with the error it carries, and
+            // `publish_dead` cuts a longer one to fit.
+            let sent = self
+                .publish_all(&[(&task, msg_id)], LetterRoom::Trimmed)
+                .await;
             if let Some(Err(e)) = sent.into_iter().next() {
                 return Err(backend(e));
             }

@@ -702,3 +702,40 @@ async fn a_letter_its_holder_died_before_publishing_is_published_by_the_redelive
     assert_eq!(letters[0].task, task("late", 50));
     assert_eq!(letters[0].error.as_ref().unwrap().message, "boom");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_letter_whose_task_fills_the_message_is_put_back_by_a_retry() {
+    const MAX: usize = 8 * 1024;
+    let server = NatsServer::start_with_max_payload(MAX);
+    let source = NatsSource::connect(config(&server, 5_000)).await.unwrap();
+    // Published from outside, 600 bytes under the limit: its letter fits
+    // with a short error, not with the longest one.
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let subject = source_nats::message::subject(source_nats::message::Band::of(50), "cortex.tasks");
+    let body = serde_json::json!({"id": "full", "type": "echo", "payload": "x".repeat(MAX - 600)});
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", "full");
+    js.publish_with_headers(subject, headers, body.to_string().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let claimed = claim_n(&source, 1).await;
+    source
+        .settle(vec![dead("full", claimed[0].attempt)])
+        .await
+        .unwrap();
+    let retried = source
+        .requeue_dead(Some(vec!["full".into()]))
+        .await
+        .unwrap();
+    assert_eq!(retried, vec![("full".into(), Requeue::Requeued)]);
+    let again = claim_n(&source, 1).await;
+    assert_eq!(again[0].task.id, "full");
+    assert_eq!(
+        again[0].task.payload.len(),
+        MAX - 600 + 2,
+        "the whole payload"
+    );
+}

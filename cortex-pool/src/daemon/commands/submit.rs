@@ -236,8 +236,14 @@ async fn send_batch(
         .await;
     if let Err(e) = sent {
         // A daemon that refuses the request (a line over its
-        // `max_request_bytes`) says why and closes before reading it all:
-        // its reason is the answer, not a lost connection to retry.
+        // `max_request_bytes`) says why and closes before reading it all,
+        // and the write fails on the closed socket: its reason is the
+        // answer, not a lost connection to retry. A request this side could
+        // not frame (over 16 MiB) never left: that error is the answer.
+        use std::io::ErrorKind::{BrokenPipe, ConnectionReset};
+        if !matches!(e.kind(), BrokenPipe | ConnectionReset) {
+            return Err(e);
+        }
         return Err(match c.next().await {
             Ok(Reply::Error { kind, message }) => {
                 std::io::Error::other(format!("{kind}: {message}"))
