@@ -159,9 +159,12 @@ impl NatsSource {
         tasks: &[(&NewTask, String)],
         letter_room: LetterRoom,
     ) -> Vec<Result<bool, String>> {
+        // A server that has not said its limit yet (0) is not judged.
         let max = match letter_room {
-            LetterRoom::Required => self.inner.queue.client.server_info().max_payload,
-            LetterRoom::Trimmed => 0,
+            LetterRoom::Required => {
+                Some(self.inner.queue.client.server_info().max_payload).filter(|max| *max > 0)
+            }
+            LetterRoom::Trimmed => None,
         };
         let mut acks = Vec::with_capacity(tasks.len());
         for (task, msg_id) in tasks {
@@ -169,8 +172,7 @@ impl NatsSource {
             // Its dead letter carries the same body with more headers: a
             // task with no room for them is refused now, not at its end.
             let letter = body.len() + letter_headers_len(&task.id, MAX_ERROR_HEADER);
-            // (A server that has not said its limit yet, 0, is not judged.)
-            if max > 0 && letter > max {
+            if let Some(max) = max.filter(|max| letter > *max) {
                 acks.push(Err(format!(
                     "too_large: the task's dead letter would take {letter} bytes with its \
                      headers, over the server's max_payload ({max})"
@@ -260,7 +262,7 @@ impl NatsSource {
             max => max,
         };
         let mut payload = message.payload.clone();
-        let used = payload.len() + headers_len(pairs.iter().map(|(n, v)| (*n, v.as_str())));
+        let used = payload.len() + headers_len(pairs.iter().map(|(n, v)| (*n, v.len())));
         if used > max {
             pairs.push((HEADER_BODY_OMITTED, payload.len().to_string()));
             payload = Default::default();
@@ -437,14 +439,14 @@ const HEADER_BODY_OMITTED: &str = "Cortex-Body-Omitted";
 /// Bytes one header line adds beside its name and value (`: ` and `\r\n`).
 const HEADER_LINE: usize = 4;
 
-/// Bytes `headers` take in a message (`NATS/1.0\r\n`, a line each, a
-/// closing `\r\n`): the server counts them with the payload against its
-/// `max_payload`.
-fn headers_len<'a>(headers: impl IntoIterator<Item = (&'a str, &'a str)>) -> usize {
+/// Bytes headers of these names and value lengths take in a message
+/// (`NATS/1.0\r\n`, a line each, a closing `\r\n`): the server counts
+/// them with the payload against its `max_payload`.
+fn headers_len<'a>(headers: impl IntoIterator<Item = (&'a str, usize)>) -> usize {
     "NATS/1.0\r\n\r\n".len()
         + headers
             .into_iter()
-            .map(|(name, value)| name.len() + value.len() + HEADER_LINE)
+            .map(|(name, value)| name.len() + value + HEADER_LINE)
             .sum::<usize>()
 }
 
@@ -452,18 +454,13 @@ fn headers_len<'a>(headers: impl IntoIterator<Item = (&'a str, &'a str)>) -> usi
 /// error message of at most `error` bytes.
 fn letter_headers_len(id: &str, error: usize) -> usize {
     let msg_id = format!("{id}#dead-{}", u64::MAX);
-    let longest = [
+    headers_len([
         (NATS_MESSAGE_ID.as_ref(), msg_id.len()),
         (HEADER_ID, id.len()),
         (HEADER_ATTEMPTS, u32::MAX.to_string().len()),
         (HEADER_ERROR_KIND, MAX_KIND_HEADER),
         (HEADER_ERROR, error),
-    ];
-    "NATS/1.0\r\n\r\n".len()
-        + longest
-            .iter()
-            .map(|(name, value)| name.len() + value + HEADER_LINE)
-            .sum::<usize>()
+    ])
 }
 
 /// Room kept in a message for what a result's put adds to its line.

@@ -36,6 +36,7 @@ impl StateDelta {
 mod tests {
     use super::*;
     use crate::overlay::{Checkpoint, Overlay};
+    use crate::test_support::{empty_overlay, new_task};
 
     #[test]
     fn every_state_has_its_own_slot() {
@@ -117,16 +118,6 @@ mod tests {
         );
     }
 
-    fn new_task(id: &str) -> task_source::NewTask {
-        task_source::NewTask {
-            id: id.to_owned(),
-            task_type: "echo".to_owned(),
-            payload: "1".to_owned(),
-            priority: 10,
-            timeout_ms: None,
-        }
-    }
-
     fn settle(id: &str, attempt: u32, outcome: task_source::Outcome) -> task_source::Settlement {
         task_source::Settlement {
             id: id.to_owned(),
@@ -147,9 +138,7 @@ mod tests {
     fn every_write_keeps_the_counts_equal_to_a_full_count() {
         use crate::ops;
         use task_source::{ErrorInfo, Outcome};
-        let conn = Connection::open_in_memory().unwrap();
-        crate::schema::migrate(&conn).unwrap();
-        let mut o = Overlay::load(&conn, None).unwrap();
+        let (conn, mut o) = empty_overlay();
         let ids: Vec<String> = (0..8).map(|i| format!("t{i}")).collect();
         let tasks: Vec<_> = ids.iter().map(|id| new_task(id)).collect();
         o.accept(&conn, tasks.clone(), 1, None).unwrap();
@@ -243,9 +232,7 @@ mod tests {
     #[test]
     fn a_prune_deletes_no_more_than_its_limit_and_keeps_the_counts() {
         use crate::ops;
-        let conn = Connection::open_in_memory().unwrap();
-        crate::schema::migrate(&conn).unwrap();
-        let mut o = Overlay::load(&conn, None).unwrap();
+        let (conn, mut o) = empty_overlay();
         let ids: Vec<String> = (0..7).map(|i| format!("p{i}")).collect();
         let tasks: Vec<_> = ids.iter().map(|id| new_task(id)).collect();
         o.accept(&conn, tasks.clone(), 1, None).unwrap();

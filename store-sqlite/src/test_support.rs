@@ -22,3 +22,22 @@ pub(crate) fn plan(conn: &Connection, sql: &str) -> Vec<String> {
         .collect::<rusqlite::Result<_>>()
         .unwrap()
 }
+
+/// A small echo task with id `id`, priority 10.
+pub(crate) fn new_task(id: &str) -> task_source::NewTask {
+    task_source::NewTask {
+        id: id.to_owned(),
+        task_type: "echo".to_owned(),
+        payload: "1".to_owned(),
+        priority: 10,
+        timeout_ms: None,
+    }
+}
+
+/// An empty store in memory, at the current schema, and its overlay.
+pub(crate) fn empty_overlay() -> (Connection, crate::overlay::Overlay) {
+    let conn = Connection::open_in_memory().unwrap();
+    crate::schema::migrate(&conn).unwrap();
+    let overlay = crate::overlay::Overlay::load(&conn, None).unwrap();
+    (conn, overlay)
+}

@@ -359,6 +359,7 @@ mod tests {
     use std::sync::mpsc;
 
     use super::*;
+    use crate::test_support::new_task;
 
     /// What a test job saw: whether its statements ran, and its answer.
     type Seen = mpsc::Receiver<(bool, Option<SourceError>)>;
@@ -493,16 +494,6 @@ mod tests {
             (finish, error)
         });
         (job, rx)
-    }
-
-    fn new_task(id: &str) -> task_source::NewTask {
-        task_source::NewTask {
-            id: id.into(),
-            task_type: "echo".into(),
-            payload: format!("{{\"n\":\"{id}\"}}"),
-            priority: 10,
-            timeout_ms: None,
-        }
     }
 
     fn count(conn: &Connection, table: &str) -> i64 {

@@ -9,6 +9,7 @@ mod clients;
 mod control;
 mod line_fields;
 mod lookup;
+mod requests;
 mod roll;
 mod submit;
 

@@ -47,14 +47,14 @@ pub struct PoolConfig {
     ///
     /// The window is also bounded in time: it holds as many tasks as the
     /// worker gets through in about 5 ms at its recent pace, at least one, and
-    /// at most 64 until that pace is known. The pace is measured between
-    /// refills of the worker (by its lane, or by the pool where the pool feeds
-    /// it): the time over the tasks answered, while every run slot had work
-    /// all along (an interval in which it may have run dry can only make its
-    /// window larger). Tasks of a few microseconds fill the
-    /// window to `prefetch`; tasks of a second wait one at a time, so a long
-    /// task is not pinned behind others in one worker's window while another
-    /// worker frees up. Tasks already written are not taken back: when fast
+    /// at most [`FIRST_PREFETCH`](Self::FIRST_PREFETCH) (64) until that pace
+    /// is known. The pace is measured between refills of the worker (by its
+    /// lane, or by the pool where the pool feeds it): the time over the tasks
+    /// answered, while every run slot had work all along (an interval in
+    /// which it may have run dry can only make its window larger). Tasks of a
+    /// few microseconds fill the window to `prefetch`; tasks of a second wait
+    /// one at a time, so a long task is not pinned behind others in one
+    /// worker's window while another worker frees up. Tasks already written are not taken back: when fast
     /// tasks are followed by slow ones, up to `prefetch` slow ones may wait in
     /// a window that the fast ones' pace sized; set `prefetch` lower for such
     /// a mix. A new worker (a replacement, or one added by scaling) starts
@@ -206,6 +206,12 @@ impl Default for PoolConfig {
 }
 
 impl PoolConfig {
+    /// Tasks a worker's window holds at most beyond its run slots before the
+    /// worker's pace is known (a new worker, or one after a spell that told
+    /// nothing of its pace): nothing is known of the tasks' length yet, so a
+    /// first fill of long tasks commits no more than this to one worker.
+    pub const FIRST_PREFETCH: u32 = 64;
+
     /// Checks every value; the error names the offending key.
     ///
     /// # Errors

@@ -349,25 +349,13 @@ impl Overlay {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    fn task(id: &str) -> NewTask {
-        NewTask {
-            id: id.into(),
-            task_type: "echo".into(),
-            payload: "1".into(),
-            priority: 10,
-            timeout_ms: None,
-        }
-    }
+    use crate::test_support::{empty_overlay, new_task};
 
     #[test]
     fn a_claim_passes_over_a_key_in_the_ready_order_whose_task_does_not_wait() {
-        let conn = Connection::open_in_memory().unwrap();
-        crate::schema::migrate(&conn).unwrap();
-        let mut overlay = Overlay::load(&conn, None).unwrap();
+        let (conn, mut overlay) = empty_overlay();
         overlay
-            .accept(&conn, vec![task("a"), task("b")], 1, None)
+            .accept(&conn, vec![new_task("a"), new_task("b")], 1, None)
             .unwrap();
         let first = overlay.claim(&conn, 1, 2).unwrap();
         assert_eq!(first[0].task.id, "a");

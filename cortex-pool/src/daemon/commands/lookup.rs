@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
+use super::requests::{most_bytes, split, Refusal};
 use super::{
     call, connect_error, emit_line, emit_value, finish, runtime, settings, Answer, Fail, Lines,
     Outcome, Printer, RECONNECT_FOR,
@@ -18,11 +19,6 @@ use crate::daemon::client::Client;
 use crate::daemon::config::Settings;
 use crate::daemon::protocol::{Reply, Request};
 use crate::daemon::queue::cli as queue_cli;
-
-/// Ids per request, by bytes (the daemon's default request limit is 1 MiB),
-/// and within the configured `max_request_bytes` less the request's framing.
-const IDS_BYTES: usize = 256 * 1024;
-const REQUEST_FRAMING: usize = 256;
 
 /// `cortex-pool result ID…`.
 #[derive(Debug, Args)]
@@ -133,25 +129,6 @@ fn first_of_each(mut ids: Vec<String>) -> Vec<String> {
     ids
 }
 
-/// `ids` in requests of at most `most` bytes, about (a longer id goes alone).
-fn chunks(ids: &[String], most: usize) -> Vec<Vec<String>> {
-    let mut out = Vec::new();
-    let mut current = Vec::new();
-    let mut size = 0;
-    for id in ids {
-        if size + id.len() + 8 > most && !current.is_empty() {
-            out.push(std::mem::take(&mut current));
-            size = 0;
-        }
-        size += id.len() + 8;
-        current.push(id.clone());
-    }
-    if !current.is_empty() {
-        out.push(current);
-    }
-    out
-}
-
 /// Hands one line per id to `lines` (waiting for each to settle when `wait`
 /// is given, reconnecting to a restarted daemon); true when every task
 /// settled ok.
@@ -163,7 +140,6 @@ pub(crate) async fn lines_for(
 ) -> Result<bool, Fail> {
     let deadline = wait.flatten().map(|t| Instant::now() + t);
     let mut all_ok = true;
-    let most = IDS_BYTES.min(settings.max_request_bytes.saturating_sub(REQUEST_FRAMING));
     // A wait answers each task once, however far apart its id is named (the
     // daemon does so within one request; these may be several).
     let ids = if wait.is_some() {
@@ -171,8 +147,8 @@ pub(crate) async fn lines_for(
     } else {
         ids
     };
-    for chunk in chunks(&ids, most) {
-        let mut left: Vec<String> = chunk;
+    for chunk in split(&ids, most_bytes(settings)) {
+        let mut left: Vec<String> = chunk.to_vec();
         let mut lost_since: Option<Instant> = None;
         while !left.is_empty() {
             let request = match wait {
@@ -242,9 +218,7 @@ async fn stream(
                 emit_line(&line, status, &mut |a| tracked.line(a));
             }
             Ok(Reply::Done { .. }) => break Ok(()),
-            Ok(Reply::Error { kind, message }) => {
-                break Err(std::io::Error::other(Refusal { kind, message }))
-            }
+            Ok(Reply::Error { kind, message }) => break Err(Refusal { kind, message }.into_io()),
             Ok(_) => {}
             Err(e) => break Err(e),
         }
@@ -256,35 +230,6 @@ async fn stream(
     }
     result
 }
-
-/// An error the daemon answered a look-up with.
-#[derive(Debug)]
-struct Refusal {
-    kind: String,
-    message: String,
-}
-
-impl Refusal {
-    /// The daemon's answer in `e`, if it is one.
-    fn of(e: &std::io::Error) -> Option<&Self> {
-        e.get_ref().and_then(|inner| inner.downcast_ref::<Self>())
-    }
-
-    /// Whether asking again gets the same answer: all but a daemon with no
-    /// room for the connection (`busy`) and a store read that failed
-    /// (`store`).
-    fn is_final(&self) -> bool {
-        !matches!(self.kind.as_str(), "busy" | "store")
-    }
-}
-
-impl std::fmt::Display for Refusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.kind, self.message)
-    }
-}
-
-impl std::error::Error for Refusal {}
 
 /// Lines handed on, with the ids they answered (looked up only when the
 /// connection is lost, to ask again for the others) and whether all were ok.
@@ -352,15 +297,9 @@ pub(crate) fn tasks(args: TasksArgs) -> ExitCode {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn ids_are_split_into_request_sized_chunks_in_order() {
+    fn a_wait_names_each_id_once_where_it_is_first_named() {
         let ids: Vec<String> = (0..40_000).map(|i| format!("{i:026}")).collect();
-        let c = super::chunks(&ids, super::IDS_BYTES);
-        assert!(c.len() > 1);
-        assert_eq!(c.concat(), ids);
         let twice: Vec<String> = ids.iter().chain(ids.iter().rev()).cloned().collect();
         assert_eq!(super::first_of_each(twice), ids);
-        let small = super::chunks(&ids, 4096);
-        assert!(small.iter().all(|chunk| chunk.len() * (26 + 8) <= 4096));
-        assert_eq!(small.concat(), ids);
     }
 }

@@ -13,15 +13,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use super::line_fields::filled;
+use super::requests::{most_bytes, split, Refusal};
 use super::{
     connect_error, emit_text, finish, runtime, settings, Fail, Outcome, Printer, RECONNECT_FOR,
 };
-
-/// Largest batch of task lines sent in one request (the daemon's default limit is
-/// 1 MiB)…
-const BATCH_BYTES: usize = 256 * 1024;
-/// …and the room left in `max_request_bytes` for the request's own framing.
-const REQUEST_FRAMING: usize = 256;
 
 /// `cortex-pool submit`.
 pub(crate) fn submit(args: SubmitArgs) -> ExitCode {
@@ -81,8 +76,7 @@ fn submit_inner(args: &SubmitArgs) -> Outcome {
         // away later is waited for.
         let mut client = Some(Client::connect(&settings.paths.socket).await?);
         let mut first_line = 1u64;
-        let most = BATCH_BYTES.min(settings.max_request_bytes.saturating_sub(REQUEST_FRAMING));
-        for batch in batches(&lines, most) {
+        for batch in split(&lines, most_bytes(&settings)) {
             let mut lost_since: Option<Instant> = None;
             // A batch whose answer was lost is sent again: every line has an id,
             // so the daemon takes each task once.
@@ -245,9 +239,7 @@ async fn send_batch(
             return Err(e);
         }
         return Err(match c.next().await {
-            Ok(Reply::Error { kind, message }) => {
-                std::io::Error::other(format!("{kind}: {message}"))
-            }
+            Ok(Reply::Error { kind, message }) => Refusal { kind, message }.into_io(),
             _ => e,
         });
     }
@@ -258,53 +250,8 @@ async fn send_batch(
             Reply::Lines { lines } => answers.extend(lines.iter().map(Value::to_string)),
             Reply::LinesText { lines } => answers.extend(lines),
             Reply::Done { .. } => return Ok(answers),
-            Reply::Error { kind, message } => {
-                return Err(std::io::Error::other(format!("{kind}: {message}")));
-            }
+            Reply::Error { kind, message } => return Err(Refusal { kind, message }.into_io()),
             _ => {}
         }
-    }
-}
-
-/// Splits lines into batches of at most `most` bytes, about (a longer line
-/// goes alone).
-fn batches(lines: &[String], most: usize) -> Vec<&[String]> {
-    let mut out = Vec::new();
-    let (mut start, mut size) = (0, 0);
-    for (i, line) in lines.iter().enumerate() {
-        if size + line.len() + 8 > most && i > start {
-            out.push(&lines[start..i]);
-            start = i;
-            size = 0;
-        }
-        size += line.len() + 8;
-    }
-    if start < lines.len() {
-        out.push(&lines[start..]);
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn batches_cover_every_line_in_order() {
-        let lines: Vec<String> = (0..20_000)
-            .map(|i| format!("{{\"type\":\"echo\",\"payload\":{i}}}"))
-            .collect();
-        let b = batches(&lines, BATCH_BYTES);
-        assert!(b.len() > 1);
-        assert_eq!(b.iter().map(|s| s.len()).sum::<usize>(), 20_000);
-        assert_eq!(b.concat(), lines);
-        assert!(batches(&[], BATCH_BYTES).is_empty());
-        // A smaller limit makes more batches, each within it.
-        let small = batches(&lines, 4096);
-        assert!(small.len() > b.len());
-        assert!(small
-            .iter()
-            .all(|batch| batch.iter().map(|l| l.len() + 8).sum::<usize>() <= 4096));
-        assert_eq!(small.concat(), lines);
     }
 }

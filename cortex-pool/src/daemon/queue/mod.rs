@@ -32,7 +32,7 @@ pub(crate) async fn open(queue: &QueueSettings, settings: &Settings) -> Result<N
 /// writes to a worker before it knows the tasks' pace (its window then
 /// follows the pace, up to `prefetch`). More would keep messages unacked in
 /// this daemon that another daemon's idle workers could take.
-const PREFETCH_PER_WORKER: u32 = 64;
+const PREFETCH_PER_WORKER: u32 = pool_core::PoolConfig::FIRST_PREFETCH;
 
 /// The most tasks a daemon holds: what its pool can start now (the worker
 /// slots) plus what its workers may prefetch (`prefetch` per worker, at most

@@ -35,9 +35,8 @@ use super::super::clock::{nanos, Moment};
 pub(crate) const PREFETCH_SPAN: Duration = Duration::from_millis(5);
 
 /// Tasks a window holds at most beyond the run slots before its worker's
-/// pace is known: nothing is known of the tasks' length yet, so a first fill
-/// of long tasks commits no more than this to one worker.
-pub(crate) const FIRST_PREFETCH: usize = 64;
+/// pace is known ([`PoolConfig::FIRST_PREFETCH`](crate::PoolConfig::FIRST_PREFETCH)).
+pub(crate) const FIRST_PREFETCH: usize = crate::PoolConfig::FIRST_PREFETCH as usize;
 
 /// One worker's pace, and the interval being measured.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
