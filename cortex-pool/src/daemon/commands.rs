@@ -8,6 +8,7 @@ mod answer;
 mod clients;
 mod control;
 mod line_fields;
+mod listing;
 mod lookup;
 mod requests;
 mod roll;

@@ -6,7 +6,8 @@
 //! - `config` — TOML file + environment + `--set` → validated [`config::Settings`].
 //! - `paths`, `pidfile` — the runtime directory and the locked PID file.
 //! - `protocol`, `server`, `client` — the control socket's requests and replies;
-//!   `doc` — a JSON document in a reply, sent from its text.
+//!   `doc` — a JSON document in a reply, sent from its text; `hangup` — a
+//!   connection's peer hanging up, seen without reading what it sent.
 //! - `signals` — drain, forced stop, reload with a rolling restart.
 //! - `event_log` — the pool's events and the restart breaker in the daemon's log.
 //! - `health_view` — the active alerts in `status`, and why health is what it is.
@@ -18,6 +19,7 @@ pub(crate) mod config;
 pub(crate) mod doc;
 pub(crate) mod durable;
 pub(crate) mod event_log;
+pub(crate) mod hangup;
 pub(crate) mod health_view;
 pub(crate) mod http;
 pub(crate) mod paths;

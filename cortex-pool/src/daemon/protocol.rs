@@ -61,17 +61,31 @@ pub(crate) enum Request {
         #[serde(default)]
         text: bool,
     },
-    /// Recent tasks, newest first (`Json` array).
+    /// Recent tasks, newest first (`Json` array; with `paged`, `LinesText`
+    /// pages then `Done`).
     Tasks {
         /// Only this status.
         status: Option<String>,
         /// Only this type.
         task_type: Option<String>,
-        /// At most this many.
+        /// At most this many (0: all).
         limit: usize,
+        /// Send the entries as JSON text in pages that each fit a reply,
+        /// then `Done` (`accepted`: the entries sent; `refused`: those too
+        /// large for a reply, each named by a `too_large` error in its
+        /// place), instead of one `Json` array, which a long listing
+        /// exceeds. A daemon older than this field ignores it and sends the
+        /// array.
+        #[serde(default, skip_serializing_if = "is_false")]
+        paged: bool,
     },
-    /// The dead-letter queue.
-    DlqList,
+    /// The dead-letter queue, oldest first (`Json` array; with `paged`, as
+    /// `Tasks`'s).
+    DlqList {
+        /// As `Tasks`'s.
+        #[serde(default, skip_serializing_if = "is_false")]
+        paged: bool,
+    },
     /// Put dead letters back in the queue by id (all when `ids` is absent).
     DlqRetry {
         /// Which tasks.
@@ -188,7 +202,9 @@ pub(crate) enum Reply {
         /// The lines.
         lines: Vec<serde_json::Value>,
     },
-    /// A submit ended: how many lines were taken and how many were refused.
+    /// A submit ended: how many lines were taken and how many were refused
+    /// (a look-up: settled ok and not; a listing in pages: entries sent and
+    /// left out).
     Done {
         /// Tasks accepted by the pool.
         accepted: u64,
@@ -205,6 +221,12 @@ impl Reply {
             message: message.into(),
         }
     }
+}
+
+/// Whether a flag is off: such a flag is left out of a request, which is
+/// then what a client from before the flag sends.
+fn is_false(flag: &bool) -> bool {
+    !*flag
 }
 
 /// Encodes `message` as one frame (named MessagePack map).
@@ -468,6 +490,61 @@ mod tests {
             }
         );
         assert_eq!(LineStatus::Other.as_str(), None);
+    }
+
+    /// `paged` is an addition both ways: off, it is left out (the request is
+    /// what a client from before it sends), absent it reads as off, and a
+    /// daemon from before it reads a paged request as the plain one.
+    #[test]
+    fn paged_listings_are_an_addition_both_ways() {
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "op", rename_all = "snake_case")]
+        enum Old {
+            Tasks {
+                status: Option<String>,
+                task_type: Option<String>,
+                limit: usize,
+            },
+            DlqList,
+        }
+        let old_tasks = Old::Tasks {
+            status: Some("ok".into()),
+            task_type: None,
+            limit: 0,
+        };
+        let cases = [
+            (
+                Request::Tasks {
+                    status: Some("ok".into()),
+                    task_type: None,
+                    limit: 0,
+                    paged: false,
+                },
+                &old_tasks,
+            ),
+            (Request::DlqList { paged: false }, &Old::DlqList),
+        ];
+        for (new, old) in cases {
+            let body = rmp_serde::to_vec_named(old).unwrap();
+            assert_eq!(rmp_serde::to_vec_named(&new).unwrap(), body);
+            assert_eq!(decode::<Request>(&body).unwrap(), new);
+        }
+        for (new, old) in [
+            (
+                Request::Tasks {
+                    status: Some("ok".into()),
+                    task_type: None,
+                    limit: 0,
+                    paged: true,
+                },
+                &old_tasks,
+            ),
+            (Request::DlqList { paged: true }, &Old::DlqList),
+        ] {
+            let body = rmp_serde::to_vec_named(&new).unwrap();
+            assert_eq!(&rmp_serde::from_slice::<Old>(&body).unwrap(), old);
+            assert_eq!(decode::<Request>(&body).unwrap(), new);
+        }
     }
 
     /// A client from before `text` asks for `Line` and `Lines` maps, and gets

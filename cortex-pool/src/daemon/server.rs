@@ -2,6 +2,7 @@
 //! answers framed requests. A malformed, oversized or unauthorised request gets an
 //! error reply and a closed connection; everyone else is served as before.
 
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +16,8 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
-use super::durable::api;
+use super::durable::{api, listing};
+use super::hangup::HangUp;
 use super::protocol::{self, frame_reply, Reply, Request, MAX_REPLY};
 use super::state::Daemon;
 
@@ -46,6 +48,8 @@ pub(crate) async fn serve(
         let permit = slots.clone().try_acquire_owned();
         tokio::spawn(async move {
             let uid = conn.peer_creds().ok().and_then(|c| c.euid());
+            let LocalSocketStream::UdSocket(inner) = &conn;
+            let watch = HangUp::watch(inner.as_fd());
             let (recv, mut send) = tokio::io::split(conn);
             let Ok(_permit) = permit else {
                 let reply = Reply::error("busy", "too many control connections");
@@ -60,7 +64,16 @@ pub(crate) async fn serve(
                 let _ = protocol::write(&mut send, &reply, MAX_REPLY).await;
                 return;
             }
-            handle(recv, send, daemon).await;
+            let hung_up = async {
+                match &watch {
+                    Ok(watch) => watch.hung_up().await,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot watch a control connection for its peer hanging up");
+                        std::future::pending().await
+                    }
+                }
+            };
+            handle(recv, send, hung_up, daemon).await;
         });
     }
 }
@@ -71,12 +84,16 @@ pub(crate) async fn serve(
 /// hours, its client interrupted): its end of the socket closing ends the
 /// wait, and with it what the wait held (its waiters, this connection's
 /// slot). Other requests are answered to the end. A request that arrives
-/// while another is answered is answered next.
-async fn handle<R, W>(recv: R, send: W, daemon: Arc<Daemon>)
+/// while another is answered is answered next. `hung_up` resolves once the
+/// peer hung up, seen without reading what it sent ([`HangUp`]): it ends a
+/// wait whose connection is no longer read, having sent all it may ahead.
+async fn handle<R, W, H>(recv: R, send: W, hung_up: H, daemon: Arc<Daemon>)
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
+    H: std::future::Future<Output = ()>,
 {
+    tokio::pin!(hung_up);
     let max = daemon.setting(|s| s.max_request_bytes);
     let mut frames = FramedRead::new(recv, FrameCodec::new(max));
     let (replies, rx) = mpsc::channel::<Reply>(1024);
@@ -128,7 +145,8 @@ where
         // While a wait is answered, the socket is still read: requests sent
         // meanwhile are kept for later (up to `PIPELINED` of them, and
         // `max_request_bytes` in all), and a peer that hangs up, even after
-        // sending more, ends the wait.
+        // sending more, ends the wait: seen as the end of the stream while
+        // it is read, and by `hung_up` once it is not.
         let answered = loop {
             // A frame the codec refused ends the reading (its error is
             // answered in turn); the stream says nothing more after it.
@@ -144,6 +162,7 @@ where
                     None => break None,
                     Some(next) => early.push_back(next),
                 },
+                () = &mut hung_up, if waits && !readable => break None,
             }
         };
         // `None`: the peer hung up during its wait.
@@ -273,8 +292,14 @@ async fn answer(
             status,
             task_type,
             limit,
-        } => api::tasks(daemon, status, task_type, limit).await,
-        Request::DlqList => api::dlq_list(daemon).await,
+            paged,
+        } => {
+            let shape = listing::Shape::asked(paged);
+            return listing::tasks(daemon, status, task_type, limit, shape, out).await;
+        }
+        Request::DlqList { paged } => {
+            return listing::dlq_list(daemon, listing::Shape::asked(paged), out).await;
+        }
         Request::DlqRetry { ids } => api::dlq_retry(daemon, ids).await,
         Request::DlqPurge => api::dlq_purge(daemon).await,
         Request::Scale { size } => match pool.scale_to(size).await {
@@ -407,7 +432,7 @@ mod tests {
         assert_eq!(daemon.source.claim(1, 0).await.unwrap().len(), 1);
         let (client, server) = tokio::io::duplex(64 * 1024);
         let (recv, send) = tokio::io::split(server);
-        let served = tokio::spawn(handle(recv, send, daemon.clone()));
+        let served = tokio::spawn(handle(recv, send, std::future::pending(), daemon.clone()));
         let (client_recv, client_send) = tokio::io::split(client);
         (daemon, served, client_recv, client_send)
     }
@@ -556,6 +581,32 @@ mod tests {
         served.await.unwrap();
     }
 
+    /// A listing asked for in pages is answered on the connection in pages,
+    /// then `Done` counting the entries.
+    #[tokio::test]
+    async fn a_listing_asked_for_in_pages_is_answered_in_pages_then_done() {
+        use tokio::io::AsyncWriteExt;
+        let (_daemon, served, client_recv, mut client_send) = serving_a_running_task().await;
+        let tasks = Request::Tasks {
+            status: None,
+            task_type: None,
+            limit: 0,
+            paged: true,
+        };
+        protocol::write(&mut client_send, &tasks, MAX_REPLY)
+            .await
+            .unwrap();
+        client_send.shutdown().await.unwrap();
+        let got = every_reply(client_recv).await;
+        let [Reply::LinesText { lines }, Reply::Done { accepted, refused }] = &got[..] else {
+            panic!("a page, then done: {got:?}");
+        };
+        let entry: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        assert_eq!((lines.len(), &entry["id"]), (1, &json!("slow")));
+        assert_eq!((*accepted, *refused), (1, 0));
+        served.await.unwrap();
+    }
+
     /// A client may close its writing side once its request is sent and
     /// still read the answer (`socat`, `shutdown(SHUT_WR)`): only a wait ends
     /// when the client hangs up.
@@ -571,5 +622,97 @@ mod tests {
             "the whole answer: {got:?}"
         );
         served.await.unwrap();
+    }
+
+    /// A control socket's file, removed when the test ends, passed or not.
+    struct SocketFile(std::path::PathBuf);
+
+    impl Drop for SocketFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    /// Whether a new client is served (answered, not refused as `busy`).
+    async fn served(socket: &std::path::Path) -> bool {
+        let mut client = crate::daemon::client::Client::connect(socket)
+            .await
+            .expect("the socket takes connections");
+        match client.call(&Request::Ping).await {
+            Ok(Reply::Json { .. }) => true,
+            Ok(Reply::Error { kind, .. }) if kind == "busy" => false,
+            other => panic!("unexpected answer: {other:?}"),
+        }
+    }
+
+    /// A client that sent a `wait` and, behind it, more requests than the
+    /// daemon reads ahead, then hung up, lets go of its connection's slot
+    /// (of `max_connections`, here 1) and of its waiters, though the end of
+    /// its stream was never read and the task it waited for still runs.
+    #[tokio::test]
+    async fn a_client_that_pipelined_past_the_read_ahead_and_hung_up_frees_its_slot() {
+        use interprocess::local_socket::{GenericFilePath, ListenerOptions};
+        use task_source::TaskState;
+        let daemon = crate::daemon::test_daemon::daemon_set(
+            Arc::new(task_source::MemorySource::new()),
+            |s| s.max_connections = 1,
+        )
+        .await;
+        daemon
+            .source
+            .accept(vec![crate::daemon::test_daemon::task("slow")])
+            .await
+            .unwrap();
+        assert_eq!(daemon.source.claim(1, 0).await.unwrap().len(), 1);
+        let socket = SocketFile(
+            std::env::temp_dir().join(format!("cp-serve-hangup-{}.sock", std::process::id())),
+        );
+        let _ = std::fs::remove_file(&socket.0);
+        let listener = ListenerOptions::new()
+            .name(socket.0.as_path().to_fs_name::<GenericFilePath>().unwrap())
+            .create_tokio()
+            .unwrap();
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, daemon.clone(), stop.clone()));
+        let _stop_on_exit = stop.clone().drop_guard();
+
+        let mut client = crate::daemon::client::Client::connect(&socket.0)
+            .await
+            .unwrap();
+        let wait = Request::Wait {
+            ids: vec!["slow".to_owned()],
+            timeout_ms: None,
+            text: true,
+        };
+        for _ in 0..1 + PIPELINED + 8 {
+            client.send(&wait).await.unwrap();
+        }
+        let registered = tokio::time::timeout(Duration::from_secs(60), async {
+            while daemon.waiters.waited_for() == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        assert!(registered.await.is_ok(), "the wait never registered");
+        assert!(
+            !served(&socket.0).await,
+            "the one slot is the waiting client's"
+        );
+
+        drop(client);
+        let freed = tokio::time::timeout(Duration::from_secs(60), async {
+            while !served(&socket.0).await {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        assert!(freed.await.is_ok(), "the slot stays taken");
+        assert_eq!(daemon.waiters.waited_for(), 0, "no waiter is left behind");
+        let status = daemon.source.status(vec!["slow".to_owned()]).await.unwrap();
+        assert_eq!(
+            status[0].as_ref().map(|s| s.state),
+            Some(TaskState::Running),
+            "the task is not touched"
+        );
+        stop.cancel();
+        server.await.unwrap();
     }
 }

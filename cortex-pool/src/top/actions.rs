@@ -110,13 +110,18 @@ async fn perform(socket: &std::path::Path, action: Action) -> Vec<Outcome> {
             )),
             Err(e) => Outcome::Failed(format!("rolling restart failed: {e}")),
         }],
-        Action::DlqList => vec![listed(dlq(&mut client, Request::DlqList).await)],
+        Action::DlqList => vec![listed(
+            dlq(&mut client, Request::DlqList { paged: false }).await,
+        )],
         Action::DlqRetry(id) => {
             let request = Request::DlqRetry {
                 ids: Some(vec![id.clone()]),
             };
             let retried = retried(&id, dlq(&mut client, request).await);
-            vec![retried, listed(dlq(&mut client, Request::DlqList).await)]
+            vec![
+                retried,
+                listed(dlq(&mut client, Request::DlqList { paged: false }).await),
+            ]
         }
     }
 }

@@ -85,7 +85,9 @@ impl QueueWatch {
                  --config instead of --queue"
                     .to_owned(),
             )],
-            Action::DlqList => vec![listed(cli::dlq(&self.source, Request::DlqList).await)],
+            Action::DlqList => vec![listed(
+                cli::dlq(&self.source, Request::DlqList { paged: false }).await,
+            )],
             Action::DlqRetry(id) => {
                 let request = Request::DlqRetry {
                     ids: Some(vec![id.clone()]),
@@ -93,7 +95,7 @@ impl QueueWatch {
                 let retried = retried(&id, cli::dlq(&self.source, request).await);
                 vec![
                     retried,
-                    listed(cli::dlq(&self.source, Request::DlqList).await),
+                    listed(cli::dlq(&self.source, Request::DlqList { paged: false }).await),
                 ]
             }
         }

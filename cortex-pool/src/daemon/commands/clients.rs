@@ -4,8 +4,10 @@ use crate::cli::args::{DlqCommand, MetricsArgs, ScaleArgs, WorkersArgs};
 use crate::daemon::protocol::Request;
 use crate::daemon::queue::cli as queue_cli;
 use serde_json::Value;
+use std::io::Write;
 use std::process::ExitCode;
 
+use super::listing::listing;
 use super::{call, finish, runtime, settings, Fail};
 
 /// `cortex-pool metrics`.
@@ -68,7 +70,7 @@ pub(crate) fn workers(args: WorkersArgs) -> ExitCode {
 pub(crate) fn dlq(command: DlqCommand) -> ExitCode {
     finish((|| {
         let (config, queue, request) = match &command {
-            DlqCommand::List { config, queue } => (config, queue, Request::DlqList),
+            DlqCommand::List { config, queue } => (config, queue, Request::DlqList { paged: true }),
             DlqCommand::Retry { config, queue, ids } => (
                 config,
                 queue,
@@ -87,6 +89,14 @@ pub(crate) fn dlq(command: DlqCommand) -> ExitCode {
                     queue_cli::dlq(&source, request).await
                 })
                 .map_err(|e| Fail(1, e))?,
+            None if matches!(command, DlqCommand::List { .. }) => {
+                // The daemon's dead letters, in pages as they come.
+                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                listing(&rt, &settings, &request, &mut |entry| {
+                    let _ = writeln!(out, "{entry}");
+                })?;
+                return Ok(ExitCode::SUCCESS);
+            }
             None => call(&rt, &settings, request)?,
         };
         match command {

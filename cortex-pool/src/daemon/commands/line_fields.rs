@@ -1,82 +1,142 @@
 //! The fields `submit` fills into a task line before sending it: a generated
 //! `id` where the line has none (so a batch sent again after a lost
 //! connection is taken once), and the `--priority` and `--timeout-ms`
-//! defaults where the line sets none. The fields are spliced into the text:
-//! the rest of the line, its payload included, is sent as written (key
-//! order, number spelling, big integers).
+//! defaults where the line sets none. A top-level key whose value is `null`
+//! sets none (the daemon reads it as absent): its `null` is replaced where it
+//! stands. The fields are spliced into the text: the rest of the line, its
+//! payload included, is sent as written (key order, number spelling, big
+//! integers).
 
 use std::fmt::Write;
+use std::ops::Range;
 
-use serde::de::IgnoredAny;
 use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
 
-/// Whether a top-level key is present, whatever its value (`null` too).
+/// A top-level key as the line writes it.
 #[derive(Default)]
-struct Present(bool);
+enum Member<'a> {
+    /// No such key.
+    #[default]
+    Absent,
+    /// The key, with its value's text (`null` too).
+    Given(&'a RawValue),
+}
 
-impl<'de> Deserialize<'de> for Present {
+impl<'de: 'a, 'a> Deserialize<'de> for Member<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        IgnoredAny::deserialize(d)?;
-        Ok(Self(true))
+        <&'a RawValue>::deserialize(d).map(Self::Given)
     }
+}
+
+/// What `submit` does about one key of a line.
+enum Fill {
+    /// The line sets it: left as written.
+    Keep,
+    /// The line has no such key: written first.
+    Add,
+    /// The key's value is `null`, at these bytes: replaced there.
+    Replace(Range<usize>),
+}
+
+impl Member<'_> {
+    /// What to do about this key of `line`, which it was read from.
+    fn fill(&self, line: &str) -> Fill {
+        match self {
+            Self::Absent => Fill::Add,
+            Self::Given(value) if value.get() == "null" => {
+                null_at(line, value.get()).map_or(Fill::Keep, Fill::Replace)
+            }
+            Self::Given(_) => Fill::Keep,
+        }
+    }
+}
+
+/// Where `null`, a slice of `line` (a value read from it), stands in it.
+fn null_at(line: &str, null: &str) -> Option<Range<usize>> {
+    let at = (null.as_ptr() as usize).checked_sub(line.as_ptr() as usize)?;
+    let place = at..at.checked_add(null.len())?;
+    (line.get(place.clone()) == Some("null")).then_some(place)
 }
 
 /// The top-level keys `submit` may fill in (a key inside the payload is
 /// not one of them).
 #[derive(Deserialize)]
-struct TopLevel {
-    #[serde(default)]
-    id: Present,
-    #[serde(default)]
-    priority: Present,
-    #[serde(default)]
-    timeout_ms: Present,
+struct TopLevel<'a> {
+    #[serde(borrow, default)]
+    id: Member<'a>,
+    #[serde(borrow, default)]
+    priority: Member<'a>,
+    #[serde(borrow, default)]
+    timeout_ms: Member<'a>,
 }
 
 /// `line` with a generated `id`, and `priority` and `timeout_ms` where given,
-/// written first, each only when the line has no such top-level key. A line
-/// that is not a JSON object is sent as it is, for the daemon to refuse with
-/// its own reason.
+/// each only when the line has no such top-level key or its value is `null`:
+/// a key the line lacks is written first, a `null` value is replaced where it
+/// stands. A line that is not a JSON object is sent as it is, for the daemon
+/// to refuse with its own reason.
 pub(super) fn filled(line: String, priority: Option<u8>, timeout_ms: Option<u64>) -> String {
-    let Some(members) = line.trim_start().strip_prefix('{') else {
-        return line;
-    };
-    let Ok(top) = serde_json::from_str::<TopLevel>(&line) else {
-        return line;
-    };
+    spliced(&line, priority, timeout_ms).unwrap_or(line)
+}
+
+/// [`filled`]'s line, or `None` when it is sent as it is.
+fn spliced(line: &str, priority: Option<u8>, timeout_ms: Option<u64>) -> Option<String> {
+    let members = line.trim_start().strip_prefix('{')?;
+    let top = serde_json::from_str::<TopLevel<'_>>(line).ok()?;
+    let id = top.id.fill(line);
+    // A ULID: digits and capitals, nothing to escape.
+    let new_id = (!matches!(id, Fill::Keep))
+        .then(|| format!("\"{}\"", crate::daemon::durable::ids::generate()));
+    let keys = [
+        ("id", id, new_id),
+        (
+            "priority",
+            top.priority.fill(line),
+            priority.map(|p| p.to_string()),
+        ),
+        (
+            "timeout_ms",
+            top.timeout_ms.fill(line),
+            timeout_ms.map(|ms| ms.to_string()),
+        ),
+    ];
     let mut head = String::with_capacity(64);
-    if !top.id.0 {
-        // A ULID: digits and capitals, nothing to escape.
-        head.push_str("\"id\":\"");
-        head.push_str(&crate::daemon::durable::ids::generate());
-        head.push('"');
-    }
-    if let Some(p) = priority.filter(|_| !top.priority.0) {
-        if !head.is_empty() {
-            head.push(',');
+    let mut replaced: Vec<(Range<usize>, String)> = Vec::new();
+    for (key, fill, value) in keys {
+        let Some(value) = value else { continue };
+        match fill {
+            Fill::Keep => {}
+            Fill::Add => {
+                if !head.is_empty() {
+                    head.push(',');
+                }
+                let _ = write!(head, "\"{key}\":{value}");
+            }
+            Fill::Replace(place) => replaced.push((place, value)),
         }
-        let _ = write!(head, "\"priority\":{p}");
     }
-    if let Some(ms) = timeout_ms.filter(|_| !top.timeout_ms.0) {
-        if !head.is_empty() {
-            head.push(',');
-        }
-        let _ = write!(head, "\"timeout_ms\":{ms}");
+    if head.is_empty() && replaced.is_empty() {
+        return None;
     }
-    if head.is_empty() {
-        return line;
-    }
-    let comma = if members.trim_start().starts_with('}') {
+    let comma = if head.is_empty() || members.trim_start().starts_with('}') {
         ""
     } else {
         ","
     };
-    let mut out = String::with_capacity(line.len() + head.len() + 2);
+    replaced.sort_by_key(|(place, _)| place.start);
+    let mut out = String::with_capacity(line.len() + head.len() + 64);
     out.push('{');
     out.push_str(&head);
     out.push_str(comma);
-    out.push_str(members);
-    out
+    let mut from = line.len() - members.len();
+    for (place, value) in replaced {
+        out.push_str(line.get(from..place.start)?);
+        out.push_str(&value);
+        from = place.end;
+    }
+    out.push_str(line.get(from..)?);
+    Some(out)
 }
 
 #[cfg(test)]
@@ -125,7 +185,6 @@ mod tests {
     fn lines_with_an_id_or_that_are_no_object_are_left_as_they_are() {
         for line in [
             r#"{"id":"mine","type":"echo"}"#,
-            r#"{"type":"echo","id":null}"#,
             r#"["type","echo"]"#,
             r#"{"type":"echo""#,
             "not json",
@@ -148,5 +207,79 @@ mod tests {
         let nested = r#"{"id":"c","payload":{"priority":1}}"#;
         let out = filled(nested.to_owned(), Some(5), None);
         assert!(out.starts_with(r#"{"priority":5,"#), "{out}");
+    }
+
+    /// A `null` top-level `id` sets none (the daemon reads it as absent):
+    /// it is replaced where it stands by a generated one, so the line sent
+    /// again after a lost connection names the same task, and is not stored
+    /// twice under two ids the daemon made up.
+    #[test]
+    fn a_null_id_is_replaced_where_it_stands() {
+        let line = r#"{"type":"echo", "id" : null ,"payload":{"id":null}}"#;
+        let out = filled(line.to_owned(), None, None);
+        let id = id_of(&out);
+        assert_eq!(id.len(), 26, "{out}");
+        assert_eq!(
+            out,
+            format!(r#"{{"type":"echo", "id" : "{id}" ,"payload":{{"id":null}}}}"#)
+        );
+        let task = crate::daemon::durable::parse::parse(&out).expect("a task");
+        assert_eq!(task.id, id, "the daemon takes the client's id");
+    }
+
+    /// `priority` and `timeout_ms` set to `null` set none either: the
+    /// defaults replace them in place (a key written twice would be refused).
+    #[test]
+    fn null_priority_and_timeout_take_the_defaults_in_place() {
+        let line = r#"{"timeout_ms":null,"id":"a","type":"echo","priority":null}"#;
+        let out = filled(line.to_owned(), Some(5), Some(100));
+        assert_eq!(
+            out,
+            r#"{"timeout_ms":100,"id":"a","type":"echo","priority":5}"#
+        );
+        let task = crate::daemon::durable::parse::parse(&out).expect("a task");
+        assert_eq!((task.priority, task.timeout_ms), (5, Some(100)));
+        // Without defaults to give, a null is left for the daemon's own.
+        assert_eq!(filled(line.to_owned(), None, None), line);
+        // Added and replaced at once.
+        let out = filled(r#"{"type":"echo","id":null}"#.to_owned(), Some(7), None);
+        let id = id_of(&out);
+        assert_eq!(
+            out,
+            format!(r#"{{"priority":7,"type":"echo","id":"{id}"}}"#)
+        );
+    }
+
+    /// A line sent again after a lost connection is taken once: its `null`
+    /// id was replaced by the same generated id both times.
+    #[tokio::test]
+    async fn a_line_with_a_null_id_sent_twice_is_stored_once() {
+        use crate::daemon::protocol::Reply;
+        let daemon = crate::daemon::test_daemon::daemon().await;
+        let line = filled(r#"{"id":null,"type":"echo"}"#.to_owned(), None, None);
+        let mut answers = Vec::new();
+        for _ in 0..2 {
+            let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+            crate::daemon::durable::api::submit(vec![line.clone()], false, 1, true, &daemon, &tx)
+                .await
+                .unwrap();
+            drop(tx);
+            while let Some(reply) = rx.recv().await {
+                if let Reply::LinesText { lines } = reply {
+                    answers.extend(lines);
+                }
+            }
+        }
+        let answers: Vec<Value> = answers
+            .iter()
+            .map(|a| serde_json::from_str(a).unwrap())
+            .collect();
+        assert_eq!(answers.len(), 2, "{answers:?}");
+        assert_eq!(answers[0]["id"], id_of(&line));
+        assert_eq!(answers[1]["id"], id_of(&line));
+        assert_eq!(answers[0].get("duplicate"), None, "{answers:?}");
+        assert_eq!(answers[1]["duplicate"], true, "{answers:?}");
+        let listed = daemon.source.list(task_source::Filter::default()).await;
+        assert_eq!(listed.unwrap().len(), 1, "one task stored");
     }
 }

@@ -4,15 +4,18 @@
 
 use foldhash::HashSet;
 use futures_util::FutureExt;
+use serde_json::Value;
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Args;
 
+use super::listing::listing;
 use super::requests::{most_bytes, split, Refusal};
 use super::{
-    call, connect_error, emit_line, emit_value, finish, runtime, settings, Answer, Fail, Lines,
-    Outcome, Printer, RECONNECT_FOR,
+    connect_error, emit_line, emit_value, finish, runtime, settings, Answer, Fail, Lines, Outcome,
+    Printer, RECONNECT_FOR,
 };
 use crate::cli::args::ConfigArgs;
 use crate::daemon::client::Client;
@@ -255,33 +258,33 @@ impl Lines for Tracked<'_> {
     }
 }
 
-/// `cortex-pool tasks`.
+/// `cortex-pool tasks`: the entries as the daemon sends them, in pages.
 pub(crate) fn tasks(args: TasksArgs) -> ExitCode {
     finish((|| -> Outcome {
         let settings = settings(&args.config)?;
         let rt = runtime()?;
-        let value = call(
-            &rt,
-            &settings,
-            Request::Tasks {
-                status: args.status.clone(),
-                task_type: args.task_type.clone(),
-                limit: args.limit,
-            },
-        )?;
-        let rows = value.as_array().cloned().unwrap_or_default();
+        let request = Request::Tasks {
+            status: args.status.clone(),
+            task_type: args.task_type.clone(),
+            limit: args.limit,
+            paged: true,
+        };
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
         if args.json {
-            for row in &rows {
-                println!("{row}");
-            }
+            listing(&rt, &settings, &request, &mut |entry| {
+                let _ = writeln!(out, "{entry}");
+            })?;
             return Ok(ExitCode::SUCCESS);
         }
-        println!(
+        let _ = writeln!(
+            out,
             "{:<28} {:<12} {:<11} {:>8}  ERROR",
             "ID", "TYPE", "STATUS", "ATTEMPTS"
         );
-        for r in &rows {
-            println!(
+        listing(&rt, &settings, &request, &mut |entry| {
+            let r: Value = serde_json::from_str(entry).unwrap_or_default();
+            let _ = writeln!(
+                out,
                 "{:<28} {:<12} {:<11} {:>8}  {}",
                 r["id"].as_str().unwrap_or("?"),
                 r["type"].as_str().unwrap_or("?"),
@@ -289,7 +292,7 @@ pub(crate) fn tasks(args: TasksArgs) -> ExitCode {
                 r["attempts"].as_u64().unwrap_or(0),
                 r["error"]["message"].as_str().unwrap_or(""),
             );
-        }
+        })?;
         Ok(ExitCode::SUCCESS)
     })())
 }

@@ -1,12 +1,13 @@
-//! The control requests about tasks: `submit`, `result`, `wait`, `tasks` and
-//! the `dlq` commands, answered from the task source.
+//! The control requests about tasks: `submit`, `result`, `wait`, `dlq retry`
+//! and `dlq purge`, answered from the task source (the listings, `tasks` and
+//! `dlq list`, are [`listing`](super::listing)'s).
 
 use foldhash::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use task_source::{Admission, Filter, NewTask, Requeue, SourceHealth, TaskState, TaskStatus};
+use task_source::{Admission, NewTask, Requeue, SourceHealth, TaskState, TaskStatus};
 use tokio::sync::mpsc;
 
 use super::answers;
@@ -334,56 +335,6 @@ impl Tally {
             Reply::Line { line }
         };
         out.send(reply).await
-    }
-}
-
-/// `tasks`: recent tasks as entries.
-pub(crate) async fn tasks(
-    daemon: &Daemon,
-    status: Option<String>,
-    task_type: Option<String>,
-    limit: usize,
-) -> Reply {
-    let state = match status.as_deref().map(|s| (s, TaskState::parse(s))) {
-        None => None,
-        Some((_, Some(state))) => Some(state),
-        Some((s, None)) => {
-            return Reply::error(
-                "invalid",
-                format!("unknown status {s:?}: expected one of queued, running, retrying, ok, failed, dead_letter, cancelled"),
-            )
-        }
-    };
-    match daemon
-        .source
-        .list(Filter {
-            state,
-            task_type,
-            limit,
-        })
-        .await
-    {
-        Ok(records) => Reply::Json {
-            value: Value::Array(records.iter().map(lines::entry).collect()),
-        },
-        Err(e) => Reply::error("store", e.to_string()),
-    }
-}
-
-/// `dlq list`: the dead letters by id, oldest first.
-pub(crate) async fn dlq_list(daemon: &Daemon) -> Reply {
-    match daemon
-        .source
-        .list(Filter {
-            state: Some(TaskState::DeadLetter),
-            ..Filter::default()
-        })
-        .await
-    {
-        Ok(records) => Reply::Json {
-            value: Value::Array(records.iter().rev().map(lines::dead_letter).collect()),
-        },
-        Err(e) => Reply::error("store", e.to_string()),
     }
 }
 

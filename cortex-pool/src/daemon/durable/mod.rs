@@ -11,6 +11,8 @@
 //! - `pace` — how many tasks the feeder keeps claimed.
 //! - `waiters` — who waits for which id.
 //! - `lines` — the JSON lines of look-ups.
+//! - `listing`, `pages` — `tasks` and `dlq list`, whole or in pages that each
+//!   fit a reply.
 //! - `prune` — the background retention.
 
 pub(crate) mod answers;
@@ -18,7 +20,9 @@ pub(crate) mod api;
 pub(crate) mod feeder;
 pub(crate) mod ids;
 pub(crate) mod lines;
+pub(crate) mod listing;
 pub(crate) mod pace;
+pub(crate) mod pages;
 pub(crate) mod parse;
 pub(crate) mod prune;
 mod settings;

@@ -103,7 +103,7 @@ pub(crate) async fn lines_for(
 /// gives for the request.
 pub(crate) async fn dlq(source: &NatsSource, request: Request) -> Result<Value, String> {
     match request {
-        Request::DlqList => {
+        Request::DlqList { .. } => {
             let records = source
                 .list(Filter {
                     state: Some(TaskState::DeadLetter),

@@ -1,0 +1,258 @@
+//! The listings: `tasks` (recent tasks, newest first) and `dlq list` (the
+//! dead letters, oldest first), answered from the task source in one JSON
+//! array, or in pages ([`Pages`]) to a client that asks for them.
+
+use serde_json::Value;
+use task_source::{Filter, TaskRecord, TaskState};
+use tokio::sync::mpsc;
+
+use super::lines;
+use super::pages::Pages;
+use crate::daemon::protocol::{Reply, MAX_REPLY};
+use crate::daemon::state::Daemon;
+
+type Closed = mpsc::error::SendError<Reply>;
+
+/// How a listing is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shape {
+    /// One `Json` array (refused as `too_large` past the reply limit): what
+    /// a client from before pages asks for.
+    Whole,
+    /// Pages of at most this many bytes each, then `Done`.
+    Pages(usize),
+}
+
+impl Shape {
+    /// Pages within the largest reply a client reads when `paged`, else
+    /// the whole.
+    pub(crate) fn asked(paged: bool) -> Self {
+        if paged {
+            Self::Pages(MAX_REPLY)
+        } else {
+            Self::Whole
+        }
+    }
+}
+
+/// `tasks`: recent tasks as entries, newest first.
+pub(crate) async fn tasks(
+    daemon: &Daemon,
+    status: Option<String>,
+    task_type: Option<String>,
+    limit: usize,
+    shape: Shape,
+    out: &mpsc::Sender<Reply>,
+) -> Result<(), Closed> {
+    let state = match status.as_deref().map(|s| (s, TaskState::parse(s))) {
+        None => None,
+        Some((_, Some(state))) => Some(state),
+        Some((s, None)) => {
+            return out.send(Reply::error(
+                "invalid",
+                format!("unknown status {s:?}: expected one of queued, running, retrying, ok, failed, dead_letter, cancelled"),
+            )).await
+        }
+    };
+    let filter = Filter {
+        state,
+        task_type,
+        limit,
+    };
+    match daemon.source.list(filter).await {
+        Ok(records) => send(records.iter(), lines::entry, shape, out).await,
+        Err(e) => out.send(Reply::error("store", e.to_string())).await,
+    }
+}
+
+/// `dlq list`: the dead letters, oldest first.
+pub(crate) async fn dlq_list(
+    daemon: &Daemon,
+    shape: Shape,
+    out: &mpsc::Sender<Reply>,
+) -> Result<(), Closed> {
+    let filter = Filter {
+        state: Some(TaskState::DeadLetter),
+        ..Filter::default()
+    };
+    match daemon.source.list(filter).await {
+        Ok(records) => send(records.iter().rev(), lines::dead_letter, shape, out).await,
+        Err(e) => out.send(Reply::error("store", e.to_string())).await,
+    }
+}
+
+/// Sends the entries of `records`, made by `entry`, as `shape` says.
+async fn send<'a>(
+    records: impl Iterator<Item = &'a TaskRecord>,
+    entry: fn(&TaskRecord) -> Value,
+    shape: Shape,
+    out: &mpsc::Sender<Reply>,
+) -> Result<(), Closed> {
+    let Shape::Pages(limit) = shape else {
+        let value = Value::Array(records.map(entry).collect());
+        return out.send(Reply::Json { value }).await;
+    };
+    let mut pages = Pages::new(limit);
+    let mut ready = Vec::new();
+    for record in records {
+        pages.push(&record.task.id, entry(record).to_string(), &mut ready);
+        for reply in ready.drain(..) {
+            out.send(reply).await?;
+        }
+    }
+    pages.end(&mut ready);
+    for reply in ready {
+        out.send(reply).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::daemon::protocol::frame_reply;
+    use crate::daemon::test_daemon::{daemon, task};
+    use bytes::BytesMut;
+    use std::sync::Arc;
+    use task_source::{ErrorInfo, Outcome, Settlement};
+
+    /// A daemon holding `n` dead letters, `d0` first, each with an error
+    /// message of 100 bytes.
+    pub(crate) async fn with_dead_letters(n: usize) -> Arc<Daemon> {
+        let daemon = daemon().await;
+        let ids: Vec<String> = (0..n).map(|i| format!("d{i}")).collect();
+        for id in &ids {
+            daemon.source.accept(vec![task(id)]).await.unwrap();
+            let claimed = daemon.source.claim(1, 0).await.unwrap();
+            assert_eq!(claimed.len(), 1);
+            let error = ErrorInfo {
+                kind: "boom".to_owned(),
+                message: "m".repeat(100),
+            };
+            let line = serde_json::json!({"id": id, "status": "dead_letter"}).to_string();
+            let settled = Settlement {
+                id: id.clone(),
+                attempt: claimed[0].attempt,
+                outcome: Outcome::Settled {
+                    state: TaskState::DeadLetter,
+                    line,
+                    error: Some(error),
+                },
+            };
+            daemon.source.settle(vec![settled]).await.unwrap();
+        }
+        daemon
+    }
+
+    /// The replies to a listing, as `list` answers it in `shape`.
+    pub(crate) async fn answered<F>(shape: Shape, list: F) -> Vec<Reply>
+    where
+        F: AsyncFnOnce(Shape, &mpsc::Sender<Reply>) -> Result<(), Closed>,
+    {
+        let (tx, mut rx) = mpsc::channel(1024);
+        list(shape, &tx).await.unwrap();
+        drop(tx);
+        let mut replies = Vec::new();
+        while let Some(reply) = rx.recv().await {
+            replies.push(reply);
+        }
+        replies
+    }
+
+    /// The entries of a whole answer, as JSON text.
+    fn whole(replies: &[Reply]) -> Vec<String> {
+        let [Reply::Json {
+            value: Value::Array(entries),
+        }] = replies
+        else {
+            panic!("one array: {replies:?}");
+        };
+        entries.iter().map(Value::to_string).collect()
+    }
+
+    /// The entries of an answer in pages, each page checked to fit `limit`,
+    /// and its `Done`.
+    fn paged(replies: &[Reply], limit: usize) -> (Vec<String>, Option<&Reply>) {
+        let mut entries = Vec::new();
+        for reply in replies {
+            assert!(
+                frame_reply(reply, &mut BytesMut::new(), limit).is_ok(),
+                "a reply over {limit} bytes"
+            );
+            if let Reply::LinesText { lines } = reply {
+                entries.extend(lines.iter().cloned());
+            }
+        }
+        (entries, replies.last())
+    }
+
+    /// A dead-letter queue too long for one reply (the whole array does not
+    /// frame within the limit) comes in pages that each do, with every entry
+    /// of the whole, in its order (oldest first), and `Done` counting them.
+    #[tokio::test]
+    async fn a_dead_letter_queue_past_one_reply_comes_in_pages_that_each_fit() {
+        let limit = 1000;
+        let daemon = with_dead_letters(40).await;
+        let list = async |shape, out: &mpsc::Sender<Reply>| dlq_list(&daemon, shape, out).await;
+        let all = answered(Shape::Whole, list).await;
+        assert!(
+            frame_reply(&all[0], &mut BytesMut::new(), limit).is_err(),
+            "the whole listing fits one reply: no test"
+        );
+        let replies = answered(Shape::Pages(limit), list).await;
+        let (entries, done) = paged(&replies, limit);
+        assert_eq!(entries, whole(&all));
+        let first: Value = serde_json::from_str(&entries[0]).unwrap();
+        assert_eq!(first["id"], "d0", "oldest first");
+        assert_eq!(first["error"]["message"], "m".repeat(100));
+        assert_eq!(
+            done,
+            Some(&Reply::Done {
+                accepted: 40,
+                refused: 0
+            })
+        );
+    }
+
+    /// `tasks` with no limit (`--limit 0`) comes in pages just as well, newest
+    /// first, and its filters and refusals are as before.
+    #[tokio::test]
+    async fn every_task_comes_in_pages_that_each_fit() {
+        let limit = 1000;
+        let daemon = with_dead_letters(30).await;
+        let all = |status: Option<&str>| {
+            let daemon = &daemon;
+            let status = status.map(str::to_owned);
+            async move |shape, out: &mpsc::Sender<Reply>| {
+                tasks(daemon, status, None, 0, shape, out).await
+            }
+        };
+        let whole_answer = answered(Shape::Whole, all(None)).await;
+        let replies = answered(Shape::Pages(limit), all(None)).await;
+        let (entries, done) = paged(&replies, limit);
+        assert_eq!(entries, whole(&whole_answer));
+        let first: Value = serde_json::from_str(&entries[0]).unwrap();
+        assert_eq!(first["id"], "d29", "newest first");
+        assert!(replies.len() > 2, "one page only: {}", replies.len());
+        assert_eq!(
+            done,
+            Some(&Reply::Done {
+                accepted: 30,
+                refused: 0
+            })
+        );
+        let none = answered(Shape::Pages(limit), all(Some("ok"))).await;
+        assert_eq!(
+            none,
+            [Reply::Done {
+                accepted: 0,
+                refused: 0
+            }]
+        );
+        let refused = answered(Shape::Pages(limit), all(Some("nonsense"))).await;
+        assert!(
+            matches!(&refused[..], [Reply::Error { kind, .. }] if kind == "invalid"),
+            "{refused:?}"
+        );
+    }
+}
