@@ -54,7 +54,8 @@ pub(crate) enum Entry<'a> {
         due_ms: u64,
         error: Cow<'a, ErrorInfo>,
     },
-    /// Attempt `attempt` was interrupted: back to the queue, the attempt counted.
+    /// Attempt `attempt` was interrupted: back to the queue, the attempt given
+    /// back (a journal written before it was given back replays the same way).
     Interrupted {
         seq: i64,
         version: u64,

@@ -139,6 +139,7 @@ impl std::fmt::Debug for Job {
             Job::Write(_) => "Write",
             Job::WriteAlone(_) => "WriteAlone",
             Job::Read(_) => "Read",
+            Job::Close(_) => "Close",
         })
     }
 }
@@ -507,6 +508,16 @@ impl TaskSource for SqliteSource {
 
     async fn unsettled(&self) -> Result<u64, SourceError> {
         self.read(|c, o| Ok(o.unsettled(ops::unsettled(c)?))).await
+    }
+
+    /// Ends the writer thread after the requests sent before: every row
+    /// written, the journal emptied, the file closed.
+    async fn close(&self) {
+        let (done, closed) = oneshot::channel();
+        if self.jobs.send(Job::Close(done)).is_ok() {
+            // An error: the writer ended already.
+            let _ = closed.await;
+        }
     }
 
     async fn stats(&self) -> Result<SourceStats, SourceError> {

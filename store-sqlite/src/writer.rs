@@ -107,6 +107,10 @@ pub(crate) enum Job {
     /// request's commit, and their failure fails no other request).
     WriteAlone(WriteJob),
     Read(ReadJob),
+    /// Ends the writer once the jobs sent before it are answered: the rows
+    /// written, the connection closed, then the sender told. Jobs sent after
+    /// it fail as closed.
+    Close(tokio::sync::oneshot::Sender<()>),
 }
 
 /// Most jobs taken into one transaction.
@@ -184,11 +188,11 @@ pub(crate) fn classify(e: &rusqlite::Error) -> SourceError {
 pub(crate) fn serve(mut store: Store, jobs: Receiver<Job>, shared: Arc<Shared>) {
     // No job came since the last slice was written: the next one follows at once.
     let mut idle = false;
-    loop {
+    let closed_by = loop {
         let first = match store.checkpoint_in(idle) {
             None => match jobs.recv() {
                 Ok(job) => job,
-                Err(_) => break,
+                Err(_) => break None,
             },
             Some(wait) => match jobs.recv_timeout(wait) {
                 Ok(job) => job,
@@ -197,12 +201,13 @@ pub(crate) fn serve(mut store: Store, jobs: Receiver<Job>, shared: Arc<Shared>) 
                     checkpoint(&mut store, &shared, Checkpoint::Settled);
                     continue;
                 }
-                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Disconnected) => break None,
             },
         };
         idle = false;
         let mut writes = Vec::new();
         let mut reads = Vec::new();
+        let mut close = None;
         let taken = std::iter::once(first).chain(jobs.try_iter().take(MAX_BATCH - 1));
         for job in taken {
             match job {
@@ -214,6 +219,10 @@ pub(crate) fn serve(mut store: Store, jobs: Receiver<Job>, shared: Arc<Shared>) 
                     commit(&mut store, vec![w], &shared);
                 }
                 Job::Read(r) => reads.push(r),
+                Job::Close(done) => {
+                    close = Some(done);
+                    break;
+                }
             }
         }
         if !writes.is_empty() {
@@ -222,10 +231,13 @@ pub(crate) fn serve(mut store: Store, jobs: Receiver<Job>, shared: Arc<Shared>) 
         if !reads.is_empty() {
             read_all(&mut store, reads);
         }
+        if close.is_some() {
+            break close;
+        }
         if let Some(which) = store.checkpoint_due() {
             checkpoint(&mut store, &shared, which);
         }
-    }
+    };
     // Closed: every row written, the journal empty (as the store holds them:
     // an overlay a failed transaction left stale is loaded again first).
     if store
@@ -233,6 +245,13 @@ pub(crate) fn serve(mut store: Store, jobs: Receiver<Job>, shared: Arc<Shared>) 
         .is_ok_and(|(_, overlay)| overlay.has_unwritten())
     {
         checkpoint(&mut store, &shared, Checkpoint::Full);
+    }
+    // The file let go before the closer hears of it; jobs still queued (sent
+    // after the close) fail as closed with the channel.
+    drop(store);
+    drop(jobs);
+    if let Some(done) = closed_by {
+        let _ = done.send(());
     }
 }
 

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use store_sqlite::{Durability, OpenError, SqliteSource};
 use task_source::{
-    Admission, Claimed, ErrorInfo, Filter, NewTask, Outcome, Requeue, Settlement, TaskSource,
-    TaskState, TaskStatus,
+    Admission, Claimed, ErrorInfo, Filter, NewTask, Outcome, Requeue, Settlement, SourceError,
+    TaskRecord, TaskSource, TaskState, TaskStatus,
 };
 
 struct Dir(PathBuf);
@@ -96,21 +96,24 @@ fn tasks_survive_a_reopen_and_running_ones_are_requeued_as_interrupted() {
         let claimed = s.claim(10, task_source::now_ms()).await.unwrap();
         let ids: Vec<&str> = claimed.iter().map(|c| c.task.id.as_str()).collect();
         assert_eq!(ids, ["a", "b"]);
-        assert_eq!(claimed[0].attempt, 2, "the attempt count is carried over");
+        assert_eq!(
+            claimed[0].attempt, 1,
+            "the attempt a crash interrupted is given back"
+        );
         s.settle(vec![
             Settlement {
                 id: "a".into(),
-                attempt: 2,
+                attempt: 1,
                 outcome: Outcome::Settled {
                     state: TaskState::Ok,
                     line: "{\"id\":\"a\",\"status\":\"ok\"}".into(),
                     error: None,
                 },
             },
-            // A stale settlement (older attempt) is ignored.
+            // A stale settlement (another attempt) is ignored.
             Settlement {
                 id: "a".into(),
-                attempt: 1,
+                attempt: 2,
                 outcome: Outcome::Interrupted,
             },
             Settlement {
@@ -133,7 +136,7 @@ fn tasks_survive_a_reopen_and_running_ones_are_requeued_as_interrupted() {
             .unwrap();
         let a = got[0].as_ref().unwrap();
         assert_eq!(a.state, TaskState::Ok);
-        assert_eq!(a.attempts, 2);
+        assert_eq!(a.attempts, 1);
         let events: Vec<&str> = a.history.iter().map(|h| h.event.as_str()).collect();
         assert_eq!(events, ["attempt", "interrupted", "attempt", "ok"]);
         assert_eq!(got[1].as_ref().unwrap().state, TaskState::Retrying);
@@ -392,9 +395,10 @@ fn admissions_at_the_same_time_never_pass_the_limit() {
 /// An attempt that never started (the pool did not take the task, or
 /// withdrew it unstarted as it stopped) goes back to the queue with its
 /// attempt given back, so a restart does not use up a retry; it is recorded
-/// as `withdrawn`. An interrupted attempt (it ran) keeps its count.
+/// as `withdrawn`. An interrupted attempt (the pool stopped it) is given back
+/// too, recorded as `interrupted`: the interruption was not the task's doing.
 #[test]
-fn an_attempt_that_never_started_is_given_back() {
+fn attempts_that_never_started_or_were_interrupted_are_given_back() {
     let dir = Dir::new("withdrawn");
     rt().block_on(async {
         let s = SqliteSource::open(&dir.db(), Durability::Fsync).unwrap();
@@ -417,14 +421,62 @@ fn an_attempt_that_never_started_is_given_back() {
         let got = s.get(vec!["w".into(), "i".into()]).await.unwrap();
         let (w, i) = (got[0].as_ref().unwrap(), got[1].as_ref().unwrap());
         assert_eq!((w.state, w.attempts), (TaskState::Queued, 0));
-        assert_eq!((i.state, i.attempts), (TaskState::Queued, 1));
-        let events: Vec<&str> = w.history.iter().map(|h| h.event.as_str()).collect();
-        assert_eq!(events, ["attempt", "withdrawn"]);
+        assert_eq!((i.state, i.attempts), (TaskState::Queued, 0));
+        let events =
+            |r: &TaskRecord| -> Vec<String> { r.history.iter().map(|h| h.event.clone()).collect() };
+        assert_eq!(events(w), ["attempt", "withdrawn"]);
+        assert_eq!(events(i), ["attempt", "interrupted"]);
         let again = s.claim(2, task_source::now_ms()).await.unwrap();
         let attempts: Vec<(String, u32)> =
             again.into_iter().map(|c| (c.task.id, c.attempt)).collect();
-        assert_eq!(attempts, [("w".to_owned(), 1), ("i".to_owned(), 2)]);
+        assert_eq!(attempts, [("w".to_owned(), 1), ("i".to_owned(), 1)]);
         assert_eq!(s.stats().await.unwrap().rows["running"], 2);
+    });
+}
+
+/// A closed store answers nothing more, and letting go of it later writes
+/// nothing: a daemon started on the same file after the close keeps what it
+/// wrote, though the closed store's last handle goes only after.
+#[test]
+fn a_closed_store_writes_nothing_more_and_its_drop_leaves_the_next_ones_changes() {
+    let dir = Dir::new("close");
+    rt().block_on(async {
+        let old = SqliteSource::open(&dir.db(), Durability::Fsync).unwrap();
+        old.accept(vec![task("a")]).await.unwrap();
+        assert_eq!(old.claim(1, task_source::now_ms()).await.unwrap().len(), 1);
+        old.close().await;
+        assert!(matches!(
+            old.accept(vec![task("late")]).await,
+            Err(SourceError::Closed)
+        ));
+        let next = SqliteSource::open(&dir.db(), Durability::Fsync).unwrap();
+        assert_eq!(
+            next.recover().await.unwrap(),
+            1,
+            "the close wrote a's claim"
+        );
+        next.accept(vec![task("b")]).await.unwrap();
+        drop(old);
+        let ids: Vec<String> = next
+            .claim(10, task_source::now_ms())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.task.id)
+            .collect();
+        assert_eq!(ids, ["a", "b"]);
+        drop(next);
+        let last = SqliteSource::open(&dir.db(), Durability::Fsync).unwrap();
+        let got = last
+            .get(vec!["a".into(), "b".into(), "late".into()])
+            .await
+            .unwrap();
+        let states: Vec<Option<TaskState>> =
+            got.iter().map(|r| r.as_ref().map(|r| r.state)).collect();
+        assert_eq!(
+            states,
+            [Some(TaskState::Running), Some(TaskState::Running), None]
+        );
     });
 }
 

@@ -262,6 +262,7 @@ impl TaskSource for MemorySource {
                 }
                 Outcome::Interrupted => {
                     rec.state = TaskState::Queued;
+                    rec.attempts = rec.attempts.saturating_sub(1);
                     rec.history.push(entry("interrupted", s.attempt, now));
                     inner.ready.insert((rec.task.priority, seq));
                 }
@@ -285,6 +286,7 @@ impl TaskSource for MemorySource {
             if let Some(rec) = slot_mut(&mut inner.slots, inner.first_seq, seq) {
                 rec.state = TaskState::Queued;
                 rec.history.push(entry("interrupted", rec.attempts, now));
+                rec.attempts = rec.attempts.saturating_sub(1);
                 inner.ready.insert((rec.task.priority, seq));
             }
         }
@@ -477,9 +479,10 @@ mod tests {
     }
 
     /// An attempt that never started goes back with its attempt given back
-    /// (recorded `withdrawn`); an interrupted one keeps its count.
+    /// (recorded `withdrawn`), and so does an interrupted one (recorded
+    /// `interrupted`) and one a crash left running: none uses up a retry.
     #[tokio::test]
-    async fn an_attempt_that_never_started_is_given_back() {
+    async fn attempts_that_never_started_or_were_interrupted_are_given_back() {
         let source = MemorySource::new();
         source.accept(vec![task("w"), task("i")]).await.unwrap();
         assert_eq!(source.claim(2, 0).await.unwrap().len(), 2);
@@ -498,12 +501,34 @@ mod tests {
         let again = source.claim(2, 0).await.unwrap();
         let attempts: Vec<(String, u32)> =
             again.into_iter().map(|c| (c.task.id, c.attempt)).collect();
-        assert_eq!(attempts, [("w".to_owned(), 1), ("i".to_owned(), 2)]);
-        let w = source.get(vec!["w".to_owned()]).await.unwrap()[0]
-            .clone()
-            .unwrap();
-        let events: Vec<&str> = w.history.iter().map(|h| h.event.as_str()).collect();
-        assert_eq!(events, ["attempt", "withdrawn", "attempt"]);
+        assert_eq!(attempts, [("w".to_owned(), 1), ("i".to_owned(), 1)]);
+        assert_eq!(source.recover().await.unwrap(), 2);
+        let again = source.claim(2, 0).await.unwrap();
+        let attempts: Vec<u32> = again.iter().map(|c| c.attempt).collect();
+        assert_eq!(attempts, [1, 1], "a crash used up no attempt either");
+        async fn events(source: &MemorySource, id: &str) -> Vec<String> {
+            let record = source.get(vec![id.to_owned()]).await.unwrap()[0].clone();
+            record
+                .unwrap()
+                .history
+                .into_iter()
+                .map(|h| h.event)
+                .collect()
+        }
+        assert_eq!(
+            events(&source, "w").await,
+            ["attempt", "withdrawn", "attempt", "interrupted", "attempt"]
+        );
+        assert_eq!(
+            events(&source, "i").await,
+            [
+                "attempt",
+                "interrupted",
+                "attempt",
+                "interrupted",
+                "attempt"
+            ]
+        );
     }
 
     #[tokio::test]

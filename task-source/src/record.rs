@@ -143,14 +143,14 @@ pub enum Outcome {
         /// Why this attempt failed.
         error: ErrorInfo,
     },
-    /// The attempt was interrupted (the pool is stopping): back to the queue,
-    /// recorded as `interrupted` in the history.
+    /// The attempt was interrupted (the pool is stopping): back to the queue
+    /// with the attempt given back, recorded as `interrupted` in the history.
+    /// The interruption was the daemon's doing, not the task's, so it uses up
+    /// no retry.
     Interrupted,
     /// The attempt never started (the pool did not take the task, or withdrew
     /// it unstarted as it stopped): back to the queue with the attempt given
-    /// back, recorded as `withdrawn` in the history. A source that cannot give
-    /// an attempt back (a broker that counts deliveries) records it as
-    /// [`Interrupted`](Self::Interrupted).
+    /// back, recorded as `withdrawn` in the history.
     NotStarted,
 }
 

@@ -144,7 +144,9 @@ pub trait TaskSource: Send + Sync + std::fmt::Debug {
     async fn settle(&self, settlements: Vec<Settlement>) -> Result<(), SourceError>;
 
     /// Puts every task whose attempt was running back in the queue (after a
-    /// crash), recording `interrupted`; returns how many.
+    /// crash), recording `interrupted` and giving the attempt back (most of
+    /// them never reached a worker: a claimed task counts as running); returns
+    /// how many.
     ///
     /// # Errors
     /// When the source cannot record it.
@@ -224,6 +226,14 @@ pub trait TaskSource: Send + Sync + std::fmt::Debug {
     fn max_line_bytes(&self) -> Option<usize> {
         None
     }
+
+    /// Lets go of what the source holds open (a store's file) once every
+    /// request sent before has been answered; later requests fail with
+    /// [`SourceError::Closed`]. A daemon closes its source before it gives up
+    /// its lock, so the next daemon never shares the source with it, however
+    /// many clones of the source its stragglers still hold. The default does
+    /// nothing (a source with nothing another process could trip over).
+    async fn close(&self) {}
 }
 
 /// What [`TaskSource::accept_within`]'s provided method does with one task

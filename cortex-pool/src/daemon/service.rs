@@ -172,10 +172,13 @@ pub(crate) async fn run(settings: Settings, sources: Sources) -> Result<(), Daem
     signals::serve_until_stopped(&daemon, &sources).await;
 
     daemon.draining.cancel();
+    let feeder_abort = feeder.abort_handle();
     if tokio::time::timeout(Duration::from_secs(10), feeder)
         .await
         .is_err()
     {
+        // What it could not record runs again at the next start.
+        feeder_abort.abort();
         tracing::warn!("the feeder did not finish recording outcomes in time");
     }
     stop.cancel();
@@ -186,6 +189,10 @@ pub(crate) async fn run(settings: Settings, sources: Sources) -> Result<(), Daem
     }
     log_stop.cancel();
     let _ = event_log.await;
+    // Closed before the lock goes: a connection still winding down holds a
+    // clone of the source, and a daemon started once the lock is free must
+    // not share the store with this one's last writes.
+    daemon.source.close().await;
     drop(pool);
     drop(daemon);
     // The pool's shutdown returned once its actor and every worker task had let

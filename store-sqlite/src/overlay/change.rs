@@ -64,6 +64,7 @@ pub(super) fn change(live: &mut Live, entry: Entry<'static>) -> bool {
         Entry::Interrupted { at_ms, attempt, .. } => {
             let now = running(live, attempt);
             if now {
+                live.attempts = attempt.saturating_sub(1);
                 live.change(TaskState::Queued, at_ms, "interrupted", attempt);
             }
             now

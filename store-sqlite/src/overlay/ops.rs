@@ -171,8 +171,8 @@ impl Overlay {
         Ok(())
     }
 
-    /// Puts every running task back in the queue as interrupted (after a
-    /// crash: nothing runs yet); returns how many.
+    /// Puts every running task back in the queue as interrupted, its attempt
+    /// given back (after a crash: nothing runs yet); returns how many.
     pub(crate) fn recover(&mut self, conn: &Connection, at_ms: u64) -> rusqlite::Result<u64> {
         let running = self.in_state(
             conn,

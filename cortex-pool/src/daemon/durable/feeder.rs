@@ -44,7 +44,7 @@ const OUTCOMES_AT_ONCE: usize = 1024;
 
 /// Tasks in the pool at once: what it finishes while the next claim waits
 /// for the store's commit ([`Pace`]), few enough that a crash re-runs little
-/// (every claimed task counts as started).
+/// and a task of higher priority submitted later waits behind few of them.
 fn window(daemon: &Daemon, pace: &Pace) -> usize {
     let workers = usize::try_from(daemon.pool.worker_count()).unwrap_or(usize::MAX);
     daemon.setting(|s| {
@@ -92,7 +92,10 @@ pub(crate) async fn run(daemon: Arc<Daemon>, recovered: bool) {
         let may_claim = claim_failed_at.is_none_or(|t| t.elapsed() > Duration::from_millis(500))
             && daemon.pool.failure().is_none();
         let in_flight = running.len();
-        let claim = !draining && may_claim && in_flight <= window / 2;
+        // Outcomes a source keeps failing to record hold claims back: what
+        // waits to be recorded stays within what one round gathers.
+        let recorded = unsaved.len() <= OUTCOMES_AT_ONCE + window;
+        let claim = !draining && may_claim && recorded && in_flight <= window / 2;
         // The outcomes gathered since the last round and the next claim go to
         // the source together, so a store commits them in one transaction.
         let (claimed, ()) = tokio::join!(
@@ -368,23 +371,55 @@ async fn recover(daemon: &Daemon) -> bool {
     }
 }
 
-/// Commits the settlements; on success hands the final ones to their
-/// waiters, on failure keeps them for the next try.
-async fn save(daemon: &Daemon, unsaved: &mut Vec<Settlement>) {
-    match daemon.source.settle(unsaved.clone()).await {
-        Ok(()) => {
-            // The lines committed go on to their waiters, moved, not copied.
-            daemon
-                .waiters
-                .settled(unsaved.drain(..).filter_map(|s| match s.outcome {
-                    Outcome::Settled { state, line, .. } => Some((s.id, state, line)),
-                    Outcome::Retry { .. } | Outcome::Interrupted | Outcome::NotStarted => None,
-                }));
+/// Settlements recorded in one call at most, by count and by the bytes of
+/// their ids, lines and errors: a store writes one call's changes as one
+/// journal row, and SQLite refuses a value past 1 GB, so a backlog of large
+/// results must not be retried as one call that can never be written.
+const SETTLE_AT_ONCE: usize = 4096;
+const SETTLE_BYTES: usize = 32 << 20;
+
+/// How many of `unsaved`, from the first, go to the source in one call: at
+/// least one, within [`SETTLE_AT_ONCE`] and [`SETTLE_BYTES`].
+fn first_call(unsaved: &[Settlement]) -> usize {
+    let mut bytes = 0;
+    for (at, s) in unsaved.iter().take(SETTLE_AT_ONCE).enumerate() {
+        bytes += settlement_bytes(s);
+        if at > 0 && bytes > SETTLE_BYTES {
+            return at;
         }
-        Err(e) => {
+    }
+    unsaved.len().min(SETTLE_AT_ONCE)
+}
+
+/// The bytes a settlement carries beyond its fixed fields.
+fn settlement_bytes(s: &Settlement) -> usize {
+    let error = |e: &ErrorInfo| e.kind.len() + e.message.len();
+    s.id.len()
+        + match &s.outcome {
+            Outcome::Settled { line, error: e, .. } => line.len() + e.as_ref().map_or(0, error),
+            Outcome::Retry { error: e, .. } => error(e),
+            Outcome::Interrupted | Outcome::NotStarted => 0,
+        }
+}
+
+/// Commits the settlements, a bounded call at a time ([`first_call`]); hands
+/// the final ones of each call that committed to their waiters, and keeps the
+/// rest for the next try once a call fails.
+async fn save(daemon: &Daemon, unsaved: &mut Vec<Settlement>) {
+    while !unsaved.is_empty() {
+        let call = first_call(unsaved);
+        if let Err(e) = daemon.source.settle(unsaved[..call].to_vec()).await {
             tracing::error!(error = %e, pending = unsaved.len(), "cannot record task outcomes; will retry");
             tokio::time::sleep(Duration::from_millis(200)).await;
+            return;
         }
+        // The lines committed go on to their waiters, moved, not copied.
+        daemon
+            .waiters
+            .settled(unsaved.drain(..call).filter_map(|s| match s.outcome {
+                Outcome::Settled { state, line, .. } => Some((s.id, state, line)),
+                Outcome::Retry { .. } | Outcome::Interrupted | Outcome::NotStarted => None,
+            }));
     }
 }
 
@@ -571,6 +606,30 @@ mod tests {
         }
     }
 
+    /// A backlog of outcomes goes to the source in calls a store can write:
+    /// never past the count or the bytes, never empty, whatever one holds.
+    #[test]
+    fn a_backlog_is_recorded_in_calls_within_the_bounds() {
+        let settled = |line_bytes: usize| Settlement {
+            id: "t".to_owned(),
+            attempt: 1,
+            outcome: Outcome::Settled {
+                state: TaskState::Ok,
+                line: "x".repeat(line_bytes),
+                error: None,
+            },
+        };
+        assert_eq!(first_call(&[]), 0);
+        let small: Vec<Settlement> = (0..SETTLE_AT_ONCE + 10).map(|_| settled(10)).collect();
+        assert_eq!(first_call(&small), SETTLE_AT_ONCE);
+        assert_eq!(first_call(&small[..10]), 10);
+        let third: Vec<Settlement> = (0..5).map(|_| settled(SETTLE_BYTES / 3)).collect();
+        assert_eq!(first_call(&third), 2, "a third is too many: the ids count");
+        let huge = [settled(SETTLE_BYTES + 1), settled(1)];
+        assert_eq!(first_call(&huge), 1, "one past the bytes still goes alone");
+        assert_eq!(first_call(&huge[1..]), 1);
+    }
+
     /// Outcomes a failed commit kept are still recorded when the daemon
     /// drains, however many tries it takes, before the feeder ends.
     #[tokio::test]
@@ -634,7 +693,11 @@ mod tests {
         });
         assert!(waited.await.is_ok(), "the task left running never ran");
         let record = source.inner.get(vec!["left".to_owned()]).await.unwrap();
-        assert_eq!(record[0].as_ref().map(|r| r.attempts), Some(2));
+        assert_eq!(
+            record[0].as_ref().map(|r| r.attempts),
+            Some(1),
+            "the attempt the last daemon's end interrupted was given back"
+        );
         assert_eq!(
             *source.claims_before_recovery.lock().unwrap(),
             Some(0),

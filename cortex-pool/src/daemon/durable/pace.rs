@@ -5,18 +5,26 @@
 //! starves fast workers behind each commit (`submit --wait` of 100 000 echo
 //! tasks to 2 workers: 120–127 k/s with 512 claimed, 149–195 k/s with
 //! 2 048). Sized for fast ones, slow tasks sit claimed (`running` in the
-//! store, an attempt counted) long before a worker takes them, and a crash
-//! re-runs them all. So the window covers [`AHEAD`] of the pool's recent
-//! pace, never less than the fixed floor the daemon had before.
+//! store) long before a worker takes them, and a task of higher priority
+//! submitted after them waits until half of them have finished (4 slots of
+//! 10 s tasks behind a window of 1 024: 21 minutes). So the window covers
+//! [`AHEAD`] of the pool's recent pace, and at least [`KEPT_PER_SLOT`] per
+//! worker slot; only before its first reading, when nothing says how fast the
+//! pool is, [`FIRST_PER_SLOT`] per slot.
 
 use std::time::{Duration, Instant};
 
-/// Claimed tasks per worker slot at the least.
-const CLAIMED_PER_SLOT: usize = 256;
+/// Claimed tasks per worker slot before the pace's first reading: a fresh
+/// daemon's first claim keeps fast workers busy until the pace is known.
+const FIRST_PER_SLOT: usize = 256;
+/// Claimed tasks per worker slot at the least once the pace is known: the
+/// feeder claims again at half the window, so every slot still holds a task
+/// (and the next one waits in the pool) while the claim's commit runs.
+const KEPT_PER_SLOT: usize = 4;
 /// How far ahead of the pool's pace the window reaches.
 const AHEAD: Duration = Duration::from_millis(50);
 /// The window's bounds.
-const FEWEST: usize = 64;
+const FEWEST: usize = 8;
 const MOST: usize = 4096;
 /// How long the pace counts finished tasks before it takes a new reading.
 const READING: Duration = Duration::from_millis(20);
@@ -26,7 +34,8 @@ const READING: Duration = Duration::from_millis(20);
 pub(crate) struct Pace {
     since: Instant,
     finished: usize,
-    per_second: f64,
+    /// `None` until the first reading.
+    per_second: Option<f64>,
 }
 
 impl Pace {
@@ -35,7 +44,7 @@ impl Pace {
         Self {
             since: now,
             finished: 0,
-            per_second: 0.0,
+            per_second: None,
         }
     }
 
@@ -48,21 +57,24 @@ impl Pace {
             return;
         }
         let reading = self.finished as f64 / span.as_secs_f64();
-        self.per_second = if self.per_second == 0.0 {
-            reading
-        } else {
-            (self.per_second + reading) / 2.0
-        };
+        self.per_second = Some(match self.per_second {
+            None => reading,
+            Some(last) => (last + reading) / 2.0,
+        });
         self.since = now;
         self.finished = 0;
     }
 
     /// Tasks claimed at once: [`AHEAD`] of the pace, at least
-    /// [`CLAIMED_PER_SLOT`] per slot, within the bounds and `max_queue_len`.
+    /// [`KEPT_PER_SLOT`] per slot ([`FIRST_PER_SLOT`] before the first
+    /// reading), within the bounds and `max_queue_len`.
     pub(crate) fn window(&self, slots: usize, max_queue_len: usize) -> usize {
-        let ahead = (self.per_second * AHEAD.as_secs_f64()) as usize;
+        let (ahead, per_slot) = match self.per_second {
+            None => (0, FIRST_PER_SLOT),
+            Some(per_second) => ((per_second * AHEAD.as_secs_f64()) as usize, KEPT_PER_SLOT),
+        };
         ahead
-            .max(slots.saturating_mul(CLAIMED_PER_SLOT))
+            .max(slots.saturating_mul(per_slot))
             .clamp(FEWEST, MOST)
             .min(max_queue_len)
     }
@@ -73,9 +85,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn before_any_reading_the_window_is_the_floor_per_slot() {
+    fn before_any_reading_the_window_is_the_first_floor_per_slot() {
         let pace = Pace::new(Instant::now());
-        assert_eq!(pace.window(2, 100_000), 2 * CLAIMED_PER_SLOT);
+        assert_eq!(pace.window(2, 100_000), 2 * FIRST_PER_SLOT);
         assert_eq!(pace.window(0, 100_000), FEWEST);
         assert_eq!(pace.window(64, 100_000), MOST);
         assert_eq!(pace.window(2, 100), 100, "never past max_queue_len");
@@ -94,31 +106,44 @@ mod tests {
     }
 
     #[test]
-    fn a_pool_gone_quiet_falls_back_to_the_floor() {
+    fn a_pool_gone_quiet_keeps_a_few_tasks_per_slot() {
         let start = Instant::now();
         let mut pace = Pace::new(start);
         pace.finished(4_000, start + READING);
         assert_eq!(pace.window(2, 100_000), MOST);
         // The feeder's rounds with no outcome (its 100 ms tick) halve the pace.
-        for round in 1..=6 {
+        for round in 1..=12 {
             pace.finished(0, start + READING + round * Duration::from_millis(100));
         }
-        // 200 000 a second, halved six times: 3 125, 156 in 50 ms.
-        assert_eq!(pace.window(2, 100_000), 2 * CLAIMED_PER_SLOT);
+        // 200 000 a second, halved twelve times: 48, 2 in 50 ms.
+        assert_eq!(pace.window(2, 100_000), FEWEST);
+        assert_eq!(pace.window(16, 100_000), 16 * KEPT_PER_SLOT);
     }
 
+    /// Slow tasks keep few claimed: a task of higher priority submitted
+    /// behind them is claimed once a handful have finished, not hundreds.
     #[test]
-    fn a_slow_pool_keeps_the_floor_and_a_short_count_waits_for_its_reading() {
+    fn a_slow_pool_keeps_few_claimed_and_a_short_count_waits_for_its_reading() {
         let start = Instant::now();
         let mut pace = Pace::new(start);
         pace.finished(5_000, start + READING / 2);
         assert_eq!(
-            pace.window(2, 100_000),
-            2 * CLAIMED_PER_SLOT,
+            pace.window(4, 100_000),
+            4 * FIRST_PER_SLOT,
             "no reading yet"
         );
         pace.finished(0, start + Duration::from_secs(10));
         // 5 000 in 10 s: 500 a second, 25 in 50 ms.
-        assert_eq!(pace.window(2, 100_000), 2 * CLAIMED_PER_SLOT);
+        assert_eq!(pace.window(4, 100_000), 25);
+        // 4 slots of 10 s tasks: 0.4 a second.
+        pace.finished(4, start + Duration::from_secs(20));
+        pace.finished(4, start + Duration::from_secs(30));
+        for round in 1..=20 {
+            pace.finished(
+                0,
+                start + Duration::from_secs(30) + round * Duration::from_millis(100),
+            );
+        }
+        assert_eq!(pace.window(4, 100_000), 4 * KEPT_PER_SLOT);
     }
 }
