@@ -16,6 +16,10 @@ pub struct NatsConfig {
     pub dlq_stream: String,
     /// The results bucket (default `cortex-results`).
     pub results_bucket: String,
+    /// The bucket of attempts given back (default `cortex-attempts`): how
+    /// many deliveries of a message were not attempts (see
+    /// [`NatsSource`](crate::NatsSource)).
+    pub attempts_bucket: String,
     /// The durable consumer every daemon shares (default `cortex-pool`; one
     /// per priority band, suffixed with the band's name).
     pub durable: String,
@@ -50,6 +54,7 @@ impl NatsConfig {
             subject_prefix: "cortex.tasks".into(),
             dlq_stream: "CORTEX_DLQ".into(),
             results_bucket: "cortex-results".into(),
+            attempts_bucket: "cortex-attempts".into(),
             durable: "cortex-pool".into(),
             credentials: None,
             tls_ca: None,

@@ -1,5 +1,5 @@
 //! Connecting: the client's options (credentials, TLS) and the streams,
-//! consumers and bucket the source needs, created when absent.
+//! consumers and buckets the source needs, created when absent.
 
 use async_nats::jetstream::{self, consumer, kv, stream};
 use async_nats::ConnectOptions;
@@ -16,6 +16,8 @@ pub(crate) struct Queue {
     pub(crate) dlq: stream::Stream,
     pub(crate) consumers: Vec<(Band, consumer::PullConsumer)>,
     pub(crate) results: kv::Store,
+    /// Per message, the deliveries that were not attempts (`attempts.rs`).
+    pub(crate) attempts: kv::Store,
     /// How long the server waits for an ack before it redelivers: the
     /// consumers' own `ack_wait` (whoever created them set it), or the
     /// configured one when that is shorter.
@@ -102,7 +104,7 @@ fn tls_failed(e: &async_nats::ConnectError) -> bool {
     false
 }
 
-/// Connects and makes sure the streams, consumers and bucket exist.
+/// Connects and makes sure the streams, consumers and buckets exist.
 pub(crate) async fn connect(config: &NatsConfig) -> Result<Queue, NatsError> {
     let client = options(config)
         .await?
@@ -174,19 +176,9 @@ pub(crate) async fn connect(config: &NatsConfig) -> Result<Queue, NatsError> {
         }
         consumers.push((band, consumer));
     }
-    let results = match js.get_key_value(config.results_bucket.as_str()).await {
-        Ok(store) => store,
-        Err(_) => js
-            .create_key_value(kv::Config {
-                bucket: config.results_bucket.clone(),
-                history: 1,
-                max_age: config.result_ttl,
-                storage: stream::StorageType::File,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| setup(&format!("bucket {}", config.results_bucket), &e))?,
-    };
+    let results = bucket(&js, &config.results_bucket, config.result_ttl).await?;
+    // A count outlives its results only as long as they are kept.
+    let attempts = bucket(&js, &config.attempts_bucket, config.result_ttl).await?;
     Ok(Queue {
         client,
         js,
@@ -194,6 +186,28 @@ pub(crate) async fn connect(config: &NatsConfig) -> Result<Queue, NatsError> {
         dlq,
         consumers,
         results,
+        attempts,
         ack_wait,
     })
+}
+
+/// The key-value bucket `name`, made (one value a key, kept for `ttl`, on
+/// file) when absent.
+async fn bucket(
+    js: &jetstream::Context,
+    name: &str,
+    ttl: std::time::Duration,
+) -> Result<kv::Store, NatsError> {
+    if let Ok(store) = js.get_key_value(name).await {
+        return Ok(store);
+    }
+    js.create_key_value(kv::Config {
+        bucket: name.to_owned(),
+        history: 1,
+        max_age: ttl,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| NatsError::Setup(format!("bucket {name}"), e.to_string()))
 }

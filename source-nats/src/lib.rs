@@ -8,8 +8,20 @@
 //! consumer per priority band, highest band first; `settle` stores the outcome
 //! in a key-value bucket and only then acks (a retry is a NAK with the delay,
 //! a dead letter a TERM plus a record in the dead-letter stream); held
-//! messages get in-progress acks so long tasks are not redelivered. The wire
-//! format is in `docs/queue.md`.
+//! messages get in-progress acks so long tasks are not redelivered, until
+//! their final answer (a settlement slower than `ack_wait` included) and
+//! never after it. The wire format is in `docs/queue.md`.
+//!
+//! A task's attempt is not the server's delivery count: a claim the pool
+//! gives back unstarted or interrupted (`Outcome::NotStarted`,
+//! `Outcome::Interrupted`, as it stops) is a delivery, not an attempt. The source counts, per message, the deliveries given
+//! back, in a key-value bucket (`cortex-attempts`, key `STREAM.SEQUENCE`),
+//! stored before the NAK so that a NAK lost on the way is given back too;
+//! an attempt is the delivery count less that. Retries and deliveries that
+//! end in no answer (a daemon that died: the server redelivers them, and
+//! nothing tells the source they were given back) each count. Held messages are
+//! keyed by task id, attempt and stream sequence, so two messages of one
+//! task id are held, kept alive and settled each on its own.
 //!
 //! ```no_run
 //! use source_nats::{NatsConfig, NatsSource};
@@ -33,8 +45,11 @@
 //! # }
 //! ```
 
+mod attempts;
 mod config;
 mod connect;
+mod delivery;
+mod held;
 pub mod message;
 mod records;
 mod scan;

@@ -1,6 +1,6 @@
 //! [`NatsSource`]: the [`TaskSource`] on JetStream.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -10,7 +10,7 @@ use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::message::AckKind;
 use async_nats::jetstream::Message;
 use async_trait::async_trait;
-use futures_util::future::join_all;
+use futures_util::future::{join, join_all};
 use futures_util::StreamExt;
 use serde_json::json;
 use task_source::{
@@ -18,8 +18,11 @@ use task_source::{
     SourceHealth, SourceStats, TaskRecord, TaskSource, TaskState,
 };
 
+use crate::attempts;
 use crate::config::NatsConfig;
 use crate::connect::{connect, Queue};
+use crate::delivery::Delivery;
+use crate::held::{HeldKey, HeldSet, Settling};
 use crate::message::{
     result_key, subject, Band, Body, HEADER_ATTEMPTS, HEADER_ERROR, HEADER_ERROR_KIND, HEADER_ID,
 };
@@ -31,17 +34,19 @@ use crate::NatsError;
 /// Publishes awaited together at most (each waits for the stream's ack).
 const PUBLISH_CHUNK: usize = 1024;
 
-/// A message this source holds: claimed, its attempt running.
-struct Held {
-    message: Message,
-    since: Instant,
-}
-
 struct Inner {
     config: NatsConfig,
     queue: Queue,
-    held: Mutex<HashMap<(String, u32), Held>>,
+    held: Mutex<HeldSet>,
     counters: Counters,
+}
+
+impl Inner {
+    fn held(&self) -> MutexGuard<'_, HeldSet> {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// A [`TaskSource`] on NATS JetStream: tasks are messages on a work-queue
@@ -77,7 +82,7 @@ impl NatsSource {
         let inner = Arc::new(Inner {
             config,
             queue,
-            held: Mutex::new(HashMap::new()),
+            held: Mutex::new(HeldSet::default()),
             counters: Counters::default(),
         });
         tokio::spawn(keep_alive(Arc::downgrade(&inner)));
@@ -107,11 +112,8 @@ impl NatsSource {
         self.held().len()
     }
 
-    fn held(&self) -> MutexGuard<'_, HashMap<(String, u32), Held>> {
-        self.inner
-            .held
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn held(&self) -> MutexGuard<'_, HeldSet> {
+        self.inner.held()
     }
 
     fn refuse_when_down(&self) -> Result<(), SourceError> {
@@ -353,55 +355,104 @@ impl NatsSource {
         }
     }
 
+    /// A fetched message as a claim, held until it is settled, with its
+    /// attempt number (`attempts.rs`); `None` for a message that is no task
+    /// (dead-lettered) or whose outcome is stored already (answered now).
+    async fn take(&self, message: Message) -> Option<Claimed> {
+        let (sequence, delivered) = match message.info() {
+            Ok(info) => (
+                info.stream_sequence,
+                u64::try_from(info.delivered).unwrap_or(1),
+            ),
+            Err(e) => {
+                let why = format!("the message has no stream info: {e}");
+                self.reject(message, why).await;
+                return None;
+            }
+        };
+        let task = match serde_json::from_slice::<Body>(&message.payload) {
+            Ok(body) => body.into_task(),
+            Err(e) => {
+                let why = format!("the message is not a task: {e}");
+                self.reject(message, why).await;
+                return None;
+            }
+        };
+        let given_back = if delivered > 1 {
+            let key = attempts::key(&self.inner.config.stream, sequence);
+            let (settled, given_back) = join(
+                self.settled_already(&task.id, &message),
+                attempts::given_back(&self.inner.queue.attempts, &key),
+            )
+            .await;
+            if settled {
+                return None;
+            }
+            self.inner.counters.redelivered();
+            given_back
+        } else {
+            0
+        };
+        let attempt = attempts::attempt(delivered, given_back);
+        let key = HeldKey::new(task.id.clone(), attempt, sequence);
+        self.held().insert(key, Delivery::new(message), given_back);
+        Some(Claimed { task, attempt })
+    }
+
     async fn settle_one(&self, s: Settlement) -> Result<(), SourceError> {
-        let key = (s.id.clone(), s.attempt);
-        let Some(held) = self.held().remove(&key) else {
-            // Not held here (already settled, or redelivered elsewhere).
+        // Not held here, or settling already: settled already, being
+        // settled, or redelivered elsewhere.
+        let Some(settling) = self.held().settle(&s.id, s.attempt) else {
             return Ok(());
         };
-        let message = held.message.clone();
-        let done = match &s.outcome {
+        // Held, and kept alive, until the server has its answer.
+        let done = self.answer(&s, &settling).await;
+        let key = attempts::key(&self.inner.config.stream, settling.key().sequence());
+        let gone = settling.given_back() > 0 && matches!(s.outcome, Outcome::Settled { .. });
+        if done.is_ok() {
+            self.held().settled(settling);
+        } else {
+            self.held().unsettled(settling);
+        }
+        if done.is_ok() && gone {
+            attempts::forget(&self.inner.queue.attempts, &key).await;
+        }
+        done
+    }
+
+    /// Stores the outcome of `s` and answers its message, `settling`.
+    async fn answer(&self, s: &Settlement, settling: &Settling) -> Result<(), SourceError> {
+        let delivery = settling.delivery();
+        let kind = match &s.outcome {
             // The line first, then (for a dead letter) the letter, then the
             // ack: a daemon that dies in between leaves a line, and the
             // message's redelivery finds it and is not run again; the
             // letter is published then if it was not yet (`settled_already`).
             Outcome::Settled { state, line, error } => {
-                let stored = self.put_result(&s.id, line).await;
-                let dead = match stored {
-                    Ok(()) if *state == TaskState::DeadLetter => {
-                        self.publish_dead(&s.id, &message, s.attempt, error.as_ref())
-                            .await
-                    }
-                    other => other,
-                };
-                match dead {
-                    Ok(()) => {
-                        let kind = if *state == TaskState::DeadLetter {
-                            AckKind::Term
-                        } else {
-                            AckKind::Ack
-                        };
-                        message.ack_with(kind).await.map_err(backend)
-                    }
-                    Err(e) => Err(e),
+                self.put_result(&s.id, line).await?;
+                if *state == TaskState::DeadLetter {
+                    self.publish_dead(&s.id, delivery.message(), s.attempt, error.as_ref())
+                        .await?;
+                    AckKind::Term
+                } else {
+                    AckKind::Ack
                 }
             }
             Outcome::Retry { due_ms, .. } => {
-                let delay = Duration::from_millis(due_ms.saturating_sub(now_ms()));
-                message
-                    .ack_with(AckKind::Nak(Some(delay)))
-                    .await
-                    .map_err(backend)
+                AckKind::Nak(Some(Duration::from_millis(due_ms.saturating_sub(now_ms()))))
             }
-            // The server counts deliveries: an attempt cannot be given back.
+            // Never started, or stopped with the pool (the daemon's doing,
+            // not the task's): the delivery is given back, as in every
+            // source, stored before the NAK so that a NAK lost on the way is
+            // given back too.
             Outcome::Interrupted | Outcome::NotStarted => {
-                message.ack_with(AckKind::Nak(None)).await.map_err(backend)
+                let key = attempts::key(&self.inner.config.stream, settling.key().sequence());
+                let count = settling.given_back().saturating_add(1);
+                attempts::give_back(&self.inner.queue.attempts, &key, count).await?;
+                AckKind::Nak(None)
             }
         };
-        if done.is_err() {
-            self.held().insert(key, held);
-        }
-        done
+        delivery.answer(kind).await.map_err(backend)
     }
 }
 
@@ -467,8 +518,8 @@ fn letter_headers_len(id: &str, error: usize) -> usize {
 const PUT_OVERHEAD: usize = 4 * 1024;
 
 /// In-progress acks: every held message older than a quarter of the
-/// consumers' `ack_wait` is told to the server to be still running, every
-/// quarter of it.
+/// consumers' `ack_wait`, running or settling, is told to the server to be
+/// still running, every quarter of it, until its final answer.
 async fn keep_alive(inner: Weak<Inner>) {
     let period = match inner.upgrade() {
         Some(inner) => (inner.queue.ack_wait / 4).max(Duration::from_millis(20)),
@@ -477,16 +528,10 @@ async fn keep_alive(inner: Weak<Inner>) {
     loop {
         tokio::time::sleep(period).await;
         let Some(inner) = inner.upgrade() else { return };
-        let due: Vec<Message> = inner
-            .held
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .values()
-            .filter(|h| h.since.elapsed() >= period)
-            .map(|h| h.message.clone())
-            .collect();
-        for message in due {
-            if let Err(e) = message.ack_with(AckKind::Progress).await {
+        let due = inner.held().due(period);
+        // One whose settlement answers it meanwhile is skipped (`Delivery`).
+        for delivery in due {
+            if let Err(e) = delivery.in_progress().await {
                 tracing::debug!(error = %e, "in-progress ack not sent");
             }
         }
@@ -569,33 +614,9 @@ impl TaskSource for NatsSource {
             while let Some(next) = batch.next().await {
                 let Ok(message) = next else { break };
                 got += 1;
-                let delivered = message.info().map_or(1, |i| i.delivered.max(1)) as u32;
-                let body = match serde_json::from_slice::<Body>(&message.payload) {
-                    Ok(body) => body,
-                    Err(e) => {
-                        self.reject(message, format!("the message is not a task: {e}"))
-                            .await;
-                        continue;
-                    }
-                };
-                let task = body.into_task();
-                if delivered > 1 && self.settled_already(&task.id, &message).await {
-                    continue;
+                if let Some(claim) = self.take(message).await {
+                    claimed.push(claim);
                 }
-                self.held().insert(
-                    (task.id.clone(), delivered),
-                    Held {
-                        message,
-                        since: Instant::now(),
-                    },
-                );
-                if delivered > 1 {
-                    self.inner.counters.redelivered();
-                }
-                claimed.push(Claimed {
-                    task,
-                    attempt: delivered,
-                });
             }
             want = want.saturating_sub(got);
         }
@@ -636,13 +657,17 @@ impl TaskSource for NatsSource {
             }
         }))
         .await;
-        let held: HashSet<String> = self.held().keys().map(|(id, _)| id.clone()).collect();
+        let held: Vec<bool> = {
+            let held = self.held();
+            ids.iter().map(|id| held.holds(id)).collect()
+        };
         ids.iter()
             .zip(lookups)
-            .map(|(id, found)| {
+            .zip(held)
+            .map(|((id, found), held)| {
                 let found = found?;
                 Ok(found.or_else(|| {
-                    held.contains(id).then(|| TaskRecord {
+                    held.then(|| TaskRecord {
                         task: NewTask {
                             id: id.clone(),
                             task_type: String::new(),

@@ -1,43 +1,17 @@
 //! The JetStream source against a real `nats-server -js` (started per test;
 //! the test fails, saying how to install it, when the binary is missing).
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{claim_n, config, ok, task};
 use source_nats::test_server::NatsServer;
-use source_nats::{NatsConfig, NatsSource};
+use source_nats::NatsSource;
 use task_source::{
     now_ms, Admission, ErrorInfo, Filter, NewTask, Outcome, Requeue, Settlement, TaskSource,
     TaskState,
 };
-
-fn task(id: &str, priority: u8) -> NewTask {
-    NewTask {
-        id: id.into(),
-        task_type: "echo".into(),
-        payload: format!("{{\"n\":\"{id}\"}}"),
-        priority,
-        timeout_ms: None,
-    }
-}
-
-fn config(server: &NatsServer, ack_wait_ms: u64) -> NatsConfig {
-    let mut config = NatsConfig::new(server.url());
-    config.ack_wait = Duration::from_millis(ack_wait_ms);
-    config.max_in_flight = 100;
-    config
-}
-
-fn ok(id: &str, attempt: u32) -> Settlement {
-    Settlement {
-        id: id.into(),
-        attempt,
-        outcome: Outcome::Settled {
-            state: TaskState::Ok,
-            line: format!(r#"{{"id":"{id}","status":"ok","result":1,"attempts":{attempt}}}"#),
-            error: None,
-        },
-    }
-}
 
 /// A dead-lettering settlement of `id`'s attempt `attempt` (a handler's
 /// "boom").
@@ -79,19 +53,6 @@ async fn dead_lettered(server: &NatsServer, id: &str) -> NatsSource {
         .await
         .unwrap();
     source
-}
-
-/// Claims until `n` tasks came back or 10 s passed.
-async fn claim_n(source: &NatsSource, n: usize) -> Vec<task_source::Claimed> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut out = Vec::new();
-    while out.len() < n && Instant::now() < deadline {
-        out.extend(source.claim(n - out.len(), now_ms()).await.unwrap());
-        if out.len() < n {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,6 +99,28 @@ async fn accept_is_idempotent_by_id_and_results_land_in_the_bucket() {
     assert_eq!(source.unsettled().await.unwrap(), 0);
 }
 
+/// The tasks' and dead letters' streams are made with the configured
+/// duplicate window (24 h by default): a task id, and a letter's message id,
+/// is not enqueued twice for that long. The attempts bucket keeps a count as
+/// long as results are kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_streams_keep_ids_for_the_duplicate_window_and_counts_for_result_ttl() {
+    let server = NatsServer::start();
+    let config = config(&server, 5_000);
+    NatsSource::connect(config.clone()).await.unwrap();
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let day = Duration::from_secs(24 * 3600);
+    for name in [config.stream.as_str(), config.dlq_stream.as_str()] {
+        let mut stream = js.get_stream(name).await.unwrap();
+        let window = stream.info().await.unwrap().config.duplicate_window;
+        assert_eq!(window, day, "{name}");
+    }
+    let name = format!("KV_{}", config.attempts_bucket);
+    let mut attempts = js.get_stream(&name).await.unwrap();
+    let kept = attempts.info().await.unwrap().config.max_age;
+    assert_eq!(kept, config.result_ttl);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn higher_bands_are_fetched_first_and_claims_stop_at_max_in_flight() {
     let server = NatsServer::start();
@@ -163,7 +146,7 @@ async fn higher_bands_are_fetched_first_and_claims_stop_at_max_in_flight() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_retry_is_a_nak_with_the_delay_and_the_attempt_is_the_delivery_count() {
+async fn a_retry_is_a_nak_with_the_delay_and_uses_an_attempt() {
     let server = NatsServer::start();
     let source = NatsSource::connect(config(&server, 5_000)).await.unwrap();
     source.accept(vec![task("r", 50)]).await.unwrap();

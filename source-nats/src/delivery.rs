@@ -1,0 +1,131 @@
+//! [`Delivery`]: one delivery of a message, and the order of what the
+//! source tells the server about it: in-progress acks while it is held, then
+//! one final answer (ack, NAK or TERM), after which nothing.
+
+use std::sync::Arc;
+
+use async_nats::jetstream::message::AckKind;
+use async_nats::jetstream::Message;
+use tokio::sync::Mutex;
+
+/// Whether a delivery's final answer went to the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// Not yet: in-progress acks keep it.
+    Pending,
+    /// Sent: an in-progress ack now would move a NAK's due time, or keep a
+    /// message that is done.
+    Sent,
+}
+
+/// A delivered message and whether it was answered. The in-progress acks
+/// and the final answer take turns on its lock, so the keep-alive that read
+/// the message before its settlement answered it sends nothing after.
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    message: Message,
+    answer: Mutex<Answer>,
+}
+
+impl Delivery {
+    /// `message`, not answered yet.
+    pub(crate) fn new(message: Message) -> Arc<Self> {
+        Arc::new(Self {
+            message,
+            answer: Mutex::new(Answer::Pending),
+        })
+    }
+
+    /// The message.
+    pub(crate) fn message(&self) -> &Message {
+        &self.message
+    }
+
+    /// Tells the server its attempt is still running, unless it was answered:
+    /// `Ok(true)` when the in-progress ack was sent.
+    pub(crate) async fn in_progress(&self) -> Result<bool, async_nats::Error> {
+        let answer = self.answer.lock().await;
+        if *answer == Answer::Sent {
+            return Ok(false);
+        }
+        self.message.ack_with(AckKind::Progress).await?;
+        Ok(true)
+    }
+
+    /// The final answer, `kind` (an ack, a NAK or a TERM); sent once: one
+    /// tried again after it went sends nothing.
+    pub(crate) async fn answer(&self, kind: AckKind) -> Result<(), async_nats::Error> {
+        let mut answer = self.answer.lock().await;
+        if *answer == Answer::Pending {
+            self.message.ack_with(kind).await?;
+            *answer = Answer::Sent;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(all(test, feature = "test-server"))]
+mod tests {
+    use std::time::Duration;
+
+    use futures_util::StreamExt;
+
+    use super::*;
+    use crate::config::NatsConfig;
+    use crate::connect::connect;
+    use crate::message::{subject, Band};
+    use crate::test_server::NatsServer;
+
+    /// What the server is told about a message, read from the wire up to a
+    /// marker the same connection sends after it.
+    async fn told(client: &async_nats::Client, acks: &mut async_nats::Subscriber) -> Vec<String> {
+        client
+            .publish("$JS.ACK.marker", "marker".into())
+            .await
+            .unwrap();
+        client.flush().await.unwrap();
+        let mut out = Vec::new();
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(10), acks.next()).await;
+            let message = next.expect("the marker").expect("the subscription is open");
+            if message.subject.as_str() == "$JS.ACK.marker" {
+                return out;
+            }
+            out.push(String::from_utf8_lossy(&message.payload).into_owned());
+        }
+    }
+
+    /// An in-progress ack started from a copy taken before the final answer
+    /// (the keep-alive's, racing a settlement) sends nothing once the answer
+    /// went: a NAK's due time stays the NAK's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn no_in_progress_ack_follows_the_final_answer() {
+        let server = NatsServer::start();
+        let queue = connect(&NatsConfig::new(server.url())).await.unwrap();
+        let watcher = async_nats::connect(server.url()).await.unwrap();
+        let mut acks = watcher.subscribe("$JS.ACK.>").await.unwrap();
+        watcher.flush().await.unwrap();
+        let body = r#"{"id":"n","type":"echo"}"#;
+        let sent = queue
+            .js
+            .publish(subject(Band::Normal, "cortex.tasks"), body.into());
+        sent.await.unwrap().await.unwrap();
+        let consumer = &queue.consumers[1].1;
+        let mut batch = consumer.fetch().max_messages(1).messages().await.unwrap();
+        let message = batch.next().await.expect("the task").unwrap();
+        let delivery = Delivery::new(message);
+        let keep_alive_copy = Arc::clone(&delivery);
+
+        assert!(keep_alive_copy.in_progress().await.unwrap());
+        let nak = AckKind::Nak(Some(Duration::from_secs(30)));
+        delivery.answer(nak).await.unwrap();
+        assert!(
+            !keep_alive_copy.in_progress().await.unwrap(),
+            "sent after the NAK"
+        );
+        delivery.answer(AckKind::Ack).await.unwrap();
+
+        let told = told(&queue.client, &mut acks).await;
+        assert_eq!(told, ["+WPI", r#"-NAK {"delay":30000000000}"#]);
+    }
+}
