@@ -27,8 +27,10 @@ pub mod env {
     pub const FIFO_TO_WORKER: &str = "CORTEX_FIFO_TO_WORKER";
     /// For the `fifo` transport: the FIFO the worker writes (worker → manager).
     pub const FIFO_FROM_WORKER: &str = "CORTEX_FIFO_FROM_WORKER";
-    /// The manager's process id: a worker whose parent is no longer this process
-    /// was orphaned (even when that happened before it could look).
+    /// The manager's process id. It need not be the worker's parent (a wrapper
+    /// may start the worker): a worker whose parent changes from what it was at
+    /// start, or whose manager pid names no process (it was orphaned before it
+    /// could look), was orphaned.
     pub const MANAGER_PID: &str = "CORTEX_MANAGER_PID";
 }
 

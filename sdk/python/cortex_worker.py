@@ -307,7 +307,34 @@ def _decode_all(bodies):
     for message in messages:
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
             raise ProtocolError("a message must be a map with a string `type`")
+        required = _REQUIRED.get(message["type"])
+        if required is not None:
+            for key, valid, wanted in required:
+                if not valid(message.get(key)):
+                    raise ProtocolError(f"malformed {message['type']} message: `{key}` must be a {wanted}")
     return messages
+
+
+def _is_uint(bits):
+    """A check that a value is an unsigned integer (not a bool) of at most ``bits`` bits."""
+    top = (1 << bits) - 1
+    return lambda v: v.__class__ is int and 0 <= v <= top
+
+
+_REQUIRED = {
+    "task": (
+        ("id", _is_uint(64), "uint64"),
+        ("task_type", lambda v: v.__class__ is str, "str"),
+        ("payload", lambda v: v.__class__ is bytes, "bin"),
+        ("attempt", _is_uint(32), "uint32"),
+        ("timeout_ms", _is_uint(64), "uint64"),
+    ),
+    "cancel": (("id", _is_uint(64), "uint64"),),
+    "shutdown": (("graceful", lambda v: v.__class__ is bool, "bool"),),
+}
+"""The keys a worker acts on, per manager message, with their checks: a message
+that lacks one or has one of another type is a broken link, as a malformed frame
+is (PROTOCOL.md, "Every key": the manager always sends every key)."""
 
 
 def open_link(environ=None):
@@ -319,7 +346,7 @@ def open_link(environ=None):
     ``CORTEX_FIFO_FROM_WORKER`` for writing, then points descriptor 1 and
     ``sys.stdout`` at standard error too (what the manager gave as descriptor 1 is
     not read by anyone, so ``print()`` would otherwise be lost); exits 2 with a message if the manager
-    (``CORTEX_MANAGER_PID``) goes away first or does not open its ends within
+    goes away first (our parent process changes) or does not open its ends within
     ``FIFO_OPEN_TIMEOUT`` seconds.
     """
     env = os.environ if environ is None else environ
@@ -356,30 +383,46 @@ def _stdout_to_stderr():
 FIFO_OPEN_TIMEOUT = 60.0
 
 
-def _manager_pid(env):
-    """The manager's pid: ``CORTEX_MANAGER_PID`` when it is one, else our parent.
+_PARENT_AT_START = os.getppid()
+"""Our parent process when this module was loaded. The manager is gone when the
+parent changes from it (we were re-parented, to init or a subreaper), or when
+``CORTEX_MANAGER_PID`` names no process (a worker orphaned before it loaded this
+module had its new parent from the start). The parent need not be the manager: a
+worker may be started through a wrapper (a shell script, ``uv run``), which stays
+its parent while the manager lives."""
 
-    The variable matters: a worker orphaned before it looked already has another
-    parent, which ``os.getppid()`` alone would take for the manager.
-    """
+
+def _manager_gone(env):
+    """Whether the manager went away (see ``_PARENT_AT_START``)."""
+    if os.getppid() != _PARENT_AT_START:
+        return True
     try:
         pid = int(env.get("CORTEX_MANAGER_PID", ""))
     except ValueError:
-        pid = 0
-    return pid if pid > 0 else os.getppid()
+        return False
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        # Alive, and another user's (EPERM), or not ours to ask.
+        return False
+    return False
 
 
 def _open_fifos(env):
     """Opens both FIFOs while a watcher thread ends the process (exit 2) if the
-    manager goes away or does not open its ends in time: the opens block until it
-    does, and nothing else would ever wake them."""
-    manager = _manager_pid(env)
+    manager goes away (see ``_PARENT_AT_START``) or does not
+    open its ends in time: the opens block until it does, and nothing else would
+    ever wake them."""
     opened = threading.Event()
 
     def watch():
         deadline = time.monotonic() + FIFO_OPEN_TIMEOUT
         while not opened.wait(0.1):
-            if os.getppid() != manager:
+            if _manager_gone(env):
                 reason = "the manager went away before opening its FIFOs"
             elif time.monotonic() > deadline:
                 reason = "the manager did not open its FIFOs in time"
@@ -537,7 +580,9 @@ class Worker:
     def run(self, link=None):
         """Serves tasks until shutdown or end of input; returns the exit status.
 
-        0 after a shutdown or at end of input, 2 when the handshake fails. After a
+        0 after a shutdown or at end of input, 2 when the handshake fails; raises
+        :class:`ProtocolError` when the link breaks later (a malformed frame, or a
+        message without a key it needs), which :meth:`main` exits 2 for. After a
         graceful shutdown it returns once every task in flight has replied (end of
         input meanwhile does not cut that short); called other than by
         :meth:`main`, a read blocked then returns first (see :meth:`_finish`).
@@ -595,13 +640,13 @@ class Worker:
             rest = iter(messages)
             for message in rest:
                 kind = message["type"]
-                if kind == "task" and isinstance(message.get("id"), int):
+                if kind == "task":
                     self._on_task(message)
                 elif kind == "cancel":
-                    self._on_cancel(message.get("id"))
+                    self._on_cancel(message["id"])
                 elif kind == "shutdown":
                     self._flush()
-                    if message.get("graceful", True):
+                    if message["graceful"]:
                         return self._drain(link, rest)
                     return 0
                 # hello again or a message type from a newer protocol: ignore it
@@ -622,11 +667,11 @@ class Worker:
         while True:
             for message in messages:
                 kind = message["type"]
-                if kind == "task" and isinstance(message.get("id"), int):
+                if kind == "task":
                     self._refuse(message["id"])
                 elif kind == "cancel":
-                    self._on_cancel(message.get("id"))
-                elif kind == "shutdown" and not message.get("graceful", True):
+                    self._on_cancel(message["id"])
+                elif kind == "shutdown" and not message["graceful"]:
                     self._flush()
                     return 0
             self._flush()
@@ -673,14 +718,8 @@ class Worker:
     # --- tasks -----------------------------------------------------------------------
 
     def _on_task(self, task):
-        ctx = Context(
-            self,
-            task["id"],
-            task.get("task_type", ""),
-            task.get("attempt", 1),
-            task.get("timeout_ms", 0),
-        )
-        payload = task.get("payload", b"")
+        ctx = Context(self, task["id"], task["task_type"], task["attempt"], task["timeout_ms"])
+        payload = task["payload"]
         with self._state:
             limit = self._limit
             free = limit is None or (not self._waiting and len(self._running) < limit)
@@ -799,23 +838,27 @@ class Worker:
         if fn is None:
             return _error(ctx.id, "unknown_type", f"no handler for task type {ctx.task_type!r}", False)
         try:
-            value = msgpack.unpackb(payload, raw=False) if payload else None
+            # Any key a MessagePack map may have (an integer too), not only a string.
+            value = msgpack.unpackb(payload, raw=False, strict_map_key=False) if payload else None
         except Exception as e:
             return _error(ctx.id, "bad_input", f"payload is not MessagePack: {e}", False)
         try:
             result = fn(ctx, value)
         except Cancelled as e:
             return _error(ctx.id, "cancelled", str(e) or "cancelled", False)
-        except TaskError as e:
-            return _error(ctx.id, e.kind, _describe(e), e.retryable)
         except KeyboardInterrupt:
             raise
         except BaseException as e:
-            # Any other error (``SystemExit`` from ``sys.exit`` or argparse,
+            # Once the task was cancelled, whatever it raises (a TaskError too)
+            # is ``cancelled``, as in the Rust and Node SDKs: the caller asked it
+            # to stop, and a retry would run what they cancelled. Any other
+            # error (``SystemExit`` from ``sys.exit`` or argparse,
             # ``asyncio.CancelledError`` from a loop run inside the handler) is
             # the handler's: the task is answered, and the worker goes on.
             if ctx._cancelled:
                 return _error(ctx.id, "cancelled", f"cancelled ({_describe(e)})", False)
+            if isinstance(e, TaskError):
+                return _error(ctx.id, e.kind, _describe(e), e.retryable)
             return _error(ctx.id, "handler", _describe(e), True)
         try:
             return encoder.encode(result)

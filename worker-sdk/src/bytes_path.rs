@@ -24,8 +24,13 @@ use serde_bytes::ByteBuf;
 
 use crate::dispatch::APART_MIN;
 
+/// MessagePack's nil: what an empty payload means (`docs/PROTOCOL.md`,
+/// "Payload convention").
+const NIL: &[u8] = &[0xc0];
+
 /// Decodes a task's payload into the handler's input type `T`, as
-/// `rmp_serde::from_slice` does; a [`Bytes`] input that is one large `bin` is
+/// `rmp_serde::from_slice` does, an empty payload as nil (so `()` and
+/// `Option<_>` inputs take it); a [`Bytes`] input that is one large `bin` is
 /// a slice of `payload`, and a `ByteBuf` one takes the memory `payload` lies
 /// in when nothing else holds it (see [`owned_bin`]).
 #[inline]
@@ -33,6 +38,9 @@ pub(crate) fn decode_input<T: DeserializeOwned + 'static>(
     payload: Bytes,
 ) -> Result<T, rmp_serde::decode::Error> {
     let wanted = TypeId::of::<T>();
+    if payload.is_empty() {
+        return rmp_serde::from_slice(NIL);
+    }
     if payload.len() < APART_MIN {
         // Too small to be taken apart (one look, not a parse).
     } else if wanted == TypeId::of::<Bytes>() {
@@ -161,6 +169,24 @@ mod tests {
                 "{len} bytes"
             );
         }
+    }
+
+    #[test]
+    fn an_empty_payload_decodes_as_nil() {
+        decode_input::<()>(Bytes::new()).expect("() takes nil");
+        assert_eq!(
+            decode_input::<Option<u32>>(Bytes::new()).expect("decodes"),
+            None
+        );
+        assert_eq!(
+            decode_input::<serde_json::Value>(Bytes::new()).expect("decodes"),
+            serde_json::Value::Null
+        );
+        // A type nil is not refuses it as it refuses an encoded nil.
+        let refused = decode_input::<u32>(Bytes::new()).map_err(|e| e.to_string());
+        let serde = rmp_serde::from_slice::<u32>(NIL).map_err(|e| e.to_string());
+        assert!(refused.is_err());
+        assert_eq!(refused, serde);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, StreamExt};
 use pool_core::protocol::emit::Scratch;
-use pool_core::protocol::{ErrorReply, FrameError, FromWorker, ToWorker};
+use pool_core::protocol::{encode_frame, ErrorReply, FrameError, FromWorker, ToWorker};
 use tokio::io::AsyncRead;
 use tokio::task::{Id, JoinSet};
 use tokio_util::codec::{Decoder, FramedRead};
@@ -630,20 +630,79 @@ fn send_reply(
         Err(e) => e,
     };
     let (kind, retryable) = override_kind.unwrap_or((error.kind(), error.is_retryable()));
-    let reply = FromWorker::Error(ErrorReply {
+    if outbox
+        .send(&error_reply(id, kind, error.message(), retryable))
+        .is_err()
+    {
+        send_fitted(outbox, id, kind, error.message(), retryable);
+    }
+}
+
+/// The `error` message of task `id`.
+fn error_reply<'a>(id: u64, kind: &'a str, message: &'a str, retryable: bool) -> FromWorker<'a> {
+    FromWorker::Error(ErrorReply {
         id,
         kind,
-        message: error.message(),
+        message,
         retryable,
-    });
-    if outbox.send(&reply).is_err() {
-        // Only a huge message can make an error reply too large: send it shortened.
-        let short: String = error.message().chars().take(1024).collect();
-        let _ = outbox.send(&FromWorker::Error(ErrorReply {
-            id,
-            kind,
-            message: &short,
-            retryable,
-        }));
+    })
+}
+
+/// What an error reply that does not fit in a frame says instead, with kind
+/// `handler` (the words the Python and Node SDKs use).
+const UNFIT_ERROR: &str = "the error reply does not fit in a frame";
+
+/// Sends an error reply too large for a frame, as the Python and Node SDKs do:
+/// with its message cut on a character boundary and marked as cut, keeping its
+/// kind and retry hint (they are what the manager acts on); when even an empty
+/// message does not fit (a huge custom kind, a tiny `max_frame`), with kind
+/// `handler`, the message [`UNFIT_ERROR`] and the same retry hint. So the task
+/// is answered, never left to its timeout. Only a `max_frame` too small for
+/// that (the manager's is at least 1024 bytes) leaves it unanswered, said on
+/// standard error.
+#[cold]
+#[inline(never)]
+fn send_fitted(outbox: &mut Sink<'_>, id: u64, kind: &str, message: &str, retryable: bool) {
+    let limit = outbox.max_frame();
+    let note = format!(" … (cut to fit a frame of {limit} bytes)");
+    // The reply's body without its message, plus the largest string header.
+    let mut empty = BytesMut::new();
+    let bare = match encode_frame(
+        &error_reply(id, kind, "", retryable),
+        &mut empty,
+        usize::MAX,
+    ) {
+        Ok(()) => empty.len() - 4 + 5,
+        Err(_) => usize::MAX,
+    };
+    for suffix in [note.as_str(), ""] {
+        let Some(room) = limit.checked_sub(bare.saturating_add(suffix.len())) else {
+            continue;
+        };
+        let cut = format!("{}{suffix}", char_head(message, room));
+        if outbox.send(&error_reply(id, kind, &cut, retryable)).is_ok() {
+            return;
+        }
     }
+    if outbox
+        .send(&error_reply(id, "handler", UNFIT_ERROR, retryable))
+        .is_err()
+    {
+        eprintln!(
+            "cortex worker: task {id}: no error reply fits in a frame of {limit} bytes; none was sent"
+        );
+    }
+}
+
+/// The longest start of `text` of at most `max` bytes that ends on a character
+/// boundary.
+fn char_head(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }

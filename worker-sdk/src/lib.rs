@@ -23,7 +23,8 @@
 //!
 //! # Payloads
 //! Task payloads and results are MessagePack maps: a handler's input type is decoded
-//! with `rmp_serde::from_slice`, its output encoded with `rmp_serde::to_vec_named`.
+//! with `rmp_serde::from_slice` (an empty payload as nil, which a `()` or `Option<_>`
+//! input takes), its output encoded with `rmp_serde::to_vec_named`.
 //!
 //! # Errors a manager can see
 //! | kind | when | retryable |

@@ -85,15 +85,23 @@ fn open_fifos() -> io::Result<(OwnedFd, OwnedFd)> {
     let from_worker = path(env::FIFO_FROM_WORKER)?;
     // The opens block until the manager opens its ends. If the manager dies first
     // they would block forever, so they run on a thread of their own while this one
-    // watches for the manager's death (we are re-parented) and a deadline.
-    // The manager's pid from the environment: a worker orphaned before this line
-    // ran already has another parent, which getppid() alone would take as the
-    // manager.
+    // watches for the manager's death and a deadline. The manager is gone when our
+    // parent changes from the one we have now (we were re-parented), or when its
+    // pid (`CORTEX_MANAGER_PID`) names no process: that parent need not be the
+    // manager, as a worker may be started through a wrapper (a shell script,
+    // `cargo run`), which stays its parent while the manager lives, and a worker
+    // orphaned before this line ran has had its new parent from the start.
+    let parent = rustix::process::getppid();
     let manager = std::env::var(env::MANAGER_PID)
         .ok()
         .and_then(|pid| pid.parse::<i32>().ok())
-        .and_then(rustix::process::Pid::from_raw)
-        .or_else(rustix::process::getppid);
+        .and_then(rustix::process::Pid::from_raw);
+    let gone = || {
+        rustix::process::getppid() != parent
+            || manager.is_some_and(|pid| {
+                rustix::process::test_kill_process(pid) == Err(rustix::io::Errno::SRCH)
+            })
+    };
     let (opened_tx, opened) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let open = || -> io::Result<(File, File)> {
@@ -110,7 +118,7 @@ fn open_fifos() -> io::Result<(OwnedFd, OwnedFd)> {
             Err(RecvTimeoutError::Disconnected) => {
                 return Err(io::Error::other("the FIFO opener thread died"))
             }
-            Err(RecvTimeoutError::Timeout) if rustix::process::getppid() != manager => {
+            Err(RecvTimeoutError::Timeout) if gone() => {
                 return Err(io::Error::new(
                     io::ErrorKind::BrokenPipe,
                     "the manager went away before opening its FIFOs",

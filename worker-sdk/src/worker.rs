@@ -145,7 +145,8 @@ impl Worker {
 
     /// Registers `handler` for tasks of type `task_type` (replacing an earlier one).
     ///
-    /// The task's payload is decoded from MessagePack into `T` (a payload that does
+    /// The task's payload is decoded from MessagePack into `T`, an empty payload
+    /// as nil (so a `()` or `Option<_>` input takes it; a payload that does
     /// not decode is answered with a `bad_input` error, not retried); the handler's
     /// output is encoded with `rmp_serde::to_vec_named`. Handlers run concurrently, at
     /// most `hello.concurrency` at once when the manager sends that key (tasks beyond

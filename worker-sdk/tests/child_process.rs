@@ -37,7 +37,22 @@ fn example_worker() -> PathBuf {
 
 /// A worker command that is killed when dropped, stderr captured.
 fn worker_command() -> Command {
-    let mut cmd = Command::new(example_worker());
+    with_worker_env(Command::new(example_worker()))
+}
+
+/// The example worker started through a wrapper, a shell that does not `exec`
+/// it: the shell is the worker's parent, not the manager (`CORTEX_MANAGER_PID`,
+/// this test). Killed when dropped (the shell; the worker ends with its link).
+fn wrapped_worker_command() -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "\"$0\"; exit $?"])
+        .arg(example_worker())
+        .env(env::MANAGER_PID, std::process::id().to_string());
+    with_worker_env(cmd)
+}
+
+/// `cmd` with the worker's environment, killed when dropped, stderr captured.
+fn with_worker_env(mut cmd: Command) -> Command {
     cmd.env(env::WORKER_ID, "worker-1")
         .env(env::MAX_FRAME, MAX_FRAME.to_string())
         .stderr(Stdio::piped())
@@ -58,7 +73,8 @@ fn encode_task(id: u64, task_type: &str, payload: &[u8], into: &mut BytesMut) {
 }
 
 /// Runs the conversation every link must carry, then checks the exit and stderr.
-async fn converse<R, W>(mut child: Child, reader: R, mut writer: W)
+/// `ready.pid` must be `child`'s, unless `wrapped` (then `child` is the wrapper).
+async fn converse<R, W>(mut child: Child, reader: R, mut writer: W, wrapped: bool)
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -96,7 +112,9 @@ where
                 assert!(results.is_empty(), "ready comes first");
                 assert_eq!(version, PROTOCOL_VERSION);
                 assert_eq!(task_types, ["echo", "later", "nap", "runtime", "shout"]);
-                assert_eq!(Some(pid), child.id());
+                if !wrapped {
+                    assert_eq!(Some(pid), child.id());
+                }
                 results.push((0, Value::Null));
             }
             FromWorker::Result { id, payload } => {
@@ -141,12 +159,45 @@ async fn println_in_a_handler_does_not_corrupt_the_stdio_link() {
         .expect("spawn the example worker");
     let stdin = child.stdin.take().expect("stdin piped");
     let stdout = child.stdout.take().expect("stdout piped");
-    converse(child, stdout, stdin).await;
+    converse(child, stdout, stdin, false).await;
 }
 
 #[tokio::test]
 async fn the_fifo_link_is_opened_in_the_managers_order() {
     let (dir, _cleanup) = temp_dir();
+    let (to_worker, from_worker) = fifos(&dir);
+    let child = fifo_worker(worker_command(), &to_worker, &from_worker);
+    // The manager's order: its receiver first (never blocks), then its sender, which
+    // fails with ENXIO until the worker has opened its read end.
+    let reader = tokio::net::unix::pipe::OpenOptions::new()
+        .open_receiver(&from_worker)
+        .expect("open receiver");
+    let writer = open_sender(&to_worker).await;
+    converse(child, reader, writer, false).await;
+}
+
+/// A worker whose parent is a wrapper, not the manager, is not orphaned: while
+/// the manager is slow to open its end of the from-worker FIFO, the worker waits
+/// for it (checking every 100 ms that its parent did not change) instead of
+/// exiting, and then serves.
+#[tokio::test]
+async fn a_fifo_worker_started_through_a_wrapper_waits_for_a_slow_manager() {
+    let (dir, _cleanup) = temp_dir();
+    let (to_worker, from_worker) = fifos(&dir);
+    let child = fifo_worker(wrapped_worker_command(), &to_worker, &from_worker);
+    // The worker has opened its read end; it now waits to open the other FIFO.
+    let writer = open_sender(&to_worker).await;
+    // A slow manager: several of the worker's checks pass meanwhile. (What is
+    // asserted does not depend on how many: a worker that exits fails it.)
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let reader = tokio::net::unix::pipe::OpenOptions::new()
+        .open_receiver(&from_worker)
+        .expect("open receiver");
+    converse(child, reader, writer, true).await;
+}
+
+/// Makes the two FIFOs of a link in `dir`: (to the worker, from the worker).
+fn fifos(dir: &Path) -> (PathBuf, PathBuf) {
     let (to_worker, from_worker) = (dir.join("to-worker"), dir.join("from-worker"));
     for fifo in [&to_worker, &from_worker] {
         rustix::fs::mkfifoat(
@@ -156,23 +207,27 @@ async fn the_fifo_link_is_opened_in_the_managers_order() {
         )
         .expect("mkfifo");
     }
-    let child = worker_command()
-        .env(env::TRANSPORT, "fifo")
-        .env(env::FIFO_TO_WORKER, &to_worker)
-        .env(env::FIFO_FROM_WORKER, &from_worker)
+    (to_worker, from_worker)
+}
+
+/// Spawns `cmd` (the example worker) on the fifo transport over these FIFOs.
+fn fifo_worker(mut cmd: Command, to_worker: &Path, from_worker: &Path) -> Child {
+    cmd.env(env::TRANSPORT, "fifo")
+        .env(env::FIFO_TO_WORKER, to_worker)
+        .env(env::FIFO_FROM_WORKER, from_worker)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .spawn()
-        .expect("spawn the example worker");
-    // The manager's order: its receiver first (never blocks), then its sender, which
-    // fails with ENXIO until the worker has opened its read end.
-    let reader = tokio::net::unix::pipe::OpenOptions::new()
-        .open_receiver(&from_worker)
-        .expect("open receiver");
+        .expect("spawn the example worker")
+}
+
+/// Opens the manager's sender on `to_worker`, which fails with ENXIO until the
+/// worker has opened its read end.
+async fn open_sender(to_worker: &Path) -> tokio::net::unix::pipe::Sender {
     let deadline = Instant::now() + WATCHDOG;
-    let writer = loop {
-        match tokio::net::unix::pipe::OpenOptions::new().open_sender(&to_worker) {
-            Ok(sender) => break sender,
+    loop {
+        match tokio::net::unix::pipe::OpenOptions::new().open_sender(to_worker) {
+            Ok(sender) => return sender,
             Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NXIO.raw_os_error()) => {
                 assert!(
                     Instant::now() < deadline,
@@ -182,8 +237,7 @@ async fn the_fifo_link_is_opened_in_the_managers_order() {
             }
             Err(e) => panic!("open sender: {e}"),
         }
-    };
-    converse(child, reader, writer).await;
+    }
 }
 
 /// A new directory of this test's own, and what removes it.

@@ -449,3 +449,137 @@ async fn a_large_byte_buf_input_is_the_memory_its_frame_was_read_into() {
     }
     stop(peer).await;
 }
+
+/// An empty payload means nil (`docs/PROTOCOL.md`, "Payload convention"): a
+/// `()` or `Option<_>` input takes it, and a `Value` one reads `null`.
+#[tokio::test]
+async fn an_empty_payload_is_nil_to_a_typed_handler() {
+    let worker = common::test_worker(Gate::default())
+        .handle("unit", |_ctx: worker_sdk::TaskContext, (): ()| async move {
+            Ok::<_, worker_sdk::HandlerError>("no input")
+        })
+        .handle(
+            "optional",
+            |_ctx: worker_sdk::TaskContext, input: Option<String>| async move {
+                Ok::<_, worker_sdk::HandlerError>(input.unwrap_or_else(|| "none".into()))
+            },
+        );
+    let mut peer = Peer::ready(worker, NO_HEARTBEAT).await;
+    for (id, task_type, value) in [
+        (1, "unit", json!("no input")),
+        (2, "optional", json!("none")),
+        (3, "echo", json!(null)),
+    ] {
+        peer.task_bytes(id, task_type, &[], 1).await;
+        assert_eq!(
+            peer.reply().await,
+            Reply::Result { id, value },
+            "{task_type}"
+        );
+    }
+    // A type that nil is not still refuses it.
+    peer.task_bytes(4, "big", &[], 1).await;
+    assert_eq!(error_of(&peer.reply().await, 4), ("bad_input", false));
+    stop(peer).await;
+}
+
+/// `timeout_ms` 0 means no limit: no time limit, nothing remaining to count,
+/// and a deadline far ahead rather than at the task's start.
+#[tokio::test]
+async fn a_timeout_of_0_is_no_deadline() {
+    let worker = worker_sdk::Worker::new().handle(
+        "limits",
+        |ctx: worker_sdk::TaskContext, _: serde_json::Value| async move {
+            let far = std::time::Instant::now() + std::time::Duration::from_secs(24 * 3600);
+            Ok::<_, worker_sdk::HandlerError>(json!({
+                "limit_ms": ctx.time_limit().map(|d| d.as_millis() as u64),
+                "remaining": ctx.remaining().is_some(),
+                "deadline_past_a_day": ctx.deadline() > far,
+            }))
+        },
+    );
+    let mut peer = Peer::ready(worker, NO_HEARTBEAT).await;
+    for (id, timeout_ms) in [(1, 0), (2, 60_000)] {
+        peer.send(&ToWorker::Task(pool_core::protocol::TaskFrame {
+            id,
+            task_type: "limits",
+            payload: &[],
+            attempt: 1,
+            timeout_ms,
+        }))
+        .await;
+    }
+    assert_eq!(
+        peer.reply().await,
+        Reply::Result {
+            id: 1,
+            value: json!({ "limit_ms": null, "remaining": false, "deadline_past_a_day": true })
+        }
+    );
+    assert_eq!(
+        peer.reply().await,
+        Reply::Result {
+            id: 2,
+            value: json!({ "limit_ms": 60_000, "remaining": true, "deadline_past_a_day": false })
+        }
+    );
+    stop(peer).await;
+}
+
+/// An error reply too large for a frame is still sent within it: its message
+/// cut (kind and retry hint kept), or, when even an empty message would not
+/// fit, with kind `handler` and the same retry hint (as the Python and Node
+/// SDKs do), never left unanswered.
+#[tokio::test]
+async fn an_error_reply_too_large_for_a_frame_is_cut_or_replaced_never_dropped() {
+    const MAX: usize = 1024;
+    let worker = common::test_worker(Gate::default()).handle(
+        "huge_error",
+        |_ctx: worker_sdk::TaskContext, (kind, chars, retryable): (usize, usize, bool)| async move {
+            // Two bytes a character: a cut at a byte count may fall inside one.
+            let message = "é".repeat(chars);
+            let error = if retryable {
+                worker_sdk::HandlerError::retryable(message)
+            } else {
+                worker_sdk::HandlerError::fatal(message)
+            };
+            Err::<(), _>(error.with_kind("k".repeat(kind)))
+        },
+    );
+    let mut peer = Peer::start_with_max_frame(worker, MAX);
+    peer.greet(MAX as u32).await;
+    // A long message: cut on a character boundary, kind and hint kept.
+    peer.task(1, "huge_error", &json!([5, 2000, false])).await;
+    match peer.reply().await {
+        Reply::Error {
+            id: 1,
+            kind,
+            message,
+            retryable: false,
+        } => {
+            assert_eq!(kind, "kkkkk");
+            assert!(message.starts_with("éé"), "{message}");
+            assert!(
+                message.ends_with(" … (cut to fit a frame of 1024 bytes)"),
+                "{message}"
+            );
+        }
+        other => panic!("expected task 1's cut error, got {other:?}"),
+    }
+    // A kind that alone is over the frame: kind `handler`, the hint kept.
+    for (id, retryable) in [(2, true), (3, false)] {
+        peer.task(id, "huge_error", &json!([MAX, 4, retryable]))
+            .await;
+        assert_eq!(
+            peer.reply().await,
+            Reply::Error {
+                id,
+                kind: "handler".into(),
+                message: "the error reply does not fit in a frame".into(),
+                retryable
+            }
+        );
+    }
+    peer.echoes(4, "still serving").await;
+    stop(peer).await;
+}

@@ -13,21 +13,28 @@ const { ProtocolError } = require('./errors.cjs');
 /** How long a worker waits for the manager to open its ends of the FIFOs. */
 const FIFO_OPEN_TIMEOUT_MS = 60_000;
 
-// The manager's pid: CORTEX_MANAGER_PID (PROTOCOL.md), else our parent read as early
-// as possible (when the SDK is loaded). The variable matters: a worker orphaned before
-// this line ran already has another parent, which process.ppid alone would take for
-// the manager.
-const MANAGER_PID = managerPidFrom(process.env, process.ppid);
+// Our parent when the SDK is loaded (PROTOCOL.md, Transports and environment). It
+// need not be the manager (CORTEX_MANAGER_PID): a worker may be started through a
+// wrapper (`npm run`, `npx`, a shell script without `exec`), which stays its parent
+// for as long as the manager lives.
+const PARENT_AT_START = process.ppid;
+const MANAGER_PID = Number.parseInt(process.env.CORTEX_MANAGER_PID ?? '', 10);
 
-/** The manager's pid from `env.CORTEX_MANAGER_PID`, or `fallback` when unset or invalid. */
-function managerPidFrom(env, fallback) {
-  const pid = Number(env.CORTEX_MANAGER_PID);
-  return Number.isSafeInteger(pid) && pid > 0 ? pid : fallback;
-}
-
-/** Whether the manager process is gone (we were re-parented). */
+/**
+ * Whether the manager process is gone: our parent changed (we were re-parented, to
+ * init or a subreaper), or CORTEX_MANAGER_PID names no process (a worker orphaned
+ * before the SDK loaded had its new parent from the start).
+ */
 function managerGone() {
-  return process.ppid !== MANAGER_PID;
+  if (process.ppid !== PARENT_AT_START) return true;
+  if (!(MANAGER_PID > 0)) return false;
+  try {
+    process.kill(MANAGER_PID, 0);
+    return false;
+  } catch (err) {
+    // EPERM: alive, another user's.
+    return err.code === 'ESRCH';
+  }
 }
 
 /**
@@ -145,4 +152,4 @@ async function openWriter(path, flags) {
   }
 }
 
-module.exports = { openLink, protectStdout, maxFrameFrom, managerGone, managerPidFrom };
+module.exports = { openLink, protectStdout, maxFrameFrom, managerGone };

@@ -56,12 +56,13 @@ class Context {
 
 /** The state of one task the worker has received and not yet answered. */
 class Task {
+  /** @param message a `task` message with every key (see malformed) */
   constructor(message) {
     this.id = wireInt(message.id);
-    this.taskType = typeof message.task_type === 'string' ? message.task_type : '';
-    this.attempt = Number(wireInt(message.attempt ?? 1));
-    this.timeoutMs = Number(wireInt(message.timeout_ms ?? 0));
-    this.payload = message.payload instanceof Uint8Array ? message.payload : new Uint8Array(0);
+    this.taskType = message.task_type;
+    this.attempt = Number(message.attempt);
+    this.timeoutMs = Number(message.timeout_ms);
+    this.payload = message.payload;
     this.ctx = null; // set when the task starts running
   }
 }
@@ -159,6 +160,9 @@ class Worker {
       this.finish = (code) => {
         this.writeOutbox();
         this.state = 'stopped';
+        // No waiting task starts any more, even when a running one settles
+        // before run() has flushed the link and exited (see startWaiting).
+        this.waiting = [];
         clearInterval(this.heartbeat);
         link.input.removeAllListeners('data');
         link.input.pause();
@@ -201,6 +205,11 @@ class Worker {
       this.handshake(message, reader);
       return;
     }
+    const bad = malformed(message);
+    if (bad !== null) {
+      this.broken(bad);
+      return;
+    }
     switch (message.type) {
       case 'task':
         if (this.state === 'draining') this.refuse(new Task(message));
@@ -210,10 +219,10 @@ class Worker {
         this.cancel(wireInt(message.id));
         break;
       case 'shutdown':
-        if (message.graceful === false) {
-          this.finish(0);
-        } else {
+        if (message.graceful) {
           this.state = 'draining'; // stops once its tasks are answered (see drained)
+        } else {
+          this.finish(0);
         }
         break;
       default:
@@ -315,7 +324,7 @@ class Worker {
   }
 
   startWaiting() {
-    if (this.running >= this.limit || this.waiting.length === 0) return;
+    if (this.state === 'stopped' || this.running >= this.limit || this.waiting.length === 0) return;
     if (this.holdMs > 0) {
       // Batched replies (the worker said so in `ready`): the replies gathered so far
       // wait for the next tasks' unless they waited `holdMs` already; they leave
@@ -384,18 +393,14 @@ class Worker {
 
   /**
    * The frame of `reply`, within `max_frame`: a result too large for it is a
-   * `result_too_large` error, an error whose message is too long keeps the
-   * message's head (never half a surrogate pair: the message must stay valid UTF-8).
+   * `result_too_large` error, an error too large is cut (see fittedError; null
+   * when no error reply fits).
    */
   fitted(reply) {
     const limit = this.link.maxFrame;
     const frame = encodeFrame(reply);
     if (frame.length - 4 <= limit) return frame;
-    if (reply.type === 'error') {
-      const over = frame.length - 4 - limit;
-      const kept = head(reply.message, reply.message.length - over - 64);
-      return encodeFrame({ ...reply, message: `${kept} … (cut to fit a frame of ${limit} bytes)` });
-    }
+    if (reply.type === 'error') return fittedError(reply, frame.length - 4 - limit, limit);
     const size = reply.payload.length;
     return encodeFrame(
       errorReply(reply.id, 'result_too_large', `a result of ${size} bytes does not fit a frame of ${limit} bytes`, false),
@@ -409,6 +414,7 @@ class Worker {
    * started and finished meanwhile), or before a later task starts (see startWaiting).
    */
   queueReply(frame) {
+    if (frame === null) return; // nothing fits in a frame (see fittedError)
     if (this.outbox.length === 0) this.heldSince = performance.now();
     this.outbox.push(frame);
     if (this.outboxQueued) return;
@@ -486,6 +492,44 @@ function helloConcurrency(value) {
   return Number.isInteger(n) && n >= 1 && n <= MAX_UINT32 ? n : null;
 }
 
+const MAX_UINT64 = 2n ** 64n - 1n;
+const isUint32 = (v) => isUint(v, MAX_UINT32, BigInt(MAX_UINT32));
+const isUint64 = (v) => isUint(v, Number.MAX_SAFE_INTEGER, MAX_UINT64);
+
+/** Whether `value` (a number, or a bigint from a 64-bit encoding) is an integer from 0 to the max. */
+function isUint(value, maxNumber, maxBigint) {
+  if (typeof value === 'number') return Number.isInteger(value) && value >= 0 && value <= maxNumber;
+  return typeof value === 'bigint' && value >= 0n && value <= maxBigint;
+}
+
+/** Per manager message, the keys the worker acts on: [key, check, type named in the error]. */
+const REQUIRED = new Map([
+  [
+    'task',
+    [
+      ['id', isUint64, 'uint64'],
+      ['task_type', (v) => typeof v === 'string', 'str'],
+      ['payload', (v) => v instanceof Uint8Array, 'bin'],
+      ['attempt', isUint32, 'uint32'],
+      ['timeout_ms', isUint64, 'uint64'],
+    ],
+  ],
+  ['cancel', [['id', isUint64, 'uint64']]],
+  ['shutdown', [['graceful', (v) => typeof v === 'boolean', 'bool']]],
+]);
+
+/**
+ * Why `message` is malformed, or null: a key the worker acts on is missing or of
+ * another type. The manager always sends every key, so that is a broken link, as a
+ * malformed frame is (PROTOCOL.md, Every key), and as the Rust and Python SDKs take it.
+ */
+function malformed(message) {
+  for (const [key, valid, type] of REQUIRED.get(message.type) ?? []) {
+    if (!valid(message[key])) return `malformed ${message.type} message: \`${key}\` must be a ${type}`;
+  }
+  return null;
+}
+
 /**
  * The heartbeat period `hello.heartbeat_ms` asks for, in milliseconds: 0 for none;
  * 1000 when it is absent or not a number; at least 1; and a period past the longest
@@ -502,6 +546,31 @@ function heartbeatPeriod(value) {
 function shown(value) {
   return typeof value === 'string' ? JSON.stringify(value) : String(value);
 }
+
+/**
+ * The frame of the error `reply`, `over` bytes over `limit`, within it: its message
+ * cut to its head (never half a surrogate pair: the message must stay valid UTF-8)
+ * and marked as cut, its kind and `retryable` kept (what the manager acts on). When
+ * even an empty message does not fit (a huge custom kind, a tiny `max_frame`): kind
+ * `handler` and the same `retryable`, as in the Python and Rust SDKs. Only a
+ * `max_frame` too small for that (the manager's is at least 1024 bytes) leaves the
+ * task unanswered (null), said on stderr: a frame over it would end the worker.
+ */
+function fittedError(reply, over, limit) {
+  for (const note of [` … (cut to fit a frame of ${limit} bytes)`, '']) {
+    // Each code unit cut is at least a byte: cut the excess and the note's bytes.
+    const kept = head(reply.message, reply.message.length - over - Buffer.byteLength(note));
+    const frame = encodeFrame({ ...reply, message: kept + note });
+    if (frame.length - 4 <= limit) return frame;
+  }
+  const unfit = encodeFrame(errorReply(reply.id, 'handler', UNFIT_ERROR, reply.retryable));
+  if (unfit.length - 4 <= limit) return unfit;
+  process.stderr.write(`cortex-pool-worker: task ${String(reply.id)}: no error reply fits in a frame of ${limit} bytes; none was sent\n`);
+  return null;
+}
+
+/** What an error reply that does not fit in a frame says instead, with kind `handler`. */
+const UNFIT_ERROR = 'the error reply does not fit in a frame';
 
 function errorReply(id, kind, message, retryable) {
   return { type: 'error', id, kind: wellFormed(String(kind)), message: oneLine(message), retryable };

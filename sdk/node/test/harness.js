@@ -27,12 +27,17 @@ export function frame(message) {
 export class Manager {
   /**
    * @param {string} script the worker script
-   * @param {{transport?: 'stdio'|'fifo', env?: object}} [options]
+   * @param {{transport?: 'stdio'|'fifo', env?: object, wrapped?: boolean}} [options]
+   *   `wrapped`: started through a shell that does not `exec` it, which is then the
+   *   worker's parent and `child` (as with `npm run` or a wrapper script).
    */
   static async start(script = EXAMPLE, options = {}) {
     const transport = options.transport ?? 'stdio';
     const env = { ...process.env, CORTEX_TRANSPORT: transport, CORTEX_WORKER_ID: 'worker-1', ...options.env };
     const m = new Manager();
+    const [command, args] = options.wrapped
+      ? ['sh', ['-c', '"$0" "$1"; exit $?', process.execPath, script]]
+      : [process.execPath, [script]];
     if (transport === 'fifo') {
       m.dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cortex-node-test-'));
       const to = path.join(m.dir, 'to.fifo');
@@ -43,13 +48,13 @@ export class Manager {
       // As the real manager does: our read end (non-blocking opens succeed at once).
       const readFd = fs.openSync(from, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
       m.keepAlive = fs.openSync(from, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK);
-      m.child = spawn(process.execPath, [script], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+      m.child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
       m.input = new net.Socket({ fd: readFd, readable: true, writable: false });
       const writeFd = await openWhenReader(to, m.child);
       m.output = new net.Socket({ fd: writeFd, readable: false, writable: true });
       m.stdout = m.child.stdout;
     } else {
-      m.child = spawn(process.execPath, [script], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+      m.child = spawn(command, args, { env, stdio: ['pipe', 'pipe', 'pipe'] });
       m.input = m.child.stdout;
       m.output = m.child.stdin;
       m.output.on('error', () => {});

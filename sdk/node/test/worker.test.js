@@ -6,10 +6,11 @@ import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { PassThrough } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { encode, decode } from '@msgpack/msgpack';
-import { EXAMPLE, Manager, WAIT_MS, payloadOf } from './harness.js';
+import { EXAMPLE, Manager, WAIT_MS, frame, payloadOf } from './harness.js';
 
 const EXTRA = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'extra-worker.mjs');
 
@@ -358,7 +359,11 @@ test('strings the SDK writes are well-formed: lone surrogates become U+FFFD, a c
   }
   m.task(6, 'echo', 'still alive');
   assert.equal(payloadOf(await m.reply(6)), 'still alive');
-  for (const f of m.frames) assert.ok(!encodesSurrogate(f.body), `a ${f.type} frame with invalid UTF-8`);
+  // The frames with the handlers' text. (Not ready and heartbeats: their integers'
+  // bytes may look like a surrogate, e.g. a pid ending in 0xED before the next key.)
+  for (const f of m.frames.filter((g) => g.type === 'error' || g.type === 'log')) {
+    assert.ok(!encodesSurrogate(f.body), `a ${f.type} frame with invalid UTF-8`);
+  }
 });
 
 test('handleInThread: a result that cannot be cloned back is a handler error, not retryable, naming the value', async (t) => {
@@ -433,41 +438,84 @@ test('[fifo] a manager that dies before hello: the worker notices and exits', as
   assert.equal(alive(pid), false, 'the orphaned worker exited');
 });
 
-test('[fifo] CORTEX_MANAGER_PID names the manager: a worker whose parent is another process exits', async (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cortex-node-manager-pid-'));
-  const to = path.join(dir, 'to.fifo');
-  const from = path.join(dir, 'from.fifo');
-  execFileSync('mkfifo', ['-m', '600', to, from]);
-  // Its parent (this test) lives on, but the manager it was told of is pid 1: it was
-  // orphaned before the SDK loaded, and must not wait for FIFOs nobody will open.
-  const env = {
-    ...process.env,
-    CORTEX_TRANSPORT: 'fifo',
-    CORTEX_FIFO_TO_WORKER: to,
-    CORTEX_FIFO_FROM_WORKER: from,
-    CORTEX_MANAGER_PID: '1',
-  };
-  const child = spawn(process.execPath, [EXAMPLE], { env, stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  child.stderr.on('data', (d) => { stderr += d; });
-  t.after(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-    fs.rmSync(dir, { recursive: true, force: true });
+for (const transport of ['stdio', 'fifo']) {
+  test(`[${transport}] a worker started through a wrapper is no orphan: it serves on past many checks of its parent`, async (t) => {
+    // The manager (this test, CORTEX_MANAGER_PID) is not the worker's parent: the shell is.
+    const env = { CORTEX_MANAGER_PID: String(process.pid) };
+    const { m, ready } = await started(t, { transport, wrapped: true, env }, { heartbeat_ms: 20 });
+    assert.notEqual(ready.pid, m.child.pid, "the wrapper, not the worker, is the test's child");
+    // Each heartbeat follows a check that the manager lives (Worker.startHeartbeat).
+    await m.next(() => m.frames.filter((f) => f.type === 'heartbeat').length >= 5);
+    m.task(1, 'echo', 'still here');
+    assert.equal(payloadOf(await m.reply(1)), 'still here');
+    m.closeInput();
+    assert.deepEqual(await m.exit(), { code: 0, signal: null });
   });
-  const exited = await Promise.race([
-    new Promise((resolve) => child.on('exit', (code) => resolve(code))),
-    new Promise((resolve) => setTimeout(() => resolve('still running'), WAIT_MS)),
-  ]);
-  assert.notEqual(exited, 'still running', 'the worker noticed it has no manager');
-  assert.match(stderr, /the manager went away/);
+}
+
+test('a manager message without a key the worker needs is a broken link: exit 2, nothing answered', async (t) => {
+  const task = { type: 'task', id: 7, task_type: 'echo', payload: new Uint8Array(0), attempt: 1, timeout_ms: 0 };
+  const cases = {
+    'shutdown without graceful': { type: 'shutdown' },
+    'shutdown with a graceful that is no bool': { type: 'shutdown', graceful: 1 },
+    'task without id': { ...task, id: undefined },
+    'task with a text id': { ...task, id: '7' },
+    'task with a negative id': { ...task, id: -1 },
+    'task without timeout_ms': { ...task, timeout_ms: undefined },
+    'task with a text payload': { ...task, payload: '' },
+    'task with an attempt past uint32': { ...task, attempt: 2n ** 32n },
+    'cancel without id': { type: 'cancel' },
+  };
+  for (const [name, message] of Object.entries(cases)) {
+    const m = await Manager.start();
+    t.after(() => m.cleanup());
+    await m.hello();
+    m.send(message);
+    assert.deepEqual(await m.exit(), { code: 2, signal: null }, name);
+    assert.deepEqual(m.frames.map((f) => f.type).filter((type) => type !== 'heartbeat'), ['ready'], `${name}: nothing answered`);
+    assert.match(m.stderr, new RegExp(`malformed ${message.type} message: \`\\w+\` must be a`), name);
+  }
 });
 
-test('managerPidFrom: the variable when it is a pid, else the fallback', async () => {
-  const { managerPidFrom } = await import('../lib/link.cjs');
-  assert.equal(managerPidFrom({ CORTEX_MANAGER_PID: '4242' }, 7), 4242);
-  for (const bad of [undefined, '', 'abc', '-3', '0', '1.5']) {
-    assert.equal(managerPidFrom({ CORTEX_MANAGER_PID: bad }, 7), 7, `for ${bad}`);
-  }
+test('an error reply whose kind alone is over max_frame: kind `handler`, the same retryable, within the frame', async (t) => {
+  const { m } = await started(t, { script: EXTRA }, { max_frame: 1024 });
+  m.task(1, 'huge-kind', { retryable: false });
+  assert.deepEqual(pick(await m.reply(1)), ['error', 'handler', 'the error reply does not fit in a frame', false]);
+  m.task(2, 'huge-kind', { retryable: true });
+  assert.deepEqual(pick(await m.reply(2)), ['error', 'handler', 'the error reply does not fit in a frame', true]);
+  m.task(3, 'echo', 'still alive');
+  assert.equal(payloadOf(await m.reply(3)), 'still alive');
+  for (const f of m.frames) assert.ok(f.body.length <= 1024, `a ${f.type} frame of ${f.body.length} bytes`);
+});
+
+test('once the worker stops, a waiting task never starts, even when a running one settles after', async () => {
+  const { Worker } = await import('../lib/worker.cjs');
+  let release;
+  const ran = [];
+  const worker = new Worker({ holdReplies: 0 })
+    .handle('held', () => new Promise((resolve) => (release = resolve)))
+    .handle('later', (payload, ctx) => ran.push(ctx.id));
+  const input = new PassThrough();
+  const link = {
+    transport: 'test',
+    maxFrame: 1 << 20,
+    input,
+    write() {},
+    pending: () => 0,
+    flush: () => Promise.resolve(),
+    opened() {},
+  };
+  const stopped = worker.serve(link);
+  const hello = { type: 'hello', version: 1, worker_id: 'worker-1', heartbeat_ms: 0, max_frame: 1 << 20, concurrency: 1 };
+  const task = (id, taskType) => ({ type: 'task', id, task_type: taskType, payload: new Uint8Array(0), attempt: 1, timeout_ms: 0 });
+  // Task 1 runs, task 2 waits for its slot, and the worker is told to stop now.
+  input.write(Buffer.concat([frame(hello), frame(task(1, 'held')), frame(task(2, 'later')), frame({ type: 'shutdown', graceful: false })]));
+  assert.equal(await stopped, 0);
+  assert.equal(typeof release, 'function', 'task 1 was running');
+  // Task 1 settles while the worker is on its way out (run() flushing the link).
+  release('done');
+  await new Promise((resolve) => setImmediate(resolve)); // every promise callback has run
+  assert.deepEqual(ran, [], 'task 2 did not start');
 });
 
 /** Whether `pid` runs (a zombie waiting for its reaper counts as gone). */
