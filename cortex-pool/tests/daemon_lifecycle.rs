@@ -156,6 +156,11 @@ fn start_submit_kill_a_worker_reload_stop_and_nothing_is_left() {
     assert_eq!(again.status.code(), Some(3), "{}", text(&again));
     assert!(String::from_utf8_lossy(&again.stderr).contains("not running"));
     assert_eq!(d.cli(&["daemon", "status"]).status.code(), Some(3));
+    // A listing with no daemon to ask prints nothing on stdout, not even
+    // its table's header.
+    let tasks = d.cli(&["tasks"]);
+    assert_eq!(tasks.status.code(), Some(3), "{}", text(&tasks));
+    assert!(tasks.stdout.is_empty(), "{}", text(&tasks));
 }
 
 #[test]

@@ -47,6 +47,8 @@ pub(crate) struct Store {
     stale: bool,
     /// After a failed checkpoint, when to try the next one.
     retry_checkpoint_at: Option<Instant>,
+    /// [`JOURNAL_ROW_BYTES`], smaller in tests.
+    journal_row_bytes: usize,
 }
 
 impl Store {
@@ -58,6 +60,7 @@ impl Store {
             overlay,
             stale: false,
             retry_checkpoint_at: None,
+            journal_row_bytes: JOURNAL_ROW_BYTES,
         })
     }
 
@@ -115,6 +118,11 @@ pub(crate) enum Job {
 
 /// Most jobs taken into one transaction.
 const MAX_BATCH: usize = 4096;
+
+/// The size past which a transaction's journal entries so far go in a row of
+/// their own, the rest in the next (a job's entries stay in one row): well
+/// under SQLite's 1 GB limit on a value, with one request's entries on top.
+const JOURNAL_ROW_BYTES: usize = 256 << 20;
 
 /// What the writer thread shares with the rest: health and commit figures.
 #[derive(Debug)]
@@ -293,6 +301,7 @@ fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 /// `true` when it committed.
 fn commit(store: &mut Store, writes: Vec<WriteJob>, shared: &Shared) -> bool {
     let started = Instant::now();
+    let row_bytes = store.journal_row_bytes;
     let (conn, overlay) = match store.parts() {
         Ok(parts) => parts,
         Err(e) => {
@@ -317,6 +326,14 @@ fn commit(store: &mut Store, writes: Vec<WriteJob>, shared: &Shared) -> bool {
         finishes.push(finish);
         if failed.is_none() {
             failed = error;
+        }
+        // A journal row holds what the jobs so far changed once it passes
+        // its size: SQLite refuses a value past 1 GB, and a batch of large
+        // submissions together could pass that.
+        if failed.is_none() && overlay.pending_bytes() >= row_bytes {
+            if let Some((row, entries)) = overlay.take_pending() {
+                failed = journal::append(conn, row, &entries).err();
+            }
         }
     }
     if let Some((row, entries)) = overlay.take_pending() {
@@ -595,6 +612,45 @@ mod tests {
         overlay.checkpoint(conn, Checkpoint::Full).unwrap();
         assert_eq!(count(conn, "journal"), 0);
         assert_eq!(count(conn, "tasks"), 3);
+    }
+
+    /// A transaction whose journal entries pass a row's size writes them in
+    /// several rows, a job's entries whole in one; a replay after a crash
+    /// reads them all back.
+    #[test]
+    fn a_large_transaction_writes_its_journal_in_several_rows() {
+        let db = StoreFile::new("rows");
+        let shared = Shared::new(SourceHealth::Ok);
+        let mut store = db.open();
+        store.journal_row_bytes = 1_000;
+        let ids: Vec<String> = (0..30).map(|i| format!("t{i:02}")).collect();
+        let jobs: Vec<WriteJob> = ids
+            .chunks(10)
+            .map(|chunk| {
+                let tasks: Vec<_> = chunk
+                    .iter()
+                    .map(|id| task_source::NewTask {
+                        payload: "x".repeat(50),
+                        ..new_task(id)
+                    })
+                    .collect();
+                op(move |c, o| o.accept(c, tasks, 1, None)).0
+            })
+            .collect();
+        assert!(commit(&mut store, jobs, &shared));
+        let sizes: Vec<i64> =
+            crate::test_support::column(&store.conn, "SELECT length(entries) FROM journal");
+        assert_eq!(
+            sizes.len(),
+            2,
+            "a row past 1 000 bytes, then the rest: {sizes:?}"
+        );
+        assert!(sizes[0] >= 1_000 && sizes[0] < 2_000, "{sizes:?}");
+        drop(store);
+        let mut store = db.open();
+        let (conn, overlay) = store.parts().unwrap();
+        let seen = overlay.status(conn, &ids).unwrap();
+        assert!(seen.iter().all(Option::is_some), "every task came back");
     }
 
     /// A checkpoint of the settled tasks writes their rows and keeps the

@@ -317,8 +317,14 @@ impl Overlay {
         self.put(seq, live);
     }
 
-    /// This transaction's journal row: its number and its entries, encoded
-    /// (none when nothing changed); the next transaction writes the next row.
+    /// The bytes of journal entries the transaction has not written yet.
+    pub(crate) fn pending_bytes(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The transaction's next journal row: its number and the entries since
+    /// the last, encoded (none when nothing changed); the next changes go in
+    /// the next row.
     pub(crate) fn take_pending(&mut self) -> Option<(i64, Vec<u8>)> {
         if self.pending.is_empty() {
             return None;

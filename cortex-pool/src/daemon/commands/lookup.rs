@@ -276,12 +276,20 @@ pub(crate) fn tasks(args: TasksArgs) -> ExitCode {
             })?;
             return Ok(ExitCode::SUCCESS);
         }
-        let _ = writeln!(
-            out,
-            "{:<28} {:<12} {:<11} {:>8}  ERROR",
-            "ID", "TYPE", "STATUS", "ATTEMPTS"
-        );
+        // The header goes with the first entry, or once an empty listing
+        // came whole: a daemon that cannot be reached leaves stdout empty.
+        let mut headed = false;
+        let mut header = |out: &mut dyn Write| {
+            if !std::mem::replace(&mut headed, true) {
+                let _ = writeln!(
+                    out,
+                    "{:<28} {:<12} {:<11} {:>8}  ERROR",
+                    "ID", "TYPE", "STATUS", "ATTEMPTS"
+                );
+            }
+        };
         listing(&rt, &settings, &request, &mut |entry| {
+            header(&mut out);
             let r: Value = serde_json::from_str(entry).unwrap_or_default();
             let _ = writeln!(
                 out,
@@ -293,6 +301,7 @@ pub(crate) fn tasks(args: TasksArgs) -> ExitCode {
                 r["error"]["message"].as_str().unwrap_or(""),
             );
         })?;
+        header(&mut out);
         Ok(ExitCode::SUCCESS)
     })())
 }

@@ -101,7 +101,10 @@ pub(crate) async fn run(daemon: Arc<Daemon>, recovered: bool) {
         let (claimed, ()) = tokio::join!(
             async {
                 if claim {
-                    Some(daemon.source.claim(window - in_flight, now_ms()).await)
+                    let asked = Instant::now();
+                    let claimed = daemon.source.claim(window - in_flight, now_ms()).await;
+                    pace.claimed(asked.elapsed());
+                    Some(claimed)
                 } else {
                     None
                 }
@@ -151,9 +154,9 @@ pub(crate) async fn run(daemon: Arc<Daemon>, recovered: bool) {
             () = tokio::time::sleep(Duration::from_millis(100)) => {}
             () = daemon.draining.cancelled(), if !draining => {}
         }
-        // A round with no outcome counts too: the pace of a pool gone quiet
-        // (or busy with slow tasks) falls, and so does the window.
-        pace.finished(finished, Instant::now());
+        // A round with no outcome while tasks run counts too: the pace of a
+        // pool busy with slow tasks falls, and so does the window.
+        pace.finished(finished, !running.is_empty(), Instant::now());
     }
 }
 

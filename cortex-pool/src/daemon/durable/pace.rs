@@ -8,9 +8,18 @@
 //! store) long before a worker takes them, and a task of higher priority
 //! submitted after them waits until half of them have finished (4 slots of
 //! 10 s tasks behind a window of 1 024: 21 minutes). So the window covers
-//! [`AHEAD`] of the pool's recent pace, and at least [`KEPT_PER_SLOT`] per
-//! worker slot; only before its first reading, when nothing says how fast the
-//! pool is, [`FIRST_PER_SLOT`] per slot.
+//! the pool's recent pace for [`AHEAD`] or twice the last claim's time,
+//! whichever is longer, and at least [`KEPT_PER_SLOT`] per worker slot; only
+//! before its first reading, when nothing says how fast the pool is,
+//! [`FIRST_PER_SLOT`] per slot.
+//!
+//! The window caps what can finish between two claims, so the pace it reads
+//! is at most the window per claim: covering twice the claim's time, the
+//! window grows by half from one reading to the next (the readings are
+//! smoothed) until the pool, not the claims, sets the pace (a claim of 60 ms, a slow disk's sync or a distant
+//! queue, would otherwise hold a window covering 50 ms where it was).
+//! Rounds with nothing running take no reading: an idle pool is not a slow
+//! one, and a burst after a quiet spell starts at the last known pace.
 
 use std::time::{Duration, Instant};
 
@@ -21,7 +30,7 @@ const FIRST_PER_SLOT: usize = 256;
 /// feeder claims again at half the window, so every slot still holds a task
 /// (and the next one waits in the pool) while the claim's commit runs.
 const KEPT_PER_SLOT: usize = 4;
-/// How far ahead of the pool's pace the window reaches.
+/// How far ahead of the pool's pace the window reaches at the least.
 const AHEAD: Duration = Duration::from_millis(50);
 /// The window's bounds.
 const FEWEST: usize = 8;
@@ -36,6 +45,8 @@ pub(crate) struct Pace {
     finished: usize,
     /// `None` until the first reading.
     per_second: Option<f64>,
+    /// How long the last claim took to come back.
+    claim_took: Duration,
 }
 
 impl Pace {
@@ -45,12 +56,25 @@ impl Pace {
             since: now,
             finished: 0,
             per_second: None,
+            claim_took: Duration::ZERO,
         }
     }
 
-    /// `n` more tasks finished by `now`; a new reading once [`READING`] has
-    /// passed since the last, each weighing half.
-    pub(crate) fn finished(&mut self, n: usize, now: Instant) {
+    /// The last claim took `took`.
+    pub(crate) fn claimed(&mut self, took: Duration) {
+        self.claim_took = took;
+    }
+
+    /// `n` more tasks finished by `now`, with tasks still `running` or not;
+    /// a new reading once [`READING`] has passed since the last, each weighing
+    /// half. A round with nothing finished and nothing running starts the
+    /// count again, with no reading.
+    pub(crate) fn finished(&mut self, n: usize, running: bool, now: Instant) {
+        if n == 0 && !running {
+            self.since = now;
+            self.finished = 0;
+            return;
+        }
         self.finished += n;
         let span = now.saturating_duration_since(self.since);
         if span < READING {
@@ -65,13 +89,16 @@ impl Pace {
         self.finished = 0;
     }
 
-    /// Tasks claimed at once: [`AHEAD`] of the pace, at least
-    /// [`KEPT_PER_SLOT`] per slot ([`FIRST_PER_SLOT`] before the first
-    /// reading), within the bounds and `max_queue_len`.
+    /// Tasks claimed at once: the pace for [`AHEAD`] or twice the last
+    /// claim's time, at least [`KEPT_PER_SLOT`] per slot ([`FIRST_PER_SLOT`]
+    /// before the first reading), within the bounds and `max_queue_len`.
     pub(crate) fn window(&self, slots: usize, max_queue_len: usize) -> usize {
         let (ahead, per_slot) = match self.per_second {
             None => (0, FIRST_PER_SLOT),
-            Some(per_second) => ((per_second * AHEAD.as_secs_f64()) as usize, KEPT_PER_SLOT),
+            Some(per_second) => {
+                let span = AHEAD.max(2 * self.claim_took);
+                ((per_second * span.as_secs_f64()) as usize, KEPT_PER_SLOT)
+            }
         };
         ahead
             .max(slots.saturating_mul(per_slot))
@@ -98,22 +125,27 @@ mod tests {
         let start = Instant::now();
         let mut pace = Pace::new(start);
         // 2 000 tasks in 20 ms: 100 000 a second, 5 000 in 50 ms.
-        pace.finished(2_000, start + READING);
+        pace.finished(2_000, true, start + READING);
         assert_eq!(pace.window(2, 100_000), MOST);
         // 600 in 20 ms: 30 000 a second; smoothed with the last, 65 000.
-        pace.finished(600, start + 2 * READING);
+        pace.finished(600, true, start + 2 * READING);
         assert_eq!(pace.window(2, 100_000), 3_250);
     }
 
     #[test]
-    fn a_pool_gone_quiet_keeps_a_few_tasks_per_slot() {
+    fn a_pool_that_finishes_nothing_keeps_a_few_tasks_per_slot() {
         let start = Instant::now();
         let mut pace = Pace::new(start);
-        pace.finished(4_000, start + READING);
+        pace.finished(4_000, true, start + READING);
         assert_eq!(pace.window(2, 100_000), MOST);
-        // The feeder's rounds with no outcome (its 100 ms tick) halve the pace.
+        // The feeder's rounds with no outcome (its 100 ms tick) while tasks
+        // run halve the pace.
         for round in 1..=12 {
-            pace.finished(0, start + READING + round * Duration::from_millis(100));
+            pace.finished(
+                0,
+                true,
+                start + READING + round * Duration::from_millis(100),
+            );
         }
         // 200 000 a second, halved twelve times: 48, 2 in 50 ms.
         assert_eq!(pace.window(2, 100_000), FEWEST);
@@ -126,24 +158,74 @@ mod tests {
     fn a_slow_pool_keeps_few_claimed_and_a_short_count_waits_for_its_reading() {
         let start = Instant::now();
         let mut pace = Pace::new(start);
-        pace.finished(5_000, start + READING / 2);
+        pace.finished(5_000, true, start + READING / 2);
         assert_eq!(
             pace.window(4, 100_000),
             4 * FIRST_PER_SLOT,
             "no reading yet"
         );
-        pace.finished(0, start + Duration::from_secs(10));
+        pace.finished(0, true, start + Duration::from_secs(10));
         // 5 000 in 10 s: 500 a second, 25 in 50 ms.
         assert_eq!(pace.window(4, 100_000), 25);
         // 4 slots of 10 s tasks: 0.4 a second.
-        pace.finished(4, start + Duration::from_secs(20));
-        pace.finished(4, start + Duration::from_secs(30));
+        pace.finished(4, true, start + Duration::from_secs(20));
+        pace.finished(4, true, start + Duration::from_secs(30));
         for round in 1..=20 {
             pace.finished(
                 0,
+                true,
                 start + Duration::from_secs(30) + round * Duration::from_millis(100),
             );
         }
         assert_eq!(pace.window(4, 100_000), 4 * KEPT_PER_SLOT);
+    }
+
+    /// An idle pool is not a slow one: rounds with nothing running take no
+    /// reading, and the first claim of a fresh daemon keeps its floor.
+    #[test]
+    fn rounds_with_nothing_running_take_no_reading() {
+        let start = Instant::now();
+        let mut pace = Pace::new(start);
+        for round in 1..=10 {
+            pace.finished(0, false, start + round * Duration::from_millis(100));
+        }
+        assert_eq!(pace.window(2, 100_000), 2 * FIRST_PER_SLOT);
+        let busy = start + Duration::from_secs(1);
+        pace.finished(1_000, true, busy + READING);
+        assert_eq!(pace.window(2, 100_000), 2_500);
+        for round in 1..=600 {
+            pace.finished(
+                0,
+                false,
+                busy + READING + round * Duration::from_millis(100),
+            );
+        }
+        assert_eq!(
+            pace.window(2, 100_000),
+            2_500,
+            "a minute idle keeps the pace"
+        );
+    }
+
+    /// Claims slower than [`AHEAD`] cap what can finish between them; the
+    /// window covers twice a claim's time, so it grows by half each reading
+    /// until the pool sets the pace.
+    #[test]
+    fn slow_claims_let_the_window_grow_until_the_pool_sets_the_pace() {
+        let start = Instant::now();
+        let mut pace = Pace::new(start);
+        pace.claimed(Duration::from_millis(60));
+        let mut at = start;
+        let mut window = 8;
+        let mut windows = Vec::new();
+        // A pool that could finish 100 000 a second finishes a window per
+        // claim: one every 60 ms.
+        for _ in 0..6 {
+            at += Duration::from_millis(60);
+            pace.finished(window, true, at);
+            window = pace.window(2, 100_000);
+            windows.push(window);
+        }
+        assert_eq!(windows, [16, 24, 36, 54, 81, 121]);
     }
 }
