@@ -39,6 +39,7 @@ impl PoolClock {
     }
 
     /// Reads the clock.
+    #[inline]
     pub(crate) fn now(&self) -> Now {
         self.at(Instant::now())
     }

@@ -18,10 +18,10 @@ use super::events::{AlertSeverity, PoolEvent};
 use super::failure::Failure;
 use super::handle::{FinalStatus, TaskError};
 use super::lane::attempt::{Target, Written};
-use super::lane::queue::Head;
+use super::lane::queue::{Head, SharedQueue};
 use super::lane::settle::{self, Settled};
 use super::lane::window::Window;
-use super::lane::{Book, Completion, Input, Reply};
+use super::lane::{Book, Completion, Input, Lane, Reply};
 use super::metrics::Stats;
 use super::outcome_cell::Wakes;
 use super::probe_set::Occasion;
@@ -255,7 +255,6 @@ impl Actor {
             default_timeout: self.config.task_timeout,
             max_frame: self.config.max_frame,
         };
-        let now = Instant::now();
         let alone;
         // Encoded into the worker's batch, sent when the dispatch pass ends.
         let (written, was_empty) = {
@@ -292,6 +291,10 @@ impl Actor {
             };
             let was_empty = !book.has_batch();
             alone = pending.run_alone;
+            // Read once the task is in hand, under the book's lock: the waits
+            // for it and the queue's (a lane refilling, callers queueing)
+            // cost the attempt none of its timeout.
+            let now = Instant::now();
             let now_on_clock = self.shared.clock.at(now);
             // The actor refills this worker (its lane does not, or could
             // not): the pace's interval closes here, as at a lane's refill,
@@ -656,37 +659,22 @@ impl Actor {
 
     /// A caller cancels task `id`.
     pub(crate) fn cancel(&mut self, id: u64) {
-        let queued = self.queue.lock().remove_first(|p| p.id == id);
-        if let Some(pending) = queued {
-            return self.settle_error(pending, FinalStatus::Cancelled, Failure::Cancelled);
-        }
         if let Some(pending) = self.retrying.remove(&id) {
             return self.settle_error(pending, FinalStatus::Cancelled, Failure::Cancelled);
         }
         if let Some(pending) = self.held.remove(id) {
             return self.settle_error(pending, FinalStatus::Cancelled, Failure::Cancelled);
         }
-        let Some((worker, started)) = self.workers.values().find_map(|w| {
-            let mut book = w.lane.book();
-            let running = book.get_mut(id)?;
-            let before = std::mem::replace(&mut running.cancel, CancelAsked::ByCaller);
-            // Past the drain deadline its worker was sent `cancel` already and
-            // is being stopped step by step: the task ends cancelled, with no
-            // grace of its own to cut those steps short.
-            let send = !matches!(before, CancelAsked::ByCaller | CancelAsked::Abandoned);
-            Some((w, send.then_some(running.run_start.is_some())))
-        }) else {
-            // A lane whose refill had taken it, and panicked before it
-            // started it, put it back in the queue before letting go of its
-            // book (`Untaken` in `lane/feed.rs`).
-            let requeued = self.queue.lock().remove_first(|p| p.id == id);
-            if let Some(pending) = requeued {
-                self.settle_error(pending, FinalStatus::Cancelled, Failure::Cancelled);
+        let lanes = || self.workers.iter().map(|(num, w)| (*num, &w.lane));
+        let (num, started) = match seek_to_cancel(&self.queue, lanes, id) {
+            Sought::Queued(pending) => {
+                return self.settle_error(pending, FinalStatus::Cancelled, Failure::Cancelled);
             }
-            return;
+            Sought::InBook { num, started } => (num, started),
+            Sought::Nowhere => return,
         };
         // Asked for before: nothing more to do.
-        let Some(started) = started else {
+        let (Some(started), Some(worker)) = (started, self.workers.get(&num)) else {
             return;
         };
         let mut frame = BytesMut::new();
@@ -918,5 +906,204 @@ pub(crate) fn settle_failed(
 fn release_queue_slot(shared: &Shared, pending: &mut Pending) {
     if std::mem::take(&mut pending.holds_queue_slot) {
         shared.queue_slots.add_permits(1);
+    }
+}
+
+/// Where [`seek_to_cancel`] found a task.
+pub(crate) enum Sought {
+    /// Waiting in the queue: taken out of it, to be settled cancelled.
+    Queued(Pending),
+    /// In worker `num`'s book, its cancel now asked for: `started` says
+    /// whether it runs already, `None` when its cancel was asked for before
+    /// (nothing more to send).
+    InBook { num: u64, started: Option<bool> },
+    /// Neither: settled already, or never in the pool.
+    Nowhere,
+}
+
+/// Looks for task `id` to cancel it, in the queue, then in each book `lanes`
+/// lists (worker numbers and their lanes), and marks its attempt's cancel as
+/// asked for where it is in a book.
+///
+/// A task leaves the queue only under the lock of the book it goes into, so
+/// one that is in neither when looked at is in the hands of a lane's refill
+/// or the desk, under that book's lock: by the time the look at that book
+/// gets the lock, the task is in the book, or, if the pool's code panicked
+/// there, back in the queue ([`SharedQueue::put_back`]), from where another
+/// lane may have taken it into a book looked at before. So the look is made
+/// again, queue then books, until a whole look saw no task put back; each
+/// look again follows such a panic, so the looks are bounded.
+pub(crate) fn seek_to_cancel<'a, I>(
+    queue: &SharedQueue,
+    mut lanes: impl FnMut() -> I,
+    id: u64,
+) -> Sought
+where
+    I: Iterator<Item = (u64, &'a Lane)>,
+{
+    loop {
+        let put_backs = queue.put_backs();
+        if let Some(pending) = queue.lock().remove_first(|p| p.id == id) {
+            return Sought::Queued(pending);
+        }
+        for (num, lane) in lanes() {
+            let mut book = lane.book();
+            let Some(running) = book.get_mut(id) else {
+                continue;
+            };
+            let before = std::mem::replace(&mut running.cancel, CancelAsked::ByCaller);
+            // Past the drain deadline its worker was sent `cancel` already and
+            // is being stopped step by step: the task ends cancelled, with no
+            // grace of its own to cut those steps short.
+            let send = !matches!(before, CancelAsked::ByCaller | CancelAsked::Abandoned);
+            let started = send.then_some(running.run_start.is_some());
+            return Sought::InBook { num, started };
+        }
+        if queue.put_backs() == put_backs {
+            return Sought::Nowhere;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::{Cell, RefCell};
+
+    use super::*;
+    use crate::balance::FirstAvailable;
+    use crate::manager::actor::EventChannels;
+    use crate::manager::lane::feed::Feed;
+    use crate::manager::ledger::Answer;
+    use crate::manager::outbox::Outbox;
+    use crate::protocol::DEFAULT_MAX_FRAME;
+    use crate::task::Task;
+    use crate::PoolConfig;
+
+    /// A pool's shared state with lanes allowed to take from its queue, two
+    /// workers' lanes (1 and 2, each running one task, `prefetch` 0) and
+    /// worker 1's feed.
+    struct CancelRig {
+        shared: Shared,
+        lanes: [Lane; 2],
+        feed: RefCell<Feed>,
+    }
+
+    impl CancelRig {
+        fn new() -> Self {
+            let config = PoolConfig {
+                worker_concurrency: 1,
+                prefetch: 0,
+                ..PoolConfig::default()
+            };
+            let shared = Shared::new(
+                &config,
+                EventChannels::default(),
+                Box::new(FirstAvailable),
+                false,
+            );
+            shared.queue.lock().set_lanes_may_take(true);
+            let lanes = [1, 2].map(|num| {
+                let lane = Lane::new(
+                    shared.stats.tallies.writer(1),
+                    format!("worker-{num}").into(),
+                    shared.clock,
+                );
+                lane.book().feeds = true;
+                lane
+            });
+            let mut feed = Feed::new(shared.queue.clone(), 1, Window::of(&config));
+            feed.connect(TaskTypes::default());
+            Self {
+                shared,
+                lanes,
+                feed: RefCell::new(feed),
+            }
+        }
+
+        /// Worker 1's lane refills from the queue.
+        fn refill_worker_1(&self) {
+            let target = Target {
+                shared: &self.shared,
+                num: 1,
+                name: "worker-1",
+                concurrency: 1,
+                default_timeout: std::time::Duration::from_secs(30),
+                max_frame: DEFAULT_MAX_FRAME,
+            };
+            let mut out = Outbox::default();
+            self.feed
+                .borrow_mut()
+                .refill(&self.lanes[0], &target, &mut out);
+        }
+    }
+
+    /// A cancel that races a lane's refill that panicked: when the cancel
+    /// looked in the queue, worker 2's refill had taken the task (out of the
+    /// queue, not yet in its book); by the time the cancel got worker 2's
+    /// book, that refill had panicked and put the task back, and worker 1's
+    /// lane, whose book the cancel had looked at already, had taken it. The
+    /// cancel looks again and finds it in worker 1's book, its cancel asked.
+    #[tokio::test]
+    async fn a_cancel_finds_a_task_a_panicking_refill_put_back_and_another_lane_took() {
+        let rig = CancelRig::new();
+        let (answer, _told) = Answer::new();
+        let now = rig.shared.clock.now().moment;
+        rig.shared
+            .queue
+            .shard(0)
+            .push_new(Pending::new(7, Task::new("echo", vec![1]), answer), now);
+        // Worker 2's refill takes it under its book's lock.
+        let Head::Taken(taken) = rig.shared.queue.shard(0).pop_if(|_| true) else {
+            panic!("task 7 is queued");
+        };
+        let in_worker_2s_refill = RefCell::new(Some(taken));
+        let looks = Cell::new(0);
+        let lanes = || {
+            looks.set(looks.get() + 1);
+            let (rig, in_refill) = (&rig, &in_worker_2s_refill);
+            [1, 2]
+                .into_iter()
+                .zip(&rig.lanes)
+                .inspect(move |&(num, _)| {
+                    // Before worker 2's book is let go to the cancel, its
+                    // refill panics and puts the task back; worker 1's lane
+                    // then takes it.
+                    let task = if num == 2 {
+                        in_refill.borrow_mut().take()
+                    } else {
+                        None
+                    };
+                    if let Some(task) = task {
+                        assert!(rig.shared.queue.put_back(Some(task)).is_ok());
+                        rig.refill_worker_1();
+                    }
+                })
+        };
+
+        let sought = seek_to_cancel(&rig.shared.queue, lanes, 7);
+
+        let Sought::InBook { num, started } = sought else {
+            panic!("task 7 was found in a book");
+        };
+        assert_eq!((num, started), (1, Some(true)));
+        assert_eq!(looks.get(), 2, "the first look missed it");
+        let book = rig.lanes[0].book();
+        let cancel: Vec<_> = book.attempts().map(|r| (r.pending.id, r.cancel)).collect();
+        assert_eq!(cancel, [(7, CancelAsked::ByCaller)]);
+    }
+
+    /// A cancel of a task in no place (settled, or never submitted) looks
+    /// once when no task went back meanwhile.
+    #[tokio::test]
+    async fn a_cancel_of_a_task_in_no_place_looks_once() {
+        let rig = CancelRig::new();
+        let looks = Cell::new(0);
+        let lanes = || {
+            looks.set(looks.get() + 1);
+            [1, 2].into_iter().zip(&rig.lanes)
+        };
+        let sought = seek_to_cancel(&rig.shared.queue, lanes, 7);
+        assert!(matches!(sought, Sought::Nowhere));
+        assert_eq!(looks.get(), 1);
     }
 }

@@ -13,7 +13,6 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::actor::{Pending, Shared};
-use super::clock::Now;
 use super::events::PoolEvent;
 use super::lane::attempt::{Target, Unwritable};
 use super::lane::feed::{start, take_head, Started, Took};
@@ -27,6 +26,10 @@ pub(crate) struct Desk {
     counter: Mutex<Counter>,
     /// The task settings every attempt is written with.
     settings: DeskSettings,
+    /// The task whose start panics, as a bug there would, between its frame
+    /// and its place in the book (0 for none): [`Desk::panic_when_starting`].
+    #[cfg(test)]
+    panic_starting: std::sync::atomic::AtomicU64,
 }
 
 /// The pool settings a hand-off writes attempts with.
@@ -102,7 +105,27 @@ impl Desk {
                 types: Some(TypeFilter::default()),
             }),
             settings,
+            #[cfg(test)]
+            panic_starting: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Makes the desk panic, as a bug would, while it starts task `id`'s
+    /// attempt, once its frame is in the worker's batch and before the task
+    /// is in the book.
+    #[cfg(test)]
+    pub(crate) fn panic_when_starting(&self, id: u64) {
+        self.panic_starting.store(id, Relaxed);
+    }
+
+    /// Panics if [`panic_when_starting`](Self::panic_when_starting) asked
+    /// for it for task `id`.
+    #[cfg(test)]
+    pub(crate) fn panic_if_requested(&self, id: u64) {
+        assert!(
+            self.panic_starting.load(Relaxed) != id,
+            "panic requested by Desk::panic_when_starting"
+        );
     }
 
     fn lock(&self) -> MutexGuard<'_, Counter> {
@@ -159,9 +182,9 @@ impl Desk {
     }
 
     /// Hands tasks from the head of the queue to workers with a free run slot,
-    /// as the policy picks them, as the actor's dispatch would, their
-    /// attempts started at `now` (the caller's reading of the clock as it
-    /// queued them: the hand-off follows at once). `true` when
+    /// as the policy picks them, as the actor's dispatch would, each attempt
+    /// started at a reading of the clock taken under its book's lock
+    /// ([`take_head`]). `true` when
     /// nothing is left for the actor; `false` when it must be rung: tasks are
     /// still queued (or the desk did not hand off), or a deadline timer must
     /// be armed.
@@ -169,13 +192,19 @@ impl Desk {
     /// A task leaves the queue only under the lock of the book it goes into
     /// (the book's, then the queue's, as a lane refills), so whoever looks for
     /// it (a cancel, a drain) finds it in one or the other.
-    pub(crate) fn hand_off(&self, shared: &Shared, now: Now) -> bool {
+    pub(crate) fn hand_off(&self, shared: &Shared) -> bool {
         let settings = self.settings;
         if !settings.open {
             return false;
         }
-        let mut unwritable = Vec::new();
-        let mut to_write = ToWrite::default();
+        // Finished as it is dropped, after the desk's lock, also if a start
+        // unwinds.
+        let mut handed = Handed {
+            shared,
+            to_write: ToWrite::default(),
+            unwritable: Vec::new(),
+            freed_slots: 0,
+        };
         let left = {
             let mut counter = self.lock();
             let counter = &mut *counter;
@@ -189,7 +218,6 @@ impl Desk {
                 &mut counter.seat_of,
             );
             let mut left = Left::Tasks;
-            let mut freed_slots = 0;
             while !counter.candidates.is_empty() {
                 // Asked only while a task waits: a policy hears of the tasks
                 // it places.
@@ -200,17 +228,17 @@ impl Desk {
                 }
                 let index = pick(&mut *counter.policy, &counter.candidates);
                 let seat = &counter.seats[counter.seat_of[index]];
-                match seat.place(shared, &settings, filter, now) {
+                match seat.place(shared, &settings, filter) {
                     Placed::Yes(placed, now_left, delivery) => {
                         // A second task for a worker this caller writes to
                         // goes in the same write.
                         match delivery {
-                            Delivery::Ring if !to_write.has(&seat.lane) => {
+                            Delivery::Ring if !handed.to_write.has(&seat.lane) => {
                                 seat.lane.ring_batch();
                             }
-                            Delivery::Write | Delivery::Ring => to_write.add(&seat.lane),
+                            Delivery::Write | Delivery::Ring => handed.to_write.add(&seat.lane),
                         }
-                        freed_slots += usize::from(placed.freed_slot);
+                        handed.freed_slots += usize::from(placed.freed_slot);
                         if let Some(deadline) = placed.timer {
                             counter.timers_wanted.push((seat.num, deadline));
                         }
@@ -226,15 +254,12 @@ impl Desk {
                         counter.candidates.remove(index);
                         counter.seat_of.remove(index);
                     }
-                    Placed::Unwritable(failed) => unwritable.push(failed),
+                    Placed::Unwritable(failed) => handed.unwritable.push(*failed),
                     Placed::Stop(why) => {
                         left = why;
                         break;
                     }
                 }
-            }
-            if freed_slots > 0 {
-                shared.queue_slots.add_permits(freed_slots);
             }
             if !counter.timers_wanted.is_empty() {
                 left = Left::Unknown;
@@ -242,11 +267,34 @@ impl Desk {
             left
         };
         // Written, and told, with no lock held.
-        to_write.write();
-        for failed in unwritable {
-            failed.settle(shared);
-        }
+        drop(handed);
         left == Left::Nothing
+    }
+}
+
+/// What a hand-off leaves to do once the desk's lock is let go, done as it
+/// is dropped: the queue slots the tasks it placed gave back are returned,
+/// the frames it left in books' batches written (or their lanes rung), and
+/// the tasks whose frames could not be encoded failed. Dropped when the
+/// hand-off unwinds too (a bug's panic while it started a task: that task
+/// went back, [`start`]), so the tasks placed before are not left unwritten
+/// and unseen.
+struct Handed<'a> {
+    shared: &'a Shared,
+    to_write: ToWrite,
+    unwritable: Vec<Unwritable>,
+    freed_slots: usize,
+}
+
+impl Drop for Handed<'_> {
+    fn drop(&mut self) {
+        if self.freed_slots > 0 {
+            self.shared.queue_slots.add_permits(self.freed_slots);
+        }
+        std::mem::take(&mut self.to_write).write();
+        for failed in self.unwritable.drain(..) {
+            failed.settle(self.shared);
+        }
     }
 }
 
@@ -266,7 +314,6 @@ impl Desk {
         if !settings.open || shared.queue.left() != Left::Nothing {
             return;
         }
-        let now = shared.clock.now();
         let started = {
             let mut counter = self.lock();
             let counter = &mut *counter;
@@ -289,7 +336,7 @@ impl Desk {
                 }
                 let index = pick(&mut *counter.policy, &counter.candidates);
                 let seat = &counter.seats[counter.seat_of[index]];
-                match seat.start_new(shared, &settings, new, now) {
+                match seat.start_new(shared, &settings, new) {
                     NewStart::Started(started, delivery) => {
                         if let Some(deadline) = started.timer {
                             counter.timers_wanted.push((seat.num, deadline));
@@ -395,13 +442,7 @@ impl Seat {
     /// Takes the queue's head into the worker's batch ([`take_head`]) and
     /// rings its lane's writer, if the worker still takes from the queue and
     /// has a free run slot, and the head is a task it takes (`filter`).
-    fn place(
-        &self,
-        shared: &Shared,
-        settings: &DeskSettings,
-        filter: &mut TypeFilter,
-        now: Now,
-    ) -> Placed {
+    fn place(&self, shared: &Shared, settings: &DeskSettings, filter: &mut TypeFilter) -> Placed {
         let target = self.target(shared, settings);
         let mut book = self.lane.book();
         let Some(delivery) = room(&book, settings) else {
@@ -420,7 +461,7 @@ impl Seat {
             if waiting.closed() || !waiting.lanes_may_take() {
                 return Placed::Stop(Left::Unknown);
             }
-            took = take_head(&mut book, waiting, filter, &target, now);
+            took = take_head(&mut book, waiting, filter, &target);
             if !matches!(took, Took::Empty) {
                 break;
             }
@@ -455,13 +496,15 @@ impl Seat {
 
     /// Starts the task in `new`, which no queue held, on the worker (taking
     /// it out of `new`), if the worker still takes tasks and has a free run
-    /// slot, and the queue is still empty and open ([`Desk::hand_new`]).
+    /// slot, and the queue is still empty and open ([`Desk::hand_new`]). The
+    /// clock is read here, under the book's lock, for the time it counts as
+    /// queued and its attempt's start: a caller that waited for a lock or
+    /// was preempted before costs the task none of its timeout.
     fn start_new(
         &self,
         shared: &Shared,
         settings: &DeskSettings,
         new: &mut Option<Pending>,
-        now: Now,
     ) -> NewStart {
         let target = self.target(shared, settings);
         let mut book = self.lane.book();
@@ -475,9 +518,10 @@ impl Seat {
         let Some(delivery) = room(&book, settings).filter(|_| takes) else {
             return NewStart::Full;
         };
-        let Some(mut pending) = new.take() else {
+        let Some(pending) = new.as_mut() else {
             return NewStart::Full;
         };
+        let now = shared.clock.now();
         let queue = &shared.queue;
         pending.shard = u8::try_from(queue.callers_shard()).unwrap_or(0);
         pending.queued_at = now.moment;
@@ -486,9 +530,10 @@ impl Seat {
         shared.stats.submitted.fetch_add(1, Relaxed);
         let (id, priority) = (pending.id, pending.task.priority);
         shared.emit_routine(|| PoolEvent::TaskQueued { task: id, priority });
-        match start(&mut book, &target, pending, now) {
-            Ok(started) => NewStart::Started(started, delivery),
-            Err(failed) => NewStart::Unwritable(failed),
+        match start(&mut book, &target, new, now) {
+            Some(Ok(started)) => NewStart::Started(started, delivery),
+            Some(Err(failed)) => NewStart::Unwritable(failed),
+            None => NewStart::Full,
         }
     }
 }
@@ -563,4 +608,362 @@ fn pick(policy: &mut dyn BalancePolicy, candidates: &[WorkerSnapshot]) -> usize 
         "balance policy picked an index out of range; using the first candidate"
     );
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    use std::pin::pin;
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Waker};
+    use std::time::Duration;
+
+    use bytes::BytesMut;
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::balance::FirstAvailable;
+    use crate::manager::actor::{EventChannels, MAX_START_PANICS};
+    use crate::manager::clock::Moment;
+    use crate::manager::lane::attempt::APART_MIN;
+    use crate::manager::ledger::Answer;
+    use crate::manager::outcome_cell::{Held, Waiter};
+    use crate::protocol::{encode_task, TaskFrame, DEFAULT_MAX_FRAME};
+    use crate::task::Task;
+    use crate::PoolConfig;
+
+    const TIMEOUT: Duration = Duration::from_secs(30);
+
+    /// A pool's shared state whose desk seats worker 1, idle, running
+    /// `concurrency` tasks at once (`prefetch` 0), with lanes allowed to
+    /// take from the queue, and worker 1's lane.
+    struct DeskRig {
+        shared: Arc<Shared>,
+        lane: Lane,
+    }
+
+    impl DeskRig {
+        fn new(concurrency: u32, policy: Box<dyn BalancePolicy>) -> Self {
+            let config = PoolConfig {
+                worker_concurrency: concurrency,
+                prefetch: 0,
+                task_timeout: TIMEOUT,
+                ..PoolConfig::default()
+            };
+            let shared = Arc::new(Shared::new(
+                &config,
+                EventChannels::default(),
+                policy,
+                false,
+            ));
+            shared.queue.lock().set_lanes_may_take(true);
+            let lane = Lane::new(
+                shared.stats.tallies.writer(u64::from(concurrency)),
+                "worker-1".into(),
+                shared.clock,
+            );
+            lane.book().feeds = true;
+            shared.desk.seat(1, lane.clone(), TaskTypes::default());
+            Self { shared, lane }
+        }
+
+        /// Queues task `id` (its payload `size` bytes of `id`), holding a
+        /// queue slot; the side its caller is told on.
+        fn queue(&self, id: u64, size: usize) -> Waiter {
+            let (pending, told) = pending(id, size);
+            let now = self.shared.clock.now().moment;
+            self.shared.queue.shard(0).push_new(pending, now);
+            told
+        }
+
+        fn free_queue_slots(&self) -> usize {
+            self.shared.queue_slots.available_permits()
+        }
+
+        /// The queue's head: its id, the start panics it was charged, and
+        /// whether it holds a queue slot.
+        fn head(&self) -> Option<(u64, u8, bool)> {
+            let queue = self.shared.queue.lock();
+            let head = queue.peek()?;
+            Some((
+                head.id,
+                head.requeues.after_start_panics(),
+                head.holds_queue_slot,
+            ))
+        }
+
+        /// The ids in worker 1's book, with where their frames start.
+        fn book(&self) -> Vec<(u64, u64)> {
+            let book = self.lane.book();
+            book.attempts()
+                .map(|r| (r.pending.id, r.frame_start))
+                .collect()
+        }
+
+        /// The bytes waiting in worker 1's batch, taken.
+        fn take_batch(&self) -> Vec<u8> {
+            let mut bytes = Vec::new();
+            self.lane
+                .book()
+                .flush(|part| bytes.extend_from_slice(&part));
+            bytes
+        }
+
+        /// Whether the actor's bell rang since it was last heard.
+        fn actor_rung(&self) -> bool {
+            let mut cx = Context::from_waker(Waker::noop());
+            pin!(self.shared.queue.rung()).poll(&mut cx).is_ready()
+        }
+    }
+
+    /// Task `id` with a payload of `size` bytes of `id`, and its caller's side.
+    fn pending(id: u64, size: usize) -> (Pending, Waiter) {
+        let (answer, told) = Answer::new();
+        let byte = u8::try_from(id).expect("small ids");
+        let task = Task::new("echo", vec![byte; size]);
+        (Pending::new(id, task, answer), told)
+    }
+
+    /// The frame of task `id`'s first attempt, as [`pending`] makes it.
+    fn frame_of(id: u64, size: usize) -> Vec<u8> {
+        let byte = u8::try_from(id).expect("small ids");
+        let frame = TaskFrame {
+            id,
+            task_type: "echo",
+            payload: &vec![byte; size],
+            attempt: 1,
+            timeout_ms: 30_000,
+        };
+        let mut bytes = BytesMut::new();
+        encode_task(&frame, &mut bytes, DEFAULT_MAX_FRAME).expect("encodes");
+        bytes.to_vec()
+    }
+
+    /// A hand-off that panics while starting its second task (a payload of
+    /// `size` bytes), once that task's frame is in the batch and before it is
+    /// in the book: the first task stays placed, its queue slot given back
+    /// and its frame the only one the worker gets; the second goes back to
+    /// the head of the queue, charged once, still holding its queue slot,
+    /// and the actor is rung. The next hand-off writes it right after the
+    /// first task's frame.
+    fn a_panic_while_starting_the_second_task(size: usize) {
+        let rig = DeskRig::new(2, Box::new(FirstAvailable));
+        let _told: Vec<Waiter> = vec![rig.queue(1, 10), rig.queue(2, size)];
+        let slots = rig.free_queue_slots();
+        rig.shared.desk.panic_when_starting(2);
+
+        let unwound = catch_unwind(AssertUnwindSafe(|| rig.shared.desk.hand_off(&rig.shared)));
+
+        assert!(unwound.is_err(), "the desk panicked while starting task 2");
+        assert_eq!(rig.book(), [(1, 0)], "task 1 is in the book, task 2 not");
+        assert_eq!(rig.head(), Some((2, 1, true)), "task 2 is back, charged");
+        assert_eq!(rig.shared.queue.put_backs(), 1);
+        assert_eq!(
+            rig.free_queue_slots(),
+            slots + 1,
+            "task 1 gave back its queue slot"
+        );
+        assert!(rig.actor_rung(), "the actor is rung to hand task 2 out");
+        let first = frame_of(1, 10);
+        assert_eq!(
+            rig.take_batch(),
+            first,
+            "task 2's frame never reaches the worker"
+        );
+
+        rig.shared.desk.panic_when_starting(0);
+        rig.shared.desk.hand_off(&rig.shared);
+        assert_eq!(rig.book(), [(1, 0), (2, first.len() as u64)]);
+        assert_eq!(rig.take_batch(), frame_of(2, size));
+        assert_eq!(rig.head(), None);
+    }
+
+    #[test]
+    fn a_hand_off_that_panics_while_starting_a_task_puts_it_back_without_its_frame() {
+        a_panic_while_starting_the_second_task(10);
+    }
+
+    /// As [`a_hand_off_that_panics_while_starting_a_task_puts_it_back_without_its_frame`],
+    /// with a payload written apart from the batch's buffer (the frame's
+    /// bytes around it in buffers of their own).
+    #[test]
+    fn a_panic_while_starting_a_large_task_takes_back_its_frame_around_the_payload() {
+        a_panic_while_starting_the_second_task(APART_MIN);
+    }
+
+    /// A task whose start at the desk panics each time goes back at most
+    /// `MAX_START_PANICS` times; the next time it fails, naming the desk,
+    /// and its queue slot comes back.
+    #[test]
+    fn a_task_whose_start_at_the_desk_keeps_panicking_fails_after_a_bounded_number_of_times() {
+        let rig = DeskRig::new(1, Box::new(FirstAvailable));
+        let mut told = rig.queue(7, 10);
+        let slots = rig.free_queue_slots();
+        rig.shared.desk.panic_when_starting(7);
+        for panics in 1..=MAX_START_PANICS + 1 {
+            let unwound = catch_unwind(AssertUnwindSafe(|| rig.shared.desk.hand_off(&rig.shared)));
+            assert!(unwound.is_err(), "the desk panicked while starting task 7");
+            assert_eq!(rig.book(), [], "task 7 never joined the book");
+            assert!(rig.take_batch().is_empty(), "nor its frame the batch");
+            if panics <= MAX_START_PANICS {
+                assert_eq!(rig.head(), Some((7, panics, true)));
+                assert_eq!(rig.free_queue_slots(), slots);
+            } else {
+                assert_eq!(rig.head(), None, "no longer queued");
+                assert_eq!(rig.free_queue_slots(), slots + 1);
+            }
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        let Poll::Ready(Some(Held::Error(error))) = told.poll(&mut cx) else {
+            panic!("task 7 was told its failure");
+        };
+        assert_eq!((error.id, error.failure.kind()), (7, "protocol"));
+        assert!(
+            error
+                .failure
+                .to_string()
+                .contains("the pool's desk panicked while starting this task"),
+            "{}",
+            error.failure
+        );
+    }
+
+    /// A new task handed straight to an idle worker (never queued) whose
+    /// start panics goes to the queue, counted as submitted once, holding
+    /// no queue slot, and runs from there.
+    #[test]
+    fn a_new_task_whose_start_at_the_desk_panics_goes_to_the_queue() {
+        let rig = DeskRig::new(1, Box::new(FirstAvailable));
+        let (task, _told) = pending(5, 10);
+        let mut new = Some(task);
+        rig.shared.desk.panic_when_starting(5);
+
+        let unwound = catch_unwind(AssertUnwindSafe(|| {
+            rig.shared.desk.hand_new(&rig.shared, &mut new);
+        }));
+
+        assert!(unwound.is_err(), "the desk panicked while starting task 5");
+        assert!(new.is_none(), "out of its caller's hands");
+        assert_eq!(rig.book(), []);
+        assert!(
+            rig.take_batch().is_empty(),
+            "its frame never reaches the worker"
+        );
+        assert_eq!(rig.head(), Some((5, 1, false)));
+        assert_eq!(rig.shared.stats.submitted.load(Relaxed), 1);
+        assert_eq!(rig.shared.queue.put_backs(), 1);
+        assert!(rig.actor_rung());
+
+        rig.shared.desk.panic_when_starting(0);
+        rig.shared.desk.hand_off(&rig.shared);
+        assert_eq!(rig.book(), [(5, 0)]);
+        assert_eq!(rig.take_batch(), frame_of(5, 10));
+        assert_eq!(rig.shared.stats.submitted.load(Relaxed), 1);
+    }
+
+    /// A policy that, the first time it is asked, says so and waits for
+    /// word to pick: a caller held up at the desk (preempted, or waiting
+    /// for a lock) as long as a test likes.
+    #[derive(Debug)]
+    struct HeldUpInPick {
+        asked: Option<oneshot::Sender<()>>,
+        go: std::sync::mpsc::Receiver<()>,
+    }
+
+    impl BalancePolicy for HeldUpInPick {
+        fn name(&self) -> &'static str {
+            "held-up-in-pick"
+        }
+
+        fn pick(&mut self, _candidates: &[WorkerSnapshot]) -> usize {
+            if let Some(asked) = self.asked.take() {
+                let _ = asked.send(());
+                let _ = self.go.recv();
+            }
+            0
+        }
+    }
+
+    /// How long the caller is held up at the desk.
+    const HELD_UP: Duration = Duration::from_secs(7);
+
+    /// Runs `hand` (a hand-off on `rig`) on a thread of its own, holds it up
+    /// in the policy's pick for [`HELD_UP`] of the paused clock, and returns
+    /// the one attempt it started in worker 1's book (its run start and
+    /// deadline, and when its task counts as queued), and what `hand` said.
+    async fn held_up<R: Send + 'static>(
+        rig: DeskRig,
+        asked: oneshot::Receiver<()>,
+        go: std::sync::mpsc::Sender<()>,
+        hand: impl FnOnce(&Shared) -> R + Send + 'static,
+    ) -> ((Option<Moment>, Option<Instant>, Moment), R) {
+        let shared = Arc::clone(&rig.shared);
+        let runtime = tokio::runtime::Handle::current();
+        let caller = std::thread::spawn(move || {
+            // The paused clock is the runtime's.
+            let _runtime = runtime.enter();
+            hand(&shared)
+        });
+        asked.await.expect("the policy was asked");
+        tokio::time::advance(HELD_UP).await;
+        go.send(()).expect("the caller waits");
+        let said = caller.join().expect("the hand-off returned");
+        let book = rig.lane.book();
+        let attempts: Vec<_> = book
+            .attempts()
+            .map(|r| (r.run_start, r.deadline, r.pending.queued_at))
+            .collect();
+        assert_eq!(attempts.len(), 1, "one attempt started");
+        (attempts[0], said)
+    }
+
+    fn held_up_rig() -> (DeskRig, oneshot::Receiver<()>, std::sync::mpsc::Sender<()>) {
+        let (asked, asked_rx) = oneshot::channel();
+        let (go, go_rx) = std::sync::mpsc::channel();
+        let policy = HeldUpInPick {
+            asked: Some(asked),
+            go: go_rx,
+        };
+        (DeskRig::new(1, Box::new(policy)), asked_rx, go)
+    }
+
+    /// A caller held up at the desk after it began a submit, before the
+    /// worker's book took its new task: the task's run starts, and its
+    /// timeout counts, from when its frame was written, not from when its
+    /// caller began.
+    #[tokio::test(start_paused = true)]
+    async fn a_caller_held_up_at_the_desk_costs_its_new_task_none_of_its_timeout() {
+        let (rig, asked, go) = held_up_rig();
+        let began = rig.shared.clock.now();
+        let (task, _told) = pending(1, 10);
+        let ((run_start, deadline, queued_at), taken) = held_up(rig, asked, go, |shared| {
+            let mut new = Some(task);
+            shared.desk.hand_new(shared, &mut new);
+            new.is_none()
+        })
+        .await;
+        assert!(taken, "the worker took it");
+        let written = began.later_by(HELD_UP);
+        assert_eq!(run_start, Some(written.moment));
+        assert_eq!(deadline, Some(written.instant + TIMEOUT));
+        assert_eq!(queued_at, written.moment, "it never waited in the queue");
+    }
+
+    /// A caller held up at the desk between queueing a task and handing it
+    /// to an idle worker: the task counts as queued from when it was queued,
+    /// and its run starts, and its timeout counts, from when its frame was
+    /// written.
+    #[tokio::test(start_paused = true)]
+    async fn a_caller_held_up_at_the_desk_costs_a_queued_task_none_of_its_timeout() {
+        let (rig, asked, go) = held_up_rig();
+        let queued = rig.shared.clock.now();
+        let _told = rig.queue(1, 10);
+        let ((run_start, deadline, queued_at), _) =
+            held_up(rig, asked, go, |shared| shared.desk.hand_off(shared)).await;
+        let written = queued.later_by(HELD_UP);
+        assert_eq!(run_start, Some(written.moment));
+        assert_eq!(deadline, Some(written.instant + TIMEOUT));
+        assert_eq!(queued_at, queued.moment);
+    }
 }

@@ -576,17 +576,15 @@ impl Pool {
         I: IntoIterator<Item = Pending>,
     {
         let shared = &self.shared;
-        let now;
         {
             let mut waiting = shared.queue.shard(shared.queue.callers_shard());
             if waiting.closed() {
                 return false;
             }
             let mut submitted = 0;
-            // One clock read for the tasks queued together, and for the
-            // attempts the desk starts with them.
-            now = shared.clock.now();
-            let queued_at = now.moment;
+            // One clock read for the tasks queued together (the desk reads
+            // it again under the book's lock for each attempt it starts).
+            let queued_at = shared.clock.now().moment;
             for pending in take() {
                 submitted += 1;
                 let (id, priority) = (pending.id, pending.task.priority);
@@ -595,7 +593,7 @@ impl Pool {
             }
             shared.stats.submitted.fetch_add(submitted, Relaxed);
         }
-        if !shared.desk.hand_off(shared, now) {
+        if !shared.desk.hand_off(shared) {
             shared.queue.ring();
         }
         true

@@ -65,13 +65,28 @@ pub(crate) struct Written {
 }
 
 /// An attempt whose frame [`Book::write_attempt`] put in the batch, for
-/// [`Book::add_attempt`] to add with its task.
+/// [`Book::count_attempt`] to count and [`Book::add_attempt`] to add with its
+/// task.
 pub(crate) struct Framed {
     /// The attempt's number among the task's attempts in this pool.
     attempt: u32,
     timeout: Duration,
     /// Where its frame starts in the stream written to the worker.
     frame_start: u64,
+    /// The worker had been written attempts before this one.
+    reused: bool,
+}
+
+/// Where the batch ended before a frame was written into it: what
+/// [`Book::unwrite`] cuts it back to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatchEnd {
+    /// How many parts the batch had; they stay as they were.
+    parts: usize,
+    /// How many bytes the last buffer held.
+    outbuf: usize,
+    /// The stream position (`batched`) then.
+    batched: u64,
 }
 
 impl Book {
@@ -86,18 +101,22 @@ impl Book {
         now: Now,
     ) -> Result<Written, Box<Unwritable>> {
         match self.write_attempt(target, &pending) {
-            Ok(framed) => Ok(self.add_attempt(target, framed, pending, now)),
+            Ok(framed) => {
+                self.count_attempt(target, &framed, &pending, now);
+                Ok(self.add_attempt(target, framed, pending, now))
+            }
             Err(reason) => Err(Box::new(Unwritable { pending, reason })),
         }
     }
 
-    /// The first half of [`start_attempt`](Self::start_attempt): encodes the
+    /// The first step of [`start_attempt`](Self::start_attempt): encodes the
     /// frame of `pending`'s next attempt into the batch, while the task stays
-    /// where it is (a refill's taken tasks, which go back to the queue if the
-    /// lane panics). [`add_attempt`](Self::add_attempt) must follow under the
-    /// same lock: a frame whose task is not in the book would reach the
-    /// worker unknown to the pool. On error, the reason, and nothing was added
-    /// to the batch.
+    /// where it is (a refill's taken tasks, or the desk's hand, from where it
+    /// goes back to the queue if the pool's code panics before it is in the
+    /// book). [`count_attempt`](Self::count_attempt) and
+    /// [`add_attempt`](Self::add_attempt) must follow under the same lock: a
+    /// frame whose task is not in the book would reach the worker unknown to
+    /// the pool. On error, the reason, and nothing was added to the batch.
     #[inline(always)]
     pub(crate) fn write_attempt(
         &mut self,
@@ -109,17 +128,46 @@ impl Book {
         let number = pending.task.attempts_before.saturating_add(attempt);
         let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
         let frame_start = self.batched;
+        let reused = self.dispatched() > 0;
         self.encode(pending, number, timeout_ms, target.max_frame)?;
         Ok(Framed {
             attempt,
             timeout,
             frame_start,
+            reused,
         })
     }
 
-    /// The second half of [`start_attempt`](Self::start_attempt): adds
+    /// The second step of [`start_attempt`](Self::start_attempt): counts the
+    /// attempt [`write_attempt`](Self::write_attempt) framed for `pending` as
+    /// dispatched at `now` and announces it (`TaskAssigned`), while the task
+    /// is still where it was: whatever of the start may panic (a bug) happens
+    /// before the task leaves its holder's hands.
+    #[inline(always)]
+    pub(crate) fn count_attempt(
+        &mut self,
+        target: &Target<'_>,
+        framed: &Framed,
+        pending: &Pending,
+        now: Now,
+    ) {
+        let waited_ns = now.moment.nanos_since(pending.queued_at);
+        self.tally.dispatched(framed.reused, waited_ns / 1_000);
+        let (id, attempt) = (pending.id, framed.attempt);
+        target.shared.emit_routine(|| PoolEvent::TaskAssigned {
+            task: id,
+            worker: target.name.to_owned(),
+            attempt,
+            queued_ms: waited_ns / 1_000_000,
+        });
+    }
+
+    /// The last step of [`start_attempt`](Self::start_attempt): adds
     /// `pending`, whose attempt [`write_attempt`](Self::write_attempt) framed
-    /// in the batch, to the book, started at `now`.
+    /// in the batch and [`count_attempt`](Self::count_attempt) counted, to the
+    /// book, started at `now`. Nothing here panics (stores, and a push whose
+    /// only failure, running out of memory, aborts), so a task handed in is
+    /// in the book once it returns.
     #[inline(always)]
     pub(crate) fn add_attempt(
         &mut self,
@@ -132,23 +180,14 @@ impl Book {
             attempt,
             timeout,
             frame_start,
+            reused,
         } = framed;
-        let reused = self.dispatched() > 0;
-        let waited_ns = now.moment.nanos_since(pending.queued_at);
-        self.tally.dispatched(reused, waited_ns / 1_000);
         pending.attempts = attempt;
         let freed_slot = std::mem::take(&mut pending.holds_queue_slot);
         pending.worker_before = pending.last_worker;
         pending.last_worker = RanOn::new(target.num);
-        let id = pending.id;
         let runs_now = self.len() < target.concurrency;
         let deadline = runs_now.then(|| deadline_after(now.instant, timeout));
-        target.shared.emit_routine(|| PoolEvent::TaskAssigned {
-            task: id,
-            worker: target.name.to_owned(),
-            attempt,
-            queued_ms: waited_ns / 1_000_000,
-        });
         self.push(Running {
             pending,
             sent: now.moment,
@@ -163,6 +202,49 @@ impl Book {
             deadline,
             freed_slot,
         }
+    }
+
+    /// Where the batch ends now, for [`unwrite`](Self::unwrite) to cut it
+    /// back to.
+    #[inline(always)]
+    pub(crate) fn batch_end(&self) -> BatchEnd {
+        BatchEnd {
+            parts: self.parts.len(),
+            outbuf: self.outbuf.len(),
+            batched: self.batched,
+        }
+    }
+
+    /// Cuts the batch back to where it ended at `end`, taken under the same
+    /// lock: the frame (whole or in part) of a task that will not be in the
+    /// book, left by a panic while the desk started it, never reaches the
+    /// worker, and the frames before it do. Since `end` the batch only grew
+    /// at its end: its first `end.parts` parts are as they were, and the
+    /// bytes the last buffer held then are now either still there or at the
+    /// start of the part that buffer was closed as.
+    pub(crate) fn unwrite(&mut self, end: BatchEnd) {
+        let kept: usize = self.parts[..end.parts.min(self.parts.len())]
+            .iter()
+            .map(Bytes::len)
+            .sum::<usize>()
+            + end.outbuf;
+        let now: usize = self.parts.iter().map(Bytes::len).sum::<usize>() + self.outbuf.len();
+        let mut cut = now.saturating_sub(kept);
+        let from_outbuf = cut.min(self.outbuf.len());
+        self.outbuf.truncate(self.outbuf.len() - from_outbuf);
+        cut -= from_outbuf;
+        while cut > 0 {
+            let Some(mut last) = self.parts.pop() else {
+                break;
+            };
+            if last.len() > cut {
+                last.truncate(last.len() - cut);
+                self.parts.push(last);
+                break;
+            }
+            cut -= last.len();
+        }
+        self.batched = end.batched;
     }
 
     /// Hands the batch, part by part, to `send` (nothing when it is empty).
@@ -451,6 +533,47 @@ mod tests {
         let mut flushed = 0;
         book.flush(|part| flushed += part.len());
         assert_eq!(flushed, 0);
+    }
+
+    /// A frame written and then taken back out ([`Book::unwrite`], for a
+    /// start that unwound) leaves the batch as it was: the frames before it
+    /// are handed over byte for byte, and the next frame starts where it
+    /// started; whether it fitted in the buffer's room, closed the buffer, or
+    /// had its payload written apart.
+    #[tokio::test]
+    async fn a_frame_taken_back_leaves_the_batch_as_it_was() {
+        let shared = shared();
+        let target = target(&shared);
+        // Small frames that closed the buffer before them to start another.
+        let mut closed_a_buffer = 0;
+        // 0, 1 and about a buffer's worth of frames before it.
+        for before in [0, 1, 61, 62, 63] {
+            for size in [10, 1_000, 5_000, APART_MIN, APART_MIN + 1] {
+                let stats = Stats::new();
+                let mut book = Book::new(stats.tallies.writer(1));
+                let mut kept = Book::new(stats.tallies.writer(1));
+                for id in 1..=before {
+                    assert!(start(&mut book, &target, id, 1_000));
+                    assert!(start(&mut kept, &target, id, 1_000));
+                }
+                let end = book.batch_end();
+                let (answer, _told) = Answer::new();
+                let taken_back = Pending::new(99, Task::new("echo", vec![9; size]), answer);
+                assert!(book.write_attempt(&target, &taken_back).is_ok());
+                if size < APART_MIN && book.parts.len() > end.parts {
+                    closed_a_buffer += 1;
+                }
+                book.unwrite(end);
+                assert_eq!(book.batched, kept.batched, "{before} then {size}");
+                assert!(start(&mut book, &target, 100, 10));
+                assert!(start(&mut kept, &target, 100, 10));
+                let (mut got, mut want) = (Vec::new(), Vec::new());
+                book.flush(|part| got.extend_from_slice(&part));
+                kept.flush(|part| want.extend_from_slice(&part));
+                assert!(got == want, "{before} then {size}: the same bytes");
+            }
+        }
+        assert!(closed_a_buffer > 0, "a buffer was closed and taken back");
     }
 
     #[tokio::test]

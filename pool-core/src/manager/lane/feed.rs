@@ -15,7 +15,7 @@ use super::super::failure::Failure;
 use super::super::handle::FinalStatus;
 use super::super::outbox::Outbox;
 use super::super::routing::{TaskTypes, TypeFilter};
-use super::attempt::{Target, Unwritable, Written};
+use super::attempt::{BatchEnd, Target, Unwritable, Written};
 use super::queue::{Head, ShardGuard, SharedQueue};
 use super::window::Window;
 use super::{keep_earliest, Book, Lane};
@@ -183,14 +183,17 @@ impl Feed {
         if !taken.tasks.is_empty() {
             lane.panic_if_requested(super::PanicPoint::Refill);
         }
-        // Each task leaves `taken` only once its frame is in the batch: a
-        // panic before then leaves it to the guard.
+        // Each task leaves `taken` only once its frame is in the batch and
+        // its attempt counted: a panic before then leaves it to the guard.
         while let Some(front) = taken.tasks.front() {
             taken.step = Step::StartingFirst;
             let framed = taken.book.write_attempt(target, front);
             #[cfg(feature = "test-util")]
             if taken.tasks.len() == 1 {
                 lane.panic_if_requested(super::PanicPoint::Start);
+            }
+            if let Ok(framed) = &framed {
+                taken.book.count_attempt(target, framed, front, now);
             }
             let Some(pending) = taken.tasks.pop_front() else {
                 break;
@@ -244,9 +247,13 @@ impl Feed {
 ///   once the queue is closed (a shutdown drained it), they end as the drain
 ///   ended the queue's tasks.
 ///
-/// All of it happens while the lane's book is still locked, so an actor's
-/// cancel that looked in the queue and waits for the book finds them in the
-/// queue when it looks again.
+/// All of it happens while the lane's book is still locked, and the tasks
+/// go back through [`SharedQueue::put_back`], which counts it, so an actor's
+/// cancel that looked in the queue and waits for the book sees the count
+/// changed and looks again ([`seek_to_cancel`]): it finds them in the queue,
+/// or in the book another lane took them into meanwhile.
+///
+/// [`seek_to_cancel`]: super::super::dispatch::seek_to_cancel
 struct Untaken<'a> {
     tasks: &'a mut VecDeque<Pending>,
     book: &'a mut Book,
@@ -281,24 +288,18 @@ impl Drop for Untaken<'_> {
             failed.settle(self.shared);
         }
         if self.step == Step::StartingFirst {
-            self.charge_the_task_being_started();
+            // The lane panicked while starting the first task's attempt.
+            if let Some(pending) = self.tasks.pop_front() {
+                if let Some(pending) = charged_with_start_panic(self.shared, pending, "lane") {
+                    self.tasks.push_front(pending);
+                }
+            }
         }
         if self.tasks.is_empty() {
             return;
         }
-        let closed = {
-            let mut waiting = self.queue.lock();
-            if waiting.closed() {
-                true
-            } else {
-                while let Some(pending) = self.tasks.pop_back() {
-                    waiting.push_front(pending);
-                }
-                false
-            }
-        };
-        if closed {
-            for pending in self.tasks.drain(..) {
+        if let Err(closed) = self.queue.put_back(self.tasks.drain(..)) {
+            for pending in closed {
                 settle_failed(
                     self.shared,
                     pending,
@@ -310,32 +311,27 @@ impl Drop for Untaken<'_> {
     }
 }
 
-impl Untaken<'_> {
-    /// The lane panicked while starting the first task's attempt: the task
-    /// goes back with the panic counted, or fails once it went back
-    /// [`MAX_START_PANICS`] times.
-    fn charge_the_task_being_started(&mut self) {
-        let Some(front) = self.tasks.front_mut() else {
-            return;
-        };
-        if front.requeues.after_start_panics() < MAX_START_PANICS {
-            front.requeues.count_start_panic();
-            return;
-        }
-        let Some(pending) = self.tasks.pop_front() else {
-            return;
-        };
-        let message = format!(
-            "the pool's lane panicked while starting this task, {} times",
-            u32::from(MAX_START_PANICS) + 1
-        );
-        settle_failed(
-            self.shared,
-            pending,
-            FinalStatus::Failed,
-            Failure::Protocol { message },
-        );
+/// `pending`, whose start `part` of the pool (its lane, its desk) panicked
+/// in, is charged with the panic: it goes back (`Some`) with the panic
+/// counted, or fails (`None`) once it went back [`MAX_START_PANICS`] times, so
+/// a task that makes the pool's own code panic as it starts cannot do so for
+/// ever.
+fn charged_with_start_panic(shared: &Shared, mut pending: Pending, part: &str) -> Option<Pending> {
+    if pending.requeues.after_start_panics() < MAX_START_PANICS {
+        pending.requeues.count_start_panic();
+        return Some(pending);
     }
+    let message = format!(
+        "the pool's {part} panicked while starting this task, {} times",
+        u32::from(MAX_START_PANICS) + 1
+    );
+    settle_failed(
+        shared,
+        pending,
+        FinalStatus::Failed,
+        Failure::Protocol { message },
+    );
+    None
 }
 
 /// What [`take_head`] did.
@@ -375,41 +371,125 @@ impl Started {
 
 /// Takes the head of a shard of the queue into `book` and starts its
 /// attempt, when the book may take it and `filter` takes its type: under the
-/// book's lock, then the shard's, so the task is always in one or the other.
-/// The shard's lock is let go once the head is taken; the frame is encoded
-/// under the book's alone, as a refill's. The one way the desk takes from the
-/// queue.
+/// book's lock, then the shard's, so the task is always in one or the other
+/// (or in the desk's hands under the book's lock, which put it back if the
+/// start panics: [`start`]). The shard's lock is let go once the head is
+/// taken; the clock is read for the attempt's start then, under the book's
+/// lock alone, after any wait for either lock (a caller held up there costs
+/// the task none of its timeout), and the frame is encoded, as a refill's.
+/// The one way the desk takes from the queue.
 #[inline]
 pub(crate) fn take_head(
     book: &mut Book,
     mut waiting: ShardGuard<'_>,
     filter: &mut TypeFilter,
     target: &Target<'_>,
-    now: Now,
 ) -> Took {
     let head = waiting.pop_if(|p| book.may_take(p) && filter.takes(&p.task.task_type));
     drop(waiting);
-    let pending = match head {
-        Head::Taken(pending) => pending,
+    let mut hand = match head {
+        Head::Taken(pending) => Some(pending),
         Head::Refused => return Took::Refused,
         Head::Empty => return Took::Empty,
     };
-    match start(book, target, pending, now) {
-        Ok(started) => Took::Started(started),
-        Err(failed) => Took::Unwritable(failed),
+    let now = target.shared.clock.now();
+    match start(book, target, &mut hand, now) {
+        Some(Ok(started)) => Took::Started(started),
+        Some(Err(failed)) => Took::Unwritable(failed),
+        None => Took::Empty,
     }
 }
 
-/// Starts the attempt of `pending`, taken from the queue (or handed in by its
-/// caller) at `now`, in `book`.
+/// Starts, at `now`, the attempt of the task in `hand` (the desk's: taken
+/// from the queue, or handed in by its caller) in `book`, and takes it out
+/// of `hand` once it is in the book, or to fail it when its frame cannot be
+/// encoded. `None` when `hand` holds nothing.
+///
+/// If the start unwinds before the task is in the book (a bug's panic, on
+/// the caller's thread), [`Starting`] takes its frame back out of the batch
+/// and gives the task back as a lane's refill does.
 #[inline]
 pub(crate) fn start(
     book: &mut Book,
     target: &Target<'_>,
-    pending: Pending,
+    hand: &mut Option<Pending>,
     now: Now,
-) -> Result<Started, Box<Unwritable>> {
+) -> Option<Result<Started, Box<Unwritable>>> {
+    let starting = Starting {
+        before: book.batch_end(),
+        book,
+        shared: target.shared,
+        hand,
+    };
+    let pending = starting.hand.as_ref()?;
     let alone = pending.run_alone;
-    let written = book.start_attempt(target, pending, now)?;
-    Ok(Started::of(book, alone, &written))
+    let framed = match starting.book.write_attempt(target, pending) {
+        Ok(framed) => framed,
+        Err(reason) => {
+            let pending = starting.hand.take()?;
+            return Some(Err(Box::new(Unwritable { pending, reason })));
+        }
+    };
+    #[cfg(test)]
+    target.shared.desk.panic_if_requested(pending.id);
+    starting.book.count_attempt(target, &framed, pending, now);
+    let pending = starting.hand.take()?;
+    let written = starting.book.add_attempt(target, framed, pending, now);
+    Some(Ok(Started::of(starting.book, alone, &written)))
+}
+
+/// The desk starting the task in `hand` in `book`, from before its frame is
+/// written until the task is in the book (out of `hand`). Dropped with the
+/// task still in hand, the start unwound (a bug's panic in the pool's code:
+/// the caller's submit unwinds, the desk's lock and the book's, which
+/// tolerate poisoning, are let go after this): as a lane's refill would
+/// ([`Untaken`]), and still under the book's lock,
+/// - the batch is cut back to where it ended before ([`Book::unwrite`]), so
+///   the frame never reaches the worker, while the frames before it, of
+///   tasks in the book, still do;
+/// - the task goes back to the head of the queue, charged with the panic,
+///   at most [`MAX_START_PANICS`] times (then it fails), holding the queue
+///   slot it held (none, for a task its caller handed in, which counts as
+///   queued then); once the queue is closed it ends as the drain ended the
+///   queue's tasks;
+/// - the actor is rung to hand it out (and to arm the timers the desk
+///   wanted so far), since the caller that would have rung it unwinds.
+struct Starting<'a, 'b> {
+    book: &'a mut Book,
+    shared: &'a Shared,
+    /// Where the batch ended before the frame.
+    before: BatchEnd,
+    hand: &'b mut Option<Pending>,
+}
+
+impl Drop for Starting<'_, '_> {
+    #[inline]
+    fn drop(&mut self) {
+        if self.hand.is_some() {
+            self.give_back();
+        }
+    }
+}
+
+impl Starting<'_, '_> {
+    /// The start unwound with the task still in hand.
+    #[cold]
+    #[inline(never)]
+    fn give_back(&mut self) {
+        let Some(pending) = self.hand.take() else {
+            return;
+        };
+        self.book.unwrite(self.before);
+        if let Some(pending) = charged_with_start_panic(self.shared, pending, "desk") {
+            if let Err(Some(pending)) = self.shared.queue.put_back(Some(pending)) {
+                settle_failed(
+                    self.shared,
+                    pending,
+                    FinalStatus::Failed,
+                    Failure::ShuttingDown,
+                );
+            }
+        }
+        self.shared.queue.ring();
+    }
 }

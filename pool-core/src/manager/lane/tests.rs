@@ -588,6 +588,11 @@ async fn a_task_whose_start_panics_goes_back_a_bounded_number_of_times_then_fail
             assert_eq!(queued, None, "no longer queued");
             assert_eq!(rig.free_queue_slots(), slots + 1);
         }
+        // Counted for a cancel that looked for it meanwhile.
+        assert_eq!(
+            rig.shared.queue.put_backs(),
+            u64::from(panics.min(MAX_START_PANICS))
+        );
     }
     let mut cx = Context::from_waker(std::task::Waker::noop());
     let Poll::Ready(Some(Held::Error(error))) = told.poll(&mut cx) else {

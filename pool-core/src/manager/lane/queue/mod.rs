@@ -19,9 +19,11 @@ mod shard;
 mod whole;
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::Ordering::{Acquire, Release};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use super::super::actor::Pending;
 use super::super::bell::Bell;
 use super::super::handoff::Left;
 pub(crate) use shard::{Head, ShardGuard};
@@ -98,6 +100,11 @@ struct Inner {
     shards: Box<[Shard]>,
     flags: Flags,
     bell: Bell,
+    /// How many times tasks went back to the queue from a lane's refill or
+    /// the desk that had taken them and panicked before they were in a book
+    /// ([`SharedQueue::put_back`]): the one way a task moves from a book's
+    /// side back to the queue without the actor.
+    put_backs: AtomicU64,
 }
 
 impl std::fmt::Debug for SharedQueue {
@@ -128,6 +135,7 @@ impl SharedQueue {
                 closed: AtomicBool::new(false),
             },
             bell: Bell::default(),
+            put_backs: AtomicU64::new(0),
         }))
     }
 
@@ -225,6 +233,37 @@ impl SharedQueue {
     /// it answers for (it rings the actor when its own hand-off leaves tasks).
     pub(crate) fn left(&self) -> Left {
         self.0.flags.left(self.looks_empty())
+    }
+
+    /// Puts `tasks`, which a lane's refill or the desk had taken (or a
+    /// caller had handed in) and could not start because the pool's code
+    /// panicked, back at the head of their shards in their order, and counts
+    /// it in [`put_backs`](Self::put_backs) before letting the shards go.
+    /// Called under the lock of the book they were going into, so a cancel
+    /// that waits for that book sees the count once it has the book. `Err`
+    /// with them, untouched, once the queue is closed to callers (a shutdown
+    /// drained it).
+    pub(crate) fn put_back<I>(&self, tasks: I) -> Result<(), I>
+    where
+        I: IntoIterator<Item = Pending>,
+        I::IntoIter: DoubleEndedIterator,
+    {
+        let mut waiting = self.lock();
+        if waiting.closed() {
+            return Err(tasks);
+        }
+        for pending in tasks.into_iter().rev() {
+            waiting.push_front(pending);
+        }
+        self.0.put_backs.fetch_add(1, Release);
+        Ok(())
+    }
+
+    /// How many times [`put_back`](Self::put_back) put tasks back so far: a
+    /// cancel that found its task nowhere looks again when this changed
+    /// while it looked.
+    pub(crate) fn put_backs(&self) -> u64 {
+        self.0.put_backs.load(Acquire)
     }
 
     /// Tells the actor that tasks were added (rings after adding them).
