@@ -126,7 +126,11 @@ impl Book {
         let timeout = pending.task.timeout().unwrap_or(target.default_timeout);
         let attempt = pending.attempts + 1;
         let number = pending.task.attempts_before.saturating_add(attempt);
-        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        // Never 0, which a worker reads as no limit: a timeout under a
+        // millisecond (or of none at all) is sent as 1 ms.
+        let timeout_ms = u64::try_from(timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
         let frame_start = self.batched;
         let reused = self.dispatched() > 0;
         self.encode(pending, number, timeout_ms, target.max_frame)?;
@@ -486,6 +490,36 @@ mod tests {
         let pending = Pending::new(id, Task::new("echo", vec![id as u8; size]), answer);
         book.start_attempt(target, pending, PoolClock::new().now())
             .is_ok()
+    }
+
+    /// A worker reads `timeout_ms` 0 as no limit: a timeout under a
+    /// millisecond, or of zero, is sent as 1 ms, never as 0.
+    #[tokio::test]
+    async fn a_timeout_under_a_millisecond_is_sent_as_one_not_as_no_limit() {
+        let shared = shared();
+        let target = target(&shared);
+        let mut book = Book::new(Stats::new().tallies.writer(1));
+        let mut expected = BytesMut::new();
+        let timeouts = [(0, 1), (500, 1), (1_500, 1), (2_000_000, 2_000)];
+        for (id, (micros, ms)) in (1..).zip(timeouts) {
+            let task = Task::new("echo", vec![1u8]).with_timeout(Duration::from_micros(micros));
+            let (answer, _told) = Answer::new();
+            let pending = Pending::new(id, task, answer);
+            assert!(book
+                .start_attempt(&target, pending, PoolClock::new().now())
+                .is_ok());
+            let frame = TaskFrame {
+                id,
+                task_type: "echo",
+                payload: &[1],
+                attempt: 1,
+                timeout_ms: ms,
+            };
+            encode_task(&frame, &mut expected, DEFAULT_MAX_FRAME).expect("encodes");
+        }
+        let mut written = Vec::new();
+        book.flush(|part| written.extend_from_slice(&part));
+        assert_eq!(written, expected.to_vec());
     }
 
     /// A book whose batch holds six frames of 10 kB in a closed buffer and
