@@ -1,7 +1,11 @@
 //! [`Delivery`]: one delivery of a message, and the order of what the
 //! source tells the server about it: in-progress acks while it is held, then
-//! one final answer (ack, NAK or TERM), after which nothing.
+//! one final answer (ack, NAK or TERM), after which nothing. A delivery
+//! superseded by a newer one of its message tells the server nothing more:
+//! the server redelivered the message, and a NAK of the old delivery could
+//! give back the new one.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_nats::jetstream::message::AckKind;
@@ -25,6 +29,8 @@ enum Answer {
 pub(crate) struct Delivery {
     message: Message,
     answer: Mutex<Answer>,
+    /// A newer delivery of the message replaced it (`HeldSet::insert`).
+    superseded: AtomicBool,
 }
 
 impl Delivery {
@@ -33,7 +39,19 @@ impl Delivery {
         Arc::new(Self {
             message,
             answer: Mutex::new(Answer::Pending),
+            superseded: AtomicBool::new(false),
         })
+    }
+
+    /// A newer delivery of its message replaced it: from now on it tells
+    /// the server nothing (what is sent already went).
+    pub(crate) fn supersede(&self) {
+        self.superseded.store(true, Ordering::Release);
+    }
+
+    /// Whether a newer delivery of its message replaced it.
+    fn is_superseded(&self) -> bool {
+        self.superseded.load(Ordering::Acquire)
     }
 
     /// The message.
@@ -41,11 +59,11 @@ impl Delivery {
         &self.message
     }
 
-    /// Tells the server its attempt is still running, unless it was answered:
-    /// `Ok(true)` when the in-progress ack was sent.
+    /// Tells the server its attempt is still running, unless it was answered
+    /// or superseded: `Ok(true)` when the in-progress ack was sent.
     pub(crate) async fn in_progress(&self) -> Result<bool, async_nats::Error> {
         let answer = self.answer.lock().await;
-        if *answer == Answer::Sent {
+        if *answer == Answer::Sent || self.is_superseded() {
             return Ok(false);
         }
         self.message.ack_with(AckKind::Progress).await?;
@@ -53,10 +71,11 @@ impl Delivery {
     }
 
     /// The final answer, `kind` (an ack, a NAK or a TERM); sent once: one
-    /// tried again after it went sends nothing.
+    /// tried again after it went sends nothing, and neither does one of a
+    /// superseded delivery.
     pub(crate) async fn answer(&self, kind: AckKind) -> Result<(), async_nats::Error> {
         let mut answer = self.answer.lock().await;
-        if *answer == Answer::Pending {
+        if *answer == Answer::Pending && !self.is_superseded() {
             self.message.ack_with(kind).await?;
             *answer = Answer::Sent;
         }
@@ -127,5 +146,30 @@ mod tests {
 
         let told = told(&queue.client, &mut acks).await;
         assert_eq!(told, ["+WPI", r#"-NAK {"delay":30000000000}"#]);
+    }
+
+    /// A superseded delivery (a newer one of its message replaced it) tells
+    /// the server nothing: neither an in-progress ack nor a final answer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_superseded_delivery_tells_the_server_nothing() {
+        let server = NatsServer::start();
+        let queue = connect(&NatsConfig::new(server.url())).await.unwrap();
+        let watcher = async_nats::connect(server.url()).await.unwrap();
+        let mut acks = watcher.subscribe("$JS.ACK.>").await.unwrap();
+        watcher.flush().await.unwrap();
+        let body = r#"{"id":"s","type":"echo"}"#;
+        let sent = queue
+            .js
+            .publish(subject(Band::Normal, "cortex.tasks"), body.into());
+        sent.await.unwrap().await.unwrap();
+        let consumer = &queue.consumers[1].1;
+        let mut batch = consumer.fetch().max_messages(1).messages().await.unwrap();
+        let delivery = Delivery::new(batch.next().await.expect("the task").unwrap());
+
+        delivery.supersede();
+        assert!(!delivery.in_progress().await.unwrap(), "in progress");
+        delivery.answer(AckKind::Nak(None)).await.unwrap();
+
+        assert!(told(&queue.client, &mut acks).await.is_empty());
     }
 }

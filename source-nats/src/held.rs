@@ -2,12 +2,22 @@
 //! server has their final answer, each with its life cycle (running, then
 //! settling). They are keyed by task id, attempt and stream sequence: the
 //! sequence makes every message an entry of its own, two messages of one task
-//! id and attempt included.
+//! id and attempt included. A settlement names a task id and attempt only,
+//! so it takes the oldest such message running: two live messages of one task
+//! id at the same attempt may swap outcomes.
+//!
+//! A message is held once however often the server delivers it: a
+//! redelivery of a message held (its in-progress acks did not reach the
+//! server in time) replaces the delivery in its entry, and the one claim the
+//! pool has of it answers the newest delivery. The old delivery is
+//! superseded and tells the server nothing more; a settlement that was
+//! answering it answers the new one in its turn ([`HeldSet::finished`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::attempts::Count;
 use crate::delivery::Delivery;
 
 /// A held message's key: its task id, its attempt and its stream sequence.
@@ -48,21 +58,23 @@ enum Phase {
 /// One held message.
 #[derive(Debug)]
 struct Held {
+    /// Its newest delivery.
     delivery: Arc<Delivery>,
-    /// Its deliveries given back before this one (`attempts.rs`).
-    given_back: u32,
+    /// Its deliveries given back before that one, as read at its claim
+    /// (`attempts.rs`).
+    count: Count,
     since: Instant,
     phase: Phase,
 }
 
 /// A held message taken for its settlement (by [`HeldSet::settle`]): it
-/// stays held, and kept alive, until [`HeldSet::settled`] or
+/// stays held, and kept alive, until [`HeldSet::finished`] or
 /// [`HeldSet::unsettled`].
 #[derive(Debug)]
 pub(crate) struct Settling {
     key: HeldKey,
     delivery: Arc<Delivery>,
-    given_back: u32,
+    count: Count,
 }
 
 impl Settling {
@@ -77,8 +89,8 @@ impl Settling {
     }
 
     /// Its deliveries given back before this one.
-    pub(crate) fn given_back(&self) -> u32 {
-        self.given_back
+    pub(crate) fn count(&self) -> Count {
+        self.count
     }
 }
 
@@ -94,17 +106,32 @@ impl HeldSet {
         self.entries.len()
     }
 
-    /// Holds `delivery` under `key`, running now. A delivery of the same
-    /// message and attempt held already is replaced: the server gave the
-    /// message out again, and the newer delivery is the one to answer.
-    pub(crate) fn insert(&mut self, key: HeldKey, delivery: Arc<Delivery>, given_back: u32) {
+    /// Holds `delivery` under `key`, running now, with `count` read at its
+    /// claim; `true` when it is a new claim. A redelivery of a message held
+    /// already (the same task id and stream sequence) is no new claim
+    /// (`false`): it replaces the delivery and count of its entry, which
+    /// keeps its attempt and phase, and the old delivery is superseded.
+    pub(crate) fn insert(&mut self, key: HeldKey, delivery: Arc<Delivery>, count: Count) -> bool {
+        let from = HeldKey::new(key.id.clone(), 0, 0);
+        let held_already = self
+            .entries
+            .range_mut(from..)
+            .take_while(|(k, _)| k.id == key.id)
+            .find(|(k, _)| k.sequence == key.sequence);
+        if let Some((_, held)) = held_already {
+            held.delivery.supersede();
+            held.delivery = delivery;
+            held.count = count;
+            return false;
+        }
         let held = Held {
             delivery,
-            given_back,
+            count,
             since: Instant::now(),
             phase: Phase::Running,
         };
         self.entries.insert(key, held);
+        true
     }
 
     /// The oldest running message of attempt `attempt` of task `id`, now
@@ -121,33 +148,32 @@ impl HeldSet {
         Some(Settling {
             key: key.clone(),
             delivery: Arc::clone(&held.delivery),
-            given_back: held.given_back,
+            count: held.count,
         })
     }
 
-    /// `settling` was answered: no longer held.
-    pub(crate) fn settled(&mut self, settling: Settling) {
-        if self.is_current(&settling) {
+    /// The delivery of `settling` was answered, or its answer lapsed: the
+    /// message is no longer held. Unless a redelivery replaced it meanwhile:
+    /// then that one, still settling, to be answered in its turn.
+    pub(crate) fn finished(&mut self, settling: Settling) -> Option<Settling> {
+        let held = self.entries.get(&settling.key)?;
+        if Arc::ptr_eq(&held.delivery, &settling.delivery) {
             self.entries.remove(&settling.key);
+            return None;
         }
+        Some(Settling {
+            delivery: Arc::clone(&held.delivery),
+            count: held.count,
+            key: settling.key,
+        })
     }
 
     /// `settling` could not be settled: running again, for the settlement
-    /// to be tried again.
+    /// to be tried again (on its newest delivery).
     pub(crate) fn unsettled(&mut self, settling: Settling) {
         if let Some(held) = self.entries.get_mut(&settling.key) {
-            if Arc::ptr_eq(&held.delivery, &settling.delivery) {
-                held.phase = Phase::Running;
-            }
+            held.phase = Phase::Running;
         }
-    }
-
-    /// Whether `settling` is still the delivery held under its key (a newer
-    /// delivery of the message may have replaced it meanwhile).
-    fn is_current(&self, settling: &Settling) -> bool {
-        self.entries
-            .get(&settling.key)
-            .is_some_and(|held| Arc::ptr_eq(&held.delivery, &settling.delivery))
     }
 
     /// Whether it holds a message of task `id`.
@@ -167,5 +193,71 @@ impl HeldSet {
             .filter(|held| held.since.elapsed() >= period)
             .map(|held| Arc::clone(&held.delivery))
             .collect()
+    }
+}
+
+#[cfg(all(test, feature = "test-server"))]
+mod tests {
+    use async_nats::jetstream::message::AckKind;
+    use futures_util::StreamExt;
+
+    use super::*;
+    use crate::config::NatsConfig;
+    use crate::connect::{connect, Queue};
+    use crate::message::{subject, Band};
+    use crate::test_server::NatsServer;
+
+    /// The next delivery of the normal band's consumer, waited for (a NAK
+    /// reaches the consumer after its publish returns).
+    async fn next(queue: &Queue) -> Arc<Delivery> {
+        let consumer = &queue.consumers[1].1;
+        let batch = consumer.batch().max_messages(1);
+        let batch = batch.expires(Duration::from_secs(10)).messages().await;
+        let message = batch.unwrap().next().await.expect("a delivery");
+        Delivery::new(message.unwrap())
+    }
+
+    fn count(given_back: u32, revision: u64) -> Count {
+        Count::Read {
+            given_back,
+            revision,
+        }
+    }
+
+    /// A redelivery of a message held is no new claim: it replaces the
+    /// delivery and count of its entry, also while a settlement answers the
+    /// old one, and that settlement then answers the new one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_redelivery_replaces_the_delivery_of_its_message_held() {
+        let server = NatsServer::start();
+        let queue = connect(&NatsConfig::new(server.url())).await.unwrap();
+        let body = r#"{"id":"h","type":"echo"}"#;
+        let sent = queue
+            .js
+            .publish(subject(Band::Normal, "cortex.tasks"), body.into());
+        sent.await.unwrap().await.unwrap();
+        let first = next(&queue).await;
+        first.message().ack_with(AckKind::Nak(None)).await.unwrap();
+        let second = next(&queue).await;
+        let sequence = |d: &Delivery| d.message().info().unwrap().stream_sequence;
+        assert_eq!(sequence(&first), sequence(&second));
+        let mut held = HeldSet::default();
+
+        let key = |attempt| HeldKey::new("h".into(), attempt, sequence(&first));
+        assert!(held.insert(key(1), Arc::clone(&first), count(0, 0)));
+        let settling = held.settle("h", 1).expect("running");
+        held.unsettled(settling);
+        let settling = held.settle("h", 1).expect("running again");
+        // Counted an attempt more by its own count: still the same claim.
+        assert!(!held.insert(key(2), Arc::clone(&second), count(1, 5)));
+        assert_eq!(held.len(), 1);
+        assert!(held.settle("h", 2).is_none(), "claimed twice");
+        assert!(!first.in_progress().await.unwrap(), "superseded");
+
+        let newer = held.finished(settling).expect("the newer delivery");
+        assert!(Arc::ptr_eq(&second, &newer.delivery));
+        assert_eq!(newer.count(), count(1, 5));
+        assert!(held.finished(newer).is_none());
+        assert_eq!(held.len(), 0);
     }
 }

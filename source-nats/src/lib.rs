@@ -14,14 +14,24 @@
 //!
 //! A task's attempt is not the server's delivery count: a claim the pool
 //! gives back unstarted or interrupted (`Outcome::NotStarted`,
-//! `Outcome::Interrupted`, as it stops) is a delivery, not an attempt. The source counts, per message, the deliveries given
-//! back, in a key-value bucket (`cortex-attempts`, key `STREAM.SEQUENCE`),
-//! stored before the NAK so that a NAK lost on the way is given back too;
-//! an attempt is the delivery count less that. Retries and deliveries that
-//! end in no answer (a daemon that died: the server redelivers them, and
-//! nothing tells the source they were given back) each count. Held messages are
-//! keyed by task id, attempt and stream sequence, so two messages of one
-//! task id are held, kept alive and settled each on its own.
+//! `Outcome::Interrupted`, as it stops) is a delivery, not an attempt. The
+//! source counts, per message, the deliveries given back, in a key-value
+//! bucket (`cortex-attempts`, key `STREAM.SEQUENCE`), stored before the NAK
+//! so that a NAK lost on the way is given back too, and only over the count
+//! its claim read (a give-back whose count changed since lapses, unanswered,
+//! to `ack_wait`); an attempt is the delivery count less that. Retries and
+//! deliveries that end in no answer (a daemon that died: the server
+//! redelivers them, and nothing tells the source they were given back) each
+//! count, and so does every delivery while the bucket cannot be read or
+//! written, or when there is none (credentials that may neither use nor
+//! create it: the source connects without it, and says so in its log).
+//!
+//! Held messages are keyed by task id, attempt and stream sequence, so two
+//! messages of one task id are held, kept alive and settled each on its own;
+//! but a settlement names a task id and attempt only, so two live messages of
+//! one task id at the same attempt may swap outcomes. A redelivery of a
+//! message held here (its in-progress acks did not reach the server in time)
+//! is no new claim: the pool's claim of it answers the newest delivery.
 //!
 //! ```no_run
 //! use source_nats::{NatsConfig, NatsSource};

@@ -18,7 +18,7 @@ use task_source::{
     SourceHealth, SourceStats, TaskRecord, TaskSource, TaskState,
 };
 
-use crate::attempts;
+use crate::attempts::{self, Count, GiveBack};
 use crate::config::NatsConfig;
 use crate::connect::{connect, Queue};
 use crate::delivery::Delivery;
@@ -71,12 +71,14 @@ pub(crate) fn backend(e: impl std::fmt::Display) -> SourceError {
 }
 
 impl NatsSource {
-    /// Connects to `config.url`, creates the streams, consumers and bucket
-    /// when absent, and starts the in-progress acks of held tasks.
+    /// Connects to `config.url`, creates the streams, consumers and buckets
+    /// when absent, and starts the in-progress acks of held tasks. Without
+    /// an attempts bucket it can neither open nor create, it runs without
+    /// one (said in its log): every delivery then counts as an attempt.
     ///
     /// # Errors
     /// When the server cannot be reached, the credentials cannot be read, or
-    /// the streams cannot be created.
+    /// the streams, consumers or results bucket cannot be created.
     pub async fn connect(config: NatsConfig) -> Result<Self, NatsError> {
         let queue = connect(&config).await?;
         let inner = Arc::new(Inner {
@@ -295,8 +297,9 @@ impl NatsSource {
     /// before its ack reached the server): then it is acked now, as that
     /// daemon would have, instead of running again and replacing a final
     /// line. A bucket that cannot be read says no: the task runs again (at
-    /// least once).
-    async fn settled_already(&self, id: &str, message: &Message) -> bool {
+    /// least once). A message answered for good here has its count of
+    /// deliveries given back, under `key`, forgotten.
+    async fn settled_already(&self, id: &str, message: &Message, key: &str) -> bool {
         let stored = match self.get(vec![id.to_owned()]).await {
             Ok(mut records) => records.pop().flatten(),
             Err(_) => None,
@@ -322,8 +325,9 @@ impl NatsSource {
         };
         // Not run either way: an ack that did not arrive brings the message
         // back, and it is looked up again.
-        if let Err(e) = message.ack_with(kind).await {
-            tracing::debug!(error = %e, %id, "cannot ack a settled task's redelivery");
+        match message.ack_with(kind).await {
+            Ok(()) => attempts::forget(self.attempts(), key).await,
+            Err(e) => tracing::debug!(error = %e, %id, "cannot ack a settled task's redelivery"),
         }
         true
     }
@@ -357,7 +361,9 @@ impl NatsSource {
 
     /// A fetched message as a claim, held until it is settled, with its
     /// attempt number (`attempts.rs`); `None` for a message that is no task
-    /// (dead-lettered) or whose outcome is stored already (answered now).
+    /// (dead-lettered), whose outcome is stored already (answered now), or
+    /// that is held here already (a redelivery: the pool's claim of it
+    /// answers it, `held.rs`).
     async fn take(&self, message: Message) -> Option<Claimed> {
         let (sequence, delivered) = match message.info() {
             Ok(info) => (
@@ -378,46 +384,65 @@ impl NatsSource {
                 return None;
             }
         };
-        let given_back = if delivered > 1 {
-            let key = attempts::key(&self.inner.config.stream, sequence);
-            let (settled, given_back) = join(
-                self.settled_already(&task.id, &message),
-                attempts::given_back(&self.inner.queue.attempts, &key),
+        let count_key = attempts::key(&self.inner.config.stream, sequence);
+        let count = if delivered > 1 {
+            let (settled, count) = join(
+                self.settled_already(&task.id, &message, &count_key),
+                attempts::read(self.attempts(), &count_key),
             )
             .await;
             if settled {
                 return None;
             }
             self.inner.counters.redelivered();
-            given_back
+            count
         } else {
-            0
+            Count::FIRST
         };
-        let attempt = attempts::attempt(delivered, given_back);
+        let attempt = attempts::attempt(delivered, count.given_back());
         let key = HeldKey::new(task.id.clone(), attempt, sequence);
-        self.held().insert(key, Delivery::new(message), given_back);
-        Some(Claimed { task, attempt })
+        // A redelivery of a message held here is answered by the claim the
+        // pool has of it already.
+        let claim = self.held().insert(key, Delivery::new(message), count);
+        claim.then_some(Claimed { task, attempt })
+    }
+
+    /// The attempts bucket, when there is one (`connect.rs`).
+    fn attempts(&self) -> Option<&async_nats::jetstream::kv::Store> {
+        self.inner.queue.attempts.as_ref()
     }
 
     async fn settle_one(&self, s: Settlement) -> Result<(), SourceError> {
         // Not held here, or settling already: settled already, being
         // settled, or redelivered elsewhere.
-        let Some(settling) = self.held().settle(&s.id, s.attempt) else {
+        let Some(mut settling) = self.held().settle(&s.id, s.attempt) else {
             return Ok(());
         };
-        // Held, and kept alive, until the server has its answer.
-        let done = self.answer(&s, &settling).await;
-        let key = attempts::key(&self.inner.config.stream, settling.key().sequence());
-        let gone = settling.given_back() > 0 && matches!(s.outcome, Outcome::Settled { .. });
-        if done.is_ok() {
-            self.held().settled(settling);
-        } else {
-            self.held().unsettled(settling);
+        let settled = matches!(s.outcome, Outcome::Settled { .. });
+        // Held, and kept alive, until the server has its answer (that of its
+        // newest delivery, when the server redelivered it meanwhile).
+        loop {
+            let done = self.answer(&s, &settling).await;
+            let count = settling.count();
+            let sequence = settling.key().sequence();
+            let next = match done {
+                Ok(()) => self.held().finished(settling),
+                Err(e) => {
+                    self.held().unsettled(settling);
+                    return Err(e);
+                }
+            };
+            match next {
+                Some(newer) => settling = newer,
+                None => {
+                    if settled && count.may_be_stored() {
+                        let key = attempts::key(&self.inner.config.stream, sequence);
+                        attempts::forget(self.attempts(), &key).await;
+                    }
+                    return Ok(());
+                }
+            }
         }
-        if done.is_ok() && gone {
-            attempts::forget(&self.inner.queue.attempts, &key).await;
-        }
-        done
     }
 
     /// Stores the outcome of `s` and answers its message, `settling`.
@@ -444,12 +469,14 @@ impl NatsSource {
             // Never started, or stopped with the pool (the daemon's doing,
             // not the task's): the delivery is given back, as in every
             // source, stored before the NAK so that a NAK lost on the way is
-            // given back too.
+            // given back too. One whose count changed since its claim lapses
+            // unanswered (`attempts::GiveBack`).
             Outcome::Interrupted | Outcome::NotStarted => {
                 let key = attempts::key(&self.inner.config.stream, settling.key().sequence());
-                let count = settling.given_back().saturating_add(1);
-                attempts::give_back(&self.inner.queue.attempts, &key, count).await?;
-                AckKind::Nak(None)
+                match attempts::give_back(self.attempts(), &key, settling.count()).await {
+                    GiveBack::Nak => AckKind::Nak(None),
+                    GiveBack::Lapsed => return Ok(()),
+                }
             }
         };
         delivery.answer(kind).await.map_err(backend)

@@ -30,6 +30,12 @@ pub enum Security {
     /// Decentralized JWT auth: an operator, an account with JetStream, and a
     /// user whose `.creds` file (JWT + seed) the client presents.
     Creds,
+    /// Two nkey users: an admin who may do anything (its seed in
+    /// [`ClientFiles::admin_seed`]), and the client's user (`seed`), who may
+    /// use what the admin made but create no stream
+    /// (`$JS.API.STREAM.CREATE.>`) and write no attempts bucket
+    /// (`$KV.cortex-attempts.>`).
+    Restricted,
 }
 
 /// The client side of a secured server's secrets: what a test hands the
@@ -52,6 +58,9 @@ pub struct ClientFiles {
     pub creds: Option<PathBuf>,
     /// A `.creds` file for a user of an account the server does not know.
     pub wrong_creds: Option<PathBuf>,
+    /// The nkey seed of a user who may do anything, beside a restricted
+    /// `seed` ([`Security::Restricted`]).
+    pub admin_seed: Option<PathBuf>,
 }
 
 fn write(path: &Path, text: &str) -> PathBuf {
@@ -132,14 +141,23 @@ pub(crate) fn make(security: Security, dir: &Path) -> (String, ClientFiles) {
         Security::Nkey => {
             let user = nkeys::KeyPair::new_user();
             let other = nkeys::KeyPair::new_user();
-            let seed = |k: &nkeys::KeyPair| {
-                k.seed()
-                    .unwrap_or_else(|e| panic!("cannot encode an nkey seed: {e}"))
-            };
-            files.seed = Some(write(&dir.join("user.nk"), &seed(&user)));
-            files.wrong_seed = Some(write(&dir.join("other.nk"), &seed(&other)));
+            files.seed = Some(write(&dir.join("user.nk"), &nkey_seed(&user)));
+            files.wrong_seed = Some(write(&dir.join("other.nk"), &nkey_seed(&other)));
             format!(
                 "authorization {{\n  users: [ {{ nkey: {:?} }} ]\n}}\n",
+                user.public_key()
+            )
+        }
+        Security::Restricted => {
+            let admin = nkeys::KeyPair::new_user();
+            let user = nkeys::KeyPair::new_user();
+            files.admin_seed = Some(write(&dir.join("admin.nk"), &nkey_seed(&admin)));
+            files.seed = Some(write(&dir.join("user.nk"), &nkey_seed(&user)));
+            format!(
+                "authorization {{\n  users: [\n    {{ nkey: {:?} }}\n    {{ nkey: {:?}, \
+                 permissions: {{ publish: {{ deny: [\"$JS.API.STREAM.CREATE.>\", \
+                 \"$KV.cortex-attempts.>\"] }} }} }}\n  ]\n}}\n",
+                admin.public_key(),
                 user.public_key()
             )
         }
@@ -188,6 +206,12 @@ pub(crate) fn make(security: Security, dir: &Path) -> (String, ClientFiles) {
     (conf, files)
 }
 
+/// The seed of the nkey `key`, as a seed file holds it.
+fn nkey_seed(key: &nkeys::KeyPair) -> String {
+    key.seed()
+        .unwrap_or_else(|e| panic!("cannot encode an nkey seed: {e}"))
+}
+
 /// A NATS JWT for `subject`, signed by `issuer` (ed25519-nkey, base64url).
 fn jwt(issuer: &nkeys::KeyPair, subject: &nkeys::KeyPair, nats: serde_json::Value) -> String {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -221,9 +245,7 @@ fn creds(account: &nkeys::KeyPair, user: &nkeys::KeyPair) -> String {
         user,
         json!({"type": "user", "version": 2, "pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1}),
     );
-    let seed = user
-        .seed()
-        .unwrap_or_else(|e| panic!("cannot encode an nkey seed: {e}"));
+    let seed = nkey_seed(user);
     format!(
         "-----BEGIN NATS USER JWT-----\n{token}\n------END NATS USER JWT------\n\n\
          -----BEGIN USER NKEY SEED-----\n{seed}\n------END USER NKEY SEED------\n"

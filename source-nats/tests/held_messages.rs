@@ -1,14 +1,17 @@
 //! What the source holds between a claim and its settlement, against a real
-//! `nats-server -js`: attempts given back, settlements slower than
-//! `ack_wait`, and two messages of one task id.
+//! `nats-server -js`: attempts given back (and what becomes of them when the
+//! attempts bucket cannot be used, or its count changed), settlements slower
+//! than `ack_wait`, redeliveries of messages held, and two messages of one
+//! task id.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
+use async_nats::jetstream::kv;
 use common::{claim_n, config, ok, task};
 use futures_util::StreamExt;
-use source_nats::test_server::NatsServer;
+use source_nats::test_server::{NatsServer, Security};
 use source_nats::NatsSource;
 use task_source::{now_ms, ErrorInfo, Outcome, Settlement, TaskSource};
 
@@ -41,12 +44,7 @@ async fn claim_attempt(source: &NatsSource, id: &str) -> u32 {
 }
 
 /// The keys of the attempts bucket (given-back counts), sorted.
-async fn given_back_keys(server: &NatsServer, source: &NatsSource) -> Vec<String> {
-    let client = async_nats::connect(server.url()).await.unwrap();
-    let bucket = async_nats::jetstream::new(client)
-        .get_key_value(source.config().attempts_bucket.as_str())
-        .await
-        .unwrap();
+async fn given_back_keys(bucket: &kv::Store) -> Vec<String> {
     let mut keys: Vec<String> = bucket
         .keys()
         .await
@@ -74,7 +72,8 @@ async fn given_back_claims_keep_their_attempt_and_real_failures_use_one() {
         let back = ended("g", 1, Outcome::NotStarted);
         source.settle(vec![back]).await.unwrap();
     }
-    assert_eq!(given_back_keys(&server, &source).await, ["CORTEX_TASKS.1"]);
+    let bucket = attempts_bucket(&server, &source).await;
+    assert_eq!(given_back_keys(&bucket).await, ["CORTEX_TASKS.1"]);
     for attempt in 1..=2 {
         assert_eq!(claim_attempt(&source, "g").await, attempt);
         source
@@ -98,7 +97,7 @@ async fn given_back_claims_keep_their_attempt_and_real_failures_use_one() {
         "ten deliveries of one message"
     );
     assert_eq!(source.unsettled().await.unwrap(), 0);
-    let left = given_back_keys(&server, &source).await;
+    let left = given_back_keys(&bucket).await;
     assert!(left.is_empty(), "the count outlived its message: {left:?}");
 }
 
@@ -202,4 +201,264 @@ async fn two_messages_of_one_task_id_and_attempt_are_both_held_and_settled() {
         .unwrap();
     assert_eq!(source.held_count(), 0);
     assert_eq!(source.unsettled().await.unwrap(), 0, "both acked");
+}
+
+/// A raw client of `server`, as its admin when it has one.
+async fn admin_client(server: &NatsServer) -> async_nats::Client {
+    let options = match &server.client().admin_seed {
+        Some(path) => {
+            let seed = std::fs::read_to_string(path).unwrap();
+            async_nats::ConnectOptions::with_nkey(seed.trim().to_owned())
+        }
+        None => async_nats::ConnectOptions::new(),
+    };
+    options.connect(server.url()).await.unwrap()
+}
+
+/// The attempts bucket of `source`, read by an admin of `server`.
+async fn attempts_bucket(server: &NatsServer, source: &NatsSource) -> kv::Store {
+    async_nats::jetstream::new(admin_client(server).await)
+        .get_key_value(source.config().attempts_bucket.as_str())
+        .await
+        .unwrap()
+}
+
+/// What the server was told of held messages, in order (`+WPI`, `-NAK`…),
+/// up to a marker `watcher` publishes: every answer a source sent before
+/// its `settle` returned (it flushes) comes before it.
+async fn told(watcher: &async_nats::Client, acks: &mut async_nats::Subscriber) -> Vec<String> {
+    watcher
+        .publish("$JS.ACK.marker", "marker".into())
+        .await
+        .unwrap();
+    watcher.flush().await.unwrap();
+    let mut out = Vec::new();
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(10), acks.next()).await;
+        let message = next.expect("the marker").expect("the subscription is open");
+        if message.subject.as_str() == "$JS.ACK.marker" {
+            return out;
+        }
+        out.push(String::from_utf8_lossy(&message.payload).into_owned());
+    }
+}
+
+/// Credentials that may read what an admin made but may not write the
+/// attempts bucket: a claim given back is still NAKed (its settlement does
+/// not fail, and the daemon is not held up), and counts as an attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_give_back_the_attempts_bucket_refuses_is_nakd_and_counts_as_an_attempt() {
+    let server = NatsServer::start_with(Security::Restricted);
+    let mut admin = config(&server, 5_000);
+    admin.credentials = server.client().admin_seed.clone();
+    let admin = NatsSource::connect(admin).await.unwrap();
+    let mut user = config(&server, 5_000);
+    user.credentials = server.client().seed.clone();
+    let source = NatsSource::connect(user).await.unwrap();
+    let watcher = admin_client(&server).await;
+    let mut acks = watcher.subscribe("$JS.ACK.>").await.unwrap();
+    watcher.flush().await.unwrap();
+    source.accept(vec![task("w", 50)]).await.unwrap();
+    assert_eq!(claim_attempt(&source, "w").await, 1);
+
+    let back = ended("w", 1, Outcome::NotStarted);
+    source.settle(vec![back]).await.expect("given back");
+    assert_eq!(source.held_count(), 0);
+    assert!(told(&watcher, &mut acks).await.contains(&"-NAK".to_owned()));
+    assert_eq!(claim_attempt(&source, "w").await, 2, "counted by delivery");
+    source.settle(vec![ok("w", 2)]).await.unwrap();
+    assert!(given_back_keys(&attempts_bucket(&server, &admin).await)
+        .await
+        .is_empty());
+}
+
+/// Credentials that may not create streams, on a queue whose attempts
+/// bucket is not there (made by a version without it): the source connects
+/// without the bucket, and every delivery counts as an attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_that_can_neither_open_nor_make_the_attempts_bucket_connects_without() {
+    let server = NatsServer::start_with(Security::Restricted);
+    let mut admin = config(&server, 5_000);
+    admin.credentials = server.client().admin_seed.clone();
+    drop(NatsSource::connect(admin.clone()).await.unwrap());
+    let js = async_nats::jetstream::new(admin_client(&server).await);
+    js.delete_key_value(admin.attempts_bucket.as_str())
+        .await
+        .unwrap();
+    let mut user = config(&server, 5_000);
+    user.credentials = server.client().seed.clone();
+
+    let source = NatsSource::connect(user).await.expect("connected");
+    source.accept(vec![task("v", 50)]).await.unwrap();
+    assert_eq!(claim_attempt(&source, "v").await, 1);
+    let back = ended("v", 1, Outcome::NotStarted);
+    source.settle(vec![back]).await.expect("given back");
+    assert_eq!(claim_attempt(&source, "v").await, 2, "counted by delivery");
+    source.settle(vec![ok("v", 2)]).await.unwrap();
+    assert_eq!(source.unsettled().await.unwrap(), 0);
+    let bucket = js.get_key_value(admin.attempts_bucket.as_str()).await;
+    assert!(bucket.is_err(), "made without the right to");
+}
+
+/// A count that cannot be read at a claim (here: the bucket stops answering
+/// direct reads) is not written over when that delivery is given back: the
+/// stored count stays, and the delivery counts as an attempt (once too
+/// often at worst, never too seldom).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_count_that_could_not_be_read_is_not_written_over() {
+    let server = NatsServer::start();
+    let source = NatsSource::connect(config(&server, 5_000)).await.unwrap();
+    source.accept(vec![task("u", 50)]).await.unwrap();
+    for _ in 0..2 {
+        assert_eq!(claim_attempt(&source, "u").await, 1);
+        let back = ended("u", 1, Outcome::NotStarted);
+        source.settle(vec![back]).await.unwrap();
+    }
+    let js = async_nats::jetstream::new(admin_client(&server).await);
+    let name = format!("KV_{}", source.config().attempts_bucket);
+    let direct = |allow: bool| {
+        let js = js.clone();
+        let name = name.clone();
+        async move {
+            let mut stream = js.get_stream(&name).await.unwrap();
+            let mut stream_config = stream.info().await.unwrap().config.clone();
+            stream_config.allow_direct = allow;
+            js.update_stream(stream_config).await.unwrap();
+        }
+    };
+    direct(false).await;
+
+    assert_eq!(
+        claim_attempt(&source, "u").await,
+        3,
+        "every delivery counts"
+    );
+    let back = ended("u", 3, Outcome::NotStarted);
+    source.settle(vec![back]).await.unwrap();
+    let bucket = attempts_bucket(&server, &source).await;
+    let count = bucket.get("CORTEX_TASKS.1").await.unwrap();
+    assert_eq!(count.as_deref(), Some(&b"2"[..]), "written over");
+    direct(true).await;
+    assert_eq!(
+        claim_attempt(&source, "u").await,
+        2,
+        "4 deliveries, 2 given back"
+    );
+    source.settle(vec![ok("u", 2)]).await.unwrap();
+}
+
+/// A give-back whose count changed since its claim read it (here: the
+/// write of an earlier try arrived, its reply lost) is refused: nothing is
+/// written again and no NAK goes; the message comes back once `ack_wait`
+/// passes, at the same attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_give_back_whose_count_changed_since_the_claim_lapses_unanswered() {
+    let server = NatsServer::start();
+    let source = NatsSource::connect(config(&server, 400)).await.unwrap();
+    let watcher = admin_client(&server).await;
+    let mut acks = watcher.subscribe("$JS.ACK.>").await.unwrap();
+    watcher.flush().await.unwrap();
+    source.accept(vec![task("l", 50)]).await.unwrap();
+    assert_eq!(claim_attempt(&source, "l").await, 1);
+    let bucket = attempts_bucket(&server, &source).await;
+    let written = bucket.put("CORTEX_TASKS.1", "1".into()).await.unwrap();
+
+    let back = ended("l", 1, Outcome::NotStarted);
+    source.settle(vec![back]).await.unwrap();
+    assert_eq!(source.held_count(), 0);
+    let told = told(&watcher, &mut acks).await;
+    assert!(told.iter().all(|a| a == "+WPI"), "{told:?}");
+    let entry = bucket.entry("CORTEX_TASKS.1").await.unwrap().unwrap();
+    assert_eq!((entry.revision, &entry.value[..]), (written, &b"1"[..]));
+    assert_eq!(
+        claim_attempt(&source, "l").await,
+        1,
+        "2 deliveries, 1 given back"
+    );
+    source.settle(vec![ok("l", 1)]).await.unwrap();
+}
+
+/// The server redelivers a message this source holds (its in-progress acks
+/// did not reach it in time; here a NAK from outside) after a give-back
+/// stored its count but lost its reply: the redelivery is no second claim,
+/// and the claim's settlement, tried again, gives back the newest delivery,
+/// counted once more, instead of answering a delivery the pool runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivery_of_a_held_message_is_answered_by_its_claim_not_claimed_again() {
+    let server = NatsServer::start();
+    let source = NatsSource::connect(config(&server, 400)).await.unwrap();
+    let watcher = admin_client(&server).await;
+    let mut acks = watcher.subscribe("$JS.ACK.>").await.unwrap();
+    watcher.flush().await.unwrap();
+    source.accept(vec![task("r", 50)]).await.unwrap();
+    assert_eq!(claim_attempt(&source, "r").await, 1);
+    let bucket = attempts_bucket(&server, &source).await;
+    bucket.put("CORTEX_TASKS.1", "1".into()).await.unwrap();
+    let progress = loop {
+        let next = tokio::time::timeout(Duration::from_secs(10), acks.next()).await;
+        let ack = next.expect("an in-progress ack").expect("open");
+        if &ack.payload[..] == b"+WPI" {
+            break ack;
+        }
+    };
+    watcher
+        .publish(progress.subject, "-NAK".into())
+        .await
+        .unwrap();
+    watcher.flush().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut claimed = Vec::new();
+    while source.queue_stats().await.unwrap().redeliveries == 0 {
+        assert!(Instant::now() < deadline, "not redelivered");
+        claimed.extend(source.claim(10, now_ms()).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(claimed.is_empty(), "claimed again: {claimed:?}");
+    assert_eq!(source.held_count(), 1);
+
+    let back = ended("r", 1, Outcome::NotStarted);
+    source.settle(vec![back]).await.unwrap();
+    let count = bucket.get("CORTEX_TASKS.1").await.unwrap();
+    assert_eq!(count.as_deref(), Some(&b"2"[..]));
+    assert_eq!(
+        claim_attempt(&source, "r").await,
+        1,
+        "3 deliveries, 2 given back"
+    );
+    source.settle(vec![ok("r", 1)]).await.unwrap();
+    assert!(given_back_keys(&bucket).await.is_empty());
+}
+
+/// A redelivered message whose outcome is stored (its runner died before
+/// the ack) is acked without running, and its count of deliveries given
+/// back goes with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivery_acked_for_its_stored_line_forgets_its_count() {
+    let server = NatsServer::start();
+    let holder = NatsSource::connect(config(&server, 400)).await.unwrap();
+    let other = NatsSource::connect(config(&server, 400)).await.unwrap();
+    holder.accept(vec![task("s", 50)]).await.unwrap();
+    assert_eq!(claim_attempt(&holder, "s").await, 1);
+    let back = ended("s", 1, Outcome::NotStarted);
+    holder.settle(vec![back]).await.unwrap();
+    assert_eq!(claim_attempt(&holder, "s").await, 1);
+    let bucket = attempts_bucket(&server, &holder).await;
+    assert_eq!(given_back_keys(&bucket).await, ["CORTEX_TASKS.1"]);
+    let js = async_nats::jetstream::new(admin_client(&server).await);
+    let results = js
+        .get_key_value(holder.config().results_bucket.as_str())
+        .await
+        .unwrap();
+    let line = r#"{"id":"s","status":"ok","result":1,"attempts":1}"#;
+    results.put("s", line.into()).await.unwrap();
+    drop(holder);
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while other.unsettled().await.unwrap() > 0 {
+        assert!(Instant::now() < deadline, "not acked");
+        let claimed = other.claim(10, now_ms()).await.unwrap();
+        assert!(claimed.is_empty(), "run again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(given_back_keys(&bucket).await.is_empty());
 }

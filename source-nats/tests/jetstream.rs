@@ -101,10 +101,10 @@ async fn accept_is_idempotent_by_id_and_results_land_in_the_bucket() {
 
 /// The tasks' and dead letters' streams are made with the configured
 /// duplicate window (24 h by default): a task id, and a letter's message id,
-/// is not enqueued twice for that long. The attempts bucket keeps a count as
-/// long as results are kept.
+/// is not enqueued twice for that long. The attempts bucket keeps a count
+/// 30 days, for a tasks' stream that keeps its messages for ever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_streams_keep_ids_for_the_duplicate_window_and_counts_for_result_ttl() {
+async fn the_streams_keep_ids_for_the_duplicate_window_and_counts_for_30_days() {
     let server = NatsServer::start();
     let config = config(&server, 5_000);
     NatsSource::connect(config.clone()).await.unwrap();
@@ -118,7 +118,35 @@ async fn the_streams_keep_ids_for_the_duplicate_window_and_counts_for_result_ttl
     let name = format!("KV_{}", config.attempts_bucket);
     let mut attempts = js.get_stream(&name).await.unwrap();
     let kept = attempts.info().await.unwrap().config.max_age;
-    assert_eq!(kept, config.result_ttl);
+    assert_eq!(kept, 30 * day);
+}
+
+/// A tasks' stream made with a max age (by an admin) keeps its messages no
+/// longer: the attempts bucket keeps a count as long, not `result_ttl`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_attempts_bucket_keeps_a_count_as_long_as_the_stream_keeps_a_message() {
+    let server = NatsServer::start();
+    let mut config = config(&server, 5_000);
+    config.result_ttl = Duration::from_secs(60);
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let max_age = Duration::from_secs(3 * 24 * 3600);
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: config.stream.clone(),
+        subjects: source_nats::message::Band::ALL
+            .iter()
+            .map(|&band| source_nats::message::subject(band, &config.subject_prefix))
+            .collect(),
+        retention: async_nats::jetstream::stream::RetentionPolicy::WorkQueue,
+        max_age,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    NatsSource::connect(config.clone()).await.unwrap();
+    let name = format!("KV_{}", config.attempts_bucket);
+    let mut attempts = js.get_stream(&name).await.unwrap();
+    let kept = attempts.info().await.unwrap().config.max_age;
+    assert_eq!(kept, max_age);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
