@@ -291,7 +291,16 @@ impl Drop for Handed<'_> {
         if self.freed_slots > 0 {
             self.shared.queue_slots.add_permits(self.freed_slots);
         }
-        std::mem::take(&mut self.to_write).write();
+        let to_write = std::mem::take(&mut self.to_write);
+        if std::thread::panicking() {
+            // Unwinding: the lanes' own tasks write (a writer that panicked
+            // now would abort the process), and the actor is rung to arm the
+            // placed tasks' deadlines and hand out what the panic left.
+            to_write.ring();
+            self.shared.queue.ring();
+        } else {
+            to_write.write();
+        }
         for failed in self.unwritable.drain(..) {
             failed.settle(self.shared);
         }
@@ -592,6 +601,13 @@ impl ToWrite {
             lane.write_or_ring();
         }
     }
+
+    /// Leaves the writing to each lane's own task.
+    fn ring(self) {
+        for lane in self.first.iter().chain(&self.more) {
+            lane.ring_batch();
+        }
+    }
 }
 
 /// `policy`'s pick among `candidates` (never empty); the first when it picks
@@ -777,6 +793,38 @@ mod tests {
         assert_eq!(rig.book(), [(1, 0), (2, first.len() as u64)]);
         assert_eq!(rig.take_batch(), frame_of(2, size));
         assert_eq!(rig.head(), None);
+    }
+
+    /// A balance policy that panics on its second pick.
+    #[derive(Debug)]
+    struct PanicsSecond(u32);
+
+    impl BalancePolicy for PanicsSecond {
+        fn pick(&mut self, _candidates: &[WorkerSnapshot]) -> usize {
+            self.0 += 1;
+            assert!(self.0 < 2, "the policy's bug");
+            0
+        }
+
+        fn name(&self) -> &'static str {
+            "panics-second"
+        }
+    }
+
+    /// A policy that panics in the middle of a hand-off leaves the task
+    /// placed before in its book, its frame for the lane's own task to write
+    /// (nothing is written on the unwinding thread), and the actor rung, so
+    /// that task's deadline is armed and the rest handed out.
+    #[test]
+    fn a_policy_that_panics_mid_hand_off_leaves_the_placed_task_to_its_lane_and_rings_the_actor() {
+        let rig = DeskRig::new(2, Box::new(PanicsSecond(0)));
+        let _told: Vec<Waiter> = vec![rig.queue(1, 10), rig.queue(2, 10)];
+        let unwound = catch_unwind(AssertUnwindSafe(|| rig.shared.desk.hand_off(&rig.shared)));
+        assert!(unwound.is_err(), "the policy panicked on its second pick");
+        assert_eq!(rig.book(), [(1, 0)], "task 1 was placed before");
+        assert_eq!(rig.head(), Some((2, 0, true)), "task 2 still waits");
+        assert!(rig.actor_rung(), "the actor is rung");
+        assert_eq!(rig.take_batch(), frame_of(1, 10), "task 1's frame waits");
     }
 
     #[test]
