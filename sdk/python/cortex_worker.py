@@ -383,18 +383,14 @@ def _stdout_to_stderr():
 FIFO_OPEN_TIMEOUT = 60.0
 
 
-_PARENT_AT_START = os.getppid()
-"""Our parent process when this module was loaded. The manager is gone when the
-parent changes from it (we were re-parented, to init or a subreaper), or when
-``CORTEX_MANAGER_PID`` names no process (a worker orphaned before it loaded this
-module had its new parent from the start). The parent need not be the manager: a
-worker may be started through a wrapper (a shell script, ``uv run``), which stays
-its parent while the manager lives."""
-
-
-def _manager_gone(env):
-    """Whether the manager went away (see ``_PARENT_AT_START``)."""
-    if os.getppid() != _PARENT_AT_START:
+def _manager_gone(env, parent):
+    """Whether the manager went away: our parent changed from ``parent``, what it
+    was when the worker began to open its FIFOs (we were re-parented, to init or
+    a subreaper), or ``CORTEX_MANAGER_PID`` names no process (a worker orphaned
+    before it looked had its new parent from the start). The parent need not be
+    the manager: a worker may be started through a wrapper (a shell script,
+    ``uv run``), which stays its parent while the manager lives."""
+    if os.getppid() != parent:
         return True
     try:
         pid = int(env.get("CORTEX_MANAGER_PID", ""))
@@ -406,23 +402,23 @@ def _manager_gone(env):
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
-    except OSError:
-        # Alive, and another user's (EPERM), or not ours to ask.
+    except (OSError, OverflowError):
+        # Alive, and another user's (EPERM), or no pid a process can have.
         return False
     return False
 
 
 def _open_fifos(env):
     """Opens both FIFOs while a watcher thread ends the process (exit 2) if the
-    manager goes away (see ``_PARENT_AT_START``) or does not
-    open its ends in time: the opens block until it does, and nothing else would
-    ever wake them."""
+    manager goes away (see ``_manager_gone``) or does not open its ends in time:
+    the opens block until it does, and nothing else would ever wake them."""
     opened = threading.Event()
+    parent = os.getppid()
 
     def watch():
         deadline = time.monotonic() + FIFO_OPEN_TIMEOUT
         while not opened.wait(0.1):
-            if _manager_gone(env):
+            if _manager_gone(env, parent):
                 reason = "the manager went away before opening its FIFOs"
             elif time.monotonic() > deadline:
                 reason = "the manager did not open its FIFOs in time"

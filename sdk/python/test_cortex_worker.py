@@ -1136,6 +1136,16 @@ class FifoTest(unittest.TestCase):
         self.assertEqual(msgpack.unpackb(messages[1]["payload"]), "served")
         self.assertEqual(proc.wait(TIMEOUT), 0)
 
+    def test_a_worker_whose_manager_pid_names_no_process_exits(self):
+        # Orphaned before it could look: the pid its manager left names no
+        # process, and its parent never changes while it waits. It exits 2 at
+        # its next check instead of waiting out the FIFO deadline of a minute.
+        gone = subprocess.Popen(["true"])
+        gone.wait()
+        proc, _, _ = self.start_fifo_worker(CORTEX_MANAGER_PID=str(gone.pid))
+        self.assertEqual(proc.wait(TIMEOUT), 2)
+        self.assertIn(b"the manager went away", proc.stderr.read())
+
 
 if __name__ == "__main__":
     unittest.main()

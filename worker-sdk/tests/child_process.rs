@@ -196,6 +196,29 @@ async fn a_fifo_worker_started_through_a_wrapper_waits_for_a_slow_manager() {
     converse(child, reader, writer, true).await;
 }
 
+/// A worker orphaned before it could look (the pid its manager left in
+/// `CORTEX_MANAGER_PID` names no process, and its parent never changes while
+/// it waits) ends at its next check, saying why, instead of waiting out the
+/// FIFO deadline of a minute.
+#[tokio::test]
+async fn a_fifo_worker_whose_manager_pid_names_no_process_exits() {
+    let (dir, _cleanup) = temp_dir();
+    let (to_worker, from_worker) = fifos(&dir);
+    let mut gone = Command::new("true").spawn().expect("spawn true");
+    let pid = gone.id().expect("a pid before it is reaped");
+    gone.wait().await.expect("reap true");
+    let mut cmd = worker_command();
+    cmd.env(env::MANAGER_PID, pid.to_string());
+    let child = fifo_worker(cmd, &to_worker, &from_worker);
+    let out = tokio::time::timeout(WATCHDOG, child.wait_with_output())
+        .await
+        .expect("the orphaned worker waited for its FIFOs")
+        .expect("wait for the worker");
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("the manager went away"), "{said}");
+}
+
 /// Makes the two FIFOs of a link in `dir`: (to the worker, from the worker).
 fn fifos(dir: &Path) -> (PathBuf, PathBuf) {
     let (to_worker, from_worker) = (dir.join("to-worker"), dir.join("from-worker"));

@@ -20,13 +20,18 @@ const FIFO_OPEN_TIMEOUT_MS = 60_000;
 const PARENT_AT_START = process.ppid;
 const MANAGER_PID = Number.parseInt(process.env.CORTEX_MANAGER_PID ?? '', 10);
 
+/** Whether our parent changed since the SDK loaded (we were re-parented, to init or a subreaper). */
+function parentChanged() {
+  return process.ppid !== PARENT_AT_START;
+}
+
 /**
  * Whether the manager process is gone: our parent changed (we were re-parented, to
  * init or a subreaper), or CORTEX_MANAGER_PID names no process (a worker orphaned
  * before the SDK loaded had its new parent from the start).
  */
 function managerGone() {
-  if (process.ppid !== PARENT_AT_START) return true;
+  if (parentChanged()) return true;
   if (!(MANAGER_PID > 0)) return false;
   try {
     process.kill(MANAGER_PID, 0);
@@ -152,4 +157,4 @@ async function openWriter(path, flags) {
   }
 }
 
-module.exports = { openLink, protectStdout, maxFrameFrom, managerGone };
+module.exports = { openLink, protectStdout, maxFrameFrom, managerGone, parentChanged };

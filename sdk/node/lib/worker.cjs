@@ -3,7 +3,7 @@
 // `hello.concurrency`, cancellation, heartbeats, shutdown (PROTOCOL.md, Worker checklist).
 
 const { encodeFrame, FrameReader, wireInt } = require('./framing.cjs');
-const { openLink, managerGone } = require('./link.cjs');
+const { openLink, parentChanged } = require('./link.cjs');
 const { TaskError, CancelledError, ProtocolError } = require('./errors.cjs');
 const { runInThread } = require('./threads.cjs');
 const { decodePayload, encodeResult, wellFormed, head } = require('./values.cjs');
@@ -288,8 +288,11 @@ class Worker {
   startHeartbeat(period) {
     this.heartbeat = setInterval(
       () => {
-        // A manager that died without closing our input (it cannot, but be sure).
-        if (managerGone()) this.finish(0);
+        // A manager that died without closing our input (it cannot, but be
+        // sure). Only the parent is watched now: the manager's pid, which the
+        // link checked until the handshake, may name no process we can see
+        // (a sandbox's own pid namespace) while the manager lives.
+        if (parentChanged()) this.finish(0);
         else if (period > 0) this.sendHeartbeat();
       },
       period > 0 ? period : WATCH_MS,

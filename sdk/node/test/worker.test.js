@@ -453,6 +453,17 @@ for (const transport of ['stdio', 'fifo']) {
   });
 }
 
+test('[fifo] a worker whose manager pid names no process exits 2 before hello, not at the deadline', async (t) => {
+  // Orphaned before it could look: its parent (this test) never changes, but the
+  // pid its manager left names no process.
+  const gone = spawn('true');
+  await new Promise((resolve) => gone.on('exit', resolve));
+  const m = await Manager.start(EXAMPLE, { transport: 'fifo', env: { CORTEX_MANAGER_PID: String(gone.pid) } });
+  t.after(() => m.cleanup());
+  assert.deepEqual(await m.exit(), { code: 2, signal: null });
+  assert.match(m.stderr, /the manager went away/);
+});
+
 test('a manager message without a key the worker needs is a broken link: exit 2, nothing answered', async (t) => {
   const task = { type: 'task', id: 7, task_type: 'echo', payload: new Uint8Array(0), attempt: 1, timeout_ms: 0 };
   const cases = {
