@@ -93,25 +93,27 @@ mod tests {
     use crate::config::NatsConfig;
     use crate::connect::connect;
     use crate::message::{subject, Band};
-    use crate::test_server::NatsServer;
+    use crate::test_server::{told, NatsServer};
 
-    /// What the server is told about a message, read from the wire up to a
-    /// marker the same connection sends after it.
-    async fn told(client: &async_nats::Client, acks: &mut async_nats::Subscriber) -> Vec<String> {
-        client
-            .publish("$JS.ACK.marker", "marker".into())
-            .await
-            .unwrap();
-        client.flush().await.unwrap();
-        let mut out = Vec::new();
-        loop {
-            let next = tokio::time::timeout(Duration::from_secs(10), acks.next()).await;
-            let message = next.expect("the marker").expect("the subscription is open");
-            if message.subject.as_str() == "$JS.ACK.marker" {
-                return out;
-            }
-            out.push(String::from_utf8_lossy(&message.payload).into_owned());
-        }
+    /// The queue on `server`, a subscription to what it tells the server of
+    /// messages (`$JS.ACK.>`), and the delivery of task `id`, published then
+    /// fetched.
+    async fn one_delivery(
+        server: &NatsServer,
+        id: &str,
+    ) -> (crate::connect::Queue, async_nats::Subscriber, Arc<Delivery>) {
+        let queue = connect(&NatsConfig::new(server.url())).await.unwrap();
+        let acks = queue.client.subscribe("$JS.ACK.>").await.unwrap();
+        queue.client.flush().await.unwrap();
+        let body = format!(r#"{{"id":"{id}","type":"echo"}}"#);
+        let sent = queue
+            .js
+            .publish(subject(Band::Normal, "cortex.tasks"), body.into());
+        sent.await.unwrap().await.unwrap();
+        let consumer = &queue.consumers[1].1;
+        let mut batch = consumer.fetch().max_messages(1).messages().await.unwrap();
+        let delivery = Delivery::new(batch.next().await.expect("the task").unwrap());
+        (queue, acks, delivery)
     }
 
     /// An in-progress ack started from a copy taken before the final answer
@@ -120,19 +122,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn no_in_progress_ack_follows_the_final_answer() {
         let server = NatsServer::start();
-        let queue = connect(&NatsConfig::new(server.url())).await.unwrap();
-        let watcher = async_nats::connect(server.url()).await.unwrap();
-        let mut acks = watcher.subscribe("$JS.ACK.>").await.unwrap();
-        watcher.flush().await.unwrap();
-        let body = r#"{"id":"n","type":"echo"}"#;
-        let sent = queue
-            .js
-            .publish(subject(Band::Normal, "cortex.tasks"), body.into());
-        sent.await.unwrap().await.unwrap();
-        let consumer = &queue.consumers[1].1;
-        let mut batch = consumer.fetch().max_messages(1).messages().await.unwrap();
-        let message = batch.next().await.expect("the task").unwrap();
-        let delivery = Delivery::new(message);
+        let (queue, mut acks, delivery) = one_delivery(&server, "n").await;
         let keep_alive_copy = Arc::clone(&delivery);
 
         assert!(keep_alive_copy.in_progress().await.unwrap());
@@ -153,18 +143,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_superseded_delivery_tells_the_server_nothing() {
         let server = NatsServer::start();
-        let queue = connect(&NatsConfig::new(server.url())).await.unwrap();
-        let watcher = async_nats::connect(server.url()).await.unwrap();
-        let mut acks = watcher.subscribe("$JS.ACK.>").await.unwrap();
-        watcher.flush().await.unwrap();
-        let body = r#"{"id":"s","type":"echo"}"#;
-        let sent = queue
-            .js
-            .publish(subject(Band::Normal, "cortex.tasks"), body.into());
-        sent.await.unwrap().await.unwrap();
-        let consumer = &queue.consumers[1].1;
-        let mut batch = consumer.fetch().max_messages(1).messages().await.unwrap();
-        let delivery = Delivery::new(batch.next().await.expect("the task").unwrap());
+        let (queue, mut acks, delivery) = one_delivery(&server, "s").await;
 
         delivery.supersede();
         assert!(!delivery.in_progress().await.unwrap(), "in progress");

@@ -202,3 +202,27 @@ impl Drop for NatsServer {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// What the server was told of held messages, in order (`+WPI`, `-NAK`…),
+/// read from `acks` (a subscription to `$JS.ACK.>`) up to a marker `client`
+/// publishes: every answer a source sent before it flushed comes before it.
+///
+/// # Panics
+/// When the marker does not come back within 10 s (a test's failure).
+pub async fn told(client: &async_nats::Client, acks: &mut async_nats::Subscriber) -> Vec<String> {
+    use futures_util::StreamExt;
+    client
+        .publish("$JS.ACK.marker", "marker".into())
+        .await
+        .expect("publish the marker");
+    client.flush().await.expect("flush the marker");
+    let mut out = Vec::new();
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(10), acks.next()).await;
+        let message = next.expect("the marker").expect("the subscription is open");
+        if message.subject.as_str() == "$JS.ACK.marker" {
+            return out;
+        }
+        out.push(String::from_utf8_lossy(&message.payload).into_owned());
+    }
+}

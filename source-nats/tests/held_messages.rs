@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::kv;
 use common::{claim_n, config, ok, task};
 use futures_util::StreamExt;
-use source_nats::test_server::{NatsServer, Security};
+use source_nats::test_server::{told, NatsServer, Security};
 use source_nats::NatsSource;
 use task_source::{now_ms, ErrorInfo, Outcome, Settlement, TaskSource};
 
@@ -221,26 +221,6 @@ async fn attempts_bucket(server: &NatsServer, source: &NatsSource) -> kv::Store 
         .get_key_value(source.config().attempts_bucket.as_str())
         .await
         .unwrap()
-}
-
-/// What the server was told of held messages, in order (`+WPI`, `-NAK`…),
-/// up to a marker `watcher` publishes: every answer a source sent before
-/// its `settle` returned (it flushes) comes before it.
-async fn told(watcher: &async_nats::Client, acks: &mut async_nats::Subscriber) -> Vec<String> {
-    watcher
-        .publish("$JS.ACK.marker", "marker".into())
-        .await
-        .unwrap();
-    watcher.flush().await.unwrap();
-    let mut out = Vec::new();
-    loop {
-        let next = tokio::time::timeout(Duration::from_secs(10), acks.next()).await;
-        let message = next.expect("the marker").expect("the subscription is open");
-        if message.subject.as_str() == "$JS.ACK.marker" {
-            return out;
-        }
-        out.push(String::from_utf8_lossy(&message.payload).into_owned());
-    }
 }
 
 /// Credentials that may read what an admin made but may not write the

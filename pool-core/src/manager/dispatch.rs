@@ -970,14 +970,11 @@ mod tests {
     use std::cell::{Cell, RefCell};
 
     use super::*;
-    use crate::balance::FirstAvailable;
-    use crate::manager::actor::EventChannels;
     use crate::manager::lane::feed::Feed;
     use crate::manager::ledger::Answer;
     use crate::manager::outbox::Outbox;
     use crate::protocol::DEFAULT_MAX_FRAME;
     use crate::task::Task;
-    use crate::PoolConfig;
 
     /// A pool's shared state with lanes allowed to take from its queue, two
     /// workers' lanes (1 and 2, each running one task, `prefetch` 0) and
@@ -990,18 +987,7 @@ mod tests {
 
     impl CancelRig {
         fn new() -> Self {
-            let config = PoolConfig {
-                worker_concurrency: 1,
-                prefetch: 0,
-                ..PoolConfig::default()
-            };
-            let shared = Shared::new(
-                &config,
-                EventChannels::default(),
-                Box::new(FirstAvailable),
-                false,
-            );
-            shared.queue.lock().set_lanes_may_take(true);
+            let (shared, feed) = crate::manager::lane::feed::strict_rig(1);
             let lanes = [1, 2].map(|num| {
                 let lane = Lane::new(
                     shared.stats.tallies.writer(1),
@@ -1011,8 +997,6 @@ mod tests {
                 lane.book().feeds = true;
                 lane
             });
-            let mut feed = Feed::new(shared.queue.clone(), 1, Window::of(&config));
-            feed.connect(TaskTypes::default());
             Self {
                 shared,
                 lanes,

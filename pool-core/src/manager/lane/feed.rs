@@ -493,3 +493,25 @@ impl Starting<'_, '_> {
         self.shared.queue.ring();
     }
 }
+
+/// For tests: a pool's shared state for workers that run `concurrency` tasks
+/// at once with no prefetch (strict priority order), its queue open to
+/// lanes, and worker 1's feed from it, taking every type.
+#[cfg(test)]
+pub(crate) fn strict_rig(concurrency: u32) -> (Shared, Feed) {
+    let config = crate::PoolConfig {
+        worker_concurrency: concurrency,
+        prefetch: 0,
+        ..crate::PoolConfig::default()
+    };
+    let shared = Shared::new(
+        &config,
+        crate::manager::actor::EventChannels::default(),
+        Box::new(crate::balance::FirstAvailable),
+        false,
+    );
+    shared.queue.lock().set_lanes_may_take(true);
+    let mut feed = Feed::new(shared.queue.clone(), 1, Window::of(&config));
+    feed.connect(TaskTypes::default());
+    (shared, feed)
+}

@@ -5,21 +5,15 @@ use std::time::Duration;
 use super::attempt::Target;
 use super::feed::Feed;
 use super::settle::Settled;
-use super::window::Window;
 use super::{Book, Completion, Lane, PanicPoint, Reply};
-use crate::balance::FirstAvailable;
-use crate::manager::actor::{
-    CancelAsked, EventChannels, Pending, Running, Shared, MAX_START_PANICS,
-};
+use crate::manager::actor::{CancelAsked, Pending, Running, Shared, MAX_START_PANICS};
 use crate::manager::clock::{Now, PoolClock};
 use crate::manager::ledger::Answer;
 use crate::manager::metrics::Stats;
 use crate::manager::outbox::Outbox;
 use crate::manager::outcome_cell::{Held, Waiter};
-use crate::manager::routing::TaskTypes;
 use crate::protocol::DEFAULT_MAX_FRAME;
 use crate::task::Task;
-use crate::PoolConfig;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -497,20 +491,7 @@ struct RefillRig {
 
 impl RefillRig {
     fn new(concurrency: u32) -> Self {
-        let config = PoolConfig {
-            worker_concurrency: concurrency,
-            prefetch: 0,
-            ..PoolConfig::default()
-        };
-        let shared = Shared::new(
-            &config,
-            EventChannels::default(),
-            Box::new(FirstAvailable),
-            false,
-        );
-        shared.queue.lock().set_lanes_may_take(true);
-        let mut feed = Feed::new(shared.queue.clone(), 1, Window::of(&config));
-        feed.connect(TaskTypes::default());
+        let (shared, feed) = super::feed::strict_rig(concurrency);
         Self {
             shared,
             feed,
