@@ -51,8 +51,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
 use task_source::{
-    now_ms, Admission, Claimed, Filter, NewTask, Requeue, Settlement, SourceError, SourceHealth,
-    SourceStats, TaskRecord, TaskSource, TaskState, TaskStatus,
+    now_ms, Admission, Claimed, Filter, ListFrom, ListOrder, ListPage, NewTask, Requeue,
+    Settlement, SourceError, SourceHealth, SourceStats, TaskRecord, TaskSource, TaskState,
+    TaskStatus,
 };
 use tokio::sync::oneshot;
 
@@ -464,7 +465,31 @@ impl TaskSource for SqliteSource {
     }
 
     async fn list(&self, filter: Filter) -> Result<Vec<TaskRecord>, SourceError> {
-        self.read(move |c, o| o.list(c, &filter)).await
+        let found = self.read(move |c, o| o.list(c, &filter, ListOrder::NewestFirst, None));
+        Ok(found.await?.into_iter().map(|(_, record)| record).collect())
+    }
+
+    /// A page is one read job: the store's other requests wait for no more
+    /// than a page.
+    async fn list_page(
+        &self,
+        filter: Filter,
+        order: ListOrder,
+        from: Option<ListFrom>,
+        page: usize,
+    ) -> Result<ListPage, SourceError> {
+        let page = ListPage::size(filter.limit, page);
+        let filter = Filter {
+            limit: page,
+            ..filter
+        };
+        let found = self
+            .read(move |c, o| o.list(c, &filter, order, from))
+            .await?;
+        let places = found
+            .into_iter()
+            .map(|(seq, record)| (u64::try_from(seq).unwrap_or(0), record));
+        Ok(ListPage::of(places, page))
     }
 
     async fn requeue_dead(

@@ -3,7 +3,7 @@
 //! letters' purge, retention) or beside the overlay (the kept counts).
 
 use rusqlite::{params, Connection, OptionalExtension};
-use task_source::{Filter, TaskRecord, TaskState};
+use task_source::{Filter, ListFrom, ListOrder, TaskRecord, TaskState};
 
 use crate::counts::StateDelta;
 
@@ -18,21 +18,33 @@ macro_rules! dead {
     };
 }
 
-/// The rows matching `filter`, newest first, with their sequence numbers;
-/// `limit` of them at most (`None`: all).
+/// The rows matching `filter`, in `order`, after `from`, with their sequence
+/// numbers; `limit` of them at most (`None`: all).
 pub(crate) fn list(
     conn: &Connection,
     filter: &Filter,
+    order: ListOrder,
+    from: Option<ListFrom>,
     limit: Option<usize>,
 ) -> rusqlite::Result<Vec<(i64, TaskRecord)>> {
     let limit = limit.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
+    let from = from.map(|ListFrom(seq)| i64::try_from(seq).unwrap_or(i64::MAX));
+    let (bound, from) = match order {
+        ListOrder::NewestFirst => ("seq < ?4 ORDER BY seq DESC", from.unwrap_or(i64::MAX)),
+        ListOrder::OldestFirst => ("seq > ?4 ORDER BY seq", from.unwrap_or(i64::MIN)),
+    };
     let mut select = conn.prepare_cached(&format!(
         "SELECT {} FROM tasks WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR type = ?2)
-         ORDER BY seq DESC LIMIT ?3",
+         AND {bound} LIMIT ?3",
         crate::live::COLS
     ))?;
     let rows = select.query_map(
-        params![filter.state.map(TaskState::as_str), filter.task_type, limit],
+        params![
+            filter.state.map(TaskState::as_str),
+            filter.task_type,
+            limit,
+            from
+        ],
         |row| crate::live::row(row).map(|(seq, live)| (seq, live.record())),
     )?;
     rows.collect()

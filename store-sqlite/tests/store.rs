@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use store_sqlite::{Durability, OpenError, SqliteSource};
 use task_source::{
-    Admission, Claimed, ErrorInfo, Filter, NewTask, Outcome, Requeue, Settlement, SourceError,
-    TaskRecord, TaskSource, TaskState, TaskStatus,
+    Admission, Claimed, ErrorInfo, Filter, ListOrder, NewTask, Outcome, Pager, Requeue, Settlement,
+    SourceError, TaskRecord, TaskSource, TaskState, TaskStatus,
 };
 
 struct Dir(PathBuf);
@@ -514,6 +514,62 @@ fn a_listing_shows_tasks_not_yet_in_their_rows() {
             .unwrap();
         assert_eq!(newest.len(), 2);
         assert_eq!(newest[0].task.id, "c");
+    });
+}
+
+/// A listing read a page at a time, either way, is what one read gives:
+/// tasks whose rows are written (a purge writes every row first) and tasks
+/// only the store's memory holds yet, in order, within the limit and the
+/// filter.
+#[test]
+fn a_listing_read_in_pages_mixes_rows_and_unwritten_tasks_in_order() {
+    let dir = Dir::new("pages");
+    rt().block_on(async {
+        let s = SqliteSource::open(&dir.db(), Durability::Relaxed).unwrap();
+        let first: Vec<String> = (0..7).map(|n| format!("t{n}")).collect();
+        s.accept(first.iter().map(|id| task(id)).collect())
+            .await
+            .unwrap();
+        let done = s.claim(2, 0).await.unwrap();
+        s.settle(done.into_iter().map(ok).collect()).await.unwrap();
+        s.purge_dead().await.unwrap();
+        let later: Vec<String> = (7..12).map(|n| format!("t{n}")).collect();
+        s.accept(later.iter().map(|id| task(id)).collect())
+            .await
+            .unwrap();
+        let all: Vec<String> = first.iter().chain(&later).cloned().collect();
+        let newest: Vec<String> = all.iter().rev().cloned().collect();
+        let read = |filter: Filter, order: ListOrder, page: usize| {
+            let pager = Pager::new(filter, order, page);
+            let s = &s;
+            async move {
+                let records = pager.all(s).await.unwrap();
+                records.into_iter().map(|r| r.task.id).collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(
+            read(Filter::default(), ListOrder::NewestFirst, 3).await,
+            newest
+        );
+        assert_eq!(
+            read(Filter::default(), ListOrder::OldestFirst, 5).await,
+            all
+        );
+        let ten = Filter {
+            limit: 10,
+            ..Filter::default()
+        };
+        assert_eq!(read(ten, ListOrder::NewestFirst, 4).await, newest[..10]);
+        assert_eq!(
+            read(in_state(TaskState::Ok), ListOrder::OldestFirst, 1).await,
+            ["t0", "t1"]
+        );
+        let mut pager = Pager::new(Filter::default(), ListOrder::NewestFirst, 4);
+        let mut sizes = Vec::new();
+        while let Some(records) = pager.next(&s).await.unwrap() {
+            sizes.push(records.len());
+        }
+        assert_eq!(sizes, [4, 4, 4, 0], "a read of at most a page each");
     });
 }
 

@@ -29,10 +29,12 @@
 //! ```
 
 mod memory;
+mod page;
 mod record;
 mod source;
 
 pub use memory::MemorySource;
+pub use page::{ListFrom, ListOrder, ListPage, Pager};
 pub use record::{
     Admission, Claimed, ErrorInfo, Filter, HistoryEntry, NewTask, Outcome, Settlement, SourceError,
     SourceHealth, SourceStats, TaskRecord, TaskState, TaskStatus,

@@ -8,6 +8,7 @@ use foldhash::HashMap;
 use async_trait::async_trait;
 
 use crate::now_ms;
+use crate::page::{ListFrom, ListOrder, ListPage};
 use crate::record::{
     Admission, Claimed, Filter, HistoryEntry, NewTask, Outcome, Settlement, SourceError,
     SourceHealth, SourceStats, TaskRecord, TaskState, TaskStatus,
@@ -338,6 +339,32 @@ impl TaskSource for MemorySource {
             .collect())
     }
 
+    async fn list_page(
+        &self,
+        filter: Filter,
+        order: ListOrder,
+        from: Option<ListFrom>,
+        page: usize,
+    ) -> Result<ListPage, SourceError> {
+        let inner = self.lock();
+        let page = ListPage::size(filter.limit, page);
+        let wanted = |&(seq, r): &(u64, &TaskRecord)| {
+            order.after(seq, from)
+                && filter.state.is_none_or(|s| r.state == s)
+                && filter
+                    .task_type
+                    .as_deref()
+                    .is_none_or(|t| r.task.task_type == t)
+        };
+        let owned = |(seq, r): (u64, &TaskRecord)| (seq, r.clone());
+        Ok(match order {
+            ListOrder::NewestFirst => {
+                ListPage::of(inner.records().rev().filter(wanted).map(owned), page)
+            }
+            ListOrder::OldestFirst => ListPage::of(inner.records().filter(wanted).map(owned), page),
+        })
+    }
+
     async fn requeue_dead(
         &self,
         ids: Option<Vec<String>>,
@@ -528,6 +555,61 @@ mod tests {
                 "interrupted",
                 "attempt"
             ]
+        );
+    }
+
+    /// A listing read a page at a time, either way, gives what one read of
+    /// the whole gives, in its order, within the limit, and skips what the
+    /// filter leaves out.
+    #[tokio::test]
+    async fn a_listing_read_in_pages_is_the_whole_listing() {
+        let source = MemorySource::new();
+        let ids: Vec<String> = (0..10).map(|n| format!("t{n}")).collect();
+        source
+            .accept(ids.iter().map(|id| task(id)).collect())
+            .await
+            .unwrap();
+        async fn pages(
+            source: &MemorySource,
+            filter: Filter,
+            order: ListOrder,
+            page: usize,
+        ) -> Vec<String> {
+            let mut pager = crate::Pager::new(filter, order, page);
+            let mut got = Vec::new();
+            while let Some(records) = pager.next(source).await.unwrap() {
+                assert!(records.len() <= page);
+                got.extend(records.into_iter().map(|r| r.task.id));
+            }
+            got
+        }
+        let newest: Vec<String> = ids.iter().rev().cloned().collect();
+        let all = Filter::default();
+        assert_eq!(
+            pages(&source, all.clone(), ListOrder::NewestFirst, 3).await,
+            newest
+        );
+        assert_eq!(
+            pages(&source, all.clone(), ListOrder::OldestFirst, 4).await,
+            ids
+        );
+        let five = Filter {
+            limit: 5,
+            ..Filter::default()
+        };
+        assert_eq!(
+            pages(&source, five, ListOrder::NewestFirst, 2).await,
+            newest[..5]
+        );
+        let claimed = source.claim(1, 0).await.unwrap();
+        assert_eq!(claimed[0].task.id, "t0");
+        let running = Filter {
+            state: Some(TaskState::Running),
+            ..Filter::default()
+        };
+        assert_eq!(
+            pages(&source, running, ListOrder::OldestFirst, 2).await,
+            ["t0"]
         );
     }
 

@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 
+use crate::page::{ListFrom, ListOrder, ListPage};
 use crate::record::{
     queue_full_reason, Admission, Claimed, Filter, NewTask, Settlement, SourceError, SourceStats,
     TaskRecord, TaskStatus,
@@ -179,6 +180,47 @@ pub trait TaskSource: Send + Sync + std::fmt::Debug {
     /// # Errors
     /// When the source cannot be read.
     async fn list(&self, filter: Filter) -> Result<Vec<TaskRecord>, SourceError>;
+
+    /// One page of a listing in `order`: at most `page` tasks of those
+    /// `filter` picks (`filter.limit`: of the listing still to come, 0 for
+    /// no limit), after `from` (the last page's [`ListPage::next`]; `None`
+    /// for the first). Each page is a read of its own, so a listing of every
+    /// task holds up the source's other requests for no longer than a page
+    /// takes. The default reads the rest of the listing as one page (a source
+    /// whose listing is no read in order of acceptance).
+    ///
+    /// # Errors
+    /// When the source cannot be read.
+    async fn list_page(
+        &self,
+        filter: Filter,
+        order: ListOrder,
+        from: Option<ListFrom>,
+        page: usize,
+    ) -> Result<ListPage, SourceError> {
+        // The rest is one page, however long.
+        let _ = page;
+        if from.is_some() {
+            return Ok(ListPage::default());
+        }
+        let records = match order {
+            ListOrder::NewestFirst => self.list(filter).await?,
+            // The oldest `limit` are the end of the whole listing.
+            ListOrder::OldestFirst => {
+                let limit = filter.limit;
+                let mut all = self.list(Filter { limit: 0, ..filter }).await?;
+                all.reverse();
+                if limit > 0 {
+                    all.truncate(limit);
+                }
+                all
+            }
+        };
+        Ok(ListPage {
+            records,
+            next: None,
+        })
+    }
 
     /// Puts dead letters back in the queue under their ids with their attempts
     /// reset (every dead letter when `ids` is `None`).

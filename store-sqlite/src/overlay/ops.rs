@@ -6,8 +6,8 @@ use std::borrow::Cow;
 
 use rusqlite::Connection;
 use task_source::{
-    Admission, Claimed, Filter, NewTask, Outcome, Requeue, Settlement, TaskRecord, TaskState,
-    TaskStatus,
+    Admission, Claimed, Filter, ListFrom, ListOrder, NewTask, Outcome, Requeue, Settlement,
+    TaskRecord, TaskState, TaskStatus,
 };
 
 use super::Overlay;
@@ -263,15 +263,20 @@ impl Overlay {
             .collect()
     }
 
-    /// Recent tasks matching `filter`, newest first: the rows, each replaced
-    /// by its task's entry when there is one.
+    /// A page of the listing `filter` picks (at most `filter.limit` tasks, 0:
+    /// all) in `order` after `from`: the rows, each replaced by its task's
+    /// record when the overlay holds one, with the tasks only the overlay
+    /// holds; each with its sequence number.
     pub(crate) fn list(
         &self,
         conn: &Connection,
         filter: &Filter,
-    ) -> rusqlite::Result<Vec<TaskRecord>> {
-        let wanted = |live: &Live| {
-            filter.state.is_none_or(|state| live.state == state)
+        order: ListOrder,
+        from: Option<ListFrom>,
+    ) -> rusqlite::Result<Vec<(i64, TaskRecord)>> {
+        let wanted = |seq: i64, live: &Live| {
+            u64::try_from(seq).is_ok_and(|place| order.after(place, from))
+                && filter.state.is_none_or(|state| live.state == state)
                 && filter
                     .task_type
                     .as_ref()
@@ -279,21 +284,26 @@ impl Overlay {
         };
         // Enough rows to fill the limit once those the entries replace are gone.
         let limit = (filter.limit > 0).then(|| filter.limit + self.entries.len());
-        let mut found: Vec<(i64, TaskRecord)> = crate::ops::list(conn, filter, limit)?
+        let mut found: Vec<(i64, TaskRecord)> = crate::ops::list(conn, filter, order, from, limit)?
             .into_iter()
             .filter(|(seq, _)| !self.entries.contains_key(seq))
             .collect();
         found.extend(
             self.entries
                 .iter()
-                .filter(|(_, live)| wanted(live))
+                .filter(|(seq, live)| wanted(**seq, live))
                 .map(|(seq, live)| (*seq, live.record())),
         );
-        found.sort_unstable_by_key(|(seq, _)| std::cmp::Reverse(*seq));
+        match order {
+            ListOrder::NewestFirst => {
+                found.sort_unstable_by_key(|(seq, _)| std::cmp::Reverse(*seq))
+            }
+            ListOrder::OldestFirst => found.sort_unstable_by_key(|(seq, _)| *seq),
+        }
         if filter.limit > 0 {
             found.truncate(filter.limit);
         }
-        Ok(found.into_iter().map(|(_, record)| record).collect())
+        Ok(found)
     }
 
     fn entry(&self, id: &str) -> Option<&Live> {

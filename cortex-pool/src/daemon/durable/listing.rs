@@ -1,9 +1,10 @@
 //! The listings: `tasks` (recent tasks, newest first) and `dlq list` (the
-//! dead letters, oldest first), answered from the task source in one JSON
-//! array, or in pages ([`Pages`]) to a client that asks for them.
+//! dead letters, oldest first), read from the task source [`READ_AT_ONCE`]
+//! tasks at a time ([`Pager`]) and answered in one JSON array, or in pages
+//! ([`Pages`]) to a client that asks for them.
 
 use serde_json::Value;
-use task_source::{Filter, TaskRecord, TaskState};
+use task_source::{Filter, ListOrder, Pager, SourceError, TaskRecord, TaskState};
 use tokio::sync::mpsc;
 
 use super::lines;
@@ -59,10 +60,8 @@ pub(crate) async fn tasks(
         task_type,
         limit,
     };
-    match daemon.source.list(filter).await {
-        Ok(records) => send(records.iter(), lines::entry, shape, out).await,
-        Err(e) => out.send(Reply::error("store", e.to_string())).await,
-    }
+    let pager = Pager::new(filter, ListOrder::NewestFirst, READ_AT_ONCE);
+    send(daemon, pager, lines::entry, shape, out).await
 }
 
 /// `dlq list`: the dead letters, oldest first.
@@ -75,29 +74,51 @@ pub(crate) async fn dlq_list(
         state: Some(TaskState::DeadLetter),
         ..Filter::default()
     };
-    match daemon.source.list(filter).await {
-        Ok(records) => send(records.iter().rev(), lines::dead_letter, shape, out).await,
-        Err(e) => out.send(Reply::error("store", e.to_string())).await,
-    }
+    let pager = Pager::new(filter, ListOrder::OldestFirst, READ_AT_ONCE);
+    send(daemon, pager, lines::dead_letter, shape, out).await
 }
 
-/// Sends the entries of `records`, made by `entry`, as `shape` says.
-async fn send<'a>(
-    records: impl Iterator<Item = &'a TaskRecord>,
+/// Tasks read from the source at once: each read is a job of its own on a
+/// store's one thread, so a listing of every task holds up the commits of
+/// submissions and settlements for no longer than one read.
+const READ_AT_ONCE: usize = 1024;
+
+/// Sends the entries `entry` makes of the tasks `pager` reads, as `shape`
+/// says; a source that cannot be read ends the listing with its error.
+async fn send(
+    daemon: &Daemon,
+    mut pager: Pager,
     entry: fn(&TaskRecord) -> Value,
     shape: Shape,
     out: &mpsc::Sender<Reply>,
 ) -> Result<(), Closed> {
+    let store_error = |e: SourceError| Reply::error("store", e.to_string());
     let Shape::Pages(limit) = shape else {
-        let value = Value::Array(records.map(entry).collect());
+        let mut values = Vec::new();
+        loop {
+            match pager.next(&*daemon.source).await {
+                Ok(Some(records)) => values.extend(records.iter().map(entry)),
+                Ok(None) => break,
+                Err(e) => return out.send(store_error(e)).await,
+            }
+        }
+        let value = Value::Array(values);
         return out.send(Reply::Json { value }).await;
     };
     let mut pages = Pages::new(limit);
     let mut ready = Vec::new();
-    for record in records {
-        pages.push(&record.task.id, entry(record).to_string(), &mut ready);
-        for reply in ready.drain(..) {
-            out.send(reply).await?;
+    loop {
+        let records = match pager.next(&*daemon.source).await {
+            Ok(Some(records)) => records,
+            Ok(None) => break,
+            // The pages sent stand; the error says the listing stops there.
+            Err(e) => return out.send(store_error(e)).await,
+        };
+        for record in &records {
+            pages.push(&record.task.id, entry(record).to_string(), &mut ready);
+            for reply in ready.drain(..) {
+                out.send(reply).await?;
+            }
         }
     }
     pages.end(&mut ready);
