@@ -4,7 +4,7 @@
 use async_nats::jetstream::{self, consumer, kv, stream};
 use async_nats::ConnectOptions;
 
-use crate::attempts;
+use crate::attempts::{self, Attempts};
 use crate::config::NatsConfig;
 use crate::message::{subject, Band};
 use crate::NatsError;
@@ -17,10 +17,10 @@ pub(crate) struct Queue {
     pub(crate) dlq: stream::Stream,
     pub(crate) consumers: Vec<(Band, consumer::PullConsumer)>,
     pub(crate) results: kv::Store,
-    /// Per message, the deliveries that were not attempts (`attempts.rs`);
-    /// `None` when the bucket could be neither opened nor made (every
-    /// delivery then counts as an attempt).
-    pub(crate) attempts: Option<kv::Store>,
+    /// Per message, the deliveries that were not attempts (`attempts.rs`),
+    /// when the bucket is open (every delivery counts as an attempt while it
+    /// is not).
+    pub(crate) attempts: Attempts,
     /// How long the server waits for an ack before it redelivers: the
     /// consumers' own `ack_wait` (whoever created them set it), or the
     /// configured one when that is shorter.
@@ -179,8 +179,11 @@ pub(crate) async fn connect(config: &NatsConfig) -> Result<Queue, NatsError> {
         }
         consumers.push((band, consumer));
     }
-    let results = bucket(&js, &config.results_bucket, config.result_ttl).await?;
-    let attempts = attempts_bucket(&js, config, &tasks).await;
+    let results = bucket(&js, &config.results_bucket, config.result_ttl)
+        .await
+        .map_err(|e| setup(&format!("bucket {}", config.results_bucket), &e))?;
+    let keep = attempts::ttl(tasks.cached_info().config.max_age);
+    let attempts = Attempts::open(js.clone(), config.attempts_bucket.clone(), keep).await;
     Ok(Queue {
         client,
         js,
@@ -193,62 +196,13 @@ pub(crate) async fn connect(config: &NatsConfig) -> Result<Queue, NatsError> {
     })
 }
 
-/// How long opening or making the attempts bucket is waited for.
-const ATTEMPTS_SETUP_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// The attempts bucket, made when absent, keeping a count as long as the
-/// tasks' stream keeps a message (`attempts::ttl`). `None` when it can be
-/// neither opened nor made (credentials that may not create streams, nor
-/// use the bucket): said once, here, and attempts are counted by delivery.
-async fn attempts_bucket(
-    js: &jetstream::Context,
-    config: &NatsConfig,
-    tasks: &stream::Stream,
-) -> Option<kv::Store> {
-    let name = &config.attempts_bucket;
-    let keep = attempts::ttl(tasks.cached_info().config.max_age);
-    // A request the credentials may not send gets no answer at all: waited
-    // for briefly, not for the client's request timeout.
-    let opened = tokio::time::timeout(ATTEMPTS_SETUP_WAIT, bucket(js, name, keep)).await;
-    let opened = opened.unwrap_or_else(|_| {
-        let why = format!("no answer within {ATTEMPTS_SETUP_WAIT:?}");
-        Err(NatsError::Setup(format!("bucket {name}"), why))
-    });
-    let store = match opened {
-        Ok(store) => store,
-        Err(e) => {
-            tracing::warn!(
-                error = %e, bucket = %name,
-                "no attempts bucket: every delivery of a task counts as an attempt, a claim \
-                 given back unstarted or interrupted included (the credentials need \
-                 $KV.{name}.> and to create it, or an admin to create it)"
-            );
-            return None;
-        }
-    };
-    // An existing bucket keeps its own TTL (an earlier version made it with
-    // `result_ttl`).
-    let kept = store.stream.cached_info().config.max_age;
-    if !kept.is_zero() && kept < keep {
-        tracing::warn!(
-            bucket = %name,
-            kept_s = kept.as_secs(),
-            wanted_s = keep.as_secs(),
-            "the attempts bucket keeps counts for less than a task may live: a count that \
-             expires counts its given-back deliveries as attempts (raise its max age on \
-             the server)"
-        );
-    }
-    Some(store)
-}
-
 /// The key-value bucket `name`, made (one value a key, kept for `ttl`, on
 /// file) when absent.
-async fn bucket(
+pub(crate) async fn bucket(
     js: &jetstream::Context,
     name: &str,
     ttl: std::time::Duration,
-) -> Result<kv::Store, NatsError> {
+) -> Result<kv::Store, jetstream::context::CreateKeyValueError> {
     if let Ok(store) = js.get_key_value(name).await {
         return Ok(store);
     }
@@ -260,5 +214,4 @@ async fn bucket(
         ..Default::default()
     })
     .await
-    .map_err(|e| NatsError::Setup(format!("bucket {name}"), e.to_string()))
 }

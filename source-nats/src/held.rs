@@ -168,6 +168,18 @@ impl HeldSet {
         })
     }
 
+    /// The give-back of `settling` is stored, as `count`: a retry of its
+    /// settlement (its NAK failed) only NAKs. Unless a redelivery replaced
+    /// its delivery meanwhile: that one keeps the count it read.
+    pub(crate) fn given_back(&mut self, settling: &mut Settling, count: Count) {
+        settling.count = count;
+        if let Some(held) = self.entries.get_mut(&settling.key) {
+            if Arc::ptr_eq(&held.delivery, &settling.delivery) {
+                held.count = count;
+            }
+        }
+    }
+
     /// `settling` could not be settled: running again, for the settlement
     /// to be tried again (on its newest delivery).
     pub(crate) fn unsettled(&mut self, settling: Settling) {
@@ -202,6 +214,7 @@ mod tests {
     use futures_util::StreamExt;
 
     use super::*;
+    use crate::attempts::GiveBack;
     use crate::config::NatsConfig;
     use crate::connect::{connect, Queue};
     use crate::message::{subject, Band};
@@ -259,5 +272,47 @@ mod tests {
         assert_eq!(newer.count(), count(1, 5));
         assert!(held.finished(newer).is_none());
         assert_eq!(held.len(), 0);
+    }
+
+    /// A give-back stored whose NAK then failed is marked on its entry: the
+    /// settlement tried again writes nothing (a write over the claim's
+    /// revision would lapse, and send no NAK) and only NAKs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_give_back_stored_is_not_written_again_when_its_nak_is_retried() {
+        let server = NatsServer::start();
+        let config = NatsConfig::new(server.url());
+        let queue = connect(&config).await.unwrap();
+        let body = r#"{"id":"g","type":"echo"}"#;
+        let sent = queue
+            .js
+            .publish(subject(Band::Normal, "cortex.tasks"), body.into());
+        sent.await.unwrap().await.unwrap();
+        let delivery = next(&queue).await;
+        let mut held = HeldSet::default();
+        assert!(held.insert(HeldKey::new("g".into(), 1, 1), delivery, Count::FIRST));
+
+        let mut settling = held.settle("g", 1).expect("running");
+        let stored = queue.attempts.give_back("S.1", settling.count()).await;
+        let GiveBack::Stored(count) = stored else {
+            panic!("not stored: {stored:?}");
+        };
+        held.given_back(&mut settling, count);
+        held.unsettled(settling); // its NAK failed
+        let settling = held.settle("g", 1).expect("running again");
+        assert_eq!(settling.count(), count);
+        let again = queue.attempts.give_back("S.1", settling.count()).await;
+        assert_eq!(again, GiveBack::Nak, "NAKed, not lapsed");
+
+        let bucket = queue
+            .js
+            .get_key_value(&config.attempts_bucket)
+            .await
+            .unwrap();
+        let entry = bucket.entry("S.1").await.unwrap().expect("stored");
+        assert_eq!(&entry.value[..], b"1", "written once");
+        let Count::Stored { revision, .. } = count else {
+            panic!("{count:?}");
+        };
+        assert_eq!(entry.revision, revision);
     }
 }

@@ -74,7 +74,8 @@ impl NatsSource {
     /// Connects to `config.url`, creates the streams, consumers and buckets
     /// when absent, and starts the in-progress acks of held tasks. Without
     /// an attempts bucket it can neither open nor create, it runs without
-    /// one (said in its log): every delivery then counts as an attempt.
+    /// one (said in its log), trying it again later unless it was refused
+    /// for good: every delivery meanwhile counts as an attempt.
     ///
     /// # Errors
     /// When the server cannot be reached, the credentials cannot be read, or
@@ -326,7 +327,7 @@ impl NatsSource {
         // Not run either way: an ack that did not arrive brings the message
         // back, and it is looked up again.
         match message.ack_with(kind).await {
-            Ok(()) => attempts::forget(self.attempts(), key).await,
+            Ok(()) => self.attempts().forget(key).await,
             Err(e) => tracing::debug!(error = %e, %id, "cannot ack a settled task's redelivery"),
         }
         true
@@ -388,7 +389,7 @@ impl NatsSource {
         let count = if delivered > 1 {
             let (settled, count) = join(
                 self.settled_already(&task.id, &message, &count_key),
-                attempts::read(self.attempts(), &count_key),
+                self.attempts().read(&count_key),
             )
             .await;
             if settled {
@@ -407,9 +408,9 @@ impl NatsSource {
         claim.then_some(Claimed { task, attempt })
     }
 
-    /// The attempts bucket, when there is one (`connect.rs`).
-    fn attempts(&self) -> Option<&async_nats::jetstream::kv::Store> {
-        self.inner.queue.attempts.as_ref()
+    /// The attempts bucket (`attempts.rs`).
+    fn attempts(&self) -> &attempts::Attempts {
+        &self.inner.queue.attempts
     }
 
     async fn settle_one(&self, s: Settlement) -> Result<(), SourceError> {
@@ -422,7 +423,7 @@ impl NatsSource {
         // Held, and kept alive, until the server has its answer (that of its
         // newest delivery, when the server redelivered it meanwhile).
         loop {
-            let done = self.answer(&s, &settling).await;
+            let done = self.answer(&s, &mut settling).await;
             let count = settling.count();
             let sequence = settling.key().sequence();
             let next = match done {
@@ -437,7 +438,7 @@ impl NatsSource {
                 None => {
                     if settled && count.may_be_stored() {
                         let key = attempts::key(&self.inner.config.stream, sequence);
-                        attempts::forget(self.attempts(), &key).await;
+                        self.attempts().forget(&key).await;
                     }
                     return Ok(());
                 }
@@ -446,8 +447,7 @@ impl NatsSource {
     }
 
     /// Stores the outcome of `s` and answers its message, `settling`.
-    async fn answer(&self, s: &Settlement, settling: &Settling) -> Result<(), SourceError> {
-        let delivery = settling.delivery();
+    async fn answer(&self, s: &Settlement, settling: &mut Settling) -> Result<(), SourceError> {
         let kind = match &s.outcome {
             // The line first, then (for a dead letter) the letter, then the
             // ack: a daemon that dies in between leaves a line, and the
@@ -456,8 +456,13 @@ impl NatsSource {
             Outcome::Settled { state, line, error } => {
                 self.put_result(&s.id, line).await?;
                 if *state == TaskState::DeadLetter {
-                    self.publish_dead(&s.id, delivery.message(), s.attempt, error.as_ref())
-                        .await?;
+                    self.publish_dead(
+                        &s.id,
+                        settling.delivery().message(),
+                        s.attempt,
+                        error.as_ref(),
+                    )
+                    .await?;
                     AckKind::Term
                 } else {
                     AckKind::Ack
@@ -470,16 +475,21 @@ impl NatsSource {
             // not the task's): the delivery is given back, as in every
             // source, stored before the NAK so that a NAK lost on the way is
             // given back too. One whose count changed since its claim lapses
-            // unanswered (`attempts::GiveBack`).
+            // unanswered (`attempts::GiveBack`). One stored is kept on its
+            // entry: a retry after its NAK failed only NAKs.
             Outcome::Interrupted | Outcome::NotStarted => {
                 let key = attempts::key(&self.inner.config.stream, settling.key().sequence());
-                match attempts::give_back(self.attempts(), &key, settling.count()).await {
+                match self.attempts().give_back(&key, settling.count()).await {
+                    GiveBack::Stored(count) => {
+                        self.held().given_back(settling, count);
+                        AckKind::Nak(None)
+                    }
                     GiveBack::Nak => AckKind::Nak(None),
                     GiveBack::Lapsed => return Ok(()),
                 }
             }
         };
-        delivery.answer(kind).await.map_err(backend)
+        settling.delivery().answer(kind).await.map_err(backend)
     }
 }
 
