@@ -518,9 +518,9 @@ fn a_listing_shows_tasks_not_yet_in_their_rows() {
 }
 
 /// A listing read a page at a time, either way, is what one read gives:
-/// tasks whose rows are written (a purge writes every row first) and tasks
-/// only the store's memory holds yet, in order, within the limit and the
-/// filter.
+/// tasks whose rows are written (a purge writes every row first), tasks only
+/// the store's memory holds yet, and a task in both whose row is out of
+/// date, in order, within the limit and the filter.
 #[test]
 fn a_listing_read_in_pages_mixes_rows_and_unwritten_tasks_in_order() {
     let dir = Dir::new("pages");
@@ -533,6 +533,8 @@ fn a_listing_read_in_pages_mixes_rows_and_unwritten_tasks_in_order() {
         let done = s.claim(2, 0).await.unwrap();
         s.settle(done.into_iter().map(ok).collect()).await.unwrap();
         s.purge_dead().await.unwrap();
+        // t2 runs: its record is in memory, its row still says queued.
+        assert_eq!(s.claim(1, 0).await.unwrap()[0].task.id, "t2");
         let later: Vec<String> = (7..12).map(|n| format!("t{n}")).collect();
         s.accept(later.iter().map(|id| task(id)).collect())
             .await
@@ -563,6 +565,17 @@ fn a_listing_read_in_pages_mixes_rows_and_unwritten_tasks_in_order() {
         assert_eq!(
             read(in_state(TaskState::Ok), ListOrder::OldestFirst, 1).await,
             ["t0", "t1"]
+        );
+        assert_eq!(
+            read(in_state(TaskState::Running), ListOrder::NewestFirst, 2).await,
+            ["t2"]
+        );
+        // t2's row says queued, its record running: left out, and the page
+        // filled from the rows after it.
+        let queued: Vec<String> = all[3..].to_vec();
+        assert_eq!(
+            read(in_state(TaskState::Queued), ListOrder::OldestFirst, 2).await,
+            queued
         );
         let mut pager = Pager::new(Filter::default(), ListOrder::NewestFirst, 4);
         let mut sizes = Vec::new();

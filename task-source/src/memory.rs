@@ -70,6 +70,15 @@ fn unsettled_delta(from: TaskState, to: TaskState) -> i64 {
     i64::from(from.is_settled()) - i64::from(to.is_settled())
 }
 
+/// The task in slot `at` of slots whose first is `first_seq`'s, with its
+/// sequence number; `None` for a removed one.
+fn placed(
+    first_seq: u64,
+    (at, slot): (usize, &Option<Box<TaskRecord>>),
+) -> Option<(u64, &TaskRecord)> {
+    Some((first_seq + at as u64, slot.as_deref()?))
+}
+
 /// Where task `seq`'s slot is in `slots`, whose first is `first_seq`'s.
 fn at(first_seq: u64, seq: u64) -> Option<usize> {
     usize::try_from(seq.checked_sub(first_seq)?).ok()
@@ -348,20 +357,43 @@ impl TaskSource for MemorySource {
     ) -> Result<ListPage, SourceError> {
         let inner = self.lock();
         let page = ListPage::size(filter.limit, page);
-        let wanted = |&(seq, r): &(u64, &TaskRecord)| {
-            order.after(seq, from)
-                && filter.state.is_none_or(|s| r.state == s)
+        let wanted = |&(_, r): &(u64, &TaskRecord)| {
+            filter.state.is_none_or(|s| r.state == s)
                 && filter
                     .task_type
                     .as_deref()
                     .is_none_or(|t| r.task.task_type == t)
         };
         let owned = |(seq, r): (u64, &TaskRecord)| (seq, r.clone());
+        // The walk starts at `from`'s slot: a page does not step over the
+        // tasks of the pages before it.
+        let slots = inner.slots.len();
+        let first = inner.first_seq;
+        // `from`'s slot; 0 when its task came before the first slot.
+        let slot = |ListFrom(seq)| at(first, seq).map_or(0, |at| at.min(slots));
+        let record = |slot| placed(first, slot);
         Ok(match order {
             ListOrder::NewestFirst => {
-                ListPage::of(inner.records().rev().filter(wanted).map(owned), page)
+                let end = from.map_or(slots, slot);
+                let newer_first = inner.slots.range(..end).enumerate().rev();
+                ListPage::of(
+                    newer_first.filter_map(record).filter(wanted).map(owned),
+                    page,
+                )
             }
-            ListOrder::OldestFirst => ListPage::of(inner.records().filter(wanted).map(owned), page),
+            ListOrder::OldestFirst => {
+                let start = match from {
+                    None => 0,
+                    Some(ListFrom(seq)) if seq < first => 0,
+                    Some(from) => (slot(from) + 1).min(slots),
+                };
+                let older_first = inner.slots.range(start..).enumerate();
+                let older_first = older_first.map(|(i, r)| (start + i, r));
+                ListPage::of(
+                    older_first.filter_map(record).filter(wanted).map(owned),
+                    page,
+                )
+            }
         })
     }
 

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use pool_core::testing::{MockAction, MockTransport};
 use pool_core::{Pool, WorkerCommand};
 use task_source::{
-    Admission, Claimed, Filter, MemorySource, NewTask, Requeue, Settlement, SourceError,
-    SourceStats, TaskRecord, TaskSource, TaskStatus,
+    Admission, Claimed, Filter, ListFrom, ListOrder, ListPage, MemorySource, NewTask, Requeue,
+    Settlement, SourceError, SourceStats, TaskRecord, TaskSource, TaskStatus,
 };
 
 use super::config::Sources;
@@ -77,6 +77,10 @@ pub(crate) struct TestSource {
     pub(crate) claims: AtomicU32,
     /// How many claims had been made when a `recover` first succeeded.
     pub(crate) claims_before_recovery: Mutex<Option<u32>>,
+    /// How many pages of listings were read.
+    pub(crate) pages_read: AtomicU32,
+    /// Pages read before every later one fails (`None`: none fails).
+    pub(crate) pages_before_failing: Option<u32>,
 }
 
 impl std::fmt::Debug for TestSource {
@@ -142,6 +146,19 @@ impl TaskSource for TestSource {
     }
     async fn list(&self, filter: Filter) -> Result<Vec<TaskRecord>, SourceError> {
         self.inner.list(filter).await
+    }
+    async fn list_page(
+        &self,
+        filter: Filter,
+        order: ListOrder,
+        from: Option<ListFrom>,
+        page: usize,
+    ) -> Result<ListPage, SourceError> {
+        let read = self.pages_read.fetch_add(1, Ordering::SeqCst);
+        if self.pages_before_failing.is_some_and(|ok| read >= ok) {
+            return Err(busy());
+        }
+        self.inner.list_page(filter, order, from, page).await
     }
     async fn requeue_dead(
         &self,

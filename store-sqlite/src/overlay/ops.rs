@@ -282,26 +282,51 @@ impl Overlay {
                     .as_ref()
                     .is_none_or(|task_type| *task_type == live.task.task_type)
         };
-        // Enough rows to fill the limit once those the entries replace are gone.
-        let limit = (filter.limit > 0).then(|| filter.limit + self.entries.len());
-        let mut found: Vec<(i64, TaskRecord)> = crate::ops::list(conn, filter, order, from, limit)?
-            .into_iter()
-            .filter(|(seq, _)| !self.entries.contains_key(seq))
+        // Where a task comes in the listing: the smaller, the sooner.
+        let key = |seq: i64| match order {
+            ListOrder::NewestFirst => -seq,
+            ListOrder::OldestFirst => seq,
+        };
+        let limit = filter.limit;
+        // The overlay's tasks the page may hold: its first `limit`, picked
+        // by number before any record is copied.
+        let mut held: Vec<i64> = self
+            .entries
+            .iter()
+            .filter(|(seq, live)| wanted(**seq, live))
+            .map(|(seq, _)| *seq)
             .collect();
-        found.extend(
-            self.entries
-                .iter()
-                .filter(|(seq, live)| wanted(**seq, live))
-                .map(|(seq, live)| (*seq, live.record())),
-        );
-        match order {
-            ListOrder::NewestFirst => {
-                found.sort_unstable_by_key(|(seq, _)| std::cmp::Reverse(*seq))
-            }
-            ListOrder::OldestFirst => found.sort_unstable_by_key(|(seq, _)| *seq),
+        if limit > 0 && held.len() > limit {
+            held.select_nth_unstable_by_key(limit - 1, |&seq| key(seq));
+            held.truncate(limit);
         }
-        if filter.limit > 0 {
-            found.truncate(filter.limit);
+        // The rows the overlay does not replace: read until `limit` of them
+        // came or the rows ran out.
+        let mut found: Vec<(i64, TaskRecord)> = Vec::new();
+        let mut after = from;
+        loop {
+            let want = (limit > 0).then(|| limit - found.len());
+            let rows = crate::ops::list(conn, filter, order, after, want)?;
+            let full = want.is_some_and(|want| rows.len() == want);
+            let last = rows.last().map(|(seq, _)| *seq);
+            found.extend(
+                rows.into_iter()
+                    .filter(|(seq, _)| !self.entries.contains_key(seq)),
+            );
+            match last {
+                Some(last) if full && found.len() < limit => {
+                    after = Some(ListFrom(u64::try_from(last).unwrap_or(0)));
+                }
+                _ => break,
+            }
+        }
+        found.extend(
+            held.into_iter()
+                .filter_map(|seq| Some((seq, self.entries.get(&seq)?.record()))),
+        );
+        found.sort_unstable_by_key(|(seq, _)| key(*seq));
+        if limit > 0 {
+            found.truncate(limit);
         }
         Ok(found)
     }

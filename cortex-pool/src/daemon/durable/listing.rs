@@ -111,8 +111,14 @@ async fn send(
         let records = match pager.next(&*daemon.source).await {
             Ok(Some(records)) => records,
             Ok(None) => break,
-            // The pages sent stand; the error says the listing stops there.
-            Err(e) => return out.send(store_error(e)).await,
+            // What was read goes out; the error says the listing stops there.
+            Err(e) => {
+                pages.fail(store_error(e), &mut ready);
+                for reply in ready {
+                    out.send(reply).await?;
+                }
+                return Ok(());
+            }
         };
         for record in &records {
             pages.push(&record.task.id, entry(record).to_string(), &mut ready);
@@ -132,9 +138,11 @@ async fn send(
 pub(crate) mod tests {
     use super::*;
     use crate::daemon::protocol::frame_reply;
-    use crate::daemon::test_daemon::{daemon, task};
+    use crate::daemon::test_daemon::{daemon, daemon_with, task, TestSource};
     use bytes::BytesMut;
+    use std::sync::atomic::Ordering;
     use std::sync::Arc;
+    use task_source::TaskSource;
     use task_source::{ErrorInfo, Outcome, Settlement};
 
     /// A daemon holding `n` dead letters, `d0` first, each with an error
@@ -205,6 +213,54 @@ pub(crate) mod tests {
             }
         }
         (entries, replies.last())
+    }
+
+    /// A listing longer than one read of the source comes from several, each
+    /// of at most [`READ_AT_ONCE`] tasks, whole and in order; a read that
+    /// fails partway ends it with the store's error after the pages sent.
+    #[tokio::test]
+    async fn a_listing_past_one_read_is_read_in_parts_and_a_failing_read_ends_it() {
+        let n = 2 * READ_AT_ONCE + 10;
+        let ids: Vec<String> = (0..n).map(|i| format!("t{i:05}")).collect();
+        let newest: Vec<String> = ids.iter().rev().cloned().collect();
+        for fails_after in [None, Some(1)] {
+            let source = Arc::new(TestSource {
+                pages_before_failing: fails_after,
+                ..TestSource::default()
+            });
+            source
+                .inner
+                .accept(ids.iter().map(|id| task(id)).collect())
+                .await
+                .unwrap();
+            let daemon = daemon_with(source.clone()).await;
+            let list = async |shape, out: &mpsc::Sender<Reply>| {
+                tasks(&daemon, None, None, 0, shape, out).await
+            };
+            let replies = answered(Shape::Pages(MAX_REPLY), list).await;
+            let (entries, last) = paged(&replies, MAX_REPLY);
+            let listed: Vec<String> = entries
+                .iter()
+                .map(|e| serde_json::from_str::<Value>(e).unwrap()["id"].to_string())
+                .map(|id| id.trim_matches('"').to_owned())
+                .collect();
+            match fails_after {
+                None => {
+                    assert_eq!(listed, newest);
+                    assert_eq!(source.pages_read.load(Ordering::SeqCst), 3);
+                    assert!(
+                        matches!(last, Some(Reply::Done { accepted, .. }) if *accepted == n as u64)
+                    );
+                }
+                Some(_) => {
+                    assert_eq!(listed, newest[..READ_AT_ONCE]);
+                    assert!(
+                        matches!(last, Some(Reply::Error { kind, .. }) if kind == "store"),
+                        "{last:?}"
+                    );
+                }
+            }
+        }
     }
 
     /// A dead-letter queue too long for one reply (the whole array does not

@@ -85,6 +85,13 @@ impl Pages {
         });
     }
 
+    /// Ends the listing short with `error`: appends the page being filled,
+    /// if any, then the error (no `Done`), so what was read goes out first.
+    pub(crate) fn fail(mut self, error: Reply, ready: &mut Vec<Reply>) {
+        self.flush(ready);
+        ready.push(error);
+    }
+
     /// Appends the page being filled, if it holds anything.
     fn flush(&mut self, ready: &mut Vec<Reply>) {
         if !self.page.is_empty() {
