@@ -281,7 +281,15 @@ impl Attempts {
     /// A write got no answer within [`WRITE_WAIT`]: writes are off for
     /// [`WRITES_OFF`].
     fn writes_off(&self, key: &str) {
-        *lock(&self.0.writes_off_until) = Some(Instant::now() + WRITES_OFF);
+        let now = Instant::now();
+        let was_on = lock(&self.0.writes_off_until)
+            .replace(now + WRITES_OFF)
+            .is_none_or(|until| until <= now);
+        // Said once as writes turn off, not by every write of a batch that
+        // went out together.
+        if !was_on {
+            return;
+        }
         tracing::warn!(
             %key, bucket = %self.0.name, off_s = WRITES_OFF.as_secs(),
             "no answer to a write of the attempts bucket within {WRITE_WAIT:?} (the \
@@ -418,8 +426,9 @@ impl Shared {
 
 /// Whether opening or making the bucket failed for good: the server
 /// answered that it may not be made (no JetStream for the account, its
-/// limits reached, the name taken by another stream) or the name is
-/// invalid. No answer, or any other, is tried again.
+/// limits reached) or the name is invalid. No answer, or any other (the
+/// name taken: the bucket exists, and a read failed only for now), is
+/// tried again.
 fn refused(e: &CreateKeyValueError) -> bool {
     match e.kind() {
         CreateKeyValueErrorKind::InvalidStoreName => true,
@@ -441,7 +450,6 @@ fn refuses(code: ErrorCode) -> bool {
         ErrorCode::MAXIMUM_STREAMS_LIMIT,
         ErrorCode::ACCOUNT_RESOURCES_EXCEEDED,
         ErrorCode::STORAGE_RESOURCES_EXCEEDED,
-        ErrorCode::STREAM_NAME_EXIST,
     ]
     .contains(&code)
 }
@@ -511,6 +519,9 @@ mod tests {
         assert!(refuses(ErrorCode::JETSTREAM_NOT_ENABLED_FOR_ACCOUNT));
         assert!(!refuses(ErrorCode::CLUSTER_NOT_AVAILABLE), "tried again");
         assert!(!refuses(ErrorCode::CLUSTER_NOT_LEADER), "tried again");
+        // The bucket exists with other settings, and the read before the
+        // make failed only for now: the next try reads it.
+        assert!(!refuses(ErrorCode::STREAM_NAME_EXIST), "tried again");
     }
 }
 
