@@ -83,16 +83,45 @@ impl Delivery {
     }
 }
 
+/// For tests: an echo task published on a queue, and its next delivery.
 #[cfg(all(test, feature = "test-server"))]
-mod tests {
+pub(crate) mod rig {
+    use std::sync::Arc;
     use std::time::Duration;
 
     use futures_util::StreamExt;
 
+    use super::Delivery;
+    use crate::connect::Queue;
+    use crate::message::{subject, Band};
+
+    /// Publishes an echo task `id` at normal priority, and waits for the
+    /// server to have it.
+    pub(crate) async fn publish_echo(queue: &Queue, id: &str) {
+        let body = format!(r#"{{"id":"{id}","type":"echo"}}"#);
+        let sent = queue
+            .js
+            .publish(subject(Band::Normal, "cortex.tasks"), body.into());
+        sent.await.unwrap().await.unwrap();
+    }
+
+    /// The next delivery of the normal band (10 s at most).
+    pub(crate) async fn next_delivery(queue: &Queue) -> Arc<Delivery> {
+        let consumer = &queue.consumers[1].1;
+        let batch = consumer.batch().max_messages(1);
+        let batch = batch.expires(Duration::from_secs(10)).messages().await;
+        let message = batch.unwrap().next().await.expect("a delivery");
+        Delivery::new(message.unwrap())
+    }
+}
+
+#[cfg(all(test, feature = "test-server"))]
+mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::config::NatsConfig;
     use crate::connect::connect;
-    use crate::message::{subject, Band};
     use crate::test_server::{told, NatsServer};
 
     /// The queue on `server`, a subscription to what it tells the server of
@@ -105,14 +134,8 @@ mod tests {
         let queue = connect(&NatsConfig::new(server.url())).await.unwrap();
         let acks = queue.client.subscribe("$JS.ACK.>").await.unwrap();
         queue.client.flush().await.unwrap();
-        let body = format!(r#"{{"id":"{id}","type":"echo"}}"#);
-        let sent = queue
-            .js
-            .publish(subject(Band::Normal, "cortex.tasks"), body.into());
-        sent.await.unwrap().await.unwrap();
-        let consumer = &queue.consumers[1].1;
-        let mut batch = consumer.fetch().max_messages(1).messages().await.unwrap();
-        let delivery = Delivery::new(batch.next().await.expect("the task").unwrap());
+        super::rig::publish_echo(&queue, id).await;
+        let delivery = super::rig::next_delivery(&queue).await;
         (queue, acks, delivery)
     }
 

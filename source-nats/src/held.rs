@@ -211,24 +211,13 @@ impl HeldSet {
 #[cfg(all(test, feature = "test-server"))]
 mod tests {
     use async_nats::jetstream::message::AckKind;
-    use futures_util::StreamExt;
 
     use super::*;
     use crate::attempts::GiveBack;
     use crate::config::NatsConfig;
-    use crate::connect::{connect, Queue};
-    use crate::message::{subject, Band};
+    use crate::connect::connect;
+    use crate::delivery::rig::{next_delivery, publish_echo};
     use crate::test_server::NatsServer;
-
-    /// The next delivery of the normal band's consumer, waited for (a NAK
-    /// reaches the consumer after its publish returns).
-    async fn next(queue: &Queue) -> Arc<Delivery> {
-        let consumer = &queue.consumers[1].1;
-        let batch = consumer.batch().max_messages(1);
-        let batch = batch.expires(Duration::from_secs(10)).messages().await;
-        let message = batch.unwrap().next().await.expect("a delivery");
-        Delivery::new(message.unwrap())
-    }
 
     fn count(given_back: u32, revision: u64) -> Count {
         Count::Read {
@@ -244,14 +233,10 @@ mod tests {
     async fn a_redelivery_replaces_the_delivery_of_its_message_held() {
         let server = NatsServer::start();
         let queue = connect(&NatsConfig::new(server.url())).await.unwrap();
-        let body = r#"{"id":"h","type":"echo"}"#;
-        let sent = queue
-            .js
-            .publish(subject(Band::Normal, "cortex.tasks"), body.into());
-        sent.await.unwrap().await.unwrap();
-        let first = next(&queue).await;
+        publish_echo(&queue, "h").await;
+        let first = next_delivery(&queue).await;
         first.message().ack_with(AckKind::Nak(None)).await.unwrap();
-        let second = next(&queue).await;
+        let second = next_delivery(&queue).await;
         let sequence = |d: &Delivery| d.message().info().unwrap().stream_sequence;
         assert_eq!(sequence(&first), sequence(&second));
         let mut held = HeldSet::default();
@@ -282,12 +267,8 @@ mod tests {
         let server = NatsServer::start();
         let config = NatsConfig::new(server.url());
         let queue = connect(&config).await.unwrap();
-        let body = r#"{"id":"g","type":"echo"}"#;
-        let sent = queue
-            .js
-            .publish(subject(Band::Normal, "cortex.tasks"), body.into());
-        sent.await.unwrap().await.unwrap();
-        let delivery = next(&queue).await;
+        publish_echo(&queue, "g").await;
+        let delivery = next_delivery(&queue).await;
         let mut held = HeldSet::default();
         assert!(held.insert(HeldKey::new("g".into(), 1, 1), delivery, Count::FIRST));
 
