@@ -70,13 +70,12 @@ fn unsettled_delta(from: TaskState, to: TaskState) -> i64 {
     i64::from(from.is_settled()) - i64::from(to.is_settled())
 }
 
-/// The task in slot `at` of slots whose first is `first_seq`'s, with its
-/// sequence number; `None` for a removed one.
-fn placed(
-    first_seq: u64,
-    (at, slot): (usize, &Option<Box<TaskRecord>>),
-) -> Option<(u64, &TaskRecord)> {
-    Some((first_seq + at as u64, slot.as_deref()?))
+/// Puts running `rec` back in the queue with its attempt given back,
+/// recording `event` at the attempt it ends.
+fn give_back(rec: &mut TaskRecord, event: &str, now: u64) {
+    rec.state = TaskState::Queued;
+    rec.history.push(entry(event, rec.attempts, now));
+    rec.attempts = rec.attempts.saturating_sub(1);
 }
 
 /// Where task `seq`'s slot is in `slots`, whose first is `first_seq`'s.
@@ -118,9 +117,18 @@ impl Inner {
 
     /// Every record with its sequence number, oldest first.
     fn records(&self) -> impl DoubleEndedIterator<Item = (u64, &TaskRecord)> {
-        let first = self.first_seq;
+        self.records_in(0..self.slots.len())
+    }
+
+    /// The records in the slots `range`, with their sequence numbers, oldest
+    /// first.
+    fn records_in(
+        &self,
+        range: std::ops::Range<usize>,
+    ) -> impl DoubleEndedIterator<Item = (u64, &TaskRecord)> {
+        let first = self.first_seq + range.start as u64;
         self.slots
-            .iter()
+            .range(range)
             .enumerate()
             .filter_map(move |(i, slot)| Some((first + i as u64, slot.as_deref()?)))
     }
@@ -271,15 +279,11 @@ impl TaskSource for MemorySource {
                     inner.delayed.insert((due_ms, seq));
                 }
                 Outcome::Interrupted => {
-                    rec.state = TaskState::Queued;
-                    rec.attempts = rec.attempts.saturating_sub(1);
-                    rec.history.push(entry("interrupted", s.attempt, now));
+                    give_back(rec, "interrupted", now);
                     inner.ready.insert((rec.task.priority, seq));
                 }
                 Outcome::NotStarted => {
-                    rec.state = TaskState::Queued;
-                    rec.attempts = rec.attempts.saturating_sub(1);
-                    rec.history.push(entry("withdrawn", s.attempt, now));
+                    give_back(rec, "withdrawn", now);
                     inner.ready.insert((rec.task.priority, seq));
                 }
             }
@@ -294,9 +298,7 @@ impl TaskSource for MemorySource {
         let now = now_ms();
         for &seq in &running {
             if let Some(rec) = slot_mut(&mut inner.slots, inner.first_seq, seq) {
-                rec.state = TaskState::Queued;
-                rec.history.push(entry("interrupted", rec.attempts, now));
-                rec.attempts = rec.attempts.saturating_sub(1);
+                give_back(rec, "interrupted", now);
                 inner.ready.insert((rec.task.priority, seq));
             }
         }
@@ -326,26 +328,8 @@ impl TaskSource for MemorySource {
     }
 
     async fn list(&self, filter: Filter) -> Result<Vec<TaskRecord>, SourceError> {
-        let inner = self.lock();
-        let limit = if filter.limit == 0 {
-            usize::MAX
-        } else {
-            filter.limit
-        };
-        Ok(inner
-            .records()
-            .rev()
-            .map(|(_, r)| r)
-            .filter(|r| filter.state.is_none_or(|s| r.state == s))
-            .filter(|r| {
-                filter
-                    .task_type
-                    .as_deref()
-                    .is_none_or(|t| r.task.task_type == t)
-            })
-            .take(limit)
-            .cloned()
-            .collect())
+        let all = self.list_page(filter, ListOrder::NewestFirst, None, 0);
+        Ok(all.await?.records)
     }
 
     async fn list_page(
@@ -357,13 +341,7 @@ impl TaskSource for MemorySource {
     ) -> Result<ListPage, SourceError> {
         let inner = self.lock();
         let page = ListPage::size(filter.limit, page);
-        let wanted = |&(_, r): &(u64, &TaskRecord)| {
-            filter.state.is_none_or(|s| r.state == s)
-                && filter
-                    .task_type
-                    .as_deref()
-                    .is_none_or(|t| r.task.task_type == t)
-        };
+        let wanted = |(_, r): &(u64, &TaskRecord)| filter.matches(r.state, &r.task.task_type);
         let owned = |(seq, r): (u64, &TaskRecord)| (seq, r.clone());
         // The walk starts at `from`'s slot: a page does not step over the
         // tasks of the pages before it.
@@ -371,29 +349,16 @@ impl TaskSource for MemorySource {
         let first = inner.first_seq;
         // `from`'s slot; 0 when its task came before the first slot.
         let slot = |ListFrom(seq)| at(first, seq).map_or(0, |at| at.min(slots));
-        let record = |slot| placed(first, slot);
+        let range = match (order, from) {
+            (ListOrder::NewestFirst, _) => 0..from.map_or(slots, slot),
+            (ListOrder::OldestFirst, None) => 0..slots,
+            (ListOrder::OldestFirst, Some(ListFrom(seq))) if seq < first => 0..slots,
+            (ListOrder::OldestFirst, Some(from)) => (slot(from) + 1).min(slots)..slots,
+        };
+        let found = inner.records_in(range).filter(wanted).map(owned);
         Ok(match order {
-            ListOrder::NewestFirst => {
-                let end = from.map_or(slots, slot);
-                let newer_first = inner.slots.range(..end).enumerate().rev();
-                ListPage::of(
-                    newer_first.filter_map(record).filter(wanted).map(owned),
-                    page,
-                )
-            }
-            ListOrder::OldestFirst => {
-                let start = match from {
-                    None => 0,
-                    Some(ListFrom(seq)) if seq < first => 0,
-                    Some(from) => (slot(from) + 1).min(slots),
-                };
-                let older_first = inner.slots.range(start..).enumerate();
-                let older_first = older_first.map(|(i, r)| (start + i, r));
-                ListPage::of(
-                    older_first.filter_map(record).filter(wanted).map(owned),
-                    page,
-                )
-            }
+            ListOrder::NewestFirst => ListPage::of(found.rev(), page),
+            ListOrder::OldestFirst => ListPage::of(found, page),
         })
     }
 

@@ -233,6 +233,15 @@ pub struct Filter {
     pub limit: usize,
 }
 
+impl Filter {
+    /// Whether a task in `state` of type `task_type` is one it picks (the
+    /// limit aside).
+    pub fn matches(&self, state: TaskState, task_type: &str) -> bool {
+        self.state.is_none_or(|s| s == state)
+            && self.task_type.as_deref().is_none_or(|t| t == task_type)
+    }
+}
+
 /// Whether the source can take new tasks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "state", rename_all = "snake_case")]

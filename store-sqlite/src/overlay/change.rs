@@ -61,19 +61,16 @@ pub(super) fn change(live: &mut Live, entry: Entry<'static>) -> bool {
             }
             now
         }
-        Entry::Interrupted { at_ms, attempt, .. } => {
+        // Back to the queue, the attempt given back.
+        Entry::Interrupted { at_ms, attempt, .. } | Entry::Withdrawn { at_ms, attempt, .. } => {
             let now = running(live, attempt);
             if now {
+                let event = match entry {
+                    Entry::Interrupted { .. } => "interrupted",
+                    _ => "withdrawn",
+                };
                 live.attempts = attempt.saturating_sub(1);
-                live.change(TaskState::Queued, at_ms, "interrupted", attempt);
-            }
-            now
-        }
-        Entry::Withdrawn { at_ms, attempt, .. } => {
-            let now = running(live, attempt);
-            if now {
-                live.attempts = attempt.saturating_sub(1);
-                live.change(TaskState::Queued, at_ms, "withdrawn", attempt);
+                live.change(TaskState::Queued, at_ms, event, attempt);
             }
             now
         }

@@ -276,11 +276,7 @@ impl Overlay {
     ) -> rusqlite::Result<Vec<(i64, TaskRecord)>> {
         let wanted = |seq: i64, live: &Live| {
             u64::try_from(seq).is_ok_and(|place| order.after(place, from))
-                && filter.state.is_none_or(|state| live.state == state)
-                && filter
-                    .task_type
-                    .as_ref()
-                    .is_none_or(|task_type| *task_type == live.task.task_type)
+                && filter.matches(live.state, &live.task.task_type)
         };
         // Where a task comes in the listing: the smaller, the sooner.
         let key = |seq: i64| match order {
@@ -290,14 +286,14 @@ impl Overlay {
         let limit = filter.limit;
         // The overlay's tasks the page may hold: its first `limit`, picked
         // by number before any record is copied.
-        let mut held: Vec<i64> = self
+        let mut held: Vec<(i64, &Live)> = self
             .entries
             .iter()
             .filter(|(seq, live)| wanted(**seq, live))
-            .map(|(seq, _)| *seq)
+            .map(|(seq, live)| (*seq, &**live))
             .collect();
         if limit > 0 && held.len() > limit {
-            held.select_nth_unstable_by_key(limit - 1, |&seq| key(seq));
+            held.select_nth_unstable_by_key(limit - 1, |&(seq, _)| key(seq));
             held.truncate(limit);
         }
         // The rows the overlay does not replace: read until `limit` of them
@@ -320,10 +316,7 @@ impl Overlay {
                 _ => break,
             }
         }
-        found.extend(
-            held.into_iter()
-                .filter_map(|seq| Some((seq, self.entries.get(&seq)?.record()))),
-        );
+        found.extend(held.into_iter().map(|(seq, live)| (seq, live.record())));
         found.sort_unstable_by_key(|(seq, _)| key(*seq));
         if limit > 0 {
             found.truncate(limit);

@@ -94,16 +94,14 @@ async fn send(
 ) -> Result<(), Closed> {
     let store_error = |e: SourceError| Reply::error("store", e.to_string());
     let Shape::Pages(limit) = shape else {
-        let mut values = Vec::new();
-        loop {
-            match pager.next(&*daemon.source).await {
-                Ok(Some(records)) => values.extend(records.iter().map(entry)),
-                Ok(None) => break,
-                Err(e) => return out.send(store_error(e)).await,
-            }
-        }
-        let value = Value::Array(values);
-        return out.send(Reply::Json { value }).await;
+        return out
+            .send(match pager.all(&*daemon.source).await {
+                Ok(records) => Reply::Json {
+                    value: Value::Array(records.iter().map(entry).collect()),
+                },
+                Err(e) => store_error(e),
+            })
+            .await;
     };
     let mut pages = Pages::new(limit);
     let mut ready = Vec::new();
