@@ -101,7 +101,7 @@ fn spliced(line: &str, priority: Option<u8>, timeout_ms: Option<u64>) -> Option<
             timeout_ms.map(|ms| ms.to_string()),
         ),
     ];
-    let mut head = String::with_capacity(64);
+    let mut head = String::new();
     let mut replaced: Vec<(Range<usize>, String)> = Vec::new();
     for (key, fill, value) in keys {
         let Some(value) = value else { continue };

@@ -120,18 +120,6 @@ fn exit(all_ok: bool) -> ExitCode {
     }
 }
 
-/// `ids` without repeats, each where it is first named.
-fn first_of_each(mut ids: Vec<String>) -> Vec<String> {
-    let first: Vec<bool> = {
-        let mut seen: HashSet<&str> = HashSet::default();
-        seen.reserve(ids.len());
-        ids.iter().map(|id| seen.insert(id.as_str())).collect()
-    };
-    let mut first = first.into_iter();
-    ids.retain(|_| first.next().unwrap_or(true));
-    ids
-}
-
 /// Hands one line per id to `lines` (waiting for each to settle when `wait`
 /// is given, reconnecting to a restarted daemon); true when every task
 /// settled ok.
@@ -146,7 +134,7 @@ pub(crate) async fn lines_for(
     // A wait answers each task once, however far apart its id is named (the
     // daemon does so within one request; these may be several).
     let ids = if wait.is_some() {
-        first_of_each(ids)
+        crate::daemon::durable::ids::first_of_each(ids)
     } else {
         ids
     };
@@ -304,14 +292,4 @@ pub(crate) fn tasks(args: TasksArgs) -> ExitCode {
         header(&mut out);
         Ok(ExitCode::SUCCESS)
     })())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn a_wait_names_each_id_once_where_it_is_first_named() {
-        let ids: Vec<String> = (0..40_000).map(|i| format!("{i:026}")).collect();
-        let twice: Vec<String> = ids.iter().chain(ids.iter().rev()).cloned().collect();
-        assert_eq!(super::first_of_each(twice), ids);
-    }
 }

@@ -106,12 +106,7 @@ pub(crate) async fn lookup(
         // A wait answers each task once, when it settles: an id named twice
         // (a line submitted twice in one batch) is waited for once, whether
         // it settled before the read or after.
-        let first: Vec<bool> = {
-            let mut seen: HashSet<&str> = HashSet::default();
-            ids.iter().map(|id| seen.insert(id.as_str())).collect()
-        };
-        let mut first = first.into_iter();
-        ids.retain(|_| first.next().unwrap_or(true));
+        ids = super::ids::first_of_each(ids);
     }
     let shared = daemon.queue.get().is_some();
     let mut tally = Tally {
@@ -145,7 +140,8 @@ pub(crate) async fn lookup(
         }
         tally.send(id, record, out).await?;
     }
-    if let (Some(_), Some(inbox)) = (wait.filter(|_| !left.is_empty()), inbox.as_mut()) {
+    // An inbox was made for a wait (and only then).
+    if let Some(inbox) = inbox.as_mut().filter(|_| !left.is_empty()) {
         let mut next_poll = tokio::time::Instant::now() + poll_period(left.len());
         let mut batch = Vec::new();
         while !left.is_empty() {

@@ -4,6 +4,8 @@
 
 use std::sync::Mutex;
 
+use foldhash::HashSet;
+
 const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
 /// The last id's time and random part, so ids made in one millisecond still sort.
@@ -45,6 +47,19 @@ fn spell(time: u64, random: u128) -> String {
     push((random >> 40) as u64, 8);
     push((random & ((1 << 40) - 1)) as u64, 8);
     id
+}
+
+/// `ids` without repeats, each where it is first named: a wait answers each
+/// task once (the client's request and the daemon's answer both).
+pub(crate) fn first_of_each(mut ids: Vec<String>) -> Vec<String> {
+    let first: Vec<bool> = {
+        let mut seen: HashSet<&str> = HashSet::default();
+        seen.reserve(ids.len());
+        ids.iter().map(|id| seen.insert(id.as_str())).collect()
+    };
+    let mut first = first.into_iter();
+    ids.retain(|_| first.next().unwrap_or(true));
+    ids
 }
 
 #[cfg(test)]
@@ -101,5 +116,12 @@ mod tests {
         let ids: Vec<String> = (0..10_000).map(|_| super::generate()).collect();
         assert!(ids.iter().all(|id| id.len() == 26));
         assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids sort by creation");
+    }
+
+    #[test]
+    fn a_wait_names_each_id_once_where_it_is_first_named() {
+        let ids: Vec<String> = (0..40_000).map(|i| format!("{i:026}")).collect();
+        let twice: Vec<String> = ids.iter().chain(ids.iter().rev()).cloned().collect();
+        assert_eq!(super::first_of_each(twice), ids);
     }
 }

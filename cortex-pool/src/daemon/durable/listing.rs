@@ -105,18 +105,11 @@ async fn send(
     };
     let mut pages = Pages::new(limit);
     let mut ready = Vec::new();
-    loop {
+    let failed = loop {
         let records = match pager.next(&*daemon.source).await {
             Ok(Some(records)) => records,
-            Ok(None) => break,
-            // What was read goes out; the error says the listing stops there.
-            Err(e) => {
-                pages.fail(store_error(e), &mut ready);
-                for reply in ready {
-                    out.send(reply).await?;
-                }
-                return Ok(());
-            }
+            Ok(None) => break None,
+            Err(e) => break Some(store_error(e)),
         };
         for record in &records {
             pages.push(&record.task.id, entry(record).to_string(), &mut ready);
@@ -124,8 +117,12 @@ async fn send(
                 out.send(reply).await?;
             }
         }
+    };
+    match failed {
+        None => pages.end(&mut ready),
+        // What was read goes out; the error says the listing stops there.
+        Some(error) => pages.fail(error, &mut ready),
     }
-    pages.end(&mut ready);
     for reply in ready {
         out.send(reply).await?;
     }
