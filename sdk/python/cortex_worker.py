@@ -383,23 +383,29 @@ def _stdout_to_stderr():
 FIFO_OPEN_TIMEOUT = 60.0
 
 
-def _manager_gone(env, parent):
-    """Whether the manager went away: our parent changed from ``parent``, what it
-    was when the worker began to open its FIFOs (we were re-parented, to init or
-    a subreaper), or ``CORTEX_MANAGER_PID`` names no process (a worker orphaned
-    before it looked had its new parent from the start). The parent need not be
-    the manager: a worker may be started through a wrapper (a shell script,
-    ``uv run``), which stays its parent while the manager lives."""
-    if os.getppid() != parent:
-        return True
+def _manager_pid(env):
+    """The manager's pid from ``CORTEX_MANAGER_PID``; ``None`` when unset or no
+    pid."""
     try:
         pid = int(env.get("CORTEX_MANAGER_PID", ""))
     except ValueError:
-        return False
-    if pid <= 0:
+        return None
+    return pid if pid > 0 else None
+
+
+def _manager_gone(parent, manager):
+    """Whether the manager went away: our parent changed from ``parent``, what it
+    was when the worker began to open its FIFOs (we were re-parented, to init or
+    a subreaper), or the manager's pid ``manager`` names no process (a worker
+    orphaned before it looked had its new parent from the start). The parent
+    need not be the manager: a worker may be started through a wrapper (a shell
+    script, ``uv run``), which stays its parent while the manager lives."""
+    if os.getppid() != parent:
+        return True
+    if manager is None:
         return False
     try:
-        os.kill(pid, 0)
+        os.kill(manager, 0)
     except ProcessLookupError:
         return True
     except (OSError, OverflowError):
@@ -413,12 +419,12 @@ def _open_fifos(env):
     manager goes away (see ``_manager_gone``) or does not open its ends in time:
     the opens block until it does, and nothing else would ever wake them."""
     opened = threading.Event()
-    parent = os.getppid()
+    parent, manager = os.getppid(), _manager_pid(env)
 
     def watch():
         deadline = time.monotonic() + FIFO_OPEN_TIMEOUT
         while not opened.wait(0.1):
-            if _manager_gone(env, parent):
+            if _manager_gone(parent, manager):
                 reason = "the manager went away before opening its FIFOs"
             elif time.monotonic() > deadline:
                 reason = "the manager did not open its FIFOs in time"

@@ -226,7 +226,7 @@ struct Shared {
 }
 
 /// `mutex` locked, also when a holder panicked (its data stays whole).
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)

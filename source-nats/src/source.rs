@@ -43,9 +43,7 @@ struct Inner {
 
 impl Inner {
     fn held(&self) -> MutexGuard<'_, HeldSet> {
-        self.held
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        attempts::lock(&self.held)
     }
 }
 
@@ -385,8 +383,8 @@ impl NatsSource {
                 return None;
             }
         };
-        let count_key = attempts::key(&self.inner.config.stream, sequence);
         let count = if delivered > 1 {
+            let count_key = attempts::key(&self.inner.config.stream, sequence);
             let (settled, count) = join(
                 self.settled_already(&task.id, &message, &count_key),
                 self.attempts().read(&count_key),
@@ -541,11 +539,12 @@ fn headers_len<'a>(headers: impl IntoIterator<Item = (&'a str, usize)>) -> usize
 /// The most bytes the headers of task `id`'s dead letter take, with an
 /// error message of at most `error` bytes.
 fn letter_headers_len(id: &str, error: usize) -> usize {
-    let msg_id = format!("{id}#dead-{}", u64::MAX);
+    // `{id}#dead-{seq}` at its longest, and the longest attempt number: the
+    // digits of u64::MAX (20) and of u32::MAX (10).
     headers_len([
-        (NATS_MESSAGE_ID.as_ref(), msg_id.len()),
+        (NATS_MESSAGE_ID.as_ref(), id.len() + "#dead-".len() + 20),
         (HEADER_ID, id.len()),
-        (HEADER_ATTEMPTS, u32::MAX.to_string().len()),
+        (HEADER_ATTEMPTS, 10),
         (HEADER_ERROR_KIND, MAX_KIND_HEADER),
         (HEADER_ERROR, error),
     ])

@@ -157,4 +157,4 @@ async function openWriter(path, flags) {
   }
 }
 
-module.exports = { openLink, protectStdout, maxFrameFrom, managerGone, parentChanged };
+module.exports = { openLink, protectStdout, maxFrameFrom, parentChanged };
