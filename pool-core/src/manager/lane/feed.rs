@@ -298,15 +298,20 @@ impl Drop for Untaken<'_> {
         if self.tasks.is_empty() {
             return;
         }
-        if let Err(closed) = self.queue.put_back(self.tasks.drain(..)) {
-            for pending in closed {
-                settle_failed(
-                    self.shared,
-                    pending,
-                    FinalStatus::Failed,
-                    Failure::ShuttingDown,
-                );
-            }
+        put_back_or_end(self.shared, self.queue, self.tasks.drain(..));
+    }
+}
+
+/// Puts `tasks` back in `queue` ([`SharedQueue::put_back`]); once it is
+/// closed (a shutdown drained it), they end as shutting down.
+fn put_back_or_end<I>(shared: &Shared, queue: &SharedQueue, tasks: I)
+where
+    I: IntoIterator<Item = Pending>,
+    I::IntoIter: DoubleEndedIterator,
+{
+    if let Err(closed) = queue.put_back(tasks) {
+        for pending in closed {
+            settle_failed(shared, pending, FinalStatus::Failed, Failure::ShuttingDown);
         }
     }
 }
@@ -481,14 +486,7 @@ impl Starting<'_, '_> {
         };
         self.book.unwrite(self.before);
         if let Some(pending) = charged_with_start_panic(self.shared, pending, "desk") {
-            if let Err(Some(pending)) = self.shared.queue.put_back(Some(pending)) {
-                settle_failed(
-                    self.shared,
-                    pending,
-                    FinalStatus::Failed,
-                    Failure::ShuttingDown,
-                );
-            }
+            put_back_or_end(self.shared, &self.shared.queue, Some(pending));
         }
         self.shared.queue.ring();
     }
