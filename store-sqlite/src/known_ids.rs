@@ -63,13 +63,30 @@ impl KnownIds {
 
     /// Notes that `id` may be held from now on.
     pub(crate) fn insert(&mut self, id: &str) {
-        self.filter.insert(id);
-        self.inserted += 1;
+        self.insert_hash(self.hash(id));
     }
 
     /// `false` when no row and no record has `id`.
     pub(crate) fn may_hold(&self, id: &str) -> bool {
         self.filter.contains(id)
+    }
+
+    /// `id`'s hash, for [`may_hold_hash`](Self::may_hold_hash) and
+    /// [`insert_hash`](Self::insert_hash): an id checked and then put in
+    /// is hashed once.
+    pub(crate) fn hash(&self, id: &str) -> u64 {
+        self.filter.source_hash(id)
+    }
+
+    /// [`may_hold`](Self::may_hold) of the id `hash` is of.
+    pub(crate) fn may_hold_hash(&self, hash: u64) -> bool {
+        self.filter.contains_hash(hash)
+    }
+
+    /// [`insert`](Self::insert) of the id `hash` is of.
+    pub(crate) fn insert_hash(&mut self, hash: u64) {
+        self.filter.insert_hash(hash);
+        self.inserted += 1;
     }
 
     /// Whether it holds more ids than it was sized for.

@@ -48,12 +48,13 @@ impl Overlay {
     /// the memory bound; a slice of the settled tasks while the unwritten
     /// settled ones are large or old.
     pub(crate) fn checkpoint_due(&self) -> Option<Checkpoint> {
-        if self.dirty_weight >= FULL_CHECKPOINT_BYTES || self.journal_bytes >= FULL_CHECKPOINT_BYTES
+        if self.tally.dirty_weight >= FULL_CHECKPOINT_BYTES
+            || self.journal_bytes >= FULL_CHECKPOINT_BYTES
         {
             return Some(Checkpoint::Full);
         }
         let since = self.settled_since?;
-        (self.settled_weight >= BUSY_BYTES || since.elapsed() >= BUSY_AGE)
+        (self.tally.settled_weight >= BUSY_BYTES || since.elapsed() >= BUSY_AGE)
             .then_some(Checkpoint::Settled)
     }
 
@@ -64,7 +65,7 @@ impl Overlay {
         let since = self.settled_since?;
         Some(if idle {
             Duration::ZERO
-        } else if self.dirty_settled >= IDLE_TASKS {
+        } else if self.tally.dirty_settled >= IDLE_TASKS {
             IDLE
         } else {
             IDLE.max(CHECKPOINT_AFTER.saturating_sub(since.elapsed()))
@@ -80,12 +81,12 @@ impl Overlay {
     /// How many settled tasks wait for their rows (a test's look).
     #[cfg(test)]
     pub(crate) fn settled_unwritten(&self) -> usize {
-        self.dirty_settled
+        self.tally.dirty_settled
     }
 
     /// Whether some change is in the journal only.
     pub(crate) fn has_unwritten(&self) -> bool {
-        self.dirty > 0
+        self.tally.dirty > 0
     }
 
     /// Runs `f` on the rows, in the caller's transaction, after a full
@@ -141,16 +142,15 @@ impl Overlay {
         // Each written record is its row now: only a running one stays in
         // memory; the others keep their place in the ready order.
         for seq in written {
-            let Some(mut live) = self.entries.remove(&seq) else {
+            let Some(live) = self.entries.get_mut(&seq) else {
                 continue;
             };
-            self.count(&live, -1);
+            self.tally.count(live, -1);
             live.stored = Some(live.state);
             live.unwritten_since = None;
             if live.state == TaskState::Running {
-                self.count(&live, 1);
-                self.entries.insert(seq, live);
-            } else {
+                self.tally.count(live, 1);
+            } else if let Some(live) = self.entries.remove(&seq) {
                 self.ids.remove(&live.task.id);
             }
         }
@@ -159,7 +159,7 @@ impl Overlay {
             self.settled_since = self.plan.take().map(|plan| plan.made);
             self.forget_written(conn)?;
         }
-        if self.dirty_settled == 0 {
+        if self.tally.dirty_settled == 0 {
             self.settled_since = None;
         }
         Ok(())

@@ -19,20 +19,24 @@
 //! operations; `checkpoint.rs` the writing of rows.
 
 use std::borrow::Cow;
-use std::collections::BTreeSet;
 use std::time::Instant;
 
 use foldhash::HashMap;
 use rusqlite::Connection;
+use std::collections::hash_map;
 use task_source::{NewTask, TaskState};
 
 use crate::journal::{self, Entry};
 use crate::known_ids::KnownIds;
 use crate::live::{self, Live};
+use order::ReadyOrder;
+use tally::Tally;
 
 mod change;
 mod checkpoint;
 mod ops;
+mod order;
+mod tally;
 
 pub(crate) use checkpoint::{Checkpoint, CHECKPOINT_AFTER};
 #[cfg(test)]
@@ -53,24 +57,12 @@ pub(crate) struct Overlay {
     entries: HashMap<i64, Box<Live>>,
     /// The sequence numbers of `entries` by id.
     ids: HashMap<String, i64>,
-    /// Queued tasks, and retrying ones past their due time: `(priority, seq)`.
-    ready: BTreeSet<(u8, i64)>,
-    /// Retrying tasks not yet moved to `ready`: `(due_ms, priority, seq)`.
-    due: BTreeSet<(u64, u8, i64)>,
+    /// Where the waiting tasks come.
+    order: ReadyOrder,
     /// The number the next accepted task gets.
     next_seq: i64,
-    /// Tasks by state in `entries`, less the same tasks by their rows' state:
-    /// what the counts in `state_counts` lack until the next checkpoint.
-    counts: [i64; TaskState::ALL.len()],
-    /// Entries whose rows lack some of their changes…
-    dirty: usize,
-    /// …and of those, the settled ones.
-    dirty_settled: usize,
-    /// Bytes the entries with unwritten changes hold, roughly (a running
-    /// task's entry stays in memory once written, and is not counted)…
-    dirty_weight: usize,
-    /// …and of those, the settled ones (what a slice writes).
-    settled_weight: usize,
+    /// What the entries add up to.
+    tally: Tally,
     /// When the first task that is still unwritten settled.
     settled_since: Option<Instant>,
     /// The settled tasks the next checkpoints write, a slice at a time;
@@ -113,7 +105,9 @@ impl Overlay {
             while let Some(row) = rows.next()? {
                 let state: String = row.get(2)?;
                 let state = TaskState::parse(&state).unwrap_or(TaskState::Queued);
-                overlay.wait(row.get(0)?, state, row.get(1)?, row.get(3)?);
+                overlay
+                    .order
+                    .wait(row.get(0)?, state, row.get(1)?, row.get(3)?);
             }
         }
         overlay.journal_sizes = journal::row_sizes(conn)?.into();
@@ -136,105 +130,67 @@ impl Overlay {
         Ok(overlay)
     }
 
-    /// Puts task `seq` in the ready order as its `state` says.
-    fn wait(&mut self, seq: i64, state: TaskState, priority: u8, due_ms: u64) {
-        match state {
-            TaskState::Queued => {
-                self.ready.insert((priority, seq));
+    /// Applies the change `make` builds from task `seq`'s record and the
+    /// version it makes, in place: its entry, or its row's record loaded as
+    /// one (unchanged, so counted nowhere); the tally, the ready order and
+    /// the journal row of its oldest unwritten change follow. With
+    /// `journal`, the change is journaled too (and taken out again when it
+    /// changes nothing). Then lets go of the entry if its row says all there
+    /// is and it does not run (it keeps its place in the ready order).
+    /// `Some(false)` when it changes nothing, `None` when there is no such
+    /// task.
+    fn change(
+        &mut self,
+        conn: &Connection,
+        seq: i64,
+        journal: bool,
+        make: impl FnOnce(&Live, u64) -> Entry<'static>,
+    ) -> rusqlite::Result<Option<bool>> {
+        let live = match self.entries.entry(seq) {
+            hash_map::Entry::Occupied(held) => held.into_mut(),
+            hash_map::Entry::Vacant(place) => {
+                let Some(live) = live::load_seq(conn, seq)? else {
+                    return Ok(None);
+                };
+                self.ids.insert(live.task.id.clone(), seq);
+                place.insert(Box::new(live))
             }
-            TaskState::Retrying => {
-                self.due.insert((due_ms, priority, seq));
-            }
-            _ => {}
-        }
-    }
-
-    /// Takes task `seq` out of the ready order, where its `state` puts it:
-    /// only a waiting task is there ([`wait`](Self::wait)), so a running one,
-    /// at every settlement, costs no search of either set. (Should a bug
-    /// leave another task's key there, [`claim`](Self::claim) drops it.)
-    fn unwait(&mut self, seq: i64, state: TaskState, priority: u8, due_ms: u64) {
-        if matches!(state, TaskState::Queued | TaskState::Retrying)
-            && !self.ready.remove(&(priority, seq))
-        {
-            self.due.remove(&(due_ms, priority, seq));
-        }
-    }
-
-    fn count(&mut self, live: &Live, sign: i64) {
-        self.counts[live.state as usize] += sign;
-        if let Some(stored) = live.stored {
-            self.counts[stored as usize] -= sign;
-        }
-        let settled = live.settled_unwritten();
-        let dirty = live.dirty();
-        if dirty {
-            self.dirty = self.dirty.wrapping_add_signed(sign as isize);
-        }
-        if settled {
-            self.dirty_settled = self.dirty_settled.wrapping_add_signed(sign as isize);
-        }
-        let weight = live.weight();
-        if sign > 0 {
-            if dirty {
-                self.dirty_weight += weight;
-            }
-            if settled {
-                self.settled_weight += weight;
-            }
-        } else {
-            if dirty {
-                self.dirty_weight = self.dirty_weight.saturating_sub(weight);
-            }
-            if settled {
-                self.settled_weight = self.settled_weight.saturating_sub(weight);
-            }
-        }
-    }
-
-    /// Takes task `seq`'s record out, from its entry or its row, and out of
-    /// the ready order; `None` when there is no such task. Its id is in
-    /// `ids` while the record is out: it goes back under the same number.
-    fn take(&mut self, conn: &Connection, seq: i64) -> rusqlite::Result<Option<Box<Live>>> {
-        if let Some(live) = self.entries.remove(&seq) {
-            self.unwait(seq, live.state, live.task.priority, live.due_ms);
-            self.count(&live, -1);
-            return Ok(Some(live));
-        }
-        let Some(live) = live::load_seq(conn, seq)? else {
-            return Ok(None);
         };
-        self.unwait(seq, live.state, live.task.priority, live.due_ms);
-        self.ids.insert(live.task.id.clone(), seq);
-        Ok(Some(Box::new(live)))
-    }
-
-    /// Puts task `seq`'s record back as its entry (its id is in `ids`), in
-    /// the ready order as its state says.
-    fn put(&mut self, seq: i64, live: Box<Live>) {
-        if live.settled_unwritten() && self.settled_since.is_none() {
-            self.settled_since = Some(Instant::now());
-        }
-        self.wait(seq, live.state, live.task.priority, live.due_ms);
-        self.count(&live, 1);
-        self.entries.insert(seq, live);
-    }
-
-    /// Puts task `seq`'s record back: as its entry while its row lacks some
-    /// of its changes or it runs, else only in the ready order (its row says
-    /// all there is).
-    fn release(&mut self, seq: i64, live: Box<Live>) {
-        if live.dirty() || live.state == TaskState::Running {
-            self.put(seq, live);
+        let entry = make(live, live.version + 1);
+        let mark = self.pending.len();
+        let encoded = if journal {
+            journal::encode(&mut self.pending, &entry)
         } else {
-            self.wait(seq, live.state, live.task.priority, live.due_ms);
-            self.ids.remove(&live.task.id);
+            Ok(())
+        };
+        let changed = match encoded {
+            Ok(()) => {
+                let (state, priority, due_ms) = (live.state, live.task.priority, live.due_ms);
+                self.tally.count(live, -1);
+                let changed = change::change(live, entry);
+                if changed {
+                    live.unwritten_since.get_or_insert(self.journal_row);
+                    self.order.unwait(seq, state, priority, due_ms);
+                    self.order
+                        .wait(seq, live.state, live.task.priority, live.due_ms);
+                }
+                self.tally.count(live, 1);
+                if live.settled_unwritten() && self.settled_since.is_none() {
+                    self.settled_since = Some(Instant::now());
+                }
+                Ok(changed)
+            }
+            Err(e) => Err(e),
+        };
+        if !matches!(changed, Ok(true)) {
+            self.pending.truncate(mark);
         }
-    }
-
-    /// Marks `live` as changed in this transaction's journal row.
-    fn unwritten(&self, live: &mut Live) {
-        live.unwritten_since.get_or_insert(self.journal_row);
+        if !live.dirty() && live.state != TaskState::Running {
+            if let Some(live) = self.entries.remove(&seq) {
+                self.ids.remove(&live.task.id);
+            }
+        }
+        changed.map(Some)
     }
 
     /// Applies a journal entry read back; one whose change the task's row
@@ -250,12 +206,7 @@ impl Overlay {
             }
             return Ok(());
         }
-        if let Some(mut live) = self.take(conn, seq)? {
-            if change::change(&mut live, entry) {
-                self.unwritten(&mut live);
-            }
-            self.release(seq, live);
-        }
+        self.change(conn, seq, false, |_, _| entry)?;
         Ok(())
     }
 
@@ -268,29 +219,17 @@ impl Overlay {
         seq: i64,
         make: impl FnOnce(&Live, u64) -> Entry<'static>,
     ) -> rusqlite::Result<Option<bool>> {
-        let Some(mut live) = self.take(conn, seq)? else {
-            return Ok(None);
-        };
-        let entry = make(&live, live.version + 1);
-        let mark = self.pending.len();
-        let changed = match journal::encode(&mut self.pending, &entry) {
-            Ok(()) => change::change(&mut live, entry),
-            Err(e) => {
-                self.release(seq, live);
-                return Err(e);
-            }
-        };
-        if changed {
-            self.unwritten(&mut live);
-        } else {
-            self.pending.truncate(mark);
-        }
-        self.release(seq, live);
-        Ok(Some(changed))
+        self.change(conn, seq, true, make)
     }
 
-    /// Journals the acceptance of `task` as the next sequence number.
-    fn record_accepted(&mut self, task: NewTask, at_ms: u64) -> rusqlite::Result<()> {
+    /// Journals the acceptance of `task` as the next sequence number
+    /// (`hash`: its id's in the filter of ids, when known).
+    fn record_accepted(
+        &mut self,
+        task: NewTask,
+        at_ms: u64,
+        hash: Option<u64>,
+    ) -> rusqlite::Result<()> {
         let seq = self.next_seq;
         let entry = Entry::Accepted {
             seq,
@@ -302,7 +241,7 @@ impl Overlay {
             return Ok(());
         };
         if let Some(known) = &mut self.known {
-            known.insert(&task.id);
+            known.insert_hash(hash.unwrap_or_else(|| known.hash(&task.id)));
         }
         self.next_seq += 1;
         self.add_accepted(seq, task.into_owned(), at_ms);
@@ -312,9 +251,12 @@ impl Overlay {
     /// Adds the record of `task`, accepted as `seq` at `at_ms`.
     fn add_accepted(&mut self, seq: i64, task: NewTask, at_ms: u64) {
         let mut live = Box::new(Live::accepted(task, at_ms));
-        self.unwritten(&mut live);
+        live.unwritten_since = Some(self.journal_row);
         self.ids.insert(live.task.id.clone(), seq);
-        self.put(seq, live);
+        self.order
+            .wait(seq, live.state, live.task.priority, live.due_ms);
+        self.tally.count(&live, 1);
+        self.entries.insert(seq, live);
     }
 
     /// The bytes of journal entries the transaction has not written yet.

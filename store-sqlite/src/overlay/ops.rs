@@ -20,7 +20,7 @@ impl Overlay {
     pub(crate) fn unsettled(&self, stored: u64) -> u64 {
         let unsettled: i64 = [TaskState::Queued, TaskState::Running, TaskState::Retrying]
             .iter()
-            .map(|s| self.counts[*s as usize])
+            .map(|s| self.tally.counts[*s as usize])
             .sum();
         stored.saturating_add_signed(unsettled)
     }
@@ -30,7 +30,7 @@ impl Overlay {
         let mut by_state: std::collections::HashMap<String, u64> = stored.into_iter().collect();
         for state in TaskState::ALL {
             let n = by_state.entry(state.as_str().to_owned()).or_default();
-            *n = n.saturating_add_signed(self.counts[state as usize]);
+            *n = n.saturating_add_signed(self.tally.counts[state as usize]);
         }
         by_state.into_iter().collect()
     }
@@ -48,15 +48,25 @@ impl Overlay {
         let mut out = Vec::with_capacity(tasks.len());
         let mut rows = live::Lookup::new(conn)?;
         for task in tasks {
-            if let Some((_, state)) = self.find(&mut rows, &task.id)? {
-                out.push(Admission::Known(state));
-                continue;
+            // The usual id, never seen, is told by the filter alone; its
+            // hash serves again to put it in.
+            let hash = self.known.as_ref().map(|known| known.hash(&task.id));
+            let surely_new = self
+                .known
+                .as_ref()
+                .zip(hash)
+                .is_some_and(|(known, hash)| !known.may_hold_hash(hash));
+            if !surely_new {
+                if let Some((_, state)) = self.find(&mut rows, &task.id)? {
+                    out.push(Admission::Known(state));
+                    continue;
+                }
             }
             if let Some((_, max)) = limit.filter(|(_, max)| unsettled_now >= *max) {
                 out.push(Admission::queue_full(unsettled_now, max));
                 continue;
             }
-            self.record_accepted(task, at_ms)?;
+            self.record_accepted(task, at_ms, hash)?;
             unsettled_now += 1;
             out.push(Admission::Accepted);
         }
@@ -76,16 +86,10 @@ impl Overlay {
         max: usize,
         now_ms: u64,
     ) -> rusqlite::Result<Vec<Claimed>> {
-        while let Some(&(due_ms, priority, seq)) = self.due.first() {
-            if due_ms > now_ms {
-                break;
-            }
-            self.due.remove(&(due_ms, priority, seq));
-            self.ready.insert((priority, seq));
-        }
-        let mut out = Vec::with_capacity(max.min(self.ready.len()));
+        self.order.promote_due(now_ms);
+        let mut out = Vec::with_capacity(max.min(self.order.ready.len()));
         while out.len() < max {
-            let Some((priority, seq)) = self.ready.first().copied() else {
+            let Some((priority, seq)) = self.order.ready.first().copied() else {
                 break;
             };
             let mut attempt = 0;
@@ -103,12 +107,12 @@ impl Overlay {
                 // Not waiting after all (only a bug puts such a task in
                 // the order): out of it, so that the loop moves on.
                 Some(false) => {
-                    self.ready.remove(&(priority, seq));
+                    self.order.ready.remove(&(priority, seq));
                     continue;
                 }
                 None => {
                     // A row retention removed: nothing to run.
-                    self.ready.pop_first();
+                    self.order.ready.pop_first();
                     continue;
                 }
             }
@@ -388,7 +392,7 @@ mod tests {
         let first = overlay.claim(&conn, 1, 2).unwrap();
         assert_eq!(first[0].task.id, "a");
         // What only a bug would leave: the running task's key back in the order.
-        overlay.ready.insert((10, 1));
+        overlay.order.ready.insert((10, 1));
         let next: Vec<String> = overlay
             .claim(&conn, 10, 3)
             .unwrap()
@@ -396,6 +400,6 @@ mod tests {
             .map(|c| c.task.id)
             .collect();
         assert_eq!(next, ["b"]);
-        assert!(overlay.ready.is_empty(), "{:?}", overlay.ready);
+        assert!(overlay.order.ready.is_empty(), "{:?}", overlay.order.ready);
     }
 }
