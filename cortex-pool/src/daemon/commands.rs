@@ -8,7 +8,7 @@ mod answer;
 mod clients;
 mod control;
 mod line_fields;
-mod listing;
+pub(crate) mod listing;
 mod lookup;
 mod requests;
 mod roll;

@@ -8,8 +8,9 @@ use std::sync::mpsc;
 use serde_json::Value;
 
 use super::queue_watch::QueueWatch;
-use super::source::{connect, json_reply, DeadLetter};
+use super::source::{connect, json_reply, DeadLetter, DeadLetters};
 use crate::daemon::client::Client;
+use crate::daemon::commands::listing::read_listing;
 use crate::daemon::protocol::{Reply, Request};
 
 /// What a key asks the daemon to do.
@@ -33,7 +34,7 @@ pub(crate) enum Outcome {
     /// It failed: why.
     Failed(String),
     /// The dead-letter queue's entries, or why they cannot be listed.
-    DeadLetters(Result<Vec<DeadLetter>, String>),
+    DeadLetters(Result<DeadLetters, String>),
 }
 
 /// Whom the actions go to.
@@ -110,18 +111,13 @@ async fn perform(socket: &std::path::Path, action: Action) -> Vec<Outcome> {
             )),
             Err(e) => Outcome::Failed(format!("rolling restart failed: {e}")),
         }],
-        Action::DlqList => vec![listed(
-            dlq(&mut client, Request::DlqList { paged: false }).await,
-        )],
+        Action::DlqList => vec![dead_letters(&mut client).await],
         Action::DlqRetry(id) => {
             let request = Request::DlqRetry {
                 ids: Some(vec![id.clone()]),
             };
             let retried = retried(&id, dlq(&mut client, request).await);
-            vec![
-                retried,
-                listed(dlq(&mut client, Request::DlqList { paged: false }).await),
-            ]
+            vec![retried, dead_letters(&mut client).await]
         }
     }
 }
@@ -147,11 +143,102 @@ pub(crate) fn retried(id: &str, reply: Result<Value, String>) -> Outcome {
     }
 }
 
-/// The outcome of `dlq list` from its reply (the daemon's and the shared
-/// queue's alike).
+/// The daemon's dead letters, read a page at a time (one reply of a long
+/// queue would pass the largest reply), the oldest [`DLQ_SHOWN`] of them.
+///
+/// [`DLQ_SHOWN`]: super::source::DLQ_SHOWN
+async fn dead_letters(client: &mut Client) -> Outcome {
+    let mut listed = DeadLetters::default();
+    let read = async {
+        client
+            .send(&Request::DlqList { paged: true })
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut bad = None;
+        read_listing(
+            client,
+            &mut |text| match serde_json::from_str::<DeadLetter>(text) {
+                Ok(entry) => listed.take(entry),
+                Err(e) => {
+                    bad = Some(format!("unexpected entry {text}: {e}"));
+                    false
+                }
+            },
+        )
+        .await?;
+        bad.map_or(Ok(()), Err)
+    };
+    let read = read.await;
+    Outcome::DeadLetters(
+        read.map(|()| listed)
+            .map_err(|e| format!("cannot list the dead letters: {e}")),
+    )
+}
+
+/// The outcome of `dlq list` from its reply, one array (the shared
+/// queue's): its oldest [`DLQ_SHOWN`](super::source::DLQ_SHOWN) entries.
 pub(crate) fn listed(reply: Result<Value, String>) -> Outcome {
     let entries = reply.and_then(|v| {
         serde_json::from_value::<Vec<DeadLetter>>(v).map_err(|e| format!("unexpected reply: {e}"))
     });
-    Outcome::DeadLetters(entries.map_err(|e| format!("cannot list the dead letters: {e}")))
+    Outcome::DeadLetters(
+        entries
+            .map(|entries| {
+                let mut listed = DeadLetters::default();
+                for entry in entries {
+                    if !listed.take(entry) {
+                        break;
+                    }
+                }
+                listed
+            })
+            .map_err(|e| format!("cannot list the dead letters: {e}")),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::top::source::DLQ_SHOWN;
+
+    fn listed_ids(outcome: &Outcome) -> (Vec<&str>, bool) {
+        let Outcome::DeadLetters(Ok(listed)) = outcome else {
+            panic!("a listing: {outcome:?}");
+        };
+        let ids = listed.entries.iter().map(|e| e.id.as_str()).collect();
+        (ids, listed.more)
+    }
+
+    /// A queue longer than the box holds shows its oldest entries, in
+    /// order, and says that more are left; one that fits shows whole.
+    #[test]
+    fn a_long_dead_letter_queue_shows_its_oldest_and_says_more_are_left() {
+        let entries = |n: usize| {
+            let all: Vec<Value> = (0..n).map(|i| json!({"id": i.to_string()})).collect();
+            Ok(Value::Array(all))
+        };
+        let long = listed(entries(DLQ_SHOWN + 5));
+        let (ids, more) = listed_ids(&long);
+        assert!(more);
+        assert_eq!(ids.len(), DLQ_SHOWN);
+        assert_eq!((ids[0], ids[DLQ_SHOWN - 1]), ("0", "9999"));
+        let full = listed(entries(DLQ_SHOWN));
+        let (ids, more) = listed_ids(&full);
+        assert!(!more, "exactly full is whole");
+        assert_eq!(ids.len(), DLQ_SHOWN);
+    }
+
+    /// A reply that is no list of dead letters is reported, not shown empty.
+    #[test]
+    fn a_reply_that_is_no_list_is_a_failure_that_says_so() {
+        let Outcome::DeadLetters(Err(why)) = listed(Ok(json!({"no": "list"}))) else {
+            panic!("a failure");
+        };
+        assert!(
+            why.starts_with("cannot list the dead letters: unexpected reply"),
+            "{why}"
+        );
+    }
 }

@@ -8,7 +8,7 @@ use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
 use super::actions::{Action, Outcome};
 use super::history::{History, Severity};
-use super::source::{DeadLetter, Snapshot, Worker};
+use super::source::{DeadLetter, DeadLetters, Snapshot, Worker};
 
 /// What the keyboard is doing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,7 +31,7 @@ pub(crate) enum DlqView {
     /// The list was asked for and has not come back yet.
     Loading,
     /// The entries.
-    Entries(Vec<DeadLetter>),
+    Entries(DeadLetters),
     /// The list could not be read: why.
     Failed(String),
 }
@@ -40,7 +40,7 @@ impl DlqView {
     /// The entries, when there are some to select from.
     fn entries(&self) -> &[DeadLetter] {
         match self {
-            Self::Entries(entries) => entries,
+            Self::Entries(listed) => &listed.entries,
             Self::Loading | Self::Failed(_) => &[],
         }
     }
@@ -196,7 +196,7 @@ impl App {
 
     /// Takes in a `dlq list`: into the box when it is open; a failure to the
     /// log when it is not.
-    fn dead_letters(&mut self, listed: Result<Vec<DeadLetter>, String>) {
+    fn dead_letters(&mut self, listed: Result<DeadLetters, String>) {
         if !matches!(self.mode, Mode::Dlq(_)) {
             if let Err(e) = listed {
                 self.history.push(self.wall_ms, Severity::Warning, e);
@@ -204,9 +204,11 @@ impl App {
             return;
         }
         self.mode = Mode::Dlq(match listed {
-            Ok(entries) => {
-                self.dlq_selected = self.dlq_selected.min(entries.len().saturating_sub(1));
-                DlqView::Entries(entries)
+            Ok(listed) => {
+                self.dlq_selected = self
+                    .dlq_selected
+                    .min(listed.entries.len().saturating_sub(1));
+                DlqView::Entries(listed)
             }
             Err(e) => DlqView::Failed(e),
         });
@@ -421,16 +423,19 @@ mod tests {
             press(&mut app, KeyCode::Char('d')),
             KeyOutcome::Act(Action::DlqList)
         );
-        app.outcome(Outcome::DeadLetters(Ok(vec![
-            DeadLetter {
-                id: "7".into(),
-                ..DeadLetter::default()
-            },
-            DeadLetter {
-                id: "9".into(),
-                ..DeadLetter::default()
-            },
-        ])));
+        app.outcome(Outcome::DeadLetters(Ok(DeadLetters {
+            entries: vec![
+                DeadLetter {
+                    id: "7".into(),
+                    ..DeadLetter::default()
+                },
+                DeadLetter {
+                    id: "9".into(),
+                    ..DeadLetter::default()
+                },
+            ],
+            more: false,
+        })));
         press(&mut app, KeyCode::Down);
         assert_eq!(
             press(&mut app, KeyCode::Enter),

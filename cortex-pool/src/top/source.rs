@@ -192,6 +192,32 @@ pub(crate) struct DeadLetter {
     pub(crate) error: Option<DeadLetterError>,
 }
 
+/// The dead letters the box holds at most: a longer queue shows its oldest,
+/// and says so (the rest is not read).
+pub(crate) const DLQ_SHOWN: usize = 10_000;
+
+/// What the dead-letter box lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct DeadLetters {
+    /// The oldest dead letters, at most [`DLQ_SHOWN`].
+    pub(crate) entries: Vec<DeadLetter>,
+    /// Whether the queue holds more than these.
+    pub(crate) more: bool,
+}
+
+impl DeadLetters {
+    /// Takes in the next dead letter (as `dlq list` prints it): `false`
+    /// once the box is full, this one left out.
+    pub(crate) fn take(&mut self, entry: DeadLetter) -> bool {
+        if self.entries.len() >= DLQ_SHOWN {
+            self.more = true;
+            return false;
+        }
+        self.entries.push(entry);
+        true
+    }
+}
+
 /// Why a dead letter failed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default)]

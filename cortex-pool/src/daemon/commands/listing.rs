@@ -45,6 +45,40 @@ pub(super) fn listing(
     })
 }
 
+/// Reads the replies of a listing (asked for in pages) sent on `client`,
+/// handing each entry to `entry` until it returns `false` or the listing
+/// ends: `Ok(true)` once it was read whole, `Ok(false)` when `entry` had
+/// enough (the rest is not read: the caller hangs up).
+///
+/// # Errors
+/// The daemon's refusal, a connection that ends before the listing does, or
+/// entries too large for a reply (each named), once the rest is handed on.
+pub(crate) async fn read_listing(
+    client: &mut Client,
+    entry: &mut (dyn FnMut(&str) -> bool + Send),
+) -> Result<bool, String> {
+    let mut read = Read::default();
+    let mut wanted = true;
+    loop {
+        let reply = match client.next().await {
+            Ok(reply) => reply,
+            Err(e) if read.began() => return Err(read.cut_short(&e).1),
+            Err(e) => return Err(e.to_string()),
+        };
+        let end = read.take(reply, &mut |text| {
+            if wanted {
+                wanted = entry(text);
+            }
+        });
+        if let Some(end) = end {
+            return end.map(|()| true).map_err(|Fail(_, why)| why);
+        }
+        if !wanted {
+            return Ok(false);
+        }
+    }
+}
+
 /// What a listing has read so far.
 #[derive(Debug, Default)]
 struct Read {

@@ -40,7 +40,14 @@ pub(super) fn help(frame: &mut Frame<'_>, area: Rect) {
 /// read, or the list.
 pub(super) fn dlq(frame: &mut Frame<'_>, area: Rect, view: &DlqView, selected: usize) {
     let title = match view {
-        DlqView::Entries(e) => format!(" dead letters: {} │ Enter retry │ Esc close ", e.len()),
+        DlqView::Entries(listed) if listed.more => format!(
+            " dead letters: the oldest {} shown │ Enter retry │ Esc close ",
+            listed.entries.len()
+        ),
+        DlqView::Entries(listed) => format!(
+            " dead letters: {} │ Enter retry │ Esc close ",
+            listed.entries.len()
+        ),
         DlqView::Loading => " dead letters: loading… ".to_owned(),
         DlqView::Failed(_) => " dead letters: cannot list │ Esc close ".to_owned(),
     };
@@ -52,10 +59,10 @@ pub(super) fn dlq(frame: &mut Frame<'_>, area: Rect, view: &DlqView, selected: u
             let text = Paragraph::new(format!(" {why}")).wrap(Wrap { trim: false });
             frame.render_widget(text.style(Style::default().fg(Color::Red)), inner);
         }
-        DlqView::Entries(entries) if entries.is_empty() => {
+        DlqView::Entries(listed) if listed.entries.is_empty() => {
             frame.render_widget(Paragraph::new(" the dead-letter queue is empty"), inner);
         }
-        DlqView::Entries(entries) => entries_list(frame, inner, entries, selected),
+        DlqView::Entries(listed) => entries_list(frame, inner, &listed.entries, selected),
     }
 }
 

@@ -7,7 +7,7 @@ use crate::top::actions::Outcome;
 use crate::top::app::{App, DlqView, Mode, SortKey};
 use crate::top::run::render_text;
 use crate::top::source::{
-    Alert, DeadLetter, DeadLetterError, SharedQueue, Snapshot, StoreRows, Worker,
+    Alert, DeadLetter, DeadLetterError, DeadLetters, SharedQueue, Snapshot, StoreRows, Worker,
 };
 
 const NOW_MS: u64 = 1_700_000_000_000;
@@ -247,7 +247,7 @@ fn the_footer_prompts_and_the_overlays_draw() {
     );
     app.mode = Mode::Dlq(DlqView::Loading);
     assert_shows(&screen(&app, 80, 24), &["dead letters: loading"]);
-    app.outcome(Outcome::DeadLetters(Ok(vec![DeadLetter {
+    let entry = DeadLetter {
         id: "42".into(),
         task_type: "fail".into(),
         attempts: 4,
@@ -255,11 +255,20 @@ fn the_footer_prompts_and_the_overlays_draw() {
             kind: "task".into(),
             message: "boom".into(),
         }),
-    }])));
+    };
+    app.outcome(Outcome::DeadLetters(Ok(DeadLetters {
+        entries: vec![entry.clone()],
+        more: false,
+    })));
     assert_shows(
         &screen(&app, 80, 24),
         &["dead letters: 1", "42 fail", "4× task: boom"],
     );
+    app.outcome(Outcome::DeadLetters(Ok(DeadLetters {
+        entries: vec![entry],
+        more: true,
+    })));
+    assert_shows(&screen(&app, 80, 24), &["dead letters: the oldest 1 shown"]);
     app.mode = Mode::Normal;
     app.outcome(Outcome::Failed(
         "scale to 99 refused: invalid: too big".into(),
