@@ -149,31 +149,34 @@ pub(crate) fn retried(id: &str, reply: Result<Value, String>) -> Outcome {
 /// [`DLQ_SHOWN`]: super::source::DLQ_SHOWN
 async fn dead_letters(client: &mut Client) -> Outcome {
     let mut listed = DeadLetters::default();
-    let read = async {
-        client
-            .send(&Request::DlqList { paged: true })
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut bad = None;
-        read_listing(
-            client,
-            &mut |text| match serde_json::from_str::<DeadLetter>(text) {
-                Ok(entry) => listed.take(entry),
-                Err(e) => {
-                    bad = Some(format!("unexpected entry {text}: {e}"));
-                    false
-                }
-            },
-        )
-        .await?;
-        bad.map_or(Ok(()), Err)
-    };
-    let read = read.await;
+    let mut bad = None;
+    let sent = client.send(&Request::DlqList { paged: true }).await;
+    let read = read_listing(
+        client,
+        sent,
+        &mut |text| match serde_json::from_str::<DeadLetter>(text) {
+            Ok(entry) => listed.take(entry),
+            Err(e) => {
+                let shown: String = text.chars().take(SHOWN_OF_A_BAD_ENTRY).collect();
+                bad = Some(format!("unexpected entry {shown}: {e}"));
+                false
+            }
+        },
+    )
+    .await;
+    let read = read.and_then(|end| bad.map_or(Ok(end), Err));
     Outcome::DeadLetters(
-        read.map(|()| listed)
-            .map_err(|e| format!("cannot list the dead letters: {e}")),
+        read.map(|end| {
+            listed.more |= !end.whole;
+            listed.left_out = end.left_out;
+            listed
+        })
+        .map_err(|e| format!("cannot list the dead letters: {e}")),
     )
 }
+
+/// Characters of an entry that could not be read that its error shows.
+const SHOWN_OF_A_BAD_ENTRY: usize = 200;
 
 /// The outcome of `dlq list` from its reply, one array (the shared
 /// queue's): its oldest [`DLQ_SHOWN`](super::source::DLQ_SHOWN) entries.
@@ -198,10 +201,140 @@ pub(crate) fn listed(reply: Result<Value, String>) -> Outcome {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
     use serde_json::json;
+    use task_source::{ErrorInfo, Outcome as Ended, Settlement, TaskState};
+    use tokio_util::sync::CancellationToken;
 
     use super::*;
+    use crate::daemon::durable::listing::tests::with_dead_letters;
+    use crate::daemon::state::Daemon;
+    use crate::daemon::test_daemon;
     use crate::top::source::DLQ_SHOWN;
+
+    /// A daemon's control socket, served until dropped (then removed).
+    struct Served {
+        socket: PathBuf,
+        stop: CancellationToken,
+    }
+
+    impl Served {
+        fn new(daemon: Arc<Daemon>, name: &str) -> Self {
+            let socket =
+                std::env::temp_dir().join(format!("cortex-top-{name}-{}.sock", std::process::id()));
+            let _ = std::fs::remove_file(&socket);
+            let listener = ListenerOptions::new()
+                .name(socket.as_path().to_fs_name::<GenericFilePath>().unwrap())
+                .create_tokio()
+                .unwrap();
+            let stop = CancellationToken::new();
+            tokio::spawn(crate::daemon::server::serve(listener, daemon, stop.clone()));
+            Self { socket, stop }
+        }
+    }
+
+    impl Drop for Served {
+        fn drop(&mut self) {
+            self.stop.cancel();
+            let _ = std::fs::remove_file(&self.socket);
+        }
+    }
+
+    /// Makes task `id` a dead letter whose error message is `message`.
+    async fn dead_letter(daemon: &Daemon, id: &str, message: String) {
+        daemon
+            .source
+            .accept(vec![test_daemon::task(id)])
+            .await
+            .unwrap();
+        let claimed = daemon.source.claim(1, 0).await.unwrap();
+        let settled = Settlement {
+            id: id.to_owned(),
+            attempt: claimed[0].attempt,
+            outcome: Ended::Settled {
+                state: TaskState::DeadLetter,
+                line: "{}".to_owned(),
+                error: Some(ErrorInfo {
+                    kind: "boom".to_owned(),
+                    message,
+                }),
+            },
+        };
+        daemon.source.settle(vec![settled]).await.unwrap();
+    }
+
+    /// The box's listing, whatever else came with it.
+    fn the_listing(outcomes: &[Outcome]) -> &DeadLetters {
+        match outcomes.last() {
+            Some(Outcome::DeadLetters(Ok(listed))) => listed,
+            other => panic!("a listing: {other:?}"),
+        }
+    }
+
+    /// A daemon's queue longer than the box holds is read a page at a time
+    /// until the box is full: its oldest entries, in order, with more said
+    /// to be left; a retry and a listing share a connection, and the daemon
+    /// serves on after the box hung up on the rest.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_daemons_long_queue_shows_its_oldest_and_the_daemon_serves_on() {
+        let daemon = with_dead_letters(DLQ_SHOWN + 50).await;
+        let served = Served::new(daemon, "long");
+        let listed = perform(&served.socket, Action::DlqList).await;
+        let listed = the_listing(&listed);
+        assert!(listed.more);
+        assert_eq!(listed.entries.len(), DLQ_SHOWN);
+        assert_eq!(listed.entries[0].id, "d0");
+        assert_eq!(
+            listed.entries[DLQ_SHOWN - 1].id,
+            format!("d{}", DLQ_SHOWN - 1)
+        );
+        let retried = perform(&served.socket, Action::DlqRetry("d0".into())).await;
+        assert!(
+            matches!(&retried[0], Outcome::Done(text) if text.contains("d0 resubmitted")),
+            "{retried:?}"
+        );
+        assert_eq!(the_listing(&retried).entries[0].id, "d1");
+    }
+
+    /// A dead letter too large for a reply is named in the outcome while
+    /// the others are shown, instead of failing the whole box.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_dead_letter_too_large_to_send_is_named_and_the_rest_shown() {
+        let daemon = test_daemon::daemon().await;
+        dead_letter(&daemon, "small", "m".to_owned()).await;
+        dead_letter(&daemon, "huge", "x".repeat(17 << 20)).await;
+        dead_letter(&daemon, "last", "m".to_owned()).await;
+        let served = Served::new(daemon, "huge");
+        let listed = perform(&served.socket, Action::DlqList).await;
+        let listed = the_listing(&listed);
+        let ids: Vec<&str> = listed.entries.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["small", "last"]);
+        assert!(!listed.more);
+        assert_eq!(listed.left_out.len(), 1, "{:?}", listed.left_out);
+        assert!(listed.left_out[0].contains("huge"), "{:?}", listed.left_out);
+    }
+
+    /// A daemon that refuses the connection (at `max_connections`) is heard
+    /// out: its reason is shown, not the broken pipe of the request it
+    /// closed on.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_refused_connection_shows_the_daemons_reason() {
+        let source = Arc::new(task_source::MemorySource::new());
+        let daemon = test_daemon::daemon_set(source, |s| s.max_connections = 1).await;
+        let served = Served::new(daemon, "busy");
+        let held = Client::connect(&served.socket).await.unwrap();
+        for _ in 0..20 {
+            let outcome = perform(&served.socket, Action::DlqList).await;
+            let [Outcome::DeadLetters(Err(why))] = &outcome[..] else {
+                panic!("a refusal: {outcome:?}");
+            };
+            assert!(why.contains("busy"), "{why}");
+        }
+        drop(held);
+    }
 
     fn listed_ids(outcome: &Outcome) -> (Vec<&str>, bool) {
         let Outcome::DeadLetters(Ok(listed)) = outcome else {

@@ -205,6 +205,10 @@ impl App {
         }
         self.mode = Mode::Dlq(match listed {
             Ok(listed) => {
+                for why in &listed.left_out {
+                    let line = format!("a dead letter left out of the list: {why}");
+                    self.history.push(self.wall_ms, Severity::Warning, line);
+                }
                 self.dlq_selected = self
                     .dlq_selected
                     .min(listed.entries.len().saturating_sub(1));
@@ -435,6 +439,7 @@ mod tests {
                 },
             ],
             more: false,
+            left_out: Vec::new(),
         })));
         press(&mut app, KeyCode::Down);
         assert_eq!(

@@ -203,6 +203,9 @@ pub(crate) struct DeadLetters {
     pub(crate) entries: Vec<DeadLetter>,
     /// Whether the queue holds more than these.
     pub(crate) more: bool,
+    /// Why each dead letter the daemon could not send was left out (too
+    /// large for a reply).
+    pub(crate) left_out: Vec<String>,
 }
 
 impl DeadLetters {

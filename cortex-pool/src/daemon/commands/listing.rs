@@ -39,42 +39,56 @@ pub(super) fn listing(
                 Err(e) => return Err(connect_error(settings, &sent.err().unwrap_or(e))),
             };
             if let Some(end) = read.take(reply, entry) {
-                return end;
+                return read.verdict(end);
             }
         }
     })
 }
 
-/// Reads the replies of a listing (asked for in pages) sent on `client`,
-/// handing each entry to `entry` until it returns `false` or the listing
-/// ends: `Ok(true)` once it was read whole, `Ok(false)` when `entry` had
-/// enough (the rest is not read: the caller hangs up).
+/// How a listing read by [`read_listing`] ended.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Listed {
+    /// Whether it was read to its end (not stopped by its reader).
+    pub(crate) whole: bool,
+    /// Why each entry the daemon left out was (too large for a reply), in
+    /// the listing's order, as far as it was read.
+    pub(crate) left_out: Vec<String>,
+}
+
+/// Reads the replies of a listing (asked for in pages) sent on `client`
+/// (`sent`: how sending it went), handing each entry to `entry` until it
+/// returns `false` (the rest is not read: the caller hangs up) or the
+/// listing ends.
 ///
 /// # Errors
-/// The daemon's refusal, a connection that ends before the listing does, or
-/// entries too large for a reply (each named), once the rest is handed on.
+/// The daemon's refusal (read even when the request could not be written
+/// whole: a daemon that refuses a connection says why and closes), a
+/// connection that ends before the listing does, or a listing whose counts
+/// do not add up.
 pub(crate) async fn read_listing(
     client: &mut Client,
+    sent: std::io::Result<()>,
     entry: &mut (dyn FnMut(&str) -> bool + Send),
-) -> Result<bool, String> {
+) -> Result<Listed, String> {
     let mut read = Read::default();
     let mut wanted = true;
     loop {
         let reply = match client.next().await {
             Ok(reply) => reply,
-            Err(e) if read.began() => return Err(read.cut_short(&e).1),
-            Err(e) => return Err(e.to_string()),
+            Err(e) if read.began() => return Err(read.ended_early(&e)),
+            Err(e) => return Err(sent.err().unwrap_or(e).to_string()),
         };
         let end = read.take(reply, &mut |text| {
             if wanted {
                 wanted = entry(text);
             }
         });
-        if let Some(end) = end {
-            return end.map(|()| true).map_err(|Fail(_, why)| why);
-        }
-        if !wanted {
-            return Ok(false);
+        if end.is_some() || !wanted {
+            end.transpose()?;
+            return Ok(Listed {
+                whole: wanted,
+                left_out: read.left_out,
+            });
         }
     }
 }
@@ -94,8 +108,10 @@ impl Read {
         self.entries > 0 || !self.left_out.is_empty()
     }
 
-    /// Takes the next reply; `Some` once the listing is over.
-    fn take(&mut self, reply: Reply, entry: &mut dyn FnMut(&str)) -> Option<Result<(), Fail>> {
+    /// Takes the next reply; `Some` once the listing is over: `Ok` when it
+    /// ended as the daemon said (entries left out are in `left_out`), why
+    /// not otherwise.
+    fn take(&mut self, reply: Reply, entry: &mut dyn FnMut(&str)) -> Option<Result<(), String>> {
         match reply {
             Reply::LinesText { lines } => {
                 for line in &lines {
@@ -120,25 +136,30 @@ impl Read {
                 }
                 Some(Ok(()))
             }
-            Reply::Error { kind, message } => Some(Err(Fail(1, format!("{kind}: {message}")))),
-            other => Some(Err(Fail(1, format!("unexpected reply: {other:?}")))),
+            Reply::Error { kind, message } => Some(Err(format!("{kind}: {message}"))),
+            other => Some(Err(format!("unexpected reply: {other:?}"))),
         }
     }
 
     /// The listing's end: the daemon sent `accepted` entries and left out
     /// `refused`.
-    fn done(&self, accepted: u64, refused: u64) -> Result<(), Fail> {
+    fn done(&self, accepted: u64, refused: u64) -> Result<(), String> {
         if accepted != self.entries || refused != self.left_out.len() as u64 {
-            return Err(Fail(
-                1,
-                format!(
-                    "the daemon says it listed {accepted} entries and left out {refused}, \
-                     but {} came and {} were left out",
-                    self.entries,
-                    self.left_out.len()
-                ),
+            return Err(format!(
+                "the daemon says it listed {accepted} entries and left out {refused}, \
+                 but {} came and {} were left out",
+                self.entries,
+                self.left_out.len()
             ));
         }
+        Ok(())
+    }
+
+    /// The command's outcome of a listing that ended as `end` says: a
+    /// failure (exit 1) when it did not end as the daemon said, or when
+    /// entries were left out (each named, once the rest was handed on).
+    fn verdict(&self, end: Result<(), String>) -> Result<(), Fail> {
+        end.map_err(|why| Fail(1, why))?;
         if self.left_out.is_empty() {
             Ok(())
         } else {
@@ -146,13 +167,19 @@ impl Read {
         }
     }
 
-    /// The failure of a listing whose connection ended after it began.
-    fn cut_short(&self, e: &std::io::Error) -> Fail {
-        let mut why = self.left_out.clone();
-        why.push(format!(
+    /// Why a listing whose connection ended after it began is not whole.
+    fn ended_early(&self, e: &std::io::Error) -> String {
+        format!(
             "the listing ended after {} entries, before the daemon said it was complete: {e}",
             self.entries
-        ));
+        )
+    }
+
+    /// The failure of a listing whose connection ended after it began: the
+    /// entries left out so far, then that.
+    fn cut_short(&self, e: &std::io::Error) -> Fail {
+        let mut why = self.left_out.clone();
+        why.push(self.ended_early(e));
         Fail(1, why.join("\ncortex-pool: "))
     }
 }
@@ -170,9 +197,10 @@ mod tests {
         let mut entries = Vec::new();
         for reply in replies {
             if let Some(end) = read.take(reply, &mut |e| entries.push(e.to_owned())) {
+                let verdict = read.verdict(end);
                 return (
                     entries,
-                    Some(end.map_err(|Fail(code, why)| format!("{code}: {why}"))),
+                    Some(verdict.map_err(|Fail(code, why)| format!("{code}: {why}"))),
                 );
             }
         }

@@ -40,14 +40,19 @@ pub(super) fn help(frame: &mut Frame<'_>, area: Rect) {
 /// read, or the list.
 pub(super) fn dlq(frame: &mut Frame<'_>, area: Rect, view: &DlqView, selected: usize) {
     let title = match view {
-        DlqView::Entries(listed) if listed.more => format!(
-            " dead letters: the oldest {} shown │ Enter retry │ Esc close ",
-            listed.entries.len()
-        ),
-        DlqView::Entries(listed) => format!(
-            " dead letters: {} │ Enter retry │ Esc close ",
-            listed.entries.len()
-        ),
+        DlqView::Entries(listed) => {
+            let shown = listed.entries.len();
+            let count = if listed.more {
+                format!("the oldest {shown} shown")
+            } else {
+                shown.to_string()
+            };
+            let left_out = match listed.left_out.len() {
+                0 => String::new(),
+                n => format!(" │ {n} too large to show (see the log)"),
+            };
+            format!(" dead letters: {count}{left_out} │ Enter retry │ Esc close ")
+        }
         DlqView::Loading => " dead letters: loading… ".to_owned(),
         DlqView::Failed(_) => " dead letters: cannot list │ Esc close ".to_owned(),
     };

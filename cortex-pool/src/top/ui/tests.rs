@@ -259,6 +259,7 @@ fn the_footer_prompts_and_the_overlays_draw() {
     app.outcome(Outcome::DeadLetters(Ok(DeadLetters {
         entries: vec![entry.clone()],
         more: false,
+        left_out: Vec::new(),
     })));
     assert_shows(
         &screen(&app, 80, 24),
@@ -267,6 +268,7 @@ fn the_footer_prompts_and_the_overlays_draw() {
     app.outcome(Outcome::DeadLetters(Ok(DeadLetters {
         entries: vec![entry],
         more: true,
+        left_out: Vec::new(),
     })));
     assert_shows(&screen(&app, 80, 24), &["dead letters: the oldest 1 shown"]);
     app.mode = Mode::Normal;
