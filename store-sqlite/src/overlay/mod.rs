@@ -15,7 +15,8 @@
 //! task: before an operation that deletes rows, at close, and when the
 //! unwritten changes hold too much memory or the journal too many bytes.
 //!
-//! `change.rs` is how an entry changes a record; `ops.rs` the source's
+//! `change.rs` is how an entry changes a record; `order.rs` the ready
+//! order; `tally.rs` what the entries add up to; `ops.rs` the source's
 //! operations; `checkpoint.rs` the writing of rows.
 
 use std::borrow::Cow;
@@ -34,6 +35,8 @@ use tally::Tally;
 
 mod change;
 mod checkpoint;
+#[cfg(test)]
+mod invariants;
 mod ops;
 mod order;
 mod tally;
@@ -52,8 +55,8 @@ pub(crate) const WAITING: &str =
 #[derive(Debug, Default)]
 pub(crate) struct Overlay {
     /// Records by sequence number: every task whose row lacks some of its
-    /// changes, and every running task (boxed: a record moves out and back at
-    /// every change).
+    /// changes, and every running task (boxed: the map's slots stay small,
+    /// and a record is changed in place).
     entries: HashMap<i64, Box<Live>>,
     /// The sequence numbers of `entries` by id.
     ids: HashMap<String, i64>,
