@@ -164,7 +164,9 @@ async fn dead_letters(client: &mut Client) -> Outcome {
         },
     )
     .await;
-    let read = read.and_then(|end| bad.map_or(Ok(end), Err));
+    let read = read
+        .map_err(|e| e.to_string())
+        .and_then(|end| bad.map_or(Ok(end), Err));
     Outcome::DeadLetters(
         read.map(|end| {
             listed.more |= !end.whole;

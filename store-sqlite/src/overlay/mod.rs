@@ -166,25 +166,22 @@ impl Overlay {
         } else {
             Ok(())
         };
-        let changed = match encoded {
-            Ok(()) => {
-                let (state, priority, due_ms) = (live.state, live.task.priority, live.due_ms);
-                self.tally.count(live, -1);
-                let changed = change::change(live, entry);
-                if changed {
-                    live.unwritten_since.get_or_insert(self.journal_row);
-                    self.order.unwait(seq, state, priority, due_ms);
-                    self.order
-                        .wait(seq, live.state, live.task.priority, live.due_ms);
-                }
-                self.tally.count(live, 1);
-                if live.settled_unwritten() && self.settled_since.is_none() {
-                    self.settled_since = Some(Instant::now());
-                }
-                Ok(changed)
+        let changed = encoded.map(|()| {
+            let (state, priority, due_ms) = (live.state, live.task.priority, live.due_ms);
+            self.tally.count(live, -1);
+            let changed = change::change(live, entry);
+            if changed {
+                live.unwritten_since.get_or_insert(self.journal_row);
+                self.order.unwait(seq, state, priority, due_ms);
+                self.order
+                    .wait(seq, live.state, live.task.priority, live.due_ms);
             }
-            Err(e) => Err(e),
-        };
+            self.tally.count(live, 1);
+            if live.settled_unwritten() && self.settled_since.is_none() {
+                self.settled_since = Some(Instant::now());
+            }
+            changed
+        });
         if !matches!(changed, Ok(true)) {
             self.pending.truncate(mark);
         }

@@ -31,18 +31,54 @@ pub(super) fn listing(
         // A daemon that refuses us replies and closes at once, perhaps
         // before the request is fully written: its reply is read all the same.
         let sent = client.send(request).await;
-        let mut read = Read::default();
-        loop {
-            let reply = match client.next().await {
-                Ok(reply) => reply,
-                Err(e) if read.began() => return Err(read.cut_short(&e)),
-                Err(e) => return Err(connect_error(settings, &sent.err().unwrap_or(e))),
-            };
-            if let Some(end) = read.take(reply, entry) {
-                return read.verdict(end);
-            }
+        let listed = read_listing(&mut client, sent, &mut |text| {
+            entry(text);
+            true
+        })
+        .await;
+        match listed {
+            Ok(listed) => verdict(listed),
+            Err(ListingError::Unanswered(e)) => Err(connect_error(settings, &e)),
+            Err(ListingError::Failed(why)) => Err(failed(why)),
         }
     })
+}
+
+/// The CLI's outcome of a listing read to its end: a failure when entries
+/// were left out (each named, once the rest was handed on).
+fn verdict(listed: Listed) -> Result<(), Fail> {
+    if listed.left_out.is_empty() {
+        Ok(())
+    } else {
+        Err(failed(listed.left_out))
+    }
+}
+
+/// The CLI's failure for these reasons: exit 1, a line each.
+fn failed(why: Vec<String>) -> Fail {
+    Fail(1, why.join("\ncortex-pool: "))
+}
+
+/// Why a listing read by [`read_listing`] failed.
+#[derive(Debug)]
+pub(crate) enum ListingError {
+    /// No reply came: why the request or the connection failed (a daemon
+    /// that refuses a connection replies before it closes, so this is no
+    /// refusal).
+    Unanswered(std::io::Error),
+    /// The daemon refused the listing, its counts did not add up, or the
+    /// connection ended partway: the entries left out before that, each
+    /// named, then why.
+    Failed(Vec<String>),
+}
+
+impl std::fmt::Display for ListingError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unanswered(e) => write!(f, "{e}"),
+            Self::Failed(why) => write!(f, "{}", why.join("; ")),
+        }
+    }
 }
 
 /// How a listing read by [`read_listing`] ended.
@@ -61,22 +97,23 @@ pub(crate) struct Listed {
 /// listing ends.
 ///
 /// # Errors
-/// The daemon's refusal (read even when the request could not be written
+/// [`ListingError::Unanswered`] when nothing came; [`ListingError::Failed`]
+/// for the daemon's refusal (read even when the request could not be written
 /// whole: a daemon that refuses a connection says why and closes), a
 /// connection that ends before the listing does, or a listing whose counts
 /// do not add up.
 pub(crate) async fn read_listing(
     client: &mut Client,
     sent: std::io::Result<()>,
-    entry: &mut (dyn FnMut(&str) -> bool + Send),
-) -> Result<Listed, String> {
+    entry: &mut impl FnMut(&str) -> bool,
+) -> Result<Listed, ListingError> {
     let mut read = Read::default();
     let mut wanted = true;
     loop {
         let reply = match client.next().await {
             Ok(reply) => reply,
-            Err(e) if read.began() => return Err(read.ended_early(&e)),
-            Err(e) => return Err(sent.err().unwrap_or(e).to_string()),
+            Err(e) if read.began() => return Err(read.failed_early(&e)),
+            Err(e) => return Err(ListingError::Unanswered(sent.err().unwrap_or(e))),
         };
         let end = read.take(reply, &mut |text| {
             if wanted {
@@ -84,7 +121,8 @@ pub(crate) async fn read_listing(
             }
         });
         if end.is_some() || !wanted {
-            end.transpose()?;
+            end.transpose()
+                .map_err(|why| ListingError::Failed(vec![why]))?;
             return Ok(Listed {
                 whole: wanted,
                 left_out: read.left_out,
@@ -155,32 +193,15 @@ impl Read {
         Ok(())
     }
 
-    /// The command's outcome of a listing that ended as `end` says: a
-    /// failure (exit 1) when it did not end as the daemon said, or when
-    /// entries were left out (each named, once the rest was handed on).
-    fn verdict(&self, end: Result<(), String>) -> Result<(), Fail> {
-        end.map_err(|why| Fail(1, why))?;
-        if self.left_out.is_empty() {
-            Ok(())
-        } else {
-            Err(Fail(1, self.left_out.join("\ncortex-pool: ")))
-        }
-    }
-
-    /// Why a listing whose connection ended after it began is not whole.
-    fn ended_early(&self, e: &std::io::Error) -> String {
-        format!(
+    /// The failure of a listing whose connection ended after it began: the
+    /// entries left out so far, then where it ended.
+    fn failed_early(self, e: &std::io::Error) -> ListingError {
+        let mut why = self.left_out;
+        why.push(format!(
             "the listing ended after {} entries, before the daemon said it was complete: {e}",
             self.entries
-        )
-    }
-
-    /// The failure of a listing whose connection ended after it began: the
-    /// entries left out so far, then that.
-    fn cut_short(&self, e: &std::io::Error) -> Fail {
-        let mut why = self.left_out.clone();
-        why.push(self.ended_early(e));
-        Fail(1, why.join("\ncortex-pool: "))
+        ));
+        ListingError::Failed(why)
     }
 }
 
@@ -197,7 +218,12 @@ mod tests {
         let mut entries = Vec::new();
         for reply in replies {
             if let Some(end) = read.take(reply, &mut |e| entries.push(e.to_owned())) {
-                let verdict = read.verdict(end);
+                let verdict = end.map_err(|why| failed(vec![why])).and_then(|()| {
+                    verdict(Listed {
+                        whole: true,
+                        left_out: read.left_out.clone(),
+                    })
+                });
                 return (
                     entries,
                     Some(verdict.map_err(|Fail(code, why)| format!("{code}: {why}"))),
@@ -284,7 +310,10 @@ mod tests {
         }
         assert!(read.began());
         let eof = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
-        let Fail(code, why) = read.cut_short(&eof);
+        let ListingError::Failed(why) = read.failed_early(&eof) else {
+            panic!("a failure");
+        };
+        let Fail(code, why) = failed(why);
         assert_eq!(code, 1);
         assert!(why.starts_with("a reply larger than 16 bytes"), "{why}");
         assert!(why.contains("ended after 1 entries"), "{why}");
