@@ -59,6 +59,10 @@ use tokio::sync::oneshot;
 
 use overlay::Overlay;
 pub use schema::SCHEMA_VERSION;
+
+/// The most bytes of memory [`SqliteSource::open`]'s unwritten records hold
+/// (64 MiB: about 200 000 waiting 64 B tasks).
+pub const DEFAULT_MEMORY_BYTES: usize = overlay::MEMORY_BYTES;
 use writer::{classify, Finish, Job, Shared, Store, WriteJob};
 
 /// How durable an accepted task is.
@@ -210,11 +214,28 @@ fn unwritable_or_corrupt(path: &Path, e: &rusqlite::Error, doing: &str) -> OpenE
 }
 
 impl SqliteSource {
-    /// Opens (creating if needed) the store at `path` and starts its writer thread.
+    /// Opens (creating if needed) the store at `path` and starts its writer
+    /// thread, its unwritten records bounded by [`DEFAULT_MEMORY_BYTES`].
     ///
     /// # Errors
     /// When the file cannot be made or used, is corrupt, or has a newer schema.
     pub fn open(path: &Path, durability: Durability) -> Result<Self, OpenError> {
+        Self::open_with_memory(path, durability, DEFAULT_MEMORY_BYTES)
+    }
+
+    /// As [`open`](Self::open), with the most bytes of memory the records of
+    /// tasks changed since their rows were written may hold (at least
+    /// 1 MiB): past it, the rows of the waiting tasks that are claimed last
+    /// are written and those records leave memory, so a backlog of any size
+    /// is held in the file, not in memory.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    pub fn open_with_memory(
+        path: &Path,
+        durability: Durability,
+        memory_bytes: usize,
+    ) -> Result<Self, OpenError> {
         prepare_file(path)?;
         let corrupt = |e: rusqlite::Error| OpenError::Corrupt {
             path: path.to_owned(),
@@ -301,7 +322,8 @@ impl SqliteSource {
         // task goes through are never evicted and prepared again.
         conn.set_prepared_statement_cache_capacity(64);
         // The changes the journal holds, replayed over the rows.
-        let store = Store::open(conn).map_err(corrupt)?;
+        let memory = overlay::MemoryBound(memory_bytes.max(1 << 20));
+        let store = Store::open(conn, memory).map_err(corrupt)?;
         let shared = Arc::new(Shared::new(health));
         let (jobs, rx) = mpsc::channel();
         let thread_shared = shared.clone();

@@ -21,7 +21,7 @@ use rusqlite::{Connection, ErrorCode};
 use task_source::{SourceError, SourceHealth};
 
 use crate::journal;
-use crate::overlay::{Checkpoint, Overlay, CHECKPOINT_AFTER};
+use crate::overlay::{Checkpoint, MemoryBound, Overlay, CHECKPOINT_AFTER};
 
 /// Answers one write job once its transaction ended: `None` committed, else the error.
 pub(crate) type Finish = Box<dyn FnOnce(Option<SourceError>) + Send>;
@@ -49,18 +49,22 @@ pub(crate) struct Store {
     retry_checkpoint_at: Option<Instant>,
     /// [`JOURNAL_ROW_BYTES`], smaller in tests.
     journal_row_bytes: usize,
+    /// What the overlay's unwritten records may hold, kept across reloads.
+    memory: MemoryBound,
 }
 
 impl Store {
     /// Takes the connection and loads the overlay over its rows and journal.
-    pub(crate) fn open(conn: Connection) -> rusqlite::Result<Self> {
-        let overlay = Overlay::load(&conn, None)?;
+    pub(crate) fn open(conn: Connection, memory: MemoryBound) -> rusqlite::Result<Self> {
+        let mut overlay = Overlay::load(&conn, None)?;
+        overlay.bound_memory(memory);
         Ok(Self {
             conn,
             overlay,
             stale: false,
             retry_checkpoint_at: None,
             journal_row_bytes: JOURNAL_ROW_BYTES,
+            memory,
         })
     }
 
@@ -72,6 +76,7 @@ impl Store {
             // and the next load builds one.
             let known = self.overlay.take_known();
             self.overlay = Overlay::load(&self.conn, known)?;
+            self.overlay.bound_memory(self.memory);
             self.stale = false;
         }
         Ok((&self.conn, &mut self.overlay))
@@ -419,7 +424,7 @@ mod tests {
         let conn = Connection::open_in_memory().unwrap();
         crate::schema::migrate(&conn).unwrap();
         conn.execute_batch("CREATE TABLE t (x INTEGER)").unwrap();
-        Store::open(conn).unwrap()
+        Store::open(conn, MemoryBound::default()).unwrap()
     }
 
     fn rows(conn: &Connection) -> Vec<i64> {
@@ -497,7 +502,7 @@ mod tests {
         }
         drop(jobs);
         serve(
-            Store::open(file).unwrap(),
+            Store::open(file, MemoryBound::default()).unwrap(),
             rx,
             Arc::new(Shared::new(SourceHealth::Ok)),
         );
@@ -1108,6 +1113,93 @@ mod tests {
         assert_eq!(store.checkpoint_due(), Some(Checkpoint::Settled));
     }
 
+    /// A store bounded to `mib` MiB of unwritten records.
+    fn bounded_table(mib: usize) -> Store {
+        let mut store = table();
+        store.memory = MemoryBound(mib << 20);
+        store.overlay.bound_memory(store.memory);
+        store
+    }
+
+    /// `n` waiting tasks of 1 MiB named `{prefix}{i}`, accepted in one commit.
+    fn accept_megabyte_tasks(store: &mut Store, prefix: &str, n: usize, shared: &Shared) {
+        let tasks: Vec<_> = megabyte_tasks(n, 10)
+            .into_iter()
+            .enumerate()
+            .map(|(i, task)| task_source::NewTask {
+                id: format!("{prefix}{i}"),
+                ..task
+            })
+            .collect();
+        commit_each(
+            store,
+            vec![op(move |c, o| o.accept(c, tasks, 1, None)).0],
+            shared,
+        );
+    }
+
+    /// Past the memory bound, the waiting tasks claimed last have their rows
+    /// written and leave memory, a few megabytes at each commit, until the
+    /// records are back within the bound; a claim reads them back, in their
+    /// order, whole.
+    #[test]
+    fn past_the_memory_bound_the_tasks_claimed_last_are_written_out() {
+        use task_source::TaskState;
+        let shared = Shared::new(SourceHealth::Ok);
+        let mut store = bounded_table(4);
+        accept_megabyte_tasks(&mut store, "w", 10, &shared);
+        assert_eq!(store.checkpoint_due(), Some(Checkpoint::Spill));
+        checkpoint(&mut store, &shared, Checkpoint::Spill);
+        let rows = |store: &Store| -> Vec<String> {
+            crate::test_support::column(&store.conn, "SELECT id FROM tasks ORDER BY seq")
+        };
+        let last_four: Vec<String> = (6..10).map(|i| format!("w{i}")).collect();
+        assert_eq!(rows(&store), last_four, "one spill writes 4 MiB at most");
+        while store.checkpoint_due() == Some(Checkpoint::Spill) {
+            checkpoint(&mut store, &shared, Checkpoint::Spill);
+        }
+        assert_eq!(store.checkpoint_due(), None, "back within the bound");
+        let written = rows(&store);
+        let first = 10 - written.len();
+        assert!(
+            (3..=4).contains(&first),
+            "4 MiB or a little less stay: {written:?}"
+        );
+        let last: Vec<String> = (first..10).map(|i| format!("w{i}")).collect();
+        assert_eq!(written, last, "the tasks claimed last");
+        let states: Vec<String> =
+            crate::test_support::column(&store.conn, "SELECT DISTINCT state FROM tasks");
+        assert_eq!(states, ["queued"]);
+        let (read, status) = op(|c, o| o.status(c, &["w9".to_owned()]));
+        commit_each(&mut store, vec![read], &shared);
+        let status = status.recv().unwrap();
+        assert_eq!(status[0].as_ref().map(|s| s.state), Some(TaskState::Queued));
+        let (claim, claimed) = op(|c, o| o.claim(c, 10, 2));
+        commit_each(&mut store, vec![claim], &shared);
+        let claimed = claimed.recv().unwrap();
+        let order: Vec<&str> = claimed.iter().map(|c| c.task.id.as_str()).collect();
+        let all: Vec<String> = (0..10).map(|i| format!("w{i}")).collect();
+        assert_eq!(order, all);
+        assert!(claimed
+            .iter()
+            .all(|c| c.task.payload.len() == (1 << 20) + 2));
+    }
+
+    /// Past the memory bound, settled tasks are written before any waiting
+    /// one is (a settled row is written once in any case); once the records
+    /// grow a quarter past the bound, waiting ones are spilled too.
+    #[test]
+    fn past_the_memory_bound_settled_rows_are_written_first() {
+        let shared = Shared::new(SourceHealth::Ok);
+        let mut store = bounded_table(4);
+        run_megabyte_tasks(&mut store, 3, &shared);
+        settle_ok(&mut store, 3, &shared);
+        accept_megabyte_tasks(&mut store, "w", 1, &shared);
+        assert_eq!(store.checkpoint_due(), Some(Checkpoint::Settled));
+        accept_megabyte_tasks(&mut store, "x", 1, &shared);
+        assert_eq!(store.checkpoint_due(), Some(Checkpoint::Spill));
+    }
+
     /// A slice is bounded by bytes as well as by tasks: ten settled 1 MiB
     /// tasks are written four at a time (a request waits for one slice).
     #[test]
@@ -1122,17 +1214,19 @@ mod tests {
         }
     }
 
-    /// Running tasks a full checkpoint wrote stay in memory, but make no
-    /// further full checkpoint due: only records with unwritten changes count
-    /// toward its bound, or each commit after it would be followed by one.
+    /// Running tasks a checkpoint wrote stay in memory, but make no further
+    /// checkpoint due: only records with unwritten changes count toward the
+    /// memory bound, or each commit after it would be followed by one.
     #[test]
-    fn written_running_tasks_make_no_full_checkpoint_due_again() {
+    fn written_running_tasks_make_no_checkpoint_due_again() {
         let shared = Shared::new(SourceHealth::Ok);
         let mut store = table();
-        // 70 MiB of payloads: past the full checkpoint's bound.
+        // 70 MiB of payloads: past the memory bound. None waits, so the
+        // spill writes every changed task.
         run_megabyte_tasks(&mut store, 70, &shared);
-        assert_eq!(store.checkpoint_due(), Some(Checkpoint::Full));
-        checkpoint(&mut store, &shared, Checkpoint::Full);
+        assert_eq!(store.checkpoint_due(), Some(Checkpoint::Spill));
+        checkpoint(&mut store, &shared, Checkpoint::Spill);
+        assert_eq!(count(&store.conn, "tasks"), 70);
         assert_eq!(store.checkpoint_due(), None, "all 70 are written, and run");
         run_to_ok(&mut store, &["small".to_owned()], &shared);
         assert_eq!(
@@ -1232,7 +1326,7 @@ mod tests {
             let conn = Connection::open(&self.0 .0).unwrap();
             conn.execute_batch("PRAGMA journal_mode = WAL").unwrap();
             crate::schema::migrate(&conn).unwrap();
-            Store::open(conn).unwrap()
+            Store::open(conn, MemoryBound::default()).unwrap()
         }
     }
 

@@ -36,6 +36,7 @@ pub(crate) const DAEMON_KEYS: &[&str] = &[
     "durability",
     "result_ttl",
     "store_max_mb",
+    "store_memory_mb",
     "queue",
     "queue_stream",
     "queue_subject_prefix",
@@ -160,6 +161,7 @@ struct DaemonRaw {
     durability: Option<String>,
     result_ttl: Option<toml::Value>,
     store_max_mb: Option<u64>,
+    store_memory_mb: Option<u64>,
     queue: Option<String>,
     queue_stream: Option<String>,
     queue_subject_prefix: Option<String>,
@@ -413,6 +415,7 @@ impl Raw {
             raw.durability.as_deref(),
             raw.result_ttl.as_ref(),
             raw.store_max_mb,
+            raw.store_memory_mb,
         )
         .map_err(|(key, message)| SettingsError::new(key, message))?;
         let queue = super::queue::QueueSettings::resolve(super::queue::RawQueue {

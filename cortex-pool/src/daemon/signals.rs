@@ -72,6 +72,19 @@ async fn reload(daemon: &Daemon, sources: &Sources) {
     {
         tracing::warn!("file locations, transport and metrics_addr change at the next start only");
     }
+    let opened = |s: &Settings| {
+        (
+            s.store.path.clone(),
+            s.store.durability,
+            s.store.memory_bytes,
+            s.queue.clone(),
+        )
+    };
+    if opened(&old) != opened(&new) {
+        tracing::warn!(
+            "store, durability, store_memory_mb and the queue's keys change at the next start only"
+        );
+    }
     if new.pool.initial_size() != old.pool.initial_size() {
         if let Err(e) = daemon.pool.scale_to(new.pool.initial_size()).await {
             tracing::warn!(error = %e, "reload: cannot apply pool_size");

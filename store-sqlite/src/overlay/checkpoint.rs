@@ -39,19 +39,47 @@ pub(crate) const CHECKPOINT_AFTER: Duration = Duration::from_secs(1);
 const BUSY_BYTES: usize = 48 << 20;
 /// …or the first settled task still unwritten settled this long ago.
 const BUSY_AGE: Duration = Duration::from_secs(10);
-/// A full checkpoint is due once the unwritten records hold this many bytes
-/// of memory, or the journal this many bytes.
-const FULL_CHECKPOINT_BYTES: usize = 64 << 20;
+/// A full checkpoint is due once the journal holds this many bytes (or the
+/// unwritten records hold their [`MemoryBound`] and no waiting task's record
+/// is left to write).
+const FULL_CHECKPOINT_BYTES: usize = 256 << 20;
+/// The default [`MemoryBound`].
+pub(crate) const MEMORY_BYTES: usize = 64 << 20;
+
+/// The most bytes of memory the unwritten records hold. Past it, the
+/// settled tasks' rows are written first (a row written once in any case);
+/// a quarter past it, or with few settled tasks, the waiting tasks claimed
+/// last have their rows written and leave memory (a [`Checkpoint::Spill`]),
+/// [`SLICE_BYTES`] of them after each group commit until the records are
+/// back within it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MemoryBound(pub(crate) usize);
+
+impl Default for MemoryBound {
+    fn default() -> Self {
+        Self(MEMORY_BYTES)
+    }
+}
 
 impl Overlay {
     /// The checkpoint due after a group commit, if one is: a full one past
-    /// the memory bound; a slice of the settled tasks while the unwritten
+    /// the journal's bound; a spill past the memory bound; a slice of the settled tasks while the unwritten
     /// settled ones are large or old.
     pub(crate) fn checkpoint_due(&self) -> Option<Checkpoint> {
-        if self.tally.dirty_weight >= FULL_CHECKPOINT_BYTES
-            || self.journal_bytes >= FULL_CHECKPOINT_BYTES
-        {
+        if self.journal_bytes >= FULL_CHECKPOINT_BYTES {
             return Some(Checkpoint::Full);
+        }
+        if self.tally.dirty_weight >= self.memory.0 {
+            // A settled task's row is written once in any case, a waiting
+            // one's twice once spilled: the settled ones go first, unless
+            // they are few or the records keep growing past the bound.
+            let settled_first = self.tally.settled_weight >= self.memory.0 / 2
+                && self.tally.dirty_weight < self.memory.0 + self.memory.0 / 4;
+            return Some(if settled_first {
+                Checkpoint::Settled
+            } else {
+                Checkpoint::Spill
+            });
         }
         let since = self.settled_since?;
         (self.tally.settled_weight >= BUSY_BYTES || since.elapsed() >= BUSY_AGE)
@@ -126,6 +154,15 @@ impl Overlay {
                 all
             }
             Checkpoint::Settled => self.next_slice(),
+            Checkpoint::Spill => {
+                let spilled = self.spill();
+                if spilled.is_empty() {
+                    // Nothing waits in memory: the records held are running
+                    // or settled ones.
+                    return self.checkpoint(conn, Checkpoint::Full);
+                }
+                spilled
+            }
         };
         let mut delta = StateDelta::default();
         let mut rows = live::RowWriter::new(conn)?;
@@ -154,7 +191,10 @@ impl Overlay {
                 self.ids.remove(&live.task.id);
             }
         }
-        if self.plan.as_ref().is_none_or(|plan| plan.seqs.is_empty()) {
+        // A spill leaves the settled tasks, and the journal they keep, to the
+        // slices.
+        if which != Checkpoint::Spill && self.plan.as_ref().is_none_or(|plan| plan.seqs.is_empty())
+        {
             // What settled before the plan was made is written.
             self.settled_since = self.plan.take().map(|plan| plan.made);
             self.forget_written(conn)?;
@@ -198,6 +238,37 @@ impl Overlay {
         slice
     }
 
+    /// The waiting tasks a spill writes: from the end of the ready order
+    /// (the tasks claimed last), those whose records are in memory, until
+    /// the unwritten records are back within their [`MemoryBound`] or
+    /// [`SLICE_BYTES`] are found (a request waits for one spill at most).
+    /// Tasks written by an earlier spill are passed over, [`SPILL_SCAN`] at
+    /// most.
+    fn spill(&self) -> Vec<i64> {
+        let mut excess = self
+            .tally
+            .dirty_weight
+            .saturating_sub(self.memory.0)
+            .min(SLICE_BYTES);
+        let mut spilled = Vec::new();
+        let mut passed = 0;
+        for &(_, seq) in self.order.ready.iter().rev() {
+            if excess == 0 || passed == SPILL_SCAN {
+                break;
+            }
+            match self.entries.get(&seq).filter(|live| live.dirty()) {
+                Some(live) => {
+                    excess = excess.saturating_sub(live.weight());
+                    spilled.push(seq);
+                }
+                None => passed += 1,
+            }
+        }
+        // In order of acceptance: new rows are appended to the table's tree.
+        spilled.sort_unstable();
+        spilled
+    }
+
     /// Forgets the journal rows before the oldest change still unwritten
     /// (all of them when none is).
     fn forget_written(&mut self, conn: &Connection) -> rusqlite::Result<()> {
@@ -238,4 +309,11 @@ pub(crate) enum Checkpoint {
     Settled,
     /// Every one.
     Full,
+    /// Some of the waiting tasks claimed last ([`Overlay::spill`]); they
+    /// leave memory, and a claim reads each one's row.
+    Spill,
 }
+
+/// The most tasks a spill passes over, looking for records in memory at
+/// the end of the ready order, before it settles for those it found.
+const SPILL_SCAN: usize = 65_536;

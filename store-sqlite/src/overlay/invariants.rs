@@ -3,8 +3,8 @@
 //! Random sequences of operations run against a store in memory: accepts
 //! (some of ids already taken, at random priorities), claims, every kind of
 //! settlement (ok, failed, dead letter, cancelled, retry, interrupted, not
-//! started, and a stale attempt's), requeues of dead letters, slice and full
-//! checkpoints, reloads (with the filter of ids kept and without) and
+//! started, and a stale attempt's), requeues of dead letters, slice, spill
+//! and full checkpoints, reloads (with the filter of ids kept and without) and
 //! transactions rolled back. After every step the overlay must agree with
 //! the rows under it:
 //!
@@ -34,7 +34,7 @@ use rusqlite::Connection;
 use task_source::{ErrorInfo, NewTask, Outcome, Settlement, TaskRecord, TaskState};
 
 use super::tally::Tally;
-use super::{Checkpoint, Overlay};
+use super::{Checkpoint, MemoryBound, Overlay};
 use crate::journal::{self, Entry};
 use crate::live::{self, Live};
 use crate::test_support::{empty_overlay, new_task};
@@ -204,14 +204,21 @@ impl Run {
         self.overlay.requeue_dead(&self.conn, ids, now).unwrap();
     }
 
-    /// Commits, then writes a slice of the settled tasks' rows or, now and
-    /// then, every changed task's.
+    /// Commits, then writes a slice of the settled tasks' rows, or spills
+    /// waiting tasks under a memory bound made up for it (falling back to
+    /// every changed task when none waits in memory), or, now and then,
+    /// writes every changed task's row.
     fn checkpoint(&mut self) {
         self.commit_pending();
-        let which = if self.rng.u64(..3) == 0 {
-            Checkpoint::Full
-        } else {
-            Checkpoint::Settled
+        let which = match self.rng.u64(..4) {
+            0 => Checkpoint::Full,
+            1 => {
+                let held = self.overlay.tally.dirty_weight;
+                let bound = self.rng.usize(..=held);
+                self.overlay.bound_memory(MemoryBound(bound));
+                Checkpoint::Spill
+            }
+            _ => Checkpoint::Settled,
         };
         self.overlay.checkpoint(&self.conn, which).unwrap();
     }

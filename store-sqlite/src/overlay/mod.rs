@@ -41,7 +41,7 @@ mod ops;
 mod order;
 mod tally;
 
-pub(crate) use checkpoint::{Checkpoint, CHECKPOINT_AFTER};
+pub(crate) use checkpoint::{Checkpoint, MemoryBound, CHECKPOINT_AFTER, MEMORY_BYTES};
 #[cfg(test)]
 pub(crate) use checkpoint::{IDLE, IDLE_TASKS, SLICE};
 
@@ -82,9 +82,16 @@ pub(crate) struct Overlay {
     /// Every id with a row or an entry, and maybe others; `None` while none
     /// is built (every id is then looked up).
     known: Option<KnownIds>,
+    /// How much memory the unwritten records may hold.
+    memory: MemoryBound,
 }
 
 impl Overlay {
+    /// Bounds the memory its unwritten records hold from now on.
+    pub(crate) fn bound_memory(&mut self, bound: MemoryBound) {
+        self.memory = bound;
+    }
+
     /// Its filter of ids, taken out (the overlay is about to be loaded again).
     pub(crate) fn take_known(&mut self) -> Option<KnownIds> {
         self.known.take()

@@ -3,7 +3,8 @@
 //! id, and retention.
 //!
 //! - `api` — the control requests about tasks (`submit`, `result`, `wait`, …).
-//! - `settings` — the `store`, `durability`, `result_ttl`, `store_max_mb` keys.
+//! - `settings` — the `store`, `durability`, `result_ttl`, `store_max_mb`,
+//!   `store_memory_mb` keys.
 //! - `ids` — sortable generated task ids.
 //! - `parse` — a submitted line → a [`task_source::NewTask`].
 //! - `answers` — the per-line answers of `submit` (also `submit --queue`'s).
@@ -46,7 +47,7 @@ pub(crate) fn open(settings: &StoreSettings) -> Result<Arc<dyn TaskSource>, Stri
     if let Some(parent) = settings.path.parent() {
         super::paths::ensure_private_dir(parent).map_err(|e| e.to_string())?;
     }
-    store_sqlite::SqliteSource::open(&settings.path, durability)
+    store_sqlite::SqliteSource::open_with_memory(&settings.path, durability, settings.memory_bytes)
         .map(|s| Arc::new(s) as Arc<dyn TaskSource>)
         .map_err(|e| e.to_string())
 }

@@ -1,4 +1,5 @@
-//! The store's keys: `store` (its file), `durability`, `result_ttl`, `store_max_mb`.
+//! The store's keys: `store` (its file), `durability`, `result_ttl`, `store_max_mb`,
+//! `store_memory_mb`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -36,6 +37,10 @@ pub(crate) struct StoreSettings {
     pub(crate) result_ttl: Duration,
     /// Prune the oldest settled tasks while the store is larger. Default: no bound.
     pub(crate) max_bytes: Option<u64>,
+    /// The most memory the records of tasks not yet written to their rows
+    /// hold; past it, the waiting tasks claimed last are written out.
+    /// Default [`store_sqlite::DEFAULT_MEMORY_BYTES`].
+    pub(crate) memory_bytes: usize,
 }
 
 /// Parses `30`, `"30s"`, `"15m"`, `"24h"`, `"7d"` (a bare number is seconds).
@@ -78,6 +83,7 @@ impl StoreSettings {
         durability: Option<&str>,
         result_ttl: Option<&toml::Value>,
         store_max_mb: Option<u64>,
+        store_memory_mb: Option<u64>,
     ) -> Result<Self, (&'static str, String)> {
         let durability = match durability.unwrap_or("fsync") {
             "fsync" => Durability::Fsync,
@@ -99,11 +105,17 @@ impl StoreSettings {
             Some(mb) => Some(mb.saturating_mul(1024 * 1024)),
             None => None,
         };
+        let memory_bytes = match store_memory_mb {
+            Some(0) => return Err(("store_memory_mb", "must be at least 1".to_owned())),
+            Some(mb) => usize::try_from(mb.saturating_mul(1024 * 1024)).unwrap_or(usize::MAX),
+            None => store_sqlite::DEFAULT_MEMORY_BYTES,
+        };
         Ok(Self {
             path: path.unwrap_or_else(|| runtime_dir.join("store.db")),
             durability,
             result_ttl,
             max_bytes,
+            memory_bytes,
         })
     }
 }
@@ -114,12 +126,12 @@ mod tests {
 
     #[test]
     fn defaults_and_refusals_name_the_key() {
-        let d = StoreSettings::resolve(Path::new("/r"), None, None, None, None).unwrap();
+        let d = StoreSettings::resolve(Path::new("/r"), None, None, None, None, None).unwrap();
         assert_eq!(d.path, Path::new("/r/store.db"));
         assert_eq!(d.durability, Durability::Fsync);
         assert_eq!(d.result_ttl, Duration::from_secs(86_400));
         let ttl_of = |v: toml::Value| {
-            StoreSettings::resolve(Path::new("/r"), None, None, Some(&v), None)
+            StoreSettings::resolve(Path::new("/r"), None, None, Some(&v), None, None)
                 .map(|s| s.result_ttl)
         };
         assert_eq!(ttl_of("90m".into()).unwrap(), Duration::from_secs(5400));
@@ -129,9 +141,16 @@ mod tests {
         );
         assert_eq!(ttl_of("2x".into()).unwrap_err().0, "result_ttl");
         assert_eq!(ttl_of(toml::Value::Integer(0)).unwrap_err().0, "result_ttl");
-        let bad = StoreSettings::resolve(Path::new("/r"), None, Some("disk"), None, None);
+        let bad = StoreSettings::resolve(Path::new("/r"), None, Some("disk"), None, None, None);
         assert_eq!(bad.unwrap_err().0, "durability");
-        let bad = StoreSettings::resolve(Path::new("/r"), None, None, None, Some(0));
+        let bad = StoreSettings::resolve(Path::new("/r"), None, None, None, Some(0), None);
         assert_eq!(bad.unwrap_err().0, "store_max_mb");
+        assert_eq!(d.memory_bytes, store_sqlite::DEFAULT_MEMORY_BYTES);
+        let memory_of = |mb| {
+            StoreSettings::resolve(Path::new("/r"), None, None, None, None, Some(mb))
+                .map(|s| s.memory_bytes)
+        };
+        assert_eq!(memory_of(256).unwrap(), 256 << 20);
+        assert_eq!(memory_of(0).unwrap_err().0, "store_memory_mb");
     }
 }
