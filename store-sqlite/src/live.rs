@@ -224,20 +224,43 @@ impl<'c> Lookup<'c> {
     }
 }
 
+/// The columns of a row, in the order [`bind_row`] binds them: the ten an
+/// update sets, then the six only an insert writes.
+const COLUMNS: &str = "seq, state, attempts, due_ms, error_kind, error_message, line, history,
+     updated_ms, version, id, type, payload, priority, timeout_ms, created_ms";
+/// Values a row binds when it is inserted…
+const INSERTED: usize = 16;
+/// …and when it is updated.
+const UPDATED: usize = 10;
+/// New rows one statement inserts: a statement's own work (its cursors on
+/// the table and each index, its end) was about a third of a row's
+/// instructions when each row had one.
+pub(crate) const ROWS_AT_ONCE: usize = 32;
+
 /// Writes records to their rows, its statements prepared once for a checkpoint.
 pub(crate) struct RowWriter<'c> {
     insert: CachedStatement<'c>,
+    insert_many: CachedStatement<'c>,
     update: CachedStatement<'c>,
 }
 
 impl<'c> RowWriter<'c> {
     pub(crate) fn new(conn: &'c Connection) -> rusqlite::Result<Self> {
+        let placeholders = |row: usize| {
+            let first = row * INSERTED + 1;
+            let marks: Vec<String> = (first..first + INSERTED).map(|n| format!("?{n}")).collect();
+            format!("({})", marks.join(", "))
+        };
+        let many: Vec<String> = (0..ROWS_AT_ONCE).map(placeholders).collect();
         Ok(Self {
-            insert: conn.prepare_cached(
-                "INSERT INTO tasks (seq, state, attempts, due_ms, error_kind, error_message, line,
-                 history, updated_ms, version, id, type, payload, priority, timeout_ms, created_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-            )?,
+            insert: conn.prepare_cached(&format!(
+                "INSERT INTO tasks ({COLUMNS}) VALUES {}",
+                placeholders(0)
+            ))?,
+            insert_many: conn.prepare_cached(&format!(
+                "INSERT INTO tasks ({COLUMNS}) VALUES {}",
+                many.join(", ")
+            ))?,
             update: conn.prepare_cached(
                 "UPDATE tasks SET state = ?2, attempts = ?3, due_ms = ?4, error_kind = ?5,
                  error_message = ?6, line = ?7, history = ?8, updated_ms = ?9, version = ?10
@@ -246,47 +269,82 @@ impl<'c> RowWriter<'c> {
         })
     }
 
-    /// Writes `live` to its row (made when it has none).
-    pub(crate) fn write(&mut self, seq: i64, live: &Live) -> rusqlite::Result<()> {
-        let (kind, message) = match &live.error {
-            Some(e) => (Some(e.kind.as_str()), Some(e.message.as_str())),
-            None => (None, None),
-        };
-        let history = if live.history.is_empty() {
-            "[]"
-        } else {
-            live.history.as_str()
-        };
-        // The update sets the first ten; the insert all of them.
-        let values: [&dyn ToSql; 16] = [
-            &seq,
-            &live.state.as_str(),
-            &live.attempts,
-            &live.due_ms,
-            &kind,
-            &message,
-            &live.line,
-            &history,
-            &live.updated_ms,
-            &live.version,
-            &live.task.id,
-            &live.task.task_type,
-            &live.task.payload,
-            &live.task.priority,
-            &live.task.timeout_ms,
-            &live.created_ms,
-        ];
-        let written = if live.stored.is_some() {
-            self.update.execute(&values[..10])?
-        } else {
-            self.insert.execute(&values[..])?
-        };
-        if written == 1 {
-            Ok(())
-        } else {
-            // The row it was read from is gone: only a bug does that.
-            Err(rusqlite::Error::QueryReturnedNoRows)
+    /// Writes each record to its row (made when it has none): the new rows
+    /// [`ROWS_AT_ONCE`] to a statement.
+    pub(crate) fn write_all(&mut self, records: &[(i64, &Live)]) -> rusqlite::Result<()> {
+        let mut new = Vec::with_capacity(records.len());
+        for &(seq, live) in records {
+            if live.stored.is_some() {
+                bind_row(&mut self.update, 0, UPDATED, seq, live)?;
+                expect_rows(self.update.raw_execute()?, 1)?;
+            } else {
+                new.push((seq, live));
+            }
         }
+        let mut chunks = new.chunks_exact(ROWS_AT_ONCE);
+        for chunk in &mut chunks {
+            for (n, &(seq, live)) in chunk.iter().enumerate() {
+                bind_row(&mut self.insert_many, n * INSERTED, INSERTED, seq, live)?;
+            }
+            expect_rows(self.insert_many.raw_execute()?, ROWS_AT_ONCE)?;
+        }
+        for &(seq, live) in chunks.remainder() {
+            bind_row(&mut self.insert, 0, INSERTED, seq, live)?;
+            expect_rows(self.insert.raw_execute()?, 1)?;
+        }
+        Ok(())
+    }
+}
+
+/// Binds the first `columns` of `live`'s row, in [`COLUMNS`]' order, to the
+/// parameters after the first `offset`.
+fn bind_row(
+    statement: &mut CachedStatement<'_>,
+    offset: usize,
+    columns: usize,
+    seq: i64,
+    live: &Live,
+) -> rusqlite::Result<()> {
+    let (kind, message) = match &live.error {
+        Some(e) => (Some(e.kind.as_str()), Some(e.message.as_str())),
+        None => (None, None),
+    };
+    let history = if live.history.is_empty() {
+        "[]"
+    } else {
+        live.history.as_str()
+    };
+    let values: [&dyn ToSql; INSERTED] = [
+        &seq,
+        &live.state.as_str(),
+        &live.attempts,
+        &live.due_ms,
+        &kind,
+        &message,
+        &live.line,
+        &history,
+        &live.updated_ms,
+        &live.version,
+        &live.task.id,
+        &live.task.task_type,
+        &live.task.payload,
+        &live.task.priority,
+        &live.task.timeout_ms,
+        &live.created_ms,
+    ];
+    for (n, value) in values[..columns].iter().enumerate() {
+        statement.raw_bind_parameter(offset + n + 1, value)?;
+    }
+    Ok(())
+}
+
+/// Whether a statement changed the rows it was to: only a bug (a row gone
+/// from under its record) makes it change fewer.
+fn expect_rows(changed: usize, rows: usize) -> rusqlite::Result<()> {
+    if changed == rows {
+        Ok(())
+    } else {
+        Err(rusqlite::Error::QueryReturnedNoRows)
     }
 }
 

@@ -15,7 +15,7 @@ use task_source::TaskState;
 use super::Overlay;
 use crate::counts::StateDelta;
 use crate::journal;
-use crate::live;
+use crate::live::{self, Live};
 
 /// The most settled tasks one checkpoint transaction writes (a few
 /// milliseconds of the writer's time): what a request that arrives meanwhile
@@ -165,16 +165,17 @@ impl Overlay {
             }
         };
         let mut delta = StateDelta::default();
-        let mut rows = live::RowWriter::new(conn)?;
-        for &seq in &written {
-            if let Some(live) = self.entries.get(&seq) {
-                rows.write(seq, live)?;
-                delta.add(live.state, 1);
-                if let Some(stored) = live.stored {
-                    delta.add(stored, -1);
-                }
+        let records: Vec<(i64, &Live)> = written
+            .iter()
+            .filter_map(|seq| self.entries.get(seq).map(|live| (*seq, &**live)))
+            .collect();
+        for (_, live) in &records {
+            delta.add(live.state, 1);
+            if let Some(stored) = live.stored {
+                delta.add(stored, -1);
             }
         }
+        live::RowWriter::new(conn)?.write_all(&records)?;
         delta.apply(conn)?;
         // Each written record is its row now: only a running one stays in
         // memory; the others keep their place in the ready order.
