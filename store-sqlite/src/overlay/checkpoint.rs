@@ -253,7 +253,7 @@ impl Overlay {
             .min(SLICE_BYTES);
         let mut spilled = Vec::new();
         let mut passed = 0;
-        for &(_, seq) in self.order.ready.iter().rev() {
+        for (_, seq) in self.order.ready_from_last() {
             if excess == 0 || passed == SPILL_SCAN {
                 break;
             }

@@ -8,6 +8,7 @@
 //! transactions rolled back. After every step the overlay must agree with
 //! the rows under it:
 //!
+//! - a claim takes the first ready tasks by `(priority, seq)`;
 //! - the tally equals a recount over the entries;
 //! - the ready order holds exactly the waiting tasks: queued ones by
 //!   `(priority, seq)`, retrying ones by `(due, priority, seq)` until a claim
@@ -132,7 +133,26 @@ impl Run {
 
     /// Claims up to `max` ready tasks, and notes their attempts as running.
     fn claim_up_to(&mut self, max: usize, now: u64) {
+        // What a claim must take: the first `max` waiting tasks ready by
+        // `now`, by priority, then by number.
+        let mut ready: Vec<(u8, i64, String)> = records(&self.overlay, &self.conn)
+            .into_iter()
+            .filter(|(_, r)| match r.state {
+                TaskState::Queued => true,
+                TaskState::Retrying => r.due_ms <= now,
+                _ => false,
+            })
+            .map(|(seq, r)| (r.priority, seq, r.id))
+            .collect();
+        ready.sort_unstable();
         let claimed = self.overlay.claim(&self.conn, max, now).unwrap();
+        let got: Vec<&str> = claimed.iter().map(|c| c.task.id.as_str()).collect();
+        let want: Vec<&str> = ready
+            .iter()
+            .take(max)
+            .map(|(_, _, id)| id.as_str())
+            .collect();
+        assert_eq!(got, want, "a claim takes the first by (priority, seq)");
         self.running
             .extend(claimed.into_iter().map(|c| (c.task.id, c.attempt)));
         self.claimed_at = now;
@@ -411,7 +431,7 @@ fn check_ready_order(
     at: &str,
 ) {
     let mut placed = BTreeSet::new();
-    for &(priority, seq) in &overlay.order.ready {
+    for (priority, seq) in overlay.order.ready_from_last() {
         assert!(placed.insert(seq), "{at}: task {seq} is ready twice");
         let record = records
             .get(&seq)

@@ -87,9 +87,9 @@ impl Overlay {
         now_ms: u64,
     ) -> rusqlite::Result<Vec<Claimed>> {
         self.order.promote_due(now_ms);
-        let mut out = Vec::with_capacity(max.min(self.order.ready.len()));
+        let mut out = Vec::with_capacity(max.min(self.order.ready_len()));
         while out.len() < max {
-            let Some((priority, seq)) = self.order.ready.first().copied() else {
+            let Some((priority, seq)) = self.order.first() else {
                 break;
             };
             let mut attempt = 0;
@@ -107,12 +107,12 @@ impl Overlay {
                 // Not waiting after all (only a bug puts such a task in
                 // the order): out of it, so that the loop moves on.
                 Some(false) => {
-                    self.order.ready.remove(&(priority, seq));
+                    self.order.remove(priority, seq);
                     continue;
                 }
                 None => {
                     // A row retention removed: nothing to run.
-                    self.order.ready.pop_first();
+                    self.order.remove(priority, seq);
                     continue;
                 }
             }
@@ -382,6 +382,7 @@ impl Overlay {
 #[cfg(test)]
 mod tests {
     use crate::test_support::{empty_overlay, new_task};
+    use task_source::TaskState;
 
     #[test]
     fn a_claim_passes_over_a_key_in_the_ready_order_whose_task_does_not_wait() {
@@ -392,7 +393,7 @@ mod tests {
         let first = overlay.claim(&conn, 1, 2).unwrap();
         assert_eq!(first[0].task.id, "a");
         // What only a bug would leave: the running task's key back in the order.
-        overlay.order.ready.insert((10, 1));
+        overlay.order.wait(1, TaskState::Queued, 10, 0);
         let next: Vec<String> = overlay
             .claim(&conn, 10, 3)
             .unwrap()
@@ -400,6 +401,6 @@ mod tests {
             .map(|c| c.task.id)
             .collect();
         assert_eq!(next, ["b"]);
-        assert!(overlay.order.ready.is_empty(), "{:?}", overlay.order.ready);
+        assert_eq!(overlay.order.ready_len(), 0, "{:?}", overlay.order);
     }
 }
