@@ -224,10 +224,11 @@ impl SqliteSource {
     }
 
     /// As [`open`](Self::open), with the most bytes of memory the records of
-    /// tasks changed since their rows were written may hold (at least
-    /// 1 MiB): past it, the rows of the waiting tasks that are claimed last
-    /// are written and those records leave memory, so a backlog of any size
-    /// is held in the file, not in memory.
+    /// tasks changed since their rows were written may hold after each
+    /// commit (at least 1 MiB; running tasks' records aside): past it, the
+    /// settled tasks' rows are written, then those of the waiting tasks
+    /// that are claimed last, whose records leave memory, so a backlog of
+    /// any size is held in the file, not in memory.
     ///
     /// # Errors
     /// As [`open`](Self::open).

@@ -1,6 +1,8 @@
 //! A task as the writer holds it between checkpoints ([`Live`]), and the row
 //! it is read from and written to.
 
+use std::sync::LazyLock;
+
 use rusqlite::{CachedStatement, Connection, OptionalExtension, Row, ToSql};
 use task_source::{ErrorInfo, HistoryEntry, NewTask, TaskRecord, TaskState, TaskStatus};
 
@@ -237,6 +239,25 @@ const UPDATED: usize = 10;
 /// instructions when each row had one.
 pub(crate) const ROWS_AT_ONCE: usize = 32;
 
+/// The insert of one row…
+static INSERT_ONE: LazyLock<String> = LazyLock::new(|| insert(1));
+/// …and of [`ROWS_AT_ONCE`] rows (built once: the statement cache finds
+/// a statement by its text).
+static INSERT_MANY: LazyLock<String> = LazyLock::new(|| insert(ROWS_AT_ONCE));
+
+/// The insert of `rows` rows, its parameters numbered as [`bind_row`]
+/// binds them.
+fn insert(rows: usize) -> String {
+    let tuples: Vec<String> = (0..rows)
+        .map(|row| {
+            let first = row * INSERTED + 1;
+            let marks: Vec<String> = (first..first + INSERTED).map(|n| format!("?{n}")).collect();
+            format!("({})", marks.join(", "))
+        })
+        .collect();
+    format!("INSERT INTO tasks ({COLUMNS}) VALUES {}", tuples.join(", "))
+}
+
 /// Writes records to their rows, its statements prepared once for a checkpoint.
 pub(crate) struct RowWriter<'c> {
     insert: CachedStatement<'c>,
@@ -246,21 +267,9 @@ pub(crate) struct RowWriter<'c> {
 
 impl<'c> RowWriter<'c> {
     pub(crate) fn new(conn: &'c Connection) -> rusqlite::Result<Self> {
-        let placeholders = |row: usize| {
-            let first = row * INSERTED + 1;
-            let marks: Vec<String> = (first..first + INSERTED).map(|n| format!("?{n}")).collect();
-            format!("({})", marks.join(", "))
-        };
-        let many: Vec<String> = (0..ROWS_AT_ONCE).map(placeholders).collect();
         Ok(Self {
-            insert: conn.prepare_cached(&format!(
-                "INSERT INTO tasks ({COLUMNS}) VALUES {}",
-                placeholders(0)
-            ))?,
-            insert_many: conn.prepare_cached(&format!(
-                "INSERT INTO tasks ({COLUMNS}) VALUES {}",
-                many.join(", ")
-            ))?,
+            insert: conn.prepare_cached(&INSERT_ONE)?,
+            insert_many: conn.prepare_cached(&INSERT_MANY)?,
             update: conn.prepare_cached(
                 "UPDATE tasks SET state = ?2, attempts = ?3, due_ms = ?4, error_kind = ?5,
                  error_message = ?6, line = ?7, history = ?8, updated_ms = ?9, version = ?10
@@ -344,7 +353,7 @@ fn expect_rows(changed: usize, rows: usize) -> rusqlite::Result<()> {
     if changed == rows {
         Ok(())
     } else {
-        Err(rusqlite::Error::QueryReturnedNoRows)
+        Err(rusqlite::Error::StatementChangedRows(changed))
     }
 }
 

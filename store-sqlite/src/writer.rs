@@ -1138,10 +1138,14 @@ mod tests {
         );
     }
 
+    /// The ids of the rows, in order of acceptance.
+    fn row_ids(store: &Store) -> Vec<String> {
+        crate::test_support::column(&store.conn, "SELECT id FROM tasks ORDER BY seq")
+    }
+
     /// Past the memory bound, the waiting tasks claimed last have their rows
-    /// written and leave memory, a few megabytes at each commit, until the
-    /// records are back within the bound; a claim reads them back, in their
-    /// order, whole.
+    /// written and leave memory, until the records are back within the
+    /// bound; a claim reads them back, in their order, whole.
     #[test]
     fn past_the_memory_bound_the_tasks_claimed_last_are_written_out() {
         use task_source::TaskState;
@@ -1150,26 +1154,12 @@ mod tests {
         accept_megabyte_tasks(&mut store, "w", 10, &shared);
         assert_eq!(store.checkpoint_due(), Some(Checkpoint::Spill));
         checkpoint(&mut store, &shared, Checkpoint::Spill);
-        let rows = |store: &Store| -> Vec<String> {
-            crate::test_support::column(&store.conn, "SELECT id FROM tasks ORDER BY seq")
-        };
-        let last_four: Vec<String> = (6..10).map(|i| format!("w{i}")).collect();
-        assert_eq!(rows(&store), last_four, "one spill writes 4 MiB at most");
-        while store.checkpoint_due() == Some(Checkpoint::Spill) {
-            checkpoint(&mut store, &shared, Checkpoint::Spill);
-        }
-        assert_eq!(store.checkpoint_due(), None, "back within the bound");
-        let written = rows(&store);
-        let first = 10 - written.len();
-        assert!(
-            (3..=4).contains(&first),
-            "4 MiB or a little less stay: {written:?}"
-        );
-        let last: Vec<String> = (first..10).map(|i| format!("w{i}")).collect();
-        assert_eq!(written, last, "the tasks claimed last");
+        let last: Vec<String> = (3..10).map(|i| format!("w{i}")).collect();
+        assert_eq!(row_ids(&store), last, "the last seven: 3 MiB stay");
         let states: Vec<String> =
             crate::test_support::column(&store.conn, "SELECT DISTINCT state FROM tasks");
         assert_eq!(states, ["queued"]);
+        assert_eq!(store.checkpoint_due(), None, "back within the bound");
         let (read, status) = op(|c, o| o.status(c, &["w9".to_owned()]));
         commit_each(&mut store, vec![read], &shared);
         let status = status.recv().unwrap();
@@ -1183,21 +1173,37 @@ mod tests {
         assert!(claimed
             .iter()
             .all(|c| c.task.payload.len() == (1 << 20) + 2));
+        assert_eq!(
+            store.checkpoint_due(),
+            None,
+            "running tasks past the bound wait to settle"
+        );
     }
 
     /// Past the memory bound, settled tasks are written before any waiting
-    /// one is (a settled row is written once in any case); once the records
-    /// grow a quarter past the bound, waiting ones are spilled too.
+    /// one is (a settled row is written once in any case); waiting ones only
+    /// once the settled ones do not bring the records back within the bound.
     #[test]
     fn past_the_memory_bound_settled_rows_are_written_first() {
         let shared = Shared::new(SourceHealth::Ok);
         let mut store = bounded_table(4);
         run_megabyte_tasks(&mut store, 3, &shared);
         settle_ok(&mut store, 3, &shared);
-        accept_megabyte_tasks(&mut store, "w", 1, &shared);
-        assert_eq!(store.checkpoint_due(), Some(Checkpoint::Settled));
-        accept_megabyte_tasks(&mut store, "x", 1, &shared);
+        accept_megabyte_tasks(&mut store, "w", 2, &shared);
         assert_eq!(store.checkpoint_due(), Some(Checkpoint::Spill));
+        checkpoint(&mut store, &shared, Checkpoint::Spill);
+        assert_eq!(row_ids(&store), ["t00000", "t00001"], "settled ones only");
+        assert_eq!(store.checkpoint_due(), None);
+        accept_megabyte_tasks(&mut store, "x", 3, &shared);
+        checkpoint(&mut store, &shared, Checkpoint::Spill);
+        // 6 MiB and a few hundred bytes: the settled one, then the waiting
+        // ones claimed last until the bytes past the bound are covered.
+        assert_eq!(
+            row_ids(&store),
+            ["t00000", "t00001", "t00002", "x1", "x2"],
+            "the last settled one, then the waiting ones claimed last"
+        );
+        assert_eq!(store.checkpoint_due(), None);
     }
 
     /// A slice is bounded by bytes as well as by tasks: ten settled 1 MiB
@@ -1214,25 +1220,26 @@ mod tests {
         }
     }
 
-    /// Running tasks a checkpoint wrote stay in memory, but make no further
-    /// checkpoint due: only records with unwritten changes count toward the
-    /// memory bound, or each commit after it would be followed by one.
+    /// Running tasks past the memory bound make no checkpoint due (their
+    /// rows would be written again at their settlement); once they settle,
+    /// a spill writes the oldest until the records are within the bound,
+    /// and the rest wait for slices.
     #[test]
-    fn written_running_tasks_make_no_checkpoint_due_again() {
+    fn running_tasks_past_the_memory_bound_are_written_once_settled() {
         let shared = Shared::new(SourceHealth::Ok);
         let mut store = table();
-        // 70 MiB of payloads: past the memory bound. None waits, so the
-        // spill writes every changed task.
+        // 70 MiB of payloads: past the memory bound.
         run_megabyte_tasks(&mut store, 70, &shared);
+        assert_eq!(store.checkpoint_due(), None, "all 70 run");
+        settle_ok(&mut store, 70, &shared);
         assert_eq!(store.checkpoint_due(), Some(Checkpoint::Spill));
         checkpoint(&mut store, &shared, Checkpoint::Spill);
-        assert_eq!(count(&store.conn, "tasks"), 70);
-        assert_eq!(store.checkpoint_due(), None, "all 70 are written, and run");
-        run_to_ok(&mut store, &["small".to_owned()], &shared);
+        let first: Vec<String> = ids(7);
+        assert_eq!(row_ids(&store), first, "6 MiB and a little past the bound");
         assert_eq!(
             store.checkpoint_due(),
-            None,
-            "a later commit makes none due"
+            Some(Checkpoint::Settled),
+            "within the bound, past the busy one"
         );
     }
 

@@ -72,6 +72,12 @@ impl TaskState {
         Self::ALL.into_iter().find(|s| s.as_str() == name)
     }
 
+    /// Whether the task waits for a claim (queued, or retrying after a
+    /// backoff).
+    pub fn is_waiting(self) -> bool {
+        matches!(self, Self::Queued | Self::Retrying)
+    }
+
     /// Whether the task has ended (it will not run again unless retried from the DLQ).
     pub fn is_settled(self) -> bool {
         matches!(

@@ -35,23 +35,21 @@ pub(crate) const CHECKPOINT_AFTER: Duration = Duration::from_secs(1);
 /// While requests keep coming, a slice is written after each group commit
 /// once the unwritten settled tasks hold this many bytes of memory (what
 /// slices can write: waiting and running tasks, and the journal they keep,
-/// wait for the full checkpoint)…
+/// wait for a spill or the full checkpoint)…
 const BUSY_BYTES: usize = 48 << 20;
 /// …or the first settled task still unwritten settled this long ago.
 const BUSY_AGE: Duration = Duration::from_secs(10);
-/// A full checkpoint is due once the journal holds this many bytes (or the
-/// unwritten records hold their [`MemoryBound`] and no waiting task's record
-/// is left to write).
+/// A full checkpoint is due once the journal holds this many bytes (a
+/// replay after a crash reads that much, and the commit that passed it).
 const FULL_CHECKPOINT_BYTES: usize = 256 << 20;
 /// The default [`MemoryBound`].
 pub(crate) const MEMORY_BYTES: usize = 64 << 20;
 
-/// The most bytes of memory the unwritten records hold. Past it, the
-/// settled tasks' rows are written first (a row written once in any case);
-/// a quarter past it, or with few settled tasks, the waiting tasks claimed
-/// last have their rows written and leave memory (a [`Checkpoint::Spill`]),
-/// [`SLICE_BYTES`] of them after each group commit until the records are
-/// back within it.
+/// The most bytes of memory the unwritten records hold after each group
+/// commit, but for those of running tasks: past it, a [`Checkpoint::Spill`]
+/// writes the settled tasks' rows first (a settled row is written once in
+/// any case), then those of the ready tasks claimed last, whose records
+/// leave memory, until the records are back within it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct MemoryBound(pub(crate) usize);
 
@@ -63,23 +61,18 @@ impl Default for MemoryBound {
 
 impl Overlay {
     /// The checkpoint due after a group commit, if one is: a full one past
-    /// the journal's bound; a spill past the memory bound; a slice of the settled tasks while the unwritten
+    /// the journal's bound; a spill past the memory bound, when settled or
+    /// ready tasks' records can be written (running ones are written once
+    /// they settle); a slice of the settled tasks while the unwritten
     /// settled ones are large or old.
     pub(crate) fn checkpoint_due(&self) -> Option<Checkpoint> {
         if self.journal_bytes >= FULL_CHECKPOINT_BYTES {
             return Some(Checkpoint::Full);
         }
-        if self.tally.dirty_weight >= self.memory.0 {
-            // A settled task's row is written once in any case, a waiting
-            // one's twice once spilled: the settled ones go first, unless
-            // they are few or the records keep growing past the bound.
-            let settled_first = self.tally.settled_weight >= self.memory.0 / 2
-                && self.tally.dirty_weight < self.memory.0 + self.memory.0 / 4;
-            return Some(if settled_first {
-                Checkpoint::Settled
-            } else {
-                Checkpoint::Spill
-            });
+        if self.tally.dirty_weight > self.memory.0
+            && (self.tally.dirty_settled > 0 || self.order.any_in_memory())
+        {
+            return Some(Checkpoint::Spill);
         }
         let since = self.settled_since?;
         (self.tally.settled_weight >= BUSY_BYTES || since.elapsed() >= BUSY_AGE)
@@ -140,6 +133,8 @@ impl Overlay {
         conn: &Connection,
         which: Checkpoint,
     ) -> rusqlite::Result<()> {
+        // Whether this checkpoint took a slice of the plan.
+        let mut sliced = which == Checkpoint::Settled;
         let written = match which {
             Checkpoint::Full => {
                 self.plan = None;
@@ -153,15 +148,19 @@ impl Overlay {
                 all.sort_unstable();
                 all
             }
-            Checkpoint::Settled => self.next_slice(),
+            Checkpoint::Settled => self.next_slice(SLICE, SLICE_BYTES).0,
             Checkpoint::Spill => {
-                let spilled = self.spill();
-                if spilled.is_empty() {
-                    // Nothing waits in memory: the records held are running
-                    // or settled ones.
-                    return self.checkpoint(conn, Checkpoint::Full);
-                }
-                spilled
+                let excess = self.tally.dirty_weight.saturating_sub(self.memory.0);
+                let (mut written, bytes) = if self.tally.dirty_settled > 0 {
+                    sliced = true;
+                    self.next_slice(usize::MAX, excess.max(1))
+                } else {
+                    (Vec::new(), 0)
+                };
+                written.extend(self.spill(excess.saturating_sub(bytes)));
+                // In order of acceptance: new rows are appended to the table's tree.
+                written.sort_unstable();
+                written
             }
         };
         let mut delta = StateDelta::default();
@@ -190,12 +189,18 @@ impl Overlay {
                 self.tally.count(live, 1);
             } else if let Some(live) = self.entries.remove(&seq) {
                 self.ids.remove(&live.task.id);
+                if live.state.is_waiting() {
+                    self.order.evict(live.task.priority, seq);
+                }
             }
         }
-        // A spill leaves the settled tasks, and the journal they keep, to the
-        // slices.
-        if which != Checkpoint::Spill && self.plan.as_ref().is_none_or(|plan| plan.seqs.is_empty())
-        {
+        // A plan is done once its last slice is written (a spill that took
+        // none leaves the plan, and the journal, as they are).
+        let done = match which {
+            Checkpoint::Full => true,
+            _ => sliced && self.plan.as_ref().is_none_or(|plan| plan.seqs.is_empty()),
+        };
+        if done {
             // What settled before the plan was made is written.
             self.settled_since = self.plan.take().map(|plan| plan.made);
             self.forget_written(conn)?;
@@ -206,10 +211,12 @@ impl Overlay {
         Ok(())
     }
 
-    /// The next slice of the plan: up to [`SLICE`] settled tasks still
-    /// unwritten, oldest first; the plan is made from the entries when there
-    /// is none.
-    fn next_slice(&mut self) -> Vec<i64> {
+    /// The next slice of the plan: up to `most` settled tasks still
+    /// unwritten, oldest first, until `bytes` of their records are taken (at
+    /// least one); the plan is made from the entries when there is none.
+    /// With the bytes taken.
+    fn next_slice(&mut self, most: usize, bytes: usize) -> (Vec<i64>, usize) {
+        let limit = bytes;
         let entries = &self.entries;
         let plan = self.plan.get_or_insert_with(|| {
             let mut seqs: Vec<i64> = entries
@@ -223,9 +230,9 @@ impl Overlay {
                 made: Instant::now(),
             }
         });
-        let mut slice = Vec::with_capacity(SLICE.min(plan.seqs.len()));
+        let mut slice = Vec::with_capacity(most.min(plan.seqs.len()));
         let mut bytes = 0;
-        while slice.len() < SLICE && bytes < SLICE_BYTES {
+        while slice.len() < most && bytes < limit {
             let Some(seq) = plan.seqs.pop_front() else {
                 break;
             };
@@ -236,37 +243,24 @@ impl Overlay {
                 slice.push(seq);
             }
         }
-        slice
+        (slice, bytes)
     }
 
-    /// The waiting tasks a spill writes: from the end of the ready order
-    /// (the tasks claimed last), those whose records are in memory, until
-    /// the unwritten records are back within their [`MemoryBound`] or
-    /// [`SLICE_BYTES`] are found (a request waits for one spill at most).
-    /// Tasks written by an earlier spill are passed over, [`SPILL_SCAN`] at
-    /// most.
-    fn spill(&self) -> Vec<i64> {
-        let mut excess = self
-            .tally
-            .dirty_weight
-            .saturating_sub(self.memory.0)
-            .min(SLICE_BYTES);
+    /// The ready tasks a spill writes, `bytes` of their records (none for
+    /// 0, else at least one): those claimed last, from the ends of the
+    /// FIFOs in memory.
+    fn spill(&self, bytes: usize) -> Vec<i64> {
+        let mut left = bytes;
         let mut spilled = Vec::new();
-        let mut passed = 0;
-        for (_, seq) in self.order.ready_from_last() {
-            if excess == 0 || passed == SPILL_SCAN {
+        for (_, seq) in self.order.in_memory_from_last() {
+            if left == 0 {
                 break;
             }
-            match self.entries.get(&seq).filter(|live| live.dirty()) {
-                Some(live) => {
-                    excess = excess.saturating_sub(live.weight());
-                    spilled.push(seq);
-                }
-                None => passed += 1,
+            if let Some(live) = self.entries.get(&seq) {
+                left = left.saturating_sub(live.weight());
+                spilled.push(seq);
             }
         }
-        // In order of acceptance: new rows are appended to the table's tree.
-        spilled.sort_unstable();
         spilled
     }
 
@@ -310,11 +304,8 @@ pub(crate) enum Checkpoint {
     Settled,
     /// Every one.
     Full,
-    /// Some of the waiting tasks claimed last ([`Overlay::spill`]); they
-    /// leave memory, and a claim reads each one's row.
+    /// Past the [`MemoryBound`]: settled tasks, then the ready tasks
+    /// claimed last, whose records leave memory (a claim reads each one's
+    /// row back), until the records are within the bound.
     Spill,
 }
-
-/// The most tasks a spill passes over, looking for records in memory at
-/// the end of the ready order, before it settles for those it found.
-const SPILL_SCAN: usize = 65_536;

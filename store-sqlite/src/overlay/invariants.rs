@@ -230,17 +230,37 @@ impl Run {
     /// writes every changed task's row.
     fn checkpoint(&mut self) {
         self.commit_pending();
-        let which = match self.rng.u64(..4) {
-            0 => Checkpoint::Full,
-            1 => {
-                let held = self.overlay.tally.dirty_weight;
-                let bound = self.rng.usize(..=held);
-                self.overlay.bound_memory(MemoryBound(bound));
-                Checkpoint::Spill
+        let bound = match self.rng.u64(..4) {
+            0 => {
+                self.overlay
+                    .checkpoint(&self.conn, Checkpoint::Full)
+                    .unwrap();
+                return;
             }
-            _ => Checkpoint::Settled,
+            1 => self.rng.usize(..=self.overlay.tally.dirty_weight),
+            _ => {
+                self.overlay
+                    .checkpoint(&self.conn, Checkpoint::Settled)
+                    .unwrap();
+                return;
+            }
+        };
+        // The checkpoint due under a bound made up for it: past the bound, a
+        // spill brings the records back within it, but for running ones.
+        self.overlay.bound_memory(MemoryBound(bound));
+        let Some(which) = self.overlay.checkpoint_due() else {
+            return;
         };
         self.overlay.checkpoint(&self.conn, which).unwrap();
+        let tally = &self.overlay.tally;
+        if which == Checkpoint::Spill {
+            assert!(
+                tally.dirty_weight <= bound
+                    || (tally.dirty_settled == 0 && !self.overlay.order.any_in_memory()),
+                "a spill leaves {} bytes past a bound of {bound}",
+                tally.dirty_weight
+            );
+        }
     }
 
     /// Commits, then loads the overlay again, with its filter of ids or
@@ -431,8 +451,15 @@ fn check_ready_order(
     at: &str,
 ) {
     let mut placed = BTreeSet::new();
-    for (priority, seq) in overlay.order.ready_from_last() {
+    let in_memory = overlay.order.in_memory_from_last().map(|key| (key, true));
+    let on_disk = overlay.order.on_disk().map(|key| (key, false));
+    for ((priority, seq), held) in in_memory.chain(on_disk) {
         assert!(placed.insert(seq), "{at}: task {seq} is ready twice");
+        assert_eq!(
+            overlay.entries.contains_key(&seq),
+            held,
+            "{at}: ready task {seq} is in memory, or on disk, as the order says"
+        );
         let record = records
             .get(&seq)
             .unwrap_or_else(|| panic!("{at}: ready task {seq} has no record"));

@@ -117,7 +117,7 @@ impl Overlay {
                 let state = TaskState::parse(&state).unwrap_or(TaskState::Queued);
                 overlay
                     .order
-                    .wait(row.get(0)?, state, row.get(1)?, row.get(3)?);
+                    .wait_on_disk(row.get(0)?, state, row.get(1)?, row.get(3)?);
             }
         }
         overlay.journal_sizes = journal::row_sizes(conn)?.into();
@@ -195,6 +195,9 @@ impl Overlay {
         if !live.dirty() && live.state != TaskState::Running {
             if let Some(live) = self.entries.remove(&seq) {
                 self.ids.remove(&live.task.id);
+                if live.state.is_waiting() {
+                    self.order.evict(live.task.priority, seq);
+                }
             }
         }
         changed.map(Some)

@@ -86,7 +86,9 @@ impl Overlay {
         max: usize,
         now_ms: u64,
     ) -> rusqlite::Result<Vec<Claimed>> {
-        self.order.promote_due(now_ms);
+        let entries = &self.entries;
+        self.order
+            .promote_due(now_ms, |seq| entries.contains_key(&seq));
         let mut out = Vec::with_capacity(max.min(self.order.ready_len()));
         while out.len() < max {
             let Some((priority, seq)) = self.order.first() else {

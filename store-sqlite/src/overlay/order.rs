@@ -9,6 +9,12 @@
 //! later ones (a retry that came due, an interrupted attempt, a requeued
 //! dead letter) wait in a B-tree beside the FIFOs, and a claim takes the
 //! first of both.
+//!
+//! Both hold only tasks whose records are in memory; the ready tasks whose
+//! records are in their rows only (read at open, or written out by a spill
+//! or a full checkpoint) wait in a third set, `on_disk`. A spill takes its
+//! tasks from the ends of the FIFOs, so it never passes over a task it
+//! cannot write.
 
 use std::collections::{BTreeSet, VecDeque};
 
@@ -28,6 +34,8 @@ pub(super) struct ReadyOrder {
     /// Ready tasks whose number is below the end of their priority's FIFO
     /// when they came: `(priority, seq)`.
     behind: BTreeSet<(u8, i64)>,
+    /// Ready tasks whose records are in their rows only: `(priority, seq)`.
+    on_disk: BTreeSet<(u8, i64)>,
     /// Retrying tasks not yet ready: `(due_ms, priority, seq)`.
     pub(super) due: BTreeSet<(u64, u8, i64)>,
     /// How many tasks the FIFOs hold.
@@ -40,6 +48,7 @@ impl Default for ReadyOrder {
             fifo: vec![VecDeque::new(); LEVELS],
             nonempty: [0; LEVELS / 64],
             behind: BTreeSet::new(),
+            on_disk: BTreeSet::new(),
             due: BTreeSet::new(),
             queued: 0,
         }
@@ -47,8 +56,8 @@ impl Default for ReadyOrder {
 }
 
 impl ReadyOrder {
-    /// Puts task `seq` in the order as its `state` says (nowhere unless it
-    /// waits).
+    /// Puts task `seq`, its record in memory, in the order as its `state`
+    /// says (nowhere unless it waits).
     pub(super) fn wait(&mut self, seq: i64, state: TaskState, priority: u8, due_ms: u64) {
         match state {
             TaskState::Queued => self.ready(priority, seq),
@@ -56,6 +65,28 @@ impl ReadyOrder {
                 self.due.insert((due_ms, priority, seq));
             }
             _ => {}
+        }
+    }
+
+    /// Puts task `seq`, a waiting row whose record is not in memory, in the
+    /// order (its row read at open).
+    pub(super) fn wait_on_disk(&mut self, seq: i64, state: TaskState, priority: u8, due_ms: u64) {
+        match state {
+            TaskState::Queued => {
+                self.on_disk.insert((priority, seq));
+            }
+            TaskState::Retrying => {
+                self.due.insert((due_ms, priority, seq));
+            }
+            _ => {}
+        }
+    }
+
+    /// Notes that ready task `seq`'s record left memory (its row holds it
+    /// all); nothing for a task that is not ready.
+    pub(super) fn evict(&mut self, priority: u8, seq: i64) {
+        if self.remove_in_memory(priority, seq) {
+            self.on_disk.insert((priority, seq));
         }
     }
 
@@ -69,14 +100,19 @@ impl ReadyOrder {
         }
     }
 
-    /// Moves the retrying tasks due by `now_ms` to the ready ones.
-    pub(super) fn promote_due(&mut self, now_ms: u64) {
+    /// Moves the retrying tasks due by `now_ms` to the ready ones
+    /// (`in_memory`: whether a task's record is in memory).
+    pub(super) fn promote_due(&mut self, now_ms: u64, in_memory: impl Fn(i64) -> bool) {
         while let Some(&(due_ms, priority, seq)) = self.due.first() {
             if due_ms > now_ms {
                 break;
             }
             self.due.remove(&(due_ms, priority, seq));
-            self.ready(priority, seq);
+            if in_memory(seq) {
+                self.ready(priority, seq);
+            } else {
+                self.on_disk.insert((priority, seq));
+            }
         }
     }
 
@@ -86,14 +122,24 @@ impl ReadyOrder {
             let seq = *self.fifo[usize::from(priority)].front()?;
             Some((priority, seq))
         });
-        match (in_fifo, self.behind.first().copied()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            in_fifo,
+            self.behind.first().copied(),
+            self.on_disk.first().copied(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Takes `(priority, seq)` out of the ready tasks; whether it was there.
     pub(super) fn remove(&mut self, priority: u8, seq: i64) -> bool {
+        self.on_disk.remove(&(priority, seq)) || self.remove_in_memory(priority, seq)
+    }
+
+    /// Takes `(priority, seq)` out of the ready tasks in memory; whether it
+    /// was there.
+    fn remove_in_memory(&mut self, priority: u8, seq: i64) -> bool {
         if self.behind.remove(&(priority, seq)) {
             return true;
         }
@@ -118,13 +164,18 @@ impl ReadyOrder {
 
     /// How many tasks are ready.
     pub(super) fn ready_len(&self) -> usize {
-        self.queued + self.behind.len()
+        self.queued + self.behind.len() + self.on_disk.len()
     }
 
-    /// The ready tasks, claimed last first as far as the FIFOs go: each
-    /// priority's FIFO from its end, the lowest priority first; then those
-    /// that came back behind later ones.
-    pub(super) fn ready_from_last(&self) -> impl Iterator<Item = (u8, i64)> + '_ {
+    /// Whether a ready task's record is in memory.
+    pub(super) fn any_in_memory(&self) -> bool {
+        self.queued > 0 || !self.behind.is_empty()
+    }
+
+    /// The ready tasks whose records are in memory, those claimed last
+    /// first as far as the FIFOs go: each priority's FIFO from its end, the
+    /// lowest priority first; then those that came back behind later ones.
+    pub(super) fn in_memory_from_last(&self) -> impl Iterator<Item = (u8, i64)> + '_ {
         (0..LEVELS)
             .rev()
             .flat_map(move |p| {
@@ -132,6 +183,12 @@ impl ReadyOrder {
                 self.fifo[p].iter().rev().map(move |&seq| (priority, seq))
             })
             .chain(self.behind.iter().rev().copied())
+    }
+
+    /// The ready tasks whose records are in their rows only.
+    #[cfg(test)]
+    pub(super) fn on_disk(&self) -> impl Iterator<Item = (u8, i64)> + '_ {
+        self.on_disk.iter().copied()
     }
 
     /// Puts `seq` among the ready tasks of its priority.
@@ -181,10 +238,10 @@ mod tests {
         order.wait(7, TaskState::Retrying, 10, 100);
         // Behind later ones of its priority: 3 is there already.
         order.wait(0, TaskState::Queued, 50, 0);
-        order.promote_due(99);
+        order.promote_due(99, |_| true);
         assert_eq!(order.ready_len(), 7, "7 is not due yet");
-        order.promote_due(100);
-        let mut all: Vec<(u8, i64)> = order.ready_from_last().collect();
+        order.promote_due(100, |_| true);
+        let mut all: Vec<(u8, i64)> = order.in_memory_from_last().collect();
         all.sort_unstable();
         let drained = drain(&mut order);
         assert_eq!(drained, all);
@@ -217,15 +274,39 @@ mod tests {
         assert_eq!(drain(&mut order), [(20, 1), (20, 2), (20, 4), (20, 5)]);
     }
 
-    /// The tasks claimed last come first in `ready_from_last`: the lowest
-    /// priority's newest.
+    /// The tasks claimed last come first in `in_memory_from_last`: the
+    /// lowest priority's newest. An evicted task leaves it, and is still
+    /// claimed in its turn.
     #[test]
     fn the_tasks_claimed_last_come_first_from_the_end() {
         let mut order = ReadyOrder::default();
         for (seq, priority) in [(1, 5), (2, 90), (3, 5), (4, 90)] {
             order.wait(seq, TaskState::Queued, priority, 0);
         }
-        let from_last: Vec<(u8, i64)> = order.ready_from_last().collect();
+        let from_last: Vec<(u8, i64)> = order.in_memory_from_last().collect();
         assert_eq!(from_last, [(90, 4), (90, 2), (5, 3), (5, 1)]);
+        order.evict(90, 4);
+        order.evict(5, 1);
+        order.wait_on_disk(0, TaskState::Queued, 90, 0);
+        let from_last: Vec<(u8, i64)> = order.in_memory_from_last().collect();
+        assert_eq!(from_last, [(90, 2), (5, 3)]);
+        assert!(order.any_in_memory());
+        assert_eq!(
+            drain(&mut order),
+            [(5, 1), (5, 3), (90, 0), (90, 2), (90, 4)]
+        );
+        assert!(!order.any_in_memory());
+    }
+
+    /// A retry that comes due goes among the ready tasks in memory or on
+    /// disk, as its record is.
+    #[test]
+    fn a_retry_come_due_is_ready_where_its_record_is() {
+        let mut order = ReadyOrder::default();
+        order.wait(1, TaskState::Retrying, 7, 10);
+        order.wait_on_disk(2, TaskState::Retrying, 7, 10);
+        order.promote_due(10, |seq| seq == 1);
+        assert_eq!(order.in_memory_from_last().collect::<Vec<_>>(), [(7, 1)]);
+        assert_eq!(order.on_disk().collect::<Vec<_>>(), [(7, 2)]);
     }
 }
