@@ -211,7 +211,8 @@ pub(crate) fn serve(mut store: Store, jobs: Receiver<Job>, shared: Arc<Shared>) 
                 Ok(job) => job,
                 Err(RecvTimeoutError::Timeout) => {
                     idle = true;
-                    checkpoint(&mut store, &shared, Checkpoint::Settled);
+                    let which = store.overlay.idle_checkpoint();
+                    checkpoint(&mut store, &shared, which);
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => break None,
@@ -1181,8 +1182,10 @@ mod tests {
     }
 
     /// Past the memory bound, settled tasks are written before any waiting
-    /// one is (a settled row is written once in any case); waiting ones only
-    /// once the settled ones do not bring the records back within the bound.
+    /// one is (a settled row is written once in any case) when they make up
+    /// the excess, or a slice; fewer settled tasks wait for a slice while
+    /// the waiting ones claimed last are written (a plan of settled tasks
+    /// costs a look at every record).
     #[test]
     fn past_the_memory_bound_settled_rows_are_written_first() {
         let shared = Shared::new(SourceHealth::Ok);
@@ -1196,12 +1199,13 @@ mod tests {
         assert_eq!(store.checkpoint_due(), None);
         accept_megabyte_tasks(&mut store, "x", 3, &shared);
         checkpoint(&mut store, &shared, Checkpoint::Spill);
-        // 6 MiB and a few hundred bytes: the settled one, then the waiting
-        // ones claimed last until the bytes past the bound are covered.
+        // 2 MiB and a few hundred bytes past the bound, 1 MiB of them
+        // settled: the waiting ones claimed last, until the excess is
+        // covered (two whole tasks fall a few bytes short).
         assert_eq!(
             row_ids(&store),
-            ["t00000", "t00001", "t00002", "x1", "x2"],
-            "the last settled one, then the waiting ones claimed last"
+            ["t00000", "t00001", "x0", "x1", "x2"],
+            "the waiting ones claimed last; the settled one waits"
         );
         assert_eq!(store.checkpoint_due(), None);
     }
@@ -1218,6 +1222,78 @@ mod tests {
             checkpoint(&mut store, &shared, Checkpoint::Settled);
             assert_eq!(store.overlay.settled_unwritten(), left);
         }
+    }
+
+    /// Retrying tasks waiting for their backoff count toward the memory
+    /// bound and are spilled like queued ones, the last due first.
+    #[test]
+    fn retrying_tasks_past_the_memory_bound_are_spilled_too() {
+        use task_source::{ErrorInfo, Outcome, Settlement};
+        let shared = Shared::new(SourceHealth::Ok);
+        let mut store = bounded_table(4);
+        run_megabyte_tasks(&mut store, 6, &shared);
+        let retries: Vec<Settlement> = ids(6)
+            .into_iter()
+            .enumerate()
+            .map(|(n, id)| Settlement {
+                id,
+                attempt: 1,
+                outcome: Outcome::Retry {
+                    due_ms: 1_000_000 + n as u64,
+                    error: ErrorInfo {
+                        kind: "handler".into(),
+                        message: "again".into(),
+                    },
+                },
+            })
+            .collect();
+        commit_each(
+            &mut store,
+            vec![op(move |c, o| o.settle(c, retries, 3)).0],
+            &shared,
+        );
+        assert_eq!(store.checkpoint_due(), Some(Checkpoint::Spill));
+        checkpoint(&mut store, &shared, Checkpoint::Spill);
+        assert_eq!(
+            row_ids(&store),
+            ["t00003", "t00004", "t00005"],
+            "the last due"
+        );
+        assert_eq!(store.checkpoint_due(), None);
+        let (claim, claimed) = op(|c, o| o.claim(c, 6, 2_000_000));
+        commit_each(&mut store, vec![claim], &shared);
+        assert_eq!(
+            claimed.recv().unwrap().len(),
+            6,
+            "all come due, spilled or not"
+        );
+    }
+
+    /// A commit far past the memory bound is spilled a few megabytes at a
+    /// time: one spill after the commit, then back to back while no request
+    /// comes, until the records are within the bound.
+    #[test]
+    fn a_commit_far_past_the_bound_is_spilled_back_to_back_while_idle() {
+        let shared = Shared::new(SourceHealth::Ok);
+        let mut store = bounded_table(4);
+        accept_megabyte_tasks(&mut store, "w", 30, &shared);
+        assert_eq!(store.checkpoint_due(), Some(Checkpoint::Spill));
+        checkpoint(&mut store, &shared, Checkpoint::Spill);
+        assert_eq!(count(&store.conn, "tasks"), 16, "16 MiB a spill");
+        assert_eq!(
+            store.checkpoint_in(false),
+            Some(crate::overlay::IDLE),
+            "more to spill"
+        );
+        assert_eq!(store.checkpoint_in(true), Some(Duration::ZERO));
+        assert_eq!(store.overlay.idle_checkpoint(), Checkpoint::Spill);
+        checkpoint(&mut store, &shared, Checkpoint::Spill);
+        assert_eq!(
+            count(&store.conn, "tasks"),
+            27,
+            "30 less the 3 MiB that stay"
+        );
+        assert_eq!(store.checkpoint_in(true), None, "within the bound");
     }
 
     /// Running tasks past the memory bound make no checkpoint due (their

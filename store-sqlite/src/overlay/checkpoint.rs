@@ -44,12 +44,17 @@ const BUSY_AGE: Duration = Duration::from_secs(10);
 const FULL_CHECKPOINT_BYTES: usize = 256 << 20;
 /// The default [`MemoryBound`].
 pub(crate) const MEMORY_BYTES: usize = 64 << 20;
+/// The most bytes of records one spill writes (some tens of milliseconds
+/// of the writer's time); a larger excess takes a spill after each commit,
+/// or back to back while no request comes.
+const SPILL_BYTES: usize = 4 * SLICE_BYTES;
 
-/// The most bytes of memory the unwritten records hold after each group
-/// commit, but for those of running tasks: past it, a [`Checkpoint::Spill`]
-/// writes the settled tasks' rows first (a settled row is written once in
-/// any case), then those of the ready tasks claimed last, whose records
-/// leave memory, until the records are back within it.
+/// The most bytes of memory the unwritten records hold, but for those of
+/// running tasks: past it, a [`Checkpoint::Spill`] after each group commit
+/// (and back to back while no request comes) writes the settled tasks' rows
+/// first (a settled row is written once in any case), then those of the
+/// waiting tasks claimed last, whose records leave memory, [`SPILL_BYTES`]
+/// at a time, until the records are back within it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct MemoryBound(pub(crate) usize);
 
@@ -69,9 +74,7 @@ impl Overlay {
         if self.journal_bytes >= FULL_CHECKPOINT_BYTES {
             return Some(Checkpoint::Full);
         }
-        if self.tally.dirty_weight > self.memory.0
-            && (self.tally.dirty_settled > 0 || self.order.any_in_memory())
-        {
+        if self.spill_due() {
             return Some(Checkpoint::Spill);
         }
         let since = self.settled_since?;
@@ -79,10 +82,35 @@ impl Overlay {
             .then_some(Checkpoint::Settled)
     }
 
+    /// Whether the records are past the memory bound and a spill has
+    /// something to write: waiting tasks, or settled ones worth a slice.
+    pub(super) fn spill_due(&self) -> bool {
+        let excess = self.tally.dirty_weight.saturating_sub(self.memory.0);
+        excess > 0
+            && (self.tally.dirty_waiting > 0
+                || self.tally.settled_weight >= excess.min(SLICE_BYTES))
+    }
+
+    /// The checkpoint the writer runs once it waited [`checkpoint_in`]
+    /// (Self::checkpoint_in) for a request in vain: a spill while one is
+    /// due (a large commit's records are brought within the bound a spill
+    /// at a time), else a slice of the settled tasks.
+    pub(crate) fn idle_checkpoint(&self) -> Checkpoint {
+        if self.spill_due() {
+            Checkpoint::Spill
+        } else {
+            Checkpoint::Settled
+        }
+    }
+
     /// How long the writer waits for a request before it writes a slice of
-    /// the settled tasks' rows: `None` while none waits for its row; no wait
-    /// at all once it is `idle` (it wrote a slice and no request came since).
+    /// the settled tasks' rows (or spills): `None` while none waits for its
+    /// row; no wait at all once it is `idle` (it wrote a slice and no
+    /// request came since).
     pub(crate) fn checkpoint_in(&self, idle: bool) -> Option<Duration> {
+        if self.spill_due() {
+            return Some(if idle { Duration::ZERO } else { IDLE });
+        }
         let since = self.settled_since?;
         Some(if idle {
             Duration::ZERO
@@ -150,16 +178,29 @@ impl Overlay {
             }
             Checkpoint::Settled => self.next_slice(SLICE, SLICE_BYTES).0,
             Checkpoint::Spill => {
-                let excess = self.tally.dirty_weight.saturating_sub(self.memory.0);
-                let (mut written, bytes) = if self.tally.dirty_settled > 0 {
+                let excess = self
+                    .tally
+                    .dirty_weight
+                    .saturating_sub(self.memory.0)
+                    .min(SPILL_BYTES);
+                // Settled tasks first when they are worth a slice (a plan
+                // is made from every entry); else waiting ones first, and
+                // settled ones for what those leave.
+                let (mut written, mut bytes) = (Vec::new(), 0);
+                if self.tally.settled_weight >= excess.min(SLICE_BYTES) {
                     sliced = true;
-                    self.next_slice(usize::MAX, excess.max(1))
-                } else {
-                    (Vec::new(), 0)
-                };
-                written.extend(self.spill(excess.saturating_sub(bytes)));
+                    (written, bytes) = self.settled_worth(excess);
+                }
+                let (spilled, spilled_bytes) = self.spill(excess.saturating_sub(bytes));
+                written.extend(spilled);
+                bytes += spilled_bytes;
+                if !sliced && bytes < excess && self.tally.dirty_settled > 0 {
+                    sliced = true;
+                    written.extend(self.settled_worth(excess - bytes).0);
+                }
                 // In order of acceptance: new rows are appended to the table's tree.
                 written.sort_unstable();
+                written.dedup();
                 written
             }
         };
@@ -177,8 +218,9 @@ impl Overlay {
         live::RowWriter::new(conn)?.write_all(&records)?;
         delta.apply(conn)?;
         // Each written record is its row now: only a running one stays in
-        // memory; the others keep their place in the ready order.
-        for seq in written {
+        // memory; the others keep their place in the ready order (evicted
+        // from the last down: a spilled FIFO's end goes one task at a time).
+        for seq in written.into_iter().rev() {
             let Some(live) = self.entries.get_mut(&seq) else {
                 continue;
             };
@@ -209,6 +251,23 @@ impl Overlay {
             self.settled_since = None;
         }
         Ok(())
+    }
+
+    /// Settled tasks still unwritten worth `bytes` of records (at least
+    /// one), oldest first, from the plan; should the plan run out first, a
+    /// new one takes the tasks the old one lacked (those just taken come
+    /// again at its front, and the caller writes them once). With the bytes
+    /// taken.
+    fn settled_worth(&mut self, bytes: usize) -> (Vec<i64>, usize) {
+        let (mut taken, mut got) = self.next_slice(usize::MAX, bytes.max(1));
+        let plan_done = self.plan.as_ref().is_none_or(|plan| plan.seqs.is_empty());
+        if got < bytes && plan_done && self.tally.dirty_settled > taken.len() {
+            self.plan = None;
+            let (more, more_bytes) = self.next_slice(usize::MAX, bytes - got);
+            taken.extend(more);
+            got += more_bytes;
+        }
+        (taken, got)
     }
 
     /// The next slice of the plan: up to `most` settled tasks still
@@ -246,22 +305,27 @@ impl Overlay {
         (slice, bytes)
     }
 
-    /// The ready tasks a spill writes, `bytes` of their records (none for
+    /// The waiting tasks a spill writes, `bytes` of their records (none for
     /// 0, else at least one): those claimed last, from the ends of the
-    /// FIFOs in memory.
-    fn spill(&self, bytes: usize) -> Vec<i64> {
-        let mut left = bytes;
+    /// FIFOs in memory, then retrying ones not yet due, the last due first.
+    /// With the bytes taken.
+    fn spill(&self, bytes: usize) -> (Vec<i64>, usize) {
+        let mut took = 0;
         let mut spilled = Vec::new();
-        for (_, seq) in self.order.in_memory_from_last() {
-            if left == 0 {
+        let due = self
+            .order
+            .due_from_last()
+            .filter(|(_, seq)| self.entries.contains_key(seq));
+        for (_, seq) in self.order.in_memory_from_last().chain(due) {
+            if took >= bytes {
                 break;
             }
             if let Some(live) = self.entries.get(&seq) {
-                left = left.saturating_sub(live.weight());
+                took += live.weight();
                 spilled.push(seq);
             }
         }
-        spilled
+        (spilled, took)
     }
 
     /// Forgets the journal rows before the oldest change still unwritten
@@ -304,8 +368,9 @@ pub(crate) enum Checkpoint {
     Settled,
     /// Every one.
     Full,
-    /// Past the [`MemoryBound`]: settled tasks, then the ready tasks
+    /// Past the [`MemoryBound`]: settled tasks, then the waiting tasks
     /// claimed last, whose records leave memory (a claim reads each one's
-    /// row back), until the records are within the bound.
+    /// row back), until the records are within the bound or
+    /// [`SPILL_BYTES`] are written.
     Spill,
 }

@@ -112,13 +112,16 @@ impl Overlay {
         {
             let mut waiting = conn.prepare(WAITING)?;
             let mut rows = waiting.query([])?;
+            let (mut queued, mut retrying) = (Vec::new(), Vec::new());
             while let Some(row) = rows.next()? {
                 let state: String = row.get(2)?;
-                let state = TaskState::parse(&state).unwrap_or(TaskState::Queued);
-                overlay
-                    .order
-                    .wait_on_disk(row.get(0)?, state, row.get(1)?, row.get(3)?);
+                let (seq, priority) = (row.get(0)?, row.get(1)?);
+                match TaskState::parse(&state) {
+                    Some(TaskState::Retrying) => retrying.push((row.get(3)?, priority, seq)),
+                    _ => queued.push((priority, seq)),
+                }
             }
+            overlay.order.load_on_disk(queued, retrying);
         }
         overlay.journal_sizes = journal::row_sizes(conn)?.into();
         overlay.journal_bytes = overlay.journal_sizes.iter().map(|(_, n)| n).sum();

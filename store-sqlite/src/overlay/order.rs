@@ -69,7 +69,8 @@ impl ReadyOrder {
     }
 
     /// Puts task `seq`, a waiting row whose record is not in memory, in the
-    /// order (its row read at open).
+    /// order.
+    #[cfg(test)]
     pub(super) fn wait_on_disk(&mut self, seq: i64, state: TaskState, priority: u8, due_ms: u64) {
         match state {
             TaskState::Queued => {
@@ -80,6 +81,14 @@ impl ReadyOrder {
             }
             _ => {}
         }
+    }
+
+    /// Puts the waiting rows read at open in the order, none of them in
+    /// memory: `queued` as `(priority, seq)`, `retrying` as `(due_ms,
+    /// priority, seq)`. (Built whole, the sets' nodes are full.)
+    pub(super) fn load_on_disk(&mut self, queued: Vec<(u8, i64)>, retrying: Vec<(u64, u8, i64)>) {
+        self.on_disk.append(&mut queued.into_iter().collect());
+        self.due.append(&mut retrying.into_iter().collect());
     }
 
     /// Notes that ready task `seq`'s record left memory (its row holds it
@@ -134,19 +143,21 @@ impl ReadyOrder {
 
     /// Takes `(priority, seq)` out of the ready tasks; whether it was there.
     pub(super) fn remove(&mut self, priority: u8, seq: i64) -> bool {
-        self.on_disk.remove(&(priority, seq)) || self.remove_in_memory(priority, seq)
+        self.remove_in_memory(priority, seq) || self.on_disk.remove(&(priority, seq))
     }
 
     /// Takes `(priority, seq)` out of the ready tasks in memory; whether it
     /// was there.
     fn remove_in_memory(&mut self, priority: u8, seq: i64) -> bool {
-        if self.behind.remove(&(priority, seq)) {
-            return true;
-        }
         let level = &mut self.fifo[usize::from(priority)];
-        // A claim takes the front; only a replay or a bug takes another.
+        // A claim takes the front, an eviction the end (a spill evicts from
+        // the last down); only a replay or a bug takes another.
         let found = if level.front() == Some(&seq) {
             level.pop_front().is_some()
+        } else if level.back() == Some(&seq) {
+            level.pop_back().is_some()
+        } else if self.behind.remove(&(priority, seq)) {
+            return true;
         } else {
             match level.binary_search(&seq) {
                 Ok(at) => level.remove(at).is_some(),
@@ -168,6 +179,7 @@ impl ReadyOrder {
     }
 
     /// Whether a ready task's record is in memory.
+    #[cfg(test)]
     pub(super) fn any_in_memory(&self) -> bool {
         self.queued > 0 || !self.behind.is_empty()
     }
@@ -183,6 +195,15 @@ impl ReadyOrder {
                 self.fifo[p].iter().rev().map(move |&seq| (priority, seq))
             })
             .chain(self.behind.iter().rev().copied())
+    }
+
+    /// The retrying tasks not yet due, the last due first: `(priority,
+    /// seq)`, their records in memory or not.
+    pub(super) fn due_from_last(&self) -> impl Iterator<Item = (u8, i64)> + '_ {
+        self.due
+            .iter()
+            .rev()
+            .map(|&(_, priority, seq)| (priority, seq))
     }
 
     /// The ready tasks whose records are in their rows only.

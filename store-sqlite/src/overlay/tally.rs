@@ -16,8 +16,10 @@ pub(super) struct Tally {
     pub(super) counts: [i64; TaskState::ALL.len()],
     /// Entries whose rows lack some of their changes…
     pub(super) dirty: usize,
-    /// …and of those, the settled ones.
+    /// …and of those, the settled ones…
     pub(super) dirty_settled: usize,
+    /// …and the waiting ones (what a spill writes after the settled ones).
+    pub(super) dirty_waiting: usize,
     /// Bytes the entries with unwritten changes hold, roughly (a running
     /// task's entry stays in memory once written, and is not counted)…
     pub(super) dirty_weight: usize,
@@ -39,6 +41,9 @@ impl Tally {
         }
         if settled {
             self.dirty_settled = self.dirty_settled.wrapping_add_signed(sign as isize);
+        }
+        if dirty && live.state.is_waiting() {
+            self.dirty_waiting = self.dirty_waiting.wrapping_add_signed(sign as isize);
         }
         if !dirty {
             return;
