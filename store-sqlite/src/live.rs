@@ -172,6 +172,36 @@ pub(crate) fn row(r: &Row<'_>) -> rusqlite::Result<(i64, Live)> {
     ))
 }
 
+/// Rows [`load_seqs`] reads with one statement, at most.
+pub(crate) const ROWS_READ_AT_ONCE: usize = 32;
+
+/// The statement of [`load_seqs`] (built once: the statement cache finds a
+/// statement by its text).
+static LOAD_SEQS: LazyLock<String> = LazyLock::new(|| {
+    let marks: Vec<String> = (1..=ROWS_READ_AT_ONCE).map(|n| format!("?{n}")).collect();
+    format!(
+        "SELECT {COLS} FROM tasks WHERE seq IN ({})",
+        marks.join(", ")
+    )
+});
+
+/// The rows of the tasks numbered `seqs` (at most [`ROWS_READ_AT_ONCE`];
+/// those with no row left out), with their numbers.
+pub(crate) fn load_seqs(conn: &Connection, seqs: &[i64]) -> rusqlite::Result<Vec<(i64, Live)>> {
+    let mut statement = conn.prepare_cached(&LOAD_SEQS)?;
+    for n in 0..ROWS_READ_AT_ONCE {
+        // An unused place names no row.
+        let seq = seqs.get(n).copied().unwrap_or(-1);
+        statement.raw_bind_parameter(n + 1, seq)?;
+    }
+    let mut rows = statement.raw_query();
+    let mut out = Vec::with_capacity(seqs.len());
+    while let Some(r) = rows.next()? {
+        out.push(row(r)?);
+    }
+    Ok(out)
+}
+
 /// The row of the task numbered `seq`.
 pub(crate) fn load_seq(conn: &Connection, seq: i64) -> rusqlite::Result<Option<Live>> {
     conn.prepare_cached(&format!("SELECT {COLS} FROM tasks WHERE seq = ?1"))?

@@ -94,6 +94,9 @@ impl Overlay {
             let Some((priority, seq)) = self.order.first() else {
                 break;
             };
+            if !self.entries.contains_key(&seq) {
+                self.read_ahead(conn, max - out.len())?;
+            }
             let mut attempt = 0;
             let claimed = self.record(conn, seq, |live, version| {
                 attempt = live.attempts + 1;
@@ -126,6 +129,21 @@ impl Overlay {
             }
         }
         Ok(out)
+    }
+
+    /// Reads the rows of the next ready tasks on disk, up to `most` (and
+    /// [`live::ROWS_READ_AT_ONCE`]) of those a claim takes before any task
+    /// in memory, in one statement, into their entries: a claim changes
+    /// each one next (and lets go of one it does not change).
+    fn read_ahead(&mut self, conn: &Connection, most: usize) -> rusqlite::Result<()> {
+        let seqs = self.order.next_on_disk(most.min(live::ROWS_READ_AT_ONCE));
+        for (seq, live) in live::load_seqs(conn, &seqs)? {
+            if let std::collections::hash_map::Entry::Vacant(place) = self.entries.entry(seq) {
+                self.ids.insert(live.task.id.clone(), seq);
+                place.insert(Box::new(live));
+            }
+        }
+        Ok(())
     }
 
     /// Records how attempts ended; a settlement of an attempt that is not

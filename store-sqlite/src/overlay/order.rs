@@ -141,6 +141,25 @@ impl ReadyOrder {
         .min()
     }
 
+    /// The numbers of the ready tasks on disk that a claim takes next, up to
+    /// `most`, before any ready task in memory.
+    pub(super) fn next_on_disk(&self, most: usize) -> Vec<i64> {
+        let in_memory = [
+            self.first_level()
+                .and_then(|p| Some((p, *self.fifo[usize::from(p)].front()?))),
+            self.behind.first().copied(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        self.on_disk
+            .iter()
+            .take_while(|key| in_memory.is_none_or(|first| **key < first))
+            .take(most)
+            .map(|&(_, seq)| seq)
+            .collect()
+    }
+
     /// Takes `(priority, seq)` out of the ready tasks; whether it was there.
     pub(super) fn remove(&mut self, priority: u8, seq: i64) -> bool {
         self.remove_in_memory(priority, seq) || self.on_disk.remove(&(priority, seq))
