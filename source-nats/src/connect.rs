@@ -2,10 +2,11 @@
 //! consumers and buckets the source needs, created when absent.
 
 use async_nats::jetstream::{self, consumer, kv, stream};
-use async_nats::ConnectOptions;
+use async_nats::{ConnectOptions, Event, ServerError};
 
 use crate::attempts::{self, Attempts};
 use crate::config::NatsConfig;
+use crate::denials::Denials;
 use crate::message::{subject, Band};
 use crate::NatsError;
 
@@ -27,13 +28,21 @@ pub(crate) struct Queue {
     pub(crate) ack_wait: std::time::Duration,
 }
 
-/// The client options for `config`: credentials, TLS, endless reconnects.
-async fn options(config: &NatsConfig) -> Result<ConnectOptions, NatsError> {
+/// The client options for `config`: credentials, TLS, endless reconnects;
+/// the subjects the server denies go to `denials`.
+async fn options(config: &NatsConfig, denials: &Denials) -> Result<ConnectOptions, NatsError> {
+    let denials = denials.clone();
     let mut options = ConnectOptions::new()
         .name("cortex-pool")
         .max_reconnects(None)
-        .event_callback(|event| async move {
-            tracing::info!(%event, "NATS connection event");
+        .event_callback(move |event| {
+            let denials = denials.clone();
+            async move {
+                if let Event::ServerError(ServerError::Other(said)) = &event {
+                    denials.note(said);
+                }
+                tracing::info!(%event, "NATS connection event");
+            }
         });
     if let Some(path) = &config.credentials {
         let text = tokio::fs::read_to_string(path)
@@ -75,14 +84,46 @@ fn connect_error(config: &NatsConfig, e: &async_nats::ConnectError) -> NatsError
     match e.kind() {
         Kind::AuthorizationViolation | Kind::Authentication => NatsError::Refused {
             url,
-            credentials: config.credentials.as_ref().map_or_else(
-                || "the connection: no queue_credentials are set".to_owned(),
-                |p| format!("the credentials in {} (queue_credentials)", p.display()),
-            ),
+            credentials: credentials(config),
             reason,
         },
         _ if tls_failed(e) => NatsError::Tls { url, reason },
         _ => NatsError::Connect(url, reason),
+    }
+}
+
+/// Which credentials the connection uses, as its errors name them.
+fn credentials(config: &NatsConfig) -> String {
+    config.credentials.as_ref().map_or_else(
+        || "the connection: no queue_credentials are set".to_owned(),
+        |p| format!("the credentials in {} (queue_credentials)", p.display()),
+    )
+}
+
+/// One step of setting up the queue: `what` (the stream, consumer or
+/// bucket `name`), its error named as a denial when the server denied a
+/// subject naming it, and ended as soon as it does (the request itself
+/// would only time out).
+async fn step<T, E: std::fmt::Display>(
+    config: &NatsConfig,
+    denials: &Denials,
+    name: &str,
+    what: &str,
+    doing: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, NatsError> {
+    let denied = |subject: String| NatsError::Denied {
+        url: config.url.clone(),
+        credentials: credentials(config),
+        subject,
+        what: what.to_owned(),
+    };
+    tokio::select! {
+        biased;
+        done = doing => done.map_err(|e| match denials.naming(name) {
+            Some(subject) => denied(subject),
+            None => NatsError::Setup(what.to_owned(), e.to_string()),
+        }),
+        subject = denials.denied(name) => Err(denied(subject)),
     }
 }
 
@@ -109,16 +150,21 @@ fn tls_failed(e: &async_nats::ConnectError) -> bool {
 
 /// Connects and makes sure the streams, consumers and buckets exist.
 pub(crate) async fn connect(config: &NatsConfig) -> Result<Queue, NatsError> {
-    let client = options(config)
+    let denials = Denials::default();
+    let client = options(config, &denials)
         .await?
         .connect(config.url.as_str())
         .await
         .map_err(|e| connect_error(config, &e))?;
     let js = jetstream::new(client.clone());
-    let setup =
-        |what: &str, e: &dyn std::fmt::Display| NatsError::Setup(what.to_owned(), e.to_string());
-    let tasks = js
-        .get_or_create_stream(stream::Config {
+    let stream_step = |name: &str| (name.to_owned(), format!("stream {name}"));
+    let (name, what) = stream_step(&config.stream);
+    let tasks = step(
+        config,
+        &denials,
+        &name,
+        &what,
+        js.get_or_create_stream(stream::Config {
             name: config.stream.clone(),
             subjects: Band::ALL
                 .iter()
@@ -128,11 +174,16 @@ pub(crate) async fn connect(config: &NatsConfig) -> Result<Queue, NatsError> {
             storage: stream::StorageType::File,
             duplicate_window: config.duplicate_window,
             ..Default::default()
-        })
-        .await
-        .map_err(|e| setup(&format!("stream {}", config.stream), &e))?;
-    let dlq = js
-        .get_or_create_stream(stream::Config {
+        }),
+    )
+    .await?;
+    let (name, what) = stream_step(&config.dlq_stream);
+    let dlq = step(
+        config,
+        &denials,
+        &name,
+        &what,
+        js.get_or_create_stream(stream::Config {
             name: config.dlq_stream.clone(),
             subjects: vec![config.dlq_subject()],
             retention: stream::RetentionPolicy::Limits,
@@ -142,15 +193,19 @@ pub(crate) async fn connect(config: &NatsConfig) -> Result<Queue, NatsError> {
             // a repeat however long `ack_wait` is.
             duplicate_window: config.duplicate_window,
             ..Default::default()
-        })
-        .await
-        .map_err(|e| setup(&format!("stream {}", config.dlq_stream), &e))?;
+        }),
+    )
+    .await?;
     let mut consumers = Vec::with_capacity(Band::ALL.len());
     let mut ack_wait = config.ack_wait;
     for band in Band::ALL {
         let name = format!("{}-{}", config.durable, band.name());
-        let consumer = tasks
-            .get_or_create_consumer(
+        let consumer = step(
+            config,
+            &denials,
+            &name,
+            &format!("consumer {name}"),
+            tasks.get_or_create_consumer(
                 &name,
                 consumer::pull::Config {
                     durable_name: Some(name.clone()),
@@ -161,9 +216,9 @@ pub(crate) async fn connect(config: &NatsConfig) -> Result<Queue, NatsError> {
                     max_ack_pending: 65_536,
                     ..Default::default()
                 },
-            )
-            .await
-            .map_err(|e| setup(&format!("consumer {name}"), &e))?;
+            ),
+        )
+        .await?;
         // An existing consumer keeps its own settings: in-progress acks
         // must come often enough for the server's, not only for ours.
         let existing = consumer.cached_info().config.ack_wait;
@@ -179,9 +234,14 @@ pub(crate) async fn connect(config: &NatsConfig) -> Result<Queue, NatsError> {
         }
         consumers.push((band, consumer));
     }
-    let results = bucket(&js, &config.results_bucket, config.result_ttl)
-        .await
-        .map_err(|e| setup(&format!("bucket {}", config.results_bucket), &e))?;
+    let results = step(
+        config,
+        &denials,
+        &format!("KV_{}", config.results_bucket),
+        &format!("bucket {}", config.results_bucket),
+        bucket(&js, &config.results_bucket, config.result_ttl),
+    )
+    .await?;
     let keep = attempts::ttl(tasks.cached_info().config.max_age);
     let attempts = Attempts::open(js.clone(), config.attempts_bucket.clone(), keep).await;
     Ok(Queue {

@@ -59,6 +59,7 @@ mod attempts;
 mod config;
 mod connect;
 mod delivery;
+mod denials;
 mod held;
 pub mod message;
 mod records;
@@ -112,6 +113,22 @@ pub enum NatsError {
     /// A stream, consumer or bucket cannot be created.
     #[error("cannot set up the NATS {0}: {1}")]
     Setup(String, String),
+    /// The server denied the credentials a subject that setting up a
+    /// stream, consumer or bucket needs (its JetStream request would only
+    /// have timed out).
+    #[error(
+        "the NATS server at {url} denied {credentials} the subject {subject}, needed to set up          the {what}: grant it, or have an account that may create the {what} do so first"
+    )]
+    Denied {
+        /// The server(s).
+        url: String,
+        /// Which credentials, as [`NatsError::Refused`] names them.
+        credentials: String,
+        /// The subject the server denied.
+        subject: String,
+        /// The stream, consumer or bucket.
+        what: String,
+    },
     /// An inconsistent setting.
     #[error("bad queue setting: {0}")]
     Config(String),

@@ -6,8 +6,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{claim_n, config, ok, task};
-use source_nats::test_server::NatsServer;
-use source_nats::NatsSource;
+use source_nats::test_server::{NatsServer, Security};
+use source_nats::{NatsError, NatsSource};
 use task_source::{
     now_ms, Admission, ErrorInfo, Filter, NewTask, Outcome, Requeue, Settlement, TaskSource,
     TaskState,
@@ -749,4 +749,51 @@ async fn a_letter_whose_task_fills_the_message_is_put_back_by_a_retry() {
         MAX - 600 + 2,
         "the whole payload"
     );
+}
+
+/// A user that may not create streams, on a server where none exists yet:
+/// connecting fails, naming the subject the server denied, the stream and
+/// the credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_the_credentials_may_not_create_is_named_as_denied() {
+    let server = NatsServer::start_with(Security::Restricted);
+    let mut user = config(&server, 5_000);
+    user.credentials = server.client().seed.clone();
+    let stream = user.stream.clone();
+    let seed = user.credentials.clone().expect("a seed file");
+    let err = NatsSource::connect(user).await.expect_err("refused");
+    match &err {
+        NatsError::Denied {
+            subject,
+            what,
+            credentials,
+            ..
+        } => {
+            assert_eq!(subject, &format!("$JS.API.STREAM.CREATE.{stream}"));
+            assert_eq!(what, &format!("stream {stream}"));
+            assert!(
+                credentials.contains(&seed.display().to_string()),
+                "{credentials}"
+            );
+        }
+        other => panic!("not named as denied: {other}"),
+    }
+    assert!(!err.to_string().contains("timed out"), "{err}");
+}
+
+/// Once an admin made the queue, the same user connects: a denial is
+/// named only for a step the server refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_user_connects_once_an_admin_made_the_queue() {
+    let server = NatsServer::start_with(Security::Restricted);
+    let mut admin = config(&server, 5_000);
+    admin.credentials = server.client().admin_seed.clone();
+    drop(
+        NatsSource::connect(admin)
+            .await
+            .expect("the admin makes the queue"),
+    );
+    let mut user = config(&server, 5_000);
+    user.credentials = server.client().seed.clone();
+    NatsSource::connect(user).await.expect("connected");
 }
