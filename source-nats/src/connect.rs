@@ -100,31 +100,53 @@ fn credentials(config: &NatsConfig) -> String {
     )
 }
 
-/// One step of setting up the queue: `what` (the stream, consumer or
-/// bucket `name`), its error named as a denial when the server denied a
-/// subject naming it, and ended as soon as it does (the request itself
-/// would only time out).
+/// One step of setting up the queue: `what`, whose requests are refused
+/// when the server denies a subject `fatal` says is theirs. Its error is
+/// named as a denial then, and it ends as soon as the denial comes (the
+/// request itself would only time out).
 async fn step<T, E: std::fmt::Display>(
     config: &NatsConfig,
     denials: &Denials,
-    name: &str,
+    fatal: impl Fn(&str) -> bool,
     what: &str,
     doing: impl std::future::Future<Output = Result<T, E>>,
 ) -> Result<T, NatsError> {
-    let denied = |subject: String| NatsError::Denied {
-        url: config.url.clone(),
-        credentials: credentials(config),
-        subject,
-        what: what.to_owned(),
+    let denied = |subject: String| {
+        let advice = if subject.contains(".CREATE.") {
+            format!("grant it, or have an account that may create the {what} do so first")
+        } else {
+            "grant it".to_owned()
+        };
+        NatsError::Denied {
+            url: config.url.clone(),
+            credentials: credentials(config),
+            subject,
+            what: what.to_owned(),
+            advice,
+        }
     };
     tokio::select! {
         biased;
-        done = doing => done.map_err(|e| match denials.naming(name) {
+        done = doing => done.map_err(|e| match denials.matching(&fatal) {
             Some(subject) => denied(subject),
             None => NatsError::Setup(what.to_owned(), e.to_string()),
         }),
-        subject = denials.denied(name) => Err(denied(subject)),
+        subject = denials.denied(&fatal) => Err(denied(subject)),
     }
+}
+
+/// Whether `subject` is a JetStream API subject about `name` (one of its
+/// dot-separated tokens).
+fn about(subject: &str, name: &str) -> bool {
+    subject.starts_with("$JS.API.") && subject.split('.').any(|token| token == name)
+}
+
+/// Whether a denial of `subject` fails the set-up of bucket `name`: its
+/// creation or the account query that precedes it (a denied look-up of its
+/// stream only sends the set-up on to create it).
+fn fatal_to_bucket(subject: &str, name: &str) -> bool {
+    let stream = format!("KV_{name}");
+    subject == "$JS.API.INFO" || (about(subject, &stream) && !subject.contains(".INFO."))
 }
 
 /// Whether the TLS layer failed: the kind says so, or (an untrusted server
@@ -157,13 +179,11 @@ pub(crate) async fn connect(config: &NatsConfig) -> Result<Queue, NatsError> {
         .await
         .map_err(|e| connect_error(config, &e))?;
     let js = jetstream::new(client.clone());
-    let stream_step = |name: &str| (name.to_owned(), format!("stream {name}"));
-    let (name, what) = stream_step(&config.stream);
     let tasks = step(
         config,
         &denials,
-        &name,
-        &what,
+        |subject| about(subject, &config.stream),
+        &format!("stream {}", config.stream),
         js.get_or_create_stream(stream::Config {
             name: config.stream.clone(),
             subjects: Band::ALL
@@ -177,12 +197,11 @@ pub(crate) async fn connect(config: &NatsConfig) -> Result<Queue, NatsError> {
         }),
     )
     .await?;
-    let (name, what) = stream_step(&config.dlq_stream);
     let dlq = step(
         config,
         &denials,
-        &name,
-        &what,
+        |subject| about(subject, &config.dlq_stream),
+        &format!("stream {}", config.dlq_stream),
         js.get_or_create_stream(stream::Config {
             name: config.dlq_stream.clone(),
             subjects: vec![config.dlq_subject()],
@@ -203,7 +222,7 @@ pub(crate) async fn connect(config: &NatsConfig) -> Result<Queue, NatsError> {
         let consumer = step(
             config,
             &denials,
-            &name,
+            |subject| about(subject, &name),
             &format!("consumer {name}"),
             tasks.get_or_create_consumer(
                 &name,
@@ -237,7 +256,7 @@ pub(crate) async fn connect(config: &NatsConfig) -> Result<Queue, NatsError> {
     let results = step(
         config,
         &denials,
-        &format!("KV_{}", config.results_bucket),
+        |subject| fatal_to_bucket(subject, &config.results_bucket),
         &format!("bucket {}", config.results_bucket),
         bucket(&js, &config.results_bucket, config.result_ttl),
     )

@@ -35,23 +35,23 @@ impl Denials {
         self.noted.notify_waiters();
     }
 
-    /// The latest denied subject that names `name`.
-    pub(crate) fn naming(&self, name: &str) -> Option<String> {
+    /// The latest denied subject `which` picks.
+    pub(crate) fn matching(&self, which: impl Fn(&str) -> bool) -> Option<String> {
         self.lock()
             .iter()
             .rev()
-            .find(|subject| names(subject, name))
+            .find(|subject| which(subject))
             .cloned()
     }
 
-    /// Resolves with the first denied subject that names `name`, noted
-    /// before or after the call.
-    pub(crate) async fn denied(&self, name: &str) -> String {
+    /// Resolves with a denied subject `which` picks, noted before or after
+    /// the call.
+    pub(crate) async fn denied(&self, which: impl Fn(&str) -> bool) -> String {
         loop {
             let noted = self.noted.notified();
             tokio::pin!(noted);
             noted.as_mut().enable();
-            if let Some(subject) = self.naming(name) {
+            if let Some(subject) = self.matching(&which) {
                 return subject;
             }
             noted.await;
@@ -64,12 +64,6 @@ impl Denials {
             Err(p) => p.into_inner(),
         }
     }
-}
-
-/// Whether `subject` names `name` as one of its dot-separated tokens (the
-/// stream, consumer or bucket a JetStream API subject is about).
-fn names(subject: &str, name: &str) -> bool {
-    subject.split('.').any(|token| token == name)
 }
 
 /// The subject of a permissions violation: `Permissions Violation for
@@ -106,6 +100,10 @@ mod tests {
                 "'Permissions Violation for Publish to \"x.y\"'",
                 Some("x.y"),
             ),
+            (
+                r#"Permissions Violation for Subscription to "a.b" using queue "q""#,
+                Some("a.b"),
+            ),
             ("maximum payload exceeded", None),
             ("Permissions Violation for Publish to \"\"", None),
         ] {
@@ -114,20 +112,22 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_denial_is_found_by_a_name_among_its_tokens_before_or_after_the_wait() {
+    async fn a_denial_is_found_before_or_after_the_wait() {
         let denials = Denials::default();
         denials.note(r#"Permissions Violation for Publish to "$JS.API.STREAM.INFO.TASKS""#);
+        let tasks = |subject: &str| subject.ends_with(".TASKS");
         assert_eq!(
-            denials.naming("TASKS").as_deref(),
+            denials.matching(tasks).as_deref(),
             Some("$JS.API.STREAM.INFO.TASKS")
         );
-        assert_eq!(denials.naming("TASK"), None, "a whole token only");
+        assert_eq!(denials.matching(|s: &str| s.ends_with(".DLQ")), None);
         let waiting = tokio::spawn({
             let denials = denials.clone();
-            async move { denials.denied("DLQ").await }
+            async move { denials.denied(|s: &str| s.ends_with(".DLQ")).await }
         });
         tokio::task::yield_now().await;
-        denials.note("Permissions Violation for Publish to \"$JS.API.STREAM.CREATE.DLQ\"");
+        assert!(!waiting.is_finished(), "parked until a denial comes");
+        denials.note(r#"Permissions Violation for Publish to "$JS.API.STREAM.CREATE.DLQ""#);
         let subject = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
             .await
             .expect("told")

@@ -117,7 +117,8 @@ pub enum NatsError {
     /// stream, consumer or bucket needs (its JetStream request would only
     /// have timed out).
     #[error(
-        "the NATS server at {url} denied {credentials} the subject {subject}, needed to set up          the {what}: grant it, or have an account that may create the {what} do so first"
+        "the NATS server at {url} denied the subject {subject} ({credentials}), needed to set \
+         up the {what}: {advice}"
     )]
     Denied {
         /// The server(s).
@@ -128,6 +129,9 @@ pub enum NatsError {
         subject: String,
         /// The stream, consumer or bucket.
         what: String,
+        /// What to do about it: grant the subject, or (for a creation) have
+        /// an account that may create it do so first.
+        advice: String,
     },
     /// An inconsistent setting.
     #[error("bad queue setting: {0}")]

@@ -767,8 +767,10 @@ async fn a_stream_the_credentials_may_not_create_is_named_as_denied() {
             subject,
             what,
             credentials,
+            advice,
             ..
         } => {
+            assert!(advice.contains("may create the stream"), "{advice}");
             assert_eq!(subject, &format!("$JS.API.STREAM.CREATE.{stream}"));
             assert_eq!(what, &format!("stream {stream}"));
             assert!(
