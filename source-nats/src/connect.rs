@@ -26,6 +26,8 @@ pub(crate) struct Queue {
     /// consumers' own `ack_wait` (whoever created them set it), or the
     /// configured one when that is shorter.
     pub(crate) ack_wait: std::time::Duration,
+    /// The subjects the server denied the connection.
+    pub(crate) denials: Denials,
 }
 
 /// The client options for `config`: credentials, TLS, endless reconnects;
@@ -93,7 +95,7 @@ fn connect_error(config: &NatsConfig, e: &async_nats::ConnectError) -> NatsError
 }
 
 /// Which credentials the connection uses, as its errors name them.
-fn credentials(config: &NatsConfig) -> String {
+pub(crate) fn credentials(config: &NatsConfig) -> String {
     config.credentials.as_ref().map_or_else(
         || "the connection: no queue_credentials are set".to_owned(),
         |p| format!("the credentials in {} (queue_credentials)", p.display()),
@@ -125,13 +127,14 @@ async fn step<T, E: std::fmt::Display>(
             advice,
         }
     };
+    let since = denials.mark();
     tokio::select! {
         biased;
-        done = doing => done.map_err(|e| match denials.matching(&fatal) {
+        done = doing => done.map_err(|e| match denials.matching(since, &fatal) {
             Some(subject) => denied(subject),
             None => NatsError::Setup(what.to_owned(), e.to_string()),
         }),
-        subject = denials.denied(&fatal) => Err(denied(subject)),
+        subject = denials.denied(since, &fatal) => Err(denied(subject)),
     }
 }
 
@@ -272,6 +275,7 @@ pub(crate) async fn connect(config: &NatsConfig) -> Result<Queue, NatsError> {
         results,
         attempts,
         ack_wait,
+        denials,
     })
 }
 

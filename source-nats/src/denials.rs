@@ -3,6 +3,7 @@
 //! JetStream request gets no answer, only that error on the side: without
 //! it a missing permission reads as a request that timed out.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
@@ -10,13 +11,25 @@ use tokio::sync::Notify;
 /// Denials kept, at most (the latest ones).
 const KEPT: usize = 64;
 
-/// The subjects the server denied, the latest last; shared by the
-/// connection's event callback and whoever waits on the connection.
+/// The subjects the server denied, the latest last, each with its number
+/// (how many came before it); shared by the connection's event callback
+/// and whoever waits on the connection.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Denials {
-    subjects: Arc<Mutex<Vec<String>>>,
-    noted: Arc<Notify>,
+    noted: Arc<Mutex<Noted>>,
+    told: Arc<Notify>,
 }
+
+/// The denials kept, and how many came in all.
+#[derive(Debug, Default)]
+struct Noted {
+    subjects: VecDeque<(u64, String)>,
+    count: u64,
+}
+
+/// Where the denials stood: those noted after it are new to whoever took it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Mark(u64);
 
 impl Denials {
     /// Notes the subject a server error names, when it is a permissions
@@ -26,40 +39,51 @@ impl Denials {
             return;
         };
         {
-            let mut subjects = self.lock();
-            if subjects.len() == KEPT {
-                subjects.remove(0);
+            let mut noted = self.lock();
+            if noted.subjects.len() == KEPT {
+                noted.subjects.pop_front();
             }
-            subjects.push(subject);
+            let n = noted.count;
+            noted.subjects.push_back((n, subject));
+            noted.count += 1;
         }
-        self.noted.notify_waiters();
+        self.told.notify_waiters();
     }
 
-    /// The latest denied subject `which` picks.
-    pub(crate) fn matching(&self, which: impl Fn(&str) -> bool) -> Option<String> {
+    /// Where the denials stand now: a request sent after it is denied by
+    /// those noted since (an older one, the server's permissions since
+    /// changed, is not its).
+    pub(crate) fn mark(&self) -> Mark {
+        Mark(self.lock().count)
+    }
+
+    /// The latest subject denied since `since` that `which` picks.
+    pub(crate) fn matching(&self, since: Mark, which: impl Fn(&str) -> bool) -> Option<String> {
         self.lock()
+            .subjects
             .iter()
             .rev()
-            .find(|subject| which(subject))
-            .cloned()
+            .take_while(|(n, _)| *n >= since.0)
+            .find(|(_, subject)| which(subject))
+            .map(|(_, subject)| subject.clone())
     }
 
-    /// Resolves with a denied subject `which` picks, noted before or after
-    /// the call.
-    pub(crate) async fn denied(&self, which: impl Fn(&str) -> bool) -> String {
+    /// Resolves with a subject denied since `since` that `which` picks,
+    /// noted before or after the call.
+    pub(crate) async fn denied(&self, since: Mark, which: impl Fn(&str) -> bool) -> String {
         loop {
-            let noted = self.noted.notified();
-            tokio::pin!(noted);
-            noted.as_mut().enable();
-            if let Some(subject) = self.matching(&which) {
+            let told = self.told.notified();
+            tokio::pin!(told);
+            told.as_mut().enable();
+            if let Some(subject) = self.matching(since, &which) {
                 return subject;
             }
-            noted.await;
+            told.await;
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Vec<String>> {
-        match self.subjects.lock() {
+    fn lock(&self) -> MutexGuard<'_, Noted> {
+        match self.noted.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         }
@@ -114,16 +138,22 @@ mod tests {
     #[tokio::test]
     async fn a_denial_is_found_before_or_after_the_wait() {
         let denials = Denials::default();
+        let start = denials.mark();
         denials.note(r#"Permissions Violation for Publish to "$JS.API.STREAM.INFO.TASKS""#);
         let tasks = |subject: &str| subject.ends_with(".TASKS");
         assert_eq!(
-            denials.matching(tasks).as_deref(),
+            denials.matching(start, tasks).as_deref(),
             Some("$JS.API.STREAM.INFO.TASKS")
         );
-        assert_eq!(denials.matching(|s: &str| s.ends_with(".DLQ")), None);
+        assert_eq!(
+            denials.matching(denials.mark(), tasks),
+            None,
+            "an older one"
+        );
+        assert_eq!(denials.matching(start, |s: &str| s.ends_with(".DLQ")), None);
         let waiting = tokio::spawn({
             let denials = denials.clone();
-            async move { denials.denied(|s: &str| s.ends_with(".DLQ")).await }
+            async move { denials.denied(start, |s: &str| s.ends_with(".DLQ")).await }
         });
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished(), "parked until a denial comes");

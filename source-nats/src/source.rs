@@ -169,6 +169,9 @@ impl NatsSource {
             }
             LetterRoom::Trimmed => None,
         };
+        // A denied publish gets no ack, only the server's error on the side.
+        let denials = &self.inner.queue.denials;
+        let since = denials.mark();
         let mut acks = Vec::with_capacity(tasks.len());
         for (task, msg_id) in tasks {
             let body = serde_json::to_vec(&Body::of(task)).unwrap_or_default();
@@ -176,28 +179,47 @@ impl NatsSource {
             // task with no room for them is refused now, not at its end.
             let letter = body.len() + letter_headers_len(&task.id, MAX_ERROR_HEADER);
             if let Some(max) = max.filter(|max| letter > *max) {
-                acks.push(Err(format!(
-                    "too_large: the task's dead letter would take {letter} bytes with its \
-                     headers, over the server's max_payload ({max})"
-                )));
+                acks.push((
+                    String::new(),
+                    Err(format!(
+                        "too_large: the task's dead letter would take {letter} bytes with its \
+                         headers, over the server's max_payload ({max})"
+                    )),
+                ));
                 continue;
             }
             let mut headers = HeaderMap::new();
             headers.insert(NATS_MESSAGE_ID, msg_id.as_str());
             let subject = subject(Band::of(task.priority), &self.inner.config.subject_prefix);
-            acks.push(
-                self.inner
-                    .queue
-                    .js
-                    .publish_with_headers(subject, headers, body.into())
-                    .await
-                    .map_err(|e| e.to_string()),
-            );
+            let sent = self
+                .inner
+                .queue
+                .js
+                .publish_with_headers(subject.clone(), headers, body.into())
+                .await
+                .map_err(|e| e.to_string());
+            acks.push((subject, sent));
         }
-        join_all(acks.into_iter().map(|sent| async move {
-            match sent {
-                Ok(ack) => ack.await.map(|a| !a.duplicate).map_err(|e| e.to_string()),
-                Err(e) => Err(e),
+        let denied = |subject: &str| {
+            format!(
+                "denied: the NATS server denies the subject {subject} ({})",
+                crate::connect::credentials(&self.inner.config)
+            )
+        };
+        join_all(acks.into_iter().map(|(subject, sent)| async move {
+            let ack = match sent {
+                Ok(ack) => ack,
+                Err(e) => return Err(e),
+            };
+            tokio::select! {
+                biased;
+                acked = ack => acked.map(|a| !a.duplicate).map_err(|e| {
+                    match denials.matching(since, |s| s == subject) {
+                        Some(_) => denied(&subject),
+                        None => e.to_string(),
+                    }
+                }),
+                _ = denials.denied(since, |s| s == subject) => Err(denied(&subject)),
             }
         }))
         .await

@@ -33,8 +33,9 @@ pub enum Security {
     /// Two nkey users: an admin who may do anything (its seed in
     /// [`ClientFiles::admin_seed`]), and the client's user (`seed`), who may
     /// use what the admin made but create no stream
-    /// (`$JS.API.STREAM.CREATE.>`) and write no attempts bucket
-    /// (`$KV.cortex-attempts.>`).
+    /// (`$JS.API.STREAM.CREATE.>`), write no attempts bucket
+    /// (`$KV.cortex-attempts.>`) and submit no task of the low band
+    /// (`cortex.tasks.low`).
     Restricted,
 }
 
@@ -156,7 +157,7 @@ pub(crate) fn make(security: Security, dir: &Path) -> (String, ClientFiles) {
             format!(
                 "authorization {{\n  users: [\n    {{ nkey: {:?} }}\n    {{ nkey: {:?}, \
                  permissions: {{ publish: {{ deny: [\"$JS.API.STREAM.CREATE.>\", \
-                 \"$KV.cortex-attempts.>\"] }} }} }}\n  ]\n}}\n",
+                 \"$KV.cortex-attempts.>\", \"cortex.tasks.low\"] }} }} }}\n  ]\n}}\n",
                 admin.public_key(),
                 user.public_key()
             )

@@ -799,3 +799,34 @@ async fn the_same_user_connects_once_an_admin_made_the_queue() {
     user.credentials = server.client().seed.clone();
     NatsSource::connect(user).await.expect("connected");
 }
+
+/// A task on a subject the credentials may not publish to is refused with
+/// the subject named as denied (its ack would never come), and the others
+/// of the same submission are taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_on_a_denied_subject_is_refused_as_denied() {
+    let server = NatsServer::start_with(Security::Restricted);
+    let mut admin = config(&server, 5_000);
+    admin.credentials = server.client().admin_seed.clone();
+    drop(
+        NatsSource::connect(admin)
+            .await
+            .expect("the admin makes the queue"),
+    );
+    let mut user = config(&server, 5_000);
+    user.credentials = server.client().seed.clone();
+    let source = NatsSource::connect(user).await.expect("connected");
+    // The low band (priority 67 and up) is denied to this user.
+    let admitted = source
+        .accept(vec![task("low", 90), task("normal", 50)])
+        .await
+        .unwrap();
+    match &admitted[0] {
+        Admission::Refused(why) => {
+            assert!(why.contains("denied"), "{why}");
+            assert!(why.contains("cortex.tasks.low"), "{why}");
+        }
+        other => panic!("not refused: {other:?}"),
+    }
+    assert_eq!(admitted[1], Admission::Accepted);
+}
