@@ -829,4 +829,7 @@ async fn a_task_on_a_denied_subject_is_refused_as_denied() {
         other => panic!("not refused: {other:?}"),
     }
     assert_eq!(admitted[1], Admission::Accepted);
+    let claimed = claim_n(&source, 1).await;
+    let ids: Vec<&str> = claimed.iter().map(|c| c.task.id.as_str()).collect();
+    assert_eq!(ids, ["normal"], "the other task is in the stream");
 }
