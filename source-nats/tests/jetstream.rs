@@ -783,21 +783,26 @@ async fn a_stream_the_credentials_may_not_create_is_named_as_denied() {
     assert!(!err.to_string().contains("timed out"), "{err}");
 }
 
-/// Once an admin made the queue, the same user connects: a denial is
-/// named only for a step the server refused.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_same_user_connects_once_an_admin_made_the_queue() {
-    let server = NatsServer::start_with(Security::Restricted);
-    let mut admin = config(&server, 5_000);
+/// The restricted user's source on `server`, once its admin made the queue.
+async fn restricted_user_on_a_made_queue(server: &NatsServer) -> NatsSource {
+    let mut admin = config(server, 5_000);
     admin.credentials = server.client().admin_seed.clone();
     drop(
         NatsSource::connect(admin)
             .await
             .expect("the admin makes the queue"),
     );
-    let mut user = config(&server, 5_000);
+    let mut user = config(server, 5_000);
     user.credentials = server.client().seed.clone();
-    NatsSource::connect(user).await.expect("connected");
+    NatsSource::connect(user).await.expect("connected")
+}
+
+/// Once an admin made the queue, the same user connects: a denial is
+/// named only for a step the server refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_user_connects_once_an_admin_made_the_queue() {
+    let server = NatsServer::start_with(Security::Restricted);
+    restricted_user_on_a_made_queue(&server).await;
 }
 
 /// A task on a subject the credentials may not publish to is refused with
@@ -806,16 +811,7 @@ async fn the_same_user_connects_once_an_admin_made_the_queue() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_on_a_denied_subject_is_refused_as_denied() {
     let server = NatsServer::start_with(Security::Restricted);
-    let mut admin = config(&server, 5_000);
-    admin.credentials = server.client().admin_seed.clone();
-    drop(
-        NatsSource::connect(admin)
-            .await
-            .expect("the admin makes the queue"),
-    );
-    let mut user = config(&server, 5_000);
-    user.credentials = server.client().seed.clone();
-    let source = NatsSource::connect(user).await.expect("connected");
+    let source = restricted_user_on_a_made_queue(&server).await;
     // The low band (priority 67 and up) is denied to this user.
     let admitted = source
         .accept(vec![task("low", 90), task("normal", 50)])
