@@ -6,7 +6,7 @@ use async_nats::{ConnectOptions, Event, ServerError};
 
 use crate::attempts::{self, Attempts};
 use crate::config::NatsConfig;
-use crate::denials::Denials;
+use crate::denials::{Denials, Refused};
 use crate::message::{subject, Band};
 use crate::NatsError;
 
@@ -127,15 +127,13 @@ async fn step<T, E: std::fmt::Display>(
             advice,
         }
     };
-    let since = denials.mark();
-    tokio::select! {
-        biased;
-        done = doing => done.map_err(|e| match denials.matching(since, &fatal) {
-            Some(subject) => denied(subject),
-            None => NatsError::Setup(what.to_owned(), e.to_string()),
-        }),
-        subject = denials.denied(since, &fatal) => Err(denied(subject)),
-    }
+    denials
+        .race(denials.mark(), fatal, doing)
+        .await
+        .map_err(|refused| match refused {
+            Refused::Denied(subject) => denied(subject),
+            Refused::Failed(e) => NatsError::Setup(what.to_owned(), e.to_string()),
+        })
 }
 
 /// Whether `subject` is a JetStream API subject about `name` (one of its

@@ -4,6 +4,7 @@
 //! it a missing permission reads as a request that timed out.
 
 use std::collections::VecDeque;
+use std::future::IntoFuture;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
@@ -25,6 +26,15 @@ pub(crate) struct Denials {
 struct Noted {
     subjects: VecDeque<(u64, String)>,
     count: u64,
+}
+
+/// Why a request [`Denials::race`] ran did not succeed.
+#[derive(Debug)]
+pub(crate) enum Refused<E> {
+    /// The server denied this subject.
+    Denied(String),
+    /// The request failed on its own.
+    Failed(E),
 }
 
 /// Where the denials stood: those noted after it are new to whoever took it.
@@ -79,6 +89,26 @@ impl Denials {
                 return subject;
             }
             told.await;
+        }
+    }
+
+    /// Runs `request`, sent after `since`, to its end, or until the server
+    /// denies a subject `which` picks as the request's: a denied request
+    /// gets no answer, so it ends then; a request that failed otherwise is
+    /// named as denied when such a denial came meanwhile.
+    pub(crate) async fn race<T, E>(
+        &self,
+        since: Mark,
+        which: impl Fn(&str) -> bool,
+        request: impl IntoFuture<Output = Result<T, E>>,
+    ) -> Result<T, Refused<E>> {
+        tokio::select! {
+            biased;
+            done = request.into_future() => done.map_err(|e| match self.matching(since, &which) {
+                Some(subject) => Refused::Denied(subject),
+                None => Refused::Failed(e),
+            }),
+            subject = self.denied(since, &which) => Err(Refused::Denied(subject)),
         }
     }
 

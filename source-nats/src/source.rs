@@ -22,6 +22,7 @@ use crate::attempts::{self, Count, GiveBack};
 use crate::config::NatsConfig;
 use crate::connect::{connect, Queue};
 use crate::delivery::Delivery;
+use crate::denials::Refused;
 use crate::held::{HeldKey, HeldSet, Settling};
 use crate::message::{
     result_key, subject, Band, Body, HEADER_ATTEMPTS, HEADER_ERROR, HEADER_ERROR_KIND, HEADER_ID,
@@ -179,13 +180,10 @@ impl NatsSource {
             // task with no room for them is refused now, not at its end.
             let letter = body.len() + letter_headers_len(&task.id, MAX_ERROR_HEADER);
             if let Some(max) = max.filter(|max| letter > *max) {
-                acks.push((
-                    String::new(),
-                    Err(format!(
-                        "too_large: the task's dead letter would take {letter} bytes with its \
-                         headers, over the server's max_payload ({max})"
-                    )),
-                ));
+                acks.push(Err(format!(
+                    "too_large: the task's dead letter would take {letter} bytes with its \
+                     headers, over the server's max_payload ({max})"
+                )));
                 continue;
             }
             let mut headers = HeaderMap::new();
@@ -197,29 +195,19 @@ impl NatsSource {
                 .js
                 .publish_with_headers(subject.clone(), headers, body.into())
                 .await
+                .map(|ack| (subject, ack))
                 .map_err(|e| e.to_string());
-            acks.push((subject, sent));
+            acks.push(sent);
         }
-        let denied = |subject: &str| {
-            format!(
-                "denied: the NATS server denies the subject {subject} ({})",
-                crate::connect::credentials(&self.inner.config)
-            )
-        };
-        join_all(acks.into_iter().map(|(subject, sent)| async move {
-            let ack = match sent {
-                Ok(ack) => ack,
-                Err(e) => return Err(e),
-            };
-            tokio::select! {
-                biased;
-                acked = ack => acked.map(|a| !a.duplicate).map_err(|e| {
-                    match denials.matching(since, |s| s == subject) {
-                        Some(_) => denied(&subject),
-                        None => e.to_string(),
-                    }
-                }),
-                _ = denials.denied(since, |s| s == subject) => Err(denied(&subject)),
+        join_all(acks.into_iter().map(|sent| async move {
+            let (subject, ack) = sent?;
+            match denials.race(since, |s| s == subject, ack).await {
+                Ok(ack) => Ok(!ack.duplicate),
+                Err(Refused::Failed(e)) => Err(e.to_string()),
+                Err(Refused::Denied(_)) => Err(format!(
+                    "denied: the NATS server denies the subject {subject} ({})",
+                    crate::connect::credentials(&self.inner.config)
+                )),
             }
         }))
         .await

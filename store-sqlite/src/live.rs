@@ -175,15 +175,24 @@ pub(crate) fn row(r: &Row<'_>) -> rusqlite::Result<(i64, Live)> {
 /// Rows [`load_seqs`] reads with one statement, at most.
 pub(crate) const ROWS_READ_AT_ONCE: usize = 32;
 
-/// The statement of [`load_seqs`] (built once: the statement cache finds a
-/// statement by its text).
+/// The statements that read rows, built once (the statement cache finds a
+/// statement by its text): by number, by id, and [`load_seqs`]'s.
+static LOAD_SEQ: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {COLS} FROM tasks WHERE seq = ?1"));
+static LOAD_ID: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT {COLS} FROM tasks WHERE id = ?1"));
 static LOAD_SEQS: LazyLock<String> = LazyLock::new(|| {
-    let marks: Vec<String> = (1..=ROWS_READ_AT_ONCE).map(|n| format!("?{n}")).collect();
     format!(
         "SELECT {COLS} FROM tasks WHERE seq IN ({})",
-        marks.join(", ")
+        marks(1, ROWS_READ_AT_ONCE)
     )
 });
+
+/// `count` numbered parameters from `?first` on, separated by commas.
+fn marks(first: usize, count: usize) -> String {
+    let marks: Vec<String> = (first..first + count).map(|n| format!("?{n}")).collect();
+    marks.join(", ")
+}
 
 /// The rows of the tasks numbered `seqs` (at most [`ROWS_READ_AT_ONCE`];
 /// those with no row left out), with their numbers.
@@ -204,7 +213,7 @@ pub(crate) fn load_seqs(conn: &Connection, seqs: &[i64]) -> rusqlite::Result<Vec
 
 /// The row of the task numbered `seq`.
 pub(crate) fn load_seq(conn: &Connection, seq: i64) -> rusqlite::Result<Option<Live>> {
-    conn.prepare_cached(&format!("SELECT {COLS} FROM tasks WHERE seq = ?1"))?
+    conn.prepare_cached(&LOAD_SEQ)?
         .query_row([seq], row)
         .optional()
         .map(|found| found.map(|(_, live)| live))
@@ -218,7 +227,7 @@ pub(crate) fn has_row(conn: &Connection, seq: i64) -> rusqlite::Result<bool> {
 
 /// The row of the task `id`, with its sequence number.
 pub(crate) fn load_id(conn: &Connection, id: &str) -> rusqlite::Result<Option<(i64, Live)>> {
-    conn.prepare_cached(&format!("SELECT {COLS} FROM tasks WHERE id = ?1"))?
+    conn.prepare_cached(&LOAD_ID)?
         .query_row([id], row)
         .optional()
 }
@@ -279,11 +288,7 @@ static INSERT_MANY: LazyLock<String> = LazyLock::new(|| insert(ROWS_AT_ONCE));
 /// binds them.
 fn insert(rows: usize) -> String {
     let tuples: Vec<String> = (0..rows)
-        .map(|row| {
-            let first = row * INSERTED + 1;
-            let marks: Vec<String> = (first..first + INSERTED).map(|n| format!("?{n}")).collect();
-            format!("({})", marks.join(", "))
-        })
+        .map(|row| format!("({})", marks(row * INSERTED + 1, INSERTED)))
         .collect();
     format!("INSERT INTO tasks ({COLUMNS}) VALUES {}", tuples.join(", "))
 }

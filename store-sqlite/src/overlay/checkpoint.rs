@@ -85,10 +85,15 @@ impl Overlay {
     /// Whether the records are past the memory bound and a spill has
     /// something to write: waiting tasks, or settled ones worth a slice.
     pub(super) fn spill_due(&self) -> bool {
-        let excess = self.tally.dirty_weight.saturating_sub(self.memory.0);
+        let excess = self.excess();
         excess > 0
             && (self.tally.dirty_waiting > 0
                 || self.tally.settled_weight >= excess.min(SLICE_BYTES))
+    }
+
+    /// The bytes the unwritten records hold past the memory bound.
+    fn excess(&self) -> usize {
+        self.tally.dirty_weight.saturating_sub(self.memory.0)
     }
 
     /// The checkpoint the writer runs once it waited [`checkpoint_in`]
@@ -178,11 +183,7 @@ impl Overlay {
             }
             Checkpoint::Settled => self.next_slice(SLICE, SLICE_BYTES).0,
             Checkpoint::Spill => {
-                let excess = self
-                    .tally
-                    .dirty_weight
-                    .saturating_sub(self.memory.0)
-                    .min(SPILL_BYTES);
+                let excess = self.excess().min(SPILL_BYTES);
                 // Settled tasks first when they are worth a slice (a plan
                 // is made from every entry); else waiting ones first, and
                 // settled ones for what those leave.
@@ -200,7 +201,6 @@ impl Overlay {
                 }
                 // In order of acceptance: new rows are appended to the table's tree.
                 written.sort_unstable();
-                written.dedup();
                 written
             }
         };
@@ -256,8 +256,7 @@ impl Overlay {
     /// Settled tasks still unwritten worth `bytes` of records (at least
     /// one), oldest first, from the plan; should the plan run out first, a
     /// new one takes the tasks the old one lacked (those just taken come
-    /// again at its front, and the caller writes them once). With the bytes
-    /// taken.
+    /// again at its front, and are taken once). With the bytes taken.
     fn settled_worth(&mut self, bytes: usize) -> (Vec<i64>, usize) {
         let (mut taken, mut got) = self.next_slice(usize::MAX, bytes.max(1));
         let plan_done = self.plan.as_ref().is_none_or(|plan| plan.seqs.is_empty());
@@ -266,16 +265,17 @@ impl Overlay {
             let (more, more_bytes) = self.next_slice(usize::MAX, bytes - got);
             taken.extend(more);
             got += more_bytes;
+            taken.sort_unstable();
+            taken.dedup();
         }
         (taken, got)
     }
 
     /// The next slice of the plan: up to `most` settled tasks still
-    /// unwritten, oldest first, until `bytes` of their records are taken (at
+    /// unwritten, oldest first, until `limit` bytes of their records are taken (at
     /// least one); the plan is made from the entries when there is none.
     /// With the bytes taken.
-    fn next_slice(&mut self, most: usize, bytes: usize) -> (Vec<i64>, usize) {
-        let limit = bytes;
+    fn next_slice(&mut self, most: usize, limit: usize) -> (Vec<i64>, usize) {
         let entries = &self.entries;
         let plan = self.plan.get_or_insert_with(|| {
             let mut seqs: Vec<i64> = entries
@@ -312,14 +312,12 @@ impl Overlay {
     fn spill(&self, bytes: usize) -> (Vec<i64>, usize) {
         let mut took = 0;
         let mut spilled = Vec::new();
-        let due = self
-            .order
-            .due_from_last()
-            .filter(|(_, seq)| self.entries.contains_key(seq));
-        for (_, seq) in self.order.in_memory_from_last().chain(due) {
+        let order = &self.order;
+        for (_, seq) in order.in_memory_from_last().chain(order.due_from_last()) {
             if took >= bytes {
                 break;
             }
+            // A retrying task's record may be on disk already.
             if let Some(live) = self.entries.get(&seq) {
                 took += live.weight();
                 spilled.push(seq);

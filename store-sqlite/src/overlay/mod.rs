@@ -165,8 +165,7 @@ impl Overlay {
                 let Some(live) = live::load_seq(conn, seq)? else {
                     return Ok(None);
                 };
-                self.ids.insert(live.task.id.clone(), seq);
-                place.insert(Box::new(live))
+                hold(&mut self.ids, place, seq, live)
             }
         };
         let entry = make(live, live.version + 1);
@@ -306,4 +305,16 @@ impl Overlay {
             None => Ok(None),
         }
     }
+}
+
+/// Holds the record `live` of task `seq`, read from its row, in its
+/// entry `place`, and its id in `ids`.
+fn hold<'a>(
+    ids: &mut HashMap<String, i64>,
+    place: hash_map::VacantEntry<'a, i64, Box<Live>>,
+    seq: i64,
+    live: Live,
+) -> &'a mut Box<Live> {
+    ids.insert(live.task.id.clone(), seq);
+    place.insert(Box::new(live))
 }

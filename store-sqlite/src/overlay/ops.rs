@@ -139,8 +139,7 @@ impl Overlay {
         let seqs = self.order.next_on_disk(most.min(live::ROWS_READ_AT_ONCE));
         for (seq, live) in live::load_seqs(conn, &seqs)? {
             if let std::collections::hash_map::Entry::Vacant(place) = self.entries.entry(seq) {
-                self.ids.insert(live.task.id.clone(), seq);
-                place.insert(Box::new(live));
+                super::hold(&mut self.ids, place, seq, live);
             }
         }
         Ok(())

@@ -68,21 +68,6 @@ impl ReadyOrder {
         }
     }
 
-    /// Puts task `seq`, a waiting row whose record is not in memory, in the
-    /// order.
-    #[cfg(test)]
-    pub(super) fn wait_on_disk(&mut self, seq: i64, state: TaskState, priority: u8, due_ms: u64) {
-        match state {
-            TaskState::Queued => {
-                self.on_disk.insert((priority, seq));
-            }
-            TaskState::Retrying => {
-                self.due.insert((due_ms, priority, seq));
-            }
-            _ => {}
-        }
-    }
-
     /// Puts the waiting rows read at open in the order, none of them in
     /// memory: `queued` as `(priority, seq)`, `retrying` as `(due_ms,
     /// priority, seq)`. (Built whole, the sets' nodes are full.)
@@ -104,7 +89,7 @@ impl ReadyOrder {
     /// every settlement, costs no search. (Should a bug leave another
     /// task's key there, a claim drops it.)
     pub(super) fn unwait(&mut self, seq: i64, state: TaskState, priority: u8, due_ms: u64) {
-        if matches!(state, TaskState::Queued | TaskState::Retrying) && !self.remove(priority, seq) {
+        if state.is_waiting() && !self.remove(priority, seq) {
             self.due.remove(&(due_ms, priority, seq));
         }
     }
@@ -127,31 +112,28 @@ impl ReadyOrder {
 
     /// The ready task a claim takes next: the first by `(priority, seq)`.
     pub(super) fn first(&self) -> Option<(u8, i64)> {
+        [self.first_in_memory(), self.on_disk.first().copied()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// The first ready task by `(priority, seq)` whose record is in memory.
+    fn first_in_memory(&self) -> Option<(u8, i64)> {
         let in_fifo = self.first_level().and_then(|priority| {
             let seq = *self.fifo[usize::from(priority)].front()?;
             Some((priority, seq))
         });
-        [
-            in_fifo,
-            self.behind.first().copied(),
-            self.on_disk.first().copied(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        [in_fifo, self.behind.first().copied()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The numbers of the ready tasks on disk that a claim takes next, up to
     /// `most`, before any ready task in memory.
     pub(super) fn next_on_disk(&self, most: usize) -> Vec<i64> {
-        let in_memory = [
-            self.first_level()
-                .and_then(|p| Some((p, *self.fifo[usize::from(p)].front()?))),
-            self.behind.first().copied(),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
+        let in_memory = self.first_in_memory();
         self.on_disk
             .iter()
             .take_while(|key| in_memory.is_none_or(|first| **key < first))
@@ -327,7 +309,7 @@ mod tests {
         assert_eq!(from_last, [(90, 4), (90, 2), (5, 3), (5, 1)]);
         order.evict(90, 4);
         order.evict(5, 1);
-        order.wait_on_disk(0, TaskState::Queued, 90, 0);
+        order.load_on_disk(vec![(90, 0)], Vec::new());
         let from_last: Vec<(u8, i64)> = order.in_memory_from_last().collect();
         assert_eq!(from_last, [(90, 2), (5, 3)]);
         assert!(order.any_in_memory());
@@ -344,7 +326,7 @@ mod tests {
     fn a_retry_come_due_is_ready_where_its_record_is() {
         let mut order = ReadyOrder::default();
         order.wait(1, TaskState::Retrying, 7, 10);
-        order.wait_on_disk(2, TaskState::Retrying, 7, 10);
+        order.load_on_disk(Vec::new(), vec![(10, 7, 2)]);
         order.promote_due(10, |seq| seq == 1);
         assert_eq!(order.in_memory_from_last().collect::<Vec<_>>(), [(7, 1)]);
         assert_eq!(order.on_disk().collect::<Vec<_>>(), [(7, 2)]);
