@@ -450,7 +450,10 @@ impl Actor {
         if settled.succeeded > 0 {
             self.task_succeeded();
         }
-        self.after_answers(num);
+        // A refill the link's catching up made answers nothing.
+        if settled.answered > 0 {
+            self.after_answers(num);
+        }
     }
 
     /// A task succeeded: deaths with no task running are no longer in a row,
@@ -970,7 +973,7 @@ mod tests {
     use std::cell::{Cell, RefCell};
 
     use super::*;
-    use crate::manager::lane::feed::Feed;
+    use crate::manager::lane::feed::{After, Feed};
     use crate::manager::ledger::Answer;
     use crate::manager::outbox::Outbox;
     use crate::protocol::DEFAULT_MAX_FRAME;
@@ -1017,7 +1020,7 @@ mod tests {
             let mut out = Outbox::default();
             self.feed
                 .borrow_mut()
-                .refill(&self.lanes[0], &target, &mut out);
+                .refill(&self.lanes[0], &target, &mut out, After::Answers);
         }
     }
 

@@ -548,11 +548,15 @@ impl Seat {
 }
 
 /// How a frame written into `book` reaches its worker, if the worker still
-/// takes tasks from the queue and has a free run slot: an idle worker waits
+/// takes tasks from the queue, has a free run slot and its link room for a
+/// frame ([`link_ahead`](super::lane::link_ahead)): an idle worker waits
 /// for it, so the caller writes it; a busy one is written to by its lane,
 /// after its next read, with the tasks its refill takes, in one write.
 fn room(book: &Book, settings: &DeskSettings) -> Option<Delivery> {
-    if !book.takes_from_queue() || book.len() >= settings.concurrency as usize {
+    if !book.takes_from_queue()
+        || book.len() >= settings.concurrency as usize
+        || book.link_room() == 0
+    {
         return None;
     }
     Some(if book.is_empty() {

@@ -13,8 +13,10 @@
 
 use std::io;
 use std::ops::DerefMut;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
+use super::lane::link_ahead::LinkAhead;
 use super::lane::{Book, Input};
 use super::outbox::Outbox;
 use crate::transport::LinkWriter;
@@ -25,9 +27,27 @@ use crate::transport::LinkWriter;
 pub(crate) struct LinkOutput {
     writer: Option<LinkWriter>,
     out: Outbox,
+    /// Where it publishes how far the link took the frames, for the book.
+    link: Arc<LinkAhead>,
 }
 
 impl LinkOutput {
+    /// An output that publishes how far its link took the frames to `link`
+    /// (its book's).
+    pub(crate) fn publishing_to(link: Arc<LinkAhead>) -> Self {
+        Self {
+            link,
+            ..Self::default()
+        }
+    }
+
+    /// Whether a filler of the book stopped because frames waited for the
+    /// link, since this was last asked: the lane refills the worker now
+    /// that nothing waits ([`poll_write`](Self::poll_write) was ready).
+    pub(crate) fn link_caught_up(&self) -> bool {
+        self.link.take_waited()
+    }
+
     /// The worker is ready: frames go to `writer` from now on.
     pub(crate) fn connect(&mut self, writer: LinkWriter) {
         self.writer = Some(writer);
@@ -71,7 +91,7 @@ impl LinkOutput {
         };
         while self.out.has_bytes() {
             match self.out.poll_write_some(writer.as_mut(), cx) {
-                Poll::Ready(Ok(written)) => self.out.advance(written),
+                Poll::Ready(Ok(written)) => advance(&mut self.out, &self.link, written),
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
             }
@@ -135,10 +155,17 @@ impl LinkOutput {
         }
         let mut cx = Context::from_waker(Waker::noop());
         if let Poll::Ready(Ok(written)) = self.out.poll_write_some(writer.as_mut(), &mut cx) {
-            self.out.advance(written);
+            advance(&mut self.out, &self.link, written);
         }
         !self.out.has_bytes()
     }
+}
+
+/// The link took `written` more bytes of `out`: published to `link` for the
+/// book.
+fn advance(out: &mut Outbox, link: &LinkAhead, written: usize) {
+    out.advance(written);
+    link.publish(out.written());
 }
 
 #[cfg(test)]

@@ -282,6 +282,23 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
                         // reaped.
                         lane.output().broke();
                         lane.book().input_gone();
+                    } else {
+                        let refilled = {
+                            let mut output = lane.output();
+                            let refill = output.link_caught_up() && output.writes();
+                            if refill {
+                                settler.refill_caught_up(output.outbox());
+                            }
+                            refill
+                        };
+                        let report = if refilled { settler.take_refill_report() } else { None };
+                        if let Some(settled) = report {
+                            let messages = Vec::new();
+                            let event = WorkerEvent::Messages { num, messages, settled: Some(settled) };
+                            if events.send(event).await.is_err() {
+                                break None;
+                            }
+                        }
                     }
                 }
                 frame = frames.next() => match frame {

@@ -40,6 +40,18 @@ pub(crate) struct Feed {
     taken: VecDeque<Pending>,
 }
 
+/// What a refill follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum After {
+    /// A read of the worker's answers: the room they left, and the pace's
+    /// interval closes ([`pace`](super::pace)).
+    Answers,
+    /// The link took the frames a filler stopped for
+    /// ([`link_ahead`](super::link_ahead)): the room it left; the pace's
+    /// interval goes on (no answer closes it).
+    LinkCaughtUp,
+}
+
 /// What one refill did.
 #[derive(Default)]
 pub(crate) struct Refilled {
@@ -84,6 +96,7 @@ impl Feed {
         lane: &Lane,
         target: &Target<'_>,
         out: &mut Outbox,
+        after: After,
     ) -> Refilled {
         let mut refilled = Refilled {
             stalled: true,
@@ -103,7 +116,10 @@ impl Feed {
         }
         let mut book = lane.book();
         let now = target.shared.clock.now();
-        book.pace_refill(now.moment, self.window.concurrency());
+        let measures = after == After::Answers;
+        if measures {
+            book.pace_refill(now.moment, self.window.concurrency());
+        }
         let mut filling = book.filling(self.window);
         if !filling.takes_more() {
             refilled.stalled = false;
@@ -179,6 +195,11 @@ impl Feed {
             }
         }
         taken.refilled.stalled = filling.takes_more() && (refused || !self.queue.looks_empty());
+        if filling.waits_for_link() {
+            // The frames just taken are not written yet: the lane's writer
+            // sees this once it wrote them, and refills.
+            taken.book.link().mark_waited();
+        }
         #[cfg(feature = "test-util")]
         if !taken.tasks.is_empty() {
             lane.panic_if_requested(super::PanicPoint::Refill);
@@ -221,7 +242,9 @@ impl Feed {
         }
         taken.step = Step::Finished;
         drop(taken);
-        book.pace_wrote();
+        if measures {
+            book.pace_wrote();
+        }
         book.flush(|piece| out.push(piece));
         refilled
     }

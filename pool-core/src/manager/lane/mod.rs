@@ -22,6 +22,7 @@
 pub(crate) mod attempt;
 pub(crate) mod feed;
 pub(crate) mod guard;
+pub(crate) mod link_ahead;
 pub(crate) mod pace;
 pub(crate) mod queue;
 pub(crate) mod settle;
@@ -79,6 +80,9 @@ pub(crate) struct Book {
     ///
     /// [`LinkOutput::written`]: crate::manager::link_output::LinkOutput::written
     batched: u64,
+    /// How far the link took that stream, as the lane's output publishes it,
+    /// and whether a filler stopped for it ([`link_ahead`]).
+    link: Arc<link_ahead::LinkAhead>,
     /// The actor's timer for the earliest deadline of the worker's tasks, and
     /// the instant it is armed for (set by the actor, under this lock).
     /// Completions leave it alone; when it fires, expired tasks time out and
@@ -144,7 +148,19 @@ impl Book {
             input: Input::Open,
             deadline_timer: None,
             batched: 0,
+            link: Arc::default(),
         }
+    }
+
+    /// What the book and the lane's output share about the link.
+    pub(crate) fn link(&self) -> &Arc<link_ahead::LinkAhead> {
+        &self.link
+    }
+
+    /// Bytes the link may still be given now (0 asks the lane's writer to
+    /// refill once the link took what waits: [`link_ahead`]).
+    pub(crate) fn link_room(&self) -> usize {
+        self.link.room(self.batched)
     }
 
     /// Whether a run with deadline `at` needs the actor to arm the worker's
@@ -176,19 +192,21 @@ impl Book {
         self.entries.push_back(attempt);
     }
 
-    /// Whether the worker takes one more task within `window`, at its pace.
+    /// Whether the worker takes one more task within `window`, at its pace,
+    /// and its link takes one more frame now ([`link_ahead`]).
     pub(crate) fn takes_more(&self, window: &window::Window) -> bool {
         window
             .paced(&self.pace)
             .takes_more(self.len(), self.waiting_bytes)
+            && self.link_room() > 0
     }
 
     /// The worker's window as a refill fills it, at its pace, from what it
-    /// holds now.
+    /// holds now and what its link may be given.
     pub(crate) fn filling(&self, window: window::Window) -> window::Filling {
         window
             .paced(&self.pace)
-            .filling(self.len(), self.waiting_bytes)
+            .filling(self.len(), self.waiting_bytes, self.link_room())
     }
 
     /// The lane (or the actor's dispatch pass) refills the worker at `now`:
@@ -470,11 +488,13 @@ impl Lane {
     /// The lane of worker `name`, with an empty book that counts in `tally`,
     /// its worker's signs of life kept on the pool's `clock`.
     pub(crate) fn new(tally: TallyWriter, name: Arc<str>, clock: PoolClock) -> Self {
+        let book = Book::new(tally);
+        let output = LinkOutput::publishing_to(Arc::clone(book.link()));
         Self(Arc::new(LaneShared {
-            tally: tally.reader(),
-            book: Mutex::new(Book::new(tally)),
+            tally: book.tally.reader(),
+            book: Mutex::new(book),
             occupancy: Occupancy::default(),
-            output: Mutex::new(LinkOutput::default()),
+            output: Mutex::new(output),
             name,
             heard: Heard {
                 clock,

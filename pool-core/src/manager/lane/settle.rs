@@ -24,7 +24,7 @@ use super::super::handle::FinalStatus;
 use super::super::outcome_cell::{HeldOutput, Wakes};
 use super::super::routing::TaskTypes;
 use super::attempt::Target;
-use super::feed::Feed;
+use super::feed::{After, Feed};
 use super::queue::SharedQueue;
 use super::window::Window;
 use super::{keep_earliest, Completion, Lane, Reply};
@@ -133,6 +133,17 @@ impl Settler {
         if self.report.answered == 0 {
             return;
         }
+        self.fill(out, After::Answers);
+    }
+
+    /// The link took the frames a filler of the worker's book stopped for
+    /// ([`link_ahead`](super::link_ahead)): fills the room the worker's window
+    /// still has from the queue into `out`.
+    pub(crate) fn refill_caught_up(&mut self, out: &mut Outbox) {
+        self.fill(out, After::LinkCaughtUp);
+    }
+
+    fn fill(&mut self, out: &mut Outbox, after: After) {
         let target = Target {
             shared: &self.shared,
             num: self.num,
@@ -141,7 +152,7 @@ impl Settler {
             default_timeout: self.settings.default_timeout,
             max_frame: self.settings.max_frame,
         };
-        let refilled = self.feed.refill(&self.lane, &target, out);
+        let refilled = self.feed.refill(&self.lane, &target, out, after);
         if refilled.freed_slots > 0 {
             self.shared.queue_slots.add_permits(refilled.freed_slots);
         }
@@ -215,6 +226,14 @@ impl Settler {
                 );
             }
         }
+    }
+
+    /// The report of a refill the link's catching up made
+    /// ([`refill_caught_up`](Self::refill_caught_up)), when the actor needs
+    /// it (a deadline to arm, room left that the actor's pass may fill).
+    pub(crate) fn take_refill_report(&mut self) -> Option<Settled> {
+        let report = std::mem::take(&mut self.report);
+        report.needs_actor.then_some(report)
     }
 
     /// The report of what was settled since the last one, when the actor

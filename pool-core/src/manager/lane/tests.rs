@@ -3,7 +3,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use super::attempt::Target;
-use super::feed::Feed;
+use super::feed::{After, Feed};
 use super::settle::Settled;
 use super::{Book, Completion, Lane, PanicPoint, Reply};
 use crate::manager::actor::{CancelAsked, Pending, Running, Shared, MAX_START_PANICS};
@@ -530,7 +530,9 @@ impl RefillRig {
         };
         let feed = &mut self.feed;
         let mut out = Outbox::default();
-        let unwound = catch_unwind(AssertUnwindSafe(|| feed.refill(&lane, &target, &mut out)));
+        let unwound = catch_unwind(AssertUnwindSafe(|| {
+            feed.refill(&lane, &target, &mut out, After::Answers)
+        }));
         (lane, unwound.is_err())
     }
 

@@ -57,28 +57,41 @@ impl Window {
         held < self.concurrency || (held < self.tasks() && waiting_bytes < self.prefetch_bytes)
     }
 
-    /// A worker's window as tasks join it, from what it holds now.
-    pub(crate) fn filling(self, held: usize, waiting_bytes: usize) -> Filling {
+    /// A worker's window as tasks join it, from what it holds now, while its
+    /// link may be given `link_room` more bytes ([`link_ahead`](super::link_ahead)).
+    pub(crate) fn filling(self, held: usize, waiting_bytes: usize, link_room: usize) -> Filling {
         Filling {
             window: self,
             held,
             waiting_bytes,
+            link_room,
         }
     }
 }
 
 /// A worker's window as a refill fills it: what it holds, counted as each
-/// task joins.
+/// task joins, and the bytes its link may still be given.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Filling {
     window: Window,
     held: usize,
     waiting_bytes: usize,
+    link_room: usize,
 }
 
 impl Filling {
-    /// Whether it takes one more task ([`Window::takes_more`]).
+    /// Whether it takes one more task: the window has room
+    /// ([`Window::takes_more`]) and the link does.
     pub(crate) fn takes_more(&self) -> bool {
+        self.link_room > 0 && self.window_has_room()
+    }
+
+    /// Whether the window has room, and only the link keeps a task out.
+    pub(crate) fn waits_for_link(&self) -> bool {
+        self.link_room == 0 && self.window_has_room()
+    }
+
+    fn window_has_room(&self) -> bool {
         self.window.takes_more(self.held, self.waiting_bytes)
     }
 
@@ -93,6 +106,7 @@ impl Filling {
             self.waiting_bytes = self.waiting_bytes.saturating_add(payload_bytes);
         }
         self.held += 1;
+        self.link_room = self.link_room.saturating_sub(payload_bytes);
     }
 }
 
@@ -111,7 +125,7 @@ mod tests {
 
     /// How many tasks of `size` bytes an empty worker takes.
     fn fills_with(window: Window, size: usize) -> usize {
-        let mut filling = window.filling(0, 0);
+        let mut filling = window.filling(0, 0, usize::MAX);
         let mut taken = 0;
         while filling.takes_more() {
             filling.join(size);
@@ -159,7 +173,7 @@ mod tests {
     fn a_paced_window_holds_what_the_worker_gets_through_in_the_span() {
         let paced = window(2, 64, 1 << 20).paced(&pace_of(100));
         assert_eq!(fills_with(paced, 64), 3, "100 ms tasks: one waits");
-        assert_eq!(paced.filling(0, 0).room(), 3);
+        assert_eq!(paced.filling(0, 0, usize::MAX).room(), 3);
         assert_eq!(fills_with(window(2, 64, 1 << 20).paced(&pace_of(1)), 64), 7);
         assert_eq!(
             fills_with(window(2, 64, 1 << 20).paced(&pace_of(0)), 64),
@@ -171,6 +185,21 @@ mod tests {
             "within the first fill's bound"
         );
         assert_eq!(fills_with(window(2, 0, 1 << 20).paced(&pace_of(0)), 64), 2);
+    }
+
+    #[test]
+    fn a_task_joins_while_the_link_has_room_and_one_always_does() {
+        let mut filling = window(64, 0, 1 << 20).filling(0, 0, 1 << 20);
+        filling.join(600 << 10);
+        assert!(filling.takes_more(), "400 KiB of room left");
+        filling.join(600 << 10);
+        assert!(!filling.takes_more());
+        assert!(filling.waits_for_link(), "the window has 62 free run slots");
+        let full = window(2, 0, 1 << 20).filling(2, 0, 0);
+        assert!(
+            !full.waits_for_link(),
+            "a full window does not wait for the link"
+        );
     }
 
     #[test]
