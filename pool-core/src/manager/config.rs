@@ -97,6 +97,12 @@ pub struct PoolConfig {
     /// `prefetch` window, 1 MiB ones wait one at a time (`pool-bench big`
     /// with the defaults went from 0.83× to 0.90× the raw pipe's bandwidth,
     /// `docs/benchmarks.md`).
+    ///
+    /// Whatever the window, run slots included, a task leaves the queue for
+    /// a worker only while less than 1 MiB of frames (a pipe's worth) waits
+    /// for that worker's link, and one always does once the link took
+    /// everything: 64 run slots do not take 64 MiB of large tasks from the
+    /// queue at once; they fill as the link takes each frame.
     pub prefetch_bytes: usize,
     /// Shards the queue of waiting tasks is split in, each behind its own
     /// lock, so callers and workers' lanes on many cores do not all wait for

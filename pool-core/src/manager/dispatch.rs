@@ -122,19 +122,21 @@ impl Actor {
         let mut types: Option<&TaskTypes> = None;
         let window = Window::of(&self.config);
         for (num, w) in &self.workers {
-            // Room by count, and (in the window) by weight.
-            let (held, has_room, dispatched, alone) = {
-                let book = w.lane.book();
-                let held = book.len() as u32;
-                let has_room = held < capacity && book.takes_more(&window);
-                (held, has_room, book.dispatched(), book.runs_alone())
-            };
-            if alone
-                || !w.life.takes_tasks()
-                || w.task_limit.is_some_and(|limit| dispatched >= limit)
-            {
+            if !w.life.takes_tasks() {
                 continue;
             }
+            // Room by count, and (in the window) by weight, and the link's
+            // (asked last: a worker passed over leaves no mark for its
+            // lane's writer).
+            let (held, has_room) = {
+                let book = w.lane.book();
+                let held = book.len() as u32;
+                let dispatched = book.dispatched();
+                if book.runs_alone() || w.task_limit.is_some_and(|limit| dispatched >= limit) {
+                    continue;
+                }
+                (held, held < capacity && book.takes_more(&window))
+            };
             if has_room {
                 if w.task_types.stated() {
                     typed = true;

@@ -523,8 +523,12 @@ impl Seat {
         if shared.queue.left() != Left::Nothing {
             return NewStart::Stop;
         }
-        let takes = new.as_ref().is_some_and(|pending| book.may_take(pending));
-        let Some(delivery) = room(&book, settings).filter(|_| takes) else {
+        // The link is asked last: a worker that would not take the task
+        // leaves no mark for its lane's writer.
+        if !new.as_ref().is_some_and(|pending| book.may_take(pending)) {
+            return NewStart::Full;
+        }
+        let Some(delivery) = room(&book, settings) else {
             return NewStart::Full;
         };
         let Some(pending) = new.as_mut() else {

@@ -69,7 +69,9 @@ pub(crate) enum WorkerEvent {
     /// What one read of a ready worker's link brought: what its reader
     /// settled, when the actor needs to hear it (`settled`, see
     /// [`Settler::take_report`]), and every other message in the order the
-    /// worker wrote them (one of the two is never empty).
+    /// worker wrote them (one of the two is never empty). Also, with no
+    /// messages, the report of a refill the lane's writer made once the link
+    /// took what a filler stopped for ([`Settler::take_refill_report`]).
     Messages {
         num: u64,
         messages: Vec<WorkerMessage>,
@@ -283,15 +285,21 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
                         lane.output().broke();
                         lane.book().input_gone();
                     } else {
-                        let refilled = {
+                        // A filler stopped for the link, which took it all
+                        // now: the lane refills the worker, or, where the actor
+                        // feeds it (its results go to the actor), the actor's
+                        // dispatch pass does.
+                        let caught_up = {
                             let mut output = lane.output();
-                            let refill = output.link_caught_up() && output.writes();
-                            if refill {
+                            let caught_up = output.link_caught_up() && output.writes();
+                            if caught_up && settler.forwards() {
+                                settler.tell_actor();
+                            } else if caught_up {
                                 settler.refill_caught_up(output.outbox());
                             }
-                            refill
+                            caught_up
                         };
-                        let report = if refilled { settler.take_refill_report() } else { None };
+                        let report = if caught_up { settler.take_refill_report() } else { None };
                         if let Some(settled) = report {
                             let messages = Vec::new();
                             let event = WorkerEvent::Messages { num, messages, settled: Some(settled) };

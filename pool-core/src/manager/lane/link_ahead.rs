@@ -102,7 +102,7 @@ mod tests {
     }
 
     #[test]
-    fn a_link_that_caught_up_before_the_mark_is_seen_at_once() {
+    fn a_link_that_took_everything_has_all_its_room_and_no_mark() {
         let link = LinkAhead::default();
         link.publish(3 * LINK_AHEAD as u64);
         assert_eq!(link.room(3 * LINK_AHEAD as u64), LINK_AHEAD);

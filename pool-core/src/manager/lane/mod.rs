@@ -204,9 +204,15 @@ impl Book {
     /// The worker's window as a refill fills it, at its pace, from what it
     /// holds now and what its link may be given.
     pub(crate) fn filling(&self, window: window::Window) -> window::Filling {
-        window
-            .paced(&self.pace)
-            .filling(self.len(), self.waiting_bytes, self.link_room())
+        let window = window.paced(&self.pace);
+        // The link is asked only when the window has room: a full window
+        // leaves no mark for the lane's writer.
+        let link_room = if window.takes_more(self.len(), self.waiting_bytes) {
+            self.link_room()
+        } else {
+            0
+        };
+        window.filling(self.len(), self.waiting_bytes, link_room)
     }
 
     /// The lane (or the actor's dispatch pass) refills the worker at `now`:

@@ -30,7 +30,8 @@ use super::window::Window;
 use super::{keep_earliest, Completion, Lane, Reply};
 
 /// What a reader settled in the reads since the last one whose report the
-/// actor needed (a report the actor does not need is dropped).
+/// actor needed (a report the actor does not need is dropped), or what a
+/// refill after the link caught up did (nothing answered).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Settled {
     /// Something here is the actor's business (see [`Settler::take_report`]);

@@ -625,3 +625,68 @@ async fn a_refill_that_panics_after_adding_tasks_returns_their_queue_slots() {
         "tasks 1 and 2 gave back the queue slots they left"
     );
 }
+
+/// The refill a lane's writer makes once its link took what a filler
+/// stopped for: what it starts with a deadline the actor's timer does not
+/// cover is reported to the actor; with nothing to take, nothing is.
+#[tokio::test(start_paused = true)]
+async fn a_refill_after_the_link_caught_up_reports_what_the_actor_must_arm() {
+    use std::sync::Arc;
+
+    use super::settle::{LaneSettings, Settler};
+    use crate::balance::FirstAvailable;
+    use crate::manager::actor::{EventChannels, Shared};
+    use crate::manager::lane::queue::SharedQueue;
+    use crate::manager::routing::TaskTypes;
+    use crate::PoolConfig;
+
+    let shared = Arc::new(Shared::new(
+        &PoolConfig::default(),
+        EventChannels::default(),
+        Box::new(FirstAvailable),
+        false,
+    ));
+    let lane = Lane::new(
+        shared.stats.tallies.writer(4),
+        "worker-1".into(),
+        shared.clock,
+    );
+    lane.book().feeds = true;
+    let queue = SharedQueue::new(1);
+    queue.lock().set_lanes_may_take(true);
+    let mut settler = Settler::new(
+        lane.clone(),
+        Arc::clone(&shared),
+        queue.clone(),
+        1,
+        LaneSettings {
+            window: super::window::Window::of(&PoolConfig {
+                worker_concurrency: 4,
+                prefetch: 0,
+                ..PoolConfig::default()
+            }),
+            default_timeout: TIMEOUT,
+            max_frame: DEFAULT_MAX_FRAME,
+            settles: true,
+        },
+    );
+    settler.connect(TaskTypes::default());
+
+    let mut out = Outbox::default();
+    settler.refill_caught_up(&mut out);
+    assert_eq!(settler.take_refill_report(), None, "nothing queued");
+
+    let (answer, _told) = Answer::new();
+    let pending = Pending::new(7, Task::new("echo", vec![1]), answer);
+    queue.shard(0).push_new(pending, shared.clock.now().moment);
+    settler.refill_caught_up(&mut out);
+    assert_eq!(lane.book().len(), 1, "the lane took the task");
+    assert!(out.has_bytes(), "and its frame waits for the link");
+    let report = settler.take_refill_report().expect("the actor must hear");
+    assert!(report.needs_actor);
+    assert_eq!(report.answered, 0);
+    assert!(
+        report.deadline.is_some(),
+        "no timer covers the task's deadline yet"
+    );
+}
