@@ -228,13 +228,30 @@ impl NatsSource {
 
     /// Stores `line` as the result of `id`.
     async fn put_result(&self, id: &str, line: &str) -> Result<(), SourceError> {
-        self.inner
-            .queue
-            .results
-            .put(result_key(id), line.to_owned().into())
+        let key = result_key(id);
+        // The put is a publish to `$KV.BUCKET.KEY` (behind an API prefix
+        // where a domain sets one): denied, it gets no answer.
+        let subject_end = format!("{}.{key}", self.inner.config.results_bucket);
+        let denials = &self.inner.queue.denials;
+        let put = self.inner.queue.results.put(key, line.to_owned().into());
+        denials
+            .race(denials.mark(), |s| s.ends_with(&subject_end), put)
             .await
             .map(|_| ())
-            .map_err(backend)
+            .map_err(|refused| self.refused(refused, &format!("the result of task {id}")))
+    }
+
+    /// `refused`, what storing `what` met, as the source's error: a denial
+    /// names the subject and the credentials.
+    fn refused<E: std::fmt::Display>(&self, refused: Refused<E>, what: &str) -> SourceError {
+        match refused {
+            Refused::Failed(e) => backend(e),
+            Refused::Denied(subject) => SourceError::Backend(format!(
+                "denied: the NATS server denies the subject {subject} ({}); {what} is not \
+                 stored, and is tried again",
+                crate::connect::credentials(&self.inner.config)
+            )),
+        }
     }
 
     /// Records a dead letter for `message`, the task `id`.
@@ -290,15 +307,21 @@ impl NatsSource {
         for (name, value) in &pairs {
             headers.insert(*name, value.as_str());
         }
-        self.inner
+        let subject = self.inner.config.dlq_subject();
+        let denials = &self.inner.queue.denials;
+        let since = denials.mark();
+        let ack = self
+            .inner
             .queue
             .js
-            .publish_with_headers(self.inner.config.dlq_subject(), headers, payload)
-            .await
-            .map_err(backend)?
+            .publish_with_headers(subject.clone(), headers, payload)
             .await
             .map_err(backend)?;
-        Ok(())
+        denials
+            .race(since, |s| s == subject, ack)
+            .await
+            .map(|_| ())
+            .map_err(|refused| self.refused(refused, &format!("the dead letter of task {id}")))
     }
 
     /// Whether a redelivered `message` of task `id` has its outcome stored

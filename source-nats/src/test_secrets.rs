@@ -34,8 +34,9 @@ pub enum Security {
     /// [`ClientFiles::admin_seed`]), and the client's user (`seed`), who may
     /// use what the admin made but create no stream
     /// (`$JS.API.STREAM.CREATE.>`), write no attempts bucket
-    /// (`$KV.cortex-attempts.>`) and submit no task of the low band
-    /// (`cortex.tasks.low`).
+    /// (`$KV.cortex-attempts.>`), submit no task of the low band
+    /// (`cortex.tasks.low`), publish no dead letter (`cortex.tasks.dead`) and
+    /// store no result for the task `sealed` (`$KV.cortex-results.sealed`).
     Restricted,
 }
 
@@ -157,7 +158,8 @@ pub(crate) fn make(security: Security, dir: &Path) -> (String, ClientFiles) {
             format!(
                 "authorization {{\n  users: [\n    {{ nkey: {:?} }}\n    {{ nkey: {:?}, \
                  permissions: {{ publish: {{ deny: [\"$JS.API.STREAM.CREATE.>\", \
-                 \"$KV.cortex-attempts.>\", \"cortex.tasks.low\"] }} }} }}\n  ]\n}}\n",
+                 \"$KV.cortex-attempts.>\", \"cortex.tasks.low\", \"cortex.tasks.dead\", \
+                 \"$KV.cortex-results.sealed\"] }} }} }}\n  ]\n}}\n",
                 admin.public_key(),
                 user.public_key()
             )

@@ -829,3 +829,50 @@ async fn a_task_on_a_denied_subject_is_refused_as_denied() {
     let ids: Vec<&str> = claimed.iter().map(|c| c.task.id.as_str()).collect();
     assert_eq!(ids, ["normal"], "the other task is in the stream");
 }
+
+/// A settlement whose dead letter the credentials may not publish fails at
+/// once, naming the subject, instead of waiting out the publish's timeout;
+/// the task's line is stored and its message kept, to be lettered later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_on_a_denied_subject_is_named_as_denied() {
+    let server = NatsServer::start_with(Security::Restricted);
+    let source = restricted_user_on_a_made_queue(&server).await;
+    source.accept(vec![task("doomed", 50)]).await.unwrap();
+    let claimed = claim_n(&source, 1).await;
+    let err = source
+        .settle(vec![dead("doomed", claimed[0].attempt)])
+        .await
+        .expect_err("the letter is denied");
+    let said = err.to_string();
+    assert!(
+        said.contains("denied: the NATS server denies the subject cortex.tasks.dead"),
+        "{said}"
+    );
+    assert!(said.contains("the dead letter of task doomed"), "{said}");
+    assert!(!said.contains("timed out"), "{said}");
+    let records = source.get(vec!["doomed".into()]).await.unwrap();
+    let record = records[0].as_ref().expect("its line is stored");
+    assert_eq!(record.state, TaskState::DeadLetter);
+    assert_eq!(source.unsettled().await.unwrap(), 1, "its message is kept");
+}
+
+/// A settlement whose result the credentials may not store fails at once,
+/// naming the bucket's subject; the task stays held, to be settled again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_on_a_denied_subject_is_named_as_denied() {
+    let server = NatsServer::start_with(Security::Restricted);
+    let source = restricted_user_on_a_made_queue(&server).await;
+    source.accept(vec![task("sealed", 50)]).await.unwrap();
+    let claimed = claim_n(&source, 1).await;
+    let err = source
+        .settle(vec![ok("sealed", claimed[0].attempt)])
+        .await
+        .expect_err("the result is denied");
+    let said = err.to_string();
+    assert!(
+        said.contains("denied: the NATS server denies the subject $KV.cortex-results.sealed"),
+        "{said}"
+    );
+    assert!(said.contains("the result of task sealed"), "{said}");
+    assert_eq!(source.unsettled().await.unwrap(), 1, "still held");
+}
