@@ -5,8 +5,9 @@
 //! it unstarted as it stopped) or interrupted (`Outcome::Interrupted`: the
 //! drain deadline stopped it) is a delivery but no attempt.
 //! So the source keeps, per message, how many of its deliveries were given
-//! back, in the attempts bucket under `STREAM.SEQUENCE` (the message's stream
-//! sequence, so a requeued dead letter, a new message, starts again at 1); a
+//! back, in the attempts bucket under `STREAM.CREATED.SEQUENCE` (the stream
+//! and when it was made, [`Scope`], then the message's stream sequence, so a
+//! requeued dead letter, a new message, starts again at 1); a
 //! delivery's attempt is its delivery count less that. The count is stored
 //! before the NAK that gives the delivery back: a NAK lost on the way (the
 //! message redelivered once `ack_wait` passed) finds it too. A delivery that
@@ -77,9 +78,26 @@ pub(crate) fn ttl(max_age: Duration) -> Duration {
     }
 }
 
-/// The attempts bucket's key of the message at `sequence` in `stream`.
-pub(crate) fn key(stream: &str, sequence: u64) -> String {
-    result_key(&format!("{stream}.{sequence}"))
+/// The tasks' stream a count belongs to: its name and when it was created.
+/// A stream deleted and made again numbers its messages from 1 again, and the
+/// counts of its predecessor's messages that were never answered stay in the
+/// bucket until their TTL: keyed by the stream's name alone, a new message
+/// would take the given-back count of an old one at the same sequence (and
+/// run more attempts than it may).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Scope(String);
+
+impl Scope {
+    /// The stream `stream`, created `created_ns` nanoseconds after the Unix
+    /// epoch (as the server says, read when the source connects).
+    pub(crate) fn of(stream: &str, created_ns: i128) -> Self {
+        Self(format!("{stream}.{created_ns}"))
+    }
+
+    /// The attempts bucket's key of the message at `sequence`.
+    pub(crate) fn key(&self, sequence: u64) -> String {
+        result_key(&format!("{}.{sequence}", self.0))
+    }
 }
 
 /// The attempt a delivery is: its delivery count less the deliveries given
@@ -470,8 +488,14 @@ mod tests {
     }
 
     #[test]
-    fn keys_are_the_stream_and_sequence() {
-        assert_eq!(key("CORTEX_TASKS", 42), "CORTEX_TASKS.42");
+    fn keys_are_the_stream_its_creation_and_the_sequence() {
+        let scope = Scope::of("CORTEX_TASKS", 1_733_000_000_123_456_789);
+        assert_eq!(scope.key(42), "CORTEX_TASKS.1733000000123456789.42");
+        assert_ne!(
+            scope.key(42),
+            Scope::of("CORTEX_TASKS", 1_733_000_000_123_456_790).key(42),
+            "a stream made again counts afresh"
+        );
     }
 
     #[test]

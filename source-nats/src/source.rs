@@ -417,7 +417,7 @@ impl NatsSource {
             }
         };
         let count = if delivered > 1 {
-            let count_key = attempts::key(&self.inner.config.stream, sequence);
+            let count_key = self.inner.queue.scope.key(sequence);
             let (settled, count) = join(
                 self.settled_already(&task.id, &message, &count_key),
                 self.attempts().read(&count_key),
@@ -468,7 +468,7 @@ impl NatsSource {
                 Some(newer) => settling = newer,
                 None => {
                     if settled && count.may_be_stored() {
-                        let key = attempts::key(&self.inner.config.stream, sequence);
+                        let key = self.inner.queue.scope.key(sequence);
                         self.attempts().forget(&key).await;
                     }
                     return Ok(());
@@ -509,7 +509,7 @@ impl NatsSource {
             // unanswered (`attempts::GiveBack`). One stored is kept on its
             // entry: a retry after its NAK failed only NAKs.
             Outcome::Interrupted | Outcome::NotStarted => {
-                let key = attempts::key(&self.inner.config.stream, settling.key().sequence());
+                let key = self.inner.queue.scope.key(settling.key().sequence());
                 match self.attempts().give_back(&key, settling.count()).await {
                     GiveBack::Stored(count) => {
                         self.held().given_back(settling, count);

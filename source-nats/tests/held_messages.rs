@@ -73,7 +73,11 @@ async fn given_back_claims_keep_their_attempt_and_real_failures_use_one() {
         source.settle(vec![back]).await.unwrap();
     }
     let bucket = attempts_bucket(&server, &source).await;
-    assert_eq!(given_back_keys(&bucket).await, ["CORTEX_TASKS.1"]);
+    assert_eq!(
+        given_back_keys(&bucket).await,
+        [first_message_key(&server).await],
+        "the stream, when it was made, and the message's sequence"
+    );
     for attempt in 1..=2 {
         assert_eq!(claim_attempt(&source, "g").await, attempt);
         source
@@ -215,6 +219,59 @@ async fn admin_client(server: &NatsServer) -> async_nats::Client {
     options.connect(server.url()).await.unwrap()
 }
 
+/// The attempts bucket's key of the first message of the tasks' stream on
+/// `server`: the stream, when it was made, and sequence 1.
+async fn first_message_key(server: &NatsServer) -> String {
+    format!("CORTEX_TASKS.{}.1", tasks_stream_created(server).await)
+}
+
+/// When the tasks' stream on `server` was made, in nanoseconds since the
+/// Unix epoch.
+async fn tasks_stream_created(server: &NatsServer) -> i128 {
+    let js = async_nats::jetstream::new(admin_client(server).await);
+    let mut stream = js.get_stream("CORTEX_TASKS").await.unwrap();
+    stream.info().await.unwrap().created.unix_timestamp_nanos()
+}
+
+/// A tasks' stream deleted and made again numbers its messages from 1 again,
+/// while the counts of its old messages stay in the attempts bucket: a new
+/// message is not charged with the deliveries an old one at the same
+/// sequence gave back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_made_again_does_not_inherit_the_counts_of_the_old_one() {
+    let server = NatsServer::start();
+    let old = NatsSource::connect(config(&server, 5_000)).await.unwrap();
+    old.accept(vec![task("old", 50)]).await.unwrap();
+    for _ in 0..2 {
+        assert_eq!(claim_attempt(&old, "old").await, 1);
+        old.settle(vec![ended("old", 1, Outcome::NotStarted)])
+            .await
+            .unwrap();
+    }
+    drop(old);
+    let js = async_nats::jetstream::new(admin_client(&server).await);
+    js.delete_stream("CORTEX_TASKS").await.unwrap();
+    let source = NatsSource::connect(config(&server, 5_000)).await.unwrap();
+    let bucket = attempts_bucket(&server, &source).await;
+    assert_eq!(
+        given_back_keys(&bucket).await.len(),
+        1,
+        "the old count stays"
+    );
+    source.accept(vec![task("new", 50)]).await.unwrap();
+    assert_eq!(claim_attempt(&source, "new").await, 1);
+    source
+        .settle(vec![ended("new", 1, failed())])
+        .await
+        .unwrap();
+    assert_eq!(
+        claim_attempt(&source, "new").await,
+        2,
+        "its second delivery is its second attempt"
+    );
+    source.settle(vec![ok("new", 2)]).await.unwrap();
+}
+
 /// The attempts bucket of `source`, read by an admin of `server`.
 async fn attempts_bucket(server: &NatsServer, source: &NatsSource) -> kv::Store {
     async_nats::jetstream::new(admin_client(server).await)
@@ -316,7 +373,7 @@ async fn a_count_that_could_not_be_read_is_not_written_over() {
     let back = ended("u", 3, Outcome::NotStarted);
     source.settle(vec![back]).await.unwrap();
     let bucket = attempts_bucket(&server, &source).await;
-    let count = bucket.get("CORTEX_TASKS.1").await.unwrap();
+    let count = bucket.get(first_message_key(&server).await).await.unwrap();
     assert_eq!(count.as_deref(), Some(&b"2"[..]), "written over");
     direct(true).await;
     assert_eq!(
@@ -341,14 +398,21 @@ async fn a_give_back_whose_count_changed_since_the_claim_lapses_unanswered() {
     source.accept(vec![task("l", 50)]).await.unwrap();
     assert_eq!(claim_attempt(&source, "l").await, 1);
     let bucket = attempts_bucket(&server, &source).await;
-    let written = bucket.put("CORTEX_TASKS.1", "1".into()).await.unwrap();
+    let written = bucket
+        .put(first_message_key(&server).await, "1".into())
+        .await
+        .unwrap();
 
     let back = ended("l", 1, Outcome::NotStarted);
     source.settle(vec![back]).await.unwrap();
     assert_eq!(source.held_count(), 0);
     let told = told(&watcher, &mut acks).await;
     assert!(told.iter().all(|a| a == "+WPI"), "{told:?}");
-    let entry = bucket.entry("CORTEX_TASKS.1").await.unwrap().unwrap();
+    let entry = bucket
+        .entry(first_message_key(&server).await)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((entry.revision, &entry.value[..]), (written, &b"1"[..]));
     assert_eq!(
         claim_attempt(&source, "l").await,
@@ -373,7 +437,10 @@ async fn a_redelivery_of_a_held_message_is_answered_by_its_claim_not_claimed_aga
     source.accept(vec![task("r", 50)]).await.unwrap();
     assert_eq!(claim_attempt(&source, "r").await, 1);
     let bucket = attempts_bucket(&server, &source).await;
-    bucket.put("CORTEX_TASKS.1", "1".into()).await.unwrap();
+    bucket
+        .put(first_message_key(&server).await, "1".into())
+        .await
+        .unwrap();
     let progress = loop {
         let next = tokio::time::timeout(Duration::from_secs(10), acks.next()).await;
         let ack = next.expect("an in-progress ack").expect("open");
@@ -398,7 +465,7 @@ async fn a_redelivery_of_a_held_message_is_answered_by_its_claim_not_claimed_aga
 
     let back = ended("r", 1, Outcome::NotStarted);
     source.settle(vec![back]).await.unwrap();
-    let count = bucket.get("CORTEX_TASKS.1").await.unwrap();
+    let count = bucket.get(first_message_key(&server).await).await.unwrap();
     assert_eq!(count.as_deref(), Some(&b"2"[..]));
     assert_eq!(
         claim_attempt(&source, "r").await,
@@ -423,7 +490,10 @@ async fn a_redelivery_acked_for_its_stored_line_forgets_its_count() {
     holder.settle(vec![back]).await.unwrap();
     assert_eq!(claim_attempt(&holder, "s").await, 1);
     let bucket = attempts_bucket(&server, &holder).await;
-    assert_eq!(given_back_keys(&bucket).await, ["CORTEX_TASKS.1"]);
+    assert_eq!(
+        given_back_keys(&bucket).await,
+        [first_message_key(&server).await]
+    );
     let js = async_nats::jetstream::new(admin_client(&server).await);
     let results = js
         .get_key_value(holder.config().results_bucket.as_str())
