@@ -365,6 +365,53 @@ impl Drop for DropProbe {
     }
 }
 
+/// A lane of worker 1 with `concurrency` run slots and no prefetch, the
+/// pool's shared state, the queue its settler refills from, and the settler
+/// (it settles results itself: no probe judges completions).
+fn settler_rig(
+    concurrency: u32,
+) -> (
+    std::sync::Arc<Shared>,
+    Lane,
+    super::queue::SharedQueue,
+    super::settle::Settler,
+) {
+    use super::settle::{LaneSettings, Settler};
+    use crate::balance::FirstAvailable;
+    use crate::manager::actor::EventChannels;
+    use crate::PoolConfig;
+
+    let shared = std::sync::Arc::new(Shared::new(
+        &PoolConfig::default(),
+        EventChannels::default(),
+        Box::new(FirstAvailable),
+        false,
+    ));
+    let lane = Lane::new(
+        shared.stats.tallies.writer(u64::from(concurrency)),
+        "worker-1".into(),
+        shared.clock,
+    );
+    let queue = super::queue::SharedQueue::new(1);
+    let settler = Settler::new(
+        lane.clone(),
+        std::sync::Arc::clone(&shared),
+        queue.clone(),
+        1,
+        LaneSettings {
+            window: super::window::Window::of(&PoolConfig {
+                worker_concurrency: concurrency,
+                prefetch: 0,
+                ..PoolConfig::default()
+            }),
+            default_timeout: TIMEOUT,
+            max_frame: DEFAULT_MAX_FRAME,
+            settles: true,
+        },
+    );
+    (shared, lane, queue, settler)
+}
+
 /// A task's input may be a buffer of the caller's own whose drop runs the
 /// caller's code (which may submit, and so look at this lane's book): the
 /// reader that settles the task's result drops it after the book's lock.
@@ -372,24 +419,7 @@ impl Drop for DropProbe {
 async fn a_completed_task_s_input_is_dropped_after_the_book_s_lock() {
     use std::sync::{Arc, Mutex};
 
-    use super::settle::{LaneSettings, Settler};
-    use super::Lane;
-    use crate::balance::FirstAvailable;
-    use crate::manager::actor::{EventChannels, Shared};
-    use crate::manager::lane::queue::SharedQueue;
-    use crate::PoolConfig;
-
-    let shared = Arc::new(Shared::new(
-        &PoolConfig::default(),
-        EventChannels::default(),
-        Box::new(FirstAvailable),
-        false,
-    ));
-    let lane = Lane::new(
-        shared.stats.tallies.writer(1),
-        "worker-1".into(),
-        shared.clock,
-    );
+    let (shared, lane, _queue, mut settler) = settler_rig(1);
     let book_was_free = Arc::new(Mutex::new(None));
     let input = bytes::Bytes::from_owner(DropProbe {
         lane: lane.clone(),
@@ -411,21 +441,6 @@ async fn a_completed_task_s_input_is_dropped_after_the_book_s_lock() {
         reused: false,
         timed_out: None,
     });
-    let mut settler = Settler::new(
-        lane,
-        Arc::clone(&shared),
-        SharedQueue::new(1),
-        1,
-        LaneSettings {
-            window: super::window::Window::of(&crate::PoolConfig {
-                prefetch: 0,
-                ..crate::PoolConfig::default()
-            }),
-            default_timeout: TIMEOUT,
-            max_frame: crate::protocol::DEFAULT_MAX_FRAME,
-            settles: true,
-        },
-    );
     settler.result(1, bytes::Bytes::from_static(b"output"), now);
     let noted = *book_was_free.lock().expect("not poisoned");
     assert_eq!(noted, Some(true), "dropped, and with the book's lock free");
@@ -631,46 +646,10 @@ async fn a_refill_that_panics_after_adding_tasks_returns_their_queue_slots() {
 /// cover is reported to the actor; with nothing to take, nothing is.
 #[tokio::test(start_paused = true)]
 async fn a_refill_after_the_link_caught_up_reports_what_the_actor_must_arm() {
-    use std::sync::Arc;
-
-    use super::settle::{LaneSettings, Settler};
-    use crate::balance::FirstAvailable;
-    use crate::manager::actor::{EventChannels, Shared};
-    use crate::manager::lane::queue::SharedQueue;
-    use crate::manager::routing::TaskTypes;
-    use crate::PoolConfig;
-
-    let shared = Arc::new(Shared::new(
-        &PoolConfig::default(),
-        EventChannels::default(),
-        Box::new(FirstAvailable),
-        false,
-    ));
-    let lane = Lane::new(
-        shared.stats.tallies.writer(4),
-        "worker-1".into(),
-        shared.clock,
-    );
+    let (shared, lane, queue, mut settler) = settler_rig(4);
     lane.book().feeds = true;
-    let queue = SharedQueue::new(1);
     queue.lock().set_lanes_may_take(true);
-    let mut settler = Settler::new(
-        lane.clone(),
-        Arc::clone(&shared),
-        queue.clone(),
-        1,
-        LaneSettings {
-            window: super::window::Window::of(&PoolConfig {
-                worker_concurrency: 4,
-                prefetch: 0,
-                ..PoolConfig::default()
-            }),
-            default_timeout: TIMEOUT,
-            max_frame: DEFAULT_MAX_FRAME,
-            settles: true,
-        },
-    );
-    settler.connect(TaskTypes::default());
+    settler.connect(crate::manager::routing::TaskTypes::default());
 
     let mut out = Outbox::default();
     settler.refill_caught_up(&mut out);
