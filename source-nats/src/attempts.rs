@@ -5,9 +5,9 @@
 //! it unstarted as it stopped) or interrupted (`Outcome::Interrupted`: the
 //! drain deadline stopped it) is a delivery but no attempt.
 //! So the source keeps, per message, how many of its deliveries were given
-//! back, in the attempts bucket under `STREAM.CREATED.SEQUENCE` (the stream
-//! and when it was made, [`Scope`], then the message's stream sequence, so a
-//! requeued dead letter, a new message, starts again at 1); a
+//! back, in the attempts bucket under `STREAM.SEQUENCE.PUBLISHED` (the
+//! message's stream sequence and when it was stored, [`key`], so a requeued
+//! dead letter, a new message, starts again at 1); a
 //! delivery's attempt is its delivery count less that. The count is stored
 //! before the NAK that gives the delivery back: a NAK lost on the way (the
 //! message redelivered once `ack_wait` passed) finds it too. A delivery that
@@ -78,26 +78,16 @@ pub(crate) fn ttl(max_age: Duration) -> Duration {
     }
 }
 
-/// The tasks' stream a count belongs to: its name and when it was created.
-/// A stream deleted and made again numbers its messages from 1 again, and the
-/// counts of its predecessor's messages that were never answered stay in the
-/// bucket until their TTL: keyed by the stream's name alone, a new message
-/// would take the given-back count of an old one at the same sequence (and
-/// run more attempts than it may).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Scope(String);
-
-impl Scope {
-    /// The stream `stream`, created `created_ns` nanoseconds after the Unix
-    /// epoch (as the server says, read when the source connects).
-    pub(crate) fn of(stream: &str, created_ns: i128) -> Self {
-        Self(format!("{stream}.{created_ns}"))
-    }
-
-    /// The attempts bucket's key of the message at `sequence`.
-    pub(crate) fn key(&self, sequence: u64) -> String {
-        result_key(&format!("{}.{sequence}", self.0))
-    }
+/// The attempts bucket's key of the message of the tasks' stream `stream`
+/// at `sequence`, stored there `published_ns` nanoseconds after the Unix
+/// epoch. A stream deleted and made again numbers its messages from 1
+/// again, while the counts its old messages left stay in the bucket until
+/// their TTL: keyed by the sequence alone, a new message would take the
+/// given-back count of an old one (and run more attempts than it may). When
+/// the message was stored tells them apart, and every daemon reads it from
+/// the message itself.
+pub(crate) fn key(stream: &str, sequence: u64, published_ns: i128) -> String {
+    result_key(&format!("{stream}.{sequence}.{published_ns}"))
 }
 
 /// The attempt a delivery is: its delivery count less the deliveries given
@@ -488,13 +478,16 @@ mod tests {
     }
 
     #[test]
-    fn keys_are_the_stream_its_creation_and_the_sequence() {
-        let scope = Scope::of("CORTEX_TASKS", 1_733_000_000_123_456_789);
-        assert_eq!(scope.key(42), "CORTEX_TASKS.1733000000123456789.42");
+    fn keys_are_the_stream_the_sequence_and_when_the_message_was_stored() {
+        let published = 1_733_000_000_123_456_789;
+        assert_eq!(
+            key("CORTEX_TASKS", 42, published),
+            "CORTEX_TASKS.42.1733000000123456789"
+        );
         assert_ne!(
-            scope.key(42),
-            Scope::of("CORTEX_TASKS", 1_733_000_000_123_456_790).key(42),
-            "a stream made again counts afresh"
+            key("CORTEX_TASKS", 42, published),
+            key("CORTEX_TASKS", 42, published + 1),
+            "a message of a stream made again counts afresh"
         );
     }
 

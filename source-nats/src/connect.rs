@@ -28,9 +28,6 @@ pub(crate) struct Queue {
     pub(crate) ack_wait: std::time::Duration,
     /// The subjects the server denied the connection.
     pub(crate) denials: Denials,
-    /// The tasks' stream as the attempts bucket's keys name it: its name and
-    /// when it was created (`attempts::Scope`).
-    pub(crate) scope: crate::attempts::Scope,
 }
 
 /// The client options for `config`: credentials, TLS, endless reconnects;
@@ -267,10 +264,7 @@ pub(crate) async fn connect(config: &NatsConfig) -> Result<Queue, NatsError> {
     .await?;
     let keep = attempts::ttl(tasks.cached_info().config.max_age);
     let attempts = Attempts::open(js.clone(), config.attempts_bucket.clone(), keep).await;
-    let created_ns = tasks.cached_info().created.unix_timestamp_nanos();
-    let scope = crate::attempts::Scope::of(&config.stream, created_ns);
     Ok(Queue {
-        scope,
         client,
         js,
         tasks,

@@ -38,11 +38,6 @@ impl HeldKey {
             sequence,
         }
     }
-
-    /// The message's stream sequence.
-    pub(crate) fn sequence(&self) -> u64 {
-        self.sequence
-    }
 }
 
 /// Where a held message is in its life.
@@ -78,11 +73,6 @@ pub(crate) struct Settling {
 }
 
 impl Settling {
-    /// Its key.
-    pub(crate) fn key(&self) -> &HeldKey {
-        &self.key
-    }
-
     /// Its delivery.
     pub(crate) fn delivery(&self) -> &Delivery {
         &self.delivery

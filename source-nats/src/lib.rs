@@ -16,7 +16,7 @@
 //! gives back unstarted or interrupted (`Outcome::NotStarted`,
 //! `Outcome::Interrupted`, as it stops) is a delivery, not an attempt. The
 //! source counts, per message, the deliveries given back, in a key-value
-//! bucket (`cortex-attempts`, key `STREAM.CREATED.SEQUENCE`), stored before the NAK
+//! bucket (`cortex-attempts`, key `STREAM.SEQUENCE.PUBLISHED`), stored before the NAK
 //! so that a NAK lost on the way is given back too, and only over the count
 //! its claim read (a give-back whose count changed since lapses, unanswered,
 //! to `ack_wait`); an attempt is the delivery count less that. Retries and

@@ -230,8 +230,10 @@ impl NatsSource {
     async fn put_result(&self, id: &str, line: &str) -> Result<(), SourceError> {
         let key = result_key(id);
         // The put is a publish to `$KV.BUCKET.KEY` (behind an API prefix
-        // where a domain sets one): denied, it gets no answer.
-        let subject_end = format!("{}.{key}", self.inner.config.results_bucket);
+        // where a domain sets one): denied, it gets no answer. (Matched with
+        // its `$KV.`: a key may hold dots, and another key ending in
+        // `BUCKET.KEY` is not this one.)
+        let subject_end = format!("$KV.{}.{key}", self.inner.config.results_bucket);
         let denials = &self.inner.queue.denials;
         let put = self.inner.queue.results.put(key, line.to_owned().into());
         denials
@@ -417,7 +419,7 @@ impl NatsSource {
             }
         };
         let count = if delivered > 1 {
-            let count_key = self.inner.queue.scope.key(sequence);
+            let count_key = self.count_key(&message);
             let (settled, count) = join(
                 self.settled_already(&task.id, &message, &count_key),
                 self.attempts().read(&count_key),
@@ -439,6 +441,17 @@ impl NatsSource {
         claim.then_some(Claimed { task, attempt })
     }
 
+    /// The attempts bucket's key of `message` ([`attempts::key`]). A message
+    /// is held, and so counted, only once its stream info was read
+    /// ([`take`](Self::take) dead-letters one without); without it the key
+    /// is the sequence 0's, which no message has.
+    fn count_key(&self, message: &Message) -> String {
+        let (sequence, published_ns) = message.info().map_or((0, 0), |info| {
+            (info.stream_sequence, info.published.unix_timestamp_nanos())
+        });
+        attempts::key(&self.inner.config.stream, sequence, published_ns)
+    }
+
     /// The attempts bucket (`attempts.rs`).
     fn attempts(&self) -> &attempts::Attempts {
         &self.inner.queue.attempts
@@ -456,7 +469,7 @@ impl NatsSource {
         loop {
             let done = self.answer(&s, &mut settling).await;
             let count = settling.count();
-            let sequence = settling.key().sequence();
+            let count_key = self.count_key(settling.delivery().message());
             let next = match done {
                 Ok(()) => self.held().finished(settling),
                 Err(e) => {
@@ -468,8 +481,7 @@ impl NatsSource {
                 Some(newer) => settling = newer,
                 None => {
                     if settled && count.may_be_stored() {
-                        let key = self.inner.queue.scope.key(sequence);
-                        self.attempts().forget(&key).await;
+                        self.attempts().forget(&count_key).await;
                     }
                     return Ok(());
                 }
@@ -509,7 +521,7 @@ impl NatsSource {
             // unanswered (`attempts::GiveBack`). One stored is kept on its
             // entry: a retry after its NAK failed only NAKs.
             Outcome::Interrupted | Outcome::NotStarted => {
-                let key = self.inner.queue.scope.key(settling.key().sequence());
+                let key = self.count_key(settling.delivery().message());
                 match self.attempts().give_back(&key, settling.count()).await {
                     GiveBack::Stored(count) => {
                         self.held().given_back(settling, count);

@@ -220,17 +220,13 @@ async fn admin_client(server: &NatsServer) -> async_nats::Client {
 }
 
 /// The attempts bucket's key of the first message of the tasks' stream on
-/// `server`: the stream, when it was made, and sequence 1.
+/// `server` (still in the stream): the stream, sequence 1, and when the
+/// message was stored, in nanoseconds since the Unix epoch.
 async fn first_message_key(server: &NatsServer) -> String {
-    format!("CORTEX_TASKS.{}.1", tasks_stream_created(server).await)
-}
-
-/// When the tasks' stream on `server` was made, in nanoseconds since the
-/// Unix epoch.
-async fn tasks_stream_created(server: &NatsServer) -> i128 {
     let js = async_nats::jetstream::new(admin_client(server).await);
-    let mut stream = js.get_stream("CORTEX_TASKS").await.unwrap();
-    stream.info().await.unwrap().created.unix_timestamp_nanos()
+    let stream = js.get_stream("CORTEX_TASKS").await.unwrap();
+    let first = stream.get_raw_message(1).await.unwrap();
+    format!("CORTEX_TASKS.1.{}", first.time.unix_timestamp_nanos())
 }
 
 /// A tasks' stream deleted and made again numbers its messages from 1 again,
