@@ -706,15 +706,31 @@ impl TaskSource for NatsSource {
     }
 
     async fn settle(&self, settlements: Vec<Settlement>) -> Result<(), SourceError> {
+        match self.settle_each(settlements).await?.into_iter().next() {
+            Some((_, first)) => Err(first),
+            None => Ok(()),
+        }
+    }
+
+    /// Each settlement is its own message's: one refused (its subject
+    /// denied, its put failed) leaves the others recorded. A call whose acks
+    /// could not be flushed records none for sure: it is tried again whole
+    /// (a settlement recorded already is not held any more, and answers at
+    /// once).
+    async fn settle_each(
+        &self,
+        settlements: Vec<Settlement>,
+    ) -> Result<Vec<(usize, SourceError)>, SourceError> {
         let started = Instant::now();
         let results = join_all(settlements.into_iter().map(|s| self.settle_one(s))).await;
         // Acks are plain publishes: out of the client's buffer before we answer.
         self.inner.queue.client.flush().await.map_err(backend)?;
         self.inner.counters.settled(started.elapsed());
-        results
+        Ok(results
             .into_iter()
-            .collect::<Result<Vec<()>, _>>()
-            .map(|_| ())
+            .enumerate()
+            .filter_map(|(at, recorded)| recorded.err().map(|e| (at, e)))
+            .collect())
     }
 
     async fn recover(&self) -> Result<u64, SourceError> {

@@ -144,6 +144,22 @@ pub trait TaskSource: Send + Sync + std::fmt::Debug {
     /// When the source cannot record them.
     async fn settle(&self, settlements: Vec<Settlement>) -> Result<(), SourceError>;
 
+    /// Records how attempts ended, as [`settle`](Self::settle) does, and
+    /// says which of them it could not record, by their place in
+    /// `settlements`, with why: a source whose settlements are recorded
+    /// apart from each other (a broker: one message each) records the others
+    /// even when one is refused. The default records them all in one call, as
+    /// a store's transaction does: all of them, or none.
+    ///
+    /// # Errors
+    /// When the source recorded none of them.
+    async fn settle_each(
+        &self,
+        settlements: Vec<Settlement>,
+    ) -> Result<Vec<(usize, SourceError)>, SourceError> {
+        self.settle(settlements).await.map(|()| Vec::new())
+    }
+
     /// Puts every task whose attempt was running back in the queue (after a
     /// crash), recording `interrupted` and giving the attempt back (most of
     /// them never reached a worker: a claimed task counts as running); returns

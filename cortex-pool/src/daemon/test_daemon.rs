@@ -55,6 +55,9 @@ pub(crate) fn task(id: &str) -> NewTask {
     }
 }
 
+/// Whether a [`TestSource`] refuses a settlement on its own.
+pub(crate) type Refuses = dyn Fn(&Settlement) -> bool + Send + Sync;
+
 /// A memory source with faults and steps a test injects: `status` reads that
 /// fail, or settle a task first, or run a step after the first; settlements
 /// that fail while a test says so; recoveries that fail a number of times.
@@ -71,6 +74,9 @@ pub(crate) struct TestSource {
     pub(crate) after_read: Mutex<Option<Box<dyn FnOnce() + Send>>>,
     /// Asked at each `settle`: `true` fails it, recording nothing.
     pub(crate) settle_fails: Option<Box<dyn Fn() -> bool + Send + Sync>>,
+    /// Asked of each settlement a `settle_each` call records: `true`
+    /// refuses it on its own, the call's others recorded (a broker).
+    pub(crate) refuses: Option<Box<Refuses>>,
     /// How many `recover` calls still fail.
     pub(crate) recover_failures: AtomicU32,
     /// How many claims were made through this source.
@@ -110,6 +116,25 @@ impl TaskSource for TestSource {
             return Err(busy());
         }
         self.inner.settle(settlements).await
+    }
+    async fn settle_each(
+        &self,
+        settlements: Vec<Settlement>,
+    ) -> Result<Vec<(usize, SourceError)>, SourceError> {
+        let Some(refuses) = &self.refuses else {
+            return self.settle(settlements).await.map(|()| Vec::new());
+        };
+        let mut refused = Vec::new();
+        let mut taken = Vec::new();
+        for (at, settlement) in settlements.into_iter().enumerate() {
+            if refuses(&settlement) {
+                refused.push((at, SourceError::Backend("denied".to_owned())));
+            } else {
+                taken.push(settlement);
+            }
+        }
+        self.settle(taken).await?;
+        Ok(refused)
     }
     async fn recover(&self) -> Result<u64, SourceError> {
         let failing = self

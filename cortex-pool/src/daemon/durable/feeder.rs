@@ -16,6 +16,7 @@ use pool_core::{Completion, CompletionSink, Completions, Failure, FinalStatus, S
 use task_source::{now_ms, Claimed, ErrorInfo, Outcome, Settlement, TaskState};
 
 use super::pace::Pace;
+use super::unsaved::Unsaved;
 use crate::cli::output;
 use crate::daemon::state::Daemon;
 
@@ -72,7 +73,7 @@ pub(crate) async fn run(daemon: Arc<Daemon>, recovered: bool) {
     let sink = done.sink();
     let mut running = Running::default();
     let mut outcomes = Vec::new();
-    let mut unsaved: Vec<Settlement> = Vec::new();
+    let mut unsaved = Unsaved::default();
     let mut claim_failed_at: Option<Instant> = None;
     let mut pace = Pace::new(Instant::now());
     loop {
@@ -81,9 +82,7 @@ pub(crate) async fn run(daemon: Arc<Daemon>, recovered: bool) {
             // Every outcome is recorded before the feeder ends: the service
             // waits for it (up to its stop budget); a daemon stopped before
             // runs those tasks again.
-            while !unsaved.is_empty() {
-                save(&daemon, &mut unsaved).await;
-            }
+            unsaved.save_all(&daemon).await;
             break;
         }
         let window = window(&daemon, &pace);
@@ -113,7 +112,7 @@ pub(crate) async fn run(daemon: Arc<Daemon>, recovered: bool) {
                 // Outcomes a failed commit kept (a store that could not write,
                 // a queue whose connection dropped) are tried again each round.
                 if !unsaved.is_empty() {
-                    save(&daemon, &mut unsaved).await;
+                    unsaved.save(&daemon).await;
                 }
             }
         );
@@ -171,7 +170,7 @@ async fn start(
     claimed: Vec<Claimed>,
     sink: &CompletionSink,
     running: &mut Running,
-    unsaved: &mut Vec<Settlement>,
+    unsaved: &mut Unsaved,
 ) {
     if claimed.is_empty() {
         return;
@@ -374,58 +373,6 @@ async fn recover(daemon: &Daemon) -> bool {
     }
 }
 
-/// Settlements recorded in one call at most, by count and by the bytes of
-/// their ids, lines and errors: a store writes one call's changes as one
-/// journal row, and SQLite refuses a value past 1 GB, so a backlog of large
-/// results must not be retried as one call that can never be written.
-const SETTLE_AT_ONCE: usize = 4096;
-const SETTLE_BYTES: usize = 32 << 20;
-
-/// How many of `unsaved`, from the first, go to the source in one call: at
-/// least one, within [`SETTLE_AT_ONCE`] and [`SETTLE_BYTES`].
-fn first_call(unsaved: &[Settlement]) -> usize {
-    let mut bytes = 0;
-    for (at, s) in unsaved.iter().take(SETTLE_AT_ONCE).enumerate() {
-        bytes += settlement_bytes(s);
-        if at > 0 && bytes > SETTLE_BYTES {
-            return at;
-        }
-    }
-    unsaved.len().min(SETTLE_AT_ONCE)
-}
-
-/// The bytes a settlement carries beyond its fixed fields.
-fn settlement_bytes(s: &Settlement) -> usize {
-    let error = |e: &ErrorInfo| e.kind.len() + e.message.len();
-    s.id.len()
-        + match &s.outcome {
-            Outcome::Settled { line, error: e, .. } => line.len() + e.as_ref().map_or(0, error),
-            Outcome::Retry { error: e, .. } => error(e),
-            Outcome::Interrupted | Outcome::NotStarted => 0,
-        }
-}
-
-/// Commits the settlements, a bounded call at a time ([`first_call`]); hands
-/// the final ones of each call that committed to their waiters, and keeps the
-/// rest for the next try once a call fails.
-async fn save(daemon: &Daemon, unsaved: &mut Vec<Settlement>) {
-    while !unsaved.is_empty() {
-        let call = first_call(unsaved);
-        if let Err(e) = daemon.source.settle(unsaved[..call].to_vec()).await {
-            tracing::error!(error = %e, pending = unsaved.len(), "cannot record task outcomes; will retry");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            return;
-        }
-        // The lines committed go on to their waiters, moved, not copied.
-        daemon
-            .waiters
-            .settled(unsaved.drain(..call).filter_map(|s| match s.outcome {
-                Outcome::Settled { state, line, .. } => Some((s.id, state, line)),
-                Outcome::Retry { .. } | Outcome::Interrupted | Outcome::NotStarted => None,
-            }));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -609,30 +556,6 @@ mod tests {
         }
     }
 
-    /// A backlog of outcomes goes to the source in calls a store can write:
-    /// never past the count or the bytes, never empty, whatever one holds.
-    #[test]
-    fn a_backlog_is_recorded_in_calls_within_the_bounds() {
-        let settled = |line_bytes: usize| Settlement {
-            id: "t".to_owned(),
-            attempt: 1,
-            outcome: Outcome::Settled {
-                state: TaskState::Ok,
-                line: "x".repeat(line_bytes),
-                error: None,
-            },
-        };
-        assert_eq!(first_call(&[]), 0);
-        let small: Vec<Settlement> = (0..SETTLE_AT_ONCE + 10).map(|_| settled(10)).collect();
-        assert_eq!(first_call(&small), SETTLE_AT_ONCE);
-        assert_eq!(first_call(&small[..10]), 10);
-        let third: Vec<Settlement> = (0..5).map(|_| settled(SETTLE_BYTES / 3)).collect();
-        assert_eq!(first_call(&third), 2, "a third is too many: the ids count");
-        let huge = [settled(SETTLE_BYTES + 1), settled(1)];
-        assert_eq!(first_call(&huge), 1, "one past the bytes still goes alone");
-        assert_eq!(first_call(&huge[1..]), 1);
-    }
-
     /// Outcomes a failed commit kept are still recorded when the daemon
     /// drains, however many tries it takes, before the feeder ends.
     #[tokio::test]
@@ -670,6 +593,64 @@ mod tests {
             .expect("the feeder ends once it recorded")
             .unwrap();
         assert_eq!(state(&source, "t").await, Some(TaskState::Ok));
+    }
+
+    /// One outcome the source keeps refusing on its own (a broker's denied
+    /// subject) holds up neither the others nor the feeder; it is tried
+    /// again after pauses that grow, not in a loop, until the source takes
+    /// it.
+    #[tokio::test(start_paused = true)]
+    async fn an_outcome_refused_apart_holds_up_nothing_and_is_retried_after_growing_pauses() {
+        let refusing = Arc::new(AtomicBool::new(true));
+        let tries = Arc::new(AtomicU32::new(0));
+        let source = Arc::new(TestSource {
+            refuses: Some(Box::new({
+                let (refusing, tries) = (refusing.clone(), tries.clone());
+                move |s: &Settlement| {
+                    if s.id != "stuck" {
+                        return false;
+                    }
+                    tries.fetch_add(1, Ordering::SeqCst);
+                    refusing.load(Ordering::SeqCst)
+                }
+            })),
+            ..TestSource::default()
+        });
+        let daemon = daemon_with(source.clone()).await;
+        source
+            .accept(vec![task("a"), task("stuck"), task("b")])
+            .await
+            .unwrap();
+        let others = ["a".to_owned(), "b".to_owned()];
+        let mut waiting = daemon.waiters.register_all(&others);
+        let feeder = tokio::spawn(run(daemon.clone(), true));
+        let mut told = Vec::new();
+        let recorded = tokio::time::timeout(Duration::from_secs(60), async {
+            while told.len() < 2 {
+                waiting.recv_many(&mut told, 2).await;
+            }
+        });
+        assert!(recorded.await.is_ok(), "the others' waiters were held up");
+        for id in ["a", "b"] {
+            assert_eq!(state(&source, id).await, Some(TaskState::Ok));
+        }
+        until("stuck was refused", || tries.load(Ordering::SeqCst) >= 1).await;
+        let before = tries.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let again = tries.load(Ordering::SeqCst) - before;
+        // Pauses of 0.2, 0.4, 0.8, 1.6, 3.2, 6.4 s: at most six tries in ten
+        // seconds (a try each feeder round would be fifty and more).
+        assert!((1..=6).contains(&again), "{again} tries in 10 s");
+        assert_eq!(state(&source, "stuck").await, Some(TaskState::Running));
+        refusing.store(false, Ordering::SeqCst);
+        let settled = tokio::time::timeout(Duration::from_secs(60), async {
+            while state(&source, "stuck").await != Some(TaskState::Ok) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        assert!(settled.await.is_ok(), "recorded once the source takes it");
+        daemon.draining.cancel();
+        feeder.await.unwrap();
     }
 
     /// A task the last daemon left running, with a store that cannot

@@ -27,6 +27,7 @@ pub(crate) mod pages;
 pub(crate) mod parse;
 pub(crate) mod prune;
 mod settings;
+pub(crate) mod unsaved;
 pub(crate) mod waiters;
 
 use std::sync::Arc;

@@ -1,0 +1,218 @@
+//! The outcomes the feeder gathered and the source has not recorded yet.
+//!
+//! They go to the source in bounded calls ([`first_call`]). A call the
+//! source could not record at all (a store that cannot write, a queue whose
+//! connection dropped) is kept whole and tried again at the feeder's next
+//! round. A source whose settlements are recorded apart from each other (a
+//! broker: one message each) may refuse some of a call and record the
+//! others ([`TaskSource::settle_each`]): the others go on to their waiters at
+//! once, and the refused ones are set aside and tried again after a pause
+//! that doubles with each refusal ([`RETRY_FIRST`] … [`RETRY_MOST`]). So one
+//! settlement the source keeps refusing (a dead letter whose subject the
+//! broker denies) holds up neither the outcomes gathered after it nor, while
+//! few are set aside, the claims, and is not tried again in a tight loop.
+//!
+//! [`TaskSource::settle_each`]: task_source::TaskSource::settle_each
+
+use std::time::Duration;
+
+use task_source::{ErrorInfo, Outcome, Settlement};
+use tokio::time::Instant;
+
+use crate::daemon::state::Daemon;
+
+/// Settlements recorded in one call at most, by count and by the bytes of
+/// their ids, lines and errors: a store writes one call's changes as one
+/// journal row, and SQLite refuses a value past 1 GB, so a backlog of large
+/// results must not be retried as one call that can never be written.
+const SETTLE_AT_ONCE: usize = 4096;
+const SETTLE_BYTES: usize = 32 << 20;
+
+/// The pause after a call the source could not record at all.
+const FAILED_CALL_PAUSE: Duration = Duration::from_millis(200);
+
+/// The pause before refused settlements are first tried again; it doubles
+/// with each refusal, up to [`RETRY_MOST`].
+const RETRY_FIRST: Duration = Duration::from_millis(200);
+const RETRY_MOST: Duration = Duration::from_secs(30);
+
+/// The outcomes not recorded yet: those not tried or whose whole call
+/// failed, in the order they came, and those the source refused on their
+/// own, with when they are tried next.
+#[derive(Debug, Default)]
+pub(crate) struct Unsaved {
+    waiting: Vec<Settlement>,
+    refused: Vec<Settlement>,
+    retry: Option<Retry>,
+}
+
+/// When the refused settlements are tried next, and the pause after that
+/// try should they be refused again.
+#[derive(Debug, Clone, Copy)]
+struct Retry {
+    at: Instant,
+    pause: Duration,
+}
+
+impl Unsaved {
+    /// An outcome to record.
+    pub(crate) fn push(&mut self, settlement: Settlement) {
+        self.waiting.push(settlement);
+    }
+
+    /// Outcomes not recorded yet, refused ones included: claims stop while
+    /// too many wait.
+    pub(crate) fn len(&self) -> usize {
+        self.waiting.len() + self.refused.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.waiting.is_empty() && self.refused.is_empty()
+    }
+
+    /// Records everything, however many tries and pauses it takes (the
+    /// daemon drains: nothing else is left to do).
+    pub(crate) async fn save_all(&mut self, daemon: &Daemon) {
+        while !self.is_empty() {
+            self.save(daemon).await;
+            if self.waiting.is_empty() {
+                if let Some(retry) = self.retry.filter(|_| !self.refused.is_empty()) {
+                    tokio::time::sleep_until(retry.at).await;
+                }
+            }
+        }
+    }
+
+    /// Records what waits, a bounded call at a time, and hands the final
+    /// outcomes of each call to their waiters; then, when their pause is
+    /// over, the refused ones. Returns after the first call the source
+    /// could not record at all, keeping it and what follows.
+    pub(crate) async fn save(&mut self, daemon: &Daemon) {
+        while !self.waiting.is_empty() {
+            let call = first_call(&self.waiting);
+            let batch: Vec<Settlement> = self.waiting.drain(..call).collect();
+            if let Err(kept) = self.record(daemon, batch).await {
+                self.waiting.splice(..0, kept);
+                return;
+            }
+        }
+        if self.refused.is_empty() || self.retry.is_some_and(|r| Instant::now() < r.at) {
+            return;
+        }
+        let refused = std::mem::take(&mut self.refused);
+        let pause = self.retry.map_or(RETRY_FIRST, |r| r.pause);
+        match self.record(daemon, refused).await {
+            Err(kept) => self.refused = kept,
+            Ok(()) if self.refused.is_empty() => {
+                self.retry = None;
+                return;
+            }
+            Ok(()) => {}
+        }
+        self.retry = Some(Retry {
+            at: Instant::now() + pause,
+            pause: (pause * 2).min(RETRY_MOST),
+        });
+    }
+
+    /// Records `batch`: its final outcomes go to their waiters, and those the
+    /// source refused on their own are set aside (the first refusal arms the
+    /// retry). `Err` with the batch when the source recorded none of it.
+    async fn record(
+        &mut self,
+        daemon: &Daemon,
+        batch: Vec<Settlement>,
+    ) -> Result<(), Vec<Settlement>> {
+        let refusals = match daemon.source.settle_each(batch.clone()).await {
+            Ok(refusals) => refusals,
+            Err(e) => {
+                tracing::error!(error = %e, pending = self.len() + batch.len(), "cannot record task outcomes; will retry");
+                tokio::time::sleep(FAILED_CALL_PAUSE).await;
+                return Err(batch);
+            }
+        };
+        let mut refused = vec![false; batch.len()];
+        for (at, e) in refusals {
+            if let Some(flag) = refused.get_mut(at) {
+                *flag = true;
+            }
+            tracing::error!(error = %e, "cannot record a task's outcome; will retry it apart");
+        }
+        if self.retry.is_none() && refused.contains(&true) {
+            self.retry = Some(Retry {
+                at: Instant::now() + RETRY_FIRST,
+                pause: RETRY_FIRST * 2,
+            });
+        }
+        let mut recorded = Vec::with_capacity(batch.len());
+        for (settlement, refused_now) in batch.into_iter().zip(refused) {
+            if refused_now {
+                self.refused.push(settlement);
+            } else {
+                recorded.push(settlement);
+            }
+        }
+        // The lines recorded go on to their waiters, moved, not copied.
+        daemon
+            .waiters
+            .settled(recorded.into_iter().filter_map(|s| match s.outcome {
+                Outcome::Settled { state, line, .. } => Some((s.id, state, line)),
+                Outcome::Retry { .. } | Outcome::Interrupted | Outcome::NotStarted => None,
+            }));
+        Ok(())
+    }
+}
+
+/// How many of `unsaved`, from the first, go to the source in one call: at
+/// least one, within [`SETTLE_AT_ONCE`] and [`SETTLE_BYTES`].
+fn first_call(unsaved: &[Settlement]) -> usize {
+    let mut bytes = 0;
+    for (at, s) in unsaved.iter().take(SETTLE_AT_ONCE).enumerate() {
+        bytes += settlement_bytes(s);
+        if at > 0 && bytes > SETTLE_BYTES {
+            return at;
+        }
+    }
+    unsaved.len().min(SETTLE_AT_ONCE)
+}
+
+/// The bytes a settlement carries beyond its fixed fields.
+fn settlement_bytes(s: &Settlement) -> usize {
+    let error = |e: &ErrorInfo| e.kind.len() + e.message.len();
+    s.id.len()
+        + match &s.outcome {
+            Outcome::Settled { line, error: e, .. } => line.len() + e.as_ref().map_or(0, error),
+            Outcome::Retry { error: e, .. } => error(e),
+            Outcome::Interrupted | Outcome::NotStarted => 0,
+        }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use task_source::TaskState;
+
+    /// A backlog of outcomes goes to the source in calls a store can write:
+    /// never past the count or the bytes, never empty, whatever one holds.
+    #[test]
+    fn a_backlog_is_recorded_in_calls_within_the_bounds() {
+        let settled = |line_bytes: usize| Settlement {
+            id: "t".to_owned(),
+            attempt: 1,
+            outcome: Outcome::Settled {
+                state: TaskState::Ok,
+                line: "x".repeat(line_bytes),
+                error: None,
+            },
+        };
+        assert_eq!(first_call(&[]), 0);
+        let small: Vec<Settlement> = (0..SETTLE_AT_ONCE + 10).map(|_| settled(10)).collect();
+        assert_eq!(first_call(&small), SETTLE_AT_ONCE);
+        assert_eq!(first_call(&small[..10]), 10);
+        let third: Vec<Settlement> = (0..5).map(|_| settled(SETTLE_BYTES / 3)).collect();
+        assert_eq!(first_call(&third), 2, "a third is too many: the ids count");
+        let huge = [settled(SETTLE_BYTES + 1), settled(1)];
+        assert_eq!(first_call(&huge), 1, "one past the bytes still goes alone");
+        assert_eq!(first_call(&huge[1..]), 1);
+    }
+}
