@@ -152,7 +152,9 @@ pub trait TaskSource: Send + Sync + std::fmt::Debug {
     /// a store's transaction does: all of them, or none.
     ///
     /// # Errors
-    /// When the source recorded none of them.
+    /// When the source cannot tell which it recorded: all of them are to be
+    /// tried again (a source records a settlement it recorded already
+    /// again without harm, or, as NATS does, answers it at once).
     async fn settle_each(
         &self,
         settlements: Vec<Settlement>,

@@ -597,8 +597,8 @@ mod tests {
 
     /// One outcome the source keeps refusing on its own (a broker's denied
     /// subject) holds up neither the others nor the feeder; it is tried
-    /// again after pauses that grow, not in a loop, until the source takes
-    /// it.
+    /// again after pauses that grow, not in a loop, and, once the daemon
+    /// drains, every 0.2 s until the source takes it.
     #[tokio::test(start_paused = true)]
     async fn an_outcome_refused_apart_holds_up_nothing_and_is_retried_after_growing_pauses() {
         let refusing = Arc::new(AtomicBool::new(true));
@@ -642,15 +642,25 @@ mod tests {
         // seconds (a try each feeder round would be fifty and more).
         assert!((1..=6).contains(&again), "{again} tries in 10 s");
         assert_eq!(state(&source, "stuck").await, Some(TaskState::Running));
-        refusing.store(false, Ordering::SeqCst);
-        let settled = tokio::time::timeout(Duration::from_secs(60), async {
-            while state(&source, "stuck").await != Some(TaskState::Ok) {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        });
-        assert!(settled.await.is_ok(), "recorded once the source takes it");
+        // Draining, it is tried every 0.2 s, not after its grown pause: a
+        // subject granted meanwhile is seen within the stop's budget.
+        let stuck = ["stuck".to_owned()];
+        let mut waiting_stuck = daemon.waiters.register_all(&stuck);
         daemon.draining.cancel();
-        feeder.await.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!feeder.is_finished(), "an outcome is still refused");
+        refusing.store(false, Ordering::SeqCst);
+        tokio::time::timeout(Duration::from_secs(1), feeder)
+            .await
+            .expect("recorded at its next try, not after its pause")
+            .unwrap();
+        assert_eq!(state(&source, "stuck").await, Some(TaskState::Ok));
+        let mut told = Vec::new();
+        waiting_stuck.recv_many(&mut told, 1).await;
+        assert_eq!(
+            told[0].id, "stuck",
+            "its waiter is told once it is recorded"
+        );
     }
 
     /// A task the last daemon left running, with a store that cannot

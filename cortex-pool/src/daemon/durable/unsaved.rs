@@ -70,15 +70,17 @@ impl Unsaved {
         self.waiting.is_empty() && self.refused.is_empty()
     }
 
-    /// Records everything, however many tries and pauses it takes (the
-    /// daemon drains: nothing else is left to do).
+    /// Records everything, however many tries it takes (the daemon drains:
+    /// nothing else is left to do, and the service stops the feeder after a
+    /// budget). Refused settlements are tried again every
+    /// [`FAILED_CALL_PAUSE`], not after their growing pause: a subject
+    /// granted meanwhile is seen before the budget runs out.
     pub(crate) async fn save_all(&mut self, daemon: &Daemon) {
         while !self.is_empty() {
             self.save(daemon).await;
-            if self.waiting.is_empty() {
-                if let Some(retry) = self.retry.filter(|_| !self.refused.is_empty()) {
-                    tokio::time::sleep_until(retry.at).await;
-                }
+            if self.waiting.is_empty() && !self.refused.is_empty() {
+                tokio::time::sleep(FAILED_CALL_PAUSE).await;
+                self.retry_refused(daemon).await;
             }
         }
     }
@@ -96,20 +98,27 @@ impl Unsaved {
                 return;
             }
         }
-        if self.refused.is_empty() || self.retry.is_some_and(|r| Instant::now() < r.at) {
-            return;
+        if self.retry.is_some_and(|r| Instant::now() >= r.at) {
+            self.retry_refused(daemon).await;
         }
-        let refused = std::mem::take(&mut self.refused);
+    }
+
+    /// Tries the refused settlements again, a bounded call at a time; the
+    /// next pause doubles (one pause for all of them: those refused are
+    /// refused for the same reason, as a rule), and ends once none is left.
+    async fn retry_refused(&mut self, daemon: &Daemon) {
         let pause = self.retry.map_or(RETRY_FIRST, |r| r.pause);
-        match self.record(daemon, refused).await {
-            Err(kept) => self.refused = kept,
-            Ok(()) if self.refused.is_empty() => {
-                self.retry = None;
-                return;
+        let mut left = std::mem::take(&mut self.refused);
+        while !left.is_empty() {
+            let call = first_call(&left);
+            let batch: Vec<Settlement> = left.drain(..call).collect();
+            if let Err(kept) = self.record(daemon, batch).await {
+                self.refused.extend(kept);
+                self.refused.append(&mut left);
+                break;
             }
-            Ok(()) => {}
         }
-        self.retry = Some(Retry {
+        self.retry = (!self.refused.is_empty()).then(|| Retry {
             at: Instant::now() + pause,
             pause: (pause * 2).min(RETRY_MOST),
         });
@@ -133,10 +142,18 @@ impl Unsaved {
         };
         let mut refused = vec![false; batch.len()];
         for (at, e) in refusals {
-            if let Some(flag) = refused.get_mut(at) {
-                *flag = true;
+            match refused.get_mut(at) {
+                Some(flag) => {
+                    *flag = true;
+                    tracing::error!(error = %e, "cannot record a task's outcome; will retry it apart");
+                }
+                None => tracing::error!(
+                    error = %e,
+                    at,
+                    given = batch.len(),
+                    "the task source refused a settlement it was not given (a bug in the source)"
+                ),
             }
-            tracing::error!(error = %e, "cannot record a task's outcome; will retry it apart");
         }
         if self.retry.is_none() && refused.contains(&true) {
             self.retry = Some(Retry {
