@@ -11,7 +11,8 @@
 //! worker's batch only while fewer than [`LINK_AHEAD`] bytes of frames wait
 //! for its link (one always does when the link took everything); the rest
 //! stay queued until the link took them, when the lane's writer refills the
-//! worker at once ([`LinkAhead::take_waited`]).
+//! worker at once ([`LinkAhead::take_waited`]), or, for a worker the actor
+//! feeds (its results go to the actor), wakes the actor to.
 //!
 //! The lane's output publishes how far the link took the stream of frames;
 //! whoever fills the book (a lane's refill, the actor's dispatch pass, a
