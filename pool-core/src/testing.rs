@@ -452,6 +452,16 @@ pub fn panic_lanes_in_start(pool: &crate::Pool) {
     ));
 }
 
+/// Sets how many bytes of frames may wait for a worker's link before tasks
+/// wait in the queue instead (a pipe's worth, 1 MiB, in a pool built without
+/// this feature), for every pool of this process from now on; `None` restores
+/// it. A bound of a few bytes makes nearly every frame wait for the link:
+/// the model test drives the refills that follow the link through every
+/// sequence it draws.
+pub fn set_link_ahead(bytes: Option<usize>) {
+    crate::manager::set_link_ahead(bytes.unwrap_or(0));
+}
+
 fn frame(message: &FromWorker<'_>) -> Bytes {
     let mut buf = BytesMut::new();
     let _ = encode_frame(message, &mut buf, usize::MAX >> 1);

@@ -12,7 +12,9 @@
 //! the cases, a `max_queue_len` small enough for
 //! `try_submit` to be refused sometimes, a `shutdown_timeout` that cuts running
 //! tasks off sometimes; tasks with their own timeouts around a slow task's run
-//! time, so that timeouts race replies).
+//! time, so that timeouts race replies; in half the cases frames may run only
+//! 1–64 bytes ahead of each worker's link, so nearly every task waits in the
+//! queue for the link to take the frame before it).
 //!
 //! Each case checks, and names in its failure message:
 //! 1. `settles`: every accepted task's handle resolves, or its outcome arrives on
@@ -264,6 +266,7 @@ fn run_cases<F: std::future::Future<Output = ()>>(
     case: impl Fn(u64) -> F,
 ) {
     for seed in seeds(default, shard) {
+        pool_core::testing::set_link_ahead(link_ahead(seed));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .start_paused(true)
@@ -278,6 +281,16 @@ fn run_cases<F: std::future::Future<Output = ()>>(
             );
         });
     }
+}
+
+/// The bound on frames waiting for a worker's link in case `seed`: in half
+/// the cases 1–64 bytes (a frame here is some tens of bytes, so nearly every
+/// one waits for the link to take the one before, and the lane's writer
+/// refills), else the pool's own. Drawn apart from the case's shape, which
+/// stays what it was for each seed.
+fn link_ahead(seed: u64) -> Option<usize> {
+    let mut rng = fastrand::Rng::with_seed(seed ^ 0x9e37_79b9_7f4a_7c15);
+    rng.bool().then(|| rng.usize(1..=64))
 }
 
 #[test]

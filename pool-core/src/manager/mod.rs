@@ -56,6 +56,13 @@ pub use health_status::HealthStatus;
 pub use histogram::{LatencySummary, Percentiles};
 #[cfg(feature = "test-util")]
 pub(crate) use lane::PanicPoint;
+
+/// The bound on frames waiting for a worker's link, for every pool of this
+/// process (0: the shipped one): [`crate::testing::set_link_ahead`].
+#[cfg(feature = "test-util")]
+pub(crate) fn set_link_ahead(bytes: usize) {
+    lane::link_ahead::TEST_BOUND.store(bytes, std::sync::atomic::Ordering::Relaxed);
+}
 pub use metrics::{
     AlertCounts, BandDepths, CapacitySection, HealthSummary, HealthWorkers, LatencySection,
     PerformanceSection, PoolMetrics, PoolSection, QueueSection, TasksSection, WorkerStatus,

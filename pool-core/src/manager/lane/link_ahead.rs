@@ -30,6 +30,24 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 /// empties is filled again in one write.
 pub(crate) const LINK_AHEAD: usize = 1 << 20;
 
+/// The bound a test set for every pool of its process
+/// ([`crate::testing::set_link_ahead`]); 0 for [`LINK_AHEAD`].
+#[cfg(feature = "test-util")]
+pub(crate) static TEST_BOUND: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
+
+/// The bound in force: [`LINK_AHEAD`], or the one a test set.
+fn bound() -> usize {
+    #[cfg(feature = "test-util")]
+    {
+        let set = TEST_BOUND.load(std::sync::atomic::Ordering::Relaxed);
+        if set > 0 {
+            return set;
+        }
+    }
+    LINK_AHEAD
+}
+
 /// Shared by a worker's book and its output: how far the link took the
 /// stream of frames, and whether a filler left room for it.
 #[derive(Debug, Default)]
@@ -54,7 +72,7 @@ impl LinkAhead {
     pub(crate) fn room(&self, batched: u64) -> usize {
         let room = || {
             let waiting = batched.saturating_sub(self.taken.load(SeqCst));
-            LINK_AHEAD.saturating_sub(usize::try_from(waiting).unwrap_or(usize::MAX))
+            bound().saturating_sub(usize::try_from(waiting).unwrap_or(usize::MAX))
         };
         match room() {
             0 => {
