@@ -41,6 +41,9 @@ fn prometheus_text_has_counters_gauges_and_a_histogram_and_http_serves_it() {
         "cortex_pool_queue_depth_by_band{band=\"low\"} 0",
         "cortex_pool_queue_retrying 0",
         "# TYPE cortex_pool_queue_shards gauge",
+        "# TYPE cortex_pool_outcomes_unrecorded gauge",
+        "cortex_pool_outcomes_unrecorded 0",
+        "cortex_pool_outcomes_refused 0",
     ] {
         assert!(body.contains(needle), "missing {needle:?} in\n{body}");
     }

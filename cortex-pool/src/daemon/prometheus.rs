@@ -200,6 +200,19 @@ pub(crate) fn render(daemon: &Daemon, store: Option<&task_source::SourceStats>) 
         "Time from submission to result of tasks submitted through the daemon",
         daemon.latency.clone(),
     );
+    let (unrecorded, refused) = daemon.unrecorded.get();
+    gauge(
+        &mut registry,
+        "outcomes_unrecorded",
+        "Task outcomes the task store or queue has not recorded yet, as of the feeder's last try",
+        unrecorded,
+    );
+    gauge(
+        &mut registry,
+        "outcomes_refused",
+        "Of them, those the task source refused one by one (retried apart, after growing pauses)",
+        refused,
+    );
     if let Some(store) = store {
         gauge(
             &mut registry,

@@ -231,6 +231,7 @@ pub(crate) async fn status(daemon: &Daemon) -> serde_json::Value {
         "pid_file": paths.pid,
         "metrics": api::with_store_dlq(json!(daemon.pool.metrics()), &store),
         "store": store,
+        "outcomes": daemon.unrecorded.json(),
         "workers": daemon.pool.workers().await,
         "queue": super::queue::metrics::status(daemon),
         "alerts": super::health_view::active(
@@ -264,6 +265,7 @@ async fn answer(
             let store = api::store_status(daemon).await;
             let mut value = api::with_store_dlq(json!(pool.metrics()), &store);
             value["store"] = store;
+            value["outcomes"] = daemon.unrecorded.json();
             Reply::Json {
                 value: super::queue::metrics::with_queue(value, daemon).await,
             }

@@ -34,6 +34,8 @@ pub(crate) struct Daemon {
     pub(crate) draining: CancellationToken,
     /// The NATS queue `source` is, when the daemon runs on one (its metrics).
     pub(crate) queue: std::sync::OnceLock<source_nats::NatsSource>,
+    /// What the feeder's last try left unrecorded.
+    pub(crate) unrecorded: super::durable::unsaved::Unrecorded,
 }
 
 impl Daemon {
@@ -45,6 +47,7 @@ impl Daemon {
             wake: Notify::new(),
             draining: CancellationToken::new(),
             queue: std::sync::OnceLock::new(),
+            unrecorded: Default::default(),
             pool,
             settings,
             started: Instant::now(),

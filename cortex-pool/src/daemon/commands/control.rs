@@ -351,6 +351,9 @@ fn status(config: &ConfigArgs, json: bool) -> Outcome {
         rows["dead_letter"],
         store["size_bytes"].as_f64().unwrap_or(0.0) / 1_048_576.0,
     );
+    if let Some(line) = outcomes_line(&value["outcomes"]) {
+        println!("{line}");
+    }
     let queue = &value["queue"];
     if let Some(url) = queue["url"].as_str() {
         let held = &queue["held"];
@@ -362,4 +365,33 @@ fn status(config: &ConfigArgs, json: bool) -> Outcome {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `daemon status`'s line for the outcomes the feeder has not recorded yet
+/// (status's `outcomes` object); none while every outcome is recorded.
+fn outcomes_line(outcomes: &serde_json::Value) -> Option<String> {
+    let unrecorded = outcomes["unrecorded"].as_u64().filter(|n| *n > 0)?;
+    Some(format!(
+        "outcomes: {unrecorded} not recorded yet ({} refused one by one by the task source, \
+         retried apart; see the daemon's log)",
+        outcomes["refused"].as_u64().unwrap_or(0)
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_outcomes_line_shows_only_while_some_are_unrecorded() {
+        let line = |v: serde_json::Value| super::outcomes_line(&v);
+        assert_eq!(
+            line(serde_json::json!({"unrecorded": 0, "refused": 0})),
+            None
+        );
+        assert_eq!(line(serde_json::json!({})), None, "an older daemon");
+        let shown = line(serde_json::json!({"unrecorded": 3, "refused": 1})).expect("shown");
+        assert!(
+            shown.starts_with("outcomes: 3 not recorded yet (1 refused"),
+            "{shown}"
+        );
+    }
 }

@@ -642,6 +642,11 @@ mod tests {
         // seconds (a try each feeder round would be fifty and more).
         assert!((1..=6).contains(&again), "{again} tries in 10 s");
         assert_eq!(state(&source, "stuck").await, Some(TaskState::Running));
+        assert_eq!(
+            daemon.unrecorded.get(),
+            (1, 1),
+            "status and metrics show it unrecorded, refused apart"
+        );
         // Draining, it is tried every 0.2 s, not after its grown pause: a
         // subject granted meanwhile is seen within the stop's budget.
         let stuck = ["stuck".to_owned()];
@@ -655,6 +660,7 @@ mod tests {
             .expect("recorded at its next try, not after its pause")
             .unwrap();
         assert_eq!(state(&source, "stuck").await, Some(TaskState::Ok));
+        assert_eq!(daemon.unrecorded.get(), (0, 0));
         let mut told = Vec::new();
         waiting_stuck.recv_many(&mut told, 1).await;
         assert_eq!(

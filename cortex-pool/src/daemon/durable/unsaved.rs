@@ -14,6 +14,7 @@
 //!
 //! [`TaskSource::settle_each`]: task_source::TaskSource::settle_each
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use task_source::{ErrorInfo, Outcome, Settlement};
@@ -44,6 +45,35 @@ pub(crate) struct Unsaved {
     waiting: Vec<Settlement>,
     refused: Vec<Settlement>,
     retry: Option<Retry>,
+}
+
+/// What the feeder's last try left unrecorded, for `daemon status` and the
+/// metrics: written by the feeder alone.
+#[derive(Debug, Default)]
+pub(crate) struct Unrecorded {
+    waiting: AtomicU64,
+    refused: AtomicU64,
+}
+
+impl Unrecorded {
+    /// The outcomes left unrecorded, and of them those the source refused
+    /// on their own (retried apart).
+    pub(crate) fn get(&self) -> (u64, u64) {
+        let refused = self.refused.load(Relaxed);
+        (self.waiting.load(Relaxed) + refused, refused)
+    }
+
+    /// As `status` and `metrics --json` show it: `{"unrecorded", "refused"}`.
+    pub(crate) fn json(&self) -> serde_json::Value {
+        let (unrecorded, refused) = self.get();
+        serde_json::json!({ "unrecorded": unrecorded, "refused": refused })
+    }
+
+    fn publish(&self, unsaved: &Unsaved) {
+        let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        self.waiting.store(count(unsaved.waiting.len()), Relaxed);
+        self.refused.store(count(unsaved.refused.len()), Relaxed);
+    }
 }
 
 /// When the refused settlements are tried next, and the pause after that
@@ -81,6 +111,7 @@ impl Unsaved {
             if self.waiting.is_empty() && !self.refused.is_empty() {
                 tokio::time::sleep(FAILED_CALL_PAUSE).await;
                 self.retry_refused(daemon).await;
+                daemon.unrecorded.publish(self);
             }
         }
     }
@@ -90,6 +121,11 @@ impl Unsaved {
     /// over, the refused ones. Returns after the first call the source
     /// could not record at all, keeping it and what follows.
     pub(crate) async fn save(&mut self, daemon: &Daemon) {
+        self.try_all(daemon).await;
+        daemon.unrecorded.publish(self);
+    }
+
+    async fn try_all(&mut self, daemon: &Daemon) {
         while !self.waiting.is_empty() {
             let call = first_call(&self.waiting);
             let batch: Vec<Settlement> = self.waiting.drain(..call).collect();
