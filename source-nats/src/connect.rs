@@ -128,7 +128,7 @@ async fn step<T, E: std::fmt::Display>(
         }
     };
     denials
-        .race(denials.mark(), fatal, doing)
+        .race(denials.mark(), crate::denials::Own::Matching(fatal), doing)
         .await
         .map_err(|refused| match refused {
             Refused::Denied(subject) => denied(subject),

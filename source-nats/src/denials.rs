@@ -3,14 +3,16 @@
 //! JetStream request gets no answer, only that error on the side: without
 //! it a missing permission reads as a request that timed out.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::IntoFuture;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::Notify;
 
-/// Denials kept, at most (the latest ones).
-const KEPT: usize = 64;
+/// Denials kept, at most (the latest ones): twice what one settle call can
+/// meet at once (4 096 result puts, and as many dead letters), so a flood
+/// of them does not push a request's own denial out before it looks.
+const KEPT: usize = 8192;
 
 /// The subjects the server denied, the latest last, each with its number
 /// (how many came before it); shared by the connection's event callback
@@ -23,9 +25,43 @@ pub(crate) struct Denials {
 
 /// The denials kept, and how many came in all.
 #[derive(Debug, Default)]
-struct Noted {
+pub(crate) struct Noted {
+    /// Each denial kept, with its number, oldest first.
     subjects: VecDeque<(u64, String)>,
+    /// The number of the latest denial kept of each subject: a request that
+    /// knows its subject looks it up here, not through every denial.
+    latest: HashMap<String, u64>,
     count: u64,
+}
+
+/// The denied subjects that are a request's own: its one subject, looked
+/// up at once, or those a predicate picks (a set-up step's stream, consumer
+/// or bucket), looked for among every denial since the request was sent.
+pub(crate) enum Own<F> {
+    /// This subject.
+    Subject(String),
+    /// The subjects this picks.
+    Matching(F),
+}
+
+impl<F: Fn(&str) -> bool> Own<F> {
+    /// The latest subject of these denied since `since`.
+    fn find(&self, noted: &Noted, since: Mark) -> Option<String> {
+        match self {
+            Self::Subject(subject) => noted
+                .latest
+                .get(subject)
+                .filter(|n| **n >= since.0)
+                .map(|_| subject.clone()),
+            Self::Matching(which) => noted
+                .subjects
+                .iter()
+                .rev()
+                .take_while(|(n, _)| *n >= since.0)
+                .find(|(_, subject)| which(subject))
+                .map(|(_, subject)| subject.clone()),
+        }
+    }
 }
 
 /// Why a request [`Denials::race`] ran did not succeed.
@@ -51,9 +87,14 @@ impl Denials {
         {
             let mut noted = self.lock();
             if noted.subjects.len() == KEPT {
-                noted.subjects.pop_front();
+                if let Some((n, gone)) = noted.subjects.pop_front() {
+                    if noted.latest.get(&gone) == Some(&n) {
+                        noted.latest.remove(&gone);
+                    }
+                }
             }
             let n = noted.count;
+            noted.latest.insert(subject.clone(), n);
             noted.subjects.push_back((n, subject));
             noted.count += 1;
         }
@@ -67,25 +108,23 @@ impl Denials {
         Mark(self.lock().count)
     }
 
-    /// The latest subject denied since `since` that `which` picks.
-    pub(crate) fn matching(&self, since: Mark, which: impl Fn(&str) -> bool) -> Option<String> {
-        self.lock()
-            .subjects
-            .iter()
-            .rev()
-            .take_while(|(n, _)| *n >= since.0)
-            .find(|(_, subject)| which(subject))
-            .map(|(_, subject)| subject.clone())
+    /// The latest of `own`'s subjects denied since `since`.
+    pub(crate) fn matching<F: Fn(&str) -> bool>(
+        &self,
+        since: Mark,
+        own: &Own<F>,
+    ) -> Option<String> {
+        own.find(&self.lock(), since)
     }
 
-    /// Resolves with a subject denied since `since` that `which` picks,
-    /// noted before or after the call.
-    pub(crate) async fn denied(&self, since: Mark, which: impl Fn(&str) -> bool) -> String {
+    /// Resolves with one of `own`'s subjects denied since `since`, noted
+    /// before or after the call.
+    pub(crate) async fn denied<F: Fn(&str) -> bool>(&self, since: Mark, own: &Own<F>) -> String {
         loop {
             let told = self.told.notified();
             tokio::pin!(told);
             told.as_mut().enable();
-            if let Some(subject) = self.matching(since, &which) {
+            if let Some(subject) = self.matching(since, own) {
                 return subject;
             }
             told.await;
@@ -93,22 +132,22 @@ impl Denials {
     }
 
     /// Runs `request`, sent after `since`, to its end, or until the server
-    /// denies a subject `which` picks as the request's: a denied request
-    /// gets no answer, so it ends then; a request that failed otherwise is
-    /// named as denied when such a denial came meanwhile.
-    pub(crate) async fn race<T, E>(
+    /// denies one of `own`'s subjects: a denied request gets no answer, so
+    /// it ends then; a request that failed otherwise is named as denied
+    /// when such a denial came meanwhile.
+    pub(crate) async fn race<T, E, F: Fn(&str) -> bool>(
         &self,
         since: Mark,
-        which: impl Fn(&str) -> bool,
+        own: Own<F>,
         request: impl IntoFuture<Output = Result<T, E>>,
     ) -> Result<T, Refused<E>> {
         tokio::select! {
             biased;
-            done = request.into_future() => done.map_err(|e| match self.matching(since, &which) {
+            done = request.into_future() => done.map_err(|e| match self.matching(since, &own) {
                 Some(subject) => Refused::Denied(subject),
                 None => Refused::Failed(e),
             }),
-            subject = self.denied(since, &which) => Err(Refused::Denied(subject)),
+            subject = self.denied(since, &own) => Err(Refused::Denied(subject)),
         }
     }
 
@@ -170,20 +209,24 @@ mod tests {
         let denials = Denials::default();
         let start = denials.mark();
         denials.note(r#"Permissions Violation for Publish to "$JS.API.STREAM.INFO.TASKS""#);
-        let tasks = |subject: &str| subject.ends_with(".TASKS");
+        let tasks = Own::Matching(|subject: &str| subject.ends_with(".TASKS"));
         assert_eq!(
-            denials.matching(start, tasks).as_deref(),
+            denials.matching(start, &tasks).as_deref(),
             Some("$JS.API.STREAM.INFO.TASKS")
         );
         assert_eq!(
-            denials.matching(denials.mark(), tasks),
+            denials.matching(denials.mark(), &tasks),
             None,
             "an older one"
         );
-        assert_eq!(denials.matching(start, |s: &str| s.ends_with(".DLQ")), None);
+        let dlq = Own::Matching(|s: &str| s.ends_with(".DLQ"));
+        assert_eq!(denials.matching(start, &dlq), None);
         let waiting = tokio::spawn({
             let denials = denials.clone();
-            async move { denials.denied(start, |s: &str| s.ends_with(".DLQ")).await }
+            async move {
+                let dlq = Own::Matching(|s: &str| s.ends_with(".DLQ"));
+                denials.denied(start, &dlq).await
+            }
         });
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished(), "parked until a denial comes");
@@ -193,5 +236,38 @@ mod tests {
             .expect("told")
             .unwrap();
         assert_eq!(subject, "$JS.API.STREAM.CREATE.DLQ");
+    }
+
+    /// A request's own subject is found however many denials came after it
+    /// (a settle call meeting thousands at once), until it is no longer
+    /// among the latest [`KEPT`]; a denial of it before the request's mark
+    /// is not its.
+    #[test]
+    fn a_subject_is_found_among_a_flood_of_denials_until_it_is_no_longer_kept() {
+        let denials = Denials::default();
+        let said = |subject: &str| format!("Permissions Violation for Publish to \"{subject}\"");
+        denials.note(&said("$KV.results.a"));
+        let start = denials.mark();
+        denials.note(&said("$KV.results.a"));
+        for i in 0..KEPT - 1 {
+            denials.note(&said(&format!("$KV.results.other-{i}")));
+        }
+        let own = |s: &str| Own::<fn(&str) -> bool>::Subject(s.to_owned());
+        assert_eq!(
+            denials.matching(start, &own("$KV.results.a")).as_deref(),
+            Some("$KV.results.a"),
+            "the latest of its denials, after the mark, is kept"
+        );
+        assert_eq!(denials.matching(start, &own("$KV.results.b")), None);
+        denials.note(&said("$KV.results.more"));
+        assert_eq!(
+            denials.matching(start, &own("$KV.results.a")),
+            None,
+            "pushed out by newer ones"
+        );
+        assert_eq!(
+            denials.matching(start, &own("$KV.results.more")).as_deref(),
+            Some("$KV.results.more")
+        );
     }
 }

@@ -22,7 +22,7 @@ use crate::attempts::{self, Count, GiveBack};
 use crate::config::NatsConfig;
 use crate::connect::{connect, Queue};
 use crate::delivery::Delivery;
-use crate::denials::Refused;
+use crate::denials::{Own, Refused};
 use crate::held::{HeldKey, HeldSet, Settling};
 use crate::message::{
     result_key, subject, Band, Body, HEADER_ATTEMPTS, HEADER_ERROR, HEADER_ERROR_KIND, HEADER_ID,
@@ -63,6 +63,11 @@ impl std::fmt::Debug for NatsSource {
             .field("stream", &self.inner.config.stream)
             .finish_non_exhaustive()
     }
+}
+
+/// A request's own subject, `subject`, looked up at once among the denials.
+fn exactly(subject: &str) -> Own<fn(&str) -> bool> {
+    Own::Subject(subject.to_owned())
 }
 
 pub(crate) fn backend(e: impl std::fmt::Display) -> SourceError {
@@ -201,7 +206,7 @@ impl NatsSource {
         }
         join_all(acks.into_iter().map(|sent| async move {
             let (subject, ack) = sent?;
-            match denials.race(since, |s| s == subject, ack).await {
+            match denials.race(since, exactly(&subject), ack).await {
                 Ok(ack) => Ok(!ack.duplicate),
                 Err(Refused::Failed(e)) => Err(e.to_string()),
                 Err(Refused::Denied(_)) => Err(format!(
@@ -229,15 +234,22 @@ impl NatsSource {
     /// Stores `line` as the result of `id`.
     async fn put_result(&self, id: &str, line: &str) -> Result<(), SourceError> {
         let key = result_key(id);
-        // The put is a publish to `$KV.BUCKET.KEY` (behind an API prefix
-        // where a domain sets one): denied, it gets no answer. (Matched with
-        // its `$KV.`: a key may hold dots, and another key ending in
-        // `BUCKET.KEY` is not this one.)
-        let subject_end = format!("$KV.{}.{key}", self.inner.config.results_bucket);
+        // The put is a publish to `$KV.BUCKET.KEY`: denied, it gets no
+        // answer. Behind a JetStream API prefix (a bucket of another domain)
+        // the subject is matched by its end, with its `$KV.`: a key may hold
+        // dots, and another key ending in `BUCKET.KEY` is not this one.
+        let store = &self.inner.queue.results;
+        let put_prefix = store.put_prefix.as_deref().unwrap_or(&store.prefix);
+        let subject = format!("{put_prefix}{key}");
+        let own = if store.use_jetstream_prefix {
+            Own::Matching(move |s: &str| s.ends_with(&subject))
+        } else {
+            Own::Subject(subject)
+        };
         let denials = &self.inner.queue.denials;
-        let put = self.inner.queue.results.put(key, line.to_owned().into());
+        let put = store.put(key, line.to_owned().into());
         denials
-            .race(denials.mark(), |s| s.ends_with(&subject_end), put)
+            .race(denials.mark(), own, put)
             .await
             .map(|_| ())
             .map_err(|refused| self.refused(refused, &format!("the result of task {id}")))
@@ -320,7 +332,7 @@ impl NatsSource {
             .await
             .map_err(backend)?;
         denials
-            .race(since, |s| s == subject, ack)
+            .race(since, exactly(&subject), ack)
             .await
             .map(|_| ())
             .map_err(|refused| self.refused(refused, &format!("the dead letter of task {id}")))
