@@ -27,10 +27,11 @@ pub(crate) struct Denials {
 #[derive(Debug, Default)]
 pub(crate) struct Noted {
     /// Each denial kept, with its number, oldest first.
-    subjects: VecDeque<(u64, String)>,
+    subjects: VecDeque<(u64, Arc<str>)>,
     /// The number of the latest denial kept of each subject: a request that
-    /// knows its subject looks it up here, not through every denial.
-    latest: HashMap<String, u64>,
+    /// knows its subject looks it up here, not through every denial (one
+    /// copy of each subject, shared with `subjects`).
+    latest: HashMap<Arc<str>, u64>,
     count: u64,
 }
 
@@ -50,7 +51,7 @@ impl<F: Fn(&str) -> bool> Own<F> {
         match self {
             Self::Subject(subject) => noted
                 .latest
-                .get(subject)
+                .get(subject.as_str())
                 .filter(|n| **n >= since.0)
                 .map(|_| subject.clone()),
             Self::Matching(which) => noted
@@ -59,7 +60,7 @@ impl<F: Fn(&str) -> bool> Own<F> {
                 .rev()
                 .take_while(|(n, _)| *n >= since.0)
                 .find(|(_, subject)| which(subject))
-                .map(|(_, subject)| subject.clone()),
+                .map(|(_, subject)| subject.to_string()),
         }
     }
 }
@@ -94,7 +95,8 @@ impl Denials {
                 }
             }
             let n = noted.count;
-            noted.latest.insert(subject.clone(), n);
+            let subject: Arc<str> = subject.into();
+            noted.latest.insert(Arc::clone(&subject), n);
             noted.subjects.push_back((n, subject));
             noted.count += 1;
         }

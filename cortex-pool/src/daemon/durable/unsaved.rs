@@ -14,7 +14,6 @@
 //!
 //! [`TaskSource::settle_each`]: task_source::TaskSource::settle_each
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use task_source::{ErrorInfo, Outcome, Settlement};
@@ -48,19 +47,23 @@ pub(crate) struct Unsaved {
 }
 
 /// What the feeder's last try left unrecorded, for `daemon status` and the
-/// metrics: written by the feeder alone.
+/// metrics: written by the feeder alone, both numbers at once.
 #[derive(Debug, Default)]
-pub(crate) struct Unrecorded {
-    waiting: AtomicU64,
-    refused: AtomicU64,
+pub(crate) struct Unrecorded(std::sync::Mutex<Counts>);
+
+/// Outcomes left unrecorded, and of them those refused one by one.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    unrecorded: u64,
+    refused: u64,
 }
 
 impl Unrecorded {
     /// The outcomes left unrecorded, and of them those the source refused
     /// on their own (retried apart).
     pub(crate) fn get(&self) -> (u64, u64) {
-        let refused = self.refused.load(Relaxed);
-        (self.waiting.load(Relaxed) + refused, refused)
+        let counts = *self.lock();
+        (counts.unrecorded, counts.refused)
     }
 
     /// As `status` and `metrics --json` show it: `{"unrecorded", "refused"}`.
@@ -71,8 +74,16 @@ impl Unrecorded {
 
     fn publish(&self, unsaved: &Unsaved) {
         let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
-        self.waiting.store(count(unsaved.waiting.len()), Relaxed);
-        self.refused.store(count(unsaved.refused.len()), Relaxed);
+        *self.lock() = Counts {
+            unrecorded: count(unsaved.len()),
+            refused: count(unsaved.refused.len()),
+        };
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
