@@ -30,6 +30,18 @@ pub(crate) struct Snapshot {
     pub(crate) alerts: Vec<Alert>,
     /// Set when watching the shared queue (`--queue URL`) instead of a daemon.
     pub(crate) shared_queue: Option<SharedQueue>,
+    /// Task outcomes the daemon has not recorded yet (`outcomes` of `status`).
+    pub(crate) outcomes: Outcomes,
+}
+
+/// `outcomes` of the `status` reply: what the daemon's last try left
+/// unrecorded, and of it what the task source refused one by one (zero
+/// from a daemon that does not say).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub(crate) struct Outcomes {
+    pub(crate) unrecorded: u64,
+    pub(crate) refused: u64,
 }
 
 /// The shared queue being watched.
@@ -258,6 +270,7 @@ struct Status {
     metrics: Metrics,
     store: StoreSection,
     workers: Vec<Worker>,
+    outcomes: Outcomes,
 }
 
 impl Status {
@@ -270,6 +283,7 @@ impl Status {
             workers: self.workers,
             alerts,
             shared_queue: None,
+            outcomes: self.outcomes,
         }
     }
 }

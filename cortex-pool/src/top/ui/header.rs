@@ -216,6 +216,13 @@ pub(super) fn reasons(s: &Snapshot, wall_ms: u64) -> Vec<String> {
     if h.restart_breaker_open {
         why.push("restart breaker open: workers keep failing to start".to_owned());
     }
+    let outcomes = s.outcomes;
+    if outcomes.unrecorded > 0 {
+        why.push(format!(
+            "{} outcomes not recorded ({} refused by the task source)",
+            outcomes.unrecorded, outcomes.refused
+        ));
+    }
     let (healthy, target) = (h.capacity.healthy, h.capacity.total);
     if healthy * 2 < target {
         why.push(format!("only {healthy} of {target} workers healthy"));

@@ -7,7 +7,8 @@ use crate::top::actions::Outcome;
 use crate::top::app::{App, DlqView, Mode, SortKey};
 use crate::top::run::render_text;
 use crate::top::source::{
-    Alert, DeadLetter, DeadLetterError, DeadLetters, SharedQueue, Snapshot, StoreRows, Worker,
+    Alert, DeadLetter, DeadLetterError, DeadLetters, Outcomes, SharedQueue, Snapshot, StoreRows,
+    Worker,
 };
 
 const NOW_MS: u64 = 1_700_000_000_000;
@@ -361,6 +362,20 @@ fn a_failed_refresh_marks_the_header_stale_until_one_works() {
     let text = screen(&app, 80, 24);
     assert_shows(&text, &[" HEALTHY ", "why: nothing wrong"]);
     assert!(!text.contains("STALE"), "{text}");
+}
+
+#[test]
+fn outcomes_the_daemon_has_not_recorded_say_why() {
+    let mut s = pool(2);
+    s.outcomes = Outcomes {
+        unrecorded: 5,
+        refused: 2,
+    };
+    let text = screen(&app_with(s), 100, 24);
+    assert_shows(
+        &text,
+        &["5 outcomes not recorded (2 refused by the task source)"],
+    );
 }
 
 #[test]
