@@ -459,7 +459,7 @@ pub fn panic_lanes_in_start(pool: &crate::Pool) {
 /// the model test drives the refills that follow the link through every
 /// sequence it draws.
 pub fn set_link_ahead(bytes: Option<usize>) {
-    crate::manager::set_link_ahead(bytes.unwrap_or(0));
+    crate::manager::set_test_bound(bytes.unwrap_or(0));
 }
 
 fn frame(message: &FromWorker<'_>) -> Bytes {

@@ -55,14 +55,9 @@ pub use handle::{FinalStatus, TaskError, TaskHandle, TaskOutput};
 pub use health_status::HealthStatus;
 pub use histogram::{LatencySummary, Percentiles};
 #[cfg(feature = "test-util")]
-pub(crate) use lane::PanicPoint;
-
-/// The bound on frames waiting for a worker's link, for every pool of this
-/// process (0: the shipped one): [`crate::testing::set_link_ahead`].
+pub(crate) use lane::link_ahead::set_test_bound;
 #[cfg(feature = "test-util")]
-pub(crate) fn set_link_ahead(bytes: usize) {
-    lane::link_ahead::TEST_BOUND.store(bytes, std::sync::atomic::Ordering::Relaxed);
-}
+pub(crate) use lane::PanicPoint;
 pub use metrics::{
     AlertCounts, BandDepths, CapacitySection, HealthSummary, HealthWorkers, LatencySection,
     PerformanceSection, PoolMetrics, PoolSection, QueueSection, TasksSection, WorkerStatus,

@@ -71,7 +71,7 @@ pub(crate) enum WorkerEvent {
     /// [`Settler::take_report`]), and every other message in the order the
     /// worker wrote them (one of the two is never empty). Also, with no
     /// messages, the report of a refill the lane's writer made once the link
-    /// took what a filler stopped for ([`Settler::take_refill_report`]).
+    /// took what a filler stopped for ([`Settler::refill_caught_up`]).
     Messages {
         num: u64,
         messages: Vec<WorkerMessage>,
@@ -289,17 +289,11 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
                         // now: the lane refills the worker, or, where the actor
                         // feeds it (its results go to the actor), the actor's
                         // dispatch pass does.
-                        let caught_up = {
+                        let report = {
                             let mut output = lane.output();
                             let caught_up = output.link_caught_up() && output.writes();
-                            if caught_up && settler.forwards() {
-                                settler.tell_actor();
-                            } else if caught_up {
-                                settler.refill_caught_up(output.outbox());
-                            }
-                            caught_up
+                            caught_up.then(|| settler.refill_caught_up(output.outbox())).flatten()
                         };
-                        let report = if caught_up { settler.take_refill_report() } else { None };
                         if let Some(settled) = report {
                             let messages = Vec::new();
                             let event = WorkerEvent::Messages { num, messages, settled: Some(settled) };

@@ -33,8 +33,13 @@ pub(crate) const LINK_AHEAD: usize = 1 << 20;
 /// The bound a test set for every pool of its process
 /// ([`crate::testing::set_link_ahead`]); 0 for [`LINK_AHEAD`].
 #[cfg(feature = "test-util")]
-pub(crate) static TEST_BOUND: std::sync::atomic::AtomicUsize =
-    std::sync::atomic::AtomicUsize::new(0);
+static TEST_BOUND: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Sets the bound for every pool of this process (0: [`LINK_AHEAD`]).
+#[cfg(feature = "test-util")]
+pub(crate) fn set_test_bound(bytes: usize) {
+    TEST_BOUND.store(bytes, std::sync::atomic::Ordering::Relaxed);
+}
 
 /// The bound in force: [`LINK_AHEAD`], or the one a test set.
 fn bound() -> usize {

@@ -139,9 +139,18 @@ impl Settler {
 
     /// The link took the frames a filler of the worker's book stopped for
     /// ([`link_ahead`](super::link_ahead)): fills the room the worker's window
-    /// still has from the queue into `out`.
-    pub(crate) fn refill_caught_up(&mut self, out: &mut Outbox) {
-        self.fill(out, After::LinkCaughtUp);
+    /// still has from the queue into `out`, or, where the actor feeds the
+    /// worker (its results go to the actor), leaves that to the actor's
+    /// dispatch pass. Returns the refill's report when the actor needs it (a
+    /// deadline to arm, room left that its pass may fill).
+    pub(crate) fn refill_caught_up(&mut self, out: &mut Outbox) -> Option<Settled> {
+        if self.forwards() {
+            self.tell_actor();
+        } else {
+            self.fill(out, After::LinkCaughtUp);
+        }
+        let report = std::mem::take(&mut self.report);
+        report.needs_actor.then_some(report)
     }
 
     fn fill(&mut self, out: &mut Outbox, after: After) {
@@ -227,14 +236,6 @@ impl Settler {
                 );
             }
         }
-    }
-
-    /// The report of a refill the link's catching up made
-    /// ([`refill_caught_up`](Self::refill_caught_up)), when the actor needs
-    /// it (a deadline to arm, room left that the actor's pass may fill).
-    pub(crate) fn take_refill_report(&mut self) -> Option<Settled> {
-        let report = std::mem::take(&mut self.report);
-        report.needs_actor.then_some(report)
     }
 
     /// The report of what was settled since the last one, when the actor

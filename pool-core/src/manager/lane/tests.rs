@@ -652,16 +652,15 @@ async fn a_refill_after_the_link_caught_up_reports_what_the_actor_must_arm() {
     settler.connect(crate::manager::routing::TaskTypes::default());
 
     let mut out = Outbox::default();
-    settler.refill_caught_up(&mut out);
-    assert_eq!(settler.take_refill_report(), None, "nothing queued");
+    assert_eq!(settler.refill_caught_up(&mut out), None, "nothing queued");
 
     let (answer, _told) = Answer::new();
     let pending = Pending::new(7, Task::new("echo", vec![1]), answer);
     queue.shard(0).push_new(pending, shared.clock.now().moment);
-    settler.refill_caught_up(&mut out);
+    let report = settler.refill_caught_up(&mut out);
     assert_eq!(lane.book().len(), 1, "the lane took the task");
     assert!(out.has_bytes(), "and its frame waits for the link");
-    let report = settler.take_refill_report().expect("the actor must hear");
+    let report = report.expect("the actor must hear");
     assert!(report.needs_actor);
     assert_eq!(report.answered, 0);
     assert!(
