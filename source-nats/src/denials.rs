@@ -38,22 +38,22 @@ pub(crate) struct Noted {
 /// The denied subjects that are a request's own: its one subject, looked
 /// up at once, or those a predicate picks (a set-up step's stream, consumer
 /// or bucket), looked for among every denial since the request was sent.
-pub(crate) enum Own<F> {
+pub(crate) enum Own<'a, F> {
     /// This subject.
-    Subject(String),
+    Subject(&'a str),
     /// The subjects this picks.
     Matching(F),
 }
 
-impl<F: Fn(&str) -> bool> Own<F> {
+impl<F: Fn(&str) -> bool> Own<'_, F> {
     /// The latest subject of these denied since `since`.
     fn find(&self, noted: &Noted, since: Mark) -> Option<String> {
         match self {
             Self::Subject(subject) => noted
                 .latest
-                .get(subject.as_str())
+                .get(*subject)
                 .filter(|n| **n >= since.0)
-                .map(|_| subject.clone()),
+                .map(|_| (*subject).to_owned()),
             Self::Matching(which) => noted
                 .subjects
                 .iter()
@@ -114,14 +114,18 @@ impl Denials {
     pub(crate) fn matching<F: Fn(&str) -> bool>(
         &self,
         since: Mark,
-        own: &Own<F>,
+        own: &Own<'_, F>,
     ) -> Option<String> {
         own.find(&self.lock(), since)
     }
 
     /// Resolves with one of `own`'s subjects denied since `since`, noted
     /// before or after the call.
-    pub(crate) async fn denied<F: Fn(&str) -> bool>(&self, since: Mark, own: &Own<F>) -> String {
+    pub(crate) async fn denied<F: Fn(&str) -> bool>(
+        &self,
+        since: Mark,
+        own: &Own<'_, F>,
+    ) -> String {
         loop {
             let told = self.told.notified();
             tokio::pin!(told);
@@ -140,7 +144,7 @@ impl Denials {
     pub(crate) async fn race<T, E, F: Fn(&str) -> bool>(
         &self,
         since: Mark,
-        own: Own<F>,
+        own: Own<'_, F>,
         request: impl IntoFuture<Output = Result<T, E>>,
     ) -> Result<T, Refused<E>> {
         tokio::select! {
@@ -254,7 +258,7 @@ mod tests {
         for i in 0..KEPT - 1 {
             denials.note(&said(&format!("$KV.results.other-{i}")));
         }
-        let own = |s: &str| Own::<fn(&str) -> bool>::Subject(s.to_owned());
+        let own = |s| Own::<fn(&str) -> bool>::Subject(s);
         assert_eq!(
             denials.matching(start, &own("$KV.results.a")).as_deref(),
             Some("$KV.results.a"),

@@ -66,8 +66,8 @@ impl std::fmt::Debug for NatsSource {
 }
 
 /// A request's own subject, `subject`, looked up at once among the denials.
-fn exactly(subject: &str) -> Own<fn(&str) -> bool> {
-    Own::Subject(subject.to_owned())
+fn exactly(subject: &str) -> Own<'_, fn(&str) -> bool> {
+    Own::Subject(subject)
 }
 
 pub(crate) fn backend(e: impl std::fmt::Display) -> SourceError {
@@ -242,9 +242,9 @@ impl NatsSource {
         let put_prefix = store.put_prefix.as_deref().unwrap_or(&store.prefix);
         let subject = format!("{put_prefix}{key}");
         let own = if store.use_jetstream_prefix {
-            Own::Matching(move |s: &str| s.ends_with(&subject))
+            Own::Matching(|s: &str| s.ends_with(subject.as_str()))
         } else {
-            Own::Subject(subject)
+            Own::Subject(&subject)
         };
         let denials = &self.inner.queue.denials;
         let put = store.put(key, line.to_owned().into());
@@ -480,8 +480,10 @@ impl NatsSource {
         // newest delivery, when the server redelivered it meanwhile).
         loop {
             let done = self.answer(&s, &mut settling).await;
-            let count = settling.count();
-            let count_key = self.count_key(settling.delivery().message());
+            // The count this delivery may have stored goes once the message
+            // is answered for good.
+            let stored = settled && settling.count().may_be_stored();
+            let count_key = stored.then(|| self.count_key(settling.delivery().message()));
             let next = match done {
                 Ok(()) => self.held().finished(settling),
                 Err(e) => {
@@ -492,8 +494,8 @@ impl NatsSource {
             match next {
                 Some(newer) => settling = newer,
                 None => {
-                    if settled && count.may_be_stored() {
-                        self.attempts().forget(&count_key).await;
+                    if let Some(key) = count_key {
+                        self.attempts().forget(&key).await;
                     }
                     return Ok(());
                 }
