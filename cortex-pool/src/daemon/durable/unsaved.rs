@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use task_source::{ErrorInfo, Outcome, Settlement};
+use task_source::{ErrorInfo, Outcome, Settlement, SourceError};
 use tokio::time::Instant;
 
 use crate::daemon::state::Daemon;
@@ -137,15 +137,9 @@ impl Unsaved {
     }
 
     async fn try_all(&mut self, daemon: &Daemon) {
-        while !self.waiting.is_empty() {
-            let call = first_call(&self.waiting);
-            let batch: Vec<Settlement> = self.waiting.drain(..call).collect();
-            if let Err(kept) = self.record(daemon, batch).await {
-                self.waiting.splice(..0, kept);
-                return;
-            }
-        }
-        if self.retry.is_some_and(|r| Instant::now() >= r.at) {
+        let waiting = std::mem::take(&mut self.waiting);
+        self.waiting = self.record_in_calls(daemon, waiting).await;
+        if self.waiting.is_empty() && self.retry.is_some_and(|r| Instant::now() >= r.at) {
             self.retry_refused(daemon).await;
         }
     }
@@ -155,37 +149,49 @@ impl Unsaved {
     /// refused for the same reason, as a rule), and ends once none is left.
     async fn retry_refused(&mut self, daemon: &Daemon) {
         let pause = self.retry.map_or(RETRY_FIRST, |r| r.pause);
-        let mut left = std::mem::take(&mut self.refused);
-        while !left.is_empty() {
-            let call = first_call(&left);
-            let batch: Vec<Settlement> = left.drain(..call).collect();
-            if let Err(kept) = self.record(daemon, batch).await {
-                self.refused.extend(kept);
-                self.refused.append(&mut left);
-                break;
-            }
-        }
+        let refused = std::mem::take(&mut self.refused);
+        let left = self.record_in_calls(daemon, refused).await;
+        self.refused.extend(left);
         self.retry = (!self.refused.is_empty()).then(|| Retry {
             at: Instant::now() + pause,
             pause: (pause * 2).min(RETRY_MOST),
         });
     }
 
+    /// Records `pile` a bounded call at a time ([`first_call`]); returns
+    /// what is left, in order, once a call the source recorded none of stops
+    /// it (that call first).
+    async fn record_in_calls(
+        &mut self,
+        daemon: &Daemon,
+        mut pile: Vec<Settlement>,
+    ) -> Vec<Settlement> {
+        while !pile.is_empty() {
+            let call = first_call(&pile);
+            let batch: Vec<Settlement> = pile.drain(..call).collect();
+            if let Err((mut kept, e)) = self.record(daemon, batch).await {
+                kept.append(&mut pile);
+                let pending = self.len() + kept.len();
+                tracing::error!(error = %e, pending, "cannot record task outcomes; will retry");
+                tokio::time::sleep(FAILED_CALL_PAUSE).await;
+                return kept;
+            }
+        }
+        pile
+    }
+
     /// Records `batch`: its final outcomes go to their waiters, and those the
     /// source refused on their own are set aside (the first refusal arms the
-    /// retry). `Err` with the batch when the source recorded none of it.
+    /// retry). `Err` with the batch and why when the source recorded none of
+    /// it.
     async fn record(
         &mut self,
         daemon: &Daemon,
         batch: Vec<Settlement>,
-    ) -> Result<(), Vec<Settlement>> {
+    ) -> Result<(), (Vec<Settlement>, SourceError)> {
         let refusals = match daemon.source.settle_each(batch.clone()).await {
             Ok(refusals) => refusals,
-            Err(e) => {
-                tracing::error!(error = %e, pending = self.len() + batch.len(), "cannot record task outcomes; will retry");
-                tokio::time::sleep(FAILED_CALL_PAUSE).await;
-                return Err(batch);
-            }
+            Err(e) => return Err((batch, e)),
         };
         let mut refused = vec![false; batch.len()];
         for (at, e) in refusals {
