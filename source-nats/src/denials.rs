@@ -25,7 +25,7 @@ pub(crate) struct Denials {
 
 /// The denials kept, and how many came in all.
 #[derive(Debug, Default)]
-pub(crate) struct Noted {
+struct Noted {
     /// Each denial kept, with its number, oldest first.
     subjects: VecDeque<(u64, Arc<str>)>,
     /// The number of the latest denial kept of each subject: a request that

@@ -49,8 +49,6 @@ pub(crate) struct Store {
     retry_checkpoint_at: Option<Instant>,
     /// [`JOURNAL_ROW_BYTES`], smaller in tests.
     journal_row_bytes: usize,
-    /// What the overlay's unwritten records may hold, kept across reloads.
-    memory: MemoryBound,
 }
 
 impl Store {
@@ -64,7 +62,6 @@ impl Store {
             stale: false,
             retry_checkpoint_at: None,
             journal_row_bytes: JOURNAL_ROW_BYTES,
-            memory,
         })
     }
 
@@ -75,8 +72,9 @@ impl Store {
             // Should the load fail, the filter is gone with the old overlay
             // and the next load builds one.
             let known = self.overlay.take_known();
+            let memory = self.overlay.memory_bound();
             self.overlay = Overlay::load(&self.conn, known)?;
-            self.overlay.bound_memory(self.memory);
+            self.overlay.bound_memory(memory);
             self.stale = false;
         }
         Ok((&self.conn, &mut self.overlay))
@@ -1117,8 +1115,7 @@ mod tests {
     /// A store bounded to `mib` MiB of unwritten records.
     fn bounded_table(mib: usize) -> Store {
         let mut store = table();
-        store.memory = MemoryBound(mib << 20);
-        store.overlay.bound_memory(store.memory);
+        store.overlay.bound_memory(MemoryBound(mib << 20));
         store
     }
 

@@ -9,6 +9,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use foldhash::HashMap;
 use rusqlite::Connection;
 use task_source::TaskState;
 
@@ -229,11 +230,8 @@ impl Overlay {
             live.unwritten_since = None;
             if live.state == TaskState::Running {
                 self.tally.count(live, 1);
-            } else if let Some(live) = self.entries.remove(&seq) {
-                self.ids.remove(&live.task.id);
-                if live.state.is_waiting() {
-                    self.order.evict(live.task.priority, seq);
-                }
+            } else {
+                self.release(seq);
             }
         }
         // A plan is done once its last slice is written (a spill that took
@@ -255,18 +253,19 @@ impl Overlay {
 
     /// Settled tasks still unwritten worth `bytes` of records (at least
     /// one), oldest first, from the plan; should the plan run out first, a
-    /// new one takes the tasks the old one lacked (those just taken come
-    /// again at its front, and are taken once). With the bytes taken.
+    /// new one takes the tasks the old one lacked (not those just taken).
+    /// With the bytes taken.
     fn settled_worth(&mut self, bytes: usize) -> (Vec<i64>, usize) {
         let (mut taken, mut got) = self.next_slice(usize::MAX, bytes.max(1));
         let plan_done = self.plan.as_ref().is_none_or(|plan| plan.seqs.is_empty());
         if got < bytes && plan_done && self.tally.dirty_settled > taken.len() {
-            self.plan = None;
+            // The slice came from the front of a plan in order of acceptance.
+            let mut plan = Plan::of(&self.entries);
+            plan.seqs.retain(|seq| taken.binary_search(seq).is_err());
+            self.plan = Some(plan);
             let (more, more_bytes) = self.next_slice(usize::MAX, bytes - got);
             taken.extend(more);
             got += more_bytes;
-            taken.sort_unstable();
-            taken.dedup();
         }
         (taken, got)
     }
@@ -277,18 +276,7 @@ impl Overlay {
     /// With the bytes taken.
     fn next_slice(&mut self, most: usize, limit: usize) -> (Vec<i64>, usize) {
         let entries = &self.entries;
-        let plan = self.plan.get_or_insert_with(|| {
-            let mut seqs: Vec<i64> = entries
-                .iter()
-                .filter(|(_, live)| live.settled_unwritten())
-                .map(|(seq, _)| *seq)
-                .collect();
-            seqs.sort_unstable();
-            Plan {
-                seqs: seqs.into(),
-                made: Instant::now(),
-            }
-        });
+        let plan = self.plan.get_or_insert_with(|| Plan::of(entries));
         let mut slice = Vec::with_capacity(most.min(plan.seqs.len()));
         let mut bytes = 0;
         while slice.len() < most && bytes < limit {
@@ -356,6 +344,23 @@ impl Overlay {
 pub(crate) struct Plan {
     seqs: VecDeque<i64>,
     made: Instant,
+}
+
+impl Plan {
+    /// Every settled task of `entries` still unwritten, in order of
+    /// acceptance, made now.
+    fn of(entries: &HashMap<i64, Box<Live>>) -> Self {
+        let mut seqs: Vec<i64> = entries
+            .iter()
+            .filter(|(_, live)| live.settled_unwritten())
+            .map(|(seq, _)| *seq)
+            .collect();
+        seqs.sort_unstable();
+        Self {
+            seqs: seqs.into(),
+            made: Instant::now(),
+        }
+    }
 }
 
 /// Which changed tasks a checkpoint writes.

@@ -92,6 +92,11 @@ impl Overlay {
         self.memory = bound;
     }
 
+    /// The bound its unwritten records are held to.
+    pub(crate) fn memory_bound(&self) -> MemoryBound {
+        self.memory
+    }
+
     /// Its filter of ids, taken out (the overlay is about to be loaded again).
     pub(crate) fn take_known(&mut self) -> Option<KnownIds> {
         self.known.take()
@@ -195,14 +200,21 @@ impl Overlay {
             self.pending.truncate(mark);
         }
         if !live.dirty() && live.state != TaskState::Running {
-            if let Some(live) = self.entries.remove(&seq) {
-                self.ids.remove(&live.task.id);
-                if live.state.is_waiting() {
-                    self.order.evict(live.task.priority, seq);
-                }
-            }
+            self.release(seq);
         }
         changed.map(Some)
+    }
+
+    /// Lets go of task `seq`'s record (its row holds it): out of the entries
+    /// and the ids; a waiting task keeps its place in the ready order, on
+    /// disk.
+    fn release(&mut self, seq: i64) {
+        if let Some(live) = self.entries.remove(&seq) {
+            self.ids.remove(&live.task.id);
+            if live.state.is_waiting() {
+                self.order.evict(live.task.priority, seq);
+            }
+        }
     }
 
     /// Applies a journal entry read back; one whose change the task's row
