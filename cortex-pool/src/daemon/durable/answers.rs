@@ -28,8 +28,8 @@ pub(crate) struct Submitted {
 pub(crate) struct Answers {
     /// The answers, each one JSON object.
     pub(crate) lines: Vec<String>,
-    /// The ids of the tasks the source holds now (new or known), in order.
-    pub(crate) accepted: Vec<String>,
+    /// How many tasks the source holds now (new or known).
+    pub(crate) accepted: u64,
     /// How many lines were refused.
     pub(crate) refused: u64,
 }
@@ -61,20 +61,41 @@ impl Submitted {
         (tasks, Self { ids, slots })
     }
 
+    /// The tasks' ids, in input order.
+    pub(crate) fn ids(&self) -> &[String] {
+        &self.ids
+    }
+
+    /// The ids the source holds now, given its admission of each task in
+    /// order, each with whether it knew the id already (a duplicate).
+    pub(crate) fn held<'a>(
+        &'a self,
+        admissions: &'a [Admission],
+    ) -> impl Iterator<Item = (&'a String, bool)> + 'a {
+        self.ids
+            .iter()
+            .zip(admissions)
+            .filter_map(|(id, admission)| match admission {
+                Admission::Accepted => Some((id, false)),
+                Admission::Known(_) => Some((id, true)),
+                Admission::Refused(_) => None,
+            })
+    }
+
     /// The answers, given the source's admission of each task in order (a
     /// missing admission ends the answers there).
-    pub(crate) fn answer(self, admissions: Vec<Admission>) -> Answers {
-        let mut admitted = self.ids.into_iter().zip(admissions);
+    pub(crate) fn answer(&self, admissions: &[Admission]) -> Answers {
+        let mut admitted = self.ids.iter().zip(admissions);
         let mut answers = Answers {
             lines: Vec::with_capacity(self.slots.len()),
-            accepted: Vec::new(),
+            accepted: 0,
             refused: 0,
         };
-        for slot in self.slots {
+        for slot in &self.slots {
             let line = match slot {
                 Some(line) => {
                     answers.refused += 1;
-                    line
+                    line.clone()
                 }
                 None => {
                     let Some((id, admission)) = admitted.next() else {
@@ -82,18 +103,16 @@ impl Submitted {
                     };
                     match admission {
                         Admission::Accepted => {
-                            let line = accepted(&id, None);
-                            answers.accepted.push(id);
-                            line
+                            answers.accepted += 1;
+                            accepted(id, None)
                         }
                         Admission::Known(state) => {
-                            let line = accepted(&id, Some(state));
-                            answers.accepted.push(id);
-                            line
+                            answers.accepted += 1;
+                            accepted(id, Some(*state))
                         }
                         Admission::Refused(reason) => {
                             answers.refused += 1;
-                            refused(&id, &reason, None)
+                            refused(id, reason, None)
                         }
                     }
                 }
@@ -170,12 +189,18 @@ mod tests {
         );
         let ids: Vec<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
         assert_eq!(ids, ["a", "b", "c"]);
-        let answers = submitted.answer(vec![
+        let admissions = [
             Admission::Accepted,
             Admission::Known(TaskState::Queued),
             Admission::Refused("queue_full".into()),
-        ]);
-        assert_eq!(answers.accepted, ["a", "b"]);
+        ];
+        let answers = submitted.answer(&admissions);
+        let held: Vec<(&str, bool)> = submitted
+            .held(&admissions)
+            .map(|(id, known)| (id.as_str(), known))
+            .collect();
+        assert_eq!(held, [("a", false), ("b", true)]);
+        assert_eq!(answers.accepted, 2);
         assert_eq!(answers.refused, 2);
         let lines: Vec<Value> = answers.lines.iter().map(|l| value(l)).collect();
         assert_eq!(lines.len(), 4);

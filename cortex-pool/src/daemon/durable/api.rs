@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 
 use super::answers;
 use super::lines;
-use super::waiters::Settled;
+use super::waiters::{Registration, Settled};
 use crate::daemon::doc::Doc;
 use crate::daemon::protocol::{LineStatus, Reply};
 use crate::daemon::state::Daemon;
@@ -32,11 +32,15 @@ pub(crate) async fn submit(
     out: &mpsc::Sender<Reply>,
 ) -> Result<(), Closed> {
     let (tasks, submitted) = answers::Submitted::parse(&text_lines, first_line);
+    // Registered before the tasks are stored, a waiter hears of every new
+    // task's settlement: the new ones are not read back (the store's one
+    // thread would read each one, to find it waiting).
+    let registration = wait.then(|| daemon.waiters.register_all(submitted.ids()));
     let admissions = admit(daemon, tasks).await;
     if admissions.iter().any(|a| matches!(a, Admission::Accepted)) {
         daemon.wake.notify_one();
     }
-    let answers = submitted.answer(admissions);
+    let answers = submitted.answer(&admissions);
     let lines = if text {
         Reply::LinesText {
             lines: answers.lines,
@@ -52,14 +56,30 @@ pub(crate) async fn submit(
     };
     out.send(lines).await?;
     out.send(Reply::Done {
-        accepted: answers.accepted.len() as u64,
+        accepted: answers.accepted,
         refused: answers.refused,
     })
     .await?;
-    if wait {
-        return lookup(answers.accepted, Some(None), text, daemon, out).await;
+    let Some(registration) = registration else {
+        return Ok(());
+    };
+    let mut new = HashSet::default();
+    let mut known = Vec::new();
+    for (id, duplicate) in submitted.held(&admissions) {
+        if duplicate {
+            known.push(id.clone());
+        } else {
+            new.insert(id.as_str());
+        }
     }
-    Ok(())
+    // A repeat of a new id is answered with it.
+    known.retain(|id| !new.contains(id.as_str()));
+    let known = super::ids::first_of_each(known);
+    let waiting = Waiting {
+        registration,
+        deadline: None,
+    };
+    answer(new, &known, Some(waiting), text, daemon, out).await
 }
 
 /// Stores the tasks, refusing them with the reason when the pool stopped
@@ -108,6 +128,39 @@ pub(crate) async fn lookup(
         // it settled before the read or after.
         ids = super::ids::first_of_each(ids);
     }
+    // To wait, the ids are registered before they are read: a task that
+    // settles after the read is heard of in the inbox, and each id is read
+    // once. A wait's time counts from its request, reads included.
+    let waiting = wait.map(|timeout| Waiting {
+        registration: daemon.waiters.register_all(&ids),
+        deadline: timeout.map(|t| tokio::time::Instant::now() + t),
+    });
+    answer(HashSet::default(), &ids, waiting, text, daemon, out).await
+}
+
+/// A request's wait: its registration with the waiters, and when it gives up.
+struct Waiting<'a> {
+    registration: Registration<'a>,
+    deadline: Option<tokio::time::Instant>,
+}
+
+/// Answers the ids in `new` (with `waiting`: not settled when it was
+/// registered) as they settle, and `read_ids` (none of them in `new`, each
+/// named once when it waits) from where the source says they stand, then as
+/// they settle while it waits; then `Done`.
+///
+/// One that settles between the registration and the read arrives both
+/// ways; the inbox's copy is skipped. An id read settled keeps its entry
+/// in the waiters until the request ends: a map entry on this side costs
+/// less than a second read on the store's one thread.
+async fn answer<'a>(
+    mut left: HashSet<&'a str>,
+    read_ids: &'a [String],
+    mut waiting: Option<Waiting<'_>>,
+    text: bool,
+    daemon: &Arc<Daemon>,
+    out: &mpsc::Sender<Reply>,
+) -> Result<(), Closed> {
     let shared = daemon.queue.get().is_some();
     let mut tally = Tally {
         text,
@@ -117,31 +170,21 @@ pub(crate) async fn lookup(
     // found either).
     let waits = |record: &Option<TaskStatus>| {
         let settled = record.as_ref().is_some_and(|r| r.state.is_settled());
-        wait.is_some() && !settled && (record.is_some() || shared)
+        waiting.is_some() && !settled && (record.is_some() || shared)
     };
-    // To wait, the ids are registered before they are read: a task that
-    // settles after the read is heard of in the inbox, and each id is read
-    // once (most of a `submit --wait` has not settled when it asks). One
-    // that settles between the two arrives both ways; the inbox's copy is
-    // skipped. An id found settled keeps its entry until the request ends:
-    // a map entry on this side costs less than a second read on the store's
-    // one thread.
-    // A wait's time counts from its request, reads included.
-    let deadline = wait.flatten().map(|t| tokio::time::Instant::now() + t);
-    let mut inbox = wait.map(|_| daemon.waiters.register_all(&ids));
-    let Some(records) = read(daemon, &ids, out).await? else {
+    let Some(records) = read(daemon, read_ids, out).await? else {
         return Ok(());
     };
-    let mut left: HashSet<String> = HashSet::default();
-    for (id, record) in ids.iter().zip(records) {
+    for (id, record) in read_ids.iter().zip(records) {
         if waits(&record) {
-            left.insert(id.clone());
+            left.insert(id);
             continue;
         }
         tally.send(id, record, out).await?;
     }
-    // An inbox was made for a wait (and only then).
-    if let Some(inbox) = inbox.as_mut().filter(|_| !left.is_empty()) {
+    if let Some(waiting) = waiting.as_mut().filter(|_| !left.is_empty()) {
+        let deadline = waiting.deadline;
+        let inbox = &mut waiting.registration;
         let mut next_poll = tokio::time::Instant::now() + poll_period(left.len());
         let mut batch = Vec::new();
         while !left.is_empty() {
@@ -169,14 +212,14 @@ pub(crate) async fn lookup(
             for settled in batch.drain(..) {
                 // Answered already: from the read, from the shared
                 // queue's bucket, or named twice.
-                if !left.remove(&settled.id) {
+                if !left.remove(settled.id.as_str()) {
                     continue;
                 }
                 tally.send_settled(settled, out).await?;
             }
         }
         // Timed out: the rest as they are now.
-        let rest: Vec<String> = left.into_iter().collect();
+        let rest: Vec<String> = left.into_iter().map(str::to_owned).collect();
         if !rest.is_empty() {
             let Some(records) = read(daemon, &rest, out).await? else {
                 return Ok(());
@@ -239,16 +282,16 @@ fn poll_period(waiting: usize) -> Duration {
 /// Answers the ids in `left` that the shared queue shows settled (by any
 /// daemon), and takes them out of `left`.
 async fn settled_elsewhere(
-    left: &mut HashSet<String>,
+    left: &mut HashSet<&str>,
     tally: &mut Tally,
     daemon: &Daemon,
     out: &mpsc::Sender<Reply>,
 ) -> Result<(), Closed> {
-    let ids: Vec<String> = left.iter().cloned().collect();
+    let ids: Vec<String> = left.iter().map(|&id| id.to_owned()).collect();
     let records = daemon.source.status(ids.clone()).await.unwrap_or_default();
     for (id, record) in ids.iter().zip(records) {
         if record.as_ref().is_some_and(|r| r.state.is_settled()) {
-            left.remove(id);
+            left.remove(id.as_str());
             tally.send(id, record, out).await?;
         }
     }
@@ -808,6 +851,54 @@ mod tests {
             }
         }
         assert_eq!(lines, 1, "one line for the task");
+    }
+
+    /// `submit --wait` reads back only the ids the store knew: a new task is
+    /// heard of as it settles (its waiter registered before it was stored),
+    /// and a new id named twice is answered once.
+    #[tokio::test]
+    async fn a_submit_that_waits_reads_back_only_the_ids_the_store_knew() {
+        let source = Arc::new(TestSource::default());
+        let daemon = crate::daemon::test_daemon::daemon_with(source.clone()).await;
+        source.accept(vec![task("old")]).await.unwrap();
+        assert_eq!(source.claim(1, 0).await.unwrap().len(), 1);
+        source.settle(vec![ok("old")]).await.unwrap();
+        let line = |id: &str| format!(r#"{{"id":"{id}","type":"echo","payload":1}}"#);
+        let lines = vec![line("a"), line("old"), line("a"), line("c")];
+        let (tx, mut rx) = mpsc::channel(16);
+        let submitting = tokio::spawn({
+            let daemon = daemon.clone();
+            async move { submit(lines, true, 1, true, &daemon, &tx).await }
+        });
+        let mut settled_lines = Vec::new();
+        let mut dones = 0;
+        let accepted = loop {
+            let reply = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+                .await
+                .expect("answered, not waited for");
+            match reply {
+                Some(Reply::Done { accepted, .. }) if dones == 1 => break accepted,
+                Some(Reply::Done { accepted, .. }) => {
+                    assert_eq!(accepted, 4, "every line's task is held");
+                    dones += 1;
+                    // What the feeder does with the new tasks.
+                    assert_eq!(source.claim(8, 0).await.unwrap().len(), 2);
+                    source.settle(vec![ok("a"), ok("c")]).await.unwrap();
+                    daemon.waiters.settled(
+                        ["a", "c"].map(|id| (id.to_owned(), TaskState::Ok, ok_line(id))),
+                    );
+                }
+                Some(Reply::LineText { line, .. }) => settled_lines.push(line),
+                Some(Reply::LinesText { .. }) => {}
+                other => panic!("{other:?}"),
+            }
+        };
+        settled_lines.sort();
+        assert_eq!(settled_lines, ["a", "c", "old"].map(ok_line));
+        assert_eq!(accepted, 3);
+        assert_eq!(*source.status_reads.lock().unwrap(), [1], "only old is read");
+        assert!(submitting.await.unwrap().is_ok());
+        assert_eq!(daemon.waiters.waited_for(), 0, "no waiter is left");
     }
 
     /// A waited-for task the look-up cannot read (where it stands is not

@@ -29,18 +29,26 @@ pub(crate) struct Settled {
 
 /// A request's registration: where it receives the lines of its ids as they
 /// settle. Dropped, it takes its ids out of the waiters (those not settled
-/// yet, and those the request found settled already and never waited for).
+/// yet, and those the request found settled already and never waited for),
+/// unless every one of them settled into its inbox (each such id left the
+/// waiters as it settled).
 pub(crate) struct Registration<'a> {
     waiters: &'a Waiters,
     ids: &'a [String],
     inbox: mpsc::UnboundedReceiver<Arc<Settled>>,
+    /// Its ids, each counted once.
+    registered: usize,
+    /// The lines it received: one per id, each taken out of the waiters.
+    received: usize,
 }
 
 impl Registration<'_> {
     /// Waits for settled lines and moves up to `limit` of them into `buf`; 0
     /// only when the daemon's waiters are gone.
     pub(crate) async fn recv_many(&mut self, buf: &mut Vec<Arc<Settled>>, limit: usize) -> usize {
-        self.inbox.recv_many(buf, limit).await
+        let n = self.inbox.recv_many(buf, limit).await;
+        self.received += n;
+        n
     }
 }
 
@@ -48,7 +56,9 @@ impl Drop for Registration<'_> {
     fn drop(&mut self) {
         // Closed, the inbox's senders read as given up.
         self.inbox.close();
-        self.waiters.forget(self.ids);
+        if self.received < self.registered {
+            self.waiters.forget(self.ids);
+        }
     }
 }
 
@@ -67,13 +77,13 @@ impl Waiters {
         let (tx, inbox) = mpsc::unbounded_channel();
         let mut map = self.lock();
         map.reserve(ids.len());
-        for id in ids {
-            add(&mut map, id, &tx);
-        }
+        let registered = ids.iter().filter(|id| add(&mut map, id, &tx)).count();
         Registration {
             waiters: self,
             ids,
             inbox,
+            registered,
+            received: 0,
         }
     }
 
@@ -122,18 +132,22 @@ impl Waiters {
     }
 }
 
-/// Adds `inbox` as a waiter for `id` (once), dropping the waiters that gave up.
-fn add(map: &mut Senders, id: &str, inbox: &mpsc::UnboundedSender<Arc<Settled>>) {
+/// Adds `inbox` as a waiter for `id` (once), dropping the waiters that gave
+/// up; `false` when it was one already.
+fn add(map: &mut Senders, id: &str, inbox: &mpsc::UnboundedSender<Arc<Settled>>) -> bool {
     match map.entry(id.to_owned()) {
         Entry::Occupied(mut known) => {
             let list = known.get_mut();
             list.retain(|w| !w.is_closed());
-            if !list.iter().any(|w| w.same_channel(inbox)) {
+            let new = !list.iter().any(|w| w.same_channel(inbox));
+            if new {
                 list.push(inbox.clone());
             }
+            new
         }
         Entry::Vacant(new) => {
             new.insert(vec![inbox.clone()]);
+            true
         }
     }
 }

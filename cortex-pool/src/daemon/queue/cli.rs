@@ -43,11 +43,12 @@ pub(crate) async fn submit(
 ) -> Result<(Vec<String>, u64), String> {
     let (tasks, submitted) = answers::Submitted::parse(text_lines, 1);
     let admissions = source.accept(tasks).await.map_err(|e| e.to_string())?;
-    let answers = submitted.answer(admissions);
+    let answers = submitted.answer(&admissions);
     for line in &answers.lines {
         emit_text(line, emit);
     }
-    Ok((answers.accepted, answers.refused))
+    let accepted = submitted.held(&admissions).map(|(id, _)| id.clone());
+    Ok((accepted.collect(), answers.refused))
 }
 
 /// `result --queue` (`wait` = `None`) and `wait --queue` (`Some(timeout)`):
