@@ -20,6 +20,8 @@ const KEPT: usize = 8192;
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Denials {
     noted: Arc<Mutex<Noted>>,
+    /// Told of every denial: the requests that look for theirs among
+    /// them all ([`Own::Matching`]).
     told: Arc<Notify>,
 }
 
@@ -33,6 +35,61 @@ struct Noted {
     /// copy of each subject, shared with `subjects`).
     latest: HashMap<Arc<str>, u64>,
     count: u64,
+    /// The requests waiting for a denial of one subject
+    /// ([`Own::Subject`]), by subject: each is told only of its own, so a
+    /// flood of denials wakes each request once, not every request at each.
+    watched: HashMap<Arc<str>, Watched>,
+}
+
+/// Who waits for a denial of one subject.
+#[derive(Debug)]
+struct Watched {
+    told: Arc<Notify>,
+    /// The requests waiting.
+    requests: usize,
+}
+
+/// A request's watch on one subject's denials, given up when dropped.
+struct Watch<'a> {
+    denials: &'a Denials,
+    subject: Arc<str>,
+    told: Arc<Notify>,
+}
+
+impl<'a> Watch<'a> {
+    fn new(denials: &'a Denials, subject: &str) -> Self {
+        let mut noted = denials.lock();
+        let (subject, told) = match noted.watched.get_key_value(subject) {
+            Some((key, watched)) => (Arc::clone(key), Arc::clone(&watched.told)),
+            None => (subject.into(), Arc::default()),
+        };
+        noted
+            .watched
+            .entry(Arc::clone(&subject))
+            .or_insert_with(|| Watched {
+                told: Arc::clone(&told),
+                requests: 0,
+            })
+            .requests += 1;
+        drop(noted);
+        Self {
+            denials,
+            subject,
+            told,
+        }
+    }
+}
+
+impl Drop for Watch<'_> {
+    fn drop(&mut self) {
+        let mut noted = self.denials.lock();
+        if let Some(watched) = noted.watched.get_mut(&self.subject) {
+            watched.requests -= 1;
+            if watched.requests == 0 {
+                noted.watched.remove(&self.subject);
+            }
+        }
+    }
 }
 
 /// The denied subjects that are a request's own: its one subject, looked
@@ -85,7 +142,7 @@ impl Denials {
         let Some(subject) = denied_subject(server_error) else {
             return;
         };
-        {
+        let watched = {
             let mut noted = self.lock();
             if noted.subjects.len() == KEPT {
                 if let Some((n, gone)) = noted.subjects.pop_front() {
@@ -97,8 +154,13 @@ impl Denials {
             let n = noted.count;
             let subject: Arc<str> = subject.into();
             noted.latest.insert(Arc::clone(&subject), n);
+            let watched = noted.watched.get(&subject).map(|w| Arc::clone(&w.told));
             noted.subjects.push_back((n, subject));
             noted.count += 1;
+            watched
+        };
+        if let Some(told) = watched {
+            told.notify_waiters();
         }
         self.told.notify_waiters();
     }
@@ -126,8 +188,14 @@ impl Denials {
         since: Mark,
         own: &Own<'_, F>,
     ) -> String {
+        // Registered before it looks: a denial noted after the look tells it.
+        let watch = match own {
+            Own::Subject(subject) => Some(Watch::new(self, subject)),
+            Own::Matching(_) => None,
+        };
+        let told = watch.as_ref().map_or(&self.told, |w| &w.told);
         loop {
-            let told = self.told.notified();
+            let told = told.notified();
             tokio::pin!(told);
             told.as_mut().enable();
             if let Some(subject) = self.matching(since, own) {
@@ -242,6 +310,52 @@ mod tests {
             .expect("told")
             .unwrap();
         assert_eq!(subject, "$JS.API.STREAM.CREATE.DLQ");
+    }
+
+    /// A request waiting for its subject's denial is woken by that denial
+    /// only: a flood of others' leaves it parked, and its watch is given up
+    /// once it resolves.
+    #[tokio::test]
+    async fn a_request_is_woken_by_its_own_subjects_denial_only() {
+        use std::future::Future;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let denials = Denials::default();
+        let said = |subject: &str| format!("Permissions Violation for Publish to \"{subject}\"");
+        let start = denials.mark();
+        let polls = Arc::new(AtomicUsize::new(0));
+        let waiting = tokio::spawn({
+            let (denials, polls) = (denials.clone(), polls.clone());
+            async move {
+                let own = Own::<fn(&str) -> bool>::Subject("$KV.results.a");
+                let denied = denials.denied(start, &own);
+                tokio::pin!(denied);
+                std::future::poll_fn(|cx| {
+                    polls.fetch_add(1, Ordering::SeqCst);
+                    denied.as_mut().poll(cx)
+                })
+                .await
+            }
+        });
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+        let parked = polls.load(Ordering::SeqCst);
+        assert_eq!(parked, 1, "polled once, then parked");
+        assert_eq!(denials.lock().watched.len(), 1);
+        for i in 0..100 {
+            denials.note(&said(&format!("$KV.results.other-{i}")));
+        }
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(polls.load(Ordering::SeqCst), parked, "others' denials");
+        denials.note(&said("$KV.results.a"));
+        let subject = tokio::time::timeout(std::time::Duration::from_secs(10), waiting)
+            .await
+            .expect("told")
+            .unwrap();
+        assert_eq!(subject, "$KV.results.a");
+        assert!(denials.lock().watched.is_empty(), "its watch given up");
     }
 
     /// A request's own subject is found however many denials came after it
