@@ -37,9 +37,35 @@ const PUBLISH_CHUNK: usize = 1024;
 
 struct Inner {
     config: NatsConfig,
+    /// The subjects it publishes on, built once from the config.
+    subjects: Subjects,
     queue: Queue,
     held: Mutex<HeldSet>,
     counters: Counters,
+}
+
+/// The subjects tasks and dead letters are published on: a copy is a
+/// reference count, not a string formatted per message.
+struct Subjects {
+    /// Each band's, in [`Band::ALL`]'s order.
+    bands: [async_nats::Subject; 3],
+    dead: async_nats::Subject,
+}
+
+impl Subjects {
+    fn of(config: &NatsConfig) -> Self {
+        Self {
+            bands: Band::ALL.map(|band| subject(band, &config.subject_prefix).into()),
+            dead: config.dlq_subject().into(),
+        }
+    }
+
+    /// The subject of tasks of `priority`.
+    fn task(&self, priority: u8) -> &async_nats::Subject {
+        let band = Band::of(priority);
+        let at = Band::ALL.iter().position(|b| *b == band).unwrap_or(0);
+        &self.bands[at]
+    }
 }
 
 impl Inner {
@@ -87,6 +113,7 @@ impl NatsSource {
     pub async fn connect(config: NatsConfig) -> Result<Self, NatsError> {
         let queue = connect(&config).await?;
         let inner = Arc::new(Inner {
+            subjects: Subjects::of(&config),
             config,
             queue,
             held: Mutex::new(HeldSet::default()),
@@ -193,7 +220,7 @@ impl NatsSource {
             }
             let mut headers = HeaderMap::new();
             headers.insert(NATS_MESSAGE_ID, msg_id.as_str());
-            let subject = subject(Band::of(task.priority), &self.inner.config.subject_prefix);
+            let subject = self.inner.subjects.task(task.priority).clone();
             let sent = self
                 .inner
                 .queue
@@ -321,7 +348,7 @@ impl NatsSource {
         for (name, value) in &pairs {
             headers.insert(*name, value.as_str());
         }
-        let subject = self.inner.config.dlq_subject();
+        let subject = self.inner.subjects.dead.clone();
         let denials = &self.inner.queue.denials;
         let since = denials.mark();
         let ack = self
