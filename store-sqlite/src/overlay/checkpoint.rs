@@ -9,7 +9,6 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use foldhash::HashMap;
 use rusqlite::Connection;
 use task_source::TaskState;
 
@@ -172,6 +171,7 @@ impl Overlay {
         let written = match which {
             Checkpoint::Full => {
                 self.plan = None;
+                self.newly_settled.clear();
                 let mut all: Vec<i64> = self
                     .entries
                     .iter()
@@ -227,7 +227,9 @@ impl Overlay {
             };
             self.tally.count(live, -1);
             live.stored = Some(live.state);
-            live.unwritten_since = None;
+            if let Some(row) = live.unwritten_since.take() {
+                self.unwritten_rows.remove(row);
+            }
             if live.state == TaskState::Running {
                 self.tally.count(live, 1);
             } else {
@@ -260,7 +262,7 @@ impl Overlay {
         let plan_done = self.plan.as_ref().is_none_or(|plan| plan.seqs.is_empty());
         if got < bytes && plan_done && self.tally.dirty_settled > taken.len() {
             // The slice came from the front of a plan in order of acceptance.
-            let mut plan = Plan::of(&self.entries);
+            let mut plan = Plan::of(&mut self.newly_settled);
             plan.seqs.retain(|seq| taken.binary_search(seq).is_err());
             self.plan = Some(plan);
             let (more, more_bytes) = self.next_slice(usize::MAX, bytes - got);
@@ -276,7 +278,8 @@ impl Overlay {
     /// With the bytes taken.
     fn next_slice(&mut self, most: usize, limit: usize) -> (Vec<i64>, usize) {
         let entries = &self.entries;
-        let plan = self.plan.get_or_insert_with(|| Plan::of(entries));
+        let newly_settled = &mut self.newly_settled;
+        let plan = self.plan.get_or_insert_with(|| Plan::of(newly_settled));
         let mut slice = Vec::with_capacity(most.min(plan.seqs.len()));
         let mut bytes = 0;
         while slice.len() < most && bytes < limit {
@@ -317,11 +320,7 @@ impl Overlay {
     /// Forgets the journal rows before the oldest change still unwritten
     /// (all of them when none is).
     fn forget_written(&mut self, conn: &Connection) -> rusqlite::Result<()> {
-        let keep_from = self
-            .entries
-            .values()
-            .filter_map(|live| live.unwritten_since)
-            .min();
+        let keep_from = self.unwritten_rows.oldest();
         journal::forget_before(conn, keep_from)?;
         // A checkpoint runs in a transaction of its own: no change waits
         // for this one's journal row.
@@ -342,20 +341,19 @@ impl Overlay {
 /// once the plan is done settled after that.
 #[derive(Debug)]
 pub(crate) struct Plan {
-    seqs: VecDeque<i64>,
+    pub(super) seqs: VecDeque<i64>,
     made: Instant,
 }
 
 impl Plan {
-    /// Every settled task of `entries` still unwritten, in order of
-    /// acceptance, made now.
-    fn of(entries: &HashMap<i64, Box<Live>>) -> Self {
-        let mut seqs: Vec<i64> = entries
-            .iter()
-            .filter(|(_, live)| live.settled_unwritten())
-            .map(|(seq, _)| *seq)
-            .collect();
+    /// The tasks that settled since the last plan was made (taken), in
+    /// order of acceptance, made now: with the plan before it, every settled
+    /// task still unwritten (and some since written or requeued, which a
+    /// slice passes over).
+    fn of(newly_settled: &mut Vec<i64>) -> Self {
+        let mut seqs = std::mem::take(newly_settled);
         seqs.sort_unstable();
+        seqs.dedup();
         Self {
             seqs: seqs.into(),
             made: Instant::now(),

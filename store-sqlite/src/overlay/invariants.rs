@@ -35,6 +35,7 @@ use rusqlite::Connection;
 use task_source::{ErrorInfo, NewTask, Outcome, Settlement, TaskRecord, TaskState};
 
 use super::tally::Tally;
+use super::unwritten::UnwrittenRows;
 use super::{Checkpoint, MemoryBound, Overlay};
 use crate::journal::{self, Entry};
 use crate::live::{self, Live};
@@ -416,12 +417,32 @@ fn check_entries(overlay: &Overlay, at: &str) {
     );
 }
 
-/// The tally equals a recount over the entries, and `settled_since` is set
-/// while settled tasks wait for their rows.
+/// The tally and the journal rows the entries need equal a recount over
+/// the entries, every settled task still unwritten is in the plan or in
+/// the next, and `settled_since` is set while settled tasks wait for their
+/// rows.
 fn check_tally(overlay: &Overlay, at: &str) {
     let mut recount = Tally::default();
+    let mut rows = UnwrittenRows::default();
     for live in overlay.entries.values() {
         recount.count(live, 1);
+        if let Some(row) = live.unwritten_since {
+            rows.add(row);
+        }
+    }
+    assert_eq!(overlay.unwritten_rows, rows, "{at}: unwritten rows");
+    let planned: HashSet<i64> = overlay
+        .plan
+        .iter()
+        .flat_map(|plan| plan.seqs.iter())
+        .chain(&overlay.newly_settled)
+        .copied()
+        .collect();
+    for (seq, live) in &overlay.entries {
+        assert!(
+            !live.settled_unwritten() || planned.contains(seq),
+            "{at}: settled task {seq} is in no plan"
+        );
     }
     let sums = |tally: &Tally| {
         (

@@ -32,6 +32,7 @@ use crate::known_ids::KnownIds;
 use crate::live::{self, Live};
 use order::ReadyOrder;
 use tally::Tally;
+use unwritten::UnwrittenRows;
 
 mod change;
 mod checkpoint;
@@ -40,6 +41,7 @@ mod invariants;
 mod ops;
 mod order;
 mod tally;
+mod unwritten;
 
 pub(crate) use checkpoint::{Checkpoint, MemoryBound, CHECKPOINT_AFTER, MEMORY_BYTES};
 #[cfg(test)]
@@ -66,6 +68,12 @@ pub(crate) struct Overlay {
     next_seq: i64,
     /// What the entries add up to.
     tally: Tally,
+    /// The journal rows the dirty entries' oldest changes are in.
+    unwritten_rows: UnwrittenRows,
+    /// The tasks that settled with their rows unwritten since the last plan
+    /// was made, as they settled (some since written or requeued): the next
+    /// plan is made of these, not of a scan of every entry.
+    newly_settled: Vec<i64>,
     /// When the first task that is still unwritten settled.
     settled_since: Option<Instant>,
     /// The settled tasks the next checkpoints write, a slice at a time;
@@ -182,10 +190,17 @@ impl Overlay {
         };
         let changed = encoded.map(|()| {
             let (state, priority, due_ms) = (live.state, live.task.priority, live.due_ms);
+            let was_settled_unwritten = live.settled_unwritten();
             self.tally.count(live, -1);
             let changed = change::change(live, entry);
             if changed {
-                live.unwritten_since.get_or_insert(self.journal_row);
+                if live.unwritten_since.is_none() {
+                    live.unwritten_since = Some(self.journal_row);
+                    self.unwritten_rows.add(self.journal_row);
+                }
+                if live.settled_unwritten() && !was_settled_unwritten {
+                    self.newly_settled.push(seq);
+                }
                 self.order.unwait(seq, state, priority, due_ms);
                 self.order
                     .wait(seq, live.state, live.task.priority, live.due_ms);
@@ -276,6 +291,7 @@ impl Overlay {
     fn add_accepted(&mut self, seq: i64, task: NewTask, at_ms: u64) {
         let mut live = Box::new(Live::accepted(task, at_ms));
         live.unwritten_since = Some(self.journal_row);
+        self.unwritten_rows.add(self.journal_row);
         self.ids.insert(live.task.id.clone(), seq);
         self.order
             .wait(seq, live.state, live.task.priority, live.due_ms);
