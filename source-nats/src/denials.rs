@@ -6,6 +6,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::IntoFuture;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -39,6 +40,11 @@ struct Noted {
     /// ([`Own::Subject`]), by subject: each is told only of its own, so a
     /// flood of denials wakes each request once, not every request at each.
     watched: HashMap<Arc<str>, Watched>,
+    /// The latest denied ack (`$JS.ACK.…`), and when it came: an ack is
+    /// published without an answer, so no request waits for its denial.
+    ack: Option<(Instant, Arc<str>)>,
+    /// When a denied ack was last logged (at most once a minute).
+    ack_logged: Option<Instant>,
 }
 
 /// Who waits for a denial of one subject.
@@ -154,6 +160,9 @@ impl Denials {
             let n = noted.count;
             let subject: Arc<str> = subject.into();
             noted.latest.insert(Arc::clone(&subject), n);
+            if subject.starts_with(ACK_PREFIX) {
+                noted.note_ack(&subject);
+            }
             let watched = noted.watched.get(&subject).map(|w| Arc::clone(&w.told));
             noted.subjects.push_back((n, subject));
             noted.count += 1;
@@ -163,6 +172,15 @@ impl Denials {
             told.notify_waiters();
         }
         self.told.notify_waiters();
+    }
+
+    /// The subject of the latest ack the server denied within `window`.
+    pub(crate) fn ack_denied_within(&self, window: Duration) -> Option<String> {
+        self.lock()
+            .ack
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() <= window)
+            .map(|(_, subject)| subject.to_string())
     }
 
     /// Where the denials stand now: a request sent after it is denied by
@@ -229,6 +247,31 @@ impl Denials {
         match self.noted.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
+        }
+    }
+}
+
+/// The subjects of acks, naks and the like: `$JS.ACK.STREAM.CONSUMER.…`.
+const ACK_PREFIX: &str = "$JS.ACK.";
+
+impl Noted {
+    /// Notes a denied ack, logging it at most once a minute: the task's
+    /// message is delivered again after `ack_wait`, and never leaves the
+    /// stream.
+    fn note_ack(&mut self, subject: &Arc<str>) {
+        let now = Instant::now();
+        self.ack = Some((now, Arc::clone(subject)));
+        if self
+            .ack_logged
+            .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(60))
+        {
+            self.ack_logged = Some(now);
+            tracing::error!(
+                %subject,
+                "the NATS server denies this connection's acks: the tasks it runs are \
+                 delivered again after ack_wait and never leave the stream; grant \
+                 publish on $JS.ACK.> to its user"
+            );
         }
     }
 }
@@ -356,6 +399,22 @@ mod tests {
             .unwrap();
         assert_eq!(subject, "$KV.results.a");
         assert!(denials.lock().watched.is_empty(), "its watch given up");
+    }
+
+    /// A denied ack is kept apart, with when it came; others are not acks.
+    #[test]
+    fn a_denied_ack_is_kept_with_when_it_came() {
+        let denials = Denials::default();
+        let said = |subject: &str| format!("Permissions Violation for Publish to \"{subject}\"");
+        denials.note(&said("$KV.results.a"));
+        assert_eq!(denials.ack_denied_within(Duration::from_secs(60)), None);
+        let ack = "$JS.ACK.CORTEX_TASKS.cortex-pool-low.1.2.2.1795750553964000000.0";
+        denials.note(&said(ack));
+        assert_eq!(
+            denials.ack_denied_within(Duration::from_secs(60)).as_deref(),
+            Some(ack)
+        );
+        assert_eq!(denials.ack_denied_within(Duration::ZERO), None, "too old");
     }
 
     /// A request's own subject is found however many denials came after it

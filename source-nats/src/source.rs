@@ -123,6 +123,23 @@ impl NatsSource {
         Ok(Self { inner })
     }
 
+    /// Failing while the server denied an ack within two `ack_wait`s: each
+    /// task run here would be delivered again, and never leave the stream.
+    fn acks_health(&self) -> SourceHealth {
+        let window = self.inner.config.ack_wait.saturating_mul(2);
+        match self.inner.queue.denials.ack_denied_within(window) {
+            None => SourceHealth::Ok,
+            Some(subject) => SourceHealth::Failing {
+                reason: format!(
+                    "the NATS server denies this daemon's acks ({subject}, {}): the tasks it \
+                     runs are delivered again after ack_wait and never leave the stream; grant \
+                     publish on $JS.ACK.> to its user",
+                    crate::connect::credentials(&self.inner.config)
+                ),
+            },
+        }
+    }
+
     /// The settings it runs with.
     pub fn config(&self) -> &NatsConfig {
         &self.inner.config
@@ -664,6 +681,10 @@ async fn keep_alive(inner: Weak<Inner>) {
 impl TaskSource for NatsSource {
     async fn accept(&self, tasks: Vec<NewTask>) -> Result<Vec<Admission>, SourceError> {
         self.refuse_when_down()?;
+        // A task taken now could not be acked by this daemon.
+        if let SourceHealth::Failing { reason } = self.acks_health() {
+            return Err(SourceError::Unwritable(reason));
+        }
         let known = join_all(tasks.iter().map(|t| async move {
             self.inner
                 .queue
@@ -1028,7 +1049,7 @@ impl TaskSource for NatsSource {
             backend: "nats".into(),
             path: Some(self.inner.config.url.clone()),
             health: if connected {
-                SourceHealth::Ok
+                self.acks_health()
             } else {
                 SourceHealth::Failing {
                     reason: format!(

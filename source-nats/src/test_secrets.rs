@@ -35,8 +35,10 @@ pub enum Security {
     /// use what the admin made but create no stream
     /// (`$JS.API.STREAM.CREATE.>`), write no attempts bucket
     /// (`$KV.cortex-attempts.>`), submit no task of the low band
-    /// (`cortex.tasks.low`), publish no dead letter (`cortex.tasks.dead`) and
-    /// store no result for the task `sealed` (`$KV.cortex-results.sealed`).
+    /// (`cortex.tasks.low`), publish no dead letter (`cortex.tasks.dead`),
+    /// store no result for the task `sealed` (`$KV.cortex-results.sealed`)
+    /// and ack no message of the low band's consumer
+    /// (`$JS.ACK.CORTEX_TASKS.cortex-pool-low.>`).
     Restricted,
 }
 
@@ -159,7 +161,8 @@ pub(crate) fn make(security: Security, dir: &Path) -> (String, ClientFiles) {
                 "authorization {{\n  users: [\n    {{ nkey: {:?} }}\n    {{ nkey: {:?}, \
                  permissions: {{ publish: {{ deny: [\"$JS.API.STREAM.CREATE.>\", \
                  \"$KV.cortex-attempts.>\", \"cortex.tasks.low\", \"cortex.tasks.dead\", \
-                 \"$KV.cortex-results.sealed\"] }} }} }}\n  ]\n}}\n",
+                 \"$KV.cortex-results.sealed\", \"$JS.ACK.CORTEX_TASKS.cortex-pool-low.>\"] \
+                 }} }} }}\n  ]\n}}\n",
                 admin.public_key(),
                 user.public_key()
             )

@@ -876,3 +876,52 @@ async fn a_result_on_a_denied_subject_is_named_as_denied() {
     assert!(said.contains("the result of task sealed"), "{said}");
     assert_eq!(source.unsettled().await.unwrap(), 1, "still held");
 }
+
+/// An ack the credentials may not publish (the low band's consumer's) gets
+/// no answer, only the server's error on the side: the source then reports
+/// itself failing and refuses new tasks, naming the ack's subject and the
+/// permission to grant, since each task it runs would be delivered again and
+/// never leave the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_ack_makes_the_source_fail_naming_the_permission() {
+    let server = NatsServer::start_with(Security::Restricted);
+    let source = restricted_user_on_a_made_queue(&server).await;
+    let mut admin = config(&server, 5_000);
+    admin.credentials = server.client().admin_seed.clone();
+    let admin = NatsSource::connect(admin).await.expect("the admin connects");
+    // Only the admin may publish a task of the low band.
+    assert_eq!(
+        admin.accept(vec![task("low", 90)]).await.unwrap(),
+        [Admission::Accepted]
+    );
+    let health = source.stats().await.unwrap().health;
+    assert_eq!(health, task_source::SourceHealth::Ok, "nothing denied yet");
+    let claimed = claim_n(&source, 1).await;
+    source
+        .settle(vec![ok("low", claimed[0].attempt)])
+        .await
+        .expect("the result is stored; the ack gets no answer");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let reason = loop {
+        match source.stats().await.unwrap().health {
+            task_source::SourceHealth::Failing { reason } => break reason,
+            task_source::SourceHealth::Ok => {
+                assert!(Instant::now() < deadline, "the denied ack is never reported");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    assert!(
+        reason.contains("denies this daemon's acks ($JS.ACK.CORTEX_TASKS.cortex-pool-low."),
+        "{reason}"
+    );
+    assert!(reason.contains("grant publish on $JS.ACK.>"), "{reason}");
+    let refused = source
+        .accept(vec![task("more", 50)])
+        .await
+        .expect_err("new tasks are refused, saying why");
+    assert!(
+        refused.to_string().contains("denies this daemon's acks"),
+        "{refused}"
+    );
+}
