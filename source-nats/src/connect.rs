@@ -26,6 +26,9 @@ pub(crate) struct Queue {
     /// consumers' own `ack_wait` (whoever created them set it), or the
     /// configured one when that is shorter.
     pub(crate) ack_wait: std::time::Duration,
+    /// The longest of the consumers' own `ack_wait`s: how long the server
+    /// may take to redeliver a message whose ack it denied.
+    pub(crate) longest_ack_wait: std::time::Duration,
     /// The subjects the server denied the connection.
     pub(crate) denials: Denials,
 }
@@ -218,6 +221,7 @@ pub(crate) async fn connect(config: &NatsConfig) -> Result<Queue, NatsError> {
     .await?;
     let mut consumers = Vec::with_capacity(Band::ALL.len());
     let mut ack_wait = config.ack_wait;
+    let mut longest_ack_wait = std::time::Duration::ZERO;
     for band in Band::ALL {
         let name = format!("{}-{}", config.durable, band.name());
         let consumer = step(
@@ -242,6 +246,7 @@ pub(crate) async fn connect(config: &NatsConfig) -> Result<Queue, NatsError> {
         // An existing consumer keeps its own settings: in-progress acks
         // must come often enough for the server's, not only for ours.
         let existing = consumer.cached_info().config.ack_wait;
+        longest_ack_wait = longest_ack_wait.max(existing);
         if existing < ack_wait {
             tracing::warn!(
                 consumer = %name,
@@ -273,6 +278,7 @@ pub(crate) async fn connect(config: &NatsConfig) -> Result<Queue, NatsError> {
         results,
         attempts,
         ack_wait,
+        longest_ack_wait,
         denials,
     })
 }

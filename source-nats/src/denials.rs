@@ -42,7 +42,7 @@ struct Noted {
     watched: HashMap<Arc<str>, Watched>,
     /// The latest denied ack (`$JS.ACK.…`), and when it came: an ack is
     /// published without an answer, so no request waits for its denial.
-    ack: Option<(Instant, Arc<str>)>,
+    ack: Option<(Instant, String)>,
     /// When a denied ack was last logged (at most once a minute).
     ack_logged: Option<Instant>,
 }
@@ -50,6 +50,8 @@ struct Noted {
 /// Who waits for a denial of one subject.
 #[derive(Debug)]
 struct Watched {
+    /// The subject (the map's key, shared).
+    subject: Arc<str>,
     told: Arc<Notify>,
     /// The requests waiting.
     requests: usize,
@@ -65,18 +67,22 @@ struct Watch<'a> {
 impl<'a> Watch<'a> {
     fn new(denials: &'a Denials, subject: &str) -> Self {
         let mut noted = denials.lock();
-        let (subject, told) = match noted.watched.get_key_value(subject) {
-            Some((key, watched)) => (Arc::clone(key), Arc::clone(&watched.told)),
-            None => (subject.into(), Arc::default()),
+        let (subject, told) = match noted.watched.get_mut(subject) {
+            Some(watched) => {
+                watched.requests += 1;
+                (Arc::clone(&watched.subject), Arc::clone(&watched.told))
+            }
+            None => {
+                let watched = Watched {
+                    subject: subject.into(),
+                    told: Arc::default(),
+                    requests: 1,
+                };
+                let found = (Arc::clone(&watched.subject), Arc::clone(&watched.told));
+                noted.watched.insert(Arc::clone(&watched.subject), watched);
+                found
+            }
         };
-        noted
-            .watched
-            .entry(Arc::clone(&subject))
-            .or_insert_with(|| Watched {
-                told: Arc::clone(&told),
-                requests: 0,
-            })
-            .requests += 1;
         drop(noted);
         Self {
             denials,
@@ -148,6 +154,12 @@ impl Denials {
         let Some(subject) = denied_subject(server_error) else {
             return;
         };
+        if subject.starts_with(ACK_PREFIX) {
+            // No request waits for an ack's denial (each has a subject of
+            // its own): kept apart, it pushes no request's denial out.
+            self.note_ack(subject);
+            return;
+        }
         let watched = {
             let mut noted = self.lock();
             if noted.subjects.len() == KEPT {
@@ -160,9 +172,6 @@ impl Denials {
             let n = noted.count;
             let subject: Arc<str> = subject.into();
             noted.latest.insert(Arc::clone(&subject), n);
-            if subject.starts_with(ACK_PREFIX) {
-                noted.note_ack(&subject);
-            }
             let watched = noted.watched.get(&subject).map(|w| Arc::clone(&w.told));
             noted.subjects.push_back((n, subject));
             noted.count += 1;
@@ -174,13 +183,46 @@ impl Denials {
         self.told.notify_waiters();
     }
 
-    /// The subject of the latest ack the server denied within `window`.
+    /// Notes a denied ack, logging it at most once a minute: the task's
+    /// message is delivered again after `ack_wait`, and never leaves the
+    /// stream.
+    fn note_ack(&self, subject: String) {
+        let now = Instant::now();
+        let log = {
+            let mut noted = self.lock();
+            let log = noted
+                .ack_logged
+                .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(60));
+            if log {
+                noted.ack_logged = Some(now);
+            }
+            noted.ack = Some((now, subject.clone()));
+            log
+        };
+        if log {
+            tracing::error!(
+                %subject,
+                "the NATS server denies this connection's acks: the tasks it runs are \
+                 delivered again after ack_wait and never leave the stream; grant \
+                 publish on $JS.ACK.> to its user"
+            );
+        }
+    }
+
+    /// The subject of the latest ack the server denied within `window` of
+    /// now.
     pub(crate) fn ack_denied_within(&self, window: Duration) -> Option<String> {
+        self.ack_denied_at(Instant::now(), window)
+    }
+
+    /// The subject of the latest ack the server denied within `window`
+    /// before `now`.
+    fn ack_denied_at(&self, now: Instant, window: Duration) -> Option<String> {
         self.lock()
             .ack
             .as_ref()
-            .filter(|(at, _)| at.elapsed() <= window)
-            .map(|(_, subject)| subject.to_string())
+            .filter(|(at, _)| now.saturating_duration_since(*at) <= window)
+            .map(|(_, subject)| subject.clone())
     }
 
     /// Where the denials stand now: a request sent after it is denied by
@@ -253,28 +295,6 @@ impl Denials {
 
 /// The subjects of acks, naks and the like: `$JS.ACK.STREAM.CONSUMER.…`.
 const ACK_PREFIX: &str = "$JS.ACK.";
-
-impl Noted {
-    /// Notes a denied ack, logging it at most once a minute: the task's
-    /// message is delivered again after `ack_wait`, and never leaves the
-    /// stream.
-    fn note_ack(&mut self, subject: &Arc<str>) {
-        let now = Instant::now();
-        self.ack = Some((now, Arc::clone(subject)));
-        if self
-            .ack_logged
-            .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(60))
-        {
-            self.ack_logged = Some(now);
-            tracing::error!(
-                %subject,
-                "the NATS server denies this connection's acks: the tasks it runs are \
-                 delivered again after ack_wait and never leave the stream; grant \
-                 publish on $JS.ACK.> to its user"
-            );
-        }
-    }
-}
 
 /// The subject of a permissions violation: `Permissions Violation for
 /// Publish to "SUBJECT"` (or `for Subscription to`), quoted or not.
@@ -408,13 +428,28 @@ mod tests {
         let said = |subject: &str| format!("Permissions Violation for Publish to \"{subject}\"");
         denials.note(&said("$KV.results.a"));
         assert_eq!(denials.ack_denied_within(Duration::from_secs(60)), None);
+        let start = denials.mark();
         let ack = "$JS.ACK.CORTEX_TASKS.cortex-pool-low.1.2.2.1795750553964000000.0";
         denials.note(&said(ack));
+        let noted = Instant::now();
         assert_eq!(
-            denials.ack_denied_within(Duration::from_secs(60)).as_deref(),
+            denials
+                .ack_denied_within(Duration::from_secs(60))
+                .as_deref(),
             Some(ack)
         );
-        assert_eq!(denials.ack_denied_within(Duration::ZERO), None, "too old");
+        let later = noted + Duration::from_secs(2);
+        assert_eq!(
+            denials.ack_denied_at(later, Duration::from_secs(1)),
+            None,
+            "too old"
+        );
+        let any = Own::Matching(|_: &str| true);
+        assert_eq!(
+            denials.matching(start, &any),
+            None,
+            "kept apart from the denials requests wait for"
+        );
     }
 
     /// A request's own subject is found however many denials came after it

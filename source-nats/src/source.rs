@@ -123,10 +123,11 @@ impl NatsSource {
         Ok(Self { inner })
     }
 
-    /// Failing while the server denied an ack within two `ack_wait`s: each
-    /// task run here would be delivered again, and never leave the stream.
+    /// Failing while the server denied an ack within two `ack_wait`s (the
+    /// longest of the consumers'): each task run here would be delivered
+    /// again, and never leave the stream.
     fn acks_health(&self) -> SourceHealth {
-        let window = self.inner.config.ack_wait.saturating_mul(2);
+        let window = self.inner.queue.longest_ack_wait.saturating_mul(2);
         match self.inner.queue.denials.ack_denied_within(window) {
             None => SourceHealth::Ok,
             Some(subject) => SourceHealth::Failing {

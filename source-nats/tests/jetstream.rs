@@ -888,7 +888,9 @@ async fn a_denied_ack_makes_the_source_fail_naming_the_permission() {
     let source = restricted_user_on_a_made_queue(&server).await;
     let mut admin = config(&server, 5_000);
     admin.credentials = server.client().admin_seed.clone();
-    let admin = NatsSource::connect(admin).await.expect("the admin connects");
+    let admin = NatsSource::connect(admin)
+        .await
+        .expect("the admin connects");
     // Only the admin may publish a task of the low band.
     assert_eq!(
         admin.accept(vec![task("low", 90)]).await.unwrap(),
@@ -906,7 +908,10 @@ async fn a_denied_ack_makes_the_source_fail_naming_the_permission() {
         match source.stats().await.unwrap().health {
             task_source::SourceHealth::Failing { reason } => break reason,
             task_source::SourceHealth::Ok => {
-                assert!(Instant::now() < deadline, "the denied ack is never reported");
+                assert!(
+                    Instant::now() < deadline,
+                    "the denied ack is never reported"
+                );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }

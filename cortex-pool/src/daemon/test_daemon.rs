@@ -72,6 +72,8 @@ pub(crate) struct TestSource {
     pub(crate) settles_on_read: Mutex<Option<Settlement>>,
     /// Run once the first `status` read has read.
     pub(crate) after_read: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// Run once the first `accept` has stored its tasks.
+    pub(crate) after_accept: Mutex<Option<Box<dyn FnOnce() + Send>>>,
     /// Asked at each `settle`: `true` fails it, recording nothing.
     pub(crate) settle_fails: Option<Box<dyn Fn() -> bool + Send + Sync>>,
     /// Asked of each settlement a `settle_each` call records: `true`
@@ -105,7 +107,12 @@ fn busy() -> SourceError {
 #[async_trait::async_trait]
 impl TaskSource for TestSource {
     async fn accept(&self, tasks: Vec<NewTask>) -> Result<Vec<Admission>, SourceError> {
-        self.inner.accept(tasks).await
+        let stored = self.inner.accept(tasks).await;
+        let after = self.after_accept.lock().unwrap().take();
+        if let Some(step) = after {
+            step();
+        }
+        stored
     }
     async fn claim(&self, max: usize, now_ms: u64) -> Result<Vec<Claimed>, SourceError> {
         self.claims.fetch_add(1, Ordering::SeqCst);

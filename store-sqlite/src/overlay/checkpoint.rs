@@ -185,9 +185,8 @@ impl Overlay {
             Checkpoint::Settled => self.next_slice(SLICE, SLICE_BYTES).0,
             Checkpoint::Spill => {
                 let excess = self.excess().min(SPILL_BYTES);
-                // Settled tasks first when they are worth a slice (a plan
-                // is made from every entry); else waiting ones first, and
-                // settled ones for what those leave.
+                // Settled tasks first when they are worth a slice; else
+                // waiting ones first, and settled ones for what those leave.
                 let (mut written, mut bytes) = (Vec::new(), 0);
                 if self.tally.settled_weight >= excess.min(SLICE_BYTES) {
                     sliced = true;
@@ -274,7 +273,8 @@ impl Overlay {
 
     /// The next slice of the plan: up to `most` settled tasks still
     /// unwritten, oldest first, until `limit` bytes of their records are taken (at
-    /// least one); the plan is made from the entries when there is none.
+    /// least one); a plan is made of the tasks settled since the last one
+    /// when there is none.
     /// With the bytes taken.
     fn next_slice(&mut self, most: usize, limit: usize) -> (Vec<i64>, usize) {
         let entries = &self.entries;
@@ -337,8 +337,8 @@ impl Overlay {
 }
 
 /// The settled tasks the next checkpoints write, in order of acceptance, and
-/// when they were taken from the entries: every settled task still unwritten
-/// once the plan is done settled after that.
+/// when the plan was made: every settled task still unwritten once the plan
+/// is done settled after that.
 #[derive(Debug)]
 pub(crate) struct Plan {
     pub(super) seqs: VecDeque<i64>,

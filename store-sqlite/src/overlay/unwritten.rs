@@ -21,11 +21,14 @@ impl UnwrittenRows {
 
     /// A record whose oldest unwritten change was in `row` was written.
     pub(super) fn remove(&mut self, row: i64) {
-        if let Ok(at) = self.0.binary_search_by_key(&row, |(r, _)| *r) {
-            self.0[at].1 -= 1;
-            if self.0[at].1 == 0 {
-                self.0.remove(at);
+        match self.0.binary_search_by_key(&row, |(r, _)| *r) {
+            Ok(at) => {
+                self.0[at].1 -= 1;
+                if self.0[at].1 == 0 {
+                    self.0.remove(at);
+                }
             }
+            Err(_) => debug_assert!(false, "no record's oldest change is in row {row}"),
         }
     }
 

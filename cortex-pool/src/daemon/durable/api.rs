@@ -884,9 +884,9 @@ mod tests {
                     // What the feeder does with the new tasks.
                     assert_eq!(source.claim(8, 0).await.unwrap().len(), 2);
                     source.settle(vec![ok("a"), ok("c")]).await.unwrap();
-                    daemon.waiters.settled(
-                        ["a", "c"].map(|id| (id.to_owned(), TaskState::Ok, ok_line(id))),
-                    );
+                    daemon
+                        .waiters
+                        .settled(["a", "c"].map(|id| (id.to_owned(), TaskState::Ok, ok_line(id))));
                 }
                 Some(Reply::LineText { line, .. }) => settled_lines.push(line),
                 Some(Reply::LinesText { .. }) => {}
@@ -896,9 +896,58 @@ mod tests {
         settled_lines.sort();
         assert_eq!(settled_lines, ["a", "c", "old"].map(ok_line));
         assert_eq!(accepted, 3);
-        assert_eq!(*source.status_reads.lock().unwrap(), [1], "only old is read");
+        assert_eq!(
+            *source.status_reads.lock().unwrap(),
+            [1],
+            "only old is read"
+        );
         assert!(submitting.await.unwrap().is_ok());
         assert_eq!(daemon.waiters.waited_for(), 0, "no waiter is left");
+    }
+
+    /// A new task that settles while `submit --wait` is still storing the
+    /// batch (its waiters told before the answer lines went out) is heard
+    /// of: its waiter registered before the task was stored.
+    #[tokio::test]
+    async fn a_task_that_settles_while_its_batch_is_stored_is_heard_of() {
+        let source = Arc::new(TestSource::default());
+        let daemon = crate::daemon::test_daemon::daemon_with(source.clone()).await;
+        let feeder = daemon.clone();
+        *source.after_accept.lock().unwrap() = Some(Box::new(move || {
+            // What the feeder does: claim, commit the settlement, then
+            // tell the waiters.
+            use futures_util::FutureExt;
+            let claimed = feeder.source.claim(1, 0).now_or_never();
+            assert_eq!(claimed.expect("at once").unwrap().len(), 1);
+            feeder
+                .source
+                .settle(vec![ok("quick")])
+                .now_or_never()
+                .expect("the memory source settles at once")
+                .unwrap();
+            feeder
+                .waiters
+                .settled([("quick".to_owned(), TaskState::Ok, ok_line("quick"))]);
+        }));
+        let line = r#"{"id":"quick","type":"echo","payload":1}"#.to_owned();
+        let (tx, mut rx) = mpsc::channel(16);
+        let submitted = submit(vec![line], true, 1, true, &daemon, &tx);
+        tokio::time::timeout(Duration::from_secs(60), submitted)
+            .await
+            .expect("answered, not waited for")
+            .unwrap();
+        drop(tx);
+        let mut lines = Vec::new();
+        while let Some(reply) = rx.recv().await {
+            if let Reply::LineText { line, .. } = reply {
+                lines.push(line);
+            }
+        }
+        assert_eq!(lines, [ok_line("quick")]);
+        assert!(
+            source.status_reads.lock().unwrap().is_empty(),
+            "nothing read"
+        );
     }
 
     /// A waited-for task the look-up cannot read (where it stands is not

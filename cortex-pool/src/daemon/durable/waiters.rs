@@ -198,6 +198,26 @@ mod tests {
         assert_eq!(b1.inbox.try_recv().unwrap().state, TaskState::DeadLetter);
     }
 
+    /// A registration counts each of its ids once, and one that received a
+    /// line for each leaves none behind when it ends (it has nothing to
+    /// take out of the waiters).
+    #[tokio::test]
+    async fn a_registration_that_received_every_line_leaves_nothing_behind() {
+        let waiters = Waiters::default();
+        let named = ids(&["a", "b", "a"]);
+        let mut rx = waiters.register_all(&named);
+        assert_eq!(rx.registered, 2);
+        waiters.settled(done(&[
+            ("b", TaskState::Ok, "1"),
+            ("a", TaskState::Ok, "2"),
+        ]));
+        let mut got = Vec::new();
+        assert_eq!(rx.recv_many(&mut got, 8).await, 2);
+        assert_eq!(rx.received, rx.registered);
+        drop(rx);
+        assert_eq!(waiters.waited_for(), 0);
+    }
+
     #[test]
     fn a_registration_gets_each_of_its_ids_once_as_they_settle() {
         let waiters = Waiters::default();
