@@ -9,13 +9,17 @@
 #                 manager's shim) (`ours.cli.run.sdk.python`, N defaults to
 #                 20 000);
 #   daemon        `submit --wait` to a fresh 2-worker daemon with the default
-#                 settings, the rate `submit` reports (`ours.cli.daemon`).
+#                 settings, the rate `submit` reports (`ours.cli.daemon`);
+#   daemon-memory the same with `durability = "memory"` (no store: what the
+#                 durable store costs, beside the row above)
+#                 (`ours.cli.daemon.memory`).
 # Fails unless every task ends ok.
 #
-#   scripts/cli-peer.sh target/release/cortex-pool run|run-python|daemon [N]
+#   scripts/cli-peer.sh target/release/cortex-pool run|run-python|daemon|daemon-memory [N]
 set -euo pipefail
-BIN=$(realpath "${1:?usage: cli-peer.sh BIN run|run-python|daemon [N]}")
-MODE=${2:?usage: cli-peer.sh BIN run|run-python|daemon [N]}
+USAGE="usage: cli-peer.sh BIN run|run-python|daemon|daemon-memory [N]"
+BIN=$(realpath "${1:?$USAGE}")
+MODE=${2:?$USAGE}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=scripts/run-bench-lib.sh
 . "$HERE/scripts/run-bench-lib.sh"
@@ -26,7 +30,7 @@ esac
 dir=$(mktemp -d)
 export CORTEX_POOL_RUNTIME_DIR="$dir/run"
 cleanup() {
-  if [[ $MODE == daemon ]]; then
+  if [[ $MODE == daemon* ]]; then
     "$BIN" daemon stop --timeout-s 20 >/dev/null 2>&1 || true
   fi
   rm -rf "$dir"
@@ -51,17 +55,22 @@ case $MODE in
     result ours.cli.run.sdk.python "$(run_rate "$N" "$BIN" run -w 2 "$dir/tasks.jsonl" -- \
       "$python" "$HERE/sdk/python/example_worker.py")"
     ;;
-  daemon)
+  daemon|daemon-memory)
     export CORTEX_POOL_POOL_SIZE=2 CORTEX_POOL_MIN_WORKERS=2
+    name=ours.cli.daemon
+    if [[ $MODE == daemon-memory ]]; then
+      export CORTEX_POOL_DURABILITY=memory
+      name=ours.cli.daemon.memory
+    fi
     "$BIN" daemon start >/dev/null
     "$BIN" submit --wait "$dir/tasks.jsonl" 2>"$dir/submit-err" >/dev/null
     summary=$(grep -o '[0-9]* ok, 0 failed, 0 dead-lettered, 0 invalid; .* ([0-9]* tasks/s)' \
       "$dir/submit-err" || true)
     [[ $summary == "$N ok, "* ]] || { echo "not every task ok: $(cat "$dir/submit-err")" >&2; exit 1; }
-    result ours.cli.daemon "$(grep -o '([0-9]* tasks/s)' <<<"$summary" | tr -dc 0-9)"
+    result "$name" "$(grep -o '([0-9]* tasks/s)' <<<"$summary" | tr -dc 0-9)"
     ;;
   *)
-    echo "unknown mode $MODE (run, run-python, daemon)" >&2
+    echo "unknown mode $MODE (run, run-python, daemon, daemon-memory)" >&2
     exit 2
     ;;
 esac

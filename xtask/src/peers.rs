@@ -13,8 +13,9 @@
 //! through `WORKER_CMD`, so the Python SDK is compared with `multiprocessing.Pool`.
 //! The CLI has rows of its own (`scripts/cli-peer.sh`): `ours.cli.run`
 //! (`cortex-pool run -w 2`, 100 000 echo tasks, start to exit),
-//! `ours.cli.daemon` (`submit --wait` of the same to a fresh 2-worker daemon)
-//! and, with the Python peers, `ours.cli.run.sdk.python`. A second table
+//! `ours.cli.daemon` (`submit --wait` of the same to a fresh 2-worker daemon),
+//! `ours.cli.daemon.memory` (the same with `durability = "memory"`: not a
+//! target, it shows what the durable store costs) and, with the Python peers, `ours.cli.run.sdk.python`. A second table
 //! judges issue 10's targets on ratios taken within each rep.
 //!
 //! A peer whose runtime is missing is skipped with a line that says so.
@@ -232,6 +233,9 @@ fn label(bench: &str) -> String {
             "`run -w 2`, 64 B × 20k, start to exit"
         }
         (Some("ours"), Some("cli"), Some(&"run")) => "`run -w 2`, 64 B × 100k, start to exit",
+        (Some("ours"), Some("cli"), Some(&"daemon")) if parts.get(3) == Some(&"memory") => {
+            "`submit --wait` of 64 B × 100k to a 2-worker daemon, `durability = \"memory\"`"
+        }
         (Some("ours"), Some("cli"), Some(&"daemon")) => {
             "`submit --wait` of 64 B × 100k to a 2-worker daemon"
         }
@@ -328,8 +332,9 @@ pub(crate) fn peers() -> Result<(), String> {
         jobs.push(job("ours", &[&pb, "start", "20"], 60));
         jobs.push(job("ours", &[&pb, "mem"], 120));
         // The CLI where users meet it: `run -w 2` and `submit --wait` to a
-        // daemon, 100 000 echo tasks each (`scripts/cli-peer.sh`).
-        for mode in ["run", "daemon"] {
+        // daemon, 100 000 echo tasks each (`scripts/cli-peer.sh`); the
+        // daemon also without its store, to show what the store costs.
+        for mode in ["run", "daemon", "daemon-memory"] {
             jobs.push(job("ours", &["bash", &cli_peer, &cli, mode], 180));
         }
     }
