@@ -176,7 +176,7 @@ impl Overlay {
                     .entries
                     .iter()
                     .filter(|(_, live)| live.dirty())
-                    .map(|(seq, _)| *seq)
+                    .map(|(seq, _)| seq)
                     .collect();
                 // In order of acceptance: new rows are appended to the table's tree.
                 all.sort_unstable();
@@ -207,7 +207,7 @@ impl Overlay {
         let mut delta = StateDelta::default();
         let records: Vec<(i64, &Live)> = written
             .iter()
-            .filter_map(|seq| self.entries.get(seq).map(|live| (*seq, &**live)))
+            .filter_map(|seq| self.entries.get(*seq).map(|live| (*seq, live)))
             .collect();
         for (_, live) in &records {
             delta.add(live.state, 1);
@@ -221,7 +221,7 @@ impl Overlay {
         // memory; the others keep their place in the ready order (evicted
         // from the last down: a spilled FIFO's end goes one task at a time).
         for seq in written.into_iter().rev() {
-            let Some(live) = self.entries.get_mut(&seq) else {
+            let Some(live) = self.entries.get_mut(seq) else {
                 continue;
             };
             self.tally.count(live, -1);
@@ -288,7 +288,7 @@ impl Overlay {
             };
             // A task requeued since the plan was made is not settled; one
             // written by a full checkpoint since is not dirty.
-            if let Some(live) = entries.get(&seq).filter(|live| live.settled_unwritten()) {
+            if let Some(live) = entries.get(seq).filter(|live| live.settled_unwritten()) {
                 bytes += live.weight();
                 slice.push(seq);
             }
@@ -309,7 +309,7 @@ impl Overlay {
                 break;
             }
             // A retrying task's record may be on disk already.
-            if let Some(live) = self.entries.get(&seq) {
+            if let Some(live) = self.entries.get(seq) {
                 took += live.weight();
                 spilled.push(seq);
             }

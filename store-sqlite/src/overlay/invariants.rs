@@ -358,7 +358,7 @@ fn records(overlay: &Overlay, conn: &Connection) -> BTreeMap<i64, Record> {
         .unwrap()
         .map(Result::unwrap)
         .collect();
-    for (&seq, live) in &overlay.entries {
+    for (seq, live) in overlay.entries.iter() {
         records.insert(seq, Record::of(live));
     }
     records
@@ -378,7 +378,7 @@ fn whole_records(overlay: &Overlay, conn: &Connection) -> BTreeMap<i64, (TaskRec
             (seq, (live.record(), live.version))
         })
         .collect();
-    for (&seq, live) in &overlay.entries {
+    for (seq, live) in overlay.entries.iter() {
         records.insert(seq, (live.record(), live.version));
     }
     records
@@ -399,14 +399,14 @@ fn check_invariants(overlay: &Overlay, conn: &Connection, claimed_at: u64, at: &
 /// Every entry has unwritten changes or runs, and `ids` and `entries` match
 /// one to one.
 fn check_entries(overlay: &Overlay, at: &str) {
-    for (seq, live) in &overlay.entries {
+    for (seq, live) in overlay.entries.iter() {
         assert!(
             live.dirty() || live.state == TaskState::Running,
             "{at}: entry {seq} is clean and idle: {live:?}"
         );
         assert_eq!(
             overlay.ids.get(&live.task.id),
-            Some(seq),
+            Some(&seq),
             "{at}: the id of entry {seq}"
         );
     }
@@ -424,7 +424,7 @@ fn check_entries(overlay: &Overlay, at: &str) {
 fn check_tally(overlay: &Overlay, at: &str) {
     let mut recount = Tally::default();
     let mut rows = UnwrittenRows::default();
-    for live in overlay.entries.values() {
+    for (_, live) in overlay.entries.iter() {
         recount.count(live, 1);
         if let Some(row) = live.unwritten_since {
             rows.add(row);
@@ -438,9 +438,9 @@ fn check_tally(overlay: &Overlay, at: &str) {
         .chain(&overlay.newly_settled)
         .copied()
         .collect();
-    for (seq, live) in &overlay.entries {
+    for (seq, live) in overlay.entries.iter() {
         assert!(
-            !live.settled_unwritten() || planned.contains(seq),
+            !live.settled_unwritten() || planned.contains(&seq),
             "{at}: settled task {seq} is in no plan"
         );
     }
@@ -479,7 +479,7 @@ fn check_ready_order(
     for ((priority, seq), held) in in_memory.chain(on_disk) {
         assert!(placed.insert(seq), "{at}: task {seq} is ready twice");
         assert_eq!(
-            overlay.entries.contains_key(&seq),
+            overlay.entries.contains(seq),
             held,
             "{at}: ready task {seq} is in memory, or on disk, as the order says"
         );
@@ -628,7 +628,7 @@ fn a_change_that_changes_nothing_journals_nothing_and_keeps_no_entry() {
     overlay.settle(&conn, vec![settlement], 3).unwrap();
     commit_pending(&mut overlay, &conn);
     overlay.checkpoint(&conn, Checkpoint::Full).unwrap();
-    assert!(overlay.entries.is_empty(), "{:?}", overlay.entries);
+    assert_eq!(overlay.entries.len(), 0, "{:?}", overlay.entries);
 
     // "b" waits: settling an attempt of it changes nothing.
     let interrupted = Settlement {
@@ -662,7 +662,7 @@ fn a_change_that_changes_nothing_journals_nothing_and_keeps_no_entry() {
         "journaled: {:?}",
         overlay.pending
     );
-    assert!(overlay.entries.is_empty(), "{:?}", overlay.entries);
+    assert_eq!(overlay.entries.len(), 0, "{:?}", overlay.entries);
     assert!(overlay.ids.is_empty(), "{:?}", overlay.ids);
     check_invariants(&overlay, &conn, 2, "after the changes of nothing");
 }

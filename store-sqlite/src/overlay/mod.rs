@@ -24,13 +24,13 @@ use std::time::Instant;
 
 use foldhash::HashMap;
 use rusqlite::Connection;
-use std::collections::hash_map;
 use task_source::{NewTask, TaskState};
 
 use crate::journal::{self, Entry};
 use crate::known_ids::KnownIds;
 use crate::live::{self, Live};
 use order::ReadyOrder;
+use records::Records;
 use tally::Tally;
 use unwritten::UnwrittenRows;
 
@@ -40,6 +40,7 @@ mod checkpoint;
 mod invariants;
 mod ops;
 mod order;
+mod records;
 mod tally;
 mod unwritten;
 
@@ -57,9 +58,9 @@ pub(crate) const WAITING: &str =
 #[derive(Debug, Default)]
 pub(crate) struct Overlay {
     /// Records by sequence number: every task whose row lacks some of its
-    /// changes, and every running task (boxed: the map's slots stay small,
-    /// and a record is changed in place).
-    entries: HashMap<i64, Box<Live>>,
+    /// changes, and every running task (boxed: the slots stay small, and a
+    /// record is changed in place).
+    entries: Records,
     /// The sequence numbers of `entries` by id.
     ids: HashMap<String, i64>,
     /// Where the waiting tasks come.
@@ -172,14 +173,14 @@ impl Overlay {
         journal: bool,
         make: impl FnOnce(&Live, u64) -> Entry<'static>,
     ) -> rusqlite::Result<Option<bool>> {
-        let live = match self.entries.entry(seq) {
-            hash_map::Entry::Occupied(held) => held.into_mut(),
-            hash_map::Entry::Vacant(place) => {
-                let Some(live) = live::load_seq(conn, seq)? else {
-                    return Ok(None);
-                };
-                hold(&mut self.ids, place, seq, live)
-            }
+        if !self.entries.contains(seq) {
+            let Some(live) = live::load_seq(conn, seq)? else {
+                return Ok(None);
+            };
+            hold(&mut self.ids, &mut self.entries, seq, live);
+        }
+        let Some(live) = self.entries.get_mut(seq) else {
+            return Ok(None);
         };
         let entry = make(live, live.version + 1);
         let mark = self.pending.len();
@@ -224,7 +225,7 @@ impl Overlay {
     /// and the ids; a waiting task keeps its place in the ready order, on
     /// disk.
     fn release(&mut self, seq: i64) {
-        if let Some(live) = self.entries.remove(&seq) {
+        if let Some(live) = self.entries.remove(seq) {
             self.ids.remove(&live.task.id);
             if live.state.is_waiting() {
                 self.order.evict(live.task.priority, seq);
@@ -240,7 +241,7 @@ impl Overlay {
         // became of its row.
         self.next_seq = self.next_seq.max(seq + 1);
         if let Entry::Accepted { at_ms, task, .. } = entry {
-            if !self.entries.contains_key(&seq) && !live::has_row(conn, seq)? {
+            if !self.entries.contains(seq) && !live::has_row(conn, seq)? {
                 self.add_accepted(seq, task.into_owned(), at_ms);
             }
             return Ok(());
@@ -328,21 +329,16 @@ impl Overlay {
         id: &str,
     ) -> rusqlite::Result<Option<(i64, TaskState)>> {
         match self.ids.get(id) {
-            Some(&seq) => Ok(self.entries.get(&seq).map(|live| (seq, live.state))),
+            Some(&seq) => Ok(self.entries.get(seq).map(|live| (seq, live.state))),
             None if self.known.as_ref().is_none_or(|known| known.may_hold(id)) => rows.state_of(id),
             None => Ok(None),
         }
     }
 }
 
-/// Holds the record `live` of task `seq`, read from its row, in its
-/// entry `place`, and its id in `ids`.
-fn hold<'a>(
-    ids: &mut HashMap<String, i64>,
-    place: hash_map::VacantEntry<'a, i64, Box<Live>>,
-    seq: i64,
-    live: Live,
-) -> &'a mut Box<Live> {
+/// Holds the record `live` of task `seq`, read from its row, in `entries`,
+/// and its id in `ids`.
+fn hold(ids: &mut HashMap<String, i64>, entries: &mut Records, seq: i64, live: Live) {
     ids.insert(live.task.id.clone(), seq);
-    place.insert(Box::new(live))
+    entries.insert(seq, Box::new(live));
 }

@@ -87,14 +87,13 @@ impl Overlay {
         now_ms: u64,
     ) -> rusqlite::Result<Vec<Claimed>> {
         let entries = &self.entries;
-        self.order
-            .promote_due(now_ms, |seq| entries.contains_key(&seq));
+        self.order.promote_due(now_ms, |seq| entries.contains(seq));
         let mut out = Vec::with_capacity(max.min(self.order.ready_len()));
         while out.len() < max {
             let Some((priority, seq)) = self.order.first() else {
                 break;
             };
-            if !self.entries.contains_key(&seq) {
+            if !self.entries.contains(seq) {
                 self.read_ahead(conn, max - out.len())?;
             }
             let mut attempt = 0;
@@ -121,7 +120,7 @@ impl Overlay {
                     continue;
                 }
             }
-            if let Some(live) = self.entries.get(&seq) {
+            if let Some(live) = self.entries.get(seq) {
                 out.push(Claimed {
                     task: live.task.clone(),
                     attempt,
@@ -138,8 +137,8 @@ impl Overlay {
     fn read_ahead(&mut self, conn: &Connection, most: usize) -> rusqlite::Result<()> {
         let seqs = self.order.next_on_disk(most.min(live::ROWS_READ_AT_ONCE));
         for (seq, live) in live::load_seqs(conn, &seqs)? {
-            if let std::collections::hash_map::Entry::Vacant(place) = self.entries.entry(seq) {
-                super::hold(&mut self.ids, place, seq, live);
+            if !self.entries.contains(seq) {
+                super::hold(&mut self.ids, &mut self.entries, seq, live);
             }
         }
         Ok(())
@@ -231,7 +230,7 @@ impl Overlay {
         let rows = stored.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, T>(1)?)))?;
         for row in rows {
             let (seq, value) = row?;
-            if !self.entries.contains_key(&seq) {
+            if !self.entries.contains(seq) {
                 found.push((seq, value));
             }
         }
@@ -239,7 +238,7 @@ impl Overlay {
             self.entries
                 .iter()
                 .filter(|(_, live)| live.state == state)
-                .map(|(seq, live)| (*seq, pick(live))),
+                .map(|(seq, live)| (seq, pick(live))),
         );
         found.sort_unstable_by_key(|(seq, _)| *seq);
         Ok(found)
@@ -312,8 +311,7 @@ impl Overlay {
         let mut held: Vec<(i64, &Live)> = self
             .entries
             .iter()
-            .filter(|(seq, live)| wanted(**seq, live))
-            .map(|(seq, live)| (*seq, &**live))
+            .filter(|(seq, live)| wanted(*seq, live))
             .collect();
         if limit > 0 && held.len() > limit {
             held.select_nth_unstable_by_key(limit - 1, |&(seq, _)| key(seq));
@@ -330,7 +328,7 @@ impl Overlay {
             let last = rows.last().map(|(seq, _)| *seq);
             found.extend(
                 rows.into_iter()
-                    .filter(|(seq, _)| !self.entries.contains_key(seq)),
+                    .filter(|(seq, _)| !self.entries.contains(*seq)),
             );
             match last {
                 Some(last) if full && found.len() < limit => {
@@ -348,10 +346,7 @@ impl Overlay {
     }
 
     fn entry(&self, id: &str) -> Option<&Live> {
-        self.ids
-            .get(id)
-            .and_then(|seq| self.entries.get(seq))
-            .map(|live| &**live)
+        self.ids.get(id).and_then(|seq| self.entries.get(*seq))
     }
 
     /// Puts dead letters back in the queue under their ids with their

@@ -1,0 +1,217 @@
+//! The overlay's records by sequence number ([`Records`]).
+//!
+//! Tasks are numbered in order of acceptance, and the records in memory are
+//! mostly of the latest tasks: they are kept in a window addressed by
+//! `seq - base`, so finding one is an index, not a hash and a probe into a
+//! table of a hundred thousand slots, and records accepted together sit side
+//! by side. A record older than the window (a task read back from its row
+//! long after it was accepted) goes in a map. The window's front moves on as
+//! its first records leave; one old record that stays (a task running for
+//! hours) is moved to the map once the window would be mostly empty slots.
+
+use std::collections::VecDeque;
+
+use foldhash::HashMap;
+
+use crate::live::Live;
+
+/// Slots a window keeps however empty (below it, no record is moved).
+#[cfg(not(test))]
+const SMALLEST_WINDOW: usize = 4096;
+/// Small in the crate's tests, so that their few tasks move records to the
+/// map.
+#[cfg(test)]
+const SMALLEST_WINDOW: usize = 8;
+/// A window whose slots outnumber its records this many times is made
+/// smaller, its front records moved to the map.
+const MOST_EMPTY: usize = 8;
+
+/// The records, by sequence number.
+#[derive(Debug, Default)]
+pub(crate) struct Records {
+    /// The records of `base`, `base + 1`, …; `None` where a task has none.
+    window: VecDeque<Option<Box<Live>>>,
+    /// The sequence number of the window's first slot.
+    base: i64,
+    /// Records in the window.
+    in_window: usize,
+    /// The records of tasks before `base`.
+    older: HashMap<i64, Box<Live>>,
+}
+
+impl Records {
+    /// Task `seq`'s record.
+    pub(crate) fn get(&self, seq: i64) -> Option<&Live> {
+        match self.slot(seq) {
+            Some(at) => self.window.get(at)?.as_deref(),
+            None => self.older.get(&seq).map(|live| &**live),
+        }
+    }
+
+    /// Task `seq`'s record, to change.
+    pub(crate) fn get_mut(&mut self, seq: i64) -> Option<&mut Live> {
+        match self.slot(seq) {
+            Some(at) => self.window.get_mut(at)?.as_deref_mut(),
+            None => self.older.get_mut(&seq).map(|live| &mut **live),
+        }
+    }
+
+    /// Whether task `seq` has a record.
+    pub(crate) fn contains(&self, seq: i64) -> bool {
+        self.get(seq).is_some()
+    }
+
+    /// Holds `live` as task `seq`'s record (replacing one it had).
+    pub(crate) fn insert(&mut self, seq: i64, live: Box<Live>) {
+        if self.window.is_empty() && seq >= self.base {
+            self.base = seq;
+        }
+        let Some(at) = self.slot(seq) else {
+            self.older.insert(seq, live);
+            return;
+        };
+        if at >= self.window.len() {
+            self.window.resize_with(at + 1, || None);
+        }
+        if self.window[at].replace(live).is_none() {
+            self.in_window += 1;
+        }
+    }
+
+    /// Lets go of task `seq`'s record, and returns it.
+    pub(crate) fn remove(&mut self, seq: i64) -> Option<Box<Live>> {
+        let Some(at) = self.slot(seq) else {
+            return self.older.remove(&seq);
+        };
+        let live = self.window.get_mut(at)?.take()?;
+        self.in_window -= 1;
+        self.trim();
+        Some(live)
+    }
+
+    /// Every record, with its task's number, in no order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (i64, &Live)> + '_ {
+        let base = self.base;
+        let window = self.window.iter().zip(base..).filter_map(|(slot, seq)| {
+            let live = slot.as_deref()?;
+            Some((seq, live))
+        });
+        window.chain(self.older.iter().map(|(seq, live)| (*seq, &**live)))
+    }
+
+    /// How many records it holds.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.in_window + self.older.len()
+    }
+
+    /// The window's slot of `seq`; `None` before the window.
+    fn slot(&self, seq: i64) -> Option<usize> {
+        usize::try_from(seq.checked_sub(self.base)?).ok()
+    }
+
+    /// Drops the empty slots at the window's ends, and moves its first
+    /// records to the map while it is mostly empty slots.
+    fn trim(&mut self) {
+        loop {
+            match self.window.front() {
+                Some(None) => {}
+                Some(Some(_))
+                    if self.window.len() > SMALLEST_WINDOW
+                        && self.window.len() > self.in_window * MOST_EMPTY =>
+                {
+                    if let Some(Some(live)) = self.window.front_mut().map(Option::take) {
+                        self.older.insert(self.base, live);
+                        self.in_window -= 1;
+                    }
+                }
+                _ => break,
+            }
+            self.window.pop_front();
+            self.base += 1;
+        }
+        while matches!(self.window.back(), Some(None)) {
+            self.window.pop_back();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use task_source::NewTask;
+
+    fn record(id: &str) -> Box<Live> {
+        Box::new(Live::accepted(
+            NewTask {
+                id: id.into(),
+                task_type: "echo".into(),
+                payload: "1".into(),
+                priority: 50,
+                timeout_ms: None,
+            },
+            0,
+        ))
+    }
+
+    fn ids(records: &Records) -> Vec<(i64, String)> {
+        let mut all: Vec<(i64, String)> = records
+            .iter()
+            .map(|(seq, live)| (seq, live.task.id.clone()))
+            .collect();
+        all.sort();
+        all
+    }
+
+    #[test]
+    fn records_are_found_in_the_window_and_before_it() {
+        let mut records = Records::default();
+        for seq in 10..20 {
+            records.insert(seq, record(&format!("t{seq}")));
+        }
+        assert_eq!(records.len(), 10);
+        // Read back from its row: older than the window.
+        records.insert(3, record("old"));
+        assert_eq!(records.get(3).map(|l| l.task.id.as_str()), Some("old"));
+        assert_eq!(records.get(15).map(|l| l.task.id.as_str()), Some("t15"));
+        assert!(records.get(9).is_none() && records.get(20).is_none());
+        assert_eq!(records.remove(10).map(|l| l.task.id), Some("t10".into()));
+        assert_eq!(records.base, 11, "the front moved on");
+        assert!(records.remove(10).is_none(), "gone");
+        assert_eq!(records.remove(3).map(|l| l.task.id), Some("old".into()));
+        records.get_mut(12).unwrap().attempts = 7;
+        assert_eq!(records.get(12).unwrap().attempts, 7);
+        // A gap, then a later record.
+        records.insert(30, record("t30"));
+        assert!(records.contains(30) && !records.contains(25));
+        assert_eq!(records.len(), 10);
+        let want: Vec<i64> = (11..20).chain([30]).collect();
+        let got: Vec<i64> = ids(&records).into_iter().map(|(seq, _)| seq).collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn one_old_record_does_not_hold_a_window_of_empty_slots() {
+        let mut records = Records::default();
+        records.insert(0, record("long"));
+        let last = (SMALLEST_WINDOW.max(64) * MOST_EMPTY * 4) as i64;
+        for seq in 1..=last {
+            records.insert(seq, record(&format!("t{seq}")));
+            if seq > 16 {
+                records.remove(seq - 16);
+            }
+            let most = SMALLEST_WINDOW.max(MOST_EMPTY * (records.in_window + 1)) + 1;
+            assert!(
+                records.window.len() <= most,
+                "{} slots for {} records",
+                records.window.len(),
+                records.in_window
+            );
+        }
+        assert!(records.older.contains_key(&0), "moved out of the window");
+        assert_eq!(records.get(0).map(|l| l.task.id.as_str()), Some("long"));
+        assert_eq!(records.len(), 17);
+        assert_eq!(records.remove(0).map(|l| l.task.id), Some("long".into()));
+        assert_eq!(records.len(), 16);
+    }
+}
