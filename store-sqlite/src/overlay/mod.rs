@@ -22,13 +22,13 @@
 use std::borrow::Cow;
 use std::time::Instant;
 
-use foldhash::HashMap;
 use rusqlite::Connection;
 use task_source::{NewTask, TaskState};
 
 use crate::journal::{self, Entry};
 use crate::known_ids::KnownIds;
 use crate::live::{self, Live};
+use ids::Ids;
 use order::ReadyOrder;
 use records::Records;
 use tally::Tally;
@@ -36,6 +36,7 @@ use unwritten::UnwrittenRows;
 
 mod change;
 mod checkpoint;
+mod ids;
 #[cfg(test)]
 mod invariants;
 mod ops;
@@ -62,7 +63,7 @@ pub(crate) struct Overlay {
     /// record is changed in place).
     entries: Records,
     /// The sequence numbers of `entries` by id.
-    ids: HashMap<String, i64>,
+    ids: Ids,
     /// Where the waiting tasks come.
     order: ReadyOrder,
     /// The number the next accepted task gets.
@@ -147,12 +148,12 @@ impl Overlay {
         overlay.journal_row = journal_row;
         overlay.known = Some(match known {
             Some(mut known) => {
-                for id in overlay.ids.keys() {
-                    known.insert(id);
+                for (_, live) in overlay.entries.iter() {
+                    known.insert(&live.task.id);
                 }
                 known
             }
-            None => KnownIds::load(conn, overlay.ids.keys().map(String::as_str))?,
+            None => KnownIds::load(conn, overlay.held_ids().into_iter())?,
         });
         Ok(overlay)
     }
@@ -226,7 +227,7 @@ impl Overlay {
     /// disk.
     fn release(&mut self, seq: i64) {
         if let Some(live) = self.entries.remove(seq) {
-            self.ids.remove(&live.task.id);
+            self.ids.remove(&live.task.id, seq);
             if live.state.is_waiting() {
                 self.order.evict(live.task.priority, seq);
             }
@@ -293,7 +294,7 @@ impl Overlay {
         let mut live = Box::new(Live::accepted(task, at_ms));
         live.unwritten_since = Some(self.journal_row);
         self.unwritten_rows.add(self.journal_row);
-        self.ids.insert(live.task.id.clone(), seq);
+        self.ids.insert(&live.task.id, seq);
         self.order
             .wait(seq, live.state, live.task.priority, live.due_ms);
         self.tally.count(&live, 1);
@@ -322,14 +323,22 @@ impl Overlay {
         Some((row, entries))
     }
 
+    /// The ids of the tasks with records.
+    fn held_ids(&self) -> Vec<&str> {
+        self.entries
+            .iter()
+            .map(|(_, live)| live.task.id.as_str())
+            .collect()
+    }
+
     /// The sequence number and state of task `id`.
     fn find(
         &self,
         rows: &mut live::Lookup<'_>,
         id: &str,
     ) -> rusqlite::Result<Option<(i64, TaskState)>> {
-        match self.ids.get(id) {
-            Some(&seq) => Ok(self.entries.get(seq).map(|live| (seq, live.state))),
+        match self.ids.get(id, &self.entries) {
+            Some(seq) => Ok(self.entries.get(seq).map(|live| (seq, live.state))),
             None if self.known.as_ref().is_none_or(|known| known.may_hold(id)) => rows.state_of(id),
             None => Ok(None),
         }
@@ -338,7 +347,7 @@ impl Overlay {
 
 /// Holds the record `live` of task `seq`, read from its row, in `entries`,
 /// and its id in `ids`.
-fn hold(ids: &mut HashMap<String, i64>, entries: &mut Records, seq: i64, live: Live) {
-    ids.insert(live.task.id.clone(), seq);
+fn hold(ids: &mut Ids, entries: &mut Records, seq: i64, live: Live) {
+    ids.insert(&live.task.id, seq);
     entries.insert(seq, Box::new(live));
 }

@@ -72,7 +72,7 @@ impl Overlay {
         }
         if self.known.as_ref().is_some_and(KnownIds::full) {
             // Built again at twice its size (and without the ids deleted since).
-            self.known = Some(KnownIds::load(conn, self.ids.keys().map(String::as_str))?);
+            self.known = Some(KnownIds::load(conn, self.held_ids().into_iter())?);
         }
         Ok(out)
     }
@@ -346,7 +346,9 @@ impl Overlay {
     }
 
     fn entry(&self, id: &str) -> Option<&Live> {
-        self.ids.get(id).and_then(|seq| self.entries.get(*seq))
+        self.ids
+            .get(id, &self.entries)
+            .and_then(|seq| self.entries.get(seq))
     }
 
     /// Puts dead letters back in the queue under their ids with their

@@ -1,0 +1,93 @@
+//! The overlay's records by task id ([`Ids`]).
+//!
+//! Each slot holds the id's hash and the task's sequence number, 16 bytes: the
+//! id itself is its record's, compared there. A table of `String` keys held a
+//! copy of every id (an allocation a task) and took twice the memory, and a
+//! look-up read the key's bytes from a third place.
+
+use hashbrown::HashTable;
+
+use super::records::Records;
+
+/// The sequence number of each record's task, by id.
+#[derive(Debug, Default)]
+pub(crate) struct Ids {
+    /// `(hash of the id, sequence number)`.
+    table: HashTable<(u64, i64)>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl Ids {
+    /// `id`'s hash.
+    fn hash(&self, id: &str) -> u64 {
+        std::hash::BuildHasher::hash_one(&self.hasher, id)
+    }
+
+    /// The sequence number of task `id`'s record in `records`.
+    pub(crate) fn get(&self, id: &str, records: &Records) -> Option<i64> {
+        let hash = self.hash(id);
+        self.table
+            .find(hash, |&(h, seq)| {
+                h == hash && records.get(seq).is_some_and(|live| live.task.id == id)
+            })
+            .map(|&(_, seq)| seq)
+    }
+
+    /// Notes that task `id`'s record is `seq`'s (its id has no record yet).
+    pub(crate) fn insert(&mut self, id: &str, seq: i64) {
+        let hash = self.hash(id);
+        self.table.insert_unique(hash, (hash, seq), |&(h, _)| h);
+    }
+
+    /// Forgets task `seq`'s id, `id`.
+    pub(crate) fn remove(&mut self, id: &str, seq: i64) {
+        let hash = self.hash(id);
+        if let Ok(found) = self.table.find_entry(hash, |&(h, s)| h == hash && s == seq) {
+            found.remove();
+        }
+    }
+
+    /// How many ids it holds.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.table.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::live::Live;
+    use task_source::NewTask;
+
+    fn record(id: &str) -> Box<Live> {
+        Box::new(Live::accepted(
+            NewTask {
+                id: id.into(),
+                task_type: "echo".into(),
+                payload: "1".into(),
+                priority: 50,
+                timeout_ms: None,
+            },
+            0,
+        ))
+    }
+
+    #[test]
+    fn an_id_finds_its_records_number_until_it_is_removed() {
+        let (mut ids, mut records) = (Ids::default(), Records::default());
+        for (seq, id) in [(1, "a"), (2, "b"), (7, "c")] {
+            records.insert(seq, record(id));
+            ids.insert(id, seq);
+        }
+        assert_eq!(ids.get("b", &records), Some(2));
+        assert_eq!(ids.get("c", &records), Some(7));
+        assert_eq!(ids.get("d", &records), None);
+        ids.remove("b", 2);
+        assert_eq!(ids.get("b", &records), None);
+        assert_eq!(ids.len(), 2);
+        // Removing with the wrong number leaves the id.
+        ids.remove("a", 9);
+        assert_eq!(ids.get("a", &records), Some(1));
+    }
+}
