@@ -34,6 +34,11 @@ pub(crate) fn new_task(id: &str) -> task_source::NewTask {
     }
 }
 
+/// The record of [`new_task`]`(id)`, just accepted.
+pub(crate) fn accepted(id: &str) -> Box<crate::live::Live> {
+    Box::new(crate::live::Live::accepted(new_task(id), 0))
+}
+
 /// An empty store in memory, at the current schema, and its overlay.
 pub(crate) fn empty_overlay() -> (Connection, crate::overlay::Overlay) {
     let conn = Connection::open_in_memory().unwrap();

@@ -57,21 +57,7 @@ impl Ids {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::live::Live;
-    use task_source::NewTask;
-
-    fn record(id: &str) -> Box<Live> {
-        Box::new(Live::accepted(
-            NewTask {
-                id: id.into(),
-                task_type: "echo".into(),
-                payload: "1".into(),
-                priority: 50,
-                timeout_ms: None,
-            },
-            0,
-        ))
-    }
+    use crate::test_support::accepted as record;
 
     #[test]
     fn an_id_finds_its_records_number_until_it_is_removed() {

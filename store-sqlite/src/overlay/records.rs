@@ -139,20 +139,7 @@ impl Records {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use task_source::NewTask;
-
-    fn record(id: &str) -> Box<Live> {
-        Box::new(Live::accepted(
-            NewTask {
-                id: id.into(),
-                task_type: "echo".into(),
-                payload: "1".into(),
-                priority: 50,
-                timeout_ms: None,
-            },
-            0,
-        ))
-    }
+    use crate::test_support::accepted as record;
 
     fn ids(records: &Records) -> Vec<(i64, String)> {
         let mut all: Vec<(i64, String)> = records
