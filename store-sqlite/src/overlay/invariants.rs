@@ -399,6 +399,7 @@ fn check_invariants(overlay: &Overlay, conn: &Connection, claimed_at: u64, at: &
 /// Every entry has unwritten changes or runs, and `ids` and `entries` match
 /// one to one.
 fn check_entries(overlay: &Overlay, at: &str) {
+    overlay.entries.check(at);
     for (seq, live) in overlay.entries.iter() {
         assert!(
             live.dirty() || live.state == TaskState::Running,

@@ -4,10 +4,16 @@
 //! mostly of the latest tasks: they are kept in a window addressed by
 //! `seq - base`, so finding one is an index, not a hash and a probe into a
 //! table of a hundred thousand slots, and records accepted together sit side
-//! by side. A record older than the window (a task read back from its row
-//! long after it was accepted) goes in a map. The window's front moves on as
-//! its first records leave; one old record that stays (a task running for
-//! hours) is moved to the map once the window would be mostly empty slots.
+//! by side. A record before the window goes in a map: one read back from its
+//! row long after its task was accepted, and one moved out of the window.
+//! The window is never mostly empty slots, so its memory follows the records
+//! it holds, not the numbers between them:
+//! - its front moves on as its first records leave, and while the window is
+//!   mostly empty slots its first records move to the map (a task running
+//!   for hours does not hold the slots of every task accepted since);
+//! - a record far past its end (the next task accepted after an old one was
+//!   read back into an empty window) starts the window again there, the
+//!   records before it moved to the map.
 
 use std::collections::VecDeque;
 
@@ -66,11 +72,15 @@ impl Records {
         if self.window.is_empty() && seq >= self.base {
             self.base = seq;
         }
-        let Some(at) = self.slot(seq) else {
+        let Some(mut at) = self.slot(seq) else {
             self.older.insert(seq, live);
             return;
         };
         if at >= self.window.len() {
+            if at >= SMALLEST_WINDOW.max(MOST_EMPTY * (self.in_window + 1)) {
+                self.start_at(seq);
+                at = 0;
+            }
             self.window.resize_with(at + 1, || None);
         }
         if self.window[at].replace(live).is_none() {
@@ -110,8 +120,22 @@ impl Records {
         usize::try_from(seq.checked_sub(self.base)?).ok()
     }
 
+    /// Moves every record of the window to the map, and starts the window
+    /// again at `seq` (past them all), empty.
+    fn start_at(&mut self, seq: i64) {
+        let window = std::mem::take(&mut self.window);
+        for (live, at) in window.into_iter().zip(self.base..) {
+            if let Some(live) = live {
+                self.older.insert(at, live);
+            }
+        }
+        self.in_window = 0;
+        self.base = seq;
+    }
+
     /// Drops the empty slots at the window's ends, and moves its first
-    /// records to the map while it is mostly empty slots.
+    /// records to the map while it is mostly empty slots; gives back the
+    /// memory of slots it no longer uses.
     fn trim(&mut self) {
         loop {
             match self.window.front() {
@@ -133,6 +157,28 @@ impl Records {
         while matches!(self.window.back(), Some(None)) {
             self.window.pop_back();
         }
+        let used = self.window.len().max(SMALLEST_WINDOW);
+        if self.window.capacity() > 4 * used {
+            self.window.shrink_to(2 * used);
+        }
+    }
+
+    /// Checks its own invariants (the overlay's model test).
+    #[cfg(test)]
+    pub(crate) fn check(&self, at: &str) {
+        let held = self.window.iter().filter(|slot| slot.is_some()).count();
+        assert_eq!(held, self.in_window, "{at}: records counted in the window");
+        assert!(
+            self.older.keys().all(|seq| *seq < self.base),
+            "{at}: a record in the map at or past the window's start {}",
+            self.base
+        );
+        assert!(
+            self.window.front().is_none_or(Option::is_some)
+                && self.window.back().is_none_or(Option::is_some),
+            "{at}: the window ends in an empty slot"
+        );
+        assert_eq!(self.iter().count(), self.len(), "{at}: records counted");
     }
 }
 
@@ -162,6 +208,7 @@ mod tests {
         assert_eq!(records.get(3).map(|l| l.task.id.as_str()), Some("old"));
         assert_eq!(records.get(15).map(|l| l.task.id.as_str()), Some("t15"));
         assert!(records.get(9).is_none() && records.get(20).is_none());
+        records.check("filled");
         assert_eq!(records.remove(10).map(|l| l.task.id), Some("t10".into()));
         assert_eq!(records.base, 11, "the front moved on");
         assert!(records.remove(10).is_none(), "gone");
@@ -175,6 +222,25 @@ mod tests {
         let want: Vec<i64> = (11..20).chain([30]).collect();
         let got: Vec<i64> = ids(&records).into_iter().map(|(seq, _)| seq).collect();
         assert_eq!(got, want);
+    }
+
+    /// A record far past the others (the next task accepted after an old
+    /// one was read back into an empty window) starts the window again: it
+    /// does not make a slot for every number between them.
+    #[test]
+    fn a_record_far_past_the_window_starts_it_again() {
+        let mut records = Records::default();
+        records.insert(100, record("old"));
+        records.insert(10_000_000, record("new"));
+        records.insert(10_000_001, record("next"));
+        assert!(records.window.len() <= 2, "{} slots", records.window.len());
+        assert!(records.window.capacity() < 1 << 16);
+        for (seq, id) in [(100, "old"), (10_000_000, "new"), (10_000_001, "next")] {
+            assert_eq!(records.get(seq).map(|l| l.task.id.as_str()), Some(id));
+        }
+        records.check("far");
+        assert_eq!(records.remove(100).map(|l| l.task.id), Some("old".into()));
+        records.check("removed");
     }
 
     #[test]
@@ -196,6 +262,7 @@ mod tests {
             );
         }
         assert!(records.older.contains_key(&0), "moved out of the window");
+        records.check("slid");
         assert_eq!(records.get(0).map(|l| l.task.id.as_str()), Some("long"));
         assert_eq!(records.len(), 17);
         assert_eq!(records.remove(0).map(|l| l.task.id), Some("long".into()));
