@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use async_nats::connection::State;
 use async_nats::header::{HeaderMap, NATS_MESSAGE_ID};
 use async_nats::jetstream::consumer::DeliverPolicy;
+use async_nats::jetstream::kv;
 use async_nats::jetstream::message::AckKind;
 use async_nats::jetstream::Message;
 use async_trait::async_trait;
@@ -311,6 +312,37 @@ impl NatsSource {
                 crate::connect::credentials(&self.inner.config)
             )),
         }
+    }
+
+    /// Task `id`'s entry in the results bucket. A read the server denies gets
+    /// no answer: it is named as denied as soon as the server says so, not
+    /// after the request's timeout.
+    async fn result_entry(&self, id: &str) -> Result<Option<kv::Entry>, SourceError> {
+        let results = &self.inner.queue.results;
+        let key = result_key(id);
+        // A direct get names the key in its subject (a bucket made by this
+        // source allows them); a bucket without them is read through its
+        // stream's message API. Matched by their ends: behind a domain's
+        // JetStream prefix the subjects start otherwise.
+        let direct = format!(
+            ".DIRECT.GET.{}.{}{key}",
+            results.stream_name, results.prefix
+        );
+        let by_stream = format!(".STREAM.MSG.GET.{}", results.stream_name);
+        let own = Own::Matching(|s: &str| s.ends_with(&direct) || s.ends_with(&by_stream));
+        let denials = &self.inner.queue.denials;
+        let since = denials.mark();
+        denials
+            .race(since, own, results.entry(key.clone()))
+            .await
+            .map_err(|refused| match refused {
+                Refused::Failed(e) => backend(e),
+                Refused::Denied(subject) => SourceError::Backend(format!(
+                    "denied: the NATS server denies the subject {subject} ({}); the result of \
+                     task {id} cannot be read",
+                    crate::connect::credentials(&self.inner.config)
+                )),
+            })
     }
 
     /// Records a dead letter for `message`, the task `id`.
@@ -686,15 +718,16 @@ impl TaskSource for NatsSource {
         if let SourceHealth::Failing { reason } = self.acks_health() {
             return Err(SourceError::Unwritable(reason));
         }
+        // An id whose result cannot be read (the read failed, or was
+        // denied: at once, not after the timeout) is published: the
+        // stream's duplicate window still takes it once.
         let known = join_all(tasks.iter().map(|t| async move {
-            self.inner
-                .queue
-                .results
-                .get(result_key(&t.id))
+            self.result_entry(&t.id)
                 .await
                 .ok()
                 .flatten()
-                .map(|line| from_line(&t.id, &String::from_utf8_lossy(&line), 0).state)
+                .filter(|entry| entry.operation == kv::Operation::Put)
+                .map(|entry| from_line(&t.id, &String::from_utf8_lossy(&entry.value), 0).state)
         }))
         .await;
         let mut out: Vec<Option<Admission>> =
@@ -803,7 +836,7 @@ impl TaskSource for NatsSource {
 
     async fn get(&self, ids: Vec<String>) -> Result<Vec<Option<TaskRecord>>, SourceError> {
         let lookups = join_all(ids.iter().map(|id| async move {
-            match self.inner.queue.results.entry(result_key(id)).await {
+            match self.result_entry(id).await {
                 Ok(Some(entry)) if !entry.value.is_empty() => {
                     let at_ms = (entry.created.unix_timestamp_nanos() / 1_000_000).max(0) as u64;
                     Ok(Some(from_line(
@@ -813,7 +846,7 @@ impl TaskSource for NatsSource {
                     )))
                 }
                 Ok(_) => Ok(None),
-                Err(e) => Err(backend(e)),
+                Err(e) => Err(e),
             }
         }))
         .await;

@@ -37,8 +37,10 @@ pub enum Security {
     /// (`$KV.cortex-attempts.>`), submit no task of the low band
     /// (`cortex.tasks.low`), publish no dead letter (`cortex.tasks.dead`),
     /// store no result for the task `sealed` (`$KV.cortex-results.sealed`)
-    /// and ack no message of the low band's consumer
-    /// (`$JS.ACK.CORTEX_TASKS.cortex-pool-low.>`).
+    /// ack no message of the low band's consumer
+    /// (`$JS.ACK.CORTEX_TASKS.cortex-pool-low.>`) and read no result of the
+    /// task `hidden`
+    /// (`$JS.API.DIRECT.GET.KV_cortex-results.$KV.cortex-results.hidden`).
     Restricted,
 }
 
@@ -161,7 +163,8 @@ pub(crate) fn make(security: Security, dir: &Path) -> (String, ClientFiles) {
                 "authorization {{\n  users: [\n    {{ nkey: {:?} }}\n    {{ nkey: {:?}, \
                  permissions: {{ publish: {{ deny: [\"$JS.API.STREAM.CREATE.>\", \
                  \"$KV.cortex-attempts.>\", \"cortex.tasks.low\", \"cortex.tasks.dead\", \
-                 \"$KV.cortex-results.sealed\", \"$JS.ACK.CORTEX_TASKS.cortex-pool-low.>\"] \
+                 \"$KV.cortex-results.sealed\", \"$JS.ACK.CORTEX_TASKS.cortex-pool-low.>\", \
+                 \"$JS.API.DIRECT.GET.KV_cortex-results.$KV.cortex-results.hidden\"] \
                  }} }} }}\n  ]\n}}\n",
                 admin.public_key(),
                 user.public_key()

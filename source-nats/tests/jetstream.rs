@@ -930,3 +930,36 @@ async fn a_denied_ack_makes_the_source_fail_naming_the_permission() {
         "{refused}"
     );
 }
+
+/// A result the credentials may not read is named as denied at once, not
+/// after the read's timeout; submitting its task still works (its id is
+/// published, and the stream's duplicate window takes it once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_the_credentials_may_not_read_is_named_as_denied() {
+    let server = NatsServer::start_with(Security::Restricted);
+    let source = restricted_user_on_a_made_queue(&server).await;
+    assert_eq!(
+        source.accept(vec![task("hidden", 50)]).await.unwrap(),
+        [Admission::Accepted]
+    );
+    let err = source
+        .get(vec!["hidden".into()])
+        .await
+        .expect_err("the read is denied");
+    let said = err.to_string();
+    assert!(
+        said.contains(
+            "denied: the NATS server denies the subject \
+             $JS.API.DIRECT.GET.KV_cortex-results.$KV.cortex-results.hidden"
+        ),
+        "{said}"
+    );
+    assert!(
+        said.contains("the result of task hidden cannot be read"),
+        "{said}"
+    );
+    assert!(!said.contains("timed out"), "{said}");
+    // Another task's result is read as before.
+    source.accept(vec![task("shown", 50)]).await.unwrap();
+    assert_eq!(source.get(vec!["shown".into()]).await.unwrap().len(), 1);
+}
