@@ -12,7 +12,9 @@ use tokio::sync::Notify;
 
 /// Denials kept, at most (the latest ones): twice what one settle call can
 /// meet at once (4 096 result puts, and as many dead letters), so a flood
-/// of them does not push a request's own denial out before it looks.
+/// of them does not push a request's own denial out before it looks (reads
+/// of the results bucket, as many again at most per call, may share them:
+/// a read whose denial was pushed out waits out its timeout, as before).
 const KEPT: usize = 8192;
 
 /// The subjects the server denied, the latest last, each with its number

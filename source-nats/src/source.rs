@@ -320,20 +320,22 @@ impl NatsSource {
     async fn result_entry(&self, id: &str) -> Result<Option<kv::Entry>, SourceError> {
         let results = &self.inner.queue.results;
         let key = result_key(id);
-        // A direct get names the key in its subject (a bucket made by this
-        // source allows them); a bucket without them is read through its
-        // stream's message API. Matched by their ends: behind a domain's
-        // JetStream prefix the subjects start otherwise.
-        let direct = format!(
-            ".DIRECT.GET.{}.{}{key}",
-            results.stream_name, results.prefix
-        );
-        let by_stream = format!(".STREAM.MSG.GET.{}", results.stream_name);
-        let own = Own::Matching(|s: &str| s.ends_with(&direct) || s.ends_with(&by_stream));
+        // The request's exact subject (the source's JetStream context has
+        // the default API prefix): a direct get names the key (a bucket made
+        // by this source allows them); a bucket without them is read
+        // through its stream's message API.
+        let subject = if results.stream.cached_info().config.allow_direct {
+            format!(
+                "$JS.API.DIRECT.GET.{}.{}{key}",
+                results.stream_name, results.prefix
+            )
+        } else {
+            format!("$JS.API.STREAM.MSG.GET.{}", results.stream_name)
+        };
         let denials = &self.inner.queue.denials;
         let since = denials.mark();
         denials
-            .race(since, own, results.entry(key.clone()))
+            .race(since, exactly(&subject), results.entry(key.clone()))
             .await
             .map_err(|refused| match refused {
                 Refused::Failed(e) => backend(e),
