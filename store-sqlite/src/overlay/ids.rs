@@ -8,6 +8,7 @@
 use hashbrown::HashTable;
 
 use super::records::Records;
+use crate::live::Live;
 
 /// The sequence number of each record's task, by id.
 #[derive(Debug, Default)]
@@ -23,14 +24,19 @@ impl Ids {
         std::hash::BuildHasher::hash_one(&self.hasher, id)
     }
 
-    /// The sequence number of task `id`'s record in `records`.
-    pub(crate) fn get(&self, id: &str, records: &Records) -> Option<i64> {
+    /// Task `id`'s record in `records`, with its sequence number (the
+    /// record the look-up compared the id in).
+    pub(crate) fn get<'r>(&self, id: &str, records: &'r Records) -> Option<(i64, &'r Live)> {
         let hash = self.hash(id);
-        self.table
-            .find(hash, |&(h, seq)| {
-                h == hash && records.get(seq).is_some_and(|live| live.task.id == id)
-            })
-            .map(|&(_, seq)| seq)
+        let mut found = None;
+        self.table.find(hash, |&(h, seq)| {
+            found = records
+                .get(seq)
+                .filter(|live| h == hash && live.task.id == id)
+                .map(|live| (seq, live));
+            found.is_some()
+        })?;
+        found
     }
 
     /// Notes that task `id`'s record is `seq`'s (its id has no record yet).
@@ -66,14 +72,14 @@ mod tests {
             records.insert(seq, record(id));
             ids.insert(id, seq);
         }
-        assert_eq!(ids.get("b", &records), Some(2));
-        assert_eq!(ids.get("c", &records), Some(7));
-        assert_eq!(ids.get("d", &records), None);
+        assert_eq!(ids.get("b", &records).map(|(seq, _)| seq), Some(2));
+        assert_eq!(ids.get("c", &records).map(|(seq, _)| seq), Some(7));
+        assert_eq!(ids.get("d", &records).map(|(seq, _)| seq), None);
         ids.remove("b", 2);
-        assert_eq!(ids.get("b", &records), None);
+        assert_eq!(ids.get("b", &records).map(|(seq, _)| seq), None);
         assert_eq!(ids.len(), 2);
         // Removing with the wrong number leaves the id.
         ids.remove("a", 9);
-        assert_eq!(ids.get("a", &records), Some(1));
+        assert_eq!(ids.get("a", &records).map(|(seq, _)| seq), Some(1));
     }
 }

@@ -406,7 +406,10 @@ fn check_entries(overlay: &Overlay, at: &str) {
             "{at}: entry {seq} is clean and idle: {live:?}"
         );
         assert_eq!(
-            overlay.ids.get(&live.task.id, &overlay.entries),
+            overlay
+                .ids
+                .get(&live.task.id, &overlay.entries)
+                .map(|(seq, _)| seq),
             Some(seq),
             "{at}: the id of entry {seq}"
         );

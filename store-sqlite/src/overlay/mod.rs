@@ -338,7 +338,7 @@ impl Overlay {
         id: &str,
     ) -> rusqlite::Result<Option<(i64, TaskState)>> {
         match self.ids.get(id, &self.entries) {
-            Some(seq) => Ok(self.entries.get(seq).map(|live| (seq, live.state))),
+            Some((seq, live)) => Ok(Some((seq, live.state))),
             None if self.known.as_ref().is_none_or(|known| known.may_hold(id)) => rows.state_of(id),
             None => Ok(None),
         }

@@ -346,9 +346,7 @@ impl Overlay {
     }
 
     fn entry(&self, id: &str) -> Option<&Live> {
-        self.ids
-            .get(id, &self.entries)
-            .and_then(|seq| self.entries.get(seq))
+        self.ids.get(id, &self.entries).map(|(_, live)| live)
     }
 
     /// Puts dead letters back in the queue under their ids with their
