@@ -454,8 +454,9 @@ pub fn panic_lanes_in_start(pool: &crate::Pool) {
 
 /// Sets how many bytes of frames may wait for a worker's link before tasks
 /// wait in the queue instead (a pipe's worth, 1 MiB, in a pool built without
-/// this feature), for every pool of this process from now on; `None` restores
-/// it. A bound of a few bytes makes nearly every frame wait for the link:
+/// this feature), for the pools this thread drives from now on (a pool on a
+/// current-thread runtime, as the model test runs each case); `None`
+/// restores it. A bound of a few bytes makes nearly every frame wait for the link:
 /// the model test drives the refills that follow the link through every
 /// sequence it draws.
 pub fn set_link_ahead(bytes: Option<usize>) {

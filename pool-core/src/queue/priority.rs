@@ -40,7 +40,8 @@ impl PriorityBand {
         }
     }
 
-    fn index(self) -> usize {
+    /// Its place in [`ALL`](Self::ALL).
+    pub fn index(self) -> usize {
         self as usize
     }
 }

@@ -30,22 +30,25 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 /// empties is filled again in one write.
 pub(crate) const LINK_AHEAD: usize = 1 << 20;
 
-/// The bound a test set for every pool of its process
-/// ([`crate::testing::set_link_ahead`]); 0 for [`LINK_AHEAD`].
 #[cfg(feature = "test-util")]
-static TEST_BOUND: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+thread_local! {
+    /// The bound a test set for the pools this thread drives
+    /// ([`crate::testing::set_link_ahead`]); 0 for [`LINK_AHEAD`]. Per
+    /// thread, so that tests run side by side each keep their own.
+    static TEST_BOUND: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
 
-/// Sets the bound for every pool of this process (0: [`LINK_AHEAD`]).
+/// Sets the bound for the pools this thread drives (0: [`LINK_AHEAD`]).
 #[cfg(feature = "test-util")]
 pub(crate) fn set_test_bound(bytes: usize) {
-    TEST_BOUND.store(bytes, std::sync::atomic::Ordering::Relaxed);
+    TEST_BOUND.with(|bound| bound.set(bytes));
 }
 
 /// The bound in force: [`LINK_AHEAD`], or the one a test set.
 fn bound() -> usize {
     #[cfg(feature = "test-util")]
     {
-        let set = TEST_BOUND.load(std::sync::atomic::Ordering::Relaxed);
+        let set = TEST_BOUND.with(std::cell::Cell::get);
         if set > 0 {
             return set;
         }
@@ -59,8 +62,8 @@ fn bound() -> usize {
 pub(crate) struct LinkAhead {
     /// Bytes of the stream of batched frames the link took.
     taken: AtomicU64,
-    /// A filler left room in the worker's window because [`LINK_AHEAD`]
-    /// bytes waited for the link: the lane's writer refills once it caught up.
+    /// A filler left room in the worker's window because the bound's bytes
+    /// (normally [`LINK_AHEAD`]) waited for the link: the lane's writer refills once it caught up.
     waited: AtomicBool,
 }
 
@@ -72,7 +75,7 @@ impl LinkAhead {
     }
 
     /// Bytes the link may still be given now, with `batched` bytes put in the
-    /// batch so far: 0 when [`LINK_AHEAD`] of them wait, in which case the
+    /// batch so far: 0 when the bound's bytes (normally [`LINK_AHEAD`]) wait, in which case the
     /// writer is told to refill once it took them.
     pub(crate) fn room(&self, batched: u64) -> usize {
         let room = || {

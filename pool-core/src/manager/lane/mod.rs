@@ -195,10 +195,7 @@ impl Book {
     /// Whether the worker takes one more task within `window`, at its pace,
     /// and its link takes one more frame now ([`link_ahead`]).
     pub(crate) fn takes_more(&self, window: &window::Window) -> bool {
-        window
-            .paced(&self.pace)
-            .takes_more(self.len(), self.waiting_bytes)
-            && self.link_room() > 0
+        self.filling(*window).takes_more()
     }
 
     /// The worker's window as a refill fills it, at its pace, from what it
