@@ -204,9 +204,7 @@ impl Denials {
         if log {
             tracing::error!(
                 %subject,
-                "the NATS server denies this connection's acks: the tasks it runs are \
-                 delivered again after ack_wait and never leave the stream; grant \
-                 publish on $JS.ACK.> to its user"
+                "the NATS server denies this connection's acks: {ACK_DENIED}"
             );
         }
     }
@@ -294,6 +292,10 @@ impl Denials {
         }
     }
 }
+
+/// What a denied ack does, and what to grant.
+pub(crate) const ACK_DENIED: &str = "the tasks it runs are delivered again after ack_wait and \
+     never leave the stream; grant publish on $JS.ACK.> to its user";
 
 /// The subjects of acks, naks and the like: `$JS.ACK.STREAM.CONSUMER.…`.
 const ACK_PREFIX: &str = "$JS.ACK.";

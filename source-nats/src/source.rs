@@ -63,9 +63,7 @@ impl Subjects {
 
     /// The subject of tasks of `priority`.
     fn task(&self, priority: u8) -> &async_nats::Subject {
-        let band = Band::of(priority);
-        let at = Band::ALL.iter().position(|b| *b == band).unwrap_or(0);
-        &self.bands[at]
+        &self.bands[Band::of(priority).index()]
     }
 }
 
@@ -133,10 +131,9 @@ impl NatsSource {
             None => SourceHealth::Ok,
             Some(subject) => SourceHealth::Failing {
                 reason: format!(
-                    "the NATS server denies this daemon's acks ({subject}, {}): the tasks it \
-                     runs are delivered again after ack_wait and never leave the stream; grant \
-                     publish on $JS.ACK.> to its user",
-                    crate::connect::credentials(&self.inner.config)
+                    "the NATS server denies this daemon's acks ({subject}, {}): {}",
+                    crate::connect::credentials(&self.inner.config),
+                    crate::denials::ACK_DENIED
                 ),
             },
         }
@@ -255,10 +252,7 @@ impl NatsSource {
             match denials.race(since, exactly(&subject), ack).await {
                 Ok(ack) => Ok(!ack.duplicate),
                 Err(Refused::Failed(e)) => Err(e.to_string()),
-                Err(Refused::Denied(_)) => Err(format!(
-                    "denied: the NATS server denies the subject {subject} ({})",
-                    crate::connect::credentials(&self.inner.config)
-                )),
+                Err(Refused::Denied(_)) => Err(self.denied(&subject)),
             }
         }))
         .await
@@ -280,37 +274,41 @@ impl NatsSource {
     /// Stores `line` as the result of `id`.
     async fn put_result(&self, id: &str, line: &str) -> Result<(), SourceError> {
         let key = result_key(id);
-        // The put is a publish to `$KV.BUCKET.KEY`: denied, it gets no
-        // answer. Behind a JetStream API prefix (a bucket of another domain)
-        // the subject is matched by its end, with its `$KV.`: a key may hold
-        // dots, and another key ending in `BUCKET.KEY` is not this one.
+        // The put is a publish to `$KV.BUCKET.KEY` (the source's JetStream
+        // context has the default API prefix, so no other): denied, it gets
+        // no answer.
         let store = &self.inner.queue.results;
         let put_prefix = store.put_prefix.as_deref().unwrap_or(&store.prefix);
         let subject = format!("{put_prefix}{key}");
-        let own = if store.use_jetstream_prefix {
-            Own::Matching(|s: &str| s.ends_with(subject.as_str()))
-        } else {
-            Own::Subject(&subject)
-        };
         let denials = &self.inner.queue.denials;
         let put = store.put(key, line.to_owned().into());
         denials
-            .race(denials.mark(), own, put)
+            .race(denials.mark(), exactly(&subject), put)
             .await
             .map(|_| ())
-            .map_err(|refused| self.refused(refused, &format!("the result of task {id}")))
+            .map_err(|refused| {
+                let then = format!("the result of task {id} is not stored, and is tried again");
+                self.refused(refused, &then)
+            })
     }
 
-    /// `refused`, what storing `what` met, as the source's error: a denial
-    /// names the subject and the credentials.
-    fn refused<E: std::fmt::Display>(&self, refused: Refused<E>, what: &str) -> SourceError {
+    /// What a request the server denied met: the subject and the
+    /// credentials.
+    fn denied(&self, subject: &str) -> String {
+        format!(
+            "denied: the NATS server denies the subject {subject} ({})",
+            crate::connect::credentials(&self.inner.config)
+        )
+    }
+
+    /// `refused`, what a request met, as the source's error: a denial names
+    /// the subject and the credentials, then what follows (`then`).
+    fn refused<E: std::fmt::Display>(&self, refused: Refused<E>, then: &str) -> SourceError {
         match refused {
             Refused::Failed(e) => backend(e),
-            Refused::Denied(subject) => SourceError::Backend(format!(
-                "denied: the NATS server denies the subject {subject} ({}); {what} is not \
-                 stored, and is tried again",
-                crate::connect::credentials(&self.inner.config)
-            )),
+            Refused::Denied(subject) => {
+                SourceError::Backend(format!("{}; {then}", self.denied(&subject)))
+            }
         }
     }
 
@@ -335,15 +333,10 @@ impl NatsSource {
         let denials = &self.inner.queue.denials;
         let since = denials.mark();
         denials
-            .race(since, exactly(&subject), results.entry(key.clone()))
+            .race(since, exactly(&subject), results.entry(key))
             .await
-            .map_err(|refused| match refused {
-                Refused::Failed(e) => backend(e),
-                Refused::Denied(subject) => SourceError::Backend(format!(
-                    "denied: the NATS server denies the subject {subject} ({}); the result of \
-                     task {id} cannot be read",
-                    crate::connect::credentials(&self.inner.config)
-                )),
+            .map_err(|refused| {
+                self.refused(refused, &format!("the result of task {id} cannot be read"))
             })
     }
 
@@ -414,7 +407,11 @@ impl NatsSource {
             .race(since, exactly(&subject), ack)
             .await
             .map(|_| ())
-            .map_err(|refused| self.refused(refused, &format!("the dead letter of task {id}")))
+            .map_err(|refused| {
+                let then =
+                    format!("the dead letter of task {id} is not stored, and is tried again");
+                self.refused(refused, &then)
+            })
     }
 
     /// Whether a redelivered `message` of task `id` has its outcome stored

@@ -56,6 +56,18 @@ async fn given_back_keys(bucket: &kv::Store) -> Vec<String> {
     keys
 }
 
+/// Claims task `id` `times` over, each time its first attempt, and gives
+/// each claim back unstarted.
+async fn give_back_unstarted(source: &NatsSource, id: &str, times: usize) {
+    for _ in 0..times {
+        assert_eq!(claim_attempt(source, id).await, 1);
+        source
+            .settle(vec![ended(id, 1, Outcome::NotStarted)])
+            .await
+            .unwrap();
+    }
+}
+
 /// Claims the pool gave back unstarted keep their attempt however often it
 /// happens (a rolling restart withdraws the same task again and again), and
 /// so does an attempt the pool's stop interrupted; real failures use one each.
@@ -67,11 +79,7 @@ async fn given_back_claims_keep_their_attempt_and_real_failures_use_one() {
     let server = NatsServer::start();
     let source = NatsSource::connect(config(&server, 5_000)).await.unwrap();
     source.accept(vec![task("g", 50)]).await.unwrap();
-    for _ in 0..3 {
-        assert_eq!(claim_attempt(&source, "g").await, 1);
-        let back = ended("g", 1, Outcome::NotStarted);
-        source.settle(vec![back]).await.unwrap();
-    }
+    give_back_unstarted(&source, "g", 3).await;
     let bucket = attempts_bucket(&server, &source).await;
     assert_eq!(
         given_back_keys(&bucket).await,
@@ -238,12 +246,7 @@ async fn a_stream_made_again_does_not_inherit_the_counts_of_the_old_one() {
     let server = NatsServer::start();
     let old = NatsSource::connect(config(&server, 5_000)).await.unwrap();
     old.accept(vec![task("old", 50)]).await.unwrap();
-    for _ in 0..2 {
-        assert_eq!(claim_attempt(&old, "old").await, 1);
-        old.settle(vec![ended("old", 1, Outcome::NotStarted)])
-            .await
-            .unwrap();
-    }
+    give_back_unstarted(&old, "old", 2).await;
     drop(old);
     let js = async_nats::jetstream::new(admin_client(&server).await);
     js.delete_stream("CORTEX_TASKS").await.unwrap();
@@ -342,11 +345,7 @@ async fn a_count_that_could_not_be_read_is_not_written_over() {
     let server = NatsServer::start();
     let source = NatsSource::connect(config(&server, 5_000)).await.unwrap();
     source.accept(vec![task("u", 50)]).await.unwrap();
-    for _ in 0..2 {
-        assert_eq!(claim_attempt(&source, "u").await, 1);
-        let back = ended("u", 1, Outcome::NotStarted);
-        source.settle(vec![back]).await.unwrap();
-    }
+    give_back_unstarted(&source, "u", 2).await;
     let js = async_nats::jetstream::new(admin_client(&server).await);
     let name = format!("KV_{}", source.config().attempts_bucket);
     let direct = |allow: bool| {

@@ -830,20 +830,32 @@ async fn a_task_on_a_denied_subject_is_refused_as_denied() {
     assert_eq!(ids, ["normal"], "the other task is in the stream");
 }
 
+/// The restricted user's source on `server`, and what its settlement of
+/// task `id` met: accepted, claimed, then settled by `settlement`, which
+/// fails (`why`).
+async fn refused_settlement(
+    server: &NatsServer,
+    id: &str,
+    settlement: fn(&str, u32) -> Settlement,
+    why: &str,
+) -> (NatsSource, String) {
+    let source = restricted_user_on_a_made_queue(server).await;
+    source.accept(vec![task(id, 50)]).await.unwrap();
+    let claimed = claim_n(&source, 1).await;
+    let err = source
+        .settle(vec![settlement(id, claimed[0].attempt)])
+        .await
+        .expect_err(why);
+    (source, err.to_string())
+}
+
 /// A settlement whose dead letter the credentials may not publish fails at
 /// once, naming the subject, instead of waiting out the publish's timeout;
 /// the task's line is stored and its message kept, to be lettered later.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_on_a_denied_subject_is_named_as_denied() {
     let server = NatsServer::start_with(Security::Restricted);
-    let source = restricted_user_on_a_made_queue(&server).await;
-    source.accept(vec![task("doomed", 50)]).await.unwrap();
-    let claimed = claim_n(&source, 1).await;
-    let err = source
-        .settle(vec![dead("doomed", claimed[0].attempt)])
-        .await
-        .expect_err("the letter is denied");
-    let said = err.to_string();
+    let (source, said) = refused_settlement(&server, "doomed", dead, "the letter is denied").await;
     assert!(
         said.contains("denied: the NATS server denies the subject cortex.tasks.dead"),
         "{said}"
@@ -861,14 +873,7 @@ async fn a_dead_letter_on_a_denied_subject_is_named_as_denied() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_result_on_a_denied_subject_is_named_as_denied() {
     let server = NatsServer::start_with(Security::Restricted);
-    let source = restricted_user_on_a_made_queue(&server).await;
-    source.accept(vec![task("sealed", 50)]).await.unwrap();
-    let claimed = claim_n(&source, 1).await;
-    let err = source
-        .settle(vec![ok("sealed", claimed[0].attempt)])
-        .await
-        .expect_err("the result is denied");
-    let said = err.to_string();
+    let (source, said) = refused_settlement(&server, "sealed", ok, "the result is denied").await;
     assert!(
         said.contains("denied: the NATS server denies the subject $KV.cortex-results.sealed"),
         "{said}"
