@@ -64,16 +64,17 @@ pub(crate) async fn submit(
         return Ok(());
     };
     let mut new = HashSet::default();
+    new.reserve(usize::try_from(answers.accepted).unwrap_or(0));
     let mut known = Vec::new();
     for (id, duplicate) in submitted.held(&admissions) {
-        if duplicate {
-            known.push(id.clone());
-        } else {
+        if !duplicate {
             new.insert(id.as_str());
+        } else if !new.contains(id.as_str()) {
+            // A repeat of a new id (stored just before it, in order) is
+            // answered with it.
+            known.push(id.clone());
         }
     }
-    // A repeat of a new id is answered with it.
-    known.retain(|id| !new.contains(id.as_str()));
     let known = super::ids::first_of_each(known);
     let waiting = Waiting {
         registration,

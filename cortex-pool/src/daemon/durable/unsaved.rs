@@ -95,6 +95,17 @@ struct Retry {
     pause: Duration,
 }
 
+impl Retry {
+    /// The next try `pause` from now, the pause after it twice as long (at
+    /// most [`RETRY_MOST`]).
+    fn after(pause: Duration) -> Self {
+        Self {
+            at: Instant::now() + pause,
+            pause: (pause * 2).min(RETRY_MOST),
+        }
+    }
+}
+
 impl Unsaved {
     /// An outcome to record.
     pub(crate) fn push(&mut self, settlement: Settlement) {
@@ -152,10 +163,7 @@ impl Unsaved {
         let refused = std::mem::take(&mut self.refused);
         let left = self.record_in_calls(daemon, refused).await;
         self.refused.extend(left);
-        self.retry = (!self.refused.is_empty()).then(|| Retry {
-            at: Instant::now() + pause,
-            pause: (pause * 2).min(RETRY_MOST),
-        });
+        self.retry = (!self.refused.is_empty()).then(|| Retry::after(pause));
     }
 
     /// Records `pile` a bounded call at a time ([`first_call`]); returns
@@ -168,7 +176,11 @@ impl Unsaved {
     ) -> Vec<Settlement> {
         while !pile.is_empty() {
             let call = first_call(&pile);
-            let batch: Vec<Settlement> = pile.drain(..call).collect();
+            let batch: Vec<Settlement> = if call == pile.len() {
+                std::mem::take(&mut pile)
+            } else {
+                pile.drain(..call).collect()
+            };
             if let Err((mut kept, e)) = self.record(daemon, batch).await {
                 kept.append(&mut pile);
                 let pending = self.len() + kept.len();
@@ -193,6 +205,29 @@ impl Unsaved {
             Ok(refusals) => refusals,
             Err(e) => return Err((batch, e)),
         };
+        let recorded = if refusals.is_empty() {
+            batch
+        } else {
+            self.set_aside(batch, refusals)
+        };
+        // The lines recorded go on to their waiters, moved, not copied.
+        daemon
+            .waiters
+            .settled(recorded.into_iter().filter_map(|s| match s.outcome {
+                Outcome::Settled { state, line, .. } => Some((s.id, state, line)),
+                Outcome::Retry { .. } | Outcome::Interrupted | Outcome::NotStarted => None,
+            }));
+        Ok(())
+    }
+
+    /// Sets aside the settlements of `batch` the source refused on their own
+    /// (`refusals`: their places, with why), the first refusal arming the
+    /// retry; returns the others, recorded.
+    fn set_aside(
+        &mut self,
+        batch: Vec<Settlement>,
+        refusals: Vec<(usize, SourceError)>,
+    ) -> Vec<Settlement> {
         let mut refused = vec![false; batch.len()];
         for (at, e) in refusals {
             match refused.get_mut(at) {
@@ -209,10 +244,7 @@ impl Unsaved {
             }
         }
         if self.retry.is_none() && refused.contains(&true) {
-            self.retry = Some(Retry {
-                at: Instant::now() + RETRY_FIRST,
-                pause: RETRY_FIRST * 2,
-            });
+            self.retry = Some(Retry::after(RETRY_FIRST));
         }
         let mut recorded = Vec::with_capacity(batch.len());
         for (settlement, refused_now) in batch.into_iter().zip(refused) {
@@ -222,14 +254,7 @@ impl Unsaved {
                 recorded.push(settlement);
             }
         }
-        // The lines recorded go on to their waiters, moved, not copied.
-        daemon
-            .waiters
-            .settled(recorded.into_iter().filter_map(|s| match s.outcome {
-                Outcome::Settled { state, line, .. } => Some((s.id, state, line)),
-                Outcome::Retry { .. } | Outcome::Interrupted | Outcome::NotStarted => None,
-            }));
-        Ok(())
+        recorded
     }
 }
 

@@ -8,7 +8,6 @@
 //! `FuturesUnordered`, cost the daemon about 7 000 instructions a task in
 //! `submit --wait`).
 
-use std::collections::hash_map::Entry;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use foldhash::HashMap;
@@ -135,21 +134,17 @@ impl Waiters {
 /// Adds `inbox` as a waiter for `id` (once), dropping the waiters that gave
 /// up; `false` when it was one already.
 fn add(map: &mut Senders, id: &str, inbox: &mpsc::UnboundedSender<Arc<Settled>>) -> bool {
-    match map.entry(id.to_owned()) {
-        Entry::Occupied(mut known) => {
-            let list = known.get_mut();
-            list.retain(|w| !w.is_closed());
-            let new = !list.iter().any(|w| w.same_channel(inbox));
-            if new {
-                list.push(inbox.clone());
-            }
-            new
-        }
-        Entry::Vacant(new) => {
-            new.insert(vec![inbox.clone()]);
-            true
-        }
+    // The id is copied only for a new entry.
+    let Some(list) = map.get_mut(id) else {
+        map.insert(id.to_owned(), vec![inbox.clone()]);
+        return true;
+    };
+    list.retain(|w| !w.is_closed());
+    let new = !list.iter().any(|w| w.same_channel(inbox));
+    if new {
+        list.push(inbox.clone());
     }
+    new
 }
 
 #[cfg(test)]
