@@ -203,6 +203,26 @@ impl Drop for NatsServer {
     }
 }
 
+/// What the server was told of held messages, in order, read from `acks` (a
+/// subscription to `$JS.ACK.>`) until `last` came: for answers a source sent
+/// on a connection of its own, which a marker on another connection may
+/// overtake ([`told`] orders only answers sent on `client`).
+///
+/// # Panics
+/// When `last` does not come within 10 s (a test's failure).
+pub async fn told_until(acks: &mut async_nats::Subscriber, last: &str) -> Vec<String> {
+    use futures_util::StreamExt;
+    let mut out = Vec::new();
+    while out.last().is_none_or(|told: &String| told != last) {
+        let next = tokio::time::timeout(Duration::from_secs(10), acks.next()).await;
+        let message = next
+            .unwrap_or_else(|_| panic!("{last} within 10 s; told {out:?}"))
+            .expect("the subscription is open");
+        out.push(String::from_utf8_lossy(&message.payload).into_owned());
+    }
+    out
+}
+
 /// What the server was told of held messages, in order (`+WPI`, `-NAK`…),
 /// read from `acks` (a subscription to `$JS.ACK.>`) up to a marker `client`
 /// publishes: every answer a source sent before it flushed comes before it.

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::kv;
 use common::{claim_n, config, ok, task};
 use futures_util::StreamExt;
-use source_nats::test_server::{told, NatsServer, Security};
+use source_nats::test_server::{told, told_until, NatsServer, Security};
 use source_nats::NatsSource;
 use task_source::{now_ms, ErrorInfo, Outcome, Settlement, TaskSource};
 
@@ -300,7 +300,11 @@ async fn a_give_back_the_attempts_bucket_refuses_is_nakd_and_counts_as_an_attemp
     let back = ended("w", 1, Outcome::NotStarted);
     source.settle(vec![back]).await.expect("given back");
     assert_eq!(source.held_count(), 0);
-    assert!(told(&watcher, &mut acks).await.contains(&"-NAK".to_owned()));
+    // The source's own connection sends the NAK: waited for, not raced
+    // against a marker sent on the watcher's.
+    assert!(told_until(&mut acks, "-NAK")
+        .await
+        .contains(&"-NAK".to_owned()));
     assert_eq!(claim_attempt(&source, "w").await, 2, "counted by delivery");
     source.settle(vec![ok("w", 2)]).await.unwrap();
     assert!(given_back_keys(&attempts_bucket(&server, &admin).await)
