@@ -395,6 +395,8 @@ async fn a_give_back_whose_count_changed_since_the_claim_lapses_unanswered() {
     let mut acks = watcher.subscribe("$JS.ACK.>").await.unwrap();
     watcher.flush().await.unwrap();
     source.accept(vec![task("l", 50)]).await.unwrap();
+    // The delivery comes after this: its redelivery, `ack_wait` after it.
+    let before_claim = Instant::now();
     assert_eq!(claim_attempt(&source, "l").await, 1);
     let bucket = attempts_bucket(&server, &source).await;
     let written = bucket
@@ -405,8 +407,8 @@ async fn a_give_back_whose_count_changed_since_the_claim_lapses_unanswered() {
     let back = ended("l", 1, Outcome::NotStarted);
     source.settle(vec![back]).await.unwrap();
     assert_eq!(source.held_count(), 0);
-    let told = told(&watcher, &mut acks).await;
-    assert!(told.iter().all(|a| a == "+WPI"), "{told:?}");
+    let answers = told(&watcher, &mut acks).await;
+    assert!(answers.iter().all(|a| a == "+WPI"), "{answers:?}");
     let entry = bucket
         .entry(first_message_key(&server).await)
         .await
@@ -417,6 +419,15 @@ async fn a_give_back_whose_count_changed_since_the_claim_lapses_unanswered() {
         claim_attempt(&source, "l").await,
         1,
         "2 deliveries, 1 given back"
+    );
+    // A NAK, sent at any time, would have brought the message back at once:
+    // it came back once `ack_wait` passed, and the server heard no NAK.
+    let lapsed = before_claim.elapsed();
+    assert!(lapsed >= source.ack_wait(), "back after {lapsed:?}");
+    let told_since = told(&watcher, &mut acks).await;
+    assert!(
+        !told_since.iter().any(|a| a.starts_with("-NAK")),
+        "{told_since:?}"
     );
     source.settle(vec![ok("l", 1)]).await.unwrap();
 }
