@@ -30,9 +30,12 @@ impl Ids {
         let hash = self.hash(id);
         let mut found = None;
         self.table.find(hash, |&(h, seq)| {
-            found = records
-                .get(seq)
-                .filter(|live| h == hash && live.task.id == id)
+            // The whole hash first: a slot whose hash differs (its tag matched)
+            // is passed over without reading its record.
+            found = (h == hash)
+                .then(|| records.get(seq))
+                .flatten()
+                .filter(|live| live.task.id == id)
                 .map(|live| (seq, live));
             found.is_some()
         })?;
