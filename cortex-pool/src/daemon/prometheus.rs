@@ -7,6 +7,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use super::durable::unsaved::Outcomes;
 use super::state::Daemon;
 
 /// Renders the pool's metrics (counters, gauges, and the task latency
@@ -200,7 +201,10 @@ pub(crate) fn render(daemon: &Daemon, store: Option<&task_source::SourceStats>) 
         "Time from submission to result of tasks submitted through the daemon",
         daemon.latency.clone(),
     );
-    let (unrecorded, refused) = daemon.unrecorded.get();
+    let Outcomes {
+        unrecorded,
+        refused,
+    } = daemon.unrecorded.get();
     gauge(
         &mut registry,
         "outcomes_unrecorded",

@@ -34,15 +34,8 @@ pub(crate) struct Snapshot {
     pub(crate) outcomes: Outcomes,
 }
 
-/// `outcomes` of the `status` reply: what the daemon's last try left
-/// unrecorded, and of it what the task source refused one by one (zero
-/// from a daemon that does not say).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(default)]
-pub(crate) struct Outcomes {
-    pub(crate) unrecorded: u64,
-    pub(crate) refused: u64,
-}
+/// `outcomes` of the `status` reply (zero from a daemon that does not say).
+pub(crate) use crate::daemon::durable::unsaved::Outcomes;
 
 /// The shared queue being watched.
 #[derive(Debug, Clone, Default)]

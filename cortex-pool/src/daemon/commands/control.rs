@@ -3,9 +3,11 @@
 use crate::cli::args::{ConfigArgs, DaemonCommand};
 use crate::daemon::client::Client;
 use crate::daemon::config::Settings;
+use crate::daemon::durable::unsaved::Outcomes;
 use crate::daemon::paths::{ensure_parent, ensure_private_dir};
 use crate::daemon::pidfile::{probe, Probe};
 use crate::daemon::protocol::{Reply, Request};
+use serde::Deserialize;
 use serde_json::Value;
 use std::fs::OpenOptions;
 use std::io::{IsTerminal, Read};
@@ -370,12 +372,16 @@ fn status(config: &ConfigArgs, json: bool) -> Outcome {
 /// `daemon status`'s line for the outcomes the feeder has not recorded yet
 /// (status's `outcomes` object); none while every outcome is recorded.
 fn outcomes_line(outcomes: &serde_json::Value) -> Option<String> {
-    let unrecorded = outcomes["unrecorded"].as_u64().filter(|n| *n > 0)?;
-    Some(format!(
-        "outcomes: {unrecorded} not recorded yet ({} refused one by one by the task source, \
-         retried apart; see the daemon's log)",
-        outcomes["refused"].as_u64().unwrap_or(0)
-    ))
+    let Outcomes {
+        unrecorded,
+        refused,
+    } = Outcomes::deserialize(outcomes).unwrap_or_default();
+    (unrecorded > 0).then(|| {
+        format!(
+            "outcomes: {unrecorded} not recorded yet ({refused} refused one by one by the task \
+             source, retried apart; see the daemon's log)"
+        )
+    })
 }
 
 #[cfg(test)]

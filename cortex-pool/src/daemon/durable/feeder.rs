@@ -404,6 +404,7 @@ mod tests {
 
     use task_source::TaskSource;
 
+    use crate::daemon::durable::unsaved::Outcomes;
     use crate::daemon::test_daemon::{daemon_set, daemon_with, task, TestSource};
 
     /// Waits until `done` holds (a guard of a minute against a hang, not a
@@ -644,7 +645,10 @@ mod tests {
         assert_eq!(state(&source, "stuck").await, Some(TaskState::Running));
         assert_eq!(
             daemon.unrecorded.get(),
-            (1, 1),
+            Outcomes {
+                unrecorded: 1,
+                refused: 1
+            },
             "status and metrics show it unrecorded, refused apart"
         );
         // Draining, it is tried every 0.2 s, not after its grown pause: a
@@ -660,7 +664,7 @@ mod tests {
             .expect("recorded at its next try, not after its pause")
             .unwrap();
         assert_eq!(state(&source, "stuck").await, Some(TaskState::Ok));
-        assert_eq!(daemon.unrecorded.get(), (0, 0));
+        assert_eq!(daemon.unrecorded.get(), Outcomes::default());
         let mut told = Vec::new();
         waiting_stuck.recv_many(&mut told, 1).await;
         assert_eq!(

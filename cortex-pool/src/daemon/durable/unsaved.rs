@@ -49,38 +49,42 @@ pub(crate) struct Unsaved {
 /// What the feeder's last try left unrecorded, for `daemon status` and the
 /// metrics: written by the feeder alone, both numbers at once.
 #[derive(Debug, Default)]
-pub(crate) struct Unrecorded(std::sync::Mutex<Counts>);
+pub(crate) struct Unrecorded(std::sync::Mutex<Outcomes>);
 
-/// Outcomes left unrecorded, and of them those refused one by one.
-#[derive(Debug, Default, Clone, Copy)]
-struct Counts {
-    unrecorded: u64,
-    refused: u64,
+/// Outcomes left unrecorded, and of them those refused one by one: the
+/// `outcomes` object of `status` and `metrics --json`
+/// (`{"unrecorded", "refused"}`), as the daemon writes it and its clients
+/// (`daemon status`, `top`) read it (a key an older daemon lacks reads 0).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub(crate) struct Outcomes {
+    /// Outcomes not recorded yet.
+    pub(crate) unrecorded: u64,
+    /// Of them, those the source refused on their own (retried apart).
+    pub(crate) refused: u64,
 }
 
 impl Unrecorded {
     /// The outcomes left unrecorded, and of them those the source refused
-    /// on their own (retried apart).
-    pub(crate) fn get(&self) -> (u64, u64) {
-        let counts = *self.lock();
-        (counts.unrecorded, counts.refused)
+    /// on their own.
+    pub(crate) fn get(&self) -> Outcomes {
+        *self.lock()
     }
 
-    /// As `status` and `metrics --json` show it: `{"unrecorded", "refused"}`.
+    /// As `status` and `metrics --json` show it.
     pub(crate) fn json(&self) -> serde_json::Value {
-        let (unrecorded, refused) = self.get();
-        serde_json::json!({ "unrecorded": unrecorded, "refused": refused })
+        serde_json::to_value(self.get()).unwrap_or_default()
     }
 
     fn publish(&self, unsaved: &Unsaved) {
         let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
-        *self.lock() = Counts {
+        *self.lock() = Outcomes {
             unrecorded: count(unsaved.len()),
             refused: count(unsaved.refused.len()),
         };
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Outcomes> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
