@@ -340,7 +340,8 @@ is (PROTOCOL.md, "Every key": the manager always sends every key)."""
 def open_link(environ=None):
     """Opens the link described by the ``CORTEX_*`` environment (PROTOCOL.md, Transports).
 
-    ``stdio``: the protocol moves to duplicates of descriptors 0 and 1; descriptor 0 is
+    ``stdio``: the protocol moves to duplicates of descriptors 0 and 1 (1's made when
+    this module was imported, in a worker the manager started); descriptor 0 is
     replaced by ``/dev/null``, descriptor 1 and ``sys.stdout`` by standard error.
     ``fifo``: opens ``CORTEX_FIFO_TO_WORKER`` for reading, then
     ``CORTEX_FIFO_FROM_WORKER`` for writing, then points descriptor 1 and
@@ -353,9 +354,8 @@ def open_link(environ=None):
     max_frame = int(env.get("CORTEX_MAX_FRAME") or DEFAULT_MAX_FRAME)
     transport = env.get("CORTEX_TRANSPORT", "stdio")
     if transport == "stdio":
-        sys.stdout.flush()
         proto_in = os.dup(0)
-        proto_out = os.dup(1)
+        proto_out = _take_protocol_out()
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.close(devnull)
@@ -373,10 +373,40 @@ def open_link(environ=None):
 def _stdout_to_stderr():
     """Points descriptor 1 and ``sys.stdout`` at standard error, so that ``print()``
     and native writes to descriptor 1 land in the worker's log, whatever the
-    transport (the protocol never uses descriptor 1 itself once the link is open)."""
-    sys.stdout.flush()
+    transport (the protocol never uses descriptor 1 itself once the link is open).
+    What ``sys.stdout`` still buffers is flushed once descriptor 1 is standard
+    error: to the log, never onto the protocol's stream ahead of ``ready``."""
     os.dup2(2, 1)
+    sys.stdout.flush()
     sys.stdout = sys.stderr
+
+
+def _protocol_out_at_import():
+    """In a worker the manager started (``CORTEX_TRANSPORT`` is ``stdio`` or
+    ``fifo``), points descriptor 1 and ``sys.stdout`` at standard error as soon as
+    this module is imported, so that the worker's own code after the import (a
+    banner, a model loading) cannot print onto the protocol's stream before
+    :meth:`Worker.run` opens the link, also where prints are not buffered
+    (``python -u``, ``PYTHONUNBUFFERED``). Import this module before anything that
+    prints. With ``stdio``, returns the copy of descriptor 1 kept for the protocol
+    (:func:`open_link` takes it); else ``None``."""
+    transport = os.environ.get("CORTEX_TRANSPORT")
+    if transport not in ("stdio", "fifo"):
+        return None
+    proto_out = os.dup(1) if transport == "stdio" else None
+    _stdout_to_stderr()
+    return proto_out
+
+
+_PROTOCOL_OUT = _protocol_out_at_import()
+
+
+def _take_protocol_out():
+    """The protocol's copy of descriptor 1: the one kept at import, once, else a
+    new copy of descriptor 1 as it is now."""
+    global _PROTOCOL_OUT
+    kept, _PROTOCOL_OUT = _PROTOCOL_OUT, None
+    return os.dup(1) if kept is None else kept
 
 
 #: How long a fifo worker waits for the manager to open its ends, in seconds.
@@ -611,20 +641,23 @@ class Worker:
             self._limit = concurrency
         if hello.get("max_frame"):
             link.max_frame = int(hello["max_frame"])
-        self._link = link
         # Only inline handlers' replies are ever held, and only this claim lets
         # them be: decided once, here, so a handler registered after ``ready``
         # cannot start batching the manager was not told of.
         self._batching = self._hold > 0 and bool(self._inline)
-        self._send(
-            {
-                "type": "ready",
-                "version": PROTOCOL_VERSION,
-                "pid": os.getpid(),
-                "task_types": sorted(self._handlers),
-                "batches_replies": self._batching,
-            }
-        )
+        ready = {
+            "type": "ready",
+            "version": PROTOCOL_VERSION,
+            "pid": os.getpid(),
+            "task_types": sorted(self._handlers),
+            "batches_replies": self._batching,
+        }
+        try:
+            link.send_many([link.frame(ready)])
+        except (BrokenPipeError, ConnectionResetError, ValueError):
+            _exit(0)
+        # Only now may other threads' log frames use the link: after ``ready``.
+        self._link = link
         interval = _heartbeat_interval(hello)
         if interval is not None:
             threading.Thread(target=self._heartbeats, args=(interval,), name="cortex-heartbeat", daemon=True).start()
@@ -860,7 +893,9 @@ class Worker:
             if ctx._cancelled:
                 return _error(ctx.id, "cancelled", f"cancelled ({_describe(e)})", False)
             if isinstance(e, TaskError):
-                return _error(ctx.id, e.kind, _describe(e), e.retryable)
+                # Whatever the handler set them to, the reply says a string and a
+                # boolean (the manager refuses a worker that sends other types).
+                return _error(ctx.id, str(e.kind), _describe(e), bool(e.retryable))
             return _error(ctx.id, "handler", _describe(e), True)
         try:
             return encoder.encode(result)

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import termios
+import textwrap
 import threading
 import time
 import unittest
@@ -76,13 +77,13 @@ def task(task_id, task_type, payload=None, attempt=1, timeout_ms=30_000, **extra
 class WorkerProcess:
     """example_worker.py as a child, its stdout split into frames by a reader thread."""
 
-    def __init__(self, transport_env=None):
+    def __init__(self, transport_env=None, script=WORKER):
         env = dict(os.environ)
         env.update({"CORTEX_WORKER_ID": "worker-7", "CORTEX_TRANSPORT": "stdio", "CORTEX_MAX_FRAME": str(16 * 1024 * 1024)})
         env.update(transport_env or {})
         self.stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
-            [sys.executable, WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, env=env, cwd=HERE
+            [sys.executable, script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, env=env, cwd=HERE
         )
         self.frames = queue.Queue()
         self.heartbeats = []
@@ -702,6 +703,79 @@ class HandlerErrorTest(unittest.TestCase):
             self.assertEqual(replies[2]["kind"], "handler")
             self.assertIn("\\udcff", replies[2]["message"])
             self.assertEqual(msgpack.unpackb(replies[3]["payload"], raw=False), "after")
+
+
+class HandlerValuesTest(unittest.TestCase):
+    """In process: a ``TaskError`` whose ``kind`` or ``retryable`` the handler set
+    to another type is answered with a string and a boolean (the manager kills a
+    worker that sends other types)."""
+
+    def test_a_task_errors_kind_and_retryable_go_out_as_a_string_and_a_boolean(self):
+        sys.path.insert(0, HERE)
+        self.addCleanup(sys.path.remove, HERE)
+        import cortex_worker
+
+        worker = cortex_worker.Worker(hold_replies=0)
+        writer = _Recorder()
+
+        @worker.handler("odd")
+        def odd(ctx, payload):
+            raise cortex_worker.TaskError("upstream said no", kind=7, retryable="")
+
+        @worker.handler("odd_class")
+        def odd_class(ctx, payload):
+            error = cortex_worker.FatalError("no")
+            error.retryable = 1
+            raise error
+
+        tasks = task(1, "odd") + task(2, "odd_class")
+        reader = io.BytesIO(hello(concurrency=1) + tasks + frame({"type": "shutdown", "graceful": True}))
+        self.assertEqual(worker.run(cortex_worker.Link(reader, writer)), 0)
+        replies = {m["id"]: m for data in writer.writes for m in _split(data) if m["type"] == "error"}
+        self.assertEqual((replies[1]["kind"], replies[1]["retryable"]), ("7", False))
+        self.assertEqual((replies[2]["kind"], replies[2]["retryable"]), ("handler", True))
+        for reply in replies.values():
+            self.assertIs(type(reply["retryable"]), bool)
+
+
+class ImportTest(unittest.TestCase):
+    """A worker script's own prints before ``Worker.run`` (after its import of
+    this module, or before it while ``sys.stdout`` is buffered) land on standard
+    error, never on the protocol's stream ahead of ``ready``."""
+
+    def run_script(self, source, **env):
+        script = tempfile.NamedTemporaryFile("w", suffix=".py", delete=False)
+        self.addCleanup(os.unlink, script.name)
+        script.write(textwrap.dedent(source))
+        script.close()
+        w = WorkerProcess(script=script.name, transport_env={"PYTHONPATH": HERE, **env})
+        self.addCleanup(w.close)
+        ready = w.handshake()
+        self.assertEqual(ready["task_types"], ["echo"])
+        w.send(task(1, "echo", "after the banner"))
+        self.assertEqual(msgpack.unpackb(w.recv()["payload"]), "after the banner")
+        w.send(frame({"type": "shutdown", "graceful": True}))
+        self.assertEqual(w.wait(), 0)
+        return w.stderr_text()
+
+    SCRIPT = """
+        {before}
+        from cortex_worker import Worker
+        print("loading the model after the import")
+        worker = Worker()
+        worker.handler("echo")(lambda ctx, payload: payload)
+        worker.main()
+    """
+
+    def test_a_buffered_print_before_the_import_goes_to_stderr(self):
+        # Buffered: the environment of this test may ask for unbuffered output.
+        err = self.run_script(self.SCRIPT.format(before='print("banner before the import")'), PYTHONUNBUFFERED="")
+        self.assertIn("banner before the import", err)
+        self.assertIn("loading the model after the import", err)
+
+    def test_an_unbuffered_print_after_the_import_goes_to_stderr(self):
+        err = self.run_script(self.SCRIPT.format(before=""), PYTHONUNBUFFERED="1")
+        self.assertIn("loading the model after the import", err)
 
 
 class _Gated(io.RawIOBase):
