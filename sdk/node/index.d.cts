@@ -51,8 +51,10 @@ export interface WorkerOptions {
   /**
    * The longest, in milliseconds, that finished tasks' replies wait for later ones
    * while those start, to leave in one write (the worker says `batches_replies` in
-   * `ready`; PROTOCOL.md, "Batched replies"). 0: each reply is written before a
-   * later task starts. Default: 1.
+   * `ready`; PROTOCOL.md, "Batched replies"). Only replies of handlers that
+   * finished in the event loop's turn they started in wait; a handler that went
+   * pending has its reply written as it finishes. 0: each reply is written before
+   * a later task starts. Default: 1.
    */
   holdReplies?: number;
   /** Handlers by task type, as for handleAll(). */

@@ -55,6 +55,13 @@ function protectStdout() {
   return original;
 }
 
+// In a worker the manager started (PROTOCOL.md, Nothing else on the protocol's
+// descriptors), stdout is protected as soon as the SDK is loaded: before the
+// worker's own code that follows the import (a banner, a model loading) can print
+// onto the protocol's stream ahead of `ready`. Import the SDK before anything
+// that prints.
+if (process.env.CORTEX_TRANSPORT) protectStdout();
+
 /** The max_frame from `CORTEX_MAX_FRAME`, or the default. */
 function maxFrameFrom(env) {
   const raw = env.CORTEX_MAX_FRAME;

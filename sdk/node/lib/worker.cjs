@@ -90,6 +90,8 @@ class Worker {
     this.flushing = false; // waiting for a reply to leave before the next task starts
     this.outbox = []; // frames of replies not written yet (written together, see queueReply)
     this.outboxQueued = false; // a writeOutbox() is scheduled
+    this.turn = 0; // the event loop's turn, as far as task starts tell it (see currentTurn)
+    this.turnEnds = false; // the setImmediate that ends the turn is scheduled
     this.tasksDone = 0;
     this.link = null;
     this.state = 'starting'; // starting -> serving -> draining -> stopped
@@ -359,6 +361,7 @@ class Worker {
     while (this.running < this.limit && this.waiting.length > 0) {
       const task = this.waiting.shift();
       this.running += 1;
+      const turn = this.holdMs > 0 ? this.currentTurn() : 0;
       // `execute` answers every error it can name; whatever else goes wrong
       // still answers the task, and no rejection is left unhandled (one
       // would end the process, and every task in flight with it).
@@ -367,9 +370,30 @@ class Worker {
         .then((reply) => {
           this.running -= 1;
           this.answer(task, reply);
+          // Only the replies of handlers that finished in the turn they started
+          // in are held (as in the Rust SDK): one that went pending (it waited
+          // for I/O or a timer) is written now, with those held before it, since
+          // the task started next may block the thread for long.
+          if (this.holdMs > 0 && turn !== this.turn) this.writeOutbox();
           this.startWaiting();
         });
     }
+  }
+
+  /**
+   * The number of the event loop's turn now: it goes up once per turn in which a
+   * task started (a `setImmediate` after that turn's I/O), so a task that finishes
+   * under another number went pending.
+   */
+  currentTurn() {
+    if (!this.turnEnds) {
+      this.turnEnds = true;
+      setImmediate(() => {
+        this.turn += 1;
+        this.turnEnds = false;
+      });
+    }
+    return this.turn;
   }
 
   cancel(id) {
@@ -389,9 +413,23 @@ class Worker {
     this.tasks.delete(task.id);
     this.tasksDone += 1;
     if (this.state !== 'stopped') {
-      this.queueReply(this.fitted(reply));
+      this.queueReply(this.framed(reply));
     }
     this.drained();
+  }
+
+  /**
+   * The frame of `reply` (see fitted), or, when it cannot be encoded (a value the
+   * SDK let through that MessagePack cannot write), a `handler` error saying so:
+   * the task is answered, and no exception escapes into a promise callback (an
+   * unhandled rejection would end the process, and every task in flight with it).
+   */
+  framed(reply) {
+    try {
+      return this.fitted(reply);
+    } catch (e) {
+      return this.fitted(errorReply(reply.id, 'handler', `the reply cannot be encoded: ${describe(e)}`, false));
+    }
   }
 
   /**
@@ -586,7 +624,9 @@ function errorReply(id, kind, message, retryable) {
  */
 function failure(id, error, signal) {
   if (signal.aborted) return errorReply(id, 'cancelled', `cancelled (${describe(error)})`, false);
-  if (error instanceof TaskError) return errorReply(id, error.kind, describe(error), error.retryable);
+  // Whatever the handler set `retryable` to, the reply says a boolean (the manager
+  // refuses a worker that sends another type).
+  if (error instanceof TaskError) return errorReply(id, error.kind, describe(error), Boolean(error.retryable));
   const retryable = !(error !== null && typeof error === 'object' && error.retryable === false);
   return errorReply(id, 'handler', describe(error), retryable);
 }

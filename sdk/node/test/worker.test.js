@@ -12,7 +12,8 @@ import { fileURLToPath } from 'node:url';
 import { encode, decode } from '@msgpack/msgpack';
 import { EXAMPLE, Manager, WAIT_MS, frame, payloadOf } from './harness.js';
 
-const EXTRA = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures', 'extra-worker.mjs');
+const FIXTURES = path.join(path.dirname(fileURLToPath(import.meta.url)), 'fixtures');
+const EXTRA = path.join(FIXTURES, 'extra-worker.mjs');
 
 /** Starts a worker (cleaned up after the test) and completes the handshake. */
 async function started(t, options = {}, hello = {}) {
@@ -189,6 +190,38 @@ test('concurrency from hello: one at a time in arrival order; a waiting task is 
   assert.deepEqual(order, [[3, 'error', 'cancelled'], [1, 'result', undefined], [2, 'result', undefined]]);
   const cancelled = await m.reply(3);
   assert.equal(cancelled.retryable, false);
+});
+
+test('held replies: a handler that went pending has its reply written before the next task blocks the thread', async (t) => {
+  const { m, ready } = await started(t, {}, { concurrency: 1 });
+  assert.equal(ready.batches_replies, true, 'replies are held by default');
+  m.task(1, 'sleep', { ms: 100 });
+  m.task(2, 'block', { ms: 2000 });
+  const [first, second] = [await m.reply(1), await m.reply(2)];
+  assert.equal(first.type, 'result');
+  // Held, the first reply would leave with the second, once the block ends.
+  assert.ok(second.at - first.at >= 1000, `the first reply came ${second.at - first.at} ms before the second`);
+});
+
+test('a TaskError whose retryable is not a boolean is answered with one, and the worker goes on', async (t) => {
+  const { m } = await started(t, { script: EXTRA });
+  m.task(1, 'odd-retryable', { how: 'zero' });
+  m.task(2, 'odd-retryable', { how: 'function' });
+  m.task(3, 'echo', 'still here');
+  const [zero, fn] = [await m.reply(1), await m.reply(2)];
+  assert.deepEqual([zero.kind, zero.retryable, fn.kind, fn.retryable], ['handler', false, 'handler', true]);
+  assert.equal(payloadOf(await m.reply(3)), 'still here');
+});
+
+test('a worker that prints after importing the SDK, before run(): the prints go to stderr, ready comes first', async (t) => {
+  for (const transport of ['stdio', 'fifo']) {
+    const { m } = await started(t, { script: path.join(FIXTURES, 'banner-worker.mjs'), transport });
+    m.task(1, 'echo', 'after the banner');
+    assert.equal(payloadOf(await m.reply(1)), 'after the banner', transport);
+    assert.match(m.stderr, /loading the model/, transport);
+    assert.match(m.stderr, /a raw write to stdout/, transport);
+    assert.equal(m.trailing(), 0, `${transport}: no stray bytes on the stream`);
+  }
 });
 
 test('without a concurrency key, tasks run at once', async (t) => {
