@@ -242,6 +242,10 @@ fn the_same_file_submitted_twice_runs_each_task_once() {
     let lines = json_lines(&r.stdout);
     assert_eq!(lines[0]["result"], 7);
     assert_eq!(lines[1]["status"], "unknown");
+    // A timeout past what the clock can count is no timeout (it panicked).
+    let w = d.cli(&["wait", "--timeout-s", &u64::MAX.to_string(), "i7"]);
+    assert_eq!(w.status.code(), Some(0), "{}", text(&w));
+    assert_eq!(json_lines(&w.stdout)[0]["result"], 7);
 }
 
 #[test]

@@ -129,7 +129,8 @@ pub(crate) async fn lines_for(
     wait: Option<Option<Duration>>,
     lines: &mut dyn Lines,
 ) -> Result<bool, Fail> {
-    let deadline = wait.flatten().map(|t| Instant::now() + t);
+    // A timeout past what the clock can count waits without one.
+    let deadline = wait.flatten().and_then(|t| Instant::now().checked_add(t));
     let mut all_ok = true;
     // A wait answers each task once, however far apart its id is named (the
     // daemon does so within one request; these may be several).

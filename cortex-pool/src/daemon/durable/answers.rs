@@ -52,7 +52,8 @@ impl Submitted {
                     slots.push(None);
                 }
                 Err(r) => {
-                    let line_no = first_line + n as u64;
+                    // The client's number: one too large stops at the largest.
+                    let line_no = first_line.saturating_add(n as u64);
                     let id = r.id.unwrap_or_else(|| line_no.to_string());
                     slots.push(Some(refused(&id, &r.reason, Some(line_no))));
                 }
@@ -216,6 +217,20 @@ mod tests {
             lines[3],
             json!({"id": "c", "status": "refused", "error": "queue_full"})
         );
+    }
+
+    /// A client's `first_line` near the top of `u64` numbers its refused
+    /// lines up to the largest number, never wrapping round to 0.
+    #[test]
+    fn line_numbers_past_the_largest_stop_there() {
+        let (_, submitted) = Submitted::parse(&lines(&["x", "y"]), u64::MAX);
+        let answers = submitted.answer(&[]);
+        let numbers: Vec<Value> = answers
+            .lines
+            .iter()
+            .map(|l| value(l)["line"].clone())
+            .collect();
+        assert_eq!(numbers, [json!(u64::MAX), json!(u64::MAX)]);
     }
 
     /// The text is what serde_json writes for the same object, escapes included.

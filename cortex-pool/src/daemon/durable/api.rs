@@ -67,14 +67,14 @@ pub(crate) async fn submit(
     new.reserve(usize::try_from(answers.accepted).unwrap_or(0));
     let mut known = Vec::new();
     for (id, duplicate) in submitted.held(&admissions) {
-        if !duplicate {
-            new.insert(id.as_str());
-        } else if !new.contains(id.as_str()) {
-            // A repeat of a new id (stored just before it, in order) is
-            // answered with it.
+        if duplicate {
             known.push(id.clone());
+        } else {
+            new.insert(id.as_str());
         }
     }
+    // A repeat of a new id is answered with it, wherever the source named it.
+    known.retain(|id| !new.contains(id.as_str()));
     let known = super::ids::first_of_each(known);
     let waiting = Waiting {
         registration,
@@ -173,15 +173,21 @@ async fn answer<'a>(
         let settled = record.as_ref().is_some_and(|r| r.state.is_settled());
         waiting.is_some() && !settled && (record.is_some() || shared)
     };
-    let Some(records) = read(daemon, read_ids, out).await? else {
-        return Ok(());
-    };
-    for (id, record) in read_ids.iter().zip(records) {
-        if waits(&record) {
-            left.insert(id);
-            continue;
+    // A failed read of `read_ids` ends the request, after the new ids'
+    // lines when it waits for any (their settlements need no read).
+    let mut unread = None;
+    match read(daemon, read_ids).await {
+        Ok(records) => {
+            for (id, record) in read_ids.iter().zip(records) {
+                if waits(&record) {
+                    left.insert(id);
+                    continue;
+                }
+                tally.send(id, record, out).await?;
+            }
         }
-        tally.send(id, record, out).await?;
+        Err(failed) if waiting.is_some() && !left.is_empty() => unread = Some(failed),
+        Err(failed) => return out.send(failed).await,
     }
     if let Some(waiting) = waiting.as_mut().filter(|_| !left.is_empty()) {
         let deadline = waiting.deadline;
@@ -222,13 +228,18 @@ async fn answer<'a>(
         // Timed out: the rest as they are now.
         let rest: Vec<String> = left.into_iter().map(str::to_owned).collect();
         if !rest.is_empty() {
-            let Some(records) = read(daemon, &rest, out).await? else {
-                return Ok(());
-            };
-            for (id, record) in rest.iter().zip(records) {
-                tally.send(id, record, out).await?;
+            match read(daemon, &rest).await {
+                Ok(records) => {
+                    for (id, record) in rest.iter().zip(records) {
+                        tally.send(id, record, out).await?;
+                    }
+                }
+                Err(failed) => return out.send(failed).await,
             }
         }
+    }
+    if let Some(failed) = unread {
+        return out.send(failed).await;
     }
     out.send(Reply::Done {
         accepted: tally.ok,
@@ -237,26 +248,17 @@ async fn answer<'a>(
     .await
 }
 
-/// Where the source says `ids` stand, read [`READ_AT_ONCE`] at a time;
-/// `None` once its error went to the client (which asks again).
-async fn read(
-    daemon: &Daemon,
-    ids: &[String],
-    out: &mpsc::Sender<Reply>,
-) -> Result<Option<Vec<Option<TaskStatus>>>, Closed> {
+/// Where the source says `ids` stand, read [`READ_AT_ONCE`] at a time; the
+/// reply that ends the request when a read fails (the client asks again).
+async fn read(daemon: &Daemon, ids: &[String]) -> Result<Vec<Option<TaskStatus>>, Reply> {
     let mut records = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(READ_AT_ONCE) {
         match daemon.source.status(chunk.to_vec()).await {
             Ok(read) => records.extend(read),
-            Err(e) => {
-                return out
-                    .send(Reply::error("store", e.to_string()))
-                    .await
-                    .map(|()| None)
-            }
+            Err(e) => return Err(Reply::error("store", e.to_string())),
         }
     }
-    Ok(Some(records))
+    Ok(records)
 }
 
 /// Ids one read of the source looks up, at most: the store's one thread
@@ -948,6 +950,56 @@ mod tests {
         assert!(
             source.status_reads.lock().unwrap().is_empty(),
             "nothing read"
+        );
+    }
+
+    /// A `submit` that waits, whose read of the ids the store knew fails,
+    /// still answers its new tasks as they settle (they need no read), then
+    /// ends with the store's error instead of `Done`: the client asks again
+    /// for the ids it has no line for.
+    #[tokio::test]
+    async fn a_submit_whose_read_of_known_ids_fails_still_answers_the_new_ones() {
+        let source = Arc::new(TestSource {
+            status_fails: true,
+            ..TestSource::default()
+        });
+        let daemon = crate::daemon::test_daemon::daemon_with(source.clone()).await;
+        source.accept(vec![task("old")]).await.unwrap();
+        let line = |id: &str| format!(r#"{{"id":"{id}","type":"echo","payload":1}}"#);
+        let (tx, mut rx) = mpsc::channel(16);
+        let submitting = tokio::spawn({
+            let daemon = daemon.clone();
+            async move { submit(vec![line("old"), line("new")], true, 1, true, &daemon, &tx).await }
+        });
+        let mut replies = Vec::new();
+        loop {
+            let reply = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+                .await
+                .expect("answered, not waited for");
+            match reply {
+                Some(Reply::Done { .. }) => {
+                    // The batch's answer lines are out: the feeder settles the
+                    // new task and tells its waiters.
+                    assert_eq!(source.claim(8, 0).await.unwrap().len(), 2);
+                    source.settle(vec![ok("new")]).await.unwrap();
+                    daemon
+                        .waiters
+                        .settled([("new".to_owned(), TaskState::Ok, ok_line("new"))]);
+                }
+                Some(Reply::LinesText { .. }) => {}
+                Some(other) => replies.push(other),
+                None => break,
+            }
+        }
+        assert!(submitting.await.unwrap().is_ok());
+        assert_eq!(replies.len(), 2, "{replies:?}");
+        assert!(
+            matches!(&replies[0], Reply::LineText { line, .. } if *line == ok_line("new")),
+            "{replies:?}"
+        );
+        assert!(
+            matches!(&replies[1], Reply::Error { kind, .. } if kind == "store"),
+            "{replies:?}"
         );
     }
 
