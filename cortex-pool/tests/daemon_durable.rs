@@ -246,6 +246,8 @@ fn the_same_file_submitted_twice_runs_each_task_once() {
     let w = d.cli(&["wait", "--timeout-s", &u64::MAX.to_string(), "i7"]);
     assert_eq!(w.status.code(), Some(0), "{}", text(&w));
     assert_eq!(json_lines(&w.stdout)[0]["result"], 7);
+    let stop = d.cli(&["daemon", "stop", "--timeout-s", &u64::MAX.to_string()]);
+    assert_eq!(stop.status.code(), Some(0), "{}", text(&stop));
 }
 
 #[test]

@@ -204,8 +204,9 @@ fn gone(pid_file: &Path, pid: u32) -> bool {
 }
 
 fn wait_gone(pid_file: &Path, pid: u32, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
+    // A wait past what the clock can count has no deadline.
+    let deadline = Instant::now().checked_add(within);
+    while deadline.is_none_or(|d| Instant::now() < d) {
         if gone(pid_file, pid) {
             return true;
         }

@@ -62,7 +62,8 @@ pub(crate) async fn lines_for(
     wait: Option<Option<Duration>>,
     sink: &mut dyn Lines,
 ) -> Result<bool, String> {
-    let deadline = wait.flatten().map(|t| Instant::now() + t);
+    // A timeout past what the clock can count waits without one.
+    let deadline = wait.flatten().and_then(|t| Instant::now().checked_add(t));
     let mut pending: Vec<String> = {
         let mut seen = HashSet::new();
         ids.into_iter()
