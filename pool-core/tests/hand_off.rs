@@ -213,6 +213,48 @@ async fn shutdown_while_handing_off(how: Submit) {
         .expect("joined");
 }
 
+/// A task queued before `shutdown_now` is never handed out on the way to
+/// killing every worker: it ends "shutting down" without having started,
+/// also while its caller is still handing it off (here: inside the pick).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_task_queued_before_shutdown_now_never_starts() {
+    let (pool, mut control, recorder) = start().await;
+    pool.submit(common::task("echo", 1))
+        .await
+        .expect("accepted")
+        .await
+        .expect("the worker is ready");
+    let submit =
+        submit_until_picking(&pool, &mut control, common::task("echo", 2), Submit::Queued).await;
+    let stopper = pool.clone();
+    let stopped = tokio::spawn(async move { stopper.shutdown_now().await });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !pool.metrics().pool.shutting_down {
+        assert!(std::time::Instant::now() < deadline, "the shutdown begins");
+        wait_a_moment();
+    }
+    control.release.send(()).expect("the gate waits");
+    let handle = submit
+        .await
+        .expect("joined")
+        .expect("queued before the shutdown");
+    let queued_id = handle.id();
+    let err = tokio::time::timeout(Duration::from_secs(10), handle)
+        .await
+        .expect("the queued task ends")
+        .expect_err("it never ran");
+    assert_eq!(err.failure.kind(), "shutting_down");
+    assert_eq!(err.attempts, 0, "{err:?}");
+    tokio::time::timeout(Duration::from_secs(10), stopped)
+        .await
+        .expect("the pool stops")
+        .expect("joined");
+    assert!(
+        !recorder.started().iter().any(|t| t.id == queued_id),
+        "the queued task was written to a worker about to be killed"
+    );
+}
+
 /// A single task whose caller is still waiting for the policy's pick when
 /// another caller queues a task of higher priority does not pass that task:
 /// the caller looks at the queue again under the picked worker's book, and

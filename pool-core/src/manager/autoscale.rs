@@ -61,7 +61,8 @@ impl Actor {
         };
         // Tasks waiting in prefetch windows are backlog too.
         let backlog = queued + self.prefetched_count();
-        let pressure = backlog > rules.queue_per_worker * live || waited > rules.max_queue_wait;
+        let pressure =
+            backlog > rules.queue_per_worker.saturating_mul(live) || waited > rules.max_queue_wait;
         let idle = queued == 0
             && self.retrying.is_empty()
             && self.workers.values().any(|w| w.lane.book().is_empty());
@@ -86,7 +87,10 @@ impl Actor {
         let step = rules.step.max(1);
         if grow && self.target < self.config.max_workers {
             self.autoscale_state.pressure_since = Some(now);
-            let target = (self.target + step).min(self.config.max_workers);
+            let target = self
+                .target
+                .saturating_add(step)
+                .min(self.config.max_workers);
             let _ = self.scale_to(target);
         } else if shrink && self.target > self.config.min_workers {
             self.autoscale_state.idle_since = Some(now);

@@ -11,6 +11,14 @@ use crate::queue::RetryPolicy;
 use super::autoscale::Autoscale;
 use super::lane::queue::{auto_shards, MAX_SHARDS};
 
+/// The largest [`PoolConfig::max_queue_len`]: the most permits a semaphore
+/// holds (the queue's slots are one's).
+pub const MAX_QUEUE_LEN: usize = tokio::sync::Semaphore::MAX_PERMITS;
+
+/// The largest [`PoolConfig::event_capacity`] (about a million events a
+/// subscriber: its buffer is allocated whole when it subscribes).
+pub const MAX_EVENT_CAPACITY: usize = 1 << 20;
+
 mod settings;
 
 pub use settings::{AutoscaleSettings, PoolSettings};
@@ -119,7 +127,8 @@ pub struct PoolConfig {
     /// with `prefetch` above 0 (`prefetch` 0 promises strict priority order).
     pub queue_shards: usize,
     /// New tasks that may wait in the queue; `try_submit` refuses past it and
-    /// `submit` waits for room. Retries re-enter the queue regardless. Default 100 000.
+    /// `submit` waits for room. Retries re-enter the queue regardless. Default 100 000;
+    /// at most [`MAX_QUEUE_LEN`].
     pub max_queue_len: usize,
     /// Retries and backoff. Default 3 retries, 1 s base, 30 s cap, no jitter.
     pub retry: RetryPolicy,
@@ -157,7 +166,8 @@ pub struct PoolConfig {
     pub cancel_grace: Duration,
     /// Largest frame body either side may send. Default 16 MiB.
     pub max_frame: usize,
-    /// Events buffered per subscriber before the oldest are dropped. Default 1 024.
+    /// Events buffered per subscriber before the oldest are dropped. Default 1 024;
+    /// at most [`MAX_EVENT_CAPACITY`].
     pub event_capacity: usize,
     /// Recycle a worker after about this many tasks (minus up to 10 % jitter per
     /// worker, so they do not all retire together). The limit is soft: the worker
@@ -252,8 +262,11 @@ impl PoolConfig {
                 "must be at least 1 (set prefetch to 0 to write no task beyond worker_concurrency)",
             ));
         }
-        if self.max_queue_len == 0 {
-            return Err(ConfigError::new("max_queue_len", "must be at least 1"));
+        if self.max_queue_len == 0 || self.max_queue_len > MAX_QUEUE_LEN {
+            return Err(ConfigError::new(
+                "max_queue_len",
+                format!("must be from 1 to {MAX_QUEUE_LEN}"),
+            ));
         }
         if self.queue_shards > MAX_SHARDS {
             return Err(ConfigError::new(
@@ -309,8 +322,11 @@ impl PoolConfig {
                 ));
             }
         }
-        if self.event_capacity == 0 {
-            return Err(ConfigError::new("event_capacity", "must be at least 1"));
+        if self.event_capacity == 0 || self.event_capacity > MAX_EVENT_CAPACITY {
+            return Err(ConfigError::new(
+                "event_capacity",
+                format!("must be from 1 to {MAX_EVENT_CAPACITY}"),
+            ));
         }
         Ok(())
     }
@@ -422,6 +438,39 @@ mod tests {
             ..PoolConfig::default()
         };
         assert_eq!(c.validate().unwrap_err().key, "task_timeout");
+    }
+
+    /// Bounds past which the pool could not start (a semaphore's most
+    /// permits, an event buffer allocated whole) are refused by name.
+    #[test]
+    fn the_queue_and_event_buffers_are_bounded() {
+        for (c, key) in [
+            (
+                PoolConfig {
+                    max_queue_len: MAX_QUEUE_LEN + 1,
+                    ..PoolConfig::default()
+                },
+                "max_queue_len",
+            ),
+            (
+                PoolConfig {
+                    event_capacity: MAX_EVENT_CAPACITY + 1,
+                    ..PoolConfig::default()
+                },
+                "event_capacity",
+            ),
+        ] {
+            let e = c.validate().unwrap_err();
+            assert_eq!(e.key, key);
+            assert!(e.message.starts_with("must be from 1 to"), "{e}");
+        }
+        PoolConfig {
+            max_queue_len: MAX_QUEUE_LEN,
+            event_capacity: MAX_EVENT_CAPACITY,
+            ..PoolConfig::default()
+        }
+        .validate()
+        .unwrap();
     }
 
     #[test]

@@ -14,19 +14,36 @@ use crate::error::{ConfigError, StartError};
 use crate::process::GroupSignal;
 use crate::protocol::{encode_frame, ToWorker};
 
+/// What stopping does with the tasks callers queued before it was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Queued {
+    /// Handed out first, as if the bell their callers rang had been heard
+    /// before the command: a graceful shutdown runs them.
+    HandedOut,
+    /// Failed as "shutting down" with the rest: every worker is about to be
+    /// killed, and a task written to one now would start only to be cut off.
+    Failed,
+}
+
 impl Actor {
     /// Stops taking work: queued tasks are failed with "shutting down", in-flight
     /// ones get `shutdown_timeout` to finish.
     pub(crate) fn begin_shutdown(&mut self) {
+        self.stop_taking_work(Queued::HandedOut);
+    }
+
+    /// [`begin_shutdown`](Self::begin_shutdown), handing out first what
+    /// callers queued or not (see [`Queued`]).
+    fn stop_taking_work(&mut self, queued: Queued) {
         if matches!(
             self.phase,
             Phase::Draining | Phase::Stopping | Phase::Killing
         ) {
             return;
         }
-        // Tasks callers queued before the shutdown was asked for are handed out
-        // first, as if the bell they rang had been heard before the command.
-        self.dispatch();
+        if queued == Queued::HandedOut {
+            self.dispatch();
+        }
         self.shared.closed.store(true, Relaxed);
         self.shared.stats.shutting_down.store(true, Relaxed);
         if let Some(reply) = self.start_reply.take() {
@@ -117,14 +134,15 @@ impl Actor {
     }
 
     /// Stops the pool at once, also while a graceful shutdown is under way: what
-    /// waits fails as [`begin_shutdown`](Self::begin_shutdown) says, and every
+    /// waits fails as [`begin_shutdown`](Self::begin_shutdown) says (a task
+    /// queued before it too, never handed out first), and every
     /// worker's process group is killed now. The signal travels to the worker's
     /// keeper, which owns its process and has not reaped it yet, so it can only
     /// reach that worker's group, never a reused pid. Each worker's tasks settle
     /// once it is reaped (`on_gone`); a worker still starting is
     /// killed as soon as it reports ready.
     pub(crate) fn shutdown_now(&mut self) {
-        self.begin_shutdown();
+        self.stop_taking_work(Queued::Failed);
         if self.phase == Phase::Killing {
             return;
         }
