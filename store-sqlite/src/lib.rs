@@ -198,18 +198,30 @@ fn prepare_file(path: &Path) -> Result<(), OpenError> {
     Ok(())
 }
 
-/// Why a write needed to open the store failed: the file cannot be written
-/// (`doing`, then the reason), or it is corrupt.
-fn unwritable_or_corrupt(path: &Path, e: &rusqlite::Error, doing: &str) -> OpenError {
-    match classify(e) {
-        SourceError::Unwritable(reason) if !reason.contains("corrupt") => OpenError::File {
-            path: path.to_owned(),
-            message: format!("{doing}{reason}"),
+/// Why a step of opening the store failed: the file is corrupt (SQLite says
+/// so, or what it holds cannot be read back), or it cannot be used now
+/// (`doing`, then the reason: locked by another process, an I/O error, full,
+/// read-only, out of memory), which moving it aside would not mend.
+fn open_failure(path: &Path, e: &rusqlite::Error, doing: &str) -> OpenError {
+    use rusqlite::ErrorCode;
+    let corrupt = || OpenError::Corrupt {
+        path: path.to_owned(),
+        detail: e.to_string(),
+    };
+    let reason = match e.sqlite_error_code() {
+        None | Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => return corrupt(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => format!(
+            "{e}: another process holds it (a daemon already running on this store?); \
+             stop that process, then start again"
+        ),
+        Some(_) => match classify(e) {
+            SourceError::Unwritable(reason) => reason,
+            _ => e.to_string(),
         },
-        _ => OpenError::Corrupt {
-            path: path.to_owned(),
-            detail: e.to_string(),
-        },
+    };
+    OpenError::File {
+        path: path.to_owned(),
+        message: format!("{doing}{reason}"),
     }
 }
 
@@ -228,7 +240,9 @@ impl SqliteSource {
     /// commit (at least 1 MiB; running tasks' records aside): past it, the
     /// settled tasks' rows are written, then those of the waiting tasks
     /// that are claimed last, whose records leave memory, so a backlog of
-    /// any size is held in the file, not in memory.
+    /// any size keeps its records in the file; memory still holds its ready
+    /// order (8 to 40 bytes a waiting task) and the filter of known ids
+    /// (about 2.5 bytes a task).
     ///
     /// # Errors
     /// As [`open`](Self::open).
@@ -238,10 +252,7 @@ impl SqliteSource {
         memory_bytes: usize,
     ) -> Result<Self, OpenError> {
         prepare_file(path)?;
-        let corrupt = |e: rusqlite::Error| OpenError::Corrupt {
-            path: path.to_owned(),
-            detail: e.to_string(),
-        };
+        let failed = |e: rusqlite::Error| open_failure(path, &e, "");
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -253,10 +264,10 @@ impl SqliteSource {
             message: e.to_string(),
         })?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(corrupt)?;
+            .map_err(failed)?;
         let check: String = conn
             .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
-            .map_err(corrupt)?;
+            .map_err(failed)?;
         if check != "ok" {
             return Err(OpenError::Corrupt {
                 path: path.to_owned(),
@@ -279,7 +290,7 @@ impl SqliteSource {
             conn.execute_batch(&format!(
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync};"
             ))
-            .map_err(|e| unwritable_or_corrupt(path, &e, ""))?;
+            .map_err(failed)?;
             match schema::migrate(&conn) {
                 Ok(schema::Version::Current) => {}
                 Ok(schema::Version::Newer(found)) => {
@@ -294,14 +305,14 @@ impl SqliteSource {
                 // opened to fail later.
                 Err(e) => {
                     let doing = format!("cannot bring it to schema version {SCHEMA_VERSION}: ");
-                    return Err(unwritable_or_corrupt(path, &e, &doing));
+                    return Err(open_failure(path, &e, &doing));
                 }
             }
         }
         if read_only {
             let version: i64 = conn
                 .query_row("PRAGMA user_version", [], |r| r.get(0))
-                .map_err(corrupt)?;
+                .map_err(failed)?;
             if version > SCHEMA_VERSION {
                 return Err(OpenError::NewerSchema {
                     path: path.to_owned(),
@@ -324,7 +335,7 @@ impl SqliteSource {
         conn.set_prepared_statement_cache_capacity(64);
         // The changes the journal holds, replayed over the rows.
         let memory = overlay::MemoryBound(memory_bytes.max(1 << 20));
-        let store = Store::open(conn, memory).map_err(corrupt)?;
+        let store = Store::open(conn, memory).map_err(failed)?;
         let shared = Arc::new(Shared::new(health));
         let (jobs, rx) = mpsc::channel();
         let thread_shared = shared.clone();
@@ -640,7 +651,7 @@ mod tests {
         let path = Path::new("/var/lib/cortex/store.db");
         let full = sqlite_error(rusqlite::ffi::SQLITE_FULL);
         let doing = "cannot bring it to schema version 4: ";
-        match unwritable_or_corrupt(path, &full, doing) {
+        match open_failure(path, &full, doing) {
             OpenError::File { path: p, message } => {
                 assert_eq!(p, path);
                 assert!(
@@ -652,8 +663,17 @@ mod tests {
         }
         let corrupt = sqlite_error(rusqlite::ffi::SQLITE_CORRUPT);
         assert!(matches!(
-            unwritable_or_corrupt(path, &corrupt, ""),
+            open_failure(path, &corrupt, ""),
             OpenError::Corrupt { .. }
         ));
+        // Busy or locked: held by another process, not corrupt.
+        for code in [rusqlite::ffi::SQLITE_BUSY, rusqlite::ffi::SQLITE_LOCKED] {
+            match open_failure(path, &sqlite_error(code), "") {
+                OpenError::File { message, .. } => {
+                    assert!(message.contains("another process holds it"), "{message}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
     }
 }

@@ -358,28 +358,43 @@ fn bind_row(
     } else {
         live.history.as_str()
     };
+    let (due_ms, updated_ms, version, created_ms) = (
+        stored(live.due_ms),
+        stored(live.updated_ms),
+        stored(live.version),
+        stored(live.created_ms),
+    );
+    let timeout_ms = live.task.timeout_ms.map(stored);
     let values: [&dyn ToSql; INSERTED] = [
         &seq,
         &live.state.as_str(),
         &live.attempts,
-        &live.due_ms,
+        &due_ms,
         &kind,
         &message,
         &live.line,
         &history,
-        &live.updated_ms,
-        &live.version,
+        &updated_ms,
+        &version,
         &live.task.id,
         &live.task.task_type,
         &live.task.payload,
         &live.task.priority,
-        &live.task.timeout_ms,
-        &live.created_ms,
+        &timeout_ms,
+        &created_ms,
     ];
     for (n, value) in values[..columns].iter().enumerate() {
         statement.raw_bind_parameter(offset + n + 1, value)?;
     }
     Ok(())
+}
+
+/// `value` as a column holds it: SQLite's integers are signed, and a value
+/// past the largest (a retry due, or a timeout, hundreds of millions of years
+/// away: the same in effect) is kept as the largest, not refused, which would
+/// leave the row unwritable and every checkpoint failing on it.
+fn stored(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 /// Whether a statement changed the rows it was to: only a bug (a row gone

@@ -618,6 +618,61 @@ mod tests {
         assert_eq!(count(conn, "tasks"), 3);
     }
 
+    /// A timeout or a retry's due time past SQLite's largest integer (a
+    /// caller of the source's API, not the daemon, which caps both) is
+    /// written as the largest: the checkpoint writes the row instead of
+    /// failing on it for ever, and the task reads back as it was in effect.
+    #[test]
+    fn values_past_the_largest_integer_are_written_as_the_largest() {
+        use task_source::{ErrorInfo, Outcome, Settlement, TaskState};
+        let db = StoreFile::new("huge");
+        let shared = Shared::new(SourceHealth::Ok);
+        let mut store = db.open();
+        let task = task_source::NewTask {
+            timeout_ms: Some(u64::MAX),
+            ..new_task("far")
+        };
+        let (accept, _) = op(move |c, o| o.accept(c, vec![task], 1, None));
+        commit(&mut store, vec![accept], &shared);
+        let (claim, _) = op(|c, o| o.claim(c, 1, 2));
+        commit(&mut store, vec![claim], &shared);
+        let retry = Settlement {
+            id: "far".into(),
+            attempt: 1,
+            outcome: Outcome::Retry {
+                due_ms: u64::MAX,
+                error: ErrorInfo {
+                    kind: "later".into(),
+                    message: "much later".into(),
+                },
+            },
+        };
+        let (settle, _) = op(move |c, o| o.settle(c, vec![retry], 3));
+        commit(&mut store, vec![settle], &shared);
+        let (conn, overlay) = store.parts().unwrap();
+        overlay.checkpoint(conn, Checkpoint::Full).unwrap();
+        assert_eq!(count(conn, "journal"), 0, "the row is written");
+        let (due, timeout): (i64, i64) = conn
+            .query_row("SELECT due_ms, timeout_ms FROM tasks", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((due, timeout), (i64::MAX, i64::MAX));
+        drop(store);
+        let mut store = db.open();
+        let (conn, overlay) = store.parts().unwrap();
+        let status = overlay.status(conn, &["far".to_owned()]).unwrap();
+        assert_eq!(
+            status[0].as_ref().map(|s| s.state),
+            Some(TaskState::Retrying)
+        );
+        let now = task_source::now_ms();
+        assert!(
+            overlay.claim(conn, 1, now).unwrap().is_empty(),
+            "not due yet"
+        );
+    }
+
     /// A transaction whose journal entries pass a row's size writes them in
     /// several rows, a job's entries whole in one; a replay after a crash
     /// reads them all back.

@@ -224,6 +224,26 @@ fn a_newer_schema_and_a_corrupt_file_are_refused_clearly() {
     assert!(err.to_string().contains("is corrupt"), "{err}");
 }
 
+/// A store another process holds locked is not called corrupt (moving it
+/// aside, as a corrupt store's error advises, would lose its tasks): the
+/// error says what holds it, and the store opens once it is let go.
+#[test]
+fn a_locked_store_is_refused_as_held_not_as_corrupt() {
+    let dir = Dir::new("locked");
+    drop(SqliteSource::open(&dir.db(), Durability::Fsync).unwrap());
+    let holder = rusqlite::Connection::open(dir.db()).unwrap();
+    holder
+        .execute_batch("PRAGMA locking_mode = EXCLUSIVE; BEGIN EXCLUSIVE;")
+        .unwrap();
+    let err = SqliteSource::open(&dir.db(), Durability::Fsync).unwrap_err();
+    assert!(matches!(err, OpenError::File { .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("another process holds it"), "{text}");
+    assert!(!text.contains("corrupt"), "{text}");
+    drop(holder);
+    drop(SqliteSource::open(&dir.db(), Durability::Fsync).unwrap());
+}
+
 /// Sets `user_version` to 99 by editing the header (bytes 60..64, big-endian).
 fn rusqlite_free_bump(path: &std::path::Path) -> bool {
     set_user_version(path, 99)
