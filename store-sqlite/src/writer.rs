@@ -45,8 +45,8 @@ pub(crate) struct Store {
     /// A transaction failed since the overlay was loaded: what it changed in
     /// memory was not stored, so the overlay is loaded again before its next use.
     stale: bool,
-    /// After a failed checkpoint, when to try the next one.
-    retry_checkpoint_at: Option<Instant>,
+    /// The checkpoints that failed since the last one that did not.
+    failed_checkpoints: Option<FailedCheckpoints>,
     /// [`JOURNAL_ROW_BYTES`], smaller in tests.
     journal_row_bytes: usize,
 }
@@ -60,7 +60,7 @@ impl Store {
             conn,
             overlay,
             stale: false,
-            retry_checkpoint_at: None,
+            failed_checkpoints: None,
             journal_row_bytes: JOURNAL_ROW_BYTES,
         })
     }
@@ -89,8 +89,8 @@ impl Store {
             Ok((_, overlay)) => overlay.checkpoint_in(idle)?,
             Err(_) => CHECKPOINT_AFTER,
         };
-        Some(match self.retry_checkpoint_at {
-            Some(at) => due.max(at.saturating_duration_since(Instant::now())),
+        Some(match &self.failed_checkpoints {
+            Some(failed) => due.max(failed.retry_at.saturating_duration_since(Instant::now())),
             None => due,
         })
     }
@@ -98,11 +98,24 @@ impl Store {
     /// The checkpoint due now, if one is.
     fn checkpoint_due(&self) -> Option<Checkpoint> {
         self.overlay.checkpoint_due().filter(|_| {
-            self.retry_checkpoint_at
-                .is_none_or(|at| Instant::now() >= at)
+            self.failed_checkpoints
+                .as_ref()
+                .is_none_or(|failed| Instant::now() >= failed.retry_at)
         })
     }
 }
+
+/// Checkpoints that failed in a row (each for a reason the transaction's
+/// error logged), and when to try the next.
+#[derive(Debug, Clone, Copy)]
+struct FailedCheckpoints {
+    in_a_row: u32,
+    retry_at: Instant,
+}
+
+/// Checkpoints failed in a row past which the store reports itself failing:
+/// its journal grows, and each request replays it, until one succeeds.
+const FAILING_AFTER_CHECKPOINTS: u32 = 3;
 
 /// A job for the writer thread.
 pub(crate) enum Job {
@@ -268,15 +281,38 @@ pub(crate) fn serve(mut store: Store, jobs: Receiver<Job>, shared: Arc<Shared>) 
 }
 
 /// Writes the rows of the changed tasks `which` says in a transaction of its
-/// own; after a failure the next is tried no sooner than `CHECKPOINT_AFTER`.
+/// own; after a failure the next is tried no sooner than `CHECKPOINT_AFTER`,
+/// and past [`FAILING_AFTER_CHECKPOINTS`] failures in a row the store's
+/// health says so until a checkpoint succeeds.
 fn checkpoint(store: &mut Store, shared: &Shared, which: Checkpoint) {
     let job: WriteJob = Box::new(move |parts| {
         let error = parts.and_then(|(conn, overlay)| overlay.checkpoint(conn, which).err());
         let finish: Finish = Box::new(|_| {});
         (finish, error)
     });
-    let committed = commit(store, vec![job], shared);
-    store.retry_checkpoint_at = (!committed).then(|| Instant::now() + CHECKPOINT_AFTER);
+    if commit(store, vec![job], shared) {
+        if store
+            .failed_checkpoints
+            .take()
+            .is_some_and(|f| f.in_a_row >= FAILING_AFTER_CHECKPOINTS)
+        {
+            shared.set_health(SourceHealth::Ok);
+        }
+        return;
+    }
+    let in_a_row = store.failed_checkpoints.map_or(0, |f| f.in_a_row) + 1;
+    store.failed_checkpoints = Some(FailedCheckpoints {
+        in_a_row,
+        retry_at: Instant::now() + CHECKPOINT_AFTER,
+    });
+    if in_a_row >= FAILING_AFTER_CHECKPOINTS {
+        shared.set_health(SourceHealth::Failing {
+            reason: format!(
+                "{in_a_row} checkpoints in a row failed to write the tasks' rows (see the \
+                 log): the journal grows until one succeeds"
+            ),
+        });
+    }
 }
 
 /// Runs the reads in one read transaction: a statement outside one opens and
@@ -306,6 +342,10 @@ fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 fn commit(store: &mut Store, writes: Vec<WriteJob>, shared: &Shared) -> bool {
     let started = Instant::now();
     let row_bytes = store.journal_row_bytes;
+    // Failing checkpoints keep the store failing whatever else it writes.
+    let checkpoints_write = store
+        .failed_checkpoints
+        .is_none_or(|f| f.in_a_row < FAILING_AFTER_CHECKPOINTS);
     let (conn, overlay) = match store.parts() {
         Ok(parts) => parts,
         Err(e) => {
@@ -354,7 +394,9 @@ fn commit(store: &mut Store, writes: Vec<WriteJob>, shared: &Shared) -> bool {
             // Only a commit that wrote something proves the store writes again.
             if conn.total_changes() != changes_before {
                 shared.committed(started.elapsed().as_secs_f64() * 1000.0);
-                shared.set_health(SourceHealth::Ok);
+                if checkpoints_write {
+                    shared.set_health(SourceHealth::Ok);
+                }
             }
             for finish in finishes {
                 finish(None);
@@ -616,6 +658,45 @@ mod tests {
         overlay.checkpoint(conn, Checkpoint::Full).unwrap();
         assert_eq!(count(conn, "journal"), 0);
         assert_eq!(count(conn, "tasks"), 3);
+    }
+
+    /// Checkpoints that keep failing (here a trigger refuses every row) make
+    /// the store report itself failing after a few in a row, whatever else
+    /// it still commits meanwhile, until one succeeds.
+    #[test]
+    fn checkpoints_that_keep_failing_show_in_the_health_until_one_succeeds() {
+        let db = StoreFile::new("jammed");
+        let shared = Shared::new(SourceHealth::Ok);
+        let mut store = db.open();
+        let failing = || matches!(*shared.health.lock().unwrap(), SourceHealth::Failing { .. });
+        store
+            .conn
+            .execute_batch(
+                "CREATE TEMP TRIGGER jam BEFORE INSERT ON main.tasks
+                 BEGIN SELECT RAISE(ABORT, 'jammed'); END;",
+            )
+            .unwrap();
+        for round in 1..=FAILING_AFTER_CHECKPOINTS {
+            let id = format!("t{round}");
+            let (accept, _) = op(move |c, o| o.accept(c, vec![new_task(&id)], 1, None));
+            assert!(
+                commit(&mut store, vec![accept], &shared),
+                "the journal takes it"
+            );
+            assert!(
+                !failing(),
+                "round {round}: the commit proves nothing of the rows"
+            );
+            checkpoint(&mut store, &shared, Checkpoint::Full);
+        }
+        assert!(failing(), "{FAILING_AFTER_CHECKPOINTS} checkpoints failed");
+        let (accept, _) = op(|c, o| o.accept(c, vec![new_task("more")], 1, None));
+        assert!(commit(&mut store, vec![accept], &shared));
+        assert!(failing(), "a commit of the journal does not clear it");
+        store.conn.execute_batch("DROP TRIGGER temp.jam").unwrap();
+        checkpoint(&mut store, &shared, Checkpoint::Full);
+        assert!(!failing(), "the rows are written again");
+        assert_eq!(count(&store.conn, "journal"), 0);
     }
 
     /// A timeout or a retry's due time past SQLite's largest integer (a
