@@ -55,12 +55,14 @@ function protectStdout() {
   return original;
 }
 
-// In a worker the manager started (PROTOCOL.md, Nothing else on the protocol's
-// descriptors), stdout is protected as soon as the SDK is loaded: before the
-// worker's own code that follows the import (a banner, a model loading) can print
-// onto the protocol's stream ahead of `ready`. Import the SDK before anything
-// that prints.
-if (process.env.CORTEX_TRANSPORT) protectStdout();
+// In a worker the manager started itself (PROTOCOL.md, Nothing else on the
+// protocol's descriptors), stdout is protected as soon as the SDK is loaded:
+// before the worker's own code that follows the import (a banner, a model
+// loading) can print onto the protocol's stream ahead of `ready`. Import the SDK
+// before anything that prints. Only the manager's own child: a process the
+// worker starts inherits the CORTEX_* environment, and its stdout is its
+// parent's to read (a worker started through a wrapper is protected by `run()`).
+if (process.env.CORTEX_TRANSPORT && PARENT_AT_START === MANAGER_PID) protectStdout();
 
 /** The max_frame from `CORTEX_MAX_FRAME`, or the default. */
 function maxFrameFrom(env) {

@@ -381,17 +381,20 @@ class Worker {
   }
 
   /**
-   * The number of the event loop's turn now: it goes up once per turn in which a
-   * task started (a `setImmediate` after that turn's I/O), so a task that finishes
-   * under another number went pending.
+   * The number of the event loop's turn now: it goes up once the callback a task
+   * started in is done with its promise work (a microtask, then a tick: after
+   * every promise callback chained meanwhile), so a task that finishes under
+   * another number waited for the event loop (I/O, a timer): it went pending.
    */
   currentTurn() {
     if (!this.turnEnds) {
       this.turnEnds = true;
-      setImmediate(() => {
-        this.turn += 1;
-        this.turnEnds = false;
-      });
+      queueMicrotask(() =>
+        process.nextTick(() => {
+          this.turn += 1;
+          this.turnEnds = false;
+        }),
+      );
     }
     return this.turn;
   }
@@ -626,7 +629,11 @@ function failure(id, error, signal) {
   if (signal.aborted) return errorReply(id, 'cancelled', `cancelled (${describe(error)})`, false);
   // Whatever the handler set `retryable` to, the reply says a boolean (the manager
   // refuses a worker that sends another type).
-  if (error instanceof TaskError) return errorReply(id, error.kind, describe(error), Boolean(error.retryable));
+  if (error instanceof TaskError) {
+    // null or undefined set after construction: the class's default, as in the constructor.
+    const retryable = error.retryable ?? error.constructor.defaultRetryable ?? TaskError.defaultRetryable;
+    return errorReply(id, error.kind, describe(error), Boolean(retryable));
+  }
   const retryable = !(error !== null && typeof error === 'object' && error.retryable === false);
   return errorReply(id, 'handler', describe(error), retryable);
 }

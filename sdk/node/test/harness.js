@@ -33,7 +33,14 @@ export class Manager {
    */
   static async start(script = EXAMPLE, options = {}) {
     const transport = options.transport ?? 'stdio';
-    const env = { ...process.env, CORTEX_TRANSPORT: transport, CORTEX_WORKER_ID: 'worker-1', ...options.env };
+    // As the manager does: its own pid (the worker's parent, unless wrapped).
+    const env = {
+      ...process.env,
+      CORTEX_TRANSPORT: transport,
+      CORTEX_WORKER_ID: 'worker-1',
+      CORTEX_MANAGER_PID: String(process.pid),
+      ...options.env,
+    };
     const m = new Manager();
     const [command, args] = options.wrapped
       ? ['sh', ['-c', '"$0" "$1"; exit $?', process.execPath, script]]

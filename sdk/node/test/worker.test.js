@@ -203,6 +203,35 @@ test('held replies: a handler that went pending has its reply written before the
   assert.ok(second.at - first.at >= 1000, `the first reply came ${second.at - first.at} ms before the second`);
 });
 
+test('held replies: a task that waited for I/O, started from a timer callback, is written before a blocking task', async (t) => {
+  const { m } = await started(t, { script: EXTRA }, { concurrency: 1 });
+  // Each starts as the one before finishes: `stat` in a timer's callback (it
+  // awaits the thread pool once), `block` in the callback of that I/O, and
+  // holds the event loop.
+  m.task(1, 'sleep', { ms: 10 });
+  m.task(2, 'stat', null);
+  m.task(3, 'block', { ms: 2000 });
+  const blocked = await m.reply(3);
+  for (const id of [1, 2]) {
+    const reply = await m.reply(id);
+    assert.equal(reply.type, 'result', `task ${id}`);
+    assert.ok(blocked.at - reply.at >= 1000, `task ${id}'s reply came ${blocked.at - reply.at} ms before the block's`);
+  }
+});
+
+test('a process the worker starts that loads the SDK keeps its stdout', async (t) => {
+  const { m } = await started(t, { script: EXTRA });
+  m.task(1, 'child', null);
+  assert.equal(payloadOf(await m.reply(1)), 'from the child\n');
+});
+
+test('a TaskError whose retryable is set to null after construction keeps its class default', async (t) => {
+  const { m } = await started(t, { script: EXTRA });
+  m.task(1, 'null-retryable', null);
+  const reply = await m.reply(1);
+  assert.deepEqual([reply.kind, reply.retryable], ['handler', true]);
+});
+
 test('a TaskError whose retryable is not a boolean is answered with one, and the worker goes on', async (t) => {
   const { m } = await started(t, { script: EXTRA });
   m.task(1, 'odd-retryable', { how: 'zero' });
