@@ -381,32 +381,42 @@ def _stdout_to_stderr():
     sys.stdout = sys.stderr
 
 
-def _protocol_out_at_import():
-    """In a worker the manager started (``CORTEX_TRANSPORT`` is ``stdio`` or
-    ``fifo``), points descriptor 1 and ``sys.stdout`` at standard error as soon as
-    this module is imported, so that the worker's own code after the import (a
-    banner, a model loading) cannot print onto the protocol's stream before
-    :meth:`Worker.run` opens the link, also where prints are not buffered
-    (``python -u``, ``PYTHONUNBUFFERED``). Import this module before anything that
-    prints. With ``stdio``, returns the copy of descriptor 1 kept for the protocol
-    (:func:`open_link` takes it); else ``None``."""
+# Where the process keeps the copy of descriptor 1 made for the protocol at
+# import: an attribute of ``sys``, so that a second copy of this module (a
+# reload, or the same file imported under two names) finds it instead of
+# copying descriptor 1 again, which then is standard error.
+_KEPT_ON_SYS = "_cortex_worker_protocol_out"
+
+
+def _protect_stdout_at_import():
+    """In a worker the manager started itself (``CORTEX_TRANSPORT`` is ``stdio`` or
+    ``fifo``, and our parent is ``CORTEX_MANAGER_PID``), points descriptor 1 and
+    ``sys.stdout`` at standard error as soon as this module is imported, so that
+    the worker's own code after the import (a banner, a model loading) cannot
+    print onto the protocol's stream before :meth:`Worker.run` opens the link,
+    also where prints are not buffered (``python -u``, ``PYTHONUNBUFFERED``).
+    Import this module before anything that prints. A process the worker starts
+    inherits the environment but not the pool as its parent: its stdout stays
+    its own. A worker started through a wrapper is protected when the link opens.
+    With ``stdio`` the copy of descriptor 1 kept for the protocol is left for
+    :func:`open_link`."""
+    if hasattr(sys, _KEPT_ON_SYS):
+        return
     transport = os.environ.get("CORTEX_TRANSPORT")
-    if transport not in ("stdio", "fifo"):
-        return None
-    proto_out = os.dup(1) if transport == "stdio" else None
+    if transport not in ("stdio", "fifo") or _manager_pid(os.environ) != os.getppid():
+        return
+    setattr(sys, _KEPT_ON_SYS, os.dup(1) if transport == "stdio" else None)
     _stdout_to_stderr()
-    return proto_out
-
-
-_PROTOCOL_OUT = _protocol_out_at_import()
 
 
 def _take_protocol_out():
     """The protocol's copy of descriptor 1: the one kept at import, once, else a
     new copy of descriptor 1 as it is now."""
-    global _PROTOCOL_OUT
-    kept, _PROTOCOL_OUT = _PROTOCOL_OUT, None
-    return os.dup(1) if kept is None else kept
+    kept = getattr(sys, _KEPT_ON_SYS, None)
+    if kept is None:
+        return os.dup(1)
+    setattr(sys, _KEPT_ON_SYS, None)
+    return kept
 
 
 #: How long a fifo worker waits for the manager to open its ends, in seconds.
@@ -893,9 +903,7 @@ class Worker:
             if ctx._cancelled:
                 return _error(ctx.id, "cancelled", f"cancelled ({_describe(e)})", False)
             if isinstance(e, TaskError):
-                # Whatever the handler set them to, the reply says a string and a
-                # boolean (the manager refuses a worker that sends other types).
-                return _error(ctx.id, str(e.kind), _describe(e), bool(e.retryable))
+                return _task_error(ctx.id, e)
             return _error(ctx.id, "handler", _describe(e), True)
         try:
             return encoder.encode(result)
@@ -967,6 +975,16 @@ def _exit(code):
     os._exit(code)
 
 
+def _task_error(task_id, e):
+    """The error reply for the :class:`TaskError` ``e``: whatever the handler set its
+    ``kind`` and ``retryable`` to, a string and a boolean (the manager refuses a
+    worker that sends other types); ``None`` set after construction is the class's
+    default, as in the constructor."""
+    kind = type(e).kind if e.kind is None else e.kind
+    retryable = type(e).retryable if e.retryable is None else e.retryable
+    return _error(task_id, str(kind), _describe(e), bool(retryable))
+
+
 def _error(task_id, kind, message, retryable):
     return {"type": "error", "id": task_id, "kind": kind, "message": message, "retryable": retryable}
 
@@ -1020,3 +1038,7 @@ def _rss_bytes():
 def _cpu_ms():
     t = os.times()
     return int((t.user + t.system) * 1000)
+
+
+# Last, once every name it uses is defined: before the importer's next line.
+_protect_stdout_at_import()

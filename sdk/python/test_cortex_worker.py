@@ -79,7 +79,15 @@ class WorkerProcess:
 
     def __init__(self, transport_env=None, script=WORKER):
         env = dict(os.environ)
-        env.update({"CORTEX_WORKER_ID": "worker-7", "CORTEX_TRANSPORT": "stdio", "CORTEX_MAX_FRAME": str(16 * 1024 * 1024)})
+        env.update(
+            {
+                "CORTEX_WORKER_ID": "worker-7",
+                "CORTEX_TRANSPORT": "stdio",
+                "CORTEX_MAX_FRAME": str(16 * 1024 * 1024),
+                # As the manager does: its own pid, the worker's parent.
+                "CORTEX_MANAGER_PID": str(os.getpid()),
+            }
+        )
         env.update(transport_env or {})
         self.stderr = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
@@ -728,12 +736,19 @@ class HandlerValuesTest(unittest.TestCase):
             error.retryable = 1
             raise error
 
-        tasks = task(1, "odd") + task(2, "odd_class")
+        @worker.handler("none_later")
+        def none_later(ctx, payload):
+            error = cortex_worker.FatalError("no")
+            error.kind, error.retryable = None, None
+            raise error
+
+        tasks = task(1, "odd") + task(2, "odd_class") + task(3, "none_later")
         reader = io.BytesIO(hello(concurrency=1) + tasks + frame({"type": "shutdown", "graceful": True}))
         self.assertEqual(worker.run(cortex_worker.Link(reader, writer)), 0)
         replies = {m["id"]: m for data in writer.writes for m in _split(data) if m["type"] == "error"}
         self.assertEqual((replies[1]["kind"], replies[1]["retryable"]), ("7", False))
         self.assertEqual((replies[2]["kind"], replies[2]["retryable"]), ("handler", True))
+        self.assertEqual((replies[3]["kind"], replies[3]["retryable"]), ("handler", False), "the class's defaults")
         for reply in replies.values():
             self.assertIs(type(reply["retryable"]), bool)
 
@@ -776,6 +791,39 @@ class ImportTest(unittest.TestCase):
     def test_an_unbuffered_print_after_the_import_goes_to_stderr(self):
         err = self.run_script(self.SCRIPT.format(before=""), PYTHONUNBUFFERED="1")
         self.assertIn("loading the model after the import", err)
+
+    def test_a_second_copy_of_the_module_keeps_the_protocol_on_stdout(self):
+        # A reload runs the module's code again, descriptor 1 being stderr by then.
+        err = self.run_script(
+            self.SCRIPT.format(before="import importlib, cortex_worker; importlib.reload(cortex_worker)"),
+            PYTHONUNBUFFERED="1",
+        )
+        self.assertIn("loading the model after the import", err)
+
+    def test_a_process_the_worker_starts_keeps_its_stdout(self):
+        # It inherits the CORTEX_* environment; its parent is the worker.
+        source = """
+            import subprocess, sys
+            from cortex_worker import Worker
+            worker = Worker()
+            worker.handler("echo")(lambda ctx, payload: payload)
+            child = "import cortex_worker; print('from the child')"
+            worker.handler("child")(
+                lambda ctx, payload: subprocess.run(
+                    [sys.executable, "-c", child], capture_output=True, text=True, check=True
+                ).stdout
+            )
+            worker.main()
+        """
+        script = tempfile.NamedTemporaryFile("w", suffix=".py", delete=False)
+        self.addCleanup(os.unlink, script.name)
+        script.write(textwrap.dedent(source))
+        script.close()
+        w = WorkerProcess(script=script.name, transport_env={"PYTHONPATH": HERE})
+        self.addCleanup(w.close)
+        w.handshake()
+        w.send(task(1, "child"))
+        self.assertEqual(msgpack.unpackb(w.recv()["payload"]), "from the child\n")
 
 
 class _Gated(io.RawIOBase):
