@@ -198,26 +198,36 @@ fn prepare_file(path: &Path) -> Result<(), OpenError> {
     Ok(())
 }
 
-/// Why a step of opening the store failed: the file is corrupt (SQLite says
-/// so, or what it holds cannot be read back), or it cannot be used now
-/// (`doing`, then the reason: locked by another process, an I/O error, full,
-/// read-only, out of memory), which moving it aside would not mend.
+/// Why a step of opening the store failed: it cannot be used now (`doing`,
+/// then the reason: locked by another process, an I/O error, a full disk,
+/// read-only, out of memory, no permission), which moving it aside would not
+/// mend; or else what it holds is not a store this version can read
+/// (corrupt, not a database, tables or data not as they should be).
 fn open_failure(path: &Path, e: &rusqlite::Error, doing: &str) -> OpenError {
     use rusqlite::ErrorCode;
-    let corrupt = || OpenError::Corrupt {
-        path: path.to_owned(),
-        detail: e.to_string(),
-    };
     let reason = match e.sqlite_error_code() {
-        None | Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => return corrupt(),
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => format!(
             "{e}: another process holds it (a daemon already running on this store?); \
              stop that process, then start again"
         ),
-        Some(_) => match classify(e) {
+        Some(
+            ErrorCode::SystemIoFailure
+            | ErrorCode::DiskFull
+            | ErrorCode::ReadOnly
+            | ErrorCode::CannotOpen
+            | ErrorCode::OutOfMemory
+            | ErrorCode::PermissionDenied
+            | ErrorCode::FileLockingProtocolFailed,
+        ) => match classify(e) {
             SourceError::Unwritable(reason) => reason,
             _ => e.to_string(),
         },
+        _ => {
+            return OpenError::Corrupt {
+                path: path.to_owned(),
+                detail: e.to_string(),
+            }
+        }
     };
     OpenError::File {
         path: path.to_owned(),
@@ -664,6 +674,11 @@ mod tests {
         let corrupt = sqlite_error(rusqlite::ffi::SQLITE_CORRUPT);
         assert!(matches!(
             open_failure(path, &corrupt, ""),
+            OpenError::Corrupt { .. }
+        ));
+        // A table that is not there: not a store this version reads.
+        assert!(matches!(
+            open_failure(path, &sqlite_error(rusqlite::ffi::SQLITE_ERROR), ""),
             OpenError::Corrupt { .. }
         ));
         // Busy or locked: held by another process, not corrupt.

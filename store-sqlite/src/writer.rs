@@ -84,24 +84,41 @@ impl Store {
     /// (none once `idle`); `None` when no row waits. An overlay a failed
     /// transaction left stale is loaded again first (what it says is not
     /// what is stored); should that fail, the next try is a while away.
+    /// After failed checkpoints, the next is tried at its time whatever the
+    /// overlay says (see [`idle_checkpoint`](Self::idle_checkpoint)).
     fn checkpoint_in(&mut self, idle: bool) -> Option<Duration> {
         let due = match self.parts() {
-            Ok((_, overlay)) => overlay.checkpoint_in(idle)?,
-            Err(_) => CHECKPOINT_AFTER,
+            Ok((_, overlay)) => overlay.checkpoint_in(idle),
+            Err(_) => Some(CHECKPOINT_AFTER),
         };
-        Some(match &self.failed_checkpoints {
-            Some(failed) => due.max(failed.retry_at.saturating_duration_since(Instant::now())),
+        match &self.failed_checkpoints {
+            Some(failed) => {
+                let retry = failed.retry_at.saturating_duration_since(Instant::now());
+                Some(due.map_or(retry, |due| due.max(retry)))
+            }
             None => due,
-        })
+        }
     }
 
-    /// The checkpoint due now, if one is.
+    /// The checkpoint due now, if one is: after failed ones, none before the
+    /// retry's time.
     fn checkpoint_due(&self) -> Option<Checkpoint> {
         self.overlay.checkpoint_due().filter(|_| {
             self.failed_checkpoints
                 .as_ref()
                 .is_none_or(|failed| Instant::now() >= failed.retry_at)
         })
+    }
+
+    /// The checkpoint to run once no request came: after failed ones, a full
+    /// one (only a checkpoint that leaves nothing unwritten shows the rows can
+    /// be written again), else the overlay's.
+    fn idle_checkpoint(&self) -> Checkpoint {
+        if self.failed_checkpoints.is_some() {
+            Checkpoint::Full
+        } else {
+            self.overlay.idle_checkpoint()
+        }
     }
 }
 
@@ -222,7 +239,7 @@ pub(crate) fn serve(mut store: Store, jobs: Receiver<Job>, shared: Arc<Shared>) 
                 Ok(job) => job,
                 Err(RecvTimeoutError::Timeout) => {
                     idle = true;
-                    let which = store.overlay.idle_checkpoint();
+                    let which = store.idle_checkpoint();
                     checkpoint(&mut store, &shared, which);
                     continue;
                 }
@@ -283,7 +300,8 @@ pub(crate) fn serve(mut store: Store, jobs: Receiver<Job>, shared: Arc<Shared>) 
 /// Writes the rows of the changed tasks `which` says in a transaction of its
 /// own; after a failure the next is tried no sooner than `CHECKPOINT_AFTER`,
 /// and past [`FAILING_AFTER_CHECKPOINTS`] failures in a row the store's
-/// health says so until a checkpoint succeeds.
+/// health says so until a checkpoint leaves nothing unwritten (a slice that
+/// succeeds proves only its own rows).
 fn checkpoint(store: &mut Store, shared: &Shared, which: Checkpoint) {
     let job: WriteJob = Box::new(move |parts| {
         let error = parts.and_then(|(conn, overlay)| overlay.checkpoint(conn, which).err());
@@ -291,6 +309,9 @@ fn checkpoint(store: &mut Store, shared: &Shared, which: Checkpoint) {
         (finish, error)
     });
     if commit(store, vec![job], shared) {
+        if store.overlay.has_unwritten() {
+            return;
+        }
         if store
             .failed_checkpoints
             .take()
@@ -662,7 +683,7 @@ mod tests {
 
     /// Checkpoints that keep failing (here a trigger refuses every row) make
     /// the store report itself failing after a few in a row, whatever else
-    /// it still commits meanwhile, until one succeeds.
+    /// it still commits meanwhile, until one leaves nothing unwritten.
     #[test]
     fn checkpoints_that_keep_failing_show_in_the_health_until_one_succeeds() {
         let db = StoreFile::new("jammed");
@@ -693,6 +714,9 @@ mod tests {
         let (accept, _) = op(|c, o| o.accept(c, vec![new_task("more")], 1, None));
         assert!(commit(&mut store, vec![accept], &shared));
         assert!(failing(), "a commit of the journal does not clear it");
+        checkpoint(&mut store, &shared, Checkpoint::Settled);
+        assert!(failing(), "a slice that succeeds leaves the rest unwritten");
+        assert_eq!(store.idle_checkpoint(), Checkpoint::Full, "tried next");
         store.conn.execute_batch("DROP TRIGGER temp.jam").unwrap();
         checkpoint(&mut store, &shared, Checkpoint::Full);
         assert!(!failing(), "the rows are written again");

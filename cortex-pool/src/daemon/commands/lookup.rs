@@ -120,6 +120,12 @@ fn exit(all_ok: bool) -> ExitCode {
     }
 }
 
+/// The milliseconds from `now` to `deadline` (none once it passed; the most
+/// a `u64` holds for one further away than that).
+fn millis_until(deadline: Instant, now: Instant) -> u64 {
+    u64::try_from(deadline.saturating_duration_since(now).as_millis()).unwrap_or(u64::MAX)
+}
+
 /// Hands one line per id to `lines` (waiting for each to settle when `wait`
 /// is given, reconnecting to a restarted daemon); true when every task
 /// settled ok.
@@ -151,8 +157,7 @@ pub(crate) async fn lines_for(
                 Some(_) => Request::Wait {
                     ids: left.clone(),
                     text: true,
-                    timeout_ms: deadline
-                        .map(|d| d.saturating_duration_since(Instant::now()).as_millis() as u64),
+                    timeout_ms: deadline.map(|d| millis_until(d, Instant::now())),
                 },
             };
             match stream(settings, &request, &mut left, &mut all_ok, lines).await {
@@ -293,4 +298,21 @@ pub(crate) fn tasks(args: TasksArgs) -> ExitCode {
         header(&mut out);
         Ok(ExitCode::SUCCESS)
     })())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deadline further than a `u64` of milliseconds is the most, not its
+    /// remainder (2^64 + 384 ms was sent as 384 ms).
+    #[test]
+    fn milliseconds_to_a_far_deadline_stop_at_the_most() {
+        let now = Instant::now();
+        // Linux's clock counts seconds in an i64: this far is within it.
+        let deadline = now + Duration::from_secs(18_446_744_073_709_552);
+        assert_eq!(millis_until(deadline, now), u64::MAX);
+        assert_eq!(millis_until(now + Duration::from_millis(1500), now), 1500);
+        assert_eq!(millis_until(now, now + Duration::from_secs(1)), 0, "passed");
+    }
 }
