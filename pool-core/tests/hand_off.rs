@@ -90,6 +90,17 @@ async fn start() -> (Pool, GateControl, Arc<MockRecorder>) {
     (pool, control, recorder)
 }
 
+/// [`start`], and an echo answered: the worker is ready.
+async fn start_ready() -> (Pool, GateControl, Arc<MockRecorder>) {
+    let (pool, control, recorder) = start().await;
+    pool.submit(common::task("echo", 1))
+        .await
+        .expect("accepted")
+        .await
+        .expect("the worker is ready");
+    (pool, control, recorder)
+}
+
 /// Waits a millisecond on the test's own thread. Not a runtime timer: while
 /// the gate holds the caller, threads of the runtime are held too (the
 /// caller's, and any waiting for the desk), and none of them may be left to
@@ -218,12 +229,7 @@ async fn shutdown_while_handing_off(how: Submit) {
 /// also while its caller is still handing it off (here: inside the pick).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_task_queued_before_shutdown_now_never_starts() {
-    let (pool, mut control, recorder) = start().await;
-    pool.submit(common::task("echo", 1))
-        .await
-        .expect("accepted")
-        .await
-        .expect("the worker is ready");
+    let (pool, mut control, recorder) = start_ready().await;
     let submit =
         submit_until_picking(&pool, &mut control, common::task("echo", 2), Submit::Queued).await;
     let stopper = pool.clone();
@@ -261,12 +267,7 @@ async fn a_task_queued_before_shutdown_now_never_starts() {
 /// queues its own task behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_task_queued_while_a_single_submit_picks_a_worker_runs_first() {
-    let (pool, mut control, recorder) = start().await;
-    pool.submit(common::task("echo", 1))
-        .await
-        .expect("accepted")
-        .await
-        .expect("the worker is ready");
+    let (pool, mut control, recorder) = start_ready().await;
 
     let low = common::task("echo", 2).with_priority(90);
     let submit = submit_until_picking(&pool, &mut control, low, Submit::One).await;
