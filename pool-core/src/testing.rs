@@ -121,6 +121,10 @@ pub enum MockAction {
     /// running it, even while it would wait in the worker's prefetch window:
     /// a task whose frame kills the worker's decoder.
     CrashOnReceipt(i32),
+    /// As the task starts, the worker closes its input (what the pool writes
+    /// to it fails from then on) and lives on, never answering the task, its
+    /// heartbeats going on.
+    CloseInput,
 }
 
 /// Something a mock worker was sent that is not a task (see
@@ -374,7 +378,9 @@ impl Transport for MockTransport {
         }
         let crash_after_ready = MockRecorder::take_one(&self.recorder.crash_after_ready);
         let pipes_outlive = MockRecorder::take_one(&self.recorder.pipes_outlive);
-        let (manager_end, worker_end) = tokio::io::duplex(1 << 20);
+        // A pipe each way, as a process has: either end may close on its own.
+        let (to_worker, worker_input) = tokio::io::duplex(1 << 20);
+        let (worker_output, from_worker) = tokio::io::duplex(1 << 20);
         let kill = CancellationToken::new();
         let stubborn = Arc::new(AtomicBool::new(false));
         let (exit_tx, exit_rx) = oneshot::channel();
@@ -392,10 +398,10 @@ impl Transport for MockTransport {
                 batches_replies: self.batches_replies,
                 heartbeats: self.heartbeats,
             },
-            worker_end,
+            worker_input,
+            worker_output,
             exit_tx,
         ));
-        let (reader, writer) = tokio::io::split(manager_end);
         let process = SimulatedProcess {
             kill,
             exit: Some(exit_rx),
@@ -405,8 +411,8 @@ impl Transport for MockTransport {
             stubborn,
         };
         Ok(Link {
-            reader: Box::pin(reader),
-            writer: Box::pin(writer),
+            reader: Box::pin(from_worker),
+            writer: Box::pin(to_worker),
             process: WorkerProcess::simulated(process, u32::MAX - n),
         })
     }
@@ -493,7 +499,8 @@ struct FakeWorker {
 
 async fn fake_worker(
     worker: FakeWorker,
-    stream: tokio::io::DuplexStream,
+    reader: tokio::io::DuplexStream,
+    mut writer: tokio::io::DuplexStream,
     exit_tx: oneshot::Sender<i32>,
 ) {
     let FakeWorker {
@@ -508,7 +515,6 @@ async fn fake_worker(
         batches_replies,
         heartbeats,
     } = worker;
-    let (reader, mut writer) = tokio::io::split(stream);
     let dead = CancellationToken::new();
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Bytes>();
     let writer_dead = dead.clone();
@@ -528,9 +534,10 @@ async fn fake_worker(
     let (crash_tx, mut crash_rx) = mpsc::unbounded_channel::<i32>();
     let rss = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let frozen = CancellationToken::new();
-    let mut frames = FramedRead::new(reader, FrameCodec::default());
+    // `None` once the worker closed its input (`MockAction::CloseInput`).
+    let mut frames = Some(FramedRead::new(reader, FrameCodec::default()));
     let code = 'life: {
-        let Some(Ok(hello)) = frames.next().await else {
+        let Some(Ok(hello)) = next_frame(&mut frames).await else {
             break 'life 1;
         };
         let heartbeat_ms = match decode_to_worker(&hello) {
@@ -590,7 +597,7 @@ async fn fake_worker(
                     running = running.saturating_sub(1);
                     cancels.remove(&id);
                 }
-                next = frames.next(), if input_open && !frozen.is_cancelled() => {
+                next = next_frame(&mut frames), if input_open && !frozen.is_cancelled() => {
                     let Some(Ok(body)) = next else {
                         if stubborn.load(SeqCst) {
                             input_open = false;
@@ -651,6 +658,10 @@ async fn fake_worker(
                     MockAction::Stubborn => stubborn.store(true, SeqCst),
                     // Before another frame is read.
                     MockAction::Freeze => frozen.cancel(),
+                    MockAction::CloseInput => {
+                        frames = None;
+                        input_open = false;
+                    }
                     _ => {}
                 }
                 recorder.begin(&task);
@@ -688,6 +699,16 @@ async fn fake_worker(
         }
     }
     let _ = exit_tx.send(code);
+}
+
+/// The next frame of a mock worker's input; never, once it closed it.
+async fn next_frame(
+    frames: &mut Option<FramedRead<tokio::io::DuplexStream, FrameCodec>>,
+) -> Option<Result<Bytes, crate::protocol::FrameError>> {
+    match frames {
+        Some(frames) => frames.next().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The optional `hello` key a [`ToWorker::Hello`] does not carry.
@@ -741,7 +762,7 @@ async fn run_task(
             message: "scripted failure",
             retryable,
         }))),
-        MockAction::Hang | MockAction::Stubborn => {
+        MockAction::Hang | MockAction::Stubborn | MockAction::CloseInput => {
             // Holds its run slot until the worker dies.
             dead.cancelled().await;
             None

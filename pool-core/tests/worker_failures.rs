@@ -466,3 +466,49 @@ async fn a_task_none_of_whose_frame_reached_its_killed_worker_loses_no_attempt()
     assert_eq!(starts("after"), 1, "the frozen worker never started it");
     pool.shutdown().await;
 }
+
+/// A worker that stops reading its input while its process lives on (it
+/// closed its stdin) can be sent no task, `cancel` or `shutdown`: once a write
+/// to it fails, what it still writes is read for a grace, then it is killed
+/// and replaced, well before its task's timeout. The task it ran is charged
+/// with its death; the one written into its window runs on the replacement
+/// without losing an attempt.
+#[tokio::test(start_paused = true)]
+async fn a_worker_that_closed_its_input_is_killed_and_replaced() {
+    let config = PoolConfig {
+        worker_concurrency: 1,
+        prefetch: 4,
+        task_timeout: Duration::from_secs(3600),
+        ..common::config(1)
+    };
+    let (pool, recorder) = common::start(config, |t| {
+        if t.task_type == "closes" && t.attempt == 1 {
+            MockAction::CloseInput
+        } else {
+            MockAction::Echo
+        }
+    })
+    .await;
+    let began = tokio::time::Instant::now();
+    let closes = pool.submit(common::task("closes", 1)).await.unwrap();
+    while recorder.started().is_empty() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // Written after the worker closed its input: the write fails.
+    let after = pool.submit(common::task("echo", 2)).await.unwrap();
+    let (closes, after) = (closes.await.unwrap(), after.await.unwrap());
+    assert!(
+        began.elapsed() < Duration::from_secs(60),
+        "replaced after {:?}, not at the task's timeout",
+        began.elapsed()
+    );
+    assert_eq!((closes.attempts, after.attempts), (2, 1));
+    let started = recorder.started();
+    assert_ne!(
+        started[0].worker,
+        started.last().unwrap().worker,
+        "on a new worker"
+    );
+    assert_eq!(pool.metrics().tasks.timed_out, 0);
+    pool.shutdown().await;
+}

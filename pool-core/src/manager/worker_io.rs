@@ -239,7 +239,9 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
     // reading what it wrote (its link closes once it is reaped) for at most
     // EXIT_GRACE. Meanwhile write what is queued for the worker whenever its
     // link takes it. The keeper obeys the actor's signals.
-    let mut exited = false;
+    // The process exited, or stopped reading its input: what it still writes
+    // is read for at most EXIT_GRACE, then the lane ends.
+    let mut draining = false;
     let lane = settler.lane().clone();
     let _input_gone = InputGoneOnExit(lane.clone());
     let drain = tokio::time::sleep(Duration::MAX / 4);
@@ -257,15 +259,15 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
             // a worker that answers without pause is still fed.
             tokio::select! {
                 biased;
-                () = &mut drain, if exited => break None,
+                () = &mut drain, if draining => break None,
                 // Frames the actor or a caller left in the book's batch (after
                 // the actor closed the input, EOF once all is written), or the
                 // keeper saw the process exit.
                 () = lane.batch_rung() => {
                     #[cfg(feature = "test-util")]
                     lane.panic_if_requested(super::lane::PanicPoint::Wake);
-                    if !exited && keeper.has_exited() {
-                        exited = true;
+                    if !draining && keeper.has_exited() {
+                        draining = true;
                         drain.as_mut().reset(tokio::time::Instant::now() + EXIT_GRACE);
                         // Nothing written from now on is read (a child of the
                         // worker may still hold its input, so a write would not
@@ -281,9 +283,17 @@ pub(crate) async fn run_worker(launch: WorkerLaunch) {
                     if written.is_err() {
                         // The link broke: the actor sees the input gone and
                         // sends nothing more; the worker's tasks settle when it is
-                        // reaped.
+                        // reaped. A worker that reads no more can be sent no
+                        // task, `cancel` or `shutdown`, also one whose process
+                        // lives on: what it still writes is read as after an
+                        // exit, then the lane ends and the keeper kills it if it
+                        // lingers, and it is replaced.
                         lane.output().broke();
                         lane.book().input_gone();
+                        if !draining {
+                            draining = true;
+                            drain.as_mut().reset(tokio::time::Instant::now() + EXIT_GRACE);
+                        }
                     } else {
                         // A filler stopped for the link, which took it all
                         // now: the lane refills the worker, or, where the actor
