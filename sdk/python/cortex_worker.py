@@ -322,6 +322,10 @@ def _is_uint(bits):
 
 
 _REQUIRED = {
+    "hello": (
+        ("heartbeat_ms", _is_uint(64), "uint64"),
+        ("max_frame", _is_uint(32), "uint32"),
+    ),
     "task": (
         ("id", _is_uint(64), "uint64"),
         ("task_type", lambda v: v.__class__ is str, "str"),

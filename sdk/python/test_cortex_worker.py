@@ -472,6 +472,21 @@ class ConcurrencyTest(unittest.TestCase):
         self.assertIsNone(self.w.recv())
         self.assertEqual(self.w.wait(), 0)
 
+    def test_a_hello_without_heartbeat_ms_or_max_frame_ends_the_worker_before_ready(self):
+        for key, value in (("heartbeat_ms", None), ("heartbeat_ms", "1000"), ("max_frame", None), ("max_frame", 1 << 32)):
+            with self.subTest(key=key, value=value):
+                w = WorkerProcess()
+                self.addCleanup(w.close)
+                message = {"type": "hello", "version": 1, "worker_id": "worker-7", "heartbeat_ms": 1000, "max_frame": 1 << 24}
+                if value is None:
+                    del message[key]
+                else:
+                    message[key] = value
+                w.send(frame(message))
+                self.assertEqual(w.wait(), 2)
+                self.assertIsNone(w.recv(), "nothing sent, no ready")
+                self.assertIn(f"malformed hello message: `{key}` must be a", w.stderr_text())
+
     def test_a_bad_concurrency_ends_the_worker_and_says_why(self):
         self.w.send(hello(concurrency=0))
         self.assertIsNone(self.w.recv())

@@ -261,6 +261,11 @@ class Worker {
       this.broken(`the manager speaks protocol version ${String(version)}, this worker speaks ${PROTOCOL_VERSION}`);
       return;
     }
+    const bad = malformed(hello);
+    if (bad !== null) {
+      this.broken(bad);
+      return;
+    }
     const concurrency = helloConcurrency(hello.concurrency);
     if (concurrency === null) {
       this.broken(`hello.concurrency must be an integer from 1 to ${MAX_UINT32}, got ${shown(hello.concurrency)}`);
@@ -548,6 +553,13 @@ function isUint(value, maxNumber, maxBigint) {
 
 /** Per manager message, the keys the worker acts on: [key, check, type named in the error]. */
 const REQUIRED = new Map([
+  [
+    'hello',
+    [
+      ['heartbeat_ms', isUint64, 'uint64'],
+      ['max_frame', isUint32, 'uint32'],
+    ],
+  ],
   [
     'task',
     [

@@ -271,6 +271,24 @@ test('hello.concurrency 0, negative, not an integer or past uint32: exit 2 befor
   }
 });
 
+test('a hello without heartbeat_ms or max_frame, or with one of another type: exit 2 before ready, saying why', async (t) => {
+  const hello = { type: 'hello', version: 1, worker_id: 'worker-1', heartbeat_ms: 1000, max_frame: 16777216 };
+  const cases = [
+    [{ ...hello, heartbeat_ms: undefined }, 'heartbeat_ms'],
+    [{ ...hello, heartbeat_ms: '1000' }, 'heartbeat_ms'],
+    [{ ...hello, max_frame: undefined }, 'max_frame'],
+    [{ ...hello, max_frame: 2 ** 32 }, 'max_frame'],
+  ];
+  for (const [message, key] of cases) {
+    const m = await Manager.start();
+    t.after(() => m.cleanup());
+    m.send(message);
+    assert.deepEqual(await m.exit(), { code: 2, signal: null }, key);
+    assert.equal(m.frames.length, 0, `${key}: nothing sent, no ready`);
+    assert.match(m.stderr, new RegExp(`malformed hello message: \`${key}\` must be a`));
+  }
+});
+
 test('heartbeat_ms 0: no heartbeat at all, and a task is still answered', async (t) => {
   const { m } = await started(t, {}, { heartbeat_ms: 0 });
   // The window from ready to this reply would hold 1 500 beats at 1 ms, and one at 1 s.
