@@ -48,7 +48,9 @@ class Reader:
 
 
 def main():
-    hello = frame({"type": "hello", "version": 1, "worker_id": "w", "heartbeat_ms": 1000, "concurrency": PER_READ})
+    hello = frame(
+        {"type": "hello", "version": 1, "worker_id": "w", "heartbeat_ms": 1000, "max_frame": 1 << 24, "concurrency": PER_READ}
+    )
     frames = [
         frame(
             {
