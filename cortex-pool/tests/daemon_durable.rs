@@ -246,6 +246,29 @@ fn the_same_file_submitted_twice_runs_each_task_once() {
     let w = d.cli(&["wait", "--timeout-s", &u64::MAX.to_string(), "i7"]);
     assert_eq!(w.status.code(), Some(0), "{}", text(&w));
     assert_eq!(json_lines(&w.stdout)[0]["result"], 7);
+    // A line that is not UTF-8 is refused by its number; the others are taken.
+    let mixed = d.dir.join("mixed.jsonl");
+    std::fs::write(
+        &mixed,
+        b"{\"id\":\"m1\",\"type\":\"echo\",\"payload\":1}\n{\"id\":\"m2\",\"payload\":\"\xff\"}\n{\"id\":\"m3\",\"type\":\"echo\",\"payload\":3}\n",
+    )
+    .unwrap();
+    let out = d.cli(&["submit", "--wait", mixed.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let mut lines: Vec<(String, String)> = json_lines(&out.stdout)
+        .iter()
+        .map(|l| {
+            (
+                l["id"].as_str().unwrap().to_owned(),
+                l["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [("2", "refused"), ("m1", "ok"), ("m3", "ok")].map(|(a, b)| (a.to_owned(), b.to_owned()))
+    );
     let stop = d.cli(&["daemon", "stop", "--timeout-s", &u64::MAX.to_string()]);
     assert_eq!(stop.status.code(), Some(0), "{}", text(&stop));
 }

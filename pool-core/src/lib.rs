@@ -45,7 +45,7 @@ pub use health::{HealthProbe, ProbeKind, Verdict, Vitals};
 pub use manager::{
     Completion, CompletionSink, Completions, Failure, FinalStatus, HealthStatus, Pool, PoolBuilder,
     PoolConfig, PoolEvent, PoolMetrics, PoolSettings, TaskError, TaskHandle, TaskOutput,
-    WorkerCommand, MAX_EVENT_CAPACITY, MAX_QUEUE_LEN,
+    WorkerCommand, MAX_EVENT_CAPACITY, MAX_QUEUE_LEN, MAX_WORKERS,
 };
 pub use queue::RetryPolicy;
 pub use task::Task;

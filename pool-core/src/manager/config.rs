@@ -15,6 +15,12 @@ use super::lane::queue::{auto_shards, MAX_SHARDS};
 /// holds (the queue's slots are one's).
 pub const MAX_QUEUE_LEN: usize = tokio::sync::Semaphore::MAX_PERMITS;
 
+/// The most workers a pool may have (`pool_size`, `min_workers`,
+/// `max_workers`): far past what a machine's processes and file descriptors
+/// allow, so that a mistyped size is refused at once instead of spawning
+/// until something runs out.
+pub const MAX_WORKERS: usize = 65_536;
+
 /// The largest [`PoolConfig::event_capacity`] (about a million events a
 /// subscriber: its buffer is allocated whole when it subscribes).
 pub const MAX_EVENT_CAPACITY: usize = 1 << 20;
@@ -40,7 +46,7 @@ pub struct PoolConfig {
     pub pool_size: usize,
     /// Lower bound of the pool's size. Default 5.
     pub min_workers: usize,
-    /// Upper bound of the pool's size. Default 50.
+    /// Upper bound of the pool's size. Default 50; at most [`MAX_WORKERS`].
     pub max_workers: usize,
     /// Tasks a worker runs at once (sent to it as the `hello` key `concurrency`).
     /// Default 1.
@@ -240,6 +246,18 @@ impl PoolConfig {
                 Ok(())
             }
         };
+        for (key, workers) in [
+            ("pool_size", self.pool_size),
+            ("min_workers", self.min_workers),
+            ("max_workers", self.max_workers),
+        ] {
+            if workers > MAX_WORKERS {
+                return Err(ConfigError::new(
+                    key,
+                    format!("{workers} is above the most, {MAX_WORKERS}"),
+                ));
+            }
+        }
         if self.max_workers == 0 {
             return Err(ConfigError::new("max_workers", "must be at least 1"));
         }
@@ -438,6 +456,24 @@ mod tests {
             ..PoolConfig::default()
         };
         assert_eq!(c.validate().unwrap_err().key, "task_timeout");
+    }
+
+    /// A size past [`MAX_WORKERS`] is refused by the key it was set by.
+    #[test]
+    fn sizes_past_the_most_workers_are_refused_by_key() {
+        let c = PoolConfig {
+            pool_size: MAX_WORKERS + 1,
+            max_workers: usize::MAX,
+            ..PoolConfig::default()
+        };
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.key, "pool_size");
+        assert!(e.message.contains("is above the most, 65536"), "{e}");
+        let c = PoolConfig {
+            max_workers: MAX_WORKERS + 1,
+            ..PoolConfig::default()
+        };
+        assert_eq!(c.validate().unwrap_err().key, "max_workers");
     }
 
     /// Bounds past which the pool could not start (a semaphore's most

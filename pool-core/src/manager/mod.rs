@@ -48,7 +48,9 @@ pub use alert_kind::AlertKind;
 pub use alerts::{Alert, CRITICAL_WINDOW};
 pub use autoscale::Autoscale;
 pub use completions::{Completion, CompletionSink, Completions};
-pub use config::{AutoscaleSettings, PoolConfig, PoolSettings, MAX_EVENT_CAPACITY, MAX_QUEUE_LEN};
+pub use config::{
+    AutoscaleSettings, PoolConfig, PoolSettings, MAX_EVENT_CAPACITY, MAX_QUEUE_LEN, MAX_WORKERS,
+};
 pub use events::{AlertSeverity, PoolEvent};
 pub use failure::Failure;
 pub use handle::{FinalStatus, TaskError, TaskHandle, TaskOutput};

@@ -26,6 +26,7 @@ pub(crate) fn submit(args: SubmitArgs) -> ExitCode {
 fn submit_inner(args: &SubmitArgs) -> Outcome {
     let settings = settings(&args.config)?;
     let usage = |m: String| Fail(crate::cli::EXIT_USAGE, m);
+    let mut local_refusals = Vec::new();
     let lines: Vec<String> = match &args.task_type {
         Some(task_type) => {
             if args.tasks.is_some() {
@@ -42,32 +43,45 @@ fn submit_inner(args: &SubmitArgs) -> Outcome {
             if args.payload.is_some() {
                 return Err(usage("--payload needs --type".into()));
             }
-            let mut text = String::new();
+            let mut bytes = Vec::new();
             match &args.tasks {
                 Some(p) if p.as_os_str() != "-" => std::fs::File::open(p)
-                    .and_then(|mut f| f.read_to_string(&mut text))
+                    .and_then(|mut f| f.read_to_end(&mut bytes))
                     .map_err(|e| {
                         usage(format!("cannot read the tasks from {}: {e}", p.display()))
                     })?,
                 _ => std::io::stdin()
-                    .read_to_string(&mut text)
+                    .read_to_end(&mut bytes)
                     .map_err(|e| usage(format!("cannot read the tasks from stdin: {e}")))?,
             };
-            let text = text.strip_prefix(crate::cli::input::BOM).unwrap_or(&text);
-            text.lines().map(str::to_owned).collect()
+            let (lines, refusals) = text_lines(&bytes);
+            local_refusals = refusals;
+            lines
         }
     };
+    // Lines that are not UTF-8 cannot be sent: each is refused here, named by
+    // its number, and the others go on.
+    {
+        let mut out = std::io::stdout().lock();
+        for line in &local_refusals {
+            let _ = writeln!(out, "{line}");
+        }
+    }
     let lines: Vec<String> = lines
         .into_iter()
         .map(|line| filled(line, args.priority, args.timeout_ms))
         .collect();
+    let refused_here = local_refusals.len() as u64;
     if let Some(url) = &args.queue {
-        return submit_to_queue(&settings, url, &lines, args.wait);
+        return submit_to_queue(&settings, url, &lines, args.wait, refused_here);
     }
     let rt = runtime()?;
     let started = Instant::now();
     let mut tally = Tally::default();
-    let (mut accepted, mut refused) = (0u64, 0u64);
+    for _ in 0..refused_here {
+        tally.add(Status::Invalid, 0.0);
+    }
+    let (mut accepted, mut refused) = (0u64, refused_here);
     let mut ids = Vec::new();
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -157,10 +171,19 @@ fn submit_inner(args: &SubmitArgs) -> Outcome {
 
 /// `submit --queue URL`: straight onto the shared queue (no daemon); with
 /// `--wait`, then the result lines from the bucket as tasks settle.
-fn submit_to_queue(settings: &Settings, url: &str, lines: &[String], wait: bool) -> Outcome {
+fn submit_to_queue(
+    settings: &Settings,
+    url: &str,
+    lines: &[String],
+    wait: bool,
+    refused_here: u64,
+) -> Outcome {
     let rt = runtime()?;
     let started = Instant::now();
     let mut tally = Tally::default();
+    for _ in 0..refused_here {
+        tally.add(Status::Invalid, 0.0);
+    }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let done = rt.block_on(async {
@@ -190,6 +213,7 @@ fn submit_to_queue(settings: &Settings, url: &str, lines: &[String], wait: bool)
     let _ = out.flush();
     drop(out);
     let (accepted, refused, all_ok) = done.map_err(|e| Fail(1, e))?;
+    let refused = refused + refused_here;
     if wait {
         eprintln!("{}", tally.render(started.elapsed(), None));
         return Ok(if tally.all_ok() && all_ok && refused == 0 {
@@ -204,6 +228,44 @@ fn submit_to_queue(settings: &Settings, url: &str, lines: &[String], wait: bool)
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The lines of `bytes` (a UTF-8 byte-order mark before the first skipped, a
+/// line ending with `\n` or `\r\n`), and the refusal answers of those that
+/// are not UTF-8, each in its place left blank (a blank line is no task, and
+/// keeps the numbers of the lines after it).
+fn text_lines(bytes: &[u8]) -> (Vec<String>, Vec<String>) {
+    let bytes = bytes
+        .strip_prefix(crate::cli::input::BOM.as_bytes())
+        .unwrap_or(bytes);
+    let mut lines = Vec::new();
+    let mut refusals = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let (line, after) = match rest.iter().position(|&b| b == b'\n') {
+            Some(end) => (&rest[..end], &rest[end + 1..]),
+            None => (rest, &rest[rest.len()..]),
+        };
+        rest = after;
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        match std::str::from_utf8(line) {
+            Ok(text) => lines.push(text.to_owned()),
+            Err(e) => {
+                let n = lines.len() as u64 + 1;
+                let error = format!(
+                    "invalid_input: line {n} is not valid UTF-8 (at byte {})",
+                    e.valid_up_to() + 1
+                );
+                refusals.push(crate::daemon::durable::answers::refused(
+                    &n.to_string(),
+                    &error,
+                    Some(n),
+                ));
+                lines.push(String::new());
+            }
+        }
+    }
+    (lines, refusals)
 }
 
 /// Sends one batch (connecting first if needed) and returns its answer lines,
@@ -253,5 +315,30 @@ async fn send_batch(
             Reply::Error { kind, message } => return Err(Refusal { kind, message }.into_io()),
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::text_lines;
+
+    /// A line that is not UTF-8 is refused by its number, left blank in its
+    /// place (the later lines keep their numbers), and the others are read.
+    #[test]
+    fn a_line_that_is_not_utf8_is_refused_by_number_and_the_rest_are_read() {
+        let bytes = b"\xef\xbb\xbf{\"a\":1}\r\n{\"b\":\xff}\n\n{\"c\":3}";
+        let (lines, refusals) = text_lines(bytes);
+        assert_eq!(lines, ["{\"a\":1}", "", "", "{\"c\":3}"]);
+        assert_eq!(refusals.len(), 1);
+        let refusal: serde_json::Value = serde_json::from_str(&refusals[0]).unwrap();
+        assert_eq!(
+            refusal,
+            serde_json::json!({
+                "id": "2",
+                "line": 2,
+                "status": "refused",
+                "error": "invalid_input: line 2 is not valid UTF-8 (at byte 6)"
+            })
+        );
     }
 }

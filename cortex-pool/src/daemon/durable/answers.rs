@@ -144,7 +144,7 @@ fn accepted(id: &str, known: Option<TaskState>) -> String {
 
 /// `{"id", "status": "refused", "error"}`, with the `line` number of a line
 /// that was no task.
-fn refused(id: &str, error: &str, line: Option<u64>) -> String {
+pub(crate) fn refused(id: &str, error: &str, line: Option<u64>) -> String {
     let mut json = Vec::with_capacity(id.len() + error.len() + 64);
     json.extend_from_slice(b"{\"error\":");
     json_str::push(&mut json, error);
