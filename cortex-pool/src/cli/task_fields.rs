@@ -53,8 +53,18 @@ pub(crate) fn read(line: &str) -> Result<Fields<'_>, serde_json::Error> {
     scan::fields(line).map_or_else(|| by_serde(line), Ok)
 }
 
-/// Reads the fields of `line` with serde_json alone.
+/// Reads the fields of `line` with serde_json alone. A line that is not an
+/// object (an array, which serde would read as the fields in order) is refused.
 fn by_serde(line: &str) -> Result<Fields<'_>, serde_json::Error> {
+    let first = line
+        .trim_start_matches([' ', '\t', '\n', '\r'])
+        .chars()
+        .next();
+    if first.is_some_and(|c| c != '{') {
+        return Err(serde::de::Error::custom(
+            "a task line must be a JSON object",
+        ));
+    }
     let raw: Raw<'_> = serde_json::from_str(line)?;
     Ok(Fields {
         id: raw.id,
@@ -83,6 +93,22 @@ mod tests {
         fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
             from[self.below(from.len())]
         }
+    }
+
+    /// An array is no task, though serde would read one as the fields in
+    /// order; other values are refused as before, with serde's words.
+    #[test]
+    fn a_line_that_is_not_an_object_is_refused() {
+        for line in [r#"["echo","x",null,null,null]"#, "[]", " [1]"] {
+            let e = read(line).unwrap_err();
+            assert!(
+                e.to_string().contains("must be a JSON object"),
+                "{line}: {e}"
+            );
+        }
+        assert!(read("null").is_err());
+        assert!(read("").is_err());
+        assert!(read(r#" {"type":"echo"}"#).is_ok());
     }
 
     const SPACE: &[&str] = &["", "", "", " ", "\t", "\n ", "\r"];
