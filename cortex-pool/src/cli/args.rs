@@ -233,7 +233,7 @@ pub(crate) struct SubmitArgs {
     #[arg(long, value_name = "JSON")]
     pub(crate) payload: Option<String>,
     /// Priority 0 (highest) … 100; for lines that set none.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=100))]
     pub(crate) priority: Option<u8>,
     /// Per-attempt timeout in milliseconds; for lines that set none.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=super::input::MAX_DURATION_MS))]
@@ -325,5 +325,23 @@ fn at_least_one_byte(text: &str) -> Result<usize, String> {
         Ok(0) => Err("must be at least 1".to_owned()),
         Ok(n) => Ok(n),
         Err(e) => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::Cli;
+
+    /// `submit --priority` is checked as it is read, as `run`'s durations are:
+    /// a usage error (exit 2) past 100, not a refusal of every line.
+    #[test]
+    fn a_submit_priority_past_100_is_a_usage_error() {
+        let parse = |p: &str| Cli::try_parse_from(["cortex-pool", "submit", "--priority", p, "t"]);
+        assert!(parse("100").is_ok());
+        let e = parse("101").unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{e}");
+        assert_eq!(e.exit_code(), 2);
     }
 }
