@@ -378,8 +378,13 @@ fn a_refused_flag_value_is_named_by_its_flag() {
             "invalid flags: --kill-rss-mb: must not be below --max-rss-mb",
         ),
         (
-            &["--zombie-ms", "1000"],
+            &["--heartbeat-ms", "2000", "--suspect-ms", "1000"],
             "--heartbeat-ms: must be shorter than --suspect-ms",
+        ),
+        // The suspect limit derived from the zombie limit: the flag given is named.
+        (
+            &["--zombie-ms", "1000"],
+            "--zombie-ms: must be longer than --heartbeat-ms (5000 ms, the default)",
         ),
     ];
     for (args, said) in cases {

@@ -217,6 +217,26 @@ impl PoolSettings {
             (None, Some(zombie)) => suspect_after.min(zombie),
             _ => suspect_after,
         };
+        // A suspect limit derived from `zombie_after_ms` alone (the user set
+        // neither it nor the heartbeat): a zombie limit too short for the
+        // heartbeat is that key's fault, not that of the keys left unset.
+        if let (None, Some(zombie)) = (self.suspect_after_ms, zombie_given) {
+            if zombie <= heartbeat_interval {
+                return Err(ConfigError::new(
+                    "zombie_after_ms",
+                    format!(
+                        "must be longer than heartbeat_interval_ms ({} ms{}), or healthy workers \
+                         look silent",
+                        heartbeat_interval.as_millis(),
+                        if self.heartbeat_interval_ms.is_some() {
+                            ""
+                        } else {
+                            ", the default"
+                        }
+                    ),
+                ));
+            }
+        }
         let zombie_after = match zombie_given {
             Some(zombie) => zombie,
             None if self.suspect_after_ms.is_some() || self.heartbeat_interval_ms.is_some() => {
@@ -500,6 +520,32 @@ mod tests {
             e.message.contains("min_workers..=max_workers (5..=50)"),
             "{e}"
         );
+    }
+
+    /// A zombie limit set alone, too short for the heartbeat, is blamed on
+    /// its own key (the suspect limit is derived from it), not on the
+    /// heartbeat's or the suspect limit's, which were never set.
+    #[test]
+    fn a_zombie_limit_too_short_for_the_heartbeat_is_its_own_fault() {
+        let zombie = |zombie, heartbeat| {
+            PoolSettings {
+                zombie_after_ms: Some(zombie),
+                heartbeat_interval_ms: heartbeat,
+                ..PoolSettings::default()
+            }
+            .resolve()
+        };
+        let e = zombie(1000, None).unwrap_err();
+        assert_eq!(e.key, "zombie_after_ms");
+        assert!(
+            e.message
+                .contains("heartbeat_interval_ms (5000 ms, the default)"),
+            "{e}"
+        );
+        let e = zombie(500, Some(1000)).unwrap_err();
+        assert_eq!(e.key, "zombie_after_ms");
+        assert!(e.message.contains("(1000 ms)"), "{e}");
+        zombie(20_000, None).unwrap();
     }
 
     /// An error that compares two fields names both by their settings keys.
