@@ -111,6 +111,21 @@ impl Origins {
 /// `CORTEX_POOL_` variables that are not settings: the log filter.
 const NOT_SETTINGS: &[&str] = &["CORTEX_POOL_LOG"];
 
+/// The key `key` (no key itself) may have meant: the one it is but for
+/// underscores and case (`poolsize`, `Pool_Size`: `pool_size`).
+fn meant(key: &str) -> Option<&'static str> {
+    let squeezed = key.replace('_', "").to_ascii_lowercase();
+    keys().find(|k| k.replace('_', "") == squeezed)
+}
+
+/// Why `key` is refused: no such key, with the one it may have meant.
+fn unknown_key(key: &str) -> String {
+    match meant(key) {
+        Some(k) => format!("unknown key (did you mean {k}?)"),
+        None => "unknown key".to_owned(),
+    }
+}
+
 /// Refuses a `CORTEX_POOL_` variable that names no setting (a misspelled one
 /// would otherwise be ignored without a word), suggesting the key it may
 /// have meant.
@@ -123,9 +138,7 @@ fn check_env_names(names: impl IntoIterator<Item = String>) -> Result<(), Settin
         if is_key(&key) || NOT_SETTINGS.contains(&name.as_str()) {
             continue;
         }
-        let squeezed = key.replace('_', "");
-        let hint = keys()
-            .find(|k| k.replace('_', "") == squeezed)
+        let hint = meant(&key)
             .map(|k| format!(" (did you mean CORTEX_POOL_{}?)", k.to_ascii_uppercase()))
             .unwrap_or_default();
         return Err(SettingsError::new(
@@ -259,8 +272,14 @@ impl Sources {
                 .split_once('=')
                 .ok_or_else(|| SettingsError::new(pair.clone(), "--set takes KEY=VALUE"))?;
             let key = key.trim();
+            if key.is_empty() {
+                return Err(SettingsError::new(pair.clone(), "--set takes KEY=VALUE"));
+            }
             if !is_key(key) {
-                return Err(SettingsError::new(key, "unknown key"));
+                return Err(SettingsError::new(
+                    key,
+                    format!("{} (set by --set {pair})", unknown_key(key)),
+                ));
             }
             table.insert(key.to_owned(), env_value(key, value));
             origins.set(key, format!("by --set {pair}"));
@@ -306,7 +325,7 @@ fn env_value(key: &str, text: &str) -> toml::Value {
 fn from_table(mut table: toml::Table) -> Result<(PoolConfig, DaemonRaw), SettingsError> {
     for key in table.keys() {
         if !is_key(key) {
-            return Err(SettingsError::new(key.clone(), "unknown key"));
+            return Err(SettingsError::new(key.clone(), unknown_key(key)));
         }
     }
     // `worker` as one command line, in a file too (split on whitespace; a
@@ -639,6 +658,36 @@ mod tests {
             worker.args,
             vec![std::ffi::OsString::from("w.py"), "--fast".into()]
         );
+    }
+
+    /// An unknown key in `--set` or in the file says which key it may have
+    /// meant, and `--set` names itself; an empty key is no KEY=VALUE.
+    #[test]
+    fn an_unknown_key_suggests_the_key_it_may_have_meant() {
+        let set = |pair: &str| {
+            Sources {
+                overrides: vec![pair.to_owned()],
+                ..Sources::default()
+            }
+            .load_with(env(&[]))
+            .map(|_| ())
+            .expect_err("refused")
+            .to_string()
+        };
+        let said = set("poolsize=4");
+        assert!(
+            said.contains("unknown key (did you mean pool_size?) (set by --set poolsize=4)"),
+            "{said}"
+        );
+        assert!(set("=4").contains("--set takes KEY=VALUE"), "{}", set("=4"));
+        let file = TomlFile::new("typo", "Pool_Size = 4\n");
+        let said = file
+            .sources(&[])
+            .load_with(env(&[]))
+            .map(|_| ())
+            .expect_err("refused")
+            .to_string();
+        assert!(said.contains("did you mean pool_size?"), "{said}");
     }
 
     #[test]
