@@ -421,23 +421,9 @@ class Worker {
     this.tasks.delete(task.id);
     this.tasksDone += 1;
     if (this.state !== 'stopped') {
-      this.queueReply(this.framed(reply));
+      this.queueReply(this.fitted(reply));
     }
     this.drained();
-  }
-
-  /**
-   * The frame of `reply` (see fitted), or, when it cannot be encoded (a value the
-   * SDK let through that MessagePack cannot write), a `handler` error saying so:
-   * the task is answered, and no exception escapes into a promise callback (an
-   * unhandled rejection would end the process, and every task in flight with it).
-   */
-  framed(reply) {
-    try {
-      return this.fitted(reply);
-    } catch (e) {
-      return this.fitted(errorReply(reply.id, 'handler', `the reply cannot be encoded: ${describe(e)}`, false));
-    }
   }
 
   /**

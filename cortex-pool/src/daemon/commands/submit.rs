@@ -77,10 +77,7 @@ fn submit_inner(args: &SubmitArgs) -> Outcome {
     }
     let rt = runtime()?;
     let started = Instant::now();
-    let mut tally = Tally::default();
-    for _ in 0..refused_here {
-        tally.add(Status::Invalid, 0.0);
-    }
+    let mut tally = tally_of_refused(refused_here);
     let (mut accepted, mut refused) = (0u64, refused_here);
     let mut ids = Vec::new();
     let stdout = std::io::stdout();
@@ -180,10 +177,7 @@ fn submit_to_queue(
 ) -> Outcome {
     let rt = runtime()?;
     let started = Instant::now();
-    let mut tally = Tally::default();
-    for _ in 0..refused_here {
-        tally.add(Status::Invalid, 0.0);
-    }
+    let mut tally = tally_of_refused(refused_here);
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let done = rt.block_on(async {
@@ -230,19 +224,25 @@ fn submit_to_queue(
     })
 }
 
+/// A tally that counts the `n` lines refused here as invalid.
+fn tally_of_refused(n: u64) -> Tally {
+    let mut tally = Tally::default();
+    for _ in 0..n {
+        tally.add(Status::Invalid, 0.0);
+    }
+    tally
+}
+
 /// The lines of `bytes` (a UTF-8 byte-order mark before the first skipped, a
 /// line ending with `\n` or `\r\n`), and the refusal answers of those that
 /// are not UTF-8, each in its place left blank (a blank line is no task, and
 /// keeps the numbers of the lines after it).
 fn text_lines(bytes: &[u8]) -> (Vec<String>, Vec<String>) {
-    let bytes = bytes
-        .strip_prefix(crate::cli::input::BOM.as_bytes())
-        .unwrap_or(bytes);
     let mut lines = Vec::new();
     let mut refusals = Vec::new();
-    let mut rest = bytes;
+    let mut rest = crate::cli::input::without_bom(bytes);
     while !rest.is_empty() {
-        let (line, after) = match rest.iter().position(|&b| b == b'\n') {
+        let (line, after) = match memchr::memchr(b'\n', rest) {
             Some(end) => (&rest[..end], &rest[end + 1..]),
             None => (rest, &rest[rest.len()..]),
         };
