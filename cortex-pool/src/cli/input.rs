@@ -200,6 +200,9 @@ pub(crate) fn parse(line: &str, line_no: u64) -> Result<TaskLine, NotATask> {
     if raw.task_type.is_empty() {
         return Err(own("\"type\" must not be empty".to_owned()));
     }
+    if let Some(why) = raw.payload_unfit(line) {
+        return Err(own(format!("payload: {why}")));
+    }
     let payload = msgpack(raw.payload).map_err(|e| {
         // The transcoder read the payload alone: its column counts from there.
         let start = raw
@@ -316,6 +319,29 @@ mod tests {
             "{}",
             utf8.message
         );
+    }
+
+    /// MessagePack has no integer past 64 bits: transcoded, the number
+    /// would reach the worker as a float.
+    #[test]
+    fn a_payload_integer_wider_than_64_bits_is_refused_by_its_place() {
+        let mut ids = Ids::default();
+        let line = br#"{"id":"big","type":"echo","payload":[1, -99999999999999999999]}"#;
+        let bad = parse_line(line, 9, &mut ids).unwrap_err();
+        assert_eq!(bad.id.as_deref(), Some("big"));
+        assert!(
+            bad.message
+                .contains("payload: integer -99999999999999999999")
+                && bad.message.ends_with("at line 9 column 41"),
+            "{}",
+            bad.message
+        );
+        let fine = parse_line(
+            br#"{"type":"echo","payload":[1.5e30, 18446744073709551615]}"#,
+            10,
+            &mut ids,
+        );
+        assert!(fine.is_ok());
     }
 
     #[test]

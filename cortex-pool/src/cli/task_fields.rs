@@ -8,6 +8,7 @@
 //! 1 900 instructions for a 64-byte line (each key and value through its
 //! visitors); the scanner a fraction of that.
 
+mod integers;
 mod scan;
 
 use std::borrow::Cow;
@@ -28,6 +29,21 @@ pub(crate) struct Fields<'a> {
     pub(crate) priority: Option<u8>,
     /// `timeout_ms`, when given.
     pub(crate) timeout_ms: Option<u64>,
+}
+
+impl Fields<'_> {
+    /// Why the payload cannot go to a worker unchanged, `None` when it can:
+    /// an integer wider than MessagePack's (serde_json would read it as a
+    /// float), named with its column in `line`, the line these fields were
+    /// read from.
+    pub(crate) fn payload_unfit(&self, line: &str) -> Option<String> {
+        let payload = self.payload?;
+        if payload.starts_with('"') {
+            return None;
+        }
+        let start = (payload.as_ptr() as usize).checked_sub(line.as_ptr() as usize)?;
+        integers::first_wide(payload).map(|wide| wide.message(start))
+    }
 }
 
 /// The line as serde_json reads it.

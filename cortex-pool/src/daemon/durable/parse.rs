@@ -29,6 +29,9 @@ pub(crate) fn parse(line: &str) -> Result<NewTask, Refused> {
     if raw.task_type.is_empty() {
         return Err(refuse("\"type\" must not be empty".into()));
     }
+    if let Some(why) = raw.payload_unfit(line) {
+        return Err(refuse(format!("payload: {why}")));
+    }
     if let Some(id) = &raw.id {
         if id.is_empty() || id.len() > 256 {
             return Err(refuse("\"id\" must have 1 to 256 bytes".into()));
@@ -92,5 +95,22 @@ mod tests {
         let r = parse(r#"{"id":"z","type":"echo","typo":1}"#).unwrap_err();
         assert_eq!(r.id.as_deref(), Some("z"));
         assert!(parse("not json").unwrap_err().id.is_none());
+    }
+
+    /// MessagePack has no integer past 64 bits: the worker would get a float.
+    #[test]
+    fn a_payload_integer_wider_than_64_bits_is_refused_by_its_column() {
+        let line = r#"{"id":"w","type":"echo","payload":{"n":123456789012345678901234567890}}"#;
+        let r = parse(line).unwrap_err();
+        assert_eq!(r.id.as_deref(), Some("w"));
+        assert!(
+            r.reason
+                .starts_with("invalid_input: payload: integer 123456789012345678901234567890")
+                && r.reason.ends_with("at line 1 column 40"),
+            "{}",
+            r.reason
+        );
+        let fits = r#"{"type":"echo","payload":{"n":18446744073709551615,"s":"123456789012345678901234567890"}}"#;
+        assert!(parse(fits).is_ok());
     }
 }
