@@ -12,23 +12,14 @@
 #   BIN=/tmp/old/cortex-pool N=30000 OUT=/tmp/cg-old scripts/daemon-callgrind.sh
 set -euo pipefail
 
-BIN=$(realpath "${BIN:-target/release/cortex-pool}")
 N=${N:-30000}
 OUT=${OUT:-target/callgrind/daemon}
 rm -rf "$OUT"
 mkdir -p "$OUT"
 OUT=$(realpath "$OUT")
-
-dir=$(mktemp -d)
-export CORTEX_POOL_RUNTIME_DIR="$dir/run" CORTEX_POOL_POOL_SIZE=2 CORTEX_POOL_MIN_WORKERS=1
-cleanup() {
-    "$BIN" daemon stop --timeout-s 120 >/dev/null 2>&1 || true
-    wait 2>/dev/null || true
-    rm -rf "$dir"
-}
-trap cleanup EXIT
-
-"$(dirname "$0")/echo-tasks.sh" "$N" > "$dir/tasks.jsonl"
+STOP_TIMEOUT_S=120
+# shellcheck source=scripts/fresh-daemon.sh
+source "$(dirname "$0")/fresh-daemon.sh"
 valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$OUT/cg.out" \
     "$BIN" daemon run 2>"$OUT/daemon.err" &
 for _ in $(seq 300); do

@@ -20,20 +20,9 @@
 # the rate.
 set -euo pipefail
 
-BIN=$(realpath "${BIN:-target/release/cortex-pool}")
 N=${N:-30000}
-WORKERS=${WORKERS:-2}
-
-dir=$(mktemp -d)
-export CORTEX_POOL_RUNTIME_DIR="$dir/run"
-export CORTEX_POOL_POOL_SIZE="$WORKERS" CORTEX_POOL_MIN_WORKERS=1
-cleanup() {
-    "$BIN" daemon stop --timeout-s 20 >/dev/null 2>&1 || true
-    rm -rf "$dir"
-}
-trap cleanup EXIT
-
-"$(dirname "$0")/echo-tasks.sh" "$N" > "$dir/tasks.jsonl"
+# shellcheck source=scripts/fresh-daemon.sh
+source "$(dirname "$0")/fresh-daemon.sh"
 
 "$BIN" daemon start >/dev/null
 pid=$(cat "$CORTEX_POOL_RUNTIME_DIR/daemon.pid")

@@ -10,22 +10,19 @@
 #   N=30000 OUTF=/tmp/memory.data CORTEX_POOL_DURABILITY=memory scripts/daemon-perf.sh
 set -euo pipefail
 
-BIN=$(realpath "${BIN:-target/release/cortex-pool}")
 N=${N:-100000}
 OUTF=${OUTF:-target/daemon-perf.data}
-
-dir=$(mktemp -d)
-export CORTEX_POOL_RUNTIME_DIR="$dir/run" CORTEX_POOL_POOL_SIZE=2 CORTEX_POOL_MIN_WORKERS=2
+MIN_WORKERS=2
 export CORTEX_POOL_MAX_QUEUE_LEN=10000000
 recorder=
-cleanup() {
-    [[ -n $recorder ]] && kill -INT "$recorder" 2>/dev/null
-    "$BIN" daemon stop --timeout-s 20 >/dev/null 2>&1 || true
-    rm -rf "$dir"
+on_exit() {
+    if [[ -n $recorder ]]; then
+        kill -INT "$recorder" 2>/dev/null || true
+    fi
 }
-trap cleanup EXIT
+# shellcheck source=scripts/fresh-daemon.sh
+source "$(dirname "$0")/fresh-daemon.sh"
 
-"$(dirname "$0")/echo-tasks.sh" "$N" > "$dir/tasks.jsonl"
 "$BIN" daemon start >/dev/null
 pid=$(cat "$CORTEX_POOL_RUNTIME_DIR/daemon.pid")
 perf record -F 2999 -g -p "$pid" -o "$OUTF" 2>/dev/null &
