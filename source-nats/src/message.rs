@@ -93,6 +93,18 @@ pub fn result_key(id: &str) -> String {
     }
 }
 
+/// Why `id` cannot name a task on the queue, `None` when it can: a NATS
+/// header (the task's `Nats-Msg-Id`, its dead letter's `Cortex-Id`) ends at a
+/// line break and takes no other control character, and a header line the
+/// client cannot read drops its connection on every delivery.
+pub(crate) fn id_unfit(id: &str) -> Option<String> {
+    id.chars().any(char::is_control).then(|| {
+        format!(
+            "invalid_input: the id {id:?} holds a control character, which a NATS header cannot carry"
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +118,17 @@ mod tests {
         assert_eq!(Band::of(67), Band::Low);
         assert_eq!(Band::of(100), Band::Low);
         assert_eq!(subject(Band::High, "cortex.tasks"), "cortex.tasks.high");
+    }
+
+    #[test]
+    fn an_id_with_a_control_character_is_unfit_for_a_header() {
+        for bad in ["a\nb", "d\r\n1", "tab\there", "nul\0", "del\u{7f}"] {
+            let why = id_unfit(bad).expect(bad);
+            assert!(why.starts_with("invalid_input: the id "), "{why}");
+        }
+        for fine in ["a", "grüße-日本", "x y", "=weird.id/"] {
+            assert_eq!(id_unfit(fine), None, "{fine}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! [`NatsSource`]: the [`TaskSource`] on JetStream.
 
-use std::collections::HashSet;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -26,7 +27,8 @@ use crate::delivery::Delivery;
 use crate::denials::{Own, Refused};
 use crate::held::{HeldKey, HeldSet, Settling};
 use crate::message::{
-    result_key, subject, Band, Body, HEADER_ATTEMPTS, HEADER_ERROR, HEADER_ERROR_KIND, HEADER_ID,
+    id_unfit, result_key, subject, Band, Body, HEADER_ATTEMPTS, HEADER_ERROR, HEADER_ERROR_KIND,
+    HEADER_ID,
 };
 use crate::records::{dead_letter, from_line, DeadLetter};
 use crate::scan::{self, KV_OPERATION};
@@ -35,6 +37,11 @@ use crate::NatsError;
 
 /// Publishes awaited together at most (each waits for the stream's ack).
 const PUBLISH_CHUNK: usize = 1024;
+
+/// The longest a fetch may go without its next message or its end before
+/// [`claim`](NatsSource::claim) gives up on it (the server answers a fetch at
+/// once: it asks for no wait).
+const FETCH_STALL: Duration = Duration::from_secs(5);
 
 struct Inner {
     config: NatsConfig,
@@ -223,6 +230,10 @@ impl NatsSource {
         let since = denials.mark();
         let mut acks = Vec::with_capacity(tasks.len());
         for (task, msg_id) in tasks {
+            if let Some(why) = id_unfit(&task.id) {
+                acks.push(Err(why));
+                continue;
+            }
             let body = serde_json::to_vec(&Body::of(task)).unwrap_or_default();
             // Its dead letter carries the same body with more headers: a
             // task with no room for them is refused now, not at its end.
@@ -506,6 +517,12 @@ impl NatsSource {
                 return None;
             }
         };
+        // Its dead letter would carry the id in a header, which breaks the
+        // reader of the letter (another client published this body).
+        if let Some(why) = id_unfit(&task.id) {
+            self.reject(message, why).await;
+            return None;
+        }
         let count = if delivered > 1 {
             let count_key = self.count_key(&message);
             let (settled, count) = join(
@@ -731,17 +748,22 @@ impl TaskSource for NatsSource {
         .await;
         let mut out: Vec<Option<Admission>> =
             known.into_iter().map(|k| k.map(Admission::Known)).collect();
-        let mut seen = HashSet::new();
+        // A repeat of an id in this call is answered as its first copy is,
+        // once that one's publish is answered.
+        let mut first_of: HashMap<&str, usize> = HashMap::new();
+        let mut repeats = Vec::new();
         let mut to_publish = Vec::new();
         for (i, task) in tasks.iter().enumerate() {
             if out[i].is_some() {
                 continue;
             }
-            if !seen.insert(task.id.as_str()) {
-                out[i] = Some(Admission::Known(TaskState::Queued));
-                continue;
+            match first_of.entry(task.id.as_str()) {
+                Entry::Occupied(first) => repeats.push((i, *first.get())),
+                Entry::Vacant(slot) => {
+                    slot.insert(i);
+                    to_publish.push((i, task));
+                }
             }
-            to_publish.push((i, task));
         }
         for chunk in to_publish.chunks(PUBLISH_CHUNK) {
             let batch: Vec<(&NewTask, String)> =
@@ -754,6 +776,12 @@ impl TaskSource for NatsSource {
                     Err(e) => Admission::Refused(format!("not enqueued: {e}")),
                 });
             }
+        }
+        for (i, first) in repeats {
+            out[i] = Some(match &out[first] {
+                Some(Admission::Refused(why)) => Admission::Refused(why.clone()),
+                _ => Admission::Known(TaskState::Queued),
+            });
         }
         Ok(out
             .into_iter()
@@ -787,7 +815,11 @@ impl TaskSource for NatsSource {
                 }
             };
             let mut got = 0;
-            while let Some(next) = batch.next().await {
+            // A fetch ends with the server's status after its messages; one
+            // lost to a disconnect would leave it open for ever, and the
+            // feeder with it. A message it delivers after this gives up is
+            // redelivered after `ack_wait`.
+            while let Ok(Some(next)) = tokio::time::timeout(FETCH_STALL, batch.next()).await {
                 let Ok(message) = next else { break };
                 got += 1;
                 if let Some(claim) = self.take(message).await {
