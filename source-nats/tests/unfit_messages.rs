@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{claim_n, config, task};
+use common::{claim_n, config, ok, task};
 use source_nats::test_server::NatsServer;
 use source_nats::NatsSource;
 use task_source::{now_ms, Admission, TaskSource, TaskState};
@@ -53,6 +53,8 @@ async fn an_id_a_header_cannot_carry_is_refused_and_the_rest_are_taken() {
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].task.id, "fine");
     assert!(source.claim(10, now_ms()).await.unwrap().is_empty());
+    source.settle(vec![ok("fine", claimed[0].attempt)]).await.unwrap();
+    assert_eq!(source.unsettled().await.unwrap(), 0);
 }
 
 /// A repeat of an id in one call is answered as its first copy was: refused
