@@ -174,6 +174,27 @@ fn serves_with_credentials(name: &str, url: &str, credentials: &str) {
     daemon.run_foreground();
     assert_eq!(daemon.status()["queue"]["connection"], "connected");
     round_trip(&daemon, url);
+    // A host with no `queue` key of its own: `--queue URL` is the queue the
+    // other keys (here the credentials, given by `--set`) apply to.
+    let out = daemon
+        .command(&[
+            "result",
+            "--queue",
+            url,
+            "--set",
+            &format!("queue_credentials={credentials}"),
+            "s1",
+        ])
+        .env_remove("CORTEX_POOL_QUEUE")
+        .env_remove("CORTEX_POOL_QUEUE_CREDENTIALS")
+        .output()
+        .expect("the binary runs");
+    assert!(out.status.success(), "result failed: {}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(r#""status":"ok""#),
+        "{}",
+        text(&out)
+    );
     let stopped = daemon.stop();
     assert!(stopped.status.success(), "stop failed: {}", text(&stopped));
 }

@@ -53,7 +53,10 @@ async fn an_id_a_header_cannot_carry_is_refused_and_the_rest_are_taken() {
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].task.id, "fine");
     assert!(source.claim(10, now_ms()).await.unwrap().is_empty());
-    source.settle(vec![ok("fine", claimed[0].attempt)]).await.unwrap();
+    source
+        .settle(vec![ok("fine", claimed[0].attempt)])
+        .await
+        .unwrap();
     assert_eq!(source.unsettled().await.unwrap(), 0);
 }
 

@@ -56,11 +56,22 @@ fn sources(args: &ConfigArgs) -> Sources {
     Sources {
         file: args.config.clone(),
         overrides: args.set.clone(),
+        queue: None,
     }
 }
 
 fn settings(args: &ConfigArgs) -> Result<Settings, Fail> {
-    Settings::load(&sources(args)).map_err(|e| Fail(crate::cli::EXIT_USAGE, e.to_string()))
+    settings_for_queue(args, None)
+}
+
+/// The settings of a command given `--queue URL` (`queue`), which acts on
+/// that queue with the configuration's other `queue_*` keys.
+fn settings_for_queue(args: &ConfigArgs, queue: Option<&str>) -> Result<Settings, Fail> {
+    let sources = Sources {
+        queue: queue.map(str::to_owned),
+        ..sources(args)
+    };
+    Settings::load(&sources).map_err(|e| Fail(crate::cli::EXIT_USAGE, e.to_string()))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Fail> {

@@ -77,6 +77,10 @@ pub(crate) struct Sources {
     pub(crate) file: Option<PathBuf>,
     /// `KEY=VALUE` overrides from the command line.
     pub(crate) overrides: Vec<String>,
+    /// A client's `--queue URL`: the `queue` key's value, over every other
+    /// source (the command acts on that queue), so that the other `queue_*`
+    /// keys (credentials, TLS, stream) apply to it.
+    pub(crate) queue: Option<String>,
 }
 
 /// The settings as read: the pool's, resolved by the shared loader
@@ -283,6 +287,10 @@ impl Sources {
             }
             table.insert(key.to_owned(), env_value(key, value));
             origins.set(key, format!("by --set {pair}"));
+        }
+        if let Some(url) = &self.queue {
+            table.insert("queue".to_owned(), toml::Value::String(url.clone()));
+            origins.set("queue", format!("by --queue {url}"));
         }
         match from_table(table) {
             Ok((pool, daemon)) => Ok(Raw {
@@ -510,11 +518,41 @@ mod tests {
         assert!(s.metrics_addr.is_none());
     }
 
+    /// A client's `--queue URL` is the `queue` key, so the other `queue_*`
+    /// keys given with it apply (they were refused as needing `queue`).
+    #[test]
+    fn a_clients_queue_url_takes_the_other_queue_keys() {
+        let sources = |queue: Option<&str>| Sources {
+            file: None,
+            overrides: vec![
+                "queue_stream=OTHER".into(),
+                "queue=nats://ignored:4222".into(),
+            ],
+            queue: queue.map(str::to_owned),
+        };
+        let s = sources(Some("nats://127.0.0.1:4333"))
+            .load_with(env(&[]))
+            .unwrap()
+            .resolve()
+            .unwrap();
+        let queue = s.queue.expect("the queue's settings");
+        assert_eq!(queue.config.url, "nats://127.0.0.1:4333");
+        assert_eq!(queue.config.stream, "OTHER");
+        let alone = Sources {
+            file: None,
+            overrides: vec!["queue_stream=OTHER".into()],
+            queue: None,
+        };
+        let e = alone.load_with(env(&[])).unwrap().resolve().unwrap_err();
+        assert!(e.to_string().contains("needs `queue`"), "{e}");
+    }
+
     #[test]
     fn a_pool_size_alone_moves_the_bounds_it_is_outside() {
         let s = Sources {
             file: None,
             overrides: vec!["pool_size=4".into()],
+            queue: None,
         }
         .load_with(env(&[]))
         .unwrap()
@@ -540,6 +578,7 @@ mod tests {
             Sources {
                 file: Some(self.0.clone()),
                 overrides: overrides.iter().map(|o| (*o).to_owned()).collect(),
+                queue: None,
             }
         }
     }
@@ -603,6 +642,7 @@ mod tests {
         let overrides = Sources {
             file: None,
             overrides: vec!["nonsense=1".into()],
+            queue: None,
         };
         assert_eq!(overrides.load_with(env(&[])).unwrap_err().key, "nonsense");
     }
@@ -632,6 +672,7 @@ mod tests {
         let flagged = Sources {
             file: None,
             overrides: vec!["transport=pigeon".into()],
+            queue: None,
         };
         assert!(
             message(&flagged, &[]).ends_with("(set by --set transport=pigeon)"),

@@ -40,6 +40,7 @@ fn run(args: &TopArgs) -> Result<(), Failure> {
     let settings = Settings::load(&Sources {
         file: args.config.config.clone(),
         overrides: args.config.set.clone(),
+        queue: args.queue.clone(),
     })
     .map_err(|e| (EXIT_USAGE, e.to_string()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

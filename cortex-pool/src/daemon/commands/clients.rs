@@ -8,7 +8,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use super::listing::listing;
-use super::{call, finish, runtime, settings, Fail};
+use super::{call, finish, runtime, settings, settings_for_queue, Fail};
 
 /// `cortex-pool metrics`.
 pub(crate) fn metrics(args: MetricsArgs) -> ExitCode {
@@ -80,7 +80,7 @@ pub(crate) fn dlq(command: DlqCommand) -> ExitCode {
             ),
             DlqCommand::Purge { config, queue } => (config, queue, Request::DlqPurge),
         };
-        let settings = settings(config)?;
+        let settings = settings_for_queue(config, queue.as_deref())?;
         let rt = runtime()?;
         let value = match queue {
             Some(url) => rt

@@ -14,8 +14,8 @@ use clap::Args;
 use super::listing::listing;
 use super::requests::{most_bytes, split, Refusal};
 use super::{
-    connect_error, emit_line, emit_value, finish, runtime, settings, Answer, Fail, Lines, Outcome,
-    Printer, RECONNECT_FOR,
+    connect_error, emit_line, emit_value, finish, runtime, settings, settings_for_queue, Answer,
+    Fail, Lines, Outcome, Printer, RECONNECT_FOR,
 };
 use crate::cli::args::ConfigArgs;
 use crate::daemon::client::Client;
@@ -92,7 +92,7 @@ fn print_lines(
     wait: Option<Option<Duration>>,
 ) -> ExitCode {
     finish((|| {
-        let settings = settings(config)?;
+        let settings = settings_for_queue(config, queue)?;
         let rt = runtime()?;
         let mut printer = Printer {
             out: std::io::BufWriter::new(std::io::stdout().lock()),

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use super::line_fields::filled;
 use super::requests::{most_bytes, split, Refusal};
 use super::{
-    connect_error, emit_text, finish, runtime, settings, Fail, Outcome, Printer, RECONNECT_FOR,
+    connect_error, emit_text, finish, runtime, settings_for_queue, Fail, Outcome, Printer,
+    RECONNECT_FOR,
 };
 
 /// `cortex-pool submit`.
@@ -24,7 +25,7 @@ pub(crate) fn submit(args: SubmitArgs) -> ExitCode {
 }
 
 fn submit_inner(args: &SubmitArgs) -> Outcome {
-    let settings = settings(&args.config)?;
+    let settings = settings_for_queue(&args.config, args.queue.as_deref())?;
     let usage = |m: String| Fail(crate::cli::EXIT_USAGE, m);
     let mut local_refusals = Vec::new();
     let lines: Vec<String> = match &args.task_type {
