@@ -12,15 +12,19 @@ use source_nats::test_server::NatsServer;
 const TASKS: usize = 300;
 
 fn daemon(name: &str, url: &str) -> Daemon {
-    let mut daemon = Daemon::new(
-        name,
-        &[
-            ("CORTEX_POOL_QUEUE", url),
-            ("CORTEX_POOL_POOL_SIZE", "1"),
-            ("CORTEX_POOL_MIN_WORKERS", "1"),
-            ("CORTEX_POOL_MAX_WORKERS", "1"),
-        ],
-    );
+    daemon_with(name, url, &[])
+}
+
+/// [`daemon`] with more environment.
+fn daemon_with(name: &str, url: &str, more: &[(&str, &str)]) -> Daemon {
+    let mut env = vec![
+        ("CORTEX_POOL_QUEUE", url),
+        ("CORTEX_POOL_POOL_SIZE", "1"),
+        ("CORTEX_POOL_MIN_WORKERS", "1"),
+        ("CORTEX_POOL_MAX_WORKERS", "1"),
+    ];
+    env.extend_from_slice(more);
+    let mut daemon = Daemon::new(name, &env);
     daemon.watchdog(120);
     daemon.run_foreground();
     daemon
@@ -101,5 +105,40 @@ fn metrics_json_keeps_the_pools_queue_keys_beside_the_shared_queues() {
             !queue[key].is_null(),
             "the shared queue's {key} is missing: {queue}"
         );
+    }
+}
+
+/// The shared queue's series reach a scrape of `/metrics` as they reach
+/// `metrics --prometheus` (the endpoint served the pool's alone).
+#[test]
+fn the_http_metrics_endpoint_serves_the_shared_queues_series() {
+    use std::io::{Read, Write};
+    let server = NatsServer::start();
+    let addr = {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+        free.local_addr().expect("its address").to_string()
+    };
+    let a = daemon_with(
+        "queue-http-metrics",
+        &server.url(),
+        &[("CORTEX_POOL_METRICS_ADDR", &addr)],
+    );
+    let out = a.cli(&["metrics", "--prometheus"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let asked = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut scrape = std::net::TcpStream::connect(&addr).expect("the endpoint listens");
+    write!(scrape, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").expect("request written");
+    let mut scraped = String::new();
+    scrape.read_to_string(&mut scraped).expect("response read");
+    for body in [&asked, &scraped] {
+        for series in [
+            "cortex_pool_queue_connected 1",
+            "cortex_pool_queue_lag ",
+            "cortex_pool_queue_ack_pending ",
+            "cortex_pool_queue_held ",
+            "cortex_pool_queue_dead_letters ",
+        ] {
+            assert!(body.contains(series), "missing {series:?} in\n{body}");
+        }
     }
 }

@@ -56,7 +56,7 @@ async fn answer(mut conn: TcpStream, daemon: &Daemon) -> std::io::Result<()> {
         ("GET", "/metrics") => (
             "200 OK",
             "text/plain; version=0.0.4; charset=utf-8",
-            super::prometheus::render(daemon, daemon.source.stats().await.ok().as_ref()),
+            super::prometheus::scrape(daemon).await,
         ),
         ("GET", "/healthz") => {
             let health = daemon.pool.metrics().health.status;

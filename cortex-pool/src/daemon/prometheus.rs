@@ -10,6 +10,13 @@ use prometheus_client::registry::Registry;
 use super::durable::unsaved::Outcomes;
 use super::state::Daemon;
 
+/// What `/metrics` and `metrics --prometheus` answer: the daemon's series,
+/// its store's, and the shared queue's when it runs on one.
+pub(crate) async fn scrape(daemon: &Daemon) -> String {
+    let store = daemon.source.stats().await.ok();
+    super::queue::metrics::prometheus(render(daemon, store.as_ref()), daemon).await
+}
+
 /// Renders the pool's metrics (counters, gauges, and the task latency
 /// histogram with `_bucket`/`_sum`/`_count`) as Prometheus text.
 pub(crate) fn render(daemon: &Daemon, store: Option<&task_source::SourceStats>) -> String {

@@ -255,11 +255,7 @@ async fn answer(
             value: status(daemon).await,
         },
         Request::Metrics { prometheus: true } => Reply::Text {
-            text: super::queue::metrics::prometheus(
-                super::prometheus::render(daemon, daemon.source.stats().await.ok().as_ref()),
-                daemon,
-            )
-            .await,
+            text: super::prometheus::scrape(daemon).await,
         },
         Request::Metrics { prometheus: false } => {
             let store = api::store_status(daemon).await;
