@@ -239,3 +239,28 @@ fn a_daemon_that_does_not_answer_is_reported_not_waited_on() {
         "answers again once resumed"
     );
 }
+
+/// An empty variable counts as unset (`VAR= cmd` clears it for one command):
+/// an empty `CORTEX_POOL_` variable that names no key is no error, a set one
+/// is (exit 2, naming it).
+#[test]
+fn an_empty_variable_that_names_no_key_is_unset_and_a_set_one_is_refused() {
+    let d = Daemon::new("empty-unknown-var", &[]);
+    let empty = d
+        .command(&["daemon", "status"])
+        .env("CORTEX_POOL_POOLSIZE", "")
+        .output()
+        .expect("the binary runs");
+    assert_eq!(empty.status.code(), Some(3), "{}", text(&empty));
+    let set = d
+        .command(&["daemon", "status"])
+        .env("CORTEX_POOL_POOLSIZE", "4")
+        .output()
+        .expect("the binary runs");
+    assert_eq!(set.status.code(), Some(2), "{}", text(&set));
+    assert!(
+        String::from_utf8_lossy(&set.stderr).contains("CORTEX_POOL_POOLSIZE"),
+        "{}",
+        text(&set)
+    );
+}

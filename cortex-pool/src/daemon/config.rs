@@ -227,7 +227,9 @@ impl Sources {
     /// An unreadable or malformed file, a malformed override, or a value of the
     /// wrong type; the message names the key.
     pub(crate) fn load(&self) -> Result<Raw, SettingsError> {
-        check_env_names(std::env::vars_os().filter_map(|(name, _)| name.into_string().ok()))?;
+        // An empty variable is an unset one, a misspelt name included.
+        let set = std::env::vars_os().filter(|(_, value)| !value.is_empty());
+        check_env_names(set.filter_map(|(name, _)| name.into_string().ok()))?;
         self.load_with(|name| std::env::var(name).ok())
     }
 
