@@ -647,8 +647,9 @@ class Worker:
                 file=sys.stderr,
             )
             return 2
-        concurrency = hello.get("concurrency")
-        if concurrency is not None:
+        # Absent: no limit. Present, ``nil`` included, it must be a count.
+        if "concurrency" in hello:
+            concurrency = hello["concurrency"]
             if not isinstance(concurrency, int) or isinstance(concurrency, bool) or not 1 <= concurrency <= 0xFFFF_FFFF:
                 print(f"cortex_worker: hello.concurrency must be an integer from 1 to 4294967295, got {concurrency!r}", file=sys.stderr)
                 return 2

@@ -493,6 +493,12 @@ class ConcurrencyTest(unittest.TestCase):
         self.assertEqual(self.w.wait(), 2)
         self.assertIn("concurrency", self.w.stderr_text())
 
+    def test_a_nil_concurrency_ends_the_worker_as_a_malformed_one(self):
+        self.w.send(hello(concurrency=None))
+        self.assertIsNone(self.w.recv())
+        self.assertEqual(self.w.wait(), 2)
+        self.assertIn("got None", self.w.stderr_text())
+
     def test_a_concurrency_past_uint32_ends_the_worker_as_a_malformed_one(self):
         self.w.send(hello(concurrency=2**32))
         self.assertIsNone(self.w.recv())

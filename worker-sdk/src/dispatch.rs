@@ -1,7 +1,7 @@
 //! The dispatcher: reads manager frames after the handshake and runs tasks, at most
 //! `hello.concurrency` at once; the others wait in arrival order.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,7 +11,6 @@ use futures_util::{FutureExt, StreamExt};
 use pool_core::protocol::emit::Scratch;
 use pool_core::protocol::{encode_frame, ErrorReply, FrameError, FromWorker, ToWorker};
 use tokio::io::AsyncRead;
-use tokio::task::{Id, JoinSet};
 use tokio_util::codec::{Decoder, FramedRead};
 
 use crate::broken::{Broken, WhenBroken};
@@ -19,6 +18,7 @@ use crate::cancel::Cancel;
 use crate::handler::{Caught, Encoded, HandlerOutput, Started};
 use crate::idle_read::IdleSwitch;
 use crate::registry::{Lookup, Registered};
+use crate::running::{Replied, Running};
 use crate::stats::{InFlight, Stats};
 use crate::task_frames::TaskFrames;
 use crate::wire::{self, Frame, Task};
@@ -62,37 +62,6 @@ struct Waiting {
     payload: Bytes,
 }
 
-/// The tasks in flight: their cancellation signals, by task id and by tokio task id.
-#[derive(Default)]
-struct Running {
-    set: JoinSet<()>,
-    cancels: HashMap<u64, Cancel>,
-    ids: HashMap<Id, u64>,
-    /// The signal of a task that finished in its first poll, for the next task
-    /// (see [`Cancel::reuse`]).
-    spare: Option<Cancel>,
-}
-
-impl Running {
-    /// Drops the entries of a task that ended.
-    fn forget(&mut self, joined: Result<(Id, ()), tokio::task::JoinError>) {
-        let tokio_id = match joined {
-            Ok((id, ())) => id,
-            Err(e) => e.id(),
-        };
-        if let Some(task_id) = self.ids.remove(&tokio_id) {
-            self.cancels.remove(&task_id);
-        }
-    }
-
-    /// Forgets every task that has ended by now.
-    fn reap_finished(&mut self) {
-        while let Some(joined) = self.set.try_join_next_with_id() {
-            self.forget(joined);
-        }
-    }
-}
-
 impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
     /// Serves tasks until shutdown (a graceful one once its tasks replied, even
     /// if the input ended meanwhile), end of input, or a protocol error.
@@ -109,7 +78,7 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
         let broken = WhenBroken::new(Arc::clone(&self.broken));
         tokio::pin!(broken);
         loop {
-            if draining && running.set.is_empty() && waiting.is_empty() {
+            if draining && running.is_idle() && waiting.is_empty() {
                 return Ok(Stopped::Shutdown);
             }
             match &self.idle {
@@ -122,7 +91,7 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
                 biased;
                 () = &mut broken => return Ok(Stopped::Disconnected),
                 // Not polled while no task runs (it would only say so).
-                Some(joined) = running.set.join_next_with_id(), if !running.set.is_empty() => {
+                Some(joined) = running.join_next(), if !running.is_idle() => {
                     running.forget(joined);
                     // A slot is free: start the tasks waiting for one.
                     self.start_waiting(&mut running, &mut waiting, &mut replies);
@@ -187,7 +156,7 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
         replies: &mut BytesMut,
     ) {
         let mut started = self.batch_start();
-        while running.cancels.len() < self.limit {
+        while running.len() < self.limit {
             let Some(task) = waiting.pop_front() else {
                 return;
             };
@@ -286,9 +255,7 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
             ToWorker::Cancel { id } => self.on_cancel(id, batch),
             ToWorker::Shutdown { graceful: true } => *batch.draining = true,
             ToWorker::Shutdown { graceful: false } => {
-                for cancel in batch.running.cancels.values() {
-                    cancel.cancel();
-                }
+                batch.running.cancel_all();
                 return Ok(Some(Stopped::Shutdown));
             }
             ToWorker::Hello { .. } => {
@@ -300,7 +267,7 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
             other => {
                 return Err(ServeError::Protocol(FrameError::Unexpected {
                     expected: "task, cancel or shutdown",
-                    got: format!("{other:?}"),
+                    got: other.name().to_owned(),
                 }));
             }
         }
@@ -310,9 +277,10 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
     /// Cancels a running task, or answers a waiting one as `cancelled` at once (it
     /// never runs). A cancel for a task that is not here is ignored.
     fn on_cancel(&self, id: u64, batch: &mut Batch<'_>) {
-        if let Some(cancel) = batch.running.cancels.get(&id) {
-            cancel.cancel();
-        } else if let Some(at) = batch.waiting.iter().position(|w| w.id == id) {
+        if batch.running.cancel(id) {
+            return;
+        }
+        if let Some(at) = batch.waiting.iter().position(|w| w.id == id) {
             batch.waiting.remove(at);
             self.stats.count_waited();
             let message = format!("task {id} was cancelled before it started");
@@ -343,12 +311,7 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
                 return self.refuse(task.id, "unknown_type", &message, false, batch.replies);
             }
         };
-        if batch.running.cancels.contains_key(&task.id) {
-            // A task that just finished may not have been reaped yet.
-            batch.running.reap_finished();
-        }
-        if batch.running.cancels.contains_key(&task.id)
-            || batch.waiting.iter().any(|w| w.id == task.id)
+        if batch.running.holds_unanswered(task.id) || batch.waiting.iter().any(|w| w.id == task.id)
         {
             let message = format!("task {} is already running in this worker", task.id);
             return self.refuse(task.id, "duplicate_task", &message, false, batch.replies);
@@ -361,7 +324,7 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
             // The payload stays in the frame's buffer: no copy.
             payload: body.slice_ref(task.payload),
         };
-        if batch.waiting.is_empty() && batch.running.cancels.len() < self.limit {
+        if batch.waiting.is_empty() && batch.running.len() < self.limit {
             if task.payload.len() >= APART_MIN {
                 // Started once the frame is let go (`read_batch`).
                 batch.ready = Some(task);
@@ -441,10 +404,13 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
         };
         let outbox = self.outbox.clone();
         let cancelled = cancel.clone();
-        let abort = running.set.spawn(async move {
+        let replied = Replied::default();
+        let replying = replied.clone();
+        running.spawn(id, cancel, replied, async move {
             let output = AssertUnwindSafe(future).catch_unwind().await;
             let override_kind = reply_kind(&output, &cancelled);
             drop(in_flight);
+            replying.mark();
             send_reply(
                 &mut Sink::Direct(&outbox),
                 id,
@@ -452,8 +418,6 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
                 override_kind,
             );
         });
-        running.cancels.insert(id, cancel);
-        running.ids.insert(abort.id(), id);
     }
 }
 

@@ -117,6 +117,7 @@ mod heartbeat;
 mod idle_read;
 mod link;
 mod registry;
+mod running;
 mod spare;
 mod stats;
 mod task_frames;

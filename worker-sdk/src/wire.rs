@@ -19,7 +19,7 @@ use pool_core::protocol::emit::{bin_head_len, uint_len, Scratch};
 use pool_core::protocol::layout::{
     ATTEMPT_KEY, PAYLOAD_KEY, RESULT_HEAD, TASK_HEAD, TASK_TYPE_KEY, TIMEOUT_KEY,
 };
-use pool_core::protocol::{decode_to_worker, FrameError, ToWorker};
+use pool_core::protocol::{decode_to_worker, require_map, FrameError, ToWorker};
 
 /// A frame from the manager, as the dispatcher reads it.
 #[derive(Debug, PartialEq)]
@@ -72,6 +72,9 @@ pub(crate) fn decode<'a>(body: &'a [u8], known: Option<&str>) -> Result<Frame<'a
     }
     let message = match decode_to_worker(body) {
         Ok(message) => message,
+        // A message of a type this worker does not know is skipped; a body
+        // that is no map is no message at all.
+        Err(e) if require_map(body).is_err() => return Err(e),
         Err(e) => {
             return match rmp_serde::from_slice::<Typed<'_>>(body) {
                 Ok(Typed { kind }) if !KNOWN_TYPES.contains(&kind) => Ok(Frame::Unknown),

@@ -10,7 +10,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use pool_core::protocol::{
-    decode_to_worker, FrameError, FromWorker, ToWorker, DEFAULT_MAX_FRAME, PROTOCOL_VERSION,
+    decode_to_worker, require_map, FrameError, FromWorker, ToWorker, DEFAULT_MAX_FRAME,
+    PROTOCOL_VERSION,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -356,6 +357,16 @@ impl Worker {
         let Some(body) = frames.next().await.transpose()? else {
             return Ok(Stopped::Disconnected);
         };
+        // A manager of another version may have changed any other key: its
+        // version is compared before the rest is read.
+        if let Some(version) = hello_version(&body) {
+            if version != PROTOCOL_VERSION {
+                return Err(ServeError::VersionMismatch {
+                    manager: version,
+                    worker: PROTOCOL_VERSION,
+                });
+            }
+        }
         let (worker_id, heartbeat_ms, max_frame) = match decode_to_worker(&body)? {
             ToWorker::Hello {
                 version,
@@ -379,7 +390,7 @@ impl Worker {
             other => {
                 return Err(ServeError::Protocol(FrameError::Unexpected {
                     expected: "hello",
-                    got: format!("{other:?}"),
+                    got: other.name().to_owned(),
                 }))
             }
         };
@@ -423,23 +434,44 @@ impl Worker {
     }
 }
 
+/// The `version` of a `hello` body, read alone; `None` when the body is no
+/// `hello` map with a `version` a `u32` holds.
+fn hello_version(body: &[u8]) -> Option<u32> {
+    #[derive(serde::Deserialize)]
+    struct Versioned<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: &'a str,
+        version: u32,
+    }
+    require_map(body).ok()?;
+    let hello: Versioned<'_> = rmp_serde::from_slice(body).ok()?;
+    (hello.kind == "hello").then_some(hello.version)
+}
+
 /// `hello.concurrency`: the most tasks to run at once (`usize::MAX` when the
-/// manager does not say).
+/// manager does not say; a `nil`, like a `0`, is malformed).
 fn concurrency(hello: &[u8]) -> Result<usize, ServeError> {
     #[derive(serde::Deserialize)]
     struct Window {
-        #[serde(default)]
-        concurrency: Option<u32>,
+        /// `Some(None)`: the key is there, `nil`.
+        #[serde(default, deserialize_with = "present")]
+        concurrency: Option<Option<u32>>,
     }
-    let window: Window = rmp_serde::from_slice(hello).map_err(|e| {
-        ServeError::Protocol(FrameError::Malformed(format!("hello.concurrency: {e}")))
-    })?;
+    fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<u32>>, D::Error> {
+        <Option<u32> as serde::Deserialize>::deserialize(d).map(Some)
+    }
+    let malformed = |why: String| ServeError::Protocol(FrameError::Malformed(why));
+    let window: Window =
+        rmp_serde::from_slice(hello).map_err(|e| malformed(format!("hello.concurrency: {e}")))?;
     match window.concurrency {
         None => Ok(usize::MAX),
-        Some(0) => Err(ServeError::Protocol(FrameError::Malformed(
+        Some(None) => Err(malformed(
+            "hello.concurrency must be a number of at least 1, got nil".into(),
+        )),
+        Some(Some(0)) => Err(malformed(
             "hello.concurrency must be at least 1, got 0".into(),
-        ))),
-        Some(n) => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+        )),
+        Some(Some(n)) => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
     }
 }
 

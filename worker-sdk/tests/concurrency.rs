@@ -124,3 +124,22 @@ async fn a_concurrency_of_zero_is_a_protocol_error() {
         other => panic!("expected a protocol error, got {other:?}"),
     }
 }
+
+/// `concurrency: nil` is malformed like `0` (PROTOCOL.md), not "no limit".
+#[tokio::test]
+async fn a_nil_concurrency_is_a_protocol_error() {
+    let mut peer = Peer::start(common::test_worker(Gate::default()));
+    peer.send_json(&json!({
+        "type": "hello",
+        "version": pool_core::protocol::PROTOCOL_VERSION,
+        "worker_id": "worker-7",
+        "heartbeat_ms": 0,
+        "max_frame": 1 << 20,
+        "concurrency": null,
+    }))
+    .await;
+    match peer.finish().await {
+        Err(ServeError::Protocol(e)) => assert!(e.to_string().contains("nil"), "{e}"),
+        other => panic!("expected a protocol error, got {other:?}"),
+    }
+}

@@ -52,12 +52,36 @@ async fn another_protocol_version_is_refused_without_a_reply() {
     assert!(err.to_string().contains("version"), "{err}");
 }
 
+/// A manager of another version may have changed any key's type: the
+/// version is compared first, so the mismatch is what the worker says.
+#[tokio::test]
+async fn another_version_is_named_even_when_other_keys_changed_type() {
+    let mut peer = Peer::start(common::test_worker(Gate::default()));
+    peer.send_json(&serde_json::json!({
+        "type": "hello",
+        "version": PROTOCOL_VERSION + 1,
+        "worker_id": "worker-7",
+        "heartbeat_ms": 0,
+        "max_frame": 1u64 << 40,
+    }))
+    .await;
+    let err = peer.finish().await.expect_err("a version mismatch");
+    assert!(
+        matches!(err, ServeError::VersionMismatch { manager, .. } if manager == PROTOCOL_VERSION + 1),
+        "{err:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_task_before_hello_is_a_protocol_error() {
     let mut peer = Peer::start(common::test_worker(Gate::default()));
-    peer.task(1, "echo", &serde_json::json!(1)).await;
+    peer.task(1, "echo", &serde_json::json!("x".repeat(60_000)))
+        .await;
     let err = peer.finish().await.expect_err("no hello first");
     assert!(matches!(err, ServeError::Protocol(_)), "{err:?}");
+    // It names the message, not its fields: the payload stays out of the log.
+    let said = err.to_string();
+    assert!(said.contains("task") && said.len() < 200, "{said}");
     assert_eq!(err.exit_code(), 2);
 }
 

@@ -58,6 +58,20 @@ async fn a_message_of_an_unknown_type_is_ignored() {
     );
 }
 
+/// A body that is no map is no message (PROTOCOL.md: every body is a map):
+/// the worker ends with a protocol error instead of skipping it as a message
+/// of an unknown type (serde reads an array as a struct's fields in order).
+#[tokio::test]
+async fn a_body_that_is_no_map_ends_the_worker() {
+    let mut peer = Peer::ready(common::test_worker(Gate::default()), NO_HEARTBEAT).await;
+    peer.send_json(&json!(["foo"])).await;
+    let ended = peer.finish().await;
+    assert!(
+        matches!(&ended, Err(e) if e.to_string().contains("must be a MessagePack map")),
+        "{ended:?}"
+    );
+}
+
 /// Opens `gate`, and expects task 1's result ("in flight") and then a clean
 /// stop: the end of a graceful drain.
 async fn release_the_task_in_flight(mut peer: Peer, gate: &Gate) {

@@ -524,20 +524,10 @@ fn check_ready(body: &Bytes) -> Result<Declared, String> {
         .to_string()),
         Ok(other) => Err(FrameError::Unexpected {
             expected: "ready",
-            got: message_name(&other).to_owned(),
+            got: other.name().to_owned(),
         }
         .to_string()),
         Err(e) => Err(e.to_string()),
-    }
-}
-
-fn message_name(message: &FromWorker<'_>) -> &'static str {
-    match message {
-        FromWorker::Ready { .. } => "ready",
-        FromWorker::Result { .. } => "result",
-        FromWorker::Error(_) => "error",
-        FromWorker::Heartbeat(_) => "heartbeat",
-        FromWorker::Log { .. } => "log",
     }
 }
 
@@ -573,7 +563,7 @@ fn to_message(body: &Bytes) -> Result<Decoded, FrameError> {
         other => {
             return Err(FrameError::Unexpected {
                 expected: "result, error, heartbeat or log",
-                got: message_name(&other).to_owned(),
+                got: other.name().to_owned(),
             })
         }
     }))

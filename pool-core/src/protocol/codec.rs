@@ -163,7 +163,11 @@ mod tests;
 
 /// A body is a MessagePack map (PROTOCOL.md: "never an array"); serde would also
 /// take an array of the fields in order, so anything else is refused before it.
-fn require_map(body: &[u8]) -> Result<(), FrameError> {
+///
+/// # Errors
+/// [`FrameError::Malformed`] naming the marker the body starts with, or saying
+/// it is empty.
+pub fn require_map(body: &[u8]) -> Result<(), FrameError> {
     match body.first() {
         Some(0x80..=0x8f | 0xde | 0xdf) => Ok(()),
         Some(marker) => Err(FrameError::Malformed(format!(

@@ -36,6 +36,19 @@ pub enum ToWorker<'a> {
     },
 }
 
+impl ToWorker<'_> {
+    /// The message's `type` (`"hello"`, `"task"`, …): what an error about an
+    /// unexpected message names, instead of its fields (a payload among them).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Hello { .. } => "hello",
+            Self::Task(_) => "task",
+            Self::Cancel { .. } => "cancel",
+            Self::Shutdown { .. } => "shutdown",
+        }
+    }
+}
+
 /// One attempt of a task, as sent to a worker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskFrame<'a> {
@@ -136,6 +149,20 @@ pub struct Heartbeat {
     /// Tasks running in the worker now.
     #[serde(default)]
     pub in_flight: u32,
+}
+
+impl FromWorker<'_> {
+    /// The message's `type` (`"ready"`, `"result"`, …): what an error about an
+    /// unexpected message names, instead of its fields.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Ready { .. } => "ready",
+            Self::Result { .. } => "result",
+            Self::Error(_) => "error",
+            Self::Heartbeat(_) => "heartbeat",
+            Self::Log { .. } => "log",
+        }
+    }
 }
 
 impl Heartbeat {

@@ -17,7 +17,7 @@ pub mod layout;
 mod message;
 
 pub use codec::{
-    decode_from_worker, decode_to_worker, encode_frame, FrameCodec, DEFAULT_MAX_FRAME,
+    decode_from_worker, decode_to_worker, encode_frame, require_map, FrameCodec, DEFAULT_MAX_FRAME,
 };
 pub use error::FrameError;
 pub(crate) use fast::{encode_task, encode_task_around, result_parts, TASK_FRAME_FIXED_MAX};

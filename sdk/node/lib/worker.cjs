@@ -517,12 +517,12 @@ class Worker {
 }
 
 /**
- * The limit `hello.concurrency` sets: Infinity when it is absent (or nil), the value
- * when it is a uint32 of at least 1, and null for anything else (0 included), which
+ * The limit `hello.concurrency` sets: Infinity when it is absent, the value
+ * when it is a uint32 of at least 1, and null for anything else (0 and nil included), which
  * PROTOCOL.md counts as a broken link.
  */
 function helloConcurrency(value) {
-  if (value === undefined || value === null) return Infinity;
+  if (value === undefined) return Infinity;
   const n = wireInt(value);
   return Number.isInteger(n) && n >= 1 && n <= MAX_UINT32 ? n : null;
 }

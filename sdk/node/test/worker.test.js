@@ -260,8 +260,8 @@ test('without a concurrency key, tasks run at once', async (t) => {
   assert.equal(payloadOf(await m.reply(2)), 'not blocked by the sleeper');
 });
 
-test('hello.concurrency 0, negative, not an integer or past uint32: exit 2 before ready, saying why', async (t) => {
-  for (const concurrency of [0, -1, 1.5, '2', 2 ** 32]) {
+test('hello.concurrency 0, nil, negative, not an integer or past uint32: exit 2 before ready, saying why', async (t) => {
+  for (const concurrency of [0, null, -1, 1.5, '2', 2 ** 32]) {
     const m = await Manager.start();
     t.after(() => m.cleanup());
     m.send({ type: 'hello', version: 1, worker_id: 'worker-1', heartbeat_ms: 1000, max_frame: 16777216, concurrency });

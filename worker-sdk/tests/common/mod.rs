@@ -276,7 +276,8 @@ impl Peer {
         self.send_raw(&buf).await;
     }
 
-    /// Sends `message` (any JSON map) as one frame, as MessagePack.
+    /// Sends `message` (a JSON map, or any other value to test refusals) as
+    /// one frame, as MessagePack.
     pub async fn send_json(&mut self, message: &serde_json::Value) {
         let body = rmp_serde::to_vec_named(message).expect("encode");
         let mut frame = u32::try_from(body.len())
