@@ -122,12 +122,30 @@ async fn stale_dirs_of_dead_pools_are_swept_and_nothing_else() -> TestResult {
         let no_lock_alive = dir(own, 7);
         std::fs::create_dir(&no_lock_alive)?;
         mkfifo(&no_lock_alive.join("w0.to.fifo"))?;
+        // Swept: the staging directory of a process killed while setting one
+        // up (its lock file made, not yet locked).
+        let staging = |pid: u32, n: u64| b.join(format!(".cortex-fifo-staging-{pid}-{n:016x}"));
+        let staged_dead = staging(DEAD_PID, 8);
+        std::fs::create_dir(&staged_dead)?;
+        std::fs::write(staged_dead.join("pool.lock"), b"")?;
+        // Kept: a live process's staging directory, even with its lock free
+        // (it may be about to lock it).
+        let staged_alive = staging(own, 9);
+        std::fs::create_dir(&staged_alive)?;
+        std::fs::write(staged_alive.join("pool.lock"), b"")?;
 
         let fresh = FifoTransport::in_dir(b)?;
-        for gone in [&abandoned, &free_lock, &no_lock_dead] {
+        for gone in [&abandoned, &free_lock, &no_lock_dead, &staged_dead] {
             assert!(!gone.exists(), "{} was not swept", gone.display());
         }
-        for kept in [&foreign, &wrong_type, &link, &no_lock_alive, &elsewhere] {
+        for kept in [
+            &foreign,
+            &wrong_type,
+            &link,
+            &no_lock_alive,
+            &elsewhere,
+            &staged_alive,
+        ] {
             assert!(
                 std::fs::symlink_metadata(kept).is_ok(),
                 "{} was removed",

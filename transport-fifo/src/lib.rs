@@ -54,8 +54,10 @@
 //! `BASE`, but only a directory that has our name scheme, is a real directory
 //! (not a symlink) owned by the current user, whose lock can be taken (its owner is
 //! gone; without a lock file, whose pid is not alive) and which holds nothing but a
-//! regular `pool.lock` and FIFOs named `w<N>.to.fifo`/`w<N>.from.fifo`. Anything
-//! else is left as it is: the pool never deletes what it did not create.
+//! regular `pool.lock` and FIFOs named `w<N>.to.fifo`/`w<N>.from.fifo`; and, on the
+//! same terms, a staging directory `.cortex-fifo-staging-<pid>-<16 hex digits>` whose
+//! process is dead (killed while setting one up). Anything else is left as it is: the
+//! pool never deletes what it did not create.
 //!
 //! # Examples
 //! A worker written in shell that echoes bytes back, opening its FIFOs in the

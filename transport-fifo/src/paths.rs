@@ -33,7 +33,18 @@ pub(crate) fn staging_dir_name(pid: u32, nonce: u64) -> String {
 
 /// The owning pid, when `name` is a pool directory name of our scheme.
 pub(crate) fn parse_pool_dir_name(name: &OsStr) -> Option<u32> {
-    let rest = name.to_str()?.strip_prefix(DIR_PREFIX)?;
+    pid_and_nonce(name.to_str()?.strip_prefix(DIR_PREFIX)?)
+}
+
+/// The owning pid, when `name` is a staging directory name of our scheme (one
+/// a process was killed while setting up stays under it).
+pub(crate) fn parse_staging_dir_name(name: &OsStr) -> Option<u32> {
+    let rest = name.to_str()?.strip_prefix('.')?.strip_prefix(DIR_PREFIX)?;
+    pid_and_nonce(rest.strip_prefix("staging-")?)
+}
+
+/// The pid of `<pid>-<16 hex digits>`.
+fn pid_and_nonce(rest: &str) -> Option<u32> {
     let (pid, nonce) = rest.split_once('-')?;
     let nonce_ok = nonce.len() == NONCE_DIGITS
         && nonce
@@ -97,6 +108,8 @@ mod tests {
         assert_eq!(parse_pool_dir_name(OsStr::new(&name)), Some(4242));
         let staging = staging_dir_name(4242, 1);
         assert_eq!(parse_pool_dir_name(OsStr::new(&staging)), None);
+        assert_eq!(parse_staging_dir_name(OsStr::new(&staging)), Some(4242));
+        assert_eq!(parse_staging_dir_name(OsStr::new(&name)), None);
     }
 
     #[test]

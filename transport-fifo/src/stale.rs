@@ -13,7 +13,7 @@ use std::path::Path;
 use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags};
 use rustix::io::Errno;
 
-use crate::paths::{is_fifo_name, parse_pool_dir_name, LOCK_FILE};
+use crate::paths::{is_fifo_name, parse_pool_dir_name, parse_staging_dir_name, LOCK_FILE};
 
 /// Flags to open a directory we may delete from, without following a symlink.
 pub(crate) const DIR_FLAGS: OFlags = OFlags::RDONLY
@@ -21,8 +21,11 @@ pub(crate) const DIR_FLAGS: OFlags = OFlags::RDONLY
     .union(OFlags::NOFOLLOW)
     .union(OFlags::CLOEXEC);
 
-/// Removes the pool directories under `base` whose owner is gone. Errors are
-/// logged and skipped: a stale directory left in place is harmless.
+/// Removes the pool directories under `base` whose owner is gone, and the
+/// staging directories of processes that died while setting one up (a live
+/// process's staging directory may not be locked yet: only its process's
+/// death tells). Errors are logged and skipped: a stale directory left in
+/// place is harmless.
 pub(crate) fn sweep(base_fd: BorrowedFd<'_>, base: &Path) {
     let entries = match std::fs::read_dir(base) {
         Ok(entries) => entries,
@@ -33,8 +36,10 @@ pub(crate) fn sweep(base_fd: BorrowedFd<'_>, base: &Path) {
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(pid) = parse_pool_dir_name(&name) else {
-            continue;
+        let pid = match (parse_pool_dir_name(&name), parse_staging_dir_name(&name)) {
+            (Some(pid), _) => pid,
+            (None, Some(pid)) if !process_alive(pid) => pid,
+            _ => continue,
         };
         match sweep_one(base_fd, &name, pid) {
             Ok(true) => tracing::info!(dir = ?name, "removed a stale FIFO dir"),
