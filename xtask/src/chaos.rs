@@ -170,8 +170,9 @@ fn table(rows: &[(&str, Row)]) -> String {
     out
 }
 
-/// Something done to a running `run` while it runs.
-type During = Box<dyn FnOnce(&Live) + Send>;
+/// Something done to a running `run` while it runs: `Err` saying why when the
+/// attack could not be made (the run is then faulty, not passed untested).
+type During = Box<dyn FnOnce(&Live) -> Result<(), String> + Send>;
 
 /// A running `run`, as the scenario's `during` sees it.
 struct Live {
@@ -183,6 +184,17 @@ struct Live {
 impl Live {
     fn stopped(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
+    }
+
+    /// [`wait_events`](Self::wait_events), an `Err` naming what never came.
+    fn await_events(&self, name: &str, n: u64) -> Result<(), String> {
+        if self.wait_events(name, n) {
+            Ok(())
+        } else {
+            Err(format!(
+                "the attack never started: {n} {name} events did not come"
+            ))
+        }
     }
 
     /// Waits (at most 30 s, or until the run ends) until the events file holds `n`
@@ -290,10 +302,14 @@ fn run_pool(ctx: &Ctx, spec: Spec) -> Result<Row, String> {
     });
     let lines = rx.recv_timeout(spec.limit);
     stop.store(true, Ordering::Relaxed);
-    if let Some(during) = during {
-        let _ = during.join();
-    }
     let mut row = Row::default();
+    if let Some(during) = during {
+        row.crash = match during.join() {
+            Ok(Ok(())) => None,
+            Ok(Err(why)) => Some(why),
+            Err(_) => Some("the attack panicked".to_owned()),
+        };
+    }
     let lines = match lines {
         Ok(lines) => lines,
         Err(_) => {
@@ -427,11 +443,15 @@ fn children(pid: u32) -> Vec<u32> {
         .collect()
 }
 
-fn signal(pid: u32, sig: &str) {
-    let _ = Command::new("kill")
+/// Sends signal `sig` (`KILL`, `TERM`, …) to `pid`; `Err` when `kill` cannot
+/// run (a process already gone is no error: the run moves on without it).
+fn signal(pid: u32, sig: &str) -> Result<(), String> {
+    Command::new("kill")
         .args([&format!("-{sig}"), &pid.to_string()])
         .stderr(Stdio::null())
-        .status();
+        .status()
+        .map(|_| ())
+        .map_err(|e| format!("cannot run kill -{sig} {pid}: {e} (install procps)"))
 }
 
 /// `n` task lines `{"id":"tI","type":T,"payload":P}` built by `task(i)`.
@@ -452,17 +472,19 @@ fn kill_storm(ctx: &Ctx) -> Result<Row, String> {
         n,
     );
     spec.during = Some(Box::new(|live: &Live| {
-        if !live.wait_events("worker-ready", 4) {
-            return;
-        }
+        live.await_events("worker-ready", 4)?;
         let mut kills = 0;
         while !live.stopped() && kills < 40 {
             if let Some(&worker) = children(live.pid).get(kills % 4) {
-                signal(worker, "KILL");
+                signal(worker, "KILL")?;
                 kills += 1;
             }
             std::thread::sleep(Duration::from_millis(60));
         }
+        if kills == 0 {
+            return Err("the run ended before a worker was killed".into());
+        }
+        Ok(())
     }));
     run_pool(ctx, spec)
 }
@@ -488,18 +510,22 @@ fn sigstop(ctx: &Ctx) -> Result<Row, String> {
         n,
     );
     spec.during = Some(Box::new(|live: &Live| {
-        if !live.wait_events("worker-ready", 3) {
-            return;
-        }
+        live.await_events("worker-ready", 3)?;
+        let mut stopped = 0;
         for _ in 0..3 {
             if live.stopped() {
-                return;
+                break;
             }
             if let Some(&worker) = children(live.pid).first() {
-                signal(worker, "STOP");
+                signal(worker, "STOP")?;
+                stopped += 1;
             }
             std::thread::sleep(Duration::from_millis(400));
         }
+        if stopped == 0 {
+            return Err("the run ended before a worker was stopped".into());
+        }
+        Ok(())
     }));
     run_pool(ctx, spec)
 }
@@ -643,13 +669,12 @@ fn sigterm_mid_run(ctx: &Ctx) -> Result<Row, String> {
     );
     spec.expected = None;
     spec.during = Some(Box::new(|live: &Live| {
-        if !live.wait_events("task-completed", 20) {
-            return;
-        }
-        signal(live.pid, "TERM");
+        live.await_events("task-completed", 20)?;
+        signal(live.pid, "TERM")?;
         if live.wait_events("task-completed", 40) {
-            signal(live.pid, "TERM");
+            signal(live.pid, "TERM")?;
         }
+        Ok(())
     }));
     run_pool(ctx, spec)
 }

@@ -2,8 +2,9 @@
 //! missing: `cargo-nextest` (with cargo), Python packages (with pip, into the
 //! user's site), the Node SDK's packages (with `npm ci`), and, on a Debian or
 //! Ubuntu machine, the system packages behind them (`python3-pip`, `nodejs`
-//! and `npm`, `tmux`) with apt-get, which needs root. What cannot be installed fails the
-//! run with a message that says how to get it; nothing is skipped quietly.
+//! and `npm`, `tmux`, `procps` for `kill` and `pkill`) with apt-get, as root or
+//! through `sudo -n` when that works. What cannot be installed fails the run
+//! with a message that says how to get it; nothing is skipped quietly.
 
 use std::process::Command;
 
@@ -43,7 +44,7 @@ fn apt_install(packages: &[&str], why: &str) -> Result<(), String> {
         ));
     }
     let install = || {
-        let mut apt = Command::new("apt-get");
+        let mut apt = apt_get();
         apt.args(["install", "-y", "--no-install-recommends"])
             .args(packages);
         run(&format!("apt-get install -y {list}"), apt)
@@ -51,11 +52,40 @@ fn apt_install(packages: &[&str], why: &str) -> Result<(), String> {
     if install().is_ok() {
         return Ok(());
     }
-    let mut update = Command::new("apt-get");
+    let mut update = apt_get();
     update.arg("update");
     run("apt-get update", update)
         .and_then(|()| install())
         .map_err(|e| format!("{e}: {why} need {list}; {how}"))
+}
+
+/// `apt-get`, run as root: directly when this is root, else through `sudo -n`
+/// when that works without a password (a CI runner's usual set-up), else
+/// directly (it then fails, and the caller says how to install by hand).
+/// Never prompts (`DEBIAN_FRONTEND=noninteractive`).
+fn apt_get() -> Command {
+    let as_root = std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1))
+            == Some("0")
+    });
+    let sudo_works = || {
+        Command::new("sudo")
+            .args(["-n", "true"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let mut apt = if !as_root && sudo_works() {
+        let mut sudo = Command::new("sudo");
+        sudo.args(["-n", "env", "DEBIAN_FRONTEND=noninteractive", "apt-get"]);
+        sudo
+    } else {
+        Command::new("apt-get")
+    };
+    apt.env("DEBIAN_FRONTEND", "noninteractive");
+    apt
 }
 
 /// Makes sure `python3` can `import msgpack`: python3 and pip from apt-get
@@ -76,6 +106,13 @@ pub(crate) fn python_msgpack() -> Result<bool, String> {
     if !has_msgpack() {
         python_with_pip()?;
         pip_install("msgpack")?;
+        if !has_msgpack() {
+            return Err(
+                "pip installed msgpack, but python3 still cannot import it (is the user site \
+                 turned off, PYTHONNOUSERSITE?); install it where python3 finds it"
+                    .into(),
+            );
+        }
     }
     Ok(true)
 }
@@ -150,6 +187,16 @@ pub(crate) fn tmux() -> Result<(), String> {
     apt_install(&["tmux"], "the `top` tests (cortex-pool/tests/top_tmux.rs)")
 }
 
+/// `kill` and `pkill` (Debian's `procps`, absent from slim images), from
+/// apt-get when missing: the tests and the chaos runs signal processes with
+/// them.
+pub(crate) fn procps() -> Result<(), String> {
+    if works("pkill", "-V") && works("kill", "-l") {
+        return Ok(());
+    }
+    apt_install(&["procps"], "the tests that signal processes (kill, pkill)")
+}
+
 /// The Node SDK's dependencies, installed with `npm ci` from
 /// `sdk/node/package-lock.json`; Node.js and npm from apt-get when missing
 /// (Debian 12's Node.js is 18), and a Node.js older than 18 refused.
@@ -168,9 +215,16 @@ pub(crate) fn node_sdk() -> Result<(), String> {
         .next()
         .and_then(|m| m.parse().ok())
         .unwrap_or(0);
-    if major < 18 {
+    // `t.after` in the SDK's tests came with 18.13.
+    let minor: u32 = version
+        .trim_start_matches('v')
+        .split('.')
+        .nth(1)
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    if (major, minor) < (18, 13) {
         return Err(format!(
-            "the Node.js worker SDK's tests need Node.js 18 or later; `node --version` \
+            "the Node.js worker SDK's tests need Node.js 18.13 or later; `node --version` \
              says {version:?} (https://nodejs.org/en/download)"
         ));
     }

@@ -56,6 +56,7 @@ pub(crate) fn test() -> Result<(), String> {
     // example worker and fails when python3 or msgpack is missing.
     let python = deps::python_msgpack()?;
     deps::tmux()?;
+    deps::procps()?;
     // Before nextest too: `cortex-pool/tests/node_worker.rs` needs sdk/node's
     // dependencies, installed from its committed lock file.
     deps::node_sdk()?;
@@ -161,10 +162,22 @@ pub(crate) fn quickstart() -> Result<(), String> {
     }
     let dir = std::env::temp_dir().join(format!("cortex-quickstart-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let script = script.replace(
-        "../hello-worker",
-        &format!("{}/hello-worker", dir.display()),
-    );
+    // The new crate builds with the workspace's versions of the crates it
+    // shares (its lock file, trimmed by cargo), so a crate released today
+    // cannot break this check.
+    const BUILD: &str = "cargo build --manifest-path ../hello-worker/Cargo.toml";
+    if !script.contains(BUILD) {
+        return Err(format!("docs/quickstart.md: no `{BUILD}` step"));
+    }
+    let script = script
+        .replace(
+            BUILD,
+            &format!("cp Cargo.lock ../hello-worker/Cargo.lock && {BUILD}"),
+        )
+        .replace(
+            "../hello-worker",
+            &format!("{}/hello-worker", dir.display()),
+        );
     eprintln!("\n==> quickstart (docs/quickstart.md)");
     let output = Command::new("bash")
         .args(["-euo", "pipefail", "-c", &script])

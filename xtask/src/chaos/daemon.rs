@@ -341,7 +341,7 @@ pub(super) fn sighup_rolls(ctx: &Ctx) -> Result<Row, String> {
         while daemon.completed() < target && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
-        signal(daemon.pid(), "HUP");
+        signal(daemon.pid(), "HUP")?;
     }
     let seen = daemon.workers.clone();
     let row = daemon.finish(&ids);
