@@ -69,6 +69,10 @@ const LEGACY_ENV: &[(&str, &str)] = &[
     ("PID_FILE", "pid_file"),
 ];
 
+/// The most control connections served at once (`max_connections`): each
+/// holds a task and a socket, and the slots are a semaphore's permits.
+pub(crate) const MAX_CONNECTIONS: usize = 65_536;
+
 /// Where the configuration comes from: a file and `--set` pairs (the environment
 /// is read by [`Sources::load`]).
 #[derive(Debug, Clone, Default)]
@@ -416,6 +420,12 @@ impl Raw {
         if max_connections == 0 {
             return Err(SettingsError::new("max_connections", "must be at least 1"));
         }
+        if max_connections > MAX_CONNECTIONS {
+            return Err(SettingsError::new(
+                "max_connections",
+                format!("{max_connections} is above the maximum {MAX_CONNECTIONS}"),
+            ));
+        }
         let answer_timeout_ms = raw.answer_timeout_ms.unwrap_or(10_000);
         if answer_timeout_ms == 0 {
             return Err(SettingsError::new(
@@ -689,6 +699,23 @@ mod tests {
                 file.0.display()
             )
         );
+    }
+
+    /// A slot count past what a semaphore holds is refused at load, naming the
+    /// key: it panicked the control socket's task after "daemon ready".
+    #[test]
+    fn max_connections_is_bounded() {
+        let sources = |n: &str| Sources {
+            overrides: vec![format!("max_connections={n}")],
+            ..Sources::default()
+        };
+        let e = sources("2305843009213693952")
+            .load_with(env(&[]))
+            .and_then(Raw::resolve)
+            .unwrap_err();
+        assert_eq!(e.key, "max_connections", "{e}");
+        let ok = sources("65536").load_with(env(&[])).and_then(Raw::resolve);
+        assert_eq!(ok.unwrap().max_connections, MAX_CONNECTIONS);
     }
 
     #[test]
