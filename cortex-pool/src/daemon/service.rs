@@ -125,6 +125,11 @@ pub(crate) async fn run(settings: Settings, sources: Sources) -> Result<(), Daem
             if made_fifo_dir {
                 let _ = std::fs::remove_dir(&paths.fifo);
             }
+            // The store is closed (its writer ended, what it holds written)
+            // before the lock goes: a daemon started next must not open it
+            // while this one still writes.
+            source.close().await;
+            drop(source);
             drop(pid_file);
             return Err(DaemonError::PoolStart(e.to_string()));
         }
