@@ -139,7 +139,11 @@ mod tests {
     /// at once (retention, the pool) comes from the new file.
     #[test]
     fn a_reload_keeps_what_only_a_start_applies() {
-        let old = settings(&["durability=memory", "socket=/tmp/old.sock", "max_connections=4"]);
+        let old = settings(&[
+            "durability=memory",
+            "socket=/tmp/old.sock",
+            "max_connections=4",
+        ]);
         let mut new = settings(&[
             "durability=fsync",
             "socket=/tmp/new.sock",
@@ -151,7 +155,10 @@ mod tests {
         assert_eq!(new.store.durability, old.store.durability);
         assert_eq!(new.paths, old.paths);
         assert_eq!(new.max_connections, 4);
-        assert_eq!(new.store.result_ttl, std::time::Duration::from_secs(90 * 60));
+        assert_eq!(
+            new.store.result_ttl,
+            std::time::Duration::from_secs(90 * 60)
+        );
         assert_eq!(new.pool.initial_size(), 3);
     }
 }

@@ -693,6 +693,17 @@ impl Pool {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// The size the pool keeps itself at: its `pool_size` at start, then what
+    /// [`scale_to`](Self::scale_to) or the autoscaler set; 0 once it shut
+    /// down. The `pool.targetSize` of [`metrics`](Self::metrics), one atomic
+    /// load.
+    pub fn target_size(&self) -> u64 {
+        self.shared
+            .stats
+            .target_size
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The pool's health summary (a few atomic loads).
     pub fn health(&self) -> HealthSummary {
         self.metrics().health

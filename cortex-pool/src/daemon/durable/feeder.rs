@@ -46,10 +46,17 @@ const OUTCOMES_AT_ONCE: usize = 1024;
 /// Tasks in the pool at once: what it finishes while the next claim waits
 /// for the store's commit ([`Pace`]), few enough that a crash re-runs little
 /// and a task of higher priority submitted later waits behind few of them.
+/// Its slots are those of the workers the pool holds or is growing to (its
+/// target, which a `scale` lowers), whichever are more.
 fn window(daemon: &Daemon, pace: &Pace) -> usize {
-    let workers = usize::try_from(daemon.pool.worker_count()).unwrap_or(usize::MAX);
+    let workers = daemon
+        .pool
+        .worker_count()
+        .max(daemon.pool.target_size())
+        .max(1);
+    let workers = usize::try_from(workers).unwrap_or(usize::MAX);
     daemon.setting(|s| {
-        let slots = workers.max(s.pool.initial_size()) * s.pool.worker_concurrency as usize;
+        let slots = workers.saturating_mul(s.pool.worker_concurrency as usize);
         pace.window(slots, s.pool.max_queue_len)
     })
 }
@@ -427,6 +434,25 @@ mod tests {
     /// A claimed task the pool does not take because it is stopping goes back
     /// to the queue with its attempt given back: claims that never started
     /// do not use up the task's retries (each claim here is refused).
+    /// The claim window follows a `scale` down: sized by the pool's target,
+    /// not the `pool_size` it started with (20 workers' window kept ten
+    /// times the claims of the 2 left running).
+    #[tokio::test]
+    async fn the_window_follows_a_scale_down() {
+        let daemon = daemon_set(Arc::new(task_source::MemorySource::new()), |s| {
+            s.pool.pool_size = 20;
+            s.pool.min_workers = 1;
+        })
+        .await;
+        let pace = Pace::new(Instant::now());
+        let at_start = window(&daemon, &pace);
+        daemon.pool.scale_to(2).await.unwrap();
+        until("two workers", || daemon.pool.worker_count() == 2).await;
+        let scaled = window(&daemon, &pace);
+        assert!(scaled < at_start, "{at_start} then {scaled}");
+        assert_eq!(scaled, Pace::new(Instant::now()).window(2, usize::MAX));
+    }
+
     #[tokio::test]
     async fn claims_a_stopping_pool_does_not_take_give_their_attempts_back() {
         let source = Arc::new(TestSource::default());
