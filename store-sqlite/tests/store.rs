@@ -731,3 +731,38 @@ fn a_backlog_past_the_memory_bound_leaves_memory_for_its_rows() {
         );
     });
 }
+
+/// A task that ends ok after a retry keeps no error: its record (and, once
+/// reopened, its row) says ok with none, not the retry's.
+#[test]
+fn an_ok_after_a_retry_leaves_no_error() {
+    let dir = Dir::new("ok-after-retry");
+    rt().block_on(async {
+        let s = SqliteSource::open(&dir.db(), Durability::Fsync).unwrap();
+        s.accept(vec![task("r")]).await.unwrap();
+        let first = s.claim(1, 0).await.unwrap().remove(0);
+        s.settle(vec![Settlement {
+            id: first.task.id.clone(),
+            attempt: first.attempt,
+            outcome: Outcome::Retry {
+                due_ms: 0,
+                error: ErrorInfo {
+                    kind: "handler".into(),
+                    message: "try again".into(),
+                },
+            },
+        }])
+        .await
+        .unwrap();
+        let second = s.claim(1, task_source::now_ms()).await.unwrap().remove(0);
+        assert_eq!(second.attempt, 2);
+        s.settle(vec![ok(second)]).await.unwrap();
+        let record = s.get(vec!["r".into()]).await.unwrap().remove(0).unwrap();
+        assert_eq!((record.state, record.error), (TaskState::Ok, None));
+    });
+    rt().block_on(async {
+        let s = SqliteSource::open(&dir.db(), Durability::Fsync).unwrap();
+        let record = s.get(vec!["r".into()]).await.unwrap().remove(0).unwrap();
+        assert_eq!((record.state, record.error), (TaskState::Ok, None));
+    });
+}

@@ -266,7 +266,9 @@ impl TaskSource for MemorySource {
                         .saturating_add_signed(unsettled_delta(TaskState::Running, state));
                     rec.state = state;
                     rec.line = Some(line);
-                    if error.is_some() {
+                    // A success leaves no error behind (a retry's, say); a
+                    // failure without one keeps the last known.
+                    if error.is_some() || state == TaskState::Ok {
                         rec.error = error;
                     }
                     rec.history.push(entry(state.as_str(), s.attempt, now));
@@ -865,5 +867,40 @@ mod tests {
             .map(|c| (c.task.id, c.attempt))
             .collect();
         assert_eq!(due, [("first".to_owned(), 2), ("third".to_owned(), 1)]);
+    }
+
+    /// A task that ends ok after a retry keeps no error, not the retry's.
+    #[tokio::test]
+    async fn an_ok_after_a_retry_leaves_no_error() {
+        let source = MemorySource::new();
+        source.accept(vec![task("r")]).await.unwrap();
+        source.claim(1, 0).await.unwrap();
+        let settle = |attempt, outcome| Settlement {
+            id: "r".into(),
+            attempt,
+            outcome,
+        };
+        let retry = Outcome::Retry {
+            due_ms: 0,
+            error: crate::ErrorInfo {
+                kind: "boom".into(),
+                message: "boom".into(),
+            },
+        };
+        source.settle(vec![settle(1, retry)]).await.unwrap();
+        assert_eq!(source.claim(1, 0).await.unwrap()[0].attempt, 2);
+        let ok = Outcome::Settled {
+            state: TaskState::Ok,
+            line: "{}".into(),
+            error: None,
+        };
+        source.settle(vec![settle(2, ok)]).await.unwrap();
+        let record = source
+            .get(vec!["r".into()])
+            .await
+            .unwrap()
+            .remove(0)
+            .unwrap();
+        assert_eq!((record.state, record.error), (TaskState::Ok, None));
     }
 }

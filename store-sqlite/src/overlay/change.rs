@@ -39,8 +39,12 @@ pub(super) fn change(live: &mut Live, entry: Entry<'static>) -> bool {
             let now = running(live, attempt);
             if now {
                 live.line = Some(line.into_owned());
-                if let Some(error) = error {
-                    live.error = Some(error.into_owned());
+                // A success leaves no error behind (a retry's, say); a
+                // failure without one keeps the last known.
+                match error {
+                    Some(error) => live.error = Some(error.into_owned()),
+                    None if state == TaskState::Ok => live.error = None,
+                    None => {}
                 }
                 live.change(state, at_ms, state.as_str(), attempt);
             }
