@@ -161,6 +161,16 @@ fn start_submit_kill_a_worker_reload_stop_and_nothing_is_left() {
     let tasks = d.cli(&["tasks"]);
     assert_eq!(tasks.status.code(), Some(3), "{}", text(&tasks));
     assert!(tasks.stdout.is_empty(), "{}", text(&tasks));
+    // A wait with no daemon to ask is answered at once, as `result` is (it
+    // waited a minute for a daemon to come back).
+    let asked = std::time::Instant::now();
+    let wait = d.cli(&["wait", "--timeout-s", "120", "abc"]);
+    assert_eq!(wait.status.code(), Some(3), "{}", text(&wait));
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(30),
+        "wait took {:?} to say no daemon runs",
+        asked.elapsed()
+    );
 }
 
 #[test]

@@ -141,6 +141,11 @@ pub(crate) async fn lines_for(
     // A wait answers each task once, however far apart its id is named (the
     // daemon does so within one request; these may be several).
     let ids = if wait.is_some() {
+        // Not running at all is an answer at once (exit 3), as for `submit
+        // --wait`; a daemon that goes away later is waited for.
+        if let Err(e) = Client::connect(&settings.paths.socket).await {
+            return Err(connect_error(settings, &e));
+        }
         crate::daemon::durable::ids::first_of_each(ids)
     } else {
         ids
