@@ -161,7 +161,8 @@ pub(crate) enum Reply {
     /// The request failed; the connection is closed after it when `fatal`.
     Error {
         /// A stable, short kind: `unauthorized`, `too_large`, `malformed`, `busy`,
-        /// `invalid`, `shutting_down`.
+        /// `invalid`, `shutting_down`, `idle` (no request for a minute: the
+        /// connection closes).
         kind: String,
         /// What went wrong.
         message: String,

@@ -104,7 +104,12 @@ where
         let next = match early.pop_front() {
             Some(next) => next,
             None => match tokio::time::timeout(IDLE, frames.next()).await {
-                Err(_) | Ok(None) => break,
+                Err(_) => {
+                    let why = format!("no request for {} s; the connection closes", IDLE.as_secs());
+                    let _ = replies.send(Reply::error("idle", why)).await;
+                    break;
+                }
+                Ok(None) => break,
                 Ok(Some(next)) => next,
             },
         };
@@ -187,7 +192,8 @@ const WRITE_BYTES: usize = 256 * 1024;
 /// together (a `wait`'s lines as a batch of tasks settles) are framed into
 /// one buffer and sent with one write, not a system call each. A reply that
 /// cannot be framed (over `max` bytes) ends the connection's replies after
-/// the ones before it.
+/// the ones before it; so does a client that takes none of a write for
+/// [`IDLE`].
 async fn write_replies<W: AsyncWrite + Unpin>(
     mut send: W,
     mut rx: mpsc::Receiver<Reply>,
@@ -209,7 +215,11 @@ async fn write_replies<W: AsyncWrite + Unpin>(
             );
             let _ = frame_reply(&why, &mut buf, max);
         }
-        let written = send.write_all(&buf).await.is_ok() && send.flush().await.is_ok();
+        // A client that reads nothing for `IDLE` while its answer waits is
+        // let go (its slot, the replies held for it), as one that sends
+        // nothing is.
+        let write = async { send.write_all(&buf).await.is_ok() && send.flush().await.is_ok() };
+        let written = tokio::time::timeout(IDLE, write).await.unwrap_or(false);
         if !framed || !written {
             break;
         }
@@ -619,6 +629,56 @@ mod tests {
             matches!(got.last(), Some(Reply::Done { .. })),
             "the whole answer: {got:?}"
         );
+        served.await.unwrap();
+    }
+
+    /// A client that sends requests and never reads their answers is let go
+    /// once a write has waited [`IDLE`] (it held its `max_connections` slot
+    /// for ever); one that sends nothing, or stops mid-frame, is told `idle`
+    /// before its connection closes.
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_never_reads_or_never_sends_is_let_go_after_idle() {
+        let daemon = crate::daemon::test_daemon::daemon().await;
+        let (client, server) = tokio::io::duplex(1024);
+        let (recv, send) = tokio::io::split(server);
+        let served = tokio::spawn(handle(recv, send, std::future::pending(), daemon.clone()));
+        let (_client_recv, mut client_send) = tokio::io::split(client);
+        let mut requests = BytesMut::new();
+        for _ in 0..300 {
+            let status = protocol::frame(&Request::Status, MAX_REPLY).unwrap();
+            requests.extend_from_slice(&status);
+        }
+        let writer = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let _ = client_send.write_all(&requests).await;
+            client_send
+        });
+        tokio::time::timeout(IDLE * 3, served)
+            .await
+            .expect("the connection let go of a client that reads nothing")
+            .unwrap();
+        drop(writer);
+
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let (recv, send) = tokio::io::split(server);
+        let served = tokio::spawn(handle(recv, send, std::future::pending(), daemon));
+        let (client_recv, mut client_send) = tokio::io::split(client);
+        {
+            use tokio::io::AsyncWriteExt;
+            client_send.write_all(&[0, 0, 0, 9, 0x81]).await.unwrap();
+        }
+        let mut replies = FramedRead::new(client_recv, FrameCodec::new(MAX_REPLY));
+        let body = tokio::time::timeout(IDLE * 2, replies.next())
+            .await
+            .expect("answered")
+            .expect("a reply")
+            .unwrap();
+        let reply: Reply = protocol::decode(&body).unwrap();
+        assert!(
+            matches!(&reply, Reply::Error { kind, .. } if kind == "idle"),
+            "{reply:?}"
+        );
+        assert!(replies.next().await.is_none(), "the connection closed");
         served.await.unwrap();
     }
 
