@@ -19,19 +19,40 @@ pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
+/// Scrapes answered at once; a connection past them is closed unanswered
+/// (any local user may connect: loopback TCP checks no uid).
+const MAX_SCRAPES: usize = 16;
+
+/// How long one scrape may take, its request read included.
+const SCRAPE_TIME: Duration = Duration::from_secs(5);
+
+/// How long the accept loop waits after a failed accept (out of file
+/// descriptors, say) before it tries again, instead of spinning.
+pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
 /// Serves scrapes until `stop` is cancelled.
 pub(crate) async fn serve(listener: TcpListener, daemon: Arc<Daemon>, stop: CancellationToken) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_SCRAPES));
     loop {
-        let (conn, _) = tokio::select! {
+        let accepted = tokio::select! {
             () = stop.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(_) => continue,
-            },
+            accepted = listener.accept() => accepted,
+        };
+        let conn = match accepted {
+            Ok((conn, _)) => conn,
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics endpoint accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            continue;
         };
         let daemon = daemon.clone();
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(5), answer(conn, &daemon)).await;
+            let _ = tokio::time::timeout(SCRAPE_TIME, answer(conn, &daemon)).await;
+            drop(slot);
         });
     }
 }
@@ -83,4 +104,50 @@ async fn answer(mut conn: TcpStream, daemon: &Daemon) -> std::io::Result<()> {
     );
     conn.write_all(response.as_bytes()).await?;
     conn.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        let mut conn = TcpStream::connect(addr).await.unwrap();
+        conn.write_all(format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut out = String::new();
+        let _ = conn.read_to_string(&mut out).await;
+        out
+    }
+
+    /// At most [`MAX_SCRAPES`] connections are served at once: one past them
+    /// is closed unanswered (idle connections held a task each, unbounded),
+    /// and once they go, scrapes are answered again.
+    #[tokio::test]
+    async fn connections_past_the_scrape_slots_are_closed_until_slots_free() {
+        let daemon = crate::daemon::test_daemon::daemon().await;
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let served = tokio::spawn(serve(listener, daemon, stop.clone()));
+        let mut idle = Vec::new();
+        for _ in 0..MAX_SCRAPES {
+            idle.push(TcpStream::connect(addr).await.unwrap());
+        }
+        // Accepted in order, each taking its slot in the accept loop: the
+        // next one finds none.
+        assert_eq!(get(addr, "/healthz").await, "", "answered past the slots");
+        drop(idle);
+        let mut answered = String::new();
+        for _ in 0..100 {
+            answered = get(addr, "/healthz").await;
+            if !answered.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(answered.starts_with("HTTP/1.1 200"), "{answered:?}");
+        stop.cancel();
+        served.await.unwrap();
+    }
 }

@@ -40,7 +40,7 @@ pub(crate) async fn serve(
             Ok(conn) => conn,
             Err(e) => {
                 tracing::warn!(error = %e, "control socket accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(super::http::ACCEPT_BACKOFF).await;
                 continue;
             }
         };
