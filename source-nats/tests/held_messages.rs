@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv;
-use common::{claim_n, config, ok, task};
+use common::{claim_n, config, ok, publish_raw, task};
 use futures_util::StreamExt;
 use source_nats::test_server::{told, told_until, NatsServer, Security};
 use source_nats::NatsSource;
@@ -184,21 +184,8 @@ async fn a_settlement_slower_than_ack_wait_keeps_its_message_until_acked() {
 async fn two_messages_of_one_task_id_and_attempt_are_both_held_and_settled() {
     let server = NatsServer::start();
     let source = NatsSource::connect(config(&server, 5_000)).await.unwrap();
-    let client = async_nats::connect(server.url()).await.unwrap();
-    let js = async_nats::jetstream::new(client);
-    let subject = source_nats::message::subject(
-        source_nats::message::Band::Normal,
-        &source.config().subject_prefix,
-    );
     for msg_id in ["twice-1", "twice-2"] {
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id);
-        let body = r#"{"id":"twice","type":"echo"}"#;
-        js.publish_with_headers(subject.clone(), headers, body.into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        publish_raw(&server, msg_id, r#"{"id":"twice","type":"echo"}"#).await;
     }
     let claimed = claim_n(&source, 2).await;
     let attempts: Vec<(&str, u32)> = claimed

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{claim_n, config, ok, task};
+use common::{claim_n, config, ok, publish_raw, task};
 use source_nats::test_server::{NatsServer, Security};
 use source_nats::{NatsError, NatsSource};
 use task_source::{
@@ -448,19 +448,7 @@ async fn a_redelivered_task_whose_line_is_stored_is_acked_not_run_again() {
 async fn a_letter_that_was_no_task_is_kept_by_a_retry() {
     let server = NatsServer::start();
     let source = NatsSource::connect(config(&server, 5_000)).await.unwrap();
-    let client = async_nats::connect(server.url()).await.unwrap();
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert(async_nats::header::NATS_MESSAGE_ID, "raw-1");
-    let subject = source_nats::message::subject(
-        source_nats::message::Band::Normal,
-        &source.config().subject_prefix,
-    );
-    async_nats::jetstream::new(client)
-        .publish_with_headers(subject, headers, "hello, not json".into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    publish_raw(&server, "raw-1", "hello, not json").await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while dead_letters(&source).await.is_empty() && Instant::now() < deadline {
         assert!(
@@ -618,18 +606,9 @@ async fn a_dead_letter_fits_the_server_s_max_payload_and_a_task_with_no_room_for
     // letter of the first has room for part of its error, the second's for
     // none of its body. Either would have made the server close the
     // connection.
-    let client = async_nats::connect(server.url()).await.unwrap();
-    let js = async_nats::jetstream::new(client);
-    let subject = source_nats::message::subject(source_nats::message::Band::of(50), "cortex.tasks");
     for (id, fill) in [("near", MAX - 800), ("brim", MAX - 120)] {
         let body = serde_json::json!({"id": id, "type": "echo", "payload": "x".repeat(fill)});
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", id);
-        js.publish_with_headers(subject.clone(), headers, body.to_string().into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        publish_raw(&server, id, body.to_string()).await;
     }
     let claimed = claim_n(&source, 2).await;
     assert_eq!(claimed.len(), 2);
@@ -721,17 +700,8 @@ async fn a_letter_whose_task_fills_the_message_is_put_back_by_a_retry() {
     let source = NatsSource::connect(config(&server, 5_000)).await.unwrap();
     // Published from outside, 600 bytes under the limit: its letter fits
     // with a short error, not with the longest one.
-    let client = async_nats::connect(server.url()).await.unwrap();
-    let js = async_nats::jetstream::new(client);
-    let subject = source_nats::message::subject(source_nats::message::Band::of(50), "cortex.tasks");
     let body = serde_json::json!({"id": "full", "type": "echo", "payload": "x".repeat(MAX - 600)});
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Nats-Msg-Id", "full");
-    js.publish_with_headers(subject, headers, body.to_string().into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    publish_raw(&server, "full", body.to_string()).await;
     let claimed = claim_n(&source, 1).await;
     source
         .settle(vec![dead("full", claimed[0].attempt)])

@@ -6,25 +6,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{claim_n, config, ok, task};
+use common::{claim_n, config, ok, publish_raw, task};
 use source_nats::test_server::NatsServer;
 use source_nats::NatsSource;
 use task_source::{now_ms, Admission, TaskSource, TaskState};
-
-/// A raw publish of `body` on the normal band's subject with message id
-/// `msg_id`, as another client may send it.
-async fn publish_raw(server: &NatsServer, msg_id: &str, body: serde_json::Value) {
-    let client = async_nats::connect(server.url()).await.unwrap();
-    let js = async_nats::jetstream::new(client);
-    let subject = source_nats::message::subject(source_nats::message::Band::of(50), "cortex.tasks");
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Nats-Msg-Id", msg_id);
-    js.publish_with_headers(subject, headers, body.to_string().into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-}
 
 /// A line break in an id would end the message's header early: the server
 /// would read another id, and the client reading it would drop its
@@ -92,12 +77,8 @@ async fn a_repeat_of_a_refused_task_in_one_call_is_refused_with_it() {
 async fn a_foreign_body_whose_id_a_header_cannot_carry_is_dead_lettered() {
     let server = NatsServer::start();
     let source = NatsSource::connect(config(&server, 5_000)).await.unwrap();
-    publish_raw(
-        &server,
-        "outside-1",
-        serde_json::json!({"id": "x\ny", "type": "echo", "payload": 1}),
-    )
-    .await;
+    let body = serde_json::json!({"id": "x\ny", "type": "echo", "payload": 1});
+    publish_raw(&server, "outside-1", body.to_string()).await;
     source.accept(vec![task("after", 50)]).await.unwrap();
     let claimed = claim_n(&source, 1).await;
     assert_eq!(claimed.len(), 1);
@@ -119,12 +100,8 @@ async fn a_foreign_body_whose_id_a_header_cannot_carry_is_dead_lettered() {
 async fn a_fetch_whose_end_is_lost_with_the_connection_does_not_hold_claims_for_ever() {
     let server = NatsServer::start();
     let source = NatsSource::connect(config(&server, 30_000)).await.unwrap();
-    publish_raw(
-        &server,
-        "broken\nheader",
-        serde_json::json!({"id": "broken", "type": "echo"}),
-    )
-    .await;
+    let body = serde_json::json!({"id": "broken", "type": "echo"});
+    publish_raw(&server, "broken\nheader", body.to_string()).await;
     source.accept(vec![task("behind", 50)]).await.unwrap();
     let claimed = tokio::time::timeout(Duration::from_secs(25), claim_n(&source, 1))
         .await

@@ -52,3 +52,19 @@ pub(crate) async fn claim_n(source: &NatsSource, n: usize) -> Vec<Claimed> {
     }
     out
 }
+
+/// Publishes `body` on the normal band's subject (prefix `cortex.tasks`) of
+/// `server` with message id `msg_id`, as another client may: no check of
+/// the body or the id.
+pub(crate) async fn publish_raw(server: &NatsServer, msg_id: &str, body: impl Into<bytes::Bytes>) {
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let subject = source_nats::message::subject(source_nats::message::Band::Normal, "cortex.tasks");
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id);
+    js.publish_with_headers(subject, headers, body.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
