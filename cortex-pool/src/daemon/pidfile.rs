@@ -50,6 +50,9 @@ impl PidFile {
             path: path.to_owned(),
             source,
         };
+        // A probe or a clean-up holds the lock for a moment only: a lock
+        // that stays taken for `BUSY_FOR` is a live daemon's.
+        let started = std::time::Instant::now();
         loop {
             let mut file = super::paths::open_private(
                 path,
@@ -64,13 +67,17 @@ impl PidFile {
             match flock(&file, FlockOperation::NonBlockingLockExclusive) {
                 Ok(()) => {}
                 Err(e) if e == rustix::io::Errno::WOULDBLOCK => {
+                    if started.elapsed() < BUSY_FOR {
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                        continue;
+                    }
                     return Err(PidFileError::AlreadyRunning {
                         pid: read_pid(&mut file).unwrap_or(0),
-                    })
+                    });
                 }
                 Err(e) => return Err(io_err(e.into())),
             }
-            // The previous owner may have unlinked the file between our open and
+            // The previous owner (or a clean-up) may have unlinked the file between our open and
             // our lock: then we locked an orphan inode; start over.
             let same = match (file.metadata(), std::fs::metadata(path)) {
                 (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
@@ -108,6 +115,39 @@ pub(crate) enum Probe {
     Stale,
     /// A live daemon holds it.
     Running(u32),
+}
+
+/// How long [`PidFile::acquire`] keeps trying a lock that is taken before it
+/// calls the holder a live daemon: a [`probe`] or [`remove_if_stale`] holds it
+/// for a moment only.
+const BUSY_FOR: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Removes the PID file at `path` when its daemon is gone, under the file's
+/// lock: a daemon starting meanwhile either waits for the lock and then finds
+/// the file unlinked (and makes a new one), or holds the lock, and its file is
+/// left alone. `Ok(true)` when it was removed.
+pub(crate) fn remove_if_stale(path: &Path) -> io::Result<bool> {
+    let file = match super::paths::open_private(path, std::fs::OpenOptions::new().read(true)) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(e) if e == rustix::io::Errno::WOULDBLOCK => return Ok(false),
+        Err(e) => return Err(e.into()),
+    }
+    // Still the file at `path` (not one a clean-up beside this one unlinked
+    // and a daemon made anew)?
+    let same = match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+        _ => false,
+    };
+    if !same {
+        return Ok(false);
+    }
+    std::fs::remove_file(path)?;
+    Ok(true)
 }
 
 /// Looks at the PID file without disturbing a live daemon: a lock that can be
@@ -155,6 +195,35 @@ mod tests {
             other => panic!("{other:?}"),
         }
         drop(held);
+        assert_eq!(probe(&path).unwrap(), Probe::Absent);
+    }
+
+    /// A clean-up removes a stale file only, under its lock; a daemon that
+    /// holds the file keeps it; a start that meets a lock held for a moment
+    /// (a probe's, a clean-up's) waits for it instead of saying a daemon
+    /// runs.
+    #[test]
+    fn a_stale_file_is_removed_under_its_lock_and_a_held_one_kept() {
+        let path = temp("remove");
+        std::fs::write(&path, "999999\n").unwrap();
+        assert!(remove_if_stale(&path).unwrap());
+        assert_eq!(probe(&path).unwrap(), Probe::Absent);
+        assert!(!remove_if_stale(&path).unwrap());
+        let held = PidFile::acquire(&path).unwrap();
+        assert!(!remove_if_stale(&path).unwrap());
+        assert_eq!(probe(&path).unwrap(), Probe::Running(std::process::id()));
+        drop(held);
+
+        std::fs::write(&path, "999999\n").unwrap();
+        let probing = File::open(&path).unwrap();
+        flock(&probing, FlockOperation::NonBlockingLockShared).unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            drop(probing);
+        });
+        let taken = PidFile::acquire(&path).expect("a start waits out a probe's lock");
+        release.join().unwrap();
+        drop(taken);
         assert_eq!(probe(&path).unwrap(), Probe::Absent);
     }
 
