@@ -198,10 +198,15 @@ class Link:
         self._pending.clear()
         return _decode_all(bodies)
 
-    def read_message(self):
-        """Returns the next message as a ``dict``, or ``None`` at EOF."""
+    def read_message(self, validate=True):
+        """Returns the next message as a ``dict``, or ``None`` at EOF.
+
+        ``validate=False`` checks only that it is a map with a string ``type``
+        (the handshake reads ``type`` and ``version`` before the other keys:
+        a manager of another version may have changed them).
+        """
         body = self.read_frame()
-        return None if body is None else decode(body)
+        return None if body is None else decode(body, validate)
 
     @staticmethod
     def encode(message):
@@ -292,12 +297,15 @@ READ_CHUNK = 256 * 1024
 """The most bytes one read asks for."""
 
 
-def decode(body):
-    """The message in a frame body, as a ``dict``; :class:`ProtocolError` if it is none."""
-    return _decode_all((body,))[0]
+def decode(body, validate=True):
+    """The message in a frame body, as a ``dict``; :class:`ProtocolError` if it is none.
+
+    ``validate=False`` leaves the keys of its type unchecked (see :func:`check_keys`).
+    """
+    return _decode_all((body,), validate)[0]
 
 
-def _decode_all(bodies):
+def _decode_all(bodies, validate=True):
     """The messages in ``bodies``, as dicts (see :func:`decode`)."""
     unpackb = msgpack.unpackb
     try:
@@ -307,12 +315,19 @@ def _decode_all(bodies):
     for message in messages:
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
             raise ProtocolError("a message must be a map with a string `type`")
-        required = _REQUIRED.get(message["type"])
-        if required is not None:
-            for key, valid, wanted in required:
-                if not valid(message.get(key)):
-                    raise ProtocolError(f"malformed {message['type']} message: `{key}` must be a {wanted}")
+        if validate:
+            check_keys(message)
     return messages
+
+
+def check_keys(message):
+    """Raises :class:`ProtocolError` naming the first key of ``message`` (a map
+    with a string ``type``) that its type needs and it lacks or holds wrongly."""
+    required = _REQUIRED.get(message["type"])
+    if required is not None:
+        for key, valid, wanted in required:
+            if not valid(message.get(key)):
+                raise ProtocolError(f"malformed {message['type']} message: `{key}` must be a {wanted}")
 
 
 def _is_uint(bits):
@@ -323,6 +338,7 @@ def _is_uint(bits):
 
 _REQUIRED = {
     "hello": (
+        ("worker_id", lambda v: v.__class__ is str, "str"),
         ("heartbeat_ms", _is_uint(64), "uint64"),
         ("max_frame", _is_uint(32), "uint32"),
     ),
@@ -634,19 +650,21 @@ class Worker:
         :meth:`main`, a read blocked then returns first (see :meth:`_finish`).
         """
         link = link or open_link()
-        hello = link.read_message()
+        hello = link.read_message(validate=False)
         if hello is None:
             return 0
         if hello.get("type") != "hello":
             print(f"cortex_worker: expected hello first, got {hello.get('type')!r}", file=sys.stderr)
             return 2
-        if hello.get("version") != PROTOCOL_VERSION:
+        version = hello.get("version")
+        if version.__class__ is not int or version != PROTOCOL_VERSION:
             print(
                 f"cortex_worker: manager speaks protocol version {hello.get('version')!r}, "
                 f"this worker speaks {PROTOCOL_VERSION}",
                 file=sys.stderr,
             )
             return 2
+        check_keys(hello)
         # Absent: no limit. Present, ``nil`` included, it must be a count.
         if "concurrency" in hello:
             concurrency = hello["concurrency"]

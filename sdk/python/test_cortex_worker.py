@@ -493,6 +493,28 @@ class ConcurrencyTest(unittest.TestCase):
         self.assertEqual(self.w.wait(), 2)
         self.assertIn("concurrency", self.w.stderr_text())
 
+    def test_another_version_is_named_even_when_other_keys_changed(self):
+        for extra in ({}, {"heartbeat_ms": "x"}, {"max_frame": [1]}):
+            with self.subTest(extra=extra):
+                w = WorkerProcess()
+                self.addCleanup(w.close)
+                w.send(frame({"type": "hello", "version": 2, **extra}))
+                self.assertIsNone(w.recv())
+                self.assertEqual(w.wait(), 2)
+                self.assertIn("protocol version 2", w.stderr_text())
+
+    def test_a_first_message_that_is_no_hello_is_named_by_its_type(self):
+        self.w.send(frame({"type": "task", "id": 1}))
+        self.assertIsNone(self.w.recv())
+        self.assertEqual(self.w.wait(), 2)
+        self.assertIn("expected hello first, got 'task'", self.w.stderr_text())
+
+    def test_a_version_of_another_type_is_another_version(self):
+        self.w.send(hello(version=True))
+        self.assertIsNone(self.w.recv())
+        self.assertEqual(self.w.wait(), 2)
+        self.assertIn("protocol version True", self.w.stderr_text())
+
     def test_a_nil_concurrency_ends_the_worker_as_a_malformed_one(self):
         self.w.send(hello(concurrency=None))
         self.assertIsNone(self.w.recv())
