@@ -77,19 +77,24 @@ function maxFrameFrom(env) {
 
 /**
  * Opens the link the environment describes. Resolves to
- * `{ transport, maxFrame, input, write(frame), pending(), flush(), opened() }`: `input`
+ * `{ transport, maxFrame, input, write(frame), pending(), flush(), opened(), onBroken(f) }`: `input`
  * is a Readable of bytes from the manager, `write` sends whole frames (written at
  * once unless the pipe is full), `pending` is the number of bytes written but still
  * in the process, `flush` resolves when every frame written so far has left the
- * process, `opened` is called once the first frame has arrived.
+ * process, `opened` is called once the first frame has arrived, and `onBroken` names
+ * what to call when a write fails (the manager is gone: after the input ended too).
  */
 async function openLink(env = process.env) {
   const maxFrame = maxFrameFrom(env);
   const transport = env.CORTEX_TRANSPORT || 'stdio';
   if (transport === 'stdio') {
     const writeStdout = protectStdout();
+    let broken = () => {};
     // A manager that died makes writes fail (EPIPE): treat it as the end of input.
-    process.stdout.on('error', () => process.stdin.destroy());
+    process.stdout.on('error', () => {
+      process.stdin.destroy();
+      broken();
+    });
     let last = Promise.resolve();
     return {
       transport,
@@ -101,6 +106,9 @@ async function openLink(env = process.env) {
       pending: () => process.stdout.writableLength,
       flush: () => last,
       opened() {},
+      onBroken(f) {
+        broken = f;
+      },
     };
   }
   if (transport === 'fifo') {
@@ -127,7 +135,11 @@ async function openFifos(env, maxFrame) {
   const input = new net.Socket({ fd: readFd, readable: true, writable: false });
   const output = new net.Socket({ fd: writeFd, readable: false, writable: true });
   // The manager's death shows as EOF on input; a write error means the same.
-  output.on('error', () => input.destroy());
+  let broken = () => {};
+  output.on('error', () => {
+    input.destroy();
+    broken();
+  });
   const watch = setInterval(() => {
     if (managerGone()) input.destroy(new ProtocolError('the manager went away before sending hello'));
   }, 100);
@@ -147,6 +159,9 @@ async function openFifos(env, maxFrame) {
         fs.closeSync(keepAlive);
         keepAlive = null;
       }
+    },
+    onBroken(f) {
+      broken = f;
     },
   };
 }

@@ -88,6 +88,7 @@ class Worker {
     this.waiting = []; // Tasks not started yet, in arrival order
     this.running = 0;
     this.flushing = false; // waiting for a reply to leave before the next task starts
+    this.startPending = false; // a start asked for once this turn's callbacks ran (startLater)
     this.outbox = []; // frames of replies not written yet (written together, see queueReply)
     this.outboxQueued = false; // a writeOutbox() is scheduled
     this.turn = 0; // the event loop's turn, as far as task starts tell it (see currentTurn)
@@ -190,6 +191,9 @@ class Worker {
         ended = true;
         this.inputEnded(reader);
       });
+      // A write failed: the manager is gone, whether or not the input ended
+      // (a graceful drain goes on after it): exit 0 (PROTOCOL.md).
+      link.onBroken?.(() => this.finish(0));
       // Closed without an end: destroyed (the output broke, see openLink): exit 0.
       link.input.on('close', () => {
         if (!ended) this.finish(0);
@@ -333,7 +337,11 @@ class Worker {
     this.startWaiting();
   }
 
-  startWaiting() {
+  /**
+   * Starts what waits for a slot. `settled`: called once the callbacks of the
+   * turn that asked ran (see below).
+   */
+  startWaiting(settled = false) {
     if (this.state === 'stopped' || this.running >= this.limit || this.waiting.length === 0) return;
     if (this.holdMs > 0) {
       // Batched replies (the worker said so in `ready`): the replies gathered so far
@@ -345,25 +353,43 @@ class Worker {
     }
     // A finished task's reply must be on the wire before a later task starts, or a
     // task that kills the process would take it along (PROTOCOL.md, Tasks, replies
-    // and concurrency): write the replies gathered so far, and wait while the pipe
-    // was full and they are still in the process.
+    // and concurrency). A task that finished in this turn is answered in a
+    // promise callback still to run: while one runs, the next starts once they
+    // ran (`setImmediate`), one at a time.
+    if (this.running > 0 && !settled) {
+      this.startLater();
+      return;
+    }
+    // Write the replies gathered so far, and wait while the pipe was full and
+    // they are still in the process.
     this.writeOutbox();
     if (this.link.pending() > 0) {
       if (!this.flushing) {
         this.flushing = true;
         this.link.flush().then(() => {
           this.flushing = false;
-          this.startWaiting();
+          this.startWaiting(true);
         });
       }
       return;
     }
-    this.startNext();
+    this.startNext(1);
+    this.startWaiting();
   }
 
-  /** Starts waiting tasks, oldest first, while a slot is free. */
-  startNext() {
-    while (this.running < this.limit && this.waiting.length > 0) {
+  /** Calls `startWaiting` once this turn's callbacks ran (once, however often asked). */
+  startLater() {
+    if (this.startPending) return;
+    this.startPending = true;
+    setImmediate(() => {
+      this.startPending = false;
+      this.startWaiting(true);
+    });
+  }
+
+  /** Starts waiting tasks, oldest first, while a slot is free: `most` of them at most. */
+  startNext(most = Infinity) {
+    for (let started = 0; started < most && this.running < this.limit && this.waiting.length > 0; started++) {
       const task = this.waiting.shift();
       this.running += 1;
       const turn = this.holdMs > 0 ? this.currentTurn() : 0;

@@ -220,7 +220,7 @@ test('holdReplies below 0 is refused', () => {
   assert.throws(() => new Worker({ holdReplies: -1 }), RangeError);
 });
 
-test('in process, concurrency 1, holdReplies 0: each reply is written before the next task starts', async () => {
+for (const concurrency of [1, 2, 4]) test(`in process, concurrency ${concurrency}, holdReplies 0: each reply is written before the next task starts`, async () => {
   const worker = new Worker({ holdReplies: 0 });
   const link = scriptedLink();
   const writtenAtStart = new Map();
@@ -231,7 +231,7 @@ test('in process, concurrency 1, holdReplies 0: each reply is written before the
   });
   const done = worker.serve(link);
   const tasks = Array.from({ length: 50 }, (_, k) => taskFrame(k + 1, 'echo'));
-  link.input.emit('data', Buffer.concat([hello({ concurrency: 1 }), ...tasks, shutdown]));
+  link.input.emit('data', Buffer.concat([hello({ concurrency }), ...tasks, shutdown]));
   try {
     assert.equal(await bounded(done, 'the worker did not stop'), 0);
   } finally {

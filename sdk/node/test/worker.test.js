@@ -81,6 +81,16 @@ for (const transport of ['stdio', 'fifo']) {
       [[1, 'result', { slept_ms: 300 }], [2, 'result', 'waited for a slot']],
     );
   });
+
+  test(`[${transport}] output broken during a graceful drain whose input ended: exit 0 at once, not when the task ends`, async (t) => {
+    const { m } = await started(t, { transport }, { heartbeat_ms: 100 });
+    m.task(1, 'sleep', { ms: 60_000 });
+    m.send({ type: 'shutdown', graceful: true });
+    m.closeInput();
+    // The manager stops reading: the next heartbeat's write fails.
+    m.input.destroy();
+    assert.deepEqual(await m.exit(), { code: 0, signal: null });
+  });
 }
 
 test('ids: small, 2^40 and above 2^53 (a bigint) are echoed exactly', async (t) => {
