@@ -164,6 +164,9 @@ struct RecorderState {
     live: std::collections::HashSet<(u64, u32, String)>,
     /// Workers that have exited.
     exited: std::collections::HashSet<String>,
+    /// How long a worker of this name waits after `hello` before it says
+    /// `ready` (a slow start).
+    ready_delays: std::collections::HashMap<String, Duration>,
 }
 
 impl MockRecorder {
@@ -233,6 +236,12 @@ impl MockRecorder {
     /// after their handshake, whether or not they were given a task.
     pub fn crash_next_after_ready(&self, n: u32) {
         self.crash_after_ready.store(n, SeqCst);
+    }
+
+    /// Makes the worker named `worker` (`worker-N`) wait `delay` after its
+    /// `hello` before it says `ready`, as a slow start does.
+    pub fn delay_ready_of(&self, worker: &str, delay: Duration) {
+        self.lock().ready_delays.insert(worker.to_owned(), delay);
     }
 
     /// Makes the pipes of the next `n` workers launched stay open for
@@ -548,6 +557,10 @@ async fn fake_worker(
             .ok()
             .and_then(|h| h.concurrency)
             .map_or(usize::MAX, |c| c.max(1) as usize);
+        let ready_delay = recorder.lock().ready_delays.get(&name).copied();
+        if let Some(delay) = ready_delay {
+            tokio::time::sleep(delay).await;
+        }
         let _ = out_tx.send(frame(&FromWorker::Ready {
             version: PROTOCOL_VERSION,
             pid: 0,

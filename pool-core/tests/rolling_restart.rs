@@ -5,8 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use pool_core::testing::MockAction;
-use pool_core::{PoolEvent, WorkerCommand};
+use pool_core::testing::{MockAction, MockTransport};
+use pool_core::{Pool, PoolConfig, PoolEvent, WorkerCommand};
 
 #[tokio::test(start_paused = true)]
 async fn every_worker_is_replaced_replacement_first_and_no_task_is_lost() {
@@ -65,5 +65,33 @@ async fn a_new_command_is_used_by_the_replacements_and_a_second_roll_is_refused(
     assert_eq!(out.decode::<u32>().unwrap(), 7);
     assert_eq!(pool.metrics().workers.total, 2);
     assert_eq!(pool.worker_count(), 2);
+    pool.shutdown().await;
+}
+
+/// A due worker that dies while the roll's replacement starts is replaced
+/// as any dead worker is; the roll then ends with the pool at its size, not
+/// one over it (and over `max_workers`) for good.
+#[tokio::test(start_paused = true)]
+async fn a_worker_that_dies_during_a_roll_leaves_the_pool_at_its_size() {
+    let (transport, recorder) = MockTransport::new(common::first_attempt(MockAction::Crash(3)));
+    recorder.delay_ready_of("worker-1", Duration::from_secs(1));
+    let config = PoolConfig {
+        max_workers: 1,
+        ..common::config(1)
+    };
+    let pool = Pool::builder(transport, WorkerCommand::new("mock-worker"))
+        .config(config)
+        .start()
+        .await
+        .expect("pool starts");
+    let crashing = async {
+        let handle = pool.submit(common::task("echo", 1)).await.unwrap();
+        handle.await
+    };
+    let (rolled, ran) = tokio::join!(pool.roll_workers(None), crashing);
+    rolled.expect("the roll ends");
+    assert_eq!(ran.expect("the task ran again").attempts, 2);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(pool.worker_count(), 1, "the pool is back at its size");
     pool.shutdown().await;
 }

@@ -512,3 +512,22 @@ async fn a_worker_that_closed_its_input_is_killed_and_replaced() {
     assert_eq!(pool.metrics().tasks.timed_out, 0);
     pool.shutdown().await;
 }
+
+/// A worker that dies while the pool is still starting (another still in its
+/// handshake) is replaced once the pool runs: the pool ran one short for
+/// good, "degraded".
+#[tokio::test(start_paused = true)]
+async fn a_worker_that_dies_while_the_pool_starts_is_replaced() {
+    let (transport, recorder) = MockTransport::new(|_| MockAction::Echo);
+    recorder.crash_next_after_ready(1);
+    recorder.delay_ready_of("worker-1", Duration::from_secs(1));
+    let pool = Pool::builder(transport, WorkerCommand::new("mock-worker"))
+        .config(common::config(2))
+        .start()
+        .await
+        .expect("pool starts");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(recorder.launches(), 3, "the dead worker was replaced once");
+    assert_eq!(pool.worker_count(), 2);
+    pool.shutdown().await;
+}

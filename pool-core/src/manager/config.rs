@@ -165,7 +165,7 @@ pub struct PoolConfig {
     /// critical alert, and replacements only every `restart_backoff_cap`. A worker
     /// that dies while running a task is that task's failure (an attempt) and is
     /// replaced at once, without backoff. Restart budgets are kept for the pool as
-    /// a whole. Default 5.
+    /// a whole. At least 1. Default 5.
     pub max_start_failures: u32,
     /// Time a running task has to stop after a cancel before its worker is killed.
     /// Default 5 s.
@@ -273,6 +273,10 @@ impl PoolConfig {
         self.check_size(self.pool_size)?;
         if self.worker_concurrency == 0 {
             return Err(ConfigError::new("worker_concurrency", "must be at least 1"));
+        }
+        if self.max_start_failures == 0 {
+            // The breaker would open at the first failure and never close.
+            return Err(ConfigError::new("max_start_failures", "must be at least 1"));
         }
         if self.prefetch_bytes == 0 {
             return Err(ConfigError::new(
@@ -425,6 +429,16 @@ mod tests {
         assert_eq!(c.task_timeout, Duration::from_secs(300));
         assert_eq!(c.dlq_capacity, 10_000);
         c.validate().unwrap();
+    }
+
+    /// A breaker that opens at the first failure could never close again.
+    #[test]
+    fn max_start_failures_of_zero_is_refused() {
+        let c = PoolConfig {
+            max_start_failures: 0,
+            ..PoolConfig::default()
+        };
+        assert_eq!(c.validate().unwrap_err().key, "max_start_failures");
     }
 
     #[test]

@@ -191,6 +191,9 @@ impl Actor {
                 if let Some(reply) = self.start_reply.take() {
                     let _ = reply.send(Ok(()));
                 }
+                // A worker that died while the others started was not
+                // replaced (nothing is before the pool runs): it is now.
+                self.replenish();
             }
             Phase::Stopping => self.release_worker(num),
             Phase::Killing => self.kill_now(num),

@@ -93,19 +93,28 @@ impl Actor {
                 if ready < self.target {
                     break; // the replacement is not ready yet
                 }
-                if let Some(num) = roll.due.pop_front() {
-                    if let Some(w) = self.workers.get(&num) {
-                        let worker = w.name().to_owned();
-                        self.shared.emit(|| PoolEvent::WorkerRecycled {
-                            worker,
-                            reason: "rolling restart".to_owned(),
-                        });
-                        self.release_worker(num);
-                        roll.rolled += 1;
-                    }
+                // The next due worker still serving (one that died meanwhile
+                // was replaced already).
+                while let Some(num) = roll.due.pop_front() {
+                    let Some(w) = self.workers.get(&num).filter(|w| w.life.is_serving()) else {
+                        continue;
+                    };
+                    let worker = w.name().to_owned();
+                    self.shared.emit(|| PoolEvent::WorkerRecycled {
+                        worker,
+                        reason: "rolling restart".to_owned(),
+                    });
+                    self.release_worker(num);
+                    roll.rolled += 1;
+                    break;
                 }
                 self.target -= 1;
                 roll.surged = None;
+                // A due worker that died during the surge was replaced as well:
+                // one too many now serve.
+                if self.live_count() > self.target {
+                    self.shrink_to_target();
+                }
                 continue;
             }
             while let Some(&num) = roll.due.front() {

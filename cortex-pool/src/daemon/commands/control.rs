@@ -246,7 +246,10 @@ fn stop(config: &ConfigArgs, timeout_s: u64) -> Outcome {
 fn remove_stale(settings: &Settings) -> Vec<String> {
     let paths = &settings.paths;
     let mut removed = Vec::new();
-    if matches!(crate::daemon::pidfile::remove_if_stale(&paths.pid), Ok(true)) {
+    if matches!(
+        crate::daemon::pidfile::remove_if_stale(&paths.pid),
+        Ok(true)
+    ) {
         removed.push(paths.pid.display().to_string());
     }
     if paths.socket.exists() {
