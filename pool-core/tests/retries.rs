@@ -196,3 +196,40 @@ async fn a_retry_is_dispatched_as_soon_as_it_is_due_even_with_no_new_submissions
     );
     pool.shutdown().await;
 }
+
+/// Dead letters taken out to be submitted again go back to the queue when
+/// the caller stops waiting for room (they were lost), in their order.
+#[tokio::test(start_paused = true)]
+async fn dead_letters_not_resubmitted_go_back_when_the_caller_stops_waiting() {
+    let config = PoolConfig {
+        retry: RetryPolicy::default().with_max_retries(0),
+        max_queue_len: 1,
+        prefetch: 0,
+        ..common::config(1)
+    };
+    let (pool, _) = common::start(config, |t| match t.task_type.as_str() {
+        "poison" => MockAction::Fail { retryable: true },
+        _ => MockAction::Hang,
+    })
+    .await;
+    for n in 0..3 {
+        let err = pool
+            .submit(common::task("poison", n))
+            .await
+            .unwrap()
+            .await
+            .unwrap_err();
+        assert_eq!(err.status, FinalStatus::DeadLettered);
+    }
+    let letters =
+        |dlq: Vec<pool_core::queue::DeadLetter>| dlq.iter().map(|d| d.id).collect::<Vec<_>>();
+    let before = letters(pool.dead_letters().await);
+    // One task runs and one fills the queue: no room for a retry.
+    let _running = pool.submit(common::task("hang", 1)).await.unwrap();
+    let _queued = pool.submit(common::task("hang", 2)).await.unwrap();
+    let waited = tokio::time::timeout(Duration::from_secs(1), pool.retry_dead_letters(None)).await;
+    assert!(waited.is_err(), "no room, so the retry waited");
+    assert_eq!(letters(pool.dead_letters().await), before);
+    assert_eq!(pool.metrics().queue.dlq_size, 3);
+    pool.shutdown_now().await;
+}

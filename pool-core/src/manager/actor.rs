@@ -174,6 +174,8 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Vec<DeadLetter>>,
     },
     ClearDeadLetters(oneshot::Sender<usize>),
+    /// Dead letters taken out to be submitted again and not submitted.
+    RestoreDeadLetters(Vec<DeadLetter>),
     Scale {
         target: usize,
         reply: oneshot::Sender<Result<usize, ConfigError>>,
@@ -700,6 +702,13 @@ impl Actor {
                     .dlq_len
                     .store(self.dlq.len() as u64, Relaxed);
                 let _ = reply.send(taken);
+            }
+            Command::RestoreDeadLetters(entries) => {
+                self.dlq.put_back(entries);
+                self.shared
+                    .stats
+                    .dlq_len
+                    .store(self.dlq.len() as u64, Relaxed);
             }
             Command::ClearDeadLetters(reply) => {
                 let n = self.dlq.clear();

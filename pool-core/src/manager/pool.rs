@@ -268,6 +268,23 @@ impl fmt::Debug for Pool {
     }
 }
 
+/// Dead letters taken out to be submitted again: those still here when it is
+/// dropped (a refusal, or a caller that stopped waiting for room) go back to
+/// the dead-letter queue.
+struct Unsubmitted<'a> {
+    entries: std::collections::VecDeque<crate::queue::DeadLetter>,
+    commands: &'a Arc<mpsc::UnboundedSender<Command>>,
+}
+
+impl Drop for Unsubmitted<'_> {
+    fn drop(&mut self) {
+        if !self.entries.is_empty() {
+            let entries = self.entries.drain(..).collect();
+            let _ = self.commands.send(Command::RestoreDeadLetters(entries));
+        }
+    }
+}
+
 impl Pool {
     /// A builder for a pool whose workers run `command` over `transport`.
     pub fn builder(transport: impl Transport, command: WorkerCommand) -> PoolBuilder {
@@ -773,8 +790,9 @@ impl Pool {
     /// and submits each again as a new task with fresh attempts.
     ///
     /// # Errors
-    /// As [`submit`](Self::submit); entries not yet resubmitted are lost with the
-    /// error only if the pool is shutting down.
+    /// As [`submit`](Self::submit), for the first entry refused; it and the
+    /// entries after it go back to the dead-letter queue (so do the entries
+    /// not submitted yet when the future is dropped while it waits for room).
     pub async fn retry_dead_letters(
         &self,
         ids: Option<Vec<u64>>,
@@ -783,9 +801,14 @@ impl Pool {
             .ask(|reply| Command::TakeDeadLetters { ids, reply })
             .await
             .unwrap_or_default();
-        let mut handles = Vec::with_capacity(taken.len());
-        for entry in taken {
-            handles.push(self.submit(entry.task).await?);
+        let mut left = Unsubmitted {
+            entries: taken.into(),
+            commands: &self.commands,
+        };
+        let mut handles = Vec::with_capacity(left.entries.len());
+        while let Some(entry) = left.entries.front() {
+            handles.push(self.submit(entry.task.clone()).await?);
+            left.entries.pop_front();
         }
         Ok(handles)
     }

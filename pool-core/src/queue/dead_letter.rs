@@ -59,6 +59,21 @@ impl DeadLetterQueue {
         self.entries.remove(pos)
     }
 
+    /// Puts back `entries` taken out before (by [`take`](Self::take) or
+    /// [`take_all`](Self::take_all)) and not used, each in its place by when it
+    /// was dead-lettered; past the bound the oldest are evicted, as by
+    /// [`push`](Self::push).
+    pub fn put_back(&mut self, entries: impl IntoIterator<Item = DeadLetter>) {
+        for entry in entries {
+            let at = self.entries.partition_point(|e| e.at <= entry.at);
+            self.entries.insert(at, entry);
+        }
+        while self.entries.len() > self.capacity {
+            self.entries.pop_front();
+            self.evicted += 1;
+        }
+    }
+
     /// Removes and returns every entry, oldest first.
     pub fn take_all(&mut self) -> Vec<DeadLetter> {
         self.entries.drain(..).collect()
@@ -118,6 +133,20 @@ mod tests {
         assert_eq!(dlq.len(), 3);
         assert_eq!(dlq.evicted(), 2);
         assert_eq!(dlq.iter().map(|e| e.id).collect::<Vec<_>>(), [3, 4, 5]);
+    }
+
+    #[test]
+    fn entries_put_back_go_in_their_place_and_the_bound_holds() {
+        let mut dlq = DeadLetterQueue::new(3);
+        let (a, b, c, d) = (entry(1), entry(2), entry(3), entry(4));
+        dlq.push(a);
+        dlq.push(b);
+        dlq.push(c);
+        let taken = dlq.take_all();
+        dlq.push(d);
+        dlq.put_back(taken);
+        assert_eq!(dlq.iter().map(|e| e.id).collect::<Vec<_>>(), [2, 3, 4]);
+        assert_eq!(dlq.evicted(), 1);
     }
 
     #[test]
