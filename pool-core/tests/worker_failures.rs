@@ -531,3 +531,24 @@ async fn a_worker_that_dies_while_the_pool_starts_is_replaced() {
     assert_eq!(pool.worker_count(), 2);
     pool.shutdown().await;
 }
+
+/// A worker retired by a roll while it runs a task, and frozen, is still a
+/// zombie to the health check: it is killed and the task runs again, instead
+/// of waiting out the task's timeout (60 s here).
+#[tokio::test(start_paused = true)]
+async fn a_retiring_worker_that_freezes_is_killed_and_its_task_runs_again() {
+    let (pool, recorder) =
+        common::start(common::config(1), common::first_attempt(MockAction::Freeze)).await;
+    let handle = pool.submit(common::task("work", 1)).await.unwrap();
+    while recorder.started().is_empty() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    pool.roll_workers(None).await.expect("the roll ends");
+    let out = tokio::time::timeout(Duration::from_secs(10), handle)
+        .await
+        .expect("settled well before the task's timeout")
+        .expect("it ran again");
+    assert_eq!(out.attempts, 2);
+    assert_eq!(pool.metrics().performance.zombies_killed, 1);
+    pool.shutdown().await;
+}

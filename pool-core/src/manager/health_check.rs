@@ -81,7 +81,11 @@ impl Actor {
         let Some(w) = self.workers.get_mut(&num) else {
             return;
         };
-        if !w.life.is_serving() {
+        // A retiring worker still answers for its tasks: one that freezes or
+        // passes the hard memory limit is killed (its tasks were held until
+        // their timeout), though it is no longer made suspect or recycled.
+        let retiring = w.life.is_retiring();
+        if !w.life.is_serving() && !retiring {
             return;
         }
         let recycling = w.life.is_recycling();
@@ -102,12 +106,15 @@ impl Actor {
         let Some(finding) = self.probes.judge(occasion, &vitals, recycling) else {
             // Only the tick consults every probe: a healthy worker there is no
             // longer suspect.
-            if occasion == Occasion::Tick {
+            if occasion == Occasion::Tick && !retiring {
                 w.life.recover();
                 w.sync_feed();
             }
             return;
         };
+        if retiring && !matches!(finding.verdict, Verdict::Kill(_)) {
+            return;
+        }
         if finding.kind == ProbeKind::Memory {
             let (worker, rss_bytes) = (w.name().to_owned(), w.rss_bytes);
             let message = format!("{worker}: {}", finding.verdict.reason());
