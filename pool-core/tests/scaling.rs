@@ -4,7 +4,8 @@ mod common;
 
 use std::time::Duration;
 
-use pool_core::testing::MockAction;
+use pool_core::testing::{MockAction, MockTransport};
+use pool_core::{Pool, WorkerCommand};
 
 #[tokio::test(start_paused = true)]
 async fn scale_up_and_down_within_bounds_while_tasks_run() {
@@ -78,5 +79,33 @@ async fn the_autoscaler_grows_under_a_backlog_and_shrinks_when_idle() {
         (1, 1),
         "shrank back when idle"
     );
+    pool.shutdown().await;
+}
+
+/// A scale down that follows a scale up before the new workers are ready
+/// keeps the ready workers serving (it retired them, leaving the pool with
+/// none ready until the new ones started, if ever), and the late ones are
+/// retired as they come.
+#[tokio::test(start_paused = true)]
+async fn a_scale_down_keeps_ready_workers_over_ones_still_starting() {
+    let (transport, recorder) = MockTransport::new(|_| MockAction::Echo);
+    for worker in ["worker-2", "worker-3"] {
+        recorder.delay_ready_of(worker, Duration::from_secs(1));
+    }
+    let pool = Pool::builder(transport, WorkerCommand::new("mock-worker"))
+        .config(common::config(2))
+        .start()
+        .await
+        .expect("pool starts");
+    pool.scale_to(4).await.unwrap();
+    pool.scale_to(2).await.unwrap();
+    let handle = pool.submit(common::task("work", 7)).await.unwrap();
+    let out = tokio::time::timeout(Duration::from_millis(500), handle)
+        .await
+        .expect("a ready worker ran it at once")
+        .unwrap();
+    assert_eq!(out.decode::<u32>().unwrap(), 7);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(pool.worker_count(), 2, "the late workers were retired");
     pool.shutdown().await;
 }

@@ -7,16 +7,25 @@ use super::events::PoolEvent;
 use crate::error::ConfigError;
 
 impl Actor {
-    /// Retires the newest idle workers first until the live count meets the target.
+    /// Retires the newest idle workers first until the live count meets the
+    /// target. Only workers serving now are retired: one still starting counts
+    /// towards the target, but is left to its readiness (`on_ready` shrinks
+    /// again), so that a scale down never retires ready workers and keeps
+    /// ones that may never start.
     pub(crate) fn shrink_to_target(&mut self) {
         while self.live_count() > self.target && self.respawns_pending > 0 {
             self.respawns_pending -= 1;
         }
-        let mut excess = self.live_count().saturating_sub(self.target);
+        let staying = self
+            .workers
+            .values()
+            .filter(|w| w.life.is_staying())
+            .count();
+        let mut excess = staying.saturating_sub(self.target);
         let mut order: Vec<(bool, u64)> = self
             .workers
             .iter()
-            .filter(|(_, w)| w.life.is_serving())
+            .filter(|(_, w)| w.life.is_staying())
             .map(|(num, w)| (!w.lane.book().is_empty(), *num))
             .collect();
         order.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
