@@ -148,16 +148,7 @@ async fn the_dlq_is_bounded_evicts_the_oldest_and_can_be_retried_and_cleared() {
         }
     })
     .await;
-    let mut ids = Vec::new();
-    for n in 0..3 {
-        let err = pool
-            .submit(common::task("poison", n))
-            .await
-            .unwrap()
-            .await
-            .unwrap_err();
-        ids.push(err.id);
-    }
+    let ids = dead_letter_poison(&pool, 3).await;
     let dlq = pool.dead_letters().await;
     assert_eq!(dlq.iter().map(|d| d.id).collect::<Vec<_>>(), ids[1..]);
     let metrics = pool.metrics();
@@ -212,15 +203,7 @@ async fn dead_letters_not_resubmitted_go_back_when_the_caller_stops_waiting() {
         _ => MockAction::Hang,
     })
     .await;
-    for n in 0..3 {
-        let err = pool
-            .submit(common::task("poison", n))
-            .await
-            .unwrap()
-            .await
-            .unwrap_err();
-        assert_eq!(err.status, FinalStatus::DeadLettered);
-    }
+    dead_letter_poison(&pool, 3).await;
     let letters =
         |dlq: Vec<pool_core::queue::DeadLetter>| dlq.iter().map(|d| d.id).collect::<Vec<_>>();
     let before = letters(pool.dead_letters().await);
@@ -232,4 +215,21 @@ async fn dead_letters_not_resubmitted_go_back_when_the_caller_stops_waiting() {
     assert_eq!(letters(pool.dead_letters().await), before);
     assert_eq!(pool.metrics().queue.dlq_size, 3);
     pool.shutdown_now().await;
+}
+
+/// Submits `n` tasks of type `poison` (which a pool with no retries
+/// dead-letters) one after another; their ids, each checked dead-lettered.
+async fn dead_letter_poison(pool: &pool_core::Pool, n: u32) -> Vec<u64> {
+    let mut ids = Vec::new();
+    for k in 0..n {
+        let err = pool
+            .submit(common::task("poison", k))
+            .await
+            .unwrap()
+            .await
+            .unwrap_err();
+        assert_eq!(err.status, FinalStatus::DeadLettered);
+        ids.push(err.id);
+    }
+    ids
 }
