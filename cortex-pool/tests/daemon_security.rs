@@ -51,7 +51,7 @@ fn another_local_user_cannot_reach_the_daemon() {
     assert_eq!(
         rustix_uid(),
         0,
-        "this test switches to uid 65534 and needs root; run the test suite as root (README)"
+        "this test switches to uid 65534 and needs root; run the test suite as root (README.md says so)"
     );
     let mut d = Daemon::new("other-user", &[]);
     d.watchdog(60);

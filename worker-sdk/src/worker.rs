@@ -360,9 +360,9 @@ impl Worker {
         // A manager of another version may have changed any other key: its
         // version is compared before the rest is read.
         if let Some(version) = hello_version(&body) {
-            if version != PROTOCOL_VERSION {
+            if version != u64::from(PROTOCOL_VERSION) {
                 return Err(ServeError::VersionMismatch {
-                    manager: version,
+                    manager: u32::try_from(version).unwrap_or(u32::MAX),
                     worker: PROTOCOL_VERSION,
                 });
             }
@@ -435,13 +435,14 @@ impl Worker {
 }
 
 /// The `version` of a `hello` body, read alone; `None` when the body is no
-/// `hello` map with a `version` a `u32` holds.
-fn hello_version(body: &[u8]) -> Option<u32> {
+/// `hello` map with an unsigned integer `version` (one past a `u32` is
+/// another version all the same).
+fn hello_version(body: &[u8]) -> Option<u64> {
     #[derive(serde::Deserialize)]
     struct Versioned<'a> {
         #[serde(rename = "type", borrow)]
         kind: &'a str,
-        version: u32,
+        version: u64,
     }
     require_map(body).ok()?;
     let hello: Versioned<'_> = rmp_serde::from_slice(body).ok()?;

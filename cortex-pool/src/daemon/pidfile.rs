@@ -123,10 +123,11 @@ pub(crate) enum Probe {
 const BUSY_FOR: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Removes the PID file at `path` when its daemon is gone, under the file's
-/// lock: a daemon starting meanwhile either waits for the lock and then finds
-/// the file unlinked (and makes a new one), or holds the lock, and its file is
-/// left alone. `Ok(true)` when it was removed.
-pub(crate) fn remove_if_stale(path: &Path) -> io::Result<bool> {
+/// lock, after `before_unlink` (what the dead daemon left beside it: its
+/// socket): a daemon starting meanwhile waits for the lock and then finds the
+/// file unlinked (and makes a new one), or holds the lock, and its file and
+/// socket are left alone. `Ok(true)` when it was removed.
+pub(crate) fn remove_if_stale(path: &Path, before_unlink: impl FnOnce()) -> io::Result<bool> {
     let file = match super::paths::open_private(path, std::fs::OpenOptions::new().read(true)) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
@@ -146,6 +147,7 @@ pub(crate) fn remove_if_stale(path: &Path) -> io::Result<bool> {
     if !same {
         return Ok(false);
     }
+    before_unlink();
     std::fs::remove_file(path)?;
     Ok(true)
 }
@@ -206,11 +208,13 @@ mod tests {
     fn a_stale_file_is_removed_under_its_lock_and_a_held_one_kept() {
         let path = temp("remove");
         std::fs::write(&path, "999999\n").unwrap();
-        assert!(remove_if_stale(&path).unwrap());
+        let mut beside = false;
+        assert!(remove_if_stale(&path, || beside = true).unwrap());
+        assert!(beside, "what the daemon left beside it went first");
         assert_eq!(probe(&path).unwrap(), Probe::Absent);
-        assert!(!remove_if_stale(&path).unwrap());
+        assert!(!remove_if_stale(&path, || {}).unwrap());
         let held = PidFile::acquire(&path).unwrap();
-        assert!(!remove_if_stale(&path).unwrap());
+        assert!(!remove_if_stale(&path, || panic!("a live daemon's files are kept")).unwrap());
         assert_eq!(probe(&path).unwrap(), Probe::Running(std::process::id()));
         drop(held);
 

@@ -215,15 +215,26 @@ async fn write_replies<W: AsyncWrite + Unpin>(
             );
             let _ = frame_reply(&why, &mut buf, max);
         }
-        // A client that reads nothing for `IDLE` while its answer waits is
-        // let go (its slot, the replies held for it), as one that sends
-        // nothing is.
-        let write = async { send.write_all(&buf).await.is_ok() && send.flush().await.is_ok() };
-        let written = tokio::time::timeout(IDLE, write).await.unwrap_or(false);
+        let written = write_progressing(&mut send, &buf).await;
         if !framed || !written {
             break;
         }
     }
+}
+
+/// Writes `buf` whole; false when the write fails or the client takes none
+/// of it for [`IDLE`] (it is let go, its slot and the replies held for it, as
+/// one that sends nothing is). A slow reader that keeps taking bytes is never
+/// cut off.
+async fn write_progressing<W: AsyncWrite + Unpin>(send: &mut W, buf: &[u8]) -> bool {
+    let mut at = 0;
+    while at < buf.len() {
+        match tokio::time::timeout(IDLE, send.write(&buf[at..])).await {
+            Ok(Ok(n)) if n > 0 => at += n,
+            _ => return false,
+        }
+    }
+    matches!(tokio::time::timeout(IDLE, send.flush()).await, Ok(Ok(())))
 }
 
 type Closed = mpsc::error::SendError<Reply>;

@@ -84,7 +84,9 @@ impl Actor {
         // A retiring worker still answers for its tasks: one that freezes or
         // passes the hard memory limit is killed (its tasks were held until
         // their timeout), though it is no longer made suspect or recycled.
-        let retiring = w.life.is_retiring();
+        // Once its stop began (its tasks answered) it is left to the stop's
+        // steps: an SDK stops its heartbeats as it exits.
+        let retiring = w.life.is_retiring_with_tasks();
         if !w.life.is_serving() && !retiring {
             return;
         }

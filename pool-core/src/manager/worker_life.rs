@@ -131,6 +131,12 @@ impl WorkerLife {
         matches!(self, Self::Retiring { .. })
     }
 
+    /// Retiring with tasks still to answer: its stop has not begun (once it
+    /// has, the worker may stop its heartbeats as it exits).
+    pub(crate) fn is_retiring_with_tasks(&self) -> bool {
+        matches!(self, Self::Retiring { stop: None, .. })
+    }
+
     pub(crate) fn is_killing(&self) -> bool {
         matches!(self, Self::Killing { .. })
     }

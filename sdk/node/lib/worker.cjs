@@ -368,7 +368,8 @@ class Worker {
         this.flushing = true;
         this.link.flush().then(() => {
           this.flushing = false;
-          this.startWaiting(true);
+          // Not `settled`: a handler may have finished in this callback too.
+          this.startWaiting();
         });
       }
       return;

@@ -242,16 +242,29 @@ fn stop(config: &ConfigArgs, timeout_s: u64) -> Outcome {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Removes what a dead daemon left; returns what was removed.
+/// Removes what a dead daemon left; returns what was removed. Its socket and
+/// fifo directory go while its PID file is still locked by this clean-up, so a
+/// daemon starting meanwhile waits, and never loses its own; with no PID file
+/// at all they go too, and nothing goes while a daemon holds one.
 fn remove_stale(settings: &Settings) -> Vec<String> {
     let paths = &settings.paths;
+    let mut beside = Vec::new();
+    let pid_removed =
+        crate::daemon::pidfile::remove_if_stale(&paths.pid, || beside = remove_beside(paths))
+            .unwrap_or(false);
     let mut removed = Vec::new();
-    if matches!(
-        crate::daemon::pidfile::remove_if_stale(&paths.pid),
-        Ok(true)
-    ) {
+    if pid_removed {
         removed.push(paths.pid.display().to_string());
+    } else if matches!(probe(&paths.pid), Ok(Probe::Absent)) {
+        beside = remove_beside(paths);
     }
+    removed.extend(beside);
+    removed
+}
+
+/// Removes a dead daemon's socket and its fifo directory; what it removed.
+fn remove_beside(paths: &crate::daemon::paths::Paths) -> Vec<String> {
+    let mut removed = Vec::new();
     if paths.socket.exists() {
         crate::daemon::service::remove_socket(&paths.socket);
         if !paths.socket.exists() {
