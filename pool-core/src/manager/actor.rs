@@ -423,6 +423,9 @@ pub(crate) enum Timer {
         worker: u64,
     },
     DrainDeadline,
+    /// The desk was held by a caller (see [`Actor::desk_retry`]): the pass it
+    /// cut short runs again.
+    DeskBusy,
 }
 
 pub(crate) struct Worker {
@@ -564,6 +567,9 @@ pub(crate) struct Actor {
     /// Workers whose pace interval this dispatch pass closed as it refilled
     /// them: their next interval starts after what the pass writes them.
     pub(crate) paced: Vec<u64>,
+    /// A [`Timer::DeskBusy`] is armed: a pass found the desk held by a caller
+    /// (in the balance policy) and tries again shortly.
+    pub(crate) desk_retry: bool,
 }
 
 /// Everything the actor is built from.
@@ -617,6 +623,7 @@ pub(crate) async fn run(
         eligible_at: Vec::new(),
         freed_slots: 0,
         paced: Vec::new(),
+        desk_retry: false,
     };
     actor.shared.stats.target_size.store(target as u64, Relaxed);
     for _ in 0..target {
@@ -740,6 +747,12 @@ impl Actor {
             Timer::Respawn => self.on_respawn_due(),
             Timer::StopStep { worker } => self.on_stop_step_due(worker),
             Timer::DrainDeadline => self.on_drain_deadline(),
+            // The pass after every wake-up dispatches; the timers callers
+            // asked for are armed.
+            Timer::DeskBusy => {
+                self.desk_retry = false;
+                self.arm_wanted();
+            }
             Timer::HealthTick => {
                 self.timers.insert(Timer::HealthTick, self.health_period());
                 self.check_health();

@@ -34,6 +34,10 @@ use crate::process::GroupSignal;
 use crate::protocol::{encode_frame, ToWorker};
 use crate::queue::DeadLetter;
 
+/// How soon a pass the desk's lock cut short runs again (a caller in the
+/// balance policy holds it for as long as the policy takes).
+const DESK_RETRY: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// What became of one assignment.
 pub(super) enum Assigned {
     /// The task is on its way to the worker; `alone` when it runs alone there
@@ -162,10 +166,13 @@ impl Actor {
             if self.queue.lock().is_empty() {
                 break;
             }
-            let index = if by_policy {
+            let picked = if by_policy {
                 self.policy_pick()
             } else {
-                least_filled(&self.candidates)
+                Some(least_filled(&self.candidates))
+            };
+            let Some(index) = picked else {
+                break;
             };
             let num = self.candidates[index].id;
             let assigned = self.assign(num, Source::Head(&|_| true));
@@ -217,15 +224,32 @@ impl Actor {
     }
 
     /// The policy's pick among the candidates (the first when it picks out of
-    /// range).
-    pub(super) fn policy_pick(&mut self) -> usize {
-        self.shared.desk.pick(&self.candidates)
+    /// range); `None` while a caller holds the desk: the pass stops, and runs
+    /// again shortly ([`desk_busy`](Self::desk_busy)).
+    pub(super) fn policy_pick(&mut self) -> Option<usize> {
+        let picked = self.shared.desk.try_pick(&self.candidates);
+        if picked.is_none() {
+            self.desk_busy();
+        }
+        picked
+    }
+
+    /// A caller holds the desk: what needed it is tried again in a
+    /// millisecond, instead of the actor waiting for the caller's policy.
+    pub(super) fn desk_busy(&mut self) {
+        if !self.desk_retry {
+            self.desk_retry = true;
+            self.timers.insert(Timer::DeskBusy, DESK_RETRY);
+        }
     }
 
     /// Arms the deadline timers callers asked for when they handed tasks to
     /// workers themselves (see [`Desk::hand_off`](super::handoff::Desk::hand_off)).
     pub(crate) fn arm_wanted(&mut self) {
-        let wanted = self.shared.desk.take_timers_wanted();
+        let Some(wanted) = self.shared.desk.try_take_timers_wanted() else {
+            self.desk_busy();
+            return;
+        };
         if wanted.is_empty() {
             return;
         }

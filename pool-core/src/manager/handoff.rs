@@ -135,9 +135,16 @@ impl Desk {
     }
 
     /// The policy's pick among `candidates` (the first when it picks out of
-    /// range, logged).
-    pub(crate) fn pick(&self, candidates: &[WorkerSnapshot]) -> usize {
-        pick(&mut *self.lock().policy, candidates)
+    /// range, logged); `None`, at once, while a caller holds the desk (it is
+    /// in the policy itself, or handing tasks off: it rings the actor when
+    /// tasks are left), so the actor never waits for a caller's policy.
+    pub(crate) fn try_pick(&self, candidates: &[WorkerSnapshot]) -> Option<usize> {
+        let mut counter = match self.counter.try_lock() {
+            Ok(counter) => counter,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        Some(pick(&mut *counter.policy, candidates))
     }
 
     /// Worker `num` is ready: callers may hand it tasks through its lane.
@@ -176,9 +183,15 @@ impl Desk {
         counter.seats_changed();
     }
 
-    /// The deadlines handed-off attempts need armed, for the actor.
-    pub(crate) fn take_timers_wanted(&self) -> Vec<(u64, Instant)> {
-        std::mem::take(&mut self.lock().timers_wanted)
+    /// The deadlines handed-off attempts need armed, for the actor; `None`,
+    /// at once, while a caller holds the desk (see [`try_pick`](Self::try_pick)).
+    pub(crate) fn try_take_timers_wanted(&self) -> Option<Vec<(u64, Instant)>> {
+        let mut counter = match self.counter.try_lock() {
+            Ok(counter) => counter,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        Some(std::mem::take(&mut counter.timers_wanted))
     }
 
     /// Hands tasks from the head of the queue to workers with a free run slot,

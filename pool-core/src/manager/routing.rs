@@ -243,10 +243,13 @@ impl Actor {
                 self.hold(pending);
                 continue;
             }
-            let index = if by_policy {
+            let picked = if by_policy {
                 self.policy_pick()
             } else {
-                super::dispatch::least_filled(&self.candidates)
+                Some(super::dispatch::least_filled(&self.candidates))
+            };
+            let Some(index) = picked else {
+                break;
             };
             let num = self.candidates[index].id;
             let accepts = |p: &Pending| types.accepts(&p.task.task_type);
@@ -271,7 +274,8 @@ impl Actor {
                 Next::Head(task_type) => Arc::clone(task_type),
             };
             let Some(index) = self.pick_for(&task_type, by_policy) else {
-                // Not reached: `next_routable` only names a task a candidate takes.
+                // The desk is held by a caller (the pass runs again shortly;
+                // `next_routable` only names a task a candidate takes).
                 if let Next::Held(pending) = next {
                     self.keep_held(pending);
                 }
@@ -362,7 +366,11 @@ impl Actor {
         let picked = if eligible.is_empty() {
             None
         } else if by_policy {
-            Some(self.shared.desk.pick(&eligible))
+            let picked = self.shared.desk.try_pick(&eligible);
+            if picked.is_none() {
+                self.desk_busy();
+            }
+            picked
         } else {
             Some(super::dispatch::least_filled(&eligible))
         };
