@@ -45,7 +45,6 @@ impl Actor {
             self.dispatch();
         }
         self.shared.closed.store(true, Relaxed);
-        self.shared.stats.shutting_down.store(true, Relaxed);
         if let Some(reply) = self.start_reply.take() {
             let _ = reply.send(Err(StartError::Config(ConfigError::new(
                 "pool",
@@ -58,6 +57,9 @@ impl Actor {
             waiting.close_to_callers();
             waiting.drain()
         };
+        // Said once the queue is closed: a caller that sees the pool shutting
+        // down finds nothing queued to hand out.
+        self.shared.stats.shutting_down.store(true, Relaxed);
         queued.extend(self.held.take_all());
         let retrying: Vec<_> = self.retrying.drain().map(|(_, p)| p).collect();
         for pending in queued.into_iter().chain(retrying) {
