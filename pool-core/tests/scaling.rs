@@ -109,3 +109,36 @@ async fn a_scale_down_keeps_ready_workers_over_ones_still_starting() {
     assert_eq!(pool.worker_count(), 2, "the late workers were retired");
     pool.shutdown().await;
 }
+
+/// While the restart breaker is open the autoscaler does not grow the pool
+/// for the backlog an empty pool builds: the new workers would fail to start
+/// as the others do.
+#[tokio::test(start_paused = true)]
+async fn the_autoscaler_does_not_grow_while_the_breaker_is_open() {
+    let config = pool_core::PoolConfig {
+        min_workers: 1,
+        max_workers: 4,
+        max_start_failures: 3,
+        autoscale: Some(pool_core::manager::Autoscale {
+            queue_per_worker: 2,
+            sustain: Duration::from_millis(500),
+            idle_after: Duration::from_secs(60),
+            ..Default::default()
+        }),
+        ..common::config(1)
+    };
+    let (pool, recorder) = common::start(config, |_| MockAction::Crash(1)).await;
+    recorder.fail_next_launches(1000);
+    let _handles = pool
+        .submit_many((0..20).map(|n| common::task("work", n)))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(pool.metrics().health.restart_breaker_open);
+    assert_eq!(
+        pool.metrics().pool.target_size,
+        1,
+        "no growth for a backlog no worker serves"
+    );
+    pool.shutdown_now().await;
+}

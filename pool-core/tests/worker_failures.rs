@@ -552,3 +552,26 @@ async fn a_retiring_worker_that_freezes_is_killed_and_its_task_runs_again() {
     assert_eq!(pool.metrics().performance.zombies_killed, 1);
     pool.shutdown().await;
 }
+
+/// Growing the pool while its breaker is open starts no worker at once: the
+/// new ones wait out the restart backoff as replacements do (each would fail
+/// to start as the others did, a storm of launches).
+#[tokio::test(start_paused = true)]
+async fn a_scale_up_while_the_breaker_is_open_waits_out_the_backoff() {
+    let config = PoolConfig {
+        max_start_failures: 3,
+        ..common::config(1)
+    };
+    let (pool, recorder) = common::start(config, |_| MockAction::Crash(1)).await;
+    recorder.fail_next_launches(1000);
+    let _handle = pool.submit(common::task("boom", 1)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(pool.metrics().health.restart_breaker_open);
+    let before = recorder.launches();
+    pool.scale_to(8).await.expect("within the bounds");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(recorder.launches(), before, "no launch at once");
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    assert!(recorder.launches() > before, "launched after the backoff");
+    pool.shutdown().await;
+}

@@ -85,7 +85,14 @@ impl Actor {
             .idle_since
             .is_some_and(|since| now.duration_since(since) >= rules.idle_after);
         let step = rules.step.max(1);
-        if grow && self.target < self.config.max_workers {
+        // An open breaker's empty pool builds a backlog that more workers
+        // would not serve: they would fail to start as the others do.
+        let breaker_open = self
+            .shared
+            .stats
+            .breaker_open
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if grow && !breaker_open && self.target < self.config.max_workers {
             self.autoscale_state.pressure_since = Some(now);
             let target = self
                 .target

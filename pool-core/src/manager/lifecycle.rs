@@ -486,7 +486,7 @@ impl Actor {
 
     /// Exponential restart backoff over consecutive failed starts and deaths with
     /// no task running; the cap once the breaker is open.
-    fn restart_delay(&self) -> Duration {
+    pub(crate) fn restart_delay(&self) -> Duration {
         let failures = self.shared.crash_streak.get().max(self.start_failures);
         if failures == 0 {
             return Duration::ZERO;

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::actor::{Actor, Phase};
+use super::actor::{capped, Actor, Phase, Timer};
 use super::events::PoolEvent;
 use crate::error::ConfigError;
 
@@ -55,8 +55,17 @@ impl Actor {
         self.target = target;
         self.shared.stats.target_size.store(target as u64, Relaxed);
         if target > old {
+            // After failed starts or idle crashes, new workers wait out the
+            // restart backoff as replacements do (the breaker's cap once it
+            // is open): growing is no way around it.
+            let delay = self.restart_delay();
             for _ in 0..(target.saturating_sub(self.live_count())) {
-                self.launch_worker();
+                if delay.is_zero() {
+                    self.launch_worker();
+                } else {
+                    self.respawns_pending += 1;
+                    self.timers.insert(Timer::Respawn, capped(delay));
+                }
             }
             self.shared.emit(|| PoolEvent::PoolScaledUp {
                 count: target - old,
