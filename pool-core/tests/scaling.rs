@@ -47,17 +47,7 @@ async fn scale_up_and_down_by_steps_respect_the_bounds() {
 
 #[tokio::test(start_paused = true)]
 async fn the_autoscaler_grows_under_a_backlog_and_shrinks_when_idle() {
-    let config = pool_core::PoolConfig {
-        min_workers: 1,
-        max_workers: 4,
-        autoscale: Some(pool_core::manager::Autoscale {
-            queue_per_worker: 2,
-            sustain: Duration::from_millis(500),
-            idle_after: Duration::from_secs(5),
-            ..Default::default()
-        }),
-        ..common::config(1)
-    };
+    let config = autoscaled(Duration::from_secs(5));
     let (pool, _) = common::start(config, |_| {
         MockAction::EchoAfter(Duration::from_millis(200))
     })
@@ -116,16 +106,8 @@ async fn a_scale_down_keeps_ready_workers_over_ones_still_starting() {
 #[tokio::test(start_paused = true)]
 async fn the_autoscaler_does_not_grow_while_the_breaker_is_open() {
     let config = pool_core::PoolConfig {
-        min_workers: 1,
-        max_workers: 4,
         max_start_failures: 3,
-        autoscale: Some(pool_core::manager::Autoscale {
-            queue_per_worker: 2,
-            sustain: Duration::from_millis(500),
-            idle_after: Duration::from_secs(60),
-            ..Default::default()
-        }),
-        ..common::config(1)
+        ..autoscaled(Duration::from_secs(60))
     };
     let (pool, recorder) = common::start(config, |_| MockAction::Crash(1)).await;
     recorder.fail_next_launches(1000);
@@ -141,4 +123,20 @@ async fn the_autoscaler_does_not_grow_while_the_breaker_is_open() {
         "no growth for a backlog no worker serves"
     );
     pool.shutdown_now().await;
+}
+
+/// One worker to start, autoscaled from 1 to 4: growing after 500 ms of more
+/// than two tasks a worker waiting, shrinking after `idle_after` idle.
+fn autoscaled(idle_after: Duration) -> pool_core::PoolConfig {
+    pool_core::PoolConfig {
+        min_workers: 1,
+        max_workers: 4,
+        autoscale: Some(pool_core::manager::Autoscale {
+            queue_per_worker: 2,
+            sustain: Duration::from_millis(500),
+            idle_after,
+            ..Default::default()
+        }),
+        ..common::config(1)
+    }
 }

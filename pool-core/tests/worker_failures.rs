@@ -201,14 +201,7 @@ async fn a_worker_that_cannot_start_fails_start_without_a_respawn_storm() {
 
 #[tokio::test(start_paused = true)]
 async fn repeated_start_failures_back_off_and_open_the_breaker() {
-    let config = PoolConfig {
-        max_start_failures: 3,
-        ..common::config(1)
-    };
-    let (pool, recorder) = common::start(config, |_| MockAction::Crash(1)).await;
-    recorder.fail_next_launches(1000);
-    let _handle = pool.submit(common::task("boom", 1)).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    let (pool, recorder) = failing_starts().await;
     let launches = recorder.launches();
     // 100, 200, 400 ms ... capped at 30 s: at most a handful in 10 s, never a storm.
     assert!(launches < 15, "{launches} launches in ~10 s");
@@ -558,14 +551,7 @@ async fn a_retiring_worker_that_freezes_is_killed_and_its_task_runs_again() {
 /// to start as the others did, a storm of launches).
 #[tokio::test(start_paused = true)]
 async fn a_scale_up_while_the_breaker_is_open_waits_out_the_backoff() {
-    let config = PoolConfig {
-        max_start_failures: 3,
-        ..common::config(1)
-    };
-    let (pool, recorder) = common::start(config, |_| MockAction::Crash(1)).await;
-    recorder.fail_next_launches(1000);
-    let _handle = pool.submit(common::task("boom", 1)).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    let (pool, recorder) = failing_starts().await;
     assert!(pool.metrics().health.restart_breaker_open);
     let before = recorder.launches();
     pool.scale_to(8).await.expect("within the bounds");
@@ -574,4 +560,18 @@ async fn a_scale_up_while_the_breaker_is_open_waits_out_the_backoff() {
     tokio::time::sleep(Duration::from_secs(31)).await;
     assert!(recorder.launches() > before, "launched after the backoff");
     pool.shutdown().await;
+}
+
+/// A one-worker pool whose breaker opens after 3 failed starts, its worker
+/// crashed by a task and every later start failing, 10 s on.
+async fn failing_starts() -> (Pool, std::sync::Arc<pool_core::testing::MockRecorder>) {
+    let config = PoolConfig {
+        max_start_failures: 3,
+        ..common::config(1)
+    };
+    let (pool, recorder) = common::start(config, |_| MockAction::Crash(1)).await;
+    recorder.fail_next_launches(1000);
+    let _handle = pool.submit(common::task("boom", 1)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    (pool, recorder)
 }

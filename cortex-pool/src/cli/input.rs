@@ -200,9 +200,6 @@ pub(crate) fn parse(line: &str, line_no: u64) -> Result<TaskLine, NotATask> {
     if raw.task_type.is_empty() {
         return Err(own("\"type\" must not be empty".to_owned()));
     }
-    if let Some(why) = raw.payload_unfit(line) {
-        return Err(own(format!("payload: {why}")));
-    }
     let payload = msgpack(raw.payload).map_err(|e| {
         // The transcoder read the payload alone: its column counts from there.
         let start = raw
@@ -210,6 +207,13 @@ pub(crate) fn parse(line: &str, line_no: u64) -> Result<TaskLine, NotATask> {
             .map_or(0, |p| p.as_ptr() as usize - line.as_ptr() as usize);
         own(format!("payload: {}", shifted(&e, start)))
     })?;
+    // A too wide integer was transcoded as a float (`0xcb`): the text is
+    // looked at only when the encoding holds that byte somewhere.
+    if memchr::memchr(0xcb, &payload).is_some() {
+        if let Some(why) = raw.payload_unfit(line) {
+            return Err(own(format!("payload: {why}")));
+        }
+    }
     let mut task = Task::new(&*raw.task_type, payload);
     if let Some(priority) = raw.priority {
         if priority > pool_core::task::PRIORITY_LOWEST {

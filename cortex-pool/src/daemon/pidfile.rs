@@ -79,11 +79,7 @@ impl PidFile {
             }
             // The previous owner (or a clean-up) may have unlinked the file between our open and
             // our lock: then we locked an orphan inode; start over.
-            let same = match (file.metadata(), std::fs::metadata(path)) {
-                (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
-                _ => false,
-            };
-            if !same {
+            if !still_at(&file, path) {
                 continue;
             }
             file.set_len(0).map_err(io_err)?;
@@ -140,16 +136,21 @@ pub(crate) fn remove_if_stale(path: &Path, before_unlink: impl FnOnce()) -> io::
     }
     // Still the file at `path` (not one a clean-up beside this one unlinked
     // and a daemon made anew)?
-    let same = match (file.metadata(), std::fs::metadata(path)) {
-        (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
-        _ => false,
-    };
-    if !same {
+    if !still_at(&file, path) {
         return Ok(false);
     }
     before_unlink();
     std::fs::remove_file(path)?;
     Ok(true)
+}
+
+/// Whether `file` is still the file at `path` (not one unlinked meanwhile,
+/// whose lock no one else will look at).
+fn still_at(file: &File, path: &Path) -> bool {
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+        _ => false,
+    }
 }
 
 /// Looks at the PID file without disturbing a live daemon: a lock that can be

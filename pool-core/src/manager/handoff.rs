@@ -134,16 +134,21 @@ impl Desk {
         self.counter.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// [`lock`](Self::lock) without waiting: `None` while someone holds it.
+    fn try_lock(&self) -> Option<MutexGuard<'_, Counter>> {
+        match self.counter.try_lock() {
+            Ok(counter) => Some(counter),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
     /// The policy's pick among `candidates` (the first when it picks out of
     /// range, logged); `None`, at once, while a caller holds the desk (it is
     /// in the policy itself, or handing tasks off: it rings the actor when
     /// tasks are left), so the actor never waits for a caller's policy.
     pub(crate) fn try_pick(&self, candidates: &[WorkerSnapshot]) -> Option<usize> {
-        let mut counter = match self.counter.try_lock() {
-            Ok(counter) => counter,
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return None,
-        };
+        let mut counter = self.try_lock()?;
         Some(pick(&mut *counter.policy, candidates))
     }
 
@@ -186,12 +191,7 @@ impl Desk {
     /// The deadlines handed-off attempts need armed, for the actor; `None`,
     /// at once, while a caller holds the desk (see [`try_pick`](Self::try_pick)).
     pub(crate) fn try_take_timers_wanted(&self) -> Option<Vec<(u64, Instant)>> {
-        let mut counter = match self.counter.try_lock() {
-            Ok(counter) => counter,
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return None,
-        };
-        Some(std::mem::take(&mut counter.timers_wanted))
+        Some(std::mem::take(&mut self.try_lock()?.timers_wanted))
     }
 
     /// Hands tasks from the head of the queue to workers with a free run slot,
