@@ -167,6 +167,8 @@ struct RecorderState {
     /// How long a worker of this name waits after `hello` before it says
     /// `ready` (a slow start).
     ready_delays: std::collections::HashMap<String, Duration>,
+    /// The program each worker launched was given, by worker name.
+    programs: std::collections::HashMap<String, String>,
 }
 
 impl MockRecorder {
@@ -236,6 +238,12 @@ impl MockRecorder {
     /// after their handshake, whether or not they were given a task.
     pub fn crash_next_after_ready(&self, n: u32) {
         self.crash_after_ready.store(n, SeqCst);
+    }
+
+    /// The program the worker named `worker` (`worker-N`) was launched with,
+    /// if it was launched.
+    pub fn program_of(&self, worker: &str) -> Option<String> {
+        self.lock().programs.get(worker).cloned()
     }
 
     /// Makes the worker named `worker` (`worker-N`) wait `delay` after its
@@ -379,6 +387,10 @@ impl Transport for MockTransport {
 
     async fn launch(&self, spec: &WorkerSpec) -> Result<Link, LaunchError> {
         let n = self.recorder.launches.fetch_add(1, SeqCst) + 1;
+        self.recorder.lock().programs.insert(
+            spec.worker_id.clone(),
+            spec.program.to_string_lossy().into_owned(),
+        );
         if MockRecorder::take_one(&self.recorder.fail_launches) {
             return Err(LaunchError::Spawn {
                 program: spec.program.clone(),

@@ -95,3 +95,61 @@ async fn a_worker_that_dies_during_a_roll_leaves_the_pool_at_its_size() {
     assert_eq!(pool.worker_count(), 1, "the pool is back at its size");
     pool.shutdown().await;
 }
+
+/// A worker still starting when a roll begins was launched with the old
+/// command: it is due as well, and retired once ready, so that every worker
+/// runs the new command when the roll ends.
+#[tokio::test(start_paused = true)]
+async fn a_worker_still_starting_when_a_roll_begins_is_rolled_too() {
+    let (pool, recorder) = common::start(common::config(1), |_| MockAction::Echo).await;
+    recorder.delay_ready_of("worker-1", Duration::from_secs(1));
+    assert_eq!(pool.scale_to(2).await.expect("scales"), 2);
+    let rolled = pool
+        .roll_workers(Some(WorkerCommand::new("mock-worker-v2")))
+        .await
+        .expect("the roll ends");
+    assert_eq!(rolled, 2, "the ready worker and the starting one");
+    let workers = pool.workers().await;
+    let serving: Vec<&str> = workers
+        .iter()
+        .filter(|w| w.state != "retiring" && w.state != "killing")
+        .map(|w| w.id.as_str())
+        .collect();
+    assert_eq!(serving.len(), 2, "{workers:?}");
+    for worker in serving {
+        assert_eq!(
+            recorder.program_of(worker).as_deref(),
+            Some("mock-worker-v2"),
+            "{worker} runs the new command"
+        );
+    }
+    pool.shutdown().await;
+}
+
+/// A scale during a roll's surge sets the pool's target, whatever size it
+/// names (here the surged size itself): the roll's extra worker is its own,
+/// and the pool ends at the size asked for.
+#[tokio::test(start_paused = true)]
+async fn a_scale_during_a_rolls_surge_is_kept() {
+    let config = PoolConfig {
+        max_workers: 6,
+        ..common::config(2)
+    };
+    let (pool, recorder) = common::start(config, |_| MockAction::Echo).await;
+    // The roll's first replacement is slow to start: the scale comes while
+    // the pool surges to three.
+    recorder.delay_ready_of("worker-2", Duration::from_secs(1));
+    let scale = async {
+        while recorder.launches() < 3 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        pool.scale_to(3).await
+    };
+    let (rolled, scaled) = tokio::join!(pool.roll_workers(None), scale);
+    assert_eq!(scaled.expect("scales"), 3);
+    assert_eq!(rolled.expect("the roll ends"), 2);
+    assert_eq!(pool.target_size(), 3);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(pool.worker_count(), 3, "the pool is at the size asked for");
+    pool.shutdown().await;
+}

@@ -199,7 +199,7 @@ impl Actor {
             Phase::Killing => self.kill_now(num),
             _ => {}
         }
-        if self.live_count() > self.target && self.phase == Phase::Running {
+        if self.live_count() > self.wanted() && self.phase == Phase::Running {
             self.shrink_to_target();
         }
     }
@@ -457,8 +457,8 @@ impl Actor {
         staying + self.launching.len() + self.respawns_pending
     }
 
-    /// Starts (or schedules) workers until the target is met, after the restart
-    /// backoff.
+    /// Starts (or schedules) workers until the pool has as many as it wants
+    /// (its target, and a rolling restart's surge), after the restart backoff.
     pub(crate) fn replenish(&mut self) {
         self.replenish_after(self.restart_delay());
     }
@@ -468,7 +468,7 @@ impl Actor {
         if self.phase != Phase::Running {
             return;
         }
-        while self.live_count() < self.target {
+        while self.live_count() < self.wanted() {
             let name = worker_name(self.next_worker + self.respawns_pending as u64);
             Stats::bump(&self.shared.stats.workers_restarted);
             if delay.is_zero() {
@@ -506,7 +506,7 @@ impl Actor {
             return;
         }
         self.respawns_pending -= 1;
-        if self.phase == Phase::Running && self.live_count() < self.target {
+        if self.phase == Phase::Running && self.live_count() < self.wanted() {
             self.launch_worker();
         }
     }

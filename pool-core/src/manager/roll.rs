@@ -3,8 +3,11 @@
 //! is dropped (a retiring worker finishes what it runs).
 //!
 //! The roll is a small state machine the actor advances after every change
-//! ([`Actor::advance_roll`]): surge the target by one, wait until the pool has a
-//! ready worker more than before, retire the oldest worker still due, repeat.
+//! ([`Actor::advance_roll`]): surge by one worker over the target, wait until
+//! the pool has a ready worker more than its target, retire the oldest worker
+//! still due, repeat. The surge is the roll's own, apart from the target: a
+//! scale (by a caller or the autoscaler) during a surge sets the target and
+//! the roll still ends one worker above it before each retirement.
 
 use std::collections::VecDeque;
 
@@ -17,16 +20,52 @@ use crate::error::ConfigError;
 
 /// A rolling restart in progress.
 pub(crate) struct Roll {
-    /// Workers still to replace, oldest first.
+    /// Workers still to replace, oldest first: those serving when it began and
+    /// those still starting then (with the old command).
     due: VecDeque<u64>,
-    /// The surged target while a replacement starts (`None` between steps).
-    surged: Option<usize>,
+    /// Where it stands between retirements.
+    step: RollStep,
     /// Workers retired so far.
     rolled: usize,
     reply: oneshot::Sender<Result<usize, ConfigError>>,
 }
 
+/// Where a roll stands between two retirements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RollStep {
+    /// No replacement asked for yet.
+    Between,
+    /// One worker over the target is wanted: the next due worker's
+    /// replacement, which must be ready before that worker retires.
+    Surging,
+}
+
+/// What became of a roll's next due worker.
+enum Due {
+    /// It was retired.
+    Retired,
+    /// Every worker still due is starting: none can be retired before it is
+    /// ready.
+    Starting,
+    /// None is left.
+    None,
+}
+
+impl Roll {
+    /// The workers the roll wants over the pool's target: one while a
+    /// replacement starts.
+    pub(crate) fn surge(&self) -> usize {
+        usize::from(self.step == RollStep::Surging)
+    }
+}
+
 impl Actor {
+    /// Workers the pool wants now: its target, and one more while a rolling
+    /// restart's replacement starts.
+    pub(crate) fn wanted(&self) -> usize {
+        self.target + self.roll.as_ref().map_or(0, Roll::surge)
+    }
+
     /// Starts a rolling restart; `command`, when given, is what the replacements
     /// (and every later worker) run.
     pub(crate) fn begin_roll(
@@ -48,15 +87,19 @@ impl Actor {
         if let Some(command) = command {
             self.command = command;
         }
-        let due = self
+        // Workers still starting run the command they were launched with:
+        // they are due as well, retired once ready.
+        let mut due: Vec<u64> = self
             .workers
             .iter()
             .filter(|(_, w)| w.life.is_serving())
             .map(|(num, _)| *num)
+            .chain(self.launching.keys().copied())
             .collect();
+        due.sort_unstable();
         self.roll = Some(Roll {
-            due,
-            surged: None,
+            due: due.into(),
+            step: RollStep::Between,
             rolled: 0,
             reply,
         });
@@ -69,9 +112,6 @@ impl Actor {
             return;
         };
         if self.phase != Phase::Running {
-            if roll.surged.take().is_some() {
-                self.target = self.target.saturating_sub(1);
-            }
             let _ = roll.reply.send(Err(ConfigError::new(
                 "pool",
                 "the pool began shutting down during the rolling restart",
@@ -79,59 +119,72 @@ impl Actor {
             return;
         }
         loop {
-            if let Some(surged) = roll.surged {
-                if self.target != surged {
-                    // Someone scaled the pool meanwhile: their target wins.
-                    roll.surged = None;
-                    continue;
-                }
+            if roll.step == RollStep::Surging {
                 let ready = self
                     .workers
                     .values()
                     .filter(|w| w.life.is_serving())
                     .count();
-                if ready < self.target {
+                if ready <= self.target {
                     break; // the replacement is not ready yet
                 }
-                // The next due worker still serving (one that died meanwhile
-                // was replaced already).
-                while let Some(num) = roll.due.pop_front() {
-                    let Some(w) = self.workers.get(&num).filter(|w| w.life.is_serving()) else {
-                        continue;
-                    };
-                    let worker = w.name().to_owned();
-                    self.shared.emit(|| PoolEvent::WorkerRecycled {
-                        worker,
-                        reason: "rolling restart".to_owned(),
-                    });
-                    self.release_worker(num);
-                    roll.rolled += 1;
-                    break;
+                match self.retire_next_due(&mut roll) {
+                    Due::Starting => break, // retired once one is ready
+                    Due::Retired | Due::None => {}
                 }
-                self.target -= 1;
-                roll.surged = None;
-                // A due worker that died during the surge was replaced as well:
-                // one too many now serve.
+                roll.step = RollStep::Between;
+                // A due worker that died during the surge was replaced as
+                // well: one too many now serve.
                 if self.live_count() > self.target {
                     self.shrink_to_target();
                 }
                 continue;
             }
-            while let Some(&num) = roll.due.front() {
-                if self.workers.get(&num).is_some_and(|w| w.life.is_serving()) {
-                    break;
-                }
-                roll.due.pop_front(); // died or retired meanwhile; already replaced
-            }
+            roll.due.retain(|num| {
+                self.launching.contains_key(num)
+                    || self.workers.get(num).is_some_and(|w| w.life.is_serving())
+            });
             if roll.due.is_empty() {
                 let _ = roll.reply.send(Ok(roll.rolled));
                 return;
             }
-            self.target += 1;
-            roll.surged = Some(self.target);
+            roll.step = RollStep::Surging;
+            self.roll = Some(roll);
             self.replenish();
-            break;
+            return;
         }
         self.roll = Some(roll);
+    }
+
+    /// Retires the oldest due worker serving now; drops the due workers that
+    /// died or left meanwhile (they were replaced already), and keeps those
+    /// still starting.
+    fn retire_next_due(&mut self, roll: &mut Roll) -> Due {
+        let mut starting = false;
+        let mut at = 0;
+        while let Some(&num) = roll.due.get(at) {
+            if let Some(w) = self.workers.get(&num).filter(|w| w.life.is_serving()) {
+                let worker = w.name().to_owned();
+                roll.due.remove(at);
+                self.shared.emit(|| PoolEvent::WorkerRecycled {
+                    worker,
+                    reason: "rolling restart".to_owned(),
+                });
+                self.release_worker(num);
+                roll.rolled += 1;
+                return Due::Retired;
+            }
+            if self.launching.contains_key(&num) {
+                starting = true;
+                at += 1;
+            } else {
+                roll.due.remove(at);
+            }
+        }
+        if starting {
+            Due::Starting
+        } else {
+            Due::None
+        }
     }
 }

@@ -7,13 +7,14 @@ use super::events::PoolEvent;
 use crate::error::ConfigError;
 
 impl Actor {
-    /// Retires the newest idle workers first until the live count meets the
-    /// target. Only workers serving now are retired: one still starting counts
+    /// Retires the newest idle workers first until the live count meets what
+    /// the pool wants (its target, and a rolling restart's surge). Only workers serving now are retired: one still starting counts
     /// towards the target, but is left to its readiness (`on_ready` shrinks
     /// again), so that a scale down never retires ready workers and keeps
     /// ones that may never start.
     pub(crate) fn shrink_to_target(&mut self) {
-        while self.live_count() > self.target && self.respawns_pending > 0 {
+        let wanted = self.wanted();
+        while self.live_count() > wanted && self.respawns_pending > 0 {
             self.respawns_pending -= 1;
         }
         let staying = self
@@ -21,7 +22,7 @@ impl Actor {
             .values()
             .filter(|w| w.life.is_staying())
             .count();
-        let mut excess = staying.saturating_sub(self.target);
+        let mut excess = staying.saturating_sub(wanted);
         let mut order: Vec<(bool, u64)> = self
             .workers
             .iter()
@@ -59,7 +60,7 @@ impl Actor {
             // restart backoff as replacements do (the breaker's cap once it
             // is open): growing is no way around it.
             let delay = self.restart_delay();
-            for _ in 0..(target.saturating_sub(self.live_count())) {
+            for _ in 0..(self.wanted().saturating_sub(self.live_count())) {
                 if delay.is_zero() {
                     self.launch_worker();
                 } else {
