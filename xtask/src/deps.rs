@@ -1,5 +1,6 @@
 //! What `cargo xtask test` needs besides the Rust toolchain, installed when
-//! missing: `cargo-nextest` (with cargo), Python packages (with pip, into the
+//! missing: `rustfmt` and `clippy` for `ci`'s lint step (with rustup),
+//! `cargo-nextest` (with cargo), Python packages (with pip, into the
 //! user's site), the Node SDK's packages (with `npm ci`), and, on a Debian or
 //! Ubuntu machine, the system packages behind them (`python3-pip`, `nodejs`
 //! and `npm`, `tmux`, `procps` for `kill` and `pkill`) with apt-get, as root or
@@ -30,6 +31,36 @@ pub(crate) fn nextest() -> Result<(), String> {
     let mut install = cargo();
     install.args(["install", "cargo-nextest", "--locked"]);
     run("install cargo-nextest", install)
+}
+
+/// `rustfmt` and `clippy`, added with `rustup component add` when a minimal
+/// toolchain lacks them.
+pub(crate) fn rust_components() -> Result<(), String> {
+    let missing: Vec<&str> = [("fmt", "rustfmt"), ("clippy", "clippy")]
+        .into_iter()
+        .filter(|(sub, _)| {
+            !cargo()
+                .args([*sub, "--version"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .map(|(_, component)| component)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let list = missing.join(" ");
+    if !works("rustup", "--version") {
+        return Err(format!(
+            "the lint step needs {list}: there is no rustup here; install them with \
+             your toolchain (e.g. `rustup component add {list}`)"
+        ));
+    }
+    let mut add = Command::new("rustup");
+    add.current_dir(root())
+        .args(["component", "add"])
+        .args(&missing);
+    run(&format!("rustup component add {list}"), add)
 }
 
 /// Installs Debian `packages` with apt-get (the package lists are fetched

@@ -34,6 +34,7 @@ pub(crate) fn run(what: &str, mut cmd: Command) -> Result<(), String> {
 
 /// `cargo fmt --check` and clippy with warnings denied.
 pub(crate) fn lint() -> Result<(), String> {
+    deps::rust_components()?;
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--", "--check"]);
     run("cargo fmt --check", fmt)?;
