@@ -392,7 +392,8 @@ fn a_corrupt_store_and_one_from_a_newer_version_are_refused_at_start() {
     );
 }
 
-/// Whether this test may mount a tmpfs (it runs as root).
+/// Whether this test runs as root (who may mount a tmpfs where the
+/// container allows it, and whom a file's mode does not stop).
 fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
@@ -410,32 +411,46 @@ impl Drop for Unmount {
     }
 }
 
+/// How the test stops the store writing.
+enum Blocked {
+    /// Its file system (a 2 MiB tmpfs) is filled: as root, where a mount
+    /// is allowed.
+    DiskFull(Unmount),
+    /// Its file is made read-only: for another user, and for root without
+    /// `CAP_SYS_ADMIN` (a default container), whose daemon then runs without
+    /// the capabilities that pass over a file's mode.
+    ReadOnly,
+}
+
+/// A 2 MiB tmpfs at `mount` where this test may mount one.
+fn small_disk(mount: &std::path::Path) -> Blocked {
+    if !is_root() {
+        return Blocked::ReadOnly;
+    }
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(mount)
+        .status()
+        .is_ok_and(|st| st.success());
+    if mounted {
+        Blocked::DiskFull(Unmount(mount.to_owned()))
+    } else {
+        Blocked::ReadOnly
+    }
+}
+
 #[test]
 fn a_store_that_cannot_write_refuses_new_tasks_with_the_reason_and_keeps_what_it_had() {
     let mut d = Daemon::new("full", &[]);
     d.watchdog(90);
     let mount = d.dir.join("small");
     std::fs::create_dir_all(&mount).unwrap();
-    // As root a file mode does not stop writes: a 2 MiB tmpfs is filled instead.
-    // Otherwise the store file is made read-only.
-    let _unmount = if is_root() {
-        let st = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
-            .arg(&mount)
-            .status()
-            .expect("mount runs");
-        assert!(
-            st.success(),
-            "cannot mount a tmpfs as root: this test needs CAP_SYS_ADMIN when it runs \
-             as root (a container started with `--cap-add SYS_ADMIN`), or a non-root \
-             user, for whom a read-only store file stands in for a full disk"
-        );
-        Some(Unmount(mount.clone()))
-    } else {
-        None
-    };
+    let blocked = small_disk(&mount);
     let store = mount.join("store.db");
     d = Daemon::new("full", &[("CORTEX_POOL_STORE", store.to_str().unwrap())]);
+    if matches!(blocked, Blocked::ReadOnly) && is_root() {
+        d.without_dac_override();
+    }
     std::fs::create_dir_all(&mount).unwrap();
     d.start();
     let first = d.cli_with_input(
@@ -445,20 +460,22 @@ fn a_store_that_cannot_write_refuses_new_tasks_with_the_reason_and_keeps_what_it
             .collect::<String>(),
     );
     assert_eq!(first.status.code(), Some(0), "{}", text(&first));
-    let reason = if _unmount.is_some() {
-        // Fill the filesystem.
-        let filler = mount.join("filler");
-        let _ = Command::new("dd")
-            .args(["if=/dev/zero", "bs=64k", "count=64"])
-            .arg(format!("of={}", filler.display()))
-            .output();
-        "disk full"
-    } else {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = d.cli(&["daemon", "stop"]);
-        std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o400)).unwrap();
-        d.start();
-        "read-only"
+    let reason = match blocked {
+        Blocked::DiskFull(_) => {
+            let filler = mount.join("filler");
+            let _ = Command::new("dd")
+                .args(["if=/dev/zero", "bs=64k", "count=64"])
+                .arg(format!("of={}", filler.display()))
+                .output();
+            "disk full"
+        }
+        Blocked::ReadOnly => {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = d.cli(&["daemon", "stop"]);
+            std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o400)).unwrap();
+            d.start();
+            "read-only"
+        }
     };
     let big = "x".repeat(4000);
     let lines: String = (0..400)

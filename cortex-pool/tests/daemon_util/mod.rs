@@ -23,6 +23,9 @@ pub struct Daemon {
     env: Vec<(String, String)>,
     pid: Arc<AtomicU32>,
     foreground: Option<Child>,
+    /// Its commands run without the capabilities that let root pass over
+    /// file modes (see [`without_dac_override`](Self::without_dac_override)).
+    dac_dropped: bool,
 }
 
 impl Daemon {
@@ -50,7 +53,16 @@ impl Daemon {
             env: all,
             pid: Arc::new(AtomicU32::new(0)),
             foreground: None,
+            dac_dropped: false,
         }
+    }
+
+    /// Runs this daemon's commands (the daemon with them) through `setpriv`
+    /// without `CAP_DAC_OVERRIDE` and `CAP_DAC_READ_SEARCH` in their bounding
+    /// set: as root, a file's mode then stops them as it stops another user,
+    /// with no capability needed beyond what a default container's root has.
+    pub fn without_dac_override(&mut self) {
+        self.dac_dropped = true;
     }
 
     /// Kills the daemon and ends the test process if the test runs past `secs`.
@@ -69,7 +81,15 @@ impl Daemon {
 
     /// A `cortex-pool` command with this daemon's environment.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(bin());
+        let mut cmd = if self.dac_dropped {
+            let mut setpriv = Command::new("setpriv");
+            setpriv
+                .args(["--bounding-set", "-dac_override,-dac_read_search", "--"])
+                .arg(bin());
+            setpriv
+        } else {
+            Command::new(bin())
+        };
         cmd.args(args).stdin(Stdio::null());
         for var in [
             "POOL_SIZE",
