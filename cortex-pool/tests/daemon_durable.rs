@@ -460,9 +460,9 @@ fn a_store_that_cannot_write_refuses_new_tasks_with_the_reason_and_keeps_what_it
             .collect::<String>(),
     );
     assert_eq!(first.status.code(), Some(0), "{}", text(&first));
-    let reason = match blocked {
-        Blocked::DiskFull(_) => {
-            let filler = mount.join("filler");
+    let reason = match &blocked {
+        Blocked::DiskFull(disk) => {
+            let filler = disk.0.join("filler");
             let _ = Command::new("dd")
                 .args(["if=/dev/zero", "bs=64k", "count=64"])
                 .arg(format!("of={}", filler.display()))
