@@ -381,7 +381,7 @@ fn a_corrupt_store_and_one_from_a_newer_version_are_refused_at_start() {
     let stop = d.cli(&["daemon", "stop"]);
     assert!(stop.status.success(), "{}", text(&stop));
     let mut bytes = std::fs::read(&store).unwrap();
-    bytes[60..64].copy_from_slice(&7u32.to_be_bytes());
+    bytes[60..64].copy_from_slice(&99u32.to_be_bytes());
     std::fs::write(&store, &bytes).unwrap();
     let out = d.cli(&["daemon", "start"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));

@@ -23,7 +23,11 @@ pub(crate) struct KnownIds {
     /// Ids it was sized for; past them its false positives grow, and it is
     /// built again at twice the size.
     capacity: usize,
-    /// Ids put in since it was built.
+    /// Ids put in since it was built that it did not hold already: one put
+    /// in again (the records a reload after a failed transaction finds, an
+    /// acceptance tried again after one) sets no bit, so it adds nothing to
+    /// the false positives, and counting it would build the filter again
+    /// before it is full.
     inserted: usize,
 }
 
@@ -85,8 +89,8 @@ impl KnownIds {
 
     /// [`insert`](Self::insert) of the id `hash` is of.
     pub(crate) fn insert_hash(&mut self, hash: u64) {
-        self.filter.insert_hash(hash);
-        self.inserted += 1;
+        let held_already = self.filter.insert_hash(hash);
+        self.inserted += usize::from(!held_already);
     }
 
     /// Whether it holds more ids than it was sized for.
@@ -123,5 +127,40 @@ mod tests {
             known.insert(&format!("more-{i}"));
         }
         assert!(known.full(), "past its size");
+    }
+
+    /// An id put in again counts once: it changes nothing in the filter.
+    #[test]
+    fn an_id_put_in_again_is_counted_once() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE tasks (id TEXT)").unwrap();
+        let mut known = KnownIds::load(&conn, std::iter::empty()).unwrap();
+        for _ in 0..2 * MIN_CAPACITY {
+            known.insert("same");
+        }
+        assert_eq!(known.inserted, 1);
+        assert!(!known.full());
+    }
+
+    /// A reload after a failed transaction keeps the filter and puts in the
+    /// ids of the records it replays, which it holds already: the count stays
+    /// that of the ids accepted, and the filter is not built again early.
+    #[test]
+    fn a_reload_that_keeps_the_filter_counts_no_id_twice() {
+        use crate::overlay::Overlay;
+        use crate::test_support::{empty_overlay, new_task};
+        let (conn, mut overlay) = empty_overlay();
+        let accepted = MIN_CAPACITY * 2 / 3;
+        let tasks = (0..accepted).map(|i| new_task(&format!("t{i}"))).collect();
+        overlay.accept(&conn, tasks, 1, None).unwrap();
+        let (row, entries) = overlay.take_pending().unwrap();
+        crate::journal::append(&conn, row, &entries).unwrap();
+        let before = overlay.take_known().unwrap();
+        let counted = before.inserted;
+        assert!(counted > 0 && counted <= accepted, "{counted}");
+        let mut reloaded = Overlay::load(&conn, Some(before)).unwrap();
+        let after = reloaded.take_known().unwrap();
+        assert_eq!(after.inserted, counted, "the replayed ids counted again");
+        assert!(!after.full());
     }
 }

@@ -36,6 +36,7 @@ mod counts;
 mod journal;
 mod known_ids;
 mod live;
+mod numbers;
 mod ops;
 mod overlay;
 mod schema;
@@ -557,14 +558,15 @@ impl TaskSource for SqliteSource {
     ) -> Result<u64, SourceError> {
         // In transactions of their own, each walking a bounded range of the
         // tasks and deleting a bounded number: however much is due, no other
-        // request waits behind all of it, and the log is checkpointed between
-        // them. Each step starts where the last one ended.
+        // request waits behind all of it. Each step starts where the last one
+        // ended, and writes every changed task's row first only when it finds
+        // a task due.
         let mut removed = 0;
         let mut from = 0;
         loop {
             let (step, next) = self
-                .write_checkpointed(move |c| {
-                    ops::prune(c, settled_before_ms, max_bytes, ops::PRUNE_STEP, from)
+                .write_as(Job::WriteAlone, move |c, o| {
+                    o.prune_step(c, settled_before_ms, max_bytes, ops::PRUNE_STEP, from)
                 })
                 .await?;
             removed += step;

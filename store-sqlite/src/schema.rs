@@ -4,7 +4,7 @@ use rusqlite::Connection;
 
 /// The schema version this build writes. A store with a higher version was
 /// written by a newer cortex-pool and is refused.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 const V1: &str = "
 CREATE TABLE tasks (
@@ -100,6 +100,18 @@ CREATE INDEX tasks_dead ON tasks (seq) WHERE state = 'dead_letter';
 PRAGMA user_version = 6;
 ";
 
+/// Version 7: the number the next task gets is kept apart from the rows
+/// (`seq_mark`, one row; `numbers.rs`), so that deleting the newest tasks'
+/// rows (retention, the dead letters' purge) and opening the store again
+/// hands none of their numbers out again: a listing's place, a task's
+/// number, never comes to stand for a later task. A version 6 store starts
+/// from its rows (numbers its newest deleted rows had may be lost already).
+const V7: &str = "
+CREATE TABLE seq_mark (id INTEGER PRIMARY KEY CHECK (id = 0), next_seq INTEGER NOT NULL);
+INSERT INTO seq_mark (id, next_seq) SELECT 0, coalesce(max(seq), 0) + 1 FROM tasks;
+PRAGMA user_version = 7;
+";
+
 /// What the version check found.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Version {
@@ -116,12 +128,13 @@ pub(crate) fn migrate(conn: &Connection) -> rusqlite::Result<Version> {
         return Ok(Version::Newer(version));
     }
     let steps = match version {
-        0 => [V1, V2, V3, V4, V5, V6].join(" "),
-        1 => [V2, V3, V4, V5, V6].join(" "),
-        2 => [V3, V4, V5, V6].join(" "),
-        3 => [V4, V5, V6].join(" "),
-        4 => [V5, V6].join(" "),
-        5 => V6.to_owned(),
+        0 => [V1, V2, V3, V4, V5, V6, V7].join(" "),
+        1 => [V2, V3, V4, V5, V6, V7].join(" "),
+        2 => [V3, V4, V5, V6, V7].join(" "),
+        3 => [V4, V5, V6, V7].join(" "),
+        4 => [V5, V6, V7].join(" "),
+        5 => [V6, V7].join(" "),
+        6 => V7.to_owned(),
         _ => return Ok(Version::Current),
     };
     conn.execute_batch(&format!("BEGIN IMMEDIATE; {steps} COMMIT;"))?;
@@ -264,6 +277,26 @@ mod tests {
         assert_eq!(full_counts(&conn).len(), 2);
     }
 
+    /// Schema 7 keeps the mark of the numbers, starting one past a version
+    /// 6 store's highest row: once those rows are deleted, the next task
+    /// still gets a number past theirs.
+    #[test]
+    fn a_version_6_store_gets_the_mark_of_its_numbers() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(&[V1, V2, V3, V4, V5, V6].join(" "))
+            .unwrap();
+        insert(&conn, "a", "ok");
+        insert(&conn, "b", "queued");
+        assert_eq!(migrate(&conn).unwrap(), Version::Current);
+        assert_eq!(version(&conn), SCHEMA_VERSION);
+        assert_eq!(
+            crate::test_support::column::<i64>(&conn, "SELECT next_seq FROM seq_mark"),
+            [3]
+        );
+        conn.execute_batch("DELETE FROM tasks").unwrap();
+        assert_eq!(crate::numbers::next(&conn).unwrap(), 3);
+    }
+
     #[test]
     fn only_a_dead_letter_is_in_the_index_of_dead_letters() {
         let conn = Connection::open_in_memory().unwrap();
@@ -303,8 +336,10 @@ mod tests {
         insert(&conn, "a", "queued");
         assert_eq!(migrate(&conn).unwrap(), Version::Current);
         assert_eq!(version(&conn), SCHEMA_VERSION);
-        conn.execute_batch("PRAGMA user_version = 7").unwrap();
-        assert_eq!(migrate(&conn).unwrap(), Version::Newer(7));
+        let newer = SCHEMA_VERSION + 1;
+        conn.execute_batch(&format!("PRAGMA user_version = {newer}"))
+            .unwrap();
+        assert_eq!(migrate(&conn).unwrap(), Version::Newer(newer));
     }
 
     #[test]

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use store_sqlite::{Durability, OpenError, SqliteSource};
 use task_source::{
-    Admission, Claimed, ErrorInfo, Filter, ListOrder, NewTask, Outcome, Pager, Requeue, Settlement,
-    SourceError, TaskRecord, TaskSource, TaskState, TaskStatus,
+    Admission, Claimed, ErrorInfo, Filter, ListFrom, ListOrder, NewTask, Outcome, Pager, Requeue,
+    Settlement, SourceError, TaskRecord, TaskSource, TaskState, TaskStatus,
 };
 
 struct Dir(PathBuf);
@@ -261,45 +261,44 @@ fn set_user_version(path: &std::path::Path, version: u32) -> bool {
     true
 }
 
-/// A file this process may not write while the guard lives: immutable
-/// (`chattr +i`) for root, whom a file mode does not stop; mode 0400 for
-/// anyone else.
-struct ReadOnly(PathBuf);
+/// A file this thread may not write while the guard lives: mode 0400, and
+/// for root, whom a file's mode does not stop, this thread (and the threads
+/// it starts meanwhile: the store's writer) without `CAP_DAC_OVERRIDE` and
+/// `CAP_DAC_READ_SEARCH` in its effective set. Dropping a capability needs
+/// none, so this works in a default container too.
+struct ReadOnly {
+    path: PathBuf,
+    /// The thread's capabilities before, put back on drop.
+    capabilities: Option<rustix::thread::CapabilitySets>,
+}
 
 impl ReadOnly {
     fn new(path: &std::path::Path) -> Self {
+        use rustix::thread::{capabilities, set_capabilities, CapabilitySet};
         use std::os::unix::fs::PermissionsExt;
-        if rustix::process::geteuid().is_root() {
-            let st = std::process::Command::new("chattr")
-                .arg("+i")
-                .arg(path)
-                .status()
-                .expect("chattr runs (e2fsprogs)");
-            assert!(
-                st.success(),
-                "chattr +i {} failed: as root this test needs a file system with the \
-                 immutable attribute (ext4, xfs, btrfs) under the temporary directory, \
-                 or a non-root user",
-                path.display()
-            );
-        } else {
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o400)).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o400)).unwrap();
+        let before = capabilities(None).expect("capget");
+        let overriding = CapabilitySet::DAC_OVERRIDE | CapabilitySet::DAC_READ_SEARCH;
+        let capabilities = before.effective.intersects(overriding).then(|| {
+            let mut fewer = before;
+            fewer.effective.remove(overriding);
+            set_capabilities(None, fewer).expect("a thread may drop its own capabilities");
+            before
+        });
+        Self {
+            path: path.to_owned(),
+            capabilities,
         }
-        Self(path.to_owned())
     }
 }
 
 impl Drop for ReadOnly {
     fn drop(&mut self) {
         use std::os::unix::fs::PermissionsExt;
-        if rustix::process::geteuid().is_root() {
-            let _ = std::process::Command::new("chattr")
-                .arg("-i")
-                .arg(&self.0)
-                .status();
-        } else {
-            let _ = std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(0o600));
+        if let Some(before) = self.capabilities.take() {
+            let _ = rustix::thread::set_capabilities(None, before);
         }
+        let _ = std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(0o600));
     }
 }
 
@@ -764,5 +763,116 @@ fn an_ok_after_a_retry_leaves_no_error() {
         let s = SqliteSource::open(&dir.db(), Durability::Fsync).unwrap();
         let record = s.get(vec!["r".into()]).await.unwrap().remove(0).unwrap();
         assert_eq!((record.state, record.error), (TaskState::Ok, None));
+    });
+}
+
+/// The ids of a page of the listing in `order` after `from`.
+async fn page_ids(s: &SqliteSource, order: ListOrder, from: Option<ListFrom>) -> Vec<String> {
+    let page = s
+        .list_page(Filter::default(), order, from, 10)
+        .await
+        .unwrap();
+    page.records.into_iter().map(|r| r.task.id).collect()
+}
+
+/// A place in a listing handed out before the newest tasks were pruned is
+/// not handed to a later task once the store is opened again: a task
+/// accepted since comes after it, as every later task does.
+#[test]
+fn a_listing_s_place_stays_before_later_tasks_after_a_prune_and_a_reopen() {
+    let dir = Dir::new("numbers-prune");
+    let place = rt().block_on(async {
+        let s = SqliteSource::open(&dir.db(), Durability::Relaxed).unwrap();
+        s.accept(["a", "b", "c"].map(task).to_vec()).await.unwrap();
+        let page = s
+            .list_page(Filter::default(), ListOrder::OldestFirst, None, 3)
+            .await
+            .unwrap();
+        let place = page.next.expect("a full page says where the next starts");
+        let done = s.claim(3, task_source::now_ms()).await.unwrap();
+        s.settle(done.into_iter().map(ok).collect()).await.unwrap();
+        assert_eq!(s.prune(task_source::now_ms() + 1, None).await.unwrap(), 3);
+        place
+    });
+    rt().block_on(async {
+        let s = SqliteSource::open(&dir.db(), Durability::Relaxed).unwrap();
+        s.accept(vec![task("d")]).await.unwrap();
+        assert_eq!(
+            page_ids(&s, ListOrder::OldestFirst, Some(place)).await,
+            ["d"],
+            "the task accepted since comes after the place"
+        );
+        assert_eq!(
+            page_ids(&s, ListOrder::NewestFirst, Some(place)).await,
+            Vec::<String>::new(),
+            "nothing is older than the pruned tasks"
+        );
+    });
+}
+
+/// The same once the newest task was a dead letter that was purged.
+#[test]
+fn a_purged_dead_letter_s_place_stays_before_later_tasks_after_a_reopen() {
+    let dir = Dir::new("numbers-purge");
+    let place = rt().block_on(async {
+        let s = SqliteSource::open(&dir.db(), Durability::Relaxed).unwrap();
+        s.accept(vec![task("x")]).await.unwrap();
+        let c = s.claim(1, 0).await.unwrap().remove(0);
+        s.settle(vec![Settlement {
+            id: c.task.id,
+            attempt: c.attempt,
+            outcome: Outcome::Settled {
+                state: TaskState::DeadLetter,
+                line: "{}".into(),
+                error: None,
+            },
+        }])
+        .await
+        .unwrap();
+        let page = s
+            .list_page(Filter::default(), ListOrder::NewestFirst, None, 1)
+            .await
+            .unwrap();
+        assert_eq!(s.purge_dead().await.unwrap(), ["x"]);
+        page.next.expect("a full page says where the next starts")
+    });
+    rt().block_on(async {
+        let s = SqliteSource::open(&dir.db(), Durability::Relaxed).unwrap();
+        s.accept(vec![task("y")]).await.unwrap();
+        assert_eq!(
+            page_ids(&s, ListOrder::OldestFirst, Some(place)).await,
+            ["y"]
+        );
+    });
+}
+
+/// A retention round that finds nothing due writes no row (the waiting
+/// tasks stay in the journal until their own checkpoints); one that finds a
+/// task due writes every row first, then deletes it.
+#[test]
+fn retention_writes_the_rows_only_when_it_finds_a_task_due() {
+    let dir = Dir::new("prune-quiet");
+    rt().block_on(async {
+        let s = SqliteSource::open(&dir.db(), Durability::Relaxed).unwrap();
+        s.accept(["a", "b", "c"].map(task).to_vec()).await.unwrap();
+        // A reader beside the store's own connection (WAL: it sees what
+        // was committed).
+        let reader = rusqlite::Connection::open(dir.db()).unwrap();
+        let rows = || -> i64 {
+            reader
+                .query_row("SELECT count(*) FROM tasks", [], |r| r.get(0))
+                .unwrap()
+        };
+        let an_hour_ago = task_source::now_ms() - 3_600_000;
+        assert_eq!(s.prune(an_hour_ago, Some(1 << 30)).await.unwrap(), 0);
+        assert_eq!(rows(), 0, "nothing due: no row written");
+        let done = s.claim(1, task_source::now_ms()).await.unwrap();
+        s.settle(done.into_iter().map(ok).collect()).await.unwrap();
+        assert_eq!(s.prune(task_source::now_ms() + 1, None).await.unwrap(), 1);
+        assert_eq!(
+            rows(),
+            2,
+            "the waiting tasks' rows, written before the delete"
+        );
     });
 }

@@ -143,18 +143,6 @@ impl Overlay {
         self.tally.dirty > 0
     }
 
-    /// Runs `f` on the rows, in the caller's transaction, after a full
-    /// checkpoint in it: what `f` reads or deletes is all in the rows, and no
-    /// journal entry is left to bring back a task whose row `f` deletes.
-    pub(crate) fn on_rows<T>(
-        &mut self,
-        conn: &Connection,
-        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
-    ) -> rusqlite::Result<T> {
-        self.checkpoint(conn, Checkpoint::Full)?;
-        f(conn)
-    }
-
     /// Writes the rows of the changed tasks `which` says, in the caller's
     /// transaction; then keeps in memory only the tasks still unwritten and
     /// the running ones. Once no settled task is left in the plan, forgets

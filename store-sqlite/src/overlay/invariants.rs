@@ -4,9 +4,9 @@
 //! (some of ids already taken, at random priorities), claims, every kind of
 //! settlement (ok, failed, dead letter, cancelled, retry, interrupted, not
 //! started, and a stale attempt's), requeues of dead letters, slice, spill
-//! and full checkpoints, reloads (with the filter of ids kept and without) and
-//! transactions rolled back. After every step the overlay must agree with
-//! the rows under it:
+//! and full checkpoints, retention rounds, reloads (with the filter of ids
+//! kept and without) and transactions rolled back. After every step the
+//! overlay must agree with the rows under it:
 //!
 //! - a claim takes the first ready tasks by `(priority, seq)`;
 //! - the tally equals a recount over the entries;
@@ -20,9 +20,10 @@
 //! - the filter of ids holds every id;
 //! - no id is stored twice, and no task has a number the next accept gets.
 //!
-//! At the end of each run a fresh load of the store (its rows with the
-//! journal replayed over them) must hold the same records as the live
-//! overlay.
+//! After every step with nothing left to commit, a fresh load of the store
+//! (its rows with the journal replayed over them) must give the next task
+//! the number the live overlay would; at the end of each run it must hold
+//! the same records as the live overlay.
 //!
 //! The seeds are fixed, so that every run of the test is the same; a failed
 //! assertion names the seed and the step.
@@ -97,9 +98,10 @@ impl Run {
             4..=6 => self.settle(now),
             7 => self.requeue_dead(now),
             8 => self.checkpoint(),
-            _ => match self.rng.u64(..3) {
+            _ => match self.rng.u64(..4) {
                 0 => self.reload(),
                 1 => self.roll_back_a_transaction(now),
+                2 => self.prune(now),
                 _ => self.commit_pending(),
             },
         }
@@ -263,6 +265,23 @@ impl Run {
                 tally.dirty_weight,
                 tally.dirty_waiting
             );
+        }
+    }
+
+    /// Commits, then runs a retention round in steps of a few tasks: the
+    /// settled tasks last changed before a time at random (often none),
+    /// now and then down to a size at random.
+    fn prune(&mut self, now: u64) {
+        self.commit_pending();
+        let before = now.saturating_sub(self.rng.u64(..400));
+        let max_bytes = self.rng.bool().then(|| self.rng.u64(..1 << 16));
+        let mut from = 0;
+        while let (_, Some(next)) = self
+            .overlay
+            .prune_step(&self.conn, before, max_bytes, 3, from)
+            .unwrap()
+        {
+            from = next;
         }
     }
 
@@ -597,6 +616,20 @@ fn check_fresh_load_agrees(overlay: &Overlay, conn: &Connection, at: &str) {
     );
 }
 
+/// With no change waiting for its journal row, a fresh load of the store
+/// gives the next task the number the live overlay would: none goes back,
+/// whatever rows were deleted.
+fn check_numbers(overlay: &Overlay, conn: &Connection, at: &str) {
+    if overlay.pending_bytes() > 0 {
+        return;
+    }
+    let fresh = Overlay::load(conn, None).unwrap();
+    assert_eq!(
+        fresh.next_seq, overlay.next_seq,
+        "{at}: the number the next task gets, loaded afresh"
+    );
+}
+
 #[test]
 fn random_operations_keep_the_overlay_consistent_with_its_rows() {
     for seed in SEEDS {
@@ -605,6 +638,7 @@ fn random_operations_keep_the_overlay_consistent_with_its_rows() {
             run.step(1_000 + 10 * step);
             let at = format!("seed {seed} step {step}");
             check_invariants(&run.overlay, &run.conn, run.claimed_at, &at);
+            check_numbers(&run.overlay, &run.conn, &at);
         }
         run.commit_pending();
         check_fresh_load_agrees(&run.overlay, &run.conn, &format!("seed {seed} at the end"));

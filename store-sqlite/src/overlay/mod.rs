@@ -17,7 +17,8 @@
 //!
 //! `change.rs` is how an entry changes a record; `order.rs` the ready
 //! order; `tally.rs` what the entries add up to; `ops.rs` the source's
-//! operations; `checkpoint.rs` the writing of rows.
+//! operations; `checkpoint.rs` the writing of rows; `deletes.rs` the
+//! operations that delete rows.
 
 use std::borrow::Cow;
 use std::time::Instant;
@@ -28,6 +29,7 @@ use task_source::{NewTask, TaskState};
 use crate::journal::{self, Entry};
 use crate::known_ids::KnownIds;
 use crate::live::{self, Live};
+use crate::numbers;
 use ids::Ids;
 use order::ReadyOrder;
 use records::Records;
@@ -36,6 +38,7 @@ use unwritten::UnwrittenRows;
 
 mod change;
 mod checkpoint;
+mod deletes;
 mod ids;
 #[cfg(test)]
 mod invariants;
@@ -118,9 +121,7 @@ impl Overlay {
     /// row, so it still holds every id with one); else one is built.
     pub(crate) fn load(conn: &Connection, known: Option<KnownIds>) -> rusqlite::Result<Self> {
         let mut overlay = Self {
-            next_seq: conn.query_row("SELECT coalesce(max(seq), 0) + 1 FROM tasks", [], |r| {
-                r.get(0)
-            })?,
+            next_seq: numbers::next(conn)?,
             journal_row: journal::next_row(conn)?,
             ..Self::default()
         };
