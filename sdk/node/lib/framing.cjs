@@ -3,6 +3,7 @@
 
 const { Encoder, Decoder } = require('@msgpack/msgpack');
 const { ProtocolError } = require('./errors.cjs');
+const { markFloats } = require('./floats.cjs');
 
 /** The frame body limit when `CORTEX_MAX_FRAME` is not set: 16 MiB. */
 const DEFAULT_MAX_FRAME = 16 * 1024 * 1024;
@@ -48,7 +49,8 @@ function wireInt(value) {
  * Cuts a byte stream into messages. `push(chunk)` returns the complete messages so far;
  * a length over `maxFrame`, a zero length or a body that is not a map with a string
  * `type` throws a ProtocolError. The body is checked against the limit before any of
- * it is buffered.
+ * it is buffered. A value the map holds as a float is a WireFloat (see floats.cjs),
+ * never a number.
  */
 class FrameReader {
   constructor(maxFrame = DEFAULT_MAX_FRAME) {
@@ -108,7 +110,7 @@ function decodeMessage(body) {
   if (message === null || typeof message !== 'object' || Array.isArray(message) || typeof message.type !== 'string') {
     throw new ProtocolError('a message must be a map with a string `type`');
   }
-  return message;
+  return markFloats(body, message);
 }
 
 module.exports = { DEFAULT_MAX_FRAME, FrameReader, encodeFrame, wireInt };

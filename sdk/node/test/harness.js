@@ -14,13 +14,33 @@ export const EXAMPLE = path.join(HERE, '..', 'examples', 'example-worker.mjs');
 /** The bound of every wait in the tests. */
 export const WAIT_MS = 15_000;
 
-/** Encodes one frame (prefix + body). */
-export function frame(message) {
-  const body = encode(message, { useBigInt64: true });
+/**
+ * Encodes one frame (prefix + body), its integers as MessagePack integers, as the
+ * manager writes them. `floats` names keys to send as floats instead, as no manager
+ * does: `{ attempt: 32 }` writes `attempt` as a float 32, `64` as a float 64.
+ */
+export function frame(message, floats = {}) {
+  const entries = Object.entries(message);
+  if (entries.length > 15) throw new RangeError('frame() writes a fixmap: 15 keys at most');
+  const body = Buffer.concat([
+    Uint8Array.of(0x80 + entries.length),
+    ...entries.flatMap(([key, value]) => [encode(key), encodeValue(value, floats[key])]),
+  ]);
   const out = Buffer.alloc(4 + body.length);
   out.writeUInt32BE(body.length, 0);
   out.set(body, 4);
   return out;
+}
+
+/**
+ * `value` as a float of `bits` bits, or else as MessagePack: with useBigInt64,
+ * @msgpack/msgpack writes a number of 2^32 or more as a float 64, so such an integer
+ * goes as a bigint (a uint64 or int64).
+ */
+function encodeValue(value, bits) {
+  if (bits !== undefined) return encode(value, { forceIntegerToFloat: true, forceFloat32: bits === 32 });
+  const wide = Number.isSafeInteger(value) && (value >= 2 ** 32 || value < -(2 ** 31));
+  return encode(wide ? BigInt(value) : value, { useBigInt64: true });
 }
 
 /** A running worker and the manager side of its link. */
@@ -101,8 +121,9 @@ export class Manager {
     for (const w of [...this.waiters]) w();
   }
 
-  send(message) {
-    this.output.write(frame(message));
+  /** Sends `message` (`floats`: as for frame()). */
+  send(message, floats = {}) {
+    this.output.write(frame(message, floats));
   }
 
   /** Sends hello (defaults overridable) and waits for ready. */
