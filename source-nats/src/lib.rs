@@ -12,6 +12,14 @@
 //! their final answer (a settlement slower than `ack_wait` included) and
 //! never after it. The wire format is in `docs/queue.md`.
 //!
+//! A message whose NATS header block the client cannot read (another
+//! client's malformed block) ends the client's connection as it is
+//! delivered, so no claim ever sees it, and the server would deliver it again
+//! every `ack_wait`: a fetch cut short makes the source read the messages in
+//! flight again through the stream's message API, which hands over header
+//! blocks as bytes, and dead-letter (`invalid_input`) and delete each one the
+//! client cannot read.
+//!
 //! A task's attempt is not the server's delivery count: a claim the pool
 //! gives back unstarted or interrupted (`Outcome::NotStarted`,
 //! `Outcome::Interrupted`, as it stops) is a delivery, not an attempt. The
@@ -66,10 +74,12 @@ mod records;
 mod scan;
 mod source;
 mod stats;
+mod stored;
 #[cfg(feature = "test-server")]
 mod test_secrets;
 #[cfg(feature = "test-server")]
 pub mod test_server;
+mod unreadable;
 
 pub use config::NatsConfig;
 pub use source::NatsSource;

@@ -35,6 +35,8 @@ use crate::scan::{self, KV_OPERATION};
 use crate::stats::{Counters, QueueStats};
 use crate::NatsError;
 
+mod sweep;
+
 /// Publishes awaited together at most (each waits for the stream's ack).
 const PUBLISH_CHUNK: usize = 1024;
 
@@ -50,6 +52,8 @@ struct Inner {
     queue: Queue,
     held: Mutex<HeldSet>,
     counters: Counters,
+    /// Sweeps for messages the client cannot hand over (`sweep.rs`).
+    sweeps: sweep::Sweeps,
 }
 
 /// The subjects tasks and dead letters are published on: a copy is a
@@ -124,6 +128,7 @@ impl NatsSource {
             queue,
             held: Mutex::new(HeldSet::default()),
             counters: Counters::default(),
+            sweeps: sweep::Sweeps::default(),
         });
         tokio::spawn(keep_alive(Arc::downgrade(&inner)));
         Ok(Self { inner })
@@ -351,11 +356,12 @@ impl NatsSource {
             })
     }
 
-    /// Records a dead letter for `message`, the task `id`.
+    /// Records a dead letter for the task `id`, whose message is the
+    /// stream's `sequence` with body `payload`.
     async fn publish_dead(
         &self,
         id: &str,
-        message: &Message,
+        (sequence, payload): (u64, &bytes::Bytes),
         attempts: u32,
         error: Option<&task_source::ErrorInfo>,
     ) -> Result<(), SourceError> {
@@ -364,7 +370,6 @@ impl NatsSource {
         // one that ran it, or one its redelivery reached): the stream drops
         // a repeat inside its duplicate window. (A requeued task is a new
         // message.)
-        let sequence = message.info().map_or(0, |i| i.stream_sequence);
         let msg_id = format!("{id}#dead-{sequence}");
         let attempts = attempts.to_string();
         let mut pairs: Vec<(&str, String)> = vec![
@@ -388,7 +393,7 @@ impl NatsSource {
             0 => usize::MAX,
             max => max,
         };
-        let mut payload = message.payload.clone();
+        let mut payload = payload.clone();
         let used = payload.len() + headers_len(pairs.iter().map(|(n, v)| (*n, v.len())));
         if used > max {
             pairs.push((HEADER_BODY_OMITTED, payload.len().to_string()));
@@ -446,7 +451,12 @@ impl NatsSource {
             // stream drops a repeat of the same message's letter). Until it
             // is, the message is not terminated, and comes back.
             let letter = self
-                .publish_dead(id, message, record.attempts, record.error.as_ref())
+                .publish_dead(
+                    id,
+                    sequence_and_body(message),
+                    record.attempts,
+                    record.error.as_ref(),
+                )
                 .await;
             if let Err(e) = letter {
                 tracing::debug!(error = %e, %id, "cannot publish a settled task's letter");
@@ -474,22 +484,34 @@ impl NatsSource {
             .and_then(|h| h.get(NATS_MESSAGE_ID))
             .map(|v| v.as_str().to_owned())
             .unwrap_or_else(|| format!("invalid-{}", now_ms()));
+        if self
+            .letter_unfit(&id, sequence_and_body(&message), why)
+            .await
+            .is_ok()
+        {
+            if let Err(e) = message.ack_with(AckKind::Term).await {
+                tracing::warn!(error = %e, %id, "cannot terminate an invalid message");
+            }
+        }
+    }
+
+    /// Stores the `dead_letter` line and the letter of the message that is
+    /// no task (`why`), the stream's `sequence` with body `payload`, under
+    /// `id`: an `invalid_input` error, at attempt 0.
+    async fn letter_unfit(
+        &self,
+        id: &str,
+        message: (u64, &bytes::Bytes),
+        why: String,
+    ) -> Result<(), SourceError> {
         let error = task_source::ErrorInfo {
             kind: "invalid_input".into(),
             message: why,
         };
         let line = json!({"id": id, "status": "dead_letter", "error": {"kind": error.kind, "message": error.message}, "attempts": 0}).to_string();
         // The line first, as for a task's letter (`settle_one`).
-        let put = self.put_result(&id, &line).await;
-        let stored = match put {
-            Ok(()) => self.publish_dead(&id, &message, 0, Some(&error)).await,
-            Err(e) => Err(e),
-        };
-        if stored.is_ok() {
-            if let Err(e) = message.ack_with(AckKind::Term).await {
-                tracing::warn!(error = %e, %id, "cannot terminate an invalid message");
-            }
-        }
+        self.put_result(id, &line).await?;
+        self.publish_dead(id, message, 0, Some(&error)).await
     }
 
     /// A fetched message as a claim, held until it is settled, with its
@@ -608,7 +630,7 @@ impl NatsSource {
                 if *state == TaskState::DeadLetter {
                     self.publish_dead(
                         &s.id,
-                        settling.delivery().message(),
+                        sequence_and_body(settling.delivery().message()),
                         s.attempt,
                         error.as_ref(),
                     )
@@ -641,6 +663,13 @@ impl NatsSource {
         };
         settling.delivery().answer(kind).await.map_err(backend)
     }
+}
+
+/// A delivered message's stream sequence (0 without its stream info) and
+/// body, as a letter carries them.
+fn sequence_and_body(message: &Message) -> (u64, &bytes::Bytes) {
+    let sequence = message.info().map_or(0, |i| i.stream_sequence);
+    (sequence, &message.payload)
 }
 
 /// The most bytes of an error message a dead letter's header keeps (the
@@ -818,12 +847,21 @@ impl TaskSource for NatsSource {
             // A fetch ends with the server's status after its messages; one
             // lost to a disconnect would leave it open for ever, and the
             // feeder with it. A message it delivers after this gives up is
-            // redelivered after `ack_wait`.
-            while let Ok(Some(next)) = tokio::time::timeout(FETCH_STALL, batch.next()).await {
-                let Ok(message) = next else { break };
-                got += 1;
-                if let Some(claim) = self.take(message).await {
-                    claimed.push(claim);
+            // redelivered after `ack_wait`. A fetch cut short may have met a
+            // message the client cannot hand over: the queue is swept for it.
+            loop {
+                match tokio::time::timeout(FETCH_STALL, batch.next()).await {
+                    Ok(Some(Ok(message))) => {
+                        got += 1;
+                        if let Some(claim) = self.take(message).await {
+                            claimed.push(claim);
+                        }
+                    }
+                    Ok(None) => break,
+                    Ok(Some(Err(_))) | Err(_) => {
+                        self.sweep_soon();
+                        break;
+                    }
                 }
             }
             want = want.saturating_sub(got);

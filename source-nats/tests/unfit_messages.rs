@@ -1,15 +1,21 @@
-//! Task ids a NATS header cannot carry, repeats in one call, and a message the
+//! Task ids a NATS header cannot carry, repeats in one call, and messages the
 //! client cannot read, against a real `nats-server -js` (started per test;
 //! the test fails, saying how to install it, when the binary is missing).
+//!
+//! A message whose header block the client cannot read is written to the
+//! server with a raw protocol write (as another client's bug may). Each
+//! delivery of it ends the client's connection, so the source never sees
+//! it: unswept, the server delivers it again every `ack_wait`, for ever.
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{claim_n, config, ok, publish_raw, task};
 use source_nats::test_server::NatsServer;
 use source_nats::NatsSource;
-use task_source::{now_ms, Admission, TaskSource, TaskState};
+use task_source::{now_ms, Admission, Claimed, Filter, TaskRecord, TaskSource, TaskState};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 /// A line break in an id would end the message's header early: the server
 /// would read another id, and the client reading it would drop its
@@ -113,4 +119,191 @@ async fn a_fetch_whose_end_is_lost_with_the_connection_does_not_hold_claims_for_
             .collect::<Vec<_>>(),
         ["behind"]
     );
+}
+
+/// How long a test waits for what the source does in the background.
+const PATIENCE: Duration = Duration::from_secs(40);
+
+/// Publishes `body` under the header block `headers` (the bytes between the
+/// protocol line and the body, as written) on the normal band's subject
+/// (prefix `cortex.tasks`) of `server`, through a raw protocol write: no
+/// client checks or rewrites the block. Returns the stream sequence the
+/// server stored it at.
+///
+/// # Panics
+/// When the server answers with an error or no stream ack within 10 s.
+async fn publish_raw_headers(server: &NatsServer, headers: &[u8], body: &[u8]) -> u64 {
+    let url = server.url();
+    let address = url.trim_start_matches("nats://");
+    let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let (read, mut write) = tcp.into_split();
+    let subject = source_nats::message::subject(source_nats::message::Band::Normal, "cortex.tasks");
+    let mut out = Vec::new();
+    out.extend_from_slice(b"CONNECT {\"verbose\":false,\"headers\":true,\"protocol\":1}\r\n");
+    out.extend_from_slice(b"SUB raw.ack 1\r\n");
+    let total = headers.len() + body.len();
+    let line = format!("HPUB {subject} raw.ack {} {total}\r\n", headers.len());
+    out.extend_from_slice(line.as_bytes());
+    out.extend_from_slice(headers);
+    out.extend_from_slice(body);
+    out.extend_from_slice(b"\r\n");
+    write.write_all(&out).await.unwrap();
+    let mut lines = BufReader::new(read).lines();
+    let ack = async {
+        loop {
+            let line = lines
+                .next_line()
+                .await
+                .unwrap()
+                .expect("the server's answer");
+            assert!(!line.starts_with("-ERR"), "the server refused: {line}");
+            if line.starts_with('{') {
+                return line;
+            }
+        }
+    };
+    let ack = tokio::time::timeout(Duration::from_secs(10), ack)
+        .await
+        .expect("a stream ack within 10 s");
+    let ack: serde_json::Value = serde_json::from_str(&ack).unwrap();
+    ack["seq"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("a stream ack: {ack}"))
+}
+
+/// Claims until task `id` comes back; panics after [`PATIENCE`].
+async fn claim_until(source: &NatsSource, id: &str) -> Claimed {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let claimed = source.claim(1, now_ms()).await.unwrap();
+        if let Some(claim) = claimed.into_iter().find(|c| c.task.id == id) {
+            return claim;
+        }
+        assert!(Instant::now() < deadline, "task {id} was never claimed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Task `id`'s record once it is a dead letter; panics, saying what it
+/// read last, after [`PATIENCE`].
+async fn dead_lettered(source: &NatsSource, id: &str) -> TaskRecord {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let record = source.get(vec![id.into()]).await.unwrap().pop().flatten();
+        if let Some(record) = record.clone().filter(|r| r.state == TaskState::DeadLetter) {
+            return record;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "task {id} was never dead-lettered (last read: {record:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the queue holds nothing to deliver or redeliver; panics
+/// after [`PATIENCE`].
+async fn queue_empties(source: &NatsSource) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let left = source.unsettled().await.unwrap();
+        if left == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{left} messages stay in the queue"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A message under the header block `headers` (body: an echo task `id`)
+/// ends as a dead letter of `id` whose error says `why`, with its body in
+/// the letter, and leaves the stream; a well-formed task published after it
+/// is claimed, kept through the sweep, and settles.
+async fn is_dead_lettered_and_removed(id: &str, headers: &[u8], why: &str) {
+    let server = NatsServer::start();
+    // The server would deliver it again only after 30 s: the first delivery
+    // is the one that must end it.
+    let source = NatsSource::connect(config(&server, 30_000)).await.unwrap();
+    let body = format!(r#"{{"id":"{id}","type":"echo","payload":1}}"#);
+    let unreadable = publish_raw_headers(&server, headers, body.as_bytes()).await;
+    let behind = publish_raw_headers(
+        &server,
+        b"NATS/1.0\r\nNats-Msg-Id: behind\r\n\r\n",
+        br#"{"id":"behind","type":"echo"}"#,
+    )
+    .await;
+
+    let claim = claim_until(&source, "behind").await;
+    let record = dead_lettered(&source, id).await;
+    let error = record.error.expect("its error");
+    assert_eq!(error.kind, "invalid_input");
+    assert!(
+        error
+            .message
+            .contains("the NATS client cannot read the message's headers")
+            && error.message.contains(why)
+            && error.message.contains(&format!("message {unreadable} of")),
+        "{error:?}"
+    );
+    let letters = source
+        .list(Filter {
+            state: Some(TaskState::DeadLetter),
+            ..Filter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].task.id, id);
+    assert_eq!(
+        letters[0].task.task_type, "echo",
+        "the letter keeps the body"
+    );
+
+    // Gone from the stream (never delivered again); the task behind it,
+    // which the client can read, is kept.
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let stream = js.get_stream("CORTEX_TASKS").await.unwrap();
+    let gone = stream.get_raw_message(unreadable).await.unwrap_err();
+    assert_eq!(
+        gone.kind(),
+        async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound
+    );
+    assert_eq!(
+        stream.get_raw_message(behind).await.unwrap().sequence,
+        behind
+    );
+    source
+        .settle(vec![ok("behind", claim.attempt)])
+        .await
+        .unwrap();
+    queue_empties(&source).await;
+}
+
+/// A header line without a colon (here a line break inside a value).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_line_without_a_colon_is_dead_lettered_and_leaves_the_stream() {
+    let headers = b"NATS/1.0\r\nNats-Msg-Id: no-colon\nsecond line\r\n\r\n";
+    is_dead_lettered_and_removed("no-colon", headers, "has no colon").await;
+}
+
+/// A version line that is not `NATS/1.0`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_version_line_is_dead_lettered_and_leaves_the_stream() {
+    let headers = b"HTTP/1.1\r\nNats-Msg-Id: bad-version\r\n\r\n";
+    is_dead_lettered_and_removed("bad-version", headers, "does not begin with NATS/1.0").await;
+}
+
+/// A header name with a character a name cannot hold (a space).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_name_with_a_space_is_dead_lettered_and_leaves_the_stream() {
+    let headers = b"NATS/1.0\r\nNats-Msg-Id: bad-name\r\nBad Name: x\r\n\r\n";
+    is_dead_lettered_and_removed(
+        "bad-name",
+        headers,
+        "holds a character a header name cannot",
+    )
+    .await;
 }

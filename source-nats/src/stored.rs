@@ -1,0 +1,124 @@
+//! Reading a stream's stored messages through its message API
+//! (`$JS.API.STREAM.MSG.GET`), which answers in JSON with the header block
+//! as the bytes stored: a block the client cannot parse (`unreadable.rs`)
+//! is read here without going through the client's parser, which a
+//! delivery, a direct get or the client's own raw get would.
+
+use async_nats::jetstream::response::Response;
+use async_nats::jetstream::stream::RawMessage;
+use async_nats::jetstream::{self, ErrorCode};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// A stored message, as bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Stored {
+    /// Its stream sequence.
+    pub(crate) sequence: u64,
+    /// Its header block as stored (`NATS/1.0…` when well formed), if any.
+    pub(crate) headers: Option<Bytes>,
+    /// Its body.
+    pub(crate) payload: Bytes,
+}
+
+/// Why a stored message could not be read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum StoredError {
+    /// The request got no answer, or one that is no message API answer.
+    #[error("the message API of stream {stream} did not answer: {reason}")]
+    Request {
+        /// The stream.
+        stream: String,
+        /// What the client said.
+        reason: String,
+    },
+    /// The server refused the request.
+    #[error("the message API of stream {stream} refused: {error}")]
+    Refused {
+        /// The stream.
+        stream: String,
+        /// The server's error.
+        error: jetstream::Error,
+    },
+    /// A field of the answer is not base64.
+    #[error("the {field} of message {sequence} in stream {stream} is not base64: {reason}")]
+    Encoding {
+        /// The stream.
+        stream: String,
+        /// The message's sequence.
+        sequence: u64,
+        /// `headers` or `body`.
+        field: &'static str,
+        /// What the decoder said.
+        reason: String,
+    },
+}
+
+/// The message API's request: the first message on `next_by_subj` from
+/// sequence `seq` on.
+#[derive(Serialize)]
+struct NextBySubject<'a> {
+    seq: u64,
+    next_by_subj: &'a str,
+}
+
+/// The message API's answer.
+#[derive(Deserialize)]
+struct Got {
+    message: RawMessage,
+}
+
+/// The first message of `stream` on `subject` whose sequence is `from` or
+/// later; `None` when there is none.
+pub(crate) async fn next_on(
+    js: &jetstream::Context,
+    stream: &str,
+    subject: &str,
+    from: u64,
+) -> Result<Option<Stored>, StoredError> {
+    let request = NextBySubject {
+        seq: from,
+        next_by_subj: subject,
+    };
+    let answer: Response<Got> = js
+        .request(format!("STREAM.MSG.GET.{stream}"), &request)
+        .await
+        .map_err(|e| StoredError::Request {
+            stream: stream.to_owned(),
+            reason: e.to_string(),
+        })?;
+    let message = match answer {
+        Response::Ok(got) => got.message,
+        Response::Err { error } if error.error_code() == ErrorCode::NO_MESSAGE_FOUND => {
+            return Ok(None)
+        }
+        Response::Err { error } => {
+            return Err(StoredError::Refused {
+                stream: stream.to_owned(),
+                error,
+            })
+        }
+    };
+    let decode = |field: &'static str, text: &str| {
+        STANDARD
+            .decode(text)
+            .map(Bytes::from)
+            .map_err(|e| StoredError::Encoding {
+                stream: stream.to_owned(),
+                sequence: message.sequence,
+                field,
+                reason: e.to_string(),
+            })
+    };
+    let headers = match message.headers.as_deref() {
+        Some(text) => Some(decode("headers", text)?),
+        None => None,
+    };
+    Ok(Some(Stored {
+        sequence: message.sequence,
+        headers,
+        payload: decode("body", &message.payload)?,
+    }))
+}
