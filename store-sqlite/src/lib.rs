@@ -104,7 +104,7 @@ pub enum OpenError {
         path: PathBuf,
         /// Its version.
         found: i64,
-        /// Ours.
+        /// The oldest version this cortex-pool reads in a read-only store.
         supported: i64,
     },
     /// A newer cortex-pool wrote it.
@@ -332,12 +332,13 @@ impl SqliteSource {
                 });
             }
             // It cannot be brought up to date, and its tasks are read with
-            // the current schema's columns and tables.
-            if version < SCHEMA_VERSION {
+            // the current schema's columns and tables (what schema 7 added,
+            // the mark of the numbers, matters only to a store that accepts).
+            if version < schema::READ_ONLY_FROM {
                 return Err(OpenError::OlderReadOnly {
                     path: path.to_owned(),
                     found: version,
-                    supported: SCHEMA_VERSION,
+                    supported: schema::READ_ONLY_FROM,
                 });
             }
         }
@@ -558,15 +559,14 @@ impl TaskSource for SqliteSource {
     ) -> Result<u64, SourceError> {
         // In transactions of their own, each walking a bounded range of the
         // tasks and deleting a bounded number: however much is due, no other
-        // request waits behind all of it. Each step starts where the last one
-        // ended, and writes every changed task's row first only when it finds
-        // a task due.
+        // request waits behind all of it, and the log is checkpointed between
+        // them. Each step starts where the last one ended.
         let mut removed = 0;
         let mut from = 0;
         loop {
             let (step, next) = self
-                .write_as(Job::WriteAlone, move |c, o| {
-                    o.prune_step(c, settled_before_ms, max_bytes, ops::PRUNE_STEP, from)
+                .write_checkpointed(move |c| {
+                    ops::prune(c, settled_before_ms, max_bytes, ops::PRUNE_STEP, from)
                 })
                 .await?;
             removed += step;

@@ -22,8 +22,18 @@ const NEXT: &str = "SELECT max(
 const RAISE: &str = "INSERT INTO seq_mark (id, next_seq) VALUES (0, ?1)
     ON CONFLICT (id) DO UPDATE SET next_seq = max(next_seq, excluded.next_seq)";
 
-/// The number the next accepted task gets, as the rows and the mark say.
+/// Whether the store has the mark (schema 7 on; a read-only store at
+/// schema 6 has none).
+const HAS_MARK: &str =
+    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'seq_mark'";
+
+/// The number the next accepted task gets, as the rows and the mark say
+/// (the rows alone in a read-only store of schema 6, which accepts none).
 pub(crate) fn next(conn: &Connection) -> rusqlite::Result<i64> {
+    let marked: i64 = conn.query_row(HAS_MARK, [], |r| r.get(0))?;
+    if marked == 0 {
+        return conn.query_row(PAST_ROWS, [], |r| r.get(0));
+    }
     conn.query_row(NEXT, [], |r| r.get(0))
 }
 

@@ -181,54 +181,6 @@ pub(crate) fn prune(
     Ok((removed, (removed == limit).then_some(walked_to)))
 }
 
-/// What one step of a retention round would do, as the rows stand
-/// ([`survey`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Survey {
-    /// It may delete tasks.
-    Due,
-    /// It deletes none; the next step starts at this number (`None`: the
-    /// round is over), as [`prune`] would answer.
-    Nothing(Option<i64>),
-}
-
-/// Whether the rows hold a task settled for good and last changed before
-/// `?3` ms among those numbered from `?1` up to `?2`.
-fn any_older() -> String {
-    format!(
-        "SELECT 1 FROM tasks WHERE seq >= ?1 AND seq < ?2 AND {} AND updated_ms < ?3 LIMIT 1",
-        prunable()
-    )
-}
-
-/// What the [`prune`] step at `from` would do as the rows stand, reading
-/// only: [`Survey::Due`] when a row among its [`WALK_STEP`] numbers is due
-/// or the store takes more than `max_bytes`, else where the next step
-/// starts. A settled task whose row is not written yet is not in the rows:
-/// the caller looks for those itself.
-pub(crate) fn survey(
-    conn: &Connection,
-    before: u64,
-    max_bytes: Option<u64>,
-    from: i64,
-) -> rusqlite::Result<Survey> {
-    let walk_end = from.saturating_add(WALK_STEP);
-    if conn
-        .prepare_cached(&any_older())?
-        .exists(params![from, walk_end, before])?
-    {
-        return Ok(Survey::Due);
-    }
-    if let Some(max) = max_bytes {
-        if used_bytes(conn)? > max {
-            return Ok(Survey::Due);
-        }
-    }
-    let bound = created_from(conn, before)?;
-    let end = bound.min(walk_end);
-    Ok(Survey::Nothing((end < bound).then_some(end)))
-}
-
 /// Takes one task in each of the deleted tasks' `states` out of `delta`.
 fn count_out<'a>(delta: &mut StateDelta, states: impl Iterator<Item = &'a str>) {
     for state in states.filter_map(TaskState::parse) {
@@ -416,42 +368,6 @@ mod tests {
             steps.iter().all(|(_, n)| *n <= 3),
             "each step deletes at most its limit: {steps:?}"
         );
-    }
-
-    /// Wherever a step starts, with or without a bound on the size, a
-    /// survey that finds nothing due answers as the step would (and the
-    /// step deletes nothing); one that finds a task due is right too.
-    #[test]
-    fn a_survey_answers_as_the_step_would() {
-        let mut rows: Vec<(i64, u64, u64, &str)> = Vec::new();
-        for seq in 1..=14 {
-            let state = match seq % 4 {
-                0 => "running",
-                1 => "dead_letter",
-                2 => "ok",
-                _ => "queued",
-            };
-            // Created and last changed 100 ms apart, in order.
-            rows.push((seq, seq as u64 * 100, seq as u64 * 100 + 50, state));
-        }
-        let conn = store(&rows);
-        let big = used_bytes(&conn).unwrap();
-        for before in [0, 120, 260, 700, 1_000, 2_000] {
-            for max_bytes in [None, Some(big), Some(0)] {
-                for from in 0..=16 {
-                    let surveyed = survey(&conn, before, max_bytes, from).unwrap();
-                    conn.execute_batch("SAVEPOINT step").unwrap();
-                    let stepped = prune(&conn, before, max_bytes, 100, from).unwrap();
-                    conn.execute_batch("ROLLBACK TO step; RELEASE step")
-                        .unwrap();
-                    let at = format!("before {before}, max {max_bytes:?}, from {from}");
-                    match surveyed {
-                        Survey::Nothing(next) => assert_eq!(stepped, (0, next), "{at}"),
-                        Survey::Due => assert!(stepped.0 > 0, "{at}: {stepped:?}"),
-                    }
-                }
-            }
-        }
     }
 
     /// The bounds of the numbers are read by key, not by reading every row.

@@ -6,6 +6,10 @@ use rusqlite::Connection;
 /// written by a newer cortex-pool and is refused.
 pub const SCHEMA_VERSION: i64 = 7;
 
+/// The oldest schema version a read-only store is read at as it is: one
+/// older cannot be brought up to date, and its tasks' columns differ.
+pub(crate) const READ_ONLY_FROM: i64 = 6;
+
 const V1: &str = "
 CREATE TABLE tasks (
     seq           INTEGER PRIMARY KEY,

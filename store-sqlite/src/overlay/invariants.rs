@@ -278,7 +278,9 @@ impl Run {
         let mut from = 0;
         while let (_, Some(next)) = self
             .overlay
-            .prune_step(&self.conn, before, max_bytes, 3, from)
+            .on_rows(&self.conn, |c| {
+                crate::ops::prune(c, before, max_bytes, 3, from)
+            })
             .unwrap()
         {
             from = next;
