@@ -560,3 +560,29 @@ fn start_with_a_missing_worker_program_exits_2_quoting_only_this_start() {
     assert!(err.contains("/nonexistent/worker-prog"), "{}", text(&out));
     assert!(!err.contains("an earlier start's line"), "{}", text(&out));
 }
+
+/// A line's `duration_ms` counts from the task's acceptance to its outcome,
+/// across its attempts and the backoff between them (as `run` counts from a
+/// task's submission), not the last attempt's time alone.
+#[test]
+fn duration_ms_counts_from_acceptance_across_retries() {
+    let d = Daemon::new("duration", &[("CORTEX_POOL_RETRY_BACKOFF_MS", "400")]);
+    d.watchdog(60);
+    d.start();
+    let out = d.cli_with_input(
+        &["submit", "--wait"],
+        "{\"id\":\"flaky\",\"type\":\"fail\",\"payload\":{\"times\":1}}\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let line = json_lines(&out.stdout)
+        .into_iter()
+        .find(|l| l["id"] == "flaky" && l["status"] == "ok")
+        .unwrap_or_else(|| panic!("no ok line: {}", text(&out)));
+    assert_eq!(line["attempts"], 2, "{line}");
+    // The retry waited out a backoff of at least half of 400 ms (jitter).
+    let ms = line["duration_ms"].as_f64().expect("a number");
+    assert!(ms >= 200.0, "the backoff is counted: {line}");
+    let stored = d.cli(&["result", "flaky"]);
+    let stored = json_lines(&stored.stdout);
+    assert_eq!(stored[0]["duration_ms"], line["duration_ms"], "{stored:?}");
+}

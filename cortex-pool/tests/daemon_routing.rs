@@ -35,6 +35,7 @@ fn a_task_no_worker_takes_settles_unroutable_in_the_store() {
     let up = by_id("up");
     assert_eq!(up["status"], "failed", "{up}");
     assert_eq!(up["error"]["kind"], "unroutable", "{up}");
+    assert_eq!(up["attempts"], 0, "it never ran, as `run` says: {up}");
     assert!(
         up["error"]["message"]
             .as_str()

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use crate::attempts::Count;
 use crate::delivery::Delivery;
+use crate::records::Listed;
 
 /// A held message's key: its task id, its attempt and its stream sequence.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -58,6 +59,8 @@ struct Held {
     /// Its deliveries given back before that one, as read at its claim
     /// (`attempts.rs`).
     count: Count,
+    /// Its task's type and priority, for its stored line.
+    listed: Listed,
     since: Instant,
     phase: Phase,
 }
@@ -70,6 +73,7 @@ pub(crate) struct Settling {
     key: HeldKey,
     delivery: Arc<Delivery>,
     count: Count,
+    listed: Listed,
 }
 
 impl Settling {
@@ -81,6 +85,11 @@ impl Settling {
     /// Its deliveries given back before this one.
     pub(crate) fn count(&self) -> Count {
         self.count
+    }
+
+    /// Its task's type and priority, for its stored line.
+    pub(crate) fn listed(&self) -> &Listed {
+        &self.listed
     }
 }
 
@@ -97,11 +106,19 @@ impl HeldSet {
     }
 
     /// Holds `delivery` under `key`, running now, with `count` read at its
-    /// claim; `true` when it is a new claim. A redelivery of a message held
-    /// already (the same task id and stream sequence) is no new claim
-    /// (`false`): it replaces the delivery and count of its entry, which
-    /// keeps its attempt and phase, and the old delivery is superseded.
-    pub(crate) fn insert(&mut self, key: HeldKey, delivery: Arc<Delivery>, count: Count) -> bool {
+    /// claim and `listed`, its task's type and priority; `true` when it is a
+    /// new claim. A redelivery of a message held already (the same task id
+    /// and stream sequence) is no new claim (`false`): it replaces the
+    /// delivery and count of its entry, which keeps its attempt and phase
+    /// (and its task's type and priority: the same message's), and the old
+    /// delivery is superseded.
+    pub(crate) fn insert(
+        &mut self,
+        key: HeldKey,
+        delivery: Arc<Delivery>,
+        count: Count,
+        listed: Listed,
+    ) -> bool {
         let from = HeldKey::new(key.id.clone(), 0, 0);
         let held_already = self
             .entries
@@ -117,6 +134,7 @@ impl HeldSet {
         let held = Held {
             delivery,
             count,
+            listed,
             since: Instant::now(),
             phase: Phase::Running,
         };
@@ -139,6 +157,7 @@ impl HeldSet {
             key: key.clone(),
             delivery: Arc::clone(&held.delivery),
             count: held.count,
+            listed: held.listed.clone(),
         })
     }
 
@@ -155,6 +174,7 @@ impl HeldSet {
             delivery: Arc::clone(&held.delivery),
             count: held.count,
             key: settling.key,
+            listed: settling.listed,
         })
     }
 
@@ -209,6 +229,11 @@ mod tests {
     use crate::delivery::rig::{next_delivery, publish_echo};
     use crate::test_server::NatsServer;
 
+    /// The type and priority of `publish_echo`'s tasks.
+    fn echo() -> Listed {
+        Listed::of("echo", crate::message::DEFAULT_PRIORITY)
+    }
+
     fn count(given_back: u32, revision: u64) -> Count {
         Count::Read {
             given_back,
@@ -232,12 +257,12 @@ mod tests {
         let mut held = HeldSet::default();
 
         let key = |attempt| HeldKey::new("h".into(), attempt, sequence(&first));
-        assert!(held.insert(key(1), Arc::clone(&first), count(0, 0)));
+        assert!(held.insert(key(1), Arc::clone(&first), count(0, 0), echo()));
         let settling = held.settle("h", 1).expect("running");
         held.unsettled(settling);
         let settling = held.settle("h", 1).expect("running again");
         // Counted an attempt more by its own count: still the same claim.
-        assert!(!held.insert(key(2), Arc::clone(&second), count(1, 5)));
+        assert!(!held.insert(key(2), Arc::clone(&second), count(1, 5), echo()));
         assert_eq!(held.len(), 1);
         assert!(held.settle("h", 2).is_none(), "claimed twice");
         assert!(!first.in_progress().await.unwrap(), "superseded");
@@ -260,7 +285,12 @@ mod tests {
         publish_echo(&queue, "g").await;
         let delivery = next_delivery(&queue).await;
         let mut held = HeldSet::default();
-        assert!(held.insert(HeldKey::new("g".into(), 1, 1), delivery, Count::FIRST));
+        assert!(held.insert(
+            HeldKey::new("g".into(), 1, 1),
+            delivery,
+            Count::FIRST,
+            echo()
+        ));
 
         let mut settling = held.settle("g", 1).expect("running");
         let stored = queue.attempts.give_back("S.1", settling.count()).await;

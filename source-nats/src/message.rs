@@ -2,7 +2,7 @@
 //! JSON body (documented in `docs/queue.md`).
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
 use task_source::NewTask;
 
 /// The header naming the task id on a dead letter.
@@ -23,18 +23,20 @@ pub fn subject(band: Band, prefix: &str) -> String {
     format!("{prefix}.{}", band.name())
 }
 
-/// A task's message body: `run`'s input line.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A task's message body: `run`'s input line. Its payload is kept as the
+/// JSON text it was written in (key order and numbers as they are), both
+/// ways.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Body {
     /// The task id (also the `Nats-Msg-Id` header).
     pub id: String,
     /// The handler.
     #[serde(rename = "type")]
     pub task_type: String,
-    /// Any JSON value.
-    #[serde(default)]
-    pub payload: Value,
-    /// 0 (highest) … 100 (lowest).
+    /// Any JSON value, as written; `null` when absent.
+    #[serde(default = "null_payload")]
+    pub payload: Box<RawValue>,
+    /// 0 (highest) … 100 (lowest); [`DEFAULT_PRIORITY`] when absent.
     #[serde(default = "default_priority")]
     pub priority: u8,
     /// Per-attempt timeout.
@@ -42,8 +44,16 @@ pub struct Body {
     pub timeout_ms: Option<u64>,
 }
 
+/// The priority of a task whose body names none.
+pub const DEFAULT_PRIORITY: u8 = 50;
+
 fn default_priority() -> u8 {
-    50
+    DEFAULT_PRIORITY
+}
+
+/// JSON's `null`, as a payload.
+fn null_payload() -> Box<RawValue> {
+    RawValue::NULL.to_owned()
 }
 
 impl Body {
@@ -52,7 +62,7 @@ impl Body {
         Self {
             id: task.id.clone(),
             task_type: task.task_type.clone(),
-            payload: serde_json::from_str(&task.payload).unwrap_or(Value::Null),
+            payload: RawValue::from_string(task.payload.clone()).unwrap_or_else(|_| null_payload()),
             priority: task.priority,
             timeout_ms: task.timeout_ms,
         }
@@ -63,7 +73,7 @@ impl Body {
         NewTask {
             id: self.id,
             task_type: self.task_type,
-            payload: self.payload.to_string(),
+            payload: self.payload.get().to_owned(),
             priority: self.priority.min(100),
             timeout_ms: self.timeout_ms,
         }
@@ -155,5 +165,25 @@ mod tests {
         );
         let back: Body = serde_json::from_str(&text).unwrap();
         assert_eq!(back.into_task(), task);
+    }
+
+    /// A payload goes on the queue and comes off it as written: its keys in
+    /// their order, its numbers as spelled, its white space.
+    #[test]
+    fn a_payload_keeps_its_text_both_ways() {
+        let written = r#"{"z":1, "a":2.50,"n":[1e3]}"#;
+        let task = NewTask {
+            id: "a".into(),
+            task_type: "echo".into(),
+            payload: written.into(),
+            priority: 7,
+            timeout_ms: None,
+        };
+        let text = serde_json::to_string(&Body::of(&task)).unwrap();
+        assert!(text.contains(written), "{text}");
+        let back: Body = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.into_task().payload, written);
+        let bare: Body = serde_json::from_str(r#"{"id":"b","type":"echo"}"#).unwrap();
+        assert_eq!(bare.into_task().payload, "null");
     }
 }

@@ -27,10 +27,10 @@ use crate::delivery::Delivery;
 use crate::denials::{Own, Refused};
 use crate::held::{HeldKey, HeldSet, Settling};
 use crate::message::{
-    id_unfit, result_key, subject, Band, Body, HEADER_ATTEMPTS, HEADER_ERROR, HEADER_ERROR_KIND,
-    HEADER_ID,
+    id_unfit, result_key, subject, Band, Body, DEFAULT_PRIORITY, HEADER_ATTEMPTS, HEADER_ERROR,
+    HEADER_ERROR_KIND, HEADER_ID,
 };
-use crate::records::{dead_letter, from_line, DeadLetter};
+use crate::records::{dead_letter, from_line, DeadLetter, Listed};
 use crate::scan::{self, KV_OPERATION};
 use crate::stats::{Counters, QueueStats};
 use crate::NatsError;
@@ -287,8 +287,17 @@ impl NatsSource {
         Ok(())
     }
 
+    /// The largest message the server takes (its `max_payload`, headers
+    /// included); `usize::MAX` while it has not said (0).
+    fn max_payload(&self) -> usize {
+        match self.inner.queue.client.server_info().max_payload {
+            0 => usize::MAX,
+            max => max,
+        }
+    }
+
     /// Stores `line` as the result of `id`.
-    async fn put_result(&self, id: &str, line: &str) -> Result<(), SourceError> {
+    async fn put_result(&self, id: &str, line: String) -> Result<(), SourceError> {
         let key = result_key(id);
         // The put is a publish to `$KV.BUCKET.KEY` (the source's JetStream
         // context has the default API prefix, so no other): denied, it gets
@@ -297,7 +306,7 @@ impl NatsSource {
         let put_prefix = store.put_prefix.as_deref().unwrap_or(&store.prefix);
         let subject = format!("{put_prefix}{key}");
         let denials = &self.inner.queue.denials;
-        let put = store.put(key, line.to_owned().into());
+        let put = store.put(key, line.into());
         denials
             .race(denials.mark(), exactly(&subject), put)
             .await
@@ -389,10 +398,7 @@ impl NatsSource {
         // left for the letter's headers at all (a message published from
         // outside, filled to the limit) is left out, said so.
         // (0: the server has not said its limit yet; nothing is cut.)
-        let max = match self.inner.queue.client.server_info().max_payload {
-            0 => usize::MAX,
-            max => max,
-        };
+        let max = self.max_payload();
         let mut payload = payload.clone();
         let used = payload.len() + headers_len(pairs.iter().map(|(n, v)| (*n, v.len())));
         if used > max {
@@ -475,9 +481,11 @@ impl NatsSource {
         true
     }
 
-    /// A message whose body is not a task: dead-lettered with an `invalid_input`
-    /// error, so nothing is lost and nothing retries it forever.
-    async fn reject(&self, message: Message, why: String) {
+    /// A message whose body is not a task (or a task that cannot be run,
+    /// `listed` its type and priority): dead-lettered with an
+    /// `invalid_input` error, so nothing is lost and nothing retries it
+    /// forever.
+    async fn reject(&self, message: Message, why: String, listed: Option<&Listed>) {
         let id = message
             .headers
             .as_ref()
@@ -485,7 +493,7 @@ impl NatsSource {
             .map(|v| v.as_str().to_owned())
             .unwrap_or_else(|| format!("invalid-{}", now_ms()));
         if self
-            .letter_unfit(&id, sequence_and_body(&message), why)
+            .letter_unfit(&id, sequence_and_body(&message), why, listed)
             .await
             .is_ok()
         {
@@ -496,21 +504,26 @@ impl NatsSource {
     }
 
     /// Stores the `dead_letter` line and the letter of the message that is
-    /// no task (`why`), the stream's `sequence` with body `payload`, under
-    /// `id`: an `invalid_input` error, at attempt 0.
+    /// no task, or no task that can be run (`why`), the stream's `sequence`
+    /// with body `payload`, under `id`: an `invalid_input` error, at attempt
+    /// 0. The line carries `listed`, the type and priority of a task's.
     async fn letter_unfit(
         &self,
         id: &str,
         message: (u64, &bytes::Bytes),
         why: String,
+        listed: Option<&Listed>,
     ) -> Result<(), SourceError> {
         let error = task_source::ErrorInfo {
             kind: "invalid_input".into(),
             message: why,
         };
-        let line = json!({"id": id, "status": "dead_letter", "error": {"kind": error.kind, "message": error.message}, "attempts": 0}).to_string();
+        let mut line = json!({"id": id, "status": "dead_letter", "error": {"kind": error.kind, "message": error.message}, "attempts": 0}).to_string();
+        if let Some(listed) = listed {
+            line = listed.stored(&line, self.max_payload());
+        }
         // The line first, as for a task's letter (`settle_one`).
-        self.put_result(id, &line).await?;
+        self.put_result(id, line).await?;
         self.publish_dead(id, message, 0, Some(&error)).await
     }
 
@@ -520,14 +533,15 @@ impl NatsSource {
     /// that is held here already (a redelivery: the pool's claim of it
     /// answers it, `held.rs`).
     async fn take(&self, message: Message) -> Option<Claimed> {
-        let (sequence, delivered) = match message.info() {
+        let (sequence, delivered, submitted_ms) = match message.info() {
             Ok(info) => (
                 info.stream_sequence,
                 u64::try_from(info.delivered).unwrap_or(1),
+                u64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).unwrap_or(0),
             ),
             Err(e) => {
                 let why = format!("the message has no stream info: {e}");
-                self.reject(message, why).await;
+                self.reject(message, why, None).await;
                 return None;
             }
         };
@@ -535,14 +549,15 @@ impl NatsSource {
             Ok(body) => body.into_task(),
             Err(e) => {
                 let why = format!("the message is not a task: {e}");
-                self.reject(message, why).await;
+                self.reject(message, why, None).await;
                 return None;
             }
         };
         // Its dead letter would carry the id in a header, which breaks the
         // reader of the letter (another client published this body).
+        let listed = Listed::of(&task.task_type, task.priority);
         if let Some(why) = id_unfit(&task.id) {
-            self.reject(message, why).await;
+            self.reject(message, why, Some(&listed)).await;
             return None;
         }
         let count = if delivered > 1 {
@@ -564,8 +579,14 @@ impl NatsSource {
         let key = HeldKey::new(task.id.clone(), attempt, sequence);
         // A redelivery of a message held here is answered by the claim the
         // pool has of it already.
-        let claim = self.held().insert(key, Delivery::new(message), count);
-        claim.then_some(Claimed { task, attempt })
+        let claim = self
+            .held()
+            .insert(key, Delivery::new(message), count, listed);
+        claim.then_some(Claimed {
+            task,
+            attempt,
+            submitted_ms,
+        })
     }
 
     /// The attempts bucket's key of `message` ([`attempts::key`]). A message
@@ -626,6 +647,8 @@ impl NatsSource {
             // message's redelivery finds it and is not run again; the
             // letter is published then if it was not yet (`settled_already`).
             Outcome::Settled { state, line, error } => {
+                // With its task's type and priority, for the listings.
+                let line = settling.listed().stored(line, self.max_payload());
                 self.put_result(&s.id, line).await?;
                 if *state == TaskState::DeadLetter {
                     self.publish_dead(
@@ -934,7 +957,7 @@ impl TaskSource for NatsSource {
                             id: id.clone(),
                             task_type: String::new(),
                             payload: "null".into(),
-                            priority: 50,
+                            priority: DEFAULT_PRIORITY,
                             timeout_ms: None,
                         },
                         state: TaskState::Running,

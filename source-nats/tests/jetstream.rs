@@ -552,6 +552,106 @@ async fn listings_read_every_message_past_one_fetch_and_around_holes() {
     }
 }
 
+/// The id, type and priority of each of `records`, sorted.
+fn typed(records: &[task_source::TaskRecord]) -> Vec<(String, String, u8)> {
+    let mut out: Vec<_> = records
+        .iter()
+        .map(|r| (r.task.id.clone(), r.task.task_type.clone(), r.task.priority))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Listings show each settled task's own type and priority (its line in the
+/// bucket carries them after `run`'s keys), and a type filter picks tasks by
+/// it; a look-up still answers `run`'s line, byte for byte. A line stored by
+/// an earlier version, without them, lists with an empty type, which no type
+/// filter picks, and the default priority.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_show_each_task_s_type_and_priority() {
+    let server = NatsServer::start();
+    let config = config(&server, 5_000);
+    let source = NatsSource::connect(config.clone()).await.unwrap();
+    let mut resize = task("r", 80);
+    resize.task_type = "resize".into();
+    let admitted = source
+        .accept(vec![task("e", 10), resize, task("d", 40)])
+        .await
+        .unwrap();
+    assert!(admitted.iter().all(|a| *a == Admission::Accepted));
+    let claimed = claim_n(&source, 3).await;
+    assert_eq!(claimed.len(), 3);
+    let settlements = claimed
+        .iter()
+        .map(|c| match c.task.id.as_str() {
+            "d" => dead("d", c.attempt),
+            id => ok(id, c.attempt),
+        })
+        .collect();
+    source.settle(settlements).await.unwrap();
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let bucket = js.get_key_value(&config.results_bucket).await.unwrap();
+    let old = r#"{"id":"old","status":"ok","result":1,"attempts":1}"#;
+    bucket.put("old", old.into()).await.unwrap();
+
+    // What any reader of the bucket sees: `run`'s keys, then the task's.
+    let stored = bucket.get("e").await.unwrap().expect("e's line");
+    let stored: serde_json::Value = serde_json::from_slice(&stored).unwrap();
+    assert_eq!(
+        stored,
+        serde_json::json!({"id": "e", "status": "ok", "result": 1, "attempts": 1, "type": "echo", "priority": 10})
+    );
+
+    let owned = |v: &[(&str, &str, u8)]| -> Vec<(String, String, u8)> {
+        v.iter()
+            .map(|(i, t, p)| ((*i).to_owned(), (*t).to_owned(), *p))
+            .collect()
+    };
+    let all = source.list(Filter::default()).await.unwrap();
+    assert_eq!(
+        typed(&all),
+        owned(&[
+            ("d", "echo", 40),
+            ("e", "echo", 10),
+            ("old", "", 50),
+            ("r", "resize", 80)
+        ])
+    );
+    let echo = Filter {
+        task_type: Some("echo".into()),
+        ..Filter::default()
+    };
+    let listed = source.list(echo.clone()).await.unwrap();
+    assert_eq!(
+        typed(&listed),
+        owned(&[("d", "echo", 40), ("e", "echo", 10)])
+    );
+    let ok_echo = Filter {
+        state: Some(TaskState::Ok),
+        ..echo
+    };
+    let listed = source.list(ok_echo).await.unwrap();
+    assert_eq!(typed(&listed), owned(&[("e", "echo", 10)]));
+
+    let records = source
+        .get(vec!["e".into(), "d".into(), "old".into()])
+        .await
+        .unwrap();
+    let lines: Vec<Option<&str>> = records
+        .iter()
+        .map(|r| r.as_ref().and_then(|r| r.line.as_deref()))
+        .collect();
+    let dead_line = r#"{"id":"d","status":"dead_letter","error":{"kind":"handler","message":"boom"},"attempts":1}"#;
+    assert_eq!(
+        lines,
+        [
+            Some(r#"{"id":"e","status":"ok","result":1,"attempts":1}"#),
+            Some(dead_line),
+            Some(old)
+        ]
+    );
+}
+
 /// Sets the largest message the stream `name` takes (`-1`: no limit), as an
 /// operator would: the server then refuses what is larger.
 async fn limit_messages(server: &NatsServer, name: &str, max: i32) {

@@ -79,4 +79,11 @@ async fn the_python_example_submits_and_reads_results() {
         .collect();
     assert_eq!(results.len(), 3, "{stdout}");
     assert_eq!(results[0]["result"], serde_json::json!({"n": 0}));
+    // Each line read from the bucket carries its task's type and priority
+    // (the example's task `n` has priority 10 n).
+    for line in &results {
+        let n = line["result"]["n"].as_u64().expect("the task's n");
+        assert_eq!(line["type"], "echo", "{line}");
+        assert_eq!(line["priority"], 10 * n, "{line}");
+    }
 }

@@ -93,6 +93,11 @@ async fn a_foreign_body_whose_id_a_header_cannot_carry_is_dead_lettered() {
         .clone()
         .expect("the invalid message's line");
     assert_eq!(record.state, TaskState::DeadLetter);
+    // Its line lists the task it carried.
+    assert_eq!(
+        (record.task.task_type.as_str(), record.task.priority),
+        ("echo", 50)
+    );
     let error = record.error.expect("its error");
     assert_eq!(error.kind, "invalid_input");
     assert!(error.message.contains("control character"), "{error:?}");
@@ -238,6 +243,11 @@ async fn is_dead_lettered_and_removed(id: &str, headers: &[u8], why: &str) {
 
     let claim = claim_until(&source, "behind").await;
     let record = dead_lettered(&source, id).await;
+    // Its line lists the task the body carries.
+    assert_eq!(
+        (record.task.task_type.as_str(), record.task.priority),
+        ("echo", 50)
+    );
     let error = record.error.expect("its error");
     assert_eq!(error.kind, "invalid_input");
     assert!(

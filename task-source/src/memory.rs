@@ -238,6 +238,7 @@ impl TaskSource for MemorySource {
                 out.push(Claimed {
                     task: rec.task.clone(),
                     attempt: rec.attempts,
+                    submitted_ms: rec.created_ms,
                 });
             }
         }

@@ -118,6 +118,10 @@ pub struct Claimed {
     pub task: NewTask,
     /// This attempt's number (1 for the first; carried over restarts).
     pub attempt: u32,
+    /// When the source accepted the task, in ms since the Unix epoch: the
+    /// time its outcome's `duration_ms` counts from (across its attempts and
+    /// restarts, as `run` counts from a task's submission).
+    pub submitted_ms: u64,
 }
 
 /// Why an attempt did not produce a result.

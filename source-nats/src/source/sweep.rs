@@ -16,6 +16,7 @@ use task_source::SourceError;
 
 use super::{backend, exactly, NatsSource};
 use crate::message::{id_unfit, Band, Body};
+use crate::records::Listed;
 use crate::stored::{self, Stored};
 use crate::unreadable::{unreadable, Unreadable};
 
@@ -116,8 +117,10 @@ impl NatsSource {
     ) -> Result<(), SourceError> {
         let stream = &self.inner.config.stream;
         let sequence = message.sequence;
-        let id = serde_json::from_slice::<Body>(&message.payload)
-            .ok()
+        let body = serde_json::from_slice::<Body>(&message.payload).ok();
+        // A task's line says its type and priority, as a task run does.
+        let listed = body.as_ref().map(Listed::of_body);
+        let id = body
             .map(|body| body.id)
             .filter(|id| id_unfit(id).is_none())
             .unwrap_or_else(|| format!("unreadable-{sequence}"));
@@ -126,7 +129,7 @@ impl NatsSource {
              stream {stream}"
         );
         tracing::warn!(%id, %reason, "dead-lettering a message the NATS client cannot read");
-        self.letter_unfit(&id, (sequence, &message.payload), reason)
+        self.letter_unfit(&id, (sequence, &message.payload), reason, listed.as_ref())
             .await?;
         let api = format!("$JS.API.STREAM.MSG.DELETE.{stream}");
         let then = format!("message {sequence} is delivered again, and dead-lettered again");

@@ -124,6 +124,7 @@ impl Overlay {
                 out.push(Claimed {
                     task: live.task.clone(),
                     attempt,
+                    submitted_ms: live.created_ms,
                 });
             }
         }

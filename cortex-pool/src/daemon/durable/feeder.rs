@@ -9,7 +9,7 @@
 //! what look-ups and result lines show.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use foldhash::HashMap;
 use pool_core::{Completion, CompletionSink, Completions, Failure, FinalStatus, SubmitError, Task};
@@ -32,13 +32,11 @@ enum Ran {
 
 struct Attempt {
     claimed: Claimed,
-    started: Instant,
     ran: Ran,
 }
 
-/// An attempt the pool took: its claim and when it was submitted, by the
-/// pool's id of the task.
-type Running = HashMap<u64, (Claimed, Instant)>;
+/// An attempt the pool took: its claim, by the pool's id of the task.
+type Running = HashMap<u64, Claimed>;
 
 /// Outcomes taken from the pool at once, at most.
 const OUTCOMES_AT_ONCE: usize = 1024;
@@ -149,9 +147,9 @@ pub(crate) async fn run(daemon: Arc<Daemon>, recovered: bool) {
                         Err(err) => err.id,
                     };
                     // Each accepted task's outcome arrives once.
-                    if let Some((claimed, started)) = running.remove(&id) {
+                    if let Some(claimed) = running.remove(&id) {
                         let ran = Ran::Done(outcome);
-                        let attempt = Attempt { claimed, started, ran };
+                        let attempt = Attempt { claimed, ran };
                         unsaved.push(settlement(&daemon, attempt, max_line));
                     }
                 }
@@ -169,9 +167,7 @@ pub(crate) async fn run(daemon: Arc<Daemon>, recovered: bool) {
 /// Submits the claimed attempts to the pool in one call: those it took run
 /// (their outcomes arrive through `sink`), those it refused because it is
 /// stopping are settled as not taken, and one it refused for itself (too
-/// large) as failed. Each attempt's time starts as the batch is
-/// handed over: its `duration_ms` counts a wait for room in the pool's queue
-/// (a `max_queue_len` below the claim window) as it counts its wait in it.
+/// large) as failed.
 async fn start(
     daemon: &Daemon,
     claimed: Vec<Claimed>,
@@ -182,13 +178,12 @@ async fn start(
     if claimed.is_empty() {
         return;
     }
-    let started = Instant::now();
     let tasks: Vec<Task> = claimed.iter().map(task).collect();
     let taken = daemon.pool.submit_each_to(tasks, sink).await;
     for (claimed, taken) in claimed.into_iter().zip(taken) {
         match taken {
             Ok(id) => {
-                running.insert(id, (claimed, started));
+                running.insert(id, claimed);
             }
             Err(refused) => {
                 let ran = match refused {
@@ -196,15 +191,23 @@ async fn start(
                     refused => Ran::Refused(refused),
                 };
                 // Interrupted, or a short refusal: no line to fit.
-                let attempt = Attempt {
-                    claimed,
-                    started,
-                    ran,
-                };
+                let attempt = Attempt { claimed, ran };
                 unsaved.push(settlement(daemon, attempt, None));
             }
         }
     }
+}
+
+/// The time since the source accepted a task at `submitted_ms` (ms since
+/// the Unix epoch): what its outcome's `duration_ms` says, across its
+/// attempts, retries' backoffs and daemon restarts, as `run` counts from a
+/// task's submission. Nothing when the clock says it was accepted later
+/// (another host's clock, on a NATS queue).
+fn since_submitted(submitted_ms: u64) -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .saturating_sub(Duration::from_millis(submitted_ms))
 }
 
 /// The pool's task for one claimed attempt.
@@ -252,13 +255,17 @@ fn msgpack(json: &str) -> Vec<u8> {
 fn settlement(daemon: &Daemon, a: Attempt, max_line: Option<usize>) -> Settlement {
     let id = a.claimed.task.id.clone();
     let attempt = a.claimed.attempt;
-    let elapsed = a.started.elapsed();
+    let elapsed = since_submitted(a.claimed.submitted_ms);
     let ms = elapsed.as_secs_f64() * 1000.0;
+    // The attempts that ran before this one (one given back unstarted is
+    // not counted): a line's `attempts` counts those that ran, this one
+    // only if the pool ran it (an unroutable task's never did).
+    let ran_before = attempt.saturating_sub(1);
     let outcome = match a.ran {
         Ran::NotTaken => Outcome::NotStarted,
         Ran::Refused(refused) => Outcome::Settled {
             state: TaskState::Failed,
-            line: output::refused_after(&id, &refused, attempt, ms).into_text(),
+            line: output::refused_after(&id, &refused, ran_before, ms).into_text(),
             error: Some(ErrorInfo {
                 kind: output::refused_kind(&refused).to_owned(),
                 message: refused.to_string(),
@@ -295,7 +302,8 @@ fn settlement(daemon: &Daemon, a: Attempt, max_line: Option<usize>) -> Settlemen
                     daemon.latency.observe(elapsed.as_secs_f64());
                     Outcome::Settled {
                         state: TaskState::DeadLetter,
-                        line: output::failed_after(&id, &err, attempt, ms).into_text(),
+                        line: output::failed_after(&id, &err, ran_before + err.attempts, ms)
+                            .into_text(),
                         error: Some(error),
                     }
                 }
@@ -304,7 +312,8 @@ fn settlement(daemon: &Daemon, a: Attempt, max_line: Option<usize>) -> Settlemen
                 daemon.latency.observe(elapsed.as_secs_f64());
                 Outcome::Settled {
                     state: TaskState::Failed,
-                    line: output::failed_after(&id, &err, attempt, ms).into_text(),
+                    line: output::failed_after(&id, &err, ran_before + err.attempts, ms)
+                        .into_text(),
                     error: Some(ErrorInfo {
                         kind: failure.kind().to_owned(),
                         message: failure.to_string(),
@@ -471,7 +480,8 @@ mod tests {
 
     /// A task the pool refuses for itself (its payload, encoded, is larger
     /// than a frame may be: JSON numbers such as `0.5` grow as MessagePack)
-    /// settles as failed `invalid_input` with its attempt counted, instead of
+    /// settles as failed `invalid_input` with its attempt counted in the store
+    /// (its line says none ran), instead of
     /// going back to the queue to be claimed and refused again for ever.
     #[tokio::test]
     async fn a_task_the_pool_refuses_for_itself_fails_instead_of_looping() {
@@ -508,7 +518,8 @@ mod tests {
         let line: serde_json::Value =
             serde_json::from_str(big.line.as_deref().unwrap_or("")).unwrap();
         assert_eq!(line["error"]["kind"], "invalid_input", "{line}");
-        assert_eq!(line["attempts"], 1, "{line}");
+        // Its line counts the attempts that ran, as `run`'s refused lines do.
+        assert_eq!(line["attempts"], 0, "{line}");
         assert_eq!(state(&source, "small").await, Some(TaskState::Ok));
         daemon.draining.cancel();
         feeder.await.unwrap();
