@@ -142,3 +142,60 @@ fn the_http_metrics_endpoint_serves_the_shared_queues_series() {
         }
     }
 }
+
+/// `submit --queue --type T --payload JSON` takes the path of the same
+/// input line: a payload reaches the worker as that line's does, and one too
+/// wide for MessagePack is refused with the input line's reason, exit 1.
+#[test]
+fn a_payload_flag_onto_the_queue_is_taken_and_checked_as_an_input_line() {
+    let server = NatsServer::start();
+    let url = server.url();
+    let a = daemon("queue-payload-flag", &url);
+    let by_flag = |payload: &str, wait: bool| {
+        let mut args = vec!["submit", "--queue", &url, "--type", "echo"];
+        args.extend(["--payload", payload]);
+        if wait {
+            args.push("--wait");
+        }
+        a.cli(&args)
+    };
+    let by_line = |payload: &str, wait: bool| {
+        let mut args = vec!["submit", "--queue", &url, "-"];
+        if wait {
+            args.push("--wait");
+        }
+        a.cli_with_input(
+            &args,
+            &format!("{{\"type\":\"echo\",\"payload\":{payload}}}\n"),
+        )
+    };
+    let one = |out: &std::process::Output, code: i32| -> Value {
+        assert_eq!(out.status.code(), Some(code), "{}", text(out));
+        serde_json::from_slice(&out.stdout).expect("one JSON line")
+    };
+
+    let payload = r#"{"z":1,"a":[2,18446744073709551615]}"#;
+    let (flag, line) = (by_flag(payload, true), by_line(payload, true));
+    let (flag, line) = (one(&flag, 0), one(&line, 0));
+    assert_eq!(flag["status"], "ok", "{flag}");
+    assert_eq!(flag["result"], line["result"]);
+    assert_eq!(
+        flag["result"]["a"][1], 18_446_744_073_709_551_615_u64,
+        "{flag}"
+    );
+
+    let wide = "18446744073709551616";
+    let (flag, line) = (by_flag(wide, false), by_line(wide, false));
+    let (flag, line) = (one(&flag, 1), one(&line, 1));
+    assert_eq!(flag["status"], "refused", "{flag}");
+    assert_eq!(flag["error"], line["error"]);
+    assert!(
+        flag["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("integer 18446744073709551616 is outside")),
+        "{flag}"
+    );
+    let dir = a.dir.clone();
+    drop(a);
+    let _ = std::fs::remove_dir_all(dir);
+}

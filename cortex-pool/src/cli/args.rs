@@ -344,4 +344,25 @@ mod tests {
         assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{e}");
         assert_eq!(e.exit_code(), 2);
     }
+
+    /// `tasks --status` is checked as it is read, against the states the
+    /// daemon's listing takes: a usage error (exit 2) naming the value and
+    /// every state, before any daemon is asked.
+    #[test]
+    fn a_tasks_status_that_names_no_state_is_a_usage_error() {
+        let parse = |s: &str| Cli::try_parse_from(["cortex-pool", "tasks", "--status", s]);
+        for state in task_source::TaskState::ALL {
+            assert!(parse(state.as_str()).is_ok(), "{}", state.as_str());
+        }
+        let e = parse("bogus").unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{e}");
+        assert_eq!(e.exit_code(), 2);
+        assert!(
+            e.to_string().contains(
+                "unknown status \"bogus\": expected one of queued, running, retrying, \
+                 ok, failed, dead_letter, cancelled"
+            ),
+            "{e}"
+        );
+    }
 }

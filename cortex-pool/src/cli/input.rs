@@ -214,22 +214,14 @@ pub(crate) fn parse(line: &str, line_no: u64) -> Result<TaskLine, NotATask> {
             return Err(own(format!("payload: {why}")));
         }
     }
+    if let Some(why) = raw.out_of_range() {
+        return Err(own(why));
+    }
     let mut task = Task::new(&*raw.task_type, payload);
     if let Some(priority) = raw.priority {
-        if priority > pool_core::task::PRIORITY_LOWEST {
-            return Err(own(format!("priority {priority} is out of range 0..=100")));
-        }
         task = task.with_priority(priority);
     }
     if let Some(ms) = raw.timeout_ms {
-        if ms == 0 {
-            return Err(own("timeout_ms must be greater than zero".to_owned()));
-        }
-        if ms > MAX_DURATION_MS {
-            return Err(own(format!(
-                "timeout_ms {ms} is above the maximum {MAX_DURATION_MS} (365 days)"
-            )));
-        }
         task = task.with_timeout(Duration::from_millis(ms));
     }
     let id = raw.id.map_or_else(|| line_no.to_string(), Cow::into_owned);

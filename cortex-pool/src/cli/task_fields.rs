@@ -16,6 +16,8 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::input::MAX_DURATION_MS;
+
 /// A task line's fields, borrowed from the line where they need no unescaping.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Fields<'a> {
@@ -43,6 +45,27 @@ impl Fields<'_> {
         }
         let start = (payload.as_ptr() as usize).checked_sub(line.as_ptr() as usize)?;
         integers::first_wide(payload).map(|wide| wide.message(start))
+    }
+
+    /// Why `priority` or `timeout_ms` is out of range, `None` when neither
+    /// is: a `priority` above [`PRIORITY_LOWEST`](pool_core::task::PRIORITY_LOWEST)
+    /// (100), a `timeout_ms` of 0 or above [`MAX_DURATION_MS`] (365 days, the
+    /// pool's [`MAX_TIMEOUT`](pool_core::task::MAX_TIMEOUT)). The one check
+    /// of both for `run`'s input and the daemon's submitted lines.
+    pub(crate) fn out_of_range(&self) -> Option<String> {
+        if let Some(priority) = self
+            .priority
+            .filter(|&p| p > pool_core::task::PRIORITY_LOWEST)
+        {
+            return Some(format!("priority {priority} is out of range 0..=100"));
+        }
+        match self.timeout_ms? {
+            0 => Some("timeout_ms must be greater than zero".to_owned()),
+            ms if ms > MAX_DURATION_MS => Some(format!(
+                "timeout_ms {ms} is above the maximum {MAX_DURATION_MS} (365 days)"
+            )),
+            _ => None,
+        }
     }
 }
 

@@ -10,6 +10,8 @@ use std::sync::Arc;
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
+use pool_core::{PoolConfig, PoolSettings};
+
 use super::config::{Settings, Sources};
 use super::state::Daemon;
 
@@ -55,11 +57,9 @@ async fn second(term: &mut Signal, int: &mut Signal) {
     }
 }
 
-/// Re-reads the configuration; when valid, applies the pool size and rolls every
-/// worker onto the (possibly new) worker command, one at a time.
 /// Puts back in `new` what only a start applies (the files, the transport,
 /// the metrics address, how the store was opened, the queue, the connection
-/// slots), so that what the daemon reports (`status`: its paths, its store's
+/// slots, the balance policy, most of the pool's keys), so that what the daemon reports (`status`: its paths, its store's
 /// durability) is what it uses until then.
 fn keep_until_restart(old: &Settings, new: &mut Settings) {
     new.paths = old.paths.clone();
@@ -70,8 +70,38 @@ fn keep_until_restart(old: &Settings, new: &mut Settings) {
     new.store.memory_bytes = old.store.memory_bytes;
     new.queue = old.queue.clone();
     new.max_connections = old.max_connections;
+    new.policy.clone_from(&old.policy);
+    keep_pool_until_restart(&old.pool, &mut new.pool);
 }
 
+/// Puts back in `new` the pool's settings the running pool keeps until the
+/// next start: all but `pool_size` (a scale, within the `min_workers` and
+/// `max_workers` it started with), the retry keys (read by the daemon for
+/// each failed attempt) and `max_queue_len` (the daemon's admission).
+fn keep_pool_until_restart(old: &PoolConfig, new: &mut PoolConfig) {
+    let mut kept = old.clone();
+    kept.pool_size = new.pool_size;
+    kept.retry = new.retry;
+    kept.max_queue_len = new.max_queue_len;
+    *new = kept;
+}
+
+/// The pool keys whose values differ between `old` and `new`, as the
+/// configuration spells them.
+fn changed_pool_keys(old: &PoolConfig, new: &PoolConfig) -> Vec<&'static str> {
+    let value = |c: &PoolConfig| serde_json::to_value(PoolSettings::from(c)).unwrap_or_default();
+    let (old, new) = (value(old), value(new));
+    PoolSettings::KEYS
+        .iter()
+        .copied()
+        .filter(|key| old.get(key) != new.get(key))
+        .collect()
+}
+
+/// Re-reads the configuration; when valid, applies the pool size, the retry
+/// keys and `max_queue_len`, and rolls every worker onto the (possibly new)
+/// worker command, one at a time. What only a start applies is kept, with a
+/// warning that names it.
 async fn reload(daemon: &Daemon, sources: &Sources) {
     let mut new = match Settings::load(sources) {
         Ok(new) => new,
@@ -102,6 +132,19 @@ async fn reload(daemon: &Daemon, sources: &Sources) {
     }
     if old.max_connections != new.max_connections {
         tracing::warn!("max_connections changes at the next start only");
+    }
+    if old.policy != new.policy {
+        tracing::warn!("policy changes at the next start only");
+    }
+    let mut applied = new.pool.clone();
+    keep_pool_until_restart(&old.pool, &mut applied);
+    let waiting = changed_pool_keys(&applied, &new.pool);
+    if !waiting.is_empty() {
+        tracing::warn!(
+            keys = %waiting.join(", "),
+            "these pool keys change at the next start only (a reload applies pool_size, \
+             worker, max_queue_len and the retry keys)"
+        );
     }
     keep_until_restart(&old, &mut new);
     if new.pool.initial_size() != old.pool.initial_size() {
@@ -143,8 +186,10 @@ mod tests {
             "durability=memory",
             "socket=/tmp/old.sock",
             "max_connections=4",
+            "policy=round-robin",
         ]);
         let mut new = settings(&[
+            "policy=least-loaded",
             "durability=fsync",
             "socket=/tmp/new.sock",
             "max_connections=9",
@@ -155,10 +200,50 @@ mod tests {
         assert_eq!(new.store.durability, old.store.durability);
         assert_eq!(new.paths, old.paths);
         assert_eq!(new.max_connections, 4);
+        assert_eq!(new.policy, "round-robin");
         assert_eq!(
             new.store.result_ttl,
             std::time::Duration::from_secs(90 * 60)
         );
         assert_eq!(new.pool.initial_size(), 3);
+    }
+
+    /// Of the pool's keys a reload applies the size, the retry keys and
+    /// `max_queue_len`; the others stay as the pool runs them, and the
+    /// warning names each of them as the configuration spells it.
+    #[test]
+    fn a_reload_keeps_the_pool_keys_only_a_start_applies_and_names_them() {
+        let old = settings(&["pool_size=2", "min_workers=1", "max_workers=4"]);
+        let new = settings(&[
+            "pool_size=3",
+            "min_workers=1",
+            "max_workers=4",
+            "max_retries=7",
+            "max_queue_len=50",
+            "task_timeout_ms=300",
+            "max_tasks_per_worker=1",
+            "worker_concurrency=2",
+        ]);
+        let mut applied = new.pool.clone();
+        keep_pool_until_restart(&old.pool, &mut applied);
+        assert_eq!(
+            changed_pool_keys(&applied, &new.pool),
+            [
+                "worker_concurrency",
+                "task_timeout_ms",
+                "max_tasks_per_worker"
+            ]
+        );
+        let mut reloaded = new.clone();
+        keep_until_restart(&old, &mut reloaded);
+        assert_eq!(reloaded.pool.initial_size(), 3);
+        assert_eq!(reloaded.pool.retry.max_retries(), 7);
+        assert_eq!(reloaded.pool.max_queue_len, 50);
+        assert_eq!(reloaded.pool.task_timeout, old.pool.task_timeout);
+        assert_eq!(reloaded.pool.max_tasks_per_worker, None);
+        assert_eq!(
+            reloaded.pool.worker_concurrency,
+            old.pool.worker_concurrency
+        );
     }
 }

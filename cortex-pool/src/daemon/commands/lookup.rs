@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use task_source::TaskState;
 
 use super::listing::listing;
 use super::requests::{most_bytes, split, Refusal};
@@ -20,6 +21,7 @@ use super::{
 use crate::cli::args::ConfigArgs;
 use crate::daemon::client::Client;
 use crate::daemon::config::Settings;
+use crate::daemon::durable::listing::status_named;
 use crate::daemon::protocol::{Reply, Request};
 use crate::daemon::queue::cli as queue_cli;
 
@@ -59,8 +61,8 @@ pub(crate) struct TasksArgs {
     pub(crate) config: ConfigArgs,
     /// Only tasks in this status (queued, running, retrying, ok, failed,
     /// dead_letter, cancelled).
-    #[arg(long, value_name = "S")]
-    pub(crate) status: Option<String>,
+    #[arg(long, value_name = "S", value_parser = status_named)]
+    pub(crate) status: Option<TaskState>,
     /// Only tasks of this type.
     #[arg(long = "type", value_name = "T")]
     pub(crate) task_type: Option<String>,
@@ -263,7 +265,7 @@ pub(crate) fn tasks(args: TasksArgs) -> ExitCode {
         let settings = settings(&args.config)?;
         let rt = runtime()?;
         let request = Request::Tasks {
-            status: args.status.clone(),
+            status: args.status.map(|s| s.as_str().to_owned()),
             task_type: args.task_type.clone(),
             limit: args.limit,
             paged: true,

@@ -7,6 +7,7 @@ use crate::daemon::client::Client;
 use crate::daemon::config::Settings;
 use crate::daemon::protocol::{Reply, Request};
 use crate::daemon::queue::cli as queue_cli;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -33,12 +34,7 @@ fn submit_inner(args: &SubmitArgs) -> Outcome {
             if args.tasks.is_some() {
                 return Err(usage("give either --type or a TASKS file, not both".into()));
             }
-            let payload: Value = match &args.payload {
-                Some(text) => serde_json::from_str(text)
-                    .map_err(|e| usage(format!("--payload is not JSON: {e}")))?,
-                None => Value::Null,
-            };
-            vec![serde_json::json!({"type": task_type, "payload": payload}).to_string()]
+            vec![flag_line(task_type, args.payload.as_deref()).map_err(usage)?]
         }
         None => {
             if args.payload.is_some() {
@@ -234,6 +230,28 @@ fn tally_of_refused(n: u64) -> Tally {
     tally
 }
 
+/// The task line `--type T --payload JSON` stands for, `{"type":T,"payload":JSON}`,
+/// with the payload's text as written (key order, number spelling, an integer
+/// MessagePack cannot carry): it is sent, checked and refused exactly as the
+/// same line would be from a file. Without `--payload` the payload is `null`.
+///
+/// # Errors
+/// `--payload` is not one JSON value, named with serde_json's reason (its
+/// text is spliced into the line, where anything after a value would add
+/// keys of its own).
+fn flag_line(task_type: &str, payload: Option<&str>) -> Result<String, String> {
+    let payload = match payload {
+        Some(text) => serde_json::from_str::<&RawValue>(text)
+            .map_err(|e| format!("--payload is not JSON: {e}"))?
+            .get(),
+        None => "null",
+    };
+    Ok(format!(
+        "{{\"type\":{},\"payload\":{payload}}}",
+        Value::from(task_type)
+    ))
+}
+
 /// The lines of `bytes` (a UTF-8 byte-order mark before the first skipped, a
 /// line ending with `\n` or `\r\n`), and the refusal answers of those that
 /// are not UTF-8, each in its place left blank (a blank line is no task, and
@@ -321,7 +339,52 @@ async fn send_batch(
 
 #[cfg(test)]
 mod tests {
-    use super::text_lines;
+    use super::{flag_line, text_lines};
+    use crate::daemon::durable::parse::parse;
+
+    /// `--type T --payload JSON` is the line `{"type":T,"payload":JSON}`
+    /// with the payload as written: key order, spaces and number spelling
+    /// reach the daemon unchanged (a JSON tree in between sorted the keys
+    /// and turned `1.50` into `1.5`).
+    #[test]
+    fn a_flag_payload_is_sent_as_written() {
+        let payload = r#"{"z":1, "a":[1.50,-0,1e2,"é"]}"#;
+        let line = flag_line("echo", Some(payload)).unwrap();
+        assert_eq!(line, format!(r#"{{"type":"echo","payload":{payload}}}"#));
+        assert_eq!(parse(&line).unwrap().payload, payload);
+        assert_eq!(
+            flag_line("a\"b", None).unwrap(),
+            r#"{"type":"a\"b","payload":null}"#
+        );
+    }
+
+    /// An integer MessagePack cannot carry is refused as on an input line,
+    /// with the same reason (a JSON tree in between sent it on as the float
+    /// 1.8446744073709552e19).
+    #[test]
+    fn a_flag_payload_too_wide_for_msgpack_is_refused_as_on_an_input_line() {
+        let line = flag_line("echo", Some(" 18446744073709551616 ")).unwrap();
+        let written = r#"{"type":"echo","payload":18446744073709551616}"#;
+        let refused = parse(&line).unwrap_err();
+        assert_eq!(refused, parse(written).unwrap_err());
+        assert!(
+            refused
+                .reason
+                .starts_with("invalid_input: payload: integer 18446744073709551616 is outside"),
+            "{}",
+            refused.reason
+        );
+    }
+
+    /// A `--payload` that is not one JSON value is a usage error: spliced
+    /// into the line, what follows a value would set keys of its own.
+    #[test]
+    fn a_flag_payload_that_is_not_one_json_value_is_refused() {
+        for payload in [r#"1,"id":"x""#, "", "{", "1 2"] {
+            let e = flag_line("echo", Some(payload)).unwrap_err();
+            assert!(e.starts_with("--payload is not JSON: "), "{payload:?}: {e}");
+        }
+    }
 
     /// A line that is not UTF-8 is refused by its number, left blank in its
     /// place (the later lines keep their numbers), and the others are read.

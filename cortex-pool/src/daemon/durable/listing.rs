@@ -36,6 +36,23 @@ impl Shape {
     }
 }
 
+/// The task state a `tasks` listing's status filter names: the check of
+/// `tasks --status` as it is read (a usage error, before connecting) and of
+/// the daemon's `tasks` request.
+///
+/// # Errors
+/// `name` is no state ([`TaskState::ALL`]): the message names it and every
+/// state.
+pub(crate) fn status_named(name: &str) -> Result<TaskState, String> {
+    TaskState::parse(name).ok_or_else(|| {
+        let states: Vec<&str> = TaskState::ALL.iter().map(|s| s.as_str()).collect();
+        format!(
+            "unknown status {name:?}: expected one of {}",
+            states.join(", ")
+        )
+    })
+}
+
 /// `tasks`: recent tasks as entries, newest first.
 pub(crate) async fn tasks(
     daemon: &Daemon,
@@ -45,15 +62,9 @@ pub(crate) async fn tasks(
     shape: Shape,
     out: &mpsc::Sender<Reply>,
 ) -> Result<(), Closed> {
-    let state = match status.as_deref().map(|s| (s, TaskState::parse(s))) {
-        None => None,
-        Some((_, Some(state))) => Some(state),
-        Some((s, None)) => {
-            return out.send(Reply::error(
-                "invalid",
-                format!("unknown status {s:?}: expected one of queued, running, retrying, ok, failed, dead_letter, cancelled"),
-            )).await
-        }
+    let state = match status.as_deref().map(status_named).transpose() {
+        Ok(state) => state,
+        Err(why) => return out.send(Reply::error("invalid", why)).await,
     };
     let filter = Filter {
         state,

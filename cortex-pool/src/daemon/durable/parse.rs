@@ -6,9 +6,6 @@ use task_source::NewTask;
 
 use crate::cli::task_fields;
 
-/// The longest per-attempt timeout a task may ask for: 30 days.
-pub(crate) const MAX_TIMEOUT_MS: u64 = 30 * 86_400 * 1000;
-
 /// Why a line was refused: the reason, and the user's id when the line had one.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Refused {
@@ -37,21 +34,11 @@ pub(crate) fn parse(line: &str) -> Result<NewTask, Refused> {
             return Err(refuse("\"id\" must have 1 to 256 bytes".into()));
         }
     }
+    // The same ranges as `run`'s: a timeout up to the pool's `MAX_TIMEOUT`.
+    if let Some(why) = raw.out_of_range() {
+        return Err(refuse(why));
+    }
     let priority = raw.priority.unwrap_or(pool_core::task::PRIORITY_DEFAULT);
-    if priority > pool_core::task::PRIORITY_LOWEST {
-        return Err(refuse(format!(
-            "priority {priority} is out of range 0..=100"
-        )));
-    }
-    match raw.timeout_ms {
-        Some(0) => return Err(refuse("timeout_ms must be greater than zero".into())),
-        Some(ms) if ms > MAX_TIMEOUT_MS => {
-            return Err(refuse(format!(
-                "timeout_ms {ms} is above the limit {MAX_TIMEOUT_MS} (30 days)"
-            )))
-        }
-        _ => {}
-    }
     Ok(NewTask {
         id: raw
             .id
@@ -95,6 +82,43 @@ mod tests {
         let r = parse(r#"{"id":"z","type":"echo","typo":1}"#).unwrap_err();
         assert_eq!(r.id.as_deref(), Some("z"));
         assert!(parse("not json").unwrap_err().id.is_none());
+    }
+
+    /// A timeout is checked as `run` checks it: up to the pool's
+    /// `MAX_TIMEOUT` (365 days), refused above it with `run`'s words.
+    #[test]
+    fn timeouts_up_to_365_days_are_taken_as_run_takes_them() {
+        let max = pool_core::task::MAX_TIMEOUT.as_millis();
+        let longest = format!(r#"{{"type":"echo","timeout_ms":{max}}}"#);
+        assert_eq!(parse(&longest).unwrap().timeout_ms, Some(31_536_000_000));
+        for ms in [max + 1, 0] {
+            let line = format!(r#"{{"type":"echo","timeout_ms":{ms}}}"#);
+            let run = crate::cli::input::parse(&line, 1).unwrap_err().message;
+            assert_eq!(
+                parse(&line).unwrap_err().reason,
+                format!("invalid_input: {run}")
+            );
+        }
+    }
+
+    /// The daemon keys tasks by id: one of 1 to 256 bytes (of UTF-8, once
+    /// its escapes are read), as operations.md says.
+    #[test]
+    fn an_id_must_have_1_to_256_bytes() {
+        let refused = "invalid_input: \"id\" must have 1 to 256 bytes";
+        for id in [String::new(), "a".repeat(257), "é".repeat(129)] {
+            let line = format!(r#"{{"id":"{id}","type":"echo"}}"#);
+            assert_eq!(
+                parse(&line).unwrap_err().reason,
+                refused,
+                "{} bytes",
+                id.len()
+            );
+        }
+        for id in ["a".repeat(256), "é".repeat(128), r"\u00e9".repeat(128)] {
+            let line = format!(r#"{{"id":"{id}","type":"echo"}}"#);
+            assert!(parse(&line).is_ok(), "{line}");
+        }
     }
 
     /// MessagePack has no integer past 64 bits: the worker would get a float.
