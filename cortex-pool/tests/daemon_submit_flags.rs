@@ -138,3 +138,33 @@ fn a_tasks_status_that_names_no_state_exits_2_before_connecting() {
     assert_eq!(d.stop().status.code(), Some(0));
     let _ = std::fs::remove_dir_all(&d.dir);
 }
+
+/// A refused line without an `id` is named by its line number (the id
+/// `submit` generated for it names no task), and the column its error names
+/// is the column in the line as written (the generated id goes after the
+/// line's own keys).
+#[test]
+fn a_refused_line_without_an_id_is_named_by_its_number_and_its_own_column() {
+    let mut d = Daemon::new("submit-refused-number", &[]);
+    d.watchdog(60);
+    d.run_foreground();
+    let line = r#"{"type":"echo", "priority": 300}"#;
+    let column = line.find("300").expect("in the line") + 3;
+    let out = d.cli_with_input(
+        &["submit", "-"],
+        &format!("{{\"id\":\"fine\",\"type\":\"echo\"}}\n{line}\n"),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let lines = json_lines(&out.stdout);
+    let refused = lines
+        .iter()
+        .find(|l| l["status"] == "refused")
+        .unwrap_or_else(|| panic!("a refused line: {lines:?}"));
+    assert_eq!(refused["id"], "2", "{refused}");
+    assert_eq!(refused["line"], 2, "{refused}");
+    let error = refused["error"].as_str().expect("a reason");
+    assert!(
+        error.ends_with(&format!("at line 1 column {column}")),
+        "column {column} of the line as written: {error}"
+    );
+}

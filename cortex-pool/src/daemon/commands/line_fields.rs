@@ -3,9 +3,11 @@
 //! connection is taken once), and the `--priority` and `--timeout-ms`
 //! defaults where the line sets none. A top-level key whose value is `null`
 //! sets none (the daemon reads it as absent): its `null` is replaced where it
-//! stands. The fields are spliced into the text: the rest of the line, its
-//! payload included, is sent as written (key order, number spelling, big
-//! integers).
+//! stands. The fields are spliced into the text, the missing ones after the
+//! line's own keys: the rest of the line, its payload included, is sent as
+//! written (key order, number spelling, big integers), and a column the
+//! daemon names in a refusal is the line's own (unless a `null` before it
+//! was replaced).
 
 use std::fmt::Write;
 use std::ops::Range;
@@ -73,21 +75,27 @@ struct TopLevel<'a> {
 
 /// `line` with a generated `id`, and `priority` and `timeout_ms` where given,
 /// each only when the line has no such top-level key or its value is `null`:
-/// a key the line lacks is written first, a `null` value is replaced where it
-/// stands. A line that is not a JSON object is sent as it is, for the daemon
-/// to refuse with its own reason.
-pub(super) fn filled(line: String, priority: Option<u8>, timeout_ms: Option<u64>) -> String {
-    spliced(&line, priority, timeout_ms).unwrap_or(line)
+/// a key the line lacks is written after its own keys, a `null` value is
+/// replaced where it stands; and whether the `id` is one it generated (the
+/// line had none). A line that is not a JSON object is sent as it is, for
+/// the daemon to refuse with its own reason.
+pub(super) fn fill(line: String, priority: Option<u8>, timeout_ms: Option<u64>) -> (String, bool) {
+    match spliced(&line, priority, timeout_ms) {
+        Some((out, generated)) => (out, generated),
+        None => (line, false),
+    }
 }
 
-/// [`filled`]'s line, or `None` when it is sent as it is.
-fn spliced(line: &str, priority: Option<u8>, timeout_ms: Option<u64>) -> Option<String> {
+/// [`fill`]'s line and whether it generated the id, or `None` when the line
+/// is sent as it is.
+fn spliced(line: &str, priority: Option<u8>, timeout_ms: Option<u64>) -> Option<(String, bool)> {
     let members = line.trim_start().strip_prefix('{')?;
     let top = serde_json::from_str::<TopLevel<'_>>(line).ok()?;
     let id = top.id.fill(line);
     // A ULID: digits and capitals, nothing to escape.
     let new_id = (!matches!(id, Fill::Keep))
         .then(|| format!("\"{}\"", crate::daemon::durable::ids::generate()));
+    let generated = new_id.is_some();
     let keys = [
         ("id", id, new_id),
         (
@@ -101,42 +109,44 @@ fn spliced(line: &str, priority: Option<u8>, timeout_ms: Option<u64>) -> Option<
             timeout_ms.map(|ms| ms.to_string()),
         ),
     ];
-    let mut head = String::new();
+    let mut tail = String::new();
     let mut replaced: Vec<(Range<usize>, String)> = Vec::new();
     for (key, fill, value) in keys {
         let Some(value) = value else { continue };
         match fill {
             Fill::Keep => {}
             Fill::Add => {
-                if !head.is_empty() {
-                    head.push(',');
+                if !tail.is_empty() {
+                    tail.push(',');
                 }
-                let _ = write!(head, "\"{key}\":{value}");
+                let _ = write!(tail, "\"{key}\":{value}");
             }
             Fill::Replace(place) => replaced.push((place, value)),
         }
     }
-    if head.is_empty() && replaced.is_empty() {
+    if tail.is_empty() && replaced.is_empty() {
         return None;
     }
-    let comma = if head.is_empty() || members.trim_start().starts_with('}') {
+    // The object parsed whole: its last `}` (white space may follow) closes it.
+    let close = line.trim_end().len().checked_sub(1)?;
+    let comma = if tail.is_empty() || members.trim_start().starts_with('}') {
         ""
     } else {
         ","
     };
     replaced.sort_by_key(|(place, _)| place.start);
-    let mut out = String::with_capacity(line.len() + head.len() + 64);
-    out.push('{');
-    out.push_str(&head);
-    out.push_str(comma);
-    let mut from = line.len() - members.len();
+    let mut out = String::with_capacity(line.len() + tail.len() + 64);
+    let mut from = 0;
     for (place, value) in replaced {
         out.push_str(line.get(from..place.start)?);
         out.push_str(&value);
         from = place.end;
     }
-    out.push_str(line.get(from..)?);
-    Some(out)
+    out.push_str(line.get(from..close)?);
+    out.push_str(comma);
+    out.push_str(&tail);
+    out.push_str(line.get(close..)?);
+    Some((out, generated))
 }
 
 #[cfg(test)]
@@ -144,23 +154,29 @@ mod tests {
     use super::*;
     use serde_json::Value;
 
+    fn filled(line: String, priority: Option<u8>, timeout_ms: Option<u64>) -> String {
+        fill(line, priority, timeout_ms).0
+    }
+
     fn id_of(line: &str) -> String {
         let value: Value = serde_json::from_str(line).unwrap();
         value["id"].as_str().unwrap().to_owned()
     }
 
+    /// The generated id goes after the line's own keys, so the line is sent
+    /// as written up to its closing brace: a column the daemon names in a
+    /// refusal is the column in the line as the user wrote it.
     #[test]
     fn an_object_without_an_id_gets_one_and_keeps_the_rest_as_written() {
-        let out = filled(
-            r#" {"type":"echo", "payload": {"b":1.50,"a":[1e2]}}"#.to_owned(),
-            None,
-            None,
-        );
+        let line = r#" {"type":"echo", "payload": {"b":1.50,"a":[1e2]}} "#;
+        let (out, generated) = fill(line.to_owned(), None, None);
+        assert!(generated);
         assert_eq!(id_of(&out).len(), 26, "{out}");
         assert!(
-            out.ends_with(r#""type":"echo", "payload": {"b":1.50,"a":[1e2]}}"#),
+            out.starts_with(r#" {"type":"echo", "payload": {"b":1.50,"a":[1e2]},"id":""#),
             "{out}"
         );
+        assert!(out.ends_with("\"} "), "{out}");
         let empty: Value = serde_json::from_str(&filled("{ }".to_owned(), None, None)).unwrap();
         assert_eq!(empty.as_object().unwrap().len(), 1, "{empty}");
         assert!(empty["id"].is_string());
@@ -177,12 +193,13 @@ mod tests {
         ] {
             let out = filled(line.to_owned(), None, None);
             assert_eq!(id_of(&out).len(), 26, "{out}");
-            assert!(out.ends_with(&line[1..]), "{out}");
+            assert!(out.starts_with(&line[..line.len() - 1]), "{out}");
         }
     }
 
     #[test]
     fn lines_with_an_id_or_that_are_no_object_are_left_as_they_are() {
+        assert!(!fill(r#"{"id":"mine"}"#.to_owned(), Some(1), None).1);
         for line in [
             r#"{"id":"mine","type":"echo"}"#,
             r#"["type","echo"]"#,
@@ -202,11 +219,11 @@ mod tests {
         let out = filled(line.to_owned(), Some(5), Some(100));
         assert_eq!(
             out,
-            r#"{"priority":5,"timeout_ms":100,"id":"b","type":"echo","payload":{"z":1,"a":18446744073709551616}}"#
+            r#"{"id":"b","type":"echo","payload":{"z":1,"a":18446744073709551616},"priority":5,"timeout_ms":100}"#
         );
         let nested = r#"{"id":"c","payload":{"priority":1}}"#;
         let out = filled(nested.to_owned(), Some(5), None);
-        assert!(out.starts_with(r#"{"priority":5,"#), "{out}");
+        assert_eq!(out, r#"{"id":"c","payload":{"priority":1},"priority":5}"#);
     }
 
     /// A `null` top-level `id` sets none (the daemon reads it as absent):
@@ -246,7 +263,7 @@ mod tests {
         let id = id_of(&out);
         assert_eq!(
             out,
-            format!(r#"{{"priority":7,"type":"echo","id":"{id}"}}"#)
+            format!(r#"{{"type":"echo","id":"{id}","priority":7}}"#)
         );
     }
 

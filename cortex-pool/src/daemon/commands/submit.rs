@@ -13,7 +13,8 @@ use std::io::{Read, Write};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use super::line_fields::filled;
+use super::answer::Answer;
+use super::line_fields::fill;
 use super::requests::{most_bytes, split, Refusal};
 use super::{
     connect_error, emit_text, finish, runtime, settings_for_queue, Fail, Outcome, Printer,
@@ -64,13 +65,13 @@ fn submit_inner(args: &SubmitArgs) -> Outcome {
             let _ = writeln!(out, "{line}");
         }
     }
-    let lines: Vec<String> = lines
+    let (lines, generated): (Vec<String>, Vec<bool>) = lines
         .into_iter()
-        .map(|line| filled(line, args.priority, args.timeout_ms))
-        .collect();
+        .map(|line| fill(line, args.priority, args.timeout_ms))
+        .unzip();
     let refused_here = local_refusals.len() as u64;
     if let Some(url) = &args.queue {
-        return submit_to_queue(&settings, url, &lines, args.wait, refused_here);
+        return submit_to_queue(&settings, url, &lines, &generated, args.wait, refused_here);
     }
     let rt = runtime()?;
     let started = Instant::now();
@@ -117,7 +118,7 @@ fn submit_inner(args: &SubmitArgs) -> Outcome {
                         refused += 1;
                         tally.add(Status::Invalid, 0.0);
                     }
-                    let _ = out.write_all(line.text.as_bytes());
+                    let _ = out.write_all(as_printed(line, &generated).as_bytes());
                     let _ = out.write_all(b"\n");
                 });
             }
@@ -169,6 +170,7 @@ fn submit_to_queue(
     settings: &Settings,
     url: &str,
     lines: &[String],
+    generated: &[bool],
     wait: bool,
     refused_here: u64,
 ) -> Outcome {
@@ -185,7 +187,7 @@ fn submit_to_queue(
             } else if wait {
                 return;
             }
-            let _ = out.write_all(line.text.as_bytes());
+            let _ = out.write_all(as_printed(line, generated).as_bytes());
             let _ = out.write_all(b"\n");
         })
         .await?;
@@ -219,6 +221,34 @@ fn submit_to_queue(
     } else {
         ExitCode::from(1)
     })
+}
+
+/// `answer`'s line as printed: a refused line whose id `submit` generated
+/// (`generated`, by line: the line had none) is named by its line number, as
+/// a refused line without an `id` is; the generated id names no task.
+fn as_printed<'a>(answer: &Answer<'a>, generated: &[bool]) -> std::borrow::Cow<'a, str> {
+    let text = answer.text;
+    let renamed = || {
+        if answer.status == "accepted" {
+            return None;
+        }
+        let id = answer.id.as_deref()?;
+        let number = serde_json::from_str::<Value>(text)
+            .ok()?
+            .get("line")?
+            .as_u64()?;
+        let at = usize::try_from(number.checked_sub(1)?).ok()?;
+        if !generated.get(at).copied().unwrap_or(false) {
+            return None;
+        }
+        let named = serde_json::to_string(id).ok()?;
+        Some(text.replacen(
+            &format!("\"id\":{named}"),
+            &format!("\"id\":\"{number}\""),
+            1,
+        ))
+    };
+    renamed().map_or(std::borrow::Cow::Borrowed(text), std::borrow::Cow::Owned)
 }
 
 /// A tally that counts the `n` lines refused here as invalid.
