@@ -168,3 +168,42 @@ fn a_refused_line_without_an_id_is_named_by_its_number_and_its_own_column() {
         "column {column} of the line as written: {error}"
     );
 }
+
+/// A line without a `type` is sent as written (the daemon names the end of
+/// the user's line), and a line the store refuses (here `queue_full`) is
+/// named by its number too when `submit` generated its id.
+#[test]
+fn id_less_lines_refused_for_a_missing_type_or_a_full_queue_are_named_by_number() {
+    let mut d = Daemon::new(
+        "submit-refused-full",
+        &[
+            ("CORTEX_POOL_MAX_QUEUE_LEN", "1"),
+            ("CORTEX_POOL_POOL_SIZE", "1"),
+        ],
+    );
+    d.watchdog(60);
+    d.run_foreground();
+    let sleep = r#"{"type":"sleep","payload":{"ms":1000}}"#;
+    let no_type = r#"{"payload":1}"#;
+    let out = d.cli_with_input(&["submit", "-"], &format!("{sleep}\n{sleep}\n{no_type}\n"));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let lines = json_lines(&out.stdout);
+    let by_id = |id: &str| {
+        lines
+            .iter()
+            .find(|l| l["id"] == id)
+            .unwrap_or_else(|| panic!("no line named {id}: {lines:?}"))
+    };
+    assert_eq!(by_id("2")["status"], "refused", "{lines:?}");
+    assert!(
+        by_id("2")["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("queue_full")),
+        "{lines:?}"
+    );
+    let missing = by_id("3")["error"].as_str().expect("a reason");
+    assert!(
+        missing.ends_with(&format!("column {}", no_type.len())),
+        "the end of the line as written: {missing}"
+    );
+}

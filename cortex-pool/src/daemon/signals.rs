@@ -150,6 +150,8 @@ async fn reload(daemon: &Daemon, sources: &Sources) {
     if new.pool.initial_size() != old.pool.initial_size() {
         if let Err(e) = daemon.pool.scale_to(new.pool.initial_size()).await {
             tracing::warn!(error = %e, "reload: cannot apply pool_size");
+            // What `status` shows is the size the pool keeps.
+            new.pool.pool_size = old.pool.pool_size;
         }
     }
     let command = new.worker.clone();

@@ -67,6 +67,10 @@ fn null_at(line: &str, null: &str) -> Option<Range<usize>> {
 struct TopLevel<'a> {
     #[serde(borrow, default)]
     id: Member<'a>,
+    /// Only whether the line has one: a line without it is refused, and
+    /// sent as it is, so its refusal names the place the user's line ends.
+    #[serde(borrow, default, rename = "type")]
+    task_type: Member<'a>,
     #[serde(borrow, default)]
     priority: Member<'a>,
     #[serde(borrow, default)]
@@ -78,7 +82,9 @@ struct TopLevel<'a> {
 /// a key the line lacks is written after its own keys, a `null` value is
 /// replaced where it stands; and whether the `id` is one it generated (the
 /// line had none). A line that is not a JSON object is sent as it is, for
-/// the daemon to refuse with its own reason.
+/// the daemon to refuse with its own reason, and so is one without a `type`
+/// (its refusal's column, the end of the object, is then the end of the
+/// line as written).
 pub(super) fn fill(line: String, priority: Option<u8>, timeout_ms: Option<u64>) -> (String, bool) {
     match spliced(&line, priority, timeout_ms) {
         Some((out, generated)) => (out, generated),
@@ -89,8 +95,11 @@ pub(super) fn fill(line: String, priority: Option<u8>, timeout_ms: Option<u64>) 
 /// [`fill`]'s line and whether it generated the id, or `None` when the line
 /// is sent as it is.
 fn spliced(line: &str, priority: Option<u8>, timeout_ms: Option<u64>) -> Option<(String, bool)> {
-    let members = line.trim_start().strip_prefix('{')?;
+    line.trim_start().strip_prefix('{')?;
     let top = serde_json::from_str::<TopLevel<'_>>(line).ok()?;
+    if matches!(top.task_type, Member::Absent) {
+        return None;
+    }
     let id = top.id.fill(line);
     // A ULID: digits and capitals, nothing to escape.
     let new_id = (!matches!(id, Fill::Keep))
@@ -129,11 +138,8 @@ fn spliced(line: &str, priority: Option<u8>, timeout_ms: Option<u64>) -> Option<
     }
     // The object parsed whole: its last `}` (white space may follow) closes it.
     let close = line.trim_end().len().checked_sub(1)?;
-    let comma = if tail.is_empty() || members.trim_start().starts_with('}') {
-        ""
-    } else {
-        ","
-    };
+    // It has a `type`: a comma goes between its keys and the added ones.
+    let comma = if tail.is_empty() { "" } else { "," };
     replaced.sort_by_key(|(place, _)| place.start);
     let mut out = String::with_capacity(line.len() + tail.len() + 64);
     let mut from = 0;
@@ -177,8 +183,9 @@ mod tests {
             "{out}"
         );
         assert!(out.ends_with("\"} "), "{out}");
-        let empty: Value = serde_json::from_str(&filled("{ }".to_owned(), None, None)).unwrap();
-        assert_eq!(empty.as_object().unwrap().len(), 1, "{empty}");
+        let empty: Value =
+            serde_json::from_str(&filled(r#"{ "type":"t" }"#.to_owned(), None, None)).unwrap();
+        assert_eq!(empty.as_object().unwrap().len(), 2, "{empty}");
         assert!(empty["id"].is_string());
     }
 
@@ -199,8 +206,10 @@ mod tests {
 
     #[test]
     fn lines_with_an_id_or_that_are_no_object_are_left_as_they_are() {
-        assert!(!fill(r#"{"id":"mine"}"#.to_owned(), Some(1), None).1);
+        assert!(!fill(r#"{"id":"mine","type":"t"}"#.to_owned(), Some(1), None).1);
         for line in [
+            r#"{"payload":1}"#,
+            "{}",
             r#"{"id":"mine","type":"echo"}"#,
             r#"["type","echo"]"#,
             r#"{"type":"echo""#,
@@ -221,9 +230,12 @@ mod tests {
             out,
             r#"{"id":"b","type":"echo","payload":{"z":1,"a":18446744073709551616},"priority":5,"timeout_ms":100}"#
         );
-        let nested = r#"{"id":"c","payload":{"priority":1}}"#;
+        let nested = r#"{"id":"c","type":"t","payload":{"priority":1}}"#;
         let out = filled(nested.to_owned(), Some(5), None);
-        assert_eq!(out, r#"{"id":"c","payload":{"priority":1},"priority":5}"#);
+        assert_eq!(
+            out,
+            r#"{"id":"c","type":"t","payload":{"priority":1},"priority":5}"#
+        );
     }
 
     /// A `null` top-level `id` sets none (the daemon reads it as absent):

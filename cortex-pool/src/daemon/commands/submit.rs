@@ -9,6 +9,7 @@ use crate::daemon::protocol::{Reply, Request};
 use crate::daemon::queue::cli as queue_cli;
 use serde_json::value::RawValue;
 use serde_json::Value;
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -71,10 +72,12 @@ fn submit_inner(args: &SubmitArgs) -> Outcome {
         .unzip();
     let refused_here = local_refusals.len() as u64;
     if let Some(url) = &args.queue {
-        return submit_to_queue(&settings, url, &lines, &generated, args.wait, refused_here);
+        let mut named = GeneratedIds::new(&lines, &generated);
+        return submit_to_queue(&settings, url, &lines, &mut named, args.wait, refused_here);
     }
     let rt = runtime()?;
     let started = Instant::now();
+    let mut named = GeneratedIds::new(&lines, &generated);
     let mut tally = tally_of_refused(refused_here);
     let (mut accepted, mut refused) = (0u64, refused_here);
     let mut ids = Vec::new();
@@ -118,7 +121,7 @@ fn submit_inner(args: &SubmitArgs) -> Outcome {
                         refused += 1;
                         tally.add(Status::Invalid, 0.0);
                     }
-                    let _ = out.write_all(as_printed(line, &generated).as_bytes());
+                    let _ = out.write_all(named.as_printed(line).as_bytes());
                     let _ = out.write_all(b"\n");
                 });
             }
@@ -170,7 +173,7 @@ fn submit_to_queue(
     settings: &Settings,
     url: &str,
     lines: &[String],
-    generated: &[bool],
+    named: &mut GeneratedIds<'_>,
     wait: bool,
     refused_here: u64,
 ) -> Outcome {
@@ -187,7 +190,7 @@ fn submit_to_queue(
             } else if wait {
                 return;
             }
-            let _ = out.write_all(as_printed(line, generated).as_bytes());
+            let _ = out.write_all(named.as_printed(line).as_bytes());
             let _ = out.write_all(b"\n");
         })
         .await?;
@@ -223,32 +226,68 @@ fn submit_to_queue(
     })
 }
 
-/// `answer`'s line as printed: a refused line whose id `submit` generated
-/// (`generated`, by line: the line had none) is named by its line number, as
-/// a refused line without an `id` is; the generated id names no task.
-fn as_printed<'a>(answer: &Answer<'a>, generated: &[bool]) -> std::borrow::Cow<'a, str> {
-    let text = answer.text;
-    let renamed = || {
+/// The ids `submit` generated for lines that had none, so that a refusal of
+/// one is named by its line number, as a refused line without an `id` is
+/// (the generated id names no task the user knows). Looked up by id only
+/// once a refusal names one: a submission with none pays nothing.
+struct GeneratedIds<'a> {
+    lines: &'a [String],
+    generated: &'a [bool],
+    /// Line numbers by generated id, made at the first refusal.
+    numbers: Option<HashMap<&'a str, usize>>,
+}
+
+impl<'a> GeneratedIds<'a> {
+    /// The sent `lines`, and whether [`fill`] generated each one's id.
+    fn new(lines: &'a [String], generated: &'a [bool]) -> Self {
+        Self {
+            lines,
+            generated,
+            numbers: None,
+        }
+    }
+
+    /// The line number of the line `submit` generated `id` for, if any.
+    fn number_of(&mut self, id: &str) -> Option<usize> {
+        #[derive(serde::Deserialize)]
+        struct Id<'a> {
+            #[serde(borrow)]
+            id: &'a str,
+        }
+        let (lines, generated) = (self.lines, self.generated);
+        let numbers = self.numbers.get_or_insert_with(|| {
+            lines
+                .iter()
+                .zip(generated)
+                .enumerate()
+                .filter(|(_, (_, generated))| **generated)
+                .filter_map(|(at, (line, _))| {
+                    let read = serde_json::from_str::<Id<'a>>(line).ok()?;
+                    Some((read.id, at + 1))
+                })
+                .collect()
+        });
+        numbers.get(id).copied()
+    }
+
+    /// `answer`'s line as printed: a refusal of a line whose id `submit`
+    /// generated is named by the line's number.
+    fn as_printed<'b>(&mut self, answer: &Answer<'b>) -> std::borrow::Cow<'b, str> {
+        let text = answer.text;
         if answer.status == "accepted" {
-            return None;
+            return std::borrow::Cow::Borrowed(text);
         }
-        let id = answer.id.as_deref()?;
-        let number = serde_json::from_str::<Value>(text)
-            .ok()?
-            .get("line")?
-            .as_u64()?;
-        let at = usize::try_from(number.checked_sub(1)?).ok()?;
-        if !generated.get(at).copied().unwrap_or(false) {
-            return None;
-        }
-        let named = serde_json::to_string(id).ok()?;
-        Some(text.replacen(
-            &format!("\"id\":{named}"),
-            &format!("\"id\":\"{number}\""),
-            1,
-        ))
-    };
-    renamed().map_or(std::borrow::Cow::Borrowed(text), std::borrow::Cow::Owned)
+        let renamed = answer.id.as_deref().and_then(|id| {
+            let number = self.number_of(id)?;
+            let quoted = serde_json::to_string(id).ok()?;
+            Some(text.replacen(
+                &format!("\"id\":{quoted}"),
+                &format!("\"id\":\"{number}\""),
+                1,
+            ))
+        });
+        renamed.map_or(std::borrow::Cow::Borrowed(text), std::borrow::Cow::Owned)
+    }
 }
 
 /// A tally that counts the `n` lines refused here as invalid.

@@ -32,11 +32,14 @@ enum Ran {
 
 struct Attempt {
     claimed: Claimed,
+    /// When it was handed to the pool.
+    started: Instant,
     ran: Ran,
 }
 
-/// An attempt the pool took: its claim, by the pool's id of the task.
-type Running = HashMap<u64, Claimed>;
+/// An attempt the pool took: its claim and when it was handed over, by the
+/// pool's id of the task.
+type Running = HashMap<u64, (Claimed, Instant)>;
 
 /// Outcomes taken from the pool at once, at most.
 const OUTCOMES_AT_ONCE: usize = 1024;
@@ -147,9 +150,9 @@ pub(crate) async fn run(daemon: Arc<Daemon>, recovered: bool) {
                         Err(err) => err.id,
                     };
                     // Each accepted task's outcome arrives once.
-                    if let Some(claimed) = running.remove(&id) {
+                    if let Some((claimed, started)) = running.remove(&id) {
                         let ran = Ran::Done(outcome);
-                        let attempt = Attempt { claimed, ran };
+                        let attempt = Attempt { claimed, started, ran };
                         unsaved.push(settlement(&daemon, attempt, max_line));
                     }
                 }
@@ -178,12 +181,13 @@ async fn start(
     if claimed.is_empty() {
         return;
     }
+    let started = Instant::now();
     let tasks: Vec<Task> = claimed.iter().map(task).collect();
     let taken = daemon.pool.submit_each_to(tasks, sink).await;
     for (claimed, taken) in claimed.into_iter().zip(taken) {
         match taken {
             Ok(id) => {
-                running.insert(id, claimed);
+                running.insert(id, (claimed, started));
             }
             Err(refused) => {
                 let ran = match refused {
@@ -191,7 +195,11 @@ async fn start(
                     refused => Ran::Refused(refused),
                 };
                 // Interrupted, or a short refusal: no line to fit.
-                let attempt = Attempt { claimed, ran };
+                let attempt = Attempt {
+                    claimed,
+                    started,
+                    ran,
+                };
                 unsaved.push(settlement(daemon, attempt, None));
             }
         }
@@ -202,12 +210,21 @@ async fn start(
 /// the Unix epoch): what its outcome's `duration_ms` says, across its
 /// attempts, retries' backoffs and daemon restarts, as `run` counts from a
 /// task's submission. Nothing when the clock says it was accepted later
-/// (another host's clock, on a NATS queue).
+/// (a clock stepped back, or another host's clock, on a NATS queue).
 fn since_submitted(submitted_ms: u64) -> Duration {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .saturating_sub(Duration::from_millis(submitted_ms))
+}
+
+/// What the outcome of a task accepted at `submitted_ms` whose last
+/// attempt was handed to the pool at `started` says it took: the time since
+/// its acceptance, and never less than that attempt's own time (the wall
+/// clock may have stepped back since the task was accepted, or, on a NATS
+/// queue, the server's clock that stamped it may run ahead of this host's).
+fn duration(submitted_ms: u64, started: Instant) -> Duration {
+    since_submitted(submitted_ms).max(started.elapsed())
 }
 
 /// The pool's task for one claimed attempt.
@@ -255,7 +272,7 @@ fn msgpack(json: &str) -> Vec<u8> {
 fn settlement(daemon: &Daemon, a: Attempt, max_line: Option<usize>) -> Settlement {
     let id = a.claimed.task.id.clone();
     let attempt = a.claimed.attempt;
-    let elapsed = since_submitted(a.claimed.submitted_ms);
+    let elapsed = duration(a.claimed.submitted_ms, a.started);
     let ms = elapsed.as_secs_f64() * 1000.0;
     // The attempts that ran before this one (one given back unstarted is
     // not counted): a line's `attempts` counts those that ran, this one
@@ -476,6 +493,20 @@ mod tests {
             .clone()
             .expect("its record");
         assert_eq!((record.state, record.attempts), (TaskState::Queued, 0));
+    }
+
+    /// A task's time counts from its acceptance, and is never less than its
+    /// last attempt's when a clock says it was accepted later (skew).
+    #[test]
+    fn a_duration_counts_from_acceptance_and_covers_the_attempt() {
+        let started = Instant::now()
+            .checked_sub(Duration::from_millis(50))
+            .expect("the clock is past 50 ms");
+        let earlier = now_ms() - 10_000;
+        assert!(duration(earlier, started) >= Duration::from_secs(10));
+        let later = now_ms() + 60_000;
+        let took = duration(later, started);
+        assert!(took >= Duration::from_millis(50), "{took:?}");
     }
 
     /// A task the pool refuses for itself (its payload, encoded, is larger
