@@ -11,15 +11,8 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use daemon_util::{alive, text, wait_for, Daemon};
+use daemon_util::{alive, json_lines, text, wait_for, Daemon};
 use serde_json::Value;
-
-fn json_lines(bytes: &[u8]) -> Vec<Value> {
-    String::from_utf8_lossy(bytes)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
-        .collect()
-}
 
 fn kill9(target: &str) {
     let _ = Command::new("kill").args(["-9", "--", target]).status();

@@ -5,16 +5,7 @@
 
 mod daemon_util;
 
-use daemon_util::{text, Daemon};
-use serde_json::Value;
-
-/// The JSON lines of a command's stdout.
-fn json_lines(stdout: &[u8]) -> Vec<Value> {
-    String::from_utf8_lossy(stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("a JSON line"))
-        .collect()
-}
+use daemon_util::{json_lines, text, Daemon};
 
 #[test]
 fn a_payload_flag_is_sent_as_written_and_checked_as_an_input_line() {

@@ -234,6 +234,14 @@ pub fn alive(pid: u32) -> bool {
 }
 
 /// A command's exit code, stdout and stderr, for assertion messages.
+/// The JSON lines of a command's output, each one a JSON document.
+pub fn json_lines(bytes: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect()
+}
+
 pub fn text(out: &Output) -> String {
     format!(
         "exit {:?}\nstdout: {}\nstderr: {}",
