@@ -90,11 +90,17 @@ impl FromStr for TransportKind {
 impl TransportKind {
     /// Opens the transport. The fifo transport makes its private directory under
     /// `fifo_dir` (created 0700 with its parents when missing; a symlink or another
-    /// user's directory is refused), or under its default base.
+    /// user's directory is refused), or under its default base, and gives a
+    /// worker `start_timeout` (the pool's) to open its FIFOs, as long as a
+    /// worker over pipes has to say `ready`.
     ///
     /// # Errors
     /// When the FIFO directory cannot be made or used; the message names the path.
-    pub(crate) fn open(self, fifo_dir: Option<&Path>) -> Result<Arc<dyn Transport>, String> {
+    pub(crate) fn open(
+        self,
+        fifo_dir: Option<&Path>,
+        start_timeout: std::time::Duration,
+    ) -> Result<Arc<dyn Transport>, String> {
         match self {
             Self::Stdio => Ok(Arc::new(transport_ipc::StdioTransport::new())),
             Self::Fifo => {
@@ -103,7 +109,7 @@ impl TransportKind {
                     None => transport_fifo::FifoTransport::new(),
                 }
                 .map_err(|e| format!("cannot set up the fifo transport: {e}"))?;
-                Ok(Arc::new(fifo))
+                Ok(Arc::new(fifo.with_open_timeout(start_timeout)))
             }
         }
     }

@@ -74,3 +74,40 @@ fn submit_names_a_task_file_it_cannot_read() {
         text(&out)
     );
 }
+
+/// A `fifo_dir` and a store's directory the user named are used as they
+/// are: a shared, sticky directory keeps its mode (made 0700, a `/tmp`
+/// named there would lock every other user out of it).
+#[test]
+fn a_named_fifo_dir_and_store_directory_keep_their_modes() {
+    use std::os::unix::fs::PermissionsExt;
+    let scratch = Daemon::new("named-dirs-scratch", &[]);
+    let shared = scratch.dir.join("shared");
+    let store_dir = scratch.dir.join("stores");
+    for (dir, mode) in [(&shared, 0o1777), (&store_dir, 0o755)] {
+        std::fs::create_dir_all(dir).expect("a directory");
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).expect("its mode");
+    }
+    let store = store_dir.join("store.db");
+    let d = Daemon::new(
+        "named-dirs",
+        &[
+            ("CORTEX_POOL_TRANSPORT", "fifo"),
+            ("CORTEX_POOL_FIFO_DIR", shared.to_str().expect("UTF-8")),
+            ("CORTEX_POOL_STORE", store.to_str().expect("UTF-8")),
+        ],
+    );
+    d.watchdog(60);
+    d.start();
+    let out = d.cli(&["submit", "--type", "echo", "--payload", "1", "--wait"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let mode = |dir: &std::path::Path| {
+        std::fs::metadata(dir)
+            .expect("the directory")
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    assert_eq!(mode(&shared), 0o1777, "the fifo_dir's mode");
+    assert_eq!(mode(&store_dir), 0o755, "the store directory's mode");
+}

@@ -142,12 +142,16 @@ fn in_flags(text: &str) -> String {
     out
 }
 
-fn transport(args: &RunArgs) -> Result<Arc<dyn Transport>, UsageError> {
+fn transport(
+    args: &RunArgs,
+    start_timeout: std::time::Duration,
+) -> Result<Arc<dyn Transport>, UsageError> {
     let kind: TransportKind = args.transport.parse().map_err(UsageError)?;
     if args.fifo_dir.is_some() && kind != TransportKind::Fifo {
         return Err(UsageError("--fifo-dir needs --transport fifo".into()));
     }
-    kind.open(args.fifo_dir.as_deref()).map_err(UsageError)
+    kind.open(args.fifo_dir.as_deref(), start_timeout)
+        .map_err(UsageError)
 }
 
 fn worker_command(args: &RunArgs) -> Result<WorkerCommand, UsageError> {
@@ -241,7 +245,7 @@ async fn run_async(args: RunArgs) -> Result<bool, UsageError> {
         )),
         None => None,
     };
-    let mut builder = Pool::builder_arc(transport(&args)?, command)
+    let mut builder = Pool::builder_arc(transport(&args, config.start_timeout)?, command)
         .config(config)
         .boxed_policy(policy);
     let event_writer =

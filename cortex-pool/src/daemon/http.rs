@@ -66,13 +66,20 @@ async fn answer(mut conn: TcpStream, daemon: &Daemon) -> std::io::Result<()> {
             break;
         }
         len += n;
-        if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+        if head_ended(&buf[..len]) {
             break;
         }
     }
     let head = String::from_utf8_lossy(&buf[..len]);
     let mut words = head.split_whitespace();
-    let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    // A scrape may add a query (Prometheus' `params`): the path alone names
+    // what is asked for.
+    let path = target.split_once('?').map_or(target, |(path, _)| path);
+    // HEAD is answered as GET is, without the body.
+    let with_body = method != "HEAD";
+    let method = if method == "HEAD" { "GET" } else { method };
+    let mut allow = "";
     let (status, kind, body) = match (method, path) {
         ("GET", "/metrics") => (
             "200 OK",
@@ -92,18 +99,28 @@ async fn answer(mut conn: TcpStream, daemon: &Daemon) -> std::io::Result<()> {
             (status, "text/plain", format!("{health}\n"))
         }
         ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_owned()),
-        _ => (
-            "405 Method Not Allowed",
-            "text/plain",
-            "GET only\n".to_owned(),
-        ),
+        _ => {
+            allow = "Allow: GET, HEAD\r\n";
+            (
+                "405 Method Not Allowed",
+                "text/plain",
+                "GET or HEAD only\n".to_owned(),
+            )
+        }
     };
     let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n{}",
+        body.len(),
+        if with_body { body.as_str() } else { "" }
     );
     conn.write_all(response.as_bytes()).await?;
     conn.shutdown().await
+}
+
+/// Whether `read` holds a whole request head: its blank line, after CRLF
+/// line ends or bare LF ones (which some clients send).
+fn head_ended(read: &[u8]) -> bool {
+    read.windows(4).any(|w| w == b"\r\n\r\n") || read.windows(2).any(|w| w == b"\n\n")
 }
 
 #[cfg(test)]
@@ -111,13 +128,44 @@ mod tests {
     use super::*;
 
     async fn get(addr: SocketAddr, path: &str) -> String {
+        send(addr, &format!("GET {path} HTTP/1.1\r\n\r\n")).await
+    }
+
+    /// Sends `request` as it is and reads the whole answer.
+    async fn send(addr: SocketAddr, request: &str) -> String {
         let mut conn = TcpStream::connect(addr).await.unwrap();
-        conn.write_all(format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
+        conn.write_all(request.as_bytes()).await.unwrap();
         let mut out = String::new();
         let _ = conn.read_to_string(&mut out).await;
         out
+    }
+
+    /// A query after the path, a HEAD, bare LF line ends and another method
+    /// are each answered as HTTP says: the path's page, the head alone, an
+    /// answer (not a wait for a CRLF that never comes), 405 with `Allow`.
+    #[tokio::test]
+    async fn queries_head_bare_line_feeds_and_other_methods_are_answered() {
+        let daemon = crate::daemon::test_daemon::daemon().await;
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let served = tokio::spawn(serve(listener, daemon, stop.clone()));
+        let queried = get(addr, "/metrics?module=pool").await;
+        assert!(queried.starts_with("HTTP/1.1 200"), "{queried}");
+        assert!(queried.contains("cortex_pool_"), "{queried}");
+        let head = send(addr, "HEAD /metrics HTTP/1.1\r\n\r\n").await;
+        let (head_part, body) = head.split_once("\r\n\r\n").expect("a head");
+        assert!(head_part.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(!head_part.contains("Content-Length: 0\r\n"), "{head}");
+        assert_eq!(body, "", "no body for HEAD");
+        // Unanswered, the connection is closed when the scrape's time runs out.
+        let bare = send(addr, "GET /healthz HTTP/1.0\n\n").await;
+        assert!(bare.starts_with("HTTP/1.1 200"), "{bare}");
+        let post = send(addr, "POST /metrics HTTP/1.1\r\n\r\n").await;
+        assert!(post.starts_with("HTTP/1.1 405"), "{post}");
+        assert!(post.contains("\r\nAllow: GET, HEAD\r\n"), "{post}");
+        stop.cancel();
+        served.await.unwrap();
     }
 
     /// At most [`MAX_SCRAPES`] connections are served at once: one past them

@@ -105,12 +105,15 @@ pub(crate) async fn run(settings: Settings, sources: Sources) -> Result<(), Daem
         .map_err(|e| DaemonError::io(&paths.socket, e))?;
 
     let made_fifo_dir = settings.transport == TransportKind::Fifo && !paths.fifo.exists();
-    if settings.transport == TransportKind::Fifo {
+    // The runtime directory's own `fifo/` is made private; a `fifo_dir` the
+    // user named (a shared, sticky one too) is left as it is: the transport
+    // checks it, and keeps its FIFOs in a private directory of their own.
+    if settings.transport == TransportKind::Fifo && paths.owns_fifo_dir() {
         ensure_private_dir(&paths.fifo).map_err(DaemonError::Fs)?;
     }
     let transport = settings
         .transport
-        .open(Some(&paths.fifo))
+        .open(Some(&paths.fifo), settings.pool.start_timeout)
         .map_err(DaemonError::Start)?;
     let mut builder = Pool::builder_arc(transport.clone(), settings.worker.clone())
         .config(settings.pool.clone())

@@ -45,9 +45,9 @@ pub(crate) fn open(settings: &StoreSettings) -> Result<Arc<dyn TaskSource>, Stri
         Durability::Fsync => store_sqlite::Durability::Fsync,
         Durability::Relaxed => store_sqlite::Durability::Relaxed,
     };
-    if let Some(parent) = settings.path.parent() {
-        super::paths::ensure_private_dir(parent).map_err(|e| e.to_string())?;
-    }
+    // A missing directory is made (0700); an existing one is left as it is
+    // (the store's may be a shared one the user named).
+    super::paths::ensure_parent(&settings.path).map_err(|e| e.to_string())?;
     store_sqlite::SqliteSource::open_with_memory(&settings.path, durability, settings.memory_bytes)
         .map(|s| Arc::new(s) as Arc<dyn TaskSource>)
         .map_err(|e| e.to_string())
