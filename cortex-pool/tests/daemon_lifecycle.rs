@@ -183,6 +183,17 @@ fn a_daemon_killed_with_sigkill_leaves_stale_files_that_cleanup_removes() {
         .iter()
         .filter_map(|w| w["pid"].as_u64())
         .collect();
+    // The fifo transport's pool directory, which the killed daemon leaves behind.
+    let pool_dirs: Vec<_> = std::fs::read_dir(d.dir.join("fifo"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("cortex-fifo-"))
+        })
+        .collect();
+    assert_eq!(pool_dirs.len(), 1, "{pool_dirs:?}");
     assert!(std::process::Command::new("kill")
         .args(["-9", &pid.to_string()])
         .status()
@@ -196,6 +207,15 @@ fn a_daemon_killed_with_sigkill_leaves_stale_files_that_cleanup_removes() {
     assert!(cleanup.status.success(), "{}", text(&cleanup));
     for leftover in ["daemon.sock", "daemon.pid", "fifo"] {
         assert!(!d.dir.join(leftover).exists(), "{leftover} was left behind");
+    }
+    // Every path removed is printed, the pool directory inside `fifo/` too.
+    let printed = String::from_utf8_lossy(&cleanup.stdout);
+    for removed in pool_dirs.iter().chain([&d.dir.join("fifo")]) {
+        let line = format!("removed {}", removed.display());
+        assert!(
+            printed.lines().any(|l| l == line),
+            "cleanup did not print {line:?}:\n{printed}"
+        );
     }
     for w in workers {
         let _ = std::process::Command::new("kill")

@@ -57,7 +57,7 @@ pub(crate) fn ensure(base: &Path) -> io::Result<()> {
 /// the FIFOs' full paths): the base and every directory above it must belong
 /// to this user or to root, and none may be writable by others unless it is
 /// sticky (as `/tmp` is: there only an entry's owner may move it).
-fn check_trusted(base: &Path) -> io::Result<()> {
+pub(crate) fn check_trusted(base: &Path) -> io::Result<()> {
     let me = rustix::process::geteuid().as_raw();
     let real = std::fs::canonicalize(base).map_err(|e| with_path(base, &e))?;
     for dir in real.ancestors() {

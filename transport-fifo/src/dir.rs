@@ -46,13 +46,10 @@ impl PoolDir {
     /// unlocked directory of a live pool.
     pub(crate) fn create(base: &Path) -> io::Result<Self> {
         let base = base.canonicalize()?;
-        let base_fd = rustix::fs::openat(
-            rustix::fs::CWD,
-            &base,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
-        stale::sweep(base_fd.as_fd(), &base);
+        let base_fd = stale::open_base(&base)?;
+        if let Err(e) = stale::sweep(base_fd.as_fd(), &base) {
+            tracing::debug!(base = %base.display(), error = %e, "cannot list the FIFO base dir");
+        }
         let staging = make_staging_dir(base_fd.as_fd())?;
         let published = set_up(base_fd.as_fd(), &staging).and_then(|(fd, lock)| {
             let name = publish(base_fd.as_fd(), &staging)?;

@@ -57,7 +57,8 @@
 //! regular `pool.lock` and FIFOs named `w<N>.to.fifo`/`w<N>.from.fifo`; and, on the
 //! same terms, a staging directory `.cortex-fifo-staging-<pid>-<16 hex digits>` whose
 //! process is dead (killed while setting one up). Anything else is left as it is: the
-//! pool never deletes what it did not create.
+//! pool never deletes what it did not create. [`sweep_stale`] runs the same sweep on
+//! its own (no transport is made) and returns the paths it removed.
 //!
 //! # Examples
 //! A worker written in shell that echoes bytes back, opening its FIFOs in the
@@ -116,3 +117,6 @@ mod stale;
 #[cfg(unix)]
 #[cfg_attr(docsrs, doc(cfg(unix)))]
 pub use fifo::{FifoTransport, DEFAULT_OPEN_TIMEOUT, DEFAULT_PIPE_SIZE};
+#[cfg(unix)]
+#[cfg_attr(docsrs, doc(cfg(unix)))]
+pub use stale::sweep_stale;

@@ -5,14 +5,15 @@
 //! (the lock file as a regular file, FIFOs of the scheme as FIFOs); anything else
 //! keeps the whole directory where it is. Nothing is followed through a symlink.
 
-use std::ffi::{CStr, CString, OsStr};
+use std::ffi::{CStr, CString, OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, FlockOperation, Mode, OFlags};
 use rustix::io::Errno;
 
+use crate::base::with_path;
 use crate::paths::{is_fifo_name, parse_pool_dir_name, parse_staging_dir_name, LOCK_FILE};
 
 /// Flags to open a directory we may delete from, without following a symlink.
@@ -21,20 +22,55 @@ pub(crate) const DIR_FLAGS: OFlags = OFlags::RDONLY
     .union(OFlags::NOFOLLOW)
     .union(OFlags::CLOEXEC);
 
+/// Removes the stale FIFO directories under `base` that crashed pools left behind,
+/// and returns the paths it removed (`base` joined with each directory's name).
+///
+/// This is the sweep a transport runs when it starts, on the same terms: only a
+/// directory of the pool's name scheme, a real directory (not a symlink) owned by
+/// the current user, whose owner is gone (its `pool.lock` can be locked; without a
+/// lock file, its process is dead) and which holds nothing but the lock file and
+/// FIFOs of the scheme; and a staging directory whose process is dead, on the same
+/// terms. A live pool's directory is never touched. A missing `base` has nothing
+/// to sweep.
+///
+/// # Errors
+/// When `base` cannot be read, or is in a place another user could change (the
+/// same check [`FifoTransport::in_dir`](crate::FifoTransport::in_dir) makes); the
+/// message names the path. A directory that cannot be removed is left in place
+/// and not reported.
+pub fn sweep_stale(base: impl AsRef<Path>) -> io::Result<Vec<PathBuf>> {
+    let base = base.as_ref();
+    match std::fs::symlink_metadata(base) {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(with_path(base, &e)),
+    }
+    crate::base::check_trusted(base)?;
+    let real = base.canonicalize().map_err(|e| with_path(base, &e))?;
+    let base_fd = open_base(&real).map_err(|e| with_path(base, &e))?;
+    let removed = sweep(base_fd.as_fd(), &real).map_err(|e| with_path(base, &e))?;
+    Ok(removed.into_iter().map(|name| base.join(name)).collect())
+}
+
+/// Opens the base directory the sweep and a pool's directory work relative to.
+pub(crate) fn open_base(base: &Path) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::openat(
+        rustix::fs::CWD,
+        base,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
 /// Removes the pool directories under `base` whose owner is gone, and the
 /// staging directories of processes that died while setting one up (a live
 /// process's staging directory may not be locked yet: only its process's
-/// death tells). Errors are logged and skipped: a stale directory left in
-/// place is harmless.
-pub(crate) fn sweep(base_fd: BorrowedFd<'_>, base: &Path) {
-    let entries = match std::fs::read_dir(base) {
-        Ok(entries) => entries,
-        Err(e) => {
-            tracing::debug!(base = %base.display(), error = %e, "cannot list the FIFO base dir");
-            return;
-        }
-    };
-    for entry in entries.flatten() {
+/// death tells); returns the names of those it removed. Errors on one
+/// directory are logged and skipped: a stale directory left in place is
+/// harmless.
+pub(crate) fn sweep(base_fd: BorrowedFd<'_>, base: &Path) -> io::Result<Vec<OsString>> {
+    let mut removed = Vec::new();
+    for entry in std::fs::read_dir(base)?.flatten() {
         let name = entry.file_name();
         let pid = match (parse_pool_dir_name(&name), parse_staging_dir_name(&name)) {
             (Some(pid), _) => pid,
@@ -42,11 +78,15 @@ pub(crate) fn sweep(base_fd: BorrowedFd<'_>, base: &Path) {
             _ => continue,
         };
         match sweep_one(base_fd, &name, pid) {
-            Ok(true) => tracing::info!(dir = ?name, "removed a stale FIFO dir"),
+            Ok(true) => {
+                tracing::info!(dir = ?name, "removed a stale FIFO dir");
+                removed.push(name);
+            }
             Ok(false) => {}
             Err(e) => tracing::debug!(dir = ?name, error = %e, "left a FIFO dir in place"),
         }
     }
+    Ok(removed)
 }
 
 /// Removes one pool directory when its owner is gone; `Ok(false)` when it is kept.

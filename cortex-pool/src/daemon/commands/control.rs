@@ -272,10 +272,11 @@ fn remove_beside(paths: &crate::daemon::paths::Paths) -> Vec<String> {
         }
     }
     if paths.fifo.is_dir() {
-        // The fifo transport sweeps its own stale directories (only those whose
-        // owner is gone and which hold nothing but FIFOs and lock files).
-        if let Ok(sweeper) = transport_fifo::FifoTransport::in_dir(&paths.fifo) {
-            drop(sweeper);
+        // The fifo transport's own sweep: only directories whose owner is gone
+        // and which hold nothing but FIFOs and lock files of its scheme.
+        match transport_fifo::sweep_stale(&paths.fifo) {
+            Ok(swept) => removed.extend(swept.iter().map(|p| p.display().to_string())),
+            Err(e) => eprintln!("cortex-pool: cannot sweep the fifo directory: {e}"),
         }
         if paths.owns_fifo_dir() && std::fs::remove_dir(&paths.fifo).is_ok() {
             removed.push(paths.fifo.display().to_string());
