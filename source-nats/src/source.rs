@@ -192,21 +192,28 @@ impl NatsSource {
     /// The queue's figures: lag, redeliveries, fetch batch sizes.
     ///
     /// # Errors
-    /// When the server cannot be asked.
+    /// When the server cannot be asked, and while the connection is down
+    /// (the lag, the acks pending and the dead letters are the server's:
+    /// they are not reported as zeros). [`Self::connected`] and
+    /// [`Self::held_count`] answer without the server.
     pub async fn queue_stats(&self) -> Result<QueueStats, SourceError> {
-        let mut stats = self.inner.counters.snapshot();
-        stats.connected = self.connected();
-        stats.held = self.held().len() as u64;
-        if stats.connected {
-            for (_, consumer) in &self.inner.queue.consumers {
-                let mut consumer = consumer.clone();
-                let info = consumer.info().await.map_err(backend)?;
-                stats.lag += info.num_pending;
-                stats.ack_pending += info.num_ack_pending as u64;
-            }
-            let mut dlq = self.inner.queue.dlq.clone();
-            stats.dead_letters = dlq.info().await.map_err(backend)?.state.messages;
+        if !self.connected() {
+            return Err(SourceError::Backend(format!(
+                "the NATS connection to {} is down (reconnecting): the queue's figures are unknown",
+                self.inner.config.url
+            )));
         }
+        let mut stats = self.inner.counters.snapshot();
+        stats.connected = true;
+        stats.held = self.held().len() as u64;
+        for (_, consumer) in &self.inner.queue.consumers {
+            let mut consumer = consumer.clone();
+            let info = consumer.info().await.map_err(backend)?;
+            stats.lag += info.num_pending;
+            stats.ack_pending += info.num_ack_pending as u64;
+        }
+        let mut dlq = self.inner.queue.dlq.clone();
+        stats.dead_letters = dlq.info().await.map_err(backend)?.state.messages;
         Ok(stats)
     }
 
@@ -1156,13 +1163,16 @@ impl TaskSource for NatsSource {
     async fn stats(&self) -> Result<SourceStats, SourceError> {
         let connected = self.connected();
         // Retrying tasks wait inside the stream (a NAK with a delay) and settled
-        // ones live in the bucket: the queue counts neither apart.
-        let mut rows: std::collections::BTreeMap<String, u64> = TaskState::ALL
-            .iter()
-            .map(|s| (s.as_str().to_owned(), 0))
-            .collect();
+        // ones live in the bucket: the queue counts neither apart. While the
+        // connection is down nothing is counted: `rows` stays empty (no state
+        // reads as 0 — an exported `dead_letter` 0 would resolve an alert).
+        let mut rows = std::collections::BTreeMap::new();
         let mut size_bytes = 0;
         if connected {
+            rows = TaskState::ALL
+                .iter()
+                .map(|s| (s.as_str().to_owned(), 0))
+                .collect();
             let q = self.queue_stats().await?;
             rows.insert(TaskState::Queued.as_str().to_owned(), q.lag);
             rows.insert(TaskState::Running.as_str().to_owned(), q.ack_pending);

@@ -276,7 +276,8 @@ pub struct SourceStats {
     pub health: SourceHealth,
     /// Bytes on disk (database and its write-ahead log); 0 in memory.
     pub size_bytes: u64,
-    /// Tasks by state name.
+    /// Tasks by state name. A state the source cannot count now (a queue
+    /// whose server is unreachable) is left out rather than reported as 0.
     pub rows: std::collections::BTreeMap<String, u64>,
     /// Transactions committed since start.
     pub commits: u64,

@@ -1,6 +1,8 @@
 //! The Prometheus text exposition format, encoded by the official
 //! `prometheus-client` crate from a metrics snapshot.
 
+use std::time::Duration;
+
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -10,10 +12,28 @@ use prometheus_client::registry::Registry;
 use super::durable::unsaved::Outcomes;
 use super::state::Daemon;
 
+/// How long a scrape waits for the store's figures (and, in
+/// [`super::queue::metrics`], for the queue's): a stalled server costs that
+/// much, and the scrape still answers with the rest.
+pub(crate) const STATS_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// What `/metrics` and `metrics --prometheus` answer: the daemon's series,
-/// its store's, and the shared queue's when it runs on one.
+/// its store's, and the shared queue's when it runs on one. Figures that
+/// cannot be read within [`STATS_TIMEOUT`] are left out, not guessed.
 pub(crate) async fn scrape(daemon: &Daemon) -> String {
-    let store = daemon.source.stats().await.ok();
+    let store = match tokio::time::timeout(STATS_TIMEOUT, daemon.source.stats()).await {
+        Ok(Ok(stats)) => Some(stats),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "metrics: the task store's figures are left out");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(
+                "metrics: the task store did not answer within {STATS_TIMEOUT:?}; its figures are left out"
+            );
+            None
+        }
+    };
     super::queue::metrics::prometheus(render(daemon, store.as_ref()), daemon).await
 }
 
@@ -175,17 +195,19 @@ pub(crate) fn render(daemon: &Daemon, store: Option<&task_source::SourceStats>) 
         m.tasks.in_flight,
     );
     // The daemon's dead letters live in its task store, not in the pool's
-    // own dead-letter queue (which a daemon's pool never fills).
-    let dead_letters = store
+    // own dead-letter queue (which a daemon's pool never fills): left out
+    // when the store cannot count them now (a 0 would resolve an alert).
+    if let Some(dead_letters) = store
         .and_then(|s| s.rows.get(task_source::TaskState::DeadLetter.as_str()))
         .copied()
-        .unwrap_or(m.queue.dlq_size);
-    gauge(
-        &mut registry,
-        "dlq_size",
-        "Entries in the dead-letter queue",
-        dead_letters,
-    );
+    {
+        gauge(
+            &mut registry,
+            "dlq_size",
+            "Entries in the dead-letter queue",
+            dead_letters,
+        );
+    }
     let healthy = match m.health.status {
         pool_core::HealthStatus::Healthy => 2,
         pool_core::HealthStatus::Degraded => 1,

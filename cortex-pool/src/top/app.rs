@@ -175,7 +175,16 @@ impl App {
     ) {
         self.wall_ms = wall_ms;
         match fetched {
-            Ok(snapshot) => {
+            Ok(mut snapshot) => {
+                if !snapshot.figures_known() {
+                    // Disconnected: the last known counts stay on screen.
+                    if let Some(last) = &self.snapshot {
+                        let (to, from) = (&mut snapshot.metrics.tasks, &last.metrics.tasks);
+                        to.queued = from.queued;
+                        to.in_flight = from.in_flight;
+                        to.dlq = from.dlq;
+                    }
+                }
                 self.history.observe(now, wall_ms, &snapshot);
                 self.snapshot = Some(snapshot);
                 self.error = None;
@@ -504,5 +513,36 @@ mod tests {
         app.sort = SortKey::Age;
         let ids: Vec<_> = app.workers().iter().map(|w| w.id.clone()).collect();
         assert_eq!(ids, ["worker-2", "worker-3", "worker-1"]);
+    }
+}
+
+#[cfg(test)]
+mod disconnected_tests {
+    use super::*;
+    use std::time::Duration;
+
+    use crate::top::source::SharedQueue;
+
+    fn queue(connected: bool, dlq: u64) -> Snapshot {
+        let mut s = Snapshot::default();
+        s.metrics.tasks.dlq = dlq;
+        s.metrics.tasks.queued = dlq * 10;
+        s.shared_queue = Some(SharedQueue {
+            url: "nats://q".into(),
+            connected,
+        });
+        s
+    }
+
+    #[test]
+    fn a_disconnected_queue_keeps_the_last_known_counts() {
+        let mut app = App::new(1000);
+        let t0 = Instant::now();
+        app.refreshed(t0, 0, Ok(queue(true, 2)));
+        app.refreshed(t0 + Duration::from_secs(1), 0, Ok(queue(false, 0)));
+        let shown = app.snapshot.as_ref().expect("a snapshot");
+        assert_eq!(shown.metrics.tasks.dlq, 2);
+        assert_eq!(shown.metrics.tasks.queued, 20);
+        assert!(!shown.shared_queue.as_ref().expect("the queue").connected);
     }
 }

@@ -64,6 +64,9 @@ pub(crate) struct History {
     minute: VecDeque<Sample>,
     log: VecDeque<LogLine>,
     last: Option<Snapshot>,
+    /// The dead letters of the last snapshot whose figures were read (a
+    /// disconnected queue's are not compared).
+    dead_letters: Option<u64>,
 }
 
 /// Counts over the last minute (or since `top` started, when shorter).
@@ -102,6 +105,17 @@ impl History {
         };
         for (severity, text) in lines {
             self.push(wall_ms, severity, text);
+        }
+        if snapshot.figures_known() {
+            let dlq = snapshot.metrics.tasks.dlq;
+            if let Some(before) = self.dead_letters.filter(|before| dlq > *before) {
+                self.push(
+                    wall_ms,
+                    Severity::Warning,
+                    format!("{} new dead letter(s), {dlq} now", dlq - before),
+                );
+            }
+            self.dead_letters = Some(dlq);
         }
         self.last = Some(snapshot.clone());
     }
@@ -234,16 +248,6 @@ fn changes(before: &Snapshot, now: &Snapshot) -> Vec<(Severity, String)> {
     {
         lines.push((Severity::Info, format!("{} gone (pid {})", w.id, w.pid)));
     }
-    if n.tasks.dlq > b.tasks.dlq {
-        lines.push((
-            Severity::Warning,
-            format!(
-                "{} new dead letter(s), {} now",
-                n.tasks.dlq - b.tasks.dlq,
-                n.tasks.dlq
-            ),
-        ));
-    }
     lines
 }
 
@@ -334,5 +338,41 @@ mod tests {
         ] {
             assert!(texts.contains(&expected), "{expected:?} not in {texts:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod disconnected_tests {
+    use super::*;
+    use crate::top::source::SharedQueue;
+
+    fn queue(connected: bool, dlq: u64) -> Snapshot {
+        let mut s = Snapshot::default();
+        s.metrics.tasks.dlq = dlq;
+        s.shared_queue = Some(SharedQueue {
+            url: "nats://q".into(),
+            connected,
+        });
+        s
+    }
+
+    fn dead_letter_lines(h: &History) -> Vec<String> {
+        h.log()
+            .filter(|l| l.text.contains("dead letter"))
+            .map(|l| l.text.clone())
+            .collect()
+    }
+
+    #[test]
+    fn dead_letters_are_not_compared_across_a_disconnected_snapshot() {
+        let mut h = History::default();
+        let t0 = Instant::now();
+        h.observe(t0, 0, &queue(true, 2));
+        h.observe(t0 + Duration::from_secs(1), 0, &queue(false, 0));
+        h.observe(t0 + Duration::from_secs(2), 0, &queue(true, 2));
+        assert_eq!(dead_letter_lines(&h), Vec::<String>::new());
+        h.observe(t0 + Duration::from_secs(3), 0, &queue(false, 0));
+        h.observe(t0 + Duration::from_secs(4), 0, &queue(true, 3));
+        assert_eq!(dead_letter_lines(&h), ["1 new dead letter(s), 3 now"]);
     }
 }

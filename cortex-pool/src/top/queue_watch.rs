@@ -46,6 +46,21 @@ impl QueueWatch {
     /// Why the server could not be asked, or that it did not answer within
     /// [`CALL_TIMEOUT`] (the screen and the keys wait for a refresh).
     pub(crate) async fn fetch(&self) -> Result<Snapshot, String> {
+        let mut snapshot = Snapshot {
+            uptime_ms: u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX),
+            ..Snapshot::default()
+        };
+        if !self.source.connected() {
+            // The server's figures are unknown while the connection is down:
+            // the snapshot says so (`connected: false`) and its counts are
+            // not figures (the app keeps the last known ones).
+            snapshot.metrics.health.status = HealthStatus::Critical;
+            snapshot.shared_queue = Some(SharedQueue {
+                url: self.url.clone(),
+                connected: false,
+            });
+            return Ok(snapshot);
+        }
         let stats = tokio::time::timeout(CALL_TIMEOUT, self.source.queue_stats())
             .await
             .map_err(|_| {
@@ -55,10 +70,6 @@ impl QueueWatch {
                 )
             })?
             .map_err(|e| format!("cannot read the queue at {}: {e}", self.url))?;
-        let mut snapshot = Snapshot {
-            uptime_ms: u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX),
-            ..Snapshot::default()
-        };
         let m = &mut snapshot.metrics;
         m.tasks.queued = stats.lag;
         m.tasks.in_flight = stats.ack_pending;

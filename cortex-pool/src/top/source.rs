@@ -34,6 +34,14 @@ pub(crate) struct Snapshot {
     pub(crate) outcomes: Outcomes,
 }
 
+impl Snapshot {
+    /// Whether its queue figures (queued, in flight, dead letters) were read:
+    /// not when the watched shared queue is disconnected.
+    pub(crate) fn figures_known(&self) -> bool {
+        self.shared_queue.as_ref().is_none_or(|q| q.connected)
+    }
+}
+
 /// `outcomes` of the `status` reply (zero from a daemon that does not say).
 pub(crate) use crate::daemon::durable::unsaved::Outcomes;
 

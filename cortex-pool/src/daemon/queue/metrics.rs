@@ -9,11 +9,23 @@ use prometheus_client::registry::Registry;
 use serde_json::{json, Value};
 use source_nats::QueueStats;
 
+use crate::daemon::prometheus::STATS_TIMEOUT;
 use crate::daemon::state::Daemon;
 
-async fn stats(daemon: &Daemon) -> Option<Result<QueueStats, String>> {
+/// Whether the connection is up (known without the server), and the queue's
+/// figures, or why they cannot be read: the connection is down, or the server
+/// did not answer within [`STATS_TIMEOUT`] (a stalled server must not hold up
+/// the whole scrape).
+async fn stats(daemon: &Daemon) -> Option<(bool, Result<QueueStats, String>)> {
     let nats = daemon.queue.get()?;
-    Some(nats.queue_stats().await.map_err(|e| e.to_string()))
+    let stats = match tokio::time::timeout(STATS_TIMEOUT, nats.queue_stats()).await {
+        Ok(stats) => stats.map_err(|e| e.to_string()),
+        Err(_) => Err(format!(
+            "the queue at {} did not answer within {STATS_TIMEOUT:?}",
+            nats.config().url
+        )),
+    };
+    Some((nats.connected(), stats))
 }
 
 /// `daemon status`'s `queue` object when the daemon runs on one: the URL,
@@ -33,10 +45,10 @@ pub(crate) fn status(daemon: &Daemon) -> Option<Value> {
 /// `queue` object when the daemon runs on one (their keys differ from the
 /// pool's `queueDepth`, `byPriority`, `retrying`, `dlqSize`, …, which stay).
 pub(crate) async fn with_queue(mut metrics: Value, daemon: &Daemon) -> Value {
-    if let Some(stats) = stats(daemon).await {
+    if let Some((connected, stats)) = stats(daemon).await {
         let shared = match stats {
             Ok(s) => json!(s),
-            Err(e) => json!({"connected": false, "error": e}),
+            Err(e) => json!({"connected": connected, "error": e}),
         };
         merge(&mut metrics["queue"], shared);
     }
@@ -56,9 +68,23 @@ fn merge(into: &mut Value, more: Value) {
 }
 
 /// The Prometheus text `base` plus the queue's series, before the final `# EOF`.
+/// When the server's figures cannot be read (disconnected, or no answer within
+/// [`STATS_TIMEOUT`]) only `connected` and `held` are added — the client knows
+/// them — and the rest is left out rather than reported as 0.
 pub(crate) async fn prometheus(base: String, daemon: &Daemon) -> String {
-    let Some(Ok(s)) = stats(daemon).await else {
+    let Some((connected, stats)) = stats(daemon).await else {
         return base;
+    };
+    let s = match stats {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(error = %e, "metrics: the queue's figures are left out");
+            let held = daemon
+                .queue
+                .get()
+                .map_or(0, |nats| nats.held_count() as u64);
+            return append(base, local(connected, held));
+        }
     };
     let mut registry = Registry::with_prefix("cortex_pool_queue");
     let gauge = |registry: &mut Registry, name: &str, help: &str, value: u64| {
@@ -116,6 +142,29 @@ pub(crate) async fn prometheus(base: String, daemon: &Daemon) -> String {
         "The largest fetch batch",
         s.fetch_batch_max,
     );
+    append(base, registry)
+}
+
+/// The series the client knows without asking the server.
+fn local(connected: bool, held: u64) -> Registry {
+    let mut registry = Registry::with_prefix("cortex_pool_queue");
+    let gauge = |registry: &mut Registry, name: &str, help: &str, value: u64| {
+        let g = Gauge::<i64>::default();
+        g.set(i64::try_from(value).unwrap_or(i64::MAX));
+        registry.register(name, help, g);
+    };
+    gauge(
+        &mut registry,
+        "connected",
+        "1 when connected to NATS",
+        u64::from(connected),
+    );
+    gauge(&mut registry, "held", "Messages this daemon holds", held);
+    registry
+}
+
+/// `base` with `registry`'s series added before its final `# EOF`.
+fn append(base: String, registry: Registry) -> String {
     let mut text = String::new();
     if encode(&mut text, &registry).is_err() {
         return base;
