@@ -94,8 +94,9 @@ fn store_counts(s: &Snapshot, store: &StoreRows) -> Line<'static> {
     let m = &s.metrics;
     Line::from(vec![
         Span::raw(format!(
-            " queue {} │ in flight {} │ retrying {} │ ",
+            " queue {}{} │ in flight {} │ retrying {} │ ",
             store.queued.saturating_add(m.tasks.queued),
+            queue_parts(&m.queue),
             m.tasks.in_flight,
             store.retrying
         )),

@@ -339,6 +339,22 @@ fn a_daemon_with_a_task_store_shows_the_stores_backlog_retries_and_failures() {
     assert!(!text.contains("retried"), "{text}");
 }
 
+/// A daemon's queue is broken down by priority band as a pool's is.
+#[test]
+fn a_daemons_queue_shows_its_priority_bands() {
+    let mut s = pool(2);
+    s.metrics.tasks.queued = 4;
+    s.metrics.queue.by_priority.high = 9;
+    s.metrics.queue.by_priority.low = 5;
+    s.store = Some(StoreRows {
+        queued: 10,
+        retrying: 0,
+        failed: 0,
+    });
+    let text = screen(&app_with(s), 80, 24);
+    assert_shows(&text, &["queue 14 (high 9, low 5) │ in flight 0"]);
+}
+
 #[test]
 fn a_failed_refresh_marks_the_header_stale_until_one_works() {
     let mut app = app_with(pool(2));
