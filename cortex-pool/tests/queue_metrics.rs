@@ -5,47 +5,9 @@
 
 mod daemon_util;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-
 use daemon_util::{text, wait_for, Daemon};
+use source_nats::test_relay::Relay;
 use source_nats::test_server::NatsServer;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream};
-
-/// Copies bytes from `from` to `to`; once `frozen`, keeps both open and
-/// forwards nothing more.
-async fn forward(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, frozen: Arc<AtomicBool>) {
-    let mut buf = vec![0; 64 * 1024];
-    while let Ok(n @ 1..) = from.read(&mut buf).await {
-        if frozen.load(Ordering::SeqCst) {
-            std::future::pending::<()>().await;
-        }
-        if to.write_all(&buf[..n]).await.is_err() {
-            return;
-        }
-    }
-}
-
-/// A TCP relay to `upstream` (`host:port`): a server that stops answering,
-/// without closing, once `frozen`.
-async fn relay(upstream: String, frozen: Arc<AtomicBool>) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
-    let port = listener.local_addr().expect("its address").port();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let Ok(server) = TcpStream::connect(&upstream).await else {
-                continue;
-            };
-            let (client_read, client_write) = client.into_split();
-            let (server_read, server_write) = server.into_split();
-            tokio::spawn(forward(client_read, server_write, frozen.clone()));
-            tokio::spawn(forward(server_read, client_write, frozen.clone()));
-        }
-    });
-    port
-}
 
 fn daemon_on(name: &str, url: &str) -> Daemon {
     let mut daemon = Daemon::new(
@@ -76,17 +38,15 @@ fn has_series(text: &str, name: &str) -> bool {
 #[test]
 fn a_stalled_server_leaves_the_queue_figures_out_and_the_rest_answers() {
     let server = NatsServer::start();
-    let frozen = Arc::new(AtomicBool::new(false));
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
-    let upstream = server.url().trim_start_matches("nats://").to_owned();
-    let port = runtime.block_on(relay(upstream, frozen.clone()));
-    let mut daemon = daemon_on("queue-metrics-stall", &format!("nats://127.0.0.1:{port}"));
+    let relay = runtime.block_on(Relay::start(&server.url()));
+    let mut daemon = daemon_on("queue-metrics-stall", &relay.url());
     let before = prometheus(&daemon);
     assert!(
         has_series(&before, "cortex_pool_queue_dead_letters"),
         "{before}"
     );
-    frozen.store(true, Ordering::SeqCst);
+    relay.freeze();
     let stalled = prometheus(&daemon);
     assert!(
         has_series(&stalled, "cortex_pool_tasks_submitted"),
@@ -104,7 +64,6 @@ fn a_stalled_server_leaves_the_queue_figures_out_and_the_rest_answers() {
     ] {
         assert!(!has_series(&stalled, absent), "{absent} in {stalled}");
     }
-    frozen.store(false, Ordering::SeqCst);
     daemon.stop();
 }
 

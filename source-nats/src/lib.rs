@@ -76,6 +76,8 @@ mod source;
 mod stats;
 mod stored;
 #[cfg(feature = "test-server")]
+pub mod test_relay;
+#[cfg(feature = "test-server")]
 mod test_secrets;
 #[cfg(feature = "test-server")]
 pub mod test_server;

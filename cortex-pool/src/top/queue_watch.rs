@@ -115,56 +115,18 @@ impl QueueWatch {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
 
+    use source_nats::test_relay::Relay;
     use source_nats::test_server::NatsServer;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-    use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
     use crate::daemon::config::{Raw, Sources};
 
-    /// Copies bytes from `from` to `to`; once `frozen`, keeps both open and
-    /// forwards nothing more.
-    async fn forward(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, frozen: Arc<AtomicBool>) {
-        let mut buf = vec![0; 64 * 1024];
-        while let Ok(n @ 1..) = from.read(&mut buf).await {
-            if frozen.load(Ordering::SeqCst) {
-                std::future::pending::<()>().await;
-            }
-            if to.write_all(&buf[..n]).await.is_err() {
-                return;
-            }
-        }
-    }
-
-    /// A TCP relay to the server at `upstream` (`host:port`) on a port of its
-    /// own: a server that stops answering, without closing, once `frozen`.
-    async fn relay(upstream: String, frozen: Arc<AtomicBool>) -> u16 {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("a port");
-        let port = listener.local_addr().expect("its address").port();
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let Ok(server) = TcpStream::connect(&upstream).await else {
-                    continue;
-                };
-                let (client_read, client_write) = client.into_split();
-                let (server_read, server_write) = server.into_split();
-                tokio::spawn(forward(client_read, server_write, frozen.clone()));
-                tokio::spawn(forward(server_read, client_write, frozen.clone()));
-            }
-        });
-        port
-    }
-
     #[tokio::test]
     async fn a_queue_that_stops_answering_fails_the_refresh_after_the_timeout() {
         let server = NatsServer::start();
-        let frozen = Arc::new(AtomicBool::new(false));
-        let upstream = server.url().trim_start_matches("nats://").to_owned();
-        let url = format!("nats://127.0.0.1:{}", relay(upstream, frozen.clone()).await);
+        let relay = Relay::start(&server.url()).await;
+        let url = relay.url();
         let settings = Sources::default()
             .load_with(|_| None)
             .and_then(Raw::resolve)
@@ -173,7 +135,7 @@ mod tests {
             .await
             .expect("connects");
         watch.fetch().await.expect("a snapshot while it answers");
-        frozen.store(true, Ordering::SeqCst);
+        relay.freeze();
         let error = watch
             .fetch()
             .await
