@@ -87,6 +87,7 @@ fn a_disconnected_queue_exports_no_dead_letter_zeros() {
         "cortex_pool_queue_dead_letters",
         "cortex_pool_dlq_size",
         "cortex_pool_store_tasks{state=\"dead_letter\"}",
+        "cortex_pool_store_size_bytes",
     ] {
         assert!(!has_series(&down, absent), "{absent} in {down}");
     }

@@ -247,12 +247,16 @@ pub(crate) fn render(daemon: &Daemon, store: Option<&task_source::SourceStats>) 
         refused,
     );
     if let Some(store) = store {
-        gauge(
-            &mut registry,
-            "store_size_bytes",
-            "Bytes the task store takes on disk (database and log)",
-            store.size_bytes,
-        );
+        // A source that counts nothing now (a shared queue whose connection
+        // is down) knows no size either: left out, not 0.
+        if !store.rows.is_empty() {
+            gauge(
+                &mut registry,
+                "store_size_bytes",
+                "Bytes the task store takes on disk (database and log)",
+                store.size_bytes,
+            );
+        }
         let rows = Family::<Vec<(String, String)>, Gauge<i64>>::default();
         for (state, n) in &store.rows {
             rows.get_or_create(&vec![("state".to_owned(), state.clone())])
