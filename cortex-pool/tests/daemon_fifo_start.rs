@@ -4,39 +4,12 @@
 
 mod daemon_util;
 
-use std::path::{Path, PathBuf};
-
-use daemon_util::{text, Daemon};
-
-/// A worker script that waits `secs` before it runs the built-in worker.
-struct SlowWorker(PathBuf);
-
-impl SlowWorker {
-    fn new(name: &str, secs: u32) -> Self {
-        use std::os::unix::fs::PermissionsExt;
-        let path = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("{name}-{}.sh", std::process::id()));
-        let script = format!(
-            "#!/bin/sh\nsleep {secs}\nexec '{}' worker\n",
-            daemon_util::bin()
-        );
-        std::fs::write(&path, script).expect("write the worker script");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))
-            .expect("make the worker script executable");
-        Self(path)
-    }
-}
-
-impl Drop for SlowWorker {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
+use daemon_util::{text, Daemon, WorkerScript};
 
 #[test]
 fn a_worker_slower_than_ten_seconds_to_open_its_fifos_starts_within_start_timeout() {
-    let worker = SlowWorker::new("slow-fifo-worker", 11);
-    let program = worker.0.display().to_string();
+    let worker = WorkerScript::new("slow-fifo-worker", "sleep 11");
+    let program = worker.program();
     let d = Daemon::new(
         "fifo-slow-start",
         &[

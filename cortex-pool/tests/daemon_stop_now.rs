@@ -8,34 +8,8 @@ mod daemon_util;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use daemon_util::{alive, text, wait_for, Daemon};
+use daemon_util::{alive, text, wait_for, Daemon, WorkerScript};
 use serde_json::Value;
-
-/// A worker program that ignores SIGTERM (the ignored disposition survives
-/// `exec`) and runs the demo worker; removed on drop.
-struct DeafWorker(PathBuf);
-
-impl DeafWorker {
-    fn new(name: &str) -> Self {
-        use std::os::unix::fs::PermissionsExt;
-        let path = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("{name}-{}.sh", std::process::id()));
-        let script = format!(
-            "#!/bin/sh\ntrap '' TERM\nexec '{}' worker\n",
-            daemon_util::bin()
-        );
-        std::fs::write(&path, script).expect("write the worker script");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))
-            .expect("make the worker script executable");
-        Self(path)
-    }
-}
-
-impl Drop for DeafWorker {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
 
 /// Whether process `pid` ignores SIGTERM (bit 15 of `SigIgn` in its status).
 fn ignores_term(pid: u64) -> bool {
@@ -57,8 +31,9 @@ fn term(pid: u32) {
 
 #[test]
 fn a_second_sigterm_kills_workers_that_ignore_term_and_shutdown_and_nothing_is_left() {
-    let worker = DeafWorker::new("deaf-worker");
-    let program = worker.0.display().to_string();
+    // Ignores SIGTERM: the ignored disposition survives `exec`.
+    let worker = WorkerScript::new("deaf-worker", "trap '' TERM");
+    let program = worker.program();
     // Five minutes to drain and five between stop steps: only a stop at once
     // ends this test in time.
     let d = Daemon::new(

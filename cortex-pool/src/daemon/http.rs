@@ -79,7 +79,11 @@ async fn answer(mut conn: TcpStream, daemon: &Daemon) -> std::io::Result<()> {
     // HEAD is answered as GET is, without the body.
     let with_body = method != "HEAD";
     let method = if method == "HEAD" { "GET" } else { method };
-    let mut allow = "";
+    let allow = if method == "GET" {
+        ""
+    } else {
+        "Allow: GET, HEAD\r\n"
+    };
     let (status, kind, body) = match (method, path) {
         ("GET", "/metrics") => (
             "200 OK",
@@ -99,14 +103,11 @@ async fn answer(mut conn: TcpStream, daemon: &Daemon) -> std::io::Result<()> {
             (status, "text/plain", format!("{health}\n"))
         }
         ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_owned()),
-        _ => {
-            allow = "Allow: GET, HEAD\r\n";
-            (
-                "405 Method Not Allowed",
-                "text/plain",
-                "GET or HEAD only\n".to_owned(),
-            )
-        }
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "GET or HEAD only\n".to_owned(),
+        ),
     };
     let response = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n{}",
@@ -127,6 +128,17 @@ fn head_ended(read: &[u8]) -> bool {
 mod tests {
     use super::*;
 
+    /// The endpoint of a test daemon, served on a free loopback port until
+    /// the token is cancelled.
+    async fn serving() -> (SocketAddr, CancellationToken, tokio::task::JoinHandle<()>) {
+        let daemon = crate::daemon::test_daemon::daemon().await;
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let served = tokio::spawn(serve(listener, daemon, stop.clone()));
+        (addr, stop, served)
+    }
+
     async fn get(addr: SocketAddr, path: &str) -> String {
         send(addr, &format!("GET {path} HTTP/1.1\r\n\r\n")).await
     }
@@ -145,11 +157,7 @@ mod tests {
     /// answer (not a wait for a CRLF that never comes), 405 with `Allow`.
     #[tokio::test]
     async fn queries_head_bare_line_feeds_and_other_methods_are_answered() {
-        let daemon = crate::daemon::test_daemon::daemon().await;
-        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = CancellationToken::new();
-        let served = tokio::spawn(serve(listener, daemon, stop.clone()));
+        let (addr, stop, served) = serving().await;
         let queried = get(addr, "/metrics?module=pool").await;
         assert!(queried.starts_with("HTTP/1.1 200"), "{queried}");
         assert!(queried.contains("cortex_pool_"), "{queried}");
@@ -173,11 +181,7 @@ mod tests {
     /// and once they go, scrapes are answered again.
     #[tokio::test]
     async fn connections_past_the_scrape_slots_are_closed_until_slots_free() {
-        let daemon = crate::daemon::test_daemon::daemon().await;
-        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = CancellationToken::new();
-        let served = tokio::spawn(serve(listener, daemon, stop.clone()));
+        let (addr, stop, served) = serving().await;
         let mut idle = Vec::new();
         for _ in 0..MAX_SCRAPES {
             idle.push(TcpStream::connect(addr).await.unwrap());

@@ -21,20 +21,41 @@ pub(crate) const STATS_TIMEOUT: Duration = Duration::from_secs(1);
 /// its store's, and the shared queue's when it runs on one. Figures that
 /// cannot be read within [`STATS_TIMEOUT`] are left out, not guessed.
 pub(crate) async fn scrape(daemon: &Daemon) -> String {
-    let store = match tokio::time::timeout(STATS_TIMEOUT, daemon.source.stats()).await {
-        Ok(Ok(stats)) => Some(stats),
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "metrics: the task store's figures are left out");
-            None
-        }
-        Err(_) => {
-            tracing::warn!(
-                "metrics: the task store did not answer within {STATS_TIMEOUT:?}; its figures are left out"
-            );
-            None
-        }
-    };
+    let store = within("the task store", daemon.source.stats())
+        .await
+        .map_err(|e| tracing::debug!(error = %e, "metrics: the task store's figures are left out"))
+        .ok();
     super::queue::metrics::prometheus(render(daemon, store.as_ref()), daemon).await
+}
+
+/// What `figures` gives within [`STATS_TIMEOUT`], or why not: its error, or
+/// that `what` (the store, the queue) did not answer in time (logged).
+pub(crate) async fn within<T, E: std::fmt::Display>(
+    what: &str,
+    figures: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(STATS_TIMEOUT, figures).await {
+        Ok(figures) => figures.map_err(|e| e.to_string()),
+        Err(_) => {
+            let late = format!("{what} did not answer within {STATS_TIMEOUT:?}");
+            tracing::warn!("metrics: {late}; its figures are left out");
+            Err(late)
+        }
+    }
+}
+
+/// Registers the counter `name` at `value`.
+pub(crate) fn counter(registry: &mut Registry, name: &str, help: &str, value: u64) {
+    let c = Counter::<u64>::default();
+    c.inc_by(value);
+    registry.register(name, help, c);
+}
+
+/// Registers the gauge `name` at `value` (the largest `i64` past it).
+pub(crate) fn gauge(registry: &mut Registry, name: &str, help: &str, value: u64) {
+    let g = Gauge::<i64>::default();
+    g.set(i64::try_from(value).unwrap_or(i64::MAX));
+    registry.register(name, help, g);
 }
 
 /// Renders the pool's metrics (counters, gauges, and the task latency
@@ -42,16 +63,6 @@ pub(crate) async fn scrape(daemon: &Daemon) -> String {
 pub(crate) fn render(daemon: &Daemon, store: Option<&task_source::SourceStats>) -> String {
     let m = daemon.pool.metrics();
     let mut registry = Registry::with_prefix("cortex_pool");
-    let counter = |registry: &mut Registry, name: &str, help: &str, value: u64| {
-        let c = Counter::<u64>::default();
-        c.inc_by(value);
-        registry.register(name, help, c);
-    };
-    let gauge = |registry: &mut Registry, name: &str, help: &str, value: u64| {
-        let g = Gauge::<i64>::default();
-        g.set(i64::try_from(value).unwrap_or(i64::MAX));
-        registry.register(name, help, g);
-    };
     counter(
         &mut registry,
         "tasks_submitted",

@@ -234,6 +234,35 @@ pub fn alive(pid: u32) -> bool {
 }
 
 /// A command's exit code, stdout and stderr, for assertion messages.
+/// A worker program: a shell script that runs `before` and then the demo
+/// worker (`cortex-pool worker`); removed on drop.
+pub struct WorkerScript(PathBuf);
+
+impl WorkerScript {
+    /// The script `name`, in the tests' scratch directory.
+    pub fn new(name: &str, before: &str) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        let path = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("{name}-{}.sh", std::process::id()));
+        let script = format!("#!/bin/sh\n{before}\nexec '{}' worker\n", bin());
+        std::fs::write(&path, script).expect("write the worker script");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o700))
+            .expect("make the worker script executable");
+        Self(path)
+    }
+
+    /// The program to give as `worker`.
+    pub fn program(&self) -> String {
+        self.0.display().to_string()
+    }
+}
+
+impl Drop for WorkerScript {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// The JSON lines of a command's output, each one a JSON document.
 pub fn json_lines(bytes: &[u8]) -> Vec<Value> {
     String::from_utf8_lossy(bytes)

@@ -71,13 +71,12 @@ fn submit_inner(args: &SubmitArgs) -> Outcome {
         .map(|line| fill(line, args.priority, args.timeout_ms))
         .unzip();
     let refused_here = local_refusals.len() as u64;
+    let mut named = GeneratedIds::new(&lines, &generated);
     if let Some(url) = &args.queue {
-        let mut named = GeneratedIds::new(&lines, &generated);
         return submit_to_queue(&settings, url, &lines, &mut named, args.wait, refused_here);
     }
     let rt = runtime()?;
     let started = Instant::now();
-    let mut named = GeneratedIds::new(&lines, &generated);
     let mut tally = tally_of_refused(refused_here);
     let (mut accepted, mut refused) = (0u64, refused_here);
     let mut ids = Vec::new();

@@ -3,28 +3,21 @@
 //! text `cortex_pool_queue_*` series (lag, redeliveries, fetch batch sizes, …).
 
 use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde_json::{json, Value};
 use source_nats::QueueStats;
 
-use crate::daemon::prometheus::STATS_TIMEOUT;
+use crate::daemon::prometheus::{counter, gauge, within};
 use crate::daemon::state::Daemon;
 
 /// Whether the connection is up (known without the server), and the queue's
 /// figures, or why they cannot be read: the connection is down, or the server
-/// did not answer within [`STATS_TIMEOUT`] (a stalled server must not hold up
-/// the whole scrape).
+/// did not answer within [`STATS_TIMEOUT`](crate::daemon::prometheus::STATS_TIMEOUT)
+/// (a stalled server must not hold up the whole scrape).
 async fn stats(daemon: &Daemon) -> Option<(bool, Result<QueueStats, String>)> {
     let nats = daemon.queue.get()?;
-    let stats = match tokio::time::timeout(STATS_TIMEOUT, nats.queue_stats()).await {
-        Ok(stats) => stats.map_err(|e| e.to_string()),
-        Err(_) => Err(format!(
-            "the queue at {} did not answer within {STATS_TIMEOUT:?}",
-            nats.config().url
-        )),
-    };
+    let what = format!("the queue at {}", nats.config().url);
+    let stats = within(&what, nats.queue_stats()).await;
     Some((nats.connected(), stats))
 }
 
@@ -69,40 +62,32 @@ fn merge(into: &mut Value, more: Value) {
 
 /// The Prometheus text `base` plus the queue's series, before the final `# EOF`.
 /// When the server's figures cannot be read (disconnected, or no answer within
-/// [`STATS_TIMEOUT`]) only `connected` and `held` are added — the client knows
-/// them — and the rest is left out rather than reported as 0.
+/// [`STATS_TIMEOUT`](crate::daemon::prometheus::STATS_TIMEOUT)) only
+/// `connected` and `held` are added — the client knows them — and the rest is
+/// left out rather than reported as 0.
 pub(crate) async fn prometheus(base: String, daemon: &Daemon) -> String {
     let Some((connected, stats)) = stats(daemon).await else {
         return base;
     };
-    let s = match stats {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::debug!(error = %e, "metrics: the queue's figures are left out");
-            let held = daemon
-                .queue
-                .get()
-                .map_or(0, |nats| nats.held_count() as u64);
-            return append(base, local(connected, held));
-        }
-    };
     let mut registry = Registry::with_prefix("cortex_pool_queue");
-    let gauge = |registry: &mut Registry, name: &str, help: &str, value: u64| {
-        let g = Gauge::<i64>::default();
-        g.set(i64::try_from(value).unwrap_or(i64::MAX));
-        registry.register(name, help, g);
-    };
-    let counter = |registry: &mut Registry, name: &str, help: &str, value: u64| {
-        let c = Counter::<u64>::default();
-        c.inc_by(value);
-        registry.register(name, help, c);
-    };
+    let held = daemon
+        .queue
+        .get()
+        .map_or(0, |nats| nats.held_count() as u64);
     gauge(
         &mut registry,
         "connected",
         "1 when connected to NATS",
-        u64::from(s.connected),
+        u64::from(connected),
     );
+    gauge(&mut registry, "held", "Messages this daemon holds", held);
+    let s = match stats {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(error = %e, "metrics: the queue's figures are left out");
+            return append(base, registry);
+        }
+    };
     gauge(
         &mut registry,
         "lag",
@@ -115,7 +100,6 @@ pub(crate) async fn prometheus(base: String, daemon: &Daemon) -> String {
         "Messages delivered and not yet acked (every daemon)",
         s.ack_pending,
     );
-    gauge(&mut registry, "held", "Messages this daemon holds", s.held);
     gauge(
         &mut registry,
         "dead_letters",
@@ -143,24 +127,6 @@ pub(crate) async fn prometheus(base: String, daemon: &Daemon) -> String {
         s.fetch_batch_max,
     );
     append(base, registry)
-}
-
-/// The series the client knows without asking the server.
-fn local(connected: bool, held: u64) -> Registry {
-    let mut registry = Registry::with_prefix("cortex_pool_queue");
-    let gauge = |registry: &mut Registry, name: &str, help: &str, value: u64| {
-        let g = Gauge::<i64>::default();
-        g.set(i64::try_from(value).unwrap_or(i64::MAX));
-        registry.register(name, help, g);
-    };
-    gauge(
-        &mut registry,
-        "connected",
-        "1 when connected to NATS",
-        u64::from(connected),
-    );
-    gauge(&mut registry, "held", "Messages this daemon holds", held);
-    registry
 }
 
 /// `base` with `registry`'s series added before its final `# EOF`.
