@@ -59,8 +59,9 @@ async fn second(term: &mut Signal, int: &mut Signal) {
 
 /// Puts back in `new` what only a start applies (the files, the transport,
 /// the metrics address, how the store was opened, the queue, the connection
-/// slots, the balance policy, most of the pool's keys), so that what the daemon reports (`status`: its paths, its store's
-/// durability) is what it uses until then.
+/// slots, the balance policy, most of the pool's keys), so that what the
+/// daemon reports (`status`: its paths, its store's durability) is what it
+/// uses until then.
 fn keep_until_restart(old: &Settings, new: &mut Settings) {
     new.paths = old.paths.clone();
     new.transport = old.transport;
@@ -136,9 +137,9 @@ async fn reload(daemon: &Daemon, sources: &Sources) {
     if old.policy != new.policy {
         tracing::warn!("policy changes at the next start only");
     }
-    let mut applied = new.pool.clone();
-    keep_pool_until_restart(&old.pool, &mut applied);
-    let waiting = changed_pool_keys(&applied, &new.pool);
+    let asked = new.pool.clone();
+    keep_until_restart(&old, &mut new);
+    let waiting = changed_pool_keys(&new.pool, &asked);
     if !waiting.is_empty() {
         tracing::warn!(
             keys = %waiting.join(", "),
@@ -146,7 +147,6 @@ async fn reload(daemon: &Daemon, sources: &Sources) {
              worker, max_queue_len and the retry keys)"
         );
     }
-    keep_until_restart(&old, &mut new);
     if new.pool.initial_size() != old.pool.initial_size() {
         if let Err(e) = daemon.pool.scale_to(new.pool.initial_size()).await {
             tracing::warn!(error = %e, "reload: cannot apply pool_size");

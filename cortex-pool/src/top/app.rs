@@ -514,32 +514,17 @@ mod tests {
         let ids: Vec<_> = app.workers().iter().map(|w| w.id.clone()).collect();
         assert_eq!(ids, ["worker-2", "worker-3", "worker-1"]);
     }
-}
-
-#[cfg(test)]
-mod disconnected_tests {
-    use super::*;
-    use std::time::Duration;
-
-    use crate::top::source::SharedQueue;
-
-    fn queue(connected: bool, dlq: u64) -> Snapshot {
-        let mut s = Snapshot::default();
-        s.metrics.tasks.dlq = dlq;
-        s.metrics.tasks.queued = dlq * 10;
-        s.shared_queue = Some(SharedQueue {
-            url: "nats://q".into(),
-            connected,
-        });
-        s
-    }
 
     #[test]
     fn a_disconnected_queue_keeps_the_last_known_counts() {
         let mut app = App::new(1000);
         let t0 = Instant::now();
-        app.refreshed(t0, 0, Ok(queue(true, 2)));
-        app.refreshed(t0 + Duration::from_secs(1), 0, Ok(queue(false, 0)));
+        app.refreshed(t0, 0, Ok(Snapshot::watched_queue(true, 2)));
+        app.refreshed(
+            t0 + std::time::Duration::from_secs(1),
+            0,
+            Ok(Snapshot::watched_queue(false, 0)),
+        );
         let shown = app.snapshot.as_ref().expect("a snapshot");
         assert_eq!(shown.metrics.tasks.dlq, 2);
         assert_eq!(shown.metrics.tasks.queued, 20);

@@ -339,22 +339,6 @@ mod tests {
             assert!(texts.contains(&expected), "{expected:?} not in {texts:?}");
         }
     }
-}
-
-#[cfg(test)]
-mod disconnected_tests {
-    use super::*;
-    use crate::top::source::SharedQueue;
-
-    fn queue(connected: bool, dlq: u64) -> Snapshot {
-        let mut s = Snapshot::default();
-        s.metrics.tasks.dlq = dlq;
-        s.shared_queue = Some(SharedQueue {
-            url: "nats://q".into(),
-            connected,
-        });
-        s
-    }
 
     fn dead_letter_lines(h: &History) -> Vec<String> {
         h.log()
@@ -367,12 +351,28 @@ mod disconnected_tests {
     fn dead_letters_are_not_compared_across_a_disconnected_snapshot() {
         let mut h = History::default();
         let t0 = Instant::now();
-        h.observe(t0, 0, &queue(true, 2));
-        h.observe(t0 + Duration::from_secs(1), 0, &queue(false, 0));
-        h.observe(t0 + Duration::from_secs(2), 0, &queue(true, 2));
+        h.observe(t0, 0, &Snapshot::watched_queue(true, 2));
+        h.observe(
+            t0 + Duration::from_secs(1),
+            0,
+            &Snapshot::watched_queue(false, 0),
+        );
+        h.observe(
+            t0 + Duration::from_secs(2),
+            0,
+            &Snapshot::watched_queue(true, 2),
+        );
         assert_eq!(dead_letter_lines(&h), Vec::<String>::new());
-        h.observe(t0 + Duration::from_secs(3), 0, &queue(false, 0));
-        h.observe(t0 + Duration::from_secs(4), 0, &queue(true, 3));
+        h.observe(
+            t0 + Duration::from_secs(3),
+            0,
+            &Snapshot::watched_queue(false, 0),
+        );
+        h.observe(
+            t0 + Duration::from_secs(4),
+            0,
+            &Snapshot::watched_queue(true, 3),
+        );
         assert_eq!(dead_letter_lines(&h), ["1 new dead letter(s), 3 now"]);
     }
 }

@@ -40,6 +40,20 @@ impl Snapshot {
     pub(crate) fn figures_known(&self) -> bool {
         self.shared_queue.as_ref().is_none_or(|q| q.connected)
     }
+
+    /// For tests: a watched shared queue, `connected` or not, with `dlq`
+    /// dead letters and ten times as many tasks queued.
+    #[cfg(test)]
+    pub(crate) fn watched_queue(connected: bool, dlq: u64) -> Self {
+        let mut s = Self::default();
+        s.metrics.tasks.dlq = dlq;
+        s.metrics.tasks.queued = dlq * 10;
+        s.shared_queue = Some(SharedQueue {
+            url: "nats://q".into(),
+            connected,
+        });
+        s
+    }
 }
 
 /// `outcomes` of the `status` reply (zero from a daemon that does not say).
