@@ -7,11 +7,17 @@ mod daemon_util;
 
 use daemon_util::{json_lines, text, Daemon};
 
-#[test]
-fn a_payload_flag_is_sent_as_written_and_checked_as_an_input_line() {
-    let mut d = Daemon::new("submit-payload-flag", &[]);
+/// A daemon with `env` running in the foreground, watched for a minute.
+fn running(name: &str, env: &[(&str, &str)]) -> Daemon {
+    let mut d = Daemon::new(name, env);
     d.watchdog(60);
     d.run_foreground();
+    d
+}
+
+#[test]
+fn a_payload_flag_is_sent_as_written_and_checked_as_an_input_line() {
+    let mut d = running("submit-payload-flag", &[]);
 
     // Key order and numbers reach the worker as written: the echo worker's
     // result is the payload, decoded from MessagePack in its own key order.
@@ -78,9 +84,7 @@ fn a_payload_flag_is_sent_as_written_and_checked_as_an_input_line() {
 /// refused every line above 30 days).
 #[test]
 fn the_daemon_takes_the_longest_timeout_submit_accepts() {
-    let mut d = Daemon::new("submit-longest-timeout", &[]);
-    d.watchdog(60);
-    d.run_foreground();
+    let mut d = running("submit-longest-timeout", &[]);
     let out = d.cli(&[
         "submit",
         "--type",
@@ -136,9 +140,7 @@ fn a_tasks_status_that_names_no_state_exits_2_before_connecting() {
 /// line's own keys).
 #[test]
 fn a_refused_line_without_an_id_is_named_by_its_number_and_its_own_column() {
-    let mut d = Daemon::new("submit-refused-number", &[]);
-    d.watchdog(60);
-    d.run_foreground();
+    let d = running("submit-refused-number", &[]);
     let line = r#"{"type":"echo", "priority": 300}"#;
     let column = line.find("300").expect("in the line") + 3;
     let out = d.cli_with_input(
@@ -165,15 +167,13 @@ fn a_refused_line_without_an_id_is_named_by_its_number_and_its_own_column() {
 /// named by its number too when `submit` generated its id.
 #[test]
 fn id_less_lines_refused_for_a_missing_type_or_a_full_queue_are_named_by_number() {
-    let mut d = Daemon::new(
+    let d = running(
         "submit-refused-full",
         &[
             ("CORTEX_POOL_MAX_QUEUE_LEN", "1"),
             ("CORTEX_POOL_POOL_SIZE", "1"),
         ],
     );
-    d.watchdog(60);
-    d.run_foreground();
     let sleep = r#"{"type":"sleep","payload":{"ms":1000}}"#;
     let no_type = r#"{"payload":1}"#;
     let out = d.cli_with_input(&["submit", "-"], &format!("{sleep}\n{sleep}\n{no_type}\n"));
