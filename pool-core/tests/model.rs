@@ -32,7 +32,8 @@
 //!    the pool did not surely hear answered (the uncounted requeue of a task in a
 //!    dead or killed worker's window, or the bystander of a worker killed for
 //!    another task's timeout or ignored cancel, or any task of a worker that
-//!    batched its replies and died holding several; see [`answered`]);
+//!    batched its replies, or ran several at once, and died on its own; see
+//!    [`answered`]);
 //! 5. `told while running`: no outcome reaches its caller while an attempt of
 //!    its task still runs on a worker that has not exited (a task still
 //!    running at the drain deadline ends when its worker answers it or is
@@ -967,9 +968,10 @@ fn killed(recorder: &MockRecorder, log: &[Seen]) -> std::collections::HashSet<St
 /// it (the pool reads nothing past a frame that breaks the protocol), and those of
 /// a worker the pool killed (one killed for a timeout at the instant it answered,
 /// and started the next task of its window, is not heard: that task goes back to
-/// the queue as one that never started). When workers batch replies, also none
-/// of a worker that died on its own (a crash, an exit on cancel): replies it
-/// held die with it.
+/// the queue as one that never started). When workers batch replies or run
+/// several tasks at once, also none of a worker that died on its own (a
+/// crash, an exit on cancel): a reply written as a task beside it crashed the
+/// process may die with it, and the task runs again uncharged.
 fn answered<'a>(
     shape: Shape,
     plans: &[Plan],
@@ -981,7 +983,7 @@ fn answered<'a>(
         .filter_map(|seen| match seen {
             Seen::Started {
                 n, attempt, worker, ..
-            } if shape.batched_replies => {
+            } if shape.batched_replies || shape.concurrency > 1 => {
                 let kind = plans.get(*n as usize)?.kind;
                 matches!(
                     kind.action(*attempt),

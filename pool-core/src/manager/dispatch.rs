@@ -485,8 +485,14 @@ impl Actor {
     /// A task succeeded: deaths with no task running are no longer in a row,
     /// and the breaker closes unless workers keep failing to start.
     fn task_succeeded(&mut self) {
-        if self.shared.crash_streak.end() && self.start_failures < self.config.max_start_failures {
-            self.shared.stats.breaker_open.store(false, Relaxed);
+        if self.shared.crash_streak.end()
+            && self.start_failures < self.config.max_start_failures
+            && self.shared.stats.breaker_open.swap(false, Relaxed)
+        {
+            // The workers the breaker held back start now, the probe due
+            // after the cap too (its timer, when it fires, finds none due).
+            self.respawns_pending = 0;
+            self.replenish();
         }
     }
 

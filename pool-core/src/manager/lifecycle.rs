@@ -197,7 +197,10 @@ impl Actor {
             }
             Phase::Stopping => self.release_worker(num),
             Phase::Killing => self.kill_now(num),
-            _ => {}
+            // The breaker's probe is ready (the next is due after the cap), or
+            // the breaker closed and the workers it held back start now.
+            Phase::Running => self.replenish(),
+            Phase::Starting | Phase::Draining => {}
         }
         if self.live_count() > self.wanted() && self.phase == Phase::Running {
             self.shrink_to_target();
@@ -282,20 +285,31 @@ impl Actor {
         // What the link took: an attempt none of whose frame reached the
         // worker neither ran nor can be to blame.
         let written = worker.lane.output().written();
-        let (running_task, unanswered) = {
+        let (running_task, runs, unanswered) = {
             let book = worker.lane.book();
-            (book.running_task(written), book.reached(written))
+            (
+                book.running_task(written),
+                book.running(written),
+                book.reached(written),
+            )
         };
-        // A worker that batched its replies and died holding several tasks may
-        // have run any of them: none is blamed, each runs its next attempt alone.
-        let ambiguous = worker.replies.death_is_ambiguous(unanswered);
+        // A worker that died running several tasks at once, or batched its
+        // replies and died holding several, may have been killed by any of
+        // them: none is blamed, each runs its next attempt alone.
+        let culprit_known = matches!(
+            cause,
+            Some(KillCause::TimedOut { .. } | KillCause::CancelIgnored { .. })
+        );
+        let ambiguous = worker
+            .replies
+            .death_is_ambiguous(runs, unanswered, culprit_known);
         if !expected {
             Stats::bump(&self.shared.stats.workers_crashed);
             let message = match running_task {
                 Some(_) if ambiguous => format!(
-                    "{} died unexpectedly ({exit}) with {unanswered} tasks unanswered; \
-                     its replies were batched, so each of them runs alone next to find \
-                     the one at fault",
+                    "{} died unexpectedly ({exit}) with {unanswered} tasks unanswered, \
+                     {runs} of them running; each runs alone next to find the one \
+                     at fault",
                     worker.name()
                 ),
                 Some(task) => format!(
@@ -357,7 +371,11 @@ impl Actor {
                 self.requeue_unstarted(running.pending);
                 continue;
             }
-            if ambiguous && !by_caller && !matches!(cause, Some(KillCause::Shutdown)) {
+            if ambiguous
+                && worker.replies.suspects(running.run_start.is_some())
+                && !by_caller
+                && !matches!(cause, Some(KillCause::Shutdown))
+            {
                 // It may not have run, or may have finished with its reply
                 // unwritten: its attempt does not count, and the next runs alone.
                 running.pending.run_alone = true;
@@ -469,6 +487,12 @@ impl Actor {
             return;
         }
         while self.live_count() < self.wanted() {
+            // With the breaker open, one replacement at a time probes whether
+            // workers start and live again; the next is due once it is ready.
+            let probing = self.respawns_pending > 0 || !self.launching.is_empty();
+            if probing && self.shared.stats.breaker_open.load(Relaxed) {
+                break;
+            }
             let name = worker_name(self.next_worker + self.respawns_pending as u64);
             Stats::bump(&self.shared.stats.workers_restarted);
             if delay.is_zero() {

@@ -412,6 +412,15 @@ impl Book {
             .map(|r| r.pending.id)
     }
 
+    /// How many unanswered attempts that reached the worker, at least in
+    /// part, had started running.
+    pub(crate) fn running(&self, written: u64) -> usize {
+        self.entries
+            .iter()
+            .filter(|r| r.run_start.is_some() && r.frame_start < written)
+            .count()
+    }
+
     /// How many unanswered attempts reached the worker, at least in part.
     pub(crate) fn reached(&self, written: u64) -> usize {
         self.entries
