@@ -153,3 +153,146 @@ async fn a_scale_during_a_rolls_surge_is_kept() {
     assert_eq!(pool.worker_count(), 3, "the pool is at the size asked for");
     pool.shutdown().await;
 }
+
+/// A roll whose command cannot start a worker is aborted once
+/// `max_start_failures` of its workers in a row failed to start: its caller
+/// is told why, the workers not yet rolled keep serving, a worker that dies
+/// later is replaced with the pool's previous command, and another roll may
+/// begin.
+#[tokio::test(start_paused = true)]
+async fn a_roll_whose_workers_cannot_start_is_aborted_and_the_old_command_kept() {
+    let script = |t: &pool_core::testing::MockTask| {
+        if t.task_type == "crash" {
+            MockAction::Crash(3)
+        } else {
+            MockAction::Echo
+        }
+    };
+    let (pool, recorder) = common::start(common::config(2), script).await;
+    let max_start_failures = PoolConfig::default().max_start_failures;
+    recorder.fail_next_launches(1_000_000);
+    let rolled = tokio::time::timeout(
+        Duration::from_secs(600),
+        pool.roll_workers(Some(WorkerCommand::new("mock-worker-bad"))),
+    )
+    .await
+    .expect("the roll ends");
+    let error = rolled.expect_err("the roll is aborted");
+    assert_eq!(error.key, "worker");
+    assert!(
+        error.message.contains("rolling restart aborted")
+            && error.message.contains("0 of 2 workers were replaced"),
+        "{error}"
+    );
+    assert_eq!(
+        recorder.launches(),
+        2 + max_start_failures,
+        "no launch after the roll gave up"
+    );
+    recorder.fail_next_launches(0);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let serving = |workers: Vec<pool_core::manager::WorkerStatus>| -> Vec<String> {
+        workers
+            .into_iter()
+            .filter(|w| w.state != "retiring" && w.state != "killing")
+            .map(|w| w.id)
+            .collect()
+    };
+    assert_eq!(
+        serving(pool.workers().await),
+        ["worker-0", "worker-1"],
+        "the workers not rolled keep serving"
+    );
+    assert_eq!(recorder.launches(), 2 + max_start_failures);
+
+    // A worker that dies now is replaced with the command the pool ran
+    // before the roll.
+    let crashed = pool.submit(common::task("crash", 1)).await.unwrap().await;
+    assert!(crashed.is_err(), "the crash task ran out of attempts");
+    let replacements: Vec<String> = (2 + max_start_failures..recorder.launches())
+        .map(|n| format!("worker-{n}"))
+        .collect();
+    assert!(!replacements.is_empty(), "the dead workers were replaced");
+    for worker in &replacements {
+        assert_eq!(
+            recorder.program_of(worker).as_deref(),
+            Some("mock-worker"),
+            "{worker} runs the old command"
+        );
+    }
+
+    // Another roll may begin, and ends.
+    let rolled = pool
+        .roll_workers(Some(WorkerCommand::new("mock-worker-v2")))
+        .await
+        .expect("a new roll ends");
+    assert_eq!(rolled, 2);
+    for worker in serving(pool.workers().await) {
+        assert_eq!(
+            recorder.program_of(&worker).as_deref(),
+            Some("mock-worker-v2"),
+            "{worker} runs the fixed command"
+        );
+    }
+    let out = pool
+        .submit(common::task("work", 7))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(out.decode::<u32>().unwrap(), 7);
+    pool.shutdown().await;
+}
+
+/// An aborted roll keeps the workers it already replaced (they started and
+/// serve) and says how many it replaced.
+#[tokio::test(start_paused = true)]
+async fn an_aborted_roll_keeps_the_workers_it_replaced() {
+    let (pool, recorder) = common::start(common::config(3), |_| MockAction::Echo).await;
+    let max_start_failures = PoolConfig::default().max_start_failures;
+    // The first replacement starts; the ones after it do not.
+    recorder.delay_ready_of("worker-3", Duration::from_secs(1));
+    let fail_after_first = async {
+        while recorder.launches() < 4 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        recorder.fail_next_launches(1_000_000);
+    };
+    let (rolled, ()) = tokio::join!(
+        tokio::time::timeout(
+            Duration::from_secs(600),
+            pool.roll_workers(Some(WorkerCommand::new("mock-worker-v2")))
+        ),
+        fail_after_first
+    );
+    let error = rolled
+        .expect("the roll ends")
+        .expect_err("the roll is aborted");
+    assert!(
+        error.message.contains("1 of 3 workers were replaced"),
+        "{error}"
+    );
+    assert_eq!(recorder.launches(), 4 + max_start_failures);
+    recorder.fail_next_launches(0);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let mut serving: Vec<(String, Option<String>)> = pool
+        .workers()
+        .await
+        .into_iter()
+        .filter(|w| w.state != "retiring" && w.state != "killing")
+        .map(|w| {
+            let program = recorder.program_of(&w.id);
+            (w.id, program)
+        })
+        .collect();
+    serving.sort();
+    assert_eq!(
+        serving,
+        [
+            ("worker-1".to_owned(), Some("mock-worker".to_owned())),
+            ("worker-2".to_owned(), Some("mock-worker".to_owned())),
+            ("worker-3".to_owned(), Some("mock-worker-v2".to_owned())),
+        ]
+    );
+    pool.shutdown().await;
+}

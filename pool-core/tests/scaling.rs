@@ -47,7 +47,13 @@ async fn scale_up_and_down_by_steps_respect_the_bounds() {
 
 #[tokio::test(start_paused = true)]
 async fn the_autoscaler_grows_under_a_backlog_and_shrinks_when_idle() {
-    let config = autoscaled(Duration::from_secs(5));
+    // No prefetch window: the backlog waits in the shared queue, where new
+    // workers take it (one window of the first worker would hold all 60, and
+    // the autoscaler does not grow for tasks no new worker could take).
+    let config = pool_core::PoolConfig {
+        prefetch: 0,
+        ..autoscaled(Duration::from_secs(5))
+    };
     let (pool, _) = common::start(config, |_| {
         MockAction::EchoAfter(Duration::from_millis(200))
     })
@@ -139,4 +145,66 @@ fn autoscaled(idle_after: Duration) -> pool_core::PoolConfig {
         }),
         ..common::config(1)
     }
+}
+
+/// A task written to a worker's prefetch window is never taken back, so a new
+/// worker could take none of it: the autoscaler does not grow the pool for
+/// tasks that wait in windows, only for those in the shared queue. Here one
+/// worker's first window takes all 40 tasks of a second: growing would add
+/// workers that sit idle while the first works through them.
+#[tokio::test(start_paused = true)]
+async fn the_autoscaler_does_not_grow_for_tasks_waiting_in_windows() {
+    let config = pool_core::PoolConfig {
+        max_workers: 8,
+        ..autoscaled(Duration::from_secs(60))
+    };
+    let (pool, recorder) =
+        common::start(config, |_| MockAction::EchoAfter(Duration::from_secs(1))).await;
+    let handles = pool
+        .submit_many((0..40).map(|n| common::task("work", n)))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let m = pool.metrics();
+    assert_eq!(m.tasks.queued, 0, "every task is in worker-0's window");
+    assert_eq!(
+        (m.pool.target_size, recorder.launches()),
+        (1, 1),
+        "no worker added for tasks it could not take"
+    );
+    for (n, h) in handles.into_iter().enumerate() {
+        assert_eq!(h.await.unwrap().decode::<u32>().unwrap(), n as u32);
+    }
+    pool.shutdown().await;
+}
+
+/// Tasks that wait in the shared queue (no window holds them: `prefetch` 0)
+/// are what new workers take: the autoscaler grows for them, and every
+/// worker it adds runs some.
+#[tokio::test(start_paused = true)]
+async fn the_autoscaler_grows_for_tasks_waiting_in_the_queue_and_new_workers_take_them() {
+    let config = pool_core::PoolConfig {
+        max_workers: 8,
+        prefetch: 0,
+        ..autoscaled(Duration::from_secs(60))
+    };
+    let (pool, recorder) =
+        common::start(config, |_| MockAction::EchoAfter(Duration::from_secs(1))).await;
+    let handles = pool
+        .submit_many((0..40).map(|n| common::task("work", n)))
+        .await
+        .unwrap();
+    for (n, h) in handles.into_iter().enumerate() {
+        assert_eq!(h.await.unwrap().decode::<u32>().unwrap(), n as u32);
+    }
+    assert_eq!(pool.metrics().pool.target_size, 8, "grew to max_workers");
+    let mut ran_on: Vec<String> = recorder
+        .replies_by_worker()
+        .into_iter()
+        .map(|(_, _, worker)| worker)
+        .collect();
+    ran_on.sort();
+    ran_on.dedup();
+    assert_eq!(ran_on.len(), 8, "every worker added ran tasks: {ran_on:?}");
+    pool.shutdown().await;
 }

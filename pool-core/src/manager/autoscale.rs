@@ -1,5 +1,10 @@
-//! The opt-in autoscaler: grow the pool while work waits, shrink it after a quiet
-//! period, always within `min_workers..=max_workers`.
+//! The opt-in autoscaler: grow the pool while work waits in the shared queue,
+//! shrink it after a quiet period, always within `min_workers..=max_workers`.
+//!
+//! Growth answers only the backlog a new worker could take: tasks in the
+//! shared queue (their count, and how long the head has waited). Tasks already
+//! written to a worker's prefetch window stay with that worker (a window is
+//! never taken back), so they are no reason to grow.
 
 use std::time::Duration;
 
@@ -10,9 +15,12 @@ use super::actor::{Actor, Phase};
 /// When to grow and shrink (see [`PoolConfig::autoscale`](super::PoolConfig::autoscale)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Autoscale {
-    /// Grow when more than this many tasks wait per live worker… Default 4.
+    /// Grow when more than this many tasks wait in the shared queue per live
+    /// worker (tasks in workers' prefetch windows do not count: no new worker
+    /// could take them)… Default 4.
     pub queue_per_worker: usize,
-    /// …or when the next task to run has waited longer than this. Default 1 s.
+    /// …or when the task at the shared queue's head has waited longer than
+    /// this. Default 1 s.
     pub max_queue_wait: Duration,
     /// Either condition must hold this long before each step up. Default 2 s.
     pub sustain: Duration,
@@ -59,10 +67,11 @@ impl Actor {
             let waited = head.map_or(Duration::ZERO, |p| at.since(p.queued_at));
             (waited, waiting.len())
         };
-        // Tasks waiting in prefetch windows are backlog too.
-        let backlog = queued + self.prefetched_count();
+        // Only the shared queue's tasks are backlog a new worker could take:
+        // a task written to a worker's prefetch window is never taken back,
+        // so one the pool grew for would sit idle beside it.
         let pressure =
-            backlog > rules.queue_per_worker.saturating_mul(live) || waited > rules.max_queue_wait;
+            queued > rules.queue_per_worker.saturating_mul(live) || waited > rules.max_queue_wait;
         let idle = queued == 0
             && self.retrying.is_empty()
             && self.workers.values().any(|w| w.lane.book().is_empty());
@@ -98,6 +107,16 @@ impl Actor {
                 .target
                 .saturating_add(step)
                 .min(self.config.max_workers);
+            // What waits in windows is not counted (see above); it is logged
+            // so that a pool that grows while workers hold long windows, or
+            // does not grow for them, can be told apart.
+            tracing::info!(
+                queued,
+                waited_ms = waited.as_millis() as u64,
+                in_windows = self.prefetched_count(),
+                target,
+                "autoscaler: growing the pool"
+            );
             let _ = self.scale_to(target);
         } else if shrink && self.target > self.config.min_workers {
             self.autoscale_state.idle_since = Some(now);
@@ -105,6 +124,7 @@ impl Actor {
                 .target
                 .saturating_sub(step)
                 .max(self.config.min_workers);
+            tracing::info!(target, "autoscaler: shrinking the idle pool");
             let _ = self.scale_to(target);
         }
     }

@@ -165,7 +165,9 @@ pub struct PoolConfig {
     /// critical alert, and replacements only every `restart_backoff_cap`. A worker
     /// that dies while running a task is that task's failure (an attempt) and is
     /// replaced at once, without backoff. Restart budgets are kept for the pool as
-    /// a whole. At least 1. Default 5.
+    /// a whole. A rolling restart whose workers fail to start this many times
+    /// in a row is aborted ([`Pool::roll_workers`](super::Pool::roll_workers)).
+    /// At least 1. Default 5.
     pub max_start_failures: u32,
     /// Time a running task has to stop after a cancel before its worker is killed.
     /// Default 5 s.

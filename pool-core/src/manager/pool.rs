@@ -838,9 +838,16 @@ impl Pool {
     /// and every later worker run it instead of the pool's current command.
     /// Returns how many workers were replaced, once the last one was retired.
     ///
+    /// A roll whose workers cannot start is aborted once
+    /// [`max_start_failures`](PoolConfig::max_start_failures) workers in a row
+    /// launched since it began failed to start: the workers already replaced
+    /// stay, those not yet rolled keep serving, every later worker runs the
+    /// command the pool ran before the roll, and another roll may begin.
+    ///
     /// # Errors
     /// When the pool is not running, begins shutting down during the roll, or
-    /// another roll is in progress.
+    /// another roll is in progress (key `pool`); when the roll was aborted as
+    /// above (key `worker`, the message saying how many workers it replaced).
     pub async fn roll_workers(&self, command: Option<WorkerCommand>) -> Result<usize, ConfigError> {
         self.ask(|reply| Command::Roll { command, reply })
             .await
