@@ -33,8 +33,13 @@
 //! (no answer in time, the cluster busy) is tried again, in the background,
 //! by the first use [`REOPEN_AFTER`] or more after the last try.
 //!
-//! The count goes once its message is acked or terminated, and otherwise
-//! with the bucket's TTL ([`ttl`]), which outlasts any message.
+//! The count goes once its message is acked or terminated ([`Attempts::forget`]).
+//! The bucket keeps it no shorter than the stream keeps its message
+//! ([`ttl`]: for ever, for a stream that keeps messages for ever), so it
+//! cannot expire while its message may still be delivered; the counts of
+//! messages gone otherwise (purged, their stream made again, a daemon that
+//! died between the ack and the removal) are removed by the count sweep
+//! (`source/counts.rs`), which finds their messages gone ([`Counted`]).
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -47,7 +52,13 @@ use async_nats::jetstream::Context;
 use async_nats::jetstream::ErrorCode;
 
 use crate::connect::bucket;
-use crate::message::result_key;
+use crate::denials::Denials;
+
+mod keep;
+mod keys;
+
+pub(crate) use keep::ttl;
+pub(crate) use keys::{key, Counted};
 
 /// How long opening or making the bucket is waited for (a request the
 /// credentials may not send gets no answer at all).
@@ -62,34 +73,6 @@ const WRITE_WAIT: Duration = Duration::from_secs(1);
 /// How long writes stay off after one got no answer within [`WRITE_WAIT`].
 const WRITES_OFF: Duration = Duration::from_secs(60);
 
-/// How long the bucket keeps a count after its last write when the tasks'
-/// stream keeps its messages for ever: 30 days (`forget` removes a count
-/// once its message is answered for good).
-const KEEP: Duration = Duration::from_secs(30 * 24 * 3600);
-
-/// The attempts bucket's TTL for a tasks' stream that keeps messages for
-/// `max_age` (zero: for ever): no shorter than a message lives, so a count
-/// does not expire while its message waits or runs.
-pub(crate) fn ttl(max_age: Duration) -> Duration {
-    if max_age.is_zero() {
-        KEEP
-    } else {
-        max_age
-    }
-}
-
-/// The attempts bucket's key of the message of the tasks' stream `stream`
-/// at `sequence`, stored there `published_ns` nanoseconds after the Unix
-/// epoch. A stream deleted and made again numbers its messages from 1
-/// again, while the counts its old messages left stay in the bucket until
-/// their TTL: keyed by the sequence alone, a new message would take the
-/// given-back count of an old one (and run more attempts than it may). When
-/// the message was stored tells them apart, and every daemon reads it from
-/// the message itself.
-pub(crate) fn key(stream: &str, sequence: u64, published_ns: i128) -> String {
-    result_key(&format!("{stream}.{sequence}.{published_ns}"))
-}
-
 /// The attempt a delivery is: its delivery count less the deliveries given
 /// back before it, at least 1.
 pub(crate) fn attempt(delivered: u64, given_back: u32) -> u32 {
@@ -101,8 +84,8 @@ pub(crate) fn attempt(delivered: u64, given_back: u32) -> u32 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Count {
     /// `given_back` deliveries were given back, as of the bucket's
-    /// `revision` of the key (0: no value was ever stored under it, or it
-    /// expired).
+    /// `revision` of the key (0: no value is stored under it: none ever
+    /// was, the sweep removed it, or it expired with a stream's max age).
     Read {
         /// The deliveries given back.
         given_back: u32,
@@ -226,8 +209,11 @@ pub(crate) struct Attempts(Arc<Shared>);
 struct Shared {
     js: Context,
     name: String,
-    /// The TTL the bucket is made with ([`ttl`]).
+    /// The max age the bucket is made with, or raised to ([`ttl`]).
     keep: Duration,
+    /// The subjects the server denied the connection: a raise of the max
+    /// age denied ends at once.
+    denials: Denials,
     bucket: Mutex<Bucket>,
     /// Until when writes are off ([`WRITES_OFF`]).
     writes_off_until: Mutex<Option<Instant>>,
@@ -241,14 +227,17 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Attempts {
-    /// The attempts bucket `name` on `js`, made when absent with TTL `keep`,
-    /// tried now for [`OPEN_WAIT`] at most. Without it (said once, here)
-    /// every delivery counts as an attempt until a later try opens it.
-    pub(crate) async fn open(js: Context, name: String, keep: Duration) -> Self {
+    /// The attempts bucket `name` on `js`, made when absent with max age
+    /// `keep` (raised to it when it exists with less), tried now for
+    /// [`OPEN_WAIT`] at most. Without it (said once, here) every delivery
+    /// counts as an attempt until a later try opens it. A denied raise is
+    /// told by `denials`.
+    pub(crate) async fn open(js: Context, name: String, keep: Duration, denials: Denials) -> Self {
         let shared = Shared {
             js,
             name,
             keep,
+            denials,
             bucket: Mutex::new(Bucket::Closed {
                 after: Instant::now(),
                 trying: true,
@@ -261,7 +250,7 @@ impl Attempts {
 
     /// The bucket when it is open; when it is not, and a try is due, one
     /// starts in the background (this use goes on without it).
-    fn store(&self) -> Option<Arc<Store>> {
+    pub(crate) fn store(&self) -> Option<Arc<Store>> {
         let mut bucket = lock(&self.0.bucket);
         match &mut *bucket {
             Bucket::Open(store) => Some(Arc::clone(store)),
@@ -354,7 +343,9 @@ impl Attempts {
     }
 
     /// Forgets the count of a message that left the stream (acked or
-    /// terminated); one not forgotten goes with the bucket's TTL.
+    /// terminated); one not forgotten (no bucket, writes off, the daemon
+    /// died first) is removed by the count sweep (`source/counts.rs`). The
+    /// delete marker it leaves goes with the count sweep too.
     pub(crate) async fn forget(&self, key: &str) {
         let Some(store) = self.writable() else { return };
         match tokio::time::timeout(WRITE_WAIT, store.delete(key)).await {
@@ -379,7 +370,7 @@ impl Shared {
                 if !first {
                     tracing::info!(bucket = %name, "the attempts bucket is open now");
                 }
-                self.check_ttl(&store);
+                keep::raise(&self.js, &self.denials, name, &store, self.keep).await;
                 Bucket::Open(Arc::new(store))
             }
             Ok(Err(e)) if refused(&e) => {
@@ -413,22 +404,6 @@ impl Shared {
             }
         };
         *lock(&self.bucket) = next;
-    }
-
-    /// Warns when an existing bucket keeps counts for less than a task may
-    /// live (an earlier version made it with `result_ttl`).
-    fn check_ttl(&self, store: &Store) {
-        let kept = store.stream.cached_info().config.max_age;
-        if !kept.is_zero() && kept < self.keep {
-            tracing::warn!(
-                bucket = %self.name,
-                kept_s = kept.as_secs(),
-                wanted_s = self.keep.as_secs(),
-                "the attempts bucket keeps counts for less than a task may live: a count that \
-                 expires counts its given-back deliveries as attempts (raise its max age on \
-                 the server)"
-            );
-        }
     }
 }
 
@@ -475,27 +450,6 @@ mod tests {
         assert_eq!(attempt(6, 3), 3);
         assert_eq!(attempt(2, 5), 1, "never below the first");
         assert_eq!(attempt(u64::MAX, 0), u32::MAX);
-    }
-
-    #[test]
-    fn keys_are_the_stream_the_sequence_and_when_the_message_was_stored() {
-        let published = 1_733_000_000_123_456_789;
-        assert_eq!(
-            key("CORTEX_TASKS", 42, published),
-            "CORTEX_TASKS.42.1733000000123456789"
-        );
-        assert_ne!(
-            key("CORTEX_TASKS", 42, published),
-            key("CORTEX_TASKS", 42, published + 1),
-            "a message of a stream made again counts afresh"
-        );
-    }
-
-    #[test]
-    fn counts_outlast_the_messages_of_their_stream() {
-        let day = Duration::from_secs(24 * 3600);
-        assert_eq!(ttl(Duration::ZERO), 30 * day, "messages kept for ever");
-        assert_eq!(ttl(2 * day), 2 * day);
     }
 
     /// A count that could not be read is unknown, not 0: a give-back is not

@@ -268,7 +268,8 @@ pub(crate) async fn connect(config: &NatsConfig) -> Result<Queue, NatsError> {
     )
     .await?;
     let keep = attempts::ttl(tasks.cached_info().config.max_age);
-    let attempts = Attempts::open(js.clone(), config.attempts_bucket.clone(), keep).await;
+    let name = config.attempts_bucket.clone();
+    let attempts = Attempts::open(js.clone(), name, keep, denials.clone()).await;
     Ok(Queue {
         client,
         js,
@@ -283,8 +284,8 @@ pub(crate) async fn connect(config: &NatsConfig) -> Result<Queue, NatsError> {
     })
 }
 
-/// The key-value bucket `name`, made (one value a key, kept for `ttl`, on
-/// file) when absent.
+/// The key-value bucket `name`, made (one value a key, kept for `ttl`,
+/// zero: for ever, on file) when absent.
 pub(crate) async fn bucket(
     js: &jetstream::Context,
     name: &str,

@@ -27,7 +27,11 @@
 //! bucket (`cortex-attempts`, key `STREAM.SEQUENCE.PUBLISHED`), stored before the NAK
 //! so that a NAK lost on the way is given back too, and only over the count
 //! its claim read (a give-back whose count changed since lapses, unanswered,
-//! to `ack_wait`); an attempt is the delivery count less that. Retries and
+//! to `ack_wait`); an attempt is the delivery count less that. The bucket
+//! keeps a count as long as the stream may keep its message (for ever, by
+//! default), and a source that claims sweeps it hourly of the counts whose
+//! messages are gone (purged, their stream made again, their removal
+//! missed). Retries and
 //! deliveries that end in no answer (a daemon that died: the server
 //! redelivers them, and nothing tells the source they were given back) each
 //! count, and so does every delivery while the bucket cannot be read or

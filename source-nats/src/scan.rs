@@ -1,6 +1,7 @@
 //! Reading what a stream holds now through one ordered consumer: the dead
-//! letters (every message) and the results bucket (the last value of each
-//! key), in one flow of messages instead of a request per sequence or key.
+//! letters (every message), the results bucket (the last value of each
+//! key) and the attempts bucket (the last entry of each key, for the count
+//! sweep), in one flow of messages instead of a request per sequence or key.
 
 use std::time::Duration;
 

@@ -35,6 +35,7 @@ use crate::scan::{self, KV_OPERATION};
 use crate::stats::{Counters, QueueStats};
 use crate::NatsError;
 
+mod counts;
 mod sweep;
 
 /// Publishes awaited together at most (each waits for the stream's ack).
@@ -54,6 +55,8 @@ struct Inner {
     counters: Counters,
     /// Sweeps for messages the client cannot hand over (`sweep.rs`).
     sweeps: sweep::Sweeps,
+    /// Sweeps of the counts of messages gone (`counts.rs`).
+    count_sweeps: counts::CountSweeps,
 }
 
 /// The subjects tasks and dead letters are published on: a copy is a
@@ -129,6 +132,7 @@ impl NatsSource {
             held: Mutex::new(HeldSet::default()),
             counters: Counters::default(),
             sweeps: sweep::Sweeps::default(),
+            count_sweeps: counts::CountSweeps::default(),
         });
         tokio::spawn(keep_alive(Arc::downgrade(&inner)));
         Ok(Self { inner })
@@ -856,6 +860,9 @@ impl TaskSource for NatsSource {
             .saturating_sub(self.held().len());
         let mut want = max.min(room);
         let mut claimed = Vec::new();
+        // A source that claims keeps the attempts bucket free of the counts
+        // of messages gone (`counts.rs`).
+        self.sweep_counts_from_now();
         if want == 0 || !self.connected() {
             return Ok(claimed);
         }

@@ -2,7 +2,9 @@
 //! (`$JS.API.STREAM.MSG.GET`), which answers in JSON with the header block
 //! as the bytes stored: a block the client cannot parse (`unreadable.rs`)
 //! is read here without going through the client's parser, which a
-//! delivery, a direct get or the client's own raw get would.
+//! delivery, a direct get or the client's own raw get would. The stream's
+//! leader answers it, so a message stored is never missed, as a direct get
+//! from a replica that lags could.
 
 use async_nats::jetstream::response::Response;
 use async_nats::jetstream::stream::RawMessage;
@@ -64,6 +66,12 @@ struct NextBySubject<'a> {
     next_by_subj: &'a str,
 }
 
+/// The message API's request: the message at sequence `seq`.
+#[derive(Serialize)]
+struct AtSequence {
+    seq: u64,
+}
+
 /// The message API's answer.
 #[derive(Deserialize)]
 struct Got {
@@ -121,4 +129,31 @@ pub(crate) async fn next_on(
         headers,
         payload: decode("body", &message.payload)?,
     }))
+}
+
+/// When the message of `stream` at `sequence` was stored, in nanoseconds
+/// since the Unix epoch; `None` when the stream holds no message there (it
+/// was removed, or never stored). Only the server's answer that there is
+/// none says `None`: no answer, or another error, is an error.
+pub(crate) async fn published_ns(
+    js: &jetstream::Context,
+    stream: &str,
+    sequence: u64,
+) -> Result<Option<i128>, StoredError> {
+    let request = AtSequence { seq: sequence };
+    let answer: Response<Got> = js
+        .request(format!("STREAM.MSG.GET.{stream}"), &request)
+        .await
+        .map_err(|e| StoredError::Request {
+            stream: stream.to_owned(),
+            reason: e.to_string(),
+        })?;
+    match answer {
+        Response::Ok(got) => Ok(Some(got.message.time.unix_timestamp_nanos())),
+        Response::Err { error } if error.error_code() == ErrorCode::NO_MESSAGE_FOUND => Ok(None),
+        Response::Err { error } => Err(StoredError::Refused {
+            stream: stream.to_owned(),
+            error,
+        }),
+    }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use common::{claim_n, config, ok, publish_raw, task};
 use source_nats::test_server::{NatsServer, Security};
-use source_nats::{NatsError, NatsSource};
+use source_nats::{NatsConfig, NatsError, NatsSource};
 use task_source::{
     now_ms, Admission, ErrorInfo, Filter, NewTask, Outcome, Requeue, Settlement, TaskSource,
     TaskState,
@@ -102,9 +102,11 @@ async fn accept_is_idempotent_by_id_and_results_land_in_the_bucket() {
 /// The tasks' and dead letters' streams are made with the configured
 /// duplicate window (24 h by default): a task id, and a letter's message id,
 /// is not enqueued twice for that long. The attempts bucket keeps a count
-/// 30 days, for a tasks' stream that keeps its messages for ever.
+/// for ever, as the tasks' stream keeps its messages: a message may wait
+/// any time, and its count of deliveries given back must not expire
+/// before it (the count sweep removes those of messages gone).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_streams_keep_ids_for_the_duplicate_window_and_counts_for_30_days() {
+async fn the_streams_keep_ids_for_the_duplicate_window_and_counts_for_ever() {
     let server = NatsServer::start();
     let config = config(&server, 5_000);
     NatsSource::connect(config.clone()).await.unwrap();
@@ -115,21 +117,19 @@ async fn the_streams_keep_ids_for_the_duplicate_window_and_counts_for_30_days() 
         let window = stream.info().await.unwrap().config.duplicate_window;
         assert_eq!(window, day, "{name}");
     }
-    let name = format!("KV_{}", config.attempts_bucket);
-    let mut attempts = js.get_stream(&name).await.unwrap();
-    let kept = attempts.info().await.unwrap().config.max_age;
-    assert_eq!(kept, 30 * day);
+    assert_eq!(attempts_max_age(&js, &config).await, Duration::ZERO);
 }
 
-/// A tasks' stream made with a max age (by an admin) keeps its messages no
-/// longer: the attempts bucket keeps a count as long, not `result_ttl`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_attempts_bucket_keeps_a_count_as_long_as_the_stream_keeps_a_message() {
-    let server = NatsServer::start();
-    let mut config = config(&server, 5_000);
-    config.result_ttl = Duration::from_secs(60);
-    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
-    let max_age = Duration::from_secs(3 * 24 * 3600);
+/// The max age of the attempts bucket of `config` on `js` (zero: for ever).
+async fn attempts_max_age(js: &async_nats::jetstream::Context, config: &NatsConfig) -> Duration {
+    let name = format!("KV_{}", config.attempts_bucket);
+    let mut attempts = js.get_stream(&name).await.unwrap();
+    attempts.info().await.unwrap().config.max_age
+}
+
+/// The tasks' stream of `config` on `js`, made (as an admin may) with
+/// `max_age` (zero: for ever).
+async fn tasks_stream(js: &async_nats::jetstream::Context, config: &NatsConfig, max_age: Duration) {
     js.create_stream(async_nats::jetstream::stream::Config {
         name: config.stream.clone(),
         subjects: source_nats::message::Band::ALL
@@ -142,11 +142,79 @@ async fn the_attempts_bucket_keeps_a_count_as_long_as_the_stream_keeps_a_message
     })
     .await
     .unwrap();
+}
+
+/// The attempts bucket of `config` on `js`, made as an earlier version made
+/// it: its counts kept for `max_age`.
+async fn old_attempts_bucket(
+    js: &async_nats::jetstream::Context,
+    config: &NatsConfig,
+    max_age: Duration,
+) {
+    js.create_key_value(async_nats::jetstream::kv::Config {
+        bucket: config.attempts_bucket.clone(),
+        history: 1,
+        max_age,
+        storage: async_nats::jetstream::stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+}
+
+/// A tasks' stream made with a max age (by an admin) keeps its messages no
+/// longer: the attempts bucket keeps a count as long, not `result_ttl`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_attempts_bucket_keeps_a_count_as_long_as_the_stream_keeps_a_message() {
+    let server = NatsServer::start();
+    let mut config = config(&server, 5_000);
+    config.result_ttl = Duration::from_secs(60);
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let max_age = Duration::from_secs(3 * 24 * 3600);
+    tasks_stream(&js, &config, max_age).await;
     NatsSource::connect(config.clone()).await.unwrap();
-    let name = format!("KV_{}", config.attempts_bucket);
-    let mut attempts = js.get_stream(&name).await.unwrap();
-    let kept = attempts.info().await.unwrap().config.max_age;
-    assert_eq!(kept, max_age);
+    assert_eq!(attempts_max_age(&js, &config).await, max_age);
+}
+
+/// An attempts bucket an earlier version made keeps its counts 30 days
+/// (for a tasks' stream that keeps messages for ever), or `result_ttl`
+/// before that: a count would expire while its message waits. The source
+/// raises it to what the stream needs when it opens it, and never lowers
+/// one that keeps counts longer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempts_bucket_made_by_an_earlier_version_is_raised_to_the_streams_age() {
+    let day = Duration::from_secs(24 * 3600);
+    let server = NatsServer::start();
+    let config = config(&server, 5_000);
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    old_attempts_bucket(&js, &config, 30 * day).await;
+    NatsSource::connect(config.clone()).await.unwrap();
+    assert_eq!(
+        attempts_max_age(&js, &config).await,
+        Duration::ZERO,
+        "for ever"
+    );
+
+    let server = NatsServer::start();
+    let mut config = common::config(&server, 5_000);
+    config.result_ttl = day;
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    tasks_stream(&js, &config, 3 * day).await;
+    old_attempts_bucket(&js, &config, day).await;
+    NatsSource::connect(config.clone()).await.unwrap();
+    assert_eq!(attempts_max_age(&js, &config).await, 3 * day);
+
+    let server = NatsServer::start();
+    let config = common::config(&server, 5_000);
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    tasks_stream(&js, &config, 3 * day).await;
+    old_attempts_bucket(&js, &config, 30 * day).await;
+    NatsSource::connect(config.clone()).await.unwrap();
+    assert_eq!(
+        attempts_max_age(&js, &config).await,
+        30 * day,
+        "not lowered"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
