@@ -246,6 +246,7 @@ pub(crate) async fn status(daemon: &Daemon) -> serde_json::Value {
     let store = api::store_status(daemon).await;
     json!({
         "pid": std::process::id(),
+        "instance": daemon.instance,
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_ms": daemon.started.elapsed().as_millis() as u64,
         "socket": paths.socket,

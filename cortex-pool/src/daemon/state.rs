@@ -22,6 +22,11 @@ pub(crate) struct Daemon {
     pub(crate) settings: SharedSettings,
     /// When the daemon started.
     pub(crate) started: Instant,
+    /// A name this daemon keeps for its whole life and no other has (drawn at
+    /// random), so that a client watching the socket (`top`) tells a new
+    /// daemon from the one it watched, even under the same pid (a
+    /// container's first process). Opaque: only compared.
+    pub(crate) instance: String,
     /// Latency of tasks submitted through the socket, claim to end, in seconds.
     pub(crate) latency: Histogram,
     /// Where the tasks live: the only source of truth for their state.
@@ -51,6 +56,7 @@ impl Daemon {
             pool,
             settings,
             started: Instant::now(),
+            instance: format!("{:016x}", fastrand::u64(..)),
             latency: Histogram::new([
                 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
             ]),

@@ -1,11 +1,16 @@
 //! What successive snapshots tell that one cannot: throughput per second over the
 //! last minute, counts over the last minute, and a log of what changed (workers
-//! started and gone, health, breaker, target size, dead letters, new alerts).
+//! started, replaced under the same name and gone, health, breaker, target size,
+//! dead letters, new alerts).
+//!
+//! The rates are differences between one daemon's counters: when a new daemon
+//! answers (restarted on the same socket, see [`new_daemon`]) they start over
+//! from its first snapshot instead of mixing two daemons' counters.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::source::Snapshot;
+use super::source::{Snapshot, Worker};
 
 /// Seconds of throughput kept (the sparkline's span).
 const SPAN: usize = 60;
@@ -56,17 +61,25 @@ struct Sample {
 /// The history of snapshots `top` has seen.
 #[derive(Debug, Default)]
 pub(crate) struct History {
+    /// Throughput and the last minute's counts, of the daemon watched now.
+    rates: Rates,
+    log: VecDeque<LogLine>,
+    last: Option<Snapshot>,
+    /// The dead letters of the last snapshot whose figures were read (a
+    /// disconnected queue's are not compared).
+    dead_letters: Option<u64>,
+}
+
+/// What is measured from one daemon's counters: started over when a new
+/// daemon answers.
+#[derive(Debug, Default)]
+struct Rates {
     /// The sample the next throughput bars are measured from.
     bucket: Option<Sample>,
     /// Where the last bar ends: one bar per whole second after it.
     bars_until: Option<Instant>,
     per_second: VecDeque<u64>,
     minute: VecDeque<Sample>,
-    log: VecDeque<LogLine>,
-    last: Option<Snapshot>,
-    /// The dead letters of the last snapshot whose figures were read (a
-    /// disconnected queue's are not compared).
-    dead_letters: Option<u64>,
 }
 
 /// Counts over the last minute (or since `top` started, when shorter).
@@ -84,25 +97,23 @@ impl History {
     /// Takes in a snapshot taken at `now` (`wall_ms`: the same instant on the
     /// wall clock, for log lines).
     pub(crate) fn observe(&mut self, now: Instant, wall_ms: u64, snapshot: &Snapshot) {
-        let tasks = &snapshot.metrics.tasks;
-        let sample = Sample {
-            at: now,
-            completed: tasks.completed,
-            retried: tasks.retried,
-        };
-        self.add_bars(sample);
-        self.minute.push_back(sample);
-        while self
-            .minute
-            .get(1)
-            .is_some_and(|s| now.duration_since(s.at) >= Duration::from_secs(SPAN as u64))
-        {
-            self.minute.pop_front();
-        }
         let lines = match &self.last {
             None => first_lines(snapshot),
-            Some(last) => changes(last, snapshot),
+            Some(last) => match new_daemon(last, snapshot) {
+                Some(line) => {
+                    // Nothing of the last daemon's counters is measured against
+                    // the new one's.
+                    // (Dead letters are a count of what the queue holds, not
+                    // a counter: a store's survive a restart and are compared.)
+                    self.rates = Rates::default();
+                    let mut lines = vec![(Severity::Warning, line)];
+                    lines.extend(first_lines(snapshot));
+                    lines
+                }
+                None => changes(last, snapshot),
+            },
         };
+        self.rates.observe(now, snapshot);
         for (severity, text) in lines {
             self.push(wall_ms, severity, text);
         }
@@ -118,6 +129,54 @@ impl History {
             self.dead_letters = Some(dlq);
         }
         self.last = Some(snapshot.clone());
+    }
+
+    /// Adds a line to the log (also used for the outcome of actions).
+    pub(crate) fn push(&mut self, at_ms: u64, severity: Severity, text: String) {
+        if self.log.len() == LOG_KEPT {
+            self.log.pop_front();
+        }
+        self.log.push_back(LogLine {
+            at_ms,
+            severity,
+            text,
+        });
+    }
+
+    /// Tasks completed per second, one value per second, oldest first.
+    pub(crate) fn throughput(&self) -> Vec<u64> {
+        self.rates.per_second.iter().copied().collect()
+    }
+
+    /// The counts over the last minute.
+    pub(crate) fn last_minute(&self) -> LastMinute {
+        self.rates.last_minute()
+    }
+
+    /// The log, oldest first.
+    pub(crate) fn log(&self) -> impl DoubleEndedIterator<Item = &LogLine> + ExactSizeIterator {
+        self.log.iter()
+    }
+}
+
+impl Rates {
+    /// Takes in the counters of a snapshot taken at `now`.
+    fn observe(&mut self, now: Instant, snapshot: &Snapshot) {
+        let tasks = &snapshot.metrics.tasks;
+        let sample = Sample {
+            at: now,
+            completed: tasks.completed,
+            retried: tasks.retried,
+        };
+        self.add_bars(sample);
+        self.minute.push_back(sample);
+        while self
+            .minute
+            .get(1)
+            .is_some_and(|s| now.duration_since(s.at) >= Duration::from_secs(SPAN as u64))
+        {
+            self.minute.pop_front();
+        }
     }
 
     /// Adds one bar per whole second since the last bar, each the rate
@@ -147,25 +206,8 @@ impl History {
         self.bars_until = Some(until + Duration::from_secs(whole));
     }
 
-    /// Adds a line to the log (also used for the outcome of actions).
-    pub(crate) fn push(&mut self, at_ms: u64, severity: Severity, text: String) {
-        if self.log.len() == LOG_KEPT {
-            self.log.pop_front();
-        }
-        self.log.push_back(LogLine {
-            at_ms,
-            severity,
-            text,
-        });
-    }
-
-    /// Tasks completed per second, one value per second, oldest first.
-    pub(crate) fn throughput(&self) -> Vec<u64> {
-        self.per_second.iter().copied().collect()
-    }
-
     /// The counts over the last minute.
-    pub(crate) fn last_minute(&self) -> LastMinute {
+    fn last_minute(&self) -> LastMinute {
         let (Some(first), Some(last)) = (self.minute.front(), self.minute.back()) else {
             return LastMinute::default();
         };
@@ -175,10 +217,38 @@ impl History {
             span: last.at.duration_since(first.at),
         }
     }
+}
 
-    /// The log, oldest first.
-    pub(crate) fn log(&self) -> impl DoubleEndedIterator<Item = &LogLine> + ExactSizeIterator {
-        self.log.iter()
+/// Whether `now` comes from another daemon than `before` (restarted on the
+/// same socket): the log line that says so. Each daemon's `instance` names it
+/// for its whole life; from daemons that do not say, a new pid, an uptime that
+/// went down or a completed count that went down tells (one daemon's never do).
+/// Never for the shared queue (no daemon).
+fn new_daemon(before: &Snapshot, now: &Snapshot) -> Option<String> {
+    let (Some(b), Some(n)) = (&before.daemon, &now.daemon) else {
+        return None;
+    };
+    let new = if b.instance.is_some() || n.instance.is_some() {
+        b.instance != n.instance
+    } else {
+        b.pid != n.pid
+            || now.uptime_ms < before.uptime_ms
+            || now.metrics.tasks.completed < before.metrics.tasks.completed
+    };
+    new.then(|| {
+        format!(
+            "a new daemon answers ({}): throughput and counts start over",
+            pids(b.pid, n.pid)
+        )
+    })
+}
+
+/// `pid A → B`, or `pid A again` when a new process got the old one's.
+fn pids(before: u32, now: u32) -> String {
+    if before == now {
+        format!("pid {now} again")
+    } else {
+        format!("pid {before} → {now}")
     }
 }
 
@@ -236,10 +306,17 @@ fn changes(before: &Snapshot, now: &Snapshot) -> Vec<(Severity, String)> {
             ),
         ));
     }
-    let old: HashSet<&str> = before.workers.iter().map(|w| w.id.as_str()).collect();
+    let old: HashMap<&str, &Worker> = before.workers.iter().map(|w| (w.id.as_str(), w)).collect();
     let new: HashSet<&str> = now.workers.iter().map(|w| w.id.as_str()).collect();
-    for w in now.workers.iter().filter(|w| !old.contains(w.id.as_str())) {
-        lines.push((Severity::Info, format!("{} started (pid {})", w.id, w.pid)));
+    for w in &now.workers {
+        match old.get(w.id.as_str()) {
+            None => lines.push((Severity::Info, format!("{} started (pid {})", w.id, w.pid))),
+            Some(was) if replaced(was, w) => lines.push((
+                Severity::Info,
+                format!("{} replaced ({})", w.id, pids(was.pid, w.pid)),
+            )),
+            Some(_) => {}
+        }
     }
     for w in before
         .workers
@@ -249,6 +326,13 @@ fn changes(before: &Snapshot, now: &Snapshot) -> Vec<(Severity, String)> {
         lines.push((Severity::Info, format!("{} gone (pid {})", w.id, w.pid)));
     }
     lines
+}
+
+/// Whether `now` is another process than `before`, under the same name: its
+/// pid changed, or its time since ready went down (one worker's never does; a
+/// new process may get the old one's pid).
+fn replaced(before: &Worker, now: &Worker) -> bool {
+    before.pid != now.pid || now.uptime_ms < before.uptime_ms
 }
 
 fn alert_text(alert: &super::source::Alert) -> String {
@@ -261,7 +345,7 @@ fn alert_text(alert: &super::source::Alert) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::top::source::{Alert, Worker};
+    use crate::top::source::{Alert, DaemonId};
 
     fn snapshot(completed: u64, workers: &[&str]) -> Snapshot {
         let mut s = Snapshot::default();
@@ -338,6 +422,155 @@ mod tests {
         ] {
             assert!(texts.contains(&expected), "{expected:?} not in {texts:?}");
         }
+    }
+
+    /// A snapshot of the daemon named `instance` (none: a daemon that does
+    /// not say) with pid `pid`, up `uptime_s` seconds, having completed
+    /// `completed` tasks.
+    fn daemon(instance: Option<&str>, pid: u32, uptime_s: u64, completed: u64) -> Snapshot {
+        let mut s = snapshot(completed, &["worker-0"]);
+        s.daemon = Some(DaemonId {
+            pid,
+            instance: instance.map(str::to_owned),
+        });
+        s.uptime_ms = uptime_s * 1000;
+        s
+    }
+
+    fn texts(h: &History) -> Vec<&str> {
+        h.log().map(|l| l.text.as_str()).collect()
+    }
+
+    /// A daemon restarted under the same pid (a container's first process)
+    /// whose counters start higher than the last daemon's (restored, or just
+    /// a busy start): only its name tells, and nothing is measured across.
+    #[test]
+    fn a_new_daemon_starts_throughput_and_counts_over() {
+        let mut h = History::default();
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        for i in 0..=10u64 {
+            h.observe(at(i), 0, &daemon(Some("a"), 100, 20 + i, i * 100));
+        }
+        assert_eq!(h.last_minute().completed, 1_000);
+        // Down for a while; the new one is up 40 s when it first answers.
+        for (i, s) in [(0u64, 20u64), (1, 21), (2, 22)] {
+            h.observe(at(s), 0, &daemon(Some("b"), 100, 40 + i, 4_000 + i * 50));
+        }
+        let restart = "a new daemon answers (pid 100 again): throughput and counts start over";
+        let log = texts(&h);
+        assert_eq!(
+            log.iter().filter(|t| **t == restart).count(),
+            1,
+            "{restart:?} once in {log:?}"
+        );
+        let after = &log[log.iter().position(|t| *t == restart).unwrap_or(0)..];
+        assert!(
+            after.contains(&"watching: 1 workers, health healthy"),
+            "{after:?}"
+        );
+        assert_eq!(
+            h.last_minute(),
+            LastMinute {
+                completed: 100,
+                retried: 0,
+                span: Duration::from_secs(2),
+            }
+        );
+        assert_eq!(h.throughput(), [50, 50]);
+    }
+
+    #[test]
+    fn without_a_name_a_new_pid_or_an_uptime_or_count_gone_down_tells_a_new_daemon() {
+        let t0 = Instant::now();
+        let first = daemon(None, 100, 50, 1_000);
+        for (then, why) in [
+            (daemon(None, 200, 60, 2_000), "pid 100 → 200"),
+            (daemon(None, 100, 10, 2_000), "pid 100 again"),
+            (daemon(None, 100, 60, 10), "pid 100 again"),
+        ] {
+            let mut h = History::default();
+            h.observe(t0, 0, &first);
+            h.observe(t0 + Duration::from_secs(1), 0, &then);
+            let line = format!("a new daemon answers ({why}): throughput and counts start over");
+            assert!(
+                texts(&h).contains(&line.as_str()),
+                "{line:?} not in {:?}",
+                texts(&h)
+            );
+            assert_eq!(h.last_minute().completed, 0);
+        }
+    }
+
+    #[test]
+    fn the_same_daemon_is_not_taken_for_a_new_one() {
+        let t0 = Instant::now();
+        for instance in [Some("a"), None] {
+            let mut h = History::default();
+            h.observe(t0, 0, &daemon(instance, 100, 50, 1_000));
+            h.observe(
+                t0 + Duration::from_secs(1),
+                0,
+                &daemon(instance, 100, 51, 1_100),
+            );
+            assert!(
+                !texts(&h).iter().any(|t| t.contains("new daemon")),
+                "{:?}",
+                texts(&h)
+            );
+            assert_eq!(h.last_minute().completed, 100);
+        }
+    }
+
+    /// The shared queue has no daemon: its watched time and counts are never
+    /// taken for a restart.
+    #[test]
+    fn the_shared_queue_is_never_a_new_daemon() {
+        let mut h = History::default();
+        let t0 = Instant::now();
+        h.observe(t0, 0, &Snapshot::watched_queue(true, 2));
+        h.observe(
+            t0 + Duration::from_secs(1),
+            0,
+            &Snapshot::watched_queue(true, 1),
+        );
+        assert!(!texts(&h).iter().any(|t| t.contains("new daemon")));
+    }
+
+    /// A worker that died and was started again under its name: a new pid,
+    /// or (a new process given the old one's pid) a time since ready gone down.
+    #[test]
+    fn a_worker_replaced_under_its_name_is_logged() {
+        let worker = |id: &str, pid: u32, uptime_ms: u64| Worker {
+            id: id.into(),
+            pid,
+            uptime_ms,
+            ..Worker::default()
+        };
+        let mut before = daemon(Some("a"), 100, 50, 0);
+        before.workers = vec![
+            worker("worker-1", 10, 5_000),
+            worker("worker-2", 20, 5_000),
+            worker("worker-3", 30, 5_000),
+        ];
+        let mut now = daemon(Some("a"), 100, 51, 0);
+        now.workers = vec![
+            worker("worker-1", 11, 100),
+            worker("worker-2", 20, 200),
+            worker("worker-3", 30, 6_000),
+        ];
+        let mut h = History::default();
+        let t0 = Instant::now();
+        h.observe(t0, 0, &before);
+        h.observe(t0 + Duration::from_secs(1), 0, &now);
+        let log = texts(&h);
+        assert_eq!(
+            log[1..],
+            [
+                "worker-1 replaced (pid 10 → 11)",
+                "worker-2 replaced (pid 20 again)"
+            ]
+        );
     }
 
     fn dead_letter_lines(h: &History) -> Vec<String> {

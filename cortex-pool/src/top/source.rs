@@ -18,6 +18,8 @@ pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// What `top` knows about the pool at one instant.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Snapshot {
+    /// Which daemon answered (none when watching the shared queue).
+    pub(crate) daemon: Option<DaemonId>,
     /// The daemon's uptime, in milliseconds.
     pub(crate) uptime_ms: u64,
     /// The metrics.
@@ -54,6 +56,16 @@ impl Snapshot {
         });
         s
     }
+}
+
+/// What tells one daemon from the next one answering on the same socket.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct DaemonId {
+    /// Its process id.
+    pub(crate) pid: u32,
+    /// The name it keeps for its whole life (`instance` of `status`; none
+    /// from a daemon that does not say).
+    pub(crate) instance: Option<String>,
 }
 
 /// `outcomes` of the `status` reply (zero from a daemon that does not say).
@@ -281,6 +293,8 @@ struct StoreSection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct Status {
+    pid: u32,
+    instance: Option<String>,
     uptime_ms: u64,
     metrics: Metrics,
     store: StoreSection,
@@ -292,6 +306,10 @@ impl Status {
     /// The snapshot this reply and `alerts` make.
     fn into_snapshot(self, alerts: Vec<Alert>) -> Snapshot {
         Snapshot {
+            daemon: Some(DaemonId {
+                pid: self.pid,
+                instance: self.instance,
+            }),
             uptime_ms: self.uptime_ms,
             metrics: self.metrics,
             store: self.store.rows,
@@ -307,9 +325,35 @@ impl Status {
 #[derive(Debug)]
 pub(crate) struct Source {
     socket: PathBuf,
-    client: Option<Client>,
-    alerts_seen: Option<u64>,
+    /// The kept connection; none before the first refresh and after an error.
+    connection: Option<Connection>,
+}
+
+/// One connection to the daemon, and what was read over it: the alerts it
+/// holds belong to the daemon at its other end, so a new connection (perhaps
+/// to a new daemon, after a restart) reads them again.
+#[derive(Debug)]
+struct Connection {
+    client: Client,
+    /// The alerts last read, and the alert count they were read at.
+    alerts: Option<SeenAlerts>,
+}
+
+/// The recent alerts, read when the daemon's alert count was `total`.
+#[derive(Debug)]
+struct SeenAlerts {
+    total: u64,
     alerts: Vec<Alert>,
+}
+
+impl Connection {
+    async fn ask<T: serde::de::DeserializeOwned>(
+        &mut self,
+        request: &Request,
+    ) -> Result<T, String> {
+        let reply = self.client.call(request).await.map_err(|e| e.to_string())?;
+        json_reply(reply)
+    }
 }
 
 impl Source {
@@ -317,9 +361,7 @@ impl Source {
     pub(crate) fn new(socket: PathBuf) -> Self {
         Self {
             socket,
-            client: None,
-            alerts_seen: None,
-            alerts: Vec::new(),
+            connection: None,
         }
     }
 
@@ -332,36 +374,38 @@ impl Source {
         match tokio::time::timeout_at(deadline.into(), self.fetch_inner()).await {
             Ok(Ok(snapshot)) => Ok(snapshot),
             Ok(Err(e)) => {
-                self.client = None;
+                self.connection = None;
                 Err(e)
             }
             Err(_) => {
-                self.client = None;
+                self.connection = None;
                 Err(format!("the daemon did not answer within {CALL_TIMEOUT:?}"))
             }
         }
     }
 
     async fn fetch_inner(&mut self) -> Result<Snapshot, String> {
-        let status: Status = self.ask(&Request::Status).await?;
-        let total = status.metrics.health.alerts.total;
-        if self.alerts_seen != Some(total) {
-            self.alerts = self.ask(&Request::Alerts { last: ALERTS_KEPT }).await?;
-            self.alerts_seen = Some(total);
-        }
-        Ok(status.into_snapshot(self.alerts.clone()))
-    }
-
-    async fn ask<T: serde::de::DeserializeOwned>(
-        &mut self,
-        request: &Request,
-    ) -> Result<T, String> {
-        let client = match &mut self.client {
-            Some(client) => client,
-            None => self.client.insert(connect(&self.socket).await?),
+        let connection = match &mut self.connection {
+            Some(connection) => connection,
+            None => self.connection.insert(Connection {
+                client: connect(&self.socket).await?,
+                alerts: None,
+            }),
         };
-        let reply = client.call(request).await.map_err(|e| e.to_string())?;
-        json_reply(reply)
+        let status: Status = connection.ask(&Request::Status).await?;
+        let total = status.metrics.health.alerts.total;
+        let seen = match connection.alerts.take() {
+            Some(seen) if seen.total == total => seen,
+            _ => SeenAlerts {
+                total,
+                alerts: connection
+                    .ask(&Request::Alerts { last: ALERTS_KEPT })
+                    .await?,
+            },
+        };
+        let snapshot = status.into_snapshot(seen.alerts.clone());
+        connection.alerts = Some(seen);
+        Ok(snapshot)
     }
 }
 
@@ -390,7 +434,7 @@ mod tests {
     use task_source::{ErrorInfo, MemorySource, Outcome, Settlement, TaskSource, TaskState};
 
     use super::*;
-    use crate::daemon::test_daemon::{daemon_with, task};
+    use crate::daemon::test_daemon::{daemon, daemon_with, task};
     use crate::top::app::App;
     use crate::top::run::render_text;
 
@@ -449,6 +493,133 @@ mod tests {
             text.contains(counts),
             "{counts:?} not on the screen:\n{text}"
         );
+    }
+
+    /// The daemon's pid and `instance`: the same for one daemon's whole
+    /// life, another for another daemon (even in the same process).
+    #[tokio::test]
+    async fn each_daemon_names_itself_in_its_status_reply() {
+        async fn id(daemon: &crate::daemon::state::Daemon) -> Option<DaemonId> {
+            let reply = Reply::Json {
+                value: crate::daemon::server::status(daemon).await,
+            };
+            let status: Status = json_reply(reply).expect("a status reply");
+            status.into_snapshot(Vec::new()).daemon
+        }
+        let (one, other) = (daemon().await, daemon().await);
+        let first = id(&one).await.expect("a daemon");
+        assert_eq!(first.pid, std::process::id());
+        assert!(first.instance.as_ref().is_some_and(|i| !i.is_empty()));
+        assert_eq!(id(&one).await, Some(first.clone()));
+        let second = id(&other).await.expect("a daemon");
+        assert_ne!(second.instance, first.instance);
+    }
+
+    /// A stand-in for a daemon on `socket`, answering `status` with `status`
+    /// and `alerts` with `alerts` on one connection; stopped (its connection
+    /// closed, its socket removed) by [`stop`](Self::stop) or when dropped.
+    struct FakeDaemon {
+        socket: PathBuf,
+        task: Option<tokio::task::JoinHandle<()>>,
+    }
+
+    impl FakeDaemon {
+        fn start(
+            socket: &std::path::Path,
+            status: serde_json::Value,
+            alerts: serde_json::Value,
+        ) -> Self {
+            use futures_util::StreamExt;
+            use interprocess::local_socket::tokio::prelude::*;
+            use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
+            let _ = std::fs::remove_file(socket);
+            let name = socket
+                .to_fs_name::<GenericFilePath>()
+                .expect("a socket name");
+            let listener = ListenerOptions::new()
+                .name(name)
+                .create_tokio()
+                .expect("listens");
+            let task = tokio::spawn(async move {
+                let Ok(conn) = listener.accept().await else {
+                    return;
+                };
+                let (recv, mut send) = tokio::io::split(conn);
+                let codec =
+                    pool_core::protocol::FrameCodec::new(crate::daemon::protocol::MAX_REPLY);
+                let mut frames = tokio_util::codec::FramedRead::new(recv, codec);
+                while let Some(Ok(body)) = frames.next().await {
+                    let value = match crate::daemon::protocol::decode::<Request>(&body) {
+                        Ok(Request::Status) => status.clone(),
+                        Ok(Request::Alerts { .. }) => alerts.clone(),
+                        _ => return,
+                    };
+                    let reply = Reply::Json { value };
+                    let max = crate::daemon::protocol::MAX_REPLY;
+                    if crate::daemon::protocol::write(&mut send, &reply, max)
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+            Self {
+                socket: socket.to_owned(),
+                task: Some(task),
+            }
+        }
+
+        /// Goes away: its connection closes and its socket is removed.
+        async fn stop(mut self) {
+            if let Some(task) = self.task.take() {
+                task.abort();
+                let _ = task.await;
+            }
+        }
+    }
+
+    impl Drop for FakeDaemon {
+        fn drop(&mut self) {
+            if let Some(task) = &self.task {
+                task.abort();
+            }
+            let _ = std::fs::remove_file(&self.socket);
+        }
+    }
+
+    /// After a restart the new daemon may have as many alerts as the last
+    /// one had: its own are read, not the last one's shown again.
+    #[tokio::test]
+    async fn a_new_daemon_s_alerts_are_read_even_at_the_same_count() {
+        let socket =
+            std::env::temp_dir().join(format!("cortex-top-alerts-{}.sock", std::process::id()));
+        let daemon = |instance: &str| {
+            let status = serde_json::json!({
+                "pid": 7,
+                "instance": instance,
+                "metrics": {"health": {"alerts": {"total": 1}}},
+            });
+            let alerts =
+                serde_json::json!([{"id": "alert-1", "message": format!("from {instance}")}]);
+            FakeDaemon::start(&socket, status, alerts)
+        };
+        let messages = |snapshot: &Snapshot| -> Vec<String> {
+            snapshot.alerts.iter().map(|a| a.message.clone()).collect()
+        };
+        let first = daemon("a");
+        let mut source = Source::new(socket.clone());
+        let seen = source.fetch().await.expect("the first daemon answers");
+        assert_eq!(messages(&seen), ["from a"]);
+        first.stop().await;
+        let second = daemon("b");
+        source
+            .fetch()
+            .await
+            .expect_err("the first daemon's connection is closed");
+        let seen = source.fetch().await.expect("the second daemon answers");
+        assert_eq!(messages(&seen), ["from b"]);
+        drop(second);
     }
 
     #[test]

@@ -7,8 +7,8 @@ use crate::top::actions::Outcome;
 use crate::top::app::{App, DlqView, Mode, SortKey};
 use crate::top::run::render_text;
 use crate::top::source::{
-    Alert, DeadLetter, DeadLetterError, DeadLetters, Outcomes, SharedQueue, Snapshot, StoreRows,
-    Worker,
+    Alert, DaemonId, DeadLetter, DeadLetterError, DeadLetters, Outcomes, SharedQueue, Snapshot,
+    StoreRows, Worker,
 };
 
 const NOW_MS: u64 = 1_700_000_000_000;
@@ -234,6 +234,48 @@ fn throughput_and_latency_fill_the_activity_panel() {
             "42.0ms",
         ],
     );
+}
+
+/// A daemon restarted on the socket between two refreshes (one that failed
+/// in between): the throughput panel measures the new daemon alone, and the
+/// log says why it started over.
+#[test]
+fn a_restarted_daemon_is_measured_on_its_own_and_logged() {
+    let mut app = App::new(1000);
+    let t0 = Instant::now();
+    let daemon = |instance: &str, pid: u32, completed: u64| {
+        let mut s = pool(2);
+        s.daemon = Some(DaemonId {
+            pid,
+            instance: Some(instance.into()),
+        });
+        s.metrics.tasks.completed = completed;
+        s
+    };
+    for i in 0..=5u64 {
+        let at = t0 + Duration::from_secs(i);
+        app.refreshed(at, NOW_MS, Ok(daemon("a", 4242, 10_000 + i * 250)));
+    }
+    let gone = Err("cannot reach the daemon".to_owned());
+    app.refreshed(t0 + Duration::from_secs(6), NOW_MS, gone);
+    app.refreshed(
+        t0 + Duration::from_secs(7),
+        NOW_MS,
+        Ok(daemon("b", 4313, 0)),
+    );
+    let text = screen(&app, 80, 24);
+    assert_shows(
+        &text,
+        &[
+            "throughput: measuring…",
+            "a new daemon answers (pid 4242 → 4313)",
+        ],
+    );
+    for i in 1..=2u64 {
+        let at = t0 + Duration::from_secs(7 + i);
+        app.refreshed(at, NOW_MS, Ok(daemon("b", 4313, i * 40)));
+    }
+    assert_shows(&screen(&app, 80, 24), &["throughput 40/s │ 80 done in 2s"]);
 }
 
 #[test]
