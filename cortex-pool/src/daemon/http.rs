@@ -1,5 +1,6 @@
-//! The optional HTTP endpoint for scrapers: `GET /metrics` (Prometheus text) and
-//! `GET /healthz`, on a loopback address only.
+//! The optional HTTP endpoint for scrapers: `GET /metrics` (OpenMetrics or the
+//! classic Prometheus text, as the scraper's `Accept` asks; see
+//! [`super::exposition`]) and `GET /healthz`, on a loopback address only.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+use super::exposition::Format;
 use super::state::Daemon;
 
 /// Binds `addr`.
@@ -85,11 +87,14 @@ async fn answer(mut conn: TcpStream, daemon: &Daemon) -> std::io::Result<()> {
         "Allow: GET, HEAD\r\n"
     };
     let (status, kind, body) = match (method, path) {
-        ("GET", "/metrics") => (
-            "200 OK",
-            "text/plain; version=0.0.4; charset=utf-8",
-            super::prometheus::scrape(daemon).await,
-        ),
+        ("GET", "/metrics") => {
+            let format = Format::asked_in(&head);
+            (
+                "200 OK",
+                format.content_type(),
+                format.render(super::prometheus::scrape(daemon).await),
+            )
+        }
         ("GET", "/healthz") => {
             let health = daemon.pool.metrics().health.status;
             let status = if matches!(
@@ -172,6 +177,46 @@ mod tests {
         let post = send(addr, "POST /metrics HTTP/1.1\r\n\r\n").await;
         assert!(post.starts_with("HTTP/1.1 405"), "{post}");
         assert!(post.contains("\r\nAllow: GET, HEAD\r\n"), "{post}");
+        stop.cancel();
+        served.await.unwrap();
+    }
+
+    /// Prometheus (which asks for OpenMetrics) gets the OpenMetrics text under
+    /// its content type; a scraper that asks for nothing gets the classic text
+    /// under `version=0.0.4`, its counters typed by their sample's name.
+    #[tokio::test]
+    async fn metrics_come_in_the_format_the_scraper_accepts() {
+        let (addr, stop, served) = serving().await;
+        let open = send(
+            addr,
+            "GET /metrics HTTP/1.1\r\nAccept: application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.3\r\n\r\n",
+        )
+        .await;
+        assert!(
+            open.contains(
+                "\r\nContent-Type: application/openmetrics-text; version=1.0.0; charset=utf-8\r\n"
+            ),
+            "{open}"
+        );
+        assert!(open.ends_with("# EOF\n"), "{open}");
+        assert!(
+            open.contains("# TYPE cortex_pool_tasks_submitted counter\n"),
+            "{open}"
+        );
+        let classic = get(addr, "/metrics").await;
+        assert!(
+            classic.contains("\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"),
+            "{classic}"
+        );
+        assert!(!classic.contains("# EOF"), "{classic}");
+        assert!(
+            classic.contains("# TYPE cortex_pool_tasks_submitted_total counter\n"),
+            "{classic}"
+        );
+        assert!(
+            classic.contains("\ncortex_pool_tasks_submitted_total 0\n"),
+            "{classic}"
+        );
         stop.cancel();
         served.await.unwrap();
     }

@@ -19,6 +19,7 @@ pub(crate) mod config;
 pub(crate) mod doc;
 pub(crate) mod durable;
 pub(crate) mod event_log;
+pub(crate) mod exposition;
 pub(crate) mod hangup;
 pub(crate) mod health_view;
 pub(crate) mod http;
