@@ -104,13 +104,18 @@ fn changed_pool_keys(old: &PoolConfig, new: &PoolConfig) -> Vec<&'static str> {
 /// worker command, one at a time. What only a start applies is kept, with a
 /// warning that names it.
 async fn reload(daemon: &Daemon, sources: &Sources) {
-    let mut new = match Settings::load(sources) {
-        Ok(new) => new,
+    match Settings::load(sources) {
+        Ok(new) => apply(daemon, new).await,
         Err(e) => {
             tracing::error!(error = %e, "reload refused; keeping the current configuration");
-            return;
         }
-    };
+    }
+}
+
+/// What a reload applies of the `new` settings (see [`reload`]); `status`
+/// shows the worker command the pool runs: the previous one again when the
+/// roll onto the new one was aborted (its workers could not start).
+async fn apply(daemon: &Daemon, mut new: Settings) {
     let old = daemon.setting(Clone::clone);
     if old.paths != new.paths
         || old.transport != new.transport
@@ -161,7 +166,16 @@ async fn reload(daemon: &Daemon, sources: &Sources) {
     tracing::info!("reloaded; rolling the workers");
     match daemon.pool.roll_workers(Some(command)).await {
         Ok(n) => tracing::info!(workers = n, "rolling restart done"),
-        Err(e) => tracing::warn!(error = %e, "rolling restart did not finish"),
+        Err(e) => {
+            tracing::warn!(error = %e, "rolling restart did not finish");
+            if e.key == "worker" {
+                // Aborted: the pool runs the previous command again, and
+                // `status` says so.
+                if let Ok(mut current) = daemon.settings.write() {
+                    current.worker = old.worker;
+                }
+            }
+        }
     }
 }
 
@@ -177,6 +191,22 @@ mod tests {
         .load_with(|_| None)
         .and_then(super::super::config::Raw::resolve)
         .expect("valid settings")
+    }
+
+    /// A reload whose worker command cannot start workers: the roll is
+    /// aborted, the pool runs the previous command, and the settings `status`
+    /// shows say so.
+    #[tokio::test(start_paused = true)]
+    async fn an_aborted_roll_keeps_the_previous_worker_in_the_settings() {
+        let (daemon, recorder) = super::super::test_daemon::daemon_recorded().await;
+        let program = || daemon.setting(|s| s.worker.program.clone());
+        let before = program();
+        recorder.fail_next_launches(1_000_000);
+        let mut new = daemon.setting(Clone::clone);
+        new.worker = pool_core::WorkerCommand::new("no-such-worker");
+        apply(&daemon, new).await;
+        assert_eq!(program(), before, "the command the pool runs");
+        assert_ne!(before, std::path::Path::new("no-such-worker"));
     }
 
     /// A reload keeps what only a start applies, so that `status` does not

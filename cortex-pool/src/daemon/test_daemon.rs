@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use pool_core::testing::{MockAction, MockTransport};
+use pool_core::testing::{MockAction, MockRecorder, MockTransport};
 use pool_core::{Pool, WorkerCommand};
 use task_source::{
     Admission, Claimed, Filter, ListFrom, ListOrder, ListPage, MemorySource, NewTask, Requeue,
@@ -25,23 +25,38 @@ pub(crate) async fn daemon_with(source: Arc<dyn task_source::TaskSource>) -> Arc
     daemon_set(source, |_| {}).await
 }
 
+/// [`daemon`], with the recorder of its mock workers (to fail their
+/// launches, say).
+pub(crate) async fn daemon_recorded() -> (Arc<Daemon>, Arc<MockRecorder>) {
+    recorded(Arc::new(task_source::MemorySource::new()), |_| {}).await
+}
+
 /// [`daemon_with`], its default settings changed by `change` first.
 pub(crate) async fn daemon_set(
     source: Arc<dyn task_source::TaskSource>,
     change: impl FnOnce(&mut super::config::Settings),
 ) -> Arc<Daemon> {
+    recorded(source, change).await.0
+}
+
+/// [`daemon_set`], with the recorder of its mock workers.
+async fn recorded(
+    source: Arc<dyn task_source::TaskSource>,
+    change: impl FnOnce(&mut super::config::Settings),
+) -> (Arc<Daemon>, Arc<MockRecorder>) {
     let mut settings = Sources::default()
         .load_with(|_| None)
         .and_then(super::config::Raw::resolve)
         .expect("default settings");
     change(&mut settings);
-    let (transport, _recorder) = MockTransport::new(|_| MockAction::Echo);
+    let (transport, recorder) = MockTransport::new(|_| MockAction::Echo);
     let pool = Pool::builder(transport, WorkerCommand::new("mock-worker"))
         .config(settings.pool.clone())
         .start()
         .await
         .expect("pool starts");
-    Arc::new(Daemon::new(pool, Arc::new(RwLock::new(settings)), source))
+    let daemon = Arc::new(Daemon::new(pool, Arc::new(RwLock::new(settings)), source));
+    (daemon, recorder)
 }
 
 /// An echo task named `id` (payload `1`, priority 10).
