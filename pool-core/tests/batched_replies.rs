@@ -10,8 +10,7 @@ use std::time::Duration;
 use pool_core::testing::MockAction;
 use pool_core::{Failure, PoolConfig};
 
-/// A guard against a pool that never settles (virtual time: it costs nothing).
-const WATCHDOG: Duration = Duration::from_secs(3600);
+use common::WATCHDOG;
 
 #[tokio::test(start_paused = true)]
 async fn a_crash_with_several_tasks_unanswered_charges_only_the_task_that_crashes_alone() {
@@ -31,25 +30,12 @@ async fn a_crash_with_several_tasks_unanswered_charges_only_the_task_that_crashe
     let tasks = tasks.into_iter().map(|t| t.with_max_retries(1));
     let handles = pool.submit_many(tasks).await.unwrap();
     let crash_id = handles[2].id();
-    let outcomes = tokio::time::timeout(WATCHDOG, async {
-        let mut outcomes = Vec::new();
-        for h in handles {
-            outcomes.push(h.await);
-        }
-        outcomes
-    })
-    .await
-    .expect("every task settles");
-    for outcome in outcomes {
-        match outcome {
-            Ok(out) => assert_eq!(out.attempts, 1, "task {} lost no attempt", out.id),
-            Err(e) => {
-                assert_eq!(e.id, crash_id, "only the crash task fails: {e}");
-                assert!(matches!(e.failure, Failure::WorkerDied { .. }), "{e}");
-                assert_eq!(e.attempts, 2, "charged its two lone deaths only");
-            }
-        }
-    }
+    // Charged for its two lone deaths only.
+    let failed = common::only_the_culprit_failed(common::outcomes(handles).await, crash_id, 2);
+    assert!(
+        matches!(failed.failure, Failure::WorkerDied { .. }),
+        "{failed}"
+    );
     // Three deaths, two charged: the first (among others) was not, and the next
     // two were charged because the task was its worker's only unanswered one.
     let crash_runs = recorder

@@ -11,9 +11,6 @@ use std::time::Duration;
 use pool_core::testing::MockAction;
 use pool_core::{FinalStatus, PoolConfig};
 
-/// A guard against a pool that never settles (virtual time: it costs nothing).
-const WATCHDOG: Duration = Duration::from_secs(3600);
-
 #[tokio::test(start_paused = true)]
 async fn tasks_running_beside_a_poison_task_are_not_dead_lettered_with_it() {
     let config = PoolConfig {
@@ -30,26 +27,9 @@ async fn tasks_running_beside_a_poison_task_are_not_dead_lettered_with_it() {
     tasks.extend((1..4).map(|n| common::task("echo", n)));
     let handles = pool.submit_many(tasks).await.expect("accepted");
     let poison_id = handles[0].id();
-    let outcomes = tokio::time::timeout(WATCHDOG, async {
-        let mut outcomes = Vec::new();
-        for h in handles {
-            outcomes.push(h.await);
-        }
-        outcomes
-    })
-    .await
-    .expect("every task settles");
-    for outcome in outcomes {
-        match outcome {
-            Ok(out) => assert_eq!(out.attempts, 1, "task {} lost no attempt", out.id),
-            Err(e) => {
-                assert_eq!(e.id, poison_id, "only the poison task fails: {e}");
-                assert_eq!(e.status, FinalStatus::DeadLettered);
-                assert_eq!(e.failure.kind(), "worker_crashed");
-                assert_eq!(e.attempts, 4, "charged its four lone deaths only");
-            }
-        }
-    }
+    let failed = common::only_the_culprit_failed(common::outcomes(handles).await, poison_id, 4);
+    assert_eq!(failed.status, FinalStatus::DeadLettered);
+    assert_eq!(failed.failure.kind(), "worker_crashed");
     // The first death, among the others, was nobody's; the next four were the
     // poison task's alone.
     let poison_runs = recorder
@@ -84,24 +64,8 @@ async fn tasks_running_beside_a_task_that_freezes_its_worker_lose_no_attempt() {
     tasks.push(common::task("freeze", 0).with_max_retries(1));
     let handles = pool.submit_many(tasks).await.expect("accepted");
     let freeze_id = handles[2].id();
-    let outcomes = tokio::time::timeout(WATCHDOG, async {
-        let mut outcomes = Vec::new();
-        for h in handles {
-            outcomes.push(h.await);
-        }
-        outcomes
-    })
-    .await
-    .expect("every task settles");
-    for outcome in outcomes {
-        match outcome {
-            Ok(out) => assert_eq!(out.attempts, 1, "task {} lost no attempt", out.id),
-            Err(e) => {
-                assert_eq!(e.id, freeze_id, "only the freezing task fails: {e}");
-                assert_eq!(e.attempts, 2, "charged for its two lone freezes");
-            }
-        }
-    }
+    // Charged for its two lone freezes only.
+    common::only_the_culprit_failed(common::outcomes(handles).await, freeze_id, 2);
     let slow_runs = recorder
         .started()
         .iter()

@@ -56,13 +56,7 @@ async fn a_new_command_is_used_by_the_replacements_and_a_second_roll_is_refused(
     assert!(second.is_err());
     assert_eq!(first.unwrap(), 2);
     assert_eq!(recorder.launches(), 4);
-    let out = pool
-        .submit(common::task("work", 7))
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    assert_eq!(out.decode::<u32>().unwrap(), 7);
+    runs_a_task(&pool).await;
     assert_eq!(pool.metrics().workers.total, 2);
     assert_eq!(pool.worker_count(), 2);
     pool.shutdown().await;
@@ -234,13 +228,7 @@ async fn a_roll_whose_workers_cannot_start_is_aborted_and_the_old_command_kept()
             "{worker} runs the fixed command"
         );
     }
-    let out = pool
-        .submit(common::task("work", 7))
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    assert_eq!(out.decode::<u32>().unwrap(), 7);
+    runs_a_task(&pool).await;
     pool.shutdown().await;
 }
 
@@ -295,4 +283,15 @@ async fn an_aborted_roll_keeps_the_workers_it_replaced() {
         ]
     );
     pool.shutdown().await;
+}
+
+/// Checks that `pool` runs a task.
+async fn runs_a_task(pool: &pool_core::Pool) {
+    let out = pool
+        .submit(common::task("work", 7))
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert_eq!(out.decode::<u32>().unwrap(), 7);
 }

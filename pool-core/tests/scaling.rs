@@ -147,6 +147,24 @@ fn autoscaled(idle_after: Duration) -> pool_core::PoolConfig {
     }
 }
 
+/// A pool on `config` whose workers take a second a task, and the handles of
+/// 40 tasks submitted to it at once.
+async fn forty_second_long_tasks(
+    config: pool_core::PoolConfig,
+) -> (
+    pool_core::Pool,
+    std::sync::Arc<pool_core::testing::MockRecorder>,
+    Vec<pool_core::TaskHandle>,
+) {
+    let (pool, recorder) =
+        common::start(config, |_| MockAction::EchoAfter(Duration::from_secs(1))).await;
+    let handles = pool
+        .submit_many((0..40).map(|n| common::task("work", n)))
+        .await
+        .unwrap();
+    (pool, recorder, handles)
+}
+
 /// A task written to a worker's prefetch window is never taken back, so a new
 /// worker could take none of it: the autoscaler does not grow the pool for
 /// tasks that wait in windows, only for those in the shared queue. Here one
@@ -158,12 +176,7 @@ async fn the_autoscaler_does_not_grow_for_tasks_waiting_in_windows() {
         max_workers: 8,
         ..autoscaled(Duration::from_secs(60))
     };
-    let (pool, recorder) =
-        common::start(config, |_| MockAction::EchoAfter(Duration::from_secs(1))).await;
-    let handles = pool
-        .submit_many((0..40).map(|n| common::task("work", n)))
-        .await
-        .unwrap();
+    let (pool, recorder, handles) = forty_second_long_tasks(config).await;
     tokio::time::sleep(Duration::from_secs(15)).await;
     let m = pool.metrics();
     assert_eq!(m.tasks.queued, 0, "every task is in worker-0's window");
@@ -188,12 +201,7 @@ async fn the_autoscaler_grows_for_tasks_waiting_in_the_queue_and_new_workers_tak
         prefetch: 0,
         ..autoscaled(Duration::from_secs(60))
     };
-    let (pool, recorder) =
-        common::start(config, |_| MockAction::EchoAfter(Duration::from_secs(1))).await;
-    let handles = pool
-        .submit_many((0..40).map(|n| common::task("work", n)))
-        .await
-        .unwrap();
+    let (pool, recorder, handles) = forty_second_long_tasks(config).await;
     for (n, h) in handles.into_iter().enumerate() {
         assert_eq!(h.await.unwrap().decode::<u32>().unwrap(), n as u32);
     }

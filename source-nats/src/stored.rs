@@ -90,24 +90,8 @@ pub(crate) async fn next_on(
         seq: from,
         next_by_subj: subject,
     };
-    let answer: Response<Got> = js
-        .request(format!("STREAM.MSG.GET.{stream}"), &request)
-        .await
-        .map_err(|e| StoredError::Request {
-            stream: stream.to_owned(),
-            reason: e.to_string(),
-        })?;
-    let message = match answer {
-        Response::Ok(got) => got.message,
-        Response::Err { error } if error.error_code() == ErrorCode::NO_MESSAGE_FOUND => {
-            return Ok(None)
-        }
-        Response::Err { error } => {
-            return Err(StoredError::Refused {
-                stream: stream.to_owned(),
-                error,
-            })
-        }
+    let Some(message) = get(js, stream, &request).await? else {
+        return Ok(None);
     };
     let decode = |field: &'static str, text: &str| {
         STANDARD
@@ -141,15 +125,27 @@ pub(crate) async fn published_ns(
     sequence: u64,
 ) -> Result<Option<i128>, StoredError> {
     let request = AtSequence { seq: sequence };
+    let message = get(js, stream, &request).await?;
+    Ok(message.map(|m| m.time.unix_timestamp_nanos()))
+}
+
+/// The message `request` (a `STREAM.MSG.GET` request) asks `stream` for;
+/// `None` when the server answers that there is none. No answer, or another
+/// error, is an error.
+async fn get(
+    js: &jetstream::Context,
+    stream: &str,
+    request: &impl serde::Serialize,
+) -> Result<Option<RawMessage>, StoredError> {
     let answer: Response<Got> = js
-        .request(format!("STREAM.MSG.GET.{stream}"), &request)
+        .request(format!("STREAM.MSG.GET.{stream}"), request)
         .await
         .map_err(|e| StoredError::Request {
             stream: stream.to_owned(),
             reason: e.to_string(),
         })?;
     match answer {
-        Response::Ok(got) => Ok(Some(got.message.time.unix_timestamp_nanos())),
+        Response::Ok(got) => Ok(Some(got.message)),
         Response::Err { error } if error.error_code() == ErrorCode::NO_MESSAGE_FOUND => Ok(None),
         Response::Err { error } => Err(StoredError::Refused {
             stream: stream.to_owned(),

@@ -5,7 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pool_core::testing::{MockAction, MockRecorder, MockTask, MockTransport};
-use pool_core::{Pool, PoolConfig, RetryPolicy, Task, WorkerCommand};
+use pool_core::{
+    Pool, PoolConfig, RetryPolicy, Task, TaskError, TaskHandle, TaskOutput, WorkerCommand,
+};
+
+/// What a task handle resolves to.
+pub type Outcome = Result<TaskOutput, TaskError>;
 
 /// A small, fast configuration: `workers` workers, 3 retries at 1 s base.
 pub fn config(workers: usize) -> PoolConfig {
@@ -99,4 +104,37 @@ pub fn blocker_then_echo(t: &MockTask) -> MockAction {
     } else {
         MockAction::Echo
     }
+}
+
+/// A guard against a pool that never settles (virtual time: it costs nothing).
+pub const WATCHDOG: Duration = Duration::from_secs(3600);
+
+/// The outcomes of `handles`, in order, all settled within [`WATCHDOG`].
+pub async fn outcomes(handles: Vec<TaskHandle>) -> Vec<Outcome> {
+    tokio::time::timeout(WATCHDOG, async {
+        let mut outcomes = Vec::new();
+        for h in handles {
+            outcomes.push(h.await);
+        }
+        outcomes
+    })
+    .await
+    .expect("every task settles")
+}
+
+/// Checks that every task of `outcomes` but `culprit` succeeded at its first
+/// attempt, and that `culprit` failed after `attempts`; its error.
+pub fn only_the_culprit_failed(outcomes: Vec<Outcome>, culprit: u64, attempts: u32) -> TaskError {
+    let mut failed = None;
+    for outcome in outcomes {
+        match outcome {
+            Ok(out) => assert_eq!(out.attempts, 1, "task {} lost no attempt", out.id),
+            Err(e) => {
+                assert_eq!(e.id, culprit, "only task {culprit} fails: {e}");
+                assert_eq!(e.attempts, attempts, "its attempts: {e}");
+                failed = Some(e);
+            }
+        }
+    }
+    failed.expect("the culprit fails")
 }
