@@ -18,7 +18,8 @@ function moduleUrl(module) {
 
 /**
  * Runs `exportName` of `module` with `(payload, ctx)` in a new thread and resolves to
- * its result. A cancel terminates the thread and rejects with the signal's reason.
+ * its result; the thread is ended once it answered. A cancel terminates the thread
+ * and rejects with the signal's reason.
  */
 function runInThread(module, exportName, payload, ctx) {
   return new Promise((resolve, reject) => {
@@ -47,6 +48,10 @@ function runInThread(module, exportName, payload, ctx) {
     thread.on('message', (message) => {
       if (message.ok) settle(resolve, message.value);
       else settle(reject, new TaskError(message.message, { kind: message.kind, retryable: message.retryable }));
+      // Its answer is all a thread is for: one whose module keeps its event
+      // loop open (a timer, a connection) would otherwise live on, one more
+      // for every task.
+      thread.terminate();
     });
     thread.on('error', (e) => settle(reject, e));
     thread.on('exit', (code) => settle(reject, new Error(`the handler's thread exited (code ${code}) without a result`)));

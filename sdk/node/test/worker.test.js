@@ -336,6 +336,20 @@ test('a handler that blocks the event loop stops heartbeats; handleInThread keep
   assert.ok(beats(start, end) >= 3, `${beats(start, end)} heartbeats while the thread spun`);
 });
 
+test('handleInThread: a thread is ended once it answers, even when its module keeps it open', async (t) => {
+  const { m, ready } = await started(t, { script: EXTRA });
+  const threads = () => fs.readdirSync(`/proc/${ready.pid}/task`).length;
+  const before = threads();
+  for (let id = 1; id <= 20; id++) {
+    m.task(id, 'interval', id);
+    assert.equal(payloadOf(await m.reply(id)), id);
+  }
+  // A thread's end is asked for with its result; it may take a moment.
+  const deadline = Date.now() + 10_000;
+  while (threads() > before + 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  assert.ok(threads() <= before + 2, `${threads() - before} threads more after 20 tasks`);
+});
+
 test('handleInThread: a cancel terminates the thread', async (t) => {
   const { m } = await started(t);
   m.task(1, 'spin', { ms: 60_000 });
