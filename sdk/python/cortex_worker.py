@@ -914,15 +914,15 @@ class Worker:
             result = fn(ctx, value)
         except Cancelled as e:
             return _error(ctx.id, "cancelled", str(e) or "cancelled", False)
-        except KeyboardInterrupt:
-            raise
         except BaseException as e:
             # Once the task was cancelled, whatever it raises (a TaskError too)
             # is ``cancelled``, as in the Rust and Node SDKs: the caller asked it
             # to stop, and a retry would run what they cancelled. Any other
             # error (``SystemExit`` from ``sys.exit`` or argparse,
-            # ``asyncio.CancelledError`` from a loop run inside the handler) is
-            # the handler's: the task is answered, and the worker goes on.
+            # ``asyncio.CancelledError`` from a loop run inside the handler,
+            # ``KeyboardInterrupt`` raised by its code: the pool stops workers
+            # with SIGTERM, never SIGINT) is the handler's: the task is
+            # answered, and the worker goes on.
             if ctx._cancelled:
                 return _error(ctx.id, "cancelled", f"cancelled ({_describe(e)})", False)
             if isinstance(e, TaskError):

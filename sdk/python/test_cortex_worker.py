@@ -714,7 +714,7 @@ class HandlerErrorTest(unittest.TestCase):
     """In process: whatever a handler raises, its task is answered once and the
     worker goes on (on a task thread and inline alike)."""
 
-    def test_system_exit_and_undecodable_text_are_answered_and_the_next_task_runs(self):
+    def test_system_exit_an_interrupt_and_undecodable_text_are_answered_and_the_next_task_runs(self):
         sys.path.insert(0, HERE)
         self.addCleanup(sys.path.remove, HERE)
         import cortex_worker
@@ -739,15 +739,27 @@ class HandlerErrorTest(unittest.TestCase):
             def unprintable(ctx, payload):
                 raise Unprintable()
 
+            @worker.handler("interrupted", inline=inline)
+            def interrupted(ctx, payload):
+                raise KeyboardInterrupt
+
             @worker.handler("echo", inline=inline)
             def echo(ctx, payload):
                 return payload
 
-            tasks = task(1, "exits") + task(2, "bad_text") + task(4, "unprintable") + task(3, "echo", "after")
+            tasks = (
+                task(1, "exits")
+                + task(2, "bad_text")
+                + task(4, "unprintable")
+                + task(5, "interrupted")
+                + task(3, "echo", "after")
+            )
             reader = io.BytesIO(hello(concurrency=1) + tasks + frame({"type": "shutdown", "graceful": True}))
             self.assertEqual(worker.run(cortex_worker.Link(reader, writer)), 0)
             replies = {m["id"]: m for data in writer.writes for m in _split(data) if m["type"] in ("result", "error")}
-            self.assertEqual(sorted(replies), [1, 2, 3, 4], f"inline={inline}")
+            self.assertEqual(sorted(replies), [1, 2, 3, 4, 5], f"inline={inline}")
+            self.assertEqual(replies[5]["kind"], "handler")
+            self.assertIn("KeyboardInterrupt", replies[5]["message"])
             self.assertEqual((replies[4]["kind"], replies[4]["message"]), ("handler", "Unprintable"))
             self.assertEqual(replies[1]["kind"], "handler")
             self.assertIn("SystemExit", replies[1]["message"])
