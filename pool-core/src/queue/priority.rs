@@ -80,6 +80,7 @@ impl<T> PriorityQueue<T> {
 
     /// Adds `item` behind every item of the same priority. Priorities above 100 are
     /// treated as 100.
+    #[inline]
     pub fn push(&mut self, priority: u8, item: T) {
         let level = usize::from(priority.min(PRIORITY_LOWEST));
         self.levels[level].push_back(item);
@@ -99,6 +100,7 @@ impl<T> PriorityQueue<T> {
     }
 
     /// Removes and returns the first item of the highest priority.
+    #[inline]
     pub fn pop(&mut self) -> Option<T> {
         let level = self.first_level()?;
         let item = self.levels[level].pop_front();
@@ -113,6 +115,7 @@ impl<T> PriorityQueue<T> {
     }
 
     /// The item `pop` would return.
+    #[inline]
     pub fn peek(&self) -> Option<&T> {
         self.levels[self.first_level()?].front()
     }

@@ -60,6 +60,7 @@ impl ShardGuard<'_> {
 
     /// Queues a caller's task, queued at `queued_at`, its type's name shared
     /// with the earlier tasks of that type here.
+    #[inline]
     pub(crate) fn push_new(&mut self, mut pending: Pending, queued_at: Moment) {
         pending.shard = self.index;
         pending.queued_at = queued_at;
