@@ -125,6 +125,10 @@ impl Feed {
             refilled.stalled = false;
             return refilled;
         }
+        // Emptied for a task that must run alone: its shard is looked at first.
+        if let Some(shard) = book.lone_shard_once_empty() {
+            self.first = shard;
+        }
         if !book.takes_from_queue() {
             return refilled;
         }
@@ -173,8 +177,11 @@ impl Feed {
                 // A task that must run alone goes only to an empty book, and
                 // nothing joins it.
                 let first = empty && taken.tasks.is_empty();
-                match waiting.pop_if(|p| (first || !p.run_alone) && filter.takes(&p.task.task_type))
-                {
+                let mut lone = false;
+                match waiting.pop_if(|p| {
+                    lone = p.run_alone && !first;
+                    !lone && filter.takes(&p.task.task_type)
+                }) {
                     Head::Taken(pending) => {
                         alone = pending.run_alone;
                         filling.join(pending.task.payload.len());
@@ -185,6 +192,11 @@ impl Feed {
                     }
                     Head::Refused => {
                         refused = true;
+                        if lone {
+                            // The book empties itself for it (what it took
+                            // now included) before it takes anything else.
+                            taken.book.wait_for_lone(index);
+                        }
                         break;
                     }
                     Head::Empty => break,
@@ -520,19 +532,25 @@ impl Starting<'_, '_> {
 /// lanes, and worker 1's feed from it, taking every type.
 #[cfg(test)]
 pub(crate) fn strict_rig(concurrency: u32) -> (Shared, Feed) {
-    let config = crate::PoolConfig {
+    rig(&crate::PoolConfig {
         worker_concurrency: concurrency,
         prefetch: 0,
         ..crate::PoolConfig::default()
-    };
+    })
+}
+
+/// A pool's shared state for `config`, its queue open to lanes, and worker
+/// 1's feed from it, taking every type.
+#[cfg(test)]
+pub(crate) fn rig(config: &crate::PoolConfig) -> (Shared, Feed) {
     let shared = Shared::new(
-        &config,
+        config,
         crate::manager::actor::EventChannels::default(),
         Box::new(crate::balance::FirstAvailable),
         false,
     );
     shared.queue.lock().set_lanes_may_take(true);
-    let mut feed = Feed::new(shared.queue.clone(), 1, Window::of(&config));
+    let mut feed = Feed::new(shared.queue.clone(), 1, Window::of(config));
     feed.connect(TaskTypes::default());
     (shared, feed)
 }

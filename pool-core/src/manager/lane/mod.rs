@@ -89,6 +89,14 @@ pub(crate) struct Book {
     /// it is armed again for the next deadline. So a run that starts with a
     /// later deadline needs no word to the actor ([`Book::needs_timer`]).
     pub(crate) deadline_timer: Option<(delay_queue::Key, Instant)>,
+    /// The queue shard whose head must run alone ([`Pending::run_alone`]) and
+    /// found this book holding tasks: the worker takes no other task until
+    /// its book is empty, so that it can take that one. Under load no book
+    /// empties by itself (each answer is refilled), and a lone task would
+    /// wait until the queue drained.
+    ///
+    /// [`Pending::run_alone`]: super::actor::Pending::run_alone
+    lone_waits_in: Option<usize>,
 }
 
 /// The worker's input, as the actor, the desk and the lane's writer share it.
@@ -149,6 +157,7 @@ impl Book {
             deadline_timer: None,
             batched: 0,
             link: Arc::default(),
+            lone_waits_in: None,
         }
     }
 
@@ -387,18 +396,20 @@ impl Book {
     }
 
     /// Whether a lane or the desk may take tasks from the queue for it now:
-    /// it is fed, and no task runs alone there.
+    /// it is fed, no task runs alone there, and it does not empty itself for
+    /// one that must ([`Book::wait_for_lone`]).
     pub(crate) fn takes_from_queue(&self) -> bool {
-        self.feeding() && !self.runs_alone()
+        self.feeding() && !self.runs_alone() && !self.empties_for_lone()
     }
 
-    /// Whether it may take `pending` now: not while a task runs alone, and a
-    /// task that must run alone only when it holds nothing.
+    /// Whether it may take `pending` now: not while a task runs alone, nor
+    /// while it empties itself for one ([`Book::wait_for_lone`]), and a task
+    /// that must run alone only when it holds nothing.
     pub(crate) fn may_take(&self, pending: &super::actor::Pending) -> bool {
         if pending.run_alone {
             self.entries.is_empty()
         } else {
-            !self.runs_alone()
+            !self.runs_alone() && !self.empties_for_lone()
         }
     }
 
@@ -410,6 +421,30 @@ impl Book {
             .iter()
             .find(|r| r.run_start.is_some() && r.frame_start < written)
             .map(|r| r.pending.id)
+    }
+
+    /// The head of queue shard `shard` must run alone and this book holds
+    /// tasks: it takes no other until it is empty.
+    pub(crate) fn wait_for_lone(&mut self, shard: usize) {
+        self.lone_waits_in = Some(shard);
+    }
+
+    /// Whether it empties itself for a task that must run alone: it waits for
+    /// one and still holds tasks (once empty, it takes again, whoever took
+    /// the lone task).
+    fn empties_for_lone(&self) -> bool {
+        self.lone_waits_in.is_some() && !self.entries.is_empty()
+    }
+
+    /// Once the book is empty, the shard whose lone head it waited for (its
+    /// refill looks there first); `None` when it waits for none, or still
+    /// holds tasks.
+    pub(crate) fn lone_shard_once_empty(&mut self) -> Option<usize> {
+        if self.entries.is_empty() {
+            self.lone_waits_in.take()
+        } else {
+            None
+        }
     }
 
     /// How many unanswered attempts that reached the worker, at least in

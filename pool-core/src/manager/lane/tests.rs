@@ -668,3 +668,66 @@ async fn a_refill_after_the_link_caught_up_reports_what_the_actor_must_arm() {
         "no timer covers the task's deadline yet"
     );
 }
+
+/// Under load no book empties by itself (each answer is refilled): a lane
+/// that finds a task that must run alone at the head of a shard while its
+/// book holds tasks takes no other task, from any shard, until its book is
+/// empty, and then takes that task first, however much the other shards hold.
+#[tokio::test]
+async fn a_lane_empties_its_book_for_a_task_that_must_run_alone() {
+    let config = crate::PoolConfig {
+        worker_concurrency: 2,
+        prefetch: 0,
+        queue_shards: 2,
+        ..crate::PoolConfig::default()
+    };
+    let (shared, mut feed) = super::feed::rig(&config);
+    let stats = Stats::new();
+    let lane = Lane::new(stats.tallies.writer(2), "worker-1".into(), shared.clock);
+    lane.book().feeds = true;
+    let now = shared.clock.now();
+    let queue = |shard: usize, id: u64, run_alone: bool| {
+        let (answer, _told) = Answer::new();
+        let mut pending = Pending::new(id, Task::new("echo", vec![1]), answer);
+        pending.run_alone = run_alone;
+        shared.queue.shard(shard).push_new(pending, now.moment);
+    };
+    // Worker 1's feed looks at shard 1 first.
+    for id in 1..=10 {
+        queue(1, id, false);
+    }
+    queue(0, 100, true);
+    let target = Target {
+        shared: &shared,
+        num: 1,
+        name: "worker-1",
+        concurrency: 2,
+        default_timeout: TIMEOUT,
+        max_frame: DEFAULT_MAX_FRAME,
+    };
+    let mut refill = |after| {
+        let mut out = Outbox::default();
+        feed.refill(&lane, &target, &mut out, after);
+    };
+    let held =
+        |lane: &Lane| -> Vec<u64> { lane.book().attempts_mut().map(|r| r.pending.id).collect() };
+    refill(After::Answers);
+    assert_eq!(held(&lane), [1, 2]);
+    // Task 1 answered: the refill meets the lone task (its book holds 2).
+    answer(&mut lane.book(), 1, 2, now);
+    refill(After::Answers);
+    assert_eq!(
+        held(&lane),
+        [2],
+        "nothing joins the book while the lone task waits"
+    );
+    refill(After::LinkCaughtUp);
+    assert_eq!(
+        held(&lane),
+        [2],
+        "nor at the next refill, from another shard"
+    );
+    answer(&mut lane.book(), 2, 2, now);
+    refill(After::Answers);
+    assert_eq!(held(&lane), [100], "emptied, it takes the lone task, alone");
+}
