@@ -487,25 +487,35 @@ impl Actor {
             return;
         }
         while self.live_count() < self.wanted() {
-            // With the breaker open, one replacement at a time probes whether
-            // workers start and live again; the next is due once it is ready.
-            let probing = self.respawns_pending > 0 || !self.launching.is_empty();
-            if probing && self.shared.stats.breaker_open.load(Relaxed) {
+            let name = worker_name(self.next_worker + self.respawns_pending as u64);
+            if !self.start_one_after(delay) {
                 break;
             }
-            let name = worker_name(self.next_worker + self.respawns_pending as u64);
             Stats::bump(&self.shared.stats.workers_restarted);
-            if delay.is_zero() {
-                self.launch_worker();
-            } else {
-                self.respawns_pending += 1;
-                self.timers.insert(Timer::Respawn, capped(delay));
-            }
             self.shared.emit(|| PoolEvent::WorkerRestarted {
                 worker: name,
                 backoff_ms: delay.as_millis() as u64,
             });
         }
+    }
+
+    /// Starts one worker now, or schedules its start `delay` from now; does
+    /// nothing (`false`) while the breaker is open and a worker is already
+    /// starting or due: with the breaker open, one at a time probes whether
+    /// workers start and live again (a replacement or a scale-up's alike),
+    /// the next due once it is ready.
+    pub(crate) fn start_one_after(&mut self, delay: Duration) -> bool {
+        let probing = self.respawns_pending > 0 || !self.launching.is_empty();
+        if probing && self.shared.stats.breaker_open.load(Relaxed) {
+            return false;
+        }
+        if delay.is_zero() {
+            self.launch_worker();
+        } else {
+            self.respawns_pending += 1;
+            self.timers.insert(Timer::Respawn, capped(delay));
+        }
+        true
     }
 
     /// Exponential restart backoff over consecutive failed starts and deaths with

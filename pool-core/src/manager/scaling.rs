@@ -2,7 +2,7 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::actor::{capped, Actor, Phase, Timer};
+use super::actor::{Actor, Phase};
 use super::events::PoolEvent;
 use crate::error::ConfigError;
 
@@ -61,11 +61,8 @@ impl Actor {
             // is open): growing is no way around it.
             let delay = self.restart_delay();
             for _ in 0..(self.wanted().saturating_sub(self.live_count())) {
-                if delay.is_zero() {
-                    self.launch_worker();
-                } else {
-                    self.respawns_pending += 1;
-                    self.timers.insert(Timer::Respawn, capped(delay));
+                if !self.start_one_after(delay) {
+                    break;
                 }
             }
             self.shared.emit(|| PoolEvent::PoolScaledUp {
