@@ -114,7 +114,8 @@ async fn reload(daemon: &Daemon, sources: &Sources) {
 
 /// What a reload applies of the `new` settings (see [`reload`]); `status`
 /// shows the worker command the pool runs: the previous one again when the
-/// roll onto the new one was aborted (its workers could not start).
+/// roll onto the new one was aborted (its workers could not start) or
+/// refused (another roll was running).
 async fn apply(daemon: &Daemon, mut new: Settings) {
     let old = daemon.setting(Clone::clone);
     if old.paths != new.paths
@@ -168,12 +169,11 @@ async fn apply(daemon: &Daemon, mut new: Settings) {
         Ok(n) => tracing::info!(workers = n, "rolling restart done"),
         Err(e) => {
             tracing::warn!(error = %e, "rolling restart did not finish");
-            if e.key == "worker" {
-                // Aborted: the pool runs the previous command again, and
-                // `status` says so.
-                if let Ok(mut current) = daemon.settings.write() {
-                    current.worker = old.worker;
-                }
+            // Aborted (its workers could not start: the pool runs the
+            // previous command again), or refused (another roll runs, onto
+            // the command the settings held): `status` shows what runs.
+            if let Ok(mut current) = daemon.settings.write() {
+                current.worker = old.worker;
             }
         }
     }

@@ -1,6 +1,6 @@
 //! What successive snapshots tell that one cannot: throughput per second over the
 //! last minute, counts over the last minute, and a log of what changed (workers
-//! started, replaced under the same name and gone, health, breaker, target size,
+//! started and gone, health, breaker, target size,
 //! dead letters, new alerts).
 //!
 //! The rates are differences between one daemon's counters: when a new daemon
@@ -308,15 +308,14 @@ fn changes(before: &Snapshot, now: &Snapshot) -> Vec<(Severity, String)> {
     }
     let old: HashMap<&str, &Worker> = before.workers.iter().map(|w| (w.id.as_str(), w)).collect();
     let new: HashSet<&str> = now.workers.iter().map(|w| w.id.as_str()).collect();
-    for w in &now.workers {
-        match old.get(w.id.as_str()) {
-            None => lines.push((Severity::Info, format!("{} started (pid {})", w.id, w.pid))),
-            Some(was) if replaced(was, w) => lines.push((
-                Severity::Info,
-                format!("{} replaced ({})", w.id, pids(was.pid, w.pid)),
-            )),
-            Some(_) => {}
-        }
+    // A worker's name is never given to another (the pool numbers them in
+    // turn): a name not seen before is a new worker.
+    for w in now
+        .workers
+        .iter()
+        .filter(|w| !old.contains_key(w.id.as_str()))
+    {
+        lines.push((Severity::Info, format!("{} started (pid {})", w.id, w.pid)));
     }
     for w in before
         .workers
@@ -326,13 +325,6 @@ fn changes(before: &Snapshot, now: &Snapshot) -> Vec<(Severity, String)> {
         lines.push((Severity::Info, format!("{} gone (pid {})", w.id, w.pid)));
     }
     lines
-}
-
-/// Whether `now` is another process than `before`, under the same name: its
-/// pid changed, or its time since ready went down (one worker's never does; a
-/// new process may get the old one's pid).
-fn replaced(before: &Worker, now: &Worker) -> bool {
-    before.pid != now.pid || now.uptime_ms < before.uptime_ms
 }
 
 fn alert_text(alert: &super::source::Alert) -> String {
@@ -535,42 +527,6 @@ mod tests {
             &Snapshot::watched_queue(true, 1),
         );
         assert!(!texts(&h).iter().any(|t| t.contains("new daemon")));
-    }
-
-    /// A worker that died and was started again under its name: a new pid,
-    /// or (a new process given the old one's pid) a time since ready gone down.
-    #[test]
-    fn a_worker_replaced_under_its_name_is_logged() {
-        let worker = |id: &str, pid: u32, uptime_ms: u64| Worker {
-            id: id.into(),
-            pid,
-            uptime_ms,
-            ..Worker::default()
-        };
-        let mut before = daemon(Some("a"), 100, 50, 0);
-        before.workers = vec![
-            worker("worker-1", 10, 5_000),
-            worker("worker-2", 20, 5_000),
-            worker("worker-3", 30, 5_000),
-        ];
-        let mut now = daemon(Some("a"), 100, 51, 0);
-        now.workers = vec![
-            worker("worker-1", 11, 100),
-            worker("worker-2", 20, 200),
-            worker("worker-3", 30, 6_000),
-        ];
-        let mut h = History::default();
-        let t0 = Instant::now();
-        h.observe(t0, 0, &before);
-        h.observe(t0 + Duration::from_secs(1), 0, &now);
-        let log = texts(&h);
-        assert_eq!(
-            log[1..],
-            [
-                "worker-1 replaced (pid 10 → 11)",
-                "worker-2 replaced (pid 20 again)"
-            ]
-        );
     }
 
     fn dead_letter_lines(h: &History) -> Vec<String> {
