@@ -167,7 +167,22 @@ pub(crate) async fn lines_for(
                     timeout_ms: deadline.map(|d| millis_until(d, Instant::now())),
                 },
             };
-            match stream(settings, &request, &mut left, &mut all_ok, lines).await {
+            let mut reached = false;
+            let streamed = stream(
+                settings,
+                &request,
+                &mut left,
+                &mut all_ok,
+                lines,
+                &mut reached,
+            )
+            .await;
+            if reached {
+                // A daemon took the request: a loss after it has its own
+                // reconnect budget, from then.
+                lost_since = None;
+            }
+            match streamed {
                 Ok(()) => break,
                 // A request the daemon refuses: final, in its words (a busy
                 // daemon or a store read that failed is asked again).
@@ -199,9 +214,11 @@ async fn stream(
     left: &mut Vec<String>,
     all_ok: &mut bool,
     lines: &mut dyn Lines,
+    reached: &mut bool,
 ) -> std::io::Result<()> {
     let mut client = Client::connect(&settings.paths.socket).await?;
     client.send(request).await?;
+    *reached = true;
     let mut tracked = Tracked {
         lines,
         all_ok,
