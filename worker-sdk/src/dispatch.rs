@@ -121,6 +121,9 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
                         replies: &mut replies,
                     };
                     let outcome = self.read_batch(frame, &mut batch);
+                    if let Some(started) = &mut batch.now {
+                        self.time_last(started);
+                    }
                     if matches!(outcome, Ok(None)) && !waiting.is_empty() {
                         // A task reaped during the batch (a repeated id, see
                         // `on_task`) freed its slot with no join left to say so.
@@ -158,10 +161,42 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
         let mut started = self.batch_start();
         while running.len() < self.limit {
             let Some(task) = waiting.pop_front() else {
-                return;
+                break;
             };
             self.stats.count_waited();
             self.run_task(task, &mut started, running, replies);
+        }
+        self.time_last(&mut started);
+    }
+
+    /// Times the task of `started` that started last, if it is timed (see
+    /// [`BatchStart::last`]): at the end of a batch, with no next task to time
+    /// it.
+    #[inline]
+    fn time_last(&self, started: &mut BatchStart) {
+        if let Some(hold) = self.hold {
+            if started.last.is_some() {
+                let now = Instant::now();
+                if started.replies_due.is_some_and(|due| now >= due) {
+                    self.time_slow(started, now, hold);
+                }
+                started.last = None;
+            }
+        }
+    }
+
+    /// Marks the type of the task started last as blocking if it held the
+    /// thread for longer than `hold` (until `now`). Called only once `now` is
+    /// past the batch's `replies_due`: a hold after the batch started, no later
+    /// than that task, so before it the task was quick, found without a
+    /// subtraction.
+    #[cold]
+    #[inline(never)]
+    fn time_slow(&self, started: &BatchStart, now: Instant, hold: Duration) {
+        if let Some((at, pace)) = started.last {
+            if now.saturating_duration_since(at) > hold {
+                self.handlers.slow(pace);
+            }
         }
     }
 
@@ -341,11 +376,21 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
     /// Runs the task's handler.
     ///
     /// The replies gathered so far are written first, unless replies are batched
-    /// (`self.hold`) and the batch started less than the hold ago: then they stay
-    /// for one write with the next ones, and the worker said so in `ready`
-    /// (`docs/PROTOCOL.md`, "Batched replies"). Otherwise a finished task's reply
-    /// is on the wire before a later task starts, so a task that kills the
-    /// process cannot take it along.
+    /// (`self.hold`), the batch started less than the hold ago and the task's
+    /// type does not count as blocking ([`Pace`](crate::registry::Pace)): then
+    /// they stay for one write with the next ones, and the worker said so in
+    /// `ready` (`docs/PROTOCOL.md`, "Batched replies"). Otherwise a finished
+    /// task's reply is on the wire before a later task starts, so a task that
+    /// kills the process cannot take it along, and a task that blocks the
+    /// thread does not delay it.
+    ///
+    /// With batched replies, whether the task held the thread for longer than
+    /// the hold as it started is found from the clock read before it and the
+    /// next one (the next task's start, or the end of the batch:
+    /// [`BatchStart::last`]). The clock is read where it was read anyway (held
+    /// replies to check, a batch's first task), before a task that follows one
+    /// that went pending, and once at the end of a batch; the two readings are
+    /// subtracted only when the held replies are due.
     ///
     /// The handler's future is polled once right here: when it finishes at once (a
     /// handler with nothing to wait for, like most small ones), its reply joins
@@ -365,14 +410,23 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
     ) {
         match self.hold {
             None => self.flush(replies),
-            Some(hold) if !replies.is_empty() => {
+            Some(hold) if !replies.is_empty() || started.last.is_some() => {
                 let now = Instant::now();
-                if started.replies_due.is_some_and(|due| now >= due) {
+                let due = started.replies_due.is_some_and(|due| now >= due);
+                if due {
+                    self.time_slow(started, now, hold);
+                }
+                // Not `||`: a start of a blocking type always counts.
+                if !replies.is_empty() && (due | self.handlers.starts(task.handler.pace)) {
                     self.flush(replies);
                     *started = BatchStart::new(now, Some(hold));
                 }
+                // Timed from now.
+                started.last = Some((now, task.handler.pace));
             }
-            Some(_) => {}
+            // Nothing held, and no task started since the batch's clock read
+            // (each one sets `last`): timed from that read.
+            Some(_) => started.last = Some((started.at, task.handler.pace)),
         }
         let started = started.at;
         let cancel = running.spare.take().unwrap_or_default();
@@ -424,12 +478,18 @@ impl<R: AsyncRead + Unpin> Dispatcher<'_, R> {
 /// When a batch's tasks start (one clock read serves them all), and when
 /// replies held since are due to be written: found once, so that each task
 /// compares two instants instead of subtracting them.
-#[derive(Debug, Clone, Copy)]
 struct BatchStart {
     at: Instant,
     /// `None` without a hold, or when the hold reaches past what an
     /// `Instant` holds (never due).
     replies_due: Option<Instant>,
+    /// With batched replies, the task started last: when the clock was read
+    /// right before it started, and its type's [`Registered::pace`] (`None`
+    /// before the first task, and once it was timed at the end of a batch).
+    /// The next clock read (the next task's, or one at the end of the batch)
+    /// tells whether it held the thread for longer than the hold, and so
+    /// whether its type counts as blocking.
+    last: Option<(Instant, usize)>,
 }
 
 impl BatchStart {
@@ -437,6 +497,7 @@ impl BatchStart {
         Self {
             at,
             replies_due: hold.and_then(|hold| at.checked_add(hold)),
+            last: None,
         }
     }
 }

@@ -126,12 +126,24 @@ impl Worker {
     /// task when the worker dies holding several (`docs/PROTOCOL.md`, "Batched
     /// replies"): each of them runs its next attempt alone.
     ///
-    /// Turn it off for a worker whose handlers block their thread for long
-    /// without awaiting (instead of using
-    /// [`spawn_blocking`](tokio::task::spawn_blocking)) right after quick
-    /// ones: the quick ones' replies would wait for the slow handler, and their
-    /// timeouts count meanwhile. Off, each reply is written before a later task
-    /// starts.
+    /// `hold` is checked only as a task starts, so the worker also times how
+    /// long each task holds its thread as it starts (until the handler's first
+    /// poll returned, with the decoding and encoding around it). Once a task
+    /// took longer than `hold`, its type counts as blocking, and a task of
+    /// that type starts only once every reply held before it is written; the
+    /// type counts as quick again once at least 100 of its tasks in a row started
+    /// within `hold` (so that a thread preempted during a quick handler costs
+    /// its type's next tasks their batching, not all of it). A task that blocks
+    /// still delays the replies held before it until its first poll returns
+    /// when its type does not count as blocking: **the first task of a type
+    /// that blocks** (and the first after its type counted as quick again),
+    /// and one of a type that blocks only on some inputs. The manager counts
+    /// the held tasks as running meanwhile, their timeouts too. And a quick
+    /// task's reply may wait about twice `hold`.
+    ///
+    /// So for handlers that block their thread for long without awaiting, move
+    /// the work into [`spawn_blocking`](tokio::task::spawn_blocking), or turn
+    /// batching off: off, each reply is written before a later task starts.
     ///
     /// ```
     /// use std::time::Duration;
@@ -218,6 +230,7 @@ impl Worker {
         let registered = Registered {
             task_type: Arc::from(task_type.as_str()),
             handler,
+            pace: 0,
         };
         self.handlers.insert(task_type, registered);
         self

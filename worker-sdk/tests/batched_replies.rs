@@ -145,3 +145,55 @@ async fn replies_held_past_the_hold_are_written_before_the_next_task_starts() {
     let all: Vec<u64> = frames.concat();
     assert_eq!(all, [0, 1, 2, 3], "every reply once, in order");
 }
+
+/// A task's id, and the tasks whose replies were written as it started.
+type Seen = (u64, Vec<u64>);
+
+/// The tasks whose replies `writes` holds, `ready` left out.
+fn answered(writes: &Writes) -> Vec<u64> {
+    let writes = writes.0.lock().expect("lock");
+    let mut ids: Vec<u64> = writes.iter().flat_map(|w| frames_of(w)).collect();
+    ids.retain(|&id| id != 0);
+    ids
+}
+
+#[tokio::test]
+async fn a_task_of_a_type_seen_blocking_starts_once_the_replies_before_it_are_written() {
+    // Task 1 shows `block` blocking (it holds its thread for 20 ms, past the
+    // 5 ms hold); task 3 is then started only after task 2's reply is written,
+    // instead of holding it for as long as it blocks.
+    let writes = Writes::default();
+    let seen = writes.clone();
+    let at_start: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let noted = Arc::clone(&at_start);
+    let input = input(&[(1, "block"), (2, "echo"), (3, "block"), (4, "echo")]);
+    let stopped = Worker::new()
+        .hold_replies(Duration::from_millis(5))
+        .handle(
+            "echo",
+            |_ctx: TaskContext, v: serde_json::Value| async move { Ok::<_, HandlerError>(v) },
+        )
+        .handle("block", move |ctx: TaskContext, v: serde_json::Value| {
+            // What the manager has as this task starts.
+            let answered = answered(&seen);
+            noted.lock().expect("lock").push((ctx.id(), answered));
+            // Holds its thread, as CPU-bound work outside spawn_blocking does.
+            std::thread::sleep(Duration::from_millis(20));
+            async move { Ok::<_, HandlerError>(v) }
+        })
+        .serve(&input[..], writes.clone())
+        .await
+        .expect("serves");
+    assert_eq!(stopped, Stopped::Disconnected);
+    let at_start = at_start.lock().expect("lock").clone();
+    assert_eq!(
+        at_start,
+        [(1, vec![]), (3, vec![1, 2])],
+        "the replies written as each block task started"
+    );
+    assert_eq!(
+        answered(&writes),
+        [1, 2, 3, 4],
+        "every reply once, in order"
+    );
+}

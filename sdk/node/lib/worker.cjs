@@ -16,6 +16,12 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 // How often a worker told to send no heartbeats still checks that the manager lives.
 const WATCH_MS = 1000;
 const MAX_UINT32 = 2 ** 32 - 1;
+/**
+ * With batched replies, a task type counts as blocking once a task of it held the
+ * thread for longer than `holdReplies` as it started, until this many of its tasks
+ * in a row did not (see startWaiting). The same number as the Rust SDK's.
+ */
+const QUICK_RUNS_TO_FORGIVE = 100;
 
 /** What a handler knows about the task attempt it runs. */
 class Context {
@@ -72,9 +78,11 @@ class Worker {
   /**
    * @param {{concurrency?: number, holdReplies?: number, handlers?: Record<string, Function>}} [options]
    *   `concurrency`: the most handlers this worker runs at once (the manager's
-   *   `hello.concurrency` lowers it further); `holdReplies`: the longest, in
-   *   milliseconds, that finished tasks' replies wait for later ones while those
-   *   start (1 by default; 0 writes each before a later task starts; see
+   *   `hello.concurrency` lowers it further); `holdReplies`: how long, in
+   *   milliseconds, finished tasks' replies may wait for later ones while those
+   *   start, checked as each task starts (1 by default; 0 writes each before a
+   *   later task starts); a task of a type that blocked the thread for longer
+   *   as it started starts only once they are written (see startWaiting, and
    *   "Batched replies" in PROTOCOL.md); `handlers`: as for handleAll().
    */
   constructor(options = {}) {
@@ -84,6 +92,9 @@ class Worker {
     this.holdMs = options.holdReplies ?? 1;
     if (!(this.holdMs >= 0)) throw new RangeError('holdReplies must be at least 0');
     this.heldSince = 0; // when the oldest reply in the outbox was queued
+    // Task types that count as blocking (see startWaiting): type -> how many of its
+    // tasks in a row must start quickly before it counts as quick again.
+    this.blocking = new Map();
     this.tasks = new Map(); // id -> Task, every task received and not answered
     this.waiting = []; // Tasks not started yet, in arrival order
     this.running = 0;
@@ -348,8 +359,16 @@ class Worker {
       // wait for the next tasks' unless they waited `holdMs` already; they leave
       // when this turn's callbacks are done (queueReply), before the worker waits.
       if (this.outbox.length > 0 && performance.now() - this.heldSince >= this.holdMs) this.writeOutbox();
-      this.startNext();
-      return;
+      // Tasks of a quick type start now; one of a blocking type waits below.
+      const running = this.running;
+      this.startQuick();
+      if (this.running >= this.limit || this.waiting.length === 0) return;
+      // One started now may have finished, its reply still in a promise callback.
+      if (this.running !== running) settled = false;
+      // The next task is of a type that blocked the thread as it started: it
+      // starts as without batched replies, once every reply before it is
+      // written, so that it delays none of them. (A finished task's reply may
+      // still be in a promise callback now: see below.)
     }
     // A finished task's reply must be on the wire before a later task starts, or a
     // task that kills the process would take it along (PROTOCOL.md, Tasks, replies
@@ -378,6 +397,19 @@ class Worker {
     this.startWaiting();
   }
 
+  /**
+   * With batched replies: starts waiting tasks, oldest first, while a slot is
+   * free and the oldest is not of a blocking type (see startNext).
+   */
+  startQuick() {
+    while (this.running < this.limit && this.waiting.length > 0) {
+      // Checked before each start: the task started last may have just shown
+      // its type blocking.
+      if (this.blocking.size > 0 && this.blocking.has(this.waiting[0].taskType)) return;
+      this.startNext(1);
+    }
+  }
+
   /** Calls `startWaiting` once this turn's callbacks ran (once, however often asked). */
   startLater() {
     if (this.startPending) return;
@@ -397,7 +429,17 @@ class Worker {
       // `execute` answers every error it can name; whatever else goes wrong
       // still answers the task, and no rejection is left unhandled (one
       // would end the process, and every task in flight with it).
-      this.execute(task)
+      let executed;
+      if (this.holdMs > 0) {
+        // How long the task holds the thread as it starts (until its handler
+        // returned or first awaited): what replies held meanwhile wait for.
+        const began = performance.now();
+        executed = this.execute(task);
+        this.timed(task.taskType, performance.now() - began);
+      } else {
+        executed = this.execute(task);
+      }
+      executed
         .catch((e) => errorReply(task.id, 'handler', `the task failed: ${describe(e)}`, false))
         .then((reply) => {
           this.running -= 1;
@@ -410,6 +452,26 @@ class Worker {
           this.startWaiting();
         });
     }
+  }
+
+  /**
+   * Notes that a task of `type` held the thread for `ms` as it started. Longer
+   * than `holdMs`, and the type counts as blocking: its next tasks start only
+   * once the replies before them are written (startWaiting), until
+   * QUICK_RUNS_TO_FORGIVE of them in a row started quickly (a pause that was not
+   * the handler's, such as a garbage collection, costs a hundred tasks' batching,
+   * not all of them).
+   */
+  timed(type, ms) {
+    if (ms > this.holdMs) {
+      this.blocking.set(type, QUICK_RUNS_TO_FORGIVE);
+      return;
+    }
+    if (this.blocking.size === 0) return;
+    const left = this.blocking.get(type);
+    if (left === undefined) return;
+    if (left <= 1) this.blocking.delete(type);
+    else this.blocking.set(type, left - 1);
   }
 
   /**
