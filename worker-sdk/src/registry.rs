@@ -196,8 +196,8 @@ mod tests {
         assert!(!pace.starts(&blocking));
     }
 
-    #[test]
-    fn each_type_has_a_pace_of_its_own() {
+    /// A lookup of two echo handlers, types `a` and `b`.
+    fn echoes_a_and_b() -> Lookup {
         let mut handlers = Handlers::default();
         for name in ["a", "b"] {
             let registered = Registered {
@@ -207,7 +207,12 @@ mod tests {
             };
             handlers.insert(name.to_owned(), registered);
         }
-        let mut lookup = Lookup::new(handlers);
+        Lookup::new(handlers)
+    }
+
+    #[test]
+    fn each_type_has_a_pace_of_its_own() {
+        let mut lookup = echoes_a_and_b();
         let a = lookup.get(&TaskType::Named("a")).map(|r| r.pace);
         let b = lookup.get(&TaskType::Named("b")).map(|r| r.pace);
         let (Ok(a), Ok(b)) = (a, b) else {
@@ -222,16 +227,7 @@ mod tests {
 
     #[test]
     fn the_last_handler_found_answers_for_the_known_type() {
-        let mut handlers = Handlers::default();
-        for name in ["a", "b"] {
-            let registered = Registered {
-                task_type: Arc::from(name),
-                handler: erase_raw(|_ctx: TaskContext, payload: Bytes| async move { Ok(payload) }),
-                pace: 0,
-            };
-            handlers.insert(name.to_owned(), registered);
-        }
-        let mut lookup = Lookup::new(handlers);
+        let mut lookup = echoes_a_and_b();
         let found = |lookup: &mut Lookup, task_type| {
             lookup
                 .get(&task_type)
