@@ -35,7 +35,7 @@
 //!
 //! The count goes once its message is acked or terminated ([`Attempts::forget`]).
 //! The bucket keeps it no shorter than the stream keeps its message
-//! ([`ttl`]: for ever, for a stream that keeps messages for ever), so it
+//! (`keep.rs`: for ever, for a stream that keeps messages for ever), so it
 //! cannot expire while its message may still be delivered; the counts of
 //! messages gone otherwise (purged, their stream made again, a daemon that
 //! died between the ack and the removal) are removed by the count sweep
@@ -57,7 +57,6 @@ use crate::denials::Denials;
 mod keep;
 mod keys;
 
-pub(crate) use keep::ttl;
 pub(crate) use keys::{key, Counted};
 
 /// How long opening or making the bucket is waited for (a request the
@@ -209,7 +208,8 @@ pub(crate) struct Attempts(Arc<Shared>);
 struct Shared {
     js: Context,
     name: String,
-    /// The max age the bucket is made with, or raised to ([`ttl`]).
+    /// The max age the bucket is made with, or raised to: the tasks' stream's
+    /// (zero: for ever; see `keep.rs`).
     keep: Duration,
     /// The subjects the server denied the connection: a raise of the max
     /// age denied ends at once.

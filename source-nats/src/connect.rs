@@ -4,7 +4,7 @@
 use async_nats::jetstream::{self, consumer, kv, stream};
 use async_nats::{ConnectOptions, Event, ServerError};
 
-use crate::attempts::{self, Attempts};
+use crate::attempts::Attempts;
 use crate::config::NatsConfig;
 use crate::denials::{Denials, Refused};
 use crate::message::{subject, Band};
@@ -267,7 +267,10 @@ pub(crate) async fn connect(config: &NatsConfig) -> Result<Queue, NatsError> {
         bucket(&js, &config.results_bucket, config.result_ttl),
     )
     .await?;
-    let keep = attempts::ttl(tasks.cached_info().config.max_age);
+    // Counts kept as long as the tasks' stream keeps their messages (zero:
+    // for ever): a count is written after its message was stored, so the same
+    // age outlasts it.
+    let keep = tasks.cached_info().config.max_age;
     let name = config.attempts_bucket.clone();
     let attempts = Attempts::open(js.clone(), name, keep, denials.clone()).await;
     Ok(Queue {

@@ -1,16 +1,15 @@
 //! What successive snapshots tell that one cannot: throughput per second over the
 //! last minute, counts over the last minute, and a log of what changed (workers
-//! started and gone, health, breaker, target size,
-//! dead letters, new alerts).
+//! started and gone, health, breaker, target size, dead letters, new alerts).
 //!
 //! The rates are differences between one daemon's counters: when a new daemon
 //! answers (restarted on the same socket, see [`new_daemon`]) they start over
 //! from its first snapshot instead of mixing two daemons' counters.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::source::{Snapshot, Worker};
+use super::source::Snapshot;
 
 /// Seconds of throughput kept (the sparkline's span).
 const SPAN: usize = 60;
@@ -306,15 +305,11 @@ fn changes(before: &Snapshot, now: &Snapshot) -> Vec<(Severity, String)> {
             ),
         ));
     }
-    let old: HashMap<&str, &Worker> = before.workers.iter().map(|w| (w.id.as_str(), w)).collect();
+    let old: HashSet<&str> = before.workers.iter().map(|w| w.id.as_str()).collect();
     let new: HashSet<&str> = now.workers.iter().map(|w| w.id.as_str()).collect();
     // A worker's name is never given to another (the pool numbers them in
     // turn): a name not seen before is a new worker.
-    for w in now
-        .workers
-        .iter()
-        .filter(|w| !old.contains_key(w.id.as_str()))
-    {
+    for w in now.workers.iter().filter(|w| !old.contains(w.id.as_str())) {
         lines.push((Severity::Info, format!("{} started (pid {})", w.id, w.pid)));
     }
     for w in before
@@ -337,7 +332,7 @@ fn alert_text(alert: &super::source::Alert) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::top::source::{Alert, DaemonId};
+    use crate::top::source::{Alert, DaemonId, Worker};
 
     fn snapshot(completed: u64, workers: &[&str]) -> Snapshot {
         let mut s = Snapshot::default();

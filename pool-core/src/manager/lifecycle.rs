@@ -285,14 +285,9 @@ impl Actor {
         // What the link took: an attempt none of whose frame reached the
         // worker neither ran nor can be to blame.
         let written = worker.lane.output().written();
-        let (running_task, runs, unanswered) = {
-            let book = worker.lane.book();
-            (
-                book.running_task(written),
-                book.running(written),
-                book.reached(written),
-            )
-        };
+        let reached = worker.lane.book().reached(written);
+        let (running_task, runs, unanswered) =
+            (reached.first_running, reached.running, reached.unanswered);
         // A worker that died running several tasks at once, or batched its
         // replies and died holding several, may have been killed by any of
         // them: none is blamed, each runs its next attempt alone.

@@ -21,15 +21,6 @@ use crate::denials::{Denials, Own, Refused};
 /// wait at once).
 const RAISE_WAIT: Duration = Duration::from_secs(2);
 
-/// The attempts bucket's max age for a tasks' stream that keeps messages
-/// for `max_age` (zero: for ever, and so the bucket's counts): no shorter
-/// than a message lives, so a count does not expire while its message
-/// waits or runs. A count is written after its message was stored, so the
-/// same age outlasts it.
-pub(crate) fn ttl(max_age: Duration) -> Duration {
-    max_age
-}
-
 /// The max age a bucket that keeps counts for `kept` (zero: for ever) must
 /// be raised to, to keep them for `wanted`; `None` when it keeps them long
 /// enough already.
@@ -88,19 +79,6 @@ mod tests {
 
     const DAY: Duration = Duration::from_secs(24 * 3600);
 
-    #[test]
-    fn counts_outlast_the_messages_of_their_stream() {
-        assert_eq!(
-            ttl(Duration::ZERO),
-            Duration::ZERO,
-            "for ever, as its messages"
-        );
-        assert_eq!(ttl(2 * DAY), 2 * DAY);
-    }
-
-    /// A bucket an earlier version made for a stream that keeps messages for
-    /// ever kept counts 30 days: it is raised to for ever. One made with
-    /// `result_ttl` is raised to the stream's max age. None is lowered.
     #[test]
     fn a_bucket_that_keeps_counts_for_less_than_a_message_lives_is_raised() {
         assert_eq!(raised(30 * DAY, Duration::ZERO), Some(Duration::ZERO));

@@ -99,6 +99,17 @@ pub(crate) struct Book {
     lone_waits_in: Option<usize>,
 }
 
+/// The unanswered attempts that reached a worker ([`Book::reached`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Reached {
+    /// The first of them that had started running.
+    pub(crate) first_running: Option<u64>,
+    /// How many had started running.
+    pub(crate) running: usize,
+    /// How many there are.
+    pub(crate) unanswered: usize,
+}
+
 /// The worker's input, as the actor, the desk and the lane's writer share it.
 /// Frames reach the writer only through the book's batch (each party appends
 /// under the book's lock and rings the lane), so the worker reads them in the
@@ -413,16 +424,6 @@ impl Book {
         }
     }
 
-    /// The first task that had started running, if any, among those whose
-    /// frame reached the worker, at least in part (the link took `written`
-    /// bytes of the stream).
-    pub(crate) fn running_task(&self, written: u64) -> Option<u64> {
-        self.entries
-            .iter()
-            .find(|r| r.run_start.is_some() && r.frame_start < written)
-            .map(|r| r.pending.id)
-    }
-
     /// The head of queue shard `shard` must run alone and this book holds
     /// tasks: it takes no other until it is empty.
     pub(crate) fn wait_for_lone(&mut self, shard: usize) {
@@ -447,21 +448,19 @@ impl Book {
         }
     }
 
-    /// How many unanswered attempts that reached the worker, at least in
-    /// part, had started running.
-    pub(crate) fn running(&self, written: u64) -> usize {
-        self.entries
-            .iter()
-            .filter(|r| r.run_start.is_some() && r.frame_start < written)
-            .count()
-    }
-
-    /// How many unanswered attempts reached the worker, at least in part.
-    pub(crate) fn reached(&self, written: u64) -> usize {
-        self.entries
-            .iter()
-            .filter(|r| r.frame_start < written)
-            .count()
+    /// The unanswered attempts whose frame reached the worker, at least in
+    /// part (the link took `written` bytes of the stream): what its death
+    /// tells of them.
+    pub(crate) fn reached(&self, written: u64) -> Reached {
+        let mut reached = Reached::default();
+        for r in self.entries.iter().filter(|r| r.frame_start < written) {
+            reached.unanswered += 1;
+            if r.run_start.is_some() {
+                reached.first_running.get_or_insert(r.pending.id);
+                reached.running += 1;
+            }
+        }
+        reached
     }
 
     /// Empties the book (its worker is reaped), last written first.

@@ -197,11 +197,11 @@ async fn a_reaped_worker_s_book_drains_last_written_first() {
     let stats = Stats::new();
     let mut book = book(&stats, 3, 1, PoolClock::new().now());
     // Every frame reached the worker (the link took the whole stream).
-    assert_eq!(book.running_task(u64::MAX), Some(1));
-    assert_eq!(book.reached(u64::MAX), 3);
+    assert_eq!(book.reached(u64::MAX).first_running, Some(1));
+    assert_eq!(book.reached(u64::MAX).unanswered, 3);
     // None did: none ran.
-    assert_eq!(book.running_task(0), None);
-    assert_eq!(book.reached(0), 0);
+    assert_eq!(book.reached(0).first_running, None);
+    assert_eq!(book.reached(0).unanswered, 0);
     let ids: Vec<u64> = book
         .drain_last_first()
         .iter()
