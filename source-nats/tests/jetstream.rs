@@ -227,6 +227,16 @@ async fn higher_bands_are_fetched_first_and_claims_stop_at_max_in_flight() {
         .accept(vec![task("low", 90), task("mid", 50), task("high", 0)])
         .await
         .unwrap();
+    // Each band's consumer counts its message pending before the claim: one
+    // that had not caught up yet (a loaded machine) would leave its band out.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while source.queue_stats().await.unwrap().lag < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the consumers never saw 3 messages"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // A fetch may come back empty while the consumers catch up: claim until two.
     let first = claim_n(&source, 2).await;
     let ids: Vec<&str> = first.iter().map(|c| c.task.id.as_str()).collect();
